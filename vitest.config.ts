@@ -1,0 +1,14 @@
+// Test configuration for the whole workspace: each package's own tests plus the
+// cross-package integration tests under test/.
+import { defineConfig } from "vitest/config"
+
+export default defineConfig({
+  test: {
+    include: ["core/test/**/*.test.ts", "cli/test/**/*.test.ts", "plugins/*/test/**/*.test.ts", "test/**/*.test.ts"],
+    exclude: ["**/node_modules/**", "**/dist/**"],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    pool: "forks",
+    sequence: { hooks: "list" }
+  }
+})
