@@ -1,4 +1,14 @@
 /**
- * @dstack-ts/core — the public surface of the core package.
+ * @dstack-ts/core — domain schemas, ports, plugin contract and (as they land) the engine,
+ * runner agent, HTTP server factory and typed client.
+ *
+ * Domain data is exported flat (`TaskConfiguration`, `RunStatus` …); each port is exported as
+ * a namespace in the Effect style (`BlobStore.BlobStore` is the tag, `BlobStore.layerMemory` a
+ * layer).
  */
 export const CORE_VERSION = "0.1.0"
+
+export * from "./domain/index.ts"
+export * from "./config/index.ts"
+export * from "./plugin/index.ts"
+export * from "./ports/index.ts"

@@ -1,0 +1,2 @@
+// Public exports of core/src/ports. Append one export line per module.
+export {}

@@ -1,0 +1,2 @@
+// Conformance suites that every implementation of a port runs (@dstack-ts/core/testing).
+export {}
