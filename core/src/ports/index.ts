@@ -1,2 +1,3 @@
 // Public exports of core/src/ports. Append one export line per module.
 export {}
+export * as Codec from "./Codec.ts"
