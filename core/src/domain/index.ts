@@ -1,2 +1,3 @@
 // Public exports of core/src/domain. Append one export line per module.
 export {}
+export * from "./Status.ts"
