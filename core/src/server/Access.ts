@@ -1,0 +1,34 @@
+// Who is calling and what they may do: the server's view of users, tokens and project roles.
+// Routes never look at tokens themselves; the Access service answers for them.
+import { Context, Effect, Schema } from "effect"
+import type { ApiError } from "./ApiError.ts"
+
+export const GlobalRole = Schema.Literal("admin", "user")
+export type GlobalRole = typeof GlobalRole.Type
+export const ProjectRole = Schema.Literal("admin", "manager", "user")
+export type ProjectRole = typeof ProjectRole.Type
+
+/** The authenticated caller of a request. */
+export interface Principal {
+  readonly username: string
+  readonly globalRole: GlobalRole
+}
+
+export class Access extends Context.Tag("@dstack-ts/core/server/Access")<
+  Access,
+  {
+    /** The user that owns this token, or undefined when no active user does. */
+    readonly authenticate: (token: string) => Effect.Effect<Principal | undefined, ApiError>
+    /** The caller's role in a project; fails with 404 when the project does not exist. */
+    readonly projectRole: (principal: Principal, projectName: string) => Effect.Effect<ProjectRole | undefined, ApiError>
+  }
+>() {}
+
+const projectRank: Record<ProjectRole, number> = { user: 0, manager: 1, admin: 2 }
+
+/** True when `role` is at least `required`. Global admins may act on every project. */
+export const satisfiesProjectRole = (
+  principal: Principal,
+  role: ProjectRole | undefined,
+  required: ProjectRole
+): boolean => principal.globalRole === "admin" || (role !== undefined && projectRank[role] >= projectRank[required])

@@ -1,0 +1,59 @@
+// A route of the HTTP API, declared once: method, path, who may call it, the request and
+// response schemas, and an Effect handler. The router mounts it on Hono and the OpenAPI
+// document is generated from the same declaration.
+import type { Effect, Schema } from "effect"
+import type { Context as HonoContext } from "hono"
+import type { ApiError } from "./ApiError.ts"
+import type { Principal, ProjectRole } from "./Access.ts"
+
+export type HttpMethod = "GET" | "POST" | "PUT" | "DELETE" | "PATCH"
+
+/**
+ * Who may call a route: anyone, any signed-in user, a global admin, or a member of the
+ * project named in the path with at least the given role (global admins always may).
+ */
+export type RouteAccess = "public" | "user" | "admin" | { readonly project: ProjectRole }
+
+export interface RouteContext {
+  readonly principal: Principal | undefined
+  /** Set for `/api/project/{project_name}/…` routes. */
+  readonly projectName: string | undefined
+  readonly params: Readonly<Record<string, string>>
+  readonly hono: HonoContext
+}
+
+interface RouteBase {
+  readonly method: HttpMethod
+  /** Hono path syntax: `/api/project/:project_name/runs/get`. */
+  readonly path: string
+  readonly summary: string
+  readonly tag: string
+  readonly access: RouteAccess
+}
+
+/** A JSON-in, JSON-out route. */
+export interface JsonRoute<I, II, O, OI, R> extends RouteBase {
+  readonly kind: "json"
+  readonly request?: Schema.Schema<I, II, never> | undefined
+  readonly response: Schema.Schema<O, OI, never>
+  readonly handler: (input: I, ctx: RouteContext) => Effect.Effect<O, ApiError, R>
+}
+
+/** A route that needs the raw request or answers with a stream (uploads, live logs). */
+export interface RawRoute<R> extends RouteBase {
+  readonly kind: "raw"
+  readonly requestDescription?: string
+  readonly responseDescription?: string
+  readonly handler: (ctx: RouteContext) => Effect.Effect<Response, ApiError, R>
+}
+
+export type AnyRoute<R> = JsonRoute<any, any, any, any, R> | RawRoute<R>
+
+/** Declares a JSON route; the types of the handler follow from the schemas. */
+export const jsonRoute = <I, II, O, OI, R>(route: Omit<JsonRoute<I, II, O, OI, R>, "kind">): JsonRoute<I, II, O, OI, R> => ({
+  kind: "json",
+  ...route
+})
+
+/** Declares a raw route. */
+export const rawRoute = <R>(route: Omit<RawRoute<R>, "kind">): RawRoute<R> => ({ kind: "raw", ...route })
