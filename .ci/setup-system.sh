@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs and starts the real components the test suites need: Docker Engine, busybox for the
+# locally built test image, OpenSSH server, iproute2 (network namespaces as hosts), PostgreSQL,
+# Redis and Chromium. Idempotent: safe to run on a machine that already has them.
+set -euo pipefail
+
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+[ -x /usr/bin/busybox ] || [ -x /bin/busybox ] || need+=(busybox-static)
+command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server openssh-client)
+command -v ip >/dev/null || need+=(iproute2)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v chromium >/dev/null || need+=(chromium)
+command -v git >/dev/null || need+=(git)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> apt-get install ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "==> starting dockerd"
+  (dockerd >/tmp/dockerd.log 2>&1 &)
+  for i in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 /tmp/dockerd.log; exit 1; }
+fi
+echo "==> dockerd $(docker version --format '{{.Server.Version}}')"
+
+if [ -f .ci/postgres.sh ]; then
+  # prints the URL of a running server for the tests
+  url=$(bash .ci/postgres.sh | tail -1)
+  echo "DSTACK_TEST_DATABASE_URL=$url" >> "${CI_ENV_FILE:-/tmp/dstack-ts-ci.env}"
+  echo "==> postgresql at $url"
+fi
