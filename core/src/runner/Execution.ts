@@ -1,0 +1,113 @@
+/**
+ * What an executor is given and what it hands back: the runtime-neutral `ExecutionSpec` (the
+ * runner maps a job spec onto it in one place), the observer that receives logs and progress,
+ * a started `Execution`, and the `ExecutorError` for a job that could not start.
+ */
+import type { Duration, Effect } from "effect"
+import { Schema } from "effect"
+
+/** A host directory mounted into a container. */
+export interface ExecutionMount {
+  readonly hostPath: string
+  readonly containerPath: string
+  readonly readOnly?: boolean
+}
+
+/** Credentials for pulling a private image (sent as X-Registry-Auth). */
+export interface ExecutionRegistryAuth {
+  readonly username: string
+  readonly password: string
+  readonly serverAddress?: string
+}
+
+/** Everything an executor needs to start one job. */
+export interface ExecutionSpec {
+  /** Shell commands, joined with ` && ` and run under bash (or /bin/sh) `-c`. */
+  readonly commands: ReadonlyArray<string>
+  /** Container entrypoint; when given, `commands` become its arguments. Docker only. */
+  readonly entrypoint?: ReadonlyArray<string>
+  /** Job environment, on top of the host environment (process) or the image's (docker). */
+  readonly env: Readonly<Record<string, string>>
+  /** Working directory: absolute, or relative to `repoDir` (process) / `/workflow` (docker). */
+  readonly workingDir?: string
+  /** The host directory holding the job's code. */
+  readonly repoDir: string
+  /** Container image; absent means the process executor. */
+  readonly image?: string
+  readonly registryAuth?: ExecutionRegistryAuth
+  readonly user?: string
+  readonly privileged: boolean
+  /** Container ports to publish on 127.0.0.1 (each on a free host port). */
+  readonly ports: ReadonlyArray<number>
+  readonly shmSizeBytes?: number
+  readonly mounts: ReadonlyArray<ExecutionMount>
+  /** GPUs requested: a count, or "all". 0 means none. */
+  readonly gpus: number | "all"
+  /** Labels put on the container, so a crashed runner's containers can be found. */
+  readonly labels?: Readonly<Record<string, string>>
+}
+
+/** Where an executor reports while a job runs. Calls are synchronous and cheap. */
+export interface ExecutionObserver {
+  /** A chunk of the job's output, in the order it was read from that stream. */
+  readonly log: (stream: "stdout" | "stderr", bytes: Uint8Array) => void
+  /** The image is being pulled (docker only). */
+  readonly pulling?: () => void
+  /** A message from the executor itself (not the job), e.g. "no nvidia runtime, GPUs skipped". */
+  readonly note?: (message: string) => void
+}
+
+/** A container port and the 127.0.0.1 port it is published on. */
+export interface PublishedPort {
+  readonly containerPort: number
+  readonly hostPort: number
+}
+
+/** How a job ended. */
+export interface ExecutionExit {
+  /** The exit code; 128 + signal number when a signal ended the process. */
+  readonly exitCode: number
+  /** Set when the runner ended the job: "stop" (graceful) or "abort" (killed at once). */
+  readonly endedBy?: "stop" | "abort"
+}
+
+/** A started job. */
+export interface Execution {
+  /** The process id (process executor) or container id (docker executor). */
+  readonly id: string
+  readonly ports: ReadonlyArray<PublishedPort>
+  /** Completes when the job has ended and all its output has been delivered to the observer. */
+  readonly exit: Effect.Effect<ExecutionExit>
+  /** Asks the job to end (SIGTERM), killing it after `grace`; completes when it has ended. */
+  readonly stop: (grace: Duration.DurationInput) => Effect.Effect<ExecutionExit>
+  /** Kills the job at once; completes when it has ended. */
+  readonly abort: Effect.Effect<ExecutionExit>
+  /** Cumulative CPU time and current memory of the job, for metrics. */
+  readonly usage: Effect.Effect<ResourceUsage>
+}
+
+/** Resource usage of a job at one instant. */
+export interface ResourceUsage {
+  /** CPU time used so far by all of the job's processes, in microseconds. */
+  readonly cpuUsageMicro: number
+  /** Resident memory of the job's processes (or the container's cgroup), in bytes. */
+  readonly memoryUsageBytes: number
+}
+
+/** Why a job could not start. The reasons map one to one to runner termination reasons. */
+export const ExecutorErrorReason = Schema.Literal("CreatingContainer", "PortsBinding", "Executor")
+export type ExecutorErrorReason = typeof ExecutorErrorReason.Type
+
+export class ExecutorError extends Schema.TaggedError<ExecutorError>("@dstack-ts/core/ExecutorError")("ExecutorError", {
+  module: Schema.Literal("ProcessExecutor", "DockerExecutor"),
+  method: Schema.String,
+  reason: ExecutorErrorReason,
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+/** Starts jobs. One implementation per way of running a job (process, docker). */
+export interface Executor {
+  readonly name: "process" | "docker"
+  readonly start: (spec: ExecutionSpec, observer: ExecutionObserver) => Effect.Effect<Execution, ExecutorError>
+}

@@ -1,0 +1,156 @@
+/**
+ * The process executor: runs a job's commands on the host, without a container, under bash
+ * (or /bin/sh) in its own process group, so that stop and abort reach the whole process tree.
+ */
+import { spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Deferred, Duration, Effect } from "effect"
+import type { Execution, ExecutionExit, ExecutionObserver, ExecutionSpec, Executor, ResourceUsage } from "./Execution.ts"
+import { ExecutorError } from "./Execution.ts"
+import { processGroupUsage } from "./HostUsage.ts"
+
+/** Options of the process executor. */
+export interface ProcessExecutorOptions {
+  /** The shell that runs the commands; default: bash when it exists, else /bin/sh. */
+  readonly shell?: string
+  /** Pass the runner's own environment to the job (under the job's env); default true. */
+  readonly inheritEnv?: boolean
+  /**
+   * How long to wait for the job's output pipes to close once its main process has exited
+   * and the rest of its process group has been killed; default 2 s. A process that left the
+   * group (setsid) can hold them open: after this its output is no longer read.
+   */
+  readonly drainTimeout?: Duration.DurationInput
+}
+
+const SHELL_CANDIDATES = ["/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash"]
+
+const isExecutable = (file: string): boolean => {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** bash when it exists (as upstream), else the POSIX shell. */
+export const defaultShell = (): string => SHELL_CANDIDATES.find(isExecutable) ?? "/bin/sh"
+
+const error = (method: string, message: string, cause?: unknown) =>
+  new ExecutorError({ module: "ProcessExecutor", method, reason: "Executor", message, cause })
+
+const exitCodeOf = (code: number | null, signal: NodeJS.Signals | null): number => {
+  if (code !== null) return code
+  const number = signal ? os.constants.signals[signal] : undefined
+  return number ? 128 + number : 1
+}
+
+/** Signals every process of a group; a group that is already gone is not an error. */
+const signalGroup = (pgid: number, signal: NodeJS.Signals): void => {
+  try {
+    process.kill(-pgid, signal)
+  } catch {
+    // ESRCH: nothing left in the group.
+  }
+}
+
+const awaitSpawn = (child: ChildProcess, command: string) =>
+  Effect.async<void, ExecutorError>((resume) => {
+    const onSpawn = () => {
+      child.off("error", onError)
+      resume(Effect.void)
+    }
+    const onError = (cause: Error) => {
+      child.off("spawn", onSpawn)
+      resume(Effect.fail(error("start", `cannot start ${command}: ${cause.message}`, cause)))
+    }
+    child.once("spawn", onSpawn)
+    child.once("error", onError)
+  })
+
+/**
+ * Makes the process executor.
+ *
+ * @example
+ * const execution = yield* ProcessExecutor.make().start(spec, { log: (stream, bytes) => ... })
+ * const { exitCode } = yield* execution.exit
+ */
+export const make = (options: ProcessExecutorOptions = {}): Executor => {
+  const drainTimeout = Duration.decode(options.drainTimeout ?? "2 seconds")
+  const start = (spec: ExecutionSpec, observer: ExecutionObserver): Effect.Effect<Execution, ExecutorError> =>
+    Effect.gen(function* () {
+      const cwd = path.resolve(spec.repoDir, spec.workingDir ?? ".")
+      const stat = yield* Effect.sync(() => fs.statSync(cwd, { throwIfNoEntry: false }))
+      if (!stat?.isDirectory()) {
+        return yield* Effect.fail(error("start", `working_dir ${cwd} does not exist or is not a directory`))
+      }
+      const shell = options.shell ?? defaultShell()
+      const script = spec.commands.join(" && ")
+      const env = { ...(options.inheritEnv === false ? {} : process.env), ...spec.env }
+      const child = yield* Effect.try({
+        try: () => spawn(shell, ["-c", script], { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] }),
+        catch: (cause) => error("start", `cannot start ${shell}: ${String(cause)}`, cause)
+      })
+      yield* awaitSpawn(child, shell)
+      const pid = child.pid as number
+
+      const exited = yield* Deferred.make<ExecutionExit>()
+      let endedBy: ExecutionExit["endedBy"]
+      let leaderExit: { code: number | null; signal: NodeJS.Signals | null } | undefined
+      let finished = false
+
+      child.stdout!.on("data", (chunk: Uint8Array) => observer.log("stdout", chunk))
+      child.stderr!.on("data", (chunk: Uint8Array) => observer.log("stderr", chunk))
+
+      const finish = () => {
+        if (finished) return
+        finished = true
+        const exit = leaderExit ?? { code: null, signal: null }
+        const result: ExecutionExit = { exitCode: exitCodeOf(exit.code, exit.signal), ...(endedBy ? { endedBy } : {}) }
+        Deferred.unsafeDone(exited, Effect.succeed(result))
+      }
+      child.on("exit", (code, signal) => {
+        leaderExit = { code, signal }
+        // The job is over when its main process is: what it left behind in its group goes too,
+        // which also closes the pipes those processes held.
+        signalGroup(pid, "SIGKILL")
+        setTimeout(() => {
+          if (finished) return
+          child.stdout!.destroy()
+          child.stderr!.destroy()
+          finish()
+        }, Duration.toMillis(drainTimeout)).unref()
+      })
+      child.on("close", finish)
+
+      const awaitExit = Deferred.await(exited)
+      const stop = (grace: Duration.DurationInput) =>
+        Effect.suspend(() => {
+          if (finished) return awaitExit
+          endedBy ??= "stop"
+          signalGroup(pid, "SIGTERM")
+          return awaitExit.pipe(
+            Effect.timeoutTo({
+              duration: grace,
+              onSuccess: Effect.succeed,
+              onTimeout: () =>
+                Effect.sync(() => signalGroup(pid, "SIGKILL")).pipe(Effect.zipRight(awaitExit))
+            }),
+            Effect.flatten
+          )
+        })
+      const abort = Effect.suspend(() => {
+        if (finished) return awaitExit
+        endedBy = "abort"
+        signalGroup(pid, "SIGKILL")
+        return awaitExit
+      })
+      const usage: Effect.Effect<ResourceUsage> = Effect.sync(() => processGroupUsage(pid))
+      return { id: String(pid), ports: [], exit: awaitExit, stop, abort, usage } satisfies Execution
+    })
+  return { name: "process", start }
+}
