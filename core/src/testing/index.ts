@@ -1,2 +1,3 @@
 // Conformance suites that every implementation of a port runs (@dstack-ts/core/testing).
 export {}
+export * from "./Codec.ts"

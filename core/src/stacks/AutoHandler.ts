@@ -1,0 +1,109 @@
+/**
+ * AutoHandler: picks the codec for an object on push and for a stored payload on pull, from
+ * the codecs that installed plugins contribute followed by core's built-ins. Upstream's
+ * `AutoHandler` does the same for Python objects; an explicit encoder or decoder given by the
+ * caller always wins.
+ */
+import { Context, Effect, Layer, Option } from "effect"
+import * as Codec from "../ports/Codec.ts"
+import * as BuiltinCodecs from "./BuiltinCodecs.ts"
+import { pluginFor } from "./ContentTypes.ts"
+
+/** Options of `AutoHandler.encode`: the codec's own options plus an explicit encoder. */
+export interface EncodeOptions extends Codec.EncodeOptions {
+  /** Use this codec instead of choosing one (upstream `encoder=`). */
+  readonly encoder?: Codec.Any
+}
+
+/** Options of `AutoHandler.decode`. */
+export interface DecodeOptions {
+  /** Use this codec instead of choosing one (upstream `decoder=`). */
+  readonly decoder?: Codec.Any
+}
+
+/** The result of an encode together with the id of the codec that wrote it. */
+export interface Encoded extends Codec.Encoded {
+  readonly codec: string
+}
+
+export interface Service {
+  /** Plugin codecs first, in install order, then the built-ins. */
+  readonly codecs: ReadonlyArray<Codec.Any>
+  /** The codec that would encode `obj`: the first whose `accepts` says yes. */
+  readonly encoderFor: (obj: unknown) => Option.Option<Codec.Any>
+  /** The codec that would decode a payload of this content type and application. */
+  readonly decoderFor: (contentType: string, application: string) => Option.Option<Codec.Any>
+  readonly encode: (obj: unknown, options?: EncodeOptions) => Effect.Effect<Encoded, Codec.CodecError>
+  readonly decode: (encoded: Codec.Encoded, options?: DecodeOptions) => Effect.Effect<unknown, Codec.CodecError>
+}
+
+export class AutoHandler extends Context.Tag("@dstack-ts/core/AutoHandler")<AutoHandler, Service>() {}
+
+export interface MakeOptions {
+  /** Append core's bytes/text/JSON codecs after the given ones (default true). */
+  readonly builtins?: boolean
+}
+
+/**
+ * Builds an AutoHandler over the given codecs.
+ *
+ * @example
+ * const auto = AutoHandler.make([...dataframe.codecs])
+ * const encoded = yield* auto.encode([{ a: 1 }, { a: 2 }])   // dataframe/arrow
+ * const table = yield* auto.decode(encoded)
+ */
+export const make = (codecs: ReadonlyArray<Codec.Any>, options: MakeOptions = {}): Service => {
+  const all = options.builtins === false ? [...codecs] : [...codecs, ...BuiltinCodecs.all]
+  const encoderFor = (obj: unknown) => Option.fromNullable(all.find((c) => c.accepts(obj)))
+  const decoderFor = (contentType: string, application: string) =>
+    Option.fromNullable(all.find((c) => c.canDecode(contentType, application)))
+
+  const encode = (obj: unknown, encodeOptions: EncodeOptions = {}) => {
+    const { encoder, ...rest } = encodeOptions
+    const chosen = encoder !== undefined ? Option.some(encoder) : encoderFor(obj)
+    return Option.match(chosen, {
+      onNone: () =>
+        Codec.fail(
+          "AutoHandler",
+          "encode",
+          "Unsupported",
+          `no installed codec accepts ${Codec.kindOf(obj)}; installed: ${all.map((c) => c.id).join(", ")}`
+        ),
+      onSome: (codec) =>
+        Effect.map(codec.encode(obj, rest), (encoded): Encoded => ({ ...encoded, codec: codec.id }))
+    })
+  }
+
+  const decode = (encoded: Codec.Encoded, decodeOptions: DecodeOptions = {}) => {
+    const chosen = decodeOptions.decoder !== undefined
+      ? Option.some(decodeOptions.decoder)
+      : decoderFor(encoded.contentType, encoded.application)
+    return Option.match(chosen, {
+      onNone: () => {
+        const plugin = pluginFor(encoded.contentType, encoded.application)
+        const what = `content type ${encoded.contentType} (application ${encoded.application})`
+        return Codec.fail(
+          "AutoHandler",
+          "decode",
+          "NotInstalled",
+          plugin !== undefined
+            ? `no installed codec decodes ${what}: install the plugin ${plugin}`
+            : `no installed codec decodes ${what}; installed: ${all.map((c) => c.id).join(", ")}`
+        )
+      },
+      onSome: (codec) => codec.decode(encoded)
+    })
+  }
+
+  return { codecs: all, encoderFor, decoderFor, encode, decode }
+}
+
+/** The AutoHandler over the installed codecs (`Codec.Codecs`) and the built-ins. */
+export const layer: Layer.Layer<AutoHandler, never, Codec.Codecs> = Layer.effect(
+  AutoHandler,
+  Effect.map(Codec.Codecs, (codecs) => make(codecs))
+)
+
+/** An AutoHandler over exactly these codecs plus the built-ins, without the plugin host. */
+export const layerWith = (codecs: ReadonlyArray<Codec.Any>): Layer.Layer<AutoHandler> =>
+  Layer.succeed(AutoHandler, make(codecs))

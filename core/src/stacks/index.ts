@@ -1,0 +1,4 @@
+// Public exports of core/src/stacks: choosing and running codecs for stack payloads.
+export * as AutoHandler from "./AutoHandler.ts"
+export * as BuiltinCodecs from "./BuiltinCodecs.ts"
+export * as StackContentTypes from "./ContentTypes.ts"

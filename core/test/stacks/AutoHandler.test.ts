@@ -1,0 +1,92 @@
+// AutoHandler: choosing a codec on push and on pull, explicit encoders, missing plugins.
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Option } from "effect"
+import { AutoHandler, Codec, StackContentTypes } from "../../src/index.ts"
+
+const enc = new TextEncoder()
+
+/** A stand-in plugin codec: strings that start with "#" are "markdown". */
+const markdown = Codec.make<string>({
+  id: "text/markdown",
+  application: "text",
+  contentTypes: ["text/markdown"],
+  accepts: (o) => typeof o === "string" && o.startsWith("#"),
+  encode: (s) => Effect.succeed({ contentType: "text/markdown", application: "text", metadata: { headings: 1 }, body: enc.encode(s) }),
+  decode: (e) => Effect.map(Codec.bytes(e.body), (b) => `decoded:${new TextDecoder().decode(b)}`)
+})
+
+describe("AutoHandler", () => {
+  const auto = AutoHandler.make([markdown])
+
+  it.effect("picks the first accepting codec: plugin codecs before built-ins", () =>
+    Effect.gen(function*() {
+      expect((yield* auto.encode("# title")).codec).toBe("text/markdown")
+      expect((yield* auto.encode("plain")).codec).toBe("text/plain")
+      expect((yield* auto.encode({ a: 1 })).codec).toBe("json/value")
+      expect((yield* auto.encode(new Uint8Array([1]))).codec).toBe("bytes/octet-stream")
+      expect(Option.map(auto.encoderFor("# x"), (c) => c.id)).toEqual(Option.some("text/markdown"))
+    }))
+
+  it.effect("an explicit encoder wins over the choice and gets the caller's options", () =>
+    Effect.gen(function*() {
+      let seen: Codec.EncodeOptions | undefined
+      const spy = Codec.make<string>({ ...markdown, id: "text/spy", accepts: () => true, encode: (s, o) => { seen = o; return markdown.encode(`#${s}`) } })
+      const out = yield* auto.encode("plain", { encoder: spy, level: 3 })
+      expect(out.codec).toBe("text/spy")
+      expect(out.contentType).toBe("text/markdown")
+      expect(seen).toEqual({ level: 3 })
+    }))
+
+  it.effect("decodes by content type, and an explicit decoder wins", () =>
+    Effect.gen(function*() {
+      const encoded = yield* auto.encode("# t")
+      expect(yield* auto.decode(encoded)).toBe("decoded:# t")
+      const plain = yield* auto.encode("abc")
+      expect(yield* auto.decode(plain)).toBe("abc")
+      // The built-in text decoder does not read text/markdown, so an explicit one must be able to.
+      const viaText = yield* Effect.flip(auto.decode(encoded, { decoder: AutoHandler.make([]).codecs[1] }))
+      expect(viaText.reason).toBe("Unsupported")
+    }))
+
+  it.effect("an object no codec accepts fails with Unsupported listing the installed codecs", () =>
+    Effect.gen(function*() {
+      const err = yield* Effect.flip(auto.encode(Symbol("s")))
+      expect(err.reason).toBe("Unsupported")
+      expect(err.message).toContain("a symbol")
+      expect(err.message).toContain("text/markdown, bytes/octet-stream, text/plain, json/value")
+    }))
+
+  it.effect("a payload whose plugin is not installed fails with NotInstalled naming the package", () =>
+    Effect.gen(function*() {
+      const cases: Array<[string, string, string]> = [
+        [StackContentTypes.ContentType.arrowStream, "dataframe", "@dstack-ts/handler-dataframe"],
+        ["text/csv; header=present", "dataframe", "@dstack-ts/handler-dataframe"],
+        [StackContentTypes.ContentType.png, "plot", "@dstack-ts/handler-plot"],
+        [StackContentTypes.ContentType.onnx, "model", "@dstack-ts/handler-model"],
+        ["application/x-unknown-model", "model", "@dstack-ts/handler-model"]
+      ]
+      for (const [contentType, application, plugin] of cases) {
+        const err = yield* Effect.flip(auto.decode({ contentType, application, metadata: {}, body: new Uint8Array([1]) }))
+        expect(err.reason).toBe("NotInstalled")
+        expect(err.message).toContain(`install the plugin ${plugin}`)
+        expect(err.message).toContain(contentType)
+      }
+      const unknown = yield* Effect.flip(auto.decode({ contentType: "x/y", application: "z", metadata: {}, body: new Uint8Array() }))
+      expect(unknown.reason).toBe("NotInstalled")
+      expect(unknown.message).toContain("no installed codec decodes content type x/y (application z)")
+    }))
+
+  it.effect("without built-ins only the given codecs are used", () =>
+    Effect.gen(function*() {
+      const bare = AutoHandler.make([markdown], { builtins: false })
+      expect(bare.codecs.map((c) => c.id)).toEqual(["text/markdown"])
+      expect((yield* Effect.flip(bare.encode("plain"))).reason).toBe("Unsupported")
+    }))
+
+  it.effect("the layer reads the installed codecs from Codec.Codecs", () =>
+    Effect.gen(function*() {
+      const handler = yield* AutoHandler.AutoHandler
+      expect(handler.codecs[0].id).toBe("text/markdown")
+      expect((yield* handler.encode("# a")).codec).toBe("text/markdown")
+    }).pipe(Effect.provide(AutoHandler.layer), Effect.provide(Codec.layer([markdown]))))
+})
