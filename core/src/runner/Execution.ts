@@ -13,6 +13,12 @@ export interface ExecutionMount {
   readonly readOnly?: boolean
 }
 
+/** A container port to publish, optionally on a fixed host port. */
+export interface ExecutionPort {
+  readonly containerPort: number
+  readonly hostPort?: number
+}
+
 /** Credentials for pulling a private image (sent as X-Registry-Auth). */
 export interface ExecutionRegistryAuth {
   readonly username: string
@@ -37,8 +43,8 @@ export interface ExecutionSpec {
   readonly registryAuth?: ExecutionRegistryAuth
   readonly user?: string
   readonly privileged: boolean
-  /** Container ports to publish on 127.0.0.1 (each on a free host port). */
-  readonly ports: ReadonlyArray<number>
+  /** Container ports to publish on 127.0.0.1 (on `hostPort`, or a free port when absent). */
+  readonly ports: ReadonlyArray<ExecutionPort>
   readonly shmSizeBytes?: number
   readonly mounts: ReadonlyArray<ExecutionMount>
   /** GPUs requested: a count, or "all". 0 means none. */

@@ -1,0 +1,307 @@
+/**
+ * The docker executor: runs a job in a container through the Docker Engine API (dockerode):
+ * pulls the image only when it is absent, publishes ports on 127.0.0.1, streams the
+ * demultiplexed output, and removes the container once the job has ended.
+ */
+import type Dockerode from "dockerode"
+import { Deferred, Duration, Effect } from "effect"
+import type {
+  Execution,
+  ExecutionExit,
+  ExecutionObserver,
+  ExecutionSpec,
+  Executor,
+  ExecutorErrorReason,
+  PublishedPort,
+  ResourceUsage
+} from "./Execution.ts"
+import { ExecutorError } from "./Execution.ts"
+
+/** Options of the docker executor. */
+export interface DockerExecutorOptions {
+  /** The Engine's unix socket; default DOCKER_HOST (unix://…) or /var/run/docker.sock. */
+  readonly socketPath?: string
+  /** Where the job's code directory is mounted in the container; default `/workflow`. */
+  readonly repoMountPath?: string
+  /** A ready client, instead of one made from `socketPath`. */
+  readonly client?: Dockerode
+}
+
+/** The label every container started by the runner carries. */
+export const RUNNER_LABEL = "dstack-ts.runner"
+
+const fail = (method: string, reason: ExecutorErrorReason, message: string, cause?: unknown) =>
+  new ExecutorError({ module: "DockerExecutor", method, reason, message, cause })
+
+/** The Engine's message from a dockerode error (it keeps the JSON body in `json`). */
+const engineMessage = (cause: unknown): string => {
+  const e = cause as { json?: { message?: string }; message?: string; statusCode?: number }
+  return e?.json?.message ?? e?.message ?? String(cause)
+}
+
+const statusCode = (cause: unknown): number | undefined => (cause as { statusCode?: number })?.statusCode
+
+const defaultSocketPath = (): string => {
+  const host = process.env.DOCKER_HOST
+  return host?.startsWith("unix://") ? host.slice("unix://".length) : "/var/run/docker.sock"
+}
+
+const imageWithTag = (image: string): string => {
+  // A tag follows the last ':' after the last '/' (a registry host may carry a port).
+  const lastSlash = image.lastIndexOf("/")
+  const hasTag = image.lastIndexOf(":") > lastSlash
+  return hasTag || image.includes("@") ? image : `${image}:latest`
+}
+
+/**
+ * Splits Docker's multiplexed stream (8-byte header: stream type, 3 zero bytes, big-endian
+ * size) into stdout and stderr chunks, across arbitrary chunk boundaries.
+ */
+export class FrameDemuxer {
+  private pending: Uint8Array = new Uint8Array(0)
+  constructor(private readonly emit: (stream: "stdout" | "stderr", bytes: Uint8Array) => void) {}
+
+  push(chunk: Uint8Array): void {
+    let buf = this.pending.length === 0 ? chunk : concat(this.pending, chunk)
+    let offset = 0
+    while (buf.length - offset >= 8) {
+      const size = new DataView(buf.buffer, buf.byteOffset + offset + 4, 4).getUint32(0)
+      if (buf.length - offset - 8 < size) break
+      const type = buf[offset]
+      if (size > 0) this.emit(type === 2 ? "stderr" : "stdout", buf.subarray(offset + 8, offset + 8 + size))
+      offset += 8 + size
+    }
+    this.pending = offset === buf.length ? new Uint8Array(0) : buf.slice(offset)
+    buf = this.pending
+  }
+}
+
+const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
+  const out = new Uint8Array(a.length + b.length)
+  out.set(a, 0)
+  out.set(b, a.length)
+  return out
+}
+
+const loadClient = (options: DockerExecutorOptions) =>
+  Effect.tryPromise({
+    try: async () => {
+      if (options.client) return options.client
+      // Loaded on first use: hosts that only run the process executor never need it.
+      const { default: Docker } = await import("dockerode")
+      return new Docker({ socketPath: options.socketPath ?? defaultSocketPath() })
+    },
+    catch: (cause) => fail("start", "Executor", `cannot load the Docker client: ${engineMessage(cause)}`, cause)
+  })
+
+const pullIfAbsent = (docker: Dockerode, spec: ExecutionSpec, image: string, observer: ExecutionObserver) =>
+  Effect.gen(function* () {
+    const present = yield* Effect.tryPromise({
+      try: () => docker.getImage(image).inspect().then(() => true),
+      catch: (cause) => cause
+    }).pipe(
+      Effect.catchAll((cause) =>
+        statusCode(cause) === 404
+          ? Effect.succeed(false)
+          : Effect.fail(fail("start", "Executor", `cannot inspect image ${image}: ${engineMessage(cause)}`, cause))
+      )
+    )
+    if (present) return
+    observer.pulling?.()
+    const auth = spec.registryAuth
+    const authconfig = auth
+      ? { username: auth.username, password: auth.password, ...(auth.serverAddress ? { serveraddress: auth.serverAddress } : {}) }
+      : undefined
+    yield* Effect.tryPromise({
+      try: async () => {
+        const stream = (await docker.pull(imageWithTag(image), authconfig ? { authconfig } : {})) as NodeJS.ReadableStream
+        await new Promise<void>((resolve, reject) => {
+          docker.modem.followProgress(stream, (err: Error | null, output: Array<{ error?: string }>) => {
+            const failed = output?.find((o) => o.error)
+            if (err) reject(err)
+            else if (failed) reject(new Error(failed.error))
+            else resolve()
+          })
+        })
+      },
+      catch: (cause) =>
+        fail("start", "CreatingContainer", `cannot pull image ${image}: ${engineMessage(cause)}`, cause)
+    })
+  })
+
+const containerOptions = (
+  spec: ExecutionSpec,
+  image: string,
+  repoMountPath: string,
+  gpuRuntime: boolean,
+  observer: ExecutionObserver
+): Dockerode.ContainerCreateOptions => {
+  const script = spec.commands.join(" && ")
+  const command = spec.entrypoint
+    ? { Entrypoint: [...spec.entrypoint], Cmd: [...spec.commands] }
+    : spec.commands.length > 0
+      ? { Entrypoint: ["/bin/sh", "-c"], Cmd: [script] }
+      : {}
+  const workingDir = spec.workingDir
+    ? spec.workingDir.startsWith("/")
+      ? spec.workingDir
+      : `${repoMountPath.replace(/\/$/, "")}/${spec.workingDir}`
+    : repoMountPath
+  const exposed: Record<string, object> = {}
+  const bindings: Record<string, Array<{ HostIp: string; HostPort: string }>> = {}
+  for (const port of spec.ports) {
+    exposed[`${port.containerPort}/tcp`] = {}
+    bindings[`${port.containerPort}/tcp`] = [{ HostIp: "127.0.0.1", HostPort: port.hostPort ? String(port.hostPort) : "" }]
+  }
+  const binds = [
+    `${spec.repoDir}:${repoMountPath}`,
+    ...spec.mounts.map((m) => `${m.hostPath}:${m.containerPath}${m.readOnly ? ":ro" : ""}`)
+  ]
+  const wantsGpus = spec.gpus === "all" || spec.gpus > 0
+  if (wantsGpus && !gpuRuntime) observer.note?.("GPUs were requested but Docker has no nvidia runtime: running without GPUs")
+  return {
+    Image: image,
+    ...command,
+    Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+    WorkingDir: workingDir,
+    ...(spec.user ? { User: spec.user } : {}),
+    Labels: { [RUNNER_LABEL]: "1", ...spec.labels },
+    ExposedPorts: exposed,
+    HostConfig: {
+      Binds: binds,
+      PortBindings: bindings,
+      Privileged: spec.privileged,
+      ...(spec.shmSizeBytes ? { ShmSize: spec.shmSizeBytes } : {}),
+      ...(wantsGpus && gpuRuntime
+        ? { DeviceRequests: [{ Driver: "nvidia", Count: spec.gpus === "all" ? -1 : spec.gpus, Capabilities: [["gpu"]] }] }
+        : {})
+    }
+  }
+}
+
+const isPortBindingFailure = (message: string): boolean =>
+  /port is already allocated|address already in use|bind for|ports are not available|cannot assign requested address/i.test(message)
+
+/**
+ * Makes the docker executor.
+ *
+ * @example
+ * const execution = yield* DockerExecutor.make().start({ ...spec, image: "busybox" }, observer)
+ * const { exitCode } = yield* execution.exit
+ */
+export const make = (options: DockerExecutorOptions = {}): Executor => {
+  const repoMountPath = options.repoMountPath ?? "/workflow"
+  let gpuRuntime: boolean | undefined
+
+  const start = (spec: ExecutionSpec, observer: ExecutionObserver): Effect.Effect<Execution, ExecutorError> =>
+    Effect.gen(function* () {
+      const image = spec.image
+      if (!image) return yield* Effect.fail(fail("start", "Executor", "the docker executor needs an image"))
+      const docker = yield* loadClient(options)
+      yield* pullIfAbsent(docker, spec, image, observer)
+      if (gpuRuntime === undefined && (spec.gpus === "all" || spec.gpus > 0)) {
+        gpuRuntime = yield* Effect.promise(() =>
+          docker.info().then((info: { Runtimes?: Record<string, unknown> }) => "nvidia" in (info.Runtimes ?? {}), () => false)
+        )
+      }
+      const container = yield* Effect.tryPromise({
+        try: () => docker.createContainer(containerOptions(spec, image, repoMountPath, gpuRuntime ?? false, observer)),
+        catch: (cause) => fail("start", "CreatingContainer", `cannot create a container from ${image}: ${engineMessage(cause)}`, cause)
+      })
+      const remove = Effect.promise(() => container.remove({ force: true, v: true }).catch(() => undefined))
+      yield* Effect.tryPromise({
+        try: () => container.start(),
+        catch: (cause) => {
+          const message = engineMessage(cause)
+          return isPortBindingFailure(message)
+            ? fail("start", "PortsBinding", `cannot publish the ports of ${image}: ${message}`, cause)
+            : fail("start", "Executor", `cannot start the container from ${image}: ${message}`, cause)
+        }
+      }).pipe(Effect.tapError(() => remove))
+
+      const ports = yield* Effect.tryPromise({
+        try: () => container.inspect(),
+        catch: (cause) => fail("start", "Executor", `cannot inspect the container: ${engineMessage(cause)}`, cause)
+      }).pipe(
+        Effect.map((info): ReadonlyArray<PublishedPort> =>
+          spec.ports.map((port) => {
+            const bound = info.NetworkSettings.Ports?.[`${port.containerPort}/tcp`]?.[0]
+            return { containerPort: port.containerPort, hostPort: Number(bound?.HostPort ?? 0) }
+          })
+        ),
+        Effect.tapError(() => remove)
+      )
+
+      // Logs from the start of the container: nothing is lost even if it has already ended.
+      const logsDone = yield* Deferred.make<void>()
+      const demuxer = new FrameDemuxer(observer.log)
+      yield* Effect.tryPromise({
+        try: () => container.logs({ follow: true, stdout: true, stderr: true }) as Promise<NodeJS.ReadableStream>,
+        catch: (cause) => fail("start", "Executor", `cannot follow the container's logs: ${engineMessage(cause)}`, cause)
+      }).pipe(
+        Effect.tap((stream) =>
+          Effect.sync(() => {
+            stream.on("data", (chunk: Uint8Array) => demuxer.push(chunk))
+            const done = () => Deferred.unsafeDone(logsDone, Effect.void)
+            stream.on("end", done)
+            stream.on("close", done)
+            stream.on("error", done)
+          })
+        ),
+        Effect.tapError(() => remove)
+      )
+
+      let endedBy: ExecutionExit["endedBy"]
+      const exited = yield* Deferred.make<ExecutionExit>()
+      let finished = false
+      const waitExit = Effect.promise(() =>
+        container.wait().then(
+          (r: { StatusCode: number }) => r.StatusCode,
+          () => 1
+        )
+      )
+      yield* waitExit.pipe(
+        Effect.flatMap((exitCode) =>
+          Deferred.await(logsDone).pipe(
+            Effect.timeout("5 seconds"),
+            Effect.ignore,
+            Effect.zipRight(remove),
+            Effect.zipRight(
+              Effect.sync(() => {
+                finished = true
+                Deferred.unsafeDone(exited, Effect.succeed({ exitCode, ...(endedBy ? { endedBy } : {}) }))
+              })
+            )
+          )
+        ),
+        Effect.forkDaemon
+      )
+
+      const awaitExit = Deferred.await(exited)
+      const stop = (grace: Duration.DurationInput) =>
+        Effect.suspend(() => {
+          if (finished) return awaitExit
+          endedBy ??= "stop"
+          const t = Math.max(0, Math.ceil(Duration.toSeconds(Duration.decode(grace))))
+          return Effect.promise(() => container.stop({ t }).catch(() => undefined)).pipe(Effect.zipRight(awaitExit))
+        })
+      const abort = Effect.suspend(() => {
+        if (finished) return awaitExit
+        endedBy = "abort"
+        return Effect.promise(() => container.kill({ signal: "SIGKILL" }).catch(() => undefined)).pipe(
+          Effect.zipRight(awaitExit)
+        )
+      })
+      const usage: Effect.Effect<ResourceUsage> = Effect.promise(() =>
+        container.stats({ stream: false }).then(
+          (s: Dockerode.ContainerStats) => ({
+            cpuUsageMicro: Math.round((s.cpu_stats?.cpu_usage?.total_usage ?? 0) / 1000),
+            memoryUsageBytes: Math.max(0, (s.memory_stats?.usage ?? 0) - (s.memory_stats?.stats?.cache ?? 0))
+          }),
+          () => ({ cpuUsageMicro: 0, memoryUsageBytes: 0 })
+        )
+      )
+      return { id: container.id, ports, exit: awaitExit, stop, abort, usage } satisfies Execution
+    })
+  return { name: "docker", start }
+}

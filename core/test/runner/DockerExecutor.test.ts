@@ -1,0 +1,192 @@
+// The docker executor against the real dockerd, with a busybox image imported locally.
+import { beforeAll, expect, it } from "@effect/vitest"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Effect, Exit } from "effect"
+import { describeWith } from "../../../test/support/components.ts"
+import { BUSYBOX_IMAGE, containersWithLabel, dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
+import * as DockerExecutor from "../../src/runner/DockerExecutor.ts"
+import type { ExecutionSpec } from "../../src/runner/Execution.ts"
+
+const unavailable = await dockerUnavailableReason()
+
+let counter = 0
+const spec = (commands: Array<string>, extra: Partial<ExecutionSpec> = {}): ExecutionSpec => {
+  const repoDir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-docker-"))
+  fs.mkdirSync(path.join(repoDir, "sub"))
+  return {
+    commands,
+    env: {},
+    repoDir,
+    image: BUSYBOX_IMAGE,
+    privileged: false,
+    ports: [],
+    mounts: [],
+    gpus: 0,
+    labels: { "dstack-ts.test": `${process.pid}-${++counter}` },
+    ...extra
+  }
+}
+
+const startCollecting = (s: ExecutionSpec) =>
+  Effect.gen(function* () {
+    const out = { stdout: "", stderr: "", pulling: false }
+    const execution = yield* DockerExecutor.make().start(s, {
+      log: (stream, bytes) => {
+        out[stream] += new TextDecoder().decode(bytes)
+      },
+      pulling: () => {
+        out.pulling = true
+      }
+    })
+    return { execution, out }
+  })
+
+const waitForOutput = (out: { stdout: string }, re: RegExp) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < 200; i++) {
+      if (re.test(out.stdout)) return
+      yield* Effect.sleep("25 millis")
+    }
+    return yield* Effect.die(new Error(`output never matched ${re}: ${JSON.stringify(out.stdout)}`))
+  })
+
+const containersOf = (s: ExecutionSpec) =>
+  Effect.promise(() => containersWithLabel(`dstack-ts.test=${s.labels!["dstack-ts.test"]}`))
+
+describeWith("docker", unavailable === undefined, unavailable ?? "", () => {
+  beforeAll(async () => {
+    await ensureBusyboxImage()
+  })
+
+  it.live("runs the commands under /bin/sh -c, demultiplexes the output and removes the container", () =>
+    Effect.gen(function* () {
+      const s = spec(["echo one", "echo err >&2", "echo two"])
+      const { execution, out } = yield* startCollecting(s)
+      expect(execution.id).toMatch(/^[0-9a-f]{64}$/)
+      expect(yield* execution.exit).toEqual({ exitCode: 0 })
+      expect(out).toEqual({ stdout: "one\ntwo\n", stderr: "err\n", pulling: false })
+      expect(yield* containersOf(s)).toEqual([])
+    }))
+
+  it.live("reports a non-zero exit code", () =>
+    Effect.gen(function* () {
+      const s = spec(["echo before", "exit 5"])
+      const { execution, out } = yield* startCollecting(s)
+      expect((yield* execution.exit).exitCode).toBe(5)
+      expect(out.stdout).toBe("before\n")
+      expect(yield* containersOf(s)).toEqual([])
+    }))
+
+  it.live("gives the job its env, working_dir under /workflow (the code), user and shm size", () =>
+    Effect.gen(function* () {
+      const s = spec(['echo "$GREETING"', "pwd", "cat code.txt", "id -u", "df -k /dev/shm | tail -n 1 | awk '{print $2}'"], {
+        env: { GREETING: "hello from docker" },
+        workingDir: "sub",
+        user: "nobody",
+        shmSizeBytes: 64 * 1024 * 1024
+      })
+      fs.writeFileSync(path.join(s.repoDir, "sub", "code.txt"), "the code\n")
+      const { execution, out } = yield* startCollecting(s)
+      expect(yield* execution.exit).toEqual({ exitCode: 0 })
+      expect(out.stdout).toBe("hello from docker\n/workflow/sub\nthe code\n65534\n65536\n")
+    }))
+
+  it.live("uses the entrypoint with the commands as its arguments", () =>
+    Effect.gen(function* () {
+      const s = spec(["a b", "c"], { entrypoint: ["/bin/echo", "args:"] })
+      const { execution, out } = yield* startCollecting(s)
+      expect(yield* execution.exit).toEqual({ exitCode: 0 })
+      expect(out.stdout).toBe("args: a b c\n")
+    }))
+
+  it.live("mounts a host directory as a volume", () =>
+    Effect.gen(function* () {
+      const data = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-volume-"))
+      fs.writeFileSync(path.join(data, "in.txt"), "from the host\n")
+      const s = spec(["cat /data/in.txt", "echo from the job > /data/out.txt"], {
+        mounts: [{ hostPath: data, containerPath: "/data" }]
+      })
+      const { execution, out } = yield* startCollecting(s)
+      expect(yield* execution.exit).toEqual({ exitCode: 0 })
+      expect(out.stdout).toBe("from the host\n")
+      expect(fs.readFileSync(path.join(data, "out.txt"), "utf8")).toBe("from the job\n")
+    }))
+
+  it.live("publishes a port on 127.0.0.1 and reports the host port", () =>
+    Effect.gen(function* () {
+      const s = spec(["echo serving", "httpd -f -p 8080 -h /workflow"], { ports: [{ containerPort: 8080 }] })
+      fs.writeFileSync(path.join(s.repoDir, "index.html"), "hello over http\n")
+      const { execution, out } = yield* startCollecting(s)
+      expect(execution.ports).toHaveLength(1)
+      const { containerPort, hostPort } = execution.ports[0]
+      expect(containerPort).toBe(8080)
+      expect(hostPort).toBeGreaterThan(0)
+      yield* waitForOutput(out, /serving/)
+      let body = ""
+      for (let i = 0; i < 50 && body === ""; i++) {
+        body = yield* Effect.promise(() =>
+          fetch(`http://127.0.0.1:${hostPort}/index.html`).then((r) => (r.ok ? r.text() : ""), () => "")
+        )
+        if (body === "") yield* Effect.sleep("50 millis")
+      }
+      expect(body).toBe("hello over http\n")
+      const exit = yield* execution.stop("1 second")
+      expect(exit.endedBy).toBe("stop")
+      expect(yield* containersOf(s)).toEqual([])
+    }))
+
+  it.live("stop delivers SIGTERM to the job and keeps its last output", () =>
+    Effect.gen(function* () {
+      const s = spec(["trap 'echo cleaning up; exit 3' TERM", "echo started", "while :; do sleep 0.1; done"])
+      const { execution, out } = yield* startCollecting(s)
+      yield* waitForOutput(out, /started/)
+      expect(yield* execution.stop("10 seconds")).toEqual({ exitCode: 3, endedBy: "stop" })
+      expect(out.stdout).toBe("started\ncleaning up\n")
+      expect(yield* containersOf(s)).toEqual([])
+    }))
+
+  it.live("abort kills the container at once", () =>
+    Effect.gen(function* () {
+      const s = spec(["trap '' TERM", "echo started", "sleep 300"])
+      const { execution, out } = yield* startCollecting(s)
+      yield* waitForOutput(out, /started/)
+      const started = Date.now()
+      expect(yield* execution.abort).toEqual({ exitCode: 137, endedBy: "abort" })
+      expect(Date.now() - started).toBeLessThan(5_000)
+      expect(yield* containersOf(s)).toEqual([])
+    }))
+
+  it.live("a missing image fails as CreatingContainer, naming the image", () =>
+    Effect.gen(function* () {
+      const s = spec(["true"], { image: "dstack-ts-test/does-not-exist:1" })
+      const result = yield* Effect.exit(startCollecting(s))
+      expect(Exit.isFailure(result)).toBe(true)
+      if (Exit.isFailure(result) && result.cause._tag === "Fail") {
+        expect(result.cause.error.reason).toBe("CreatingContainer")
+        expect(result.cause.error.message).toContain("dstack-ts-test/does-not-exist:1")
+      } else {
+        expect.fail(`expected a failure, got ${String(result)}`)
+      }
+    }))
+
+  it.live("a host port already taken fails as PortsBinding and leaves no container", () =>
+    Effect.gen(function* () {
+      const server = net.createServer()
+      const port = yield* Effect.promise(
+        () => new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port)))
+      )
+      const s = spec(["sleep 30"], { ports: [{ containerPort: 80, hostPort: port }] })
+      const result = yield* Effect.exit(startCollecting(s))
+      server.close()
+      if (Exit.isFailure(result) && result.cause._tag === "Fail") {
+        expect(result.cause.error.reason).toBe("PortsBinding")
+        expect(result.cause.error.message).toContain(String(port))
+      } else {
+        expect.fail(`expected a failure, got ${String(result)}`)
+      }
+      expect(yield* containersOf(s)).toEqual([])
+    }))
+})
