@@ -1,0 +1,195 @@
+// Offers and jobs decode from the upstream snake_case wire, encode back, and decode again.
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Schema } from "effect"
+import { InstanceOffer, isOfferAvailable } from "../../../src/domain/Offer.ts"
+import { Job, JobSpec, lastProvisionedSubmission, latestSubmission } from "../../../src/domain/Job.ts"
+
+const roundTrip = <A, I>(schema: Schema.Schema<A, I>, wire: unknown) =>
+  Effect.gen(function*() {
+    const decoded = yield* Schema.decodeUnknown(schema)(wire)
+    const encoded = yield* Schema.encode(schema)(decoded)
+    const again = yield* Schema.decodeUnknown(schema)(JSON.parse(JSON.stringify(encoded)))
+    expect(again).toEqual(decoded)
+    return { decoded, encoded }
+  })
+
+export const offerWire = {
+  backend: "aws",
+  region: "us-east-1",
+  price: 32.77,
+  instance: {
+    name: "p4d.24xlarge",
+    resources: {
+      cpus: 96,
+      memory_mib: 1179648,
+      gpus: Array.from({ length: 8 }, () => ({ name: "A100", memory_mib: 40960, vendor: "nvidia" })),
+      spot: false,
+      disk: { size_mib: 102400 },
+      cpu_arch: "x86",
+      description: "96xCPU, 1152GB, 8xA100 (40GB), 100.0GB (disk)"
+    }
+  },
+  availability: "available",
+  availability_zones: ["us-east-1a", "us-east-1b"]
+}
+
+export const jobWire = {
+  job_spec: {
+    job_name: "train-0-0",
+    replica_num: 0,
+    job_num: 0,
+    jobs_per_replica: 2,
+    commands: ["pip install -r requirements.txt", "python train.py"],
+    entrypoint: null,
+    env: { HF_TOKEN: "x", DSTACK_RUN_NAME: "train" },
+    image_name: "dstackai/base:py3.12-0.7-cuda-12.1",
+    user: "1000:1000",
+    privileged: false,
+    working_dir: "/workflow",
+    max_duration: 7200,
+    stop_duration: 300,
+    registry_auth: { username: "bot", password: "secret" },
+    requirements: {
+      resources: { cpu: "4..", memory: "16GB..", gpu: "A100:40GB:8", disk: "100GB.." },
+      max_price: 40,
+      spot: null,
+      reservation: null
+    },
+    retry: { on_events: ["no-capacity", "error"], duration: 3600 },
+    volumes: [{ name: "data", path: "/data" }, { instance_path: "/mnt/cache", path: "/cache", optional: true }],
+    app_specs: [{ port: 6006, map_to_port: 6006, app_name: "tensorboard", url_path: "/" }],
+    shm_size: 8,
+    repo_code_hash: "ab12cd",
+    repo_data: {
+      repo_type: "remote",
+      repo_url: "https://github.com/dstackai/dstack-examples",
+      repo_branch: "main",
+      repo_hash: "0123456789abcdef"
+    }
+  },
+  job_submissions: [
+    {
+      id: "7e0d1a6e-0000-4000-8000-000000000001",
+      submission_num: 0,
+      submitted_at: "2025-01-01T10:00:00.000Z",
+      last_processed_at: "2025-01-01T10:05:00.000Z",
+      finished_at: "2025-01-01T10:05:00.000Z",
+      status: "failed",
+      termination_reason: "interrupted_by_no_capacity",
+      job_provisioning_data: {
+        backend: "aws",
+        instance_type: offerWire.instance,
+        instance_id: "i-0abc",
+        hostname: "3.4.5.6",
+        internal_ip: "10.0.0.5",
+        region: "us-east-1",
+        price: 12.5,
+        username: "ubuntu",
+        ssh_port: 22,
+        dockerized: true
+      },
+      instance_id: "inst-1"
+    },
+    {
+      id: "7e0d1a6e-0000-4000-8000-000000000002",
+      submission_num: 1,
+      submitted_at: "2025-01-01T10:06:00.000Z",
+      last_processed_at: "2025-01-01T10:06:01.000Z",
+      status: "submitted"
+    }
+  ]
+}
+
+describe("InstanceOffer", () => {
+  it.effect("round-trips an offer with camelCase fields", () =>
+    Effect.gen(function*() {
+      const { decoded, encoded } = yield* roundTrip(InstanceOffer, offerWire)
+      expect(decoded.instance.resources.memoryMib).toBe(1179648)
+      expect(decoded.instance.resources.gpus).toHaveLength(8)
+      expect(decoded.instance.resources.cpuArch).toBe("x86")
+      expect(isOfferAvailable(decoded)).toBe(true)
+      expect(encoded).toMatchObject({ instance: { resources: { memory_mib: 1179648, disk: { size_mib: 102400 } } } })
+    }))
+
+  it.effect("an idle fleet instance is an available offer naming its instance", () =>
+    Effect.gen(function*() {
+      const { decoded } = yield* roundTrip(InstanceOffer, {
+        ...offerWire,
+        backend: "remote",
+        availability: "idle",
+        instance_id: "inst-1",
+        fleet_name: "my-fleet"
+      })
+      expect(decoded.fleetName).toBe("my-fleet")
+      expect(isOfferAvailable(decoded)).toBe(true)
+      const busy = yield* Schema.decodeUnknown(InstanceOffer)({ ...offerWire, availability: "no_quota" })
+      expect(isOfferAvailable(busy)).toBe(false)
+    }))
+
+  it.effect("rejects an unknown availability and a negative price, naming the field", () =>
+    Effect.gen(function*() {
+      const bad = yield* Effect.flip(Schema.decodeUnknown(InstanceOffer)({ ...offerWire, availability: "maybe" }))
+      expect(String(bad)).toContain("availability")
+      const negative = yield* Effect.flip(Schema.decodeUnknown(InstanceOffer)({ ...offerWire, price: -1 }))
+      expect(String(negative)).toContain("price")
+    }))
+})
+
+describe("JobSpec and Job", () => {
+  it.effect("round-trips a job with a remote repo, volumes, app specs and two submissions", () =>
+    Effect.gen(function*() {
+      const { decoded, encoded } = yield* roundTrip(Job, jobWire)
+      const spec = decoded.jobSpec
+      expect(spec.commands).toEqual(["pip install -r requirements.txt", "python train.py"])
+      expect(spec.imageName).toBe("dstackai/base:py3.12-0.7-cuda-12.1")
+      expect(spec.entrypoint).toBeUndefined()
+      expect(spec.maxDuration).toBe(7200)
+      expect(spec.retry?.onEvents).toEqual(["no-capacity", "error"])
+      expect(spec.requirements.spot).toBeNull()
+      expect(spec.requirements.resources.gpu.count).toEqual({ min: 8, max: 8 })
+      expect(spec.repoData).toMatchObject({ repoType: "remote", repoBranch: "main" })
+      expect(spec.volumes[1]).toEqual({ instancePath: "/mnt/cache", path: "/cache", optional: true })
+      expect(decoded.jobSubmissions[0].submittedAt).toEqual(new Date("2025-01-01T10:00:00.000Z"))
+      expect(decoded.jobSubmissions[0].jobProvisioningData?.instanceType.resources.gpus).toHaveLength(8)
+      expect(latestSubmission(decoded)?.submissionNum).toBe(1)
+      expect(lastProvisionedSubmission(decoded)?.submissionNum).toBe(0)
+      const wireSpec = (encoded as { job_spec: Record<string, unknown> }).job_spec
+      expect(wireSpec.job_name).toBe("train-0-0")
+      expect(wireSpec.stop_duration).toBe(300)
+      expect(wireSpec.repo_data).toMatchObject({ repo_type: "remote", repo_url: expect.any(String) })
+    }))
+
+  it.effect("a minimal job spec gets the upstream defaults and runs on the host (no image)", () =>
+    Effect.gen(function*() {
+      const spec = yield* Schema.decodeUnknown(JobSpec)({ job_name: "hello-0-0", requirements: { resources: {} } })
+      expect(spec.imageName).toBeUndefined()
+      expect(spec.commands).toEqual([])
+      expect(spec.env).toEqual({})
+      expect(spec.privileged).toBe(false)
+      expect(spec.maxDuration).toBeNull()
+      expect(spec.stopDuration).toBe(300)
+      expect(spec.jobsPerReplica).toBe(1)
+      expect(spec.requirements.resources.memory).toEqual({ min: 8 })
+      const job = yield* Schema.decodeUnknown(Job)({ job_spec: { job_name: "x", requirements: { resources: {} } } })
+      expect(latestSubmission(job)).toBeUndefined()
+      expect(lastProvisionedSubmission(job)).toBeUndefined()
+    }))
+
+  it.effect("rejects bad job data with the path of the field", () =>
+    Effect.gen(function*() {
+      const noName = yield* Effect.flip(Schema.decodeUnknown(JobSpec)({ requirements: { resources: {} } }))
+      expect(String(noName)).toContain("job_name")
+      const badCommands = yield* Effect.flip(
+        Schema.decodeUnknown(JobSpec)({ job_name: "x", commands: "echo hi", requirements: { resources: {} } })
+      )
+      expect(String(badCommands)).toContain("commands")
+      const badRepo = yield* Effect.flip(
+        Schema.decodeUnknown(JobSpec)({ job_name: "x", requirements: { resources: {} }, repo_data: { repo_type: "svn" } })
+      )
+      expect(String(badRepo)).toContain("repo_type")
+      const badStatus = yield* Effect.flip(
+        Schema.decodeUnknown(Job)({ ...jobWire, job_submissions: [{ ...jobWire.job_submissions[1], status: "idle" }] })
+      )
+      expect(String(badStatus)).toContain("status")
+    }))
+})
