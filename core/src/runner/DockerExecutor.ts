@@ -83,12 +83,14 @@ const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
   return out
 }
 
-const loadClient = (options: DockerExecutorOptions) =>
+const loadClient = (options: DockerExecutorOptions): Effect.Effect<Dockerode, ExecutorError> =>
   Effect.tryPromise({
-    try: async () => {
+    try: async (): Promise<Dockerode> => {
       if (options.client) return options.client
       // Loaded on first use: hosts that only run the process executor never need it.
-      const { default: Docker } = await import("dockerode")
+      // dockerode is CommonJS (`export =`): at run time the class is the default export.
+      const mod = (await import("dockerode")) as unknown as { default?: typeof Dockerode }
+      const Docker = mod.default ?? (mod as unknown as typeof Dockerode)
       return new Docker({ socketPath: options.socketPath ?? defaultSocketPath() })
     },
     catch: (cause) => fail("start", "Executor", `cannot load the Docker client: ${engineMessage(cause)}`, cause)
