@@ -6,22 +6,18 @@
 import { Schema } from "effect"
 import { wire, wireDefault, wireOptional } from "./internal/wire.ts"
 import { InstanceType } from "./Offer.ts"
+import { RegistryAuth } from "./RegistryAuth.ts"
 import { ResourcesSpec } from "./Resources.ts"
+import { DEFAULT_RETRY_DURATION_SECONDS, RetryEvent } from "./RetryPolicy.ts"
 import { JobStatus, JobTerminationReason } from "./Status.ts"
+import { InstanceMountPoint, VolumeMountPoint } from "./Volume.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Parts of a job spec
 
-/** Credentials for pulling a private image. */
-export class JobRegistryAuth extends Schema.Class<JobRegistryAuth>("@dstack-ts/core/JobRegistryAuth")({
-  username: Schema.String,
-  password: Schema.String
-}) {}
-
 /**
  * What the job needs from an instance: the configuration's resources spec, a price cap, and
- * the spot policy resolved: `true` spot only, `false`
- * on-demand only, `null` either (auto).
+ * the spot policy resolved (`true` spot only, `false` on-demand only, `null` either: auto).
  */
 export class Requirements extends Schema.Class<Requirements>("@dstack-ts/core/Requirements")({
   resources: ResourcesSpec,
@@ -30,31 +26,17 @@ export class Requirements extends Schema.Class<Requirements>("@dstack-ts/core/Re
   reservation: wireOptional(Schema.String, "reservation")
 }) {}
 
-/** The retry events a job's `retry.on_events` can list. */
-export const JobRetryEvent = Schema.Literal("no-capacity", "interruption", "error")
-export type JobRetryEvent = typeof JobRetryEvent.Type
-
-/** The default retry duration upstream: one hour. */
-export const DEFAULT_RETRY_DURATION_SECONDS = 3600
-
-/** A job's resolved retry policy: which failures are retried and for how long (seconds). */
+/**
+ * A job's resolved retry policy: which failures are retried and for how long. Same shape as
+ * the configuration's `RetryPolicy`, but on the wire `duration` stays a number of seconds.
+ */
 export class JobRetry extends Schema.Class<JobRetry>("@dstack-ts/core/JobRetry")({
-  onEvents: wire(Schema.Array(JobRetryEvent), "on_events"),
+  onEvents: wire(Schema.Array(RetryEvent), "on_events"),
   duration: wireDefault(Schema.Number, "duration", () => DEFAULT_RETRY_DURATION_SECONDS)
 }) {}
 
-/** A named network volume mounted at `path`. */
-export const JobVolumeMountPoint = Schema.Struct({
-  name: Schema.Union(Schema.String, Schema.Array(Schema.String)),
-  path: Schema.String
-})
-/** A directory of the host mounted at `path` (SSH fleets, local backend). */
-export const JobInstanceMountPoint = Schema.Struct({
-  instancePath: wire(Schema.String, "instance_path"),
-  path: Schema.String,
-  optional: wireDefault(Schema.Boolean, "optional", () => false)
-})
-export const JobMountPoint = Schema.Union(JobVolumeMountPoint, JobInstanceMountPoint)
+/** A mount of a job: a named network volume or a directory of the instance. */
+export const JobMountPoint = Schema.Union(VolumeMountPoint, InstanceMountPoint)
 export type JobMountPoint = typeof JobMountPoint.Type
 
 /** A port the job listens on, and the local port `attach` forwards it to. */
@@ -116,7 +98,7 @@ export class JobSpec extends Schema.Class<JobSpec>("@dstack-ts/core/JobSpec")({
   maxDuration: wireDefault(Schema.NullOr(Schema.Number), "max_duration", () => null),
   /** Seconds between a graceful stop request and a forced one. */
   stopDuration: wireDefault(Schema.Number, "stop_duration", () => DEFAULT_STOP_DURATION_SECONDS),
-  registryAuth: wireOptional(JobRegistryAuth, "registry_auth"),
+  registryAuth: wireOptional(RegistryAuth, "registry_auth"),
   requirements: Requirements,
   retry: wireOptional(JobRetry, "retry"),
   volumes: wireDefault(Schema.Array(JobMountPoint), "volumes", () => []),

@@ -56,7 +56,7 @@ export const jobWire = {
       reservation: null
     },
     retry: { on_events: ["no-capacity", "error"], duration: 3600 },
-    volumes: [{ name: "data", path: "/data" }, { instance_path: "/mnt/cache", path: "/cache", optional: true }],
+    volumes: [{ name: "data", path: "/data" }, { instance_path: "/mnt/cache", path: "/cache" }],
     app_specs: [{ port: 6006, map_to_port: 6006, app_name: "tensorboard", url_path: "/" }],
     shm_size: 8,
     repo_code_hash: "ab12cd",
@@ -148,7 +148,7 @@ describe("JobSpec and Job", () => {
       expect(spec.requirements.spot).toBeNull()
       expect(spec.requirements.resources.gpu.count).toEqual({ min: 8, max: 8 })
       expect(spec.repoData).toMatchObject({ repoType: "remote", repoBranch: "main" })
-      expect(spec.volumes[1]).toEqual({ instancePath: "/mnt/cache", path: "/cache", optional: true })
+      expect(spec.volumes[1]).toEqual({ instancePath: "/mnt/cache", path: "/cache" })
       expect(decoded.jobSubmissions[0].submittedAt).toEqual(new Date("2025-01-01T10:00:00.000Z"))
       expect(decoded.jobSubmissions[0].jobProvisioningData?.instanceType.resources.gpus).toHaveLength(8)
       expect(latestSubmission(decoded)?.submissionNum).toBe(1)
