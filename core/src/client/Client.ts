@@ -1,0 +1,165 @@
+/**
+ * The Promise client for everyone (upstream `dstack.api.Client`):
+ *
+ * @example
+ * const client = await Client.fromConfig()            // ~/.dstack/config.yml, env, options
+ * const me = await client.users.getMyUser()
+ * const runs = await client.runs.list({ all: true })
+ *
+ * Each call runs one Effect from the `DstackApi` underneath and rejects with the
+ * `ClientError` itself (never a wrapped fiber failure).
+ */
+import { Cause, Effect, Either, Exit, Option } from "effect"
+import { ClientConfigError, ClientError } from "./ClientError.ts"
+import { resolveProject } from "./ClientConfig.ts"
+import type { ClientEnv, ClientOptions, ResolvedProject } from "./ClientConfig.ts"
+import * as DstackApi from "./DstackApi.ts"
+import type { DstackApiOptions, DstackApiShape } from "./DstackApi.ts"
+import { Run } from "./Run.ts"
+import type { RunData, RunOperations } from "./Run.ts"
+import type { Project, ServerInfo, User } from "./Wire.ts"
+
+/** Options of `Client.fromConfig`. */
+export interface FromConfigOptions extends ClientOptions {
+  /** The config file to read instead of `~/.dstack/config.yml`. */
+  readonly configPath?: string | undefined
+  /** The environment to read `DSTACK_*` and `HOME` from (default: the process's). */
+  readonly env?: (ClientEnv & { readonly HOME?: string | undefined }) | undefined
+  /** Transport settings passed to the API (fetch, retries, timeout). */
+  readonly transport?: Omit<DstackApiOptions, "url" | "token" | "project"> | undefined
+}
+
+/** Options of `runs.list`. */
+export interface ListRunsOptions {
+  /** Finished runs too, not only active ones (upstream `all`). */
+  readonly all?: boolean | undefined
+}
+
+/** Runs an Effect at the edge, rejecting with its typed error. */
+const runPromise = async <A, E>(effect: Effect.Effect<A, E>): Promise<A> => {
+  const exit = await Effect.runPromiseExit(effect)
+  if (Exit.isSuccess(exit)) return exit.value
+  const failure = Cause.failureOption(exit.cause)
+  if (Option.isSome(failure)) throw failure.value
+  throw Cause.squash(exit.cause)
+}
+
+const envOfProcess = (): Record<string, string | undefined> =>
+  (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env ?? {}
+
+export class Client {
+  /** The Effect API underneath, for Effect programs. */
+  readonly api: DstackApiShape
+  /** The project this client acts on. */
+  readonly project: string
+  /** The server URL. */
+  readonly url: string
+
+  private constructor(project: ResolvedProject, transport: FromConfigOptions["transport"] = {}) {
+    this.api = DstackApi.make({ ...transport, url: project.url, token: project.token, project: project.name })
+    this.project = project.name
+    this.url = this.api.url
+  }
+
+  /**
+   * A client from `~/.dstack/config.yml`, overridden by `DSTACK_SERVER_URL`, `DSTACK_TOKEN`,
+   * `DSTACK_PROJECT` and by explicit options. Rejects with a `ClientConfigError` that says
+   * what to run when no project is configured.
+   */
+  static async fromConfig(options: FromConfigOptions = {}): Promise<Client> {
+    const env = options.env ?? envOfProcess()
+    const url = options.serverUrl ?? env.DSTACK_SERVER_URL
+    const token = options.userToken ?? env.DSTACK_TOKEN
+    let project: ResolvedProject
+    if (url && token) {
+      // Everything is at hand: no file access, so this path works in a browser.
+      const resolved = resolveProject(undefined, options, env, options.configPath ?? "~/.dstack/config.yml")
+      if (Either.isLeft(resolved)) throw resolved.left
+      project = resolved.right
+    } else {
+      const { resolveFromConfigFile } = await import("./ConfigFile.ts")
+      project = await runPromise(resolveFromConfigFile(options, env))
+    }
+    return new Client(project, options.transport)
+  }
+
+  /** A client for a known server, project and token; never reads a file. */
+  static connect(project: ResolvedProject, transport?: FromConfigOptions["transport"]): Client {
+    return new Client(project, transport)
+  }
+
+  readonly server = {
+    /** The server's version. */
+    getInfo: (): Promise<ServerInfo> => runPromise(this.api.server.getInfo())
+  }
+
+  readonly users = {
+    /** The user this client's token belongs to. */
+    getMyUser: (): Promise<User> => runPromise(this.api.users.getMyUser())
+  }
+
+  readonly projects = {
+    /** The projects the user is a member of. */
+    list: (): Promise<ReadonlyArray<Project>> => runPromise(this.api.projects.list()),
+    /** One project; the client's project by default. */
+    get: (name?: string): Promise<Project> => runPromise(this.api.projects.get(name))
+  }
+
+  readonly runs = {
+    /** Plans a run: the offers that fit a configuration. */
+    getPlan: (_configuration: unknown, _options: { readonly runName?: string } = {}): Promise<unknown> =>
+      this.notAvailable("runs.getPlan"),
+    /** Submits a plan returned by `getPlan`; `force` re-creates a run that exists. */
+    apply: (_plan: unknown, _options: { readonly force?: boolean } = {}): Promise<Run> => this.notAvailable("runs.apply"),
+    /** Plans and applies in one step (upstream `runs.submit`). */
+    submit: (_configuration: unknown, _options: { readonly runName?: string; readonly repo?: unknown } = {}): Promise<Run> =>
+      this.notAvailable("runs.submit"),
+    /** The run with this name, or undefined when there is none. */
+    get: (_runName: string): Promise<Run | undefined> => this.notAvailable("runs.get"),
+    /** Active runs, or all runs with `all: true`, newest first. */
+    list: (_options: ListRunsOptions = {}): Promise<ReadonlyArray<Run>> => this.notAvailable("runs.list"),
+    /** Stops runs by name: gracefully, or at once with `abort`. */
+    stop: (_runNames: ReadonlyArray<string>, _options: { readonly abort?: boolean } = {}): Promise<void> =>
+      this.notAvailable("runs.stop"),
+    /** Deletes finished runs by name. */
+    delete: (_runNames: ReadonlyArray<string>): Promise<void> => this.notAvailable("runs.delete")
+  }
+
+  readonly repos = {
+    /** Registers a repo (and its credentials) with the project before runs mount it. */
+    init: (_repo: unknown): Promise<void> => this.notAvailable("repos.init"),
+    /** Uploads a code archive keyed by its hash. */
+    upload: (_repo: unknown): Promise<string> => this.notAvailable("repos.upload")
+  }
+
+  /** Wraps run data in a `Run` bound to this client. */
+  protected toRun(data: RunData): Run {
+    return new Run(data, this.runOperations)
+  }
+
+  private readonly runOperations: RunOperations = {
+    get: () => this.notAvailable("runs.get"),
+    stop: () => this.notAvailable("runs.stop"),
+    logs: (_run, _options) => {
+      const fail = () => this.notAvailable<IteratorResult<Uint8Array>>("logs.poll")
+      return { [Symbol.asyncIterator]: () => ({ next: fail }) }
+    },
+    attach: () => this.notAvailable("runs.attach"),
+    detach: () => this.notAvailable("runs.detach")
+  }
+
+  // The runs, logs and repos routes are not in this build yet: say so instead of pretending.
+  private notAvailable<A>(method: string): Promise<A> {
+    return Promise.reject(
+      new ClientError({
+        module: "Client",
+        method,
+        reason: "NotAvailable",
+        url: this.url,
+        msg: `${method} is not available in this build of dstack-ts (the runs API has not landed yet)`
+      })
+    )
+  }
+}
+
+export { ClientConfigError, ClientError }

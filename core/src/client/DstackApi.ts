@@ -1,0 +1,235 @@
+/**
+ * The Effect API of the client: a `DstackApi` service with one method per server route.
+ * Requests are `POST` with snake_case JSON and a bearer token; responses are decoded with
+ * the route's schema; error bodies (`{"detail": [{msg, code, loc}]}`) become a `ClientError`.
+ * Reads are retried on network errors; writes never are. Uses `fetch` only, so it runs in
+ * Node, Deno and browsers.
+ */
+import { Context, Duration, Effect, Layer, ParseResult, Schedule, Schema } from "effect"
+import { ClientError, ClientErrorDetail, reasonOfStatus } from "./ClientError.ts"
+import type { ClientErrorReason } from "./ClientError.ts"
+import { normalizeUrl } from "./ClientConfig.ts"
+import { Project, ServerInfo, User } from "./Wire.ts"
+
+export interface DstackApiOptions {
+  /** The server URL, e.g. `http://localhost:3000`. */
+  readonly url: string
+  /** The user token sent as `Authorization: Bearer <token>`. */
+  readonly token: string
+  /** The project that project routes (`/api/project/{project}/…`) act on. */
+  readonly project: string
+  /** The fetch to use; defaults to the global one. */
+  readonly fetch?: typeof globalThis.fetch | undefined
+  /** How many times an idempotent read is retried after a network error (default 3). */
+  readonly retries?: number | undefined
+  /** The first retry delay, doubled on each retry (default 200 ms). */
+  readonly retryDelay?: Duration.DurationInput | undefined
+  /** How long one request may take before it counts as unreachable (default 60 s). */
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+/** How a route is called: its API method name, path, and whether it may be retried. */
+export interface CallSpec<A, I> {
+  /** `users.getMyUser`, `runs.get`: used in error messages. */
+  readonly method: string
+  /** The path under the server URL, e.g. `/api/users/get_my_user`. */
+  readonly path: string
+  readonly response: Schema.Schema<A, I, never>
+  /** Reads are idempotent and retried on network errors; writes are not. */
+  readonly idempotent: boolean
+}
+
+export interface DstackApiShape {
+  readonly url: string
+  readonly project: string
+  /** Calls a JSON route with an already-encoded (snake_case) body. */
+  readonly call: <A, I>(spec: CallSpec<A, I>, body?: unknown) => Effect.Effect<A, ClientError>
+  /** Encodes `input` with `request` (camelCase → snake_case), then calls the route. */
+  readonly callWith: <A, I, RA, RI>(
+    spec: CallSpec<A, I>,
+    request: Schema.Schema<RA, RI, never>,
+    input: RA
+  ) => Effect.Effect<A, ClientError>
+  /** Calls a route that answers with a stream of bytes (live logs); the caller reads the body. */
+  readonly callRaw: (
+    method: string,
+    path: string,
+    body: unknown,
+    init?: { readonly signal?: AbortSignal }
+  ) => Effect.Effect<Response, ClientError>
+  /** The path of a route of the client's project: `projectPath("runs/get")`. */
+  readonly projectPath: (route: string) => string
+  readonly server: {
+    /** `POST /api/server/get_info`. */
+    readonly getInfo: () => Effect.Effect<ServerInfo, ClientError>
+  }
+  readonly users: {
+    /** `POST /api/users/get_my_user`: the user the token belongs to. */
+    readonly getMyUser: () => Effect.Effect<User, ClientError>
+  }
+  readonly projects: {
+    /** `POST /api/projects/list`. */
+    readonly list: () => Effect.Effect<ReadonlyArray<Project>, ClientError>
+    /** `POST /api/projects/{project}/get`; the client's project by default. */
+    readonly get: (name?: string) => Effect.Effect<Project, ClientError>
+  }
+}
+
+export class DstackApi extends Context.Tag("@dstack-ts/core/client/DstackApi")<DstackApi, DstackApiShape>() {}
+
+const MODULE = "DstackApi"
+
+/** Describes a fetch failure in one line: the errno code where there is one. */
+const describeNetworkError = (cause: unknown): string => {
+  const inner = (cause as { cause?: { code?: string; message?: string } })?.cause
+  if (inner?.code) return inner.message && inner.message.includes(inner.code) ? inner.message : `${inner.code}${inner.message ? ` (${inner.message})` : ""}`
+  if (inner?.message) return inner.message
+  return cause instanceof Error ? cause.message : String(cause)
+}
+
+const ErrorBody = Schema.Struct({ detail: Schema.Array(ClientErrorDetail) })
+
+/** Builds the API on `fetch`. */
+export const make = (options: DstackApiOptions): DstackApiShape => {
+  const url = normalizeUrl(options.url)
+  const fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis)
+  const retries = options.retries ?? 3
+  const retryDelay = options.retryDelay ?? Duration.millis(200)
+  const timeout = options.timeout ?? Duration.seconds(60)
+  const headers = {
+    authorization: `Bearer ${options.token}`,
+    "content-type": "application/json",
+    accept: "application/json"
+  }
+
+  const error = (method: string, reason: ClientErrorReason, msg: string, extra: Partial<ConstructorParameters<typeof ClientError>[0]> = {}) =>
+    new ClientError({ module: MODULE, method, reason, url, msg, ...extra })
+
+  const send = (method: string, path: string, body: unknown, signal?: AbortSignal): Effect.Effect<Response, ClientError> =>
+    Effect.tryPromise({
+      try: (abort) =>
+        fetchImpl(url + path, {
+          method: "POST",
+          headers,
+          body: JSON.stringify(body ?? {}),
+          signal: signal ? anySignal([abort, signal]) : abort
+        }),
+      catch: (cause) => error(method, "Unreachable", `cannot reach the dstack server at ${url}: ${describeNetworkError(cause)}`, { cause })
+    }).pipe(
+      Effect.timeoutFail({
+        duration: timeout,
+        onTimeout: () => error(method, "Unreachable", `cannot reach the dstack server at ${url}: no answer within ${Duration.format(timeout)}`)
+      })
+    )
+
+  const failure = (method: string, response: Response): Effect.Effect<never, ClientError> =>
+    Effect.gen(function* () {
+      const text = yield* Effect.promise(() => response.text().catch(() => ""))
+      let json: unknown = undefined
+      try {
+        json = JSON.parse(text)
+      } catch {
+        // not JSON: a proxy's HTML page or an empty body; reported by status below
+      }
+      const decoded = Schema.decodeUnknownOption(ErrorBody)(json)
+      const reason = reasonOfStatus(response.status)
+      if (decoded._tag === "Some" && decoded.value.detail.length > 0) {
+        const [first] = decoded.value.detail
+        return yield* Effect.fail(
+          error(method, reason, first.msg, {
+            status: response.status,
+            code: first.code,
+            ...(first.loc ? { loc: first.loc } : {}),
+            details: decoded.value.detail
+          })
+        )
+      }
+      const snippet = text.trim().slice(0, 200)
+      return yield* Effect.fail(
+        error(method, reason, `HTTP ${response.status} ${response.statusText}${snippet ? `: ${snippet}` : ""}`.trim(), { status: response.status })
+      )
+    })
+
+  const retrying = <A>(idempotent: boolean, effect: Effect.Effect<A, ClientError>): Effect.Effect<A, ClientError> =>
+    idempotent && retries > 0
+      ? Effect.retry(effect, {
+          schedule: Schedule.intersect(Schedule.exponential(retryDelay), Schedule.recurs(retries)),
+          while: (e) => e.isRetryable
+        })
+      : effect
+
+  const call = <A, I>(spec: CallSpec<A, I>, body?: unknown): Effect.Effect<A, ClientError> =>
+    retrying(
+      spec.idempotent,
+      Effect.gen(function* () {
+        const response = yield* send(spec.method, spec.path, body)
+        if (!response.ok) return yield* failure(spec.method, response)
+        const text = yield* Effect.tryPromise({
+          try: () => response.text(),
+          catch: (cause) => error(spec.method, "Unreachable", `cannot reach the dstack server at ${url}: the response was cut off (${describeNetworkError(cause)})`, { cause })
+        })
+        const json = yield* Effect.try({
+          try: () => JSON.parse(text) as unknown,
+          catch: (cause) => error(spec.method, "BadResponse", `The server's answer to ${spec.method} is not JSON: ${text.slice(0, 200)}`, { status: response.status, cause })
+        })
+        return yield* Schema.decodeUnknown(spec.response)(json).pipe(
+          Effect.mapError((cause) =>
+            error(spec.method, "BadResponse", `The server's answer to ${spec.method} does not have the expected shape: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`, { status: response.status, cause })
+          )
+        )
+      })
+    )
+
+  const callWith = <A, I, RA, RI>(spec: CallSpec<A, I>, request: Schema.Schema<RA, RI, never>, input: RA) =>
+    Schema.encode(request)(input).pipe(
+      Effect.mapError((cause) => {
+        const issues = ParseResult.ArrayFormatter.formatErrorSync(cause)
+        const first = issues[0]
+        return error(spec.method, "Invalid", issues.map((i) => `${i.path.join(".") || "(input)"}: ${i.message}`).join("; "), {
+          ...(first ? { loc: first.path.map((p) => (typeof p === "symbol" ? String(p) : p)) } : {}),
+          cause
+        })
+      }),
+      Effect.flatMap((body) => call(spec, body))
+    )
+
+  const callRaw = (method: string, path: string, body: unknown, init?: { readonly signal?: AbortSignal }) =>
+    send(method, path, body, init?.signal).pipe(Effect.flatMap((response) => (response.ok ? Effect.succeed(response) : failure(method, response))))
+
+  const projectPath = (route: string) => `/api/project/${encodeURIComponent(options.project)}/${route}`
+
+  return {
+    url,
+    project: options.project,
+    call,
+    callWith,
+    callRaw,
+    projectPath,
+    server: {
+      getInfo: () => call({ method: "server.getInfo", path: "/api/server/get_info", response: ServerInfo, idempotent: true })
+    },
+    users: {
+      getMyUser: () => call({ method: "users.getMyUser", path: "/api/users/get_my_user", response: User, idempotent: true })
+    },
+    projects: {
+      list: () => call({ method: "projects.list", path: "/api/projects/list", response: Schema.Array(Project), idempotent: true }),
+      get: (name = options.project) =>
+        call({ method: "projects.get", path: `/api/projects/${encodeURIComponent(name)}/get`, response: Project, idempotent: true })
+    }
+  }
+}
+
+/** The API as a layer, for Effect programs: `Effect.provide(program, DstackApi.layer(opts))`. */
+export const layer = (options: DstackApiOptions): Layer.Layer<DstackApi> => Layer.sync(DstackApi, () => make(options))
+
+/** Aborts when any of the signals aborts (AbortSignal.any is missing from older runtimes). */
+const anySignal = (signals: ReadonlyArray<AbortSignal>): AbortSignal => {
+  const any = (AbortSignal as unknown as { any?: (s: ReadonlyArray<AbortSignal>) => AbortSignal }).any
+  if (any) return any(signals)
+  const controller = new AbortController()
+  for (const s of signals) {
+    if (s.aborted) controller.abort(s.reason)
+    else s.addEventListener("abort", () => controller.abort(s.reason), { once: true })
+  }
+  return controller.signal
+}

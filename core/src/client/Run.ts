@@ -1,0 +1,102 @@
+/**
+ * A run as the Promise client shows it (upstream `dstack.api.Run`): its name and status, and
+ * `refresh`, `stop`, `logs`, `attach`, `detach`. The operations come from the client through
+ * `RunOperations`, so this class does not depend on how routes are called.
+ */
+import type { RunStatus } from "../domain/Status.ts"
+import { isRunStatusFinished } from "../domain/Status.ts"
+
+/** What the client knows about a run: the fields every view needs, and the decoded entity. */
+export interface RunData {
+  readonly runName: string
+  readonly status: RunStatus
+  /** The decoded run entity from the server (the runs API's `Run`). */
+  readonly entity: unknown
+}
+
+/** Options of `Run.logs`. */
+export interface RunLogsOptions {
+  /** Only lines logged at or after this time. */
+  readonly since?: Date | undefined
+  /** Runner diagnostics instead of the job's output (upstream `diagnose`). */
+  readonly diagnose?: boolean | undefined
+  /** Which job of a multi-job run (default 0). */
+  readonly jobNum?: number | undefined
+  readonly replicaNum?: number | undefined
+  /** Stops following when aborted. */
+  readonly signal?: AbortSignal | undefined
+}
+
+/** The calls a `Run` makes; the client supplies them. */
+export interface RunOperations {
+  readonly get: (runName: string) => Promise<RunData | undefined>
+  readonly stop: (runName: string, abort: boolean) => Promise<void>
+  /** Log bytes of the run: the full log of a finished run, or a live follow of an active one. */
+  readonly logs: (run: RunData, options: RunLogsOptions) => AsyncIterable<Uint8Array>
+  readonly attach: (run: RunData) => Promise<void>
+  readonly detach: (run: RunData) => Promise<void>
+}
+
+/**
+ * A submitted run.
+ *
+ * @example
+ * const run = await client.runs.get("my-run")
+ * for await (const chunk of run.logs()) process.stdout.write(chunk)
+ */
+export class Run {
+  #data: RunData
+  readonly #ops: RunOperations
+
+  constructor(data: RunData, ops: RunOperations) {
+    this.#data = data
+    this.#ops = ops
+  }
+
+  /** The run name. */
+  get name(): string {
+    return this.#data.runName
+  }
+
+  /** The status as of the last fetch; `refresh()` updates it. */
+  get status(): RunStatus {
+    return this.#data.status
+  }
+
+  /** True once the run is terminated, failed or done. */
+  get finished(): boolean {
+    return isRunStatusFinished(this.#data.status)
+  }
+
+  /** The decoded run entity as the server last returned it. */
+  get entity(): unknown {
+    return this.#data.entity
+  }
+
+  /** Fetches the run again. Throws a `ClientError` with reason NotFound if it was deleted. */
+  async refresh(): Promise<this> {
+    const data = await this.#ops.get(this.name)
+    if (data !== undefined) this.#data = data
+    return this
+  }
+
+  /** Stops the run: gracefully, or at once with `abort: true`. */
+  async stop(options: { readonly abort?: boolean } = {}): Promise<void> {
+    await this.#ops.stop(this.name, options.abort === true)
+  }
+
+  /** Log bytes: follows an active run until it finishes; returns the whole log of a finished one. */
+  logs(options: RunLogsOptions = {}): AsyncIterable<Uint8Array> {
+    return this.#ops.logs(this.#data, options)
+  }
+
+  /** Waits for the run to start and forwards its ports to localhost. */
+  async attach(): Promise<void> {
+    await this.#ops.attach(this.#data)
+  }
+
+  /** Stops forwarding the run's ports. */
+  async detach(): Promise<void> {
+    await this.#ops.detach(this.#data)
+  }
+}

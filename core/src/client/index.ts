@@ -1,0 +1,10 @@
+// Public exports of core/src/client: the Promise client, its Effect API and the client config.
+// Browser-safe: ConfigFile.ts (node: file access) is exported from the core barrel instead.
+export { Client } from "./Client.ts"
+export type { FromConfigOptions, ListRunsOptions } from "./Client.ts"
+export { ClientConfigError, ClientError, ClientErrorReason, ClientConfigErrorReason, reasonOfStatus } from "./ClientError.ts"
+export * from "./ClientConfig.ts"
+export * as DstackApi from "./DstackApi.ts"
+export { Run } from "./Run.ts"
+export type { RunData, RunLogsOptions, RunOperations } from "./Run.ts"
+export * as Wire from "./Wire.ts"
