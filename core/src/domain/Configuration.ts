@@ -1,0 +1,411 @@
+/**
+ * The configurations of `.dstack.yml` files, discriminated by `type`: `task`, `service`,
+ * `dev-environment` and `fleet`. YAML keys are upstream snake_case; TypeScript fields are
+ * camelCase. Older key names (`retry_policy`, `termination_idle_time`) are read into the newer
+ * fields, and cross-field rules (python/nvcc vs image, replicas range vs scaling) are checked.
+ */
+import { Either, ParseResult, Schema } from "effect"
+import { BackendType } from "./BackendType.ts"
+import { DurationOrOff } from "./Duration.ts"
+import { Env } from "./Env.ts"
+import { isPlainObject, scalar, show } from "./Grammar.ts"
+import { CreationPolicy, SpotPolicy, TerminationPolicy } from "./Policies.ts"
+import { PortMapping } from "./PortMapping.ts"
+import { IntRange, type Range } from "./Range.ts"
+import { RegistryAuth } from "./RegistryAuth.ts"
+import { DEFAULT_RESOURCES, ResourcesSpec } from "./Resources.ts"
+import { fromLegacyRetryPolicy, LegacyRetryPolicy, RetryPolicy } from "./RetryPolicy.ts"
+import { Scaling } from "./Scaling.ts"
+import { VolumeMount } from "./Volume.ts"
+
+// ---------------------------------------------------------------------------------------------
+// Field helpers
+
+type Described = { readonly description: string }
+
+/** An optional field, absent when not written, with YAML key `key` when it differs. */
+const opt = <A, I, R>(schema: Schema.Schema<A, I, R>, doc: Described, key?: string) => {
+  const ps = Schema.optionalWith(schema, { exact: true }).annotations(doc)
+  return key === undefined ? ps : ps.pipe(Schema.fromKey(key))
+}
+
+/** An optional field with a default. */
+const withDefault = <A, I, R>(schema: Schema.Schema<A, I, R>, value: () => A, doc: Described, key?: string) => {
+  const ps = Schema.optionalWith(schema, { default: value }).annotations(doc)
+  return key === undefined ? ps : ps.pipe(Schema.fromKey(key))
+}
+
+const StringList = Schema.Array(Schema.String)
+
+// ---------------------------------------------------------------------------------------------
+// Scalars specific to configurations
+
+/** Python versions that images are provided for. */
+export const PYTHON_VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"] as const
+export type PythonVersion = (typeof PYTHON_VERSIONS)[number]
+
+const parsePython = (input: unknown): Either.Either<PythonVersion, string> => {
+  // YAML reads `python: 3.10` as the number 3.1.
+  const s = typeof input === "number" ? (input === 3.1 ? "3.10" : String(input)) : input
+  return typeof s === "string" && (PYTHON_VERSIONS as ReadonlyArray<string>).includes(s.trim())
+    ? Either.right(s.trim() as PythonVersion)
+    : Either.left(`expected a Python version, one of ${PYTHON_VERSIONS.join(", ")}, got ${show(input)}`)
+}
+
+export const PythonVersion: Schema.Schema<PythonVersion, string | number> = scalar(
+  Schema.Literal(...PYTHON_VERSIONS),
+  parsePython,
+  (v) => v
+).annotations({ identifier: "PythonVersion" }) as never
+
+/** Run names: lowercase letters, digits and `-`, starting with a letter, 2 to 41 characters. */
+export const RunName = Schema.String.pipe(
+  Schema.filter(
+    (s) =>
+      /^[a-z][a-z0-9-]{1,40}$/.test(s) ||
+      `expected a name of 2–41 lowercase letters, digits and -, starting with a letter, got ${show(s)}`
+  )
+).annotations({ identifier: "RunName" })
+
+const MaxPrice = Schema.Number.pipe(
+  Schema.filter((n) => n > 0 || `expected a positive price in dollars per hour, got ${n}`)
+)
+
+const PositiveInt = (what: string) =>
+  Schema.Number.pipe(
+    Schema.filter((n) => (Number.isInteger(n) && n >= 1) || `expected ${what} (a whole number ≥ 1), got ${n}`)
+  )
+
+// ---------------------------------------------------------------------------------------------
+// Fields shared by the run configurations (task, service, dev-environment)
+
+const runFields = {
+  name: opt(RunName, { description: "The run name. A random name is picked when omitted." }),
+  image: opt(Schema.String, { description: "The Docker image to run. Without it a default image (or, on hosts without Docker, a plain process) is used." }),
+  user: opt(Schema.String, { description: "The user inside the container, `user[:group]` by name or id (`ubuntu`, `1000:1000`). Defaults to the image's user." }),
+  privileged: opt(Schema.Boolean, { description: "Run the container in privileged mode." }),
+  entrypoint: opt(Schema.String, { description: "Overrides the image's entrypoint." }),
+  workingDir: opt(Schema.String, { description: "The working directory, relative to the repo directory. Defaults to `.`." }, "working_dir"),
+  registryAuth: opt(RegistryAuth, { description: "Credentials for pulling a private image: `{username, password}`." }, "registry_auth"),
+  python: opt(PythonVersion, { description: `The Python version of the default image: ${PYTHON_VERSIONS.join(", ")}. Mutually exclusive with \`image\`.` }),
+  nvcc: opt(Schema.Boolean, { description: "Use a default image that includes the NVIDIA CUDA compiler (nvcc). Mutually exclusive with `image`." }),
+  env: opt(Env, { description: "Environment variables: a map or a list of `NAME=value`. A bare `NAME` takes its value from the client's environment at submission." }),
+  resources: withDefault(ResourcesSpec, () => DEFAULT_RESOURCES, { description: "The resources needed (`cpu`, `memory`, `shm_size`, `gpu`, `disk`)." }),
+  volumes: opt(Schema.Array(VolumeMount), { description: "Volumes to mount: `name:/path`, `/instance/dir:/path`, `{name, path}` or `{instance_path, path}`." }),
+  backends: opt(Schema.Array(BackendType), { description: "Only consider these backends (`[aws, gcp]`, `[local]`, `[remote]`)." }),
+  regions: opt(StringList, { description: "Only consider these regions (`[eu-west-1, us-west4]`)." }),
+  instanceTypes: opt(StringList, { description: "Only consider these instance types (`[p3.8xlarge, n1-standard-4]`)." }, "instance_types"),
+  reservation: opt(Schema.String, { description: "An existing capacity reservation to use." }),
+  spotPolicy: opt(SpotPolicy, { description: "`spot`, `on-demand` or `auto`. Defaults to `on-demand`." }, "spot_policy"),
+  retry: opt(RetryPolicy, { description: "Resubmit on failure: `true`, `false` or `{on_events: [no-capacity, interruption, error], duration: 1h}`. Defaults to `false`." }),
+  maxDuration: opt(DurationOrOff, { description: "Stop the run after this long (`2h`, `1d`), or `off`. Defaults to `off`." }, "max_duration"),
+  maxPrice: opt(MaxPrice, { description: "The highest instance price to accept, in dollars per hour." }, "max_price"),
+  idleDuration: opt(DurationOrOff, { description: "Terminate the instance after it has been idle this long (`5m`, `1h`), or `off`. Defaults to `5m`. Also read from the older key `termination_idle_time`." }, "idle_duration"),
+  creationPolicy: opt(CreationPolicy, { description: "`reuse` (only idle instances) or `reuse-or-create`. Defaults to `reuse-or-create`." }, "creation_policy"),
+  terminationPolicy: opt(TerminationPolicy, { description: "`dont-destroy` or `destroy-after-idle`. Defaults to `destroy-after-idle`." }, "termination_policy"),
+  poolName: opt(Schema.String, { description: "The pool (older name of a fleet) to take instances from." }, "pool_name"),
+  instanceName: opt(Schema.String, { description: "The name of the instance to provision." }, "instance_name")
+}
+
+/** Keys accepted in YAML under their older names and moved onto the newer fields. */
+const legacyFields = {
+  retryPolicy: opt(LegacyRetryPolicy, { description: "Deprecated: use `retry`. `{retry: bool, limit: duration}`." }, "retry_policy"),
+  terminationIdleTime: opt(DurationOrOff, { description: "Deprecated: use `idle_duration`." }, "termination_idle_time")
+}
+
+interface LegacyInput {
+  readonly retryPolicy?: LegacyRetryPolicy
+  readonly terminationIdleTime?: number | "off"
+  readonly retry?: RetryPolicy
+  readonly idleDuration?: number | "off"
+}
+
+type Issue = { readonly path: ReadonlyArray<string>; readonly message: string }
+
+const runRules = (c: { image?: string; python?: string; nvcc?: boolean }): Array<Issue> => {
+  const issues: Array<Issue> = []
+  if (c.image !== undefined && c.python !== undefined) {
+    issues.push({ path: ["python"], message: "python and image are mutually exclusive: install Python in your image, or drop image" })
+  }
+  if (c.image !== undefined && c.nvcc !== undefined) {
+    issues.push({ path: ["nvcc"], message: "nvcc and image are mutually exclusive: install the CUDA compiler in your image, or drop image" })
+  }
+  return issues
+}
+
+/**
+ * Builds a configuration schema: `input` holds every YAML key (older names included), `output`
+ * the normalised fields. Decoding moves the older keys onto the newer ones and runs `rules`.
+ */
+const configuration = <F extends Schema.Struct.Fields, O extends Schema.Struct.Fields>(
+  identifier: string,
+  description: string,
+  fields: F,
+  legacy: O,
+  rules: (c: Schema.Struct.Type<F>) => Array<Issue>
+) => {
+  const input = Schema.Struct({ ...fields, ...legacy })
+  const output = Schema.typeSchema(Schema.Struct(fields)).pipe(
+    Schema.filter((c) => {
+      const issues = rules(c as Schema.Struct.Type<F>)
+      return issues.length === 0 ? undefined : issues
+    })
+  )
+  return Schema.transformOrFail(input, output, {
+    strict: false,
+    decode: (raw, _, ast) => {
+      const { retryPolicy, terminationIdleTime, ...rest } = raw as LegacyInput & Record<string, unknown>
+      const conflicts: Array<ParseResult.ParseIssue> = []
+      const out: Record<string, unknown> = { ...rest }
+      if (retryPolicy !== undefined) {
+        if (rest.retry !== undefined) {
+          conflicts.push(new ParseResult.Pointer("retry_policy", raw, new ParseResult.Type(ast, retryPolicy, "retry_policy is the older form of retry: give one of them, not both")))
+        } else out.retry = fromLegacyRetryPolicy(retryPolicy)
+      }
+      if (terminationIdleTime !== undefined) {
+        if (rest.idleDuration !== undefined) {
+          conflicts.push(new ParseResult.Pointer("termination_idle_time", raw, new ParseResult.Type(ast, terminationIdleTime, "termination_idle_time is the older name of idle_duration: give one of them, not both")))
+        } else out.idleDuration = terminationIdleTime
+      }
+      if (conflicts.length > 0) {
+        return ParseResult.fail(new ParseResult.Composite(ast, raw, conflicts as [ParseResult.ParseIssue, ...Array<ParseResult.ParseIssue>]))
+      }
+      return ParseResult.succeed(out)
+    },
+    encode: (c) => ParseResult.succeed(c)
+  }).annotations({ identifier, description })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task
+
+const taskFields = {
+  type: Schema.Literal("task").annotations({ description: "`task`: commands that run to completion (training, batch jobs)." }),
+  ...runFields,
+  nodes: withDefault(PositiveInt("a number of nodes"), () => 1, { description: "The number of nodes for a distributed task. Defaults to `1`." }),
+  commands: opt(StringList, { description: "The shell commands to run, in order, under bash." }),
+  ports: opt(Schema.Array(PortMapping), { description: "Ports to forward when attached: `8080`, `\"8080:80\"`, `\"*:80\"`." })
+}
+
+/** A task: commands that run to completion, on one or several nodes. */
+export const TaskConfiguration = configuration(
+  "TaskConfiguration",
+  "A task runs commands to completion, on one node or several (`nodes`).",
+  taskFields,
+  legacyFields,
+  runRules
+)
+export type TaskConfiguration = typeof TaskConfiguration.Type
+
+// ---------------------------------------------------------------------------------------------
+// Service
+
+/** The OpenAI-compatible model a service exposes. */
+export const ServiceModel = Schema.Struct({
+  format: Schema.optionalWith(Schema.Literal("openai"), { default: () => "openai" as const }).annotations({
+    description: "The API format. Only `openai` is supported."
+  }),
+  name: Schema.String.annotations({ description: "The model name clients ask for." }),
+  prefix: Schema.optionalWith(Schema.String, { default: () => "/v1" }).annotations({
+    description: "The path prefix of the API in the service. Defaults to `/v1`."
+  })
+}).annotations({ identifier: "ServiceModel" })
+export type ServiceModel = typeof ServiceModel.Type
+
+const ServiceModelOrName: Schema.Schema<ServiceModel, typeof ServiceModel.Encoded | string> = Schema.transformOrFail(
+  Schema.Unknown,
+  Schema.typeSchema(ServiceModel),
+  {
+    strict: true,
+    decode: (u, options, ast) =>
+      typeof u === "string"
+        ? ParseResult.succeed({ format: "openai" as const, name: u, prefix: "/v1" })
+        : isPlainObject(u)
+          ? ParseResult.decodeUnknown(ServiceModel)(u, options)
+          : ParseResult.fail(new ParseResult.Type(ast, u, `expected a model name or {format: openai, name, prefix}, got ${show(u)}`)),
+    encode: (m, options) => ParseResult.encode(ServiceModel)(m, options)
+  }
+).annotations({ identifier: "ServiceModelOrName" }) as never
+
+const serviceFields = {
+  type: Schema.Literal("service").annotations({ description: "`service`: a long-running web app or model endpoint behind the proxy or a gateway." }),
+  ...runFields,
+  port: Schema.propertySignature(PortMapping).annotations({ description: "The port the app listens on (`8000`), or a mapping (`\"8080:8000\"`). Required." }),
+  commands: opt(StringList, { description: "The shell commands that start the service." }),
+  gateway: opt(Schema.Union(Schema.String, Schema.Boolean), { description: "The gateway to publish through, `false` for none (served by the server's proxy). Omit for the default gateway." }),
+  model: opt(ServiceModelOrName, { description: "Expose the service as an OpenAI-compatible model: a model name, or `{format: openai, name, prefix: /v1}`." }),
+  https: withDefault(Schema.Boolean, () => true, { description: "Serve over HTTPS when behind a gateway. Defaults to `true`." }),
+  auth: withDefault(Schema.Boolean, () => true, { description: "Require a user token from callers. Defaults to `true`." }),
+  replicas: withDefault(IntRange, (): Range => ({ min: 1, max: 1 }), { description: "The number of replicas (`2`) or a range (`0..4`, `1..8`) for autoscaling, which needs `scaling`. Defaults to `1`." }),
+  scaling: opt(Scaling, { description: "Autoscaling rules: `{metric: rps, target, scale_up_delay, scale_down_delay}`. Required when `replicas` is a range." })
+}
+
+const serviceRules = (c: Schema.Struct.Type<typeof serviceFields>): Array<Issue> => {
+  const issues = runRules(c)
+  if (c.replicas.min !== c.replicas.max && c.scaling === undefined) {
+    issues.push({ path: ["replicas"], message: "a range of replicas needs scaling rules: add scaling: {metric: rps, target: N}" })
+  }
+  return issues
+}
+
+/** A service: a long-running app with a port, replicas and optional autoscaling. */
+export const ServiceConfiguration = configuration(
+  "ServiceConfiguration",
+  "A service runs a web app or model behind the server's proxy or a gateway, with replicas and RPS autoscaling.",
+  serviceFields,
+  legacyFields,
+  serviceRules
+)
+export type ServiceConfiguration = typeof ServiceConfiguration.Type
+
+// ---------------------------------------------------------------------------------------------
+// Dev environment
+
+const devEnvironmentFields = {
+  type: Schema.Literal("dev-environment").annotations({ description: "`dev-environment`: an interactive machine you connect to from your IDE." }),
+  ...runFields,
+  ide: Schema.Literal("vscode", "cursor").annotations({ description: "The IDE to connect: `vscode` or `cursor`. Required." }),
+  version: opt(Schema.String, { description: "The IDE server version to install." }),
+  init: opt(StringList, { description: "Shell commands to run once the environment starts." }),
+  ports: opt(Schema.Array(PortMapping), { description: "Ports to forward when attached." })
+}
+
+/** A dev environment: an interactive machine for an IDE. */
+export const DevEnvironmentConfiguration = configuration(
+  "DevEnvironmentConfiguration",
+  "A dev environment provisions a machine and connects your IDE to it.",
+  devEnvironmentFields,
+  legacyFields,
+  runRules
+)
+export type DevEnvironmentConfiguration = typeof DevEnvironmentConfiguration.Type
+
+// ---------------------------------------------------------------------------------------------
+// Fleet
+
+const SshProxyJump = Schema.Struct({
+  hostname: Schema.String.annotations({ description: "The jump host." }),
+  port: opt(Schema.Number, { description: "Its SSH port. Defaults to 22." }),
+  user: opt(Schema.String, { description: "The user on the jump host." }),
+  identityFile: opt(Schema.String, { description: "The private key for the jump host." }, "identity_file")
+}).annotations({ identifier: "SshProxyJump" })
+
+/** One host of an SSH fleet. */
+export const SshHost = Schema.Struct({
+  hostname: Schema.String.annotations({ description: "The host name or IP address." }),
+  port: opt(Schema.Number, { description: "The SSH port. Defaults to `ssh_config.port`, else 22." }),
+  user: opt(Schema.String, { description: "The SSH user. Defaults to `ssh_config.user`." }),
+  identityFile: opt(Schema.String, { description: "The private key. Defaults to `ssh_config.identity_file`." }, "identity_file"),
+  proxyJump: opt(SshProxyJump, { description: "A jump host for this host." }, "proxy_jump"),
+  internalIp: opt(Schema.String, { description: "The address other hosts of the fleet reach this one on." }, "internal_ip")
+}).annotations({ identifier: "SshHost" })
+export type SshHost = typeof SshHost.Type
+
+const SshHostOrName: Schema.Schema<SshHost, typeof SshHost.Encoded | string> = Schema.transformOrFail(Schema.Unknown, Schema.typeSchema(SshHost), {
+  strict: true,
+  decode: (u, options, ast) =>
+    typeof u === "string" && u.trim() !== ""
+      ? ParseResult.succeed({ hostname: u.trim() })
+      : isPlainObject(u)
+        ? ParseResult.decodeUnknown(SshHost)(u, options)
+        : ParseResult.fail(new ParseResult.Type(ast, u, `expected a host name or {hostname, port, user, identity_file}, got ${show(u)}`)),
+  encode: (h, options) => ParseResult.encode(SshHost)(h, options)
+}).annotations({ identifier: "SshHostOrName" }) as never
+
+/** How to reach the hosts of an SSH fleet. */
+export const SshConfig = Schema.Struct({
+  user: opt(Schema.String, { description: "The SSH user for every host." }),
+  port: opt(Schema.Number, { description: "The SSH port for every host. Defaults to 22." }),
+  identityFile: opt(Schema.String, { description: "The private key for every host." }, "identity_file"),
+  proxyJump: opt(SshProxyJump, { description: "A jump host for every host: `{hostname, port, user, identity_file}`." }, "proxy_jump"),
+  hosts: Schema.NonEmptyArray(SshHostOrName).annotations({ description: "The hosts: names/addresses or `{hostname, port, user, identity_file}`." })
+}).annotations({ identifier: "SshConfig" })
+export type SshConfig = typeof SshConfig.Type
+
+const fleetFields = {
+  type: Schema.Literal("fleet").annotations({ description: "`fleet`: a set of instances, provisioned from backends or given as SSH hosts." }),
+  name: opt(RunName, { description: "The fleet name." }),
+  env: opt(Env, { description: "Environment variables for the fleet's hosts." }),
+  nodes: opt(IntRange, { description: "The number of instances (`2`) or a range (`1..4`) for a cloud fleet." }),
+  placement: opt(Schema.Literal("any", "cluster"), { description: "`cluster` puts instances in one network for multi-node tasks; `any` does not. Defaults to `any`." }),
+  resources: opt(ResourcesSpec, { description: "The resources of each instance of a cloud fleet." }),
+  backends: opt(Schema.Array(BackendType), { description: "Only consider these backends." }),
+  regions: opt(StringList, { description: "Only consider these regions." }),
+  instanceTypes: opt(StringList, { description: "Only consider these instance types." }, "instance_types"),
+  reservation: opt(Schema.String, { description: "An existing capacity reservation to use." }),
+  spotPolicy: opt(SpotPolicy, { description: "`spot`, `on-demand` or `auto`. Defaults to `on-demand`." }, "spot_policy"),
+  retry: opt(RetryPolicy, { description: "Retry provisioning: `true`, `false` or `{on_events, duration}`." }),
+  maxPrice: opt(MaxPrice, { description: "The highest instance price to accept, in dollars per hour." }, "max_price"),
+  idleDuration: opt(DurationOrOff, { description: "Terminate instances idle this long (`3d`), or `off`. Defaults to `3d`." }, "idle_duration"),
+  terminationPolicy: opt(TerminationPolicy, { description: "`dont-destroy` or `destroy-after-idle`." }, "termination_policy"),
+  sshConfig: opt(SshConfig, { description: "Use your own hosts over SSH: `{user, port, identity_file, proxy_jump, hosts}`." }, "ssh_config")
+}
+
+const fleetRules = (c: Schema.Struct.Type<typeof fleetFields>): Array<Issue> => {
+  if (c.nodes !== undefined && c.sshConfig !== undefined) {
+    return [{ path: ["ssh_config"], message: "nodes and ssh_config cannot be used together: a fleet is either provisioned (nodes) or your own hosts (ssh_config)" }]
+  }
+  if (c.nodes === undefined && c.sshConfig === undefined) {
+    return [{ path: [], message: "a fleet needs nodes (instances from backends) or ssh_config (your own hosts)" }]
+  }
+  return []
+}
+
+/** A fleet: instances provisioned from backends (`nodes`) or the user's hosts (`ssh_config`). */
+export const FleetConfiguration = configuration(
+  "FleetConfiguration",
+  "A fleet is a set of instances: provisioned from backends (`nodes`), or your own hosts over SSH (`ssh_config`).",
+  fleetFields,
+  { terminationIdleTime: legacyFields.terminationIdleTime, retryPolicy: legacyFields.retryPolicy },
+  fleetRules
+)
+export type FleetConfiguration = typeof FleetConfiguration.Type
+
+// ---------------------------------------------------------------------------------------------
+// Unions
+
+/** The configuration types and their schemas, by the value of `type`. */
+export const CONFIGURATION_SCHEMAS = {
+  task: TaskConfiguration,
+  service: ServiceConfiguration,
+  "dev-environment": DevEnvironmentConfiguration,
+  fleet: FleetConfiguration
+} as const
+export type ConfigurationType = keyof typeof CONFIGURATION_SCHEMAS
+
+const RUN_TYPES = ["task", "service", "dev-environment"] as const
+
+const dispatch = <T extends ConfigurationType>(types: ReadonlyArray<T>, identifier: string) => {
+  const members = types.map((t) => Schema.typeSchema(CONFIGURATION_SCHEMAS[t] as unknown as Schema.Schema<unknown, unknown>))
+  type A = Schema.Schema.Type<(typeof CONFIGURATION_SCHEMAS)[T]>
+  type I = Schema.Schema.Encoded<(typeof CONFIGURATION_SCHEMAS)[T]>
+  return Schema.transformOrFail(Schema.Unknown, Schema.Union(...members), {
+    strict: false,
+    decode: (u, options, ast) => {
+      const type = isPlainObject(u) ? u.type : undefined
+      if (!isPlainObject(u)) {
+        return ParseResult.fail(new ParseResult.Type(ast, u, `expected a configuration (a map with a type), got ${show(u)}`))
+      }
+      if (!(types as ReadonlyArray<unknown>).includes(type)) {
+        const message = type === undefined
+          ? `type is missing: add type: ${types.join(" | ")}`
+          : `expected one of ${types.join(", ")}, got ${show(type)}`
+        return ParseResult.fail(new ParseResult.Pointer("type", u, new ParseResult.Type(ast, type, message)))
+      }
+      return ParseResult.decodeUnknown(CONFIGURATION_SCHEMAS[type as T] as unknown as Schema.Schema<unknown, unknown>)(u, options)
+    },
+    encode: (c, options) =>
+      ParseResult.encode(CONFIGURATION_SCHEMAS[(c as unknown as { type: T }).type] as unknown as Schema.Schema<unknown, unknown>)(c, options)
+  }).annotations({ identifier }) as unknown as Schema.Schema<A, I>
+}
+
+/** A run configuration: task, service or dev-environment. */
+export const AnyRunConfiguration = dispatch(RUN_TYPES, "AnyRunConfiguration")
+export type AnyRunConfiguration = TaskConfiguration | ServiceConfiguration | DevEnvironmentConfiguration
+
+/** Any configuration a `.dstack.yml` may hold. */
+export const AnyConfiguration = dispatch(["task", "service", "dev-environment", "fleet"], "AnyConfiguration")
+export type AnyConfiguration = AnyRunConfiguration | FleetConfiguration
+
+/** Whether a configuration describes a run (rather than a fleet). */
+export const isRunConfiguration = (c: AnyConfiguration): c is AnyRunConfiguration => c.type !== "fleet"

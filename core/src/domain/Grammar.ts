@@ -1,0 +1,65 @@
+/**
+ * Building blocks for the YAML shorthands of the configuration grammar: a value may be written
+ * as a short string or number (`A100:80GB:2`, `8GB..`, `2h`) or as its full object form. Every
+ * shorthand decodes to the object form, and encoding always yields the object form, so that
+ * decode(encode(x)) == x. Not exported from the package: the schemas built with it are.
+ */
+import { Either, ParseResult, Schema } from "effect"
+
+/** A short rendering of a value for error messages. */
+export const show = (u: unknown): string => {
+  if (typeof u === "string") return JSON.stringify(u)
+  if (u === undefined) return "nothing"
+  try {
+    const s = JSON.stringify(u)
+    return s === undefined ? String(u) : s.length > 60 ? `${s.slice(0, 57)}...` : s
+  } catch {
+    return String(u)
+  }
+}
+
+export const isPlainObject = (u: unknown): u is Record<string, unknown> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
+
+/**
+ * A schema that accepts the object form (decoded by `objectForm`) or a string/number shorthand
+ * (decoded by `parse`). `expected` says in plain words what may be written, for errors.
+ */
+export const withShorthand = <A, I, R>(
+  objectForm: Schema.Schema<A, I, R>,
+  parse: (input: string | number) => Either.Either<A, string>,
+  expected: string
+): Schema.Schema<A, I | string | number, R> =>
+  Schema.transformOrFail(Schema.Unknown, Schema.typeSchema(objectForm), {
+    strict: true,
+    decode: (u, options, ast) => {
+      if (typeof u === "string" || typeof u === "number") {
+        return Either.match(parse(u), {
+          onLeft: (message) => ParseResult.fail(new ParseResult.Type(ast, u, message)),
+          onRight: (a) => ParseResult.succeed(a)
+        })
+      }
+      if (isPlainObject(u)) return ParseResult.decodeUnknown(objectForm)(u, options)
+      return ParseResult.fail(new ParseResult.Type(ast, u, `expected ${expected}, got ${show(u)}`))
+    },
+    encode: (a, options) => ParseResult.encode(objectForm)(a, options)
+  }) as unknown as Schema.Schema<A, I | string | number, R>
+
+/**
+ * A schema for a scalar written as a string or number (a duration, a memory size), decoded by
+ * `parse` and written back canonically by `format`.
+ */
+export const scalar = <A, I>(
+  type: Schema.Schema<A>,
+  parse: (input: unknown) => Either.Either<A, string>,
+  format: (a: A) => I
+): Schema.Schema<A, I | string | number> =>
+  Schema.transformOrFail(Schema.Unknown, type, {
+    strict: true,
+    decode: (u, _, ast) =>
+      Either.match(parse(u), {
+        onLeft: (message) => ParseResult.fail(new ParseResult.Type(ast, u, message)),
+        onRight: (a) => ParseResult.succeed(a)
+      }),
+    encode: (a) => ParseResult.succeed(format(a))
+  }) as unknown as Schema.Schema<A, I | string | number>
