@@ -1,3 +1,4 @@
 // Conformance suites that every implementation of a port runs (@dstack-ts/core/testing).
 export {}
 export * from "./Codec.ts"
+export * from "./BlobStoreSuite.ts"

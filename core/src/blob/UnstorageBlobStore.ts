@@ -1,0 +1,399 @@
+/**
+ * A BlobStore on any unstorage driver (memory, fs, redis, s3 …). unstorage moves whole values,
+ * so a blob is stored as fixed-size chunks plus a small JSON manifest: memory stays bounded by
+ * one chunk whatever the driver, and a value becomes visible only when its manifest is written.
+ *
+ * Layout inside the storage:
+ *   m:<key with / as :>$m           the manifest (size, digest, content type, metadata, chunks)
+ *   c:<gg>:<generation>.<n>         chunk n of one write (gg: the generation's first 2 characters)
+ * `$` cannot appear in keys, so a manifest never collides with a directory of longer keys, and
+ * every write has its own generation, so an overwrite never mixes chunks of two writes.
+ */
+import { Clock, Effect, Exit, Layer, Schema, Stream } from "effect"
+import { createStorage, type Driver, type Storage } from "unstorage"
+import memoryDriver from "unstorage/drivers/memory"
+import * as BlobStore from "../ports/BlobStore.ts"
+
+const MODULE = "BlobStore/unstorage"
+
+/** 8 MiB: large enough for throughput on object stores, small enough to bound memory. */
+export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+
+export interface UnstorageBlobStoreOptions {
+  /** The unstorage driver that holds manifests and chunks, e.g. `redisDriver({ base: "blobs" })`. */
+  readonly driver: Driver
+  /** Bytes per stored chunk (default 8 MiB). Readers hold at most one chunk at a time. */
+  readonly chunkSize?: number
+}
+
+export interface FsOptions {
+  /** The directory that holds the store; created on the first write. */
+  readonly base: string
+  /** Bytes per stored chunk (default 8 MiB). */
+  readonly chunkSize?: number
+}
+
+export interface MemoryOptions {
+  /** Bytes per stored chunk (default 8 MiB); tests use small sizes to exercise many chunks. */
+  readonly chunkSize?: number
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifest
+
+const Manifest = Schema.Struct({
+  version: Schema.Literal(1),
+  key: Schema.String,
+  size: Schema.NonNegativeInt,
+  digest: Schema.String,
+  contentType: Schema.optional(Schema.String),
+  metadata: Schema.Record({ key: Schema.String, value: Schema.String }),
+  updatedAt: Schema.Number,
+  generation: Schema.String,
+  chunkSize: Schema.Int.pipe(Schema.positive()),
+  chunks: Schema.NonNegativeInt
+})
+type Manifest = typeof Manifest.Type
+const decodeManifest = Schema.decodeUnknown(Manifest)
+
+const manifestKey = (key: string): string => `m:${key.replaceAll("/", ":")}$m`
+const chunkKey = (generation: string, n: number): string => `c:${generation.slice(0, 2)}:${generation}.${n}`
+
+const statOf = (m: Manifest): BlobStore.BlobStat => ({
+  key: m.key,
+  size: m.size,
+  digest: m.digest,
+  ...(m.contentType === undefined ? {} : { contentType: m.contentType }),
+  metadata: m.metadata,
+  updatedAt: m.updatedAt
+})
+
+// ---------------------------------------------------------------------------------------------
+// Errors from the driver, mapped once here
+
+const TRANSPORT_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ENOTFOUND",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "ECONNABORTED"
+])
+
+const reasonOf = (cause: unknown): BlobStore.BlobStoreErrorReason => {
+  const code = typeof cause === "object" && cause !== null ? (cause as { code?: unknown }).code : undefined
+  if (code === "EACCES" || code === "EPERM" || code === "EROFS") return "PermissionDenied"
+  if (code === "ETIMEDOUT") return "Timeout"
+  if (typeof code === "string" && TRANSPORT_CODES.has(code)) return "Transport"
+  return "Unknown"
+}
+
+const attempt = <A>(method: string, key: string, f: () => Promise<A>): Effect.Effect<A, BlobStore.BlobStoreError> =>
+  Effect.tryPromise({
+    try: f,
+    catch: (cause) =>
+      new BlobStore.BlobStoreError({
+        module: MODULE,
+        method,
+        reason: reasonOf(cause),
+        key,
+        message: `${method} of ${JSON.stringify(key)} failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+        cause
+      })
+  })
+
+const toBytes = (raw: unknown): Uint8Array | undefined => {
+  if (raw instanceof Uint8Array) return raw
+  if (raw instanceof ArrayBuffer) return new Uint8Array(raw)
+  if (typeof raw === "string") return new TextEncoder().encode(raw)
+  return undefined
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store
+
+const STRIPES = 64
+
+const stripeOf = (key: string): number => {
+  let h = 0
+  for (let i = 0; i < key.length; i++) h = (h * 31 + key.charCodeAt(i)) | 0
+  return (h >>> 0) % STRIPES
+}
+
+/**
+ * Builds a BlobStore over an unstorage `Storage`. Within one process, writes and deletes of the
+ * same key are serialised (striped locks), so an overwrite removes exactly the chunks it
+ * replaced. Across processes the last manifest written wins; a loser's chunks may remain.
+ */
+export const make = (
+  storage: Storage,
+  options: { readonly chunkSize?: number } = {}
+): Effect.Effect<BlobStore.BlobStore> =>
+  Effect.gen(function*() {
+    const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE
+    if (!Number.isInteger(chunkSize) || chunkSize <= 0) {
+      return yield* Effect.dieMessage(`UnstorageBlobStore: chunkSize must be a positive integer, got ${chunkSize}`)
+    }
+    // node:crypto is loaded lazily so that importing core in a browser does not pull it in;
+    // Web Crypto has no incremental SHA-256, and Node and Deno both provide this module.
+    const { createHash, randomUUID } = yield* Effect.promise(() => import("node:crypto"))
+    const locks = yield* Effect.forEach(Array.from({ length: STRIPES }), () => Effect.makeSemaphore(1))
+    const locked = (key: string) => locks[stripeOf(key)].withPermits(1)
+
+    const readManifest = (method: string, key: string) =>
+      Effect.flatMap(attempt(method, key, () => storage.getItem(manifestKey(key))), (raw) => {
+        if (raw === null || raw === undefined) return Effect.succeed(undefined)
+        const value = typeof raw === "string" ? safeJson(raw) : raw
+        return decodeManifest(value).pipe(
+          Effect.mapError((cause) =>
+            new BlobStore.BlobStoreError({
+              module: MODULE,
+              method,
+              reason: "Invalid",
+              key,
+              message: `the manifest of ${JSON.stringify(key)} is unreadable: ${cause.message}`,
+              cause
+            })
+          )
+        )
+      })
+
+    const requireManifest = (method: string, key: string) =>
+      Effect.flatMap(readManifest(method, key), (m) =>
+        m === undefined
+          ? BlobStore.fail(MODULE, method, "NotFound", `no blob under key ${JSON.stringify(key)}`, { key })
+          : Effect.succeed(m))
+
+    const removeChunks = (method: string, key: string, generation: string, count: number) =>
+      Effect.forEach(
+        Array.from({ length: count }, (_, n) => n),
+        (n) => attempt(method, key, () => storage.removeItem(chunkKey(generation, n))),
+        { discard: true, concurrency: 4 }
+      )
+
+    // Removing replaced chunks happens after the new manifest is visible: the write has
+    // succeeded, so a failure here is logged rather than reported to the writer.
+    const removeReplaced = (method: string, key: string, old: Manifest | undefined) =>
+      old === undefined
+        ? Effect.void
+        : removeChunks(method, key, old.generation, old.chunks).pipe(
+          Effect.catchAll((e) => Effect.logWarning(`blob store left chunks of ${old.generation} behind`, e))
+        )
+
+    return BlobStore.make({
+      module: MODULE,
+
+      put: <E>(key: string, body: Stream.Stream<Uint8Array, E>, putOptions: BlobStore.PutOptions) => {
+        const generation = randomUUID()
+        const hash = createHash("sha256")
+        let pending: Array<Uint8Array> = []
+        let pendingSize = 0
+        let size = 0
+        let written = 0
+
+        // Copies exactly `n` pending bytes into a fresh array, keeping the rest pending.
+        const take = (n: number): Uint8Array => {
+          const out = new Uint8Array(n)
+          let at = 0
+          while (at < n) {
+            const head = pending[0]
+            const use = Math.min(head.length, n - at)
+            out.set(use === head.length ? head : head.subarray(0, use), at)
+            at += use
+            if (use === head.length) pending.shift()
+            else pending[0] = head.subarray(use)
+          }
+          pendingSize -= n
+          return out
+        }
+        const writeChunk = (bytes: Uint8Array) =>
+          Effect.suspend(() => {
+            const n = written
+            return Effect.map(attempt("put", key, () => storage.setItemRaw(chunkKey(generation, n), bytes)), () => {
+              written = n + 1
+            })
+          })
+        const flushFull = Effect.gen(function*() {
+          while (pendingSize >= chunkSize) yield* writeChunk(take(chunkSize))
+        })
+
+        const writeChunks = Stream.runForEach(body, (piece) =>
+          Effect.suspend(() => {
+            if (piece.length === 0) return Effect.void
+            hash.update(piece)
+            size += piece.length
+            pending.push(piece)
+            pendingSize += piece.length
+            return pendingSize >= chunkSize ? flushFull : Effect.void
+          })).pipe(
+            Effect.zipRight(Effect.suspend(() => (pendingSize > 0 ? writeChunk(take(pendingSize)) : Effect.void)))
+          )
+
+        const publish = Effect.gen(function*() {
+          const updatedAt = yield* Clock.currentTimeMillis
+          const manifest: Manifest = {
+            version: 1,
+            key,
+            size,
+            digest: hash.digest("hex"),
+            ...(putOptions.contentType === undefined ? {} : { contentType: putOptions.contentType }),
+            metadata: { ...putOptions.metadata },
+            updatedAt,
+            generation,
+            chunkSize,
+            chunks: written
+          }
+          const old = yield* locked(key)(
+            Effect.gen(function*() {
+              const previous = yield* readManifest("put", key).pipe(
+                // An unreadable old manifest must not block a new write; its chunks stay behind.
+                Effect.catchIf((e) => e.reason === "Invalid", () => Effect.succeed(undefined))
+              )
+              yield* attempt("put", key, () => storage.setItem(manifestKey(key), JSON.stringify(manifest)))
+              return previous
+            })
+          )
+          yield* removeReplaced("put", key, old)
+          return { key, size: manifest.size, digest: manifest.digest }
+        })
+
+        return Effect.zipRight(writeChunks, publish).pipe(
+          // A write that fails or is interrupted before its manifest is visible removes its chunks.
+          Effect.onExit((exit) =>
+            Exit.isSuccess(exit) ? Effect.void : Effect.ignore(removeChunks("put", key, generation, written))
+          ),
+          Effect.ensuring(Effect.sync(() => {
+            pending = []
+          }))
+        )
+      },
+
+      get: (key) =>
+        Effect.map(requireManifest("get", key), (m) => ({
+          stat: statOf(m),
+          body: m.chunks === 0 ? Stream.empty : Stream.range(0, m.chunks - 1).pipe(
+            Stream.mapEffect((n) =>
+              Effect.flatMap(attempt("get", key, () => storage.getItemRaw(chunkKey(m.generation, n))), (raw) => {
+                const bytes = toBytes(raw)
+                if (bytes === undefined) {
+                  return BlobStore.fail(
+                    MODULE,
+                    "get",
+                    "NotFound",
+                    `chunk ${n} of ${JSON.stringify(key)} is gone: the value was overwritten or deleted while being read`,
+                    { key }
+                  )
+                }
+                const expected = n === m.chunks - 1 ? m.size - n * m.chunkSize : m.chunkSize
+                return bytes.length === expected ? Effect.succeed(bytes) : BlobStore.fail(
+                  MODULE,
+                  "get",
+                  "Invalid",
+                  `chunk ${n} of ${JSON.stringify(key)} has ${bytes.length} bytes, expected ${expected}`,
+                  { key }
+                )
+              })
+            )
+          )
+        })),
+
+      stat: (key) => Effect.map(requireManifest("stat", key), statOf),
+
+      has: (key) => attempt("has", key, () => storage.hasItem(manifestKey(key))),
+
+      list: (prefix) => {
+        const slash = prefix.lastIndexOf("/")
+        const base = slash < 0 ? "m" : `m:${prefix.slice(0, slash).replaceAll("/", ":")}`
+        return Stream.unwrap(
+          Effect.map(attempt("list", prefix, () => storage.getKeys(base)), (keys) =>
+            Stream.fromIterable(
+              keys
+                .filter((k) => k.startsWith("m:") && k.endsWith("$m"))
+                .map((k) => k.slice(2, -2).replaceAll(":", "/"))
+                .filter((k) => k.startsWith(prefix))
+                .sort()
+            ))
+        )
+      },
+
+      delete: (key) =>
+        Effect.gen(function*() {
+          const old = yield* locked(key)(
+            Effect.gen(function*() {
+              const previous = yield* readManifest("delete", key).pipe(
+                Effect.catchIf((e) => e.reason === "Invalid", () => Effect.succeed(undefined))
+              )
+              yield* attempt("delete", key, () => storage.removeItem(manifestKey(key)))
+              return previous
+            })
+          )
+          if (old !== undefined) yield* removeChunks("delete", key, old.generation, old.chunks)
+        })
+    })
+  })
+
+const safeJson = (text: string): unknown => {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return text
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layers
+
+const scopedStorage = (build: Effect.Effect<Storage>) =>
+  Effect.acquireRelease(build, (storage) => Effect.promise(() => storage.dispose()).pipe(Effect.ignore))
+
+/**
+ * A store on an already configured unstorage `Storage` (mounts, prefixes). The caller owns it:
+ * it is not disposed with the layer.
+ */
+export const layerStorage = (
+  storage: Storage,
+  options: { readonly chunkSize?: number } = {}
+): Layer.Layer<BlobStore.BlobStore> => Layer.effect(BlobStore.BlobStore, make(storage, options))
+
+/**
+ * A store on one unstorage driver; the storage is disposed when the layer's scope closes.
+ *
+ * @example
+ * import redisDriver from "unstorage/drivers/redis"
+ * const Blobs = UnstorageBlobStore.layer({ driver: redisDriver({ base: "dstack:blobs", url }) })
+ */
+export const layer = (options: UnstorageBlobStoreOptions): Layer.Layer<BlobStore.BlobStore> =>
+  Layer.scoped(
+    BlobStore.BlobStore,
+    Effect.flatMap(scopedStorage(Effect.sync(() => createStorage({ driver: options.driver }))), (storage) =>
+      make(storage, options))
+  )
+
+/**
+ * The embedded default: files under `base`, manifests in `base/manifests`, chunks in
+ * `base/chunks` (two mounts, so that listing never walks the chunks).
+ */
+export const layerFs = (options: FsOptions): Layer.Layer<BlobStore.BlobStore> =>
+  Layer.scoped(
+    BlobStore.BlobStore,
+    Effect.gen(function*() {
+      const [{ default: fsDriver }, path] = yield* Effect.promise(() =>
+        Promise.all([import("unstorage/drivers/fs"), import("node:path")])
+      )
+      const storage = yield* scopedStorage(Effect.sync(() => {
+        const s = createStorage()
+        // `ignore: []`: the driver skips node_modules and .git by default, which are valid keys here.
+        s.mount("m", fsDriver({ base: path.join(options.base, "manifests"), ignore: [] }))
+        s.mount("c", fsDriver({ base: path.join(options.base, "chunks"), ignore: [] }))
+        return s
+      }))
+      return yield* make(storage, options)
+    })
+  )
+
+/** A store in memory through unstorage's memory driver: chunked like the others, for tests. */
+export const layerMemory = (options: MemoryOptions = {}): Layer.Layer<BlobStore.BlobStore> =>
+  layer({ driver: memoryDriver(), ...options })
+
