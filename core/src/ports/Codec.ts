@@ -128,8 +128,9 @@ export interface EncodeOptions {
 // The port
 
 /**
- * One encoder/decoder pair. Methods use method syntax on purpose: a `Codec<Table>` is then
- * usable where a `Codec` (of unknown) is expected, as in a plugin's `codecs` list.
+ * One encoder/decoder pair: encodes an `In`, decodes to an `Out` (CSV text decodes to a
+ * table, so the two may differ). Methods use method syntax on purpose: a `Codec<Table>` is
+ * then usable where a `Codec` (of unknown) is expected, as in a plugin's `codecs` list.
  *
  * @example
  * const upper = Codec.make<string>({
@@ -140,7 +141,7 @@ export interface EncodeOptions {
  *   decode: (e) => Effect.map(Codec.bytes(e.body), (b) => new TextDecoder().decode(b))
  * })
  */
-export interface Codec<A = unknown> {
+export interface Codec<In = unknown, Out = In> {
   /** Stable id, `<application>/<format>`, e.g. `dataframe/arrow`. */
   readonly id: string
   /** The application family this codec belongs to, e.g. `dataframe`. */
@@ -150,27 +151,27 @@ export interface Codec<A = unknown> {
   /** Does this codec know how to encode `obj`? Cheap, never throws. */
   accepts(obj: unknown): boolean
   /** Encode an accepted object; fails with `Unsupported` for one it does not accept. */
-  encode(obj: A, options?: EncodeOptions): Effect.Effect<Encoded, CodecError>
+  encode(obj: In, options?: EncodeOptions): Effect.Effect<Encoded, CodecError>
   /** Can this codec decode a payload stored with this content type and application? */
   canDecode(contentType: string, application: string): boolean
   /** Decode a payload; fails with `Invalid` when the bytes are corrupt. */
-  decode(encoded: Encoded): Effect.Effect<A, CodecError>
+  decode(encoded: Encoded): Effect.Effect<Out, CodecError>
 }
 
 /** A codec of any object type, as held in a registry. */
-export type Any = Codec<any>
+export type Any = Codec<any, any>
 
 /** The installed codecs, in priority order. The plugin host provides it from plugins' `codecs`. */
 export class Codecs extends Context.Tag("@dstack-ts/core/Codec")<Codecs, ReadonlyArray<Any>>() {}
 
 /** The minimal definition `make` completes. */
-export interface MakeOptions<A> {
+export interface MakeOptions<In, Out = In> {
   readonly id: string
   readonly application: string
   readonly contentTypes: ReadonlyArray<string>
   readonly accepts: (obj: unknown) => boolean
-  readonly encode: (obj: A, options: EncodeOptions) => Effect.Effect<Encoded, CodecError>
-  readonly decode: (encoded: Encoded) => Effect.Effect<A, CodecError>
+  readonly encode: (obj: In, options: EncodeOptions) => Effect.Effect<Encoded, CodecError>
+  readonly decode: (encoded: Encoded) => Effect.Effect<Out, CodecError>
   /** Defaults to: the content type (parameters ignored) is one of `contentTypes`. */
   readonly canDecode?: (contentType: string, application: string) => boolean
 }
@@ -184,7 +185,7 @@ export const mediaType = (contentType: string): string =>
  * `Unsupported`, `decode` refuses payloads `canDecode` rejects, and a defect in either
  * becomes an `Unknown` error naming the codec.
  */
-export const make = <A>(options: MakeOptions<A>): Codec<A> => {
+export const make = <In, Out = In>(options: MakeOptions<In, Out>): Codec<In, Out> => {
   const types = new Set(options.contentTypes.map(mediaType))
   const canDecode =
     options.canDecode ?? ((contentType: string, _application: string) => types.has(mediaType(contentType)))

@@ -79,7 +79,7 @@ const expectFailure = <A>(
  *   corrupt: [{ name: "bad utf-8", body: new Uint8Array([0xff]) }]
  * })
  */
-export const testCodec = <A>(name: string, codec: Codec.Codec<A>, samples: CodecSamples<A>): void => {
+export const testCodec = <In, Out>(name: string, codec: Codec.Codec<In, Out>, samples: CodecSamples<In>): void => {
   const normalize = samples.normalize ?? ((v: unknown) => v)
 
   describe(`Codec conformance: ${name}`, () => {
@@ -119,7 +119,7 @@ export const testCodec = <A>(name: string, codec: Codec.Codec<A>, samples: Codec
       it.effect(`refuses ${sample.name}`, () =>
         Effect.gen(function*() {
           expect(codec.accepts(sample.value)).toBe(false)
-          yield* expectFailure(codec.encode(sample.value as A), "Unsupported")
+          yield* expectFailure(codec.encode(sample.value as In), "Unsupported")
         }))
     }
 

@@ -1,0 +1,19 @@
+/**
+ * @dstack-ts/handler-dataframe — stack codecs for dataframes: Apache Arrow tables and arrays of
+ * records (Arrow IPC), Parquet files and CSV. Every one decodes to an Arrow `Table`.
+ */
+import type { Codec } from "@dstack-ts/core"
+import { arrow } from "./ArrowCodec.ts"
+import { csvCodec } from "./CsvCodec.ts"
+import { parquet } from "./ParquetCodec.ts"
+
+export { arrow, type ArrowInput, isArrowFile, isArrowStream } from "./ArrowCodec.ts"
+export { Csv, csv, csvCodec, type CsvOptions } from "./CsvCodec.ts"
+export { isParquetFile, parquet, type ParquetInput, writeParquet } from "./ParquetCodec.ts"
+export { tableFromRecords } from "./internal/columns.ts"
+
+export const PLUGIN_NAME = "@dstack-ts/handler-dataframe"
+export const PLUGIN_VERSION = "0.1.0"
+
+/** The codecs this plugin contributes, in the order the AutoHandler tries them. */
+export const codecs: ReadonlyArray<Codec.Any> = [arrow, parquet, csvCodec]
