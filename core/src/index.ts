@@ -13,3 +13,10 @@ export * from "./config/index.ts"
 export * from "./plugin/index.ts"
 export * from "./ports/index.ts"
 export * from "./stacks/index.ts"
+// The client SDK: `Client` (Promise), `ClientError`; everything else under `DstackClient`
+// (its Effect API, config resolution) and `ClientConfigFile` (reads ~/.dstack/config.yml).
+export { Client, ClientError, ClientConfigError } from "./client/index.ts"
+export * as DstackClient from "./client/index.ts"
+export * as ClientConfigFile from "./client/ConfigFile.ts"
+// StateStore implementations that ship in core (embedded PGlite, the shared SQL store).
+export * from "./state/index.ts"

@@ -3,6 +3,8 @@ export {}
 export * from "./Status.ts"
 export * from "./Offer.ts"
 export * from "./Job.ts"
+export * from "./User.ts"
+export * from "./Project.ts"
 export * from "./Duration.ts"
 export * from "./Memory.ts"
 export * from "./Range.ts"

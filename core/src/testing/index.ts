@@ -2,3 +2,4 @@
 export {}
 export * from "./Codec.ts"
 export * from "./BlobStoreSuite.ts"
+export * from "./StateStoreSuite.ts"

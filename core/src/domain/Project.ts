@@ -1,0 +1,37 @@
+/**
+ * Projects: the unit of isolation for runs, fleets, backends and repos. Every project has an
+ * owner and members with a project role. Wire fields follow upstream (`project_name`,
+ * `owner`, `members: [{user, project_role}]`).
+ */
+import { Schema } from "effect"
+import { User } from "./User.ts"
+
+/** A member's role in one project: `admin` and `manager` manage members; `user` runs work. */
+export const ProjectRole = Schema.Literal("admin", "manager", "user")
+export type ProjectRole = typeof ProjectRole.Type
+
+/**
+ * A project name: starts with a letter or digit, then letters, digits, `-` or `_`; at most
+ * 50 characters. It appears in URLs (`/api/project/{project_name}/…`), hence no dots.
+ */
+export const ProjectName = Schema.String.pipe(
+  Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$/, {
+    message: () => "a project name is 1–50 letters, digits, '-' or '_', starting with a letter or digit"
+  })
+)
+
+/** One member of a project. */
+export class Member extends Schema.Class<Member>("@dstack-ts/core/Member")({
+  user: User,
+  projectRole: Schema.propertySignature(ProjectRole).pipe(Schema.fromKey("project_role"))
+}) {}
+
+/** A project as the API shows it. */
+export class Project extends Schema.Class<Project>("@dstack-ts/core/Project")({
+  projectId: Schema.propertySignature(Schema.String).pipe(Schema.fromKey("project_id")),
+  projectName: Schema.propertySignature(ProjectName).pipe(Schema.fromKey("project_name")),
+  owner: User,
+  createdAt: Schema.propertySignature(Schema.Date).pipe(Schema.fromKey("created_at")),
+  isPublic: Schema.optionalWith(Schema.Boolean, { default: () => false }).pipe(Schema.fromKey("is_public")),
+  members: Schema.Array(Member)
+}) {}

@@ -1,0 +1,539 @@
+/**
+ * The StateStore port: everything the server keeps durably — users and their token hashes,
+ * projects and members, backend configs, repos and code blobs, runs, jobs, instances, fleets
+ * and job logs — with transactions, claim-with-lease for multi-replica servers, and a change
+ * feed that wakes the engine the moment a row changes.
+ *
+ * Runs, jobs, instances and fleets are stored as JSON documents plus the few columns the
+ * server filters and sorts on (id, project, name, status, parent, timestamps, deleted), so the
+ * store does not depend on the exact shape of those schemas.
+ *
+ * Core ships an SQL implementation (core/src/state) with an embedded PostgreSQL (PGlite) as
+ * the zero-setup default; the `@dstack-ts/state-postgres` plugin runs the same SQL on a real
+ * PostgreSQL server. Stacks and frames will get their own repositories here later.
+ */
+import { Context, Effect, Layer, Schema } from "effect"
+import type { Queue, Scope, Stream } from "effect"
+import type { GlobalRole, User } from "../domain/User.ts"
+import type { Project, ProjectRole } from "../domain/Project.ts"
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** Why a state store call failed. */
+export const StateStoreErrorReason = Schema.Literal(
+  "NotFound",
+  "AlreadyExists",
+  "Conflict",
+  "LeaseLost",
+  "Invalid",
+  "Unavailable",
+  "Unknown"
+)
+export type StateStoreErrorReason = typeof StateStoreErrorReason.Type
+
+/**
+ * The one error of the StateStore port.
+ * - `NotFound`: no such row.
+ * - `AlreadyExists`: a row with that key (id, name) exists.
+ * - `Conflict`: a concurrent change won (version mismatch, serialization failure, deadlock);
+ *   worth retrying after re-reading.
+ * - `LeaseLost`: the update carried a lease token that is not (or no longer) the row's lease.
+ * - `Invalid`: the request or a stored value is malformed.
+ * - `Unavailable`: the database cannot be reached or is shutting down; worth retrying.
+ * - `Unknown`: anything else, with the foreign error in `cause`.
+ */
+export class StateStoreError extends Schema.TaggedError<StateStoreError>("@dstack-ts/core/StateStore/StateStoreError")(
+  "StateStoreError",
+  {
+    module: Schema.String,
+    method: Schema.String,
+    reason: StateStoreErrorReason,
+    message: Schema.optional(Schema.String),
+    cause: Schema.optional(Schema.Defect)
+  }
+) {
+  /** True for failures that may pass when tried again. */
+  get isRetryable(): boolean {
+    return isRetryable(this)
+  }
+}
+
+/** True for failures that may pass when tried again (`Conflict`, `Unavailable`). */
+export const isRetryable = (error: StateStoreError): boolean =>
+  error.reason === "Conflict" || error.reason === "Unavailable"
+
+/** Builds a failed effect. */
+export const fail = (
+  module: string,
+  method: string,
+  reason: StateStoreErrorReason,
+  message: string,
+  cause?: unknown
+): Effect.Effect<never, StateStoreError> =>
+  Effect.fail(new StateStoreError({ module, method, reason, message, ...(cause === undefined ? {} : { cause }) }))
+
+// ---------------------------------------------------------------------------------------------
+// Users, projects, backends, repos, code
+
+/** What it takes to create a user; the token itself is never stored, only its hash. */
+export interface NewUser {
+  readonly username: string
+  readonly globalRole: GlobalRole
+  readonly tokenHash: string
+  readonly email?: string | null
+  readonly active?: boolean
+}
+
+/** Fields of a user that can change (the token changes through `setTokenHash`). */
+export interface UserPatch {
+  readonly globalRole?: GlobalRole
+  readonly email?: string | null
+  readonly active?: boolean
+}
+
+export interface Users {
+  /** Fails with `AlreadyExists` when the name (or, by accident, the token hash) is taken. */
+  readonly create: (user: NewUser) => Effect.Effect<User, StateStoreError>
+  readonly get: (username: string) => Effect.Effect<User, StateStoreError>
+  /** The user a token hash belongs to, active or not: callers decide what inactive means. */
+  readonly getByTokenHash: (tokenHash: string) => Effect.Effect<User, StateStoreError>
+  /** All users, by name. */
+  readonly list: () => Effect.Effect<ReadonlyArray<User>, StateStoreError>
+  readonly update: (username: string, patch: UserPatch) => Effect.Effect<User, StateStoreError>
+  readonly setTokenHash: (username: string, tokenHash: string) => Effect.Effect<void, StateStoreError>
+  /** Removes the users and their memberships; unknown names are ignored. */
+  readonly delete: (usernames: ReadonlyArray<string>) => Effect.Effect<void, StateStoreError>
+}
+
+/** A member as stored: a user name and a role. */
+export interface MemberInput {
+  readonly username: string
+  readonly projectRole: ProjectRole
+}
+
+export interface NewProject {
+  readonly name: string
+  /** The owner's user name; the owner becomes a member with the `admin` role. */
+  readonly owner: string
+  readonly isPublic?: boolean
+}
+
+export interface Projects {
+  readonly create: (project: NewProject) => Effect.Effect<Project, StateStoreError>
+  readonly get: (name: string) => Effect.Effect<Project, StateStoreError>
+  /** All projects, by name. */
+  readonly list: () => Effect.Effect<ReadonlyArray<Project>, StateStoreError>
+  /** Projects the user is a member of, plus public ones, by name. */
+  readonly listForUser: (username: string) => Effect.Effect<ReadonlyArray<Project>, StateStoreError>
+  /** Removes the projects with their members, backends, repos and code index. */
+  readonly delete: (names: ReadonlyArray<string>) => Effect.Effect<void, StateStoreError>
+  /** Replaces the member list. Fails with `NotFound` for an unknown project or user. */
+  readonly setMembers: (name: string, members: ReadonlyArray<MemberInput>) => Effect.Effect<Project, StateStoreError>
+  /** Adds members, or changes the role of existing ones. */
+  readonly addMembers: (name: string, members: ReadonlyArray<MemberInput>) => Effect.Effect<Project, StateStoreError>
+  readonly removeMembers: (name: string, usernames: ReadonlyArray<string>) => Effect.Effect<Project, StateStoreError>
+}
+
+/** A backend configured in a project: its type (`aws`, `ssh`, `local`, …) and its JSON config. */
+export interface BackendRecord {
+  readonly project: string
+  readonly type: string
+  readonly config: unknown
+}
+
+export interface Backends {
+  /** Creates or replaces the project's config of that backend type. */
+  readonly upsert: (record: BackendRecord) => Effect.Effect<void, StateStoreError>
+  readonly get: (project: string, type: string) => Effect.Effect<BackendRecord, StateStoreError>
+  readonly list: (project: string) => Effect.Effect<ReadonlyArray<BackendRecord>, StateStoreError>
+  readonly delete: (project: string, types: ReadonlyArray<string>) => Effect.Effect<void, StateStoreError>
+}
+
+/** A repo initialised in a project (`repos/init`): type (remote, local, virtual), info, creds. */
+export interface RepoRecord {
+  readonly project: string
+  readonly repoId: string
+  readonly type: string
+  readonly info: unknown
+  readonly creds: unknown | null
+}
+
+export interface Repos {
+  readonly upsert: (record: RepoRecord) => Effect.Effect<void, StateStoreError>
+  readonly get: (project: string, repoId: string) => Effect.Effect<RepoRecord, StateStoreError>
+  readonly list: (project: string) => Effect.Effect<ReadonlyArray<RepoRecord>, StateStoreError>
+  /** Removes the repos and their code index entries. */
+  readonly delete: (project: string, repoIds: ReadonlyArray<string>) => Effect.Effect<void, StateStoreError>
+}
+
+/** Where the code archive with a given hash lives in the BlobStore. */
+export interface CodeRecord {
+  readonly project: string
+  readonly repoId: string
+  readonly hash: string
+  readonly blobKey: string
+  readonly size: number
+}
+
+export interface Codes {
+  /** Records an uploaded archive; idempotent (the same hash keeps its first record). */
+  readonly put: (record: CodeRecord) => Effect.Effect<void, StateStoreError>
+  readonly get: (project: string, repoId: string, hash: string) => Effect.Effect<CodeRecord, StateStoreError>
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents: runs, jobs, instances, fleets
+
+/** The kinds of engine entities the store keeps as documents. */
+export const DocumentKind = Schema.Literal("run", "job", "instance", "fleet")
+export type DocumentKind = typeof DocumentKind.Type
+export const documentKinds: ReadonlyArray<DocumentKind> = DocumentKind.literals
+
+/** Who holds a row, until when; the token must accompany every update made under the lease. */
+export interface Lease {
+  readonly owner: string
+  readonly token: string
+  readonly expiresAt: Date
+}
+
+/** A stored run, job, instance or fleet: the indexed columns plus the JSON document. */
+export interface StoredDocument {
+  readonly kind: DocumentKind
+  readonly id: string
+  readonly project: string
+  readonly name: string
+  readonly status: string
+  /** The run of a job, the fleet of an instance, … */
+  readonly parentId: string | null
+  /** The user who submitted it. */
+  readonly userName: string | null
+  readonly repoId: string | null
+  readonly submittedAt: Date
+  readonly updatedAt: Date
+  readonly deleted: boolean
+  /** Starts at 1, grows by one with every update: optimistic concurrency without a lease. */
+  readonly version: number
+  /** The current lease, if any (possibly expired). */
+  readonly lease: Lease | null
+  readonly doc: unknown
+}
+
+export interface NewDocument {
+  readonly id: string
+  readonly project: string
+  readonly name: string
+  readonly status: string
+  readonly parentId?: string | null
+  readonly userName?: string | null
+  readonly repoId?: string | null
+  /** Defaults to the database's clock. */
+  readonly submittedAt?: Date
+  readonly doc: unknown
+}
+
+export interface DocumentPatch {
+  readonly name?: string
+  readonly status?: string
+  readonly parentId?: string | null
+  readonly deleted?: boolean
+  readonly doc?: unknown
+  /** Defaults to the database's clock. */
+  readonly updatedAt?: Date
+}
+
+export interface UpdateOptions {
+  /** The lease token this update is made under: fails with `LeaseLost` if stale or expired. */
+  readonly lease?: string
+  /** Fails with `Conflict` unless the row is at this version. */
+  readonly expectedVersion?: number
+}
+
+/** Which rows a list or a claim looks at; every given field narrows the selection. */
+export interface DocumentFilter {
+  readonly ids?: ReadonlyArray<string>
+  readonly projects?: ReadonlyArray<string>
+  readonly parentIds?: ReadonlyArray<string>
+  readonly statuses?: ReadonlyArray<string>
+  readonly userName?: string
+  readonly repoId?: string
+  /** Deleted rows are left out unless this is true. */
+  readonly includeDeleted?: boolean
+}
+
+/**
+ * Keyset pagination on (submitted_at, id), as upstream's `prev_submitted_at` + `prev_run_id`:
+ * the next page starts after the last row of the previous one. Newest first unless
+ * `ascending`.
+ */
+export interface Page {
+  readonly limit?: number
+  readonly prevSubmittedAt?: Date
+  readonly prevId?: string
+  readonly ascending?: boolean
+}
+
+export interface ClaimRequest {
+  /** Which rows are eligible (typically `statuses`, or `ids`). */
+  readonly filter: DocumentFilter
+  /** Names the claimer (a server replica) for diagnostics. */
+  readonly owner: string
+  /** How long the lease lasts from now, by the database's clock. */
+  readonly leaseMs: number
+  /** At most this many rows (default 1). Oldest submissions first. */
+  readonly limit?: number
+}
+
+export interface Documents {
+  readonly kind: DocumentKind
+  /** Fails with `AlreadyExists` on a taken id (or, for runs and fleets, a live name in the project). */
+  readonly insert: (doc: NewDocument) => Effect.Effect<StoredDocument, StateStoreError>
+  readonly get: (id: string) => Effect.Effect<StoredDocument, StateStoreError>
+  /** The live (not deleted) row with that name, the newest if several. */
+  readonly getByName: (project: string, name: string) => Effect.Effect<StoredDocument, StateStoreError>
+  readonly list: (filter?: DocumentFilter, page?: Page) => Effect.Effect<ReadonlyArray<StoredDocument>, StateStoreError>
+  readonly update: (id: string, patch: DocumentPatch, options?: UpdateOptions) => Effect.Effect<StoredDocument, StateStoreError>
+  /** Removes rows for good (soft deletion is `update(id, { deleted: true })`). */
+  readonly remove: (ids: ReadonlyArray<string>) => Effect.Effect<void, StateStoreError>
+  /**
+   * Takes up to `limit` eligible rows whose lease is free or expired and gives each a fresh
+   * lease. Two claimers never get the same row while its lease lasts (`FOR UPDATE SKIP
+   * LOCKED` on PostgreSQL).
+   */
+  readonly claim: (request: ClaimRequest) => Effect.Effect<ReadonlyArray<StoredDocument>, StateStoreError>
+  /** Extends a lease still held; `LeaseLost` if it is not. */
+  readonly renew: (id: string, token: string, leaseMs: number) => Effect.Effect<Lease, StateStoreError>
+  /** Frees a lease still held; `LeaseLost` if it is not. */
+  readonly release: (id: string, token: string) => Effect.Effect<void, StateStoreError>
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+
+export const LogSource = Schema.Literal("stdout", "stderr", "runner")
+export type LogSource = typeof LogSource.Type
+
+export interface NewLogEvent {
+  readonly project: string
+  readonly jobSubmissionId: string
+  readonly timestamp: Date
+  readonly source: LogSource
+  readonly message: Uint8Array
+}
+
+export interface LogEvent {
+  readonly timestamp: Date
+  readonly source: LogSource
+  readonly message: Uint8Array
+}
+
+/** The parameters of upstream's `logs/poll`. */
+export interface LogQuery {
+  readonly project: string
+  readonly jobSubmissionId: string
+  /** Only events at or after this time. */
+  readonly startTime?: Date
+  /** Only events before this time. */
+  readonly endTime?: Date
+  readonly descending?: boolean
+  /** From the previous page's `nextToken`. */
+  readonly nextToken?: string
+  /** 1..1000, default 1000. */
+  readonly limit?: number
+  /** Runner events (`diagnose`) instead of the job's stdout and stderr. */
+  readonly diagnose?: boolean
+}
+
+export interface LogPage {
+  readonly events: ReadonlyArray<LogEvent>
+  /** Present when more events may follow. */
+  readonly nextToken?: string
+}
+
+export interface Logs {
+  /** Appends events in as few statements as possible: hand it whole batches. */
+  readonly append: (events: ReadonlyArray<NewLogEvent>) => Effect.Effect<void, StateStoreError>
+  readonly poll: (query: LogQuery) => Effect.Effect<LogPage, StateStoreError>
+  /** Removes every event of the job submissions. */
+  readonly delete: (project: string, jobSubmissionIds: ReadonlyArray<string>) => Effect.Effect<void, StateStoreError>
+}
+
+/** The most events one poll returns (upstream's limit). */
+export const MAX_LOG_LIMIT = 1000
+
+// ---------------------------------------------------------------------------------------------
+// Change feed
+
+/**
+ * "Row `id` of `kind` changed": emitted after the change commits, in this process and (on
+ * PostgreSQL, through LISTEN/NOTIFY) in every other replica. For `log`, `id` is the job
+ * submission that got new events. Consumers re-read the row; the feed carries no data.
+ */
+export interface Change {
+  readonly kind: DocumentKind | "log"
+  readonly id: string
+  readonly project: string
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service
+
+export interface StateStoreService {
+  readonly users: Users
+  readonly projects: Projects
+  readonly backends: Backends
+  readonly repos: Repos
+  readonly codes: Codes
+  readonly runs: Documents
+  readonly jobs: Documents
+  readonly instances: Documents
+  readonly fleets: Documents
+  readonly logs: Logs
+  /**
+   * Runs `effect` in one database transaction: every store call inside sees and makes its
+   * changes atomically; a failure or interruption rolls them back. Nested calls join the
+   * outer transaction.
+   */
+  readonly withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StateStoreError, R>
+  /** A live feed of changes from the moment the stream is run. */
+  readonly changes: Stream.Stream<Change>
+  /** Subscribes now (so nothing after this point is missed) and yields the queue. */
+  readonly subscribe: Effect.Effect<Queue.Dequeue<Change>, never, Scope.Scope>
+}
+
+/**
+ * @example
+ * const program = Effect.gen(function* () {
+ *   const store = yield* StateStore
+ *   const run = yield* store.runs.get(runId)
+ * })
+ */
+export class StateStore extends Context.Tag("@dstack-ts/core/StateStore")<StateStore, StateStoreService>() {}
+
+/** The documents repository of a kind. */
+export const documents = (store: StateStoreService, kind: DocumentKind): Documents => {
+  switch (kind) {
+    case "run":
+      return store.runs
+    case "job":
+      return store.jobs
+    case "instance":
+      return store.instances
+    case "fleet":
+      return store.fleets
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens: random, high entropy, stored as sha256 hex
+
+/** A fresh random token (a UUID v4, the shape upstream issues). */
+export const generateToken = (): string => globalThis.crypto.randomUUID()
+
+/** sha256 hex of a token: enough for high-entropy tokens, and fast to look up. */
+export const hashToken = (token: string): Effect.Effect<string> =>
+  Effect.promise(() => globalThis.crypto.subtle.digest("SHA-256", new TextEncoder().encode(token))).pipe(
+    Effect.map((digest) => Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join(""))
+  )
+
+/** The user a bearer token belongs to; `NotFound` for an unknown token or an inactive user. */
+export const authenticate = (token: string): Effect.Effect<User, StateStoreError, StateStore> =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const hash = yield* hashToken(token)
+    const user = yield* store.users.getByTokenHash(hash)
+    if (!user.active) return yield* fail("StateStore", "authenticate", "NotFound", "the user of this token is inactive")
+    return user
+  })
+
+/** Creates a user with a fresh token, returned once (the store keeps only its hash). */
+export const createUserWithToken = (
+  user: Omit<NewUser, "tokenHash">,
+  token: string = generateToken()
+): Effect.Effect<{ readonly user: User; readonly token: string }, StateStoreError, StateStore> =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const created = yield* store.users.create({ ...user, tokenHash: yield* hashToken(token) })
+    return { user: created, token }
+  })
+
+/** Issues a new token for a user (upstream `refresh_token`); the old one stops working. */
+export const refreshToken = (username: string): Effect.Effect<string, StateStoreError, StateStore> =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const token = generateToken()
+    yield* store.users.setTokenHash(username, yield* hashToken(token))
+    return token
+  })
+
+// ---------------------------------------------------------------------------------------------
+// First start
+
+export interface BootstrapOptions {
+  /** The admin's token (`DSTACK_SERVER_ADMIN_TOKEN`); random when absent. */
+  readonly adminToken?: string
+  readonly adminUsername?: string
+  readonly projectName?: string
+}
+
+export interface BootstrapResult {
+  readonly admin: User
+  /** The admin's token when this call created the admin (print it once), else undefined. */
+  readonly adminToken: string | undefined
+  readonly project: Project
+  readonly createdAdmin: boolean
+  readonly createdProject: boolean
+}
+
+/**
+ * On first start: creates the `admin` user and the `main` project, idempotently. When
+ * `adminToken` is given and the admin already exists, the admin's token is set to it, so
+ * `DSTACK_SERVER_ADMIN_TOKEN` stays authoritative across restarts (as upstream).
+ */
+export const bootstrap = (options: BootstrapOptions = {}): Effect.Effect<BootstrapResult, StateStoreError, StateStore> =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const adminName = options.adminUsername ?? "admin"
+    const projectName = options.projectName ?? "main"
+    return yield* store.withTransaction(
+      Effect.gen(function* () {
+        const existing = yield* store.users.get(adminName).pipe(
+          Effect.map((u): User | undefined => u),
+          Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined))
+        )
+        let admin: User
+        let adminToken: string | undefined
+        if (existing === undefined) {
+          const token = options.adminToken ?? generateToken()
+          admin = yield* store.users.create({ username: adminName, globalRole: "admin", tokenHash: yield* hashToken(token) })
+          adminToken = token
+        } else {
+          admin = existing
+          if (options.adminToken !== undefined) {
+            yield* store.users.setTokenHash(adminName, yield* hashToken(options.adminToken))
+          }
+        }
+        const project = yield* store.projects.get(projectName).pipe(
+          Effect.map((p): Project | undefined => p),
+          Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined))
+        )
+        if (project !== undefined) {
+          return { admin, adminToken, project, createdAdmin: existing === undefined, createdProject: false }
+        }
+        const created = yield* store.projects.create({ name: projectName, owner: adminName })
+        return { admin, adminToken, project: created, createdAdmin: existing === undefined, createdProject: true }
+      })
+    )
+  })
+
+// ---------------------------------------------------------------------------------------------
+// In-memory layer for tests
+
+/**
+ * A fresh store in memory (an embedded PostgreSQL without a data directory): the same SQL as
+ * the durable implementations, gone when the layer's scope closes. Loaded lazily so that
+ * importing the port does not load the WASM database.
+ */
+export const layerMemory: Layer.Layer<StateStore, StateStoreError> = Layer.unwrapScoped(
+  Effect.promise(() => import("../state/EmbeddedStateStore.ts")).pipe(Effect.map((m) => m.layerMemory()))
+)

@@ -1,0 +1,162 @@
+/**
+ * Versioned schema migrations of the SQL state store. Each runs once, in order, recorded in
+ * `dstack_migrations`; all pending ones apply in one transaction under an advisory lock, so
+ * two servers starting at once on one PostgreSQL never apply a migration twice. Never edit a
+ * released migration: append a new one.
+ */
+import { Effect } from "effect"
+import type { SqlDriver, SqlError } from "./SqlDriver.ts"
+
+export interface Migration {
+  readonly version: number
+  readonly name: string
+  readonly statements: ReadonlyArray<string>
+}
+
+// The lock key is arbitrary but fixed: every dstack-ts server uses the same one.
+const MIGRATION_LOCK_KEY = 7_402_194_311
+
+const documentTable = (table: string, kind: string, uniqueLiveName: boolean): ReadonlyArray<string> => [
+  `CREATE TABLE ${table} (
+    id text PRIMARY KEY,
+    project text NOT NULL,
+    name text NOT NULL,
+    status text NOT NULL,
+    parent_id text,
+    user_name text,
+    repo_id text,
+    submitted_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    deleted boolean NOT NULL DEFAULT false,
+    version integer NOT NULL DEFAULT 1,
+    lease_owner text,
+    lease_token text,
+    lease_expires_at timestamptz,
+    doc jsonb NOT NULL
+  )`,
+  `CREATE INDEX ${table}_project_submitted ON ${table} (project, submitted_at, id)`,
+  `CREATE INDEX ${table}_submitted ON ${table} (submitted_at, id)`,
+  `CREATE INDEX ${table}_status ON ${table} (status, submitted_at) WHERE NOT deleted`,
+  `CREATE INDEX ${table}_parent ON ${table} (parent_id) WHERE parent_id IS NOT NULL`,
+  `CREATE INDEX ${table}_name ON ${table} (project, name)`,
+  ...(uniqueLiveName ? [`CREATE UNIQUE INDEX ${table}_live_name ON ${table} (project, name) WHERE NOT deleted`] : []),
+  // Wake listeners on every change a reader cares about; lease-only updates (claims,
+  // renewals) are not changes.
+  `CREATE TRIGGER ${table}_changed AFTER INSERT OR DELETE OR UPDATE OF name, status, parent_id, deleted, doc
+    ON ${table} FOR EACH ROW EXECUTE FUNCTION dstack_notify_change('${kind}')`
+]
+
+export const migrations: ReadonlyArray<Migration> = [
+  {
+    version: 1,
+    name: "users, projects, backends, repos, code, documents, logs",
+    statements: [
+      `CREATE FUNCTION dstack_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE r record;
+        BEGIN
+          IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+          PERFORM pg_notify('dstack_changes', json_build_object('kind', TG_ARGV[0], 'id', r.id, 'project', r.project)::text);
+          RETURN NULL;
+        END $$`,
+      `CREATE FUNCTION dstack_notify_logs() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          PERFORM pg_notify('dstack_changes', json_build_object('kind', 'log', 'id', s.job_submission_id, 'project', s.project)::text)
+            FROM (SELECT DISTINCT project, job_submission_id FROM new_rows) s;
+          RETURN NULL;
+        END $$`,
+      `CREATE TABLE users (
+        id text PRIMARY KEY,
+        username text NOT NULL UNIQUE,
+        global_role text NOT NULL CHECK (global_role IN ('admin', 'user')),
+        email text,
+        token_hash text NOT NULL UNIQUE,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        active boolean NOT NULL DEFAULT true
+      )`,
+      `CREATE TABLE projects (
+        id text PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        owner text NOT NULL REFERENCES users (username) ON UPDATE CASCADE,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        is_public boolean NOT NULL DEFAULT false
+      )`,
+      `CREATE TABLE members (
+        project text NOT NULL REFERENCES projects (name) ON DELETE CASCADE ON UPDATE CASCADE,
+        username text NOT NULL REFERENCES users (username) ON DELETE CASCADE ON UPDATE CASCADE,
+        project_role text NOT NULL CHECK (project_role IN ('admin', 'manager', 'user')),
+        member_num serial,
+        PRIMARY KEY (project, username)
+      )`,
+      `CREATE INDEX members_username ON members (username)`,
+      `CREATE TABLE backends (
+        project text NOT NULL REFERENCES projects (name) ON DELETE CASCADE ON UPDATE CASCADE,
+        type text NOT NULL,
+        config jsonb NOT NULL,
+        PRIMARY KEY (project, type)
+      )`,
+      `CREATE TABLE repos (
+        project text NOT NULL REFERENCES projects (name) ON DELETE CASCADE ON UPDATE CASCADE,
+        repo_id text NOT NULL,
+        type text NOT NULL,
+        info jsonb NOT NULL,
+        creds jsonb,
+        PRIMARY KEY (project, repo_id)
+      )`,
+      `CREATE TABLE codes (
+        project text NOT NULL,
+        repo_id text NOT NULL,
+        hash text NOT NULL,
+        blob_key text NOT NULL,
+        size bigint NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (project, repo_id, hash),
+        FOREIGN KEY (project, repo_id) REFERENCES repos (project, repo_id) ON DELETE CASCADE ON UPDATE CASCADE
+      )`,
+      ...documentTable("runs", "run", true),
+      ...documentTable("jobs", "job", false),
+      ...documentTable("instances", "instance", false),
+      ...documentTable("fleets", "fleet", true),
+      `CREATE TABLE logs (
+        seq bigserial PRIMARY KEY,
+        project text NOT NULL,
+        job_submission_id text NOT NULL,
+        ts_ms bigint NOT NULL,
+        source smallint NOT NULL,
+        message bytea NOT NULL
+      )`,
+      `CREATE INDEX logs_submission_ts ON logs (job_submission_id, ts_ms, seq)`,
+      `CREATE TRIGGER logs_appended AFTER INSERT ON logs REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION dstack_notify_logs()`
+    ]
+  }
+]
+
+/** Applies the pending migrations; returns the versions it applied (empty when up to date). */
+export const migrate = (
+  driver: SqlDriver,
+  list: ReadonlyArray<Migration> = migrations
+): Effect.Effect<ReadonlyArray<number>, SqlError> =>
+  driver.transaction((tx) =>
+    Effect.gen(function* () {
+      // Taken first, before the migrations table may exist: two concurrent
+      // `CREATE TABLE IF NOT EXISTS` can still collide on PostgreSQL.
+      yield* tx.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`)
+      yield* tx.query(
+        `CREATE TABLE IF NOT EXISTS dstack_migrations (
+          version integer PRIMARY KEY,
+          name text NOT NULL,
+          applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        )`
+      )
+      const rows = yield* tx.query(`SELECT version FROM dstack_migrations`)
+      const done = new Set(rows.map((r) => Number(r.version)))
+      const applied: Array<number> = []
+      for (const m of [...list].sort((a, b) => a.version - b.version)) {
+        if (done.has(m.version)) continue
+        for (const statement of m.statements) yield* tx.query(statement)
+        yield* tx.query(`INSERT INTO dstack_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name])
+        applied.push(m.version)
+      }
+      return applied
+    })
+  )
