@@ -1,12 +1,9 @@
 // Who is calling and what they may do: the server's view of users, tokens and project roles.
 // Routes never look at tokens themselves; the Access service answers for them.
-import { Context, Effect, Schema } from "effect"
+import { Context, Effect } from "effect"
+import type { GlobalRole } from "../domain/User.ts"
+import type { ProjectRole } from "../domain/Project.ts"
 import type { ApiError } from "./ApiError.ts"
-
-export const GlobalRole = Schema.Literal("admin", "user")
-export type GlobalRole = typeof GlobalRole.Type
-export const ProjectRole = Schema.Literal("admin", "manager", "user")
-export type ProjectRole = typeof ProjectRole.Type
 
 /** The authenticated caller of a request. */
 export interface Principal {

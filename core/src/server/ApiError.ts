@@ -43,8 +43,32 @@ export const unauthenticated = (msg = "Not authenticated: send an `Authorization
   one(401, "not_authenticated", msg)
 export const forbidden = (msg = "Access denied") => one(403, "forbidden", msg)
 export const notFound = (msg: string) => one(404, "resource_not_exists", msg)
-export const alreadyExists = (msg: string) => one(409, "resource_exists", msg)
+// Upstream answers 400 with code resource_exists, not 409.
+export const alreadyExists = (msg: string) => one(400, "resource_exists", msg)
 export const conflict = (msg: string) => one(409, "conflict", msg)
 export const payloadTooLarge = (msg: string) => one(413, "payload_too_large", msg)
 export const serverError = (msg: string, cause?: unknown) =>
   new ApiError({ status: 500, detail: [{ msg, code: "server_error" }], cause })
+
+/** The one place a StateStore failure becomes an HTTP answer. */
+export const fromStateStore = (error: {
+  readonly reason: string
+  readonly message?: string | undefined
+}): ApiError => {
+  const msg = error.message ?? error.reason
+  switch (error.reason) {
+    case "NotFound":
+      return notFound(msg)
+    case "AlreadyExists":
+      return alreadyExists(msg)
+    case "Invalid":
+      return badRequest(msg)
+    case "Conflict":
+    case "LeaseLost":
+      return conflict(msg)
+    case "Unavailable":
+      return new ApiError({ status: 503, detail: [{ msg: `The state store is unavailable: ${msg}`, code: "server_error" }], cause: error })
+    default:
+      return serverError(msg, error)
+  }
+}

@@ -4,7 +4,8 @@
 import type { Effect, Schema } from "effect"
 import type { Context as HonoContext } from "hono"
 import type { ApiError } from "./ApiError.ts"
-import type { Principal, ProjectRole } from "./Access.ts"
+import type { Principal } from "./Access.ts"
+import type { ProjectRole } from "../domain/Project.ts"
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "DELETE" | "PATCH"
 

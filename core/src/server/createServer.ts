@@ -1,0 +1,94 @@
+// Builds a dstack-ts server from parts: the plugins, the state store, the blob store. Returns
+// the Hono app (serve it with any runtime's adapter, or call `app.request` in tests), the
+// Effect runtime that runs its handlers and background work, and what the first start created.
+import { Effect, Layer, ManagedRuntime } from "effect"
+import { Hono } from "hono"
+import type { BlobStore } from "../ports/BlobStore.ts"
+import { StateStore, bootstrap } from "../ports/StateStore.ts"
+import type { BootstrapResult, StateStoreError } from "../ports/StateStore.ts"
+import { CORE_VERSION } from "../plugin/CoreVersion.ts"
+import type { Access } from "./Access.ts"
+import { errorResponse, mountRoutes } from "./Router.ts"
+import { notFound, serverError } from "./ApiError.ts"
+import { openApiDocument } from "./OpenApi.ts"
+import type { AnyRoute } from "./Route.ts"
+import * as StateAccess from "./StateAccess.ts"
+import { serverRoutes } from "./routes/server.ts"
+import { userRoutes } from "./routes/users.ts"
+import { projectRoutes } from "./routes/projects.ts"
+
+export interface ServerOptions {
+  /** Where durable state lives: `EmbeddedStateStore.layer({ dataDir })` or PostgreSQL. */
+  readonly state: Layer.Layer<StateStore, StateStoreError>
+  /** Where code archives and stack attachments live. */
+  readonly blobs: Layer.Layer<BlobStore>
+  /** The first admin's token (`DSTACK_SERVER_ADMIN_TOKEN`); random when absent. */
+  readonly adminToken?: string | undefined
+  /** More routes (a custom build's own API), mounted after the built-in ones. */
+  readonly extraRoutes?: ReadonlyArray<AnyRoute<ServerServices>>
+}
+
+export type ServerServices = StateStore | BlobStore | Access
+
+export interface Server {
+  readonly app: Hono
+  readonly runtime: ManagedRuntime.ManagedRuntime<ServerServices, StateStoreError>
+  readonly routes: ReadonlyArray<AnyRoute<any>>
+  readonly bootstrap: BootstrapResult
+  /** The OpenAPI document served at /api/docs. */
+  readonly openapi: Record<string, unknown>
+  /** Stops background work and closes the stores. */
+  readonly close: () => Promise<void>
+}
+
+/** The routes every server has. */
+export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [...serverRoutes, ...userRoutes, ...projectRoutes]
+
+/**
+ * Creates a server. The first call on an empty state store creates the `admin` user and the
+ * `main` project; `bootstrap.adminToken` is then the admin's token (print it once).
+ *
+ * @example
+ * const server = await createServer({
+ *   state: EmbeddedStateStore.layer({ dataDir: "/var/lib/dstack/state" }),
+ *   blobs: UnstorageBlobStore.layerFs({ base: "/var/lib/dstack/blobs" })
+ * })
+ * serve(server.app, { port: 3000 })
+ */
+export const createServer = async (options: ServerOptions): Promise<Server> => {
+  const base = Layer.mergeAll(options.state, options.blobs)
+  const services = Layer.provideMerge(StateAccess.layer, base)
+  const runtime = ManagedRuntime.make(services)
+  try {
+    const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))
+    const routes: Array<AnyRoute<any>> = [...builtinRoutes, ...(options.extraRoutes ?? [])]
+    const openapi = openApiDocument(routes, {
+      title: "dstack-ts server API",
+      version: CORE_VERSION,
+      description: "The dstack HTTP API: POST routes with snake_case JSON bodies and `Authorization: Bearer <token>`."
+    })
+    const app = new Hono()
+    app.get("/api/docs", (c) => c.json(openapi))
+    app.get("/api/docs/openapi.json", (c) => c.json(openapi))
+    mountRoutes(app, routes, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>)
+    app.notFound((c) => errorResponse(c, notFound(`No route ${c.req.method} ${c.req.path}`)))
+    app.onError((error, c) => {
+      console.error(`[server] unhandled error on ${c.req.method} ${c.req.path}:`, error)
+      return errorResponse(c, serverError("Internal server error"))
+    })
+    return {
+      app,
+      runtime,
+      routes,
+      bootstrap: boot,
+      openapi,
+      close: () => runtime.dispose()
+    }
+  } catch (error) {
+    await runtime.dispose()
+    throw error
+  }
+}
+
+/** Runs an effect on the server's runtime: for custom builds that need the stores directly. */
+export const runOn = <A, E>(server: Server, effect: Effect.Effect<A, E, ServerServices>): Promise<A> => server.runtime.runPromise(effect)
