@@ -1,0 +1,285 @@
+/**
+ * The runner agent: one job's life on a host, as upstream's runner walks it
+ * (wait_submit → wait_run → serve_logs → wait_logs_finished). It takes the submission and the
+ * code, starts the job with the process or docker executor, enforces max_duration, and keeps
+ * the job's states and output for pulls and live followers.
+ */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { Readable } from "node:stream"
+import { pipeline } from "node:stream/promises"
+import { Context, Duration, Effect, Either, Exit, Layer, Schema, Scope } from "effect"
+import type { JobStatus, JobTerminationReason } from "../domain/Status.ts"
+import * as DockerExecutor from "./DockerExecutor.ts"
+import type { Execution, ExecutionExit, ExecutionObserver, Executor, ExecutorError } from "./Execution.ts"
+import { nvidiaGpuUsage } from "./HostUsage.ts"
+import type { JobEventsSince } from "./JobEventLog.ts"
+import { JobEventLog } from "./JobEventLog.ts"
+import * as ProcessExecutor from "./ProcessExecutor.ts"
+import type { RunnerMetrics, SubmitBody } from "./RunnerProtocol.ts"
+import { toExecutionSpec } from "./RunnerProtocol.ts"
+
+/** Where the runner is in its one job's life. */
+export type RunnerState = "wait_submit" | "wait_run" | "serve_logs" | "wait_logs_finished"
+
+export const RunnerErrorReason = Schema.Literal("Invalid", "Conflict", "Internal")
+export type RunnerErrorReason = typeof RunnerErrorReason.Type
+
+/** A request the runner refused: bad input (Invalid) or the wrong moment (Conflict). */
+export class RunnerError extends Schema.TaggedError<RunnerError>("@dstack-ts/core/RunnerError")("RunnerError", {
+  module: Schema.Literal("RunnerAgent"),
+  method: Schema.String,
+  reason: RunnerErrorReason,
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+const refuse = (method: string, reason: RunnerErrorReason, message: string, cause?: unknown) =>
+  new RunnerError({ module: "RunnerAgent", method, reason, message, cause })
+
+export interface RunnerAgentService {
+  readonly state: Effect.Effect<RunnerState>
+  /** Takes the job. Only in wait_submit. */
+  readonly submit: (body: SubmitBody) => Effect.Effect<void, RunnerError>
+  /** Extracts a tar(.gz) archive of the job's code into the repo directory. Only in wait_run. */
+  readonly uploadCode: (archive: Uint8Array) => Effect.Effect<void, RunnerError>
+  /** Starts the job in the background. Only in wait_run. */
+  readonly run: Effect.Effect<void, RunnerError>
+  /** Everything after `timestamp` (ms). */
+  readonly pull: (timestamp: number) => Effect.Effect<JobEventsSince>
+  /** Stops the job: gracefully (its stop_duration as grace period) or, with abort, at once. */
+  readonly stop: (abort: boolean) => Effect.Effect<void>
+  readonly metrics: Effect.Effect<RunnerMetrics>
+  /** The job has ended and its final state is recorded. */
+  readonly finished: Effect.Effect<boolean>
+  /** The event log, for live followers (subscribe/changedAfter). */
+  readonly events: JobEventLog
+  /** Ports the job publishes on 127.0.0.1 (docker), once it runs. */
+  readonly ports: Effect.Effect<ReadonlyArray<{ readonly containerPort: number; readonly hostPort: number }>>
+}
+
+export class RunnerAgent extends Context.Tag("@dstack-ts/core/RunnerAgent")<RunnerAgent, RunnerAgentService>() {}
+
+/** Options of the runner agent. */
+export interface RunnerAgentOptions {
+  /** The runner's directory; the job's code goes to `<workDir>/repo`. */
+  readonly workDir: string
+  /** The executor for jobs without an image; default the process executor. */
+  readonly processExecutor?: Executor
+  /** The executor for jobs with an image; default the docker executor. */
+  readonly dockerExecutor?: Executor
+}
+
+const terminationOf = (
+  error: ExecutorError
+): { reason: JobTerminationReason; state: JobStatus } => {
+  switch (error.reason) {
+    case "CreatingContainer":
+      return { reason: "creating_container_error", state: "failed" }
+    case "PortsBinding":
+      return { reason: "ports_binding_failed", state: "failed" }
+    case "Executor":
+      return { reason: "executor_error", state: "failed" }
+  }
+}
+
+/**
+ * Makes a runner agent in a scope; closing the scope aborts a job that still runs.
+ *
+ * @example
+ * const agent = yield* RunnerAgent.make({ workDir: "/var/lib/dstack-ts/runner" })
+ */
+export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentService, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const scope = yield* Effect.scope
+    const repoDir = path.resolve(options.workDir, "repo")
+    const processExecutor = options.processExecutor ?? ProcessExecutor.make()
+    const dockerExecutor = options.dockerExecutor ?? DockerExecutor.make()
+    const events = new JobEventLog()
+
+    let state: RunnerState = "wait_submit"
+    let submission: SubmitBody | undefined
+    let execution: Execution | undefined
+    let stopRequest: "stop" | "abort" | undefined
+    let maxDurationExceeded = false
+    let lastCpu: { at: number; cpu: number } | undefined
+
+    const stopGrace = () => Duration.seconds(submission?.jobSpec.stopDuration ?? 0)
+
+    yield* Effect.addFinalizer(() => (execution ? Effect.asVoid(execution.abort) : Effect.void))
+
+    const finish = (
+      status: JobStatus,
+      reason: JobTerminationReason,
+      message?: string,
+      exitStatus?: number
+    ) =>
+      Effect.sync(() => {
+        events.addState({
+          state: status,
+          terminationReason: reason,
+          ...(message ? { terminationMessage: message } : {}),
+          ...(exitStatus !== undefined ? { exitStatus } : {})
+        })
+        state = "wait_logs_finished"
+      })
+
+    const finishWithExit = (exit: ExecutionExit) => {
+      if (maxDurationExceeded) {
+        return finish("terminated", "max_duration_exceeded", `the job ran longer than its max_duration of ${submission!.jobSpec.maxDuration}s`, exit.exitCode)
+      }
+      if (exit.endedBy === "abort") return finish("terminated", "aborted_by_user", undefined, exit.exitCode)
+      if (exit.endedBy === "stop") return finish("terminated", "terminated_by_user", undefined, exit.exitCode)
+      if (exit.exitCode === 0) return finish("done", "done_by_runner", undefined, 0)
+      return finish("failed", "container_exited_with_error", `the job exited with status ${exit.exitCode}`, exit.exitCode)
+    }
+
+    const observer: ExecutionObserver = {
+      log: (_stream, bytes) => events.addJobLog(bytes),
+      pulling: () => {
+        events.addState({ state: "pulling" })
+        events.addRunnerLog("pulling the image")
+      },
+      note: (message) => events.addRunnerLog(message)
+    }
+
+    const execute = (body: SubmitBody) =>
+      Effect.gen(function* () {
+        const spec = toExecutionSpec(body, repoDir)
+        if (Either.isLeft(spec)) return yield* finish("failed", "executor_error", spec.left)
+        const executor = spec.right.image ? dockerExecutor : processExecutor
+        events.addRunnerLog(`starting the job with the ${executor.name} executor`)
+        const started = yield* Effect.either(executor.start(spec.right, observer))
+        if (Either.isLeft(started)) {
+          const error = started.left
+          const { reason, state: status } = terminationOf(error)
+          events.addRunnerLog(error.message)
+          return yield* finish(status, reason, error.message)
+        }
+        execution = started.right
+        events.addState({ state: "running" })
+        if (stopRequest) yield* Effect.forkIn(stopRequest === "abort" ? execution.abort : execution.stop(stopGrace()), scope)
+        const maxDuration = body.jobSpec.maxDuration
+        const exit =
+          maxDuration === null
+            ? yield* execution.exit
+            : yield* execution.exit.pipe(
+                Effect.timeoutTo({
+                  duration: Duration.millis(maxDuration * 1000),
+                  onSuccess: Effect.succeed,
+                  onTimeout: () =>
+                    Effect.suspend(() => {
+                      maxDurationExceeded = true
+                      events.addRunnerLog(`max_duration of ${maxDuration}s exceeded: stopping the job`)
+                      return execution!.stop(stopGrace())
+                    })
+                }),
+                Effect.flatten
+              )
+        yield* finishWithExit(exit)
+      })
+
+    const submit = (body: SubmitBody) =>
+      Effect.gen(function* () {
+        if (state !== "wait_submit") {
+          return yield* Effect.fail(refuse("submit", "Conflict", `the runner already has a job (state ${state})`))
+        }
+        const spec = toExecutionSpec(body, repoDir)
+        if (Either.isLeft(spec)) return yield* Effect.fail(refuse("submit", "Invalid", spec.left))
+        yield* Effect.try({
+          try: () => fs.mkdirSync(repoDir, { recursive: true }),
+          catch: (cause) => refuse("submit", "Internal", `cannot create the repo directory ${repoDir}: ${String(cause)}`, cause)
+        })
+        submission = body
+        state = "wait_run"
+        events.addRunnerLog(`job ${body.jobSpec.jobName} submitted`)
+      })
+
+    const uploadCode = (archive: Uint8Array) =>
+      Effect.gen(function* () {
+        if (state !== "wait_run") {
+          return yield* Effect.fail(refuse("upload_code", "Conflict", `code can only be uploaded after submit and before run (state ${state})`))
+        }
+        if (archive.length === 0) return
+        yield* Effect.tryPromise({
+          try: async () => {
+            const tar = await import("tar")
+            // `x` detects gzip itself, so a plain tar works too.
+            await pipeline(Readable.from([Buffer.from(archive)]), tar.x({ cwd: repoDir, strict: true }))
+          },
+          catch: (cause) =>
+            refuse("upload_code", "Invalid", `the body is not a valid tar.gz archive: ${(cause as Error)?.message ?? cause}`, cause)
+        })
+        events.addRunnerLog(`code extracted into ${repoDir} (${archive.length} bytes)`)
+      })
+
+    const run = Effect.gen(function* () {
+      if (state !== "wait_run" || !submission) {
+        return yield* Effect.fail(refuse("run", "Conflict", `run needs a submitted job that has not started (state ${state})`))
+      }
+      state = "serve_logs"
+      const body = submission
+      yield* execute(body).pipe(
+        Effect.catchAllCause((cause) =>
+          finish("failed", "executor_error", `the runner failed: ${cause.toString()}`)
+        ),
+        Effect.forkIn(scope)
+      )
+    })
+
+    const stop = (abort: boolean) =>
+      Effect.gen(function* () {
+        stopRequest = abort ? "abort" : (stopRequest ?? "stop")
+        if (state === "wait_submit" || state === "wait_run") {
+          events.addRunnerLog("stopped before the job started")
+          return yield* finish("terminated", abort ? "aborted_by_user" : "terminated_by_user")
+        }
+        // A job still starting is stopped as soon as it runs (see execute).
+        if (execution && state === "serve_logs") {
+          // The stop outlives this request: the job's end is reported through the event log.
+          yield* Effect.forkIn(abort ? execution.abort : execution.stop(stopGrace()), scope)
+        }
+      })
+
+    const metrics = Effect.gen(function* () {
+      const usage = execution && state === "serve_logs" ? yield* execution.usage : { cpuUsageMicro: 0, memoryUsageBytes: 0 }
+      const gpus = yield* nvidiaGpuUsage
+      const now = Date.now()
+      const previous = lastCpu
+      lastCpu = { at: now, cpu: usage.cpuUsageMicro }
+      const elapsedMicro = previous ? (now - previous.at) * 1000 : 0
+      const cpuPercent = previous && elapsedMicro > 0 ? ((usage.cpuUsageMicro - previous.cpu) / elapsedMicro) * 100 : 0
+      return {
+        timestamp_micro: now * 1000,
+        cpu_usage_micro: usage.cpuUsageMicro,
+        cpu_percent: Math.max(0, Math.round(cpuPercent * 100) / 100),
+        memory_usage_bytes: usage.memoryUsageBytes,
+        memory_working_set_bytes: usage.memoryUsageBytes,
+        gpus
+      } satisfies RunnerMetrics
+    })
+
+    return {
+      state: Effect.sync(() => state),
+      submit,
+      uploadCode,
+      run,
+      pull: (timestamp) => Effect.sync(() => events.since(timestamp)),
+      stop,
+      metrics,
+      finished: Effect.sync(() => state === "wait_logs_finished"),
+      events,
+      ports: Effect.sync(() => execution?.ports ?? [])
+    } satisfies RunnerAgentService
+  })
+
+/** The runner agent as a layer; the job is aborted when the layer is released. */
+export const layer = (options: RunnerAgentOptions): Layer.Layer<RunnerAgent> => Layer.scoped(RunnerAgent, make(options))
+
+/** Runs `make` outside a layer, for the HTTP edge: returns the agent and a close function. */
+export const makeUnscoped = (options: RunnerAgentOptions) =>
+  Effect.gen(function* () {
+    const scope = yield* Scope.make()
+    const agent = yield* make(options).pipe(Scope.extend(scope))
+    return { agent, close: Scope.close(scope, Exit.void) }
+  })

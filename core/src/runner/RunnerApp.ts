@@ -1,0 +1,147 @@
+/**
+ * The runner's HTTP API (upstream layout): healthcheck, metrics, submit, upload_code, run,
+ * pull, stop, and `GET /logs_stream`, a Server-Sent Events feed of the same events as pull,
+ * pushed the moment they happen.
+ */
+import { Effect, Either, Schema } from "effect"
+import { Hono } from "hono"
+import type { Context } from "hono"
+import { streamSSE } from "hono/streaming"
+import type { RunnerAgentService } from "./RunnerAgent.ts"
+import { RunnerError } from "./RunnerAgent.ts"
+import type { JobEventsSince } from "./JobEventLog.ts"
+import { JobStateEvent, LogEvent, PullResponse, StopBody, SubmitBody } from "./RunnerProtocol.ts"
+
+const STATUS_OF_REASON = { Invalid: 400, Conflict: 409, Internal: 500 } as const
+
+const encodePull = Schema.encodeSync(PullResponse)
+const encodeState = Schema.encodeSync(JobStateEvent)
+const encodeLog = Schema.encodeSync(LogEvent)
+
+/** The runner's version, reported by the healthcheck (the version of @dstack-ts/core). */
+export const RUNNER_VERSION = "0.1.0"
+
+/** Runs an agent call at the HTTP edge; a RunnerError is thrown as is, for `onError`. */
+const runAgent = async <A>(effect: Effect.Effect<A, RunnerError>): Promise<A> => {
+  const result = await Effect.runPromise(Effect.either(effect))
+  if (Either.isLeft(result)) throw result.left
+  return result.right
+}
+
+const decodeBody = <A, I>(schema: Schema.Schema<A, I>, method: string, input: unknown): Effect.Effect<A, RunnerError> =>
+  Schema.decodeUnknown(schema, { errors: "all" })(input).pipe(
+    Effect.mapError(
+      (error) =>
+        new RunnerError({ module: "RunnerAgent", method, reason: "Invalid", message: `invalid ${method} body: ${error.message}`, cause: error })
+    )
+  )
+
+const readJson = async (c: Context, method: string): Promise<unknown> => {
+  const text = await c.req.text()
+  if (text.trim() === "") return {}
+  try {
+    return JSON.parse(text)
+  } catch (cause) {
+    throw new RunnerError({ module: "RunnerAgent", method, reason: "Invalid", message: `the ${method} body is not JSON: ${(cause as Error).message}`, cause })
+  }
+}
+
+const parseTimestamp = (raw: string | undefined): number => {
+  if (raw === undefined || raw === "") return 0
+  const value = Number(raw)
+  if (!Number.isFinite(value) || value < 0) {
+    throw new RunnerError({ module: "RunnerAgent", method: "pull", reason: "Invalid", message: `timestamp must be a non-negative number of milliseconds, got ${JSON.stringify(raw)}` })
+  }
+  return value
+}
+
+/**
+ * The runner's Hono app over an agent.
+ *
+ * @example
+ * const app = makeRunnerApp(agent)
+ * await app.request("/api/healthcheck")
+ */
+export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
+  const app = new Hono()
+
+  app.get("/api/healthcheck", (c) => c.json({ service: "dstack-ts-runner", version: RUNNER_VERSION }))
+
+  app.get("/api/metrics", async (c) => c.json(await runAgent(agent.metrics)))
+
+  app.post("/api/submit", async (c) => {
+    const input = await readJson(c, "submit")
+    await runAgent(Effect.flatMap(decodeBody(SubmitBody, "submit", input), agent.submit))
+    return c.json({})
+  })
+
+  app.post("/api/upload_code", async (c) => {
+    const body = new Uint8Array(await c.req.arrayBuffer())
+    await runAgent(agent.uploadCode(body))
+    return c.json({})
+  })
+
+  app.post("/api/run", async (c) => {
+    await runAgent(agent.run)
+    return c.json({})
+  })
+
+  app.get("/api/pull", async (c) => {
+    const since = parseTimestamp(c.req.query("timestamp"))
+    return c.json(encodePull(await runAgent(agent.pull(since))))
+  })
+
+  // Where the job's ports are published (container port → 127.0.0.1 host port), as upstream's
+  // job runtime data, so that a backend or an SSH tunnel can reach the job's apps.
+  app.get("/api/job_runtime_data", async (c) => {
+    const ports = await runAgent(agent.ports)
+    return c.json({ ports: Object.fromEntries(ports.map((p) => [String(p.containerPort), p.hostPort])) })
+  })
+
+  app.post("/api/stop", async (c) => {
+    const input = await readJson(c, "stop")
+    await runAgent(Effect.flatMap(decodeBody(StopBody, "stop", input), ({ abort }) => agent.stop(abort)))
+    return c.json({})
+  })
+
+  // Live events: the same cursor as pull (`timestamp`, or Last-Event-ID on reconnect). The
+  // stream ends once the job has ended and its last events are sent.
+  app.get("/logs_stream", (c) => {
+    let cursor = parseTimestamp(c.req.header("Last-Event-ID") ?? c.req.query("timestamp"))
+    return streamSSE(c, async (stream) => {
+      const aborted = new AbortController()
+      stream.onAbort(() => aborted.abort())
+      while (!aborted.signal.aborted) {
+        const finishedBefore = await runAgent(agent.finished)
+        const batch: JobEventsSince = await runAgent(agent.pull(cursor))
+        for (const state of batch.jobStates) {
+          await stream.writeSSE({ event: "state", id: String(state.timestamp), data: JSON.stringify(encodeState(state)) })
+        }
+        for (const log of batch.jobLogs) {
+          await stream.writeSSE({ event: "log", id: String(log.timestamp), data: JSON.stringify(encodeLog(log)) })
+        }
+        for (const log of batch.runnerLogs) {
+          await stream.writeSSE({ event: "runner_log", id: String(log.timestamp), data: JSON.stringify(encodeLog(log)) })
+        }
+        cursor = batch.lastUpdated
+        if (batch.hasMore) continue
+        if (finishedBefore) {
+          await stream.writeSSE({ event: "end", id: String(cursor), data: JSON.stringify({ last_updated: cursor }) })
+          return
+        }
+        await agent.events.changedAfter(cursor, aborted.signal)
+      }
+    })
+  })
+
+  app.notFound((c) => c.json({ detail: [{ msg: `no route ${c.req.method} ${c.req.path}`, code: "not_found" }] }, 404))
+
+  app.onError((error, c) => {
+    if (error instanceof RunnerError) {
+      return c.json({ detail: [{ msg: error.message, code: error.reason.toLowerCase() }] }, STATUS_OF_REASON[error.reason])
+    }
+    return c.json({ detail: [{ msg: `runner error: ${error.message}`, code: "error" }] }, 500)
+  })
+
+  return app
+}

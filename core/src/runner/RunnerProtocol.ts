@@ -1,0 +1,174 @@
+/**
+ * The runner's wire: the body of `POST /api/submit` (job spec, run, cluster info, secrets,
+ * repo credentials), the events `GET /api/pull` returns, and the one mapping from a
+ * `JobSpec` to the executors' `ExecutionSpec` (with the upstream DSTACK_* environment).
+ */
+import { Either, Schema } from "effect"
+import { JobSpec } from "../domain/Job.ts"
+import { JobStatus, JobTerminationReason } from "../domain/Status.ts"
+import type { ExecutionSpec } from "./Execution.ts"
+
+const wire = <S extends Schema.Schema.Any, const K extends string>(schema: S, key: K) =>
+  Schema.propertySignature(schema).pipe(Schema.fromKey(key))
+const wireOptional = <S extends Schema.Schema.Any, const K extends string>(schema: S, key: K) =>
+  Schema.optionalWith(schema, { nullable: true }).pipe(Schema.fromKey(key))
+const wireDefault = <S extends Schema.Schema.Any, const K extends string>(
+  schema: S,
+  key: K,
+  value: () => Schema.Schema.Type<S>
+) => Schema.optionalWith(schema, { nullable: true, default: value }).pipe(Schema.fromKey(key))
+
+/** The run a submitted job belongs to; the runner reads only its name and repo id. */
+export const RunnerRun = Schema.Struct({
+  id: Schema.optional(Schema.String),
+  runName: wireOptional(Schema.String, "run_name"),
+  runSpec: wireOptional(
+    Schema.Struct({
+      runName: wireOptional(Schema.String, "run_name"),
+      repoId: wireOptional(Schema.String, "repo_id")
+    }),
+    "run_spec"
+  ),
+  repoId: wireOptional(Schema.String, "repo_id")
+})
+export type RunnerRun = typeof RunnerRun.Type
+
+/** Where the job sits in a multi-node run. */
+export const ClusterInfo = Schema.Struct({
+  jobIps: wireDefault(Schema.Array(Schema.String), "job_ips", () => []),
+  masterJobIp: wireDefault(Schema.String, "master_job_ip", () => ""),
+  gpusPerJob: wireDefault(Schema.Int, "gpus_per_job", () => 0)
+})
+export type ClusterInfo = typeof ClusterInfo.Type
+
+/** Credentials for cloning a private git repo. */
+export const RepoCredentials = Schema.Struct({
+  cloneUrl: wireOptional(Schema.String, "clone_url"),
+  privateKey: wireOptional(Schema.String, "private_key"),
+  oauthToken: wireOptional(Schema.String, "oauth_token")
+})
+
+/** The body of `POST /api/submit`. */
+export const SubmitBody = Schema.Struct({
+  run: wireDefault(RunnerRun, "run", () => ({})),
+  jobSpec: wire(JobSpec, "job_spec"),
+  clusterInfo: wireDefault(ClusterInfo, "cluster_info", () => ({ jobIps: [], masterJobIp: "", gpusPerJob: 0 })),
+  secrets: wireDefault(Schema.Record({ key: Schema.String, value: Schema.String }), "secrets", () => ({})),
+  repoCredentials: wireOptional(RepoCredentials, "repo_credentials")
+})
+export type SubmitBody = typeof SubmitBody.Type
+
+/** A job state change, as `GET /api/pull` reports it. Timestamps are milliseconds since the epoch. */
+export const JobStateEvent = Schema.Struct({
+  state: JobStatus,
+  timestamp: Schema.Number,
+  terminationReason: wireOptional(JobTerminationReason, "termination_reason"),
+  terminationMessage: wireOptional(Schema.String, "termination_message"),
+  exitStatus: wireOptional(Schema.Int, "exit_status")
+})
+export type JobStateEvent = typeof JobStateEvent.Type
+
+/** A chunk of output. On the wire `message` is base64, as upstream (bytes, not text). */
+export const LogEvent = Schema.Struct({
+  timestamp: Schema.Number,
+  message: Schema.Uint8ArrayFromBase64
+})
+export type LogEvent = typeof LogEvent.Type
+
+/** The answer of `GET /api/pull?timestamp=`: everything after that timestamp. */
+export const PullResponse = Schema.Struct({
+  jobStates: wire(Schema.Array(JobStateEvent), "job_states"),
+  jobLogs: wire(Schema.Array(LogEvent), "job_logs"),
+  runnerLogs: wire(Schema.Array(LogEvent), "runner_logs"),
+  /** The cursor for the next pull: the newest timestamp included in this answer. */
+  lastUpdated: wire(Schema.Number, "last_updated"),
+  /** More events are waiting (the answer was cut at its size limit). */
+  hasMore: wire(Schema.Boolean, "has_more")
+})
+export type PullResponse = typeof PullResponse.Type
+
+/** The body of `POST /api/stop`. */
+export const StopBody = Schema.Struct({ abort: Schema.optionalWith(Schema.Boolean, { default: () => false }) })
+
+/** The answer of `GET /api/metrics`, with the upstream field names plus the CPU share. */
+export interface RunnerMetrics {
+  readonly timestamp_micro: number
+  readonly cpu_usage_micro: number
+  /** CPU used since the previous metrics call, in percent of one core. */
+  readonly cpu_percent: number
+  readonly memory_usage_bytes: number
+  readonly memory_working_set_bytes: number
+  readonly gpus: ReadonlyArray<{ readonly gpu_memory_usage_bytes: number; readonly gpu_util_percent: number }>
+}
+
+const SECRET_REFERENCE = /\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}/g
+
+/** Replaces `${{ secrets.NAME }}` in env values; a missing secret is an error naming it. */
+export const interpolateSecrets = (
+  env: Readonly<Record<string, string>>,
+  secrets: Readonly<Record<string, string>>
+): Either.Either<Record<string, string>, string> => {
+  const out: Record<string, string> = {}
+  for (const [key, value] of Object.entries(env)) {
+    let missing: string | undefined
+    out[key] = value.replace(SECRET_REFERENCE, (_, name: string) => {
+      if (!(name in secrets)) missing ??= name
+      return secrets[name] ?? ""
+    })
+    if (missing) return Either.left(`env.${key} refers to secret ${missing}, which was not submitted`)
+  }
+  return Either.right(out)
+}
+
+/** The environment every job gets from the runner, before its own env (which wins). */
+export const dstackEnv = (body: SubmitBody): Record<string, string> => {
+  const spec = body.jobSpec
+  const cluster = body.clusterInfo
+  const nodes = cluster.jobIps.length > 0 ? cluster.jobIps.length : spec.jobsPerReplica
+  const runName = body.run.runName ?? body.run.runSpec?.runName ?? ""
+  const repoId = body.run.repoId ?? body.run.runSpec?.repoId ?? ""
+  return {
+    DSTACK_RUN_NAME: runName,
+    DSTACK_REPO_ID: repoId,
+    DSTACK_NODES_NUM: String(nodes),
+    DSTACK_NODE_RANK: String(spec.jobNum),
+    DSTACK_MASTER_NODE_IP: cluster.masterJobIp,
+    DSTACK_NODES_IPS: cluster.jobIps.join("\n"),
+    DSTACK_GPUS_PER_NODE: String(cluster.gpusPerJob),
+    DSTACK_GPUS_NUM: String(cluster.gpusPerJob * nodes)
+  }
+}
+
+/**
+ * The one place a submitted job becomes what an executor runs. Instance mounts become host
+ * mounts; network volumes are the backend's business and are left out here.
+ */
+export const toExecutionSpec = (
+  body: SubmitBody,
+  repoDir: string
+): Either.Either<ExecutionSpec, string> =>
+  Either.map(interpolateSecrets(body.jobSpec.env, body.secrets), (jobEnv): ExecutionSpec => {
+    const spec = body.jobSpec
+    const ports = [...new Set([...spec.appSpecs.map((a) => a.port), ...(spec.servicePort ? [spec.servicePort] : [])])]
+    const gpuCount = body.clusterInfo.gpusPerJob > 0 ? body.clusterInfo.gpusPerJob : spec.requirements.resources.gpu.count.min ?? 0
+    const shmSizeGb = spec.shmSize ?? spec.requirements.resources.shmSize
+    const mounts = spec.volumes.flatMap((v) =>
+      "instancePath" in v ? [{ hostPath: v.instancePath, containerPath: v.path }] : []
+    )
+    return {
+      commands: spec.commands,
+      ...(spec.entrypoint ? { entrypoint: spec.entrypoint } : {}),
+      env: { ...dstackEnv(body), ...jobEnv },
+      ...(spec.workingDir ? { workingDir: spec.workingDir } : {}),
+      repoDir,
+      ...(spec.imageName ? { image: spec.imageName } : {}),
+      ...(spec.registryAuth ? { registryAuth: { username: spec.registryAuth.username, password: spec.registryAuth.password } } : {}),
+      ...(spec.user ? { user: spec.user } : {}),
+      privileged: spec.privileged,
+      ports: ports.map((containerPort) => ({ containerPort })),
+      ...(shmSizeGb ? { shmSizeBytes: Math.round(shmSizeGb * 1024 ** 3) } : {}),
+      mounts,
+      gpus: gpuCount,
+      labels: { "dstack-ts.job": spec.jobName }
+    }
+  })

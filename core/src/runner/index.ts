@@ -1,0 +1,10 @@
+// Public exports of core/src/runner: the runner agent, its HTTP API and its executors.
+export * from "./Execution.ts"
+export * as ProcessExecutor from "./ProcessExecutor.ts"
+export * as DockerExecutor from "./DockerExecutor.ts"
+export * from "./RunnerProtocol.ts"
+export * from "./JobEventLog.ts"
+export * as RunnerAgent from "./RunnerAgent.ts"
+export { makeRunnerApp, RUNNER_VERSION } from "./RunnerApp.ts"
+export * from "./serveRunner.ts"
+export type { FetchHandler, ListeningServer, ServeFunction } from "./adapter/types.ts"

@@ -1,0 +1,294 @@
+// The runner's HTTP API end to end over a real port, with real processes (and real dockerd
+// for the container jobs): submit → upload_code → run → pull / live stream → final state.
+import { afterEach, beforeAll, describe, expect, it } from "vitest"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { describeWith } from "../../../test/support/components.ts"
+import { BUSYBOX_IMAGE, dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
+import type { RunningRunner } from "../../src/runner/serveRunner.ts"
+import { serveRunner } from "../../src/runner/serveRunner.ts"
+import { decodeMessage, logText, readSse, submitBody, tarGz, tmpDir } from "./support.ts"
+
+const runners: Array<RunningRunner> = []
+afterEach(async () => {
+  await Promise.all(runners.splice(0).map((r) => r.close()))
+})
+
+const startRunner = async () => {
+  const workDir = tmpDir("dstack-ts-runner-")
+  const runner = await serveRunner({ port: 0, workDir })
+  runners.push(runner)
+  return { runner, workDir }
+}
+
+const post = (runner: RunningRunner, route: string, body?: unknown, raw?: Uint8Array) =>
+  fetch(`${runner.url}${route}`, {
+    method: "POST",
+    ...(raw ? { body: raw as Uint8Array<ArrayBuffer>, headers: { "content-type": "application/octet-stream" } } : {}),
+    ...(body !== undefined ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {})
+  })
+
+const postOk = async (runner: RunningRunner, route: string, body?: unknown, raw?: Uint8Array) => {
+  const res = await post(runner, route, body, raw)
+  if (res.status !== 200) throw new Error(`${route}: HTTP ${res.status} ${await res.text()}`)
+  return res.json()
+}
+
+interface PullJson {
+  job_states: Array<{ state: string; timestamp: number; termination_reason?: string; termination_message?: string; exit_status?: number }>
+  job_logs: Array<{ timestamp: number; message: string }>
+  runner_logs: Array<{ timestamp: number; message: string }>
+  last_updated: number
+  has_more: boolean
+}
+
+const pull = async (runner: RunningRunner, timestamp = 0): Promise<PullJson> =>
+  (await fetch(`${runner.url}/api/pull?timestamp=${timestamp}`)).json() as Promise<PullJson>
+
+/** Pulls until the job reaches a final state; returns everything pulled. */
+const pullUntilFinished = async (runner: RunningRunner, timeoutMs = 20_000) => {
+  const all: PullJson = { job_states: [], job_logs: [], runner_logs: [], last_updated: 0, has_more: false }
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    const next = await pull(runner, all.last_updated)
+    all.job_states.push(...next.job_states)
+    all.job_logs.push(...next.job_logs)
+    all.runner_logs.push(...next.runner_logs)
+    all.last_updated = next.last_updated
+    if (all.job_states.some((s) => ["done", "failed", "terminated"].includes(s.state)) && !next.has_more) return all
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`the job did not finish in ${timeoutMs} ms: ${JSON.stringify(all.job_states)}`)
+}
+
+const finalState = (p: PullJson) => p.job_states[p.job_states.length - 1]
+
+describe("runner HTTP API with the process executor", () => {
+  it("submit → upload_code → run → live stream and pull → done, with the upstream env", async () => {
+    const { runner, workDir } = await startRunner()
+    expect(runner.port).toBeGreaterThan(0)
+    const health = await (await fetch(`${runner.url}/api/healthcheck`)).json()
+    expect(health).toMatchObject({ service: "dstack-ts-runner" })
+
+    await postOk(
+      runner,
+      "/api/submit",
+      submitBody(
+        {
+          commands: [
+            "cat hello.txt",
+            'echo "run=$DSTACK_RUN_NAME repo=$DSTACK_REPO_ID nodes=$DSTACK_NODES_NUM rank=$DSTACK_NODE_RANK master=$DSTACK_MASTER_NODE_IP gpus=$DSTACK_GPUS_NUM/$DSTACK_GPUS_PER_NODE"',
+            'echo "ips=$(echo "$DSTACK_NODES_IPS" | tr "\\n" ,)"',
+            'echo "token=$TOKEN mine=$MINE"',
+            "pwd"
+          ],
+          env: { TOKEN: "${{ secrets.TOKEN }}", MINE: "x y" },
+          job_num: 1,
+          working_dir: "src"
+        },
+        { secrets: { TOKEN: "s3cret" } }
+      )
+    )
+    await postOk(runner, "/api/upload_code", undefined, await tarGz({ "src/hello.txt": "hello from the code\n" }))
+
+    const stream = await fetch(`${runner.url}/logs_stream?timestamp=0`)
+    expect(stream.headers.get("content-type")).toContain("text/event-stream")
+    const streamed = readSse(stream)
+    await postOk(runner, "/api/run")
+    const events = await streamed
+
+    const states = events.filter((e) => e.event === "state").map((e) => JSON.parse(e.data))
+    expect(states.map((s) => s.state)).toEqual(["running", "done"])
+    expect(states[1]).toMatchObject({ termination_reason: "done_by_runner", exit_status: 0 })
+    const output = events.filter((e) => e.event === "log").map((e) => decodeMessage(JSON.parse(e.data).message)).join("")
+    const repoDir = fs.realpathSync(path.join(workDir, "repo"))
+    expect(output).toBe(
+      [
+        "hello from the code",
+        "run=my-run repo=my-repo nodes=2 rank=1 master=10.0.0.1 gpus=0/0",
+        "ips=10.0.0.1,10.0.0.2,",
+        "token=s3cret mine=x y",
+        path.join(repoDir, "src"),
+        ""
+      ].join("\n")
+    )
+    // Within each kind, events arrive in timestamp order.
+    for (const kind of ["state", "log", "runner_log"]) {
+      const ids = events.filter((e) => e.event === kind).map((e) => Number(e.id))
+      expect(ids.every((t, i) => i === 0 || t > ids[i - 1])).toBe(true)
+    }
+    expect(events[events.length - 1].event).toBe("end")
+
+    // Pull from the start gives the same, in timestamp order; pulling from last_updated gives nothing new.
+    const all = await pull(runner, 0)
+    expect(all.job_states.map((s) => s.state)).toEqual(["running", "done"])
+    expect(logText(all.job_logs)).toBe(output)
+    const stamps = all.job_logs.map((l) => l.timestamp)
+    expect(stamps.every((t, i) => i === 0 || t > stamps[i - 1])).toBe(true)
+    const none = await pull(runner, all.last_updated)
+    expect(none).toMatchObject({ job_states: [], job_logs: [], runner_logs: [], last_updated: all.last_updated })
+  })
+
+  it("streams output live: the first line arrives while the job still runs", async () => {
+    const { runner } = await startRunner()
+    await postOk(runner, "/api/submit", submitBody({ commands: ["echo first", "sleep 1", "echo second"] }))
+    const streamed = readSse(await fetch(`${runner.url}/logs_stream`))
+    const started = Date.now()
+    await postOk(runner, "/api/run")
+    const events = await streamed
+    const logs = events.filter((e) => e.event === "log")
+    const first = logs.find((e) => decodeMessage(JSON.parse(e.data).message).includes("first"))!
+    const done = events.find((e) => e.event === "state" && JSON.parse(e.data).state === "done")!
+    expect(first.receivedAt - started).toBeLessThan(700)
+    expect(done.receivedAt - first.receivedAt).toBeGreaterThanOrEqual(900)
+  })
+
+  it("a non-zero exit is failed with container_exited_with_error and the exit status", async () => {
+    const { runner } = await startRunner()
+    await postOk(runner, "/api/submit", submitBody({ commands: ["echo oops >&2", "exit 3"] }))
+    await postOk(runner, "/api/run")
+    const result = await pullUntilFinished(runner)
+    expect(finalState(result)).toMatchObject({ state: "failed", termination_reason: "container_exited_with_error", exit_status: 3 })
+    expect(logText(result.job_logs)).toBe("oops\n")
+  })
+
+  it("enforces max_duration: the job is stopped and terminated with max_duration_exceeded", async () => {
+    const { runner } = await startRunner()
+    await postOk(runner, "/api/submit", submitBody({ commands: ["echo started", "sleep 30"], max_duration: 0.5, stop_duration: 5 }))
+    const started = Date.now()
+    await postOk(runner, "/api/run")
+    const result = await pullUntilFinished(runner)
+    expect(Date.now() - started).toBeLessThan(5_000)
+    expect(finalState(result)).toMatchObject({ state: "terminated", termination_reason: "max_duration_exceeded" })
+    expect(logText(result.runner_logs)).toContain("max_duration of 0.5s exceeded")
+  })
+
+  it("stop ends the job gracefully (terminated_by_user), abort at once (aborted_by_user)", async () => {
+    for (const [abort, reason] of [
+      [false, "terminated_by_user"],
+      [true, "aborted_by_user"]
+    ] as const) {
+      const { runner } = await startRunner()
+      await postOk(runner, "/api/submit", submitBody({ commands: ["trap 'echo bye; exit 5' TERM; echo started; while :; do sleep 0.05; done"] }))
+      await postOk(runner, "/api/run")
+      for (let i = 0; i < 100 && !logText((await pull(runner)).job_logs).includes("started"); i++) await new Promise((r) => setTimeout(r, 20))
+      await postOk(runner, "/api/stop", { abort })
+      const result = await pullUntilFinished(runner)
+      expect(finalState(result)).toMatchObject({ state: "terminated", termination_reason: reason })
+      // bash may also report its killed `sleep` ("Terminated") on stderr before the trap runs.
+      const output = logText(result.job_logs)
+      if (abort) expect(output).toBe("started\n")
+      else expect(output).toMatch(/^started\n(Terminated\n)?bye\n$/)
+      expect(finalState(result).exit_status).toBe(abort ? 137 : 5)
+    }
+  })
+
+  it("reports metrics of the running job", async () => {
+    const { runner } = await startRunner()
+    await postOk(runner, "/api/submit", submitBody({ commands: ["echo started", "sleep 30"] }))
+    await postOk(runner, "/api/run")
+    for (let i = 0; i < 100 && !logText((await pull(runner)).job_logs).includes("started"); i++) await new Promise((r) => setTimeout(r, 20))
+    const metrics = await (await fetch(`${runner.url}/api/metrics`)).json()
+    expect(metrics.memory_usage_bytes).toBeGreaterThan(0)
+    expect(metrics).toHaveProperty("cpu_percent")
+    expect(Array.isArray(metrics.gpus)).toBe(true)
+    await postOk(runner, "/api/stop", { abort: true })
+  })
+
+  it("refuses bad input and requests out of order with a clear message", async () => {
+    const { runner } = await startRunner()
+    const expectError = async (res: Response, status: number, pattern: RegExp) => {
+      expect(res.status).toBe(status)
+      const body = await res.json()
+      expect(body.detail[0].msg).toMatch(pattern)
+    }
+    await expectError(await post(runner, "/api/run"), 409, /run needs a submitted job/)
+    await expectError(await post(runner, "/api/upload_code", undefined, new Uint8Array([1, 2, 3])), 409, /after submit/)
+    await expectError(await post(runner, "/api/submit", { run: {} }), 400, /job_spec/)
+    await expectError(await post(runner, "/api/submit", submitBody({ commands: 7 })), 400, /commands/)
+    await expectError(await post(runner, "/api/submit", submitBody({ env: { A: "${{ secrets.NOPE }}" } })), 400, /env\.A refers to secret NOPE/)
+    await expectError(await fetch(`${runner.url}/api/pull?timestamp=abc`), 400, /timestamp/)
+    await postOk(runner, "/api/submit", submitBody({ commands: ["true"] }))
+    await expectError(await post(runner, "/api/submit", submitBody({ commands: ["true"] })), 409, /already has a job/)
+    await expectError(await post(runner, "/api/upload_code", undefined, new TextEncoder().encode("not a tarball at all")), 400, /tar\.gz/)
+    await expectError(await post(runner, "/api/stop", { abort: "yes" }), 400, /abort/)
+  })
+
+  it("a missing working_dir fails the job with executor_error", async () => {
+    const { runner } = await startRunner()
+    await postOk(runner, "/api/submit", submitBody({ commands: ["true"], working_dir: "does/not/exist" }))
+    await postOk(runner, "/api/run")
+    const result = await pullUntilFinished(runner)
+    expect(finalState(result)).toMatchObject({ state: "failed", termination_reason: "executor_error" })
+    expect(finalState(result).termination_message).toMatch(/working_dir .*does\/not\/exist/)
+  })
+})
+
+const unavailable = await dockerUnavailableReason()
+
+describeWith("docker", unavailable === undefined, unavailable ?? "", () => {
+  beforeAll(async () => {
+    await ensureBusyboxImage()
+  })
+
+  it("runs a job in a container end to end", async () => {
+    const { runner } = await startRunner()
+    await postOk(
+      runner,
+      "/api/submit",
+      submitBody({
+        image_name: BUSYBOX_IMAGE,
+        commands: ["cat hello.txt", 'echo "rank=$DSTACK_NODE_RANK mine=$MINE"', "pwd"],
+        env: { MINE: "from docker" }
+      })
+    )
+    await postOk(runner, "/api/upload_code", undefined, await tarGz({ "hello.txt": "code in a container\n" }))
+    await postOk(runner, "/api/run")
+    const result = await pullUntilFinished(runner)
+    expect(result.job_states.map((s) => s.state)).toEqual(["running", "done"])
+    expect(logText(result.job_logs)).toBe("code in a container\nrank=0 mine=from docker\n/workflow\n")
+  })
+
+  it("publishes the job's app ports on 127.0.0.1 and reports them in job_runtime_data", async () => {
+    const { runner } = await startRunner()
+    const before = await (await fetch(`${runner.url}/api/job_runtime_data`)).json()
+    expect(before).toEqual({ ports: {} })
+    await postOk(
+      runner,
+      "/api/submit",
+      submitBody({
+        image_name: BUSYBOX_IMAGE,
+        commands: ["httpd -f -p 8080 -h /workflow"],
+        app_specs: [{ port: 8080, app_name: "web" }],
+        stop_duration: 1
+      })
+    )
+    await postOk(runner, "/api/upload_code", undefined, await tarGz({ "index.html": "served by the job\n" }))
+    await postOk(runner, "/api/run")
+    let hostPort = 0
+    for (let i = 0; i < 100 && !hostPort; i++) {
+      const data = await (await fetch(`${runner.url}/api/job_runtime_data`)).json()
+      hostPort = data.ports["8080"] ?? 0
+      if (!hostPort) await new Promise((r) => setTimeout(r, 20))
+    }
+    expect(hostPort).toBeGreaterThan(0)
+    let body = ""
+    for (let i = 0; i < 50 && body === ""; i++) {
+      body = await fetch(`http://127.0.0.1:${hostPort}/index.html`).then((r) => (r.ok ? r.text() : ""), () => "")
+      if (body === "") await new Promise((r) => setTimeout(r, 50))
+    }
+    expect(body).toBe("served by the job\n")
+    await postOk(runner, "/api/stop", { abort: false })
+    expect(finalState(await pullUntilFinished(runner))).toMatchObject({ state: "terminated", termination_reason: "terminated_by_user" })
+  })
+
+  it("a missing image fails the job with creating_container_error naming the image", async () => {
+    const { runner } = await startRunner()
+    await postOk(runner, "/api/submit", submitBody({ image_name: "dstack-ts-test/not-there:1", commands: ["true"] }))
+    await postOk(runner, "/api/run")
+    const result = await pullUntilFinished(runner)
+    expect(result.job_states.map((s) => s.state)).toEqual(["pulling", "failed"])
+    expect(finalState(result)).toMatchObject({ termination_reason: "creating_container_error" })
+    expect(finalState(result).termination_message).toContain("dstack-ts-test/not-there:1")
+  })
+})
