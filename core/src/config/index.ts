@@ -1,2 +1,5 @@
 // Public exports of core/src/config. Append one export line per module.
 export {}
+export * from "./ConfigurationError.ts"
+export * from "./Load.ts"
+export { didYouMean, editDistance } from "./DidYouMean.ts"

@@ -8,7 +8,7 @@ import { Either, ParseResult, Schema } from "effect"
 import { BackendType } from "./BackendType.ts"
 import { DurationOrOff } from "./Duration.ts"
 import { Env } from "./Env.ts"
-import { isPlainObject, scalar, show } from "./Grammar.ts"
+import { isPlainObject, oneOf, scalar, show } from "./Grammar.ts"
 import { CreationPolicy, SpotPolicy, TerminationPolicy } from "./Policies.ts"
 import { PortMapping } from "./PortMapping.ts"
 import { IntRange, type Range } from "./Range.ts"
@@ -202,7 +202,7 @@ export type TaskConfiguration = typeof TaskConfiguration.Type
 
 /** The OpenAI-compatible model a service exposes. */
 export const ServiceModel = Schema.Struct({
-  format: Schema.optionalWith(Schema.Literal("openai"), { default: () => "openai" as const }).annotations({
+  format: Schema.optionalWith(oneOf("openai"), { default: () => "openai" as const }).annotations({
     description: "The API format. Only `openai` is supported."
   }),
   name: Schema.String.annotations({ description: "The model name clients ask for." }),
@@ -264,7 +264,7 @@ export type ServiceConfiguration = typeof ServiceConfiguration.Type
 const devEnvironmentFields = {
   type: Schema.Literal("dev-environment").annotations({ description: "`dev-environment`: an interactive machine you connect to from your IDE." }),
   ...runFields,
-  ide: Schema.Literal("vscode", "cursor").annotations({ description: "The IDE to connect: `vscode` or `cursor`. Required." }),
+  ide: oneOf("vscode", "cursor").annotations({ description: "The IDE to connect: `vscode` or `cursor`. Required." }),
   version: opt(Schema.String, { description: "The IDE server version to install." }),
   init: opt(StringList, { description: "Shell commands to run once the environment starts." }),
   ports: opt(Schema.Array(PortMapping), { description: "Ports to forward when attached." })
@@ -318,7 +318,7 @@ export const SshConfig = Schema.Struct({
   port: opt(Schema.Number, { description: "The SSH port for every host. Defaults to 22." }),
   identityFile: opt(Schema.String, { description: "The private key for every host." }, "identity_file"),
   proxyJump: opt(SshProxyJump, { description: "A jump host for every host: `{hostname, port, user, identity_file}`." }, "proxy_jump"),
-  hosts: Schema.NonEmptyArray(SshHostOrName).annotations({ description: "The hosts: names/addresses or `{hostname, port, user, identity_file}`." })
+  hosts: Schema.Array(SshHostOrName).pipe(Schema.filter((hosts) => hosts.length > 0 || "give at least one host")).annotations({ description: "The hosts: names/addresses or `{hostname, port, user, identity_file}`." })
 }).annotations({ identifier: "SshConfig" })
 export type SshConfig = typeof SshConfig.Type
 
@@ -327,7 +327,7 @@ const fleetFields = {
   name: opt(RunName, { description: "The fleet name." }),
   env: opt(Env, { description: "Environment variables for the fleet's hosts." }),
   nodes: opt(IntRange, { description: "The number of instances (`2`) or a range (`1..4`) for a cloud fleet." }),
-  placement: opt(Schema.Literal("any", "cluster"), { description: "`cluster` puts instances in one network for multi-node tasks; `any` does not. Defaults to `any`." }),
+  placement: opt(oneOf("any", "cluster"), { description: "`cluster` puts instances in one network for multi-node tasks; `any` does not. Defaults to `any`." }),
   resources: opt(ResourcesSpec, { description: "The resources of each instance of a cloud fleet." }),
   backends: opt(Schema.Array(BackendType), { description: "Only consider these backends." }),
   regions: opt(StringList, { description: "Only consider these regions." }),

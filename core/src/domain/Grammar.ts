@@ -63,3 +63,15 @@ export const scalar = <A, I>(
       }),
     encode: (a) => ParseResult.succeed(format(a))
   }) as unknown as Schema.Schema<A, I | string | number>
+
+/**
+ * A closed set of words (`spot | on-demand | auto`) whose error lists the allowed values in one
+ * message instead of one message per value.
+ */
+export const oneOf = <const L extends ReadonlyArray<string>>(...values: L) =>
+  Schema.Literal(...(values as unknown as [L[number], ...Array<L[number]>])).annotations({
+    message: (issue) => ({
+      message: `expected one of ${values.join(", ")}, got ${show(issue.actual)}`,
+      override: true
+    })
+  })

@@ -5,10 +5,10 @@
  */
 import { Either, ParseResult, Schema } from "effect"
 import { Duration } from "./Duration.ts"
-import { isPlainObject, show } from "./Grammar.ts"
+import { isPlainObject, oneOf, show } from "./Grammar.ts"
 
 /** What happened to a job: no offer had capacity, a spot instance was taken back, or it failed. */
-export const RetryEvent = Schema.Literal("no-capacity", "interruption", "error").annotations({
+export const RetryEvent = oneOf("no-capacity", "interruption", "error").annotations({
   identifier: "RetryEvent",
   description: "`no-capacity`, `interruption` or `error`."
 })

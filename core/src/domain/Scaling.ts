@@ -4,12 +4,13 @@
  */
 import { Schema } from "effect"
 import { Duration } from "./Duration.ts"
+import { oneOf } from "./Grammar.ts"
 
 export const DEFAULT_SCALE_UP_DELAY_SECONDS = 300
 export const DEFAULT_SCALE_DOWN_DELAY_SECONDS = 600
 
 export const Scaling = Schema.Struct({
-  metric: Schema.Literal("rps").annotations({
+  metric: oneOf("rps").annotations({
     description: "The metric to follow. Only `rps` (requests per second) is supported."
   }),
   target: Schema.Number.pipe(Schema.positive()).annotations({

@@ -1,0 +1,174 @@
+/**
+ * Loading `.dstack.yml` files: YAML text → a decoded configuration, or a `ConfigurationError`
+ * that lists every problem with its line and column, field path and a plain-words message.
+ * Works the same on Node and Deno (`node:fs/promises`).
+ */
+import { Effect, Either, ParseResult, Schema } from "effect"
+import { readdir, readFile } from "node:fs/promises"
+import { join } from "node:path"
+import { isMap, isScalar, LineCounter, parseDocument, type Document } from "yaml"
+import { AnyConfiguration } from "../domain/Configuration.ts"
+import { ConfigurationError, type ConfigurationIssue } from "./ConfigurationError.ts"
+import { didYouMean } from "./DidYouMean.ts"
+
+export interface ParseOptions {
+  /** The file name shown in messages. Defaults to `.dstack.yml`. */
+  readonly file?: string
+}
+
+type PathKey = string | number
+
+/** Writes a path the way users read it: `resources.gpu.memory`, `commands[2]`. */
+export const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
+  path.reduce<string>(
+    (acc, k) => (typeof k === "number" ? `${acc}[${k}]` : acc === "" ? String(k) : `${acc}.${String(k)}`),
+    ""
+  )
+
+const position = (doc: Document, lineCounter: LineCounter, path: ReadonlyArray<PathKey>, atKey: boolean) => {
+  // Point at the key for unknown keys, at the value otherwise; for a missing value, at the
+  // closest enclosing node that exists.
+  const at = (offset: number) => {
+    const { line, col } = lineCounter.linePos(offset)
+    return { line, column: col }
+  }
+  if (atKey && path.length > 0) {
+    const parent = path.length === 1 ? doc.contents : doc.getIn(path.slice(0, -1), true)
+    if (isMap(parent)) {
+      const pair = parent.items.find((p) => isScalar(p.key) && p.key.value === path[path.length - 1])
+      const range = isScalar(pair?.key) ? pair.key.range : undefined
+      if (range) return at(range[0])
+    }
+  }
+  for (let n = path.length; n >= 0; n--) {
+    const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true)
+    const range = (node as { range?: [number, number, number] } | null | undefined)?.range
+    if (range) return at(range[0])
+  }
+  return { line: 1, column: 1 }
+}
+
+const plainWords = (message: string): string =>
+  message.replace(/^Expected (.*), actual (.*)$/s, "expected $1, got $2")
+
+const toIssues = (
+  error: ParseResult.ParseError,
+  doc: Document,
+  lineCounter: LineCounter,
+  file: string
+): Array<ConfigurationIssue> => {
+  const raw = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const starts = (path: ReadonlyArray<PropertyKey>, prefix: ReadonlyArray<PropertyKey>) =>
+    prefix.length <= path.length && prefix.every((k, i) => k === path[i])
+  // `optionalWith` adds an "or undefined" branch whose failure only repeats the real one.
+  const kept = raw.filter(
+    (issue) =>
+      !(issue.message.startsWith("Expected undefined, actual") &&
+        raw.some((other) => other !== issue && starts(other.path, issue.path) && !other.message.startsWith("Expected undefined")))
+  )
+  const issues = kept.map((issue): ConfigurationIssue => {
+    const path = issue.path as ReadonlyArray<PathKey>
+    let message = plainWords(issue.message)
+    if (issue._tag === "Unexpected") {
+      const key = String(path[path.length - 1])
+      const allowed = [...(issue.message.match(/"[^"]*"/g) ?? [])].map((s) => s.slice(1, -1))
+      const hint = didYouMean(key, allowed)
+      message = `unknown key \`${key}\`${hint ? `; did you mean \`${hint}\`?` : allowed.length > 0 ? `; expected one of ${allowed.join(", ")}` : ""}`
+    } else if (issue._tag === "Missing") {
+      message = `\`${String(path[path.length - 1])}\` is required`
+    }
+    const { line, column } = position(doc, lineCounter, path, issue._tag === "Unexpected")
+    return { file, line, column, path: formatPath(path), message }
+  })
+  const seen = new Set<string>()
+  return issues
+    .filter((i) => {
+      const k = `${i.line}:${i.column}:${i.path}:${i.message}`
+      return seen.has(k) ? false : (seen.add(k), true)
+    })
+    .sort((a, b) => a.line - b.line || a.column - b.column)
+}
+
+/**
+ * Decodes YAML text with any schema, reporting every problem with its position. The building
+ * block of `parseConfiguration`; other YAML files (client config, workflows) can use it too.
+ */
+export const decodeYaml = <A, I>(
+  schema: Schema.Schema<A, I>,
+  text: string,
+  options: ParseOptions = {}
+): Effect.Effect<A, ConfigurationError> =>
+  Effect.suspend(() => {
+    const file = options.file ?? ".dstack.yml"
+    const lineCounter = new LineCounter()
+    const doc = parseDocument(text, { lineCounter, prettyErrors: false })
+    if (doc.errors.length > 0) {
+      const issues = doc.errors.map((e): ConfigurationIssue => {
+        const { line, col } = lineCounter.linePos(e.pos[0])
+        return { file, line, column: col, path: "", message: `YAML syntax: ${e.message.split("\n")[0]}` }
+      })
+      return Effect.fail(new ConfigurationError({ file, issues }))
+    }
+    const value = doc.toJS({ maxAliasCount: 100 })
+    if (value === null || value === undefined) {
+      return Effect.fail(
+        new ConfigurationError({ file, issues: [{ file, line: 1, column: 1, path: "", message: "the file is empty" }] })
+      )
+    }
+    return Either.match(Schema.decodeUnknownEither(schema, { errors: "all", onExcessProperty: "error" })(value), {
+      onLeft: (error) => Effect.fail(new ConfigurationError({ file, issues: toIssues(error, doc, lineCounter, file) })),
+      onRight: Effect.succeed
+    })
+  })
+
+/**
+ * Parses the text of a `.dstack.yml` file.
+ * @example
+ * parseConfiguration("type: task\ncommands: [echo hi]\n", { file: ".dstack.yml" })
+ */
+export const parseConfiguration = (
+  text: string,
+  options: ParseOptions = {}
+): Effect.Effect<AnyConfiguration, ConfigurationError> => decodeYaml(AnyConfiguration, text, options)
+
+const readFailure = (file: string, cause: unknown) =>
+  new ConfigurationError({
+    file,
+    issues: [{ file, line: 1, column: 1, path: "", message: `cannot read the file: ${(cause as Error)?.message ?? String(cause)}` }]
+  })
+
+/** Reads and parses a configuration file. */
+export const loadConfiguration = (path: string): Effect.Effect<AnyConfiguration, ConfigurationError> =>
+  Effect.tryPromise({ try: () => readFile(path, "utf8"), catch: (cause) => readFailure(path, cause) }).pipe(
+    Effect.flatMap((text) => parseConfiguration(text, { file: path }))
+  )
+
+/** Whether a file name is a configuration file: `.dstack.yml` or `*.dstack.yml` (or `.yaml`). */
+export const isConfigurationFileName = (name: string): boolean =>
+  name.endsWith(".dstack.yml") || name.endsWith(".dstack.yaml")
+
+export interface FindOptions {
+  /** Look into subdirectories too (skipping `node_modules` and dot-directories). Defaults to false. */
+  readonly recursive?: boolean
+}
+
+/** Lists the configuration files in a directory, sorted, as paths joined to `dir`. */
+export const findConfigurationFiles = (
+  dir: string,
+  options: FindOptions = {}
+): Effect.Effect<Array<string>, ConfigurationError> => {
+  const walk = async (d: string): Promise<Array<string>> => {
+    const entries = await readdir(d, { withFileTypes: true })
+    const found: Array<string> = []
+    for (const e of entries) {
+      if (e.isFile() && isConfigurationFileName(e.name)) found.push(join(d, e.name))
+      else if (options.recursive && e.isDirectory() && !e.name.startsWith(".") && e.name !== "node_modules") {
+        found.push(...(await walk(join(d, e.name))))
+      }
+    }
+    return found
+  }
+  return Effect.tryPromise({ try: () => walk(dir), catch: (cause) => readFailure(dir, cause) }).pipe(
+    Effect.map((files) => files.sort())
+  )
+}
