@@ -110,13 +110,56 @@ export const isRecordArray = (obj: unknown): obj is ReadonlyArray<Record<string,
 }
 
 /**
+ * The common case, done in one pass: every row has the same keys in the same order (records
+ * made by one literal or one `map`). Numbers go straight into a Float64Array; a column meets a
+ * non-number and becomes a plain array. `undefined` means "not uniform": use the general path.
+ */
+const uniformColumns = (records: ReadonlyArray<Record<string, unknown>>): Record<string, Vector> | undefined => {
+  const n = records.length
+  if (!isRecord(records[0])) return undefined
+  const names = Object.keys(records[0])
+  const m = names.length
+  const numeric = names.map(() => new Float64Array(n))
+  const generic: Array<Array<unknown> | undefined> = names.map(() => undefined)
+  for (let i = 0; i < n; i++) {
+    const r = records[i]
+    if (!isRecord(r)) return undefined
+    let j = 0
+    for (const k in r) {
+      if (j >= m || k !== names[j]) return undefined
+      const v = r[k]
+      const g = generic[j]
+      if (g !== undefined) g[i] = v
+      else if (typeof v === "number") numeric[j][i] = v
+      else {
+        const values = new Array<unknown>(n)
+        for (let x = 0; x < i; x++) values[x] = numeric[j][x]
+        values[i] = v
+        generic[j] = values
+      }
+      j++
+    }
+    if (j !== m) return undefined
+  }
+  const columns: Record<string, Vector> = {}
+  names.forEach((name, j) => {
+    const g = generic[j]
+    columns[name] = g === undefined ? makeVector(numeric[j]) : vectorFromValues(name, g)
+  })
+  return columns
+}
+
+/**
  * An Arrow table from records: one column per key, in order of first appearance; a key
  * missing from a row is a null there.
  */
 export const tableFromRecords = (records: ReadonlyArray<Record<string, unknown>>): Table => {
+  const uniform = uniformColumns(records)
+  if (uniform !== undefined) return new Table(uniform)
+  const n = records.length
   const names: Array<string> = []
   const seen = new Set<string>()
-  for (let i = 0; i < records.length; i++) {
+  for (let i = 0; i < n; i++) {
     const r = records[i]
     if (!isRecord(r)) throw new ColumnError("*", i, `row is ${describe(r)}, not a record`)
     for (const k in r) {
@@ -128,8 +171,8 @@ export const tableFromRecords = (records: ReadonlyArray<Record<string, unknown>>
   }
   const columns: Record<string, Vector> = {}
   for (const name of names) {
-    const values = new Array<unknown>(records.length)
-    for (let i = 0; i < records.length; i++) values[i] = records[i][name]
+    const values = new Array<unknown>(n)
+    for (let j = 0; j < n; j++) values[j] = records[j][name]
     columns[name] = vectorFromValues(name, values)
   }
   return new Table(columns)
