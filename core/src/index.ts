@@ -6,7 +6,8 @@
  * a namespace in the Effect style (`BlobStore.BlobStore` is the tag, `BlobStore.layerMemory` a
  * layer).
  */
-export const CORE_VERSION = "0.1.0"
+// Read from core/package.json, so the plugin host checks ranges against the published version.
+export { CORE_VERSION } from "./plugin/CoreVersion.ts"
 
 export * from "./domain/index.ts"
 export * from "./config/index.ts"
@@ -20,3 +21,6 @@ export * as DstackClient from "./client/index.ts"
 export * as ClientConfigFile from "./client/ConfigFile.ts"
 // StateStore implementations that ship in core (embedded PGlite, the shared SQL store).
 export * from "./state/index.ts"
+// BlobStore implementations that ship in core (unstorage: memory, fs, any driver).
+export * from "./blob/index.ts"
+export * from "./engine/index.ts"

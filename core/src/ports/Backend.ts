@@ -1,0 +1,256 @@
+/**
+ * The Backend port: the compute of one backend type. It answers offers for requirements,
+ * provisions an instance for an offer, terminates one (idempotently) and, optionally, manages
+ * volumes. `make` derives offer filtering (resources, spot policy, price) from a raw catalog.
+ */
+import { Context, Effect, Layer, Ref, Schema } from "effect"
+import { JobProvisioningData, type Requirements } from "../domain/Job.ts"
+import { type InstanceOffer } from "../domain/Offer.ts"
+import { matchResources } from "../domain/Resources.ts"
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** Why a backend call failed. */
+export const BackendErrorReason = Schema.Literal(
+  "NotFound",
+  "AlreadyExists",
+  "PermissionDenied",
+  "NoCapacity",
+  "Transport",
+  "Invalid",
+  "Timeout",
+  "Unknown"
+)
+export type BackendErrorReason = typeof BackendErrorReason.Type
+
+/**
+ * The one error of the Backend port.
+ * - `NoCapacity`: the offer cannot be had now (no quota, no stock, no balance); another offer or
+ *   a later try may succeed.
+ * - `Invalid`: bad configuration or an offer this backend did not make.
+ * - `Transport` / `Timeout`: the provider's API could not be reached or did not answer.
+ */
+export class BackendError extends Schema.TaggedError<BackendError>("@dstack-ts/core/Backend/BackendError")(
+  "BackendError",
+  {
+    module: Schema.String,
+    method: Schema.String,
+    reason: BackendErrorReason,
+    message: Schema.optional(Schema.String),
+    cause: Schema.optional(Schema.Defect)
+  }
+) {
+  get isRetryable(): boolean {
+    return isRetryable(this)
+  }
+}
+
+/** `NoCapacity`, `Transport` and `Timeout` may pass on another try (or another offer). */
+export const isRetryable = (error: BackendError): boolean =>
+  error.reason === "NoCapacity" || error.reason === "Transport" || error.reason === "Timeout"
+
+export const fail = (
+  module: string,
+  method: string,
+  reason: BackendErrorReason,
+  message: string,
+  cause?: unknown
+): Effect.Effect<never, BackendError> =>
+  Effect.fail(new BackendError({ module, method, reason, message, ...(cause === undefined ? {} : { cause }) }))
+
+// ---------------------------------------------------------------------------------------------
+// Data
+
+/** An offer left out of a plan and why, in words a user can act on. */
+export interface ExcludedOffer {
+  readonly offer: InstanceOffer
+  readonly reasons: ReadonlyArray<string>
+}
+
+/** What `getOffers` answers: the offers that fit, cheapest first, and the ones that did not. */
+export interface Offers {
+  readonly offers: ReadonlyArray<InstanceOffer>
+  readonly excluded: ReadonlyArray<ExcludedOffer>
+}
+
+/** What the server tells a backend about the instance it wants. */
+export interface InstanceConfiguration {
+  readonly projectName: string
+  /** A readable name, e.g. `my-fleet-0`; backends use it for tags and host names. */
+  readonly instanceName: string
+  /** The server's id of the instance, for tags and idempotent creation. */
+  readonly instanceId: string
+  /** Public keys to authorise on the host (the server's and the user's). */
+  readonly sshKeys: ReadonlyArray<string>
+  readonly reservation?: string
+  readonly tags?: Readonly<Record<string, string>>
+}
+
+/** Where a volume landed. */
+export interface VolumeProvisioningData {
+  readonly volumeId: string
+  readonly sizeGb: number
+  readonly availabilityZone?: string
+  readonly backendData?: string
+}
+
+/** The volume operations of backends that have network volumes. */
+export interface Volumes {
+  readonly create: (config: {
+    readonly name: string
+    readonly region: string
+    readonly sizeGb: number
+  }) => Effect.Effect<VolumeProvisioningData, BackendError>
+  /** Idempotent: deleting a missing volume succeeds. */
+  readonly delete: (volumeId: string) => Effect.Effect<void, BackendError>
+}
+
+// ---------------------------------------------------------------------------------------------
+// The port
+
+/** The compute of one backend type. */
+export interface Backend {
+  /** The backend type, e.g. `aws`, `local`, or a plugin's own. */
+  readonly type: string
+  /** Offers that fit the requirements, cheapest first, and why the others were left out. */
+  readonly getOffers: (requirements: Requirements) => Effect.Effect<Offers, BackendError>
+  /** Provisions an instance for one of this backend's offers. */
+  readonly createInstance: (
+    offer: InstanceOffer,
+    config: InstanceConfiguration
+  ) => Effect.Effect<JobProvisioningData, BackendError>
+  /**
+   * Terminates an instance by the backend's own id. Idempotent: an instance that is already
+   * gone is not an error.
+   */
+  readonly terminateInstance: (
+    instanceId: string,
+    region: string,
+    backendData?: string
+  ) => Effect.Effect<void, BackendError>
+  readonly volumes?: Volumes
+}
+
+/** The tag for a program that works with one backend (a backend plugin's tests, a CLI probe). */
+export const Backend: Context.Tag<Backend, Backend> = Context.GenericTag<Backend>("@dstack-ts/core/Backend")
+
+/**
+ * Checks one offer against requirements; the reasons are empty when it fits.
+ * Upstream semantics: `spot: true` spot only, `false` on-demand only, `null` either.
+ */
+export const offerMisfits = (offer: InstanceOffer, requirements: Requirements): ReadonlyArray<string> => {
+  const reasons: Array<string> = []
+  const resources = offer.instance.resources
+  const match = matchResources(requirements.resources, resources)
+  if (match._tag === "Mismatch") reasons.push(...match.unmet)
+  if (requirements.spot === true && !resources.spot) reasons.push("spot: needs a spot instance, offer is on-demand")
+  if (requirements.spot === false && resources.spot) reasons.push("spot: needs an on-demand instance, offer is spot")
+  if (requirements.maxPrice !== undefined && offer.price > requirements.maxPrice) {
+    reasons.push(`price: ${offer.price}/h is above max_price ${requirements.maxPrice}/h`)
+  }
+  return reasons
+}
+
+/** Splits offers into those that fit (cheapest first) and those that do not, with reasons. */
+export const filterOffers = (offers: ReadonlyArray<InstanceOffer>, requirements: Requirements): Offers => {
+  const fit: Array<InstanceOffer> = []
+  const excluded: Array<ExcludedOffer> = []
+  for (const offer of offers) {
+    const reasons = offerMisfits(offer, requirements)
+    if (reasons.length === 0) fit.push(offer)
+    else excluded.push({ offer, reasons })
+  }
+  fit.sort((a, b) => a.price - b.price)
+  return { offers: fit, excluded }
+}
+
+/** The small core a backend writes; `make` completes it. */
+export interface Implementation {
+  readonly type: string
+  /**
+   * The backend's catalog for these requirements: it may pre-filter (by region, by GPU name)
+   * but need not; `make` filters by resources, spot policy and price and sorts by price.
+   */
+  readonly catalog: (requirements: Requirements) => Effect.Effect<ReadonlyArray<InstanceOffer>, BackendError>
+  readonly createInstance: Backend["createInstance"]
+  /** May fail with `NotFound` for a gone instance: `make` turns that into success. */
+  readonly terminateInstance: Backend["terminateInstance"]
+  readonly volumes?: Volumes
+}
+
+/**
+ * Builds a Backend from its core: offers filtered and sorted from the catalog, refusal of
+ * offers of another backend type, and idempotent termination.
+ */
+export const make = (impl: Implementation): Backend => ({
+  type: impl.type,
+  getOffers: (requirements) => Effect.map(impl.catalog(requirements), (offers) => filterOffers(offers, requirements)),
+  createInstance: (offer, config) =>
+    offer.backend !== impl.type
+      ? fail(impl.type, "createInstance", "Invalid", `an offer of backend ${offer.backend} was given to backend ${impl.type}`)
+      : impl.createInstance(offer, config),
+  terminateInstance: (instanceId, region, backendData) =>
+    impl.terminateInstance(instanceId, region, backendData).pipe(
+      Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void)
+    ),
+  ...(impl.volumes === undefined ? {} : { volumes: impl.volumes })
+})
+
+// ---------------------------------------------------------------------------------------------
+// In memory
+
+export interface MemoryOptions {
+  /** The backend type it reports (default `memory`). */
+  readonly type?: string
+  /** The catalog; each offer's `backend` should be `type`. */
+  readonly offers: ReadonlyArray<InstanceOffer>
+}
+
+/** What the memory backend has provisioned, for tests to inspect. */
+export interface MemoryBackend extends Backend {
+  readonly running: Effect.Effect<ReadonlyArray<string>>
+}
+
+/**
+ * A backend that hands out "instances" from a fixed catalog without starting anything: for
+ * tests of planning and of the engine. An offer that is not `available` fails with NoCapacity.
+ */
+export const makeMemory = (options: MemoryOptions): Effect.Effect<MemoryBackend> =>
+  Effect.gen(function*() {
+    const type = options.type ?? "memory"
+    const running = yield* Ref.make<ReadonlyArray<string>>([])
+    const counter = yield* Ref.make(0)
+    const backend = make({
+      type,
+      catalog: () => Effect.succeed(options.offers),
+      createInstance: (offer, config) =>
+        offer.availability !== "available"
+          ? fail(type, "createInstance", "NoCapacity", `${offer.instance.name} in ${offer.region} is ${offer.availability}`)
+          : Effect.gen(function*() {
+            const n = yield* Ref.getAndUpdate(counter, (x) => x + 1)
+            const instanceId = `${type}-${config.instanceName}-${n}`
+            yield* Ref.update(running, (ids) => [...ids, instanceId])
+            return new JobProvisioningData({
+              backend: type,
+              instanceType: offer.instance,
+              instanceId,
+              hostname: "127.0.0.1",
+              region: offer.region,
+              price: offer.price,
+              username: "root",
+              dockerized: false
+            })
+          }),
+      terminateInstance: (instanceId) =>
+        Effect.flatMap(Ref.get(running), (ids) =>
+          ids.includes(instanceId)
+            ? Ref.set(running, ids.filter((id) => id !== instanceId))
+            : fail(type, "terminateInstance", "NotFound", `no instance ${instanceId}`))
+    })
+    return { ...backend, running: Ref.get(running) }
+  })
+
+/** A memory backend as the `Backend` service. */
+export const layerMemory = (options: MemoryOptions): Layer.Layer<Backend> =>
+  Layer.effect(Backend, makeMemory(options))
