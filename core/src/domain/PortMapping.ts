@@ -34,16 +34,19 @@ const parsePortMapping = (input: string | number): Either.Either<PortMapping, st
   return local === undefined ? fail() : Either.right({ localPort: local, containerPort: container })
 }
 
-/** A port mapping; without `localPort` the client picks a free local port. */
-export const PortMapping = withShorthand(
-  Schema.Struct({
+/** The object form of a port mapping. */
+export const PortMappingObject = Schema.Struct({
     localPort: Schema.optionalWith(Port, { exact: true })
       .annotations({ description: "The port on the client. Omit to use any free port." })
       .pipe(Schema.fromKey("local_port")),
     containerPort: Schema.propertySignature(Port)
       .annotations({ description: "The port the application listens on." })
       .pipe(Schema.fromKey("container_port"))
-  }),
+})
+
+/** A port mapping; without `localPort` the client picks a free local port. */
+export const PortMapping = withShorthand(
+  PortMappingObject,
   parsePortMapping,
   PORT_EXPECTED
 ).annotations({

@@ -57,13 +57,16 @@ const parseCpu = (input: string | number): Either.Either<CPUSpec, string> => {
 const DEFAULT_CPU_COUNT: Range = { min: 2 }
 
 /** CPU requirements: `{arch?, count}`; YAML shorthands `4`, `2..`, `arm:8`, `x86:4..`. */
-export const CPUSpec = withShorthand(
-  Schema.Struct({
+/** The object form of `cpu`. */
+export const CPUSpecObject = Schema.Struct({
     arch: Schema.optionalWith(CPUArchitecture, { exact: true }).annotations({ description: "The CPU architecture: `x86` or `arm`." }),
     count: Schema.optionalWith(IntRange, { default: () => DEFAULT_CPU_COUNT }).annotations({
       description: "The number of CPU cores (a number or a range). Defaults to `2..`."
     })
-  }),
+  })
+
+export const CPUSpec = withShorthand(
+  CPUSpecObject,
   parseCpu,
   CPU_EXPECTED
 ).annotations({
@@ -173,8 +176,8 @@ const parseGpu = (input: string | number): Either.Either<GPUSpec, string> => {
  * `2`, or the object form with `vendor`, `name`, `count`, `memory`, `total_memory`,
  * `compute_capability`.
  */
-export const GPUSpec = withShorthand(
-  Schema.Struct({
+/** The object form of `gpu`. */
+export const GPUSpecObject = Schema.Struct({
     vendor: Schema.optionalWith(GPUVendor, { exact: true }).annotations({
       description: "The vendor: `nvidia`, `amd`, `google` (alias `tpu`) or `intel`."
     }),
@@ -193,7 +196,10 @@ export const GPUSpec = withShorthand(
     computeCapability: Schema.optionalWith(ComputeCapability, { exact: true })
       .annotations({ description: "The minimum compute capability (NVIDIA), such as `7.5`." })
       .pipe(Schema.fromKey("compute_capability"))
-  }),
+  })
+
+export const GPUSpec = withShorthand(
+  GPUSpecObject,
   parseGpu,
   GPU_EXPECTED
 ).annotations({
@@ -217,10 +223,13 @@ export type GPUSpecEncoded = typeof GPUSpec.Encoded
 const DISK_EXPECTED = "a disk size or range such as 100GB, 100GB.. or 50GB..200GB"
 
 /** Disk requirements: `{size}`; YAML shorthand `100GB..`. */
+/** The object form of `disk`. */
+export const DiskSpecObject = Schema.Struct({
+  size: Schema.propertySignature(MemoryRange).annotations({ description: "The disk size, a size or range (`100GB..`)." })
+})
+
 export const DiskSpec = withShorthand(
-  Schema.Struct({
-    size: MemoryRange.annotations({ description: "The disk size, a size or range (`100GB..`)." })
-  }),
+  DiskSpecObject,
   (input) =>
     Either.map(parseRange(input, parseMemory, DISK_EXPECTED), (size) => ({
       size
