@@ -24,3 +24,5 @@ export * from "./state/index.ts"
 // BlobStore implementations that ship in core (unstorage: memory, fs, any driver).
 export * from "./blob/index.ts"
 export * from "./engine/index.ts"
+// The runner agent (`Runner.serveRunner`), its HTTP API and its process and docker executors.
+export * as Runner from "./runner/index.ts"

@@ -1,0 +1,70 @@
+// Decoding a submission and mapping it to what an executor runs.
+import { describe, expect, it } from "vitest"
+import { Either, Schema } from "effect"
+import { SubmitBody, toExecutionSpec } from "../../src/runner/RunnerProtocol.ts"
+import { submitBody } from "./support.ts"
+
+const decode = (input: unknown) => Schema.decodeUnknownSync(SubmitBody)(input)
+
+describe("SubmitBody → ExecutionSpec", () => {
+  it("maps the job spec (image, ports, mounts, shm size, user) and sets the DSTACK_* env under the job's env", () => {
+    const body = decode(
+      submitBody(
+        {
+          image_name: "ghcr.io/me/img:1",
+          commands: ["python train.py"],
+          env: { DSTACK_NODE_RANK: "overridden", KEY: "${{ secrets.KEY }}" },
+          user: "me",
+          privileged: true,
+          working_dir: "sub",
+          app_specs: [{ port: 8080, app_name: "web" }],
+          service_port: 8000,
+          shm_size: 0.5,
+          registry_auth: { username: "u", password: "p" },
+          volumes: [{ instance_path: "/data", path: "/mnt/data" }, { name: "net-vol", path: "/vol" }]
+        },
+        { secrets: { KEY: "k" }, cluster_info: { job_ips: ["a", "b", "c"], master_job_ip: "a", gpus_per_job: 2 } }
+      )
+    )
+    const spec = Either.getOrThrow(toExecutionSpec(body, "/runner/repo"))
+    expect(spec).toMatchObject({
+      image: "ghcr.io/me/img:1",
+      commands: ["python train.py"],
+      repoDir: "/runner/repo",
+      workingDir: "sub",
+      user: "me",
+      privileged: true,
+      ports: [{ containerPort: 8080 }, { containerPort: 8000 }],
+      shmSizeBytes: 512 * 1024 * 1024,
+      registryAuth: { username: "u", password: "p" },
+      mounts: [{ hostPath: "/data", containerPath: "/mnt/data" }],
+      gpus: 2
+    })
+    expect(spec.env).toEqual({
+      DSTACK_RUN_NAME: "my-run",
+      DSTACK_REPO_ID: "my-repo",
+      DSTACK_NODES_NUM: "3",
+      DSTACK_NODE_RANK: "overridden",
+      DSTACK_MASTER_NODE_IP: "a",
+      DSTACK_NODES_IPS: "a\nb\nc",
+      DSTACK_GPUS_PER_NODE: "2",
+      DSTACK_GPUS_NUM: "6",
+      KEY: "k"
+    })
+  })
+
+  it("a job without image_name has no image (process executor)", () => {
+    const spec = Either.getOrThrow(toExecutionSpec(decode(submitBody({ commands: ["true"] })), "/r"))
+    expect(spec.image).toBeUndefined()
+    expect(spec.gpus).toBe(0)
+  })
+
+  it("names a secret the env refers to but that was not submitted", () => {
+    const result = toExecutionSpec(decode(submitBody({ env: { A: "x-${{ secrets.MISSING }}" } })), "/r")
+    expect(result).toEqual(Either.left("env.A refers to secret MISSING, which was not submitted"))
+  })
+
+  it("rejects a body without job_spec, naming the field", () => {
+    expect(() => decode({ run: {} })).toThrow(/job_spec/)
+  })
+})
