@@ -1,0 +1,62 @@
+// The PostgreSQL StateStore: the shared conformance suite on a real server, the change feed
+// between two replicas (LISTEN/NOTIFY), and failures before any server is involved.
+import { expect, it } from "@effect/vitest"
+import { Effect, Either, Layer, Queue } from "effect"
+import { StateStore } from "@dstack-ts/core"
+import { testStateStore } from "@dstack-ts/core/testing"
+import { describeWith } from "../../../test/support/components.ts"
+import { findPostgres } from "../../../test/support/postgres.ts"
+import plugin, { PostgresStateStore } from "../src/index.ts"
+import { freshDatabase, storeOnFreshDatabase } from "./support.ts"
+
+const pg = await findPostgres()
+
+it.effect("fails with Unavailable when no server answers", () =>
+  Effect.gen(function* () {
+    const result = yield* Effect.either(
+      Effect.scoped(PostgresStateStore.make({ url: "postgres://nobody@127.0.0.1:1/none" }))
+    )
+    expect(Either.isLeft(result) && result.left.reason).toBe("Unavailable")
+  }))
+
+it.effect("rejects invalid plugin options with Invalid", () =>
+  Effect.gen(function* () {
+    const factory = plugin.stateStores!.postgres
+    const result = yield* Effect.either(Layer.build(factory({ url: 42 })).pipe(Effect.scoped))
+    expect(Either.isLeft(result) && result.left.reason).toBe("Invalid")
+    expect(plugin.name).toBe("@dstack-ts/state-postgres")
+  }))
+
+describeWith("postgresql", pg.available, pg.reason, () => {
+  testStateStore("postgres", storeOnFreshDatabase(pg.url))
+
+  it.live("wakes another replica through LISTEN/NOTIFY", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const db = yield* freshDatabase(pg.url)
+        const a = yield* PostgresStateStore.make({ url: db.url })
+        const b = yield* PostgresStateStore.make({ url: db.url })
+        const queue = yield* b.subscribe
+        yield* a.runs.insert({ id: "run-1", project: "p", name: "r", status: "submitted", doc: {} })
+        const change = yield* Queue.take(queue).pipe(Effect.timeout("5 seconds"))
+        expect(change).toEqual({ kind: "run", id: "run-1", project: "p" })
+        // The update made by A is seen by B.
+        yield* a.runs.update("run-1", { status: "running" })
+        expect(yield* Queue.take(queue).pipe(Effect.timeout("5 seconds"))).toEqual({ kind: "run", id: "run-1", project: "p" })
+        expect((yield* b.runs.get("run-1")).status).toBe("running")
+      })
+    ))
+
+  it.live("maps a statement the server rejects to Invalid, not a crash", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const db = yield* freshDatabase(pg.url)
+        const s = yield* PostgresStateStore.make({ url: db.url })
+        // A NUL byte is not valid in PostgreSQL text.
+        const result = yield* Effect.either(s.runs.insert({ id: "a\u0000b", project: "p", name: "r", status: "s", doc: {} }))
+        expect(Either.isLeft(result) && result.left.reason).toBe("Invalid")
+        const user = yield* Effect.either(StateStore.authenticate("x").pipe(Effect.provideService(StateStore.StateStore, s)))
+        expect(Either.isLeft(user) && user.left.reason).toBe("NotFound")
+      })
+    ))
+})
