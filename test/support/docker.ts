@@ -110,3 +110,10 @@ export const containersWithLabel = async (label: string): Promise<ReadonlyArray<
   if (res.status !== 200) throw new Error(`listing containers failed: HTTP ${res.status} ${res.body}`)
   return (JSON.parse(res.body) as Array<{ Id: string }>).map((c) => c.Id)
 }
+
+/** The container runtimes dockerd knows (`runc`, and `nvidia` where the NVIDIA toolkit is set up). */
+export const dockerRuntimes = async (): Promise<ReadonlyArray<string>> => {
+  const res = await engineRequest("GET", "/info")
+  if (res.status !== 200) throw new Error(`docker info failed: HTTP ${res.status} ${res.body}`)
+  return Object.keys((JSON.parse(res.body) as { Runtimes?: Record<string, unknown> }).Runtimes ?? {})
+}

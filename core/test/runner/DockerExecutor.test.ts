@@ -1,12 +1,13 @@
 // The docker executor against the real dockerd, with a busybox image imported locally.
-import { beforeAll, expect, it } from "@effect/vitest"
+import { beforeAll, describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
+import * as http from "node:http"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Effect, Exit } from "effect"
 import { describeWith } from "../../../test/support/components.ts"
-import { BUSYBOX_IMAGE, containersWithLabel, dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
+import { BUSYBOX_IMAGE, containersWithLabel, dockerRuntimes, dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
 import * as DockerExecutor from "../../src/runner/DockerExecutor.ts"
 import type { ExecutionSpec } from "../../src/runner/Execution.ts"
 
@@ -159,6 +160,18 @@ describeWith("docker", unavailable === undefined, unavailable ?? "", () => {
       expect(yield* containersOf(s)).toEqual([])
     }))
 
+  it.live("runs without GPUs, and says so, when GPUs are requested but Docker has no nvidia runtime", () =>
+    Effect.gen(function* () {
+      const hasNvidia = (yield* Effect.promise(dockerRuntimes)).includes("nvidia")
+      const notes: Array<string> = []
+      const execution = yield* DockerExecutor.make().start(spec(["echo ran"], { gpus: 1 }), {
+        log: () => undefined,
+        note: (message) => notes.push(message)
+      })
+      expect((yield* execution.exit).exitCode).toBe(0)
+      expect(notes).toEqual(hasNvidia ? [] : ["GPUs were requested but Docker has no nvidia runtime: running without GPUs"])
+    }))
+
   it.live("a missing image fails as CreatingContainer, naming the image", () =>
     Effect.gen(function* () {
       const s = spec(["true"], { image: "dstack-ts-test/does-not-exist:1" })
@@ -188,5 +201,49 @@ describeWith("docker", unavailable === undefined, unavailable ?? "", () => {
         expect.fail(`expected a failure, got ${String(result)}`)
       }
       expect(yield* containersOf(s)).toEqual([])
+    }))
+})
+
+// A stand-in Engine on a unix socket: checks what the executor sends when it pulls.
+describe("DockerExecutor pull (stand-in Engine)", () => {
+  it.live("pulls an absent image with X-Registry-Auth and reports a pull error as CreatingContainer", () =>
+    Effect.gen(function* () {
+      const socketPath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-engine-")), "docker.sock")
+      const seen: Array<{ method: string; url: string; auth?: string }> = []
+      const server = http.createServer((req, res) => {
+        seen.push({ method: req.method!, url: req.url!, ...(req.headers["x-registry-auth"] ? { auth: String(req.headers["x-registry-auth"]) } : {}) })
+        if (req.method === "GET" && /\/images\/.+\/json/.test(req.url!)) {
+          res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ message: "No such image" }))
+        } else if (req.method === "POST" && req.url!.includes("/images/create")) {
+          res.writeHead(200, { "content-type": "application/json" })
+          res.end(JSON.stringify({ status: "Pulling" }) + "\n" + JSON.stringify({ error: "pull access denied: bad credentials" }) + "\n")
+        } else {
+          res.writeHead(500).end(JSON.stringify({ message: `unexpected ${req.method} ${req.url}` }))
+        }
+      })
+      yield* Effect.promise(() => new Promise<void>((resolve) => server.listen(socketPath, resolve)))
+      let pulling = false
+      const result = yield* Effect.exit(
+        DockerExecutor.make({ socketPath }).start(
+          spec(["true"], {
+            image: "registry.example.com:5000/team/private",
+            registryAuth: { username: "alice", password: "s3cret", serverAddress: "registry.example.com:5000" }
+          }),
+          { log: () => undefined, pulling: () => (pulling = true) }
+        )
+      )
+      yield* Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      expect(pulling).toBe(true)
+      const pull = seen.find((r) => r.url.includes("/images/create"))!
+      expect(pull.url).toContain(`fromImage=${encodeURIComponent("registry.example.com:5000/team/private")}`)
+      expect(pull.url).toContain("tag=latest")
+      const auth = JSON.parse(Buffer.from(pull.auth!.replace(/-/g, "+").replace(/_/g, "/"), "base64").toString("utf8"))
+      expect(auth).toEqual({ username: "alice", password: "s3cret", serveraddress: "registry.example.com:5000" })
+      if (Exit.isFailure(result) && result.cause._tag === "Fail") {
+        expect(result.cause.error.reason).toBe("CreatingContainer")
+        expect(result.cause.error.message).toContain("pull access denied: bad credentials")
+      } else {
+        expect.fail(`expected a failure, got ${String(result)}`)
+      }
     }))
 })
