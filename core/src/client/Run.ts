@@ -16,6 +16,8 @@ export interface RunData {
 
 /** Options of `Run.logs`. */
 export interface RunLogsOptions {
+  /** Keep reading until an active run finishes (default true); false stops at the log so far. */
+  readonly follow?: boolean | undefined
   /** Only lines logged at or after this time. */
   readonly since?: Date | undefined
   /** Runner diagnostics instead of the job's output (upstream `diagnose`). */

@@ -5,7 +5,8 @@ import type { AddressInfo } from "node:net"
 import { Effect, Layer, ManagedRuntime, Schema } from "effect"
 import { Hono } from "hono"
 import { Access } from "../../src/server/Access.ts"
-import type { Principal, ProjectRole } from "../../src/server/Access.ts"
+import type { Principal } from "../../src/server/Access.ts"
+import type { ProjectRole } from "../../src/domain/Project.ts"
 import { notFound } from "../../src/server/ApiError.ts"
 import { jsonRoute } from "../../src/server/Route.ts"
 import { mountRoutes } from "../../src/server/Router.ts"
@@ -27,10 +28,11 @@ const AccessMemory = Layer.succeed(Access, {
 
 const UserWire = Schema.Struct({ id: Schema.String, username: Schema.String, global_role: Schema.String, created_at: Schema.String })
 const userWire = (p: Principal) => ({ id: `id-${p.username}`, username: p.username, global_role: p.globalRole, created_at: "2026-01-01T00:00:00Z" })
-const ProjectWire = Schema.Struct({ project_id: Schema.String, project_name: Schema.String, owner: UserWire, members: Schema.Array(Schema.Struct({ user: UserWire, project_role: Schema.String })) })
+const ProjectWire = Schema.Struct({ project_id: Schema.String, project_name: Schema.String, owner: UserWire, created_at: Schema.String, members: Schema.Array(Schema.Struct({ user: UserWire, project_role: Schema.String })) })
 const projectWire = (name: string) => ({
   project_id: `pid-${name}`,
   project_name: name,
+  created_at: "2026-01-02T00:00:00Z",
   owner: userWire(users[TOKENS.admin]),
   members: Object.entries(members[name]).map(([username, role]) => ({ user: userWire({ username, globalRole: username === "admin" ? "admin" : "user" }), project_role: role }))
 })

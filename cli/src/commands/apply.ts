@@ -1,0 +1,35 @@
+// `dstack apply -f FILE`: loads a configuration, shows the plan, and submits the run.
+import { defineCommand } from "citty"
+import { stat } from "node:fs/promises"
+import { resolve } from "node:path"
+import { CliError, clientFor, confirmOrFail, globalArgs, runEffect } from "../context.ts"
+import { print, withSpinner } from "../ui.ts"
+
+export default defineCommand({
+  meta: { name: "apply", description: "Apply a configuration: plan it, confirm, and submit the run" },
+  args: {
+    file: { type: "string", alias: "f", description: "The configuration file", default: ".dstack.yml", valueHint: "path" },
+    yes: { type: "boolean", alias: "y", description: "Do not ask for confirmation" },
+    detach: { type: "boolean", alias: "d", description: "Do not attach to the run or follow its logs once it is submitted" },
+    force: { type: "boolean", description: "Re-create the run even if its configuration did not change" },
+    name: { type: "string", alias: "n", description: "The run name (default: from the configuration, else a random one)", valueHint: "run_name" },
+    ...globalArgs
+  },
+  run: async ({ args }) => {
+    const path = resolve(args.file)
+    const info = await stat(path).catch(() => undefined)
+    if (info === undefined) throw new CliError(`Configuration file ${args.file} does not exist`)
+    if (!info.isFile()) throw new CliError(`Configuration file ${args.file} is not a file`)
+    const { loadConfiguration } = await import("@dstack-ts/core")
+    // A ConfigurationError lists every problem at file:line:col; main.ts prints them all.
+    const configuration = await runEffect(loadConfiguration(args.file))
+    const client = await clientFor()
+    const plan = await withSpinner("Getting the run plan", () => client.runs.getPlan(configuration, { runName: args.name }))
+    print(JSON.stringify(plan, null, 2))
+    await confirmOrFail(args.yes, "Submit the run?")
+    const run = await client.runs.apply(plan, { force: args.force === true })
+    print(`Run ${run.name} submitted`)
+    if (args.detach) return
+    for await (const chunk of run.logs()) process.stdout.write(chunk)
+  }
+})

@@ -1,0 +1,20 @@
+// `dstack stop RUN`: stops a run gracefully, or at once with -x.
+import { defineCommand } from "citty"
+import { clientFor, confirmOrFail, globalArgs } from "../context.ts"
+import { success } from "../ui.ts"
+
+export default defineCommand({
+  meta: { name: "stop", description: "Stop a run" },
+  args: {
+    run: { type: "positional", description: "The run name", required: true },
+    abort: { type: "boolean", alias: "x", description: "Abort at once instead of stopping gracefully" },
+    yes: { type: "boolean", alias: "y", description: "Do not ask for confirmation" },
+    ...globalArgs
+  },
+  run: async ({ args }) => {
+    const client = await clientFor()
+    await confirmOrFail(args.yes, `${args.abort ? "Abort" : "Stop"} the run ${args.run}?`)
+    await client.runs.stop([args.run], { abort: args.abort === true })
+    success(`Run ${args.run} ${args.abort ? "aborted" : "stopping"}`)
+  }
+})

@@ -1,0 +1,36 @@
+// In-process tests of the CLI's pieces: global flag extraction, --since parsing, tables.
+import { describe, expect, it } from "vitest"
+import { extractGlobals } from "../src/main.ts"
+import { parseSince } from "../src/commands/logs.ts"
+import { table } from "../src/ui.ts"
+import { CliError } from "../src/context.ts"
+
+describe("extractGlobals", () => {
+  it("takes --debug and --project from anywhere before --", () => {
+    expect(extractGlobals(["ps", "--project", "p1", "-a", "--debug"])).toEqual({ debug: true, project: "p1", rest: ["ps", "-a"] })
+    expect(extractGlobals(["--project=p2", "logs", "r", "--", "--debug"])).toEqual({ debug: false, project: "p2", rest: ["logs", "r", "--", "--debug"] })
+  })
+  it("fails with a usage error when --project has no value", () => {
+    expect(() => extractGlobals(["ps", "--project"])).toThrow(CliError)
+    expect(() => extractGlobals(["ps", "--project", "-a"])).toThrow("--project needs a project name")
+  })
+})
+
+describe("parseSince", () => {
+  const now = new Date("2026-01-02T00:00:00Z")
+  it("reads durations back from now and dates", () => {
+    expect(parseSince("30s", now).toISOString()).toBe("2026-01-01T23:59:30.000Z")
+    expect(parseSince("2h", now).toISOString()).toBe("2026-01-01T22:00:00.000Z")
+    expect(parseSince("1d", now).toISOString()).toBe("2026-01-01T00:00:00.000Z")
+    expect(parseSince("2025-12-31T10:00:00Z", now).toISOString()).toBe("2025-12-31T10:00:00.000Z")
+  })
+  it("names the flag when the value is neither", () => {
+    expect(() => parseSince("soon", now)).toThrow(/--since: "soon"/)
+  })
+})
+
+describe("table", () => {
+  it("aligns columns under the header without trailing spaces", () => {
+    expect(table(["NAME", "STATUS"], [["a-long-name", "running"], ["b", "done"]])).toBe("NAME         STATUS\na-long-name  running\nb            done")
+  })
+})
