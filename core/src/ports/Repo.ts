@@ -106,11 +106,15 @@ export const archiveBytes = (archive: CodeToMaterialize["archive"]): Effect.Effe
  * Checks a relative path inside a working tree: no absolute paths, no `..`, no empty segments.
  * Every implementation that writes files from an archive must apply it.
  */
-export const checkTreePath = (module: string, path: string): Effect.Effect<string, RepoError> => {
+export const checkTreePath = (
+  module: string,
+  path: string,
+  method = "materialize"
+): Effect.Effect<string, RepoError> => {
   const segments = path.split("/")
   return path === "" || path.startsWith("/") || /^[A-Za-z]:/.test(path) || path.includes("\\") ||
       segments.some((s) => s === "" || s === "." || s === "..")
-    ? fail(module, "materialize", "Invalid", `file path ${JSON.stringify(path)} is not a plain relative path inside the repo`)
+    ? fail(module, method, "Invalid", `file path ${JSON.stringify(path)} is not a plain relative path inside the repo`)
     : Effect.succeed(path)
 }
 
@@ -149,7 +153,7 @@ export const virtual: Repo = {
       }
       const encoded: Record<string, string> = {}
       for (const path of Object.keys(files).sort()) {
-        yield* checkTreePath("virtual", path).pipe(Effect.mapError((e) => new RepoError({ ...e, method: "pack" })))
+        yield* checkTreePath("virtual", path, "pack")
         const value = (files as Record<string, unknown>)[path]
         if (typeof value !== "string" && !(value instanceof Uint8Array)) {
           return yield* fail("virtual", "pack", "Invalid", `file ${JSON.stringify(path)} must be a string or a Uint8Array`)

@@ -3,3 +3,4 @@ export {}
 export * from "./Codec.ts"
 export * from "./BlobStoreSuite.ts"
 export * from "./StateStoreSuite.ts"
+export * from "./BackendSuite.ts"
