@@ -2,7 +2,7 @@
  * @dstack-ts/handler-dataframe — stack codecs for dataframes: Apache Arrow tables and arrays of
  * records (Arrow IPC), Parquet files and CSV. Every one decodes to an Arrow `Table`.
  */
-import type { Codec } from "@dstack-ts/core"
+import { type Codec, definePlugin } from "@dstack-ts/core"
 import { arrow } from "./ArrowCodec.ts"
 import { csvCodec } from "./CsvCodec.ts"
 import { parquet } from "./ParquetCodec.ts"
@@ -17,3 +17,12 @@ export const PLUGIN_VERSION = "0.1.0"
 
 /** The codecs this plugin contributes, in the order the AutoHandler tries them. */
 export const codecs: ReadonlyArray<Codec.Any> = [arrow, parquet, csvCodec]
+
+/** The plugin descriptor: `plugins: [dataframe]` in a server or client build. */
+export default definePlugin({
+  name: PLUGIN_NAME,
+  version: PLUGIN_VERSION,
+  core: "^0.1.0",
+  description: "Stack codecs for dataframes: Arrow tables, records, Parquet and CSV, decoded to Arrow tables.",
+  codecs
+})

@@ -222,3 +222,16 @@ describe("encode performance", () => {
       expect(vectorFromArray([1, null]).nullCount).toBe(1)
     }))
 })
+
+describe("plugin descriptor", () => {
+  it("is a plugin named after the package, contributing the three codecs in order", async () => {
+    const { default: plugin, PLUGIN_NAME } = await import("../src/index.ts")
+    const { isPlugin } = await import("@dstack-ts/core")
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"))
+    expect(isPlugin(plugin)).toBe(true)
+    expect(plugin.name).toBe(pkg.name)
+    expect(PLUGIN_NAME).toBe(pkg.name)
+    expect(plugin.version).toBe(pkg.version)
+    expect(plugin.codecs?.map((c) => c.id)).toEqual(["dataframe/arrow", "dataframe/parquet", "dataframe/csv"])
+  })
+})
