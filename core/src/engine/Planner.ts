@@ -1,0 +1,123 @@
+/**
+ * Planning: which instances could run a job. Idle instances of the project's fleets come
+ * first (they cost no provisioning time), then the offers of every backend the project has,
+ * cheapest first. Every offer left out keeps the reasons, so "no offers" can say which
+ * requirement excluded what.
+ */
+import { Effect, Schema } from "effect"
+import type { Requirements } from "../domain/Job.ts"
+import { Instance } from "../domain/Instance.ts"
+import { InstanceOffer, isOfferAvailable } from "../domain/Offer.ts"
+import { type BackendError, type ExcludedOffer, offerMisfits } from "../ports/Backend.ts"
+import { StateStore, type StateStoreError } from "../ports/StateStore.ts"
+import { Compute } from "./Compute.ts"
+
+export interface JobOffers {
+  /** Idle instances first, then backend offers by price. */
+  readonly offers: ReadonlyArray<InstanceOffer>
+  readonly excluded: ReadonlyArray<ExcludedOffer>
+  /** Backends that could not be asked, with the error, so a plan can show them. */
+  readonly failedBackends: ReadonlyArray<{ readonly backend: string; readonly message: string }>
+  /** The backend types asked (for messages). */
+  readonly backendTypes: ReadonlyArray<string>
+}
+
+export interface PlanFilter {
+  readonly backends?: ReadonlyArray<string> | undefined
+  readonly regions?: ReadonlyArray<string> | undefined
+  readonly instanceTypes?: ReadonlyArray<string> | undefined
+}
+
+const decodeInstance = Schema.decodeUnknown(Instance)
+
+/** An existing idle instance seen as an offer of itself. */
+export const offerOfInstance = (instance: Instance): InstanceOffer =>
+  new InstanceOffer({
+    backend: instance.backend,
+    region: instance.region,
+    price: instance.price,
+    instance: instance.instanceType,
+    availability: instance.status === "idle" ? "idle" : "busy",
+    instanceId: instance.id,
+    ...(instance.fleetName !== undefined ? { fleetName: instance.fleetName } : {})
+  })
+
+/** Reasons an offer is outside the configuration's backends/regions/instance_types lists. */
+const filterMisfits = (offer: InstanceOffer, filter: PlanFilter): ReadonlyArray<string> => {
+  const reasons: Array<string> = []
+  if (filter.backends && filter.backends.length > 0 && !filter.backends.includes(offer.backend)) {
+    reasons.push(`backends: ${offer.backend} is not in [${filter.backends.join(", ")}]`)
+  }
+  if (filter.regions && filter.regions.length > 0 && !filter.regions.includes(offer.region)) {
+    reasons.push(`regions: ${offer.region} is not in [${filter.regions.join(", ")}]`)
+  }
+  if (filter.instanceTypes && filter.instanceTypes.length > 0 && !filter.instanceTypes.includes(offer.instance.name)) {
+    reasons.push(`instance_types: ${offer.instance.name} is not in [${filter.instanceTypes.join(", ")}]`)
+  }
+  return reasons
+}
+
+/** The offers that could run a job with these requirements in the project. */
+export const offersForJob = (
+  project: string,
+  requirements: Requirements,
+  filter: PlanFilter = {}
+): Effect.Effect<JobOffers, StateStoreError | BackendError, StateStore | Compute> =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const compute = yield* Compute
+    const excluded: Array<ExcludedOffer> = []
+
+    const idleRows = yield* store.instances.list({ projects: [project], statuses: ["idle"] })
+    const idle: Array<InstanceOffer> = []
+    for (const row of idleRows) {
+      const instance = yield* decodeInstance(row.doc).pipe(Effect.option)
+      if (instance._tag === "None") continue
+      const offer = offerOfInstance(instance.value)
+      const reasons = [...filterMisfits(offer, filter), ...offerMisfits(offer, requirements)]
+      if (reasons.length === 0) idle.push(offer)
+      else excluded.push({ offer, reasons })
+    }
+    idle.sort((a, b) => a.price - b.price)
+
+    const backends = (yield* compute.backends(project)).filter(
+      (b) => !filter.backends || filter.backends.length === 0 || filter.backends.includes(b.type)
+    )
+    const failedBackends: Array<{ backend: string; message: string }> = []
+    const fresh: Array<InstanceOffer> = []
+    const answers = yield* Effect.forEach(
+      backends,
+      (backend) => Effect.either(backend.getOffers(requirements)).pipe(Effect.map((answer) => ({ backend, answer }))),
+      { concurrency: "unbounded" }
+    )
+    for (const { backend, answer } of answers) {
+      if (answer._tag === "Left") {
+        failedBackends.push({ backend: backend.type, message: answer.left.message ?? answer.left.reason })
+        continue
+      }
+      excluded.push(...answer.right.excluded)
+      for (const offer of answer.right.offers) {
+        const reasons = [...filterMisfits(offer, filter)]
+        if (!isOfferAvailable(offer)) reasons.push(`availability: ${offer.availability}`)
+        if (reasons.length === 0) fresh.push(offer)
+        else excluded.push({ offer, reasons })
+      }
+    }
+    fresh.sort((a, b) => a.price - b.price)
+    return { offers: [...idle, ...fresh], excluded, failedBackends, backendTypes: backends.map((b) => b.type) }
+  })
+
+/**
+ * One line that says why nothing fits: the reasons that excluded the most offers, counted.
+ * e.g. `no offers fit: gpu: needs 1× GPU, instance has 0 GPUs (1 offer); …`
+ */
+export const explainNoOffers = (offers: JobOffers): string => {
+  if (offers.backendTypes.length === 0) return "no offers: the project has no backends (configure one, e.g. `local` or `ssh`)"
+  const counts = new Map<string, number>()
+  for (const ex of offers.excluded) for (const reason of ex.reasons) counts.set(reason, (counts.get(reason) ?? 0) + 1)
+  const parts = [...counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([r, n]) => `${r} (${n} offer${n === 1 ? "" : "s"})`)
+  for (const f of offers.failedBackends) parts.push(`backend ${f.backend} failed: ${f.message}`)
+  return parts.length === 0
+    ? `no offers from ${offers.backendTypes.join(", ")}`
+    : `no offers fit: ${parts.join("; ")}`
+}
