@@ -34,3 +34,13 @@ describe("table", () => {
     expect(table(["NAME", "STATUS"], [["a-long-name", "running"], ["b", "done"]])).toBe("NAME         STATUS\na-long-name  running\nb            done")
   })
 })
+
+describe("docs/cli.md", () => {
+  it("is what cli/scripts/cli-docs.ts generates from the command definitions", async () => {
+    const { readFile } = await import("node:fs/promises")
+    const { DOCS_PATH, renderCliDocs } = await import("../scripts/cli-docs.ts")
+    const generated = await renderCliDocs()
+    expect(generated).toContain("| `-x`, `--abort` |")
+    expect(await readFile(DOCS_PATH, "utf8"), "docs/cli.md is stale: run `npx tsx cli/scripts/cli-docs.ts`").toBe(generated)
+  })
+})
