@@ -62,7 +62,7 @@ export class FrameDemuxer {
   constructor(private readonly emit: (stream: "stdout" | "stderr", bytes: Uint8Array) => void) {}
 
   push(chunk: Uint8Array): void {
-    let buf = this.pending.length === 0 ? chunk : concat(this.pending, chunk)
+    const buf = this.pending.length === 0 ? chunk : concat(this.pending, chunk)
     let offset = 0
     while (buf.length - offset >= 8) {
       const size = new DataView(buf.buffer, buf.byteOffset + offset + 4, 4).getUint32(0)
@@ -72,7 +72,6 @@ export class FrameDemuxer {
       offset += 8 + size
     }
     this.pending = offset === buf.length ? new Uint8Array(0) : buf.slice(offset)
-    buf = this.pending
   }
 }
 
