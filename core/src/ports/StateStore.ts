@@ -486,7 +486,8 @@ export interface BootstrapResult {
 }
 
 /**
- * On first start: creates the `admin` user and the `main` project, idempotently. When
+ * On first start: creates the `admin` user and the `main` project, idempotently (also when
+ * several replicas start at once). When
  * `adminToken` is given and the admin already exists, the admin's token is set to it, so
  * `DSTACK_SERVER_ADMIN_TOKEN` stays authoritative across restarts (as upstream).
  */
@@ -523,6 +524,9 @@ export const bootstrap = (options: BootstrapOptions = {}): Effect.Effect<Bootstr
         const created = yield* store.projects.create({ name: projectName, owner: adminName })
         return { admin, adminToken, project: created, createdAdmin: existing === undefined, createdProject: true }
       })
+    ).pipe(
+      // Two replicas starting at once: the loser's insert fails; its retry finds the rows.
+      Effect.retry({ while: (e) => e.reason === "AlreadyExists", times: 3 })
     )
   })
 

@@ -47,6 +47,22 @@ describeWith("postgresql", pg.available, pg.reason, () => {
       })
     ))
 
+  it.live("bootstraps once when two replicas start at the same moment", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const db = yield* freshDatabase(pg.url)
+        const a = yield* PostgresStateStore.make({ url: db.url })
+        const b = yield* PostgresStateStore.make({ url: db.url })
+        const boot = (s: StateStore.StateStoreService) =>
+          StateStore.bootstrap({ adminToken: "same-token-for-both" }).pipe(Effect.provideService(StateStore.StateStore, s))
+        const results = yield* Effect.all([boot(a), boot(b), boot(a), boot(b)], { concurrency: "unbounded" })
+        expect(results.filter((r) => r.createdAdmin).length).toBe(1)
+        expect(results.filter((r) => r.createdProject).length).toBe(1)
+        expect((yield* a.users.list()).map((u) => u.username)).toEqual(["admin"])
+        expect((yield* b.projects.list()).map((p) => p.projectName)).toEqual(["main"])
+      })
+    ))
+
   it.live("maps a statement the server rejects to Invalid, not a crash", () =>
     Effect.scoped(
       Effect.gen(function* () {
