@@ -4,6 +4,19 @@
  * timeouts) and carries out the effects (provision, submit to the runner, stop, release).
  * Retries are not decided here: a finished submission stays finished, and the run lifecycle
  * decides whether to add a new one.
+ *
+ * Transitions (anything else is ignored):
+ * - submitted: Claimed → ProvisionInstance; Provisioned → provisioning + SubmitToRunner;
+ *   NoCapacity → failed; StopRequested → terminated/aborted; ProvisioningTimeout → failed.
+ * - provisioning, pulling, running: RunnerPulling → pulling (from provisioning); RunnerRunning →
+ *   running; RunnerExited/RunnerFailed → final + ReleaseInstance; StopRequested → terminating +
+ *   StopRunner, or with abort → aborted + StopRunner(abort) + ReleaseInstance; InstanceUnreachable
+ *   → failed + TerminateInstance; ProvisioningTimeout (provisioning) → failed + TerminateInstance;
+ *   MaxDurationExceeded → terminating + StopRunner.
+ * - terminating: RunnerExited/RunnerFailed → final + ReleaseInstance; StopRequested(abort) and
+ *   StopDurationExceeded → final + StopRunner(abort) + ReleaseInstance; InstanceUnreachable →
+ *   final + TerminateInstance.
+ * - terminated, aborted, failed, done: Provisioned → ReleaseInstance (a late instance goes back).
  */
 import { Data } from "effect"
 import {
@@ -13,7 +26,7 @@ import {
   type JobTerminationReason
 } from "../domain/Status.ts"
 import { Job, JobProvisioningData, JobSubmission, latestSubmission, type Requirements } from "../domain/Job.ts"
-import { applied, ignored, type Transition } from "./Transition.ts"
+import { appliedTransition, ignoredTransition, type Transition } from "./Transition.ts"
 
 /** Reasons the runner reports when a job ends on its side. */
 export type RunnerTerminationReason =
@@ -155,15 +168,15 @@ const isSpot = (submission: JobSubmission): boolean =>
  */
 export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransition => {
   const sub = latestSubmission(job)
-  if (sub === undefined) return ignored(job, "the job has no submission")
+  if (sub === undefined) return ignoredTransition(job, "the job has no submission")
   const status = sub.status
-  const nothing = (): JobTransition => ignored(job, `${event._tag} means nothing to a ${status} job`)
+  const nothing = (): JobTransition => ignoredTransition(job, `${event._tag} means nothing to a ${status} job`)
   const id = sub.id
 
   switch (event._tag) {
     case "Claimed":
       return status === "submitted"
-        ? applied(update(job, sub, now, {}), [
+        ? appliedTransition(update(job, sub, now, {}), [
           JobEffect.ProvisionInstance({ jobSubmissionId: id, requirements: job.jobSpec.requirements })
         ])
         : nothing()
@@ -175,11 +188,11 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
           jobProvisioningData: event.provisioningData,
           instanceId: event.instanceId
         })
-        return applied(next, [JobEffect.SubmitToRunner({ jobSubmissionId: id, provisioningData: event.provisioningData })])
+        return appliedTransition(next, [JobEffect.SubmitToRunner({ jobSubmissionId: id, provisioningData: event.provisioningData })])
       }
       if (isJobStatusFinished(status)) {
         // The job ended while its instance was being prepared: hand the instance back.
-        return applied(job, [
+        return appliedTransition(job, [
           JobEffect.ReleaseInstance({
             jobSubmissionId: id,
             instanceId: event.instanceId,
@@ -192,29 +205,29 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
 
     case "NoCapacity":
       return status === "submitted"
-        ? applied(finish(job, sub, now, "failed_to_start_due_to_no_capacity", {
+        ? appliedTransition(finish(job, sub, now, "failed_to_start_due_to_no_capacity", {
           terminationReasonMessage: event.message
         }))
         : nothing()
 
     case "RunnerPulling":
-      return status === "provisioning" ? applied(update(job, sub, now, { status: "pulling" })) : nothing()
+      return status === "provisioning" ? appliedTransition(update(job, sub, now, { status: "pulling" })) : nothing()
 
     case "RunnerRunning":
       return status === "provisioning" || status === "pulling"
-        ? applied(update(job, sub, now, { status: "running" }))
+        ? appliedTransition(update(job, sub, now, { status: "running" }))
         : nothing()
 
     case "RunnerExited": {
       if (isOnInstance(status)) {
         const reason = event.exitStatus === 0 ? "done_by_runner" : "container_exited_with_error"
-        return applied(
+        return appliedTransition(
           finish(job, sub, now, reason, { exitStatus: event.exitStatus }),
           instanceEffect("ReleaseInstance", sub)
         )
       }
       if (status === "terminating") {
-        return applied(
+        return appliedTransition(
           finish(job, sub, now, sub.terminationReason ?? "terminated_by_server", { exitStatus: event.exitStatus }),
           instanceEffect("ReleaseInstance", sub)
         )
@@ -224,14 +237,14 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
 
     case "RunnerFailed": {
       if (isOnInstance(status)) {
-        return applied(
+        return appliedTransition(
           finish(job, sub, now, event.reason, { terminationReasonMessage: event.message }),
           instanceEffect("ReleaseInstance", sub)
         )
       }
       if (status === "terminating") {
         // The stop already decided the reason; how the runner ended does not change it.
-        return applied(
+        return appliedTransition(
           finish(job, sub, now, sub.terminationReason ?? "terminated_by_server"),
           instanceEffect("ReleaseInstance", sub)
         )
@@ -241,15 +254,15 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
 
     case "StopRequested": {
       const reason: JobTerminationReason = event.reason ?? (event.abort ? "aborted_by_user" : "terminated_by_user")
-      if (status === "submitted") return applied(finish(job, sub, now, reason))
+      if (status === "submitted") return appliedTransition(finish(job, sub, now, reason))
       if (isOnInstance(status)) {
         if (event.abort) {
-          return applied(finish(job, sub, now, reason), [
+          return appliedTransition(finish(job, sub, now, reason), [
             JobEffect.StopRunner({ jobSubmissionId: id, abort: true }),
             ...instanceEffect("ReleaseInstance", sub)
           ])
         }
-        return applied(update(job, sub, now, { status: "terminating", terminationReason: reason }), [
+        return appliedTransition(update(job, sub, now, { status: "terminating", terminationReason: reason }), [
           JobEffect.StopRunner({ jobSubmissionId: id, abort: false })
         ])
       }
@@ -257,7 +270,7 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
         // A user abort overrides a graceful user stop; other reasons (a time limit) stay.
         const current = sub.terminationReason ?? reason
         const final = current === "terminated_by_user" && reason === "aborted_by_user" ? reason : current
-        return applied(finish(job, sub, now, final), [
+        return appliedTransition(finish(job, sub, now, final), [
           JobEffect.StopRunner({ jobSubmissionId: id, abort: true }),
           ...instanceEffect("ReleaseInstance", sub)
         ])
@@ -269,10 +282,10 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
       if (isOnInstance(status)) {
         // A spot instance that vanishes was taken back by the provider.
         const reason = isSpot(sub) ? "interrupted_by_no_capacity" : "instance_unreachable"
-        return applied(finish(job, sub, now, reason), instanceEffect("TerminateInstance", sub))
+        return appliedTransition(finish(job, sub, now, reason), instanceEffect("TerminateInstance", sub))
       }
       if (status === "terminating") {
-        return applied(
+        return appliedTransition(
           finish(job, sub, now, sub.terminationReason ?? "instance_unreachable"),
           instanceEffect("TerminateInstance", sub)
         )
@@ -281,22 +294,22 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
     }
 
     case "ProvisioningTimeout":
-      if (status === "submitted") return applied(finish(job, sub, now, "waiting_instance_limit_exceeded"))
+      if (status === "submitted") return appliedTransition(finish(job, sub, now, "waiting_instance_limit_exceeded"))
       if (status === "provisioning") {
-        return applied(finish(job, sub, now, "waiting_runner_limit_exceeded"), instanceEffect("TerminateInstance", sub))
+        return appliedTransition(finish(job, sub, now, "waiting_runner_limit_exceeded"), instanceEffect("TerminateInstance", sub))
       }
       return nothing()
 
     case "MaxDurationExceeded":
       return isOnInstance(status)
-        ? applied(update(job, sub, now, { status: "terminating", terminationReason: "max_duration_exceeded" }), [
+        ? appliedTransition(update(job, sub, now, { status: "terminating", terminationReason: "max_duration_exceeded" }), [
           JobEffect.StopRunner({ jobSubmissionId: id, abort: false })
         ])
         : nothing()
 
     case "StopDurationExceeded":
       return status === "terminating"
-        ? applied(finish(job, sub, now, sub.terminationReason ?? "terminated_by_server"), [
+        ? appliedTransition(finish(job, sub, now, sub.terminationReason ?? "terminated_by_server"), [
           JobEffect.StopRunner({ jobSubmissionId: id, abort: true }),
           ...instanceEffect("ReleaseInstance", sub)
         ])

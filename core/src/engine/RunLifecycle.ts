@@ -3,6 +3,13 @@
  * status follows its jobs: all done → done; a failed job fails the run, or sends it to
  * `pending` for a resubmission when its retry policy covers the failure and its retry
  * duration is not over; a stop goes through `terminating` to `terminated`.
+ *
+ * | status       | JobsChanged                                  | StopRequested          | RetryDue                    | ServerError |
+ * | ------------ | -------------------------------------------- | ---------------------- | --------------------------- | ----------- |
+ * | pending      | stays (or fails when retry time is over)     | terminating/terminated | submitted, new submissions  | terminating/failed |
+ * | submitted, provisioning, running | status from jobs; pending; terminating; done | terminating/terminated | ignored | terminating/failed |
+ * | terminating  | final status of its reason once jobs ended   | abort only: aborted    | ignored                     | ignored     |
+ * | terminated, failed, done | ignored                          | ignored                | ignored                     | ignored     |
  */
 import { Data } from "effect"
 import { Job, JobSubmission, lastProvisionedSubmission, latestSubmission } from "../domain/Job.ts"
@@ -12,14 +19,14 @@ import {
   isJobTerminationReasonFailure,
   isRunStatusFinished,
   type JobOutcome,
-  type JobTerminationReason,
   retryEventForJobTerminationReason,
   type RunStatus,
   runStatusForTerminationReason,
   type RunTerminationReason,
   runTerminationReasonForJobs
 } from "../domain/Status.ts"
-import { applied, ignored, type Transition } from "./Transition.ts"
+import type { StopReason } from "./JobLifecycle.ts"
+import { appliedTransition, ignoredTransition, type Transition } from "./Transition.ts"
 
 /** What can happen to a run. */
 export type RunEvent = Data.TaggedEnum<{
@@ -37,7 +44,7 @@ export const RunEvent = Data.taggedEnum<RunEvent>()
 /** What a driver must do after a run transition. */
 export type RunEffect = Data.TaggedEnum<{
   /** Stop a job (feed it `StopRequested` with these fields). */
-  StopJob: { readonly jobSubmissionId: string; readonly abort: boolean; readonly reason: JobTerminationReason }
+  StopJob: { readonly jobSubmissionId: string; readonly abort: boolean; readonly reason: StopReason }
   /** Wake the run at `at` (epoch ms) with `RetryDue`. */
   Resubmit: { readonly at: number; readonly delayMs: number; readonly attempt: number }
   /** A new submission of a job was added to the run: schedule it (feed it `Claimed`). */
@@ -180,14 +187,14 @@ const terminate = (
   run: Run,
   now: number,
   reason: RunTerminationReason,
-  stop: { readonly abort: boolean; readonly jobReason: JobTerminationReason }
+  stop: { readonly abort: boolean; readonly jobReason: StopReason }
 ): RunTransition => {
   // A job already terminating only needs a new request when the stop is an abort.
   const toStop = unfinishedSubmissions(run).filter((sub) => stop.abort || sub.status !== "terminating")
   if (allJobsFinished(run)) {
-    return applied(update(run, now, { status: runStatusForTerminationReason(reason), terminationReason: reason }))
+    return appliedTransition(update(run, now, { status: runStatusForTerminationReason(reason), terminationReason: reason }))
   }
-  return applied(
+  return appliedTransition(
     update(run, now, { status: "terminating", terminationReason: reason }),
     toStop.map((sub) => RunEffect.StopJob({ jobSubmissionId: sub.id, abort: stop.abort, reason: stop.jobReason }))
   )
@@ -207,18 +214,18 @@ const derive = (run: Run, now: number): RunTransition => {
     const stops = siblings.map((sub) =>
       RunEffect.StopJob({ jobSubmissionId: sub.id, abort: false, reason: "terminated_by_server" })
     )
-    if (run.status === "pending") return applied(update(run, now, {}), stops)
+    if (run.status === "pending") return appliedTransition(update(run, now, {}), stops)
     const delayMs = retryBackoffMs(attempt)
-    return applied(update(run, now, { status: "pending" }), [
+    return appliedTransition(update(run, now, { status: "pending" }), [
       ...stops,
       RunEffect.Resubmit({ at: now + delayMs, delayMs, attempt })
     ])
   }
   if (reason === "all_jobs_done") {
-    return applied(update(run, now, { status: "done", terminationReason: "all_jobs_done" }))
+    return appliedTransition(update(run, now, { status: "done", terminationReason: "all_jobs_done" }))
   }
   // A pending run waits for its RetryDue, whatever its other jobs do meanwhile.
-  return applied(update(run, now, { status: run.status === "pending" ? "pending" : activeStatus(run) }))
+  return appliedTransition(update(run, now, { status: run.status === "pending" ? "pending" : activeStatus(run) }))
 }
 
 /** Adds a new submission to every job of the replicas to retry. */
@@ -251,7 +258,7 @@ const resubmit = (
     )
     return new Job({ ...job, jobSubmissions: [...job.jobSubmissions, submission] }, NO_VALIDATION)
   })
-  return applied(update(run, now, { status: "submitted", jobs }), effects)
+  return appliedTransition(update(run, now, { status: "submitted", jobs }), effects)
 }
 
 /** How long a pending run waits again when its replicas are still stopping at `RetryDue`. */
@@ -275,7 +282,7 @@ export const transitionRun = (
   options: RunTransitionOptions = {}
 ): RunTransition => {
   const status = run.status
-  const nothing = (why = `${event._tag} means nothing to a ${status} run`): RunTransition => ignored(run, why)
+  const nothing = (why = `${event._tag} means nothing to a ${status} run`): RunTransition => ignoredTransition(run, why)
   if (isRunStatusFinished(status)) return nothing()
 
   switch (event._tag) {
@@ -283,15 +290,15 @@ export const transitionRun = (
       if (status === "terminating") {
         const reason = run.terminationReason ?? "server_error"
         return allJobsFinished(run)
-          ? applied(update(run, now, { status: runStatusForTerminationReason(reason), terminationReason: reason }))
-          : applied(update(run, now, {}))
+          ? appliedTransition(update(run, now, { status: runStatusForTerminationReason(reason), terminationReason: reason }))
+          : appliedTransition(update(run, now, {}))
       }
       return derive(run, now)
     }
 
     case "StopRequested": {
       const reason: RunTerminationReason = event.abort ? "aborted_by_user" : "stopped_by_user"
-      const jobReason: JobTerminationReason = event.abort ? "aborted_by_user" : "terminated_by_user"
+      const jobReason: StopReason = event.abort ? "aborted_by_user" : "terminated_by_user"
       if (status === "terminating") {
         if (!event.abort) return nothing("the run is already terminating; only an abort goes further")
         const upgraded = run.terminationReason === "stopped_by_user" ? reason : (run.terminationReason ?? reason)
@@ -308,7 +315,7 @@ export const transitionRun = (
       if (retryReplicas.size === 0) return nothing("no job of the run needs a retry")
       const stopping = unfinishedSubmissions(run, (job) => retryReplicas.has(job.jobSpec.replicaNum))
       if (stopping.length > 0) {
-        return applied(update(run, now, {}), [
+        return appliedTransition(update(run, now, {}), [
           RunEffect.Resubmit({ at: now + RETRY_RECHECK_MS, delayMs: RETRY_RECHECK_MS, attempt: -1 })
         ])
       }

@@ -23,14 +23,14 @@ export interface Ignored<E> {
 
 export type Transition<E, F> = Applied<E, F> | Ignored<E>
 
-export const applied = <E, F>(entity: E, effects: ReadonlyArray<F> = []): Transition<E, F> => ({
+export const appliedTransition = <E, F>(entity: E, effects: ReadonlyArray<F> = []): Transition<E, F> => ({
   _tag: "Applied",
   ignored: false,
   entity,
   effects
 })
 
-export const ignored = <E, F = never>(entity: E, reason: string): Transition<E, F> => ({
+export const ignoredTransition = <E, F = never>(entity: E, reason: string): Transition<E, F> => ({
   _tag: "Ignored",
   ignored: true,
   entity,

@@ -115,7 +115,7 @@ const runEvent = (w: World, event: RunEvent, now: number): void => {
   for (const effect of result.effects) {
     if (effect._tag !== "StopJob") continue
     const index = w.run.jobs.findIndex((job) => latestSubmission(job)?.id === effect.jobSubmissionId)
-    jobEvent(w, index, JobEvent.StopRequested({ abort: effect.abort, reason: effect.reason as never }), now)
+    jobEvent(w, index, JobEvent.StopRequested({ abort: effect.abort, reason: effect.reason }), now)
   }
 }
 
