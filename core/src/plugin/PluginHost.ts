@@ -6,8 +6,8 @@
 import { Context, Effect, Layer, Option } from "effect"
 import semver from "semver"
 import * as Codec from "../ports/Codec.ts"
-import type * as Provider from "../ports/Provider.ts"
-import type * as Repo from "../ports/Repo.ts"
+import * as Provider from "../ports/Provider.ts"
+import * as Repo from "../ports/Repo.ts"
 import { CORE_VERSION } from "./CoreVersion.ts"
 import {
   type BackendFactory,
@@ -259,4 +259,17 @@ export const layer = (
 export const layerCodecs: Layer.Layer<Codec.Codecs, never, PluginHost> = Layer.effect(
   Codec.Codecs,
   Effect.map(PluginHost, (host) => host.codecs())
+)
+
+/** Provides the Provider port's `Providers` (workflow providers by name) from the host. */
+export const layerProviders: Layer.Layer<Provider.Providers, never, PluginHost> = Layer.effect(
+  Provider.Providers,
+  Effect.map(PluginHost, (host) =>
+    new Map(host.contributions("providers").map((c) => [c.key, c.value as Provider.Provider])))
+)
+
+/** Provides the Repo port's `Repos` (code sources by repo type) from the host. */
+export const layerRepos: Layer.Layer<Repo.Repos, never, PluginHost> = Layer.effect(
+  Repo.Repos,
+  Effect.map(PluginHost, (host) => new Map(host.contributions("repos").map((c) => [c.key, c.value as Repo.Repo])))
 )

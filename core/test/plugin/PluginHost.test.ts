@@ -1,13 +1,15 @@
 // The plugin contract and host: every refusal on its own, the combined report, the lookups,
 // and the core version read from core/package.json.
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Option, Stream } from "effect"
+import { Effect, Either, Layer, Option, Schema, Stream } from "effect"
 import pkg from "../../package.json" with { type: "json" }
 import * as Core from "../../src/index.ts"
 import { CORE_VERSION, definePlugin, isPlugin, PluginError, PluginHost, PluginTypeId } from "../../src/plugin/index.ts"
 import * as Backend from "../../src/ports/Backend.ts"
 import * as BlobStore from "../../src/ports/BlobStore.ts"
 import * as Codec from "../../src/ports/Codec.ts"
+import * as Provider from "../../src/ports/Provider.ts"
+import * as Repo from "../../src/ports/Repo.ts"
 
 const backendFactory = () => Effect.succeed(Backend.make({
   type: "foo",
@@ -90,6 +92,25 @@ describe("PluginHost", () => {
       Effect.provide(PluginHost.layerCodecs),
       Effect.provide(PluginHost.layer([plugin("@acme/codecs", "1.0.0", { codecs: [textCodec] })]))
     ))
+
+  it.effect("provides Providers and Repos from the host's plugins", () =>
+    Effect.gen(function*() {
+      const bash = Provider.make({
+        name: "bash",
+        parameters: Schema.Struct({ commands: Schema.Array(Schema.String) }),
+        createJobs: (p) => Effect.succeed([{ commands: p.commands }])
+      })
+      const program = Effect.gen(function*() {
+        const provider = yield* Provider.lookup("bash")
+        const repos = yield* Repo.Repos
+        return [provider.name, [...repos.keys()]] as const
+      })
+      const result = yield* program.pipe(
+        Effect.provide(Layer.mergeAll(PluginHost.layerProviders, PluginHost.layerRepos)),
+        Effect.provide(PluginHost.layer([plugin("@acme/basics", "1.0.0", { providers: { bash }, repos: { virtual: Repo.virtual } })]))
+      )
+      expect(result).toEqual(["bash", ["virtual"]])
+    }))
 
   it.effect("refuses a plain object that only looks like a plugin", () =>
     Effect.gen(function*() {

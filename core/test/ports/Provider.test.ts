@@ -3,6 +3,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import * as Provider from "../../src/ports/Provider.ts"
+import { testProvider } from "../../src/testing/index.ts"
 
 // The upstream `curl` example provider.
 const curl = Provider.make({
@@ -65,4 +66,9 @@ describe("Provider", () => {
     expect(job.workingDir).toBe("src")
     expect(job.dependsOn).toEqual([0])
   })
+})
+
+testProvider(curl, {
+  valid: [{ url: "https://example.com/a", output: "a" }, { url: "u", output: "o", artifacts: ["data"] }],
+  invalid: [[{ url: "u" }, "[\"output\"]"], [{ url: "u", output: "o", extra: 1 }, "[\"extra\"]"], ["not an object", "Expected"]]
 })

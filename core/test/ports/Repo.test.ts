@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Repo from "../../src/ports/Repo.ts"
+import { testRepo } from "../../src/testing/index.ts"
 
 const base = mkdtempSync(join(tmpdir(), "dstack-repo-"))
 afterAll(() => rmSync(base, { recursive: true, force: true }))
@@ -46,3 +47,7 @@ describe("Repo.virtual", () => {
       expect(garbage.message).toBe("the archive is not a virtual repo archive")
     }))
 })
+
+let dirs = 0
+testRepo(Repo.virtual, { type: "virtual", files: { "train.py": "print(1)", "conf/a.yml": "x: 1" } }, () =>
+  join(base, `suite-${dirs++}`))
