@@ -2,7 +2,8 @@
  * The lifecycle of a run as a pure function: `(run, event, now) → (run, effects)`. A run's
  * status follows its jobs: all done → done; a failed job fails the run, or sends it to
  * `pending` for a resubmission when its retry policy covers the failure and its retry
- * duration is not over; a stop goes through `terminating` to `terminated`.
+ * duration is not over (while other replicas still run, the failed replica restarts at once
+ * and the run keeps its status); a stop goes through `terminating` to `terminated`.
  *
  * | status       | JobsChanged                                  | StopRequested          | RetryDue                    | ServerError |
  * | ------------ | -------------------------------------------- | ---------------------- | --------------------------- | ----------- |
@@ -201,7 +202,7 @@ const terminate = (
 }
 
 /** The run's next state from its jobs (for pending and active runs). */
-const derive = (run: Run, now: number): RunTransition => {
+const derive = (run: Run, now: number, newId: SubmissionIds): RunTransition => {
   const { attempt, outcomes, retryReplicas } = assess(run, now)
   const reason = runTerminationReasonForJobs(outcomes)
   if (reason === "job_failed" || reason === "retry_limit_exceeded") {
@@ -210,11 +211,21 @@ const derive = (run: Run, now: number): RunTransition => {
   if (retryReplicas.size > 0) {
     // Siblings of a job to retry are stopped, so the replica restarts as a whole.
     const siblings = unfinishedSubmissions(run, (job) => retryReplicas.has(job.jobSpec.replicaNum))
+    const stops = siblings
       .filter((sub) => sub.status !== "terminating")
-    const stops = siblings.map((sub) =>
-      RunEffect.StopJob({ jobSubmissionId: sub.id, abort: false, reason: "terminated_by_server" })
-    )
+      .map((sub) => RunEffect.StopJob({ jobSubmissionId: sub.id, abort: false, reason: "terminated_by_server" }))
     if (run.status === "pending") return appliedTransition(update(run, now, {}), stops)
+    const othersActive = unfinishedSubmissions(run, (job) => !retryReplicas.has(job.jobSpec.replicaNum)).length > 0
+    if (othersActive) {
+      // Other replicas keep the run up (a service stays served): the failed replicas restart
+      // at once, without backoff, as soon as all their jobs have stopped.
+      const ready = new Set([...retryReplicas].filter((replica) =>
+        unfinishedSubmissions(run, (job) => job.jobSpec.replicaNum === replica).length === 0
+      ))
+      const { effects, jobs } = addSubmissions(run, now, ready, newId)
+      const next = update(run, now, { jobs })
+      return appliedTransition(update(next, now, { status: activeStatus(next) }), [...stops, ...effects])
+    }
     const delayMs = retryBackoffMs(attempt)
     return appliedTransition(update(run, now, { status: "pending" }), [
       ...stops,
@@ -228,13 +239,15 @@ const derive = (run: Run, now: number): RunTransition => {
   return appliedTransition(update(run, now, { status: run.status === "pending" ? "pending" : activeStatus(run) }))
 }
 
-/** Adds a new submission to every job of the replicas to retry. */
-const resubmit = (
+type SubmissionIds = (job: Job, submissionNum: number) => string
+
+/** Adds a new submission to every job of the given replicas. */
+const addSubmissions = (
   run: Run,
   now: number,
   replicas: ReadonlySet<number>,
-  newId: (job: Job, submissionNum: number) => string
-): RunTransition => {
+  newId: SubmissionIds
+): { readonly jobs: ReadonlyArray<Job>; readonly effects: ReadonlyArray<RunEffect> } => {
   const effects: Array<RunEffect> = []
   const jobs = run.jobs.map((job) => {
     if (!replicas.has(job.jobSpec.replicaNum)) return job
@@ -258,7 +271,7 @@ const resubmit = (
     )
     return new Job({ ...job, jobSubmissions: [...job.jobSubmissions, submission] }, NO_VALIDATION)
   })
-  return appliedTransition(update(run, now, { status: "submitted", jobs }), effects)
+  return { jobs, effects }
 }
 
 /** How long a pending run waits again when its replicas are still stopping at `RetryDue`. */
@@ -282,6 +295,7 @@ export const transitionRun = (
   options: RunTransitionOptions = {}
 ): RunTransition => {
   const status = run.status
+  const newId = options.newSubmissionId ?? defaultSubmissionId
   const nothing = (why = `${event._tag} means nothing to a ${status} run`): RunTransition => ignoredTransition(run, why)
   if (isRunStatusFinished(status)) return nothing()
 
@@ -293,7 +307,7 @@ export const transitionRun = (
           ? appliedTransition(update(run, now, { status: runStatusForTerminationReason(reason), terminationReason: reason }))
           : appliedTransition(update(run, now, {}))
       }
-      return derive(run, now)
+      return derive(run, now, newId)
     }
 
     case "StopRequested": {
@@ -309,7 +323,7 @@ export const transitionRun = (
 
     case "RetryDue": {
       if (status !== "pending") return nothing()
-      const next = derive(run, now)
+      const next = derive(run, now, newId)
       if (next.entity.status !== "pending") return next
       const { retryReplicas } = assess(run, now)
       if (retryReplicas.size === 0) return nothing("no job of the run needs a retry")
@@ -319,7 +333,8 @@ export const transitionRun = (
           RunEffect.Resubmit({ at: now + RETRY_RECHECK_MS, delayMs: RETRY_RECHECK_MS, attempt: -1 })
         ])
       }
-      return resubmit(run, now, retryReplicas, options.newSubmissionId ?? defaultSubmissionId)
+      const { effects, jobs } = addSubmissions(run, now, retryReplicas, newId)
+      return appliedTransition(update(run, now, { status: "submitted", jobs }), effects)
     }
 
     case "ServerError":

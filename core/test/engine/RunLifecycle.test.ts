@@ -332,6 +332,37 @@ describe("scenarios", () => {
     expect(w.run.jobs.map((job) => latestSubmission(job)?.submissionNum)).toEqual([1, 1])
   })
 
+  it("a replica to retry while other replicas run restarts at once, and the run stays running", () => {
+    const retry = { on_events: ["error"] }
+    const w = world(makeRun([
+      makeJob({ status: "running", replicaNum: 0, retry }),
+      makeJob({ status: "running", replicaNum: 1, retry })
+    ], { status: "running" }))
+    jobEvent(w, 1, JobEvent.RunnerExited({ exitStatus: 1 }), NOW)
+    expect(w.run.status).toBe("running")
+    expect(w.runEffects).toMatchObject([{ _tag: "JobSubmitted", replicaNum: 1, jobNum: 0 }])
+    expect([sub(w, 1).submissionNum, sub(w, 1).status]).toEqual([1, "submitted"])
+    expect(sub(w, 0).submissionNum).toBe(0)
+  })
+
+  it("a replica to retry after the other replicas finished waits with backoff in pending", () => {
+    const retry = { on_events: ["error"] }
+    const w = world(makeRun([
+      makeJob({ status: "done", reason: "done_by_runner", replicaNum: 0, retry }),
+      makeJob({ status: "running", replicaNum: 1, retry })
+    ], { status: "running" }))
+    jobEvent(w, 1, JobEvent.RunnerExited({ exitStatus: 1 }), NOW)
+    expect(w.run.status).toBe("pending")
+    expect(w.runEffects).toMatchObject([{ _tag: "Resubmit", delayMs: 15_000 }])
+    runEvent(w, RunEvent.RetryDue(), NOW + 15 * SEC)
+    expect(w.run.jobs.map((job) => latestSubmission(job)?.submissionNum)).toEqual([0, 1])
+    jobEvent(w, 1, JobEvent.Claimed(), NOW + 16 * SEC)
+    jobEvent(w, 1, JobEvent.Provisioned({ provisioningData: provisioningData() }), NOW + 17 * SEC)
+    jobEvent(w, 1, JobEvent.RunnerRunning(), NOW + 18 * SEC)
+    jobEvent(w, 1, JobEvent.RunnerExited({ exitStatus: 0 }), NOW + 19 * SEC)
+    expect([w.run.status, w.run.terminationReason]).toEqual(["done", "all_jobs_done"])
+  })
+
   it("a server error ends the run as failed after its jobs stop", () => {
     const w = world(makeRun([makeJob({ status: "running" })], { status: "running" }))
     runEvent(w, RunEvent.ServerError({}), NOW)
