@@ -2,7 +2,7 @@
 import { defineCommand } from "citty"
 import { stat } from "node:fs/promises"
 import { resolve } from "node:path"
-import { CliError, clientFor, confirmOrFail, globalArgs, runEffect } from "../context.ts"
+import { CliError, clientFor, confirmOrFail, globalArgs, notAvailable, runEffect } from "../context.ts"
 import { print, withSpinner } from "../ui.ts"
 
 export default defineCommand({
@@ -23,6 +23,9 @@ export default defineCommand({
     const { loadConfiguration } = await import("@dstack-ts/core")
     // A ConfigurationError lists every problem at file:line:col; main.ts prints them all.
     const configuration = await runEffect(loadConfiguration(args.file))
+    if (configuration.type !== "task" && configuration.type !== "service" && configuration.type !== "dev-environment") {
+      throw notAvailable(`Applying a ${configuration.type} configuration`)
+    }
     const client = await clientFor()
     const plan = await withSpinner("Getting the run plan", () => client.runs.getPlan(configuration, { runName: args.name }))
     print(JSON.stringify(plan, null, 2))

@@ -18,6 +18,9 @@ import type { DstackApiOptions, DstackApiShape } from "./DstackApi.ts"
 import { Run } from "./Run.ts"
 import type { RunData, RunOperations } from "./Run.ts"
 import type { Project, ServerInfo, User } from "./Wire.ts"
+import type { AnyRunConfiguration } from "../domain/Configuration.ts"
+import type { RunSpec } from "../domain/Run.ts"
+import type { RunPlan } from "../domain/RunPlan.ts"
 
 /** Options of `Client.fromConfig`. */
 export interface FromConfigOptions extends ClientOptions {
@@ -107,12 +110,12 @@ export class Client {
 
   readonly runs = {
     /** Plans a run: the offers that fit a configuration. */
-    getPlan: (_configuration: unknown, _options: { readonly runName?: string } = {}): Promise<unknown> =>
+    getPlan: (_configuration: AnyRunConfiguration | RunSpec, _options: { readonly runName?: string } = {}): Promise<RunPlan> =>
       this.notAvailable("runs.getPlan"),
     /** Submits a plan returned by `getPlan`; `force` re-creates a run that exists. */
-    apply: (_plan: unknown, _options: { readonly force?: boolean } = {}): Promise<Run> => this.notAvailable("runs.apply"),
+    apply: (_plan: RunPlan, _options: { readonly force?: boolean } = {}): Promise<Run> => this.notAvailable("runs.apply"),
     /** Plans and applies in one step (upstream `runs.submit`). */
-    submit: (_configuration: unknown, _options: { readonly runName?: string; readonly repo?: unknown } = {}): Promise<Run> =>
+    submit: (_configuration: AnyRunConfiguration, _options: { readonly runName?: string; readonly repo?: unknown } = {}): Promise<Run> =>
       this.notAvailable("runs.submit"),
     /** The run with this name, or undefined when there is none. */
     get: (_runName: string): Promise<Run | undefined> => this.notAvailable("runs.get"),
@@ -140,6 +143,7 @@ export class Client {
   private readonly runOperations: RunOperations = {
     get: () => this.notAvailable("runs.get"),
     stop: () => this.notAvailable("runs.stop"),
+    // When the logs API lands: followLogs(LogFollow.ts) over logs/poll, with the live stream as `wait`.
     logs: (_run, _options) => {
       const fail = () => this.notAvailable<IteratorResult<Uint8Array>>("logs.poll")
       return { [Symbol.asyncIterator]: () => ({ next: fail }) }

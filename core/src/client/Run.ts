@@ -3,16 +3,18 @@
  * `refresh`, `stop`, `logs`, `attach`, `detach`. The operations come from the client through
  * `RunOperations`, so this class does not depend on how routes are called.
  */
+import type { Run as RunEntity } from "../domain/Run.ts"
 import type { RunStatus } from "../domain/Status.ts"
 import { isRunStatusFinished } from "../domain/Status.ts"
 
-/** What the client knows about a run: the fields every view needs, and the decoded entity. */
+/** What the client knows about a run: its name and the run entity as the server returned it. */
 export interface RunData {
   readonly runName: string
-  readonly status: RunStatus
-  /** The decoded run entity from the server (the runs API's `Run`). */
-  readonly entity: unknown
+  readonly entity: RunEntity
 }
+
+/** The run data of an entity: its name is the spec's run name (the server always sets one). */
+export const runDataOf = (entity: RunEntity): RunData => ({ runName: entity.runSpec.runName ?? entity.id, entity })
 
 /** Options of `Run.logs`. */
 export interface RunLogsOptions {
@@ -62,16 +64,16 @@ export class Run {
 
   /** The status as of the last fetch; `refresh()` updates it. */
   get status(): RunStatus {
-    return this.#data.status
+    return this.#data.entity.status
   }
 
   /** True once the run is terminated, failed or done. */
   get finished(): boolean {
-    return isRunStatusFinished(this.#data.status)
+    return isRunStatusFinished(this.#data.entity.status)
   }
 
   /** The decoded run entity as the server last returned it. */
-  get entity(): unknown {
+  get entity(): RunEntity {
     return this.#data.entity
   }
 
