@@ -192,6 +192,7 @@ export const make = (
         let pendingSize = 0
         let size = 0
         let written = 0
+        let published = false
 
         // Copies exactly `n` pending bytes into a fresh array, keeping the rest pending.
         const take = (n: number): Uint8Array => {
@@ -252,6 +253,7 @@ export const make = (
                 Effect.catchIf((e) => e.reason === "Invalid", () => Effect.succeed(undefined))
               )
               yield* attempt("put", key, () => storage.setItem(manifestKey(key), JSON.stringify(manifest)))
+              published = true
               return previous
             })
           )
@@ -260,9 +262,10 @@ export const make = (
         })
 
         return Effect.zipRight(writeChunks, publish).pipe(
-          // A write that fails or is interrupted before its manifest is visible removes its chunks.
+          // A write that fails or is interrupted before its manifest is visible removes its chunks;
+          // once the manifest is written the chunks are the value, whatever happens next.
           Effect.onExit((exit) =>
-            Exit.isSuccess(exit) ? Effect.void : Effect.ignore(removeChunks("put", key, generation, written))
+            Exit.isSuccess(exit) || published ? Effect.void : Effect.ignore(removeChunks("put", key, generation, written))
           ),
           Effect.ensuring(Effect.sync(() => {
             pending = []

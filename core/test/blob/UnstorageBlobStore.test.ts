@@ -2,7 +2,7 @@
 // this implementation promises (chunk layout, no orphan chunks, manifest-last visibility,
 // mapping of driver errors).
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Either, Layer, Stream } from "effect"
+import { Chunk, Deferred, Effect, Either, Fiber, Layer, Stream } from "effect"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -70,6 +70,23 @@ describe("UnstorageBlobStore layout", () => {
       Effect.gen(function*() {
         const body = Stream.concat(Stream.succeed(patternBytes(950)), Stream.fail("boom"))
         expect(yield* Effect.either(store.put("k", body))).toEqual(Either.left("boom"))
+        expect(yield* Effect.promise(() => storage.getKeys())).toEqual([])
+      }))
+  })
+
+  it.effect("an interrupted write removes the chunks it had written", () => {
+    const storage = createStorage({ driver: memoryDriver() })
+    return withStore(storage, 100, (store) =>
+      Effect.gen(function*() {
+        const stalled = yield* Deferred.make<void>()
+        const body = Stream.concat(
+          Stream.succeed(patternBytes(250)),
+          Stream.drain(Stream.fromEffect(Deferred.succeed(stalled, undefined))).pipe(Stream.concat(Stream.never))
+        )
+        const fiber = yield* Effect.fork(store.put("k", body))
+        yield* Deferred.await(stalled)
+        expect(yield* chunkKeys(storage)).toHaveLength(2)
+        yield* Fiber.interrupt(fiber)
         expect(yield* Effect.promise(() => storage.getKeys())).toEqual([])
       }))
   })
