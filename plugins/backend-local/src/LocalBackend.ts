@@ -1,0 +1,283 @@
+/**
+ * The `local` backend: one offer describing this machine (CPUs, memory, the work directory's
+ * disk, NVIDIA GPUs), and instances that are runner programs started as child processes on
+ * 127.0.0.1 with a free port. Closing the backend's scope terminates every runner it started.
+ */
+import { randomUUID } from "node:crypto"
+import * as fs from "node:fs"
+import { createRequire } from "node:module"
+import * as os from "node:os"
+import * as path from "node:path"
+import {
+  Backend,
+  type BackendFactory,
+  InstanceDisk,
+  InstanceGpu,
+  InstanceOffer,
+  InstanceResources,
+  InstanceType,
+  JobProvisioningData
+} from "@dstack-ts/core"
+import { Effect, ParseResult, Schema, type Scope } from "effect"
+import { type HostResources, probeHost } from "./internal/HostProbe.ts"
+import { type RunnerProcess, StartFailure, startRunner, type StartingRunner } from "./internal/RunnerProcess.ts"
+import * as RunnerCommand from "./RunnerCommand.ts"
+
+const TYPE = "local"
+const MODULE = "LocalBackend"
+
+/** Options of the local backend (camelCase; the plugin's configuration uses snake_case keys). */
+export interface LocalBackendOptions {
+  /**
+   * Where runners keep their files: each instance gets `<workDir>/<instanceId>`, removed when
+   * it is terminated. Its filesystem is the disk the offer reports.
+   * Default: `<os.tmpdir()>/dstack-ts-local`.
+   */
+  readonly workDir?: string
+  /**
+   * The runner program to start: a TypeScript source (run through tsx on Node) or a bundled
+   * `.js`/`.mjs` file. Default: core's `src/runner/main.ts`.
+   */
+  readonly runnerEntry?: string
+  /**
+   * How many runners may run at once. A runner takes one job at a time, so this caps the jobs
+   * running on this machine. Default: the number of CPUs (at least 1).
+   */
+  readonly maxInstances?: number
+  /** How long a runner may take to report its address. Default 60 s (a cold tsx start on a busy machine). */
+  readonly startTimeoutSeconds?: number
+  /** How long a runner gets to stop after SIGTERM before SIGKILL. Default 10 s. */
+  readonly terminateGraceSeconds?: number
+  /** The `nvidia-smi` binary GPUs are detected with. Default `nvidia-smi` from PATH. */
+  readonly nvidiaSmi?: string
+  /** How to spawn the runner on this runtime (default: the runtime this runs on). For tests and embedders. */
+  readonly runnerCommand?: RunnerCommand.RunnerCommand
+}
+
+/** The plugin's configuration section: the options above with the upstream snake_case keys. */
+export const LocalBackendConfig = Schema.Struct({
+  type: Schema.optional(Schema.Literal(TYPE)),
+  workDir: Schema.optional(Schema.NonEmptyString).pipe(Schema.fromKey("work_dir")),
+  runnerEntry: Schema.optional(Schema.NonEmptyString).pipe(Schema.fromKey("runner_entry")),
+  maxInstances: Schema.optional(Schema.Int.pipe(Schema.positive())).pipe(Schema.fromKey("max_instances")),
+  startTimeoutSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())).pipe(Schema.fromKey("start_timeout_seconds")),
+  terminateGraceSeconds: Schema.optional(Schema.Number.pipe(Schema.nonNegative())).pipe(
+    Schema.fromKey("terminate_grace_seconds")
+  ),
+  nvidiaSmi: Schema.optional(Schema.NonEmptyString).pipe(Schema.fromKey("nvidia_smi"))
+})
+export type LocalBackendConfig = typeof LocalBackendConfig.Type
+
+/** A runner this backend started, by instance id. */
+export interface LocalInstance {
+  readonly instanceId: string
+  readonly pid: number
+  readonly port: number
+  readonly dir: string
+}
+
+/** The local backend, with what it has started (for tests and diagnostics). */
+export interface LocalBackend extends Backend.Backend {
+  readonly instances: Effect.Effect<ReadonlyArray<LocalInstance>>
+  /** What the offer describes. */
+  readonly host: HostResources
+}
+
+const fail = (method: string, reason: Backend.BackendErrorReason, message: string, cause?: unknown) =>
+  Backend.fail(MODULE, method, reason, message, cause)
+
+/** Core's runner program, found through the installed `@dstack-ts/core`. */
+export const defaultRunnerEntry = (): string => {
+  const require = createRequire(import.meta.url)
+  return path.join(path.dirname(require.resolve("@dstack-ts/core/package.json")), "src", "runner", "main.ts")
+}
+
+const makeOffer = (host: HostResources, availability: "available" | "not_available") =>
+  new InstanceOffer({
+    backend: TYPE,
+    region: TYPE,
+    price: 0,
+    availability,
+    instance: new InstanceType({
+      name: TYPE,
+      resources: new InstanceResources({
+        cpus: host.cpus,
+        memoryMib: host.memoryMib,
+        gpus: host.gpus.map((g) => new InstanceGpu({ name: g.name, memoryMib: g.memoryMib, vendor: "nvidia" })),
+        spot: false,
+        disk: new InstanceDisk({ sizeMib: host.diskMib }),
+        cpuArch: host.cpuArch,
+        description: `this machine (${host.hostname})`
+      })
+    })
+  })
+
+/** Creates `dir` (and parents); answers the error instead of throwing it. */
+const mkdirp = (dir: string): unknown => {
+  try {
+    fs.mkdirSync(dir, { recursive: true })
+    return undefined
+  } catch (error) {
+    return error ?? new Error("mkdir failed")
+  }
+}
+
+interface Entry {
+  readonly instanceId: string
+  readonly dir: string
+  readonly starting: StartingRunner
+  runner?: RunnerProcess
+}
+
+/**
+ * Makes the local backend. The scope owns the runners: closing it terminates them all.
+ *
+ * @example
+ * const backend = yield* LocalBackend.make({ maxInstances: 2 })
+ * const { offers } = yield* backend.getOffers(requirements)
+ * const data = yield* backend.createInstance(offers[0], config) // data.runnerPort answers the runner API
+ */
+export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBackend, Backend.BackendError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const workDir = path.resolve(options.workDir ?? path.join(os.tmpdir(), "dstack-ts-local"))
+    const maxInstances = options.maxInstances ?? Math.max(1, os.cpus().length)
+    const startTimeoutMs = (options.startTimeoutSeconds ?? 60) * 1000
+    const graceMs = (options.terminateGraceSeconds ?? 10) * 1000
+    const command = options.runnerCommand ?? RunnerCommand.forRuntime()
+
+    const entry = yield* Effect.try({
+      try: () => path.resolve(options.runnerEntry ?? defaultRunnerEntry()),
+      catch: (cause) => new Backend.BackendError({ module: MODULE, method: "make", reason: "Invalid", message: `cannot find core's runner program: ${String(cause)}`, cause })
+    })
+    if (!fs.existsSync(entry)) return yield* fail("make", "Invalid", `the runner entry ${entry} does not exist`)
+
+    yield* Effect.try({
+      try: () => fs.mkdirSync(workDir, { recursive: true }),
+      catch: (cause) => new Backend.BackendError({ module: MODULE, method: "make", reason: "Invalid", message: `cannot create the work directory ${workDir}: ${String(cause)}`, cause })
+    })
+    const host = yield* Effect.tryPromise({
+      try: () => probeHost(workDir, options.nvidiaSmi ?? "nvidia-smi"),
+      catch: (cause) => new Backend.BackendError({ module: MODULE, method: "make", reason: "Unknown", message: `cannot measure this machine (work directory ${workDir}): ${String(cause)}`, cause })
+    })
+
+    const entries = new Map<string, Entry>()
+
+    const stop = (e: Entry) =>
+      Effect.promise(async () => {
+        await e.starting.terminate(graceMs)
+        fs.rmSync(e.dir, { recursive: true, force: true })
+      })
+
+    // No orphans: whatever is still running (or starting) when the backend goes away is stopped.
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach([...entries.values()], stop, { concurrency: "unbounded", discard: true }).pipe(
+        Effect.ensuring(Effect.sync(() => entries.clear()))
+      )
+    )
+
+    // A runner that died on its own frees its slot; its entry (and directory, for a post-mortem)
+    // stays until terminateInstance or the scope removes it.
+    const live = () => [...entries.values()].filter((e) => !e.runner?.hasExited()).length
+
+    const catalog = () => Effect.sync(() => [makeOffer(host, live() < maxInstances ? "available" : "not_available")])
+
+    const createInstance = (offer: InstanceOffer) =>
+      Effect.gen(function*() {
+        // Check the capacity and take the slot in one step, with no yield in between.
+        const e = yield* Effect.suspend((): Effect.Effect<Entry, Backend.BackendError> => {
+          const running = live()
+          if (running >= maxInstances) {
+            return fail(
+              "createInstance",
+              "NoCapacity",
+              `this machine already runs ${running} of at most ${maxInstances} local runners (max_instances)`
+            )
+          }
+          const instanceId = `local-${randomUUID()}`
+          const dir = path.join(workDir, instanceId)
+          const mkdirError = mkdirp(dir)
+          if (mkdirError !== undefined) {
+            return fail("createInstance", "Unknown", `cannot create ${dir}: ${String(mkdirError)}`, mkdirError)
+          }
+          const starting = startRunner(command(entry, ["--host", "127.0.0.1", "--port", "0", "--work-dir", dir]), startTimeoutMs)
+          const created: Entry = { instanceId, dir, starting }
+          // Registered before it is ready, so that closing the scope mid-start stops it too.
+          entries.set(instanceId, created)
+          return Effect.succeed(created)
+        })
+        const { instanceId, dir, starting } = e
+        const runner = yield* Effect.tryPromise({
+          try: () => starting.ready,
+          catch: (cause) => {
+            const failure = cause instanceof StartFailure ? cause : new StartFailure("exited", String(cause), cause)
+            return new Backend.BackendError({
+              module: MODULE,
+              method: "createInstance",
+              reason: failure.kind === "timeout" ? "Timeout" : failure.kind === "spawn" ? "Invalid" : "Unknown",
+              message: `cannot start the local runner ${entry}: ${failure.message}`,
+              cause
+            })
+          }
+        }).pipe(
+          Effect.tapError(() =>
+            Effect.sync(() => {
+              entries.delete(instanceId)
+              fs.rmSync(dir, { recursive: true, force: true })
+            })
+          )
+        )
+        e.runner = runner
+        return new JobProvisioningData({
+          backend: TYPE,
+          instanceType: offer.instance,
+          instanceId,
+          hostname: "127.0.0.1",
+          region: TYPE,
+          price: 0,
+          username: os.userInfo().username,
+          dockerized: false,
+          runnerPort: runner.port,
+          backendData: JSON.stringify({ pid: runner.pid, dir })
+        })
+      })
+
+    const terminateInstance = (instanceId: string) =>
+      Effect.gen(function*() {
+        const e = entries.get(instanceId)
+        if (e === undefined) return yield* fail("terminateInstance", "NotFound", `no local runner ${instanceId}`)
+        yield* stop(e)
+        entries.delete(instanceId)
+      })
+
+    const backend = Backend.make({ type: TYPE, catalog, createInstance, terminateInstance })
+    return {
+      ...backend,
+      host,
+      instances: Effect.sync(() =>
+        [...entries.values()].flatMap((e) =>
+          e.runner ? [{ instanceId: e.instanceId, pid: e.runner.pid, port: e.runner.port, dir: e.dir }] : []
+        )
+      )
+    }
+  })
+
+const decodeConfig = Schema.decodeUnknown(LocalBackendConfig, { onExcessProperty: "error", errors: "all" })
+
+/**
+ * The plugin's factory: decodes the configuration section (`work_dir`, `runner_entry`,
+ * `max_instances`, `start_timeout_seconds`, `terminate_grace_seconds`, `nvidia_smi`) and makes
+ * the backend. A bad section fails with `Invalid`, naming every wrong field.
+ */
+export const fromConfig: BackendFactory = (config) =>
+  decodeConfig(config ?? {}).pipe(
+    Effect.mapError((error) =>
+      new Backend.BackendError({
+        module: MODULE,
+        method: "fromConfig",
+        reason: "Invalid",
+        message: `invalid local backend configuration:\n${ParseResult.TreeFormatter.formatErrorSync(error)}`,
+        cause: error
+      })
+    ),
+    Effect.flatMap((decoded) => make(decoded))
+  )
