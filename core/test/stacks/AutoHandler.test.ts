@@ -1,7 +1,8 @@
 // AutoHandler: choosing a codec on push and on pull, explicit encoders, missing plugins.
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
-import { AutoHandler, Codec, StackContentTypes } from "../../src/index.ts"
+import { Layer } from "effect"
+import { AutoHandler, Codec, definePlugin, PluginHost, StackContentTypes } from "../../src/index.ts"
 
 const enc = new TextEncoder()
 
@@ -89,4 +90,27 @@ describe("AutoHandler", () => {
       expect(handler.codecs[0].id).toBe("text/markdown")
       expect((yield* handler.encode("# a")).codec).toBe("text/markdown")
     }).pipe(Effect.provide(AutoHandler.layer), Effect.provide(Codec.layer([markdown]))))
+
+  it.effect("installed plugins' codecs reach the AutoHandler through the plugin host, in plugin order", () =>
+    Effect.gen(function*() {
+      const shout = Codec.make<string>({
+        id: "text/shout",
+        application: "text",
+        contentTypes: ["text/x-shout"],
+        accepts: (o) => typeof o === "string" && o.endsWith("!"),
+        encode: (s) => Effect.succeed({ contentType: "text/x-shout", application: "text", metadata: {}, body: enc.encode(s) }),
+        decode: (e) => Effect.map(Codec.bytes(e.body), (b) => new TextDecoder().decode(b))
+      })
+      const first = definePlugin({ name: "@acme/md", version: "1.0.0", core: "^0.1.0", codecs: [markdown] })
+      const second = definePlugin({ name: "@acme/shout", version: "1.0.0", core: "^0.1.0", codecs: [shout] })
+      const handler = yield* AutoHandler.AutoHandler.pipe(
+        Effect.provide(AutoHandler.layer.pipe(
+          Layer.provide(PluginHost.layerCodecs),
+          Layer.provide(PluginHost.layer([first, second]))
+        ))
+      )
+      expect(handler.codecs.map((c) => c.id)).toEqual(["text/markdown", "text/shout", "bytes/octet-stream", "text/plain", "json/value"])
+      expect((yield* handler.encode("# hi!")).codec).toBe("text/markdown")
+      expect((yield* handler.encode("hi!")).codec).toBe("text/shout")
+    }))
 })
