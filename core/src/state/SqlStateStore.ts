@@ -192,6 +192,22 @@ export const make = (
               )
       )
 
+    // Planner statistics. PGlite has no autovacuum, so without this a table never gets any and
+    // the planner, believing it tiny, sorts a whole job's logs instead of walking the index.
+    // Each process analyzes a table when its own writes to it reach 1k, 10k, 100k, … rows:
+    // a few cheap ANALYZEs over a server's life (PostgreSQL's autovacuum does the rest there).
+    const writes = new Map<string, { count: number; next: number }>()
+    const noteWrites = (table: string, n: number): Effect.Effect<void> =>
+      Effect.flatMap(FiberRef.get(currentTx), (tx) => {
+        const w = writes.get(table) ?? { count: 0, next: 1000 }
+        w.count += n
+        writes.set(table, w)
+        // Not inside a caller's transaction: a failure there would abort it.
+        if (w.count < w.next || tx !== null) return Effect.void
+        while (w.next <= w.count) w.next *= 10
+        return driver.query(`ANALYZE ${table}`).pipe(Effect.ignore)
+      })
+
     // -------------------------------------------------------------------------------------------
     // Users
 
@@ -542,7 +558,8 @@ export const make = (
                     : `a ${kind} with id '${d.id}' already exists`
               })(e)
             ),
-            Effect.map((rows) => documentFromRow(kind, rows[0]))
+            Effect.map((rows) => documentFromRow(kind, rows[0])),
+            Effect.tap(() => noteWrites(table, 1))
           ),
         get,
         getByName: (project, name) =>
@@ -698,8 +715,8 @@ export const make = (
           for (let start = 0; start < events.length; start += APPEND_CHUNK) {
             const chunk = events.slice(start, start + APPEND_CHUNK)
             yield* sql(
-              `INSERT INTO logs (project, job_submission_id, ts_ms, source, message)
-               SELECT u.p, u.j, u.t, u.s, decode(u.m, 'base64')
+              `INSERT INTO logs (project, job_submission_id, diagnose, ts_ms, source, message)
+               SELECT u.p, u.j, u.s = 3, u.t, u.s, decode(u.m, 'base64')
                FROM unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[], $5::text[]) AS u(p, j, t, s, m)`,
               [
                 chunk.map((e) => e.project),
@@ -710,6 +727,7 @@ export const make = (
               ]
             ).pipe(Effect.mapError(toStoreError("logs.append")))
           }
+          yield* noteWrites("logs", events.length)
         }),
       poll: (q: LogQuery) =>
         Effect.gen(function* () {
@@ -718,8 +736,11 @@ export const make = (
             return yield* failWith("logs.poll", "Invalid", `limit must be an integer in 1..${MAX_LOG_LIMIT}, got ${limit}`)
           }
           const p = new Params()
-          const where = [`job_submission_id = ${p.add(q.jobSubmissionId)}`, `project = ${p.add(q.project)}`]
-          where.push(q.diagnose === true ? `source = 3` : `source IN (1, 2)`)
+          const where = [
+            `project = ${p.add(q.project)}`,
+            `job_submission_id = ${p.add(q.jobSubmissionId)}`,
+            `diagnose = ${q.diagnose === true ? "true" : "false"}`
+          ]
           if (q.startTime !== undefined) where.push(`ts_ms >= ${p.add(q.startTime.getTime())}::bigint`)
           if (q.endTime !== undefined) where.push(`ts_ms < ${p.add(q.endTime.getTime())}::bigint`)
           const op = q.descending === true ? "<" : ">"
@@ -741,7 +762,9 @@ export const make = (
             message: r.message as Uint8Array
           }))
           const last = page[page.length - 1]
-          return rows.length > limit && last !== undefined ? { events, nextToken: `${Number(last.ts)}_${String(last.seq_text)}` } : { events }
+          if (last === undefined) return { events }
+          const token = `${Number(last.ts)}_${String(last.seq_text)}`
+          return rows.length > limit ? { events, nextToken: token, cursor: token } : { events, cursor: token }
         }),
       delete: (project: string, ids: ReadonlyArray<string>) =>
         sql(`DELETE FROM logs WHERE project = $1 AND job_submission_id = ANY($2::text[])`, [project, [...ids]]).pipe(

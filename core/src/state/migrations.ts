@@ -116,15 +116,18 @@ export const migrations: ReadonlyArray<Migration> = [
       ...documentTable("jobs", "job", false),
       ...documentTable("instances", "instance", false),
       ...documentTable("fleets", "fleet", true),
+      // `diagnose` (runner events) is a key column so that a poll is one ordered range of
+      // the index, whichever of the two streams it reads.
       `CREATE TABLE logs (
         seq bigserial PRIMARY KEY,
         project text NOT NULL,
         job_submission_id text NOT NULL,
+        diagnose boolean NOT NULL,
         ts_ms bigint NOT NULL,
         source smallint NOT NULL,
         message bytea NOT NULL
       )`,
-      `CREATE INDEX logs_submission_ts ON logs (job_submission_id, ts_ms, seq)`,
+      `CREATE INDEX logs_stream ON logs (project, job_submission_id, diagnose, ts_ms, seq)`,
       `CREATE TRIGGER logs_appended AFTER INSERT ON logs REFERENCING NEW TABLE AS new_rows
         FOR EACH STATEMENT EXECUTE FUNCTION dstack_notify_logs()`
     ]
