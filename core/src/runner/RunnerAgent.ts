@@ -6,8 +6,6 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { Readable } from "node:stream"
-import { pipeline } from "node:stream/promises"
 import { Context, Duration, Effect, Either, Exit, Layer, Schema, Scope } from "effect"
 import type { JobStatus, JobTerminationReason } from "../domain/Status.ts"
 import * as DockerExecutor from "./DockerExecutor.ts"
@@ -16,6 +14,7 @@ import { nvidiaGpuUsage } from "./HostUsage.ts"
 import type { JobEventsSince } from "./JobEventLog.ts"
 import { JobEventLog } from "./JobEventLog.ts"
 import * as ProcessExecutor from "./ProcessExecutor.ts"
+import { materializeRepo } from "../repos/Materialize.ts"
 import type { RunnerMetrics, SubmitBody } from "./RunnerProtocol.ts"
 import { toExecutionSpec } from "./RunnerProtocol.ts"
 
@@ -200,17 +199,17 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
         if (state !== "wait_run") {
           return yield* Effect.fail(refuse("upload_code", "Conflict", `code can only be uploaded after submit and before run (state ${state})`))
         }
-        if (archive.length === 0) return
-        yield* Effect.tryPromise({
-          try: async () => {
-            const tar = await import("tar")
-            // `x` detects gzip itself, so a plain tar works too.
-            await pipeline(Readable.from([Buffer.from(archive)]), tar.x({ cwd: repoDir, strict: true }))
-          },
-          catch: (cause) =>
-            refuse("upload_code", "Invalid", `the body is not a valid tar.gz archive: ${(cause as Error)?.message ?? cause}`, cause)
-        })
-        events.addRunnerLog(`code extracted into ${repoDir} (${archive.length} bytes)`)
+        const repoData = submission?.jobSpec.repoData ?? { repoType: "local" as const }
+        // A remote repo is cloned even without a diff; an empty tarball has nothing to extract.
+        if (archive.length === 0 && repoData.repoType !== "remote") return
+        yield* materializeRepo(repoData, archive, repoDir).pipe(
+          Effect.mapError((e) =>
+            repoData.repoType === "remote"
+              ? refuse("upload_code", e.reason === "Invalid" ? "Invalid" : "Internal", e.message, e)
+              : refuse("upload_code", "Invalid", `the code archive (tar.gz) was refused: ${e.message}`, e)
+          )
+        )
+        events.addRunnerLog(`code ${repoData.repoType === "remote" ? "checked out" : "extracted"} into ${repoDir} (${archive.length} bytes)`)
       })
 
     const run = Effect.gen(function* () {
