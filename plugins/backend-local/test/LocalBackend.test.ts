@@ -9,6 +9,8 @@ import { type Backend, RunnerTransport } from "@dstack-ts/core"
 import { Effect, Either, Schedule } from "effect"
 import plugin, { LocalBackend } from "../src/index.ts"
 import { cpuArchOf, detectGpus, diskSizeMib, gpuShortName, parseNvidiaSmi } from "../src/internal/HostProbe.ts"
+import { describeWith } from "../../../test/support/components.ts"
+import { dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
 import { modest, pidAlive, requirements, submitBody, tmpDir, writeScript } from "./support.ts"
 
 const config: Backend.InstanceConfiguration = {
@@ -143,6 +145,10 @@ describe("instances", () => {
         expect(instance.instanceId).toBe(data.instanceId)
         expect(pidAlive(instance.pid)).toBe(true)
         expect(fs.existsSync(instance.dir)).toBe(true)
+        // On Node the runner runs from the esbuild bundle, not through tsx.
+        if (!("Deno" in globalThis) && fs.existsSync(`/proc/${instance.pid}/cmdline`)) {
+          expect(fs.readFileSync(`/proc/${instance.pid}/cmdline`, "utf8")).toMatch(/\.runner\/runner-[^\0]*\.mjs/)
+        }
 
         const health = yield* json(yield* client(data.runnerPort!).fetch("/api/healthcheck"))
         expect(health.service).toBe("dstack-ts-runner")
@@ -156,6 +162,16 @@ describe("instances", () => {
         // Idempotent: again, and for an id it never had.
         yield* backend.terminateInstance(data.instanceId, data.region)
         yield* backend.terminateInstance("local-never-was", "local")
+      })
+    ))
+
+  it.live("the runner also starts from its TypeScript source, unbundled", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const backend = yield* backendIn({ bundleRunner: false })
+        const data = yield* backend.createInstance(yield* firstOffer(backend), config)
+        const health = yield* json(yield* client(data.runnerPort!).fetch("/api/healthcheck"))
+        expect(health.service).toBe("dstack-ts-runner")
       })
     ))
 
@@ -250,6 +266,26 @@ describe("instances", () => {
         yield* backend.terminateInstance(data.instanceId, data.region)
       })
     ))
+})
+
+const dockerReason = await dockerUnavailableReason()
+
+describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
+  it.live("runs a container job (the runner loads dockerode from its bundle's install)", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const image = yield* Effect.promise(() => ensureBusyboxImage())
+        const backend = yield* backendIn()
+        const data = yield* backend.createInstance(yield* firstOffer(backend), config)
+        const port = data.runnerPort!
+        const submitted = yield* post(port, "/api/submit", submitBody(["echo hello from $(uname -s)"], "docker-0-0", { image_name: image }))
+        expect(submitted.status).toBe(200)
+        expect((yield* post(port, "/api/run")).status).toBe(200)
+        const pulled = yield* pullUntilFinished(port)
+        expect(pulled.states[pulled.states.length - 1]).toBe("done")
+        expect(pulled.output).toBe("hello from Linux\n")
+      })
+    ), 60_000)
 })
 
 /** Pulls `/api/pull` from the last cursor until a final state; answers the states and the output. */

@@ -33,9 +33,9 @@ export const pidAlive = (pid: number): boolean => {
 }
 
 /** A submit body (snake_case, as the server sends it) for a process job with these commands. */
-export const submitBody = (commands: ReadonlyArray<string>, jobName = "hello-0-0") => ({
+export const submitBody = (commands: ReadonlyArray<string>, jobName = "hello-0-0", spec: Record<string, unknown> = {}) => ({
   run: { id: "run-id", run_spec: { run_name: "hello", repo_id: "repo" } },
-  job_spec: { job_name: jobName, requirements: { resources: {} }, commands },
+  job_spec: { job_name: jobName, requirements: { resources: {} }, commands, ...spec },
   cluster_info: { job_ips: [], master_job_ip: "", gpus_per_job: 0 },
   secrets: {}
 })
