@@ -173,14 +173,19 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
     const bundleDir = path.join(workDir, ".runner")
     const wantsBundle = (options.bundleRunner ?? !("Deno" in globalThis)) && /\.[cm]?tsx?$/.test(entry)
     // Built on the first createInstance, then reused; a failed build falls back to the source.
+    // Only this backend's own file is removed at the end: another backend may share the dir.
+    let bundled: string | undefined
     const runnable = yield* Effect.cached(
       wantsBundle
-        ? Effect.tryPromise(() => bundleRunner(entry, bundleDir)).pipe(Effect.orElseSucceed(() => entry))
+        ? Effect.tryPromise(() => bundleRunner(entry, bundleDir)).pipe(
+          Effect.tap((file) => Effect.sync(() => void (bundled = file))),
+          Effect.orElseSucceed(() => entry)
+        )
         : Effect.succeed(entry)
     )
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
-        if (wantsBundle) fs.rmSync(bundleDir, { recursive: true, force: true })
+        if (bundled !== undefined) fs.rmSync(bundled, { force: true })
       })
     )
 

@@ -177,9 +177,10 @@ describe("instances", () => {
 
   it.live("closing the backend's scope terminates every runner it started", () =>
     Effect.gen(function*() {
+      const workDir = tmpDir("dstack-ts-local-")
       const pids = yield* Effect.scoped(
         Effect.gen(function*() {
-          const backend = yield* backendIn()
+          const backend = yield* LocalBackend.make({ workDir })
           const offer = yield* firstOffer(backend)
           yield* Effect.all([backend.createInstance(offer, config), backend.createInstance(offer, config)], { concurrency: 2 })
           const pids = (yield* backend.instances).map((i) => i.pid)
@@ -189,6 +190,9 @@ describe("instances", () => {
         })
       )
       for (const pid of pids) expect(pidAlive(pid)).toBe(false)
+      // Nothing left in the work directory: no instance directories, no runner bundle.
+      const left = fs.readdirSync(workDir, { recursive: true }).filter((f) => !String(f).startsWith(".runner") || String(f).endsWith(".mjs"))
+      expect(left).toEqual([])
     }))
 
   it.live("max_instances caps the runners: the offer turns not_available and createInstance fails with NoCapacity", () =>

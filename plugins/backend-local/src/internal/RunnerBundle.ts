@@ -4,6 +4,7 @@
  * parts (dockerode and its SSH stack) stay outside the bundle, imported by absolute URL so the
  * bundle runs from any directory.
  */
+import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
 import * as path from "node:path"
@@ -15,12 +16,12 @@ const KEEP_OUTSIDE = ["dockerode", "ssh2", "cpu-features"]
 // esbuild turns `require` of a bundled CommonJS package into a call that needs a real one in ESM.
 const BANNER = `import { createRequire as __dstackCreateRequire } from "node:module"; const require = __dstackCreateRequire(import.meta.url);`
 
-/** Writes `<outDir>/runner-<pid>-<n>.mjs` from `entry` and answers its path. */
+/** Writes `<outDir>/runner-<pid>-<random>.mjs` from `entry` and answers its path. */
 export const bundleRunner = async (entry: string, outDir: string): Promise<string> => {
   const esbuild = await import("esbuild")
   const requireFromEntry = createRequire(entry)
   fs.mkdirSync(outDir, { recursive: true })
-  const outfile = path.join(outDir, `runner-${process.pid}-${Date.now().toString(36)}.mjs`)
+  const outfile = path.join(outDir, `runner-${process.pid}-${randomUUID().slice(0, 8)}.mjs`)
   await esbuild.build({
     entryPoints: [entry],
     outfile,
