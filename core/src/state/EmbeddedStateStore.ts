@@ -1,6 +1,7 @@
 /**
  * The embedded default StateStore: PostgreSQL compiled to WASM (PGlite) in the server's own
  * process, with its files under a directory — no setup, the same SQL as a real PostgreSQL.
+ * Job logs go to append-only files beside it (FileLogs.ts): far faster than through WASM.
  *
  * Durability: a write is acknowledged after PostgreSQL wrote its WAL record to the file
  * (through the OS), so a killed process (`kill -9`) loses no acknowledged write. PGlite runs
@@ -17,9 +18,13 @@ import { StateStore, StateStoreError, type StateStoreService } from "../ports/St
 import { make as makeSqlStore } from "./SqlStateStore.ts"
 import { type Row, type SqlConnection, type SqlDriver, SqlError, toSqlError, transactionOn } from "./SqlDriver.ts"
 import { migrate } from "./migrations.ts"
+import * as FileLogs from "./FileLogs.ts"
 
 export interface EmbeddedStateStoreOptions {
-  /** Where the database files live (created if missing). Omit for a store in memory only. */
+  /**
+   * Where the store keeps its files (created if missing): the database in `pgdata/`, job logs
+   * in `logs/`, the owner's pid in `lock`. Omit for a store in memory only (logs included).
+   */
   readonly dataDir?: string
   /**
    * PostgreSQL's `shared_buffers`. Default `16MB`: with it an open store costs about 180 MB
@@ -53,9 +58,9 @@ const isAlive = (pid: number): boolean => {
   }
 }
 
-/** Takes `<dataDir>.lock`, or fails naming the live process that holds it. */
+/** Takes `<dataDir>/lock`, or fails naming the live process that holds it. */
 const lockDataDir = (dataDir: string): Effect.Effect<void, StateStoreError, Scope.Scope> => {
-  const lockFile = `${path.resolve(dataDir)}.lock`
+  const lockFile = path.join(path.resolve(dataDir), "lock")
   return Effect.acquireRelease(
     Effect.try({
       try: () => {
@@ -150,14 +155,16 @@ const freshMemoryDump = (): Effect.Effect<Blob, StateStoreError> =>
 /** Opens the embedded store; closes the database when the scope closes. */
 export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<StateStoreService, StateStoreError, Scope.Scope> =>
   Effect.gen(function* () {
-    let db: PGlite
     if (options.dataDir === undefined) {
-      db = yield* open(options, yield* freshMemoryDump())
-    } else {
-      yield* lockDataDir(options.dataDir)
-      db = yield* open(options)
+      const db = yield* open(options, yield* freshMemoryDump())
+      return yield* makeSqlStore(yield* makeDriver(db))
     }
-    return yield* makeSqlStore(yield* makeDriver(db))
+    const dataDir = options.dataDir
+    yield* lockDataDir(dataDir)
+    const db = yield* open({ ...options, dataDir: path.join(dataDir, "pgdata") })
+    return yield* makeSqlStore(yield* makeDriver(db), {
+      logs: (announce) => FileLogs.make({ dir: path.join(dataDir, "logs"), announce })
+    })
   })
 
 /**

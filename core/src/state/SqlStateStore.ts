@@ -20,6 +20,7 @@ import {
   type Lease,
   type LogEvent,
   type LogQuery,
+  type Logs,
   type LogSource,
   MAX_LOG_LIMIT,
   type MemberInput,
@@ -40,6 +41,11 @@ import { SqlError } from "./SqlDriver.ts"
 export interface SqlStateStoreOptions {
   /** Apply pending migrations on start (default true). */
   readonly migrate?: boolean
+  /**
+   * Keeps job logs elsewhere than in the database (the embedded store uses files); gets the
+   * function that puts a change on this store's feed.
+   */
+  readonly logs?: (announce: (change: Change) => void) => Logs
 }
 
 /** The NOTIFY channel the change triggers publish on. */
@@ -709,7 +715,7 @@ export const make = (
 
     const APPEND_CHUNK = 5000
 
-    const logs = {
+    const sqlLogs: Logs = {
       append: (events: ReadonlyArray<import("../ports/StateStore.ts").NewLogEvent>) =>
         Effect.gen(function* () {
           for (let start = 0; start < events.length; start += APPEND_CHUNK) {
@@ -783,7 +789,7 @@ export const make = (
       jobs: documentsOf("job"),
       instances: documentsOf("instance"),
       fleets: documentsOf("fleet"),
-      logs,
+      logs: options.logs !== undefined ? options.logs((change) => pubsub.unsafeOffer(change)) : sqlLogs,
       withTransaction,
       changes: Stream.fromPubSub(pubsub),
       subscribe: PubSub.subscribe(pubsub)

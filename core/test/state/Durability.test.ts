@@ -1,4 +1,5 @@
-// The embedded store keeps every acknowledged write when its process is killed with SIGKILL,
+// The embedded store keeps every acknowledged write (rows and log lines) when its process is
+// killed with SIGKILL,
 // refuses a second process on the same data directory while the first lives, and reopens
 // without applying migrations again.
 import * as fs from "node:fs"
@@ -39,12 +40,22 @@ it.live(
       expect(acked.length).toBeGreaterThanOrEqual(301)
 
       // Reopen (the stale lock of the dead process is taken over) and find every acked row.
-      const found = yield* Effect.scoped(
+      const { found, lines } = yield* Effect.scoped(
         Effect.gen(function* () {
           const store = yield* EmbeddedStateStore.make({ dataDir })
-          return yield* store.runs.list({ projects: ["p"] })
+          const lines: Array<string> = []
+          let nextToken: string | undefined
+          do {
+            const page = yield* store.logs.poll({ project: "p", jobSubmissionId: "sub-1", ...(nextToken === undefined ? {} : { nextToken }) })
+            lines.push(...page.events.map((e) => new TextDecoder().decode(e.message)))
+            nextToken = page.nextToken
+          } while (nextToken !== undefined)
+          return { found: yield* store.runs.list({ projects: ["p"] }), lines }
         })
       )
+      // Every acknowledged log line is there, in order.
+      expect(lines.slice(0, acked.length)).toEqual(acked.map((i) => `line ${i}\n`))
+      expect(lines.length - acked.length).toBeLessThanOrEqual(1)
       const ids = new Set(found.map((d) => d.id))
       const missing = acked.filter((i) => !ids.has(`run-${i}`))
       expect(missing).toEqual([])
@@ -65,7 +76,8 @@ it.live("reopens a data directory without migrating again and keeps its data", (
         yield* StateStore.bootstrap({ adminToken: "durable-token-123" }).pipe(Effect.provideService(StateStore.StateStore, store))
       })
     )
-    expect(fs.existsSync(`${dataDir}.lock`)).toBe(false)
+    expect(fs.existsSync(path.join(dataDir, "lock"))).toBe(false)
+    expect(fs.existsSync(path.join(dataDir, "pgdata", "PG_VERSION"))).toBe(true)
     const again = yield* Effect.scoped(
       Effect.gen(function* () {
         const store = yield* EmbeddedStateStore.make({ dataDir })
