@@ -9,6 +9,7 @@
  * plugin where that matters. One process at a time owns a data directory (a lock file says
  * which); several server replicas need PostgreSQL.
  */
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Config, Effect, Layer } from "effect"
@@ -152,6 +153,50 @@ const freshMemoryDump = (): Effect.Effect<Blob, StateStoreError> =>
     )
   )
 
+// initdb runs in a second WASM instance that the process never gives back: a first start
+// in-process leaves the server at ~750 MB of RSS instead of ~180 MB. So a new data directory
+// is initialised by a short-lived child of the same runtime (node or deno) when there is one;
+// elsewhere (a compiled binary, a bundle without import.meta.resolve) it happens in-process.
+const initInChild = (pgdata: string): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    const runtime = path.basename(process.execPath).replace(/\.exe$/, "")
+    let url: string
+    try {
+      url = import.meta.resolve("@electric-sql/pglite")
+    } catch {
+      resume(Effect.succeed(false))
+      return
+    }
+    if (runtime !== "node" && runtime !== "nodejs" && runtime !== "deno") {
+      resume(Effect.succeed(false))
+      return
+    }
+    const code = [
+      `const { PGlite } = await import(${JSON.stringify(url)})`,
+      `const db = await PGlite.create({ dataDir: ${JSON.stringify(pgdata)} })`,
+      `await db.close()`
+    ].join("\n")
+    const args = runtime === "deno" ? ["eval", "--ext=js", code] : ["--input-type=module", "-e", code]
+    let child: ReturnType<typeof spawn>
+    try {
+      child = spawn(process.execPath, args, { stdio: "ignore" })
+    } catch {
+      resume(Effect.succeed(false))
+      return
+    }
+    child.on("error", () => resume(Effect.succeed(false)))
+    child.on("exit", (code) => resume(Effect.succeed(code === 0 && fs.existsSync(path.join(pgdata, "PG_VERSION")))))
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+const prepare = (pgdata: string): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    if (fs.existsSync(path.join(pgdata, "PG_VERSION"))) return
+    const done = yield* initInChild(pgdata)
+    // A half-made directory from a failed child would make PGlite skip initdb: clear it.
+    if (!done) fs.rmSync(pgdata, { recursive: true, force: true })
+  })
+
 /** Opens the embedded store; closes the database when the scope closes. */
 export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<StateStoreService, StateStoreError, Scope.Scope> =>
   Effect.gen(function* () {
@@ -161,7 +206,9 @@ export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<Sta
     }
     const dataDir = options.dataDir
     yield* lockDataDir(dataDir)
-    const db = yield* open({ ...options, dataDir: path.join(dataDir, "pgdata") })
+    const pgdata = path.join(dataDir, "pgdata")
+    yield* prepare(pgdata)
+    const db = yield* open({ ...options, dataDir: pgdata })
     return yield* makeSqlStore(yield* makeDriver(db), {
       logs: (announce) => FileLogs.make({ dir: path.join(dataDir, "logs"), announce })
     })

@@ -26,6 +26,10 @@ it.live(
       const writer = spawnFixture("writer", { DATA_DIR: dataDir })
       children.push(writer)
       yield* Effect.promise(() => writer.waitFor((l) => l.startsWith("ready "), 90_000))
+      // A first start initialises the directory in a child process: in-process initdb would
+      // leave this process at ~900 MB (with tsx loaded), instead of ~350.
+      const rssMb = Number(writer.lines.find((l) => l.startsWith("ready "))!.slice(6))
+      expect(rssMb).toBeLessThan(500)
 
       // A second opener is refused while the writer lives.
       const second = yield* Effect.either(Effect.scoped(EmbeddedStateStore.make({ dataDir })))
