@@ -26,6 +26,7 @@ export * from "./blob/index.ts"
 export * from "./engine/index.ts"
 // The runner agent (`Runner.serveRunner`), its HTTP API and its process and docker executors.
 export * as Runner from "./runner/index.ts"
+export * from "./api/index.ts"
 // Code delivery: LocalRepo / RemoteRepo / VirtualRepo on the client, materializeRepo on the runner.
 export { LocalRepo, RemoteRepo, VirtualRepo, materializeRepo, builtinRepos } from "./repos/index.ts"
 export type { RepoCode } from "./repos/index.ts"

@@ -20,7 +20,9 @@ export class JobPlan extends Schema.Class<JobPlan>("@dstack-ts/core/JobPlan")({
   /** How many offers fit in all, beyond those shown. */
   totalOffers: wire(Schema.Int, "total_offers"),
   /** The highest price among the offers, `null` when there are none. */
-  maxPrice: wireDefault(Schema.NullOr(Schema.Number), "max_price", () => null)
+  maxPrice: wireDefault(Schema.NullOr(Schema.Number), "max_price", () => null),
+  /** When no offer fits: which requirements excluded what, in words a user can act on. */
+  noOffersReason: wireOptional(Schema.String, "no_offers_reason")
 }) {}
 
 /** Whether applying the plan creates a new run or updates the one of the same name. */

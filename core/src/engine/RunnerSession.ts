@@ -12,6 +12,8 @@ import { JobEvent, type RunnerTerminationReason } from "./JobLifecycle.ts"
 
 const MODULE = "RunnerSession"
 
+const FINAL_STATES: ReadonlySet<string> = new Set(["done", "failed", "terminated", "aborted"])
+
 const RUNNER_REASONS: ReadonlySet<string> = new Set<RunnerTerminationReason>([
   "container_exited_with_error",
   "ports_binding_failed",
@@ -158,7 +160,9 @@ export const followEvents = (client: RunnerClient, cursor: number): Stream.Strea
           }
         ),
         Stream.flattenIterables,
-        Stream.takeUntil((event) => event._tag === "End")
+        // A job's final state comes after all its logs: anything past it belongs to the runner's
+        // next job, so a follower stops there even if the `end` event has not come yet.
+        Stream.takeUntil((event) => event._tag === "End" || (event._tag === "State" && FINAL_STATES.has(event.state.state)))
       )
     })
   )

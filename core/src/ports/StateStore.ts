@@ -348,6 +348,11 @@ export interface LogPage {
   readonly events: ReadonlyArray<LogEvent>
   /** Present when more events may follow. */
   readonly nextToken?: string
+  /**
+   * The position after the last event of this page (present whenever the page has events):
+   * pass it as `nextToken` later to get only what was appended since — how followers tail a log.
+   */
+  readonly cursor?: string
 }
 
 export interface Logs {

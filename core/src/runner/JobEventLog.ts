@@ -110,6 +110,18 @@ export class JobEventLog {
   }
 
   /**
+   * Forgets every event (a new job starts on this runner) while the clock keeps running, so
+   * a cursor from before the reset can never see the new job's events as old ones.
+   */
+  clear(): void {
+    this.states.length = 0
+    this.jobLogs.length = 0
+    this.runnerLogs.length = 0
+    this.sealedUpTo = this.last
+    this.notify()
+  }
+
+  /**
    * Events after `after`, at most about `maxLogBytes` of job output. When cut, the cursor is
    * the newest timestamp handed out and `hasMore` is set.
    */

@@ -180,6 +180,20 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
 
     const submit = (body: SubmitBody) =>
       Effect.gen(function* () {
+        if (state === "wait_logs_finished") {
+          // The previous job is over: this runner takes the next one, as upstream's host agent
+          // would start a fresh runner. Its code and events go; the event clock keeps running.
+          yield* Effect.try({
+            try: () => fs.rmSync(repoDir, { recursive: true, force: true }),
+            catch: (cause) => refuse("submit", "Internal", `cannot clear the repo directory ${repoDir}: ${String(cause)}`, cause)
+          })
+          events.clear()
+          submission = undefined
+          execution = undefined
+          stopRequest = undefined
+          maxDurationExceeded = false
+          state = "wait_submit"
+        }
         if (state !== "wait_submit") {
           return yield* Effect.fail(refuse("submit", "Conflict", `the runner already has a job (state ${state})`))
         }

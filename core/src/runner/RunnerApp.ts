@@ -114,14 +114,15 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
       while (!aborted.signal.aborted) {
         const finishedBefore = await runAgent(agent.finished)
         const batch: JobEventsSince = await runAgent(agent.pull(cursor))
-        for (const state of batch.jobStates) {
-          await stream.writeSSE({ event: "state", id: String(state.timestamp), data: JSON.stringify(encodeState(state)) })
-        }
-        for (const log of batch.jobLogs) {
-          await stream.writeSSE({ event: "log", id: String(log.timestamp), data: JSON.stringify(encodeLog(log)) })
-        }
-        for (const log of batch.runnerLogs) {
-          await stream.writeSSE({ event: "runner_log", id: String(log.timestamp), data: JSON.stringify(encodeLog(log)) })
+        // In timestamp order across kinds: a follower may rely on a job's final state coming
+        // after every log line the job wrote.
+        const ordered = [
+          ...batch.jobStates.map((e) => ({ t: e.timestamp, event: "state", data: () => encodeState(e) })),
+          ...batch.jobLogs.map((e) => ({ t: e.timestamp, event: "log", data: () => encodeLog(e) })),
+          ...batch.runnerLogs.map((e) => ({ t: e.timestamp, event: "runner_log", data: () => encodeLog(e) }))
+        ].sort((a, b) => a.t - b.t)
+        for (const item of ordered) {
+          await stream.writeSSE({ event: item.event, id: String(item.t), data: JSON.stringify(item.data()) })
         }
         cursor = batch.lastUpdated
         if (batch.hasMore) continue

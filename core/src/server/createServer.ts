@@ -4,6 +4,12 @@
 import { Effect, Layer, ManagedRuntime } from "effect"
 import { Hono } from "hono"
 import type { BlobStore } from "../ports/BlobStore.ts"
+import * as PluginHostModule from "../plugin/PluginHost.ts"
+import type { PluginError } from "../plugin/PluginError.ts"
+import * as ComputeModule from "../engine/Compute.ts"
+import type { Compute, ComputeOptions } from "../engine/Compute.ts"
+import * as EngineModule from "../engine/Engine.ts"
+import type { Engine, EngineOptions } from "../engine/Engine.ts"
 import { StateStore, bootstrap } from "../ports/StateStore.ts"
 import type { BootstrapResult, StateStoreError } from "../ports/StateStore.ts"
 import { CORE_VERSION } from "../plugin/CoreVersion.ts"
@@ -16,6 +22,8 @@ import * as StateAccess from "./StateAccess.ts"
 import { serverRoutes } from "./routes/server.ts"
 import { userRoutes } from "./routes/users.ts"
 import { projectRoutes } from "./routes/projects.ts"
+import { runRoutes } from "./routes/runs.ts"
+import { logRoutes } from "./routes/logs.ts"
 import { repoRoutes } from "./routes/repos.ts"
 
 export interface ServerOptions {
@@ -25,15 +33,21 @@ export interface ServerOptions {
   readonly blobs: Layer.Layer<BlobStore>
   /** The first admin's token (`DSTACK_SERVER_ADMIN_TOKEN`); random when absent. */
   readonly adminToken?: string | undefined
+  /** The plugins of this build: backends, transports, codecs … (checked against this core). */
+  readonly plugins?: ReadonlyArray<unknown>
+  /** Backends every project gets, and which transport reaches which backend's runners. */
+  readonly compute?: ComputeOptions
+  /** Engine tuning: lease length, resync interval, timeouts. */
+  readonly engine?: EngineOptions
   /** More routes (a custom build's own API), mounted after the built-in ones. */
   readonly extraRoutes?: ReadonlyArray<AnyRoute<ServerServices>>
 }
 
-export type ServerServices = StateStore | BlobStore | Access
+export type ServerServices = StateStore | BlobStore | Access | PluginHostModule.PluginHost | Compute | Engine
 
 export interface Server {
   readonly app: Hono
-  readonly runtime: ManagedRuntime.ManagedRuntime<ServerServices, StateStoreError>
+  readonly runtime: ManagedRuntime.ManagedRuntime<ServerServices, StateStoreError | PluginError>
   readonly routes: ReadonlyArray<AnyRoute<any>>
   readonly bootstrap: BootstrapResult
   /** The OpenAPI document served at /api/docs. */
@@ -43,7 +57,14 @@ export interface Server {
 }
 
 /** The routes every server has. */
-export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [...serverRoutes, ...userRoutes, ...projectRoutes, ...repoRoutes]
+export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
+  ...serverRoutes,
+  ...userRoutes,
+  ...projectRoutes,
+  ...repoRoutes,
+  ...runRoutes,
+  ...logRoutes
+]
 
 /**
  * Creates a server. The first call on an empty state store creates the `admin` user and the
@@ -57,8 +78,10 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [...server
  * serve(server.app, { port: 3000 })
  */
 export const createServer = async (options: ServerOptions): Promise<Server> => {
-  const base = Layer.mergeAll(options.state, options.blobs)
-  const services = Layer.provideMerge(StateAccess.layer, base)
+  const base = Layer.mergeAll(options.state, options.blobs, PluginHostModule.layer(options.plugins ?? []))
+  const compute = Layer.provideMerge(ComputeModule.layer(options.compute ?? {}), base)
+  const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
+  const services = Layer.provideMerge(StateAccess.layer, engine)
   const runtime = ManagedRuntime.make(services)
   try {
     const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))

@@ -24,6 +24,7 @@ import {
   type LogSource,
   MAX_LOG_LIMIT,
   type MemberInput,
+  type NewLogEvent,
   type Page,
   type Projects,
   type Repos,
@@ -713,25 +714,51 @@ export const make = (
     // -------------------------------------------------------------------------------------------
     // Logs
 
-    const APPEND_CHUNK = 5000
+    // One statement per chunk of events; the messages travel as one base64 blob sliced by
+    // offsets on the server, about twice as fast as an array of per-event values.
+    const APPEND_CHUNK_EVENTS = 5000
+    const APPEND_CHUNK_BYTES = 8 * 1024 * 1024
+
+    const appendChunk = (chunk: ReadonlyArray<NewLogEvent>) => {
+      const offsets: Array<number> = []
+      const lengths: Array<number> = []
+      let at = 1
+      for (const e of chunk) {
+        offsets.push(at)
+        lengths.push(e.message.byteLength)
+        at += e.message.byteLength
+      }
+      const blob = Buffer.concat(chunk.map((e) => e.message)).toString("base64")
+      return sql(
+        `WITH b AS (SELECT decode($6::text, 'base64') AS blob)
+         INSERT INTO logs (project, job_submission_id, diagnose, ts_ms, source, message)
+         SELECT u.p, u.j, u.s = 3, u.t, u.s, substring(b.blob FROM u.o FOR u.l)
+         FROM b, unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[], $5::integer[], $7::integer[]) AS u(p, j, t, s, o, l)`,
+        [
+          chunk.map((e) => e.project),
+          chunk.map((e) => e.jobSubmissionId),
+          chunk.map((e) => e.timestamp.getTime()),
+          chunk.map((e) => sourceCode(e.source)),
+          offsets,
+          blob,
+          lengths
+        ]
+      ).pipe(Effect.mapError(toStoreError("logs.append")))
+    }
 
     const sqlLogs: Logs = {
-      append: (events: ReadonlyArray<import("../ports/StateStore.ts").NewLogEvent>) =>
+      append: (events: ReadonlyArray<NewLogEvent>) =>
         Effect.gen(function* () {
-          for (let start = 0; start < events.length; start += APPEND_CHUNK) {
-            const chunk = events.slice(start, start + APPEND_CHUNK)
-            yield* sql(
-              `INSERT INTO logs (project, job_submission_id, diagnose, ts_ms, source, message)
-               SELECT u.p, u.j, u.s = 3, u.t, u.s, decode(u.m, 'base64')
-               FROM unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[], $5::text[]) AS u(p, j, t, s, m)`,
-              [
-                chunk.map((e) => e.project),
-                chunk.map((e) => e.jobSubmissionId),
-                chunk.map((e) => e.timestamp.getTime()),
-                chunk.map((e) => sourceCode(e.source)),
-                chunk.map((e) => Buffer.from(e.message.buffer, e.message.byteOffset, e.message.byteLength).toString("base64"))
-              ]
-            ).pipe(Effect.mapError(toStoreError("logs.append")))
+          let start = 0
+          while (start < events.length) {
+            let end = start
+            let bytes = 0
+            while (end < events.length && end - start < APPEND_CHUNK_EVENTS && (end === start || bytes + events[end].message.byteLength <= APPEND_CHUNK_BYTES)) {
+              bytes += events[end].message.byteLength
+              end++
+            }
+            yield* appendChunk(events.slice(start, end))
+            start = end
           }
           yield* noteWrites("logs", events.length)
         }),

@@ -1,0 +1,615 @@
+/**
+ * The engine: the effectful driver of the pure run and job lifecycles. It is event-driven: a
+ * change to a run (a submission, a stop request) or a runner report wakes the run's worker at
+ * once; a slow periodic resync only picks up runs nobody holds (after a replica died) and
+ * terminates idle instances. Each active run is worked on by one worker in one replica, which
+ * holds the run's lease while it lives; a worker computes transitions on a fresh read, writes
+ * them against the row's version and only then carries out their effects.
+ */
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Schema, Scope, Stream } from "effect"
+import * as os from "node:os"
+import { Instance } from "../domain/Instance.ts"
+import { Job, JobProvisioningData, type JobSpec, latestSubmission } from "../domain/Job.ts"
+import type { InstanceOffer } from "../domain/Offer.ts"
+import { Run } from "../domain/Run.ts"
+import { isJobStatusFinished, isRunStatusFinished, type RunStatus } from "../domain/Status.ts"
+import { BlobStore } from "../ports/BlobStore.ts"
+import { StateStore, type Lease, type NewLogEvent, type StateStoreError } from "../ports/StateStore.ts"
+import { Compute } from "./Compute.ts"
+import {
+  JobEffect,
+  JobEvent,
+  maxDurationDeadline,
+  provisioningDeadline,
+  stopDeadline,
+  transitionJob
+} from "./JobLifecycle.ts"
+import { explainNoOffers, offersForJob } from "./Planner.ts"
+import { decodeRow, encodeRecord, type RunRecord } from "./RunRecord.ts"
+import { RunEffect, RunEvent, transitionRun } from "./RunLifecycle.ts"
+import { followEvents, jobEventOfRunnerState, startJob, stopJob, waitHealthy } from "./RunnerSession.ts"
+
+export interface EngineOptions {
+  /** Names this replica in leases; unique per process by default. */
+  readonly owner?: string
+  /** How long a claim lasts without renewal. Default 30 s. */
+  readonly leaseMs?: number
+  /** How often unheld runs are picked up and idle instances checked. Default 15 s. */
+  readonly resyncMs?: number
+  /** How long a runner may take to answer on a new instance. Default 10 min (upstream). */
+  readonly provisioningTimeoutMs?: number
+  /** How long a runner may stay unreachable before its job ends as instance_unreachable. Default 2 min. */
+  readonly unreachableMs?: number
+  /** Seconds an instance stays idle before it is terminated, unless the run says otherwise. Default 300. */
+  readonly defaultIdleDurationSeconds?: number
+}
+
+export interface EngineService {
+  readonly owner: string
+  /** Wakes the worker of a run now (the change feed does this too; this saves a round trip). */
+  readonly wake: (runId: string) => Effect.Effect<void>
+  /** Runs this replica works on right now. */
+  readonly activeRuns: Effect.Effect<ReadonlyArray<string>>
+}
+
+export class Engine extends Context.Tag("@dstack-ts/core/Engine")<Engine, EngineService>() {}
+
+export const ACTIVE_RUN_STATUSES: ReadonlyArray<RunStatus> = ["pending", "submitted", "provisioning", "running", "terminating"]
+
+/** What wakes a worker. */
+type Signal =
+  | { readonly _tag: "Changed" }
+  | { readonly _tag: "Job"; readonly submissionId: string; readonly event: JobEvent }
+  | { readonly _tag: "HandedToRunner"; readonly submissionId: string }
+  | { readonly _tag: "FollowerDone"; readonly submissionId: string }
+  | { readonly _tag: "LeaseLost" }
+
+const decodeInstance = Schema.decodeUnknown(Instance)
+const encodeInstance = Schema.encodeSync(Instance)
+const decodeProvisioning = Schema.decodeUnknown(JobProvisioningData)
+const encodeProvisioning = Schema.encodeSync(JobProvisioningData)
+
+const jobOfSubmission = (run: Run, submissionId: string): { readonly index: number; readonly job: Job } | undefined => {
+  const index = run.jobs.findIndex((job) => latestSubmission(job)?.id === submissionId)
+  return index < 0 ? undefined : { index, job: run.jobs[index] }
+}
+
+const withJob = (run: Run, index: number, job: Job): Run =>
+  new Run({ ...run, jobs: run.jobs.map((j, i) => (i === index ? job : j)) }, { disableValidation: true })
+
+/** JSON with sorted keys and without `last_processed_at`: jsonb does not keep key order. */
+const canonical = (value: unknown): string =>
+  JSON.stringify(value, (key, v) =>
+    key === "last_processed_at"
+      ? undefined
+      : v && typeof v === "object" && !Array.isArray(v)
+        ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]))
+        : v
+  )
+
+/** Equal as stored documents once every `last_processed_at` is left out. */
+const sameIgnoringProcessedAt = (a: unknown, b: unknown): boolean => canonical(a) === canonical(b)
+
+const errorMessage = (e: unknown): string =>
+  e && typeof e === "object" && "message" in e && typeof (e as any).message === "string" && (e as any).message !== ""
+    ? (e as any).message
+    : String((e as any)?.reason ?? e)
+
+export const make = (
+  options: EngineOptions = {}
+): Effect.Effect<EngineService, StateStoreError, StateStore | Compute | BlobStore | Scope.Scope> =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const compute = yield* Compute
+    const blobs = yield* BlobStore
+    const engineScope = yield* Effect.scope
+    const owner = options.owner ?? `${os.hostname()}-${process.pid}-${crypto.randomUUID().slice(0, 8)}`
+    const leaseMs = options.leaseMs ?? 30_000
+    const resyncMs = options.resyncMs ?? 15_000
+    const provisioningTimeoutMs = options.provisioningTimeoutMs ?? 10 * 60_000
+    const unreachableMs = options.unreachableMs ?? 2 * 60_000
+    const defaultIdle = options.defaultIdleDurationSeconds ?? 300
+    const workers = new Map<string, Queue.Queue<Signal>>()
+
+    // -------------------------------------------------------------------------------------
+    // Instances
+
+    const updateInstance = (id: string, f: (instance: Instance, raw: Record<string, unknown>) => Record<string, unknown>) =>
+      Effect.gen(function* () {
+        for (let attempt = 0; attempt < 20; attempt++) {
+          const row = yield* store.instances.get(id)
+          const instance = yield* decodeInstance(row.doc).pipe(Effect.orDie)
+          const next = f(instance, row.doc as Record<string, unknown>)
+          const result = yield* store.instances
+            .update(id, { status: String(next.status), doc: next }, { expectedVersion: row.version })
+            .pipe(Effect.either)
+          if (result._tag === "Right") return
+          if (result.left.reason !== "Conflict") return yield* Effect.fail(result.left)
+        }
+      })
+
+    const releaseInstance = (instanceId: string | undefined) =>
+      instanceId === undefined
+        ? Effect.void
+        : updateInstance(instanceId, (instance, raw) =>
+          instance.status === "busy"
+            ? { ...raw, ...encodeInstance(new Instance({ ...instance, status: "idle", jobName: undefined, lastJobProcessedAt: new Date() })) }
+            : raw
+        ).pipe(Effect.catchAll((e) => Effect.logWarning(`could not release instance ${instanceId}: ${errorMessage(e)}`)))
+
+    const terminateInstance = (project: string, instanceId: string | undefined, pd: JobProvisioningData, reason: string) =>
+      Effect.gen(function* () {
+        const backend = yield* compute.backend(project, pd.backend)
+        yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+        if (instanceId !== undefined) {
+          yield* updateInstance(instanceId, (instance, raw) => ({
+            ...raw,
+            ...encodeInstance(new Instance({ ...instance, status: "terminated", terminationReason: reason, jobName: undefined }))
+          }))
+        }
+      }).pipe(Effect.catchAll((e) => Effect.logWarning(`could not terminate instance ${pd.instanceId}: ${errorMessage(e)}`)))
+
+    /** Takes an idle instance for a job: the lease makes sure two runs never get the same one. */
+    const takeIdleInstance = (offer: InstanceOffer, jobName: string) =>
+      Effect.gen(function* () {
+        const claimed = yield* store.instances.claim({ filter: { ids: [offer.instanceId!], statuses: ["idle"] }, owner, leaseMs: 30_000 })
+        if (claimed.length === 0) return Option.none<{ pd: JobProvisioningData; instanceId: string }>()
+        const row = claimed[0]
+        const instance = yield* decodeInstance(row.doc).pipe(Effect.orDie)
+        const pd = yield* decodeProvisioning((row.doc as any).provisioning_data).pipe(Effect.orDie)
+        // A runner that died with a previous server process must not get the job.
+        const healthy = yield* compute.transport(pd.backend).pipe(
+          Effect.flatMap((t) => t.connect({ hostname: pd.hostname ?? "", runnerPort: pd.runnerPort ?? 10999, ...(pd.sshPort ? { sshPort: pd.sshPort } : {}), username: pd.username, instanceId: pd.instanceId })),
+          Effect.flatMap((client) => waitHealthy(client, 3_000)),
+          Effect.scoped,
+          Effect.isSuccess
+        )
+        const next = new Instance({ ...instance, status: healthy ? "busy" : "terminated", jobName: healthy ? jobName : undefined, ...(healthy ? {} : { terminationReason: "unreachable when reused" }) })
+        yield* store.instances.update(row.id, { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } }, { lease: row.lease!.token })
+        yield* store.instances.release(row.id, row.lease!.token).pipe(Effect.ignore)
+        return healthy ? Option.some({ pd, instanceId: row.id }) : Option.none()
+      })
+
+    /** Creates an instance from a backend offer and records it as busy with the job. */
+    const createInstance = (project: string, offer: InstanceOffer, run: Run, jobName: string) =>
+      Effect.gen(function* () {
+        const backend = yield* compute.backend(project, offer.backend)
+        const id = crypto.randomUUID()
+        const name = `${jobName}-${id.slice(0, 4)}`
+        const idleDuration = run.runSpec.configuration.idleDuration
+        const base = new Instance({
+          id,
+          projectName: project,
+          backend: offer.backend,
+          instanceType: offer.instance,
+          name,
+          jobName,
+          status: "provisioning",
+          created: new Date(),
+          region: offer.region,
+          price: offer.price,
+          idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : defaultIdle
+        })
+        yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
+        const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [] }).pipe(
+          Effect.tapError((e) =>
+            store.instances.update(id, {
+              status: "terminated",
+              doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: errorMessage(e) }))
+            }).pipe(Effect.ignore)
+          )
+        )
+        const ready = new Instance({
+          ...base,
+          status: "busy",
+          ...(pd.hostname !== null ? { hostname: pd.hostname } : {}),
+          ...(pd.runnerPort !== undefined ? { runnerPort: pd.runnerPort } : {}),
+          ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
+          username: pd.username,
+          backendInstanceId: pd.instanceId
+        })
+        yield* store.instances.update(id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } })
+        return { pd, instanceId: id }
+      })
+
+    // -------------------------------------------------------------------------------------
+    // Code
+
+    const readCode = (project: string, spec: JobSpec, repoId: string) =>
+      spec.repoCodeHash === undefined
+        ? Effect.succeed(undefined)
+        : store.codes.get(project, repoId, spec.repoCodeHash).pipe(
+          Effect.flatMap((record) => blobs.getBytes(record.blobKey)),
+          Effect.map((bytes): Uint8Array | undefined => bytes)
+        )
+
+    // -------------------------------------------------------------------------------------
+    // A worker per run
+
+    const startWorker = (runId: string, lease: Lease) =>
+      Effect.gen(function* () {
+        const signals = yield* Queue.unbounded<Signal>()
+        workers.set(runId, signals)
+        yield* runWorker(runId, lease, signals).pipe(
+          Effect.catchAllCause((cause) =>
+            Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(`run ${runId}: worker failed`, cause)
+          ),
+          Effect.ensuring(
+            Effect.sync(() => workers.delete(runId)).pipe(
+              Effect.zipRight(store.runs.release(runId, lease.token).pipe(Effect.ignore))
+            )
+          ),
+          Effect.forkIn(engineScope)
+        )
+      })
+
+    const runWorker = (runId: string, lease: Lease, signals: Queue.Queue<Signal>) =>
+      Effect.gen(function* () {
+        const workerScope = yield* Scope.make()
+        const provisioning = new Set<string>()
+        const followers = new Map<string, Fiber.RuntimeFiber<void, never>>()
+        const pendingEvents: Array<{ submissionId: string; event: JobEvent }> = []
+        const handed = new Set<string>()
+        const offer = (signal: Signal) => Queue.offer(signals, signal).pipe(Effect.asVoid)
+
+        // Keep the lease; losing it means another replica took the run over.
+        yield* store.runs.renew(runId, lease.token, leaseMs).pipe(
+          Effect.delay(Duration.millis(Math.max(1000, Math.floor(leaseMs / 3)))),
+          Effect.forever,
+          Effect.catchAll(() => offer({ _tag: "LeaseLost" })),
+          Effect.forkIn(workerScope)
+        )
+
+        /** Computes every transition on a fresh read, writes it, and returns the effects to carry out. */
+        const step = Effect.gen(function* () {
+          for (let attempt = 0; ; attempt++) {
+            const row = yield* store.runs.get(runId)
+            const { record } = yield* decodeRow(row)
+            const now = Date.now()
+            let run = record.run
+            let stopRequest = record.stopRequest
+            let wakeAt = record.wakeAt
+            const submittedToRunner = new Set([...record.submittedToRunner, ...handed])
+            const jobEffects: Array<JobEffect> = []
+
+            const applyJob = (submissionId: string, event: JobEvent) => {
+              const found = jobOfSubmission(run, submissionId)
+              if (!found) return
+              const t = transitionJob(found.job, event, now)
+              if (t._tag === "Applied") {
+                run = withJob(run, found.index, t.entity)
+                jobEffects.push(...t.effects)
+              }
+            }
+            const applyRun = (event: RunEvent) => {
+              const t = transitionRun(run, event, now, { newSubmissionId: () => crypto.randomUUID() })
+              if (t._tag !== "Applied") return
+              run = t.entity
+              for (const effect of t.effects) {
+                if (effect._tag === "StopJob") {
+                  applyJob(effect.jobSubmissionId, JobEvent.StopRequested({ abort: effect.abort, reason: effect.reason as any }))
+                } else if (effect._tag === "Resubmit") {
+                  wakeAt = effect.at
+                }
+              }
+            }
+
+            if (stopRequest !== undefined) {
+              applyRun(RunEvent.StopRequested({ abort: stopRequest.abort }))
+              stopRequest = undefined
+            }
+            for (const { submissionId, event } of pendingEvents) applyJob(submissionId, event)
+            // Deadlines that passed.
+            for (const job of run.jobs) {
+              const sub = latestSubmission(job)
+              if (!sub) continue
+              const stopAt = stopDeadline(job)
+              if (stopAt !== null && stopAt <= now) applyJob(sub.id, JobEvent.StopDurationExceeded())
+              const provAt = provisioningDeadline(job, provisioningTimeoutMs)
+              if (provAt !== null && provAt <= now) applyJob(sub.id, JobEvent.ProvisioningTimeout())
+              const maxAt = maxDurationDeadline(job)
+              // The runner enforces max_duration; this catches a runner that does not.
+              if (maxAt !== null && maxAt + 30_000 <= now) applyJob(sub.id, JobEvent.MaxDurationExceeded())
+            }
+            if (run.status === "pending" && wakeAt !== undefined && wakeAt <= now) {
+              wakeAt = undefined
+              applyRun(RunEvent.RetryDue())
+            }
+            // Settle: job changes may change the run, which may stop or add jobs.
+            for (let i = 0; i < 4; i++) {
+              const before = run
+              applyRun(RunEvent.JobsChanged())
+              if (run === before) break
+            }
+            // New submissions get an instance.
+            if (!isRunStatusFinished(run.status) && run.status !== "terminating") {
+              for (const job of run.jobs) {
+                const sub = latestSubmission(job)
+                if (sub && sub.status === "submitted" && !provisioning.has(sub.id)) applyJob(sub.id, JobEvent.Claimed())
+              }
+            }
+
+            const next: RunRecord = { run, stopRequest, wakeAt, submittedToRunner: [...submittedToRunner] }
+            const encoded = encodeRecord(next)
+            // Only a real change is written: bumping `last_processed_at` alone would wake every
+            // follower of the run (and this worker) for nothing.
+            if (sameIgnoringProcessedAt(encoded, row.doc) && jobEffects.length === 0) {
+              return { record: next, effects: jobEffects }
+            }
+            const saved = yield* store.runs
+              .update(runId, { status: run.status, doc: encoded }, { lease: lease.token, expectedVersion: row.version })
+              .pipe(Effect.either)
+            if (saved._tag === "Right") {
+              pendingEvents.length = 0
+              return { record: next, effects: jobEffects }
+            }
+            if (saved.left.reason !== "Conflict" || attempt >= 20) return yield* Effect.fail(saved.left)
+          }
+        })
+
+        /** Carries out the effects of a written step. */
+        const carryOut = (record: RunRecord, effects: ReadonlyArray<JobEffect>) =>
+          Effect.forEach(effects, (effect) => {
+            const run = record.run
+            switch (effect._tag) {
+              case "ProvisionInstance": {
+                const found = jobOfSubmission(run, effect.jobSubmissionId)
+                if (!found || provisioning.has(effect.jobSubmissionId)) return Effect.void
+                provisioning.add(effect.jobSubmissionId)
+                return provision(run, found.job, effect.jobSubmissionId).pipe(
+                  Effect.flatMap((event) => offer({ _tag: "Job", submissionId: effect.jobSubmissionId, event })),
+                  Effect.forkIn(workerScope),
+                  Effect.asVoid
+                )
+              }
+              case "SubmitToRunner":
+                return startFollower(run, effect.jobSubmissionId, effect.provisioningData, record.submittedToRunner.includes(effect.jobSubmissionId))
+              case "StopRunner": {
+                const found = jobOfSubmission(run, effect.jobSubmissionId)
+                const pd = found && latestSubmission(found.job)?.jobProvisioningData
+                if (!pd) return Effect.void
+                return withRunner(pd, (client) => stopJob(client, effect.abort)).pipe(
+                  Effect.catchAll((e) => Effect.logWarning(`run ${run.runSpec.runName}: stop failed: ${errorMessage(e)}`)),
+                  Effect.forkIn(workerScope),
+                  Effect.asVoid
+                )
+              }
+              case "ReleaseInstance":
+                return releaseInstance(effect.instanceId)
+              case "TerminateInstance":
+                return terminateInstance(run.projectName, effect.instanceId, effect.provisioningData, "job ended on an unhealthy instance")
+            }
+          }, { discard: true })
+
+        const withRunner = <A, E>(pd: JobProvisioningData, f: (client: import("../ports/RunnerTransport.ts").RunnerClient) => Effect.Effect<A, E>) =>
+          compute.transport(pd.backend).pipe(
+            Effect.flatMap((transport) =>
+              transport.connect({
+                hostname: pd.hostname ?? "",
+                runnerPort: pd.runnerPort ?? 10999,
+                ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
+                username: pd.username,
+                instanceId: pd.instanceId
+              })
+            ),
+            Effect.flatMap(f),
+            Effect.scoped
+          )
+
+        /** Finds an instance for a submission: an idle one, else a new one from the cheapest offer that works. */
+        const provision = (run: Run, job: Job, submissionId: string): Effect.Effect<JobEvent> =>
+          Effect.gen(function* () {
+            const config = run.runSpec.configuration
+            const offers = yield* offersForJob(run.projectName, job.jobSpec.requirements, {
+              backends: config.backends,
+              regions: config.regions,
+              instanceTypes: config.instanceTypes
+            }).pipe(Effect.provideService(StateStore, store), Effect.provideService(Compute, compute))
+            const errors: Array<string> = []
+            for (const candidate of offers.offers.slice(0, 10)) {
+              const got = candidate.instanceId !== undefined
+                ? yield* takeIdleInstance(candidate, job.jobSpec.jobName).pipe(Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(errorMessage(e))), Option.none())))
+                : yield* createInstance(run.projectName, candidate, run, job.jobSpec.jobName).pipe(
+                  Effect.map(Option.some),
+                  Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(`${candidate.backend}: ${errorMessage(e)}`)), Option.none()))
+                )
+              if (Option.isSome(got)) return JobEvent.Provisioned({ provisioningData: got.value.pd, instanceId: got.value.instanceId })
+            }
+            const why = offers.offers.length === 0 ? explainNoOffers(offers) : `every offer failed: ${errors.join("; ")}`
+            return JobEvent.NoCapacity({ message: why })
+          }).pipe(
+            Effect.catchAllCause((cause) => Effect.succeed(JobEvent.NoCapacity({ message: `planning failed: ${Cause.pretty(cause).split("\n")[0]}` })))
+          )
+
+        /** Hands the job to its runner (unless a previous owner did) and follows its events and logs. */
+        const startFollower = (run: Run, submissionId: string, pd: JobProvisioningData, alreadyHanded: boolean) =>
+          Effect.gen(function* () {
+            if (followers.has(submissionId)) return
+            const found = jobOfSubmission(run, submissionId)
+            if (!found) return
+            const spec = found.job.jobSpec
+            const follower = Effect.gen(function* () {
+              let cursor = 0
+              if (alreadyHanded) {
+                const last = yield* store.logs.poll({ project: run.projectName, jobSubmissionId: submissionId, descending: true, limit: 1 }).pipe(Effect.orElseSucceed(() => ({ events: [] as ReadonlyArray<{ timestamp: Date }> })))
+                cursor = last.events[0]?.timestamp.getTime() ?? 0
+              } else {
+                const code = yield* readCode(run.projectName, spec, run.runSpec.repoId)
+                const body = {
+                  run: { id: run.id, runName: run.runSpec.runName, repoId: run.runSpec.repoId },
+                  jobSpec: spec,
+                  clusterInfo: { jobIps: [pd.internalIp ?? pd.hostname ?? ""], masterJobIp: pd.internalIp ?? pd.hostname ?? "", gpusPerJob: pd.instanceType.resources.gpus.length },
+                  secrets: {}
+                } as any
+                yield* withRunner(pd, (client) =>
+                  waitHealthy(client, provisioningTimeoutMs).pipe(Effect.zipRight(startJob(client, body, code)))
+                )
+                yield* offer({ _tag: "HandedToRunner", submissionId })
+              }
+              // Follow; reconnect from the last event after a broken connection.
+              let unreachableSince: number | undefined
+              while (true) {
+                const outcome = yield* withRunner(pd, (client) =>
+                  followEvents(client, cursor).pipe(
+                    Stream.tap((event) => Effect.sync(() => {
+                      if (event._tag === "State") cursor = Math.max(cursor, event.state.timestamp)
+                      else if (event._tag === "Log") cursor = Math.max(cursor, event.log.timestamp)
+                      unreachableSince = undefined
+                    })),
+                    Stream.groupedWithin(2000, Duration.millis(15)),
+                    Stream.runForEach((chunk) =>
+                      Effect.gen(function* () {
+                        const logs: Array<NewLogEvent> = []
+                        for (const event of chunk) {
+                          if (event._tag === "Log") {
+                            logs.push({ project: run.projectName, jobSubmissionId: submissionId, timestamp: new Date(event.log.timestamp), source: event.source, message: event.log.message })
+                          }
+                        }
+                        if (logs.length > 0) yield* store.logs.append(logs)
+                        for (const event of chunk) {
+                          if (event._tag === "State") {
+                            const jobEvent = jobEventOfRunnerState(event.state)
+                            if (jobEvent) yield* offer({ _tag: "Job", submissionId, event: jobEvent })
+                          }
+                        }
+                      })
+                    )
+                  )
+                ).pipe(Effect.either)
+                if (outcome._tag === "Right") return
+                const now = Date.now()
+                unreachableSince ??= now
+                if (now - unreachableSince > unreachableMs) {
+                  yield* offer({ _tag: "Job", submissionId, event: JobEvent.InstanceUnreachable() })
+                  return
+                }
+                yield* Effect.sleep(Duration.millis(500))
+              }
+            }).pipe(
+              Effect.catchAllCause((cause) =>
+                Cause.isInterruptedOnly(cause)
+                  ? Effect.interrupt
+                  : offer({
+                    _tag: "Job",
+                    submissionId,
+                    event: JobEvent.RunnerFailed({ reason: "executor_error", message: `could not hand the job to its runner: ${Cause.squash(cause) instanceof Error ? (Cause.squash(cause) as Error).message : errorMessage(Cause.squash(cause))}` })
+                  })
+              ),
+              Effect.ensuring(offer({ _tag: "FollowerDone", submissionId })),
+              Effect.asVoid
+            )
+            const fiber = yield* Effect.forkIn(follower, workerScope)
+            followers.set(submissionId, fiber)
+          })
+
+        /** The earliest deadline of the run's jobs and its retry, for the next timed wake-up. */
+        const nextDeadline = (record: RunRecord): number | undefined => {
+          const times: Array<number> = []
+          for (const job of record.run.jobs) {
+            for (const t of [stopDeadline(job), provisioningDeadline(job, provisioningTimeoutMs)]) if (t !== null) times.push(t)
+            const maxAt = maxDurationDeadline(job)
+            if (maxAt !== null) times.push(maxAt + 30_000)
+          }
+          if (record.wakeAt !== undefined) times.push(record.wakeAt)
+          return times.length === 0 ? undefined : Math.min(...times)
+        }
+
+        // On takeover: resume following jobs already on instances.
+        {
+          const { record } = yield* Effect.flatMap(store.runs.get(runId), decodeRow)
+          for (const job of record.run.jobs) {
+            const sub = latestSubmission(job)
+            if (sub?.jobProvisioningData && !isJobStatusFinished(sub.status) && sub.status !== "submitted") {
+              yield* startFollower(record.run, sub.id, sub.jobProvisioningData, record.submittedToRunner.includes(sub.id))
+            }
+          }
+        }
+
+        let finishedAt: number | undefined
+        while (true) {
+          const { record, effects } = yield* step
+          yield* carryOut(record, effects)
+          for (const job of record.run.jobs) {
+            const sub = latestSubmission(job)
+            if (sub && sub.status !== "submitted") provisioning.delete(sub.id)
+          }
+          if (isRunStatusFinished(record.run.status)) {
+            // Let followers deliver the last log lines, then let go of the run.
+            finishedAt ??= Date.now()
+            if (followers.size === 0 || Date.now() - finishedAt > 30_000) break
+          }
+          const deadline = nextDeadline(record)
+          const waitMs = deadline === undefined ? (finishedAt !== undefined ? 1_000 : 60_000) : Math.max(0, deadline - Date.now()) + 5
+          const signal = yield* Queue.take(signals).pipe(Effect.timeout(Duration.millis(Math.min(waitMs, 60_000))), Effect.option)
+          const batch = [...(Option.isSome(signal) ? [signal.value] : []), ...(yield* Queue.takeAll(signals))]
+          if (batch.some((s) => s._tag === "LeaseLost")) {
+            yield* Effect.logWarning(`run ${runId}: lease lost, another replica took over`)
+            break
+          }
+          for (const s of batch) {
+            if (s._tag === "Job") pendingEvents.push({ submissionId: s.submissionId, event: s.event })
+            else if (s._tag === "HandedToRunner") handed.add(s.submissionId)
+            else if (s._tag === "FollowerDone") followers.delete(s.submissionId)
+          }
+        }
+        yield* Scope.close(workerScope, Exit.void)
+      })
+
+    // -------------------------------------------------------------------------------------
+    // Claiming runs
+
+    const acquire = (runId: string) =>
+      Effect.gen(function* () {
+        const queue = workers.get(runId)
+        if (queue) return yield* Queue.offer(queue, { _tag: "Changed" })
+        const claimed = yield* store.runs.claim({ filter: { ids: [runId], statuses: ACTIVE_RUN_STATUSES }, owner, leaseMs })
+        for (const row of claimed) if (!workers.has(row.id)) yield* startWorker(row.id, row.lease!)
+      }).pipe(Effect.catchAll((e) => Effect.logWarning(`could not claim run ${runId}: ${errorMessage(e)}`)), Effect.asVoid)
+
+    const resync = Effect.gen(function* () {
+      const claimed = yield* store.runs.claim({ filter: { statuses: ACTIVE_RUN_STATUSES }, owner, leaseMs, limit: 100 })
+      for (const row of claimed) {
+        if (workers.has(row.id)) yield* store.runs.release(row.id, row.lease!.token).pipe(Effect.ignore)
+        else yield* startWorker(row.id, row.lease!)
+      }
+      // Idle instances past their idle duration are terminated.
+      const idle = yield* store.instances.list({ statuses: ["idle"] })
+      const now = Date.now()
+      for (const row of idle) {
+        const instance = yield* decodeInstance(row.doc).pipe(Effect.option)
+        if (Option.isNone(instance)) continue
+        const i = instance.value
+        if (i.idleDuration === null) continue
+        const since = (i.lastJobProcessedAt ?? i.created).getTime()
+        if (since + i.idleDuration * 1000 > now) continue
+        const got = yield* store.instances.claim({ filter: { ids: [i.id], statuses: ["idle"] }, owner, leaseMs: 60_000 })
+        if (got.length === 0) continue
+        const pd = yield* decodeProvisioning((got[0].doc as any).provisioning_data).pipe(Effect.option)
+        if (Option.isSome(pd)) yield* terminateInstance(i.projectName, i.id, pd.value, "idle_duration exceeded")
+        else yield* store.instances.update(i.id, { status: "terminated" }, { lease: got[0].lease!.token }).pipe(Effect.ignore)
+        yield* store.instances.release(i.id, got[0].lease!.token).pipe(Effect.ignore)
+      }
+    }).pipe(Effect.catchAll((e) => Effect.logWarning(`resync failed: ${errorMessage(e)}`)))
+
+    const changes = yield* store.subscribe
+    yield* Queue.take(changes).pipe(
+      Effect.flatMap((change) => (change.kind === "run" ? acquire(change.id) : Effect.void)),
+      Effect.forever,
+      Effect.forkIn(engineScope)
+    )
+    yield* resync.pipe(
+      Effect.zipRight(Effect.sleep(Duration.millis(resyncMs))),
+      Effect.forever,
+      Effect.forkIn(engineScope)
+    )
+
+    return {
+      owner,
+      wake: acquire,
+      activeRuns: Effect.sync(() => [...workers.keys()])
+    }
+  })
+
+/** The engine as a layer: it runs for as long as the layer's scope is open. */
+export const layer = (options: EngineOptions = {}): Layer.Layer<Engine, StateStoreError, StateStore | Compute | BlobStore> =>
+  Layer.scoped(Engine, make(options))

@@ -1,0 +1,233 @@
+// /api/project/{p}/runs/* and /api/runs/list: planning, applying, reading, stopping and
+// deleting runs. Applying stores the run with its jobs `submitted` and wakes the engine; the
+// engine does the rest.
+import { Effect, Option, Schema } from "effect"
+import { Job, JobSubmission, latestSubmission } from "../../domain/Job.ts"
+import { Run, RunSpec, runCost } from "../../domain/Run.ts"
+import { jobSpecsFromRunSpec } from "../../domain/RunJobSpecs.ts"
+import { JobPlan, RunPlan, makeJobPlan } from "../../domain/RunPlan.ts"
+import { isRunStatusFinished } from "../../domain/Status.ts"
+import * as Api from "../../api/runs.ts"
+import { Engine, ACTIVE_RUN_STATUSES } from "../../engine/Engine.ts"
+import { explainNoOffers, offersForJob } from "../../engine/Planner.ts"
+import { decodeRow, encodeRecord, loadRunByName, modifyRun } from "../../engine/RunRecord.ts"
+import { StateStore, type StateStoreError } from "../../ports/StateStore.ts"
+import { Access, satisfiesProjectRole } from "../Access.ts"
+import type { Principal } from "../Access.ts"
+import { alreadyExists, badRequest, forbidden, fromStateStore, notFound } from "../ApiError.ts"
+import type { ApiError } from "../ApiError.ts"
+import { jsonRoute } from "../Route.ts"
+import { randomRunName } from "./runNames.ts"
+
+const runNotFound = (project: string, name: string) => notFound(`Run ${name} does not exist in project ${project}`)
+
+const mapStore = (project: string, name?: string) => (e: StateStoreError): ApiError =>
+  e.reason === "NotFound" && name !== undefined ? runNotFound(project, name) : fromStateStore(e)
+
+/** A run as the API shows it: its cost up to now. */
+const present = (run: Run): Run => new Run({ ...run, cost: runCost(run, Date.now()) }, { disableValidation: true })
+
+/** The run's spec with every job's plan: idle instances first, then offers by price. */
+const plan = (project: string, user: string, runSpec: RunSpec) =>
+  Effect.gen(function* () {
+    const config = runSpec.configuration
+    const specs = jobSpecsFromRunSpec(runSpec)
+    const jobPlans = yield* Effect.forEach(specs, (spec) =>
+      offersForJob(project, spec.requirements, {
+        backends: config.backends,
+        regions: config.regions,
+        instanceTypes: config.instanceTypes
+      }).pipe(
+        Effect.map((offers) => {
+          const jp = makeJobPlan(spec, offers.offers)
+          return offers.offers.length === 0 ? new JobPlan({ ...jp, noOffersReason: explainNoOffers(offers) }) : jp
+        })
+      )
+    )
+    let current: Run | undefined
+    if (runSpec.runName !== undefined) {
+      const existing = yield* loadRunByName(project, runSpec.runName).pipe(Effect.option)
+      if (Option.isSome(existing) && !isRunStatusFinished(existing.value.record.run.status)) current = existing.value.record.run
+    }
+    return new RunPlan({
+      projectName: project,
+      user,
+      runSpec,
+      jobPlans,
+      ...(current ? { currentResource: present(current) } : {}),
+      action: current ? "update" : "create"
+    })
+  }).pipe(
+    Effect.mapError((e): ApiError =>
+      "_tag" in e && e._tag === "StateStoreError" ? fromStateStore(e) : badRequest(`Planning failed: ${e.message ?? e.reason}`)
+    )
+  )
+
+/** Picks a name nobody in the project uses for a live run. */
+const freeRunName = (project: string) =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    for (let i = 0; i < 20; i++) {
+      const name = randomRunName()
+      const taken = yield* store.runs.getByName(project, name).pipe(Effect.option)
+      if (Option.isNone(taken)) return name
+    }
+    return `run-${crypto.randomUUID().slice(0, 8)}`
+  })
+
+/** Stores a new run for the spec, its jobs submitted, and wakes the engine. */
+const submit = (project: string, user: string, runSpec: RunSpec, force: boolean) =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const engine = yield* Engine
+    let runName = runSpec.runName
+    if (runName !== undefined) {
+      const check = Schema.decodeUnknownEither(Api.RunName)(runName)
+      if (check._tag === "Left") return yield* Effect.fail(badRequest(`run_name: ${check.left.message.split("\n").pop()}`, ["body", "run_spec", "run_name"]))
+      const existing = yield* store.runs.getByName(project, runName).pipe(Effect.option)
+      if (Option.isSome(existing)) {
+        if (ACTIVE_RUN_STATUSES.includes(existing.value.status as any)) {
+          if (!force) {
+            return yield* Effect.fail(alreadyExists(`Run ${runName} is still ${existing.value.status}; stop it first (dstack stop ${runName}) or pick another name`))
+          }
+          return yield* Effect.fail(badRequest(`Run ${runName} is still ${existing.value.status}; in-place updates of active runs are not supported yet — stop it first`))
+        }
+        // A finished run of the same name makes way for the new one, as upstream.
+        yield* store.runs.update(existing.value.id, { deleted: true }).pipe(Effect.mapError(fromStateStore))
+      }
+    } else {
+      runName = yield* freeRunName(project)
+    }
+    const spec = new RunSpec({ ...runSpec, runName })
+    const now = new Date()
+    const jobs = jobSpecsFromRunSpec(spec).map(
+      (jobSpec) =>
+        new Job({
+          jobSpec,
+          jobSubmissions: [new JobSubmission({ id: crypto.randomUUID(), submissionNum: 0, submittedAt: now, lastProcessedAt: now, status: "submitted" })]
+        })
+    )
+    const run = new Run({ id: crypto.randomUUID(), projectName: project, user, submittedAt: now, lastProcessedAt: now, status: "submitted", runSpec: spec, jobs })
+    yield* store.runs
+      .insert({ id: run.id, project, name: runName, status: run.status, userName: user, repoId: spec.repoId, submittedAt: now, doc: encodeRecord({ run, submittedToRunner: [] }) })
+      .pipe(Effect.mapError((e) => (e.reason === "AlreadyExists" ? alreadyExists(`Run ${runName} already exists`) : fromStateStore(e))))
+    yield* engine.wake(run.id)
+    return present(run)
+  })
+
+const checkProjectAccess = (principal: Principal, project: string) =>
+  Effect.gen(function* () {
+    const access = yield* Access
+    const role = yield* access.projectRole(principal, project)
+    if (!satisfiesProjectRole(principal, role, "user")) return yield* Effect.fail(forbidden(`You are not a member of project ${project}`))
+  })
+
+export const runRoutes = [
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/runs/get_plan", summary: "Plan a run: the offers for each of its jobs", tag: "runs", access: { project: "user" },
+    request: Api.GetPlanRequest, response: RunPlan,
+    handler: (input, ctx) => plan(ctx.projectName!, ctx.principal!.username, input.runSpec)
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/runs/apply", summary: "Submit a planned run", tag: "runs", access: { project: "user" },
+    request: Api.ApplyRequest, response: Run,
+    handler: (input, ctx) => submit(ctx.projectName!, ctx.principal!.username, input.plan.runSpec, input.force)
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/runs/submit", summary: "Submit a run in one step (older clients)", tag: "runs", access: { project: "user" },
+    request: Api.SubmitRequest, response: Run,
+    handler: (input, ctx) => submit(ctx.projectName!, ctx.principal!.username, input.runSpec, false)
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/runs/get", summary: "A run by name or id", tag: "runs", access: { project: "user" },
+    request: Api.GetRunRequest, response: Run,
+    handler: (input, ctx) =>
+      Effect.gen(function* () {
+        const project = ctx.projectName!
+        if (input.runName === undefined && input.id === undefined) return yield* Effect.fail(badRequest("Give run_name or id", ["body", "run_name"]))
+        const store = yield* StateStore
+        const loaded = input.runName !== undefined
+          ? yield* loadRunByName(project, input.runName).pipe(Effect.mapError(mapStore(project, input.runName)))
+          : yield* store.runs.get(input.id!).pipe(Effect.flatMap(decodeRow), Effect.mapError(mapStore(project, input.id)))
+        if (loaded.row.project !== project) return yield* Effect.fail(runNotFound(project, input.runName ?? input.id!))
+        return present(loaded.record.run)
+      })
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/runs/list", summary: "Runs across the projects you can see, newest first, with keyset pagination", tag: "runs", access: "user",
+    request: Api.ListRunsRequest, response: Api.RunList,
+    handler: (input, ctx) =>
+      Effect.gen(function* () {
+        const store = yield* StateStore
+        const principal = ctx.principal!
+        let projects: ReadonlyArray<string> | undefined
+        if (input.projectName) {
+          yield* checkProjectAccess(principal, input.projectName)
+          projects = [input.projectName]
+        } else if (principal.globalRole !== "admin") {
+          projects = (yield* store.projects.listForUser(principal.username).pipe(Effect.mapError(fromStateStore))).map((p) => p.projectName)
+          if (projects.length === 0) return []
+        }
+        const rows = yield* store.runs
+          .list(
+            {
+              ...(projects ? { projects } : {}),
+              ...(input.onlyActive ? { statuses: ACTIVE_RUN_STATUSES } : {}),
+              ...(input.username ? { userName: input.username } : {}),
+              ...(input.repoId ? { repoId: input.repoId } : {})
+            },
+            {
+              limit: input.limit,
+              ascending: input.ascending,
+              ...(input.prevSubmittedAt ? { prevSubmittedAt: input.prevSubmittedAt } : {}),
+              ...(input.prevRunId ? { prevId: input.prevRunId } : {})
+            }
+          )
+          .pipe(Effect.mapError(fromStateStore))
+        return yield* Effect.forEach(rows, (row) => Effect.map(decodeRow(row), (l) => present(l.record.run)))
+      })
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/runs/stop", summary: "Stop runs: gracefully, or at once with abort", tag: "runs", access: { project: "user" },
+    request: Api.StopRunsRequest, response: Api.Empty,
+    handler: (input, ctx) =>
+      Effect.gen(function* () {
+        const project = ctx.projectName!
+        const engine = yield* Engine
+        for (const name of input.runsNames) {
+          const { row, record } = yield* loadRunByName(project, name).pipe(Effect.mapError(mapStore(project, name)))
+          if (isRunStatusFinished(record.run.status)) continue
+          yield* modifyRun(row.id, (r) => ({ ...r, stopRequest: { abort: input.abort || (r.stopRequest?.abort ?? false) } })).pipe(
+            Effect.mapError(mapStore(project, name))
+          )
+          yield* engine.wake(row.id)
+        }
+        return {}
+      })
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/runs/delete", summary: "Delete finished runs and their logs", tag: "runs", access: { project: "user" },
+    request: Api.DeleteRunsRequest, response: Api.Empty,
+    handler: (input, ctx) =>
+      Effect.gen(function* () {
+        const project = ctx.projectName!
+        const store = yield* StateStore
+        const loaded = yield* Effect.forEach(input.runsNames, (name) => loadRunByName(project, name).pipe(Effect.mapError(mapStore(project, name))))
+        const active = loaded.filter((l) => !isRunStatusFinished(l.record.run.status)).map((l) => l.row.name)
+        if (active.length > 0) return yield* Effect.fail(badRequest(`Cannot delete active runs: ${active.join(", ")}; stop them first`, ["body", "runs_names"]))
+        for (const { row, record } of loaded) {
+          const submissions = record.run.jobs.flatMap((j) => j.jobSubmissions.map((s) => s.id))
+          yield* store.logs.delete(project, submissions).pipe(Effect.mapError(fromStateStore))
+          yield* store.runs.update(row.id, { deleted: true }).pipe(Effect.mapError(fromStateStore))
+        }
+        return {}
+      })
+  })
+]
+
+/** The submission whose logs a request means: the given one, else the latest of the first job. */
+export const resolveSubmission = (run: Run, jobSubmissionId: string | null | undefined): string | undefined => {
+  if (jobSubmissionId) return run.jobs.some((j) => j.jobSubmissions.some((s) => s.id === jobSubmissionId)) ? jobSubmissionId : undefined
+  const first = run.jobs[0]
+  return first ? latestSubmission(first)?.id : undefined
+}

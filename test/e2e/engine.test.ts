@@ -1,0 +1,142 @@
+// The engine end to end: a real server (embedded state store), real runners reached over
+// HTTP, real process jobs. The backend is the test-only in-process plugin.
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { EmbeddedStateStore } from "../../core/src/state/index.ts"
+import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
+import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { makeInProcessPlugin } from "../support/inprocess-backend.ts"
+
+const TOKEN = "engine-e2e-token"
+let server: Server
+const inproc = makeInProcessPlugin()
+
+const call = async (path: string, body?: unknown) => {
+  const res = await server.app.request(path, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${TOKEN}` },
+    body: body === undefined ? undefined : JSON.stringify(body)
+  })
+  return { status: res.status, body: (await res.json()) as any }
+}
+
+const runSpec = (configuration: Record<string, unknown>, runName?: string) => ({
+  run_spec: {
+    ...(runName ? { run_name: runName } : {}),
+    repo_id: "e2e",
+    repo_data: { repo_type: "virtual" },
+    configuration: { type: "task", resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." }, ...configuration }
+  }
+})
+
+const waitFor = async (name: string, done: (run: any) => boolean, timeoutMs = 20_000) => {
+  const start = Date.now()
+  let last: any
+  while (Date.now() - start < timeoutMs) {
+    last = (await call("/api/project/main/runs/get", { run_name: name })).body
+    if (done(last)) return last
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`run ${name} did not get there in time; last: ${JSON.stringify(last?.status)} ${JSON.stringify(last?.jobs?.[0]?.job_submissions)}`)
+}
+const finished = (run: any) => ["done", "failed", "terminated"].includes(run.status)
+
+const logsOf = async (name: string) =>
+  (await call("/api/project/main/logs/poll", { run_name: name })).body.logs.map((l: any) => l.message).join("")
+
+beforeAll(async () => {
+  server = await createServer({
+    state: EmbeddedStateStore.layerMemory(),
+    blobs: blobsMemory,
+    adminToken: TOKEN,
+    plugins: [inproc.plugin],
+    compute: { defaultBackends: [{ type: "inprocess" }] },
+    engine: { resyncMs: 60_000 }
+  })
+}, 60_000)
+afterAll(async () => {
+  await server?.close()
+})
+
+describe("engine end to end", () => {
+  it("plans a run with the backend's offer and explains when nothing fits", async () => {
+    const plan = await call("/api/project/main/runs/get_plan", runSpec({ commands: ["true"] }))
+    expect(plan.status).toBe(200)
+    expect(plan.body.job_plans[0].offers[0].backend).toBe("inprocess")
+    const none = await call("/api/project/main/runs/get_plan", runSpec({ commands: ["true"], resources: { gpu: "A100:1" } }))
+    expect(none.body.job_plans[0].offers).toEqual([])
+    expect(none.body.job_plans[0].no_offers_reason).toMatch(/gpu/)
+  })
+
+  it("runs a task to done with its output in the log", async () => {
+    const applied = await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo hello from the engine", "echo second line"] }, "hello-run") })
+    expect(applied.status).toBe(200)
+    expect(applied.body.status).toBe("submitted")
+    const run = await waitFor("hello-run", finished)
+    expect(run.status).toBe("done")
+    expect(run.jobs[0].job_submissions[0]).toMatchObject({ status: "done", termination_reason: "done_by_runner", exit_status: 0 })
+    expect(await logsOf("hello-run")).toBe("hello from the engine\nsecond line\n")
+  })
+
+  it("reports a failing command with its exit status and reason", async () => {
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo about to fail", "exit 3"] }, "failing-run") })
+    const run = await waitFor("failing-run", finished)
+    expect(run.status).toBe("failed")
+    expect(run.termination_reason).toBe("job_failed")
+    expect(run.jobs[0].job_submissions[0]).toMatchObject({ status: "failed", termination_reason: "container_exited_with_error", exit_status: 3 })
+    expect(await logsOf("failing-run")).toContain("about to fail")
+  })
+
+  it("stops a running run and keeps the lines it printed", async () => {
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo started", "sleep 30"] }, "sleepy-run") })
+    await waitFor("sleepy-run", (r) => r.status === "running")
+    // wait for the first line to be stored before stopping
+    const start = Date.now()
+    while (!(await logsOf("sleepy-run")).includes("started") && Date.now() - start < 10_000) await new Promise((r) => setTimeout(r, 50))
+    const stop = await call("/api/project/main/runs/stop", { runs_names: ["sleepy-run"], abort: false })
+    expect(stop.status).toBe(200)
+    const run = await waitFor("sleepy-run", finished)
+    expect(run.status).toBe("terminated")
+    expect(run.termination_reason).toBe("stopped_by_user")
+    expect(run.jobs[0].job_submissions[0].termination_reason).toBe("terminated_by_user")
+    expect(await logsOf("sleepy-run")).toContain("started")
+  })
+
+  it("fails a run that no offer fits, saying why", async () => {
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["true"], resources: { gpu: "H100:8" } }, "no-gpu-run") })
+    const run = await waitFor("no-gpu-run", finished)
+    expect(run.status).toBe("failed")
+    expect(run.jobs[0].job_submissions[0].termination_reason).toBe("failed_to_start_due_to_no_capacity")
+    expect(run.jobs[0].job_submissions[0].termination_reason_message).toMatch(/gpu/)
+  })
+
+  it("reuses the idle instance for the next run", async () => {
+    const before = inproc.created.length
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo again"] }, "reuse-run") })
+    const run = await waitFor("reuse-run", finished)
+    expect(run.status).toBe("done")
+    expect(inproc.created.length).toBe(before)
+  })
+
+  it("streams a live log to a follower until the run ends", async () => {
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["for i in 1 2 3; do echo tick $i; sleep 0.2; done"] }, "stream-run") })
+    await waitFor("stream-run", (r) => r.jobs[0].job_submissions[0].status !== "submitted")
+    const res = await server.app.request("/api/project/main/logs/stream?run_name=stream-run", { headers: { authorization: `Bearer ${TOKEN}` } })
+    expect(res.status).toBe(200)
+    const text = await res.text()
+    const lines = [...text.matchAll(/^data: (.*)$/gm)].map((m) => m[1])
+    const messages = lines.slice(0, -1).flatMap((l) => JSON.parse(l)).map((e: any) => e.message).join("")
+    expect(messages).toBe("tick 1\ntick 2\ntick 3\n")
+    expect(text).toMatch(/event: end\ndata: \{"status":"done"/)
+  })
+
+  it("lists runs newest first and deletes finished ones", async () => {
+    const list = await call("/api/runs/list", { project_name: "main" })
+    expect(list.status).toBe(200)
+    const names = list.body.map((r: any) => r.run_spec.run_name)
+    expect(names[0]).toBe("stream-run")
+    expect(names).toContain("hello-run")
+    const del = await call("/api/project/main/runs/delete", { runs_names: ["hello-run"] })
+    expect(del.status).toBe(200)
+    expect((await call("/api/project/main/runs/get", { run_name: "hello-run" })).status).toBe(404)
+  })
+})
