@@ -266,7 +266,9 @@ export const make = (options: FileLogsOptions): Logs => {
       message: messages.get(r)!
     }))
     const lastPicked = picked[picked.length - 1]
-    return more ? { events, nextToken: `${index.ts[lastPicked]}_${lastPicked}` } : { events }
+    if (lastPicked === undefined) return { events }
+    const position = `${index.ts[lastPicked]}_${lastPicked}`
+    return more ? { events, nextToken: position, cursor: position } : { events, cursor: position }
   }
 
   const io = <A>(method: string, f: () => A): Effect.Effect<A, StateStoreError> =>
