@@ -30,3 +30,5 @@ export * from "./api/index.ts"
 // Code delivery: LocalRepo / RemoteRepo / VirtualRepo on the client, materializeRepo on the runner.
 export { LocalRepo, RemoteRepo, VirtualRepo, materializeRepo, builtinRepos } from "./repos/index.ts"
 export type { RepoCode } from "./repos/index.ts"
+// The HTTP server factory (`createServer`) and route building blocks for custom builds.
+export * from "./server/index.ts"
