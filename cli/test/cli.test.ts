@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm, writeFile, mkdir } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { startTestServer, TOKENS, unreachableUrl } from "../../core/test/client/support.ts"
+import { fakeRuns, startTestServer, TOKENS, unreachableUrl } from "../../core/test/client/support.ts"
 import type { TestServer } from "../../core/test/client/support.ts"
 
 const BIN = fileURLToPath(new URL("../bin/dstack.mjs", import.meta.url))
@@ -134,15 +134,28 @@ describe("dstack CLI", { timeout: 180_000 }, () => {
     expect(oneErrorLine(setGhost)).toContain("Project ghost is not configured in")
   })
 
-  it("has the run commands with their flags and says they are not available yet", async () => {
+  it("lists, follows, stops and deletes runs, and checks configurations before applying", async () => {
     const home = await newHome()
     await mkdir(join(home, ".dstack"))
     await writeFile(join(home, ".dstack", "config.yml"), `projects:\n  - name: main\n    url: ${server.url}\n    token: ${TOKENS.alice}\n`)
-    const ps = await dstack(home, ["ps", "-a", "--json"])
-    expect(ps.code).toBe(1)
-    expect(oneErrorLine(ps)).toBe("✗ runs.list is not available in this build of dstack-ts (the runs API has not landed yet)")
-    const stop = await dstack(home, ["stop", "my-run", "-x", "-y"])
-    expect(oneErrorLine(stop)).toContain("runs.stop is not available")
+    const ps = await dstack(home, ["ps"])
+    expect(ps).toMatchObject({ code: 0, stderr: "" })
+    expect(ps.stdout).toMatch(/^NAME\s+STATUS\s+SUBMITTED\nlive-run\s+running\s+\d+d ago\n$/)
+    const json = await dstack(home, ["ps", "-a", "--json"])
+    expect(json.code).toBe(0)
+    expect(JSON.parse(json.stdout).map((r: any) => [r.run_spec.run_name, r.status])).toEqual([["done-run", "done"], ["live-run", "running"]])
+    const logs = await dstack(home, ["logs", "done-run"])
+    expect(logs).toMatchObject({ code: 0, stdout: "line 0\nline 1\nline 2\n" })
+    const follow = await dstack(home, ["logs", "live-run", "-f"])
+    expect(follow).toMatchObject({ code: 0, stdout: "line 0\nline 1\nline 2\n" })
+    const ghost = await dstack(home, ["logs", "ghost"])
+    expect(ghost.code).toBe(1)
+    expect(oneErrorLine(ghost)).toBe("✗ Run ghost not found in project main")
+    const stop = await dstack(home, ["stop", "live-run", "-x", "-y"])
+    expect(stop).toMatchObject({ code: 0, stdout: "✓ Run live-run aborted\n" })
+    expect(fakeRuns.stopped.at(-1)).toEqual({ names: ["live-run"], abort: true })
+    const del = await dstack(home, ["delete", "done-run", "-y"])
+    expect(del).toMatchObject({ code: 0, stdout: "✓ Run done-run deleted\n" })
     const apply = await dstack(home, ["apply", "-f", "missing.dstack.yml", "-y", "-d"])
     expect(apply.code).toBe(1)
     expect(oneErrorLine(apply)).toBe("✗ Configuration file missing.dstack.yml does not exist")
@@ -152,9 +165,13 @@ describe("dstack CLI", { timeout: 180_000 }, () => {
     expect(invalid.code).toBe(1)
     expect(invalid.stderr).toBe(`✗ ${bad}: 1 problem in the configuration\n  ${bad}:3:1  workdir  unknown key \`workdir\`; did you mean \`working_dir\`?\n`)
     const good = join(home, "good.dstack.yml")
-    await writeFile(good, "type: task\ncommands: [echo hi]\n")
-    const valid = await dstack(home, ["apply", "-f", good, "-y"])
-    expect(oneErrorLine(valid)).toBe("✗ runs.getPlan is not available in this build of dstack-ts (the runs API has not landed yet)")
+    await writeFile(good, "type: task\nname: good-run\ncommands: [echo hi]\n")
+    const applied = await dstack(home, ["apply", "-f", good, "-y", "-d"])
+    expect(applied.stderr).toBe("")
+    expect(applied).toMatchObject({ code: 0, stdout: "Project main, user alice: create good-run, 0 job(s), 0 offer(s)\nRun good-run submitted\n" })
+    const offer = await dstack(home, ["offer", "--gpu", "A100"])
+    expect(offer.code).toBe(1)
+    expect(oneErrorLine(offer)).toContain("not available in this build")
   })
 
   it("answers usage errors with exit code 2", async () => {

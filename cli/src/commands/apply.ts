@@ -28,7 +28,9 @@ export default defineCommand({
     }
     const client = await clientFor()
     const plan = await withSpinner("Getting the run plan", () => client.runs.getPlan(configuration, { runName: args.name }))
-    print(JSON.stringify(plan, null, 2))
+    const offers = plan.jobPlans.reduce((n, j) => n + j.totalOffers, 0)
+    const best = plan.jobPlans[0]?.offers[0]
+    print(`Project ${plan.projectName}, user ${plan.user}: ${plan.action} ${plan.runSpec.runName ?? "a run"}, ${plan.jobPlans.length} job(s), ${offers} offer(s)${best ? `, best ${best.backend} ${best.instance.name} $${best.price}/h` : ""}`)
     await confirmOrFail(args.yes, "Submit the run?")
     const run = await client.runs.apply(plan, { force: args.force === true })
     print(`Run ${run.name} submitted`)

@@ -1,14 +1,25 @@
 // `dstack ps`: the runs of the project, active ones by default.
 import { defineCommand } from "citty"
+import { Schema } from "effect"
 import type { Client } from "@dstack-ts/core"
 import { clientFor, globalArgs } from "../context.ts"
 import { isTTY, print, table } from "../ui.ts"
 
+/** "5s ago", "3m ago", "2h ago", "4d ago". */
+export const ago = (date: Date, now: number = Date.now()): string => {
+  const s = Math.max(0, Math.round((now - date.getTime()) / 1000))
+  return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.floor(s / 60)}m ago` : s < 86_400 ? `${Math.floor(s / 3600)}h ago` : `${Math.floor(s / 86_400)}d ago`
+}
+
 const render = async (client: Client, all: boolean, json: boolean): Promise<string> => {
   const runs = await client.runs.list({ all })
-  if (json) return JSON.stringify(runs.map((r) => r.entity), null, 2)
+  if (json) {
+    // The wire (snake_case) form, as the API returns it.
+    const { Run } = await import("@dstack-ts/core")
+    return JSON.stringify(Schema.encodeSync(Schema.Array(Run))(runs.map((r) => r.entity)), null, 2)
+  }
   if (runs.length === 0) return all ? "No runs" : "No active runs (use -a to show finished runs too)"
-  return table(["NAME", "STATUS"], runs.map((r) => [r.name, r.status]))
+  return table(["NAME", "STATUS", "SUBMITTED"], runs.map((r) => [r.name, r.status, ago(r.entity.submittedAt)]))
 }
 
 export default defineCommand({

@@ -15,11 +15,13 @@ import { resolveProject } from "./ClientConfig.ts"
 import type { ClientEnv, ClientOptions, ResolvedProject } from "./ClientConfig.ts"
 import * as DstackApi from "./DstackApi.ts"
 import type { DstackApiOptions, DstackApiShape } from "./DstackApi.ts"
-import { Run } from "./Run.ts"
-import type { RunData, RunOperations } from "./Run.ts"
+import { Run, runDataOf } from "./Run.ts"
+import type { RunOperations } from "./Run.ts"
+import { runLogs } from "./RunLogs.ts"
 import type { Project, ServerInfo, User } from "./Wire.ts"
 import type { AnyRunConfiguration } from "../domain/Configuration.ts"
-import type { RunSpec } from "../domain/Run.ts"
+import { RunSpec } from "../domain/Run.ts"
+import type { Run as RunEntity } from "../domain/Run.ts"
 import type { RunPlan } from "../domain/RunPlan.ts"
 
 /** Options of `Client.fromConfig`. */
@@ -36,6 +38,26 @@ export interface FromConfigOptions extends ClientOptions {
 export interface ListRunsOptions {
   /** Finished runs too, not only active ones (upstream `all`). */
   readonly all?: boolean | undefined
+}
+
+/** Options of `runs.getPlan` and `runs.submit` when given a configuration. */
+export interface SubmitOptions {
+  /** The run name (default: the configuration's `name`, else one the server picks). */
+  readonly runName?: string | undefined
+  /** The repo id of already initialised and uploaded code; without one the run has no repo. */
+  readonly repoId?: string | undefined
+}
+
+/** The run spec of a configuration without a repo (upstream: a virtual repo). */
+const toRunSpec = (configuration: AnyRunConfiguration | RunSpec, options: SubmitOptions): RunSpec => {
+  if (configuration instanceof RunSpec) return options.runName ? new RunSpec({ ...configuration, runName: options.runName }) : configuration
+  const runName = options.runName ?? (configuration as { readonly name?: string }).name
+  return new RunSpec({
+    ...(runName ? { runName } : {}),
+    repoId: options.repoId ?? "virtual",
+    repoData: { repoType: "virtual" as const },
+    configuration
+  })
 }
 
 /** Runs an Effect at the edge, rejecting with its typed error. */
@@ -109,23 +131,33 @@ export class Client {
   }
 
   readonly runs = {
-    /** Plans a run: the offers that fit a configuration. */
-    getPlan: (_configuration: AnyRunConfiguration | RunSpec, _options: { readonly runName?: string } = {}): Promise<RunPlan> =>
-      this.notAvailable("runs.getPlan"),
-    /** Submits a plan returned by `getPlan`; `force` re-creates a run that exists. */
-    apply: (_plan: RunPlan, _options: { readonly force?: boolean } = {}): Promise<Run> => this.notAvailable("runs.apply"),
+    /** Plans a run: the offers that fit a configuration (or a full `RunSpec`). */
+    getPlan: (configuration: AnyRunConfiguration | RunSpec, options: SubmitOptions = {}): Promise<RunPlan> =>
+      runPromise(this.api.runs.getPlan(toRunSpec(configuration, options))),
+    /** Submits a plan returned by `getPlan`; `force` re-creates a run that did not change. */
+    apply: async (plan: RunPlan, options: { readonly force?: boolean } = {}): Promise<Run> =>
+      this.toRun(await runPromise(this.api.runs.apply(plan, options.force === true))),
     /** Plans and applies in one step (upstream `runs.submit`). */
-    submit: (_configuration: AnyRunConfiguration, _options: { readonly runName?: string; readonly repo?: unknown } = {}): Promise<Run> =>
-      this.notAvailable("runs.submit"),
+    submit: async (configuration: AnyRunConfiguration | RunSpec, options: SubmitOptions = {}): Promise<Run> => {
+      const plan = await this.runs.getPlan(configuration, options)
+      return this.runs.apply(plan)
+    },
     /** The run with this name, or undefined when there is none. */
-    get: (_runName: string): Promise<Run | undefined> => this.notAvailable("runs.get"),
+    get: async (runName: string): Promise<Run | undefined> => {
+      const exit = await Effect.runPromiseExit(this.api.runs.get(runName))
+      if (Exit.isSuccess(exit)) return this.toRun(exit.value)
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isSome(failure) && failure.value.reason === "NotFound") return undefined
+      throw Option.isSome(failure) ? failure.value : Cause.squash(exit.cause)
+    },
     /** Active runs, or all runs with `all: true`, newest first. */
-    list: (_options: ListRunsOptions = {}): Promise<ReadonlyArray<Run>> => this.notAvailable("runs.list"),
+    list: async (options: ListRunsOptions = {}): Promise<ReadonlyArray<Run>> =>
+      (await runPromise(this.api.runs.list({ all: options.all === true }))).map((entity) => this.toRun(entity)),
     /** Stops runs by name: gracefully, or at once with `abort`. */
-    stop: (_runNames: ReadonlyArray<string>, _options: { readonly abort?: boolean } = {}): Promise<void> =>
-      this.notAvailable("runs.stop"),
+    stop: (runNames: ReadonlyArray<string>, options: { readonly abort?: boolean } = {}): Promise<void> =>
+      runPromise(this.api.runs.stop(runNames, options.abort === true)),
     /** Deletes finished runs by name. */
-    delete: (_runNames: ReadonlyArray<string>): Promise<void> => this.notAvailable("runs.delete")
+    delete: (runNames: ReadonlyArray<string>): Promise<void> => runPromise(this.api.runs.delete(runNames))
   }
 
   readonly repos = {
@@ -135,24 +167,20 @@ export class Client {
     upload: (_repo: unknown): Promise<string> => this.notAvailable("repos.upload")
   }
 
-  /** Wraps run data in a `Run` bound to this client. */
-  protected toRun(data: RunData): Run {
-    return new Run(data, this.runOperations)
+  /** Wraps a run entity in a `Run` bound to this client. */
+  protected toRun(entity: RunEntity): Run {
+    return new Run(runDataOf(entity), this.runOperations)
   }
 
   private readonly runOperations: RunOperations = {
-    get: () => this.notAvailable("runs.get"),
-    stop: () => this.notAvailable("runs.stop"),
-    // When the logs API lands: followLogs(LogFollow.ts) over logs/poll, with the live stream as `wait`.
-    logs: (_run, _options) => {
-      const fail = () => this.notAvailable<IteratorResult<Uint8Array>>("logs.poll")
-      return { [Symbol.asyncIterator]: () => ({ next: fail }) }
-    },
+    get: async (runName) => runDataOf(await runPromise(this.api.runs.get(runName))),
+    stop: (runName, abort) => runPromise(this.api.runs.stop([runName], abort)),
+    logs: (run, options) => runLogs(this.api, run, options),
     attach: () => this.notAvailable("runs.attach"),
     detach: () => this.notAvailable("runs.detach")
   }
 
-  // The runs, logs and repos routes are not in this build yet: say so instead of pretending.
+  // Attaching (port forwarding) and the repos facade are not in this build yet: say so.
   private notAvailable<A>(method: string): Promise<A> {
     return Promise.reject(
       new ClientError({
@@ -160,7 +188,7 @@ export class Client {
         method,
         reason: "NotAvailable",
         url: this.url,
-        msg: `${method} is not available in this build of dstack-ts (the runs API has not landed yet)`
+        msg: `${method} is not available in this build of dstack-ts yet`
       })
     )
   }

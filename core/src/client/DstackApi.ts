@@ -10,6 +10,31 @@ import { ClientError, ClientErrorDetail, reasonOfStatus } from "./ClientError.ts
 import type { ClientErrorReason } from "./ClientError.ts"
 import { normalizeUrl } from "./ClientConfig.ts"
 import { Project, ServerInfo, User } from "./Wire.ts"
+import * as Api from "../api/runs.ts"
+import { Run as RunEntity } from "../domain/Run.ts"
+import type { RunSpec } from "../domain/Run.ts"
+import type { RunPlan } from "../domain/RunPlan.ts"
+
+/** Options of `runs.list`: the client's project, active runs unless `all`, newest first. */
+export interface ListRunsQuery {
+  readonly all?: boolean | undefined
+  readonly limit?: number | undefined
+  /** Keyset pagination: the last run of the previous page. */
+  readonly prevSubmittedAt?: Date | undefined
+  readonly prevRunId?: string | undefined
+}
+
+/** `logs/poll` input (camelCase; see `RunsApi.PollLogsRequest`). */
+export type PollLogsQuery = Omit<typeof Api.PollLogsRequest.Type, "descending" | "limit" | "diagnose"> &
+  Partial<Pick<typeof Api.PollLogsRequest.Type, "descending" | "limit" | "diagnose">>
+
+/** `logs/stream` input: the live log as Server-Sent Events. */
+export interface StreamLogsQuery {
+  readonly runName: string
+  readonly jobSubmissionId?: string | undefined
+  readonly startTime?: Date | undefined
+  readonly diagnose?: boolean | undefined
+}
 
 export interface DstackApiOptions {
   /** The server URL, e.g. `http://localhost:3000`. */
@@ -72,6 +97,24 @@ export interface DstackApiShape {
     readonly list: () => Effect.Effect<ReadonlyArray<Project>, ClientError>
     /** `POST /api/projects/{project}/get`; the client's project by default. */
     readonly get: (name?: string) => Effect.Effect<Project, ClientError>
+  }
+  readonly runs: {
+    /** `runs/get_plan`: the offers for each job of the run. */
+    readonly getPlan: (runSpec: RunSpec) => Effect.Effect<RunPlan, ClientError>
+    /** `runs/apply`: submits a plan; `force` re-creates a run that did not change. */
+    readonly apply: (plan: Pick<RunPlan, "runSpec" | "currentResource">, force?: boolean) => Effect.Effect<RunEntity, ClientError>
+    /** `runs/get`: fails with reason NotFound when there is no such run. */
+    readonly get: (runName: string) => Effect.Effect<RunEntity, ClientError>
+    /** `runs/list` for the client's project. */
+    readonly list: (query?: ListRunsQuery) => Effect.Effect<ReadonlyArray<RunEntity>, ClientError>
+    readonly stop: (runNames: ReadonlyArray<string>, abort?: boolean) => Effect.Effect<void, ClientError>
+    readonly delete: (runNames: ReadonlyArray<string>) => Effect.Effect<void, ClientError>
+  }
+  readonly logs: {
+    /** `logs/poll`: one page of a job submission's log. */
+    readonly poll: (query: PollLogsQuery) => Effect.Effect<typeof Api.JobSubmissionLogs.Type, ClientError>
+    /** `GET logs/stream`: the live log (text/event-stream); the caller reads and closes the body. */
+    readonly stream: (query: StreamLogsQuery, signal?: AbortSignal) => Effect.Effect<Response, ClientError>
   }
 }
 
@@ -196,6 +239,17 @@ export const make = (options: DstackApiOptions): DstackApiShape => {
   const callRaw = (method: string, path: string, body: unknown, init?: { readonly signal?: AbortSignal }) =>
     send(method, path, body, init?.signal).pipe(Effect.flatMap((response) => (response.ok ? Effect.succeed(response) : failure(method, response))))
 
+  const streamGet = (method: string, path: string, signal?: AbortSignal): Effect.Effect<Response, ClientError> =>
+    Effect.tryPromise({
+      try: (abort) =>
+        fetchImpl(url + path, {
+          method: "GET",
+          headers: { authorization: headers.authorization, accept: "text/event-stream" },
+          signal: signal ? anySignal([abort, signal]) : abort
+        }),
+      catch: (cause) => error(method, "Unreachable", `cannot reach the dstack server at ${url}: ${describeNetworkError(cause)}`, { cause })
+    }).pipe(Effect.flatMap((response) => (response.ok ? Effect.succeed(response) : failure(method, response))))
+
   const projectPath = (route: string) => `/api/project/${encodeURIComponent(options.project)}/${route}`
 
   return {
@@ -215,6 +269,50 @@ export const make = (options: DstackApiOptions): DstackApiShape => {
       list: () => call({ method: "projects.list", path: "/api/projects/list", response: Schema.Array(Project), idempotent: true }),
       get: (name = options.project) =>
         call({ method: "projects.get", path: `/api/projects/${encodeURIComponent(name)}/get`, response: Project, idempotent: true })
+    },
+    runs: {
+      getPlan: (runSpec) =>
+        callWith({ method: "runs.getPlan", path: projectPath("runs/get_plan"), response: Api.RunPlan, idempotent: true }, Api.GetPlanRequest, { runSpec }),
+      apply: (plan, force = false) =>
+        callWith({ method: "runs.apply", path: projectPath("runs/apply"), response: RunEntity, idempotent: false }, Api.ApplyRequest, {
+          plan: {
+            runSpec: plan.runSpec,
+            // current_resource is free-form in the request: send the run in its wire form.
+            currentResource: plan.currentResource === undefined ? null : Schema.encodeSync(RunEntity)(plan.currentResource)
+          },
+          force
+        }),
+      get: (runName) =>
+        callWith({ method: "runs.get", path: projectPath("runs/get"), response: RunEntity, idempotent: true }, Api.GetRunRequest, { runName }),
+      list: (query = {}) =>
+        callWith({ method: "runs.list", path: "/api/runs/list", response: Api.RunList, idempotent: true }, Api.ListRunsRequest, {
+          projectName: options.project,
+          onlyActive: query.all !== true,
+          limit: query.limit ?? 100,
+          ascending: false,
+          ...(query.prevSubmittedAt ? { prevSubmittedAt: query.prevSubmittedAt } : {}),
+          ...(query.prevRunId ? { prevRunId: query.prevRunId } : {})
+        }),
+      stop: (runNames, abort = false) =>
+        Effect.asVoid(callWith({ method: "runs.stop", path: projectPath("runs/stop"), response: Api.Empty, idempotent: false }, Api.StopRunsRequest, { runsNames: runNames, abort })),
+      delete: (runNames) =>
+        Effect.asVoid(callWith({ method: "runs.delete", path: projectPath("runs/delete"), response: Api.Empty, idempotent: false }, Api.DeleteRunsRequest, { runsNames: runNames }))
+    },
+    logs: {
+      poll: (query) =>
+        callWith({ method: "logs.poll", path: projectPath("logs/poll"), response: Api.JobSubmissionLogs, idempotent: true }, Api.PollLogsRequest, {
+          descending: false,
+          limit: 1000,
+          diagnose: false,
+          ...query
+        }),
+      stream: (query, signal) => {
+        const params = new URLSearchParams({ run_name: query.runName })
+        if (query.jobSubmissionId) params.set("job_submission_id", query.jobSubmissionId)
+        if (query.startTime) params.set("start_time", query.startTime.toISOString())
+        if (query.diagnose) params.set("diagnose", "true")
+        return streamGet("logs.stream", `${projectPath("logs/stream")}?${params}`, signal)
+      }
     }
   }
 }

@@ -134,11 +134,4 @@ describe("Client against a real server", () => {
     expect(e.reason).toBe("Unreachable")
     expect(e.msg).toContain("no answer within")
   })
-
-  it("says that the run routes are not available in this build", async () => {
-    const client = connect(TOKENS.alice)
-    const e = await failure(client.runs.list())
-    expect(e).toMatchObject({ reason: "NotAvailable", method: "runs.list" })
-    expect(e.message).toContain("not available in this build")
-  })
 })

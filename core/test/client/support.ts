@@ -8,7 +8,9 @@ import { Access } from "../../src/server/Access.ts"
 import type { Principal } from "../../src/server/Access.ts"
 import type { ProjectRole } from "../../src/domain/Project.ts"
 import { notFound } from "../../src/server/ApiError.ts"
-import { jsonRoute } from "../../src/server/Route.ts"
+import { jsonRoute, rawRoute } from "../../src/server/Route.ts"
+import * as Api from "../../src/api/runs.ts"
+import { Run as RunEntity } from "../../src/domain/Run.ts"
 import { mountRoutes } from "../../src/server/Router.ts"
 
 export const TOKENS = { admin: "tok-admin", alice: "tok-alice", bob: "tok-bob" } as const
@@ -43,7 +45,84 @@ export const EchoRequest = Schema.Struct({
   limit: Schema.optional(Schema.Int.pipe(Schema.between(1, 100)))
 })
 
+/** A run in its wire form, as the runs routes answer it. */
+export const runWire = (name: string, status: string) => ({
+  id: `id-${name}`,
+  project_name: "main",
+  user: "alice",
+  submitted_at: "2026-01-01T00:00:00.000Z",
+  last_processed_at: "2026-01-01T00:00:01.000Z",
+  status,
+  run_spec: { run_name: name, repo_id: "virtual", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: ["echo hi"] } },
+  jobs: []
+})
+
+/** What the fake runs routes hold and what they were asked. */
+export const fakeRuns = {
+  runs: new Map<string, string>([["done-run", "done"], ["live-run", "running"]]),
+  log: ["line 0\n", "line 1\n", "line 2\n"],
+  stopped: [] as Array<{ names: ReadonlyArray<string>; abort: boolean }>,
+  deleted: [] as Array<ReadonlyArray<string>>,
+  plans: [] as Array<unknown>
+}
+
+const decodeRun = Schema.decodeUnknownSync(RunEntity)
+const runOr404 = (name: string) =>
+  fakeRuns.runs.has(name) ? Effect.succeed(decodeRun(runWire(name, fakeRuns.runs.get(name)!))) : Effect.fail(notFound(`Run ${name} does not exist in project main`))
+
+const runRoutes = [
+  jsonRoute({ method: "POST", path: "/api/project/:project_name/runs/get", summary: "get", tag: "runs", access: { project: "user" }, request: Api.GetRunRequest, response: RunEntity, handler: (input) => runOr404(input.runName ?? "") }),
+  jsonRoute({
+    method: "POST", path: "/api/runs/list", summary: "list", tag: "runs", access: "user", request: Api.ListRunsRequest, response: Api.RunList,
+    handler: (input) => Effect.succeed([...fakeRuns.runs].filter(([, st]) => !input.onlyActive || st === "running").map(([n, st]) => decodeRun(runWire(n, st))))
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/runs/get_plan", summary: "plan", tag: "runs", access: { project: "user" }, request: Api.GetPlanRequest, response: Api.RunPlan,
+    handler: (input) => {
+      fakeRuns.plans.push(Schema.encodeSync(Api.GetPlanRequest)(input))
+      return Effect.succeed(Schema.decodeUnknownSync(Api.RunPlan)({ project_name: "main", user: "alice", run_spec: Schema.encodeSync(Api.GetPlanRequest)(input).run_spec, job_plans: [] }))
+    }
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/runs/apply", summary: "apply", tag: "runs", access: { project: "user" }, request: Api.ApplyRequest, response: RunEntity,
+    handler: (input) => {
+      const name = input.plan.runSpec.runName ?? "fresh-run"
+      fakeRuns.runs.set(name, "submitted")
+      return runOr404(name)
+    }
+  }),
+  jsonRoute({ method: "POST", path: "/api/project/:project_name/runs/stop", summary: "stop", tag: "runs", access: { project: "user" }, request: Api.StopRunsRequest, response: Api.Empty, handler: (input) => (fakeRuns.stopped.push({ names: input.runsNames, abort: input.abort }), Effect.succeed({})) }),
+  jsonRoute({ method: "POST", path: "/api/project/:project_name/runs/delete", summary: "delete", tag: "runs", access: { project: "user" }, request: Api.DeleteRunsRequest, response: Api.Empty, handler: (input) => (fakeRuns.deleted.push(input.runsNames), Effect.succeed({})) }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/logs/poll", summary: "poll", tag: "logs", access: { project: "user" }, request: Api.PollLogsRequest, response: Api.JobSubmissionLogs,
+    handler: (input) =>
+      Effect.flatMap(runOr404(input.runName), () => {
+        // Pages of two lines; the token is the index of the next line.
+        const from = input.nextToken ? Number(input.nextToken) : 0
+        const logs = fakeRuns.log.slice(from, from + 2).map((message, i) => ({ timestamp: new Date(1_000 * (from + i)), logSource: "stdout" as const, message }))
+        return Effect.succeed(from + 2 < fakeRuns.log.length ? { logs, nextToken: String(from + 2) } : { logs })
+      })
+  }),
+  rawRoute({
+    method: "GET", path: "/api/project/:project_name/logs/stream", summary: "stream", tag: "logs", access: { project: "user" },
+    handler: (ctx) =>
+      Effect.flatMap(runOr404(ctx.hono.req.query("run_name") ?? ""), () => {
+        const events = fakeRuns.log.map((message, i) => ({ timestamp: new Date(1_000 * i).toISOString(), log_source: "stdout", message }))
+        // Two `logs` events split across chunks, then `end`.
+        const chunks = [`event: logs\ndata: ${JSON.stringify(events.slice(0, 1))}\n\nevent: lo`, `gs\ndata: ${JSON.stringify(events.slice(1))}\n\n`, `event: end\ndata: {"status":"done"}\n\n`]
+        const body = new ReadableStream<Uint8Array>({
+          start(controller) {
+            for (const c of chunks) controller.enqueue(new TextEncoder().encode(c))
+            controller.close()
+          }
+        })
+        return Effect.succeed(new Response(body, { headers: { "content-type": "text/event-stream" } }))
+      })
+  })
+]
+
 const routes = [
+  ...runRoutes,
   jsonRoute({ method: "POST", path: "/api/server/get_info", summary: "info", tag: "server", access: "public", response: Schema.Struct({ server_version: Schema.String }), handler: () => Effect.succeed({ server_version: "0.1.0-test" }) }),
   jsonRoute({ method: "POST", path: "/api/users/get_my_user", summary: "me", tag: "users", access: "user", response: UserWire, handler: (_: void, ctx) => Effect.succeed(userWire(ctx.principal!)) }),
   jsonRoute({
@@ -82,7 +161,10 @@ export const startTestServer = async (): Promise<TestServer> => {
     url: `http://127.0.0.1:${port}`,
     hits,
     close: async () => {
-      await new Promise<void>((resolve) => server.close(() => resolve()))
+      // Keep-alive connections would hold close() open (Deno's node:http does not drop idle ones).
+      const closing = new Promise<void>((resolve) => server.close(() => resolve()))
+      ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
+      await closing
       await runtime.dispose()
     }
   }

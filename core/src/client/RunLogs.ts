@@ -1,0 +1,95 @@
+/**
+ * A run's log as an async iterable of bytes: the stored pages (`logs/poll`) for a finished run
+ * or when not following, the live stream (`logs/stream`, Server-Sent Events: `logs` events,
+ * then `end`) for an active one. The server's stream replays what is stored first and ends
+ * once the run has finished, so following never loses or repeats a line.
+ */
+import { Effect, Exit, Cause, Option, Schema } from "effect"
+import * as Api from "../api/runs.ts"
+import { isRunStatusFinished } from "../domain/Status.ts"
+import type { DstackApiShape } from "./DstackApi.ts"
+import type { RunData, RunLogsOptions } from "./Run.ts"
+
+const encoder = new TextEncoder()
+const decodeEvents = Schema.decodeUnknownSync(Schema.parseJson(Schema.Array(Api.LogEventWire)))
+
+const run = async <A, E>(effect: Effect.Effect<A, E>): Promise<A> => {
+  const exit = await Effect.runPromiseExit(effect)
+  if (Exit.isSuccess(exit)) return exit.value
+  const failure = Cause.failureOption(exit.cause)
+  throw Option.isSome(failure) ? failure.value : Cause.squash(exit.cause)
+}
+
+/** The submission to read: the latest of the chosen job (the server's default when absent). */
+const submissionOf = (data: RunData, options: RunLogsOptions): string | undefined => {
+  if (options.jobNum === undefined && options.replicaNum === undefined) return undefined
+  const job = data.entity.jobs.find(
+    (j) => j.jobSpec.jobNum === (options.jobNum ?? 0) && (j.jobSpec.replicaNum ?? 0) === (options.replicaNum ?? 0)
+  )
+  return job?.jobSubmissions[job.jobSubmissions.length - 1]?.id
+}
+
+/** Parses a text/event-stream body into `{ event, data }` records. */
+export async function* serverSentEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<{ event: string; data: string }> {
+  const reader = body.getReader()
+  const decoder = new TextDecoder()
+  let buffer = ""
+  try {
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) return
+      buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n")
+      let end: number
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end)
+        buffer = buffer.slice(end + 2)
+        let event = "message"
+        const data: Array<string> = []
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim()
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""))
+        }
+        if (data.length > 0) yield { event, data: data.join("\n") }
+      }
+    }
+  } finally {
+    reader.releaseLock()
+    await body.cancel().catch(() => {})
+  }
+}
+
+export async function* runLogs(api: DstackApiShape, data: RunData, options: RunLogsOptions): AsyncGenerator<Uint8Array, void, undefined> {
+  const jobSubmissionId = submissionOf(data, options)
+  const follow = options.follow !== false && !isRunStatusFinished(data.entity.status)
+  if (follow) {
+    const response = await run(
+      api.logs.stream(
+        { runName: data.runName, jobSubmissionId, startTime: options.since, diagnose: options.diagnose === true },
+        options.signal
+      )
+    )
+    if (response.body === null) return
+    for await (const { event, data: payload } of serverSentEvents(response.body)) {
+      if (event === "logs") for (const e of decodeEvents(payload)) yield encoder.encode(e.message)
+      else if (event === "end") return
+      else if (event === "error") throw new Error(`The server's log stream failed: ${payload}`)
+    }
+    return
+  }
+  let nextToken: string | undefined
+  for (;;) {
+    if (options.signal?.aborted) return
+    const page = await run(
+      api.logs.poll({
+        runName: data.runName,
+        ...(jobSubmissionId ? { jobSubmissionId } : {}),
+        ...(options.since && nextToken === undefined ? { startTime: options.since } : {}),
+        ...(nextToken ? { nextToken } : {}),
+        diagnose: options.diagnose === true
+      })
+    )
+    for (const e of page.logs) yield encoder.encode(e.message)
+    if (!page.nextToken || page.logs.length === 0) return
+    nextToken = page.nextToken
+  }
+}
