@@ -666,6 +666,31 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
         yield* s.logs.append([])
       }))
 
+    it.effect("stores empty and multi-megabyte log messages intact", () =>
+      Effect.gen(function* () {
+        const s = yield* store
+        const project = unique("biglogs")
+        const sub = unique("sub")
+        const big = (size: number, seed: number) => {
+          const out = new Uint8Array(size)
+          for (let i = 0; i < size; i++) out[i] = (i * 31 + seed) & 0xff
+          return out
+        }
+        const at = new Date("2026-05-01T00:00:00Z")
+        const messages = [new Uint8Array(0), big(5 * 1024 * 1024, 1), big(4 * 1024 * 1024 + 3, 2), text("tail")]
+        yield* s.logs.append(messages.map((message) => ({ project, jobSubmissionId: sub, timestamp: at, source: "stdout" as const, message })))
+        const page = yield* s.logs.poll({ project, jobSubmissionId: sub })
+        expect(page.events.map((e) => e.message.byteLength)).toEqual(messages.map((m) => m.byteLength))
+        for (let i = 0; i < messages.length; i++) {
+          const got = page.events[i].message
+          const want = messages[i]
+          let same = got.byteLength === want.byteLength
+          for (let k = 0; same && k < want.byteLength; k += 4093) same = got[k] === want[k]
+          expect(same, `message ${i}`).toBe(true)
+          expect(got[got.byteLength - 1]).toBe(want[want.byteLength - 1])
+        }
+      }))
+
     // -------------------------------------------------------------------------------------------
     // First start
 
