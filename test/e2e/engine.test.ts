@@ -101,6 +101,39 @@ describe("engine end to end", () => {
     expect(await logsOf("sleepy-run")).toContain("started")
   })
 
+  it("aborts a running run at once", async () => {
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["trap '' TERM; echo stubborn; sleep 30"] }, "abort-run") })
+    await waitFor("abort-run", (r) => r.status === "running")
+    const started = Date.now()
+    await call("/api/project/main/runs/stop", { runs_names: ["abort-run"], abort: true })
+    const run = await waitFor("abort-run", finished)
+    expect(Date.now() - started).toBeLessThan(10_000)
+    expect(run.status).toBe("terminated")
+    expect(run.termination_reason).toBe("aborted_by_user")
+    expect(run.jobs[0].job_submissions[0].termination_reason).toBe("aborted_by_user")
+  })
+
+  it("stops a job that runs past max_duration", async () => {
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo working", "sleep 30"], max_duration: "2s" }, "slow-run") })
+    const run = await waitFor("slow-run", finished, 25_000)
+    expect(run.jobs[0].job_submissions[0].termination_reason).toBe("max_duration_exceeded")
+    expect(run.status).toBe("failed")
+    expect(await logsOf("slow-run")).toContain("working")
+  })
+
+  it("retries a failed job per retry.on_events and succeeds on the next submission", async () => {
+    const marker = `/tmp/dstack-e2e-retry-${Date.now()}`
+    await call("/api/project/main/runs/apply", {
+      plan: runSpec({ commands: [`if [ -f ${marker} ]; then echo second try; else touch ${marker}; echo first try; exit 1; fi`], retry: { on_events: ["error"], duration: "10m" } }, "retry-run")
+    })
+    // the upstream backoff before the first resubmission is 15 s
+    const run = await waitFor("retry-run", finished, 40_000)
+    expect(run.status).toBe("done")
+    const subs = run.jobs[0].job_submissions
+    expect(subs.map((s: any) => s.status)).toEqual(["failed", "done"])
+    expect(subs[1].submission_num).toBe(1)
+  }, 60_000)
+
   it("fails a run that no offer fits, saying why", async () => {
     await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["true"], resources: { gpu: "H100:8" } }, "no-gpu-run") })
     const run = await waitFor("no-gpu-run", finished)
