@@ -1,26 +1,12 @@
-// `dstack server`: starts the dstack server built by @dstack-ts/core's createServer, with the
-// embedded state store and file blobs under ~/.dstack/server, and on first start saves the
-// admin's `main` project to ~/.dstack/config.yml (as upstream does) so the CLI works at once.
+// `dstack server`: starts the default server build (cli/src/defaultBuild.ts: the first-party
+// plugins, the embedded state store and file blobs under DSTACK_SERVER_DIR, default
+// ~/.dstack-ts/server), and on first start saves the admin's `main` project to
+// ~/.dstack/config.yml (as upstream does) so the CLI works at once.
 import { defineCommand } from "citty"
 import type { AddressInfo } from "node:net"
 import { join } from "node:path"
 import { CliError, globalArgs, notAvailable, runEffect, usageError } from "../context.ts"
 import { print, success } from "../ui.ts"
-
-/** The parts of core the server command uses; looked up at run time (see `coreParts`). */
-export interface ServerParts {
-  readonly createServer: (options: {
-    readonly state: unknown
-    readonly blobs: unknown
-    readonly adminToken?: string | undefined
-  }) => Promise<{
-    readonly app: { readonly fetch: (request: Request) => Response | Promise<Response> }
-    readonly bootstrap: { readonly adminToken: string | undefined; readonly project: { readonly projectName: string } }
-    readonly close: () => Promise<void>
-  }>
-  readonly stateLayer: (dataDir: string) => unknown
-  readonly blobsLayer: (base: string) => unknown
-}
 
 export interface StartOptions {
   readonly host: string
@@ -38,12 +24,10 @@ export interface RunningServer {
 }
 
 /** Starts the server and listens; prints the URL and, on first start, the admin token. */
-export const startServer = async (parts: ServerParts, options: StartOptions): Promise<RunningServer> => {
-  const server = await parts.createServer({
-    state: parts.stateLayer(join(options.serverDir, "data")),
-    blobs: parts.blobsLayer(join(options.serverDir, "blobs")),
-    adminToken: options.adminToken
-  })
+export const startServer = async (options: StartOptions): Promise<RunningServer> => {
+  const { createServer } = await import("@dstack-ts/core")
+  const { defaultServerOptions } = await import("../defaultBuild.ts")
+  const server = await createServer(defaultServerOptions(options.serverDir, options.adminToken))
   const { serve } = await import("@hono/node-server")
   const listener = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
     const s = serve({ fetch: server.app.fetch, hostname: options.host, port: options.port }, () => resolve(s))
@@ -75,17 +59,6 @@ export const startServer = async (parts: ServerParts, options: StartOptions): Pr
   }
 }
 
-/** core's server parts, or undefined while core does not export createServer. */
-const coreParts = async (): Promise<ServerParts | undefined> => {
-  const core = (await import("@dstack-ts/core")) as unknown as Record<string, any>
-  if (typeof core.createServer !== "function") return undefined
-  return {
-    createServer: core.createServer,
-    stateLayer: (dataDir) => core.EmbeddedStateStore.layer({ dataDir }),
-    blobsLayer: (base) => core.UnstorageBlobStore.layerFs({ base })
-  }
-}
-
 export default defineCommand({
   meta: { name: "server", description: "Start the dstack server" },
   args: {
@@ -97,15 +70,13 @@ export default defineCommand({
   run: async ({ args }) => {
     const port = Number(args.port)
     if (!/^\d+$/.test(args.port) || port > 65535) throw usageError(`--port: "${args.port}" is not a port number (0–65535)`)
-    const parts = await coreParts()
-    // TODO(server): core/src/index.ts does not export createServer yet; this lights up when it does.
-    if (parts === undefined) throw notAvailable("`dstack server` (@dstack-ts/core does not export createServer)")
     const { ClientConfigFile } = await import("@dstack-ts/core")
+    const { defaultServerDir } = await import("../defaultBuild.ts")
     const configPath = ClientConfigFile.defaultConfigPath()
-    const running = await startServer(parts, {
+    const running = await startServer({
       host: args.host,
       port,
-      serverDir: join(configPath, "..", "server"),
+      serverDir: defaultServerDir(),
       adminToken: args.token ?? (process.env.DSTACK_SERVER_ADMIN_TOKEN || undefined),
       configPath
     })

@@ -1,0 +1,35 @@
+// The default server build: the one place that lists the first-party plugins. `dstack server`
+// runs it; a custom build (examples/custom-server) picks its own plugins and storage instead.
+import { join } from "node:path"
+import { homedir } from "node:os"
+import backendLocal from "@dstack-ts/backend-local"
+import transportLocal from "@dstack-ts/transport-local"
+import handlerDataframe from "@dstack-ts/handler-dataframe"
+import handlerPlot from "@dstack-ts/handler-plot"
+import handlerModel from "@dstack-ts/handler-model"
+import statePostgres, { PostgresStateStore } from "@dstack-ts/state-postgres"
+import { EmbeddedStateStore, UnstorageBlobStore, type ServerOptions } from "@dstack-ts/core"
+
+/** The first-party plugins every default server has. */
+export const defaultPlugins = [backendLocal, transportLocal, handlerDataframe, handlerPlot, handlerModel, statePostgres] as const
+
+/** Where the default server keeps its data: `DSTACK_SERVER_DIR`, else `~/.dstack-ts/server`. */
+export const defaultServerDir = (): string => process.env.DSTACK_SERVER_DIR || join(homedir(), ".dstack-ts", "server")
+
+/**
+ * The default build's options: embedded state (PostgreSQL in WASM) under `<dir>/data`, or a
+ * PostgreSQL server when `DSTACK_DATABASE_URL` is set (several replicas may share it); file blobs under `<dir>/blobs`; the `local` backend in every project.
+ */
+export const defaultServerOptions = (serverDir: string, adminToken: string | undefined): ServerOptions => {
+  const databaseUrl = process.env.DSTACK_DATABASE_URL
+  const state = databaseUrl
+    ? PostgresStateStore.layer({ url: databaseUrl })
+    : EmbeddedStateStore.layer({ dataDir: join(serverDir, "data") })
+  return {
+    state,
+    blobs: UnstorageBlobStore.layerFs({ base: join(serverDir, "blobs") }),
+    adminToken,
+    plugins: defaultPlugins,
+    compute: { defaultBackends: [{ type: "local" }] }
+  }
+}
