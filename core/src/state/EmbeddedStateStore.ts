@@ -206,7 +206,7 @@ export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<Sta
     }
     const dataDir = options.dataDir
     yield* lockDataDir(dataDir)
-    const pgdata = path.join(dataDir, "pgdata")
+    const pgdata = path.resolve(dataDir, "pgdata")
     yield* prepare(pgdata)
     const db = yield* open({ ...options, dataDir: pgdata })
     return yield* makeSqlStore(yield* makeDriver(db), {
@@ -218,7 +218,7 @@ export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<Sta
  * The embedded store with its files under `dataDir`.
  *
  * @example
- * const StoreLive = EmbeddedStateStore.layer({ dataDir: "~/.dstack/server/data" })
+ * const StoreLive = EmbeddedStateStore.layer({ dataDir: path.join(os.homedir(), ".dstack/server/data") })
  */
 export const layer = (options: EmbeddedStateStoreOptions & { readonly dataDir: string }): Layer.Layer<StateStore, StateStoreError> =>
   Layer.scoped(StateStore, make(options))
