@@ -5,6 +5,9 @@ import { resolve } from "node:path"
 import { CliError, clientFor, confirmOrFail, globalArgs, notAvailable, runEffect } from "../context.ts"
 import { print, withSpinner } from "../ui.ts"
 
+const formatBytes = (n: number): string =>
+  n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`
+
 export default defineCommand({
   meta: { name: "apply", description: "Apply a configuration: plan it, confirm, and submit the run" },
   args: {
@@ -27,7 +30,15 @@ export default defineCommand({
       throw notAvailable(`Applying a ${configuration.type} configuration`)
     }
     const client = await clientFor()
-    const plan = await withSpinner("Getting the run plan", () => client.runs.getPlan(configuration, { runName: args.name }))
+    // The working directory is the run's code, as upstream: packed honouring .gitignore and
+    // .dstackignore, uploaded by hash (an unchanged tree is not uploaded again).
+    const { LocalRepo } = await import("@dstack-ts/core")
+    const repo = await withSpinner("Packing the code", () => runEffect(LocalRepo.fromDir(process.cwd())))
+    await withSpinner(`Uploading the code (${repo.files.length} files, ${formatBytes(repo.codeSize)})`, async () => {
+      await client.repos.init(repo)
+      await client.repos.upload(repo)
+    })
+    const plan = await withSpinner("Getting the run plan", () => client.runs.getPlan(configuration, { runName: args.name, repo }))
     const offers = plan.jobPlans.reduce((n, j) => n + j.totalOffers, 0)
     const best = plan.jobPlans[0]?.offers[0]
     print(`Project ${plan.projectName}, user ${plan.user}: ${plan.action} ${plan.runSpec.runName ?? "a run"}, ${plan.jobPlans.length} job(s), ${offers} offer(s)${best ? `, best ${best.backend} ${best.instance.name} $${best.price}/h` : ""}`)
@@ -36,5 +47,15 @@ export default defineCommand({
     print(`Run ${run.name} submitted`)
     if (args.detach) return
     for await (const chunk of run.logs()) process.stdout.write(chunk)
+    // The exit code says how the run ended: 0 only for done.
+    await run.refresh()
+    if (run.status !== "done") {
+      const entity = run.entity
+      const sub = entity.jobs[0]?.jobSubmissions[entity.jobs[0].jobSubmissions.length - 1]
+      const why = [entity.terminationReason, sub?.terminationReason, sub?.exitStatus !== undefined ? `exit status ${sub.exitStatus}` : undefined, sub?.terminationReasonMessage]
+        .filter((x) => x !== undefined && x !== null && x !== "")
+        .join(", ")
+      throw new CliError(`Run ${run.name} ${run.status}${why ? `: ${why}` : ""}`)
+    }
   }
 })

@@ -9,7 +9,7 @@
  * Each call runs one Effect from the `DstackApi` underneath and rejects with the
  * `ClientError` itself (never a wrapped fiber failure).
  */
-import { Cause, Effect, Either, Exit, Option } from "effect"
+import { Cause, Effect, Either, Exit, Option, Schema, Stream } from "effect"
 import { ClientConfigError, ClientError } from "./ClientError.ts"
 import { resolveProject } from "./ClientConfig.ts"
 import type { ClientEnv, ClientOptions, ResolvedProject } from "./ClientConfig.ts"
@@ -18,11 +18,14 @@ import type { DstackApiOptions, DstackApiShape } from "./DstackApi.ts"
 import { Run, runDataOf } from "./Run.ts"
 import type { RunOperations } from "./Run.ts"
 import { runLogs } from "./RunLogs.ts"
+import * as Stacks from "./Stacks.ts"
 import type { Project, ServerInfo, User } from "./Wire.ts"
 import type { AnyRunConfiguration } from "../domain/Configuration.ts"
 import { RunSpec } from "../domain/Run.ts"
 import type { Run as RunEntity } from "../domain/Run.ts"
 import type { RunPlan } from "../domain/RunPlan.ts"
+import { RunRepoData } from "../domain/Job.ts"
+import type { RepoCode } from "../repos/RepoCode.ts"
 
 /** Options of `Client.fromConfig`. */
 export interface FromConfigOptions extends ClientOptions {
@@ -46,16 +49,23 @@ export interface SubmitOptions {
   readonly runName?: string | undefined
   /** The repo id of already initialised and uploaded code; without one the run has no repo. */
   readonly repoId?: string | undefined
+  /**
+   * Code for the run (`LocalRepo.fromDir(".")`, `RemoteRepo`, `VirtualRepo`): `submit`
+   * registers and uploads it (an unchanged repo is not uploaded twice) and the job gets it.
+   */
+  readonly repo?: RepoCode | undefined
 }
 
 /** The run spec of a configuration without a repo (upstream: a virtual repo). */
 const toRunSpec = (configuration: AnyRunConfiguration | RunSpec, options: SubmitOptions): RunSpec => {
   if (configuration instanceof RunSpec) return options.runName ? new RunSpec({ ...configuration, runName: options.runName }) : configuration
   const runName = options.runName ?? (configuration as { readonly name?: string }).name
+  const repo = options.repo
   return new RunSpec({
     ...(runName ? { runName } : {}),
-    repoId: options.repoId ?? "virtual",
-    repoData: { repoType: "virtual" as const },
+    repoId: repo?.repoId ?? options.repoId ?? "virtual",
+    repoData: repo?.repoData ?? { repoType: "virtual" as const },
+    ...(repo ? { repoCodeHash: repo.codeHash } : {}),
     configuration
   })
 }
@@ -80,8 +90,12 @@ export class Client {
   /** The server URL. */
   readonly url: string
 
+  /** The user token (kept for the stacks module, which talks to the server on its own). */
+  readonly #token: string
+
   private constructor(project: ResolvedProject, transport: FromConfigOptions["transport"] = {}) {
     this.api = DstackApi.make({ ...transport, url: project.url, token: project.token, project: project.name })
+    this.#token = project.token
     this.project = project.name
     this.url = this.api.url
   }
@@ -113,6 +127,14 @@ export class Client {
     return new Client(project, transport)
   }
 
+  /**
+   * Stacks on this client's server and token: `push`, `pull`, `frame` (see Stacks.ts). Pass
+   * the installed handler plugins' codecs; named profiles come from the client config.
+   */
+  stacks(options: Omit<Stacks.StacksOptions, "url" | "token"> = {}): Stacks.Stacks {
+    return Stacks.make({ resolveProfile: Stacks.configProfiles(), ...options, url: this.url, token: this.#token })
+  }
+
   readonly server = {
     /** The server's version. */
     getInfo: (): Promise<ServerInfo> => runPromise(this.api.server.getInfo())
@@ -139,6 +161,10 @@ export class Client {
       this.toRun(await runPromise(this.api.runs.apply(plan, options.force === true))),
     /** Plans and applies in one step (upstream `runs.submit`). */
     submit: async (configuration: AnyRunConfiguration | RunSpec, options: SubmitOptions = {}): Promise<Run> => {
+      if (options.repo) {
+        await this.repos.init(options.repo)
+        await this.repos.upload(options.repo)
+      }
       const plan = await this.runs.getPlan(configuration, options)
       return this.runs.apply(plan)
     },
@@ -161,10 +187,17 @@ export class Client {
   }
 
   readonly repos = {
-    /** Registers a repo (and its credentials) with the project before runs mount it. */
-    init: (_repo: unknown): Promise<void> => this.notAvailable("repos.init"),
-    /** Uploads a code archive keyed by its hash. */
-    upload: (_repo: unknown): Promise<string> => this.notAvailable("repos.upload")
+    /** Registers a repo with the project before runs mount it (upstream `repos.init`). */
+    init: (repo: RepoCode, options: { readonly creds?: unknown } = {}): Promise<void> =>
+      runPromise(this.api.repos.init(repo.repoId, Schema.encodeSync(RunRepoData)(repo.repoData), options.creds)),
+    /**
+     * Uploads the repo's code blob keyed by its hash and returns the hash; the server skips a
+     * blob it already has, so an unchanged repo costs one small request.
+     */
+    upload: async (repo: RepoCode): Promise<string> => {
+      await runPromise(this.api.repos.uploadCode(repo.repoId, repo.codeHash, Stream.toReadableStream(repo.code)))
+      return repo.codeHash
+    }
   }
 
   /** Wraps a run entity in a `Run` bound to this client. */

@@ -110,6 +110,19 @@ export interface DstackApiShape {
     readonly stop: (runNames: ReadonlyArray<string>, abort?: boolean) => Effect.Effect<void, ClientError>
     readonly delete: (runNames: ReadonlyArray<string>) => Effect.Effect<void, ClientError>
   }
+  readonly repos: {
+    /** `repos/init`: registers a repo (its `repo_info`, optional credentials) with the project. */
+    readonly init: (repoId: string, repoInfo: unknown, repoCreds?: unknown) => Effect.Effect<void, ClientError>
+    /**
+     * `repos/upload_code`: streams a code blob keyed by its SHA-256; the server checks the hash
+     * and skips blobs it already has (`stored: false`).
+     */
+    readonly uploadCode: (
+      repoId: string,
+      hash: string,
+      body: Uint8Array | ReadableStream<Uint8Array>
+    ) => Effect.Effect<{ readonly stored: boolean; readonly size: number }, ClientError>
+  }
   readonly logs: {
     /** `logs/poll`: one page of a job submission's log. */
     readonly poll: (query: PollLogsQuery) => Effect.Effect<typeof Api.JobSubmissionLogs.Type, ClientError>
@@ -297,6 +310,29 @@ export const make = (options: DstackApiOptions): DstackApiShape => {
         Effect.asVoid(callWith({ method: "runs.stop", path: projectPath("runs/stop"), response: Api.Empty, idempotent: false }, Api.StopRunsRequest, { runsNames: runNames, abort })),
       delete: (runNames) =>
         Effect.asVoid(callWith({ method: "runs.delete", path: projectPath("runs/delete"), response: Api.Empty, idempotent: false }, Api.DeleteRunsRequest, { runsNames: runNames }))
+    },
+    repos: {
+      init: (repoId, repoInfo, repoCreds) =>
+        callRaw("repos.init", projectPath("repos/init"), { repo_id: repoId, repo_info: repoInfo, ...(repoCreds === undefined ? {} : { repo_creds: repoCreds }) }).pipe(
+          Effect.flatMap((response) => Effect.promise(() => response.body?.cancel() ?? Promise.resolve())),
+          Effect.asVoid
+        ),
+      uploadCode: (repoId, hash, body) =>
+        Effect.tryPromise({
+          try: (abort) =>
+            fetchImpl(`${url}${projectPath("repos/upload_code")}?repo_id=${encodeURIComponent(repoId)}&hash=${encodeURIComponent(hash)}`, {
+              method: "POST",
+              headers: { authorization: headers.authorization, "content-type": "application/octet-stream", accept: "application/json" },
+              body: body as BodyInit,
+              signal: abort,
+              // A streamed request body needs half-duplex in Node's and Deno's fetch.
+              ...({ duplex: "half" } as object)
+            }),
+          catch: (cause) => error("repos.uploadCode", "Unreachable", `cannot reach the dstack server at ${url}: ${describeNetworkError(cause)}`, { cause })
+        }).pipe(
+          Effect.flatMap((response) => (response.ok ? Effect.promise(() => response.json() as Promise<any>) : failure("repos.uploadCode", response))),
+          Effect.map((answer) => ({ stored: answer?.stored !== false, size: Number(answer?.size ?? 0) }))
+        )
     },
     logs: {
       poll: (query) =>
