@@ -28,7 +28,10 @@ export const rootCommand = defineCommand({
     logs: lazy(() => import("./commands/logs.ts")),
     stop: lazy(() => import("./commands/stop.ts")),
     delete: lazy(() => import("./commands/delete.ts")),
-    offer: lazy(() => import("./commands/offer.ts"))
+    offer: lazy(() => import("./commands/offer.ts")),
+    push: lazy(() => import("./commands/push.ts")),
+    pull: lazy(() => import("./commands/pull.ts")),
+    stacks: lazy(() => import("./commands/stacks.ts"))
   }
 })
 

@@ -183,6 +183,75 @@ export interface Codes {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Stacks: versioned pushes of data objects (frames with attachments), see docs/stacks.md
+
+/** Who may read a stack: anyone (`public`) or its owner and admins (`private`). */
+export type StackAccess = "public" | "private"
+
+/** One stored object of a frame: what it is, the params it answers to, where its bytes are. */
+export interface StackAttachment {
+  readonly description: string | null
+  readonly params: Record<string, unknown>
+  readonly contentType: string
+  readonly application: string
+  readonly metadata: Record<string, unknown>
+  /** Set when the bytes are stored (upload done); null before. */
+  readonly size: number | null
+  readonly blobKey: string | null
+  readonly digest: string | null
+}
+
+/** A revision of a stack: one push. It becomes the head only when committed. */
+export interface StackFrameRecord {
+  readonly id: string
+  readonly owner: string
+  readonly name: string
+  readonly message: string | null
+  readonly params: Record<string, unknown>
+  readonly attachments: ReadonlyArray<StackAttachment>
+  readonly status: "pending" | "committed"
+  readonly createdBy: string
+  readonly createdAt: Date
+  readonly committedAt: Date | null
+}
+
+export interface StackRecord {
+  readonly owner: string
+  readonly name: string
+  readonly access: StackAccess
+  /** The id of the last committed frame, or null before the first commit. */
+  readonly head: string | null
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+export interface Stacks {
+  /** Creates the stack if it does not exist (with `access`), else returns it unchanged. */
+  readonly ensure: (owner: string, name: string, access: StackAccess) => Effect.Effect<StackRecord, StateStoreError>
+  readonly get: (owner: string, name: string) => Effect.Effect<StackRecord, StateStoreError>
+  /** Stacks owned by `owner` and public ones (every stack when `owner` is undefined), by name. */
+  readonly list: (owner: string | undefined, includePublic: boolean) => Effect.Effect<ReadonlyArray<StackRecord>, StateStoreError>
+  readonly setAccess: (owner: string, name: string, access: StackAccess) => Effect.Effect<StackRecord, StateStoreError>
+  /** Removes the stack with its frames (the caller removes the blobs). */
+  readonly delete: (owner: string, name: string) => Effect.Effect<void, StateStoreError>
+  readonly insertFrame: (frame: StackFrameRecord) => Effect.Effect<StackFrameRecord, StateStoreError>
+  readonly getFrame: (id: string) => Effect.Effect<StackFrameRecord, StateStoreError>
+  /** Committed frames of a stack, newest first. */
+  readonly listFrames: (owner: string, name: string, limit?: number) => Effect.Effect<ReadonlyArray<StackFrameRecord>, StateStoreError>
+  /** Records the stored bytes of attachment `index` of a pending frame. */
+  readonly setAttachmentBlob: (
+    id: string,
+    index: number,
+    blob: { readonly size: number; readonly blobKey: string; readonly digest: string }
+  ) => Effect.Effect<StackFrameRecord, StateStoreError>
+  /** Marks the frame committed and moves the stack's head to it, in one transaction. */
+  readonly commitFrame: (id: string, message: string | null) => Effect.Effect<StackFrameRecord, StateStoreError>
+  /** The user's default access for new stacks (`private` unless set). */
+  readonly defaultAccess: (username: string) => Effect.Effect<StackAccess, StateStoreError>
+  readonly setDefaultAccess: (username: string, access: StackAccess) => Effect.Effect<void, StateStoreError>
+}
+
+// ---------------------------------------------------------------------------------------------
 // Documents: runs, jobs, instances, fleets
 
 /** The kinds of engine entities the store keeps as documents. */
@@ -394,6 +463,7 @@ export interface StateStoreService {
   readonly instances: Documents
   readonly fleets: Documents
   readonly logs: Logs
+  readonly stacks: Stacks
   /**
    * Runs `effect` in one database transaction: every store call inside sees and makes its
    * changes atomically; a failure or interruption rolls them back. Nested calls join the

@@ -25,6 +25,8 @@ import { projectRoutes } from "./routes/projects.ts"
 import { runRoutes } from "./routes/runs.ts"
 import { logRoutes } from "./routes/logs.ts"
 import { repoRoutes } from "./routes/repos.ts"
+import { stackRoutes } from "../stacks/server/StackRoutes.ts"
+import { viewerRoutes } from "../stacks/server/Viewer.ts"
 
 export interface ServerOptions {
   /** Where durable state lives: `EmbeddedStateStore.layer({ dataDir })` or PostgreSQL. */
@@ -63,7 +65,9 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
   ...projectRoutes,
   ...repoRoutes,
   ...runRoutes,
-  ...logRoutes
+  ...logRoutes,
+  ...stackRoutes,
+  ...viewerRoutes
 ]
 
 /**

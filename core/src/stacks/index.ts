@@ -2,3 +2,4 @@
 export * as AutoHandler from "./AutoHandler.ts"
 export * as BuiltinCodecs from "./BuiltinCodecs.ts"
 export * as StackContentTypes from "./ContentTypes.ts"
+export * as StackServer from "./server/index.ts"

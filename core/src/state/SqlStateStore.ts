@@ -36,6 +36,7 @@ import {
   type Users
 } from "../ports/StateStore.ts"
 import { migrate } from "./migrations.ts"
+import * as SqlStacks from "./SqlStacks.ts"
 import type { Row, SqlConnection, SqlDriver } from "./SqlDriver.ts"
 import { SqlError } from "./SqlDriver.ts"
 
@@ -817,6 +818,7 @@ export const make = (
       instances: documentsOf("instance"),
       fleets: documentsOf("fleet"),
       logs: options.logs !== undefined ? options.logs((change) => pubsub.unsafeOffer(change)) : sqlLogs,
+      stacks: SqlStacks.make(sql, withTransaction),
       withTransaction,
       changes: Stream.fromPubSub(pubsub),
       subscribe: PubSub.subscribe(pubsub)

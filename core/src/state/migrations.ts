@@ -131,6 +131,40 @@ export const migrations: ReadonlyArray<Migration> = [
       `CREATE TRIGGER logs_appended AFTER INSERT ON logs REFERENCING NEW TABLE AS new_rows
         FOR EACH STATEMENT EXECUTE FUNCTION dstack_notify_logs()`
     ]
+  },
+  {
+    version: 2,
+    name: "stacks, stack frames, per-user default stack access",
+    statements: [
+      `CREATE TABLE stacks (
+        owner text NOT NULL,
+        name text NOT NULL,
+        access text NOT NULL CHECK (access IN ('public', 'private')),
+        head text,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (owner, name)
+      )`,
+      `CREATE INDEX stacks_public ON stacks (name) WHERE access = 'public'`,
+      `CREATE TABLE stack_frames (
+        id text PRIMARY KEY,
+        owner text NOT NULL,
+        name text NOT NULL,
+        message text,
+        params jsonb NOT NULL,
+        attachments jsonb NOT NULL,
+        status text NOT NULL CHECK (status IN ('pending', 'committed')),
+        created_by text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        committed_at timestamptz,
+        FOREIGN KEY (owner, name) REFERENCES stacks (owner, name) ON DELETE CASCADE ON UPDATE CASCADE
+      )`,
+      `CREATE INDEX stack_frames_history ON stack_frames (owner, name, committed_at DESC) WHERE status = 'committed'`,
+      `CREATE TABLE stack_settings (
+        username text PRIMARY KEY,
+        default_access text NOT NULL CHECK (default_access IN ('public', 'private'))
+      )`
+    ]
   }
 ]
 
