@@ -1,0 +1,93 @@
+// The newcomer's path through the real CLI: `dstack server` (the default build) in one process,
+// then `dstack apply -f … -y` from a directory whose files the job reads, `dstack ps`,
+// `dstack logs`, and a failing run that exits non-zero with its reason.
+import { spawn, type ChildProcess } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+
+const CLI = path.resolve("cli/bin/dstack.mjs")
+const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-cli-e2e-"))
+const env = { ...process.env, HOME: home, DSTACK_SERVER_DIR: path.join(home, "server"), NO_COLOR: "1" }
+let server: ChildProcess
+
+const dstack = (args: ReadonlyArray<string>, cwd: string) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd, env })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (d) => (stdout += d))
+    child.stderr.on("data", (d) => (stderr += d))
+    child.on("close", (code) => resolve({ code, stdout, stderr }))
+  })
+
+const writeProject = (name: string, yaml: string, files: Record<string, string>) => {
+  const dir = path.join(home, name)
+  fs.mkdirSync(dir, { recursive: true })
+  fs.writeFileSync(path.join(dir, ".dstack.yml"), yaml)
+  for (const [file, content] of Object.entries(files)) fs.writeFileSync(path.join(dir, file), content)
+  return dir
+}
+
+const small = "resources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n"
+
+beforeAll(async () => {
+  server = spawn(process.execPath, [CLI, "server", "--port", "0"], { env })
+  await new Promise<void>((resolve, reject) => {
+    let out = ""
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 90_000)
+    const onData = (d: Buffer) => {
+      out += d
+      if (/running at http/.test(out)) {
+        clearTimeout(timer)
+        resolve()
+      }
+    }
+    server.stdout!.on("data", onData)
+    server.stderr!.on("data", onData)
+  })
+}, 120_000)
+
+afterAll(async () => {
+  server?.kill("SIGTERM")
+  await new Promise((r) => server?.once("exit", r))
+  fs.rmSync(home, { recursive: true, force: true })
+}, 30_000)
+
+describe("dstack CLI end to end", () => {
+  it("applies a task whose commands read the uploaded code, and exits 0", async () => {
+    const dir = writeProject("ok", `type: task\nname: cli-ok\ncommands:\n  - cat data.txt\n  - echo done here\n${small}`, { "data.txt": "payload from the client\n" })
+    const res = await dstack(["apply", "-f", ".dstack.yml", "-y"], dir)
+    expect(res.stderr).not.toMatch(/✗/)
+    expect(res.code).toBe(0)
+    expect(res.stdout).toContain("payload from the client")
+    expect(res.stdout).toContain("done here")
+  }, 90_000)
+
+  it("exits 1 with the reason when the job fails", async () => {
+    const dir = writeProject("bad", `type: task\nname: cli-bad\ncommands:\n  - echo failing now\n  - exit 7\n${small}`, {})
+    const res = await dstack(["apply", "-f", ".dstack.yml", "-y"], dir)
+    expect(res.code).toBe(1)
+    expect(res.stdout).toContain("failing now")
+    expect(res.stderr).toMatch(/cli-bad failed: job_failed, container_exited_with_error, exit status 7/)
+  }, 90_000)
+
+  it("reports a bad configuration with file:line:column and does not submit", async () => {
+    const dir = writeProject("invalid", "type: task\ncommand:\n  - echo typo\n", {})
+    const res = await dstack(["apply", "-f", ".dstack.yml", "-y"], dir)
+    expect(res.code).toBe(1)
+    expect(res.stderr).toMatch(/\.dstack\.yml:2:1/)
+    expect(res.stderr).toMatch(/did you mean `commands`/)
+  }, 60_000)
+
+  it("lists runs with ps -a and prints a finished run's log", async () => {
+    const ps = await dstack(["ps", "-a"], home)
+    expect(ps.code).toBe(0)
+    expect(ps.stdout).toMatch(/cli-ok[\s\S]*done/)
+    expect(ps.stdout).toMatch(/cli-bad[\s\S]*failed/)
+    const logs = await dstack(["logs", "cli-ok"], home)
+    expect(logs.code).toBe(0)
+    expect(logs.stdout).toBe("payload from the client\ndone here\n")
+  }, 60_000)
+})
