@@ -1,0 +1,109 @@
+// A large attachment streams through the server: a generated 256 MiB body is pushed (raw PUT,
+// streamed into the fs BlobStore) and pulled back (streamed download), and the process's
+// RSS and heap grow by far less than the size. Server and client share this process, so the
+// figures bound both sides.
+import { createHash } from "node:crypto"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Stacks } from "../../core/src/client/index.ts"
+import { startStackServer, type StackServer } from "../browser/stackServer.ts"
+
+const SIZE = 256 * 1024 * 1024
+const CHUNK = 1024 * 1024
+let s: StackServer
+let token: string
+
+beforeAll(async () => {
+  s = await startStackServer()
+  token = await s.createUser("big")
+}, 60_000)
+afterAll(async () => {
+  await s?.close()
+})
+
+// One chunk, never mutated, sent again and again: the generator itself allocates nothing, so
+// any growth measured is the transfer's.
+const CHUNK_BYTES = Uint8Array.from({ length: CHUNK }, (_, i) => (i * 31) & 0xff)
+
+const generated = (hash: ReturnType<typeof createHash>) => {
+  let sent = 0
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent >= SIZE) return controller.close()
+      const chunk = CHUNK_BYTES
+      hash.update(chunk)
+      sent += CHUNK
+      controller.enqueue(chunk)
+    }
+  })
+}
+
+const sampler = () => {
+  const base = process.memoryUsage()
+  let peakRss = base.rss
+  let peakHeap = base.heapUsed
+  const timer = setInterval(() => {
+    const m = process.memoryUsage()
+    peakRss = Math.max(peakRss, m.rss)
+    peakHeap = Math.max(peakHeap, m.heapUsed)
+  }, 20)
+  return () => {
+    clearInterval(timer)
+    return { rss: (peakRss - base.rss) / 2 ** 20, heap: (peakHeap - base.heapUsed) / 2 ** 20 }
+  }
+}
+
+describe("a 256 MiB attachment", () => {
+  it("pushes and pulls with memory far below its size", async () => {
+    const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" }
+    const created = (await (await fetch(`${s.url}/api/stacks/frames/create`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ stack: "big/blob", attachments: [{ content_type: "application/octet-stream", application: "bytes" }] })
+    })).json()) as { frame_id: string }
+
+    const pushHash = createHash("sha256")
+    const stopPush = sampler()
+    const t0 = performance.now()
+    const put = await fetch(`${s.url}/api/stacks/frames/${created.frame_id}/attachments/0`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
+      body: generated(pushHash),
+      duplex: "half"
+    } as RequestInit)
+    const uploaded = (await put.json()) as { size: number; digest: string }
+    const pushMs = performance.now() - t0
+    const pushGrowth = stopPush()
+    expect(put.status).toBe(200)
+    expect(uploaded.size).toBe(SIZE)
+    expect(uploaded.digest).toBe(pushHash.digest("hex"))
+    const commit = await fetch(`${s.url}/api/stacks/frames/commit`, { method: "POST", headers, body: JSON.stringify({ frame_id: created.frame_id }) })
+    expect(commit.status).toBe(200)
+
+    const stopPull = sampler()
+    const t1 = performance.now()
+    const raw = await Stacks.make({ url: s.url, token }).pullRaw("blob")
+    const pullHash = createHash("sha256")
+    let received = 0
+    const reader = raw.response.body!.getReader()
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      received += value.length
+      pullHash.update(value)
+    }
+    const pullMs = performance.now() - t1
+    const pullGrowth = stopPull()
+    expect(received).toBe(SIZE)
+    expect(pullHash.digest("hex")).toBe(uploaded.digest)
+
+    console.log(
+      `256 MiB push: ${pushMs.toFixed(0)} ms, RSS +${pushGrowth.rss.toFixed(1)} MiB, heap +${pushGrowth.heap.toFixed(1)} MiB; ` +
+        `pull: ${pullMs.toFixed(0)} ms, RSS +${pullGrowth.rss.toFixed(1)} MiB, heap +${pullGrowth.heap.toFixed(1)} MiB`
+    )
+    // Far below the 256 MiB that buffering would take (on either side).
+    expect(pushGrowth.rss).toBeLessThan(96)
+    expect(pullGrowth.rss).toBeLessThan(96)
+    expect(pushGrowth.heap).toBeLessThan(64)
+    expect(pullGrowth.heap).toBeLessThan(64)
+  }, 180_000)
+})
