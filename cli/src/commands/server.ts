@@ -42,12 +42,18 @@ export const startServer = async (options: StartOptions): Promise<RunningServer>
   const token = server.bootstrap.adminToken ?? options.adminToken
   const project = server.bootstrap.project.projectName
   if (server.bootstrap.adminToken) print(`The admin token is ${server.bootstrap.adminToken}`)
-  if (token !== undefined && options.configPath !== undefined) {
+  if (options.configPath !== undefined) {
     const { ClientConfigFile, DstackClient } = await import("@dstack-ts/core")
     const config = (await runEffect(ClientConfigFile.loadConfigFile(options.configPath))) ?? { projects: [] }
-    const hasDefault = config.projects.some((p) => p.default === true && p.name !== project)
-    await runEffect(ClientConfigFile.saveConfigFile(options.configPath, DstackClient.upsertProject(config, { name: project, url, token }, !hasDefault)))
-    print(`The ${project} project is configured in ${options.configPath}`)
+    // On a restart the admin token is not issued again: keep the saved one, but follow the
+    // server to its (possibly new) address.
+    const saved = config.projects.find((p) => p.name === project)
+    const projectToken = token ?? saved?.token
+    if (projectToken !== undefined) {
+      const hasDefault = config.projects.some((p) => p.default === true && p.name !== project)
+      await runEffect(ClientConfigFile.saveConfigFile(options.configPath, DstackClient.upsertProject(config, { name: project, url, token: projectToken }, !hasDefault)))
+      print(`The ${project} project is configured in ${options.configPath}`)
+    }
   }
   success(`The server is running at ${url}`)
   return {
