@@ -100,9 +100,11 @@ describe("a 256 MiB attachment", () => {
       `256 MiB push: ${pushMs.toFixed(0)} ms, RSS +${pushGrowth.rss.toFixed(1)} MiB, heap +${pushGrowth.heap.toFixed(1)} MiB; ` +
         `pull: ${pullMs.toFixed(0)} ms, RSS +${pullGrowth.rss.toFixed(1)} MiB, heap +${pullGrowth.heap.toFixed(1)} MiB`
     )
-    // Far below the 256 MiB that buffering would take (on either side).
-    expect(pushGrowth.rss).toBeLessThan(96)
-    expect(pullGrowth.rss).toBeLessThan(96)
+    // Far below the 256 MiB that buffering would take (on either side). Deno's RSS lags its
+    // collection of freed external buffers (heap stays flat): ~140 MiB measured there.
+    const rssBound = "Deno" in globalThis ? 160 : 96
+    expect(pushGrowth.rss).toBeLessThan(rssBound)
+    expect(pullGrowth.rss).toBeLessThan(rssBound)
     expect(pushGrowth.heap).toBeLessThan(64)
     expect(pullGrowth.heap).toBeLessThan(64)
   }, 180_000)
