@@ -72,6 +72,35 @@ describe("local backend end to end", () => {
     expect(logs).toContain("DSTACK_RUN_NAME=hello-local")
   }, 90_000)
 
+  it("lists backend types and the project's backends, and checks a configuration before storing it", async () => {
+    expect((await call("/api/backends/list_types")).body).toEqual(["local"])
+    expect((await call("/api/project/main/backends/list")).body).toEqual([{ name: "local", config: {}, is_default: true }])
+    const bad = await call("/api/project/main/backends/create", { type: "local", max_instances: "lots" })
+    expect(bad.status).toBe(400)
+    expect(bad.body.detail[0].msg).toMatch(/max_instances/)
+    const unknown = await call("/api/project/main/backends/create", { type: "aws", regions: ["us-east-1"] })
+    expect(unknown.status).toBe(400)
+    expect(unknown.body.detail[0].msg).toMatch(/No installed plugin provides the aws backend/)
+    const ok = await call("/api/project/main/backends/create", { type: "local", max_instances: 2 })
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200)
+    expect((await call("/api/project/main/backends/list")).body).toEqual([{ name: "local", config: { max_instances: 2 }, is_default: false }])
+    expect((await call("/api/project/main/backends/create", { type: "local" })).status).toBe(400)
+    expect((await call("/api/project/main/backends/delete", { backends_names: ["local"] })).status).toBe(200)
+    expect((await call("/api/project/main/backends/list")).body[0].is_default).toBe(true)
+  })
+
+  it("lists the instance a run used and gets it by id", async () => {
+    const list = await call("/api/instances/list", { project_names: ["main"] })
+    expect(list.status).toBe(200)
+    const instance = list.body.find((i: any) => i.backend === "local")
+    expect(instance).toBeDefined()
+    expect(["idle", "busy", "terminated"]).toContain(instance.status)
+    const got = await call("/api/project/main/instances/get", { id: instance.id })
+    expect(got.body.id).toBe(instance.id)
+    expect((await call("/api/project/main/instances/get", { id: "nope" })).status).toBe(404)
+    expect((await call("/api/project/main/fleets/list")).body).toEqual([])
+  })
+
   it("shows the plan's reason when this machine cannot meet a requirement", async () => {
     const plan = await call("/api/project/main/runs/get_plan", {
       run_spec: { repo_id: "x", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: ["true"], resources: { memory: "100TB.." } } }

@@ -24,6 +24,8 @@ import { userRoutes } from "./routes/users.ts"
 import { projectRoutes } from "./routes/projects.ts"
 import { runRoutes } from "./routes/runs.ts"
 import { logRoutes } from "./routes/logs.ts"
+import { backendRoutes } from "./routes/backends.ts"
+import { instanceRoutes } from "./routes/instances.ts"
 import { repoRoutes } from "./routes/repos.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
@@ -66,6 +68,8 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
   ...repoRoutes,
   ...runRoutes,
   ...logRoutes,
+  ...backendRoutes,
+  ...instanceRoutes,
   ...stackRoutes,
   ...viewerRoutes
 ]

@@ -1,0 +1,89 @@
+// /api/instances/list, /api/project/{p}/instances/get and /api/project/{p}/fleets/{list,get}:
+// the machines the engine provisioned or reuses, and the fleets they belong to.
+import { Effect, Schema } from "effect"
+import { Fleet } from "../../domain/Fleet.ts"
+import { Instance } from "../../domain/Instance.ts"
+import { StateStore, type StoredDocument } from "../../ports/StateStore.ts"
+import { fromStateStore, notFound } from "../ApiError.ts"
+import { jsonRoute } from "../Route.ts"
+
+const optionalKey = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.optional(schema).pipe(Schema.fromKey(wire))
+
+export const ListInstancesRequest = Schema.Struct({
+  projectNames: optionalKey(Schema.NullOr(Schema.Array(Schema.String)), "project_names"),
+  fleetNames: optionalKey(Schema.NullOr(Schema.Array(Schema.String)), "fleet_names"),
+  onlyActive: Schema.optionalWith(Schema.Boolean, { default: () => false }).pipe(Schema.fromKey("only_active")),
+  limit: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 1000)), { default: () => 1000 })
+})
+export const GetByIdRequest = Schema.Struct({ id: Schema.String })
+export const GetFleetRequest = Schema.Struct({ name: Schema.optional(Schema.String), id: Schema.optional(Schema.String) })
+
+const decodeInstance = Schema.decodeUnknown(Instance)
+const decodeFleet = Schema.decodeUnknown(Fleet)
+const ACTIVE_INSTANCE = ["pending", "provisioning", "idle", "busy", "terminating"]
+
+const instances = (rows: ReadonlyArray<StoredDocument>) =>
+  Effect.forEach(rows, (row) => decodeInstance(row.doc).pipe(Effect.option)).pipe(
+    Effect.map((all) => all.flatMap((o) => (o._tag === "Some" ? [o.value] : [])))
+  )
+
+export const instanceRoutes = [
+  jsonRoute({
+    method: "POST", path: "/api/instances/list", summary: "Instances in the projects you can see", tag: "instances", access: "user",
+    request: ListInstancesRequest, response: Schema.Array(Instance),
+    handler: (input, ctx) =>
+      Effect.gen(function* () {
+        const store = yield* StateStore
+        const principal = ctx.principal!
+        const visible = principal.globalRole === "admin"
+          ? undefined
+          : (yield* store.projects.listForUser(principal.username).pipe(Effect.mapError(fromStateStore))).map((p) => p.projectName)
+        const wanted = input.projectNames ?? undefined
+        const projects = wanted && visible ? wanted.filter((p) => visible.includes(p)) : wanted ?? visible
+        if (projects !== undefined && projects.length === 0) return []
+        const rows = yield* store.instances
+          .list({ ...(projects ? { projects } : {}), ...(input.onlyActive ? { statuses: ACTIVE_INSTANCE } : {}) }, { limit: input.limit })
+          .pipe(Effect.mapError(fromStateStore))
+        const all = yield* instances(rows)
+        return input.fleetNames ? all.filter((i) => i.fleetName !== undefined && input.fleetNames!.includes(i.fleetName)) : all
+      })
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/instances/get", summary: "One instance by id", tag: "instances", access: { project: "user" },
+    request: GetByIdRequest, response: Instance,
+    handler: (input, ctx) =>
+      Effect.gen(function* () {
+        const store = yield* StateStore
+        const missing = notFound(`Instance ${input.id} does not exist in project ${ctx.projectName}`)
+        const row = yield* store.instances.get(input.id).pipe(Effect.mapError((e) => (e.reason === "NotFound" ? missing : fromStateStore(e))))
+        if (row.project !== ctx.projectName) return yield* Effect.fail(missing)
+        return yield* decodeInstance(row.doc).pipe(Effect.orDie)
+      })
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/fleets/list", summary: "The project's fleets", tag: "fleets", access: { project: "user" },
+    response: Schema.Array(Fleet),
+    handler: (_: void, ctx) =>
+      Effect.gen(function* () {
+        const store = yield* StateStore
+        const rows = yield* store.fleets.list({ projects: [ctx.projectName!] }).pipe(Effect.mapError(fromStateStore))
+        const fleets = yield* Effect.forEach(rows, (row) => decodeFleet(row.doc).pipe(Effect.option))
+        return fleets.flatMap((o) => (o._tag === "Some" ? [o.value] : []))
+      })
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/fleets/get", summary: "One fleet by name or id", tag: "fleets", access: { project: "user" },
+    request: GetFleetRequest, response: Fleet,
+    handler: (input, ctx) =>
+      Effect.gen(function* () {
+        const store = yield* StateStore
+        const key = input.name ?? input.id ?? ""
+        const missing = notFound(`Fleet ${key} does not exist in project ${ctx.projectName}`)
+        const row = yield* (input.name !== undefined ? store.fleets.getByName(ctx.projectName!, input.name) : store.fleets.get(input.id ?? "")).pipe(
+          Effect.mapError((e) => (e.reason === "NotFound" ? missing : fromStateStore(e)))
+        )
+        if (row.project !== ctx.projectName) return yield* Effect.fail(missing)
+        return yield* decodeFleet(row.doc).pipe(Effect.orDie)
+      })
+  })
+]
