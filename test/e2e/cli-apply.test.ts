@@ -81,6 +81,34 @@ describe("dstack CLI end to end", () => {
     expect(res.stderr).toMatch(/did you mean `commands`/)
   }, 60_000)
 
+  it("lists offers for given resources and explains when none fits", async () => {
+    const ok = await dstack(["offer", "--cpu", "1..", "--memory", "1GB..", "--disk", "1GB.."], home)
+    expect(ok.code, ok.stderr).toBe(0)
+    expect(ok.stdout).toMatch(/BACKEND[\s\S]*local[\s\S]*\$0/)
+    const none = await dstack(["offer", "--gpu", "H100:8"], home)
+    expect(none.code).toBe(1)
+    expect(none.stderr).toMatch(/No offers: .*gpu/)
+    const bad = await dstack(["offer", "--memory", "lots"], home)
+    expect(bad.code).toBe(2)
+  }, 60_000)
+
+  it("runs the runner agent on its own, answering its health check", async () => {
+    const runner = spawn(process.execPath, [CLI, "runner", "--port", "0"], { env })
+    const line = await new Promise<string>((resolve, reject) => {
+      let out = ""
+      runner.stdout.on("data", (d) => {
+        out += d
+        if (out.includes("\n")) resolve(out.split("\n")[0])
+      })
+      runner.on("exit", (code) => reject(new Error(`runner exited with ${code}`)))
+    })
+    const { host, port } = JSON.parse(line)
+    const health = await fetch(`http://${host}:${port}/api/healthcheck`)
+    expect((await health.json()).service).toBe("dstack-ts-runner")
+    runner.kill("SIGTERM")
+    expect(await new Promise((r) => runner.once("exit", (code, signal) => r(code ?? signal)))).toBeDefined()
+  }, 60_000)
+
   it("lists runs with ps -a and prints a finished run's log", async () => {
     const ps = await dstack(["ps", "-a"], home)
     expect(ps.code).toBe(0)
