@@ -169,9 +169,13 @@ describe("dstack CLI", { timeout: 180_000 }, () => {
     const applied = await dstack(home, ["apply", "-f", good, "-y", "-d"])
     expect(applied.stderr).toBe("")
     expect(applied).toMatchObject({ code: 0, stdout: "Project main, user alice: create good-run, 0 job(s), 0 offer(s)\nRun good-run submitted\n" })
+    // apply packed the working directory, registered it and uploaded it by hash
+    const planned = fakeRuns.plans[fakeRuns.plans.length - 1] as { run_spec: { repo_code_hash?: string; repo_data: { repo_type: string } } }
+    expect(planned.run_spec.repo_data.repo_type).toBe("local")
+    expect(fakeRuns.uploads.get(planned.run_spec.repo_code_hash!)).toBeGreaterThan(0)
     const offer = await dstack(home, ["offer", "--gpu", "A100"])
     expect(offer.code).toBe(1)
-    expect(oneErrorLine(offer)).toContain("not available in this build")
+    expect(oneErrorLine(offer)).toContain("No offers")
   })
 
   it("answers usage errors with exit code 2", async () => {

@@ -42,10 +42,10 @@ export default defineCommand({
     const plan = await withSpinner("Getting offers", () => client.runs.getPlan(decoded.right))
     const job = plan.jobPlans[0]
     if (args.json) {
-      print(JSON.stringify({ total_offers: job.totalOffers, offers: job.offers, no_offers_reason: job.noOffersReason ?? null }, null, 2))
+      print(JSON.stringify({ total_offers: job?.totalOffers ?? 0, offers: job?.offers ?? [], no_offers_reason: job?.noOffersReason ?? null }, null, 2))
       return
     }
-    if (job.offers.length === 0) throw new CliError(`No offers: ${job.noOffersReason ?? "nothing fits"}`)
+    if (job === undefined || job.offers.length === 0) throw new CliError(`No offers: ${job?.noOffersReason ?? "nothing fits"}`)
     print(
       table(
         ["#", "BACKEND", "REGION", "INSTANCE", "RESOURCES", "SPOT", "PRICE", "AVAILABILITY"],

@@ -63,14 +63,36 @@ export const fakeRuns = {
   log: ["line 0\n", "line 1\n", "line 2\n"],
   stopped: [] as Array<{ names: ReadonlyArray<string>; abort: boolean }>,
   deleted: [] as Array<ReadonlyArray<string>>,
-  plans: [] as Array<unknown>
+  plans: [] as Array<unknown>,
+  /** Repos registered with repos/init and code blobs received by upload_code (hash → bytes). */
+  repos: [] as Array<unknown>,
+  uploads: new Map<string, number>()
 }
 
 const decodeRun = Schema.decodeUnknownSync(RunEntity)
 const runOr404 = (name: string) =>
   fakeRuns.runs.has(name) ? Effect.succeed(decodeRun(runWire(name, fakeRuns.runs.get(name)!))) : Effect.fail(notFound(`Run ${name} does not exist in project main`))
 
+const repoRoutes = [
+  jsonRoute({
+    method: "POST", path: "/api/project/:project_name/repos/init", summary: "init", tag: "repos", access: { project: "user" },
+    request: Schema.Struct({ repo_id: Schema.String, repo_info: Schema.Unknown, repo_creds: Schema.optional(Schema.Unknown) }), response: Api.Empty,
+    handler: (input) => (fakeRuns.repos.push(input), Effect.succeed({}))
+  }),
+  rawRoute({
+    method: "POST", path: "/api/project/:project_name/repos/upload_code", summary: "upload", tag: "repos", access: { project: "user" },
+    handler: (ctx) =>
+      Effect.promise(async () => {
+        const hash = ctx.hono.req.query("hash") ?? ""
+        const size = (await ctx.hono.req.arrayBuffer()).byteLength
+        fakeRuns.uploads.set(hash, size)
+        return ctx.hono.json({ repo_id: ctx.hono.req.query("repo_id"), hash, size, stored: true })
+      })
+  })
+]
+
 const runRoutes = [
+  ...repoRoutes,
   jsonRoute({ method: "POST", path: "/api/project/:project_name/runs/get", summary: "get", tag: "runs", access: { project: "user" }, request: Api.GetRunRequest, response: RunEntity, handler: (input) => runOr404(input.runName ?? "") }),
   jsonRoute({
     method: "POST", path: "/api/runs/list", summary: "list", tag: "runs", access: "user", request: Api.ListRunsRequest, response: Api.RunList,

@@ -261,12 +261,13 @@ describe("instances", () => {
         expect(pulled.states).toEqual(["running", "done"])
         expect(pulled.output).toBe("hello\n")
 
-        // The runner takes one job per process: a second submit after the first finished is
-        // refused, so the engine cannot reuse an idle local instance for the next job (it must
-        // start a new instance). This test records that; change it when the runner learns reuse.
-        const second = yield* post(port, "/api/submit", submitBody(["echo again"], "hello-0-1"))
-        expect(second.status).toBe(409)
-        expect(yield* Effect.promise(() => second.text())).toContain("already has a job")
+        // A finished runner takes the next job (the engine reuses idle local instances): the
+        // second job's events start fresh, with none of the first job's output.
+        expect((yield* post(port, "/api/submit", submitBody(["echo again"], "hello-0-1"))).status).toBe(200)
+        expect((yield* post(port, "/api/run")).status).toBe(200)
+        const again = yield* pullUntilFinished(port)
+        expect(again.states).toEqual(["running", "done"])
+        expect(again.output).toBe("again\n")
         yield* backend.terminateInstance(data.instanceId, data.region)
       })
     ))
