@@ -9,6 +9,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: "forks",
-    sequence: { hooks: "list" }
+    sequence: { hooks: "list" },
+    reporters: ["default", "./test/support/summary-reporter.ts"]
   }
 })
