@@ -230,7 +230,10 @@ export const make = (
       Effect.gen(function* () {
         const signals = yield* Queue.unbounded<Signal>()
         workers.set(runId, signals)
+        // Scoped: however the worker ends (lease lost, a failed write, interruption), its
+        // followers, provisioning and renewal fibers end with it and before the lease is let go.
         yield* runWorker(runId, lease, signals).pipe(
+          Effect.scoped,
           Effect.catchAllCause((cause) =>
             Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(`run ${runId}: worker failed`, cause)
           ),
@@ -245,7 +248,7 @@ export const make = (
 
     const runWorker = (runId: string, lease: Lease, signals: Queue.Queue<Signal>) =>
       Effect.gen(function* () {
-        const workerScope = yield* Scope.make()
+        const workerScope = yield* Effect.scope
         const provisioning = new Set<string>()
         const followers = new Map<string, Fiber.RuntimeFiber<void, never>>()
         const pendingEvents: Array<{ submissionId: string; event: JobEvent }> = []
@@ -552,7 +555,6 @@ export const make = (
             else if (s._tag === "FollowerDone") followers.delete(s.submissionId)
           }
         }
-        yield* Scope.close(workerScope, Exit.void)
       })
 
     // -------------------------------------------------------------------------------------

@@ -1,0 +1,319 @@
+// Two server replicas (separate processes, test/support/replica.ts) on one PostgreSQL database:
+// runs submitted to either are each worked on by exactly one replica, both replicas do some of
+// the work, no log line is stored twice, and when a replica is killed mid-run the other takes
+// the run over once its lease expires and follows it to the end. Jobs run on the local backend,
+// whose runners are separate processes and so outlive the replica that started them.
+// REPLICAS_DEBUG=<dir> keeps each replica's recorded events and output there.
+import { spawn, type ChildProcess } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import { afterAll, beforeAll, expect, it } from "vitest"
+import { describeWith } from "../support/components.ts"
+import { createTestDatabase, findPostgres, type TestDatabase } from "../support/postgres.ts"
+import type { ReplicaEvent } from "../support/replica.ts"
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
+const ENTRY = path.join(root, "test/support/replica.ts")
+const TOKEN = "replicas-e2e-token"
+const LEASE_MS = 3000
+const RESYNC_MS = 1000
+const RUNS = 20
+
+interface Replica {
+  readonly name: string
+  readonly owner: string
+  readonly process: ChildProcess
+  readonly port: number
+  readonly eventsFile: string
+  readonly stderr: Array<string>
+  readonly exited: Promise<void>
+}
+
+const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined"
+
+/** Starts a replica and waits for the line with its port. */
+const startReplica = (name: string, dbUrl: string, workRoot: string): Promise<Replica> => {
+  const owner = `replica-${name}-${Math.random().toString(36).slice(2, 8)}`
+  const eventsFile = path.join(workRoot, `${name}.events.jsonl`)
+  fs.writeFileSync(eventsFile, "")
+  // Always a Node child, also when the tests themselves run under Deno.
+  const child = spawn(isDeno ? "node" : process.execPath, ["--import", "tsx", ENTRY], {
+    cwd: root,
+    env: {
+      ...process.env,
+      DSTACK_DATABASE_URL: dbUrl,
+      DSTACK_SERVER_ADMIN_TOKEN: TOKEN,
+      REPLICA_OWNER: owner,
+      REPLICA_WORK_DIR: path.join(workRoot, name),
+      REPLICA_EVENTS: eventsFile,
+      REPLICA_LEASE_MS: String(LEASE_MS),
+      REPLICA_RESYNC_MS: String(RESYNC_MS),
+      // Room for every run at once on either replica: a job that finds no capacity fails.
+      REPLICA_MAX_INSTANCES: String(RUNS)
+    },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  const stderr: Array<string> = []
+  child.stderr!.setEncoding("utf8")
+  child.stderr!.on("data", (chunk: string) => stderr.push(chunk))
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  return new Promise<Replica>((resolve, reject) => {
+    let out = ""
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL")
+      reject(new Error(`replica ${name} did not start in time; stderr: ${stderr.join("").slice(-2000)}`))
+    }, 45_000)
+    child.stdout!.setEncoding("utf8")
+    child.stdout!.on("data", (chunk: string) => {
+      out += chunk
+      const newline = out.indexOf("\n")
+      if (newline < 0) return
+      clearTimeout(timer)
+      const { port } = JSON.parse(out.slice(0, newline)) as { port: number }
+      child.stdout!.removeAllListeners("data")
+      child.stdout!.on("data", (chunk: string) => stderr.push(chunk))
+      resolve({ name, owner, process: child, port, eventsFile, stderr, exited })
+    })
+    void exited.then(() => {
+      clearTimeout(timer)
+      reject(new Error(`replica ${name} exited before it listened; stderr: ${stderr.join("").slice(-2000)}`))
+    })
+  })
+}
+
+/** SIGTERM (the replica stops its runners), SIGKILL if it is still there after a while. */
+const stopReplica = async (replica: Replica | undefined) => {
+  if (!replica || replica.process.exitCode !== null || replica.process.signalCode !== null) return
+  replica.process.kill("SIGTERM")
+  const inTime = await Promise.race([replica.exited.then(() => true), sleep(10_000).then(() => false)])
+  if (!inTime) {
+    replica.process.kill("SIGKILL")
+    await replica.exited
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** Processes whose command line names `dir`: the runners the replicas started under it. */
+const processesUnder = (dir: string): Array<number> => {
+  const pids: Array<number> = []
+  for (const entry of fs.readdirSync("/proc")) {
+    const pid = Number(entry)
+    if (!Number.isInteger(pid) || pid === process.pid) continue
+    try {
+      if (fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir)) pids.push(pid)
+    } catch {
+      // gone already
+    }
+  }
+  return pids
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const call = async (replica: Replica, route: string, body?: unknown) => {
+  const res = await fetch(`http://127.0.0.1:${replica.port}${route}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${TOKEN}`, connection: "close" },
+    body: body === undefined ? undefined : JSON.stringify(body)
+  })
+  return { status: res.status, body: (await res.json()) as any }
+}
+
+const apply = async (replica: Replica, runName: string, commands: ReadonlyArray<string>) => {
+  const res = await call(replica, "/api/project/main/runs/apply", {
+    plan: {
+      run_spec: {
+        run_name: runName,
+        repo_id: "replicas",
+        repo_data: { repo_type: "virtual" },
+        configuration: { type: "task", commands, resources: { cpu: "1..", memory: "100MB..", disk: "100MB.." } }
+      }
+    }
+  })
+  expect(res.status, JSON.stringify(res.body)).toBe(200)
+  return res.body as { id: string }
+}
+
+const getRun = async (replica: Replica, runName: string) => (await call(replica, "/api/project/main/runs/get", { run_name: runName })).body
+
+const finished = (run: any) => ["done", "failed", "terminated"].includes(run?.status)
+
+const waitRun = async (replica: Replica, runName: string, done: (run: any) => boolean, timeoutMs: number) => {
+  const start = Date.now()
+  let last: any
+  while (Date.now() - start < timeoutMs) {
+    last = await getRun(replica, runName)
+    if (done(last)) return last
+    await sleep(200)
+  }
+  throw new Error(`run ${runName} did not get there in ${timeoutMs} ms; last: ${last?.status} ${JSON.stringify(last?.jobs?.[0]?.job_submissions)}`)
+}
+
+/**
+ * Waits until every named run has finished, with one list request per round (alternating
+ * replicas): polling each run on its own would load the replicas' connection pools enough to
+ * delay their lease renewals.
+ */
+const waitAllFinished = async (replicas: ReadonlyArray<Replica>, names: ReadonlyArray<string>, timeoutMs: number) => {
+  const start = Date.now()
+  let open: Array<string> = [...names]
+  for (let round = 0; Date.now() - start < timeoutMs; round++) {
+    const list = (await call(replicas[round % replicas.length], "/api/runs/list", { project_name: "main", limit: 100 })).body as Array<any>
+    const status = new Map(list.map((run) => [run.run_spec.run_name as string, run]))
+    open = names.filter((name) => !finished(status.get(name)))
+    if (open.length === 0) return
+    await sleep(250)
+  }
+  throw new Error(`runs not finished in ${timeoutMs} ms: ${open.join(", ")}`)
+}
+
+const logsOf = async (replica: Replica, runName: string): Promise<string> =>
+  (await call(replica, "/api/project/main/logs/poll", { run_name: runName })).body.logs.map((l: any) => l.message).join("")
+
+const eventsOf = (replica: Replica): Array<ReplicaEvent> =>
+  fs.readFileSync(replica.eventsFile, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as ReplicaEvent)
+
+/** The owners that wrote each run under a lease. */
+const writersByRun = (replicas: ReadonlyArray<Replica>): Map<string, Set<string>> => {
+  const byRun = new Map<string, Set<string>>()
+  for (const replica of replicas) {
+    for (const e of eventsOf(replica)) {
+      if (e.event !== "update") continue
+      const set = byRun.get(e.run) ?? new Set<string>()
+      set.add(e.owner)
+      byRun.set(e.run, set)
+    }
+  }
+  return byRun
+}
+
+const pg = await findPostgres()
+
+describeWith("postgresql", pg.available, pg.reason, () => {
+  let db: TestDatabase | undefined
+  let workRoot = ""
+  let a: Replica | undefined
+  let b: Replica | undefined
+
+  beforeAll(async () => {
+    db = await createTestDatabase(pg.url, "dstack_replicas")
+    workRoot = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-replicas-"))
+    ;[a, b] = await Promise.all([startReplica("a", db.url, workRoot), startReplica("b", db.url, workRoot)])
+  }, 60_000)
+
+  afterAll(async () => {
+    await Promise.all([stopReplica(a), stopReplica(b)])
+    // Runners of the killed replica (and anything a replica failed to stop) go by their pid.
+    if (workRoot !== "") {
+      for (const pid of processesUnder(workRoot)) {
+        try {
+          process.kill(pid, "SIGKILL")
+        } catch {
+          // gone already
+        }
+      }
+      const deadline = Date.now() + 5_000
+      while (processesUnder(workRoot).length > 0 && Date.now() < deadline) await sleep(50)
+      expect(processesUnder(workRoot)).toEqual([])
+      if (process.env.REPLICAS_DEBUG) {
+        fs.mkdirSync(process.env.REPLICAS_DEBUG, { recursive: true })
+        for (const r of [a, b]) {
+          if (!r) continue
+          fs.copyFileSync(r.eventsFile, path.join(process.env.REPLICAS_DEBUG, `${r.name}.events.jsonl`))
+          fs.writeFileSync(path.join(process.env.REPLICAS_DEBUG, `${r.name}.out`), r.stderr.join(""))
+        }
+      }
+      fs.rmSync(workRoot, { recursive: true, force: true })
+    }
+    await db?.drop()
+  }, 30_000)
+
+  it("shares submitted runs between the replicas and processes each exactly once", async () => {
+    const replicas = [a!, b!]
+    const names = Array.from({ length: RUNS }, (_, i) => `shared-${i}`)
+    const ids = await Promise.all(names.map((name, i) => apply(replicas[i % 2], name, [`echo run-${i}`, "sleep 0.3"])))
+
+    await waitAllFinished(replicas, names, 45_000)
+    const runs = await Promise.all(names.map((name, i) => getRun(replicas[(i + 1) % 2], name)))
+    for (const [i, run] of runs.entries()) {
+      expect(run.status, `${names[i]}: ${JSON.stringify(run.jobs[0].job_submissions)}`).toBe("done")
+      expect(run.jobs).toHaveLength(1)
+      expect(run.jobs[0].job_submissions).toHaveLength(1)
+      expect(run.jobs[0].job_submissions[0]).toMatchObject({ status: "done", exit_status: 0 })
+    }
+    // Exactly the run's own line, once: a second follower would have stored it twice.
+    const logs = await Promise.all(names.map((name, i) => logsOf(replicas[i % 2], name)))
+    logs.forEach((log, i) => expect(log, names[i]).toBe(`run-${i}\n`))
+
+    // Every run was written under a lease by exactly one replica, and both replicas worked.
+    const writers = writersByRun(replicas)
+    const owners = ids.map((run, i) => {
+      const set = writers.get(run.id) ?? new Set<string>()
+      expect([...set], `${names[i]} was written by`).toHaveLength(1)
+      return [...set][0]
+    })
+    const perOwner = Object.fromEntries(replicas.map((r) => [r.name, owners.filter((o) => o === r.owner).length]))
+    console.log(`runs per replica: ${JSON.stringify(perOwner)}`)
+    expect(perOwner.a).toBeGreaterThan(0)
+    expect(perOwner.b).toBeGreaterThan(0)
+    expect(perOwner.a + perOwner.b).toBe(RUNS)
+  }, 60_000)
+
+  it("takes over the run of a killed replica once its lease expires, and follows it to the end", async () => {
+    const { id } = await apply(a!, "takeover", ["echo start", "sleep 5", "echo end"])
+    await waitRun(b!, "takeover", (run) => run.status === "running" || finished(run), 20_000)
+    const startedAt = Date.now()
+    while (!(await logsOf(b!, "takeover")).includes("start") && Date.now() - startedAt < 10_000) await sleep(50)
+    expect(await logsOf(b!, "takeover")).toBe("start\n")
+
+    // Submitted to A, the run is usually A's, but B may win the claim (it hears of the run
+    // through NOTIFY): the replica that works on it is the one killed.
+    const writers = [...(writersByRun([a!, b!]).get(id) ?? [])]
+    expect(writers).toHaveLength(1)
+    const [victim, survivor] = writers[0] === a!.owner ? [a!, b!] : [b!, a!]
+    console.log(`the run is worked on by ${victim.name}; killing it`)
+    const running = await getRun(survivor, "takeover")
+    expect(running.status).toBe("running")
+    const pd = running.jobs[0].job_submissions[0].job_provisioning_data
+    expect(pd.backend).toBe("local")
+    const runnerPid = (JSON.parse(pd.backend_data) as { pid: number }).pid
+    expect(alive(runnerPid)).toBe(true)
+
+    victim.process.kill("SIGKILL")
+    await victim.exited
+    const killedAt = Date.now()
+    // The runner is a separate process: it lives on, with its job.
+    expect(alive(runnerPid)).toBe(true)
+
+    const run = await waitRun(survivor, "takeover", finished, 30_000)
+    const tookOver = eventsOf(survivor).find((e) => e.event === "claim" && e.run === id)
+    expect(tookOver, `${survivor.name} claimed the run`).toBeDefined()
+    console.log(`${survivor.name} claimed the run ${tookOver!.at - killedAt} ms after ${victim.name} was killed (lease ${LEASE_MS} ms); done ${Date.now() - killedAt} ms after`)
+    // Not before the lease could have run out (renewed every leaseMs/3 until the kill), and
+    // soon after it did (the next resync).
+    expect(tookOver!.at - killedAt).toBeGreaterThan(LEASE_MS - LEASE_MS / 3 - 500)
+    expect(tookOver!.at - killedAt).toBeLessThan(LEASE_MS + RESYNC_MS + 3_000)
+
+    expect(run.status, JSON.stringify(run.jobs[0].job_submissions)).toBe("done")
+    expect(run.jobs[0].job_submissions).toHaveLength(1)
+    expect(run.jobs[0].job_submissions[0]).toMatchObject({ status: "done", exit_status: 0 })
+    expect(run.jobs[0].job_submissions[0].job_provisioning_data.instance_id).toBe(pd.instance_id)
+    // Both lines, once each: the survivor followed from where the victim's stored log ended.
+    expect(await logsOf(survivor, "takeover")).toBe("start\nend\n")
+    // Both wrote it: the victim until it died, the survivor after its claim, to the end.
+    expect(writersByRun([a!, b!]).get(id)).toEqual(new Set([victim.owner, survivor.owner]))
+    const survivorWrites = eventsOf(survivor).filter((e) => e.event === "update" && e.run === id)
+    expect(survivorWrites.at(-1)?.status).toBe("done")
+    expect(survivorWrites.every((e) => e.at >= tookOver!.at)).toBe(true)
+  }, 60_000)
+})
