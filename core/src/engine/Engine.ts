@@ -255,11 +255,26 @@ export const make = (
         const handed = new Set<string>()
         const offer = (signal: Signal) => Queue.offer(signals, signal).pipe(Effect.asVoid)
 
-        // Keep the lease; losing it means another replica took the run over.
-        yield* store.runs.renew(runId, lease.token, leaseMs).pipe(
+        // Keep the lease; losing it means another replica took the run over. The lease is
+        // trusted only until shortly before it would expire unrenewed (a slow database can
+        // delay a renewal): past that, this worker stops on its own, and its followers stop
+        // appending logs, before another replica could have claimed the run — so the two
+        // never follow the same runner at once.
+        const safetyMs = Math.max(500, Math.floor(leaseMs / 5))
+        let trustedUntil = Date.now() + leaseMs - safetyMs
+        const leaseTrusted = () => Date.now() < trustedUntil
+        yield* Effect.sync(() => Date.now()).pipe(
+          Effect.flatMap((asked) =>
+            store.runs.renew(runId, lease.token, leaseMs).pipe(Effect.tap(() => Effect.sync(() => (trustedUntil = asked + leaseMs - safetyMs))))
+          ),
           Effect.delay(Duration.millis(Math.max(1000, Math.floor(leaseMs / 3)))),
           Effect.forever,
           Effect.catchAll(() => offer({ _tag: "LeaseLost" })),
+          Effect.forkIn(workerScope)
+        )
+        yield* Effect.suspend(() => (leaseTrusted() ? Effect.void : offer({ _tag: "LeaseLost" }))).pipe(
+          Effect.delay(Duration.millis(250)),
+          Effect.forever,
           Effect.forkIn(workerScope)
         )
 
@@ -468,7 +483,11 @@ export const make = (
                             logs.push({ project: run.projectName, jobSubmissionId: submissionId, timestamp: new Date(event.log.timestamp), source: event.source, message: event.log.message })
                           }
                         }
-                        if (logs.length > 0) yield* store.logs.append(logs)
+                        if (logs.length > 0) {
+                          // Without a trusted lease another replica may be following too.
+                          if (!leaseTrusted()) return yield* Effect.interrupt
+                          yield* store.logs.append(logs)
+                        }
                         for (const event of chunk) {
                           if (event._tag === "State") {
                             const jobEvent = jobEventOfRunnerState(event.state)
