@@ -63,6 +63,7 @@ describe("dstack CLI end to end", () => {
     expect(res.code).toBe(0)
     expect(res.stdout).toContain("payload from the client")
     expect(res.stdout).toContain("done here")
+    expect(res.stdout).toMatch(/BACKEND[\s\S]*local/)
   }, 90_000)
 
   it("exits 1 with the reason when the job fails", async () => {
@@ -72,6 +73,16 @@ describe("dstack CLI end to end", () => {
     expect(res.stdout).toContain("failing now")
     expect(res.stderr).toMatch(/cli-bad failed: job_failed, container_exited_with_error, exit status 7/)
   }, 90_000)
+
+  it("shows the plan with its executor, and refuses to submit when no offer fits", async () => {
+    const dir = writeProject("nogpu", `type: task\nname: cli-nogpu\ncommands: [nvidia-smi]\nresources:\n  gpu: H100:8\n`, {})
+    const res = await dstack(["apply", "-f", ".dstack.yml", "-y"], dir)
+    expect(res.code).toBe(1)
+    expect(res.stdout).toContain("Executor: process")
+    expect(res.stderr).toMatch(/No offers: .*gpu/)
+    const ps = await dstack(["ps", "-a"], home)
+    expect(ps.stdout).not.toContain("cli-nogpu")
+  }, 60_000)
 
   it("reports a bad configuration with file:line:column and does not submit", async () => {
     const dir = writeProject("invalid", "type: task\ncommand:\n  - echo typo\n", {})

@@ -3,7 +3,7 @@ import { defineCommand } from "citty"
 import { stat } from "node:fs/promises"
 import { resolve } from "node:path"
 import { CliError, clientFor, confirmOrFail, globalArgs, notAvailable, runEffect } from "../context.ts"
-import { print, withSpinner } from "../ui.ts"
+import { print, table, withSpinner } from "../ui.ts"
 
 const formatBytes = (n: number): string =>
   n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`
@@ -42,6 +42,24 @@ export default defineCommand({
     const offers = plan.jobPlans.reduce((n, j) => n + j.totalOffers, 0)
     const best = plan.jobPlans[0]?.offers[0]
     print(`Project ${plan.projectName}, user ${plan.user}: ${plan.action} ${plan.runSpec.runName ?? "a run"}, ${plan.jobPlans.length} job(s), ${offers} offer(s)${best ? `, best ${best.backend} ${best.instance.name} $${best.price}/h` : ""}`)
+    print(configuration.image ? `Executor: docker (image ${configuration.image})` : "Executor: process (no image: the commands run under bash on the host)")
+    const first = plan.jobPlans[0]
+    if (first !== undefined && first.offers.length > 0) {
+      const gib = (mib: number) => `${Math.round((mib / 1024) * 10) / 10}GB`
+      print(
+        table(
+          ["#", "BACKEND", "REGION", "INSTANCE", "RESOURCES", "SPOT", "PRICE"],
+          first.offers.slice(0, 3).map((o, i) => {
+            const r = o.instance.resources
+            const gpus = r.gpus.length === 0 ? "" : `, ${r.gpus.length}x${r.gpus[0].name}`
+            return [String(i + 1), o.backend, o.region, o.instance.name, `${r.cpus}xCPU, ${gib(r.memoryMib)}, ${gib(r.disk.sizeMib)} disk${gpus}`, r.spot ? "yes" : "no", `$${o.price}`]
+          })
+        )
+      )
+      if (first.totalOffers > 3) print(`… ${first.totalOffers - 3} more offers`)
+    } else if (first?.noOffersReason) {
+      throw new CliError(`No offers: ${first.noOffersReason}`)
+    }
     await confirmOrFail(args.yes, "Submit the run?")
     const run = await client.runs.apply(plan, { force: args.force === true })
     print(`Run ${run.name} submitted`)
