@@ -1,5 +1,6 @@
 // The engine end to end: a real server (embedded state store), real runners reached over
 // HTTP, real process jobs. The backend is the test-only in-process plugin.
+import { execSync } from "node:child_process"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EmbeddedStateStore } from "../../core/src/state/index.ts"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
@@ -133,6 +134,17 @@ describe("engine end to end", () => {
     expect(subs.map((s: any) => s.status)).toEqual(["failed", "done"])
     expect(subs[1].submission_num).toBe(1)
   }, 60_000)
+
+  it("refuses a process job whose python version the host lacks, saying what the host has", async () => {
+    const host = execSync("python3 --version 2>&1 || true").toString()
+    const have = /Python (\d+\.\d+)/.exec(host)?.[1]
+    const wanted = have === "3.9" ? "3.10" : "3.9"
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["python3 --version"], python: wanted }, "python-run") })
+    const run = await waitFor("python-run", finished)
+    expect(run.status).toBe("failed")
+    expect(run.jobs[0].job_submissions[0].termination_reason).toBe("executor_error")
+    expect(run.jobs[0].job_submissions[0].termination_reason_message).toContain(`python ${wanted} was requested but this host has`)
+  })
 
   it("fails a run that no offer fits, saying why", async () => {
     await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["true"], resources: { gpu: "H100:8" } }, "no-gpu-run") })

@@ -108,7 +108,11 @@ export class JobSpec extends Schema.Class<JobSpec>("@dstack-ts/core/JobSpec")({
   /** Shared memory size in GB, as in the resources spec. */
   shmSize: wireOptional(Schema.Number, "shm_size"),
   repoCodeHash: wireOptional(Schema.String, "repo_code_hash"),
-  repoData: wireOptional(RunRepoData, "repo_data")
+  repoData: wireOptional(RunRepoData, "repo_data"),
+  /** Without an image: the Python version the host must have (`python` of the configuration). */
+  python: wireOptional(Schema.String, "python"),
+  /** Without an image: whether the host must have the CUDA compiler (`nvcc`). */
+  nvcc: wireOptional(Schema.Boolean, "nvcc")
 }) {}
 
 // ---------------------------------------------------------------------------------------------

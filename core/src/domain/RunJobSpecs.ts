@@ -128,6 +128,8 @@ export const jobSpecsFromRunSpec = (runSpec: RunSpec, options: JobSpecsOptions =
             DSTACK_GPUS_NUM: String(gpusPerNode * shape.nodes)
           },
           imageName: configuration.image,
+          ...(configuration.image === undefined && configuration.python !== undefined ? { python: configuration.python } : {}),
+          ...(configuration.image === undefined && configuration.nvcc === true ? { nvcc: true } : {}),
           user: configuration.user,
           privileged: configuration.privileged ?? false,
           workingDir: runSpec.workingDir ?? configuration.workingDir,

@@ -16,6 +16,7 @@ import { JobEventLog } from "./JobEventLog.ts"
 import * as ProcessExecutor from "./ProcessExecutor.ts"
 import { materializeRepo } from "../repos/Materialize.ts"
 import type { RunnerMetrics, SubmitBody } from "./RunnerProtocol.ts"
+import { unmetHostRequirements } from "./HostRequirements.ts"
 import { toExecutionSpec } from "./RunnerProtocol.ts"
 
 /** Where the runner is in its one job's life. */
@@ -147,6 +148,13 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
         const spec = toExecutionSpec(body, repoDir)
         if (Either.isLeft(spec)) return yield* finish("failed", "executor_error", spec.left)
         const executor = spec.right.image ? dockerExecutor : processExecutor
+        if (!spec.right.image) {
+          const unmet = unmetHostRequirements({ python: body.jobSpec.python, nvcc: body.jobSpec.nvcc })
+          if (unmet !== undefined) {
+            events.addRunnerLog(unmet)
+            return yield* finish("failed", "executor_error", unmet)
+          }
+        }
         events.addRunnerLog(`starting the job with the ${executor.name} executor`)
         const started = yield* Effect.either(executor.start(spec.right, observer))
         if (Either.isLeft(started)) {
