@@ -1,0 +1,77 @@
+// The server under test, as its own process (so the load generator in the bench process does
+// not share its event loop): the default build's plugins, the local backend with the given
+// max_instances, embedded state under a directory (or PostgreSQL), file blobs. Prints one
+// JSON line {"port": N} once it listens; SIGTERM closes it (runners included) and exits.
+// Options come as JSON in BENCH_SERVER (see ./server.ts).
+import { serve } from "@hono/node-server"
+import type { AddressInfo } from "node:net"
+import * as path from "node:path"
+import { Effect, Schema } from "effect"
+import { createServer, runOn, EmbeddedStateStore, UnstorageBlobStore, RunSpec, Run, Job, JobSubmission } from "@dstack-ts/core"
+import { StateStore } from "../../core/src/ports/StateStore.ts"
+import { PostgresStateStore } from "@dstack-ts/state-postgres"
+import { defaultPlugins } from "../../cli/src/defaultBuild.ts"
+import { jobSpecsFromRunSpec } from "../../core/src/domain/RunJobSpecs.ts"
+import { encodeRecord } from "../../core/src/engine/RunRecord.ts"
+
+export interface BenchServerOptions {
+  readonly dir: string
+  readonly token: string
+  readonly databaseUrl?: string
+  readonly maxInstances?: number
+  /** Finished runs to insert through the StateStore before listening. */
+  readonly prefillRuns?: number
+}
+
+const options = JSON.parse(process.env.BENCH_SERVER ?? "{}") as BenchServerOptions
+
+const server = await createServer({
+  state: options.databaseUrl ? PostgresStateStore.layer({ url: options.databaseUrl }) : EmbeddedStateStore.layer({ dataDir: path.join(options.dir, "data") }),
+  blobs: UnstorageBlobStore.layerFs({ base: path.join(options.dir, "blobs") }),
+  adminToken: options.token,
+  plugins: defaultPlugins,
+  compute: {
+    defaultBackends: [{ type: "local", config: { max_instances: options.maxInstances ?? 2, work_dir: path.join(options.dir, "local"), terminate_grace_seconds: 2 } }]
+  }
+})
+
+if (options.prefillRuns && options.prefillRuns > 0) {
+  const t0 = performance.now()
+  await runOn(server, Effect.gen(function* () {
+    const store = yield* StateStore
+    const base = Date.now() - options.prefillRuns! * 1000
+    for (let i = 0; i < options.prefillRuns!; i++) {
+      const name = `prefill-${i}`
+      const at = new Date(base + i * 1000)
+      const spec = Schema.decodeUnknownSync(RunSpec)({
+        run_name: name,
+        repo_id: "bench",
+        repo_data: { repo_type: "virtual" },
+        configuration: { type: "task", commands: ["echo hi"], resources: { cpu: "1..", memory: "1GB.." } }
+      })
+      const jobs = jobSpecsFromRunSpec(spec).map((jobSpec) => new Job({
+        jobSpec,
+        jobSubmissions: [new JobSubmission({ id: crypto.randomUUID(), submissionNum: 0, submittedAt: at, lastProcessedAt: at, status: "done", terminationReason: "done_by_runner", exitStatus: 0 } as any)]
+      }))
+      const run = new Run({ id: crypto.randomUUID(), projectName: "main", user: "admin", submittedAt: at, lastProcessedAt: at, status: "done", runSpec: spec, jobs } as any)
+      yield* store.runs.insert({ id: run.id, project: "main", name, status: "done", userName: "admin", repoId: "bench", submittedAt: at, doc: encodeRecord({ run, submittedToRunner: [] }) })
+    }
+  }))
+  console.error(`[bench server] prefilled ${options.prefillRuns} runs in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+}
+
+const listener = serve({ fetch: server.app.fetch, hostname: "127.0.0.1", port: 0 }, () => {
+  console.log(JSON.stringify({ port: (listener.address() as AddressInfo).port, pid: process.pid }))
+})
+
+let closing = false
+const shutdown = async () => {
+  if (closing) return
+  closing = true
+  listener.close()
+  ;(listener as unknown as { closeAllConnections?: () => void }).closeAllConnections?.()
+  await server.close().catch((e) => console.error("[bench server] close failed", e))
+  process.exit(0)
+}
+process.on("SIGTERM", shutdown)
+process.on("SIGINT", shutdown)

@@ -1,0 +1,128 @@
+// Starts and stops the processes a benchmark talks to: the dstack-ts server (server-main.ts)
+// and the bare node:http baseline (bare-main.ts), each its own Node process on a loopback
+// port. BENCH_SERVER_CPU_PROF=<dir> starts the server with --cpu-prof into that directory.
+import { spawn, type ChildProcess } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import type { BenchServerOptions } from "./server-main.ts"
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+export interface Child {
+  readonly url: string
+  readonly pid: number
+  readonly proc: ChildProcess
+  /** Resident set size now, in MiB (from /proc). */
+  readonly rssMiB: () => number
+  readonly stop: () => Promise<void>
+}
+
+const rssOf = (pid: number): number => {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+    return m ? Number(m[1]) / 1024 : Number.NaN
+  } catch {
+    return Number.NaN
+  }
+}
+
+const startChild = (file: string, env: Record<string, string>, label: string, timeoutMs = 120_000): Promise<Child> =>
+  new Promise((resolve, reject) => {
+    const prof = process.env.BENCH_SERVER_CPU_PROF
+    const args = ["--import", "tsx", ...(prof && label === "server" ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : []), file]
+    const proc = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+    let out = ""
+    let err = ""
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL")
+      reject(new Error(`${label} did not start in ${timeoutMs} ms: ${err.slice(-2000)}`))
+    }, timeoutMs)
+    proc.stderr!.on("data", (d: Buffer) => {
+      err += d.toString()
+      if (process.env.BENCH_VERBOSE) process.stderr.write(d)
+    })
+    proc.on("exit", (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${label} exited with ${code} before listening: ${err.slice(-2000)}`))
+    })
+    proc.stdout!.on("data", (d: Buffer) => {
+      out += d.toString()
+      const nl = out.indexOf("\n")
+      if (nl < 0) return
+      clearTimeout(timer)
+      proc.stdout!.removeAllListeners("data")
+      proc.stdout!.resume()
+      proc.removeAllListeners("exit")
+      const { port } = JSON.parse(out.slice(0, nl)) as { port: number }
+      const exited = new Promise<void>((r) => proc.once("exit", () => r()))
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        pid: proc.pid!,
+        proc,
+        rssMiB: () => rssOf(proc.pid!),
+        stop: async () => {
+          if (proc.exitCode !== null || proc.signalCode !== null) return
+          proc.kill("SIGTERM")
+          const killer = setTimeout(() => proc.kill("SIGKILL"), 20_000)
+          await exited
+          clearTimeout(killer)
+        }
+      })
+    })
+  })
+
+export const TOKEN = "bench-admin-token"
+
+export interface StartServerOptions {
+  readonly maxInstances?: number
+  readonly prefillRuns?: number
+  readonly databaseUrl?: string | undefined
+}
+
+export interface BenchServer extends Child {
+  readonly token: string
+  readonly dir: string
+}
+
+/** A fresh dstack-ts server in its own directory (removed on stop). */
+export const startServer = async (options: StartServerOptions = {}): Promise<BenchServer> => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-bench-"))
+  const serverOptions: BenchServerOptions = {
+    dir,
+    token: TOKEN,
+    ...(options.databaseUrl ? { databaseUrl: options.databaseUrl } : {}),
+    ...(options.maxInstances ? { maxInstances: options.maxInstances } : {}),
+    ...(options.prefillRuns ? { prefillRuns: options.prefillRuns } : {})
+  }
+  try {
+    const child = await startChild(path.join(here, "server-main.ts"), { BENCH_SERVER: JSON.stringify(serverOptions) }, "server", 600_000)
+    return {
+      ...child,
+      token: TOKEN,
+      dir,
+      stop: async () => {
+        await child.stop()
+        fs.rmSync(dir, { recursive: true, force: true })
+      }
+    }
+  } catch (error) {
+    fs.rmSync(dir, { recursive: true, force: true })
+    throw error
+  }
+}
+
+/** A bare node:http server answering each path with fixed bytes (written to a file first). */
+export const startBare = async (bodies: Record<string, string>): Promise<Child> => {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "dstack-bench-bare-")), "bodies.json")
+  fs.writeFileSync(file, JSON.stringify(bodies))
+  const child = await startChild(path.join(here, "bare-main.ts"), { BENCH_BARE_BODIES: file }, "bare")
+  return {
+    ...child,
+    stop: async () => {
+      await child.stop()
+      fs.rmSync(path.dirname(file), { recursive: true, force: true })
+    }
+  }
+}
