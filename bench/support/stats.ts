@@ -40,6 +40,7 @@ export interface Row {
 const fmtNum = (x: number): string => {
   if (!Number.isFinite(x)) return "–"
   const a = Math.abs(x)
+  if (Number.isInteger(x)) return x.toLocaleString("en-US")
   if (a >= 1000) return Math.round(x).toLocaleString("en-US")
   if (a >= 100) return x.toFixed(0)
   if (a >= 10) return x.toFixed(1)
