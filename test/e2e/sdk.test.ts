@@ -44,6 +44,9 @@ beforeAll(async () => {
 }, 60_000)
 
 afterAll(async () => {
+  // Live log streams leave keep-alive connections behind; close them rather than wait
+  // (Deno's node:http waits for them on close).
+  ;(listener as unknown as { closeAllConnections?: () => void })?.closeAllConnections?.()
   await new Promise<void>((r) => listener?.close(() => r()))
   await server?.close()
 })

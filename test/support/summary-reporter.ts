@@ -12,14 +12,19 @@ const count = (tasks: ReadonlyArray<Task>, acc = { passed: 0, failed: 0, skipped
       else if (state === "fail") acc.failed++
       else acc.skipped++
     } else if (task.tasks) count(task.tasks, acc)
-    if (task.type !== "test" && task.result?.state === "fail" && (!task.tasks || task.tasks.length === 0)) acc.failed++
   }
   return acc
 }
 
 export default class SummaryReporter implements Reporter {
   onFinished(files: ReadonlyArray<RunnerTestFile> = [], errors: ReadonlyArray<unknown> = []): void {
-    const { passed, failed, skipped } = count(files as unknown as ReadonlyArray<Task>)
+    const counted = count(files as unknown as ReadonlyArray<Task>)
+    const { passed, skipped } = counted
+    // A file that failed outside its tests (an import, a hook) counts as one failure.
+    let failed = counted.failed
+    for (const file of files as unknown as ReadonlyArray<Task>) {
+      if (file.result?.state === "fail" && count(file.tasks ?? []).failed === 0) failed++
+    }
     const runtime = typeof (globalThis as { Deno?: unknown }).Deno === "undefined" ? "node" : "deno"
     process.stdout.write(`\nvitest-${runtime}: ${passed} passed, ${failed + errors.length} failed, ${skipped} skipped\n`)
   }
