@@ -14,12 +14,17 @@ const IMAGE = "dstack-ts-test/busybox:1"
 interface Sample {
   readonly running: number
   readonly firstByte: number
+  /** When each status was first seen (ms after submit), for the breakdown. */
+  readonly seen?: Record<string, number>
+  readonly applyMs?: number
 }
 
 /** One run: apply, then poll the status (5 ms) and read the live log at once. */
 const oneRun = async (server: BenchServer, name: string, extra: Record<string, unknown>): Promise<Sample> => {
   const t0 = now()
   await apply(server, name, [COMMAND], extra)
+  const applyMs = now() - t0
+  const seen: Record<string, number> = {}
   const firstByte = (async () => {
     // The stream answers once the submission exists; the first `logs` event carries bytes.
     const body = await openLogStream(server, name)
@@ -37,13 +42,17 @@ const oneRun = async (server: BenchServer, name: string, extra: Record<string, u
       await reader.cancel().catch(() => {})
     }
   })()
-  const running = waitRun(server, name, (r) => r.status === "running" || FINISHED.includes(r.status), { everyMs: 5 }).then((x) => {
+  const running = waitRun(server, name, (r) => {
+    const st = r.jobs?.[0]?.job_submissions?.at(-1)?.status ?? r.status
+    if (seen[st] === undefined) seen[st] = now() - t0
+    return r.status === "running" || FINISHED.includes(r.status)
+  }, { everyMs: 5 }).then((x) => {
     if (x.run.status !== "running") throw new Error(`run ${name} ended ${x.run.status} before it was seen running: ${JSON.stringify(x.run.jobs?.[0]?.job_submissions?.at(-1)).slice(0, 600)}`)
     return x.at - t0
   })
   const [r, f] = await Promise.all([running, firstByte])
   await waitRun(server, name, (x) => FINISHED.includes(x.status), { everyMs: 100 })
-  return { running: r, firstByte: f }
+  return { running: r, firstByte: f, seen, applyMs }
 }
 
 /** A raw spawn of the same command: time to the `spawn` event and to the first stdout byte. */
@@ -65,10 +74,16 @@ const rowsFor = (label: string, system: Array<Sample>, base: Array<Sample>, base
   const sByte = summarize(system.map((s) => s.firstByte))
   const bRun = summarize(base.map((s) => (runningBaseIsFirstByte ? s.firstByte : s.running)))
   const bByte = summarize(base.map((s) => s.firstByte))
+  const med = (xs: Array<number | undefined>) => {
+    const v = xs.filter((x): x is number => x !== undefined)
+    return v.length ? summarize(v).p50.toFixed(0) : "–"
+  }
+  const statuses = [...new Set(system.flatMap((s) => Object.keys(s.seen ?? {})))]
+  const breakdown = `apply answered at ${med(system.map((s) => s.applyMs))} ms; job first seen ${statuses.map((st) => `${st} ${med(system.map((s) => s.seen?.[st]))}`).join(", ")} ms (p50)`
   const verdict = (s: Summary, b: Summary) => (s.p50 - b.p50 <= slackMs && s.p99 <= 2 * s.p50 ? "meets" as const : "short" as const)
   return [
-    { section: "1 latency", measure: `${label}: submit → RUNNING vs ${baseLabel}`, unit: "ms", value: sRun, baseline: bRun, better: "lower", target: `p50 ≤ baseline + ${slackMs} ms; p99 ≤ 2 × p50`, verdict: verdict(sRun, bRun), note: `n=${sRun.n}` },
-    { section: "1 latency", measure: `${label}: submit → first log byte vs ${baseLabel} first stdout byte`, unit: "ms", value: sByte, baseline: bByte, better: "lower", target: `p50 ≤ baseline + ${slackMs} ms; p99 ≤ 2 × p50`, verdict: verdict(sByte, bByte), note: `n=${sByte.n}` }
+    { section: "1 latency", measure: `${label}: submit → RUNNING vs ${baseLabel}`, unit: "ms", value: sRun, baseline: bRun, better: "lower", target: `p50 ≤ baseline + ${slackMs} ms; p99 ≤ 2 × p50`, verdict: verdict(sRun, bRun), note: `n=${sRun.n}; ${breakdown}` },
+    { section: "1 latency", measure: `${label}: submit → first log byte vs ${baseLabel.replace("`spawn` event", "first stdout byte")}`, unit: "ms", value: sByte, baseline: bByte, better: "lower", target: `p50 ≤ baseline + ${slackMs} ms; p99 ≤ 2 × p50`, verdict: verdict(sByte, bByte), note: `n=${sByte.n}` }
   ]
 }
 
