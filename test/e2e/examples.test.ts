@@ -214,11 +214,7 @@ describe("examples/custom-backend in a server", () => {
     expect(nowhere.body.job_plans[0].no_offers_reason).toContain("regions: us-east is not in [ap-south]")
   })
 
-  // Skipped: core's engine never finishes a run on an offer with a non-zero price (the run's
-  // cost is recomputed from `now` on every pass, so each pass looks like a change, is written,
-  // wakes the worker again, and the run stays in provisioning until its lease expires).
-  // Reproduce: test/support/inprocess-backend.ts with `{ price: 0.1 }`. Unskip once fixed.
-  it.skip("runs the job on the cheaper offer in the region asked for", async () => {
+  it("runs the job on the cheaper offer in the region asked for", async () => {
     const configuration = await wireConfiguration("examples/custom-backend/.dstack.yml")
     const applied = await call("/api/project/main/runs/apply", { plan: { run_spec: runSpec(configuration, "hello-fake-cloud") } })
     expect(applied.status, JSON.stringify(applied.body)).toBe(200)

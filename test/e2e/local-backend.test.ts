@@ -101,6 +101,33 @@ describe("local backend end to end", () => {
     expect((await call("/api/project/main/fleets/list")).body).toEqual([])
   })
 
+  it("queues a job while every instance is busy, and runs it when one is free", async () => {
+    expect((await call("/api/projects/create", { project_name: "queue" })).status).toBe(200)
+    expect((await call("/api/project/queue/backends/create", { type: "local", max_instances: 1 })).status).toBe(200)
+    const submit = (name: string, commands: Array<string>) =>
+      call("/api/project/queue/runs/apply", {
+        plan: { run_spec: { run_name: name, repo_id: "q", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands, resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } } } }
+      })
+    expect((await submit("first-in-line", ["sleep 2", "echo first"])).status).toBe(200)
+    expect((await submit("second-in-line", ["echo second"])).status).toBe(200)
+    const get = async (name: string) => (await call("/api/project/queue/runs/get", { run_name: name })).body
+    const start = Date.now()
+    let first: any
+    let second: any
+    while (Date.now() - start < 60_000) {
+      ;[first, second] = [await get("first-in-line"), await get("second-in-line")]
+      if (["done", "failed", "terminated"].includes(first.status) && ["done", "failed", "terminated"].includes(second.status)) break
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    expect(first.status).toBe("done")
+    expect(second.status, JSON.stringify(second.jobs[0].job_submissions)).toBe("done")
+    const firstSub = first.jobs[0].job_submissions[0]
+    const secondSub = second.jobs[0].job_submissions[0]
+    // one instance: the second ran on the first's instance, after it was released
+    expect(secondSub.job_provisioning_data.instance_id).toBe(firstSub.job_provisioning_data.instance_id)
+    expect(new Date(secondSub.finished_at).getTime()).toBeGreaterThan(new Date(firstSub.finished_at).getTime())
+  }, 90_000)
+
   it("shows the plan's reason when this machine cannot meet a requirement", async () => {
     const plan = await call("/api/project/main/runs/get_plan", {
       run_spec: { repo_id: "x", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: ["true"], resources: { memory: "100TB.." } } }

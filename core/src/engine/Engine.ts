@@ -6,7 +6,7 @@
  * holds the run's lease while it lives; a worker computes transitions on a fresh read, writes
  * them against the row's version and only then carries out their effects.
  */
-import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Schema, Scope, Stream } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Schema, Scope, Stream } from "effect"
 import * as os from "node:os"
 import { Instance } from "../domain/Instance.ts"
 import { Job, JobProvisioningData, type JobSpec, latestSubmission } from "../domain/Job.ts"
@@ -56,6 +56,12 @@ export class Engine extends Context.Tag("@dstack-ts/core/Engine")<Engine, Engine
 
 export const ACTIVE_RUN_STATUSES: ReadonlyArray<RunStatus> = ["pending", "submitted", "provisioning", "running", "terminating"]
 
+/** A provisioning attempt found everything that fits taken: try again when capacity frees up. */
+interface WaitForCapacity {
+  readonly _tag: "WaitForCapacity"
+  readonly reason: string
+}
+
 /** What wakes a worker. */
 type Signal =
   | { readonly _tag: "Changed" }
@@ -77,17 +83,21 @@ const jobOfSubmission = (run: Run, submissionId: string): { readonly index: numb
 const withJob = (run: Run, index: number, job: Job): Run =>
   new Run({ ...run, jobs: run.jobs.map((j, i) => (i === index ? job : j)) }, { disableValidation: true })
 
-/** JSON with sorted keys and without `last_processed_at`: jsonb does not keep key order. */
+/**
+ * JSON with sorted keys (jsonb does not keep key order), without the fields that change on
+ * every pass without meaning anything happened: `last_processed_at`, and `cost`, which grows
+ * with time while a paid instance runs (the API computes it when it answers).
+ */
 const canonical = (value: unknown): string =>
   JSON.stringify(value, (key, v) =>
-    key === "last_processed_at"
+    key === "last_processed_at" || key === "cost"
       ? undefined
       : v && typeof v === "object" && !Array.isArray(v)
         ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]))
         : v
   )
 
-/** Equal as stored documents once every `last_processed_at` is left out. */
+/** Equal as stored documents once the fields that change by themselves are left out. */
 const sameIgnoringProcessedAt = (a: unknown, b: unknown): boolean => canonical(a) === canonical(b)
 
 const errorMessage = (e: unknown): string =>
@@ -110,6 +120,17 @@ export const make = (
     const unreachableMs = options.unreachableMs ?? 2 * 60_000
     const defaultIdle = options.defaultIdleDurationSeconds ?? 300
     const workers = new Map<string, Queue.Queue<Signal>>()
+    /** Opens (and closes again) whenever an instance of this replica becomes idle or goes away. */
+    let capacityLatch = yield* Deferred.make<void>()
+    const capacityFreed = { await: Effect.suspend(() => Deferred.await(capacityLatch)) }
+    const signalCapacity = Effect.suspend(() => {
+      const opened = capacityLatch
+      return Deferred.make<void>().pipe(
+        Effect.tap((next) => Effect.sync(() => (capacityLatch = next))),
+        Effect.zipRight(Deferred.succeed(opened, undefined)),
+        Effect.asVoid
+      )
+    })
 
     // -------------------------------------------------------------------------------------
     // Instances
@@ -375,7 +396,16 @@ export const make = (
                 if (!found || provisioning.has(effect.jobSubmissionId)) return Effect.void
                 provisioning.add(effect.jobSubmissionId)
                 return provision(run, found.job, effect.jobSubmissionId).pipe(
-                  Effect.flatMap((event) => offer({ _tag: "Job", submissionId: effect.jobSubmissionId, event })),
+                  Effect.flatMap((event) =>
+                    event._tag === "WaitForCapacity"
+                      ? // Try again when an instance is released here, or after a short while
+                        // (capacity may free up on another replica or backend).
+                        Effect.raceFirst(Effect.sleep(Duration.seconds(2)), capacityFreed.await).pipe(
+                          Effect.zipRight(Effect.sync(() => provisioning.delete(effect.jobSubmissionId))),
+                          Effect.zipRight(offer({ _tag: "Changed" }))
+                        )
+                      : offer({ _tag: "Job", submissionId: effect.jobSubmissionId, event })
+                  ),
                   Effect.forkIn(workerScope),
                   Effect.asVoid
                 )
@@ -393,9 +423,11 @@ export const make = (
                 )
               }
               case "ReleaseInstance":
-                return releaseInstance(effect.instanceId)
+                return releaseInstance(effect.instanceId).pipe(Effect.zipRight(signalCapacity))
               case "TerminateInstance":
-                return terminateInstance(run.projectName, effect.instanceId, effect.provisioningData, "job ended on an unhealthy instance")
+                return terminateInstance(run.projectName, effect.instanceId, effect.provisioningData, "job ended on an unhealthy instance").pipe(
+                  Effect.zipRight(signalCapacity)
+                )
             }
           }, { discard: true })
 
@@ -415,7 +447,7 @@ export const make = (
           )
 
         /** Finds an instance for a submission: an idle one, else a new one from the cheapest offer that works. */
-        const provision = (run: Run, job: Job, submissionId: string): Effect.Effect<JobEvent> =>
+        const provision = (run: Run, job: Job, submissionId: string): Effect.Effect<JobEvent | WaitForCapacity> =>
           Effect.gen(function* () {
             const config = run.runSpec.configuration
             const offers = yield* offersForJob(run.projectName, job.jobSpec.requirements, {
@@ -424,16 +456,37 @@ export const make = (
               instanceTypes: config.instanceTypes
             }).pipe(Effect.provideService(StateStore, store), Effect.provideService(Compute, compute))
             const errors: Array<string> = []
+            let busy = 0
             for (const candidate of offers.offers.slice(0, 10)) {
               const got = candidate.instanceId !== undefined
                 ? yield* takeIdleInstance(candidate, job.jobSpec.jobName).pipe(Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(errorMessage(e))), Option.none())))
                 : yield* createInstance(run.projectName, candidate, run, job.jobSpec.jobName).pipe(
                   Effect.map(Option.some),
-                  Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(`${candidate.backend}: ${errorMessage(e)}`)), Option.none()))
+                  Effect.catchAll((e) =>
+                    Effect.as(
+                      Effect.sync(() => {
+                        if (e._tag === "BackendError" && e.reason === "NoCapacity") busy++
+                        errors.push(`${candidate.backend}: ${errorMessage(e)}`)
+                      }),
+                      Option.none()
+                    )
+                  )
                 )
               if (Option.isSome(got)) return JobEvent.Provisioned({ provisioningData: got.value.pd, instanceId: got.value.instanceId })
             }
             const why = offers.offers.length === 0 ? explainNoOffers(offers) : `every offer failed: ${errors.join("; ")}`
+            // Something fits but is taken right now (a backend at its instance limit, an offer
+            // only unavailable): the job waits for capacity, as upstream's jobs wait for a fleet
+            // instance, until the provisioning timeout (waiting_instance_limit_exceeded).
+            const onlyTaken =
+              (offers.offers.length > 0 && busy === offers.offers.slice(0, 10).length) ||
+              (offers.offers.length === 0 && offers.excluded.some((ex) => ex.reasons.length > 0 && ex.reasons.every((r) => r.startsWith("availability:"))))
+            if (onlyTaken) {
+              const sub = latestSubmission(job)
+              const waited = Date.now() - (sub?.submittedAt.getTime() ?? Date.now())
+              if (waited >= provisioningTimeoutMs) return JobEvent.ProvisioningTimeout()
+              return { _tag: "WaitForCapacity" as const, reason: why }
+            }
             return JobEvent.NoCapacity({ message: why })
           }).pipe(
             Effect.catchAllCause((cause) => Effect.succeed(JobEvent.NoCapacity({ message: `planning failed: ${Cause.pretty(cause).split("\n")[0]}` })))
