@@ -281,11 +281,8 @@ describe("examples/custom-encoder through AutoHandler", () => {
       expect(error.message).toContain("application/geo+json")
     }))
 
-  // Core's AutoHandler names the plugin to install only for first-party content types
-  // (core/src/stacks/ContentTypes.ts); a third-party codec has no way yet to make the message
-  // name its package. Marked as failing until core reads the producer from the stored payload
-  // (the codec writes `metadata.plugin`); then drop `.fails`.
-  effectIt.effect.fails("without the plugin, the decode error names @acme/handler-geojson", () =>
+  // A third-party codec names its package in `metadata.plugin`; the AutoHandler uses it.
+  effectIt.effect("without the plugin, the decode error names @acme/handler-geojson", () =>
     Effect.gen(function*() {
       const stored = yield* geojson.encode(cities)
       const error = yield* Effect.flip(AutoHandler.make([]).decode(stored))

@@ -134,6 +134,10 @@ describe("local backend end to end", () => {
     })
     expect(plan.body.job_plans[0].offers).toEqual([])
     expect(plan.body.job_plans[0].no_offers_reason).toMatch(/memory/)
+    const elsewhere = await call("/api/project/main/runs/get_plan", {
+      run_spec: { repo_id: "x", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: ["true"], backends: ["fake-cloud"] } }
+    })
+    expect(elsewhere.body.job_plans[0].no_offers_reason).toBe("no offers: backends: fake-cloud is not configured in this project (it has: local)")
   })
 })
 

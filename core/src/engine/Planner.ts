@@ -20,6 +20,10 @@ export interface JobOffers {
   readonly failedBackends: ReadonlyArray<{ readonly backend: string; readonly message: string }>
   /** The backend types asked (for messages). */
   readonly backendTypes: ReadonlyArray<string>
+  /** Backends the configuration names that the project does not have. */
+  readonly missingBackends?: ReadonlyArray<string>
+  /** The backends the project has, when the configuration's list left none of them. */
+  readonly projectBackends?: ReadonlyArray<string>
 }
 
 export interface PlanFilter {
@@ -80,9 +84,9 @@ export const offersForJob = (
     }
     idle.sort((a, b) => a.price - b.price)
 
-    const backends = (yield* compute.backends(project)).filter(
-      (b) => !filter.backends || filter.backends.length === 0 || filter.backends.includes(b.type)
-    )
+    const all = yield* compute.backends(project)
+    const backends = all.filter((b) => !filter.backends || filter.backends.length === 0 || filter.backends.includes(b.type))
+    const missingBackends = (filter.backends ?? []).filter((name) => !all.some((b) => b.type === name))
     const failedBackends: Array<{ backend: string; message: string }> = []
     const fresh: Array<InstanceOffer> = []
     const answers = yield* Effect.forEach(
@@ -104,7 +108,14 @@ export const offersForJob = (
       }
     }
     fresh.sort((a, b) => a.price - b.price)
-    return { offers: [...idle, ...fresh], excluded, failedBackends, backendTypes: backends.map((b) => b.type) }
+    return {
+      offers: [...idle, ...fresh],
+      excluded,
+      failedBackends,
+      backendTypes: backends.map((b) => b.type),
+      missingBackends,
+      projectBackends: all.map((b) => b.type)
+    }
   })
 
 /**
@@ -112,7 +123,13 @@ export const offersForJob = (
  * e.g. `no offers fit: gpu: needs 1× GPU, instance has 0 GPUs (1 offer); …`
  */
 export const explainNoOffers = (offers: JobOffers): string => {
-  if (offers.backendTypes.length === 0) return "no offers: the project has no backends (configure one, e.g. `local` or `ssh`)"
+  if (offers.backendTypes.length === 0) {
+    const missing = offers.missingBackends ?? []
+    const has = offers.projectBackends ?? []
+    return missing.length > 0
+      ? `no offers: backends: ${missing.join(", ")} ${missing.length === 1 ? "is" : "are"} not configured in this project (it has: ${has.join(", ") || "none"})`
+      : "no offers: the project has no backends (configure one, e.g. `local` or `ssh`)"
+  }
   const counts = new Map<string, number>()
   for (const ex of offers.excluded) for (const reason of ex.reasons) counts.set(reason, (counts.get(reason) ?? 0) + 1)
   const parts = [...counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([r, n]) => `${r} (${n} offer${n === 1 ? "" : "s"})`)

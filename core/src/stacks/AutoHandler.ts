@@ -80,7 +80,10 @@ export const make = (codecs: ReadonlyArray<Codec.Any>, options: MakeOptions = {}
       : decoderFor(encoded.contentType, encoded.application)
     return Option.match(chosen, {
       onNone: () => {
-        const plugin = pluginFor(encoded.contentType, encoded.application)
+        // First-party content types map to their package; a third-party codec names its own
+        // package in the payload's `metadata.plugin`, so a puller without it learns what to install.
+        const named = (encoded.metadata as { plugin?: unknown } | undefined)?.plugin
+        const plugin = pluginFor(encoded.contentType, encoded.application) ?? (typeof named === "string" && named !== "" ? named : undefined)
         const what = `content type ${encoded.contentType} (application ${encoded.application})`
         return Codec.fail(
           "AutoHandler",

@@ -277,7 +277,10 @@ describe("BackendType and volumes", () => {
     expect(ok(BackendType, "ssh")).toBe("remote")
     expect(ok(BackendType, "AWS")).toBe("aws")
     expect(ok(BackendType, "local")).toBe("local")
-    expect(fails(BackendType, "ibm")).toContain("expected a backend type, one of aws, azure, cudo")
+    // a plugin's backend is any lowercase name; the server checks it exists when planning
+    expect(ok(BackendType, "fake-cloud")).toBe("fake-cloud")
+    expect(fails(BackendType, "not a name!")).toContain("expected a backend type, one of aws, azure, cudo")
+    expect(fails(BackendType, 42)).toContain("or the name of a plugin's backend")
   })
 
   it("reads volume and instance mounts", () => {
