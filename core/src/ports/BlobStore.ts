@@ -3,6 +3,7 @@
  * job artifacts live here. Core ships implementations on unstorage (core/src/blob); this module
  * holds the contract, the key rules every implementation shares, and a plain in-memory store.
  */
+import { concatBytes } from "../internal/bytes.ts"
 import { Chunk, Clock, Context, Effect, Layer, Option, Predicate, Ref, Schema, Stream } from "effect"
 
 // ---------------------------------------------------------------------------------------------
@@ -253,18 +254,7 @@ export const bodyStream = <E>(module: string, body: Body<E>): Stream.Stream<Uint
 }
 
 /** Concatenates byte chunks into one array. */
-export const concatBytes = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
-  if (chunks.length === 1) return chunks[0]
-  let size = 0
-  for (const c of chunks) size += c.length
-  const out = new Uint8Array(size)
-  let at = 0
-  for (const c of chunks) {
-    out.set(c, at)
-    at += c.length
-  }
-  return out
-}
+export { concatBytes }
 
 /** Builds the full service from an implementation's small core. */
 export const make = (impl: Implementation): BlobStore => {

@@ -3,7 +3,8 @@
  * into `{ contentType, application, metadata, body }` and back. Upstream calls these encoders
  * and decoders ("handlers"); `AutoHandler` in core/src/stacks picks one from the installed set.
  */
-import { Chunk, Context, Effect, Layer, Schema, Stream } from "effect"
+import { collectBytes, concatBytes } from "../internal/bytes.ts"
+import { Context, Effect, Layer, Schema, Stream } from "effect"
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -247,24 +248,10 @@ export const kindOf = (obj: unknown): string => {
 // Helpers
 
 /** Collects a body into one `Uint8Array` (a no-op for bytes). */
-export const bytes = (body: Body): Effect.Effect<Uint8Array, CodecError> =>
-  body instanceof Uint8Array
-    ? Effect.succeed(body)
-    : Effect.map(Stream.runCollect(body), (chunks) => concat(Chunk.toReadonlyArray(chunks)))
+export const bytes = (body: Body): Effect.Effect<Uint8Array, CodecError> => collectBytes(body)
 
 /** Concatenates byte chunks. */
-export const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
-  if (chunks.length === 1) return chunks[0]
-  let size = 0
-  for (const c of chunks) size += c.length
-  const out = new Uint8Array(size)
-  let at = 0
-  for (const c of chunks) {
-    out.set(c, at)
-    at += c.length
-  }
-  return out
-}
+export const concat = concatBytes
 
 /** Provides a fixed list of installed codecs (tests, custom builds without the plugin host). */
 export const layer = (codecs: ReadonlyArray<Any>): Layer.Layer<Codecs> => Layer.succeed(Codecs, codecs)

@@ -3,7 +3,8 @@
  * checkout with uncommitted changes, files given in code) into repo data plus a code archive
  * keyed by its hash; on the runner, `materialize` rebuilds the working tree from them.
  */
-import { Chunk, Context, Effect, Layer, Schema, Stream } from "effect"
+import { collectBytes } from "../internal/bytes.ts"
+import { Context, Effect, Layer, Schema, Stream } from "effect"
 import type { RunRepoData } from "../domain/Job.ts"
 
 // ---------------------------------------------------------------------------------------------
@@ -88,19 +89,7 @@ export const layer = (repos: ReadonlyArray<Repo>): Layer.Layer<Repos> =>
   Layer.succeed(Repos, new Map(repos.map((r) => [r.type, r])))
 
 /** Collects an archive into one array. */
-export const archiveBytes = (archive: CodeToMaterialize["archive"]): Effect.Effect<Uint8Array, RepoError> =>
-  archive instanceof Uint8Array
-    ? Effect.succeed(archive)
-    : Effect.map(Stream.runCollect(archive), (chunks) => {
-      const parts = Chunk.toReadonlyArray(chunks)
-      const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-      let at = 0
-      for (const p of parts) {
-        out.set(p, at)
-        at += p.length
-      }
-      return out
-    })
+export const archiveBytes = (archive: CodeToMaterialize["archive"]): Effect.Effect<Uint8Array, RepoError> => collectBytes(archive)
 
 /**
  * Checks a relative path inside a working tree: no absolute paths, no `..`, no empty segments.

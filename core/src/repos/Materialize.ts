@@ -3,8 +3,9 @@
  * data and the code blob. Local and virtual repos extract their tarball; remote repos clone the
  * URL, check out the branch and commit, and apply the diff of uncommitted changes.
  */
+import { collectBytes } from "../internal/bytes.ts"
 import * as fs from "node:fs/promises"
-import { Chunk, Effect, Stream } from "effect"
+import { Effect, Stream } from "effect"
 import type { RunRepoData } from "../domain/Job.ts"
 import { RepoError } from "../ports/Repo.ts"
 import { git } from "./Git.ts"
@@ -13,19 +14,7 @@ import { extractTarball } from "./Tarball.ts"
 
 type RemoteData = Extract<RunRepoData, { readonly repoType: "remote" }>
 
-const collect = <E>(code: Uint8Array | Stream.Stream<Uint8Array, E>): Effect.Effect<Uint8Array, E> =>
-  code instanceof Uint8Array
-    ? Effect.succeed(code)
-    : Effect.map(Stream.runCollect(code), (chunks) => {
-      const parts = Chunk.toReadonlyArray(chunks)
-      const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-      let at = 0
-      for (const p of parts) {
-        out.set(p, at)
-        at += p.length
-      }
-      return out
-    })
+const collect = collectBytes
 
 const cloneFailureReason = (message: string): RepoError["reason"] =>
   /not found|does not exist|does not appear to be a git repository|repository .* not found/i.test(message)

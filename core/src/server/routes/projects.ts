@@ -5,7 +5,7 @@ import { Effect, Schema } from "effect"
 import { Project, ProjectName, ProjectRole } from "../../domain/Project.ts"
 import { Username } from "../../domain/User.ts"
 import { StateStore } from "../../ports/StateStore.ts"
-import type { MemberInput } from "../../ports/StateStore.ts"
+import type { MemberInput, StateStoreError, StateStoreService } from "../../ports/StateStore.ts"
 import { Access, satisfiesProjectRole } from "../Access.ts"
 import type { Principal } from "../Access.ts"
 import { forbidden, fromStateStore } from "../ApiError.ts"
@@ -42,6 +42,20 @@ const checkGrants = (principal: Principal, projectName: string, members: Readonl
 
 const toInputs = (members: ReadonlyArray<{ username: string; projectRole: ProjectRole }>): ReadonlyArray<MemberInput> =>
   members.map((m) => ({ username: m.username, projectRole: m.projectRole }))
+
+/** Checks who may grant what, then sets or adds members. */
+const changeMembers = (
+  principal: Principal,
+  projectName: string,
+  members: ReadonlyArray<MemberInput>,
+  apply: (store: StateStoreService, members: ReadonlyArray<MemberInput>) => Effect.Effect<Project, StateStoreError>
+) =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const previous = yield* store.projects.get(projectName).pipe(Effect.mapError(mapProjectError(projectName)))
+    yield* checkGrants(principal, projectName, members, previous)
+    return yield* apply(store, members).pipe(Effect.mapError(mapProjectError(projectName)))
+  })
 
 export const projectRoutes = [
   jsonRoute({
@@ -85,26 +99,12 @@ export const projectRoutes = [
   jsonRoute({
     method: "POST", path: "/api/projects/:project_name/set_members", summary: "Replace the member list", tag: "projects", access: { project: "manager" },
     request: SetMembersRequest, response: Project,
-    handler: (input, ctx) =>
-      Effect.gen(function* () {
-        const s = yield* StateStore
-        const previous = yield* s.projects.get(ctx.projectName!).pipe(Effect.mapError(mapProjectError(ctx.projectName!)))
-        const members = toInputs(input.members)
-        yield* checkGrants(ctx.principal!, ctx.projectName!, members, previous)
-        return yield* s.projects.setMembers(ctx.projectName!, members).pipe(Effect.mapError(mapProjectError(ctx.projectName!)))
-      })
+    handler: (input, ctx) => changeMembers(ctx.principal!, ctx.projectName!, toInputs(input.members), (store, members) => store.projects.setMembers(ctx.projectName!, members))
   }),
   jsonRoute({
     method: "POST", path: "/api/projects/:project_name/add_members", summary: "Add members or change their roles", tag: "projects", access: { project: "manager" },
     request: SetMembersRequest, response: Project,
-    handler: (input, ctx) =>
-      Effect.gen(function* () {
-        const s = yield* StateStore
-        const previous = yield* s.projects.get(ctx.projectName!).pipe(Effect.mapError(mapProjectError(ctx.projectName!)))
-        const members = toInputs(input.members)
-        yield* checkGrants(ctx.principal!, ctx.projectName!, members, previous)
-        return yield* s.projects.addMembers(ctx.projectName!, members).pipe(Effect.mapError(mapProjectError(ctx.projectName!)))
-      })
+    handler: (input, ctx) => changeMembers(ctx.principal!, ctx.projectName!, toInputs(input.members), (store, members) => store.projects.addMembers(ctx.projectName!, members))
   }),
   jsonRoute({
     method: "POST", path: "/api/projects/:project_name/remove_members", summary: "Remove members", tag: "projects", access: { project: "manager" },
