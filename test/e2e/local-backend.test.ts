@@ -54,7 +54,9 @@ beforeAll(async () => {
     blobs: blobsMemory,
     adminToken: TOKEN,
     plugins: [backendLocal, transportLocal],
-    compute: { defaultBackends: [{ type: "local" }] }
+    compute: { defaultBackends: [{ type: "local" }] },
+    // a short resync, so that idle instances are reaped within the test
+    engine: { resyncMs: 1_000 }
   })
 }, 60_000)
 afterAll(async () => {
@@ -127,6 +129,34 @@ describe("local backend end to end", () => {
     expect(secondSub.job_provisioning_data.instance_id).toBe(firstSub.job_provisioning_data.instance_id)
     expect(new Date(secondSub.finished_at).getTime()).toBeGreaterThan(new Date(firstSub.finished_at).getTime())
   }, 90_000)
+
+  it("terminates an instance that stays idle longer than the run's idle_duration", async () => {
+    expect((await call("/api/projects/create", { project_name: "idle" })).status).toBe(200)
+    const res = await call("/api/project/idle/runs/apply", {
+      plan: { run_spec: { run_name: "short-lived", repo_id: "q", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: ["echo bye"], idle_duration: "1s", resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } } } }
+    })
+    expect(res.status).toBe(200)
+    let run: any
+    const start = Date.now()
+    while (Date.now() - start < 30_000) {
+      run = (await call("/api/project/idle/runs/get", { run_name: "short-lived" })).body
+      if (run.status === "done") break
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    expect(run.status).toBe("done")
+    const pid = JSON.parse(run.jobs[0].job_submissions[0].job_provisioning_data.backend_data).pid as number
+    let instance: any
+    while (Date.now() - start < 30_000) {
+      instance = (await call("/api/instances/list", { project_names: ["idle"] })).body[0]
+      if (instance?.status === "terminated") break
+      await new Promise((r) => setTimeout(r, 200))
+    }
+    expect(instance.status).toBe("terminated")
+    expect(instance.termination_reason).toBe("idle_duration exceeded")
+    expect(instance.idle_duration).toBe(1)
+    // the runner process is gone too
+    expect(() => process.kill(pid, 0)).toThrow()
+  }, 60_000)
 
   it("shows the plan's reason when this machine cannot meet a requirement", async () => {
     const plan = await call("/api/project/main/runs/get_plan", {
