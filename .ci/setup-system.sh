@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts the real components the test suites need: Docker Engine, busybox for the
-# locally built test image, OpenSSH server, iproute2 (network namespaces as hosts), PostgreSQL,
-# Redis and Chromium. Idempotent: safe to run on a machine that already has them.
+# locally built test image, a private image registry (docker-registry + htpasswd), OpenSSH
+# server, iproute2 (network namespaces as hosts), PostgreSQL, Redis and Chromium. Idempotent: safe to run on a machine that already has them.
 set -euo pipefail
 
 need=()
@@ -13,6 +13,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)
 command -v git >/dev/null || need+=(git)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> apt-get install ${need[*]}"
   apt-get update -qq
