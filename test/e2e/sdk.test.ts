@@ -1,6 +1,7 @@
 // The TypeScript SDK against a real server on a real port (the default build's plugins): a
 // VirtualRepo's files reach the job, logs follow a live run and give the whole log of a
-// finished one, stop with abort ends a run, and list shows what ran.
+// finished one, stop with abort ends a run, attach forwards a job's ports (process and
+// container) to localhost, and list shows what ran.
 import { serve } from "@hono/node-server"
 import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -13,6 +14,8 @@ import { VirtualRepo } from "../../core/src/repos/index.ts"
 import { EmbeddedStateStore } from "../../core/src/state/index.ts"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { describeWith } from "../support/components.ts"
+import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 
 const TOKEN = "sdk-e2e-token"
 let server: Server
@@ -75,9 +78,56 @@ describe("SDK end to end", () => {
     expect(run.entity.terminationReason).toBe("aborted_by_user")
   }, 60_000)
 
+  it("attaches to a process job: its port is forwarded to map_to_port on localhost, until detach", async () => {
+    const local = 20000 + Math.floor(Math.random() * 10000)
+    const jobPort = local + 1
+    const run = await client.runs.submit(
+      task([`mkdir -p www && echo served-by-the-job > www/index.html && cd www && exec python3 -m http.server ${jobPort} --bind 127.0.0.1`], { ports: [`${local}:${jobPort}`] }),
+      { runName: "sdk-attach" }
+    )
+    const ports = await run.attach({ timeoutMs: 30_000 })
+    expect(ports).toEqual({ [jobPort]: local })
+    let body = ""
+    for (let i = 0; i < 50 && body === ""; i++) {
+      body = await fetch(`http://127.0.0.1:${local}/index.html`).then((r) => r.text()).catch(() => "")
+      if (body === "") await new Promise((r) => setTimeout(r, 100))
+    }
+    expect(body).toBe("served-by-the-job\n")
+    await run.detach()
+    expect(run.ports).toBeUndefined()
+    await expect(fetch(`http://127.0.0.1:${local}/index.html`)).rejects.toThrow()
+    await run.stop({ abort: true })
+  }, 60_000)
+
+  it("refuses to attach to a finished run", async () => {
+    const run = (await client.runs.get("sdk-run"))!
+    await expect(run.attach()).rejects.toThrow(/is done; there is nothing to attach to/)
+  })
+
   it("lists runs and returns undefined for a missing one", async () => {
     const all = await client.runs.list({ all: true })
-    expect(all.map((r) => r.name)).toEqual(expect.arrayContaining(["sdk-run", "sdk-stop"]))
+    expect(all.map((r) => r.name)).toEqual(expect.arrayContaining(["sdk-run", "sdk-stop", "sdk-attach"]))
     expect(await client.runs.get("no-such-run")).toBeUndefined()
   })
+})
+
+const dockerMissing = await dockerUnavailableReason()
+describeWith("docker", dockerMissing === undefined, dockerMissing ?? "", () => {
+  it("attaches to a container job: its published port is forwarded to map_to_port", async () => {
+    await ensureBusyboxImage()
+    const local = 30000 + Math.floor(Math.random() * 10000)
+    const run = await client.runs.submit(
+      task(["mkdir -p /www && echo from-the-container > /www/index.html && exec httpd -f -p 8000 -h /www"], { image: "dstack-ts-test/busybox:1", ports: [`${local}:8000`] }),
+      { runName: "sdk-attach-docker" }
+    )
+    expect(await run.attach({ timeoutMs: 60_000 })).toEqual({ 8000: local })
+    let body = ""
+    for (let i = 0; i < 50 && body === ""; i++) {
+      body = await fetch(`http://127.0.0.1:${local}/index.html`).then((r) => r.text()).catch(() => "")
+      if (body === "") await new Promise((r) => setTimeout(r, 100))
+    }
+    expect(body).toBe("from-the-container\n")
+    await run.detach()
+    await run.stop({ abort: true })
+  }, 90_000)
 })

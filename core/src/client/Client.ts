@@ -200,6 +200,15 @@ export class Client {
     }
   }
 
+  /** Port forwards of attached runs, by run name. */
+  private readonly attachments = new Map<string, { readonly close: () => Promise<void> }>()
+
+  private async detachRun(runName: string): Promise<void> {
+    const attachment = this.attachments.get(runName)
+    this.attachments.delete(runName)
+    await attachment?.close()
+  }
+
   /** Wraps a run entity in a `Run` bound to this client. */
   protected toRun(entity: RunEntity): Run {
     return new Run(runDataOf(entity), this.runOperations)
@@ -209,21 +218,16 @@ export class Client {
     get: async (runName) => runDataOf(await runPromise(this.api.runs.get(runName))),
     stop: (runName, abort) => runPromise(this.api.runs.stop([runName], abort)),
     logs: (run, options) => runLogs(this.api, run, options),
-    attach: () => this.notAvailable("runs.attach"),
-    detach: () => this.notAvailable("runs.detach")
-  }
-
-  // Attaching (port forwarding) and the repos facade are not in this build yet: say so.
-  private notAvailable<A>(method: string): Promise<A> {
-    return Promise.reject(
-      new ClientError({
-        module: "Client",
-        method,
-        reason: "NotAvailable",
-        url: this.url,
-        msg: `${method} is not available in this build of dstack-ts yet`
+    attach: async (run) => {
+      await this.detachRun(run.runName)
+      const { attach } = await import("./Attach.ts")
+      const attachment = await attach(run.entity).catch((e: Error) => {
+        throw new ClientError({ module: "Client", method: "runs.attach", reason: "NotAvailable", url: this.url, msg: e.message })
       })
-    )
+      this.attachments.set(run.runName, attachment)
+      return attachment.ports
+    },
+    detach: (run) => this.detachRun(run.runName)
   }
 }
 

@@ -37,7 +37,8 @@ export interface RunOperations {
   readonly stop: (runName: string, abort: boolean) => Promise<void>
   /** Log bytes of the run: the full log of a finished run, or a live follow of an active one. */
   readonly logs: (run: RunData, options: RunLogsOptions) => AsyncIterable<Uint8Array>
-  readonly attach: (run: RunData) => Promise<void>
+  /** Forwards the run's ports to localhost; answers job port → local port. */
+  readonly attach: (run: RunData) => Promise<Readonly<Record<number, number>>>
   readonly detach: (run: RunData) => Promise<void>
 }
 
@@ -94,13 +95,28 @@ export class Run {
     return this.#ops.logs(this.#data, options)
   }
 
-  /** Waits for the run to start and forwards its ports to localhost. */
-  async attach(): Promise<void> {
-    await this.#ops.attach(this.#data)
+  /** The forwarded ports (job port → local port) while attached, else undefined (upstream `Run.ports`). */
+  ports: Readonly<Record<number, number>> | undefined = undefined
+
+  /**
+   * Waits for the run to start and forwards its ports to localhost (`map_to_port`, else the
+   * same port). Rejects when the run ends before it runs, or its instance is not reachable from here.
+   */
+  async attach(options: { readonly timeoutMs?: number } = {}): Promise<Readonly<Record<number, number>>> {
+    const deadline = Date.now() + (options.timeoutMs ?? 10 * 60_000)
+    while (this.status !== "running") {
+      if (this.finished) throw new Error(`run ${this.name} is ${this.status}; there is nothing to attach to`)
+      if (Date.now() > deadline) throw new Error(`run ${this.name} did not start running in time (it is ${this.status})`)
+      await new Promise((r) => setTimeout(r, 250))
+      await this.refresh()
+    }
+    this.ports = await this.#ops.attach(this.#data)
+    return this.ports
   }
 
   /** Stops forwarding the run's ports. */
   async detach(): Promise<void> {
     await this.#ops.detach(this.#data)
+    this.ports = undefined
   }
 }
