@@ -120,6 +120,33 @@ describe("dstack CLI end to end", () => {
     expect(await new Promise((r) => runner.once("exit", (code, signal) => r(code ?? signal)))).toBeDefined()
   }, 60_000)
 
+  it("attaches to a run: its port is reachable on localhost until Ctrl-C", async () => {
+    const local = 40000 + Math.floor(Math.random() * 10000)
+    const dir = writeProject("web", `type: task\nname: cli-web\nports: ["${local}:${local + 1}"]\ncommands:\n  - cd site && exec python3 -m http.server ${local + 1} --bind 127.0.0.1\n${small}`, {})
+    fs.mkdirSync(path.join(dir, "site"))
+    fs.writeFileSync(path.join(dir, "site", "index.html"), "hello through attach\n")
+    const submitted = await dstack(["apply", "-f", ".dstack.yml", "-y", "-d"], dir)
+    expect(submitted.code, submitted.stderr).toBe(0)
+    const attach = spawn(process.execPath, [CLI, "attach", "cli-web"], { cwd: home, env })
+    let out = ""
+    attach.stdout.on("data", (d) => (out += d))
+    attach.stderr.on("data", (d) => (out += d))
+    const start = Date.now()
+    while (!out.includes(`→ http://127.0.0.1:${local}`) && Date.now() - start < 60_000) await new Promise((r) => setTimeout(r, 100))
+    expect(out).toContain(`${local + 1} → http://127.0.0.1:${local}`)
+    let body = ""
+    for (let i = 0; i < 50 && body === ""; i++) {
+      body = await fetch(`http://127.0.0.1:${local}/index.html`).then((r) => r.text()).catch(() => "")
+      if (body === "") await new Promise((r) => setTimeout(r, 100))
+    }
+    expect(body).toBe("hello through attach\n")
+    attach.kill("SIGINT")
+    await new Promise((r) => attach.once("exit", r))
+    expect(out).toContain("Detached from cli-web")
+    const stop = await dstack(["stop", "cli-web", "-x", "-y"], home)
+    expect(stop.code, stop.stderr).toBe(0)
+  }, 90_000)
+
   it("lists runs with ps -a and prints a finished run's log", async () => {
     const ps = await dstack(["ps", "-a"], home)
     expect(ps.code).toBe(0)
