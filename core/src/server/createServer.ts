@@ -3,6 +3,7 @@
 // Effect runtime that runs its handlers and background work, and what the first start created.
 import { Effect, Layer, ManagedRuntime } from "effect"
 import { Hono } from "hono"
+import { cors } from "hono/cors"
 import type { BlobStore } from "../ports/BlobStore.ts"
 import * as PluginHostModule from "../plugin/PluginHost.ts"
 import type { PluginError } from "../plugin/PluginError.ts"
@@ -43,6 +44,8 @@ export interface ServerOptions {
   readonly compute?: ComputeOptions
   /** Engine tuning: lease length, resync interval, timeouts. */
   readonly engine?: EngineOptions
+  /** Origins a browser may call the API from (default `*`: the API uses bearer tokens, not cookies). */
+  readonly corsOrigins?: string | ReadonlyArray<string>
   /** More routes (a custom build's own API), mounted after the built-in ones. */
   readonly extraRoutes?: ReadonlyArray<AnyRoute<ServerServices>>
 }
@@ -100,6 +103,10 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
       description: "The dstack HTTP API: POST routes with snake_case JSON bodies and `Authorization: Bearer <token>`."
     })
     const app = new Hono()
+    // The SDK runs in browsers too: the API answers cross-origin calls. It authenticates with
+    // bearer tokens, never cookies, so any origin may call it unless the build narrows it.
+    const origins = options.corsOrigins
+    app.use("/api/*", cors({ origin: origins === undefined ? "*" : typeof origins === "string" ? origins : [...origins], allowHeaders: ["Authorization", "Content-Type"], maxAge: 600 }))
     app.get("/api/docs", (c) => c.json(openapi))
     app.get("/api/docs/openapi.json", (c) => c.json(openapi))
     mountRoutes(app, routes, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>)

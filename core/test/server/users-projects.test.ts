@@ -92,6 +92,19 @@ describe("server: users and projects", () => {
     expect(JSON.stringify(doc.paths["/api/users/create"].post.requestBody)).toContain("global_role")
   })
 
+  it("answers browsers' cross-origin preflights and calls on the API", async () => {
+    const preflight = await server.app.request("/api/users/get_my_user", {
+      method: "OPTIONS",
+      headers: { origin: "http://notebook.example", "access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type" }
+    })
+    expect(preflight.status).toBe(204)
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("*")
+    expect(preflight.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("authorization")
+    const res = await server.app.request("/api/users/get_my_user", { method: "POST", headers: { origin: "http://notebook.example", authorization: `Bearer ${ADMIN}` } })
+    expect(res.status).toBe(200)
+    expect(res.headers.get("access-control-allow-origin")).toBe("*")
+  })
+
   it("answers 404 in the upstream error shape for unknown routes", async () => {
     const res = await call("/api/nothing", ADMIN)
     expect(res.status).toBe(404)
