@@ -31,7 +31,8 @@ describeWith("chromium", existsSync(CHROMIUM), `${CHROMIUM} is missing (apt-get 
     const inproc = makeInProcessPlugin()
     server = await createServer({ state: EmbeddedStateStore.layerMemory(), blobs: blobsMemory, adminToken: TOKEN, plugins: [inproc.plugin], compute: { defaultBackends: [{ type: "inprocess" }] } })
     api = await new Promise((resolve) => {
-      const s = serve({ fetch: server.app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve(s))
+      // Keep the runtime's own Response: the in-process runners in this process serve with it.
+      const s = serve({ fetch: server.app.fetch, hostname: "127.0.0.1", port: 0, overrideGlobalObjects: false }, () => resolve(s))
     })
     apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}`
     // A finished run with a log, made through the API.
@@ -40,11 +41,16 @@ describeWith("chromium", existsSync(CHROMIUM), `${CHROMIUM} is missing (apt-get 
       headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
       body: JSON.stringify({ plan: { run_spec: { run_name: "from-node", repo_id: "b", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: ["echo seen in the browser"], resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } } } } })
     })
-    for (let i = 0; i < 200; i++) {
+    let status = ""
+    const started = Date.now()
+    while (status !== "done" && Date.now() - started < 60_000) {
       const r = await server.app.request("/api/project/main/runs/get", { method: "POST", headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" }, body: JSON.stringify({ run_name: "from-node" }) })
-      if (((await r.json()) as any).status === "done") break
-      await new Promise((res) => setTimeout(res, 50))
+      status = ((await r.json()) as any).status
+      if (["failed", "terminated"].includes(status)) throw new Error(`the setup run ended ${status}`)
+      if (status !== "done") await new Promise((res) => setTimeout(res, 50))
     }
+    if (process.env.SDK_BROWSER_DEBUG) console.log(`setup run ${status} after ${Date.now() - started} ms`)
+    if (status !== "done") throw new Error(`the setup run is still ${status} after 60 s`)
     bundleDir = mkdtempSync(join(tmpdir(), "dstack-sdk-browser-"))
     await build({ entryPoints: [join(process.cwd(), "core/src/client/index.ts")], bundle: true, splitting: true, format: "esm", platform: "browser", outdir: bundleDir, external: ["node:*"], logLevel: "silent" })
     // The page lives on another origin (another port) than the API.
@@ -87,6 +93,9 @@ describeWith("chromium", existsSync(CHROMIUM), `${CHROMIUM} is missing (apt-get 
         const denied = await Client.connect({ name: "main", url: ${JSON.stringify(apiUrl)}, token: "wrong" }).users.getMyUser().catch((e) => e.reason)
         return { origin: location.origin, me: me.username, runs: runs.map((r) => r.name), status: run.status, log, denied }
       })()`
+      page.on("console", (m) => process.env.SDK_BROWSER_DEBUG && console.log("page:", m.text()))
+      page.on("requestfailed", (r) => process.env.SDK_BROWSER_DEBUG && console.log("failed:", r.url(), r.failure()?.errorText))
+      page.on("response", (r) => process.env.SDK_BROWSER_DEBUG && console.log("response:", r.status(), r.url()))
       const result = (await page.evaluate(script)) as { origin: string; me: string; runs: Array<string>; status: string; log: string; denied: string }
       expect(result.origin).not.toBe(apiUrl)
       expect(result).toMatchObject({ me: "admin", runs: ["from-node"], status: "done", log: "seen in the browser\n", denied: "Unauthenticated" })
