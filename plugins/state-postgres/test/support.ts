@@ -1,11 +1,11 @@
 // Helpers for this package's tests: a store layer on a fresh database, and child processes
 // that run a fixture under the same runtime as the tests (Node through tsx, or Deno).
-import { spawn, type ChildProcess } from "node:child_process"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Effect, Layer } from "effect"
 import type { StateStore } from "@dstack-ts/core"
 import { createTestDatabase, type TestDatabase } from "../../../test/support/postgres.ts"
+import { spawnScript, type Child } from "../../../test/support/children.ts"
 import { PostgresStateStore } from "../src/index.ts"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -21,61 +21,8 @@ export const freshDatabase = (serverUrl: string): Effect.Effect<TestDatabase, ne
 export const storeOnFreshDatabase = (serverUrl: string): Layer.Layer<StateStore.StateStore, StateStore.StateStoreError> =>
   Layer.unwrapScoped(Effect.map(freshDatabase(serverUrl), (db) => PostgresStateStore.layer({ url: db.url })))
 
-export interface Child {
-  readonly process: ChildProcess
-  /** Every stdout line so far. */
-  readonly lines: Array<string>
-  readonly stderr: Array<string>
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  /** Resolves once a line matching `predicate` has been printed. */
-  readonly waitFor: (predicate: (line: string) => boolean, timeoutMs?: number) => Promise<void>
-}
+export type { Child }
 
-/** Runs test/fixtures/<name>.ts in a new process of the current runtime. */
-export const spawnFixture = (name: string, env: Record<string, string>): Child => {
-  const script = path.join(here, "fixtures", `${name}.ts`)
-  const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined"
-  const args = isDeno ? ["run", "-A", script] : ["--import", "tsx", script]
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
-  const lines: Array<string> = []
-  const stderr: Array<string> = []
-  const waiters = new Set<() => void>()
-  let buffer = ""
-  child.stdout!.setEncoding("utf8")
-  child.stdout!.on("data", (chunk: string) => {
-    buffer += chunk
-    const parts = buffer.split("\n")
-    buffer = parts.pop() ?? ""
-    lines.push(...parts)
-    for (const w of waiters) w()
-  })
-  child.stderr!.setEncoding("utf8")
-  child.stderr!.on("data", (chunk: string) => stderr.push(chunk))
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("exit", (code, signal) => {
-      for (const w of waiters) w()
-      resolve({ code, signal })
-    })
-  )
-  const waitFor = (predicate: (line: string) => boolean, timeoutMs = 60_000) =>
-    new Promise<void>((resolve, reject) => {
-      const check = () => {
-        if (lines.some(predicate)) {
-          waiters.delete(check)
-          clearTimeout(timer)
-          resolve()
-        } else if (child.exitCode !== null || child.signalCode !== null) {
-          waiters.delete(check)
-          clearTimeout(timer)
-          reject(new Error(`${name} exited before the expected line; stderr: ${stderr.join("")}`))
-        }
-      }
-      const timer = setTimeout(() => {
-        waiters.delete(check)
-        reject(new Error(`timed out waiting for ${name}; lines: ${lines.slice(-5).join(" | ")}; stderr: ${stderr.join("")}`))
-      }, timeoutMs)
-      waiters.add(check)
-      check()
-    })
-  return { process: child, lines, stderr, exited, waitFor }
-}
+/** Runs fixtures/<name>.ts in a new process of the current runtime. */
+export const spawnFixture = (name: string, env: Record<string, string>): Child =>
+  spawnScript(path.join(here, "fixtures", `${name}.ts`), env)
