@@ -6,7 +6,7 @@
 import { Codec, StackContentTypes } from "@dstack-ts/core"
 import { Effect } from "effect"
 import protobuf from "protobufjs"
-import { isModel, type Model } from "./internal/Model.ts"
+import { selfDescribingCodec, type Model } from "./internal/Model.ts"
 import { ELEM_TYPES, ModelProto } from "./internal/onnxSchema.ts"
 
 const ID = "model/onnx"
@@ -123,24 +123,11 @@ const read = (method: string, bytes: Uint8Array): Effect.Effect<Codec.Metadata, 
 /** ONNX model bytes, or a pulled ONNX `Model`. */
 export type OnnxInput = Uint8Array | Model
 
-export const onnx: Codec.Codec<OnnxInput, Model> = Codec.make<OnnxInput, Model>({
+export const onnx: Codec.Codec<OnnxInput, Model> = selfDescribingCodec({
   id: ID,
-  application: StackContentTypes.Application.model,
-  contentTypes: [StackContentTypes.ContentType.onnx],
-  accepts: (o) => isOnnx(o) || isModel(o, "onnx"),
-  encode: (input) => {
-    const bytes = input instanceof Uint8Array ? input : input.bytes
-    return Effect.map(read("encode", bytes), (metadata) => ({
-      contentType: StackContentTypes.ContentType.onnx,
-      application: StackContentTypes.Application.model,
-      metadata,
-      body: bytes
-    }))
-  },
-  decode: (encoded) =>
-    Effect.gen(function*() {
-      const bytes = yield* Codec.bytes(encoded.body)
-      const metadata = yield* read("decode", bytes)
-      return { _tag: "Model", format: "onnx", framework: "onnx", bytes, metadata } satisfies Model
-    })
+  format: "onnx",
+  contentType: StackContentTypes.ContentType.onnx,
+  detect: isOnnx,
+  read,
+  framework: () => "onnx"
 })

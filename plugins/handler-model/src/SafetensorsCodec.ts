@@ -5,8 +5,7 @@
  * summarised in the metadata; the bytes are stored verbatim.
  */
 import { Codec, StackContentTypes } from "@dstack-ts/core"
-import { Effect } from "effect"
-import { isModel, type Model } from "./internal/Model.ts"
+import { selfDescribingCodec, type Model } from "./internal/Model.ts"
 
 const ID = "model/safetensors"
 
@@ -104,24 +103,11 @@ const read = (method: string, bytes: Uint8Array) =>
 /** safetensors bytes, or a pulled safetensors `Model`. */
 export type SafetensorsInput = Uint8Array | Model
 
-export const safetensors: Codec.Codec<SafetensorsInput, Model> = Codec.make<SafetensorsInput, Model>({
+export const safetensors: Codec.Codec<SafetensorsInput, Model> = selfDescribingCodec({
   id: ID,
-  application: StackContentTypes.Application.model,
-  contentTypes: [StackContentTypes.ContentType.safetensors],
-  accepts: (o) => isSafetensors(o) || isModel(o, "safetensors"),
-  encode: (input) => {
-    const bytes = input instanceof Uint8Array ? input : input.bytes
-    return Effect.map(read("encode", bytes), (metadata) => ({
-      contentType: StackContentTypes.ContentType.safetensors,
-      application: StackContentTypes.Application.model,
-      metadata,
-      body: bytes
-    }))
-  },
-  decode: (encoded) =>
-    Effect.gen(function*() {
-      const bytes = yield* Codec.bytes(encoded.body)
-      const metadata = yield* read("decode", bytes)
-      return { _tag: "Model", format: "safetensors", framework: String(metadata.framework), bytes, metadata } satisfies Model
-    })
+  format: "safetensors",
+  contentType: StackContentTypes.ContentType.safetensors,
+  detect: isSafetensors,
+  read,
+  framework: (metadata) => String(metadata.framework)
 })

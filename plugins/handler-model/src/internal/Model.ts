@@ -1,5 +1,6 @@
 /** What the model codecs decode to: the model's bytes with what is known about them. */
-import type { Codec } from "@dstack-ts/core"
+import { Codec, StackContentTypes } from "@dstack-ts/core"
+import { Effect } from "effect"
 
 export type ModelFormat = "onnx" | "safetensors" | "file"
 
@@ -16,3 +17,40 @@ export interface Model {
 export const isModel = (o: unknown, format?: ModelFormat): o is Model =>
   typeof o === "object" && o !== null && (o as Model)._tag === "Model" && (o as Model).bytes instanceof Uint8Array &&
   (format === undefined || (o as Model).format === format)
+
+/** What a self-describing model format gives: its metadata is read from its own bytes. */
+export interface SelfDescribingFormat {
+  readonly id: string
+  readonly format: Exclude<ModelFormat, "file">
+  readonly contentType: string
+  /** Whether raw bytes look like this format. */
+  readonly detect: (o: unknown) => boolean
+  /** The metadata of the bytes, or an `Invalid` error when they are not this format. */
+  readonly read: (method: string, bytes: Uint8Array) => Effect.Effect<Codec.Metadata, Codec.CodecError>
+  /** The framework a pulled model reports, from its metadata. */
+  readonly framework: (metadata: Codec.Metadata) => string
+}
+
+/** A codec for a format whose metadata comes from its bytes (ONNX, safetensors). */
+export const selfDescribingCodec = (f: SelfDescribingFormat): Codec.Codec<Uint8Array | Model, Model> =>
+  Codec.make<Uint8Array | Model, Model>({
+    id: f.id,
+    application: StackContentTypes.Application.model,
+    contentTypes: [f.contentType],
+    accepts: (o) => f.detect(o) || isModel(o, f.format),
+    encode: (input) => {
+      const bytes = input instanceof Uint8Array ? input : input.bytes
+      return Effect.map(f.read("encode", bytes), (metadata) => ({
+        contentType: f.contentType,
+        application: StackContentTypes.Application.model,
+        metadata,
+        body: bytes
+      }))
+    },
+    decode: (encoded) =>
+      Effect.gen(function*() {
+        const bytes = yield* Codec.bytes(encoded.body)
+        const metadata = yield* f.read("decode", bytes)
+        return { _tag: "Model", format: f.format, framework: f.framework(metadata), bytes, metadata } satisfies Model
+      })
+  })
