@@ -5,20 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EmbeddedStateStore } from "../../core/src/state/index.ts"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { appCall } from "../support/api.ts"
 import { makeInProcessPlugin } from "../support/inprocess-backend.ts"
 
 const TOKEN = "engine-e2e-token"
 let server: Server
 const inproc = makeInProcessPlugin()
 
-const call = async (path: string, body?: unknown) => {
-  const res = await server.app.request(path, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${TOKEN}` },
-    body: body === undefined ? undefined : JSON.stringify(body)
-  })
-  return { status: res.status, body: (await res.json()) as any }
-}
+const call = appCall(() => server, TOKEN)
 
 const runSpec = (configuration: Record<string, unknown>, runName?: string) => ({
   run_spec: {

@@ -27,29 +27,7 @@ import { testBackend, testCodec } from "@dstack-ts/core/testing"
 import { RunnerCommand } from "@dstack-ts/backend-local"
 import fakeCloud, { makeFakeCloud } from "../../examples/custom-backend/fake-cloud.ts"
 import geojsonPlugin, { geojson, type FeatureCollection } from "../../examples/custom-encoder/geojson.ts"
-
-// ---------------------------------------------------------------------------------------------
-// Talking to a server over HTTP (a child process) or in process (`app.request`).
-
-type Call = (route: string, body?: unknown) => Promise<{ status: number; body: any }>
-
-const httpCall = (baseUrl: string, token: string): Call => async (route, body) => {
-  const res = await fetch(`${baseUrl}${route}`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-    body: body === undefined ? undefined : JSON.stringify(body)
-  })
-  return { status: res.status, body: await res.json() }
-}
-
-const appCall = (server: Server, token: string): Call => async (route, body) => {
-  const res = await server.app.request(route, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-    body: body === undefined ? undefined : JSON.stringify(body)
-  })
-  return { status: res.status, body: await res.json() }
-}
+import { appCall, httpCall, type Call } from "../support/api.ts"
 
 /** A configuration file as `dstack apply -f` reads it, encoded for the wire. */
 const wireConfiguration = async (file: string, patch: Record<string, unknown> = {}) => {
@@ -177,7 +155,7 @@ describe("examples/custom-backend in a server", () => {
       plugins: [fakeCloud],
       compute: { defaultBackends: [{ type: "fake-cloud" }] }
     })
-    call = appCall(server, TOKEN)
+    call = appCall(() => server, TOKEN)
   }, 60_000)
   afterAll(async () => {
     await server?.close()

@@ -10,20 +10,14 @@ import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { loadConfiguration } from "../../core/src/config/index.ts"
 import { AnyConfiguration } from "../../core/src/domain/Configuration.ts"
+import { appCall } from "../support/api.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 
 const TOKEN = "local-e2e-token"
 let server: Server
 
-const call = async (route: string, body?: unknown) => {
-  const res = await server.app.request(route, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${TOKEN}` },
-    body: body === undefined ? undefined : JSON.stringify(body)
-  })
-  return { status: res.status, body: (await res.json()) as any }
-}
+const call = appCall(() => server, TOKEN)
 
 /** Loads an example the way `dstack apply -f` does and submits it under a fresh name. */
 const applyExample = async (file: string, runName: string) => {

@@ -6,6 +6,7 @@ import transportLocal from "@dstack-ts/transport-local"
 import { EmbeddedStateStore } from "../../core/src/state/index.ts"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { appCall } from "../support/api.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason } from "../support/docker.ts"
 import { registryUnavailableReason, startPrivateRegistry, type PrivateRegistry } from "../support/registry.ts"
@@ -17,14 +18,7 @@ describeWith("docker-registry", missing === undefined, missing ?? "", () => {
   let server: Server
   let registry: PrivateRegistry
 
-  const call = async (route: string, body?: unknown) => {
-    const res = await server.app.request(route, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${TOKEN}` },
-      body: body === undefined ? undefined : JSON.stringify(body)
-    })
-    return { status: res.status, body: (await res.json()) as any }
-  }
+  const call = appCall(() => server, TOKEN)
   const run = async (name: string, configuration: Record<string, unknown>) => {
     const applied = await call("/api/project/main/runs/apply", {
       plan: { run_spec: { run_name: name, repo_id: "reg", repo_data: { repo_type: "virtual" }, configuration: { type: "task", resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." }, ...configuration } } }
