@@ -8,7 +8,7 @@
  */
 import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Schema, Scope, Stream } from "effect"
 import * as os from "node:os"
-import { Instance } from "../domain/Instance.ts"
+import { Instance, instanceIdleDeadline } from "../domain/Instance.ts"
 import { Job, JobProvisioningData, type JobSpec, latestSubmission } from "../domain/Job.ts"
 import type { InstanceOffer } from "../domain/Offer.ts"
 import { Run } from "../domain/Run.ts"
@@ -653,9 +653,8 @@ export const make = (
         const instance = yield* decodeInstance(row.doc).pipe(Effect.option)
         if (Option.isNone(instance)) continue
         const i = instance.value
-        if (i.idleDuration === null) continue
-        const since = (i.lastJobProcessedAt ?? i.created).getTime()
-        if (since + i.idleDuration * 1000 > now) continue
+        const deadline = instanceIdleDeadline(i)
+        if (deadline === null || deadline > now) continue
         const got = yield* store.instances.claim({ filter: { ids: [i.id], statuses: ["idle"] }, owner, leaseMs: 60_000 })
         if (got.length === 0) continue
         const pd = yield* decodeProvisioning((got[0].doc as any).provisioning_data).pipe(Effect.option)
