@@ -7,7 +7,9 @@ import { Duration, Effect, Schedule, Schema, Stream } from "effect"
 import { createParser, type EventSourceMessage } from "eventsource-parser"
 import type { RunnerClient } from "../ports/RunnerTransport.ts"
 import { RunnerTransportError } from "../ports/RunnerTransport.ts"
-import { JobStateEvent, LogEvent, SubmitBody } from "../runner/RunnerProtocol.ts"
+import { Buffer } from "node:buffer"
+import { EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_VERSION, eventStreamVersion, FrameDecoder, type StreamEvent } from "../runner/EventStream.ts"
+import { JobStateEvent, type LogEvent, SubmitBody } from "../runner/RunnerProtocol.ts"
 import { JobEvent, type RunnerTerminationReason } from "./JobLifecycle.ts"
 
 const MODULE = "RunnerSession"
@@ -62,10 +64,30 @@ const expectOk = (method: string) => (response: Response) =>
         })
       ))
 
-/** Waits until the runner answers its health check, retrying every `intervalMs` up to `timeoutMs`. */
-export const waitHealthy = (client: RunnerClient, timeoutMs: number, intervalMs = 100) =>
+/** When a runner (by base URL) last answered: a check moments ago is not repeated. */
+const healthyAt = new Map<string, number>()
+const HEALTHY_FOR_MS = 2_000
+
+/** Records that the runner behind `client` answered just now (seen alive some other way). */
+export const noteHealthy = (client: RunnerClient): void => {
+  if (healthyAt.size > 10_000) healthyAt.clear()
+  healthyAt.set(client.baseUrl, Date.now())
+}
+
+/**
+ * Waits until the runner answers its health check, retrying every `intervalMs` up to
+ * `timeoutMs`; at once when it answered (or was noted healthy) within the last 2 s.
+ */
+export const waitHealthy = (client: RunnerClient, timeoutMs: number, intervalMs = 100): Effect.Effect<void, RunnerTransportError> =>
+  Effect.suspend(() => {
+    const at = healthyAt.get(client.baseUrl)
+    return at !== undefined && Date.now() - at < HEALTHY_FOR_MS ? Effect.void : checkHealthy(client, timeoutMs, intervalMs)
+  })
+
+const checkHealthy = (client: RunnerClient, timeoutMs: number, intervalMs: number) =>
   client.fetch("/api/healthcheck").pipe(
     Effect.flatMap(expectOk("healthcheck")),
+    Effect.tap(() => Effect.sync(() => noteHealthy(client))),
     Effect.retry(Schedule.spaced(Duration.millis(intervalMs))),
     Effect.timeoutFail({
       duration: Duration.millis(timeoutMs),
@@ -109,16 +131,25 @@ export type RunnerStreamEvent =
   | { readonly _tag: "End"; readonly lastUpdated: number }
 
 const decodeState = Schema.decodeUnknownSync(JobStateEvent)
-const decodeLog = Schema.decodeUnknownSync(LogEvent)
 
-const toEvent = (message: EventSourceMessage): RunnerStreamEvent | undefined => {
+// An older runner's Server-Sent Events: one JSON event per event, output in base64.
+const decodeLogData = (data: string): LogEvent => {
+  const raw = JSON.parse(data) as { timestamp?: unknown; message?: unknown }
+  if (typeof raw.timestamp !== "number" || typeof raw.message !== "string") {
+    throw new Error(`a log event needs a numeric timestamp and a base64 message, got ${data.slice(0, 200)}`)
+  }
+  const bytes = Buffer.from(raw.message, "base64")
+  return { timestamp: raw.timestamp, message: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) }
+}
+
+const fromSse = (message: EventSourceMessage): RunnerStreamEvent | undefined => {
   switch (message.event) {
     case "state":
       return { _tag: "State", state: decodeState(JSON.parse(message.data)) }
     case "log":
-      return { _tag: "Log", log: decodeLog(JSON.parse(message.data)), source: "stdout" }
+      return { _tag: "Log", log: decodeLogData(message.data), source: "stdout" }
     case "runner_log":
-      return { _tag: "Log", log: decodeLog(JSON.parse(message.data)), source: "runner" }
+      return { _tag: "Log", log: decodeLogData(message.data), source: "runner" }
     case "end":
       return { _tag: "End", lastUpdated: Number(JSON.parse(message.data).last_updated ?? 0) }
     default:
@@ -126,40 +157,82 @@ const toEvent = (message: EventSourceMessage): RunnerStreamEvent | undefined => 
   }
 }
 
+const fromFrame = (event: StreamEvent): RunnerStreamEvent => {
+  switch (event.kind) {
+    case "state":
+      return { _tag: "State", state: event.state }
+    case "log":
+      return { _tag: "Log", log: { timestamp: event.timestamp, message: event.message }, source: "stdout" }
+    case "runner_log":
+      return { _tag: "Log", log: { timestamp: event.timestamp, message: event.message }, source: "runner" }
+    case "end":
+      return { _tag: "End", lastUpdated: event.timestamp }
+  }
+}
+
+/** Turns the chunks of a response body into events: frames from a current runner, SSE from an older one. */
+const eventDecoder = (binary: boolean): ((chunk: Uint8Array) => Array<RunnerStreamEvent>) => {
+  if (binary) {
+    const frames = new FrameDecoder()
+    return (chunk) => frames.push(chunk).map(fromFrame)
+  }
+  const text = new TextDecoder()
+  const pending: Array<RunnerStreamEvent> = []
+  const parser = createParser({
+    onEvent: (message) => {
+      const event = fromSse(message)
+      if (event) pending.push(event)
+    }
+  })
+  return (chunk) => {
+    parser.feed(text.decode(chunk, { stream: true }))
+    return pending.splice(0)
+  }
+}
+
 /**
  * The runner's live events after `cursor` (epoch ms), as a stream that ends with `End` once the
- * job has ended and every event was delivered. Reading in chunks keeps a burst of log lines to
- * a handful of allocations.
+ * job has ended and every event was delivered. Each read of the connection becomes one chunk
+ * of events, so a consumer that works chunk by chunk handles a burst of output in one go.
+ *
+ * The stream is the runner's binary event stream (EventStream.ts); a runner that answers with
+ * Server-Sent Events is an older one and is read as such, and one that speaks another version
+ * of the binary stream is refused with an error that says so.
  */
 export const followEvents = (client: RunnerClient, cursor: number): Stream.Stream<RunnerStreamEvent, RunnerTransportError> =>
   Stream.unwrapScoped(
     Effect.gen(function* () {
-      const response = yield* client.fetch(`/logs_stream?timestamp=${cursor}`, { headers: { accept: "text/event-stream" } }).pipe(
-        Effect.flatMap(expectOk("logs_stream"))
-      )
+      const response = yield* client.fetch(`/logs_stream?timestamp=${cursor}`, {
+        headers: { accept: `${EVENT_STREAM_CONTENT_TYPE}, text/event-stream;q=0.5` }
+      }).pipe(Effect.flatMap(expectOk("logs_stream")))
       if (response.body === null) return yield* Effect.fail(transportError("logs_stream", "the runner sent an empty stream"))
       const body = response.body
+      const contentType = response.headers.get("content-type")
+      const version = eventStreamVersion(contentType)
+      const refuse = (message: string) =>
+        Effect.zipRight(
+          Effect.promise(() => body.cancel().catch(() => {})),
+          Effect.fail(new RunnerTransportError({ module: MODULE, method: "logs_stream", reason: "Invalid", message }))
+        )
+      if (version !== undefined && version !== EVENT_STREAM_VERSION) {
+        return yield* refuse(
+          `the runner at ${client.baseUrl} streams events in version ${version} of the event stream, this server reads version ${EVENT_STREAM_VERSION}: run a runner of the server's version`
+        )
+      }
+      if (version === undefined && !(contentType ?? "").toLowerCase().startsWith("text/event-stream")) {
+        return yield* refuse(`the runner at ${client.baseUrl} answered the event stream with ${contentType ?? "no content type"}`)
+      }
+      const decode = eventDecoder(version !== undefined)
       return Stream.fromReadableStream({
         evaluate: () => body,
         onError: (cause) => transportError("logs_stream", `the runner's event stream broke: ${String(cause)}`, cause)
       }).pipe(
-        Stream.mapAccum(
-          { decoder: new TextDecoder(), pending: [] as Array<RunnerStreamEvent>, parser: undefined as ReturnType<typeof createParser> | undefined },
-          (acc, chunk) => {
-            const out: Array<RunnerStreamEvent> = []
-            const parser = acc.parser ?? createParser({
-              onEvent: (message) => {
-                const event = toEvent(message)
-                if (event) acc.pending.push(event)
-              }
-            })
-            parser.feed(acc.decoder.decode(chunk, { stream: true }))
-            out.push(...acc.pending)
-            acc.pending.length = 0
-            return [{ ...acc, parser }, out] as const
-          }
+        Stream.mapConcatEffect((chunk) =>
+          Effect.try({
+            try: () => decode(chunk),
+            catch: (cause) => transportError("logs_stream", `the runner sent a malformed event: ${String(cause)}`, cause)
+          })
         ),
-        Stream.flattenIterables,
         // A job's final state comes after all its logs: anything past it belongs to the runner's
         // next job, so a follower stops there even if the `end` event has not come yet.
         Stream.takeUntil((event) => event._tag === "End" || (event._tag === "State" && FINAL_STATES.has(event.state.state)))

@@ -2,17 +2,54 @@
  * The runner's memory of one job: state events, job output and runner messages, on one
  * strictly increasing millisecond clock, so that "everything after timestamp T" is a lossless
  * cursor for pulls and live followers alike.
+ *
+ * Output is bounded in memory: past `memoryBytes` the oldest events move to spill files under
+ * `spillDir` (read back when a follower asks for them), and past `maxSpillBytes` on disk the
+ * oldest spill file goes — a follower that comes back from before it is told how much it lost.
+ * Without a `spillDir` the oldest events past `memoryBytes` are dropped the same way.
  */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import type { StreamEvent } from "./EventStream.ts"
 import type { JobStateEvent, LogEvent } from "./RunnerProtocol.ts"
+
+type LogKind = "log" | "runner_log"
 
 interface PendingLog {
   timestamp: number
+  kind: LogKind
   chunks: Array<Uint8Array>
   size: number
 }
 
+/** A spill file: records of a 16-byte header (u8 kind, u8 0, u16 0, u32 length, f64 ts) and the bytes. */
+interface Segment {
+  readonly file: string
+  readonly fd: number
+  size: number
+  firstTs: number
+  lastTs: number
+  /** Every ~SPARSE bytes: the timestamp and offset of a record, to start a scan near a cursor. */
+  readonly marks: Array<{ readonly ts: number; readonly offset: number }>
+}
+
 /** The largest log event built by joining chunks that arrive within the same millisecond. */
 const MAX_EVENT_BYTES = 1024 * 1024
+const HEADER = 16
+const SPARSE = 256 * 1024
+
+export interface JobEventLogOptions {
+  /** The clock (epoch ms); default `Date.now`. */
+  readonly now?: () => number
+  /** Output kept in memory, in bytes (default 32 MiB); older output is spilled or dropped. */
+  readonly memoryBytes?: number
+  /** Where older output is spilled (created if missing); none: it is dropped. */
+  readonly spillDir?: string
+  /** Spilled output kept on disk, in bytes (default 2 GiB); the oldest spill file goes first. */
+  readonly maxSpillBytes?: number
+  /** The size of one spill file (default 64 MiB). */
+  readonly segmentBytes?: number
+}
 
 const joinChunks = (chunks: ReadonlyArray<Uint8Array>, size: number): Uint8Array => {
   if (chunks.length === 1) return chunks[0]
@@ -46,20 +83,50 @@ export interface JobEventsSince {
   readonly hasMore: boolean
 }
 
+/** The events after a cursor in the order they happened (states and output interleaved). */
+export interface JobEventsRead {
+  readonly events: ReadonlyArray<StreamEvent>
+  readonly lastUpdated: number
+  readonly hasMore: boolean
+}
+
 export class JobEventLog {
   private readonly states: Array<JobStateEvent> = []
-  private readonly jobLogs: Array<PendingLog> = []
-  private readonly runnerLogs: Array<PendingLog> = []
+  /** Output still in memory, oldest first; older output is in `segments`. */
+  private readonly logs: Array<PendingLog> = []
+  private memBytes = 0
+  private readonly segments: Array<Segment> = []
+  private segmentSeq = 0
+  /** Output dropped for good: its newest timestamp and its size. */
+  private droppedUpTo = 0
+  private droppedBytes = 0
   private last = 0
   /** No event at or before this timestamp may change any more: a reader has seen it. */
   private sealedUpTo = 0
   private readonly listeners = new Set<() => void>()
+  private readonly now: () => number
+  private readonly memoryBytes: number
+  private readonly maxSpillBytes: number
+  private readonly segmentBytes: number
+  private readonly spillDir: string | undefined
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(options: JobEventLogOptions | (() => number) = {}) {
+    const o: JobEventLogOptions = typeof options === "function" ? { now: options } : options
+    this.now = o.now ?? Date.now
+    this.memoryBytes = o.memoryBytes ?? 32 * 1024 * 1024
+    this.maxSpillBytes = o.maxSpillBytes ?? 2 * 1024 * 1024 * 1024
+    this.segmentBytes = o.segmentBytes ?? 64 * 1024 * 1024
+    this.spillDir = o.spillDir
+  }
 
   /** The newest timestamp in the log (0 when empty). */
   get lastUpdated(): number {
     return this.last
+  }
+
+  /** Output bytes held in memory and in spill files (for tests and metrics). */
+  get footprint(): { readonly memoryBytes: number; readonly spilledBytes: number; readonly droppedBytes: number } {
+    return { memoryBytes: this.memBytes, spilledBytes: this.segments.reduce((n, s) => n + s.size, 0), droppedBytes: this.droppedBytes }
   }
 
   private tick(): number {
@@ -79,23 +146,24 @@ export class JobEventLog {
   }
 
   addJobLog(bytes: Uint8Array): void {
-    this.addLog(this.jobLogs, bytes)
+    this.addLog("log", bytes)
   }
 
   addRunnerLog(message: string): void {
-    this.addLog(this.runnerLogs, new TextEncoder().encode(message.endsWith("\n") ? message : `${message}\n`))
+    this.addLog("runner_log", new TextEncoder().encode(message.endsWith("\n") ? message : `${message}\n`))
   }
 
-  private addLog(target: Array<PendingLog>, bytes: Uint8Array): void {
+  private addLog(kind: LogKind, bytes: Uint8Array): void {
     if (bytes.length === 0) return
     // Copy: a reader may hold the event while the producer reuses its buffer.
     const chunk = new Uint8Array(bytes)
-    const tail = target[target.length - 1]
+    const tail = this.logs[this.logs.length - 1]
     // Chunks that arrive within one millisecond join the newest event, as long as no reader
     // has seen it and nothing else came after it: timestamps stay close to the wall clock
     // under heavy output without a cursor ever skipping bytes.
     if (
       tail !== undefined &&
+      tail.kind === kind &&
       tail.timestamp === this.last &&
       tail.timestamp > this.sealedUpTo &&
       tail.timestamp >= this.now() &&
@@ -104,9 +172,123 @@ export class JobEventLog {
       tail.chunks.push(chunk)
       tail.size += chunk.length
     } else {
-      target.push({ timestamp: this.tick(), chunks: [chunk], size: chunk.length })
+      this.logs.push({ timestamp: this.tick(), kind, chunks: [chunk], size: chunk.length })
     }
+    this.memBytes += chunk.length
+    if (this.memBytes > this.memoryBytes) this.evict()
     this.notify()
+  }
+
+  // Moves the oldest output out of memory (down to half the budget, so that spills come in
+  // big writes), always keeping the newest event, which may still grow.
+  private evict(): void {
+    let n = 0
+    let freed = 0
+    while (n < this.logs.length - 1 && this.memBytes - freed > this.memoryBytes / 2) freed += this.logs[n++].size
+    if (n === 0) return
+    const moved = this.logs.splice(0, n)
+    this.memBytes -= freed
+    if (this.spillDir === undefined) {
+      this.droppedBytes += freed
+      this.droppedUpTo = moved[moved.length - 1].timestamp
+      return
+    }
+    this.spill(moved)
+  }
+
+  private spill(moved: ReadonlyArray<PendingLog>): void {
+    let segment = this.segments[this.segments.length - 1]
+    if (segment === undefined || segment.size >= this.segmentBytes) segment = this.openSegment()
+    let total = 0
+    for (const e of moved) total += HEADER + e.size
+    const out = new Uint8Array(total)
+    const view = new DataView(out.buffer)
+    let pos = 0
+    for (const e of moved) {
+      const at = segment.size + pos
+      if (segment.marks.length === 0 || at - segment.marks[segment.marks.length - 1].offset >= SPARSE) {
+        segment.marks.push({ ts: e.timestamp, offset: at })
+      }
+      view.setUint8(pos, e.kind === "log" ? 2 : 3)
+      view.setUint32(pos + 4, e.size, true)
+      view.setFloat64(pos + 8, e.timestamp, true)
+      let offset = pos + HEADER
+      for (const chunk of e.chunks) {
+        out.set(chunk, offset)
+        offset += chunk.length
+      }
+      pos += HEADER + e.size
+    }
+    let written = 0
+    while (written < out.length) written += fs.writeSync(segment.fd, out, written, out.length - written, segment.size + written)
+    if (segment.size === 0) segment.firstTs = moved[0].timestamp
+    segment.size += total
+    segment.lastTs = moved[moved.length - 1].timestamp
+    let onDisk = this.segments.reduce((s, g) => s + g.size, 0)
+    while (onDisk > this.maxSpillBytes && this.segments.length > 1) {
+      const oldest = this.segments.shift()!
+      onDisk -= oldest.size
+      this.droppedBytes += oldest.size
+      this.droppedUpTo = oldest.lastTs
+      this.closeSegment(oldest)
+    }
+  }
+
+  private openSegment(): Segment {
+    fs.mkdirSync(this.spillDir!, { recursive: true })
+    const file = path.join(this.spillDir!, `output-${process.pid}-${++this.segmentSeq}.spill`)
+    const fd = fs.openSync(file, "w+")
+    const segment: Segment = { file, fd, size: 0, firstTs: 0, lastTs: 0, marks: [] }
+    this.segments.push(segment)
+    return segment
+  }
+
+  private closeSegment(segment: Segment): void {
+    try {
+      fs.closeSync(segment.fd)
+    } catch {
+      // already closed
+    }
+    fs.rmSync(segment.file, { force: true })
+  }
+
+  /**
+   * Appends the spilled records after `after` of one segment to `out` while the output stays
+   * within `max` bytes (`used` already taken; at least one record overall). Returns the bytes
+   * read, or -1 when it stopped at the limit.
+   */
+  private readSegment(segment: Segment, after: number, used: number, max: number, out: Array<StreamEvent>): number {
+    // Start at the last mark at or before the cursor.
+    let lo = 0
+    let hi = segment.marks.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (segment.marks[mid].ts <= after) lo = mid + 1
+      else hi = mid
+    }
+    let pos = lo === 0 ? 0 : segment.marks[lo - 1].offset
+    let bytes = 0
+    const header = new Uint8Array(HEADER)
+    const view = new DataView(header.buffer)
+    while (pos + HEADER <= segment.size) {
+      fs.readSync(segment.fd, header, 0, HEADER, pos)
+      const length = view.getUint32(4, true)
+      const timestamp = view.getFloat64(8, true)
+      if (timestamp > after) {
+        if (used + bytes > 0 && used + bytes + length > max) return -1
+        const message = new Uint8Array(length)
+        let read = 0
+        while (read < length) {
+          const got = fs.readSync(segment.fd, message, read, length - read, pos + HEADER + read)
+          if (got === 0) throw new Error(`spill file ${segment.file} is shorter than written`)
+          read += got
+        }
+        out.push({ kind: view.getUint8(0) === 2 ? "log" : "runner_log", timestamp, message })
+        bytes += length
+      }
+      pos += HEADER + length
+    }
+    return bytes
   }
 
   /**
@@ -115,39 +297,88 @@ export class JobEventLog {
    */
   clear(): void {
     this.states.length = 0
-    this.jobLogs.length = 0
-    this.runnerLogs.length = 0
+    this.logs.length = 0
+    this.memBytes = 0
+    for (const segment of this.segments.splice(0)) this.closeSegment(segment)
+    this.droppedBytes = 0
+    this.droppedUpTo = 0
     this.sealedUpTo = this.last
     this.notify()
   }
 
+  /** Removes the spill files (the runner is going away). */
+  close(): void {
+    for (const segment of this.segments.splice(0)) this.closeSegment(segment)
+  }
+
   /**
-   * Events after `after`, at most about `maxLogBytes` of job output. When cut, the cursor is
-   * the newest timestamp handed out and `hasMore` is set.
+   * Events after `after` in the order they happened, at most about `maxLogBytes` of output
+   * (at least one event). When cut, the cursor is the newest timestamp handed out and
+   * `hasMore` is set.
    */
-  since(after: number, maxLogBytes = 4 * 1024 * 1024): JobEventsSince {
-    let cutoff = this.last
-    let hasMore = false
-    const jobLogs: Array<LogEvent> = []
+  read(after: number, maxLogBytes = 4 * 1024 * 1024): JobEventsRead {
+    const logs: Array<StreamEvent> = []
     let bytes = 0
-    for (let i = firstAfter(this.jobLogs, after); i < this.jobLogs.length; i++) {
-      const event = this.jobLogs[i]
-      if (bytes > 0 && bytes + event.size > maxLogBytes) {
-        cutoff = this.jobLogs[i - 1].timestamp
-        hasMore = true
-        break
+    let cut = false
+    if (after < this.droppedUpTo) {
+      // The follower comes back from before output that is gone: say so, in its place.
+      const note = `the runner dropped ${this.droppedBytes} bytes of older output (it keeps ${this.memoryBytes} bytes in memory${this.spillDir ? ` and ${this.maxSpillBytes} on disk` : ""})\n`
+      logs.push({ kind: "runner_log", timestamp: this.droppedUpTo, message: new TextEncoder().encode(note) })
+      after = this.droppedUpTo
+    }
+    const firstInMemory = this.logs[0]?.timestamp ?? Infinity
+    if (after < firstInMemory) {
+      for (const segment of this.segments) {
+        if (segment.lastTs <= after) continue
+        const got = this.readSegment(segment, after, bytes, maxLogBytes, logs)
+        if (got < 0) {
+          cut = true
+          break
+        }
+        bytes += got
       }
-      bytes += event.size
-      jobLogs.push({ timestamp: event.timestamp, message: joinChunks(event.chunks, event.size) })
     }
-    const upTo = <T extends { timestamp: number }>(events: ReadonlyArray<T>): Array<T> => {
-      const out: Array<T> = []
-      for (let i = firstAfter(events, after); i < events.length && events[i].timestamp <= cutoff; i++) out.push(events[i])
-      return out
+    if (!cut) {
+      for (let i = firstAfter(this.logs, after); i < this.logs.length; i++) {
+        const event = this.logs[i]
+        if (bytes > 0 && bytes + event.size > maxLogBytes) {
+          cut = true
+          break
+        }
+        bytes += event.size
+        logs.push({ kind: event.kind, timestamp: event.timestamp, message: joinChunks(event.chunks, event.size) })
+      }
     }
-    const runnerLogs = upTo(this.runnerLogs).map((e) => ({ timestamp: e.timestamp, message: joinChunks(e.chunks, e.size) }))
+    const cutoff = cut ? logs[logs.length - 1].timestamp : this.last
+    const events: Array<StreamEvent> = []
+    // Merge the (few) states into the output by timestamp.
+    let s = firstAfter(this.states, after)
+    for (const log of logs) {
+      while (s < this.states.length && this.states[s].timestamp < log.timestamp) {
+        events.push({ kind: "state", timestamp: this.states[s].timestamp, state: this.states[s] })
+        s++
+      }
+      events.push(log)
+    }
+    for (; s < this.states.length && this.states[s].timestamp <= cutoff; s++) {
+      events.push({ kind: "state", timestamp: this.states[s].timestamp, state: this.states[s] })
+    }
     this.sealedUpTo = Math.max(this.sealedUpTo, cutoff)
-    return { jobStates: upTo(this.states), jobLogs, runnerLogs, lastUpdated: Math.max(after, cutoff), hasMore }
+    return { events, lastUpdated: Math.max(after, cutoff), hasMore: cut }
+  }
+
+  /** Events after `after` by kind (the pull answer), at most about `maxLogBytes` of job output. */
+  since(after: number, maxLogBytes = 4 * 1024 * 1024): JobEventsSince {
+    const { events, lastUpdated, hasMore } = this.read(after, maxLogBytes)
+    const jobStates: Array<JobStateEvent> = []
+    const jobLogs: Array<LogEvent> = []
+    const runnerLogs: Array<LogEvent> = []
+    for (const e of events) {
+      if (e.kind === "state") jobStates.push(e.state)
+      else if (e.kind === "log") jobLogs.push({ timestamp: e.timestamp, message: e.message })
+      else if (e.kind === "runner_log") runnerLogs.push({ timestamp: e.timestamp, message: e.message })
+    }
+    return { jobStates, jobLogs, runnerLogs, lastUpdated, hasMore }
   }
 
   /** Calls `listener` after every new event until the returned function is called. */
@@ -158,7 +389,7 @@ export class JobEventLog {
 
   /** Resolves once the log holds an event after `after` (at once if it already does). */
   changedAfter(after: number, signal?: AbortSignal): Promise<void> {
-    if (this.last > after) return Promise.resolve()
+    if (this.last > after || signal?.aborted) return Promise.resolve()
     return new Promise((resolve) => {
       const done = () => {
         unsubscribe()

@@ -11,7 +11,7 @@ import type { JobStatus, JobTerminationReason } from "../domain/Status.ts"
 import * as DockerExecutor from "./DockerExecutor.ts"
 import type { Execution, ExecutionExit, ExecutionObserver, Executor, ExecutorError } from "./Execution.ts"
 import { nvidiaGpuUsage } from "./HostUsage.ts"
-import type { JobEventsSince } from "./JobEventLog.ts"
+import type { JobEventLogOptions, JobEventsSince } from "./JobEventLog.ts"
 import { JobEventLog } from "./JobEventLog.ts"
 import * as ProcessExecutor from "./ProcessExecutor.ts"
 import { materializeRepo } from "../repos/Materialize.ts"
@@ -68,6 +68,11 @@ export interface RunnerAgentOptions {
   readonly processExecutor?: Executor
   /** The executor for jobs with an image; default the docker executor. */
   readonly dockerExecutor?: Executor
+  /**
+   * How much of the job's output stays in memory and on disk (see JobEventLog); output past
+   * the memory budget is spilled under `<workDir>/output` by default.
+   */
+  readonly output?: Omit<JobEventLogOptions, "now">
 }
 
 const terminationOf = (
@@ -95,7 +100,8 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
     const repoDir = path.resolve(options.workDir, "repo")
     const processExecutor = options.processExecutor ?? ProcessExecutor.make()
     const dockerExecutor = options.dockerExecutor ?? DockerExecutor.make()
-    const events = new JobEventLog()
+    const events = new JobEventLog({ spillDir: path.resolve(options.workDir, "output"), ...options.output })
+    yield* Effect.addFinalizer(() => Effect.sync(() => events.close()))
 
     let state: RunnerState = "wait_submit"
     let submission: SubmitBody | undefined

@@ -9,14 +9,20 @@ import type { Context } from "hono"
 import { streamSSE } from "hono/streaming"
 import type { RunnerAgentService } from "./RunnerAgent.ts"
 import { RunnerError } from "./RunnerAgent.ts"
-import type { JobEventsSince } from "./JobEventLog.ts"
-import { JobStateEvent, LogEvent, PullResponse, StopBody, SubmitBody } from "./RunnerProtocol.ts"
+import { Buffer } from "node:buffer"
+import { encodeFrames, EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_TYPE } from "./EventStream.ts"
+import { JobStateEvent, PullResponse, StopBody, SubmitBody } from "./RunnerProtocol.ts"
 
 const STATUS_OF_REASON = { Invalid: 400, Conflict: 409, Internal: 500 } as const
 
 const encodePull = Schema.encodeSync(PullResponse)
 const encodeState = Schema.encodeSync(JobStateEvent)
-const encodeLog = Schema.encodeSync(LogEvent)
+
+const base64 = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64")
+
+/** Output per write of the live streams: big enough to move bytes, small enough to interleave. */
+const SSE_BATCH_BYTES = 1024 * 1024
+const STREAM_BATCH_BYTES = 1024 * 1024
 
 /** The runner's version, reported by the healthcheck (the version of @dstack-ts/core). */
 export const RUNNER_VERSION = "0.1.0"
@@ -105,25 +111,26 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
   })
 
   // Live events: the same cursor as pull (`timestamp`, or Last-Event-ID on reconnect). The
-  // stream ends once the job has ended and its last events are sent.
+  // stream ends once the job has ended and its last events are sent. A client that accepts
+  // the binary event stream (EventStream.ts) gets frames; anyone else Server-Sent Events.
   app.get("/logs_stream", (c) => {
     let cursor = parseTimestamp(c.req.header("Last-Event-ID") ?? c.req.query("timestamp"))
+    if ((c.req.header("accept") ?? "").includes(EVENT_STREAM_TYPE)) return binaryStream(cursor)
     return streamSSE(c, async (stream) => {
       const aborted = new AbortController()
       stream.onAbort(() => aborted.abort())
       while (!aborted.signal.aborted) {
         const finishedBefore = await runAgent(agent.finished)
-        const batch: JobEventsSince = await runAgent(agent.pull(cursor))
+        const batch = agent.events.read(cursor, SSE_BATCH_BYTES)
         // In timestamp order across kinds: a follower may rely on a job's final state coming
-        // after every log line the job wrote.
-        const ordered = [
-          ...batch.jobStates.map((e) => ({ t: e.timestamp, event: "state", data: () => encodeState(e) })),
-          ...batch.jobLogs.map((e) => ({ t: e.timestamp, event: "log", data: () => encodeLog(e) })),
-          ...batch.runnerLogs.map((e) => ({ t: e.timestamp, event: "runner_log", data: () => encodeLog(e) }))
-        ].sort((a, b) => a.t - b.t)
-        for (const item of ordered) {
-          await stream.writeSSE({ event: item.event, id: String(item.t), data: JSON.stringify(item.data()) })
+        // after every log line the job wrote. One write per batch.
+        let text = ""
+        for (const e of batch.events) {
+          if (e.kind === "end") continue
+          const data = e.kind === "state" ? JSON.stringify(encodeState(e.state)) : `{"timestamp":${e.timestamp},"message":"${base64(e.message)}"}`
+          text += `event: ${e.kind}\nid: ${e.timestamp}\ndata: ${data}\n\n`
         }
+        if (text !== "") await stream.write(text)
         cursor = batch.lastUpdated
         if (batch.hasMore) continue
         if (finishedBefore) {
@@ -134,6 +141,31 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
       }
     })
   })
+
+  // The binary event stream: one buffer of frames per read, produced only when the client has
+  // taken the previous one, so a slow follower holds the runner back instead of its memory.
+  const binaryStream = (from: number): Response => {
+    let cursor = from
+    const aborted = new AbortController()
+    const body = new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        for (;;) {
+          if (aborted.signal.aborted) return
+          const finishedBefore = await runAgent(agent.finished)
+          const batch = agent.events.read(cursor, STREAM_BATCH_BYTES)
+          cursor = batch.lastUpdated
+          const done = !batch.hasMore && finishedBefore
+          const events = done ? [...batch.events, { kind: "end" as const, timestamp: cursor }] : batch.events
+          if (events.length > 0) controller.enqueue(encodeFrames(events))
+          if (done) return controller.close()
+          if (events.length > 0) return
+          await agent.events.changedAfter(cursor, aborted.signal)
+        }
+      },
+      cancel: () => aborted.abort()
+    }, { highWaterMark: 0 })
+    return new Response(body, { headers: { "content-type": EVENT_STREAM_CONTENT_TYPE, "cache-control": "no-cache" } })
+  }
 
   app.notFound((c) => c.json({ detail: [{ msg: `no route ${c.req.method} ${c.req.path}`, code: "not_found" }] }, 404))
 
