@@ -1,12 +1,15 @@
-// The examples for people who extend dstack-ts, each exercised for real: the custom server build
-// started as a child process and driven over HTTP, the Fake Cloud backend plugin planning and
-// running a job in a createServer, and the GeoJSON codec plugin through its conformance suite
-// and AutoHandler.
-import { spawn, type ChildProcess } from "node:child_process"
+// The examples, each exercised for real: the custom server build started as a child process and
+// driven over HTTP, the Fake Cloud backend plugin planning and running a job in a createServer,
+// the GeoJSON codec plugin through its conformance suite and AutoHandler, the HTTP task (process
+// and container) reached through run.attach(), and the stacks scripts and the CLI commands of
+// their README run against a real server.
+import { execFile, spawn, type ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { serve } from "@hono/node-server"
 import { it as effectIt } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
 import {
@@ -14,6 +17,7 @@ import {
   AutoHandler,
   Backend,
   BlobStore,
+  Client,
   createServer,
   EmbeddedStateStore,
   loadConfiguration,
@@ -21,13 +25,21 @@ import {
   PluginHost,
   Requirements,
   runOn,
-  type Server
+  type Server,
+  TaskConfiguration,
+  VirtualRepo
 } from "@dstack-ts/core"
 import { testBackend, testCodec } from "@dstack-ts/core/testing"
-import { RunnerCommand } from "@dstack-ts/backend-local"
+import backendLocal, { RunnerCommand } from "@dstack-ts/backend-local"
+import transportLocal from "@dstack-ts/transport-local"
+import dataframePlugin, { codecs as dataframeCodecs } from "@dstack-ts/handler-dataframe"
+import plotPlugin, { codecs as plotCodecs } from "@dstack-ts/handler-plot"
+import modelPlugin, { codecs as modelCodecs } from "@dstack-ts/handler-model"
 import fakeCloud, { makeFakeCloud } from "../../examples/custom-backend/fake-cloud.ts"
 import geojsonPlugin, { geojson, type FeatureCollection } from "../../examples/custom-encoder/geojson.ts"
 import { appCall, httpCall, type Call } from "../support/api.ts"
+import { describeWith } from "../support/components.ts"
+import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 
 /** A configuration file as `dstack apply -f` reads it, encoded for the wire. */
 const wireConfiguration = async (file: string, patch: Record<string, unknown> = {}) => {
@@ -266,4 +278,205 @@ describe("examples/custom-encoder through AutoHandler", () => {
       const error = yield* Effect.flip(AutoHandler.make([]).decode(stored))
       expect(error.message).toContain("@acme/handler-geojson")
     }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// examples/http-task and examples/stacks: a real server on a real port with the default build's
+// plugins, driven by the SDK, by the example scripts as child processes, and by the CLI.
+
+const dockerMissing = await dockerUnavailableReason()
+
+describe("examples/http-task and examples/stacks on a real server", () => {
+  const TOKEN = "examples-default-build-token"
+  let server: Server
+  let listener: ReturnType<typeof serve>
+  let url = ""
+  let client: Client
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-example-home-"))
+
+  beforeAll(async () => {
+    server = await createServer({
+      state: EmbeddedStateStore.layerMemory(),
+      blobs: BlobStore.layerMemory,
+      adminToken: TOKEN,
+      plugins: [backendLocal, transportLocal, dataframePlugin, plotPlugin, modelPlugin],
+      compute: { defaultBackends: [{ type: "local" }] }
+    })
+    listener = await new Promise((resolve) => {
+      const s = serve({ fetch: server.app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve(s))
+    })
+    url = `http://127.0.0.1:${(listener.address() as AddressInfo).port}`
+    client = Client.connect({ name: "main", url, token: TOKEN })
+  }, 60_000)
+
+  afterAll(async () => {
+    ;(listener as unknown as { closeAllConnections?: () => void })?.closeAllConnections?.()
+    await new Promise<void>((r) => (listener ? listener.close(() => r()) : r()))
+    await server?.close()
+    fs.rmSync(home, { recursive: true, force: true })
+  }, 30_000)
+
+  /** What `dstack` and the scripts read instead of ~/.dstack/config.yml. */
+  const clientEnv = () => ({ ...process.env, DSTACK_SERVER_URL: url, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main", HOME: home })
+
+  /** A free local port (the OS picks one, then it is released for the job or the forward). */
+  const freePort = async (): Promise<number> => {
+    const net = await import("node:net")
+    return new Promise((resolve, reject) => {
+      const probe = net.createServer().once("error", reject)
+      probe.listen(0, "127.0.0.1", () => {
+        const { port } = probe.address() as AddressInfo
+        probe.close(() => resolve(port))
+      })
+    })
+  }
+
+  const fetchText = async (local: number): Promise<string> => {
+    for (let i = 0; i < 100; i++) {
+      const body = await fetch(`http://127.0.0.1:${local}/`).then((r) => r.text()).catch(() => "")
+      if (body !== "") return body
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    throw new Error(`nothing answered on 127.0.0.1:${local}`)
+  }
+
+  const logText = async (run: { logs: () => AsyncIterable<Uint8Array> }) => {
+    let text = ""
+    for await (const chunk of run.logs()) text += new TextDecoder().decode(chunk)
+    return text
+  }
+
+  /** The example configuration as a TaskConfiguration, with the ports (and env) a test can use. */
+  const taskOf = async (file: string, patch: Record<string, unknown>) =>
+    Schema.decodeUnknownSync(TaskConfiguration)(await wireConfiguration(file, patch))
+
+  it("examples/http-task/.dstack.yml: the job's server answers through run.attach(), and stops on SIGTERM", async () => {
+    const [local, jobPort] = [await freePort(), await freePort()]
+    const task = await taskOf("examples/http-task/.dstack.yml", { ports: [`${local}:${jobPort}`], env: { PORT: String(jobPort) } })
+    // The run's code: the server script at the path the configuration names (as `dstack apply`
+    // from the repository root would upload it).
+    const repo = new VirtualRepo({ repoId: "examples-http-task" })
+    await Effect.runPromise(repo.addFile("examples/http-task/server.mjs", fs.readFileSync("examples/http-task/server.mjs", "utf8")))
+    const run = await client.runs.submit(task, { runName: "http-task-example", repo })
+    expect(await run.attach({ timeoutMs: 60_000 })).toEqual({ [jobPort]: local })
+    expect(await fetchText(local)).toBe(`Hello from http-task-example, served on port ${jobPort}\n`)
+    await run.detach()
+    await expect(fetch(`http://127.0.0.1:${local}/`)).rejects.toThrow()
+    await run.stop()
+    const start = Date.now()
+    while (!(await run.refresh()).finished && Date.now() - start < 60_000) await new Promise((r) => setTimeout(r, 200))
+    expect(run.status).toBe("terminated")
+    const logs = await logText(run)
+    expect(logs).toContain(`listening on port ${jobPort}`)
+    expect(logs).toContain("GET /")
+  }, 120_000)
+
+  describeWith("docker", dockerMissing === undefined, dockerMissing ?? "", () => {
+    it("examples/http-task/docker.dstack.yml: busybox httpd in a container, reached through its published port", async () => {
+      await ensureBusyboxImage()
+      const local = await freePort()
+      const task = await taskOf("examples/http-task/docker.dstack.yml", { ports: [`${local}:8000`] })
+      const run = await client.runs.submit(task, { runName: "http-task-docker-example" })
+      expect(await run.attach({ timeoutMs: 90_000 })).toEqual({ 8000: local })
+      expect(await fetchText(local)).toBe("Hello from http-task-docker-example, served by busybox httpd\n")
+      await run.detach()
+      await run.stop({ abort: true })
+    }, 150_000)
+  })
+
+  // The scripts run as a reader runs them (`npx tsx …` / `deno run -A …`), configured by env.
+  const runScript = (file: string, cwd?: string) =>
+    new Promise<{ code: number | null; output: string }>((resolve) => {
+      const command = RunnerCommand.forRuntime()(path.resolve(file), [])
+      execFile(command.file, [...command.args], { cwd, env: clientEnv(), timeout: 90_000 }, (error, stdout, stderr) =>
+        resolve({ code: error ? (typeof error.code === "number" ? error.code : 1) : 0, output: stdout + stderr }))
+    })
+
+  it("examples/sdk/submit.ts submits a task with the current directory as its code and follows its logs", async () => {
+    const cwd = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-example-sdk-"))
+    try {
+      fs.writeFileSync(path.join(cwd, "train.py"), "print('training')\n")
+      const { code, output } = await runScript("examples/sdk/submit.ts", cwd)
+      expect(code, output).toBe(0)
+      const name = /submitted (\S+)/.exec(output)?.[1]
+      expect(name, output).toBeDefined()
+      expect(output).toContain("train.py\n")
+      expect(output).toContain("hello from the SDK\n")
+      expect(output).toContain(`${name} done`)
+    } finally {
+      fs.rmSync(cwd, { recursive: true, force: true })
+    }
+  }, 120_000)
+
+  const stacks = () => client.stacks({ codecs: [...dataframeCodecs, ...plotCodecs, ...modelCodecs] })
+  const headOf = async (stack: string) => (await stacks().get(stack)).head_frame!.attachments
+
+  it("examples/stacks/dataframe.ts pushes records, an Arrow table, CSV and Parquet and pulls each back", async () => {
+    const { code, output } = await runScript("examples/stacks/dataframe.ts")
+    expect(code, output).toBe(0)
+    for (const name of ["records", "arrow", "csv", "parquet", "history"]) expect(output).toContain(`ok ${name}\n`)
+    expect(output).not.toContain("MISMATCH")
+    expect((await headOf("examples/sales"))[0]).toMatchObject({ application: "dataframe", content_type: expect.stringContaining("text/csv") })
+    const weather = await headOf("examples/weather")
+    expect(weather.map((a) => [a.params, a.content_type, (a.metadata as any).row_count])).toEqual([
+      [{ format: "arrow" }, "application/vnd.apache.arrow.stream", 3],
+      [{ format: "parquet" }, "application/vnd.apache.parquet", 3]
+    ])
+    expect((await stacks().get("examples/weather")).frames).toHaveLength(2)
+  }, 120_000)
+
+  it("examples/stacks/plot.ts pushes Vega-Lite, Plotly, SVG and PNG and pulls each back", async () => {
+    const { code, output } = await runScript("examples/stacks/plot.ts")
+    expect(code, output).toBe(0)
+    for (const name of ["vega-lite", "plotly", "svg", "png"]) expect(output).toContain(`ok ${name}\n`)
+    expect((await headOf("examples/revenue"))[0]).toMatchObject({ application: "plot", metadata: { kind: "vega-lite", mark: "bar", title: "Revenue by region" } })
+    expect((await headOf("examples/loss"))[0]).toMatchObject({ content_type: "application/vnd.plotly.v1+json", metadata: { kind: "plotly", traces: 1 } })
+    expect((await headOf("examples/revenue-images")).map((a) => [a.content_type, (a.metadata as any).width, (a.metadata as any).height])).toEqual([
+      ["image/svg+xml", 120, 80],
+      ["image/png", 60, 40]
+    ])
+  }, 120_000)
+
+  it("examples/stacks/model.ts pushes ONNX and safetensors and pulls back Models", async () => {
+    const { code, output } = await runScript("examples/stacks/model.ts")
+    expect(code, output).toBe(0)
+    for (const name of ["onnx", "safetensors"]) expect(output).toContain(`ok ${name}\n`)
+    const [onnx, safetensors] = await headOf("examples/linear")
+    expect(onnx).toMatchObject({
+      content_type: "application/onnx",
+      metadata: { graph_name: "linear", op_types: ["Add", "MatMul"], parameter_count: 4, inputs: [{ name: "x", shape: ["batch", 3] }] }
+    })
+    expect(safetensors).toMatchObject({ content_type: "application/vnd.safetensors", metadata: { tensor_count: 2, parameter_count: 4, framework: "pt" } })
+  }, 120_000)
+
+  it("the CLI commands of examples/stacks/README.md run as written and pull back the files pushed", async () => {
+    // Every `npx dstack …` line of the README's CLI block, in a directory where `examples/` is
+    // this repository's (so the paths are the README's and `-o` writes stay out of the tree).
+    const readme = fs.readFileSync("examples/stacks/README.md", "utf8")
+    const block = /## The same with the CLI[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)![1]
+    const lines = block.split("\n").filter((l) => l.startsWith("npx dstack "))
+    expect(lines.length).toBeGreaterThanOrEqual(8)
+    const words = (line: string) =>
+      [...line.replace(/\s+#.*$/, "").matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]).slice(2)
+    const cwd = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-example-cli-"))
+    fs.symlinkSync(path.resolve("examples"), path.join(cwd, "examples"))
+    try {
+      const entry = "Deno" in globalThis ? path.resolve("cli/src/main.ts") : path.resolve("cli/bin/dstack.mjs")
+      for (const line of lines) {
+        const command = "Deno" in globalThis ? RunnerCommand.forRuntime()(entry, words(line)) : { file: process.execPath, args: [entry, ...words(line)] }
+        const result = await new Promise<{ code: number; output: string }>((resolve) =>
+          execFile(command.file, [...command.args], { cwd, env: clientEnv(), timeout: 60_000 }, (error, stdout, stderr) =>
+            resolve({ code: error ? 1 : 0, output: stdout + stderr })))
+        expect(result.code, `${line}\n${result.output}`).toBe(0)
+      }
+      const same = (pulled: string, original: string) =>
+        expect(new Uint8Array(fs.readFileSync(path.join(cwd, pulled)))).toEqual(new Uint8Array(fs.readFileSync(path.join("examples/stacks/files", original))))
+      same("sales.csv", "sales.csv")
+      same("revenue-images.svg", "chart.svg")
+      same("linear.onnx", "linear.onnx")
+      expect((await stacks().get("examples/sales")).access).toBe("public")
+    } finally {
+      fs.rmSync(cwd, { recursive: true, force: true })
+    }
+  }, 180_000)
 })
