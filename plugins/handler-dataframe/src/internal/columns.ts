@@ -205,7 +205,9 @@ const buildColumn = (
         valueOffsets[i + 1] = sink.at
       }
       const data = sink.buf.subarray(0, sink.at)
-      return makeVector(makeData({ type: kind === "string" ? new Utf8() : new Binary(), length: n, valueOffsets, data, ...valid.props() }))
+      return kind === "string"
+        ? makeVector(makeData({ type: new Utf8(), length: n, valueOffsets, data, ...valid.props() }))
+        : makeVector(makeData({ type: new Binary(), length: n, valueOffsets, data, ...valid.props() }))
     }
   }
 }
