@@ -522,19 +522,18 @@ export const make = (
               while (true) {
                 const outcome = yield* withRunner(pd, (client) =>
                   followEvents(client, cursor).pipe(
-                    Stream.tap((event) => Effect.sync(() => {
-                      if (event._tag === "State") cursor = Math.max(cursor, event.state.timestamp)
-                      else if (event._tag === "Log") cursor = Math.max(cursor, event.log.timestamp)
-                      unreachableSince = undefined
-                    })),
-                    Stream.groupedWithin(2000, Duration.millis(15)),
-                    Stream.runForEach((chunk) =>
+                    // One chunk per read of the runner's stream: under heavy output a big batch
+                    // and one append; a trickle goes out line by line without waiting.
+                    Stream.runForEachChunk((chunk) =>
                       Effect.gen(function* () {
+                        unreachableSince = undefined
                         const logs: Array<NewLogEvent> = []
+                        let last = cursor
                         for (const event of chunk) {
                           if (event._tag === "Log") {
                             logs.push({ project: run.projectName, jobSubmissionId: submissionId, timestamp: new Date(event.log.timestamp), source: event.source, message: event.log.message })
-                          }
+                            last = Math.max(last, event.log.timestamp)
+                          } else if (event._tag === "State") last = Math.max(last, event.state.timestamp)
                         }
                         if (logs.length > 0) {
                           // Without a trusted lease another replica may be following too.
@@ -547,7 +546,10 @@ export const make = (
                             if (jobEvent) yield* offer({ _tag: "Job", submissionId, event: jobEvent })
                           }
                         }
-                      })
+                        // Only what is stored moves the cursor: a reconnect resumes right after
+                        // it, neither losing nor repeating a line.
+                        cursor = last
+                      }).pipe(Effect.uninterruptible)
                     )
                   )
                 ).pipe(Effect.either)
