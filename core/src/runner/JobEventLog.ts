@@ -10,7 +10,7 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import type { StreamEvent } from "./EventStream.ts"
+import { encodeFrames, type StreamEvent } from "./EventStream.ts"
 import type { JobStateEvent, LogEvent } from "./RunnerProtocol.ts"
 
 type LogKind = "log" | "runner_log"
@@ -258,37 +258,15 @@ export class JobEventLog {
    * read, or -1 when it stopped at the limit.
    */
   private readSegment(segment: Segment, after: number, used: number, max: number, out: Array<StreamEvent>): number {
-    // Start at the last mark at or before the cursor.
-    let lo = 0
-    let hi = segment.marks.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (segment.marks[mid].ts <= after) lo = mid + 1
-      else hi = mid
-    }
-    let pos = lo === 0 ? 0 : segment.marks[lo - 1].offset
-    let bytes = 0
-    const header = new Uint8Array(HEADER)
-    const view = new DataView(header.buffer)
-    while (pos + HEADER <= segment.size) {
-      fs.readSync(segment.fd, header, 0, HEADER, pos)
-      const length = view.getUint32(4, true)
-      const timestamp = view.getFloat64(8, true)
-      if (timestamp > after) {
-        if (used + bytes > 0 && used + bytes + length > max) return -1
-        const message = new Uint8Array(length)
-        let read = 0
-        while (read < length) {
-          const got = fs.readSync(segment.fd, message, read, length - read, pos + HEADER + read)
-          if (got === 0) throw new Error(`spill file ${segment.file} is shorter than written`)
-          read += got
-        }
-        out.push({ kind: view.getUint8(0) === 2 ? "log" : "runner_log", timestamp, message })
-        bytes += length
-      }
+    const block = this.readSegmentBlock(segment, after, used, max)
+    const view = new DataView(block.bytes.buffer, block.bytes.byteOffset, block.bytes.byteLength)
+    for (let pos = 0; pos < block.bytes.byteLength;) {
+      const length = view.getUint32(pos + 4, true)
+      const message = block.bytes.subarray(pos + HEADER, pos + HEADER + length)
+      out.push({ kind: view.getUint8(pos) === 2 ? "log" : "runner_log", timestamp: view.getFloat64(pos + 8, true), message })
       pos += HEADER + length
     }
-    return bytes
+    return block.cut ? -1 : block.payload
   }
 
   /**
@@ -322,8 +300,7 @@ export class JobEventLog {
     let cut = false
     if (after < this.droppedUpTo) {
       // The follower comes back from before output that is gone: say so, in its place.
-      const note = `the runner dropped ${this.droppedBytes} bytes of older output (it keeps ${this.memoryBytes} bytes in memory${this.spillDir ? ` and ${this.maxSpillBytes} on disk` : ""})\n`
-      logs.push({ kind: "runner_log", timestamp: this.droppedUpTo, message: new TextEncoder().encode(note) })
+      logs.push({ kind: "runner_log", timestamp: this.droppedUpTo, message: new TextEncoder().encode(this.droppedNote()) })
       after = this.droppedUpTo
     }
     const firstInMemory = this.logs[0]?.timestamp ?? Infinity
@@ -365,6 +342,172 @@ export class JobEventLog {
     }
     this.sealedUpTo = Math.max(this.sealedUpTo, cutoff)
     return { events, lastUpdated: Math.max(after, cutoff), hasMore: cut }
+  }
+
+  /**
+   * The same events as `read`, already framed for the binary event stream (EventStream.ts):
+   * spilled output is copied from its file as it lies (the spill records are frames), output
+   * in memory is framed straight from its chunks.
+   */
+  readFrames(after: number, maxLogBytes = 1024 * 1024): { readonly frames: Uint8Array; readonly lastUpdated: number; readonly hasMore: boolean } {
+    const pieces: Array<Uint8Array | PendingLog> = []
+    let total = 0
+    let bytes = 0
+    let cut = false
+    let s = firstAfter(this.states, after)
+    const statesBefore = (ts: number) => {
+      for (; s < this.states.length && this.states[s].timestamp < ts; s++) {
+        const frame = encodeFrames([{ kind: "state", timestamp: this.states[s].timestamp, state: this.states[s] }])
+        pieces.push(frame)
+        total += frame.byteLength
+      }
+    }
+    let newest = after
+    if (after < this.droppedUpTo) {
+      statesBefore(this.droppedUpTo)
+      const frame = encodeFrames([{ kind: "runner_log", timestamp: this.droppedUpTo, message: new TextEncoder().encode(this.droppedNote()) }])
+      pieces.push(frame)
+      total += frame.byteLength
+      after = newest = this.droppedUpTo
+    }
+    if (after < (this.logs[0]?.timestamp ?? Infinity)) {
+      for (const segment of this.segments) {
+        if (segment.lastTs <= after) continue
+        const block = this.readSegmentBlock(segment, after, bytes, maxLogBytes)
+        // Split the block where a state belongs between its records.
+        let from = 0
+        let pos = 0
+        const view = new DataView(block.bytes.buffer, block.bytes.byteOffset, block.bytes.byteLength)
+        while (pos < block.bytes.byteLength) {
+          const ts = view.getFloat64(pos + 8, true)
+          if (s < this.states.length && this.states[s].timestamp < ts) {
+            if (pos > from) {
+              pieces.push(block.bytes.subarray(from, pos))
+              total += pos - from
+            }
+            from = pos
+            statesBefore(ts)
+          }
+          newest = ts
+          pos += HEADER + view.getUint32(pos + 4, true)
+        }
+        if (pos > from) {
+          pieces.push(block.bytes.subarray(from, pos))
+          total += pos - from
+        }
+        bytes += block.payload
+        if (block.cut) {
+          cut = true
+          break
+        }
+      }
+    }
+    if (!cut) {
+      for (let i = firstAfter(this.logs, after); i < this.logs.length; i++) {
+        const event = this.logs[i]
+        if (bytes > 0 && bytes + event.size > maxLogBytes) {
+          cut = true
+          break
+        }
+        statesBefore(event.timestamp)
+        bytes += event.size
+        pieces.push(event)
+        total += HEADER + event.size
+        newest = event.timestamp
+      }
+    }
+    const cutoff = cut ? newest : this.last
+    statesBefore(cutoff + 1)
+    const out = new Uint8Array(total)
+    const view = new DataView(out.buffer)
+    let pos = 0
+    for (const piece of pieces) {
+      if (piece instanceof Uint8Array) {
+        out.set(piece, pos)
+        pos += piece.byteLength
+        continue
+      }
+      view.setUint8(pos, piece.kind === "log" ? 2 : 3)
+      view.setUint32(pos + 4, piece.size, true)
+      view.setFloat64(pos + 8, piece.timestamp, true)
+      pos += HEADER
+      for (const chunk of piece.chunks) {
+        out.set(chunk, pos)
+        pos += chunk.byteLength
+      }
+    }
+    this.sealedUpTo = Math.max(this.sealedUpTo, cutoff)
+    return { frames: out, lastUpdated: Math.max(after, cutoff), hasMore: cut }
+  }
+
+  /**
+   * The spilled records after `after` of one segment as they lie in the file, while the output
+   * stays within `max` bytes (`used` already taken; at least one record overall).
+   */
+  private readSegmentBlock(segment: Segment, after: number, used: number, max: number): { bytes: Uint8Array; payload: number; cut: boolean } {
+    let lo = 0
+    let hi = segment.marks.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (segment.marks[mid].ts <= after) lo = mid + 1
+      else hi = mid
+    }
+    // From the last mark at or before the cursor: one read that covers what the reader has
+    // (at most a mark's spacing) and what fits its budget; records are then cut at their ends.
+    let start = lo === 0 ? 0 : segment.marks[lo - 1].offset
+    const budget = Math.max(max - used, 0) + HEADER * 64
+    for (;;) {
+      if (start + HEADER > segment.size) return { bytes: new Uint8Array(0), payload: 0, cut: false }
+      let block = new Uint8Array(Math.min(segment.size - start, SPARSE + budget))
+      this.preadFully(segment, block, start)
+      let view = new DataView(block.buffer)
+      let first = 0
+      while (first + HEADER <= block.byteLength && view.getFloat64(first + 8, true) <= after) first += HEADER + view.getUint32(first + 4, true)
+      if (first + HEADER > block.byteLength) {
+        // All of this read is the reader's already: go on after it.
+        start += first
+        continue
+      }
+      if (first > 0) {
+        block = block.subarray(first)
+        view = new DataView(block.buffer, block.byteOffset, block.byteLength)
+        start += first
+      }
+      let pos = 0
+      let payload = 0
+      let full = false
+      while (pos + HEADER <= block.byteLength) {
+        const length = view.getUint32(pos + 4, true)
+        if (used + payload > 0 && used + payload + length > max) {
+          full = true
+          break
+        }
+        if (pos + HEADER + length > block.byteLength) {
+          if (pos > 0) break
+          // A first record bigger than the read: read all of it.
+          block = new Uint8Array(HEADER + length)
+          this.preadFully(segment, block, start)
+          view = new DataView(block.buffer)
+        }
+        payload += length
+        pos += HEADER + length
+      }
+      // Cut when the budget is spent or this read ended before the segment did.
+      return { bytes: block.subarray(0, pos), payload, cut: full || start + pos < segment.size }
+    }
+  }
+
+  private preadFully(segment: Segment, into: Uint8Array, position: number): void {
+    let read = 0
+    while (read < into.byteLength) {
+      const got = fs.readSync(segment.fd, into, read, into.byteLength - read, position + read)
+      if (got === 0) throw new Error(`spill file ${segment.file} is shorter than written`)
+      read += got
+    }
+  }
+
+  private droppedNote(): string {
+    return `the runner dropped ${this.droppedBytes} bytes of older output (it keeps ${this.memoryBytes} bytes in memory${this.spillDir ? ` and ${this.maxSpillBytes} on disk` : ""})\n`
   }
 
   /** Events after `after` by kind (the pull answer), at most about `maxLogBytes` of job output. */

@@ -152,18 +152,19 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
         for (;;) {
           if (aborted.signal.aborted) return
           const finishedBefore = await runAgent(agent.finished)
-          const batch = agent.events.read(cursor, STREAM_BATCH_BYTES)
+          const batch = agent.events.readFrames(cursor, STREAM_BATCH_BYTES)
           cursor = batch.lastUpdated
-          const done = !batch.hasMore && finishedBefore
-          const events = done ? [...batch.events, { kind: "end" as const, timestamp: cursor }] : batch.events
-          if (events.length > 0) controller.enqueue(encodeFrames(events))
-          if (done) return controller.close()
-          if (events.length > 0) return
+          if (batch.frames.byteLength > 0) controller.enqueue(batch.frames)
+          if (!batch.hasMore && finishedBefore) {
+            controller.enqueue(encodeFrames([{ kind: "end", timestamp: cursor }]))
+            return controller.close()
+          }
+          if (batch.frames.byteLength > 0) return
           await agent.events.changedAfter(cursor, aborted.signal)
         }
       },
       cancel: () => aborted.abort()
-    }, { highWaterMark: 0 })
+    }, { highWaterMark: 1 })
     return new Response(body, { headers: { "content-type": EVENT_STREAM_CONTENT_TYPE, "cache-control": "no-cache" } })
   }
 

@@ -1,5 +1,10 @@
-// The runner's event log: one strictly increasing clock, lossless cursors, chunk joining.
+// The runner's event log: one strictly increasing clock, lossless cursors, chunk joining,
+// output bounded in memory (spilled to files, bounded on disk).
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { describe, expect, it } from "vitest"
+import { FrameDecoder, type StreamEvent } from "../../src/runner/EventStream.ts"
 import { JobEventLog } from "../../src/runner/JobEventLog.ts"
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
@@ -83,5 +88,108 @@ describe("JobEventLog", () => {
     log.addJobLog(enc("x"))
     await waiting
     expect(woke).toBe(true)
+  })
+})
+
+describe("JobEventLog bounded", () => {
+  const spillDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "dstack-eventlog-"))
+  const lines = (n: number) => Array.from({ length: n }, (_, i) => `${String(i).padStart(5, "0")}`.padEnd(99, ".") + "\n")
+
+  /** Reads everything after `from` in steps of at most `step` bytes, as pulls and as frames. */
+  const readAll = (log: JobEventLog, from: number, step: number) => {
+    let cursor = from
+    const pulled: Array<StreamEvent> = []
+    for (;;) {
+      const next = log.read(cursor, step)
+      pulled.push(...next.events)
+      cursor = next.lastUpdated
+      if (!next.hasMore) break
+    }
+    cursor = from
+    const framed: Array<StreamEvent> = []
+    const decoder = new FrameDecoder()
+    for (;;) {
+      const next = log.readFrames(cursor, step)
+      framed.push(...decoder.push(next.frames))
+      cursor = next.lastUpdated
+      if (!next.hasMore) break
+    }
+    return { pulled, framed }
+  }
+  const texts = (events: ReadonlyArray<StreamEvent>) =>
+    events.map((e) => (e.kind === "state" ? `<${e.state.state}>` : e.kind === "end" ? "<end>" : text(e.message)))
+
+  it("keeps at most its memory budget and spills older output to files, losing nothing for a reader", () => {
+    let now = 1
+    const dir = spillDir()
+    const log = new JobEventLog({ now: () => now++, memoryBytes: 1000, spillDir: dir, segmentBytes: 2500 })
+    log.addState({ state: "running" })
+    const written = lines(100)
+    written.forEach((line, i) => {
+      log.addJobLog(enc(line))
+      if (i === 50) log.addState({ state: "pulling" })
+    })
+    log.addState({ state: "done" })
+    expect(log.footprint.memoryBytes).toBeLessThanOrEqual(1000)
+    expect(log.footprint.spilledBytes).toBeGreaterThan(8000)
+    expect(fs.readdirSync(dir).length).toBeGreaterThan(1)
+    const expected = ["<running>", ...written.slice(0, 51), "<pulling>", ...written.slice(51), "<done>"]
+    for (const step of [1, 250, 1_000_000]) {
+      const { pulled, framed } = readAll(log, 0, step)
+      expect(texts(pulled)).toEqual(expected)
+      expect(texts(framed)).toEqual(expected)
+    }
+    // From a cursor in the middle of the spilled part: exactly what came after it.
+    const cursor = log.read(0, 3000).lastUpdated
+    const rest = readAll(log, cursor, 700)
+    expect(texts(rest.framed)).toEqual(expected.slice(expected.length - rest.framed.length))
+    expect(rest.framed[0].timestamp).toBeGreaterThan(cursor)
+    log.close()
+    expect(fs.readdirSync(dir)).toEqual([])
+  })
+
+  it("drops the oldest spill file past its disk budget and tells a reader that comes from before it", () => {
+    let now = 1
+    const log = new JobEventLog({ now: () => now++, memoryBytes: 1000, spillDir: spillDir(), segmentBytes: 2000, maxSpillBytes: 5000 })
+    const written = lines(200)
+    for (const line of written) log.addJobLog(enc(line))
+    const { droppedBytes, spilledBytes } = log.footprint
+    expect(droppedBytes).toBeGreaterThan(0)
+    expect(spilledBytes).toBeLessThanOrEqual(5000 + 2100)
+    const { pulled, framed } = readAll(log, 0, 1500)
+    for (const got of [pulled, framed]) {
+      expect(got[0].kind).toBe("runner_log")
+      expect(texts(got)[0]).toContain(`dropped ${droppedBytes} bytes`)
+      const kept = texts(got.slice(1))
+      // The rest is the newest lines, contiguous and in order.
+      expect(kept).toEqual(written.slice(written.length - kept.length))
+      expect(kept.length * 100).toBeGreaterThanOrEqual(200 * 100 - droppedBytes)
+    }
+    // A reader that kept up hears nothing about it.
+    const recent = log.read(log.lastUpdated - 3, 1_000_000)
+    expect(recent.events.every((e) => e.kind === "log")).toBe(true)
+    log.close()
+  })
+
+  it("without a spill directory drops what does not fit in memory, and says so", () => {
+    let now = 1
+    const log = new JobEventLog({ now: () => now++, memoryBytes: 500 })
+    for (const line of lines(20)) log.addJobLog(enc(line))
+    expect(log.footprint.memoryBytes).toBeLessThanOrEqual(500)
+    const got = log.read(0, 1_000_000)
+    expect(got.events[0].kind).toBe("runner_log")
+    expect(texts(got.events).slice(1).length).toBeLessThanOrEqual(5)
+  })
+
+  it("a new job clears spilled output too, and the clock keeps running", () => {
+    let now = 1
+    const dir = spillDir()
+    const log = new JobEventLog({ now: () => now++, memoryBytes: 300, spillDir: dir })
+    for (const line of lines(10)) log.addJobLog(enc(line))
+    const before = log.lastUpdated
+    log.clear()
+    expect(fs.readdirSync(dir)).toEqual([])
+    log.addJobLog(enc("next\n"))
+    expect(texts(log.read(before, 1000).events)).toEqual(["next\n"])
   })
 })
