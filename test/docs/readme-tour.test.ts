@@ -61,7 +61,7 @@ describeWith("ports 8000 and 8080", busy.length === 0, `ports ${busy.join(", ")}
   describe("README.md's tour, run as written", () => {
     const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-tour-home-"))
     const out = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-tour-out-"))
-    const env = { ...process.env, HOME: home, DSTACK_SERVER_DIR: path.join(home, "server") }
+    const env: Record<string, string | undefined> = { ...process.env, HOME: home, DSTACK_SERVER_DIR: path.join(home, "server") }
     delete env.DSTACK_SERVER_URL
     delete env.DSTACK_TOKEN
     delete env.DSTACK_PROJECT
