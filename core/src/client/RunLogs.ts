@@ -4,14 +4,12 @@
  * then `end`) for an active one. The server's stream replays what is stored first and ends
  * once the run has finished, so following never loses or repeats a line.
  */
-import { Effect, Exit, Cause, Option, Schema } from "effect"
-import * as Api from "../api/runs.ts"
+import { Effect, Exit, Cause, Option } from "effect"
 import { isRunStatusFinished } from "../domain/Status.ts"
 import type { DstackApiShape } from "./DstackApi.ts"
 import type { RunData, RunLogsOptions } from "./Run.ts"
 
 const encoder = new TextEncoder()
-const decodeEvents = Schema.decodeUnknownSync(Schema.parseJson(Schema.Array(Api.LogEventWire)))
 
 const run = async <A, E>(effect: Effect.Effect<A, E>): Promise<A> => {
   const exit = await Effect.runPromiseExit(effect)
@@ -34,15 +32,20 @@ export async function* serverSentEvents(body: ReadableStream<Uint8Array>): Async
   const reader = body.getReader()
   const decoder = new TextDecoder()
   let buffer = ""
+  // Where to look for the next blank line: a megabyte event arrives in many reads, and the
+  // part already searched is not searched again.
+  let searched = 0
   try {
     for (;;) {
       const { done, value } = await reader.read()
       if (done) return
-      buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n")
+      const text = decoder.decode(value, { stream: true })
+      buffer += text.includes("\r") ? text.replace(/\r\n?/g, "\n") : text
       let end: number
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
+      while ((end = buffer.indexOf("\n\n", searched)) >= 0) {
         const block = buffer.slice(0, end)
         buffer = buffer.slice(end + 2)
+        searched = 0
         let event = "message"
         const data: Array<string> = []
         for (const line of block.split("\n")) {
@@ -51,11 +54,22 @@ export async function* serverSentEvents(body: ReadableStream<Uint8Array>): Async
         }
         if (data.length > 0) yield { event, data: data.join("\n") }
       }
+      searched = Math.max(0, buffer.length - 1)
     }
   } finally {
     reader.releaseLock()
     await body.cancel().catch(() => {})
   }
+}
+
+/** The messages of a `logs` event (a JSON array of `LogEventWire`, api/runs.ts), checked by hand: it is the hot path of following. */
+const messagesOf = (payload: string): Array<string> => {
+  const events = JSON.parse(payload) as unknown
+  if (!Array.isArray(events)) throw new Error(`a logs event must be a JSON array, got ${payload.slice(0, 100)}`)
+  return events.map((e: { message?: unknown }, i) => {
+    if (typeof e?.message !== "string") throw new Error(`logs event ${i} has no message string`)
+    return e.message
+  })
 }
 
 export async function* runLogs(api: DstackApiShape, data: RunData, options: RunLogsOptions): AsyncGenerator<Uint8Array, void, undefined> {
@@ -70,7 +84,11 @@ export async function* runLogs(api: DstackApiShape, data: RunData, options: RunL
     )
     if (response.body === null) return
     for await (const { event, data: payload } of serverSentEvents(response.body)) {
-      if (event === "logs") for (const e of decodeEvents(payload)) yield encoder.encode(e.message)
+      if (event === "logs") {
+        // One chunk per event: many small lines are not worth a yield each.
+        const messages = messagesOf(payload)
+        if (messages.length > 0) yield encoder.encode(messages.length === 1 ? messages[0] : messages.join(""))
+      }
       else if (event === "end") return
       else if (event === "error") throw new Error(`The server's log stream failed: ${payload}`)
     }

@@ -1,18 +1,35 @@
 // /api/project/{p}/logs/*: pages of a job submission's log (`poll`, upstream's route) and a
 // live stream (`stream`, Server-Sent Events) that first replays what is stored and then sends
 // new lines the moment the engine stores them, ending once the run has finished.
-import { Duration, Effect, Option, Queue, Runtime, Schema } from "effect"
+import { Duration, Effect, Option, Queue, Runtime } from "effect"
 import { streamSSE } from "hono/streaming"
 import * as Api from "../../api/runs.ts"
 import { isRunStatusFinished } from "../../domain/Status.ts"
 import { loadRunByName } from "../../engine/RunRecord.ts"
-import { StateStore, type LogEvent, type LogQuery } from "../../ports/StateStore.ts"
+import { StateStore, type Change, type LogEvent, type LogQuery } from "../../ports/StateStore.ts"
 import { badRequest, fromStateStore, notFound } from "../ApiError.ts"
 import { jsonRoute, rawRoute } from "../Route.ts"
 import { resolveSubmission } from "./runs.ts"
 
 const decoder = new TextDecoder("utf-8", { fatal: false })
-const encodeEvents = Schema.encodeSync(Schema.Array(Api.LogEventWire))
+
+/** About how much output one `logs` event of the live stream carries. */
+const STREAM_EVENT_BYTES = 1024 * 1024
+
+const FINAL_JOB_STATUSES: ReadonlySet<string> = new Set(["done", "failed", "terminated", "aborted"])
+
+/**
+ * A page of events as the JSON of `Api.LogEventWire[]`, written directly: the live stream
+ * moves megabytes a second, and a Schema encode of each event would cost more than the rest.
+ */
+const wireJson = (events: ReadonlyArray<LogEvent>): string => {
+  let out = "["
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i]
+    out += `${i === 0 ? "" : ","}{"timestamp":"${e.timestamp.toISOString()}","log_source":"${e.source}","message":${JSON.stringify(decoder.decode(e.message))}}`
+  }
+  return `${out}]`
+}
 
 const toWire = (events: ReadonlyArray<LogEvent>) =>
   events.map((e) => ({ timestamp: e.timestamp, logSource: e.source, message: decoder.decode(e.message) }))
@@ -84,44 +101,65 @@ export const logRoutes = [
               // Subscribe before the first read, so nothing appended in between is missed.
               const changes = yield* store.subscribe
               let cursor: string | undefined
+              // Pages of about STREAM_EVENT_BYTES: a stored event may hold up to a megabyte of
+              // output or a single line, so the page size follows what the events weigh.
+              let eventBytes = 1024
               const drain = Effect.gen(function* () {
-                while (true) {
+                while (!aborted()) {
+                  const limit = Math.max(1, Math.min(1000, Math.floor(STREAM_EVENT_BYTES / eventBytes)))
                   const page = yield* store.logs.poll({
                     project,
                     jobSubmissionId: submission,
                     diagnose,
-                    limit: 1000,
+                    limit,
                     ...(cursor ? { nextToken: cursor } : startTime ? { startTime } : {})
                   })
                   if (page.events.length > 0) {
-                    yield* Effect.promise(() => send("logs", JSON.stringify(encodeEvents(toWire(page.events)))))
+                    let bytes = 0
+                    for (const e of page.events) bytes += e.message.byteLength
+                    eventBytes = Math.max(1, bytes / page.events.length)
+                    yield* Effect.promise(() => send("logs", wireJson(page.events)))
                     cursor = page.cursor ?? cursor
                   }
                   if (!page.nextToken) return
                 }
               })
+              // Whether the job is over. The engine stores a job's last lines before its final
+              // status, so a drain after seeing it finished gets them all.
+              const isFinished = loadRunByName(project, runName).pipe(
+                Effect.map(({ record }) => {
+                  const run = record.run
+                  const sub = run.jobs.flatMap((j) => j.jobSubmissions).find((s) => s.id === submission)
+                  const finished = isRunStatusFinished(run.status) || (sub !== undefined && FINAL_JOB_STATUSES.has(sub.status))
+                  return finished ? { status: run.status as string, jobStatus: (sub?.status ?? null) as string | null } : undefined
+                }),
+                Effect.catchAll(() => Effect.succeed({ status: "deleted", jobStatus: null as string | null }))
+              )
+              let check = true
               while (!aborted()) {
+                const finished = check ? yield* isFinished : undefined
                 yield* drain
-                const { record } = yield* loadRunByName(project, runName).pipe(
-                  Effect.catchAll(() => Effect.succeed(undefined as any)),
-                  Effect.map((l) => l ?? { record: undefined })
-                )
-                const run = record?.run
-                const sub = run?.jobs.flatMap((j: any) => j.jobSubmissions).find((s: any) => s.id === submission)
-                const finished = run === undefined || isRunStatusFinished(run.status) || (sub !== undefined && ["done", "failed", "terminated", "aborted"].includes(sub.status))
-                if (finished) {
-                  // The engine stores a job's last lines before its final status: one more read gets them all.
-                  yield* drain
-                  yield* Effect.promise(() => send("end", JSON.stringify({ status: run?.status ?? "deleted", job_status: sub?.status ?? null })))
+                if (finished !== undefined) {
+                  yield* Effect.promise(() => send("end", JSON.stringify({ status: finished.status, job_status: finished.jobStatus })))
                   return
                 }
-                // Sleep until this submission's log or this run changes (or a safety timeout).
+                // Sleep until this submission's log or this run changes (or a safety timeout);
+                // only a change of the run (or the timeout) needs the run read again.
+                check = false
+                const relevant = (change: Change) =>
+                  (change.kind === "log" && change.id === submission) || (change.kind === "run" && change.id === runId)
                 while (true) {
                   const change = yield* Queue.take(changes).pipe(Effect.timeout(Duration.seconds(5)), Effect.option)
-                  if (Option.isNone(change)) break
-                  if ((change.value.kind === "log" && change.value.id === submission) || (change.value.kind === "run" && change.value.id === runId)) break
+                  if (Option.isNone(change)) {
+                    check = true
+                    break
+                  }
+                  if (relevant(change.value)) {
+                    if (change.value.kind === "run") check = true
+                    break
+                  }
                 }
-                yield* Queue.takeAll(changes)
+                for (const change of yield* Queue.takeAll(changes)) if (change.kind === "run" && change.id === runId) check = true
               }
             })
           )
@@ -132,7 +170,10 @@ export const logRoutes = [
             closed = true
           })
           await Runtime.runPromise(runtime)(
-            follow((event, data) => stream.writeSSE({ event, data }), () => closed).pipe(
+            // The data is one line of JSON: written as is, without writeSSE's line splitting.
+            follow(async (event, data) => {
+              await stream.write(`event: ${event}\ndata: ${data}\n\n`)
+            }, () => closed).pipe(
               Effect.catchAllCause((cause) =>
                 Effect.promise(() => stream.writeSSE({ event: "error", data: JSON.stringify({ msg: String(cause) }) }))
               )
