@@ -1,0 +1,131 @@
+// The engine's side of the runner's live stream against a real runner: the binary event
+// stream across broken connections (no line lost or repeated when the follower resumes from
+// its cursor), an older runner's Server-Sent Events, and a runner of another stream version.
+import { Effect, Stream } from "effect"
+import { afterAll, describe, expect, it } from "vitest"
+import { Hono } from "hono"
+import { fetchClient, type RunnerClient } from "../../src/ports/RunnerTransport.ts"
+import { followEvents, type RunnerStreamEvent } from "../../src/engine/RunnerSession.ts"
+import { serveRunner, type RunningRunner } from "../../src/runner/serveRunner.ts"
+import { submitBody, tmpDir } from "../runner/support.ts"
+
+const LINES = 50_000
+// 50,000 numbered lines of 100 bytes (5 MB): far more than the runner keeps in memory below.
+const command = `awk 'BEGIN{p=sprintf("%90s",""); for(i=1;i<=${LINES};i++) printf "%09d%s\\n", i, p}'`
+
+const runners: Array<RunningRunner> = []
+afterAll(async () => {
+  for (const runner of runners) await runner.close()
+})
+
+const startJob = async (commands: ReadonlyArray<string>) => {
+  const runner = await serveRunner({ port: 0, workDir: tmpDir("dstack-session-"), output: { memoryBytes: 256 * 1024 } })
+  runners.push(runner)
+  const post = (path: string, body?: unknown) =>
+    fetch(`${runner.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) })
+  expect((await post("/api/submit", submitBody({ commands }))).status).toBe(200)
+  expect((await post("/api/run")).status).toBe(200)
+  return runner
+}
+
+/** A client whose event stream connections break after `cut()` bytes (a reset mid-frame). */
+const breakingClient = (baseUrl: string, cut: () => number, transform?: (init: RequestInit | undefined) => RequestInit | undefined): RunnerClient => {
+  const inner = fetchClient("test", baseUrl)
+  return {
+    baseUrl,
+    fetch: (path, init) =>
+      Effect.map(inner.fetch(path, transform ? transform(init) : init), (response) => {
+        if (!path.startsWith("/logs_stream") || response.body === null) return response
+        let left = cut()
+        const reader = response.body.getReader()
+        const body = new ReadableStream<Uint8Array>({
+          pull: async (controller) => {
+            const { done, value } = await reader.read()
+            if (done) return controller.close()
+            if (value.byteLength <= left) {
+              left -= value.byteLength
+              return controller.enqueue(value)
+            }
+            if (left > 0) controller.enqueue(value.subarray(0, left))
+            await reader.cancel()
+            controller.error(new Error("connection reset (test)"))
+          },
+          cancel: () => reader.cancel()
+        })
+        return new Response(body, { status: response.status, headers: response.headers })
+      })
+  }
+}
+
+/** Follows like the engine: the cursor moves after each chunk is handled; reconnects on errors. */
+const followToEnd = async (client: RunnerClient) => {
+  let cursor = 0
+  let reconnects = 0
+  const output: Array<Uint8Array> = []
+  const states: Array<string> = []
+  for (;;) {
+    const result = await Effect.runPromise(
+      Effect.either(
+        Stream.runForEachChunk(followEvents(client, cursor), (chunk) =>
+          Effect.sync(() => {
+            for (const event of chunk as Iterable<RunnerStreamEvent>) {
+              if (event._tag === "Log" && event.source === "stdout") {
+                output.push(event.log.message)
+                cursor = Math.max(cursor, event.log.timestamp)
+              } else if (event._tag === "Log") cursor = Math.max(cursor, event.log.timestamp)
+              else if (event._tag === "State") {
+                states.push(event.state.state)
+                cursor = Math.max(cursor, event.state.timestamp)
+              }
+            }
+          })
+        )
+      )
+    )
+    if (result._tag === "Right") break
+    if (result.left.reason !== "Transport" || ++reconnects > 500) throw result.left
+  }
+  return { text: Buffer.concat(output).toString("utf8"), states, reconnects }
+}
+
+const expectEveryLineOnce = (text: string) => {
+  const lines = text.split("\n")
+  expect(lines.pop()).toBe("")
+  expect(lines.length).toBe(LINES)
+  lines.forEach((line, i) => {
+    if (Number(line.slice(0, 9)) !== i + 1 || line.length !== 99) throw new Error(`line ${i + 1} is ${JSON.stringify(line.slice(0, 20))}`)
+  })
+}
+
+describe("following a runner's event stream", () => {
+  it("resumes from its cursor after broken connections without losing or repeating a line", async () => {
+    const runner = await startJob([command])
+    // Cuts at odd offsets, inside headers and payloads alike.
+    let n = 0
+    const client = breakingClient(runner.url, () => 1 + ((n++ * 479_909 + 4099) % 1_500_000))
+    const { text, states, reconnects } = await followToEnd(client)
+    expect(reconnects).toBeGreaterThan(3)
+    expectEveryLineOnce(text)
+    expect(states.at(-1)).toBe("done")
+  }, 60_000)
+
+  it("reads an older runner's Server-Sent Events the same way", async () => {
+    const runner = await startJob([command])
+    // An older server's request: no binary stream in Accept, so the runner answers SSE.
+    let n = 0
+    const client = breakingClient(runner.url, () => (n++ < 3 ? 200_000 + n * 333 : Infinity), () => ({ headers: { accept: "text/event-stream" } }))
+    const { text, states } = await followToEnd(client)
+    expectEveryLineOnce(text)
+    expect(states.at(-1)).toBe("done")
+  }, 60_000)
+
+  it("refuses a runner that streams another version of the event stream, saying which", async () => {
+    const app = new Hono()
+    app.get("/logs_stream", () => new Response(new Uint8Array(16), { headers: { "content-type": "application/x-dstack-ts-events; version=9" } }))
+    const client: RunnerClient = { baseUrl: "http://runner.test", fetch: (path, init) => Effect.promise(() => Promise.resolve(app.request(path, init))) }
+    const error = await Effect.runPromise(Effect.flip(Stream.runDrain(followEvents(client, 0))))
+    expect(error.reason).toBe("Invalid")
+    expect(error.message).toContain("version 9")
+    expect(error.message).toContain("version 1")
+  })
+})
