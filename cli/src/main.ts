@@ -5,6 +5,7 @@
  * or `deno run -A cli/src/main.ts`.
  */
 import { defineCommand, renderUsage, runCommand } from "citty"
+import { pathToFileURL } from "node:url"
 import type { ArgsDef, CommandDef } from "citty"
 import type { ClientError } from "@dstack-ts/core"
 import pkg from "../package.json" with { type: "json" }
@@ -202,8 +203,9 @@ export const main = async (argv: ReadonlyArray<string>): Promise<number> => {
   }
 }
 
-// `deno run -A cli/src/main.ts …` runs this module directly; under Node, bin/dstack.mjs calls main.
-if ((import.meta as { main?: boolean }).main) {
+// `deno run -A cli/src/main.ts …` and `npx tsx cli/src/main.ts …` run this module directly (Node 20
+// has no import.meta.main: compare the script path); bin/dstack.mjs imports it and calls main.
+if ((import.meta as { main?: boolean }).main ?? (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href)) {
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code
   })
