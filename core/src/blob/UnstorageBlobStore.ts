@@ -111,6 +111,126 @@ const toBytes = (raw: unknown): Uint8Array | undefined => {
   return undefined
 }
 
+const storageError = (method: string, key: string, cause: unknown) =>
+  new BlobStore.BlobStoreError({
+    module: MODULE,
+    method,
+    reason: reasonOf(cause),
+    key,
+    message: `${method} of ${JSON.stringify(key)} failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+    cause
+  })
+
+/** Chunks a reader fetches at once: the next one is read while the current one is consumed. */
+const READS_AHEAD = 2
+
+/** Chunk writes of one `put` that may be in flight while the next chunk fills. */
+const WRITES_IN_FLIGHT = 2
+
+/**
+ * Cuts a body into chunks of `chunkSize` as its pieces arrive (one copy, into the chunk being
+ * filled), hashes each full chunk, and stores it without waiting for the previous one: up to
+ * WRITES_IN_FLIGHT writes run while the next chunk fills, so receiving and writing overlap and
+ * memory stays bounded by (WRITES_IN_FLIGHT + 1) chunks. Plain promises, no Effect per piece.
+ */
+class ChunkWriter {
+  size = 0
+  /** Chunks handed to storage so far (written or in flight): the ones to remove on failure. */
+  chunks = 0
+  /** The first storage failure, kept until `check`. */
+  failure: { readonly index: number; readonly cause: unknown } | undefined = undefined
+  private current: Uint8Array | undefined = undefined
+  private fill = 0
+  private readonly inFlight: Array<Promise<void>> = []
+
+  private closed = false
+
+  constructor(
+    readonly key: string,
+    readonly chunkSize: number,
+    readonly generation: string,
+    private readonly hash: { update(b: Uint8Array): unknown; digest(encoding: "hex"): string },
+    private readonly store: (generation: string, n: number, bytes: Uint8Array) => Promise<unknown>
+  ) {}
+
+  /**
+   * Takes a piece; answers a promise to wait for when too many writes are in flight (a piece
+   * larger than a chunk is taken a chunk at a time, waiting in between).
+   */
+  add(piece: Uint8Array): Promise<void> | undefined {
+    let at = 0
+    while (at < piece.length) {
+      if (this.closed) return undefined
+      if (this.current === undefined) {
+        this.current = new Uint8Array(this.chunkSize)
+        this.fill = 0
+      }
+      const n = Math.min(piece.length - at, this.chunkSize - this.fill)
+      this.current.set(n === piece.length ? piece : piece.subarray(at, at + n), this.fill)
+      this.fill += n
+      at += n
+      this.size += n
+      if (this.fill === this.chunkSize) {
+        const wait = this.seal()
+        if (wait !== undefined) {
+          if (at === piece.length) return wait
+          const rest = piece.subarray(at)
+          return wait.then(() => (this.failure === undefined ? this.add(rest) : undefined))
+        }
+      }
+    }
+    return undefined
+  }
+
+  /** Hands the chunk being filled to storage; answers the oldest write when the queue is full. */
+  private seal(): Promise<void> | undefined {
+    if (this.closed) return undefined
+    const bytes = this.fill === this.chunkSize ? this.current! : this.current!.subarray(0, this.fill)
+    this.current = undefined
+    this.fill = 0
+    this.hash.update(bytes)
+    const index = this.chunks++
+    const write = this.store(this.generation, index, bytes).then(
+      () => {},
+      (cause) => {
+        this.failure ??= { index, cause }
+      }
+    )
+    this.inFlight.push(write)
+    void write.then(() => {
+      const i = this.inFlight.indexOf(write)
+      if (i >= 0) this.inFlight.splice(i, 1)
+    })
+    return this.inFlight.length > WRITES_IN_FLIGHT ? this.inFlight[0] : undefined
+  }
+
+  /** Stores the last, partial chunk and waits for every write. */
+  async end(): Promise<void> {
+    if (this.fill > 0 && this.failure === undefined) void this.seal()
+    await this.settle()
+  }
+
+  /** Waits for the writes in flight, whatever their outcome. */
+  async settle(): Promise<void> {
+    while (this.inFlight.length > 0) await Promise.all([...this.inFlight])
+  }
+
+  /** Fails with the first storage failure, if any. */
+  check(): Effect.Effect<void, BlobStore.BlobStoreError> {
+    return this.failure === undefined ? Effect.void : Effect.fail(storageError("put", this.key, this.failure.cause))
+  }
+
+  digest(): string {
+    return this.hash.digest("hex")
+  }
+
+  /** No more chunks: after a failure or an interruption, before the written ones are removed. */
+  close(): void {
+    this.closed = true
+    this.current = undefined
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The store
 
@@ -182,96 +302,101 @@ export const make = (
           Effect.catchAll((e) => Effect.logWarning(`blob store left chunks of ${old.generation} behind`, e))
         )
 
+    const newWriter = (key: string) =>
+      new ChunkWriter(key, chunkSize, randomUUID(), createHash("sha256"), (generation, n, bytes) => storage.setItemRaw(chunkKey(generation, n), bytes))
+
+    // Publishes the manifest once every chunk is stored. A write that fails or is interrupted
+    // before its manifest is visible removes its chunks (after the writes in flight settle);
+    // once the manifest is written the chunks are the value, whatever happens next.
+    const finish = <E>(
+      key: string,
+      writer: ChunkWriter,
+      consume: Effect.Effect<void, E | BlobStore.BlobStoreError>,
+      putOptions: BlobStore.PutOptions
+    ): Effect.Effect<BlobStore.PutResult, E | BlobStore.BlobStoreError> => {
+      let published = false
+      const publish = Effect.gen(function*() {
+        const updatedAt = yield* Clock.currentTimeMillis
+        const manifest: Manifest = {
+          version: 1,
+          key,
+          size: writer.size,
+          digest: writer.digest(),
+          ...(putOptions.contentType === undefined ? {} : { contentType: putOptions.contentType }),
+          metadata: { ...putOptions.metadata },
+          updatedAt,
+          generation: writer.generation,
+          chunkSize,
+          chunks: writer.chunks
+        }
+        const old = yield* locked(key)(
+          Effect.gen(function*() {
+            const previous = yield* readManifest("put", key).pipe(
+              // An unreadable old manifest must not block a new write; its chunks stay behind.
+              Effect.catchIf((e) => e.reason === "Invalid", () => Effect.succeed(undefined))
+            )
+            yield* attempt("put", key, () => storage.setItem(manifestKey(key), JSON.stringify(manifest)))
+            published = true
+            return previous
+          })
+        )
+        yield* removeReplaced("put", key, old)
+        return { key, size: manifest.size, digest: manifest.digest }
+      })
+      return Effect.zipRight(consume, publish).pipe(
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit) || published
+            ? Effect.void
+            : Effect.sync(() => writer.close()).pipe(
+              Effect.zipRight(Effect.promise(() => writer.settle())),
+              Effect.zipRight(Effect.ignore(removeChunks("put", key, writer.generation, writer.chunks)))
+            )
+        ),
+        Effect.ensuring(Effect.sync(() => writer.close()))
+      )
+    }
+
     return BlobStore.make({
       module: MODULE,
 
-      put: <E>(key: string, body: Stream.Stream<Uint8Array, E>, putOptions: BlobStore.PutOptions) => {
-        const generation = randomUUID()
-        const hash = createHash("sha256")
-        let pending: Array<Uint8Array> = []
-        let pendingSize = 0
-        let size = 0
-        let written = 0
-        let published = false
+      put: <E>(key: string, body: Stream.Stream<Uint8Array, E>, putOptions: BlobStore.PutOptions) =>
+        Effect.suspend(() => {
+          const writer = newWriter(key)
+          const check = Effect.suspend(() => writer.check())
+          const consume = Stream.runForEach(body, (piece) =>
+            Effect.suspend(() => {
+              if (writer.failure !== undefined) return check
+              const wait = writer.add(piece)
+              return wait === undefined ? Effect.void : Effect.zipRight(Effect.promise(() => wait), check)
+            })).pipe(
+              Effect.zipRight(Effect.promise(() => writer.end())),
+              Effect.zipRight(Effect.suspend(() => writer.check()))
+            )
+          return finish(key, writer, consume, putOptions)
+        }),
 
-        // Copies exactly `n` pending bytes into a fresh array, keeping the rest pending.
-        const take = (n: number): Uint8Array => {
-          const out = new Uint8Array(n)
-          let at = 0
-          while (at < n) {
-            const head = pending[0]
-            const use = Math.min(head.length, n - at)
-            out.set(use === head.length ? head : head.subarray(0, use), at)
-            at += use
-            if (use === head.length) pending.shift()
-            else pending[0] = head.subarray(use)
-          }
-          pendingSize -= n
-          return out
-        }
-        const writeChunk = (bytes: Uint8Array) =>
-          Effect.suspend(() => {
-            const n = written
-            return Effect.map(attempt("put", key, () => storage.setItemRaw(chunkKey(generation, n), bytes)), () => {
-              written = n + 1
-            })
-          })
-        const flushFull = Effect.gen(function*() {
-          while (pendingSize >= chunkSize) yield* writeChunk(take(chunkSize))
-        })
-
-        const writeChunks = Stream.runForEach(body, (piece) =>
-          Effect.suspend(() => {
-            if (piece.length === 0) return Effect.void
-            hash.update(piece)
-            size += piece.length
-            pending.push(piece)
-            pendingSize += piece.length
-            return pendingSize >= chunkSize ? flushFull : Effect.void
-          })).pipe(
-            Effect.zipRight(Effect.suspend(() => (pendingSize > 0 ? writeChunk(take(pendingSize)) : Effect.void)))
+      putPieces: (key, body, putOptions) =>
+        Effect.suspend(() => {
+          const writer = newWriter(key)
+          const consume = Effect.tryPromise({
+            try: async (signal) => {
+              signal.addEventListener("abort", body.cancel, { once: true })
+              for (;;) {
+                const piece = await body.next()
+                if (piece === undefined || signal.aborted) break
+                const wait = writer.add(piece)
+                if (wait !== undefined) await wait
+                if (writer.failure !== undefined) break
+              }
+              if (!signal.aborted) await writer.end()
+            },
+            catch: (cause) => (cause instanceof BlobStore.BlobStoreError ? cause : storageError("put", key, cause))
+          }).pipe(
+            Effect.tapError(() => Effect.sync(body.cancel)),
+            Effect.zipRight(Effect.suspend(() => writer.check()))
           )
-
-        const publish = Effect.gen(function*() {
-          const updatedAt = yield* Clock.currentTimeMillis
-          const manifest: Manifest = {
-            version: 1,
-            key,
-            size,
-            digest: hash.digest("hex"),
-            ...(putOptions.contentType === undefined ? {} : { contentType: putOptions.contentType }),
-            metadata: { ...putOptions.metadata },
-            updatedAt,
-            generation,
-            chunkSize,
-            chunks: written
-          }
-          const old = yield* locked(key)(
-            Effect.gen(function*() {
-              const previous = yield* readManifest("put", key).pipe(
-                // An unreadable old manifest must not block a new write; its chunks stay behind.
-                Effect.catchIf((e) => e.reason === "Invalid", () => Effect.succeed(undefined))
-              )
-              yield* attempt("put", key, () => storage.setItem(manifestKey(key), JSON.stringify(manifest)))
-              published = true
-              return previous
-            })
-          )
-          yield* removeReplaced("put", key, old)
-          return { key, size: manifest.size, digest: manifest.digest }
-        })
-
-        return Effect.zipRight(writeChunks, publish).pipe(
-          // A write that fails or is interrupted before its manifest is visible removes its chunks;
-          // once the manifest is written the chunks are the value, whatever happens next.
-          Effect.onExit((exit) =>
-            Exit.isSuccess(exit) || published ? Effect.void : Effect.ignore(removeChunks("put", key, generation, written))
-          ),
-          Effect.ensuring(Effect.sync(() => {
-            pending = []
-          }))
-        )
-      },
+          return finish(key, writer, consume, putOptions)
+        }),
 
       get: (key) =>
         Effect.map(requireManifest("get", key), (m) => ({
@@ -297,8 +422,7 @@ export const make = (
                   `chunk ${n} of ${JSON.stringify(key)} has ${bytes.length} bytes, expected ${expected}`,
                   { key }
                 )
-              })
-            )
+              }), { concurrency: READS_AHEAD })
           )
         })),
 

@@ -157,9 +157,28 @@ export interface Blob {
 
 /**
  * What `put` accepts: whole bytes, a UTF-8 string, an Effect stream (its error passes through
- * `put` unchanged) or a web `ReadableStream` (its error becomes an `Unknown` BlobStoreError).
+ * `put` unchanged), a web `ReadableStream` or an async iterable of bytes such as a Node
+ * `Readable` (their errors become an `Unknown` BlobStoreError whose `cause` is the original).
  */
-export type Body<E = never> = Uint8Array | string | Stream.Stream<Uint8Array, E> | ReadableStream<Uint8Array>
+export type Body<E = never> =
+  | Uint8Array
+  | string
+  | Stream.Stream<Uint8Array, E>
+  | ReadableStream<Uint8Array>
+  | AsyncIterable<Uint8Array>
+
+/**
+ * A body read with plain promises, one piece at a time: what `Implementation.putPieces`
+ * consumes, so that a large upload costs no Effect per piece. `next` rejects only with a
+ * BlobStoreError (`Unknown` with the source's error as `cause`, or `Invalid` for a piece that
+ * is not bytes).
+ */
+export interface Pieces {
+  /** The next piece (never empty), or `undefined` at the end. */
+  readonly next: () => Promise<Uint8Array | undefined>
+  /** Stops the source early (after a failure or an interruption); safe to call twice. */
+  readonly cancel: () => void
+}
 
 // ---------------------------------------------------------------------------------------------
 // The port
@@ -218,11 +237,105 @@ export interface Implementation {
     body: Stream.Stream<Uint8Array, E>,
     options: PutOptions
   ) => Effect.Effect<PutResult, BlobStoreError | E>
+  /**
+   * Optional fast path for bodies that are not Effect streams (bytes, strings, web
+   * `ReadableStream`s, async iterables): the same contract as `put`, the body read as plain
+   * promises. When absent, every body goes through `put` as a stream.
+   */
+  readonly putPieces?: (key: string, body: Pieces, options: PutOptions) => Effect.Effect<PutResult, BlobStoreError>
   readonly get: (key: string) => Effect.Effect<Blob, BlobStoreError>
   readonly stat: (key: string) => Effect.Effect<BlobStat, BlobStoreError>
   readonly has?: (key: string) => Effect.Effect<boolean, BlobStoreError>
   readonly list: (prefix: string) => Stream.Stream<string, BlobStoreError>
   readonly delete: (key: string) => Effect.Effect<void, BlobStoreError>
+}
+
+const readFailed = (module: string, cause: unknown) =>
+  new BlobStoreError({
+    module,
+    method: "put",
+    reason: "Unknown",
+    message: `reading the body failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+    cause
+  })
+
+const notBytes = (module: string, piece: unknown) =>
+  new BlobStoreError({
+    module,
+    method: "put",
+    reason: "Invalid",
+    message: `the body yielded ${piece === null ? "null" : typeof piece}, not bytes (Uint8Array)`
+  })
+
+const isAsyncIterable = (body: unknown): body is AsyncIterable<unknown> =>
+  typeof body === "object" && body !== null && typeof (body as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === "function"
+
+/**
+ * A body as `Pieces`, or `undefined` for an Effect stream (whose typed error must pass through
+ * unchanged, so it stays a stream) and for anything that is no body. Nothing is read until
+ * `next` is called.
+ */
+export const bodyPieces = <E>(module: string, body: Body<E>): Pieces | undefined => {
+  if (typeof body === "string" || body instanceof Uint8Array) {
+    let whole: Uint8Array | undefined = typeof body === "string" ? new TextEncoder().encode(body) : body
+    return {
+      next: () => {
+        const out = whole !== undefined && whole.length > 0 ? whole : undefined
+        whole = undefined
+        return Promise.resolve(out)
+      },
+      cancel: () => {
+        whole = undefined
+      }
+    }
+  }
+  if (typeof body !== "object" || body === null || Stream.StreamTypeId in body) return undefined
+  let pull: () => Promise<{ done?: boolean | undefined; value?: unknown }>
+  let stop: () => unknown
+  if (Predicate.hasProperty(body, "getReader")) {
+    const web = body as ReadableStream<Uint8Array>
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined
+    pull = () => (reader ??= web.getReader()).read()
+    stop = () => (reader === undefined ? web.cancel() : reader.cancel())
+  } else if (isAsyncIterable(body)) {
+    let iterator: AsyncIterator<unknown> | undefined
+    pull = () => (iterator ??= body[Symbol.asyncIterator]()).next()
+    stop = () => iterator?.return?.()
+  } else {
+    return undefined
+  }
+  let done = false
+  const cancel = () => {
+    if (done) return
+    done = true
+    try {
+      Promise.resolve(stop()).catch(() => {})
+    } catch {
+      // a source that cannot be stopped is left to the garbage collector
+    }
+  }
+  const next = async (): Promise<Uint8Array | undefined> => {
+    for (;;) {
+      if (done) return undefined
+      let r: { done?: boolean | undefined; value?: unknown }
+      try {
+        r = await pull()
+      } catch (cause) {
+        done = true
+        throw readFailed(module, cause)
+      }
+      if (r.done) {
+        done = true
+        return undefined
+      }
+      if (!(r.value instanceof Uint8Array)) {
+        cancel()
+        throw notBytes(module, r.value)
+      }
+      if (r.value.length > 0) return r.value
+    }
+  }
+  return { next, cancel }
 }
 
 /** Turns any accepted body into a stream of bytes. */
@@ -233,22 +346,20 @@ export const bodyStream = <E>(module: string, body: Body<E>): Stream.Stream<Uint
   if (Predicate.hasProperty(body, "getReader")) {
     return Stream.fromReadableStream({
       evaluate: () => body as ReadableStream<Uint8Array>,
-      onError: (cause) =>
-        new BlobStoreError({
-          module,
-          method: "put",
-          reason: "Unknown",
-          message: `reading the body failed: ${cause instanceof Error ? cause.message : String(cause)}`,
-          cause
-        })
+      onError: (cause) => readFailed(module, cause)
     })
+  }
+  if (isAsyncIterable(body)) {
+    return Stream.fromAsyncIterable(body, (cause) => readFailed(module, cause)).pipe(
+      Stream.mapEffect((piece) => (piece instanceof Uint8Array ? Effect.succeed(piece) : Effect.fail(notBytes(module, piece))))
+    )
   }
   return Stream.fail(
     new BlobStoreError({
       module,
       method: "put",
       reason: "Invalid",
-      message: "the body must be a Uint8Array, a string, an Effect Stream or a ReadableStream"
+      message: "the body must be a Uint8Array, a string, an Effect Stream, a ReadableStream or an async iterable of bytes"
     })
   )
 }
@@ -268,7 +379,10 @@ export const make = (impl: Implementation): BlobStore => {
   return {
     [TypeId]: TypeId,
     put: (key, body, options = {}) =>
-      Effect.flatMap(validateKey(m, "put", key), (k) => impl.put(k, bodyStream(m, body), options)),
+      Effect.flatMap(validateKey(m, "put", key), (k) => {
+        const pieces = impl.putPieces === undefined ? undefined : bodyPieces(m, body)
+        return pieces !== undefined ? impl.putPieces!(k, pieces, options) : impl.put(k, bodyStream(m, body), options)
+      }),
     get,
     stream: (key) => Stream.unwrap(Effect.map(get(key), (blob) => blob.body)),
     getBytes: (key) =>

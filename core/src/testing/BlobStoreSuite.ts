@@ -135,6 +135,62 @@ export const testBlobStore = <E>(
         expect([...(yield* store.getBytes(k("readable")))]).toEqual([1, 2, 3, 4, 5, 6])
       }))
 
+    it.effect("accepts an async iterable body (an async generator, a Node Readable) in uneven pieces", () =>
+      Effect.gen(function*() {
+        const store = yield* BlobStore.BlobStore
+        const bytes = patternBytes(largeSize, 11)
+        const digest = yield* BlobStore.sha256Hex(bytes)
+        async function* pieces() {
+          for (let at = 0, step = 1; at < bytes.length; at += step, step = (step * 13 + 5) % 150_001 || 1) {
+            yield bytes.subarray(at, Math.min(bytes.length, at + step))
+          }
+        }
+        expect(yield* store.put(k("iterable"), pieces())).toEqual({ key: k("iterable"), size: largeSize, digest })
+        expect(sameBytes(yield* store.getBytes(k("iterable")), bytes)).toBe(true)
+        // An empty iterable is an empty value.
+        async function* nothing(): AsyncGenerator<Uint8Array> {}
+        expect((yield* store.put(k("iterable-empty"), nothing())).size).toBe(0)
+        expect((yield* store.getBytes(k("iterable-empty"))).length).toBe(0)
+      }))
+
+    it.effect("a failing ReadableStream or async iterable fails put with Unknown, keeping the cause and the old value", () =>
+      Effect.gen(function*() {
+        const store = yield* BlobStore.BlobStore
+        yield* store.put(k("keep-web"), "old value")
+        const cause = new Error("connection reset by peer")
+        let pulls = 0
+        const readable = new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (pulls++ < 3) controller.enqueue(patternBytes(Math.ceil(largeSize / 2), pulls))
+            else controller.error(cause)
+          }
+        })
+        const web = yield* expectFailure(store.put(k("keep-web"), readable), "Unknown")
+        expect(web.message).toContain("reading the body failed: connection reset by peer")
+        expect(web.cause).toBe(cause)
+        expect(new TextDecoder().decode(yield* store.getBytes(k("keep-web")))).toBe("old value")
+
+        async function* failing() {
+          yield patternBytes(largeSize, 5)
+          throw cause
+        }
+        const iterable = yield* expectFailure(store.put(k("never-iterable"), failing()), "Unknown")
+        expect(iterable.cause).toBe(cause)
+        expect(yield* store.has(k("never-iterable"))).toBe(false)
+      }))
+
+    it.effect("a body that yields something other than bytes fails put with Invalid", () =>
+      Effect.gen(function*() {
+        const store = yield* BlobStore.BlobStore
+        async function* strings() {
+          yield new Uint8Array([1])
+          yield "text" as unknown as Uint8Array
+        }
+        const error = yield* expectFailure(store.put(k("not-bytes"), strings()), "Invalid")
+        expect(error.message).toContain("not bytes")
+        expect(yield* store.has(k("not-bytes"))).toBe(false)
+      }))
+
     it.effect("stores content type and metadata with the value", () =>
       Effect.gen(function*() {
         const store = yield* BlobStore.BlobStore

@@ -91,6 +91,109 @@ describe("UnstorageBlobStore layout", () => {
       }))
   })
 
+  it.effect("a failed write from a ReadableStream removes the chunks it had written", () => {
+    const storage = createStorage({ driver: memoryDriver() })
+    return withStore(storage, 100, (store) =>
+      Effect.gen(function*() {
+        let sent = 0
+        const readable = new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (sent++ < 5) controller.enqueue(patternBytes(190, sent))
+            else controller.error(new Error("client went away"))
+          }
+        })
+        const error = yield* Effect.flip(store.put("k", readable))
+        expect(error.message).toContain("client went away")
+        expect(yield* Effect.promise(() => storage.getKeys())).toEqual([])
+      }))
+  })
+
+  it.effect("an interrupted write from a ReadableStream removes its chunks and cancels the stream", () => {
+    const storage = createStorage({ driver: memoryDriver() })
+    return withStore(storage, 100, (store) =>
+      Effect.gen(function*() {
+        const stalled = yield* Deferred.make<void>()
+        let cancelled = false
+        let sent = 0
+        const readable = new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (sent++ < 3) controller.enqueue(patternBytes(100, sent))
+            else Deferred.unsafeDone(stalled, Effect.void) // and never enqueue again
+          },
+          cancel() {
+            cancelled = true
+          }
+        }, { highWaterMark: 0 })
+        const fiber = yield* Effect.fork(store.put("k", readable))
+        yield* Deferred.await(stalled)
+        yield* Effect.promise(() => new Promise((r) => setTimeout(r, 10)))
+        expect((yield* chunkKeys(storage)).length).toBeGreaterThan(0)
+        yield* Fiber.interrupt(fiber)
+        expect(yield* Effect.promise(() => storage.getKeys())).toEqual([])
+        expect(cancelled).toBe(true)
+      }))
+  })
+
+  it.effect("a driver failure in the middle of a write fails put with its reason and leaves no chunks", () => {
+    const inner = memoryDriver()
+    let writes = 0
+    const storage = createStorage({
+      driver: {
+        ...inner,
+        name: "full-disk",
+        setItemRaw: (key: string, value: unknown, opts: unknown) => {
+          if (key.startsWith("c:") && ++writes === 3) {
+            return Promise.reject(Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" }))
+          }
+          return inner.setItemRaw!(key, value, opts as never)
+        }
+      }
+    })
+    return withStore(storage, 100, (store) =>
+      Effect.gen(function*() {
+        for (const body of [patternBytes(1000), Stream.fromIterable(Array.from({ length: 20 }, (_, i) => patternBytes(50, i + 1)))]) {
+          writes = 0
+          const error = yield* Effect.flip(store.put("k", body))
+          expect(error.reason).toBe("Unknown")
+          expect(error.message).toContain("no space left on device")
+          expect(error.key).toBe("k")
+          expect(yield* Effect.promise(() => storage.getKeys())).toEqual([])
+        }
+      }))
+  })
+
+  it.effect("overlaps chunk writes, with at most three in flight", () => {
+    const inner = memoryDriver()
+    let inFlight = 0
+    let most = 0
+    const storage = createStorage({
+      driver: {
+        ...inner,
+        name: "slow",
+        setItemRaw: async (key: string, value: unknown, opts: unknown) => {
+          inFlight++
+          most = Math.max(most, inFlight)
+          await new Promise((r) => setTimeout(r, 5))
+          inFlight--
+          return inner.setItemRaw!(key, value, opts as never)
+        }
+      }
+    })
+    return withStore(storage, 100, (store) =>
+      Effect.gen(function*() {
+        const bytes = patternBytes(2000, 9)
+        yield* store.put("whole", bytes)
+        expect(most).toBeGreaterThan(1)
+        expect(most).toBeLessThanOrEqual(3)
+        most = 0
+        yield* store.put("streamed", Stream.fromIterable(Array.from({ length: 40 }, (_, i) => bytes.subarray(i * 50, i * 50 + 50))))
+        expect(most).toBeGreaterThan(1)
+        expect(most).toBeLessThanOrEqual(3)
+        expect([...(yield* store.getBytes("whole"))]).toEqual([...bytes])
+        expect([...(yield* store.getBytes("streamed"))]).toEqual([...bytes])
+      }))
+  })
+
   it.effect("a value becomes visible only once complete; readers keep the old value meanwhile", () => {
     const storage = createStorage({ driver: memoryDriver() })
     return withStore(storage, 100, (store) =>
