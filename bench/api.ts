@@ -3,6 +3,7 @@
 // concurrency 1, 16 and 64, beside a bare node:http server answering the same JSON bytes.
 //   BENCH_API_RUNS   stored runs, inserted through the StateStore (default 2,000; full 10,000)
 //   BENCH_API_SECONDS measuring time per point (default 2; full 5), after a 0.3 s warm-up
+//   BENCH_API_ROUTES  some of get, list, list1000, plan (default all)
 import { startBare, startServer } from "./support/server.ts"
 import { load, type Target } from "./support/load.ts"
 import { runSpec } from "./support/api.ts"
@@ -19,12 +20,13 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const t0 = Date.now()
   const server = await startServer({ prefillRuns: n, databaseUrl: ctx.databaseUrl })
   ctx.log(`api: server up with ${n} runs in ${((Date.now() - t0) / 1000).toFixed(0)} s`)
-  const routes: Array<{ label: string; path: string; body: unknown }> = [
-    { label: "runs/get", path: "/api/project/main/runs/get", body: { run_name: `prefill-${Math.floor(n / 2)}` } },
-    { label: `runs/list (page of 100 of ${n.toLocaleString("en-US")})`, path: "/api/runs/list", body: { project_name: "main" } },
-    { label: `runs/list (page of 1,000 of ${n.toLocaleString("en-US")})`, path: "/api/runs/list?limit=1000", body: { project_name: "main", limit: 1000 } },
-    { label: "runs/get_plan", path: "/api/project/main/runs/get_plan", body: runSpec("plan-me", ["true"]) }
-  ]
+  const only = process.env.BENCH_API_ROUTES?.split(",").map((s) => s.trim())
+  const routes: Array<{ key: string; label: string; path: string; body: unknown }> = [
+    { key: "get", label: "runs/get", path: "/api/project/main/runs/get", body: { run_name: `prefill-${Math.floor(n / 2)}` } },
+    { key: "list", label: `runs/list (page of 100 of ${n.toLocaleString("en-US")})`, path: "/api/runs/list", body: { project_name: "main" } },
+    { key: "list1000", label: `runs/list (page of 1,000 of ${n.toLocaleString("en-US")})`, path: "/api/runs/list?limit=1000", body: { project_name: "main", limit: 1000 } },
+    { key: "plan", label: "runs/get_plan", path: "/api/project/main/runs/get_plan", body: runSpec("plan-me", ["true"]) }
+  ].filter((r) => only === undefined || only.includes(r.key))
   const rows: Array<Row> = []
   let bare: Awaited<ReturnType<typeof startBare>> | undefined
   try {

@@ -6,7 +6,8 @@
  * resubmitting).
  */
 import { Effect, Schema } from "effect"
-import { Run } from "../domain/Run.ts"
+import { wireShape } from "../api/WireShape.ts"
+import { Run, runCost } from "../domain/Run.ts"
 import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 
 const StopRequest = Schema.Struct({ abort: Schema.Boolean })
@@ -22,7 +23,23 @@ export const RunRecord = Schema.Struct({
 export type RunRecord = typeof RunRecord.Type
 
 const decode = Schema.decodeUnknown(RunRecord)
-export const encodeRecord = Schema.encodeSync(RunRecord)
+const encodeRun = Schema.encode(Run)
+const encodeRecordOnly = Schema.encodeSync(RunRecord)
+
+/**
+ * The key under which a stored record names the wire shape of its `run` (see WireShape.ts):
+ * when it is this build's, the stored run is exactly what encoding it again would give, and
+ * the API sends it without a decode/encode round trip. Decoding ignores the key.
+ */
+const WIRE_SHAPE_KEY = "run_wire_shape"
+let runShape: string | undefined
+const currentRunShape = (): string => (runShape ??= wireShape(Run))
+
+/** The record as stored: its wire form, stamped with the wire shape of its run. */
+export const encodeRecord = (record: RunRecord): typeof RunRecord.Encoded & { readonly [WIRE_SHAPE_KEY]: string } => ({
+  ...encodeRecordOnly(record),
+  [WIRE_SHAPE_KEY]: currentRunShape()
+})
 
 /** A run row decoded, with the version to write it back against. */
 export interface LoadedRun {
@@ -36,6 +53,47 @@ export const decodeRow = (row: StoredDocument): Effect.Effect<LoadedRun> =>
     Effect.map((record) => ({ row, record })),
     Effect.orDieWith((e) => new Error(`run ${row.id} has a malformed record: ${e.message}`))
   )
+
+/** The wire form of a run (`Run` encoded), as the API sends it. */
+export type RunWire = typeof Run.Encoded
+
+/** A run as the API shows it: its cost up to `now`. */
+export const presentRun = (run: Run, now: number = Date.now()): Run =>
+  new Run({ ...run, cost: runCost(run, now) }, { disableValidation: true })
+
+const time = (v: unknown): number => (typeof v === "string" ? Date.parse(v) : Number.NaN)
+
+/** `runCost` on the wire form: the same sum, in the same order, so the same number. */
+const wireCost = (run: RunWire, now: number): number => {
+  let total = 0
+  for (const job of run.jobs ?? []) {
+    for (const sub of job.job_submissions ?? []) {
+      const price = sub.job_provisioning_data?.price
+      if (price === undefined || price === null) continue
+      const finished = sub.finished_at
+      const end = finished === undefined || finished === null ? now : time(finished)
+      const hours = Math.max(0, end - time(sub.submitted_at)) / 3_600_000
+      total += price * hours
+    }
+  }
+  return total
+}
+
+/**
+ * The run of a stored row as the API sends it (`presentRun`, encoded). A row written with this
+ * build's run schema is answered from its stored JSON with only the cost recomputed; older rows
+ * are decoded and encoded again.
+ */
+export const runWireOf = (row: StoredDocument, now: number = Date.now()): Effect.Effect<RunWire> => {
+  const doc = row.doc as { readonly run?: RunWire; readonly [WIRE_SHAPE_KEY]?: unknown } | null
+  if (doc !== null && typeof doc === "object" && doc[WIRE_SHAPE_KEY] === currentRunShape() && typeof doc.run === "object" && doc.run !== null) {
+    return Effect.succeed({ ...doc.run, cost: wireCost(doc.run, now) })
+  }
+  return decodeRow(row).pipe(
+    Effect.flatMap(({ record }) => encodeRun(presentRun(record.run, now))),
+    Effect.orDieWith((e) => new Error(`run ${row.id} cannot be encoded: ${e.message}`))
+  )
+}
 
 export const loadRun = (id: string): Effect.Effect<LoadedRun, StateStoreError, StateStore> =>
   Effect.flatMap(StateStore, (store) => Effect.flatMap(store.runs.get(id), decodeRow))

@@ -449,6 +449,14 @@ export interface Change {
   readonly project: string
 }
 
+/**
+ * What `watch` reports: a document (any write but lease-only ones), or `access` for any change
+ * to users, tokens, projects or members.
+ */
+export type Invalidation =
+  | { readonly kind: DocumentKind; readonly id: string }
+  | { readonly kind: "access" }
+
 // ---------------------------------------------------------------------------------------------
 // The service
 
@@ -474,6 +482,15 @@ export interface StateStoreService {
   readonly changes: Stream.Stream<Change>
   /** Subscribes now (so nothing after this point is missed) and yields the queue. */
   readonly subscribe: Effect.Effect<Queue.Dequeue<Change>, never, Scope.Scope>
+  /**
+   * Calls `listener` at once with every change this store learns of, for caches of what was
+   * read from it: synchronously after each write made through this store (and again when the
+   * transaction around the write ends, committed or not), and when the database announces
+   * another replica's write — so one change may be reported more than once, and a change on
+   * another replica arrives a moment later (keep such caches short-lived too). Listening stops
+   * when the scope closes.
+   */
+  readonly watch: (listener: (change: Invalidation) => void) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /**

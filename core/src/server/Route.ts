@@ -32,12 +32,24 @@ interface RouteBase {
   readonly access: RouteAccess
 }
 
+/**
+ * A response a handler already holds in wire form — what the response schema would encode to
+ * (a run read from its stored JSON) — so the router sends it without encoding it again.
+ */
+export class Encoded<out A> {
+  readonly _tag = "Encoded"
+  constructor(readonly value: A) {}
+}
+
+/** Wraps a value that is already the wire form of a route's response. */
+export const encoded = <A>(value: A): Encoded<A> => new Encoded(value)
+
 /** A JSON-in, JSON-out route. */
 export interface JsonRoute<I, II, O, OI, R> extends RouteBase {
   readonly kind: "json"
   readonly request?: Schema.Schema<I, II, never> | undefined
   readonly response: Schema.Schema<O, OI, never>
-  readonly handler: (input: I, ctx: RouteContext) => Effect.Effect<O, ApiError, R>
+  readonly handler: (input: I, ctx: RouteContext) => Effect.Effect<O | Encoded<OI>, ApiError, R>
 }
 
 /** A route that needs the raw request or answers with a stream (uploads, live logs). */

@@ -6,6 +6,7 @@ import type { Context as HonoContext, Hono } from "hono"
 import { Access, satisfiesProjectRole } from "./Access.ts"
 import type { Principal } from "./Access.ts"
 import { ApiError, badRequest, forbidden, serverError, unauthenticated } from "./ApiError.ts"
+import { Encoded } from "./Route.ts"
 import type { AnyRoute, RouteContext } from "./Route.ts"
 
 /** Turns a schema decoding failure into a 400 whose details carry each field path. */
@@ -65,23 +66,39 @@ const authorize = (route: AnyRoute<any>, c: HonoContext) =>
     return { principal, projectName }
   })
 
-const handle = <R>(route: AnyRoute<R>, c: HonoContext): Effect.Effect<Response, ApiError, R | Access> =>
+/** A route with its request decoder and response encoder built once, at mount time. */
+interface Mounted<R> {
+  readonly route: AnyRoute<R>
+  readonly decode: ((body: unknown) => Effect.Effect<unknown, ParseResult.ParseError>) | undefined
+  readonly encode: ((value: unknown) => Effect.Effect<unknown, ParseResult.ParseError>) | undefined
+}
+
+const prepare = <R>(route: AnyRoute<R>): Mounted<R> =>
+  route.kind === "raw"
+    ? { route, decode: undefined, encode: undefined }
+    : {
+        route,
+        decode: route.request ? Schema.decodeUnknown(route.request, { errors: "all" }) : undefined,
+        encode: Schema.encode(route.response)
+      }
+
+const handle = <R>({ route, decode, encode }: Mounted<R>, c: HonoContext): Effect.Effect<Response, ApiError, R | Access> =>
   Effect.gen(function* () {
     const { principal, projectName } = yield* authorize(route, c)
     const ctx: RouteContext = { principal, projectName, params: c.req.param() as Record<string, string>, hono: c }
     if (route.kind === "raw") return yield* route.handler(ctx)
     let input: unknown = undefined
-    if (route.request) {
+    if (decode) {
       const body = yield* readJson(c)
-      input = yield* Schema.decodeUnknown(route.request, { errors: "all" })(body).pipe(
-        Effect.mapError((e) => fromParseError(e, ["body"]))
-      )
+      input = yield* decode(body).pipe(Effect.mapError((e) => fromParseError(e, ["body"])))
     }
     const output = yield* route.handler(input, ctx)
-    const encoded = yield* Schema.encode(route.response)(output).pipe(
+    // Already in wire form (read as stored): encoding it again would only cost time.
+    if (output instanceof Encoded) return c.json(output.value as any, 200)
+    const wire = yield* encode!(output).pipe(
       Effect.mapError((e) => serverError(`The server produced a response that does not match its schema`, e))
     )
-    return c.json(encoded as any, 200)
+    return c.json(wire as any, 200)
   })
 
 export const errorResponse = (c: HonoContext, error: ApiError): Response =>
@@ -94,8 +111,9 @@ export const mountRoutes = <R>(
   runtime: ManagedRuntime.ManagedRuntime<R | Access, never>
 ): void => {
   for (const route of routes) {
+    const mounted = prepare(route)
     app.on(route.method, route.path, async (c) => {
-      const exit = await runtime.runPromiseExit(handle(route, c))
+      const exit = await runtime.runPromiseExit(handle(mounted, c))
       if (Exit.isSuccess(exit)) return exit.value
       const failure = Cause.failureOption(exit.cause)
       if (Option.isSome(failure)) {

@@ -1,27 +1,85 @@
 // The Access service backed by the StateStore: tokens are looked up by their sha256 hash and
-// project roles come from the project's member list.
+// project roles come from the project's member list. Both are remembered until the store
+// reports a change to users, tokens, projects or members (`watch`): at once when made through
+// this server, on the database's notification when another replica makes it — and for at most
+// `CACHE_TTL_MS` in any case, the bound should a notification never arrive.
+import { createHash } from "node:crypto"
 import { Effect, Layer } from "effect"
-import { StateStore, hashToken } from "../ports/StateStore.ts"
+import type { ProjectRole } from "../domain/Project.ts"
+import { StateStore } from "../ports/StateStore.ts"
 import { Access } from "./Access.ts"
+import type { Principal } from "./Access.ts"
 import { fromStateStore } from "./ApiError.ts"
 
-export const layer: Layer.Layer<Access, never, StateStore> = Layer.effect(
+/** The longest a cached caller or project role is used without the store saying it changed. */
+export const CACHE_TTL_MS = 5_000
+/** Past this many entries a cache starts over (unknown tokens are never cached). */
+const MAX_ENTRIES = 10_000
+
+interface Cached<A> {
+  readonly value: A
+  readonly at: number
+}
+
+/** sha256 hex, as `hashToken` of the port, but synchronous: it runs on every request. */
+const sha256Hex = (token: string): string => createHash("sha256").update(token).digest("hex")
+
+export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
   Access,
   Effect.gen(function* () {
     const store = yield* StateStore
-    return {
-      authenticate: (token) =>
-        hashToken(token).pipe(
-          Effect.flatMap((hash) => store.users.getByTokenHash(hash)),
-          Effect.map((user) => (user.active ? { username: user.username, globalRole: user.globalRole } : undefined)),
-          Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined)),
-          Effect.mapError(fromStateStore)
-        ),
-      projectRole: (principal, projectName) =>
-        store.projects.get(projectName).pipe(
-          Effect.map((project) => project.members.find((m) => m.user.username === principal.username)?.projectRole),
-          Effect.mapError((e) => (e.reason === "NotFound" ? fromStateStore({ reason: "NotFound", message: `Project ${projectName} does not exist` }) : fromStateStore(e)))
+    // Counts the access changes reported; a read is remembered only if none came meanwhile (a
+    // read racing a change may have seen the old rows).
+    let epoch = 0
+    const principals = new Map<string, Cached<Principal>>()
+    const roles = new Map<string, Cached<ReadonlyMap<string, ProjectRole>>>()
+    yield* store.watch((change) => {
+      if (change.kind !== "access") return
+      epoch++
+      principals.clear()
+      roles.clear()
+    })
+
+    /** The cached value under `key`, else `load`'s (remembered unless it is undefined). */
+    const cached = <A, E>(cache: Map<string, Cached<A>>, key: string, load: Effect.Effect<A | undefined, E>) =>
+      Effect.suspend(() => {
+        const hit = cache.get(key)
+        const now = Date.now()
+        if (hit !== undefined && now - hit.at < CACHE_TTL_MS) return Effect.succeed<A | undefined>(hit.value)
+        const readAt = epoch
+        return Effect.tap(load, (value) =>
+          Effect.sync(() => {
+            if (value === undefined || epoch !== readAt) return
+            if (cache.size >= MAX_ENTRIES) cache.clear()
+            cache.set(key, { value, at: now })
+          })
         )
+      })
+
+    return {
+      authenticate: (token) => {
+        const hash = sha256Hex(token)
+        return cached(
+          principals,
+          hash,
+          store.users.getByTokenHash(hash).pipe(
+            Effect.map((user): Principal | undefined => (user.active ? { username: user.username, globalRole: user.globalRole } : undefined)),
+            Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined)),
+            Effect.mapError(fromStateStore)
+          )
+        )
+      },
+      projectRole: (principal, projectName) =>
+        cached(
+          roles,
+          projectName,
+          store.projects.get(projectName).pipe(
+            Effect.map((project): ReadonlyMap<string, ProjectRole> => new Map(project.members.map((m) => [m.user.username, m.projectRole]))),
+            Effect.mapError((e) =>
+              e.reason === "NotFound" ? fromStateStore({ reason: "NotFound", message: `Project ${projectName} does not exist` }) : fromStateStore(e)
+            )
+          )
+        ).pipe(Effect.map((members) => members?.get(principal.username)))
     }
   })
 )

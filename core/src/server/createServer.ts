@@ -3,6 +3,7 @@
 // Effect runtime that runs its handlers and background work, and what the first start created.
 import { Effect, Layer, ManagedRuntime } from "effect"
 import { Hono } from "hono"
+import type { MiddlewareHandler } from "hono"
 import { cors } from "hono/cors"
 import type { BlobStore } from "../ports/BlobStore.ts"
 import * as PluginHostModule from "../plugin/PluginHost.ts"
@@ -20,6 +21,8 @@ import { notFound, serverError } from "./ApiError.ts"
 import { openApiDocument } from "./OpenApi.ts"
 import type { AnyRoute } from "./Route.ts"
 import * as StateAccess from "./StateAccess.ts"
+import * as RunCacheModule from "./RunCache.ts"
+import type { RunCache } from "./RunCache.ts"
 import { serverRoutes } from "./routes/server.ts"
 import { userRoutes } from "./routes/users.ts"
 import { projectRoutes } from "./routes/projects.ts"
@@ -50,7 +53,7 @@ export interface ServerOptions {
   readonly extraRoutes?: ReadonlyArray<AnyRoute<ServerServices>>
 }
 
-export type ServerServices = StateStore | BlobStore | Access | PluginHostModule.PluginHost | Compute | Engine
+export type ServerServices = StateStore | BlobStore | Access | RunCache | PluginHostModule.PluginHost | Compute | Engine
 
 export interface Server {
   readonly app: Hono
@@ -62,6 +65,24 @@ export interface Server {
   /** Stops background work and closes the stores. */
   readonly close: () => Promise<void>
 }
+
+/**
+ * The CORS headers of an answer to anything but a preflight (those `hono/cors` answers), the
+ * same as `hono/cors` sets. Set before the handler runs: `hono/cors` touches the response
+ * first, so that every answer was then built twice, through a stream instead of a string.
+ */
+const corsHeaders = (origin: string | ReadonlyArray<string>): MiddlewareHandler =>
+  async function corsHeaders(c, next) {
+    if (origin === "*") {
+      c.header("Access-Control-Allow-Origin", "*")
+    } else {
+      const from = c.req.header("origin") ?? ""
+      const allowed = typeof origin === "string" ? (origin === from ? from : undefined) : origin.includes(from) ? from : undefined
+      if (allowed !== undefined) c.header("Access-Control-Allow-Origin", allowed)
+      c.header("Vary", "Origin", { append: true })
+    }
+    await next()
+  }
 
 /** The routes every server has. */
 export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
@@ -92,7 +113,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
   const base = Layer.mergeAll(options.state, options.blobs, PluginHostModule.layer(options.plugins ?? []))
   const compute = Layer.provideMerge(ComputeModule.layer(options.compute ?? {}), base)
   const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
-  const services = Layer.provideMerge(StateAccess.layer, engine)
+  const services = Layer.provideMerge(Layer.merge(StateAccess.layer, RunCacheModule.layer), engine)
   const runtime = ManagedRuntime.make(services)
   try {
     const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))
@@ -106,7 +127,9 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     // The SDK runs in browsers too: the API answers cross-origin calls. It authenticates with
     // bearer tokens, never cookies, so any origin may call it unless the build narrows it.
     const origins = options.corsOrigins
-    app.use("/api/*", cors({ origin: origins === undefined ? "*" : typeof origins === "string" ? origins : [...origins], allowHeaders: ["Authorization", "Content-Type"], maxAge: 600 }))
+    const origin = origins === undefined ? "*" : typeof origins === "string" ? origins : [...origins]
+    app.options("/api/*", cors({ origin, allowHeaders: ["Authorization", "Content-Type"], maxAge: 600 }))
+    app.use("/api/*", corsHeaders(origin))
     app.get("/api/docs", (c) => c.json(openapi))
     app.get("/api/docs/openapi.json", (c) => c.json(openapi))
     mountRoutes(app, routes, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>)

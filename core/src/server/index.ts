@@ -2,11 +2,12 @@
 // the access service and the OpenAPI generator.
 export { createServer, builtinRoutes, runOn } from "./createServer.ts"
 export type { Server, ServerOptions, ServerServices } from "./createServer.ts"
-export { jsonRoute, rawRoute } from "./Route.ts"
+export { Encoded, encoded, jsonRoute, rawRoute } from "./Route.ts"
 export type { AnyRoute, JsonRoute, RawRoute, RouteAccess, RouteContext } from "./Route.ts"
 export { mountRoutes, fromParseError } from "./Router.ts"
 export { Access, satisfiesProjectRole } from "./Access.ts"
 export type { Principal } from "./Access.ts"
+export { RunCache } from "./RunCache.ts"
 export * as ApiErrors from "./ApiError.ts"
 export { ApiError } from "./ApiError.ts"
 export { openApiDocument } from "./OpenApi.ts"

@@ -17,6 +17,7 @@ import {
   type DocumentKind,
   type DocumentPatch,
   type Documents,
+  type Invalidation,
   type Lease,
   type LogEvent,
   type LogQuery,
@@ -139,7 +140,11 @@ class Params {
 const filterClauses = (f: DocumentFilter, p: Params): Array<string> => {
   const where: Array<string> = []
   if (f.ids !== undefined) where.push(`id = ANY(${p.add([...f.ids])}::text[])`)
-  if (f.projects !== undefined) where.push(`project = ANY(${p.add([...f.projects])}::text[])`)
+  // One project (the usual list) as plain equality: the planner then walks the
+  // (project, submitted_at, id) index in order instead of filtering the whole table by it.
+  if (f.projects !== undefined) {
+    where.push(f.projects.length === 1 ? `project = ${p.add(f.projects[0])}` : `project = ANY(${p.add([...f.projects])}::text[])`)
+  }
   if (f.parentIds !== undefined) where.push(`parent_id = ANY(${p.add([...f.parentIds])}::text[])`)
   if (f.statuses !== undefined) where.push(`status = ANY(${p.add([...f.statuses])}::text[])`)
   if (f.userName !== undefined) where.push(`user_name = ${p.add(f.userName)}`)
@@ -179,26 +184,50 @@ export const make = (
     const sql = (text: string, params: ReadonlyArray<unknown> = []): Effect.Effect<ReadonlyArray<Row>, SqlError> =>
       Effect.flatMap(FiberRef.get(currentTx), (tx) => (tx ?? driver).query(text, params))
 
+    // `watch`: its listeners, told synchronously after each write through this store, again
+    // when the transaction around it ends (a reader between the write and the commit saw the
+    // old rows), and on the notifications of other replicas' writes (their triggers).
+    const watchers = new Set<(change: Invalidation) => void>()
+    const report = (change: Invalidation): void => {
+      for (const listener of watchers) listener(change)
+    }
+    // The changes made inside the transaction the current fiber is in, if any.
+    const txChanges = yield* FiberRef.make<Array<Invalidation> | null>(null)
+    const invalidate = (change: Invalidation): Effect.Effect<void> =>
+      Effect.flatMap(FiberRef.get(txChanges), (pending) =>
+        Effect.sync(() => {
+          pending?.push(change)
+          report(change)
+        })
+      )
+    const accessChanged = invalidate({ kind: "access" })
+    /** A write to users, projects or members: whatever was cached about access is stale after it. */
+    const accessWrite = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => Effect.ensuring(effect, accessChanged)
+
     const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<Change>(), PubSub.shutdown)
     yield* driver
       .listen(CHANGES_CHANNEL, (payload) => {
-        const change = decodeChange(payload)
-        if (change !== undefined) pubsub.unsafeOffer(change)
+        const change = decodeNotification(payload)
+        if (change === undefined) return
+        if (change === "access") return report({ kind: "access" })
+        if (change.kind !== "log") report({ kind: change.kind, id: change.id })
+        pubsub.unsafeOffer(change)
       })
       .pipe(Effect.mapError(toStoreError("changes")))
 
     const withTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | StateStoreError, R> =>
-      Effect.flatMap(FiberRef.get(currentTx), (tx) =>
-        tx !== null
-          ? effect
-          : driver
-              .transaction((connection) => Effect.locally(effect, currentTx, connection))
-              .pipe(
-                Effect.mapError((e): E | StateStoreError =>
-                  e instanceof SqlError ? toStoreError("withTransaction")(e) : (e as E)
-                )
-              )
-      )
+      Effect.flatMap(FiberRef.get(currentTx), (tx) => {
+        if (tx !== null) return effect
+        const pending: Array<Invalidation> = []
+        return driver
+          .transaction((connection) => Effect.locally(Effect.locally(effect, currentTx, connection), txChanges, pending))
+          .pipe(
+            Effect.mapError((e): E | StateStoreError =>
+              e instanceof SqlError ? toStoreError("withTransaction")(e) : (e as E)
+            ),
+            Effect.ensuring(Effect.sync(() => pending.forEach(report)))
+          )
+      })
 
     // Planner statistics. PGlite has no autovacuum, so without this a table never gets any and
     // the planner, believing it tiny, sorts a whole job's logs instead of walking the index.
@@ -231,7 +260,7 @@ export const make = (
 
     const users: Users = {
       create: (u) =>
-        Effect.gen(function* () {
+        accessWrite(Effect.gen(function* () {
           yield* validate("users.create", Username, u.username, "user name")
           yield* validate("users.create", GlobalRole, u.globalRole, "global role")
           const rows = yield* sql(
@@ -240,7 +269,7 @@ export const make = (
             [globalThis.crypto.randomUUID(), u.username, u.globalRole, u.email ?? null, u.tokenHash, u.active ?? true]
           ).pipe(Effect.mapError(toStoreError("users.create", { AlreadyExists: `user '${u.username}' already exists` })))
           return userFromRow(rows[0])
-        }),
+        })),
       get: (username) => getUser("users.get", "username", username),
       getByTokenHash: (hash) => getUser("users.getByTokenHash", "token_hash", hash),
       list: () =>
@@ -249,7 +278,7 @@ export const make = (
           Effect.mapError(toStoreError("users.list"))
         ),
       update: (username, patch) =>
-        Effect.gen(function* () {
+        accessWrite(Effect.gen(function* () {
           if (patch.globalRole !== undefined) yield* validate("users.update", GlobalRole, patch.globalRole, "global role")
           const p = new Params()
           const sets: Array<string> = []
@@ -263,16 +292,16 @@ export const make = (
           ).pipe(Effect.mapError(toStoreError("users.update")))
           if (rows.length === 0) return yield* failWith("users.update", "NotFound", `no user named '${username}'`)
           return userFromRow(rows[0])
-        }),
+        })),
       setTokenHash: (username, hash) =>
-        sql(`UPDATE users SET token_hash = $1 WHERE username = $2 RETURNING id`, [hash, username]).pipe(
+        accessWrite(sql(`UPDATE users SET token_hash = $1 WHERE username = $2 RETURNING id`, [hash, username]).pipe(
           Effect.mapError(toStoreError("users.setTokenHash", { AlreadyExists: "this token is already in use" })),
           Effect.flatMap((rows) =>
             rows.length === 0 ? failWith("users.setTokenHash", "NotFound", `no user named '${username}'`) : Effect.void
           )
-        ),
+        )),
       delete: (usernames) =>
-        sql(`DELETE FROM users WHERE username = ANY($1::text[])`, [[...usernames]]).pipe(
+        accessWrite(sql(`DELETE FROM users WHERE username = ANY($1::text[])`, [[...usernames]]).pipe(
           // The only foreign key that can stop it: a project's owner.
           Effect.mapError((e) =>
             e.code === "23503"
@@ -286,7 +315,7 @@ export const make = (
               : toStoreError("users.delete")(e)
           ),
           Effect.asVoid
-        )
+        ))
     }
 
     // -------------------------------------------------------------------------------------------
@@ -363,7 +392,7 @@ export const make = (
 
     const projects: Projects = {
       create: (np) =>
-        withTransaction(
+        accessWrite(withTransaction(
           Effect.gen(function* () {
             yield* validate("projects.create", ProjectName, np.name, "project name")
             yield* sql(`INSERT INTO projects (id, name, owner, is_public) VALUES ($1, $2, $3, $4)`, [
@@ -382,7 +411,7 @@ export const make = (
             yield* upsertMembers("projects.create", np.name, [{ username: np.owner, projectRole: "admin" }])
             return yield* getProject("projects.create", np.name)
           })
-        ),
+        )),
       get: (name) => getProject("projects.get", name),
       list: () =>
         sql(`${PROJECT_SELECT} ORDER BY p.name`).pipe(
@@ -399,29 +428,29 @@ export const make = (
           Effect.flatMap((rows) => loadProjects("projects.listForUser", rows))
         ),
       delete: (names) =>
-        sql(`DELETE FROM projects WHERE name = ANY($1::text[])`, [[...names]]).pipe(
+        accessWrite(sql(`DELETE FROM projects WHERE name = ANY($1::text[])`, [[...names]]).pipe(
           Effect.mapError(toStoreError("projects.delete")),
           Effect.asVoid
-        ),
+        )),
       setMembers: (name, members) =>
-        withTransaction(
+        accessWrite(withTransaction(
           Effect.gen(function* () {
             yield* requireProject("projects.setMembers", name)
             yield* sql(`DELETE FROM members WHERE project = $1`, [name]).pipe(Effect.mapError(toStoreError("projects.setMembers")))
             yield* upsertMembers("projects.setMembers", name, members)
             return yield* getProject("projects.setMembers", name)
           })
-        ),
+        )),
       addMembers: (name, members) =>
-        withTransaction(
+        accessWrite(withTransaction(
           Effect.gen(function* () {
             yield* requireProject("projects.addMembers", name)
             yield* upsertMembers("projects.addMembers", name, members)
             return yield* getProject("projects.addMembers", name)
           })
-        ),
+        )),
       removeMembers: (name, usernames) =>
-        withTransaction(
+        accessWrite(withTransaction(
           Effect.gen(function* () {
             yield* requireProject("projects.removeMembers", name)
             yield* sql(`DELETE FROM members WHERE project = $1 AND username = ANY($2::text[])`, [name, [...usernames]]).pipe(
@@ -429,7 +458,7 @@ export const make = (
             )
             return yield* getProject("projects.removeMembers", name)
           })
-        )
+        ))
     }
 
     // -------------------------------------------------------------------------------------------
@@ -567,6 +596,7 @@ export const make = (
               })(e)
             ),
             Effect.map((rows) => documentFromRow(kind, rows[0])),
+            Effect.tap(() => invalidate({ kind, id: d.id })),
             Effect.tap(() => noteWrites(table, 1))
           ),
         get,
@@ -624,7 +654,10 @@ export const make = (
                 })
               )
             )
-            if (rows.length > 0) return documentFromRow(kind, rows[0])
+            if (rows.length > 0) {
+              yield* invalidate({ kind, id })
+              return documentFromRow(kind, rows[0])
+            }
             const current = yield* get(id).pipe(
               Effect.catchIf(
                 (e) => e.reason === "NotFound",
@@ -649,6 +682,7 @@ export const make = (
         remove: (ids) =>
           sql(`DELETE FROM ${table} WHERE id = ANY($1::text[])`, [[...ids]]).pipe(
             Effect.mapError(toStoreError(m("remove"))),
+            Effect.tap(() => Effect.forEach(ids, (id) => invalidate({ kind, id }), { discard: true })),
             Effect.asVoid
           ),
         claim: (req: ClaimRequest) => {
@@ -821,13 +855,23 @@ export const make = (
       stacks: SqlStacks.make(sql, withTransaction),
       withTransaction,
       changes: Stream.fromPubSub(pubsub),
-      subscribe: PubSub.subscribe(pubsub)
+      subscribe: PubSub.subscribe(pubsub),
+      watch: (listener) =>
+        Effect.acquireRelease(
+          Effect.sync(() => watchers.add(listener)),
+          () => Effect.sync(() => watchers.delete(listener))
+        ).pipe(Effect.asVoid)
     } satisfies StateStoreService
   })
 
-const decodeChange = (payload: string): Change | undefined => {
+/**
+ * A NOTIFY payload: a `Change`, or `"access"` from the triggers on users, projects and members
+ * (migration 3: nothing to re-read; caches of who may do what are stale), or undefined when not ours.
+ */
+const decodeNotification = (payload: string): Change | "access" | undefined => {
   try {
     const v = JSON.parse(payload) as { kind?: unknown; id?: unknown; project?: unknown }
+    if (v.kind === "access") return "access"
     if (typeof v.kind === "string" && typeof v.id === "string" && typeof v.project === "string") {
       return { kind: v.kind as Change["kind"], id: v.id, project: v.project }
     }

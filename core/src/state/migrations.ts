@@ -165,6 +165,24 @@ export const migrations: ReadonlyArray<Migration> = [
         default_access text NOT NULL CHECK (default_access IN ('public', 'private'))
       )`
     ]
+  },
+  {
+    version: 3,
+    name: "announce changes to users, projects and members (servers cache who may do what)",
+    statements: [
+      // One notification per statement, with nothing to re-read: every replica drops what it
+      // cached about callers and project roles (the store's `watch` reports `access`).
+      `CREATE FUNCTION dstack_notify_access() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          PERFORM pg_notify('dstack_changes', json_build_object('kind', 'access', 'id', TG_TABLE_NAME, 'project', '')::text);
+          RETURN NULL;
+        END $$`,
+      ...["users", "projects", "members"].map(
+        (table) =>
+          `CREATE TRIGGER ${table}_access_changed AFTER INSERT OR UPDATE OR DELETE ON ${table}
+            FOR EACH STATEMENT EXECUTE FUNCTION dstack_notify_access()`
+      )
+    ]
   }
 ]
 

@@ -593,6 +593,63 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
         })
       ))
 
+    it.effect("tells watchers of each write synchronously, and again when its transaction ends", () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const s = yield* store
+          const seen: Array<StateStore.Invalidation> = []
+          yield* s.watch((c) => seen.push(c))
+          const mine = (id: string) => seen.filter((c) => c.kind !== "access" && c.id === id).length
+          const access = () => seen.filter((c) => c.kind === "access").length
+          const project = unique("watch")
+          const runId = unique("run")
+          // Reported by the time the call returns: a cache of reads is stale at once.
+          yield* s.runs.insert({ id: runId, project, name: "w", status: "pending", doc: {} })
+          expect(mine(runId)).toBeGreaterThanOrEqual(1)
+          let before = mine(runId)
+          yield* s.runs.update(runId, { status: "running" })
+          expect(mine(runId)).toBeGreaterThan(before)
+          // Lease-only changes are not changes of the document.
+          const [claimed] = yield* s.runs.claim({ filter: { ids: [runId] }, owner: "w", leaseMs: 10_000 })
+          yield* s.runs.release(runId, claimed.lease!.token)
+          before = mine(runId)
+          yield* s.runs.remove([runId])
+          expect(mine(runId)).toBeGreaterThan(before)
+
+          // Inside a transaction: at the write, and again once it ended (here rolled back).
+          const txRun = unique("run")
+          let duringTx = 0
+          yield* Effect.either(
+            s.withTransaction(
+              s.runs.insert({ id: txRun, project, name: "t", status: "pending", doc: {} }).pipe(
+                Effect.tap(() => Effect.sync(() => (duringTx = mine(txRun)))),
+                Effect.zipRight(Effect.fail("no"))
+              )
+            )
+          )
+          expect(duringTx).toBeGreaterThanOrEqual(1)
+          expect(mine(txRun)).toBeGreaterThan(duringTx)
+
+          // Users, tokens, projects and members: "access".
+          const username = unique("watcher")
+          for (const change of [
+            s.users.create({ username, globalRole: "user", tokenHash: unique("hash") }),
+            s.users.update(username, { active: false }),
+            s.users.setTokenHash(username, unique("hash")),
+            s.projects.create({ name: project, owner: username }),
+            s.projects.addMembers(project, [{ username, projectRole: "user" }]),
+            s.projects.setMembers(project, [{ username, projectRole: "admin" }]),
+            s.projects.removeMembers(project, [username]),
+            s.projects.delete([project]),
+            s.users.delete([username])
+          ] as ReadonlyArray<Effect.Effect<unknown, StateStore.StateStoreError>>) {
+            const count = access()
+            yield* change
+            expect(access()).toBeGreaterThan(count)
+          }
+        })
+      ))
+
     // -------------------------------------------------------------------------------------------
     // Logs
 

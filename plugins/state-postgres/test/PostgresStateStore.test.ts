@@ -1,8 +1,9 @@
 // The PostgreSQL StateStore: the shared conformance suite on a real server, the change feed
 // between two replicas (LISTEN/NOTIFY), and failures before any server is involved.
 import { expect, it } from "@effect/vitest"
-import { Effect, Either, Layer, Queue } from "effect"
-import { StateStore } from "@dstack-ts/core"
+import { Effect, Either, Layer, Queue, Schedule } from "effect"
+import { BlobStore, StateStore, createServer } from "@dstack-ts/core"
+import type { Server } from "@dstack-ts/core"
 import { testStateStore } from "@dstack-ts/core/testing"
 import { describeWith } from "../../../test/support/components.ts"
 import { findPostgres } from "../../../test/support/postgres.ts"
@@ -44,6 +45,67 @@ describeWith("postgresql", pg.available, pg.reason, () => {
         yield* a.runs.update("run-1", { status: "running" })
         expect(yield* Queue.take(queue).pipe(Effect.timeout("5 seconds"))).toEqual({ kind: "run", id: "run-1", project: "p" })
         expect((yield* b.runs.get("run-1")).status).toBe("running")
+      })
+    ))
+
+  it.live("tells another replica's watchers of run writes and of access changes", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const db = yield* freshDatabase(pg.url)
+        const a = yield* PostgresStateStore.make({ url: db.url })
+        const b = yield* PostgresStateStore.make({ url: db.url })
+        const seen = yield* Queue.unbounded<StateStore.Invalidation>()
+        yield* b.watch((c) => seen.unsafeOffer(c))
+        const next = (matches: (c: StateStore.Invalidation) => boolean) =>
+          Queue.take(seen).pipe(
+            Effect.repeat({ until: matches }),
+            Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("B was not told") })
+          )
+        yield* a.runs.insert({ id: "run-w", project: "p", name: "r", status: "submitted", doc: {} })
+        yield* next((c) => c.kind === "run" && c.id === "run-w")
+        yield* a.runs.update("run-w", { status: "running" })
+        yield* next((c) => c.kind === "run" && c.id === "run-w")
+        yield* a.users.create({ username: "alice", globalRole: "user", tokenHash: "h1" })
+        yield* next((c) => c.kind === "access")
+        yield* a.users.setTokenHash("alice", "h2")
+        yield* next((c) => c.kind === "access")
+        yield* a.projects.create({ name: "team", owner: "alice" })
+        yield* next((c) => c.kind === "access")
+        yield* a.users.delete(["bob"])
+        yield* next((c) => c.kind === "access")
+        // Changes to logs and nothing about lease-only updates reach B's watchers as documents.
+        expect((yield* Queue.takeAll(seen)).pipe((c) => [...c]).every((c) => c.kind === "access" || c.kind === "run")).toBe(true)
+      })
+    ))
+
+  it.live("a replica's server stops accepting a token deleted through another replica", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const db = yield* freshDatabase(pg.url)
+        const admin = "admin-token-for-two-replicas"
+        const start = Effect.acquireRelease(
+          Effect.promise(() => createServer({ state: PostgresStateStore.layer({ url: db.url }), blobs: BlobStore.layerMemory, adminToken: admin })),
+          (server) => Effect.promise(() => server.close())
+        )
+        const a = yield* start
+        const b = yield* start
+        const call = (server: Server, path: string, token: string, body: unknown = {}) =>
+          Effect.promise(async () => {
+            const res = await server.app.request(path, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify(body) })
+            return { status: res.status, body: (await res.json()) as any }
+          })
+        const created = yield* call(a, "/api/users/create", admin, { username: "alice", global_role: "user" })
+        const token = created.body.creds.token as string
+        for (let i = 0; i < 3; i++) expect((yield* call(b, "/api/users/get_my_user", token)).status).toBe(200)
+        expect((yield* call(a, "/api/users/delete", admin, { users: ["alice"] })).status).toBe(200)
+        // B learns of it from the database's notification (at the latest when its cache entry
+        // expires): poll until it refuses the token.
+        yield* call(b, "/api/users/get_my_user", token).pipe(
+          Effect.repeat({ until: (r) => r.status === 401, schedule: Schedule.spaced("20 millis") }),
+          Effect.timeout("30 seconds")
+        )
+        expect((yield* call(b, "/api/users/get_my_user", token)).status).toBe(401)
+        expect((yield* call(a, "/api/users/get_my_user", token)).status).toBe(401)
       })
     ))
 

@@ -3,20 +3,21 @@
 // engine does the rest.
 import { Effect, Option, Schema } from "effect"
 import { Job, JobSubmission, latestSubmission } from "../../domain/Job.ts"
-import { Run, RunSpec, runCost } from "../../domain/Run.ts"
+import { Run, RunSpec } from "../../domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../../domain/RunJobSpecs.ts"
 import { JobPlan, RunPlan, makeJobPlan } from "../../domain/RunPlan.ts"
 import { isRunStatusFinished } from "../../domain/Status.ts"
 import * as Api from "../../api/runs.ts"
 import { Engine, ACTIVE_RUN_STATUSES } from "../../engine/Engine.ts"
 import { explainNoOffers, offersForJob } from "../../engine/Planner.ts"
-import { decodeRow, encodeRecord, loadRunByName, modifyRun } from "../../engine/RunRecord.ts"
+import { encodeRecord, loadRunByName, modifyRun, presentRun, runWireOf } from "../../engine/RunRecord.ts"
 import { StateStore, type StateStoreError } from "../../ports/StateStore.ts"
 import { Access, satisfiesProjectRole } from "../Access.ts"
 import type { Principal } from "../Access.ts"
 import { alreadyExists, badRequest, forbidden, fromStateStore, notFound } from "../ApiError.ts"
 import type { ApiError } from "../ApiError.ts"
-import { jsonRoute } from "../Route.ts"
+import { encoded, jsonRoute } from "../Route.ts"
+import { RunCache } from "../RunCache.ts"
 import { randomRunName } from "./runNames.ts"
 
 const runNotFound = (project: string, name: string) => notFound(`Run ${name} does not exist in project ${project}`)
@@ -25,7 +26,7 @@ const mapStore = (project: string, name?: string) => (e: StateStoreError): ApiEr
   e.reason === "NotFound" && name !== undefined ? runNotFound(project, name) : fromStateStore(e)
 
 /** A run as the API shows it: its cost up to now. */
-const present = (run: Run): Run => new Run({ ...run, cost: runCost(run, Date.now()) }, { disableValidation: true })
+const present = (run: Run): Run => presentRun(run, Date.now())
 
 /** The run's spec with every job's plan: idle instances first, then offers by price. */
 const plan = (project: string, user: string, runSpec: RunSpec) =>
@@ -145,12 +146,12 @@ export const runRoutes = [
       Effect.gen(function* () {
         const project = ctx.projectName!
         if (input.runName === undefined && input.id === undefined) return yield* Effect.fail(badRequest("Give run_name or id", ["body", "run_name"]))
-        const store = yield* StateStore
-        const loaded = input.runName !== undefined
-          ? yield* loadRunByName(project, input.runName).pipe(Effect.mapError(mapStore(project, input.runName)))
-          : yield* store.runs.get(input.id!).pipe(Effect.flatMap(decodeRow), Effect.mapError(mapStore(project, input.id)))
-        if (loaded.row.project !== project) return yield* Effect.fail(runNotFound(project, input.runName ?? input.id!))
-        return present(loaded.record.run)
+        const runs = yield* RunCache
+        const row = input.runName !== undefined
+          ? yield* runs.getByName(project, input.runName).pipe(Effect.mapError(mapStore(project, input.runName)))
+          : yield* runs.get(input.id!).pipe(Effect.mapError(mapStore(project, input.id)))
+        if (row.project !== project) return yield* Effect.fail(runNotFound(project, input.runName ?? input.id!))
+        return encoded(yield* runWireOf(row))
       })
   }),
   jsonRoute({
@@ -184,7 +185,8 @@ export const runRoutes = [
             }
           )
           .pipe(Effect.mapError(fromStateStore))
-        return yield* Effect.forEach(rows, (row) => Effect.map(decodeRow(row), (l) => present(l.record.run)))
+        const now = Date.now()
+        return encoded(yield* Effect.forEach(rows, (row) => runWireOf(row, now)))
       })
   }),
   jsonRoute({
