@@ -141,6 +141,54 @@ export interface Stacks {
 
 const MODULE = "Stacks"
 
+/** Whole-bytes bodies above this go out as a stream of slices of the caller's array. */
+const STREAM_UPLOAD_FROM = 1024 * 1024
+const SLICE = 8 * 1024 * 1024
+
+/**
+ * fetch copies a whole-bytes body before sending it; a stream of slices of the same array is
+ * sent without that copy. Browsers accept streamed request bodies only over HTTP/2, so pages
+ * keep whole bodies.
+ */
+const canStreamUploads = (): boolean => typeof (globalThis as { document?: unknown }).document === "undefined"
+
+/** The caller's bytes as a stream of views (no copy); the array must not change meanwhile. */
+const sliced = (bytes: Uint8Array): ReadableStream<Uint8Array> => {
+  let at = 0
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (at >= bytes.length) return controller.close()
+      controller.enqueue(bytes.subarray(at, Math.min(bytes.length, at + SLICE)))
+      at += SLICE
+    }
+  })
+}
+
+/**
+ * A response body in one array. With a content-length the array is allocated once and filled
+ * as the bytes arrive (one copy, and half the memory of collecting pieces then concatenating).
+ */
+const readBody = async (response: Response, invalid: (msg: string) => Error): Promise<Uint8Array> => {
+  const declared = Number(response.headers.get("content-length") ?? Number.NaN)
+  if (response.body === null) return new Uint8Array(0)
+  if (!Number.isSafeInteger(declared) || declared < 0) return new Uint8Array(await response.arrayBuffer())
+  const out = new Uint8Array(declared)
+  const reader = response.body.getReader()
+  let at = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    if (at + value.length > declared) {
+      await reader.cancel().catch(() => {})
+      throw invalid(`the server sent more than the ${declared} bytes it announced`)
+    }
+    out.set(value, at)
+    at += value.length
+  }
+  if (at !== declared) throw invalid(`the download ended after ${at} of ${declared} bytes`)
+  return out
+}
+
 const run = async <A, E>(effect: Effect.Effect<A, E>): Promise<A> => {
   const exit = await Effect.runPromiseExit(effect)
   if (Exit.isSuccess(exit)) return exit.value
@@ -231,10 +279,14 @@ export const make = (options: StacksOptions): Stacks => {
   const upload = (profile: StackProfile, frameId: string, index: number, body: Codec.Body) =>
     call("stacks.upload", profile, `/api/stacks/frames/${encodeURIComponent(frameId)}/attachments/${index}`, {
       method: "PUT",
-      headers: { "content-type": "application/octet-stream" },
-      ...(body instanceof Uint8Array
+      headers: {
+        "content-type": "application/octet-stream",
+        // Lets the server refuse an attachment past its limit before any byte is sent.
+        ...(body instanceof Uint8Array ? { "content-length": String(body.length) } : {})
+      },
+      ...(body instanceof Uint8Array && !(body.length > STREAM_UPLOAD_FROM && canStreamUploads())
         ? { body: body as Uint8Array<ArrayBuffer> }
-        : { body: Stream.toReadableStream(body), duplex: "half" as const })
+        : { body: body instanceof Uint8Array ? sliced(body) : Stream.toReadableStream(body), duplex: "half" as const })
     })
 
   const pushFrame = async (stack: string, pending: ReadonlyArray<Pending>, settings: { access?: StackAccess | undefined; message?: string | undefined; profile?: string | undefined }): Promise<PushResult> => {
@@ -284,7 +336,7 @@ export const make = (options: StacksOptions): Stacks => {
       ),
     pull: async (stack, o = {}) => {
       const raw = await pullRaw(stack, o)
-      const body = new Uint8Array(await raw.response.arrayBuffer())
+      const body = await readBody(raw.response, (msg) => err("stacks.pull", raw.response.url, "BadResponse", msg))
       return run(
         auto.decode(
           { contentType: raw.attachment.content_type, application: raw.attachment.application, metadata: raw.attachment.metadata as Codec.Metadata, body },

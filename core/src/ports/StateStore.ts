@@ -246,6 +246,10 @@ export interface Stacks {
   ) => Effect.Effect<StackFrameRecord, StateStoreError>
   /** Marks the frame committed and moves the stack's head to it, in one transaction. */
   readonly commitFrame: (id: string, message: string | null) => Effect.Effect<StackFrameRecord, StateStoreError>
+  /** Pending (never committed) frames created before `olderThan`, oldest first, at most `limit`. */
+  readonly listPendingFrames: (olderThan: Date, limit: number) => Effect.Effect<ReadonlyArray<StackFrameRecord>, StateStoreError>
+  /** Removes a frame only while it is pending; answers whether it did (a committed frame stays). */
+  readonly deletePendingFrame: (id: string) => Effect.Effect<boolean, StateStoreError>
   /** The user's default access for new stacks (`private` unless set). */
   readonly defaultAccess: (username: string) => Effect.Effect<StackAccess, StateStoreError>
   readonly setDefaultAccess: (username: string, access: StackAccess) => Effect.Effect<void, StateStoreError>

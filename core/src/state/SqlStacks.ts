@@ -179,6 +179,16 @@ export const make = (
           return frameFromRow(updated[0])
         })
       ),
+    listPendingFrames: (olderThan, limit) =>
+      sql(
+        `SELECT * FROM stack_frames WHERE status = 'pending' AND created_at < $1 ORDER BY created_at, id LIMIT $2`,
+        [olderThan.toISOString(), limit]
+      ).pipe(Effect.mapError(toStoreError("stacks.listPendingFrames")), Effect.map((rows) => rows.map(frameFromRow))),
+    deletePendingFrame: (id) =>
+      sql(`DELETE FROM stack_frames WHERE id = $1 AND status = 'pending' RETURNING id`, [id]).pipe(
+        Effect.mapError(toStoreError("stacks.deletePendingFrame")),
+        Effect.map((rows) => rows.length > 0)
+      ),
     defaultAccess: (username) =>
       sql(`SELECT default_access FROM stack_settings WHERE username = $1`, [username]).pipe(
         Effect.mapError(toStoreError("stacks.defaultAccess")),

@@ -12,13 +12,15 @@ import type { StackAttachment, StackFrameRecord, StackRecord, StateStoreError } 
 import { PluginHost } from "../../plugin/PluginHost.ts"
 import { Access } from "../../server/Access.ts"
 import type { Principal } from "../../server/Access.ts"
-import { ApiError, badRequest, forbidden, fromStateStore, notFound, serverError, unauthenticated } from "../../server/ApiError.ts"
+import { ApiError, badRequest, forbidden, fromStateStore, notFound, payloadTooLarge, serverError, unauthenticated } from "../../server/ApiError.ts"
 import { jsonRoute, rawRoute } from "../../server/Route.ts"
 import type { RouteContext } from "../../server/Route.ts"
 import * as AutoHandler from "../AutoHandler.ts"
 import * as Codec from "../../ports/Codec.ts"
 import { formatStackPath, invalidStackName, paramsMatch, parseStackPath } from "./StackName.ts"
 import type { StackPath } from "./StackName.ts"
+import { maybeSweepPendingFrames } from "./PendingFrames.ts"
+import { BodyReadFailed, formatBytes, StackUploadLimit, uploadBody, UploadTooLarge } from "./UploadBody.ts"
 
 const key = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.propertySignature(schema).pipe(Schema.fromKey(wire))
 const optionalKey = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.optional(schema).pipe(Schema.fromKey(wire))
@@ -346,14 +348,15 @@ export const stackRoutes = [
           createdAt: new Date(),
           committedAt: null
         }).pipe(Effect.mapError(stateError))
+        yield* maybeSweepPendingFrames.pipe(Effect.catchAllCause(() => Effect.void))
         return { frame_id: frame.id, stack: formatStackPath(path), attachments: frame.attachments.length }
       })
   }),
   rawRoute({
     method: "PUT", path: "/api/stacks/frames/:frame_id/attachments/:index", tag: "stacks", access: "user",
     summary: "Upload the bytes of one attachment of a pending frame (streamed raw body)",
-    requestDescription: "The encoded object as the raw request body, any length; streamed into the blob store.",
-    responseDescription: "{ frame_id, index, size, digest } (digest: SHA-256, hex).",
+    requestDescription: "The encoded object as the raw request body, up to the server's upload limit (default 64 GiB); streamed into the blob store.",
+    responseDescription: "{ frame_id, index, size, digest } (digest: SHA-256, hex). 413 past the upload limit, naming it.",
     handler: (ctx) =>
       Effect.gen(function*() {
         const store = yield* StateStore
@@ -372,16 +375,29 @@ export const stackRoutes = [
           return yield* Effect.fail(notFound(`Frame ${frameId} has ${frame.attachments.length} attachment(s); there is no attachment ${ctx.params.index}`))
         }
         const a = frame.attachments[index]
-        const body = ctx.hono.req.raw.body
-        const stream = body === null ? Stream.empty : Stream.fromReadableStream({
-          evaluate: () => body,
-          onError: (cause) => badRequest(`Reading the request body failed: ${cause instanceof Error ? cause.message : String(cause)}`)
-        })
+        const limit = yield* StackUploadLimit
+        const declared = Number(ctx.hono.req.header("content-length") ?? Number.NaN)
+        if (Number.isFinite(declared) && declared > limit) {
+          return yield* Effect.fail(payloadTooLarge(`The attachment (${declared} bytes) exceeds the upload limit of ${formatBytes(limit)}`))
+        }
         const blobKey = `${framePrefix(path, frameId)}${index}`
-        const put = yield* blobs.put(blobKey, stream, { contentType: a.contentType }).pipe(
-          Effect.catchTag("BlobStoreError", (e) => Effect.fail(blobError(e)))
+        // The body goes to the blob store as plain pieces (no Effect per piece, no web-stream
+        // adapter on Node); the store hashes and writes it in chunks as it arrives.
+        const put = yield* blobs.put(blobKey, uploadBody(ctx, limit), { contentType: a.contentType }).pipe(
+          Effect.catchTag("BlobStoreError", (e) =>
+            Effect.fail(
+              e.cause instanceof UploadTooLarge
+                ? payloadTooLarge(`The attachment exceeds the upload limit of ${formatBytes(e.cause.limit)}`)
+                : e.cause instanceof BodyReadFailed
+                ? badRequest(e.cause.message)
+                : blobError(e)
+            ))
         )
-        yield* store.stacks.setAttachmentBlob(frameId, index, { size: put.size, blobKey, digest: put.digest }).pipe(Effect.mapError(stateError))
+        yield* store.stacks.setAttachmentBlob(frameId, index, { size: put.size, blobKey, digest: put.digest }).pipe(
+          Effect.mapError(stateError),
+          // The frame was committed or swept away while the bytes arrived: they belong to nothing.
+          Effect.tapError(() => Effect.ignore(blobs.delete(blobKey)))
+        )
         return ctx.hono.json({ frame_id: frameId, index, size: put.size, digest: put.digest }, 200)
       })
   }),
