@@ -147,6 +147,44 @@ describe("dstack CLI end to end", () => {
     expect(stop.code, stop.stderr).toBe(0)
   }, 90_000)
 
+  it("forwards the run's ports while apply follows it, and Ctrl-C detaches leaving the run running", async () => {
+    const local = 40000 + Math.floor(Math.random() * 10000)
+    const dir = writeProject("web-apply", `type: task\nname: cli-web-apply\nports: ["${local}:${local + 1}"]\ncommands:\n  - echo serving\n  - cd site && exec python3 -m http.server ${local + 1} --bind 127.0.0.1\n${small}`, {})
+    fs.mkdirSync(path.join(dir, "site"))
+    fs.writeFileSync(path.join(dir, "site", "index.html"), "hello while applying\n")
+    const apply = spawn(process.execPath, [CLI, "apply", "-f", ".dstack.yml", "-y"], { cwd: dir, env })
+    let stdout = ""
+    let stderr = ""
+    apply.stdout.on("data", (d) => (stdout += d))
+    apply.stderr.on("data", (d) => (stderr += d))
+    // Deno's child_process reports an exit status of 128 + n as signal n, so accept either.
+    const exited = new Promise<number | string | null>((r) => apply.once("exit", (code, signal) => r(code ?? (signal === "SIGINT" ? 130 : signal))))
+    const start = Date.now()
+    while (!stderr.includes(`Port ${local + 1} forwarded to http://127.0.0.1:${local}`) && Date.now() - start < 60_000) {
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    expect(stderr).toContain(`Port ${local + 1} forwarded to http://127.0.0.1:${local}`)
+    let body = ""
+    for (let i = 0; i < 50 && body === ""; i++) {
+      body = await fetch(`http://127.0.0.1:${local}/index.html`).then((r) => r.text()).catch(() => "")
+      if (body === "") await new Promise((r) => setTimeout(r, 100))
+    }
+    expect(body).toBe("hello while applying\n")
+    // The job's output stays on stdout, the forwarding messages on stderr.
+    expect(stdout).toContain("serving")
+    expect(stdout).not.toContain("forwarded")
+    apply.kill("SIGINT")
+    expect(await exited).toBe(130)
+    expect(stderr).toContain("Detached from cli-web-apply; it keeps running")
+    // The forwarded port is closed with the CLI; the run itself still runs.
+    const after = await fetch(`http://127.0.0.1:${local}/index.html`).then(() => "answered", () => "refused")
+    expect(after).toBe("refused")
+    const ps = await dstack(["ps"], home)
+    expect(ps.stdout).toMatch(/cli-web-apply[^\n]*running/)
+    const stop = await dstack(["stop", "cli-web-apply", "-x", "-y"], home)
+    expect(stop.code, stop.stderr).toBe(0)
+  }, 90_000)
+
   it("lists runs with ps -a and prints a finished run's log", async () => {
     const ps = await dstack(["ps", "-a"], home)
     expect(ps.code).toBe(0)

@@ -4,9 +4,41 @@ import { stat } from "node:fs/promises"
 import { resolve } from "node:path"
 import { CliError, clientFor, confirmOrFail, globalArgs, notAvailable, runEffect } from "../context.ts"
 import { print, table, withSpinner } from "../ui.ts"
+import type { DstackClient } from "@dstack-ts/core"
+
+type Run = DstackClient.Run
 
 const formatBytes = (n: number): string =>
   n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`
+
+/**
+ * Forwards the run's ports in the background once it is running; a run that exposes no ports
+ * is left alone. A run that ends before it runs is not an error here (the logs and the exit
+ * code tell); an instance this client cannot reach is reported once and the logs go on.
+ */
+const forwardPorts = (run: Run): { readonly close: () => Promise<void> } => {
+  const appSpecs = run.entity.jobs[0]?.jobSpec.appSpecs ?? []
+  if (appSpecs.length === 0) return { close: async () => {} }
+  let closed = false
+  const attached = run.attach().then(
+    async (ports) => {
+      if (closed) return run.detach()
+      for (const [jobPort, localPort] of Object.entries(ports)) process.stderr.write(`Port ${jobPort} forwarded to http://127.0.0.1:${localPort}\n`)
+    },
+    async (error: unknown) => {
+      if (closed) return
+      await run.refresh().catch(() => undefined)
+      if (!run.finished) process.stderr.write(`Ports not forwarded: ${error instanceof Error ? error.message : String(error)}\n`)
+    }
+  )
+  return {
+    close: async () => {
+      closed = true
+      await attached
+      if (run.ports !== undefined) await run.detach()
+    }
+  }
+}
 
 export default defineCommand({
   meta: { name: "apply", description: "Apply a configuration: plan it, confirm, and submit the run" },
@@ -64,7 +96,20 @@ export default defineCommand({
     const run = await client.runs.apply(plan, { force: args.force === true })
     print(`Run ${run.name} submitted`)
     if (args.detach) return
-    for await (const chunk of run.logs()) process.stdout.write(chunk)
+    // Like upstream, an attached apply forwards the run's ports to localhost while it follows the
+    // logs (messages on stderr, so stdout stays the job's output); Ctrl-C leaves the run running.
+    const forwarding = forwardPorts(run)
+    const interrupted = () => {
+      process.stderr.write(`\nDetached from ${run.name}; it keeps running. \`dstack attach ${run.name}\` reattaches, \`dstack stop ${run.name}\` stops it.\n`)
+      void forwarding.close().finally(() => process.exit(130))
+    }
+    process.once("SIGINT", interrupted)
+    try {
+      for await (const chunk of run.logs()) process.stdout.write(chunk)
+    } finally {
+      process.removeListener("SIGINT", interrupted)
+      await forwarding.close()
+    }
     // The exit code says how the run ended: 0 only for done.
     await run.refresh()
     if (run.status !== "done") {
