@@ -4,6 +4,7 @@
 //   BENCH_API_RUNS   stored runs, inserted through the StateStore (default 2,000; full 10,000)
 //   BENCH_API_SECONDS measuring time per point (default 2; full 5), after a 0.3 s warm-up
 //   BENCH_API_ROUTES  some of get, list, list1000, plan (default all)
+import * as fs from "node:fs"
 import { startBare, startServer } from "./support/server.ts"
 import { load, type Target } from "./support/load.ts"
 import { runSpec } from "./support/api.ts"
@@ -11,6 +12,27 @@ import { summarize, type Row } from "./support/stats.ts"
 import type { BenchContext } from "./context.ts"
 
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1))
+
+/**
+ * CPU time a process has used so far, ms (user + system, from /proc; NaN elsewhere). Divided by
+ * the requests it answered, it says what one request costs the server, a figure the other
+ * work on a shared machine moves far less than requests/s.
+ */
+const cpuMs = (pid: number): number => {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+  } catch {
+    return Number.NaN
+  }
+}
+
+/** Runs the load and answers it with the server's CPU µs per request. */
+const measured = async (pid: number, run: () => Promise<Awaited<ReturnType<typeof load>>>) => {
+  const before = cpuMs(pid)
+  const result = await run()
+  return { ...result, cpuUsPerRequest: ((cpuMs(pid) - before) * 1000) / Math.max(1, result.requests + result.warmupRequests) }
+}
 
 export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const n = Number(process.env.BENCH_API_RUNS ?? (ctx.full ? 10_000 : 2_000))
@@ -39,16 +61,18 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       bodies[r.path] = text
     }
     bare = await startBare(bodies)
+    const barePid = bare.pid
     for (const r of routes) {
       // a page of 1,000 takes about half a second here: only at c=1 unless full
       for (const c of r.label.includes("1,000 of") && !ctx.full ? [1] : concurrencies) {
         const opts = { concurrency: c, durationMs: seconds * 1000, maxRequests: 200_000 }
         const sysTarget: Target = { url: server.url, path: r.path, body: JSON.stringify(r.body), token: server.token }
-        const sys = await load(sysTarget, opts)
-        const base = await load({ ...sysTarget, url: bare.url }, opts)
+        const sys = await measured(server.pid, () => load(sysTarget, opts))
+        const bareUrl = bare.url
+        const base = await measured(barePid, () => load({ ...sysTarget, url: bareUrl }, opts))
         const sl = summarize(sys.latencies)
         const bl = summarize(base.latencies)
-        ctx.log(`api: ${r.label} c=${c}: ${sys.rps.toFixed(0)} req/s (p50 ${sl.p50.toFixed(1)} p99 ${sl.p99.toFixed(1)} ms) vs bare ${base.rps.toFixed(0)} req/s`)
+        ctx.log(`api: ${r.label} c=${c}: ${sys.rps.toFixed(0)} req/s (p50 ${sl.p50.toFixed(1)} p99 ${sl.p99.toFixed(1)} ms; ${sys.cpuUsPerRequest.toFixed(0)} µs CPU/req) vs bare ${base.rps.toFixed(0)} req/s (${base.cpuUsPerRequest.toFixed(0)} µs CPU/req)`)
         let target: string | undefined
         let verdict: Row["verdict"]
         if (r.label === "runs/get") {
@@ -67,7 +91,7 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
           better: "higher",
           ...(target ? { target } : {}),
           ...(verdict ? { verdict } : {}),
-          note: `latency p50/p99 ${fmt(sl.p50)}/${fmt(sl.p99)} ms vs bare ${fmt(bl.p50)}/${fmt(bl.p99)} ms${sys.errors ? `; ${sys.errors} errors` : ""}; ${(bodies[r.path]!.length / 1024).toFixed(0)} KiB body`
+          note: `latency p50/p99 ${fmt(sl.p50)}/${fmt(sl.p99)} ms vs bare ${fmt(bl.p50)}/${fmt(bl.p99)} ms; server CPU ${fmt(sys.cpuUsPerRequest)} vs ${fmt(base.cpuUsPerRequest)} µs/req${sys.errors ? `; ${sys.errors} errors` : ""}; ${(bodies[r.path]!.length / 1024).toFixed(0)} KiB body`
         })
       }
     }

@@ -13,6 +13,8 @@ export interface Target {
 
 export interface LoadResult {
   readonly requests: number
+  /** Requests sent in the warm-up before the measured ones. */
+  readonly warmupRequests: number
   readonly errors: number
   readonly seconds: number
   readonly rps: number
@@ -55,8 +57,12 @@ export const load = async (target: Target, options: { concurrency: number; durat
   try {
     // warm-up: connections open, JIT warm
     const warmEnd = now() + (options.warmupMs ?? 300)
+    let warmupRequests = 0
     await Promise.all(Array.from({ length: options.concurrency }, async () => {
-      while (now() < warmEnd) await post(agent, target)
+      while (now() < warmEnd) {
+        warmupRequests++
+        await post(agent, target)
+      }
     }))
     const latencies: Array<number> = []
     let errors = 0
@@ -73,7 +79,7 @@ export const load = async (target: Target, options: { concurrency: number; durat
       }
     }))
     const seconds = (now() - start) / 1000
-    return { requests: latencies.length, errors, seconds, rps: latencies.length / seconds, latencies }
+    return { requests: latencies.length, warmupRequests, errors, seconds, rps: latencies.length / seconds, latencies }
   } finally {
     agent.destroy()
   }

@@ -1,6 +1,6 @@
 // Mounts declared routes on a Hono app: authentication, project access, body decoding with
 // field-path errors, the Effect handler run on the server's runtime, and response encoding.
-import { Cause, Effect, Exit, Option, ParseResult, Schema } from "effect"
+import { Cause, Effect, Either, Exit, Option, ParseResult, Schema } from "effect"
 import type { ManagedRuntime } from "effect"
 import type { Context as HonoContext, Hono } from "hono"
 import { Access, satisfiesProjectRole } from "./Access.ts"
@@ -27,50 +27,53 @@ const bearer = (c: HonoContext): string | undefined => {
   return match ? match[1].trim() : undefined
 }
 
-const readJson = (c: HonoContext): Effect.Effect<unknown, ApiError> =>
-  Effect.tryPromise({
-    try: async () => {
-      const text = await c.req.text()
-      return text.trim() === "" ? {} : JSON.parse(text)
-    },
+const parseJson = (text: string): Effect.Effect<unknown, ApiError> =>
+  Effect.try({
+    try: () => (text.trim() === "" ? {} : JSON.parse(text)),
     catch: (cause) => badRequest(`The request body is not valid JSON: ${(cause as Error).message}`)
   })
 
-const authorize = (route: AnyRoute<any>, c: HonoContext) =>
-  Effect.gen(function* () {
-    const projectName = c.req.param("project_name")
-    if (route.access === "public") {
-      return { principal: undefined as Principal | undefined, projectName }
-    }
-    const token = bearer(c)
-    if (token === undefined) return yield* Effect.fail(unauthenticated())
-    const access = yield* Access
-    const principal = yield* access.authenticate(token)
-    if (principal === undefined) return yield* Effect.fail(unauthenticated("Invalid token"))
-    if (route.access === "admin" && principal.globalRole !== "admin") {
-      return yield* Effect.fail(forbidden("This action needs the global admin role"))
-    }
-    if (typeof route.access === "object") {
-      if (projectName === undefined) return yield* Effect.die(new Error(`route ${route.path} has no :project_name`))
-      const role = yield* access.projectRole(principal, projectName)
-      if (!satisfiesProjectRole(principal, role, route.access.project)) {
-        return yield* Effect.fail(
-          forbidden(
-            role === undefined
-              ? `You are not a member of project ${projectName}`
-              : `This action needs the project role ${route.access.project} or higher; you are ${role} in ${projectName}`
-          )
-        )
+// The hot path of every request: plain combinators rather than generators, and nothing
+// asynchronous once the body is read unless a store call is (a cached caller and a cached run
+// answer in one synchronous pass of the fiber).
+const authorize = (route: AnyRoute<any>, c: HonoContext): Effect.Effect<{ principal: Principal | undefined; projectName: string | undefined }, ApiError, Access> => {
+  const projectName = c.req.param("project_name")
+  if (route.access === "public") return Effect.succeed({ principal: undefined, projectName })
+  const token = bearer(c)
+  if (token === undefined) return Effect.fail(unauthenticated())
+  const access = route.access
+  return Effect.flatMap(Access, (service) =>
+    Effect.flatMap(service.authenticate(token), (principal) => {
+      if (principal === undefined) return Effect.fail(unauthenticated("Invalid token"))
+      if (access === "admin" && principal.globalRole !== "admin") {
+        return Effect.fail(forbidden("This action needs the global admin role"))
       }
-    }
-    return { principal, projectName }
-  })
+      if (typeof access !== "object") return Effect.succeed({ principal, projectName })
+      if (projectName === undefined) return Effect.die(new Error(`route ${route.path} has no :project_name`))
+      return Effect.flatMap(service.projectRole(principal, projectName), (role) =>
+        satisfiesProjectRole(principal, role, access.project)
+          ? Effect.succeed({ principal, projectName })
+          : Effect.fail(
+              forbidden(
+                role === undefined
+                  ? `You are not a member of project ${projectName}`
+                  : `This action needs the project role ${access.project} or higher; you are ${role} in ${projectName}`
+              )
+            )
+      )
+    })
+  )
+}
 
-/** A route with its request decoder and response encoder built once, at mount time. */
+/**
+ * A route with its request decoder and response encoder built once, at mount time. They are
+ * the synchronous (`Either`) forms — an `Either` is an Effect too — which skip the machinery
+ * of effectful parsing: the wire schemas have no asynchronous parts.
+ */
 interface Mounted<R> {
   readonly route: AnyRoute<R>
-  readonly decode: ((body: unknown) => Effect.Effect<unknown, ParseResult.ParseError>) | undefined
-  readonly encode: ((value: unknown) => Effect.Effect<unknown, ParseResult.ParseError>) | undefined
+  readonly decode: ((body: unknown) => Either.Either<unknown, ParseResult.ParseError>) | undefined
+  readonly encode: ((value: unknown) => Either.Either<unknown, ParseResult.ParseError>) | undefined
 }
 
 const prepare = <R>(route: AnyRoute<R>): Mounted<R> =>
@@ -78,27 +81,30 @@ const prepare = <R>(route: AnyRoute<R>): Mounted<R> =>
     ? { route, decode: undefined, encode: undefined }
     : {
         route,
-        decode: route.request ? Schema.decodeUnknown(route.request, { errors: "all" }) : undefined,
-        encode: Schema.encode(route.response)
+        decode: route.request ? Schema.decodeUnknownEither(route.request, { errors: "all" }) : undefined,
+        encode: Schema.encodeEither(route.response)
       }
 
-const handle = <R>({ route, decode, encode }: Mounted<R>, c: HonoContext): Effect.Effect<Response, ApiError, R | Access> =>
-  Effect.gen(function* () {
-    const { principal, projectName } = yield* authorize(route, c)
+/** Runs a route for a request whose body (when the route takes one) was read already. */
+const handle = <R>({ route, decode, encode }: Mounted<R>, c: HonoContext, body: string): Effect.Effect<Response, ApiError, R | Access> =>
+  Effect.flatMap(authorize(route, c), ({ principal, projectName }) => {
     const ctx: RouteContext = { principal, projectName, params: c.req.param() as Record<string, string>, hono: c }
-    if (route.kind === "raw") return yield* route.handler(ctx)
-    let input: unknown = undefined
-    if (decode) {
-      const body = yield* readJson(c)
-      input = yield* decode(body).pipe(Effect.mapError((e) => fromParseError(e, ["body"])))
-    }
-    const output = yield* route.handler(input, ctx)
-    // Already in wire form (read as stored): encoding it again would only cost time.
-    if (output instanceof Encoded) return c.json(output.value as any, 200)
-    const wire = yield* encode!(output).pipe(
-      Effect.mapError((e) => serverError(`The server produced a response that does not match its schema`, e))
+    if (route.kind === "raw") return route.handler(ctx)
+    const input: Effect.Effect<unknown, ApiError> = decode
+      ? Effect.flatMap(parseJson(body), (json) => Effect.mapError(decode(json), (e) => fromParseError(e, ["body"])))
+      : Effect.void
+    return input.pipe(
+      Effect.flatMap((i) => route.handler(i, ctx)),
+      Effect.flatMap((output) =>
+        // Already in wire form (read as stored): encoding it again would only cost time.
+        output instanceof Encoded
+          ? Effect.succeed(c.json(output.value as any, 200))
+          : encode!(output).pipe(
+              Effect.map((wire) => c.json(wire as any, 200)),
+              Effect.mapError((e) => serverError(`The server produced a response that does not match its schema`, e))
+            )
+      )
     )
-    return c.json(wire as any, 200)
   })
 
 export const errorResponse = (c: HonoContext, error: ApiError): Response =>
@@ -113,7 +119,16 @@ export const mountRoutes = <R>(
   for (const route of routes) {
     const mounted = prepare(route)
     app.on(route.method, route.path, async (c) => {
-      const exit = await runtime.runPromiseExit(handle(mounted, c))
+      // Read before the handler runs, so that (with what it needs cached) it runs in one go.
+      let body = ""
+      if (mounted.decode !== undefined) {
+        try {
+          body = await c.req.text()
+        } catch (cause) {
+          return errorResponse(c, badRequest(`The request body could not be read: ${(cause as Error).message}`))
+        }
+      }
+      const exit = await runtime.runPromiseExit(handle(mounted, c, body))
       if (Exit.isSuccess(exit)) return exit.value
       const failure = Cause.failureOption(exit.cause)
       if (Option.isSome(failure)) {
