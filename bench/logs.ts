@@ -1,13 +1,17 @@
 // Row 4: logs from a job to a following client. The job (process executor, local backend)
-// writes N MB of numbered 100-byte lines; the client follows `logs/stream` (raw fetch, SSE),
-// counts every line by its number (lost and repeated), and measures MB/s. Meanwhile the
-// server's RSS is sampled from /proc and `runs/get` is called in a loop (c=1) for its p99.
+// writes N MB of numbered 100-byte lines; the client follows `logs/stream` (raw fetch) as the
+// SDK does (binary frames, `Accept: application/x-dstack-ts-logs`), then a second job the same
+// way as a browser or another client does (Server-Sent Events of JSON), counts every line by
+// its number (lost and repeated), and measures MB/s. Meanwhile the server's RSS is sampled
+// from /proc and `runs/get` is called in a loop (c=1) for its p99.
 // Baseline: the same command piped to cat (`bash -c 'cmd | cat > /dev/null'`).
-//   BENCH_LOGS_MB (default 100; full 1,000)
+//   BENCH_LOGS_MB (default 100; full 1,000); BENCH_LOGS_FORMATS (default "binary,sse");
+//   BENCH_LOGS_PROBE=0: no runs/get meanwhile (the server's CPU is then the log path's alone)
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
-import { apply, FINISHED, openLogStream, waitRun } from "./support/api.ts"
+import { LOG_FRAMES_TYPE, LogFrameDecoder } from "../core/src/api/logFrames.ts"
+import { apply, FINISHED, waitRun } from "./support/api.ts"
 import { post } from "./support/load.ts"
 import { startServer } from "./support/server.ts"
 import { now, sleep, summarize, type Row } from "./support/stats.ts"
@@ -43,52 +47,18 @@ const runnersCpu = (serverPid: number): number => {
 /** awk writes lines `%09d` + 90 spaces + newline: exactly 100 bytes each, numbered from 1. */
 const command = (lines: number) => `awk 'BEGIN{p=sprintf("%90s",""); for(i=1;i<=${lines};i++) printf "%09d%s\\n", i, p}'`
 
-export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
-  const mb = Number(process.env.BENCH_LOGS_MB ?? (ctx.full ? 1000 : 100))
-  const lines = Math.floor((mb * 1e6) / LINE)
-  const cmd = command(lines)
+type Format = "binary" | "sse"
 
-  // baseline first: the command into cat
-  const b0 = now()
-  await new Promise<void>((resolve, reject) => execFile("bash", ["-c", `${cmd} | cat > /dev/null`], (e) => (e ? reject(e) : resolve())))
-  const baseMBps = (lines * LINE) / 1e6 / ((now() - b0) / 1000)
-
-  const server = await startServer({ maxInstances: 1, databaseUrl: ctx.databaseUrl })
-  try {
-    const rssStart = server.rssMiB()
-    let rssPeak = rssStart
-    const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, server.rssMiB())), 100)
-    // runs/get at c=1 while the log flows
-    const getLatencies: Array<number> = []
-    let flowing = true
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
-    const prober = (async () => {
-      while (flowing) {
-        const t = now()
-        await post(agent, { url: server.url, path: "/api/project/main/runs/get", body: JSON.stringify({ run_name: "logs-flow" }), token: server.token }).catch(() => undefined)
-        getLatencies.push(now() - t)
-        await sleep(10)
-      }
-    })()
-
-    ctx.log(`logs: ${mb} MB (${lines.toLocaleString("en-US")} lines) to a following client`)
-    const cpu0 = { server: cpuSeconds(server.pid), client: process.cpuUsage() }
-    let runnerCpu = 0
-    const runnerSampler = setInterval(() => (runnerCpu = Math.max(runnerCpu, runnersCpu(server.pid))), 50)
-    const t0 = now()
-    await apply(server, "logs-flow", [cmd])
-    const body = await openLogStream(server, "logs-flow")
-    const reader = body.getReader()
-    const decoder = new TextDecoder()
-    const seen = new Uint8Array(lines + 1)
-    let repeated = 0
-    let bad = 0
-    let bytes = 0
-    let firstAt = Number.NaN
-    let buffer = ""
-    let partial = ""
-    let ended = ""
-    const onMessage = (message: string) => {
+/** Counts numbered lines, whatever pieces they arrive in. */
+const lineCounter = (lines: number) => {
+  const seen = new Uint8Array(lines + 1)
+  let repeated = 0
+  let bad = 0
+  let bytes = 0
+  let partial = ""
+  return {
+    /** Output as text (SSE messages). */
+    text: (message: string) => {
       bytes += Buffer.byteLength(message)
       const text = partial + message
       const parts = text.split("\n")
@@ -99,51 +69,165 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
         else if (seen[i]) repeated++
         else seen[i] = 1
       }
+    },
+    /** Output as bytes (binary frames): lines found by byte, numbers read from their digits. */
+    bytes: (payload: Uint8Array) => {
+      bytes += payload.byteLength
+      let start = 0
+      let data = payload
+      if (partial !== "") {
+        // A line cut between two frames: joined with what came before.
+        const joined = Buffer.concat([Buffer.from(partial, "latin1"), payload])
+        partial = ""
+        data = joined
+      }
+      for (;;) {
+        const nl = data.indexOf(10, start)
+        if (nl < 0) break
+        let i = 0
+        let ok = nl - start === LINE - 1
+        for (let k = start; ok && k < start + 9; k++) {
+          const d = data[k] - 48
+          if (d < 0 || d > 9) ok = false
+          else i = i * 10 + d
+        }
+        if (!ok || i < 1 || i > lines) bad++
+        else if (seen[i]) repeated++
+        else seen[i] = 1
+        start = nl + 1
+      }
+      if (start < data.byteLength) partial = Buffer.from(data.buffer, data.byteOffset + start, data.byteLength - start).toString("latin1")
+    },
+    result: () => {
+      let received = 0
+      for (let i = 1; i <= lines; i++) received += seen[i]!
+      return { lost: lines - received, repeated, bad, bytes }
     }
-    // Where the search for the next blank line resumes: a megabyte event comes in many reads.
-    let searched = 0
+  }
+}
+
+/** Follows the run's log to its end in `format`; calls `first` at the first output. */
+const follow = async (server: Awaited<ReturnType<typeof startServer>>, runName: string, format: Format, count: ReturnType<typeof lineCounter>, first: () => void): Promise<string> => {
+  const res = await fetch(`${server.url}/api/project/main/logs/stream?run_name=${encodeURIComponent(runName)}`, {
+    headers: { authorization: `Bearer ${server.token}`, accept: format === "binary" ? LOG_FRAMES_TYPE : "text/event-stream" }
+  })
+  if (res.status !== 200 || res.body === null) throw new Error(`logs/stream ${runName}: HTTP ${res.status} ${await res.text()}`)
+  const reader = res.body.getReader()
+  let ended = ""
+  if (format === "binary") {
+    if (!(res.headers.get("content-type") ?? "").startsWith(LOG_FRAMES_TYPE)) throw new Error(`logs/stream answered ${res.headers.get("content-type")}, not binary frames`)
+    const frames = new LogFrameDecoder()
+    const text = new TextDecoder()
     for (;;) {
       const { done, value } = await reader.read()
       if (done) break
-      buffer += decoder.decode(value, { stream: true })
-      let end: number
-      while ((end = buffer.indexOf("\n\n", searched)) >= 0) {
-        const block = buffer.slice(0, end)
-        buffer = buffer.slice(end + 2)
-        searched = 0
-        const ev = /^event: (.*)$/m.exec(block)?.[1]
-        const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n")
-        if (ev === "logs") {
-          if (Number.isNaN(firstAt)) firstAt = now()
-          for (const e of JSON.parse(data) as Array<{ message: string }>) onMessage(e.message)
-        } else if (ev === "end" || ev === "error") ended = `${ev} ${data}`
+      for (const frame of frames.push(value)) {
+        if (frame.kind === "end" || frame.kind === "error") ended = `${frame.kind} ${text.decode(frame.payload)}`
+        else {
+          first()
+          count.bytes(frame.payload)
+        }
       }
-      searched = Math.max(0, buffer.length - 1)
     }
-    const lastAt = now()
-    clearInterval(runnerSampler)
-    const clientCpu = process.cpuUsage(cpu0.client)
-    const cpu = { server: cpuSeconds(server.pid) - cpu0.server, runner: runnerCpu, client: (clientCpu.user + clientCpu.system) / 1e6 }
-    flowing = false
-    await prober
-    agent.destroy()
-    clearInterval(sampler)
-    const finished = await waitRun(server, "logs-flow", (r) => FINISHED.includes(r.status), { timeoutMs: 60_000 })
-    let received = 0
-    for (let i = 1; i <= lines; i++) received += seen[i]!
-    const lost = lines - received
-    const streamMBps = bytes / 1e6 / ((lastAt - firstAt) / 1000)
-    const totalMBps = bytes / 1e6 / ((lastAt - t0) / 1000)
-    const get = summarize(getLatencies)
-    const cpuNote = `CPU s per 100 MB: server ${(cpu.server * 100 / mb).toFixed(2)}, runner ${(cpu.runner * 100 / mb).toFixed(2)}, client ${(cpu.client * 100 / mb).toFixed(2)}`
-    ctx.log(`logs: ${cpuNote}`)
-    ctx.log(`logs: ${streamMBps.toFixed(1)} MB/s (submit→end ${totalMBps.toFixed(1)} MB/s), lost ${lost}, repeated ${repeated}, rss ${rssStart.toFixed(0)}→${rssPeak.toFixed(0)} MiB, runs/get p99 ${get.p99.toFixed(0)} ms; run ${finished.run.status}; ${ended.slice(0, 120)}`)
-    return [
-      { section: "4 logs", measure: `${mb} MB job → following client, first to last byte`, unit: "MB/s", value: streamMBps, baseline: baseMBps, better: "higher", target: "≥ 100 MB/s", verdict: streamMBps >= 100 ? "meets" : "short", note: `submit → last byte ${totalMBps.toFixed(1)} MB/s; baseline \`cmd \\| cat\`; run ${finished.run.status}; ${cpuNote}` },
-      { section: "4 logs", measure: "lines lost / repeated", unit: "lines", value: lost, better: "lower", target: "0 lost", verdict: lost === 0 ? "meets" : "short", note: `${repeated} repeated, ${bad} malformed, of ${lines.toLocaleString("en-US")}` },
-      { section: "4 logs", measure: "server RSS peak while it flows", unit: "MiB", value: rssPeak, better: "lower", target: "< 200 MB", verdict: rssPeak * 1.048576 < 200 ? "meets" : "short", note: `${rssStart.toFixed(0)} MiB before the run` },
-      { section: "4 logs", measure: "runs/get latency while it flows (c=1)", unit: "ms", value: get, better: "lower", target: "p99 < 50 ms", verdict: get.p99 < 50 ? "meets" : "short", note: `n=${get.n}` }
-    ]
+    return ended
+  }
+  const decoder = new TextDecoder()
+  let buffer = ""
+  // Where the search for the next blank line resumes: a megabyte event comes in many reads.
+  let searched = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    buffer += decoder.decode(value, { stream: true })
+    let end: number
+    while ((end = buffer.indexOf("\n\n", searched)) >= 0) {
+      const block = buffer.slice(0, end)
+      buffer = buffer.slice(end + 2)
+      searched = 0
+      const ev = /^event: (.*)$/m.exec(block)?.[1]
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n")
+      if (ev === "logs") {
+        first()
+        for (const e of JSON.parse(data) as Array<{ message: string }>) count.text(e.message)
+      } else if (ev === "end" || ev === "error") ended = `${ev} ${data}`
+    }
+    searched = Math.max(0, buffer.length - 1)
+  }
+  return ended
+}
+
+export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
+  const mb = Number(process.env.BENCH_LOGS_MB ?? (ctx.full ? 1000 : 100))
+  const formats = (process.env.BENCH_LOGS_FORMATS ?? "binary,sse").split(",").map((f) => f.trim()).filter((f): f is Format => f === "binary" || f === "sse")
+  const lines = Math.floor((mb * 1e6) / LINE)
+  const cmd = command(lines)
+
+  // baseline first: the command into cat
+  const b0 = now()
+  await new Promise<void>((resolve, reject) => execFile("bash", ["-c", `${cmd} | cat > /dev/null`], (e) => (e ? reject(e) : resolve())))
+  const baseMBps = (lines * LINE) / 1e6 / ((now() - b0) / 1000)
+
+  const server = await startServer({ maxInstances: 1, databaseUrl: ctx.databaseUrl })
+  const rows: Array<Row> = []
+  try {
+    for (const format of formats) {
+      const runName = `logs-flow-${format}`
+      const label = format === "binary" ? "binary frames, as the SDK follows" : "Server-Sent Events of JSON"
+      const rssStart = server.rssMiB()
+      let rssPeak = rssStart
+      const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, server.rssMiB())), 100)
+      // runs/get at c=1 while the log flows
+      const getLatencies: Array<number> = []
+      // BENCH_LOGS_PROBE=0 leaves runs/get out, for the CPU of the log path alone.
+      let flowing = process.env.BENCH_LOGS_PROBE !== "0"
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+      const prober = (async () => {
+        while (flowing) {
+          const t = now()
+          await post(agent, { url: server.url, path: "/api/project/main/runs/get", body: JSON.stringify({ run_name: runName }), token: server.token }).catch(() => undefined)
+          getLatencies.push(now() - t)
+          await sleep(10)
+        }
+      })()
+
+      ctx.log(`logs: ${mb} MB (${lines.toLocaleString("en-US")} lines) to a following client (${label})`)
+      const cpu0 = { server: cpuSeconds(server.pid), client: process.cpuUsage() }
+      // The runner outlives a run (the instance is reused): only what it used during this one counts.
+      const runner0 = runnersCpu(server.pid)
+      let runnerCpu = 0
+      const runnerSampler = setInterval(() => (runnerCpu = Math.max(runnerCpu, runnersCpu(server.pid) - runner0)), 50)
+      const count = lineCounter(lines)
+      let firstAt = Number.NaN
+      const t0 = now()
+      await apply(server, runName, [cmd])
+      const ended = await follow(server, runName, format, count, () => {
+        if (Number.isNaN(firstAt)) firstAt = now()
+      })
+      const lastAt = now()
+      clearInterval(runnerSampler)
+      const clientCpu = process.cpuUsage(cpu0.client)
+      const cpu = { server: cpuSeconds(server.pid) - cpu0.server, runner: runnerCpu, client: (clientCpu.user + clientCpu.system) / 1e6 }
+      flowing = false
+      await prober
+      agent.destroy()
+      clearInterval(sampler)
+      const finished = await waitRun(server, runName, (r) => FINISHED.includes(r.status), { timeoutMs: 60_000 })
+      const { lost, repeated, bad, bytes } = count.result()
+      const streamMBps = bytes / 1e6 / ((lastAt - firstAt) / 1000)
+      const totalMBps = bytes / 1e6 / ((lastAt - t0) / 1000)
+      const get = summarize(getLatencies)
+      const cpuNote = `CPU s per 100 MB: server ${(cpu.server * 100 / mb).toFixed(2)}, runner ${(cpu.runner * 100 / mb).toFixed(2)}, client ${(cpu.client * 100 / mb).toFixed(2)}`
+      ctx.log(`logs (${format}): ${cpuNote}`)
+      ctx.log(`logs (${format}): ${streamMBps.toFixed(1)} MB/s (submit→end ${totalMBps.toFixed(1)} MB/s), lost ${lost}, repeated ${repeated}, malformed ${bad}, rss ${rssStart.toFixed(0)}→${rssPeak.toFixed(0)} MiB, runs/get p99 ${get.p99.toFixed(0)} ms; run ${finished.run.status}; ${ended.slice(0, 120)}`)
+      const main = format === formats[0]
+      rows.push(
+        { section: "4 logs", measure: `${mb} MB job → following client (${label}), first to last byte`, unit: "MB/s", value: streamMBps, baseline: baseMBps, better: "higher", ...(main ? { target: "≥ 100 MB/s", verdict: streamMBps >= 100 ? "meets" : "short" } : {}), note: `submit → last byte ${totalMBps.toFixed(1)} MB/s; baseline \`cmd \\| cat\`; run ${finished.run.status}; ${cpuNote}` },
+        { section: "4 logs", measure: `lines lost / repeated (${format})`, unit: "lines", value: lost, better: "lower", target: "0 lost", verdict: lost === 0 && repeated === 0 && bad === 0 ? "meets" : "short", note: `${repeated} repeated, ${bad} malformed, of ${lines.toLocaleString("en-US")}` },
+        { section: "4 logs", measure: `server RSS peak while it flows (${format})`, unit: "MiB", value: rssPeak, better: "lower", ...(main ? { target: "< 200 MB", verdict: rssPeak * 1.048576 < 200 ? "meets" : "short" } : {}), note: `${rssStart.toFixed(0)} MiB before the run` },
+        { section: "4 logs", measure: `runs/get latency while it flows (c=1, ${format})`, unit: "ms", value: get, better: "lower", ...(main ? { target: "p99 < 50 ms", verdict: get.p99 < 50 ? "meets" : "short" } : {}), note: `n=${get.n}` }
+      )
+    }
+    return rows
   } finally {
     await server.stop()
   }

@@ -257,7 +257,8 @@ export const make = (options: DstackApiOptions): DstackApiShape => {
       try: (abort) =>
         fetchImpl(url + path, {
           method: "GET",
-          headers: { authorization: headers.authorization, accept: "text/event-stream" },
+          // The live log as binary frames where the server has them (api/logFrames.ts), else SSE.
+          headers: { authorization: headers.authorization, accept: "application/x-dstack-ts-logs, text/event-stream" },
           signal: signal ? anySignal([abort, signal]) : abort
         }),
       catch: (cause) => error(method, "Unreachable", `cannot reach the dstack server at ${url}: ${describeNetworkError(cause)}`, { cause })

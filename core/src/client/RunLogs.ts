@@ -5,6 +5,7 @@
  * once the run has finished, so following never loses or repeats a line.
  */
 import { Effect, Exit, Cause, Option } from "effect"
+import { LOG_FRAMES_TYPE, LogFrameDecoder } from "../api/logFrames.ts"
 import { isRunStatusFinished } from "../domain/Status.ts"
 import type { DstackApiShape } from "./DstackApi.ts"
 import type { RunData, RunLogsOptions } from "./Run.ts"
@@ -72,6 +73,49 @@ const messagesOf = (payload: string): Array<string> => {
   })
 }
 
+/**
+ * The output in a binary log stream (api/logFrames.ts): the frames' bytes as they arrive, the
+ * frames of one read joined into one chunk; ends at `end`, throws at `error` or a cut stream.
+ */
+export async function* logFrames(body: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array, void, undefined> {
+  const reader = body.getReader()
+  const frames = new LogFrameDecoder()
+  try {
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) {
+        throw new Error(`The server's log stream ended without its end frame${frames.pending > 0 ? ` (${frames.pending} bytes of a frame cut off)` : ""}`)
+      }
+      const output: Array<Uint8Array> = []
+      let size = 0
+      let ended = false
+      for (const frame of frames.push(value)) {
+        if (frame.kind === "end") {
+          ended = true
+          break
+        }
+        if (frame.kind === "error") throw new Error(`The server's log stream failed: ${new TextDecoder().decode(frame.payload)}`)
+        output.push(frame.payload)
+        size += frame.payload.byteLength
+      }
+      if (output.length === 1) yield output[0]
+      else if (output.length > 1) {
+        const joined = new Uint8Array(size)
+        let at = 0
+        for (const piece of output) {
+          joined.set(piece, at)
+          at += piece.byteLength
+        }
+        yield joined
+      }
+      if (ended) return
+    }
+  } finally {
+    reader.releaseLock()
+    await body.cancel().catch(() => {})
+  }
+}
+
 export async function* runLogs(api: DstackApiShape, data: RunData, options: RunLogsOptions): AsyncGenerator<Uint8Array, void, undefined> {
   const jobSubmissionId = submissionOf(data, options)
   const follow = options.follow !== false && !isRunStatusFinished(data.entity.status)
@@ -83,6 +127,10 @@ export async function* runLogs(api: DstackApiShape, data: RunData, options: RunL
       )
     )
     if (response.body === null) return
+    if ((response.headers.get("content-type") ?? "").startsWith(LOG_FRAMES_TYPE)) {
+      yield* logFrames(response.body)
+      return
+    }
     for await (const { event, data: payload } of serverSentEvents(response.body)) {
       if (event === "logs") {
         // One chunk per event: many small lines are not worth a yield each.

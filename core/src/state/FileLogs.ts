@@ -7,6 +7,10 @@
  * Durability matches the database's: an append returns after write(2), so a killed process
  * loses nothing acknowledged; a torn record at the tail (power loss mid-write) is cut off when
  * the stream is next opened. One process owns the directory (the embedded store's lock).
+ *
+ * The files of the streams in use stay open (a bounded number, the least recently used closed
+ * first; any idle for half a minute closed too, so a finished job's files do not stay open):
+ * an append is one writev(2) of the headers and the messages as they are, a page one pread(2).
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -39,6 +43,10 @@ interface StreamIndex {
   /** Record numbers sorted by (timestamp, append order); null while appends came in order. */
   order: Array<number> | null
   lastUsed: number
+  /** The open file (read and append), or null while closed. */
+  fd: number | null
+  /** When the file was last read or written through `fd`. */
+  fdUsed: number
 }
 
 export interface FileLogsOptions {
@@ -48,7 +56,18 @@ export interface FileLogsOptions {
   readonly announce?: (change: Change) => void
   /** How many stream indexes stay in memory (default 256); the least recently used go first. */
   readonly maxOpenStreams?: number
+  /** How many log files stay open (default 64); the least recently used are closed first. */
+  readonly maxOpenFiles?: number
 }
+
+/** An open log file unused this long is closed (a finished job's among them). */
+const IDLE_CLOSE_MS = 30_000
+
+/** Appends with messages at least this big on average go out as they are (writev), smaller ones copied into one buffer. */
+const WRITEV_MIN_AVERAGE = 4096
+
+/** At most this many buffers per writev(2) (IOV_MAX is 1024 on Linux). */
+const MAX_IOV = 1024
 
 const fail = (method: string, reason: StateStoreError["reason"], message: string, cause?: unknown) =>
   new StateStoreError({ module: "FileLogs", method, reason, message, ...(cause === undefined ? {} : { cause }) })
@@ -60,13 +79,75 @@ const safeName = (s: string): string =>
 export const make = (options: FileLogsOptions): Logs => {
   const indexes = new Map<string, StreamIndex>()
   const maxOpen = options.maxOpenStreams ?? 256
+  const maxFiles = Math.max(1, options.maxOpenFiles ?? 64)
+  /** The indexes whose file is open. */
+  const open = new Set<StreamIndex>()
+  const madeDirs = new Set<string>()
+  let sweep: ReturnType<typeof setTimeout> | undefined
+
+  const closeFile = (index: StreamIndex) => {
+    if (index.fd === null) return
+    const fd = index.fd
+    index.fd = null
+    open.delete(index)
+    try {
+      fs.closeSync(fd)
+    } catch {
+      // already gone
+    }
+  }
+
+  const sweepIdle = () => {
+    sweep = undefined
+    const now = Date.now()
+    for (const index of [...open]) if (now - index.fdUsed >= IDLE_CLOSE_MS) closeFile(index)
+    scheduleSweep()
+  }
+
+  const scheduleSweep = () => {
+    if (sweep !== undefined || open.size === 0) return
+    sweep = setTimeout(sweepIdle, IDLE_CLOSE_MS)
+    // The sweep must not keep a process alive.
+    ;(sweep as { unref?: () => void }).unref?.()
+  }
+
+  /** The stream's file open for reading and appending (created, with its directory, if missing). */
+  const fdOf = (index: StreamIndex): number => {
+    index.fdUsed = Date.now()
+    if (index.fd !== null) return index.fd
+    const dir = path.dirname(index.file)
+    if (!madeDirs.has(dir)) {
+      fs.mkdirSync(dir, { recursive: true })
+      madeDirs.add(dir)
+    }
+    let fd: number
+    try {
+      fd = fs.openSync(index.file, "a+")
+    } catch (e) {
+      // The directory went away underneath (deleted by hand): make it again, once.
+      if ((e as { code?: string }).code !== "ENOENT") throw e
+      fs.mkdirSync(dir, { recursive: true })
+      fd = fs.openSync(index.file, "a+")
+    }
+    index.fd = fd
+    open.add(index)
+    if (open.size > maxFiles) {
+      let oldest: StreamIndex | undefined
+      for (const candidate of open) {
+        if (candidate !== index && (oldest === undefined || candidate.fdUsed < oldest.fdUsed)) oldest = candidate
+      }
+      if (oldest !== undefined) closeFile(oldest)
+    }
+    scheduleSweep()
+    return fd
+  }
 
   const fileOf = (project: string, jobSubmissionId: string, diagnose: boolean) =>
     path.join(options.dir, safeName(project), `${safeName(jobSubmissionId)}${diagnose ? ".runner" : ""}.log`)
 
   // Reads the headers of a file and cuts off a torn tail record.
   const load = (file: string): StreamIndex => {
-    const index: StreamIndex = { file, size: 0, ts: [], offset: [], length: [], source: [], order: null, lastUsed: Date.now() }
+    const index: StreamIndex = { file, size: 0, ts: [], offset: [], length: [], source: [], order: null, lastUsed: Date.now(), fd: null, fdUsed: 0 }
     let fd: number
     try {
       fd = fs.openSync(file, "r")
@@ -101,6 +182,38 @@ export const make = (options: FileLogsOptions): Logs => {
     return index
   }
 
+  /** Writes all of `pieces` at the end of the file, in order, with writev(2) (partial writes resumed). */
+  const writeAll = (fd: number, pieces: ReadonlyArray<Uint8Array>) => {
+    let i = 0
+    let skip = 0
+    while (i < pieces.length) {
+      const batch: Array<Uint8Array> = []
+      for (let k = i; k < pieces.length && batch.length < MAX_IOV; k++) batch.push(k === i && skip > 0 ? pieces[k].subarray(skip) : pieces[k])
+      let written = batch.length === 1 ? fs.writeSync(fd, batch[0]) : fs.writevSync(fd, batch)
+      // Past the pieces written whole, into the one cut short.
+      while (i < pieces.length && written >= pieces[i].byteLength - skip) {
+        written -= pieces[i].byteLength - skip
+        skip = 0
+        i++
+      }
+      skip += written
+    }
+  }
+
+  /** Writes the records; a write that fails part way is cut off again, so the file stays what its index says. */
+  const writeAndIndex = (index: StreamIndex, fd: number, pieces: ReadonlyArray<Uint8Array>) => {
+    try {
+      writeAll(fd, pieces)
+    } catch (e) {
+      try {
+        fs.ftruncateSync(fd, index.size)
+      } catch {
+        // the load of the next open cuts a torn tail off too
+      }
+      throw e
+    }
+  }
+
   const sortedOrder = (index: StreamIndex): Array<number> =>
     index.ts.map((_, i) => i).sort((a, b) => index.ts[a] - index.ts[b] || a - b)
 
@@ -114,7 +227,10 @@ export const make = (options: FileLogsOptions): Logs => {
         for (const candidate of indexes.values()) {
           if (candidate !== index && (oldest === undefined || candidate.lastUsed < oldest.lastUsed)) oldest = candidate
         }
-        if (oldest !== undefined) indexes.delete(oldest.file)
+        if (oldest !== undefined) {
+          indexes.delete(oldest.file)
+          closeFile(oldest)
+        }
       }
     }
     index.lastUsed = Date.now()
@@ -131,28 +247,36 @@ export const make = (options: FileLogsOptions): Logs => {
     }
     const changes = new Map<string, Change>()
     for (const [file, group] of groups) {
-      let total = 0
-      for (const e of group.events) total += HEADER + e.message.byteLength
-      const out = Buffer.allocUnsafe(total)
-      let pos = 0
-      for (const e of group.events) {
-        out.writeUInt8(SOURCES.indexOf(e.source), pos)
-        out.writeUInt8(0, pos + 1)
-        out.writeUInt16LE(0, pos + 2)
-        out.writeUInt32LE(e.message.byteLength, pos + 4)
-        out.writeDoubleLE(e.timestamp.getTime(), pos + 8)
-        out.set(e.message, pos + HEADER)
-        pos += HEADER + e.message.byteLength
-      }
       // Index first (it repairs a torn tail), then write at its end.
       const index = indexOf(file)
-      fs.mkdirSync(path.dirname(file), { recursive: true })
-      const fd = fs.openSync(file, "a")
-      try {
-        let written = 0
-        while (written < out.length) written += fs.writeSync(fd, out, written, out.length - written)
-      } finally {
-        fs.closeSync(fd)
+      const fd = fdOf(index)
+      let total = 0
+      for (const e of group.events) total += HEADER + e.message.byteLength
+      const headers = Buffer.allocUnsafe(HEADER * group.events.length)
+      for (let i = 0; i < group.events.length; i++) {
+        const e = group.events[i]
+        const pos = i * HEADER
+        headers.writeUInt8(SOURCES.indexOf(e.source), pos)
+        headers.writeUInt8(0, pos + 1)
+        headers.writeUInt16LE(0, pos + 2)
+        headers.writeUInt32LE(e.message.byteLength, pos + 4)
+        headers.writeDoubleLE(e.timestamp.getTime(), pos + 8)
+      }
+      if (total >= WRITEV_MIN_AVERAGE * group.events.length) {
+        // Big messages (heavy output) go out as they are, behind their headers: no copy.
+        const pieces: Array<Uint8Array> = []
+        for (let i = 0; i < group.events.length; i++) pieces.push(headers.subarray(i * HEADER, (i + 1) * HEADER), group.events[i].message)
+        writeAndIndex(index, fd, pieces)
+      } else {
+        const out = Buffer.allocUnsafe(total)
+        let pos = 0
+        for (let i = 0; i < group.events.length; i++) {
+          const message = group.events[i].message
+          headers.copy(out, pos, i * HEADER, (i + 1) * HEADER)
+          out.set(message, pos + HEADER)
+          pos += HEADER + message.byteLength
+        }
+        writeAndIndex(index, fd, [out])
       }
       let at = index.size
       for (const e of group.events) {
@@ -236,29 +360,25 @@ export const make = (options: FileLogsOptions): Logs => {
     // read; late events cost a read per run.
     const messages = new Map<number, Uint8Array>()
     const byOffset = [...picked].sort((a, b) => index.offset[a] - index.offset[b])
-    const fd = fs.openSync(index.file, "r")
-    try {
-      let i = 0
-      while (i < byOffset.length) {
-        let j = i
-        while (j + 1 < byOffset.length && index.offset[byOffset[j + 1]] === index.offset[byOffset[j]] + index.length[byOffset[j]] + HEADER) j++
-        const from = index.offset[byOffset[i]]
-        const to = index.offset[byOffset[j]] + index.length[byOffset[j]]
-        const bytes = Buffer.allocUnsafe(to - from)
-        let read = 0
-        while (read < bytes.length) {
-          const got = fs.readSync(fd, bytes, read, bytes.length - read, from + read)
-          if (got === 0) throw fail("logs.poll", "Unknown", `log file ${index.file} is shorter than its index`)
-          read += got
-        }
-        for (let k = i; k <= j; k++) {
-          const r = byOffset[k]
-          messages.set(r, new Uint8Array(bytes.buffer, bytes.byteOffset + index.offset[r] - from, index.length[r]))
-        }
-        i = j + 1
+    const fd = fdOf(index)
+    let i = 0
+    while (i < byOffset.length) {
+      let j = i
+      while (j + 1 < byOffset.length && index.offset[byOffset[j + 1]] === index.offset[byOffset[j]] + index.length[byOffset[j]] + HEADER) j++
+      const from = index.offset[byOffset[i]]
+      const to = index.offset[byOffset[j]] + index.length[byOffset[j]]
+      const bytes = Buffer.allocUnsafe(to - from)
+      let read = 0
+      while (read < bytes.length) {
+        const got = fs.readSync(fd, bytes, read, bytes.length - read, from + read)
+        if (got === 0) throw fail("logs.poll", "Unknown", `log file ${index.file} is shorter than its index`)
+        read += got
       }
-    } finally {
-      fs.closeSync(fd)
+      for (let k = i; k <= j; k++) {
+        const r = byOffset[k]
+        messages.set(r, new Uint8Array(bytes.buffer, bytes.byteOffset + index.offset[r] - from, index.length[r]))
+      }
+      i = j + 1
     }
     const events: Array<LogEvent> = picked.map((r) => ({
       timestamp: new Date(index.ts[r]),
@@ -293,6 +413,8 @@ export const make = (options: FileLogsOptions): Logs => {
         for (const id of ids) {
           for (const diagnose of [false, true]) {
             const file = fileOf(project, id, diagnose)
+            const index = indexes.get(file)
+            if (index !== undefined) closeFile(index)
             indexes.delete(file)
             fs.rmSync(file, { force: true })
           }

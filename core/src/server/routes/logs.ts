@@ -1,9 +1,13 @@
 // /api/project/{p}/logs/*: pages of a job submission's log (`poll`, upstream's route) and a
-// live stream (`stream`, Server-Sent Events) that first replays what is stored and then sends
-// new lines the moment the engine stores them, ending once the run has finished.
+// live stream (`stream`) that first replays what is stored and then sends new lines the moment
+// the engine stores them, ending once the run has finished. The stream is Server-Sent Events
+// of JSON by default; a client that accepts `application/x-dstack-ts-logs` gets binary frames
+// of the stored bytes instead (api/logFrames.ts).
+import { Buffer, isUtf8 } from "node:buffer"
 import { Duration, Effect, Option, Queue, Runtime } from "effect"
-import { streamSSE } from "hono/streaming"
+import { stream as honoStream, streamSSE } from "hono/streaming"
 import * as Api from "../../api/runs.ts"
+import { LOG_FRAME_HEADER, LOG_FRAMES_CONTENT_TYPE, LOG_FRAMES_TYPE, writeLogFrameHeader } from "../../api/logFrames.ts"
 import { isRunStatusFinished } from "../../domain/Status.ts"
 import { loadRunByName } from "../../engine/RunRecord.ts"
 import { StateStore, type Change, type LogEvent, type LogQuery } from "../../ports/StateStore.ts"
@@ -13,22 +17,69 @@ import { resolveSubmission } from "./runs.ts"
 
 const decoder = new TextDecoder("utf-8", { fatal: false })
 
-/** About how much output one `logs` event of the live stream carries. */
+/** About how much output one `logs` event (or one write of frames) of the live stream carries. */
 const STREAM_EVENT_BYTES = 1024 * 1024
 
 const FINAL_JOB_STATUSES: ReadonlySet<string> = new Set(["done", "failed", "terminated", "aborted"])
 
+const hasIsUtf8 = typeof isUtf8 === "function"
+
 /**
- * A page of events as the JSON of `Api.LogEventWire[]`, written directly: the live stream
- * moves megabytes a second, and a Schema encode of each event would cost more than the rest.
+ * The JSON string literal of a message, as a "binary" string (one char per byte of its UTF-8):
+ * valid UTF-8 is escaped byte for byte (JSON escapes only ASCII controls, quote and backslash,
+ * so multi-byte sequences pass through unchanged) without a decode to UTF-16 and an encode
+ * back; invalid UTF-8 is decoded with U+FFFD for the bad bytes, as before.
  */
-const wireJson = (events: ReadonlyArray<LogEvent>): string => {
-  let out = "["
+const jsonStringBytes = (message: Uint8Array): string => {
+  if (hasIsUtf8 && isUtf8(message)) {
+    const buffer = Buffer.isBuffer(message) ? message : Buffer.from(message.buffer, message.byteOffset, message.byteLength)
+    return JSON.stringify(buffer.toString("latin1"))
+  }
+  return Buffer.from(JSON.stringify(decoder.decode(message)), "utf8").toString("latin1")
+}
+
+/**
+ * A page of events as one SSE `logs` event whose data is the JSON of `Api.LogEventWire[]`,
+ * written directly: the live stream moves megabytes a second, and a Schema encode of each
+ * event would cost more than the rest.
+ */
+const sseLogsEvent = (events: ReadonlyArray<LogEvent>): Uint8Array => {
+  let out = "event: logs\ndata: ["
   for (let i = 0; i < events.length; i++) {
     const e = events[i]
-    out += `${i === 0 ? "" : ","}{"timestamp":"${e.timestamp.toISOString()}","log_source":"${e.source}","message":${JSON.stringify(decoder.decode(e.message))}}`
+    out += `${i === 0 ? "" : ","}{"timestamp":"${e.timestamp.toISOString()}","log_source":"${e.source}","message":${jsonStringBytes(e.message)}}`
   }
-  return `${out}]`
+  return Buffer.from(`${out}]\n\n`, "latin1")
+}
+
+/** A page of events as binary frames: each event's stored bytes behind a 16-byte header. */
+const logFrames = (events: ReadonlyArray<LogEvent>): Uint8Array => {
+  let total = 0
+  for (const e of events) total += LOG_FRAME_HEADER + e.message.byteLength
+  const out = Buffer.allocUnsafe(total)
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength)
+  let pos = 0
+  for (const e of events) {
+    writeLogFrameHeader(view, pos, e.source, e.message.byteLength, e.timestamp.getTime())
+    out.set(e.message, pos + LOG_FRAME_HEADER)
+    pos += LOG_FRAME_HEADER + e.message.byteLength
+  }
+  return out
+}
+
+/** A frame of `end` or `error` with its JSON. */
+const controlFrame = (kind: "end" | "error", json: string): Uint8Array => {
+  const payload = Buffer.from(json, "utf8")
+  const out = Buffer.allocUnsafe(LOG_FRAME_HEADER + payload.byteLength)
+  writeLogFrameHeader(new DataView(out.buffer, out.byteOffset, out.byteLength), 0, kind, payload.byteLength, Date.now())
+  out.set(payload, LOG_FRAME_HEADER)
+  return out
+}
+
+/** How the live stream writes what it sends, per representation. */
+interface StreamSink {
+  readonly logs: (events: ReadonlyArray<LogEvent>) => Promise<void>
+  readonly end: (json: string) => Promise<void>
 }
 
 const toWire = (events: ReadonlyArray<LogEvent>) =>
@@ -82,7 +133,7 @@ export const logRoutes = [
   rawRoute({
     method: "GET", path: "/api/project/:project_name/logs/stream", summary: "Follow a job submission's log live (Server-Sent Events)", tag: "logs", access: { project: "user" },
     requestDescription: "Query: run_name, job_submission_id (optional), start_time (optional, ISO or epoch ms), diagnose (optional)",
-    responseDescription: "text/event-stream: `logs` events (a JSON array of {timestamp, log_source, message}), then `end` with the run's status",
+    responseDescription: "text/event-stream: `logs` events (a JSON array of {timestamp, log_source, message}), then `end` with the run's status; with `Accept: application/x-dstack-ts-logs`, binary frames of the same (a 16-byte header: u8 kind 0 stdout, 1 stderr, 2 runner, 3 end, 4 error; u8 0; u16 0; u32 length; f64 timestamp ms; little endian; then the bytes)",
     handler: (ctx) =>
       Effect.gen(function* () {
         const project = ctx.projectName!
@@ -95,7 +146,7 @@ export const logRoutes = [
         const store = yield* StateStore
         const runtime = yield* Effect.runtime<StateStore>()
 
-        const follow = (send: (event: string, data: string) => Promise<void>, aborted: () => boolean) =>
+        const follow = (sink: StreamSink, aborted: () => boolean) =>
           Effect.scoped(
             Effect.gen(function* () {
               // Subscribe before the first read, so nothing appended in between is missed.
@@ -118,7 +169,7 @@ export const logRoutes = [
                     let bytes = 0
                     for (const e of page.events) bytes += e.message.byteLength
                     eventBytes = Math.max(1, bytes / page.events.length)
-                    yield* Effect.promise(() => send("logs", wireJson(page.events)))
+                    yield* Effect.promise(() => sink.logs(page.events))
                     cursor = page.cursor ?? cursor
                   }
                   if (!page.nextToken) return
@@ -140,7 +191,7 @@ export const logRoutes = [
                 const finished = check ? yield* isFinished : undefined
                 yield* drain
                 if (finished !== undefined) {
-                  yield* Effect.promise(() => send("end", JSON.stringify({ status: finished.status, job_status: finished.jobStatus })))
+                  yield* Effect.promise(() => sink.end(JSON.stringify({ status: finished.status, job_status: finished.jobStatus })))
                   return
                 }
                 // Sleep until this submission's log or this run changes (or a safety timeout);
@@ -164,6 +215,28 @@ export const logRoutes = [
             })
           )
 
+        if ((c.req.header("accept") ?? "").includes(LOG_FRAMES_TYPE)) {
+          c.header("content-type", LOG_FRAMES_CONTENT_TYPE)
+          c.header("cache-control", "no-cache")
+          return honoStream(c, async (stream) => {
+            let closed = false
+            stream.onAbort(() => {
+              closed = true
+            })
+            await Runtime.runPromise(runtime)(
+              follow({
+                logs: async (events) => {
+                  await stream.write(logFrames(events))
+                },
+                end: async (json) => {
+                  await stream.write(controlFrame("end", json))
+                }
+              }, () => closed).pipe(
+                Effect.catchAllCause((cause) => Effect.promise(() => stream.write(controlFrame("error", JSON.stringify({ msg: String(cause) })))))
+              )
+            )
+          })
+        }
         return streamSSE(c, async (stream) => {
           let closed = false
           stream.onAbort(() => {
@@ -171,8 +244,13 @@ export const logRoutes = [
           })
           await Runtime.runPromise(runtime)(
             // The data is one line of JSON: written as is, without writeSSE's line splitting.
-            follow(async (event, data) => {
-              await stream.write(`event: ${event}\ndata: ${data}\n\n`)
+            follow({
+              logs: async (events) => {
+                await stream.write(sseLogsEvent(events))
+              },
+              end: async (json) => {
+                await stream.write(`event: end\ndata: ${json}\n\n`)
+              }
             }, () => closed).pipe(
               Effect.catchAllCause((cause) =>
                 Effect.promise(() => stream.writeSSE({ event: "error", data: JSON.stringify({ msg: String(cause) }) }))

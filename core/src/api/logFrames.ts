@@ -1,0 +1,112 @@
+/**
+ * The binary representation of `logs/stream`, negotiated by `Accept: application/x-dstack-ts-logs`
+ * (a client that does not ask gets Server-Sent Events of JSON). Output travels as the bytes the
+ * job wrote: no UTF-8 decode, JSON escaping and re-encode per megabyte on the server, no
+ * JSON.parse on the client.
+ *
+ * A frame: a 16-byte header (u8 kind, u8 0, u16 0, u32 payload length, f64 timestamp in epoch
+ * milliseconds; little endian) and the payload. Kinds 0/1/2 carry output of the job's stdout,
+ * stderr, or the runner's own log (`diagnose`); `end` carries the JSON of the SSE `end` event
+ * (`{"status", "job_status"}`), `error` the JSON of its `error` event (`{"msg"}`).
+ */
+export const LOG_FRAMES_TYPE = "application/x-dstack-ts-logs"
+export const LOG_FRAMES_VERSION = 1
+export const LOG_FRAMES_CONTENT_TYPE = `${LOG_FRAMES_TYPE}; version=${LOG_FRAMES_VERSION}`
+
+export const LOG_FRAME_HEADER = 16
+
+export type LogFrameKind = "stdout" | "stderr" | "runner" | "end" | "error"
+export const LOG_FRAME_KINDS: ReadonlyArray<LogFrameKind> = ["stdout", "stderr", "runner", "end", "error"]
+const CODES: Readonly<Record<LogFrameKind, number>> = { stdout: 0, stderr: 1, runner: 2, end: 3, error: 4 }
+
+/** One decoded frame; `payload` is a view into the bytes received (copy it to keep it past the next push). */
+export interface LogFrame {
+  readonly kind: LogFrameKind
+  readonly timestamp: number
+  readonly payload: Uint8Array
+}
+
+/** Writes a frame's header at `pos` of the buffer `view` covers. */
+export const writeLogFrameHeader = (view: DataView, pos: number, kind: LogFrameKind, length: number, timestamp: number): void => {
+  view.setUint8(pos, CODES[kind])
+  view.setUint8(pos + 1, 0)
+  view.setUint16(pos + 2, 0, true)
+  view.setUint32(pos + 4, length, true)
+  view.setFloat64(pos + 8, timestamp, true)
+}
+
+/** Encodes frames into one buffer. */
+export const encodeLogFrames = (frames: ReadonlyArray<{ readonly kind: LogFrameKind; readonly timestamp: number; readonly payload: Uint8Array }>): Uint8Array => {
+  let total = 0
+  for (const f of frames) total += LOG_FRAME_HEADER + f.payload.byteLength
+  const out = new Uint8Array(total)
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength)
+  let pos = 0
+  for (const f of frames) {
+    writeLogFrameHeader(view, pos, f.kind, f.payload.byteLength, f.timestamp)
+    out.set(f.payload, pos + LOG_FRAME_HEADER)
+    pos += LOG_FRAME_HEADER + f.payload.byteLength
+  }
+  return out
+}
+
+/**
+ * Splits a byte stream into frames, whatever its chunking: `push` returns the frames the chunk
+ * completes (views into the chunk where a frame lies whole in it). A frame of an unknown kind
+ * is an error: a newer server speaking a format this reader does not know must not be misread.
+ */
+export class LogFrameDecoder {
+  private held: Array<Uint8Array> = []
+  private heldBytes = 0
+  /** Bytes the held-back frame needs before it can be decoded (its header, then all of it). */
+  private need = 0
+
+  push(chunk: Uint8Array): Array<LogFrame> {
+    let buffer = chunk
+    if (this.heldBytes > 0) {
+      // A big frame arrives in many chunks: they are joined once, when it is complete.
+      this.held.push(chunk)
+      this.heldBytes += chunk.byteLength
+      if (this.heldBytes < this.need) return []
+      buffer = new Uint8Array(this.heldBytes)
+      let at = 0
+      for (const piece of this.held) {
+        buffer.set(piece, at)
+        at += piece.byteLength
+      }
+      this.held = []
+      this.heldBytes = 0
+    }
+    const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength)
+    const frames: Array<LogFrame> = []
+    let pos = 0
+    for (;;) {
+      if (pos + LOG_FRAME_HEADER > buffer.byteLength) {
+        this.need = LOG_FRAME_HEADER
+        break
+      }
+      const code = view.getUint8(pos)
+      const kind = LOG_FRAME_KINDS[code]
+      if (kind === undefined) throw new Error(`log stream: unknown frame kind ${code} at byte ${pos} (a newer server's format?)`)
+      const length = view.getUint32(pos + 4, true)
+      if (pos + LOG_FRAME_HEADER + length > buffer.byteLength) {
+        this.need = LOG_FRAME_HEADER + length
+        break
+      }
+      frames.push({ kind, timestamp: view.getFloat64(pos + 8, true), payload: buffer.subarray(pos + LOG_FRAME_HEADER, pos + LOG_FRAME_HEADER + length) })
+      pos += LOG_FRAME_HEADER + length
+    }
+    if (pos < buffer.byteLength) {
+      // The start of the next frame: a copy, so that the caller may reuse its chunk.
+      const rest = buffer.slice(pos)
+      this.held = [rest]
+      this.heldBytes = rest.byteLength
+    }
+    return frames
+  }
+
+  /** Bytes of an incomplete frame held back; a stream that ends with some was cut short. */
+  get pending(): number {
+    return this.heldBytes
+  }
+}

@@ -1,0 +1,128 @@
+// The live log's two representations end to end: a real server (embedded state store), a real
+// runner and process job. Binary frames (`Accept: application/x-dstack-ts-logs`, what the SDK
+// asks for) carry the bytes the job wrote, invalid UTF-8 included; Server-Sent Events carry
+// the same text as JSON, escaped byte for byte, with U+FFFD for bytes that are not UTF-8.
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { EmbeddedStateStore } from "../../core/src/state/index.ts"
+import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
+import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { LOG_FRAMES_TYPE, LogFrameDecoder } from "../../core/src/api/logFrames.ts"
+import { logFrames } from "../../core/src/client/RunLogs.ts"
+import { appCall } from "../support/api.ts"
+import { makeInProcessPlugin } from "../support/inprocess-backend.ts"
+
+const TOKEN = "logs-stream-e2e-token"
+let server: Server
+const inproc = makeInProcessPlugin()
+const call = appCall(() => server, TOKEN)
+
+const runSpec = (commands: Array<string>, runName: string) => ({
+  run_spec: {
+    run_name: runName,
+    repo_id: "e2e",
+    repo_data: { repo_type: "virtual" },
+    configuration: { type: "task", commands, resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } }
+  }
+})
+
+const waitStarted = async (name: string) => {
+  const start = Date.now()
+  while (Date.now() - start < 20_000) {
+    const run = (await call("/api/project/main/runs/get", { run_name: name })).body
+    if (run?.jobs?.[0]?.job_submissions?.[0]?.status !== "submitted") return
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`run ${name} did not start`)
+}
+
+const stream = (name: string, accept: string) =>
+  server.app.request(`/api/project/main/logs/stream?run_name=${name}`, { headers: { authorization: `Bearer ${TOKEN}`, accept } })
+
+// Quote, backslash, tab, a control byte, é, a lone 0xff, then numbered lines (valid UTF-8) after pauses.
+const COMMAND = String.raw`printf 'a"b\\c\td\001e \303\251 \377 end\n'; for i in 1 2 3; do sleep 0.1; printf 'tick %s \303\251\n' $i; done`
+const EXPECTED = Buffer.concat([
+  Buffer.from('a"b\\c\td\u0001e ', "latin1"),
+  Buffer.from([0xc3, 0xa9, 0x20, 0xff]),
+  Buffer.from(" end\ntick 1 é\ntick 2 é\ntick 3 é\n", "utf8")
+])
+
+beforeAll(async () => {
+  server = await createServer({
+    state: EmbeddedStateStore.layerMemory(),
+    blobs: blobsMemory,
+    adminToken: TOKEN,
+    plugins: [inproc.plugin],
+    compute: { defaultBackends: [{ type: "inprocess" }] },
+    engine: { resyncMs: 60_000 }
+  })
+}, 60_000)
+afterAll(async () => {
+  await server?.close()
+})
+
+describe("logs/stream", () => {
+  it("sends the job's bytes as binary frames, then end with the run's status", async () => {
+    await call("/api/project/main/runs/apply", { plan: runSpec([COMMAND], "frames-run") })
+    await waitStarted("frames-run")
+    const res = await stream("frames-run", LOG_FRAMES_TYPE)
+    expect(res.status).toBe(200)
+    expect(res.headers.get("content-type")).toBe("application/x-dstack-ts-logs; version=1")
+    const body = new Uint8Array(await res.arrayBuffer())
+    // Fed a byte at a time at odd places and all at once, the decoder finds the same frames.
+    const decode = (chunks: Array<Uint8Array>) => {
+      const decoder = new LogFrameDecoder()
+      const frames = chunks.flatMap((c) => decoder.push(c).map((f) => ({ ...f, payload: Buffer.from(f.payload) })))
+      expect(decoder.pending).toBe(0)
+      return frames
+    }
+    const whole = decode([body])
+    const cuts = [1, 5, 17, 18, 40]
+    const pieces = cuts.map((at, i) => body.subarray(i === 0 ? 0 : cuts[i - 1], at)).concat([body.subarray(cuts[cuts.length - 1])])
+    expect(decode(pieces)).toEqual(whole)
+    const output = Buffer.concat(whole.filter((f) => f.kind === "stdout").map((f) => f.payload))
+    expect(output.equals(EXPECTED)).toBe(true)
+    const last = whole[whole.length - 1]
+    expect(last.kind).toBe("end")
+    expect(JSON.parse(Buffer.from(last.payload).toString())).toMatchObject({ status: "done", job_status: "done" })
+    // The SDK's reader of the same bytes, cut at odd places, yields the same output.
+    const readable = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (const piece of pieces) controller.enqueue(piece)
+        controller.close()
+      }
+    })
+    const got: Array<Uint8Array> = []
+    for await (const chunk of logFrames(readable)) got.push(chunk)
+    expect(Buffer.concat(got).equals(EXPECTED)).toBe(true)
+  })
+
+  it("sends the same output as SSE of JSON, escaped as JSON.stringify does, U+FFFD for bytes that are not UTF-8", async () => {
+    const res = await stream("frames-run", "text/event-stream")
+    expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/)
+    const text = await res.text()
+    const data = [...text.matchAll(/^event: logs\ndata: (.*)$/gm)].map((m) => m[1])
+    const events = data.flatMap((d) => JSON.parse(d) as Array<{ message: string; log_source: string; timestamp: string }>)
+    expect(events.map((e) => e.message).join("")).toBe(new TextDecoder().decode(EXPECTED))
+    expect(events.every((e) => e.log_source === "stdout" && !Number.isNaN(Date.parse(e.timestamp)))).toBe(true)
+    // Byte for byte what JSON.stringify of the decoded message gives.
+    for (const d of data) expect(d).toBe(JSON.stringify(JSON.parse(d)))
+    expect(text).toMatch(/event: end\ndata: \{"status":"done"/)
+  })
+
+  it("refuses a stream cut before its end frame", async () => {
+    const frames = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new Uint8Array([0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 104]))
+        controller.close()
+      }
+    })
+    const got: Array<Uint8Array> = []
+    await expect((async () => {
+      for await (const chunk of logFrames(frames)) got.push(chunk)
+    })()).rejects.toThrow(/ended without its end frame \(17 bytes of a frame cut off\)/)
+  })
+
+  it("refuses a frame of an unknown kind, naming it", () => {
+    expect(() => new LogFrameDecoder().push(new Uint8Array(16).fill(9, 0, 1))).toThrow(/unknown frame kind 9/)
+  })
+})
