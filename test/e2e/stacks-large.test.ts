@@ -42,6 +42,8 @@ const generated = (hash: ReturnType<typeof createHash>) => {
 // A full collection before each sample, so that what is measured is what the transfer keeps
 // alive, not garbage the collector has not reached yet (Deno releases freed array buffers
 // lazily, so its RSS peak otherwise depends on when it happened to collect). Node and Deno.
+// Every 500 ms: a full collection per 100 ms took most of the time on a busy machine (Deno
+// ran past the timeout), and buffering the body would still show at this rate.
 v8.setFlagsFromString("--expose-gc")
 const gc = vm.runInNewContext("gc") as () => void
 
@@ -55,7 +57,7 @@ const sampler = () => {
     const m = process.memoryUsage()
     peakRss = Math.max(peakRss, m.rss)
     peakHeap = Math.max(peakHeap, m.heapUsed)
-  }, 100)
+  }, 500)
   return () => {
     clearInterval(timer)
     return { rss: (peakRss - base.rss) / 2 ** 20, heap: (peakHeap - base.heapUsed) / 2 ** 20 }
