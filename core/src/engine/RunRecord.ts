@@ -84,14 +84,14 @@ const wireCost = (run: RunWire, now: number): number => {
  * build's run schema is answered from its stored JSON with only the cost recomputed; older rows
  * are decoded and encoded again.
  */
-export const runWireOf = (row: StoredDocument, now: number = Date.now()): Effect.Effect<RunWire> => {
+export const runWireOf = (row: Pick<StoredDocument, "id" | "doc">, now: number = Date.now()): Effect.Effect<RunWire> => {
   const doc = row.doc as { readonly run?: RunWire; readonly [WIRE_SHAPE_KEY]?: unknown } | null
   if (doc !== null && typeof doc === "object" && doc[WIRE_SHAPE_KEY] === currentRunShape() && typeof doc.run === "object" && doc.run !== null) {
     return Effect.succeed({ ...doc.run, cost: wireCost(doc.run, now) })
   }
-  return decodeRow(row).pipe(
-    Effect.flatMap(({ record }) => encodeRun(presentRun(record.run, now))),
-    Effect.orDieWith((e) => new Error(`run ${row.id} cannot be encoded: ${e.message}`))
+  return decode(row.doc).pipe(
+    Effect.flatMap((record) => encodeRun(presentRun(record.run, now))),
+    Effect.orDieWith((e) => new Error(`run ${row.id} has a malformed record: ${e.message}`))
   )
 }
 

@@ -561,6 +561,23 @@ export const make = (
       const m = (name: string) => `${kind}s.${name}`
       const notFound = (method: string, id: string) => failWith(m(method), "NotFound", `no ${kind} with id '${id}'`)
 
+      const listQuery = (columns: string, filter: DocumentFilter, page: Page) => {
+        const p = new Params()
+        const where = filterClauses(filter, p)
+        const op = page.ascending === true ? ">" : "<"
+        if (page.prevSubmittedAt !== undefined) {
+          const at = p.add(page.prevSubmittedAt.toISOString())
+          where.push(
+            page.prevId !== undefined
+              ? `(submitted_at, id) ${op} (${at}::timestamptz, ${p.add(page.prevId)}::text)`
+              : `submitted_at ${op} ${at}::timestamptz`
+          )
+        }
+        const dir = page.ascending === true ? "ASC" : "DESC"
+        const limit = page.limit !== undefined ? ` LIMIT ${p.add(Math.max(0, Math.floor(page.limit)))}` : ""
+        return sql(`SELECT ${columns} FROM ${table} ${whereSql(where)} ORDER BY submitted_at ${dir}, id ${dir}${limit}`, p.values)
+      }
+
       const get = (id: string) =>
         sql(`SELECT * FROM ${table} WHERE id = $1`, [id]).pipe(
           Effect.mapError(toStoreError(m("get"))),
@@ -612,25 +629,16 @@ export const make = (
                 : Effect.succeed(documentFromRow(kind, rows[0]))
             )
           ),
-        list: (filter: DocumentFilter = {}, page: Page = {}) => {
-          const p = new Params()
-          const where = filterClauses(filter, p)
-          const op = page.ascending === true ? ">" : "<"
-          if (page.prevSubmittedAt !== undefined) {
-            const at = p.add(page.prevSubmittedAt.toISOString())
-            where.push(
-              page.prevId !== undefined
-                ? `(submitted_at, id) ${op} (${at}::timestamptz, ${p.add(page.prevId)}::text)`
-                : `submitted_at ${op} ${at}::timestamptz`
-            )
-          }
-          const dir = page.ascending === true ? "ASC" : "DESC"
-          const limit = page.limit !== undefined ? ` LIMIT ${p.add(Math.max(0, Math.floor(page.limit)))}` : ""
-          return sql(`SELECT * FROM ${table} ${whereSql(where)} ORDER BY submitted_at ${dir}, id ${dir}${limit}`, p.values).pipe(
+        list: (filter: DocumentFilter = {}, page: Page = {}) =>
+          listQuery("*", filter, page).pipe(
             Effect.mapError(toStoreError(m("list"))),
             Effect.map((rows) => rows.map((r) => documentFromRow(kind, r)))
-          )
-        },
+          ),
+        listDocs: (filter: DocumentFilter = {}, page: Page = {}) =>
+          listQuery("id, doc", filter, page).pipe(
+            Effect.mapError(toStoreError(m("listDocs"))),
+            Effect.map((rows) => rows.map((r) => ({ id: String(r.id), doc: parseJson(r.doc) })))
+          ),
         update: (id: string, patch: DocumentPatch, options: UpdateOptions = {}) =>
           Effect.gen(function* () {
             const p = new Params()

@@ -359,6 +359,13 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
         expect((yield* s.runs.list({ projects: [project], repoId: "repo-2" })).length).toBe(0)
         expect((yield* s.runs.list({ ids: [ids[3], ids[4], "nope"] })).map((d) => d.id).sort()).toEqual([ids[3], ids[4]].sort())
         expect((yield* s.runs.list({ projects: [project] }, { limit: 0 })).length).toBe(0)
+        // Several projects at once, and the ids and documents alone in the same order.
+        expect((yield* s.runs.list({ projects: [project, unique("none")] })).length).toBe(25)
+        const page = { limit: 7, ascending: false, prevSubmittedAt: new Date(base + 9_000), prevId: byKey[18] }
+        const full = yield* s.runs.list({ projects: [project], statuses: ["done"] }, page)
+        const docs = yield* s.runs.listDocs({ projects: [project], statuses: ["done"] }, page)
+        expect(docs).toEqual(full.map((d) => ({ id: d.id, doc: d.doc })))
+        expect(docs.length).toBe(7)
       }))
 
     // -------------------------------------------------------------------------------------------

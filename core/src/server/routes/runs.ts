@@ -174,7 +174,7 @@ export const runRoutes = [
           if (projects.length === 0) return []
         }
         const rows = yield* store.runs
-          .list(
+          .listDocs(
             {
               ...(projects ? { projects } : {}),
               ...(input.onlyActive ? { statuses: ACTIVE_RUN_STATUSES } : {}),
