@@ -1,7 +1,9 @@
 /**
  * A BlobStore on any unstorage driver (memory, fs, redis, s3 …). unstorage moves whole values,
- * so a blob is stored as fixed-size chunks plus a small JSON manifest: memory stays bounded by
- * one chunk whatever the driver, and a value becomes visible only when its manifest is written.
+ * so a blob is stored as fixed-size chunks plus a small JSON manifest: memory stays bounded by a
+ * few chunks whatever the size and the driver (a writer holds the chunk it fills and two being
+ * written, a reader the one it hands out), and a value becomes visible only when
+ * its manifest is written.
  *
  * Layout inside the storage:
  *   m:<key with / as :>$m           the manifest (size, digest, content type, metadata, chunks)
@@ -22,7 +24,7 @@ export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 export interface UnstorageBlobStoreOptions {
   /** The unstorage driver that holds manifests and chunks, e.g. `redisDriver({ base: "blobs" })`. */
   readonly driver: Driver
-  /** Bytes per stored chunk (default 8 MiB). Readers hold at most one chunk at a time. */
+  /** Bytes per stored chunk (default 8 MiB). Writers hold at most three, readers one at a time. */
   readonly chunkSize?: number
 }
 
@@ -121,10 +123,7 @@ const storageError = (method: string, key: string, cause: unknown) =>
     cause
   })
 
-/** Chunks a reader fetches at once: the next one is read while the current one is consumed. */
-const READS_AHEAD = 2
-
-/** Chunk writes of one `put` that may be in flight while the next chunk fills. */
+/** Chunk writes of one `put` that may be in flight (the next chunk fills meanwhile). */
 const WRITES_IN_FLIGHT = 2
 
 /**
@@ -201,7 +200,7 @@ class ChunkWriter {
       const i = this.inFlight.indexOf(write)
       if (i >= 0) this.inFlight.splice(i, 1)
     })
-    return this.inFlight.length > WRITES_IN_FLIGHT ? this.inFlight[0] : undefined
+    return this.inFlight.length >= WRITES_IN_FLIGHT ? this.inFlight[0] : undefined
   }
 
   /** Stores the last, partial chunk and waits for every write. */
@@ -422,7 +421,7 @@ export const make = (
                   `chunk ${n} of ${JSON.stringify(key)} has ${bytes.length} bytes, expected ${expected}`,
                   { key }
                 )
-              }), { concurrency: READS_AHEAD })
+              }))
           )
         })),
 
