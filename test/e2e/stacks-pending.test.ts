@@ -52,7 +52,7 @@ const upload = async (frameId: string, bytes: Uint8Array) => {
   const res = await fetch(`${url}/api/stacks/frames/${frameId}/attachments/0`, {
     method: "PUT",
     headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/octet-stream" },
-    body: bytes
+    body: bytes as Uint8Array<ArrayBuffer>
   })
   expect(res.status).toBe(200)
 }
