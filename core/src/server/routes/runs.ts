@@ -41,7 +41,7 @@ const plan = (project: string, user: string, runSpec: RunSpec) =>
       }).pipe(
         Effect.map((offers) => {
           const jp = makeJobPlan(spec, offers.offers)
-          return offers.offers.length === 0 ? new JobPlan({ ...jp, noOffersReason: explainNoOffers(offers) }) : jp
+          return offers.offers.length === 0 ? new JobPlan({ ...jp, noOffersReason: explainNoOffers(offers) }, { disableValidation: true }) : jp
         })
       )
     )
@@ -50,14 +50,19 @@ const plan = (project: string, user: string, runSpec: RunSpec) =>
       const existing = yield* loadRunByName(project, runSpec.runName).pipe(Effect.option)
       if (Option.isSome(existing) && !isRunStatusFinished(existing.value.record.run.status)) current = existing.value.record.run
     }
-    return new RunPlan({
-      projectName: project,
-      user,
-      runSpec,
-      jobPlans,
-      ...(current ? { currentResource: present(current) } : {}),
-      action: current ? "update" : "create"
-    })
+    // Built from values already decoded and checked: validating them again on construction
+    // only costs time (the response is encoded, hence checked, on the way out anyway).
+    return new RunPlan(
+      {
+        projectName: project,
+        user,
+        runSpec,
+        jobPlans,
+        ...(current ? { currentResource: present(current) } : {}),
+        action: current ? "update" : "create"
+      },
+      { disableValidation: true }
+    )
   }).pipe(
     Effect.mapError((e): ApiError =>
       "_tag" in e && e._tag === "StateStoreError" ? fromStateStore(e) : badRequest(`Planning failed: ${e.message ?? e.reason}`)
