@@ -111,7 +111,7 @@ describe("engine end to end", () => {
   it("stops a job that runs past max_duration", async () => {
     await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo working", "sleep 30"], max_duration: "2s" }, "slow-run") })
     const run = await waitFor("slow-run", finished, 25_000)
-    expect(run.jobs[0].job_submissions[0].termination_reason).toBe("max_duration_exceeded")
+    expect(run.jobs[0].job_submissions[0].termination_reason, JSON.stringify(run.jobs[0].job_submissions[0])).toBe("max_duration_exceeded")
     expect(run.status).toBe("failed")
     expect(await logsOf("slow-run")).toContain("working")
   })

@@ -14,7 +14,7 @@ import type { InstanceOffer } from "../domain/Offer.ts"
 import { Run } from "../domain/Run.ts"
 import { isJobStatusFinished, isRunStatusFinished, type RunStatus } from "../domain/Status.ts"
 import { BlobStore } from "../ports/BlobStore.ts"
-import { StateStore, type Lease, type NewLogEvent, type StateStoreError } from "../ports/StateStore.ts"
+import { StateStore, type Lease, type NewLogEvent, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { Compute } from "./Compute.ts"
 import {
   JobEffect,
@@ -27,7 +27,7 @@ import {
 import { explainNoOffers, offersForJob } from "./Planner.ts"
 import { decodeRow, encodeRecord, type RunRecord } from "./RunRecord.ts"
 import { RunEffect, RunEvent, transitionRun } from "./RunLifecycle.ts"
-import { followEvents, jobEventOfRunnerState, startJob, stopJob, waitHealthy } from "./RunnerSession.ts"
+import { followEvents, jobEventOfRunnerState, noteHealthy, startJob, stopJob, waitHealthy } from "./RunnerSession.ts"
 
 export interface EngineOptions {
   /** Names this replica in leases; unique per process by default. */
@@ -42,6 +42,13 @@ export interface EngineOptions {
   readonly unreachableMs?: number
   /** Seconds an instance stays idle before it is terminated, unless the run says otherwise. Default 300. */
   readonly defaultIdleDurationSeconds?: number
+  /**
+   * An idle instance whose runner reported to this engine less than this long ago is reused
+   * without asking its health check first. Default 5 s; 0 always asks.
+   */
+  readonly runnerFreshMs?: number
+  /** How many jobs may plan and provision at the same time. Default 16. */
+  readonly provisioningConcurrency?: number
 }
 
 export interface EngineService {
@@ -70,6 +77,9 @@ type Signal =
   | { readonly _tag: "FollowerDone"; readonly submissionId: string }
   | { readonly _tag: "LeaseLost" }
 
+/** Job events that mean the instance's runner answered just now. */
+const RUNNER_EVENTS: ReadonlySet<string> = new Set(["RunnerPulling", "RunnerRunning", "RunnerExited", "RunnerFailed"])
+
 const decodeInstance = Schema.decodeUnknown(Instance)
 const encodeInstance = Schema.encodeSync(Instance)
 const decodeProvisioning = Schema.decodeUnknown(JobProvisioningData)
@@ -88,17 +98,34 @@ const withJob = (run: Run, index: number, job: Job): Run =>
  * every pass without meaning anything happened: `last_processed_at`, and `cost`, which grows
  * with time while a paid instance runs (the API computes it when it answers).
  */
-const canonical = (value: unknown): string =>
+const canonical = (value: unknown, skip: ReadonlySet<string> = CHANGING_BY_THEMSELVES): string =>
   JSON.stringify(value, (key, v) =>
-    key === "last_processed_at" || key === "cost"
+    skip.has(key)
       ? undefined
       : v && typeof v === "object" && !Array.isArray(v)
         ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]))
         : v
   )
 
+const CHANGING_BY_THEMSELVES: ReadonlySet<string> = new Set(["last_processed_at", "cost"])
+/** Also the run's `latest_job_submission`, which only mirrors its jobs (the API stores runs without it). */
+const DERIVED_TOO: ReadonlySet<string> = new Set([...CHANGING_BY_THEMSELVES, "latest_job_submission"])
+
 /** Equal as stored documents once the fields that change by themselves are left out. */
 const sameIgnoringProcessedAt = (a: unknown, b: unknown): boolean => canonical(a) === canonical(b)
+
+/** Equal once derived fields are left out too. */
+const sameButDerived = (a: unknown, b: unknown): boolean => canonical(a, DERIVED_TOO) === canonical(b, DERIVED_TOO)
+
+/** Jobs with the same key find the same capacity: one that finds none speaks for the others. */
+const capacityKey = (run: Run, job: Job): string => {
+  const config = run.runSpec.configuration
+  try {
+    return JSON.stringify([run.projectName, job.jobSpec.requirements, config.backends, config.regions, config.instanceTypes])
+  } catch {
+    return `${run.id}/${job.jobSpec.jobName}`
+  }
+}
 
 const errorMessage = (e: unknown): string =>
   e && typeof e === "object" && "message" in e && typeof (e as any).message === "string" && (e as any).message !== ""
@@ -119,15 +146,69 @@ export const make = (
     const provisioningTimeoutMs = options.provisioningTimeoutMs ?? 10 * 60_000
     const unreachableMs = options.unreachableMs ?? 2 * 60_000
     const defaultIdle = options.defaultIdleDurationSeconds ?? 300
-    const workers = new Map<string, Queue.Queue<Signal>>()
-    /** Opens (and closes again) whenever an instance of this replica becomes idle or goes away. */
-    let capacityLatch = yield* Deferred.make<void>()
-    const capacityFreed = { await: Effect.suspend(() => Deferred.await(capacityLatch)) }
-    const signalCapacity = Effect.suspend(() => {
-      const opened = capacityLatch
-      return Deferred.make<void>().pipe(
-        Effect.tap((next) => Effect.sync(() => (capacityLatch = next))),
-        Effect.zipRight(Deferred.succeed(opened, undefined)),
+    /**
+     * The workers of this replica, by run id. `echoes` counts the change-feed notices still
+     * to come for the worker's own writes: those are dropped instead of waking it to re-read
+     * what it just wrote (notices come in commit order, so the next ones are its own).
+     */
+    const workers = new Map<string, { readonly signals: Queue.Queue<Signal>; echoes: number }>()
+    const runnerFreshMs = options.runnerFreshMs ?? 5_000
+    // At most this many jobs plan and provision at once: thousands of queued runs taken at
+    // once (after a restart, a burst of submissions) would otherwise all wait on the same
+    // database queue together, each getting slower, until their leases ran out unrenewed.
+    const provisionPermits = yield* Effect.makeSemaphore(options.provisioningConcurrency ?? 16)
+    /** When the runner of an instance (by instance id) last reported to a follower here. */
+    const runnerSeenAt = new Map<string, number>()
+    // Jobs waiting for capacity, oldest first. When capacity frees up (an instance of this
+    // replica is released or terminated, or every couple of seconds for capacity freed
+    // elsewhere) a pass gives the waiters a turn one at a time: each plans again and says
+    // whether it got an instance. A waiter that finds nothing makes the pass skip the others
+    // with the same requirements (they would find nothing either), so a pass costs one plan per
+    // placed job plus one per distinct kind of job still waiting — not one per waiter.
+    interface Waiter {
+      readonly seq: number
+      readonly key: string
+      readonly turn: Deferred.Deferred<Deferred.Deferred<boolean>>
+    }
+    const waiting: Array<Waiter> = []
+    let waiterSeq = 0
+    let passRunning = false
+    let passAgain = false
+    const addWaiter = (w: Waiter) => {
+      let i = waiting.length
+      while (i > 0 && waiting[i - 1].seq > w.seq) i--
+      waiting.splice(i, 0, w)
+    }
+    const removeWaiter = (w: Waiter) => {
+      const i = waiting.indexOf(w)
+      if (i >= 0) waiting.splice(i, 1)
+    }
+    const capacityPass: Effect.Effect<void> = Effect.gen(function* () {
+      const failedKeys = new Set<string>()
+      for (const w of [...waiting]) {
+        if (failedKeys.has(w.key) || !waiting.includes(w)) continue
+        removeWaiter(w)
+        const report = yield* Deferred.make<boolean>()
+        yield* Deferred.succeed(w.turn, report)
+        // A waiter interrupted meanwhile (its run ended) never reports: do not wait forever.
+        const placed = yield* Deferred.await(report).pipe(Effect.timeout(Duration.seconds(30)), Effect.orElseSucceed(() => false))
+        if (!placed) failedKeys.add(w.key)
+      }
+    })
+    const signalCapacity: Effect.Effect<void> = Effect.suspend(() => {
+      if (waiting.length === 0) return Effect.void
+      if (passRunning) {
+        passAgain = true
+        return Effect.void
+      }
+      passRunning = true
+      const loop: Effect.Effect<void> = Effect.suspend(() => {
+        passAgain = false
+        return capacityPass.pipe(Effect.flatMap(() => (passAgain && waiting.length > 0 ? loop : Effect.void)))
+      })
+      return loop.pipe(
+        Effect.ensuring(Effect.sync(() => (passRunning = false))),
+        Effect.forkIn(engineScope),
         Effect.asVoid
       )
     })
@@ -178,10 +259,13 @@ export const make = (
         const row = claimed[0]
         const instance = yield* decodeInstance(row.doc).pipe(Effect.orDie)
         const pd = yield* decodeProvisioning((row.doc as any).provisioning_data).pipe(Effect.orDie)
-        // A runner that died with a previous server process must not get the job.
+        // A runner that died with a previous server process must not get the job: it is asked,
+        // unless this engine heard from it moments ago (its last job's events).
+        const seen = runnerSeenAt.get(row.id)
+        const fresh = seen !== undefined && Date.now() - seen < runnerFreshMs
         const healthy = yield* compute.transport(pd.backend).pipe(
           Effect.flatMap((t) => t.connect({ hostname: pd.hostname ?? "", runnerPort: pd.runnerPort ?? 10999, ...(pd.sshPort ? { sshPort: pd.sshPort } : {}), username: pd.username, instanceId: pd.instanceId })),
-          Effect.flatMap((client) => waitHealthy(client, 3_000)),
+          Effect.flatMap((client) => (fresh ? Effect.sync(() => noteHealthy(client)) : waitHealthy(client, 3_000))),
           Effect.scoped,
           Effect.isSuccess
         )
@@ -247,13 +331,17 @@ export const make = (
     // -------------------------------------------------------------------------------------
     // A worker per run
 
-    const startWorker = (runId: string, lease: Lease) =>
+    /** Starts the worker of a run this replica just claimed (`row` as the claim answered it). */
+    const startWorker = (row: StoredDocument) =>
       Effect.gen(function* () {
+        const runId = row.id
+        const lease = row.lease!
         const signals = yield* Queue.unbounded<Signal>()
-        workers.set(runId, signals)
+        const handle = { signals, echoes: 0 }
+        workers.set(runId, handle)
         // Scoped: however the worker ends (lease lost, a failed write, interruption), its
         // followers, provisioning and renewal fibers end with it and before the lease is let go.
-        yield* runWorker(runId, lease, signals).pipe(
+        yield* runWorker(runId, lease, handle, row).pipe(
           Effect.scoped,
           Effect.catchAllCause((cause) =>
             Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(`run ${runId}: worker failed`, cause)
@@ -267,9 +355,10 @@ export const make = (
         )
       })
 
-    const runWorker = (runId: string, lease: Lease, signals: Queue.Queue<Signal>) =>
+    const runWorker = (runId: string, lease: Lease, handle: { readonly signals: Queue.Queue<Signal>; echoes: number }, claimedRow: StoredDocument) =>
       Effect.gen(function* () {
         const workerScope = yield* Effect.scope
+        const signals = handle.signals
         const provisioning = new Set<string>()
         const followers = new Map<string, Fiber.RuntimeFiber<void, never>>()
         const pendingEvents: Array<{ submissionId: string; event: JobEvent }> = []
@@ -293,17 +382,31 @@ export const make = (
           Effect.catchAll(() => offer({ _tag: "LeaseLost" })),
           Effect.forkIn(workerScope)
         )
-        yield* Effect.suspend(() => (leaseTrusted() ? Effect.void : offer({ _tag: "LeaseLost" }))).pipe(
-          Effect.delay(Duration.millis(250)),
-          Effect.forever,
-          Effect.forkIn(workerScope)
+        // Wakes when the trust would run out (a renewal moves that on): no periodic timer.
+        const watchTrust: Effect.Effect<void> = Effect.suspend(() =>
+          leaseTrusted()
+            ? Effect.sleep(Duration.millis(Math.max(1, trustedUntil - Date.now()))).pipe(Effect.zipRight(watchTrust))
+            : offer({ _tag: "LeaseLost" })
         )
+        yield* Effect.forkIn(watchTrust, workerScope)
 
         /** Computes every transition on a fresh read, writes it, and returns the effects to carry out. */
+        // The row the claim answered serves as the first read; afterwards a row still at the
+        // version last decoded (or written) here is not decoded again.
+        let unread: StoredDocument | undefined = claimedRow
+        let known: { readonly version: number; readonly record: RunRecord } | undefined
+        const readRow = Effect.gen(function* () {
+          const row = unread ?? (yield* store.runs.get(runId))
+          unread = undefined
+          if (known !== undefined && known.version === row.version) return { row, record: known.record }
+          const { record } = yield* decodeRow(row)
+          known = { version: row.version, record }
+          return { row, record }
+        })
+
         const step = Effect.gen(function* () {
           for (let attempt = 0; ; attempt++) {
-            const row = yield* store.runs.get(runId)
-            const { record } = yield* decodeRow(row)
+            const { row, record } = yield* readRow
             const now = Date.now()
             let run = record.run
             let stopRequest = record.stopRequest
@@ -372,13 +475,23 @@ export const make = (
             const encoded = encodeRecord(next)
             // Only a real change is written: bumping `last_processed_at` alone would wake every
             // follower of the run (and this worker) for nothing.
-            if (sameIgnoringProcessedAt(encoded, row.doc) && jobEffects.length === 0) {
+            if (jobEffects.length === 0 && sameIgnoringProcessedAt(encoded, row.doc)) {
               return { record: next, effects: jobEffects }
             }
+            // Taking a submitted job changes nothing but `last_processed_at` (and the derived
+            // `latest_job_submission`): while the lease is trusted (no other replica can hold
+            // the run) there is nothing to write before provisioning. Every other effect is
+            // acted on only after its write.
+            if (jobEffects.length > 0 && jobEffects.every((e) => e._tag === "ProvisionInstance") && leaseTrusted() && sameButDerived(encoded, row.doc)) {
+              return { record: next, effects: jobEffects }
+            }
+            handle.echoes++
             const saved = yield* store.runs
               .update(runId, { status: run.status, doc: encoded }, { lease: lease.token, expectedVersion: row.version })
-              .pipe(Effect.either)
+              .pipe(Effect.either, Effect.onInterrupt(() => Effect.sync(() => handle.echoes--)))
+            if (saved._tag === "Left") handle.echoes--
             if (saved._tag === "Right") {
+              known = { version: saved.right.version, record: next }
               pendingEvents.length = 0
               return { record: next, effects: jobEffects }
             }
@@ -395,17 +508,32 @@ export const make = (
                 const found = jobOfSubmission(run, effect.jobSubmissionId)
                 if (!found || provisioning.has(effect.jobSubmissionId)) return Effect.void
                 provisioning.add(effect.jobSubmissionId)
-                return provision(run, found.job, effect.jobSubmissionId).pipe(
-                  Effect.flatMap((event) =>
-                    event._tag === "WaitForCapacity"
-                      ? // Try again when an instance is released here, or after a short while
-                        // (capacity may free up on another replica or backend).
-                        Effect.raceFirst(Effect.sleep(Duration.seconds(2)), capacityFreed.await).pipe(
-                          Effect.zipRight(Effect.sync(() => provisioning.delete(effect.jobSubmissionId))),
-                          Effect.zipRight(offer({ _tag: "Changed" }))
-                        )
-                      : offer({ _tag: "Job", submissionId: effect.jobSubmissionId, event })
-                  ),
+                const submittedAt = latestSubmission(found.job)?.submittedAt.getTime() ?? Date.now()
+                let report: Deferred.Deferred<boolean> | undefined
+                const answer = (placed: boolean) => Effect.suspend(() => (report === undefined ? Effect.void : Deferred.succeed(report, placed)))
+                return Effect.gen(function* () {
+                  const seq = waiterSeq++
+                  const key = capacityKey(run, found.job)
+                  while (true) {
+                    const event = yield* provisionPermits.withPermits(1)(provision(run, found.job, effect.jobSubmissionId))
+                    if (event._tag !== "WaitForCapacity") {
+                      yield* answer(true)
+                      return yield* offer({ _tag: "Job", submissionId: effect.jobSubmissionId, event })
+                    }
+                    // Wait for a turn when capacity frees up, or until the provisioning timeout
+                    // (then `provision` answers ProvisioningTimeout).
+                    yield* answer(false)
+                    const waiter: Waiter = { seq, key, turn: yield* Deferred.make<Deferred.Deferred<boolean>>() }
+                    addWaiter(waiter)
+                    const turn = yield* Deferred.await(waiter.turn).pipe(
+                      Effect.timeout(Duration.millis(Math.max(0, submittedAt + provisioningTimeoutMs - Date.now()) + 5)),
+                      Effect.option,
+                      Effect.ensuring(Effect.sync(() => removeWaiter(waiter)))
+                    )
+                    report = Option.getOrUndefined(turn)
+                  }
+                }).pipe(
+                  Effect.ensuring(answer(false)),
                   Effect.forkIn(workerScope),
                   Effect.asVoid
                 )
@@ -593,7 +721,7 @@ export const make = (
 
         // On takeover: resume following jobs already on instances.
         {
-          const { record } = yield* Effect.flatMap(store.runs.get(runId), decodeRow)
+          const { record } = yield* decodeRow(claimedRow)
           for (const job of record.run.jobs) {
             const sub = latestSubmission(job)
             if (sub?.jobProvisioningData && !isJobStatusFinished(sub.status) && sub.status !== "submitted") {
@@ -624,6 +752,11 @@ export const make = (
             break
           }
           for (const s of batch) {
+            if (s._tag === "Job" && RUNNER_EVENTS.has(s.event._tag)) {
+              const found = jobOfSubmission(record.run, s.submissionId)
+              const id = found && latestSubmission(found.job)?.instanceId
+              if (id !== undefined) runnerSeenAt.set(id, Date.now())
+            }
             if (s._tag === "Job") pendingEvents.push({ submissionId: s.submissionId, event: s.event })
             else if (s._tag === "HandedToRunner") handed.add(s.submissionId)
             else if (s._tag === "FollowerDone") followers.delete(s.submissionId)
@@ -634,19 +767,45 @@ export const make = (
     // -------------------------------------------------------------------------------------
     // Claiming runs
 
-    const acquire = (runId: string) =>
+    // A run being claimed right now (by `wake` and the change feed at once, typically): a
+    // second claim would only fail; a change meanwhile is passed on once the worker is up.
+    const claiming = new Map<string, { changed: boolean }>()
+
+    const acquire = (runId: string): Effect.Effect<void> =>
       Effect.gen(function* () {
-        const queue = workers.get(runId)
-        if (queue) return yield* Queue.offer(queue, { _tag: "Changed" })
-        const claimed = yield* store.runs.claim({ filter: { ids: [runId], statuses: ACTIVE_RUN_STATUSES }, owner, leaseMs })
-        for (const row of claimed) if (!workers.has(row.id)) yield* startWorker(row.id, row.lease!)
+        const running = workers.get(runId)
+        if (running) return yield* Queue.offer(running.signals, { _tag: "Changed" })
+        const inFlight = claiming.get(runId)
+        if (inFlight) {
+          inFlight.changed = true
+          return
+        }
+        const mark = { changed: false }
+        claiming.set(runId, mark)
+        const claimed = yield* store.runs.claim({ filter: { ids: [runId], statuses: ACTIVE_RUN_STATUSES }, owner, leaseMs }).pipe(
+          Effect.ensuring(Effect.sync(() => claiming.delete(runId)))
+        )
+        for (const row of claimed) if (!workers.has(row.id)) yield* startWorker(row)
+        const started = workers.get(runId)
+        if (mark.changed) {
+          if (started) yield* Queue.offer(started.signals, { _tag: "Changed" })
+          else yield* acquire(runId)
+        }
       }).pipe(Effect.catchAll((e) => Effect.logWarning(`could not claim run ${runId}: ${errorMessage(e)}`)), Effect.asVoid)
 
     const resync = Effect.gen(function* () {
-      const claimed = yield* store.runs.claim({ filter: { statuses: ACTIVE_RUN_STATUSES }, owner, leaseMs, limit: 100 })
-      for (const row of claimed) {
-        if (workers.has(row.id)) yield* store.runs.release(row.id, row.lease!.token).pipe(Effect.ignore)
-        else yield* startWorker(row.id, row.lease!)
+      // Every unheld active run, in batches (after a restart there may be thousands).
+      for (;;) {
+        const claimed = yield* store.runs.claim({ filter: { statuses: ACTIVE_RUN_STATUSES }, owner, leaseMs, limit: 500 })
+        let started = 0
+        for (const row of claimed) {
+          if (workers.has(row.id)) yield* store.runs.release(row.id, row.lease!.token).pipe(Effect.ignore)
+          else {
+            yield* startWorker(row)
+            started++
+          }
+        }
+        if (claimed.length < 500 || started === 0) break
       }
       // Idle instances past their idle duration are terminated.
       const idle = yield* store.instances.list({ statuses: ["idle"] })
@@ -668,7 +827,22 @@ export const make = (
 
     const changes = yield* store.subscribe
     yield* Queue.take(changes).pipe(
-      Effect.flatMap((change) => (change.kind === "run" ? acquire(change.id) : Effect.void)),
+      Effect.flatMap((change) => {
+        if (change.kind !== "run") return Effect.void
+        const running = workers.get(change.id)
+        if (running !== undefined && running.echoes > 0) {
+          running.echoes--
+          return Effect.void
+        }
+        return acquire(change.id)
+      }),
+      Effect.forever,
+      Effect.forkIn(engineScope)
+    )
+    // Capacity freed on another replica or by a backend on its own is found by a pass every
+    // couple of seconds while jobs wait.
+    yield* signalCapacity.pipe(
+      Effect.delay(Duration.seconds(2)),
       Effect.forever,
       Effect.forkIn(engineScope)
     )

@@ -3,7 +3,7 @@
  * code, run), follow its live event stream from a cursor, and stop it. Runner states become
  * job lifecycle events; log events go to a sink in batches.
  */
-import { Duration, Effect, Schedule, Schema, Stream } from "effect"
+import { Data, Duration, Effect, Schedule, Schema, Stream } from "effect"
 import { createParser, type EventSourceMessage } from "eventsource-parser"
 import type { RunnerClient } from "../ports/RunnerTransport.ts"
 import { RunnerTransportError } from "../ports/RunnerTransport.ts"
@@ -98,14 +98,32 @@ const checkHealthy = (client: RunnerClient, timeoutMs: number, intervalMs: numbe
 
 const encodeSubmit = Schema.encodeSync(SubmitBody)
 
+/** The runner answered submit with 409: it still has a job. */
+class RunnerBusy extends Data.TaggedError("RunnerBusy")<{ readonly text: string }> {}
+const SUBMIT_BUSY_SECONDS = 10
+
 /** Hands the job to the runner: submit the spec, upload the code (if any), start it. */
 export const startJob = (client: RunnerClient, body: SubmitBody, code: Uint8Array | undefined) =>
   Effect.gen(function* () {
+    const json = JSON.stringify(encodeSubmit(body))
+    // A runner still ending its previous job (an aborted job's instance is released at once)
+    // answers 409 for a moment: ask again until it takes the job.
     yield* client.fetch("/api/submit", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify(encodeSubmit(body))
-    }).pipe(Effect.flatMap(expectOk("submit")))
+      body: json
+    }).pipe(
+      Effect.flatMap((response) =>
+        response.status === 409
+          ? Effect.flatMap(Effect.promise(() => response.text()), (text) => Effect.fail(new RunnerBusy({ text })))
+          : Effect.succeed(response)
+      ),
+      Effect.retry({ while: (e) => e._tag === "RunnerBusy", schedule: Schedule.spaced(Duration.millis(20)).pipe(Schedule.upTo(Duration.seconds(SUBMIT_BUSY_SECONDS))) }),
+      Effect.catchTag("RunnerBusy", (e) =>
+        Effect.fail(new RunnerTransportError({ module: MODULE, method: "submit", reason: "Invalid", message: `runner submit answered 409 for ${SUBMIT_BUSY_SECONDS}s: ${e.text.slice(0, 500)}` }))
+      ),
+      Effect.flatMap(expectOk("submit"))
+    )
     if (code !== undefined) {
       yield* client.fetch("/api/upload_code", {
         method: "POST",
