@@ -4,7 +4,8 @@
 // PUT body in a file and answering a GET from it (bench/support/bare-blob-main.ts), driven by
 // the same fetch — what HTTP over loopback plus the disk allow here — with `curl -T`/`curl -o`
 // against that bare server in the note. Reps of the SDK and the bare server alternate so that
-// the load of the (shared) machine weighs on both alike. And encode/decode of a 1M-row
+// the load of the (shared) machine weighs on both alike, each removing its copy before the
+// other writes. And encode/decode of a 1M-row
 // dataframe through handler-dataframe (the AutoHandler, as a push does) beside apache-arrow's
 // own tableToIPC/tableFromIPC.
 //   BENCH_STACKS_MB (default 100; full 1,000), BENCH_DF_ROWS (default 1,000,000)
@@ -77,16 +78,19 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
     const curlGet: Array<number> = []
     ctx.log(`stacks: push/pull ${mb} MB × ${REPS}, bare node:http and curl alternating`)
     try {
+      // Each side writes, reads back and removes its copy before the next starts, so that
+      // neither pays for the other's dirty pages being written back.
       for (let i = 0; i < REPS; i++) {
         barePut.push(await time(async () => {
           const res = await fetch(`${bare.url}/put-${i}`, { method: "PUT", body: data })
           if (((await res.json()) as { size: number }).size !== size) throw new Error("bare PUT stored the wrong size")
         }))
-        pushTimes.push(await time(() => stacks.push(`bench/blob-${i}`, data, { message: "bench" })))
         bareGet.push(await time(async () => {
           const got = new Uint8Array(await (await fetch(`${bare.url}/put-${i}`)).arrayBuffer())
           if (got.length !== size) throw new Error(`bare GET answered ${got.length} bytes`)
         }))
+        fs.rmSync(path.join(server.dir, "bare", `put-${i}`), { force: true })
+        pushTimes.push(await time(() => stacks.push(`bench/blob-${i}`, data, { message: "bench" })))
         let got: unknown
         pullTimes.push(await time(async () => void (got = await stacks.pull(`bench/blob-${i}`))))
         if (!(got instanceof Uint8Array) || got.length !== size) throw new Error(`pull answered ${typeof got} of ${(got as Uint8Array)?.length} bytes, not ${size}`)
@@ -94,7 +98,7 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
         await stacks.delete(`bench/blob-${i}`)
         curlPut.push(await time(() => execFileSync("curl", ["-sS", "-o", "/dev/null", "-T", src, `${bare.url}/curl-${i}`])))
         curlGet.push(await time(() => execFileSync("curl", ["-sS", "-o", path.join(server.dir, "curl-out.bin"), `${bare.url}/curl-${i}`])))
-        for (const f of [`bare/put-${i}`, `bare/curl-${i}`, "curl-out.bin"]) fs.rmSync(path.join(server.dir, f), { force: true })
+        for (const f of [`bare/curl-${i}`, "curl-out.bin"]) fs.rmSync(path.join(server.dir, f), { force: true })
       }
     } finally {
       await bare.stop()

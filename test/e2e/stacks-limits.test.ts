@@ -115,6 +115,13 @@ describe("the stack upload limit", () => {
     expect(error?.reason).toBe("PayloadTooLarge")
     expect(error?.status).toBe(413)
     expect(error?.message).toContain("exceeds the upload limit of 64 KiB")
+    // A body large enough to go out as a stream of slices is refused the same way.
+    const streamed = await stacks.push("admin/sdk", new Uint8Array(3 * 1024 * 1024)).then(
+      () => undefined,
+      (e: unknown) => e as { reason: string; status: number; message: string }
+    )
+    expect(streamed?.reason).toBe("PayloadTooLarge")
+    expect(streamed?.message).toContain("exceeds the upload limit of 64 KiB")
     // Within the limit the same client pushes and pulls fine.
     const bytes = Uint8Array.from({ length: LIMIT }, (_, i) => i & 0xff)
     await stacks.push("admin/sdk", bytes)

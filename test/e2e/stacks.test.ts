@@ -40,6 +40,18 @@ afterAll(async () => {
 })
 
 describe("stacks through the SDK", () => {
+  it("pushes and pulls back large bytes intact (sent as slices, read into one array)", async () => {
+    const a = sdk(alice)
+    const bytes = new Uint8Array(20 * 1024 * 1024 + 3)
+    for (let i = 0; i < bytes.length; i += 997) bytes[i] = (i * 31) & 0xff
+    await a.push("objects/large-bytes", bytes)
+    const back = (await a.pull("objects/large-bytes")) as Uint8Array
+    expect(back).toBeInstanceOf(Uint8Array)
+    expect(back.length).toBe(bytes.length)
+    expect(Buffer.compare(back, bytes)).toBe(0)
+    expect((await a.get("objects/large-bytes")).head_frame?.attachments[0].size).toBe(bytes.length)
+  })
+
   it("pushes and pulls back each handler's objects equal", async () => {
     const a = sdk(alice)
     const table = tableFromArrays({ id: Int32Array.from([1, 2, 3]), name: ["a", "b", "c"], score: Float64Array.from([0.5, 1.5, 2.5]) })

@@ -147,10 +147,13 @@ const SLICE = 8 * 1024 * 1024
 
 /**
  * fetch copies a whole-bytes body before sending it; a stream of slices of the same array is
- * sent without that copy. Browsers accept streamed request bodies only over HTTP/2, so pages
- * keep whole bodies.
+ * sent without that copy. Browsers (pages and workers) accept streamed request bodies only
+ * over HTTP/2, so only Node and Deno stream.
  */
-const canStreamUploads = (): boolean => typeof (globalThis as { document?: unknown }).document === "undefined"
+const canStreamUploads = (): boolean => {
+  const g = globalThis as { process?: { versions?: { node?: unknown } }; Deno?: unknown }
+  return typeof g.process?.versions?.node === "string" || g.Deno !== undefined
+}
 
 /** The caller's bytes as a stream of views (no copy); the array must not change meanwhile. */
 const sliced = (bytes: Uint8Array): ReadableStream<Uint8Array> => {
