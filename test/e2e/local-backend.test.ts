@@ -124,6 +124,34 @@ describe("local backend end to end", () => {
     expect(new Date(secondSub.finished_at).getTime()).toBeGreaterThan(new Date(firstSub.finished_at).getTime())
   }, 90_000)
 
+  it("runs jobs waiting for the one instance in the order they were submitted", async () => {
+    expect((await call("/api/projects/create", { project_name: "fifo" })).status).toBe(200)
+    // Not the configuration of the test above: the same one would share its backend (and its
+    // one slot, held by that test's idle instance).
+    expect((await call("/api/project/fifo/backends/create", { type: "local", max_instances: 1, terminate_grace_seconds: 1 })).status).toBe(200)
+    const names = ["fifo-0", "fifo-1", "fifo-2", "fifo-3"]
+    for (const [i, name] of names.entries()) {
+      const res = await call("/api/project/fifo/runs/apply", {
+        plan: { run_spec: { run_name: name, repo_id: "q", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: [i === 0 ? "sleep 1" : "true", `echo ${name}`], resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } } } }
+      })
+      expect(res.status).toBe(200)
+    }
+    const get = async (name: string) => (await call("/api/project/fifo/runs/get", { run_name: name })).body
+    const start = Date.now()
+    let runs: Array<any> = []
+    while (Date.now() - start < 60_000) {
+      runs = await Promise.all(names.map(get))
+      if (runs.every((r) => ["done", "failed", "terminated"].includes(r.status))) break
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    for (const run of runs) expect(run.status, JSON.stringify(run.jobs[0].job_submissions)).toBe("done")
+    const subs = runs.map((r) => r.jobs[0].job_submissions[0])
+    // One instance for all, and each waiting job got it after the one submitted before it.
+    expect(new Set(subs.map((s) => s.job_provisioning_data.instance_id)).size).toBe(1)
+    const finished = subs.map((s) => new Date(s.finished_at).getTime())
+    expect([...finished].sort((a, b) => a - b)).toEqual(finished)
+  }, 90_000)
+
   it("terminates an instance that stays idle longer than the run's idle_duration", async () => {
     expect((await call("/api/projects/create", { project_name: "idle" })).status).toBe(200)
     const res = await call("/api/project/idle/runs/apply", {
