@@ -13,6 +13,7 @@ import { PostgresStateStore } from "@dstack-ts/state-postgres"
 import { defaultPlugins } from "../../cli/src/defaultBuild.ts"
 import { jobSpecsFromRunSpec } from "../../core/src/domain/RunJobSpecs.ts"
 import { encodeRecord } from "../../core/src/engine/RunRecord.ts"
+import { plugin as noopPlugin, stats as noopStats, type NoopConfig } from "./noop-plugin.ts"
 
 export interface BenchServerOptions {
   readonly dir: string
@@ -21,19 +22,66 @@ export interface BenchServerOptions {
   readonly maxInstances?: number
   /** Finished runs to insert through the StateStore before listening. */
   readonly prefillRuns?: number
+  /** The default backend: `local` (runner processes) or `noop` (./noop-plugin.ts). Default local. */
+  readonly backend?: "local" | "noop"
+  /** The noop backend's configuration. */
+  readonly noop?: NoopConfig
+  /**
+   * Submitted runs (one `true` job each) stored before the server starts, as if submitted
+   * while it was down: the engine finds them all queued when it starts.
+   */
+  readonly queuedRuns?: number
 }
 
 const options = JSON.parse(process.env.BENCH_SERVER ?? "{}") as BenchServerOptions
 
+const stateLayer = () =>
+  options.databaseUrl ? PostgresStateStore.layer({ url: options.databaseUrl }) : EmbeddedStateStore.layer({ dataDir: path.join(options.dir, "data") })
+
+/** A submitted run of one job, stored as `runs/apply` stores it. */
+const submittedRun = (name: string, at: Date) => {
+  const spec = Schema.decodeUnknownSync(RunSpec)({
+    run_name: name,
+    repo_id: "bench",
+    repo_data: { repo_type: "virtual" },
+    configuration: { type: "task", commands: ["true"], resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } }
+  })
+  const jobs = jobSpecsFromRunSpec(spec).map((jobSpec) => new Job({
+    jobSpec,
+    jobSubmissions: [new JobSubmission({ id: crypto.randomUUID(), submissionNum: 0, submittedAt: at, lastProcessedAt: at, status: "submitted" })]
+  }))
+  return new Run({ id: crypto.randomUUID(), projectName: "main", user: "admin", submittedAt: at, lastProcessedAt: at, status: "submitted", runSpec: spec, jobs })
+}
+
+if (options.queuedRuns && options.queuedRuns > 0) {
+  const t0 = performance.now()
+  await Effect.runPromise(Effect.scoped(Effect.gen(function* () {
+    const store = yield* StateStore
+    const base = Date.now() - options.queuedRuns!
+    for (let n = 0; n < options.queuedRuns!; n++) {
+      const at = new Date(base + n)
+      const run = submittedRun(`queued-${n}`, at)
+      yield* store.runs.insert({ id: run.id, project: "main", name: run.runSpec.runName!, status: "submitted", userName: "admin", repoId: "bench", submittedAt: at, doc: encodeRecord({ run, submittedToRunner: [] }) })
+    }
+  }).pipe(Effect.provide(stateLayer()))))
+  console.error(`[bench server] queued ${options.queuedRuns} runs in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+}
+
+const startedAt = Date.now()
 const server = await createServer({
-  state: options.databaseUrl ? PostgresStateStore.layer({ url: options.databaseUrl }) : EmbeddedStateStore.layer({ dataDir: path.join(options.dir, "data") }),
+  state: stateLayer(),
   blobs: UnstorageBlobStore.layerFs({ base: path.join(options.dir, "blobs") }),
   adminToken: options.token,
-  plugins: defaultPlugins,
+  plugins: options.backend === "noop" ? [...defaultPlugins, noopPlugin] : defaultPlugins,
   compute: {
-    defaultBackends: [{ type: "local", config: { max_instances: options.maxInstances ?? 2, work_dir: path.join(options.dir, "local"), terminate_grace_seconds: 2 } }]
+    defaultBackends: options.backend === "noop"
+      ? [{ type: "noop", config: options.noop ?? {} }]
+      : [{ type: "local", config: { max_instances: options.maxInstances ?? 2, work_dir: path.join(options.dir, "local"), terminate_grace_seconds: 2 } }]
   }
 })
+const listeningAt = Date.now()
+console.error(`[bench server] created in ${((listeningAt - startedAt) / 1000).toFixed(1)} s`)
+const cpuAtListen = process.cpuUsage()
 
 if (options.prefillRuns && options.prefillRuns > 0) {
   const t0 = performance.now()
@@ -60,7 +108,19 @@ if (options.prefillRuns && options.prefillRuns > 0) {
   console.error(`[bench server] prefilled ${options.prefillRuns} runs in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
 }
 
-const listener = serve({ fetch: server.app.fetch, hostname: "127.0.0.1", port: 0 }, () => {
+// GET /bench/noop-stats: when the noop runners got their jobs (see ./noop-plugin.ts), and
+// when this server started; GET /bench/cpu: this process's CPU time so far.
+const fetchWithStats = (request: Request, ...rest: Array<unknown>) => {
+  const url = new URL(request.url)
+  if (url.pathname === "/bench/noop-stats") return Response.json({ ...noopStats(), startedAt, listeningAt, cpuAtListenMs: (cpuAtListen.user + cpuAtListen.system) / 1000 })
+  if (url.pathname === "/bench/cpu") {
+    const u = process.cpuUsage()
+    return Response.json({ userMs: u.user / 1000, systemMs: u.system / 1000 })
+  }
+  return (server.app.fetch as (...args: Array<unknown>) => Response | Promise<Response>)(request, ...rest)
+}
+
+const listener = serve({ fetch: fetchWithStats, hostname: "127.0.0.1", port: 0 }, () => {
   console.log(JSON.stringify({ port: (listener.address() as AddressInfo).port, pid: process.pid }))
 })
 

@@ -49,13 +49,15 @@ const startChild = (file: string, env: Record<string, string>, label: string, ti
     })
     proc.stdout!.on("data", (d: Buffer) => {
       out += d.toString()
-      const nl = out.indexOf("\n")
-      if (nl < 0) return
+      // The first line that is the {"port": …} object (the server's log lines may come first).
+      const line = out.split("\n").slice(0, -1).find((l) => l.startsWith("{\"port\""))
+      if (line === undefined) return
       clearTimeout(timer)
       proc.stdout!.removeAllListeners("data")
+      if (process.env.BENCH_VERBOSE) proc.stdout!.on("data", (d: Buffer) => process.stderr.write(d))
       proc.stdout!.resume()
       proc.removeAllListeners("exit")
-      const { port } = JSON.parse(out.slice(0, nl)) as { port: number }
+      const { port } = JSON.parse(line) as { port: number }
       const exited = new Promise<void>((r) => proc.once("exit", () => r()))
       resolve({
         url: `http://127.0.0.1:${port}`,
@@ -79,6 +81,11 @@ export interface StartServerOptions {
   readonly maxInstances?: number
   readonly prefillRuns?: number
   readonly databaseUrl?: string | undefined
+  /** `noop`: the bench's no-op backend (./noop-plugin.ts) instead of `local`. */
+  readonly backend?: "local" | "noop"
+  readonly noop?: BenchServerOptions["noop"]
+  /** Submitted runs stored before the server starts (see server-main.ts). */
+  readonly queuedRuns?: number
 }
 
 export interface BenchServer extends Child {
@@ -94,7 +101,10 @@ export const startServer = async (options: StartServerOptions = {}): Promise<Ben
     token: TOKEN,
     ...(options.databaseUrl ? { databaseUrl: options.databaseUrl } : {}),
     ...(options.maxInstances ? { maxInstances: options.maxInstances } : {}),
-    ...(options.prefillRuns ? { prefillRuns: options.prefillRuns } : {})
+    ...(options.prefillRuns ? { prefillRuns: options.prefillRuns } : {}),
+    ...(options.backend ? { backend: options.backend } : {}),
+    ...(options.noop ? { noop: options.noop } : {}),
+    ...(options.queuedRuns ? { queuedRuns: options.queuedRuns } : {})
   }
   try {
     const child = await startChild(path.join(here, "server-main.ts"), { BENCH_SERVER: JSON.stringify(serverOptions) }, "server", 600_000)
