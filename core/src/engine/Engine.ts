@@ -151,7 +151,12 @@ export const make = (
      * to come for the worker's own writes: those are dropped instead of waking it to re-read
      * what it just wrote (notices come in commit order, so the next ones are its own).
      */
-    const workers = new Map<string, { readonly signals: Queue.Queue<Signal>; echoes: number }>()
+    const workers = new Map<string, WorkerHandle>()
+    // A lease is trusted only until shortly before it would expire unrenewed (a slow database
+    // can delay a renewal): past that, its worker stops on its own, and its followers stop
+    // appending logs, before another replica could have claimed the run — so the two never
+    // follow the same runner at once.
+    const safetyMs = Math.max(500, Math.floor(leaseMs / 5))
     const runnerFreshMs = options.runnerFreshMs ?? 5_000
     // At most this many jobs plan and provision at once: thousands of queued runs taken at
     // once (after a restart, a burst of submissions) would otherwise all wait on the same
@@ -337,7 +342,7 @@ export const make = (
         const runId = row.id
         const lease = row.lease!
         const signals = yield* Queue.unbounded<Signal>()
-        const handle = { signals, echoes: 0 }
+        const handle: WorkerHandle = { signals, echoes: 0, token: lease.token, trustedUntil: Date.now() + leaseMs - safetyMs }
         workers.set(runId, handle)
         // Scoped: however the worker ends (lease lost, a failed write, interruption), its
         // followers, provisioning and renewal fibers end with it and before the lease is let go.
@@ -355,7 +360,7 @@ export const make = (
         )
       })
 
-    const runWorker = (runId: string, lease: Lease, handle: { readonly signals: Queue.Queue<Signal>; echoes: number }, claimedRow: StoredDocument) =>
+    const runWorker = (runId: string, lease: Lease, handle: WorkerHandle, claimedRow: StoredDocument) =>
       Effect.gen(function* () {
         const workerScope = yield* Effect.scope
         const signals = handle.signals
@@ -365,27 +370,13 @@ export const make = (
         const handed = new Set<string>()
         const offer = (signal: Signal) => Queue.offer(signals, signal).pipe(Effect.asVoid)
 
-        // Keep the lease; losing it means another replica took the run over. The lease is
-        // trusted only until shortly before it would expire unrenewed (a slow database can
-        // delay a renewal): past that, this worker stops on its own, and its followers stop
-        // appending logs, before another replica could have claimed the run — so the two
-        // never follow the same runner at once.
-        const safetyMs = Math.max(500, Math.floor(leaseMs / 5))
-        let trustedUntil = Date.now() + leaseMs - safetyMs
-        const leaseTrusted = () => Date.now() < trustedUntil
-        yield* Effect.sync(() => Date.now()).pipe(
-          Effect.flatMap((asked) =>
-            store.runs.renew(runId, lease.token, leaseMs).pipe(Effect.tap(() => Effect.sync(() => (trustedUntil = asked + leaseMs - safetyMs))))
-          ),
-          Effect.delay(Duration.millis(Math.max(1000, Math.floor(leaseMs / 3)))),
-          Effect.forever,
-          Effect.catchAll(() => offer({ _tag: "LeaseLost" })),
-          Effect.forkIn(workerScope)
-        )
+        // The lease is kept by the engine's one renewal of every lease it holds (`renewAll`), which
+        // moves `trustedUntil` on, or says LeaseLost when another replica took the run over.
+        const leaseTrusted = () => Date.now() < handle.trustedUntil
         // Wakes when the trust would run out (a renewal moves that on): no periodic timer.
         const watchTrust: Effect.Effect<void> = Effect.suspend(() =>
           leaseTrusted()
-            ? Effect.sleep(Duration.millis(Math.max(1, trustedUntil - Date.now()))).pipe(Effect.zipRight(watchTrust))
+            ? Effect.sleep(Duration.millis(Math.max(1, handle.trustedUntil - Date.now()))).pipe(Effect.zipRight(watchTrust))
             : offer({ _tag: "LeaseLost" })
         )
         yield* Effect.forkIn(watchTrust, workerScope)
@@ -825,6 +816,28 @@ export const make = (
       }
     }).pipe(Effect.catchAll((e) => Effect.logWarning(`resync failed: ${errorMessage(e)}`)))
 
+    // Every lease of this replica is renewed in one statement: a statement per run would put
+    // thousands of renewals a minute on the database queue with thousands of active runs, and
+    // renewals stuck behind each other are how leases run out under load.
+    const renewAll = Effect.gen(function* () {
+      if (workers.size === 0) return
+      const held = [...workers.entries()].map(([id, handle]) => ({ id, token: handle.token, handle }))
+      const asked = Date.now()
+      const renewed = yield* store.runs.renewMany(held.map(({ id, token }) => ({ id, token })), leaseMs).pipe(Effect.either)
+      // A failed renewal is not a lost lease: trust runs out on its own unless the next one works.
+      if (renewed._tag === "Left") return yield* Effect.logWarning(`could not renew leases: ${errorMessage(renewed.left)}`)
+      const kept = new Set(renewed.right.map((r) => r.id))
+      for (const { id, handle } of held) {
+        if (kept.has(id)) handle.trustedUntil = Math.max(handle.trustedUntil, asked + leaseMs - safetyMs)
+        else yield* Queue.offer(handle.signals, { _tag: "LeaseLost" })
+      }
+    })
+    yield* renewAll.pipe(
+      Effect.delay(Duration.millis(Math.max(1000, Math.floor(leaseMs / 3)))),
+      Effect.forever,
+      Effect.forkIn(engineScope)
+    )
+
     const changes = yield* store.subscribe
     yield* Queue.take(changes).pipe(
       Effect.flatMap((change) => {
@@ -858,6 +871,20 @@ export const make = (
       activeRuns: Effect.sync(() => [...workers.keys()])
     }
   })
+
+/** What the engine keeps of one of its workers. */
+interface WorkerHandle {
+  readonly signals: Queue.Queue<Signal>
+  /**
+   * The change-feed notices still to come for the worker's own writes: those are dropped
+   * instead of waking it to re-read what it just wrote (notices come in commit order).
+   */
+  echoes: number
+  /** The run's lease token. */
+  readonly token: string
+  /** Until when the lease may be relied on (renewals move it on). */
+  trustedUntil: number
+}
 
 /** The engine as a layer: it runs for as long as the layer's scope is open. */
 export const layer = (options: EngineOptions = {}): Layer.Layer<Engine, StateStoreError, StateStore | Compute | BlobStore> =>

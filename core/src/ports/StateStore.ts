@@ -387,6 +387,15 @@ export interface Documents {
   readonly claim: (request: ClaimRequest) => Effect.Effect<ReadonlyArray<StoredDocument>, StateStoreError>
   /** Extends a lease still held; `LeaseLost` if it is not. */
   readonly renew: (id: string, token: string, leaseMs: number) => Effect.Effect<Lease, StateStoreError>
+  /**
+   * Extends many leases in one statement (a replica renewing every row it holds at once, instead
+   * of a statement per row). Answers the leases still held, renewed; a row missing from the
+   * answer has lost its lease (expired, taken over, or a stale token).
+   */
+  readonly renewMany: (
+    leases: ReadonlyArray<{ readonly id: string; readonly token: string }>,
+    leaseMs: number
+  ) => Effect.Effect<ReadonlyArray<{ readonly id: string; readonly lease: Lease }>, StateStoreError>
   /** Frees a lease still held; `LeaseLost` if it is not. */
   readonly release: (id: string, token: string) => Effect.Effect<void, StateStoreError>
 }

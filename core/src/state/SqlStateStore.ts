@@ -740,6 +740,25 @@ export const make = (
                   })
             )
           ),
+        renewMany: (leases, leaseMs) => {
+          if (!(leaseMs > 0)) return failWith(m("renewMany"), "Invalid", "leaseMs must be positive")
+          if (leases.length === 0) return Effect.succeed([])
+          return sql(
+            `UPDATE ${table} t SET lease_expires_at = clock_timestamp() + $3::integer * interval '1 millisecond'
+             FROM unnest($1::text[], $2::text[]) AS l(id, token)
+             WHERE t.id = l.id AND t.lease_token = l.token AND t.lease_expires_at > clock_timestamp()
+             RETURNING t.id, t.lease_owner, t.lease_token, t.lease_expires_at`,
+            [leases.map((l) => l.id), leases.map((l) => l.token), Math.ceil(leaseMs)]
+          ).pipe(
+            Effect.mapError(toStoreError(m("renewMany"))),
+            Effect.map((rows) =>
+              rows.map((r) => ({
+                id: String(r.id),
+                lease: { owner: String(r.lease_owner), token: String(r.lease_token), expiresAt: toDate(r.lease_expires_at) }
+              }))
+            )
+          )
+        },
         release: (id, token) =>
           sql(
             `UPDATE ${table} SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL

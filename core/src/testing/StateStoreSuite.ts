@@ -434,6 +434,35 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
         expect(again.lease!.token).not.toBe(token)
       }))
 
+    it.effect("renews many leases in one call, answering only those still held", () =>
+      Effect.gen(function* () {
+        const s = yield* store
+        const { ids, project } = yield* seedJobs(4)
+        const filter = { projects: [project] }
+        const held = yield* s.jobs.claim({ filter, owner: "a", leaseMs: 60_000, limit: 3 })
+        expect(held.length).toBe(3)
+        const before = new Map(held.map((d) => [d.id, d.lease!.expiresAt.getTime()]))
+        // The third lease is let go (taken over, as far as "a" knows), the fourth row was never held.
+        yield* s.jobs.release(held[2].id, held[2].lease!.token)
+        const renewed = yield* s.jobs.renewMany(
+          [
+            ...held.map((d) => ({ id: d.id, token: d.lease!.token })),
+            { id: ids.find((id) => !before.has(id))!, token: "never-held" },
+            { id: held[0].id, token: "a-stale-token" }
+          ],
+          120_000
+        )
+        expect(renewed.map((r) => r.id).sort()).toEqual([held[0].id, held[1].id].sort())
+        for (const r of renewed) {
+          expect(r.lease.owner).toBe("a")
+          expect(r.lease.token).toBe(held.find((d) => d.id === r.id)!.lease!.token)
+          expect(r.lease.expiresAt.getTime()).toBeGreaterThan(before.get(r.id)!)
+          expect((yield* s.jobs.get(r.id)).lease?.expiresAt.getTime()).toBe(r.lease.expiresAt.getTime())
+        }
+        expect(yield* s.jobs.renewMany([], 1000)).toEqual([])
+        yield* expectFailure(s.jobs.renewMany([{ id: held[0].id, token: held[0].lease!.token }], 0), "Invalid")
+      }))
+
     it.effect("takes over rows whose lease expired; the old holder's token is then stale", () =>
       Effect.gen(function* () {
         const s = yield* store
@@ -446,6 +475,7 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
         // Expired but not yet taken: the holder can no longer write or renew.
         yield* expectFailure(s.jobs.update(ids[0], { status: "running" }, { lease: a[0].lease!.token }), "LeaseLost")
         yield* expectFailure(s.jobs.renew(ids[0], a[0].lease!.token, 1000), "LeaseLost")
+        expect(yield* s.jobs.renewMany(a.map((d) => ({ id: d.id, token: d.lease!.token })), 1000)).toEqual([])
         const b = yield* s.jobs.claim({ filter, owner: "b", leaseMs: 60_000, limit: 2 })
         expect(b.map((d) => d.id)).toEqual(ids)
         expect(b.every((d) => d.lease?.owner === "b")).toBe(true)
