@@ -36,6 +36,8 @@ export interface EngineOptions {
   readonly leaseMs?: number
   /** How often unheld runs are picked up and idle instances checked. Default 15 s. */
   readonly resyncMs?: number
+  /** At most this many runs take a step (read, decide, write) at once. Default 32. */
+  readonly stepConcurrency?: number
   /** How long a runner may take to answer on a new instance. Default 10 min (upstream). */
   readonly provisioningTimeoutMs?: number
   /** How long a runner may stay unreachable before its job ends as instance_unreachable. Default 2 min. */
@@ -162,6 +164,10 @@ export const make = (
     // once (after a restart, a burst of submissions) would otherwise all wait on the same
     // database queue together, each getting slower, until their leases ran out unrenewed.
     const provisionPermits = yield* Effect.makeSemaphore(options.provisioningConcurrency ?? 16)
+    // At most this many workers read, decide and write at once. Thousands of runs taken at once
+    // would otherwise each put a write on the database queue together, and the one renewal of
+    // every lease (renewAll) would wait behind all of them until the leases ran out.
+    const stepPermits = yield* Effect.makeSemaphore(options.stepConcurrency ?? 32)
     /** When the runner of an instance (by instance id) last reported to a follower here. */
     const runnerSeenAt = new Map<string, number>()
     // Jobs waiting for capacity, oldest first. When capacity frees up (an instance of this
@@ -342,7 +348,7 @@ export const make = (
         const runId = row.id
         const lease = row.lease!
         const signals = yield* Queue.unbounded<Signal>()
-        const handle: WorkerHandle = { signals, echoes: 0, token: lease.token, trustedUntil: Date.now() + leaseMs - safetyMs }
+        const handle: WorkerHandle = { signals, echoes: 0, token: lease.token, trustedUntil: Date.now() + leaseMs - safetyMs, started: yield* Deferred.make<void>() }
         workers.set(runId, handle)
         // Scoped: however the worker ends (lease lost, a failed write, interruption), its
         // followers, provisioning and renewal fibers end with it and before the lease is let go.
@@ -353,6 +359,7 @@ export const make = (
           ),
           Effect.ensuring(
             Effect.sync(() => workers.delete(runId)).pipe(
+              Effect.zipRight(Deferred.succeed(handle.started, undefined)),
               Effect.zipRight(store.runs.release(runId, lease.token).pipe(Effect.ignore))
             )
           ),
@@ -723,8 +730,9 @@ export const make = (
 
         let finishedAt: number | undefined
         while (true) {
-          const { record, effects } = yield* step
+          const { record, effects } = yield* stepPermits.withPermits(1)(step)
           yield* carryOut(record, effects)
+          yield* Deferred.succeed(handle.started, undefined)
           for (const job of record.run.jobs) {
             const sub = latestSubmission(job)
             if (sub && sub.status !== "submitted") provisioning.delete(sub.id)
@@ -786,17 +794,21 @@ export const make = (
 
     const resync = Effect.gen(function* () {
       // Every unheld active run, in batches (after a restart there may be thousands).
+      // A batch at a time, each claimed once the last one's workers took their first step: runs
+      // claimed faster than they can be worked on would hold leases nobody gets to renew in time.
       for (;;) {
-        const claimed = yield* store.runs.claim({ filter: { statuses: ACTIVE_RUN_STATUSES }, owner, leaseMs, limit: 500 })
-        let started = 0
+        const claimed = yield* store.runs.claim({ filter: { statuses: ACTIVE_RUN_STATUSES }, owner, leaseMs, limit: RESYNC_BATCH })
+        const started: Array<WorkerHandle> = []
         for (const row of claimed) {
           if (workers.has(row.id)) yield* store.runs.release(row.id, row.lease!.token).pipe(Effect.ignore)
           else {
             yield* startWorker(row)
-            started++
+            const handle = workers.get(row.id)
+            if (handle !== undefined) started.push(handle)
           }
         }
-        if (claimed.length < 500 || started === 0) break
+        if (claimed.length < RESYNC_BATCH || started.length === 0) break
+        yield* Effect.forEach(started, (h) => Deferred.await(h.started), { discard: true }).pipe(Effect.timeout(Duration.millis(leaseMs / 3)), Effect.ignore)
       }
       // Idle instances past their idle duration are terminated.
       const idle = yield* store.instances.list({ statuses: ["idle"] })
@@ -872,6 +884,9 @@ export const make = (
     }
   })
 
+/** Runs claimed at once by a resync (after a restart there may be thousands waiting). */
+const RESYNC_BATCH = 100
+
 /** What the engine keeps of one of its workers. */
 interface WorkerHandle {
   readonly signals: Queue.Queue<Signal>
@@ -884,6 +899,8 @@ interface WorkerHandle {
   readonly token: string
   /** Until when the lease may be relied on (renewals move it on). */
   trustedUntil: number
+  /** Done once the worker took its first step (or ended): resync claims more only then. */
+  readonly started: Deferred.Deferred<void>
 }
 
 /** The engine as a layer: it runs for as long as the layer's scope is open. */

@@ -122,10 +122,25 @@ export const makeDriver = (db: PGlite): Effect.Effect<SqlDriver> =>
           catch: toSqlError
         }).pipe(Effect.map((r) => r.rows))
     }
+    // PGlite runs each statement synchronously in WASM and resolves it as a microtask, so a long
+    // queue of statements (thousands of runs at work) would run back to back without the event
+    // loop ever turning: timers and sockets waited tens of seconds. Before a statement, once
+    // 20 ms went by without a turn, the driver lets the event loop turn (setImmediate).
+    let turnedAt = Date.now()
+    const letLoopTurn = Effect.suspend(() =>
+      Date.now() - turnedAt < 20
+        ? Effect.void
+        : Effect.async<void>((resume) => {
+          setImmediate(() => {
+            turnedAt = Date.now()
+            resume(Effect.void)
+          })
+        })
+    )
     return {
       name: "pglite",
-      query: (text, params) => turn.withPermits(1)(raw.query(text, params)),
-      transaction: (use) => turn.withPermits(1)(transactionOn(raw, use)),
+      query: (text, params) => turn.withPermits(1)(Effect.zipRight(letLoopTurn, raw.query(text, params))),
+      transaction: (use) => turn.withPermits(1)(Effect.zipRight(letLoopTurn, transactionOn(raw, use))),
       listen: (channel, onMessage) =>
         Effect.acquireRelease(
           turn.withPermits(1)(Effect.tryPromise({ try: () => db.listen(channel, onMessage), catch: toSqlError })),
