@@ -585,7 +585,12 @@ export const make = (
             let busy = 0
             for (const candidate of offers.offers.slice(0, 10)) {
               const got = candidate.instanceId !== undefined
-                ? yield* takeIdleInstance(candidate, job.jobSpec.jobName).pipe(Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(errorMessage(e))), Option.none())))
+                ? yield* takeIdleInstance(candidate, job.jobSpec.jobName).pipe(
+                  // Taken by another job since the plan (or found dead and terminated): capacity
+                  // that is busy right now, not a failure — the job waits for its turn.
+                  Effect.tap((taken) => Effect.sync(() => Option.isNone(taken) && busy++)),
+                  Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(errorMessage(e))), Option.none()))
+                )
                 : yield* createInstance(run.projectName, candidate, run, job.jobSpec.jobName).pipe(
                   Effect.map(Option.some),
                   Effect.catchAll((e) =>
