@@ -50,7 +50,11 @@ export const startStackServer = async (): Promise<StackServer> => {
     blobDir,
     createUser,
     close: async () => {
-      await new Promise<void>((resolve) => http.close(() => resolve()))
+      // Idle keep-alive connections of the test's clients would hold close() open (on Deno
+      // until the hook timed out): they are dropped with the server.
+      const closed = new Promise<void>((resolve) => http.close(() => resolve()))
+      ;(http as { closeAllConnections?: () => void }).closeAllConnections?.()
+      await closed
       await server.close()
       await rm(blobDir, { recursive: true, force: true })
     }
