@@ -7,6 +7,7 @@
 import { Effect, Exit, Cause, Option } from "effect"
 import { LOG_FRAMES_TYPE, LogFrameDecoder } from "../api/logFrames.ts"
 import { isRunStatusFinished } from "../domain/Status.ts"
+import { concatBytes } from "../internal/bytes.ts"
 import type { DstackApiShape } from "./DstackApi.ts"
 import type { RunData, RunLogsOptions } from "./Run.ts"
 
@@ -87,7 +88,6 @@ export async function* logFrames(body: ReadableStream<Uint8Array>): AsyncGenerat
         throw new Error(`The server's log stream ended without its end frame${frames.pending > 0 ? ` (${frames.pending} bytes of a frame cut off)` : ""}`)
       }
       const output: Array<Uint8Array> = []
-      let size = 0
       let ended = false
       for (const frame of frames.push(value)) {
         if (frame.kind === "end") {
@@ -96,18 +96,8 @@ export async function* logFrames(body: ReadableStream<Uint8Array>): AsyncGenerat
         }
         if (frame.kind === "error") throw new Error(`The server's log stream failed: ${new TextDecoder().decode(frame.payload)}`)
         output.push(frame.payload)
-        size += frame.payload.byteLength
       }
-      if (output.length === 1) yield output[0]
-      else if (output.length > 1) {
-        const joined = new Uint8Array(size)
-        let at = 0
-        for (const piece of output) {
-          joined.set(piece, at)
-          at += piece.byteLength
-        }
-        yield joined
-      }
+      if (output.length > 0) yield concatBytes(output)
       if (ended) return
     }
   } finally {
