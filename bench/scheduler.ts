@@ -8,6 +8,7 @@
 //     runners answered in process, jobs that keep running): placements/s = jobs handed to an
 //     instance per second, from the first to the last; also when the last one ran.
 //       BENCH_SCHED_QUEUED queued runs (default 500; full 10,000)
+// BENCH_SCHED_PARTS=jobs or =placements runs only that part (default both).
 import { execFile } from "node:child_process"
 import { apply, call, FINISHED } from "./support/api.ts"
 import { startServer, type BenchServer } from "./support/server.ts"
@@ -143,8 +144,9 @@ const placements = async (ctx: BenchContext, queued: number): Promise<Row> => {
 export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const n = Number(process.env.BENCH_SCHED_JOBS ?? (ctx.full ? 100 : 32))
   const queued = Number(process.env.BENCH_SCHED_QUEUED ?? (ctx.full ? 10_000 : 500))
+  const parts = (process.env.BENCH_SCHED_PARTS ?? "jobs,placements").split(",")
   const rows: Array<Row> = []
-  for (const c of [2, 4, 8]) rows.push(await realJobs(ctx, n, c))
-  rows.push(await placements(ctx, queued))
+  if (parts.includes("jobs")) for (const c of [2, 4, 8]) rows.push(await realJobs(ctx, n, c))
+  if (parts.includes("placements")) rows.push(await placements(ctx, queued))
   return rows
 }

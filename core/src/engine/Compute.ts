@@ -62,10 +62,26 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
       })
     }
 
+    // A project's configured backends are read for every plan: they are cached until the store
+    // reports a change to them (`access`: synchronously for this replica's writes, by NOTIFY for
+    // another's). A read that overlapped a change is not kept.
+    const configuredCache = new Map<string, ReadonlyArray<{ readonly type: string; readonly config: unknown }>>()
+    let generation = 0
+    yield* store.watch((change) => {
+      if (change.kind !== "access") return
+      generation++
+      configuredCache.clear()
+    })
     const configured = (project: string) =>
-      store.backends.list(project).pipe(
-        Effect.mapError((e) => new Backend.BackendError({ module: MODULE, method: "backends", reason: "Unknown", message: e.message ?? e.reason, cause: e }))
-      )
+      Effect.suspend(() => {
+        const cached = configuredCache.get(project)
+        if (cached !== undefined) return Effect.succeed(cached)
+        const asked = generation
+        return store.backends.list(project).pipe(
+          Effect.tap((records) => Effect.sync(() => asked === generation && configuredCache.set(project, records))),
+          Effect.mapError((e) => new Backend.BackendError({ module: MODULE, method: "backends", reason: "Unknown", message: e.message ?? e.reason, cause: e }))
+        )
+      })
 
     const backends = (project: string) =>
       Effect.gen(function* () {

@@ -13,6 +13,7 @@ import { Job, JobProvisioningData, type JobSpec, latestSubmission } from "../dom
 import type { InstanceOffer } from "../domain/Offer.ts"
 import { Run } from "../domain/Run.ts"
 import { isJobStatusFinished, isRunStatusFinished, type RunStatus } from "../domain/Status.ts"
+import * as FifoSemaphore from "../internal/FifoSemaphore.ts"
 import { BlobStore } from "../ports/BlobStore.ts"
 import { StateStore, type Lease, type NewLogEvent, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { Compute } from "./Compute.ts"
@@ -163,11 +164,14 @@ export const make = (
     // At most this many jobs plan and provision at once: thousands of queued runs taken at
     // once (after a restart, a burst of submissions) would otherwise all wait on the same
     // database queue together, each getting slower, until their leases ran out unrenewed.
-    const provisionPermits = yield* Effect.makeSemaphore(options.provisioningConcurrency ?? 16)
+    // (Our FIFO semaphore, not Effect's: that one wakes every waiter on each release, which with
+    // thousands of waiting workers stalled the event loop for seconds — 1,000 waiters through
+    // one permit take ~8 s there, ~0.1 s here.)
+    const provisionPermits = yield* FifoSemaphore.make(options.provisioningConcurrency ?? 16)
     // At most this many workers read, decide and write at once. Thousands of runs taken at once
     // would otherwise each put a write on the database queue together, and the one renewal of
     // every lease (renewAll) would wait behind all of them until the leases ran out.
-    const stepPermits = yield* Effect.makeSemaphore(options.stepConcurrency ?? 32)
+    const stepPermits = yield* FifoSemaphore.make(options.stepConcurrency ?? 32)
     /** When the runner of an instance (by instance id) last reported to a follower here. */
     const runnerSeenAt = new Map<string, number>()
     // Jobs waiting for capacity, oldest first. When capacity frees up (an instance of this
@@ -388,18 +392,26 @@ export const make = (
         )
         yield* Effect.forkIn(watchTrust, workerScope)
 
-        /** Computes every transition on a fresh read, writes it, and returns the effects to carry out. */
-        // The row the claim answered serves as the first read; afterwards a row still at the
-        // version last decoded (or written) here is not decoded again.
+        /** Computes every transition on the run as last read or written, writes it, and returns the effects to carry out. */
+        // The row the claim answered serves as the first read. Afterwards the row this worker
+        // last read or wrote is used again as long as nobody else is known to have written the
+        // run since (a change-feed notice that is not an echo of our own write, or a timed wake,
+        // makes the next step read afresh): every write names the version it was computed from,
+        // so a write from a stale row fails with Conflict and the step is computed again on a
+        // fresh read. A row still at the version last decoded here is not decoded again.
         let unread: StoredDocument | undefined = claimedRow
-        let known: { readonly version: number; readonly record: RunRecord } | undefined
+        let known: { readonly row: StoredDocument; readonly record: RunRecord } | undefined
+        let mustRead = false
         const readRow = Effect.gen(function* () {
+          const cached = unread === undefined && !mustRead ? known : undefined
+          if (cached !== undefined) return cached
           const row = unread ?? (yield* store.runs.get(runId))
           unread = undefined
-          if (known !== undefined && known.version === row.version) return { row, record: known.record }
+          mustRead = false
+          if (known !== undefined && known.row.version === row.version) return { row, record: known.record }
           const { record } = yield* decodeRow(row)
-          known = { version: row.version, record }
-          return { row, record }
+          known = { row, record }
+          return known
         })
 
         const step = Effect.gen(function* () {
@@ -489,11 +501,12 @@ export const make = (
               .pipe(Effect.either, Effect.onInterrupt(() => Effect.sync(() => handle.echoes--)))
             if (saved._tag === "Left") handle.echoes--
             if (saved._tag === "Right") {
-              known = { version: saved.right.version, record: next }
+              known = { row: saved.right, record: next }
               pendingEvents.length = 0
               return { record: next, effects: jobEffects }
             }
             if (saved.left.reason !== "Conflict" || attempt >= 20) return yield* Effect.fail(saved.left)
+            mustRead = true
           }
         })
 
@@ -513,7 +526,7 @@ export const make = (
                   const seq = waiterSeq++
                   const key = capacityKey(run, found.job)
                   while (true) {
-                    const event = yield* provisionPermits.withPermits(1)(provision(run, found.job, effect.jobSubmissionId))
+                    const event = yield* provisionPermits.withPermit(provision(run, found.job, effect.jobSubmissionId))
                     if (event._tag !== "WaitForCapacity") {
                       yield* answer(true)
                       return yield* offer({ _tag: "Job", submissionId: effect.jobSubmissionId, event })
@@ -735,7 +748,7 @@ export const make = (
 
         let finishedAt: number | undefined
         while (true) {
-          const { record, effects } = yield* stepPermits.withPermits(1)(step)
+          const { record, effects } = yield* stepPermits.withPermit(step)
           yield* carryOut(record, effects)
           yield* Deferred.succeed(handle.started, undefined)
           for (const job of record.run.jobs) {
@@ -751,6 +764,8 @@ export const make = (
           const waitMs = deadline === undefined ? (finishedAt !== undefined ? 1_000 : 60_000) : Math.max(0, deadline - Date.now()) + 5
           const signal = yield* Queue.take(signals).pipe(Effect.timeout(Duration.millis(Math.min(waitMs, 60_000))), Effect.option)
           const batch = [...(Option.isSome(signal) ? [signal.value] : []), ...(yield* Queue.takeAll(signals))]
+          // Someone else wrote the run (or nothing woke it for a while): read it afresh.
+          if (batch.length === 0 || batch.some((s) => s._tag === "Changed")) mustRead = true
           if (batch.some((s) => s._tag === "LeaseLost")) {
             yield* Effect.logWarning(`run ${runId}: lease lost, another replica took over`)
             break

@@ -475,7 +475,7 @@ export interface Change {
 
 /**
  * What `watch` reports: a document (any write but lease-only ones), or `access` for any change
- * to users, tokens, projects or members.
+ * to users, tokens, projects, members or a project's backends.
  */
 export type Invalidation =
   | { readonly kind: DocumentKind; readonly id: string }

@@ -201,7 +201,7 @@ export const make = (
         })
       )
     const accessChanged = invalidate({ kind: "access" })
-    /** A write to users, projects or members: whatever was cached about access is stale after it. */
+    /** A write to users, projects, members or backends: whatever was cached about access (and a project's backends) is stale after it. */
     const accessWrite = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => Effect.ensuring(effect, accessChanged)
 
     const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<Change>(), PubSub.shutdown)
@@ -470,7 +470,7 @@ export const make = (
           `INSERT INTO backends (project, type, config) VALUES ($1, $2, $3::jsonb)
            ON CONFLICT (project, type) DO UPDATE SET config = EXCLUDED.config`,
           [b.project, b.type, json(b.config)]
-        ).pipe(Effect.mapError(toStoreError("backends.upsert", { NotFound: `no project named '${b.project}'` })), Effect.asVoid),
+        ).pipe(Effect.mapError(toStoreError("backends.upsert", { NotFound: `no project named '${b.project}'` })), Effect.asVoid, accessWrite),
       get: (project, type) =>
         sql(`SELECT project, type, config FROM backends WHERE project = $1 AND type = $2`, [project, type]).pipe(
           Effect.mapError(toStoreError("backends.get")),
@@ -488,7 +488,8 @@ export const make = (
       delete: (project, types) =>
         sql(`DELETE FROM backends WHERE project = $1 AND type = ANY($2::text[])`, [project, [...types]]).pipe(
           Effect.mapError(toStoreError("backends.delete")),
-          Effect.asVoid
+          Effect.asVoid,
+          accessWrite
         )
     }
 

@@ -183,6 +183,14 @@ export const migrations: ReadonlyArray<Migration> = [
             FOR EACH STATEMENT EXECUTE FUNCTION dstack_notify_access()`
       )
     ]
+  },
+  {
+    version: 4,
+    name: "announce changes to project backends (servers cache them for planning)",
+    statements: [
+      `CREATE TRIGGER backends_access_changed AFTER INSERT OR UPDATE OR DELETE ON backends
+        FOR EACH STATEMENT EXECUTE FUNCTION dstack_notify_access()`
+    ]
   }
 ]
 

@@ -667,7 +667,7 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
           expect(duringTx).toBeGreaterThanOrEqual(1)
           expect(mine(txRun)).toBeGreaterThan(duringTx)
 
-          // Users, tokens, projects and members: "access".
+          // Users, tokens, projects, members and a project's backends: "access".
           const username = unique("watcher")
           for (const change of [
             s.users.create({ username, globalRole: "user", tokenHash: unique("hash") }),
@@ -677,6 +677,9 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
             s.projects.addMembers(project, [{ username, projectRole: "user" }]),
             s.projects.setMembers(project, [{ username, projectRole: "admin" }]),
             s.projects.removeMembers(project, [username]),
+            s.backends.upsert({ project, type: "local", config: { max_instances: 1 } }),
+            s.backends.upsert({ project, type: "local", config: { max_instances: 2 } }),
+            s.backends.delete(project, ["local"]),
             s.projects.delete([project]),
             s.users.delete([username])
           ] as ReadonlyArray<Effect.Effect<unknown, StateStore.StateStoreError>>) {

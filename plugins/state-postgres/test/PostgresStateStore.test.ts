@@ -71,6 +71,10 @@ describeWith("postgresql", pg.available, pg.reason, () => {
         yield* next((c) => c.kind === "access")
         yield* a.projects.create({ name: "team", owner: "alice" })
         yield* next((c) => c.kind === "access")
+        // A project's backends too (the engine caches them for planning).
+        yield* Queue.takeAll(seen)
+        yield* a.backends.upsert({ project: "team", type: "local", config: { max_instances: 3 } })
+        yield* next((c) => c.kind === "access")
         yield* a.users.delete(["bob"])
         yield* next((c) => c.kind === "access")
         // Changes to logs and nothing about lease-only updates reach B's watchers as documents.
