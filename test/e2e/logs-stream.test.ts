@@ -67,6 +67,7 @@ describe("logs/stream", () => {
     const res = await stream("frames-run", LOG_FRAMES_TYPE)
     expect(res.status).toBe(200)
     expect(res.headers.get("content-type")).toBe("application/x-dstack-ts-logs; version=1")
+    expect(res.headers.get("cache-control")).toBe("no-cache")
     const body = new Uint8Array(await res.arrayBuffer())
     // Fed a byte at a time at odd places and all at once, the decoder finds the same frames.
     const decode = (chunks: Array<Uint8Array>) => {
@@ -106,7 +107,10 @@ describe("logs/stream", () => {
     expect(events.every((e) => e.log_source === "stdout" && !Number.isNaN(Date.parse(e.timestamp)))).toBe(true)
     // Byte for byte what JSON.stringify of the decoded message gives.
     for (const d of data) expect(d).toBe(JSON.stringify(JSON.parse(d)))
-    expect(text).toMatch(/event: end\ndata: \{"status":"done"/)
+    expect(res.headers.get("cache-control")).toBe("no-cache")
+    // Nothing but logs events and, last, the end event, each a blank line apart.
+    expect(text.split("\n\n").slice(0, -2).every((block) => /^event: logs\ndata: \[.*\]$/.test(block))).toBe(true)
+    expect(text.endsWith('event: end\ndata: {"status":"done","job_status":"done"}\n\n')).toBe(true)
   })
 
   it("refuses a stream cut before its end frame", async () => {

@@ -6,6 +6,7 @@
 import { Buffer, isUtf8 } from "node:buffer"
 import { Duration, Effect, Option, Queue, Runtime } from "effect"
 import { stream as honoStream, streamSSE } from "hono/streaming"
+import type { StreamingApi } from "hono/utils/stream"
 import * as Api from "../../api/runs.ts"
 import { LOG_FRAME_HEADER, LOG_FRAMES_CONTENT_TYPE, LOG_FRAMES_TYPE, writeLogFrameHeader } from "../../api/logFrames.ts"
 import { isRunStatusFinished } from "../../domain/Status.ts"
@@ -76,10 +77,28 @@ const controlFrame = (kind: "end" | "error", json: string): Uint8Array => {
   return out
 }
 
-/** How the live stream writes what it sends, per representation. */
-interface StreamSink {
-  readonly logs: (events: ReadonlyArray<LogEvent>) => Promise<void>
-  readonly end: (json: string) => Promise<void>
+/**
+ * One representation of the live stream: how a page of events, the `end` event and an `error`
+ * are written. The follow loop is the same for both; only these bytes differ.
+ */
+interface StreamWriter {
+  readonly logs: (events: ReadonlyArray<LogEvent>) => Uint8Array
+  readonly end: (json: string) => Uint8Array | string
+  readonly error: (json: string) => Uint8Array | string
+}
+
+/** Binary frames (api/logFrames.ts), for a client that accepts them (the SDK). */
+const framesWriter: StreamWriter = {
+  logs: logFrames,
+  end: (json) => controlFrame("end", json),
+  error: (json) => controlFrame("error", json)
+}
+
+/** Server-Sent Events of JSON; each event's data is one line, so it is written as is. */
+const sseWriter: StreamWriter = {
+  logs: sseLogsEvent,
+  end: (json) => `event: end\ndata: ${json}\n\n`,
+  error: (json) => `event: error\ndata: ${json}\n\n`
 }
 
 const toWire = (events: ReadonlyArray<LogEvent>) =>
@@ -146,7 +165,7 @@ export const logRoutes = [
         const store = yield* StateStore
         const runtime = yield* Effect.runtime<StateStore>()
 
-        const follow = (sink: StreamSink, aborted: () => boolean) =>
+        const follow = (write: (bytes: Uint8Array | string) => Promise<void>, writer: StreamWriter, aborted: () => boolean) =>
           Effect.scoped(
             Effect.gen(function* () {
               // Subscribe before the first read, so nothing appended in between is missed.
@@ -169,7 +188,8 @@ export const logRoutes = [
                     let bytes = 0
                     for (const e of page.events) bytes += e.message.byteLength
                     eventBytes = Math.max(1, bytes / page.events.length)
-                    yield* Effect.promise(() => sink.logs(page.events))
+                    const out = writer.logs(page.events)
+                    yield* Effect.promise(() => write(out))
                     cursor = page.cursor ?? cursor
                   }
                   if (!page.nextToken) return
@@ -191,7 +211,8 @@ export const logRoutes = [
                 const finished = check ? yield* isFinished : undefined
                 yield* drain
                 if (finished !== undefined) {
-                  yield* Effect.promise(() => sink.end(JSON.stringify({ status: finished.status, job_status: finished.jobStatus })))
+                  const out = writer.end(JSON.stringify({ status: finished.status, job_status: finished.jobStatus }))
+                  yield* Effect.promise(() => write(out))
                   return
                 }
                 // Sleep until this submission's log or this run changes (or a safety timeout);
@@ -213,51 +234,28 @@ export const logRoutes = [
                 for (const change of yield* Queue.takeAll(changes)) if (change.kind === "run" && change.id === runId) check = true
               }
             })
+          ).pipe(
+            Effect.catchAllCause((cause) => {
+              const out = writer.error(JSON.stringify({ msg: String(cause) }))
+              return Effect.promise(() => write(out))
+            })
           )
 
-        if ((c.req.header("accept") ?? "").includes(LOG_FRAMES_TYPE)) {
-          c.header("content-type", LOG_FRAMES_CONTENT_TYPE)
-          c.header("cache-control", "no-cache")
-          return honoStream(c, async (stream) => {
-            let closed = false
-            stream.onAbort(() => {
-              closed = true
-            })
-            await Runtime.runPromise(runtime)(
-              follow({
-                logs: async (events) => {
-                  await stream.write(logFrames(events))
-                },
-                end: async (json) => {
-                  await stream.write(controlFrame("end", json))
-                }
-              }, () => closed).pipe(
-                Effect.catchAllCause((cause) => Effect.promise(() => stream.write(controlFrame("error", JSON.stringify({ msg: String(cause) })))))
-              )
-            )
-          })
-        }
-        return streamSSE(c, async (stream) => {
+        // One follow loop, two representations: binary frames for a client that accepts them,
+        // Server-Sent Events (hono's streamSSE sets their headers) for anyone else.
+        const binary = (c.req.header("accept") ?? "").includes(LOG_FRAMES_TYPE)
+        const writer = binary ? framesWriter : sseWriter
+        const body = async (stream: StreamingApi) => {
           let closed = false
           stream.onAbort(() => {
             closed = true
           })
-          await Runtime.runPromise(runtime)(
-            // The data is one line of JSON: written as is, without writeSSE's line splitting.
-            follow({
-              logs: async (events) => {
-                await stream.write(sseLogsEvent(events))
-              },
-              end: async (json) => {
-                await stream.write(`event: end\ndata: ${json}\n\n`)
-              }
-            }, () => closed).pipe(
-              Effect.catchAllCause((cause) =>
-                Effect.promise(() => stream.writeSSE({ event: "error", data: JSON.stringify({ msg: String(cause) }) }))
-              )
-            )
-          )
-        })
+          await Runtime.runPromise(runtime)(follow((bytes) => stream.write(bytes).then(() => undefined), writer, () => closed))
+        }
+        if (!binary) return streamSSE(c, body)
+        c.header("content-type", LOG_FRAMES_CONTENT_TYPE)
+        c.header("cache-control", "no-cache")
+        return honoStream(c, body)
       })
   })
 ]
