@@ -735,9 +735,10 @@ export const make = (
           return times.length === 0 ? undefined : Math.min(...times)
         }
 
-        // On takeover: resume following jobs already on instances.
+        // On takeover: resume following jobs already on instances. (The claimed row is decoded
+        // once: the first step reuses it.)
         {
-          const { record } = yield* decodeRow(claimedRow)
+          const { record } = yield* readRow
           for (const job of record.run.jobs) {
             const sub = latestSubmission(job)
             if (sub?.jobProvisioningData && !isJobStatusFinished(sub.status) && sub.status !== "submitted") {
@@ -764,6 +765,12 @@ export const make = (
           const waitMs = deadline === undefined ? (finishedAt !== undefined ? 1_000 : 60_000) : Math.max(0, deadline - Date.now()) + 5
           const signal = yield* Queue.take(signals).pipe(Effect.timeout(Duration.millis(Math.min(waitMs, 60_000))), Effect.option)
           const batch = [...(Option.isSome(signal) ? [signal.value] : []), ...(yield* Queue.takeAll(signals))]
+          // A job just handed to its runner is about to report that it runs: waiting a moment
+          // for that report writes both in one step instead of two (a write per job saved).
+          if (batch.some((s) => s._tag === "HandedToRunner") && !batch.some((s) => s._tag === "Job" && RUNNER_EVENTS.has(s.event._tag))) {
+            const more = yield* Queue.take(signals).pipe(Effect.timeout(Duration.millis(HANDOVER_COALESCE_MS)), Effect.option)
+            if (Option.isSome(more)) batch.push(more.value, ...(yield* Queue.takeAll(signals)))
+          }
           // Someone else wrote the run (or nothing woke it for a while): read it afresh.
           if (batch.length === 0 || batch.some((s) => s._tag === "Changed")) mustRead = true
           if (batch.some((s) => s._tag === "LeaseLost")) {
@@ -903,6 +910,9 @@ export const make = (
       activeRuns: Effect.sync(() => [...workers.keys()])
     }
   })
+
+/** How long a worker waits for a runner's first report after handing it a job, to write both at once. */
+const HANDOVER_COALESCE_MS = 25
 
 /** Runs claimed at once by a resync (after a restart there may be thousands waiting). */
 const RESYNC_BATCH = 100
