@@ -2,6 +2,9 @@
 // runner and process job. Binary frames (`Accept: application/x-dstack-ts-logs`, what the SDK
 // asks for) carry the bytes the job wrote, invalid UTF-8 included; Server-Sent Events carry
 // the same text as JSON, escaped byte for byte, with U+FFFD for bytes that are not UTF-8.
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EmbeddedStateStore } from "../../core/src/state/index.ts"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
@@ -46,21 +49,33 @@ const EXPECTED = Buffer.concat([
   Buffer.from(" end\ntick 1 é\ntick 2 é\ntick 3 é\n", "utf8")
 ])
 
+// Both log stores of the embedded default: job logs in files on disk (what a server uses; a
+// page of the binary stream goes out as the bytes read from the file) and in SQL (in memory;
+// frames built from the events, as with PostgreSQL).
+const disk = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-logs-stream-"))
+const servers: Record<string, Server> = {}
 beforeAll(async () => {
-  server = await createServer({
-    state: EmbeddedStateStore.layerMemory(),
-    blobs: blobsMemory,
-    adminToken: TOKEN,
-    plugins: [inproc.plugin],
-    compute: { defaultBackends: [{ type: "inprocess" }] },
-    engine: { resyncMs: 60_000 }
-  })
-}, 60_000)
+  for (const [name, state] of [["disk", EmbeddedStateStore.layer({ dataDir: path.join(disk, "state") })], ["memory", EmbeddedStateStore.layerMemory()]] as const) {
+    servers[name] = await createServer({
+      state,
+      blobs: blobsMemory,
+      adminToken: TOKEN,
+      plugins: [inproc.plugin],
+      compute: { defaultBackends: [{ type: "inprocess" }] },
+      engine: { resyncMs: 60_000 }
+    })
+  }
+}, 120_000)
 afterAll(async () => {
-  await server?.close()
+  for (const s of Object.values(servers)) await s.close()
+  fs.rmSync(disk, { recursive: true, force: true })
 })
 
-describe("logs/stream", () => {
+describe.each(["disk", "memory"])("logs/stream, logs %s", (store) => {
+  beforeAll(() => {
+    server = servers[store]
+  })
+
   it("sends the job's bytes as binary frames, then end with the run's status", async () => {
     await call("/api/project/main/runs/apply", { plan: runSpec([COMMAND], "frames-run") })
     await waitStarted("frames-run")
@@ -113,6 +128,9 @@ describe("logs/stream", () => {
     expect(text.endsWith('event: end\ndata: {"status":"done","job_status":"done"}\n\n')).toBe(true)
   })
 
+})
+
+describe("logs/stream frames", () => {
   it("refuses a stream cut before its end frame", async () => {
     const frames = new ReadableStream<Uint8Array>({
       start(controller) {

@@ -357,7 +357,9 @@ export const make = (options: FileLogsOptions): Logs => {
     const more = hi - lo > picked.length
 
     // Reads runs of adjacent records with one call each: a page of in-order appends is one
-    // read; late events cost a read per run.
+    // read; late events cost a read per run. A run is read with its first record's header, so
+    // every message lies right behind its stored header, which is a frame of the binary log
+    // stream (api/logFrames.ts) as it is: `logs/stream` then sends a page without a copy.
     const messages = new Map<number, Uint8Array>()
     const byOffset = [...picked].sort((a, b) => index.offset[a] - index.offset[b])
     const fd = fdOf(index)
@@ -365,7 +367,7 @@ export const make = (options: FileLogsOptions): Logs => {
     while (i < byOffset.length) {
       let j = i
       while (j + 1 < byOffset.length && index.offset[byOffset[j + 1]] === index.offset[byOffset[j]] + index.length[byOffset[j]] + HEADER) j++
-      const from = index.offset[byOffset[i]]
+      const from = index.offset[byOffset[i]] - HEADER
       const to = index.offset[byOffset[j]] + index.length[byOffset[j]]
       const bytes = Buffer.allocUnsafe(to - from)
       let read = 0

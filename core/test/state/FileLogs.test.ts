@@ -7,6 +7,7 @@ import { afterAll, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { StateStore } from "../../src/ports/index.ts"
 import { FileLogs } from "../../src/state/index.ts"
+import { encodeLogFrames } from "../../src/api/logFrames.ts"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-filelogs-"))
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
@@ -111,3 +112,22 @@ it.effect("appends and reads tens of MB/s (in-order appends; late ones still com
     expect(writeMBs).toBeGreaterThan(20)
     expect(readMBs).toBeGreaterThan(20)
   }), 60_000)
+
+it.effect("reads a page with every message right behind its stored header: the binary stream's frames as they lie", () =>
+  Effect.gen(function* () {
+    const logs = FileLogs.make({ dir: freshDir() })
+    yield* logs.append([ev(10, "out 1\n"), ev(11, "err\n", "stderr"), ev(12, "")])
+    yield* logs.append([ev(13, "diag", "runner"), ev(14, "out é\n")])
+    // A late event: the page reads two runs of adjacent records.
+    yield* logs.append([ev(5, "late\n")])
+    for (const q of [{}, { nextToken: "10_0" }, { limit: 2 }]) {
+      const page = yield* logs.poll({ project: "p", jobSubmissionId: "s", ...q })
+      expect(page.events.length).toBeGreaterThan(0)
+      for (const e of page.events) {
+        const m = e.message
+        expect(m.byteOffset).toBeGreaterThanOrEqual(16)
+        const stored = new Uint8Array(m.buffer, m.byteOffset - 16, 16 + m.byteLength)
+        expect(Buffer.from(stored).equals(Buffer.from(encodeLogFrames([{ kind: e.source, timestamp: e.timestamp.getTime(), payload: m }])))).toBe(true)
+      }
+    }
+  }))

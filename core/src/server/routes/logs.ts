@@ -53,8 +53,14 @@ const sseLogsEvent = (events: ReadonlyArray<LogEvent>): Uint8Array => {
   return Buffer.from(`${out}]\n\n`, "latin1")
 }
 
-/** A page of events as binary frames: each event's stored bytes behind a 16-byte header. */
+/**
+ * A page of events as binary frames: each event's stored bytes behind a 16-byte header. Where
+ * the store read the page as it lies in its file (FileLogs: records of the same header and the
+ * bytes, adjacent), the frames are already there: the page is sent as that one view, no copy.
+ */
 const logFrames = (events: ReadonlyArray<LogEvent>): Uint8Array => {
+  const inPlace = framesInPlace(events)
+  if (inPlace !== undefined) return inPlace
   let total = 0
   for (const e of events) total += LOG_FRAME_HEADER + e.message.byteLength
   const out = Buffer.allocUnsafe(total)
@@ -66,6 +72,32 @@ const logFrames = (events: ReadonlyArray<LogEvent>): Uint8Array => {
     pos += LOG_FRAME_HEADER + e.message.byteLength
   }
   return out
+}
+
+const header = new Uint8Array(LOG_FRAME_HEADER)
+const headerView = new DataView(header.buffer)
+
+/**
+ * The frames of `events` as one view of the buffer their messages lie in, when each message
+ * lies right behind the 16 bytes its frame header would be (checked byte by byte) and right
+ * after the previous one's; undefined otherwise.
+ */
+const framesInPlace = (events: ReadonlyArray<LogEvent>): Uint8Array | undefined => {
+  if (events.length === 0) return undefined
+  const first = events[0].message
+  const buffer = first.buffer
+  if (first.byteOffset < LOG_FRAME_HEADER) return undefined
+  const start = first.byteOffset - LOG_FRAME_HEADER
+  const bytes = new Uint8Array(buffer, 0, buffer.byteLength)
+  let pos = start
+  for (const e of events) {
+    const m = e.message
+    if (m.buffer !== buffer || m.byteOffset !== pos + LOG_FRAME_HEADER) return undefined
+    writeLogFrameHeader(headerView, 0, e.source, m.byteLength, e.timestamp.getTime())
+    for (let k = 0; k < LOG_FRAME_HEADER; k++) if (bytes[pos + k] !== header[k]) return undefined
+    pos += LOG_FRAME_HEADER + m.byteLength
+  }
+  return new Uint8Array(buffer, start, pos - start)
 }
 
 /** A frame of `end` or `error` with its JSON. */
