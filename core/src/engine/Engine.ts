@@ -114,11 +114,25 @@ const CHANGING_BY_THEMSELVES: ReadonlySet<string> = new Set(["last_processed_at"
 /** Also the run's `latest_job_submission`, which only mirrors its jobs (the API stores runs without it). */
 const DERIVED_TOO: ReadonlySet<string> = new Set([...CHANGING_BY_THEMSELVES, "latest_job_submission"])
 
-/** Equal as stored documents once the fields that change by themselves are left out. */
-const sameIgnoringProcessedAt = (a: unknown, b: unknown): boolean => canonical(a) === canonical(b)
+/**
+ * `canonical` of a stored row's document, computed once per document object: a worker compares
+ * each step's new document with the same stored one until it writes or reads again.
+ */
+const storedCanonical = new WeakMap<object, Map<ReadonlySet<string>, string>>()
+const canonicalOfStored = (doc: unknown, skip: ReadonlySet<string>): string => {
+  if (doc === null || typeof doc !== "object") return canonical(doc, skip)
+  let bySkip = storedCanonical.get(doc)
+  if (bySkip === undefined) storedCanonical.set(doc, (bySkip = new Map()))
+  let text = bySkip.get(skip)
+  if (text === undefined) bySkip.set(skip, (text = canonical(doc, skip)))
+  return text
+}
+
+/** Equal as stored documents once the fields that change by themselves are left out (`stored`: a row's document). */
+const sameIgnoringProcessedAt = (next: unknown, stored: unknown): boolean => canonical(next) === canonicalOfStored(stored, CHANGING_BY_THEMSELVES)
 
 /** Equal once derived fields are left out too. */
-const sameButDerived = (a: unknown, b: unknown): boolean => canonical(a, DERIVED_TOO) === canonical(b, DERIVED_TOO)
+const sameButDerived = (next: unknown, stored: unknown): boolean => canonical(next, DERIVED_TOO) === canonicalOfStored(stored, DERIVED_TOO)
 
 /** Jobs with the same key find the same capacity: one that finds none speaks for the others. */
 const capacityKey = (run: Run, job: Job): string => {

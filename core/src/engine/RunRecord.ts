@@ -7,7 +7,8 @@
  */
 import { Effect, Schema } from "effect"
 import { wireShape } from "../api/WireShape.ts"
-import { Run, runCost } from "../domain/Run.ts"
+import { Job, JobSpec, JobSubmission } from "../domain/Job.ts"
+import { Run, runCost, RunSpec } from "../domain/Run.ts"
 import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 
 const StopRequest = Schema.Struct({ abort: Schema.Boolean })
@@ -24,7 +25,50 @@ export type RunRecord = typeof RunRecord.Type
 
 const decode = Schema.decodeUnknown(RunRecord)
 const encodeRun = Schema.encode(Run)
-const encodeRecordOnly = Schema.encodeSync(RunRecord)
+
+// Encoding a record is most of a worker step's CPU if done whole each time: the run spec and the
+// job specs (configurations, resource ranges) never change once submitted, and a transition
+// builds new objects only for what it changes. So the parts are encoded once per object (by
+// identity) and the rest, a handful of scalars, each time. `core/test/engine/RunRecord.test.ts`
+// checks the result equals the schema's own encoding and fails when Run or Job gain a field.
+const memoized = <A extends object, I>(encode: (a: A) => I): ((a: A) => I) => {
+  const cache = new WeakMap<A, I>()
+  return (a) => {
+    let encoded = cache.get(a)
+    if (encoded === undefined) {
+      encoded = encode(a)
+      cache.set(a, encoded)
+    }
+    return encoded
+  }
+}
+const encodeRunSpec = memoized(Schema.encodeSync(RunSpec))
+const encodeJobSpec = memoized(Schema.encodeSync(JobSpec))
+const encodeSubmission = memoized(Schema.encodeSync(JobSubmission))
+const { runSpec: _runSpec, jobs: _jobs, latestJobSubmission: _latest, ...runScalars } = Run.fields
+const encodeRunScalars = Schema.encodeSync(Schema.Struct(runScalars))
+const { run: _run, ...recordRest } = RunRecord.fields
+const encodeRecordRest = Schema.encodeSync(Schema.Struct(recordRest))
+
+/** The fields encoded by parts below: a field added to Run or Job must be added there too. */
+export const ENCODED_BY_PARTS = { run: ["runSpec", "jobs", "latestJobSubmission"], job: ["jobSpec", "jobSubmissions"] } as const
+
+const encodeJob = (job: Job): typeof Job.Encoded => ({
+  job_spec: encodeJobSpec(job.jobSpec),
+  job_submissions: job.jobSubmissions.map(encodeSubmission)
+})
+
+const encodeRunByParts = (run: Run): typeof Run.Encoded => ({
+  ...encodeRunScalars(run),
+  run_spec: encodeRunSpec(run.runSpec),
+  jobs: run.jobs.map(encodeJob),
+  ...(run.latestJobSubmission === undefined ? {} : { latest_job_submission: encodeSubmission(run.latestJobSubmission) })
+})
+
+const encodeRecordOnly = (record: RunRecord): typeof RunRecord.Encoded => ({
+  run: encodeRunByParts(record.run),
+  ...encodeRecordRest(record)
+})
 
 /**
  * The key under which a stored record names the wire shape of its `run` (see WireShape.ts):
