@@ -1,15 +1,16 @@
 /**
  * The engine's side of the runner protocol: wait until a runner answers, hand it a job (spec,
- * code, run), follow its live event stream from a cursor, and stop it. Runner states become
- * job lifecycle events; log events go to a sink in batches.
+ * code, run: one `POST /api/start`, or three requests to an older runner), follow its live
+ * event stream from a cursor (or straight from the hand-over's answer), and stop it. Runner
+ * states become job lifecycle events; log events go to a sink in batches.
  */
-import { Data, Duration, Effect, Schedule, Schema, Stream } from "effect"
+import { Data, Duration, Effect, Schedule, Schema, type Scope, Stream } from "effect"
 import { createParser, type EventSourceMessage } from "eventsource-parser"
 import type { RunnerClient } from "../ports/RunnerTransport.ts"
 import { RunnerTransportError } from "../ports/RunnerTransport.ts"
 import { Buffer } from "node:buffer"
 import { EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_VERSION, eventStreamVersion, FrameDecoder, type StreamEvent } from "../runner/EventStream.ts"
-import { JobStateEvent, type LogEvent, SubmitBody } from "../runner/RunnerProtocol.ts"
+import { encodeStartBody, JobStateEvent, type LogEvent, START_CONTENT_TYPE, SubmitBody } from "../runner/RunnerProtocol.ts"
 import { JobEvent, type RunnerTerminationReason } from "./JobLifecycle.ts"
 
 const MODULE = "RunnerSession"
@@ -102,26 +103,34 @@ const encodeSubmit = Schema.encodeSync(SubmitBody)
 class RunnerBusy extends Data.TaggedError("RunnerBusy")<{ readonly text: string }> {}
 const SUBMIT_BUSY_SECONDS = 10
 
-/** Hands the job to the runner: submit the spec, upload the code (if any), start it. */
-export const startJob = (client: RunnerClient, body: SubmitBody, code: Uint8Array | undefined) =>
+/**
+ * Posts a hand-over request; a runner still ending its previous job (an aborted job's instance
+ * is released at once) answers 409 for a moment, so it is asked again until it takes the job.
+ * Answers the response as it came (any other status), for the caller to judge.
+ */
+const postTakingTurns = (client: RunnerClient, method: string, path: string, init: RequestInit) =>
+  client.fetch(path, { ...init, method: "POST" }).pipe(
+    Effect.flatMap((response) =>
+      response.status === 409
+        ? Effect.flatMap(Effect.promise(() => response.text()), (text) => Effect.fail(new RunnerBusy({ text })))
+        : Effect.succeed(response)
+    ),
+    Effect.retry({ while: (e) => e._tag === "RunnerBusy", schedule: Schedule.spaced(Duration.millis(20)).pipe(Schedule.upTo(Duration.seconds(SUBMIT_BUSY_SECONDS))) }),
+    Effect.catchTag("RunnerBusy", (e) =>
+      Effect.fail(new RunnerTransportError({ module: MODULE, method, reason: "Invalid", message: `runner ${method} answered 409 for ${SUBMIT_BUSY_SECONDS}s: ${e.text.slice(0, 500)}` }))
+    )
+  )
+
+/**
+ * Runners (by base URL) that do not know `POST /api/start` (an older runner answers 404): they
+ * are handed jobs with submit, upload_code and run, as upstream's runner is.
+ */
+const withoutStart = new Set<string>()
+
+/** The three-request hand-over of upstream's runner: submit the spec, upload the code (if any), run. */
+const startJobInSteps = (client: RunnerClient, json: string, code: Uint8Array | undefined) =>
   Effect.gen(function* () {
-    const json = JSON.stringify(encodeSubmit(body))
-    // A runner still ending its previous job (an aborted job's instance is released at once)
-    // answers 409 for a moment: ask again until it takes the job.
-    yield* client.fetch("/api/submit", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: json
-    }).pipe(
-      Effect.flatMap((response) =>
-        response.status === 409
-          ? Effect.flatMap(Effect.promise(() => response.text()), (text) => Effect.fail(new RunnerBusy({ text })))
-          : Effect.succeed(response)
-      ),
-      Effect.retry({ while: (e) => e._tag === "RunnerBusy", schedule: Schedule.spaced(Duration.millis(20)).pipe(Schedule.upTo(Duration.seconds(SUBMIT_BUSY_SECONDS))) }),
-      Effect.catchTag("RunnerBusy", (e) =>
-        Effect.fail(new RunnerTransportError({ module: MODULE, method: "submit", reason: "Invalid", message: `runner submit answered 409 for ${SUBMIT_BUSY_SECONDS}s: ${e.text.slice(0, 500)}` }))
-      ),
+    yield* postTakingTurns(client, "submit", "/api/submit", { headers: { "content-type": "application/json" }, body: json }).pipe(
       Effect.flatMap(expectOk("submit"))
     )
     if (code !== undefined) {
@@ -132,6 +141,67 @@ export const startJob = (client: RunnerClient, body: SubmitBody, code: Uint8Arra
       }).pipe(Effect.flatMap(expectOk("upload_code")))
     }
     yield* client.fetch("/api/run", { method: "POST" }).pipe(Effect.flatMap(expectOk("run")))
+  })
+
+/**
+ * `POST /api/start` (spec and code in one body); `undefined` when the runner is an older one
+ * without it, which is remembered.
+ */
+const postStart = (client: RunnerClient, json: string, code: Uint8Array | undefined, accept: string, cursor: number) =>
+  Effect.suspend(() => {
+    if (withoutStart.has(client.baseUrl)) return Effect.succeed(undefined)
+    return postTakingTurns(client, "start", `/api/start?timestamp=${cursor}`, {
+      headers: { "content-type": START_CONTENT_TYPE, accept },
+      body: encodeStartBody(json, code) as unknown as BodyInit
+    }).pipe(
+      Effect.flatMap((response) => {
+        if (response.status !== 404 && response.status !== 405) return expectOk("start")(response)
+        return Effect.promise(() => response.text()).pipe(
+          Effect.map(() => {
+            if (withoutStart.size > 10_000) withoutStart.clear()
+            withoutStart.add(client.baseUrl)
+            return undefined
+          })
+        )
+      })
+    )
+  })
+
+/**
+ * Hands the job to the runner: the spec, the code (if any), start it — one request to a
+ * runner that knows `POST /api/start`, else submit, upload_code and run.
+ */
+export const startJob = (client: RunnerClient, body: SubmitBody, code: Uint8Array | undefined) =>
+  Effect.gen(function* () {
+    const json = JSON.stringify(encodeSubmit(body))
+    const started = yield* postStart(client, json, code, "application/json", 0)
+    if (started !== undefined) {
+      yield* Effect.promise(() => started.text())
+      return
+    }
+    yield* startJobInSteps(client, json, code)
+  })
+
+/**
+ * Hands the job to the runner (as `startJob`) and answers its live events after `cursor`, as
+ * `followEvents` does, once the runner has taken the job. A runner that knows `POST /api/start`
+ * answers that one request with the event stream: the hand-over and the follow cost one round
+ * trip, and the first events (`running`, the first output) come on the same connection. An
+ * older runner is handed the job in steps and followed with `GET /logs_stream`. The stream
+ * belongs to the scope (a stream not run is cancelled when the scope closes).
+ */
+export const startFollowing = (
+  client: RunnerClient,
+  body: SubmitBody,
+  code: Uint8Array | undefined,
+  cursor = 0
+): Effect.Effect<Stream.Stream<RunnerStreamEvent, RunnerTransportError>, RunnerTransportError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const json = JSON.stringify(encodeSubmit(body))
+    const started = yield* postStart(client, json, code, EVENT_STREAM_CONTENT_TYPE, cursor)
+    if (started !== undefined) return yield* eventsOfResponse(client, "start", started)
+    yield* startJobInSteps(client, json, code)
+    return followEvents(client, cursor)
   })
 
 /** Asks the runner to stop the job: gracefully, or at once with `abort`. */
@@ -219,41 +289,52 @@ const eventDecoder = (binary: boolean): ((chunk: Uint8Array) => Array<RunnerStre
  */
 export const followEvents = (client: RunnerClient, cursor: number): Stream.Stream<RunnerStreamEvent, RunnerTransportError> =>
   Stream.unwrapScoped(
-    Effect.gen(function* () {
-      const response = yield* client.fetch(`/logs_stream?timestamp=${cursor}`, {
-        headers: { accept: `${EVENT_STREAM_CONTENT_TYPE}, text/event-stream;q=0.5` }
-      }).pipe(Effect.flatMap(expectOk("logs_stream")))
-      if (response.body === null) return yield* Effect.fail(transportError("logs_stream", "the runner sent an empty stream"))
-      const body = response.body
-      const contentType = response.headers.get("content-type")
-      const version = eventStreamVersion(contentType)
-      const refuse = (message: string) =>
-        Effect.zipRight(
-          Effect.promise(() => body.cancel().catch(() => {})),
-          Effect.fail(new RunnerTransportError({ module: MODULE, method: "logs_stream", reason: "Invalid", message }))
-        )
-      if (version !== undefined && version !== EVENT_STREAM_VERSION) {
-        return yield* refuse(
-          `the runner at ${client.baseUrl} streams events in version ${version} of the event stream, this server reads version ${EVENT_STREAM_VERSION}: run a runner of the server's version`
-        )
-      }
-      if (version === undefined && !(contentType ?? "").toLowerCase().startsWith("text/event-stream")) {
-        return yield* refuse(`the runner at ${client.baseUrl} answered the event stream with ${contentType ?? "no content type"}`)
-      }
-      const decode = eventDecoder(version !== undefined)
-      return Stream.fromReadableStream({
-        evaluate: () => body,
-        onError: (cause) => transportError("logs_stream", `the runner's event stream broke: ${String(cause)}`, cause)
-      }).pipe(
-        Stream.mapConcatEffect((chunk) =>
-          Effect.try({
-            try: () => decode(chunk),
-            catch: (cause) => transportError("logs_stream", `the runner sent a malformed event: ${String(cause)}`, cause)
-          })
-        ),
-        // A job's final state comes after all its logs: anything past it belongs to the runner's
-        // next job, so a follower stops there even if the `end` event has not come yet.
-        Stream.takeUntil((event) => event._tag === "End" || (event._tag === "State" && FINAL_STATES.has(event.state.state)))
-      )
-    })
+    client.fetch(`/logs_stream?timestamp=${cursor}`, {
+      headers: { accept: `${EVENT_STREAM_CONTENT_TYPE}, text/event-stream;q=0.5` }
+    }).pipe(
+      Effect.flatMap(expectOk("logs_stream")),
+      Effect.flatMap((response) => eventsOfResponse(client, "logs_stream", response))
+    )
   )
+
+/**
+ * The events of a response that carries the runner's event stream (`logs_stream`, or `start`
+ * asked for the stream): binary frames, or an older runner's Server-Sent Events. The body is
+ * cancelled when the scope closes, in case the stream is never run.
+ */
+const eventsOfResponse = (
+  client: RunnerClient,
+  method: string,
+  response: Response
+): Effect.Effect<Stream.Stream<RunnerStreamEvent, RunnerTransportError>, RunnerTransportError, Scope.Scope> =>
+  Effect.gen(function* () {
+    if (response.body === null) return yield* Effect.fail(transportError(method, "the runner sent an empty stream"))
+    const body = response.body
+    yield* Effect.addFinalizer(() => Effect.promise(() => body.cancel().catch(() => {})))
+    const contentType = response.headers.get("content-type")
+    const version = eventStreamVersion(contentType)
+    const refuse = (message: string) => Effect.fail(new RunnerTransportError({ module: MODULE, method, reason: "Invalid", message }))
+    if (version !== undefined && version !== EVENT_STREAM_VERSION) {
+      return yield* refuse(
+        `the runner at ${client.baseUrl} streams events in version ${version} of the event stream, this server reads version ${EVENT_STREAM_VERSION}: run a runner of the server's version`
+      )
+    }
+    if (version === undefined && !(contentType ?? "").toLowerCase().startsWith("text/event-stream")) {
+      return yield* refuse(`the runner at ${client.baseUrl} answered the event stream with ${contentType ?? "no content type"}`)
+    }
+    const decode = eventDecoder(version !== undefined)
+    return Stream.fromReadableStream({
+      evaluate: () => body,
+      onError: (cause) => transportError(method, `the runner's event stream broke: ${String(cause)}`, cause)
+    }).pipe(
+      Stream.mapConcatEffect((chunk) =>
+        Effect.try({
+          try: () => decode(chunk),
+          catch: (cause) => transportError(method, `the runner sent a malformed event: ${String(cause)}`, cause)
+        })
+      ),
+      // A job's final state comes after all its logs: anything past it belongs to the runner's
+      // next job, so a follower stops there even if the `end` event has not come yet.
+      Stream.takeUntil((event) => event._tag === "End" || (event._tag === "State" && FINAL_STATES.has(event.state.state)))
+    )
+  })

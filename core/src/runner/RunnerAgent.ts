@@ -45,6 +45,11 @@ export interface RunnerAgentService {
   readonly uploadCode: (archive: Uint8Array) => Effect.Effect<void, RunnerError>
   /** Starts the job in the background. Only in wait_run. */
   readonly run: Effect.Effect<void, RunnerError>
+  /**
+   * submit, uploadCode (when `code` is given) and run in one step. When the upload is refused
+   * the job ends `failed` (executor_error) at once, so the runner takes the next submit.
+   */
+  readonly start: (body: SubmitBody, code: Uint8Array | undefined) => Effect.Effect<void, RunnerError>
   /** Everything after `timestamp` (ms). */
   readonly pull: (timestamp: number) => Effect.Effect<JobEventsSince>
   /** Stops the job: gracefully (its stop_duration as grace period) or, with abort, at once. */
@@ -254,6 +259,22 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       )
     })
 
+    const start = (body: SubmitBody, code: Uint8Array | undefined) =>
+      Effect.gen(function* () {
+        yield* submit(body)
+        if (code !== undefined) {
+          yield* uploadCode(code).pipe(
+            Effect.tapError((error) =>
+              Effect.suspend(() => {
+                events.addRunnerLog(error.message)
+                return finish("failed", "executor_error", error.message)
+              })
+            )
+          )
+        }
+        yield* run
+      })
+
     const stop = (abort: boolean) =>
       Effect.gen(function* () {
         stopRequest = abort ? "abort" : (stopRequest ?? "stop")
@@ -291,6 +312,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       submit,
       uploadCode,
       run,
+      start,
       pull: (timestamp) => Effect.sync(() => events.since(timestamp)),
       stop,
       metrics,

@@ -1,7 +1,8 @@
 /**
  * The runner's HTTP API (upstream layout): healthcheck, metrics, submit, upload_code, run,
  * pull, stop, and `GET /logs_stream`, a Server-Sent Events feed of the same events as pull,
- * pushed the moment they happen.
+ * pushed the moment they happen; plus `POST /api/start` (ours), submit + upload_code + run in
+ * one request that answers with the job's event stream.
  */
 import { Effect, Either, Schema } from "effect"
 import { Hono } from "hono"
@@ -11,7 +12,7 @@ import type { RunnerAgentService } from "./RunnerAgent.ts"
 import { RunnerError } from "./RunnerAgent.ts"
 import { Buffer } from "node:buffer"
 import { encodeFrames, EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_TYPE } from "./EventStream.ts"
-import { JobStateEvent, PullResponse, StopBody, SubmitBody } from "./RunnerProtocol.ts"
+import { decodeStartBody, JobStateEvent, PullResponse, START_CONTENT_TYPE, StopBody, SubmitBody } from "./RunnerProtocol.ts"
 
 const STATUS_OF_REASON = { Invalid: 400, Conflict: 409, Internal: 500 } as const
 
@@ -89,6 +90,23 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
 
   app.post("/api/run", async (c) => {
     await runAgent(agent.run)
+    return c.json({})
+  })
+
+  // submit + upload_code + run in one request (body: RunnerProtocol's start framing). A client
+  // that accepts the binary event stream gets the job's events from `timestamp` as the answer,
+  // so that following the job needs no second request; anyone else gets `{}`.
+  app.post("/api/start", async (c) => {
+    const contentType = (c.req.header("content-type") ?? "").toLowerCase()
+    if (!contentType.startsWith(START_CONTENT_TYPE)) {
+      throw new RunnerError({ module: "RunnerAgent", method: "start", reason: "Invalid", message: `the start body must be ${START_CONTENT_TYPE}, got ${contentType || "no content type"}` })
+    }
+    const cursor = parseTimestamp(c.req.query("timestamp"))
+    const framed = decodeStartBody(new Uint8Array(await c.req.arrayBuffer()))
+    if (Either.isLeft(framed)) throw new RunnerError({ module: "RunnerAgent", method: "start", reason: "Invalid", message: framed.left })
+    const { submit, code } = framed.right
+    await runAgent(Effect.flatMap(decodeBody(SubmitBody, "start", submit), (body) => agent.start(body, code)))
+    if ((c.req.header("accept") ?? "").includes(EVENT_STREAM_TYPE)) return binaryStream(cursor)
     return c.json({})
   })
 

@@ -58,6 +58,53 @@ export const SubmitBody = Schema.Struct({
 })
 export type SubmitBody = typeof SubmitBody.Type
 
+/**
+ * The body of `POST /api/start`, which submits, uploads the code and runs in one request (and
+ * answers with the job's event stream): byte 0 is 1 when a code archive follows, else 0;
+ * bytes 1–4 the byte length of the submit JSON (unsigned, big-endian); then that JSON (the
+ * body of `/api/submit`); then the code archive (the body of `/api/upload_code`), if any.
+ */
+export const START_CONTENT_TYPE = "application/x-dstack-ts-start"
+
+const START_HEADER_BYTES = 5
+
+/** Frames the submit JSON and the code archive (`undefined`: no upload) as one start body. */
+export const encodeStartBody = (submitJson: string, code: Uint8Array | undefined): Uint8Array => {
+  const json = new TextEncoder().encode(submitJson)
+  const out = new Uint8Array(START_HEADER_BYTES + json.byteLength + (code?.byteLength ?? 0))
+  const view = new DataView(out.buffer)
+  view.setUint8(0, code === undefined ? 0 : 1)
+  view.setUint32(1, json.byteLength)
+  out.set(json, START_HEADER_BYTES)
+  if (code !== undefined) out.set(code, START_HEADER_BYTES + json.byteLength)
+  return out
+}
+
+/** Splits a start body into the submit JSON (parsed) and the code archive; a malformed one is a message. */
+export const decodeStartBody = (bytes: Uint8Array): Either.Either<{ readonly submit: unknown; readonly code: Uint8Array | undefined }, string> => {
+  if (bytes.byteLength < START_HEADER_BYTES) {
+    return Either.left(`the start body needs a ${START_HEADER_BYTES}-byte header (code flag, submit length), got ${bytes.byteLength} bytes`)
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const flag = view.getUint8(0)
+  if (flag > 1) return Either.left(`the start body's code flag (byte 0) must be 0 or 1, got ${flag}`)
+  const length = view.getUint32(1)
+  const end = START_HEADER_BYTES + length
+  if (end > bytes.byteLength) {
+    return Either.left(`the start body says the submit JSON has ${length} bytes, but only ${bytes.byteLength - START_HEADER_BYTES} follow the header`)
+  }
+  if (flag === 0 && end !== bytes.byteLength) {
+    return Either.left(`the start body has ${bytes.byteLength - end} bytes after the submit JSON but its code flag (byte 0) is 0`)
+  }
+  let submit: unknown
+  try {
+    submit = JSON.parse(new TextDecoder().decode(bytes.subarray(START_HEADER_BYTES, end)))
+  } catch (cause) {
+    return Either.left(`the start body's submit JSON is not JSON: ${(cause as Error).message}`)
+  }
+  return Either.right({ submit, code: flag === 1 ? bytes.subarray(end) : undefined })
+}
+
 /** A job state change, as `GET /api/pull` reports it. Timestamps are milliseconds since the epoch. */
 export const JobStateEvent = Schema.Struct({
   state: JobStatus,

@@ -1,13 +1,16 @@
 // The engine's side of the runner's live stream against a real runner: the binary event
 // stream across broken connections (no line lost or repeated when the follower resumes from
-// its cursor), an older runner's Server-Sent Events, and a runner of another stream version.
-import { Effect, Stream } from "effect"
+// its cursor), an older runner's Server-Sent Events, and a runner of another stream version;
+// handing a job over in one request that answers with the event stream, and in steps to an
+// older runner that does not know that request.
+import { Effect, Schema, Stream } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { Hono } from "hono"
 import { fetchClient, type RunnerClient } from "../../src/ports/RunnerTransport.ts"
-import { followEvents, type RunnerStreamEvent } from "../../src/engine/RunnerSession.ts"
+import { followEvents, type RunnerStreamEvent, startFollowing, startJob as handOver } from "../../src/engine/RunnerSession.ts"
+import { SubmitBody } from "../../src/runner/RunnerProtocol.ts"
 import { serveRunner, type RunningRunner } from "../../src/runner/serveRunner.ts"
-import { submitBody, tmpDir } from "../runner/support.ts"
+import { submitBody, tarGz, tmpDir } from "../runner/support.ts"
 
 const LINES = 50_000
 // 50,000 numbered lines of 100 bytes (5 MB): far more than the runner keeps in memory below.
@@ -127,5 +130,80 @@ describe("following a runner's event stream", () => {
     expect(error.reason).toBe("Invalid")
     expect(error.message).toContain("version 9")
     expect(error.message).toContain("version 1")
+  })
+})
+
+/** A client that records the requests it makes; `older` answers 404 to /api/start, as a runner before it did. */
+const recordingClient = (baseUrl: string, older = false) => {
+  const inner = fetchClient("test", baseUrl)
+  const requests: Array<string> = []
+  const client: RunnerClient = {
+    baseUrl,
+    fetch: (path, init) => {
+      requests.push(`${init?.method ?? "GET"} ${path.split("?")[0]}`)
+      if (older && path.startsWith("/api/start")) {
+        return Effect.succeed(new Response(JSON.stringify({ detail: [{ msg: `no route POST /api/start`, code: "not_found" }] }), { status: 404 }))
+      }
+      return inner.fetch(path, init)
+    }
+  }
+  return { client, requests }
+}
+
+const idleRunner = async () => {
+  const runner = await serveRunner({ port: 0, workDir: tmpDir("dstack-session-") })
+  runners.push(runner)
+  return runner
+}
+
+/** Runs a stream of runner events to its end: states and job output. */
+const collect = (events: Stream.Stream<RunnerStreamEvent, unknown>) =>
+  Stream.runFold(events, { states: [] as Array<string>, output: "" }, (acc, event) =>
+    event._tag === "State"
+      ? { ...acc, states: [...acc.states, event.state.state] }
+      : event._tag === "Log" && event.source === "stdout"
+      ? { ...acc, output: acc.output + Buffer.from(event.log.message).toString("utf8") }
+      : acc
+  )
+
+const job = (commands: ReadonlyArray<string>) => Schema.decodeUnknownSync(SubmitBody)(submitBody({ commands, working_dir: "src" }))
+
+describe("handing a job to its runner", () => {
+  it("submits, uploads, runs and follows in one request to a runner that knows /api/start", async () => {
+    const runner = await idleRunner()
+    const { client, requests } = recordingClient(runner.url)
+    const code = await tarGz({ "src/hello.txt": "hello from the code\n" })
+    const seen = await Effect.runPromise(Effect.scoped(Effect.flatMap(startFollowing(client, job(["cat hello.txt"]), code), collect)))
+    expect(seen).toEqual({ states: ["running", "done"], output: "hello from the code\n" })
+    expect(requests).toEqual(["POST /api/start"])
+
+    // The next job on the same runner, handed over without following: one request too.
+    const next = recordingClient(runner.url)
+    await Effect.runPromise(handOver(next.client, job(["echo again"]), await tarGz({ "src/x": "" })))
+    expect(next.requests).toEqual(["POST /api/start"])
+    const followed = await Effect.runPromise(collect(followEvents(next.client, 0)))
+    expect(followed).toEqual({ states: ["running", "done"], output: "again\n" })
+  })
+
+  it("hands a job to an older runner in steps (submit, upload_code, run) and follows it with logs_stream", async () => {
+    const runner = await idleRunner()
+    const { client, requests } = recordingClient(runner.url, true)
+    const code = await tarGz({ "src/hello.txt": "hello from the code\n" })
+    const seen = await Effect.runPromise(Effect.scoped(Effect.flatMap(startFollowing(client, job(["cat hello.txt"]), code), collect)))
+    expect(seen).toEqual({ states: ["running", "done"], output: "hello from the code\n" })
+    expect(requests).toEqual(["POST /api/start", "POST /api/submit", "POST /api/upload_code", "POST /api/run", "GET /logs_stream"])
+
+    // It is remembered: the next job goes in steps at once.
+    requests.length = 0
+    await Effect.runPromise(handOver(client, job(["true"]), undefined))
+    expect(requests).toEqual(["POST /api/submit", "POST /api/run"])
+  })
+
+  it("a job the runner refuses fails the hand-over with the runner's reason", async () => {
+    const runner = await idleRunner()
+    const { client } = recordingClient(runner.url)
+    const error = await Effect.runPromise(Effect.flip(Effect.scoped(startFollowing(client, job(["true"]), new TextEncoder().encode("not a tarball")))))
+    expect(error.reason).toBe("Invalid")
+    expect(error.message).toMatch(/start answered 400: .*tar\.gz/)
   })
 })

@@ -1,5 +1,6 @@
 // The runner's HTTP API end to end over a real port, with real processes (and real dockerd
-// for the container jobs): submit → upload_code → run → pull / live stream → final state.
+// for the container jobs): submit → upload_code → run → pull / live stream → final state, and
+// the same in one request (POST /api/start, answered with the binary event stream).
 import { afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -7,6 +8,8 @@ import { describeWith } from "../../../test/support/components.ts"
 import { BUSYBOX_IMAGE, dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
 import type { RunningRunner } from "../../src/runner/serveRunner.ts"
 import { serveRunner } from "../../src/runner/serveRunner.ts"
+import { EVENT_STREAM_CONTENT_TYPE, FrameDecoder, type StreamEvent } from "../../src/runner/EventStream.ts"
+import { encodeStartBody, START_CONTENT_TYPE } from "../../src/runner/RunnerProtocol.ts"
 import { decodeMessage, logText, readSse, submitBody, tarGz, tmpDir } from "./support.ts"
 
 const runners: Array<RunningRunner> = []
@@ -222,6 +225,82 @@ describe("runner HTTP API with the process executor", () => {
     const result = await pullUntilFinished(runner)
     expect(finalState(result)).toMatchObject({ state: "failed", termination_reason: "executor_error" })
     expect(finalState(result).termination_message).toMatch(/working_dir .*does\/not\/exist/)
+  })
+})
+
+/** Reads the binary event stream of a response to its end: states, job output, runner notes. */
+const readFrames = async (response: Response) => {
+  expect(response.headers.get("content-type")).toBe(EVENT_STREAM_CONTENT_TYPE)
+  const frames = new FrameDecoder()
+  const events: Array<StreamEvent> = []
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) events.push(...frames.push(chunk))
+  const text = (kind: string) =>
+    Buffer.concat(events.flatMap((e) => (e.kind === kind ? [(e as { message: Uint8Array }).message] : []))).toString("utf8")
+  return { events, states: events.flatMap((e) => (e.kind === "state" ? [e.state] : [])), output: text("log"), notes: text("runner_log") }
+}
+
+const start = (runner: RunningRunner, body: unknown, code: Uint8Array | undefined, accept = EVENT_STREAM_CONTENT_TYPE) =>
+  fetch(`${runner.url}/api/start?timestamp=0`, {
+    method: "POST",
+    headers: { "content-type": START_CONTENT_TYPE, accept },
+    body: encodeStartBody(JSON.stringify(body), code) as Uint8Array<ArrayBuffer>
+  })
+
+describe("POST /api/start: submit, upload_code and run in one request", () => {
+  it("takes the spec and the code, runs the job and answers with its event stream to the end", async () => {
+    const { runner } = await startRunner()
+    const code = await tarGz({ "src/hello.txt": "hello from the code\n" })
+    const response = await start(runner, submitBody({ commands: ["cat hello.txt", 'echo "rank=$DSTACK_NODE_RANK"'], working_dir: "src", job_num: 1 }), code)
+    expect(response.status).toBe(200)
+    const { events, states, output, notes } = await readFrames(response)
+    expect(states.map((s) => s.state)).toEqual(["running", "done"])
+    expect(states[1]).toMatchObject({ terminationReason: "done_by_runner", exitStatus: 0 })
+    expect(output).toBe("hello from the code\nrank=1\n")
+    expect(notes).toContain("extracted")
+    expect(events.at(-1)?.kind).toBe("end")
+    // The same job as pull sees it.
+    const all = await pull(runner, 0)
+    expect(all.job_states.map((s) => s.state)).toEqual(["running", "done"])
+    expect(logText(all.job_logs)).toBe(output)
+  })
+
+  it("answers {} to a client that does not ask for the stream; without code nothing is extracted", async () => {
+    const { runner } = await startRunner()
+    const response = await start(runner, submitBody({ commands: ["echo plain"] }), undefined, "application/json")
+    expect(response.status).toBe(200)
+    expect(await response.json()).toEqual({})
+    const result = await pullUntilFinished(runner)
+    expect(finalState(result)).toMatchObject({ state: "done", exit_status: 0 })
+    expect(logText(result.job_logs)).toBe("plain\n")
+    expect(logText(result.runner_logs)).not.toContain("extracted")
+  })
+
+  it("refuses a malformed body, a job while it has one, and a bad archive (the job fails, the next one is taken)", async () => {
+    const { runner } = await startRunner()
+    const expectError = async (res: Response, status: number, pattern: RegExp) => {
+      expect(res.status).toBe(status)
+      const body = await res.json()
+      expect(body.detail[0].msg).toMatch(pattern)
+    }
+    const raw = (bytes: Uint8Array, contentType = START_CONTENT_TYPE) =>
+      fetch(`${runner.url}/api/start`, { method: "POST", headers: { "content-type": contentType }, body: bytes as Uint8Array<ArrayBuffer> })
+    await expectError(await raw(new Uint8Array([0, 0])), 400, /5-byte header/)
+    await expectError(await raw(new Uint8Array([7, 0, 0, 0, 2, 123, 125])), 400, /code flag \(byte 0\) must be 0 or 1, got 7/)
+    await expectError(await raw(new Uint8Array([0, 0, 0, 0, 9, 123, 125])), 400, /9 bytes, but only 2 follow/)
+    await expectError(await raw(new Uint8Array([0, 0, 0, 0, 2, 123, 125, 1])), 400, /1 bytes after the submit JSON but its code flag/)
+    await expectError(await raw(new Uint8Array([0, 0, 0, 0, 2, 123, 123])), 400, /submit JSON is not JSON/)
+    await expectError(await raw(encodeStartBody("{}", undefined), "application/json"), 400, /must be application\/x-dstack-ts-start/)
+    await expectError(await start(runner, { run: {} }, undefined), 400, /job_spec/)
+    await expectError(await start(runner, submitBody({ commands: ["true"] }), new TextEncoder().encode("not a tarball at all")), 400, /tar\.gz/)
+    // The refused archive ended that job: the runner says why and takes the next one.
+    const failed = await pull(runner, 0)
+    expect(finalState(failed)).toMatchObject({ state: "failed", termination_reason: "executor_error" })
+    expect(finalState(failed).termination_message).toMatch(/tar\.gz/)
+    const running = await start(runner, submitBody({ commands: ["sleep 30"] }), undefined, "application/json")
+    expect(running.status).toBe(200)
+    await running.arrayBuffer()
+    await expectError(await start(runner, submitBody({ commands: ["true"] }), undefined), 409, /already has a job/)
+    await postOk(runner, "/api/stop", { abort: true })
   })
 })
 

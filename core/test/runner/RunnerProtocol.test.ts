@@ -1,7 +1,7 @@
 // Decoding a submission and mapping it to what an executor runs.
 import { describe, expect, it } from "vitest"
 import { Either, Schema } from "effect"
-import { SubmitBody, toExecutionSpec } from "../../src/runner/RunnerProtocol.ts"
+import { decodeStartBody, encodeStartBody, SubmitBody, toExecutionSpec } from "../../src/runner/RunnerProtocol.ts"
 import { submitBody } from "./support.ts"
 
 const decode = (input: unknown) => Schema.decodeUnknownSync(SubmitBody)(input)
@@ -66,5 +66,25 @@ describe("SubmitBody → ExecutionSpec", () => {
 
   it("rejects a body without job_spec, naming the field", () => {
     expect(() => decode({ run: {} })).toThrow(/job_spec/)
+  })
+})
+
+describe("the start body (POST /api/start)", () => {
+  it("carries the submit JSON and the code archive, telling no code from an empty archive", () => {
+    const json = JSON.stringify(submitBody({ commands: ["echo ü"] }))
+    const code = new Uint8Array([31, 139, 8, 0, 1, 2, 3])
+    const withCode = Either.getOrThrow(decodeStartBody(encodeStartBody(json, code)))
+    expect(withCode.submit).toEqual(JSON.parse(json))
+    expect([...withCode.code!]).toEqual([...code])
+    expect(Either.getOrThrow(decodeStartBody(encodeStartBody(json, undefined))).code).toBeUndefined()
+    expect(Either.getOrThrow(decodeStartBody(encodeStartBody(json, new Uint8Array(0)))).code?.byteLength).toBe(0)
+  })
+
+  it("names what is wrong with a malformed one", () => {
+    const message = (bytes: Array<number>) => Either.getLeft(decodeStartBody(new Uint8Array(bytes))).pipe((m) => m._tag === "Some" ? m.value : "")
+    expect(message([1])).toMatch(/5-byte header/)
+    expect(message([2, 0, 0, 0, 0])).toMatch(/code flag \(byte 0\) must be 0 or 1, got 2/)
+    expect(message([0, 0, 0, 1, 0, 123])).toMatch(/256 bytes, but only 1 follow/)
+    expect(message([0, 0, 0, 0, 1, 123])).toMatch(/not JSON/)
   })
 })
