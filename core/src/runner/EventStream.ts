@@ -60,87 +60,92 @@ export const encodeFrames = (events: ReadonlyArray<StreamEvent>): Uint8Array => 
 
 /**
  * Splits a byte stream into events, whatever its chunking: `push` returns the events the
- * chunk completes. A frame of an unknown kind is an error (a newer runner speaking a protocol
- * this reader does not know must not be misread).
+ * chunk completes. A frame that lies whole in a chunk is a view into it; one that spans chunks
+ * is copied, as its pieces arrive, into a buffer of its size allocated once its header is read
+ * (so no chunk is held on to: a megabyte of output that arrives in 64 KiB reads is one buffer,
+ * and the reads are garbage at once). A frame of an unknown kind is an error (a newer runner
+ * speaking a protocol this reader does not know must not be misread).
  */
 export class FrameDecoder {
-  private pending: Array<Uint8Array> = []
-  private pendingBytes = 0
-  /** Bytes the held-back frame needs before it can be decoded (its header, then all of it). */
-  private need = 0
+  /** The frame being filled (its header first: 16 bytes until its length is known), or undefined. */
+  private partial: Uint8Array | undefined
+  private filled = 0
 
   push(chunk: Uint8Array): Array<StreamEvent> {
-    let buffer = chunk
-    if (this.pendingBytes > 0) {
-      // A big frame arrives in many chunks: join them once, when it is complete.
-      if (this.pendingBytes + chunk.byteLength < this.need) {
-        this.pending.push(chunk)
-        this.pendingBytes += chunk.byteLength
-        return []
-      }
-      this.pending.push(chunk)
-      buffer = concat(this.pending, this.pendingBytes + chunk.byteLength)
-      this.pending = []
-      this.pendingBytes = 0
-    }
     const events: Array<StreamEvent> = []
-    const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength)
     let pos = 0
-    while (pos + FRAME_HEADER <= buffer.byteLength) {
-      const code = view.getUint8(pos)
-      const length = view.getUint32(pos + 4, true)
-      if (pos + FRAME_HEADER + length > buffer.byteLength) break
-      const timestamp = view.getFloat64(pos + 8, true)
-      const kind = KINDS[code]
-      const payload = buffer.subarray(pos + FRAME_HEADER, pos + FRAME_HEADER + length)
-      switch (kind) {
-        case "state":
-          events.push({ kind, timestamp, state: decodeState(JSON.parse(new TextDecoder().decode(payload))) })
-          break
-        case "log":
-        case "runner_log":
-          events.push({ kind, timestamp, message: payload })
-          break
-        case "end":
-          events.push({ kind, timestamp })
-          break
-        default:
-          throw new Error(`unknown event frame kind ${code} at byte ${pos} of a chunk`)
+    while (this.partial !== undefined) {
+      const take = Math.min(chunk.byteLength - pos, this.partial.byteLength - this.filled)
+      this.partial.set(chunk.subarray(pos, pos + take), this.filled)
+      this.filled += take
+      pos += take
+      if (this.filled < this.partial.byteLength) return events
+      const frame = this.partial
+      const length = new DataView(frame.buffer, frame.byteOffset, FRAME_HEADER).getUint32(4, true)
+      if (frame.byteLength < FRAME_HEADER + length) {
+        // The header is complete: now the frame's size is known.
+        this.partial = Buffer.allocUnsafe(frameSize(frame, 0, length))
+        this.partial.set(frame, 0)
+        continue
       }
+      this.partial = undefined
+      this.filled = 0
+      events.push(decodeFrame(frame, 0, length, 0))
+    }
+    const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    while (pos + FRAME_HEADER <= chunk.byteLength) {
+      const length = view.getUint32(pos + 4, true)
+      if (pos + FRAME_HEADER + length > chunk.byteLength) break
+      events.push(decodeFrame(chunk, pos, length, pos))
       pos += FRAME_HEADER + length
     }
-    if (pos < buffer.byteLength) {
-      // Keep the partial frame; copy it off a chunk its payload views must not pin.
-      const rest = copyOf(buffer.subarray(pos))
-      this.pending.push(rest)
-      this.pendingBytes = rest.byteLength
-      this.need = rest.byteLength < FRAME_HEADER ? FRAME_HEADER : FRAME_HEADER + view.getUint32(pos + 4, true)
+    if (pos < chunk.byteLength) {
+      // The start of a frame: copied off the chunk (the caller may reuse it).
+      const rest = chunk.subarray(pos)
+      const size = rest.byteLength < FRAME_HEADER ? FRAME_HEADER : frameSize(chunk, pos, view.getUint32(pos + 4, true))
+      this.partial = Buffer.allocUnsafe(size)
+      this.partial.set(rest, 0)
+      this.filled = rest.byteLength
     }
     return events
   }
 
   /** Bytes of an unfinished frame held back (non-zero at the end of a stream means it was cut). */
   get buffered(): number {
-    return this.pendingBytes
+    return this.filled
   }
 }
 
-/**
- * Joins chunks into a new buffer. Not zero-filled first (every byte is written): a frame of a
- * megabyte of output is joined this way for each megabyte that passes, and zeroing it first
- * cost as much as the copy.
- */
-const concat = (chunks: ReadonlyArray<Uint8Array>, size: number): Uint8Array => {
-  const out = Buffer.allocUnsafe(size)
-  let offset = 0
-  for (const chunk of chunks) {
-    out.set(chunk, offset)
-    offset += chunk.byteLength
-  }
-  return out
+/** No frame is bigger (the runner's are at most a megabyte of output): a bigger length is a corrupt stream. */
+const MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+/** The size of the frame whose header is at `pos`, checked before a buffer of that size is made for it. */
+const frameSize = (buffer: Uint8Array, pos: number, length: number): number => {
+  const code = buffer[pos]
+  if (KINDS[code] === undefined) throw new Error(`unknown event frame kind ${code} at the start of a frame`)
+  if (length > MAX_FRAME_BYTES) throw new Error(`an event frame of ${length} bytes is over the limit of ${MAX_FRAME_BYTES} (a corrupt stream?)`)
+  return FRAME_HEADER + length
 }
 
-const copyOf = (bytes: Uint8Array): Uint8Array => concat([bytes], bytes.byteLength)
+/** The event of the frame at `pos` of `buffer` (`at`: its position in the stream's chunk, for errors). */
+const decodeFrame = (buffer: Uint8Array, pos: number, length: number, at: number): StreamEvent => {
+  const view = new DataView(buffer.buffer, buffer.byteOffset + pos, FRAME_HEADER)
+  const code = view.getUint8(0)
+  const timestamp = view.getFloat64(8, true)
+  const kind = KINDS[code]
+  const payload = buffer.subarray(pos + FRAME_HEADER, pos + FRAME_HEADER + length)
+  switch (kind) {
+    case "state":
+      return { kind, timestamp, state: decodeState(JSON.parse(new TextDecoder().decode(payload))) }
+    case "log":
+    case "runner_log":
+      return { kind, timestamp, message: payload }
+    case "end":
+      return { kind, timestamp }
+    default:
+      throw new Error(`unknown event frame kind ${code} at byte ${at} of a chunk`)
+  }
+}
 
 /**
  * The version of an event stream response's content type: `undefined` when it is not one
