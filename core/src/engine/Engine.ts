@@ -259,6 +259,11 @@ export const make = (
         }
       })
 
+    // A project whose plan found no idle instance is not asked again for NO_IDLE_TTL_MS, unless
+    // this engine releases one meanwhile: in a burst of placements every plan would otherwise
+    // look up the same empty list. (An instance another replica frees is seen that much later.)
+    const noIdleSince = new Map<string, number>()
+    let releases = 0
     const releaseInstance = (instanceId: string | undefined) =>
       instanceId === undefined
         ? Effect.void
@@ -266,7 +271,13 @@ export const make = (
           instance.status === "busy"
             ? { ...raw, ...encodeInstance(new Instance({ ...instance, status: "idle", jobName: undefined, lastJobProcessedAt: new Date() })) }
             : raw
-        ).pipe(Effect.catchAll((e) => Effect.logWarning(`could not release instance ${instanceId}: ${errorMessage(e)}`)))
+        ).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            releases++
+            noIdleSince.clear()
+          })),
+          Effect.catchAll((e) => Effect.logWarning(`could not release instance ${instanceId}: ${errorMessage(e)}`))
+        )
 
     const terminateInstance = (project: string, instanceId: string | undefined, pd: JobProvisioningData, reason: string) =>
       Effect.gen(function* () {
@@ -603,11 +614,17 @@ export const make = (
         const provision = (run: Run, job: Job, submissionId: string): Effect.Effect<JobEvent | WaitForCapacity> =>
           Effect.gen(function* () {
             const config = run.runSpec.configuration
+            const noIdleAt = noIdleSince.get(run.projectName)
+            const skipIdle = noIdleAt !== undefined && Date.now() - noIdleAt < NO_IDLE_TTL_MS
+            const releasesBefore = releases
+            const planAt = Date.now()
             const offers = yield* offersForJob(run.projectName, job.jobSpec.requirements, {
               backends: config.backends,
               regions: config.regions,
               instanceTypes: config.instanceTypes
-            }).pipe(Effect.provideService(StateStore, store), Effect.provideService(Compute, compute))
+            }, { skipIdle }).pipe(Effect.provideService(StateStore, store), Effect.provideService(Compute, compute))
+            if (offers.idleInstances === 0 && releases === releasesBefore) noIdleSince.set(run.projectName, planAt)
+            else if (offers.idleInstances !== undefined) noIdleSince.delete(run.projectName)
             const errors: Array<string> = []
             let busy = 0
             for (const candidate of offers.offers.slice(0, 10)) {
@@ -924,6 +941,9 @@ export const make = (
       activeRuns: Effect.sync(() => [...workers.keys()])
     }
   })
+
+/** How long a plan that found no idle instance in a project speaks for the next plans there. */
+const NO_IDLE_TTL_MS = 250
 
 /** How long a worker waits for a runner's first report after handing it a job, to write both at once. */
 const HANDOVER_COALESCE_MS = 25

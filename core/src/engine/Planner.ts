@@ -24,12 +24,19 @@ export interface JobOffers {
   readonly missingBackends?: ReadonlyArray<string>
   /** The backends the project has, when the configuration's list left none of them. */
   readonly projectBackends?: ReadonlyArray<string>
+  /** Idle instances the project had (fitting or not); undefined when they were not looked up. */
+  readonly idleInstances?: number
 }
 
 export interface PlanFilter {
   readonly backends?: ReadonlyArray<string> | undefined
   readonly regions?: ReadonlyArray<string> | undefined
   readonly instanceTypes?: ReadonlyArray<string> | undefined
+}
+
+export interface PlanOptions {
+  /** The caller knows the project has no idle instance: skip looking them up. */
+  readonly skipIdle?: boolean
 }
 
 const decodeInstance = Schema.decodeUnknown(Instance)
@@ -65,14 +72,15 @@ const filterMisfits = (offer: InstanceOffer, filter: PlanFilter): ReadonlyArray<
 export const offersForJob = (
   project: string,
   requirements: Requirements,
-  filter: PlanFilter = {}
+  filter: PlanFilter = {},
+  options: PlanOptions = {}
 ): Effect.Effect<JobOffers, StateStoreError | BackendError, StateStore | Compute> =>
   Effect.gen(function* () {
     const store = yield* StateStore
     const compute = yield* Compute
     const excluded: Array<ExcludedOffer> = []
 
-    const idleRows = yield* store.instances.list({ projects: [project], statuses: ["idle"] })
+    const idleRows = options.skipIdle === true ? [] : yield* store.instances.list({ projects: [project], statuses: ["idle"] })
     const idle: Array<InstanceOffer> = []
     for (const row of idleRows) {
       const instance = yield* decodeInstance(row.doc).pipe(Effect.option)
@@ -114,7 +122,8 @@ export const offersForJob = (
       failedBackends,
       backendTypes: backends.map((b) => b.type),
       missingBackends,
-      projectBackends: all.map((b) => b.type)
+      projectBackends: all.map((b) => b.type),
+      ...(options.skipIdle === true ? {} : { idleInstances: idleRows.length })
     }
   })
 
