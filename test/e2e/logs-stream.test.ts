@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EmbeddedStateStore } from "../../core/src/state/index.ts"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
-import { LOG_FRAMES_TYPE, LogFrameDecoder } from "../../core/src/api/logFrames.ts"
+import { encodeLogFrames, LOG_FRAMES_TYPE, LogFrameDecoder } from "../../core/src/api/logFrames.ts"
 import { logFrames } from "../../core/src/client/RunLogs.ts"
 import { appCall } from "../support/api.ts"
 import { makeInProcessPlugin } from "../support/inprocess-backend.ts"
@@ -131,6 +131,31 @@ describe.each(["disk", "memory"])("logs/stream, logs %s", (store) => {
 })
 
 describe("logs/stream frames", () => {
+  it("decodes frames cut anywhere (a byte at a time, inside headers, big frames over many reads) from reused chunks", () => {
+    const payload = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff)
+    const frames = [0, 1, 15, 16, 17, 70_000, 300_000].map((n, i) => ({ kind: (["stdout", "stderr", "runner"] as const)[i % 3], timestamp: 1_000 + i, payload: payload(n, i) }))
+    const all = [...frames, { kind: "end" as const, timestamp: 2_000, payload: new TextEncoder().encode('{"status":"done"}') }]
+    const stream = encodeLogFrames(all)
+    const expected = all.map((f) => ({ ...f, payload: Buffer.from(f.payload).toString("base64") }))
+    let seed = 3
+    const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 40_000) + 1
+    for (const size of [1, 3, 16, 17, 65_536, random, random, random]) {
+      const decoder = new LogFrameDecoder()
+      const got: Array<unknown> = []
+      const scratch = new Uint8Array(stream.byteLength)
+      for (let pos = 0; pos < stream.byteLength;) {
+        const n = Math.min(typeof size === "number" ? size : size(), stream.byteLength - pos)
+        const chunk = scratch.subarray(0, n)
+        chunk.set(stream.subarray(pos, pos + n))
+        for (const f of decoder.push(chunk)) got.push({ ...f, payload: Buffer.from(f.payload).toString("base64") })
+        chunk.fill(0xee)
+        pos += n
+      }
+      expect(decoder.pending).toBe(0)
+      expect(got).toEqual(expected)
+    }
+  })
+
   it("refuses a stream cut before its end frame", async () => {
     const frames = new ReadableStream<Uint8Array>({
       start(controller) {

@@ -52,61 +52,69 @@ export const encodeLogFrames = (frames: ReadonlyArray<{ readonly kind: LogFrameK
 
 /**
  * Splits a byte stream into frames, whatever its chunking: `push` returns the frames the chunk
- * completes (views into the chunk where a frame lies whole in it). A frame of an unknown kind
- * is an error: a newer server speaking a format this reader does not know must not be misread.
+ * completes (views into the chunk where a frame lies whole in it). A frame that spans chunks is
+ * copied, as its pieces arrive, into one buffer of its size made once its header is read, so no
+ * chunk is held on to. A frame of an unknown kind is an error: a newer server speaking a format
+ * this reader does not know must not be misread.
  */
 export class LogFrameDecoder {
-  private held: Array<Uint8Array> = []
-  private heldBytes = 0
-  /** Bytes the held-back frame needs before it can be decoded (its header, then all of it). */
-  private need = 0
+  /** The frame being filled (its header first: 16 bytes until its length is known), or undefined. */
+  private partial: Uint8Array | undefined
+  private filled = 0
 
   push(chunk: Uint8Array): Array<LogFrame> {
-    let buffer = chunk
-    if (this.heldBytes > 0) {
-      // A big frame arrives in many chunks: they are joined once, when it is complete.
-      this.held.push(chunk)
-      this.heldBytes += chunk.byteLength
-      if (this.heldBytes < this.need) return []
-      buffer = new Uint8Array(this.heldBytes)
-      let at = 0
-      for (const piece of this.held) {
-        buffer.set(piece, at)
-        at += piece.byteLength
-      }
-      this.held = []
-      this.heldBytes = 0
-    }
-    const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength)
     const frames: Array<LogFrame> = []
     let pos = 0
-    for (;;) {
-      if (pos + LOG_FRAME_HEADER > buffer.byteLength) {
-        this.need = LOG_FRAME_HEADER
-        break
+    while (this.partial !== undefined) {
+      const take = Math.min(chunk.byteLength - pos, this.partial.byteLength - this.filled)
+      this.partial.set(chunk.subarray(pos, pos + take), this.filled)
+      this.filled += take
+      pos += take
+      if (this.filled < this.partial.byteLength) return frames
+      const frame = this.partial
+      const length = frameLength(frame, 0)
+      if (frame.byteLength < LOG_FRAME_HEADER + length) {
+        // The header is complete: now the frame's size is known.
+        this.partial = new Uint8Array(LOG_FRAME_HEADER + length)
+        this.partial.set(frame, 0)
+        continue
       }
-      const code = view.getUint8(pos)
-      const kind = LOG_FRAME_KINDS[code]
-      if (kind === undefined) throw new Error(`log stream: unknown frame kind ${code} at byte ${pos} (a newer server's format?)`)
-      const length = view.getUint32(pos + 4, true)
-      if (pos + LOG_FRAME_HEADER + length > buffer.byteLength) {
-        this.need = LOG_FRAME_HEADER + length
-        break
-      }
-      frames.push({ kind, timestamp: view.getFloat64(pos + 8, true), payload: buffer.subarray(pos + LOG_FRAME_HEADER, pos + LOG_FRAME_HEADER + length) })
+      this.partial = undefined
+      this.filled = 0
+      frames.push(frameAt(frame, 0, length))
+    }
+    while (pos + LOG_FRAME_HEADER <= chunk.byteLength) {
+      const length = frameLength(chunk, pos)
+      if (pos + LOG_FRAME_HEADER + length > chunk.byteLength) break
+      frames.push(frameAt(chunk, pos, length))
       pos += LOG_FRAME_HEADER + length
     }
-    if (pos < buffer.byteLength) {
-      // The start of the next frame: a copy, so that the caller may reuse its chunk.
-      const rest = buffer.slice(pos)
-      this.held = [rest]
-      this.heldBytes = rest.byteLength
+    if (pos < chunk.byteLength) {
+      // The start of the next frame: copied, so that the caller may reuse its chunk.
+      const rest = chunk.subarray(pos)
+      this.partial = new Uint8Array(rest.byteLength < LOG_FRAME_HEADER ? LOG_FRAME_HEADER : LOG_FRAME_HEADER + frameLength(chunk, pos))
+      this.partial.set(rest, 0)
+      this.filled = rest.byteLength
     }
     return frames
   }
 
   /** Bytes of an incomplete frame held back; a stream that ends with some was cut short. */
   get pending(): number {
-    return this.heldBytes
+    return this.filled
   }
 }
+
+/** The payload length of the frame whose header is at `pos`, after checking its kind. */
+const frameLength = (buffer: Uint8Array, pos: number): number => {
+  const code = buffer[pos]
+  if (LOG_FRAME_KINDS[code] === undefined) throw new Error(`log stream: unknown frame kind ${code} at byte ${pos} (a newer server's format?)`)
+  return new DataView(buffer.buffer, buffer.byteOffset + pos, LOG_FRAME_HEADER).getUint32(4, true)
+}
+
+const frameAt = (buffer: Uint8Array, pos: number, length: number): LogFrame => ({
+  kind: LOG_FRAME_KINDS[buffer[pos]],
+  timestamp: new DataView(buffer.buffer, buffer.byteOffset + pos, LOG_FRAME_HEADER).getFloat64(8, true),
+  payload: buffer.subarray(pos + LOG_FRAME_HEADER, pos + LOG_FRAME_HEADER + length)
+})
+
