@@ -5,6 +5,7 @@
 // Options come as JSON in BENCH_SERVER (see ./server.ts).
 import { serve } from "@hono/node-server"
 import type { AddressInfo } from "node:net"
+import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
 import * as path from "node:path"
 import { Effect, Schema } from "effect"
 import { createServer, runOn, EmbeddedStateStore, UnstorageBlobStore, RunSpec, Run, Job, JobSubmission } from "@dstack-ts/core"
@@ -35,8 +36,12 @@ export interface BenchServerOptions {
 
 const options = JSON.parse(process.env.BENCH_SERVER ?? "{}") as BenchServerOptions
 
+// BENCH_PG_SHARED_BUFFERS (e.g. 4MB): the embedded store's shared_buffers instead of its default.
+const sharedBuffers = process.env.BENCH_PG_SHARED_BUFFERS
 const stateLayer = () =>
-  options.databaseUrl ? PostgresStateStore.layer({ url: options.databaseUrl }) : EmbeddedStateStore.layer({ dataDir: path.join(options.dir, "data") })
+  options.databaseUrl
+    ? PostgresStateStore.layer({ url: options.databaseUrl })
+    : EmbeddedStateStore.layer({ dataDir: path.join(options.dir, "data"), ...(sharedBuffers ? { sharedBuffers } : {}) })
 
 /** A submitted run of one job, stored as `runs/apply` stores it. */
 const submittedRun = (name: string, at: Date) => {
@@ -109,10 +114,32 @@ if (options.prefillRuns && options.prefillRuns > 0) {
 }
 
 // GET /bench/noop-stats: when the noop runners got their jobs (see ./noop-plugin.ts), and
-// when this server started; GET /bench/cpu: this process's CPU time so far.
+// when this server started; GET /bench/cpu: this process's CPU time so far; GET /bench/memory:
+// its process.memoryUsage() (rss, heapTotal, heapUsed, external, arrayBuffers); GET /bench/loop:
+// the event loop's delay (p50, p99, max in ms, sampled every 5 ms) and GC pauses since the last call.
+const loopDelay = monitorEventLoopDelay({ resolution: 5 })
+loopDelay.enable()
+// Garbage collection pauses since the last /bench/loop: their count, total and longest (ms).
+let gc = { n: 0, totalMs: 0, maxMs: 0 }
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gc.n++
+    gc.totalMs += entry.duration
+    gc.maxMs = Math.max(gc.maxMs, entry.duration)
+  }
+}).observe({ entryTypes: ["gc"] })
 const fetchWithStats = (request: Request, ...rest: Array<unknown>) => {
   const url = new URL(request.url)
   if (url.pathname === "/bench/noop-stats") return Response.json({ ...noopStats(), startedAt, listeningAt, cpuAtListenMs: (cpuAtListen.user + cpuAtListen.system) / 1000 })
+  if (url.pathname === "/bench/memory") return Response.json(process.memoryUsage())
+  if (url.pathname === "/bench/loop") {
+    // The event loop's delay since the last call (ms): what a request waits behind other work.
+    const ms = (ns: number) => ns / 1e6
+    const out = { n: loopDelay.count, p50: ms(loopDelay.percentile(50)), p99: ms(loopDelay.percentile(99)), max: ms(loopDelay.max), gc }
+    loopDelay.reset()
+    gc = { n: 0, totalMs: 0, maxMs: 0 }
+    return Response.json(out)
+  }
   if (url.pathname === "/bench/cpu") {
     const u = process.cpuUsage()
     return Response.json({ userMs: u.user / 1000, systemMs: u.system / 1000 })

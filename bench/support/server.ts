@@ -1,6 +1,7 @@
 // Starts and stops the processes a benchmark talks to: the dstack-ts server (server-main.ts)
 // and the bare node:http baseline (bare-main.ts), each its own Node process on a loopback
-// port. BENCH_SERVER_CPU_PROF=<dir> starts the server with --cpu-prof into that directory.
+// port. BENCH_SERVER_CPU_PROF=<dir> starts the server with --cpu-prof into that directory
+// (BENCH_SERVER_CPU_PROF_INTERVAL=<µs>: its sampling interval, default 1000).
 import { spawn, type ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -31,7 +32,8 @@ const rssOf = (pid: number): number => {
 const startChild = (file: string, env: Record<string, string>, label: string, timeoutMs = 120_000): Promise<Child> =>
   new Promise((resolve, reject) => {
     const prof = process.env.BENCH_SERVER_CPU_PROF
-    const args = ["--import", "tsx", ...(prof && label === "server" ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : []), file]
+    const interval = process.env.BENCH_SERVER_CPU_PROF_INTERVAL
+    const args = ["--import", "tsx", ...(prof && label === "server" ? ["--cpu-prof", `--cpu-prof-dir=${prof}`, ...(interval ? [`--cpu-prof-interval=${interval}`] : [])] : []), file]
     const proc = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
     let out = ""
     let err = ""
