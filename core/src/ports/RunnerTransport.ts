@@ -65,11 +65,21 @@ export interface RunnerTarget {
   readonly instanceId?: string
 }
 
-/** A connection to one runner, valid for the scope it was opened in. */
+/**
+ * A connection to one runner, valid for the scope it was opened in. Once that scope has
+ * closed the client must not be used: a request then either still works (a transport with
+ * nothing to close) or fails with `Transport`; it never hangs.
+ */
 export interface RunnerClient {
   /** The base URL requests go to, e.g. `http://127.0.0.1:41234`. */
   readonly baseUrl: string
-  /** `fetch` against `baseUrl`; a failure to connect is a `Transport` error. */
+  /**
+   * `fetch` of `path` (with its query) against `baseUrl`. Bodies go both ways byte for byte;
+   * headers go both ways; every status the runner answers (404, 409, 500 …) is a `Response`,
+   * not an error; a response body streams as the runner writes it (logs are followed that
+   * way), never buffered whole. A failure to connect is a `Transport` error. Interrupting the
+   * effect aborts the request at the runner, also when `init.signal` is given.
+   */
   readonly fetch: (path: string, init?: RequestInit) => Effect.Effect<Response, RunnerTransportError>
 }
 
@@ -86,11 +96,27 @@ export interface ForwardedPort {
 export interface RunnerTransport {
   /** The transport's name, e.g. `ssh`, `local`. */
   readonly name: string
-  /** Opens a connection (a tunnel, if the transport needs one) to the runner of a target. */
+  /**
+   * Opens a connection (a tunnel, if the transport needs one) to the runner of a target. A
+   * target it cannot serve (no host name yet, a runner port outside 1..65535, a host it does
+   * not reach) fails here with `Invalid`; a runner that does not answer fails with `Transport`
+   * here or at the first request, in bounded time.
+   */
   readonly connect: (target: RunnerTarget) => Effect.Effect<RunnerClient, RunnerTransportError, Scope.Scope>
   /**
    * Forwards a local port to a port of the instance until the scope closes. `localPort` 0 asks
-   * for any free port; the answer says which.
+   * for any free port; the answer says which. Connections through the forward carry bytes both
+   * ways, many at once, and honour a half-close (a client that ends its side still reads the
+   * whole answer). Closing the scope stops the listener and cuts the connections still open
+   * through it; a later connection is refused.
+   *
+   * A transport with no tunnel may answer the remote port itself where it is reachable as it
+   * is (`localPort` 0 or equal to `remotePort`): nothing is opened, so the scope closes
+   * nothing. A local port it cannot listen on (in use) is `Invalid`, naming the port; ports
+   * outside 0..65535 (local) or 1..65535 (remote) and a target with no host name are `Invalid`.
+   * Nothing needs to listen on `remotePort` yet (a job's service starts later): the forward
+   * opens anyway, and a connection through it while nothing listens there is refused or
+   * closed without data, leaving the forward serving.
    */
   readonly forward: (
     target: RunnerTarget,
@@ -108,7 +134,12 @@ export const fetchClient = (module: string, baseUrl: string): RunnerClient => ({
   baseUrl,
   fetch: (path, init) =>
     Effect.tryPromise({
-      try: (signal) => globalThis.fetch(new URL(path, baseUrl), { ...init, signal: init?.signal ?? signal }),
+      // Interruption aborts the request even when the caller passed a signal of its own.
+      try: (signal) =>
+        globalThis.fetch(new URL(path, baseUrl), {
+          ...init,
+          signal: init?.signal ? AbortSignal.any([init.signal, signal]) : signal
+        }),
       catch: (cause) =>
         new RunnerTransportError({
           module,
@@ -122,19 +153,32 @@ export const fetchClient = (module: string, baseUrl: string): RunnerClient => ({
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"])
 
+const isPort = (port: number, min: number) => Number.isInteger(port) && port >= min && port <= 65535
+
+const urlHost = (hostname: string) => (hostname.includes(":") && !hostname.startsWith("[") ? `[${hostname}]` : hostname)
+
 /**
  * A transport with no tunnel: the server dials `hostname:runnerPort` directly. Right for a
  * runner on this machine and for tests; it cannot forward ports, so `forward` only answers for
- * a loopback target when the local and remote ports coincide (or local is 0).
+ * a loopback target when the local and remote ports coincide (or local is 0), with the remote
+ * port itself (nothing is opened).
  */
 export const direct: RunnerTransport = {
   name: "direct",
   connect: (target) =>
     target.hostname === ""
       ? fail("direct", "connect", "Invalid", "the instance has no host name yet")
-      : Effect.succeed(fetchClient("direct", `http://${target.hostname.includes(":") && !target.hostname.startsWith("[") ? `[${target.hostname}]` : target.hostname}:${target.runnerPort}`)),
+      : !isPort(target.runnerPort, 1)
+      ? fail("direct", "connect", "Invalid", `the runner port must be 1..65535, got ${target.runnerPort}`)
+      : Effect.succeed(fetchClient("direct", `http://${urlHost(target.hostname)}:${target.runnerPort}`)),
   forward: (target, localPort, remotePort) =>
-    LOOPBACK.has(target.hostname) && (localPort === 0 || localPort === remotePort)
+    target.hostname === ""
+      ? fail("direct", "forward", "Invalid", "the instance has no host name yet")
+      : !isPort(remotePort, 1)
+      ? fail("direct", "forward", "Invalid", `the remote port must be 1..65535, got ${remotePort}`)
+      : !isPort(localPort, 0)
+      ? fail("direct", "forward", "Invalid", `the local port must be 0..65535, got ${localPort}`)
+      : LOOPBACK.has(target.hostname) && (localPort === 0 || localPort === remotePort)
       ? Effect.succeed({ localHost: target.hostname, localPort: remotePort, remotePort })
       : fail(
         "direct",
