@@ -33,10 +33,11 @@ const checkTarget = (method: string, target: RunnerTransport.RunnerTarget) =>
       `the local transport only reaches runners on this machine, not on ${target.hostname}; use a tunnelling transport (ssh) for other hosts`
     )
 
-const checkPort = (method: string, name: string, port: number) =>
-  Number.isInteger(port) && port >= 0 && port <= 65535
+/** `min` 0 where 0 means "any free port" (a local port to listen on), 1 for a port to reach. */
+const checkPort = (method: string, name: string, port: number, min: 0 | 1 = 1) =>
+  Number.isInteger(port) && port >= min && port <= 65535
     ? Effect.void
-    : fail(method, "Invalid", `${name} must be 0..65535, got ${port}`)
+    : fail(method, "Invalid", `${name} must be ${min}..65535, got ${port}`)
 
 const listenError = (localPort: number, remote: string, cause: unknown) => {
   const code = (cause as { code?: string } | undefined)?.code
@@ -72,7 +73,7 @@ export const transport: RunnerTransport.RunnerTransport = {
   forward: (target, localPort, remotePort) =>
     Effect.gen(function*() {
       yield* checkTarget("forward", target)
-      yield* checkPort("forward", "the local port", localPort)
+      yield* checkPort("forward", "the local port", localPort, 0)
       yield* checkPort("forward", "the remote port", remotePort)
       if (remotePort === 0) return yield* fail("forward", "Invalid", "the remote port must be a port number, not 0")
       // Already reachable where it is: nothing to open.
