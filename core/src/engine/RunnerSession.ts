@@ -289,9 +289,11 @@ const eventDecoder = (binary: boolean): ((chunk: Uint8Array) => Array<RunnerStre
  */
 export const followEvents = (client: RunnerClient, cursor: number): Stream.Stream<RunnerStreamEvent, RunnerTransportError> =>
   Stream.unwrapScoped(
-    client.fetch(`/logs_stream?timestamp=${cursor}`, {
-      headers: { accept: `${EVENT_STREAM_CONTENT_TYPE}, text/event-stream;q=0.5` }
-    }).pipe(
+    Effect.suspend(() =>
+      client.fetch(`/logs_stream?timestamp=${cursor}`, {
+        headers: { accept: `${EVENT_STREAM_CONTENT_TYPE}, text/event-stream;q=0.5` }
+      })
+    ).pipe(
       Effect.flatMap(expectOk("logs_stream")),
       Effect.flatMap((response) => eventsOfResponse(client, "logs_stream", response))
     )

@@ -80,6 +80,17 @@ export interface RunnerAgentOptions {
   readonly output?: Omit<JobEventLogOptions, "now">
 }
 
+/** Removes `dir` with everything in it, unless it is already empty (or gone): then nothing to do. */
+const clearDir = (dir: string): void => {
+  let empty: boolean
+  try {
+    empty = fs.readdirSync(dir).length === 0
+  } catch {
+    empty = false
+  }
+  if (!empty) fs.rmSync(dir, { recursive: true, force: true })
+}
+
 const terminationOf = (
   error: ExecutorError
 ): { reason: JobTerminationReason; state: JobStatus } => {
@@ -203,7 +214,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
           // The previous job is over: this runner takes the next one, as upstream's host agent
           // would start a fresh runner. Its code and events go; the event clock keeps running.
           yield* Effect.try({
-            try: () => fs.rmSync(repoDir, { recursive: true, force: true }),
+            try: () => clearDir(repoDir),
             catch: (cause) => refuse("submit", "Internal", `cannot clear the repo directory ${repoDir}: ${String(cause)}`, cause)
           })
           events.clear()

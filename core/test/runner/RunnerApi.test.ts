@@ -264,6 +264,15 @@ describe("POST /api/start: submit, upload_code and run in one request", () => {
     expect(logText(all.job_logs)).toBe(output)
   })
 
+  it("starts the next job on the runner in a clean repo directory", async () => {
+    const { runner } = await startRunner()
+    const first = await readFrames(await start(runner, submitBody({ commands: ["echo left > left.txt", "ls"] }), await tarGz({ "code.txt": "1" })))
+    expect(first.output).toBe("code.txt\nleft.txt\n")
+    // A job that leaves nothing, then one that looks: neither the files nor the code of the jobs before.
+    expect((await readFrames(await start(runner, submitBody({ commands: ["ls | wc -l"] }), undefined))).output.trim()).toBe("0")
+    expect((await readFrames(await start(runner, submitBody({ commands: ["ls"] }), undefined))).output).toBe("")
+  })
+
   it("answers {} to a client that does not ask for the stream; without code nothing is extracted", async () => {
     const { runner } = await startRunner()
     const response = await start(runner, submitBody({ commands: ["echo plain"] }), undefined, "application/json")

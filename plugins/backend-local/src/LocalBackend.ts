@@ -206,7 +206,11 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
     // stays until terminateInstance or the scope removes it.
     const live = () => [...entries.values()].filter((e) => !e.runner?.hasExited()).length
 
-    const catalog = () => Effect.sync(() => [makeOffer(host, live() < maxInstances ? "available" : "not_available")])
+    // The machine does not change: its two offers are built once (each is a tree of validated
+    // Schema classes, and the engine asks for offers on every placement).
+    const available = [makeOffer(host, "available")]
+    const notAvailable = [makeOffer(host, "not_available")]
+    const catalog = () => Effect.sync(() => (live() < maxInstances ? available : notAvailable))
 
     const createInstance = (offer: InstanceOffer) =>
       Effect.gen(function*() {
