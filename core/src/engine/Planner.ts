@@ -37,6 +37,11 @@ export interface PlanFilter {
 export interface PlanOptions {
   /** The caller knows the project has no idle instance: skip looking them up. */
   readonly skipIdle?: boolean
+  /**
+   * Where the project's idle instance rows come from (a cache of them, for plans shown to
+   * clients); default: the store.
+   */
+  readonly idleRows?: Effect.Effect<ReadonlyArray<{ readonly doc: unknown }>, StateStoreError>
 }
 
 const decodeInstance = Schema.decodeUnknown(Instance)
@@ -80,7 +85,7 @@ export const offersForJob = (
     const compute = yield* Compute
     const excluded: Array<ExcludedOffer> = []
 
-    const idleRows = options.skipIdle === true ? [] : yield* store.instances.list({ projects: [project], statuses: ["idle"] })
+    const idleRows = options.skipIdle === true ? [] : yield* (options.idleRows ?? store.instances.list({ projects: [project], statuses: ["idle"] }))
     const idle: Array<InstanceOffer> = []
     for (const row of idleRows) {
       const instance = yield* decodeInstance(row.doc).pipe(Effect.option)

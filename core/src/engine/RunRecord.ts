@@ -124,15 +124,25 @@ const wireCost = (run: RunWire, now: number): number => {
 }
 
 /**
+ * `runWireOf` without an Effect, for a row written with this build's run schema: its stored run
+ * with the cost at `now`; undefined for older rows (those need `runWireOf`'s decode).
+ */
+export const storedRunWire = (stored: unknown, now: number): RunWire | undefined => {
+  const doc = stored as { readonly run?: RunWire; readonly [WIRE_SHAPE_KEY]?: unknown } | null
+  if (doc !== null && typeof doc === "object" && doc[WIRE_SHAPE_KEY] === currentRunShape() && typeof doc.run === "object" && doc.run !== null) {
+    return { ...doc.run, cost: wireCost(doc.run, now) }
+  }
+  return undefined
+}
+
+/**
  * The run of a stored row as the API sends it (`presentRun`, encoded). A row written with this
  * build's run schema is answered from its stored JSON with only the cost recomputed; older rows
  * are decoded and encoded again.
  */
 export const runWireOf = (row: Pick<StoredDocument, "id" | "doc">, now: number = Date.now()): Effect.Effect<RunWire> => {
-  const doc = row.doc as { readonly run?: RunWire; readonly [WIRE_SHAPE_KEY]?: unknown } | null
-  if (doc !== null && typeof doc === "object" && doc[WIRE_SHAPE_KEY] === currentRunShape() && typeof doc.run === "object" && doc.run !== null) {
-    return Effect.succeed({ ...doc.run, cost: wireCost(doc.run, now) })
-  }
+  const wire = storedRunWire(row.doc, now)
+  if (wire !== undefined) return Effect.succeed(wire)
   return decode(row.doc).pipe(
     Effect.flatMap((record) => encodeRun(presentRun(record.run, now))),
     Effect.orDieWith((e) => new Error(`run ${row.id} has a malformed record: ${e.message}`))

@@ -18,6 +18,17 @@ export class Access extends Context.Tag("@dstack-ts/core/server/Access")<
     readonly authenticate: (token: string) => Effect.Effect<Principal | undefined, ApiError>
     /** The caller's role in a project; fails with 404 when the project does not exist. */
     readonly projectRole: (principal: Principal, projectName: string) => Effect.Effect<ProjectRole | undefined, ApiError>
+    /**
+     * What `authenticate` would answer, when the service has it in memory now and no store read
+     * is needed: synchronous, for the router's hot path. Undefined when it would have to ask
+     * (the router then runs `authenticate`). Optional: a service without memory has none.
+     */
+    readonly authenticateCached?: (token: string) => Principal | undefined
+    /**
+     * What `projectRole` would answer, when in memory now: `{ role }` (role undefined for a
+     * non-member), or undefined when it would have to ask the store.
+     */
+    readonly projectRoleCached?: (principal: Principal, projectName: string) => { readonly role: ProjectRole | undefined } | undefined
   }
 >() {}
 

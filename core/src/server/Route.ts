@@ -1,7 +1,7 @@
 // A route of the HTTP API, declared once: method, path, who may call it, the request and
 // response schemas, and an Effect handler. The router mounts it on Hono and the OpenAPI
 // document is generated from the same declaration.
-import type { Effect, Schema } from "effect"
+import type { Context, Effect, Schema } from "effect"
 import type { Context as HonoContext } from "hono"
 import type { ApiError } from "./ApiError.ts"
 import type { Principal } from "./Access.ts"
@@ -38,11 +38,12 @@ interface RouteBase {
  */
 export class Encoded<out A> {
   readonly _tag = "Encoded"
-  constructor(readonly value: A) {}
+  /** `json`, when given, is `JSON.stringify(value)` made already: it is sent as is. */
+  constructor(readonly value: A, readonly json?: string) {}
 }
 
-/** Wraps a value that is already the wire form of a route's response. */
-export const encoded = <A>(value: A): Encoded<A> => new Encoded(value)
+/** Wraps a value that is already the wire form of a route's response (and its JSON text, if made). */
+export const encoded = <A>(value: A, json?: string): Encoded<A> => new Encoded(value, json)
 
 /** A JSON-in, JSON-out route. */
 export interface JsonRoute<I, II, O, OI, R> extends RouteBase {
@@ -50,6 +51,13 @@ export interface JsonRoute<I, II, O, OI, R> extends RouteBase {
   readonly request?: Schema.Schema<I, II, never> | undefined
   readonly response: Schema.Schema<O, OI, never>
   readonly handler: (input: I, ctx: RouteContext) => Effect.Effect<O | Encoded<OI>, ApiError, R>
+  /**
+   * The same answer `handler` would give, made synchronously from what the services hold in
+   * memory — or undefined when it would need anything else (a store read, an error), and then
+   * `handler` answers. The router tries it only when the caller's access was in memory too:
+   * a request answered this way runs no Effect at all.
+   */
+  readonly cached?: ((input: I, ctx: RouteContext, services: Context.Context<R>) => Encoded<OI> | undefined) | undefined
 }
 
 /** A route that needs the raw request or answers with a stream (uploads, live logs). */

@@ -4,12 +4,14 @@
 // never arrive. Only reads that answer a client go through it: the engine works on the rows
 // themselves, with their versions and leases.
 import { Context, Effect, Layer } from "effect"
-import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
+import { StateStore, type DocumentBody, type DocumentFilter, type Page, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 
 /** The longest a cached run is served without the store saying it changed. */
 export const RUN_CACHE_TTL_MS = 2_000
 /** The most runs kept; the oldest entry makes way for a new one. */
 const MAX_RUNS = 2_000
+/** The most list pages kept (each at most 1,000 runs); past it the oldest makes way. */
+const MAX_PAGES = 16
 
 export class RunCache extends Context.Tag("@dstack-ts/core/server/RunCache")<
   RunCache,
@@ -18,6 +20,20 @@ export class RunCache extends Context.Tag("@dstack-ts/core/server/RunCache")<
     readonly get: (id: string) => Effect.Effect<StoredDocument, StateStoreError>
     /** `store.runs.getByName`, likewise. */
     readonly getByName: (project: string, name: string) => Effect.Effect<StoredDocument, StateStoreError>
+    /**
+     * `getByName` where a miss is no error: the live run of that name, or undefined when the
+     * project has none — an answer remembered too, until any run changes.
+     */
+    readonly findByName: (project: string, name: string) => Effect.Effect<StoredDocument | undefined, StateStoreError>
+    /** What `get` would answer from memory now, or undefined when it would read the store. */
+    readonly getCached: (id: string) => StoredDocument | undefined
+    /** What `getByName` would answer from memory now, or undefined when it would read the store. */
+    readonly getByNameCached: (project: string, name: string) => StoredDocument | undefined
+    /**
+     * `store.runs.listDocs`, from memory when the same page was read lately and no run changed
+     * since (any run: a write may move a run into or out of any page).
+     */
+    readonly listDocs: (filter: DocumentFilter, page: Page) => Effect.Effect<ReadonlyArray<DocumentBody>, StateStoreError>
   }
 >() {}
 
@@ -37,10 +53,16 @@ export const layer: Layer.Layer<RunCache, never, StateStore> = Layer.scoped(
     // Counts the run changes reported; a read is remembered only if none came meanwhile (a
     // read racing a write may have seen the old row).
     let changes = 0
+    // Names known to have no live run, and list pages, each with the `changes` it was read at:
+    // valid only while no run changed since.
+    const absent = new Map<string, { readonly at: number; readonly changes: number }>()
+    const pages = new Map<string, { readonly at: number; readonly changes: number; readonly rows: ReadonlyArray<DocumentBody> }>()
     yield* store.watch((change) => {
       if (change.kind !== "run") return
       changes++
       rows.delete(change.id)
+      absent.clear()
+      pages.clear()
     })
 
     const fresh = (id: string | undefined, now: number): StoredDocument | undefined => {
@@ -56,7 +78,66 @@ export const layer: Layer.Layer<RunCache, never, StateStore> = Layer.scoped(
       rows.set(row.id, { row, at: now })
     }
 
+    const byName = (project: string, name: string, now: number): StoredDocument | undefined => {
+      const hit = fresh(names.get(`${project}\u0000${name}`), now)
+      return hit !== undefined && !hit.deleted && hit.project === project && hit.name === name ? hit : undefined
+    }
+
+    const getByName = (project: string, name: string) =>
+      Effect.suspend(() => {
+        const now = Date.now()
+        const hit = byName(project, name, now)
+        if (hit !== undefined) return Effect.succeed(hit)
+        const readAt = changes
+        return Effect.tap(store.runs.getByName(project, name), (row) =>
+          Effect.sync(() => {
+            remember(row, readAt, now)
+            if (names.size >= MAX_RUNS) names.clear()
+            names.set(`${project}\u0000${name}`, row.id)
+          })
+        )
+      })
+
     return {
+      getCached: (id) => fresh(id, Date.now()),
+      getByNameCached: (project, name) => byName(project, name, Date.now()),
+      findByName: (project, name) =>
+        Effect.suspend(() => {
+          const key = `${project}\u0000${name}`
+          const none = absent.get(key)
+          if (none !== undefined && none.changes === changes && Date.now() - none.at < RUN_CACHE_TTL_MS) return Effect.succeed(undefined)
+          const readAt = changes
+          const now = Date.now()
+          return getByName(project, name).pipe(
+            Effect.catchIf(
+              (e) => e.reason === "NotFound",
+              () =>
+                Effect.sync(() => {
+                  if (changes === readAt) {
+                    if (absent.size >= MAX_RUNS) absent.clear()
+                    absent.set(key, { at: now, changes: readAt })
+                  }
+                  return undefined
+                })
+            )
+          )
+        }),
+      listDocs: (filter, page) =>
+        Effect.suspend(() => {
+          const key = JSON.stringify([filter, page])
+          const now = Date.now()
+          const hit = pages.get(key)
+          if (hit !== undefined && hit.changes === changes && now - hit.at < RUN_CACHE_TTL_MS) return Effect.succeed(hit.rows)
+          const readAt = changes
+          return Effect.tap(store.runs.listDocs(filter, page), (rows) =>
+            Effect.sync(() => {
+              if (changes !== readAt) return
+              pages.delete(key)
+              if (pages.size >= MAX_PAGES) pages.delete(pages.keys().next().value!)
+              pages.set(key, { at: now, changes: readAt, rows })
+            })
+          )
+        }),
       get: (id) =>
         Effect.suspend(() => {
           const now = Date.now()
@@ -65,21 +146,7 @@ export const layer: Layer.Layer<RunCache, never, StateStore> = Layer.scoped(
           const readAt = changes
           return Effect.tap(store.runs.get(id), (row) => Effect.sync(() => remember(row, readAt, now)))
         }),
-      getByName: (project, name) =>
-        Effect.suspend(() => {
-          const key = `${project}\u0000${name}`
-          const now = Date.now()
-          const hit = fresh(names.get(key), now)
-          if (hit !== undefined && !hit.deleted && hit.project === project && hit.name === name) return Effect.succeed(hit)
-          const readAt = changes
-          return Effect.tap(store.runs.getByName(project, name), (row) =>
-            Effect.sync(() => {
-              remember(row, readAt, now)
-              if (names.size >= MAX_RUNS) names.clear()
-              names.set(key, row.id)
-            })
-          )
-        })
+      getByName
     }
   })
 )

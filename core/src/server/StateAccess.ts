@@ -56,7 +56,18 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
         )
       })
 
+    /** The value cached under `key` if still fresh, else undefined. */
+    const fresh = <A>(cache: Map<string, Cached<A>>, key: string): A | undefined => {
+      const hit = cache.get(key)
+      return hit !== undefined && Date.now() - hit.at < CACHE_TTL_MS ? hit.value : undefined
+    }
+
     return {
+      authenticateCached: (token) => fresh(principals, sha256Hex(token)),
+      projectRoleCached: (principal, projectName) => {
+        const members = fresh(roles, projectName)
+        return members === undefined ? undefined : { role: members.get(principal.username) }
+      },
       authenticate: (token) => {
         const hash = sha256Hex(token)
         return cached(

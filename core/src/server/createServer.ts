@@ -3,7 +3,7 @@
 // Effect runtime that runs its handlers and background work, and what the first start created.
 import { Effect, Layer, ManagedRuntime } from "effect"
 import { Hono } from "hono"
-import type { MiddlewareHandler } from "hono"
+import type { Context } from "hono"
 import { cors } from "hono/cors"
 import type { BlobStore } from "../ports/BlobStore.ts"
 import * as PluginHostModule from "../plugin/PluginHost.ts"
@@ -23,6 +23,8 @@ import type { AnyRoute } from "./Route.ts"
 import * as StateAccess from "./StateAccess.ts"
 import * as RunCacheModule from "./RunCache.ts"
 import type { RunCache } from "./RunCache.ts"
+import * as InstanceCacheModule from "./InstanceCache.ts"
+import type { InstanceCache } from "./InstanceCache.ts"
 import { serverRoutes } from "./routes/server.ts"
 import { userRoutes } from "./routes/users.ts"
 import { projectRoutes } from "./routes/projects.ts"
@@ -53,7 +55,7 @@ export interface ServerOptions {
   readonly extraRoutes?: ReadonlyArray<AnyRoute<ServerServices>>
 }
 
-export type ServerServices = StateStore | BlobStore | Access | RunCache | PluginHostModule.PluginHost | Compute | Engine
+export type ServerServices = StateStore | BlobStore | Access | RunCache | InstanceCache | PluginHostModule.PluginHost | Compute | Engine
 
 export interface Server {
   readonly app: Hono
@@ -68,21 +70,25 @@ export interface Server {
 
 /**
  * The CORS headers of an answer to anything but a preflight (those `hono/cors` answers), the
- * same as `hono/cors` sets. Set before the handler runs: `hono/cors` touches the response
- * first, so that every answer was then built twice, through a stream instead of a string.
+ * same as `hono/cors` sets; undefined when there are none. The router puts them in each answer
+ * it builds: a middleware in front of every route would make Hono compose a chain per request,
+ * and `hono/cors` touched each response after the handler, building every answer twice.
  */
-const corsHeaders = (origin: string | ReadonlyArray<string>): MiddlewareHandler =>
-  async function corsHeaders(c, next) {
-    if (origin === "*") {
-      c.header("Access-Control-Allow-Origin", "*")
-    } else {
-      const from = c.req.header("origin") ?? ""
-      const allowed = typeof origin === "string" ? (origin === from ? from : undefined) : origin.includes(from) ? from : undefined
-      if (allowed !== undefined) c.header("Access-Control-Allow-Origin", allowed)
-      c.header("Vary", "Origin", { append: true })
-    }
-    await next()
+const corsHeaders = (origin: string | ReadonlyArray<string>): ((c: Context) => Readonly<Record<string, string>> | undefined) => {
+  if (origin === "*") {
+    const all: Readonly<Record<string, string>> = { "access-control-allow-origin": "*" }
+    return () => all
   }
+  const vary: Readonly<Record<string, string>> = { vary: "Origin" }
+  return (c) => {
+    const from = c.req.header("origin") ?? ""
+    const allowed = typeof origin === "string" ? (origin === from ? from : undefined) : origin.includes(from) ? from : undefined
+    return allowed === undefined ? vary : { "access-control-allow-origin": allowed, vary: "Origin" }
+  }
+}
+
+/** Whether Hono's `/api/*` matches the path. */
+const isApiPath = (path: string): boolean => path === "/api" || path.startsWith("/api/")
 
 /** The routes every server has. */
 export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
@@ -113,7 +119,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
   const base = Layer.mergeAll(options.state, options.blobs, PluginHostModule.layer(options.plugins ?? []))
   const compute = Layer.provideMerge(ComputeModule.layer(options.compute ?? {}), base)
   const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
-  const services = Layer.provideMerge(Layer.merge(StateAccess.layer, RunCacheModule.layer), engine)
+  const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer), engine)
   const runtime = ManagedRuntime.make(services)
   try {
     const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))
@@ -129,14 +135,15 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     const origins = options.corsOrigins
     const origin = origins === undefined ? "*" : typeof origins === "string" ? origins : [...origins]
     app.options("/api/*", cors({ origin, allowHeaders: ["Authorization", "Content-Type"], maxAge: 600 }))
-    app.use("/api/*", corsHeaders(origin))
-    app.get("/api/docs", (c) => c.json(openapi))
-    app.get("/api/docs/openapi.json", (c) => c.json(openapi))
-    mountRoutes(app, routes, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>)
-    app.notFound((c) => errorResponse(c, notFound(`No route ${c.req.method} ${c.req.path}`)))
+    const headers = corsHeaders(origin)
+    const apiHeaders = (c: Context) => (isApiPath(c.req.path) ? headers(c) : undefined)
+    app.get("/api/docs", (c) => c.json(openapi, 200, headers(c)))
+    app.get("/api/docs/openapi.json", (c) => c.json(openapi, 200, headers(c)))
+    mountRoutes(app, routes, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, { headers })
+    app.notFound((c) => errorResponse(c, notFound(`No route ${c.req.method} ${c.req.path}`), apiHeaders(c)))
     app.onError((error, c) => {
       console.error(`[server] unhandled error on ${c.req.method} ${c.req.path}:`, error)
-      return errorResponse(c, serverError("Internal server error"))
+      return errorResponse(c, serverError("Internal server error"), apiHeaders(c))
     })
     return {
       app,

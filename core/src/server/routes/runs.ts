@@ -1,7 +1,7 @@
 // /api/project/{p}/runs/* and /api/runs/list: planning, applying, reading, stopping and
 // deleting runs. Applying stores the run with its jobs `submitted` and wakes the engine; the
 // engine does the rest.
-import { Effect, Option, Schema } from "effect"
+import { Context, Effect, Option, Schema } from "effect"
 import { Job, JobSubmission, latestSubmission } from "../../domain/Job.ts"
 import { Run, RunSpec } from "../../domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../../domain/RunJobSpecs.ts"
@@ -10,8 +10,9 @@ import { isRunStatusFinished } from "../../domain/Status.ts"
 import * as Api from "../../api/runs.ts"
 import { Engine, ACTIVE_RUN_STATUSES } from "../../engine/Engine.ts"
 import { explainNoOffers, offersForJob } from "../../engine/Planner.ts"
-import { encodeRecord, loadRunByName, modifyRun, presentRun, runWireOf } from "../../engine/RunRecord.ts"
-import { StateStore, type StateStoreError } from "../../ports/StateStore.ts"
+import { decodeRow, encodeRecord, loadRunByName, modifyRun, presentRun, runWireOf, storedRunWire, type RunWire } from "../../engine/RunRecord.ts"
+import { InstanceCache } from "../InstanceCache.ts"
+import { StateStore, type DocumentBody, type StateStoreError } from "../../ports/StateStore.ts"
 import { Access, satisfiesProjectRole } from "../Access.ts"
 import type { Principal } from "../Access.ts"
 import { alreadyExists, badRequest, forbidden, fromStateStore, notFound } from "../ApiError.ts"
@@ -28,17 +29,51 @@ const mapStore = (project: string, name?: string) => (e: StateStoreError): ApiEr
 /** A run as the API shows it: its cost up to now. */
 const present = (run: Run): Run => presentRun(run, Date.now())
 
+// The JSON text of each stored run's wire form, by the stored document (rows the caches hold are
+// the same objects from one request to the next) and the cost it was made with: a finished
+// run's cost no longer moves, so its text is made once; a running one's is made again when its
+// cost moved.
+const wireTexts = new WeakMap<object, { readonly cost: unknown; readonly json: string }>()
+const wireText = (doc: unknown, wire: RunWire): string => {
+  if (doc === null || typeof doc !== "object") return JSON.stringify(wire)
+  const known = wireTexts.get(doc)
+  if (known !== undefined && known.cost === wire.cost) return known.json
+  const json = JSON.stringify(wire)
+  wireTexts.set(doc, { cost: wire.cost, json })
+  return json
+}
+
+/** A page of runs in wire form, with its JSON text made from each run's. */
+const runPage = (rows: ReadonlyArray<DocumentBody>, now: number) =>
+  Effect.suspend(() => {
+    const wires: Array<RunWire> = []
+    const texts: Array<string> = []
+    for (const row of rows) {
+      const wire = storedRunWire(row.doc, now)
+      if (wire === undefined) {
+        // Rows written by an older build: decode and encode them (see runWireOf).
+        return Effect.map(Effect.forEach(rows, (r) => runWireOf(r, now)), (all) => encoded(all))
+      }
+      wires.push(wire)
+      texts.push(wireText(row.doc, wire))
+    }
+    return Effect.succeed(encoded(wires, `[${texts.join(",")}]`))
+  })
+
 /** The run's spec with every job's plan: idle instances first, then offers by price. */
 const plan = (project: string, user: string, runSpec: RunSpec) =>
   Effect.gen(function* () {
     const config = runSpec.configuration
     const specs = jobSpecsFromRunSpec(runSpec)
+    const instances = yield* InstanceCache
+    const runs = yield* RunCache
+    const idleRows = instances.idle(project)
     const jobPlans = yield* Effect.forEach(specs, (spec) =>
       offersForJob(project, spec.requirements, {
         backends: config.backends,
         regions: config.regions,
         instanceTypes: config.instanceTypes
-      }).pipe(
+      }, { idleRows }).pipe(
         Effect.map((offers) => {
           const jp = makeJobPlan(spec, offers.offers)
           return offers.offers.length === 0 ? new JobPlan({ ...jp, noOffersReason: explainNoOffers(offers) }, { disableValidation: true }) : jp
@@ -47,8 +82,12 @@ const plan = (project: string, user: string, runSpec: RunSpec) =>
     )
     let current: Run | undefined
     if (runSpec.runName !== undefined) {
-      const existing = yield* loadRunByName(project, runSpec.runName).pipe(Effect.option)
-      if (Option.isSome(existing) && !isRunStatusFinished(existing.value.record.run.status)) current = existing.value.record.run
+      // A finished run (by its status column) is not decoded: it would not be shown.
+      const row = yield* runs.findByName(project, runSpec.runName).pipe(Effect.orElseSucceed(() => undefined))
+      if (row !== undefined && !isRunStatusFinished(row.status as Run["status"])) {
+        const { record } = yield* decodeRow(row)
+        if (!isRunStatusFinished(record.run.status)) current = record.run
+      }
     }
     // Built from values already decoded and checked: validating them again on construction
     // only costs time (the response is encoded, hence checked, on the way out anyway).
@@ -121,6 +160,12 @@ const submit = (project: string, user: string, runSpec: RunSpec, force: boolean)
     return present(run)
   })
 
+/** runs/get's answer for a row. */
+const runAnswer = (row: DocumentBody) => {
+  const wire = storedRunWire(row.doc, Date.now())
+  return wire !== undefined ? Effect.succeed(encoded(wire, wireText(row.doc, wire))) : Effect.map(runWireOf(row), (w) => encoded(w))
+}
+
 const checkProjectAccess = (principal: Principal, project: string) =>
   Effect.gen(function* () {
     const access = yield* Access
@@ -157,10 +202,19 @@ export const runRoutes = [
           : runs.get(input.id!).pipe(Effect.mapError(mapStore(project, input.id)))
         ).pipe(
           Effect.flatMap((row) =>
-            row.project !== project ? Effect.fail(runNotFound(project, input.runName ?? input.id!)) : Effect.map(runWireOf(row), encoded)
+            row.project !== project ? Effect.fail(runNotFound(project, input.runName ?? input.id!)) : runAnswer(row)
           )
         )
       )
+    },
+    cached: (input, ctx, services) => {
+      const project = ctx.projectName!
+      const runs = Context.get(services, RunCache)
+      const row =
+        input.runName !== undefined ? runs.getByNameCached(project, input.runName) : input.id !== undefined ? runs.getCached(input.id) : undefined
+      if (row === undefined || row.project !== project) return undefined
+      const wire = storedRunWire(row.doc, Date.now())
+      return wire === undefined ? undefined : encoded(wire, wireText(row.doc, wire))
     }
   }),
   jsonRoute({
@@ -178,7 +232,8 @@ export const runRoutes = [
           projects = (yield* store.projects.listForUser(principal.username).pipe(Effect.mapError(fromStateStore))).map((p) => p.projectName)
           if (projects.length === 0) return []
         }
-        const rows = yield* store.runs
+        const runs = yield* RunCache
+        const rows = yield* runs
           .listDocs(
             {
               ...(projects ? { projects } : {}),
@@ -194,8 +249,7 @@ export const runRoutes = [
             }
           )
           .pipe(Effect.mapError(fromStateStore))
-        const now = Date.now()
-        return encoded(yield* Effect.forEach(rows, (row) => runWireOf(row, now)))
+        return yield* runPage(rows, Date.now())
       })
   }),
   jsonRoute({
