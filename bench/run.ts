@@ -5,7 +5,8 @@
 //   npm run bench                         default sizes (~10 min on 2 shared cores)
 //   npm run bench -- --full               the full sizes of DESIGN.md's targets
 //   npm run bench -- --only=api,logs      some benchmarks: latency, api, scheduler, logs, stacks
-//   npm run bench -- --postgres           state in PostgreSQL (test/support/postgres.ts finds or starts one);
+//   npm run bench -- --postgres           state in PostgreSQL (test/support/postgres.ts finds or starts one;
+//                                         --write-docs then fills the page's PostgreSQL table);
 //                                         DSTACK_DATABASE_URL=postgres://… uses that server instead
 //   BENCH_SERVER_CPU_PROF=/tmp/prof       every server process writes a .cpuprofile there
 import * as fs from "node:fs"
@@ -83,8 +84,10 @@ fs.writeFileSync(path.join(root, "bench", "results", "latest.md"), report)
 if (flag("write-docs")) {
   const docs = path.join(root, "docs", "benchmarks.md")
   const text = fs.readFileSync(docs, "utf8")
-  const start = "<!-- bench:results:start -->"
-  const end = "<!-- bench:results:end -->"
+  // The embedded default and PostgreSQL each have their own place in the page.
+  const which = databaseUrl === undefined ? "results" : "results-postgres"
+  const start = `<!-- bench:${which}:start -->`
+  const end = `<!-- bench:${which}:end -->`
   const a = text.indexOf(start)
   const b = text.indexOf(end)
   if (a < 0 || b < a) throw new Error(`docs/benchmarks.md has no ${start} … ${end} markers`)
