@@ -102,10 +102,12 @@ export const offersForJob = (
     const missingBackends = (filter.backends ?? []).filter((name) => !all.some((b) => b.type === name))
     const failedBackends: Array<{ backend: string; message: string }> = []
     const fresh: Array<InstanceOffer> = []
+    // Backends are asked at once; a single one in this fiber (forking one costs more than most
+    // backends take to answer from memory).
     const answers = yield* Effect.forEach(
       backends,
       (backend) => Effect.either(backend.getOffers(requirements)).pipe(Effect.map((answer) => ({ backend, answer }))),
-      { concurrency: "unbounded" }
+      { concurrency: backends.length > 1 ? "unbounded" : 1 }
     )
     for (const { backend, answer } of answers) {
       if (answer._tag === "Left") {

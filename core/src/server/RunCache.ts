@@ -34,6 +34,8 @@ export class RunCache extends Context.Tag("@dstack-ts/core/server/RunCache")<
      * since (any run: a write may move a run into or out of any page).
      */
     readonly listDocs: (filter: DocumentFilter, page: Page) => Effect.Effect<ReadonlyArray<DocumentBody>, StateStoreError>
+    /** What `listDocs` would answer from memory now, or undefined when it would read the store. */
+    readonly listDocsCached: (filter: DocumentFilter, page: Page) => ReadonlyArray<DocumentBody> | undefined
   }
 >() {}
 
@@ -83,6 +85,11 @@ export const layer: Layer.Layer<RunCache, never, StateStore> = Layer.scoped(
       return hit !== undefined && !hit.deleted && hit.project === project && hit.name === name ? hit : undefined
     }
 
+    const pageOf = (key: string, now: number): ReadonlyArray<DocumentBody> | undefined => {
+      const hit = pages.get(key)
+      return hit !== undefined && hit.changes === changes && now - hit.at < RUN_CACHE_TTL_MS ? hit.rows : undefined
+    }
+
     const getByName = (project: string, name: string) =>
       Effect.suspend(() => {
         const now = Date.now()
@@ -122,12 +129,13 @@ export const layer: Layer.Layer<RunCache, never, StateStore> = Layer.scoped(
             )
           )
         }),
+      listDocsCached: (filter, page) => pageOf(JSON.stringify([filter, page]), Date.now()),
       listDocs: (filter, page) =>
         Effect.suspend(() => {
           const key = JSON.stringify([filter, page])
           const now = Date.now()
-          const hit = pages.get(key)
-          if (hit !== undefined && hit.changes === changes && now - hit.at < RUN_CACHE_TTL_MS) return Effect.succeed(hit.rows)
+          const hit = pageOf(key, now)
+          if (hit !== undefined) return Effect.succeed(hit)
           const readAt = changes
           return Effect.tap(store.runs.listDocs(filter, page), (rows) =>
             Effect.sync(() => {

@@ -190,6 +190,18 @@ describe("server: answers from memory", () => {
     expect(listed.cost).toBeGreaterThanOrEqual(one.body.cost)
   })
 
+  it("answers a remembered page only to callers who may see it", async () => {
+    for (let i = 0; i < 3; i++) expect((await call("/api/runs/list", { project_name: "main" })).status).toBe(200)
+    const created = await call("/api/users/create", { username: "outsider", global_role: "user" })
+    expect(created.status).toBe(200)
+    const token = created.body.creds.token as string
+    for (let i = 0; i < 3; i++) {
+      const res = await call("/api/runs/list", { project_name: "main" }, { authorization: `Bearer ${token}` })
+      expect(res.status).toBe(403)
+      expect((await call("/api/runs/list", {}, { authorization: `Bearer ${token}` })).body).toEqual([])
+    }
+  })
+
   it("plans an update as soon as a live run takes the name a plan found free", async () => {
     for (let i = 0; i < 3; i++) {
       const plan = await call("/api/project/main/runs/get_plan", planSpec("plan-free"))

@@ -12,7 +12,7 @@ import { Engine, ACTIVE_RUN_STATUSES } from "../../engine/Engine.ts"
 import { explainNoOffers, offersForJob } from "../../engine/Planner.ts"
 import { decodeRow, encodeRecord, loadRunByName, modifyRun, presentRun, runWireOf, storedRunWire, type RunWire } from "../../engine/RunRecord.ts"
 import { InstanceCache } from "../InstanceCache.ts"
-import { StateStore, type DocumentBody, type StateStoreError } from "../../ports/StateStore.ts"
+import { StateStore, type DocumentBody, type DocumentFilter, type Page, type StateStoreError } from "../../ports/StateStore.ts"
 import { Access, satisfiesProjectRole } from "../Access.ts"
 import type { Principal } from "../Access.ts"
 import { alreadyExists, badRequest, forbidden, fromStateStore, notFound } from "../ApiError.ts"
@@ -43,22 +43,43 @@ const wireText = (doc: unknown, wire: RunWire): string => {
   return json
 }
 
-/** A page of runs in wire form, with its JSON text made from each run's. */
+/**
+ * A page of runs in wire form, with its JSON text made from each run's; undefined when a row
+ * was written by an older build (`runPage` decodes and encodes those).
+ */
+const storedRunPage = (rows: ReadonlyArray<DocumentBody>, now: number) => {
+  const wires: Array<RunWire> = []
+  const texts: Array<string> = []
+  for (const row of rows) {
+    const wire = storedRunWire(row.doc, now)
+    if (wire === undefined) return undefined
+    wires.push(wire)
+    texts.push(wireText(row.doc, wire))
+  }
+  return encoded(wires, `[${texts.join(",")}]`)
+}
+
 const runPage = (rows: ReadonlyArray<DocumentBody>, now: number) =>
   Effect.suspend(() => {
-    const wires: Array<RunWire> = []
-    const texts: Array<string> = []
-    for (const row of rows) {
-      const wire = storedRunWire(row.doc, now)
-      if (wire === undefined) {
-        // Rows written by an older build: decode and encode them (see runWireOf).
-        return Effect.map(Effect.forEach(rows, (r) => runWireOf(r, now)), (all) => encoded(all))
-      }
-      wires.push(wire)
-      texts.push(wireText(row.doc, wire))
-    }
-    return Effect.succeed(encoded(wires, `[${texts.join(",")}]`))
+    const page = storedRunPage(rows, now)
+    return page !== undefined ? Effect.succeed(page) : Effect.map(Effect.forEach(rows, (r) => runWireOf(r, now)), (all) => encoded(all))
   })
+
+/** Which runs a runs/list request selects, among `projects` (all when undefined). */
+const listFilter = (input: typeof Api.ListRunsRequest.Type, projects: ReadonlyArray<string> | undefined): DocumentFilter => ({
+  ...(projects ? { projects } : {}),
+  ...(input.onlyActive ? { statuses: ACTIVE_RUN_STATUSES } : {}),
+  ...(input.username ? { userName: input.username } : {}),
+  ...(input.repoId ? { repoId: input.repoId } : {})
+})
+
+/** The page a runs/list request asks for. */
+const listPage = (input: typeof Api.ListRunsRequest.Type): Page => ({
+  limit: input.limit,
+  ascending: input.ascending,
+  ...(input.prevSubmittedAt ? { prevSubmittedAt: input.prevSubmittedAt } : {}),
+  ...(input.prevRunId ? { prevId: input.prevRunId } : {})
+})
 
 /** The run's spec with every job's plan: idle instances first, then offers by price. */
 const plan = (project: string, user: string, runSpec: RunSpec) =>
@@ -233,24 +254,22 @@ export const runRoutes = [
           if (projects.length === 0) return []
         }
         const runs = yield* RunCache
-        const rows = yield* runs
-          .listDocs(
-            {
-              ...(projects ? { projects } : {}),
-              ...(input.onlyActive ? { statuses: ACTIVE_RUN_STATUSES } : {}),
-              ...(input.username ? { userName: input.username } : {}),
-              ...(input.repoId ? { repoId: input.repoId } : {})
-            },
-            {
-              limit: input.limit,
-              ascending: input.ascending,
-              ...(input.prevSubmittedAt ? { prevSubmittedAt: input.prevSubmittedAt } : {}),
-              ...(input.prevRunId ? { prevId: input.prevRunId } : {})
-            }
-          )
-          .pipe(Effect.mapError(fromStateStore))
+        const rows = yield* runs.listDocs(listFilter(input, projects), listPage(input)).pipe(Effect.mapError(fromStateStore))
         return yield* runPage(rows, Date.now())
-      })
+      }),
+    cached: (input, ctx, services) => {
+      // A project's page when the caller's role there is in memory; every project's for an
+      // admin. Anything else (a user's own projects are a store read) goes to the handler.
+      const principal = ctx.principal!
+      let projects: ReadonlyArray<string> | undefined
+      if (input.projectName) {
+        const role = Context.get(services, Access).projectRoleCached?.(principal, input.projectName)
+        if (role === undefined || !satisfiesProjectRole(principal, role.role, "user")) return undefined
+        projects = [input.projectName]
+      } else if (principal.globalRole !== "admin") return undefined
+      const rows = Context.get(services, RunCache).listDocsCached(listFilter(input, projects), listPage(input))
+      return rows === undefined ? undefined : storedRunPage(rows, Date.now())
+    }
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/stop", summary: "Stop runs: gracefully, or at once with abort", tag: "runs", access: { project: "user" },
