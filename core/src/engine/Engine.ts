@@ -15,6 +15,7 @@ import { Run } from "../domain/Run.ts"
 import { isJobStatusFinished, isRunStatusFinished, type RunStatus } from "../domain/Status.ts"
 import * as FifoSemaphore from "../internal/FifoSemaphore.ts"
 import { BlobStore } from "../ports/BlobStore.ts"
+import type { RunnerTransportError } from "../ports/RunnerTransport.ts"
 import { StateStore, type Lease, type NewLogEvent, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { Compute } from "./Compute.ts"
 import {
@@ -28,7 +29,7 @@ import {
 import { explainNoOffers, offersForJob } from "./Planner.ts"
 import { decodeRow, encodeRecord, type RunRecord } from "./RunRecord.ts"
 import { RunEffect, RunEvent, transitionRun } from "./RunLifecycle.ts"
-import { followEvents, jobEventOfRunnerState, noteHealthy, startJob, stopJob, waitHealthy } from "./RunnerSession.ts"
+import { followEvents, jobEventOfRunnerState, noteHealthy, type RunnerStreamEvent, startFollowing, stopJob, waitHealthy } from "./RunnerSession.ts"
 
 export interface EngineOptions {
   /** Names this replica in leases; unique per process by default. */
@@ -595,7 +596,7 @@ export const make = (
             }
           }, { discard: true })
 
-        const withRunner = <A, E>(pd: JobProvisioningData, f: (client: import("../ports/RunnerTransport.ts").RunnerClient) => Effect.Effect<A, E>) =>
+        const withRunner = <A, E>(pd: JobProvisioningData, f: (client: import("../ports/RunnerTransport.ts").RunnerClient) => Effect.Effect<A, E, Scope.Scope>) =>
           compute.transport(pd.backend).pipe(
             Effect.flatMap((transport) =>
               transport.connect({
@@ -676,6 +677,40 @@ export const make = (
             const spec = found.job.jobSpec
             const follower = Effect.gen(function* () {
               let cursor = 0
+              let unreachableSince: number | undefined
+              // Stores a stream's logs and reports its states, chunk by chunk, until it ends.
+              const consume = (events: Stream.Stream<RunnerStreamEvent, RunnerTransportError>) =>
+                events.pipe(
+                  // One chunk per read of the runner's stream: under heavy output a big batch
+                  // and one append; a trickle goes out line by line without waiting.
+                  Stream.runForEachChunk((chunk) =>
+                    Effect.gen(function* () {
+                      unreachableSince = undefined
+                      const logs: Array<NewLogEvent> = []
+                      let last = cursor
+                      for (const event of chunk) {
+                        if (event._tag === "Log") {
+                          logs.push({ project: run.projectName, jobSubmissionId: submissionId, timestamp: new Date(event.log.timestamp), source: event.source, message: event.log.message })
+                          last = Math.max(last, event.log.timestamp)
+                        } else if (event._tag === "State") last = Math.max(last, event.state.timestamp)
+                      }
+                      if (logs.length > 0) {
+                        // Without a trusted lease another replica may be following too.
+                        if (!leaseTrusted()) return yield* Effect.interrupt
+                        yield* store.logs.append(logs)
+                      }
+                      for (const event of chunk) {
+                        if (event._tag === "State") {
+                          const jobEvent = jobEventOfRunnerState(event.state)
+                          if (jobEvent) yield* offer({ _tag: "Job", submissionId, event: jobEvent })
+                        }
+                      }
+                      // Only what is stored moves the cursor: a reconnect resumes right after
+                      // it, neither losing nor repeating a line.
+                      cursor = last
+                    }).pipe(Effect.uninterruptible)
+                  )
+                )
               if (alreadyHanded) {
                 const last = yield* store.logs.poll({ project: run.projectName, jobSubmissionId: submissionId, descending: true, limit: 1 }).pipe(Effect.orElseSucceed(() => ({ events: [] as ReadonlyArray<{ timestamp: Date }> })))
                 cursor = last.events[0]?.timestamp.getTime() ?? 0
@@ -687,47 +722,25 @@ export const make = (
                   clusterInfo: { jobIps: [pd.internalIp ?? pd.hostname ?? ""], masterJobIp: pd.internalIp ?? pd.hostname ?? "", gpusPerJob: pd.instanceType.resources.gpus.length },
                   secrets: {}
                 } as any
-                yield* withRunner(pd, (client) =>
-                  waitHealthy(client, provisioningTimeoutMs).pipe(Effect.zipRight(startJob(client, body, code)))
+                // The hand-over answers with the job's event stream (one request; an older
+                // runner is handed the job in steps and followed as before): follow it at once.
+                // A failed hand-over fails the job; a stream that breaks afterwards is resumed
+                // below like any other.
+                const followed = yield* withRunner(pd, (client) =>
+                  Effect.gen(function* () {
+                    yield* waitHealthy(client, provisioningTimeoutMs)
+                    const events = yield* startFollowing(client, body, code)
+                    yield* offer({ _tag: "HandedToRunner", submissionId })
+                    return yield* consume(events).pipe(Effect.either)
+                  })
                 )
-                yield* offer({ _tag: "HandedToRunner", submissionId })
+                if (followed._tag === "Right") return
+                unreachableSince ??= Date.now()
+                yield* Effect.sleep(Duration.millis(500))
               }
               // Follow; reconnect from the last event after a broken connection.
-              let unreachableSince: number | undefined
               while (true) {
-                const outcome = yield* withRunner(pd, (client) =>
-                  followEvents(client, cursor).pipe(
-                    // One chunk per read of the runner's stream: under heavy output a big batch
-                    // and one append; a trickle goes out line by line without waiting.
-                    Stream.runForEachChunk((chunk) =>
-                      Effect.gen(function* () {
-                        unreachableSince = undefined
-                        const logs: Array<NewLogEvent> = []
-                        let last = cursor
-                        for (const event of chunk) {
-                          if (event._tag === "Log") {
-                            logs.push({ project: run.projectName, jobSubmissionId: submissionId, timestamp: new Date(event.log.timestamp), source: event.source, message: event.log.message })
-                            last = Math.max(last, event.log.timestamp)
-                          } else if (event._tag === "State") last = Math.max(last, event.state.timestamp)
-                        }
-                        if (logs.length > 0) {
-                          // Without a trusted lease another replica may be following too.
-                          if (!leaseTrusted()) return yield* Effect.interrupt
-                          yield* store.logs.append(logs)
-                        }
-                        for (const event of chunk) {
-                          if (event._tag === "State") {
-                            const jobEvent = jobEventOfRunnerState(event.state)
-                            if (jobEvent) yield* offer({ _tag: "Job", submissionId, event: jobEvent })
-                          }
-                        }
-                        // Only what is stored moves the cursor: a reconnect resumes right after
-                        // it, neither losing nor repeating a line.
-                        cursor = last
-                      }).pipe(Effect.uninterruptible)
-                    )
-                  )
-                ).pipe(Effect.either)
+                const outcome = yield* withRunner(pd, (client) => consume(followEvents(client, cursor))).pipe(Effect.either)
                 if (outcome._tag === "Right") return
                 const now = Date.now()
                 unreachableSince ??= now
