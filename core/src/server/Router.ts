@@ -148,7 +148,8 @@ const answerCached = <R>(
   if (route.kind !== "json" || route.cached === undefined) return undefined
   const access = Context.get(services, Access)
   if (access.authenticateCached === undefined || access.projectRoleCached === undefined) return undefined
-  const projectName = c.req.param("project_name")
+  const params = c.req.param() as Record<string, string>
+  const projectName = params.project_name
   let principal: Principal | undefined
   if (route.access !== "public") {
     const token = bearer(c)
@@ -181,7 +182,7 @@ const answerCached = <R>(
       }
     }
   }
-  const ctx: RouteContext = { principal, projectName, params: c.req.param() as Record<string, string>, hono: c }
+  const ctx: RouteContext = { principal, projectName, params, hono: c }
   const output = route.cached(input, ctx, services as Context.Context<R>)
   return output === undefined ? undefined : jsonResponse(output.json ?? JSON.stringify(output.value), 200, extra)
 }
