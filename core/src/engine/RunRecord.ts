@@ -128,11 +128,21 @@ const wireCost = (run: RunWire, now: number): number => {
  * with the cost at `now`; undefined for older rows (those need `runWireOf`'s decode).
  */
 export const storedRunWire = (stored: unknown, now: number): RunWire | undefined => {
+  const run = storedRun(stored)
+  return run === undefined ? undefined : { ...run, cost: wireCost(run, now) }
+}
+
+/** `storedRunWire(stored, now).cost` without building the wire form. */
+export const storedRunCost = (stored: unknown, now: number): number | undefined => {
+  const run = storedRun(stored)
+  return run === undefined ? undefined : wireCost(run, now)
+}
+
+const storedRun = (stored: unknown): RunWire | undefined => {
   const doc = stored as { readonly run?: RunWire; readonly [WIRE_SHAPE_KEY]?: unknown } | null
-  if (doc !== null && typeof doc === "object" && doc[WIRE_SHAPE_KEY] === currentRunShape() && typeof doc.run === "object" && doc.run !== null) {
-    return { ...doc.run, cost: wireCost(doc.run, now) }
-  }
-  return undefined
+  return doc !== null && typeof doc === "object" && doc[WIRE_SHAPE_KEY] === currentRunShape() && typeof doc.run === "object" && doc.run !== null
+    ? doc.run
+    : undefined
 }
 
 /**

@@ -38,12 +38,12 @@ interface RouteBase {
  */
 export class Encoded<out A> {
   readonly _tag = "Encoded"
-  /** `json`, when given, is `JSON.stringify(value)` made already: it is sent as is. */
-  constructor(readonly value: A, readonly json?: string) {}
+  /** `json`, when given, is `JSON.stringify(value)` made already (as text or UTF-8): it is sent as is. */
+  constructor(readonly value: A, readonly json?: string | Uint8Array) {}
 }
 
-/** Wraps a value that is already the wire form of a route's response (and its JSON text, if made). */
-export const encoded = <A>(value: A, json?: string): Encoded<A> => new Encoded(value, json)
+/** Wraps a value that is already the wire form of a route's response (and its JSON, if made). */
+export const encoded = <A>(value: A, json?: string | Uint8Array): Encoded<A> => new Encoded(value, json)
 
 /** A JSON-in, JSON-out route. */
 export interface JsonRoute<I, II, O, OI, R> extends RouteBase {

@@ -100,8 +100,8 @@ const prepare = <R>(route: AnyRoute<R>): Mounted<R> =>
  * `c.json`: that keeps a `Headers` object, which the Node adapter must then walk and copy for
  * every answer. `extra` are the headers every answer of the API carries (CORS).
  */
-const jsonResponse = (text: string, status: number, extra: Readonly<Record<string, string>> | undefined): Response =>
-  new Response(text, { status, headers: extra === undefined ? JSON_HEADERS : { ...extra, "content-type": "application/json" } })
+const jsonResponse = (text: string | Uint8Array, status: number, extra: Readonly<Record<string, string>> | undefined): Response =>
+  new Response(text as BodyInit, { status, headers: extra === undefined ? JSON_HEADERS : { ...extra, "content-type": "application/json" } })
 
 const JSON_HEADERS: Readonly<Record<string, string>> = { "content-type": "application/json" }
 

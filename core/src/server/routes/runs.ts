@@ -10,7 +10,7 @@ import { isRunStatusFinished } from "../../domain/Status.ts"
 import * as Api from "../../api/runs.ts"
 import { Engine, ACTIVE_RUN_STATUSES } from "../../engine/Engine.ts"
 import { explainNoOffers, offersForJob } from "../../engine/Planner.ts"
-import { decodeRow, encodeRecord, loadRunByName, modifyRun, presentRun, runWireOf, storedRunWire, type RunWire } from "../../engine/RunRecord.ts"
+import { decodeRow, encodeRecord, loadRunByName, modifyRun, presentRun, runWireOf, storedRunCost, storedRunWire, type RunWire } from "../../engine/RunRecord.ts"
 import { InstanceCache } from "../InstanceCache.ts"
 import { StateStore, type DocumentBody, type DocumentFilter, type Page, type StateStoreError } from "../../ports/StateStore.ts"
 import { Access, satisfiesProjectRole } from "../Access.ts"
@@ -48,16 +48,30 @@ const wireText = (doc: unknown, wire: RunWire): string => {
  * was written by an older build (`runPage` decodes and encodes those).
  */
 const storedRunPage = (rows: ReadonlyArray<DocumentBody>, now: number) => {
+  // A page the run cache holds is the same array from one request to the next: while no run's
+  // cost moved, its UTF-8 bytes are sent again (no join, no encoding of ~130 KB per 100 runs).
+  const costs: Array<number> = []
+  for (const row of rows) {
+    const cost = storedRunCost(row.doc, now)
+    if (cost === undefined) return undefined
+    costs.push(cost)
+  }
+  const known = pageBytes.get(rows)
+  if (known !== undefined && known.costs.every((c, i) => c === costs[i])) return encoded(known.wires, known.bytes)
   const wires: Array<RunWire> = []
   const texts: Array<string> = []
   for (const row of rows) {
-    const wire = storedRunWire(row.doc, now)
-    if (wire === undefined) return undefined
+    const wire = storedRunWire(row.doc, now)!
     wires.push(wire)
     texts.push(wireText(row.doc, wire))
   }
-  return encoded(wires, `[${texts.join(",")}]`)
+  const bytes = textEncoder.encode(`[${texts.join(",")}]`)
+  pageBytes.set(rows, { costs, wires, bytes })
+  return encoded(wires, bytes)
 }
+
+const textEncoder = new TextEncoder()
+const pageBytes = new WeakMap<ReadonlyArray<DocumentBody>, { readonly costs: ReadonlyArray<number>; readonly wires: ReadonlyArray<RunWire>; readonly bytes: Uint8Array }>()
 
 const runPage = (rows: ReadonlyArray<DocumentBody>, now: number) =>
   Effect.suspend(() => {
