@@ -3,7 +3,7 @@
 // concurrency 1, 16 and 64, beside a bare node:http server answering the same JSON bytes.
 //   BENCH_API_RUNS   stored runs, inserted through the StateStore (default 2,000; full 10,000)
 //   BENCH_API_SECONDS measuring time per point (default 2; full 5), after a 0.3 s warm-up
-//   BENCH_API_ROUTES  some of get, list, list1000, plan (default all)
+//   BENCH_API_ROUTES  some of get, list, listcold, list1000, plan (default all)
 //   BENCH_API_WARMUP_S seconds both servers answer the routes before the first point (default 1)
 import * as fs from "node:fs"
 import { startBare, startServer } from "./support/server.ts"
@@ -44,9 +44,12 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const server = await startServer({ prefillRuns: n, databaseUrl: ctx.databaseUrl })
   ctx.log(`api: server up with ${n} runs in ${((Date.now() - t0) / 1000).toFixed(0)} s`)
   const only = process.env.BENCH_API_ROUTES?.split(",").map((s) => s.trim())
-  const routes: Array<{ key: string; label: string; path: string; body: unknown }> = [
+  const routes: Array<{ key: string; label: string; path: string; body: unknown; bodyAt?: (i: number) => string }> = [
     { key: "get", label: "runs/get", path: "/api/project/main/runs/get", body: { run_name: `prefill-${Math.floor(n / 2)}` } },
     { key: "list", label: `runs/list (page of 100 of ${n.toLocaleString("en-US")})`, path: "/api/runs/list", body: { project_name: "main" } },
+    // The same first page, but each request with another cursor past every run (so the same
+    // rows): never answered from the server's memory of pages, as after a run changed.
+    { key: "listcold", label: `runs/list (page of 100 of ${n.toLocaleString("en-US")}, a new cursor each request)`, path: "/api/runs/list?cold", body: { project_name: "main" }, bodyAt: (i: number) => JSON.stringify({ project_name: "main", prev_submitted_at: new Date(Date.parse("2100-01-01T00:00:00Z") + i).toISOString() }) },
     { key: "list1000", label: `runs/list (page of 1,000 of ${n.toLocaleString("en-US")})`, path: "/api/runs/list?limit=1000", body: { project_name: "main", limit: 1000 } },
     { key: "plan", label: "runs/get_plan", path: "/api/project/main/runs/get_plan", body: runSpec("plan-me", ["true"]) }
   ].filter((r) => only === undefined || only.includes(r.key))
@@ -78,7 +81,7 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       // a page of 1,000 takes about half a second here: only at c=1 unless full
       for (const c of r.label.includes("1,000 of") && !ctx.full ? [1] : concurrencies) {
         const opts = { concurrency: c, durationMs: seconds * 1000, maxRequests: 200_000 }
-        const sysTarget: Target = { url: server.url, path: r.path, body: JSON.stringify(r.body), token: server.token }
+        const sysTarget: Target = { url: server.url, path: r.path, body: JSON.stringify(r.body), token: server.token, ...(r.bodyAt ? { bodyAt: r.bodyAt } : {}) }
         const sys = await measured(server.pid, () => load(sysTarget, opts))
         const bareUrl = bare.url
         const base = await measured(barePid, () => load({ ...sysTarget, url: bareUrl }, opts))

@@ -9,6 +9,8 @@ export interface Target {
   readonly path: string
   readonly body: string
   readonly token?: string
+  /** The body of the i-th request, when they differ (else `body` every time). */
+  readonly bodyAt?: (i: number) => string
 }
 
 export interface LoadResult {
@@ -22,10 +24,12 @@ export interface LoadResult {
 }
 
 /** One POST on an agent; resolves with the status and the body's length once fully read. */
+let sentBodies = 0
+
 export const post = (agent: http.Agent, target: Target): Promise<{ status: number; bytes: number }> =>
   new Promise((resolve, reject) => {
     const u = new URL(target.url)
-    const body = Buffer.from(target.body)
+    const body = Buffer.from(target.bodyAt ? target.bodyAt(sentBodies++) : target.body)
     const req = http.request(
       {
         agent,

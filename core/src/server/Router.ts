@@ -110,12 +110,23 @@ const MAX_REMEMBERED_BODY = 1_024
 /** Past this many remembered bodies a route's memory starts over. */
 const MAX_REMEMBERED_INPUTS = 256
 
+/** A request's input, when decoded already (by the memory path, which then gave way). */
+type Decoded = { readonly input: unknown } | undefined
+
 /** Runs a route for a request whose body (when the route takes one) was read already. */
-const handle = <R>({ route, decode, encode }: Mounted<R>, c: HonoContext, body: string, extra: Readonly<Record<string, string>> | undefined): Effect.Effect<Response, ApiError, R | Access> =>
+const handle = <R>(
+  { route, decode, encode }: Mounted<R>,
+  c: HonoContext,
+  body: string,
+  extra: Readonly<Record<string, string>> | undefined,
+  decoded: Decoded
+): Effect.Effect<Response, ApiError, R | Access> =>
   Effect.flatMap(authorize(route, c), ({ principal, projectName }) => {
     const ctx: RouteContext = { principal, projectName, params: c.req.param() as Record<string, string>, hono: c }
     if (route.kind === "raw") return route.handler(ctx)
-    const input: Effect.Effect<unknown, ApiError> = decode
+    const input: Effect.Effect<unknown, ApiError> = decoded !== undefined
+      ? Effect.succeed(decoded.input)
+      : decode
       ? Effect.flatMap(parseJson(body), (json) => Effect.mapError(decode(json), (e) => fromParseError(e, ["body"])))
       : Effect.void
     return input.pipe(
@@ -143,7 +154,8 @@ const answerCached = <R>(
   c: HonoContext,
   body: string,
   services: Context.Context<R | Access>,
-  extra: Readonly<Record<string, string>> | undefined
+  extra: Readonly<Record<string, string>> | undefined,
+  decodedInto: { decoded: Decoded }
 ): Response | undefined => {
   if (route.kind !== "json" || route.cached === undefined) return undefined
   const access = Context.get(services, Access)
@@ -166,7 +178,8 @@ const answerCached = <R>(
   let input: unknown = undefined
   if (decode !== undefined) {
     input = inputs?.get(body)
-    if (input === undefined) {
+    if (input !== undefined) decodedInto.decoded = { input }
+    else {
       let json: unknown
       try {
         json = body.trim() === "" ? {} : JSON.parse(body)
@@ -176,6 +189,7 @@ const answerCached = <R>(
       const decoded = decode(json)
       if (Either.isLeft(decoded)) return undefined
       input = decoded.right
+      decodedInto.decoded = { input }
       if (inputs !== undefined && body.length <= MAX_REMEMBERED_BODY) {
         if (inputs.size >= MAX_REMEMBERED_INPUTS) inputs.clear()
         inputs.set(body, input)
@@ -224,8 +238,8 @@ export const mountRoutes = <R>(
   for (const route of routes) {
     const mounted = prepare(route)
     const isJson = route.kind === "json"
-    const run = async (c: HonoContext, body: string, extra: Readonly<Record<string, string>> | undefined): Promise<Response> => {
-      const exit = await runtime.runPromiseExit(handle(mounted, c, body, extra))
+    const run = async (c: HonoContext, body: string, extra: Readonly<Record<string, string>> | undefined, decoded: Decoded): Promise<Response> => {
+      const exit = await runtime.runPromiseExit(handle(mounted, c, body, extra, decoded))
       if (Exit.isSuccess(exit)) return exit.value
       const reply = (error: ApiError) => errorResponse(c, error, isJson ? extra : undefined)
       const failure = Cause.failureOption(exit.cause)
@@ -243,11 +257,14 @@ export const mountRoutes = <R>(
         if (services === undefined) {
           if (!servicesAsked) askServices()
         } else {
-          const answer = answerCached(mounted, c, body, services, extra)
+          const into: { decoded: Decoded } = { decoded: undefined }
+          const answer = answerCached(mounted, c, body, services, extra, into)
           if (answer !== undefined) return answer
+          // Not from memory: the handler runs, with the input decoded already (if it was).
+          return run(c, body, extra, into.decoded)
         }
       }
-      return run(c, body, extra)
+      return run(c, body, extra, undefined)
     }
     // Each route is its own Hono handler with no middleware in front, so Hono calls it directly
     // (a matched middleware would make Hono compose a chain for every request).

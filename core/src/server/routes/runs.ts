@@ -56,22 +56,34 @@ const storedRunPage = (rows: ReadonlyArray<DocumentBody>, now: number) => {
     if (cost === undefined) return undefined
     costs.push(cost)
   }
-  const known = pageBytes.get(rows)
-  if (known !== undefined && known.costs.every((c, i) => c === costs[i])) return encoded(known.wires, known.bytes)
-  const wires: Array<RunWire> = []
-  const texts: Array<string> = []
-  for (const row of rows) {
-    const wire = storedRunWire(row.doc, now)!
-    wires.push(wire)
-    texts.push(wireText(row.doc, wire))
+  let known = pageBytes.get(rows)
+  if (known !== undefined && known.costs.every((c, i) => c === costs[i])) {
+    // Asked again unchanged: from now on it goes out as bytes.
+    if (typeof known.json === "string") pageBytes.set(rows, (known = { ...known, json: textEncoder.encode(known.json) }))
+    return encoded(known.wires, known.json)
   }
-  const bytes = textEncoder.encode(`[${texts.join(",")}]`)
-  pageBytes.set(rows, { costs, wires, bytes })
-  return encoded(wires, bytes)
+  const wires: Array<RunWire> = []
+  // A page seen for the first time (just read from the store) is made as before, in one
+  // JSON.stringify; one whose runs' costs moved, from the texts of the runs that did not.
+  let json: string
+  if (known === undefined) {
+    for (const row of rows) wires.push(storedRunWire(row.doc, now)!)
+    json = JSON.stringify(wires)
+  } else {
+    const texts: Array<string> = []
+    for (const row of rows) {
+      const wire = storedRunWire(row.doc, now)!
+      wires.push(wire)
+      texts.push(wireText(row.doc, wire))
+    }
+    json = `[${texts.join(",")}]`
+  }
+  pageBytes.set(rows, { costs, wires, json })
+  return encoded(wires, json)
 }
 
 const textEncoder = new TextEncoder()
-const pageBytes = new WeakMap<ReadonlyArray<DocumentBody>, { readonly costs: ReadonlyArray<number>; readonly wires: ReadonlyArray<RunWire>; readonly bytes: Uint8Array }>()
+const pageBytes = new WeakMap<ReadonlyArray<DocumentBody>, { readonly costs: ReadonlyArray<number>; readonly wires: ReadonlyArray<RunWire>; readonly json: string | Uint8Array }>()
 
 const runPage = (rows: ReadonlyArray<DocumentBody>, now: number) =>
   Effect.suspend(() => {
