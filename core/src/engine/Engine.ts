@@ -165,9 +165,9 @@ export const make = (
     const unreachableMs = options.unreachableMs ?? 2 * 60_000
     const defaultIdle = options.defaultIdleDurationSeconds ?? 300
     /**
-     * The workers of this replica, by run id. `echoes` counts the change-feed notices still
-     * to come for the worker's own writes: those are dropped instead of waking it to re-read
-     * what it just wrote (notices come in commit order, so the next ones are its own).
+     * The workers of this replica, by run id. A change-feed notice carries the run's version
+     * after the change: one the worker already holds (its own write, the row it read) is
+     * dropped instead of waking it to read the row again.
      */
     const workers = new Map<string, WorkerHandle>()
     // A lease is trusted only until shortly before it would expire unrenewed (a slow database
@@ -378,7 +378,7 @@ export const make = (
         const runId = row.id
         const lease = row.lease!
         const signals = yield* Queue.unbounded<Signal>()
-        const handle: WorkerHandle = { signals, echoes: 0, token: lease.token, trustedUntil: Date.now() + leaseMs - safetyMs, started: yield* Deferred.make<void>() }
+        const handle: WorkerHandle = { signals, knownVersion: row.version, writingFrom: undefined, token: lease.token, trustedUntil: Date.now() + leaseMs - safetyMs, started: yield* Deferred.make<void>() }
         workers.set(runId, handle)
         // Scoped: however the worker ends (lease lost, a failed write, interruption), its
         // followers, provisioning and renewal fibers end with it and before the lease is let go.
@@ -434,6 +434,7 @@ export const make = (
           const row = unread ?? (yield* store.runs.get(runId))
           unread = undefined
           mustRead = false
+          handle.knownVersion = Math.max(handle.knownVersion, row.version)
           if (known !== undefined && known.row.version === row.version) return { row, record: known.record }
           const { record } = yield* decodeRow(row)
           known = { row, record }
@@ -521,12 +522,12 @@ export const make = (
             if (jobEffects.length > 0 && jobEffects.every((e) => e._tag === "ProvisionInstance") && leaseTrusted() && sameButDerived(encoded, row.doc)) {
               return { record: next, effects: jobEffects }
             }
-            handle.echoes++
+            handle.writingFrom = row.version
             const saved = yield* store.runs
               .update(runId, { status: run.status, doc: encoded }, { lease: lease.token, expectedVersion: row.version })
-              .pipe(Effect.either, Effect.onInterrupt(() => Effect.sync(() => handle.echoes--)))
-            if (saved._tag === "Left") handle.echoes--
+              .pipe(Effect.either, Effect.ensuring(Effect.sync(() => (handle.writingFrom = undefined))))
             if (saved._tag === "Right") {
+              handle.knownVersion = Math.max(handle.knownVersion, saved.right.version)
               known = { row: saved.right, record: next }
               pendingEvents.length = 0
               return { record: next, effects: jobEffects }
@@ -838,26 +839,31 @@ export const make = (
     // Claiming runs
 
     // A run being claimed right now (by `wake` and the change feed at once, typically): a
-    // second claim would only fail; a change meanwhile is passed on once the worker is up.
-    const claiming = new Map<string, { changed: boolean }>()
+    // second claim would only fail; a change meanwhile is passed on once the worker is up,
+    // unless the claim read that version already (a notice names the version it announces;
+    // `wake` names none and always counts).
+    const claiming = new Map<string, { changed: boolean; version: number }>()
 
-    const acquire = (runId: string): Effect.Effect<void> =>
+    /** `version`: the run's version a change-feed notice announced, if it said. */
+    const acquire = (runId: string, version?: number): Effect.Effect<void> =>
       Effect.gen(function* () {
         const running = workers.get(runId)
         if (running) return yield* Queue.offer(running.signals, { _tag: "Changed" })
         const inFlight = claiming.get(runId)
         if (inFlight) {
-          inFlight.changed = true
+          if (version === undefined) inFlight.changed = true
+          else inFlight.version = Math.max(inFlight.version, version)
           return
         }
-        const mark = { changed: false }
+        const mark = { changed: false, version: 0 }
         claiming.set(runId, mark)
         const claimed = yield* store.runs.claim({ filter: { ids: [runId], statuses: ACTIVE_RUN_STATUSES }, owner, leaseMs }).pipe(
           Effect.ensuring(Effect.sync(() => claiming.delete(runId)))
         )
         for (const row of claimed) if (!workers.has(row.id)) yield* startWorker(row)
         const started = workers.get(runId)
-        if (mark.changed) {
+        const read = claimed.find((row) => row.id === runId)?.version ?? 0
+        if (mark.changed || mark.version > read) {
           if (started) yield* Queue.offer(started.signals, { _tag: "Changed" })
           else yield* acquire(runId)
         }
@@ -926,11 +932,12 @@ export const make = (
       Effect.flatMap((change) => {
         if (change.kind !== "run") return Effect.void
         const running = workers.get(change.id)
-        if (running !== undefined && running.echoes > 0) {
-          running.echoes--
+        const v = change.version
+        // A version the worker holds, or the one its write in flight will make: nothing new.
+        if (running !== undefined && v !== undefined && (v <= running.knownVersion || (running.writingFrom !== undefined && v === running.writingFrom + 1))) {
           return Effect.void
         }
-        return acquire(change.id)
+        return acquire(change.id, v)
       }),
       Effect.forever,
       Effect.forkIn(engineScope)
@@ -967,11 +974,14 @@ const RESYNC_BATCH = 100
 /** What the engine keeps of one of its workers. */
 interface WorkerHandle {
   readonly signals: Queue.Queue<Signal>
+  /** The newest version of the run the worker read or wrote: notices up to it are not news. */
+  knownVersion: number
   /**
-   * The change-feed notices still to come for the worker's own writes: those are dropped
-   * instead of waking it to re-read what it just wrote (notices come in commit order).
+   * The version the worker's write in flight was computed from: the notice of version + 1 is
+   * that write's own (if another replica's write took that version, ours fails with Conflict
+   * and the worker reads the row again anyway).
    */
-  echoes: number
+  writingFrom: number | undefined
   /** The run's lease token. */
   readonly token: string
   /** Until when the lease may be relied on (renewals move it on). */

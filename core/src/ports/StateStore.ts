@@ -471,6 +471,8 @@ export interface Change {
   readonly kind: DocumentKind | "log"
   readonly id: string
   readonly project: string
+  /** The document's version after the change (absent for logs and deletions). */
+  readonly version?: number
 }
 
 /**

@@ -898,10 +898,10 @@ export const make = (
  */
 const decodeNotification = (payload: string): Change | "access" | undefined => {
   try {
-    const v = JSON.parse(payload) as { kind?: unknown; id?: unknown; project?: unknown }
+    const v = JSON.parse(payload) as { kind?: unknown; id?: unknown; project?: unknown; version?: unknown }
     if (v.kind === "access") return "access"
     if (typeof v.kind === "string" && typeof v.id === "string" && typeof v.project === "string") {
-      return { kind: v.kind as Change["kind"], id: v.id, project: v.project }
+      return { kind: v.kind as Change["kind"], id: v.id, project: v.project, ...(typeof v.version === "number" ? { version: v.version } : {}) }
     }
   } catch {
     // Not ours: someone else NOTIFYing on the channel.

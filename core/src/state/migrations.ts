@@ -191,6 +191,24 @@ export const migrations: ReadonlyArray<Migration> = [
       `CREATE TRIGGER backends_access_changed AFTER INSERT OR UPDATE OR DELETE ON backends
         FOR EACH STATEMENT EXECUTE FUNCTION dstack_notify_access()`
     ]
+  },
+  {
+    version: 5,
+    name: "document change notices carry the row's new version",
+    statements: [
+      // A reader that already holds that version (its own write, a claim that read it) can drop
+      // the notice instead of reading the row again.
+      `CREATE OR REPLACE FUNCTION dstack_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE r record;
+        BEGIN
+          IF TG_OP = 'DELETE' THEN
+            PERFORM pg_notify('dstack_changes', json_build_object('kind', TG_ARGV[0], 'id', OLD.id, 'project', OLD.project)::text);
+          ELSE
+            PERFORM pg_notify('dstack_changes', json_build_object('kind', TG_ARGV[0], 'id', NEW.id, 'project', NEW.project, 'version', NEW.version)::text);
+          END IF;
+          RETURN NULL;
+        END $$`
+    ]
   }
 ]
 

@@ -575,16 +575,19 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
           const queue = yield* s.subscribe
           const project = unique("feed")
           const id = unique("job")
-          yield* s.jobs.insert({ id, project, name: "j", status: "submitted", doc: {} })
-          expect(yield* nextChange(queue, (c) => c.id === id)).toEqual({ kind: "job", id, project })
+          const inserted = yield* s.jobs.insert({ id, project, name: "j", status: "submitted", doc: {} })
+          // A document's notice carries its version after the change (a reader that holds it can skip a read).
+          expect(yield* nextChange(queue, (c) => c.id === id)).toEqual({ kind: "job", id, project, version: inserted.version })
 
           const [claimed] = yield* s.jobs.claim({ filter: { ids: [id] }, owner: "a", leaseMs: 10_000 })
-          yield* s.jobs.update(id, { status: "running" }, { lease: claimed.lease!.token })
-          expect(yield* nextChange(queue, (c) => c.id === id)).toEqual({ kind: "job", id, project })
+          const updated = yield* s.jobs.update(id, { status: "running" }, { lease: claimed.lease!.token })
+          expect(updated.version).toBe(inserted.version + 1)
+          expect(yield* nextChange(queue, (c) => c.id === id)).toEqual({ kind: "job", id, project, version: updated.version })
           yield* s.jobs.renew(id, claimed.lease!.token, 10_000)
           yield* s.jobs.release(id, claimed.lease!.token)
           yield* s.jobs.remove([id])
-          // The next change about this job is the removal: claim, renew and release said nothing.
+          // The next change about this job is the removal (no version: the row is gone): claim,
+          // renew and release said nothing.
           expect(yield* nextChange(queue, (c) => c.id === id)).toEqual({ kind: "job", id, project })
           yield* Effect.sleep("100 millis")
           expect(Chunk.toReadonlyArray(yield* Queue.takeAll(queue)).filter((c) => c.id === id)).toEqual([])
@@ -607,7 +610,7 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
           yield* Effect.sleep("100 millis")
           yield* s.runs.insert({ id: runId, project, name: runId, status: "pending", doc: {} })
           const seen = yield* Fiber.join(fiber).pipe(Effect.timeout("5 seconds"))
-          expect(Chunk.toReadonlyArray(seen)).toEqual([{ kind: "run", id: runId, project }])
+          expect(Chunk.toReadonlyArray(seen)).toEqual([{ kind: "run", id: runId, project, version: 1 }])
         })
       ))
 

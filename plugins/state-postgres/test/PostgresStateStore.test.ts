@@ -40,10 +40,10 @@ describeWith("postgresql", pg.available, pg.reason, () => {
         const queue = yield* b.subscribe
         yield* a.runs.insert({ id: "run-1", project: "p", name: "r", status: "submitted", doc: {} })
         const change = yield* Queue.take(queue).pipe(Effect.timeout("5 seconds"))
-        expect(change).toEqual({ kind: "run", id: "run-1", project: "p" })
+        expect(change).toEqual({ kind: "run", id: "run-1", project: "p", version: 1 })
         // The update made by A is seen by B.
         yield* a.runs.update("run-1", { status: "running" })
-        expect(yield* Queue.take(queue).pipe(Effect.timeout("5 seconds"))).toEqual({ kind: "run", id: "run-1", project: "p" })
+        expect(yield* Queue.take(queue).pipe(Effect.timeout("5 seconds"))).toEqual({ kind: "run", id: "run-1", project: "p", version: 2 })
         expect((yield* b.runs.get("run-1")).status).toBe("running")
       })
     ))
