@@ -9,6 +9,7 @@
  * stderr, or the runner's own log (`diagnose`); `end` carries the JSON of the SSE `end` event
  * (`{"status", "job_status"}`), `error` the JSON of its `error` event (`{"msg"}`).
  */
+import { FrameAssembler } from "../internal/FrameAssembler.ts"
 export const LOG_FRAMES_TYPE = "application/x-dstack-ts-logs"
 export const LOG_FRAMES_VERSION = 1
 export const LOG_FRAMES_CONTENT_TYPE = `${LOG_FRAMES_TYPE}; version=${LOG_FRAMES_VERSION}`
@@ -58,50 +59,15 @@ export const encodeLogFrames = (frames: ReadonlyArray<{ readonly kind: LogFrameK
  * this reader does not know must not be misread.
  */
 export class LogFrameDecoder {
-  /** The frame being filled (its header first: 16 bytes until its length is known), or undefined. */
-  private partial: Uint8Array | undefined
-  private filled = 0
+  private readonly frames = new FrameAssembler<LogFrame>({ headerBytes: LOG_FRAME_HEADER, lengthAt: frameLength, frameAt })
 
   push(chunk: Uint8Array): Array<LogFrame> {
-    const frames: Array<LogFrame> = []
-    let pos = 0
-    while (this.partial !== undefined) {
-      const take = Math.min(chunk.byteLength - pos, this.partial.byteLength - this.filled)
-      this.partial.set(chunk.subarray(pos, pos + take), this.filled)
-      this.filled += take
-      pos += take
-      if (this.filled < this.partial.byteLength) return frames
-      const frame = this.partial
-      const length = frameLength(frame, 0)
-      if (frame.byteLength < LOG_FRAME_HEADER + length) {
-        // The header is complete: now the frame's size is known.
-        this.partial = new Uint8Array(LOG_FRAME_HEADER + length)
-        this.partial.set(frame, 0)
-        continue
-      }
-      this.partial = undefined
-      this.filled = 0
-      frames.push(frameAt(frame, 0, length))
-    }
-    while (pos + LOG_FRAME_HEADER <= chunk.byteLength) {
-      const length = frameLength(chunk, pos)
-      if (pos + LOG_FRAME_HEADER + length > chunk.byteLength) break
-      frames.push(frameAt(chunk, pos, length))
-      pos += LOG_FRAME_HEADER + length
-    }
-    if (pos < chunk.byteLength) {
-      // The start of the next frame: copied, so that the caller may reuse its chunk.
-      const rest = chunk.subarray(pos)
-      this.partial = new Uint8Array(rest.byteLength < LOG_FRAME_HEADER ? LOG_FRAME_HEADER : LOG_FRAME_HEADER + frameLength(chunk, pos))
-      this.partial.set(rest, 0)
-      this.filled = rest.byteLength
-    }
-    return frames
+    return this.frames.push(chunk)
   }
 
   /** Bytes of an incomplete frame held back; a stream that ends with some was cut short. */
   get pending(): number {
-    return this.filled
+    return this.frames.pending
   }
 }
 

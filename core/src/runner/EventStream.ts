@@ -11,6 +11,7 @@
  */
 import { Buffer } from "node:buffer"
 import { Schema } from "effect"
+import { FrameAssembler } from "../internal/FrameAssembler.ts"
 import { JobStateEvent } from "./RunnerProtocol.ts"
 
 /** The media type of the stream; `version` changes whenever frames change incompatibly. */
@@ -67,64 +68,34 @@ export const encodeFrames = (events: ReadonlyArray<StreamEvent>): Uint8Array => 
  * speaking a protocol this reader does not know must not be misread).
  */
 export class FrameDecoder {
-  /** The frame being filled (its header first: 16 bytes until its length is known), or undefined. */
-  private partial: Uint8Array | undefined
-  private filled = 0
+  private readonly frames = new FrameAssembler<StreamEvent>({
+    headerBytes: FRAME_HEADER,
+    lengthAt: checkedLength,
+    frameAt: (buffer, pos, length) => decodeFrame(buffer, pos, length, pos),
+    // Every byte is overwritten as the frame's pieces arrive: no need to zero it first.
+    alloc: (size) => Buffer.allocUnsafe(size)
+  })
 
   push(chunk: Uint8Array): Array<StreamEvent> {
-    const events: Array<StreamEvent> = []
-    let pos = 0
-    while (this.partial !== undefined) {
-      const take = Math.min(chunk.byteLength - pos, this.partial.byteLength - this.filled)
-      this.partial.set(chunk.subarray(pos, pos + take), this.filled)
-      this.filled += take
-      pos += take
-      if (this.filled < this.partial.byteLength) return events
-      const frame = this.partial
-      const length = new DataView(frame.buffer, frame.byteOffset, FRAME_HEADER).getUint32(4, true)
-      if (frame.byteLength < FRAME_HEADER + length) {
-        // The header is complete: now the frame's size is known.
-        this.partial = Buffer.allocUnsafe(frameSize(frame, 0, length))
-        this.partial.set(frame, 0)
-        continue
-      }
-      this.partial = undefined
-      this.filled = 0
-      events.push(decodeFrame(frame, 0, length, 0))
-    }
-    const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-    while (pos + FRAME_HEADER <= chunk.byteLength) {
-      const length = view.getUint32(pos + 4, true)
-      if (pos + FRAME_HEADER + length > chunk.byteLength) break
-      events.push(decodeFrame(chunk, pos, length, pos))
-      pos += FRAME_HEADER + length
-    }
-    if (pos < chunk.byteLength) {
-      // The start of a frame: copied off the chunk (the caller may reuse it).
-      const rest = chunk.subarray(pos)
-      const size = rest.byteLength < FRAME_HEADER ? FRAME_HEADER : frameSize(chunk, pos, view.getUint32(pos + 4, true))
-      this.partial = Buffer.allocUnsafe(size)
-      this.partial.set(rest, 0)
-      this.filled = rest.byteLength
-    }
-    return events
+    return this.frames.push(chunk)
   }
 
   /** Bytes of an unfinished frame held back (non-zero at the end of a stream means it was cut). */
   get buffered(): number {
-    return this.filled
+    return this.frames.pending
   }
 }
 
 /** No frame is bigger (the runner's are at most a megabyte of output): a bigger length is a corrupt stream. */
 const MAX_FRAME_BYTES = 64 * 1024 * 1024
 
-/** The size of the frame whose header is at `pos`, checked before a buffer of that size is made for it. */
-const frameSize = (buffer: Uint8Array, pos: number, length: number): number => {
+/** The payload length of the frame whose header is at `pos`, after checking its kind and size. */
+const checkedLength = (buffer: Uint8Array, pos: number): number => {
   const code = buffer[pos]
   if (KINDS[code] === undefined) throw new Error(`unknown event frame kind ${code} at the start of a frame`)
+  const length = new DataView(buffer.buffer, buffer.byteOffset + pos, FRAME_HEADER).getUint32(4, true)
   if (length > MAX_FRAME_BYTES) throw new Error(`an event frame of ${length} bytes is over the limit of ${MAX_FRAME_BYTES} (a corrupt stream?)`)
-  return FRAME_HEADER + length
+  return length
 }
 
 /** The event of the frame at `pos` of `buffer` (`at`: its position in the stream's chunk, for errors). */
