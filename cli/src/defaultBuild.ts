@@ -4,30 +4,43 @@ import { join } from "node:path"
 import { homedir } from "node:os"
 import backendLocal from "@dstack-ts/backend-local"
 import transportLocal from "@dstack-ts/transport-local"
+import transportDirect from "@dstack-ts/transport-direct"
 import handlerDataframe from "@dstack-ts/handler-dataframe"
 import handlerPlot from "@dstack-ts/handler-plot"
 import handlerModel from "@dstack-ts/handler-model"
-import statePostgres, { PostgresStateStore } from "@dstack-ts/state-postgres"
-import { EmbeddedStateStore, UnstorageBlobStore, type ServerOptions } from "@dstack-ts/core"
+import stateEmbedded from "@dstack-ts/state-embedded"
+import statePostgres from "@dstack-ts/state-postgres"
+import blobUnstorage from "@dstack-ts/blob-unstorage"
+import type { ServerOptions } from "@dstack-ts/core"
 
 /** The first-party plugins every default server has. */
-export const defaultPlugins = [backendLocal, transportLocal, handlerDataframe, handlerPlot, handlerModel, statePostgres] as const
+export const defaultPlugins = [
+  stateEmbedded,
+  statePostgres,
+  blobUnstorage,
+  backendLocal,
+  transportLocal,
+  transportDirect,
+  handlerDataframe,
+  handlerPlot,
+  handlerModel
+] as const
 
 /** Where the default server keeps its data: `DSTACK_SERVER_DIR`, else `~/.dstack-ts/server`. */
 export const defaultServerDir = (): string => process.env.DSTACK_SERVER_DIR || join(homedir(), ".dstack-ts", "server")
 
 /**
- * The default build's options: embedded state (PostgreSQL in WASM) under `<dir>/data`, or a
- * PostgreSQL server when `DSTACK_DATABASE_URL` is set (several replicas may share it); file blobs under `<dir>/blobs`; the `local` backend in every project.
+ * The default build's options: the `embedded` state store (PostgreSQL in WASM) under
+ * `<dir>/data`, or `postgres` when `DSTACK_DATABASE_URL` is set (several replicas may share it);
+ * the `fs` blob store under `<dir>/blobs`; the `local` backend in every project.
  */
 export const defaultServerOptions = (serverDir: string, adminToken: string | undefined): ServerOptions => {
   const databaseUrl = process.env.DSTACK_DATABASE_URL
-  const state = databaseUrl
-    ? PostgresStateStore.layer({ url: databaseUrl })
-    : EmbeddedStateStore.layer({ dataDir: join(serverDir, "data") })
   return {
-    state,
-    blobs: UnstorageBlobStore.layerFs({ base: join(serverDir, "blobs") }),
+    state: databaseUrl
+      ? { driver: "postgres", options: { url: databaseUrl } }
+      : { driver: "embedded", options: { data_dir: join(serverDir, "data") } },
+    blobs: { driver: "fs", options: { base: join(serverDir, "blobs") } },
     adminToken,
     plugins: defaultPlugins,
     compute: { defaultBackends: [{ type: "local" }] }

@@ -19,10 +19,9 @@ export * from "./stacks/index.ts"
 export { Client, ClientError, ClientConfigError } from "./client/index.ts"
 export * as DstackClient from "./client/index.ts"
 export * as ClientConfigFile from "./client/ConfigFile.ts"
-// StateStore implementations that ship in core (embedded PGlite, the shared SQL store).
+// The shared SQL state store and its driver contract (the state-embedded and state-postgres
+// plugins run it over their drivers).
 export * from "./state/index.ts"
-// BlobStore implementations that ship in core (unstorage: memory, fs, any driver).
-export * from "./blob/index.ts"
 export * from "./engine/index.ts"
 // The runner agent (`Runner.serveRunner`), its HTTP API and its process and docker executors.
 export * as Runner from "./runner/index.ts"

@@ -8,8 +8,10 @@ import type { AddressInfo } from "node:net"
 import dataframe from "@dstack-ts/handler-dataframe"
 import plot from "@dstack-ts/handler-plot"
 import model from "@dstack-ts/handler-model"
-import { EmbeddedStateStore } from "../../core/src/state/index.ts"
-import { layerFs } from "../../core/src/blob/UnstorageBlobStore.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
+import { UnstorageBlobStore } from "@dstack-ts/blob-unstorage"
+
+const { layerFs } = UnstorageBlobStore
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 
 export const ADMIN_TOKEN = "stacks-admin-token"

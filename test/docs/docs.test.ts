@@ -6,7 +6,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { BlobStore, createServer, EmbeddedStateStore, type Server } from "@dstack-ts/core"
+import { BlobStore, createServer, type Server } from "@dstack-ts/core"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { renderApiDocs, serverDocument } from "../../scripts/gen-api-docs.ts"
 
 const root = fileURLToPath(new URL("../../", import.meta.url))

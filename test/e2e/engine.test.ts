@@ -2,7 +2,7 @@
 // HTTP, real process jobs. The backend is the test-only in-process plugin.
 import { execSync } from "node:child_process"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { EmbeddedStateStore } from "../../core/src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { appCall } from "../support/api.ts"

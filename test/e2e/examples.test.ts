@@ -12,23 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { serve } from "@hono/node-server"
 import { it as effectIt } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
-import {
-  AnyConfiguration,
-  AutoHandler,
-  Backend,
-  BlobStore,
-  Client,
-  createServer,
-  EmbeddedStateStore,
-  loadConfiguration,
-  offersForJob,
-  PluginHost,
-  Requirements,
-  runOn,
-  type Server,
-  TaskConfiguration,
-  VirtualRepo
-} from "@dstack-ts/core"
+import { AnyConfiguration, AutoHandler, Backend, BlobStore, Client, createServer, loadConfiguration, offersForJob, PluginHost, Requirements, runOn, type Server, TaskConfiguration, VirtualRepo } from "@dstack-ts/core"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { testBackend, testCodec } from "@dstack-ts/core/testing"
 import backendLocal, { RunnerCommand } from "@dstack-ts/backend-local"
 import transportLocal from "@dstack-ts/transport-local"

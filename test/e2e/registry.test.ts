@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest"
 import backendLocal from "@dstack-ts/backend-local"
 import transportLocal from "@dstack-ts/transport-local"
-import { EmbeddedStateStore } from "../../core/src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { appCall } from "../support/api.ts"

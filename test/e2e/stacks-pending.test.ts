@@ -9,9 +9,11 @@ import { join } from "node:path"
 import { Layer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Stacks } from "../../core/src/client/index.ts"
-import { layerFs } from "../../core/src/blob/UnstorageBlobStore.ts"
+import { UnstorageBlobStore } from "@dstack-ts/blob-unstorage"
+
+const { layerFs } = UnstorageBlobStore
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
-import { EmbeddedStateStore } from "../../core/src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerPendingFrameMaxAge } from "../../core/src/stacks/server/index.ts"
 
 const MAX_AGE_MS = 1500

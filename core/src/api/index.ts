@@ -1,2 +1,4 @@
 // The HTTP API contract: request and response schemas shared by the server and the client.
 export * as RunsApi from "./runs.ts"
+// The binary log frame format (16-byte header + payload) of the logs stream and stored logs.
+export * as LogFrames from "./logFrames.ts"

@@ -100,10 +100,9 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
       return SynchronizedRef.modifyEffect(transportCache, (cache) => {
         const cached = cache.get(wanted)
         if (cached) return Effect.succeed([cached, cache] as const)
-        if (wanted === "direct") return Effect.succeed([RunnerTransport.direct, new Map(cache).set(wanted, RunnerTransport.direct)] as const)
         const factory = host.transport(wanted)
         if (Option.isNone(factory)) {
-          return RunnerTransport.fail(MODULE, "transport", "Invalid", `no installed plugin provides the ${wanted} transport (needed for ${backendType} instances)`)
+          return RunnerTransport.fail(MODULE, "transport", "Invalid", `no installed plugin provides the ${wanted} transport (needed for ${backendType} instances)${wanted === "direct" ? ": add @dstack-ts/transport-direct to the build, or a transport named like the backend" : ""}`)
         }
         return factory.value({}).pipe(
           Scope.extend(scope),

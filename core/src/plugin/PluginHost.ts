@@ -273,3 +273,33 @@ export const layerRepos: Layer.Layer<Repo.Repos, never, PluginHost> = Layer.effe
   Repo.Repos,
   Effect.map(PluginHost, (host) => new Map(host.contributions("repos").map((c) => [c.key, c.value as Repo.Repo])))
 )
+
+/**
+ * The contribution `key` of `kind`, or a PluginError (`Missing`) that says what asked for it and
+ * lists what the installed plugins do provide of that kind, each with its package and version.
+ *
+ * @example
+ * const factory = yield* PluginHost.required(host, "stateStores", "postgres", "the server's `state`")
+ */
+export const required = <A = unknown>(
+  host: PluginHost,
+  kind: ContributionKind,
+  key: string,
+  neededFor: string
+): Effect.Effect<A, PluginError> => {
+  const found = host.contributions(kind).find((c) => c.key === key)
+  if (found !== undefined) return Effect.succeed(found.value as A)
+  const installed = host.contributions(kind).map((c) => `${show(c.key)} (${c.plugin.name}@${c.plugin.version})`)
+  return Effect.fail(
+    new PluginError({
+      problems: [
+        new PluginProblem({
+          reason: "Missing",
+          message: `${neededFor} names the ${KIND_NOUN[kind]} ${show(key)}, which no plugin of this build provides; ${
+            installed.length === 0 ? `no plugin provides any ${KIND_NOUN[kind]}` : `installed: ${installed.join(", ")}`
+          }`
+        })
+      ]
+    })
+  )
+}

@@ -3,7 +3,7 @@
  * runner port is never public and the server goes through SSH tunnels; a transport hands out a
  * runner client (a base URL and a fetch) and forwards ports, both for the life of a scope.
  */
-import { Context, Effect, Layer, Schema, type Scope } from "effect"
+import { Context, Effect, Schema, type Scope } from "effect"
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -150,43 +150,3 @@ export const fetchClient = (module: string, baseUrl: string): RunnerClient => ({
         })
     })
 })
-
-const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"])
-
-const isPort = (port: number, min: number) => Number.isInteger(port) && port >= min && port <= 65535
-
-const urlHost = (hostname: string) => (hostname.includes(":") && !hostname.startsWith("[") ? `[${hostname}]` : hostname)
-
-/**
- * A transport with no tunnel: the server dials `hostname:runnerPort` directly. Right for a
- * runner on this machine and for tests; it cannot forward ports, so `forward` only answers for
- * a loopback target when the local and remote ports coincide (or local is 0), with the remote
- * port itself (nothing is opened).
- */
-export const direct: RunnerTransport = {
-  name: "direct",
-  connect: (target) =>
-    target.hostname === ""
-      ? fail("direct", "connect", "Invalid", "the instance has no host name yet")
-      : !isPort(target.runnerPort, 1)
-      ? fail("direct", "connect", "Invalid", `the runner port must be 1..65535, got ${target.runnerPort}`)
-      : Effect.succeed(fetchClient("direct", `http://${urlHost(target.hostname)}:${target.runnerPort}`)),
-  forward: (target, localPort, remotePort) =>
-    target.hostname === ""
-      ? fail("direct", "forward", "Invalid", "the instance has no host name yet")
-      : !isPort(remotePort, 1)
-      ? fail("direct", "forward", "Invalid", `the remote port must be 1..65535, got ${remotePort}`)
-      : !isPort(localPort, 0)
-      ? fail("direct", "forward", "Invalid", `the local port must be 0..65535, got ${localPort}`)
-      : LOOPBACK.has(target.hostname) && (localPort === 0 || localPort === remotePort)
-      ? Effect.succeed({ localHost: target.hostname, localPort: remotePort, remotePort })
-      : fail(
-        "direct",
-        "forward",
-        "Invalid",
-        `the direct transport cannot forward local port ${localPort} to ${target.hostname}:${remotePort}; use a tunnelling transport (ssh)`
-      )
-}
-
-/** The direct transport as the `RunnerTransport` service. */
-export const layerDirect: Layer.Layer<RunnerTransport> = Layer.succeed(RunnerTransport, direct)

@@ -647,15 +647,3 @@ export const bootstrap = (options: BootstrapOptions = {}): Effect.Effect<Bootstr
       Effect.retry({ while: (e) => e.reason === "AlreadyExists", times: 3 })
     )
   })
-
-// ---------------------------------------------------------------------------------------------
-// In-memory layer for tests
-
-/**
- * A fresh store in memory (an embedded PostgreSQL without a data directory): the same SQL as
- * the durable implementations, gone when the layer's scope closes. Loaded lazily so that
- * importing the port does not load the WASM database.
- */
-export const layerMemory: Layer.Layer<StateStore, StateStoreError> = Layer.unwrapScoped(
-  Effect.promise(() => import("../state/EmbeddedStateStore.ts")).pipe(Effect.map((m) => m.layerMemory()))
-)

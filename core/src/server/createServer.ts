@@ -5,7 +5,9 @@ import { Effect, Layer, ManagedRuntime } from "effect"
 import { Hono } from "hono"
 import type { Context } from "hono"
 import { cors } from "hono/cors"
-import type { BlobStore } from "../ports/BlobStore.ts"
+import { BlobStore } from "../ports/BlobStore.ts"
+import type { BlobStoreError } from "../ports/BlobStore.ts"
+import type { BlobStoreFactory, StateStoreFactory } from "../plugin/Plugin.ts"
 import * as PluginHostModule from "../plugin/PluginHost.ts"
 import type { PluginError } from "../plugin/PluginError.ts"
 import * as ComputeModule from "../engine/Compute.ts"
@@ -36,11 +38,28 @@ import { repoRoutes } from "./routes/repos.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
 
+/**
+ * A store chosen by name from the build's plugins: `"embedded"`, or `{ driver, options }` with the
+ * options that plugin's store takes (snake_case keys, as in a configuration file). A layer is
+ * taken as it is (tests, stores built by hand).
+ */
+export type StoreChoice<S, E> =
+  | string
+  | { readonly driver: string; readonly options?: unknown }
+  | Layer.Layer<S, E>
+
 export interface ServerOptions {
-  /** Where durable state lives: `EmbeddedStateStore.layer({ dataDir })` or PostgreSQL. */
-  readonly state: Layer.Layer<StateStore, StateStoreError>
-  /** Where code archives and stack attachments live. */
-  readonly blobs: Layer.Layer<BlobStore>
+  /**
+   * Where durable state lives: a state store of the plugins by name, e.g.
+   * `{ driver: "embedded", options: { data_dir } }` (@dstack-ts/state-embedded) or
+   * `{ driver: "postgres", options: { url } }` (@dstack-ts/state-postgres).
+   */
+  readonly state: StoreChoice<StateStore, StateStoreError>
+  /**
+   * Where code archives and stack attachments live: a blob store of the plugins by name, e.g.
+   * `{ driver: "fs", options: { base } }` (@dstack-ts/blob-unstorage).
+   */
+  readonly blobs: StoreChoice<BlobStore, BlobStoreError>
   /** The first admin's token (`DSTACK_SERVER_ADMIN_TOKEN`); random when absent. */
   readonly adminToken?: string | undefined
   /** The plugins of this build: backends, transports, codecs … (checked against this core). */
@@ -59,7 +78,7 @@ export type ServerServices = StateStore | BlobStore | Access | RunCache | Instan
 
 export interface Server {
   readonly app: Hono
-  readonly runtime: ManagedRuntime.ManagedRuntime<ServerServices, StateStoreError | PluginError>
+  readonly runtime: ManagedRuntime.ManagedRuntime<ServerServices, StateStoreError | BlobStoreError | PluginError>
   readonly routes: ReadonlyArray<AnyRoute<any>>
   readonly bootstrap: BootstrapResult
   /** The OpenAPI document served at /api/docs. */
@@ -87,6 +106,22 @@ const corsHeaders = (origin: string | ReadonlyArray<string>): ((c: Context) => R
   }
 }
 
+/** The layer of a `StoreChoice`: a layer as it is, a name through the plugin host. */
+const chosenStore = <S, E, F extends (options: unknown) => Layer.Layer<S, E>>(
+  kind: "stateStores" | "blobStores",
+  option: "state" | "blobs",
+  choice: StoreChoice<S, E>
+): Layer.Layer<S, E | PluginError, PluginHostModule.PluginHost> => {
+  if (Layer.isLayer(choice)) return choice as Layer.Layer<S, E>
+  const { driver, options } = typeof choice === "string"
+    ? { driver: choice, options: undefined }
+    : (choice as { readonly driver: string; readonly options?: unknown })
+  return Layer.unwrapEffect(
+    Effect.flatMap(PluginHostModule.PluginHost, (host) =>
+      Effect.map(PluginHostModule.required<F>(host, kind, driver, `the server's \`${option}\` option`), (factory) => factory(options)))
+  )
+}
+
 /** Whether Hono's `/api/*` matches the path. */
 const isApiPath = (path: string): boolean => path === "/api" || path.startsWith("/api/")
 
@@ -110,13 +145,19 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
  *
  * @example
  * const server = await createServer({
- *   state: EmbeddedStateStore.layer({ dataDir: "/var/lib/dstack/state" }),
- *   blobs: UnstorageBlobStore.layerFs({ base: "/var/lib/dstack/blobs" })
+ *   plugins: [stateEmbedded, blobUnstorage, backendLocal, transportLocal],
+ *   state: { driver: "embedded", options: { data_dir: "/var/lib/dstack/state" } },
+ *   blobs: { driver: "fs", options: { base: "/var/lib/dstack/blobs" } }
  * })
  * serve(server.app, { port: 3000 })
  */
 export const createServer = async (options: ServerOptions): Promise<Server> => {
-  const base = Layer.mergeAll(options.state, options.blobs, PluginHostModule.layer(options.plugins ?? []))
+  const host = PluginHostModule.layer(options.plugins ?? [])
+  const stores = Layer.mergeAll(
+    chosenStore<StateStore, StateStoreError, StateStoreFactory>("stateStores", "state", options.state),
+    chosenStore<BlobStore, BlobStoreError, BlobStoreFactory>("blobStores", "blobs", options.blobs)
+  )
+  const base = Layer.provideMerge(stores, host)
   const compute = Layer.provideMerge(ComputeModule.layer(options.compute ?? {}), base)
   const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
   const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer), engine)

@@ -1,7 +1,5 @@
-// StateStore implementations that ship in core: the shared SQL store and its embedded
-// (PGlite) driver. The PostgreSQL driver lives in @dstack-ts/state-postgres.
-export * as EmbeddedStateStore from "./EmbeddedStateStore.ts"
+// The shared SQL state store that the StateStore plugins run over their drivers
+// (@dstack-ts/state-embedded: PGlite; @dstack-ts/state-postgres: a PostgreSQL server).
 export * as SqlStateStore from "./SqlStateStore.ts"
 export * as SqlDriver from "./SqlDriver.ts"
 export * as StateMigrations from "./migrations.ts"
-export * as FileLogs from "./FileLogs.ts"

@@ -34,7 +34,7 @@ export interface TransportFixture {
    * port, through a listener that lives as long as the forward's scope. `"in-place"`: the
    * transport opens nothing and only answers where the remote port is reachable as it is
    * (local port 0 or the remote port itself), refusing any other local port with `Invalid`
-   * (`RunnerTransport.direct`).
+   * (`DirectTransport.direct` of @dstack-ts/transport-direct).
    */
   readonly forward?: "tunnel" | "in-place"
 }
@@ -262,7 +262,7 @@ const expectRefused = (what: string, result: Either.Either<Buffer, SocketError>)
  * own stand-in runner (an HTTP server) or TCP echo server through `fixture.listen`.
  *
  * @example
- * testTransport("direct", RunnerTransport.layerDirect, { forward: "in-place" })
+ * testTransport("direct", DirectTransport.layer, { forward: "in-place" })
  * testTransport("local", Layer.succeed(RunnerTransport.RunnerTransport, LocalTransport.transport))
  */
 export const testTransport = <E>(

@@ -2,7 +2,7 @@
 // tokens, projects or members must still count from the very next request.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect } from "effect"
-import { EmbeddedStateStore } from "../../src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../src/ports/BlobStore.ts"
 import { StateStore } from "../../src/ports/StateStore.ts"
 import { createServer, runOn } from "../../src/server/createServer.ts"

@@ -9,7 +9,7 @@ import { LocalRepo, VirtualRepo, materializeRepo } from "../../src/repos/index.t
 import { createServer, runOn } from "../../src/server/createServer.ts"
 import type { Server } from "../../src/server/createServer.ts"
 import { layerCodeUploadLimit } from "../../src/server/routes/repos.ts"
-import { EmbeddedStateStore } from "../../src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { cleanup, readTree, tempDir, writeTree } from "../repos/support.ts"
 
 let server: Server

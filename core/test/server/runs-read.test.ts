@@ -3,7 +3,7 @@
 // (written before the wire-shape stamp) must still answer, and every write must show at once.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect, Schema } from "effect"
-import { EmbeddedStateStore } from "../../src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../src/ports/BlobStore.ts"
 import { StateStore, type StoredDocument } from "../../src/ports/StateStore.ts"
 import { createServer, runOn } from "../../src/server/createServer.ts"

@@ -1,6 +1,6 @@
 // The server's user and project routes over the real embedded state store.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { EmbeddedStateStore } from "../../src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../src/ports/BlobStore.ts"
 import { createServer } from "../../src/server/createServer.ts"
 import type { Server } from "../../src/server/createServer.ts"

@@ -3,10 +3,10 @@
 // pending frames and other frames' blobs stay.
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Stream, Chunk } from "effect"
-import { UnstorageBlobStore } from "../../src/blob/index.ts"
+import { UnstorageBlobStore } from "@dstack-ts/blob-unstorage"
 import { BlobStore } from "../../src/ports/BlobStore.ts"
 import { StateStore, type StackFrameRecord } from "../../src/ports/StateStore.ts"
-import { EmbeddedStateStore } from "../../src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { sweepPendingFrames } from "../../src/stacks/server/PendingFrames.ts"
 import { framePrefix } from "../../src/stacks/server/StackRoutes.ts"
 

@@ -2,7 +2,8 @@
 import { expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
 import { PGlite } from "@electric-sql/pglite"
-import { EmbeddedStateStore, StateMigrations } from "../../src/state/index.ts"
+import { StateMigrations } from "../../src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 
 const withDriver = <A, E>(use: (driver: Effect.Effect.Success<ReturnType<typeof EmbeddedStateStore.makeDriver>>) => Effect.Effect<A, E>) =>
   Effect.acquireUseRelease(

@@ -3,6 +3,7 @@
 import { expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { StateStore } from "../../src/ports/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 
 it.effect("hashes tokens as sha256 hex", () =>
   Effect.gen(function* () {
@@ -21,7 +22,7 @@ it("marks only Conflict and Unavailable as retryable", () => {
   expect(retryable).toEqual(["Conflict", "Unavailable"])
 })
 
-it.effect("layerMemory gives a working, empty store", () =>
+it.effect("the embedded store in memory gives a working, empty port", () =>
   Effect.gen(function* () {
     const store = yield* StateStore.StateStore
     expect(yield* store.users.list()).toEqual([])
@@ -30,4 +31,4 @@ it.effect("layerMemory gives a working, empty store", () =>
     expect(boot.project.projectName).toBe("main")
     expect(StateStore.documents(store, "fleet")).toBe(store.fleets)
     expect(StateStore.documents(store, "job").kind).toBe("job")
-  }).pipe(Effect.provide(StateStore.layerMemory)), 60_000)
+  }).pipe(Effect.provide(EmbeddedStateStore.layerMemory())), 60_000)

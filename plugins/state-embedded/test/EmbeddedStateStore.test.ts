@@ -3,8 +3,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll } from "vitest"
-import { EmbeddedStateStore } from "../../src/state/index.ts"
-import { testStateStore } from "../../src/testing/StateStoreSuite.ts"
+import { EmbeddedStateStore } from "../src/index.ts"
+import { testStateStore } from "@dstack-ts/core/testing"
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-state-"))
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))

@@ -7,8 +7,9 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
-import { StateStore } from "../../src/ports/index.ts"
-import { EmbeddedStateStore, SqlStateStore } from "../../src/state/index.ts"
+import { StateStore } from "@dstack-ts/core"
+import { SqlStateStore } from "@dstack-ts/core"
+import { EmbeddedStateStore } from "../src/index.ts"
 import { type Child, spawnFixture } from "./children.ts"
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-durability-"))

@@ -5,8 +5,11 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import { StateStore } from "../../src/ports/StateStore.ts"
-import { EmbeddedStateStore } from "../../src/state/index.ts"
+import { StateStore as StateStorePort } from "@dstack-ts/core"
+
+const { StateStore } = StateStorePort
+type StateStore = StateStorePort.StateStore
+import { EmbeddedStateStore } from "../src/index.ts"
 
 const text = (s: string) => new TextEncoder().encode(s)
 const tail = (layer: Layer.Layer<StateStore, any>) =>

@@ -8,8 +8,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
-import { UnstorageBlobStore } from "../../src/blob/index.ts"
-import * as BlobStore from "../../src/ports/BlobStore.ts"
+import { UnstorageBlobStore } from "../src/index.ts"
+import { BlobStore } from "@dstack-ts/core"
 
 const TOTAL = 200 * 1024 * 1024
 const PIECE = 256 * 1024

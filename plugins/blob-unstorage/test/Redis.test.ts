@@ -8,8 +8,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import redisDriver from "unstorage/drivers/redis"
 import { describeWith } from "../../../test/support/components.ts"
-import { UnstorageBlobStore } from "../../src/blob/index.ts"
-import { testBlobStore } from "../../src/testing/index.ts"
+import { UnstorageBlobStore } from "../src/index.ts"
+import { testBlobStore } from "@dstack-ts/core/testing"
 
 const findRedis = (): string | undefined => {
   try {

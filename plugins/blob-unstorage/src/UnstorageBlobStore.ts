@@ -14,7 +14,7 @@
 import { Clock, Effect, Exit, Layer, Schema, Stream } from "effect"
 import { createStorage, type Driver, type Storage } from "unstorage"
 import memoryDriver from "unstorage/drivers/memory"
-import * as BlobStore from "../ports/BlobStore.ts"
+import { BlobStore } from "@dstack-ts/core"
 
 const MODULE = "BlobStore/unstorage"
 
@@ -523,3 +523,51 @@ export const layerFs = (options: FsOptions): Layer.Layer<BlobStore.BlobStore> =>
 export const layerMemory = (options: MemoryOptions = {}): Layer.Layer<BlobStore.BlobStore> =>
   layer({ driver: memoryDriver(), ...options })
 
+
+// ---------------------------------------------------------------------------------------------
+// Options from the server configuration (the plugin's blob stores by name)
+
+const ChunkSize = Schema.optional(Schema.Int.pipe(Schema.positive())).pipe(Schema.fromKey("chunk_size"))
+
+/** `fs` options: `base` (the directory), `chunk_size`. */
+export const FsConfig = Schema.Struct({ base: Schema.NonEmptyString, chunkSize: ChunkSize })
+/** `memory` options: `chunk_size`. */
+export const MemoryConfig = Schema.Struct({ chunkSize: ChunkSize })
+/** `redis` options: `url` (redis://…), `base` (key prefix, default `dstack:blobs`), `chunk_size`. */
+export const RedisConfig = Schema.Struct({
+  url: Schema.NonEmptyString,
+  base: Schema.optional(Schema.NonEmptyString),
+  chunkSize: ChunkSize
+})
+
+const fromConfig = <A, I>(driver: string, schema: Schema.Schema<A, I>, build: (options: A) => Layer.Layer<BlobStore.BlobStore>) =>
+  (options: unknown): Layer.Layer<BlobStore.BlobStore, BlobStore.BlobStoreError> =>
+    Layer.unwrapEffect(
+      Schema.decodeUnknown(schema)(options ?? {}, { onExcessProperty: "error" }).pipe(
+        Effect.mapError((e) =>
+          new BlobStore.BlobStoreError({
+            module: MODULE,
+            method: "fromOptions",
+            reason: "Invalid",
+            message: `invalid options of the ${driver} blob store: ${e.message}`
+          })
+        ),
+        Effect.map(build)
+      )
+    )
+
+/** The blob store `fs` from its options. */
+export const fsFromOptions = fromConfig("fs", FsConfig, (o) => layerFs(o))
+/** The blob store `memory` from its options. */
+export const memoryFromOptions = fromConfig("memory", MemoryConfig, (o) => layerMemory(o))
+/** The blob store `redis` from its options: several server replicas can share it. */
+export const redisFromOptions = fromConfig("redis", RedisConfig, (o) =>
+  Layer.scoped(
+    BlobStore.BlobStore,
+    Effect.gen(function*() {
+      const { default: redisDriver } = yield* Effect.promise(() => import("unstorage/drivers/redis"))
+      const storage = yield* scopedStorage(Effect.sync(() =>
+        createStorage({ driver: redisDriver({ url: o.url, base: o.base ?? "dstack:blobs" }) })))
+      return yield* make(storage, o)
+    })
+  ))

@@ -16,17 +16,17 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Buffer } from "node:buffer"
 import { Effect } from "effect"
-import {
-  type Change,
-  type LogEvent,
-  type LogPage,
-  type LogQuery,
-  type Logs,
-  type LogSource,
-  MAX_LOG_LIMIT,
-  type NewLogEvent,
-  StateStoreError
-} from "../ports/StateStore.ts"
+import { StateStore } from "@dstack-ts/core"
+
+type Change = StateStore.Change
+type LogEvent = StateStore.LogEvent
+type LogPage = StateStore.LogPage
+type LogQuery = StateStore.LogQuery
+type Logs = StateStore.Logs
+type LogSource = StateStore.LogSource
+type NewLogEvent = StateStore.NewLogEvent
+const { MAX_LOG_LIMIT, StateStoreError } = StateStore
+type StateStoreError = StateStore.StateStoreError
 
 // Header: u8 source, u8 0, u16 0, u32 message length, f64 timestamp (ms since epoch), LE.
 const HEADER = 16

@@ -4,7 +4,7 @@
 import { PGlite } from "@electric-sql/pglite"
 import { Deferred, Effect, Fiber } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { makeDriver } from "../../src/state/EmbeddedStateStore.ts"
+import { makeDriver } from "../src/EmbeddedStateStore.ts"
 
 let db: PGlite
 beforeAll(async () => {

@@ -12,14 +12,23 @@
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { Config, Effect, Layer } from "effect"
+import { Config, Effect, Layer, Schema } from "effect"
 import type { Scope } from "effect"
 import type { PGlite } from "@electric-sql/pglite"
-import { StateStore, StateStoreError, type StateStoreService } from "../ports/StateStore.ts"
-import { make as makeSqlStore } from "./SqlStateStore.ts"
-import { type Row, type SqlConnection, type SqlDriver, SqlError, toSqlError, transactionOn } from "./SqlDriver.ts"
-import { migrate } from "./migrations.ts"
+import { SqlDriver as Sql, SqlStateStore, StateMigrations, StateStore as StateStorePort } from "@dstack-ts/core"
 import * as FileLogs from "./FileLogs.ts"
+
+const { StateStore, StateStoreError } = StateStorePort
+type StateStoreError = StateStorePort.StateStoreError
+type StateStoreService = StateStorePort.StateStoreService
+type StateStore = StateStorePort.StateStore
+const { SqlError, toSqlError, transactionOn } = Sql
+type SqlError = Sql.SqlError
+type Row = Sql.Row
+type SqlConnection = Sql.SqlConnection
+type SqlDriver = Sql.SqlDriver
+const makeSqlStore = SqlStateStore.make
+const migrate = StateMigrations.migrate
 
 export interface EmbeddedStateStoreOptions {
   /**
@@ -265,3 +274,29 @@ export const layerMemory = (options: Omit<EmbeddedStateStoreOptions, "dataDir"> 
 /** The embedded store under the directory read from `config` (e.g. `Config.string("DSTACK_SERVER_DATA_DIR")`). */
 export const layerConfig = (config: Config.Config<string>): Layer.Layer<StateStore, StateStoreError | import("effect").ConfigError.ConfigError> =>
   Layer.unwrapEffect(Effect.map(config, (dataDir) => layer({ dataDir })))
+
+/**
+ * The plugin's options (server configuration keys): `data_dir` (omit for a store in memory) and
+ * `shared_buffers`.
+ */
+export const EmbeddedStateStoreConfig = Schema.Struct({
+  dataDir: Schema.optional(Schema.NonEmptyString).pipe(Schema.fromKey("data_dir")),
+  sharedBuffers: Schema.optional(Schema.NonEmptyString).pipe(Schema.fromKey("shared_buffers"))
+})
+
+/** The store from the server configuration's options; invalid options fail with `Invalid`. */
+export const fromOptions = (options: unknown): Layer.Layer<StateStore, StateStoreError> =>
+  Layer.unwrapEffect(
+    Schema.decodeUnknown(EmbeddedStateStoreConfig)(options ?? {}, { onExcessProperty: "error" }).pipe(
+      Effect.mapError(
+        (e) =>
+          new StateStoreError({
+            module: MODULE,
+            method: "fromOptions",
+            reason: "Invalid",
+            message: `invalid embedded state store options: ${e.message}`
+          })
+      ),
+      Effect.map((o) => Layer.scoped(StateStore, make(o)))
+    )
+  )

@@ -8,9 +8,9 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createStorage, type Storage } from "unstorage"
 import memoryDriver from "unstorage/drivers/memory"
-import { UnstorageBlobStore } from "../../src/blob/index.ts"
-import * as BlobStore from "../../src/ports/BlobStore.ts"
-import { patternBytes, testBlobStore } from "../../src/testing/index.ts"
+import { UnstorageBlobStore } from "../src/index.ts"
+import { BlobStore } from "@dstack-ts/core"
+import { patternBytes, testBlobStore } from "@dstack-ts/core/testing"
 
 const base = mkdtempSync(join(tmpdir(), "dstack-blob-"))
 afterAll(() => rmSync(base, { recursive: true, force: true }))

@@ -5,9 +5,11 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import type { StateStore } from "../../src/ports/index.ts"
-import { FileLogs } from "../../src/state/index.ts"
-import { encodeLogFrames } from "../../src/api/logFrames.ts"
+import type { StateStore } from "@dstack-ts/core"
+import { FileLogs } from "../src/index.ts"
+import { LogFrames } from "@dstack-ts/core"
+
+const { encodeLogFrames } = LogFrames
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-filelogs-"))
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
