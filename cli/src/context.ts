@@ -1,7 +1,7 @@
 // What every command shares: the global flags (--debug, --project), the expected-failure
 // type with its exit code, and how a command gets a client for the chosen project.
 import { Cause, Effect, Exit, Option } from "effect"
-import type { Client } from "@dstack-ts/core"
+import type { Client } from "@dstack-ts/client"
 import { canPrompt, confirm } from "./ui.ts"
 
 /** Flags accepted anywhere on the command line, before or after the command name. */
@@ -39,8 +39,8 @@ export const usageError = (message: string): CliError => new CliError(message, E
 
 /** A client for the project chosen by --project, DSTACK_PROJECT or the config's default. */
 export const clientFor = async (): Promise<Client> => {
-  // Loaded here, not at the top, so that --help and --version do not load core.
-  const { Client } = await import("@dstack-ts/core")
+  // Loaded here, not at the top, so that --help and --version do not load the SDK.
+  const { Client } = await import("@dstack-ts/client")
   return Client.fromConfig({ projectName: globals.project })
 }
 

@@ -7,7 +7,7 @@
 import { defineCommand, renderUsage, runCommand } from "citty"
 import { pathToFileURL } from "node:url"
 import type { ArgsDef, CommandDef } from "citty"
-import type { ClientError } from "@dstack-ts/core"
+import type { ClientError } from "@dstack-ts/client"
 import pkg from "../package.json" with { type: "json" }
 import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, globalArgs, globals } from "./context.ts"
 import { isTTY, print, printDetail, printError } from "./ui.ts"

@@ -6,8 +6,8 @@ import { mkdtemp, readFile, rm, writeFile, mkdir } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { fakeRuns, startTestServer, TOKENS, unreachableUrl } from "../../core/test/client/support.ts"
-import type { TestServer } from "../../core/test/client/support.ts"
+import { fakeRuns, startTestServer, TOKENS, unreachableUrl } from "../../client/test/support.ts"
+import type { TestServer } from "../../client/test/support.ts"
 
 const BIN = fileURLToPath(new URL("../bin/dstack.mjs", import.meta.url))
 const ROOT = fileURLToPath(new URL("../..", import.meta.url))

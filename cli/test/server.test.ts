@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from "vitest"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Client } from "../../core/src/client/Client.ts"
+import { Client } from "@dstack-ts/client"
 import { startServer } from "../src/commands/server.ts"
 import { CliError } from "../src/context.ts"
 

@@ -1,6 +1,9 @@
 /**
- * @dstack-ts/core — domain schemas, ports, plugin contract and (as they land) the engine,
- * runner agent, HTTP server factory and typed client.
+ * @dstack-ts/core — the contracts and the machinery every build needs: domain schemas, ports,
+ * the plugin host, the engine, the runner agent, the HTTP server factory, configuration loading
+ * (conformance suites: `@dstack-ts/core/testing`; the browser-safe part a client needs:
+ * `@dstack-ts/core/wire`). Implementations of the ports are plugins; the SDK is
+ * `@dstack-ts/client`.
  *
  * Domain data is exported flat (`TaskConfiguration`, `RunStatus` …); each port is exported as
  * a namespace in the Effect style (`BlobStore.BlobStore` is the tag, `BlobStore.layerMemory` a
@@ -14,11 +17,6 @@ export * from "./config/index.ts"
 export * from "./plugin/index.ts"
 export * from "./ports/index.ts"
 export * from "./stacks/index.ts"
-// The client SDK: `Client` (Promise), `ClientError`; everything else under `DstackClient`
-// (its Effect API, config resolution) and `ClientConfigFile` (reads ~/.dstack/config.yml).
-export { Client, ClientError, ClientConfigError } from "./client/index.ts"
-export * as DstackClient from "./client/index.ts"
-export * as ClientConfigFile from "./client/ConfigFile.ts"
 // The shared SQL state store and its driver contract (the state-embedded and state-postgres
 // plugins run it over their drivers).
 export * from "./state/index.ts"

@@ -1,6 +1,7 @@
 // Submitting a task from TypeScript with the SDK: the current directory is the run's code.
 // Run it next to a running server: `npx tsx examples/sdk/submit.ts`.
-import { Client, LocalRepo, TaskConfiguration } from "@dstack-ts/core"
+import { LocalRepo, TaskConfiguration } from "@dstack-ts/core"
+import { Client } from "@dstack-ts/client"
 import { Effect, Schema } from "effect"
 
 const client = await Client.fromConfig() // ~/.dstack/config.yml, overridable by DSTACK_* variables

@@ -4,7 +4,7 @@
 // The client comes from ~/.dstack/config.yml (or DSTACK_SERVER_URL / DSTACK_TOKEN / DSTACK_PROJECT).
 import { readFile } from "node:fs/promises"
 import { tableFromArrays, type Table } from "apache-arrow"
-import { Client } from "@dstack-ts/core"
+import { Client } from "@dstack-ts/client"
 import { codecs, csv, parquet } from "@dstack-ts/handler-dataframe"
 
 const file = (name: string) => readFile(new URL(`files/${name}`, import.meta.url))

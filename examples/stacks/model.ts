@@ -3,7 +3,7 @@
 // server (`dstack server`):
 //   npx tsx examples/stacks/model.ts            (or: deno run -A examples/stacks/model.ts)
 import { readFile } from "node:fs/promises"
-import { Client } from "@dstack-ts/core"
+import { Client } from "@dstack-ts/client"
 import { codecs, type Model } from "@dstack-ts/handler-model"
 
 const file = async (name: string) => new Uint8Array(await readFile(new URL(`files/${name}`, import.meta.url)))

@@ -3,7 +3,7 @@
 //   npx tsx examples/stacks/plot.ts             (or: deno run -A examples/stacks/plot.ts)
 // Open the printed address in a browser to see the plots drawn by the stack viewer.
 import { readFile } from "node:fs/promises"
-import { Client } from "@dstack-ts/core"
+import { Client } from "@dstack-ts/client"
 import { codecs } from "@dstack-ts/handler-plot"
 
 const file = (name: string) => readFile(new URL(`files/${name}`, import.meta.url))

@@ -52,7 +52,7 @@ describeWith("chromium", existsSync(CHROMIUM), `${CHROMIUM} is missing (apt-get 
     if (process.env.SDK_BROWSER_DEBUG) console.log(`setup run ${status} after ${Date.now() - started} ms`)
     if (status !== "done") throw new Error(`the setup run is still ${status} after 60 s`)
     bundleDir = mkdtempSync(join(tmpdir(), "dstack-sdk-browser-"))
-    await build({ entryPoints: [join(process.cwd(), "core/src/client/index.ts")], bundle: true, splitting: true, format: "esm", platform: "browser", outdir: bundleDir, external: ["node:*"], logLevel: "silent" })
+    await build({ entryPoints: [join(process.cwd(), "client/src/index.ts")], bundle: true, splitting: true, format: "esm", platform: "browser", outdir: bundleDir, external: ["node:*"], logLevel: "silent" })
     // The page lives on another origin (another port) than the API.
     site = http.createServer((req, res) => {
       const file = req.url === "/" ? null : join(bundleDir, req.url!.slice(1))

@@ -10,7 +10,7 @@ import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { encodeLogFrames, LOG_FRAMES_TYPE, LogFrameDecoder } from "../../core/src/api/logFrames.ts"
-import { logFrames } from "../../core/src/client/RunLogs.ts"
+import { logFrames } from "../../client/src/RunLogs.ts"
 import { appCall } from "../support/api.ts"
 import { makeInProcessPlugin } from "../support/inprocess-backend.ts"
 

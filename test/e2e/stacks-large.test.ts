@@ -6,7 +6,7 @@ import { createHash } from "node:crypto"
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Stacks } from "../../core/src/client/index.ts"
+import { Stacks } from "@dstack-ts/client"
 import { startStackServer, type StackServer } from "../browser/stackServer.ts"
 
 const SIZE = 256 * 1024 * 1024

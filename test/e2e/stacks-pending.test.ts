@@ -8,7 +8,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Layer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Stacks } from "../../core/src/client/index.ts"
+import { Stacks } from "@dstack-ts/client"
 import { UnstorageBlobStore } from "@dstack-ts/blob-unstorage"
 
 const { layerFs } = UnstorageBlobStore

@@ -4,7 +4,7 @@ import { stat } from "node:fs/promises"
 import { resolve } from "node:path"
 import { CliError, clientFor, confirmOrFail, globalArgs, notAvailable, runEffect } from "../context.ts"
 import { print, table, withSpinner } from "../ui.ts"
-import type { DstackClient } from "@dstack-ts/core"
+import type * as DstackClient from "@dstack-ts/client"
 
 type Run = DstackClient.Run
 

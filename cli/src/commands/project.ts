@@ -2,7 +2,8 @@
 // the server (the token's user, then the project) before it saves anything.
 import { defineCommand } from "citty"
 import { Either } from "effect"
-import { Client, ClientConfigFile, ClientError, DstackClient } from "@dstack-ts/core"
+import * as DstackClient from "@dstack-ts/client"
+import { Client, ClientConfigFile, ClientError } from "@dstack-ts/client"
 import { CliError, confirmOrFail, globalArgs, runEffect, usageError } from "../context.ts"
 import { dim, isTTY, print, success, table, withSpinner } from "../ui.ts"
 

@@ -1,7 +1,7 @@
 // `dstack ps`: the runs of the project, active ones by default.
 import { defineCommand } from "citty"
 import { Schema } from "effect"
-import type { Client } from "@dstack-ts/core"
+import type { Client } from "@dstack-ts/client"
 import { clientFor, globalArgs } from "../context.ts"
 import { isTTY, print, table } from "../ui.ts"
 

@@ -43,7 +43,8 @@ export const startServer = async (options: StartOptions): Promise<RunningServer>
   const project = server.bootstrap.project.projectName
   if (server.bootstrap.adminToken) print(`The admin token is ${server.bootstrap.adminToken}`)
   if (options.configPath !== undefined) {
-    const { ClientConfigFile, DstackClient } = await import("@dstack-ts/core")
+    const DstackClient = await import("@dstack-ts/client")
+    const { ClientConfigFile } = DstackClient
     const config = (await runEffect(ClientConfigFile.loadConfigFile(options.configPath))) ?? { projects: [] }
     // On a restart the admin token is not issued again: keep the saved one, but follow the
     // server to its (possibly new) address.
@@ -76,7 +77,7 @@ export default defineCommand({
   run: async ({ args }) => {
     const port = Number(args.port)
     if (!/^\d+$/.test(args.port) || port > 65535) throw usageError(`--port: "${args.port}" is not a port number (0–65535)`)
-    const { ClientConfigFile } = await import("@dstack-ts/core")
+    const { ClientConfigFile } = await import("@dstack-ts/client")
     const { defaultServerDir } = await import("../defaultBuild.ts")
     const configPath = ClientConfigFile.defaultConfigPath()
     const running = await startServer({

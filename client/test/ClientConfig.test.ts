@@ -3,11 +3,11 @@ import { Effect, Either, Exit } from "effect"
 import { mkdtemp, readFile, rm, stat, writeFile, mkdir } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { removeProject, resolveProject, setDefaultProject, upsertProject } from "../../src/client/ClientConfig.ts"
-import type { ClientConfig } from "../../src/client/ClientConfig.ts"
-import { ClientConfigError } from "../../src/client/ClientError.ts"
-import { defaultConfigPath, loadConfigFile, resolveFromConfigFile, saveConfigFile } from "../../src/client/ConfigFile.ts"
-import { Client } from "../../src/client/Client.ts"
+import { removeProject, resolveProject, setDefaultProject, upsertProject } from "../src/ClientConfig.ts"
+import type { ClientConfig } from "../src/ClientConfig.ts"
+import { ClientConfigError } from "../src/ClientError.ts"
+import { defaultConfigPath, loadConfigFile, resolveFromConfigFile, saveConfigFile } from "../src/ConfigFile.ts"
+import { Client } from "../src/node.ts"
 
 const two: ClientConfig = {
   projects: [

@@ -10,10 +10,10 @@ import { ClientError, ClientErrorDetail, reasonOfStatus } from "./ClientError.ts
 import type { ClientErrorReason } from "./ClientError.ts"
 import { normalizeUrl } from "./ClientConfig.ts"
 import { Project, ServerInfo, User } from "./Wire.ts"
-import * as Api from "../api/runs.ts"
-import { Run as RunEntity } from "../domain/Run.ts"
-import type { RunSpec } from "../domain/Run.ts"
-import type { RunPlan } from "../domain/RunPlan.ts"
+import { RunsApi as Api } from "@dstack-ts/core/wire"
+import { Run as RunEntity } from "@dstack-ts/core/wire"
+import type { RunSpec } from "@dstack-ts/core/wire"
+import type { RunPlan } from "@dstack-ts/core/wire"
 
 /** Options of `runs.list`: the client's project, active runs unless `all`, newest first. */
 export interface ListRunsQuery {

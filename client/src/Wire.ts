@@ -15,5 +15,5 @@ export const ServerInfo = Schema.Struct({
 export type ServerInfo = typeof ServerInfo.Type
 
 /** Users and projects are the domain entities, decoded from their wire (snake_case) form. */
-export { User } from "../domain/User.ts"
-export { Member as ProjectMember, Project } from "../domain/Project.ts"
+export { User } from "@dstack-ts/core/wire"
+export { Member as ProjectMember, Project } from "@dstack-ts/core/wire"

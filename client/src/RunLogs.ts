@@ -5,9 +5,9 @@
  * once the run has finished, so following never loses or repeats a line.
  */
 import { Effect, Exit, Cause, Option } from "effect"
-import { LOG_FRAMES_TYPE, LogFrameDecoder } from "../api/logFrames.ts"
-import { isRunStatusFinished } from "../domain/Status.ts"
-import { concatBytes } from "../internal/bytes.ts"
+import { LogFrames } from "@dstack-ts/core/wire"
+import { isRunStatusFinished } from "@dstack-ts/core/wire"
+import { concatBytes } from "@dstack-ts/core/wire"
 import type { DstackApiShape } from "./DstackApi.ts"
 import type { RunData, RunLogsOptions } from "./Run.ts"
 
@@ -80,7 +80,7 @@ const messagesOf = (payload: string): Array<string> => {
  */
 export async function* logFrames(body: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array, void, undefined> {
   const reader = body.getReader()
-  const frames = new LogFrameDecoder()
+  const frames = new LogFrames.LogFrameDecoder()
   try {
     for (;;) {
       const { done, value } = await reader.read()
@@ -117,7 +117,7 @@ export async function* runLogs(api: DstackApiShape, data: RunData, options: RunL
       )
     )
     if (response.body === null) return
-    if ((response.headers.get("content-type") ?? "").startsWith(LOG_FRAMES_TYPE)) {
+    if ((response.headers.get("content-type") ?? "").startsWith(LogFrames.LOG_FRAMES_TYPE)) {
       yield* logFrames(response.body)
       return
     }

@@ -1,5 +1,8 @@
-// Public exports of core/src/client: the Promise client, its Effect API and the client config.
-// Browser-safe: ConfigFile.ts (node: file access) is exported from the core barrel instead.
+/**
+ * @dstack-ts/client in a browser (the `browser` export condition; also `@dstack-ts/client/browser`):
+ * the Promise client, its Effect API (`DstackApi`), runs, logs and stacks, over `fetch` only.
+ * Node.js and Deno get `node.ts`, the same plus reading `~/.dstack/config.yml` and `attach`.
+ */
 export { Client } from "./Client.ts"
 export type { FromConfigOptions, ListRunsOptions, SubmitOptions } from "./Client.ts"
 export { ClientConfigError, ClientError, ClientErrorReason, ClientConfigErrorReason, reasonOfStatus } from "./ClientError.ts"

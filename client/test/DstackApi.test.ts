@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect, Exit, Schema } from "effect"
-import { Client } from "../../src/client/Client.ts"
-import { ClientError } from "../../src/client/ClientError.ts"
-import * as DstackApi from "../../src/client/DstackApi.ts"
+import { Client } from "../src/node.ts"
+import { ClientError } from "../src/ClientError.ts"
+import * as DstackApi from "../src/DstackApi.ts"
 import { EchoRequest, startTestServer, TOKENS, unreachableUrl } from "./support.ts"
 import type { TestServer } from "./support.ts"
 

@@ -3,9 +3,9 @@
  * `refresh`, `stop`, `logs`, `attach`, `detach`. The operations come from the client through
  * `RunOperations`, so this class does not depend on how routes are called.
  */
-import type { Run as RunEntity } from "../domain/Run.ts"
-import type { RunStatus } from "../domain/Status.ts"
-import { isRunStatusFinished } from "../domain/Status.ts"
+import type { Run as RunEntity } from "@dstack-ts/core/wire"
+import type { RunStatus } from "@dstack-ts/core/wire"
+import { isRunStatusFinished } from "@dstack-ts/core/wire"
 
 /** What the client knows about a run: its name and the run entity as the server returned it. */
 export interface RunData {

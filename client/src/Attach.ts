@@ -7,8 +7,8 @@
  * the client loads this module only when `attach` is called, so browsers never do.
  */
 import * as net from "node:net"
-import type { Run as RunEntity } from "../domain/Run.ts"
-import { latestSubmission } from "../domain/Job.ts"
+import type { Run as RunEntity } from "@dstack-ts/core/wire"
+import { latestSubmission } from "@dstack-ts/core/wire"
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"])
 

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Schema } from "effect"
-import { Client } from "../../src/client/Client.ts"
-import { AnyRunConfiguration } from "../../src/domain/Configuration.ts"
-import { ClientError } from "../../src/client/ClientError.ts"
+import { Client } from "../src/node.ts"
+import { AnyRunConfiguration } from "../../core/src/domain/Configuration.ts"
+import { ClientError } from "../src/ClientError.ts"
 import { fakeRuns, startTestServer, TOKENS } from "./support.ts"
 import type { TestServer } from "./support.ts"
 

@@ -12,10 +12,11 @@
  * The deprecated upstream names (`push_frame`, `create_frame`, `commit`) are left out.
  */
 import { Cause, Effect, Exit, Option, Stream } from "effect"
-import * as Codec from "../ports/Codec.ts"
-import * as AutoHandler from "../stacks/AutoHandler.ts"
-import { formatStackPath, isStackAccess, resolveStackPath } from "../stacks/server/StackName.ts"
-import type { StackAccess, StackPath } from "../stacks/server/StackName.ts"
+import { Codec } from "@dstack-ts/core/wire"
+import { configFileReader } from "./Platform.ts"
+import { AutoHandler } from "@dstack-ts/core/wire"
+import { formatStackPath, isStackAccess, resolveStackPath } from "@dstack-ts/core/wire"
+import type { StackAccess, StackPath } from "@dstack-ts/core/wire"
 import { ClientError, ClientErrorDetail, reasonOfStatus } from "./ClientError.ts"
 import { normalizeUrl } from "./ClientConfig.ts"
 
@@ -391,7 +392,7 @@ export const make = (options: StacksOptions): Stacks => {
  * Node/Deno only (reads the file).
  */
 export const configProfiles = (configPath?: string) => async (name: string): Promise<StackProfile> => {
-  const { resolveFromConfigFile } = await import("./ConfigFile.ts")
+  const resolveFromConfigFile = configFileReader()
   const project = await run(resolveFromConfigFile({ projectName: name, ...(configPath ? { configPath } : {}) }, { HOME: (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.HOME }))
   return { url: project.url, token: project.token }
 }

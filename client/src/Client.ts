@@ -17,15 +17,16 @@ import * as DstackApi from "./DstackApi.ts"
 import type { DstackApiOptions, DstackApiShape } from "./DstackApi.ts"
 import { Run, runDataOf } from "./Run.ts"
 import type { RunOperations } from "./Run.ts"
+import { configFileReader, portForwarder } from "./Platform.ts"
 import { runLogs } from "./RunLogs.ts"
 import * as Stacks from "./Stacks.ts"
 import type { Project, ServerInfo, User } from "./Wire.ts"
-import type { AnyRunConfiguration } from "../domain/Configuration.ts"
-import { RunSpec } from "../domain/Run.ts"
-import type { Run as RunEntity } from "../domain/Run.ts"
-import type { RunPlan } from "../domain/RunPlan.ts"
-import { RunRepoData } from "../domain/Job.ts"
-import type { RepoCode } from "../repos/RepoCode.ts"
+import type { AnyRunConfiguration } from "@dstack-ts/core/wire"
+import { RunSpec } from "@dstack-ts/core/wire"
+import type { Run as RunEntity } from "@dstack-ts/core/wire"
+import type { RunPlan } from "@dstack-ts/core/wire"
+import { RunRepoData } from "@dstack-ts/core/wire"
+import type { RepoCode } from "@dstack-ts/core/wire"
 
 /** Options of `Client.fromConfig`. */
 export interface FromConfigOptions extends ClientOptions {
@@ -116,8 +117,7 @@ export class Client {
       if (Either.isLeft(resolved)) throw resolved.left
       project = resolved.right
     } else {
-      const { resolveFromConfigFile } = await import("./ConfigFile.ts")
-      project = await runPromise(resolveFromConfigFile(options, env))
+      project = await runPromise(configFileReader()(options, env))
     }
     return new Client(project, options.transport)
   }
@@ -220,8 +220,7 @@ export class Client {
     logs: (run, options) => runLogs(this.api, run, options),
     attach: async (run) => {
       await this.detachRun(run.runName)
-      const { attach } = await import("./Attach.ts")
-      const attachment = await attach(run.entity).catch((e: Error) => {
+      const attachment = await Promise.resolve().then(() => portForwarder()(run.entity)).catch((e: Error) => {
         throw new ClientError({ module: "Client", method: "runs.attach", reason: "NotAvailable", url: this.url, msg: e.message })
       })
       this.attachments.set(run.runName, attachment)
