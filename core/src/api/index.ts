@@ -2,3 +2,5 @@
 export * as RunsApi from "./runs.ts"
 // The binary log frame format (16-byte header + payload) of the logs stream and stored logs.
 export * as LogFrames from "./logFrames.ts"
+// The 16-byte record header shared by the runner event log, stored log files and log frames.
+export * as RecordHeader from "./RecordHeader.ts"

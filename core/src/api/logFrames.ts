@@ -4,17 +4,18 @@
  * job wrote: no UTF-8 decode, JSON escaping and re-encode per megabyte on the server, no
  * JSON.parse on the client.
  *
- * A frame: a 16-byte header (u8 kind, u8 0, u16 0, u32 payload length, f64 timestamp in epoch
- * milliseconds; little endian) and the payload. Kinds 0/1/2 carry output of the job's stdout,
+ * A frame: the 16-byte record header (RecordHeader.ts: kind, payload length, timestamp) and the
+ * payload. Kinds 0/1/2 carry output of the job's stdout,
  * stderr, or the runner's own log (`diagnose`); `end` carries the JSON of the SSE `end` event
  * (`{"status", "job_status"}`), `error` the JSON of its `error` event (`{"msg"}`).
  */
 import { FrameAssembler } from "../internal/FrameAssembler.ts"
+import { RECORD_HEADER, recordLength, recordTimestamp, writeRecordHeader } from "./RecordHeader.ts"
 export const LOG_FRAMES_TYPE = "application/x-dstack-ts-logs"
 export const LOG_FRAMES_VERSION = 1
 export const LOG_FRAMES_CONTENT_TYPE = `${LOG_FRAMES_TYPE}; version=${LOG_FRAMES_VERSION}`
 
-export const LOG_FRAME_HEADER = 16
+export const LOG_FRAME_HEADER = RECORD_HEADER
 
 export type LogFrameKind = "stdout" | "stderr" | "runner" | "end" | "error"
 export const LOG_FRAME_KINDS: ReadonlyArray<LogFrameKind> = ["stdout", "stderr", "runner", "end", "error"]
@@ -28,13 +29,8 @@ export interface LogFrame {
 }
 
 /** Writes a frame's header at `pos` of the buffer `view` covers. */
-export const writeLogFrameHeader = (view: DataView, pos: number, kind: LogFrameKind, length: number, timestamp: number): void => {
-  view.setUint8(pos, CODES[kind])
-  view.setUint8(pos + 1, 0)
-  view.setUint16(pos + 2, 0, true)
-  view.setUint32(pos + 4, length, true)
-  view.setFloat64(pos + 8, timestamp, true)
-}
+export const writeLogFrameHeader = (view: DataView, pos: number, kind: LogFrameKind, length: number, timestamp: number): void =>
+  writeRecordHeader(view, pos, CODES[kind], length, timestamp)
 
 /** Encodes frames into one buffer. */
 export const encodeLogFrames = (frames: ReadonlyArray<{ readonly kind: LogFrameKind; readonly timestamp: number; readonly payload: Uint8Array }>): Uint8Array => {
@@ -75,12 +71,12 @@ export class LogFrameDecoder {
 const frameLength = (buffer: Uint8Array, pos: number): number => {
   const code = buffer[pos]
   if (LOG_FRAME_KINDS[code] === undefined) throw new Error(`log stream: unknown frame kind ${code} at byte ${pos} (a newer server's format?)`)
-  return new DataView(buffer.buffer, buffer.byteOffset + pos, LOG_FRAME_HEADER).getUint32(4, true)
+  return recordLength(new DataView(buffer.buffer, buffer.byteOffset + pos, LOG_FRAME_HEADER), 0)
 }
 
 const frameAt = (buffer: Uint8Array, pos: number, length: number): LogFrame => ({
   kind: LOG_FRAME_KINDS[buffer[pos]],
-  timestamp: new DataView(buffer.buffer, buffer.byteOffset + pos, LOG_FRAME_HEADER).getFloat64(8, true),
+  timestamp: recordTimestamp(new DataView(buffer.buffer, buffer.byteOffset + pos, LOG_FRAME_HEADER), 0),
   payload: buffer.subarray(pos + LOG_FRAME_HEADER, pos + LOG_FRAME_HEADER + length)
 })
 

@@ -16,7 +16,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Buffer } from "node:buffer"
 import { Effect } from "effect"
-import { StateStore } from "@dstack-ts/core"
+import { RecordHeader, StateStore } from "@dstack-ts/core"
 
 type Change = StateStore.Change
 type LogEvent = StateStore.LogEvent
@@ -28,8 +28,9 @@ type NewLogEvent = StateStore.NewLogEvent
 const { MAX_LOG_LIMIT, StateStoreError } = StateStore
 type StateStoreError = StateStore.StateStoreError
 
-// Header: u8 source, u8 0, u16 0, u32 message length, f64 timestamp (ms since epoch), LE.
-const HEADER = 16
+// Each record: core's 16-byte record header (kind = the source's index below, message length,
+// timestamp), then the message; the layout of a binary logs/stream frame, so pages go out as read.
+const HEADER = RecordHeader.RECORD_HEADER
 const SOURCES: ReadonlyArray<LogSource> = ["stdout", "stderr", "runner"]
 
 /** The index of one stream: where each record is, in append order, and the order to read. */
@@ -158,19 +159,19 @@ export const make = (options: FileLogsOptions): Logs => {
     try {
       const size = fs.fstatSync(fd).size
       const header = Buffer.alloc(HEADER)
+      const headerView = RecordHeader.viewOf(header)
       let pos = 0
       let lastTs = -Infinity
       while (pos + HEADER <= size) {
         fs.readSync(fd, header, 0, HEADER, pos)
-        const len = header.readUInt32LE(4)
+        const { kind, length: len, timestamp: ts } = RecordHeader.readRecordHeader(headerView, 0)
         if (pos + HEADER + len > size) break
-        const ts = header.readDoubleLE(8)
         if (ts < lastTs) index.order = [] // rebuilt below
         lastTs = Math.max(lastTs, ts)
         index.ts.push(ts)
         index.offset.push(pos + HEADER)
         index.length.push(len)
-        index.source.push(header.readUInt8(0))
+        index.source.push(kind)
         pos += HEADER + len
       }
       index.size = pos
@@ -253,14 +254,10 @@ export const make = (options: FileLogsOptions): Logs => {
       let total = 0
       for (const e of group.events) total += HEADER + e.message.byteLength
       const headers = Buffer.allocUnsafe(HEADER * group.events.length)
+      const headersView = RecordHeader.viewOf(headers)
       for (let i = 0; i < group.events.length; i++) {
         const e = group.events[i]
-        const pos = i * HEADER
-        headers.writeUInt8(SOURCES.indexOf(e.source), pos)
-        headers.writeUInt8(0, pos + 1)
-        headers.writeUInt16LE(0, pos + 2)
-        headers.writeUInt32LE(e.message.byteLength, pos + 4)
-        headers.writeDoubleLE(e.timestamp.getTime(), pos + 8)
+        RecordHeader.writeRecordHeader(headersView, i * HEADER, SOURCES.indexOf(e.source), e.message.byteLength, e.timestamp.getTime())
       }
       if (total >= WRITEV_MIN_AVERAGE * group.events.length) {
         // Big messages (heavy output) go out as they are, behind their headers: no copy.
