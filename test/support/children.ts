@@ -48,12 +48,12 @@ export const spawnScript = (script: string, env: Record<string, string>): Child 
         } else if (child.exitCode !== null || child.signalCode !== null) {
           waiters.delete(check)
           clearTimeout(timer)
-          reject(new Error(`${name} exited before the expected line; stderr: ${stderr.join("")}`))
+          reject(new Error(`${script} exited before the expected line; stderr: ${stderr.join("")}`))
         }
       }
       const timer = setTimeout(() => {
         waiters.delete(check)
-        reject(new Error(`timed out waiting for ${name}; lines: ${lines.slice(-5).join(" | ")}; stderr: ${stderr.join("")}`))
+        reject(new Error(`timed out waiting for a line from ${script}; lines: ${lines.slice(-5).join(" | ")}; stderr: ${stderr.join("")}`))
       }, timeoutMs)
       waiters.add(check)
       check()

@@ -542,6 +542,36 @@ export const documents = (store: StateStoreService, kind: DocumentKind): Documen
   }
 }
 
+/**
+ * Decodes stored documents of `kind` with their schema. A document that does not decode is an
+ * `Invalid` error naming the table and the row (`fleets row 'f-1' does not decode as a fleet:
+ * …`), for the caller to report, never to skip: the store holds only what the server wrote,
+ * so such a row means a bug or a hand edit that someone has to see.
+ *
+ * @example
+ * const decodeFleet = decodeDocument("fleet", Fleet)
+ * const fleets = yield* Effect.forEach(yield* store.fleets.list({ projects: ["main"] }), decodeFleet)
+ */
+export const decodeDocument = <A, I>(
+  kind: DocumentKind,
+  schema: Schema.Schema<A, I>
+): ((row: DocumentBody) => Effect.Effect<A, StateStoreError>) => {
+  const decode = Schema.decodeUnknown(schema)
+  return (row) =>
+    decode(row.doc).pipe(
+      Effect.mapError(
+        (e) =>
+          new StateStoreError({
+            module: "StateStore",
+            method: `${kind}s.decode`,
+            reason: "Invalid",
+            message: `${kind}s row '${row.id}' does not decode as ${kind === "instance" ? "an" : "a"} ${kind}: ${e.message}`,
+            cause: e
+          })
+      )
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tokens: random, high entropy, stored as sha256 hex
 

@@ -6,7 +6,7 @@ import { BlobStore, StateStore, createServer } from "@dstack-ts/core"
 import type { Server } from "@dstack-ts/core"
 import { testStateStore } from "@dstack-ts/core/testing"
 import { describeWith } from "../../../test/support/components.ts"
-import { findPostgres } from "../../../test/support/postgres.ts"
+import { findPostgres, psqlLines } from "../../../test/support/postgres.ts"
 import plugin, { PostgresStateStore } from "../src/index.ts"
 import { freshDatabase, storeOnFreshDatabase } from "./support.ts"
 
@@ -139,6 +139,24 @@ describeWith("postgresql", pg.available, pg.reason, () => {
         expect(Either.isLeft(result) && result.left.reason).toBe("Invalid")
         const user = yield* Effect.either(StateStore.authenticate("x").pipe(Effect.provideService(StateStore.StateStore, s)))
         expect(Either.isLeft(user) && user.left.reason).toBe("NotFound")
+      })
+    ))
+
+  it.live("fails a log poll with Invalid naming a stored row whose source it does not know", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const db = yield* freshDatabase(pg.url)
+        const s = yield* PostgresStateStore.make({ url: db.url })
+        // Only a hand edit (or a bug) could store this: sources are 1..3.
+        const [seq] = yield* Effect.promise(() =>
+          psqlLines(
+            db.url,
+            `INSERT INTO logs (project, job_submission_id, diagnose, ts_ms, source, message) VALUES ('p', 's', false, 1, 9, '\\x00') RETURNING seq`
+          )
+        )
+        const error = yield* Effect.flip(s.logs.poll({ project: "p", jobSubmissionId: "s" }))
+        expect(error.reason).toBe("Invalid")
+        expect(error.message).toBe(`logs row '${seq}' cannot be read: unknown source 9`)
       })
     ))
 })

@@ -3,8 +3,8 @@
 import { Effect, Schema } from "effect"
 import { Fleet } from "../../domain/Fleet.ts"
 import { Instance } from "../../domain/Instance.ts"
-import { StateStore, type StoredDocument } from "../../ports/StateStore.ts"
-import { fromStateStore, notFound } from "../ApiError.ts"
+import { decodeDocument, StateStore, type StateStoreError, type StoredDocument } from "../../ports/StateStore.ts"
+import { fromStateStore, notFound, serverError } from "../ApiError.ts"
 import { jsonRoute } from "../Route.ts"
 
 const optionalKey = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.optional(schema).pipe(Schema.fromKey(wire))
@@ -18,14 +18,13 @@ export const ListInstancesRequest = Schema.Struct({
 export const GetByIdRequest = Schema.Struct({ id: Schema.String })
 export const GetFleetRequest = Schema.Struct({ name: Schema.optional(Schema.String), id: Schema.optional(Schema.String) })
 
-const decodeInstance = Schema.decodeUnknown(Instance)
-const decodeFleet = Schema.decodeUnknown(Fleet)
+// A stored row that does not decode is the server's fault (500, naming the row), never skipped.
+const unreadable = (e: StateStoreError) => serverError(e.message ?? e.reason, e)
+const instanceOf = decodeDocument("instance", Instance)
+const fleetOf = decodeDocument("fleet", Fleet)
+const decodeInstance = (row: StoredDocument) => instanceOf(row).pipe(Effect.mapError(unreadable))
+const decodeFleet = (row: StoredDocument) => fleetOf(row).pipe(Effect.mapError(unreadable))
 const ACTIVE_INSTANCE = ["pending", "provisioning", "idle", "busy", "terminating"]
-
-const instances = (rows: ReadonlyArray<StoredDocument>) =>
-  Effect.forEach(rows, (row) => decodeInstance(row.doc).pipe(Effect.option)).pipe(
-    Effect.map((all) => all.flatMap((o) => (o._tag === "Some" ? [o.value] : [])))
-  )
 
 export const instanceRoutes = [
   jsonRoute({
@@ -44,7 +43,7 @@ export const instanceRoutes = [
         const rows = yield* store.instances
           .list({ ...(projects ? { projects } : {}), ...(input.onlyActive ? { statuses: ACTIVE_INSTANCE } : {}) }, { limit: input.limit })
           .pipe(Effect.mapError(fromStateStore))
-        const all = yield* instances(rows)
+        const all = yield* Effect.forEach(rows, decodeInstance)
         return input.fleetNames ? all.filter((i) => i.fleetName !== undefined && input.fleetNames!.includes(i.fleetName)) : all
       })
   }),
@@ -57,7 +56,7 @@ export const instanceRoutes = [
         const missing = notFound(`Instance ${input.id} does not exist in project ${ctx.projectName}`)
         const row = yield* store.instances.get(input.id).pipe(Effect.mapError((e) => (e.reason === "NotFound" ? missing : fromStateStore(e))))
         if (row.project !== ctx.projectName) return yield* Effect.fail(missing)
-        return yield* decodeInstance(row.doc).pipe(Effect.orDie)
+        return yield* decodeInstance(row)
       })
   }),
   jsonRoute({
@@ -67,8 +66,7 @@ export const instanceRoutes = [
       Effect.gen(function* () {
         const store = yield* StateStore
         const rows = yield* store.fleets.list({ projects: [ctx.projectName!] }).pipe(Effect.mapError(fromStateStore))
-        const fleets = yield* Effect.forEach(rows, (row) => decodeFleet(row.doc).pipe(Effect.option))
-        return fleets.flatMap((o) => (o._tag === "Some" ? [o.value] : []))
+        return yield* Effect.forEach(rows, decodeFleet)
       })
   }),
   jsonRoute({
@@ -83,7 +81,7 @@ export const instanceRoutes = [
           Effect.mapError((e) => (e.reason === "NotFound" ? missing : fromStateStore(e)))
         )
         if (row.project !== ctx.projectName) return yield* Effect.fail(missing)
-        return yield* decodeFleet(row.doc).pipe(Effect.orDie)
+        return yield* decodeFleet(row)
       })
   })
 ]

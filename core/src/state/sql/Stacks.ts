@@ -1,42 +1,14 @@
 /**
- * The `stacks` repository of the SQL state store: stacks (owner, name, access, head), their
- * frames with attachments as JSON, and each user's default access for new stacks.
+ * The `stacks`, `stack_frames` and `stack_settings` tables of the SQL state store: stacks
+ * (owner, name, access, head), their frames with attachments as JSON, and each user's default
+ * access for new stacks.
  */
 import { Effect } from "effect"
-import {
-  type StackAccess,
-  type StackAttachment,
-  type StackFrameRecord,
-  type StackRecord,
-  type Stacks,
-  StateStoreError,
-  type StateStoreErrorReason
-} from "../ports/StateStore.ts"
-import type { Row } from "./SqlDriver.ts"
-import type { SqlError } from "./SqlDriver.ts"
-
-const MODULE = "StateStore"
-
-type Sql = (text: string, params?: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<Row>, SqlError>
-
-const reasonOf = (e: SqlError): StateStoreErrorReason => {
-  const code = e.code ?? ""
-  if (code === "23505") return "AlreadyExists"
-  if (code === "23503") return "NotFound"
-  if (code === "40001" || code === "40P01") return "Conflict"
-  if (code.startsWith("22") || code.startsWith("23")) return "Invalid"
-  if (code.startsWith("08") || code.startsWith("57")) return "Unavailable"
-  return "Unknown"
-}
-
-const toStoreError = (method: string) => (e: SqlError): StateStoreError =>
-  new StateStoreError({ module: MODULE, method, reason: reasonOf(e), message: e.message, cause: e })
-
-const failWith = (method: string, reason: StateStoreErrorReason, message: string) =>
-  Effect.fail(new StateStoreError({ module: MODULE, method, reason, message }))
-
-const toDate = (v: unknown): Date => (v instanceof Date ? v : new Date(String(v)))
-const parseJson = (v: unknown): unknown => (typeof v === "string" ? JSON.parse(v) : v)
+import type { StackAccess, StackAttachment, StackFrameRecord, StackRecord, Stacks } from "../../ports/StateStore.ts"
+import type { Row } from "../SqlDriver.ts"
+import type { SqlContext } from "./Context.ts"
+import { failWith, toStoreError } from "./Errors.ts"
+import { parseJson, toDate } from "./Statements.ts"
 
 const stackFromRow = (r: Row): StackRecord => ({
   owner: String(r.owner),
@@ -63,14 +35,7 @@ const frameFromRow = (r: Row): StackFrameRecord => ({
 const one = <A>(method: string, what: string, f: (r: Row) => A) => (rows: ReadonlyArray<Row>) =>
   rows.length === 0 ? failWith(method, "NotFound", what) : Effect.succeed(f(rows[0]))
 
-/**
- * Builds the repository on the store's statement runner (which joins the caller's
- * transaction) and its `withTransaction`.
- */
-export const make = (
-  sql: Sql,
-  withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StateStoreError, R>
-): Stacks => {
+export const make = ({ sql, withTransaction }: SqlContext): Stacks => {
   const get = (owner: string, name: string) =>
     sql(`SELECT * FROM stacks WHERE owner = $1 AND name = $2`, [owner, name]).pipe(
       Effect.mapError(toStoreError("stacks.get")),
