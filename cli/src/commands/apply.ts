@@ -56,8 +56,9 @@ export default defineCommand({
     if (info === undefined) throw new CliError(`Configuration file ${args.file} does not exist`)
     if (!info.isFile()) throw new CliError(`Configuration file ${args.file} is not a file`)
     const { loadConfiguration } = await import("@dstack-ts/core")
-    // A ConfigurationError lists every problem at file:line:col; main.ts prints them all.
-    const configuration = await runEffect(loadConfiguration(args.file))
+    // A ConfigurationError lists every problem at file:line:col, keys this build does not carry
+    // out yet included (before anything is uploaded); main.ts prints them all.
+    const configuration = await runEffect(loadConfiguration(args.file, { supportedOnly: true }))
     if (configuration.type !== "task" && configuration.type !== "service" && configuration.type !== "dev-environment") {
       throw notAvailable(`Applying a ${configuration.type} configuration`)
     }
