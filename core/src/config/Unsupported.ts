@@ -32,8 +32,10 @@ export interface UnsupportedRule {
   readonly types: ReadonlyArray<ConfigurationType>
   /** The values refused, in words for the docs (`any value`, `false`, `without image`). */
   readonly refused: string
-  /** The roadmap item that brings it; absent when the key needs another key rather than a release. */
+  /** The roadmap item that brings it. */
   readonly comesWith?: RoadmapItem
+  /** What works today instead, in words for the docs (`set \`image\``). */
+  readonly instead?: string
   readonly find: (configuration: AnyConfiguration) => ReadonlyArray<UnsupportedKey>
 }
 
@@ -69,6 +71,7 @@ const containerOnly = (key: string, given: (c: Exclude<AnyConfiguration, { type:
   key,
   types: RUN_TYPES,
   refused: "without `image`",
+  instead: "set `image`",
   find: (c) =>
     isRun(c) && c.image === undefined && given(c)
       ? one(key.split("."), `\`${key}\` needs \`image\`: ${what} only in a container, and without an image the job runs as processes on the host; set \`image\`, or drop \`${key}\``)
@@ -120,6 +123,7 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
     key: "env",
     types: RUN_TYPES,
     refused: "a name without a value",
+    instead: "give the value: `NAME: value` or `NAME=value`",
     find: (c) =>
       isRun(c)
         ? Object.entries(c.env ?? {}).flatMap(([name, value]) =>
@@ -145,6 +149,7 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
     key: "ports",
     types: ["task", "dev-environment"],
     refused: "`*:PORT` (any free local port)",
+    instead: "`PORT` or `LOCAL:PORT`",
     find: (c) =>
       (c.type === "task" || c.type === "dev-environment")
         ? (c.ports ?? []).flatMap((p, i) =>
@@ -158,6 +163,7 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
     types: RUN_TYPES,
     refused: "a network volume (`name:/path`, `{name, path}`); an instance directory without `image`",
     comesWith: "clouds",
+    instead: "an instance directory with `image`",
     find: (c) =>
       isRun(c)
         ? (c.volumes ?? []).flatMap((v, i) =>
@@ -198,6 +204,7 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
     key: "termination_policy",
     types: RUN_TYPES,
     refused: "`dont-destroy`",
+    instead: "`idle_duration: off`",
     find: (c) =>
       isRun(c) && c.terminationPolicy === "dont-destroy"
         ? one(["termination_policy"], notYet("`termination_policy: dont-destroy`", "idle instances end after `idle_duration`; to keep them, write `idle_duration: off`"))
@@ -210,6 +217,7 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
     types: ["service"],
     refused: "a local port other than the service's (`8080:8000`, `*:8000`)",
     comesWith: "services",
+    instead: "`port: PORT`",
     find: (c) =>
       c.type === "service" && c.port.localPort !== c.port.containerPort
         ? one(["port"], notYet(`the local part of \`port\` (${c.port.localPort ?? "*"}:${c.port.containerPort})`, `it is where the services proxy would serve the replicas, and there is no proxy yet; write \`port: ${c.port.containerPort}\``, "services"))
@@ -250,6 +258,7 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
     types: ["service"],
     refused: "a range (`1..3`)",
     comesWith: "services",
+    instead: "a number",
     find: (c) =>
       c.type === "service" && c.replicas.min !== c.replicas.max
         ? one(["replicas"], notYet(`\`replicas: ${c.replicas.min ?? 0}..${c.replicas.max ?? ""}\` (a range)`, "the number of replicas does not follow load yet; give a number", "services"))
