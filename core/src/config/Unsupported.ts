@@ -106,7 +106,7 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
     comesWith: "fleets",
     find: (c) =>
       c.type === "fleet"
-        ? one(["type"], notYet("`type: fleet`", "fleets cannot be created in this build (a run provisions its own instance from the project's backends, and idle ones are reused); SSH fleets come first, cloud fleets with the cloud backends", "fleets"))
+        ? one(["type"], notYet("`type: fleet`", "fleets cannot be created in this build (a run provisions its own instance from the project's backends and reuses idle ones)", "fleets"))
         : none
   },
   {
