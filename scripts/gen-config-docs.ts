@@ -135,7 +135,7 @@ const unsupportedSection = () =>
 export const renderConfigurationDocs = (): string =>
   [
     intro,
-    section("type: task", "Commands that run to completion, on one node or several.", (TaskConfiguration.ast as SchemaAST.Transformation).from),
+    section("type: task", "Commands that run to completion, on one node (several nodes are not supported yet).", (TaskConfiguration.ast as SchemaAST.Transformation).from),
     section("type: service", "A long-running app listening on `port`, in a fixed number of replicas. There is no services proxy, gateway, autoscaling or model route yet: a process replica is reached on its instance's port, a container's port is published on a free port of its instance.", (ServiceConfiguration.ast as SchemaAST.Transformation).from),
     section("type: dev-environment", "A machine that runs `init` and stays up until stopped; `dstack attach` forwards its `ports`. Connecting an IDE (`ide`) is not supported yet.", (DevEnvironmentConfiguration.ast as SchemaAST.Transformation).from),
     section("type: fleet", "Instances from backends (`nodes`) or your own hosts (`ssh_config`). Fleet files are read and checked (every problem at once), but applying one is not supported yet.", (FleetConfiguration.ast as SchemaAST.Transformation).from),

@@ -187,10 +187,10 @@ const taskFields = {
   ports: opt(Schema.Array(PortMapping), { description: "Ports to forward when attached: `8080` or `\"8080:80\"` (`\"*:80\"`, any free local port, is not supported yet)." })
 }
 
-/** A task: commands that run to completion, on one or several nodes. */
+/** A task: commands that run to completion. */
 export const TaskConfiguration = configuration(
   "TaskConfiguration",
-  "A task runs commands to completion, on one node or several (`nodes`).",
+  "A task runs commands to completion on one node (several `nodes` are not supported yet).",
   taskFields,
   legacyFields,
   runRules
@@ -248,7 +248,7 @@ const serviceRules = (c: Schema.Struct.Type<typeof serviceFields>): Array<Issue>
   return issues
 }
 
-/** A service: a long-running app with a port, replicas and optional autoscaling. */
+/** A service: a long-running app with a port and replicas. */
 export const ServiceConfiguration = configuration(
   "ServiceConfiguration",
   "A service runs a long-running app on `port` in a fixed number of replicas; the proxy, gateways, autoscaling and model routes are not supported yet.",
@@ -270,7 +270,7 @@ const devEnvironmentFields = {
   ports: opt(Schema.Array(PortMapping), { description: "Ports to forward when attached." })
 }
 
-/** A dev environment: an interactive machine for an IDE. */
+/** A dev environment: a machine that runs `init` and stays up until stopped. */
 export const DevEnvironmentConfiguration = configuration(
   "DevEnvironmentConfiguration",
   "A dev environment provisions a machine, runs `init` and stays up until stopped; connecting an IDE to it is not supported yet.",
