@@ -26,6 +26,7 @@ import {
   TaskConfiguration,
   VolumeMountPoint
 } from "../core/src/domain/index.ts"
+import { ROADMAP, UNSUPPORTED_RULES } from "../core/src/config/Unsupported.ts"
 
 const camel = (key: string) => key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
 
@@ -90,32 +91,54 @@ file with mistakes is rejected with every problem listed at once, each as
   \`intel\`), names (\`A100\` or \`H100,A100\`), memory per GPU (\`80GB\` or \`24GB..80GB\`), count
   (\`2\` or \`1..4\`). Examples: \`A100:80GB:2\`, \`H100,A100:1..4\`, \`amd:MI300X\`, \`24GB..80GB\`. A
   GPU given without a count means exactly one.
-- **env**: a map (\`{A: "1"}\`) or a list (\`[A=1, B]\`). A bare name (\`B\`, or \`B:\` with no value)
-  takes its value from the environment of the client that submits the run; the submission
-  fails if the client does not have it.
+- **env**: a map (\`{A: "1"}\`) or a list (\`[A=1]\`). A bare name (\`B\`, or \`B:\` with no value,
+  meant to take its value from the client's environment) is read but refused when the run is
+  planned: this build's clients do not fill it in yet.
 - **ports**: \`80\` (container port 80 on local port 80), \`"8080:80"\` (local 8080 to container 80),
-  \`"*:80"\` (any free local port), or \`{local_port, container_port}\`.
-- **volumes**: \`name:/path\` (a network volume), \`/instance/dir:/path\` (a directory of the
-  instance), \`{name, path}\` or \`{instance_path, path}\`.
-- **backends**: ${"`aws`, `azure`, `cudo`, `dstack`, `gcp`, `datacrunch`, `kubernetes`, `lambda`, `runpod`, `tensordock`, `vastai`, `local`, `remote`"} (\`ssh\` is read as \`remote\`, the SSH fleets).
+  or \`{local_port, container_port}\`. \`"*:80"\` (any free local port) is read but refused.
+- **volumes**: \`/instance/dir:/path\` or \`{instance_path, path}\` (a directory of the instance,
+  mounted into the container; needs \`image\`). \`name:/path\` and \`{name, path}\` (network
+  volumes) are read but refused.
+- **backends**: ${"`aws`, `azure`, `cudo`, `dstack`, `gcp`, `datacrunch`, `kubernetes`, `lambda`, `runpod`, `tensordock`, `vastai`, `local`, `remote`"} (\`ssh\` is read as \`remote\`, the SSH fleets), or a backend plugin's own type.
+  This build ships \`local\` (this machine); a name the project does not have leaves no offers,
+  and the plan says so.
 
 Older keys are still read: \`retry_policy: {retry, limit}\` becomes \`retry\` (every event, for
 \`limit\`, default 1h) and \`termination_idle_time\` becomes \`idle_duration\`; giving both the old
 and the new key is an error. Cross-field rules: \`python\` and \`nvcc\` cannot be used with
 \`image\`; a range of \`replicas\` needs \`scaling\`; a fleet has either \`nodes\` or \`ssh_config\`.
+
+Some keys are read and checked but not carried out by this build yet: planning and submitting
+a run refuses them, naming each key, and \`dstack apply\` reports them at their line before it
+uploads anything. They are listed in [Not supported yet](#not-supported-yet) at the end.
 `
 
 const section = (title: string, text: string, schema: Schema.Schema.Any | SchemaAST.AST) =>
   `## ${title}\n\n${text}\n\n${table(schema)}\n`
 
+/** The keys refused when a run is planned (core/src/config/Unsupported.ts), and what brings each. */
+const unsupportedSection = () =>
+  [
+    "## Not supported yet",
+    "",
+    "These are read and checked like every key, then refused when a run is planned or submitted",
+    "(`runs/get_plan`, `runs/apply`, `runs/submit`, `dstack apply`), with a message that names the key",
+    "by its path, the roadmap item that brings it and, where there is one, what works today instead.",
+    "",
+    "| key | in | refused | comes with | works today |",
+    "| --- | --- | --- | --- | --- |",
+    ...UNSUPPORTED_RULES.map((r) =>
+      `| \`${r.key}\` | ${r.types.join(", ")} | ${r.refused.replace(/\|/g, "\\|")} | ${r.comesWith === undefined ? "—" : ROADMAP[r.comesWith]} | ${r.instead ?? "—"} |`)
+  ].join("\n") + "\n"
+
 /** Renders the whole reference. */
 export const renderConfigurationDocs = (): string =>
   [
     intro,
-    section("type: task", "Commands that run to completion, on one node or several.", (TaskConfiguration.ast as SchemaAST.Transformation).from),
-    section("type: service", "A long-running app behind the server's proxy or a gateway.", (ServiceConfiguration.ast as SchemaAST.Transformation).from),
-    section("type: dev-environment", "A machine to connect an IDE to.", (DevEnvironmentConfiguration.ast as SchemaAST.Transformation).from),
-    section("type: fleet", "Instances from backends (`nodes`) or your own hosts (`ssh_config`).", (FleetConfiguration.ast as SchemaAST.Transformation).from),
+    section("type: task", "Commands that run to completion, on one node (several nodes are not supported yet).", (TaskConfiguration.ast as SchemaAST.Transformation).from),
+    section("type: service", "A long-running app listening on `port`, in a fixed number of replicas. There is no services proxy, gateway, autoscaling or model route yet: a process replica is reached on its instance's port, a container's port is published on a free port of its instance.", (ServiceConfiguration.ast as SchemaAST.Transformation).from),
+    section("type: dev-environment", "A machine that runs `init` and stays up until stopped; `dstack attach` forwards its `ports`. Connecting an IDE (`ide`) is not supported yet.", (DevEnvironmentConfiguration.ast as SchemaAST.Transformation).from),
+    section("type: fleet", "Instances from backends (`nodes`) or your own hosts (`ssh_config`). Fleet files are read and checked (every problem at once), but applying one is not supported yet.", (FleetConfiguration.ast as SchemaAST.Transformation).from),
     section("resources", "Every key has a default; `resources` itself may be left out.", ResourcesSpec),
     section("resources.cpu (object form)", "Instead of the shorthand `arm:8`.", CPUSpecObject),
     section("resources.gpu (object form)", "Instead of the shorthand `A100:80GB:2`.", GPUSpecObject),
@@ -129,7 +152,8 @@ export const renderConfigurationDocs = (): string =>
     section("volumes (object forms)", "A network volume by name:", VolumeMountPoint),
     section("volumes: instance directory", "A directory of the instance:", InstanceMountPoint),
     section("ssh_config", "How to reach the hosts of an SSH fleet.", SshConfig),
-    section("ssh_config.hosts[]", "A host is a name/address or this object; unset keys come from `ssh_config`.", SshHost)
+    section("ssh_config.hosts[]", "A host is a name/address or this object; unset keys come from `ssh_config`.", SshHost),
+    unsupportedSection()
   ].join("\n")
 
 const target = fileURLToPath(new URL("../docs/configuration.md", import.meta.url))

@@ -18,7 +18,7 @@ const lazy = <M extends { default: CommandDef<any> }>(load: () => Promise<M>) =>
 
 /** The root command; docs/cli.md is generated from it (cli/scripts/cli-docs.ts). */
 export const rootCommand = defineCommand({
-  meta: { name: "dstack", version: VERSION, description: "Run ML and data work on your machine, SSH hosts, clouds and Kubernetes" },
+  meta: { name: "dstack", version: VERSION, description: "Run ML and data work on your machine (more backends as plugins) and keep stacks of dataframes, plots and models" },
   args: globalArgs,
   subCommands: {
     server: lazy(() => import("./commands/server.ts")),

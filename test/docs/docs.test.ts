@@ -1,12 +1,15 @@
 // The docs stay true: docs/api.md is generated from the OpenAPI document that a server serves
 // (and must be regenerated when a route's schema changes), every relative link in README.md
 // and docs/ points at a file that exists, every doc is linked from the README and from
-// docs/examples.md, and every example directory is described and exercised by a test.
+// docs/examples.md, every example directory is described and named by a test, and what the
+// configuration refuses is listed where users look (README, configuration.md, the examples).
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { BlobStore, createServer, type Server } from "@dstack-ts/core"
+import { Schema } from "effect"
+import { parse as parseYaml } from "yaml"
+import { AnyConfiguration, BlobStore, createServer, ROADMAP, type Server, UNSUPPORTED_RULES, unsupportedKeys } from "@dstack-ts/core"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { renderApiDocs, serverDocument } from "../../scripts/gen-api-docs.ts"
 
@@ -93,11 +96,33 @@ describe("examples", () => {
     for (const dir of dirs) expect(read("docs/examples.md"), dir).toContain(`examples/${dir}`)
   })
 
-  it("each is exercised by a test: named by one, or only configurations that core/test/config/examples.test.ts validates", () => {
-    for (const dir of dirs) {
-      const files = readdirSync(path.join(root, "examples", dir))
-      const onlyConfigurations = files.every((f) => f.endsWith(".dstack.yml"))
-      expect(onlyConfigurations || tests.includes(`examples/${dir}/`), `examples/${dir} is not run by any test`).toBe(true)
+  it("each is exercised by a test that names it (run, or checked to be refused)", () => {
+    for (const dir of dirs) expect(tests.includes(`examples/${dir}/`), `examples/${dir} is not run by any test`).toBe(true)
+  })
+})
+
+describe("what is not supported yet", () => {
+  it("README.md names every roadmap item that refused keys come with, and links the generated list", () => {
+    const readme = read("README.md")
+    const section = readme.slice(readme.indexOf("## Not here yet"), readme.indexOf("## What is here"))
+    expect(section).toContain("](docs/configuration.md#not-supported-yet)")
+    for (const item of Object.values(ROADMAP)) expect(section, item).toContain(`**${item}**`)
+  })
+
+  it("docs/configuration.md lists every refused key with the values refused", () => {
+    const text = read("docs/configuration.md")
+    const list = text.slice(text.indexOf("## Not supported yet"))
+    for (const rule of UNSUPPORTED_RULES) expect(list, rule.key).toContain(`| \`${rule.key}\` | ${rule.types.join(", ")} | ${rule.refused}`)
+  })
+
+  it("an example that is refused says so in its own words, and every other is accepted", () => {
+    for (const dir of readdirSync(path.join(root, "examples"))) {
+      for (const file of readdirSync(path.join(root, "examples", dir)).filter((f) => f.endsWith(".dstack.yml"))) {
+        const text = read(`examples/${dir}/${file}`)
+        const refused = unsupportedKeys(Schema.decodeUnknownSync(AnyConfiguration)(parseYaml(text)))
+        if (refused.length > 0) expect(text, `examples/${dir}/${file}`).toMatch(/NOT SUPPORTED YET/)
+        else expect(text, `examples/${dir}/${file}`).not.toMatch(/NOT SUPPORTED YET/)
+      }
     }
   })
 })

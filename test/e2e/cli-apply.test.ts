@@ -1,6 +1,7 @@
 // The newcomer's path through the real CLI: `dstack server` (the default build) in one process,
 // then `dstack apply -f … -y` from a directory whose files the job reads, `dstack ps`,
-// `dstack logs`, and a failing run that exits non-zero with its reason.
+// `dstack logs`, a failing run that exits non-zero with its reason, and configurations with keys
+// this build does not carry out yet, refused at their line before anything is uploaded.
 import { spawn, type ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -90,6 +91,22 @@ describe("dstack CLI end to end", () => {
     expect(res.code).toBe(1)
     expect(res.stderr).toMatch(/\.dstack\.yml:2:1/)
     expect(res.stderr).toMatch(/did you mean `commands`/)
+  }, 60_000)
+
+  it("refuses keys this build does not carry out yet at their line, before uploading anything", async () => {
+    const dir = writeProject("unsupported", `type: service\nname: cli-unsupported\ncommands: [python3 -m http.server 8000]\nport: 8000\nauth: false\nreplicas: 1..2\nscaling: {metric: rps, target: 5}\n${small}`, {})
+    const res = await dstack(["apply", "-f", ".dstack.yml", "-y"], dir)
+    expect(res.code).toBe(1)
+    expect(res.stderr).toMatch(/\.dstack\.yml: 3 problems in the configuration/)
+    expect(res.stderr).toMatch(/\.dstack\.yml:5:1 {2}auth {2}`auth: false` is not supported yet: .*services \(proxy, autoscaling, model routes\)/)
+    expect(res.stderr).toMatch(/\.dstack\.yml:6:1 {2}replicas {2}`replicas: 1\.\.2` \(a range\) is not supported yet/)
+    expect(res.stderr).toMatch(/\.dstack\.yml:7:1 {2}scaling {2}`scaling` is not supported yet/)
+    expect(res.stdout + res.stderr).not.toMatch(/Uploading|Getting the run plan/)
+    const fleet = await dstack(["apply", "-f", path.resolve("examples/fleet-ssh/.dstack.yml"), "-y"], home)
+    expect(fleet.code).toBe(1)
+    expect(fleet.stderr).toMatch(/fleet-ssh\/\.dstack\.yml:5:1 {2}type {2}`type: fleet` is not supported yet/)
+    const ps = await dstack(["ps", "-a"], home)
+    expect(ps.stdout).not.toContain("cli-unsupported")
   }, 60_000)
 
   it("lists offers for given resources and explains when none fits", async () => {

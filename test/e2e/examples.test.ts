@@ -1,8 +1,9 @@
 // The examples, each exercised for real: the custom server build started as a child process and
 // driven over HTTP, the Fake Cloud backend plugin planning and running a job in a createServer,
 // the GeoJSON codec plugin through its conformance suite and AutoHandler, the HTTP task (process
-// and container) reached through run.attach(), and the stacks scripts and the CLI commands of
-// their README run against a real server.
+// and container) reached through run.attach(), the service and dev-environment examples run (and
+// the service as upstream writes it refused, each key named), and the stacks scripts and the CLI
+// commands of their README run against a real server.
 import { execFile, spawn, type ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -369,6 +370,72 @@ describe("examples/http-task and examples/stacks on a real server", () => {
       await run.stop({ abort: true })
     }, 150_000)
   })
+
+  /** An example configuration as `dstack apply` reads it, with `patch` over its YAML keys. */
+  const configurationOf = async (file: string, patch: Record<string, unknown> = {}) =>
+    Schema.decodeUnknownSync(AnyConfiguration)(await wireConfiguration(file, patch))
+
+  const waitStatus = async (run: { refresh: () => Promise<unknown>; status: string; finished: boolean }, status: string, timeoutMs = 60_000) => {
+    const start = Date.now()
+    while (run.status !== status && !run.finished && Date.now() - start < timeoutMs) {
+      await new Promise((r) => setTimeout(r, 200))
+      await run.refresh()
+    }
+    expect(run.status).toBe(status)
+  }
+
+  it("examples/service/.dstack.yml: its one replica answers on the service's port until stopped", async () => {
+    const port = await freePort()
+    const service = await configurationOf("examples/service/.dstack.yml", { port, env: { PORT: String(port) } })
+    const run = await client.runs.submit(service as never, { runName: "web-example" })
+    expect(run.entity.jobs.map((j) => j.jobSpec.servicePort)).toEqual([port])
+    expect(await fetchText(port)).toBe("Hello from a dstack-ts service\n")
+    await run.refresh()
+    expect(run.status).toBe("running")
+    await run.stop()
+    await waitStatus(run, "terminated")
+  }, 120_000)
+
+  it("examples/dev-environment/.dstack.yml: runs init, then stays up until stopped", async () => {
+    const dev = await configurationOf("examples/dev-environment/.dstack.yml")
+    const run = await client.runs.submit(dev as never, { runName: "dev-example" })
+    let logs = ""
+    const start = Date.now()
+    while (!logs.includes("dev environment ready") && Date.now() - start < 60_000) {
+      await new Promise((r) => setTimeout(r, 200))
+      logs = (await (await fetch(`${url}/api/project/main/logs/poll`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" }, body: JSON.stringify({ run_name: "dev-example" }) })).json()).logs.map((l: { message: string }) => l.message).join("")
+    }
+    expect(logs).toMatch(/dev environment ready on \w+, in \//)
+    await run.refresh()
+    expect(run.status).toBe("running")
+    await run.stop({ abort: true })
+    await waitStatus(run, "terminated")
+  }, 120_000)
+
+  it("the service example with the keys it needs a later release for is refused at get_plan, apply and submit, each key named", async () => {
+    // examples/service as it would be written for upstream: a proxy without auth, autoscaling.
+    const upstream = await wireConfiguration("examples/service/.dstack.yml", { auth: false, replicas: "1..3", scaling: { metric: "rps", target: 10 } })
+    const call = httpCall(url, TOKEN)
+    const spec = runSpec(upstream, "web-refused")
+    const plan = await call("/api/project/main/runs/get_plan", { run_spec: spec })
+    expect(plan.status).toBe(400)
+    expect(plan.body.detail.map((d: any) => [d.code, d.loc.join(".")])).toEqual([
+      ["invalid_request", "body.run_spec.configuration.auth"],
+      ["invalid_request", "body.run_spec.configuration.replicas"],
+      ["invalid_request", "body.run_spec.configuration.scaling"]
+    ])
+    expect(plan.body.detail[0].msg).toMatch(/^`auth: false` is not supported yet: .*services \(proxy, autoscaling, model routes\)/)
+    const applied = await call("/api/project/main/runs/apply", { plan: { run_spec: spec } })
+    expect([applied.status, applied.body.detail.map((d: any) => d.loc.join("."))]).toEqual([400, [
+      "body.plan.run_spec.configuration.auth", "body.plan.run_spec.configuration.replicas", "body.plan.run_spec.configuration.scaling"
+    ]])
+    const submitted = await call("/api/project/main/runs/submit", { run_spec: spec })
+    expect(submitted.status).toBe(400)
+    // The SDK shows the server's words; nothing was stored.
+    const sdk = await client.runs.getPlan(await configurationOf("examples/service/.dstack.yml", { auth: false }) as never).catch((e: Error) => e)
+    expect(String((sdk as Error).message)).toMatch(/configuration\.auth: `auth: false` is not supported yet/)
+    expect((await call("/api/project/main/runs/get", { run_name: "web-refused" })).status).toBe(404)
+  }, 60_000)
 
   // The scripts run as a reader runs them (`npx tsx …` / `deno run -A …`), configured by env.
   const runScript = (file: string, cwd?: string) =>

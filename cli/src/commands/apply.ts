@@ -41,12 +41,12 @@ const forwardPorts = (run: Run): { readonly close: () => Promise<void> } => {
 }
 
 export default defineCommand({
-  meta: { name: "apply", description: "Apply a configuration: plan it, confirm, and submit the run" },
+  meta: { name: "apply", description: "Apply a run configuration (task, service, dev-environment): plan it, confirm, submit the run and follow its logs" },
   args: {
     file: { type: "string", alias: "f", description: "The configuration file", default: ".dstack.yml", valueHint: "path" },
     yes: { type: "boolean", alias: "y", description: "Do not ask for confirmation" },
     detach: { type: "boolean", alias: "d", description: "Do not attach to the run or follow its logs once it is submitted" },
-    force: { type: "boolean", description: "Re-create the run even if its configuration did not change" },
+    force: { type: "boolean", description: "Upstream's re-create flag; replacing an active run of the same name is not supported yet (stop it first)" },
     name: { type: "string", alias: "n", description: "The run name (default: from the configuration, else a random one)", valueHint: "run_name" },
     ...globalArgs
   },
@@ -56,8 +56,9 @@ export default defineCommand({
     if (info === undefined) throw new CliError(`Configuration file ${args.file} does not exist`)
     if (!info.isFile()) throw new CliError(`Configuration file ${args.file} is not a file`)
     const { loadConfiguration } = await import("@dstack-ts/core")
-    // A ConfigurationError lists every problem at file:line:col; main.ts prints them all.
-    const configuration = await runEffect(loadConfiguration(args.file))
+    // A ConfigurationError lists every problem at file:line:col, keys this build does not carry
+    // out yet included (before anything is uploaded); main.ts prints them all.
+    const configuration = await runEffect(loadConfiguration(args.file, { supportedOnly: true }))
     if (configuration.type !== "task" && configuration.type !== "service" && configuration.type !== "dev-environment") {
       throw notAvailable(`Applying a ${configuration.type} configuration`)
     }

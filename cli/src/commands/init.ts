@@ -9,8 +9,8 @@ import { success, withSpinner } from "../ui.ts"
 export default defineCommand({
   meta: { name: "init", description: "Initialize the repo in the current directory for the project" },
   args: {
-    token: { type: "string", description: "An OAuth token to access the remote Git repo", valueHint: "oauth_token" },
-    "git-identity": { type: "string", description: "The private SSH key to access the remote Git repo", valueHint: "path" },
+    token: { type: "string", description: "An OAuth token for the remote Git repo, stored with it (runners do not use it yet: private repos cannot be cloned)", valueHint: "oauth_token" },
+    "git-identity": { type: "string", description: "A private SSH key for the remote Git repo, stored with it (runners do not use it yet: private repos cannot be cloned)", valueHint: "path" },
     local: { type: "boolean", description: "Treat the directory as a local repo (upload its files) even if it is a Git repo" },
     ...globalArgs
   },

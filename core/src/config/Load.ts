@@ -10,10 +10,25 @@ import { isMap, isScalar, LineCounter, parseDocument, type Document } from "yaml
 import { AnyConfiguration } from "../domain/Configuration.ts"
 import { ConfigurationError, type ConfigurationIssue } from "./ConfigurationError.ts"
 import { didYouMean } from "./DidYouMean.ts"
+import { unsupportedKeys } from "./Unsupported.ts"
 
 export interface ParseOptions {
   /** The file name shown in messages. Defaults to `.dstack.yml`. */
   readonly file?: string
+}
+
+export interface ConfigurationParseOptions extends ParseOptions {
+  /**
+   * Also report, as problems at their line and column, the keys this build does not carry
+   * out yet (`unsupportedKeys`): what `dstack apply` checks before it uploads anything.
+   */
+  readonly supportedOnly?: boolean
+}
+
+/** A problem found in a decoded value, by its path: reported at that path's position. */
+export interface ValueIssue {
+  readonly path: ReadonlyArray<PathKey>
+  readonly message: string
 }
 
 type PathKey = string | number
@@ -96,7 +111,8 @@ const toIssues = (
 export const decodeYaml = <A, I>(
   schema: Schema.Schema<A, I>,
   text: string,
-  options: ParseOptions = {}
+  options: ParseOptions = {},
+  check: (value: A) => ReadonlyArray<ValueIssue> = () => []
 ): Effect.Effect<A, ConfigurationError> =>
   Effect.suspend(() => {
     const file = options.file ?? ".dstack.yml"
@@ -117,7 +133,17 @@ export const decodeYaml = <A, I>(
     }
     return Either.match(Schema.decodeUnknownEither(schema, { errors: "all", onExcessProperty: "error" })(value), {
       onLeft: (error) => Effect.fail(new ConfigurationError({ file, issues: toIssues(error, doc, lineCounter, file) })),
-      onRight: Effect.succeed
+      onRight: (decoded) => {
+        const found = check(decoded)
+        if (found.length === 0) return Effect.succeed(decoded)
+        const issues = found.map((issue): ConfigurationIssue => ({
+          file,
+          ...position(doc, lineCounter, issue.path, true),
+          path: formatPath(issue.path),
+          message: issue.message
+        }))
+        return Effect.fail(new ConfigurationError({ file, issues }))
+      }
     })
   })
 
@@ -128,8 +154,9 @@ export const decodeYaml = <A, I>(
  */
 export const parseConfiguration = (
   text: string,
-  options: ParseOptions = {}
-): Effect.Effect<AnyConfiguration, ConfigurationError> => decodeYaml(AnyConfiguration, text, options)
+  options: ConfigurationParseOptions = {}
+): Effect.Effect<AnyConfiguration, ConfigurationError> =>
+  decodeYaml(AnyConfiguration, text, options, options.supportedOnly === true ? unsupportedKeys : undefined)
 
 const readFailure = (file: string, cause: unknown) =>
   new ConfigurationError({
@@ -137,10 +164,19 @@ const readFailure = (file: string, cause: unknown) =>
     issues: [{ file, line: 1, column: 1, path: "", message: `cannot read the file: ${(cause as Error)?.message ?? String(cause)}` }]
   })
 
-/** Reads and parses a configuration file. */
-export const loadConfiguration = (path: string): Effect.Effect<AnyConfiguration, ConfigurationError> =>
+/**
+ * Reads and parses a configuration file; with `supportedOnly`, keys this build does not carry
+ * out yet are problems too.
+ * @example
+ * loadConfiguration(".dstack.yml", { supportedOnly: true })
+ * // .dstack.yml:9:1  scaling  `scaling` is not supported yet: …
+ */
+export const loadConfiguration = (
+  path: string,
+  options: Omit<ConfigurationParseOptions, "file"> = {}
+): Effect.Effect<AnyConfiguration, ConfigurationError> =>
   Effect.tryPromise({ try: () => readFile(path, "utf8"), catch: (cause) => readFailure(path, cause) }).pipe(
-    Effect.flatMap((text) => parseConfiguration(text, { file: path }))
+    Effect.flatMap((text) => parseConfiguration(text, { ...options, file: path }))
   )
 
 /** Whether a file name is a configuration file: `.dstack.yml` or `*.dstack.yml` (or `.yaml`). */

@@ -3,3 +3,4 @@ export {}
 export * from "./ConfigurationError.ts"
 export * from "./Load.ts"
 export { didYouMean, editDistance } from "./DidYouMean.ts"
+export * from "./Unsupported.ts"

@@ -81,30 +81,30 @@ const PositiveInt = (what: string) =>
 
 const runFields = {
   name: opt(RunName, { description: "The run name. A random name is picked when omitted." }),
-  image: opt(Schema.String, { description: "The Docker image to run. Without it a default image (or, on hosts without Docker, a plain process) is used." }),
-  user: opt(Schema.String, { description: "The user inside the container, `user[:group]` by name or id (`ubuntu`, `1000:1000`). Defaults to the image's user." }),
-  privileged: opt(Schema.Boolean, { description: "Run the container in privileged mode." }),
-  entrypoint: opt(Schema.String, { description: "Overrides the image's entrypoint." }),
+  image: opt(Schema.String, { description: "The Docker image to run. Without it the commands run as processes on the host, under bash." }),
+  user: opt(Schema.String, { description: "The user inside the container, `user[:group]` by name or id (`ubuntu`, `1000:1000`). Defaults to the image's user. Needs `image`." }),
+  privileged: opt(Schema.Boolean, { description: "Run the container in privileged mode. Needs `image`." }),
+  entrypoint: opt(Schema.String, { description: "Overrides the image's entrypoint. Needs `image`." }),
   workingDir: opt(Schema.String, { description: "The working directory, relative to the repo directory. Defaults to `.`." }, "working_dir"),
-  registryAuth: opt(RegistryAuth, { description: "Credentials for pulling a private image: `{username, password}`." }, "registry_auth"),
-  python: opt(PythonVersion, { description: `The Python version of the default image: ${PYTHON_VERSIONS.join(", ")}. Mutually exclusive with \`image\`.` }),
-  nvcc: opt(Schema.Boolean, { description: "Use a default image that includes the NVIDIA CUDA compiler (nvcc). Mutually exclusive with `image`." }),
-  env: opt(Env, { description: "Environment variables: a map or a list of `NAME=value`. A bare `NAME` takes its value from the client's environment at submission." }),
+  registryAuth: opt(RegistryAuth, { description: "Credentials for pulling a private image: `{username, password}`. Needs `image`." }, "registry_auth"),
+  python: opt(PythonVersion, { description: `Without \`image\`: the Python version the host must have (${PYTHON_VERSIONS.join(", ")}); the job fails with a clear message when it lacks it. Mutually exclusive with \`image\`.` }),
+  nvcc: opt(Schema.Boolean, { description: "Without `image`: the host must have the NVIDIA CUDA compiler (nvcc). Mutually exclusive with `image`." }),
+  env: opt(Env, { description: "Environment variables: a map or a list of `NAME=value`. A bare `NAME` (a value from the client's environment) and `${{ secrets.NAME }}` references are not supported yet (refused)." }),
   resources: withDefault(ResourcesSpec, () => DEFAULT_RESOURCES, { description: "The resources needed (`cpu`, `memory`, `shm_size`, `gpu`, `disk`)." }),
-  volumes: opt(Schema.Array(VolumeMount), { description: "Volumes to mount: `name:/path`, `/instance/dir:/path`, `{name, path}` or `{instance_path, path}`." }),
+  volumes: opt(Schema.Array(VolumeMount), { description: "Directories of the instance to mount into the container: `/instance/dir:/path` or `{instance_path, path}` (needs `image`). Network volumes (`name:/path`, `{name, path}`) are not supported yet (refused)." }),
   backends: opt(Schema.Array(BackendType), { description: "Only consider these backends (`[aws, gcp]`, `[local]`, `[remote]`)." }),
   regions: opt(StringList, { description: "Only consider these regions (`[eu-west-1, us-west4]`)." }),
   instanceTypes: opt(StringList, { description: "Only consider these instance types (`[p3.8xlarge, n1-standard-4]`)." }, "instance_types"),
-  reservation: opt(Schema.String, { description: "An existing capacity reservation to use." }),
+  reservation: opt(Schema.String, { description: "An existing capacity reservation to use. Not supported yet (refused)." }),
   spotPolicy: opt(SpotPolicy, { description: "`spot`, `on-demand` or `auto`. Defaults to `on-demand`." }, "spot_policy"),
   retry: opt(RetryPolicy, { description: "Resubmit on failure: `true`, `false` or `{on_events: [no-capacity, interruption, error], duration: 1h}`. Defaults to `false`." }),
   maxDuration: opt(DurationOrOff, { description: "Stop the run after this long (`2h`, `1d`), or `off`. Defaults to `off`." }, "max_duration"),
   maxPrice: opt(MaxPrice, { description: "The highest instance price to accept, in dollars per hour." }, "max_price"),
   idleDuration: opt(DurationOrOff, { description: "Terminate the instance after it has been idle this long (`5m`, `1h`), or `off`. Defaults to `5m`. Also read from the older key `termination_idle_time`." }, "idle_duration"),
-  creationPolicy: opt(CreationPolicy, { description: "`reuse` (only idle instances) or `reuse-or-create`. Defaults to `reuse-or-create`." }, "creation_policy"),
-  terminationPolicy: opt(TerminationPolicy, { description: "`dont-destroy` or `destroy-after-idle`. Defaults to `destroy-after-idle`." }, "termination_policy"),
-  poolName: opt(Schema.String, { description: "The pool (older name of a fleet) to take instances from." }, "pool_name"),
-  instanceName: opt(Schema.String, { description: "The name of the instance to provision." }, "instance_name")
+  creationPolicy: opt(CreationPolicy, { description: "`reuse-or-create` (the default): take an idle instance that fits, else provision one. `reuse` is not supported yet (refused)." }, "creation_policy"),
+  terminationPolicy: opt(TerminationPolicy, { description: "`destroy-after-idle` (the default): end the instance after `idle_duration`. `dont-destroy` is not supported yet (refused): write `idle_duration: off`." }, "termination_policy"),
+  poolName: opt(Schema.String, { description: "The pool (older name of a fleet) to take instances from. Not supported yet (refused)." }, "pool_name"),
+  instanceName: opt(Schema.String, { description: "The name of the instance to provision. Not supported yet (refused)." }, "instance_name")
 }
 
 /** Keys accepted in YAML under their older names and moved onto the newer fields. */
@@ -182,15 +182,15 @@ const configuration = <F extends Schema.Struct.Fields, O extends Schema.Struct.F
 const taskFields = {
   type: Schema.Literal("task").annotations({ description: "`task`: commands that run to completion (training, batch jobs)." }),
   ...runFields,
-  nodes: withDefault(PositiveInt("a number of nodes"), () => 1, { description: "The number of nodes for a distributed task. Defaults to `1`." }),
+  nodes: withDefault(PositiveInt("a number of nodes"), () => 1, { description: "The number of nodes for a distributed task. Defaults to `1`. More than 1 is not supported yet (refused)." }),
   commands: opt(StringList, { description: "The shell commands to run, in order, under bash." }),
-  ports: opt(Schema.Array(PortMapping), { description: "Ports to forward when attached: `8080`, `\"8080:80\"`, `\"*:80\"`." })
+  ports: opt(Schema.Array(PortMapping), { description: "Ports to forward when attached: `8080` or `\"8080:80\"` (`\"*:80\"`, any free local port, is not supported yet)." })
 }
 
-/** A task: commands that run to completion, on one or several nodes. */
+/** A task: commands that run to completion. */
 export const TaskConfiguration = configuration(
   "TaskConfiguration",
-  "A task runs commands to completion, on one node or several (`nodes`).",
+  "A task runs commands to completion on one node (several `nodes` are not supported yet).",
   taskFields,
   legacyFields,
   runRules
@@ -228,16 +228,16 @@ const ServiceModelOrName: Schema.Schema<ServiceModel, typeof ServiceModel.Encode
 ).annotations({ identifier: "ServiceModelOrName" }) as never
 
 const serviceFields = {
-  type: Schema.Literal("service").annotations({ description: "`service`: a long-running web app or model endpoint behind the proxy or a gateway." }),
+  type: Schema.Literal("service").annotations({ description: "`service`: a long-running app listening on `port`, in a fixed number of replicas (no proxy, gateway or autoscaling yet)." }),
   ...runFields,
-  port: Schema.propertySignature(PortMapping).annotations({ description: "The port the app listens on (`8000`), or a mapping (`\"8080:8000\"`). Required." }),
+  port: Schema.propertySignature(PortMapping).annotations({ description: "The port the app listens on (`8000`). Required. A mapping (`\"8080:8000\"`) is not supported yet (refused): there is no proxy to serve the local port." }),
   commands: opt(StringList, { description: "The shell commands that start the service." }),
-  gateway: opt(Schema.Union(Schema.String, Schema.Boolean), { description: "The gateway to publish through, `false` for none (served by the server's proxy). Omit for the default gateway." }),
-  model: opt(ServiceModelOrName, { description: "Expose the service as an OpenAI-compatible model: a model name, or `{format: openai, name, prefix: /v1}`." }),
-  https: withDefault(Schema.Boolean, () => true, { description: "Serve over HTTPS when behind a gateway. Defaults to `true`." }),
-  auth: withDefault(Schema.Boolean, () => true, { description: "Require a user token from callers. Defaults to `true`." }),
-  replicas: withDefault(IntRange, (): Range => ({ min: 1, max: 1 }), { description: "The number of replicas (`2`) or a range (`0..4`, `1..8`) for autoscaling, which needs `scaling`. Defaults to `1`." }),
-  scaling: opt(Scaling, { description: "Autoscaling rules: `{metric: rps, target, scale_up_delay, scale_down_delay}`. Required when `replicas` is a range." })
+  gateway: opt(Schema.Union(Schema.String, Schema.Boolean), { description: "The gateway to publish through, `false` for none. Not supported yet: a name or `true` is refused; `false` is accepted." }),
+  model: opt(ServiceModelOrName, { description: "Expose the service as an OpenAI-compatible model: a model name, or `{format: openai, name, prefix: /v1}`. Not supported yet (refused)." }),
+  https: withDefault(Schema.Boolean, () => true, { description: "Serve over HTTPS when behind a gateway. Defaults to `true`. Not supported yet: `false` is refused." }),
+  auth: withDefault(Schema.Boolean, () => true, { description: "Require a user token from callers. Defaults to `true`. Not supported yet (there is no proxy): `false` is refused." }),
+  replicas: withDefault(IntRange, (): Range => ({ min: 1, max: 1 }), { description: "The number of replicas (`2`). Defaults to `1`. A range (`0..4`) for autoscaling needs `scaling` and is not supported yet (refused)." }),
+  scaling: opt(Scaling, { description: "Autoscaling rules: `{metric: rps, target, scale_up_delay, scale_down_delay}`. Required when `replicas` is a range. Not supported yet (refused)." })
 }
 
 const serviceRules = (c: Schema.Struct.Type<typeof serviceFields>): Array<Issue> => {
@@ -248,10 +248,10 @@ const serviceRules = (c: Schema.Struct.Type<typeof serviceFields>): Array<Issue>
   return issues
 }
 
-/** A service: a long-running app with a port, replicas and optional autoscaling. */
+/** A service: a long-running app with a port and replicas. */
 export const ServiceConfiguration = configuration(
   "ServiceConfiguration",
-  "A service runs a web app or model behind the server's proxy or a gateway, with replicas and RPS autoscaling.",
+  "A service runs a long-running app on `port` in a fixed number of replicas; the proxy, gateways, autoscaling and model routes are not supported yet.",
   serviceFields,
   legacyFields,
   serviceRules
@@ -262,18 +262,18 @@ export type ServiceConfiguration = typeof ServiceConfiguration.Type
 // Dev environment
 
 const devEnvironmentFields = {
-  type: Schema.Literal("dev-environment").annotations({ description: "`dev-environment`: an interactive machine you connect to from your IDE." }),
+  type: Schema.Literal("dev-environment").annotations({ description: "`dev-environment`: a machine that runs `init` and stays up until stopped (connecting an IDE is not supported yet)." }),
   ...runFields,
-  ide: oneOf("vscode", "cursor").annotations({ description: "The IDE to connect: `vscode` or `cursor`. Required." }),
-  version: opt(Schema.String, { description: "The IDE server version to install." }),
+  ide: opt(oneOf("vscode", "cursor"), { description: "The IDE to connect: `vscode` or `cursor`. Not supported yet (refused): without it the environment runs `init` and stays up until stopped." }),
+  version: opt(Schema.String, { description: "The IDE server version to install. Not supported yet (refused)." }),
   init: opt(StringList, { description: "Shell commands to run once the environment starts." }),
   ports: opt(Schema.Array(PortMapping), { description: "Ports to forward when attached." })
 }
 
-/** A dev environment: an interactive machine for an IDE. */
+/** A dev environment: a machine that runs `init` and stays up until stopped. */
 export const DevEnvironmentConfiguration = configuration(
   "DevEnvironmentConfiguration",
-  "A dev environment provisions a machine and connects your IDE to it.",
+  "A dev environment provisions a machine, runs `init` and stays up until stopped; connecting an IDE to it is not supported yet.",
   devEnvironmentFields,
   legacyFields,
   runRules
@@ -323,7 +323,7 @@ export const SshConfig = Schema.Struct({
 export type SshConfig = typeof SshConfig.Type
 
 const fleetFields = {
-  type: Schema.Literal("fleet").annotations({ description: "`fleet`: a set of instances, provisioned from backends or given as SSH hosts." }),
+  type: Schema.Literal("fleet").annotations({ description: "`fleet`: a set of instances, provisioned from backends or given as SSH hosts. Not supported yet: a fleet configuration is read and checked, and refused when applied." }),
   name: opt(RunName, { description: "The fleet name." }),
   env: opt(Env, { description: "Environment variables for the fleet's hosts." }),
   nodes: opt(IntRange, { description: "The number of instances (`2`) or a range (`1..4`) for a cloud fleet." }),
@@ -332,7 +332,7 @@ const fleetFields = {
   backends: opt(Schema.Array(BackendType), { description: "Only consider these backends." }),
   regions: opt(StringList, { description: "Only consider these regions." }),
   instanceTypes: opt(StringList, { description: "Only consider these instance types." }, "instance_types"),
-  reservation: opt(Schema.String, { description: "An existing capacity reservation to use." }),
+  reservation: opt(Schema.String, { description: "An existing capacity reservation to use. Not supported yet (refused)." }),
   spotPolicy: opt(SpotPolicy, { description: "`spot`, `on-demand` or `auto`. Defaults to `on-demand`." }, "spot_policy"),
   retry: opt(RetryPolicy, { description: "Retry provisioning: `true`, `false` or `{on_events, duration}`." }),
   maxPrice: opt(MaxPrice, { description: "The highest instance price to accept, in dollars per hour." }, "max_price"),

@@ -9,7 +9,8 @@ import { layerMemory as blobsMemory } from "../../src/ports/BlobStore.ts"
 import { decodeDocument, StateStore } from "../../src/ports/StateStore.ts"
 import { createServer, runOn } from "../../src/server/createServer.ts"
 import type { Server } from "../../src/server/createServer.ts"
-import { EmbeddedStateStore, SqlStateStore } from "../../src/state/index.ts"
+import { SqlStateStore } from "../../src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 
 describe("decodeDocument", () => {
   it("fails with Invalid naming the table, the row and the field", async () => {

@@ -1,0 +1,300 @@
+/**
+ * The configuration keys that the schemas accept but that nothing in this build carries out yet
+ * (no engine step, runner, executor or backend reads them), and the check that refuses them when
+ * a run is planned or submitted, naming each key by its YAML path and saying what brings it.
+ * Values that behave exactly as the key's absence (`replicas: 2`, `auth` left at its default,
+ * `creation_policy: reuse-or-create`) are accepted.
+ */
+import { Effect, Schema } from "effect"
+import type { AnyConfiguration, ConfigurationType } from "../domain/Configuration.ts"
+import { isInstanceMount } from "../domain/Volume.ts"
+
+/** One refused key: its YAML path (`["resources", "gpu", "compute_capability"]`) and why. */
+export interface UnsupportedKey {
+  readonly path: ReadonlyArray<string | number>
+  /** A whole sentence naming the key, e.g. "`scaling` is not supported yet: …". */
+  readonly message: string
+}
+
+/** The roadmap items that bring refused keys (named in messages and in docs/configuration.md). */
+export const ROADMAP = {
+  fleets: "SSH fleets, attach and multi-node",
+  services: "services (proxy, autoscaling, model routes)",
+  clouds: "clouds and an offers catalog",
+  secrets: "secrets (the security work)"
+} as const
+export type RoadmapItem = keyof typeof ROADMAP
+
+/** A rule: which configurations it concerns, what it refuses (for the docs), and the check. */
+export interface UnsupportedRule {
+  /** The YAML path of the key as the docs write it: `gateway`, `resources.gpu.compute_capability`. */
+  readonly key: string
+  readonly types: ReadonlyArray<ConfigurationType>
+  /** The values refused, in words for the docs (`any value`, `false`, `without image`). */
+  readonly refused: string
+  /** The roadmap item that brings it. */
+  readonly comesWith?: RoadmapItem
+  /** What works today instead, in words for the docs (`set \`image\``). */
+  readonly instead?: string
+  readonly find: (configuration: AnyConfiguration) => ReadonlyArray<UnsupportedKey>
+}
+
+const RUN_TYPES: ReadonlyArray<ConfigurationType> = ["task", "service", "dev-environment"]
+
+/** A path as the YAML reads (`env.TOKEN`, `commands[2]`), in backticks. */
+const code = (path: ReadonlyArray<string | number>) =>
+  `\`${path.map((k, i) => (typeof k === "number" ? `[${k}]` : i === 0 ? k : `.${k}`)).join("")}\``
+const notYet = (subject: string, why: string, item?: RoadmapItem) =>
+  `${subject} is not supported yet: ${why}${item === undefined ? "" : `; it comes with ${ROADMAP[item]} on the roadmap`}`
+const one = (path: ReadonlyArray<string | number>, message: string): ReadonlyArray<UnsupportedKey> => [{ path, message }]
+const none: ReadonlyArray<UnsupportedKey> = []
+
+const isRun = (c: AnyConfiguration): c is Exclude<AnyConfiguration, { type: "fleet" }> => c.type !== "fleet"
+
+/** A key of a run configuration refused whenever it is given. */
+const anyValue = (
+  key: string,
+  types: ReadonlyArray<ConfigurationType>,
+  get: (c: AnyConfiguration) => unknown,
+  why: string,
+  comesWith?: RoadmapItem
+): UnsupportedRule => ({
+  key,
+  types,
+  refused: "any value",
+  ...(comesWith === undefined ? {} : { comesWith }),
+  find: (c) => (types.includes(c.type) && get(c) !== undefined ? one(key.split("."), notYet(`\`${key}\``, why, comesWith)) : none)
+})
+
+/** A container-only key given without `image`: the process executor has nothing to apply it to. */
+const containerOnly = (key: string, given: (c: Exclude<AnyConfiguration, { type: "fleet" }>) => boolean, what: string): UnsupportedRule => ({
+  key,
+  types: RUN_TYPES,
+  refused: "without `image`",
+  instead: "set `image`",
+  find: (c) =>
+    isRun(c) && c.image === undefined && given(c)
+      ? one(key.split("."), `\`${key}\` needs \`image\`: ${what} only in a container, and without an image the job runs as processes on the host; set \`image\`, or drop \`${key}\``)
+      : none
+})
+
+const SECRET_REFERENCE = /\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}/
+
+/** YAML key of a decoded field (`registryAuth` → `registry_auth`); names under `env` are the user's. */
+const yamlKey = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+
+/** Every string in the configuration that refers to a secret, with its YAML path. */
+const secretReferences = (value: unknown, path: ReadonlyArray<string | number>, insideEnv: boolean): Array<{ path: ReadonlyArray<string | number>; name: string }> => {
+  if (typeof value === "string") {
+    const m = SECRET_REFERENCE.exec(value)
+    return m === null ? [] : [{ path, name: m[1] }]
+  }
+  if (Array.isArray(value)) return value.flatMap((v, i) => secretReferences(v, [...path, i], insideEnv))
+  if (typeof value === "object" && value !== null) {
+    return Object.entries(value).flatMap(([k, v]) =>
+      secretReferences(v, [...path, insideEnv ? k : yamlKey(k)], path.length === 0 && k === "env"))
+  }
+  return []
+}
+
+/** Every rule, in the order of the configuration reference. */
+export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
+  {
+    key: "type",
+    types: ["fleet"],
+    refused: "`fleet`",
+    comesWith: "fleets",
+    find: (c) =>
+      c.type === "fleet"
+        ? one(["type"], notYet("`type: fleet`", "fleets cannot be created in this build (a run provisions its own instance from the project's backends and reuses idle ones)", "fleets"))
+        : none
+  },
+  {
+    key: "nodes",
+    types: ["task"],
+    refused: "more than 1",
+    comesWith: "fleets",
+    find: (c) =>
+      c.type === "task" && c.nodes > 1
+        ? one(["nodes"], notYet(`\`nodes: ${c.nodes}\``, "the nodes would start as separate jobs that do not know each other's addresses (no master node, no cluster placement)", "fleets"))
+        : none
+  },
+  {
+    key: "env",
+    types: RUN_TYPES,
+    refused: "a name without a value",
+    instead: "give the value: `NAME: value` or `NAME=value`",
+    find: (c) =>
+      isRun(c)
+        ? Object.entries(c.env ?? {}).flatMap(([name, value]) =>
+          value === null
+            ? one(["env", name], notYet(`\`env.${name}\` without a value`, `taking a value from the client's environment is not done by this build's clients; give it a value (\`${name}: value\` or \`${name}=value\`)`))
+            : none)
+        : none
+  },
+  {
+    key: "${{ secrets.NAME }}",
+    types: RUN_TYPES,
+    refused: "a reference in any value",
+    comesWith: "secrets",
+    find: (c) =>
+      isRun(c)
+        ? secretReferences(c, [], false).map(({ path, name }) => ({
+          path,
+          message: `${code(path)} refers to secret ${name}, and secrets are not supported yet: the server keeps none and hands none to runners; they come with ${ROADMAP.secrets} on the roadmap`
+        }))
+        : none
+  },
+  {
+    key: "ports",
+    types: ["task", "dev-environment"],
+    refused: "`*:PORT` (any free local port)",
+    instead: "`PORT` or `LOCAL:PORT`",
+    find: (c) =>
+      (c.type === "task" || c.type === "dev-environment")
+        ? (c.ports ?? []).flatMap((p, i) =>
+          p.localPort === undefined
+            ? one(["ports", i], notYet(`\`ports[${i}]\` as \`*:${p.containerPort}\` (any free local port)`, `attach forwards a port to the same local port number; write \`${p.containerPort}\` or \`LOCAL:${p.containerPort}\``))
+            : none)
+        : none
+  },
+  {
+    key: "volumes",
+    types: RUN_TYPES,
+    refused: "a network volume (`name:/path`, `{name, path}`); an instance directory without `image`",
+    comesWith: "clouds",
+    instead: "an instance directory with `image`",
+    find: (c) =>
+      isRun(c)
+        ? (c.volumes ?? []).flatMap((v, i) =>
+          !isInstanceMount(v)
+            ? one(["volumes", i], notYet(`\`volumes[${i}]\` (network volume ${v.name})`, "no backend here provides network volumes; a directory of the instance (`/dir:/path`) works with `image`", "clouds"))
+            : c.image === undefined
+              ? one(["volumes", i], `\`volumes[${i}]\` needs \`image\`: an instance directory is mounted only into a container, and without an image the job runs as processes on the host; set \`image\`, or use ${v.instancePath} directly`)
+              : none)
+        : none
+  },
+  containerOnly("privileged", (c) => c.privileged === true, "privileged mode applies"),
+  containerOnly("entrypoint", (c) => c.entrypoint !== undefined, "an entrypoint applies"),
+  containerOnly("user", (c) => c.user !== undefined, "the user is switched"),
+  containerOnly("registry_auth", (c) => c.registryAuth !== undefined, "registry credentials are used (to pull an image)"),
+  containerOnly("resources.shm_size", (c) => c.resources.shmSize !== undefined, "the shared memory size is set"),
+  anyValue("reservation", [...RUN_TYPES, "fleet"], (c) => c.reservation, "no backend here uses capacity reservations", "clouds"),
+  {
+    key: "resources.gpu.compute_capability",
+    types: [...RUN_TYPES, "fleet"],
+    refused: "any value",
+    comesWith: "clouds",
+    find: (c) =>
+      c.resources?.gpu.computeCapability !== undefined
+        ? one(["resources", "gpu", "compute_capability"], notYet("`resources.gpu.compute_capability`", "offers here do not say which compute capability their GPUs have, so it cannot be matched", "clouds"))
+        : none
+  },
+  {
+    key: "creation_policy",
+    types: RUN_TYPES,
+    refused: "`reuse`",
+    comesWith: "fleets",
+    find: (c) =>
+      isRun(c) && c.creationPolicy === "reuse"
+        ? one(["creation_policy"], notYet("`creation_policy: reuse`", "a run takes an idle instance when one fits and otherwise provisions one (`reuse-or-create`, the default)", "fleets"))
+        : none
+  },
+  {
+    key: "termination_policy",
+    types: RUN_TYPES,
+    refused: "`dont-destroy`",
+    instead: "`idle_duration: off`",
+    find: (c) =>
+      isRun(c) && c.terminationPolicy === "dont-destroy"
+        ? one(["termination_policy"], notYet("`termination_policy: dont-destroy`", "idle instances end after `idle_duration`; to keep them, write `idle_duration: off`"))
+        : none
+  },
+  anyValue("pool_name", RUN_TYPES, (c) => (isRun(c) ? c.poolName : undefined), "pools (now fleets) cannot be created in this build", "fleets"),
+  anyValue("instance_name", RUN_TYPES, (c) => (isRun(c) ? c.instanceName : undefined), "instances are named after the job that provisioned them", "fleets"),
+  {
+    key: "port",
+    types: ["service"],
+    refused: "a local port other than the service's (`8080:8000`, `*:8000`)",
+    comesWith: "services",
+    instead: "`port: PORT`",
+    find: (c) =>
+      c.type === "service" && c.port.localPort !== c.port.containerPort
+        ? one(["port"], notYet(`the local part of \`port\` (${c.port.localPort ?? "*"}:${c.port.containerPort})`, `it is where the services proxy would serve the replicas, and there is no proxy yet; write \`port: ${c.port.containerPort}\``, "services"))
+        : none
+  },
+  {
+    key: "gateway",
+    types: ["service"],
+    refused: "a gateway name or `true` (`false` is accepted)",
+    comesWith: "services",
+    find: (c) =>
+      c.type === "service" && c.gateway !== undefined && c.gateway !== false
+        ? one(["gateway"], notYet("`gateway`", "there are no gateways in this build; leave it out (or write `false`)", "services"))
+        : none
+  },
+  {
+    key: "https",
+    types: ["service"],
+    refused: "`false` (the default, `true`, is accepted)",
+    comesWith: "services",
+    find: (c) =>
+      c.type === "service" && c.https === false
+        ? one(["https"], notYet("`https: false`", "HTTPS applies to services behind a gateway, and there are none yet", "services"))
+        : none
+  },
+  {
+    key: "auth",
+    types: ["service"],
+    refused: "`false` (the default, `true`, is accepted)",
+    comesWith: "services",
+    find: (c) =>
+      c.type === "service" && c.auth === false
+        ? one(["auth"], notYet("`auth: false`", "there is no services proxy yet that checks (or skips) callers' tokens; the replicas' port is reached on their instance", "services"))
+        : none
+  },
+  {
+    key: "replicas",
+    types: ["service"],
+    refused: "a range (`1..3`)",
+    comesWith: "services",
+    instead: "a number",
+    find: (c) =>
+      c.type === "service" && c.replicas.min !== c.replicas.max
+        ? one(["replicas"], notYet(`\`replicas: ${c.replicas.min ?? 0}..${c.replicas.max ?? ""}\` (a range)`, "the number of replicas does not follow load yet; give a number", "services"))
+        : none
+  },
+  anyValue("scaling", ["service"], (c) => (c.type === "service" ? c.scaling : undefined), "replicas do not follow requests per second yet; give `replicas` a number and drop `scaling`", "services"),
+  anyValue("model", ["service"], (c) => (c.type === "service" ? c.model : undefined), "there are no OpenAI-compatible model routes yet", "services"),
+  anyValue("ide", ["dev-environment"], (c) => (c.type === "dev-environment" ? c.ide : undefined), "connecting an IDE needs SSH access to the job; leave `ide` out for a machine that runs `init` and stays up, whose `ports` `dstack attach` forwards", "fleets"),
+  anyValue("version", ["dev-environment"], (c) => (c.type === "dev-environment" ? c.version : undefined), "no IDE server is installed in this build", "fleets")
+]
+
+/**
+ * The keys of a configuration that nothing in this build carries out, each with a message.
+ * Empty when every key given is honoured.
+ * @example
+ * unsupportedKeys(service).map((k) => k.message)
+ * // ["`scaling` is not supported yet: replicas do not follow requests per second yet; … roadmap"]
+ */
+export const unsupportedKeys = (configuration: AnyConfiguration): ReadonlyArray<UnsupportedKey> =>
+  UNSUPPORTED_RULES.flatMap((rule) => rule.find(configuration))
+
+/** A configuration with keys this build does not carry out; `keys` lists every one at once. */
+export class UnsupportedConfigurationError extends Schema.TaggedError<UnsupportedConfigurationError>("@dstack-ts/core/UnsupportedConfigurationError")(
+  "UnsupportedConfigurationError",
+  {
+    keys: Schema.Array(Schema.Struct({ path: Schema.Array(Schema.Union(Schema.String, Schema.Number)), message: Schema.String }))
+  }
+) {
+  override get message(): string {
+    return this.keys.map((k) => k.message).join("\n")
+  }
+}
+
+/** Fails with every unsupported key of the configuration, or succeeds when there is none. */
+export const checkSupported = (configuration: AnyConfiguration): Effect.Effect<void, UnsupportedConfigurationError> =>
+  Effect.suspend(() => {
+    const keys = unsupportedKeys(configuration)
+    return keys.length === 0 ? Effect.void : Effect.fail(new UnsupportedConfigurationError({ keys }))
+  })
