@@ -19,6 +19,7 @@ const sampleEvents: Record<JobEvent["_tag"], JobEvent> = {
   Claimed: JobEvent.Claimed(),
   Provisioned: JobEvent.Provisioned({ provisioningData: provisioningData(), instanceId: "inst-2" }),
   NoCapacity: JobEvent.NoCapacity({ message: "no offers" }),
+  ProvisioningFailed: JobEvent.ProvisioningFailed({ message: "provisioning failed: TypeError: x is undefined" }),
   RunnerPulling: JobEvent.RunnerPulling(),
   RunnerRunning: JobEvent.RunnerRunning(),
   RunnerExited: JobEvent.RunnerExited({ exitStatus: 0 }),
@@ -53,6 +54,7 @@ const documented: Record<JobStatus, Partial<Record<JobEvent["_tag"], Expected>>>
     Claimed: ["submitted", undefined, ["ProvisionInstance"]],
     Provisioned: ["provisioning", undefined, ["SubmitToRunner"]],
     NoCapacity: ["failed", "failed_to_start_due_to_no_capacity", []],
+    ProvisioningFailed: ["terminated", "terminated_by_server", []],
     StopRequested: ["terminated", "terminated_by_user", []],
     ProvisioningTimeout: ["failed", "waiting_instance_limit_exceeded", []]
   },
