@@ -129,7 +129,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
     const handed = new Set<string>()
     const offer = (signal: Signal) => Queue.offer(signals, signal).pipe(Effect.asVoid)
 
-    // The lease is kept by the engine's one renewal of every lease it holds (`renewAll`), which
+    // The lease is kept by the one renewal of every lease this replica holds (RunClaims), which
     // moves `trustedUntil` on, or says LeaseLost when another replica took the run over.
     const leaseTrusted = () => Date.now() < handle.trustedUntil
     // Wakes when the trust would run out (a renewal moves that on): no periodic timer.

@@ -1,7 +1,7 @@
 // Every job status × every job event, then the variants that depend on event data.
 import { describe, expect, it } from "@effect/vitest"
 import type { JobStatus, JobTerminationReason } from "../../src/domain/Status.ts"
-import { JobStatusValues } from "../../src/domain/Status.ts"
+import { JobStatusValues, retryEventForJobTerminationReason } from "../../src/domain/Status.ts"
 import { Job, latestSubmission } from "../../src/domain/Job.ts"
 import {
   JOB_EVENT_TAGS,
@@ -119,6 +119,13 @@ describe("every job status × every job event", () => {
 })
 
 describe("variants that depend on the event's data", () => {
+  it("provisioning that broke ends the job by the server with the error, which is not a no-capacity ending", () => {
+    const message = "provisioning failed: TypeError: x is undefined"
+    const sub = latestSubmission(transitionJob(makeJob(), JobEvent.ProvisioningFailed({ message }), NOW).entity)!
+    expect([sub.status, sub.terminationReason, sub.terminationReasonMessage]).toEqual(["terminated", "terminated_by_server", message])
+    expect(retryEventForJobTerminationReason(sub.terminationReason!)).toBeNull()
+  })
+
   it("a non-zero exit fails the job and records the exit status", () => {
     const result = transitionJob(makeJob({ status: "running" }), JobEvent.RunnerExited({ exitStatus: 3 }), NOW)
     const sub = latestSubmission(result.entity)!
