@@ -1,9 +1,12 @@
 // The engine end to end: a real server (embedded state store), real runners reached over
 // HTTP, real process jobs. The backend is the test-only in-process plugin.
 import { execSync } from "node:child_process"
+import { Effect, Layer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Backend, definePlugin } from "@dstack-ts/core"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
+import { StateStore, StateStoreError } from "../../core/src/ports/StateStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { appCall } from "../support/api.ts"
 import { makeInProcessPlugin } from "../support/inprocess-backend.ts"
@@ -178,4 +181,152 @@ describe("engine end to end", () => {
     expect(del.status).toBe(200)
     expect((await call("/api/project/main/runs/get", { run_name: "hello-run" })).status).toBe(404)
   })
+})
+
+/** Waits for a run of `target` to get there, polling runs/get. */
+const waitOn = async (target: Server, name: string, done: (run: any) => boolean, timeoutMs = 20_000) => {
+  const start = Date.now()
+  let last: any
+  while (Date.now() - start < timeoutMs) {
+    last = (await appCall(() => target, TOKEN)("/api/project/main/runs/get", { run_name: name })).body
+    if (done(last)) return last
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`run ${name} did not get there in time; last: ${JSON.stringify(last?.status)} ${JSON.stringify(last?.jobs?.[0]?.job_submissions)}`)
+}
+
+describe("engine: errors in planning are shown as what they are", () => {
+  // `picky` refuses a configuration without hosts; `broken` has a bug in its catalog.
+  const picky = definePlugin({
+    name: "@dstack-ts/test-backend-picky",
+    version: "0.1.0",
+    core: "^0.1.0",
+    backends: {
+      picky: (config) =>
+        (config as { hosts?: unknown }).hosts === undefined
+          ? Backend.fail("picky", "make", "Invalid", "hosts: required (the machines to run on)")
+          : Effect.die(new Error("not used in these tests"))
+    }
+  })
+  const broken = definePlugin({
+    name: "@dstack-ts/test-backend-broken",
+    version: "0.1.0",
+    core: "^0.1.0",
+    backends: {
+      broken: () =>
+        Effect.succeed(Backend.make({
+          type: "broken",
+          catalog: () => Effect.sync(() => { throw new TypeError("the catalog has a bug") }),
+          createInstance: () => Backend.fail("broken", "createInstance", "Invalid", "never reached"),
+          terminateInstance: () => Effect.void
+        }))
+    }
+  })
+  const own = makeInProcessPlugin()
+  let planning: Server
+  const ask = appCall(() => planning, TOKEN)
+
+  beforeAll(async () => {
+    planning = await createServer({
+      state: EmbeddedStateStore.layerMemory(),
+      blobs: blobsMemory,
+      adminToken: TOKEN,
+      plugins: [own.plugin, picky, broken],
+      compute: { defaultBackends: [{ type: "inprocess" }, { type: "picky", config: {} }, { type: "broken" }] },
+      engine: { resyncMs: 60_000 }
+    })
+  }, 60_000)
+  afterAll(async () => {
+    await planning?.close()
+  })
+
+  it("plans with the backends that work, and names a backend its plugin refused with the plugin's message", async () => {
+    const plan = await ask("/api/project/main/runs/get_plan", runSpec({ commands: ["true"], backends: ["inprocess", "picky"] }))
+    expect(plan.status, JSON.stringify(plan.body)).toBe(200)
+    expect(plan.body.job_plans[0].offers.map((o: any) => o.backend)).toEqual(["inprocess"])
+    const refused = await ask("/api/project/main/runs/get_plan", runSpec({ commands: ["true"], backends: ["picky"] }))
+    expect(refused.status, JSON.stringify(refused.body)).toBe(200)
+    expect(refused.body.job_plans[0].offers).toEqual([])
+    expect(refused.body.job_plans[0].no_offers_reason).toContain("backend picky failed: hosts: required (the machines to run on)")
+  })
+
+  it("fails a run on a backend its plugin refused, saying which backend and why", async () => {
+    await ask("/api/project/main/runs/apply", { plan: runSpec({ commands: ["true"], backends: ["picky"] }, "picky-run") })
+    const run = await waitOn(planning, "picky-run", finished)
+    const sub = run.jobs[0].job_submissions[0]
+    expect(sub.termination_reason).toBe("failed_to_start_due_to_no_capacity")
+    expect(sub.termination_reason_message).toContain("backend picky failed: hosts: required (the machines to run on)")
+  })
+
+  it("ends a job whose planning hit a bug as terminated by the server with the error, not as no capacity", async () => {
+    await ask("/api/project/main/runs/apply", { plan: runSpec({ commands: ["true"], backends: ["broken"] }, "bug-run") })
+    const run = await waitOn(planning, "bug-run", finished)
+    const sub = run.jobs[0].job_submissions[0]
+    expect(sub.termination_reason, JSON.stringify(sub)).toBe("terminated_by_server")
+    expect(sub.termination_reason_message).toBe("provisioning failed: TypeError: the catalog has a bug")
+  })
+})
+
+describe("engine: a takeover resumes following a runner after the last stored line", () => {
+  // The store fails the engine's read of where a job's log ends `failPolls` times, and one
+  // renewal of leases answers that none was kept (as when another replica took the runs).
+  const faults = { failPolls: 0, loseLeases: false }
+  const own = makeInProcessPlugin()
+  let takeover: Server
+  const ask = appCall(() => takeover, TOKEN)
+
+  beforeAll(async () => {
+    const state = Layer.effect(
+      StateStore,
+      Effect.map(StateStore, (store) => ({
+        ...store,
+        runs: {
+          ...store.runs,
+          renewMany: (held, leaseMs) =>
+            Effect.suspend(() => {
+              if (!faults.loseLeases) return store.runs.renewMany(held, leaseMs)
+              faults.loseLeases = false
+              return Effect.succeed([])
+            })
+        },
+        logs: {
+          ...store.logs,
+          poll: (query) =>
+            Effect.suspend(() => {
+              if (!(query.descending === true && query.limit === 1 && faults.failPolls > 0)) return store.logs.poll(query)
+              faults.failPolls--
+              return Effect.fail(new StateStoreError({ module: "test", method: "logs.poll", reason: "Unavailable", message: "the database is restarting" }))
+            })
+        }
+      }))
+    ).pipe(Layer.provide(EmbeddedStateStore.layerMemory()))
+    takeover = await createServer({
+      state,
+      blobs: blobsMemory,
+      adminToken: TOKEN,
+      plugins: [own.plugin],
+      compute: { defaultBackends: [{ type: "inprocess" }] },
+      engine: { leaseMs: 3_000, resyncMs: 300 }
+    })
+  }, 60_000)
+  afterAll(async () => {
+    await takeover?.close()
+  })
+
+  it("asks again when the last stored log position cannot be read, and stores no line twice", async () => {
+    await ask("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo start", "sleep 4", "echo end"] }, "takeover-run") })
+    await waitOn(takeover, "takeover-run", (r) => r.status === "running")
+    const logs = async () => (await ask("/api/project/main/logs/poll", { run_name: "takeover-run" })).body.logs.map((l: any) => l.message).join("")
+    const started = Date.now()
+    while (!(await logs()).includes("start") && Date.now() - started < 10_000) await new Promise((r) => setTimeout(r, 50))
+    expect(await logs()).toBe("start\n")
+    // The worker loses its lease; the next resync claims the run again and resumes its job.
+    faults.failPolls = 3
+    faults.loseLeases = true
+    const run = await waitOn(takeover, "takeover-run", finished, 30_000)
+    expect(faults.loseLeases, "the lease was lost").toBe(false)
+    expect(run.status, JSON.stringify(run.jobs[0].job_submissions)).toBe("done")
+    expect(await logs()).toBe("start\nend\n")
+    expect(faults.failPolls, "the takeover asked until it read the last log position").toBe(0)
+  }, 60_000)
 })

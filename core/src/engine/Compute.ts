@@ -2,9 +2,11 @@
  * Where the engine gets compute: the backends configured for a project (plus the server's
  * defaults, e.g. `local` in the default build) made by the plugins that contribute them, and
  * the transport that reaches a runner on an instance of each backend type. Backends are made
- * once per configuration and live as long as the engine.
+ * once per configuration and live as long as the engine. A backend whose plugin cannot make it
+ * from its configuration is reported (logged, and named with the plugin's message wherever
+ * the project's backends are listed for a plan), and does not hide the project's other backends.
  */
-import { Context, Effect, Layer, Option, Scope, SynchronizedRef } from "effect"
+import { Cause, Context, Effect, Either, Layer, Option, Scope, SynchronizedRef } from "effect"
 import * as Backend from "../ports/Backend.ts"
 import * as RunnerTransport from "../ports/RunnerTransport.ts"
 import { StateStore } from "../ports/StateStore.ts"
@@ -23,9 +25,31 @@ export interface ComputeOptions {
   readonly transports?: Readonly<Record<string, string>>
 }
 
+/** A backend of a project that its plugin could not make from its configuration. */
+export interface FailedBackend {
+  /** The backend type. */
+  readonly backend: string
+  /** Why, as the plugin said it. */
+  readonly message: string
+}
+
+/** The backends of a project: those made and ready, and those that could not be made. */
+export interface ProjectBackends {
+  readonly backends: ReadonlyArray<Backend.Backend>
+  readonly failed: ReadonlyArray<FailedBackend>
+}
+
 export interface ComputeService {
-  /** The project's backends (configured ones and the defaults), made and ready. */
+  /**
+   * The project's backends (configured ones and the defaults), made and ready; fails when one
+   * of them cannot be made, naming its type.
+   */
   readonly backends: (project: string) => Effect.Effect<ReadonlyArray<Backend.Backend>, Backend.BackendError>
+  /**
+   * The project's backends, each made if it can be: those that cannot are listed with why
+   * (and logged). Fails only when the project's configuration cannot be read.
+   */
+  readonly projectBackends: (project: string) => Effect.Effect<ProjectBackends, Backend.BackendError>
   /** One backend of the project by type; `NotFound` when the project has no such backend. */
   readonly backend: (project: string, type: string) => Effect.Effect<Backend.Backend, Backend.BackendError>
   /** The transport for runners on instances of a backend type. */
@@ -83,16 +107,60 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
         )
       })
 
-    const backends = (project: string) =>
-      Effect.gen(function* () {
-        const records = yield* configured(project)
+    /** The backends a project has: its configured ones, and the defaults of types it does not configure. */
+    const wanted = (project: string) =>
+      Effect.map(configured(project), (records) => {
         const types = new Set(records.map((r) => r.type))
-        const wanted = [
+        return [
           ...records.map((r) => ({ type: r.type, config: r.config })),
           ...(options.defaultBackends ?? []).filter((d) => !types.has(d.type))
         ]
-        return yield* Effect.forEach(wanted, (w) => makeBackend(w.type, w.config))
       })
+
+    // Why each backend (by type and configuration) last failed to be made, so that a plan per
+    // placement does not log the same refusal again and again.
+    const lastFailure = new Map<string, string>()
+    /** Makes a backend, answering why not when its plugin refuses the configuration or breaks. */
+    const tryBackend = (project: string, type: string, config: unknown): Effect.Effect<Either.Either<Backend.Backend, FailedBackend>> => {
+      const key = () => `${type}\u0000${JSON.stringify(config ?? null)}`
+      return makeBackend(type, config).pipe(
+        Effect.map((backend) => {
+          if (lastFailure.size > 0) lastFailure.delete(key())
+          return Either.right(backend)
+        }),
+        Effect.catchAllCause((cause) => {
+          if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
+          const failure = Cause.failureOption(cause)
+          const defect = Cause.dieOption(cause)
+          const message = Option.isSome(failure)
+            ? failure.value.message ?? failure.value.reason
+            : Option.isSome(defect) && defect.value instanceof Error
+              ? `${defect.value.name}: ${defect.value.message}`
+              : Cause.pretty(cause).split("\n")[0]
+          const seen = lastFailure.get(key()) === message
+          lastFailure.set(key(), message)
+          const failed = Either.left<FailedBackend>({ backend: type, message })
+          return seen
+            ? Effect.succeed(failed)
+            : Effect.as(Effect.logWarning(`project ${project}: the ${type} backend cannot be made from its configuration: ${message}`), failed)
+        })
+      )
+    }
+    const projectBackends = (project: string) =>
+      Effect.gen(function* () {
+        const made = yield* Effect.forEach(yield* wanted(project), (w) => tryBackend(project, w.type, w.config))
+        return {
+          backends: made.flatMap((m) => (Either.isRight(m) ? [m.right] : [])),
+          failed: made.flatMap((m) => (Either.isLeft(m) ? [m.left] : []))
+        }
+      })
+
+    const backends = (project: string) =>
+      Effect.flatMap(projectBackends(project), ({ backends, failed }) =>
+        failed.length === 0
+          ? Effect.succeed(backends)
+          : Backend.fail(MODULE, "backends", "Invalid", failed.map((f) => `backend ${f.backend}: ${f.message}`).join("; "))
+      )
 
     const transport = (backendType: string) => {
       const wanted = options.transports?.[backendType] ??
@@ -113,10 +181,17 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
 
     return {
       backends,
+      projectBackends,
+      // Only the backend asked for is made: another one that cannot be does not stand in the way.
       backend: (project, type) =>
-        Effect.flatMap(backends(project), (all) => {
-          const found = all.find((b) => b.type === type)
-          return found ? Effect.succeed(found) : Backend.fail(MODULE, "backend", "NotFound", `project ${project} has no ${type} backend`)
+        Effect.flatMap(wanted(project), (all) => {
+          const found = all.find((w) => w.type === type)
+          if (found === undefined) return Backend.fail(MODULE, "backend", "NotFound", `project ${project} has no ${type} backend`)
+          return makeBackend(type, found.config).pipe(
+            Effect.mapError((e) =>
+              new Backend.BackendError({ module: e.module, method: e.method, reason: e.reason, message: `backend ${type}: ${e.message ?? e.reason}`, cause: e })
+            )
+          )
         }),
       transport,
       availableTypes: host.contributions("backends").map((c) => c.key)

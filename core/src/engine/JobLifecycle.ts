@@ -7,7 +7,8 @@
  *
  * Transitions (anything else is ignored):
  * - submitted: Claimed → ProvisionInstance; Provisioned → provisioning + SubmitToRunner;
- *   NoCapacity → failed; StopRequested → terminated/aborted; ProvisioningTimeout → failed.
+ *   NoCapacity → failed; ProvisioningFailed → terminated (by the server, with the error);
+ *   StopRequested → terminated/aborted; ProvisioningTimeout → failed.
  * - provisioning, pulling, running: RunnerPulling → pulling (from provisioning); RunnerRunning →
  *   running; RunnerExited/RunnerFailed → final + ReleaseInstance; StopRequested → terminating +
  *   StopRunner, or with abort → aborted + StopRunner(abort) + ReleaseInstance; InstanceUnreachable
@@ -53,6 +54,8 @@ export type JobEvent = Data.TaggedEnum<{
   Provisioned: { readonly provisioningData: JobProvisioningData; readonly instanceId?: string | undefined }
   /** No offer and no idle instance could take the job. */
   NoCapacity: { readonly message?: string | undefined }
+  /** Finding an instance broke (a store error, a bug), which says nothing about capacity. */
+  ProvisioningFailed: { readonly message: string }
   /** The runner accepted the job and is pulling its image. */
   RunnerPulling: {}
   /** The job's commands started. */
@@ -104,6 +107,7 @@ export const JOB_EVENT_TAGS: ReadonlyArray<JobEvent["_tag"]> = [
   "Claimed",
   "Provisioned",
   "NoCapacity",
+  "ProvisioningFailed",
   "RunnerPulling",
   "RunnerRunning",
   "RunnerExited",
@@ -208,6 +212,11 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
         ? appliedTransition(finish(job, sub, now, "failed_to_start_due_to_no_capacity", {
           terminationReasonMessage: event.message
         }))
+        : nothing()
+
+    case "ProvisioningFailed":
+      return status === "submitted"
+        ? appliedTransition(finish(job, sub, now, "terminated_by_server", { terminationReasonMessage: event.message }))
         : nothing()
 
     case "RunnerPulling":

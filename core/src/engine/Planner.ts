@@ -2,7 +2,8 @@
  * Planning: which instances could run a job. Idle instances of the project's fleets come
  * first (they cost no provisioning time), then the offers of every backend the project has,
  * cheapest first. Every offer left out keeps the reasons, so "no offers" can say which
- * requirement excluded what.
+ * requirement excluded what; a backend that could not be made from its configuration or could
+ * not be asked is named with its error.
  */
 import { Effect, Schema } from "effect"
 import type { Requirements } from "../domain/Job.ts"
@@ -16,7 +17,7 @@ export interface JobOffers {
   /** Idle instances first, then backend offers by price. */
   readonly offers: ReadonlyArray<InstanceOffer>
   readonly excluded: ReadonlyArray<ExcludedOffer>
-  /** Backends that could not be asked, with the error, so a plan can show them. */
+  /** Backends that could not be made or asked, with the error, so a plan can show them. */
   readonly failedBackends: ReadonlyArray<{ readonly backend: string; readonly message: string }>
   /** The backend types asked (for messages). */
   readonly backendTypes: ReadonlyArray<string>
@@ -97,10 +98,13 @@ export const offersForJob = (
     }
     idle.sort((a, b) => a.price - b.price)
 
-    const all = yield* compute.backends(project)
-    const backends = all.filter((b) => !filter.backends || filter.backends.length === 0 || filter.backends.includes(b.type))
-    const missingBackends = (filter.backends ?? []).filter((name) => !all.some((b) => b.type === name))
-    const failedBackends: Array<{ backend: string; message: string }> = []
+    const made = yield* compute.projectBackends(project)
+    const wanted = (type: string) => !filter.backends || filter.backends.length === 0 || filter.backends.includes(type)
+    const backends = made.backends.filter((b) => wanted(b.type))
+    // The project's backend types, made or not: one its plugin refused is there, only broken.
+    const allTypes = [...made.backends.map((b) => b.type), ...made.failed.map((f) => f.backend)]
+    const missingBackends = (filter.backends ?? []).filter((name) => !allTypes.includes(name))
+    const failedBackends: Array<{ backend: string; message: string }> = made.failed.filter((f) => wanted(f.backend)).map((f) => ({ ...f }))
     const fresh: Array<InstanceOffer> = []
     // Backends are asked at once; a single one in this fiber (forking one costs more than most
     // backends take to answer from memory).
@@ -127,9 +131,9 @@ export const offersForJob = (
       offers: [...idle, ...fresh],
       excluded,
       failedBackends,
-      backendTypes: backends.map((b) => b.type),
+      backendTypes: [...backends.map((b) => b.type), ...failedBackends.map((f) => f.backend)],
       missingBackends,
-      projectBackends: all.map((b) => b.type),
+      projectBackends: allTypes,
       ...(options.skipIdle === true ? {} : { idleInstances: idleRows.length })
     }
   })

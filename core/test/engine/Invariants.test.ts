@@ -25,6 +25,7 @@ const jobEvents = (): ReadonlyArray<JobEvent> => [
   JobEvent.Claimed(),
   JobEvent.Provisioned({ provisioningData: provisioningData({ spot: true }), instanceId: "i" }),
   JobEvent.NoCapacity({}),
+  JobEvent.ProvisioningFailed({ message: "provisioning failed: boom" }),
   JobEvent.RunnerPulling(),
   JobEvent.RunnerRunning(),
   JobEvent.RunnerExited({ exitStatus: 0 }),

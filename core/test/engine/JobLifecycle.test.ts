@@ -1,7 +1,7 @@
 // Every job status × every job event, then the variants that depend on event data.
 import { describe, expect, it } from "@effect/vitest"
 import type { JobStatus, JobTerminationReason } from "../../src/domain/Status.ts"
-import { JobStatusValues } from "../../src/domain/Status.ts"
+import { JobStatusValues, retryEventForJobTerminationReason } from "../../src/domain/Status.ts"
 import { Job, latestSubmission } from "../../src/domain/Job.ts"
 import {
   JOB_EVENT_TAGS,
@@ -19,6 +19,7 @@ const sampleEvents: Record<JobEvent["_tag"], JobEvent> = {
   Claimed: JobEvent.Claimed(),
   Provisioned: JobEvent.Provisioned({ provisioningData: provisioningData(), instanceId: "inst-2" }),
   NoCapacity: JobEvent.NoCapacity({ message: "no offers" }),
+  ProvisioningFailed: JobEvent.ProvisioningFailed({ message: "provisioning failed: TypeError: x is undefined" }),
   RunnerPulling: JobEvent.RunnerPulling(),
   RunnerRunning: JobEvent.RunnerRunning(),
   RunnerExited: JobEvent.RunnerExited({ exitStatus: 0 }),
@@ -53,6 +54,7 @@ const documented: Record<JobStatus, Partial<Record<JobEvent["_tag"], Expected>>>
     Claimed: ["submitted", undefined, ["ProvisionInstance"]],
     Provisioned: ["provisioning", undefined, ["SubmitToRunner"]],
     NoCapacity: ["failed", "failed_to_start_due_to_no_capacity", []],
+    ProvisioningFailed: ["terminated", "terminated_by_server", []],
     StopRequested: ["terminated", "terminated_by_user", []],
     ProvisioningTimeout: ["failed", "waiting_instance_limit_exceeded", []]
   },
@@ -117,6 +119,13 @@ describe("every job status × every job event", () => {
 })
 
 describe("variants that depend on the event's data", () => {
+  it("provisioning that broke ends the job by the server with the error, which is not a no-capacity ending", () => {
+    const message = "provisioning failed: TypeError: x is undefined"
+    const sub = latestSubmission(transitionJob(makeJob(), JobEvent.ProvisioningFailed({ message }), NOW).entity)!
+    expect([sub.status, sub.terminationReason, sub.terminationReasonMessage]).toEqual(["terminated", "terminated_by_server", message])
+    expect(retryEventForJobTerminationReason(sub.terminationReason!)).toBeNull()
+  })
+
   it("a non-zero exit fails the job and records the exit status", () => {
     const result = transitionJob(makeJob({ status: "running" }), JobEvent.RunnerExited({ exitStatus: 3 }), NOW)
     const sub = latestSubmission(result.entity)!

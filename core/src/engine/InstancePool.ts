@@ -1,0 +1,220 @@
+/**
+ * The instance pool: the engine's side of the `instances` table. It takes an idle instance for
+ * a job (under a lease, so two runs never get the same one, and only once its runner answers),
+ * creates a new one from a backend offer, gives an instance back to idle when its job ends,
+ * terminates broken ones and those idle past their idle duration. It also remembers what the
+ * provisioning of many jobs at once would otherwise ask again and again: which runners reported
+ * moments ago, and which projects had no idle instance a moment ago.
+ */
+import { Effect, Option, Schema } from "effect"
+import { Instance, instanceIdleDeadline } from "../domain/Instance.ts"
+import { JobProvisioningData } from "../domain/Job.ts"
+import type { InstanceOffer } from "../domain/Offer.ts"
+import type { Run } from "../domain/Run.ts"
+import type { BackendError } from "../ports/Backend.ts"
+import type { StateStoreError, StateStoreService } from "../ports/StateStore.ts"
+import type { ComputeService } from "./Compute.ts"
+import { errorMessage } from "./internal.ts"
+import { noteHealthy, waitHealthy } from "./RunnerSession.ts"
+import { withRunner } from "./RunnerFollower.ts"
+
+/** An instance that holds a job now. */
+export interface Placement {
+  readonly pd: JobProvisioningData
+  readonly instanceId: string
+}
+
+export interface InstancePool {
+  /** Takes an idle instance (an offer with `instanceId`) for a job; none when it is taken or its runner does not answer. */
+  readonly takeIdle: (offer: InstanceOffer, jobName: string) => Effect.Effect<Option.Option<Placement>, StateStoreError>
+  /** Creates an instance from a backend offer and records it as busy with the job. */
+  readonly create: (project: string, offer: InstanceOffer, run: Run, jobName: string) => Effect.Effect<Placement, StateStoreError | BackendError>
+  /** Gives a busy instance back to idle (failures are logged: the instance then stays busy until terminated). */
+  readonly release: (instanceId: string | undefined) => Effect.Effect<void>
+  /** Terminates an instance at its backend and records why (failures are logged). */
+  readonly terminate: (project: string, instanceId: string | undefined, pd: JobProvisioningData, reason: string) => Effect.Effect<void>
+  /** Terminates the idle instances whose idle duration is over. */
+  readonly terminateExpiredIdle: Effect.Effect<void, StateStoreError>
+  /** Records that the runner of an instance reported just now: reusing it soon needs no health check. */
+  readonly noteRunnerSeen: (instanceId: string) => void
+  /**
+   * Whether a plan in the project may skip looking up idle instances (one a moment ago found
+   * none and none was released since), and what to call with the number the plan found.
+   */
+  readonly idleHint: (project: string) => { readonly skipIdle: boolean; readonly found: (idleInstances: number | undefined) => void }
+}
+
+export interface InstancePoolOptions {
+  readonly store: StateStoreService
+  readonly compute: ComputeService
+  /** Names this replica in instance leases. */
+  readonly owner: string
+  /** An idle instance whose runner reported less than this long ago is reused without a health check. */
+  readonly runnerFreshMs: number
+  /** Seconds a new instance stays idle before it is terminated, unless the run says otherwise. */
+  readonly defaultIdleDurationSeconds: number
+}
+
+/** How long a plan that found no idle instance in a project speaks for the next plans there. */
+const NO_IDLE_TTL_MS = 250
+
+const decodeInstance = Schema.decodeUnknown(Instance)
+const encodeInstance = Schema.encodeSync(Instance)
+const decodeProvisioning = Schema.decodeUnknown(JobProvisioningData)
+const encodeProvisioning = Schema.encodeSync(JobProvisioningData)
+
+export const make = (options: InstancePoolOptions): InstancePool => {
+  const { store, compute, owner, runnerFreshMs } = options
+  /** When the runner of an instance (by instance id) last reported to a follower here. */
+  const runnerSeenAt = new Map<string, number>()
+
+  const updateInstance = (id: string, f: (instance: Instance, raw: Record<string, unknown>) => Record<string, unknown>) =>
+    Effect.gen(function* () {
+      for (let attempt = 0; attempt < 20; attempt++) {
+        const row = yield* store.instances.get(id)
+        const instance = yield* decodeInstance(row.doc).pipe(Effect.orDie)
+        const next = f(instance, row.doc as Record<string, unknown>)
+        const result = yield* store.instances
+          .update(id, { status: String(next.status), doc: next }, { expectedVersion: row.version })
+          .pipe(Effect.either)
+        if (result._tag === "Right") return
+        if (result.left.reason !== "Conflict") return yield* Effect.fail(result.left)
+      }
+    })
+
+  // A project whose plan found no idle instance is not asked again for NO_IDLE_TTL_MS, unless
+  // this engine releases one meanwhile: in a burst of placements every plan would otherwise
+  // look up the same empty list. (An instance another replica frees is seen that much later.)
+  const noIdleSince = new Map<string, number>()
+  let releases = 0
+
+  const release = (instanceId: string | undefined) =>
+    instanceId === undefined
+      ? Effect.void
+      : updateInstance(instanceId, (instance, raw) =>
+        instance.status === "busy"
+          ? { ...raw, ...encodeInstance(new Instance({ ...instance, status: "idle", jobName: undefined, lastJobProcessedAt: new Date() })) }
+          : raw
+      ).pipe(
+        Effect.ensuring(Effect.sync(() => {
+          releases++
+          noIdleSince.clear()
+        })),
+        Effect.catchAll((e) => Effect.logWarning(`could not release instance ${instanceId}: ${errorMessage(e)}`))
+      )
+
+  const terminate = (project: string, instanceId: string | undefined, pd: JobProvisioningData, reason: string) =>
+    Effect.gen(function* () {
+      const backend = yield* compute.backend(project, pd.backend)
+      yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+      if (instanceId !== undefined) {
+        yield* updateInstance(instanceId, (instance, raw) => ({
+          ...raw,
+          ...encodeInstance(new Instance({ ...instance, status: "terminated", terminationReason: reason, jobName: undefined }))
+        }))
+      }
+    }).pipe(Effect.catchAll((e) => Effect.logWarning(`could not terminate instance ${pd.instanceId}: ${errorMessage(e)}`)))
+
+  const takeIdle = (offer: InstanceOffer, jobName: string) =>
+    Effect.gen(function* () {
+      const claimed = yield* store.instances.claim({ filter: { ids: [offer.instanceId!], statuses: ["idle"] }, owner, leaseMs: 30_000 })
+      if (claimed.length === 0) return Option.none<Placement>()
+      const row = claimed[0]
+      const instance = yield* decodeInstance(row.doc).pipe(Effect.orDie)
+      const pd = yield* decodeProvisioning((row.doc as any).provisioning_data).pipe(Effect.orDie)
+      // A runner that died with a previous server process must not get the job: it is asked,
+      // unless this engine heard from it moments ago (its last job's events).
+      const seen = runnerSeenAt.get(row.id)
+      const fresh = seen !== undefined && Date.now() - seen < runnerFreshMs
+      const healthy = yield* withRunner(compute, pd, (client) => (fresh ? Effect.sync(() => noteHealthy(client)) : waitHealthy(client, 3_000))).pipe(
+        Effect.isSuccess
+      )
+      const next = new Instance({ ...instance, status: healthy ? "busy" : "terminated", jobName: healthy ? jobName : undefined, ...(healthy ? {} : { terminationReason: "unreachable when reused" }) })
+      yield* store.instances.update(row.id, { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } }, { lease: row.lease!.token })
+      yield* store.instances.release(row.id, row.lease!.token).pipe(Effect.ignore)
+      return healthy ? Option.some({ pd, instanceId: row.id }) : Option.none()
+    })
+
+  const create = (project: string, offer: InstanceOffer, run: Run, jobName: string) =>
+    Effect.gen(function* () {
+      const backend = yield* compute.backend(project, offer.backend)
+      const id = crypto.randomUUID()
+      const name = `${jobName}-${id.slice(0, 4)}`
+      const idleDuration = run.runSpec.configuration.idleDuration
+      const base = new Instance({
+        id,
+        projectName: project,
+        backend: offer.backend,
+        instanceType: offer.instance,
+        name,
+        jobName,
+        status: "provisioning",
+        created: new Date(),
+        region: offer.region,
+        price: offer.price,
+        idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
+      })
+      yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
+      const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [] }).pipe(
+        Effect.tapError((e) =>
+          store.instances.update(id, {
+            status: "terminated",
+            doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: errorMessage(e) }))
+          }).pipe(Effect.ignore)
+        )
+      )
+      const ready = new Instance({
+        ...base,
+        status: "busy",
+        ...(pd.hostname !== null ? { hostname: pd.hostname } : {}),
+        ...(pd.runnerPort !== undefined ? { runnerPort: pd.runnerPort } : {}),
+        ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
+        username: pd.username,
+        backendInstanceId: pd.instanceId
+      })
+      yield* store.instances.update(id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } })
+      return { pd, instanceId: id }
+    })
+
+  const terminateExpiredIdle = Effect.gen(function* () {
+    const idle = yield* store.instances.list({ statuses: ["idle"] })
+    const now = Date.now()
+    for (const row of idle) {
+      const instance = yield* decodeInstance(row.doc).pipe(Effect.option)
+      if (Option.isNone(instance)) continue
+      const i = instance.value
+      const deadline = instanceIdleDeadline(i)
+      if (deadline === null || deadline > now) continue
+      const got = yield* store.instances.claim({ filter: { ids: [i.id], statuses: ["idle"] }, owner, leaseMs: 60_000 })
+      if (got.length === 0) continue
+      const pd = yield* decodeProvisioning((got[0].doc as any).provisioning_data).pipe(Effect.option)
+      if (Option.isSome(pd)) yield* terminate(i.projectName, i.id, pd.value, "idle_duration exceeded")
+      else yield* store.instances.update(i.id, { status: "terminated" }, { lease: got[0].lease!.token }).pipe(Effect.ignore)
+      yield* store.instances.release(i.id, got[0].lease!.token).pipe(Effect.ignore)
+    }
+  })
+
+  const idleHint = (project: string) => {
+    const noIdleAt = noIdleSince.get(project)
+    const skipIdle = noIdleAt !== undefined && Date.now() - noIdleAt < NO_IDLE_TTL_MS
+    const releasesBefore = releases
+    const planAt = Date.now()
+    return {
+      skipIdle,
+      found: (idleInstances: number | undefined) => {
+        if (idleInstances === 0 && releases === releasesBefore) noIdleSince.set(project, planAt)
+        else if (idleInstances !== undefined) noIdleSince.delete(project)
+      }
+    }
+  }
+
+  return {
+    takeIdle,
+    create,
+    release,
+    terminate,
+    terminateExpiredIdle,
+    noteRunnerSeen: (instanceId) => void runnerSeenAt.set(instanceId, Date.now()),
+    idleHint
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * Following a runner: hands a job to the runner on its instance (spec and code, unless a
+ * previous owner of the run did) and follows the runner's event stream for as long as the job
+ * lives, storing its log lines and reporting its states to the run's worker. A broken
+ * connection is resumed from the last stored line, so no line is lost or stored twice; a runner
+ * unreachable for too long ends the job. After a takeover (another replica, or a restarted
+ * engine, resuming a job already handed over) following resumes after the last line stored
+ * for the job: a store that cannot say where that is is asked again, and never read as "no
+ * lines yet", which would store every line again.
+ */
+import { Cause, Duration, Effect, Schedule, type Scope, Stream } from "effect"
+import type { JobProvisioningData, JobSpec } from "../domain/Job.ts"
+import type { Run } from "../domain/Run.ts"
+import type { BlobStore } from "../ports/BlobStore.ts"
+import type { RunnerClient, RunnerTransportError } from "../ports/RunnerTransport.ts"
+import type { NewLogEvent, StateStoreError, StateStoreService } from "../ports/StateStore.ts"
+import type { ComputeService } from "./Compute.ts"
+import { errorMessage } from "./internal.ts"
+import { JobEvent } from "./JobLifecycle.ts"
+import { followEvents, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, waitHealthy } from "./RunnerSession.ts"
+
+/** Runs `f` with a client of the runner on the instance `pd` describes, through its backend's transport. */
+export const withRunner = <A, E>(
+  compute: ComputeService,
+  pd: JobProvisioningData,
+  f: (client: RunnerClient) => Effect.Effect<A, E, Scope.Scope>
+): Effect.Effect<A, E | RunnerTransportError> =>
+  compute.transport(pd.backend).pipe(
+    Effect.flatMap((transport) =>
+      transport.connect({
+        hostname: pd.hostname ?? "",
+        runnerPort: pd.runnerPort ?? 10999,
+        ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
+        username: pd.username,
+        instanceId: pd.instanceId
+      })
+    ),
+    Effect.flatMap(f),
+    Effect.scoped
+  )
+
+export interface FollowerOptions {
+  readonly store: StateStoreService
+  readonly blobs: BlobStore
+  readonly compute: ComputeService
+  /** How long a runner may take to answer on a new instance. */
+  readonly provisioningTimeoutMs: number
+  /** How long a runner may stay unreachable before its job ends as instance_unreachable. */
+  readonly unreachableMs: number
+}
+
+/** The job a follower follows. */
+export interface FollowedJob {
+  readonly run: Run
+  readonly submissionId: string
+  readonly spec: JobSpec
+  readonly pd: JobProvisioningData
+  /** A previous owner of the run handed the job over already: resume following it. */
+  readonly alreadyHanded: boolean
+  /** Whether the run's lease may still be relied on: without it another replica may be following too. */
+  readonly leaseTrusted: () => boolean
+}
+
+/** What a follower tells the run's worker. */
+export interface FollowerReports {
+  /** The runner reported a state that changes the job (or the job must end). */
+  readonly jobEvent: (event: JobEvent) => Effect.Effect<void>
+  /** The runner took the job. */
+  readonly handedOver: Effect.Effect<void>
+}
+
+/** Failing reads of the last stored log position are asked again this often, at most. */
+const LAST_POSITION_RETRY = Schedule.exponential(Duration.millis(200)).pipe(Schedule.union(Schedule.spaced(Duration.seconds(5))))
+
+/** The job's code, from the blob store, when the job has any. */
+const readCode = (options: FollowerOptions, project: string, spec: JobSpec, repoId: string) =>
+  spec.repoCodeHash === undefined
+    ? Effect.succeed(undefined)
+    : options.store.codes.get(project, repoId, spec.repoCodeHash).pipe(
+      Effect.flatMap((record) => options.blobs.getBytes(record.blobKey)),
+      Effect.map((bytes): Uint8Array | undefined => bytes)
+    )
+
+/**
+ * The timestamp of the last log line stored for the submission (0 when none is): a takeover
+ * follows the runner from there. A failed read is logged and tried again for up to
+ * `unreachableMs`, then fails the follower.
+ */
+export const lastStoredLogAt = (
+  store: StateStoreService,
+  project: string,
+  submissionId: string,
+  unreachableMs: number
+): Effect.Effect<number, StateStoreError> =>
+  store.logs.poll({ project, jobSubmissionId: submissionId, descending: true, limit: 1 }).pipe(
+    Effect.map((page) => page.events[0]?.timestamp.getTime() ?? 0),
+    Effect.tapError((e) =>
+      Effect.logWarning(`job ${submissionId}: cannot read where its stored log ends (to resume following its runner), asking again: ${errorMessage(e)}`)
+    ),
+    Effect.retry(LAST_POSITION_RETRY.pipe(Schedule.upTo(Duration.millis(unreachableMs))))
+  )
+
+/**
+ * Hands the job to its runner (unless a previous owner did) and follows its events and logs
+ * until the job ends on the runner. Every way it can fail becomes a job event for the worker:
+ * an unreachable runner `InstanceUnreachable`, anything else `RunnerFailed` with the cause.
+ */
+export const follow = (options: FollowerOptions, job: FollowedJob, reports: FollowerReports): Effect.Effect<void> => {
+  const { store, compute } = options
+  const { run, submissionId, spec, pd } = job
+  return Effect.gen(function* () {
+    let cursor = 0
+    let unreachableSince: number | undefined
+    // Stores a stream's logs and reports its states, chunk by chunk, until it ends.
+    const consume = (events: Stream.Stream<RunnerStreamEvent, RunnerTransportError>) =>
+      events.pipe(
+        // One chunk per read of the runner's stream: under heavy output a big batch
+        // and one append; a trickle goes out line by line without waiting.
+        Stream.runForEachChunk((chunk) =>
+          Effect.gen(function* () {
+            unreachableSince = undefined
+            const logs: Array<NewLogEvent> = []
+            let last = cursor
+            for (const event of chunk) {
+              if (event._tag === "Log") {
+                logs.push({ project: run.projectName, jobSubmissionId: submissionId, timestamp: new Date(event.log.timestamp), source: event.source, message: event.log.message })
+                last = Math.max(last, event.log.timestamp)
+              } else if (event._tag === "State") last = Math.max(last, event.state.timestamp)
+            }
+            if (logs.length > 0) {
+              // Without a trusted lease another replica may be following too.
+              if (!job.leaseTrusted()) return yield* Effect.interrupt
+              yield* store.logs.append(logs)
+            }
+            for (const event of chunk) {
+              if (event._tag === "State") {
+                const jobEvent = jobEventOfRunnerState(event.state)
+                if (jobEvent) yield* reports.jobEvent(jobEvent)
+              }
+            }
+            // Only what is stored moves the cursor: a reconnect resumes right after
+            // it, neither losing nor repeating a line.
+            cursor = last
+          }).pipe(Effect.uninterruptible)
+        )
+      )
+    if (job.alreadyHanded) {
+      cursor = yield* lastStoredLogAt(store, run.projectName, submissionId, options.unreachableMs)
+    } else {
+      const code = yield* readCode(options, run.projectName, spec, run.runSpec.repoId)
+      const body = {
+        run: { id: run.id, runName: run.runSpec.runName, repoId: run.runSpec.repoId },
+        jobSpec: spec,
+        clusterInfo: { jobIps: [pd.internalIp ?? pd.hostname ?? ""], masterJobIp: pd.internalIp ?? pd.hostname ?? "", gpusPerJob: pd.instanceType.resources.gpus.length },
+        secrets: {}
+      } as any
+      // The hand-over answers with the job's event stream (one request; an older
+      // runner is handed the job in steps and followed as before): follow it at once.
+      // A failed hand-over fails the job; a stream that breaks afterwards is resumed
+      // below like any other.
+      const followed = yield* withRunner(compute, pd, (client) =>
+        Effect.gen(function* () {
+          yield* waitHealthy(client, options.provisioningTimeoutMs)
+          const events = yield* startFollowing(client, body, code)
+          yield* reports.handedOver
+          return yield* consume(events).pipe(Effect.either)
+        })
+      )
+      if (followed._tag === "Right") return
+      unreachableSince ??= Date.now()
+      yield* Effect.sleep(Duration.millis(500))
+    }
+    // Follow; reconnect from the last event after a broken connection.
+    while (true) {
+      const outcome = yield* withRunner(compute, pd, (client) => consume(followEvents(client, cursor))).pipe(Effect.either)
+      if (outcome._tag === "Right") return
+      const now = Date.now()
+      unreachableSince ??= now
+      if (now - unreachableSince > options.unreachableMs) {
+        yield* reports.jobEvent(JobEvent.InstanceUnreachable())
+        return
+      }
+      yield* Effect.sleep(Duration.millis(500))
+    }
+  }).pipe(
+    Effect.catchAllCause((cause) => {
+      if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
+      const error = Cause.squash(cause)
+      const what = job.alreadyHanded ? "could not resume following the job's runner" : "could not hand the job to its runner"
+      return reports.jobEvent(
+        JobEvent.RunnerFailed({ reason: "executor_error", message: `${what}: ${error instanceof Error ? error.message : errorMessage(error)}` })
+      )
+    }),
+    Effect.asVoid
+  )
+}
