@@ -166,6 +166,11 @@ export const make = (options: FileLogsOptions): Logs => {
         fs.readSync(fd, header, 0, HEADER, pos)
         const { kind, length: len, timestamp: ts } = RecordHeader.readRecordHeader(headerView, 0)
         if (pos + HEADER + len > size) break
+        // A whole record of a source this store never writes: the file is not ours or is
+        // damaged mid-way. Refuse it; truncating here would throw away every record after it.
+        if (SOURCES[kind] === undefined) {
+          throw fail("read", "Invalid", `log file ${file} has a record of unknown source ${kind} at byte ${pos}`)
+        }
         if (ts < lastTs) index.order = [] // rebuilt below
         lastTs = Math.max(lastTs, ts)
         index.ts.push(ts)

@@ -1,5 +1,5 @@
 // File-backed job logs of the embedded store: out-of-order timestamps, a torn tail after a
-// crash, index eviction, and a throughput floor far above what goes through PGlite.
+// crash, index eviction, records it does not know, and 50 MB through append and poll.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -68,6 +68,26 @@ it.effect("cuts off a torn record at the tail and keeps appending after it", () 
     expect(yield* pollAll(FileLogs.make({ dir }))).toEqual(["one", "two", "three"])
   }))
 
+it.effect("refuses a whole record of a source it never writes, naming the file and byte, and keeps the file", () =>
+  Effect.gen(function* () {
+    const dir = freshDir()
+    const logs = FileLogs.make({ dir })
+    yield* logs.append([ev(1, "one")])
+    const file = path.join(dir, "p", "s.log")
+    const record = Buffer.alloc(16 + 3)
+    record.writeUInt8(9, 0) // no such source
+    record.writeUInt32LE(3, 4)
+    record.writeDoubleLE(2, 8)
+    record.write("bad", 16)
+    fs.appendFileSync(file, record)
+    const sizeBefore = fs.statSync(file).size
+    const error = yield* Effect.flip(pollAll(FileLogs.make({ dir })))
+    expect(error.reason).toBe("Invalid")
+    expect(error.message).toContain("unknown source 9")
+    expect(error.message).toContain(file)
+    expect(fs.statSync(file).size).toBe(sizeBefore)
+  }))
+
 it.effect("announces appends per job submission and keeps runner events apart", () =>
   Effect.gen(function* () {
     const seen: Array<StateStore.Change> = []
@@ -86,7 +106,7 @@ it.effect("announces appends per job submission and keeps runner events apart", 
     expect((yield* Effect.either(logs.poll({ project: "p", jobSubmissionId: "s", nextToken: "x" })))._tag).toBe("Left")
   }))
 
-it.effect("appends and reads tens of MB/s (in-order appends; late ones still come back right)", () =>
+it.effect("appends and reads 50 MB in 50 pages (in-order appends; late ones still come back right)", () =>
   Effect.gen(function* () {
     const logs = FileLogs.make({ dir: freshDir() })
     const message = new Uint8Array(1024).fill(97)
@@ -111,8 +131,7 @@ it.effect("appends and reads tens of MB/s (in-order appends; late ones still com
     }
     const all = yield* pollAll(late, { limit: 1000 })
     expect(all).toEqual(Array.from({ length: 1000 }, (_, t) => `${t}`))
-    expect(writeMBs).toBeGreaterThan(20)
-    expect(readMBs).toBeGreaterThan(20)
+    // Speed is printed, not asserted: `npm run bench` measures it beside a baseline.
   }), 60_000)
 
 it.effect("reads a page with every message right behind its stored header: the binary stream's frames as they lie", () =>
