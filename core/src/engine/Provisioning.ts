@@ -7,7 +7,7 @@
  * every offer failed), `ProvisioningTimeout`, or `ProvisioningFailed` when provisioning itself
  * broke (a store error, a bug): that is never reported as a lack of capacity.
  */
-import { Cause, Deferred, Duration, Effect, Option, type Scope } from "effect"
+import { Cause, Deferred, Duration, Effect, FiberId, Option, type Scope } from "effect"
 import { type Job, latestSubmission } from "../domain/Job.ts"
 import type { Run } from "../domain/Run.ts"
 import * as FifoSemaphore from "../internal/FifoSemaphore.ts"
@@ -73,7 +73,11 @@ const describeCause = (cause: Cause.Cause<unknown>): string => {
     const d = defect.value
     return d instanceof Error ? `${d.name}: ${d.message}` : `defect: ${errorMessage(d)}`
   }
-  return Cause.isInterruptedOnly(cause) ? "interrupted" : Cause.pretty(cause).split("\n")[0]
+  if (Cause.isInterruptedOnly(cause)) {
+    const by = [...Cause.interruptors(cause)].map(FiberId.threadName).join(", ")
+    return by === "" ? "interrupted" : `interrupted (by fiber ${by})`
+  }
+  return Cause.pretty(cause).split("\n")[0]
 }
 
 export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, never, Scope.Scope> =>

@@ -179,7 +179,8 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
       wantsBundle
         ? Effect.tryPromise(() => bundleRunner(entry, bundleDir)).pipe(
           Effect.tap((file) => Effect.sync(() => void (bundled = file))),
-          Effect.orElseSucceed(() => entry)
+          Effect.orElseSucceed(() => entry),
+          Effect.uninterruptible
         )
         : Effect.succeed(entry)
     )
