@@ -6,13 +6,13 @@
  * provisioning of many jobs at once would otherwise ask again and again: which runners reported
  * moments ago, and which projects had no idle instance a moment ago.
  */
-import { Effect, Option, Schema } from "effect"
+import { Effect, Either, Option, Schema } from "effect"
 import { Instance, instanceIdleDeadline } from "../domain/Instance.ts"
 import { JobProvisioningData } from "../domain/Job.ts"
 import type { InstanceOffer } from "../domain/Offer.ts"
 import type { Run } from "../domain/Run.ts"
 import type { BackendError } from "../ports/Backend.ts"
-import type { StateStoreError, StateStoreService } from "../ports/StateStore.ts"
+import { decodeDocument, type StateStoreError, type StateStoreService } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import { errorMessage } from "./internal.ts"
 import { noteHealthy, waitHealthy } from "./RunnerSession.ts"
@@ -59,6 +59,7 @@ export interface InstancePoolOptions {
 const NO_IDLE_TTL_MS = 250
 
 const decodeInstance = Schema.decodeUnknown(Instance)
+const readInstance = decodeDocument("instance", Instance)
 const encodeInstance = Schema.encodeSync(Instance)
 const decodeProvisioning = Schema.decodeUnknown(JobProvisioningData)
 const encodeProvisioning = Schema.encodeSync(JobProvisioningData)
@@ -180,16 +181,20 @@ export const make = (options: InstancePoolOptions): InstancePool => {
     const idle = yield* store.instances.list({ statuses: ["idle"] })
     const now = Date.now()
     for (const row of idle) {
-      const instance = yield* decodeInstance(row.doc).pipe(Effect.option)
-      if (Option.isNone(instance)) continue
-      const i = instance.value
+      const instance = yield* readInstance(row).pipe(Effect.either)
+      if (Either.isLeft(instance)) {
+        // One unreadable row must not stop the sweep of the others; it is reported each pass.
+        yield* Effect.logError(`idle instance sweep: ${instance.left.message}`)
+        continue
+      }
+      const i = instance.right
       const deadline = instanceIdleDeadline(i)
       if (deadline === null || deadline > now) continue
       const got = yield* store.instances.claim({ filter: { ids: [i.id], statuses: ["idle"] }, owner, leaseMs: 60_000 })
       if (got.length === 0) continue
       const pd = yield* decodeProvisioning((got[0].doc as any).provisioning_data).pipe(Effect.option)
       if (Option.isSome(pd)) yield* terminate(i.projectName, i.id, pd.value, "idle_duration exceeded")
-      else yield* store.instances.update(i.id, { status: "terminated" }, { lease: got[0].lease!.token }).pipe(Effect.ignore)
+      else yield* Effect.logError(`instance ${i.id} (${i.backend}) has no readable provisioning data: marked terminated without asking its backend to terminate it; check the backend for a machine left running`).pipe(Effect.zipRight(store.instances.update(i.id, { status: "terminated" }, { lease: got[0].lease!.token }).pipe(Effect.ignore)))
       yield* store.instances.release(i.id, got[0].lease!.token).pipe(Effect.ignore)
     }
   })

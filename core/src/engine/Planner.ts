@@ -10,7 +10,7 @@ import type { Requirements } from "../domain/Job.ts"
 import { Instance } from "../domain/Instance.ts"
 import { InstanceOffer, isOfferAvailable } from "../domain/Offer.ts"
 import { type BackendError, type ExcludedOffer, offerMisfits } from "../ports/Backend.ts"
-import { StateStore, type StateStoreError } from "../ports/StateStore.ts"
+import { decodeDocument, StateStore, type StateStoreError } from "../ports/StateStore.ts"
 import { Compute } from "./Compute.ts"
 
 export interface JobOffers {
@@ -42,10 +42,10 @@ export interface PlanOptions {
    * Where the project's idle instance rows come from (a cache of them, for plans shown to
    * clients); default: the store.
    */
-  readonly idleRows?: Effect.Effect<ReadonlyArray<{ readonly doc: unknown }>, StateStoreError>
+  readonly idleRows?: Effect.Effect<ReadonlyArray<{ readonly id: string; readonly doc: unknown }>, StateStoreError>
 }
 
-const decodeInstance = Schema.decodeUnknown(Instance)
+const readInstance = decodeDocument("instance", Instance)
 
 /** An existing idle instance seen as an offer of itself. */
 export const offerOfInstance = (instance: Instance): InstanceOffer =>
@@ -89,9 +89,9 @@ export const offersForJob = (
     const idleRows = options.skipIdle === true ? [] : yield* (options.idleRows ?? store.instances.list({ projects: [project], statuses: ["idle"] }))
     const idle: Array<InstanceOffer> = []
     for (const row of idleRows) {
-      const instance = yield* decodeInstance(row.doc).pipe(Effect.option)
-      if (instance._tag === "None") continue
-      const offer = offerOfInstance(instance.value)
+      // A row that does not decode is an error naming it, not an instance quietly left out.
+      const instance = yield* readInstance(row)
+      const offer = offerOfInstance(instance)
       const reasons = [...filterMisfits(offer, filter), ...offerMisfits(offer, requirements)]
       if (reasons.length === 0) idle.push(offer)
       else excluded.push({ offer, reasons })
