@@ -113,7 +113,7 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
  *   state: EmbeddedStateStore.layer({ dataDir: "/var/lib/dstack/state" }),
  *   blobs: UnstorageBlobStore.layerFs({ base: "/var/lib/dstack/blobs" })
  * })
- * serve(server.app, { port: 3000 })
+ * await serve(server, { port: 3000 })
  */
 export const createServer = async (options: ServerOptions): Promise<Server> => {
   const base = Layer.mergeAll(options.state, options.blobs, PluginHostModule.layer(options.plugins ?? []))
