@@ -41,6 +41,8 @@ export const packAll = async (outDir: string, options: { readonly build?: boolea
     // One npm process for all packages, run outside the workspace so that npm treats each as a plain folder.
     const { stdout } = await promisify(execFile)("npm", ["pack", ...stages, "--pack-destination", path.resolve(outDir), "--json", "--ignore-scripts"], {
       cwd: stageRoot,
+      // Without the npm_* settings of an `npm run` this may be called from (its workspace, its prefix).
+      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k))),
       maxBuffer: 64 * 1024 * 1024
     })
     const packed = JSON.parse(stdout) as ReadonlyArray<{ readonly filename: string }>
