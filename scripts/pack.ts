@@ -11,8 +11,12 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { promisify } from "node:util"
-import { build } from "./build.ts"
 import { publishManifest, root, workspacePackages, type WorkspacePackage } from "./packages.ts"
+
+const run = promisify(execFile)
+
+/** This environment without the npm_* settings of an `npm run` it may be called from (its workspace, its prefix). */
+const withoutNpmSettings = (): NodeJS.ProcessEnv => Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)))
 
 /** Copies what npm would pack from `pkg` into `stage`, with the published package.json. */
 const stagePackage = (pkg: WorkspacePackage, stage: string): void => {
@@ -28,7 +32,9 @@ const stagePackage = (pkg: WorkspacePackage, stage: string): void => {
 
 /** Packs every workspace package into `outDir`; answers the tarballs' absolute paths, in workspace order. */
 export const packAll = async (outDir: string, options: { readonly build?: boolean } = {}): Promise<ReadonlyArray<string>> => {
-  if (options.build ?? true) build()
+  // The build is a child process: it type-checks for a minute or more, and a caller (a test
+  // worker) must stay responsive meanwhile.
+  if (options.build ?? true) await run(process.execPath, ["--import", "tsx", path.join(root, "scripts", "build.ts")], { cwd: root, env: withoutNpmSettings() })
   const packages = workspacePackages().filter((p) => p.manifest.private !== true)
   const stageRoot = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-pack-"))
   try {
@@ -39,10 +45,9 @@ export const packAll = async (outDir: string, options: { readonly build?: boolea
     })
     fs.mkdirSync(outDir, { recursive: true })
     // One npm process for all packages, run outside the workspace so that npm treats each as a plain folder.
-    const { stdout } = await promisify(execFile)("npm", ["pack", ...stages, "--pack-destination", path.resolve(outDir), "--json", "--ignore-scripts"], {
+    const { stdout } = await run("npm", ["pack", ...stages, "--pack-destination", path.resolve(outDir), "--json", "--ignore-scripts"], {
       cwd: stageRoot,
-      // Without the npm_* settings of an `npm run` this may be called from (its workspace, its prefix).
-      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k))),
+      env: withoutNpmSettings(),
       maxBuffer: 64 * 1024 * 1024
     })
     const packed = JSON.parse(stdout) as ReadonlyArray<{ readonly filename: string }>
