@@ -181,7 +181,7 @@ const checkServer = async (server: Started) => {
 const reachable = isDeno ? undefined : await registryUnreachable()
 
 // The harness runs once, on Node: it starts both runtimes itself.
-describe.skipIf(isDeno)("packages installed from their tarballs", () => {
+describe.skipIf(isDeno)("packages installed from their tarballs (on Node only: it starts node and deno itself)", () => {
   describeWith("npm registry", reachable === undefined, reachable ?? "", () => {
     const work = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-pack-test-"))
     const project = path.join(work, "project")
