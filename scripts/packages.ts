@@ -63,7 +63,7 @@ const publishTarget = (target: unknown, where: string): unknown => {
     return target
   }
   if (target !== null && typeof target === "object" && !Array.isArray(target)) {
-    return Object.fromEntries(Object.entries(target).map(([k, v]) => [k, publishTarget(v, `${where}.${k}`)]))
+    return Object.fromEntries(Object.entries(target).map(([k, v]) => [k, publishTarget(v, `${where}[${JSON.stringify(k)}]`)]))
   }
   return target
 }
@@ -77,7 +77,7 @@ export const publishManifest = (manifest: Manifest): Manifest => {
   const where = `${manifest.name ?? "(unnamed package)"} package.json`
   if (typeof manifest.name !== "string" || typeof manifest.version !== "string") throw new Error(`${where}: "name" and "version" are required`)
   if (manifest.exports === undefined) throw new Error(`${where}: "exports" is required (e.g. { ".": "./src/index.ts" })`)
-  const exports = publishTarget(manifest.exports, `${where} "exports"`)
+  const exports = publishTarget(manifest.exports, `${where} exports`)
   const files = manifest.files ?? []
   if (!files.includes("src")) throw new Error(`${where}: "files" must list "src" (the sources ship beside dist/, for declaration maps and Deno)`)
   const main = (exports as Record<string, any>)["."]
@@ -90,8 +90,14 @@ export const publishManifest = (manifest: Manifest): Manifest => {
   }
 }
 
-/** The JSR (Deno) config of a package: its name, version and exports, all pointing at the sources. */
-export const jsrConfig = (manifest: Manifest): { name: string; version: string; exports: Record<string, string> } => {
+/** The JSR (Deno) config of a package: its name, version, license and exports, all pointing at the sources. */
+export const jsrConfig = (manifest: Manifest): {
+  name: string
+  version: string
+  license?: string
+  exports: Record<string, string>
+  publish: { include: ReadonlyArray<string> }
+} => {
   const exportsField = manifest.exports
   const entries: ReadonlyArray<[string, unknown]> =
     typeof exportsField === "string" ? [[".", exportsField]] : Object.entries((exportsField ?? {}) as Record<string, unknown>)
@@ -101,5 +107,7 @@ export const jsrConfig = (manifest: Manifest): { name: string; version: string; 
     const source = typeof target === "string" ? target : Object.values((target ?? {}) as Record<string, unknown>).find((t) => typeof t === "string" && /\.tsx?$/.test(t))
     if (typeof source === "string" && /\.tsx?$/.test(source)) exports[key] = source
   }
-  return { name: manifest.name, version: manifest.version, exports }
+  // What npm ships, less the build (JSR compiles the sources itself); package.json, which sources import for their version.
+  const include = [...(manifest.files ?? []).filter((f) => f !== "dist"), "package.json"]
+  return { name: manifest.name, version: manifest.version, ...(typeof manifest.license === "string" ? { license: manifest.license } : {}), exports, publish: { include } }
 }
