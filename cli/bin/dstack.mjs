@@ -1,8 +1,12 @@
 #!/usr/bin/env node
-// Node entry of the `dstack` command: registers tsx so the TypeScript sources run as they are,
-// then hands argv to src/main.ts. (Deno runs src/main.ts directly.)
-import { register } from "tsx/esm/api"
+// Node entry of the `dstack` command: runs what this package's "exports" name as its main module.
+// Installed from npm that is the built dist/main.js; in the workspace it is src/main.ts, run
+// through tsx so that no build step is needed there. (Deno runs src/main.ts directly.)
+import { readFileSync } from "node:fs"
 
-register()
-const { main } = await import("../src/main.ts")
-process.exitCode = await main(process.argv.slice(2))
+const manifest = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"))
+const main = manifest.exports["."]
+const entry = typeof main === "string" ? main : main.default
+if (entry.endsWith(".ts")) (await import("tsx/esm/api")).register()
+const { main: run } = await import(new URL(`../${entry}`, import.meta.url).href)
+process.exitCode = await run(process.argv.slice(2))

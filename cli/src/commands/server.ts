@@ -3,7 +3,6 @@
 // ~/.dstack-ts/server), and on first start saves the admin's `main` project to
 // ~/.dstack/config.yml (as upstream does) so the CLI works at once.
 import { defineCommand } from "citty"
-import type { AddressInfo } from "node:net"
 import { join } from "node:path"
 import { CliError, globalArgs, notAvailable, runEffect, usageError } from "../context.ts"
 import { print, success } from "../ui.ts"
@@ -16,6 +15,8 @@ export interface StartOptions {
   readonly adminToken: string | undefined
   /** The client config to save the project to; undefined to leave it alone. */
   readonly configPath: string | undefined
+  /** Close the server and exit on SIGINT/SIGTERM (`serve`'s handling); false when embedded, e.g. in a test. */
+  readonly handleSignals?: boolean
 }
 
 export interface RunningServer {
@@ -25,20 +26,14 @@ export interface RunningServer {
 
 /** Starts the server and listens; prints the URL and, on first start, the admin token. */
 export const startServer = async (options: StartOptions): Promise<RunningServer> => {
-  const { createServer } = await import("@dstack-ts/core")
+  const { createServer, serve, ServeError } = await import("@dstack-ts/core")
   const { defaultServerOptions } = await import("../defaultBuild.ts")
   const server = await createServer(defaultServerOptions(options.serverDir, options.adminToken))
-  const { serve } = await import("@hono/node-server")
-  const listener = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
-    const s = serve({ fetch: server.app.fetch, hostname: options.host, port: options.port }, () => resolve(s))
-    s.once("error", reject)
-  }).catch(async (error: unknown) => {
-    await server.close()
-    if ((error as { code?: string })?.code === "EADDRINUSE") throw new CliError(`Port ${options.port} on ${options.host} is already in use (pass --port)`)
+  const serving = await serve(server, { hostname: options.host, port: options.port, handleSignals: options.handleSignals ?? false }).catch((error: unknown) => {
+    if (error instanceof ServeError && error.code === "EADDRINUSE") throw new CliError(`Port ${options.port} on ${options.host} is already in use (pass --port)`)
     throw error
   })
-  const { port } = listener.address() as AddressInfo
-  const url = `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`
+  const url = serving.url
   const token = server.bootstrap.adminToken ?? options.adminToken
   const project = server.bootstrap.project.projectName
   if (server.bootstrap.adminToken) print(`The admin token is ${server.bootstrap.adminToken}`)
@@ -57,13 +52,7 @@ export const startServer = async (options: StartOptions): Promise<RunningServer>
     }
   }
   success(`The server is running at ${url}`)
-  return {
-    url,
-    close: async () => {
-      await new Promise<void>((resolve) => listener.close(() => resolve()))
-      await server.close()
-    }
-  }
+  return { url, close: serving.close }
 }
 
 export default defineCommand({
@@ -80,17 +69,15 @@ export default defineCommand({
     const { ClientConfigFile } = await import("@dstack-ts/client")
     const { defaultServerDir } = await import("../defaultBuild.ts")
     const configPath = ClientConfigFile.defaultConfigPath()
-    const running = await startServer({
+    await startServer({
       host: args.host,
       port,
       serverDir: defaultServerDir(),
       adminToken: args.token ?? (process.env.DSTACK_SERVER_ADMIN_TOKEN || undefined),
-      configPath
+      configPath,
+      handleSignals: true
     })
-    await new Promise<void>((resolve) => {
-      process.once("SIGINT", resolve)
-      process.once("SIGTERM", resolve)
-    })
-    await running.close()
+    // Serving until SIGINT/SIGTERM, on which serve() closes the server and exits.
+    await new Promise<never>(() => {})
   }
 })

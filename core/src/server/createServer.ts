@@ -149,7 +149,7 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
  *   state: { driver: "embedded", options: { data_dir: "/var/lib/dstack/state" } },
  *   blobs: { driver: "fs", options: { base: "/var/lib/dstack/blobs" } }
  * })
- * serve(server.app, { port: 3000 })
+ * await serve(server, { port: 3000 })
  */
 export const createServer = async (options: ServerOptions): Promise<Server> => {
   const host = PluginHostModule.layer(options.plugins ?? [])

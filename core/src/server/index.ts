@@ -1,7 +1,9 @@
-// The HTTP server factory and the parts a custom build may use: route declarations, errors,
+// The HTTP server factory, serve() for Node and Deno, and the parts a custom build may use: route declarations, errors,
 // the access service and the OpenAPI generator.
 export { createServer, builtinRoutes, runOn } from "./createServer.ts"
 export type { Server, ServerOptions, ServerServices } from "./createServer.ts"
+export { serve, ServeError } from "./serve.ts"
+export type { ServeOptions, Serving } from "./serve.ts"
 export { Encoded, encoded, jsonRoute, rawRoute } from "./Route.ts"
 export type { AnyRoute, JsonRoute, RawRoute, RouteAccess, RouteContext } from "./Route.ts"
 export { mountRoutes, fromParseError } from "./Router.ts"
