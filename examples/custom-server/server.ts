@@ -3,6 +3,7 @@
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { createServer, EmbeddedStateStore, UnstorageBlobStore } from "@dstack-ts/core"
 import backendLocal from "@dstack-ts/backend-local"
 import transportLocal from "@dstack-ts/transport-local"
@@ -41,7 +42,9 @@ const server = await createServer({
   blobs: UnstorageBlobStore.layerFs({ base: join(dir, "blobs") }),
   adminToken: process.env.DSTACK_SERVER_ADMIN_TOKEN || undefined,
   plugins: [backendLocal, transportLocal, handlerDataframe],
-  compute: { defaultBackends: [{ type: "local" }] }
+  compute: { defaultBackends: [{ type: "local" }] },
+  // The runner build the local backend starts: the CLI's default one (process and docker executors).
+  runner: { entry: fileURLToPath(import.meta.resolve("@dstack-ts/cli/runner")) }
 })
 
 // The one runtime choice, made here: how to serve, and how to hear SIGINT/SIGTERM.
