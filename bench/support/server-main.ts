@@ -13,7 +13,7 @@ import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { UnstorageBlobStore } from "@dstack-ts/blob-unstorage"
 import { StateStore } from "../../core/src/ports/StateStore.ts"
 import { PostgresStateStore } from "@dstack-ts/state-postgres"
-import { defaultPlugins } from "../../cli/src/defaultBuild.ts"
+import { defaultPlugins, defaultRunnerEntry } from "../../cli/src/defaultBuild.ts"
 import { jobSpecsFromRunSpec } from "../../core/src/domain/RunJobSpecs.ts"
 import { encodeRecord } from "../../core/src/engine/RunRecord.ts"
 import { plugin as noopPlugin, stats as noopStats, type NoopConfig } from "./noop-plugin.ts"
@@ -80,6 +80,7 @@ const server = await createServer({
   blobs: UnstorageBlobStore.layerFs({ base: path.join(options.dir, "blobs") }),
   adminToken: options.token,
   plugins: options.backend === "noop" ? [...defaultPlugins, noopPlugin] : defaultPlugins,
+  runner: { entry: defaultRunnerEntry() },
   compute: {
     defaultBackends: options.backend === "noop"
       ? [{ type: "noop", config: options.noop ?? {} }]

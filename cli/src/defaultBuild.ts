@@ -2,6 +2,7 @@
 // runs it; a custom build (examples/custom-server) picks its own plugins and storage instead.
 import { join } from "node:path"
 import { homedir } from "node:os"
+import { fileURLToPath } from "node:url"
 import backendLocal from "@dstack-ts/backend-local"
 import transportLocal from "@dstack-ts/transport-local"
 import transportDirect from "@dstack-ts/transport-direct"
@@ -26,6 +27,13 @@ export const defaultPlugins = [
   handlerModel
 ] as const
 
+/**
+ * The default runner build's entry (cli/src/runner.ts, or runner.js beside this file once
+ * built): what the server's backends start on their instances.
+ */
+export const defaultRunnerEntry = (): string =>
+  fileURLToPath(new URL(import.meta.url.endsWith(".ts") ? "./runner.ts" : "./runner.js", import.meta.url))
+
 /** Where the default server keeps its data: `DSTACK_SERVER_DIR`, else `~/.dstack-ts/server`. */
 export const defaultServerDir = (): string => process.env.DSTACK_SERVER_DIR || join(homedir(), ".dstack-ts", "server")
 
@@ -43,6 +51,7 @@ export const defaultServerOptions = (serverDir: string, adminToken: string | und
     blobs: { driver: "fs", options: { base: join(serverDir, "blobs") } },
     adminToken,
     plugins: defaultPlugins,
+    runner: { entry: defaultRunnerEntry() },
     compute: { defaultBackends: [{ type: "local" }] }
   }
 }

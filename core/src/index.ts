@@ -21,8 +21,10 @@ export * from "./stacks/index.ts"
 // plugins run it over their drivers).
 export * from "./state/index.ts"
 export * from "./engine/index.ts"
-// The runner agent (`Runner.serveRunner`), its HTTP API and its process and docker executors.
+// The runner agent (`Runner.serveRunner`), its HTTP API, the runner program for runner builds
+// (`Runner.runnerMain`); `RunnerLaunch`: how a backend bundles, starts and stops a runner build.
 export * as Runner from "./runner/index.ts"
+export * as RunnerLaunch from "./runner/launch/index.ts"
 export * from "./api/index.ts"
 // Code delivery: LocalRepo / RemoteRepo / VirtualRepo on the client, materializeRepo on the runner.
 export { LocalRepo, RemoteRepo, VirtualRepo, materializeRepo, builtinRepos } from "./repos/index.ts"

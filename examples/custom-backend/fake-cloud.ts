@@ -1,8 +1,9 @@
 /**
  * A backend plugin for an imaginary cloud, "Fake Cloud", written as a template for real ones.
- * Its catalog offers two instance types in two regions at different prices; an "instance" is a
- * real dstack-ts runner started on 127.0.0.1 inside this process, so jobs really run. Each step
- * says what a real cloud backend would do instead.
+ * Its catalog offers two instance types in two regions at different prices; an "instance" is
+ * the server's runner build started as a process on 127.0.0.1 with core's RunnerLaunch (the
+ * same calls a real backend makes, over SSH, on a VM), so jobs really run. Each step says what
+ * a real cloud backend would do instead.
  */
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
@@ -17,9 +18,9 @@ import {
   InstanceResources,
   InstanceType,
   JobProvisioningData,
-  Runner
+  RunnerLaunch
 } from "@dstack-ts/core"
-import { Effect, ParseResult, Schedule, Schema } from "effect"
+import { Effect, ParseResult, Schema } from "effect"
 
 const TYPE = "fake-cloud"
 const MODULE = "FakeCloudBackend"
@@ -35,7 +36,9 @@ export const REGIONS = ["us-east", "eu-west"] as const
 export const FakeCloudConfig = Schema.Struct({
   type: Schema.optional(Schema.Literal(TYPE)),
   regions: Schema.optional(Schema.Array(Schema.Literal(...REGIONS))),
-  apiKey: Schema.optional(Schema.String).pipe(Schema.fromKey("api_key"))
+  apiKey: Schema.optional(Schema.String).pipe(Schema.fromKey("api_key")),
+  /** The runner build to start; default the server build's (`createServer({ runner: { entry } })`). */
+  runnerEntry: Schema.optional(Schema.NonEmptyString).pipe(Schema.fromKey("runner_entry"))
 })
 
 /** Two instance types; the price list below gives each a price per region. */
@@ -94,23 +97,44 @@ export const makeFakeCloud: BackendFactory = (raw) =>
     )
     const regions = config.regions ?? REGIONS
 
+    // 2. Which runner build the instances run: the configured one, else the server build's.
+    const entry = yield* RunnerLaunch.runnerEntry(config.runnerEntry)
+    if (entry === undefined) {
+      return yield* fail("make", "Invalid", "no runner build: set runner_entry, or the server build's runner (createServer({ runner: { entry } }))")
+    }
+    // A real backend bundles the build into one file (its sha256 tells whether a VM already
+    // has it), copies it to each VM and starts it there with `node runner.mjs --host 0.0.0.0
+    // --port 10999 --work-dir /var/lib/runner` over SSH, reading the same ready line. Here the
+    // bundle runs on this machine (on Deno, which runs TypeScript itself, the entry as it is).
+    const workRoot = fs.mkdtempSync(path.join(os.tmpdir(), "fake-cloud-"))
+    const program = yield* Effect.cached(
+      "Deno" in globalThis
+        ? Effect.succeed(entry)
+        : Effect.map(Effect.promise(() => RunnerLaunch.bundleRunner(entry, path.join(workRoot, ".runner"))), (bundle) => bundle.file)
+    )
+
     // The "cloud": what runs, by instance id. A real backend keeps no such table; the cloud's
     // API is the source of truth, and the server stores the provisioning data we return.
-    const running = new Map<string, { readonly runner: Runner.RunningRunner; readonly workDir: string }>()
+    const running = new Map<string, { readonly runner: RunnerLaunch.RunnerProcess; readonly workDir: string }>()
 
     const stop = (instanceId: string) =>
       Effect.promise(async () => {
         const instance = running.get(instanceId)
         running.delete(instanceId)
-        await instance?.runner.close()
+        // SIGTERM: the runner aborts its job and exits; SIGKILL after 10 s.
+        await instance?.runner.terminate(10_000)
         if (instance) fs.rmSync(instance.workDir, { recursive: true, force: true })
       })
-    yield* Effect.addFinalizer(() => Effect.forEach([...running.keys()], stop, { discard: true }))
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach([...running.keys()], stop, { discard: true }).pipe(
+        Effect.ensuring(Effect.sync(() => fs.rmSync(workRoot, { recursive: true, force: true })))
+      )
+    )
 
     return Backend.make({
       type: TYPE,
 
-      // 2. The catalog: every (region, instance type) with its price. A real backend would call
+      // 3. The catalog: every (region, instance type) with its price. A real backend would call
       // the cloud's pricing and quota APIs (and cache them). `Backend.make` filters these by
       // the job's resources, spot policy and max_price, sorts them by price, and explains
       // every offer it leaves out; the server then applies `regions:` and `instance_types:`.
@@ -129,30 +153,31 @@ export const makeFakeCloud: BackendFactory = (raw) =>
           )
         ),
 
-      // 3. Provision: a real backend would create a VM from an image that starts the dstack
-      // runner (or a host agent), tagged with `config.instanceId` so that a retried call finds
-      // the VM it already created; then wait until the VM has an address and the runner
-      // answers its healthcheck; then return where it is. Here the "VM" is a runner on
-      // loopback, started in this process.
+      // 4. Provision: a real backend would create a VM from an image, tagged with
+      // `config.instanceId` so that a retried call finds the VM it already created; wait until
+      // it has an address; start the runner build on it and read its ready line; then return
+      // where it is. Here the "VM" is a runner process on loopback.
       createInstance: (offer, instanceConfig) =>
         Effect.gen(function*() {
           const instanceId = `fc-${randomUUID()}`
-          const workDir = fs.mkdtempSync(path.join(os.tmpdir(), `${instanceConfig.instanceName}-`))
+          const workDir = fs.mkdtempSync(path.join(workRoot, `${instanceConfig.instanceName}-`))
+          const command = RunnerLaunch.RunnerCommand.forRuntime()(yield* program, RunnerLaunch.runnerArgs({ host: "127.0.0.1", port: 0, workDir }))
+          // Resolves once the runner printed its ready line (`{"host":…,"port":…}`); a runner
+          // that exits first, prints something else or stays silent is killed, and the error
+          // carries the end of its stderr. A slow boot fails with `Timeout`, and the engine
+          // tries the next offer or retries.
           const runner = yield* Effect.tryPromise({
-            try: () => Runner.serveRunner({ host: "127.0.0.1", port: 0, workDir }),
-            catch: (cause) => new Backend.BackendError({ module: MODULE, method: "createInstance", reason: "Unknown", message: `the runner did not start: ${String(cause)}`, cause })
+            try: () => RunnerLaunch.startRunner(command, 60_000).ready,
+            catch: (cause) =>
+              new Backend.BackendError({
+                module: MODULE,
+                method: "createInstance",
+                reason: cause instanceof RunnerLaunch.StartFailure && cause.kind === "timeout" ? "Timeout" : "Unknown",
+                message: `the runner of ${instanceId} did not start: ${cause instanceof Error ? cause.message : String(cause)}`,
+                cause
+              })
           })
           running.set(instanceId, { runner, workDir })
-
-          // Wait for the host agent: a real VM takes minutes to boot, so poll with a deadline
-          // and fail with `Timeout` (the engine then tries the next offer or retries).
-          yield* Effect.tryPromise(() => fetch(`${runner.url}/api/healthcheck`).then((r) => r.ok ? r : Promise.reject(new Error(`HTTP ${r.status}`)))).pipe(
-            Effect.retry({ times: 20, schedule: Schedule.spaced("250 millis") }),
-            Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error("no answer in 60 s") }),
-            Effect.catchAll((cause) =>
-              Effect.zipRight(stop(instanceId), fail("createInstance", "Timeout", `the runner of ${instanceId} did not answer its healthcheck`, cause))
-            )
-          )
 
           // The provisioning data: what the server stores and how it reaches the runner. A
           // real VM would have a public hostname, an SSH user and port, `dockerized: true`
@@ -172,7 +197,7 @@ export const makeFakeCloud: BackendFactory = (raw) =>
           })
         }),
 
-      // 4. Terminate: a real backend would delete the VM by id in its region. An instance
+      // 5. Terminate: a real backend would delete the VM by id in its region. An instance
       // that is already gone fails with `NotFound`, which `Backend.make` turns into success,
       // so termination is idempotent (the engine may call it more than once).
       terminateInstance: (instanceId) =>

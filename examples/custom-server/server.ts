@@ -12,8 +12,8 @@ const server = await createServer({
   state: { driver: "embedded", options: { data_dir: join(dir, "data") } },
   blobs: { driver: "fs", options: { base: join(dir, "blobs") } },
   adminToken: process.env.DSTACK_SERVER_ADMIN_TOKEN || undefined,
-  compute: { defaultBackends: [{ type: "local" }] }
+  compute: { defaultBackends: [{ type: "local" }] },
+  runner: { entry: import.meta.resolve("@dstack-ts/cli/runner") } // the runner build its instances start
 })
 const { url } = await serve(server, { port: Number(process.env.DSTACK_SERVER_PORT ?? 3000) }) // SIGINT/SIGTERM close it
-console.log(`dstack-ts server on ${url} (data in ${dir})`)
-if (server.bootstrap.adminToken) console.log(`admin token: ${server.bootstrap.adminToken}`) // first start only
+console.log(`dstack-ts server on ${url} (data in ${dir})`, server.bootstrap.adminToken ? `admin token: ${server.bootstrap.adminToken}` : "")

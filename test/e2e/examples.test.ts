@@ -139,7 +139,10 @@ describe("examples/custom-server", () => {
 
 const requirements = Schema.decodeUnknownSync(Requirements)({ resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } })
 
-testBackend("examples/custom-backend fake-cloud", Layer.scoped(Backend.Backend, makeFakeCloud({})), { requirements })
+// Its instances run the CLI's runner build, as `dstack server`'s would.
+const RUNNER_ENTRY = path.resolve("cli/src/runner.ts")
+
+testBackend("examples/custom-backend fake-cloud", Layer.scoped(Backend.Backend, makeFakeCloud({ runner_entry: RUNNER_ENTRY })), { requirements })
 
 describe("examples/custom-backend in a server", () => {
   const TOKEN = "examples-fake-cloud-token"
@@ -152,6 +155,7 @@ describe("examples/custom-backend in a server", () => {
       blobs: BlobStore.layerMemory,
       adminToken: TOKEN,
       plugins: [fakeCloud],
+      runner: { entry: RUNNER_ENTRY },
       compute: { defaultBackends: [{ type: "fake-cloud" }] }
     })
     call = appCall(() => server, TOKEN)
@@ -287,6 +291,7 @@ describe("examples/http-task and examples/stacks on a real server", () => {
       blobs: BlobStore.layerMemory,
       adminToken: TOKEN,
       plugins: [backendLocal, transportLocal, dataframePlugin, plotPlugin, modelPlugin],
+      runner: { entry: path.resolve("cli/src/runner.ts") },
       compute: { defaultBackends: [{ type: "local" }] }
     })
     listener = await new Promise((resolve) => {

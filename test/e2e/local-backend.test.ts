@@ -1,6 +1,14 @@
 // Jobs on this machine through the first-party `local` backend and `local` transport plugins:
-// the example configurations, loaded from YAML, run as a process and in a Docker container.
+// the example configurations, loaded from YAML, run as a process and in a Docker container;
+// and a run whose code comes from a plugin's repo type (examples/repo-archive-url), on a
+// runner build that has that plugin.
+import { createHash } from "node:crypto"
+import * as fs from "node:fs"
+import * as http from "node:http"
+import type { AddressInfo } from "node:net"
+import * as os from "node:os"
 import * as path from "node:path"
+import * as tar from "tar"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect, Schema } from "effect"
 import backendLocal from "@dstack-ts/backend-local"
@@ -13,6 +21,7 @@ import { AnyConfiguration } from "../../core/src/domain/Configuration.ts"
 import { appCall } from "../support/api.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
+import { archiveUrlRepo } from "../../examples/repo-archive-url/archive-url.ts"
 
 const TOKEN = "local-e2e-token"
 let server: Server
@@ -49,6 +58,8 @@ beforeAll(async () => {
     adminToken: TOKEN,
     plugins: [backendLocal, transportLocal],
     compute: { defaultBackends: [{ type: "local" }] },
+    // the runner build the local backend starts: the CLI's default one (as `dstack server`)
+    runner: { entry: path.resolve("cli/src/runner.ts") },
     // a short resync, so that idle instances are reaped within the test
     engine: { resyncMs: 1_000 }
   })
@@ -191,6 +202,93 @@ describe("local backend end to end", () => {
     })
     expect(elsewhere.body.job_plans[0].no_offers_reason).toBe("no offers: backends: fake-cloud is not configured in this project (it has: local)")
   })
+})
+
+describe("a run whose code comes from a plugin's repo type (examples/repo-archive-url)", () => {
+  let site: http.Server
+  let archiveUrl: string
+  let archiveSha256: string
+
+  beforeAll(async () => {
+    // The archive the runner downloads: data/message.txt in a tar.gz, served on loopback.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-archive-url-"))
+    fs.mkdirSync(path.join(dir, "data"))
+    fs.writeFileSync(path.join(dir, "data", "message.txt"), "hello from an archive at a URL\n")
+    const chunks: Array<Buffer> = []
+    for await (const chunk of tar.c({ gzip: true, cwd: dir }, ["data"]) as AsyncIterable<Buffer>) chunks.push(chunk)
+    const archive = Buffer.concat(chunks)
+    archiveSha256 = createHash("sha256").update(archive).digest("hex")
+    site = http.createServer((req, res) => {
+      if (req.url === "/code.tar.gz") res.writeHead(200, { "content-type": "application/gzip" }).end(archive)
+      else res.writeHead(404).end()
+    })
+    await new Promise<void>((resolve) => site.listen(0, "127.0.0.1", resolve))
+    archiveUrl = `http://127.0.0.1:${(site.address() as AddressInfo).port}/code.tar.gz`
+  })
+  afterAll(() => new Promise<void>((resolve) => (site ? site.close(() => resolve()) : resolve())))
+
+  /** Packs with the plugin's Repo (as a client would), registers and uploads the code, applies a task. */
+  const runWithCode = async (project: string, runName: string, pin: { url: string; sha256: string }) => {
+    const packed = await Effect.runPromise(archiveUrlRepo.pack({ type: "archive-url", ...pin }))
+    const repoData = { repo_type: "archive-url", url: pin.url, sha256: pin.sha256 }
+    expect((await call(`/api/project/${project}/repos/init`, { repo_id: "archive", repo_info: repoData })).status).toBe(200)
+    const upload = await server.app.request(`/api/project/${project}/repos/upload_code?repo_id=archive&hash=${packed.codeHash}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/octet-stream" },
+      body: packed.archive as Uint8Array<ArrayBuffer>
+    })
+    expect(upload.status, await upload.clone().text()).toBe(200)
+    const res = await call(`/api/project/${project}/runs/apply`, {
+      plan: {
+        run_spec: {
+          run_name: runName,
+          repo_id: "archive",
+          repo_data: repoData,
+          repo_code_hash: packed.codeHash,
+          configuration: { type: "task", commands: ["cat data/message.txt"], resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } }
+        }
+      }
+    })
+    expect(res.status, JSON.stringify(res.body)).toBe(200)
+    const start = Date.now()
+    while (Date.now() - start < 60_000) {
+      const run = (await call(`/api/project/${project}/runs/get`, { run_name: runName })).body
+      if (["done", "failed", "terminated"].includes(run.status)) {
+        const logs = (await call(`/api/project/${project}/logs/poll`, { run_name: runName })).body.logs.map((l: any) => l.message).join("")
+        return { run, logs, submission: run.jobs[0].job_submissions[0] }
+      }
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    throw new Error(`run ${runName} did not finish within 60 s`)
+  }
+
+  it("finishes done with the archive's file in its log, on a runner build with the plugin (runner_entry)", async () => {
+    expect((await call("/api/projects/create", { project_name: "archive" })).status).toBe(200)
+    const created = await call("/api/project/archive/backends/create", {
+      type: "local",
+      max_instances: 1,
+      terminate_grace_seconds: 1,
+      runner_entry: path.resolve("examples/repo-archive-url/runner.ts")
+    })
+    expect(created.status, JSON.stringify(created.body)).toBe(200)
+    const { run, logs, submission } = await runWithCode("archive", "from-an-archive", { url: archiveUrl, sha256: archiveSha256 })
+    expect(run.status, JSON.stringify(submission)).toBe("done")
+    expect(logs).toContain("hello from an archive at a URL")
+    expect(run.run_spec.repo_data).toEqual({ repo_type: "archive-url", url: archiveUrl, sha256: archiveSha256 })
+
+    // A pin that does not match the archive: the job fails, saying so.
+    const wrong = await runWithCode("archive", "wrong-pin", { url: archiveUrl, sha256: "0".repeat(64) })
+    expect(wrong.run.status).toBe("failed")
+    expect(wrong.submission.termination_reason_message).toContain(`has sha256 ${archiveSha256}, but the run pins ${"0".repeat(64)}`)
+  }, 120_000)
+
+  it("fails on a runner build without the plugin, naming the repo type to add", async () => {
+    const { run, submission } = await runWithCode("main", "archive-without-plugin", { url: archiveUrl, sha256: archiveSha256 })
+    expect(run.status).toBe("failed")
+    expect(submission.termination_reason).toBe("executor_error")
+    expect(submission.termination_reason_message).toContain("which this runner cannot materialize (it knows: local, remote, virtual)")
+    expect(submission.termination_reason_message).toContain("add the plugin that contributes the archive-url repo to the runner build's plugins")
+  }, 90_000)
 })
 
 const dockerMissing = await dockerUnavailableReason()

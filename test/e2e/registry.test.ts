@@ -1,5 +1,6 @@
 // A job whose image is in a private registry: pulled with the configuration's registry_auth
 // (through the runner's Docker executor), and refused with a clear reason without it.
+import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import backendLocal from "@dstack-ts/backend-local"
 import transportLocal from "@dstack-ts/transport-local"
@@ -40,6 +41,7 @@ describeWith("docker-registry", missing === undefined, missing ?? "", () => {
       blobs: blobsMemory,
       adminToken: TOKEN,
       plugins: [backendLocal, transportLocal],
+      runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
       compute: { defaultBackends: [{ type: "local" }] }
     })
   }, 120_000)

@@ -4,6 +4,7 @@
 // container) to localhost, and list shows what ran.
 import { serve } from "@hono/node-server"
 import type { AddressInfo } from "node:net"
+import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect, Schema } from "effect"
 import backendLocal from "@dstack-ts/backend-local"
@@ -37,6 +38,7 @@ beforeAll(async () => {
     blobs: blobsMemory,
     adminToken: TOKEN,
     plugins: [backendLocal, transportLocal],
+    runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
     compute: { defaultBackends: [{ type: "local" }] }
   })
   listener = await new Promise((resolve) => {

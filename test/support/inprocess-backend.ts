@@ -15,6 +15,7 @@ import {
   JobProvisioningData
 } from "@dstack-ts/core"
 import { serveRunner, type RunningRunner } from "../../core/src/runner/serveRunner.ts"
+import { runnerPlugins } from "../../cli/src/runnerPlugins.ts"
 
 export interface InProcessBackendOptions {
   /** What the single offer claims to have. */
@@ -42,7 +43,7 @@ export const makeInProcessPlugin = (options: InProcessBackendOptions = {}) => {
     createInstance: (_offer, config) =>
       Effect.promise(async () => {
         const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-inproc-"))
-        const runner = await serveRunner({ host: "127.0.0.1", port: 0, workDir })
+        const runner = await serveRunner({ host: "127.0.0.1", port: 0, workDir, plugins: runnerPlugins })
         runners.set(config.instanceId, runner)
         created.push(config.instanceId)
         return new JobProvisioningData({

@@ -10,6 +10,7 @@
 // REPLICA_EVENTS, REPLICA_LEASE_MS, REPLICA_RESYNC_MS, REPLICA_MAX_INSTANCES.
 import * as fs from "node:fs"
 import type { AddressInfo } from "node:net"
+import { fileURLToPath } from "node:url"
 import { serve } from "@hono/node-server"
 import { Effect, Layer } from "effect"
 import backendLocal from "@dstack-ts/backend-local"
@@ -61,6 +62,7 @@ const server = await createServer({
   blobs: blobsMemory,
   adminToken: env("DSTACK_SERVER_ADMIN_TOKEN"),
   plugins: [backendLocal, transportLocal],
+  runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
   compute: {
     defaultBackends: [{
       type: "local",

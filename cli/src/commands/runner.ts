@@ -1,6 +1,7 @@
-// `dstack runner`: the runner agent on its own — what a backend starts on an instance. It
-// serves the runner API (submit, upload_code, run, pull, logs_stream, stop, metrics) for one
-// job at a time and prints one JSON line with its address once it listens.
+// `dstack runner`: the default runner build (cli/src/runner.ts) as a command — what a backend
+// starts on an instance. It serves the runner API (submit, upload_code, run, pull,
+// logs_stream, stop, metrics), one job at a time, with the process and docker executors, and
+// prints its ready line `{"host":…,"port":…}` once it listens; SIGTERM or SIGINT stops it.
 import { defineCommand } from "citty"
 import { globalArgs, usageError } from "../context.ts"
 
@@ -17,15 +18,12 @@ export default defineCommand({
     if (!/^\d+$/.test(args.port) || port > 65535) throw usageError(`--port: "${args.port}" is not a port number (0–65535)`)
     const { mkdtempSync } = await import("node:fs")
     const { tmpdir } = await import("node:os")
-    const { join } = await import("node:path")
+    const { join, resolve } = await import("node:path")
     const { Runner } = await import("@dstack-ts/core")
-    const workDir = args["work-dir"] ?? mkdtempSync(join(tmpdir(), "dstack-runner-"))
-    const running = await Runner.serveRunner({ host: args.host, port, workDir })
-    process.stdout.write(`${JSON.stringify({ host: running.host, port: running.port })}\n`)
-    await new Promise<void>((resolve) => {
-      process.once("SIGINT", resolve)
-      process.once("SIGTERM", resolve)
-    })
-    await running.close()
+    const { runnerPlugins } = await import("../runnerPlugins.ts")
+    const workDir = resolve(args["work-dir"] ?? mkdtempSync(join(tmpdir(), "dstack-runner-")))
+    await Runner.startRunnerProgram({ host: args.host, port, workDir }, { plugins: runnerPlugins })
+    // The runner closes and exits on SIGTERM or SIGINT; until then the command runs.
+    await new Promise<never>(() => {})
   }
 })

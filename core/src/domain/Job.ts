@@ -66,7 +66,25 @@ export const RemoteRunRepoData = Schema.Struct({
 export const VirtualRunRepoData = Schema.Struct({
   repoType: wire(Schema.Literal("virtual"), "repo_type")
 })
-export const RunRepoData = Schema.Union(LocalRunRepoData, RemoteRunRepoData, VirtualRunRepoData)
+/** The repo types core itself packs and materializes. */
+export const BUILTIN_REPO_TYPES: ReadonlyArray<string> = ["local", "remote", "virtual"]
+/**
+ * A repo type a plugin contributes (`archive-url` …): its own fields travel as they are (the
+ * plugin's `pack` writes them, its `materialize` on the runner reads them).
+ */
+export const PluginRunRepoData = Schema.Struct(
+  {
+    repoType: wire(
+      Schema.String.pipe(
+        Schema.pattern(/^[a-z0-9][a-z0-9._\-/]*$/),
+        Schema.filter((type) => !BUILTIN_REPO_TYPES.includes(type) || `repo_type ${type} is built in: its fields do not match`)
+      ),
+      "repo_type"
+    )
+  },
+  Schema.Record({ key: Schema.String, value: Schema.Unknown })
+)
+export const RunRepoData = Schema.Union(LocalRunRepoData, RemoteRunRepoData, VirtualRunRepoData, PluginRunRepoData)
 export type RunRepoData = typeof RunRepoData.Type
 
 // ---------------------------------------------------------------------------------------------

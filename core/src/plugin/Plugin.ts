@@ -7,6 +7,7 @@ import type { Effect, Layer, Scope } from "effect"
 import type * as Backend from "../ports/Backend.ts"
 import type * as BlobStore from "../ports/BlobStore.ts"
 import type * as Codec from "../ports/Codec.ts"
+import type * as Executor from "../ports/Executor.ts"
 import type * as Provider from "../ports/Provider.ts"
 import type * as Repo from "../ports/Repo.ts"
 import type * as RunnerTransport from "../ports/RunnerTransport.ts"
@@ -64,6 +65,8 @@ export interface PluginSpec {
   readonly stateStores?: Readonly<Record<string, StateStoreFactory>>
   /** Workflow providers by provider name (`bash`, `curl`). */
   readonly providers?: Readonly<Record<string, Provider.Provider>>
+  /** How a runner runs jobs, by executor name (`process`, `docker`); used by runner builds. */
+  readonly executors?: Readonly<Record<string, Executor.Executor>>
 }
 
 /** A validated-to-be plugin: the spec, frozen, with the brand. */
@@ -79,7 +82,8 @@ export const CONTRIBUTION_KINDS = [
   "codecs",
   "blobStores",
   "stateStores",
-  "providers"
+  "providers",
+  "executors"
 ] as const
 export type ContributionKind = (typeof CONTRIBUTION_KINDS)[number]
 
@@ -91,7 +95,8 @@ export const KIND_NOUN: Readonly<Record<ContributionKind, string>> = {
   codecs: "codec",
   blobStores: "blob store",
   stateStores: "state store",
-  providers: "provider"
+  providers: "provider",
+  executors: "executor"
 }
 
 const freezeRecord = <A>(record: A): A => (record === undefined ? record : Object.freeze({ ...record }) as A)

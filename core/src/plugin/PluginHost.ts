@@ -6,6 +6,7 @@
 import { Context, Effect, Layer, Option } from "effect"
 import semver from "semver"
 import * as Codec from "../ports/Codec.ts"
+import type * as Executor from "../ports/Executor.ts"
 import * as Provider from "../ports/Provider.ts"
 import * as Repo from "../ports/Repo.ts"
 import { CORE_VERSION } from "./CoreVersion.ts"
@@ -44,6 +45,7 @@ export interface PluginHost {
   readonly blobStore: (driver: string) => Option.Option<BlobStoreFactory>
   readonly stateStore: (driver: string) => Option.Option<StateStoreFactory>
   readonly provider: (name: string) => Option.Option<Provider.Provider>
+  readonly executor: (name: string) => Option.Option<Executor.Executor>
   /** Every codec, in plugin order then each plugin's own order (the priority order). */
   readonly codecs: () => ReadonlyArray<Codec.Any>
   /** Every contribution of a kind with its plugin, in plugin order: for listings and messages. */
@@ -91,7 +93,8 @@ const SHAPE: Readonly<Record<ContributionKind, readonly [(u: unknown) => boolean
   stateStores: [isFunction, "a function from options to a StateStore layer"],
   repos: [hasMethods("pack", "materialize"), "a Repo (with pack and materialize)"],
   codecs: [hasMethods("accepts", "encode", "decode", "canDecode"), "a Codec (with accepts, encode, canDecode, decode)"],
-  providers: [hasMethods("createJobs"), "a Provider (with createJobs)"]
+  providers: [hasMethods("createJobs"), "a Provider (with createJobs)"],
+  executors: [hasMethods("start"), "an Executor (with start)"]
 }
 
 /**
@@ -244,6 +247,7 @@ export const make = (
       blobStore: lookup<BlobStoreFactory>("blobStores"),
       stateStore: lookup<StateStoreFactory>("stateStores"),
       provider: lookup<Provider.Provider>("providers"),
+      executor: lookup<Executor.Executor>("executors"),
       codecs: () => codecs,
       contributions: (kind) => [...index.get(kind)!.values()]
     }))

@@ -1,18 +1,22 @@
 /**
  * Runner side of code delivery: rebuilds a job's working tree in a directory from the run repo
  * data and the code blob. Local and virtual repos extract their tarball; remote repos clone the
- * URL, check out the branch and commit, and apply the diff of uncommitted changes.
+ * URL, check out the branch and commit, and apply the diff of uncommitted changes. Any other
+ * repo type is a plugin's: `runnerRepos` (RepoPorts.ts) puts its Repo beside the built-in ones.
  */
 import { collectBytes } from "../internal/bytes.ts"
 import * as fs from "node:fs/promises"
 import { Effect, Stream } from "effect"
-import type { RunRepoData } from "../domain/Job.ts"
+import type { LocalRunRepoData, RemoteRunRepoData, RunRepoData, VirtualRunRepoData } from "../domain/Job.ts"
 import { RepoError } from "../ports/Repo.ts"
 import { git } from "./Git.ts"
 import type { GitFailure } from "./Git.ts"
 import { extractTarball } from "./Tarball.ts"
 
-type RemoteData = Extract<RunRepoData, { readonly repoType: "remote" }>
+type RemoteData = typeof RemoteRunRepoData.Type
+type BuiltinData = typeof LocalRunRepoData.Type | RemoteData | typeof VirtualRunRepoData.Type
+
+const isRemote = (data: RunRepoData): data is RemoteData => data.repoType === "remote"
 
 const collect = collectBytes
 
@@ -82,12 +86,19 @@ export const materializeRepo = <E = never>(
       catch: (cause) =>
         new RepoError({ module: "Repo", method: "materialize", reason: "PermissionDenied", message: `cannot create ${dir}: ${String(cause)}`, cause })
     })
-    switch (repoData.repoType) {
-      case "local":
-        return yield* extractTarball("LocalRepo", code, dir)
-      case "virtual":
-        return yield* extractTarball("VirtualRepo", code, dir)
-      case "remote":
-        return yield* materializeRemote(repoData, yield* collect(code), dir)
-    }
+    if (isRemote(repoData)) return yield* materializeRemote(repoData, yield* collect(code), dir)
+    if (repoData.repoType === "local") return yield* extractTarball("LocalRepo", code, dir)
+    if (repoData.repoType === "virtual") return yield* extractTarball("VirtualRepo", code, dir)
+    return yield* Effect.fail(
+      new RepoError({
+        module: "Repo",
+        method: "materialize",
+        reason: "Invalid",
+        message: `repo type ${JSON.stringify(repoData.repoType)} is not built in: materialize it with the Repo its plugin contributes (runnerRepos)`
+      })
+    )
   })
+
+/** True for the repo data of a type core packs and materializes itself. */
+export const isBuiltinRepoData = (data: RunRepoData): data is BuiltinData =>
+  data.repoType === "local" || data.repoType === "remote" || data.repoType === "virtual"

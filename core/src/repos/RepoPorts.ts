@@ -83,3 +83,20 @@ export const virtualRepo: Repo = {
 
 /** The three built-in repo types. */
 export const builtinRepos: ReadonlyArray<Repo> = [localRepo, remoteRepo, virtualRepo]
+
+/**
+ * The repo types a runner materializes: the built-in `local`, `remote` and `virtual`, and
+ * those its plugins contribute (by type). A plugin cannot replace a built-in type.
+ *
+ * @example
+ * const repos = runnerRepos({ "archive-url": archiveUrlRepo })
+ * yield* repos.get(repoData.repoType)!.materialize({ repoData, archive }, dir)
+ */
+export const runnerRepos = (extra: Readonly<Record<string, Repo>>): ReadonlyMap<string, Repo> => {
+  const map = new Map<string, Repo>(builtinRepos.map((r) => [r.type, r]))
+  for (const [type, repo] of Object.entries(extra)) {
+    if (map.has(type)) throw new Error(`repo type ${type} is built into the runner: a plugin cannot contribute it`)
+    map.set(type, repo)
+  }
+  return map
+}

@@ -1,20 +1,21 @@
 /**
  * The runner agent: one job's life on a host, as upstream's runner walks it
- * (wait_submit → wait_run → serve_logs → wait_logs_finished). It takes the submission and the
- * code, starts the job with the process or docker executor, enforces max_duration, and keeps
- * the job's states and output for pulls and live followers.
+ * (wait_submit → wait_run → serve_logs → wait_logs_finished), then the next job. It takes the
+ * submission and the code (materialized by the repo type's Repo), starts the job with the
+ * executor its build was given for it (`docker` with an image, `process` without), enforces
+ * max_duration, and keeps the job's states and output for pulls and live followers.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Context, Duration, Effect, Either, Exit, Layer, Schema, Scope } from "effect"
 import type { JobStatus, JobTerminationReason } from "../domain/Status.ts"
-import * as DockerExecutor from "./DockerExecutor.ts"
-import type { Execution, ExecutionExit, ExecutionObserver, Executor, ExecutorError } from "./Execution.ts"
+import type { Execution, ExecutionExit, ExecutionObserver, Executor, ExecutorError } from "../ports/Executor.ts"
+import { executorNameFor } from "../ports/Executor.ts"
+import type { Repo } from "../ports/Repo.ts"
 import { nvidiaGpuUsage } from "./HostUsage.ts"
 import type { JobEventLogOptions, JobEventsSince } from "./JobEventLog.ts"
 import { JobEventLog } from "./JobEventLog.ts"
-import * as ProcessExecutor from "./ProcessExecutor.ts"
-import { materializeRepo } from "../repos/Materialize.ts"
+import { runnerRepos } from "../repos/RepoPorts.ts"
 import type { RunnerMetrics, SubmitBody } from "./RunnerProtocol.ts"
 import { unmetHostRequirements } from "./HostRequirements.ts"
 import { toExecutionSpec } from "./RunnerProtocol.ts"
@@ -69,10 +70,18 @@ export class RunnerAgent extends Context.Tag("@dstack-ts/core/RunnerAgent")<Runn
 export interface RunnerAgentOptions {
   /** The runner's directory; the job's code goes to `<workDir>/repo`. */
   readonly workDir: string
-  /** The executor for jobs without an image; default the process executor. */
-  readonly processExecutor?: Executor
-  /** The executor for jobs with an image; default the docker executor. */
-  readonly dockerExecutor?: Executor
+  /**
+   * The executors this runner has, by name: a job with an image runs on `docker`, one without
+   * on `process` (see the Executor port). A job whose executor is missing fails with a message
+   * naming the plugin to add. A runner build gets them from its plugins (`serveRunner`'s
+   * `plugins`).
+   */
+  readonly executors?: Readonly<Record<string, Executor>>
+  /**
+   * Repo types beyond the built-in `local`, `remote` and `virtual`, by type: the job's code is
+   * materialized by the Repo of its `repo_type`.
+   */
+  readonly repos?: Readonly<Record<string, Repo>>
   /**
    * How much of the job's output stays in memory and on disk (see JobEventLog); output past
    * the memory budget is spilled under `<workDir>/output` by default.
@@ -90,6 +99,21 @@ const clearDir = (dir: string): void => {
   }
   if (!empty) fs.rmSync(dir, { recursive: true, force: true })
 }
+
+/** First-party plugins of the executors core knows by name, for messages. */
+const EXECUTOR_PLUGINS: Readonly<Record<string, string>> = {
+  docker: "@dstack-ts/executor-docker",
+  process: "@dstack-ts/executor-process"
+}
+
+const missingExecutor = (name: string, image: string | undefined, have: ReadonlyArray<string>): string => {
+  const plugin = EXECUTOR_PLUGINS[name] ?? `a plugin that contributes the executor ${JSON.stringify(name)}`
+  const what = image ? `the job has an image (${image}), which runs on the ${name} executor` : `the job has no image, so it runs on the ${name} executor`
+  return `${what}, but this runner has no ${name} executor (it has: ${have.join(", ") || "none"}): add ${plugin} to the runner build's plugins`
+}
+
+const missingRepoType = (type: string, have: ReadonlyArray<string>): string =>
+  `the job's code is of repo type ${JSON.stringify(type)}, which this runner cannot materialize (it knows: ${have.join(", ")}): add the plugin that contributes the ${type} repo to the runner build's plugins`
 
 const terminationOf = (
   error: ExecutorError
@@ -114,8 +138,8 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
   Effect.gen(function* () {
     const scope = yield* Effect.scope
     const repoDir = path.resolve(options.workDir, "repo")
-    const processExecutor = options.processExecutor ?? ProcessExecutor.make()
-    const dockerExecutor = options.dockerExecutor ?? DockerExecutor.make()
+    const executors = options.executors ?? {}
+    const repos = runnerRepos(options.repos ?? {})
     const events = new JobEventLog({ spillDir: path.resolve(options.workDir, "output"), ...options.output })
     yield* Effect.addFinalizer(() => Effect.sync(() => events.close()))
 
@@ -169,7 +193,13 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       Effect.gen(function* () {
         const spec = toExecutionSpec(body, repoDir)
         if (Either.isLeft(spec)) return yield* finish("failed", "executor_error", spec.left)
-        const executor = spec.right.image ? dockerExecutor : processExecutor
+        const executorName = executorNameFor(spec.right)
+        const executor = executors[executorName]
+        if (executor === undefined) {
+          const message = missingExecutor(executorName, spec.right.image, Object.keys(executors))
+          events.addRunnerLog(message)
+          return yield* finish("failed", "executor_error", message)
+        }
         if (!spec.right.image) {
           const unmet = unmetHostRequirements({ python: body.jobSpec.python, nvcc: body.jobSpec.nvcc })
           if (unmet !== undefined) {
@@ -177,7 +207,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
             return yield* finish("failed", "executor_error", unmet)
           }
         }
-        events.addRunnerLog(`starting the job with the ${executor.name} executor`)
+        events.addRunnerLog(`starting the job with the ${executorName} executor`)
         const started = yield* Effect.either(executor.start(spec.right, observer))
         if (Either.isLeft(started)) {
           const error = started.left
@@ -244,16 +274,23 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
           return yield* Effect.fail(refuse("upload_code", "Conflict", `code can only be uploaded after submit and before run (state ${state})`))
         }
         const repoData = submission?.jobSpec.repoData ?? { repoType: "local" as const }
-        // A remote repo is cloned even without a diff; an empty tarball has nothing to extract.
-        if (archive.length === 0 && repoData.repoType !== "remote") return
-        yield* materializeRepo(repoData, archive, repoDir).pipe(
+        const repo = repos.get(repoData.repoType)
+        if (repo === undefined) {
+          return yield* Effect.fail(refuse("upload_code", "Invalid", missingRepoType(repoData.repoType, [...repos.keys()])))
+        }
+        const tarball = repoData.repoType === "local" || repoData.repoType === "virtual"
+        // An empty tarball has nothing to extract; a remote repo is cloned even without a diff,
+        // and a plugin's repo type may carry everything in its repo data.
+        if (archive.length === 0 && tarball) return
+        yield* repo.materialize({ repoData, archive }, repoDir).pipe(
           Effect.mapError((e) =>
-            repoData.repoType === "remote"
-              ? refuse("upload_code", e.reason === "Invalid" ? "Invalid" : "Internal", e.message, e)
-              : refuse("upload_code", "Invalid", `the code archive (tar.gz) was refused: ${e.message}`, e)
+            tarball
+              ? refuse("upload_code", "Invalid", `the code archive (tar.gz) was refused: ${e.message}`, e)
+              : refuse("upload_code", e.reason === "Invalid" ? "Invalid" : "Internal", `cannot materialize the ${repoData.repoType} repo: ${e.message}`, e)
           )
         )
-        events.addRunnerLog(`code ${repoData.repoType === "remote" ? "checked out" : "extracted"} into ${repoDir} (${archive.length} bytes)`)
+        const how = tarball ? "extracted" : repoData.repoType === "remote" ? "checked out" : `materialized (repo type ${repoData.repoType})`
+        events.addRunnerLog(`code ${how} into ${repoDir} (${archive.length} bytes)`)
       })
 
     const run = Effect.gen(function* () {

@@ -6,7 +6,7 @@
 import { Either, Schema } from "effect"
 import { JobSpec } from "../domain/Job.ts"
 import { JobStatus, JobTerminationReason } from "../domain/Status.ts"
-import type { ExecutionSpec } from "./Execution.ts"
+import type { ExecutionSpec } from "../ports/Executor.ts"
 
 const wire = <S extends Schema.Schema.Any, const K extends string>(schema: S, key: K) =>
   Schema.propertySignature(schema).pipe(Schema.fromKey(key))

@@ -1,12 +1,14 @@
 /**
- * Starts the runner agent with its HTTP API on Node.js or Deno. The runtime's adapter is
- * chosen here, at the edge, or injected; nothing below this file knows which runtime runs it.
+ * Starts the runner agent with its HTTP API on Node.js or Deno, with the executors and repo
+ * types of its plugins. The runtime's adapter is chosen here, at the edge, or injected;
+ * nothing below this file knows which runtime runs it.
  */
-import { Effect } from "effect"
+import { Effect, Either } from "effect"
 import type { ServeFunction } from "./adapter/types.ts"
 import type { RunnerAgentOptions, RunnerAgentService } from "./RunnerAgent.ts"
 import { makeUnscoped } from "./RunnerAgent.ts"
 import { makeRunnerApp } from "./RunnerApp.ts"
+import { runnerContributions } from "./RunnerPlugins.ts"
 
 /** The port upstream's runner listens on. */
 export const DEFAULT_RUNNER_PORT = 10999
@@ -18,6 +20,12 @@ export interface ServeRunnerOptions extends Partial<RunnerAgentOptions> {
   readonly host?: string
   /** The runner's directory (the job's code goes to `<workDir>/repo`). */
   readonly workDir: string
+  /**
+   * Plugins whose `executors` and `repos` this runner uses (`@dstack-ts/executor-process`,
+   * `@dstack-ts/executor-docker`, a repo type's plugin); checked like a server's plugins.
+   * Executors and repos given directly are added to theirs.
+   */
+  readonly plugins?: ReadonlyArray<unknown>
   /** The runtime adapter; default the one of the runtime this runs on. */
   readonly serve?: ServeFunction
 }
@@ -37,14 +45,21 @@ const runtimeServe = async (): Promise<ServeFunction> =>
   "Deno" in globalThis ? (await import("./adapter/deno.ts")).serve : (await import("./adapter/node.ts")).serve
 
 /**
- * Starts a runner.
+ * Starts a runner. Rejects with a PluginError when its plugins are refused.
  *
  * @example
- * const runner = await serveRunner({ port: 0, workDir: "/tmp/runner" })
+ * const runner = await serveRunner({ port: 0, workDir: "/tmp/runner", plugins: [executorProcess] })
  * console.log(`runner on ${runner.url}`)
  */
 export const serveRunner = async (options: ServeRunnerOptions): Promise<RunningRunner> => {
-  const { agent, close: closeAgent } = await Effect.runPromise(makeUnscoped(options))
+  const read = await Effect.runPromise(Effect.either(runnerContributions(options.plugins ?? [])))
+  if (Either.isLeft(read)) throw read.left
+  const contributed = read.right
+  const { agent, close: closeAgent } = await Effect.runPromise(makeUnscoped({
+    ...options,
+    executors: { ...contributed.executors, ...options.executors },
+    repos: { ...contributed.repos, ...options.repos }
+  }))
   const app = makeRunnerApp(agent)
   const serve = options.serve ?? (await runtimeServe())
   const host = options.host ?? "127.0.0.1"

@@ -17,6 +17,7 @@ import type { Engine, EngineOptions } from "../engine/Engine.ts"
 import { StateStore, bootstrap } from "../ports/StateStore.ts"
 import type { BootstrapResult, StateStoreError } from "../ports/StateStore.ts"
 import { CORE_VERSION } from "../plugin/CoreVersion.ts"
+import * as RunnerProgram from "../runner/launch/RunnerProgram.ts"
 import type { Access } from "./Access.ts"
 import { errorResponse, mountRoutes } from "./Router.ts"
 import { notFound, serverError } from "./ApiError.ts"
@@ -72,6 +73,8 @@ export interface ServerOptions {
   readonly corsOrigins?: string | ReadonlyArray<string>
   /** More routes (a custom build's own API), mounted after the built-in ones. */
   readonly extraRoutes?: ReadonlyArray<AnyRoute<ServerServices>>
+  /** The runner build backends start on their instances (`{ entry }`; see RunnerLaunch.RunnerProgram). */
+  readonly runner?: RunnerProgram.RunnerProgramConfig
 }
 
 export type ServerServices = StateStore | BlobStore | Access | RunCache | InstanceCache | PluginHostModule.PluginHost | Compute | Engine
@@ -157,7 +160,8 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     chosenStore<StateStore, StateStoreError, StateStoreFactory>("stateStores", "state", options.state),
     chosenStore<BlobStore, BlobStoreError, BlobStoreFactory>("blobStores", "blobs", options.blobs)
   )
-  const base = Layer.provideMerge(stores, host)
+  const runner = options.runner ? RunnerProgram.layer(options.runner) : Layer.empty
+  const base = Layer.merge(Layer.provideMerge(stores, host), runner)
   const compute = Layer.provideMerge(ComputeModule.layer(options.compute ?? {}), base)
   const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
   const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer), engine)

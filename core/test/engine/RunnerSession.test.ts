@@ -10,6 +10,7 @@ import { fetchClient, type RunnerClient } from "../../src/ports/RunnerTransport.
 import { followEvents, type RunnerStreamEvent, startFollowing, startJob as handOver } from "../../src/engine/RunnerSession.ts"
 import { SubmitBody } from "../../src/runner/RunnerProtocol.ts"
 import { serveRunner, type RunningRunner } from "../../src/runner/serveRunner.ts"
+import executorProcess from "@dstack-ts/executor-process"
 import { submitBody, tarGz, tmpDir } from "../runner/support.ts"
 
 const LINES = 50_000
@@ -22,7 +23,7 @@ afterAll(async () => {
 })
 
 const startJob = async (commands: ReadonlyArray<string>) => {
-  const runner = await serveRunner({ port: 0, workDir: tmpDir("dstack-session-"), output: { memoryBytes: 256 * 1024 } })
+  const runner = await serveRunner({ port: 0, workDir: tmpDir("dstack-session-"), output: { memoryBytes: 256 * 1024 }, plugins: [executorProcess] })
   runners.push(runner)
   const post = (path: string, body?: unknown) =>
     fetch(`${runner.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) })
@@ -151,7 +152,7 @@ const recordingClient = (baseUrl: string, older = false) => {
 }
 
 const idleRunner = async () => {
-  const runner = await serveRunner({ port: 0, workDir: tmpDir("dstack-session-") })
+  const runner = await serveRunner({ port: 0, workDir: tmpDir("dstack-session-"), plugins: [executorProcess] })
   runners.push(runner)
   return runner
 }

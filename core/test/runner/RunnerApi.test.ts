@@ -8,6 +8,9 @@ import { describeWith } from "../../../test/support/components.ts"
 import { BUSYBOX_IMAGE, dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
 import type { RunningRunner } from "../../src/runner/serveRunner.ts"
 import { serveRunner } from "../../src/runner/serveRunner.ts"
+import executorDocker from "@dstack-ts/executor-docker"
+import { definePlugin } from "../../src/plugin/Plugin.ts"
+import executorProcess from "@dstack-ts/executor-process"
 import { EVENT_STREAM_CONTENT_TYPE, FrameDecoder, type StreamEvent } from "../../src/runner/EventStream.ts"
 import { encodeStartBody, START_CONTENT_TYPE } from "../../src/runner/RunnerProtocol.ts"
 import { decodeMessage, logText, readSse, submitBody, tarGz, tmpDir } from "./support.ts"
@@ -17,9 +20,9 @@ afterEach(async () => {
   await Promise.all(runners.splice(0).map((r) => r.close()))
 })
 
-const startRunner = async () => {
+const startRunner = async (plugins: ReadonlyArray<unknown> = [executorProcess, executorDocker]) => {
   const workDir = tmpDir("dstack-ts-runner-")
-  const runner = await serveRunner({ port: 0, workDir })
+  const runner = await serveRunner({ port: 0, workDir, plugins })
   runners.push(runner)
   return { runner, workDir }
 }
@@ -245,6 +248,37 @@ const start = (runner: RunningRunner, body: unknown, code: Uint8Array | undefine
     headers: { "content-type": START_CONTENT_TYPE, accept },
     body: encodeStartBody(JSON.stringify(body), code) as Uint8Array<ArrayBuffer>
   })
+
+describe("a runner build without the executor a job needs", () => {
+  it("fails a job with an image on a runner with no docker executor, naming the plugin to add", async () => {
+    const { runner } = await startRunner([executorProcess])
+    await postOk(runner, "/api/submit", submitBody({ commands: ["echo never"], image_name: "busybox" }))
+    await postOk(runner, "/api/run")
+    const pulled = await pullUntilFinished(runner)
+    const message = "the job has an image (busybox), which runs on the docker executor, but this runner has no docker executor (it has: process): add @dstack-ts/executor-docker to the runner build's plugins"
+    expect(finalState(pulled)).toMatchObject({ state: "failed", termination_reason: "executor_error", termination_message: message })
+    expect(pulled.runner_logs.map((l) => decodeMessage(l.message).trimEnd())).toContain(message)
+    expect(pulled.job_logs).toEqual([])
+  })
+
+  it("fails a job without an image on a runner with no executors at all, naming @dstack-ts/executor-process", async () => {
+    const { runner } = await startRunner([])
+    await postOk(runner, "/api/submit", submitBody({ commands: ["echo never"] }))
+    await postOk(runner, "/api/run")
+    expect(finalState(await pullUntilFinished(runner))).toMatchObject({
+      state: "failed",
+      termination_reason: "executor_error",
+      termination_message: expect.stringContaining("no process executor (it has: none): add @dstack-ts/executor-process")
+    })
+  })
+
+  it("refuses to start with two plugins that contribute the same executor, naming both", async () => {
+    const twin = definePlugin({ name: "@acme/executor-process", version: "2.0.0", core: "^0.1.0", executors: { process: executorProcess.executors!.process } })
+    await expect(serveRunner({ port: 0, workDir: tmpDir("dstack-ts-runner-"), plugins: [executorProcess, twin] })).rejects.toThrow(
+      'executor "process" is contributed by both @dstack-ts/executor-process@0.1.0 and @acme/executor-process@2.0.0'
+    )
+  })
+})
 
 describe("POST /api/start: submit, upload_code and run in one request", () => {
   it("takes the spec and the code, runs the job and answers with its event stream to the end", async () => {

@@ -1,11 +1,11 @@
 /**
  * The `local` backend: one offer describing this machine (CPUs, memory, the work directory's
- * disk, NVIDIA GPUs), and instances that are runner programs started as child processes on
- * 127.0.0.1 with a free port. Closing the backend's scope terminates every runner it started.
+ * disk, NVIDIA GPUs), and instances that are runner builds started as child processes on
+ * 127.0.0.1 with a free port (core's RunnerLaunch). Closing the backend's scope terminates
+ * every runner it started.
  */
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
-import { createRequire } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
 import {
@@ -16,13 +16,15 @@ import {
   InstanceOffer,
   InstanceResources,
   InstanceType,
-  JobProvisioningData
+  JobProvisioningData,
+  RunnerLaunch
 } from "@dstack-ts/core"
 import { Effect, ParseResult, Schema, type Scope } from "effect"
 import { type HostResources, probeHost } from "./internal/HostProbe.ts"
-import { bundleRunner } from "./internal/RunnerBundle.ts"
-import { type RunnerProcess, StartFailure, startRunner, type StartingRunner } from "./internal/RunnerProcess.ts"
-import * as RunnerCommand from "./RunnerCommand.ts"
+
+const { bundleRunner, StartFailure, startRunner } = RunnerLaunch
+type RunnerProcess = RunnerLaunch.RunnerProcess
+type StartingRunner = RunnerLaunch.StartingRunner
 
 const TYPE = "local"
 const MODULE = "LocalBackend"
@@ -36,8 +38,10 @@ export interface LocalBackendOptions {
    */
   readonly workDir?: string
   /**
-   * The runner program to start: a TypeScript source (run through tsx on Node) or a bundled
-   * `.js`/`.mjs` file. Default: core's `src/runner/main.ts`.
+   * The runner build to start: its entry file, a TypeScript source (run through tsx on Node)
+   * or a bundled `.js`/`.mjs` file. Default: the server build's (`createServer({ runner:
+   * { entry } })`; `dstack server` uses @dstack-ts/cli's runner build, with the process and
+   * docker executors).
    */
   readonly runnerEntry?: string
   /**
@@ -58,7 +62,7 @@ export interface LocalBackendOptions {
   /** The `nvidia-smi` binary GPUs are detected with. Default `nvidia-smi` from PATH. */
   readonly nvidiaSmi?: string
   /** How to spawn the runner on this runtime (default: the runtime this runs on). For tests and embedders. */
-  readonly runnerCommand?: RunnerCommand.RunnerCommand
+  readonly runnerCommand?: RunnerLaunch.RunnerCommand.RunnerCommand
 }
 
 /** The plugin's configuration section: the options above with the upstream snake_case keys. */
@@ -93,12 +97,6 @@ export interface LocalBackend extends Backend.Backend {
 
 const fail = (method: string, reason: Backend.BackendErrorReason, message: string, cause?: unknown) =>
   Backend.fail(MODULE, method, reason, message, cause)
-
-/** Core's runner program, found through the installed `@dstack-ts/core`. */
-export const defaultRunnerEntry = (): string => {
-  const require = createRequire(import.meta.url)
-  return path.join(path.dirname(require.resolve("@dstack-ts/core/package.json")), "src", "runner", "main.ts")
-}
 
 const makeOffer = (host: HostResources, availability: "available" | "not_available") =>
   new InstanceOffer({
@@ -151,12 +149,17 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
     const maxInstances = options.maxInstances ?? Math.max(1, os.cpus().length)
     const startTimeoutMs = (options.startTimeoutSeconds ?? 60) * 1000
     const graceMs = (options.terminateGraceSeconds ?? 10) * 1000
-    const command = options.runnerCommand ?? RunnerCommand.forRuntime()
+    const command = options.runnerCommand ?? RunnerLaunch.RunnerCommand.forRuntime()
 
-    const entry = yield* Effect.try({
-      try: () => path.resolve(options.runnerEntry ?? defaultRunnerEntry()),
-      catch: (cause) => new Backend.BackendError({ module: MODULE, method: "make", reason: "Invalid", message: `cannot find core's runner program: ${String(cause)}`, cause })
-    })
+    const configured = yield* RunnerLaunch.runnerEntry(options.runnerEntry)
+    if (configured === undefined) {
+      return yield* fail(
+        "make",
+        "Invalid",
+        "no runner build to start: set runner_entry in the local backend's configuration, or the server build's runner (createServer({ runner: { entry } }); `dstack server` sets it)"
+      )
+    }
+    const entry = path.resolve(configured)
     if (!fs.existsSync(entry)) return yield* fail("make", "Invalid", `the runner entry ${entry} does not exist`)
 
     yield* Effect.try({
@@ -178,6 +181,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
     const runnable = yield* Effect.cached(
       wantsBundle
         ? Effect.tryPromise(() => bundleRunner(entry, bundleDir)).pipe(
+          Effect.map(({ file }) => file),
           Effect.tap((file) => Effect.sync(() => void (bundled = file))),
           Effect.orElseSucceed(() => entry),
           Effect.uninterruptible
@@ -232,7 +236,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
           if (mkdirError !== undefined) {
             return fail("createInstance", "Unknown", `cannot create ${dir}: ${String(mkdirError)}`, mkdirError)
           }
-          const starting = startRunner(command(program, ["--host", "127.0.0.1", "--port", "0", "--work-dir", dir]), startTimeoutMs)
+          const starting = startRunner(command(program, RunnerLaunch.runnerArgs({ host: "127.0.0.1", port: 0, workDir: dir })), startTimeoutMs)
           const created: Entry = { instanceId, dir, starting }
           // Registered before it is ready, so that closing the scope mid-start stops it too.
           entries.set(instanceId, created)

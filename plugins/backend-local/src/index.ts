@@ -3,10 +3,12 @@
  * runner process on 127.0.0.1. The default export is the plugin; `LocalBackend` holds `make`
  * and the configuration schema for a custom server build.
  */
-import { definePlugin } from "@dstack-ts/core"
+import { definePlugin, RunnerLaunch } from "@dstack-ts/core"
 import pkg from "../package.json" with { type: "json" }
 import * as LocalBackend from "./LocalBackend.ts"
-import * as RunnerCommand from "./RunnerCommand.ts"
+
+/** How to spawn a runner build on this runtime: core's `RunnerLaunch.RunnerCommand`. */
+const RunnerCommand = RunnerLaunch.RunnerCommand
 
 export { LocalBackend, RunnerCommand }
 

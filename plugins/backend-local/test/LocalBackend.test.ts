@@ -5,13 +5,13 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { type Backend, RunnerTransport } from "@dstack-ts/core"
+import { type Backend, RunnerLaunch, RunnerTransport } from "@dstack-ts/core"
 import { Effect, Either, Schedule } from "effect"
 import plugin, { LocalBackend } from "../src/index.ts"
 import { cpuArchOf, detectGpus, diskSizeMib, gpuShortName, parseNvidiaSmi } from "../src/internal/HostProbe.ts"
 import { describeWith } from "../../../test/support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
-import { modest, pidAlive, requirements, submitBody, tmpDir, writeScript } from "./support.ts"
+import { modest, pidAlive, requirements, RUNNER_ENTRY, submitBody, tmpDir, writeScript } from "./support.ts"
 
 const config: Backend.InstanceConfiguration = {
   projectName: "main",
@@ -22,7 +22,7 @@ const config: Backend.InstanceConfiguration = {
 
 /** The backend in the test's scope, with its own work directory. */
 const backendIn = (options: LocalBackend.LocalBackendOptions = {}) =>
-  LocalBackend.make({ workDir: tmpDir("dstack-ts-local-"), ...options })
+  LocalBackend.make({ workDir: tmpDir("dstack-ts-local-"), runnerEntry: RUNNER_ENTRY, ...options })
 
 const firstOffer = (backend: Backend.Backend) =>
   Effect.map(backend.getOffers(modest()), ({ offers }) => {
@@ -44,7 +44,7 @@ describe("offers", () => {
   it.scoped("one offer that describes this machine", () =>
     Effect.gen(function*() {
       const workDir = tmpDir("dstack-ts-local-")
-      const backend = yield* LocalBackend.make({ workDir })
+      const backend = yield* LocalBackend.make({ workDir, runnerEntry: RUNNER_ENTRY })
       const offer = yield* firstOffer(backend)
       expect(offer).toMatchObject({ backend: "local", region: "local", price: 0, availability: "available" })
       expect(offer.instance.name).toBe("local")
@@ -124,9 +124,22 @@ describe("configuration", () => {
       const missing = yield* Effect.flip(factory({ runner_entry: "/nonexistent/runner.ts" }))
       expect(missing.reason).toBe("Invalid")
       expect(missing.message).toContain("/nonexistent/runner.ts does not exist")
+      // No runner build anywhere: neither in the section nor from the server build.
+      const none = yield* Effect.flip(factory({ work_dir: tmpDir("dstack-ts-local-") }))
+      expect(none.reason).toBe("Invalid")
+      expect(none.message).toContain("no runner build to start: set runner_entry in the local backend's configuration, or the server build's runner")
       // A good section makes a backend.
-      const backend = yield* factory({ type: "local", work_dir: tmpDir("dstack-ts-local-"), max_instances: 3 })
+      const backend = yield* factory({ type: "local", work_dir: tmpDir("dstack-ts-local-"), max_instances: 3, runner_entry: RUNNER_ENTRY })
       expect(backend.type).toBe("local")
+      // The server build's runner (createServer({ runner })) is the default; the section's wins.
+      const fromServer = yield* factory({ work_dir: tmpDir("dstack-ts-local-") }).pipe(
+        Effect.provide(RunnerLaunch.runnerProgramLayer({ entry: RUNNER_ENTRY }))
+      )
+      expect(fromServer.type).toBe("local")
+      const sectionWins = yield* Effect.flip(
+        factory({ runner_entry: "/nonexistent/own.ts" }).pipe(Effect.provide(RunnerLaunch.runnerProgramLayer({ entry: RUNNER_ENTRY })))
+      )
+      expect(sectionWins.message).toContain("/nonexistent/own.ts does not exist")
     }))
 })
 
@@ -180,7 +193,7 @@ describe("instances", () => {
       const workDir = tmpDir("dstack-ts-local-")
       const pids = yield* Effect.scoped(
         Effect.gen(function*() {
-          const backend = yield* LocalBackend.make({ workDir })
+          const backend = yield* LocalBackend.make({ workDir, runnerEntry: RUNNER_ENTRY })
           const offer = yield* firstOffer(backend)
           yield* Effect.all([backend.createInstance(offer, config), backend.createInstance(offer, config)], { concurrency: 2 })
           const pids = (yield* backend.instances).map((i) => i.pid)

@@ -3,6 +3,7 @@
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 import { Requirements } from "@dstack-ts/core"
 import { Schema } from "effect"
 
@@ -12,6 +13,12 @@ export const requirements = (resources: Record<string, unknown>, extra: Record<s
 
 /** Requirements any machine that can run the tests meets. */
 export const modest = () => requirements({ cpu: "1..", memory: "0.5GB..", disk: "0.5GB.." })
+
+/**
+ * The runner build the backend starts in these tests: the CLI's default one (process and
+ * docker executors), by path: the backend only ever sees an entry file.
+ */
+export const RUNNER_ENTRY = fileURLToPath(new URL("../../../cli/src/runner.ts", import.meta.url))
 
 export const tmpDir = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), prefix))
 

@@ -5,9 +5,9 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Effect, Exit } from "effect"
-import type { ExecutionSpec } from "../../src/runner/Execution.ts"
-import { isAlive } from "../../src/runner/HostUsage.ts"
-import * as ProcessExecutor from "../../src/runner/ProcessExecutor.ts"
+import type { Executor } from "@dstack-ts/core"
+import { isAlive } from "../src/ProcessUsage.ts"
+import * as ProcessExecutor from "../src/ProcessExecutor.ts"
 
 const tmpRepo = () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-proc-"))
@@ -15,7 +15,7 @@ const tmpRepo = () => {
   return dir
 }
 
-const spec = (commands: Array<string>, extra: Partial<ExecutionSpec> = {}): ExecutionSpec => ({
+const spec = (commands: Array<string>, extra: Partial<Executor.ExecutionSpec> = {}): Executor.ExecutionSpec => ({
   commands,
   env: {},
   repoDir: tmpRepo(),
@@ -27,7 +27,7 @@ const spec = (commands: Array<string>, extra: Partial<ExecutionSpec> = {}): Exec
 })
 
 /** Starts a job and collects its output per stream. */
-const startCollecting = (s: ExecutionSpec) =>
+const startCollecting = (s: Executor.ExecutionSpec) =>
   Effect.gen(function* () {
     const out = { stdout: "", stderr: "", chunks: [] as Array<string> }
     const decoder = { stdout: new TextDecoder(), stderr: new TextDecoder() }

@@ -8,13 +8,13 @@ import * as path from "node:path"
 import { Effect, Exit } from "effect"
 import { describeWith } from "../../../test/support/components.ts"
 import { BUSYBOX_IMAGE, containersWithLabel, dockerRuntimes, dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
-import * as DockerExecutor from "../../src/runner/DockerExecutor.ts"
-import type { ExecutionSpec } from "../../src/runner/Execution.ts"
+import * as DockerExecutor from "../src/DockerExecutor.ts"
+import type { Executor } from "@dstack-ts/core"
 
 const unavailable = await dockerUnavailableReason()
 
 let counter = 0
-const spec = (commands: Array<string>, extra: Partial<ExecutionSpec> = {}): ExecutionSpec => {
+const spec = (commands: Array<string>, extra: Partial<Executor.ExecutionSpec> = {}): Executor.ExecutionSpec => {
   const repoDir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-docker-"))
   fs.mkdirSync(path.join(repoDir, "sub"))
   return {
@@ -31,7 +31,7 @@ const spec = (commands: Array<string>, extra: Partial<ExecutionSpec> = {}): Exec
   }
 }
 
-const startCollecting = (s: ExecutionSpec) =>
+const startCollecting = (s: Executor.ExecutionSpec) =>
   Effect.gen(function* () {
     const out = { stdout: "", stderr: "", pulling: false }
     const execution = yield* DockerExecutor.make().start(s, {
@@ -54,7 +54,7 @@ const waitForOutput = (out: { stdout: string }, re: RegExp) =>
     return yield* Effect.die(new Error(`output never matched ${re}: ${JSON.stringify(out.stdout)}`))
   })
 
-const containersOf = (s: ExecutionSpec) =>
+const containersOf = (s: Executor.ExecutionSpec) =>
   Effect.promise(() => containersWithLabel(`dstack-ts.test=${s.labels!["dstack-ts.test"]}`))
 
 describeWith("docker", unavailable === undefined, unavailable ?? "", () => {

@@ -1,11 +1,11 @@
 /**
- * How to start the runner program as an OS process on the runtime the server runs on. One
- * function per runtime with the same shape; the backend takes one, chosen at the edge.
+ * How to start a runner build as an OS process on the runtime the server runs on. One
+ * function per runtime with the same shape; a backend takes one, chosen at the edge.
  */
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
 import * as path from "node:path"
-import { pathToFileURL } from "node:url"
+import { fileURLToPath, pathToFileURL } from "node:url"
 
 /** A program and its arguments. */
 export interface Command {
@@ -16,17 +16,28 @@ export interface Command {
 /** Turns the runner entry file and the runner's own arguments into the command to spawn. */
 export type RunnerCommand = (entry: string, args: ReadonlyArray<string>) => Command
 
-const require = createRequire(import.meta.url)
+/** True for a TypeScript source (`.ts`, `.mts`, `.cts`, `.tsx`). */
+export const isTypeScript = (entry: string): boolean => /\.[cm]?tsx?$/.test(entry)
 
-const isTypeScript = (entry: string) => /\.[cm]?tsx?$/.test(entry)
+/** tsx, from where the entry resolves it, else from core; an Error saying what to do when neither does. */
+const resolveTsx = (entry: string): string => {
+  for (const from of [entry, fileURLToPath(import.meta.url)]) {
+    try {
+      return createRequire(from).resolve("tsx")
+    } catch {
+      // not resolvable from there
+    }
+  }
+  throw new Error(`cannot run the TypeScript runner entry ${entry} on Node: tsx is not installed where it or @dstack-ts/core can import it; bundle the entry (RunnerLaunch.bundleRunner) or install tsx`)
+}
 
 /**
- * Node.js: `node --import tsx entry …` for TypeScript sources (tsx resolved from this package,
+ * Node.js: `node --import tsx entry …` for TypeScript sources (tsx resolved from the entry,
  * so the server's working directory does not matter), `node entry …` for a bundled runner.
  */
 export const node: RunnerCommand = (entry, args) =>
   isTypeScript(entry)
-    ? { file: process.execPath, args: ["--import", pathToFileURL(require.resolve("tsx")).href, entry, ...args] }
+    ? { file: process.execPath, args: ["--import", pathToFileURL(resolveTsx(entry)).href, entry, ...args] }
     : { file: process.execPath, args: [entry, ...args] }
 
 /** The nearest `deno.json` above `from`, so that the runner sees the workspace's import setup. */

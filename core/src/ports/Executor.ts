@@ -1,7 +1,9 @@
 /**
- * What an executor is given and what it hands back: the runtime-neutral `ExecutionSpec` (the
- * runner maps a job spec onto it in one place), the observer that receives logs and progress,
- * a started `Execution`, and the `ExecutorError` for a job that could not start.
+ * The Executor port: how a runner runs one job on its host. What an executor is given (the
+ * runtime-neutral `ExecutionSpec`; the runner maps a job spec onto it in one place), the
+ * observer that receives logs and progress, a started `Execution`, and the `ExecutorError`
+ * for a job that could not start. Implementations are plugins (`executors: { process: … }`):
+ * `@dstack-ts/executor-process`, `@dstack-ts/executor-docker`.
  */
 import type { Duration, Effect } from "effect"
 import { Schema } from "effect"
@@ -104,16 +106,32 @@ export interface ResourceUsage {
 export const ExecutorErrorReason = Schema.Literal("CreatingContainer", "PortsBinding", "Executor")
 export type ExecutorErrorReason = typeof ExecutorErrorReason.Type
 
+/** A job could not start; `module` names the implementation (`ProcessExecutor`, `DockerExecutor` …). */
 export class ExecutorError extends Schema.TaggedError<ExecutorError>("@dstack-ts/core/ExecutorError")("ExecutorError", {
-  module: Schema.Literal("ProcessExecutor", "DockerExecutor"),
+  module: Schema.String,
   method: Schema.String,
   reason: ExecutorErrorReason,
   message: Schema.String,
   cause: Schema.optional(Schema.Defect)
 }) {}
 
-/** Starts jobs. One implementation per way of running a job (process, docker). */
+/**
+ * Starts jobs. One implementation per way of running a job. The runner runs a job with an
+ * `image` on the executor named `docker` (`CONTAINER_EXECUTOR`) and one without on the
+ * executor named `process` (`PROCESS_EXECUTOR`): a podman or containerd plugin contributes
+ * itself under `docker` to take container jobs.
+ */
 export interface Executor {
-  readonly name: "process" | "docker"
+  /** The executor's name, as its plugin contributes it (`process`, `docker`, or its own). */
+  readonly name: string
   readonly start: (spec: ExecutionSpec, observer: ExecutionObserver) => Effect.Effect<Execution, ExecutorError>
 }
+
+/** The executor name that runs jobs with an image. */
+export const CONTAINER_EXECUTOR = "docker"
+/** The executor name that runs jobs without an image, on the host. */
+export const PROCESS_EXECUTOR = "process"
+
+/** The executor a job runs on: `docker` with an image, `process` without. */
+export const executorNameFor = (spec: Pick<ExecutionSpec, "image">): string =>
+  spec.image ? CONTAINER_EXECUTOR : PROCESS_EXECUTOR

@@ -3,19 +3,18 @@
  * pulls the image only when it is absent, publishes ports on 127.0.0.1, streams the
  * demultiplexed output, and removes the container once the job has ended.
  */
+import { Executor } from "@dstack-ts/core"
 import type Dockerode from "dockerode"
 import { Deferred, Duration, Effect } from "effect"
-import type {
-  Execution,
-  ExecutionExit,
-  ExecutionObserver,
-  ExecutionSpec,
-  Executor,
-  ExecutorErrorReason,
-  PublishedPort,
-  ResourceUsage
-} from "./Execution.ts"
-import { ExecutorError } from "./Execution.ts"
+
+type Execution = Executor.Execution
+type ExecutionExit = Executor.ExecutionExit
+type ExecutionObserver = Executor.ExecutionObserver
+type ExecutionSpec = Executor.ExecutionSpec
+type ExecutorError = Executor.ExecutorError
+type ExecutorErrorReason = Executor.ExecutorErrorReason
+type PublishedPort = Executor.PublishedPort
+type ResourceUsage = Executor.ResourceUsage
 
 /** Options of the docker executor. */
 export interface DockerExecutorOptions {
@@ -31,7 +30,7 @@ export interface DockerExecutorOptions {
 export const RUNNER_LABEL = "dstack-ts.runner"
 
 const fail = (method: string, reason: ExecutorErrorReason, message: string, cause?: unknown) =>
-  new ExecutorError({ module: "DockerExecutor", method, reason, message, cause })
+  new Executor.ExecutorError({ module: "DockerExecutor", method, reason, message, cause })
 
 /** The Engine's message from a dockerode error (it keeps the JSON body in `json`). */
 const engineMessage = (cause: unknown): string => {
@@ -55,7 +54,10 @@ const imageWithTag = (image: string): string => {
 
 /**
  * Splits Docker's multiplexed stream (8-byte header: stream type, 3 zero bytes, big-endian
- * size) into stdout and stderr chunks, across arbitrary chunk boundaries.
+ * size) into stdout and stderr chunks, across arbitrary chunk boundaries, in time linear in
+ * the bytes. Not docker-modem's `demuxStream`: it copies the rest of its buffer for every frame
+ * and recurses once per frame, so a chunk of many short lines is slow and a large one
+ * overflows the stack (see the CHANGELOG).
  */
 export class FrameDemuxer {
   private pending: Uint8Array = new Uint8Array(0)
@@ -190,7 +192,7 @@ const isPortBindingFailure = (message: string): boolean =>
  * const execution = yield* DockerExecutor.make().start({ ...spec, image: "busybox" }, observer)
  * const { exitCode } = yield* execution.exit
  */
-export const make = (options: DockerExecutorOptions = {}): Executor => {
+export const make = (options: DockerExecutorOptions = {}): Executor.Executor => {
   const repoMountPath = options.repoMountPath ?? "/workflow"
   let gpuRuntime: boolean | undefined
 

@@ -1,6 +1,6 @@
 // Docker's multiplexed log stream split into stdout and stderr, whatever the chunking.
 import { describe, expect, it } from "vitest"
-import { FrameDemuxer } from "../../src/runner/DockerExecutor.ts"
+import { FrameDemuxer } from "../src/DockerExecutor.ts"
 
 const frame = (type: number, text: string): Uint8Array => {
   const payload = new TextEncoder().encode(text)

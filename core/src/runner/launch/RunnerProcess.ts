@@ -1,10 +1,10 @@
 /**
  * One runner program running as a child process: started, awaited until it prints the address
- * it bound (one JSON line `{"host":…,"port":…}` on stdout), and terminated with SIGTERM, then
- * SIGKILL after a grace period. Promise-based; the backend wraps it in Effects.
+ * it bound (the ready line, one JSON line `{"host":…,"port":…}` on stdout), and terminated with
+ * SIGTERM, then SIGKILL after a grace period. Promise-based; a backend wraps it in Effects.
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import type { Command } from "../RunnerCommand.ts"
+import type { Command } from "./RunnerCommand.ts"
 
 const TAIL_BYTES = 4096
 

@@ -7,10 +7,16 @@ import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { Executor } from "@dstack-ts/core"
 import { Deferred, Duration, Effect } from "effect"
-import type { Execution, ExecutionExit, ExecutionObserver, ExecutionSpec, Executor, ResourceUsage } from "./Execution.ts"
-import { ExecutorError } from "./Execution.ts"
-import { processGroupUsage } from "./HostUsage.ts"
+import { processGroupUsage } from "./ProcessUsage.ts"
+
+type Execution = Executor.Execution
+type ExecutionExit = Executor.ExecutionExit
+type ExecutionObserver = Executor.ExecutionObserver
+type ExecutionSpec = Executor.ExecutionSpec
+type ExecutorError = Executor.ExecutorError
+type ResourceUsage = Executor.ResourceUsage
 
 /** Options of the process executor. */
 export interface ProcessExecutorOptions {
@@ -41,7 +47,7 @@ const isExecutable = (file: string): boolean => {
 export const defaultShell = (): string => SHELL_CANDIDATES.find(isExecutable) ?? "/bin/sh"
 
 const error = (method: string, message: string, cause?: unknown) =>
-  new ExecutorError({ module: "ProcessExecutor", method, reason: "Executor", message, cause })
+  new Executor.ExecutorError({ module: "ProcessExecutor", method, reason: "Executor", message, cause })
 
 const exitCodeOf = (code: number | null, signal: NodeJS.Signals | null): number => {
   if (code !== null) return code
@@ -79,7 +85,7 @@ const awaitSpawn = (child: ChildProcess, command: string) =>
  * const execution = yield* ProcessExecutor.make().start(spec, { log: (stream, bytes) => ... })
  * const { exitCode } = yield* execution.exit
  */
-export const make = (options: ProcessExecutorOptions = {}): Executor => {
+export const make = (options: ProcessExecutorOptions = {}): Executor.Executor => {
   const drainTimeout = Duration.decode(options.drainTimeout ?? "2 seconds")
   const start = (spec: ExecutionSpec, observer: ExecutionObserver): Effect.Effect<Execution, ExecutorError> =>
     Effect.gen(function* () {
