@@ -13,13 +13,14 @@ import { Buffer } from "node:buffer"
 import { Schema } from "effect"
 import { FrameAssembler } from "../internal/FrameAssembler.ts"
 import { JobStateEvent } from "./RunnerProtocol.ts"
+import { readRecordHeader, RECORD_HEADER, recordLength, writeRecordHeader } from "../api/RecordHeader.ts"
 
 /** The media type of the stream; `version` changes whenever frames change incompatibly. */
 export const EVENT_STREAM_TYPE = "application/x-dstack-ts-events"
 export const EVENT_STREAM_VERSION = 1
 export const EVENT_STREAM_CONTENT_TYPE = `${EVENT_STREAM_TYPE}; version=${EVENT_STREAM_VERSION}`
 
-export const FRAME_HEADER = 16
+export const FRAME_HEADER = RECORD_HEADER
 
 export type StreamEventKind = "state" | "log" | "runner_log" | "end"
 const KIND_CODES: Readonly<Record<StreamEventKind, number>> = { state: 1, log: 2, runner_log: 3, end: 4 }
@@ -50,9 +51,7 @@ export const encodeFrames = (events: ReadonlyArray<StreamEvent>): Uint8Array => 
   for (let i = 0; i < events.length; i++) {
     const payload = payloads[i]
     const length = payload?.byteLength ?? 0
-    view.setUint8(pos, KIND_CODES[events[i].kind])
-    view.setUint32(pos + 4, length, true)
-    view.setFloat64(pos + 8, events[i].timestamp, true)
+    writeRecordHeader(view, pos, KIND_CODES[events[i].kind], length, events[i].timestamp)
     if (payload !== undefined) out.set(payload, pos + FRAME_HEADER)
     pos += FRAME_HEADER + length
   }
@@ -93,7 +92,7 @@ const MAX_FRAME_BYTES = 64 * 1024 * 1024
 const checkedLength = (buffer: Uint8Array, pos: number): number => {
   const code = buffer[pos]
   if (KINDS[code] === undefined) throw new Error(`unknown event frame kind ${code} at the start of a frame`)
-  const length = new DataView(buffer.buffer, buffer.byteOffset + pos, FRAME_HEADER).getUint32(4, true)
+  const length = recordLength(new DataView(buffer.buffer, buffer.byteOffset + pos, FRAME_HEADER), 0)
   if (length > MAX_FRAME_BYTES) throw new Error(`an event frame of ${length} bytes is over the limit of ${MAX_FRAME_BYTES} (a corrupt stream?)`)
   return length
 }
@@ -101,8 +100,7 @@ const checkedLength = (buffer: Uint8Array, pos: number): number => {
 /** The event of the frame at `pos` of `buffer` (`at`: its position in the stream's chunk, for errors). */
 const decodeFrame = (buffer: Uint8Array, pos: number, length: number, at: number): StreamEvent => {
   const view = new DataView(buffer.buffer, buffer.byteOffset + pos, FRAME_HEADER)
-  const code = view.getUint8(0)
-  const timestamp = view.getFloat64(8, true)
+  const { kind: code, timestamp } = readRecordHeader(view, 0)
   const kind = KINDS[code]
   const payload = buffer.subarray(pos + FRAME_HEADER, pos + FRAME_HEADER + length)
   switch (kind) {

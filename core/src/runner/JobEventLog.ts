@@ -12,6 +12,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { encodeFrames, type StreamEvent } from "./EventStream.ts"
 import type { JobStateEvent, LogEvent } from "./RunnerProtocol.ts"
+import { RECORD_HEADER, recordKind, recordLength, recordTimestamp, writeRecordHeader } from "../api/RecordHeader.ts"
 
 type LogKind = "log" | "runner_log"
 
@@ -35,7 +36,7 @@ interface Segment {
 
 /** The largest log event built by joining chunks that arrive within the same millisecond. */
 const MAX_EVENT_BYTES = 1024 * 1024
-const HEADER = 16
+const HEADER = RECORD_HEADER
 const SPARSE = 256 * 1024
 
 export interface JobEventLogOptions {
@@ -209,9 +210,7 @@ export class JobEventLog {
       if (segment.marks.length === 0 || at - segment.marks[segment.marks.length - 1].offset >= SPARSE) {
         segment.marks.push({ ts: e.timestamp, offset: at })
       }
-      view.setUint8(pos, e.kind === "log" ? 2 : 3)
-      view.setUint32(pos + 4, e.size, true)
-      view.setFloat64(pos + 8, e.timestamp, true)
+      writeRecordHeader(view, pos, e.kind === "log" ? 2 : 3, e.size, e.timestamp)
       let offset = pos + HEADER
       for (const chunk of e.chunks) {
         out.set(chunk, offset)
@@ -261,9 +260,9 @@ export class JobEventLog {
     const block = this.readSegmentBlock(segment, after, used, max)
     const view = new DataView(block.bytes.buffer, block.bytes.byteOffset, block.bytes.byteLength)
     for (let pos = 0; pos < block.bytes.byteLength;) {
-      const length = view.getUint32(pos + 4, true)
+      const length = recordLength(view, pos)
       const message = block.bytes.subarray(pos + HEADER, pos + HEADER + length)
-      out.push({ kind: view.getUint8(pos) === 2 ? "log" : "runner_log", timestamp: view.getFloat64(pos + 8, true), message })
+      out.push({ kind: recordKind(view, pos) === 2 ? "log" : "runner_log", timestamp: recordTimestamp(view, pos), message })
       pos += HEADER + length
     }
     return block.cut ? -1 : block.payload
@@ -379,7 +378,7 @@ export class JobEventLog {
         let pos = 0
         const view = new DataView(block.bytes.buffer, block.bytes.byteOffset, block.bytes.byteLength)
         while (pos < block.bytes.byteLength) {
-          const ts = view.getFloat64(pos + 8, true)
+          const ts = recordTimestamp(view, pos)
           if (s < this.states.length && this.states[s].timestamp < ts) {
             if (pos > from) {
               pieces.push(block.bytes.subarray(from, pos))
@@ -389,7 +388,7 @@ export class JobEventLog {
             statesBefore(ts)
           }
           newest = ts
-          pos += HEADER + view.getUint32(pos + 4, true)
+          pos += HEADER + recordLength(view, pos)
         }
         if (pos > from) {
           pieces.push(block.bytes.subarray(from, pos))
@@ -427,9 +426,7 @@ export class JobEventLog {
         pos += piece.byteLength
         continue
       }
-      view.setUint8(pos, piece.kind === "log" ? 2 : 3)
-      view.setUint32(pos + 4, piece.size, true)
-      view.setFloat64(pos + 8, piece.timestamp, true)
+      writeRecordHeader(view, pos, piece.kind === "log" ? 2 : 3, piece.size, piece.timestamp)
       pos += HEADER
       for (const chunk of piece.chunks) {
         out.set(chunk, pos)
@@ -462,7 +459,7 @@ export class JobEventLog {
       this.preadFully(segment, block, start)
       let view = new DataView(block.buffer)
       let first = 0
-      while (first + HEADER <= block.byteLength && view.getFloat64(first + 8, true) <= after) first += HEADER + view.getUint32(first + 4, true)
+      while (first + HEADER <= block.byteLength && recordTimestamp(view, first) <= after) first += HEADER + recordLength(view, first)
       if (first + HEADER > block.byteLength) {
         // All of this read is the reader's already: go on after it.
         start += first
@@ -477,7 +474,7 @@ export class JobEventLog {
       let payload = 0
       let full = false
       while (pos + HEADER <= block.byteLength) {
-        const length = view.getUint32(pos + 4, true)
+        const length = recordLength(view, pos)
         if (used + payload > 0 && used + payload + length > max) {
           full = true
           break
