@@ -90,7 +90,10 @@ const SHAPE: Readonly<Record<ContributionKind, readonly [(u: unknown) => boolean
   blobStores: [isFunction, "a function from driver options to a BlobStore layer"],
   stateStores: [isFunction, "a function from options to a StateStore layer"],
   repos: [hasMethods("pack", "materialize"), "a Repo (with pack and materialize)"],
-  codecs: [hasMethods("accepts", "encode", "decode", "canDecode"), "a Codec (with accepts, encode, canDecode, decode)"],
+  codecs: [
+    hasMethods("accepts", "encode", "decode", "canDecode", "sniff", "fromFile"),
+    "a Codec (with accepts, encode, canDecode, decode, sniff, fromFile: make it with Codec.make)"
+  ],
   providers: [hasMethods("createJobs"), "a Provider (with createJobs)"]
 }
 

@@ -67,6 +67,7 @@ export const png: Codec.Codec<Uint8Array> = Codec.make<Uint8Array>({
   id: ID,
   application: StackContentTypes.Application.plot,
   contentTypes: [StackContentTypes.ContentType.png],
+  fileTypes: [{ extensions: [".png"], magic: [{ bytes: SIGNATURE }] }],
   accepts: isPng,
   encode: (image) =>
     Effect.map(readHeader("encode", image), (metadata) => ({
