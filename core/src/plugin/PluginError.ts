@@ -14,7 +14,8 @@ export const PluginProblemReason = Schema.Literal(
   "IncompatibleCore",
   "Duplicate",
   "Conflict",
-  "InvalidContribution"
+  "InvalidContribution",
+  "NotLoadable"
 )
 export type PluginProblemReason = typeof PluginProblemReason.Type
 
