@@ -11,6 +11,7 @@ import type * as Provider from "../ports/Provider.ts"
 import type * as Repo from "../ports/Repo.ts"
 import type * as RunnerTransport from "../ports/RunnerTransport.ts"
 import type * as StateStore from "../ports/StateStore.ts"
+import type { StackViewer } from "../stacks/StackViewer.ts"
 
 /**
  * The brand on every descriptor. `Symbol.for` so that a plugin built against another copy of
@@ -64,6 +65,8 @@ export interface PluginSpec {
   readonly stateStores?: Readonly<Record<string, StateStoreFactory>>
   /** Workflow providers by provider name (`bash`, `curl`). */
   readonly providers?: Readonly<Record<string, Provider.Provider>>
+  /** Stack viewer parts by name (`vega-lite`, `table`): the browser script and its assets. */
+  readonly viewers?: Readonly<Record<string, StackViewer>>
 }
 
 /** A validated-to-be plugin: the spec, frozen, with the brand. */
@@ -79,7 +82,8 @@ export const CONTRIBUTION_KINDS = [
   "codecs",
   "blobStores",
   "stateStores",
-  "providers"
+  "providers",
+  "viewers"
 ] as const
 export type ContributionKind = (typeof CONTRIBUTION_KINDS)[number]
 
@@ -91,7 +95,8 @@ export const KIND_NOUN: Readonly<Record<ContributionKind, string>> = {
   codecs: "codec",
   blobStores: "blob store",
   stateStores: "state store",
-  providers: "provider"
+  providers: "provider",
+  viewers: "viewer"
 }
 
 const freezeRecord = <A>(record: A): A => (record === undefined ? record : Object.freeze({ ...record }) as A)

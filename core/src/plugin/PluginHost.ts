@@ -94,7 +94,11 @@ const SHAPE: Readonly<Record<ContributionKind, readonly [(u: unknown) => boolean
     hasMethods("accepts", "encode", "decode", "canDecode", "sniff", "fromFile"),
     "a Codec (with accepts, encode, canDecode, decode, sniff, fromFile: make it with Codec.make)"
   ],
-  providers: [hasMethods("createJobs"), "a Provider (with createJobs)"]
+  providers: [hasMethods("createJobs"), "a Provider (with createJobs)"],
+  viewers: [
+    (u) => typeof u === "object" && u !== null && typeof (u as { script?: unknown }).script === "string",
+    "a stack viewer (with a script)"
+  ]
 }
 
 /**
