@@ -91,8 +91,8 @@ const SHAPE: Readonly<Record<ContributionKind, readonly [(u: unknown) => boolean
   stateStores: [isFunction, "a function from options to a StateStore layer"],
   repos: [hasMethods("pack", "materialize"), "a Repo (with pack and materialize)"],
   codecs: [
-    hasMethods("accepts", "encode", "decode", "canDecode", "sniff", "fromFile"),
-    "a Codec (with accepts, encode, canDecode, decode, sniff, fromFile: make it with Codec.make)"
+    (u) => hasMethods("accepts", "encode", "decode", "canDecode", "sniff", "fromFile")(u) && Array.isArray((u as { fileTypes?: unknown }).fileTypes),
+    "a Codec (with fileTypes, accepts, encode, canDecode, decode, sniff, fromFile: make it with Codec.make)"
   ],
   providers: [hasMethods("createJobs"), "a Provider (with createJobs)"],
   viewers: [
