@@ -180,9 +180,10 @@ describe("dstack push and pull with a codec plugin installed in the project", ()
     projects.push(conflict)
     const copy = join(conflict, "node_modules/@other/npy-copy")
     await mkdir(copy, { recursive: true })
-    await writeFile(join(copy, "package.json"), JSON.stringify({ name: "@other/npy-copy", version: "2.0.0", type: "module", "dstack-ts": { plugin: true }, exports: "./index.ts" }))
+    await writeFile(join(copy, "package.json"), JSON.stringify({ name: "@other/npy-copy", version: "2.0.0", type: "module", "dstack-ts": { plugin: true }, exports: "./index.mjs" }))
+    // Plain JavaScript: Deno does not strip types from files under node_modules.
     await writeFile(
-      join(copy, "index.ts"),
+      join(copy, "index.mjs"),
       `import { definePlugin } from ${JSON.stringify(pathToFileURL(join(ROOT, "core/src/index.ts")).href)}
 import { npy } from ${JSON.stringify(pathToFileURL(join(EXAMPLE, "src/index.ts")).href)}
 export default definePlugin({ name: "@other/npy-copy", version: "2.0.0", core: "^0.1.0", codecs: [npy] })
