@@ -15,6 +15,7 @@ export const dim = paint(2, 22, isTTY)
 export const green = paint(32, 39, isTTY)
 const red = paint(31, 39, isErrTTY)
 const grayErr = paint(90, 39, isErrTTY)
+const yellow = paint(33, 39, isErrTTY)
 
 /** Prints a line to stdout. */
 export const print = (line = ""): void => {
@@ -27,6 +28,11 @@ export const success = (line: string): void => print(`${green("✓")} ${line}`)
 /** Prints a one-line error (`✗ …`) to stderr. */
 export const printError = (line: string): void => {
   process.stderr.write(`${red("✗")} ${line}\n`)
+}
+
+/** Prints a warning (`! …`) to stderr: the command goes on. */
+export const warn = (line: string): void => {
+  process.stderr.write(`${yellow("!")} ${line}\n`)
 }
 
 /** Prints extra detail (stack traces under --debug) to stderr. */

@@ -67,6 +67,9 @@ export const geojson = Codec.make<FeatureCollection>({
   id: `${APPLICATION}/feature-collection`,
   application: APPLICATION,
   contentTypes: [CONTENT_TYPE],
+  // `dstack push STACK map.geojson` picks this codec once the plugin is installed.
+  fileTypes: [{ extensions: [".geojson"] }],
+  fromFile: (bytes) => JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)) as unknown,
   accepts: isFeatureCollection,
   encode: (fc) =>
     Effect.succeed({

@@ -1,27 +1,14 @@
 // `dstack pull STACK`: downloads the attachment a pull picks (head frame, first whose params
-// match the --param values) to a file, streamed, byte for byte as it was pushed.
+// match the --param values) to a file, streamed, byte for byte as it was stored. Without -o the
+// file's extension is the one declared by the installed codec that decodes its content type.
 import { createWriteStream } from "node:fs"
 import { Readable } from "node:stream"
 import { pipeline } from "node:stream/promises"
 import { defineCommand } from "citty"
+import { installedCodecs } from "../codecs.ts"
 import { CliError, clientFor, globalArgs } from "../context.ts"
 import { success } from "../ui.ts"
 import { parseParams } from "./push.ts"
-
-const EXTENSIONS: Record<string, string> = {
-  "text/csv": ".csv",
-  "application/vnd.apache.parquet": ".parquet",
-  "application/vnd.apache.arrow.stream": ".arrows",
-  "application/vnd.apache.arrow.file": ".arrow",
-  "image/png": ".png",
-  "image/svg+xml": ".svg",
-  "application/vnd.vegalite.v5+json": ".vl.json",
-  "application/vnd.plotly.v1+json": ".plotly.json",
-  "application/json": ".json",
-  "application/onnx": ".onnx",
-  "application/vnd.safetensors": ".safetensors",
-  "text/plain": ".txt"
-}
 
 export default defineCommand({
   meta: { name: "pull", description: "Download an object of a stack (the head frame's first match of --param) to a file" },
@@ -39,8 +26,12 @@ export default defineCommand({
     if (typeof early === "string") throw new CliError(early)
     const client = await clientFor()
     const raw = await client.stacks().pullRaw(args.stack, { params, ...(args.frame ? { frameId: args.frame } : {}) })
-    const type = raw.attachment.content_type.split(";")[0].trim().toLowerCase()
-    const output = args.output ?? `${raw.stack.split("/").pop()}${EXTENSIONS[type] ?? ".bin"}`
+    let output = args.output
+    if (output === undefined) {
+      const { AutoHandler } = await import("@dstack-ts/core")
+      const auto = AutoHandler.make(await installedCodecs())
+      output = `${raw.stack.split("/").pop()}${auto.extensionFor(raw.attachment.content_type, raw.attachment.application)}`
+    }
     if (raw.response.body === null) throw new CliError("The server sent no body")
     await pipeline(Readable.fromWeb(raw.response.body as import("node:stream/web").ReadableStream), createWriteStream(output))
     success(`Pulled ${raw.stack} (frame ${raw.frameId}, ${raw.attachment.application}, ${raw.attachment.size ?? "?"} bytes) to ${output}`)

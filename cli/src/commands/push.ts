@@ -1,12 +1,12 @@
-// `dstack push STACK FILE`: pushes a file to a stack as a new frame. The file's type picks the
-// codec: .csv/.parquet/.arrow → dataframe, .json with a Vega-Lite or Plotly shape → plot,
-// .png/.svg → plot, .onnx/.safetensors → model, anything else → bytes.
+// `dstack push STACK FILE`: pushes a file to a stack as a new frame. The codec is chosen from
+// what the installed codecs declare (AutoHandler.forFile): a magic number in the file's first
+// bytes, its extension, then the codec's own check of what it read; a file no codec takes is
+// stored as bytes, and the command says so.
 import { readFile } from "node:fs/promises"
-import { extname } from "node:path"
 import { defineCommand } from "citty"
-import type { Codec } from "@dstack-ts/core"
+import { installedCodecs } from "../codecs.ts"
 import { CliError, clientFor, globalArgs, usageError } from "../context.ts"
-import { success } from "../ui.ts"
+import { success, warn } from "../ui.ts"
 
 /** `--param k=v` values: JSON when they parse (numbers, booleans), else the string. */
 export const parseParams = (rawArgs: ReadonlyArray<string>): Record<string, unknown> => {
@@ -32,51 +32,8 @@ export const parseParams = (rawArgs: ReadonlyArray<string>): Record<string, unkn
   return params
 }
 
-/** The object to push and the codec for a file, chosen by its extension (and JSON shape). */
-const objectFor = async (file: string, bytes: Uint8Array): Promise<{ obj: unknown; encoder: Codec.Any; codecs: ReadonlyArray<Codec.Any> }> => {
-  const { BuiltinCodecs } = await import("@dstack-ts/core")
-  const ext = extname(file).toLowerCase()
-  switch (ext) {
-    case ".csv": {
-      const df = await import("@dstack-ts/handler-dataframe")
-      return { obj: df.csv(bytes), encoder: df.csvCodec, codecs: df.codecs }
-    }
-    case ".parquet":
-    case ".arrow":
-    case ".arrows":
-    case ".feather": {
-      const df = await import("@dstack-ts/handler-dataframe")
-      return { obj: bytes, encoder: ext === ".parquet" ? df.parquet : df.arrow, codecs: df.codecs }
-    }
-    case ".png":
-    case ".svg": {
-      const p = await import("@dstack-ts/handler-plot")
-      return { obj: bytes, encoder: ext === ".png" ? p.png : p.svg, codecs: p.codecs }
-    }
-    case ".onnx":
-    case ".safetensors": {
-      const m = await import("@dstack-ts/handler-model")
-      return { obj: bytes, encoder: ext === ".onnx" ? m.onnx : m.safetensors, codecs: m.codecs }
-    }
-    case ".json": {
-      let parsed: unknown
-      try {
-        parsed = JSON.parse(new TextDecoder().decode(bytes))
-      } catch {
-        parsed = undefined
-      }
-      const p = await import("@dstack-ts/handler-plot")
-      if (p.isVegaLiteSpec(parsed)) return { obj: parsed, encoder: p.vegaLite, codecs: p.codecs }
-      if (p.isPlotlyFigure(parsed)) return { obj: parsed, encoder: p.plotly, codecs: p.codecs }
-      return { obj: bytes, encoder: BuiltinCodecs.bytes, codecs: [] }
-    }
-    default:
-      return { obj: bytes, encoder: BuiltinCodecs.bytes, codecs: [] }
-  }
-}
-
 export default defineCommand({
-  meta: { name: "push", description: "Push a file to a stack as a new frame (dataframe, plot, model or bytes by its type)" },
+  meta: { name: "push", description: "Push a file to a stack as a new frame, encoded by the installed codec that recognises it (else as bytes)" },
   args: {
     stack: { type: "positional", description: "The stack: NAME (yours) or /OWNER/NAME", required: true },
     file: { type: "positional", description: "The file to push", required: true },
@@ -100,7 +57,22 @@ export default defineCommand({
     } catch (e) {
       throw new CliError(`Cannot read ${args.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
     }
-    const { obj, encoder, codecs } = await objectFor(args.file, bytes)
+    const { AutoHandler, BuiltinCodecs } = await import("@dstack-ts/core")
+    const codecs = await installedCodecs()
+    const match = AutoHandler.make(codecs).forFile(args.file, bytes)
+    let obj: unknown = bytes
+    let encoder = BuiltinCodecs.bytes as import("@dstack-ts/core").Codec.Any
+    if (match._tag === "Matched") {
+      obj = match.object
+      encoder = match.codec
+    } else {
+      const tried = match.declined.map((d) => `${d.codec} (by ${d.by})`).join(", ")
+      warn(
+        match.declined.length === 0
+          ? `No installed codec recognises ${args.file}: storing it as bytes (install a codec plugin for its format to push it as an object)`
+          : `${args.file} was claimed by ${tried} but none could read it: storing it as bytes`
+      )
+    }
     const client = await clientFor()
     const stacks = client.stacks({ codecs })
     const result = await stacks
@@ -115,7 +87,7 @@ export default defineCommand({
         if ((e as { _tag?: string })._tag === "CodecError") throw new CliError(`Cannot push ${args.file}: ${(e as Error).message}`)
         throw e
       })
-    success(`Pushed ${args.file} to ${await stacks.resolve(args.stack)} (frame ${result.frameId})`)
+    success(`Pushed ${args.file} to ${await stacks.resolve(args.stack)} as ${encoder.id} (frame ${result.frameId})`)
     process.stdout.write(`${result.url}\n`)
   }
 })

@@ -12,6 +12,7 @@ import type * as Provider from "../ports/Provider.ts"
 import type * as Repo from "../ports/Repo.ts"
 import type * as RunnerTransport from "../ports/RunnerTransport.ts"
 import type * as StateStore from "../ports/StateStore.ts"
+import type { StackViewer } from "../stacks/StackViewer.ts"
 
 /**
  * The brand on every descriptor. `Symbol.for` so that a plugin built against another copy of
@@ -67,6 +68,8 @@ export interface PluginSpec {
   readonly providers?: Readonly<Record<string, Provider.Provider>>
   /** How a runner runs jobs, by executor name (`process`, `docker`); used by runner builds. */
   readonly executors?: Readonly<Record<string, Executor.Executor>>
+  /** Stack viewer parts by name (`vega-lite`, `table`): the browser script and its assets. */
+  readonly viewers?: Readonly<Record<string, StackViewer>>
 }
 
 /** A validated-to-be plugin: the spec, frozen, with the brand. */
@@ -83,7 +86,8 @@ export const CONTRIBUTION_KINDS = [
   "blobStores",
   "stateStores",
   "providers",
-  "executors"
+  "executors",
+  "viewers"
 ] as const
 export type ContributionKind = (typeof CONTRIBUTION_KINDS)[number]
 
@@ -96,7 +100,8 @@ export const KIND_NOUN: Readonly<Record<ContributionKind, string>> = {
   blobStores: "blob store",
   stateStores: "state store",
   providers: "provider",
-  executors: "executor"
+  executors: "executor",
+  viewers: "viewer"
 }
 
 const freezeRecord = <A>(record: A): A => (record === undefined ? record : Object.freeze({ ...record }) as A)

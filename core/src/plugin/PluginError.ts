@@ -15,7 +15,8 @@ export const PluginProblemReason = Schema.Literal(
   "Duplicate",
   "Conflict",
   "InvalidContribution",
-  "Missing"
+  "Missing",
+  "NotLoadable"
 )
 export type PluginProblemReason = typeof PluginProblemReason.Type
 

@@ -92,9 +92,16 @@ const SHAPE: Readonly<Record<ContributionKind, readonly [(u: unknown) => boolean
   blobStores: [isFunction, "a function from driver options to a BlobStore layer"],
   stateStores: [isFunction, "a function from options to a StateStore layer"],
   repos: [hasMethods("pack", "materialize"), "a Repo (with pack and materialize)"],
-  codecs: [hasMethods("accepts", "encode", "decode", "canDecode"), "a Codec (with accepts, encode, canDecode, decode)"],
+  codecs: [
+    (u) => hasMethods("accepts", "encode", "decode", "canDecode", "sniff", "fromFile")(u) && Array.isArray((u as { fileTypes?: unknown }).fileTypes),
+    "a Codec (with fileTypes, accepts, encode, canDecode, decode, sniff, fromFile: make it with Codec.make)"
+  ],
   providers: [hasMethods("createJobs"), "a Provider (with createJobs)"],
-  executors: [hasMethods("start"), "an Executor (with start)"]
+  executors: [hasMethods("start"), "an Executor (with start)"],
+  viewers: [
+    (u) => typeof u === "object" && u !== null && typeof (u as { script?: unknown }).script === "string",
+    "a stack viewer (with a script)"
+  ]
 }
 
 /**

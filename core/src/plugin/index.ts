@@ -3,4 +3,5 @@ export {}
 export * from "./Plugin.ts"
 export * from "./PluginError.ts"
 export * as PluginHost from "./PluginHost.ts"
+export * as PluginDiscovery from "./Discovery.ts"
 export { CORE_VERSION } from "./CoreVersion.ts"

@@ -2,6 +2,8 @@
  * The Codec port: turns an object pushed to a stack (a dataframe, a plot, a model, plain bytes)
  * into `{ contentType, application, metadata, body }` and back. Upstream calls these encoders
  * and decoders ("handlers"); `AutoHandler` in core/src/stacks picks one from the installed set.
+ * Each codec also declares the files it reads (extensions, magic numbers, a sniffer), so that
+ * `dstack push FILE` and `dstack pull` choose among installed codecs by what they declare.
  */
 import { collectBytes, concatBytes } from "../internal/bytes.ts"
 import { Context, Effect, Layer, Schema, Stream } from "effect"
@@ -126,6 +128,55 @@ export interface EncodeOptions {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Files a codec reads
+
+/**
+ * A byte signature: `bytes` at `offset` (default 0). A string is read as Latin-1, one byte per
+ * character, so `"\x93NUMPY"` and `[0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]` are the same magic.
+ */
+export interface Magic {
+  readonly offset?: number
+  readonly bytes: ReadonlyArray<number> | string
+}
+
+/**
+ * A kind of file a codec reads and writes: how `dstack push FILE` recognises it and what
+ * `dstack pull` names it.
+ */
+export interface FileType {
+  /**
+   * File name extensions, lower case with the leading dot; compound ones (`.vl.json`) are
+   * matched before shorter ones. The first is the extension a pull writes.
+   */
+  readonly extensions: ReadonlyArray<string>
+  /** The content type such a file is stored as (default: the codec's first content type). */
+  readonly contentType?: string
+  /** Signatures, any of which identifies the format from the file's first bytes. */
+  readonly magic?: ReadonlyArray<Magic>
+}
+
+/** How many leading bytes of a file `sniff` is given (at most). */
+export const SNIFF_BYTES = 64 * 1024
+
+const magicBytes = (m: Magic): ReadonlyArray<number> =>
+  typeof m.bytes === "string" ? Array.from(m.bytes, (c) => c.charCodeAt(0) & 0xff) : m.bytes
+
+/** Does `head` carry this signature? */
+export const hasMagic = (head: Uint8Array, magic: Magic): boolean => {
+  const bytes = magicBytes(magic)
+  const at = magic.offset ?? 0
+  return bytes.length > 0 && head.length >= at + bytes.length && bytes.every((b, i) => head[at + i] === b)
+}
+
+/** The lower-cased extensions of `name` that a codec could declare: `a.vl.json` → `.vl.json`, `.json`. */
+export const extensionsOf = (name: string): ReadonlyArray<string> => {
+  const base = name.slice(Math.max(name.lastIndexOf("/"), name.lastIndexOf("\\")) + 1).toLowerCase()
+  const out: Array<string> = []
+  for (let at = base.indexOf(".", 1); at > 0; at = base.indexOf(".", at + 1)) out.push(base.slice(at))
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
 // The port
 
 /**
@@ -136,6 +187,8 @@ export interface EncodeOptions {
  * @example
  * const upper = Codec.make<string>({
  *   id: "text/upper", application: "text", contentTypes: ["text/x-upper"],
+ *   fileTypes: [{ extensions: [".upper"], magic: [{ bytes: "UPPER:" }] }],
+ *   fromFile: (bytes) => new TextDecoder("utf-8", { fatal: true }).decode(bytes),
  *   accepts: (o) => typeof o === "string",
  *   encode: (s) => Effect.succeed({ contentType: "text/x-upper", application: "text",
  *                                   metadata: {}, body: new TextEncoder().encode(s.toUpperCase()) }),
@@ -149,6 +202,20 @@ export interface Codec<In = unknown, Out = In> {
   readonly application: string
   /** The content types this codec writes and reads. */
   readonly contentTypes: ReadonlyArray<string>
+  /** The kinds of file this codec reads and writes (empty: it reads no files). */
+  readonly fileTypes: ReadonlyArray<FileType>
+  /**
+   * Do these leading bytes of a file (at most `SNIFF_BYTES`) look like this codec's format, by
+   * a declared magic number or the codec's own sniffer? False when it declares neither. Cheap,
+   * never throws; `accepts` on `fromFile` still has the last word.
+   */
+  sniff(head: Uint8Array): boolean
+  /**
+   * The object a file's bytes stand for, for `accepts` and `encode`: the bytes themselves
+   * unless the codec says otherwise (CSV text → a `Csv`, a JSON file → the parsed value);
+   * `undefined` when the bytes cannot be read that way. Never throws.
+   */
+  fromFile(bytes: Uint8Array, name: string): unknown
   /** Does this codec know how to encode `obj`? Cheap, never throws. */
   accepts(obj: unknown): boolean
   /** Encode an accepted object; fails with `Unsupported` for one it does not accept. */
@@ -157,6 +224,18 @@ export interface Codec<In = unknown, Out = In> {
   canDecode(contentType: string, application: string): boolean
   /** Decode a payload; fails with `Invalid` when the bytes are corrupt. */
   decode(encoded: Encoded): Effect.Effect<Out, CodecError>
+}
+
+/**
+ * The extension a pull writes for a payload this codec decodes: the first extension of the
+ * file type stored with that content type, else of its first file type; undefined when the
+ * codec declares no file types.
+ */
+export const extensionFor = (codec: Any, contentType: string): string | undefined => {
+  const type = mediaType(contentType)
+  const fileTypes = codec.fileTypes ?? []
+  const exact = fileTypes.find((t) => mediaType(t.contentType ?? codec.contentTypes[0] ?? "") === type && t.extensions.length > 0)
+  return (exact ?? fileTypes.find((t) => t.extensions.length > 0))?.extensions[0]
 }
 
 /** A codec of any object type, as held in a registry. */
@@ -175,6 +254,12 @@ export interface MakeOptions<In, Out = In> {
   readonly decode: (encoded: Encoded) => Effect.Effect<Out, CodecError>
   /** Defaults to: the content type (parameters ignored) is one of `contentTypes`. */
   readonly canDecode?: (contentType: string, application: string) => boolean
+  /** The kinds of file it reads (default: none). */
+  readonly fileTypes?: ReadonlyArray<FileType>
+  /** Recognises the format from leading bytes where a fixed magic number cannot (default: none). */
+  readonly sniff?: (head: Uint8Array) => boolean
+  /** The object a file's bytes stand for (default: the bytes). May throw: that means "not this format". */
+  readonly fromFile?: (bytes: Uint8Array, name: string) => unknown
 }
 
 /** Strips MIME parameters and case: `Text/CSV; charset=utf-8` → `text/csv`. */
@@ -184,12 +269,16 @@ export const mediaType = (contentType: string): string =>
 /**
  * Builds a codec from a minimal definition: `encode` refuses objects `accepts` rejects with
  * `Unsupported`, `decode` refuses payloads `canDecode` rejects, and a defect in either
- * becomes an `Unknown` error naming the codec.
+ * becomes an `Unknown` error naming the codec. `sniff` is true when a declared magic number
+ * or the given sniffer matches; `fromFile` and `accepts` never throw.
  */
 export const make = <In, Out = In>(options: MakeOptions<In, Out>): Codec<In, Out> => {
   const types = new Set(options.contentTypes.map(mediaType))
   const canDecode =
     options.canDecode ?? ((contentType: string, _application: string) => types.has(mediaType(contentType)))
+  const fileTypes = Object.freeze((options.fileTypes ?? []).map((t) =>
+    Object.freeze({ ...t, extensions: Object.freeze(t.extensions.map((e) => e.toLowerCase())) })
+  ))
   const guard = <X>(method: string, effect: Effect.Effect<X, CodecError>) =>
     Effect.catchAllDefect(Effect.suspend(() => effect), (defect) =>
       fail(options.id, method, "Unknown", `${options.id} ${method} failed: ${describe(defect)}`, defect)
@@ -198,6 +287,22 @@ export const make = <In, Out = In>(options: MakeOptions<In, Out>): Codec<In, Out
     id: options.id,
     application: options.application,
     contentTypes: options.contentTypes,
+    fileTypes,
+    sniff: (head) => {
+      if (fileTypes.some((t) => (t.magic ?? []).some((m) => hasMagic(head, m)))) return true
+      try {
+        return options.sniff?.(head) === true
+      } catch {
+        return false
+      }
+    },
+    fromFile: (bytes, name) => {
+      try {
+        return options.fromFile === undefined ? bytes : options.fromFile(bytes, name)
+      } catch {
+        return undefined
+      }
+    },
     accepts: (obj) => {
       try {
         return options.accepts(obj)

@@ -21,6 +21,18 @@ export interface DecodeOptions {
   readonly decoder?: Codec.Any
 }
 
+/** How a file was recognised: by its name, its first bytes, or both. */
+export type RecognisedBy = "extension" | "content" | "extension and content"
+
+/**
+ * The codec chosen for a file, with the object to encode (from the codec's `fromFile`), or
+ * none; `declined` lists the codecs that claimed the file by name or bytes but did not accept
+ * what they read from it, so that a caller can say why the file is stored as bytes.
+ */
+export type FileMatch =
+  | { readonly _tag: "Matched"; readonly codec: Codec.Any; readonly object: unknown; readonly by: RecognisedBy }
+  | { readonly _tag: "Unmatched"; readonly declined: ReadonlyArray<{ readonly codec: string; readonly by: RecognisedBy }> }
+
 /** The result of an encode together with the id of the codec that wrote it. */
 export interface Encoded extends Codec.Encoded {
   readonly codec: string
@@ -33,6 +45,15 @@ export interface Service {
   readonly encoderFor: (obj: unknown) => Option.Option<Codec.Any>
   /** The codec that would decode a payload of this content type and application. */
   readonly decoderFor: (contentType: string, application: string) => Option.Option<Codec.Any>
+  /**
+   * The codec for a file, from what the codecs declare: those that recognise both its name
+   * (an extension) and its first bytes (a magic number or sniffer) first, then by bytes alone,
+   * then by name alone, each in priority order; the first whose `accepts` takes what its
+   * `fromFile` read wins.
+   */
+  readonly forFile: (name: string, bytes: Uint8Array) => FileMatch
+  /** The extension a pull writes for a payload of this content type and application (`.bin` if no codec declares one). */
+  readonly extensionFor: (contentType: string, application: string) => string
   readonly encode: (obj: unknown, options?: EncodeOptions) => Effect.Effect<Encoded, Codec.CodecError>
   readonly decode: (encoded: Codec.Encoded, options?: DecodeOptions) => Effect.Effect<unknown, Codec.CodecError>
 }
@@ -57,6 +78,30 @@ export const make = (codecs: ReadonlyArray<Codec.Any>, options: MakeOptions = {}
   const encoderFor = (obj: unknown) => Option.fromNullable(all.find((c) => c.accepts(obj)))
   const decoderFor = (contentType: string, application: string) =>
     Option.fromNullable(all.find((c) => c.canDecode(contentType, application)))
+
+  const forFile = (name: string, bytes: Uint8Array): FileMatch => {
+    const extensions = Codec.extensionsOf(name)
+    const head = bytes.subarray(0, Codec.SNIFF_BYTES)
+    const claims = all.flatMap((codec) => {
+      const byName = codec.fileTypes.some((t) => t.extensions.some((e) => extensions.includes(e)))
+      const byContent = codec.sniff(head)
+      const by: RecognisedBy | undefined = byName && byContent ? "extension and content" : byContent ? "content" : byName ? "extension" : undefined
+      return by === undefined ? [] : [{ codec, by }]
+    })
+    const rank: Record<RecognisedBy, number> = { "extension and content": 0, content: 1, extension: 2 }
+    const ordered = claims.map((c, i) => ({ ...c, i })).sort((a, b) => rank[a.by] - rank[b.by] || a.i - b.i)
+    for (const { by, codec } of ordered) {
+      const object = codec.fromFile(bytes, name)
+      if (object !== undefined && codec.accepts(object)) return { _tag: "Matched", codec, object, by }
+    }
+    return { _tag: "Unmatched", declined: ordered.map(({ by, codec }) => ({ codec: codec.id, by })) }
+  }
+
+  const extensionFor = (contentType: string, application: string): string =>
+    Option.match(decoderFor(contentType, application), {
+      onNone: () => ".bin",
+      onSome: (codec) => Codec.extensionFor(codec, contentType) ?? ".bin"
+    })
 
   const encode = (obj: unknown, encodeOptions: EncodeOptions = {}) => {
     const { encoder, ...rest } = encodeOptions
@@ -98,7 +143,7 @@ export const make = (codecs: ReadonlyArray<Codec.Any>, options: MakeOptions = {}
     })
   }
 
-  return { codecs: all, encoderFor, decoderFor, encode, decode }
+  return { codecs: all, encoderFor, decoderFor, forFile, extensionFor, encode, decode }
 }
 
 /** The AutoHandler over the installed codecs (`Codec.Codecs`) and the built-ins. */

@@ -30,6 +30,9 @@ export const text: Codec.Codec<string> = Codec.make<string>({
   id: "text/plain",
   application: Application.text,
   contentTypes: [ContentType.text],
+  // A BOM is kept (ignoreBOM), so a pushed file pulls back byte for byte.
+  fileTypes: [{ extensions: [".txt", ".text"] }],
+  fromFile: (bytes) => new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes),
   accepts: (obj) => typeof obj === "string",
   encode: (obj) => {
     const body = utf8.encode(obj)
@@ -91,6 +94,9 @@ export const json: Codec.Codec<unknown> = Codec.make<unknown>({
   id: "json/value",
   application: Application.json,
   contentTypes: [ContentType.json],
+  // A pushed .json file is stored as its value (a pull writes it back as compact JSON).
+  fileTypes: [{ extensions: [".json"] }],
+  fromFile: (bytes) => JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)) as unknown,
   accepts: (obj) => notJson(obj) === undefined,
   encode: (obj) => {
     const body = utf8.encode(JSON.stringify(obj))

@@ -1,7 +1,9 @@
 /**
  * Conformance suite of the Codec port: every codec, in core or in a plugin, runs
  * `testCodec(name, codec, samples)` with objects it accepts, objects it must refuse and
- * corrupt payloads.
+ * corrupt payloads. A codec that declares file types is also checked to take back, as a file,
+ * what it wrote (so `dstack pull` then `dstack push` keeps the codec), and its magic numbers
+ * to match what it wrote.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Either, Stream } from "effect"
@@ -90,6 +92,17 @@ export const testCodec = <In, Out>(name: string, codec: Codec.Codec<In, Out>, sa
       expect(codec.canDecode("application/x-dstack-not-a-type", "nothing")).toBe(false)
     })
 
+    it("declares its file types well: extensions lower case with a dot, magic numbers not empty, its own content types", () => {
+      for (const fileType of codec.fileTypes) {
+        expect(fileType.extensions.length).toBeGreaterThan(0)
+        for (const ext of fileType.extensions) expect(ext).toMatch(/^\.[a-z0-9][a-z0-9._+-]*$/)
+        for (const magic of fileType.magic ?? []) expect(magic.bytes.length).toBeGreaterThan(0)
+        if (fileType.contentType !== undefined) {
+          expect(codec.contentTypes.map(Codec.mediaType)).toContain(Codec.mediaType(fileType.contentType))
+        }
+      }
+    })
+
     for (const sample of samples.accepted) {
       const expected = "decoded" in sample ? sample.decoded : sample.value
 
@@ -112,6 +125,17 @@ export const testCodec = <In, Out>(name: string, codec: Codec.Codec<In, Out>, sa
           // Pulled attachments arrive as a stream of chunks.
           const streamed = yield* codec.decode({ ...stored, body: chunked(body) })
           expectSame(normalize(streamed), normalize(expected))
+
+          // A pulled file, named with the extension the codec declares, pushes back with it.
+          const extension = Codec.extensionFor(codec, encoded.contentType)
+          if (extension !== undefined) {
+            const fromFile = codec.fromFile(body, `pulled${extension}`)
+            expect(codec.accepts(fromFile), `accepts what fromFile reads from pulled${extension}`).toBe(true)
+            const fileType = codec.fileTypes.find((t) => t.extensions.includes(extension))
+            if ((fileType?.magic ?? []).length > 0) {
+              expect(codec.sniff(body.subarray(0, Codec.SNIFF_BYTES)), "its magic number matches what it wrote").toBe(true)
+            }
+          }
         }))
     }
 

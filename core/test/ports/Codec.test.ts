@@ -87,3 +87,52 @@ describe("Codec helpers", () => {
       expect(codecs.map((c) => c.id)).toEqual(["text/upper"])
     }).pipe(Effect.provide(Codec.layer([upper]))))
 })
+
+describe("what a codec declares about files", () => {
+  const declared = Codec.make<string>({
+    ...upper,
+    fileTypes: [{ extensions: [".UPPER", ".up.txt"], magic: [{ bytes: "UP:" }, { offset: 2, bytes: [0xca, 0xfe] }] }],
+    fromFile: (bytes) => new TextDecoder("utf-8", { fatal: true }).decode(bytes)
+  })
+
+  it("extensions are kept lower case; the first of the file type of a content type is what a pull writes", () => {
+    expect(declared.fileTypes[0].extensions).toEqual([".upper", ".up.txt"])
+    expect(Codec.extensionFor(declared, "text/x-upper; charset=utf-8")).toBe(".upper")
+    expect(Codec.extensionFor(upper, "text/x-upper")).toBeUndefined()
+  })
+
+  it("sniff matches any declared magic number at its offset, and nothing without one", () => {
+    expect(declared.sniff(enc.encode("UP:hello"))).toBe(true)
+    expect(declared.sniff(new Uint8Array([0, 0, 0xca, 0xfe]))).toBe(true)
+    expect(declared.sniff(new Uint8Array([0xca, 0xfe]))).toBe(false)
+    expect(declared.sniff(enc.encode("UP"))).toBe(false)
+    expect(upper.sniff(enc.encode("UP:hello"))).toBe(false)
+  })
+
+  it("a sniffer or fromFile that throws means 'not this format', never an exception", () => {
+    const throwing = Codec.make<string>({
+      ...upper,
+      sniff: () => { throw new Error("boom") },
+      fromFile: () => { throw new Error("boom") }
+    })
+    expect(throwing.sniff(new Uint8Array(4))).toBe(false)
+    expect(throwing.fromFile(new Uint8Array(4), "a.x")).toBeUndefined()
+    expect(declared.fromFile(new Uint8Array([0xff]), "a.upper")).toBeUndefined()
+    // Without fromFile, a file stands for its bytes.
+    const bytes = new Uint8Array([1])
+    expect(upper.fromFile(bytes, "a")).toBe(bytes)
+  })
+
+  it("extensionsOf lists a name's compound and simple extensions, lower case, ignoring folders and dot files", () => {
+    expect(Codec.extensionsOf("/data/Chart.VL.json")).toEqual([".vl.json", ".json"])
+    expect(Codec.extensionsOf("a.b/c")).toEqual([])
+    expect(Codec.extensionsOf(".bashrc")).toEqual([])
+    expect(Codec.extensionsOf("C:\\x\\w.npy")).toEqual([".npy"])
+  })
+
+  it("hasMagic reads a string as Latin-1 bytes", () => {
+    expect(Codec.hasMagic(new Uint8Array([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1]), { bytes: "\x93NUMPY" })).toBe(true)
+    expect(Codec.hasMagic(new Uint8Array([0x93]), { bytes: "\x93NUMPY" })).toBe(false)
+    expect(Codec.hasMagic(new Uint8Array([1]), { bytes: [] })).toBe(false)
+  })
+})

@@ -113,4 +113,50 @@ describe("AutoHandler", () => {
       expect((yield* handler.encode("# hi!")).codec).toBe("text/markdown")
       expect((yield* handler.encode("hi!")).codec).toBe("text/shout")
     }))
+
+  describe("forFile: a codec for a file from what the codecs declare", () => {
+    const fileCodec = (id: string, fileTypes: ReadonlyArray<Codec.FileType>, accepts: (o: unknown) => boolean, sniff?: (h: Uint8Array) => boolean) =>
+      Codec.make<Uint8Array>({
+        id,
+        application: "test",
+        contentTypes: [`application/x-${id.replace("/", "-")}`],
+        fileTypes,
+        ...(sniff ? { sniff } : {}),
+        accepts,
+        encode: (b) => Effect.succeed({ contentType: `application/x-${id.replace("/", "-")}`, application: "test", metadata: {}, body: b }),
+        decode: (e) => Codec.bytes(e.body)
+      })
+    const magicOnly = fileCodec("test/magic", [{ extensions: [".mg"], magic: [{ bytes: "MG" }] }], (o) => o instanceof Uint8Array && o[0] === 0x4d)
+    const nameOnly = fileCodec("test/name", [{ extensions: [".mg", ".nm"] }], (o) => o instanceof Uint8Array)
+    const picky = fileCodec("test/picky", [{ extensions: [".pk"] }], () => false, (h) => h[0] === 0x50)
+    const auto = AutoHandler.make([nameOnly, magicOnly, picky])
+    const id = (m: AutoHandler.FileMatch) => (m._tag === "Matched" ? `${m.codec.id} by ${m.by}` : `none; declined ${m.declined.map((d) => `${d.codec} by ${d.by}`).join(", ")}`)
+
+    it("name and bytes together first, then bytes alone, then the name alone, each in priority order", () => {
+      expect(id(auto.forFile("a.mg", enc.encode("MG1")))).toBe("test/magic by extension and content")
+      expect(id(auto.forFile("a.bin", enc.encode("MG1")))).toBe("test/magic by content")
+      expect(id(auto.forFile("a.nm", enc.encode("MG1")))).toBe("test/magic by content")
+      expect(id(auto.forFile("a.nm", enc.encode("xx")))).toBe("test/name by extension")
+      expect(id(auto.forFile("dir.mg/a.NM", enc.encode("xx")))).toBe("test/name by extension")
+    })
+
+    it("a codec whose accepts refuses what it read is passed over and named; the built-ins read .txt and .json", () => {
+      expect(id(auto.forFile("a.pk", enc.encode("P...")))).toBe("none; declined test/picky by extension and content")
+      expect(id(auto.forFile("a.bin", new Uint8Array([0, 1])))).toBe("none; declined ")
+      const text = auto.forFile("notes.txt", enc.encode("\uFEFFhello"))
+      expect(text._tag === "Matched" && text.codec.id).toBe("text/plain")
+      expect(text._tag === "Matched" && text.object).toBe("\uFEFFhello")
+      const json = auto.forFile("data.json", enc.encode('{"a":[1]}'))
+      expect(json._tag === "Matched" && json.object).toEqual({ a: [1] })
+      expect(id(auto.forFile("broken.json", enc.encode("{")))).toBe("none; declined json/value by extension")
+      expect(id(auto.forFile("bad.txt", new Uint8Array([0xff])))).toBe("none; declined text/plain by extension")
+    })
+
+    it("extensionFor names a pulled file by the decoding codec's declared extension, else .bin", () => {
+      expect(auto.extensionFor("application/x-test-name", "test")).toBe(".mg")
+      expect(auto.extensionFor("text/plain; charset=utf-8", "text")).toBe(".txt")
+      expect(auto.extensionFor("application/octet-stream", "bytes")).toBe(".bin")
+      expect(auto.extensionFor("x/unknown", "nothing")).toBe(".bin")
+    })
+  })
 })

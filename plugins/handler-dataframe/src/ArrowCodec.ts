@@ -56,6 +56,11 @@ export const arrow: Codec.Codec<ArrowInput, Table> = Codec.make<ArrowInput, Tabl
   id: ID,
   application: StackContentTypes.Application.dataframe,
   contentTypes: [ContentType.arrowStream, ContentType.arrowFile],
+  // Feather v2 is the IPC file format; a stream starts with the 0xFFFFFFFF continuation marker.
+  fileTypes: [
+    { extensions: [".arrow", ".feather"], contentType: ContentType.arrowFile, magic: [{ bytes: "ARROW1" }] },
+    { extensions: [".arrows"], contentType: ContentType.arrowStream, magic: [{ bytes: [0xff, 0xff, 0xff, 0xff] }] }
+  ],
   accepts: (obj) =>
     isArrowTable(obj) || isRecordArray(obj) || (obj instanceof Uint8Array && (isArrowFile(obj) || isArrowStream(obj))),
   encode: (obj, options) =>

@@ -76,6 +76,9 @@ export const csvCodec: Codec.Codec<Csv, Table> = Codec.make<Csv, Table>({
   id: ID,
   application: StackContentTypes.Application.dataframe,
   contentTypes: [ContentType.csv],
+  // A .tsv file is CSV with tabs; both are stored as text/csv with the delimiter in the metadata.
+  fileTypes: [{ extensions: [".csv"] }, { extensions: [".tsv"] }],
+  fromFile: (bytes, name) => csv(bytes, { delimiter: name.toLowerCase().endsWith(".tsv") ? "\t" : "," }),
   accepts: isCsv,
   encode: (obj) =>
     Effect.map(readCsv("encode", obj.bytes, obj.delimiter), (table) => ({

@@ -178,6 +178,7 @@ export const parquet: Codec.Codec<ParquetInput, Table> = Codec.make<ParquetInput
   id: ID,
   application: StackContentTypes.Application.dataframe,
   contentTypes: [ContentType.parquet],
+  fileTypes: [{ extensions: [".parquet", ".pq"], magic: [{ bytes: "PAR1" }] }],
   accepts: (obj) => (obj instanceof Uint8Array ? isParquetFile(obj) : isArrowTable(obj) || isRecordArray(obj)),
   encode: (obj) =>
     Effect.gen(function*() {

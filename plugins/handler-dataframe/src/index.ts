@@ -3,6 +3,7 @@
  * records (Arrow IPC), Parquet files and CSV. Every one decodes to an Arrow `Table`.
  */
 import { type Codec, definePlugin } from "@dstack-ts/core"
+import { viewers } from "./viewers.ts"
 import { arrow } from "./ArrowCodec.ts"
 import { csvCodec } from "./CsvCodec.ts"
 import { parquet } from "./ParquetCodec.ts"
@@ -11,6 +12,8 @@ export { arrow, type ArrowInput, isArrowFile, isArrowStream } from "./ArrowCodec
 export { Csv, csv, csvCodec, type CsvOptions } from "./CsvCodec.ts"
 export { isParquetFile, parquet, type ParquetInput, writeParquet } from "./ParquetCodec.ts"
 export { tableFromRecords } from "./internal/columns.ts"
+
+export { viewers } from "./viewers.ts"
 
 export const PLUGIN_NAME = "@dstack-ts/handler-dataframe"
 export const PLUGIN_VERSION = "0.1.0"
@@ -24,5 +27,6 @@ export default definePlugin({
   version: PLUGIN_VERSION,
   core: "^0.1.0",
   description: "Stack codecs for dataframes: Arrow tables, records, Parquet and CSV, decoded to Arrow tables.",
-  codecs
+  codecs,
+  viewers
 })

@@ -32,10 +32,34 @@ const isModelFile = (o: unknown): o is ModelFile =>
 
 const FRAMEWORK = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$/
 
+/** The model files `dstack push` recognises, with the framework each extension means. */
+const FILE_FRAMEWORKS: ReadonlyArray<readonly [extension: string, framework: string]> = [
+  [".pt", "pytorch"],
+  [".pth", "pytorch"],
+  [".gguf", "gguf"],
+  [".joblib", "sklearn"],
+  [".keras", "keras"],
+  [".pkl", "pickle"]
+]
+const GGUF_MAGIC: Codec.Magic = { bytes: "GGUF" }
+
+/** A model file read from disk: the framework from its extension, or GGUF by its magic number. */
+const fromFile = (bytes: Uint8Array, name: string): ModelFile | undefined => {
+  const extensions = Codec.extensionsOf(name)
+  const framework = FILE_FRAMEWORKS.find(([ext]) => extensions.includes(ext))?.[1] ??
+    (Codec.hasMagic(bytes, GGUF_MAGIC) ? "gguf" : undefined)
+  const base = name.split(/[\\/]/).pop()
+  return framework === undefined ? undefined : modelFile(bytes, { framework, ...(base ? { name: base } : {}) })
+}
+
 export const modelFileCodec: Codec.Codec<ModelFile | Model, Model> = Codec.make<ModelFile | Model, Model>({
   id: ID,
   application: StackContentTypes.Application.model,
   contentTypes: [StackContentTypes.ContentType.modelFile],
+  fileTypes: FILE_FRAMEWORKS.map(([extension]) =>
+    extension === ".gguf" ? { extensions: [extension], magic: [GGUF_MAGIC] } : { extensions: [extension] }
+  ),
+  fromFile,
   accepts: (o) => isModelFile(o) || isModel(o, "file"),
   encode: (input) => {
     const framework = input.framework

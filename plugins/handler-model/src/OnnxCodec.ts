@@ -128,6 +128,8 @@ export const onnx: Codec.Codec<OnnxInput, Model> = selfDescribingCodec({
   format: "onnx",
   contentType: StackContentTypes.ContentType.onnx,
   detect: isOnnx,
+  // A protobuf with no magic number: recognised by its extension (accepts then walks the fields).
+  fileTypes: [{ extensions: [".onnx"] }],
   read,
   framework: () => "onnx"
 })

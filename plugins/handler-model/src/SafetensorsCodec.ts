@@ -38,6 +38,13 @@ const headerOf = (b: Uint8Array): { length: number; json: string } | undefined =
   }
 }
 
+/** An 8-byte little-endian header length of at least 2, then `{"` (the header's first key). */
+const headerStart = (b: Uint8Array): boolean => {
+  if (b.length < 10 || b[8] !== 0x7b || b[9] !== 0x22) return false
+  const length = new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(0, true)
+  return length >= 2n && length < 2n ** 40n
+}
+
 /** Parses and checks the header; throws an Error that says what is wrong. */
 const parse = (b: Uint8Array): { tensors: Array<Tensor>; extra: Record<string, string> } => {
   const header = headerOf(b)
@@ -108,6 +115,9 @@ export const safetensors: Codec.Codec<SafetensorsInput, Model> = selfDescribingC
   format: "safetensors",
   contentType: StackContentTypes.ContentType.safetensors,
   detect: isSafetensors,
+  fileTypes: [{ extensions: [".safetensors"] }],
+  // The leading bytes are a little-endian header length and the start of a JSON object.
+  sniff: (head) => headerStart(head),
   read,
   framework: (metadata) => String(metadata.framework)
 })

@@ -4,7 +4,7 @@
  */
 import { Codec, StackContentTypes } from "@dstack-ts/core"
 import { Effect } from "effect"
-import { defined, isJsonObject, isPlainObject, jsonBytes, pixels, readJsonObject } from "./internal/json.ts"
+import { defined, isJsonObject, isPlainObject, jsonBytes, parseJsonFile, pixels, readJsonObject } from "./internal/json.ts"
 
 const ID = "plot/plotly"
 
@@ -50,6 +50,9 @@ export const plotly: Codec.Codec<PlotlyFigure> = Codec.make<PlotlyFigure>({
   id: ID,
   application: StackContentTypes.Application.plot,
   contentTypes: [StackContentTypes.ContentType.plotly],
+  // A plain .json file is claimed too; `accepts` on the parsed value decides.
+  fileTypes: [{ extensions: [".plotly.json", ".json"] }],
+  fromFile: parseJsonFile,
   accepts: isPlotlyFigure,
   encode: (fig) =>
     Effect.succeed({

@@ -14,8 +14,19 @@ const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]
 export const isPng = (o: unknown): o is Uint8Array =>
   o instanceof Uint8Array && o.length >= 8 && SIGNATURE.every((b, i) => o[i] === b)
 
+/**
+ * `zlib.crc32` where the codec runs on Node or Deno, found through `process.getBuiltinModule`
+ * so that no `node:` import is needed and the codec still loads in a browser; undefined there.
+ */
+const zlibCrc32 = ((): ((data: Uint8Array) => number) | undefined => {
+  const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process
+  const zlib = proc?.getBuiltinModule?.("node:zlib") as { crc32?: (data: Uint8Array) => number } | undefined
+  return typeof zlib?.crc32 === "function" ? zlib.crc32 : undefined
+})()
+
+/** PNG's CRC-32 (ISO 3309) computed with a table: the browser's path, where zlib is absent. */
 let crcTable: Uint32Array | undefined
-const crc32 = (bytes: Uint8Array): number => {
+export const crc32Table = (bytes: Uint8Array): number => {
   if (crcTable === undefined) {
     crcTable = new Uint32Array(256)
     for (let n = 0; n < 256; n++) {
@@ -28,6 +39,11 @@ const crc32 = (bytes: Uint8Array): number => {
   for (let i = 0; i < bytes.length; i++) c = crcTable[(c ^ bytes[i]) & 0xff] ^ (c >>> 8)
   return (c ^ 0xffffffff) >>> 0
 }
+
+const crc32 = (bytes: Uint8Array): number => (zlibCrc32 !== undefined ? zlibCrc32(bytes) : crc32Table(bytes))
+
+/** Which CRC-32 the codec uses here: `zlib` on Node and Deno, `table` in a browser. */
+export const crc32Source: "zlib" | "table" = zlibCrc32 !== undefined ? "zlib" : "table"
 
 const COLOR_TYPES: Record<number, string> = {
   0: "grayscale",
@@ -67,6 +83,7 @@ export const png: Codec.Codec<Uint8Array> = Codec.make<Uint8Array>({
   id: ID,
   application: StackContentTypes.Application.plot,
   contentTypes: [StackContentTypes.ContentType.png],
+  fileTypes: [{ extensions: [".png"], magic: [{ bytes: SIGNATURE }] }],
   accepts: isPng,
   encode: (image) =>
     Effect.map(readHeader("encode", image), (metadata) => ({

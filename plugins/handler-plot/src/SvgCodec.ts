@@ -51,6 +51,9 @@ export const svg: Codec.Codec<SvgImage> = Codec.make<SvgImage>({
   id: ID,
   application: StackContentTypes.Application.plot,
   contentTypes: [StackContentTypes.ContentType.svg],
+  fileTypes: [{ extensions: [".svg"] }],
+  // No fixed magic: an <svg> root after an optional prolog, in the first 4 KiB.
+  sniff: isSvg,
   accepts: isSvg,
   encode: (image) =>
     Effect.gen(function*() {

@@ -5,7 +5,7 @@
  */
 import { Codec, StackContentTypes } from "@dstack-ts/core"
 import { Effect } from "effect"
-import { defined, isJsonObject, jsonBytes, pixels, readJsonObject } from "./internal/json.ts"
+import { defined, isJsonObject, jsonBytes, parseJsonFile, pixels, readJsonObject } from "./internal/json.ts"
 
 const ID = "plot/vega-lite"
 
@@ -62,6 +62,9 @@ export const vegaLite: Codec.Codec<VegaLiteSpec> = Codec.make<VegaLiteSpec>({
     "application/vnd.vegalite.v4+json",
     "application/vnd.vegalite.v3+json"
   ],
+  // A plain .json file is claimed too; `accepts` on the parsed value decides.
+  fileTypes: [{ extensions: [".vl.json", ".vega-lite.json", ".json"] }],
+  fromFile: parseJsonFile,
   accepts: isVegaLiteSpec,
   encode: (spec) =>
     Effect.succeed({

@@ -3,6 +3,7 @@
  * PNG images. Each decodes back to the JSON object or bytes that were pushed.
  */
 import { type Codec, definePlugin } from "@dstack-ts/core"
+import { viewers } from "./viewers.ts"
 import { plotly } from "./PlotlyCodec.ts"
 import { png } from "./PngCodec.ts"
 import { svg } from "./SvgCodec.ts"
@@ -12,6 +13,8 @@ export { isPlotlyFigure, plotly, type PlotlyFigure } from "./PlotlyCodec.ts"
 export { isPng, png } from "./PngCodec.ts"
 export { isSvg, svg, type SvgImage } from "./SvgCodec.ts"
 export { isVegaLiteSpec, vegaLite, type VegaLiteSpec } from "./VegaLiteCodec.ts"
+
+export { viewers } from "./viewers.ts"
 
 export const PLUGIN_NAME = "@dstack-ts/handler-plot"
 export const PLUGIN_VERSION = "0.1.0"
@@ -25,5 +28,6 @@ export default definePlugin({
   version: PLUGIN_VERSION,
   core: "^0.1.0",
   description: "Stack codecs for plots: Vega-Lite, Plotly, SVG and PNG.",
-  codecs
+  codecs,
+  viewers
 })

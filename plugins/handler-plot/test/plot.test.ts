@@ -7,7 +7,8 @@ import { Effect } from "effect"
 import { readFileSync } from "node:fs"
 import { PNG } from "pngjs"
 import { compile } from "vega-lite"
-import plugin, { codecs, PLUGIN_NAME, plotly, png, svg, vegaLite } from "../src/index.ts"
+import plugin, { codecs, PLUGIN_NAME, plotly, png, svg, vegaLite, viewers } from "../src/index.ts"
+import { crc32Source, crc32Table } from "../src/PngCodec.ts"
 import { barChart, compileAll, faceted, layered, plotlyFigure, pngOf, vegaSvg } from "./fixtures.ts"
 
 const auto = AutoHandler.make(codecs)
@@ -119,5 +120,28 @@ describe("AutoHandler with the plot codecs", () => {
     expect(plugin.version).toBe(pkg.version)
     expect(plugin.codecs?.map((c: Codec.Any) => c.id)).toEqual(["plot/png", "plot/svg", "plot/vega-lite", "plot/plotly"])
     expect(plotly.application).toBe("plot")
+  })
+})
+
+describe("PNG checksums", () => {
+  it("use zlib.crc32 on Node and Deno, and the table (the browser's path) gives the same values", () => {
+    expect(crc32Source).toBe("zlib")
+    const zlib = (process as unknown as { getBuiltinModule: (id: string) => { crc32: (b: Uint8Array) => number } }).getBuiltinModule("node:zlib")
+    const png = pngOf(3, 2)
+    for (const data of [new Uint8Array(0), new TextEncoder().encode("IHDR"), png, png.subarray(12, 29)]) {
+      expect(crc32Table(data)).toBe(zlib.crc32(data))
+    }
+  })
+})
+
+describe("the plot viewers", () => {
+  it("claim Vega-Lite, Plotly and image content types and serve their libraries from this plugin's dependencies", async () => {
+    expect(Object.keys(plugin.viewers ?? {})).toEqual(["vega-lite", "plotly", "image"])
+    expect(viewers["vega-lite"].contentTypes).toEqual(["application/vnd.vegalite.*"])
+    for (const [name, viewer] of Object.entries(viewers)) expect(viewer.script).toContain(`dstackViewer.register("${name}"`)
+    const vega = await viewers["vega-lite"].assets!["vega.min.js"].load()
+    expect(new TextDecoder().decode(vega.subarray(0, 4000))).toMatch(/vega/i)
+    const plotlyJs = await viewers.plotly.assets!["plotly.min.js"].load()
+    expect(plotlyJs.length).toBeGreaterThan(1_000_000)
   })
 })

@@ -6,6 +6,7 @@
  */
 import { randomUUID } from "node:crypto"
 import { Effect, Option, Schema, Stream } from "effect"
+import { getCookie } from "hono/cookie"
 import { BlobStore } from "../../ports/BlobStore.ts"
 import { StateStore } from "../../ports/StateStore.ts"
 import type { StackAttachment, StackFrameRecord, StackRecord, StateStoreError } from "../../ports/StateStore.ts"
@@ -111,20 +112,11 @@ const stateError = (e: StateStoreError) => fromStateStore(e)
 const blobError = (e: { readonly message?: string | undefined; readonly reason: string }) =>
   serverError(`The blob store failed: ${e.message ?? e.reason}`, e)
 
-const cookieToken = (header: string | undefined): string | undefined => {
-  if (!header) return undefined
-  for (const part of header.split(";")) {
-    const [k, ...v] = part.trim().split("=")
-    if (k === TOKEN_COOKIE) return decodeURIComponent(v.join("="))
-  }
-  return undefined
-}
-
 /** The caller's token: the Authorization header, else the viewer's cookie. */
 export const requestToken = (ctx: RouteContext): string | undefined => {
   const header = ctx.hono.req.header("authorization")
   const m = header ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null
-  return m ? m[1].trim() : cookieToken(ctx.hono.req.header("cookie"))
+  return m ? m[1].trim() : getCookie(ctx.hono, TOKEN_COOKIE)
 }
 
 /** The caller when a token is sent; a token that belongs to no active user is a 401. */

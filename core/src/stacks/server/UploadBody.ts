@@ -2,6 +2,11 @@
  * The body of an attachment upload: read as plain bytes (on Node, straight from the
  * `IncomingMessage`, skipping the web-stream adapter), counted against the upload limit, with
  * read failures and the limit told apart from the blob store's own failures.
+ *
+ * Not `hono/body-limit`: for a body without Content-Length (chunked) that middleware reads the
+ * whole body into one buffer before the handler runs, and with one it trusts the header without
+ * counting the bytes; an upload here is streamed into the blob store as it arrives (up to 64 GiB
+ * by default) and counted chunk by chunk, with the limit read from the server's layers.
  */
 import { Context, Layer } from "effect"
 import type { RouteContext } from "../../server/Route.ts"

@@ -1,53 +1,35 @@
 /**
  * The stack viewer: `GET /stacks/{owner}/{name}` answers a plain HTML page with the head frame
- * (or `?frame=ID`) drawn by a small script (viewer.js below), the frame history, and a widget
- * per attachment param. The plotting libraries come from this server's node_modules (no CDN).
- * A token comes from the `dstack_token` cookie; `?token=…` sets the cookie once and redirects
- * to the same page without it.
+ * (or `?frame=ID`) drawn by a small script (viewer.js), the frame history, and a widget per
+ * attachment param. Each attachment is drawn by the installed plugin viewer that claims its
+ * content type or application (scripts and assets served under /stacks-assets/viewers/), else
+ * shown as its metadata with a download link. A token comes from the `dstack_token` cookie;
+ * `?token=…` sets the cookie once and redirects to the same page without it.
  */
-import { existsSync, readFileSync } from "node:fs"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { Effect } from "effect"
+import { setCookie } from "hono/cookie"
 import type { ApiError } from "../../server/ApiError.ts"
-import { notFound } from "../../server/ApiError.ts"
+import { notFound, serverError } from "../../server/ApiError.ts"
 import { rawRoute } from "../../server/Route.ts"
 import type { RouteContext } from "../../server/Route.ts"
 import { StateStore } from "../../ports/StateStore.ts"
+import { PluginHost } from "../../plugin/PluginHost.ts"
+import type { StackViewer, ViewerEntry } from "../StackViewer.ts"
 import { parseStackPath } from "./StackName.ts"
 import { TOKEN_COOKIE, frameInfo, frameToRead, optionalPrincipal, readableStack } from "./StackRoutes.ts"
 import { VIEWER_CSS, VIEWER_JS } from "./ViewerScript.ts"
 
-/** Third-party browser bundles served under /stacks-assets/, found in node_modules. */
-const LIBRARIES: Record<string, { readonly pkg: string; readonly file: string }> = {
-  "vega.min.js": { pkg: "vega", file: "build/vega.min.js" },
-  "vega-lite.min.js": { pkg: "vega-lite", file: "build/vega-lite.min.js" },
-  "plotly.min.js": { pkg: "plotly.js-dist-min", file: "plotly.min.js" }
-}
+const ASSET_CACHE = "public, max-age=86400"
 
-const findInNodeModules = (pkg: string, file: string): string | undefined => {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (;;) {
-    const candidate = join(dir, "node_modules", pkg, file)
-    if (existsSync(candidate)) return candidate
-    const parent = dirname(dir)
-    if (parent === dir) return undefined
-    dir = parent
-  }
-}
+/** The installed viewers (plugins' `viewers`), in plugin order. */
+const installedViewers = Effect.map(PluginHost, (host) =>
+  host.contributions("viewers").map((c) => ({ name: c.key, viewer: c.value as StackViewer })))
 
-const cache = new Map<string, Uint8Array<ArrayBuffer>>()
-const library = (name: string): Uint8Array<ArrayBuffer> | undefined => {
-  const lib = LIBRARIES[name]
-  if (lib === undefined) return undefined
-  const hit = cache.get(name)
-  if (hit !== undefined) return hit
-  const path = findInNodeModules(lib.pkg, lib.file)
-  if (path === undefined) return undefined
-  const bytes = new Uint8Array(readFileSync(path))
-  cache.set(name, bytes)
-  return bytes
-}
+const entryOf = (name: string, v: StackViewer): ViewerEntry => ({
+  name,
+  contentTypes: (v.contentTypes ?? []).map((t) => t.toLowerCase()),
+  applications: v.applications ?? []
+})
 
 const escapeHtml = (s: string) =>
   s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!)
@@ -75,13 +57,8 @@ const render = (ctx: RouteContext): Effect.Effect<Response, ApiError, any> =>
     if (token !== null) {
       // Keep the token out of the address bar, history and logs: cookie, then redirect.
       url.searchParams.delete("token")
-      return new Response(null, {
-        status: 303,
-        headers: {
-          location: url.pathname + url.search,
-          "set-cookie": `${TOKEN_COOKIE}=${encodeURIComponent(token)}; Path=/; HttpOnly; SameSite=Lax`
-        }
-      })
+      setCookie(ctx.hono, TOKEN_COOKIE, token, { path: "/", httpOnly: true, sameSite: "Lax" })
+      return ctx.hono.redirect(url.pathname + url.search, 303)
     }
     const full = decodeURIComponent(url.pathname.slice("/stacks/".length))
     const path = parseStackPath(full)
@@ -100,7 +77,9 @@ const render = (ctx: RouteContext): Effect.Effect<Response, ApiError, any> =>
     )
     if (result._tag === "Left") return errorPage(result.left.status, result.left.message)
     const { stack, frames, shown } = result.right
+    const viewers = (yield* installedViewers).map(({ name, viewer }) => entryOf(name, viewer))
     const data = {
+      viewers,
       stack: `${stack.owner}/${stack.name}`,
       access: stack.access,
       head: stack.head,
@@ -143,15 +122,33 @@ export const viewerRoutes = [
   }),
   rawRoute({
     method: "GET", path: "/stacks-assets/:file", tag: "stacks", access: "public",
-    summary: "The viewer's script, stylesheet and plotting libraries",
+    summary: "The viewer's own script and stylesheet",
     handler: (ctx) =>
       Effect.gen(function*() {
         const file = ctx.params.file
         if (file === "viewer.js") return new Response(VIEWER_JS, { headers: { "content-type": "text/javascript; charset=utf-8" } })
         if (file === "viewer.css") return new Response(VIEWER_CSS, { headers: { "content-type": "text/css; charset=utf-8" } })
-        const bytes = library(file)
-        if (bytes === undefined) return yield* Effect.fail(notFound(`No viewer asset ${file} (is its npm package installed on the server?)`))
-        return new Response(bytes, { headers: { "content-type": "text/javascript; charset=utf-8", "cache-control": "public, max-age=86400" } })
+        return yield* Effect.fail(notFound(`No viewer asset ${file}`))
+      })
+  }),
+  rawRoute({
+    method: "GET", path: "/stacks-assets/viewers/:name/:file", tag: "stacks", access: "public",
+    summary: "A plugin viewer's script (index.js) or one of its assets (a plotting library …)",
+    handler: (ctx) =>
+      Effect.gen(function*() {
+        const { name, file } = ctx.params
+        const found = (yield* installedViewers).find((v) => v.name === name)
+        if (found === undefined) return yield* Effect.fail(notFound(`No installed plugin contributes the viewer ${name}`))
+        if (file === "index.js") {
+          return new Response(found.viewer.script, { headers: { "content-type": "text/javascript; charset=utf-8", "cache-control": ASSET_CACHE } })
+        }
+        const asset = Object.hasOwn(found.viewer.assets ?? {}, file) ? found.viewer.assets![file] : undefined
+        if (asset === undefined) return yield* Effect.fail(notFound(`The viewer ${name} has no asset ${file}`))
+        const bytes = yield* Effect.tryPromise({
+          try: () => asset.load(),
+          catch: (cause) => serverError(`The viewer ${name} cannot load ${file}: ${cause instanceof Error ? cause.message : String(cause)}`, cause)
+        })
+        return new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { "content-type": asset.contentType, "cache-control": ASSET_CACHE } })
       })
   })
 ]

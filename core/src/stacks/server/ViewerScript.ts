@@ -1,7 +1,9 @@
 /**
  * The browser side of the stack viewer, served as /stacks-assets/viewer.js and viewer.css:
- * plain JavaScript (no build step) that draws the frame embedded in the page and switches
- * the attachment shown when a param widget changes.
+ * plain JavaScript (no build step) that shows the frame embedded in the page and switches the
+ * attachment shown when a param widget changes. Drawing an attachment is left to the plugin
+ * viewer that claims it (`dstackViewer.register`, see core/src/stacks/StackViewer.ts); without
+ * one it shows the metadata and a download link.
  */
 
 export const VIEWER_CSS = `
@@ -11,8 +13,8 @@ header h1 { font-size: 1.3em; margin: 0; } .owner { color: #57606a; }
 .access { font-size: 0.8em; padding: 0.1em 0.6em; border-radius: 1em; border: 1px solid #d0d7de; }
 main { display: flex; gap: 2em; padding: 1em 1.5em; } .frame { flex: 1; min-width: 0; } aside { width: 18em; }
 .params { display: flex; flex-wrap: wrap; gap: 1em; margin-bottom: 1em; } .params label { display: flex; gap: 0.4em; align-items: center; }
-table.dataframe { border-collapse: collapse; } table.dataframe td, table.dataframe th { border: 1px solid #d0d7de; padding: 0.2em 0.6em; }
-#history li.current a { font-weight: bold; } .error { color: #cf222e; } img.plot { max-width: 100%; }
+.attachment table { border-collapse: collapse; } .attachment td, .attachment th { border: 1px solid #d0d7de; padding: 0.2em 0.6em; }
+#history li.current a { font-weight: bold; } .error { color: #cf222e; } .attachment img { max-width: 100%; }
 `
 
 export const VIEWER_JS = String.raw`(function () {
@@ -23,19 +25,22 @@ export const VIEWER_JS = String.raw`(function () {
   var form = document.getElementById("params");
   var desc = document.getElementById("description");
   var loaded = {};
+  var registered = {};
+  window.dstackViewer = { register: function (name, render) { registered[name] = render; } };
 
-  function loadScript(name) {
-    if (!loaded[name]) {
-      loaded[name] = new Promise(function (resolve, reject) {
+  function loadScript(url) {
+    if (!loaded[url]) {
+      loaded[url] = new Promise(function (resolve, reject) {
         var s = document.createElement("script");
-        s.src = "/stacks-assets/" + name;
+        s.src = url;
         s.onload = resolve;
-        s.onerror = function () { reject(new Error("cannot load " + name)); };
+        s.onerror = function () { delete loaded[url]; reject(new Error("cannot load " + url)); };
         document.head.appendChild(s);
       });
     }
-    return loaded[name];
+    return loaded[url];
   }
+  function viewerUrl(name, file) { return "/stacks-assets/viewers/" + encodeURIComponent(name) + "/" + encodeURIComponent(file); }
   function q(index, extra) {
     var p = new URLSearchParams({ stack: data.stack, frame_id: frame.id, index: String(index) });
     for (var k in extra || {}) p.set(k, String(extra[k]));
@@ -104,56 +109,35 @@ export const VIEWER_JS = String.raw`(function () {
     return keys.every(function (k) { return JSON.stringify(a.params[k]) === JSON.stringify(current[k]); });
   }
 
-  // ---- renderers
-  function renderVegaLite(index) {
-    return Promise.all([fetchOk(download(index)).then(function (r) { return r.json(); }), loadScript("vega.min.js")])
-      .then(function (res) { return loadScript("vega-lite.min.js").then(function () { return res[0]; }); })
-      .then(function (spec) {
-        var box = el("div", { class: "plot vega-lite" });
-        out.appendChild(box);
-        var compiled = window.vegaLite.compile(spec).spec;
-        return new window.vega.View(window.vega.parse(compiled), { renderer: "svg", container: box, hover: true }).runAsync();
-      });
+  // ---- drawing: the plugin viewer that claims the attachment, else its metadata
+  function claims(declared, ct) {
+    declared = declared.toLowerCase();
+    return declared.charAt(declared.length - 1) === "*" ? ct.indexOf(declared.slice(0, -1)) === 0 : ct === declared;
   }
-  function renderPlotly(index) {
-    return Promise.all([fetchOk(download(index)).then(function (r) { return r.json(); }), loadScript("plotly.min.js")])
-      .then(function (res) {
-        var fig = res[0];
-        var box = el("div", { class: "plot plotly" });
-        out.appendChild(box);
-        return window.Plotly.newPlot(box, fig.data || [], fig.layout || {}, fig.config || {});
-      });
+  function viewerFor(a) {
+    var ct = mediaType(a.content_type);
+    var byType = data.viewers.filter(function (v) { return v.contentTypes.some(function (d) { return claims(d, ct); }); })[0];
+    return byType || data.viewers.filter(function (v) { return v.applications.indexOf(a.application) >= 0; })[0];
   }
-  function renderImage(index) {
-    out.appendChild(el("img", { class: "plot", src: download(index), alt: "plot" }));
-    return Promise.resolve();
-  }
-  function renderTable(index, offset) {
-    return fetchOk("/api/stacks/table?" + q(index, { offset: offset, limit: 20 })).then(function (r) { return r.json(); }).then(function (page) {
-      out.textContent = "";
-      var table = el("table", { class: "dataframe" });
-      var head = el("tr");
-      page.columns.forEach(function (c) { head.appendChild(el("th", {}, c)); });
-      table.appendChild(head);
-      page.rows.forEach(function (row) {
-        var tr = el("tr");
-        row.forEach(function (v) { tr.appendChild(el("td", {}, v === null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v))); });
-        table.appendChild(tr);
-      });
-      out.appendChild(table);
-      var nav = el("p", { class: "pager" });
-      var end = Math.min(page.offset + page.rows.length, page.total);
-      nav.appendChild(el("span", { class: "rows" }, "rows " + (page.total === 0 ? 0 : page.offset + 1) + "–" + end + " of " + page.total + " "));
-      var prev = el("button", { type: "button", "data-page": "prev" }, "Previous");
-      prev.disabled = page.offset === 0;
-      prev.onclick = function () { renderTable(index, Math.max(0, page.offset - 20)); };
-      var next = el("button", { type: "button", "data-page": "next" }, "Next");
-      next.disabled = end >= page.total;
-      next.onclick = function () { renderTable(index, page.offset + 20); };
-      nav.appendChild(prev);
-      nav.appendChild(next);
-      out.appendChild(nav);
+  function loadViewer(name) {
+    return loadScript(viewerUrl(name, "index.js")).then(function () {
+      if (!registered[name]) throw new Error("the viewer " + name + " did not call dstackViewer.register(\"" + name + "\", …)");
+      return registered[name];
     });
+  }
+  function context(a, index, name) {
+    return {
+      attachment: a,
+      index: index,
+      container: out,
+      download: download(index),
+      json: function () { return fetchOk(download(index)).then(function (r) { return r.json(); }); },
+      fetch: fetchOk,
+      asset: function (file) { return viewerUrl(name, file); },
+      loadScript: loadScript,
+      query: function (extra) { return q(index, extra); },
+      el: el
+    };
   }
   function renderMetadata(a, index) {
     var dl = el("dl", { class: "metadata" });
@@ -183,13 +167,13 @@ export const VIEWER_JS = String.raw`(function () {
     out.setAttribute("data-index", String(index));
     out.setAttribute("data-application", a.application);
     desc.textContent = a.description || "";
-    var ct = mediaType(a.content_type);
-    var job;
-    if (ct === "application/vnd.vegalite.v5+json" || ct.indexOf("vegalite") >= 0) job = renderVegaLite(index);
-    else if (ct === "application/vnd.plotly.v1+json") job = renderPlotly(index);
-    else if (ct === "image/png" || ct === "image/svg+xml") job = renderImage(index);
-    else if (a.application === "dataframe") job = renderTable(index, 0);
-    else job = renderMetadata(a, index);
+    var viewer = viewerFor(a);
+    out.setAttribute("data-viewer", viewer ? viewer.name : "");
+    var job = viewer
+      ? loadViewer(viewer.name).then(function (render) {
+        if (out.getAttribute("data-index") === String(index)) return render(context(a, index, viewer.name));
+      })
+      : renderMetadata(a, index);
     job.then(function () { if (out.getAttribute("data-index") === String(index)) out.setAttribute("data-rendered", "true"); },
       function (e) { out.appendChild(el("p", { class: "error" }, String(e && e.message || e))); });
   }

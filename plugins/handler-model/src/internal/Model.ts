@@ -25,6 +25,10 @@ export interface SelfDescribingFormat {
   readonly contentType: string
   /** Whether raw bytes look like this format. */
   readonly detect: (o: unknown) => boolean
+  /** The files of this format: extensions, magic numbers. */
+  readonly fileTypes: ReadonlyArray<Codec.FileType>
+  /** Recognises the format from a file's first bytes, where no fixed magic number can. */
+  readonly sniff?: (head: Uint8Array) => boolean
   /** The metadata of the bytes, or an `Invalid` error when they are not this format. */
   readonly read: (method: string, bytes: Uint8Array) => Effect.Effect<Codec.Metadata, Codec.CodecError>
   /** The framework a pulled model reports, from its metadata. */
@@ -37,6 +41,8 @@ export const selfDescribingCodec = (f: SelfDescribingFormat): Codec.Codec<Uint8A
     id: f.id,
     application: StackContentTypes.Application.model,
     contentTypes: [f.contentType],
+    fileTypes: f.fileTypes,
+    ...(f.sniff !== undefined ? { sniff: f.sniff } : {}),
     accepts: (o) => f.detect(o) || isModel(o, f.format),
     encode: (input) => {
       const bytes = input instanceof Uint8Array ? input : input.bytes

@@ -16,6 +16,10 @@ const utf8 = new TextEncoder()
 
 export const jsonBytes = (value: unknown): Uint8Array => utf8.encode(JSON.stringify(value))
 
+/** A JSON file's value (a codec's `fromFile`; throws on bytes that are not UTF-8 JSON). */
+export const parseJsonFile = (bytes: Uint8Array): unknown =>
+  JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes))
+
 /** Parses a JSON object from a body, failing `Invalid` (naming `what`) on anything else. */
 export const readJsonObject = (
   id: string,
