@@ -11,7 +11,7 @@ import { pathToFileURL } from "node:url"
 import { promisify } from "node:util"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { testCodec } from "../../core/src/testing/index.ts"
-import { Stacks } from "../../core/src/client/index.ts"
+import { Stacks } from "@dstack-ts/client"
 import { type NdArray, ndarray, npy, writeNpy } from "../../examples/codec-npy/src/index.ts"
 import { startStackServer, type StackServer } from "../browser/stackServer.ts"
 

@@ -98,7 +98,7 @@ describe("JobSpec and Job", () => {
       )
       expect(String(badCommands)).toContain("commands")
       const badRepo = yield* Effect.flip(
-        Schema.decodeUnknown(JobSpec)({ job_name: "x", requirements: { resources: {} }, repo_data: { repo_type: "svn" } })
+        Schema.decodeUnknown(JobSpec)({ job_name: "x", requirements: { resources: {} }, repo_data: { repo_type: "Not A Type!" } })
       )
       expect(String(badRepo)).toContain("repo_type")
       const badStatus = yield* Effect.flip(

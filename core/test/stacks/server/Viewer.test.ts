@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { definePlugin } from "../../../src/index.ts"
 import { layerMemory as blobsMemory } from "../../../src/ports/BlobStore.ts"
-import { EmbeddedStateStore } from "../../../src/state/index.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { createServer, type Server } from "../../../src/server/createServer.ts"
 import type { StackViewer } from "../../../src/stacks/StackViewer.ts"
 
