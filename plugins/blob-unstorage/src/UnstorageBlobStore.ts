@@ -93,18 +93,7 @@ const reasonOf = (cause: unknown): BlobStore.BlobStoreErrorReason => {
 }
 
 const attempt = <A>(method: string, key: string, f: () => Promise<A>): Effect.Effect<A, BlobStore.BlobStoreError> =>
-  Effect.tryPromise({
-    try: f,
-    catch: (cause) =>
-      new BlobStore.BlobStoreError({
-        module: MODULE,
-        method,
-        reason: reasonOf(cause),
-        key,
-        message: `${method} of ${JSON.stringify(key)} failed: ${cause instanceof Error ? cause.message : String(cause)}`,
-        cause
-      })
-  })
+  Effect.tryPromise({ try: f, catch: (cause) => storageError(method, key, cause) })
 
 const toBytes = (raw: unknown): Uint8Array | undefined => {
   if (raw instanceof Uint8Array) return raw
