@@ -1,7 +1,7 @@
 // Mounts declared routes on a Hono app: authentication, project access, body reading (within
 // a size limit) and decoding with field-path errors, the route's one Effect handler run on the
 // server's runtime, and response encoding.
-import { Cause, Effect, Either, Exit, Option, ParseResult, Runtime, Scheduler, Schema } from "effect"
+import { Cause, Effect, Either, Exit, Option, ParseResult, Runtime, Schema } from "effect"
 import type { ManagedRuntime } from "effect"
 import type { Context as HonoContext, Hono } from "hono"
 import { bodyLimit } from "hono/body-limit"
@@ -45,8 +45,8 @@ const parseJson = (text: string): Either.Either<unknown, ApiError> => {
  * rather than generators; with the caller and their role in memory (the Access service answers
  * with resolved Effects then) nothing in it is asynchronous.
  */
-const authorize = (route: AnyRoute<any>, c: HonoContext): Effect.Effect<{ principal: Principal | undefined; projectName: string | undefined }, ApiError, Access> => {
-  const projectName = c.req.param("project_name")
+const authorize = (route: AnyRoute<any>, c: HonoContext, params: Readonly<Record<string, string>>): Effect.Effect<{ principal: Principal | undefined; projectName: string | undefined }, ApiError, Access> => {
+  const projectName: string | undefined = params.project_name
   if (route.access === "public") return Effect.succeed({ principal: undefined, projectName })
   const token = bearer(c)
   if (token === undefined) return Effect.fail(unauthenticated())
@@ -128,8 +128,9 @@ const handle = <R>(
   extra: Readonly<Record<string, string>> | undefined
 ): Effect.Effect<Response, ApiError, R | Access> => {
   const { route, decode, encode } = mounted
-  return Effect.flatMap(authorize(route, c), ({ principal, projectName }) => {
-    const ctx: RouteContext = { principal, projectName, params: c.req.param() as Record<string, string>, hono: c }
+  const params = c.req.param() as Record<string, string>
+  return Effect.flatMap(authorize(route, c, params), ({ principal, projectName }) => {
+    const ctx: RouteContext = { principal, projectName, params, hono: c }
     if (route.kind === "raw") return route.handler(ctx)
     const input: Effect.Effect<unknown, ApiError> = decode ? decodeInput(mounted, body) : Effect.void
     return input.pipe(
@@ -148,17 +149,14 @@ const handle = <R>(
 }
 
 /**
- * Runs `effect` on `runtime`, synchronously as far as it goes: a request whose every step is
- * answered from memory (the caller, their role, a cached run) completes in this call and its
- * answer is returned as is; one that waits on anything (a store read) goes on as a fiber, and
- * the answer comes when it ends. The same Effect either way — only when it finishes differs.
+ * Runs `effect` on `runtime` and turns its exit into the answer. A fiber runs synchronously
+ * from its start until its first wait: a request whose every step is answered from memory (the
+ * caller, their role, a cached run) is done when `runFork` returns, and its answer is returned
+ * as is, without a turn of the event loop; one that waits on anything (a store read) answers
+ * when its fiber ends. The same Effect either way — only when it finishes differs.
  */
 const runFast = <A, E, R>(runtime: Runtime.Runtime<R>, effect: Effect.Effect<A, E, R>, onExit: (exit: Exit.Exit<A, E>) => A): A | Promise<A> => {
-  const scheduler = new Scheduler.SyncScheduler()
-  const fiber = Runtime.runFork(runtime, effect, { scheduler })
-  // Runs what the fiber scheduled while it could not finish synchronously; after this, the
-  // scheduler hands anything new to the default one.
-  scheduler.flush()
+  const fiber = Runtime.runFork(runtime, effect)
   const exit = fiber.unsafePoll()
   if (exit !== null) return onExit(exit)
   return new Promise((resolve) => fiber.addObserver((exit) => resolve(onExit(exit))))
