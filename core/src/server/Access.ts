@@ -19,8 +19,8 @@ export class Access extends Context.Tag("@dstack-ts/core/server/Access")<
   {
     /**
      * The user that owns this token, or undefined when no active user does. A service that
-     * remembers callers answers with an Effect that is already resolved (`Effect.succeed`), so
-     * that a request with everything in memory runs in one synchronous pass.
+     * remembers callers answers a remembered one without an asynchronous step, so that a
+     * request with everything it needs in memory completes in one synchronous pass.
      */
     readonly authenticate: (token: string) => Effect.Effect<Principal | undefined, ApiError>
     /** The caller's role in a project; fails with 404 when the project does not exist. */
