@@ -132,18 +132,17 @@ const handle = <R>(
   return Effect.flatMap(authorize(route, c, params), ({ principal, projectName }) => {
     const ctx: RouteContext = { principal, projectName, params, hono: c }
     if (route.kind === "raw") return route.handler(ctx)
-    const input: Effect.Effect<unknown, ApiError> = decode ? decodeInput(mounted, body) : Effect.void
-    return input.pipe(
-      Effect.flatMap((i) => route.handler(i, ctx)),
-      Effect.flatMap((output) =>
-        // Already in wire form (read as stored): encoding it again would only cost time.
-        output instanceof Encoded
-          ? Effect.succeed(jsonResponse(output.json ?? JSON.stringify(output.value), 200, extra))
-          : encode!(output).pipe(
-              Effect.map((wire) => jsonResponse(JSON.stringify(wire), 200, extra)),
-              Effect.mapError((e) => serverError(`The server produced a response that does not match its schema`, e))
-            )
-      )
+    // Decoding is synchronous: the handler is called with its result, no step in between.
+    const input = decode ? decodeInput(mounted, body) : Either.right(undefined)
+    if (Either.isLeft(input)) return Effect.fail(input.left)
+    return Effect.flatMap(route.handler(input.right, ctx), (output) =>
+      // Already in wire form (read as stored): encoding it again would only cost time.
+      output instanceof Encoded
+        ? Effect.succeed(jsonResponse(output.json ?? JSON.stringify(output.value), 200, extra))
+        : Either.match(encode!(output), {
+            onLeft: (e) => Effect.fail(serverError(`The server produced a response that does not match its schema`, e)),
+            onRight: (wire) => Effect.succeed(jsonResponse(JSON.stringify(wire), 200, extra))
+          })
     )
   })
 }
