@@ -1,8 +1,11 @@
 // Who is calling and what they may do: the server's view of users, tokens and project roles.
-// Routes never look at tokens themselves; the Access service answers for them.
+// Routes never look at tokens themselves; the Access service answers for them, and
+// `authorizeProject` is the one check of a caller's project role (the router's for every
+// project route, and a route's own where a body field names the project).
 import { Context, Effect } from "effect"
 import type { GlobalRole } from "../domain/User.ts"
 import type { ProjectRole } from "../domain/Project.ts"
+import { excerpt, forbidden } from "./ApiError.ts"
 import type { ApiError } from "./ApiError.ts"
 
 /** The authenticated caller of a request. */
@@ -14,21 +17,14 @@ export interface Principal {
 export class Access extends Context.Tag("@dstack-ts/core/server/Access")<
   Access,
   {
-    /** The user that owns this token, or undefined when no active user does. */
+    /**
+     * The user that owns this token, or undefined when no active user does. A service that
+     * remembers callers answers a remembered one without an asynchronous step, so that a
+     * request with everything it needs in memory completes in one synchronous pass.
+     */
     readonly authenticate: (token: string) => Effect.Effect<Principal | undefined, ApiError>
     /** The caller's role in a project; fails with 404 when the project does not exist. */
     readonly projectRole: (principal: Principal, projectName: string) => Effect.Effect<ProjectRole | undefined, ApiError>
-    /**
-     * What `authenticate` would answer, when the service has it in memory now and no store read
-     * is needed: synchronous, for the router's hot path. Undefined when it would have to ask
-     * (the router then runs `authenticate`). Optional: a service without memory has none.
-     */
-    readonly authenticateCached?: (token: string) => Principal | undefined
-    /**
-     * What `projectRole` would answer, when in memory now: `{ role }` (role undefined for a
-     * non-member), or undefined when it would have to ask the store.
-     */
-    readonly projectRoleCached?: (principal: Principal, projectName: string) => { readonly role: ProjectRole | undefined } | undefined
   }
 >() {}
 
@@ -40,3 +36,27 @@ export const satisfiesProjectRole = (
   role: ProjectRole | undefined,
   required: ProjectRole
 ): boolean => principal.globalRole === "admin" || (role !== undefined && projectRank[role] >= projectRank[required])
+
+/**
+ * Succeeds with the caller's role in the project when it is at least `required` (a global
+ * admin's may be undefined); fails with 403 otherwise, and with 404 when there is no such
+ * project.
+ */
+export const authorizeProject = (
+  principal: Principal,
+  projectName: string,
+  required: ProjectRole
+): Effect.Effect<ProjectRole | undefined, ApiError, Access> =>
+  Effect.flatMap(Access, (access) =>
+    Effect.flatMap(access.projectRole(principal, projectName), (role) =>
+      satisfiesProjectRole(principal, role, required)
+        ? Effect.succeed(role)
+        : Effect.fail(
+            forbidden(
+              role === undefined
+                ? `You are not a member of project ${excerpt(projectName)}`
+                : `This action needs the project role ${required} or higher; you are ${role} in ${excerpt(projectName)}`
+            )
+          )
+    )
+  )

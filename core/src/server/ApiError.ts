@@ -35,6 +35,42 @@ export class ApiError extends Schema.TaggedError<ApiError>("@dstack-ts/core/ApiE
   }
 }
 
+/** The most characters of a client's input (a name, a path) an error message repeats. */
+export const MAX_EXCERPT = 64
+/** The most characters of one error message sent: the bound for messages that quote input whole (a schema's). */
+export const MAX_MESSAGE = 1_000
+
+/**
+ * `text` as an error message repeats input: whole when short, else its first `max` characters
+ * and its length — a 404 for a 100 MB run name must not send the name back.
+ */
+export const excerpt = (text: string, max: number = MAX_EXCERPT): string => {
+  if (text.length <= max) return text
+  // Not half of a surrogate pair.
+  const end = /[\uD800-\uDBFF]/.test(text[max - 1]!) ? max - 1 : max
+  return `${text.slice(0, end)}… (${text.length.toLocaleString("en-US")} characters)`
+}
+
+const isLong = (d: ApiErrorDetail): boolean =>
+  d.msg.length > MAX_MESSAGE || (d.loc !== undefined && d.loc.some((p) => typeof p === "string" && p.length > MAX_EXCERPT))
+
+/**
+ * `error` as it is sent: each message cut to `MAX_MESSAGE` characters and each field name of a
+ * location to `MAX_EXCERPT`; `error` itself when nothing is longer.
+ */
+export const clipped = (error: ApiError): ApiError =>
+  !error.detail.some(isLong)
+    ? error
+    : new ApiError({
+        status: error.status,
+        detail: error.detail.map((d) => ({
+          ...d,
+          msg: excerpt(d.msg, MAX_MESSAGE),
+          ...(d.loc !== undefined ? { loc: d.loc.map((p) => (typeof p === "string" ? excerpt(p) : p)) } : {})
+        })),
+        cause: error.cause
+      })
+
 const one = (status: ApiError["status"], code: ApiErrorCode, msg: string, loc?: ReadonlyArray<string | number>) =>
   new ApiError({ status, detail: [loc ? { msg, code, loc } : { msg, code }] })
 

@@ -1,7 +1,8 @@
 // A route of the HTTP API, declared once: method, path, who may call it, the request and
-// response schemas, and an Effect handler. The router mounts it on Hono and the OpenAPI
-// document is generated from the same declaration.
-import type { Context, Effect, Schema } from "effect"
+// response schemas, and its one Effect handler. The router mounts it on Hono (and completes the
+// handler synchronously when the caches behind it hold all it needs); the OpenAPI document is
+// generated from the same declaration.
+import type { Effect, Schema } from "effect"
 import type { Context as HonoContext } from "hono"
 import type { ApiError } from "./ApiError.ts"
 import type { Principal } from "./Access.ts"
@@ -52,12 +53,12 @@ export interface JsonRoute<I, II, O, OI, R> extends RouteBase {
   readonly response: Schema.Schema<O, OI, never>
   readonly handler: (input: I, ctx: RouteContext) => Effect.Effect<O | Encoded<OI>, ApiError, R>
   /**
-   * The same answer `handler` would give, made synchronously from what the services hold in
-   * memory — or undefined when it would need anything else (a store read, an error), and then
-   * `handler` answers. The router tries it only when the caller's access was in memory too:
-   * a request answered this way runs no Effect at all.
+   * The router may answer a body it decoded lately with the input it decoded to, not decode it
+   * again: for routes a client polls with the same small body (runs/get). Only for a request
+   * schema that decodes the same body to the same value every time, and a handler that does
+   * not change its input.
    */
-  readonly cached?: ((input: I, ctx: RouteContext, services: Context.Context<R>) => Encoded<OI> | undefined) | undefined
+  readonly rememberInputs?: boolean | undefined
 }
 
 /** A route that needs the raw request or answers with a stream (uploads, live logs). */

@@ -1,11 +1,13 @@
-// Mounts declared routes on a Hono app: authentication, project access, body decoding with
-// field-path errors, the Effect handler run on the server's runtime, and response encoding.
-import { Cause, Context, Effect, Either, Exit, Option, ParseResult, Schema } from "effect"
+// Mounts declared routes on a Hono app: authentication, project access, body reading (within
+// a size limit) and decoding with field-path errors, the route's one Effect handler run on the
+// server's runtime, and response encoding.
+import { Cause, Effect, Either, Exit, Option, ParseResult, Runtime, Schema } from "effect"
 import type { ManagedRuntime } from "effect"
 import type { Context as HonoContext, Hono } from "hono"
-import { Access, satisfiesProjectRole } from "./Access.ts"
+import { bodyLimit } from "hono/body-limit"
+import { Access, authorizeProject } from "./Access.ts"
 import type { Principal } from "./Access.ts"
-import { ApiError, badRequest, forbidden, serverError, unauthenticated } from "./ApiError.ts"
+import { ApiError, badRequest, clipped, forbidden, payloadTooLarge, serverError, unauthenticated } from "./ApiError.ts"
 import { Encoded } from "./Route.ts"
 import type { AnyRoute, RouteContext } from "./Route.ts"
 
@@ -20,6 +22,9 @@ export const fromParseError = (error: ParseResult.ParseError, prefix: ReadonlyAr
     }))
   })
 
+/** The default limit on a JSON request body: 4 MiB. */
+export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
 const bearer = (c: HonoContext): string | undefined => {
   const header = c.req.header("authorization")
   if (!header) return undefined
@@ -27,17 +32,21 @@ const bearer = (c: HonoContext): string | undefined => {
   return match ? match[1].trim() : undefined
 }
 
-const parseJson = (text: string): Effect.Effect<unknown, ApiError> =>
-  Effect.try({
-    try: () => (text.trim() === "" ? {} : JSON.parse(text)),
-    catch: (cause) => badRequest(`The request body is not valid JSON: ${(cause as Error).message}`)
-  })
+const parseJson = (text: string): Either.Either<unknown, ApiError> => {
+  try {
+    return Either.right(text.trim() === "" ? {} : JSON.parse(text))
+  } catch (cause) {
+    return Either.left(badRequest(`The request body is not valid JSON: ${(cause as Error).message}`))
+  }
+}
 
-// The hot path of every request: plain combinators rather than generators, and nothing
-// asynchronous once the body is read unless a store call is (a cached caller and a cached run
-// answer in one synchronous pass of the fiber).
-const authorize = (route: AnyRoute<any>, c: HonoContext): Effect.Effect<{ principal: Principal | undefined; projectName: string | undefined }, ApiError, Access> => {
-  const projectName = c.req.param("project_name")
+/**
+ * Who calls and whether they may: the one authorization of every route. Plain combinators
+ * rather than generators; with the caller and their role in memory (the Access service answers
+ * with resolved Effects then) nothing in it is asynchronous.
+ */
+const authorize = (route: AnyRoute<any>, c: HonoContext, params: Readonly<Record<string, string>>): Effect.Effect<{ principal: Principal | undefined; projectName: string | undefined }, ApiError, Access> => {
+  const projectName: string | undefined = params.project_name
   if (route.access === "public") return Effect.succeed({ principal: undefined, projectName })
   const token = bearer(c)
   if (token === undefined) return Effect.fail(unauthenticated())
@@ -50,17 +59,7 @@ const authorize = (route: AnyRoute<any>, c: HonoContext): Effect.Effect<{ princi
       }
       if (typeof access !== "object") return Effect.succeed({ principal, projectName })
       if (projectName === undefined) return Effect.die(new Error(`route ${route.path} has no :project_name`))
-      return Effect.flatMap(service.projectRole(principal, projectName), (role) =>
-        satisfiesProjectRole(principal, role, access.project)
-          ? Effect.succeed({ principal, projectName })
-          : Effect.fail(
-              forbidden(
-                role === undefined
-                  ? `You are not a member of project ${projectName}`
-                  : `This action needs the project role ${access.project} or higher; you are ${role} in ${projectName}`
-              )
-            )
-      )
+      return Effect.as(authorizeProject(principal, projectName, access.project), { principal, projectName })
     })
   )
 }
@@ -72,12 +71,10 @@ const authorize = (route: AnyRoute<any>, c: HonoContext): Effect.Effect<{ princi
  */
 interface Mounted<R> {
   readonly route: AnyRoute<R>
-  /** The route has a `cached` answer to try first. */
-  readonly cachedOk: boolean
   /**
-   * For such a route, the inputs its latest request bodies decoded to (a client polling a run
-   * sends the same body each time): decoded values are immutable, and decoding is most of the
-   * work left on that path.
+   * For a route that declares `rememberInputs`, the inputs its latest request bodies decoded
+   * to (a client polling a run sends the same body each time): decoding is much of the work of
+   * a request answered from memory.
    */
   readonly inputs: Map<string, unknown> | undefined
   readonly decode: ((body: unknown) => Either.Either<unknown, ParseResult.ParseError>) | undefined
@@ -86,14 +83,32 @@ interface Mounted<R> {
 
 const prepare = <R>(route: AnyRoute<R>): Mounted<R> =>
   route.kind === "raw"
-    ? { route, cachedOk: false, inputs: undefined, decode: undefined, encode: undefined }
+    ? { route, inputs: undefined, decode: undefined, encode: undefined }
     : {
         route,
-        cachedOk: route.cached !== undefined,
-        inputs: route.cached !== undefined && route.request !== undefined ? new Map() : undefined,
+        inputs: route.rememberInputs === true && route.request !== undefined ? new Map() : undefined,
         decode: route.request ? Schema.decodeUnknownEither(route.request, { errors: "all" }) : undefined,
         encode: Schema.encodeEither(route.response)
       }
+
+/** Bodies longer than this are not remembered with their decoded input. */
+const MAX_REMEMBERED_BODY = 1_024
+/** Past this many remembered bodies a route's memory starts over. */
+const MAX_REMEMBERED_INPUTS = 256
+
+/** The request body decoded by the route's schema (remembered, for a route that asks). */
+const decodeInput = <R>({ decode, inputs }: Mounted<R>, body: string): Either.Either<unknown, ApiError> => {
+  const known = inputs?.get(body)
+  if (known !== undefined) return Either.right(known)
+  const json = parseJson(body)
+  if (Either.isLeft(json)) return json
+  const decoded = Either.mapLeft(decode!(json.right), (e) => fromParseError(e, ["body"]))
+  if (inputs !== undefined && Either.isRight(decoded) && body.length <= MAX_REMEMBERED_BODY) {
+    if (inputs.size >= MAX_REMEMBERED_INPUTS) inputs.clear()
+    inputs.set(body, decoded.right)
+  }
+  return decoded
+}
 
 /**
  * A JSON answer. Built as a plain Response with plain-object headers, not through Hono's
@@ -105,104 +120,58 @@ const jsonResponse = (text: string | Uint8Array, status: number, extra: Readonly
 
 const JSON_HEADERS: Readonly<Record<string, string>> = { "content-type": "application/json" }
 
-/** Bodies longer than this are not remembered with their decoded input. */
-const MAX_REMEMBERED_BODY = 1_024
-/** Past this many remembered bodies a route's memory starts over. */
-const MAX_REMEMBERED_INPUTS = 256
-
-/** A request's input, when decoded already (by the memory path, which then gave way). */
-type Decoded = { readonly input: unknown } | undefined
-
-/** Runs a route for a request whose body (when the route takes one) was read already. */
+/** The request, from authorization to the encoded answer, as one Effect. */
 const handle = <R>(
-  { route, decode, encode }: Mounted<R>,
+  mounted: Mounted<R>,
   c: HonoContext,
   body: string,
-  extra: Readonly<Record<string, string>> | undefined,
-  decoded: Decoded
-): Effect.Effect<Response, ApiError, R | Access> =>
-  Effect.flatMap(authorize(route, c), ({ principal, projectName }) => {
-    const ctx: RouteContext = { principal, projectName, params: c.req.param() as Record<string, string>, hono: c }
+  extra: Readonly<Record<string, string>> | undefined
+): Effect.Effect<Response, ApiError, R | Access> => {
+  const { route, decode, encode } = mounted
+  const params = c.req.param() as Record<string, string>
+  return Effect.flatMap(authorize(route, c, params), ({ principal, projectName }) => {
+    const ctx: RouteContext = { principal, projectName, params, hono: c }
     if (route.kind === "raw") return route.handler(ctx)
-    const input: Effect.Effect<unknown, ApiError> = decoded !== undefined
-      ? Effect.succeed(decoded.input)
-      : decode
-      ? Effect.flatMap(parseJson(body), (json) => Effect.mapError(decode(json), (e) => fromParseError(e, ["body"])))
-      : Effect.void
-    return input.pipe(
-      Effect.flatMap((i) => route.handler(i, ctx)),
-      Effect.flatMap((output) =>
-        // Already in wire form (read as stored): encoding it again would only cost time.
-        output instanceof Encoded
-          ? Effect.succeed(jsonResponse(output.json ?? JSON.stringify(output.value), 200, extra))
-          : encode!(output).pipe(
-              Effect.map((wire) => jsonResponse(JSON.stringify(wire), 200, extra)),
-              Effect.mapError((e) => serverError(`The server produced a response that does not match its schema`, e))
-            )
-      )
+    // Decoding is synchronous: the handler is called with its result, no step in between.
+    const input = decode ? decodeInput(mounted, body) : Either.right(undefined)
+    if (Either.isLeft(input)) return Effect.fail(input.left)
+    return Effect.flatMap(route.handler(input.right, ctx), (output) =>
+      // Already in wire form (read as stored): encoding it again would only cost time.
+      output instanceof Encoded
+        ? Effect.succeed(jsonResponse(output.json ?? JSON.stringify(output.value), 200, extra))
+        : Either.match(encode!(output), {
+            onLeft: (e) => Effect.fail(serverError(`The server produced a response that does not match its schema`, e)),
+            onRight: (wire) => Effect.succeed(jsonResponse(JSON.stringify(wire), 200, extra))
+          })
     )
   })
-
-/**
- * The answer of a JSON route made without Effect, when everything it needs is in memory: the
- * caller (`Access.authenticateCached`), their project role, and the route's own `cached`
- * answer. Undefined whenever any step would need more — or would fail: errors are left to
- * `handle`, which says them the usual way — so this never answers differently from it.
- */
-const answerCached = <R>(
-  { route, decode, inputs }: Mounted<R>,
-  c: HonoContext,
-  body: string,
-  services: Context.Context<R | Access>,
-  extra: Readonly<Record<string, string>> | undefined,
-  decodedInto: { decoded: Decoded }
-): Response | undefined => {
-  if (route.kind !== "json" || route.cached === undefined) return undefined
-  const access = Context.get(services, Access)
-  if (access.authenticateCached === undefined || access.projectRoleCached === undefined) return undefined
-  const params = c.req.param() as Record<string, string>
-  const projectName = params.project_name
-  let principal: Principal | undefined
-  if (route.access !== "public") {
-    const token = bearer(c)
-    if (token === undefined) return undefined
-    principal = access.authenticateCached(token)
-    if (principal === undefined) return undefined
-    if (route.access === "admin" && principal.globalRole !== "admin") return undefined
-    if (typeof route.access === "object") {
-      if (projectName === undefined) return undefined
-      const role = access.projectRoleCached(principal, projectName)
-      if (role === undefined || !satisfiesProjectRole(principal, role.role, route.access.project)) return undefined
-    }
-  }
-  let input: unknown = undefined
-  if (decode !== undefined) {
-    input = inputs?.get(body)
-    if (input !== undefined) decodedInto.decoded = { input }
-    else {
-      let json: unknown
-      try {
-        json = body.trim() === "" ? {} : JSON.parse(body)
-      } catch {
-        return undefined
-      }
-      const decoded = decode(json)
-      if (Either.isLeft(decoded)) return undefined
-      input = decoded.right
-      decodedInto.decoded = { input }
-      if (inputs !== undefined && body.length <= MAX_REMEMBERED_BODY) {
-        if (inputs.size >= MAX_REMEMBERED_INPUTS) inputs.clear()
-        inputs.set(body, input)
-      }
-    }
-  }
-  const ctx: RouteContext = { principal, projectName, params, hono: c }
-  const output = route.cached(input, ctx, services as Context.Context<R>)
-  return output === undefined ? undefined : jsonResponse(output.json ?? JSON.stringify(output.value), 200, extra)
 }
 
-export const errorResponse = (c: HonoContext, error: ApiError, extra?: Readonly<Record<string, string>>): Response =>
-  extra === undefined ? c.json({ detail: error.detail }, error.status) : jsonResponse(JSON.stringify({ detail: error.detail }), error.status, extra)
+/**
+ * Runs `effect` on `runtime` and turns its exit into the answer. A fiber runs synchronously
+ * from its start until its first wait: a request whose every step is answered from memory (the
+ * caller, their role, a cached run) is done when `runFork` returns, and its answer is returned
+ * as is, without a turn of the event loop; one that waits on anything (a store read) answers
+ * when its fiber ends. The same Effect either way — only when it finishes differs.
+ */
+const runFast = <A, E, R>(runtime: Runtime.Runtime<R>, effect: Effect.Effect<A, E, R>, onExit: (exit: Exit.Exit<A, E>) => A): A | Promise<A> => {
+  const fiber = Runtime.runFork(runtime, effect)
+  const exit = fiber.unsafePoll()
+  if (exit !== null) return onExit(exit)
+  return new Promise((resolve) => fiber.addObserver((exit) => resolve(onExit(exit))))
+}
+
+export const errorResponse = (c: HonoContext, error: ApiError, extra?: Readonly<Record<string, string>>): Response => {
+  const { detail, status } = clipped(error)
+  return extra === undefined ? c.json({ detail }, status) : jsonResponse(JSON.stringify({ detail }), status, extra)
+}
+
+/** "4 MiB (4,194,304 bytes)": a limit as its error message names it. */
+const formatBytes = (n: number): string => {
+  const units = [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const
+  const unit = units.find(([, size]) => n >= size && n % size === 0)
+  return unit ? `${n / unit[1]} ${unit[0]} (${n.toLocaleString("en-US")} bytes)` : `${n.toLocaleString("en-US")} bytes`
+}
 
 export interface MountOptions {
   /**
@@ -211,6 +180,11 @@ export interface MountOptions {
    * context (`c.json`, `c.body` …) get them as prepared headers.
    */
   readonly headers?: ((c: HonoContext) => Readonly<Record<string, string>> | undefined) | undefined
+  /**
+   * The largest JSON request body accepted, in bytes (default `DEFAULT_MAX_BODY_BYTES`); a
+   * larger one is answered 413 before it is read. Raw routes read their bodies themselves.
+   */
+  readonly maxBodyBytes?: number | undefined
 }
 
 /** Mounts every route on `app`, running handlers on `runtime`. */
@@ -221,25 +195,39 @@ export const mountRoutes = <R>(
   options: MountOptions = {}
 ): void => {
   const headersOf = options.headers
-  // The runtime's services, once it is built: what `answerCached` reads from.
-  let services: Context.Context<R | Access> | undefined
-  let servicesAsked = false
-  const askServices = () => {
-    servicesAsked = true
-    runtime.runtime().then(
-      (rt) => {
-        services = rt.context
-      },
-      () => {
-        servicesAsked = false
-      }
-    )
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 0) throw new Error(`maxBodyBytes must be a whole number of bytes ≥ 0, not ${maxBodyBytes}`)
+  const tooLarge = (c: HonoContext) =>
+    errorResponse(c, payloadTooLarge(`The request body is larger than the limit of ${formatBytes(maxBodyBytes)}`), headersOf?.(c))
+  // A body without a declared length (chunked) is counted as it arrives, and refused once past
+  // the limit; `next` reads it from the buffer the middleware kept.
+  const limit = bodyLimit({ maxSize: maxBodyBytes, onError: tooLarge })
+
+  /**
+   * The text of a JSON request body, or the 413 that refuses it. A declared length is checked
+   * before anything is read (and the Node adapter then reads the body straight off the socket,
+   * which `hono/body-limit`'s look at the body stream would prevent); an undeclared one goes
+   * through `hono/body-limit`.
+   */
+  const readBody = (c: HonoContext): Promise<string | Response> => {
+    const declared = c.req.header("content-length")
+    if (declared !== undefined && c.req.header("transfer-encoding") === undefined) {
+      return Number(declared) > maxBodyBytes ? Promise.resolve(tooLarge(c)) : c.req.text()
+    }
+    let text = ""
+    return Promise.resolve(
+      limit(c, async () => {
+        text = await c.req.text()
+      })
+    ).then((refused) => (refused instanceof Response ? refused : text))
   }
+
+  // The runtime, once built: requests run on it synchronously as far as they go.
+  let built: Runtime.Runtime<R | Access> | undefined
   for (const route of routes) {
     const mounted = prepare(route)
     const isJson = route.kind === "json"
-    const run = async (c: HonoContext, body: string, extra: Readonly<Record<string, string>> | undefined, decoded: Decoded): Promise<Response> => {
-      const exit = await runtime.runPromiseExit(handle(mounted, c, body, extra, decoded))
+    const toResponse = (c: HonoContext, extra: Readonly<Record<string, string>> | undefined) => (exit: Exit.Exit<Response, ApiError>): Response => {
       if (Exit.isSuccess(exit)) return exit.value
       const reply = (error: ApiError) => errorResponse(c, error, isJson ? extra : undefined)
       const failure = Cause.failureOption(exit.cause)
@@ -253,18 +241,12 @@ export const mountRoutes = <R>(
       return reply(serverError("Internal server error"))
     }
     const respond = (c: HonoContext, body: string, extra: Readonly<Record<string, string>> | undefined): Response | Promise<Response> => {
-      if (mounted.cachedOk) {
-        if (services === undefined) {
-          if (!servicesAsked) askServices()
-        } else {
-          const into: { decoded: Decoded } = { decoded: undefined }
-          const answer = answerCached(mounted, c, body, services, extra, into)
-          if (answer !== undefined) return answer
-          // Not from memory: the handler runs, with the input decoded already (if it was).
-          return run(c, body, extra, into.decoded)
-        }
-      }
-      return run(c, body, extra, undefined)
+      const onExit = toResponse(c, extra)
+      if (built !== undefined) return runFast(built, handle(mounted, c, body, extra), onExit)
+      return runtime.runtime().then(
+        (rt) => runFast((built = rt), handle(mounted, c, body, extra), onExit),
+        (cause) => onExit(Exit.die(cause))
+      )
     }
     // Each route is its own Hono handler with no middleware in front, so Hono calls it directly
     // (a matched middleware would make Hono compose a chain for every request).
@@ -273,8 +255,8 @@ export const mountRoutes = <R>(
       if (!isJson && extra !== undefined) for (const name in extra) c.header(name, extra[name])
       // The body is read before the handler runs, so that (with what it needs cached) it runs in one go.
       if (mounted.decode === undefined) return respond(c, "", extra)
-      return c.req.text().then(
-        (body) => respond(c, body, extra),
+      return readBody(c).then(
+        (body) => (typeof body === "string" ? respond(c, body, extra) : body),
         (cause) => errorResponse(c, badRequest(`The request body could not be read: ${(cause as Error).message}`), isJson ? extra : undefined)
       )
     })

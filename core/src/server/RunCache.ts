@@ -1,8 +1,9 @@
-// The runs the API read lately (runs/get), kept until the store reports a change to them
-// (`watch`: at once for this server's own writes, on the database's notification for another
-// replica's) and for at most `RUN_CACHE_TTL_MS` in any case, the bound should a notification
-// never arrive. Only reads that answer a client go through it: the engine works on the rows
-// themselves, with their versions and leases.
+// The runs the API read lately (runs/get, pages of runs/list), kept until the store reports a
+// change to them (`watch`: at once for this server's own writes, on the database's notification
+// for another replica's) and for at most `RUN_CACHE_TTL_MS` in any case, the bound should a
+// notification never arrive. A read it can answer from memory is an Effect already resolved, so the router
+// completes such a request synchronously. Only reads that answer a client go through it: the
+// engine works on the rows themselves, with their versions and leases.
 import { Context, Effect, Layer } from "effect"
 import { StateStore, type DocumentBody, type DocumentFilter, type Page, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 
@@ -25,17 +26,11 @@ export class RunCache extends Context.Tag("@dstack-ts/core/server/RunCache")<
      * project has none — an answer remembered too, until any run changes.
      */
     readonly findByName: (project: string, name: string) => Effect.Effect<StoredDocument | undefined, StateStoreError>
-    /** What `get` would answer from memory now, or undefined when it would read the store. */
-    readonly getCached: (id: string) => StoredDocument | undefined
-    /** What `getByName` would answer from memory now, or undefined when it would read the store. */
-    readonly getByNameCached: (project: string, name: string) => StoredDocument | undefined
     /**
      * `store.runs.listDocs`, from memory when the same page was read lately and no run changed
      * since (any run: a write may move a run into or out of any page).
      */
     readonly listDocs: (filter: DocumentFilter, page: Page) => Effect.Effect<ReadonlyArray<DocumentBody>, StateStoreError>
-    /** What `listDocs` would answer from memory now, or undefined when it would read the store. */
-    readonly listDocsCached: (filter: DocumentFilter, page: Page) => ReadonlyArray<DocumentBody> | undefined
   }
 >() {}
 
@@ -106,8 +101,6 @@ export const layer: Layer.Layer<RunCache, never, StateStore> = Layer.scoped(
       })
 
     return {
-      getCached: (id) => fresh(id, Date.now()),
-      getByNameCached: (project, name) => byName(project, name, Date.now()),
       findByName: (project, name) =>
         Effect.suspend(() => {
           const key = `${project}\u0000${name}`
@@ -129,7 +122,6 @@ export const layer: Layer.Layer<RunCache, never, StateStore> = Layer.scoped(
             )
           )
         }),
-      listDocsCached: (filter, page) => pageOf(JSON.stringify([filter, page]), Date.now()),
       listDocs: (filter, page) =>
         Effect.suspend(() => {
           const key = JSON.stringify([filter, page])

@@ -9,7 +9,7 @@ import type { ProjectRole } from "../domain/Project.ts"
 import { StateStore } from "../ports/StateStore.ts"
 import { Access } from "./Access.ts"
 import type { Principal } from "./Access.ts"
-import { fromStateStore } from "./ApiError.ts"
+import { excerpt, fromStateStore } from "./ApiError.ts"
 
 /** The longest a cached caller or project role is used without the store saying it changed. */
 export const CACHE_TTL_MS = 5_000
@@ -40,14 +40,17 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
       roles.clear()
     })
 
-    /** The cached value under `key`, else `load`'s (remembered unless it is undefined). */
-    const cached = <A, E>(cache: Map<string, Cached<A>>, key: string, load: Effect.Effect<A | undefined, E>) =>
+    /**
+     * The cached value under `key`, else `load`'s (remembered unless it is undefined). A hit is
+     * an Effect already resolved: the router then completes the request synchronously.
+     */
+    const cached = <A, E>(cache: Map<string, Cached<A>>, key: string, load: () => Effect.Effect<A | undefined, E>) =>
       Effect.suspend(() => {
         const hit = cache.get(key)
         const now = Date.now()
         if (hit !== undefined && now - hit.at < CACHE_TTL_MS) return Effect.succeed<A | undefined>(hit.value)
         const readAt = epoch
-        return Effect.tap(load, (value) =>
+        return Effect.tap(load(), (value) =>
           Effect.sync(() => {
             if (value === undefined || epoch !== readAt) return
             if (cache.size >= MAX_ENTRIES) cache.clear()
@@ -56,24 +59,13 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
         )
       })
 
-    /** The value cached under `key` if still fresh, else undefined. */
-    const fresh = <A>(cache: Map<string, Cached<A>>, key: string): A | undefined => {
-      const hit = cache.get(key)
-      return hit !== undefined && Date.now() - hit.at < CACHE_TTL_MS ? hit.value : undefined
-    }
-
     return {
-      authenticateCached: (token) => fresh(principals, sha256Hex(token)),
-      projectRoleCached: (principal, projectName) => {
-        const members = fresh(roles, projectName)
-        return members === undefined ? undefined : { role: members.get(principal.username) }
-      },
       authenticate: (token) => {
         const hash = sha256Hex(token)
         return cached(
           principals,
           hash,
-          store.users.getByTokenHash(hash).pipe(
+          () => store.users.getByTokenHash(hash).pipe(
             Effect.map((user): Principal | undefined => (user.active ? { username: user.username, globalRole: user.globalRole } : undefined)),
             Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined)),
             Effect.mapError(fromStateStore)
@@ -84,10 +76,10 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
         cached(
           roles,
           projectName,
-          store.projects.get(projectName).pipe(
+          () => store.projects.get(projectName).pipe(
             Effect.map((project): ReadonlyMap<string, ProjectRole> => new Map(project.members.map((m) => [m.user.username, m.projectRole]))),
             Effect.mapError((e) =>
-              e.reason === "NotFound" ? fromStateStore({ reason: "NotFound", message: `Project ${projectName} does not exist` }) : fromStateStore(e)
+              e.reason === "NotFound" ? fromStateStore({ reason: "NotFound", message: `Project ${excerpt(projectName)} does not exist` }) : fromStateStore(e)
             )
           )
         ).pipe(Effect.map((members) => members?.get(principal.username)))

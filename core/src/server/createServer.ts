@@ -20,7 +20,7 @@ import { CORE_VERSION } from "../plugin/CoreVersion.ts"
 import * as RunnerProgram from "../runner/launch/RunnerProgram.ts"
 import type { Access } from "./Access.ts"
 import { errorResponse, mountRoutes } from "./Router.ts"
-import { notFound, serverError } from "./ApiError.ts"
+import { excerpt, notFound, serverError } from "./ApiError.ts"
 import { openApiDocument } from "./OpenApi.ts"
 import type { AnyRoute } from "./Route.ts"
 import * as StateAccess from "./StateAccess.ts"
@@ -71,6 +71,11 @@ export interface ServerOptions {
   readonly engine?: EngineOptions
   /** Origins a browser may call the API from (default `*`: the API uses bearer tokens, not cookies). */
   readonly corsOrigins?: string | ReadonlyArray<string>
+  /**
+   * The largest JSON request body accepted, in bytes (default 4 MiB): a larger one is answered
+   * 413 naming the limit. Uploads (code archives, stack attachments) have their own limits.
+   */
+  readonly maxBodyBytes?: number | undefined
   /** More routes (a custom build's own API), mounted after the built-in ones. */
   readonly extraRoutes?: ReadonlyArray<AnyRoute<ServerServices>>
   /** The runner build backends start on their instances (`{ entry }`; see RunnerLaunch.RunnerProgram). */
@@ -184,8 +189,8 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     const apiHeaders = (c: Context) => (isApiPath(c.req.path) ? headers(c) : undefined)
     app.get("/api/docs", (c) => c.json(openapi, 200, headers(c)))
     app.get("/api/docs/openapi.json", (c) => c.json(openapi, 200, headers(c)))
-    mountRoutes(app, routes, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, { headers })
-    app.notFound((c) => errorResponse(c, notFound(`No route ${c.req.method} ${c.req.path}`), apiHeaders(c)))
+    mountRoutes(app, routes, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, { headers, maxBodyBytes: options.maxBodyBytes })
+    app.notFound((c) => errorResponse(c, notFound(`No route ${excerpt(c.req.method)} ${excerpt(c.req.path, 200)}`), apiHeaders(c)))
     app.onError((error, c) => {
       console.error(`[server] unhandled error on ${c.req.method} ${c.req.path}:`, error)
       return errorResponse(c, serverError("Internal server error"), apiHeaders(c))

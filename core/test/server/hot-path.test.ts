@@ -1,7 +1,10 @@
-// The request path answered from memory: a route's `cached` answer, tried when the caller's
-// access is in memory too, must answer exactly as the Effect handler would — and leave every
-// error (401, 403, 404, 400) to it. The caches behind runs/get, runs/list and runs/get_plan
-// must show every write at once; every answer carries the CORS headers.
+// One path per request: every route has one Effect handler and every request one
+// authorization. When the caches behind them (the caller, their project role, a run) hold all a
+// request needs, the router completes that same handler synchronously; when anything must be
+// read, the same Effect waits for it. Either way every error (401, 403, 404, 400) is the one the
+// handler and the authorization say, and a remembered answer never reaches a caller who may not
+// see it. The caches behind runs/get, runs/list and runs/get_plan show every write at once;
+// every answer carries the CORS headers.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Context, Effect, Layer, ManagedRuntime, Schema } from "effect"
 import { Hono } from "hono"
@@ -9,7 +12,7 @@ import { Access } from "../../src/server/Access.ts"
 import type { Principal } from "../../src/server/Access.ts"
 import type { ProjectRole } from "../../src/domain/Project.ts"
 import { notFound } from "../../src/server/ApiError.ts"
-import { encoded, jsonRoute, rawRoute } from "../../src/server/Route.ts"
+import { jsonRoute, rawRoute } from "../../src/server/Route.ts"
 import { mountRoutes } from "../../src/server/Router.ts"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../src/ports/BlobStore.ts"
@@ -23,7 +26,8 @@ import { encodeRecord } from "../../src/engine/RunRecord.ts"
 import { makeJob, makeRun } from "../engine/fixtures.ts"
 
 // ---------------------------------------------------------------------------------------------
-// The router, with an Access service that keeps what it answered in memory
+// The router, with an Access service that remembers what it read: a remembered answer is an
+// Effect already resolved, anything else a read that takes a turn of the event loop.
 
 const users: Record<string, Principal> = {
   "tok-admin": { username: "admin", globalRole: "admin" },
@@ -33,22 +37,29 @@ const users: Record<string, Principal> = {
 const members: Record<string, Record<string, ProjectRole>> = { main: { alice: "user", bob: "user" }, other: { bob: "user" } }
 const seenTokens = new Set<string>()
 const seenProjects = new Set<string>()
+let reads = 0
+
+/** A store read: answers on a later turn of the event loop. */
+const read = <A>(f: () => A): Effect.Effect<A> =>
+  Effect.promise(() => new Promise<A>((resolve) => setTimeout(() => resolve(f()), 1))).pipe(Effect.tap(() => void reads++))
 
 const AccessTest = Layer.succeed(Access, {
   authenticate: (token) =>
-    Effect.sync(() => {
-      if (users[token] !== undefined) seenTokens.add(token)
-      return users[token]
-    }),
+    seenTokens.has(token)
+      ? Effect.succeed(users[token])
+      : read(() => {
+          if (users[token] !== undefined) seenTokens.add(token)
+          return users[token]
+        }),
   projectRole: (p, project) =>
-    members[project] === undefined
+    seenProjects.has(project)
+      ? Effect.succeed(members[project]![p.username])
+      : members[project] === undefined
       ? Effect.fail(notFound(`Project ${project} does not exist`))
-      : Effect.sync(() => {
+      : read(() => {
           seenProjects.add(project)
           return members[project]![p.username]
-        }),
-  authenticateCached: (token) => (seenTokens.has(token) ? users[token] : undefined),
-  projectRoleCached: (p, project) => (seenProjects.has(project) ? { role: members[project]?.[p.username] } : undefined)
+        })
 })
 
 class Things extends Context.Tag("test/Things")<Things, { readonly remembered: Map<string, string> }>() {}
@@ -57,25 +68,38 @@ const things = { remembered: new Map<string, string>() }
 const Thing = Schema.Struct({ name: Schema.String, value: Schema.String })
 const GetThing = Schema.Struct({ name: Schema.String.pipe(Schema.minLength(1)) })
 let handled = 0
-let answeredCached = 0
+let fromMemory = 0
 const routes = [
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/things/get", summary: "thing", tag: "things", access: { project: "user" },
-    request: GetThing, response: Thing,
+    request: GetThing, response: Thing, rememberInputs: true,
+    // The one handler: from its memory when it can, else a read it then remembers.
     handler: (input, ctx) =>
       Effect.flatMap(Things, (t) => {
         handled++
         if (input.name === "missing") return Effect.fail(notFound(`No thing ${input.name}`))
-        const value = `${ctx.projectName}:${input.name}`
-        t.remembered.set(`${ctx.projectName}/${input.name}`, value)
-        return Effect.succeed({ name: input.name, value })
-      }),
-    cached: (input, ctx, services) => {
-      const value = Context.get(services, Things).remembered.get(`${ctx.projectName}/${input.name}`)
-      if (value === undefined) return undefined
-      answeredCached++
-      return encoded({ name: input.name, value })
-    }
+        const key = `${ctx.projectName}/${input.name}`
+        const known = t.remembered.get(key)
+        if (known !== undefined) {
+          fromMemory++
+          return Effect.succeed({ name: input.name, value: known })
+        }
+        return read(() => {
+          const value = `${ctx.projectName}:${input.name}`
+          t.remembered.set(key, value)
+          return { name: input.name, value }
+        })
+      })
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/me", summary: "me", tag: "things", access: "user",
+    response: Schema.Struct({ username: Schema.String }),
+    handler: (_: void, ctx) => Effect.succeed({ username: ctx.principal!.username })
+  }),
+  jsonRoute({
+    method: "POST", path: "/api/broken", summary: "a defect", tag: "things", access: "public",
+    response: Schema.Struct({}),
+    handler: () => Effect.die(new Error("boom"))
   }),
   rawRoute({
     method: "GET", path: "/api/raw", summary: "raw", tag: "things", access: "public",
@@ -94,45 +118,71 @@ const post = (path: string, token: string | undefined, body: unknown) =>
     body: typeof body === "string" ? body : JSON.stringify(body)
   })
 
-describe("router: answers from memory", () => {
-  it("answers from memory once warm, the same bytes and headers as the handler", async () => {
+describe("router: one handler, answered synchronously when everything is in memory", () => {
+  it("completes a request whose every step is remembered in the same call, and waits otherwise", async () => {
+    const me = () => app.fetch(new Request("http://test/api/me", { method: "POST", headers: { authorization: "Bearer tok-admin" } }))
+    const first = me()
+    // The caller is read first: the answer comes later.
+    expect(first).toBeInstanceOf(Promise)
+    expect(await (await first).json()).toEqual({ username: "admin" })
+    // Now remembered: the same handler answers before `fetch` returns.
+    const second = me()
+    expect(second).toBeInstanceOf(Response)
+    expect(await (second as Response).json()).toEqual({ username: "admin" })
+  })
+
+  it("answers from the handler's memory once warm, the same bytes and headers", async () => {
+    const readsBefore = reads
     const first = await post("/api/project/main/things/get", "tok-alice", { name: "a" })
     const firstText = await first.text()
     expect(first.status).toBe(200)
-    expect(handled).toBe(1)
-    const before = answeredCached
+    // the caller, the role and the thing were read
+    expect(reads - readsBefore).toBe(3)
     const second = await post("/api/project/main/things/get", "tok-alice", { name: "a" })
     expect(await second.text()).toBe(firstText)
-    expect(answeredCached).toBe(before + 1)
-    expect(handled).toBe(1)
+    expect(reads - readsBefore).toBe(3)
+    expect(fromMemory).toBe(1)
+    expect(handled).toBe(2)
     for (const res of [first, second]) {
       expect(res.headers.get("content-type")).toBe("application/json")
       expect(res.headers.get("access-control-allow-origin")).toBe("*")
     }
   })
 
-  it("leaves every error to the handler: 401, 403, 404 and 400 with the field, with the caches warm", async () => {
+  it("says every error the same with the caches warm: 401, 403, 404 and 400 with the field", async () => {
     await post("/api/project/main/things/get", "tok-bob", { name: "b" })
     await post("/api/project/other/things/get", "tok-bob", { name: "b" })
-    const cachedBefore = answeredCached
+    await post("/api/project/main/things/get", "tok-alice", { name: "b" })
+    const handledBefore = handled
+    const memoryBefore = fromMemory
     expect((await post("/api/project/main/things/get", undefined, { name: "b" })).status).toBe(401)
     expect((await post("/api/project/main/things/get", "tok-nobody", { name: "b" })).status).toBe(401)
-    // alice's role in `other` was never asked: the handler answers (and says 403)
-    const forbidden = await post("/api/project/other/things/get", "tok-alice", { name: "b" })
-    expect(forbidden.status).toBe(403)
-    expect(forbidden.headers.get("access-control-allow-origin")).toBe("*")
-    // now it is in memory (not a member): still 403, never the remembered thing
-    expect((await post("/api/project/other/things/get", "tok-alice", { name: "b" })).status).toBe(403)
+    // Every role in memory, and `other/b` remembered by the handler: alice, no member of
+    // `other`, is refused before the handler runs, every time.
+    for (let i = 0; i < 3; i++) {
+      const forbidden = await post("/api/project/other/things/get", "tok-alice", { name: "b" })
+      expect(forbidden.status).toBe(403)
+      expect((await forbidden.json()).detail[0].msg).toBe("You are not a member of project other")
+      expect(forbidden.headers.get("access-control-allow-origin")).toBe("*")
+    }
     expect((await post("/api/project/nope/things/get", "tok-alice", { name: "b" })).status).toBe(404)
     const bad = await post("/api/project/main/things/get", "tok-bob", { name: "" })
     expect(bad.status).toBe(400)
     expect((await bad.json()).detail[0].loc).toEqual(["body", "name"])
     expect((await post("/api/project/main/things/get", "tok-bob", "{not json")).status).toBe(400)
+    expect(handled).toBe(handledBefore)
     expect((await post("/api/project/main/things/get", "tok-bob", { name: "missing" })).status).toBe(404)
-    expect(answeredCached).toBe(cachedBefore)
+    expect(handled).toBe(handledBefore + 1)
     // and the remembered answer still comes from memory
     expect(await (await post("/api/project/main/things/get", "tok-bob", { name: "b" })).json()).toEqual({ name: "b", value: "main:b" })
-    expect(answeredCached).toBe(cachedBefore + 1)
+    expect(fromMemory).toBe(memoryBefore + 1)
+  })
+
+  it("answers a defect with a 500 in the API's error shape, synchronously or not", async () => {
+    const res = await app.request("/api/broken", { method: "POST" })
+    expect(res.status).toBe(500)
+    expect((await res.json()).detail[0]).toEqual({ msg: "Internal server error", code: "server_error" })
+    expect(res.headers.get("access-control-allow-origin")).toBe("*")
   })
 
   it("gives raw routes' answers the same headers", async () => {

@@ -5,7 +5,7 @@ import { Effect, Option, Schema, Scope, Exit } from "effect"
 import { StateStore } from "../../ports/StateStore.ts"
 import { PluginHost } from "../../plugin/PluginHost.ts"
 import { Compute } from "../../engine/Compute.ts"
-import { badRequest, fromStateStore, notFound } from "../ApiError.ts"
+import { badRequest, excerpt, fromStateStore, notFound } from "../ApiError.ts"
 import { jsonRoute } from "../Route.ts"
 
 /** A backend as a project has it: its type, its configuration, and whether it is a server default. */
@@ -28,12 +28,12 @@ const checkConfig = (type: string, config: unknown) =>
     const factory = host.backend(type)
     if (Option.isNone(factory)) {
       const known = host.contributions("backends").map((c) => c.key)
-      return yield* Effect.fail(badRequest(`No installed plugin provides the ${type} backend (this server has: ${known.join(", ") || "none"})`, ["body", "type"]))
+      return yield* Effect.fail(badRequest(`No installed plugin provides the ${excerpt(type)} backend (this server has: ${known.join(", ") || "none"})`, ["body", "type"]))
     }
     const scope = yield* Scope.make()
     const made = yield* factory.value(config).pipe(Scope.extend(scope), Effect.either)
     yield* Scope.close(scope, Exit.void)
-    if (made._tag === "Left") return yield* Effect.fail(badRequest(`Invalid ${type} backend configuration: ${made.left.message ?? made.left.reason}`, ["body"]))
+    if (made._tag === "Left") return yield* Effect.fail(badRequest(`Invalid ${excerpt(type)} backend configuration: ${made.left.message ?? made.left.reason}`, ["body"]))
   })
 
 const upsert = (project: string, body: typeof BackendConfigRequest.Type) =>
@@ -74,7 +74,7 @@ export const backendRoutes = [
       Effect.gen(function* () {
         const store = yield* StateStore
         const existing = yield* store.backends.get(ctx.projectName!, input.type).pipe(Effect.option)
-        if (Option.isSome(existing)) return yield* Effect.fail(badRequest(`Project ${ctx.projectName} already has a ${input.type} backend; use backends/update`, ["body", "type"]))
+        if (Option.isSome(existing)) return yield* Effect.fail(badRequest(`Project ${ctx.projectName} already has a ${excerpt(input.type)} backend; use backends/update`, ["body", "type"]))
         return yield* upsert(ctx.projectName!, input)
       })
   }),
@@ -85,7 +85,7 @@ export const backendRoutes = [
       Effect.gen(function* () {
         const store = yield* StateStore
         const existing = yield* store.backends.get(ctx.projectName!, input.type).pipe(Effect.option)
-        if (Option.isNone(existing)) return yield* Effect.fail(notFound(`Project ${ctx.projectName} has no ${input.type} backend; use backends/create`))
+        if (Option.isNone(existing)) return yield* Effect.fail(notFound(`Project ${ctx.projectName} has no ${excerpt(input.type)} backend; use backends/create`))
         return yield* upsert(ctx.projectName!, input)
       })
   }),

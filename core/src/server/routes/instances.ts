@@ -4,7 +4,7 @@ import { Effect, Schema } from "effect"
 import { Fleet } from "../../domain/Fleet.ts"
 import { Instance } from "../../domain/Instance.ts"
 import { decodeDocument, StateStore, type StateStoreError, type StoredDocument } from "../../ports/StateStore.ts"
-import { fromStateStore, notFound, serverError } from "../ApiError.ts"
+import { excerpt, fromStateStore, notFound, serverError } from "../ApiError.ts"
 import { jsonRoute } from "../Route.ts"
 
 const optionalKey = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.optional(schema).pipe(Schema.fromKey(wire))
@@ -53,7 +53,7 @@ export const instanceRoutes = [
     handler: (input, ctx) =>
       Effect.gen(function* () {
         const store = yield* StateStore
-        const missing = notFound(`Instance ${input.id} does not exist in project ${ctx.projectName}`)
+        const missing = notFound(`Instance ${excerpt(input.id)} does not exist in project ${ctx.projectName}`)
         const row = yield* store.instances.get(input.id).pipe(Effect.mapError((e) => (e.reason === "NotFound" ? missing : fromStateStore(e))))
         if (row.project !== ctx.projectName) return yield* Effect.fail(missing)
         return yield* decodeInstance(row)
@@ -76,7 +76,7 @@ export const instanceRoutes = [
       Effect.gen(function* () {
         const store = yield* StateStore
         const key = input.name ?? input.id ?? ""
-        const missing = notFound(`Fleet ${key} does not exist in project ${ctx.projectName}`)
+        const missing = notFound(`Fleet ${excerpt(key)} does not exist in project ${ctx.projectName}`)
         const row = yield* (input.name !== undefined ? store.fleets.getByName(ctx.projectName!, input.name) : store.fleets.get(input.id ?? "")).pipe(
           Effect.mapError((e) => (e.reason === "NotFound" ? missing : fromStateStore(e)))
         )

@@ -12,7 +12,7 @@ import { LOG_FRAME_HEADER, LOG_FRAMES_CONTENT_TYPE, LOG_FRAMES_TYPE, writeLogFra
 import { isRunStatusFinished } from "../../domain/Status.ts"
 import { loadRunByName } from "../../engine/RunRecord.ts"
 import { StateStore, type Change, type LogEvent, type LogQuery } from "../../ports/StateStore.ts"
-import { badRequest, fromStateStore, notFound } from "../ApiError.ts"
+import { badRequest, excerpt, fromStateStore, notFound } from "../ApiError.ts"
 import { jsonRoute, rawRoute } from "../Route.ts"
 import { resolveSubmission } from "./runs.ts"
 
@@ -139,14 +139,14 @@ const toWire = (events: ReadonlyArray<LogEvent>) =>
 const findSubmission = (project: string, runName: string, jobSubmissionId: string | null | undefined) =>
   Effect.gen(function* () {
     const loaded = yield* loadRunByName(project, runName).pipe(
-      Effect.mapError((e) => (e.reason === "NotFound" ? notFound(`Run ${runName} does not exist in project ${project}`) : fromStateStore(e)))
+      Effect.mapError((e) => (e.reason === "NotFound" ? notFound(`Run ${excerpt(runName)} does not exist in project ${excerpt(project)}`) : fromStateStore(e)))
     )
     const submission = resolveSubmission(loaded.record.run, jobSubmissionId)
     if (submission === undefined) {
       return yield* Effect.fail(
         jobSubmissionId
-          ? badRequest(`Run ${runName} has no job submission ${jobSubmissionId}`, ["body", "job_submission_id"])
-          : notFound(`Run ${runName} has no job submission yet`)
+          ? badRequest(`Run ${excerpt(runName)} has no job submission ${excerpt(jobSubmissionId)}`, ["body", "job_submission_id"])
+          : notFound(`Run ${excerpt(runName)} has no job submission yet`)
       )
     }
     return { runId: loaded.row.id, submission }
@@ -155,7 +155,7 @@ const findSubmission = (project: string, runName: string, jobSubmissionId: strin
 const parseTime = (raw: string | undefined, name: string) => {
   if (raw === undefined || raw === "") return Effect.succeed(undefined)
   const date = /^\d+$/.test(raw) ? new Date(Number(raw)) : new Date(raw)
-  return Number.isNaN(date.getTime()) ? Effect.fail(badRequest(`${name} must be an ISO date or epoch milliseconds, got ${raw}`, ["query", name])) : Effect.succeed(date)
+  return Number.isNaN(date.getTime()) ? Effect.fail(badRequest(`${name} must be an ISO date or epoch milliseconds, got ${excerpt(raw)}`, ["query", name])) : Effect.succeed(date)
 }
 
 export const logRoutes = [

@@ -6,9 +6,9 @@ import { Project, ProjectName, ProjectRole } from "../../domain/Project.ts"
 import { Username } from "../../domain/User.ts"
 import { StateStore } from "../../ports/StateStore.ts"
 import type { MemberInput, StateStoreError, StateStoreService } from "../../ports/StateStore.ts"
-import { Access, satisfiesProjectRole } from "../Access.ts"
+import { Access, authorizeProject, satisfiesProjectRole } from "../Access.ts"
 import type { Principal } from "../Access.ts"
-import { forbidden, fromStateStore } from "../ApiError.ts"
+import { excerpt, forbidden, fromStateStore } from "../ApiError.ts"
 import { jsonRoute } from "../Route.ts"
 
 const key = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.propertySignature(schema).pipe(Schema.fromKey(wire))
@@ -24,9 +24,9 @@ export const RemoveMembersRequest = Schema.Struct({ usernames: Schema.Array(User
 
 const mapProjectError = (name: string) => (e: { reason: string; message?: string }) =>
   e.reason === "NotFound" && !e.message?.toLowerCase().includes("user")
-    ? fromStateStore({ reason: "NotFound", message: `Project ${name} does not exist` })
+    ? fromStateStore({ reason: "NotFound", message: `Project ${excerpt(name)} does not exist` })
     : e.reason === "AlreadyExists"
-      ? fromStateStore({ reason: "AlreadyExists", message: `Project ${name} already exists` })
+      ? fromStateStore({ reason: "AlreadyExists", message: `Project ${excerpt(name)} already exists` })
       : fromStateStore(e)
 
 /** Only project admins may hand out (or take away) the admin role. */
@@ -79,13 +79,7 @@ export const projectRoutes = [
     request: DeleteProjectsRequest, response: Schema.Struct({}),
     handler: (input, ctx) =>
       Effect.gen(function* () {
-        const access = yield* Access
-        for (const name of input.projectsNames) {
-          const role = yield* access.projectRole(ctx.principal!, name)
-          if (!satisfiesProjectRole(ctx.principal!, role, "admin")) {
-            return yield* Effect.fail(forbidden(`Only admins of project ${name} can delete it`))
-          }
-        }
+        for (const name of input.projectsNames) yield* authorizeProject(ctx.principal!, name, "admin")
         const s = yield* StateStore
         yield* s.projects.delete(input.projectsNames).pipe(Effect.mapError(fromStateStore))
         return {}

@@ -7,8 +7,8 @@ import { RunRepoData } from "../../domain/Job.ts"
 import { BlobStore } from "../../ports/BlobStore.ts"
 import { StateStore } from "../../ports/StateStore.ts"
 import type { RepoRecord } from "../../ports/StateStore.ts"
-import { Access, satisfiesProjectRole } from "../Access.ts"
-import { ApiError, badRequest, forbidden, fromStateStore, notFound, payloadTooLarge, serverError } from "../ApiError.ts"
+import { authorizeProject } from "../Access.ts"
+import { ApiError, badRequest, excerpt, fromStateStore, notFound, payloadTooLarge, serverError } from "../ApiError.ts"
 import { jsonRoute, rawRoute } from "../Route.ts"
 import type { RouteContext } from "../Route.ts"
 import { fromParseError } from "../Router.ts"
@@ -99,7 +99,7 @@ const normaliseInfo = (info: typeof RepoInfo.Type): Effect.Effect<unknown, ApiEr
 export const codePrefix = (project: string, repoId: string): string => `codes/${project}/${repoId}/`
 
 const repoNotFound = (project: string, repoId: string) =>
-  notFound(`Repo ${repoId} does not exist in project ${project}: call repos/init first`)
+  notFound(`Repo ${excerpt(repoId)} does not exist in project ${excerpt(project)}: call repos/init first`)
 
 const getRepo = (project: string, repoId: string): Effect.Effect<RepoRecord, ApiError, StateStore> =>
   Effect.flatMap(StateStore, (s) => s.repos.get(project, repoId)).pipe(
@@ -190,12 +190,12 @@ const uploadCode = (ctx: RouteContext) =>
     const input = yield* readUpload(ctx, limit)
     if (input.repoId === undefined || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(input.repoId)) {
       return yield* Effect.fail(
-        badRequest(input.repoId === undefined ? "repo_id is required (query or form field)" : `repo_id ${JSON.stringify(input.repoId)} is not a valid repo id`, ["query", "repo_id"])
+        badRequest(input.repoId === undefined ? "repo_id is required (query or form field)" : `repo_id ${excerpt(JSON.stringify(input.repoId))} is not a valid repo id`, ["query", "repo_id"])
       )
     }
     if (input.hash === undefined || !SHA256.test(input.hash)) {
       return yield* Effect.fail(
-        badRequest(input.hash === undefined ? "hash is required: the SHA-256 of the archive, lowercase hex" : `hash ${JSON.stringify(input.hash)} is not a lowercase hex SHA-256`, ["query", "hash"])
+        badRequest(input.hash === undefined ? "hash is required: the SHA-256 of the archive, lowercase hex" : `hash ${excerpt(JSON.stringify(input.hash))} is not a lowercase hex SHA-256`, ["query", "hash"])
       )
     }
     const repoId = input.repoId
@@ -221,7 +221,7 @@ const uploadCode = (ctx: RouteContext) =>
     const { size, hash } = m.result()
     if (hash !== expected) {
       yield* blobs.delete(blobKey).pipe(Effect.ignore)
-      return yield* Effect.fail(badRequest(`The uploaded code has SHA-256 ${hash} (${size} bytes), not the announced ${expected}`, ["query", "hash"]))
+      return yield* Effect.fail(badRequest(`The uploaded code has SHA-256 ${hash} (${size} bytes), not the announced ${excerpt(expected)}`, ["query", "hash"]))
     }
     yield* state.codes.put({ project, repoId, hash, blobKey, size }).pipe(Effect.mapError(fromStateStore))
     // Two uploads of one hash at once: the first record wins, the other copy goes.
@@ -250,11 +250,8 @@ export const repoRoutes = [
       Effect.gen(function*() {
         const record = yield* getRepo(ctx.projectName!, input.repoId)
         if (!input.includeCreds) return toHead(record)
-        const access = yield* Access
-        const role = yield* access.projectRole(ctx.principal!, ctx.projectName!)
-        if (!satisfiesProjectRole(ctx.principal!, role, "manager")) {
-          return yield* Effect.fail(forbidden(`Reading repo credentials needs the project role manager or higher in ${ctx.projectName}`))
-        }
+        // The credentials are for managers: the same check the router makes for a route's role.
+        yield* authorizeProject(ctx.principal!, ctx.projectName!, "manager")
         return { ...toHead(record), repoCreds: record.creds ?? null }
       })
   }),

@@ -1,7 +1,7 @@
 // /api/project/{p}/runs/* and /api/runs/list: planning, applying, reading, stopping and
 // deleting runs. Applying stores the run with its jobs `submitted` and wakes the engine; the
 // engine does the rest.
-import { Context, Effect, Option, Schema } from "effect"
+import { Effect, Option, Schema } from "effect"
 import { Job, JobSubmission, latestSubmission } from "../../domain/Job.ts"
 import { Run, RunSpec } from "../../domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../../domain/RunJobSpecs.ts"
@@ -13,16 +13,16 @@ import { explainNoOffers, offersForJob } from "../../engine/Planner.ts"
 import { decodeRow, encodeRecord, loadRunByName, modifyRun, presentRun, runWireOf, storedRunCost, storedRunWire, type RunWire } from "../../engine/RunRecord.ts"
 import { InstanceCache } from "../InstanceCache.ts"
 import { StateStore, type DocumentBody, type DocumentFilter, type Page, type StateStoreError } from "../../ports/StateStore.ts"
-import { Access, satisfiesProjectRole } from "../Access.ts"
-import type { Principal } from "../Access.ts"
-import { alreadyExists, badRequest, forbidden, fromStateStore, notFound } from "../ApiError.ts"
+import { authorizeProject } from "../Access.ts"
+import type { Access } from "../Access.ts"
+import { alreadyExists, badRequest, excerpt, fromStateStore, notFound } from "../ApiError.ts"
 import type { ApiError } from "../ApiError.ts"
 import { encoded, jsonRoute } from "../Route.ts"
 import { RunCache } from "../RunCache.ts"
 import { randomRunName } from "./runNames.ts"
 import { refuseUnsupported } from "./unsupported.ts"
 
-const runNotFound = (project: string, name: string) => notFound(`Run ${name} does not exist in project ${project}`)
+const runNotFound = (project: string, name: string) => notFound(`Run ${excerpt(name)} does not exist in project ${excerpt(project)}`)
 
 const mapStore = (project: string, name?: string) => (e: StateStoreError): ApiError =>
   e.reason === "NotFound" && name !== undefined ? runNotFound(project, name) : fromStateStore(e)
@@ -214,13 +214,6 @@ const runAnswer = (row: DocumentBody) => {
   return wire !== undefined ? Effect.succeed(encoded(wire, wireText(row.doc, wire))) : Effect.map(runWireOf(row), (w) => encoded(w))
 }
 
-const checkProjectAccess = (principal: Principal, project: string) =>
-  Effect.gen(function* () {
-    const access = yield* Access
-    const role = yield* access.projectRole(principal, project)
-    if (!satisfiesProjectRole(principal, role, "user")) return yield* Effect.fail(forbidden(`You are not a member of project ${project}`))
-  })
-
 export const runRoutes = [
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/get_plan", summary: "Plan a run: the offers for each of its jobs", tag: "runs", access: { project: "user" },
@@ -255,48 +248,36 @@ export const runRoutes = [
         )
       )
     },
-    cached: (input, ctx, services) => {
-      const project = ctx.projectName!
-      const runs = Context.get(services, RunCache)
-      const row =
-        input.runName !== undefined ? runs.getByNameCached(project, input.runName) : input.id !== undefined ? runs.getCached(input.id) : undefined
-      if (row === undefined || row.project !== project) return undefined
-      const wire = storedRunWire(row.doc, Date.now())
-      return wire === undefined ? undefined : encoded(wire, wireText(row.doc, wire))
-    }
+    rememberInputs: true
   }),
   jsonRoute({
     method: "POST", path: "/api/runs/list", summary: "Runs across the projects you can see, newest first, with keyset pagination", tag: "runs", access: "user",
     request: Api.ListRunsRequest, response: Api.RunList,
-    handler: (input, ctx) =>
-      Effect.gen(function* () {
-        const store = yield* StateStore
-        const principal = ctx.principal!
-        let projects: ReadonlyArray<string> | undefined
-        if (input.projectName) {
-          yield* checkProjectAccess(principal, input.projectName)
-          projects = [input.projectName]
-        } else if (principal.globalRole !== "admin") {
-          projects = (yield* store.projects.listForUser(principal.username).pipe(Effect.mapError(fromStateStore))).map((p) => p.projectName)
-          if (projects.length === 0) return []
-        }
-        const runs = yield* RunCache
-        const rows = yield* runs.listDocs(listFilter(input, projects), listPage(input)).pipe(Effect.mapError(fromStateStore))
-        return yield* runPage(rows, Date.now())
-      }),
-    cached: (input, ctx, services) => {
-      // A project's page when the caller's role there is in memory; every project's for an
-      // admin. Anything else (a user's own projects are a store read) goes to the handler.
+    handler: (input, ctx) => {
+      // Plain combinators: with the caller's role and the page in memory, nothing here waits.
       const principal = ctx.principal!
-      let projects: ReadonlyArray<string> | undefined
-      if (input.projectName) {
-        const role = Context.get(services, Access).projectRoleCached?.(principal, input.projectName)
-        if (role === undefined || !satisfiesProjectRole(principal, role.role, "user")) return undefined
-        projects = [input.projectName]
-      } else if (principal.globalRole !== "admin") return undefined
-      const rows = Context.get(services, RunCache).listDocsCached(listFilter(input, projects), listPage(input))
-      return rows === undefined ? undefined : storedRunPage(rows, Date.now())
-    }
+      const projects: Effect.Effect<ReadonlyArray<string> | undefined, ApiError, StateStore | Access> = input.projectName
+        ? Effect.as(authorizeProject(principal, input.projectName, "user"), [input.projectName])
+        : principal.globalRole === "admin"
+        ? Effect.succeed(undefined)
+        : Effect.flatMap(StateStore, (store) =>
+            store.projects.listForUser(principal.username).pipe(
+              Effect.map((ps) => ps.map((p) => p.projectName)),
+              Effect.mapError(fromStateStore)
+            )
+          )
+      return Effect.flatMap(projects, (ps) =>
+        ps !== undefined && ps.length === 0
+          ? Effect.succeed(encoded([], "[]"))
+          : Effect.flatMap(RunCache, (runs) =>
+              runs.listDocs(listFilter(input, ps), listPage(input)).pipe(
+                Effect.mapError(fromStateStore),
+                Effect.flatMap((rows) => runPage(rows, Date.now()))
+              )
+            )
+      )
+    },
+    rememberInputs: true
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/stop", summary: "Stop runs: gracefully, or at once with abort", tag: "runs", access: { project: "user" },

@@ -3,7 +3,7 @@
 import { Effect, Schema } from "effect"
 import { GlobalRole, User, UserTokenCreds, UserWithCreds, Username } from "../../domain/User.ts"
 import { StateStore, createUserWithToken, refreshToken } from "../../ports/StateStore.ts"
-import { badRequest, forbidden, fromStateStore } from "../ApiError.ts"
+import { badRequest, excerpt, forbidden, fromStateStore } from "../ApiError.ts"
 import { jsonRoute } from "../Route.ts"
 
 const key = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.propertySignature(schema).pipe(Schema.fromKey(wire))
@@ -20,7 +20,7 @@ export const RefreshTokenRequest = Schema.Struct({ username: Username })
 export const DeleteUsersRequest = Schema.Struct({ users: Schema.Array(Username) })
 
 const store = StateStore
-const userNotFound = (username: string) => fromStateStore({ reason: "NotFound", message: `User ${username} does not exist` })
+const userNotFound = (username: string) => fromStateStore({ reason: "NotFound", message: `User ${excerpt(username)} does not exist` })
 
 export const userRoutes = [
   jsonRoute({
@@ -58,7 +58,7 @@ export const userRoutes = [
     handler: (input) =>
       createUserWithToken({ username: input.username, globalRole: input.globalRole, email: input.email ?? null, active: input.active ?? true }).pipe(
         Effect.map(({ user, token }) => new UserWithCreds({ ...user, creds: new UserTokenCreds({ token }) })),
-        Effect.mapError((e) => (e.reason === "AlreadyExists" ? fromStateStore({ reason: "AlreadyExists", message: `User ${input.username} already exists` }) : fromStateStore(e)))
+        Effect.mapError((e) => (e.reason === "AlreadyExists" ? fromStateStore({ reason: "AlreadyExists", message: `User ${excerpt(input.username)} already exists` }) : fromStateStore(e)))
       )
   }),
   jsonRoute({
