@@ -250,6 +250,12 @@ describe("engine: errors in planning are shown as what they are", () => {
     expect(refused.body.job_plans[0].no_offers_reason).toContain("backend picky failed: hosts: required (the machines to run on)")
   })
 
+  it("lists a default backend its plugin refused among the project's backends (not dropped with the others)", async () => {
+    const listed = await ask("/api/project/main/backends/list", {})
+    expect(listed.status, JSON.stringify(listed.body)).toBe(200)
+    expect(listed.body.map((b: any) => b.name).sort()).toEqual(["broken", "inprocess", "picky"])
+  })
+
   it("fails a run on a backend its plugin refused, saying which backend and why", async () => {
     await ask("/api/project/main/runs/apply", { plan: runSpec({ commands: ["true"], backends: ["picky"] }, "picky-run") })
     const run = await waitOn(planning, "picky-run", finished)

@@ -5,7 +5,7 @@ import { Effect, Option, Schema, Scope, Exit } from "effect"
 import { StateStore } from "../../ports/StateStore.ts"
 import { PluginHost } from "../../plugin/PluginHost.ts"
 import { Compute } from "../../engine/Compute.ts"
-import { badRequest, excerpt, fromStateStore, notFound } from "../ApiError.ts"
+import { badRequest, excerpt, fromStateStore, notFound, serverError } from "../ApiError.ts"
 import { jsonRoute } from "../Route.ts"
 
 /** A backend as a project has it: its type, its configuration, and whether it is a server default. */
@@ -59,11 +59,16 @@ export const backendRoutes = [
         const store = yield* StateStore
         const compute = yield* Compute
         const own = yield* store.backends.list(ctx.projectName!).pipe(Effect.mapError(fromStateStore))
-        const backends = yield* compute.backends(ctx.projectName!).pipe(Effect.orElseSucceed(() => []))
+        // A default backend its plugin cannot make is still listed (plans name why it offers
+        // nothing); only a failure to read the project's backends fails the answer.
+        const made = yield* compute.projectBackends(ctx.projectName!).pipe(
+          Effect.mapError((e) => serverError(`cannot list the backends of ${excerpt(ctx.projectName!)}: ${e.message}`, e))
+        )
         const ownTypes = new Set(own.map((b) => b.type))
+        const defaults = [...made.backends.map((b) => b.type), ...made.failed.map((f) => f.backend)]
         return [
           ...own.map((b) => ({ name: b.type, config: b.config, isDefault: false })),
-          ...backends.filter((b) => !ownTypes.has(b.type)).map((b) => ({ name: b.type, config: {}, isDefault: true }))
+          ...defaults.filter((type) => !ownTypes.has(type)).map((type) => ({ name: type, config: {}, isDefault: true }))
         ]
       })
   }),
