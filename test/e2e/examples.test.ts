@@ -27,6 +27,7 @@ import geojsonPlugin, { geojson, type FeatureCollection } from "../../examples/c
 import { appCall, httpCall, type Call } from "../support/api.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
+import transportDirect from "@dstack-ts/transport-direct"
 
 /** A configuration file as `dstack apply -f` reads it, encoded for the wire. */
 const wireConfiguration = async (file: string, patch: Record<string, unknown> = {}) => {
@@ -154,7 +155,7 @@ describe("examples/custom-backend in a server", () => {
       state: EmbeddedStateStore.layerMemory(),
       blobs: BlobStore.layerMemory,
       adminToken: TOKEN,
-      plugins: [fakeCloud],
+      plugins: [fakeCloud, transportDirect],
       runner: { entry: RUNNER_ENTRY },
       compute: { defaultBackends: [{ type: "fake-cloud" }] }
     })

@@ -16,6 +16,7 @@ import {
 } from "@dstack-ts/core"
 import { serveRunner, type RunningRunner } from "../../core/src/runner/serveRunner.ts"
 import { runnerPlugins } from "../../cli/src/runnerPlugins.ts"
+import { DirectTransport } from "@dstack-ts/transport-direct"
 
 export interface InProcessBackendOptions {
   /** What the single offer claims to have. */
@@ -73,7 +74,9 @@ export const makeInProcessPlugin = (options: InProcessBackendOptions = {}) => {
           for (const runner of runners.values()) await runner.close()
           runners.clear()
         }))
-    }
+    },
+    // Its runners listen on loopback in this process: the direct transport reaches them.
+    transports: { inprocess: DirectTransport.fromConfig }
   })
   return { plugin, runners, created }
 }
