@@ -103,8 +103,11 @@ export const jsrConfig = (manifest: Manifest): {
     typeof exportsField === "string" ? [[".", exportsField]] : Object.entries((exportsField ?? {}) as Record<string, unknown>)
   const exports: Record<string, string> = {}
   for (const [key, target] of entries) {
-    // A conditional target's source is its first TypeScript string.
-    const source = typeof target === "string" ? target : Object.values((target ?? {}) as Record<string, unknown>).find((t) => typeof t === "string" && /\.tsx?$/.test(t))
+    // A conditional target's source is its `default` (what Node and Deno resolve), else its first TypeScript string.
+    const conditions = (target ?? {}) as Record<string, unknown>
+    const source = typeof target === "string"
+      ? target
+      : typeof conditions.default === "string" ? conditions.default : Object.values(conditions).find((t) => typeof t === "string" && /\.tsx?$/.test(t))
     if (typeof source === "string" && /\.tsx?$/.test(source)) exports[key] = source
   }
   // What npm ships, less the build (JSR compiles the sources itself); package.json, which sources import for their version.

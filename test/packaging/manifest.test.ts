@@ -46,7 +46,10 @@ describe("publishManifest", () => {
       const published = publishManifest(pkg.manifest)
       for (const [key, source] of Object.entries(jsrConfig(pkg.manifest).exports)) {
         expect(fs.existsSync(path.join(pkg.dir, source)), `${pkg.manifest.name} ${key}: ${source}`).toBe(true)
-        expect((published.exports as any)[key].default, `${pkg.manifest.name} ${key}`).toMatch(/^\.\/dist\/.+\.js$/)
+        // Conditions nest ({ browser: { types, default }, default: { types, default } }): follow `default`.
+        let target = (published.exports as any)[key]
+        while (typeof target === "object" && target !== null) target = target.default
+        expect(target, `${pkg.manifest.name} ${key}`).toMatch(/^\.\/dist\/.+\.js$/)
       }
     }
   })
