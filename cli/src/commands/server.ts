@@ -3,8 +3,7 @@
 // ~/.dstack-ts/server), and on first start saves the admin's `main` project to
 // ~/.dstack/config.yml (as upstream does) so the CLI works at once.
 import { defineCommand } from "citty"
-import { join } from "node:path"
-import { CliError, globalArgs, notAvailable, runEffect, usageError } from "../context.ts"
+import { CliError, globalArgs, runEffect, usageError } from "../context.ts"
 import { print, success } from "../ui.ts"
 
 export interface StartOptions {

@@ -5,7 +5,7 @@
  * requirement excluded what; a backend that could not be made from its configuration or could
  * not be asked is named with its error.
  */
-import { Effect, Schema } from "effect"
+import { Effect } from "effect"
 import type { Requirements } from "../domain/Job.ts"
 import { Instance } from "../domain/Instance.ts"
 import { InstanceOffer, isOfferAvailable } from "../domain/Offer.ts"

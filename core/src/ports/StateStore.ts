@@ -12,7 +12,7 @@
  * the zero-setup default; the `@dstack-ts/state-postgres` plugin runs the same SQL on a real
  * PostgreSQL server. Stacks and frames will get their own repositories here later.
  */
-import { Context, Effect, Layer, Schema } from "effect"
+import { Context, Effect, Schema } from "effect"
 import type { Queue, Scope, Stream } from "effect"
 import type { GlobalRole, User } from "../domain/User.ts"
 import type { Project, ProjectRole } from "../domain/Project.ts"
