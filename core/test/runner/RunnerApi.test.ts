@@ -257,7 +257,9 @@ describe("a runner build without the executor a job needs", () => {
     const pulled = await pullUntilFinished(runner)
     const message = "the job has an image (busybox), which runs on the docker executor, but this runner has no docker executor (it has: process): add @dstack-ts/executor-docker to the runner build's plugins"
     expect(finalState(pulled)).toMatchObject({ state: "failed", termination_reason: "executor_error", termination_message: message })
-    expect(pulled.runner_logs.map((l) => decodeMessage(l.message).trimEnd())).toContain(message)
+    // Runner messages are a stream of lines: two written in the same millisecond share one event.
+    const runnerLines = pulled.runner_logs.map((l) => decodeMessage(l.message)).join("").split("\n")
+    expect(runnerLines).toContain(message)
     expect(pulled.job_logs).toEqual([])
   })
 
