@@ -5,7 +5,7 @@
  */
 import { Context, Effect, Layer, Ref, Schema } from "effect"
 import { JobProvisioningData, type Requirements } from "../domain/Job.ts"
-import { type InstanceOffer } from "../domain/Offer.ts"
+import { type InstanceOffer, type InstanceType } from "../domain/Offer.ts"
 import { matchResources } from "../domain/Resources.ts"
 
 // ---------------------------------------------------------------------------------------------
@@ -106,6 +106,49 @@ export interface Volumes {
   readonly delete: (volumeId: string) => Effect.Effect<void, BackendError>
 }
 
+/**
+ * One host of an SSH fleet (`ssh_config`), as the server dials it. The credentials stay in the
+ * server's records: they are never part of an API answer.
+ */
+export interface RemoteHost {
+  readonly hostname: string
+  /** The SSH port (default 22). */
+  readonly port: number
+  readonly user: string
+  /** The private key (OpenSSH or PEM text) the server logs in with. */
+  readonly privateKey: string
+  /** The host to go through first (`proxy_jump`). */
+  readonly proxyJump?: { readonly hostname: string; readonly port: number; readonly user: string; readonly privateKey: string }
+  /** The address other hosts of the fleet reach this one at (`internal_ip`), when given. */
+  readonly internalIp?: string
+  /** Environment for the runner (`ssh_config.hosts[].env`). */
+  readonly env?: Readonly<Record<string, string>>
+}
+
+/** What provisioning found on a host and where its runner listens. */
+export interface ProvisionedHost {
+  /** The detected machine: CPUs, memory, disk, GPUs, architecture (in `instanceType.resources`). */
+  readonly instanceType: InstanceType
+  /** The runner's port on the host. */
+  readonly runnerPort: number
+  /** The host's address on its network as the other hosts of a cluster fleet see it. */
+  readonly internalIp?: string
+  /** The backend's own notes on the host (e.g. the runner's version and bundle hash); no secrets. */
+  readonly backendData?: string
+}
+
+/**
+ * Hosts the user already has (SSH fleets): the server installs and starts the runner there
+ * instead of creating a machine. Provisioning says why a host cannot be used (auth refused,
+ * no Docker when an image is asked for, disk full, sudo missing) as a `BackendError`.
+ */
+export interface RemoteHosts {
+  /** Ships the runner (re-shipped when its version changes), starts it supervised, detects resources. */
+  readonly provision: (host: RemoteHost, config: InstanceConfiguration) => Effect.Effect<ProvisionedHost, BackendError>
+  /** Stops the runner and removes what provisioning left on the host. Idempotent. */
+  readonly deprovision: (host: RemoteHost, config: InstanceConfiguration) => Effect.Effect<void, BackendError>
+}
+
 // ---------------------------------------------------------------------------------------------
 // The port
 
@@ -130,6 +173,8 @@ export interface Backend {
     backendData?: string
   ) => Effect.Effect<void, BackendError>
   readonly volumes?: Volumes
+  /** Present on backends of hosts the user brings (the `remote` backend of SSH fleets). */
+  readonly remoteHosts?: RemoteHosts
 }
 
 /** The tag for a program that works with one backend (a backend plugin's tests, a CLI probe). */

@@ -63,6 +63,19 @@ export interface RunnerTarget {
   readonly username?: string
   /** The backend's id of the instance, for messages and connection reuse. */
   readonly instanceId?: string
+  /** How to log in over SSH (SSH fleet hosts): the key and, when the host is behind one, the jump host. */
+  readonly ssh?: SshAccess
+}
+
+/** Credentials for reaching a host over SSH; kept in the server's records, never in API answers. */
+export interface SshAccess {
+  readonly user: string
+  /** The SSH port (default 22). */
+  readonly port?: number
+  /** The private key (OpenSSH or PEM text). */
+  readonly privateKey: string
+  /** A host to go through first (`proxy_jump`), with its own credentials. */
+  readonly proxyJump?: SshAccess & { readonly hostname: string }
 }
 
 /**
