@@ -6,6 +6,7 @@
 import { serve } from "@hono/node-server"
 import type { AddressInfo } from "node:net"
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { Effect, Schema } from "effect"
 import { createServer, runOn, RunSpec, Run, Job, JobSubmission } from "@dstack-ts/core"
@@ -131,6 +132,22 @@ new PerformanceObserver((list) => {
     gc.maxMs = Math.max(gc.maxMs, entry.duration)
   }
 }).observe({ entryTypes: ["gc"] })
+const profileFor = async (ms: number, dir: string): Promise<string> => {
+  const inspector = await import("node:inspector")
+  const session = new inspector.Session()
+  session.connect()
+  const post = (method: string, params?: object) =>
+    new Promise<any>((resolve, reject) => session.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolve(result))))
+  await post("Profiler.enable")
+  await post("Profiler.setSamplingInterval", { interval: 100 })
+  await post("Profiler.start")
+  await new Promise((r) => setTimeout(r, ms))
+  const { profile } = await post("Profiler.stop")
+  session.disconnect()
+  const file = path.join(dir, `window-${Date.now()}.cpuprofile`)
+  fs.writeFileSync(file, JSON.stringify(profile))
+  return file
+}
 const fetchWithStats = (request: Request, ...rest: Array<unknown>) => {
   const url = new URL(request.url)
   if (url.pathname === "/bench/noop-stats") return Response.json({ ...noopStats(), startedAt, listeningAt, cpuAtListenMs: (cpuAtListen.user + cpuAtListen.system) / 1000 })
@@ -142,6 +159,13 @@ const fetchWithStats = (request: Request, ...rest: Array<unknown>) => {
     loopDelay.reset()
     gc = { n: 0, totalMs: 0, maxMs: 0 }
     return Response.json(out)
+  }
+  if (url.pathname === "/bench/profile") {
+    // A CPU profile of the next `ms` milliseconds only (no start-up in it), written as a
+    // .cpuprofile into `dir`: what the requests of a load cost, function by function.
+    const ms = Number(url.searchParams.get("ms") ?? 5000)
+    const dir = url.searchParams.get("dir") ?? options.dir
+    return profileFor(ms, dir).then((file) => Response.json({ file }))
   }
   if (url.pathname === "/bench/cpu") {
     const u = process.cpuUsage()

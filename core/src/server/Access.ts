@@ -7,6 +7,7 @@ import type { GlobalRole } from "../domain/User.ts"
 import type { ProjectRole } from "../domain/Project.ts"
 import { excerpt, forbidden } from "./ApiError.ts"
 import type { ApiError } from "./ApiError.ts"
+import * as Eager from "./Eager.ts"
 
 /** The authenticated caller of a request. */
 export interface Principal {
@@ -19,8 +20,8 @@ export class Access extends Context.Tag("@dstack-ts/core/server/Access")<
   {
     /**
      * The user that owns this token, or undefined when no active user does. A service that
-     * remembers callers answers a remembered one without an asynchronous step, so that a
-     * request with everything it needs in memory completes in one synchronous pass.
+     * remembers callers answers a remembered one with an Effect already resolved (as of the
+     * call), so that a request with everything it needs in memory completes without a fiber.
      */
     readonly authenticate: (token: string) => Effect.Effect<Principal | undefined, ApiError>
     /** The caller's role in a project; fails with 404 when the project does not exist. */
@@ -40,23 +41,30 @@ export const satisfiesProjectRole = (
 /**
  * Succeeds with the caller's role in the project when it is at least `required` (a global
  * admin's may be undefined); fails with 403 otherwise, and with 404 when there is no such
- * project.
+ * project. With the role in memory the answer is an Effect already resolved.
  */
+export const authorizeProjectWith = (
+  access: Access["Type"],
+  principal: Principal,
+  projectName: string,
+  required: ProjectRole
+): Effect.Effect<ProjectRole | undefined, ApiError> =>
+  Eager.flatMap(access.projectRole(principal, projectName), (role) =>
+    satisfiesProjectRole(principal, role, required)
+      ? Effect.succeed(role)
+      : Effect.fail(
+          forbidden(
+            role === undefined
+              ? `You are not a member of project ${excerpt(projectName)}`
+              : `This action needs the project role ${required} or higher; you are ${role} in ${excerpt(projectName)}`
+          )
+        )
+  )
+
+/** `authorizeProjectWith` the Access service of the context. */
 export const authorizeProject = (
   principal: Principal,
   projectName: string,
   required: ProjectRole
 ): Effect.Effect<ProjectRole | undefined, ApiError, Access> =>
-  Effect.flatMap(Access, (access) =>
-    Effect.flatMap(access.projectRole(principal, projectName), (role) =>
-      satisfiesProjectRole(principal, role, required)
-        ? Effect.succeed(role)
-        : Effect.fail(
-            forbidden(
-              role === undefined
-                ? `You are not a member of project ${excerpt(projectName)}`
-                : `This action needs the project role ${required} or higher; you are ${role} in ${excerpt(projectName)}`
-            )
-          )
-    )
-  )
+  Effect.flatMap(Access, (access) => authorizeProjectWith(access, principal, projectName, required))

@@ -1,8 +1,8 @@
 // A route of the HTTP API, declared once: method, path, who may call it, the request and
-// response schemas, and its one Effect handler. The router mounts it on Hono (and completes the
-// handler synchronously when the caches behind it hold all it needs); the OpenAPI document is
+// response schemas, and its one Effect handler. The router mounts it on Hono (and answers without
+// a fiber when the caches behind the handler hold all it needs); the OpenAPI document is
 // generated from the same declaration.
-import type { Effect, Schema } from "effect"
+import type { Context, Effect, Schema } from "effect"
 import type { Context as HonoContext } from "hono"
 import type { ApiError } from "./ApiError.ts"
 import type { Principal } from "./Access.ts"
@@ -22,6 +22,11 @@ export interface RouteContext {
   readonly projectName: string | undefined
   readonly params: Readonly<Record<string, string>>
   readonly hono: HonoContext
+  /**
+   * A service of the server, looked up in the context the server was built with (no Effect
+   * step): for handlers that can answer from a service's memory without starting a fiber.
+   */
+  readonly service: <I, S>(tag: Context.Tag<I, S>) => S
 }
 
 interface RouteBase {

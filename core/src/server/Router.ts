@@ -1,13 +1,14 @@
 // Mounts declared routes on a Hono app: authentication, project access, body reading (within
 // a size limit) and decoding with field-path errors, the route's one Effect handler run on the
 // server's runtime, and response encoding.
-import { Cause, Effect, Either, Exit, Option, ParseResult, Runtime, Schema } from "effect"
+import { Cause, Context, Effect, Either, Exit, Option, ParseResult, Runtime, Schema } from "effect"
 import type { ManagedRuntime } from "effect"
 import type { Context as HonoContext, Hono } from "hono"
 import { bodyLimit } from "hono/body-limit"
-import { Access, authorizeProject } from "./Access.ts"
+import { Access, authorizeProjectWith } from "./Access.ts"
 import type { Principal } from "./Access.ts"
 import { ApiError, badRequest, clipped, forbidden, payloadTooLarge, serverError, unauthenticated } from "./ApiError.ts"
+import * as Eager from "./Eager.ts"
 import { Encoded } from "./Route.ts"
 import type { AnyRoute, RouteContext } from "./Route.ts"
 
@@ -41,27 +42,29 @@ const parseJson = (text: string): Either.Either<unknown, ApiError> => {
 }
 
 /**
- * Who calls and whether they may: the one authorization of every route. Plain combinators
- * rather than generators; with the caller and their role in memory (the Access service answers
- * with resolved Effects then) nothing in it is asynchronous.
+ * Who calls and whether they may: the one authorization of every route. With the caller and
+ * their role in memory the Access service answers with resolved Effects, and so does this.
  */
-const authorize = (route: AnyRoute<any>, c: HonoContext, params: Readonly<Record<string, string>>): Effect.Effect<{ principal: Principal | undefined; projectName: string | undefined }, ApiError, Access> => {
+const authorize = (
+  access: Access["Type"],
+  route: AnyRoute<any>,
+  c: HonoContext,
+  params: Readonly<Record<string, string>>
+): Effect.Effect<{ principal: Principal | undefined; projectName: string | undefined }, ApiError> => {
   const projectName: string | undefined = params.project_name
   if (route.access === "public") return Effect.succeed({ principal: undefined, projectName })
   const token = bearer(c)
   if (token === undefined) return Effect.fail(unauthenticated())
-  const access = route.access
-  return Effect.flatMap(Access, (service) =>
-    Effect.flatMap(service.authenticate(token), (principal) => {
-      if (principal === undefined) return Effect.fail(unauthenticated("Invalid token"))
-      if (access === "admin" && principal.globalRole !== "admin") {
-        return Effect.fail(forbidden("This action needs the global admin role"))
-      }
-      if (typeof access !== "object") return Effect.succeed({ principal, projectName })
-      if (projectName === undefined) return Effect.die(new Error(`route ${route.path} has no :project_name`))
-      return Effect.as(authorizeProject(principal, projectName, access.project), { principal, projectName })
-    })
-  )
+  const required = route.access
+  return Eager.flatMap(access.authenticate(token), (principal) => {
+    if (principal === undefined) return Effect.fail(unauthenticated("Invalid token"))
+    if (required === "admin" && principal.globalRole !== "admin") {
+      return Effect.fail(forbidden("This action needs the global admin role"))
+    }
+    if (typeof required !== "object") return Effect.succeed({ principal, projectName })
+    if (projectName === undefined) return Effect.die(new Error(`route ${route.path} has no :project_name`))
+    return Eager.map(authorizeProjectWith(access, principal, projectName, required.project), () => ({ principal, projectName }))
+  })
 }
 
 /**
@@ -120,41 +123,48 @@ const jsonResponse = (text: string | Uint8Array, status: number, extra: Readonly
 
 const JSON_HEADERS: Readonly<Record<string, string>> = { "content-type": "application/json" }
 
-/** The request, from authorization to the encoded answer, as one Effect. */
+/** The server's services, resolved once when its runtime is built. */
+interface Services {
+  readonly access: Access["Type"]
+  readonly service: <I, S>(tag: Context.Tag<I, S>) => S
+}
+
+/**
+ * The request, from authorization to the encoded answer, as one Effect: one already resolved
+ * when every step was answered from memory.
+ */
 const handle = <R>(
   mounted: Mounted<R>,
+  services: Services,
   c: HonoContext,
   body: string,
   extra: Readonly<Record<string, string>> | undefined
-): Effect.Effect<Response, ApiError, R | Access> => {
+): Effect.Effect<Response, ApiError, R> => {
   const { route, decode, encode } = mounted
   const params = c.req.param() as Record<string, string>
-  return Effect.flatMap(authorize(route, c, params), ({ principal, projectName }) => {
-    const ctx: RouteContext = { principal, projectName, params, hono: c }
+  return Eager.flatMap(authorize(services.access, route, c, params), ({ principal, projectName }) => {
+    const ctx: RouteContext = { principal, projectName, params, hono: c, service: services.service }
     if (route.kind === "raw") return route.handler(ctx)
-    // Decoding is synchronous: the handler is called with its result, no step in between.
     const input = decode ? decodeInput(mounted, body) : Either.right(undefined)
     if (Either.isLeft(input)) return Effect.fail(input.left)
-    return Effect.flatMap(route.handler(input.right, ctx), (output) =>
+    return Eager.flatMap(route.handler(input.right, ctx), (output) => {
       // Already in wire form (read as stored): encoding it again would only cost time.
-      output instanceof Encoded
-        ? Effect.succeed(jsonResponse(output.json ?? JSON.stringify(output.value), 200, extra))
-        : Either.match(encode!(output), {
-            onLeft: (e) => Effect.fail(serverError(`The server produced a response that does not match its schema`, e)),
-            onRight: (wire) => Effect.succeed(jsonResponse(JSON.stringify(wire), 200, extra))
-          })
-    )
+      if (output instanceof Encoded) return Effect.succeed(jsonResponse(output.json ?? JSON.stringify(output.value), 200, extra))
+      const wire = encode!(output)
+      return Either.isLeft(wire)
+        ? Effect.fail(serverError(`The server produced a response that does not match its schema`, wire.left))
+        : Effect.succeed(jsonResponse(JSON.stringify(wire.right), 200, extra))
+    })
   })
 }
 
 /**
- * Runs `effect` on `runtime` and turns its exit into the answer. A fiber runs synchronously
- * from its start until its first wait: a request whose every step is answered from memory (the
- * caller, their role, a cached run) is done when `runFork` returns, and its answer is returned
- * as is, without a turn of the event loop; one that waits on anything (a store read) answers
- * when its fiber ends. The same Effect either way — only when it finishes differs.
+ * Turns `effect` into the answer: at once when it is already resolved, else by running it on
+ * `runtime` (a fiber runs synchronously until its first wait, so one that finishes without
+ * waiting is answered without a turn of the event loop; one that waits answers when it ends).
  */
 const runFast = <A, E, R>(runtime: Runtime.Runtime<R>, effect: Effect.Effect<A, E, R>, onExit: (exit: Exit.Exit<A, E>) => A): A | Promise<A> => {
+  if (Exit.isExit(effect)) return onExit(effect as Exit.Exit<A, E>)
   const fiber = Runtime.runFork(runtime, effect)
   const exit = fiber.unsafePoll()
   if (exit !== null) return onExit(exit)
@@ -222,8 +232,17 @@ export const mountRoutes = <R>(
     ).then((refused) => (refused instanceof Response ? refused : text))
   }
 
-  // The runtime, once built: requests run on it synchronously as far as they go.
+  // The runtime, once built, and the services requests use from it.
   let built: Runtime.Runtime<R | Access> | undefined
+  let services: Services | undefined
+  const build = (rt: Runtime.Runtime<R | Access>): Services => {
+    built = rt
+    const context = rt.context
+    return (services = {
+      access: Context.unsafeGet(context, Access),
+      service: <I, S>(tag: Context.Tag<I, S>) => Context.unsafeGet(context as Context.Context<I>, tag)
+    })
+  }
   for (const route of routes) {
     const mounted = prepare(route)
     const isJson = route.kind === "json"
@@ -242,9 +261,9 @@ export const mountRoutes = <R>(
     }
     const respond = (c: HonoContext, body: string, extra: Readonly<Record<string, string>> | undefined): Response | Promise<Response> => {
       const onExit = toResponse(c, extra)
-      if (built !== undefined) return runFast(built, handle(mounted, c, body, extra), onExit)
+      if (built !== undefined) return runFast(built, handle(mounted, services!, c, body, extra), onExit)
       return runtime.runtime().then(
-        (rt) => runFast((built = rt), handle(mounted, c, body, extra), onExit),
+        (rt) => runFast(rt, handle(mounted, build(rt), c, body, extra), onExit),
         (cause) => onExit(Exit.die(cause))
       )
     }

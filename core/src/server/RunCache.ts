@@ -1,8 +1,8 @@
 // The runs the API read lately (runs/get, pages of runs/list), kept until the store reports a
 // change to them (`watch`: at once for this server's own writes, on the database's notification
 // for another replica's) and for at most `RUN_CACHE_TTL_MS` in any case, the bound should a
-// notification never arrive. A read it can answer from memory is an Effect already resolved, so the router
-// completes such a request synchronously. Only reads that answer a client go through it: the
+// notification never arrive. A read it can answer from memory is an Effect already resolved
+// (as of the call), so the router answers such a request without a fiber. Only reads that answer a client go through it: the
 // engine works on the rows themselves, with their versions and leases.
 import { Context, Effect, Layer } from "effect"
 import { StateStore, type DocumentBody, type DocumentFilter, type Page, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
@@ -85,11 +85,12 @@ export const layer: Layer.Layer<RunCache, never, StateStore> = Layer.scoped(
       return hit !== undefined && hit.changes === changes && now - hit.at < RUN_CACHE_TTL_MS ? hit.rows : undefined
     }
 
-    const getByName = (project: string, name: string) =>
-      Effect.suspend(() => {
+    // A hit is answered as of the call, with an Effect already resolved; a miss reads when run.
+    const getByName = (project: string, name: string): Effect.Effect<StoredDocument, StateStoreError> => {
+      const hit = byName(project, name, Date.now())
+      if (hit !== undefined) return Effect.succeed(hit)
+      return Effect.suspend(() => {
         const now = Date.now()
-        const hit = byName(project, name, now)
-        if (hit !== undefined) return Effect.succeed(hit)
         const readAt = changes
         return Effect.tap(store.runs.getByName(project, name), (row) =>
           Effect.sync(() => {
@@ -99,6 +100,7 @@ export const layer: Layer.Layer<RunCache, never, StateStore> = Layer.scoped(
           })
         )
       })
+    }
 
     return {
       findByName: (project, name) =>
@@ -138,14 +140,15 @@ export const layer: Layer.Layer<RunCache, never, StateStore> = Layer.scoped(
             })
           )
         }),
-      get: (id) =>
-        Effect.suspend(() => {
+      get: (id) => {
+        const hit = fresh(id, Date.now())
+        if (hit !== undefined) return Effect.succeed(hit)
+        return Effect.suspend(() => {
           const now = Date.now()
-          const hit = fresh(id, now)
-          if (hit !== undefined) return Effect.succeed(hit)
           const readAt = changes
           return Effect.tap(store.runs.get(id), (row) => Effect.sync(() => remember(row, readAt, now)))
-        }),
+        })
+      },
       getByName
     }
   })

@@ -10,6 +10,7 @@ import { StateStore } from "../ports/StateStore.ts"
 import { Access } from "./Access.ts"
 import type { Principal } from "./Access.ts"
 import { excerpt, fromStateStore } from "./ApiError.ts"
+import * as Eager from "./Eager.ts"
 
 /** The longest a cached caller or project role is used without the store saying it changed. */
 export const CACHE_TTL_MS = 5_000
@@ -42,22 +43,25 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
 
     /**
      * The cached value under `key`, else `load`'s (remembered unless it is undefined). A hit is
-     * an Effect already resolved: the router then completes the request synchronously.
+     * an Effect already resolved, as of the call (the router then answers without a fiber);
+     * a miss reads when the Effect runs.
      */
-    const cached = <A, E>(cache: Map<string, Cached<A>>, key: string, load: () => Effect.Effect<A | undefined, E>) =>
-      Effect.suspend(() => {
-        const hit = cache.get(key)
-        const now = Date.now()
-        if (hit !== undefined && now - hit.at < CACHE_TTL_MS) return Effect.succeed<A | undefined>(hit.value)
+    const cached = <A, E>(cache: Map<string, Cached<A>>, key: string, load: () => Effect.Effect<A | undefined, E>): Effect.Effect<A | undefined, E> => {
+      const hit = cache.get(key)
+      const now = Date.now()
+      if (hit !== undefined && now - hit.at < CACHE_TTL_MS) return Effect.succeed<A | undefined>(hit.value)
+      return Effect.suspend(() => {
         const readAt = epoch
+        const at = Date.now()
         return Effect.tap(load(), (value) =>
           Effect.sync(() => {
             if (value === undefined || epoch !== readAt) return
             if (cache.size >= MAX_ENTRIES) cache.clear()
-            cache.set(key, { value, at: now })
+            cache.set(key, { value, at })
           })
         )
       })
+    }
 
     return {
       authenticate: (token) => {
@@ -82,7 +86,7 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
               e.reason === "NotFound" ? fromStateStore({ reason: "NotFound", message: `Project ${excerpt(projectName)} does not exist` }) : fromStateStore(e)
             )
           )
-        ).pipe(Effect.map((members) => members?.get(principal.username)))
+        ).pipe((members) => Eager.map(members, (m) => m?.get(principal.username)))
     }
   })
 )

@@ -17,6 +17,7 @@ import { authorizeProject } from "../Access.ts"
 import type { Access } from "../Access.ts"
 import { alreadyExists, badRequest, excerpt, fromStateStore, notFound } from "../ApiError.ts"
 import type { ApiError } from "../ApiError.ts"
+import * as Eager from "../Eager.ts"
 import { encoded, jsonRoute } from "../Route.ts"
 import { RunCache } from "../RunCache.ts"
 import { randomRunName } from "./runNames.ts"
@@ -236,16 +237,14 @@ export const runRoutes = [
     handler: (input, ctx) => {
       const project = ctx.projectName!
       if (input.runName === undefined && input.id === undefined) return Effect.fail(badRequest("Give run_name or id", ["body", "run_name"]))
-      // The API's hottest read: a plain chain, answered from the run cache when it can.
-      return Effect.flatMap(RunCache, (runs) =>
-        (input.runName !== undefined
-          ? runs.getByName(project, input.runName).pipe(Effect.mapError(mapStore(project, input.runName)))
-          : runs.get(input.id!).pipe(Effect.mapError(mapStore(project, input.id)))
-        ).pipe(
-          Effect.flatMap((row) =>
-            row.project !== project ? Effect.fail(runNotFound(project, input.runName ?? input.id!)) : runAnswer(row)
-          )
-        )
+      // The API's hottest read: answered from the run cache when it can, then with an Effect
+      // already resolved (Eager), which the router answers without a fiber.
+      const runs = ctx.service(RunCache)
+      const row = input.runName !== undefined
+        ? Eager.mapError(runs.getByName(project, input.runName), mapStore(project, input.runName))
+        : Eager.mapError(runs.get(input.id!), mapStore(project, input.id))
+      return Eager.flatMap(row, (row) =>
+        row.project !== project ? Effect.fail(runNotFound(project, input.runName ?? input.id!)) : runAnswer(row)
       )
     },
     rememberInputs: true
