@@ -29,14 +29,13 @@ export interface RunningServer {
 }
 
 /** The message of a BlobStoreError that failed the server's start, if that is what `error` is. */
-const blobStoreFailure = (error: unknown): string | undefined => {
-  const found = (e: unknown): e is { _tag: "BlobStoreError"; message: string } =>
-    typeof e === "object" && e !== null && (e as { _tag?: unknown })._tag === "BlobStoreError"
-  if (found(error)) return error.message
-  // Effect's runPromise rejects with a FiberFailure that carries the failure as its cause.
-  const cause = (error as { cause?: unknown })?.cause
-  const inner = (cause as { failure?: unknown; error?: unknown })?.failure ?? (cause as { error?: unknown })?.error ?? cause
-  return found(inner) ? inner.message : undefined
+const blobStoreFailure = async (error: unknown): Promise<string | undefined> => {
+  const { Cause, Option, Runtime } = await import("effect")
+  // runPromise rejects with a FiberFailure that carries the failure in its cause.
+  const failure = Runtime.isFiberFailure(error) ? Option.getOrUndefined(Cause.failureOption(error[Runtime.FiberFailureCauseId])) : error
+  return typeof failure === "object" && failure !== null && (failure as { _tag?: unknown })._tag === "BlobStoreError"
+    ? String((failure as { message?: unknown }).message)
+    : undefined
 }
 
 /** Starts the server and listens; prints the URL and, on first start, the admin token. */
@@ -47,12 +46,12 @@ export const startServer = async (options: StartOptions): Promise<RunningServer>
     ...(options.env === undefined ? {} : { env: options.env }),
     allowLocalBlobs: options.allowLocalBlobs === true
   })
-  const server = await createServer(build).catch((error: unknown) => {
+  const server = await createServer(build).catch(async (error: unknown) => {
     // A refused store setup (shared state with local blobs, a bucket that cannot be used) is
     // the operator's to fix: one line, no stack.
     const tag = (error as { _tag?: unknown })?._tag
     if (tag === "LocalBlobsError") throw new CliError((error as Error).message)
-    const blobs = blobStoreFailure(error)
+    const blobs = await blobStoreFailure(error)
     if (blobs !== undefined) throw new CliError(`The blob store \`${String((build.blobs as { driver?: unknown }).driver)}\` cannot start: ${blobs}`)
     throw error
   })
