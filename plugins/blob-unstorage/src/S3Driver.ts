@@ -134,6 +134,21 @@ export const s3Driver = (options: S3DriverOptions): Driver & { readonly checkBuc
   }
 
   const get = (key: string) => request(`GET ${objectKey(key)}`, objectUrl(key), { method: "GET" }, true)
+
+  /** Reads an answer's body; a connection lost midway is a Transport error like any other. */
+  const body = async <A>(key: string, read: () => Promise<A>): Promise<A> => {
+    try {
+      return await read()
+    } catch (cause) {
+      throw new S3RequestError(
+        `the S3 endpoint ${endpoint} broke off GET ${objectKey(key)} in ${where}: ${cause instanceof Error ? cause.message : String(cause)}`,
+        "ECONNRESET",
+        undefined,
+        "Transport",
+        { cause }
+      )
+    }
+  }
   const put = async (key: string, body: Uint8Array | string) => {
     await request(`PUT ${objectKey(key)}`, objectUrl(key), { method: "PUT", body }, false)
   }
@@ -175,11 +190,11 @@ export const s3Driver = (options: S3DriverOptions): Driver & { readonly checkBuc
     },
     getItem: async (key) => {
       const res = await get(key)
-      return res === undefined ? null : res.text()
+      return res === undefined ? null : body(key, () => res.text())
     },
     getItemRaw: async (key) => {
       const res = await get(key)
-      return res === undefined ? null : new Uint8Array(await res.arrayBuffer())
+      return res === undefined ? null : new Uint8Array(await body(key, () => res.arrayBuffer()))
     },
     setItem: (key, value) => put(key, value),
     setItemRaw: (key, value) => put(key, value instanceof Uint8Array ? value : new TextEncoder().encode(String(value))),
