@@ -37,6 +37,11 @@ export interface S3Standin {
   readonly dir: string
   /** Requests answered so far, by S3 operation (`PutObject`, `ListObjectsV2` …). */
   readonly operations: Map<string, number>
+  /**
+   * Faults to inject: `cutGetsAfter` bytes, each GetObject answer is cut off (the connection
+   * destroyed) after that many bytes of its body; undefined for none.
+   */
+  readonly faults: { cutGetsAfter: number | undefined }
   /** The keys of a bucket, sorted. */
   readonly keys: (bucket: string) => ReadonlyArray<string>
   readonly close: () => Promise<void>
@@ -72,6 +77,7 @@ export const startS3Standin = async (options: S3StandinOptions = {}): Promise<S3
   const buckets = new Map<string, Map<string, StoredObject>>()
   for (const b of options.buckets ?? []) buckets.set(b, new Map())
   const operations = new Map<string, number>()
+  const faults: { cutGetsAfter: number | undefined } = { cutGetsAfter: undefined }
   const count = (op: string) => operations.set(op, (operations.get(op) ?? 0) + 1)
 
   const sendError = (res: http.ServerResponse, status: number, code: string, message: string, resource: string) => {
@@ -247,6 +253,11 @@ export const startS3Standin = async (options: S3StandinOptions = {}): Promise<S3
           "content-type": o.contentType ?? "binary/octet-stream"
         })
         if (req.method === "HEAD") return res.end()
+        if (faults.cutGetsAfter !== undefined && o.size > faults.cutGetsAfter) {
+          const head = fs.createReadStream(o.file, { start: 0, end: Math.max(0, faults.cutGetsAfter - 1) })
+          for await (const piece of head) res.write(piece)
+          return res.destroy()
+        }
         return pipeline(fs.createReadStream(o.file), res)
       }
       case "DELETE": {
@@ -283,6 +294,7 @@ export const startS3Standin = async (options: S3StandinOptions = {}): Promise<S3
     region,
     dir,
     operations,
+    faults,
     keys: (bucket) => [...(buckets.get(bucket)?.keys() ?? [])].sort(),
     close: async () => {
       server.closeAllConnections()

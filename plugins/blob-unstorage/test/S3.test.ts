@@ -120,6 +120,24 @@ describe("the s3 blob store", () => {
       )
     }))
 
+  it.effect("fails with Transport when the endpoint cuts a read off midway", () =>
+    Effect.gen(function*() {
+      const cutting = yield* Effect.promise(() => startS3Standin({ buckets: [BUCKET] }))
+      yield* Effect.gen(function*() {
+        const store = yield* BlobStore.BlobStore
+        yield* store.put("long", new Uint8Array(200_000).fill(7))
+        cutting.faults.cutGetsAfter = 1000
+        const e = yield* Effect.flip(store.getBytes("long"))
+        expect(e.reason, e.message).toBe("Transport")
+        expect(e.message).toContain("broke off GET")
+        cutting.faults.cutGetsAfter = undefined
+        expect((yield* store.getBytes("long")).length).toBe(200_000)
+      }).pipe(
+        Effect.provide(UnstorageBlobStore.layerS3({ ...s3, endpoint: cutting.endpoint, chunkSize: 64 * 1024 })),
+        Effect.ensuring(Effect.promise(() => cutting.close()))
+      )
+    }))
+
   it.effect("validates its options, naming each bad one", () =>
     Effect.gen(function*() {
       const without = (key: string) => Object.fromEntries(Object.entries(byName).filter(([k]) => k !== key))
