@@ -79,6 +79,8 @@ const startedAt = Date.now()
 const server = await createServer({
   state: stateLayer(),
   blobs: UnstorageBlobStore.layerFs({ base: path.join(options.dir, "blobs") }),
+  // One server, also on PostgreSQL: nobody else needs its blobs.
+  allowLocalBlobs: true,
   adminToken: options.token,
   plugins: options.backend === "noop" ? [...defaultPlugins, noopPlugin] : defaultPlugins,
   runner: { entry: defaultRunnerEntry() },

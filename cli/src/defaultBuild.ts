@@ -13,6 +13,7 @@ import stateEmbedded from "@dstack-ts/state-embedded"
 import statePostgres from "@dstack-ts/state-postgres"
 import blobUnstorage from "@dstack-ts/blob-unstorage"
 import type { ServerOptions } from "@dstack-ts/core"
+import { serverBlobs } from "./serverBlobs.ts"
 
 /** The first-party plugins every default server has. */
 export const defaultPlugins = [
@@ -40,15 +41,23 @@ export const defaultServerDir = (): string => process.env.DSTACK_SERVER_DIR || j
 /**
  * The default build's options: the `embedded` state store (PostgreSQL in WASM) under
  * `<dir>/data`, or `postgres` when `DSTACK_DATABASE_URL` is set (several replicas may share it);
- * the `fs` blob store under `<dir>/blobs`; the `local` backend in every project.
+ * the `s3` blob store when `DSTACK_SERVER_S3_BUCKET` is set (see serverBlobs.ts), else `fs`
+ * under `<dir>/blobs` — which a server on PostgreSQL refuses unless `allowLocalBlobs`; the
+ * `local` backend in every project.
  */
-export const defaultServerOptions = (serverDir: string, adminToken: string | undefined): ServerOptions => {
-  const databaseUrl = process.env.DSTACK_DATABASE_URL
+export const defaultServerOptions = (
+  serverDir: string,
+  adminToken: string | undefined,
+  settings: { readonly env?: NodeJS.ProcessEnv; readonly allowLocalBlobs?: boolean } = {}
+): ServerOptions => {
+  const env = settings.env ?? process.env
+  const databaseUrl = env.DSTACK_DATABASE_URL
   return {
     state: databaseUrl
       ? { driver: "postgres", options: { url: databaseUrl } }
       : { driver: "embedded", options: { data_dir: join(serverDir, "data") } },
-    blobs: { driver: "fs", options: { base: join(serverDir, "blobs") } },
+    blobs: serverBlobs(env, serverDir),
+    allowLocalBlobs: settings.allowLocalBlobs === true,
     adminToken,
     plugins: defaultPlugins,
     runner: { entry: defaultRunnerEntry() },

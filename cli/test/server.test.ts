@@ -1,13 +1,19 @@
 // `dstack server`'s start logic with the default build (first-party plugins, embedded PGlite
 // state, fs blobs): it listens, saves the admin's main project so that a client works at
-// once, and offers this machine through the local backend.
+// once, and offers this machine through the local backend. Its blob store from the
+// environment: an S3 bucket (on the S3 stand-in) with DSTACK_SERVER_S3_BUCKET, and the refusal
+// of PostgreSQL with local blobs unless --allow-local-blobs.
 import { afterAll, describe, expect, it } from "vitest"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Client } from "@dstack-ts/client"
+import { Client, Stacks } from "@dstack-ts/client"
 import { startServer } from "../src/commands/server.ts"
 import { CliError } from "../src/context.ts"
+import { serverBlobs } from "../src/serverBlobs.ts"
+import { describeWith } from "../../test/support/components.ts"
+import { createTestDatabase, findPostgres } from "../../test/support/postgres.ts"
+import { startS3Standin } from "../../test/support/s3-standin.ts"
 
 const dirs: Array<string> = []
 afterAll(async () => {
@@ -53,6 +59,92 @@ describe("dstack server", { timeout: 120_000 }, () => {
       expect(error.message).toBe(`Port ${port} on 127.0.0.1 is already in use (pass --port)`)
     } finally {
       await first.close()
+    }
+  })
+})
+
+describe("dstack server's blob store", { timeout: 120_000 }, () => {
+  it("is fs under the server directory without DSTACK_SERVER_S3_BUCKET, s3 with it", () => {
+    expect(serverBlobs({}, "/srv/dstack")).toEqual({ driver: "fs", options: { base: join("/srv/dstack", "blobs") } })
+    const creds = { AWS_ACCESS_KEY_ID: "AKID", AWS_SECRET_ACCESS_KEY: "secret" }
+    expect(serverBlobs({ ...creds, DSTACK_SERVER_S3_BUCKET: "b", DSTACK_SERVER_S3_BUCKET_REGION: "eu-west-1" }, "/x")).toEqual({
+      driver: "s3",
+      options: { bucket: "b", region: "eu-west-1", endpoint: "https://s3.eu-west-1.amazonaws.com", access_key_id: "AKID", secret_access_key: "secret" }
+    })
+    const minio = serverBlobs({ ...creds, DSTACK_SERVER_S3_BUCKET: "b", AWS_ENDPOINT_URL: "http://minio:9000", DSTACK_SERVER_S3_PREFIX: "team-a" }, "/x")
+    expect(minio.options).toMatchObject({ endpoint: "http://minio:9000", region: "us-east-1", base: "team-a" })
+    // The S3-specific endpoint variable wins over the general one.
+    expect(serverBlobs({ ...creds, DSTACK_SERVER_S3_BUCKET: "b", AWS_ENDPOINT_URL: "http://a", AWS_ENDPOINT_URL_S3: "http://b" }, "/x").options.endpoint).toBe("http://b")
+  })
+
+  it("names the missing credentials when only the bucket is set", () => {
+    const error = (() => {
+      try {
+        return serverBlobs({ DSTACK_SERVER_S3_BUCKET: "b", AWS_ACCESS_KEY_ID: "AKID" }, "/x")
+      } catch (e) {
+        return e
+      }
+    })()
+    expect(error).toBeInstanceOf(CliError)
+    expect((error as Error).message).toBe("DSTACK_SERVER_S3_BUCKET is set, but AWS_SECRET_ACCESS_KEY is not: the s3 blob store needs credentials")
+  })
+})
+
+const pg = await findPostgres()
+
+describeWith("postgresql", pg.available, pg.reason, () => {
+  it("refuses PostgreSQL with blobs on this machine unless --allow-local-blobs", { timeout: 120_000 }, async () => {
+    const db = await createTestDatabase(pg.url, "dstack_cli_local_blobs")
+    const home = await mkdtemp(join(tmpdir(), "dstack-server-pg-"))
+    dirs.push(home)
+    try {
+      const env = { DSTACK_DATABASE_URL: db.url }
+      const options = { host: "127.0.0.1", port: 0, serverDir: join(home, "server"), adminToken: "t", configPath: undefined, env }
+      const error = await startServer(options).catch((e) => e)
+      expect(error).toBeInstanceOf(CliError)
+      expect(error.message).toContain("The state store `postgres` is shared by every server replica")
+      expect(error.message).toContain("the blob store `fs`")
+      expect(error.message).toContain("--allow-local-blobs")
+      const running = await startServer({ ...options, allowLocalBlobs: true })
+      await running.close()
+    } finally {
+      await db.drop()
+    }
+  })
+
+  it("on PostgreSQL, keeps blobs in the S3 bucket, and refuses a missing bucket in one line", { timeout: 120_000 }, async () => {
+    const s3 = await startS3Standin({ buckets: ["dstack"] })
+    const home = await mkdtemp(join(tmpdir(), "dstack-server-s3-"))
+    dirs.push(home)
+    const db = await createTestDatabase(pg.url, "dstack_cli_s3_blobs")
+    const env = {
+      DSTACK_DATABASE_URL: db.url,
+      DSTACK_SERVER_S3_BUCKET: "dstack",
+      DSTACK_SERVER_S3_ENDPOINT: s3.endpoint,
+      AWS_ACCESS_KEY_ID: s3.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3.secretAccessKey
+    }
+    try {
+      const running = await startServer({ host: "127.0.0.1", port: 0, serverDir: join(home, "server"), adminToken: "t", configPath: undefined, env })
+      try {
+        const bytes = Uint8Array.from({ length: 5000 }, (_, i) => i & 0xff)
+        await Stacks.make({ url: running.url, token: "t" }).push("admin/in-the-bucket", bytes)
+        expect(await Stacks.make({ url: running.url, token: "t" }).pull("admin/in-the-bucket")).toEqual(bytes)
+        expect(s3.keys("dstack").some((k) => k.startsWith("m/stacks/"))).toBe(true)
+      } finally {
+        await running.close()
+      }
+      const error = await startServer({
+        host: "127.0.0.1", port: 0, serverDir: join(home, "other"), adminToken: "t", configPath: undefined,
+        env: { ...env, DSTACK_SERVER_S3_BUCKET: "missing" }
+      }).catch((e) => e)
+      expect(error).toBeInstanceOf(CliError)
+      expect(error.message).toContain("The blob store `s3` cannot start")
+      expect(error.message).toContain("404 NoSuchBucket")
+      expect(error.message).toContain("\"missing\"")
+    } finally {
+      await s3.close()
+      await db.drop()
     }
   })
 })

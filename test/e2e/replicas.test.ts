@@ -1,7 +1,9 @@
-// Two server replicas (separate processes, test/support/replica.ts) on one PostgreSQL database:
-// runs submitted to either are each worked on by exactly one replica, both replicas do some of
-// the work, no log line is stored twice, and when a replica is killed mid-run the other takes
-// the run over once its lease expires and follows it to the end. Jobs run on the local backend,
+// Two server replicas (separate processes, test/support/replica.ts) on one PostgreSQL database
+// and one blob store (the `s3` store on the S3 stand-in, test/support/s3-standin.ts): runs
+// submitted to either are each worked on by exactly one replica, both replicas do some of the
+// work, no log line is stored twice, a run whose code was uploaded through one replica is worked
+// on by the other, a stack pushed to one pulls from the other, and when a replica is killed
+// mid-run the other takes the run over once its lease expires and follows it to the end. Jobs run on the local backend,
 // whose runners are separate processes and so outlive the replica that started them.
 // REPLICAS_DEBUG=<dir> keeps each replica's recorded events and output there.
 import { spawn, type ChildProcess } from "node:child_process"
@@ -10,9 +12,13 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, expect, it } from "vitest"
+import { Effect, Stream } from "effect"
+import { Stacks } from "@dstack-ts/client"
+import { VirtualRepo } from "../../core/src/repos/index.ts"
 import { describeWith } from "../support/components.ts"
 import { createTestDatabase, findPostgres, type TestDatabase } from "../support/postgres.ts"
 import type { ReplicaEvent } from "../support/replica.ts"
+import { type S3Standin, startS3Standin } from "../support/s3-standin.ts"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 const ENTRY = path.join(root, "test/support/replica.ts")
@@ -20,6 +26,7 @@ const TOKEN = "replicas-e2e-token"
 const LEASE_MS = 3000
 const RESYNC_MS = 1000
 const RUNS = 20
+const BUCKET = "replica-blobs"
 
 interface Replica {
   readonly name: string
@@ -27,6 +34,8 @@ interface Replica {
   readonly process: ChildProcess
   readonly port: number
   readonly eventsFile: string
+  /** While this file exists the replica claims no run. */
+  readonly pauseFile: string
   readonly stderr: Array<string>
   readonly exited: Promise<void>
 }
@@ -34,9 +43,10 @@ interface Replica {
 const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined"
 
 /** Starts a replica and waits for the line with its port. */
-const startReplica = (name: string, dbUrl: string, workRoot: string): Promise<Replica> => {
+const startReplica = (name: string, dbUrl: string, workRoot: string, s3: S3Standin): Promise<Replica> => {
   const owner = `replica-${name}-${Math.random().toString(36).slice(2, 8)}`
   const eventsFile = path.join(workRoot, `${name}.events.jsonl`)
+  const pauseFile = path.join(workRoot, `${name}.paused`)
   fs.writeFileSync(eventsFile, "")
   // Always a Node child, also when the tests themselves run under Deno.
   const child = spawn(isDeno ? "node" : process.execPath, ["--import", "tsx", ENTRY], {
@@ -48,6 +58,14 @@ const startReplica = (name: string, dbUrl: string, workRoot: string): Promise<Re
       REPLICA_OWNER: owner,
       REPLICA_WORK_DIR: path.join(workRoot, name),
       REPLICA_EVENTS: eventsFile,
+      REPLICA_PAUSE_FILE: pauseFile,
+      REPLICA_BLOBS: JSON.stringify({
+        bucket: BUCKET,
+        endpoint: s3.endpoint,
+        region: s3.region,
+        access_key_id: s3.accessKeyId,
+        secret_access_key: s3.secretAccessKey
+      }),
       REPLICA_LEASE_MS: String(LEASE_MS),
       REPLICA_RESYNC_MS: String(RESYNC_MS),
       // Room for every run at once on either replica: a job that finds no capacity fails.
@@ -74,7 +92,7 @@ const startReplica = (name: string, dbUrl: string, workRoot: string): Promise<Re
       const { port } = JSON.parse(out.slice(0, newline)) as { port: number }
       child.stdout!.removeAllListeners("data")
       child.stdout!.on("data", (chunk: string) => stderr.push(chunk))
-      resolve({ name, owner, process: child, port, eventsFile, stderr, exited })
+      resolve({ name, owner, process: child, port, eventsFile, pauseFile, stderr, exited })
     })
     void exited.then(() => {
       clearTimeout(timer)
@@ -201,6 +219,7 @@ const pg = await findPostgres()
 
 describeWith("postgresql", pg.available, pg.reason, () => {
   let db: TestDatabase | undefined
+  let s3: S3Standin | undefined
   let workRoot = ""
   let a: Replica | undefined
   let b: Replica | undefined
@@ -208,7 +227,8 @@ describeWith("postgresql", pg.available, pg.reason, () => {
   beforeAll(async () => {
     db = await createTestDatabase(pg.url, "dstack_replicas")
     workRoot = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-replicas-"))
-    ;[a, b] = await Promise.all([startReplica("a", db.url, workRoot), startReplica("b", db.url, workRoot)])
+    s3 = await startS3Standin({ buckets: [BUCKET] })
+    ;[a, b] = await Promise.all([startReplica("a", db.url, workRoot, s3), startReplica("b", db.url, workRoot, s3)])
   }, 60_000)
 
   afterAll(async () => {
@@ -236,6 +256,7 @@ describeWith("postgresql", pg.available, pg.reason, () => {
       fs.rmSync(workRoot, { recursive: true, force: true })
     }
     await db?.drop()
+    await s3?.close()
   }, 30_000)
 
   it("shares submitted runs between the replicas and processes each exactly once", async () => {
@@ -267,6 +288,49 @@ describeWith("postgresql", pg.available, pg.reason, () => {
     expect(perOwner.a).toBeGreaterThan(0)
     expect(perOwner.b).toBeGreaterThan(0)
     expect(perOwner.a + perOwner.b).toBe(RUNS)
+  }, 60_000)
+
+  it("shares blobs: a run whose code was uploaded through A is worked on by B; a stack pushed to A pulls from B", async () => {
+    const url = (r: Replica) => `http://127.0.0.1:${r.port}`
+    const repo = new VirtualRepo({ repoId: "replicas-code" })
+    await Effect.runPromise(repo.addFile("hello.txt", "code uploaded through A\n"))
+    const code = await Effect.runPromise(Stream.runCollect(repo.code))
+    // A claims nothing meanwhile: the run it accepts can only be worked on by B, whose engine
+    // reads the code archive A stored.
+    fs.writeFileSync(a!.pauseFile, "")
+    try {
+      expect((await call(a!, "/api/project/main/repos/init", { repo_id: repo.repoId, repo_info: { repo_type: "virtual" } })).status).toBe(200)
+      const upload = await fetch(`${url(a!)}/api/project/main/repos/upload_code?repo_id=${repo.repoId}&hash=${repo.codeHash}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/octet-stream", connection: "close" },
+        body: new Blob([...code] as Array<BlobPart>)
+      })
+      expect(upload.status, await upload.clone().text()).toBe(200)
+      const res = await call(a!, "/api/project/main/runs/apply", {
+        plan: {
+          run_spec: {
+            run_name: "code-via-a",
+            repo_id: repo.repoId,
+            repo_data: { repo_type: "virtual" },
+            repo_code_hash: repo.codeHash,
+            configuration: { type: "task", commands: ["cat hello.txt"], resources: { cpu: "1..", memory: "100MB..", disk: "100MB.." } }
+          }
+        }
+      })
+      expect(res.status, JSON.stringify(res.body)).toBe(200)
+      const run = await waitRun(b!, "code-via-a", finished, 30_000)
+      expect(run.status, JSON.stringify(run.jobs[0].job_submissions)).toBe("done")
+      expect(await logsOf(a!, "code-via-a")).toBe("code uploaded through A\n")
+      expect([...(writersByRun([a!, b!]).get(res.body.id) ?? [])]).toEqual([b!.owner])
+    } finally {
+      fs.rmSync(a!.pauseFile, { force: true })
+    }
+    // The archive is in the shared bucket, not on either replica's disk.
+    expect(s3!.keys(BUCKET).some((k) => k.startsWith(`m/codes/main/${repo.repoId}/`))).toBe(true)
+
+    const bytes = Uint8Array.from({ length: 300_000 }, (_, i) => (i * 7) & 0xff)
+    await Stacks.make({ url: url(a!), token: TOKEN }).push("admin/shared-between-replicas", bytes, { message: "pushed to A" })
+    expect(await Stacks.make({ url: url(b!), token: TOKEN }).pull("admin/shared-between-replicas")).toEqual(bytes)
   }, 60_000)
 
   it("takes over the run of a killed replica once its lease expires, and follows it to the end", async () => {

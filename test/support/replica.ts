@@ -1,23 +1,28 @@
 // One server replica as a program, for tests with several replicas on one PostgreSQL database
 // (test/e2e/replicas.test.ts): createServer with the PostgreSQL state store, the local backend
 // (runners are separate processes, so they outlive this one) and the local transport, served
-// on a loopback port. Every run claim and every run write made under a lease is appended to
+// on a loopback port, with the `s3` blob store of @dstack-ts/blob-unstorage on REPLICA_BLOBS (the
+// options as JSON; tests point it at the S3 stand-in, test/support/s3-standin.ts) so that every
+// replica sees the code archives and stack files of the others. Every run claim and every run
+// write made under a lease is appended to
 // REPLICA_EVENTS (one JSON line each, synchronously, so a SIGKILL loses nothing written) so
 // that a test can tell which replica worked on which run. Prints `{"port":…,"owner":…}` once it
-// listens; SIGTERM closes it (and the runners it started).
+// listens; SIGTERM closes it (and the runners it started). While the file REPLICA_PAUSE_FILE
+// exists the replica claims no run, so a test can hand a run submitted through it to another.
 //
 // Environment: DSTACK_DATABASE_URL, DSTACK_SERVER_ADMIN_TOKEN, REPLICA_OWNER, REPLICA_WORK_DIR,
-// REPLICA_EVENTS, REPLICA_LEASE_MS, REPLICA_RESYNC_MS, REPLICA_MAX_INSTANCES.
+// REPLICA_EVENTS, REPLICA_BLOBS, REPLICA_PAUSE_FILE, REPLICA_LEASE_MS, REPLICA_RESYNC_MS,
+// REPLICA_MAX_INSTANCES.
 import * as fs from "node:fs"
 import type { AddressInfo } from "node:net"
 import { fileURLToPath } from "node:url"
 import { serve } from "@hono/node-server"
 import { Effect, Layer } from "effect"
 import backendLocal from "@dstack-ts/backend-local"
+import blobUnstorage from "@dstack-ts/blob-unstorage"
 import transportLocal from "@dstack-ts/transport-local"
 import { PostgresStateStore } from "@dstack-ts/state-postgres"
 import { StateStore, type Documents } from "../../core/src/ports/StateStore.ts"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer } from "../../core/src/server/createServer.ts"
 
 /** One line of REPLICA_EVENTS. */
@@ -37,6 +42,7 @@ const env = (name: string): string => {
 
 const owner = env("REPLICA_OWNER")
 const eventsFile = env("REPLICA_EVENTS")
+const pauseFile = process.env.REPLICA_PAUSE_FILE
 
 const record = (event: Omit<ReplicaEvent, "owner" | "at">) =>
   Effect.sync(() => fs.appendFileSync(eventsFile, `${JSON.stringify({ ...event, owner, at: Date.now() })}\n`))
@@ -45,7 +51,9 @@ const record = (event: Omit<ReplicaEvent, "owner" | "at">) =>
 const recordingRuns = (runs: Documents): Documents => ({
   ...runs,
   claim: (request) =>
-    runs.claim(request).pipe(Effect.tap((rows) => Effect.forEach(rows, (row) => record({ event: "claim", run: row.id }), { discard: true }))),
+    (pauseFile !== undefined && fs.existsSync(pauseFile) ? Effect.succeed([]) : runs.claim(request)).pipe(
+      Effect.tap((rows) => Effect.forEach(rows, (row) => record({ event: "claim", run: row.id }), { discard: true }))
+    ),
   update: (id, patch, options) =>
     runs.update(id, patch, options).pipe(
       Effect.tap((row) => (options?.lease !== undefined ? record({ event: "update", run: id, status: row.status }) : Effect.void))
@@ -59,9 +67,9 @@ const state = Layer.effect(
 
 const server = await createServer({
   state,
-  blobs: blobsMemory,
+  blobs: { driver: "s3", options: JSON.parse(env("REPLICA_BLOBS")) as unknown },
   adminToken: env("DSTACK_SERVER_ADMIN_TOKEN"),
-  plugins: [backendLocal, transportLocal],
+  plugins: [blobUnstorage, backendLocal, transportLocal],
   runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
   compute: {
     defaultBackends: [{

@@ -1,7 +1,8 @@
 // `dstack server`: starts the default server build (cli/src/defaultBuild.ts: the first-party
-// plugins, the embedded state store and file blobs under DSTACK_SERVER_DIR, default
-// ~/.dstack-ts/server), and on first start saves the admin's `main` project to
-// ~/.dstack/config.yml (as upstream does) so the CLI works at once.
+// plugins; the embedded state store, or PostgreSQL with DSTACK_DATABASE_URL; file blobs under
+// DSTACK_SERVER_DIR, default ~/.dstack-ts/server, or an S3 bucket with DSTACK_SERVER_S3_BUCKET),
+// and on first start saves the admin's `main` project to ~/.dstack/config.yml (as upstream does)
+// so the CLI works at once.
 import { defineCommand } from "citty"
 import { CliError, globalArgs, runEffect, usageError } from "../context.ts"
 import { print, success } from "../ui.ts"
@@ -16,6 +17,10 @@ export interface StartOptions {
   readonly configPath: string | undefined
   /** Close the server and exit on SIGINT/SIGTERM (`serve`'s handling); false when embedded, e.g. in a test. */
   readonly handleSignals?: boolean
+  /** Start on PostgreSQL with blobs on this machine's disk (`--allow-local-blobs`): one server only. */
+  readonly allowLocalBlobs?: boolean
+  /** The environment the build reads (DSTACK_DATABASE_URL, DSTACK_SERVER_S3_*); default `process.env`. */
+  readonly env?: NodeJS.ProcessEnv
 }
 
 export interface RunningServer {
@@ -23,11 +28,33 @@ export interface RunningServer {
   readonly close: () => Promise<void>
 }
 
+/** The message of a BlobStoreError that failed the server's start, if that is what `error` is. */
+const blobStoreFailure = async (error: unknown): Promise<string | undefined> => {
+  const { Cause, Option, Runtime } = await import("effect")
+  // runPromise rejects with a FiberFailure that carries the failure in its cause.
+  const failure = Runtime.isFiberFailure(error) ? Option.getOrUndefined(Cause.failureOption(error[Runtime.FiberFailureCauseId])) : error
+  return typeof failure === "object" && failure !== null && (failure as { _tag?: unknown })._tag === "BlobStoreError"
+    ? String((failure as { message?: unknown }).message)
+    : undefined
+}
+
 /** Starts the server and listens; prints the URL and, on first start, the admin token. */
 export const startServer = async (options: StartOptions): Promise<RunningServer> => {
   const { createServer, serve, ServeError } = await import("@dstack-ts/core")
   const { defaultServerOptions } = await import("../defaultBuild.ts")
-  const server = await createServer(defaultServerOptions(options.serverDir, options.adminToken))
+  const build = defaultServerOptions(options.serverDir, options.adminToken, {
+    ...(options.env === undefined ? {} : { env: options.env }),
+    allowLocalBlobs: options.allowLocalBlobs === true
+  })
+  const server = await createServer(build).catch(async (error: unknown) => {
+    // A refused store setup (shared state with local blobs, a bucket that cannot be used) is
+    // the operator's to fix: one line, no stack.
+    const tag = (error as { _tag?: unknown })?._tag
+    if (tag === "LocalBlobsError") throw new CliError((error as Error).message)
+    const blobs = await blobStoreFailure(error)
+    if (blobs !== undefined) throw new CliError(`The blob store \`${String((build.blobs as { driver?: unknown }).driver)}\` cannot start: ${blobs}`)
+    throw error
+  })
   const serving = await serve(server, { hostname: options.host, port: options.port, handleSignals: options.handleSignals ?? false }).catch((error: unknown) => {
     if (error instanceof ServeError && error.code === "EADDRINUSE") throw new CliError(`Port ${options.port} on ${options.host} is already in use (pass --port)`)
     throw error
@@ -60,6 +87,10 @@ export default defineCommand({
     host: { type: "string", description: "The address to bind", default: "127.0.0.1", valueHint: "host" },
     port: { type: "string", description: "The port to listen on (0: any free port)", default: "3000", valueHint: "port" },
     token: { type: "string", description: "The admin token (default: DSTACK_SERVER_ADMIN_TOKEN, else a random one printed once)", valueHint: "token" },
+    "allow-local-blobs": {
+      type: "boolean",
+      description: "Start on PostgreSQL (DSTACK_DATABASE_URL) with blobs on this machine's disk: only when no other replica shares the database"
+    },
     ...globalArgs
   },
   run: async ({ args }) => {
@@ -74,7 +105,8 @@ export default defineCommand({
       serverDir: defaultServerDir(),
       adminToken: args.token ?? (process.env.DSTACK_SERVER_ADMIN_TOKEN || undefined),
       configPath,
-      handleSignals: true
+      handleSignals: true,
+      allowLocalBlobs: args["allow-local-blobs"] === true
     })
     // Serving until SIGINT/SIGTERM, on which serve() closes the server and exits.
     await new Promise<never>(() => {})

@@ -198,6 +198,13 @@ export type TypeId = typeof TypeId
  */
 export interface BlobStore {
   readonly [TypeId]: TypeId
+  /**
+   * Who sees the values: `process` (this process only: memory), `host` (processes on this
+   * machine: a local directory) or `shared` (every server that connects: Redis, S3). A server
+   * whose state store is shared refuses a blob store that is not (see `createServer`'s
+   * `allowLocalBlobs`); undefined when the implementation does not say.
+   */
+  readonly reach?: StoreReach
   /** Stores a value; it becomes visible to readers only when complete. Overwrites. */
   readonly put: <E = never>(
     key: string,
@@ -222,6 +229,9 @@ export interface BlobStore {
   readonly delete: (key: string) => Effect.Effect<void, BlobStoreError>
 }
 
+/** Who sees what a store holds: this process, processes on this machine, or every server that connects. */
+export type StoreReach = "process" | "host" | "shared"
+
 /** The tag of the BlobStore service (same name as the interface, as in `@effect/platform`). */
 export const BlobStore: Context.Tag<BlobStore, BlobStore> = Context.GenericTag<BlobStore>("@dstack-ts/core/BlobStore")
 
@@ -232,6 +242,8 @@ export const BlobStore: Context.Tag<BlobStore, BlobStore> = Context.GenericTag<B
 export interface Implementation {
   /** Names the implementation in errors, e.g. `BlobStore/unstorage`. */
   readonly module: string
+  /** Who sees the values (see `BlobStore.reach`). */
+  readonly reach?: StoreReach
   readonly put: <E>(
     key: string,
     body: Stream.Stream<Uint8Array, E>,
@@ -378,6 +390,7 @@ export const make = (impl: Implementation): BlobStore => {
     ))
   return {
     [TypeId]: TypeId,
+    ...(impl.reach === undefined ? {} : { reach: impl.reach }),
     put: (key, body, options = {}) =>
       Effect.flatMap(validateKey(m, "put", key), (k) => {
         const pieces = impl.putPieces === undefined ? undefined : bodyPieces(m, body)
@@ -429,6 +442,7 @@ export const makeMemory: Effect.Effect<BlobStore> = Effect.map(
       })
     return make({
       module,
+      reach: "process",
       put: (key, body, options) =>
         Effect.gen(function*() {
           const chunks = yield* Stream.runCollect(body)

@@ -487,6 +487,11 @@ export type Invalidation =
 // The service
 
 export interface StateStoreService {
+  /**
+   * Who sees the state: `process` (in memory), `host` (a database on this machine's disk) or
+   * `shared` (a database server several replicas connect to). Undefined when not said.
+   */
+  readonly reach?: "process" | "host" | "shared"
   readonly users: Users
   readonly projects: Projects
   readonly backends: Backends

@@ -29,6 +29,7 @@ import type { RunCache } from "./RunCache.ts"
 import * as InstanceCacheModule from "./InstanceCache.ts"
 import type { InstanceCache } from "./InstanceCache.ts"
 import { serverRoutes } from "./routes/server.ts"
+import { localBlobsProblem } from "./SharedBlobs.ts"
 import { userRoutes } from "./routes/users.ts"
 import { projectRoutes } from "./routes/projects.ts"
 import { runRoutes } from "./routes/runs.ts"
@@ -61,6 +62,13 @@ export interface ServerOptions {
    * `{ driver: "fs", options: { base } }` (@dstack-ts/blob-unstorage).
    */
   readonly blobs: StoreChoice<BlobStore, BlobStoreError>
+  /**
+   * Start although the state store is shared (PostgreSQL) and the blob store is not (`fs`,
+   * `memory`): right for a single server on PostgreSQL, or `fs` on a directory every replica
+   * mounts. Without it such a server refuses to start with a `LocalBlobsError`, since a second
+   * replica would not find the code archives and stack files this one stores.
+   */
+  readonly allowLocalBlobs?: boolean | undefined
   /** The first admin's token (`DSTACK_SERVER_ADMIN_TOKEN`); random when absent. */
   readonly adminToken?: string | undefined
   /** The plugins of this build: backends, transports, codecs … (checked against this core). */
@@ -172,6 +180,13 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
   const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer), engine)
   const runtime = ManagedRuntime.make(services)
   try {
+    const [stateStore, blobStore] = await runtime.runPromise(Effect.all([StateStore, BlobStore]))
+    const refusal = localBlobsProblem(
+      { reach: stateStore.reach, choice: options.state },
+      { reach: blobStore.reach, choice: options.blobs },
+      options.allowLocalBlobs === true
+    )
+    if (refusal !== undefined) throw refusal
     const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))
     const routes: Array<AnyRoute<any>> = [...builtinRoutes, ...(options.extraRoutes ?? [])]
     const openapi = openApiDocument(routes, {

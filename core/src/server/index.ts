@@ -3,6 +3,7 @@
 export { createServer, builtinRoutes, runOn } from "./createServer.ts"
 export type { Server, ServerOptions, ServerServices } from "./createServer.ts"
 export { serve, ServeError } from "./serve.ts"
+export { LocalBlobsError } from "./SharedBlobs.ts"
 export type { ServeOptions, Serving } from "./serve.ts"
 export { Encoded, encoded, jsonRoute, rawRoute } from "./Route.ts"
 export type { AnyRoute, JsonRoute, RawRoute, RouteAccess, RouteContext } from "./Route.ts"

@@ -11,10 +11,11 @@
  * `$` cannot appear in keys, so a manifest never collides with a directory of longer keys, and
  * every write has its own generation, so an overwrite never mixes chunks of two writes.
  */
-import { Clock, Effect, Exit, Layer, Schema, Stream } from "effect"
+import { Clock, Effect, Exit, Layer, ParseResult, Schema, Stream } from "effect"
 import { createStorage, type Driver, type Storage } from "unstorage"
 import memoryDriver from "unstorage/drivers/memory"
 import { BlobStore } from "@dstack-ts/core"
+import { S3RequestError, s3Driver, type S3DriverOptions } from "./S3Driver.ts"
 
 const MODULE = "BlobStore/unstorage"
 
@@ -26,6 +27,8 @@ export interface UnstorageBlobStoreOptions {
   readonly driver: Driver
   /** Bytes per stored chunk (default 8 MiB). Writers hold at most three, readers one at a time. */
   readonly chunkSize?: number
+  /** Who sees the values (`BlobStore.reach`): `shared` for a driver that several servers reach. */
+  readonly reach?: BlobStore.StoreReach
 }
 
 export interface FsOptions {
@@ -37,6 +40,15 @@ export interface FsOptions {
 
 export interface MemoryOptions {
   /** Bytes per stored chunk (default 8 MiB); tests use small sizes to exercise many chunks. */
+  readonly chunkSize?: number
+}
+
+/**
+ * An S3-compatible object store (AWS S3, MinIO, Ceph, R2 …), shared by every server that uses
+ * the same bucket. The names are those of unstorage's `s3` driver.
+ */
+export interface S3Options extends S3DriverOptions {
+  /** Bytes per stored chunk, i.e. per object (default 8 MiB). */
   readonly chunkSize?: number
 }
 
@@ -85,6 +97,7 @@ const TRANSPORT_CODES = new Set([
 ])
 
 const reasonOf = (cause: unknown): BlobStore.BlobStoreErrorReason => {
+  if (cause instanceof S3RequestError) return cause.reason
   const code = typeof cause === "object" && cause !== null ? (cause as { code?: unknown }).code : undefined
   if (code === "EACCES" || code === "EPERM" || code === "EROFS") return "PermissionDenied"
   if (code === "ETIMEDOUT") return "Timeout"
@@ -237,7 +250,7 @@ const stripeOf = (key: string): number => {
  */
 export const make = (
   storage: Storage,
-  options: { readonly chunkSize?: number } = {}
+  options: { readonly chunkSize?: number; readonly reach?: BlobStore.StoreReach | undefined } = {}
 ): Effect.Effect<BlobStore.BlobStore> =>
   Effect.gen(function*() {
     const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE
@@ -346,6 +359,7 @@ export const make = (
 
     return BlobStore.make({
       module: MODULE,
+      ...(options.reach === undefined ? {} : { reach: options.reach }),
 
       put: <E>(key: string, body: Stream.Stream<Uint8Array, E>, putOptions: BlobStore.PutOptions) =>
         Effect.suspend(() => {
@@ -469,7 +483,7 @@ const scopedStorage = (build: Effect.Effect<Storage>) =>
  */
 export const layerStorage = (
   storage: Storage,
-  options: { readonly chunkSize?: number } = {}
+  options: { readonly chunkSize?: number; readonly reach?: BlobStore.StoreReach } = {}
 ): Layer.Layer<BlobStore.BlobStore> => Layer.effect(BlobStore.BlobStore, make(storage, options))
 
 /**
@@ -504,13 +518,47 @@ export const layerFs = (options: FsOptions): Layer.Layer<BlobStore.BlobStore> =>
         s.mount("c", fsDriver({ base: path.join(options.base, "chunks"), ignore: [] }))
         return s
       }))
-      return yield* make(storage, options)
+      return yield* make(storage, { ...options, reach: "host" })
     })
   )
 
 /** A store in memory through unstorage's memory driver: chunked like the others, for tests. */
 export const layerMemory = (options: MemoryOptions = {}): Layer.Layer<BlobStore.BlobStore> =>
-  layer({ driver: memoryDriver(), ...options })
+  layer({ driver: memoryDriver(), ...options, reach: "process" })
+
+/**
+ * A store in an S3-compatible bucket, shared by every server replica that uses it: chunks of
+ * `chunkSize` bytes are objects of their own, so neither side holds a whole blob in memory.
+ * Building the layer checks the bucket once (one ListObjectsV2 request) and fails with a
+ * BlobStoreError naming the cause: a missing bucket (`Invalid`), refused credentials
+ * (`PermissionDenied`), an endpoint that cannot be reached (`Transport`).
+ *
+ * @example
+ * const Blobs = UnstorageBlobStore.layerS3({
+ *   bucket: "dstack-blobs", endpoint: "https://s3.eu-west-1.amazonaws.com", region: "eu-west-1",
+ *   accessKeyId: process.env.AWS_ACCESS_KEY_ID!, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY!
+ * })
+ */
+export const layerS3 = (options: S3Options): Layer.Layer<BlobStore.BlobStore, BlobStore.BlobStoreError> =>
+  Layer.scoped(
+    BlobStore.BlobStore,
+    Effect.gen(function*() {
+      const driver = s3Driver(options)
+      yield* Effect.tryPromise({
+        try: () => driver.checkBucket(),
+        catch: (cause) =>
+          new BlobStore.BlobStoreError({
+            module: MODULE,
+            method: "open",
+            reason: reasonOf(cause),
+            message: `the s3 blob store cannot use its bucket: ${cause instanceof Error ? cause.message : String(cause)}`,
+            cause
+          })
+      })
+      const storage = yield* scopedStorage(Effect.sync(() => createStorage({ driver })))
+      return yield* make(storage, { ...(options.chunkSize === undefined ? {} : { chunkSize: options.chunkSize }), reach: "shared" })
+    })
+  )
 
 
 // ---------------------------------------------------------------------------------------------
@@ -529,8 +577,33 @@ export const RedisConfig = Schema.Struct({
   chunkSize: ChunkSize
 })
 
-const fromConfig = <A, I>(driver: string, schema: Schema.Schema<A, I>, build: (options: A) => Layer.Layer<BlobStore.BlobStore>) =>
-  (options: unknown): Layer.Layer<BlobStore.BlobStore, BlobStore.BlobStoreError> =>
+/** `s3` options: `bucket`, `endpoint`, `region`, `access_key_id`, `secret_access_key`, `base`, `chunk_size`. */
+export const S3Config = Schema.Struct({
+  bucket: Schema.NonEmptyString.annotations({ description: "the bucket that holds the blobs; it must exist" }),
+  endpoint: Schema.String.pipe(
+    Schema.filter((s) => /^https?:\/\/[^/\s]+(\/\S*)?$/.test(s), {
+      message: (issue) => `must be an http:// or https:// URL such as https://s3.eu-west-1.amazonaws.com, got ${JSON.stringify(issue.actual)}`
+    })
+  ),
+  region: Schema.NonEmptyString,
+  accessKeyId: Schema.propertySignature(Schema.NonEmptyString).pipe(Schema.fromKey("access_key_id")),
+  secretAccessKey: Schema.propertySignature(Schema.NonEmptyString).pipe(Schema.fromKey("secret_access_key")),
+  base: Schema.optional(Schema.String.pipe(Schema.pattern(/^[^/].*[^/]$|^[^/]$/, { message: () => "must not start or end with '/'" }))),
+  chunkSize: ChunkSize
+})
+
+/** A decoding failure as `name: problem` lines, each naming the option. */
+const describeIssues = (error: ParseResult.ParseError): string =>
+  ParseResult.ArrayFormatter.formatErrorSync(error)
+    .map((issue) => `${issue.path.length === 0 ? "options" : issue.path.map(String).join(".")}: ${issue.message}`)
+    .join("; ")
+
+const fromConfig = <A, I, E = never>(
+  driver: string,
+  schema: Schema.Schema<A, I>,
+  build: (options: A) => Layer.Layer<BlobStore.BlobStore, E>
+) =>
+  (options: unknown): Layer.Layer<BlobStore.BlobStore, BlobStore.BlobStoreError | E> =>
     Layer.unwrapEffect(
       Schema.decodeUnknown(schema)(options ?? {}, { onExcessProperty: "error" }).pipe(
         Effect.mapError((e) =>
@@ -538,7 +611,7 @@ const fromConfig = <A, I>(driver: string, schema: Schema.Schema<A, I>, build: (o
             module: MODULE,
             method: "fromOptions",
             reason: "Invalid",
-            message: `invalid options of the ${driver} blob store: ${e.message}`
+            message: `invalid options of the ${driver} blob store: ${describeIssues(e)}`
           })
         ),
         Effect.map(build)
@@ -557,6 +630,8 @@ export const redisFromOptions = fromConfig("redis", RedisConfig, (o) =>
       const { default: redisDriver } = yield* Effect.promise(() => import("unstorage/drivers/redis"))
       const storage = yield* scopedStorage(Effect.sync(() =>
         createStorage({ driver: redisDriver({ url: o.url, base: o.base ?? "dstack:blobs" }) })))
-      return yield* make(storage, o)
+      return yield* make(storage, { ...o, reach: "shared" })
     })
   ))
+/** The blob store `s3` from its options: several server replicas can share its bucket. */
+export const s3FromOptions = fromConfig("s3", S3Config, (o) => layerS3(o))

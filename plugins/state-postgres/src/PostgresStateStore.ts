@@ -82,7 +82,9 @@ export const make = (
     )
     // Fail at start, with a clear reason, when the server cannot be reached.
     yield* Effect.tryPromise({ try: () => sql.unsafe("SELECT 1"), catch: (e) => unavailable("connect", e) })
-    return yield* SqlStateStore.make(makeDriver(sql), options.migrate === undefined ? {} : { migrate: options.migrate })
+    const store = yield* SqlStateStore.make(makeDriver(sql), options.migrate === undefined ? {} : { migrate: options.migrate })
+    // Several replicas share this database: the server then asks for a shared blob store too.
+    return { ...store, reach: "shared" as const }
   })
 
 /**

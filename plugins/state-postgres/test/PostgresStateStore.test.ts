@@ -88,7 +88,7 @@ describeWith("postgresql", pg.available, pg.reason, () => {
         const db = yield* freshDatabase(pg.url)
         const admin = "admin-token-for-two-replicas"
         const start = Effect.acquireRelease(
-          Effect.promise(() => createServer({ state: PostgresStateStore.layer({ url: db.url }), blobs: BlobStore.layerMemory, adminToken: admin })),
+          Effect.promise(() => createServer({ state: PostgresStateStore.layer({ url: db.url }), blobs: BlobStore.layerMemory, allowLocalBlobs: true, adminToken: admin })),
           (server) => Effect.promise(() => server.close())
         )
         const a = yield* start
