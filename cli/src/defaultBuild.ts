@@ -40,7 +40,9 @@ export const defaultServerDir = (): string => process.env.DSTACK_SERVER_DIR || j
 /**
  * The default build's options: the `embedded` state store (PostgreSQL in WASM) under
  * `<dir>/data`, or `postgres` when `DSTACK_DATABASE_URL` is set (several replicas may share it);
- * the `fs` blob store under `<dir>/blobs`; the `local` backend in every project.
+ * the `fs` blob store under `<dir>/blobs`; the `local` backend in every project. Secrets are
+ * encrypted with `DSTACK_SERVER_SECRETS_KEY` when set (replicas must share one key), else with
+ * the key in `<dir>/secrets.key`, made with mode 0600 on first start.
  */
 export const defaultServerOptions = (serverDir: string, adminToken: string | undefined): ServerOptions => {
   const databaseUrl = process.env.DSTACK_DATABASE_URL
@@ -52,6 +54,9 @@ export const defaultServerOptions = (serverDir: string, adminToken: string | und
     adminToken,
     plugins: defaultPlugins,
     runner: { entry: defaultRunnerEntry() },
-    compute: { defaultBackends: [{ type: "local" }] }
+    compute: { defaultBackends: [{ type: "local" }] },
+    secrets: process.env.DSTACK_SERVER_SECRETS_KEY
+      ? { key: process.env.DSTACK_SERVER_SECRETS_KEY }
+      : { keyFile: join(serverDir, "secrets.key") }
   }
 }
