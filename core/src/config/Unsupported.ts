@@ -20,8 +20,7 @@ export interface UnsupportedKey {
 export const ROADMAP = {
   fleets: "SSH fleets, attach and multi-node",
   services: "services (proxy, autoscaling, model routes)",
-  clouds: "clouds and an offers catalog",
-  secrets: "secrets (the security work)"
+  clouds: "clouds and an offers catalog"
 } as const
 export type RoadmapItem = keyof typeof ROADMAP
 
