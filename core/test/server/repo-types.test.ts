@@ -23,7 +23,7 @@ const repoPlugin = definePlugin({ name: "@acme/repo-archive-url", version: "1.4.
 let server: Server
 beforeAll(async () => {
   server = await createServer({ state: EmbeddedStateStore.layerMemory(), blobs: blobsMemory, adminToken: ADMIN, plugins: [repoPlugin] })
-}, 60_000)
+}, 120_000)
 afterAll(() => server?.close())
 
 const call = async (path: string, body: unknown) => {
@@ -100,5 +100,5 @@ describe("runs: a server without repo plugins", () => {
     } finally {
       await bare.close()
     }
-  }, 60_000)
+  }, 120_000)
 })

@@ -4,7 +4,7 @@
 // `create_or_update` the value. No answer, error or log line carries a value otherwise.
 import { Effect, Schema } from "effect"
 import { StateStore } from "../../ports/StateStore.ts"
-import { checkSecret, reveal, SecretsPolicy, set } from "../../secrets/ProjectSecrets.ts"
+import { checkSecret, reveal, SECRET_NAME, SecretsPolicy, set } from "../../secrets/ProjectSecrets.ts"
 import type { SecretCipherError } from "../../secrets/SecretCipher.ts"
 import { authorizeProject } from "../Access.ts"
 import { ApiError, badRequest, excerpt, fromStateStore, notFound } from "../ApiError.ts"
@@ -65,7 +65,7 @@ export const secretRoutes = [
         mayManage(ctx),
         Effect.suspend(() => {
           const problem = checkSecret(input.name, input.value)
-          if (problem !== undefined) return Effect.fail(badRequest(problem, ["body", input.name.length > 200 || !/^[A-Za-z0-9-_]+$/.test(input.name) ? "name" : "value"]))
+          if (problem !== undefined) return Effect.fail(badRequest(problem, ["body", SECRET_NAME.test(input.name) ? "value" : "name"]))
           return Effect.flatMap(StateStore, (store) => set(store, ctx.projectName!, input.name, input.value)).pipe(
             Effect.mapError((e) => (e._tag === "SecretCipherError" ? fromCipher(e) : fromStateStore(e)))
           )
