@@ -43,7 +43,9 @@ export const defaultServerDir = (): string => process.env.DSTACK_SERVER_DIR || j
  * `<dir>/data`, or `postgres` when `DSTACK_DATABASE_URL` is set (several replicas may share it);
  * the `s3` blob store when `DSTACK_SERVER_S3_BUCKET` is set (see serverBlobs.ts), else `fs`
  * under `<dir>/blobs` — which a server on PostgreSQL refuses unless `allowLocalBlobs`; the
- * `local` backend in every project.
+ * `local` backend in every project. Secrets are encrypted with `DSTACK_SERVER_SECRETS_KEY` when
+ * set (replicas must share one key), else with the key in `<dir>/secrets.key`, made with mode
+ * 0600 on first start.
  */
 export const defaultServerOptions = (
   serverDir: string,
@@ -61,6 +63,9 @@ export const defaultServerOptions = (
     adminToken,
     plugins: defaultPlugins,
     runner: { entry: defaultRunnerEntry() },
-    compute: { defaultBackends: [{ type: "local" }] }
+    compute: { defaultBackends: [{ type: "local" }] },
+    secrets: env.DSTACK_SERVER_SECRETS_KEY
+      ? { key: env.DSTACK_SERVER_SECRETS_KEY }
+      : { keyFile: join(serverDir, "secrets.key") }
   }
 }

@@ -34,7 +34,8 @@ export const rootCommand = defineCommand({
     runner: lazy(() => import("./commands/runner.ts")),
     push: lazy(() => import("./commands/push.ts")),
     pull: lazy(() => import("./commands/pull.ts")),
-    stacks: lazy(() => import("./commands/stacks.ts"))
+    stacks: lazy(() => import("./commands/stacks.ts")),
+    secret: lazy(() => import("./commands/secret.ts"))
   }
 })
 

@@ -19,6 +19,7 @@ import { Run, runDataOf } from "./Run.ts"
 import type { RunOperations } from "./Run.ts"
 import { configFileReader, portForwarder } from "./Platform.ts"
 import { runLogs } from "./RunLogs.ts"
+import * as Secrets from "./Secrets.ts"
 import * as Stacks from "./Stacks.ts"
 import type { Project, ServerInfo, User } from "./Wire.ts"
 import type { AnyRunConfiguration } from "@dstack-ts/core/wire"
@@ -184,6 +185,17 @@ export class Client {
       runPromise(this.api.runs.stop(runNames, options.abort === true)),
     /** Deletes finished runs by name. */
     delete: (runNames: ReadonlyArray<string>): Promise<void> => runPromise(this.api.runs.delete(runNames))
+  }
+
+  readonly secrets = {
+    /** The project's secrets, names only (values are `null`). Needs a project admin. */
+    list: (): Promise<ReadonlyArray<Secrets.Secret>> => runPromise(Secrets.make(this.api).list()),
+    /** One secret with its value; throws a ClientError with reason NotFound when there is none. */
+    get: (name: string): Promise<Secrets.Secret> => runPromise(Secrets.make(this.api).get(name)),
+    /** Sets a secret: `${{ secrets.NAME }}` in a run's `env` or `registry_auth` then reads it. */
+    set: (name: string, value: string): Promise<Secrets.Secret> => runPromise(Secrets.make(this.api).set(name, value)),
+    /** Deletes secrets by name: all of them, or none when one does not exist. */
+    delete: (names: ReadonlyArray<string>): Promise<void> => runPromise(Secrets.make(this.api).delete(names))
   }
 
   readonly repos = {

@@ -21,7 +21,7 @@ import { AnyConfiguration } from "../../core/src/domain/Configuration.ts"
 import { appCall } from "../support/api.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
-import { archiveUrlRepo } from "../../examples/repo-archive-url/archive-url.ts"
+import repoArchiveUrl, { archiveUrlRepo } from "../../examples/repo-archive-url/archive-url.ts"
 
 const TOKEN = "local-e2e-token"
 let server: Server
@@ -56,7 +56,8 @@ beforeAll(async () => {
     state: EmbeddedStateStore.layerMemory(),
     blobs: blobsMemory,
     adminToken: TOKEN,
-    plugins: [backendLocal, transportLocal],
+    // The repo type's plugin is in the server build too: plan and apply refuse a type it lacks.
+    plugins: [backendLocal, transportLocal, repoArchiveUrl],
     compute: { defaultBackends: [{ type: "local" }] },
     // the runner build the local backend starts: the CLI's default one (as `dstack server`)
     runner: { entry: path.resolve("cli/src/runner.ts") },

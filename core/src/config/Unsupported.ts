@@ -20,8 +20,7 @@ export interface UnsupportedKey {
 export const ROADMAP = {
   fleets: "SSH fleets, attach and multi-node",
   services: "services (proxy, autoscaling, model routes)",
-  clouds: "clouds and an offers catalog",
-  secrets: "secrets (the security work)"
+  clouds: "clouds and an offers catalog"
 } as const
 export type RoadmapItem = keyof typeof ROADMAP
 
@@ -135,14 +134,16 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
   {
     key: "${{ secrets.NAME }}",
     types: RUN_TYPES,
-    refused: "a reference in any value",
-    comesWith: "secrets",
+    refused: "a reference outside `env` values and `registry_auth`",
+    instead: "refer to secrets in `env` (and read the variable in `commands`) or `registry_auth`",
     find: (c) =>
       isRun(c)
-        ? secretReferences(c, [], false).map(({ path, name }) => ({
-          path,
-          message: `${code(path)} refers to secret ${name}, and secrets are not supported yet: the server keeps none and hands none to runners; they come with ${ROADMAP.secrets} on the roadmap`
-        }))
+        ? secretReferences(c, [], false)
+          .filter(({ path }) => path[0] !== "env" && path[0] !== "registry_auth")
+          .map(({ path, name }) => ({
+            path,
+            message: `${code(path)} refers to secret ${name}, but secrets are put only into \`env\` values and \`registry_auth\`: elsewhere the reference would reach the job as written; set an env variable to the secret and use it there`
+          }))
         : none
   },
   {

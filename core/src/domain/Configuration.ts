@@ -89,7 +89,7 @@ const runFields = {
   registryAuth: opt(RegistryAuth, { description: "Credentials for pulling a private image: `{username, password}`. Needs `image`." }, "registry_auth"),
   python: opt(PythonVersion, { description: `Without \`image\`: the Python version the host must have (${PYTHON_VERSIONS.join(", ")}); the job fails with a clear message when it lacks it. Mutually exclusive with \`image\`.` }),
   nvcc: opt(Schema.Boolean, { description: "Without `image`: the host must have the NVIDIA CUDA compiler (nvcc). Mutually exclusive with `image`." }),
-  env: opt(Env, { description: "Environment variables: a map or a list of `NAME=value`. A bare `NAME` (a value from the client's environment) and `${{ secrets.NAME }}` references are not supported yet (refused)." }),
+  env: opt(Env, { description: "Environment variables: a map or a list of `NAME=value`. `${{ secrets.NAME }}` is replaced by the project secret on the runner. A bare `NAME` (a value from the client's environment) is not supported yet (refused)." }),
   resources: withDefault(ResourcesSpec, () => DEFAULT_RESOURCES, { description: "The resources needed (`cpu`, `memory`, `shm_size`, `gpu`, `disk`)." }),
   volumes: opt(Schema.Array(VolumeMount), { description: "Directories of the instance to mount into the container: `/instance/dir:/path` or `{instance_path, path}` (needs `image`). Network volumes (`name:/path`, `{name, path}`) are not supported yet (refused)." }),
   backends: opt(Schema.Array(BackendType), { description: "Only consider these backends (`[aws, gcp]`, `[local]`, `[remote]`)." }),

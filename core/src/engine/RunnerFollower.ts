@@ -17,6 +17,7 @@ import type { NewLogEvent, StateStoreError, StateStoreService } from "../ports/S
 import type { ComputeService } from "./Compute.ts"
 import { errorMessage } from "./internal.ts"
 import { JobEvent } from "./JobLifecycle.ts"
+import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
 import { followEvents, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, waitHealthy } from "./RunnerSession.ts"
 
 /** Runs `f` with a client of the runner on the instance `pd` describes, through its backend's transport. */
@@ -147,12 +148,19 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
     if (job.alreadyHanded) {
       cursor = yield* lastStoredLogAt(store, run.projectName, submissionId, options.unreachableMs)
     } else {
+      // The values of the secrets the job refers to travel only in the hand-over; the stored
+      // spec keeps the references. A missing or unreadable secret fails the job, by name.
+      const secrets = yield* ProjectSecrets.forJob(store, run.projectName, spec).pipe(Effect.either)
+      if (secrets._tag === "Left") {
+        yield* reports.jobEvent(JobEvent.RunnerFailed({ reason: "executor_error", message: `Secrets interpolation error: ${secrets.left.message}` }))
+        return
+      }
       const code = yield* readCode(options, run.projectName, spec, run.runSpec.repoId)
       const body = {
         run: { id: run.id, runName: run.runSpec.runName, repoId: run.runSpec.repoId },
         jobSpec: spec,
         clusterInfo: { jobIps: [pd.internalIp ?? pd.hostname ?? ""], masterJobIp: pd.internalIp ?? pd.hostname ?? "", gpusPerJob: pd.instanceType.resources.gpus.length },
-        secrets: {}
+        secrets: secrets.right
       } as any
       // The hand-over answers with the job's event stream (one request; an older
       // runner is handed the job in steps and followed as before): follow it at once.

@@ -244,7 +244,8 @@ export const make = (
     }
     const lookup = <A>(kind: ContributionKind) => (key: string): Option.Option<A> =>
       Option.map(Option.fromNullable(index.get(kind)!.get(key)), (c) => c.value as A)
-    const codecs = Object.freeze([...index.get("codecs")!.values()].map((c) => c.value as Codec.Any))
+    // Each codec carries the package that contributed it, for the payloads it writes.
+    const codecs = Object.freeze([...index.get("codecs")!.values()].map((c) => Codec.contributedBy(c.value as Codec.Any, c.plugin.name)))
     return Effect.succeed(PluginHost.of({
       coreVersion: options.coreVersion ?? CORE_VERSION,
       plugins: Object.freeze([...accepted]),

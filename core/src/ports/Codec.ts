@@ -198,6 +198,12 @@ export const extensionsOf = (name: string): ReadonlyArray<string> => {
 export interface Codec<In = unknown, Out = In> {
   /** Stable id, `<application>/<format>`, e.g. `dataframe/arrow`. */
   readonly id: string
+  /**
+   * The package that ships this codec. The plugin host fills it in from the contributing
+   * plugin; `AutoHandler` records it in each payload's `metadata.plugin`, so that a puller
+   * without the codec is told which package to install.
+   */
+  readonly plugin?: string
   /** The application family this codec belongs to, e.g. `dataframe`. */
   readonly application: string
   /** The content types this codec writes and reads. */
@@ -260,7 +266,20 @@ export interface MakeOptions<In, Out = In> {
   readonly sniff?: (head: Uint8Array) => boolean
   /** The object a file's bytes stand for (default: the bytes). May throw: that means "not this format". */
   readonly fromFile?: (bytes: Uint8Array, name: string) => unknown
+  /** The package that ships it (default: filled in by the plugin host from the contributing plugin). */
+  readonly plugin?: string
 }
+
+/** The package that ships `codec`, as declared or as the plugin host recorded it. */
+export const pluginOf = (codec: Any): string | undefined =>
+  typeof codec.plugin === "string" && codec.plugin !== "" ? codec.plugin : undefined
+
+/**
+ * The codec as contributed by the package `plugin`: the same codec with `plugin` set, unless
+ * it declares one already.
+ */
+export const contributedBy = <C extends Any>(codec: C, plugin: string): C =>
+  pluginOf(codec) !== undefined ? codec : Object.freeze({ ...codec, plugin })
 
 /** Strips MIME parameters and case: `Text/CSV; charset=utf-8` → `text/csv`. */
 export const mediaType = (contentType: string): string =>
@@ -285,6 +304,7 @@ export const make = <In, Out = In>(options: MakeOptions<In, Out>): Codec<In, Out
     )
   return {
     id: options.id,
+    ...(options.plugin === undefined ? {} : { plugin: options.plugin }),
     application: options.application,
     contentTypes: options.contentTypes,
     fileTypes,

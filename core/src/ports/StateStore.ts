@@ -484,6 +484,33 @@ export type Invalidation =
   | { readonly kind: "access" }
 
 // ---------------------------------------------------------------------------------------------
+// Secrets
+
+/**
+ * A project secret as stored: `value` is what the server wrote, already encrypted (the store
+ * never sees a secret in the clear and never decrypts one).
+ */
+export interface SecretRecord {
+  readonly id: string
+  readonly project: string
+  readonly name: string
+  /** The ciphertext the server's secret cipher wrote. */
+  readonly value: string
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+export interface Secrets {
+  /** Creates the secret or replaces its value (a new secret gets `id`); answers the stored row. */
+  readonly upsert: (record: { readonly id: string; readonly project: string; readonly name: string; readonly value: string }) => Effect.Effect<SecretRecord, StateStoreError>
+  readonly get: (project: string, name: string) => Effect.Effect<SecretRecord, StateStoreError>
+  /** A project's secrets, newest first (as upstream lists them). */
+  readonly list: (project: string) => Effect.Effect<ReadonlyArray<SecretRecord>, StateStoreError>
+  /** Deletes all of `names`, or none: fails `NotFound` naming the missing ones. */
+  readonly delete: (project: string, names: ReadonlyArray<string>) => Effect.Effect<void, StateStoreError>
+}
+
+// ---------------------------------------------------------------------------------------------
 // The service
 
 export interface StateStoreService {
@@ -503,6 +530,7 @@ export interface StateStoreService {
   readonly fleets: Documents
   readonly logs: Logs
   readonly stacks: Stacks
+  readonly secrets: Secrets
   /**
    * Runs `effect` in one database transaction: every store call inside sees and makes its
    * changes atomically; a failure or interruption rolls them back. Nested calls join the

@@ -12,6 +12,9 @@ import { RepoError } from "../ports/Repo.ts"
 /** The files whose rules a directory walk honours, in the order they are applied. */
 export const IGNORE_FILES = [".gitignore", ".dstackignore"] as const
 
+/** The `ignore` package's factory: a fresh, empty rule set. */
+type IgnoreFactory = () => Ignore
+
 /** A directory's own rules, matched against paths relative to that directory. */
 interface RuleSet {
   readonly base: string
@@ -58,9 +61,12 @@ export const listRepoFiles = (dir: string): Effect.Effect<ReadonlyArray<string>,
     if (!stat.isDirectory()) {
       return yield* Effect.fail(new RepoError({ module: "LocalRepo", method: "fromDir", reason: "Invalid", message: `${root} is not a directory` }))
     }
-    // A CommonJS module: Node and Deno expose it as the default export.
-    const ignoreModule = yield* Effect.promise(() => import("ignore"))
-    const ignore = (ignoreModule as unknown as { default?: typeof ignoreModule }).default ?? ignoreModule
+    // A CommonJS module (`export =`): Node and Deno expose the factory as the default export,
+    // and type the namespace differently, so it is typed here once.
+    const ignoreModule: unknown = yield* Effect.promise(() => import("ignore"))
+    const ignore: IgnoreFactory = typeof ignoreModule === "function"
+      ? ignoreModule as IgnoreFactory
+      : (ignoreModule as { readonly default: IgnoreFactory }).default
     const files: Array<string> = []
 
     const walk = (rel: string, inherited: ReadonlyArray<RuleSet>): Effect.Effect<void, RepoError> =>

@@ -7,6 +7,7 @@ import { Either, Schema } from "effect"
 import { JobSpec } from "../domain/Job.ts"
 import { JobStatus, JobTerminationReason } from "../domain/Status.ts"
 import type { ExecutionSpec } from "../ports/Executor.ts"
+import * as SecretReferences from "../secrets/SecretReferences.ts"
 
 const wire = <S extends Schema.Schema.Any, const K extends string>(schema: S, key: K) =>
   Schema.propertySignature(schema).pipe(Schema.fromKey(key))
@@ -148,24 +149,12 @@ export interface RunnerMetrics {
   readonly gpus: ReadonlyArray<{ readonly gpu_memory_usage_bytes: number; readonly gpu_util_percent: number }>
 }
 
-const SECRET_REFERENCE = /\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}/g
-
 /** Replaces `${{ secrets.NAME }}` in env values; a missing secret is an error naming it. */
 export const interpolateSecrets = (
   env: Readonly<Record<string, string>>,
   secrets: Readonly<Record<string, string>>
-): Either.Either<Record<string, string>, string> => {
-  const out: Record<string, string> = {}
-  for (const [key, value] of Object.entries(env)) {
-    let missing: string | undefined
-    out[key] = value.replace(SECRET_REFERENCE, (_, name: string) => {
-      if (!(name in secrets)) missing ??= name
-      return secrets[name] ?? ""
-    })
-    if (missing) return Either.left(`env.${key} refers to secret ${missing}, which was not submitted`)
-  }
-  return Either.right(out)
-}
+): Either.Either<Record<string, string>, string> =>
+  Either.map(SecretReferences.interpolateSpec({ env }, secrets), (done) => ({ ...done.env }))
 
 /** The environment every job gets from the runner, before its own env (which wins). */
 export const dstackEnv = (body: SubmitBody): Record<string, string> => {
@@ -194,7 +183,8 @@ export const toExecutionSpec = (
   body: SubmitBody,
   repoDir: string
 ): Either.Either<ExecutionSpec, string> =>
-  Either.map(interpolateSecrets(body.jobSpec.env, body.secrets), (jobEnv): ExecutionSpec => {
+  // Secrets go into the env and registry credentials here, in memory, and nowhere else.
+  Either.map(SecretReferences.interpolateSpec(body.jobSpec, body.secrets), ({ env: jobEnv, registryAuth }): ExecutionSpec => {
     const spec = body.jobSpec
     const ports = [...new Set([...spec.appSpecs.map((a) => a.port), ...(spec.servicePort ? [spec.servicePort] : [])])]
     const gpuCount = body.clusterInfo.gpusPerJob > 0 ? body.clusterInfo.gpusPerJob : spec.requirements.resources.gpu.count.min ?? 0
@@ -209,7 +199,7 @@ export const toExecutionSpec = (
       ...(spec.workingDir ? { workingDir: spec.workingDir } : {}),
       repoDir,
       ...(spec.imageName ? { image: spec.imageName } : {}),
-      ...(spec.registryAuth ? { registryAuth: { username: spec.registryAuth.username, password: spec.registryAuth.password } } : {}),
+      ...(registryAuth ? { registryAuth: { username: registryAuth.username, password: registryAuth.password } } : {}),
       ...(spec.user ? { user: spec.user } : {}),
       privileged: spec.privileged,
       ports: ports.map((containerPort) => ({ containerPort })),

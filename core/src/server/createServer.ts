@@ -37,6 +37,10 @@ import { logRoutes } from "./routes/logs.ts"
 import { backendRoutes } from "./routes/backends.ts"
 import { instanceRoutes } from "./routes/instances.ts"
 import { repoRoutes } from "./routes/repos.ts"
+import { secretRoutes } from "./routes/secrets.ts"
+import * as SecretCipherModule from "../secrets/SecretCipher.ts"
+import type { SecretCipherError } from "../secrets/SecretCipher.ts"
+import { SecretsPolicy } from "../secrets/ProjectSecrets.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
 
@@ -88,13 +92,19 @@ export interface ServerOptions {
   readonly extraRoutes?: ReadonlyArray<AnyRoute<ServerServices>>
   /** The runner build backends start on their instances (`{ entry }`; see RunnerLaunch.RunnerProgram). */
   readonly runner?: RunnerProgram.RunnerProgramConfig
+  /**
+   * Project secrets: the key they are encrypted with (`key`, or a `keyFile` made with mode 0600
+   * on first start; default: `DSTACK_SERVER_SECRETS_KEY`, else secrets are refused with 503),
+   * and whether project managers may manage them (upstream's `allow_managers_manage_secrets`).
+   */
+  readonly secrets?: SecretCipherModule.SecretsKeyOptions & { readonly allowManagers?: boolean | undefined }
 }
 
 export type ServerServices = StateStore | BlobStore | Access | RunCache | InstanceCache | PluginHostModule.PluginHost | Compute | Engine
 
 export interface Server {
   readonly app: Hono
-  readonly runtime: ManagedRuntime.ManagedRuntime<ServerServices, StateStoreError | BlobStoreError | PluginError>
+  readonly runtime: ManagedRuntime.ManagedRuntime<ServerServices, StateStoreError | BlobStoreError | PluginError | SecretCipherError>
   readonly routes: ReadonlyArray<AnyRoute<any>>
   readonly bootstrap: BootstrapResult
   /** The OpenAPI document served at /api/docs. */
@@ -147,6 +157,7 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
   ...userRoutes,
   ...projectRoutes,
   ...repoRoutes,
+  ...secretRoutes,
   ...runRoutes,
   ...logRoutes,
   ...backendRoutes,
@@ -174,7 +185,11 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     chosenStore<BlobStore, BlobStoreError, BlobStoreFactory>("blobStores", "blobs", options.blobs)
   )
   const runner = options.runner ? RunnerProgram.layer(options.runner) : Layer.empty
-  const base = Layer.merge(Layer.provideMerge(stores, host), runner)
+  const secrets = Layer.merge(
+    SecretCipherModule.layer(options.secrets ?? {}),
+    Layer.succeed(SecretsPolicy, { allowManagers: options.secrets?.allowManagers === true })
+  )
+  const base = Layer.mergeAll(Layer.provideMerge(stores, host), runner, secrets)
   const compute = Layer.provideMerge(ComputeModule.layer(options.compute ?? {}), base)
   const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
   const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer), engine)

@@ -7,7 +7,6 @@
 import { Context, Effect, Layer, Option } from "effect"
 import * as Codec from "../ports/Codec.ts"
 import * as BuiltinCodecs from "./BuiltinCodecs.ts"
-import { pluginFor } from "./ContentTypes.ts"
 
 /** Options of `AutoHandler.encode`: the codec's own options plus an explicit encoder. */
 export interface EncodeOptions extends Codec.EncodeOptions {
@@ -115,7 +114,7 @@ export const make = (codecs: ReadonlyArray<Codec.Any>, options: MakeOptions = {}
           `no installed codec accepts ${Codec.kindOf(obj)}; installed: ${all.map((c) => c.id).join(", ")}`
         ),
       onSome: (codec) =>
-        Effect.map(codec.encode(obj, rest), (encoded): Encoded => ({ ...encoded, codec: codec.id }))
+        Effect.map(codec.encode(obj, rest), (encoded): Encoded => ({ ...withPlugin(encoded, codec), codec: codec.id }))
     })
   }
 
@@ -125,10 +124,9 @@ export const make = (codecs: ReadonlyArray<Codec.Any>, options: MakeOptions = {}
       : decoderFor(encoded.contentType, encoded.application)
     return Option.match(chosen, {
       onNone: () => {
-        // First-party content types map to their package; a third-party codec names its own
-        // package in the payload's `metadata.plugin`, so a puller without it learns what to install.
-        const named = (encoded.metadata as { plugin?: unknown } | undefined)?.plugin
-        const plugin = pluginFor(encoded.contentType, encoded.application) ?? (typeof named === "string" && named !== "" ? named : undefined)
+        // The payload names the package whose codec wrote it (`metadata.plugin`, recorded at
+        // push), so that a puller without it learns what to install.
+        const plugin = payloadPlugin(encoded)
         const what = `content type ${encoded.contentType} (application ${encoded.application})`
         return Codec.fail(
           "AutoHandler",
@@ -136,7 +134,7 @@ export const make = (codecs: ReadonlyArray<Codec.Any>, options: MakeOptions = {}
           "NotInstalled",
           plugin !== undefined
             ? `no installed codec decodes ${what}: install the plugin ${plugin}`
-            : `no installed codec decodes ${what}; installed: ${all.map((c) => c.id).join(", ")}`
+            : `no installed codec decodes ${what}: install a plugin whose codec reads it; installed: ${all.map((c) => c.id).join(", ")}`
         )
       },
       onSome: (codec) => codec.decode(encoded)
@@ -144,6 +142,20 @@ export const make = (codecs: ReadonlyArray<Codec.Any>, options: MakeOptions = {}
   }
 
   return { codecs: all, encoderFor, decoderFor, forFile, extensionFor, encode, decode }
+}
+
+/** The package a payload says its codec came from (`metadata.plugin`), if any. */
+export const payloadPlugin = (encoded: Pick<Codec.Encoded, "metadata">): string | undefined => {
+  const named = (encoded.metadata as { plugin?: unknown } | undefined)?.plugin
+  return typeof named === "string" && named !== "" ? named : undefined
+}
+
+/** The payload with the codec's package recorded in `metadata.plugin`, unless it names one already. */
+const withPlugin = (encoded: Codec.Encoded, codec: Codec.Any): Codec.Encoded => {
+  const plugin = Codec.pluginOf(codec)
+  return plugin === undefined || payloadPlugin(encoded) !== undefined
+    ? encoded
+    : { ...encoded, metadata: { ...encoded.metadata, plugin } }
 }
 
 /** The AutoHandler over the installed codecs (`Codec.Codecs`) and the built-ins. */

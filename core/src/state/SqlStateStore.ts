@@ -13,6 +13,7 @@
  * - sql/Documents.ts, sql/Leases.ts: runs, jobs, instances, fleets and claim-with-lease on them
  * - sql/Logs.ts: job logs and runner events
  * - sql/Stacks.ts: stacks and their frames
+ * - sql/Secrets.ts: project secrets (ciphertext only)
  * - sql/Changes.ts: the change feed (LISTEN/NOTIFY) and `watch`
  */
 import { Effect } from "effect"
@@ -28,6 +29,7 @@ import * as Leases from "./sql/Leases.ts"
 import * as SqlLogs from "./sql/Logs.ts"
 import * as Projects from "./sql/Projects.ts"
 import * as Repos from "./sql/Repos.ts"
+import * as Secrets from "./sql/Secrets.ts"
 import * as Stacks from "./sql/Stacks.ts"
 import * as Users from "./sql/Users.ts"
 import type { SqlDriver } from "./SqlDriver.ts"
@@ -72,6 +74,7 @@ export const make = (
       fleets: documents("fleet"),
       logs: options.logs !== undefined ? options.logs(feed.announce) : SqlLogs.make(ctx),
       stacks: Stacks.make(ctx),
+      secrets: Secrets.make(ctx),
       withTransaction: ctx.withTransaction,
       changes: feed.changes,
       subscribe: feed.subscribe,

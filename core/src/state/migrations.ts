@@ -209,6 +209,21 @@ export const migrations: ReadonlyArray<Migration> = [
           RETURN NULL;
         END $$`
     ]
+  },
+  {
+    version: 6,
+    name: "project secrets (values encrypted by the server)",
+    statements: [
+      `CREATE TABLE secrets (
+        id text PRIMARY KEY,
+        project text NOT NULL REFERENCES projects (name) ON DELETE CASCADE ON UPDATE CASCADE,
+        name text NOT NULL,
+        value text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        UNIQUE (project, name)
+      )`
+    ]
   }
 ]
 

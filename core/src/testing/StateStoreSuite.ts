@@ -193,6 +193,43 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
     // -------------------------------------------------------------------------------------------
     // Backends, repos, code
 
+    it.effect("keeps a project's secrets by name: upsert, get, list newest first, all-or-nothing delete, gone with the project", () =>
+      Effect.gen(function* () {
+        const s = yield* store
+        const owner = yield* newUser()
+        const project = unique("sec")
+        const other = unique("sec")
+        yield* s.projects.create({ name: project, owner: owner.username })
+        yield* s.projects.create({ name: other, owner: owner.username })
+
+        const first = yield* s.secrets.upsert({ id: crypto.randomUUID(), project, name: "HF_TOKEN", value: "v1:cipher-a" })
+        expect(first).toMatchObject({ project, name: "HF_TOKEN", value: "v1:cipher-a" })
+        expect(first.createdAt).toBeInstanceOf(Date)
+        // Replacing keeps the row (its id and creation time), with the new value.
+        const replaced = yield* s.secrets.upsert({ id: crypto.randomUUID(), project, name: "HF_TOKEN", value: "v1:cipher-b" })
+        expect(replaced.id).toBe(first.id)
+        expect(replaced.value).toBe("v1:cipher-b")
+        expect(replaced.createdAt.getTime()).toBe(first.createdAt.getTime())
+        yield* s.secrets.upsert({ id: crypto.randomUUID(), project, name: "WANDB", value: "v1:cipher-c" })
+        yield* s.secrets.upsert({ id: crypto.randomUUID(), project: other, name: "HF_TOKEN", value: "v1:other" })
+        expect((yield* s.secrets.get(project, "HF_TOKEN")).value).toBe("v1:cipher-b")
+        expect((yield* s.secrets.get(other, "HF_TOKEN")).value).toBe("v1:other")
+        expect((yield* s.secrets.list(project)).map((x) => x.name)).toEqual(["WANDB", "HF_TOKEN"])
+        yield* expectFailure(s.secrets.get(project, "NOPE"), "NotFound")
+        yield* expectFailure(s.secrets.upsert({ id: crypto.randomUUID(), project: unique("none"), name: "X", value: "v" }), "NotFound")
+
+        // A delete naming a missing secret deletes nothing and names it.
+        const refused = yield* Effect.flip(s.secrets.delete(project, ["WANDB", "NOPE"]))
+        expect(refused.reason).toBe("NotFound")
+        expect(refused.message).toContain("NOPE")
+        expect((yield* s.secrets.list(project)).length).toBe(2)
+        yield* s.secrets.delete(project, ["WANDB", "HF_TOKEN"])
+        expect(yield* s.secrets.list(project)).toEqual([])
+        expect((yield* s.secrets.list(other)).length).toBe(1)
+        yield* s.projects.delete([other])
+        expect(yield* s.secrets.list(other)).toEqual([])
+      }))
+
     it.effect("keeps backend configs, repos and the code index per project", () =>
       Effect.gen(function* () {
         const s = yield* store

@@ -76,7 +76,8 @@ describe("PluginHost", () => {
       expect(Option.isNone(host.backend("aws"))).toBe(true)
       expect(Option.getOrNull(host.blobStore("mem"))).toBe(blobLayer)
       expect(Option.isNone(host.transport("ssh"))).toBe(true)
-      expect(host.codecs()).toEqual([textCodec])
+      expect(host.codecs().map((c) => c.id)).toEqual([textCodec.id])
+      expect(host.codecs()[0].plugin).toBe(host.contributions("codecs")[0].plugin.name)
       expect(host.contributions("backends")).toEqual([
         { kind: "backends", key: "foo", value: backendFactory, plugin: { name: "@acme/backend-foo", version: "1.2.3" } }
       ])

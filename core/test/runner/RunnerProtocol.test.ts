@@ -64,6 +64,31 @@ describe("SubmitBody → ExecutionSpec", () => {
     expect(result).toEqual(Either.left("env.A refers to secret MISSING, which was not submitted"))
   })
 
+  it("puts submitted secrets into env values and registry credentials, and nowhere else", () => {
+    const body = decode(submitBody(
+      {
+        image_name: "registry.example/app:1",
+        env: { HF: "${{ secrets.HF }}", URL: "https://u:${{secrets.PW}}@h/${{ secrets.HF }}", PLAIN: "${HOME}" },
+        registry_auth: { username: "${{ secrets.REG_USER }}", password: "${{ secrets.REG_PW }}" },
+        commands: ["echo ${{ secrets.HF }}"]
+      },
+      { secrets: { HF: "hf-value", PW: "pw", REG_USER: "robot", REG_PW: "reg-pw", UNUSED: "x" } }
+    ))
+    const spec = Either.getOrThrow(toExecutionSpec(body, "/r"))
+    expect(spec.env).toMatchObject({ HF: "hf-value", URL: "https://u:pw@h/hf-value", PLAIN: "${HOME}" })
+    expect(spec.env).not.toHaveProperty("UNUSED")
+    expect(spec.registryAuth).toEqual({ username: "robot", password: "reg-pw" })
+    // Commands are not interpolated (the server refuses references there at plan time).
+    expect(spec.commands).toEqual(["echo ${{ secrets.HF }}"])
+    // The submitted spec is left as it was.
+    expect(body.jobSpec.env.HF).toBe("${{ secrets.HF }}")
+  })
+
+  it("names a secret the registry credentials refer to but that was not submitted", () => {
+    const result = toExecutionSpec(decode(submitBody({ image_name: "x", registry_auth: { username: "u", password: "${{ secrets.REG }}" } })), "/r")
+    expect(result).toEqual(Either.left("registry_auth.password refers to secret REG, which was not submitted"))
+  })
+
   it("rejects a body without job_spec, naming the field", () => {
     expect(() => decode({ run: {} })).toThrow(/job_spec/)
   })

@@ -57,24 +57,45 @@ describe("AutoHandler", () => {
       expect(err.message).toContain("text/markdown, bytes/octet-stream, text/plain, json/value")
     }))
 
-  it.effect("a payload whose plugin is not installed fails with NotInstalled naming the package", () =>
+  it.effect("a payload records the package of its codec, and a puller without it is told to install that package", () =>
     Effect.gen(function*() {
-      const cases: Array<[string, string, string]> = [
-        [StackContentTypes.ContentType.arrowStream, "dataframe", "@dstack-ts/handler-dataframe"],
-        ["text/csv; header=present", "dataframe", "@dstack-ts/handler-dataframe"],
-        [StackContentTypes.ContentType.png, "plot", "@dstack-ts/handler-plot"],
-        [StackContentTypes.ContentType.onnx, "model", "@dstack-ts/handler-model"],
-        ["application/x-unknown-model", "model", "@dstack-ts/handler-model"]
-      ]
-      for (const [contentType, application, plugin] of cases) {
+      const acme = definePlugin({ name: "@acme/handler-md", version: "2.1.0", core: "^0.1.0", codecs: [markdown] })
+      const host = yield* PluginHost.make([acme])
+      expect(host.codecs()[0].plugin).toBe("@acme/handler-md")
+      const pushed = yield* AutoHandler.make(host.codecs()).encode("# notes")
+      expect(pushed.metadata).toEqual({ headings: 1, plugin: "@acme/handler-md" })
+      // A puller with the plugin decodes it; one without is told which package to install.
+      expect(yield* AutoHandler.make(host.codecs()).decode(pushed)).toBe("decoded:# notes")
+      const err = yield* Effect.flip(AutoHandler.make([]).decode(pushed))
+      expect(err.reason).toBe("NotInstalled")
+      expect(err.message).toBe("no installed codec decodes content type text/markdown (application text): install the plugin @acme/handler-md")
+      // Core's built-ins name no package.
+      expect((yield* AutoHandler.make([]).encode("plain")).metadata).not.toHaveProperty("plugin")
+    }))
+
+  it.effect("a codec that declares its package keeps it, and a payload that names one keeps its own", () =>
+    Effect.gen(function*() {
+      const declared = Codec.make<string>({ ...markdown, plugin: "@acme/own-name" })
+      expect(Codec.contributedBy(declared, "@acme/bundle").plugin).toBe("@acme/own-name")
+      const host = yield* PluginHost.make([definePlugin({ name: "@acme/bundle", version: "1.0.0", core: "^0.1.0", codecs: [declared] })])
+      expect(host.codecs()[0].plugin).toBe("@acme/own-name")
+      const naming = Codec.make<string>({
+        ...markdown,
+        plugin: "@acme/other",
+        encode: (s) => Effect.succeed({ contentType: "text/markdown", application: "text", metadata: { plugin: "@acme/written" }, body: enc.encode(s) })
+      })
+      expect((yield* AutoHandler.make([naming]).encode("# x")).metadata.plugin).toBe("@acme/written")
+    }))
+
+  it.effect("a payload that names no package fails with NotInstalled in general terms, listing the installed codecs", () =>
+    Effect.gen(function*() {
+      for (const [contentType, application] of [[StackContentTypes.ContentType.arrowStream, "dataframe"], ["x/y", "z"]]) {
         const err = yield* Effect.flip(auto.decode({ contentType, application, metadata: {}, body: new Uint8Array([1]) }))
         expect(err.reason).toBe("NotInstalled")
-        expect(err.message).toContain(`install the plugin ${plugin}`)
-        expect(err.message).toContain(contentType)
+        expect(err.message).toBe(
+          `no installed codec decodes content type ${contentType} (application ${application}): install a plugin whose codec reads it; installed: text/markdown, bytes/octet-stream, text/plain, json/value`
+        )
       }
-      const unknown = yield* Effect.flip(auto.decode({ contentType: "x/y", application: "z", metadata: {}, body: new Uint8Array() }))
-      expect(unknown.reason).toBe("NotInstalled")
-      expect(unknown.message).toContain("no installed codec decodes content type x/y (application z)")
     }))
 
   it.effect("without built-ins only the given codecs are used", () =>

@@ -53,6 +53,7 @@ export const readIpc = (method: string, bytes: Uint8Array, contentType: string):
  * `application/vnd.apache.arrow.file`; IPC bytes are stored as they are.
  */
 export const arrow: Codec.Codec<ArrowInput, Table> = Codec.make<ArrowInput, Table>({
+  plugin: "@dstack-ts/handler-dataframe",
   id: ID,
   application: StackContentTypes.Application.dataframe,
   contentTypes: [ContentType.arrowStream, ContentType.arrowFile],

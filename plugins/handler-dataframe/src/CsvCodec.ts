@@ -73,6 +73,7 @@ export const readCsv = (method: string, bytes: Uint8Array, delimiter: string): E
 
 /** The CSV codec. */
 export const csvCodec: Codec.Codec<Csv, Table> = Codec.make<Csv, Table>({
+  plugin: "@dstack-ts/handler-dataframe",
   id: ID,
   application: StackContentTypes.Application.dataframe,
   contentTypes: [ContentType.csv],

@@ -175,6 +175,7 @@ export const writeParquet = (table: Table): Uint8Array => {
 
 /** The Parquet codec: stores Parquet files verbatim and writes tables and records as Parquet. */
 export const parquet: Codec.Codec<ParquetInput, Table> = Codec.make<ParquetInput, Table>({
+  plugin: "@dstack-ts/handler-dataframe",
   id: ID,
   application: StackContentTypes.Application.dataframe,
   contentTypes: [ContentType.parquet],

@@ -177,9 +177,10 @@ describe("AutoHandler with the dataframe codecs", () => {
   it.effect("a client without the plugin is told which package decodes the payload", () =>
     Effect.gen(function*() {
       const encoded = yield* auto.encode([{ a: 1 }], { encoder: parquet })
+      expect(encoded.metadata.plugin).toBe("@dstack-ts/handler-dataframe")
       const err = yield* Effect.flip(AutoHandler.make([]).decode(encoded))
       expect(err.reason).toBe("NotInstalled")
-      expect(err.message).toContain("@dstack-ts/handler-dataframe")
+      expect(err.message).toContain("install the plugin @dstack-ts/handler-dataframe")
     }))
 })
 

@@ -53,6 +53,7 @@ const fromFile = (bytes: Uint8Array, name: string): ModelFile | undefined => {
 }
 
 export const modelFileCodec: Codec.Codec<ModelFile | Model, Model> = Codec.make<ModelFile | Model, Model>({
+  plugin: "@dstack-ts/handler-model",
   id: ID,
   application: StackContentTypes.Application.model,
   contentTypes: [StackContentTypes.ContentType.modelFile],

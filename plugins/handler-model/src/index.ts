@@ -16,7 +16,11 @@ export { isSafetensors, safetensors, type SafetensorsInput } from "./Safetensors
 export const PLUGIN_NAME = "@dstack-ts/handler-model"
 export const PLUGIN_VERSION = "0.1.0"
 
-/** The codecs this plugin contributes, in the order the AutoHandler tries them. */
+/**
+ * The codecs this plugin contributes, in the order the AutoHandler tries them; each names this
+ * package (`plugin`), which is recorded with what it writes so that a puller without it is told
+ * what to install.
+ */
 export const codecs: ReadonlyArray<Codec.Any> = [onnx, safetensors, modelFileCodec]
 
 /** The plugin descriptor: `plugins: [model]` in a server or client build. */

@@ -47,6 +47,7 @@ const describeFigure = (fig: PlotlyFigure): Codec.Metadata => {
 }
 
 export const plotly: Codec.Codec<PlotlyFigure> = Codec.make<PlotlyFigure>({
+  plugin: "@dstack-ts/handler-plot",
   id: ID,
   application: StackContentTypes.Application.plot,
   contentTypes: [StackContentTypes.ContentType.plotly],

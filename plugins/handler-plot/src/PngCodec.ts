@@ -80,6 +80,7 @@ const readHeader = (method: string, b: Uint8Array): Effect.Effect<Codec.Metadata
 }
 
 export const png: Codec.Codec<Uint8Array> = Codec.make<Uint8Array>({
+  plugin: "@dstack-ts/handler-plot",
   id: ID,
   application: StackContentTypes.Application.plot,
   contentTypes: [StackContentTypes.ContentType.png],

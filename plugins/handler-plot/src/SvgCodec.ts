@@ -48,6 +48,7 @@ const describeSvg = (tag: string, size: number, text: boolean): Codec.Metadata =
 }
 
 export const svg: Codec.Codec<SvgImage> = Codec.make<SvgImage>({
+  plugin: "@dstack-ts/handler-plot",
   id: ID,
   application: StackContentTypes.Application.plot,
   contentTypes: [StackContentTypes.ContentType.svg],

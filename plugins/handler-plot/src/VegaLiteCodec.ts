@@ -54,6 +54,7 @@ const describeSpec = (spec: VegaLiteSpec): Codec.Metadata => {
 }
 
 export const vegaLite: Codec.Codec<VegaLiteSpec> = Codec.make<VegaLiteSpec>({
+  plugin: "@dstack-ts/handler-plot",
   id: ID,
   application: StackContentTypes.Application.plot,
   contentTypes: [

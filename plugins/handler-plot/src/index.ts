@@ -19,7 +19,11 @@ export { viewers } from "./viewers.ts"
 export const PLUGIN_NAME = "@dstack-ts/handler-plot"
 export const PLUGIN_VERSION = "0.1.0"
 
-/** The codecs this plugin contributes, in the order the AutoHandler tries them. */
+/**
+ * The codecs this plugin contributes, in the order the AutoHandler tries them; each names this
+ * package (`plugin`), which is recorded with what it writes so that a puller without it is told
+ * what to install.
+ */
 export const codecs: ReadonlyArray<Codec.Any> = [png, svg, vegaLite, plotly]
 
 /** The plugin descriptor: `plugins: [plot]` in a server or client build. */

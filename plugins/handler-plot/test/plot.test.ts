@@ -52,7 +52,8 @@ describe("Plotly", () => {
         trace_types: ["bar", "scatter"],
         title: "Quarterly sales",
         width: 640,
-        height: 480
+        height: 480,
+        plugin: "@dstack-ts/handler-plot"
       })
       expect(yield* auto.decode(encoded)).toEqual(plotlyFigure)
     }))
@@ -64,7 +65,7 @@ describe("images", () => {
       const bytes = pngOf(13, 7)
       const encoded = yield* auto.encode(bytes)
       expect(encoded.codec).toBe("plot/png")
-      expect(encoded.metadata).toEqual({ kind: "png", width: 13, height: 7, bit_depth: 8, color_type: "rgba", size: bytes.length })
+      expect(encoded.metadata).toEqual({ kind: "png", width: 13, height: 7, bit_depth: 8, color_type: "rgba", size: bytes.length, plugin: "@dstack-ts/handler-plot" })
       const back = (yield* auto.decode(encoded)) as Uint8Array
       const pixels = PNG.sync.read(Buffer.from(back))
       expect(pixels.width).toBe(13)

@@ -21,6 +21,7 @@ import * as Eager from "../Eager.ts"
 import { encoded, jsonRoute } from "../Route.ts"
 import { RunCache } from "../RunCache.ts"
 import { randomRunName } from "./runNames.ts"
+import { refuseUnknownRepoType } from "./repoTypes.ts"
 import { refuseUnsupported } from "./unsupported.ts"
 
 const runNotFound = (project: string, name: string) => notFound(`Run ${excerpt(name)} does not exist in project ${excerpt(project)}`)
@@ -209,6 +210,10 @@ const submit = (project: string, user: string, runSpec: RunSpec, force: boolean)
     return present(run)
   })
 
+/** What plan and apply refuse before anything else: keys not carried out, repo types nothing handles. */
+const refuseRunSpec = (runSpec: RunSpec, loc: ReadonlyArray<string>) =>
+  Effect.zipRight(refuseUnsupported(runSpec, loc), refuseUnknownRepoType(runSpec, loc))
+
 /** runs/get's answer for a row. */
 const runAnswer = (row: DocumentBody) => {
   const wire = storedRunWire(row.doc, Date.now())
@@ -219,17 +224,17 @@ export const runRoutes = [
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/get_plan", summary: "Plan a run: the offers for each of its jobs", tag: "runs", access: { project: "user" },
     request: Api.GetPlanRequest, response: RunPlan,
-    handler: (input, ctx) => Effect.zipRight(refuseUnsupported(input.runSpec, ["body", "run_spec"]), plan(ctx.projectName!, ctx.principal!.username, input.runSpec))
+    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.runSpec, ["body", "run_spec"]), plan(ctx.projectName!, ctx.principal!.username, input.runSpec))
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/apply", summary: "Submit a planned run", tag: "runs", access: { project: "user" },
     request: Api.ApplyRequest, response: Run,
-    handler: (input, ctx) => Effect.zipRight(refuseUnsupported(input.plan.runSpec, ["body", "plan", "run_spec"]), submit(ctx.projectName!, ctx.principal!.username, input.plan.runSpec, input.force))
+    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.plan.runSpec, ["body", "plan", "run_spec"]), submit(ctx.projectName!, ctx.principal!.username, input.plan.runSpec, input.force))
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/submit", summary: "Submit a run in one step (older clients)", tag: "runs", access: { project: "user" },
     request: Api.SubmitRequest, response: Run,
-    handler: (input, ctx) => Effect.zipRight(refuseUnsupported(input.runSpec, ["body", "run_spec"]), submit(ctx.projectName!, ctx.principal!.username, input.runSpec, false))
+    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.runSpec, ["body", "run_spec"]), submit(ctx.projectName!, ctx.principal!.username, input.runSpec, false))
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/get", summary: "A run by name or id", tag: "runs", access: { project: "user" },

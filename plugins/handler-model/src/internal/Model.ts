@@ -38,6 +38,7 @@ export interface SelfDescribingFormat {
 /** A codec for a format whose metadata comes from its bytes (ONNX, safetensors). */
 export const selfDescribingCodec = (f: SelfDescribingFormat): Codec.Codec<Uint8Array | Model, Model> =>
   Codec.make<Uint8Array | Model, Model>({
+    plugin: "@dstack-ts/handler-model",
     id: f.id,
     application: StackContentTypes.Application.model,
     contentTypes: [f.contentType],
