@@ -159,7 +159,7 @@ export const createNetnsHosts = async (options: { readonly count?: number; reado
     },
     relay: (host, port, targetPort) =>
       new Promise((resolve, reject) => {
-        const child = spawn("ip", ["netns", "exec", host.netns, process.execPath, "-e", RELAY, String(port), info.gateway, String(targetPort)], {
+        const child = spawn("ip", ["netns", "exec", host.netns, "node", "-e", RELAY, String(port), info.gateway, String(targetPort)], {
           stdio: ["ignore", "pipe", "pipe"]
         })
         relays.add(child)

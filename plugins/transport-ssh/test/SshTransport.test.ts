@@ -23,7 +23,7 @@ const runners: Array<ChildProcess> = []
 const startRunner = (host: NetnsHost) =>
   new Promise<void>((resolve, reject) => {
     const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-ssh-runner-"))
-    const child = spawn("ip", ["netns", "exec", host.netns, process.execPath, bundle, "--host", "127.0.0.1", "--port", String(RUNNER_PORT), "--work-dir", workDir], {
+    const child = spawn("ip", ["netns", "exec", host.netns, "node", bundle, "--host", "127.0.0.1", "--port", String(RUNNER_PORT), "--work-dir", workDir], {
       stdio: ["ignore", "pipe", "pipe"]
     })
     runners.push(child)
