@@ -17,7 +17,7 @@ import { RemoteBackend } from "@dstack-ts/backend-ssh"
 import { RunnerLaunch } from "@dstack-ts/core"
 import { SshTransport } from "@dstack-ts/transport-ssh"
 import { Effect, Exit, Scope } from "effect"
-import { createNetnsHosts, netnsUnavailable, type NetnsHost, type NetnsHosts } from "../test/support/netns.ts"
+import { createNetnsHosts, netnsUnavailable, type NetnsHost, type NetnsHosts } from "../test/support/netnsHosts.ts"
 import type { BenchContext } from "./context.ts"
 import { now, summarize, type Row } from "./support/stats.ts"
 

@@ -10,6 +10,8 @@
 #   scripts/netns-hosts.sh down-all               remove every set this script made
 #   scripts/netns-hosts.sh stop-sshd NAME HOST    kill HOST's sshd, its open sessions included
 #   scripts/netns-hosts.sh start-sshd NAME HOST   start it again
+#   scripts/netns-hosts.sh cut NAME HOST          take HOST off the network (packets dropped, no reset)
+#   scripts/netns-hosts.sh restore NAME HOST      put it back
 #   scripts/netns-hosts.sh list                   the sets that exist
 #
 # NAME: 1-6 lowercase letters/digits (interface names are limited to 15 characters). HOST: h0,
@@ -194,6 +196,14 @@ down() { # name
   rm -rf "${ROOT_DIR:?}/$name"
 }
 
+# Takes a host's link down inside its namespace: its peers see silence, not a refusal, as when a
+# machine loses power or its network.
+set_link() { # name host up|down
+  local ns="$PREFIX$1-$2"
+  ip netns list | grep -q "^$ns\b" || die "no host $2 in set $1"
+  ip -n "$ns" link set eth0 "$3"
+}
+
 list() {
   ip netns list 2>/dev/null | awk '{print $1}' | sed -n "s/^$PREFIX\([a-z0-9]*\)-h.*/\1/p" | sort -u
 }
@@ -210,6 +220,8 @@ case "$cmd" in
   down-all) for name in $(list); do down "$name"; done; [ -d "$ROOT_DIR" ] && for d in "$ROOT_DIR"/*/; do [ -d "$d" ] && down "$(basename "$d")"; done; true ;;
   stop-sshd) stop_sshd "$1" "$2" ;;
   start-sshd) check_tools; start_sshd "$1" "$2" ;;
+  cut) set_link "$1" "$2" down ;;
+  restore) set_link "$1" "$2" up ;;
   list) list ;;
-  *) die "usage: $0 up NAME [N] [--jump] | down NAME | down-all | stop-sshd NAME HOST | start-sshd NAME HOST | list" ;;
+  *) die "usage: $0 up NAME [N] [--jump] | down NAME | down-all | stop-sshd NAME HOST | start-sshd NAME HOST | cut NAME HOST | restore NAME HOST | list" ;;
 esac

@@ -115,6 +115,23 @@ describeWithNetns(() => {
       })))
   })
 
+  describe("keep-alive", () => {
+    it("a host that went silent is detected by keep-alive: requests fail with Transport instead of hanging, and work again once it is back", () =>
+      run(Effect.gen(function*() {
+        const ssh = yield* SshTransport.make({ keepaliveIntervalSeconds: 1, keepaliveCountMax: 2, connectTimeoutSeconds: 3, reconnectAttempts: 1 })
+        const h1 = hosts.hosts[1]!
+        const client = yield* ssh.connect(target(h1))
+        expect((yield* health(client)).service).toBe("dstack-ts-runner")
+        yield* Effect.promise(() => hosts.cut(h1))
+        const error = yield* Effect.flip(health(client).pipe(
+          Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error("the request hung on a silent host") })
+        ))
+        expect(error).toMatchObject({ _tag: "RunnerTransportError", reason: "Transport" })
+        yield* Effect.promise(() => hosts.restore(h1))
+        expect((yield* health(client)).service).toBe("dstack-ts-runner")
+      })), 90_000)
+  })
+
   describe("errors name the hop and the cause", () => {
     it("a key the host does not accept is PermissionDenied, not retried", () =>
       run(Effect.gen(function*() {

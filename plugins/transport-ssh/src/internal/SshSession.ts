@@ -153,8 +153,10 @@ export const openSession = async (access: HostAccess, options: SessionOptions): 
     ssh,
     client,
     closed: closedPromise,
-    isClosed: () => closed,
+    // node-ssh forgets a connection it has disposed before ssh2 reports it closed.
+    isClosed: () => closed || ssh.connection === null,
     close: () => {
+      closed = true
       ssh.dispose()
       jump?.dispose()
     }
