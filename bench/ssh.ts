@@ -74,6 +74,7 @@ const forwardRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.Sc
   const source = spawn("ip", ["netns", "exec", host.netns, "node", "-e", `
     const chunk = Buffer.alloc(1 << 20, 97)
     require("net").createServer((s) => {
+      s.on("error", () => {}) // a probe that connects and leaves at once
       let left = ${bytes}
       const write = () => { while (left > 0) { const n = Math.min(left, chunk.length); left -= n; if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return s.once("drain", write) } s.end() }
       write()

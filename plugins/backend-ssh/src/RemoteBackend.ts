@@ -14,7 +14,8 @@ import * as path from "node:path"
 import { Backend, type BackendFactory, InstanceType, RunnerLaunch } from "@dstack-ts/core"
 import { Effect, ParseResult, Schema, type Scope } from "effect"
 import { type HostFacts, parseProbe, resourcesOf } from "./internal/HostFacts.ts"
-import { BUNDLE_HASH, PROBE, REMOVE, shQuote, START, SUPERVISOR, WAIT_HEALTHY } from "./internal/HostScripts.ts"
+import { BUNDLE_HASH, PROBE, REMOVE, shQuote, START, SUPERVISOR } from "./internal/HostScripts.ts"
+import { dockerPing, waitHealthy } from "./internal/OverSsh.ts"
 import { describeHop, HopFailure, type HostAccess, openSession, type Session } from "./internal/SshSession.ts"
 
 const TYPE = "remote"
@@ -163,7 +164,7 @@ const unusable = (facts: HostFacts, host: Backend.RemoteHost, options: RemoteBac
   if (options.requireDocker && !facts.docker) {
     return {
       reason: "Invalid" as const,
-      message: `no Docker on ${where}: /var/run/docker.sock ${facts.dockerProblem ? `does not answer ${host.user} (${facts.dockerProblem})` : "is missing"}, and this backend requires Docker (require_docker)`
+      message: `no Docker on ${where}: /var/run/docker.sock does not answer ${host.user} (${facts.dockerProblem ?? "no answer"}), and this backend requires Docker (require_docker)`
     }
   }
   const minFree = options.minFreeDiskMib ?? 1024
@@ -237,7 +238,12 @@ export const make = (options: RemoteBackendOptions = {}): Effect.Effect<RemoteBa
         const s = yield* session("provision", host, connectTimeoutMs)
         const probed = yield* exec("provision", host, s, PROBE, [options.nvidiaSmi ?? "nvidia-smi", options.amdSmi ?? "amd-smi"])
         if (probed.code !== 0) return yield* fail("provision", "Unknown", `cannot probe ${where}: ${probed.stderr.trim() || `exit status ${probed.code}`}`)
-        const facts = parseProbe(probed.stdout)
+        const ping = yield* Effect.promise(() => dockerPing(s))
+        const facts = {
+          ...parseProbe(probed.stdout),
+          docker: ping.status === 200,
+          dockerProblem: ping.status === 200 ? undefined : ping.problem ?? `HTTP ${ping.status}`
+        }
         const problem = unusable(facts, host, options)
         if (problem) return yield* fail("provision", problem.reason, problem.message)
 
@@ -276,18 +282,18 @@ export const make = (options: RemoteBackendOptions = {}): Effect.Effect<RemoteBa
         )
 
         // Started unless this very bundle already answers (provisioning again is idempotent).
-        const answering = shipped ? undefined : yield* exec("provision", host, s, WAIT_HEALTHY, [facts.node!, String(runnerPort), "0", dir])
-        if (answering?.code !== 0) {
+        const answering = !shipped && (yield* Effect.promise(() => waitHealthy(s, runnerPort, 0)))
+        if (!answering) {
           const started = yield* exec("provision", host, s, START, [dir, service, unit, sudo])
           if (started.code !== 0) {
             return yield* fail("provision", "Unknown", `cannot start the runner on ${where} (${service}): ${started.stderr.trim() || started.stdout.trim()}`)
           }
-          const healthy = yield* exec("provision", host, s, WAIT_HEALTHY, [facts.node!, String(runnerPort), String(startTimeoutSeconds), dir])
-          if (healthy.code !== 0) {
+          if (!(yield* Effect.promise(() => waitHealthy(s, runnerPort, startTimeoutSeconds)))) {
+            const log = yield* exec("provision", host, s, `tail -c 2000 "$1" 2>/dev/null; true`, [`${dir}/runner.log`])
             return yield* fail(
               "provision",
               "Timeout",
-              `the runner on ${where} did not answer on 127.0.0.1:${runnerPort} within ${startTimeoutSeconds}s (${service});\n${healthy.stdout.trim()}`
+              `the runner on ${where} did not answer on 127.0.0.1:${runnerPort} within ${startTimeoutSeconds}s (${service}); the end of ${dir}/runner.log:\n${log.stdout.trim()}`
             )
           }
         }

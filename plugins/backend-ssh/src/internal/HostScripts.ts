@@ -9,8 +9,8 @@ export const shQuote = (value: string): string => `'${value.replace(/'/g, `'\\''
 
 /**
  * Prints `key=value` lines: architecture, CPUs, memory, the disk under $HOME, who logs in,
- * node, systemd, sudo, Docker (the socket answering `/_ping` to this user), GPUs, the first
- * address. Arguments: the nvidia-smi and amd-smi binaries.
+ * node, systemd, sudo, GPUs, the first address. (Docker is asked over the session itself:
+ * OverSsh.dockerPing.) Arguments: the nvidia-smi and amd-smi binaries.
  */
 export const PROBE = String.raw`
 NVIDIA_SMI="$1"; AMD_SMI="$2"
@@ -25,9 +25,6 @@ if command -v node >/dev/null 2>&1; then echo "node=$(command -v node)"; echo "n
 [ -n "${"$"}{DSTACK_RUNNER_SERVICE:-}" ] && echo "service_hint=$DSTACK_RUNNER_SERVICE"
 [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && echo "systemd=1"
 [ "$(id -u)" != 0 ] && sudo -n true >/dev/null 2>&1 && echo "sudo=1"
-if command -v node >/dev/null 2>&1 && [ -S /var/run/docker.sock ]; then
-  node -e 'require("http").get({ socketPath: "/var/run/docker.sock", path: "/_ping", timeout: 3000 }, (r) => { console.log("docker=" + r.statusCode); process.exit(0) }).on("error", (e) => { console.log("docker_error=" + e.code); process.exit(0) })'
-fi
 if command -v "$NVIDIA_SMI" >/dev/null 2>&1; then
   "$NVIDIA_SMI" --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/nvidia=/'
 fi
@@ -88,30 +85,6 @@ else
   echo $! >"$DIR/supervisor.pid"
   echo started=supervisor
 fi
-`
-
-/**
- * Waits for the runner's healthcheck on 127.0.0.1:PORT; prints its answer, or the log's end and
- * exits 1. Arguments: node, port, seconds, the instance directory.
- */
-export const WAIT_HEALTHY = String.raw`
-NODE="$1"; PORT="$2"; SECONDS_LEFT="$3"; DIR="$4"
-"$NODE" -e '
-const [port, seconds] = process.argv.slice(1).map(Number)
-const deadline = Date.now() + seconds * 1000
-;(async () => {
-  for (;;) {
-    try {
-      const r = await fetch("http://127.0.0.1:" + port + "/api/healthcheck", { signal: AbortSignal.timeout(2000) })
-      if (r.ok) { console.log(await r.text()); process.exit(0) }
-    } catch {}
-    if (Date.now() > deadline) process.exit(1)
-    await new Promise((r) => setTimeout(r, 200))
-  }
-})()' "$PORT" "$SECONDS_LEFT" && exit 0
-echo "--- the end of $DIR/runner.log:"
-tail -c 2000 "$DIR/runner.log" 2>/dev/null
-exit 1
 `
 
 /**

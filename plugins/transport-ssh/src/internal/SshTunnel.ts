@@ -9,7 +9,7 @@ import type { Session } from "./SshSession.ts"
 
 export interface SshTunnel {
   readonly localPort: number
-  /** Why the last connection through the tunnel failed, if one did. */
+  /** Why the last connection through the tunnel failed, unless one has opened since. */
   readonly lastError: () => string | undefined
   readonly close: () => Promise<void>
 }
@@ -36,6 +36,7 @@ export const openTunnel = (options: {
         .then((session) => session.ssh.forwardOut("127.0.0.1", socket.remotePort ?? 0, options.remoteHost, options.remotePort))
         .then(
           (channel) => {
+            lastError = undefined
             if (socket.destroyed) {
               channel.close()
               return
