@@ -14,7 +14,7 @@ import * as path from "node:path"
 import { Backend, type BackendFactory, InstanceType, RunnerLaunch } from "@dstack-ts/core"
 import { Effect, ParseResult, Schema, type Scope } from "effect"
 import { type HostFacts, parseProbe, resourcesOf } from "./internal/HostFacts.ts"
-import { BUNDLE_HASH, PROBE, REMOVE, shQuote, START, SUPERVISOR } from "./internal/HostScripts.ts"
+import { PROBE, REMOVE, shQuote, START, SUPERVISOR, writeFilesScript } from "./internal/HostScripts.ts"
 import { dockerPing, waitHealthy } from "./internal/OverSsh.ts"
 import { describeHop, HopFailure, type HostAccess, openSession, type Session } from "./internal/SshSession.ts"
 
@@ -226,7 +226,7 @@ export const make = (options: RemoteBackendOptions = {}): Effect.Effect<RemoteBa
     const paths = (home: string, config: Backend.InstanceConfiguration) => {
       const name = safeName(config.instanceId)
       const dir = `${home}/${installDir}/${name}`
-      return { dir, unit: `dstack-ts-runner-${name}.service` }
+      return { dir, unit: `dstack-ts-runner-${name}.service`, bundleUnderHome: `${installDir}/${name}/runner.mjs` }
     }
 
     const provision = (host: Backend.RemoteHost, config: Backend.InstanceConfiguration) =>
@@ -236,7 +236,11 @@ export const make = (options: RemoteBackendOptions = {}): Effect.Effect<RemoteBa
           if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) return yield* fail("provision", "Invalid", `env: ${JSON.stringify(key)} is not a variable name`)
         }
         const s = yield* session("provision", host, connectTimeoutMs)
-        const probed = yield* exec("provision", host, s, PROBE, [options.nvidiaSmi ?? "nvidia-smi", options.amdSmi ?? "amd-smi"])
+        const probed = yield* exec("provision", host, s, PROBE, [
+          options.nvidiaSmi ?? "nvidia-smi",
+          options.amdSmi ?? "amd-smi",
+          paths("", config).bundleUnderHome
+        ])
         if (probed.code !== 0) return yield* fail("provision", "Unknown", `cannot probe ${where}: ${probed.stderr.trim() || `exit status ${probed.code}`}`)
         const ping = yield* Effect.promise(() => dockerPing(s))
         const facts = {
@@ -264,28 +268,34 @@ export const make = (options: RemoteBackendOptions = {}): Effect.Effect<RemoteBa
         const { file, sha256 } = yield* bundle
 
         // The bundle, when the host does not have this one.
-        const installed = yield* exec("provision", host, s, BUNDLE_HASH, [`${dir}/runner.mjs`])
-        const shipped = installed.stdout.trim() !== sha256
+        const shipped = /^bundle_sha256=(.*)$/m.exec(probed.stdout)?.[1] !== sha256
         if (shipped) yield* writeFile("provision", host, s, `${dir}/runner.mjs`, fs.createReadStream(file), "644")
 
         const env = Object.entries(host.env ?? {}).map(([k, v]) => `export ${k}=${shQuote(v)}\n`).join("")
         const runArgs = `--host 127.0.0.1 --port ${runnerPort} --work-dir ${shQuote(`${dir}/work`)}`
-        yield* writeFile("provision", host, s, `${dir}/run.sh`, `#!/bin/sh\n# Starts the dstack-ts runner of instance ${safeName(config.instanceName)}.\n${env}exec ${shQuote(facts.node!)} ${shQuote(`${dir}/runner.mjs`)} ${runArgs}\n`, "755")
-        yield* writeFile("provision", host, s, `${dir}/supervise.sh`, SUPERVISOR, "755")
-        yield* writeFile(
-          "provision",
-          host,
-          s,
-          `${dir}/${unit}`,
-          `[Unit]\nDescription=dstack-ts runner (instance ${safeName(config.instanceName)})\nAfter=network-online.target\n\n[Service]\nExecStart=/bin/sh ${dir}/run.sh\nRestart=always\nRestartSec=1\nStandardOutput=append:${dir}/runner.log\nStandardError=append:${dir}/runner.log\n\n[Install]\nWantedBy=multi-user.target\n`,
-          "644"
-        )
+        const files = [
+          {
+            path: `${dir}/run.sh`,
+            content: `#!/bin/sh\n# Starts the dstack-ts runner of instance ${safeName(config.instanceName)}.\n${env}exec ${shQuote(facts.node!)} ${shQuote(`${dir}/runner.mjs`)} ${runArgs}\n`,
+            mode: "755"
+          },
+          { path: `${dir}/supervise.sh`, content: SUPERVISOR, mode: "755" },
+          {
+            path: `${dir}/${unit}`,
+            content: `[Unit]\nDescription=dstack-ts runner (instance ${safeName(config.instanceName)})\nAfter=network-online.target\n\n[Service]\nExecStart=/bin/sh ${dir}/run.sh\nRestart=always\nRestartSec=1\nStandardOutput=append:${dir}/runner.log\nStandardError=append:${dir}/runner.log\n\n[Install]\nWantedBy=multi-user.target\n`,
+            mode: "644"
+          }
+        ]
 
         // Started unless this very bundle already answers (provisioning again is idempotent).
         const answering = !shipped && (yield* Effect.promise(() => waitHealthy(s, runnerPort, 0)))
         if (!answering) {
-          const started = yield* exec("provision", host, s, START, [dir, service, unit, sudo])
+          // The service files and the start in one round trip.
+          const started = yield* exec("provision", host, s, `set -e\n${writeFilesScript(files)}${START}`, [dir, service, unit, sudo])
           if (started.code !== 0) {
+            if (/no space left/i.test(started.stderr)) {
+              return yield* fail("provision", "NoCapacity", `disk full on ${where}: cannot write the runner's files under ${dir} (${started.stderr.trim()})`)
+            }
             return yield* fail("provision", "Unknown", `cannot start the runner on ${where} (${service}): ${started.stderr.trim() || started.stdout.trim()}`)
           }
           if (!(yield* Effect.promise(() => waitHealthy(s, runnerPort, startTimeoutSeconds)))) {

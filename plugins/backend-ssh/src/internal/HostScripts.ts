@@ -13,7 +13,8 @@ export const shQuote = (value: string): string => `'${value.replace(/'/g, `'\\''
  * OverSsh.dockerPing.) Arguments: the nvidia-smi and amd-smi binaries.
  */
 export const PROBE = String.raw`
-NVIDIA_SMI="$1"; AMD_SMI="$2"
+NVIDIA_SMI="$1"; AMD_SMI="$2"; BUNDLE="$HOME/$3"
+[ -f "$BUNDLE" ] && echo "bundle_sha256=$(sha256sum "$BUNDLE" | awk '{print $1}')"
 echo "arch=$(uname -m)"
 echo "cpus=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
 echo "mem_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
@@ -31,12 +32,6 @@ fi
 if command -v "$AMD_SMI" >/dev/null 2>&1; then
   echo "amd=$("$AMD_SMI" static --asic --vram --json 2>/dev/null | tr -d '\n')"
 fi
-true
-`
-
-/** Prints the sha256 of the installed bundle, or nothing. Argument: the bundle's path. */
-export const BUNDLE_HASH = String.raw`
-[ -f "$1" ] && sha256sum "$1" | awk '{print $1}'
 true
 `
 
@@ -58,6 +53,19 @@ while :; do
   sleep 1
 done
 `
+
+const EOF_MARK = "__DSTACK_TS_EOF__"
+
+/**
+ * A script that writes small text files (each through a temporary file, then renamed), for
+ * one round trip; the START script follows it in the same run.
+ */
+export const writeFilesScript = (files: ReadonlyArray<{ readonly path: string; readonly content: string; readonly mode: string }>): string =>
+  files.map((f) => {
+    if (f.content.split("\n").includes(EOF_MARK)) throw new Error(`${f.path} contains the line ${EOF_MARK}`)
+    const body = f.content.endsWith("\n") ? f.content.slice(0, -1) : f.content
+    return `mkdir -p "$(dirname ${shQuote(f.path)})"\ncat > ${shQuote(`${f.path}.tmp`)} <<'${EOF_MARK}'\n${body}\n${EOF_MARK}\nchmod ${f.mode} ${shQuote(`${f.path}.tmp`)} && mv ${shQuote(`${f.path}.tmp`)} ${shQuote(f.path)}\n`
+  }).join("")
 
 /**
  * Starts the installed runner as a service and prints `started=<how>`. Arguments: the
