@@ -136,7 +136,7 @@ describe("workflow files", () => {
         `${WF}:11:15 workflows[2].command[0] unknown variable \`sise\` in \${{ variables.sise }}; did you mean \`size\`?`
       ])
       expect(yield* issues(plan({ [WF]: text, [VARS]: "variables:\n  size: 1\n" }, "d"))).toEqual([
-        `${WF}:14:15 workflows[3].commands[0] unknown variable \`sise\` in \${{ variables.sise }}; did you mean \`size\`?`
+        `${WF}:14:16 workflows[3].commands[0] unknown variable \`sise\` in \${{ variables.sise }}; did you mean \`size\`?`
       ])
     }))
 
