@@ -36,6 +36,7 @@ import { logRoutes } from "./routes/logs.ts"
 import { backendRoutes } from "./routes/backends.ts"
 import { instanceRoutes } from "./routes/instances.ts"
 import { repoRoutes } from "./routes/repos.ts"
+import { workflowRoutes } from "./routes/workflows.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
 
@@ -143,6 +144,7 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
   ...logRoutes,
   ...backendRoutes,
   ...instanceRoutes,
+  ...workflowRoutes,
   ...stackRoutes,
   ...viewerRoutes
 ]

@@ -70,6 +70,9 @@ export interface PlanOptions {
 /** Keys of a workflow entry that are not provider parameters. */
 const WORKFLOW_KEYS = new Set(["name", "provider", "depends_on", "help"])
 
+/** Why `artifacts` is refused. */
+export const ARTIFACTS_UNSUPPORTED = "`artifacts` is not supported yet: this build keeps no folders of a job when it ends (remove the key)"
+
 const hash = (value: unknown): string => createHash("sha256").update(JSON.stringify(value)).digest("hex")
 
 /** Options that are not variables: a usage problem in what was typed, not in a file. */
@@ -184,6 +187,12 @@ export const planWorkflow = (
       const jobs = made.right
       if (jobs.length === 0) {
         issues.push(issueAt(source, [...path, "provider"], `provider ${providerName} made no jobs for this workflow`))
+        continue
+      }
+      // Keeping a job's folders when it ends needs the runner to hand them over, which it does
+      // not yet: refused here rather than accepted and dropped.
+      if (jobs.some((j) => (j.artifacts ?? []).length > 0)) {
+        issues.push(issueAt(source, "artifacts" in entry ? [...path, "artifacts"] : [...path, "provider"], ARTIFACTS_UNSUPPORTED, "artifacts" in entry))
         continue
       }
       const ids = jobs.map((_, i) => (jobs.length === 1 ? entry.name : `${entry.name}-${i}`))

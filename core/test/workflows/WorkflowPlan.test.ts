@@ -31,12 +31,10 @@ const pipeline = `workflows:
   - name: prepare
     provider: shell
     commands: ["echo size=\${{ variables.size }}"]
-    artifacts: [data]
   - name: train
     provider: shell
     depends_on: [prepare]
     commands: ["echo epochs=\${{ epochs }} lr=\${{ variables.lr }}"]
-    artifacts: [model]
   - name: evaluate
     provider: shell
     depends_on: [train]
@@ -63,8 +61,7 @@ describe("workflow files", () => {
       expect(p.jobs[0].configuration.commands).toEqual(["echo size=10"])
       expect(p.jobs[1].configuration.commands).toEqual(["echo epochs=5 lr=0.1"])
       expect(p.jobs[1].dependsOn).toEqual(["prepare"])
-      expect(p.jobs[2].inputs.sort()).toEqual(["prepare", "train"])
-      expect(p.jobs[0].artifacts).toEqual(["data"])
+      expect([...p.jobs[2].inputs].sort()).toEqual(["prepare", "train"])
       expect(p.variables).toEqual({ epochs: "5", lr: "0.1", size: "10" })
     }))
 
@@ -138,6 +135,12 @@ describe("workflow files", () => {
       expect(yield* issues(plan({ [WF]: text, [VARS]: "variables:\n  size: 1\n" }, "d"))).toEqual([
         `${WF}:14:16 workflows[3].commands[0] unknown variable \`sise\` in \${{ variables.sise }}; did you mean \`size\`?`
       ])
+    }))
+
+  it.effect("refuses artifacts at their line: this build keeps no folders of a job", () =>
+    Effect.gen(function*() {
+      const text = "workflows:\n  - name: a\n    provider: shell\n    commands: [x]\n    artifacts: [data]\n"
+      expect(yield* issues(plan({ [WF]: text }, "a"))).toEqual([`${WF}:5:5 workflows[0].artifacts ${Workflows.ARTIFACTS_UNSUPPORTED}`])
     }))
 
   it.effect("refuses an override that is not a variable, suggesting the closest", () =>
