@@ -12,6 +12,7 @@ import handlerModel from "@dstack-ts/handler-model"
 import stateEmbedded from "@dstack-ts/state-embedded"
 import statePostgres from "@dstack-ts/state-postgres"
 import blobUnstorage from "@dstack-ts/blob-unstorage"
+import providersBuiltin from "@dstack-ts/providers-builtin"
 import type { ServerOptions } from "@dstack-ts/core"
 
 /** The first-party plugins every default server has. */
@@ -24,7 +25,8 @@ export const defaultPlugins = [
   transportDirect,
   handlerDataframe,
   handlerPlot,
-  handlerModel
+  handlerModel,
+  providersBuiltin
 ] as const
 
 /**

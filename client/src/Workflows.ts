@@ -75,6 +75,18 @@ export interface WorkflowOps {
   readonly listRuns: () => Promise<ReadonlyArray<Run>>
 }
 
+/** A planned job's task configuration with the variables that mark it as a workflow job. */
+export const jobConfiguration = (job: PlannedJob, extra: Readonly<Record<string, string>> = {}): TaskConfiguration => ({
+  ...job.configuration,
+  env: {
+    ...(job.configuration.env ?? {}),
+    [WORKFLOW_ENV.workflow]: job.workflow,
+    [WORKFLOW_ENV.job]: job.id,
+    [WORKFLOW_ENV.cacheKey]: job.cacheKey,
+    ...extra
+  }
+})
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** A run name from a prefix and a job id, inside the 41 characters a run name may have. */
@@ -177,12 +189,7 @@ export const runPlan = async (
           options.onEvent?.({ type: "cached", job, runName: hit })
           return { id: job.id, workflow: job.workflow, runName: hit, status: "cached" }
         }
-        const env: Record<string, string | null> = {
-          ...(job.configuration.env ?? {}),
-          [WORKFLOW_ENV.workflow]: job.workflow,
-          [WORKFLOW_ENV.job]: job.id,
-          [WORKFLOW_ENV.cacheKey]: job.cacheKey
-        }
+        const env: Record<string, string> = {}
         if (job.master !== undefined) {
           start(byId.get(job.master)!)
           const master = await started.get(job.master)!
@@ -194,7 +201,7 @@ export const runPlan = async (
           const sub = master.entity.jobs[0]?.jobSubmissions.at(-1)
           env[WORKFLOW_ENV.master] = sub?.jobProvisioningData?.hostname ?? ""
         }
-        const run = await ops.submit({ ...job.configuration, env }, runName, options.repo)
+        const run = await ops.submit(jobConfiguration(job, env), runName, options.repo)
         submitted = run
         options.onEvent?.({ type: "submitted", job, run })
         // Jobs that name this one their master wait until it runs (or ends).

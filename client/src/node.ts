@@ -12,3 +12,4 @@ installPlatform({ resolveFromConfigFile, attach, readWorkflowFiles })
 
 export * from "./index.ts"
 export * as ClientConfigFile from "./ConfigFile.ts"
+export { readWorkflowFiles } from "./WorkflowFiles.ts"
