@@ -4,7 +4,7 @@
 // says so; --no-cache; a failed dependency failing its dependents by name; cycles, bad
 // parameters and unknown variables refused at their line before anything runs; the seed-003
 // curl provider against a local HTTP server; a TypeScript provider (defineProvider) through the
-// SDK; torchrun refused; ps and logs on workflow runs.
+// SDK; torchrun refused; ps and logs on workflow runs; and every workflow of examples/workflows.
 import { serve } from "@hono/node-server"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -20,7 +20,10 @@ import transportLocal from "@dstack-ts/transport-local"
 import providersBuiltin from "@dstack-ts/providers-builtin"
 import { Client } from "@dstack-ts/client"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { defineProvider, definePlugin, LocalRepo } from "@dstack-ts/core"
+import { LocalRepo } from "@dstack-ts/core"
+import tsPlugin from "../../examples/workflows/provider-ts.ts"
+import { describeWith } from "../support/components.ts"
+import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 import { Effect } from "effect"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
@@ -34,17 +37,6 @@ let url: string
 let files: http.Server
 let filesUrl: string
 const fetched: Array<string> = []
-
-// The seed-003 curl provider written in TypeScript: one job that downloads `url` to `output`.
-const tsCurl = defineProvider({
-  name: "ts-curl",
-  parameters: Schema.Struct({ url: Schema.String, output: Schema.String }),
-  createJobs: ({ data }) => [{
-    commands: [`curl -fsS ${data.url} -o ${data.output}`, `cat ${data.output}`],
-    resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." }
-  }]
-})
-const tsPlugin = definePlugin({ name: "@example/provider-ts-curl", version: "1.0.0", core: "^0.1.0", providers: { "ts-curl": tsCurl } })
 
 const env = () => ({ ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: url, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main" })
 
@@ -273,4 +265,60 @@ describe("dstack run (workflows) end to end", () => {
       files: { ".dstack/workflows.yaml": "workflows:\n  - name: download\n    provider: ts-curl\n    url: x\n" }
     })).rejects.toThrow(/workflows\.yaml:2:5 {2}workflows\[0\]\.output {2}`output` is required/)
   }, 120_000)
+})
+
+const dockerReason = await dockerUnavailableReason()
+
+describe("examples/workflows, each workflow run through the SDK", () => {
+  const dir = path.resolve("examples/workflows")
+  const runExample = async (workflow: string, variables: Record<string, string> = {}) => {
+    const client = Client.connect({ name: "main", url, token: TOKEN })
+    const { readWorkflowFiles } = await import("@dstack-ts/client")
+    const repo = await Effect.runPromise(LocalRepo.fromDir(dir))
+    let log = ""
+    const result = await client.workflows.run(workflow, variables, {
+      files: await readWorkflowFiles(dir),
+      repo,
+      noCache: true,
+      onLog: (job, chunk) => (log += `[${job.id}] ${new TextDecoder().decode(chunk)}`)
+    })
+    return { result, log }
+  }
+
+  it("hello (bash) with a variable overridden", async () => {
+    const { result, log } = await runExample("hello", { who: "tests" })
+    expect(result.status, log).toBe("done")
+    expect(log).toContain("Hello, tests!")
+  }, 60_000)
+
+  it("python-hello (python: requirements, version, args)", async () => {
+    const { result, log } = await runExample("python-hello")
+    expect(result.status, log).toBe("done")
+    expect(log).toContain("Hello from Python, world!")
+  }, 90_000)
+
+  it("tinyshakespeare (curl) from the local HTTP server", async () => {
+    const before = fetched.length
+    const { result, log } = await runExample("tinyshakespeare", { url: `${filesUrl}/tinyshakespeare/input.txt` })
+    expect(result.status, log).toBe("done")
+    expect(fetched.slice(before)).toEqual(["/tinyshakespeare/input.txt"])
+  }, 60_000)
+
+  it("evaluate: the pipeline prepare → train → evaluate", async () => {
+    const { result, log } = await runExample("evaluate", { epochs: "2" })
+    expect(result.status, log).toBe("done")
+    expect(result.jobs.map((j) => [j.id, j.status])).toEqual([["prepare", "done"], ["train", "done"], ["evaluate", "done"]])
+    expect(log).toContain("[prepare] preparing 1000 rows")
+    expect(log).toContain("[train] epoch 1/2\nepoch 2/2")
+    expect(log).toContain("[evaluate] evaluating after 2 epochs")
+  }, 120_000)
+
+  describeWith("Docker", dockerReason === undefined, dockerReason ?? "", () => {
+    it("in-docker (docker) in the locally built busybox image", async () => {
+      const image = await ensureBusyboxImage()
+      const { result, log } = await runExample("in-docker", { image })
+      expect(result.status, log).toBe("done")
+      expect(log).toContain(`in a container of ${image}`)
+    }, 120_000)
+  })
 })
