@@ -20,7 +20,7 @@ import transportLocal from "@dstack-ts/transport-local"
 import providersBuiltin from "@dstack-ts/providers-builtin"
 import { Client } from "@dstack-ts/client"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { LocalRepo } from "@dstack-ts/core"
+import { definePlugin, defineProvider, LocalRepo } from "@dstack-ts/core"
 import tsPlugin from "../../examples/workflows/provider-ts.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
@@ -37,6 +37,18 @@ let url: string
 let files: http.Server
 let filesUrl: string
 const fetched: Array<string> = []
+
+// A provider whose second job names the first its master: it starts once the master runs and
+// gets the master's address.
+const pair = defineProvider({
+  name: "pair",
+  parameters: Schema.Struct({}),
+  createJobs: () => [
+    { commands: ["echo master up", "sleep 4"], resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } },
+    { commands: ["echo \"worker sees master at [$DSTACK_MASTER_HOST]\""], master: 0, resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } }
+  ]
+})
+const pairPlugin = definePlugin({ name: "@test/provider-pair", version: "1.0.0", core: "^0.1.0", providers: { pair } })
 
 const env = () => ({ ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: url, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main" })
 
@@ -88,7 +100,7 @@ beforeAll(async () => {
     state: EmbeddedStateStore.layerMemory(),
     blobs: blobsMemory,
     adminToken: TOKEN,
-    plugins: [backendLocal, transportLocal, providersBuiltin, tsPlugin],
+    plugins: [backendLocal, transportLocal, providersBuiltin, tsPlugin, pairPlugin],
     runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
     compute: { defaultBackends: [{ type: "local" }] }
   })
@@ -268,6 +280,20 @@ describe("dstack run (workflows) end to end", () => {
 })
 
 const dockerReason = await dockerUnavailableReason()
+
+describe("master", () => {
+  it("starts a job once its master runs, with the master's address", async () => {
+    const client = Client.connect({ name: "main", url, token: TOKEN })
+    const logs: Record<string, string> = {}
+    const result = await client.workflows.run("cluster", {}, {
+      files: { ".dstack/workflows.yaml": "workflows:\n  - name: cluster\n    provider: pair\n" },
+      onLog: (job, chunk) => (logs[job.id] = (logs[job.id] ?? "") + new TextDecoder().decode(chunk))
+    })
+    expect(result.jobs.map((j) => [j.id, j.status]), JSON.stringify(logs)).toEqual([["cluster-0", "done"], ["cluster-1", "done"]])
+    expect(logs["cluster-0"]).toContain("master up")
+    expect(logs["cluster-1"]).toMatch(/worker sees master at \[[^\]\s]+\]/)
+  }, 120_000)
+})
 
 describe("examples/workflows, each workflow run through the SDK", () => {
   const dir = path.resolve("examples/workflows")

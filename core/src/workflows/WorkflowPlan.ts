@@ -11,6 +11,7 @@ import { didYouMean } from "../config/DidYouMean.ts"
 import { TaskConfiguration } from "../domain/Configuration.ts"
 import { ResourcesSpec } from "../domain/Resources.ts"
 import type * as Provider from "../ports/Provider.ts"
+import { parametersSummary } from "./defineProvider.ts"
 import {
   failWith,
   interpolate,
@@ -173,7 +174,11 @@ export const planWorkflow = (
         continue
       }
       const decoded = Schema.decodeUnknownEither(found.provider.parameters, { errors: "all", onExcessProperty: "error" })(parameters)
-      if (decoded._tag === "Left") issues.push(...issuesOfParseError(source, path, decoded.left))
+      if (decoded._tag === "Left") {
+        issues.push(...issuesOfParseError(source, path, decoded.left))
+        const summary = parametersSummary(found.provider)
+        if (summary !== "") issues.push(issueAt(source, [...path, "provider"], `provider ${providerName} takes: ${summary}`))
+      }
       if (issues.length > before) continue
       const made = yield* Effect.either(found.provider.createJobs(parameters, {
         workflowName: entry.name,

@@ -108,3 +108,16 @@ export const parametersJsonSchema = (provider: Provider.Provider): unknown => {
     return JSONSchema.make(Schema.encodedSchema(provider.parameters))
   }
 }
+
+/**
+ * A provider's parameters in one line, from their JSON Schema: `script (required), args, …`.
+ * Shown with a workflow's parameter errors.
+ */
+export const parametersSummary = (provider: Provider.Provider): string => {
+  const schema = parametersJsonSchema(provider) as { properties?: Record<string, unknown>; required?: ReadonlyArray<string> }
+  const required = new Set(schema.properties === undefined ? [] : schema.required ?? [])
+  return Object.keys(schema.properties ?? {})
+    .sort((a, b) => Number(required.has(b)) - Number(required.has(a)))
+    .map((name) => (required.has(name) ? `${name} (required)` : name))
+    .join(", ")
+}

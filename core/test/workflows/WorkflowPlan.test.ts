@@ -129,6 +129,7 @@ describe("workflow files", () => {
       ])
       expect(yield* issues(plan({ [WF]: text, [VARS]: "variables:\n  size: 1\n" }, "c"))).toEqual([
         `${WF}:9:5 workflows[2].commands \`commands\` is required`,
+        `${WF}:10:15 workflows[2].provider provider shell takes: commands (required), artifacts, nodes`,
         `${WF}:11:5 workflows[2].command unknown key \`command\`; did you mean \`commands\`?`,
         `${WF}:11:15 workflows[2].command[0] unknown variable \`sise\` in \${{ variables.sise }}; did you mean \`size\`?`
       ])
