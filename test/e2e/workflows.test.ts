@@ -301,13 +301,15 @@ describe("examples/workflows, each workflow run through the SDK", () => {
     const client = Client.connect({ name: "main", url, token: TOKEN })
     const { readWorkflowFiles } = await import("@dstack-ts/client")
     const repo = await Effect.runPromise(LocalRepo.fromDir(dir))
-    let log = ""
+    const byJob: Record<string, string> = {}
     const result = await client.workflows.run(workflow, variables, {
       files: await readWorkflowFiles(dir),
       repo,
       noCache: true,
-      onLog: (job, chunk) => (log += `[${job.id}] ${new TextDecoder().decode(chunk)}`)
+      onLog: (job, chunk) => (byJob[job.id] = (byJob[job.id] ?? "") + new TextDecoder().decode(chunk))
     })
+    // Each job's log in one piece, prefixed with the job: `[train] epoch 1/2\nepoch 2/2\n`.
+    const log = Object.entries(byJob).map(([id, text]) => `[${id}] ${text}`).join("")
     return { result, log }
   }
 
