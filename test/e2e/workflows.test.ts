@@ -159,6 +159,14 @@ describe("dstack run (workflows) end to end", () => {
     expect(other.stdout).toMatch(/prepare\s+bash\s+-\s+process\s+cached/)
     expect(other.stdout).toContain("train args --epochs 4")
 
+    // -d submits and returns when every dependency is cached, and refuses otherwise.
+    const detached = await dstack(["run", "evaluate", "--epochs", "3", "--metric", "f1", "-d", "-n", "eval-detached"], dir)
+    expect(detached.code, detached.stderr).toBe(0)
+    expect(detached.stdout).toMatch(/Run eval-detached submitted/)
+    const refused = await dstack(["run", "evaluate", "--epochs", "9", "-d"], dir)
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toMatch(/-d needs every dependency of evaluate cached/)
+
     // --no-cache runs everything.
     const forced = await dstack(["run", "evaluate", "--epochs", "3", "--no-cache"], dir)
     expect(forced.code, forced.stderr).toBe(0)
