@@ -107,8 +107,8 @@ export default defineCommand({
       ])
     ))
     const toRun = plan.jobs.filter((j) => !cached.has(j.id))
-    if (args.detach && toRun.some((j) => j.dependsOn.some((d) => !cached.has(d)))) {
-      throw usageError(`-d needs every dependency of ${plan.workflow} cached: the dependencies run first and this client waits for them (run without -d)`)
+    if (args.detach && toRun.length !== 1) {
+      throw usageError(`-d needs every dependency of ${plan.workflow} cached and one job left to run: the dependencies run first and this client waits for them (run without -d)`)
     }
     const many = toRun.length > 1
     const writers = new Map<string, ReturnType<typeof lineWriter>>()
@@ -118,14 +118,20 @@ export default defineCommand({
       return w
     }
     if (args.detach) {
-      // Everything left is one job with its dependencies cached: submit it and return.
+      // What is left is one job, its dependencies cached: submit it and return.
       const job = toRun[0]
-      if (job === undefined) return
       const runName = Workflows.jobRunName(args.name ?? `${plan.workflow.slice(0, 30)}-${Math.random().toString(36).slice(2, 6)}`, job.id, plan.workflow)
       const run = await client.runs.submit(Workflows.jobConfiguration(job), { runName, repo })
       print(`Run ${run.name} submitted`)
       return
     }
+    // Ctrl-C leaves the submitted runs running and submits no more (the graph runs here).
+    const submitted: Array<string> = []
+    const interrupted = () => {
+      process.stderr.write(`\nStopped following ${plan.workflow}; no more jobs are submitted.${submitted.length > 0 ? ` Still running: ${submitted.join(", ")} (\`dstack stop NAME\` stops one).` : ""}\n`)
+      process.exit(130)
+    }
+    process.once("SIGINT", interrupted)
     const result = await client.workflows.runPlan(plan, {
       files,
       variables: args.variables,
@@ -134,12 +140,18 @@ export default defineCommand({
       noCache: args.noCache,
       cached,
       onEvent: (event) => {
-        if (event.type === "submitted") process.stderr.write(`Run ${event.run.name} submitted (${event.job.id})\n`)
+        if (event.type === "submitted") {
+          submitted.push(event.run.name)
+          process.stderr.write(`Run ${event.run.name} submitted (${event.job.id})\n`)
+        }
         else if (event.type === "skipped") process.stderr.write(`${event.job.id} not run: ${event.reason}\n`)
-        else if (event.type === "finished") writerOf(event.job.id).end()
+        else if (event.type === "finished") {
+          submitted.splice(submitted.indexOf(event.run.name), 1)
+          writerOf(event.job.id).end()
+        }
       },
       onLog: (job, chunk) => writerOf(job.id).write(chunk)
-    })
+    }).finally(() => process.removeListener("SIGINT", interrupted))
     if (result.status !== "done") {
       const failed = result.jobs.filter((j) => j.status !== "done" && j.status !== "cached")
       throw new CliError(`Workflow ${plan.workflow} failed: ${failed.map((j) => `${j.id}${j.runName ? ` (run ${j.runName})` : ""} ${j.status}${j.reason ? `: ${j.reason}` : ""}`).join("; ")}`)
