@@ -7,7 +7,7 @@
  * same cache key (workflow, parameters, variables, provider and version, code, dependencies) is
  * not run again unless `noCache`.
  */
-import { Effect } from "effect"
+import { Cause, Effect, Exit, Option } from "effect"
 import type { RepoCode, TaskConfiguration, WorkflowsApi } from "@dstack-ts/core/wire"
 import type { Run } from "./Run.ts"
 
@@ -107,20 +107,19 @@ const whyNotDone = (run: Run): string => {
     .join(", ")
 }
 
-export const plan = (ops: WorkflowOps, workflow: string, options: WorkflowPlanOptions): Promise<WorkflowPlan> =>
-  Effect.runPromise(
-    ops.getPlan({
-      workflow,
-      files: options.files,
-      variables: options.variables ?? {},
-      ...(options.repo === undefined ? {} : { codeHash: options.repo.codeHash }),
-      ...(options.runName === undefined ? {} : { runName: options.runName })
-    }).pipe(Effect.catchAll((e) => Effect.die(e)))
-  ).catch((e: unknown) => {
-    // Effect wraps a defect in a FiberFailure: reject with the client's own error.
-    const cause = (e as { cause?: unknown })?.cause
-    throw (cause as { failure?: unknown; defect?: unknown })?.defect ?? e
-  })
+/** Plans a workflow on the server; rejects with the server's error (every problem of the files). */
+export const plan = async (ops: WorkflowOps, workflow: string, options: WorkflowPlanOptions): Promise<WorkflowPlan> => {
+  const exit = await Effect.runPromiseExit(ops.getPlan({
+    workflow,
+    files: options.files,
+    variables: options.variables ?? {},
+    ...(options.repo === undefined ? {} : { codeHash: options.repo.codeHash }),
+    ...(options.runName === undefined ? {} : { runName: options.runName })
+  }))
+  if (Exit.isSuccess(exit)) return exit.value
+  const failure = Cause.failureOption(exit.cause)
+  throw Option.isSome(failure) ? failure.value : Cause.squash(exit.cause)
+}
 
 /**
  * The jobs of a plan a successful earlier run already did, by job id → that run's name. The

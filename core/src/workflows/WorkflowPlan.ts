@@ -6,7 +6,8 @@
  */
 import { Effect, Schema } from "effect"
 import { createHash } from "node:crypto"
-import { ConfigurationError, type ConfigurationIssue } from "../config/ConfigurationError.ts"
+import type { ConfigurationError, ConfigurationIssue } from "../config/ConfigurationError.ts"
+import { formatPath } from "../config/Load.ts"
 import { didYouMean } from "../config/DidYouMean.ts"
 import { TaskConfiguration } from "../domain/Configuration.ts"
 import { ResourcesSpec } from "../domain/Resources.ts"
@@ -17,7 +18,6 @@ import {
   interpolate,
   issueAt,
   issuesOfParseError,
-  type PathKey,
   PROVIDERS_FILE,
   VARIABLES_FILE,
   type WorkflowDefinition,
@@ -226,10 +226,11 @@ export const planWorkflow = (
         }
         const configuration = Schema.decodeUnknownEither(TaskConfiguration)(encoded)
         if (configuration._tag === "Left") {
-          issues.push(...issuesOfParseError(source, [...path], configuration.left).map((issue) => ({
-            ...issue,
-            message: `provider ${providerName} made job ${i} invalid: ${issue.path} ${issue.message}`,
-            path: formatWorkflowPath(path)
+          // The field is the job's, not the file's: reported at the workflow, named in the message.
+          const at = issueAt(source, path, "")
+          issues.push(...issuesOfParseError(source, [], configuration.left).map((issue) => ({
+            ...at,
+            message: `provider ${providerName} made job ${i} invalid: ${issue.path} ${issue.message}`
           })))
           continue
         }
@@ -264,13 +265,8 @@ export const planWorkflow = (
     return { workflow, variables: { ...usedVariables }, jobs: planned }
   })
 
-const formatWorkflowPath = (path: ReadonlyArray<PathKey>): string =>
-  path.reduce<string>((acc, k) => (typeof k === "number" ? `${acc}[${k}]` : acc === "" ? String(k) : `${acc}.${String(k)}`), "")
-
 /** The catalog of providers a plugin host offers, with each plugin's version. */
 export const catalogOf = (
   contributions: ReadonlyArray<{ readonly key: string; readonly value: unknown; readonly plugin: { readonly version: string } }>
 ): ProviderCatalog =>
   new Map(contributions.map((c) => [c.key, { provider: c.value as Provider.Provider, version: c.plugin.version }]))
-
-export { ConfigurationError }

@@ -22,7 +22,16 @@ const shell = Provider.make({
         : Array.from({ length: p.nodes }, (_, i) => ({ commands: p.commands, ...(i > 0 ? { master: 0 } : {}) }))
     )
 })
-const catalog: Workflows.ProviderCatalog = new Map([["shell", { provider: shell, version: "1.0.0" }]])
+// Makes a job the engine cannot take (a Python version no host image is made for).
+const broken = Provider.make({
+  name: "broken",
+  parameters: Schema.Struct({}),
+  createJobs: () => Effect.succeed([{ commands: ["true"], python: "2.7" }])
+})
+const catalog: Workflows.ProviderCatalog = new Map([
+  ["shell", { provider: shell, version: "1.0.0" }],
+  ["broken", { provider: broken, version: "0.0.1" }]
+])
 
 const WF = ".dstack/workflows.yaml"
 const VARS = ".dstack/variables.yaml"
@@ -122,7 +131,7 @@ describe("workflow files", () => {
     commands: [p]
 `
       expect(yield* issues(plan({ [WF]: text, [VARS]: "variables:\n  size: 1\n" }, "a"))).toEqual([
-        `${WF}:3:15 workflows[0].provider no provider named shel; did you mean \`shell\`?; installed: shell`
+        `${WF}:3:15 workflows[0].provider no provider named shel; did you mean \`shell\`?; installed: broken, shell`
       ])
       expect(yield* issues(plan({ [WF]: text }, "b"))).toEqual([
         `${WF}:7:18 workflows[4].depends_on[0] depends on workflow prepar, which is not defined; did you mean \`prepare\`?`.replace("[4]", "[1]")
@@ -142,6 +151,13 @@ describe("workflow files", () => {
     Effect.gen(function*() {
       const text = "workflows:\n  - name: a\n    provider: shell\n    commands: [x]\n    artifacts: [data]\n"
       expect(yield* issues(plan({ [WF]: text }, "a"))).toEqual([`${WF}:5:5 workflows[0].artifacts ${Workflows.ARTIFACTS_UNSUPPORTED}`])
+    }))
+
+  it.effect("refuses a job its provider made invalid, naming the provider and the field", () =>
+    Effect.gen(function*() {
+      const found = yield* issues(plan({ [WF]: "workflows:\n  - name: a\n    provider: broken\n" }, "a"))
+      expect(found).toHaveLength(1)
+      expect(found[0]).toMatch(/^\.dstack\/workflows\.yaml:2:5 workflows\[0\] provider broken made job 0 invalid: python expected a Python version/)
     }))
 
   it.effect("refuses an override that is not a variable, suggesting the closest", () =>
