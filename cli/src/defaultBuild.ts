@@ -14,6 +14,7 @@ import handlerModel from "@dstack-ts/handler-model"
 import stateEmbedded from "@dstack-ts/state-embedded"
 import statePostgres from "@dstack-ts/state-postgres"
 import blobUnstorage from "@dstack-ts/blob-unstorage"
+import providersBuiltin from "@dstack-ts/providers-builtin"
 import type { ServerOptions } from "@dstack-ts/core"
 import { serverBlobs } from "./serverBlobs.ts"
 
@@ -29,7 +30,8 @@ export const defaultPlugins = [
   backendSsh,
   handlerDataframe,
   handlerPlot,
-  handlerModel
+  handlerModel,
+  providersBuiltin
 ] as const
 
 /**

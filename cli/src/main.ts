@@ -25,6 +25,7 @@ export const rootCommand = defineCommand({
     project: lazy(() => import("./commands/project.ts")),
     init: lazy(() => import("./commands/init.ts")),
     apply: lazy(() => import("./commands/apply.ts")),
+    run: lazy(() => import("./commands/run.ts")),
     ps: lazy(() => import("./commands/ps.ts")),
     logs: lazy(() => import("./commands/logs.ts")),
     stop: lazy(() => import("./commands/stop.ts")),
@@ -196,7 +197,8 @@ export const main = async (argv: ReadonlyArray<string>): Promise<number> => {
       print(isTTY() ? usage : usage.replace(/\u001B\[[0-9;]*m/g, ""))
       return wantsHelp || rest.length === 0 ? EXIT_OK : EXIT_USAGE
     }
-    await checkFlags(cmd, resolved.rest, names)
+    // `dstack run WORKFLOW --NAME value` takes any option after the workflow as a variable.
+    if (names[0] !== "run") await checkFlags(cmd, resolved.rest, names)
     await runCommand(rootCommand as AnyCommand, { rawArgs: rest })
     return EXIT_OK
   } catch (error) {

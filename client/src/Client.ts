@@ -17,10 +17,11 @@ import * as DstackApi from "./DstackApi.ts"
 import type { DstackApiOptions, DstackApiShape } from "./DstackApi.ts"
 import { Run, runDataOf } from "./Run.ts"
 import type { RunOperations } from "./Run.ts"
-import { configFileReader, portForwarder } from "./Platform.ts"
+import { configFileReader, portForwarder, workflowFilesReader } from "./Platform.ts"
 import { runLogs } from "./RunLogs.ts"
 import * as Secrets from "./Secrets.ts"
 import * as Stacks from "./Stacks.ts"
+import * as Workflows from "./Workflows.ts"
 import type { Project, ServerInfo, User } from "./Wire.ts"
 import type { AnyRunConfiguration } from "@dstack-ts/core/wire"
 import { RunSpec } from "@dstack-ts/core/wire"
@@ -196,6 +197,53 @@ export class Client {
     set: (name: string, value: string): Promise<Secrets.Secret> => runPromise(Secrets.make(this.api).set(name, value)),
     /** Deletes secrets by name: all of them, or none when one does not exist. */
     delete: (names: ReadonlyArray<string>): Promise<void> => runPromise(Secrets.make(this.api).delete(names))
+  }
+
+  /** The operations the workflow runner uses (see Workflows.ts). */
+  private readonly workflowOps: Workflows.WorkflowOps = {
+    getPlan: (request) => this.api.workflows.getPlan(request),
+    submit: (configuration, runName, repo) => this.runs.submit(configuration, { runName, repo }),
+    listRuns: () => this.runs.list({ all: true })
+  }
+
+  readonly workflows = {
+    /**
+     * Plans a workflow and its dependencies on the server (its providers make the jobs). Without
+     * `files`, reads `.dstack/` of the working directory (Node.js and Deno).
+     */
+    getPlan: async (
+      workflow: string,
+      options: Omit<Workflows.WorkflowPlanOptions, "files"> & { readonly files?: Workflows.WorkflowPlanOptions["files"] } = {}
+    ): Promise<Workflows.WorkflowPlan> =>
+      Workflows.plan(this.workflowOps, workflow, { ...options, files: options.files ?? (await workflowFilesReader()(".")) }),
+    /**
+     * Runs a workflow: its dependencies first (cached ones skipped), then it; resolves when every
+     * job has ended, with how each did.
+     *
+     * @example
+     * const result = await client.workflows.run("train", { epochs: "3" }, { repo: await LocalRepo.fromDir(".") })
+     * result.status // "done"
+     */
+    run: async (
+      workflow: string,
+      variables: Readonly<Record<string, string>> = {},
+      options: Omit<Workflows.WorkflowRunOptions, "files" | "variables"> & { readonly files?: Workflows.WorkflowPlanOptions["files"] } = {}
+    ): Promise<Workflows.WorkflowRunResult> => {
+      const files = options.files ?? (await workflowFilesReader()("."))
+      if (options.repo) {
+        await this.repos.init(options.repo)
+        await this.repos.upload(options.repo)
+      }
+      const plan = await Workflows.plan(this.workflowOps, workflow, { ...options, files, variables })
+      return this.workflows.runPlan(plan, { ...options, files, variables })
+    },
+    /** The jobs of a plan that earlier successful runs already did: job id → run name. */
+    cached: (plan: Workflows.WorkflowPlan): Promise<ReadonlyMap<string, string>> => Workflows.cachedJobs(this.workflowOps, plan),
+    /** Runs a plan from `getPlan` (after showing it); uploads nothing. */
+    runPlan: (
+      plan: Workflows.WorkflowPlan,
+      options: Workflows.WorkflowRunOptions & { readonly cached?: ReadonlyMap<string, string> }
+    ): Promise<Workflows.WorkflowRunResult> => Workflows.runPlan(this.workflowOps, plan, options)
   }
 
   readonly repos = {

@@ -14,6 +14,7 @@ import { RunsApi as Api } from "@dstack-ts/core/wire"
 import { Run as RunEntity } from "@dstack-ts/core/wire"
 import type { RunSpec } from "@dstack-ts/core/wire"
 import type { RunPlan } from "@dstack-ts/core/wire"
+import { WorkflowsApi } from "@dstack-ts/core/wire"
 
 /** Options of `runs.list`: the client's project, active runs unless `all`, newest first. */
 export interface ListRunsQuery {
@@ -109,6 +110,10 @@ export interface DstackApiShape {
     readonly list: (query?: ListRunsQuery) => Effect.Effect<ReadonlyArray<RunEntity>, ClientError>
     readonly stop: (runNames: ReadonlyArray<string>, abort?: boolean) => Effect.Effect<void, ClientError>
     readonly delete: (runNames: ReadonlyArray<string>) => Effect.Effect<void, ClientError>
+  }
+  readonly workflows: {
+    /** `workflows/get_plan`: the jobs of a workflow and its dependencies, planned by the server's providers. */
+    readonly getPlan: (request: typeof WorkflowsApi.WorkflowPlanRequest.Type) => Effect.Effect<typeof WorkflowsApi.WorkflowPlanResponse.Type, ClientError>
   }
   readonly repos: {
     /** `repos/init`: registers a repo (its `repo_info`, optional credentials) with the project. */
@@ -311,6 +316,10 @@ export const make = (options: DstackApiOptions): DstackApiShape => {
         Effect.asVoid(callWith({ method: "runs.stop", path: projectPath("runs/stop"), response: Api.Empty, idempotent: false }, Api.StopRunsRequest, { runsNames: runNames, abort })),
       delete: (runNames) =>
         Effect.asVoid(callWith({ method: "runs.delete", path: projectPath("runs/delete"), response: Api.Empty, idempotent: false }, Api.DeleteRunsRequest, { runsNames: runNames }))
+    },
+    workflows: {
+      getPlan: (request) =>
+        callWith({ method: "workflows.getPlan", path: projectPath("workflows/get_plan"), response: WorkflowsApi.WorkflowPlanResponse, idempotent: true }, WorkflowsApi.WorkflowPlanRequest, request)
     },
     repos: {
       init: (repoId, repoInfo, repoCreds) =>

@@ -12,6 +12,8 @@ import { ClientConfigError } from "./ClientError.ts"
 export interface ClientPlatform {
   readonly resolveFromConfigFile?: typeof resolveFromConfigFile
   readonly attach?: (run: RunEntity) => Promise<Attachment>
+  /** The texts of a directory's workflow files (`.dstack/workflows.yaml` …) by relative path. */
+  readonly readWorkflowFiles?: (dir: string) => Promise<Record<string, string>>
 }
 
 let installed: ClientPlatform = {}
@@ -38,4 +40,12 @@ export const portForwarder = (): NonNullable<ClientPlatform["attach"]> => {
     throw new Error("attaching to a run forwards ports to this machine, which a browser cannot do: use the CLI or the SDK on Node.js or Deno")
   }
   return installed.attach
+}
+
+/** The runtime's workflow-file reader, or an Error saying to pass the files' texts. */
+export const workflowFilesReader = (): NonNullable<ClientPlatform["readWorkflowFiles"]> => {
+  if (installed.readWorkflowFiles === undefined) {
+    throw new Error("this runtime cannot read .dstack/workflows.yaml (a browser): pass the files' texts as `files`")
+  }
+  return installed.readWorkflowFiles
 }

@@ -6,8 +6,10 @@
 import { attach } from "./Attach.ts"
 import { resolveFromConfigFile } from "./ConfigFile.ts"
 import { installPlatform } from "./Platform.ts"
+import { readWorkflowFiles } from "./WorkflowFiles.ts"
 
-installPlatform({ resolveFromConfigFile, attach })
+installPlatform({ resolveFromConfigFile, attach, readWorkflowFiles })
 
 export * from "./index.ts"
 export * as ClientConfigFile from "./ConfigFile.ts"
+export { readWorkflowFiles } from "./WorkflowFiles.ts"

@@ -31,3 +31,8 @@ export { LocalRepo, RemoteRepo, VirtualRepo, materializeRepo, builtinRepos } fro
 export type { RepoCode } from "./repos/index.ts"
 // The HTTP server factory (`createServer`) and route building blocks for custom builds.
 export * from "./server/index.ts"
+// Workflows (`.dstack/workflows.yaml`, variables, providers.yaml): parsing, planning the DAG,
+// and `defineProvider` for TypeScript providers.
+export * as Workflows from "./workflows/index.ts"
+export { defineProvider } from "./workflows/defineProvider.ts"
+export type { ProviderDefinition, ProviderJobInput, ProviderWorkflow } from "./workflows/defineProvider.ts"

@@ -48,6 +48,8 @@ const wire = <S extends Schema.Schema.Any>(schema: S, key: string) =>
  */
 export const ProviderJob = Schema.Struct({
   image: Schema.optional(Schema.String),
+  /** Without `image`: the Python version the host must have (`3.11`). */
+  python: Schema.optional(Schema.String),
   commands: Schema.Array(Schema.String),
   env: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
   ports: Schema.optional(Schema.Array(Schema.Int)),

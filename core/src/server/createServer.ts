@@ -41,6 +41,7 @@ import { secretRoutes } from "./routes/secrets.ts"
 import * as SecretCipherModule from "../secrets/SecretCipher.ts"
 import type { SecretCipherError } from "../secrets/SecretCipher.ts"
 import { SecretsPolicy } from "../secrets/ProjectSecrets.ts"
+import { workflowRoutes } from "./routes/workflows.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
 
@@ -162,6 +163,7 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
   ...logRoutes,
   ...backendRoutes,
   ...instanceRoutes,
+  ...workflowRoutes,
   ...stackRoutes,
   ...viewerRoutes
 ]

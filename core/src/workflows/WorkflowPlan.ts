@@ -1,0 +1,272 @@
+/**
+ * Planning a workflow: the workflow and its dependencies (`depends_on`, a DAG across workflows)
+ * with variables interpolated, each turned into jobs by its provider, each job into a task
+ * configuration for the engine. Every problem is reported at its file, line and field; cycles
+ * are refused here, before anything runs. Pure apart from hashing.
+ */
+import { Effect, Schema } from "effect"
+import { createHash } from "node:crypto"
+import type { ConfigurationError, ConfigurationIssue } from "../config/ConfigurationError.ts"
+import { formatPath } from "../config/Load.ts"
+import { didYouMean } from "../config/DidYouMean.ts"
+import { TaskConfiguration } from "../domain/Configuration.ts"
+import { ResourcesSpec } from "../domain/Resources.ts"
+import type * as Provider from "../ports/Provider.ts"
+import { parametersSummary } from "./defineProvider.ts"
+import {
+  failWith,
+  interpolate,
+  issueAt,
+  issuesOfParseError,
+  PROVIDERS_FILE,
+  VARIABLES_FILE,
+  type WorkflowDefinition,
+  type WorkflowFiles
+} from "./WorkflowFiles.ts"
+
+/** An installed provider and the version of the plugin that brings it (part of cache keys). */
+export interface ProviderEntry {
+  readonly provider: Provider.Provider
+  readonly version: string
+}
+export type ProviderCatalog = ReadonlyMap<string, ProviderEntry>
+
+/** One job of the plan: a task run on the engine. */
+export interface PlannedJob {
+  /** Unique in the plan: the workflow name, with `-N` when its provider made several jobs. */
+  readonly id: string
+  readonly workflow: string
+  readonly provider: string
+  readonly job: Provider.ProviderJob
+  readonly configuration: TaskConfiguration
+  /** Ids of the jobs this one waits for (its own workflow's and its dependencies'). */
+  readonly dependsOn: ReadonlyArray<string>
+  /** The id of the job whose address this one gets (`DSTACK_MASTER_HOST`), started first. */
+  readonly master?: string
+  /** Folders kept at the end of the job. */
+  readonly artifacts: ReadonlyArray<string>
+  /** Ids of the jobs whose artifacts this one gets (its transitive dependencies). */
+  readonly inputs: ReadonlyArray<string>
+  /** Hash of workflow, parameters, variables used, provider and version, code and dependencies. */
+  readonly cacheKey: string
+}
+
+export interface WorkflowPlan {
+  readonly workflow: string
+  /** Variables after overrides, the ones any planned workflow uses. */
+  readonly variables: Readonly<Record<string, string>>
+  /** In an order where every job comes after what it depends on. */
+  readonly jobs: ReadonlyArray<PlannedJob>
+}
+
+export interface PlanOptions {
+  /** Variable values given on the command line (`--NAME value`). */
+  readonly overrides?: Readonly<Record<string, string>>
+  /** The hash of the code the run gets (revision and diff); part of cache keys. */
+  readonly codeHash?: string
+  /** The name the run will get, shown to providers. */
+  readonly runName?: string
+}
+
+/** Keys of a workflow entry that are not provider parameters. */
+const WORKFLOW_KEYS = new Set(["name", "provider", "depends_on", "help"])
+
+/** Why `artifacts` is refused. */
+export const ARTIFACTS_UNSUPPORTED = "`artifacts` is not supported yet: this build keeps no folders of a job when it ends (remove the key)"
+
+const hash = (value: unknown): string => createHash("sha256").update(JSON.stringify(value)).digest("hex")
+
+/** Options that are not variables: a usage problem in what was typed, not in a file. */
+const commandLineIssue = (message: string): ConfigurationIssue => ({ file: "(command line)", line: 1, column: 1, path: "", message })
+
+/**
+ * Plans `workflow` with its dependencies.
+ *
+ * @example
+ * const plan = yield* planWorkflow(files, "train", catalog, { overrides: { epochs: "3" } })
+ * plan.jobs.map((j) => j.id) // ["prepare", "train"]
+ */
+export const planWorkflow = (
+  files: WorkflowFiles,
+  workflow: string,
+  catalog: ProviderCatalog,
+  options: PlanOptions = {}
+): Effect.Effect<WorkflowPlan, ConfigurationError> =>
+  Effect.gen(function*() {
+    const issues: Array<ConfigurationIssue> = []
+    if (!files.workflows.has(workflow)) {
+      const hint = didYouMean(workflow, [...files.workflows.keys()])
+      return yield* Effect.fail(failWith([commandLineIssue(
+        `no workflow named ${workflow}${hint ? `; did you mean ${hint}?` : ""}; defined: ${[...files.workflows.keys()].sort().join(", ")}`
+      )]))
+    }
+
+    // 1. The DAG: depth-first from the workflow, refusing unknown names and cycles.
+    const order: Array<WorkflowDefinition> = []
+    const state = new Map<string, "visiting" | "done">()
+    const visit = (name: string, trail: ReadonlyArray<string>): void => {
+      const def = files.workflows.get(name)!
+      state.set(name, "visiting")
+      for (const [i, dep] of (def.entry.depends_on ?? []).entries()) {
+        const at = [...def.path, "depends_on", i]
+        if (!files.workflows.has(dep)) {
+          const hint = didYouMean(dep, [...files.workflows.keys()])
+          issues.push(issueAt(def.source, at, `depends on workflow ${dep}, which is not defined${hint ? `; did you mean \`${hint}\`?` : ""}`))
+        } else if (state.get(dep) === "visiting") {
+          const cycle = [...trail.slice(trail.indexOf(dep)), name, dep]
+          issues.push(issueAt(def.source, at, `depends_on makes a cycle: ${cycle.join(" → ")}`))
+        } else if (state.get(dep) === undefined) {
+          visit(dep, [...trail, name])
+        }
+      }
+      state.set(name, "done")
+      order.push(def)
+    }
+    visit(workflow, [])
+    if (issues.length > 0) return yield* Effect.fail(failWith(issues))
+
+    // 2. Variables: overrides must name a variable one of the planned workflows can see.
+    const overrides = options.overrides ?? {}
+    const visible = new Set([...files.variables.keys(), ...order.flatMap((d) => [...(files.workflowVariables.get(d.entry.name)?.keys() ?? [])])])
+    for (const name of Object.keys(overrides)) {
+      if (!visible.has(name)) {
+        const hint = didYouMean(name, [...visible])
+        issues.push(commandLineIssue(
+          `--${name} is not a variable of ${workflow} or its dependencies${hint ? `; did you mean --${hint}?` : ""}; ${
+            visible.size === 0 ? `define variables in ${VARIABLES_FILE}` : `variables: ${[...visible].sort().join(", ")}`
+          }`
+        ))
+      }
+    }
+    if (issues.length > 0) return yield* Effect.fail(failWith(issues))
+
+    // 3. Each workflow: parameters interpolated and decoded by its provider, then its jobs.
+    const planned: Array<PlannedJob> = []
+    const idsOf = new Map<string, ReadonlyArray<string>>()
+    const usedVariables: Record<string, string> = {}
+    for (const def of order) {
+      const { entry, source, path } = def
+      const scoped = files.workflowVariables.get(entry.name)
+      const lookup = (name: string): string | undefined =>
+        overrides[name] ?? scoped?.get(name)?.value ?? files.variables.get(name)?.value
+      const known = [...new Set([...files.variables.keys(), ...(scoped?.keys() ?? [])])]
+      const used = new Set<string>()
+      const raw = Object.fromEntries(Object.entries(entry).filter(([k]) => !WORKFLOW_KEYS.has(k)))
+      const before = issues.length
+      const parameters = interpolate(raw, lookup, known, (p, message) => issues.push(issueAt(source, [...path, ...p], message)), used) as Record<string, unknown>
+      const variables = Object.fromEntries([...used].sort().map((n) => [n, lookup(n)!]))
+      Object.assign(usedVariables, variables)
+
+      const providerName = typeof entry.provider === "string" ? entry.provider : undefined
+      if (providerName === undefined) {
+        issues.push(issueAt(source, [...path, "provider"], "a provider from another repository (`provider: {repo, name}`) is not supported yet"))
+        continue
+      }
+      const found = catalog.get(providerName)
+      if (found === undefined) {
+        if (files.providers.has(providerName)) {
+          issues.push(issueAt(source, [...path, "provider"], `provider ${providerName} is a program from ${PROVIDERS_FILE}; running provider programs is not supported yet`))
+        } else {
+          const names = [...catalog.keys()].sort()
+          const hint = didYouMean(providerName, names)
+          issues.push(issueAt(source, [...path, "provider"], `no provider named ${providerName}${hint ? `; did you mean \`${hint}\`?` : ""}; installed: ${names.join(", ") || "none"}`))
+        }
+        continue
+      }
+      const decoded = Schema.decodeUnknownEither(found.provider.parameters, { errors: "all", onExcessProperty: "error" })(parameters)
+      if (decoded._tag === "Left") {
+        issues.push(...issuesOfParseError(source, path, decoded.left))
+        const summary = parametersSummary(found.provider)
+        if (summary !== "") issues.push(issueAt(source, [...path, "provider"], `provider ${providerName} takes: ${summary}`))
+      }
+      if (issues.length > before) continue
+      const made = yield* Effect.either(found.provider.createJobs(parameters, {
+        workflowName: entry.name,
+        ...(options.runName === undefined ? {} : { runName: options.runName }),
+        variables
+      }))
+      if (made._tag === "Left") {
+        issues.push(issueAt(source, [...path, "provider"], made.left.message ?? `provider ${providerName} refused the workflow (${made.left.reason})`))
+        continue
+      }
+      const jobs = made.right
+      if (jobs.length === 0) {
+        issues.push(issueAt(source, [...path, "provider"], `provider ${providerName} made no jobs for this workflow`))
+        continue
+      }
+      // Keeping a job's folders when it ends needs the runner to hand them over, which it does
+      // not yet: refused here rather than accepted and dropped.
+      if (jobs.some((j) => (j.artifacts ?? []).length > 0)) {
+        issues.push(issueAt(source, "artifacts" in entry ? [...path, "artifacts"] : [...path, "provider"], ARTIFACTS_UNSUPPORTED, "artifacts" in entry))
+        continue
+      }
+      const ids = jobs.map((_, i) => (jobs.length === 1 ? entry.name : `${entry.name}-${i}`))
+      const upstream = (entry.depends_on ?? []).flatMap((d) => idsOf.get(d) ?? [])
+      const inputsOf = (ids: ReadonlyArray<string>): Array<string> => {
+        const seen = new Set<string>()
+        const walk = (id: string) => {
+          const p = planned.find((j) => j.id === id)
+          if (p === undefined || seen.has(id)) return
+          seen.add(id)
+          p.dependsOn.forEach(walk)
+        }
+        ids.forEach(walk)
+        return [...seen]
+      }
+      for (const [i, job] of jobs.entries()) {
+        const encoded = {
+          type: "task",
+          ...(job.image === undefined ? {} : { image: job.image }),
+          ...(job.python === undefined || job.image !== undefined ? {} : { python: job.python }),
+          commands: job.commands,
+          ...(job.env === undefined ? {} : { env: job.env }),
+          ...(job.ports === undefined ? {} : { ports: job.ports }),
+          ...(job.workingDir === undefined ? {} : { working_dir: job.workingDir }),
+          ...(job.resources === undefined ? {} : { resources: Schema.encodeSync(ResourcesSpec)(job.resources) })
+        }
+        const configuration = Schema.decodeUnknownEither(TaskConfiguration)(encoded)
+        if (configuration._tag === "Left") {
+          // The field is the job's, not the file's: reported at the workflow, named in the message.
+          const at = issueAt(source, path, "")
+          issues.push(...issuesOfParseError(source, [], configuration.left).map((issue) => ({
+            ...at,
+            message: `provider ${providerName} made job ${i} invalid: ${issue.path} ${issue.message}`
+          })))
+          continue
+        }
+        const dependsOn = [...upstream, ...(job.dependsOn ?? []).map((d) => ids[d])]
+        const master = job.master === undefined ? undefined : ids[job.master]
+        const dependencyKeys = dependsOn.map((d) => planned.find((j) => j.id === d)?.cacheKey ?? d)
+        planned.push({
+          id: ids[i],
+          workflow: entry.name,
+          provider: providerName,
+          job,
+          configuration: configuration.right,
+          dependsOn,
+          ...(master === undefined ? {} : { master }),
+          artifacts: job.artifacts ?? [],
+          inputs: inputsOf(dependsOn),
+          cacheKey: hash({
+            workflow: entry.name,
+            job: i,
+            parameters,
+            variables,
+            provider: providerName,
+            version: found.version,
+            code: options.codeHash ?? null,
+            dependencies: dependencyKeys
+          })
+        })
+      }
+      idsOf.set(entry.name, ids)
+    }
+    if (issues.length > 0) return yield* Effect.fail(failWith(issues))
+    return { workflow, variables: { ...usedVariables }, jobs: planned }
+  })
+
+/** The catalog of providers a plugin host offers, with each plugin's version. */
+export const catalogOf = (
+  contributions: ReadonlyArray<{ readonly key: string; readonly value: unknown; readonly plugin: { readonly version: string } }>
+): ProviderCatalog =>
+  new Map(contributions.map((c) => [c.key, { provider: c.value as Provider.Provider, version: c.plugin.version }]))

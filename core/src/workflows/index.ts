@@ -1,0 +1,4 @@
+// Public exports of core/src/workflows: workflow files, planning, and `defineProvider`.
+export * from "./WorkflowFiles.ts"
+export * from "./WorkflowPlan.ts"
+export * from "./defineProvider.ts"

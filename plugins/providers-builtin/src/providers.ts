@@ -1,0 +1,135 @@
+/**
+ * The built-in workflow providers. Each declares its parameters as an Effect Schema (unknown
+ * keys are refused by the planner, which reports them at their line in workflows.yaml) and
+ * makes one job from them.
+ */
+import { Effect, Schema } from "effect"
+import { Provider, PYTHON_VERSIONS, PythonVersion, ResourcesSpec } from "@dstack-ts/core"
+
+/** Quotes a word for bash: `'it'\''s'`. */
+export const shellQuote = (s: string): string => (/^[A-Za-z0-9_./:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`)
+
+const Environment = Schema.Record({ key: Schema.String, value: Schema.Union(Schema.String, Schema.Number, Schema.Boolean) }).annotations({
+  description: "Environment variables of the job."
+})
+const Commands = Schema.NonEmptyArray(Schema.String).annotations({ description: "Shell commands, run in order under bash." })
+const Artifacts = Schema.Array(Schema.String).annotations({
+  description: "Folders, relative to the working directory, kept when the job ends and given to the workflows that depend on it."
+})
+const Ports = Schema.Array(Schema.Int.pipe(Schema.between(1, 65535))).annotations({ description: "Ports the job listens on." })
+
+/** Keys every built-in provider takes besides its own. */
+const common = {
+  environment: Schema.optional(Environment),
+  artifacts: Schema.optional(Artifacts),
+  resources: Schema.optional(ResourcesSpec),
+  ports: Schema.optional(Ports),
+  working_dir: Schema.optional(Schema.String.annotations({ description: "The working directory, relative to the code." }))
+}
+
+interface Common {
+  readonly environment?: Readonly<Record<string, string | number | boolean>> | undefined
+  readonly artifacts?: ReadonlyArray<string> | undefined
+  readonly resources?: ResourcesSpec | undefined
+  readonly ports?: ReadonlyArray<number> | undefined
+  readonly working_dir?: string | undefined
+}
+
+/** The job fields the common keys give. */
+const commonJob = (p: Common): Omit<Provider.ProviderJob, "commands"> => ({
+  ...(p.environment === undefined ? {} : { env: Object.fromEntries(Object.entries(p.environment).map(([k, v]) => [k, String(v)])) }),
+  ...(p.artifacts === undefined ? {} : { artifacts: p.artifacts }),
+  ...(p.resources === undefined ? {} : { resources: p.resources }),
+  ...(p.ports === undefined ? {} : { ports: p.ports }),
+  ...(p.working_dir === undefined ? {} : { workingDir: p.working_dir })
+})
+
+const one = (job: Provider.ProviderJob) => Effect.succeed([job] as ReadonlyArray<Provider.ProviderJob>)
+
+/** `bash`: shell commands on the host (no image: the process executor), or in `image`. */
+export const bash = Provider.make({
+  name: "bash",
+  description: "Runs shell commands under bash, on the host or in an image.",
+  parameters: Schema.Struct({
+    commands: Commands,
+    image: Schema.optional(Schema.String.annotations({ description: "A Docker image to run the commands in." })),
+    ...common
+  }),
+  createJobs: (p) => one({ ...commonJob(p), commands: p.commands, ...(p.image === undefined ? {} : { image: p.image }) })
+})
+
+/** `python`: a Python script with optional requirements, on a host with that Python version. */
+export const python = Provider.make({
+  name: "python",
+  description: "Runs a Python script (after `pip install -r` of its requirements) with the host's Python of the version given.",
+  parameters: Schema.Struct({
+    script: Schema.String.annotations({ description: "The script to run, relative to the working directory." }),
+    args: Schema.optional(Schema.Union(Schema.String, Schema.Array(Schema.String)).annotations({ description: "Arguments of the script: a string or a list." })),
+    version: Schema.optional(PythonVersion.annotations({ description: `The Python version (${PYTHON_VERSIONS.join(", ")}); the job fails when the host lacks it.` })),
+    requirements: Schema.optional(Schema.String.annotations({ description: "A requirements file installed with pip before the script runs." })),
+    ...common
+  }),
+  createJobs: (p) => {
+    const args = p.args === undefined ? "" : typeof p.args === "string" ? ` ${p.args}` : p.args.map((a) => ` ${shellQuote(a)}`).join("")
+    return one({
+      ...commonJob(p),
+      ...(p.version === undefined ? {} : { python: p.version }),
+      commands: [
+        ...(p.requirements === undefined ? [] : [`python3 -m pip install --quiet -r ${shellQuote(p.requirements)}`]),
+        `python3 ${shellQuote(p.script)}${args}`
+      ]
+    })
+  }
+})
+
+/** `docker`: commands in a Docker image (the Docker executor). */
+export const docker = Provider.make({
+  name: "docker",
+  description: "Runs commands in a Docker image.",
+  parameters: Schema.Struct({
+    image: Schema.String.annotations({ description: "The Docker image." }),
+    commands: Schema.optional(Commands),
+    ...common
+  }),
+  createJobs: (p) => one({ ...commonJob(p), image: p.image, commands: p.commands ?? [] })
+})
+
+/** `curl`: downloads a URL to a file (seed-003's example provider). */
+export const curl = Provider.make({
+  name: "curl",
+  description: "Downloads a URL to a file with curl; keep the file's folder with `artifacts`.",
+  parameters: Schema.Struct({
+    url: Schema.String.annotations({ description: "The URL to download." }),
+    output: Schema.String.annotations({ description: "The file to write, relative to the working directory." }),
+    image: Schema.optional(Schema.String.annotations({ description: "A Docker image with curl to run in (default: the host)." })),
+    ...common
+  }),
+  createJobs: (p) =>
+    one({
+      ...commonJob(p),
+      ...(p.image === undefined ? {} : { image: p.image }),
+      commands: [`mkdir -p "$(dirname ${shellQuote(p.output)})"`, `curl -fsSL ${shellQuote(p.url)} -o ${shellQuote(p.output)}`]
+    })
+})
+
+/** `torchrun`: declared so that its parameters are checked; refused until multi-node tasks run. */
+export const torchrun = Provider.make({
+  name: "torchrun",
+  description: "Distributed PyTorch training over several nodes. Not supported yet: this build runs no multi-node tasks.",
+  parameters: Schema.Struct({
+    script: Schema.String,
+    args: Schema.optional(Schema.Union(Schema.String, Schema.Array(Schema.String))),
+    nodes: Schema.optional(Schema.Int.pipe(Schema.positive())),
+    requirements: Schema.optional(Schema.String),
+    ...common
+  }),
+  createJobs: () =>
+    Effect.fail(
+      new Provider.ProviderError({
+        module: "torchrun",
+        method: "createJobs",
+        reason: "Invalid",
+        message: "the torchrun provider is not supported yet: it needs multi-node tasks, which this build does not run; use the python provider on one node"
+      })
+    )
+})
