@@ -8,6 +8,7 @@ import { bodyLimit } from "hono/body-limit"
 import { Access, authorizeProject } from "./Access.ts"
 import type { Principal } from "./Access.ts"
 import { ApiError, badRequest, clipped, forbidden, payloadTooLarge, serverError, unauthenticated } from "./ApiError.ts"
+import { decodeRequest } from "./RequestDecoding.ts"
 import { Encoded } from "./Route.ts"
 import type { AnyRoute, RouteContext } from "./Route.ts"
 
@@ -87,7 +88,7 @@ const prepare = <R>(route: AnyRoute<R>): Mounted<R> =>
     : {
         route,
         inputs: route.rememberInputs === true && route.request !== undefined ? new Map() : undefined,
-        decode: route.request ? Schema.decodeUnknownEither(route.request, { errors: "all" }) : undefined,
+        decode: route.request ? decodeRequest(route.request) : undefined,
         encode: Schema.encodeEither(route.response)
       }
 
