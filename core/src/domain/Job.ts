@@ -4,7 +4,7 @@
  * Wire keys follow the upstream API (`job_spec`, `job_submissions`, …).
  */
 import { Schema } from "effect"
-import { wire, wireDefault, wireOptional } from "./internal/wire.ts"
+import { wire, wireDefault, wireOptional, wireStringOrEmpty } from "./internal/wire.ts"
 import { InstanceType } from "./Offer.ts"
 import { RegistryAuth } from "./RegistryAuth.ts"
 import { ResourcesSpec } from "./Resources.ts"
@@ -94,8 +94,9 @@ export type RunRepoData = typeof RunRepoData.Type
 export const DEFAULT_STOP_DURATION_SECONDS = 300
 
 /**
- * Everything a runner needs to execute one job. A job without `image_name` runs as processes on
- * the host (the process executor); with it, in a container.
+ * Everything a runner needs to execute one job. A job without `image_name` (written `""`, as
+ * upstream's clients require the key) runs as processes on the host (the process executor);
+ * with it, in a container.
  *
  * @example
  * Schema.decodeUnknownSync(JobSpec)({ job_name: "train-0-0", commands: ["python train.py"], requirements: { resources: {} } })
@@ -108,7 +109,7 @@ export class JobSpec extends Schema.Class<JobSpec>("@dstack-ts/core/JobSpec")({
   commands: wireDefault(Schema.Array(Schema.String), "commands", () => []),
   entrypoint: wireOptional(Schema.Array(Schema.String), "entrypoint"),
   env: wireDefault(Schema.Record({ key: Schema.String, value: Schema.String }), "env", () => ({})),
-  imageName: wireOptional(Schema.String, "image_name"),
+  imageName: wireStringOrEmpty("image_name"),
   user: wireOptional(Schema.String, "user"),
   privileged: wireDefault(Schema.Boolean, "privileged", () => false),
   workingDir: wireOptional(Schema.String, "working_dir"),

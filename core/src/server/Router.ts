@@ -7,15 +7,15 @@ import type { Context as HonoContext, Hono } from "hono"
 import { bodyLimit } from "hono/body-limit"
 import { Access, authorizeProject } from "./Access.ts"
 import type { Principal } from "./Access.ts"
-import { ApiError, badRequest, clipped, forbidden, payloadTooLarge, serverError, unauthenticated } from "./ApiError.ts"
+import { ApiError, badRequest, clipped, forbidden, payloadTooLarge, serverError, unauthenticated, wireBody } from "./ApiError.ts"
 import { decodeRequest } from "./RequestDecoding.ts"
 import { Encoded } from "./Route.ts"
 import type { AnyRoute, RouteContext } from "./Route.ts"
 
-/** Turns a schema decoding failure into a 400 whose details carry each field path. */
+/** Turns a schema decoding failure into a 422 (upstream's validation status) whose details carry each field path. */
 export const fromParseError = (error: ParseResult.ParseError, prefix: ReadonlyArray<string | number> = []): ApiError =>
   new ApiError({
-    status: 400,
+    status: 422,
     detail: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
       msg: issue.message,
       code: "invalid_request" as const,
@@ -37,7 +37,7 @@ const parseJson = (text: string): Either.Either<unknown, ApiError> => {
   try {
     return Either.right(text.trim() === "" ? {} : JSON.parse(text))
   } catch (cause) {
-    return Either.left(badRequest(`The request body is not valid JSON: ${(cause as Error).message}`))
+    return Either.left(new ApiError({ status: 422, detail: [{ msg: `The request body is not valid JSON: ${(cause as Error).message}`, code: "invalid_request", loc: ["body"] }] }))
   }
 }
 
@@ -163,8 +163,8 @@ const runFast = <A, E, R>(runtime: Runtime.Runtime<R>, effect: Effect.Effect<A, 
 }
 
 export const errorResponse = (c: HonoContext, error: ApiError, extra?: Readonly<Record<string, string>>): Response => {
-  const { detail, status } = clipped(error)
-  return extra === undefined ? c.json({ detail }, status) : jsonResponse(JSON.stringify({ detail }), status, extra)
+  const sent = clipped(error)
+  return jsonResponse(JSON.stringify(wireBody(sent)), sent.status, extra)
 }
 
 /** "4 MiB (4,194,304 bytes)": a limit as its error message names it. */
