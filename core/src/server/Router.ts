@@ -8,6 +8,7 @@ import { bodyLimit } from "hono/body-limit"
 import { Access, authorizeProject } from "./Access.ts"
 import type { Principal } from "./Access.ts"
 import { ApiError, badRequest, clipped, forbidden, payloadTooLarge, serverError, unauthenticated, wireBody } from "./ApiError.ts"
+import { checkClientVersion, forUpstreamClient } from "./ClientVersion.ts"
 import { decodeRequest } from "./RequestDecoding.ts"
 import { Encoded } from "./Route.ts"
 import type { AnyRoute, RouteContext } from "./Route.ts"
@@ -130,6 +131,13 @@ const handle = <R>(
 ): Effect.Effect<Response, ApiError, R | Access> => {
   const { route, decode, encode } = mounted
   const params = c.req.param() as Record<string, string>
+  // Upstream's client names its version; it is served what it understands (ClientVersion.ts).
+  const upstream = c.req.header("x-api-version")
+  if (upstream !== undefined) {
+    const refused = checkClientVersion(upstream)
+    if (refused !== undefined) return Effect.fail(refused)
+  }
+  const answer = (json: string | Uint8Array) => jsonResponse(upstream === undefined ? json : forUpstreamClient(json), 200, extra)
   return Effect.flatMap(authorize(route, c, params), ({ principal, projectName }) => {
     const ctx: RouteContext = { principal, projectName, params, hono: c }
     if (route.kind === "raw") return route.handler(ctx)
@@ -139,10 +147,10 @@ const handle = <R>(
     return Effect.flatMap(route.handler(input.right, ctx), (output) =>
       // Already in wire form (read as stored): encoding it again would only cost time.
       output instanceof Encoded
-        ? Effect.succeed(jsonResponse(output.json ?? JSON.stringify(output.value), 200, extra))
+        ? Effect.succeed(answer(output.json ?? JSON.stringify(output.value)))
         : Either.match(encode!(output), {
             onLeft: (e) => Effect.fail(serverError(`The server produced a response that does not match its schema`, e)),
-            onRight: (wire) => Effect.succeed(jsonResponse(JSON.stringify(wire), 200, extra))
+            onRight: (wire) => Effect.succeed(answer(JSON.stringify(wire)))
           })
     )
   })

@@ -36,6 +36,7 @@ import { logRoutes } from "./routes/logs.ts"
 import { backendRoutes } from "./routes/backends.ts"
 import { instanceRoutes } from "./routes/instances.ts"
 import { repoRoutes } from "./routes/repos.ts"
+import { notSupportedRoutes } from "./routes/upstream.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
 
@@ -173,7 +174,9 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
   const runtime = ManagedRuntime.make(services)
   try {
     const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))
-    const routes: Array<AnyRoute<any>> = [...builtinRoutes, ...(options.extraRoutes ?? [])]
+    const served: Array<AnyRoute<any>> = [...builtinRoutes, ...(options.extraRoutes ?? [])]
+    // Upstream's client routes this server lacks answer "not supported", not 404.
+    const routes: Array<AnyRoute<any>> = [...served, ...notSupportedRoutes(served)]
     const openapi = openApiDocument(routes, {
       title: "dstack-ts server API",
       version: CORE_VERSION,

@@ -24,7 +24,7 @@ export const wireDefault = <S extends Schema.Schema.Any, const K extends string>
  * require: read back, `""`, `null` or a missing key are all absent.
  */
 export const wireStringOrEmpty = <const K extends string>(key: K) =>
-  Schema.optionalToOptional(Schema.NullOr(Schema.String), Schema.String, {
+  Schema.optionalToOptional(Schema.NullOr(Schema.String), Schema.UndefinedOr(Schema.String), {
     decode: (o) => Option.filter(o, (s): s is string => s !== null && s !== ""),
-    encode: (o) => Option.some(Option.getOrElse(o, () => ""))
+    encode: (o) => Option.some(Option.getOrUndefined(o) ?? "")
   }).pipe(Schema.fromKey(key))
