@@ -177,7 +177,8 @@ print(json.dumps({
     fs.writeFileSync(path.join(home, "task.dstack.yml"), "type: task\nname: up-cli\ncommands:\n  - echo hello from the cli\n  - sleep 30\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
     const offer = await cli("offer", "--cpu", "1..", "--memory", "1GB..", "--disk", "1GB..")
     expect(offer.code, offer.stderr + offer.stdout).toBe(0)
-    expect(offer.stdout).toMatch(/remote/)
+    // the local backend's offer, as the client shows upstream's on-prem `remote` type
+    expect(offer.stdout).toMatch(/1\s+ssh \(local\)\s+cpu=/)
     const applied = await cli("apply", "-f", "task.dstack.yml", "-d", "-y")
     expect(applied.code, applied.stderr + applied.stdout).toBe(0)
     expect(applied.stdout).toMatch(/up-cli/)
