@@ -23,10 +23,18 @@ export const ApiErrorDetail = Schema.Struct({
   code: ApiErrorCode,
   loc: Schema.optional(Schema.Array(Schema.Union(Schema.String, Schema.Number)))
 })
+
+/** A detail as sent: at 400 the code is upstream's (`error` for `invalid_request`) and the path is in `fields`. */
+export const ApiErrorWireDetail = Schema.Struct({
+  msg: Schema.String,
+  code: Schema.Union(ApiErrorCode, Schema.Literal("error")),
+  loc: Schema.optional(Schema.Array(Schema.Union(Schema.String, Schema.Number))),
+  fields: Schema.optional(Schema.Array(Schema.Array(Schema.String)))
+})
 export type ApiErrorDetail = typeof ApiErrorDetail.Type
 
 /** The JSON body of every error response. */
-export const ApiErrorBody = Schema.Struct({ detail: Schema.Array(ApiErrorDetail) })
+export const ApiErrorBody = Schema.Struct({ detail: Schema.Array(ApiErrorWireDetail) })
 
 export class ApiError extends Schema.TaggedError<ApiError>("@dstack-ts/core/ApiError")("ApiError", {
   status: Schema.Literal(400, 401, 403, 404, 409, 413, 422, 500, 503),
@@ -86,8 +94,15 @@ export const forbidden = (msg = "Access denied") => one(403, "forbidden", msg)
 // Upstream answers a missing resource with 400 and code resource_not_exists (its client raises
 // ResourceNotExistsError); a 404 means no such route.
 export const notFound = (msg: string) => one(400, "resource_not_exists", msg)
-/** No route at this path: the one 404. */
+/** No route at this path: a 404, as upstream's client expects for an unknown URL. */
 export const noRoute = (msg: string) => one(404, "resource_not_exists", msg)
+/**
+ * The statuses of routes upstream does not have (stacks and their viewer pages, which browsers
+ * open): 404 for what is missing, 401 for a token to send.
+ */
+export const notFoundPage = noRoute
+export const unauthenticatedPage = (msg = "Not authenticated: send an `Authorization: Bearer <token>` header") =>
+  one(401, "not_authenticated", msg)
 // Upstream answers 400 with code resource_exists, not 409.
 export const alreadyExists = (msg: string) => one(400, "resource_exists", msg)
 export const conflict = (msg: string) => one(409, "conflict", msg)

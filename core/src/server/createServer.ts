@@ -174,9 +174,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
   const runtime = ManagedRuntime.make(services)
   try {
     const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))
-    const served: Array<AnyRoute<any>> = [...builtinRoutes, ...(options.extraRoutes ?? [])]
-    // Upstream's client routes this server lacks answer "not supported", not 404.
-    const routes: Array<AnyRoute<any>> = [...served, ...notSupportedRoutes(served)]
+    const routes: Array<AnyRoute<any>> = [...builtinRoutes, ...(options.extraRoutes ?? [])]
     const openapi = openApiDocument(routes, {
       title: "dstack-ts server API",
       version: CORE_VERSION,
@@ -192,7 +190,8 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     const apiHeaders = (c: Context) => (isApiPath(c.req.path) ? headers(c) : undefined)
     app.get("/api/docs", (c) => c.json(openapi, 200, headers(c)))
     app.get("/api/docs/openapi.json", (c) => c.json(openapi, 200, headers(c)))
-    mountRoutes(app, routes, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, { headers, maxBodyBytes: options.maxBodyBytes })
+    // Upstream's client routes this server lacks answer "not supported", not 404.
+    mountRoutes(app, [...routes, ...notSupportedRoutes(routes)], runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, { headers, maxBodyBytes: options.maxBodyBytes })
     app.notFound((c) => errorResponse(c, noRoute(`No route ${excerpt(c.req.method)} ${excerpt(c.req.path, 200)}`), apiHeaders(c)))
     app.onError((error, c) => {
       console.error(`[server] unhandled error on ${c.req.method} ${c.req.path}:`, error)
