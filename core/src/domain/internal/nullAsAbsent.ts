@@ -13,10 +13,10 @@ import { Either, ParseResult, Schema, SchemaAST as AST } from "effect"
  */
 const acceptsNull = (ast: AST.AST): boolean => Either.isRight(ParseResult.decodeUnknownEither(Schema.make(ast))(null))
 
-/** For a required key: its literal (so unions still find their member by it), else anything. */
-const shallow = (ast: AST.AST): AST.AST => {
+/** A required key's literal, which unions find their member by; undefined for any other type. */
+const literalOf = (ast: AST.AST): AST.AST | undefined => {
   const encoded = AST.encodedAST(ast)
-  return AST.isLiteral(encoded) ? encoded : AST.unknownKeyword
+  return AST.isLiteral(encoded) ? encoded : undefined
 }
 
 const dropNulls = (keys: ReadonlyArray<PropertyKey>) => (input: unknown) => {
@@ -45,11 +45,15 @@ const rewrite = (ast: AST.AST, memo: Map<AST.AST, AST.AST>): AST.AST => {
         out = inner
         break
       }
-      // First the object's shape (its keys, its literal tags), then its `null`s dropped, then
-      // every value decoded by its own schema: errors keep their messages and paths.
+      // First an outline that only takes the object apart (any key, any value; the literal tags
+      // that unions choose a member by stay required), then its `null`s dropped, then the
+      // object decoded by its own schema: every error, with its message and path, as before.
       const outline = new AST.TypeLiteral(
-        ast.propertySignatures.map((p) => new AST.PropertySignature(p.name, p.isOptional ? AST.unknownKeyword : shallow(p.type), p.isOptional, p.isReadonly)),
-        ast.indexSignatures.map((i) => new AST.IndexSignature(i.parameter, AST.unknownKeyword, i.isReadonly))
+        ast.propertySignatures.map((p) => {
+          const tag = p.isOptional ? undefined : literalOf(p.type)
+          return new AST.PropertySignature(p.name, tag ?? AST.unknownKeyword, tag === undefined, p.isReadonly)
+        }),
+        [new AST.IndexSignature(AST.stringKeyword, AST.unknownKeyword, true)]
       )
       out = new AST.Transformation(outline, inner, new AST.FinalTransformation(dropNulls(nullable), ParseResult.succeed))
       break
