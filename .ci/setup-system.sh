@@ -43,3 +43,21 @@ if [ -x scripts/netns-hosts.sh ]; then
   bash scripts/netns-hosts.sh down-all
   echo "==> netns SSH hosts: $(ip -V) / $(sshd -V 2>&1 | head -1 || true)"
 fi
+# The upstream dstack client (test/upstream): shared/upstream-client beside the checkout or in a
+# folder above it, made importable by its own setup.sh (Debian packages, no PyPI). Its tests
+# fail under CI=true when it is missing; DSTACK_UPSTREAM_CLIENT names it where it lies elsewhere.
+upstream=${DSTACK_UPSTREAM_CLIENT:-}
+if [ -z "$upstream" ]; then
+  dir=$(pwd)
+  while [ "$dir" != / ]; do
+    [ -f "$dir/shared/upstream-client/setup.sh" ] && { upstream="$dir/shared/upstream-client"; break; }
+    dir=$(dirname "$dir")
+  done
+fi
+if [ -n "$upstream" ]; then
+  bash "$upstream/setup.sh" >/dev/null
+  echo "DSTACK_UPSTREAM_CLIENT=$upstream" >> "${CI_ENV_FILE:-/tmp/dstack-ts-ci.env}"
+  echo "==> upstream dstack client at $upstream"
+else
+  echo "==> no shared/upstream-client found: test/upstream will fail under CI=true"
+fi

@@ -8,6 +8,7 @@ import { readFile, writeFile } from "node:fs/promises"
 import { fileURLToPath } from "node:url"
 import { builtinRoutes } from "../core/src/server/createServer.ts"
 import { openApiDocument } from "../core/src/server/OpenApi.ts"
+import { isServed, UPSTREAM_ROUTES } from "../core/src/server/routes/upstream.ts"
 import type { AnyRoute, RouteAccess } from "../core/src/server/Route.ts"
 
 type JsonSchema = Record<string, any>
@@ -203,11 +204,19 @@ with \`npx tsx scripts/gen-api-docs.ts\`; a test fails while this file is out of
   token once. The stack viewer's routes also accept the \`dstack_token\` cookie.
 - **Project routes** live under \`/api/project/{project_name}/…\` and need a member's token;
   global admins may call every route.
-- **Errors** are JSON \`{ "detail": [{ "msg", "code", "loc"? }] }\` (upstream's shape). \`code\` is
-  one of the values in [ApiErrorBody](#errors); \`loc\` is the path of the field at fault
-  (\`["body", "run_spec", "configuration", "commands"]\`). A malformed body gets \`400\` with one
-  detail per problem; a missing or bad token \`401\`; a role too low \`403\`; a missing resource
-  \`404\`.
+- **Errors** are upstream's: JSON \`{ "detail": [{ "msg", "code", … }] }\` with the statuses
+  upstream's client acts on. A malformed body gets \`422\` with one detail per problem, each with
+  \`loc\`, the path of the field at fault (\`["body", "run_spec", "configuration", "commands"]\`);
+  a request refused for what it asks gets \`400\` with code \`error\` (the field, if any, in
+  \`fields: [[…]]\`), a missing resource \`400\` with \`resource_not_exists\`, an existing one
+  \`resource_exists\`; a missing or bad token \`403\` with \`not_authenticated\`, a role too low
+  \`403\` with \`forbidden\`; an unknown route \`404\`. (The stack viewer's pages answer
+  \`404\` and \`401\`, as a browser expects.)
+- **Upstream's client.** A request with \`X-API-VERSION\` (upstream's client sends its version)
+  is checked against the API version served, 0.21: a newer minor version is refused with
+  upstream's message. \`null\` for an optional field is the field left out, everywhere. Answers
+  to it show the \`local\` backend as upstream's on-prem \`remote\` and log messages in base64.
+  [Upstream's routes](#upstreams-routes) lists every route its client calls and its state here.
 - **Types.** \`Date\` fields are ISO 8601 strings; a field that may be absent is not marked
   required; \`or null\` means the server may send \`null\`. Objects are listed two levels deep;
   the [shared schemas](#shared-schemas) are at the end, and a run's \`configuration\` is the
@@ -285,8 +294,18 @@ export const renderApiDocs = (
   const errors = errorSchema === undefined
     ? ""
     : `## Errors\n\n${statuses.join("\n")}\n\nEvery error has this body (\`ApiErrorBody\`):\n\n${fieldTable(rowsOf(unwrap(errorSchema), "", 1))}\n`
+  const upstream = [
+    "## Upstream's routes\n",
+    "Every route upstream's dstack client (0.21) calls, and its state on this server. A route not",
+    "supported answers \`400\` with code \`error\` and says why, which upstream's client shows.\n",
+    "| Route | State |",
+    "| --- | --- |",
+    ...UPSTREAM_ROUTES.map((u) => `| \`${u.method} ${openApiPath(u.path)}\` | ${isServed(routes, u) ? "works" : `not supported: ${u.why}`} |`),
+    ""
+  ].join("\n")
   return [
     intro,
+    upstream,
     "## Routes\n",
     ...contents,
     "",

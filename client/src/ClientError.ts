@@ -32,6 +32,29 @@ export const ClientErrorDetail = Schema.Struct({
 export type ClientErrorDetail = typeof ClientErrorDetail.Type
 
 /**
+ * An entry of an error body as the server sends it: upstream's 400s name the field path in
+ * `fields: [[...]]` (its client passes the entry's keys to an exception), other statuses in
+ * `loc`. Read as a `ClientErrorDetail` with the path in `loc` either way.
+ */
+export const WireErrorDetail = Schema.transform(
+  Schema.Struct({
+    msg: Schema.String,
+    code: Schema.NullishOr(Schema.String),
+    loc: Schema.optional(Loc),
+    fields: Schema.optional(Schema.NullOr(Schema.Array(Loc)))
+  }),
+  Schema.typeSchema(ClientErrorDetail),
+  {
+    strict: true,
+    decode: ({ msg, code, loc, fields }) => {
+      const path = loc ?? fields?.[0]
+      return { msg, code: code ?? "error", ...(path !== undefined ? { loc: path } : {}) }
+    },
+    encode: (d) => ({ msg: d.msg, code: d.code, ...(d.loc !== undefined ? { loc: d.loc } : {}) })
+  }
+)
+
+/**
  * A failed call to the dstack server.
  * - `status`: the HTTP status (absent when no response came back).
  * - `code`, `msg`, `loc`: the first detail of the error body; `details` holds all of them.
@@ -60,8 +83,13 @@ export class ClientError extends Schema.TaggedError<ClientError>("@dstack-ts/cor
   }
 }
 
-/** The reason that goes with an HTTP status. */
-export const reasonOfStatus = (status: number): ClientErrorReason => {
+/**
+ * The reason that goes with an HTTP status and the error's code: upstream answers a missing
+ * resource with 400 `resource_not_exists` and a bad token with 403 `not_authenticated`.
+ */
+export const reasonOfStatus = (status: number, code?: string): ClientErrorReason => {
+  if (code === "resource_not_exists" && status === 400) return "NotFound"
+  if (code === "not_authenticated" && status === 403) return "Unauthenticated"
   switch (status) {
     case 400:
     case 422:

@@ -6,7 +6,7 @@
  * Node, Deno and browsers.
  */
 import { Context, Duration, Effect, Layer, ParseResult, Schedule, Schema } from "effect"
-import { ClientError, ClientErrorDetail, reasonOfStatus } from "./ClientError.ts"
+import { ClientError, reasonOfStatus, WireErrorDetail } from "./ClientError.ts"
 import type { ClientErrorReason } from "./ClientError.ts"
 import { normalizeUrl } from "./ClientConfig.ts"
 import { Project, ServerInfo, User } from "./Wire.ts"
@@ -148,7 +148,7 @@ const describeNetworkError = (cause: unknown): string => {
   return cause instanceof Error ? cause.message : String(cause)
 }
 
-const ErrorBody = Schema.Struct({ detail: Schema.Array(ClientErrorDetail) })
+const ErrorBody = Schema.Struct({ detail: Schema.Array(WireErrorDetail) })
 
 /** Builds the API on `fetch`. */
 export const make = (options: DstackApiOptions): DstackApiShape => {
@@ -193,11 +193,10 @@ export const make = (options: DstackApiOptions): DstackApiShape => {
         // not JSON: a proxy's HTML page or an empty body; reported by status below
       }
       const decoded = Schema.decodeUnknownOption(ErrorBody)(json)
-      const reason = reasonOfStatus(response.status)
       if (decoded._tag === "Some" && decoded.value.detail.length > 0) {
         const [first] = decoded.value.detail
         return yield* Effect.fail(
-          error(method, reason, first.msg, {
+          error(method, reasonOfStatus(response.status, first.code), first.msg, {
             status: response.status,
             code: first.code,
             ...(first.loc ? { loc: first.loc } : {}),
@@ -207,7 +206,7 @@ export const make = (options: DstackApiOptions): DstackApiShape => {
       }
       const snippet = text.trim().slice(0, 200)
       return yield* Effect.fail(
-        error(method, reason, `HTTP ${response.status} ${response.statusText}${snippet ? `: ${snippet}` : ""}`.trim(), { status: response.status })
+        error(method, reasonOfStatus(response.status), `HTTP ${response.status} ${response.statusText}${snippet ? `: ${snippet}` : ""}`.trim(), { status: response.status })
       )
     })
 

@@ -11,13 +11,14 @@
  *
  * The deprecated upstream names (`push_frame`, `create_frame`, `commit`) are left out.
  */
-import { Cause, Effect, Exit, Option, Stream } from "effect"
+import { Cause, Effect, Exit, Option, Schema, Stream } from "effect"
 import { Codec } from "@dstack-ts/core/wire"
 import { configFileReader } from "./Platform.ts"
 import { AutoHandler } from "@dstack-ts/core/wire"
 import { formatStackPath, isStackAccess, resolveStackPath } from "@dstack-ts/core/wire"
 import type { StackAccess, StackPath } from "@dstack-ts/core/wire"
-import { ClientError, ClientErrorDetail, reasonOfStatus } from "./ClientError.ts"
+import { ClientError, reasonOfStatus, WireErrorDetail } from "./ClientError.ts"
+import type { ClientErrorDetail } from "./ClientError.ts"
 import { normalizeUrl } from "./ClientConfig.ts"
 
 /** Where a profile points: a server and a user's token (none: anonymous reads of public stacks). */
@@ -238,13 +239,13 @@ export const make = (options: StacksOptions): Stacks => {
     const text = await response.text().catch(() => "")
     let details: ReadonlyArray<ClientErrorDetail> = []
     try {
-      const body = JSON.parse(text) as { detail?: ReadonlyArray<ClientErrorDetail> }
-      details = Array.isArray(body.detail) ? body.detail : []
+      const body = JSON.parse(text) as { detail?: unknown }
+      details = Array.isArray(body.detail) ? Schema.decodeUnknownSync(Schema.Array(WireErrorDetail))(body.detail) : []
     } catch {
       // not JSON: reported by status
     }
     const first = details[0]
-    throw err(method, profile.url, reasonOfStatus(response.status), first?.msg ?? `HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ""}`, {
+    throw err(method, profile.url, reasonOfStatus(response.status, first?.code), first?.msg ?? `HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ""}`, {
       status: response.status,
       ...(first ? { code: first.code, details } : {}),
       ...(first?.loc ? { loc: first.loc } : {})

@@ -41,28 +41,28 @@ describe("Client against a real server", () => {
     expect(main.members!.map((m) => [m.user.username, m.projectRole])).toContainEqual(["alice", "user"])
   })
 
-  it("maps 401 to Unauthenticated with the server's code and message", async () => {
+  it("maps a bad token (403 not_authenticated) to Unauthenticated with the server's code and message", async () => {
     const e = await failure(connect("wrong").users.getMyUser())
-    expect(e).toMatchObject({ reason: "Unauthenticated", status: 401, code: "not_authenticated", method: "users.getMyUser", url: server.url })
+    expect(e).toMatchObject({ reason: "Unauthenticated", status: 403, code: "not_authenticated", method: "users.getMyUser", url: server.url })
     expect(e.msg).toBe("Invalid token")
   })
 
-  it("maps 403 and 404 from project routes", async () => {
+  it("maps 403 and a missing resource (400 resource_not_exists) from project routes", async () => {
     const forbidden = await failure(connect(TOKENS.bob).projects.get("main"))
     expect(forbidden).toMatchObject({ reason: "Forbidden", status: 403, code: "forbidden" })
     expect(forbidden.message).toContain("not a member of project main")
     const missing = await failure(connect(TOKENS.alice).projects.get("ghost"))
-    expect(missing).toMatchObject({ reason: "NotFound", status: 404, code: "resource_not_exists", msg: "Project ghost does not exist" })
+    expect(missing).toMatchObject({ reason: "NotFound", status: 400, code: "resource_not_exists", msg: "Project ghost does not exist" })
   })
 
-  it("maps a 400 with every field path in loc and details", async () => {
+  it("maps a 422 with every field path in loc and details", async () => {
     const api = DstackApi.make({ url: server.url, token: TOKENS.alice, project: "main" })
     const spec = { method: "test.echo", path: api.projectPath("echo"), response: EchoRequest, idempotent: false }
     expect(await Effect.runPromise(api.callWith(spec, EchoRequest, { runName: "r", limit: 3 }))).toEqual({ runName: "r", limit: 3 })
     const exit = await Effect.runPromiseExit(api.call(spec, { limit: 500 }))
     expect(Exit.isFailure(exit)).toBe(true)
     const e = (exit as any).cause.error as ClientError
-    expect(e).toMatchObject({ reason: "Invalid", status: 400, code: "invalid_request" })
+    expect(e).toMatchObject({ reason: "Invalid", status: 422, code: "invalid_request" })
     expect(e.details!.map((d) => d.loc!.join("."))).toEqual(expect.arrayContaining(["body.run_name", "body.limit"]))
     expect(e.message).toContain("body.limit:")
   })

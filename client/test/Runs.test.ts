@@ -78,7 +78,7 @@ describe("client.runs", () => {
     fakeRuns.runs.delete("live-run")
     const error = await text(run.logs()).catch((e) => e)
     expect(error).toBeInstanceOf(ClientError)
-    expect(error).toMatchObject({ reason: "NotFound", status: 404, msg: "Run live-run does not exist in project main" })
+    expect(error).toMatchObject({ reason: "NotFound", status: 400, msg: "Run live-run does not exist in project main" })
     fakeRuns.runs.set("live-run", "running")
     await expect(run.attach()).rejects.toMatchObject({ reason: "NotAvailable", msg: "run live-run has no instance yet" })
   })

@@ -179,7 +179,7 @@ describe("engine end to end", () => {
     expect(names).toContain("hello-run")
     const del = await call("/api/project/main/runs/delete", { runs_names: ["hello-run"] })
     expect(del.status).toBe(200)
-    expect((await call("/api/project/main/runs/get", { run_name: "hello-run" })).status).toBe(404)
+    expect((await call("/api/project/main/runs/get", { run_name: "hello-run" })).status).toBe(400)
   })
 })
 

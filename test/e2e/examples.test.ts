@@ -425,14 +425,15 @@ describe("examples/http-task and examples/stacks on a real server", () => {
     const spec = runSpec(upstream, "web-refused")
     const plan = await call("/api/project/main/runs/get_plan", { run_spec: spec })
     expect(plan.status).toBe(400)
-    expect(plan.body.detail.map((d: any) => [d.code, d.loc.join(".")])).toEqual([
-      ["invalid_request", "body.run_spec.configuration.auth"],
-      ["invalid_request", "body.run_spec.configuration.replicas"],
-      ["invalid_request", "body.run_spec.configuration.scaling"]
+    // upstream's 400: code `error`, the field path in `fields`
+    expect(plan.body.detail.map((d: any) => [d.code, d.fields[0].join(".")])).toEqual([
+      ["error", "body.run_spec.configuration.auth"],
+      ["error", "body.run_spec.configuration.replicas"],
+      ["error", "body.run_spec.configuration.scaling"]
     ])
     expect(plan.body.detail[0].msg).toMatch(/^`auth: false` is not supported yet: .*services \(proxy, autoscaling, model routes\)/)
     const applied = await call("/api/project/main/runs/apply", { plan: { run_spec: spec } })
-    expect([applied.status, applied.body.detail.map((d: any) => d.loc.join("."))]).toEqual([400, [
+    expect([applied.status, applied.body.detail.map((d: any) => d.fields[0].join("."))]).toEqual([400, [
       "body.plan.run_spec.configuration.auth", "body.plan.run_spec.configuration.replicas", "body.plan.run_spec.configuration.scaling"
     ]])
     const submitted = await call("/api/project/main/runs/submit", { run_spec: spec })
@@ -440,7 +441,7 @@ describe("examples/http-task and examples/stacks on a real server", () => {
     // The SDK shows the server's words; nothing was stored.
     const sdk = await client.runs.getPlan(await configurationOf("examples/service/.dstack.yml", { auth: false }) as never).catch((e: Error) => e)
     expect(String((sdk as Error).message)).toMatch(/configuration\.auth: `auth: false` is not supported yet/)
-    expect((await call("/api/project/main/runs/get", { run_name: "web-refused" })).status).toBe(404)
+    expect((await call("/api/project/main/runs/get", { run_name: "web-refused" })).status).toBe(400)
   }, 60_000)
 
   // The scripts run as a reader runs them (`npx tsx …` / `deno run -A …`), configured by env.

@@ -105,7 +105,7 @@ describe("local backend end to end", () => {
     expect(["idle", "busy", "terminated"]).toContain(instance.status)
     const got = await call("/api/project/main/instances/get", { id: instance.id })
     expect(got.body.id).toBe(instance.id)
-    expect((await call("/api/project/main/instances/get", { id: "nope" })).status).toBe(404)
+    expect((await call("/api/project/main/instances/get", { id: "nope" })).status).toBe(400)
     expect((await call("/api/project/main/fleets/list")).body).toEqual([])
   })
 

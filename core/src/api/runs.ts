@@ -72,7 +72,10 @@ export const PollLogsRequest = Schema.Struct({
   diagnose: Schema.optionalWith(Schema.Boolean, { default: () => false })
 })
 
-/** One log event; `message` is the text the job wrote (UTF-8, invalid bytes replaced). */
+/**
+ * One log event; `message` is the text the job wrote (UTF-8, invalid bytes replaced), or for
+ * upstream's client (a request with `X-API-VERSION`) its bytes in base64, as upstream sends them.
+ */
 export const LogEventWire = Schema.Struct({
   timestamp: Schema.Date,
   logSource: key(LogSource, "log_source"),

@@ -12,6 +12,7 @@ import { isPlainObject, oneOf, scalar, show } from "./Grammar.ts"
 import { CreationPolicy, SpotPolicy, TerminationPolicy } from "./Policies.ts"
 import { PortMapping } from "./PortMapping.ts"
 import { IntRange, type Range } from "./Range.ts"
+import { nullAsAbsent } from "./internal/nullAsAbsent.ts"
 import { RegistryAuth } from "./RegistryAuth.ts"
 import { DEFAULT_RESOURCES, ResourcesSpec } from "./Resources.ts"
 import { fromLegacyRetryPolicy, LegacyRetryPolicy, RetryPolicy } from "./RetryPolicy.ts"
@@ -221,7 +222,7 @@ const ServiceModelOrName: Schema.Schema<ServiceModel, typeof ServiceModel.Encode
       typeof u === "string"
         ? ParseResult.succeed({ format: "openai" as const, name: u, prefix: "/v1" })
         : isPlainObject(u)
-          ? ParseResult.decodeUnknown(ServiceModel)(u, options)
+          ? ParseResult.decodeUnknown(nullAsAbsent(ServiceModel))(u, options)
           : ParseResult.fail(new ParseResult.Type(ast, u, `expected a model name or {format: openai, name, prefix}, got ${show(u)}`)),
     encode: (m, options) => ParseResult.encode(ServiceModel)(m, options)
   }
@@ -307,7 +308,7 @@ const SshHostOrName: Schema.Schema<SshHost, typeof SshHost.Encoded | string> = S
     typeof u === "string" && u.trim() !== ""
       ? ParseResult.succeed({ hostname: u.trim() })
       : isPlainObject(u)
-        ? ParseResult.decodeUnknown(SshHost)(u, options)
+        ? ParseResult.decodeUnknown(nullAsAbsent(SshHost))(u, options)
         : ParseResult.fail(new ParseResult.Type(ast, u, `expected a host name or {hostname, port, user, identity_file}, got ${show(u)}`)),
   encode: (h, options) => ParseResult.encode(SshHost)(h, options)
 }).annotations({ identifier: "SshHostOrName" }) as never
@@ -392,7 +393,8 @@ const dispatch = <T extends ConfigurationType>(types: ReadonlyArray<T>, identifi
           : `expected one of ${types.join(", ")}, got ${show(type)}`
         return ParseResult.fail(new ParseResult.Pointer("type", u, new ParseResult.Type(ast, type, message)))
       }
-      return ParseResult.decodeUnknown(CONFIGURATION_SCHEMAS[type as T] as unknown as Schema.Schema<unknown, unknown>)(u, options)
+      // An empty key (`image:` in YAML, `"image": null` from upstream's client) is an unset one.
+      return ParseResult.decodeUnknown(nullAsAbsent(CONFIGURATION_SCHEMAS[type as T] as unknown as Schema.Schema<unknown, unknown>))(u, options)
     },
     encode: (c, options) =>
       ParseResult.encode(CONFIGURATION_SCHEMAS[(c as unknown as { type: T }).type] as unknown as Schema.Schema<unknown, unknown>)(c, options)

@@ -5,6 +5,7 @@
  * decode(encode(x)) == x. Not exported from the package: the schemas built with it are.
  */
 import { Either, ParseResult, Schema } from "effect"
+import { nullAsAbsent } from "./internal/nullAsAbsent.ts"
 
 /** A short rendering of a value for error messages. */
 export const show = (u: unknown): string => {
@@ -39,7 +40,7 @@ export const withShorthand = <A, I, R>(
           onRight: (a) => ParseResult.succeed(a)
         })
       }
-      if (isPlainObject(u)) return ParseResult.decodeUnknown(objectForm)(u, options)
+      if (isPlainObject(u)) return ParseResult.decodeUnknown(nullAsAbsent(objectForm))(u, options)
       return ParseResult.fail(new ParseResult.Type(ast, u, `expected ${expected}, got ${show(u)}`))
     },
     encode: (a, options) => ParseResult.encode(objectForm)(a, options)

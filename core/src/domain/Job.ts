@@ -4,7 +4,7 @@
  * Wire keys follow the upstream API (`job_spec`, `job_submissions`, …).
  */
 import { Schema } from "effect"
-import { wire, wireDefault, wireOptional } from "./internal/wire.ts"
+import { wire, wireDefault, wireOptional, wireStringOrEmpty } from "./internal/wire.ts"
 import { InstanceType } from "./Offer.ts"
 import { RegistryAuth } from "./RegistryAuth.ts"
 import { ResourcesSpec } from "./Resources.ts"
@@ -93,9 +93,40 @@ export type RunRepoData = typeof RunRepoData.Type
 /** The default grace period between a graceful stop and a forced one, in seconds (upstream). */
 export const DEFAULT_STOP_DURATION_SECONDS = 300
 
+/** Upstream's `UnixUser`: a user and an optional group, each a name or a number. */
+const UnixUser = Schema.Struct({
+  uid: Schema.optionalWith(Schema.Int, { nullable: true }),
+  gid: Schema.optionalWith(Schema.Int, { nullable: true }),
+  username: Schema.optionalWith(Schema.String, { nullable: true }),
+  groupname: Schema.optionalWith(Schema.String, { nullable: true })
+})
+
 /**
- * Everything a runner needs to execute one job. A job without `image_name` runs as processes on
- * the host (the process executor); with it, in a container.
+ * The user a job runs as, `<user>[:<group>]` as Docker writes it; on the wire upstream's object
+ * (`{"username": "root"}`, `{"uid": 1000, "gid": 1000}`), and read from either form.
+ */
+const UnixUserWire = Schema.transform(Schema.Union(Schema.String, UnixUser), Schema.String, {
+  strict: true,
+  decode: (u) => {
+    if (typeof u === "string") return u
+    const user = u.username ?? (u.uid !== undefined ? String(u.uid) : "")
+    const group = u.groupname ?? (u.gid !== undefined ? String(u.gid) : undefined)
+    return group === undefined ? user : `${user}:${group}`
+  },
+  encode: (s) => {
+    const [user = "", group] = s.split(":")
+    const id = (v: string) => /^\d+$/.test(v)
+    return {
+      ...(id(user) ? { uid: Number(user) } : { username: user }),
+      ...(group === undefined ? {} : id(group) ? { gid: Number(group) } : { groupname: group })
+    }
+  }
+})
+
+/**
+ * Everything a runner needs to execute one job. A job without `image_name` (written `""`, as
+ * upstream's clients require the key) runs as processes on the host (the process executor);
+ * with it, in a container.
  *
  * @example
  * Schema.decodeUnknownSync(JobSpec)({ job_name: "train-0-0", commands: ["python train.py"], requirements: { resources: {} } })
@@ -108,8 +139,8 @@ export class JobSpec extends Schema.Class<JobSpec>("@dstack-ts/core/JobSpec")({
   commands: wireDefault(Schema.Array(Schema.String), "commands", () => []),
   entrypoint: wireOptional(Schema.Array(Schema.String), "entrypoint"),
   env: wireDefault(Schema.Record({ key: Schema.String, value: Schema.String }), "env", () => ({})),
-  imageName: wireOptional(Schema.String, "image_name"),
-  user: wireOptional(Schema.String, "user"),
+  imageName: wireStringOrEmpty("image_name"),
+  user: wireOptional(UnixUserWire, "user"),
   privileged: wireDefault(Schema.Boolean, "privileged", () => false),
   workingDir: wireOptional(Schema.String, "working_dir"),
   /** Seconds the job may run before it is stopped; `null` for no limit. */

@@ -4,6 +4,7 @@
  * (seed-002) is read into the same shape.
  */
 import { Either, ParseResult, Schema } from "effect"
+import { nullAsAbsent } from "./internal/nullAsAbsent.ts"
 import { Duration } from "./Duration.ts"
 import { isPlainObject, oneOf, show } from "./Grammar.ts"
 
@@ -40,7 +41,7 @@ export const RetryPolicy: Schema.Schema<RetryPolicy, typeof RetryPolicyObject.En
     decode: (u, options, ast) => {
       if (u === true) return ParseResult.succeed(RETRY_ALL)
       if (u === false) return ParseResult.succeed(NO_RETRY)
-      if (isPlainObject(u)) return ParseResult.decodeUnknown(RetryPolicyObject)(u, options)
+      if (isPlainObject(u)) return ParseResult.decodeUnknown(nullAsAbsent(RetryPolicyObject))(u, options)
       return ParseResult.fail(
         new ParseResult.Type(ast, u, `expected true, false or {on_events, duration}, got ${show(u)}`)
       )

@@ -12,8 +12,9 @@ import { RunStatus, RunTerminationReason } from "./Status.ts"
 /** What the user asks to run. */
 export class RunSpec extends Schema.Class<RunSpec>("@dstack-ts/core/RunSpec")({
   runName: wireOptional(Schema.String, "run_name"),
-  repoId: wire(Schema.String, "repo_id"),
-  repoData: wire(RunRepoData, "repo_data"),
+  /** Without a repo (`null` or absent), upstream's empty virtual repo `none`. */
+  repoId: wireDefault(Schema.String, "repo_id", () => "none"),
+  repoData: wireDefault(RunRepoData, "repo_data", () => ({ repoType: "virtual" as const })),
   /** The hash of the uploaded code (a tarball or a diff); absent when there is none. */
   repoCodeHash: wireOptional(Schema.String, "repo_code_hash"),
   workingDir: wireOptional(Schema.String, "working_dir"),

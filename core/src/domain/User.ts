@@ -19,6 +19,16 @@ export const Username = Schema.String.pipe(
   })
 )
 
+/**
+ * What a user may do beyond their roles (upstream's `permissions`): on this server every user
+ * may create projects.
+ */
+export class UserPermissions extends Schema.Class<UserPermissions>("@dstack-ts/core/UserPermissions")({
+  canCreateProjects: Schema.propertySignature(Schema.Boolean).pipe(Schema.fromKey("can_create_projects"))
+}) {}
+
+const EVERY_USER = new UserPermissions({ canCreateProjects: true })
+
 /** A user as the API shows it. */
 export class User extends Schema.Class<User>("@dstack-ts/core/User")({
   id: Schema.String,
@@ -26,7 +36,8 @@ export class User extends Schema.Class<User>("@dstack-ts/core/User")({
   createdAt: Schema.propertySignature(Schema.Date).pipe(Schema.fromKey("created_at")),
   globalRole: Schema.propertySignature(GlobalRole).pipe(Schema.fromKey("global_role")),
   email: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }),
-  active: Schema.optionalWith(Schema.Boolean, { default: () => true })
+  active: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+  permissions: Schema.optionalWith(UserPermissions, { default: () => EVERY_USER })
 }) {}
 
 /** The credentials a user authenticates with (`Authorization: Bearer <token>`). */

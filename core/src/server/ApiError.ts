@@ -1,5 +1,8 @@
 // The one error type an HTTP route can fail with. It carries the status code and renders as
-// the upstream error body: {"detail": [{"msg": ..., "code": ..., "loc"?: [...]}]}.
+// upstream's error body (`wireBody`), so that upstream's client raises the error it expects:
+// a 400 is {"detail": [{"msg", "code", "fields"?}]} with upstream's codes (`error` for a bad
+// request, `resource_not_exists`, `resource_exists`) and each field path in `fields`; a
+// validation failure is a 422 and any other status {"detail": [{"msg", "code", "loc"?}]}.
 import { Schema } from "effect"
 
 export const ApiErrorCode = Schema.Literal(
@@ -20,13 +23,21 @@ export const ApiErrorDetail = Schema.Struct({
   code: ApiErrorCode,
   loc: Schema.optional(Schema.Array(Schema.Union(Schema.String, Schema.Number)))
 })
+
+/** A detail as sent: at 400 the code is upstream's (`error` for `invalid_request`) and the path is in `fields`. */
+export const ApiErrorWireDetail = Schema.Struct({
+  msg: Schema.String,
+  code: Schema.Union(ApiErrorCode, Schema.Literal("error")),
+  loc: Schema.optional(Schema.Array(Schema.Union(Schema.String, Schema.Number))),
+  fields: Schema.optional(Schema.Array(Schema.Array(Schema.String)))
+})
 export type ApiErrorDetail = typeof ApiErrorDetail.Type
 
 /** The JSON body of every error response. */
-export const ApiErrorBody = Schema.Struct({ detail: Schema.Array(ApiErrorDetail) })
+export const ApiErrorBody = Schema.Struct({ detail: Schema.Array(ApiErrorWireDetail) })
 
 export class ApiError extends Schema.TaggedError<ApiError>("@dstack-ts/core/ApiError")("ApiError", {
-  status: Schema.Literal(400, 401, 403, 404, 409, 413, 500, 503),
+  status: Schema.Literal(400, 401, 403, 404, 409, 413, 422, 500, 503),
   detail: Schema.Array(ApiErrorDetail),
   cause: Schema.optional(Schema.Defect)
 }) {
@@ -75,10 +86,23 @@ const one = (status: ApiError["status"], code: ApiErrorCode, msg: string, loc?: 
   new ApiError({ status, detail: [loc ? { msg, code, loc } : { msg, code }] })
 
 export const badRequest = (msg: string, loc?: ReadonlyArray<string | number>) => one(400, "invalid_request", msg, loc)
+// Upstream answers a missing or bad token with 403 (its client says to check the token); the
+// code tells it from a role too low.
 export const unauthenticated = (msg = "Not authenticated: send an `Authorization: Bearer <token>` header") =>
-  one(401, "not_authenticated", msg)
+  one(403, "not_authenticated", msg)
 export const forbidden = (msg = "Access denied") => one(403, "forbidden", msg)
-export const notFound = (msg: string) => one(404, "resource_not_exists", msg)
+// Upstream answers a missing resource with 400 and code resource_not_exists (its client raises
+// ResourceNotExistsError); a 404 means no such route.
+export const notFound = (msg: string) => one(400, "resource_not_exists", msg)
+/** No route at this path: a 404, as upstream's client expects for an unknown URL. */
+export const noRoute = (msg: string) => one(404, "resource_not_exists", msg)
+/**
+ * The statuses of routes upstream does not have (stacks and their viewer pages, which browsers
+ * open): 404 for what is missing, 401 for a token to send.
+ */
+export const notFoundPage = noRoute
+export const unauthenticatedPage = (msg = "Not authenticated: send an `Authorization: Bearer <token>` header") =>
+  one(401, "not_authenticated", msg)
 // Upstream answers 400 with code resource_exists, not 409.
 export const alreadyExists = (msg: string) => one(400, "resource_exists", msg)
 export const conflict = (msg: string) => one(409, "conflict", msg)
@@ -108,3 +132,22 @@ export const fromStateStore = (error: {
       return serverError(msg, error)
   }
 }
+
+/** Upstream's code for a detail of a 400: its client knows `error`, not `invalid_request`. */
+const upstreamCode = (code: ApiErrorCode): string => (code === "invalid_request" ? "error" : code)
+
+/**
+ * The JSON body of `error` as sent (after `clipped`). At 400 upstream's client turns a single
+ * detail into an exception by passing its keys (`msg`, `fields`) to the constructor, so a 400
+ * carries the field path as `fields: [[...]]` and no `loc`.
+ */
+export const wireBody = (error: ApiError): { readonly detail: ReadonlyArray<Record<string, unknown>> } => ({
+  detail:
+    error.status === 400
+      ? error.detail.map((d) => ({
+          msg: d.msg,
+          code: upstreamCode(d.code),
+          ...(d.loc !== undefined && d.loc.length > 0 ? { fields: [d.loc.map(String)] } : {})
+        }))
+      : error.detail
+})

@@ -11,10 +11,10 @@ export interface OpenApiInfo {
 }
 
 const errorResponses = (ref: (s: any) => unknown) => ({
-  "400": { description: "Malformed request: each detail names the field path in `loc`", content: { "application/json": { schema: ref(ApiErrorBody) } } },
-  "401": { description: "Missing or invalid token", content: { "application/json": { schema: ref(ApiErrorBody) } } },
-  "403": { description: "Not allowed for this user or project role", content: { "application/json": { schema: ref(ApiErrorBody) } } },
-  "404": { description: "The resource does not exist", content: { "application/json": { schema: ref(ApiErrorBody) } } }
+  "400": { description: "Refused (upstream's ServerClientError): code `error`, `resource_not_exists` for a missing resource or `resource_exists`; field paths in `fields`", content: { "application/json": { schema: ref(ApiErrorBody) } } },
+  "403": { description: "A missing or invalid token (`not_authenticated`), or a role too low (`forbidden`)", content: { "application/json": { schema: ref(ApiErrorBody) } } },
+  "404": { description: "No such route", content: { "application/json": { schema: ref(ApiErrorBody) } } },
+  "422": { description: "Malformed request: each detail names the field path in `loc`", content: { "application/json": { schema: ref(ApiErrorBody) } } }
 })
 
 /** Builds the OpenAPI document for `routes`. */

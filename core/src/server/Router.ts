@@ -7,15 +7,17 @@ import type { Context as HonoContext, Hono } from "hono"
 import { bodyLimit } from "hono/body-limit"
 import { Access, authorizeProjectWith } from "./Access.ts"
 import type { Principal } from "./Access.ts"
-import { ApiError, badRequest, clipped, forbidden, payloadTooLarge, serverError, unauthenticated } from "./ApiError.ts"
+import { ApiError, badRequest, clipped, forbidden, payloadTooLarge, serverError, unauthenticated, wireBody } from "./ApiError.ts"
+import { checkClientVersion, forUpstreamClient } from "./ClientVersion.ts"
 import * as Eager from "./Eager.ts"
+import { decodeRequest } from "./RequestDecoding.ts"
 import { Encoded } from "./Route.ts"
 import type { AnyRoute, RouteContext } from "./Route.ts"
 
-/** Turns a schema decoding failure into a 400 whose details carry each field path. */
+/** Turns a schema decoding failure into a 422 (upstream's validation status) whose details carry each field path. */
 export const fromParseError = (error: ParseResult.ParseError, prefix: ReadonlyArray<string | number> = []): ApiError =>
   new ApiError({
-    status: 400,
+    status: 422,
     detail: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
       msg: issue.message,
       code: "invalid_request" as const,
@@ -37,7 +39,7 @@ const parseJson = (text: string): Either.Either<unknown, ApiError> => {
   try {
     return Either.right(text.trim() === "" ? {} : JSON.parse(text))
   } catch (cause) {
-    return Either.left(badRequest(`The request body is not valid JSON: ${(cause as Error).message}`))
+    return Either.left(new ApiError({ status: 422, detail: [{ msg: `The request body is not valid JSON: ${(cause as Error).message}`, code: "invalid_request", loc: ["body"] }] }))
   }
 }
 
@@ -90,7 +92,7 @@ const prepare = <R>(route: AnyRoute<R>): Mounted<R> =>
     : {
         route,
         inputs: route.rememberInputs === true && route.request !== undefined ? new Map() : undefined,
-        decode: route.request ? Schema.decodeUnknownEither(route.request, { errors: "all" }) : undefined,
+        decode: route.request ? decodeRequest(route.request) : undefined,
         encode: Schema.encodeEither(route.response)
       }
 
@@ -142,6 +144,13 @@ const handle = <R>(
 ): Effect.Effect<Response, ApiError, R> => {
   const { route, decode, encode } = mounted
   const params = c.req.param() as Record<string, string>
+  // Upstream's client names its version; it is served what it understands (ClientVersion.ts).
+  const upstream = c.req.header("x-api-version")
+  if (upstream !== undefined) {
+    const refused = checkClientVersion(upstream)
+    if (refused !== undefined) return Effect.fail(refused)
+  }
+  const answer = (json: string | Uint8Array) => jsonResponse(upstream === undefined ? json : forUpstreamClient(json), 200, extra)
   return Eager.flatMap(authorize(services.access, route, c, params), ({ principal, projectName }) => {
     const ctx: RouteContext = { principal, projectName, params, hono: c, service: services.service }
     if (route.kind === "raw") return route.handler(ctx)
@@ -149,11 +158,11 @@ const handle = <R>(
     if (Either.isLeft(input)) return Effect.fail(input.left)
     return Eager.flatMap(route.handler(input.right, ctx), (output) => {
       // Already in wire form (read as stored): encoding it again would only cost time.
-      if (output instanceof Encoded) return Effect.succeed(jsonResponse(output.json ?? JSON.stringify(output.value), 200, extra))
+      if (output instanceof Encoded) return Effect.succeed(answer(output.json ?? JSON.stringify(output.value)))
       const wire = encode!(output)
       return Either.isLeft(wire)
         ? Effect.fail(serverError(`The server produced a response that does not match its schema`, wire.left))
-        : Effect.succeed(jsonResponse(JSON.stringify(wire.right), 200, extra))
+        : Effect.succeed(answer(JSON.stringify(wire.right)))
     })
   })
 }
@@ -172,8 +181,8 @@ const runFast = <A, E, R>(runtime: Runtime.Runtime<R>, effect: Effect.Effect<A, 
 }
 
 export const errorResponse = (c: HonoContext, error: ApiError, extra?: Readonly<Record<string, string>>): Response => {
-  const { detail, status } = clipped(error)
-  return extra === undefined ? c.json({ detail }, status) : jsonResponse(JSON.stringify({ detail }), status, extra)
+  const sent = clipped(error)
+  return jsonResponse(JSON.stringify(wireBody(sent)), sent.status, extra)
 }
 
 /** "4 MiB (4,194,304 bytes)": a limit as its error message names it. */

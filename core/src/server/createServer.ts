@@ -20,7 +20,7 @@ import { CORE_VERSION } from "../plugin/CoreVersion.ts"
 import * as RunnerProgram from "../runner/launch/RunnerProgram.ts"
 import type { Access } from "./Access.ts"
 import { errorResponse, mountRoutes } from "./Router.ts"
-import { excerpt, notFound, serverError } from "./ApiError.ts"
+import { excerpt, noRoute, serverError } from "./ApiError.ts"
 import { openApiDocument } from "./OpenApi.ts"
 import type { AnyRoute } from "./Route.ts"
 import * as StateAccess from "./StateAccess.ts"
@@ -42,6 +42,7 @@ import * as SecretCipherModule from "../secrets/SecretCipher.ts"
 import type { SecretCipherError } from "../secrets/SecretCipher.ts"
 import { SecretsPolicy } from "../secrets/ProjectSecrets.ts"
 import { workflowRoutes } from "./routes/workflows.ts"
+import { notSupportedRoutes } from "./routes/upstream.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
 
@@ -221,8 +222,9 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     const apiHeaders = (c: Context) => (isApiPath(c.req.path) ? headers(c) : undefined)
     app.get("/api/docs", (c) => c.json(openapi, 200, headers(c)))
     app.get("/api/docs/openapi.json", (c) => c.json(openapi, 200, headers(c)))
-    mountRoutes(app, routes, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, { headers, maxBodyBytes: options.maxBodyBytes })
-    app.notFound((c) => errorResponse(c, notFound(`No route ${excerpt(c.req.method)} ${excerpt(c.req.path, 200)}`), apiHeaders(c)))
+    // Upstream's client routes this server lacks answer "not supported", not 404.
+    mountRoutes(app, [...routes, ...notSupportedRoutes(routes)], runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, { headers, maxBodyBytes: options.maxBodyBytes })
+    app.notFound((c) => errorResponse(c, noRoute(`No route ${excerpt(c.req.method)} ${excerpt(c.req.path, 200)}`), apiHeaders(c)))
     app.onError((error, c) => {
       console.error(`[server] unhandled error on ${c.req.method} ${c.req.path}:`, error)
       return errorResponse(c, serverError("Internal server error"), apiHeaders(c))

@@ -45,7 +45,7 @@ describe("server: remembered access", () => {
     const token = await createUser("del-me")
     expect(await warm("/api/users/get_my_user", token)).toBe(200)
     expect((await call("/api/users/delete", ADMIN, { users: ["del-me"] })).status).toBe(200)
-    expect((await call("/api/users/get_my_user", token)).status).toBe(401)
+    expect((await call("/api/users/get_my_user", token)).status).toBe(403)
   })
 
   it("rejects a rotated token and a deactivated user's at once", async () => {
@@ -53,11 +53,11 @@ describe("server: remembered access", () => {
     expect(await warm("/api/users/get_my_user", token)).toBe(200)
     const refreshed = await call("/api/users/refresh_token", token, { username: "rot-me" })
     expect(refreshed.status).toBe(200)
-    expect((await call("/api/users/get_my_user", token)).status).toBe(401)
+    expect((await call("/api/users/get_my_user", token)).status).toBe(403)
     const fresh = refreshed.body.creds.token as string
     expect(await warm("/api/users/get_my_user", fresh)).toBe(200)
     expect((await call("/api/users/update", ADMIN, { username: "rot-me", global_role: "user", active: false })).status).toBe(200)
-    expect((await call("/api/users/get_my_user", fresh)).status).toBe(401)
+    expect((await call("/api/users/get_my_user", fresh)).status).toBe(403)
   })
 
   it("applies a global role change at once", async () => {
@@ -85,17 +85,17 @@ describe("server: remembered access", () => {
     expect((await call("/api/projects/team/get", token)).status).toBe(403)
     expect(await warm("/api/projects/team/get", ADMIN)).toBe(200)
     expect((await call("/api/projects/delete", ADMIN, { projects_names: ["team"] })).status).toBe(200)
-    expect((await call("/api/projects/team/get", ADMIN)).status).toBe(404)
+    expect((await call("/api/projects/team/get", ADMIN)).status).toBe(400)
   })
 
   it("sees changes made through the store directly, also inside a transaction", async () => {
     const token = await createUser("direct")
     expect(await warm("/api/users/get_my_user", token)).toBe(200)
     await store((s) => s.withTransaction(s.users.update("direct", { active: false })))
-    expect((await call("/api/users/get_my_user", token)).status).toBe(401)
+    expect((await call("/api/users/get_my_user", token)).status).toBe(403)
     await store((s) => s.users.update("direct", { active: true }))
     expect(await warm("/api/users/get_my_user", token)).toBe(200)
     await store((s) => s.users.delete(["direct"]))
-    expect((await call("/api/users/get_my_user", token)).status).toBe(401)
+    expect((await call("/api/users/get_my_user", token)).status).toBe(403)
   })
 })

@@ -149,14 +149,14 @@ describe("router: one handler, answered synchronously when everything is in memo
     }
   })
 
-  it("says every error the same with the caches warm: 401, 403, 404 and 400 with the field", async () => {
+  it("says every error the same with the caches warm: 403 for a token, 403 for a role, 400 for what is missing and 422 with the field", async () => {
     await post("/api/project/main/things/get", "tok-bob", { name: "b" })
     await post("/api/project/other/things/get", "tok-bob", { name: "b" })
     await post("/api/project/main/things/get", "tok-alice", { name: "b" })
     const handledBefore = handled
     const memoryBefore = fromMemory
-    expect((await post("/api/project/main/things/get", undefined, { name: "b" })).status).toBe(401)
-    expect((await post("/api/project/main/things/get", "tok-nobody", { name: "b" })).status).toBe(401)
+    expect((await post("/api/project/main/things/get", undefined, { name: "b" })).status).toBe(403)
+    expect((await post("/api/project/main/things/get", "tok-nobody", { name: "b" })).status).toBe(403)
     // Every role in memory, and `other/b` remembered by the handler: alice, no member of
     // `other`, is refused before the handler runs, every time.
     for (let i = 0; i < 3; i++) {
@@ -165,13 +165,13 @@ describe("router: one handler, answered synchronously when everything is in memo
       expect((await forbidden.json()).detail[0].msg).toBe("You are not a member of project other")
       expect(forbidden.headers.get("access-control-allow-origin")).toBe("*")
     }
-    expect((await post("/api/project/nope/things/get", "tok-alice", { name: "b" })).status).toBe(404)
+    expect((await post("/api/project/nope/things/get", "tok-alice", { name: "b" })).status).toBe(400)
     const bad = await post("/api/project/main/things/get", "tok-bob", { name: "" })
-    expect(bad.status).toBe(400)
+    expect(bad.status).toBe(422)
     expect((await bad.json()).detail[0].loc).toEqual(["body", "name"])
-    expect((await post("/api/project/main/things/get", "tok-bob", "{not json")).status).toBe(400)
+    expect((await post("/api/project/main/things/get", "tok-bob", "{not json")).status).toBe(422)
     expect(handled).toBe(handledBefore)
-    expect((await post("/api/project/main/things/get", "tok-bob", { name: "missing" })).status).toBe(404)
+    expect((await post("/api/project/main/things/get", "tok-bob", { name: "missing" })).status).toBe(400)
     expect(handled).toBe(handledBefore + 1)
     // and the remembered answer still comes from memory
     expect(await (await post("/api/project/main/things/get", "tok-bob", { name: "b" })).json()).toEqual({ name: "b", value: "main:b" })
@@ -280,7 +280,7 @@ describe("server: answers from memory", () => {
     expect(other.headers.get("access-control-allow-origin")).toBeNull()
     expect(other.headers.get("vary")).toBe("Origin")
     const missing = await call("/api/project/main/runs/get", { run_name: "no-such-run" }, { origin: "http://a.example" })
-    expect(missing.status).toBe(404)
+    expect(missing.status).toBe(400)
     expect(missing.headers.get("access-control-allow-origin")).toBe("http://a.example")
     const unknown = await call("/api/nothing", {}, { origin: "http://a.example" })
     expect(unknown.status).toBe(404)

@@ -136,14 +136,14 @@ describe("server: limits on what comes in and what goes back", () => {
     const refusedSmall = await call(small, "/api/project/main/runs/get", JSON.stringify({ run_name: "x".repeat(3000) }))
     expect(refusedSmall.status).toBe(413)
     expect(refusedSmall.body.detail[0]!.msg).toContain("limit of 2 KiB (2,048 bytes)")
-    expect((await call(small, "/api/project/main/runs/get", JSON.stringify({ run_name: "x".repeat(1000) }))).status).toBe(404)
+    expect((await call(small, "/api/project/main/runs/get", JSON.stringify({ run_name: "x".repeat(1000) }))).status).toBe(400)
   })
 
-  it("says a 404 for a 2 MB run name with an excerpt of it", async () => {
+  it("says a missing run for a 2 MB run name with an excerpt of it", async () => {
     const name = "n".repeat(2_000_000)
     for (const body of [{ run_name: name }, { id: name }]) {
       const res = await call(server, "/api/project/main/runs/get", JSON.stringify(body))
-      expect(res.status).toBe(404)
+      expect(res.status).toBe(400)
       const msg = res.body.detail[0]!.msg
       expect(msg).toBe(`Run ${"n".repeat(64)}… (2,000,000 characters) does not exist in project main`)
     }
@@ -151,7 +151,7 @@ describe("server: limits on what comes in and what goes back", () => {
 
   it("cuts a schema's message that quotes the input whole", async () => {
     const res = await call(server, "/api/runs/list", JSON.stringify({ project_name: "main", limit: "9".repeat(100_000) }))
-    expect(res.status).toBe(400)
+    expect(res.status).toBe(422)
     expect(res.body.detail[0]!.loc).toEqual(["body", "limit"])
     const msg = res.body.detail[0]!.msg
     expect(msg.length).toBeLessThan(1_100)

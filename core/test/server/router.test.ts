@@ -47,18 +47,18 @@ describe("router", () => {
     expect(res.status).toBe(200)
     expect(await res.json()).toEqual({ ok: true })
   })
-  it("answers 401 without a token and with an unknown token", async () => {
+  it("answers 403 (upstream's status) without a token and with an unknown token", async () => {
     const missing = await post("/api/users/get_my_user")
-    expect(missing.status).toBe(401)
+    expect(missing.status).toBe(403)
     expect((await missing.json()).detail[0].code).toBe("not_authenticated")
-    expect((await post("/api/users/get_my_user", "nope")).status).toBe(401)
+    expect((await post("/api/users/get_my_user", "nope")).status).toBe(403)
     expect(await (await post("/api/users/get_my_user", "tok-bob")).json()).toEqual({ username: "bob" })
   })
   it("answers 403 for a non-admin on an admin route", async () => {
     expect((await post("/api/users/list", "tok-alice")).status).toBe(403)
     expect((await post("/api/users/list", "tok-admin")).status).toBe(200)
   })
-  it("checks project membership and roles, 404 for a missing project", async () => {
+  it("checks project membership and roles, 400 resource_not_exists for a missing project", async () => {
     const body = { run_name: "r1" }
     expect((await post("/api/project/main/runs/get", "tok-alice", body)).status).toBe(200)
     const notMember = await post("/api/project/main/runs/get", "tok-bob", body)
@@ -66,17 +66,17 @@ describe("router", () => {
     expect((await notMember.json()).detail[0].msg).toContain("not a member of project main")
     expect((await post("/api/project/main/runs/get", "tok-admin", body)).status).toBe(200)
     expect((await post("/api/project/main/runs/delete", "tok-alice", {})).status).toBe(403)
-    expect((await post("/api/project/ghost/runs/get", "tok-alice", body)).status).toBe(404)
+    expect((await post("/api/project/ghost/runs/get", "tok-alice", body)).status).toBe(400)
   })
   it("maps snake_case bodies and reports every malformed field with its path", async () => {
     const ok = await post("/api/project/main/runs/get", "tok-alice", { run_name: "r1", limit: 5 })
     expect(await ok.json()).toEqual({ run_name: "r1", limit: 5 })
     const bad = await post("/api/project/main/runs/get", "tok-alice", { limit: 500 })
-    expect(bad.status).toBe(400)
+    expect(bad.status).toBe(422)
     const detail = (await bad.json()).detail as Array<{ loc: Array<string>; msg: string }>
     expect(detail.map((d) => d.loc.join("."))).toEqual(expect.arrayContaining(["body.run_name", "body.limit"]))
     const notJson = await post("/api/project/main/runs/get", "tok-alice", "{oops")
-    expect(notJson.status).toBe(400)
+    expect(notJson.status).toBe(422)
     expect((await notJson.json()).detail[0].msg).toContain("not valid JSON")
   })
   it("generates an OpenAPI document with snake_case request schemas", () => {

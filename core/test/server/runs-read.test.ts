@@ -148,7 +148,7 @@ describe("runs/get and runs/list over the store", () => {
     expect((await call("/api/project/main/runs/get", { run_name: "read-c" })).body.status).toBe("terminated")
     // Deleted: gone by name at once; a new run of that name is the one answered.
     expect((await call("/api/project/main/runs/delete", { runs_names: ["read-c"] })).status).toBe(200)
-    expect((await call("/api/project/main/runs/get", { run_name: "read-c" })).status).toBe(404)
+    expect((await call("/api/project/main/runs/get", { run_name: "read-c" })).status).toBe(400)
     const again = new Run({ ...run, id: "read-c-2" }, { disableValidation: true })
     await insert(again)
     expect((await call("/api/project/main/runs/get", { run_name: "read-c" })).body.id).toBe("read-c-2")
@@ -159,6 +159,6 @@ describe("runs/get and runs/list over the store", () => {
     const run = new Run({ ...variedRun("read-d", true), projectName: "other" }, { disableValidation: true })
     await store((s) => s.runs.insert({ id: run.id, project: "other", name: "read-d", status: run.status, doc: encodeRecord({ run, submittedToRunner: [] }) }))
     expect((await call("/api/project/other/runs/get", { id: run.id })).status).toBe(200)
-    expect((await call("/api/project/main/runs/get", { id: run.id })).status).toBe(404)
+    expect((await call("/api/project/main/runs/get", { id: run.id })).status).toBe(400)
   })
 })

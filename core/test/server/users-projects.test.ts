@@ -33,12 +33,12 @@ describe("server: users and projects", () => {
     expect(projects.body.map((p: any) => p.project_name)).toEqual(["main"])
   })
 
-  it("answers server info without a token and 401 on the rest", async () => {
+  it("answers server info without a token and 403 on the rest", async () => {
     expect((await call("/api/server/get_info", undefined)).body.server_version).toMatch(/^\d+\.\d+\.\d+/)
     const res = await server.app.request("/healthcheck")
     expect(await res.json()).toEqual({ status: "running" })
-    expect((await call("/api/users/list", undefined)).status).toBe(401)
-    expect((await call("/api/users/list", "wrong")).status).toBe(401)
+    expect((await call("/api/users/list", undefined)).status).toBe(403)
+    expect((await call("/api/users/list", "wrong")).status).toBe(403)
   })
 
   it("creates users with a token shown once, enforces roles, and refreshes tokens", async () => {
@@ -52,22 +52,22 @@ describe("server: users and projects", () => {
     expect(dup.status).toBe(400)
     expect(dup.body.detail[0]).toMatchObject({ code: "resource_exists" })
     const bad = await call("/api/users/create", ADMIN, { username: "-bad name", global_role: "root" })
-    expect(bad.status).toBe(400)
+    expect(bad.status).toBe(422)
     expect(bad.body.detail.map((d: any) => d.loc.join("."))).toEqual(expect.arrayContaining(["body.username", "body.global_role"]))
     const refreshed = await call("/api/users/refresh_token", aliceToken, { username: "alice" })
     expect(refreshed.status).toBe(200)
-    expect((await call("/api/users/get_my_user", aliceToken)).status).toBe(401)
+    expect((await call("/api/users/get_my_user", aliceToken)).status).toBe(403)
     expect((await call("/api/users/get_my_user", refreshed.body.creds.token)).status).toBe(200)
   })
 
-  it("keeps projects private to members: 403 for others, 404 for missing ones", async () => {
+  it("keeps projects private to members: 403 for others, 400 resource_not_exists for missing ones", async () => {
     const bob = (await call("/api/users/create", ADMIN, { username: "bob", global_role: "user" })).body.creds.token
     const carol = (await call("/api/users/create", ADMIN, { username: "carol", global_role: "user" })).body.creds.token
     const created = await call("/api/projects/create", bob, { project_name: "research" })
     expect(created.status).toBe(200)
     expect(created.body.owner.username).toBe("bob")
     expect((await call("/api/projects/research/get", carol)).status).toBe(403)
-    expect((await call("/api/projects/nothing-here/get", carol)).status).toBe(404)
+    expect((await call("/api/projects/nothing-here/get", carol)).status).toBe(400)
     expect((await call("/api/projects/research/get", ADMIN)).status).toBe(200)
     const added = await call("/api/projects/research/add_members", bob, { members: [{ username: "carol", project_role: "user" }] })
     expect(added.status).toBe(200)
@@ -81,7 +81,7 @@ describe("server: users and projects", () => {
     expect((await call("/api/projects/list", carol)).body.map((p: any) => p.project_name)).toEqual(["research"])
     expect((await call("/api/projects/delete", carol, { projects_names: ["research"] })).status).toBe(403)
     expect((await call("/api/projects/delete", bob, { projects_names: ["research"] })).status).toBe(200)
-    expect((await call("/api/projects/research/get", bob)).status).toBe(404)
+    expect((await call("/api/projects/research/get", bob)).status).toBe(400)
   })
 
   it("serves the OpenAPI document generated from the route schemas", async () => {

@@ -136,6 +136,17 @@ const sseWriter: StreamWriter = {
 const toWire = (events: ReadonlyArray<LogEvent>) =>
   events.map((e) => ({ timestamp: e.timestamp, logSource: e.source, message: decoder.decode(e.message) }))
 
+/**
+ * Events as upstream's client reads them (it sends `X-API-VERSION`): the bytes in base64, and
+ * the runner's own lines (diagnose) as `stdout`, since it knows only `stdout` and `stderr`.
+ */
+const toUpstreamWire = (events: ReadonlyArray<LogEvent>) =>
+  events.map((e) => ({
+    timestamp: e.timestamp,
+    logSource: e.source === "runner" ? ("stdout" as const) : e.source,
+    message: Buffer.from(e.message.buffer, e.message.byteOffset, e.message.byteLength).toString("base64")
+  }))
+
 const findSubmission = (project: string, runName: string, jobSubmissionId: string | null | undefined) =>
   Effect.gen(function* () {
     const loaded = yield* loadRunByName(project, runName).pipe(
@@ -178,7 +189,8 @@ export const logRoutes = [
           ...(input.nextToken ? { nextToken: input.nextToken } : {})
         }
         const page = yield* store.logs.poll(query).pipe(Effect.mapError(fromStateStore))
-        return { logs: toWire(page.events), ...(page.nextToken ? { nextToken: page.nextToken } : {}) }
+        const events = ctx.hono.req.header("x-api-version") === undefined ? toWire(page.events) : toUpstreamWire(page.events)
+        return { logs: events, ...(page.nextToken ? { nextToken: page.nextToken } : {}) }
       })
   }),
   rawRoute({

@@ -5,6 +5,7 @@ import { GlobalRole, User, UserTokenCreds, UserWithCreds, Username } from "../..
 import { StateStore, createUserWithToken, refreshToken } from "../../ports/StateStore.ts"
 import { badRequest, excerpt, forbidden, fromStateStore } from "../ApiError.ts"
 import { jsonRoute } from "../Route.ts"
+import type { RouteContext } from "../Route.ts"
 
 const key = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.propertySignature(schema).pipe(Schema.fromKey(wire))
 
@@ -20,13 +21,20 @@ export const RefreshTokenRequest = Schema.Struct({ username: Username })
 export const DeleteUsersRequest = Schema.Struct({ users: Schema.Array(Username) })
 
 const store = StateStore
+
+const bearerToken = (c: RouteContext["hono"]): string | undefined => /^Bearer\s+(.+)$/i.exec(c.req.header("authorization")?.trim() ?? "")?.[1]?.trim()
 const userNotFound = (username: string) => fromStateStore({ reason: "NotFound", message: `User ${excerpt(username)} does not exist` })
 
 export const userRoutes = [
   jsonRoute({
-    method: "POST", path: "/api/users/get_my_user", summary: "The user this token belongs to", tag: "users", access: "user",
-    response: User,
-    handler: (_: void, ctx) => Effect.flatMap(store, (s) => s.users.get(ctx.principal!.username)).pipe(Effect.mapError(fromStateStore))
+    // With the token the caller signed in with, as upstream answers (its CLI reads it back).
+    method: "POST", path: "/api/users/get_my_user", summary: "The user this token belongs to, with that token", tag: "users", access: "user",
+    response: UserWithCreds,
+    handler: (_: void, ctx) =>
+      Effect.flatMap(store, (s) => s.users.get(ctx.principal!.username)).pipe(
+        Effect.map((user) => new UserWithCreds({ ...user, creds: new UserTokenCreds({ token: bearerToken(ctx.hono) ?? "" }) })),
+        Effect.mapError(fromStateStore)
+      )
   }),
   jsonRoute({
     method: "POST", path: "/api/users/list", summary: "All users", tag: "users", access: "user",

@@ -13,7 +13,7 @@ import type { StackAttachment, StackFrameRecord, StackRecord, StateStoreError } 
 import { PluginHost } from "../../plugin/PluginHost.ts"
 import { Access } from "../../server/Access.ts"
 import type { Principal } from "../../server/Access.ts"
-import { ApiError, badRequest, forbidden, fromStateStore, notFound, payloadTooLarge, serverError, unauthenticated } from "../../server/ApiError.ts"
+import { ApiError, badRequest, forbidden, fromStateStore, notFoundPage as notFound, payloadTooLarge, serverError, unauthenticatedPage as unauthenticated } from "../../server/ApiError.ts"
 import { jsonRoute, rawRoute } from "../../server/Route.ts"
 import type { RouteContext } from "../../server/Route.ts"
 import * as AutoHandler from "../AutoHandler.ts"

@@ -9,7 +9,7 @@
 import { Effect } from "effect"
 import { setCookie } from "hono/cookie"
 import type { ApiError } from "../../server/ApiError.ts"
-import { notFound, serverError } from "../../server/ApiError.ts"
+import { notFoundPage as notFound, serverError } from "../../server/ApiError.ts"
 import { rawRoute } from "../../server/Route.ts"
 import type { RouteContext } from "../../server/Route.ts"
 import { StateStore } from "../../ports/StateStore.ts"

@@ -1,0 +1,203 @@
+// Upstream's own dstack client (0.21.2: the Python SDK and CLI that dstack users have) against a
+// dstack-ts server on a real port with the default build's local backend: every answer parses
+// with the client's pydantic models (check_models.py), the SDK plans, applies, follows, reads
+// logs, stops and deletes a run, the CLI adds the project and runs ps, apply -d, logs, stop and
+// offer, and errors reach it as the exceptions it expects. Needs ../shared/upstream-client.
+import { serve } from "@hono/node-server"
+import * as fs from "node:fs"
+import type { AddressInfo } from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import { afterAll, beforeAll, expect, it } from "vitest"
+import backendLocal from "@dstack-ts/backend-local"
+import transportLocal from "@dstack-ts/transport-local"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
+import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
+import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { describeWith } from "../support/components.ts"
+import { runPython, upstreamClientDir, upstreamEnv } from "../support/upstream.ts"
+
+const TOKEN = "upstream-client-token"
+const here = path.dirname(fileURLToPath(import.meta.url))
+const dir = upstreamClientDir()
+const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-upstream-"))
+let server: Server
+let listener: ReturnType<typeof serve> | undefined
+let url = ""
+let env: Record<string, string> = {}
+
+/** A route's answer as upstream's client gets it (it sends X-API-VERSION). */
+const call = async (route: string, body: unknown = {}, token = TOKEN, version = "0.21.2") => {
+  const res = await fetch(`${url}${route}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}`, "x-api-version": version },
+    body: JSON.stringify(body)
+  })
+  return { status: res.status, body: (await res.json()) as any }
+}
+
+const python = (args: ReadonlyArray<string>, input?: string) => runPython(env, args, { home, ...(input !== undefined ? { input } : {}) })
+const cli = (...args: ReadonlyArray<string>) => runPython(env, ["-m", "dstack._internal.cli.main", ...args], { home, cwd: home })
+
+const lines = (stdout: string) =>
+  Object.fromEntries(stdout.trim().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).map((o) => [o.step, o]))
+
+describeWith("upstream-client", dir !== undefined, "no shared/upstream-client beside or above the checkout (set DSTACK_UPSTREAM_CLIENT)", () => {
+  beforeAll(async () => {
+    env = await upstreamEnv(dir!)
+    server = await createServer({
+      state: EmbeddedStateStore.layerMemory(),
+      blobs: blobsMemory,
+      adminToken: TOKEN,
+      plugins: [backendLocal, transportLocal],
+      runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
+      compute: { defaultBackends: [{ type: "local" }] }
+    })
+    listener = await new Promise((resolve) => {
+      const s = serve({ fetch: server.app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve(s))
+    })
+    url = `http://127.0.0.1:${(listener!.address() as AddressInfo).port}`
+  }, 120_000)
+
+  afterAll(async () => {
+    ;(listener as unknown as { closeAllConnections?: () => void })?.closeAllConnections?.()
+    await new Promise<void>((r) => (listener ? listener.close(() => r()) : r()))
+    await server?.close()
+    fs.rmSync(home, { recursive: true, force: true })
+  })
+
+  it("the SDK plans, applies, follows to done, reads logs, stops and deletes a run", async () => {
+    const out = await python([path.join(here, "sdk_flow.py"), url, TOKEN, "main", "up-sdk"])
+    expect(out.stderr).not.toMatch(/Traceback/)
+    const steps = lines(out.stdout)
+    expect(steps.plan).toMatchObject({ run_name: "up-sdk", jobs: 1, action: "create" })
+    expect(steps.apply).toMatchObject({ name: "up-sdk" })
+    expect(steps.done).toMatchObject({ status: "done" })
+    // base64 on the wire, decoded by the client
+    expect(steps.logs.text).toContain("hello from upstream\n")
+    expect(steps.logs.text).toContain("to stderr\n")
+    expect(steps.list.names).toContain("up-sdk")
+    expect(steps.stop).toBeDefined()
+    expect(steps.deleted).toMatchObject({ ok: true, error: "ResourceNotExistsError" })
+  }, 180_000)
+
+  it("every answer parses with the client's models", async () => {
+    const plan = await call("/api/project/main/runs/get_plan", {
+      run_spec: { run_name: "up-models", repo_id: null, repo_data: null, configuration: { type: "task", commands: ["echo models"], name: null, image: null, resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } } },
+      max_offers: null
+    })
+    expect(plan.status).toBe(200)
+    const applied = await call("/api/project/main/runs/apply", { plan: { run_spec: plan.body.run_spec, current_resource: null }, force: false })
+    expect(applied.status).toBe(200)
+    let run = applied.body
+    for (let i = 0; i < 200 && !["done", "failed", "terminated"].includes(run.status); i++) {
+      await new Promise((r) => setTimeout(r, 250))
+      run = (await call("/api/project/main/runs/get", { run_name: "up-models", id: null })).body
+    }
+    expect(run.status).toBe("done")
+    const submission = run.jobs[0].job_submissions.at(-1).id
+    const created = await call("/api/users/create", { username: "alice", global_role: "user", email: null, active: true })
+    const answers: Array<{ model: string; route: string; answer: { status: number; body: unknown } }> = [
+      { model: "UserWithCreds", route: "users/get_my_user", answer: await call("/api/users/get_my_user") },
+      { model: "List[User]", route: "users/list", answer: await call("/api/users/list", { return_total_count: null }) },
+      { model: "User", route: "users/get_user", answer: await call("/api/users/get_user", { username: "admin" }) },
+      { model: "UserWithCreds", route: "users/create", answer: created },
+      { model: "UserWithCreds", route: "users/refresh_token", answer: await call("/api/users/refresh_token", { username: "alice" }) },
+      { model: "List[Project]", route: "projects/list", answer: await call("/api/projects/list", { include_not_joined: true, return_total_count: null }) },
+      { model: "Project", route: "projects/get", answer: await call("/api/projects/main/get") },
+      { model: "Project", route: "projects/create", answer: await call("/api/projects/create", { project_name: "second", is_public: false }) },
+      { model: "Project", route: "projects/add_members", answer: await call("/api/projects/second/add_members", { members: [{ username: "alice", project_role: "manager" }] }) },
+      { model: "RunPlan", route: "runs/get_plan", answer: plan },
+      { model: "Run", route: "runs/apply", answer: applied },
+      { model: "Run", route: "runs/get", answer: await call("/api/project/main/runs/get", { run_name: "up-models", id: null }) },
+      { model: "List[Run]", route: "runs/list", answer: await call("/api/runs/list", { project_name: null, repo_id: null, username: null, only_active: false, include_jobs: true, job_submissions_limit: null, prev_submitted_at: null, prev_run_id: null, limit: 100, ascending: false }) },
+      { model: "JobSubmissionLogs", route: "logs/poll", answer: await call("/api/project/main/logs/poll", { run_name: "up-models", job_submission_id: submission, start_time: null, end_time: null, descending: false, next_token: null, limit: 100, diagnose: false }) },
+      { model: "JobSubmissionLogs", route: "logs/poll (diagnose)", answer: await call("/api/project/main/logs/poll", { run_name: "up-models", job_submission_id: submission, limit: 100, diagnose: true }) },
+      { model: "List[RepoHead]", route: "repos/list", answer: await call("/api/project/main/repos/list") },
+      { model: "List[Fleet]", route: "fleets/list", answer: await call("/api/project/main/fleets/list") },
+      { model: "List[Instance]", route: "instances/list", answer: await call("/api/instances/list", { project_names: null, fleet_ids: null, only_active: false, prev_created_at: null, prev_id: null, limit: 100, ascending: false }) }
+    ]
+    for (const a of answers) expect([a.route, a.answer.status]).toEqual([a.route, 200])
+    const checked = await python([path.join(here, "check_models.py")], JSON.stringify(answers.map((a) => ({ model: a.model, value: a.answer.body }))))
+    expect(checked.stderr).not.toMatch(/Traceback/)
+    const results: Array<{ model: string; ok: boolean; errors: Array<string> }> = JSON.parse(checked.stdout)
+    expect(results.map((r, i) => [answers[i]!.route, r.errors])).toEqual(answers.map((a) => [a.route, []]))
+    // the log's bytes in base64, sources as the client knows them
+    const logs = answers.find((a) => a.route === "logs/poll")!.answer.body as { logs: Array<{ message: string; log_source: string }> }
+    expect(Buffer.from(logs.logs[0]!.message, "base64").toString()).toBe("models\n")
+    const diagnose = answers.find((a) => a.route === "logs/poll (diagnose)")!.answer.body as { logs: Array<{ log_source: string }> }
+    expect(new Set(diagnose.logs.map((l) => l.log_source))).toEqual(new Set(["stdout"]))
+    // this server's local backend is upstream's on-prem `remote` to the client
+    expect(JSON.stringify(plan.body)).not.toContain('"backend":"local"')
+    expect(JSON.stringify(plan.body)).toContain('"backend":"remote"')
+  }, 180_000)
+
+  it("errors reach the client as the exceptions it expects", async () => {
+    const script = `
+import json, sys
+from dstack.api.server import APIClient
+from dstack._internal.core.errors import ClientError, ResourceNotExistsError, ServerClientError
+url, token = sys.argv[1:3]
+def outcome(f):
+    try:
+        f()
+        return {"ok": True}
+    except Exception as e:
+        return {"error": type(e).__name__, "msg": str(e)}
+good = APIClient(url, token)
+print(json.dumps({
+    "missing_run": outcome(lambda: good.runs.get("main", "no-such-run")),
+    "missing_project": outcome(lambda: good.projects.get("no-such-project")),
+    "bad_token": outcome(lambda: APIClient(url, "wrong").users.get_my_user()),
+    "unsupported": outcome(lambda: good.volumes.list("main")),
+    "exists": outcome(lambda: good.projects.create("main")),
+}))
+`
+    const out = await python(["-c", script, url, TOKEN])
+    expect(out.stderr).not.toMatch(/Traceback/)
+    const r = JSON.parse(out.stdout)
+    expect(r.missing_run).toMatchObject({ error: "ResourceNotExistsError", msg: expect.stringMatching(/no-such-run/) })
+    expect(r.missing_project).toMatchObject({ error: "ResourceNotExistsError" })
+    expect(r.bad_token).toMatchObject({ error: "ClientError", msg: expect.stringMatching(/check your access token/) })
+    expect(r.unsupported).toMatchObject({ error: "ServerClientError", msg: expect.stringMatching(/volumes.*not supported by this dstack-ts server/i) })
+    expect(r.exists).toMatchObject({ error: "ResourceExistsError" })
+    // a validation problem is a 422 with the field's path; a newer client is refused
+    const invalid = await call("/api/project/main/runs/get", { run_name: 5 })
+    expect(invalid.status).toBe(422)
+    expect(invalid.body.detail[0]).toMatchObject({ loc: ["body", "run_name"] })
+    const newer = await call("/api/users/get_my_user", {}, TOKEN, "0.22.0")
+    expect(newer.status).toBe(400)
+    expect(newer.body.detail[0].msg).toBe("The client/CLI version (0.22.0) is incompatible with the server version (0.21.2).")
+  }, 120_000)
+
+  it("the CLI adds the project and runs ps, apply -d, logs, stop and offer", async () => {
+    const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
+    expect(added.code, added.stderr + added.stdout).toBe(0)
+    fs.writeFileSync(path.join(home, "task.dstack.yml"), "type: task\nname: up-cli\ncommands:\n  - echo hello from the cli\n  - sleep 30\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
+    const offer = await cli("offer", "--cpu", "1..", "--memory", "1GB..", "--disk", "1GB..")
+    expect(offer.code, offer.stderr + offer.stdout).toBe(0)
+    // the local backend's offer, as the client shows upstream's on-prem `remote` type
+    expect(offer.stdout).toMatch(/1\s+ssh \(local\)\s+cpu=/)
+    const applied = await cli("apply", "-f", "task.dstack.yml", "-d", "-y")
+    expect(applied.code, applied.stderr + applied.stdout).toBe(0)
+    expect(applied.stdout).toMatch(/up-cli/)
+    let logs = ""
+    for (let i = 0; i < 60 && !logs.includes("hello from the cli"); i++) {
+      await new Promise((r) => setTimeout(r, 500))
+      logs = (await cli("logs", "up-cli")).stdout
+    }
+    expect(logs).toContain("hello from the cli")
+    const ps = await cli("ps")
+    expect(ps.code, ps.stderr).toBe(0)
+    expect(ps.stdout).toMatch(/up-cli\s/)
+    const stopped = await cli("stop", "up-cli", "-y", "-x")
+    expect(stopped.code, stopped.stderr + stopped.stdout).toBe(0)
+    let status = ""
+    for (let i = 0; i < 60 && !["terminated", "aborted", "done", "failed"].includes(status); i++) {
+      await new Promise((r) => setTimeout(r, 250))
+      status = (await call("/api/project/main/runs/get", { run_name: "up-cli" })).body.status
+    }
+    expect(status).toBe("terminated")
+  }, 240_000)
+})
