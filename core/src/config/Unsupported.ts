@@ -244,16 +244,6 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
         : none
   },
   {
-    key: "auth",
-    types: ["service"],
-    refused: "`false` (the default, `true`, is accepted)",
-    comesWith: "services",
-    find: (c) =>
-      c.type === "service" && c.auth === false
-        ? one(["auth"], notYet("`auth: false`", "there is no services proxy yet that checks (or skips) callers' tokens; the replicas' port is reached on their instance", "services"))
-        : none
-  },
-  {
     key: "replicas",
     types: ["service"],
     refused: "a range (`1..3`)",

@@ -37,6 +37,11 @@ import { backendRoutes } from "./routes/backends.ts"
 import { instanceRoutes } from "./routes/instances.ts"
 import { repoRoutes } from "./routes/repos.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
+import * as ServiceRegistryModule from "../services/ServiceRegistry.ts"
+import type { ServiceRegistry } from "../services/ServiceRegistry.ts"
+import { mountServices, type ServicesOptions } from "../services/mount.ts"
+import { serviceRoutes } from "../services/ServiceRoutes.ts"
+import type { UpgradeHandler } from "../runner/adapter/types.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
 
 /**
@@ -80,9 +85,11 @@ export interface ServerOptions {
   readonly extraRoutes?: ReadonlyArray<AnyRoute<ServerServices>>
   /** The runner build backends start on their instances (`{ entry }`; see RunnerLaunch.RunnerProgram). */
   readonly runner?: RunnerProgram.RunnerProgramConfig
+  /** The services proxy: how long a request waits for a replica before 503 (`holdTimeoutMs`, default 60 s). */
+  readonly services?: ServicesOptions
 }
 
-export type ServerServices = StateStore | BlobStore | Access | RunCache | InstanceCache | PluginHostModule.PluginHost | Compute | Engine
+export type ServerServices = StateStore | BlobStore | Access | RunCache | InstanceCache | PluginHostModule.PluginHost | Compute | Engine | ServiceRegistry
 
 export interface Server {
   readonly app: Hono
@@ -93,6 +100,8 @@ export interface Server {
   readonly openapi: Record<string, unknown>
   /** Stops background work and closes the stores. */
   readonly close: () => Promise<void>
+  /** Answers requests to upgrade a connection (WebSockets through the services proxy); `serve` hands it to the runtime adapter. */
+  readonly upgrade: UpgradeHandler
 }
 
 /**
@@ -144,7 +153,8 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
   ...backendRoutes,
   ...instanceRoutes,
   ...stackRoutes,
-  ...viewerRoutes
+  ...viewerRoutes,
+  ...serviceRoutes
 ]
 
 /**
@@ -169,7 +179,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
   const base = Layer.merge(Layer.provideMerge(stores, host), runner)
   const compute = Layer.provideMerge(ComputeModule.layer(options.compute ?? {}), base)
   const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
-  const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer), engine)
+  const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer, ServiceRegistryModule.layer), engine)
   const runtime = ManagedRuntime.make(services)
   try {
     const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))
@@ -190,6 +200,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     app.get("/api/docs", (c) => c.json(openapi, 200, headers(c)))
     app.get("/api/docs/openapi.json", (c) => c.json(openapi, 200, headers(c)))
     mountRoutes(app, routes, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, { headers, maxBodyBytes: options.maxBodyBytes })
+    const { upgrade } = mountServices(app, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, options.services ?? {})
     app.notFound((c) => errorResponse(c, notFound(`No route ${excerpt(c.req.method)} ${excerpt(c.req.path, 200)}`), apiHeaders(c)))
     app.onError((error, c) => {
       console.error(`[server] unhandled error on ${c.req.method} ${c.req.path}:`, error)
@@ -201,6 +212,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
       routes,
       bootstrap: boot,
       openapi,
+      upgrade,
       close: () => runtime.dispose()
     }
   } catch (error) {

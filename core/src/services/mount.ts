@@ -1,0 +1,27 @@
+/**
+ * Puts the services proxy on a server's app: the proxy and model routes, made once the
+ * server's runtime is built, and the upgrade hook for WebSockets.
+ */
+import type { ManagedRuntime } from "effect"
+import type { Hono } from "hono"
+import type { UpgradeHandler } from "../runner/adapter/types.ts"
+import type { Access } from "../server/Access.ts"
+import { makeServiceProxy, mountServiceProxy, type ServiceProxy, type ServiceProxyOptions } from "./ServiceProxy.ts"
+import { ServiceRegistry } from "./ServiceRegistry.ts"
+
+export type ServicesOptions = ServiceProxyOptions
+
+export const mountServices = (
+  app: Hono,
+  runtime: ManagedRuntime.ManagedRuntime<ServiceRegistry | Access, never>,
+  options: ServicesOptions
+): { readonly upgrade: UpgradeHandler } => {
+  let made: Promise<ServiceProxy> | undefined
+  const proxy = () =>
+    (made ??= runtime.runtime().then(async (rt) => {
+      const registry = await runtime.runPromise(ServiceRegistry)
+      return makeServiceProxy(registry, rt, { demand: () => {}, released: () => {} }, options)
+    }))
+  mountServiceProxy(app, proxy)
+  return { upgrade: async (request) => (await proxy()).upgrade(request) }
+}
