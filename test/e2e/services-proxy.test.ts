@@ -5,7 +5,6 @@
 // for a missing slash, auth (refused, allowed, `auth: false`), least outstanding requests,
 // a replica that breaks off an answer, a service that is gone.
 import * as http from "node:http"
-import * as net from "node:net"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
@@ -16,50 +15,12 @@ import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { httpCall } from "../support/api.ts"
+import { applyService, waitRunning } from "../support/services.ts"
 
 const TOKEN = "services-e2e-token"
-const APP = path.resolve("test/support/service-app.mjs")
 let server: Server
 let serving: Serving
 let call: ReturnType<typeof httpCall>
-
-export const freePort = (): Promise<number> =>
-  new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
-
-const small = { cpu: "1..", memory: "0.1GB..", disk: "0.1GB.." }
-
-export const applyService = async (call: ReturnType<typeof httpCall>, name: string, extra: Record<string, unknown> = {}) => {
-  const port = await freePort()
-  const res = await call("/api/project/main/runs/apply", {
-    plan: {
-      run_spec: {
-        run_name: name,
-        repo_id: "services",
-        repo_data: { repo_type: "virtual" },
-        configuration: { type: "service", commands: [`exec node ${APP}`], port, resources: small, ...extra }
-      }
-    }
-  })
-  expect(res.status, JSON.stringify(res.body)).toBe(200)
-  return port
-}
-
-export const waitRunning = async (call: ReturnType<typeof httpCall>, name: string, replicas = 1, timeoutMs = 60_000) => {
-  const start = Date.now()
-  for (;;) {
-    const run = (await call("/api/project/main/runs/get", { run_name: name })).body
-    const running = (run.jobs ?? []).filter((j: any) => j.job_submissions.at(-1)?.status === "running").length
-    if (running >= replicas) return run
-    if (["failed", "terminated", "done"].includes(run.status)) throw new Error(`run ${name} ended: ${JSON.stringify(run.jobs.map((j: any) => j.job_submissions.at(-1)))}`)
-    if (Date.now() - start > timeoutMs) throw new Error(`run ${name} did not get ${replicas} running replicas: ${run.status}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
 
 const auth = { authorization: `Bearer ${TOKEN}` }
 const url = (run: string, rest = "/") => `${serving.url}/proxy/services/main/${run}${rest}`

@@ -39,6 +39,8 @@ import { repoRoutes } from "./routes/repos.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
 import * as ServiceRegistryModule from "../services/ServiceRegistry.ts"
 import type { ServiceRegistry } from "../services/ServiceRegistry.ts"
+import * as AutoscalerModule from "../services/Autoscaler.ts"
+import type { Autoscaler } from "../services/Autoscaler.ts"
 import { mountServices, type ServicesOptions } from "../services/mount.ts"
 import { serviceRoutes } from "../services/ServiceRoutes.ts"
 import type { UpgradeHandler } from "../runner/adapter/types.ts"
@@ -89,7 +91,7 @@ export interface ServerOptions {
   readonly services?: ServicesOptions
 }
 
-export type ServerServices = StateStore | BlobStore | Access | RunCache | InstanceCache | PluginHostModule.PluginHost | Compute | Engine | ServiceRegistry
+export type ServerServices = StateStore | BlobStore | Access | RunCache | InstanceCache | PluginHostModule.PluginHost | Compute | Engine | ServiceRegistry | Autoscaler
 
 export interface Server {
   readonly app: Hono
@@ -179,7 +181,8 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
   const base = Layer.merge(Layer.provideMerge(stores, host), runner)
   const compute = Layer.provideMerge(ComputeModule.layer(options.compute ?? {}), base)
   const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
-  const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer, ServiceRegistryModule.layer), engine)
+  const registry = Layer.provideMerge(ServiceRegistryModule.layer, engine)
+  const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer, AutoscalerModule.layer), registry)
   const runtime = ManagedRuntime.make(services)
   try {
     const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))

@@ -8,19 +8,21 @@ import type { UpgradeHandler } from "../runner/adapter/types.ts"
 import type { Access } from "../server/Access.ts"
 import { makeServiceProxy, mountServiceProxy, type ServiceProxy, type ServiceProxyOptions } from "./ServiceProxy.ts"
 import { ServiceRegistry } from "./ServiceRegistry.ts"
+import { Autoscaler } from "./Autoscaler.ts"
 
 export type ServicesOptions = ServiceProxyOptions
 
 export const mountServices = (
   app: Hono,
-  runtime: ManagedRuntime.ManagedRuntime<ServiceRegistry | Access, never>,
+  runtime: ManagedRuntime.ManagedRuntime<ServiceRegistry | Autoscaler | Access, never>,
   options: ServicesOptions
 ): { readonly upgrade: UpgradeHandler } => {
   let made: Promise<ServiceProxy> | undefined
   const proxy = () =>
     (made ??= runtime.runtime().then(async (rt) => {
       const registry = await runtime.runPromise(ServiceRegistry)
-      return makeServiceProxy(registry, rt, { demand: () => {}, released: () => {} }, options)
+      const autoscaler = await runtime.runPromise(Autoscaler)
+      return makeServiceProxy(registry, rt, autoscaler.hooks, options)
     }))
   mountServiceProxy(app, proxy)
   return { upgrade: async (request) => (await proxy()).upgrade(request) }
