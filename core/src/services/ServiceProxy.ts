@@ -15,6 +15,7 @@ import { Access, authorizeProject } from "../server/Access.ts"
 import { type ApiError, clipped, excerpt, notFound, serverError, unauthenticated } from "../server/ApiError.ts"
 import type { Replica, ServiceEntry, ServiceRegistryService } from "./ServiceRegistry.ts"
 import { RateLimiter } from "./RateLimiter.ts"
+import type { ModelRouter } from "./ModelRouter.ts"
 
 /** Upstream's DSTACK_SERVICE_CLIENT_TIMEOUT: how long a request may wait for a replica. */
 export const DEFAULT_HOLD_TIMEOUT_MS = 60_000
@@ -127,6 +128,10 @@ export interface ServiceProxy {
   readonly handle: (request: Request, clientIp: string | undefined) => Promise<Response>
   /** The runtime adapter's upgrade hook (WebSockets). */
   readonly upgrade: UpgradeHandler
+  /** Whether the caller (the `Authorization` header) is a member of the project; a Response when not. */
+  readonly authorizeMember: (project: string, authorization: string | null) => Promise<Response | undefined>
+  /** The live service of that name, or the 404 (or 500) answer. */
+  readonly lookup: (project: string, runName: string) => Promise<ServiceEntry | Response>
   /** Forwards a request to a replica of a service (the model routes use it too). */
   readonly forward: (entry: ServiceEntry, request: Request, path: string, options: { readonly dropAuthorization: boolean; readonly body?: ReadableStream<Uint8Array> | null }) => Promise<Response>
 }
@@ -143,14 +148,16 @@ export const makeServiceProxy = (
   let turn = 0
 
   /** Checks the caller's token and project membership; a Response when refused. */
-  const authorize = (entry: ServiceEntry, authorization: string | null): Promise<Response | undefined> => {
-    if (!entry.configuration.auth) return Promise.resolve(undefined)
+  const authorize = (entry: ServiceEntry, authorization: string | null): Promise<Response | undefined> =>
+    entry.configuration.auth ? authorizeMember(entry.project, authorization) : Promise.resolve(undefined)
+
+  const authorizeMember = (project: string, authorization: string | null): Promise<Response | undefined> => {
     const token = bearer(authorization)
     if (token === undefined) return Promise.resolve(errorJson(unauthenticated()))
     return run(
       Effect.flatMap(Access, (access) => access.authenticate(token)).pipe(
         Effect.flatMap((principal) =>
-          principal === undefined ? Effect.fail(unauthenticated("Invalid token")) : authorizeProject(principal, entry.project, "user")
+          principal === undefined ? Effect.fail(unauthenticated("Invalid token")) : authorizeProject(principal, project, "user")
         ),
         Effect.as(undefined),
         Effect.catchAll((e: ApiError) => Effect.succeed(errorJson(e)))
@@ -348,13 +355,13 @@ export const makeServiceProxy = (
     return target
   }
 
-  return { handle, upgrade, forward }
+  return { handle, upgrade, forward, authorizeMember, lookup }
 }
 
 /** Mounts the proxy on the app: one route for every method under `/proxy/services/`. */
-export const mountServiceProxy = (app: Hono, proxy: () => Promise<ServiceProxy>): void => {
-  const handler = async (c: HonoContext) => (await proxy()).handle(c.req.raw, clientIpOf(c))
-  app.all("/proxy/services/*", handler)
+export const mountServiceProxy = (app: Hono, proxy: () => Promise<ServiceProxy>, models: () => Promise<ModelRouter>): void => {
+  app.all("/proxy/services/*", async (c: HonoContext) => (await proxy()).handle(c.req.raw, clientIpOf(c)))
+  app.all("/proxy/models/*", async (c: HonoContext) => (await models()).handle(c.req.raw))
 }
 
 /** The caller's address: from the Node adapter's socket, or what the Deno adapter passes. */

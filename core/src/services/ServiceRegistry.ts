@@ -108,11 +108,16 @@ export interface ServiceRegistryService {
   readonly refresh: (entry: ServiceEntry) => Effect.Effect<void, StateStoreError>
   /** The services read so far, live ones. */
   readonly entries: () => ReadonlyArray<ServiceEntry>
+  /** The project's live services that serve a model: model name → run name. */
+  readonly models: (project: string) => Effect.Effect<ReadonlyMap<string, string>, StateStoreError>
   /** Called with a service whenever its replicas change (the autoscaler and the probes listen). */
   readonly onReplicasChanged: (listener: (entry: ServiceEntry) => void) => void
 }
 
 export class ServiceRegistry extends Context.Tag("@dstack-ts/core/services/ServiceRegistry")<ServiceRegistry, ServiceRegistryService>() {}
+
+/** The longest a project's model index is used without a run change reported. */
+const MODEL_INDEX_TTL_MS = 5_000
 
 const key = (project: string, runName: string) => `${project}\u0000${runName}`
 
@@ -190,8 +195,13 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         }))
     )
 
+  // Model names by project, read from the project's live runs; any run change makes it stale.
+  const modelIndex = new Map<string, { readonly at: number; readonly models: ReadonlyMap<string, string> }>()
+  let runChanges = 0
   yield* store.watch((change) => {
     if (change.kind !== "run") return
+    runChanges++
+    modelIndex.clear()
     const entry = byRunId.get(change.id)
     if (entry === undefined) {
       // A new run may take the name of a finished service: read those again when next asked.
@@ -250,8 +260,27 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       return { host: forwarded.localHost, port: forwarded.localPort }
     })
 
+  const models = (project: string): Effect.Effect<ReadonlyMap<string, string>, StateStoreError> =>
+    Effect.suspend(() => {
+      const known = modelIndex.get(project)
+      if (known !== undefined && Date.now() - known.at < MODEL_INDEX_TTL_MS) return Effect.succeed(known.models)
+      const readAt = runChanges
+      return Effect.map(store.runs.listDocs({ projects: [project], statuses: ["submitted", "provisioning", "running"] }, { limit: 1_000 }), (rows) => {
+        const found = new Map<string, string>()
+        for (const row of rows) {
+          const spec = (row.doc as { run?: { run_spec?: { run_name?: string; configuration?: { type?: string; model?: { name?: string } | string } } } })?.run?.run_spec
+          const model = spec?.configuration?.model
+          const name = typeof model === "string" ? model : model?.name
+          if (spec?.configuration?.type === "service" && name !== undefined && spec.run_name !== undefined && !found.has(name)) found.set(name, spec.run_name)
+        }
+        if (readAt === runChanges) modelIndex.set(project, { at: Date.now(), models: found })
+        return found
+      })
+    })
+
   return {
     lookup,
+    models,
     address: (replica) => {
       if (replica.address !== undefined) return Promise.resolve(replica.address)
       replica.resolving ??= run(resolveAddress(replica)).then(

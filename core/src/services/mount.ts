@@ -9,6 +9,7 @@ import type { Access } from "../server/Access.ts"
 import { makeServiceProxy, mountServiceProxy, type ServiceProxy, type ServiceProxyOptions } from "./ServiceProxy.ts"
 import { ServiceRegistry } from "./ServiceRegistry.ts"
 import { Autoscaler } from "./Autoscaler.ts"
+import { makeModelRouter, type ModelRouter } from "./ModelRouter.ts"
 
 export type ServicesOptions = ServiceProxyOptions
 
@@ -24,6 +25,9 @@ export const mountServices = (
       const autoscaler = await runtime.runPromise(Autoscaler)
       return makeServiceProxy(registry, rt, autoscaler.hooks, options)
     }))
-  mountServiceProxy(app, proxy)
+  let router: Promise<ModelRouter> | undefined
+  const models = () =>
+    (router ??= proxy().then(async (p) => makeModelRouter(await runtime.runPromise(ServiceRegistry), p, await runtime.runtime())))
+  mountServiceProxy(app, proxy, models)
   return { upgrade: async (request) => (await proxy()).upgrade(request) }
 }
