@@ -47,6 +47,7 @@ describe("refused keys", () => {
     ["a gateway by name", `${service}gateway: my-gw\n`, "gateway", /`gateway` is not supported: the server is the gateway here/],
     ["gateway: true", `${service}gateway: true\n`, "gateway", /`gateway` is not supported: the server is the gateway here/],
     ["https: false", `${service}https: false\n`, "https", /`https: false` is not supported: the server is the gateway here/],
+    ["probes", `${service}probes: [{type: http, url: /health}]\n`, "probes", /`probes` is not supported yet: a replica enters the proxy's rotation once it accepts connections/],
     ["ide", `${dev}ide: vscode\n`, "ide", /`ide` is not supported yet: connecting an IDE needs SSH access/],
     ["version", `${dev}version: 1.2.3\n`, "version", /`version` is not supported yet/]
   ]
@@ -87,7 +88,7 @@ describe("accepted configurations", () => {
     ["GPU requirements that offers can be matched on", `${task}resources: {gpu: {vendor: nvidia, name: [A100], memory: 40GB.., total_memory: 80GB.., count: 2}, cpu: arm:4}\n`],
     ["a service with a fixed number of replicas and defaults", `${service}replicas: 2\n`],
     ["a service with auth and https at their defaults, gateway: false", `${service}auth: true\nhttps: true\ngateway: false\n`],
-    ["a service without auth, with a model, strip_prefix, rate limits and probes", `${service}auth: false\nmodel: llama\nstrip_prefix: false\nrate_limits: [{rps: 5, burst: 2}]\nprobes: [{type: http, url: /health}]\n`],
+    ["a service without auth, with a model, strip_prefix and rate limits", `${service}auth: false\nmodel: llama\nstrip_prefix: false\nrate_limits: [{rps: 5, burst: 2}]\n`],
     ["a service with a range of replicas and scaling", `${service}replicas: 0..3\nscaling: {metric: rps, target: 10, window: 30s, scale_up_delay: 0, scale_down_delay: 1m}\n`],
     ["a dev environment without ide", `${dev}init: [echo ready]\nports: [8888]\n`]
   ]
