@@ -213,7 +213,7 @@ export const makeServiceProxy = (
   }
 
   /** The answer's body, passed through as it comes; counts the request done when it ends. */
-  const passThrough = (entry: ServiceEntry, replica: Replica, response: Response, signal: AbortSignal | undefined): Response => {
+  const passThrough = (entry: ServiceEntry, replica: Replica, response: Response): Response => {
     const headers = new Headers()
     response.headers.forEach((value, name) => {
       if (!RESPONSE_HOP_BY_HOP.has(name)) headers.append(name, value)
@@ -229,6 +229,7 @@ export const makeServiceProxy = (
     }
     const reader = response.body.getReader()
     let ended = false
+    let cancelled = false
     const end = (broken: boolean) => {
       if (ended) return
       ended = true
@@ -244,11 +245,13 @@ export const makeServiceProxy = (
             controller.close()
           } else controller.enqueue(value)
         } catch (error) {
-          end(signal?.aborted !== true)
+          // The caller hanging up cancels this stream first; an error here is the replica's.
+          end(!cancelled)
           controller.error(error)
         }
       },
       cancel: (reason) => {
+        cancelled = true
         end(false)
         return reader.cancel(reason)
       }
@@ -266,9 +269,10 @@ export const makeServiceProxy = (
     const source = opts.body !== undefined ? opts.body : request.body
     const body = source === null || request.method === "GET" || request.method === "HEAD" ? null : new ReplayableBody(source)
     const deadline = started + holdTimeoutMs
-    const signal = request.signal
+    // The request's own signal is not passed on: Deno aborts it once the answer's headers are
+    // sent. A caller that hangs up cancels the answer's body, which cancels the replica's.
     for (;;) {
-      const got = await acquire(entry, deadline, signal)
+      const got = await acquire(entry, deadline, undefined)
       if (got === undefined) {
         entry.metrics.errors++
         return unavailable(entry.finished
@@ -285,12 +289,10 @@ export const makeServiceProxy = (
           headers,
           body: body === null ? null : body.stream(),
           redirect: "manual",
-          signal,
           ...(body === null ? {} : { duplex: "half" })
         } as RequestInit)
       } catch (error) {
         release(entry, replica)
-        if (signal?.aborted) return new Response(null, { status: 499 })
         replica.failed(Date.now())
         // Nothing of the body was sent: another replica (or this one, later) may take it.
         if (body === null || !body.started) continue
@@ -299,7 +301,7 @@ export const makeServiceProxy = (
       }
       replica.succeeded()
       entry.metrics.latency(Date.now() - started)
-      return passThrough(entry, replica, response, signal)
+      return passThrough(entry, replica, response)
     }
   }
 
