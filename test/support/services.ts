@@ -2,7 +2,6 @@
 // on a free port, and wait until its replicas run.
 import * as net from "node:net"
 import * as path from "node:path"
-import { expect } from "vitest"
 import type { httpCall } from "./api.ts"
 
 const APP = path.resolve("test/support/service-app.mjs")
@@ -29,7 +28,7 @@ export const applyService = async (call: ReturnType<typeof httpCall>, name: stri
       }
     }
   })
-  expect(res.status, JSON.stringify(res.body)).toBe(200)
+  if (res.status !== 200) throw new Error(`applying service ${name} answered ${res.status}: ${JSON.stringify(res.body)}`)
   return port
 }
 
