@@ -136,7 +136,7 @@ export const renderConfigurationDocs = (): string =>
   [
     intro,
     section("type: task", "Commands that run to completion, on one node (several nodes are not supported yet).", (TaskConfiguration.ast as SchemaAST.Transformation).from),
-    section("type: service", "A long-running app listening on `port`, in a fixed number of replicas. There is no services proxy, gateway, autoscaling or model route yet: a process replica is reached on its instance's port, a container's port is published on a free port of its instance.", (ServiceConfiguration.ast as SchemaAST.Transformation).from),
+    section("type: service", "A long-running app listening on `port`, served by the server's proxy at `/proxy/services/{project}/{run}/`, in a number of replicas or a range that follows its requests per second (`scaling`); with `model` it is also served at the project's OpenAI-compatible endpoint. See [services.md](services.md) for the proxy, autoscaling, model routes and how they differ from upstream.", (ServiceConfiguration.ast as SchemaAST.Transformation).from),
     section("type: dev-environment", "A machine that runs `init` and stays up until stopped; `dstack attach` forwards its `ports`. Connecting an IDE (`ide`) is not supported yet.", (DevEnvironmentConfiguration.ast as SchemaAST.Transformation).from),
     section("type: fleet", "Instances from backends (`nodes`) or your own hosts (`ssh_config`). Fleet files are read and checked (every problem at once), but applying one is not supported yet.", (FleetConfiguration.ast as SchemaAST.Transformation).from),
     section("resources", "Every key has a default; `resources` itself may be left out.", ResourcesSpec),

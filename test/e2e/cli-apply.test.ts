@@ -94,13 +94,13 @@ describe("dstack CLI end to end", () => {
   }, 60_000)
 
   it("refuses keys this build does not carry out yet at their line, before uploading anything", async () => {
-    const dir = writeProject("unsupported", `type: service\nname: cli-unsupported\ncommands: [python3 -m http.server 8000]\nport: 8000\nauth: false\nreplicas: 1..2\nscaling: {metric: rps, target: 5}\n${small}`, {})
+    const dir = writeProject("unsupported", `type: service\nname: cli-unsupported\ncommands: [python3 -m http.server 8000]\nport: "8080:8000"\ngateway: my-gateway\nhttps: false\n${small}`, {})
     const res = await dstack(["apply", "-f", ".dstack.yml", "-y"], dir)
     expect(res.code).toBe(1)
     expect(res.stderr).toMatch(/\.dstack\.yml: 3 problems in the configuration/)
-    expect(res.stderr).toMatch(/\.dstack\.yml:5:1 {2}auth {2}`auth: false` is not supported yet: .*services \(proxy, autoscaling, model routes\)/)
-    expect(res.stderr).toMatch(/\.dstack\.yml:6:1 {2}replicas {2}`replicas: 1\.\.2` \(a range\) is not supported yet/)
-    expect(res.stderr).toMatch(/\.dstack\.yml:7:1 {2}scaling {2}`scaling` is not supported yet/)
+    expect(res.stderr).toMatch(/\.dstack\.yml:4:1 {2}port {2}the local part of `port` \(8080:8000\) is not supported: .*the server is the gateway here/)
+    expect(res.stderr).toMatch(/\.dstack\.yml:5:1 {2}gateway {2}`gateway` is not supported: the server is the gateway here/)
+    expect(res.stderr).toMatch(/\.dstack\.yml:6:1 {2}https {2}`https: false` is not supported: the server is the gateway here/)
     expect(res.stdout + res.stderr).not.toMatch(/Uploading|Getting the run plan/)
     const fleet = await dstack(["apply", "-f", path.resolve("examples/fleet-ssh/.dstack.yml"), "-y"], home)
     expect(fleet.code).toBe(1)

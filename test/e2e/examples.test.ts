@@ -418,29 +418,28 @@ describe("examples/http-task and examples/stacks on a real server", () => {
     await waitStatus(run, "terminated")
   }, 120_000)
 
-  it("the service example with the keys it needs a later release for is refused at get_plan, apply and submit, each key named", async () => {
-    // examples/service as it would be written for upstream: a proxy without auth, autoscaling.
-    const upstream = await wireConfiguration("examples/service/.dstack.yml", { auth: false, replicas: "1..3", scaling: { metric: "rps", target: 10 } })
+  it("the service example with a gateway and https: false (upstream's gateway keys) is refused at get_plan, apply and submit, each key named", async () => {
+    // examples/service as it would be written for an upstream gateway: here the server is the gateway.
+    const upstream = await wireConfiguration("examples/service/.dstack.yml", { gateway: "my-gateway", https: false })
     const call = httpCall(url, TOKEN)
     const spec = runSpec(upstream, "web-refused")
     const plan = await call("/api/project/main/runs/get_plan", { run_spec: spec })
     expect(plan.status).toBe(400)
     // upstream's 400: code `error`, the field path in `fields`
     expect(plan.body.detail.map((d: any) => [d.code, d.fields[0].join(".")])).toEqual([
-      ["error", "body.run_spec.configuration.auth"],
-      ["error", "body.run_spec.configuration.replicas"],
-      ["error", "body.run_spec.configuration.scaling"]
+      ["error", "body.run_spec.configuration.gateway"],
+      ["error", "body.run_spec.configuration.https"]
     ])
-    expect(plan.body.detail[0].msg).toMatch(/^`auth: false` is not supported yet: .*services \(proxy, autoscaling, model routes\)/)
+    expect(plan.body.detail[0].msg).toMatch(/^`gateway` is not supported: the server is the gateway here/)
     const applied = await call("/api/project/main/runs/apply", { plan: { run_spec: spec } })
     expect([applied.status, applied.body.detail.map((d: any) => d.fields[0].join("."))]).toEqual([400, [
-      "body.plan.run_spec.configuration.auth", "body.plan.run_spec.configuration.replicas", "body.plan.run_spec.configuration.scaling"
+      "body.plan.run_spec.configuration.gateway", "body.plan.run_spec.configuration.https"
     ]])
     const submitted = await call("/api/project/main/runs/submit", { run_spec: spec })
     expect(submitted.status).toBe(400)
     // The SDK shows the server's words; nothing was stored.
-    const sdk = await client.runs.getPlan(await configurationOf("examples/service/.dstack.yml", { auth: false }) as never).catch((e: Error) => e)
-    expect(String((sdk as Error).message)).toMatch(/configuration\.auth: `auth: false` is not supported yet/)
+    const sdk = await client.runs.getPlan(await configurationOf("examples/service/.dstack.yml", { https: false }) as never).catch((e: Error) => e)
+    expect(String((sdk as Error).message)).toMatch(/configuration\.https: `https: false` is not supported: the server is the gateway here/)
     expect((await call("/api/project/main/runs/get", { run_name: "web-refused" })).status).toBe(400)
   }, 60_000)
 

@@ -96,6 +96,13 @@ export default defineCommand({
     await confirmOrFail(args.yes, "Submit the run?")
     const run = await client.runs.apply(plan, { force: args.force === true })
     print(`Run ${run.name} submitted`)
+    if (configuration.type === "service") {
+      // The server proxies the service: its URL, and the model endpoint when it serves a model.
+      const base = client.url.replace(/\/+$/, "")
+      const project = encodeURIComponent(client.project)
+      print(`Service URL: ${base}/proxy/services/${project}/${encodeURIComponent(run.name)}/${configuration.auth ? " (send Authorization: Bearer <your dstack token>)" : ""}`)
+      if (configuration.model !== undefined) print(`Model ${configuration.model.name}: OpenAI-compatible at ${base}/proxy/models/${project}/v1`)
+    }
     if (args.detach) return
     // Like upstream, an attached apply forwards the run's ports to localhost while it follows the
     // logs (messages on stderr, so stdout stays the job's output); Ctrl-C leaves the run running.

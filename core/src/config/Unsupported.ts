@@ -19,7 +19,6 @@ export interface UnsupportedKey {
 /** The roadmap items that bring refused keys (named in messages and in docs/configuration.md). */
 export const ROADMAP = {
   fleets: "SSH fleets, attach and multi-node",
-  services: "services (proxy, autoscaling, model routes)",
   clouds: "clouds and an offers catalog"
 } as const
 export type RoadmapItem = keyof typeof ROADMAP
@@ -217,56 +216,33 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
     key: "port",
     types: ["service"],
     refused: "a local port other than the service's (`8080:8000`, `*:8000`)",
-    comesWith: "services",
     instead: "`port: PORT`",
     find: (c) =>
       c.type === "service" && c.port.localPort !== c.port.containerPort
-        ? one(["port"], notYet(`the local part of \`port\` (${c.port.localPort ?? "*"}:${c.port.containerPort})`, `it is where the services proxy would serve the replicas, and there is no proxy yet; write \`port: ${c.port.containerPort}\``, "services"))
+        ? one(["port"], `the local part of \`port\` (${c.port.localPort ?? "*"}:${c.port.containerPort}) is not supported: it is where a gateway would serve the service, and the server is the gateway here (it serves the service at \`/proxy/services/{project}/{run}/\`); write \`port: ${c.port.containerPort}\``)
         : none
   },
   {
     key: "gateway",
     types: ["service"],
     refused: "a gateway name or `true` (`false` is accepted)",
-    comesWith: "services",
+    instead: "leave it out: the server proxies the service at `/proxy/services/{project}/{run}/`",
     find: (c) =>
       c.type === "service" && c.gateway !== undefined && c.gateway !== false
-        ? one(["gateway"], notYet("`gateway`", "there are no gateways in this build; leave it out (or write `false`)", "services"))
+        ? one(["gateway"], "`gateway` is not supported: the server is the gateway here (it proxies, autoscales and serves WebSockets at `/proxy/services/{project}/{run}/`); leave `gateway` out, or write `false`. Custom domains come with a later release")
         : none
   },
   {
     key: "https",
     types: ["service"],
     refused: "`false` (the default, `true`, is accepted)",
-    comesWith: "services",
+    instead: "leave it out: the service is served as the server is",
     find: (c) =>
       c.type === "service" && c.https === false
-        ? one(["https"], notYet("`https: false`", "HTTPS applies to services behind a gateway, and there are none yet", "services"))
+        ? one(["https"], "`https: false` is not supported: the server is the gateway here, and a service is served over whatever the server itself is served over; leave `https` out")
         : none
   },
-  {
-    key: "auth",
-    types: ["service"],
-    refused: "`false` (the default, `true`, is accepted)",
-    comesWith: "services",
-    find: (c) =>
-      c.type === "service" && c.auth === false
-        ? one(["auth"], notYet("`auth: false`", "there is no services proxy yet that checks (or skips) callers' tokens; the replicas' port is reached on their instance", "services"))
-        : none
-  },
-  {
-    key: "replicas",
-    types: ["service"],
-    refused: "a range (`1..3`)",
-    comesWith: "services",
-    instead: "a number",
-    find: (c) =>
-      c.type === "service" && c.replicas.min !== c.replicas.max
-        ? one(["replicas"], notYet(`\`replicas: ${c.replicas.min ?? 0}..${c.replicas.max ?? ""}\` (a range)`, "the number of replicas does not follow load yet; give a number", "services"))
-        : none
-  },
-  anyValue("scaling", ["service"], (c) => (c.type === "service" ? c.scaling : undefined), "replicas do not follow requests per second yet; give `replicas` a number and drop `scaling`", "services"),
-  anyValue("model", ["service"], (c) => (c.type === "service" ? c.model : undefined), "there are no OpenAI-compatible model routes yet", "services"),
+  anyValue("probes", ["service"], (c) => (c.type === "service" && (c.probes ?? []).length > 0 ? c.probes : undefined), "a replica enters the proxy's rotation once it accepts connections; HTTP probes are not run yet"),
   anyValue("ide", ["dev-environment"], (c) => (c.type === "dev-environment" ? c.ide : undefined), "connecting an IDE needs SSH access to the job; leave `ide` out for a machine that runs `init` and stays up, whose `ports` `dstack attach` forwards", "fleets"),
   anyValue("version", ["dev-environment"], (c) => (c.type === "dev-environment" ? c.version : undefined), "no IDE server is installed in this build", "fleets")
 ]

@@ -16,7 +16,7 @@ import { nullAsAbsent } from "./internal/nullAsAbsent.ts"
 import { RegistryAuth } from "./RegistryAuth.ts"
 import { DEFAULT_RESOURCES, ResourcesSpec } from "./Resources.ts"
 import { fromLegacyRetryPolicy, LegacyRetryPolicy, RetryPolicy } from "./RetryPolicy.ts"
-import { Scaling } from "./Scaling.ts"
+import { Probe, RateLimit, Scaling } from "./Scaling.ts"
 import { VolumeMount } from "./Volume.ts"
 
 // ---------------------------------------------------------------------------------------------
@@ -203,6 +203,9 @@ export type TaskConfiguration = typeof TaskConfiguration.Type
 
 /** The OpenAI-compatible model a service exposes. */
 export const ServiceModel = Schema.Struct({
+  type: Schema.optionalWith(oneOf("chat"), { default: () => "chat" as const }).annotations({
+    description: "The model type. Only `chat` is supported."
+  }),
   format: Schema.optionalWith(oneOf("openai"), { default: () => "openai" as const }).annotations({
     description: "The API format. Only `openai` is supported."
   }),
@@ -220,7 +223,7 @@ const ServiceModelOrName: Schema.Schema<ServiceModel, typeof ServiceModel.Encode
     strict: true,
     decode: (u, options, ast) =>
       typeof u === "string"
-        ? ParseResult.succeed({ format: "openai" as const, name: u, prefix: "/v1" })
+        ? ParseResult.succeed({ type: "chat" as const, format: "openai" as const, name: u, prefix: "/v1" })
         : isPlainObject(u)
           ? ParseResult.decodeUnknown(nullAsAbsent(ServiceModel))(u, options)
           : ParseResult.fail(new ParseResult.Type(ast, u, `expected a model name or {format: openai, name, prefix}, got ${show(u)}`)),
@@ -229,16 +232,19 @@ const ServiceModelOrName: Schema.Schema<ServiceModel, typeof ServiceModel.Encode
 ).annotations({ identifier: "ServiceModelOrName" }) as never
 
 const serviceFields = {
-  type: Schema.Literal("service").annotations({ description: "`service`: a long-running app listening on `port`, in a fixed number of replicas (no proxy, gateway or autoscaling yet)." }),
+  type: Schema.Literal("service").annotations({ description: "`service`: a long-running app listening on `port`, served through the server's proxy at `/proxy/services/{project}/{run}/`, in a number of replicas or a range that follows its traffic." }),
   ...runFields,
-  port: Schema.propertySignature(PortMapping).annotations({ description: "The port the app listens on (`8000`). Required. A mapping (`\"8080:8000\"`) is not supported yet (refused): there is no proxy to serve the local port." }),
+  port: Schema.propertySignature(PortMapping).annotations({ description: "The port the app listens on (`8000`). Required. A mapping (`\"8080:8000\"`) is not supported (refused): the server's proxy is where the service is served." }),
   commands: opt(StringList, { description: "The shell commands that start the service." }),
-  gateway: opt(Schema.Union(Schema.String, Schema.Boolean), { description: "The gateway to publish through, `false` for none. Not supported yet: a name or `true` is refused; `false` is accepted." }),
-  model: opt(ServiceModelOrName, { description: "Expose the service as an OpenAI-compatible model: a model name, or `{format: openai, name, prefix: /v1}`. Not supported yet (refused)." }),
-  https: withDefault(Schema.Boolean, () => true, { description: "Serve over HTTPS when behind a gateway. Defaults to `true`. Not supported yet: `false` is refused." }),
-  auth: withDefault(Schema.Boolean, () => true, { description: "Require a user token from callers. Defaults to `true`. Not supported yet (there is no proxy): `false` is refused." }),
-  replicas: withDefault(IntRange, (): Range => ({ min: 1, max: 1 }), { description: "The number of replicas (`2`). Defaults to `1`. A range (`0..4`) for autoscaling needs `scaling` and is not supported yet (refused)." }),
-  scaling: opt(Scaling, { description: "Autoscaling rules: `{metric: rps, target, scale_up_delay, scale_down_delay}`. Required when `replicas` is a range. Not supported yet (refused)." })
+  gateway: opt(Schema.Union(Schema.String, Schema.Boolean), { description: "The gateway to publish through, `false` for none. The server is the gateway here: a name or `true` is refused; `false` is accepted." }),
+  stripPrefix: withDefault(Schema.Boolean, () => true, { description: "Strip `/proxy/services/{project}/{run}` from the path before the request reaches a replica. Defaults to `true`." }, "strip_prefix"),
+  model: opt(ServiceModelOrName, { description: "Expose the service as an OpenAI-compatible model: a model name, or `{type: chat, format: openai, name, prefix: /v1}`; it is then served at `/proxy/models/{project}/v1/`." }),
+  https: withDefault(Schema.Boolean, () => true, { description: "Serve over HTTPS when behind a gateway. Defaults to `true`. The server is the gateway here: `false` is refused." }),
+  auth: withDefault(Schema.Boolean, () => true, { description: "Require a user token (a member of the project) from callers of the proxy. Defaults to `true`; `false` lets anyone call." }),
+  replicas: withDefault(IntRange, (): Range => ({ min: 1, max: 1 }), { description: "The number of replicas (`2`), or a range (`0..4`) that follows requests per second by `scaling`. Defaults to `1`." }),
+  scaling: opt(Scaling, { description: "Autoscaling rules: `{metric: rps, target, window, scale_up_delay, scale_down_delay}`. Required when `replicas` is a range." }),
+  rateLimits: opt(Schema.Array(RateLimit), { description: "Rate limits per client IP: `[{prefix: /, rps, burst}]`; the longest matching prefix applies." }, "rate_limits"),
+  probes: opt(Schema.Array(Probe), { description: "HTTP probes a replica must pass before it serves requests: `[{type: http, url, method, headers, body, timeout, interval, ready_after}]`." })
 }
 
 const serviceRules = (c: Schema.Struct.Type<typeof serviceFields>): Array<Issue> => {
@@ -246,13 +252,21 @@ const serviceRules = (c: Schema.Struct.Type<typeof serviceFields>): Array<Issue>
   if (c.replicas.min !== c.replicas.max && c.scaling === undefined) {
     issues.push({ path: ["replicas"], message: "a range of replicas needs scaling rules: add scaling: {metric: rps, target: N}" })
   }
+  if (c.replicas.min === c.replicas.max && c.scaling !== undefined) {
+    issues.push({ path: ["scaling"], message: "scaling needs a range of replicas: write replicas: MIN..MAX" })
+  }
+  const prefixes = new Set<string>()
+  for (const [i, limit] of (c.rateLimits ?? []).entries()) {
+    if (prefixes.has(limit.prefix)) issues.push({ path: ["rate_limits", String(i), "prefix"], message: `the prefix ${limit.prefix} has a rate limit already; each prefix may have one` })
+    prefixes.add(limit.prefix)
+  }
   return issues
 }
 
 /** A service: a long-running app with a port and replicas. */
 export const ServiceConfiguration = configuration(
   "ServiceConfiguration",
-  "A service runs a long-running app on `port` in a fixed number of replicas; the proxy, gateways, autoscaling and model routes are not supported yet.",
+  "A service runs a long-running app on `port` in replicas served through the server's proxy; a range of replicas follows its requests per second.",
   serviceFields,
   legacyFields,
   serviceRules

@@ -176,8 +176,13 @@ const unfinishedSubmissions = (run: Run, filter: (job: Job) => boolean = () => t
 
 const allJobsFinished = (run: Run): boolean => unfinishedSubmissions(run).length === 0
 
+const isScaledDown = (sub: JobSubmission | undefined): boolean => sub?.status === "terminated" && sub.terminationReason === "scaled_down"
+
 const activeStatus = (run: Run): RunStatus => {
-  const statuses = run.jobs.map((job) => latestSubmission(job)?.status ?? "submitted")
+  // A service's replicas the autoscaler stopped do not count: scaled to zero it stays running.
+  const live = run.jobs.filter((job) => !isScaledDown(latestSubmission(job)))
+  if (live.length === 0 && run.jobs.length > 0) return "running"
+  const statuses = live.map((job) => latestSubmission(job)?.status ?? "submitted")
   if (statuses.includes("running")) return "running"
   if (statuses.includes("provisioning") || statuses.includes("pulling")) return "provisioning"
   return "submitted"

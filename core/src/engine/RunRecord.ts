@@ -19,7 +19,9 @@ export const RunRecord = Schema.Struct({
   wakeAt: Schema.optional(Schema.Number).pipe(Schema.fromKey("wake_at")),
   submittedToRunner: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }).pipe(
     Schema.fromKey("submitted_to_runner")
-  )
+  ),
+  /** Submissions of service replicas the autoscaler asked to stop (drained already): the worker stops them as `scaled_down`. */
+  scaleDown: Schema.optional(Schema.Array(Schema.String)).pipe(Schema.fromKey("scale_down"))
 })
 export type RunRecord = typeof RunRecord.Type
 

@@ -200,6 +200,8 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
           stopRequest = undefined
         }
         for (const { submissionId, event } of pendingEvents) applyJob(submissionId, event)
+        // Replicas the autoscaler drained and asked to stop.
+        for (const submissionId of record.scaleDown ?? []) applyJob(submissionId, JobEvent.StopRequested({ abort: false, reason: "scaled_down" }))
         // Deadlines that passed.
         for (const job of run.jobs) {
           const sub = latestSubmission(job)

@@ -19,6 +19,7 @@ import { runnerRepos } from "../repos/RepoPorts.ts"
 import type { RunnerMetrics, SubmitBody } from "./RunnerProtocol.ts"
 import { unmetHostRequirements } from "./HostRequirements.ts"
 import { toExecutionSpec } from "./RunnerProtocol.ts"
+import { assignServicePort } from "./ServicePort.ts"
 
 /** Where the runner is in its one job's life. */
 export type RunnerState = "wait_submit" | "wait_run" | "serve_logs" | "wait_logs_finished"
@@ -146,6 +147,8 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
     let state: RunnerState = "wait_submit"
     let submission: SubmitBody | undefined
     let execution: Execution | undefined
+    // A process replica of a service: the host port it was given (see ServicePort.ts).
+    let servicePort: { readonly containerPort: number; readonly hostPort: number } | undefined
     let stopRequest: "stop" | "abort" | undefined
     let maxDurationExceeded = false
     let lastCpu: { at: number; cpu: number } | undefined
@@ -191,16 +194,19 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
 
     const execute = (body: SubmitBody) =>
       Effect.gen(function* () {
-        const spec = toExecutionSpec(body, repoDir)
-        if (Either.isLeft(spec)) return yield* finish("failed", "executor_error", spec.left)
-        const executorName = executorNameFor(spec.right)
+        const built = toExecutionSpec(body, repoDir)
+        if (Either.isLeft(built)) return yield* finish("failed", "executor_error", built.left)
+        const assigned = yield* assignServicePort(body, built.right)
+        servicePort = assigned.hostPort
+        const spec = assigned.spec
+        const executorName = executorNameFor(spec)
         const executor = executors[executorName]
         if (executor === undefined) {
-          const message = missingExecutor(executorName, spec.right.image, Object.keys(executors))
+          const message = missingExecutor(executorName, spec.image, Object.keys(executors))
           events.addRunnerLog(message)
           return yield* finish("failed", "executor_error", message)
         }
-        if (!spec.right.image) {
+        if (!spec.image) {
           const unmet = unmetHostRequirements({ python: body.jobSpec.python, nvcc: body.jobSpec.nvcc })
           if (unmet !== undefined) {
             events.addRunnerLog(unmet)
@@ -208,7 +214,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
           }
         }
         events.addRunnerLog(`starting the job with the ${executorName} executor`)
-        const started = yield* Effect.either(executor.start(spec.right, observer))
+        const started = yield* Effect.either(executor.start(spec, observer))
         if (Either.isLeft(started)) {
           const error = started.left
           const { reason, state: status } = terminationOf(error)
@@ -366,7 +372,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       metrics,
       finished: Effect.sync(() => state === "wait_logs_finished"),
       events,
-      ports: Effect.sync(() => execution?.ports ?? [])
+      ports: Effect.sync(() => [...(execution?.ports ?? []), ...(servicePort === undefined ? [] : [servicePort])])
     } satisfies RunnerAgentService
   })
 

@@ -44,6 +44,13 @@ import { SecretsPolicy } from "../secrets/ProjectSecrets.ts"
 import { workflowRoutes } from "./routes/workflows.ts"
 import { notSupportedRoutes } from "./routes/upstream.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
+import * as ServiceRegistryModule from "../services/ServiceRegistry.ts"
+import type { ServiceRegistry } from "../services/ServiceRegistry.ts"
+import * as AutoscalerModule from "../services/Autoscaler.ts"
+import type { Autoscaler } from "../services/Autoscaler.ts"
+import { mountServices, type ServicesOptions } from "../services/mount.ts"
+import { serviceRoutes } from "../services/ServiceRoutes.ts"
+import type { UpgradeHandler } from "../runner/adapter/types.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
 
 /**
@@ -100,9 +107,11 @@ export interface ServerOptions {
    * and whether project managers may manage them (upstream's `allow_managers_manage_secrets`).
    */
   readonly secrets?: SecretCipherModule.SecretsKeyOptions & { readonly allowManagers?: boolean | undefined }
+  /** The services proxy: how long a request waits for a replica before 503 (`holdTimeoutMs`, default 60 s). */
+  readonly services?: ServicesOptions
 }
 
-export type ServerServices = StateStore | BlobStore | Access | RunCache | InstanceCache | PluginHostModule.PluginHost | Compute | Engine
+export type ServerServices = StateStore | BlobStore | Access | RunCache | InstanceCache | PluginHostModule.PluginHost | Compute | Engine | ServiceRegistry | Autoscaler
 
 export interface Server {
   readonly app: Hono
@@ -113,6 +122,8 @@ export interface Server {
   readonly openapi: Record<string, unknown>
   /** Stops background work and closes the stores. */
   readonly close: () => Promise<void>
+  /** Answers requests to upgrade a connection (WebSockets through the services proxy); `serve` hands it to the runtime adapter. */
+  readonly upgrade: UpgradeHandler
 }
 
 /**
@@ -166,7 +177,8 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
   ...instanceRoutes,
   ...workflowRoutes,
   ...stackRoutes,
-  ...viewerRoutes
+  ...viewerRoutes,
+  ...serviceRoutes
 ]
 
 /**
@@ -195,7 +207,8 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
   const base = Layer.mergeAll(Layer.provideMerge(stores, host), runner, secrets)
   const compute = Layer.provideMerge(ComputeModule.layer(options.compute ?? {}), base)
   const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
-  const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer), engine)
+  const registry = Layer.provideMerge(ServiceRegistryModule.layer, engine)
+  const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer, AutoscalerModule.layer), registry)
   const runtime = ManagedRuntime.make(services)
   try {
     const [stateStore, blobStore] = await runtime.runPromise(Effect.all([StateStore, BlobStore]))
@@ -224,6 +237,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     app.get("/api/docs/openapi.json", (c) => c.json(openapi, 200, headers(c)))
     // Upstream's client routes this server lacks answer "not supported", not 404.
     mountRoutes(app, [...routes, ...notSupportedRoutes(routes)], runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, { headers, maxBodyBytes: options.maxBodyBytes })
+    const { upgrade } = mountServices(app, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, options.services ?? {})
     app.notFound((c) => errorResponse(c, noRoute(`No route ${excerpt(c.req.method)} ${excerpt(c.req.path, 200)}`), apiHeaders(c)))
     app.onError((error, c) => {
       console.error(`[server] unhandled error on ${c.req.method} ${c.req.path}:`, error)
@@ -235,6 +249,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
       routes,
       bootstrap: boot,
       openapi,
+      upgrade,
       close: () => runtime.dispose()
     }
   } catch (error) {

@@ -97,7 +97,7 @@ export const serve = async (server: Server, options: ServeOptions = {}): Promise
   const runtime = currentRuntime()
   let listening: ListeningServer
   try {
-    listening = await (await runtime.listen())(server.app.fetch, { hostname, port })
+    listening = await (await runtime.listen())(server.app.fetch, { hostname, port, upgrade: server.upgrade })
   } catch (error) {
     await server.close()
     const code = errorCode(error)

@@ -1,5 +1,8 @@
-/** Serving the runner on Deno, through Deno.serve. */
-import type { ServeFunction } from "./types.ts"
+/**
+ * Serving on Deno through Deno.serve; an upgrade request (a WebSocket) goes to the `upgrade`
+ * handler, and a connection it accepts is relayed message by message to its target.
+ */
+import type { ServeFunction, UpgradeHandler } from "./types.ts"
 
 interface DenoHttpServer {
   readonly finished: Promise<void>
@@ -8,12 +11,55 @@ interface DenoHttpServer {
 interface DenoServe {
   serve(
     options: { hostname: string; port: number; onListen?: (addr: { hostname: string; port: number }) => void; signal?: AbortSignal },
-    handler: (request: Request) => Response | Promise<Response>
+    handler: (request: Request, info: { remoteAddr?: { hostname?: string } }) => Response | Promise<Response>
   ): DenoHttpServer
+  upgradeWebSocket(request: Request, options?: { protocol?: string }): { socket: WebSocket; response: Response }
+}
+
+const isWebSocketUpgrade = (request: Request): boolean =>
+  (request.headers.get("upgrade") ?? "").toLowerCase() === "websocket"
+
+/** Relays a WebSocket between the client and the target, message by message, closing each side with the other. */
+const relay = async (deno: DenoServe, request: Request, upgrade: UpgradeHandler): Promise<Response> => {
+  const result = await upgrade(request)
+  if (result instanceof Response) return result
+  const protocols = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim()).filter((p) => p !== "")
+  const upstream = new WebSocket(`ws://${result.host.includes(":") ? `[${result.host}]` : result.host}:${result.port}${result.path}`, protocols)
+  upstream.binaryType = "arraybuffer"
+  const opened = await new Promise<boolean>((resolve) => {
+    upstream.onopen = () => resolve(true)
+    upstream.onerror = () => resolve(false)
+  })
+  if (!opened) {
+    result.done(true)
+    return new Response("cannot reach the service replica", { status: 502 })
+  }
+  const { socket, response } = deno.upgradeWebSocket(request, upstream.protocol ? { protocol: upstream.protocol } : {})
+  socket.binaryType = "arraybuffer"
+  const pending: Array<string | ArrayBuffer> = []
+  let ended = false
+  const end = () => {
+    if (ended) return
+    ended = true
+    result.done(false)
+    if (socket.readyState <= 1) socket.close()
+    if (upstream.readyState <= 1) upstream.close()
+  }
+  socket.onopen = () => {
+    for (const m of pending.splice(0)) socket.send(m)
+  }
+  upstream.onmessage = (e) => (socket.readyState === 1 ? socket.send(e.data) : pending.push(e.data))
+  socket.onmessage = (e) => upstream.send(e.data)
+  upstream.onclose = end
+  socket.onclose = end
+  upstream.onerror = end
+  socket.onerror = end
+  return response
 }
 
 export const serve: ServeFunction = (fetch, options) => {
   const deno = (globalThis as unknown as { Deno: DenoServe }).Deno
+  const upgrade = options.upgrade
   return new Promise((resolve, reject) => {
     const controller = new AbortController()
     try {
@@ -33,7 +79,10 @@ export const serve: ServeFunction = (fetch, options) => {
               }
             })
         },
-        (request) => fetch(request)
+        (request, info) =>
+          upgrade !== undefined && isWebSocketUpgrade(request)
+            ? relay(deno, request, upgrade)
+            : fetch(request, { remoteAddr: info?.remoteAddr?.hostname })
       )
     } catch (error) {
       reject(error)

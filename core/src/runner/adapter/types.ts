@@ -3,8 +3,8 @@
  * free one) and report the port it bound. Each runtime has a module with the same export.
  */
 
-/** A fetch handler, as Hono's `app.fetch`. */
-export type FetchHandler = (request: Request) => Response | Promise<Response>
+/** A fetch handler, as Hono's `app.fetch`; `env` carries what the runtime knows of the connection (`remoteAddr` on Deno). */
+export type FetchHandler = (request: Request, env?: any) => Response | Promise<Response>
 
 /** A listening HTTP server. */
 export interface ListeningServer {
@@ -15,5 +15,30 @@ export interface ListeningServer {
   readonly close: () => Promise<void>
 }
 
+/**
+ * Where an upgraded connection (a WebSocket) goes: the address to dial and the request path
+ * and headers to send there. The adapter carries the bytes (Node) or the messages (Deno) both
+ * ways until either side closes, then calls `done`.
+ */
+export interface UpgradeTarget {
+  readonly host: string
+  readonly port: number
+  /** The path with its query, as the upstream server is to see it. */
+  readonly path: string
+  /** The request headers to send upstream (hop-by-hop ones already removed, `host` set). */
+  readonly headers: Readonly<Record<string, string>>
+  /** Called once when the upgraded connection ends (either side), or could not be made. */
+  readonly done: (failed: boolean) => void
+}
+
+/**
+ * Answers a request that asks to upgrade its connection (`Upgrade: websocket`): a `Response`
+ * to send instead (401, 404, 503 …), or where to carry the connection to.
+ */
+export type UpgradeHandler = (request: Request) => Promise<Response | UpgradeTarget>
+
 /** Starts an HTTP server for `fetch` on one runtime. */
-export type ServeFunction = (fetch: FetchHandler, options: { readonly hostname: string; readonly port: number }) => Promise<ListeningServer>
+export type ServeFunction = (
+  fetch: FetchHandler,
+  options: { readonly hostname: string; readonly port: number; readonly upgrade?: UpgradeHandler | undefined }
+) => Promise<ListeningServer>

@@ -49,13 +49,21 @@ describe("defaults", () => {
     expect(s.https).toBe(true)
     expect(s.auth).toBe(true)
     expect(s.replicas).toEqual({ min: 0, max: 2 })
-    expect(s.scaling).toEqual({ metric: "rps", target: 5, scaleUpDelay: 300, scaleDownDelay: 600 })
+    expect(s.scaling).toEqual({ metric: "rps", target: 5, window: 60, scaleUpDelay: 300, scaleDownDelay: 600 })
+    expect(s.stripPrefix).toBe(true)
     expect(ok(ServiceConfiguration, { type: "service", port: 80 }).replicas).toEqual({ min: 1, max: 1 })
   })
 
   it("a model name becomes an OpenAI model at /v1", () => {
     const s = ok(ServiceConfiguration, { type: "service", port: 80, model: "llama-3" })
-    expect(s.model).toEqual({ format: "openai", name: "llama-3", prefix: "/v1" })
+    expect(s.model).toEqual({ type: "chat", format: "openai", name: "llama-3", prefix: "/v1" })
+  })
+
+  it("scaling needs a range of replicas, a window of 30s, 1m or 5m; rate limit prefixes are unique", () => {
+    const bad = (input: unknown) => Either.getLeft(Schema.decodeUnknownEither(ServiceConfiguration)(input)).pipe((e) => (e._tag === "Some" ? e.value.message : ""))
+    expect(bad({ type: "service", port: 80, replicas: 2, scaling: { metric: "rps", target: 5 } })).toMatch(/scaling needs a range of replicas/)
+    expect(bad({ type: "service", port: 80, replicas: "0..2", scaling: { metric: "rps", target: 5, window: "10s" } })).toMatch(/the window must be one of 30s, 1m, 5m/)
+    expect(bad({ type: "service", port: 80, rate_limits: [{ rps: 1 }, { prefix: "/", rps: 2 }] })).toMatch(/the prefix \/ has a rate limit already/)
   })
 })
 

@@ -1,0 +1,182 @@
+/**
+ * The autoscaler: follows each service with a `replicas` range and `scaling` rules by the
+ * requests per second the proxy counts, every second and at once when a request waits with no
+ * replica (scale from zero). A scale-up adds replica jobs to the run (the engine provisions them
+ * as any new submission); a scale-down first drains the replicas it removes — they take no new
+ * request — and asks the engine to stop each (`scaled_down`) only once its last request in flight
+ * has ended. Replicas not serving yet (still starting) are stopped first.
+ */
+import { Context, Effect, Layer, Runtime, Schedule } from "effect"
+import { Job, JobSubmission, latestSubmission } from "../domain/Job.ts"
+import { Run } from "../domain/Run.ts"
+import { jobSpecsFromRunSpec } from "../domain/RunJobSpecs.ts"
+import { isJobStatusFinished, isRunStatusFinished } from "../domain/Status.ts"
+import { Engine } from "../engine/Engine.ts"
+import { loadRun, modifyRun, type RunRecord } from "../engine/RunRecord.ts"
+import { StateStore } from "../ports/StateStore.ts"
+import { desiredReplicas } from "./Autoscaling.ts"
+import type { ProxyHooks } from "./ServiceProxy.ts"
+import { type Replica, type ServiceEntry, ServiceRegistry } from "./ServiceRegistry.ts"
+
+/** How often every followed service is looked at. */
+const TICK_MS = 1_000
+/** A waiting request counts as demand this long after it last asked. */
+const DEMAND_MS = 5_000
+
+interface Followed {
+  lastScaledAt: number | undefined
+  demandAt: number
+  /** Submission ids being drained: stopped once their requests in flight have ended. */
+  readonly draining: Set<string>
+}
+
+export interface AutoscalerService {
+  readonly hooks: ProxyHooks
+  /** Looks at every followed service now (tests, and the proxy's demand). */
+  readonly tick: Effect.Effect<void>
+}
+
+export class Autoscaler extends Context.Tag("@dstack-ts/core/services/Autoscaler")<Autoscaler, AutoscalerService>() {}
+
+/** Whether a service follows its load (a range and rules). */
+export const isAutoscaled = (entry: ServiceEntry): boolean => {
+  const c = entry.configuration
+  return c.scaling !== undefined && c.replicas.min !== c.replicas.max
+}
+
+const activeJobs = (record: RunRecord): ReadonlyArray<Job> => {
+  const stopping = new Set(record.scaleDown ?? [])
+  return record.run.jobs.filter((job) => {
+    const sub = latestSubmission(job)
+    return sub !== undefined && !isJobStatusFinished(sub.status) && sub.status !== "terminating" && !stopping.has(sub.id)
+  })
+}
+
+/** A new replica job of the run, numbered after every replica it had. */
+const newReplicaJob = (record: RunRecord, now: Date): Job => {
+  const replicaNum = record.run.jobs.reduce((n, job) => Math.max(n, job.jobSpec.replicaNum + 1), 0)
+  const jobSpec = jobSpecsFromRunSpec(record.run.runSpec, { replicas: replicaNum + 1 }).at(-1)!
+  return new Job({
+    jobSpec,
+    jobSubmissions: [new JobSubmission({ id: crypto.randomUUID(), submissionNum: 0, submittedAt: now, lastProcessedAt: now, status: "submitted" })]
+  })
+}
+
+export const make = Effect.gen(function* () {
+  const registry = yield* ServiceRegistry
+  const store = yield* StateStore
+  const engine = yield* Engine
+  const followed = new WeakMap<ServiceEntry, Followed>()
+  const stateOf = (entry: ServiceEntry): Followed => {
+    let state = followed.get(entry)
+    if (state === undefined) followed.set(entry, (state = { lastScaledAt: undefined, demandAt: 0, draining: new Set() }))
+    return state
+  }
+  const withStore = <A, E>(effect: Effect.Effect<A, E, StateStore>) => Effect.provideService(effect, StateStore, store)
+
+  const scale = (entry: ServiceEntry): Effect.Effect<void, unknown> =>
+    Effect.gen(function* () {
+      const state = stateOf(entry)
+      const now = Date.now()
+      const { record } = yield* withStore(loadRun(entry.runId))
+      if (record.run.status === "terminating" || isRunStatusFinished(record.run.status)) return
+      const replicas = new Map<string, Replica>(entry.replicas.map((r) => [r.submissionId, r]))
+      const active = activeJobs(record)
+      const serving = active.filter((job) => !state.draining.has(latestSubmission(job)!.id))
+      const scaling = entry.configuration.scaling
+      const desired = desiredReplicas({
+        replicas: entry.configuration.replicas,
+        scaling,
+        current: serving.length,
+        rps: scaling === undefined ? 0 : entry.metrics.rps(now, scaling.window),
+        demand: now - state.demandAt < DEMAND_MS,
+        lastScaledAt: state.lastScaledAt,
+        now
+      })
+      entry.desired = desired
+      if (desired > serving.length) {
+        // Replicas being drained come back first; then new ones.
+        let missing = desired - serving.length
+        for (const id of [...state.draining]) {
+          if (missing === 0) break
+          state.draining.delete(id)
+          const replica = replicas.get(id)
+          if (replica !== undefined) replica.draining = false
+          missing--
+        }
+        if (missing > 0) {
+          yield* withStore(modifyRun(entry.runId, (r) => {
+            let next = r
+            for (let i = 0; i < missing; i++) {
+              next = { ...next, run: new Run({ ...next.run, jobs: [...next.run.jobs, newReplicaJob(next, new Date(now))] }, { disableValidation: true }) }
+            }
+            return next
+          }))
+          yield* engine.wake(entry.runId)
+        }
+        state.lastScaledAt = now
+      } else if (desired < serving.length) {
+        // Replicas not serving yet go first, then the newest.
+        const order = [...serving].sort((a, b) => {
+          const ra = replicas.has(latestSubmission(a)!.id) ? 1 : 0
+          const rb = replicas.has(latestSubmission(b)!.id) ? 1 : 0
+          return ra - rb || b.jobSpec.replicaNum - a.jobSpec.replicaNum
+        })
+        for (const job of order.slice(0, serving.length - desired)) {
+          const id = latestSubmission(job)!.id
+          state.draining.add(id)
+          const replica = replicas.get(id)
+          if (replica !== undefined) replica.draining = true
+        }
+        state.lastScaledAt = now
+      }
+      // Drained replicas (nothing in flight) stop.
+      const done = [...state.draining].filter((id) => (replicas.get(id)?.outstanding ?? 0) === 0)
+      if (done.length > 0) {
+        yield* withStore(modifyRun(entry.runId, (r) => ({ ...r, scaleDown: [...new Set([...(r.scaleDown ?? []), ...done])] })))
+        for (const id of done) state.draining.delete(id)
+        yield* engine.wake(entry.runId)
+      }
+    })
+
+  let ticking = false
+  let again = false
+  const tick: Effect.Effect<void> = Effect.suspend(() => {
+    if (ticking) {
+      again = true
+      return Effect.void
+    }
+    ticking = true
+    return Effect.forEach(registry.entries().filter(isAutoscaled), (entry) =>
+      scale(entry).pipe(Effect.catchAllCause((cause) => Effect.logWarning(`autoscaling service ${entry.project}/${entry.runName}`, cause))), { discard: true }).pipe(
+      Effect.ensuring(Effect.sync(() => {
+        ticking = false
+      })),
+      Effect.zipRight(Effect.suspend(() => {
+        if (!again) return Effect.void
+        again = false
+        return tick
+      }))
+    )
+  })
+
+  const runtime = yield* Effect.runtime<never>()
+  const kick = () => void Runtime.runFork(runtime)(tick)
+  yield* Effect.forkScoped(Effect.repeat(tick, Schedule.spaced(TICK_MS)))
+
+  const hooks: ProxyHooks = {
+    demand: (entry) => {
+      if (!isAutoscaled(entry)) return
+      const state = stateOf(entry)
+      const first = Date.now() - state.demandAt >= DEMAND_MS
+      state.demandAt = Date.now()
+      if (first) kick()
+    },
+    released: (entry, replica) => {
+      if (replica.draining && replica.outstanding === 0) kick()
+    }
+  }
+  return { hooks, tick } satisfies AutoscalerService
+})
+
+export const layer: Layer.Layer<Autoscaler, never, ServiceRegistry | StateStore | Engine> = Layer.scoped(Autoscaler, make)

@@ -1,0 +1,319 @@
+/**
+ * The server's view of its services: for each service run asked for, its configuration and
+ * the replicas that serve it (running jobs, with the address each is reached at through its
+ * backend's transport), each replica's requests in flight and whether it is in rotation, and
+ * the service's request counts. Read from the state store and read again when the store reports
+ * a change to the run; kept in memory so that a request through the proxy finds its replica
+ * without a store read.
+ */
+import { Context, Effect, Exit, Layer, Runtime, Scope } from "effect"
+import type { ServiceConfiguration } from "../domain/Configuration.ts"
+import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
+import { isRunStatusFinished } from "../domain/Status.ts"
+import { Compute } from "../engine/Compute.ts"
+import { decodeRow } from "../engine/RunRecord.ts"
+import type { RunnerTarget } from "../ports/RunnerTransport.ts"
+import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
+import { ServiceMetrics } from "./ServiceMetrics.ts"
+
+/** Where a replica's app is reached from the server. */
+export interface Address {
+  readonly host: string
+  readonly port: number
+}
+
+/** A replica out of rotation after a failure stays out this long at first, doubling up to the most. */
+const FIRST_BACKOFF_MS = 100
+const MOST_BACKOFF_MS = 5_000
+
+/** One replica of a service: a running job of the run. */
+export class Replica {
+  /** Requests sent to it whose answers have not ended. */
+  outstanding = 0
+  /** Failures in a row; reset by a success. */
+  failures = 0
+  /** Out of rotation until then (epoch ms). */
+  outUntil = 0
+  /** Set when the replica is to stop: it takes no new request, and stops once `outstanding` is 0. */
+  draining = false
+  /** Whether its app was seen accepting connections: until then each request checks first. */
+  listening = false
+  /** Whether its probes passed (true when it has none). */
+  ready: boolean
+  address: Address | undefined
+  resolving: Promise<Address> | undefined
+  scope: Scope.CloseableScope | undefined
+  constructor(
+    readonly submissionId: string,
+    readonly replicaNum: number,
+    readonly jobName: string,
+    readonly pd: JobProvisioningData,
+    readonly servicePort: number,
+    hasProbes: boolean
+  ) {
+    this.ready = !hasProbes
+  }
+
+  inRotation(now: number): boolean {
+    return !this.draining && this.ready && this.outUntil <= now
+  }
+
+  /** A request could not reach it, or it broke off an answer: out of rotation for a while. */
+  failed(now: number, backoffMs?: number): void {
+    this.failures++
+    this.outUntil = now + (backoffMs ?? Math.min(MOST_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.failures - 1)))
+  }
+
+  succeeded(): void {
+    this.failures = 0
+    this.outUntil = 0
+  }
+}
+
+/** A service as the proxy sees it. */
+export interface ServiceEntry {
+  readonly project: string
+  readonly runName: string
+  runId: string
+  configuration: ServiceConfiguration
+  /** The run has finished (or is no longer a service): requests get 404. */
+  finished: boolean
+  replicas: ReadonlyArray<Replica>
+  /** Read again from the store before it is used next. */
+  stale: boolean
+  /** Called (once each) when the replicas change. */
+  readonly waiters: Set<() => void>
+  readonly metrics: ServiceMetrics
+  /** The replicas the autoscaler wants now; undefined until it has looked at the service. */
+  desired: number | undefined
+}
+
+/** The RunnerTarget of an instance a job ran on (as the engine connects to its runner). */
+export const runnerTargetOf = (pd: JobProvisioningData): RunnerTarget => ({
+  hostname: pd.hostname ?? "",
+  runnerPort: pd.runnerPort ?? 10999,
+  ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
+  username: pd.username,
+  instanceId: pd.instanceId
+})
+
+export interface ServiceRegistryService {
+  /** The service run of that name in the project, or undefined when there is none (or it is not a service). */
+  readonly lookup: (project: string, runName: string) => Effect.Effect<ServiceEntry | undefined, StateStoreError>
+  /** Where a replica's app is reached: its host port (from the runner), forwarded by the backend's transport. */
+  readonly address: (replica: Replica) => Promise<Address>
+  /** Resolves when the service's replicas change, or after `ms`. */
+  readonly changed: (entry: ServiceEntry, ms: number) => Promise<void>
+  /** Reads the service again now (after a change or a scaling step). */
+  readonly refresh: (entry: ServiceEntry) => Effect.Effect<void, StateStoreError>
+  /** The services read so far, live ones. */
+  readonly entries: () => ReadonlyArray<ServiceEntry>
+  /** The project's live services that serve a model: model name → run name. */
+  readonly models: (project: string) => Effect.Effect<ReadonlyMap<string, string>, StateStoreError>
+  /** Called with a service whenever its replicas change (the autoscaler and the probes listen). */
+  readonly onReplicasChanged: (listener: (entry: ServiceEntry) => void) => void
+}
+
+export class ServiceRegistry extends Context.Tag("@dstack-ts/core/services/ServiceRegistry")<ServiceRegistry, ServiceRegistryService>() {}
+
+/** The longest a project's model index is used without a run change reported. */
+const MODEL_INDEX_TTL_MS = 5_000
+
+const key = (project: string, runName: string) => `${project}\u0000${runName}`
+
+export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Compute | Scope.Scope> = Effect.gen(function* () {
+  const store = yield* StateStore
+  const compute = yield* Compute
+  const runtime = yield* Effect.runtime<never>()
+  const run = Runtime.runPromise(runtime)
+  const entries = new Map<string, ServiceEntry>()
+  const byRunId = new Map<string, ServiceEntry>()
+  const listeners: Array<(entry: ServiceEntry) => void> = []
+
+  const closeReplica = (replica: Replica) => {
+    const scope = replica.scope
+    replica.scope = undefined
+    replica.address = undefined
+    replica.resolving = undefined
+    if (scope !== undefined) void run(Scope.close(scope, Exit.void))
+  }
+
+  const notify = (entry: ServiceEntry) => {
+    const waiters = [...entry.waiters]
+    entry.waiters.clear()
+    for (const w of waiters) w()
+    for (const l of listeners) l(entry)
+  }
+
+  /** Brings an entry up to date with its stored run: replicas are the running jobs. */
+  const reconcile = (entry: ServiceEntry, row: StoredDocument) =>
+    Effect.map(decodeRow(row), ({ record }) => {
+      const r = record.run
+      const configuration = r.runSpec.configuration
+      if (configuration.type !== "service") {
+        entry.finished = true
+        entry.replicas = []
+        return
+      }
+      if (entry.runId !== r.id) {
+        for (const replica of entry.replicas) closeReplica(replica)
+        entry.replicas = []
+        byRunId.delete(entry.runId)
+        entry.runId = r.id
+      }
+      byRunId.set(r.id, entry)
+      entry.configuration = configuration
+      entry.finished = isRunStatusFinished(r.status) || row.deleted === true
+      const known = new Map(entry.replicas.map((replica) => [replica.submissionId, replica]))
+      const next: Array<Replica> = []
+      if (!entry.finished) {
+        for (const job of r.jobs) {
+          const sub = latestSubmission(job)
+          if (sub === undefined || sub.status !== "running" || sub.jobProvisioningData === undefined) continue
+          const port = job.jobSpec.servicePort ?? configuration.port.containerPort
+          next.push(known.get(sub.id) ?? new Replica(sub.id, job.jobSpec.replicaNum, job.jobSpec.jobName, sub.jobProvisioningData, port, (configuration.probes ?? []).length > 0))
+        }
+      }
+      const kept = new Set(next)
+      for (const replica of entry.replicas) if (!kept.has(replica)) closeReplica(replica)
+      const changed = next.length !== entry.replicas.length || next.some((replica, i) => replica !== entry.replicas[i])
+      entry.replicas = next
+      entry.stale = false
+      if (changed || entry.finished) notify(entry)
+    })
+
+  const load = (entry: ServiceEntry) =>
+    store.runs.getByName(entry.project, entry.runName).pipe(
+      Effect.flatMap((row) => reconcile(entry, row)),
+      Effect.catchIf((e) => e.reason === "NotFound", () =>
+        Effect.sync(() => {
+          entry.finished = true
+          for (const replica of entry.replicas) closeReplica(replica)
+          entry.replicas = []
+          entry.stale = false
+          notify(entry)
+        }))
+    )
+
+  // Model names by project, read from the project's live runs; any run change makes it stale.
+  const modelIndex = new Map<string, { readonly at: number; readonly models: ReadonlyMap<string, string> }>()
+  let runChanges = 0
+  yield* store.watch((change) => {
+    if (change.kind !== "run") return
+    runChanges++
+    modelIndex.clear()
+    const entry = byRunId.get(change.id)
+    if (entry === undefined) {
+      // A new run may take the name of a finished service: read those again when next asked.
+      for (const e of entries.values()) if (e.finished) e.stale = true
+      return
+    }
+    entry.stale = true
+    // Someone waits for a replica (or the autoscaler follows it): read it now.
+    void run(Effect.ignore(load(entry)))
+  })
+
+  // Forwards and tunnels close with the server.
+  yield* Effect.addFinalizer(() => Effect.sync(() => {
+    for (const entry of entries.values()) for (const replica of entry.replicas) closeReplica(replica)
+  }))
+
+  const lookup = (project: string, runName: string): Effect.Effect<ServiceEntry | undefined, StateStoreError> =>
+    Effect.suspend(() => {
+      const k = key(project, runName)
+      const known = entries.get(k)
+      if (known !== undefined && !known.stale) return Effect.succeed(known.finished ? undefined : known)
+      const entry: ServiceEntry = known ?? {
+        project,
+        runName,
+        runId: "",
+        configuration: undefined as never,
+        finished: true,
+        replicas: [],
+        stale: true,
+        waiters: new Set(),
+        metrics: new ServiceMetrics(),
+        desired: undefined
+      }
+      return Effect.map(load(entry), () => {
+        if (entry.configuration === undefined) return undefined
+        entries.set(k, entry)
+        return entry.finished ? undefined : entry
+      })
+    })
+
+  const resolveAddress = (replica: Replica): Effect.Effect<Address, unknown> =>
+    Effect.gen(function* () {
+      const transport = yield* compute.transport(replica.pd.backend)
+      const target = runnerTargetOf(replica.pd)
+      const scope = yield* Scope.make()
+      replica.scope = scope
+      // A job in a container publishes its port on a host port the runner reports; a process
+      // job listens on the host itself, on the port the runner gave it.
+      const hostPort = yield* transport.connect(target).pipe(
+        Effect.flatMap((client) => client.fetch("/api/job_runtime_data")),
+        Effect.flatMap((res) => Effect.tryPromise(() => res.json() as Promise<{ ports?: Record<string, number> }>)),
+        Effect.map((data) => data.ports?.[String(replica.servicePort)] ?? replica.servicePort),
+        Effect.scoped
+      )
+      const forwarded = yield* transport.forward(target, 0, hostPort).pipe(Scope.extend(scope))
+      return { host: forwarded.localHost, port: forwarded.localPort }
+    })
+
+  const models = (project: string): Effect.Effect<ReadonlyMap<string, string>, StateStoreError> =>
+    Effect.suspend(() => {
+      const known = modelIndex.get(project)
+      if (known !== undefined && Date.now() - known.at < MODEL_INDEX_TTL_MS) return Effect.succeed(known.models)
+      const readAt = runChanges
+      return Effect.map(store.runs.listDocs({ projects: [project], statuses: ["submitted", "provisioning", "running"] }, { limit: 1_000 }), (rows) => {
+        const found = new Map<string, string>()
+        for (const row of rows) {
+          const spec = (row.doc as { run?: { run_spec?: { run_name?: string; configuration?: { type?: string; model?: { name?: string } | string } } } })?.run?.run_spec
+          const model = spec?.configuration?.model
+          const name = typeof model === "string" ? model : model?.name
+          if (spec?.configuration?.type === "service" && name !== undefined && spec.run_name !== undefined && !found.has(name)) found.set(name, spec.run_name)
+        }
+        if (readAt === runChanges) modelIndex.set(project, { at: Date.now(), models: found })
+        return found
+      })
+    })
+
+  return {
+    lookup,
+    models,
+    address: (replica) => {
+      if (replica.address !== undefined) return Promise.resolve(replica.address)
+      replica.resolving ??= run(resolveAddress(replica)).then(
+        (address) => {
+          replica.address = address
+          return address
+        },
+        (error: unknown) => {
+          replica.resolving = undefined
+          closeReplica(replica)
+          throw error
+        }
+      )
+      return replica.resolving
+    },
+    changed: (entry, ms) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          entry.waiters.delete(done)
+          resolve()
+        }, ms)
+        const done = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+        entry.waiters.add(done)
+      }),
+    refresh: (entry) => load(entry),
+    entries: () => [...entries.values()].filter((e) => !e.finished),
+    onReplicasChanged: (listener) => {
+      listeners.push(listener)
+    }
+  }
+})
+
+export const layer: Layer.Layer<ServiceRegistry, never, StateStore | Compute> = Layer.scoped(ServiceRegistry, make)

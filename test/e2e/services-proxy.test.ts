@@ -1,0 +1,203 @@
+// The services proxy end to end: a real server on a real port with the local backend, service
+// replicas as processes (test/support/service-app.mjs), reached through
+// /proxy/services/{project}/{run}/ with fetch, node:http and a WebSocket client: every method,
+// streamed uploads and answers both ways, an endless SSE stream, strip_prefix, the redirect
+// for a missing slash, auth (refused, allowed, `auth: false`), least outstanding requests,
+// a replica that breaks off an answer, a service that is gone.
+import * as http from "node:http"
+import * as path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import WebSocket from "ws"
+import backendLocal from "@dstack-ts/backend-local"
+import transportLocal from "@dstack-ts/transport-local"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
+import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
+import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { serve, type Serving } from "../../core/src/server/serve.ts"
+import { httpCall } from "../support/api.ts"
+import { applyService, waitRunning } from "../support/services.ts"
+
+const TOKEN = "services-e2e-token"
+let server: Server
+let serving: Serving
+let call: ReturnType<typeof httpCall>
+
+const auth = { authorization: `Bearer ${TOKEN}` }
+const url = (run: string, rest = "/") => `${serving.url}/proxy/services/main/${run}${rest}`
+
+beforeAll(async () => {
+  server = await createServer({
+    state: EmbeddedStateStore.layerMemory(),
+    blobs: blobsMemory,
+    adminToken: TOKEN,
+    plugins: [backendLocal, transportLocal],
+    compute: { defaultBackends: [{ type: "local", config: { max_instances: 8 } }] },
+    runner: { entry: path.resolve("cli/src/runner.ts") },
+    services: { holdTimeoutMs: 30_000 }
+  })
+  serving = await serve(server, { port: 0, handleSignals: false })
+  call = httpCall(serving.url, TOKEN)
+  await applyService(call, "web", { replicas: 2 })
+  await applyService(call, "open", { auth: false, strip_prefix: false })
+  await waitRunning(call, "web", 2)
+  await waitRunning(call, "open")
+}, 120_000)
+afterAll(async () => {
+  for (const name of ["web", "open"]) await call?.("/api/project/main/runs/stop", { runs_names: [name], abort: true })
+  await serving?.close()
+})
+
+describe("the services proxy", () => {
+  it("answers every method through the proxy, with the prefix stripped", async () => {
+    for (const method of ["GET", "POST", "PUT", "PATCH", "DELETE"]) {
+      const res = await fetch(url("web", "/path?x=1"), { method, headers: auth, ...(method === "GET" ? {} : { body: "b" }) })
+      const body = await res.json()
+      expect(res.status, `${method}: ${JSON.stringify(body)}`).toBe(200)
+      expect(body.url).toBe("/path?x=1")
+      // The caller's dstack token is not handed to the service.
+      expect(body.headers.authorization).toBeUndefined()
+    }
+    const head = await fetch(url("web", "/path"), { method: "HEAD", headers: auth })
+    expect(head.status).toBe(200)
+  })
+
+  it("keeps the prefix with strip_prefix: false, and lets anyone call a service with auth: false", async () => {
+    const res = await fetch(url("open", "/path"))
+    expect(res.status).toBe(200)
+    expect((await res.json()).url).toBe("/proxy/services/main/open/path")
+  })
+
+  it("refuses a caller without a token, with a bad token, or who is not a member", async () => {
+    expect((await fetch(url("web", "/path"))).status).toBe(401)
+    expect((await fetch(url("web", "/path"), { headers: { authorization: "Bearer nope" } })).status).toBe(401)
+    const user = await call("/api/users/create", { username: "outsider", global_role: "user" })
+    expect(user.status, JSON.stringify(user.body)).toBe(200)
+    const token = user.body.creds.token
+    const res = await fetch(url("web", "/path"), { headers: { authorization: `Bearer ${token}` } })
+    expect(res.status).toBe(403)
+    expect(JSON.stringify(await res.json())).toMatch(/not a member of project main/)
+  })
+
+  it("redirects the service root without its slash (308), and passes the service's own redirects on", async () => {
+    const root = await fetch(url("web", "?a=b"), { headers: auth, redirect: "manual" })
+    expect(root.status).toBe(308)
+    expect(root.headers.get("location")).toBe("/proxy/services/main/web/?a=b")
+    const own = await fetch(url("web", "/redirect"), { headers: auth, redirect: "manual" })
+    expect(own.status).toBe(302)
+    expect(own.headers.get("location")).toBe("/path")
+  })
+
+  it("answers 404 for a service that does not exist, and for a task", async () => {
+    const res = await fetch(url("nope", "/"), { headers: auth })
+    expect(res.status).toBe(404)
+    expect(JSON.stringify(await res.json())).toMatch(/Service nope does not exist in project main/)
+  })
+
+  it("streams an upload through without holding it back: the service answers each chunk before the next is sent", async () => {
+    const target = new URL(url("web", "/duplex"))
+    const lines: Array<string> = []
+    await new Promise<void>((resolve, reject) => {
+      const req = http.request(target, { method: "POST", headers: { ...auth, "content-type": "application/octet-stream" } }, (res) => {
+        expect(res.statusCode).toBe(200)
+        let sent = 1
+        let buffer = ""
+        res.setEncoding("utf8")
+        res.on("data", (text: string) => {
+          buffer += text
+          const parts = buffer.split("\n")
+          buffer = parts.pop()!
+          for (const line of parts) {
+            lines.push(line)
+            if (line === "end") return resolve()
+            // The next chunk goes only once the previous one came back.
+            if (sent < 5) {
+              sent++
+              req.write(Buffer.alloc(1000 * sent))
+            } else req.end()
+          }
+        })
+        res.on("error", reject)
+      })
+      req.on("error", reject)
+      req.flushHeaders()
+      req.write(Buffer.alloc(1000))
+    })
+    expect(lines).toEqual(["1000", "2000", "3000", "4000", "5000", "end"])
+  }, 30_000)
+
+  it("carries a large upload (256 MiB, streamed) to the replica whole", async () => {
+    const chunk = new Uint8Array(1024 * 1024).fill(7)
+    let sent = 0
+    const body = new ReadableStream<Uint8Array>({
+      pull: (controller) => {
+        if (sent++ < 256) controller.enqueue(chunk)
+        else controller.close()
+      }
+    })
+    const res = await fetch(url("web", "/count"), { method: "POST", headers: auth, body, duplex: "half" } as RequestInit)
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ bytes: 256 * 1024 * 1024 })
+  }, 60_000)
+
+  it("streams a never-ending SSE answer as it comes, and lets the caller hang up", async () => {
+    const controller = new AbortController()
+    const res = await fetch(url("web", "/sse"), { headers: auth, signal: controller.signal })
+    expect(res.headers.get("content-type")).toBe("text/event-stream")
+    const reader = res.body!.getReader()
+    let text = ""
+    while (!text.includes("data: 3")) text += new TextDecoder().decode((await reader.read()).value)
+    controller.abort()
+    expect(text).toMatch(/^data: 0\n\ndata: 1\n\n/)
+    // The proxy still serves.
+    expect((await fetch(url("web", "/path"), { headers: auth })).status).toBe(200)
+  })
+
+  it("carries a WebSocket both ways (auth checked at the upgrade)", async () => {
+    const refused = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(url("web", "/ws").replace(/^http/, "ws"))
+      ws.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0))
+      ws.on("open", () => resolve(101))
+    })
+    expect(refused).toBe(401)
+    const ws = new WebSocket(url("web", "/ws?q=1").replace(/^http/, "ws"), { headers: auth })
+    await new Promise((resolve, reject) => {
+      ws.once("open", resolve)
+      ws.once("error", reject)
+    })
+    const replies: Array<string> = []
+    const got = new Promise<void>((resolve) =>
+      ws.on("message", (data, binary) => {
+        replies.push(binary ? `binary ${(data as Buffer).length}` : String(data))
+        if (replies.length === 2) resolve()
+      }))
+    ws.send("hi")
+    ws.send(Buffer.alloc(70_000), { binary: true })
+    await got
+    expect(replies).toEqual(["echo hi via /ws?q=1", "binary 70000"])
+    ws.close()
+  })
+
+  it("sends a request to the replica with the fewest requests in flight", async () => {
+    // Nothing is in flight any more: answers that ended, callers that hung up, closed WebSockets.
+    await expect.poll(async () => (await call("/api/project/main/services/get", { run_name: "web" })).body.replicas.map((r: any) => r.outstanding)).toEqual([0, 0])
+    // One slow request occupies a replica; the quick ones that follow go to the other.
+    const slow = fetch(url("web", "/slow?ms=3000"), { headers: auth }).then((r) => r.text())
+    await expect.poll(async () => (await call("/api/project/main/services/get", { run_name: "web" })).body.replicas.map((r: any) => r.outstanding).sort()).toEqual([0, 1])
+    const quick = await Promise.all([1, 2, 3].map(() => fetch(url("web", "/slow?ms=1"), { headers: auth }).then((r) => r.text())))
+    const busy = await slow
+    expect(new Set(quick).size).toBe(1)
+    expect(quick[0]).not.toBe(busy)
+  })
+
+  it("takes a replica that breaks off an answer out of rotation", async () => {
+    const broken = await fetch(url("web", "/broken"), { headers: auth })
+    const failed = await broken.text().then(() => false, () => true)
+    expect(failed).toBe(true)
+    const metrics = await call("/api/project/main/services/get", { run_name: "web" })
+    expect(metrics.status, JSON.stringify(metrics.body)).toBe(200)
+    const out = metrics.body.replicas.filter((r: any) => !r.in_rotation)
+    expect(out.length).toBe(1)
+    // The rest keep being served by the other replica.
+    for (let i = 0; i < 5; i++) expect((await fetch(url("web", "/path"), { headers: auth })).status).toBe(200)
+  })
+})

@@ -1,0 +1,54 @@
+// A service app for the services tests, run as a job's command: plain node:http on
+// $DSTACK_SERVICE_PORT with the endpoints the proxy tests need (echo, a counted upload, a
+// duplex echo, an endless SSE stream, a slow answer, a broken answer, redirects, a WebSocket echo).
+import * as http from "node:http"
+import { WebSocketServer } from "ws"
+
+const port = Number(process.env.DSTACK_SERVICE_PORT ?? process.env.PORT ?? 8000)
+const replica = `${process.env.DSTACK_RUN_NAME}:${port}`
+
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, "http://x")
+  // Behind a proxy that keeps its prefix (strip_prefix: false), the same endpoints under it.
+  switch (url.pathname.replace(/^\/proxy\/services\/[^/]+\/[^/]+/, "")) {
+    case "/path":
+      res.setHeader("content-type", "application/json")
+      return res.end(JSON.stringify({ url: req.url, replica, headers: req.headers }))
+    case "/count": {
+      let bytes = 0
+      req.on("data", (chunk) => (bytes += chunk.length))
+      req.on("end", () => res.end(JSON.stringify({ bytes })))
+      return
+    }
+    case "/duplex":
+      // Answers at once, then one line per chunk received: a proxy that held the upload back
+      // until it had all of it would never let the client see the first line.
+      res.writeHead(200, { "content-type": "text/plain" })
+      res.flushHeaders()
+      req.on("data", (chunk) => res.write(`${chunk.length}\n`))
+      req.on("end", () => res.end("end\n"))
+      return
+    case "/sse": {
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" })
+      let n = 0
+      const timer = setInterval(() => res.write(`data: ${n++}\n\n`), 20)
+      res.on("close", () => clearInterval(timer))
+      return
+    }
+    case "/slow":
+      return setTimeout(() => res.end(replica), Number(url.searchParams.get("ms") ?? 500))
+    case "/broken":
+      res.writeHead(200, { "content-type": "text/plain" })
+      res.write("partial")
+      return setTimeout(() => res.socket.destroy(), 20)
+    case "/redirect":
+      res.writeHead(302, { location: "/path" })
+      return res.end()
+    default:
+      res.end(`hello from ${replica}\n`)
+  }
+})
+new WebSocketServer({ server, path: "/ws" }).on("connection", (socket, req) => {
+  socket.on("message", (data, binary) => socket.send(binary ? data : `echo ${data} via ${req.url}`, { binary }))
+})
+server.listen(port, "127.0.0.1", () => console.log(`listening on ${port}`))
