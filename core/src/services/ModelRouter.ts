@@ -6,7 +6,7 @@
  * services proxy, streamed answers included. Callers need a token of a project member.
  */
 import { Effect, Runtime } from "effect"
-import { excerpt, notFound, badRequest, serverError, payloadTooLarge } from "../server/ApiError.ts"
+import { excerpt, noRoute, badRequest, serverError, payloadTooLarge } from "../server/ApiError.ts"
 import { errorJson, type ServiceProxy } from "./ServiceProxy.ts"
 import type { ServiceRegistryService } from "./ServiceRegistry.ts"
 
@@ -31,10 +31,10 @@ export const makeModelRouter = (registry: ServiceRegistryService, proxy: Service
     const url = new URL(request.url)
     const rest = url.pathname.slice(PREFIX.length)
     const slash = rest.indexOf("/")
-    if (slash <= 0) return errorJson(notFound(`No model endpoint at ${excerpt(url.pathname, 200)}`))
+    if (slash <= 0) return errorJson(noRoute(`No model endpoint at ${excerpt(url.pathname, 200)}`))
     const project = decodeURIComponent(rest.slice(0, slash))
     const path = rest.slice(slash)
-    if (!path.startsWith("/v1/")) return errorJson(notFound(`No model endpoint at ${excerpt(url.pathname, 200)}: the API is under /proxy/models/${excerpt(project)}/v1/`))
+    if (!path.startsWith("/v1/")) return errorJson(noRoute(`No model endpoint at ${excerpt(url.pathname, 200)}: the API is under /proxy/models/${excerpt(project)}/v1/`))
     const refused = await proxy.authorizeMember(project, request.headers.get("authorization"))
     if (refused !== undefined) return refused
     const models = await modelsOf(project)

@@ -12,7 +12,7 @@ import { Effect, Runtime } from "effect"
 import type { Context as HonoContext, Hono } from "hono"
 import type { UpgradeHandler, UpgradeTarget } from "../runner/adapter/types.ts"
 import { Access, authorizeProject } from "../server/Access.ts"
-import { type ApiError, clipped, excerpt, notFound, serverError, unauthenticated } from "../server/ApiError.ts"
+import { type ApiError, clipped, excerpt, noRoute, serverError, unauthenticated } from "../server/ApiError.ts"
 import type { Replica, ServiceEntry, ServiceRegistryService } from "./ServiceRegistry.ts"
 import { RateLimiter } from "./RateLimiter.ts"
 import type { ModelRouter } from "./ModelRouter.ts"
@@ -167,7 +167,7 @@ export const makeServiceProxy = (
 
   const lookup = (project: string, runName: string): Promise<ServiceEntry | Response> =>
     run(registry.lookup(project, runName).pipe(
-      Effect.map((entry): ServiceEntry | Response => entry ?? errorJson(notFound(`Service ${excerpt(runName)} does not exist in project ${excerpt(project)} (or has finished)`))),
+      Effect.map((entry): ServiceEntry | Response => entry ?? errorJson(noRoute(`Service ${excerpt(runName)} does not exist in project ${excerpt(project)} (or has finished)`))),
       Effect.catchAll((e) => Effect.succeed(errorJson(serverError(`cannot read service ${excerpt(runName)}: ${e.message ?? e.reason}`))))
     ))
 
@@ -308,7 +308,7 @@ export const makeServiceProxy = (
   const handle = async (request: Request, clientIp: string | undefined): Promise<Response> => {
     const url = new URL(request.url)
     const parsed = parseServicePath(url.pathname)
-    if (parsed === undefined) return errorJson(notFound(`No service at ${excerpt(url.pathname, 200)}`))
+    if (parsed === undefined) return errorJson(noRoute(`No service at ${excerpt(url.pathname, 200)}`))
     const entry = await lookup(parsed.project, parsed.run)
     if (entry instanceof Response) return entry
     const refused = await authorize(entry, request.headers.get("authorization"))
@@ -326,7 +326,7 @@ export const makeServiceProxy = (
   const upgrade: UpgradeHandler = async (request) => {
     const url = new URL(request.url)
     const parsed = parseServicePath(url.pathname)
-    if (parsed === undefined || parsed.rest === undefined) return errorJson(notFound(`No service at ${excerpt(url.pathname, 200)}`))
+    if (parsed === undefined || parsed.rest === undefined) return errorJson(noRoute(`No service at ${excerpt(url.pathname, 200)}`))
     const entry = await lookup(parsed.project, parsed.run)
     if (entry instanceof Response) return entry
     const refused = await authorize(entry, request.headers.get("authorization"))
