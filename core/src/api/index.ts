@@ -4,3 +4,5 @@ export * as RunsApi from "./runs.ts"
 export * as LogFrames from "./logFrames.ts"
 // The 16-byte record header shared by the runner event log, stored log files and log frames.
 export * as RecordHeader from "./RecordHeader.ts"
+// The fleets routes.
+export * as FleetsApi from "./fleets.ts"

@@ -26,15 +26,7 @@ export const withRunner = <A, E>(
   f: (client: RunnerClient) => Effect.Effect<A, E, Scope.Scope>
 ): Effect.Effect<A, E | RunnerTransportError> =>
   compute.transport(pd.backend).pipe(
-    Effect.flatMap((transport) =>
-      transport.connect({
-        hostname: pd.hostname ?? "",
-        runnerPort: pd.runnerPort ?? 10999,
-        ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
-        username: pd.username,
-        instanceId: pd.instanceId
-      })
-    ),
+    Effect.flatMap((transport) => Effect.flatMap(compute.target(pd), (target) => transport.connect(target))),
     Effect.flatMap(f),
     Effect.scoped
   )
