@@ -15,6 +15,7 @@ import type { BlobStore } from "../ports/BlobStore.ts"
 import type { RunnerClient, RunnerTransportError } from "../ports/RunnerTransport.ts"
 import type { NewLogEvent, StateStoreError, StateStoreService } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
+import { singleNode, waitForCluster } from "./Cluster.ts"
 import { errorMessage } from "./internal.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import { followEvents, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, waitHealthy } from "./RunnerSession.ts"
@@ -140,10 +141,14 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       cursor = yield* lastStoredLogAt(store, run.projectName, submissionId, options.unreachableMs)
     } else {
       const code = yield* readCode(options, run.projectName, spec, run.runSpec.repoId)
+      // The nodes of a multi-node replica start only once every one of them has its instance.
+      const clusterInfo = spec.jobsPerReplica > 1
+        ? yield* waitForCluster(store, run, spec, options.provisioningTimeoutMs)
+        : singleNode(pd)
       const body = {
         run: { id: run.id, runName: run.runSpec.runName, repoId: run.runSpec.repoId },
         jobSpec: spec,
-        clusterInfo: { jobIps: [pd.internalIp ?? pd.hostname ?? ""], masterJobIp: pd.internalIp ?? pd.hostname ?? "", gpusPerJob: pd.instanceType.resources.gpus.length },
+        clusterInfo,
         secrets: {}
       } as any
       // The hand-over answers with the job's event stream (one request; an older

@@ -35,6 +35,7 @@ import { runRoutes } from "./routes/runs.ts"
 import { logRoutes } from "./routes/logs.ts"
 import { backendRoutes } from "./routes/backends.ts"
 import { instanceRoutes } from "./routes/instances.ts"
+import { fleetRoutes } from "./routes/fleets.ts"
 import { repoRoutes } from "./routes/repos.ts"
 import { stackRoutes } from "../stacks/server/StackRoutes.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
@@ -143,6 +144,7 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
   ...logRoutes,
   ...backendRoutes,
   ...instanceRoutes,
+  ...fleetRoutes,
   ...stackRoutes,
   ...viewerRoutes
 ]
