@@ -140,7 +140,11 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       const healthy = yield* withRunner(compute, pd, (client) => (fresh ? Effect.sync(() => noteHealthy(client)) : waitHealthy(client, 3_000))).pipe(
         Effect.isSuccess
       )
-      const next = new Instance({ ...instance, status: healthy ? "busy" : "terminated", jobName: healthy ? jobName : undefined, ...(healthy ? {} : { terminationReason: "unreachable when reused" }) })
+      const next = healthy
+        ? new Instance({ ...instance, status: "busy", jobName })
+        : instance.backend === REMOTE_BACKEND
+          ? new Instance({ ...instance, unreachable: true, terminationReasonMessage: "its runner did not answer when it was to be reused" })
+          : new Instance({ ...instance, status: "terminated", jobName: undefined, terminationReason: "unreachable when reused" })
       yield* store.instances.update(row.id, { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } }, { lease: row.lease!.token })
       yield* store.instances.release(row.id, row.lease!.token).pipe(Effect.ignore)
       return healthy ? Option.some({ pd, instanceId: row.id }) : Option.none()
