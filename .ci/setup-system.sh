@@ -35,3 +35,11 @@ if [ -f .ci/postgres.sh ]; then
   echo "DSTACK_TEST_DATABASE_URL=$url" >> "${CI_ENV_FILE:-/tmp/dstack-ts-ci.env}"
   echo "==> postgresql at $url"
 fi
+
+# SSH fleet tests run on network namespaces with their own sshd (scripts/netns-hosts.sh): they
+# need the privilege-separation directory, and a set left by a killed earlier run is removed.
+mkdir -p /run/sshd
+if [ -x scripts/netns-hosts.sh ]; then
+  bash scripts/netns-hosts.sh down-all
+  echo "==> netns SSH hosts: $(ip -V) / $(sshd -V 2>&1 | head -1 || true)"
+fi

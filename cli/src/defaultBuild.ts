@@ -6,6 +6,8 @@ import { fileURLToPath } from "node:url"
 import backendLocal from "@dstack-ts/backend-local"
 import transportLocal from "@dstack-ts/transport-local"
 import transportDirect from "@dstack-ts/transport-direct"
+import transportSsh from "@dstack-ts/transport-ssh"
+import backendSsh from "@dstack-ts/backend-ssh"
 import handlerDataframe from "@dstack-ts/handler-dataframe"
 import handlerPlot from "@dstack-ts/handler-plot"
 import handlerModel from "@dstack-ts/handler-model"
@@ -22,6 +24,8 @@ export const defaultPlugins = [
   backendLocal,
   transportLocal,
   transportDirect,
+  transportSsh,
+  backendSsh,
   handlerDataframe,
   handlerPlot,
   handlerModel

@@ -1,0 +1,187 @@
+// SSH fleet rows, on real sshd hosts in network namespaces (test/support/netns.ts):
+// - forward throughput: a job port forwarded by the ssh transport (RunnerTransport.forward)
+//   against a raw `ssh -N -L` to the same port; the host's server writes N MiB, the client
+//   reads them through the forward. Target ≥ 0.7× (MB/s, higher is better).
+// - provisioning a fresh host: the remote backend's provision (probe, ship the bundle, start it
+//   supervised, wait for its healthcheck) against a raw `scp` of the same bundle and an `ssh`
+//   that starts it and waits for its ready line. Target ≤ 2× (p50).
+//   BENCH_SSH_MB (default 64; full 512), BENCH_SSH_ROUNDS (default 3; full 7)
+import { execFile, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import { promisify } from "node:util"
+import { RemoteBackend } from "@dstack-ts/backend-ssh"
+import { RunnerLaunch } from "@dstack-ts/core"
+import { SshTransport } from "@dstack-ts/transport-ssh"
+import { Effect, Exit, Scope } from "effect"
+import { createNetnsHosts, netnsUnavailable, type NetnsHost, type NetnsHosts } from "../test/support/netns.ts"
+import type { BenchContext } from "./context.ts"
+import { now, summarize, type Row } from "./support/stats.ts"
+
+const exec = promisify(execFile)
+const RUNNER_ENTRY = fileURLToPath(new URL("../cli/src/runner.ts", import.meta.url))
+const SOURCE_PORT = 7000
+
+const sshArgs = (hosts: NetnsHosts, host: NetnsHost) => [
+  "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+  "-i", hosts.privateKeyFile, "-p", String(host.port), `${host.user}@${host.ip}`
+]
+
+/** Reads everything from 127.0.0.1:port; answers MB/s (1 MB = 10^6 bytes). */
+const readAll = (port: number, expected: number) =>
+  new Promise<number>((resolve, reject) => {
+    const started = now()
+    let bytes = 0
+    const socket = net.connect({ host: "127.0.0.1", port })
+    socket.on("data", (chunk: Buffer) => (bytes += chunk.length))
+    socket.on("error", reject)
+    socket.on("close", () =>
+      bytes === expected ? resolve(bytes / 1e6 / ((now() - started) / 1000)) : reject(new Error(`read ${bytes} of ${expected} bytes`)))
+  })
+
+/** A free port on this machine's loopback. */
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = net.createServer()
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as net.AddressInfo).port
+      server.close(() => resolve(port))
+    })
+  })
+
+const waitListening = async (port: number) => {
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: "127.0.0.1", port }, () => {
+        s.destroy()
+        resolve(true)
+      })
+      s.on("error", () => resolve(false))
+    })
+    if (ok) return
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`nothing listens on 127.0.0.1:${port}`)
+}
+
+const forwardRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.Scope, mb: number, rounds: number): Promise<Array<Row>> => {
+  const host = hosts.hosts[0]!
+  const bytes = mb * 1024 * 1024
+  // The job's port: a server in the host's namespace that writes `bytes` to each connection.
+  const source = spawn("ip", ["netns", "exec", host.netns, "node", "-e", `
+    const chunk = Buffer.alloc(1 << 20, 97)
+    require("net").createServer((s) => {
+      let left = ${bytes}
+      const write = () => { while (left > 0) { const n = Math.min(left, chunk.length); left -= n; if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return s.once("drain", write) } s.end() }
+      write()
+    }).listen(${SOURCE_PORT}, "127.0.0.1", () => console.log("ready"))`], { stdio: ["ignore", "pipe", "inherit"] })
+  await new Promise((resolve) => source.stdout!.once("data", resolve))
+  try {
+    const transport = await Effect.runPromise(Scope.extend(SshTransport.make(), scope))
+    const target = { hostname: host.ip, runnerPort: 10999, ssh: { user: host.user, port: host.port, privateKey: hosts.privateKey } }
+    const forward = await Effect.runPromise(Scope.extend(transport.forward(target, 0, SOURCE_PORT), scope))
+    const rawPort = await freePort()
+    const raw = spawn("ssh", ["-N", "-L", `127.0.0.1:${rawPort}:127.0.0.1:${SOURCE_PORT}`, ...sshArgs(hosts, host)], { stdio: "ignore" })
+    try {
+      await waitListening(rawPort)
+      await readAll(forward.localPort, bytes) // warm-up: the SSH connection is opened
+      await readAll(rawPort, bytes)
+      const ours: Array<number> = []
+      const theirs: Array<number> = []
+      for (let i = 0; i < rounds; i++) {
+        ours.push(await readAll(forward.localPort, bytes))
+        theirs.push(await readAll(rawPort, bytes))
+        ctx.log(`ssh forward round ${i + 1}: ${ours[i]!.toFixed(0)} vs ssh -L ${theirs[i]!.toFixed(0)} MB/s`)
+      }
+      const value = summarize(ours)
+      const baseline = summarize(theirs)
+      return [{
+        section: "ssh",
+        measure: `forward throughput, ${mb} MiB through a forwarded job port (ssh transport vs raw ssh -L), ${rounds} rounds`,
+        unit: "MB/s",
+        value,
+        baseline,
+        better: "higher",
+        target: "≥ 0.7× raw ssh -L",
+        verdict: value.p50 >= 0.7 * baseline.p50 ? "meets" : "short"
+      }]
+    } finally {
+      raw.kill("SIGTERM")
+    }
+  } finally {
+    source.kill("SIGKILL")
+  }
+}
+
+const provisionRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.Scope, rounds: number): Promise<Array<Row>> => {
+  const host = hosts.hosts[1]!
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-bench-ssh-"))
+  try {
+    const { file } = await RunnerLaunch.bundleRunner(RUNNER_ENTRY, dir)
+    const backend = await Effect.runPromise(Scope.extend(RemoteBackend.make({ runnerEntry: file }), scope))
+    const remote = { hostname: host.ip, port: host.port, user: host.user, privateKey: hosts.privateKey }
+    const ours: Array<number> = []
+    const theirs: Array<number> = []
+    for (let i = 0; i < rounds; i++) {
+      const config = { projectName: "bench", instanceName: `bench-${i}`, instanceId: `bench-ssh-${i}`, sshKeys: [] }
+      let started = now()
+      await Effect.runPromise(backend.remoteHosts.provision(remote, config))
+      ours.push(now() - started)
+      await Effect.runPromise(backend.remoteHosts.deprovision(remote, config))
+
+      // Raw: scp the bundle to a fresh directory, then ssh to start it and wait for its ready line.
+      const rawDir = `${os.tmpdir()}/dstack-ts-bench-raw-${i}`
+      started = now()
+      await exec("ssh", [...sshArgs(hosts, host), `mkdir -p ${rawDir}`])
+      await exec("scp", [...sshArgs(hosts, host).slice(0, -3), "-P", String(host.port), file, `${host.user}@${host.ip}:${rawDir}/runner.mjs`])
+      await new Promise<void>((resolve, reject) => {
+        const child = spawn("ssh", [...sshArgs(hosts, host), `node ${rawDir}/runner.mjs --port 10998 --work-dir ${rawDir}/work`], { stdio: ["ignore", "pipe", "ignore"] })
+        child.stdout!.once("data", () => {
+          child.kill("SIGTERM")
+          resolve()
+        })
+        child.once("exit", (code) => reject(new Error(`the raw runner exited (${code}) before its ready line`)))
+      })
+      theirs.push(now() - started)
+      await exec("ssh", [...sshArgs(hosts, host), `pkill -f ${rawDir}/runner.mjs; rm -rf ${rawDir}`]).catch(() => undefined)
+      ctx.log(`ssh provisioning round ${i + 1}: ${ours[i]!.toFixed(0)} vs scp + ssh ${theirs[i]!.toFixed(0)} ms`)
+    }
+    const value = summarize(ours)
+    const baseline = summarize(theirs)
+    return [{
+      section: "ssh",
+      measure: `provisioning a fresh host (remote backend: probe, ship, start supervised, healthy) vs raw scp + ssh start, ${rounds} rounds`,
+      unit: "ms",
+      value,
+      baseline,
+      better: "lower",
+      target: "≤ 2× raw",
+      verdict: value.p50 <= 2 * baseline.p50 ? "meets" : "short"
+    }]
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
+  const missing = await netnsUnavailable()
+  if (missing !== undefined) {
+    return [
+      { section: "ssh", measure: "forward throughput vs raw ssh -L", unit: "MB/s", better: "higher", target: "≥ 0.7×", notMeasured: missing },
+      { section: "ssh", measure: "provisioning a fresh host vs raw scp + ssh", unit: "ms", better: "lower", target: "≤ 2×", notMeasured: missing }
+    ]
+  }
+  const mb = Number(process.env.BENCH_SSH_MB ?? (ctx.full ? 512 : 64))
+  const rounds = Number(process.env.BENCH_SSH_ROUNDS ?? (ctx.full ? 7 : 3))
+  const hosts = await createNetnsHosts({ count: 2 })
+  const scope = Effect.runSync(Scope.make())
+  try {
+    return [...(await forwardRows(ctx, hosts, scope, mb, rounds)), ...(await provisionRows(ctx, hosts, scope, rounds))]
+  } finally {
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+    await hosts.down()
+  }
+}

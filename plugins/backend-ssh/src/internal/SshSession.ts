@@ -1,0 +1,161 @@
+/**
+ * One logged-in SSH connection (node-ssh over ssh2), opened directly or through a jump host
+ * (`proxy_jump`), failures naming the hop. The same module as @dstack-ts/transport-ssh's
+ * internal one: a plugin imports no other plugin, so each keeps its own copy.
+ */
+import { NodeSSH } from "node-ssh"
+import type { Client } from "ssh2"
+
+/** How to log in to one host. */
+export interface HostAccess {
+  readonly hostname: string
+  readonly port: number
+  readonly user: string
+  readonly privateKey: string
+  readonly proxyJump?: Omit<HostAccess, "proxyJump">
+}
+
+export interface SessionOptions {
+  /** Time for TCP connect plus handshake plus login, per hop. */
+  readonly readyTimeoutMs: number
+  /** SSH keep-alive: a probe every this many ms (0: none) … */
+  readonly keepaliveIntervalMs: number
+  /** … and the connection counts as dead after this many unanswered probes. */
+  readonly keepaliveCountMax: number
+}
+
+/** Why a hop failed: `auth` (key or user refused), `unreachable`, `timeout`, `key` (unusable key), `other`. */
+export type HopFailureKind = "auth" | "unreachable" | "timeout" | "key" | "other"
+
+/** A failure to open a session, naming the hop (`host root@10.0.0.2:22` or `jump host …`). */
+export class HopFailure extends Error {
+  constructor(readonly kind: HopFailureKind, readonly hop: string, message: string, override readonly cause?: unknown) {
+    super(message)
+  }
+}
+
+/** An open session; `closed` resolves once the connection (or the jump connection under it) is gone. */
+export interface Session {
+  readonly ssh: NodeSSH
+  readonly client: Client
+  readonly closed: Promise<void>
+  readonly isClosed: () => boolean
+  readonly close: () => void
+}
+
+export const describeHop = (access: Pick<HostAccess, "user" | "hostname" | "port">): string =>
+  `${access.user}@${access.hostname.includes(":") ? `[${access.hostname}]` : access.hostname}:${access.port}`
+
+const classify = (error: unknown): { kind: HopFailureKind; why: string } => {
+  const e = error as { level?: string; code?: string; message?: string } | undefined
+  const message = e?.message ?? String(error)
+  if (e?.level === "client-authentication" || /authentication methods failed/i.test(message)) {
+    return { kind: "auth", why: "the login was refused (the key is not authorized for this user)" }
+  }
+  if (e?.level === "client-timeout" || /timed out/i.test(message) || e?.code === "ETIMEDOUT") {
+    return { kind: "timeout", why: "no SSH answer in time" }
+  }
+  switch (e?.code) {
+    case "ECONNREFUSED":
+      return { kind: "unreachable", why: "connection refused (is sshd running on that port?)" }
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return { kind: "unreachable", why: "no route to the host" }
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return { kind: "unreachable", why: "the host name does not resolve" }
+    case "ECONNRESET":
+      return { kind: "unreachable", why: "the connection was reset" }
+  }
+  if (/cannot parse privateKey|unsupported key|privateKey/i.test(message)) return { kind: "key", why: `the private key cannot be used: ${message}` }
+  return { kind: "other", why: message }
+}
+
+const connectHop = async (
+  access: Omit<HostAccess, "proxyJump">,
+  options: SessionOptions,
+  hopName: string,
+  sock?: NodeJS.ReadableStream
+): Promise<NodeSSH> => {
+  const ssh = new NodeSSH()
+  try {
+    await ssh.connect({
+      ...(sock ? { sock: sock as never } : { host: access.hostname }),
+      port: access.port,
+      username: access.user,
+      privateKey: access.privateKey,
+      readyTimeout: options.readyTimeoutMs,
+      keepaliveInterval: options.keepaliveIntervalMs,
+      keepaliveCountMax: options.keepaliveCountMax
+    })
+    return ssh
+  } catch (error) {
+    ssh.dispose()
+    const { kind, why } = classify(error)
+    throw new HopFailure(kind, hopName, `${hopName}: ${why}`, error)
+  }
+}
+
+/**
+ * Logs in to `access`, through its jump host when it has one.
+ *
+ * @example
+ * const session = await openSession({ hostname: "10.0.0.2", port: 22, user: "root", privateKey }, options)
+ * const channel = await session.ssh.forwardOut("127.0.0.1", 0, "127.0.0.1", 10999)
+ */
+export const openSession = async (access: HostAccess, options: SessionOptions): Promise<Session> => {
+  const target = `host ${describeHop(access)}`
+  let jump: NodeSSH | undefined
+  let ssh: NodeSSH
+  if (access.proxyJump) {
+    const jumpName = `jump host ${describeHop(access.proxyJump)}`
+    jump = await connectHop(access.proxyJump, options, jumpName)
+    let channel: NodeJS.ReadableStream
+    try {
+      channel = await jump.forwardOut("127.0.0.1", 0, access.hostname, access.port)
+    } catch (error) {
+      jump.dispose()
+      throw new HopFailure(
+        "unreachable",
+        target,
+        `${target}: the ${jumpName} cannot reach it (${(error as Error)?.message ?? String(error)})`,
+        error
+      )
+    }
+    try {
+      ssh = await connectHop(access, options, `${target} (through the ${jumpName})`, channel)
+    } catch (error) {
+      jump.dispose()
+      throw error
+    }
+  } else {
+    ssh = await connectHop(access, options, target)
+  }
+  const client = ssh.connection!
+  let closed = false
+  const closedPromise = new Promise<void>((resolve) => {
+    const done = () => {
+      if (closed) return
+      closed = true
+      ssh.dispose()
+      jump?.dispose()
+      resolve()
+    }
+    client.once("close", done)
+    client.once("end", done)
+    jump?.connection?.once("close", done)
+  })
+  // After login, errors surface as `close`; an unhandled `error` event would crash the process.
+  client.on("error", () => {})
+  jump?.connection?.on("error", () => {})
+  return {
+    ssh,
+    client,
+    closed: closedPromise,
+    isClosed: () => closed,
+    close: () => {
+      ssh.dispose()
+      jump?.dispose()
+    }
+  }
+}
