@@ -319,7 +319,7 @@ export const PrivateNetwork = Schema.String.pipe(
   })
 )
 
-const SshProxyJump = Schema.Struct({
+export const SshProxyJump = Schema.Struct({
   hostname: Schema.String.annotations({ description: "The jump host." }),
   port: opt(SshPort, { description: "Its SSH port. Defaults to 22." }),
   user: opt(Schema.String, { description: "The user on the jump host. Defaults to the host's user." }),
