@@ -6,7 +6,7 @@ import { unsupportedKeys } from "../../config/Unsupported.ts"
 import * as Api from "../../api/fleets.ts"
 import { Fleet, FleetPlan, FleetSpec, redactFleet, redactFleetSpec } from "../../domain/Fleet.ts"
 import { Instance } from "../../domain/Instance.ts"
-import { InstanceOffer } from "../../domain/Offer.ts"
+import { InstanceDisk, InstanceOffer, InstanceResources, InstanceType } from "../../domain/Offer.ts"
 import { Compute } from "../../engine/Compute.ts"
 import { createSshFleet, LIVE_INSTANCE_STATUSES, loadFleet, remoteHostsOf } from "../../engine/Fleets.ts"
 import { REMOTE_BACKEND } from "../../engine/RemoteAccess.ts"
@@ -81,10 +81,10 @@ const hostOffer = (host: RemoteHost) =>
     region: REMOTE_BACKEND,
     price: 0,
     availability: "available",
-    instance: {
+    instance: new InstanceType({
       name: host.hostname,
-      resources: { cpus: 0, memoryMib: 0, gpus: [], spot: false, disk: { sizeMib: 0 }, description: "detected when provisioned" }
-    } as never
+      resources: new InstanceResources({ cpus: 0, memoryMib: 0, gpus: [], spot: false, disk: new InstanceDisk({ sizeMib: 0 }), description: "detected when provisioned" })
+    })
   })
 
 const getFleetRow = (project: string, input: typeof Api.GetFleetRequest.Type) =>
