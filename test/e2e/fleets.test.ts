@@ -52,7 +52,7 @@ const getRun = async (name: string) => (await call("/api/project/main/runs/get",
 const finished = (run: any) => ["done", "failed", "terminated"].includes(run.status)
 const logsOf = async (run: any, jobNum: number) => {
   const sub = run.jobs[jobNum].job_submissions.at(-1)
-  return (await call("/api/project/main/logs/poll", { run_name: run.run_spec.run_name, job_submission_id: sub.id })).body.logs.map((l: any) => Buffer.from(l.message, "base64").toString("utf8") || l.message).join("")
+  return (await call("/api/project/main/logs/poll", { run_name: run.run_spec.run_name, job_submission_id: sub.id })).body.logs.map((l: any) => l.message).join("")
 }
 
 beforeAll(async () => {
@@ -160,9 +160,9 @@ describe("SSH fleets (stand-in hosts)", () => {
   }, 30_000)
 
   it("runs a 3-node task whose nodes rendezvous at the master's address; a busy host is not double-booked", async () => {
-    const applied = await call("/api/project/main/runs/apply", { plan: runSpec({ nodes: 3, fleets: ["trio"], env: { SCRIPT: RENDEZVOUS }, commands: ['node -e "$SCRIPT"'] }, "rendezvous") })
+    const applied = await call("/api/project/main/runs/apply", { plan: runSpec({ nodes: 3, fleets: ["trio"], env: { SCRIPT: RENDEZVOUS }, commands: ['node -e "$SCRIPT"', "sleep 6"] }, "rendezvous") })
     expect(applied.status, JSON.stringify(applied.body)).toBe(200)
-    await until("all nodes running", () => getRun("rendezvous"), (r) => r.jobs.every((j: any) => ["running", "done"].includes(j.job_submissions.at(-1).status)) || finished(r))
+    await until("all nodes running", () => getRun("rendezvous"), (r) => r.jobs.every((j: any) => j.job_submissions.at(-1).status === "running") || finished(r))
     // Every host of the fleet is busy: another run on the fleet finds no capacity.
     const other = await call("/api/project/main/runs/apply", { plan: runSpec({ fleets: ["trio"], commands: ["true"] }, "squeezed") })
     expect(other.status).toBe(200)
