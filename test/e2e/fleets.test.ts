@@ -134,6 +134,19 @@ describe("SSH fleets (stand-in hosts)", () => {
     expect(fleet.spec.configuration.ssh_config.hosts[2].proxy_jump.ssh_key).toEqual({ public: "ssh-ed25519 BBBB jump" })
   }, 60_000)
 
+  it("plans examples/fleet-ssh/.dstack.yml (its hosts are placeholders) with the key the CLI would send", async () => {
+    const { loadConfiguration } = await import("../../core/src/config/index.ts")
+    const { Effect, Schema } = await import("effect")
+    const { FleetConfiguration } = await import("../../core/src/domain/index.ts")
+    const config = await Effect.runPromise(loadConfiguration("examples/fleet-ssh/.dstack.yml", { supportedOnly: true }))
+    const encoded: any = Schema.encodeSync(FleetConfiguration)(config as any)
+    encoded.ssh_config.ssh_key = { public: "ssh-ed25519 AAAA test", private: PRIVATE_KEY }
+    const plan = await call("/api/project/main/fleets/get_plan", { spec: { configuration: encoded } })
+    expect(plan.status, JSON.stringify(plan.body)).toBe(200)
+    expect(plan.body.offers.map((o: any) => o.instance.name)).toEqual(["192.168.100.10", "192.168.100.11"])
+    expect(plan.body.spec.configuration.placement).toBe("cluster")
+  })
+
   it("refuses a second fleet with the same name, a host already in a fleet, and a host without a key", async () => {
     const again = await call("/api/project/main/fleets/apply", { plan: { spec: fleetSpec("trio", ["127.0.0.9"]) } })
     expect(again.status).toBe(400)
