@@ -31,6 +31,7 @@ export const rootCommand = defineCommand({
     stop: lazy(() => import("./commands/stop.ts")),
     delete: lazy(() => import("./commands/delete.ts")),
     offer: lazy(() => import("./commands/offer.ts")),
+    fleet: lazy(() => import("./commands/fleet.ts")),
     attach: lazy(() => import("./commands/attach.ts")),
     runner: lazy(() => import("./commands/runner.ts")),
     push: lazy(() => import("./commands/push.ts")),

@@ -29,6 +29,8 @@ import type { Run as RunEntity } from "@dstack-ts/core/wire"
 import type { RunPlan } from "@dstack-ts/core/wire"
 import { RunRepoData } from "@dstack-ts/core/wire"
 import type { RepoCode } from "@dstack-ts/core/wire"
+import { FleetSpec } from "@dstack-ts/core/wire"
+import type { Fleet, FleetConfiguration, FleetPlan } from "@dstack-ts/core/wire"
 
 /** Options of `Client.fromConfig`. */
 export interface FromConfigOptions extends ClientOptions {
@@ -244,6 +246,33 @@ export class Client {
       plan: Workflows.WorkflowPlan,
       options: Workflows.WorkflowRunOptions & { readonly cached?: ReadonlyMap<string, string> }
     ): Promise<Workflows.WorkflowRunResult> => Workflows.runPlan(this.workflowOps, plan, options)
+  }
+
+  readonly fleets = {
+    /** Plans a fleet: its hosts as offers, and whether applying creates it or finds one of that name. */
+    getPlan: (configuration: FleetConfiguration): Promise<FleetPlan> =>
+      runPromise(this.api.fleets.getPlan(new FleetSpec({ configuration }))),
+    /**
+     * Creates a fleet of your hosts. Private keys go as `ssh_key` (read `identity_file` yourself,
+     * as the CLI does); the server never answers them.
+     */
+    apply: (configuration: FleetConfiguration, options: { readonly force?: boolean } = {}): Promise<Fleet> =>
+      runPromise(this.api.fleets.apply(new FleetSpec({ configuration }), options.force === true)),
+    /** The fleet with this name, or undefined when there is none. */
+    get: async (name: string): Promise<Fleet | undefined> => {
+      const exit = await Effect.runPromiseExit(this.api.fleets.get(name))
+      if (Exit.isSuccess(exit)) return exit.value
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isSome(failure) && failure.value.reason === "NotFound") return undefined
+      throw Option.isSome(failure) ? failure.value : Cause.squash(exit.cause)
+    },
+    /** The project's fleets. */
+    list: (): Promise<ReadonlyArray<Fleet>> => runPromise(this.api.fleets.list()),
+    /** Deletes fleets: their hosts are cleaned up, then the fleets go (refused while they run jobs). */
+    delete: (names: ReadonlyArray<string>): Promise<void> => runPromise(this.api.fleets.delete(names)),
+    /** Removes hosts from a fleet by instance number. */
+    deleteInstances: (name: string, instanceNums: ReadonlyArray<number>): Promise<void> =>
+      runPromise(this.api.fleets.deleteInstances(name, instanceNums))
   }
 
   readonly repos = {

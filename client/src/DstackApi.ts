@@ -11,6 +11,8 @@ import type { ClientErrorReason } from "./ClientError.ts"
 import { normalizeUrl } from "./ClientConfig.ts"
 import { Project, ServerInfo, User } from "./Wire.ts"
 import { RunsApi as Api } from "@dstack-ts/core/wire"
+import { FleetsApi } from "@dstack-ts/core/wire"
+import type { Fleet, FleetPlan, FleetSpec } from "@dstack-ts/core/wire"
 import { Run as RunEntity } from "@dstack-ts/core/wire"
 import type { RunSpec } from "@dstack-ts/core/wire"
 import type { RunPlan } from "@dstack-ts/core/wire"
@@ -114,6 +116,20 @@ export interface DstackApiShape {
   readonly workflows: {
     /** `workflows/get_plan`: the jobs of a workflow and its dependencies, planned by the server's providers. */
     readonly getPlan: (request: typeof WorkflowsApi.WorkflowPlanRequest.Type) => Effect.Effect<typeof WorkflowsApi.WorkflowPlanResponse.Type, ClientError>
+  }
+  readonly fleets: {
+    /** `fleets/get_plan`: the hosts the fleet would get and whether it is created or replaced. */
+    readonly getPlan: (spec: FleetSpec) => Effect.Effect<FleetPlan, ClientError>
+    /** `fleets/apply`: creates the fleet (the server provisions its hosts in the background). */
+    readonly apply: (spec: FleetSpec, force?: boolean) => Effect.Effect<Fleet, ClientError>
+    /** `fleets/get` by name; fails with reason NotFound when there is none. */
+    readonly get: (name: string) => Effect.Effect<Fleet, ClientError>
+    /** `fleets/list` of the client's project. */
+    readonly list: () => Effect.Effect<ReadonlyArray<Fleet>, ClientError>
+    /** `fleets/delete`: the hosts are cleaned up, then the fleets go. */
+    readonly delete: (names: ReadonlyArray<string>) => Effect.Effect<void, ClientError>
+    /** `fleets/delete_instances`: removes hosts from a fleet by instance number. */
+    readonly deleteInstances: (name: string, instanceNums: ReadonlyArray<number>) => Effect.Effect<void, ClientError>
   }
   readonly repos: {
     /** `repos/init`: registers a repo (its `repo_info`, optional credentials) with the project. */
@@ -319,6 +335,19 @@ export const make = (options: DstackApiOptions): DstackApiShape => {
     workflows: {
       getPlan: (request) =>
         callWith({ method: "workflows.getPlan", path: projectPath("workflows/get_plan"), response: WorkflowsApi.WorkflowPlanResponse, idempotent: true }, WorkflowsApi.WorkflowPlanRequest, request)
+    },
+    fleets: {
+      getPlan: (spec) =>
+        callWith({ method: "fleets.getPlan", path: projectPath("fleets/get_plan"), response: FleetsApi.FleetPlan, idempotent: true }, FleetsApi.GetFleetPlanRequest, { spec }),
+      apply: (spec, force = false) =>
+        callWith({ method: "fleets.apply", path: projectPath("fleets/apply"), response: FleetsApi.Fleet, idempotent: false }, FleetsApi.ApplyFleetPlanRequest, { plan: { spec, currentResource: null }, force }),
+      get: (name) =>
+        callWith({ method: "fleets.get", path: projectPath("fleets/get"), response: FleetsApi.Fleet, idempotent: true }, FleetsApi.GetFleetRequest, { name }),
+      list: () => call({ method: "fleets.list", path: projectPath("fleets/list"), response: FleetsApi.FleetList, idempotent: true }, {}),
+      delete: (names) =>
+        Effect.asVoid(callWith({ method: "fleets.delete", path: projectPath("fleets/delete"), response: Api.Empty, idempotent: false }, FleetsApi.DeleteFleetsRequest, { names })),
+      deleteInstances: (name, instanceNums) =>
+        Effect.asVoid(callWith({ method: "fleets.deleteInstances", path: projectPath("fleets/delete_instances"), response: Api.Empty, idempotent: false }, FleetsApi.DeleteFleetInstancesRequest, { name, instanceNums }))
     },
     repos: {
       init: (repoId, repoInfo, repoCreds) =>

@@ -41,7 +41,7 @@ const forwardPorts = (run: Run): { readonly close: () => Promise<void> } => {
 }
 
 export default defineCommand({
-  meta: { name: "apply", description: "Apply a run configuration (task, service, dev-environment): plan it, confirm, submit the run and follow its logs" },
+  meta: { name: "apply", description: "Apply a configuration: a run (task, service, dev-environment) is planned, submitted and followed; a fleet (type: fleet, ssh_config) is planned and created" },
   args: {
     file: { type: "string", alias: "f", description: "The configuration file", default: ".dstack.yml", valueHint: "path" },
     yes: { type: "boolean", alias: "y", description: "Do not ask for confirmation" },
@@ -59,8 +59,12 @@ export default defineCommand({
     // A ConfigurationError lists every problem at file:line:col, keys this build does not carry
     // out yet included (before anything is uploaded); main.ts prints them all.
     const configuration = await runEffect(loadConfiguration(args.file, { supportedOnly: true }))
+    if (configuration.type === "fleet") {
+      const { applyFleet } = await import("../fleetApply.ts")
+      return applyFleet(configuration, args.file, { yes: args.yes, detach: args.detach })
+    }
     if (configuration.type !== "task" && configuration.type !== "service" && configuration.type !== "dev-environment") {
-      throw notAvailable(`Applying a ${configuration.type} configuration`)
+      throw notAvailable(`Applying a ${(configuration as { type: string }).type} configuration`)
     }
     const client = await clientFor()
     // The working directory is the run's code, as upstream: packed honouring .gitignore and

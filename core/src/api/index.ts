@@ -8,3 +8,5 @@ export * as LogFrames from "./logFrames.ts"
 export * as RecordHeader from "./RecordHeader.ts"
 // Workflow plans: the files, workflow and variables sent; the jobs (task configurations) answered.
 export * as WorkflowsApi from "./workflows.ts"
+// The fleets routes.
+export * as FleetsApi from "./fleets.ts"

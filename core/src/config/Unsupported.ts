@@ -98,24 +98,54 @@ const secretReferences = (value: unknown, path: ReadonlyArray<string | number>, 
 /** Every rule, in the order of the configuration reference. */
 export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
   {
-    key: "type",
+    key: "nodes",
     types: ["fleet"],
-    refused: "`fleet`",
-    comesWith: "fleets",
+    refused: "any value (fleets provisioned from backends)",
+    comesWith: "clouds",
+    instead: "`ssh_config` (your own hosts)",
     find: (c) =>
-      c.type === "fleet"
-        ? one(["type"], notYet("`type: fleet`", "fleets cannot be created in this build (a run provisions its own instance from the project's backends and reuses idle ones)", "fleets"))
+      c.type === "fleet" && c.nodes !== undefined
+        ? one(["nodes"], notYet("`nodes` in a fleet", "fleets provisioned from backends are not created in this build (a run provisions its own instance from the project's backends and reuses idle ones); a fleet of your own hosts (`ssh_config`) works", "clouds"))
         : none
   },
   {
-    key: "nodes",
-    types: ["task"],
-    refused: "more than 1",
-    comesWith: "fleets",
+    key: "blocks",
+    types: ["fleet"],
+    refused: "anything but `1`",
     find: (c) =>
-      c.type === "task" && c.nodes > 1
-        ? one(["nodes"], notYet(`\`nodes: ${c.nodes}\``, "the nodes would start as separate jobs that do not know each other's addresses (no master node, no cluster placement)", "fleets"))
-        : none
+      c.type !== "fleet"
+        ? none
+        : [
+          ...(c.blocks !== undefined && c.blocks !== 1 ? one(["blocks"], notYet(`\`blocks: ${c.blocks}\``, "an instance is not split into blocks in this build: each host takes one job at a time; write `blocks: 1` or leave it out")) : none),
+          ...(c.sshConfig?.hosts ?? []).flatMap((h, i) =>
+            h.blocks !== undefined && h.blocks !== 1
+              ? one(["ssh_config", "hosts", i, "blocks"], notYet(`\`ssh_config.hosts[${i}].blocks: ${h.blocks}\``, "a host is not split into blocks in this build: it takes one job at a time; leave it out"))
+              : none)
+        ]
+  },
+  {
+    key: "resources, backends, regions, instance_types, spot_policy, max_price, retry, idle_duration, termination_policy",
+    types: ["fleet"],
+    refused: "with `ssh_config`",
+    find: (c) =>
+      c.type !== "fleet" || c.sshConfig === undefined
+        ? none
+        : (
+          [
+            ["resources", c.resources],
+            ["backends", c.backends],
+            ["regions", c.regions],
+            ["instance_types", c.instanceTypes],
+            ["spot_policy", c.spotPolicy],
+            ["max_price", c.maxPrice],
+            ["retry", c.retry],
+            ["idle_duration", c.idleDuration],
+            ["termination_policy", c.terminationPolicy]
+          ] as const
+        ).flatMap(([key, value]) =>
+          value === undefined
+            ? none
+            : one([key], `\`${key}\` applies to fleets provisioned from backends, not to a fleet of your own hosts (\`ssh_config\`): its hosts are what they are, and they stay in the fleet until it is deleted; drop \`${key}\``))
   },
   {
     key: "env",

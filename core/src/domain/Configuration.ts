@@ -94,6 +94,7 @@ const runFields = {
   resources: withDefault(ResourcesSpec, () => DEFAULT_RESOURCES, { description: "The resources needed (`cpu`, `memory`, `shm_size`, `gpu`, `disk`)." }),
   volumes: opt(Schema.Array(VolumeMount), { description: "Directories of the instance to mount into the container: `/instance/dir:/path` or `{instance_path, path}` (needs `image`). Network volumes (`name:/path`, `{name, path}`) are not supported yet (refused)." }),
   backends: opt(Schema.Array(BackendType), { description: "Only consider these backends (`[aws, gcp]`, `[local]`, `[remote]`)." }),
+  fleets: opt(StringList, { description: "Run only on instances of these fleets (`[my-ssh-fleet]`): nothing new is provisioned from backends." }),
   regions: opt(StringList, { description: "Only consider these regions (`[eu-west-1, us-west4]`)." }),
   instanceTypes: opt(StringList, { description: "Only consider these instance types (`[p3.8xlarge, n1-standard-4]`)." }, "instance_types"),
   reservation: opt(Schema.String, { description: "An existing capacity reservation to use. Not supported yet (refused)." }),
@@ -298,21 +299,60 @@ export type DevEnvironmentConfiguration = typeof DevEnvironmentConfiguration.Typ
 // ---------------------------------------------------------------------------------------------
 // Fleet
 
-const SshProxyJump = Schema.Struct({
+/** A key pair the client read from `identity_file` and sends along (upstream `ssh_key`); the server never answers the private part. */
+export const SshKey = Schema.Struct({
+  public: Schema.String.annotations({ description: "The public key (OpenSSH line)." }),
+  private: opt(Schema.String, { description: "The private key (OpenSSH or PEM text)." })
+}).annotations({ identifier: "SshKey" })
+export type SshKey = typeof SshKey.Type
+
+const SshPort = Schema.Number.pipe(
+  Schema.filter((n) => (Number.isInteger(n) && n >= 1 && n <= 65535) || `expected a port number (1–65535), got ${n}`)
+)
+
+const Blocks = Schema.Union(
+  Schema.Literal("auto"),
+  Schema.Number.pipe(Schema.filter((n) => (Number.isInteger(n) && n >= 1) || `expected auto or a whole number ≥ 1, got ${n}`))
+)
+
+const isPrivateIpv4 = (ip: string): boolean => {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip)
+  if (m === null || m.slice(1).some((x) => Number(x) > 255)) return false
+  const [a, b] = [Number(m[1]), Number(m[2])]
+  return a === 10 || a === 127 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 169 && b === 254) || (a === 100 && b >= 64 && b <= 127)
+}
+
+const PrivateIp = Schema.String.pipe(
+  Schema.filter((s) => isPrivateIpv4(s) || `expected a private IPv4 address (10.x, 172.16–31.x, 192.168.x), got ${show(s)}`)
+)
+
+/** `<ip>/<bits>` of a private IPv4 network. */
+export const PrivateNetwork = Schema.String.pipe(
+  Schema.filter((s) => {
+    const m = /^([0-9.]+)\/(\d{1,2})$/.exec(s)
+    return (m !== null && isPrivateIpv4(m[1]) && Number(m[2]) <= 32) || `expected a private network as <ip>/<netmask bits> (10.0.0.0/24), got ${show(s)}`
+  })
+)
+
+export const SshProxyJump = Schema.Struct({
   hostname: Schema.String.annotations({ description: "The jump host." }),
-  port: opt(Schema.Number, { description: "Its SSH port. Defaults to 22." }),
-  user: opt(Schema.String, { description: "The user on the jump host." }),
-  identityFile: opt(Schema.String, { description: "The private key for the jump host." }, "identity_file")
+  port: opt(SshPort, { description: "Its SSH port. Defaults to 22." }),
+  user: opt(Schema.String, { description: "The user on the jump host. Defaults to the host's user." }),
+  identityFile: opt(Schema.String, { description: "The private key for the jump host (read by the CLI, sent as `ssh_key`). Defaults to the host's key." }, "identity_file"),
+  sshKey: opt(SshKey, { description: "The key pair itself, as the CLI sends it after reading `identity_file`." }, "ssh_key")
 }).annotations({ identifier: "SshProxyJump" })
+export type SshProxyJump = typeof SshProxyJump.Type
 
 /** One host of an SSH fleet. */
 export const SshHost = Schema.Struct({
   hostname: Schema.String.annotations({ description: "The host name or IP address." }),
-  port: opt(Schema.Number, { description: "The SSH port. Defaults to `ssh_config.port`, else 22." }),
+  port: opt(SshPort, { description: "The SSH port. Defaults to `ssh_config.port`, else 22." }),
   user: opt(Schema.String, { description: "The SSH user. Defaults to `ssh_config.user`." }),
   identityFile: opt(Schema.String, { description: "The private key. Defaults to `ssh_config.identity_file`." }, "identity_file"),
-  proxyJump: opt(SshProxyJump, { description: "A jump host for this host." }, "proxy_jump"),
-  internalIp: opt(Schema.String, { description: "The address other hosts of the fleet reach this one on." }, "internal_ip")
+  sshKey: opt(SshKey, { description: "The key pair itself, as the CLI sends it after reading `identity_file`." }, "ssh_key"),
+  proxyJump: opt(SshProxyJump, { description: "A jump host for this host: `{hostname, port, user, identity_file}`." }, "proxy_jump"),
+  internalIp: opt(PrivateIp, { description: "The private address other hosts of the fleet reach this one on. Defaults to the host's address in `network`, else the address it is dialled at." }, "internal_ip"),
+  blocks: opt(Blocks, { description: "Split this host into blocks. Only `1` (the default) is supported: other values are refused." })
 }).annotations({ identifier: "SshHost" })
 export type SshHost = typeof SshHost.Type
 
@@ -330,19 +370,22 @@ const SshHostOrName: Schema.Schema<SshHost, typeof SshHost.Encoded | string> = S
 /** How to reach the hosts of an SSH fleet. */
 export const SshConfig = Schema.Struct({
   user: opt(Schema.String, { description: "The SSH user for every host." }),
-  port: opt(Schema.Number, { description: "The SSH port for every host. Defaults to 22." }),
-  identityFile: opt(Schema.String, { description: "The private key for every host." }, "identity_file"),
+  port: opt(SshPort, { description: "The SSH port for every host. Defaults to 22." }),
+  identityFile: opt(Schema.String, { description: "The private key for every host (read by the CLI, sent as `ssh_key`)." }, "identity_file"),
+  sshKey: opt(SshKey, { description: "The key pair itself, as the CLI sends it after reading `identity_file`." }, "ssh_key"),
   proxyJump: opt(SshProxyJump, { description: "A jump host for every host: `{hostname, port, user, identity_file}`." }, "proxy_jump"),
-  hosts: Schema.Array(SshHostOrName).pipe(Schema.filter((hosts) => hosts.length > 0 || "give at least one host")).annotations({ description: "The hosts: names/addresses or `{hostname, port, user, identity_file}`." })
+  hosts: Schema.Array(SshHostOrName).pipe(Schema.filter((hosts) => hosts.length > 0 || "give at least one host")).annotations({ description: "The hosts: names/addresses or `{hostname, port, user, identity_file, proxy_jump, internal_ip}`." }),
+  network: opt(PrivateNetwork, { description: "The private network (`10.0.0.0/24`) the hosts of a cluster reach each other on: each host's address for the others is its `internal_ip`, else the address the server dials when it is in this network; a host with neither fails provisioning." })
 }).annotations({ identifier: "SshConfig" })
 export type SshConfig = typeof SshConfig.Type
 
 const fleetFields = {
-  type: Schema.Literal("fleet").annotations({ description: "`fleet`: a set of instances, provisioned from backends or given as SSH hosts. Not supported yet: a fleet configuration is read and checked, and refused when applied." }),
+  type: Schema.Literal("fleet").annotations({ description: "`fleet`: a set of instances, provisioned from backends or given as SSH hosts." }),
   name: opt(RunName, { description: "The fleet name." }),
   env: opt(Env, { description: "Environment variables for the fleet's hosts." }),
   nodes: opt(IntRange, { description: "The number of instances (`2`) or a range (`1..4`) for a cloud fleet." }),
-  placement: opt(oneOf("any", "cluster"), { description: "`cluster` puts instances in one network for multi-node tasks; `any` does not. Defaults to `any`." }),
+  placement: opt(oneOf("any", "cluster"), { description: "`cluster`: the hosts reach each other and take multi-node tasks (`nodes: N`), placed all or nothing; `any` does not. Defaults to `any`." }),
+  blocks: opt(Blocks, { description: "Split each instance into blocks. Only `1` (the default) is supported: other values are refused." }),
   resources: opt(ResourcesSpec, { description: "The resources of each instance of a cloud fleet." }),
   backends: opt(Schema.Array(BackendType), { description: "Only consider these backends." }),
   regions: opt(StringList, { description: "Only consider these regions." }),

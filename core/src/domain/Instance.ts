@@ -35,6 +35,8 @@ export class Instance extends Schema.Class<Instance>("@dstack-ts/core/Instance")
   /** Set while health checks fail; after a grace period jobs on it end as instance_unreachable. */
   unreachable: wireDefault(Schema.Boolean, "unreachable", () => false),
   terminationReason: wireOptional(Schema.String, "termination_reason"),
+  /** Why, in words (a provisioning error, the host that stopped answering). */
+  terminationReasonMessage: wireOptional(Schema.String, "termination_reason_message"),
   created: Schema.Date,
   /** When its last job released it; idle time counts from here. */
   lastJobProcessedAt: wireOptional(Schema.Date, "last_job_processed_at"),

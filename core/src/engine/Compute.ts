@@ -11,6 +11,8 @@ import * as Backend from "../ports/Backend.ts"
 import * as RunnerTransport from "../ports/RunnerTransport.ts"
 import { StateStore } from "../ports/StateStore.ts"
 import { PluginHost } from "../plugin/PluginHost.ts"
+import type { JobProvisioningData } from "../domain/Job.ts"
+import { makeTargets } from "./RemoteAccess.ts"
 
 /** A backend every project has unless it configures that type itself. */
 export interface DefaultBackend {
@@ -56,6 +58,13 @@ export interface ComputeService {
   readonly transport: (backendType: string) => Effect.Effect<RunnerTransport.RunnerTransport, RunnerTransport.RunnerTransportError>
   /** Backend types some installed plugin provides. */
   readonly availableTypes: ReadonlyArray<string>
+  /**
+   * A backend by type from the installed plugins, whether or not a project configures it (the
+   * `remote` backend of SSH fleets); `NotFound` naming the type when no plugin provides it.
+   */
+  readonly pluginBackend: (type: string, config?: unknown) => Effect.Effect<Backend.Backend, Backend.BackendError>
+  /** Where the runner on an instance is and how to log in there (SSH fleet hosts carry their SSH access). */
+  readonly target: (pd: JobProvisioningData) => Effect.Effect<RunnerTransport.RunnerTarget, RunnerTransport.RunnerTransportError>
 }
 
 export class Compute extends Context.Tag("@dstack-ts/core/engine/Compute")<Compute, ComputeService>() {}
@@ -194,7 +203,9 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
           )
         }),
       transport,
-      availableTypes: host.contributions("backends").map((c) => c.key)
+      availableTypes: host.contributions("backends").map((c) => c.key),
+      pluginBackend: (type, config) => makeBackend(type, config ?? {}),
+      target: makeTargets(store)
     }
   })
 

@@ -19,6 +19,7 @@ import { BlobStore } from "../ports/BlobStore.ts"
 import { StateStore, type StateStoreError } from "../ports/StateStore.ts"
 import { Compute } from "./Compute.ts"
 import * as InstancePool from "./InstancePool.ts"
+import * as Fleets from "./Fleets.ts"
 import { errorMessage } from "./internal.ts"
 import * as Provisioning from "./Provisioning.ts"
 import * as RunClaims from "./RunClaims.ts"
@@ -87,6 +88,8 @@ export const make = (
       provisioningTimeoutMs,
       concurrency: options.provisioningConcurrency ?? 16
     })
+    // SSH fleets: hosts provisioned and removed, idle ones checked at each resync.
+    yield* Fleets.startProcessor({ store, compute, owner, provisioningTimeoutMs, healthCheckMs: resyncMs, signalCapacity: provisioner.signalCapacity })
     // At most this many workers read, decide and write at once. Thousands of runs taken at once
     // would otherwise each put a write on the database queue together, and the one renewal of
     // every lease would wait behind all of them until the leases ran out.

@@ -15,6 +15,7 @@ import type { BackendError } from "../ports/Backend.ts"
 import { decodeDocument, type StateStoreError, type StateStoreService } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import { errorMessage } from "./internal.ts"
+import { REMOTE_BACKEND } from "./RemoteAccess.ts"
 import { noteHealthy, waitHealthy } from "./RunnerSession.ts"
 import { withRunner } from "./RunnerFollower.ts"
 
@@ -104,8 +105,17 @@ export const make = (options: InstancePoolOptions): InstancePool => {
         Effect.catchAll((e) => Effect.logWarning(`could not release instance ${instanceId}: ${errorMessage(e)}`))
       )
 
+  // A host of an SSH fleet is the user's: it is not terminated but flagged unreachable and given
+  // back (upstream), and the fleet processor clears the flag once its runner answers again.
+  const flagUnreachable = (instanceId: string, reason: string) =>
+    updateInstance(instanceId, (instance, raw) =>
+      instance.status === "busy" || instance.status === "idle"
+        ? { ...raw, ...encodeInstance(new Instance({ ...instance, status: "idle", unreachable: true, terminationReasonMessage: reason, jobName: undefined, lastJobProcessedAt: new Date() })) }
+        : raw
+    ).pipe(Effect.catchAll((e) => Effect.logWarning(`could not flag instance ${instanceId} unreachable: ${errorMessage(e)}`)))
+
   const terminate = (project: string, instanceId: string | undefined, pd: JobProvisioningData, reason: string) =>
-    Effect.gen(function* () {
+    instanceId !== undefined && pd.backend === REMOTE_BACKEND ? flagUnreachable(instanceId, reason) : Effect.gen(function* () {
       const backend = yield* compute.backend(project, pd.backend)
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
       if (instanceId !== undefined) {
@@ -130,7 +140,11 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       const healthy = yield* withRunner(compute, pd, (client) => (fresh ? Effect.sync(() => noteHealthy(client)) : waitHealthy(client, 3_000))).pipe(
         Effect.isSuccess
       )
-      const next = new Instance({ ...instance, status: healthy ? "busy" : "terminated", jobName: healthy ? jobName : undefined, ...(healthy ? {} : { terminationReason: "unreachable when reused" }) })
+      const next = healthy
+        ? new Instance({ ...instance, status: "busy", jobName })
+        : instance.backend === REMOTE_BACKEND
+          ? new Instance({ ...instance, unreachable: true, terminationReasonMessage: "its runner did not answer when it was to be reused" })
+          : new Instance({ ...instance, status: "terminated", jobName: undefined, terminationReason: "unreachable when reused" })
       yield* store.instances.update(row.id, { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } }, { lease: row.lease!.token })
       yield* store.instances.release(row.id, row.lease!.token).pipe(Effect.ignore)
       return healthy ? Option.some({ pd, instanceId: row.id }) : Option.none()

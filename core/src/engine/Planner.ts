@@ -7,6 +7,7 @@
  */
 import { Effect } from "effect"
 import type { Requirements } from "../domain/Job.ts"
+import { Fleet } from "../domain/Fleet.ts"
 import { Instance } from "../domain/Instance.ts"
 import { InstanceOffer, isOfferAvailable } from "../domain/Offer.ts"
 import { type BackendError, type ExcludedOffer, offerMisfits } from "../ports/Backend.ts"
@@ -25,11 +26,20 @@ export interface JobOffers {
   readonly missingBackends?: ReadonlyArray<string>
   /** The backends the project has, when the configuration's list left none of them. */
   readonly projectBackends?: ReadonlyArray<string>
+  /** Set when only existing instances were considered (`fleets`, or a multi-node task's `cluster`). */
+  readonly existingOnly?: "fleets" | "cluster"
   /** Idle instances the project had (fitting or not); undefined when they were not looked up. */
   readonly idleInstances?: number
 }
 
 export interface PlanFilter {
+  /** Only instances of these fleets (`fleets: [...]`): no new instance from a backend. */
+  readonly fleets?: ReadonlyArray<string> | undefined
+  /**
+   * Only instances of `placement: cluster` fleets, no new instance from a backend: the nodes of
+   * a multi-node task (`nodes: N`) must reach each other.
+   */
+  readonly clusterOnly?: boolean | undefined
   readonly backends?: ReadonlyArray<string> | undefined
   readonly regions?: ReadonlyArray<string> | undefined
   readonly instanceTypes?: ReadonlyArray<string> | undefined
@@ -46,6 +56,20 @@ export interface PlanOptions {
 }
 
 const readInstance = decodeDocument("instance", Instance)
+const readFleet = decodeDocument("fleet", Fleet)
+
+/** The names of the project's live `placement: cluster` fleets. */
+export const clusterFleets = (project: string): Effect.Effect<ReadonlySet<string>, StateStoreError, StateStore> =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const rows = yield* store.fleets.list({ projects: [project], statuses: ["active"] })
+    const names = new Set<string>()
+    for (const row of rows) {
+      const fleet = yield* readFleet(row)
+      if (fleet.spec.configuration.placement === "cluster") names.add(fleet.name)
+    }
+    return names
+  })
 
 /** An existing idle instance seen as an offer of itself. */
 export const offerOfInstance = (instance: Instance): InstanceOffer =>
@@ -62,6 +86,9 @@ export const offerOfInstance = (instance: Instance): InstanceOffer =>
 /** Reasons an offer is outside the configuration's backends/regions/instance_types lists. */
 const filterMisfits = (offer: InstanceOffer, filter: PlanFilter): ReadonlyArray<string> => {
   const reasons: Array<string> = []
+  if (filter.fleets && filter.fleets.length > 0 && (offer.fleetName === undefined || !filter.fleets.includes(offer.fleetName))) {
+    reasons.push(`fleets: ${offer.fleetName === undefined ? "the instance is in no fleet" : `fleet ${offer.fleetName} is not`} in [${filter.fleets.join(", ")}]`)
+  }
   if (filter.backends && filter.backends.length > 0 && !filter.backends.includes(offer.backend)) {
     reasons.push(`backends: ${offer.backend} is not in [${filter.backends.join(", ")}]`)
   }
@@ -88,17 +115,24 @@ export const offersForJob = (
 
     const idleRows = options.skipIdle === true ? [] : yield* (options.idleRows ?? store.instances.list({ projects: [project], statuses: ["idle"] }))
     const idle: Array<InstanceOffer> = []
+    const clusters = filter.clusterOnly === true ? yield* clusterFleets(project) : undefined
     for (const row of idleRows) {
       // A row that does not decode is an error naming it, not an instance quietly left out.
       const instance = yield* readInstance(row)
       const offer = offerOfInstance(instance)
       const reasons = [...filterMisfits(offer, filter), ...offerMisfits(offer, requirements)]
+      if (instance.unreachable) reasons.push("unreachable: its runner does not answer")
+      if (clusters !== undefined && (instance.fleetName === undefined || !clusters.has(instance.fleetName))) {
+        reasons.push("nodes: a multi-node task runs on a placement: cluster fleet, and this instance is in none")
+      }
       if (reasons.length === 0) idle.push(offer)
       else excluded.push({ offer, reasons })
     }
     idle.sort((a, b) => a.price - b.price)
 
-    const made = yield* compute.projectBackends(project)
+    // `fleets` and multi-node tasks take existing instances only.
+    const existingOnly = (filter.fleets !== undefined && filter.fleets.length > 0) || filter.clusterOnly === true
+    const made = existingOnly ? { backends: [], failed: [] } : yield* compute.projectBackends(project)
     const wanted = (type: string) => !filter.backends || filter.backends.length === 0 || filter.backends.includes(type)
     const backends = made.backends.filter((b) => wanted(b.type))
     // The project's backend types, made or not: one its plugin refused is there, only broken.
@@ -134,6 +168,7 @@ export const offersForJob = (
       backendTypes: [...backends.map((b) => b.type), ...failedBackends.map((f) => f.backend)],
       missingBackends,
       projectBackends: allTypes,
+      ...(existingOnly ? { existingOnly: filter.clusterOnly === true ? "cluster" as const : "fleets" as const } : {}),
       ...(options.skipIdle === true ? {} : { idleInstances: idleRows.length })
     }
   })
@@ -143,7 +178,12 @@ export const offersForJob = (
  * e.g. `no offers fit: gpu: needs 1× GPU, instance has 0 GPUs (1 offer); …`
  */
 export const explainNoOffers = (offers: JobOffers): string => {
-  if (offers.backendTypes.length === 0) {
+  if (offers.existingOnly !== undefined && offers.excluded.length === 0) {
+    return offers.existingOnly === "cluster"
+      ? "no offers: a multi-node task runs on idle instances of a placement: cluster fleet, and the project has none idle (create one: type: fleet, placement: cluster, ssh_config)"
+      : "no offers: the fleets named in `fleets` have no idle instance"
+  }
+  if (offers.backendTypes.length === 0 && offers.existingOnly === undefined) {
     const missing = offers.missingBackends ?? []
     const has = offers.projectBackends ?? []
     return missing.length > 0

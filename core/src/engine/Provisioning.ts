@@ -16,7 +16,8 @@ import { Compute, type ComputeService } from "./Compute.ts"
 import { errorMessage } from "./internal.ts"
 import type { InstancePool } from "./InstancePool.ts"
 import { JobEvent } from "./JobLifecycle.ts"
-import { explainNoOffers, offersForJob } from "./Planner.ts"
+import { explainNoOffers, offersForJob, type PlanFilter } from "./Planner.ts"
+import * as Placement from "./Placement.ts"
 
 export interface Provisioner {
   /**
@@ -49,6 +50,18 @@ interface Waiter {
   readonly seq: number
   readonly key: string
   readonly turn: Deferred.Deferred<Deferred.Deferred<boolean>>
+}
+
+/** What a job's plan considers: the configuration's lists; a multi-node job only cluster fleets. */
+export const planFilter = (run: Run, job: Job): PlanFilter => {
+  const config = run.runSpec.configuration
+  return {
+    fleets: config.fleets,
+    clusterOnly: job.jobSpec.jobsPerReplica > 1,
+    backends: config.backends,
+    regions: config.regions,
+    instanceTypes: config.instanceTypes
+  }
 }
 
 /** Offers tried per placement, cheapest first. */
@@ -91,6 +104,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
     // thousands of waiting workers stalled the event loop for seconds — 1,000 waiters through
     // one permit take ~8 s there, ~0.1 s here.)
     const permits = yield* FifoSemaphore.make(options.concurrency)
+    const gangs = Placement.makeRegistry()
 
     // Jobs waiting for capacity, oldest first. When capacity frees up (an instance of this
     // replica is released or terminated, or every couple of seconds for capacity freed
@@ -153,12 +167,31 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
       Effect.gen(function* () {
         const config = run.runSpec.configuration
         const hint = pool.idleHint(run.projectName)
-        const offers = yield* offersForJob(run.projectName, job.jobSpec.requirements, {
-          backends: config.backends,
-          regions: config.regions,
-          instanceTypes: config.instanceTypes
-        }, { skipIdle: hint.skipIdle }).pipe(Effect.provideService(StateStore, store), Effect.provideService(Compute, compute))
+        const offers = yield* offersForJob(run.projectName, job.jobSpec.requirements, planFilter(run, job), { skipIdle: hint.skipIdle }).pipe(
+          Effect.provideService(StateStore, store),
+          Effect.provideService(Compute, compute)
+        )
         hint.found(offers.idleInstances)
+        if (job.jobSpec.jobsPerReplica > 1) {
+          // A multi-node replica is placed whole by its master (rank 0), or not at all.
+          const gang = yield* Placement.placeGang(pool, run, job, offers.offers)
+          const key = Placement.gangKey(run, job)
+          switch (gang._tag) {
+            case "Placed": {
+              const events = new Map([...gang.placements].map(([rank, p]) => [rank, JobEvent.Provisioned({ provisioningData: p.pd, instanceId: p.instanceId })]))
+              yield* gangs.publish(key, events)
+              return events.get(job.jobSpec.jobNum)!
+            }
+            case "Taken":
+              return { _tag: "WaitForCapacity" as const, reason: gang.message }
+            case "NoFleet": {
+              const message = offers.offers.length === 0 ? explainNoOffers(offers) : gang.message
+              const event = JobEvent.NoCapacity({ message })
+              yield* gangs.publish(key, new Map(Array.from({ length: job.jobSpec.jobsPerReplica }, (_, rank) => [rank, event])))
+              return event
+            }
+          }
+        }
         const errors: Array<string> = []
         let busy = 0
         const tried = offers.offers.slice(0, OFFERS_TRIED)
@@ -210,6 +243,10 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
       )
 
     const place = (run: Run, job: Job, submissionId: string): Effect.Effect<JobEvent> => {
+      // The other nodes of a multi-node replica wait for their master's placement.
+      if (job.jobSpec.jobsPerReplica > 1 && job.jobSpec.jobNum > 0) {
+        return gangs.await(Placement.gangKey(run, job), job.jobSpec.jobNum, provisioningTimeoutMs)
+      }
       const submittedAt = latestSubmission(job)?.submittedAt.getTime() ?? Date.now()
       let report: Deferred.Deferred<boolean> | undefined
       const answer = (placed: boolean) => Effect.suspend(() => (report === undefined ? Effect.void : Deferred.succeed(report, placed)))

@@ -15,6 +15,7 @@ import type { BlobStore } from "../ports/BlobStore.ts"
 import type { RunnerClient, RunnerTransportError } from "../ports/RunnerTransport.ts"
 import type { NewLogEvent, StateStoreError, StateStoreService } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
+import { singleNode, waitForCluster } from "./Cluster.ts"
 import { errorMessage } from "./internal.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
@@ -27,15 +28,7 @@ export const withRunner = <A, E>(
   f: (client: RunnerClient) => Effect.Effect<A, E, Scope.Scope>
 ): Effect.Effect<A, E | RunnerTransportError> =>
   compute.transport(pd.backend).pipe(
-    Effect.flatMap((transport) =>
-      transport.connect({
-        hostname: pd.hostname ?? "",
-        runnerPort: pd.runnerPort ?? 10999,
-        ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
-        username: pd.username,
-        instanceId: pd.instanceId
-      })
-    ),
+    Effect.flatMap((transport) => Effect.flatMap(compute.target(pd), (target) => transport.connect(target))),
     Effect.flatMap(f),
     Effect.scoped
   )
@@ -156,10 +149,14 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
         return
       }
       const code = yield* readCode(options, run.projectName, spec, run.runSpec.repoId)
+      // The nodes of a multi-node replica start only once every one of them has its instance.
+      const clusterInfo = spec.jobsPerReplica > 1
+        ? yield* waitForCluster(store, run, spec, options.provisioningTimeoutMs)
+        : singleNode(pd)
       const body = {
         run: { id: run.id, runName: run.runSpec.runName, repoId: run.runSpec.repoId },
         jobSpec: spec,
-        clusterInfo: { jobIps: [pd.internalIp ?? pd.hostname ?? ""], masterJobIp: pd.internalIp ?? pd.hostname ?? "", gpusPerJob: pd.instanceType.resources.gpus.length },
+        clusterInfo,
         secrets: secrets.right
       } as any
       // The hand-over answers with the job's event stream (one request; an older

@@ -9,7 +9,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Context, Duration, Effect, Either, Exit, Layer, Schema, Scope } from "effect"
 import type { JobStatus, JobTerminationReason } from "../domain/Status.ts"
-import type { Execution, ExecutionExit, ExecutionObserver, Executor, ExecutorError } from "../ports/Executor.ts"
+import type { Execution, ExecutionExit, ExecutionObserver, ExecutionSpec, Executor, ExecutorError } from "../ports/Executor.ts"
 import { executorNameFor } from "../ports/Executor.ts"
 import type { Repo } from "../ports/Repo.ts"
 import { nvidiaGpuUsage } from "./HostUsage.ts"
@@ -194,9 +194,12 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
 
     const execute = (body: SubmitBody) =>
       Effect.gen(function* () {
-        const built = toExecutionSpec(body, repoDir)
-        if (Either.isLeft(built)) return yield* finish("failed", "executor_error", built.left)
-        const assigned = yield* assignServicePort(body, built.right)
+        const made = toExecutionSpec(body, repoDir)
+        if (Either.isLeft(made)) return yield* finish("failed", "executor_error", made.left)
+        // Every job knows its cluster's MPI hostfile (one line per node, `IP slots=GPUS`).
+        const hostfile = yield* Effect.either(Effect.try(() => writeMpiHostfile(repoDir, body.clusterInfo)))
+        if (Either.isLeft(hostfile)) return yield* finish("failed", "executor_error", `cannot write the MPI hostfile: ${String(hostfile.left.error)}`)
+        const assigned = yield* assignServicePort(body, withMpiHostfile(made.right, hostfile.right))
         servicePort = assigned.hostPort
         const spec = assigned.spec
         const executorName = executorNameFor(spec)
@@ -386,3 +389,20 @@ export const makeUnscoped = (options: RunnerAgentOptions) =>
     const agent = yield* make(options).pipe(Scope.extend(scope))
     return { agent, close: Scope.close(scope, Exit.void) }
   })
+
+/** Where the MPI hostfile is inside a container. */
+const CONTAINER_MPI_HOSTFILE = "/dstack/mpi_hostfile"
+
+/** Writes the cluster's MPI hostfile beside the repo directory; answers its path. */
+const writeMpiHostfile = (repoDir: string, cluster: SubmitBody["clusterInfo"]): string => {
+  const file = path.join(path.dirname(repoDir), `${path.basename(repoDir)}.mpi_hostfile`)
+  const slots = Math.max(1, cluster.gpusPerJob)
+  fs.writeFileSync(file, cluster.jobIps.map((ip) => `${ip} slots=${slots}\n`).join(""))
+  return file
+}
+
+/** The job's spec with `DSTACK_MPI_HOSTFILE` (mounted into a container at a fixed path). */
+const withMpiHostfile = (spec: ExecutionSpec, file: string): ExecutionSpec =>
+  spec.image === undefined
+    ? { ...spec, env: { DSTACK_MPI_HOSTFILE: file, ...spec.env } }
+    : { ...spec, env: { DSTACK_MPI_HOSTFILE: CONTAINER_MPI_HOSTFILE, ...spec.env }, mounts: [...spec.mounts, { hostPath: file, containerPath: CONTAINER_MPI_HOSTFILE }] }

@@ -36,6 +36,7 @@ import { runRoutes } from "./routes/runs.ts"
 import { logRoutes } from "./routes/logs.ts"
 import { backendRoutes } from "./routes/backends.ts"
 import { instanceRoutes } from "./routes/instances.ts"
+import { fleetRoutes } from "./routes/fleets.ts"
 import { repoRoutes } from "./routes/repos.ts"
 import { secretRoutes } from "./routes/secrets.ts"
 import * as SecretCipherModule from "../secrets/SecretCipher.ts"
@@ -176,6 +177,7 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
   ...backendRoutes,
   ...instanceRoutes,
   ...workflowRoutes,
+  ...fleetRoutes,
   ...stackRoutes,
   ...viewerRoutes,
   ...serviceRoutes

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
-import { renderConfigurationDocs } from "../../../scripts/gen-config-docs.ts"
+import { renderConfigurationDocs, renderFleetDocs } from "../../../scripts/gen-config-docs.ts"
 
 describe("configuration reference", () => {
   const rendered = renderConfigurationDocs()
@@ -10,6 +10,11 @@ describe("configuration reference", () => {
   it("docs/configuration.md matches the schemas (run: npx tsx scripts/gen-config-docs.ts)", () => {
     const file = fileURLToPath(new URL("../../../docs/configuration.md", import.meta.url))
     expect(readFileSync(file, "utf8")).toBe(rendered)
+  })
+
+  it("docs/fleets.md matches the schemas (run: npx tsx scripts/gen-config-docs.ts)", () => {
+    const file = fileURLToPath(new URL("../../../docs/fleets.md", import.meta.url))
+    expect(readFileSync(file, "utf8")).toBe(renderFleetDocs())
   })
 
   it("documents every key with a description", () => {

@@ -1,5 +1,5 @@
-// Every examples/**/*.dstack.yml must validate, so that no example rots, and every one but the
-// SSH fleet (which says it needs a later release) uses only keys this build carries out.
+// Every examples/**/*.dstack.yml must validate, so that no example rots, and every
+// example uses only keys this build carries out.
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { fileURLToPath } from "node:url"
@@ -36,21 +36,13 @@ describe("examples", () => {
     })
   )
 
-  it.effect("every example but examples/fleet-ssh is accepted at plan time; the fleet is refused by its type", () =>
+  it.effect("every example is accepted at plan time", () =>
     Effect.gen(function* () {
       const files = yield* findConfigurationFiles(examples, { recursive: true })
       for (const file of files) {
         const config = yield* loadConfiguration(file)
-        const refused = unsupportedKeys(config)
-        if (file.endsWith("fleet-ssh/.dstack.yml")) {
-          expect(refused.map((k) => k.path)).toEqual([["type"]])
-          expect(refused[0].message).toMatch(/^`type: fleet` is not supported yet/)
-          const error = yield* Effect.flip(loadConfiguration(file, { supportedOnly: true }))
-          expect(error.issues.map((i) => [i.line, i.path])).toEqual([[5, "type"]])
-        } else {
-          expect(refused, file).toEqual([])
-          expect((yield* loadConfiguration(file, { supportedOnly: true })).type).toBe(config.type)
-        }
+        expect(unsupportedKeys(config), file).toEqual([])
+        expect((yield* loadConfiguration(file, { supportedOnly: true })).type).toBe(config.type)
       }
     })
   )

@@ -1,7 +1,6 @@
-// /api/instances/list, /api/project/{p}/instances/get and /api/project/{p}/fleets/{list,get}:
-// the machines the engine provisioned or reuses, and the fleets they belong to.
+// /api/instances/list and /api/project/{p}/instances/get: the machines the engine provisioned
+// or reuses (the fleets routes are in fleets.ts).
 import { Effect, Schema } from "effect"
-import { Fleet } from "../../domain/Fleet.ts"
 import { Instance } from "../../domain/Instance.ts"
 import { decodeDocument, StateStore, type StateStoreError, type StoredDocument } from "../../ports/StateStore.ts"
 import { excerpt, fromStateStore, notFound, serverError } from "../ApiError.ts"
@@ -16,14 +15,11 @@ export const ListInstancesRequest = Schema.Struct({
   limit: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 1000)), { default: () => 1000 })
 })
 export const GetByIdRequest = Schema.Struct({ id: Schema.String })
-export const GetFleetRequest = Schema.Struct({ name: Schema.optional(Schema.String), id: Schema.optional(Schema.String) })
 
 // A stored row that does not decode is the server's fault (500, naming the row), never skipped.
 const unreadable = (e: StateStoreError) => serverError(e.message ?? e.reason, e)
 const instanceOf = decodeDocument("instance", Instance)
-const fleetOf = decodeDocument("fleet", Fleet)
 const decodeInstance = (row: StoredDocument) => instanceOf(row).pipe(Effect.mapError(unreadable))
-const decodeFleet = (row: StoredDocument) => fleetOf(row).pipe(Effect.mapError(unreadable))
 const ACTIVE_INSTANCE = ["pending", "provisioning", "idle", "busy", "terminating"]
 
 export const instanceRoutes = [
@@ -57,31 +53,6 @@ export const instanceRoutes = [
         const row = yield* store.instances.get(input.id).pipe(Effect.mapError((e) => (e.reason === "NotFound" ? missing : fromStateStore(e))))
         if (row.project !== ctx.projectName) return yield* Effect.fail(missing)
         return yield* decodeInstance(row)
-      })
-  }),
-  jsonRoute({
-    method: "POST", path: "/api/project/:project_name/fleets/list", summary: "The project's fleets", tag: "fleets", access: { project: "user" },
-    response: Schema.Array(Fleet),
-    handler: (_: void, ctx) =>
-      Effect.gen(function* () {
-        const store = yield* StateStore
-        const rows = yield* store.fleets.list({ projects: [ctx.projectName!] }).pipe(Effect.mapError(fromStateStore))
-        return yield* Effect.forEach(rows, decodeFleet)
-      })
-  }),
-  jsonRoute({
-    method: "POST", path: "/api/project/:project_name/fleets/get", summary: "One fleet by name or id", tag: "fleets", access: { project: "user" },
-    request: GetFleetRequest, response: Fleet,
-    handler: (input, ctx) =>
-      Effect.gen(function* () {
-        const store = yield* StateStore
-        const key = input.name ?? input.id ?? ""
-        const missing = notFound(`Fleet ${excerpt(key)} does not exist in project ${ctx.projectName}`)
-        const row = yield* (input.name !== undefined ? store.fleets.getByName(ctx.projectName!, input.name) : store.fleets.get(input.id ?? "")).pipe(
-          Effect.mapError((e) => (e.reason === "NotFound" ? missing : fromStateStore(e)))
-        )
-        if (row.project !== ctx.projectName) return yield* Effect.fail(missing)
-        return yield* decodeFleet(row)
       })
   })
 ]

@@ -120,6 +120,8 @@ const plan = (project: string, user: string, runSpec: RunSpec) =>
     const idleRows = instances.idle(project)
     const jobPlans = yield* Effect.forEach(specs, (spec) =>
       offersForJob(project, spec.requirements, {
+        fleets: config.fleets,
+        clusterOnly: spec.jobsPerReplica > 1,
         backends: config.backends,
         regions: config.regions,
         instanceTypes: config.instanceTypes

@@ -1,0 +1,35 @@
+// `dstack apply` of a fleet file: reads the keys on the client, shows the plan (one row per
+// host), creates the fleet and follows its hosts until each is provisioned or failed.
+import { dirname, resolve } from "node:path"
+import type { FleetConfiguration } from "@dstack-ts/core"
+import { CliError, clientFor, confirmOrFail } from "./context.ts"
+import { fleetRows } from "./commands/fleet.ts"
+import { print, success, table, withSpinner } from "./ui.ts"
+import { withKeys } from "./fleetKeys.ts"
+
+export const applyFleet = async (configuration: FleetConfiguration, file: string, options: { readonly yes?: boolean; readonly detach?: boolean }) => {
+  const withSshKeys = await withKeys(configuration, dirname(resolve(file)))
+  const client = await clientFor()
+  const plan = await withSpinner("Getting the fleet plan", () => client.fleets.getPlan(withSshKeys))
+  const name = plan.spec.configuration.name ?? "a fleet"
+  if (plan.currentResource !== undefined) {
+    throw new CliError(`Fleet ${name} already exists (${plan.currentResource.status}); updating a fleet in place is not supported yet: \`dstack fleet delete ${name}\` first`)
+  }
+  print(`Project ${plan.projectName}, user ${plan.user}: create fleet ${name}, placement ${configuration.placement ?? "any"}, ${plan.totalOffers} host(s)`)
+  print(table(["#", "HOST", "BACKEND"], plan.offers.map((o, i) => [String(i), o.instance.name, o.backend])))
+  await confirmOrFail(options.yes, "Create the fleet?")
+  const fleet = await client.fleets.apply(withSshKeys)
+  success(`Fleet ${fleet.name} created: its hosts are being provisioned`)
+  if (options.detach) return
+  // Follow the hosts until each is idle or failed.
+  const started = Date.now()
+  let current = fleet
+  while (Date.now() - started < 15 * 60_000) {
+    current = (await client.fleets.get(fleet.name)) ?? current
+    if (current.instances.every((i) => i.status !== "pending" && i.status !== "provisioning")) break
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  print(table(["FLEET", "INSTANCE", "HOST", "RESOURCES", "BACKEND", "STATUS"], fleetRows([current])))
+  const failed = current.instances.filter((i) => i.status === "terminated")
+  if (failed.length > 0) throw new CliError(`${failed.length} of ${current.instances.length} host(s) could not be provisioned: ${failed.map((i) => `${i.hostname}: ${i.terminationReasonMessage ?? i.terminationReason}`).join("; ")}`)
+}
