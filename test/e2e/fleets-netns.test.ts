@@ -117,7 +117,7 @@ ssh_config:
     await until("hosts free", () => getFleet("netns"), (f) => f.instances.every((i: any) => i.status !== "busy"), 60_000)
     const deleted = await call("/api/project/main/fleets/delete", { names: ["netns"] })
     expect(deleted.status, JSON.stringify(deleted.body)).toBe(200)
-    await until("fleet gone", () => call("/api/project/main/fleets/get", { name: "netns" }), (r) => r.status === 404, 180_000)
+    await until("fleet gone", () => call("/api/project/main/fleets/get", { name: "netns" }), (r) => r.status === 400, 180_000)
     for (const host of [h0, h1, hidden]) {
       const runners = (await hosts.pids(host)).filter((pid) => {
         try {

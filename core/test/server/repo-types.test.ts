@@ -50,19 +50,19 @@ describe("runs: repo types nothing handles", () => {
     const res = await call("/api/project/main/runs/get_plan", { run_spec: spec("p1", { repo_type: "s3-bucket", bucket: "b" }) })
     expect(res.status).toBe(400)
     expect(res.body.detail).toEqual([
-      { msg: refusal("s3-bucket"), code: "invalid_request", loc: ["body", "run_spec", "repo_data", "repo_type"] }
+      { msg: refusal("s3-bucket"), code: "error", fields: [["body", "run_spec", "repo_data", "repo_type"]] }
     ])
   })
 
   it("apply and submit refuse it too, and store no run", async () => {
     const applied = await call("/api/project/main/runs/apply", { plan: { run_spec: spec("a1", { repo_type: "s3-bucket" }) }, force: false })
     expect(applied.status).toBe(400)
-    expect(applied.body.detail[0].loc).toEqual(["body", "plan", "run_spec", "repo_data", "repo_type"])
+    expect(applied.body.detail[0].fields).toEqual([["body", "plan", "run_spec", "repo_data", "repo_type"]])
     expect(applied.body.detail[0].msg).toBe(refusal("s3-bucket"))
     const submitted = await call("/api/project/main/runs/submit", { run_spec: spec("a2", { repo_type: "s3-bucket" }) })
     expect(submitted.status).toBe(400)
-    expect(submitted.body.detail[0].loc).toEqual(["body", "run_spec", "repo_data", "repo_type"])
-    for (const name of ["a1", "a2"]) expect((await call("/api/project/main/runs/get", { run_name: name })).status).toBe(404)
+    expect(submitted.body.detail[0].fields).toEqual([["body", "run_spec", "repo_data", "repo_type"]])
+    for (const name of ["a1", "a2"]) expect((await call("/api/project/main/runs/get", { run_name: name })).status).toBe(400)
   })
 
   it("quotes at most a short prefix of a long type", async () => {

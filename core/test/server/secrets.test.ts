@@ -72,12 +72,12 @@ describe("secrets API", () => {
     expect(updated.body).toEqual({ id: created.body.id, name: "HF_TOKEN", value: `${CANARY}-2` })
 
     const missing = await call("/api/project/main/secrets/get", ADMIN, { name: "NOPE" })
-    expect(missing.status).toBe(404)
+    expect(missing.status).toBe(400)
     expect(missing.body.detail[0].code).toBe("resource_not_exists")
 
     // All or none: a missing name deletes nothing and is named.
     const partly = await call("/api/project/main/secrets/delete", ADMIN, { secrets_names: ["wandb-key_2", "NOPE"] })
-    expect(partly.status).toBe(404)
+    expect(partly.status).toBe(400)
     expect(partly.body.detail[0].msg).toContain("NOPE")
     expect((await call("/api/project/main/secrets/list", ADMIN)).body).toHaveLength(2)
     const deleted = await call("/api/project/main/secrets/delete", ADMIN, { secrets_names: ["wandb-key_2"] })
@@ -89,17 +89,17 @@ describe("secrets API", () => {
   it("refuses bad names and over-long values as upstream does, without quoting the value", async () => {
     const badName = await call("/api/project/main/secrets/create_or_update", ADMIN, { name: "has space", value: CANARY })
     expect(badName.status).toBe(400)
-    expect(badName.body.detail[0]).toMatchObject({ msg: "Secret name should match regex '^[A-Za-z0-9-_]{1,200}$'", loc: ["body", "name"] })
+    expect(badName.body.detail[0]).toMatchObject({ msg: "Secret name should match regex '^[A-Za-z0-9-_]{1,200}$'", fields: [["body", "name"]] })
     const long = `${CANARY}${"x".repeat(5000)}`
     const tooLong = await call("/api/project/main/secrets/create_or_update", ADMIN, { name: "LONG", value: long })
     expect(tooLong.status).toBe(400)
-    expect(tooLong.body.detail[0]).toMatchObject({ msg: "Secret value length must not exceed 5000", loc: ["body", "value"] })
+    expect(tooLong.body.detail[0]).toMatchObject({ msg: "Secret value length must not exceed 5000", fields: [["body", "value"]] })
     expect(tooLong.text).not.toContain(CANARY)
     const wrongType = await call("/api/project/main/secrets/create_or_update", ADMIN, { name: "X" })
-    expect(wrongType.status).toBe(400)
+    expect(wrongType.status).toBe(422)
   })
 
-  it("lets global and project admins manage secrets; managers, users, outsiders and bad tokens get 403/401", async () => {
+  it("lets global and project admins manage secrets; managers, users, outsiders and bad tokens get 403 (upstream's status for both)", async () => {
     const routes: ReadonlyArray<readonly [string, unknown]> = [
       ["list", undefined],
       ["get", { name: "HF_TOKEN" }],
@@ -113,9 +113,9 @@ describe("secrets API", () => {
         expect(res.status, `${who} ${route}`).toBe(403)
         expect(res.text).not.toContain(CANARY)
       }
-      expect((await call(`/api/project/main/secrets/${route}`, "not-a-token", body)).status).toBe(401)
-      expect((await call(`/api/project/main/secrets/${route}`, undefined, body)).status).toBe(401)
-      expect((await call(`/api/project/nowhere/secrets/${route}`, ADMIN, body)).status).toBe(404)
+      expect((await call(`/api/project/main/secrets/${route}`, "not-a-token", body)).status).toBe(403)
+      expect((await call(`/api/project/main/secrets/${route}`, undefined, body)).status).toBe(403)
+      expect((await call(`/api/project/nowhere/secrets/${route}`, ADMIN, body)).status).toBe(400)
     }
     const manager = await call("/api/project/main/secrets/get", tokens.pmanager, { name: "HF_TOKEN" })
     expect(manager.body.detail[0].msg).toContain("needs the project role admin")
