@@ -91,7 +91,19 @@ start_sshd() { # name host
   ip="$(awk '/^ListenAddress/ {split($2, a, ":"); print a[1]}' "$dir/$2/sshd_config")"
   [ "$2" = hj ] && probe_ns="$PREFIX$1-h0"
   mkdir -p /run/sshd
-  ip netns exec "$ns" "$SSHD" -f "$dir/$2/sshd_config" -E "$dir/$2/sshd.log"
+  # A host is a clean machine: its logins do not run this machine's ~/.bashrc, which may start
+  # tools (pyenv's rehash takes a lock file that a session killed mid-way leaves behind, and
+  # every later login then waits 60 s on it). sshd runs in a mount namespace of its own with an
+  # empty file over ~/.bashrc; nothing outside it sees the mount.
+  local rc
+  rc="$(getent passwd root | cut -d: -f6)/.bashrc"
+  if [ -f "$rc" ] && command -v unshare >/dev/null; then
+    : >"$dir/empty-bashrc"
+    ip netns exec "$ns" unshare --mount --propagation private \
+      sh -c 'mount --bind "$1" "$2" && exec "$3" -f "$4" -E "$5"' sh "$dir/empty-bashrc" "$rc" "$SSHD" "$dir/$2/sshd_config" "$dir/$2/sshd.log"
+  else
+    ip netns exec "$ns" "$SSHD" -f "$dir/$2/sshd_config" -E "$dir/$2/sshd.log"
+  fi
   wait_port "$probe_ns" "$ip" || die "sshd of $2 ($ip) did not start; its log: $(tail -5 "$dir/$2/sshd.log" 2>/dev/null)"
 }
 

@@ -68,8 +68,8 @@ describe("the services proxy", () => {
   })
 
   it("refuses a caller without a token, with a bad token, or who is not a member", async () => {
-    expect((await fetch(url("web", "/path"))).status).toBe(403)
-    expect((await fetch(url("web", "/path"), { headers: { authorization: "Bearer nope" } })).status).toBe(403)
+    expect((await fetch(url("web", "/path"))).status).toBe(401)
+    expect((await fetch(url("web", "/path"), { headers: { authorization: "Bearer nope" } })).status).toBe(401)
     const user = await call("/api/users/create", { username: "outsider", global_role: "user" })
     expect(user.status, JSON.stringify(user.body)).toBe(200)
     const token = user.body.creds.token
@@ -158,7 +158,7 @@ describe("the services proxy", () => {
       ws.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0))
       ws.on("open", () => resolve(101))
     })
-    expect(refused).toBe(403)
+    expect(refused).toBe(401)
     const ws = new WebSocket(url("web", "/ws?q=1").replace(/^http/, "ws"), { headers: auth })
     await new Promise((resolve, reject) => {
       ws.once("open", resolve)

@@ -7,6 +7,15 @@ import { promisify } from "node:util"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { createNetnsHosts, describeWithNetns, type NetnsHost, type NetnsHosts } from "../support/netns.ts"
 
+/** Whether a process runs: a killed one that nobody reaped yet (a zombie: PID 1 here may not reap) does not. */
+const running = (pid: number): boolean => {
+  try {
+    return fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0] !== "Z"
+  } catch {
+    return false
+  }
+}
+
 const run = promisify(execFile)
 
 describeWithNetns(() => {
@@ -73,7 +82,7 @@ describeWithNetns(() => {
     expect(namespaces).not.toContain(`dts${other.name}-`)
     const { stdout: links } = await run("ip", ["link", "show"])
     expect(links).not.toContain(`dts${other.name}`)
-    for (const pid of sshdPids) expect(fs.existsSync(`/proc/${pid}`)).toBe(false)
+    for (const pid of sshdPids) expect(running(pid), `sshd ${pid}`).toBe(false)
     expect(fs.existsSync(other.dir)).toBe(false)
   })
 })

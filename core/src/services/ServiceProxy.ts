@@ -12,7 +12,7 @@ import { Effect, Runtime } from "effect"
 import type { Context as HonoContext, Hono } from "hono"
 import type { UpgradeHandler, UpgradeTarget } from "../runner/adapter/types.ts"
 import { Access, authorizeProject } from "../server/Access.ts"
-import { type ApiError, clipped, excerpt, noRoute, serverError, unauthenticated } from "../server/ApiError.ts"
+import { type ApiError, clipped, excerpt, noRoute, serverError, unauthenticatedPage } from "../server/ApiError.ts"
 import type { Replica, ServiceEntry, ServiceRegistryService } from "./ServiceRegistry.ts"
 import { RateLimiter } from "./RateLimiter.ts"
 import type { ModelRouter } from "./ModelRouter.ts"
@@ -153,11 +153,11 @@ export const makeServiceProxy = (
 
   const authorizeMember = (project: string, authorization: string | null): Promise<Response | undefined> => {
     const token = bearer(authorization)
-    if (token === undefined) return Promise.resolve(errorJson(unauthenticated()))
+    if (token === undefined) return Promise.resolve(errorJson(unauthenticatedPage()))
     return run(
       Effect.flatMap(Access, (access) => access.authenticate(token)).pipe(
         Effect.flatMap((principal) =>
-          principal === undefined ? Effect.fail(unauthenticated("Invalid token")) : authorizeProject(principal, project, "user")
+          principal === undefined ? Effect.fail(unauthenticatedPage("Invalid token")) : authorizeProject(principal, project, "user")
         ),
         Effect.as(undefined),
         Effect.catchAll((e: ApiError) => Effect.succeed(errorJson(e)))

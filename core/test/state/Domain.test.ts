@@ -10,7 +10,8 @@ it.effect("decodes and encodes users with upstream field names", () =>
     const user = yield* Schema.decodeUnknown(User)(wireUser)
     expect(user.globalRole).toBe("admin")
     expect(user.createdAt.toISOString()).toBe("2026-01-01T00:00:00.000Z")
-    expect(yield* Schema.encode(User)(user)).toEqual(wireUser)
+    // Answers carry upstream's permissions, derived from the role.
+    expect(yield* Schema.encode(User)(user)).toEqual({ ...wireUser, permissions: { can_create_projects: true } })
     // email and active are optional on the wire.
     const minimal = yield* Schema.decodeUnknown(User)({ id: "u2", username: "bob", created_at: "2026-01-01T00:00:00Z", global_role: "user" })
     expect(minimal.email).toBeNull()
@@ -40,7 +41,14 @@ it.effect("decodes projects with members and project roles", () =>
     const project = yield* Schema.decodeUnknown(Project)(wire)
     expect(project.projectName).toBe("main")
     expect(project.members[0].projectRole).toBe("manager")
-    expect(yield* Schema.encode(Project)(project)).toEqual(wire)
+    // Answers carry upstream's `backends` and each member's permissions, derived from the roles.
+    const answerUser = { ...wireUser, permissions: { can_create_projects: true } }
+    expect(yield* Schema.encode(Project)(project)).toEqual({
+      ...wire,
+      owner: answerUser,
+      backends: [],
+      members: [{ user: answerUser, project_role: "manager", permissions: { can_manage_secrets: true, can_manage_ssh_fleets: true } }]
+    })
     const bad = yield* Effect.either(Schema.decodeUnknown(Project)({ ...wire, members: [{ user: wireUser, project_role: "owner" }] }))
     expect(Either.isLeft(bad) && bad.left.message).toContain("project_role")
     const badName = yield* Effect.either(Schema.decodeUnknown(Project)({ ...wire, project_name: "a/b" }))
