@@ -105,11 +105,11 @@ describeWith("postgresql", pg.available, pg.reason, () => {
         // B learns of it from the database's notification (at the latest when its cache entry
         // expires): poll until it refuses the token.
         yield* call(b, "/api/users/get_my_user", token).pipe(
-          Effect.repeat({ until: (r) => r.status === 401, schedule: Schedule.spaced("20 millis") }),
+          Effect.repeat({ until: (r) => r.status === 403, schedule: Schedule.spaced("20 millis") }),
           Effect.timeout("30 seconds")
         )
-        expect((yield* call(b, "/api/users/get_my_user", token)).status).toBe(401)
-        expect((yield* call(a, "/api/users/get_my_user", token)).status).toBe(401)
+        expect((yield* call(b, "/api/users/get_my_user", token)).status).toBe(403)
+        expect((yield* call(a, "/api/users/get_my_user", token)).status).toBe(403)
       })
     ))
 
