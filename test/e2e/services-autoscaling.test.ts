@@ -70,6 +70,10 @@ describe("autoscaling without a gateway", () => {
     await expect.poll(async () => (await info()).desired_replicas, { timeout: 60_000, interval: 500 }).toBe(0)
     expect((await slow).status).toBe(200)
     await expect.poll(async () => (await info()).replicas.length, { timeout: 30_000, interval: 250 }).toBe(0)
+    // Out of rotation first, then stopped: the jobs end as scaled down (`terminating` on the way).
+    const lastSubmissions = async () =>
+      (await call("/api/project/main/runs/get", { run_name: "auto" })).body.jobs.map((j: any) => j.job_submissions.at(-1))
+    await expect.poll(async () => (await lastSubmissions()).every((sub: any) => sub.status === "terminated"), { timeout: 30_000, interval: 250 }).toBe(true)
     const after = (await call("/api/project/main/runs/get", { run_name: "auto" })).body
     const last = after.jobs.map((j: any) => j.job_submissions.at(-1))
     expect(last.length).toBeGreaterThanOrEqual(2)
