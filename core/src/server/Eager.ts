@@ -27,8 +27,8 @@ export const map = <A, E, R, B>(self: Effect.Effect<A, E, R>, f: (a: A) => B): E
   return Effect.map(self, f)
 }
 
-/** `Effect.mapError`, applied now when `self` has failed with an expected error. */
+/** `Effect.mapError`, applied now when `self` is resolved (a failure stays resolved). */
 export const mapError = <A, E, R, E2>(self: Effect.Effect<A, E, R>, f: (e: E) => E2): Effect.Effect<A, E2, R> => {
-  if (Exit.isExit(self) && Exit.isSuccess(self as unknown as Exit.Exit<A, E>)) return self as unknown as Exit.Exit<A, never>
+  if (Exit.isExit(self)) return Exit.mapError(self as unknown as Exit.Exit<A, E>, f)
   return Effect.mapError(self, f)
 }
