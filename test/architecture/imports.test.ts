@@ -1,8 +1,9 @@
 // The package rules of docs/architecture.md, read from the sources: core imports no plugin and
 // depends on no database driver, Docker client or plotting library; a plugin imports no other
-// plugin; the client takes only core's browser-safe `wire` entry; no source reaches into
-// another package by a relative path; and every npm package a source imports is declared in
-// its own package.json.
+// plugin, only core and the libraries under libs/, which import no dstack-ts package; the
+// client takes only core's browser-safe `wire` entry; no source reaches into another package
+// by a relative path; and every npm package a source imports is declared in its own
+// package.json.
 import * as fs from "node:fs"
 import { builtinModules } from "node:module"
 import * as path from "node:path"
@@ -84,9 +85,16 @@ describe("the package rules", () => {
     expect(bad.map((e) => `${e.file} imports ${e.spec}`)).toEqual([])
   })
 
-  it("a plugin imports no other plugin (only core)", () => {
+  it("a plugin imports no other plugin (only core and the libraries under libs/)", () => {
     const bad = edges.filter((e) =>
-      isPlugin(e.pkg.name) && e.spec.startsWith("@dstack-ts/") && packageOf(e.spec) !== "@dstack-ts/core")
+      isPlugin(e.pkg.name) && e.spec.startsWith("@dstack-ts/") && packageOf(e.spec) !== "@dstack-ts/core" && !byName.get(packageOf(e.spec))?.dir.startsWith("libs/"))
+    expect(bad.map((e) => `${e.file} imports ${e.spec}`)).toEqual([])
+  })
+
+  it("a library (libs/) imports no plugin and no other dstack-ts package, and a plugin may import it", () => {
+    const isLib = (name: string) => byName.get(name)?.dir.startsWith("libs/") ?? false
+    expect(all.some((p) => isLib(p.name))).toBe(true)
+    const bad = edges.filter((e) => isLib(e.pkg.name) && e.spec.startsWith("@dstack-ts/") && packageOf(e.spec) !== e.pkg.name)
     expect(bad.map((e) => `${e.file} imports ${e.spec}`)).toEqual([])
   })
 

@@ -14,9 +14,8 @@ import * as path from "node:path"
 import { Backend, type BackendFactory, InstanceType, RunnerLaunch } from "@dstack-ts/core"
 import { Effect, ParseResult, Schema, type Scope } from "effect"
 import { type HostFacts, parseProbe, resourcesOf } from "./internal/HostFacts.ts"
-import { PROBE, REMOVE, shQuote, START, SUPERVISOR, writeFilesScript } from "./internal/HostScripts.ts"
-import { dockerPing, waitHealthy } from "./internal/OverSsh.ts"
-import { describeHop, HopFailure, type HostAccess, openSession, type Session } from "./internal/SshSession.ts"
+import { PROBE, REMOVE, START, SUPERVISOR, writeFilesScript } from "./internal/HostScripts.ts"
+import { describeHop, dockerPing, type ExecResult, HopFailure, type HostAccess, openSession, runScript, type Session, shQuote, waitHealthy } from "@dstack-ts/ssh"
 
 const TYPE = "remote"
 const MODULE = "RemoteBackend"
@@ -108,12 +107,6 @@ const session = (method: string, host: Backend.RemoteHost, connectTimeoutMs: num
     (s) => Effect.sync(() => s.close())
   )
 
-interface ExecResult {
-  readonly stdout: string
-  readonly stderr: string
-  readonly code: number | null
-}
-
 /** Runs a script with `sh -s -- ARGS` on the host, its text (or a stream) on stdin. */
 const exec = (
   method: string,
@@ -124,8 +117,7 @@ const exec = (
   command?: string
 ): Effect.Effect<ExecResult, Backend.BackendError> =>
   Effect.tryPromise({
-    try: () =>
-      s.ssh.execCommand(command ?? `sh -s -- ${args.map(shQuote).join(" ")}`, { stdin: script as never, noTrim: true }) as Promise<ExecResult>,
+    try: () => runScript(s, script, args, command),
     catch: (cause) =>
       new Backend.BackendError({
         module: MODULE,

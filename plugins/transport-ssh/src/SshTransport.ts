@@ -7,9 +7,7 @@
  */
 import { RunnerTransport, type TransportFactory } from "@dstack-ts/core"
 import { Effect, ParseResult, Schema, type Scope } from "effect"
-import { SshPool } from "./internal/SshPool.ts"
-import { describeHop, HopFailure, type HostAccess } from "./internal/SshSession.ts"
-import { openTunnel } from "./internal/SshTunnel.ts"
+import { describeHop, HopFailure, type HostAccess, openTunnel, SshPool } from "@dstack-ts/ssh"
 
 const NAME = "ssh"
 const MODULE = "SshTransport"

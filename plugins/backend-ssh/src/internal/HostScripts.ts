@@ -4,13 +4,12 @@
  * (systemd, or a restart loop where there is none), waiting for it to answer, and removing it.
  */
 
-/** Quotes a value for sh. */
-export const shQuote = (value: string): string => `'${value.replace(/'/g, `'\\''`)}'`
+import { shQuote } from "@dstack-ts/ssh"
 
 /**
  * Prints `key=value` lines: architecture, CPUs, memory, the disk under $HOME, who logs in,
  * node, systemd, sudo, GPUs, the first address. (Docker is asked over the session itself:
- * OverSsh.dockerPing.) Arguments: the nvidia-smi and amd-smi binaries.
+ * @dstack-ts/ssh's dockerPing.) Arguments: the nvidia-smi and amd-smi binaries.
  */
 export const PROBE = String.raw`
 NVIDIA_SMI="$1"; AMD_SMI="$2"; BUNDLE="$HOME/$3"
