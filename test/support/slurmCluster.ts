@@ -40,7 +40,7 @@ export interface SlurmPartitionSpec {
 export interface SlurmClusterOptions {
   /** Compute nodes (default 2). */
   readonly nodes?: number
-  /** CPUs and memory (MiB) each node declares (default 2 and 2048). */
+  /** CPUs and memory (MiB) each node declares (default 2 and 2048); TmpDisk is 200 GiB. */
   readonly cpus?: number
   readonly memoryMib?: number
   /** Default: one partition `debug` with every node, MaxTime 60 minutes. */
@@ -147,7 +147,7 @@ export const createSlurmCluster = async (options: SlurmClusterOptions = {}): Pro
         // The nodes declare what the test says, whatever this machine has.
         "SlurmdParameters=config_overrides",
         "KillWait=5",
-        ...computes.map((c) => `NodeName=${c.nodeName} NodeAddr=${c.ip} CPUs=${cpus} RealMemory=${memory} State=UNKNOWN`),
+        ...computes.map((c) => `NodeName=${c.nodeName} NodeAddr=${c.ip} CPUs=${cpus} RealMemory=${memory} TmpDisk=204800 State=UNKNOWN`),
         ...partitions.map((p) =>
           `PartitionName=${p.name} Nodes=${(p.nodes ?? computes.map((_, i) => i)).map((i) => computes[i].nodeName).join(",")} MaxTime=${p.maxTimeMinutes ?? 60} State=UP${p.default ? " Default=YES" : ""}`
         ),

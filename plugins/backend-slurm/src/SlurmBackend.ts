@@ -80,6 +80,9 @@ export interface SlurmJobData {
   readonly dir: string
 }
 
+/** Pending reasons that do not pass by waiting (a partition, QoS or association limit, a bad request). */
+const NEVER_STARTS = /^(Partition(Time|Node)Limit|PartitionConfig|PartitionDown|PartitionInactive|BadConstraints|InvalidAccount|InvalidQOS|QOS.*Limit|Assoc.*Limit|AccountNotAllowed|QOSNotAllowed|JobHeldAdmin|ReqNodeNotAvail.*|InactiveLimit)$/
+
 const fail = (method: string, reason: Backend.BackendErrorReason, message: string, cause?: unknown) => Backend.fail(MODULE, method, reason, message, cause)
 
 /** A cluster ready to dial: its keys read. */
@@ -391,6 +394,14 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         const c = yield* cluster("createInstance", offer.region)
         const partition = offer.availabilityZones?.[0]
         if (partition === undefined) return yield* fail("createInstance", "Invalid", "the offer names no partition")
+        const maxDuration = ic.job?.maxDuration ?? undefined
+        if (maxDuration !== undefined && maxDuration !== null) {
+          const shown = yield* onLogin("createInstance", c, `scontrol show -o partition "$1"`, [partition]).pipe(Effect.flatMap(checked("createInstance", c, `scontrol show partition ${partition}`)))
+          const limit = parsePartition(shown.trim().split("\n")[0]).maxTimeSeconds
+          if (limit !== undefined && maxDuration > limit) {
+            return yield* fail("createInstance", "Invalid", `max_duration ${maxDuration}s is longer than the time limit of partition ${partition} on ${c.config.name} (MaxTime ${limit}s)`)
+          }
+        }
         const { file, sha256 } = yield* bundle
         const home = (yield* onLogin("createInstance", c, `printf '%s' "$HOME"`).pipe(Effect.flatMap(checked("createInstance", c, "reading $HOME")))).trim()
         const dir = `${home}/${installDir}`
@@ -403,7 +414,6 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           )
         }
         const jobName = slurmJobName(ic.instanceName)
-        const maxDuration = ic.job?.maxDuration ?? undefined
         const script = batchScript({
           jobName,
           dir,
@@ -441,6 +451,10 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
               return yield* fail("createInstance", "Unknown", `Slurm job ${jobId} left the queue before its runner started; its output:\n${out.stdout.trim().slice(-2000) || "(none)"}`)
             }
             last = stateMeaning(q.state, q.reason).message
+            // Reasons Slurm keeps a job pending for until someone changes a limit: not capacity.
+            if (q.state === "PENDING" && NEVER_STARTS.test(q.reason)) {
+              return yield* fail("createInstance", "Invalid", `Slurm will not start job ${jobId} on ${c.config.name}: ${last}; the job's size, max_duration or the cluster's account/QoS exceed a limit there`)
+            }
             if (Date.now() > deadline) {
               return yield* fail(
                 "createInstance",
