@@ -441,8 +441,12 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           const deadline = Date.now() + startTimeoutMs
           let last = "not in the queue"
           while (true) {
-            const q = yield* squeue("createInstance", c, jobId)
-            const out = yield* onLogin("createInstance", c, `cat "$1" 2>/dev/null; true`, [`${dir}/${jobId}.0.out`])
+            // The queue state and the step's output in one round trip.
+            const polled = yield* onLogin("createInstance", c, `squeue -h -j "$1" -o '%T|%r|%N|%P' 2>/dev/null; echo ---; cat "$2" 2>/dev/null; true`, [jobId, `${dir}/${jobId}.0.out`])
+            const [queued = "", ...rest] = polled.stdout.split(/^---$/m)
+            const line = queued.trim().split("\n").find((l) => l.includes("|"))
+            const q = line === undefined ? undefined : (([state, reason, nodes, partition]) => ({ state, reason, nodes, partition }))(line.split("|"))
+            const out = { stdout: rest.join("---") }
             const refused = /^dstack-ts: refused: (.*)$/m.exec(out.stdout)
             if (refused) return yield* fail("createInstance", "Invalid", refused[1])
             const ready = out.stdout.split("\n").map((l) => RunnerLaunch.parseAddress(l.trim())).find((a) => a !== undefined)
@@ -462,7 +466,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
                 `Slurm job ${jobId} on ${c.config.name} did not start its runner within ${startTimeoutMs / 1000}s: ${last}`
               )
             }
-            yield* Effect.sleep(Duration.millis(300))
+            yield* Effect.sleep(Duration.millis(100))
           }
         })
         const { q, port } = yield* started.pipe(Effect.tapError(() => cancel("createInstance", c, jobId).pipe(Effect.ignore)))
