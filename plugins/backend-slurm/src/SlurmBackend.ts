@@ -15,7 +15,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Backend, type BackendFactory, InstanceDisk, InstanceGpu, InstanceOffer, InstanceResources, InstanceType, JobProvisioningData, type Requirements, RunnerLaunch, type RunnerTransport } from "@dstack-ts/core"
 import { describeHop, HopFailure, type HostAccess, runScript, type Session, shQuote, SshPool } from "@dstack-ts/ssh"
-import { Duration, Effect, ParseResult, Schema, type Scope } from "effect"
+import { Effect, ParseResult, Schema, type Scope } from "effect"
 import { nodeUsable, parseNode, parsePartition, type SlurmNode, type SlurmPartition, slurmJobName, slurmTimeLimit, stateMeaning } from "./internal/Slurm.ts"
 
 const TYPE = "slurm"
@@ -466,7 +466,8 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
                 `Slurm job ${jobId} on ${c.config.name} did not start its runner within ${startTimeoutMs / 1000}s: ${last}`
               )
             }
-            yield* Effect.sleep(Duration.millis(100))
+            // Wall-clock waiting: Slurm runs on real time, whatever Clock the caller provides.
+            yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 100)))
           }
         })
         const { q, port } = yield* started.pipe(Effect.tapError(() => cancel("createInstance", c, jobId).pipe(Effect.ignore)))
@@ -514,8 +515,11 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
       type: TYPE,
       catalog,
       createInstance,
+      // An allocation on a cluster this backend does not have, or with no Slurm job id, is gone.
       terminateInstance: (instanceId, region) =>
-        Effect.flatMap(cluster("terminateInstance", region), (c) => cancel("terminateInstance", c, instanceId)),
+        !clusters.has(region) || !/^\d+$/.test(instanceId)
+          ? fail("terminateInstance", "NotFound", `no Slurm job ${instanceId} on a cluster ${region}`)
+          : Effect.flatMap(cluster("terminateInstance", region), (c) => cancel("terminateInstance", c, instanceId)),
       runnerAccess
     })
     const jobState = (pd: JobProvisioningData) =>

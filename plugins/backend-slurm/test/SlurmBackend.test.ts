@@ -8,12 +8,16 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Backend, JobSpec, Requirements, RunnerLaunch } from "@dstack-ts/core"
 import { httpStatusOnHost, openSession } from "@dstack-ts/ssh"
-import { Effect, Schema, Scope } from "effect"
-import { afterAll, beforeAll, expect, it } from "vitest"
+import { testBackend } from "@dstack-ts/core/testing"
+import { Effect, Layer, Schema, Scope } from "effect"
+import { afterAll, beforeAll, expect, it, vi } from "vitest"
 import { createSlurmCluster, describeWithSlurm, type SlurmCluster } from "../../../test/support/slurm.ts"
 import plugin, { SlurmBackend } from "../src/index.ts"
 
 const RUNNER_ENTRY = fileURLToPath(new URL("../../../cli/src/runner.ts", import.meta.url))
+
+// An allocation starts Node.js on the node: slow on a loaded 2-core machine (the conformance suite takes the default timeout).
+vi.setConfig({ testTimeout: 120_000 })
 
 const requirements = (resources: unknown) => Schema.decodeUnknownSync(Requirements)({ resources })
 const small = { cpu: 1, memory: "0.5GB", disk: "1GB.." }
@@ -23,6 +27,7 @@ describeWithSlurm(() => {
   let scope: Scope.CloseableScope
   let backend: SlurmBackend.SlurmBackend
   let bundleDir: string
+  let bundleFile: string
   const run = <A, E>(effect: Effect.Effect<A, E, Scope.Scope>) => Effect.runPromise(Scope.extend(effect, scope))
 
   beforeAll(async () => {
@@ -32,6 +37,7 @@ describeWithSlurm(() => {
       RunnerLaunch.bundleRunner(RUNNER_ENTRY, bundleDir)
     ])
     cluster = c
+    bundleFile = bundle.file
     scope = Effect.runSync(Scope.make())
     backend = await run(SlurmBackend.make({
       clusters: [Schema.decodeUnknownSync(SlurmBackend.SlurmClusterConfig)({
@@ -47,6 +53,19 @@ describeWithSlurm(() => {
     if (bundleDir) fs.rmSync(bundleDir, { recursive: true, force: true })
     if (cluster) fs.rmSync(path.join(os.homedir(), `.dstack-ts/slurm-${cluster.net.name}`), { recursive: true, force: true })
   })
+
+  // The conformance suite, on the same cluster (the backend is made when its tests start).
+  testBackend(
+    "slurm (real cluster)",
+    Layer.scoped(Backend.Backend, Effect.suspend(() =>
+      SlurmBackend.make({
+        clusters: [Schema.decodeUnknownSync(SlurmBackend.SlurmClusterConfig)({ name: "test", hostname: cluster.login.ip, user: "root", private_key: { content: cluster.net.privateKey } })],
+        runnerEntry: bundleFile,
+        installDir: `.dstack-ts/slurm-${cluster.net.name}`
+      })
+    )),
+    { requirements: requirements(small) }
+  )
 
   it("is the plugin's `slurm` backend", () => {
     expect(Object.keys(plugin.backends ?? {})).toEqual(["slurm"])
@@ -112,7 +131,6 @@ describeWithSlurm(() => {
     const error = await run(Effect.flip(backend.createInstance(offer, { projectName: "main", instanceName: "long", instanceId: "i-3", sshKeys: [], job })))
     expect(error).toBeInstanceOf(Backend.BackendError)
     expect(error.message).toBe("max_duration 7200s is longer than the time limit of partition debug on test (MaxTime 1800s)")
-    for (let i = 0; i < 50 && (await cluster.slurm("squeue", ["-h", "-o", "%i"])).trim() !== ""; i++) await new Promise((r) => setTimeout(r, 200))
-    expect((await cluster.slurm("squeue", ["-h", "-o", "%i"])).trim()).toBe("")
+    expect((await cluster.slurm("squeue", ["-h", "-n", "dstack-long", "-o", "%i"])).trim()).toBe("")
   }, 60_000)
 })
