@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts the real components the test suites need: Docker Engine, busybox for the
 # locally built test image, a private image registry (docker-registry + htpasswd), OpenSSH
-# server, iproute2 (network namespaces as hosts), PostgreSQL, Redis and Chromium. Idempotent: safe to run on a machine that already has them.
+# server, iproute2 (network namespaces as hosts), PostgreSQL, Redis, Chromium and Slurm
+# (slurm-wlm + munge: the tests start their own cluster on netns
+# hosts, test/support/slurmCluster.ts). Idempotent: safe to run on a machine that already has them.
 set -euo pipefail
 
 need=()
@@ -15,6 +17,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v git >/dev/null || need+=(git)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
+{ command -v slurmctld && command -v slurmd && command -v sbatch; } >/dev/null || need+=(slurm-wlm)
+command -v munged >/dev/null || need+=(munge)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> apt-get install ${need[*]}"
   apt-get update -qq

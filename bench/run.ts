@@ -4,7 +4,7 @@
 //
 //   npm run bench                         default sizes (~10 min on 2 shared cores)
 //   npm run bench -- --full               the full sizes of DESIGN.md's targets
-//   npm run bench -- --only=api,logs      some benchmarks: latency, api, scheduler, logs, stacks, ssh, services
+//   npm run bench -- --only=api,logs      some benchmarks: latency, api, scheduler, logs, stacks, ssh, services, slurm
 //   npm run bench -- --postgres           state in PostgreSQL (test/support/postgres.ts finds or starts one;
 //                                         --write-docs then fills the page's PostgreSQL table);
 //                                         DSTACK_DATABASE_URL=postgres://… uses that server instead
@@ -22,7 +22,7 @@ const args = process.argv.slice(2)
 const flag = (name: string) => args.includes(`--${name}`)
 const option = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
 
-const ALL = ["latency", "api", "scheduler", "logs", "stacks", "ssh", "services"] as const
+const ALL = ["latency", "api", "scheduler", "logs", "stacks", "ssh", "services", "slurm"] as const
 type Name = (typeof ALL)[number]
 const only = (option("only")?.split(",") ?? [...ALL]) as Array<Name>
 for (const n of only) if (!ALL.includes(n)) throw new Error(`unknown benchmark ${n}; pick from ${ALL.join(", ")}`)
@@ -56,7 +56,8 @@ const modules: Record<Name, () => Promise<{ run: (ctx: BenchContext) => Promise<
   logs: () => import("./logs.ts"),
   stacks: () => import("./stacks.ts"),
   ssh: () => import("./ssh.ts"),
-  services: () => import("./services.ts")
+  services: () => import("./services.ts"),
+  slurm: () => import("./slurm.ts")
 }
 try {
   for (const name of only) {

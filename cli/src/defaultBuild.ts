@@ -8,6 +8,7 @@ import transportLocal from "@dstack-ts/transport-local"
 import transportDirect from "@dstack-ts/transport-direct"
 import transportSsh from "@dstack-ts/transport-ssh"
 import backendSsh from "@dstack-ts/backend-ssh"
+import backendSlurm from "@dstack-ts/backend-slurm"
 import handlerDataframe from "@dstack-ts/handler-dataframe"
 import handlerPlot from "@dstack-ts/handler-plot"
 import handlerModel from "@dstack-ts/handler-model"
@@ -28,6 +29,7 @@ export const defaultPlugins = [
   transportDirect,
   transportSsh,
   backendSsh,
+  backendSlurm,
   handlerDataframe,
   handlerPlot,
   handlerModel,

@@ -205,7 +205,16 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
       transport,
       availableTypes: host.contributions("backends").map((c) => c.key),
       pluginBackend: (type, config) => makeBackend(type, config ?? {}),
-      target: makeTargets(store)
+      // A backend that reaches its runners over SSH with its own credentials says so for the
+      // instances it made (Backend.runnerAccess): asked of every backend made so far.
+      target: makeTargets(store, (pd) => {
+        for (const backend of backendCache.pipe(SynchronizedRef.get, Effect.runSync).values()) {
+          if (backend.type !== pd.backend || backend.runnerAccess === undefined) continue
+          const access = backend.runnerAccess(pd)
+          if (access !== undefined) return access
+        }
+        return undefined
+      })
     }
   })
 

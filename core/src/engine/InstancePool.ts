@@ -170,7 +170,8 @@ export const make = (options: InstancePoolOptions): InstancePool => {
         idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
       })
       yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
-      const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [] }).pipe(
+      const job = run.jobs.find((j) => j.jobSpec.jobName === jobName)?.jobSpec
+      const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job === undefined ? {} : { job }) }).pipe(
         Effect.tapError((e) =>
           store.instances.update(id, {
             status: "terminated",

@@ -42,14 +42,18 @@ export const baseTarget = (pd: JobProvisioningData): RunnerTransport.RunnerTarge
 })
 
 /**
- * Targets for runners: an SSH fleet host's (provisioning data with backend `remote`, whose
+ * Targets for runners: a backend's own SSH access where it gives one (`Backend.runnerAccess`);
+ * an SSH fleet host's (provisioning data with backend `remote`, whose
  * `instanceId` is the server's instance id) carries the host's SSH access, read once from its
  * instance row and kept (a host's credentials do not change while its instance lives).
  */
-export const makeTargets = (store: StateStoreService) => {
+export const makeTargets = (store: StateStoreService, backendAccess: (pd: JobProvisioningData) => RunnerTransport.SshAccess | undefined = () => undefined) => {
   const known = new Map<string, RunnerTransport.SshAccess>()
   return (pd: JobProvisioningData): Effect.Effect<RunnerTransport.RunnerTarget, RunnerTransport.RunnerTransportError> => {
-    if (pd.backend !== REMOTE_BACKEND) return Effect.succeed(baseTarget(pd))
+    if (pd.backend !== REMOTE_BACKEND) {
+      const ssh = backendAccess(pd)
+      return Effect.succeed(ssh === undefined ? baseTarget(pd) : { ...baseTarget(pd), ssh })
+    }
     const cached = known.get(pd.instanceId)
     if (cached !== undefined) return Effect.succeed({ ...baseTarget(pd), ssh: cached })
     return store.instances.get(pd.instanceId).pipe(

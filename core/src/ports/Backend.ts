@@ -4,9 +4,10 @@
  * volumes. `make` derives offer filtering (resources, spot policy, price) from a raw catalog.
  */
 import { Context, Effect, Layer, Ref, Schema } from "effect"
-import { JobProvisioningData, type Requirements } from "../domain/Job.ts"
+import { JobProvisioningData, type JobSpec, type Requirements } from "../domain/Job.ts"
 import { type InstanceOffer, type InstanceType } from "../domain/Offer.ts"
 import { matchResources } from "../domain/Resources.ts"
+import type { SshAccess } from "./RunnerTransport.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -85,6 +86,11 @@ export interface InstanceConfiguration {
   readonly sshKeys: ReadonlyArray<string>
   readonly reservation?: string
   readonly tags?: Readonly<Record<string, string>>
+  /**
+   * The job the instance is created for, when there is one: backends that allocate per job
+   * (a batch scheduler) size and limit the allocation from it (`max_duration`, `image`).
+   */
+  readonly job?: JobSpec
 }
 
 /** Where a volume landed. */
@@ -175,6 +181,13 @@ export interface Backend {
   readonly volumes?: Volumes
   /** Present on backends of hosts the user brings (the `remote` backend of SSH fleets). */
   readonly remoteHosts?: RemoteHosts
+  /**
+   * How the server logs in to reach the runner of an instance this backend made, for backends
+   * whose runners sit behind SSH with the backend's own credentials (a Slurm login node as
+   * `proxy_jump`); undefined for an instance it does not know. Credentials never go into the
+   * provisioning data, which API answers show.
+   */
+  readonly runnerAccess?: (pd: JobProvisioningData) => SshAccess | undefined
 }
 
 /** The tag for a program that works with one backend (a backend plugin's tests, a CLI probe). */
@@ -222,6 +235,7 @@ export interface Implementation {
   /** May fail with `NotFound` for a gone instance: `make` turns that into success. */
   readonly terminateInstance: Backend["terminateInstance"]
   readonly volumes?: Volumes
+  readonly runnerAccess?: Backend["runnerAccess"]
 }
 
 /**
@@ -239,7 +253,8 @@ export const make = (impl: Implementation): Backend => ({
     impl.terminateInstance(instanceId, region, backendData).pipe(
       Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void)
     ),
-  ...(impl.volumes === undefined ? {} : { volumes: impl.volumes })
+  ...(impl.volumes === undefined ? {} : { volumes: impl.volumes }),
+  ...(impl.runnerAccess === undefined ? {} : { runnerAccess: impl.runnerAccess })
 })
 
 // ---------------------------------------------------------------------------------------------

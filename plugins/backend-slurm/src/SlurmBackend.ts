@@ -1,0 +1,550 @@
+/**
+ * The `slurm` backend: runs where an HPC cluster already is. Each configured cluster is a region
+ * reached over SSH at its login node (`proxy_jump` allowed). Offers come from the cluster itself
+ * (`scontrol show node|partition`: CPUs, memory, GRES GPUs, TmpDisk, partitions), one per
+ * partition and node shape, sized to what the job asks. An instance is one `sbatch` allocation
+ * (`--nodes`, `--cpus-per-task`, `--mem`, `--gres=gpu:N`, `--time` from `max_duration`,
+ * partition, account, QoS) whose step starts the server's runner build on the node with `node`;
+ * the runner's address comes back through the step's output file on the shared filesystem, and
+ * the server reaches it over SSH through the login node (`runnerAccess`). Terminating is
+ * `scancel` (Slurm signals the step with SIGTERM, then SIGKILL after its KillWait).
+ */
+import { createHash } from "node:crypto"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Backend, type BackendFactory, InstanceDisk, InstanceGpu, InstanceOffer, InstanceResources, InstanceType, JobProvisioningData, type Requirements, RunnerLaunch, type RunnerTransport } from "@dstack-ts/core"
+import { describeHop, HopFailure, type HostAccess, runScript, type Session, shQuote, SshPool } from "@dstack-ts/ssh"
+import { Effect, ParseResult, Schema, type Scope } from "effect"
+import { nodeUsable, parseNode, parsePartition, type SlurmNode, type SlurmPartition, slurmJobName, slurmTimeLimit, stateMeaning } from "./internal/Slurm.ts"
+
+const TYPE = "slurm"
+const MODULE = "SlurmBackend"
+
+// ---------------------------------------------------------------------------------------------
+// Configuration (upstream 0.21's keys, plus proxy_jump, account, qos and the runner's settings)
+
+const PrivateKey = Schema.Struct({
+  path: Schema.optional(Schema.String),
+  content: Schema.optional(Schema.String)
+})
+
+const GpuPartition = Schema.Struct({
+  gpu: Schema.NonEmptyString,
+  partitions: Schema.Array(Schema.NonEmptyString)
+})
+
+const Jump = Schema.Struct({
+  hostname: Schema.NonEmptyString,
+  port: Schema.optional(Schema.Int.pipe(Schema.between(1, 65535))),
+  user: Schema.NonEmptyString,
+  privateKey: Schema.optional(PrivateKey).pipe(Schema.fromKey("private_key"))
+})
+
+/** One cluster: its name is the region; the login node is where the server logs in. */
+export const SlurmClusterConfig = Schema.Struct({
+  name: Schema.NonEmptyString.pipe(Schema.pattern(/^[A-Za-z0-9._-]+$/)),
+  hostname: Schema.NonEmptyString,
+  port: Schema.optional(Schema.Int.pipe(Schema.between(1, 65535))),
+  user: Schema.NonEmptyString,
+  privateKey: PrivateKey.pipe(Schema.propertySignature, Schema.fromKey("private_key")),
+  proxyJump: Schema.optional(Jump).pipe(Schema.fromKey("proxy_jump")),
+  gpuPartitions: Schema.optional(Schema.Array(GpuPartition)).pipe(Schema.fromKey("gpu_partitions")),
+  cpuPartitions: Schema.optional(Schema.Array(Schema.NonEmptyString)).pipe(Schema.fromKey("cpu_partitions")),
+  account: Schema.optional(Schema.NonEmptyString),
+  qos: Schema.optional(Schema.NonEmptyString)
+})
+export type SlurmClusterConfig = typeof SlurmClusterConfig.Type
+
+/** The backend's configuration section (snake_case keys, as upstream's). */
+export const SlurmBackendConfig = Schema.Struct({
+  type: Schema.optional(Schema.Literal(TYPE)),
+  clusters: Schema.Array(SlurmClusterConfig).pipe(Schema.minItems(1)),
+  runnerEntry: Schema.optional(Schema.NonEmptyString).pipe(Schema.fromKey("runner_entry")),
+  node: Schema.optional(Schema.NonEmptyString),
+  installDir: Schema.optional(Schema.NonEmptyString.pipe(Schema.pattern(/^[A-Za-z0-9._/-]+$/))).pipe(Schema.fromKey("install_dir")),
+  startTimeoutSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())).pipe(Schema.fromKey("start_timeout_seconds")),
+  connectTimeoutSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())).pipe(Schema.fromKey("connect_timeout_seconds"))
+})
+export type SlurmBackendConfig = typeof SlurmBackendConfig.Type
+
+/** What the provisioning data's `backend_data` says of an allocation (no secrets). */
+export interface SlurmJobData {
+  readonly cluster: string
+  /** The login node as `user@host:port`: which configured cluster made it. */
+  readonly login: string
+  readonly jobId: string
+  readonly jobName: string
+  readonly partition: string
+  readonly nodes: ReadonlyArray<string>
+  readonly dir: string
+}
+
+/** Pending reasons that do not pass by waiting (a partition, QoS or association limit, a bad request). */
+const NEVER_STARTS = /^(Partition(Time|Node)Limit|PartitionConfig|PartitionDown|PartitionInactive|BadConstraints|InvalidAccount|InvalidQOS|QOS.*Limit|Assoc.*Limit|AccountNotAllowed|QOSNotAllowed|JobHeldAdmin|ReqNodeNotAvail.*|InactiveLimit)$/
+
+const fail = (method: string, reason: Backend.BackendErrorReason, message: string, cause?: unknown) => Backend.fail(MODULE, method, reason, message, cause)
+
+/** A cluster ready to dial: its keys read. */
+interface Cluster {
+  readonly config: SlurmClusterConfig
+  readonly access: HostAccess
+  readonly login: string
+}
+
+const readKey = (key: { readonly path?: string | undefined; readonly content?: string | undefined }, where: string): string => {
+  if (key.content !== undefined && key.content.trim() !== "") return key.content
+  if (key.path === undefined || key.path === "") throw new Error(`${where}: private_key needs content or path`)
+  const file = key.path.startsWith("~/") ? path.join(os.homedir(), key.path.slice(2)) : key.path
+  try {
+    return fs.readFileSync(file, "utf8")
+  } catch (error) {
+    throw new Error(`${where}: cannot read private_key.path ${file}: ${error instanceof Error ? error.message : String(error)}`)
+  }
+}
+
+const clusterOf = (config: SlurmClusterConfig): Cluster => {
+  const privateKey = readKey(config.privateKey, `clusters[${config.name}]`)
+  const port = config.port ?? 22
+  const jump = config.proxyJump
+  return {
+    config,
+    login: `${config.user}@${config.hostname}:${port}`,
+    access: {
+      hostname: config.hostname,
+      port,
+      user: config.user,
+      privateKey,
+      ...(jump === undefined ? {} : {
+        proxyJump: {
+          hostname: jump.hostname,
+          port: jump.port ?? 22,
+          user: jump.user,
+          privateKey: jump.privateKey === undefined ? privateKey : readKey(jump.privateKey, `clusters[${config.name}].proxy_jump`)
+        }
+      })
+    }
+  }
+}
+
+/** `[vendor:]name[:memory]` of gpu_partitions, e.g. `H200`, `A100:40GB`, `amd:MI300X`. */
+const parseGpuModel = (text: string): { readonly vendor: "nvidia" | "amd" | "intel" | "google"; readonly name: string; readonly memoryMib: number } => {
+  const parts = text.split(":")
+  const vendors = ["nvidia", "amd", "intel", "google"] as const
+  const vendor = vendors.find((v) => v === parts[0].toLowerCase())
+  const rest = vendor === undefined ? parts : parts.slice(1)
+  const memory = rest[1] === undefined ? 0 : Number(/^(\d+(?:\.\d+)?)\s*GB$/i.exec(rest[1])?.[1] ?? NaN) * 1024
+  if (!rest[0] || !Number.isFinite(memory)) throw new Error(`gpu_partitions: ${JSON.stringify(text)} is not [vendor:]name[:memory], e.g. A100:40GB`)
+  return { vendor: vendor ?? (/^MI\d/i.test(rest[0]) ? "amd" : "nvidia"), name: rest[0], memoryMib: memory }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offers
+
+/** The partitions a job may go to: GPU jobs only to gpu_partitions, CPU jobs to cpu_partitions or every other one. */
+const partitionsFor = (config: SlurmClusterConfig, discovered: ReadonlyArray<string>, wantsGpu: boolean): ReadonlySet<string> => {
+  const gpuParts = new Set((config.gpuPartitions ?? []).flatMap((g) => g.partitions))
+  if (wantsGpu) return new Set(discovered.filter((p) => gpuParts.has(p)))
+  if (config.cpuPartitions !== undefined) return new Set(discovered.filter((p) => config.cpuPartitions!.includes(p)))
+  return new Set(discovered.filter((p) => !gpuParts.has(p)))
+}
+
+const minOf = (range: { readonly min?: number; readonly max?: number }, fallback: number) => range.min ?? range.max ?? fallback
+
+/**
+ * The offers of one cluster: per partition, per node shape (CPUs, memory, GPUs, TmpDisk), sized
+ * to the job's minimums capped by the shape (a job gets `--cpus-per-task`/`--mem`/`--gres`, not
+ * the whole node), so a shape too small shows what it lacks in the plan.
+ */
+export const clusterOffers = (
+  config: SlurmClusterConfig,
+  partitions: ReadonlyArray<SlurmPartition>,
+  nodes: ReadonlyArray<SlurmNode>,
+  requirements: Requirements
+): ReadonlyArray<InstanceOffer> => {
+  const wantsGpu = minOf(requirements.resources.gpu.count, 0) > 0
+  const allowed = partitionsFor(config, partitions.map((p) => p.name), wantsGpu)
+  const offers: Array<InstanceOffer> = []
+  for (const partition of partitions) {
+    if (!allowed.has(partition.name)) continue
+    const model = (config.gpuPartitions ?? []).find((g) => g.partitions.includes(partition.name))
+    const gpuModel = model === undefined ? undefined : parseGpuModel(model.gpu)
+    const shapes = new Map<string, Array<SlurmNode>>()
+    for (const node of nodes.filter((n) => n.partitions.includes(partition.name))) {
+      const key = `${node.cpus}/${node.memoryMib}/${node.gpus}/${node.tmpDiskMib}/${node.arch ?? ""}`
+      shapes.set(key, [...(shapes.get(key) ?? []), node])
+    }
+    for (const group of shapes.values()) {
+      const node = group[0]
+      const usable = partition.up && group.some((n) => nodeUsable(n.state))
+      const gpus = (n: number) => Array.from({ length: n }, () => new InstanceGpu({ name: gpuModel?.name ?? "gpu", memoryMib: gpuModel?.memoryMib ?? 0, vendor: gpuModel?.vendor ?? "nvidia" }))
+      const arch = node.arch === undefined ? undefined : /aarch64|arm/.test(node.arch) ? "arm" as const : "x86" as const
+      const whole = new InstanceResources({
+        cpus: node.cpus,
+        memoryMib: node.memoryMib,
+        gpus: gpus(node.gpus),
+        spot: false,
+        disk: new InstanceDisk({ sizeMib: node.tmpDiskMib }),
+        ...(arch === undefined ? {} : { cpuArch: arch }),
+        description: `${partition.name}: ${group.map((n) => n.name).join(",")}`
+      })
+      const offer = (resources: InstanceResources) =>
+        new InstanceOffer({
+          backend: TYPE,
+          region: config.name,
+          price: 0,
+          instance: new InstanceType({ name: `${partition.name}.${node.cpus}cpu.${node.memoryMib}mib${node.gpus > 0 ? `.${node.gpus}gpu` : ""}`, resources }),
+          availability: usable ? "available" : "not_available",
+          availabilityZones: [partition.name]
+        })
+      // Sized to the job's minimums, capped by the node: what does not fit then shows in the
+      // plan's reasons (`cpu: needs 64, offer has 32`).
+      const r = requirements.resources
+      const sized = new InstanceResources({
+        ...whole,
+        cpus: Math.min(node.cpus, Math.max(1, minOf(r.cpu.count, 1))),
+        memoryMib: Math.min(node.memoryMib, Math.max(1, Math.round(minOf(r.memory, 1) * 1024))),
+        gpus: gpus(Math.min(node.gpus, minOf(r.gpu.count, 0)))
+      })
+      offers.push(offer(sized))
+    }
+  }
+  return offers
+}
+
+// ---------------------------------------------------------------------------------------------
+// The batch script
+
+/** The sbatch script of an allocation whose step starts the runner on each node. */
+export const batchScript = (options: {
+  readonly jobName: string
+  readonly dir: string
+  readonly partition: string
+  readonly nodes: number
+  readonly resources: InstanceResources
+  readonly timeLimitSeconds?: number
+  readonly account?: string
+  readonly qos?: string
+  readonly node: string
+  readonly bundle: string
+  readonly needsDocker: boolean
+}): string => {
+  const r = options.resources
+  const directives = [
+    `--job-name=${options.jobName}`,
+    `--output=${options.dir}/%j.batch.out`,
+    "--no-requeue",
+    `--partition=${options.partition}`,
+    `--nodes=${options.nodes}`,
+    "--ntasks-per-node=1",
+    `--cpus-per-task=${r.cpus}`,
+    `--mem=${Math.max(1, Math.floor(r.memoryMib))}M`,
+    ...(r.gpus.length > 0 ? [`--gres=gpu:${r.gpus.length}`] : []),
+    ...(options.timeLimitSeconds === undefined ? [] : [`--time=${slurmTimeLimit(options.timeLimitSeconds)}`]),
+    ...(options.account === undefined ? [] : [`--account=${options.account}`]),
+    ...(options.qos === undefined ? [] : [`--qos=${options.qos}`])
+  ]
+  // Each node's step writes its runner's ready line (or why it cannot start) to
+  // <dir>/<job>.<rank>.out, which the login node reads on the shared filesystem.
+  const step = [
+    "set -u",
+    `out=${shQuote(options.dir)}/$SLURM_JOB_ID.$SLURM_NODEID.out`,
+    `node_bin=$(command -v ${shQuote(options.node)}) || { echo "dstack-ts: refused: no ${options.node} on $(hostname) ($SLURMD_NODENAME): the runner needs Node.js 20 or later on the compute nodes" >"$out"; exit 97; }`,
+    ...(options.needsDocker
+      ? [`[ -S /var/run/docker.sock ] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || { echo "dstack-ts: refused: no Docker on $SLURMD_NODENAME: a job with an image runs in Docker on the node, and this node has none (run it without image, or on nodes with Docker)" >"$out"; exit 98; }`]
+      : []),
+    `work=${shQuote(options.dir)}/$SLURM_JOB_ID.$SLURM_NODEID.work`,
+    `mkdir -p "$work"`,
+    `exec "$node_bin" ${shQuote(options.bundle)} --host 127.0.0.1 --port 0 --work-dir "$work" >"$out" 2>&1`
+  ].join("\n")
+  return [
+    "#!/bin/sh",
+    ...directives.map((d) => `#SBATCH ${d}`),
+    `exec srun --kill-on-bad-exit=0 sh -c ${shQuote(step)}`,
+    ""
+  ].join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backend
+
+export interface SlurmBackend extends Backend.Backend {
+  readonly runnerAccess: NonNullable<Backend.Backend["runnerAccess"]>
+  /** The Slurm state of an allocation (`squeue`), read as a dstack job; undefined once it has left the queue. */
+  readonly jobState: (pd: JobProvisioningData) => Effect.Effect<ReturnType<typeof stateMeaning> | undefined, Backend.BackendError>
+}
+
+/**
+ * Makes the Slurm backend. The runner bundle is built on first use and removed with the scope.
+ *
+ * @example
+ * const backend = yield* SlurmBackend.make({ clusters: [{ name: "hpc", hostname: "login.hpc", user: "me", privateKey: { path: "~/.ssh/id_ed25519" } }] })
+ */
+export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<SlurmBackend, Backend.BackendError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const clusters = new Map<string, Cluster>()
+    for (const c of config.clusters) {
+      if (clusters.has(c.name)) return yield* fail("make", "Invalid", `clusters: the name ${c.name} is given twice (it is the region)`)
+      const made = yield* Effect.try({ try: () => clusterOf(c), catch: (e) => new Backend.BackendError({ module: MODULE, method: "make", reason: "Invalid", message: (e as Error).message }) })
+      for (const g of c.gpuPartitions ?? []) {
+        yield* Effect.try({ try: () => parseGpuModel(g.gpu), catch: (e) => new Backend.BackendError({ module: MODULE, method: "make", reason: "Invalid", message: `clusters[${c.name}].${(e as Error).message}` }) })
+      }
+      clusters.set(c.name, made)
+    }
+    const connectTimeoutMs = (config.connectTimeoutSeconds ?? 10) * 1000
+    const startTimeoutMs = (config.startTimeoutSeconds ?? 120) * 1000
+    const installDir = (config.installDir ?? ".dstack-ts/slurm").replace(/^\/+|\/+$/g, "")
+    const nodeBin = config.node ?? "node"
+    const pool = yield* Effect.acquireRelease(
+      Effect.sync(() => new SshPool({ readyTimeoutMs: connectTimeoutMs, keepaliveIntervalMs: 10_000, keepaliveCountMax: 3, reconnectAttempts: 2, backoffMs: 200, maxBackoffMs: 2000, idleCloseMs: 30_000 })),
+      (p) => Effect.sync(() => p.closeAll())
+    )
+
+    const configured = yield* RunnerLaunch.runnerEntry(config.runnerEntry)
+    const tmp = yield* Effect.acquireRelease(
+      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-slurm-"))),
+      (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+    )
+    const bundle = yield* Effect.cached(Effect.gen(function*() {
+      if (configured === undefined) {
+        return yield* fail("createInstance", "Invalid", "no runner build to ship: set runner_entry in the slurm backend's configuration, or the server build's runner (`dstack server` sets it)")
+      }
+      const entry = path.resolve(configured)
+      if (!fs.existsSync(entry)) return yield* fail("createInstance", "Invalid", `the runner entry ${entry} does not exist`)
+      if (/\.[cm]?js$/.test(entry)) return { file: entry, sha256: createHash("sha256").update(fs.readFileSync(entry)).digest("hex") }
+      return yield* Effect.tryPromise({
+        try: () => RunnerLaunch.bundleRunner(entry, tmp),
+        catch: (cause) => new Backend.BackendError({ module: MODULE, method: "createInstance", reason: "Invalid", message: `cannot bundle the runner ${entry}: ${String(cause)}`, cause })
+      })
+    }))
+
+    const cluster = (method: string, region: string) => {
+      const c = clusters.get(region)
+      return c === undefined ? fail(method, "Invalid", `no Slurm cluster named ${region} in this backend (it has: ${[...clusters.keys()].join(", ")})`) : Effect.succeed(c)
+    }
+
+    /** Runs a script on the login node with `sh -s -- ARGS` (a login shell's environment: SLURM_CONF, PATH). */
+    const onLogin = (method: string, c: Cluster, script: string | NodeJS.ReadableStream, args: ReadonlyArray<string> = [], command?: string) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => pool.hold(c.access)),
+        () =>
+          Effect.tryPromise({
+            try: async () => runScript(await pool.session(c.access), script, args, command),
+            catch: (error) => {
+              const hop = error instanceof HopFailure ? error : undefined
+              return new Backend.BackendError({
+                module: MODULE,
+                method,
+                reason: hop?.kind === "auth" ? "PermissionDenied" : hop?.kind === "timeout" ? "Timeout" : hop?.kind === "key" ? "Invalid" : "Transport",
+                message: `cannot reach the login node ${describeHop(c.access)} of cluster ${c.config.name}: ${error instanceof Error ? error.message : String(error)}`,
+                cause: error
+              })
+            }
+          }),
+        (release) => Effect.sync(release)
+      )
+
+    const checked = (method: string, c: Cluster, what: string) => (r: { code: number | null; stdout: string; stderr: string }) =>
+      r.code === 0 ? Effect.succeed(r.stdout) : fail(method, "Unknown", `${what} on the login node of ${c.config.name} failed: ${r.stderr.trim() || r.stdout.trim() || `exit status ${r.code}`}`)
+
+    const discover = (c: Cluster) =>
+      onLogin("getOffers", c, "scontrol show -o partition && echo --- && scontrol show -o node").pipe(
+        Effect.flatMap(checked("getOffers", c, "scontrol show partition/node")),
+        Effect.flatMap((out) =>
+          Effect.try({
+            try: () => {
+              const [parts, nodes] = out.split(/^---$/m)
+              const lines = (t: string | undefined) => (t ?? "").split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("No "))
+              return { partitions: lines(parts).map(parsePartition), nodes: lines(nodes).map(parseNode) }
+            },
+            catch: (e) => new Backend.BackendError({ module: MODULE, method: "getOffers", reason: "Unknown", message: `cannot read the nodes of ${c.config.name}: ${(e as Error).message}` })
+          })
+        )
+      )
+
+    const catalog = (requirements: Requirements) =>
+      Effect.forEach([...clusters.values()], (c) =>
+        discover(c).pipe(
+          Effect.map(({ partitions, nodes }) => clusterOffers(c.config, partitions, nodes, requirements)),
+          // One cluster that cannot be reached does not hide the others' offers.
+          Effect.catchAll((e) => Effect.as(Effect.logWarning(`slurm backend: no offers from cluster ${c.config.name}: ${e.message}`), []))
+        ), { concurrency: "unbounded" }).pipe(Effect.map((all) => all.flat()))
+
+    const squeue = (method: string, c: Cluster, jobId: string) =>
+      onLogin(method, c, `squeue -h -j "$1" -o '%T|%r|%N|%P' 2>&1; true`, [jobId]).pipe(
+        Effect.map((r) => {
+          const line = r.stdout.trim().split("\n").find((l) => l.includes("|"))
+          if (line === undefined) return undefined
+          const [state, reason, nodes, partition] = line.split("|")
+          return { state, reason, nodes, partition }
+        })
+      )
+
+    const cancel = (method: string, c: Cluster, jobId: string) =>
+      onLogin(method, c, `scancel "$1" 2>&1`, [jobId]).pipe(
+        Effect.flatMap((r) =>
+          r.code === 0 || /Invalid job id|already completing or completed/i.test(r.stdout)
+            ? Effect.void
+            : fail(method, "Unknown", `scancel ${jobId} on ${c.config.name} failed: ${r.stdout.trim() || `exit status ${r.code}`}`)
+        )
+      )
+
+    const createInstance = (offer: InstanceOffer, ic: Backend.InstanceConfiguration) =>
+      Effect.gen(function*() {
+        const c = yield* cluster("createInstance", offer.region)
+        const partition = offer.availabilityZones?.[0]
+        if (partition === undefined) return yield* fail("createInstance", "Invalid", "the offer names no partition")
+        const maxDuration = ic.job?.maxDuration ?? undefined
+        if (maxDuration !== undefined && maxDuration !== null) {
+          const shown = yield* onLogin("createInstance", c, `scontrol show -o partition "$1"`, [partition]).pipe(Effect.flatMap(checked("createInstance", c, `scontrol show partition ${partition}`)))
+          const limit = parsePartition(shown.trim().split("\n")[0]).maxTimeSeconds
+          if (limit !== undefined && maxDuration > limit) {
+            return yield* fail("createInstance", "Invalid", `max_duration ${maxDuration}s is longer than the time limit of partition ${partition} on ${c.config.name} (MaxTime ${limit}s)`)
+          }
+        }
+        const { file, sha256 } = yield* bundle
+        const home = (yield* onLogin("createInstance", c, `printf '%s' "$HOME"`).pipe(Effect.flatMap(checked("createInstance", c, "reading $HOME")))).trim()
+        const dir = `${home}/${installDir}`
+        const runner = `${dir}/runner-${sha256.slice(0, 16)}.mjs`
+        // The bundle, on the shared filesystem, unless this one is there already.
+        const present = yield* onLogin("createInstance", c, `[ -s "$1" ] && echo present; true`, [runner])
+        if (!present.stdout.includes("present")) {
+          yield* onLogin("createInstance", c, fs.createReadStream(file), [], `sh -c ${shQuote(`mkdir -p "$(dirname "$0")" && cat > "$0.tmp" && mv "$0.tmp" "$0"`)} ${shQuote(runner)}`).pipe(
+            Effect.flatMap(checked("createInstance", c, `writing ${runner}`))
+          )
+        }
+        const jobName = slurmJobName(ic.instanceName)
+        const script = batchScript({
+          jobName,
+          dir,
+          partition,
+          nodes: 1,
+          resources: offer.instance.resources,
+          ...(maxDuration === undefined || maxDuration === null ? {} : { timeLimitSeconds: maxDuration }),
+          ...(c.config.account === undefined ? {} : { account: c.config.account }),
+          ...(c.config.qos === undefined ? {} : { qos: c.config.qos }),
+          node: nodeBin,
+          bundle: runner,
+          needsDocker: (ic.job?.imageName ?? "") !== ""
+        })
+        const submitted = yield* onLogin("createInstance", c, script, [], `sbatch --parsable`)
+        if (submitted.code !== 0) {
+          const why = submitted.stderr.trim() || `exit status ${submitted.code}`
+          const limit = /time limit|Requested node configuration is not available|memory specification|Invalid (account|qos)/i.test(why)
+          return yield* fail("createInstance", limit ? "Invalid" : "Unknown", `sbatch on ${c.config.name} refused the job: ${why}`)
+        }
+        const jobId = submitted.stdout.trim().split(";")[0]
+        if (!/^\d+$/.test(jobId)) return yield* fail("createInstance", "Unknown", `sbatch on ${c.config.name} answered ${JSON.stringify(submitted.stdout.trim())}, not a job id`)
+
+        // Until the allocation runs and its runner says where it listens; cancelled on failure.
+        const started = Effect.gen(function*() {
+          const deadline = Date.now() + startTimeoutMs
+          let last = "not in the queue"
+          while (true) {
+            // The queue state and the step's output in one round trip.
+            const polled = yield* onLogin("createInstance", c, `squeue -h -j "$1" -o '%T|%r|%N|%P' 2>/dev/null; echo ---; cat "$2" 2>/dev/null; true`, [jobId, `${dir}/${jobId}.0.out`])
+            const [queued = "", ...rest] = polled.stdout.split(/^---$/m)
+            const line = queued.trim().split("\n").find((l) => l.includes("|"))
+            const q = line === undefined ? undefined : (([state, reason, nodes, partition]) => ({ state, reason, nodes, partition }))(line.split("|"))
+            const out = { stdout: rest.join("---") }
+            const refused = /^dstack-ts: refused: (.*)$/m.exec(out.stdout)
+            if (refused) return yield* fail("createInstance", "Invalid", refused[1])
+            const ready = out.stdout.split("\n").map((l) => RunnerLaunch.parseAddress(l.trim())).find((a) => a !== undefined)
+            if (q !== undefined && ready !== undefined && q.state === "RUNNING") return { q, port: ready.port }
+            if (q === undefined) {
+              return yield* fail("createInstance", "Unknown", `Slurm job ${jobId} left the queue before its runner started; its output:\n${out.stdout.trim().slice(-2000) || "(none)"}`)
+            }
+            last = stateMeaning(q.state, q.reason).message
+            // Reasons Slurm keeps a job pending for until someone changes a limit: not capacity.
+            if (q.state === "PENDING" && NEVER_STARTS.test(q.reason)) {
+              return yield* fail("createInstance", "Invalid", `Slurm will not start job ${jobId} on ${c.config.name}: ${last}; the job's size, max_duration or the cluster's account/QoS exceed a limit there`)
+            }
+            if (Date.now() > deadline) {
+              return yield* fail(
+                "createInstance",
+                q.state === "PENDING" ? "NoCapacity" : "Timeout",
+                `Slurm job ${jobId} on ${c.config.name} did not start its runner within ${startTimeoutMs / 1000}s: ${last}`
+              )
+            }
+            // Wall-clock waiting: Slurm runs on real time, whatever Clock the caller provides.
+            yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 100)))
+          }
+        })
+        const { q, port } = yield* started.pipe(Effect.tapError(() => cancel("createInstance", c, jobId).pipe(Effect.ignore)))
+        const nodeName = q.nodes.split(",")[0]
+        const shown = yield* onLogin("createInstance", c, `scontrol show -o node "$1"`, [nodeName]).pipe(Effect.flatMap(checked("createInstance", c, `scontrol show node ${nodeName}`)))
+        const node = parseNode(shown.trim().split("\n")[0])
+        const data: SlurmJobData = { cluster: c.config.name, login: c.login, jobId, jobName, partition: q.partition || partition, nodes: [node.name], dir }
+        return new JobProvisioningData({
+          backend: TYPE,
+          instanceType: offer.instance,
+          instanceId: jobId,
+          hostname: node.address,
+          internalIp: node.address,
+          region: c.config.name,
+          availabilityZone: data.partition,
+          price: 0,
+          username: c.config.user,
+          sshPort: 22,
+          dockerized: false,
+          runnerPort: port,
+          backendData: JSON.stringify(data)
+        })
+      })
+
+    const dataOf = (pd: JobProvisioningData): SlurmJobData | undefined => {
+      try {
+        const d = JSON.parse(pd.backendData ?? "") as SlurmJobData
+        return typeof d?.jobId === "string" && typeof d.login === "string" ? d : undefined
+      } catch {
+        return undefined
+      }
+    }
+
+    const runnerAccess = (pd: JobProvisioningData): RunnerTransport.SshAccess | undefined => {
+      if (pd.backend !== TYPE) return undefined
+      const d = dataOf(pd)
+      const c = d === undefined ? undefined : clusters.get(d.cluster)
+      if (c === undefined || d === undefined || c.login !== d.login) return undefined
+      // The node is logged in to as the cluster's user with its key, through the login node.
+      const { proxyJump: _outer, ...login } = c.access
+      return { user: c.config.user, port: pd.sshPort ?? 22, privateKey: c.access.privateKey, proxyJump: login }
+    }
+
+    const backend = Backend.make({
+      type: TYPE,
+      catalog,
+      createInstance,
+      // An allocation on a cluster this backend does not have, or with no Slurm job id, is gone.
+      terminateInstance: (instanceId, region) =>
+        !clusters.has(region) || !/^\d+$/.test(instanceId)
+          ? fail("terminateInstance", "NotFound", `no Slurm job ${instanceId} on a cluster ${region}`)
+          : Effect.flatMap(cluster("terminateInstance", region), (c) => cancel("terminateInstance", c, instanceId)),
+      runnerAccess
+    })
+    const jobState = (pd: JobProvisioningData) =>
+      Effect.gen(function*() {
+        const c = yield* cluster("jobState", pd.region)
+        const q = yield* squeue("jobState", c, pd.instanceId)
+        return q === undefined ? undefined : stateMeaning(q.state, q.reason)
+      })
+    return { ...backend, runnerAccess, jobState }
+  })
+
+const decodeConfig = Schema.decodeUnknown(SlurmBackendConfig, { onExcessProperty: "error", errors: "all" })
+
+/** The plugin's factory: decodes the configuration and makes the backend; a bad one is `Invalid`, naming every wrong field. */
+export const fromConfig: BackendFactory = (config) =>
+  decodeConfig(config ?? {}).pipe(
+    Effect.mapError((error) =>
+      new Backend.BackendError({
+        module: MODULE,
+        method: "fromConfig",
+        reason: "Invalid",
+        message: `invalid slurm backend configuration:\n${ParseResult.TreeFormatter.formatErrorSync(error)}`,
+        cause: error
+      })
+    ),
+    Effect.flatMap(({ type: _type, ...options }) => make(options))
+  )
+

@@ -1,0 +1,136 @@
+// The slurm backend against a real Slurm cluster (slurm-wlm on netns hosts, test/support/slurm.ts):
+// offers from the cluster's nodes, an allocation whose step runs the runner that answers over
+// SSH through the login node, --time from max_duration, scancel on terminate, a job too big
+// for the partition refused by the plan, an image job refused on nodes without Docker.
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import { Backend, JobSpec, Requirements, RunnerLaunch } from "@dstack-ts/core"
+import { httpStatusOnHost, openSession } from "@dstack-ts/ssh"
+import { testBackend } from "@dstack-ts/core/testing"
+import { Effect, Layer, Schema, Scope } from "effect"
+import { afterAll, beforeAll, expect, it, vi } from "vitest"
+import { createSlurmCluster, describeWithSlurm, type SlurmCluster } from "../../../test/support/slurm.ts"
+import plugin, { SlurmBackend } from "../src/index.ts"
+
+const RUNNER_ENTRY = fileURLToPath(new URL("../../../cli/src/runner.ts", import.meta.url))
+
+// An allocation starts Node.js on the node: slow on a loaded 2-core machine (the conformance suite takes the default timeout).
+vi.setConfig({ testTimeout: 120_000 })
+
+const requirements = (resources: unknown) => Schema.decodeUnknownSync(Requirements)({ resources })
+const small = { cpu: 1, memory: "0.5GB", disk: "1GB.." }
+
+describeWithSlurm(() => {
+  let cluster: SlurmCluster
+  let scope: Scope.CloseableScope
+  let backend: SlurmBackend.SlurmBackend
+  let bundleDir: string
+  let bundleFile: string
+  const run = <A, E>(effect: Effect.Effect<A, E, Scope.Scope>) => Effect.runPromise(Scope.extend(effect, scope))
+
+  beforeAll(async () => {
+    bundleDir = fs.mkdtempSync(path.join(os.tmpdir(), "slurm-bundle-"))
+    const [c, bundle] = await Promise.all([
+      createSlurmCluster({ nodes: 2, partitions: [{ name: "debug", default: true, maxTimeMinutes: 30 }] }),
+      RunnerLaunch.bundleRunner(RUNNER_ENTRY, bundleDir)
+    ])
+    cluster = c
+    bundleFile = bundle.file
+    scope = Effect.runSync(Scope.make())
+    backend = await run(SlurmBackend.make({
+      clusters: [Schema.decodeUnknownSync(SlurmBackend.SlurmClusterConfig)({
+        name: "test", hostname: cluster.login.ip, user: "root", private_key: { content: cluster.net.privateKey }
+      })],
+      runnerEntry: bundle.file,
+      installDir: `.dstack-ts/slurm-${cluster.net.name}`
+    }))
+  }, 120_000)
+  afterAll(async () => {
+    if (scope) await Effect.runPromise(Scope.close(scope, Effect.void as never))
+    await cluster?.down()
+    if (bundleDir) fs.rmSync(bundleDir, { recursive: true, force: true })
+    if (cluster) fs.rmSync(path.join(os.homedir(), `.dstack-ts/slurm-${cluster.net.name}`), { recursive: true, force: true })
+  })
+
+  // The conformance suite, on the same cluster (the backend is made when its tests start).
+  testBackend(
+    "slurm (real cluster)",
+    Layer.scoped(Backend.Backend, Effect.suspend(() =>
+      SlurmBackend.make({
+        clusters: [Schema.decodeUnknownSync(SlurmBackend.SlurmClusterConfig)({ name: "test", hostname: cluster.login.ip, user: "root", private_key: { content: cluster.net.privateKey } })],
+        runnerEntry: bundleFile,
+        installDir: `.dstack-ts/slurm-${cluster.net.name}`
+      })
+    )),
+    { requirements: requirements(small) }
+  )
+
+  it("is the plugin's `slurm` backend", () => {
+    expect(Object.keys(plugin.backends ?? {})).toEqual(["slurm"])
+  })
+
+  it("offers the partition's nodes sized to the job, and excludes a job too big for any partition saying why", async () => {
+    const fits = await run(backend.getOffers(requirements(small)))
+    expect(fits.offers.map((o) => [o.region, o.availabilityZones, o.instance.resources.cpus, o.instance.resources.memoryMib])).toEqual([["test", ["debug"], 1, 512]])
+    const big = await run(backend.getOffers(requirements({ cpu: 64, memory: "1GB", disk: "1GB.." })))
+    expect(big.offers).toEqual([])
+    expect(big.excluded[0].reasons.join("; ")).toMatch(/cpu/)
+  })
+
+  it("runs an allocation whose runner answers through the login node, with --time from max_duration, and scancel ends it", async () => {
+    const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
+    const job = Schema.decodeUnknownSync(JobSpec)({ job_name: "t-0-0", commands: ["true"], max_duration: 150, requirements: { resources: small } })
+    const pd = await run(backend.createInstance(offer, { projectName: "main", instanceName: "t-0-0-abcd", instanceId: "i-1", sshKeys: [], job }))
+    expect(pd.backend).toBe("slurm")
+    expect(cluster.computes.map((c) => c.ip)).toContain(pd.hostname)
+    expect(await cluster.queueState(pd.instanceId)).toBe("RUNNING")
+    const shown = await cluster.slurm("scontrol", ["show", "-o", "job", pd.instanceId])
+    expect(shown).toMatch(/TimeLimit=00:03:00/)
+    expect(shown).toMatch(/NumCPUs=1 /)
+    expect(shown).toMatch(/JobName=dstack-t-0-0-abcd/)
+
+    const access = backend.runnerAccess(pd)!
+    expect(access.proxyJump?.hostname).toBe(cluster.login.ip)
+    const session = await openSession(
+      { hostname: pd.hostname!, port: access.port ?? 22, user: access.user, privateKey: access.privateKey, proxyJump: { ...access.proxyJump!, port: access.proxyJump!.port ?? 22 } },
+      { readyTimeoutMs: 10_000, keepaliveIntervalMs: 0, keepaliveCountMax: 3 }
+    )
+    try {
+      expect(await httpStatusOnHost(session, pd.runnerPort!, "/api/healthcheck")).toBe(200)
+    } finally {
+      session.close()
+    }
+    expect((await run(backend.jobState(pd)))?.status).toBe("running")
+
+    await run(backend.terminateInstance(pd.instanceId, pd.region, pd.backendData))
+    for (let i = 0; i < 100 && (await cluster.queueState(pd.instanceId)) !== undefined; i++) await new Promise((r) => setTimeout(r, 200))
+    expect(await cluster.queueState(pd.instanceId)).toBeUndefined()
+    // Terminating again (a gone job) is not an error.
+    await run(backend.terminateInstance(pd.instanceId, pd.region, pd.backendData))
+  }, 90_000)
+
+  it("refuses a job with an image on nodes without Docker, and cancels its allocation", async () => {
+    const docker = fs.existsSync("/var/run/docker.sock")
+    const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
+    const job = Schema.decodeUnknownSync(JobSpec)({ job_name: "img-0-0", image_name: "busybox", requirements: { resources: small } })
+    if (docker) {
+      // Docker answers on this machine, so the nodes (sharing it) have it: the allocation starts.
+      const pd = await run(backend.createInstance(offer, { projectName: "main", instanceName: "img", instanceId: "i-2", sshKeys: [], job }))
+      await run(backend.terminateInstance(pd.instanceId, pd.region))
+      return
+    }
+    const error = await run(Effect.flip(backend.createInstance(offer, { projectName: "main", instanceName: "img", instanceId: "i-2", sshKeys: [], job })))
+    expect(error.message).toMatch(/no Docker on n\d/)
+  }, 60_000)
+
+  it("refuses a max_duration longer than the partition's MaxTime before submitting", async () => {
+    const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
+    const job = Schema.decodeUnknownSync(JobSpec)({ job_name: "long-0-0", max_duration: 7200, requirements: { resources: small } })
+    const error = await run(Effect.flip(backend.createInstance(offer, { projectName: "main", instanceName: "long", instanceId: "i-3", sshKeys: [], job })))
+    expect(error).toBeInstanceOf(Backend.BackendError)
+    expect(error.message).toBe("max_duration 7200s is longer than the time limit of partition debug on test (MaxTime 1800s)")
+    expect((await cluster.slurm("squeue", ["-h", "-n", "dstack-long", "-o", "%i"])).trim()).toBe("")
+  }, 60_000)
+})
