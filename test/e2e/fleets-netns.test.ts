@@ -6,6 +6,8 @@
 // rendezvous over TCP at its master's address, each node from its own address. Each host's key
 // is recorded when it is first provisioned; a host whose key then changes is refused, naming
 // the host and both fingerprints, and is not logged in to, not even to be cleaned up.
+// Re-applying a fleet with a host added and one removed changes only those: the removed host's
+// runner and files are gone; a host running a job is not removed (the update is refused).
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, expect, it } from "vitest"
@@ -111,12 +113,117 @@ describeWithNetns(() => {
       runner: { entry: RUNNER_ENTRY },
       engine: { resyncMs: 2_000, unreachableMs: 4_000 }
     })
-  }, 120_000)
+  }, 300_000)
   afterAll(async () => {
     await server?.close()
     await hosts?.down()
   })
 
+  it("runs a 3-node task on 3 hosts: each node gets the cluster env and they rendezvous at the master's address", async () => {
+    const trio = hosts.hosts.slice(0, 3)
+    const applied = await applyFleet("trio", trio)
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200)
+    await until("trio idle", () => getFleet("trio"), (f) => f.instances.every((i: any) => i.status === "idle" || i.status === "terminated"), 300_000)
+    const started = await call("/api/project/main/runs/apply", { plan: runSpec({ nodes: 3, fleets: ["trio"], env: { SCRIPT: RENDEZVOUS }, commands: ['node -e "$SCRIPT"'] }, "netns-rendezvous") })
+    expect(started.status, JSON.stringify(started.body)).toBe(200)
+    const run = await until("netns-rendezvous ends", () => getRun("netns-rendezvous"), finished, 180_000)
+    expect(run.status, JSON.stringify(run.jobs.map((j: any) => j.job_submissions.at(-1)))).toBe("done")
+    const ips = run.jobs.map((j: any) => j.job_submissions.at(-1).job_provisioning_data.internal_ip)
+    expect([...ips].sort()).toEqual(trio.map((h) => h.ip).sort())
+    const saw = ips.map((ip: string, rank: number) => `${rank}@${ip}`).sort().join(",")
+    for (let rank = 0; rank < 3; rank++) {
+      const out = await logsOf(run, rank)
+      expect(out).toContain(`rank ${rank} of 3 master ${ips[0]} ips ${ips.join(",")} own true`)
+      expect(out).toContain(`hostfile ${ips.map((ip: string) => `${ip} slots=1`).join(";")}`)
+      expect(out).toContain(`rank ${rank} saw ${saw}`)
+    }
+    await until("trio idle again", () => getFleet("trio"), (f) => f.instances.every((i: any) => i.status === "idle"), 60_000)
+    expect((await call("/api/project/main/fleets/delete", { names: ["trio"] })).status).toBe(200)
+    await until("trio gone", () => call("/api/project/main/fleets/get", { name: "trio" }), (r) => r.status === 400, 180_000)
+  }, 600_000)
+
+  it("re-applying a fleet adds and removes only the hosts that changed; a busy host is not removed", async () => {
+    const [h0, h1, h2] = hosts.hosts
+    expect((await applyFleet("grow", [h0, h1])).status).toBe(200)
+    const first = await until("grow idle", () => getFleet("grow"), (f) => f.instances.every((i: any) => i.status === "idle" || i.status === "terminated"), 300_000)
+    expect(first.instances.map((i: any) => [i.instance_num, i.hostname, i.status])).toEqual([[0, h0.ip, "idle"], [1, h1.ip, "idle"]])
+    // The same spec again: nothing changes.
+    const same = await applyFleet("grow", [h0, h1])
+    expect(same.status, JSON.stringify(same.body)).toBe(200)
+    expect(same.body.instances.map((i: any) => i.id)).toEqual(first.instances.map((i: any) => i.id))
+
+    // A job on one host: removing that host is refused, and nothing changes.
+    await call("/api/project/main/runs/apply", { plan: runSpec({ fleets: ["grow"], commands: ["sleep 300"] }, "netns-busy") })
+    const running = await until("netns-busy running", () => getRun("netns-busy"), (r) => r.jobs[0].job_submissions.at(-1).status === "running" || finished(r))
+    const busyIp = running.jobs[0].job_submissions.at(-1).job_provisioning_data.hostname
+    const busy = first.instances.find((i: any) => i.hostname === busyIp)
+    const idle = first.instances.find((i: any) => i.hostname !== busyIp)
+    const refused = await applyFleet("grow", [h2])
+    expect(refused.status).toBe(400)
+    expect(refused.body.detail[0].msg).toBe(
+      `Fleet grow cannot remove host ${busyIp} (instance ${busy.instance_num}): it runs netns-busy-0-0, stop that run first; nothing was changed`
+    )
+    const unchanged = await getFleet("grow")
+    expect(unchanged.instances.map((i: any) => i.id)).toEqual(first.instances.map((i: any) => i.id))
+    expect(unchanged.spec.configuration.ssh_config.hosts.map((h: any) => h.hostname)).toEqual([h0.ip, h1.ip])
+
+    // Keep the busy host, drop the idle one, add h2: only those two change.
+    const updated = await applyFleet("grow", [{ ip: busyIp, port: 22 }, h2])
+    expect(updated.status, JSON.stringify(updated.body)).toBe(200)
+    const after = await until("h2 idle, idle host gone", () => getFleet("grow"), (f) =>
+      f.instances.length === 2 && f.instances.every((i: any) => i.status === "idle" || i.status === "busy" || i.status === "terminated"), 300_000)
+    expect(after.instances.map((i: any) => [i.instance_num, i.hostname, i.status])).toEqual([[busy.instance_num, busyIp, "busy"], [2, h2.ip, "idle"]])
+    expect(after.instances[0].id).toBe(busy.id)
+    expect(after.spec.configuration.ssh_config.hosts.map((h: any) => h.hostname)).toEqual([busyIp, h2.ip])
+    const removed = (await call("/api/project/main/instances/get", { id: idle.id })).body
+    expect([removed.status, removed.termination_reason]).toEqual(["terminated", "terminated_by_user"])
+    // The removed host has no runner and no files of its instance left; the kept one still runs its job.
+    const removedHost = [h0, h1].find((h) => h.ip === idle.hostname)!
+    expect(await processesOn(removedHost, "runner")).toEqual([])
+    expect(fs.existsSync(`/root/.dstack-ts/remote/${idle.id}`)).toBe(false)
+    expect(fs.existsSync(`/root/.dstack-ts/remote/${busy.id}`)).toBe(true)
+    expect((await getRun("netns-busy")).status).toBe("running")
+
+    await call("/api/project/main/runs/stop", { runs_names: ["netns-busy"], abort: true })
+    await until("netns-busy ends", () => getRun("netns-busy"), finished)
+    await until("grow free", () => getFleet("grow"), (f) => f.instances.every((i: any) => i.status !== "busy"), 60_000)
+    expect((await call("/api/project/main/fleets/delete", { names: ["grow"] })).status).toBe(200)
+    await until("grow gone", () => call("/api/project/main/fleets/get", { name: "grow" }), (r) => r.status === 400, 180_000)
+  }, 600_000)
+
+  it("records a host's key when first provisioned and refuses the host once its key changes, naming it and both fingerprints", async () => {
+    const host = hosts.hosts[2]
+    const applied = await applyFleet("keys", [host])
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200)
+    const idle = await until("keys idle", () => getFleet("keys"), (f) => f.instances[0].status !== "pending" && f.instances[0].status !== "provisioning", 300_000)
+    expect(idle.instances[0].status, JSON.stringify(idle.instances[0])).toBe("idle")
+    const id = idle.instances[0].id
+    const recorded = hosts.hostKey(host)
+    const presented = await hosts.rekey(host)
+
+    // The health check cannot log in any more: the instance is flagged unreachable, saying why.
+    const flagged = await until("host refused", () => getFleet("keys"), (f) => f.instances[0].unreachable === true && /host key/.test(f.instances[0].termination_reason_message ?? ""), 60_000)
+    const why = flagged.instances[0].termination_reason_message
+    expect(why).toContain(`host root@${host.ip}:22: the host key has changed: recorded ${fingerprint(recorded)}, presented ${fingerprint(presented)}`)
+    expect(why).toContain("remove the host from its fleet and add it again")
+
+    // A run finds no usable host there: the refused one is not offered.
+    await call("/api/project/main/runs/apply", { plan: runSpec({ fleets: ["keys"], commands: ["true"] }, "netns-refused") })
+    const refused = await until("netns-refused ends", () => getRun("netns-refused"), finished, 60_000)
+    expect(refused.status).toBe("failed")
+    expect(refused.jobs[0].job_submissions.at(-1).termination_reason).toBe("failed_to_start_due_to_no_capacity")
+
+    // Deleting the fleet does not log in to the host to clean it: its runner is left there, and the instance says why.
+    expect((await call("/api/project/main/fleets/delete", { names: ["keys"] })).status).toBe(200)
+    await until("keys gone", () => call("/api/project/main/fleets/get", { name: "keys" }), (r) => r.status === 400, 120_000)
+    const gone = (await call("/api/project/main/instances/get", { id })).body
+    expect(gone.status).toBe("terminated")
+    expect(gone.termination_reason_message).toContain(`the host could not be cleaned up: cannot log in to root@${host.ip}:22`)
+    expect(gone.termination_reason_message).toContain(`presented ${fingerprint(presented)}`)
+    const left = await processesOn(host, "runner")
+    expect(left.length).toBeGreaterThan(0)
+    for (const pid of left) process.kill(pid, "SIGKILL")
+  }, 600_000)
   it("applies a fleet of 3 hosts (one behind a jump host), runs a task, survives a host going away, and deletes clean", async () => {
     const [h0, h1] = hosts.hosts
     const hidden = hosts.hidden!
@@ -191,60 +298,4 @@ ssh_config:
       expect(runners, host.name).toEqual([])
     }
   }, 900_000)
-  it("runs a 3-node task on 3 hosts: each node gets the cluster env and they rendezvous at the master's address", async () => {
-    const trio = hosts.hosts.slice(0, 3)
-    const applied = await applyFleet("trio", trio)
-    expect(applied.status, JSON.stringify(applied.body)).toBe(200)
-    await until("trio idle", () => getFleet("trio"), (f) => f.instances.every((i: any) => i.status === "idle" || i.status === "terminated"), 300_000)
-    const started = await call("/api/project/main/runs/apply", { plan: runSpec({ nodes: 3, fleets: ["trio"], env: { SCRIPT: RENDEZVOUS }, commands: ['node -e "$SCRIPT"'] }, "netns-rendezvous") })
-    expect(started.status, JSON.stringify(started.body)).toBe(200)
-    const run = await until("netns-rendezvous ends", () => getRun("netns-rendezvous"), finished, 180_000)
-    expect(run.status, JSON.stringify(run.jobs.map((j: any) => j.job_submissions.at(-1)))).toBe("done")
-    const ips = run.jobs.map((j: any) => j.job_submissions.at(-1).job_provisioning_data.internal_ip)
-    expect([...ips].sort()).toEqual(trio.map((h) => h.ip).sort())
-    const saw = ips.map((ip: string, rank: number) => `${rank}@${ip}`).sort().join(",")
-    for (let rank = 0; rank < 3; rank++) {
-      const out = await logsOf(run, rank)
-      expect(out).toContain(`rank ${rank} of 3 master ${ips[0]} ips ${ips.join(",")} own true`)
-      expect(out).toContain(`hostfile ${ips.map((ip: string) => `${ip} slots=1`).join(";")}`)
-      expect(out).toContain(`rank ${rank} saw ${saw}`)
-    }
-    await until("trio idle again", () => getFleet("trio"), (f) => f.instances.every((i: any) => i.status === "idle"), 60_000)
-    expect((await call("/api/project/main/fleets/delete", { names: ["trio"] })).status).toBe(200)
-    await until("trio gone", () => call("/api/project/main/fleets/get", { name: "trio" }), (r) => r.status === 400, 180_000)
-  }, 600_000)
-
-  it("records a host's key when first provisioned and refuses the host once its key changes, naming it and both fingerprints", async () => {
-    const host = hosts.hosts[2]
-    const applied = await applyFleet("keys", [host])
-    expect(applied.status, JSON.stringify(applied.body)).toBe(200)
-    const idle = await until("keys idle", () => getFleet("keys"), (f) => f.instances[0].status !== "pending" && f.instances[0].status !== "provisioning", 300_000)
-    expect(idle.instances[0].status, JSON.stringify(idle.instances[0])).toBe("idle")
-    const id = idle.instances[0].id
-    const recorded = hosts.hostKey(host)
-    const presented = await hosts.rekey(host)
-
-    // The health check cannot log in any more: the instance is flagged unreachable, saying why.
-    const flagged = await until("host refused", () => getFleet("keys"), (f) => f.instances[0].unreachable === true && /host key/.test(f.instances[0].termination_reason_message ?? ""), 60_000)
-    const why = flagged.instances[0].termination_reason_message
-    expect(why).toContain(`host root@${host.ip}:22: the host key has changed: recorded ${fingerprint(recorded)}, presented ${fingerprint(presented)}`)
-    expect(why).toContain("remove the host from its fleet and add it again")
-
-    // A run finds no usable host there: the refused one is not offered.
-    await call("/api/project/main/runs/apply", { plan: runSpec({ fleets: ["keys"], commands: ["true"] }, "netns-refused") })
-    const refused = await until("netns-refused ends", () => getRun("netns-refused"), finished, 60_000)
-    expect(refused.status).toBe("failed")
-    expect(refused.jobs[0].job_submissions.at(-1).termination_reason).toBe("failed_to_start_due_to_no_capacity")
-
-    // Deleting the fleet does not log in to the host to clean it: its runner is left there, and the instance says why.
-    expect((await call("/api/project/main/fleets/delete", { names: ["keys"] })).status).toBe(200)
-    await until("keys gone", () => call("/api/project/main/fleets/get", { name: "keys" }), (r) => r.status === 400, 120_000)
-    const gone = (await call("/api/project/main/instances/get", { id })).body
-    expect(gone.status).toBe("terminated")
-    expect(gone.termination_reason_message).toContain(`the host could not be cleaned up: cannot log in to root@${host.ip}:22`)
-    expect(gone.termination_reason_message).toContain(`presented ${fingerprint(presented)}`)
-    const left = await processesOn(host, "runner")
-    expect(left.length).toBeGreaterThan(0)
-    for (const pid of left) process.kill(pid, "SIGKILL")
-  }, 600_000)
 })

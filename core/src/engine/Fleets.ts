@@ -95,8 +95,8 @@ export const remoteHostsOf = (configuration: FleetConfiguration): Either.Either<
   return problems.length > 0 ? Either.left(problems) : Either.right(hosts)
 }
 
-/** The instance row of one host of a new fleet. */
-const hostInstance = (fleet: { id: string; name: string; project: string }, host: Backend.RemoteHost, num: number, now: Date): Instance =>
+/** The instance row of one host of a fleet (a new fleet, or a host added to one). */
+export const hostInstance = (fleet: { id: string; name: string; project: string }, host: Backend.RemoteHost, num: number, now: Date): Instance =>
   new Instance({
     id: crypto.randomUUID(),
     projectName: fleet.project,
