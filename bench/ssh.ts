@@ -5,7 +5,13 @@
 // - provisioning a fresh host: the remote backend's provision (probe, ship the bundle, start it
 //   supervised, wait for its healthcheck) against a raw `scp` of the same bundle and an `ssh`
 //   that starts it and waits for its ready line. Target ≤ 2× (p50).
-//   BENCH_SSH_MB (default 64; full 512), BENCH_SSH_ROUNDS (default 3; full 7)
+// - submit → RUNNING on an idle SSH fleet host (a dstack-ts server process with the default
+//   build, a fleet of one netns host applied through the API, `fleets: [bench]`), against the
+//   same on the local backend of that server, and against a raw `ssh host true` (the issue's
+//   target: p50 ≤ raw + 30 ms).
+//   BENCH_SSH_MB (default 64; full 512), BENCH_SSH_ROUNDS (default 3; full 7),
+//   BENCH_SSH_REPS (submit → RUNNING runs per side, default 10; full 30),
+//   BENCH_SSH_PARTS (default forward,provision,submit: which rows to measure)
 import { execFile, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -19,6 +25,8 @@ import { SshTransport } from "@dstack-ts/transport-ssh"
 import { Effect, Exit, Scope } from "effect"
 import { createNetnsHosts, netnsUnavailable, type NetnsHost, type NetnsHosts } from "../test/support/netnsHosts.ts"
 import type { BenchContext } from "./context.ts"
+import { apply, call, FINISHED, waitRun } from "./support/api.ts"
+import { type BenchServer, startServer } from "./support/server.ts"
 import { now, summarize, type Row } from "./support/stats.ts"
 
 const exec = promisify(execFile)
@@ -167,20 +175,103 @@ const provisionRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.
   }
 }
 
+/** Submit → RUNNING of one run (`echo hi; sleep 1`), polled every 5 ms; waits for it to end. */
+const submitToRunning = async (server: BenchServer, name: string, extra: Record<string, unknown>): Promise<number> => {
+  const t0 = now()
+  await apply(server, name, ["echo hi; sleep 1"], extra)
+  const { run, at } = await waitRun(server, name, (r) => r.status === "running" || FINISHED.includes(r.status), { everyMs: 5 })
+  if (run.status !== "running") throw new Error(`run ${name} ended ${run.status} before it was seen running: ${JSON.stringify(run.jobs?.[0]?.job_submissions?.at(-1)).slice(0, 600)}`)
+  await waitRun(server, name, (r) => FINISHED.includes(r.status), { everyMs: 100 })
+  return at - t0
+}
+
+const submitRows = async (ctx: BenchContext, hosts: NetnsHosts, reps: number): Promise<Array<Row>> => {
+  const host = hosts.hosts[0]!
+  const server = await startServer({ maxInstances: 1, databaseUrl: ctx.databaseUrl })
+  try {
+    // The local backend first: with a fleet in place a run without `fleets` could take its host.
+    ctx.log(`ssh submit → RUNNING: local backend, 1 warm-up + ${reps} runs`)
+    await submitToRunning(server, "ssh-warm-local", {})
+    const local: Array<number> = []
+    for (let i = 0; i < reps; i++) local.push(await submitToRunning(server, `ssh-local-${i}`, {}))
+
+    const configuration = {
+      type: "fleet",
+      name: "bench",
+      ssh_config: { user: host.user, ssh_key: { public: hosts.publicKey, private: hosts.privateKey }, hosts: [{ hostname: host.ip, port: host.port }] }
+    }
+    const applied = await call(server, "/api/project/main/fleets/apply", { plan: { spec: { configuration } } })
+    if (applied.status !== 200) throw new Error(`fleets/apply: HTTP ${applied.status} ${JSON.stringify(applied.body).slice(0, 500)}`)
+    const deadline = now() + 300_000
+    for (;;) {
+      const fleet = (await call(server, "/api/project/main/fleets/get", { name: "bench" })).body
+      const status = fleet.instances?.[0]?.status
+      if (status === "idle") break
+      if (status === "terminated" || now() > deadline) throw new Error(`the bench fleet's host is not idle: ${JSON.stringify(fleet.instances?.[0]).slice(0, 800)}`)
+      await new Promise((r) => setTimeout(r, 200))
+    }
+    ctx.log(`ssh submit → RUNNING: SSH fleet host, 1 warm-up + ${reps} runs; raw ssh true`)
+    await submitToRunning(server, "ssh-warm-fleet", { fleets: ["bench"] })
+    const fleet: Array<number> = []
+    const raw: Array<number> = []
+    for (let i = 0; i < reps; i++) {
+      fleet.push(await submitToRunning(server, `ssh-fleet-${i}`, { fleets: ["bench"] }))
+      const t0 = now()
+      await exec("ssh", [...sshArgs(hosts, host), "true"])
+      raw.push(now() - t0)
+      ctx.log(`ssh submit → RUNNING round ${i + 1}: fleet ${fleet[i]!.toFixed(0)}, local ${local[i]!.toFixed(0)}, ssh true ${raw[i]!.toFixed(0)} ms`)
+    }
+    const value = summarize(fleet)
+    const localSummary = summarize(local)
+    const rawSummary = summarize(raw)
+    return [
+      {
+        section: "ssh",
+        measure: `submit → RUNNING on an idle SSH fleet host vs on the local backend, n=${reps}`,
+        unit: "ms",
+        value,
+        baseline: localSummary,
+        better: "lower",
+        target: "p50 ≤ local + 30 ms",
+        verdict: value.p50 <= localSummary.p50 + 30 ? "meets" : "short"
+      },
+      {
+        section: "ssh",
+        measure: `submit → RUNNING on an idle SSH fleet host vs a raw \`ssh host true\`, n=${reps}`,
+        unit: "ms",
+        value,
+        baseline: rawSummary,
+        better: "lower",
+        target: "p50 ≤ raw + 30 ms",
+        verdict: value.p50 <= rawSummary.p50 + 30 ? "meets" : "short"
+      }
+    ]
+  } finally {
+    await server.stop()
+  }
+}
+
 export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const missing = await netnsUnavailable()
   if (missing !== undefined) {
     return [
       { section: "ssh", measure: "forward throughput vs raw ssh -L", unit: "MB/s", better: "higher", target: "≥ 0.7×", notMeasured: missing },
-      { section: "ssh", measure: "provisioning a fresh host vs raw scp + ssh", unit: "ms", better: "lower", target: "≤ 2×", notMeasured: missing }
+      { section: "ssh", measure: "provisioning a fresh host vs raw scp + ssh", unit: "ms", better: "lower", target: "≤ 2×", notMeasured: missing },
+      { section: "ssh", measure: "submit → RUNNING on an idle SSH fleet host vs the local backend", unit: "ms", better: "lower", target: "p50 ≤ local + 30 ms", notMeasured: missing }
     ]
   }
   const mb = Number(process.env.BENCH_SSH_MB ?? (ctx.full ? 512 : 64))
   const rounds = Number(process.env.BENCH_SSH_ROUNDS ?? (ctx.full ? 7 : 3))
+  const reps = Number(process.env.BENCH_SSH_REPS ?? (ctx.full ? 30 : 10))
+  const parts = (process.env.BENCH_SSH_PARTS ?? "forward,provision,submit").split(",")
   const hosts = await createNetnsHosts({ count: 2 })
   const scope = Effect.runSync(Scope.make())
   try {
-    return [...(await forwardRows(ctx, hosts, scope, mb, rounds)), ...(await provisionRows(ctx, hosts, scope, rounds))]
+    return [
+      ...(parts.includes("forward") ? await forwardRows(ctx, hosts, scope, mb, rounds) : []),
+      ...(parts.includes("provision") ? await provisionRows(ctx, hosts, scope, rounds) : []),
+      ...(parts.includes("submit") ? await submitRows(ctx, hosts, reps) : [])
+    ]
   } finally {
     await Effect.runPromise(Scope.close(scope, Exit.void))
     await hosts.down()

@@ -192,6 +192,19 @@ ssh_config:
   stops answering is flagged \`unreachable\` and takes no job until it answers again; a job on
   a host that stops answering ends as \`instance_unreachable\`, and \`retry\` (\`on_events:
   [error]\`) resubmits it.
+- \`dstack apply\` of a fleet that exists updates it in place, as upstream: only
+  \`ssh_config.hosts\` may change. Hosts are matched by hostname; an added host is provisioned,
+  a removed host's runner and files are removed from it, the others are left as they are. A
+  removed host that runs a job refuses the update (stop the run first), and so does any other
+  changed key or a host whose settings changed (remove it in one apply, add it back in the
+  next; or delete the fleet and apply it again).
+- **Host keys**: the server records each host's SSH host key (and its jump host's) the first
+  time it provisions it (trust on first use) and requires that key from then on. A host that
+  presents another key is refused, naming the host and both SHA256 fingerprints: an idle host
+  is flagged \`unreachable\` with that message, takes no job, and deleting its fleet does not
+  log in to it (its runner is left there). If the key was replaced on purpose (a reinstall),
+  remove the host from the fleet and add it again. There is no YAML key for a pinned host key:
+  upstream has none.
 - \`dstack fleet list\`, \`dstack fleet get NAME\`, \`dstack fleet delete NAME\` (its hosts' runners are
   stopped and what provisioning left is removed; a fleet whose hosts run jobs is refused until
   they end).

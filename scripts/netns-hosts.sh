@@ -10,6 +10,7 @@
 #   scripts/netns-hosts.sh down-all               remove every set this script made
 #   scripts/netns-hosts.sh stop-sshd NAME HOST    kill HOST's sshd, its open sessions included
 #   scripts/netns-hosts.sh start-sshd NAME HOST   start it again
+#   scripts/netns-hosts.sh rekey NAME HOST        give HOST a new host key (sshd restarted with it)
 #   scripts/netns-hosts.sh cut NAME HOST          take HOST off the network (packets dropped, no reset)
 #   scripts/netns-hosts.sh restore NAME HOST      put it back
 #   scripts/netns-hosts.sh list                   the sets that exist
@@ -116,6 +117,18 @@ stop_sshd() { # name host
     case "$(cat "/proc/$pid/comm" 2>/dev/null)" in sshd*) kill -9 "$pid" 2>/dev/null || true ;; esac
   done
   rm -f "$ROOT_DIR/$1/$2/sshd.pid"
+}
+
+# A new host key, as after a reinstall (or another machine answering at the host's address):
+# sshd is stopped, the key regenerated, sshd started with it. Prints the new public key.
+rekey() { # name host
+  local dir="$ROOT_DIR/$1/$2"
+  [ -f "$dir/sshd_config" ] || die "no host $2 in set $1"
+  stop_sshd "$1" "$2"
+  rm -f "$dir/host_key" "$dir/host_key.pub"
+  ssh-keygen -q -t ed25519 -N "" -f "$dir/host_key" -C "$2"
+  start_sshd "$1" "$2"
+  cat "$dir/host_key.pub"
 }
 
 up() { # name n jump
@@ -232,8 +245,9 @@ case "$cmd" in
   down-all) for name in $(list); do down "$name"; done; [ -d "$ROOT_DIR" ] && for d in "$ROOT_DIR"/*/; do [ -d "$d" ] && down "$(basename "$d")"; done; true ;;
   stop-sshd) stop_sshd "$1" "$2" ;;
   start-sshd) check_tools; start_sshd "$1" "$2" ;;
+  rekey) check_tools; rekey "$1" "$2" ;;
   cut) set_link "$1" "$2" down ;;
   restore) set_link "$1" "$2" up ;;
   list) list ;;
-  *) die "usage: $0 up NAME [N] [--jump] | down NAME | down-all | stop-sshd NAME HOST | start-sshd NAME HOST | cut NAME HOST | restore NAME HOST | list" ;;
+  *) die "usage: $0 up NAME [N] [--jump] | down NAME | down-all | stop-sshd NAME HOST | start-sshd NAME HOST | rekey NAME HOST | cut NAME HOST | restore NAME HOST | list" ;;
 esac

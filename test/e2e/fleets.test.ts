@@ -148,9 +148,11 @@ describe("SSH fleets (stand-in hosts)", () => {
   })
 
   it("refuses a second fleet with the same name, a host already in a fleet, and a host without a key", async () => {
-    const again = await call("/api/project/main/fleets/apply", { plan: { spec: fleetSpec("trio", ["127.0.0.9"]) } })
+    const again = await call("/api/project/main/fleets/apply", { plan: { spec: fleetSpec("trio", ["127.0.0.9"], { env: { A: "1" } }) } })
     expect(again.status).toBe(400)
-    expect(again.body.detail[0].msg).toMatch(/Fleet trio already exists.*dstack fleet delete trio/)
+    expect(again.body.detail[0].msg).toBe("Fleet trio cannot be updated: only ssh_config.hosts can change in place (hosts added or removed), but env changed: delete the fleet and apply it again")
+    const plan = await call("/api/project/main/fleets/get_plan", { spec: fleetSpec("trio", ["127.0.0.9"], { env: { A: "1" } }) })
+    expect(plan.body.action).toBe("create")
     const taken = await call("/api/project/main/fleets/apply", { plan: { spec: fleetSpec("other", ["127.0.0.3"]) } })
     expect(taken.status).toBe(400)
     expect(taken.body.detail[0].msg).toMatch(/already in a fleet.*127\.0\.0\.3:22 \(in fleet trio\)/)

@@ -45,6 +45,10 @@ export interface NetnsHosts {
   /** Kills the host's sshd, its open sessions included (processes they started keep running). */
   readonly stopSshd: (host: NetnsHost) => Promise<void>
   readonly startSshd: (host: NetnsHost) => Promise<void>
+  /** The host's public host key (an OpenSSH public key line). */
+  readonly hostKey: (host: NetnsHost) => string
+  /** Gives the host a new host key (sshd restarted with it, open sessions cut); answers the new public key. */
+  readonly rekey: (host: NetnsHost) => Promise<string>
   /** Takes the host off the network (its link down): peers get silence, not a refusal. */
   readonly cut: (host: NetnsHost) => Promise<void>
   readonly restore: (host: NetnsHost) => Promise<void>
@@ -143,6 +147,8 @@ export const createNetnsHosts = async (options: { readonly count?: number; reado
     ...(info.hidden ? { hidden: info.hidden } : {}),
     stopSshd: async (host) => void (await script(["stop-sshd", name, host.name])),
     startSshd: async (host) => void (await script(["start-sshd", name, host.name])),
+    hostKey: (host) => fs.readFileSync(path.join(info.dir, host.name, "host_key.pub"), "utf8").trim(),
+    rekey: async (host) => (await script(["rekey", name, host.name])).trim().split("\n").pop()!,
     cut: async (host) => void (await script(["cut", name, host.name])),
     restore: async (host) => void (await script(["restore", name, host.name])),
     exec,

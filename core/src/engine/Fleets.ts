@@ -95,8 +95,8 @@ export const remoteHostsOf = (configuration: FleetConfiguration): Either.Either<
   return problems.length > 0 ? Either.left(problems) : Either.right(hosts)
 }
 
-/** The instance row of one host of a new fleet. */
-const hostInstance = (fleet: { id: string; name: string; project: string }, host: Backend.RemoteHost, num: number, now: Date): Instance =>
+/** The instance row of one host of a fleet (a new fleet, or a host added to one). */
+export const hostInstance = (fleet: { id: string; name: string; project: string }, host: Backend.RemoteHost, num: number, now: Date): Instance =>
   new Instance({
     id: crypto.randomUUID(),
     projectName: fleet.project,
@@ -238,6 +238,18 @@ export const clusterAddress = (host: Backend.RemoteHost, found: string | undefin
     : Either.left(`host ${host.hostname} has no address in network ${network} (tried ${candidates.join(", ")}): set its internal_ip, or fix ssh_config.network`)
 }
 
+/**
+ * The host record with the keys provisioning saw, where none was recorded yet (trust on first
+ * use): from then on the host and its jump host must present these keys.
+ */
+export const withHostKeys = (host: Backend.RemoteHost, provisioned: Backend.ProvisionedHost): Backend.RemoteHost => ({
+  ...host,
+  ...(host.hostKey === undefined && provisioned.hostKey !== undefined ? { hostKey: provisioned.hostKey } : {}),
+  ...(host.proxyJump !== undefined && host.proxyJump.hostKey === undefined && provisioned.jumpHostKey !== undefined
+    ? { proxyJump: { ...host.proxyJump, hostKey: provisioned.jumpHostKey } }
+    : {})
+})
+
 /** Starts the fleet processor in the scope: it runs until the scope closes. */
 export const startProcessor = (options: FleetProcessorOptions): Effect.Effect<void, never, Scope.Scope> =>
   Effect.gen(function* () {
@@ -329,7 +341,8 @@ export const startProcessor = (options: FleetProcessorOptions): Effect.Effect<vo
                 unreachable: false,
                 terminationReasonMessage: undefined
               }),
-              provisioning_data: encodeProvisioning(pd)
+              provisioning_data: encodeProvisioning(pd),
+              [REMOTE_HOST_FIELD]: withHostKeys(remoteHostOf(raw) ?? host, provisioned)
             }, token)
         retryAt.delete(instance.id)
         yield* options.signalCapacity
@@ -384,10 +397,16 @@ export const startProcessor = (options: FleetProcessorOptions): Effect.Effect<vo
           if (instance.backend !== REMOTE_BACKEND || working.has(instance.id)) return
           const pd = yield* Schema.decodeUnknown(JobProvisioningData)((row.doc as Record<string, unknown>).provisioning_data).pipe(Effect.option)
           if (Option.isNone(pd)) return
-          const healthy = yield* withRunner(compute, pd.value, (client) => waitHealthy(client, 3_000)).pipe(Effect.isSuccess)
-          if (healthy === !instance.unreachable) return
-          yield* Effect.logInfo(`fleet ${instance.fleetName}: host ${instance.hostname} ${healthy ? "answers again" : "is unreachable"}`)
-          yield* updateInstance(store, instance.id, (i, raw) => (i.status === "idle" ? patchInstance(i, raw, { unreachable: !healthy }) : undefined))
+          const checked = yield* withRunner(compute, pd.value, (client) => waitHealthy(client, 3_000)).pipe(Effect.either)
+          const healthy = Either.isRight(checked)
+          // Why the host is unreachable (a changed host key, a refused login, no answer) is kept on the instance.
+          const why = Either.isLeft(checked) ? `unreachable: ${checked.left.message ?? checked.left.reason}` : undefined
+          if (healthy === !instance.unreachable && (healthy || why === instance.terminationReasonMessage)) return
+          if (healthy !== !instance.unreachable) {
+            yield* Effect.logInfo(`fleet ${instance.fleetName}: host ${instance.hostname} ${healthy ? "answers again" : `is ${why}`}`)
+          }
+          yield* updateInstance(store, instance.id, (i, raw) =>
+            i.status === "idle" ? patchInstance(i, raw, { unreachable: !healthy, terminationReasonMessage: why }) : undefined)
           if (healthy) yield* options.signalCapacity
         }).pipe(Effect.catchAll((e) => Effect.logWarning(`fleet health check: ${errorMessage(e)}`))), { concurrency: 8, discard: true })
 

@@ -27,8 +27,17 @@ export const sshAccessOf = (host: RemoteHost): RunnerTransport.SshAccess => ({
   user: host.user,
   port: host.port,
   privateKey: host.privateKey,
+  ...(host.hostKey !== undefined ? { hostKey: host.hostKey } : {}),
   ...(host.proxyJump !== undefined
-    ? { proxyJump: { hostname: host.proxyJump.hostname, user: host.proxyJump.user, port: host.proxyJump.port, privateKey: host.proxyJump.privateKey } }
+    ? {
+      proxyJump: {
+        hostname: host.proxyJump.hostname,
+        user: host.proxyJump.user,
+        port: host.proxyJump.port,
+        privateKey: host.proxyJump.privateKey,
+        ...(host.proxyJump.hostKey !== undefined ? { hostKey: host.proxyJump.hostKey } : {})
+      }
+    }
     : {})
 })
 
@@ -45,7 +54,8 @@ export const baseTarget = (pd: JobProvisioningData): RunnerTransport.RunnerTarge
  * Targets for runners: a backend's own SSH access where it gives one (`Backend.runnerAccess`);
  * an SSH fleet host's (provisioning data with backend `remote`, whose
  * `instanceId` is the server's instance id) carries the host's SSH access, read once from its
- * instance row and kept (a host's credentials do not change while its instance lives).
+ * instance row and kept (a host's credentials and recorded host key are written before its
+ * provisioning data and do not change while its instance lives).
  */
 export const makeTargets = (store: StateStoreService, backendAccess: (pd: JobProvisioningData) => RunnerTransport.SshAccess | undefined = () => undefined) => {
   const known = new Map<string, RunnerTransport.SshAccess>()

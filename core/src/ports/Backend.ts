@@ -123,8 +123,13 @@ export interface RemoteHost {
   readonly user: string
   /** The private key (OpenSSH or PEM text) the server logs in with. */
   readonly privateKey: string
-  /** The host to go through first (`proxy_jump`). */
-  readonly proxyJump?: { readonly hostname: string; readonly port: number; readonly user: string; readonly privateKey: string }
+  /**
+   * The host's public key (an OpenSSH public key line) recorded at its first provisioning: a
+   * host presenting another one is refused. Absent until then (trust on first use).
+   */
+  readonly hostKey?: string
+  /** The host to go through first (`proxy_jump`), with its recorded key likewise. */
+  readonly proxyJump?: { readonly hostname: string; readonly port: number; readonly user: string; readonly privateKey: string; readonly hostKey?: string }
   /** The address other hosts of the fleet reach this one at (`internal_ip`), when given. */
   readonly internalIp?: string
   /** Environment for the runner (`ssh_config.hosts[].env`). */
@@ -141,6 +146,9 @@ export interface ProvisionedHost {
   readonly internalIp?: string
   /** The backend's own notes on the host (e.g. the runner's version and bundle hash); no secrets. */
   readonly backendData?: string
+  /** The public keys the host (and its jump host) presented, for the server to record and require from then on. */
+  readonly hostKey?: string
+  readonly jumpHostKey?: string
 }
 
 /**

@@ -20,7 +20,7 @@ export type RunnerTransportErrorReason = typeof RunnerTransportErrorReason.Type
 
 /**
  * The one error of the RunnerTransport port.
- * - `PermissionDenied`: the host refused the key or user.
+ * - `PermissionDenied`: the host refused the key or user, or presented a host key other than the recorded one.
  * - `Transport`: the host or the runner could not be reached (not up yet, network); retryable.
  * - `Invalid`: a target the transport cannot serve (no host name yet, a port it cannot forward).
  */
@@ -74,6 +74,8 @@ export interface SshAccess {
   readonly port?: number
   /** The private key (OpenSSH or PEM text). */
   readonly privateKey: string
+  /** The host's recorded public key (an OpenSSH public key line): a host presenting another one is refused. */
+  readonly hostKey?: string
   /** A host to go through first (`proxy_jump`), with its own credentials. */
   readonly proxyJump?: SshAccess & { readonly hostname: string }
 }

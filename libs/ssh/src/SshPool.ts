@@ -25,7 +25,7 @@ interface Entry {
 
 const keyOf = (access: HostAccess): string => {
   const hop = (a: Omit<HostAccess, "proxyJump">) =>
-    `${a.user}@${a.hostname}:${a.port}#${createHash("sha256").update(a.privateKey).digest("hex").slice(0, 16)}`
+    `${a.user}@${a.hostname}:${a.port}#${createHash("sha256").update(`${a.privateKey}\0${a.hostKey ?? ""}`).digest("hex").slice(0, 16)}`
   return access.proxyJump ? `${hop(access)}<${hop(access.proxyJump)}` : hop(access)
 }
 

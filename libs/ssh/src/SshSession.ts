@@ -1,11 +1,16 @@
 /**
  * One logged-in SSH connection (node-ssh over ssh2), opened directly or through a jump host
  * (`proxy_jump`: a `direct-tcpip` channel from the jump host to the target's sshd carries the
- * second connection). Failures say which hop failed and why: login refused, unreachable, or
- * no answer in time.
+ * second connection). Failures say which hop failed and why: login refused, unreachable, no
+ * answer in time, or a host key other than the one recorded.
+ *
+ * Host keys: a hop with a recorded `hostKey` must present that key; a hop without one presents
+ * any key and the session reports the key seen (`Session.hostKey`, `jumpHostKey`), for the
+ * caller to record (trust on first use, as OpenSSH's `StrictHostKeyChecking=accept-new`).
  */
 import { NodeSSH } from "node-ssh"
 import type { Client } from "ssh2"
+import { fingerprint, hostKeyAlgorithms, publicKeyLine, sameKey } from "./HostKey.ts"
 
 /** How to log in to one host. */
 export interface HostAccess {
@@ -13,6 +18,12 @@ export interface HostAccess {
   readonly port: number
   readonly user: string
   readonly privateKey: string
+  /**
+   * The host's public key as recorded (an OpenSSH public key line, `ssh-ed25519 AAAA…`): a
+   * server presenting another key is refused (`HopFailure` of kind `hostkey`). Absent: any key
+   * is accepted, and the one presented is reported in the session.
+   */
+  readonly hostKey?: string
   readonly proxyJump?: Omit<HostAccess, "proxyJump">
 }
 
@@ -25,8 +36,11 @@ export interface SessionOptions {
   readonly keepaliveCountMax: number
 }
 
-/** Why a hop failed: `auth` (key or user refused), `unreachable`, `timeout`, `key` (unusable key), `other`. */
-export type HopFailureKind = "auth" | "unreachable" | "timeout" | "key" | "other"
+/**
+ * Why a hop failed: `auth` (key or user refused), `unreachable`, `timeout`, `key` (unusable
+ * private key), `hostkey` (the host presented a key other than the recorded one), `other`.
+ */
+export type HopFailureKind = "auth" | "unreachable" | "timeout" | "key" | "hostkey" | "other"
 
 /** A failure to open a session, naming the hop (`host root@10.0.0.2:22` or `jump host …`). */
 export class HopFailure extends Error {
@@ -39,6 +53,10 @@ export class HopFailure extends Error {
 export interface Session {
   readonly ssh: NodeSSH
   readonly client: Client
+  /** The public key the host presented (an OpenSSH public key line). */
+  readonly hostKey: string
+  /** The public key the jump host presented, when there is one. */
+  readonly jumpHostKey?: string
   readonly closed: Promise<void>
   readonly isClosed: () => boolean
   readonly close: () => void
@@ -77,8 +95,10 @@ const connectHop = async (
   options: SessionOptions,
   hopName: string,
   sock?: NodeJS.ReadableStream
-): Promise<NodeSSH> => {
+): Promise<{ ssh: NodeSSH; hostKey: string }> => {
   const ssh = new NodeSSH()
+  let presented: string | undefined
+  let changed = false
   try {
     await ssh.connect({
       ...(sock ? { sock: sock as never } : { host: access.hostname }),
@@ -87,11 +107,29 @@ const connectHop = async (
       privateKey: access.privateKey,
       readyTimeout: options.readyTimeoutMs,
       keepaliveInterval: options.keepaliveIntervalMs,
-      keepaliveCountMax: options.keepaliveCountMax
+      keepaliveCountMax: options.keepaliveCountMax,
+      ...(access.hostKey === undefined ? {} : { algorithms: { serverHostKey: [...hostKeyAlgorithms(access.hostKey)] as never } }),
+      // Called at the first key exchange and at every re-key, which must present the same key.
+      hostVerifier: (key: Buffer) => {
+        const line = publicKeyLine(key)
+        if (presented !== undefined) return sameKey(line, presented)
+        presented = line
+        changed = access.hostKey !== undefined && !sameKey(line, access.hostKey)
+        return !changed
+      }
     })
-    return ssh
+    if (presented === undefined) throw new Error("the host presented no host key")
+    return { ssh, hostKey: presented }
   } catch (error) {
     ssh.dispose()
+    if (changed) {
+      throw new HopFailure(
+        "hostkey",
+        hopName,
+        `${hopName}: the host key has changed: recorded ${fingerprint(access.hostKey!)}, presented ${fingerprint(presented!)} (another machine may be answering at this address)`,
+        error
+      )
+    }
     const { kind, why } = classify(error)
     throw new HopFailure(kind, hopName, `${hopName}: ${why}`, error)
   }
@@ -107,10 +145,14 @@ const connectHop = async (
 export const openSession = async (access: HostAccess, options: SessionOptions): Promise<Session> => {
   const target = `host ${describeHop(access)}`
   let jump: NodeSSH | undefined
+  let jumpHostKey: string | undefined
   let ssh: NodeSSH
+  let hostKey: string
   if (access.proxyJump) {
     const jumpName = `jump host ${describeHop(access.proxyJump)}`
-    jump = await connectHop(access.proxyJump, options, jumpName)
+    const jumpHop = await connectHop(access.proxyJump, options, jumpName)
+    jump = jumpHop.ssh
+    jumpHostKey = jumpHop.hostKey
     let channel: NodeJS.ReadableStream
     try {
       channel = await jump.forwardOut("127.0.0.1", 0, access.hostname, access.port)
@@ -124,13 +166,17 @@ export const openSession = async (access: HostAccess, options: SessionOptions): 
       )
     }
     try {
-      ssh = await connectHop(access, options, `${target} (through the ${jumpName})`, channel)
+      const hop = await connectHop(access, options, `${target} (through the ${jumpName})`, channel)
+      ssh = hop.ssh
+      hostKey = hop.hostKey
     } catch (error) {
       jump.dispose()
       throw error
     }
   } else {
-    ssh = await connectHop(access, options, target)
+    const hop = await connectHop(access, options, target)
+    ssh = hop.ssh
+    hostKey = hop.hostKey
   }
   const client = ssh.connection!
   let closed = false
@@ -152,6 +198,8 @@ export const openSession = async (access: HostAccess, options: SessionOptions): 
   return {
     ssh,
     client,
+    hostKey,
+    ...(jumpHostKey === undefined ? {} : { jumpHostKey }),
     closed: closedPromise,
     // node-ssh forgets a connection it has disposed before ssh2 reports it closed.
     isClosed: () => closed || ssh.connection === null,

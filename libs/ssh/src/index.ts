@@ -10,6 +10,7 @@
  * @module
  */
 export { describeHop, HopFailure, type HopFailureKind, type HostAccess, openSession, type Session, type SessionOptions } from "./SshSession.ts"
+export { fingerprint, hostKeyAlgorithms, parsePublicKey, publicKeyLine, sameKey } from "./HostKey.ts"
 export { type PoolOptions, SshPool } from "./SshPool.ts"
 export { openTunnel, type SshTunnel } from "./SshTunnel.ts"
 export { dockerPing, httpStatusOnHost, waitHealthy } from "./OverSsh.ts"

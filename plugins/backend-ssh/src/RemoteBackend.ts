@@ -5,7 +5,8 @@
  * bundle (checked by sha256, re-shipped when it changes) and starts it as a supervised service
  * on the host's 127.0.0.1 (systemd where the host runs it, else a restart loop), and
  * `deprovision` stops it and removes its files. Nothing is downloaded from the internet: the
- * host needs `node` (20+) and, for image jobs, Docker.
+ * host needs `node` (20+) and, for image jobs, Docker. Host keys: a host with a recorded key
+ * (`RemoteHost.hostKey`) must present it; provisioning answers the key it saw, to be recorded.
  */
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
@@ -83,6 +84,7 @@ const accessOf = (host: Backend.RemoteHost): HostAccess => ({
   port: host.port,
   user: host.user,
   privateKey: host.privateKey,
+  ...(host.hostKey === undefined ? {} : { hostKey: host.hostKey }),
   ...(host.proxyJump === undefined ? {} : { proxyJump: host.proxyJump })
 })
 
@@ -98,8 +100,10 @@ const session = (method: string, host: Backend.RemoteHost, connectTimeoutMs: num
         return new Backend.BackendError({
           module: MODULE,
           method,
-          reason: hop?.kind === "auth" ? "PermissionDenied" : hop?.kind === "timeout" ? "Timeout" : hop?.kind === "key" ? "Invalid" : "Transport",
-          message: `cannot log in to ${describeHop(host)}: ${error instanceof Error ? error.message : String(error)}`,
+          reason: hop?.kind === "auth" || hop?.kind === "hostkey" ? "PermissionDenied" : hop?.kind === "timeout" ? "Timeout" : hop?.kind === "key" ? "Invalid" : "Transport",
+          message: `cannot log in to ${describeHop(host)}: ${error instanceof Error ? error.message : String(error)}${
+            hop?.kind === "hostkey" ? "; if its key was replaced on purpose, remove the host from the fleet and add it again" : ""
+          }`,
           cause: error
         })
       }
@@ -305,7 +309,9 @@ export const make = (options: RemoteBackendOptions = {}): Effect.Effect<RemoteBa
           instanceType: new InstanceType({ name: "ssh", resources: resourcesOf(facts, host.hostname) }),
           runnerPort,
           ...(internalIp === undefined ? {} : { internalIp }),
-          backendData: JSON.stringify(data)
+          backendData: JSON.stringify(data),
+          hostKey: s.hostKey,
+          ...(s.jumpHostKey === undefined ? {} : { jumpHostKey: s.jumpHostKey })
         } satisfies Backend.ProvisionedHost
       }))
 

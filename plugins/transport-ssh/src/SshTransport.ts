@@ -3,7 +3,8 @@
  * SSH tunnel (upstream's way: the runner port is never public), logging in with the target's
  * key (`RunnerTarget.ssh`), through its jump host when it has one. Connections are shared per
  * host, kept alive, and reopened with backoff when they drop; job ports are forwarded the same
- * way. Failures name the hop: the jump host, or the host behind it.
+ * way. Failures name the hop: the jump host, or the host behind it. A target's recorded host
+ * key (`ssh.hostKey`) is required of the host; a host presenting another is refused.
  */
 import { RunnerTransport, type TransportFactory } from "@dstack-ts/core"
 import { Effect, ParseResult, Schema, type Scope } from "effect"
@@ -59,27 +60,35 @@ const accessOf = (method: string, target: RunnerTransport.RunnerTarget) =>
       port: target.ssh.port ?? target.sshPort ?? 22,
       user: target.ssh.user,
       privateKey: target.ssh.privateKey,
+      ...(target.ssh.hostKey === undefined ? {} : { hostKey: target.ssh.hostKey }),
       ...(target.ssh.proxyJump === undefined ? {} : {
         proxyJump: {
           hostname: target.ssh.proxyJump.hostname,
           port: target.ssh.proxyJump.port ?? 22,
           user: target.ssh.proxyJump.user,
-          privateKey: target.ssh.proxyJump.privateKey
+          privateKey: target.ssh.proxyJump.privateKey,
+          ...(target.ssh.proxyJump.hostKey === undefined ? {} : { hostKey: target.ssh.proxyJump.hostKey })
         }
       })
     })
 
-/** A session failure as the port's error: refused logins are `PermissionDenied`, the rest `Transport`. */
+/**
+ * A session failure as the port's error: refused logins and changed host keys are
+ * `PermissionDenied` (trying again cannot pass), the rest `Transport`.
+ */
 const sessionError = (method: string, error: unknown) => {
   if (error instanceof HopFailure) {
-    const reason: RunnerTransport.RunnerTransportErrorReason = error.kind === "auth"
+    const reason: RunnerTransport.RunnerTransportErrorReason = error.kind === "auth" || error.kind === "hostkey"
       ? "PermissionDenied"
       : error.kind === "timeout"
       ? "Timeout"
       : error.kind === "key"
       ? "Invalid"
       : "Transport"
-    return new RunnerTransport.RunnerTransportError({ module: MODULE, method, reason, message: error.message, cause: error })
+    const message = error.kind === "hostkey"
+      ? `${error.message}; if its key was replaced on purpose, remove the host from its fleet and add it again`
+      : error.message
+    return new RunnerTransport.RunnerTransportError({ module: MODULE, method, reason, message, cause: error })
   }
   return new RunnerTransport.RunnerTransportError({
     module: MODULE,

@@ -1,6 +1,7 @@
 // /api/fleets/list and /api/project/{p}/fleets/{list,get,get_plan,apply,delete,delete_instances}:
 // fleets of the user's own hosts (SSH fleets). Applying stores the fleet and a pending instance
-// per host; the engine's fleet processor provisions them. Answers never carry private keys.
+// per host; the engine's fleet processor provisions them. Re-applying a fleet adds and removes
+// hosts in place (FleetUpdate.ts). Answers never carry private keys.
 import { Effect, Either, Schema } from "effect"
 import { unsupportedKeys } from "../../config/Unsupported.ts"
 import * as Api from "../../api/fleets.ts"
@@ -9,6 +10,7 @@ import { Instance } from "../../domain/Instance.ts"
 import { InstanceDisk, InstanceOffer, InstanceResources, InstanceType } from "../../domain/Offer.ts"
 import { Compute } from "../../engine/Compute.ts"
 import { createSshFleet, LIVE_INSTANCE_STATUSES, loadFleet, remoteHostsOf } from "../../engine/Fleets.ts"
+import { hostChanges, updateSshFleet } from "../../engine/FleetUpdate.ts"
 import { REMOTE_BACKEND } from "../../engine/RemoteAccess.ts"
 import type { RemoteHost } from "../../ports/Backend.ts"
 import { decodeDocument, StateStore, type StateStoreError, type StoredDocument } from "../../ports/StateStore.ts"
@@ -18,6 +20,7 @@ import { randomRunName } from "./runNames.ts"
 
 const unreadable = (e: StateStoreError) => (e.reason === "Invalid" ? serverError(e.message ?? e.reason, e) : fromStateStore(e))
 const readInstance = decodeDocument("instance", Instance)
+const readFleet = decodeDocument("fleet", Fleet)
 
 /** A stored fleet with its live instances, as answered: private keys left out. */
 const fleetAnswer = (row: StoredDocument) =>
@@ -60,13 +63,14 @@ const currentFleet = (project: string, name: string | undefined) =>
     return row === undefined || row.status === "terminated" || row.status === "failed" ? undefined : row
   })
 
-/** Hosts of other live fleets of the project that this spec lists too: a host is in one fleet. */
-const hostsTaken = (project: string, hosts: ReadonlyArray<RemoteHost>) =>
+/** Hosts of other live fleets of the project (not `fleetId`) that this spec lists too: a host is in one fleet. */
+const hostsTaken = (project: string, hosts: ReadonlyArray<RemoteHost>, fleetId?: string) =>
   Effect.gen(function* () {
     const store = yield* StateStore
     const rows = yield* store.instances.list({ projects: [project], statuses: [...LIVE_INSTANCE_STATUSES] }).pipe(Effect.mapError(fromStateStore))
     const taken: Array<string> = []
     for (const row of rows) {
+      if (fleetId !== undefined && row.parentId === fleetId) continue
       const instance = yield* readInstance(row).pipe(Effect.mapError(unreadable))
       if (instance.backend !== REMOTE_BACKEND) continue
       const match = hosts.find((h) => h.hostname === instance.hostname && h.port === (instance.sshPort ?? 22))
@@ -86,6 +90,10 @@ const hostOffer = (host: RemoteHost) =>
       resources: new InstanceResources({ cpus: 0, memoryMib: 0, gpus: [], spot: false, disk: new InstanceDisk({ sizeMib: 0 }), description: "detected when provisioned" })
     })
   })
+
+/** What re-applying `spec` over the live fleet `current` would change, or why it cannot be done in place. */
+const changesOf = (current: StoredDocument, spec: FleetSpec) =>
+  Effect.map(readFleet(current).pipe(Effect.mapError(unreadable)), (fleet) => hostChanges(fleet.spec.configuration, spec.configuration))
 
 const getFleetRow = (project: string, input: typeof Api.GetFleetRequest.Type) =>
   Effect.gen(function* () {
@@ -148,6 +156,7 @@ export const fleetRoutes = [
       Effect.gen(function* () {
         const hosts = yield* checkSpec(input.spec, ["body", "spec"])
         const current = yield* currentFleet(ctx.projectName!, input.spec.configuration.name)
+        const changes = current === undefined ? undefined : yield* changesOf(current, input.spec)
         const offers = hosts.map(hostOffer)
         return new FleetPlan({
           projectName: ctx.projectName!,
@@ -157,12 +166,13 @@ export const fleetRoutes = [
           offers,
           totalOffers: offers.length,
           maxOfferPrice: offers.length === 0 ? null : 0,
-          action: current === undefined ? "create" : "update"
+          // As upstream: `update` when the fleet can be changed in place, else `create` (re-create).
+          action: changes !== undefined && Either.isRight(changes) ? "update" : "create"
         }, { disableValidation: true })
       })
   }),
   jsonRoute({
-    method: "POST", path: "/api/project/:project_name/fleets/apply", summary: "Create a fleet of your hosts from its plan", tag: "fleets", access: { project: "user" },
+    method: "POST", path: "/api/project/:project_name/fleets/apply", summary: "Create a fleet of your hosts from its plan, or add and remove hosts of an existing one", tag: "fleets", access: { project: "user" },
     request: Api.ApplyFleetPlanRequest, response: Fleet,
     handler: (input, ctx) =>
       Effect.gen(function* () {
@@ -173,7 +183,16 @@ export const fleetRoutes = [
         const name = spec.configuration.name ?? randomRunName()
         const current = yield* currentFleet(project, name)
         if (current !== undefined) {
-          return yield* Effect.fail(alreadyExists(`Fleet ${name} already exists (${current.status}); updating a fleet in place is not supported yet: delete it first (dstack fleet delete ${name})`))
+          if (current.status === "terminating") return yield* Effect.fail(alreadyExists(`Fleet ${name} is being deleted: apply it again once it is gone`))
+          const changes = yield* changesOf(current, spec)
+          if (Either.isLeft(changes)) return yield* Effect.fail(badRequest(`Fleet ${name} cannot be updated: ${changes.left}`, ["body", "plan", "spec", "configuration"]))
+          const added = hosts.filter((h) => changes.right.added.includes(h.hostname))
+          const taken = yield* hostsTaken(project, added, current.id)
+          if (taken.length > 0) return yield* Effect.fail(badRequest(`these hosts are already in a fleet of project ${project}: ${taken.join(", ")}`, ["body", "plan", "spec", "configuration", "ssh_config", "hosts"]))
+          yield* updateSshFleet(store, current, spec, hosts, changes.right).pipe(
+            Effect.mapError((e) => (e._tag === "FleetUpdateRefused" ? badRequest(e.message, ["body", "plan", "spec", "configuration", "ssh_config", "hosts"]) : fromStateStore(e)))
+          )
+          return yield* fleetAnswer(yield* store.fleets.get(current.id).pipe(Effect.mapError(fromStateStore)))
         }
         const taken = yield* hostsTaken(project, hosts)
         if (taken.length > 0) return yield* Effect.fail(badRequest(`these hosts are already in a fleet of project ${project}: ${taken.join(", ")}`, ["body", "plan", "spec", "configuration", "ssh_config", "hosts"]))
