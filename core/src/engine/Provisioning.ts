@@ -203,7 +203,11 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
               Effect.tap((taken) => Effect.sync(() => Option.isNone(taken) && busy++)),
               Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(errorMessage(e))), Option.none()))
             )
-            : yield* pool.create(run.projectName, candidate, run, job.jobSpec.jobName).pipe(
+            : yield* pool.create(run.projectName, candidate, run, job.jobSpec.jobName, {
+              jobName: job.jobSpec.jobName,
+              ...(job.jobSpec.imageName ? { image: job.jobSpec.imageName } : {}),
+              requirements: job.jobSpec.requirements
+            }).pipe(
               Effect.map(Option.some),
               Effect.catchAll((e) =>
                 Effect.as(

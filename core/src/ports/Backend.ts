@@ -85,6 +85,20 @@ export interface InstanceConfiguration {
   readonly sshKeys: ReadonlyArray<string>
   readonly reservation?: string
   readonly tags?: Readonly<Record<string, string>>
+  /**
+   * The job the instance is made for. Backends whose instance is the job's own container (a
+   * Kubernetes pod started from the job's image) need its image and resource bounds to create it.
+   */
+  readonly job?: InstanceJob
+}
+
+/** What a backend that makes one instance per job learns of that job. */
+export interface InstanceJob {
+  readonly jobName: string
+  /** The job's image (`image`), when it has one. */
+  readonly image?: string
+  /** The job's resource bounds: lower bounds become requests, upper bounds limits. */
+  readonly requirements: Requirements
 }
 
 /** Where a volume landed. */
@@ -173,6 +187,11 @@ export interface Backend {
     backendData?: string
   ) => Effect.Effect<void, BackendError>
   readonly volumes?: Volumes
+  /**
+   * True when each instance is made for one job (its container is that job's image): when the
+   * job ends the engine terminates the instance instead of keeping it idle for another job.
+   */
+  readonly instancePerJob?: boolean
   /** Present on backends of hosts the user brings (the `remote` backend of SSH fleets). */
   readonly remoteHosts?: RemoteHosts
 }
@@ -222,6 +241,7 @@ export interface Implementation {
   /** May fail with `NotFound` for a gone instance: `make` turns that into success. */
   readonly terminateInstance: Backend["terminateInstance"]
   readonly volumes?: Volumes
+  readonly instancePerJob?: boolean
 }
 
 /**
@@ -239,7 +259,8 @@ export const make = (impl: Implementation): Backend => ({
     impl.terminateInstance(instanceId, region, backendData).pipe(
       Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void)
     ),
-  ...(impl.volumes === undefined ? {} : { volumes: impl.volumes })
+  ...(impl.volumes === undefined ? {} : { volumes: impl.volumes }),
+  ...(impl.instancePerJob === true ? { instancePerJob: true } : {})
 })
 
 // ---------------------------------------------------------------------------------------------
