@@ -7,7 +7,9 @@
 // It schedules pods by requests against node allocatable and by node selectors/affinity.
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
+import { execFileSync } from "node:child_process"
 import * as http from "node:http"
+import * as https from "node:https"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -279,8 +281,9 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     if (gone(pod)) return
     const startedAt = info.State.StartedAt
     pod.status.phase = "Running"
-    pod.status.podIP = info.NetworkSettings.IPAddress
-    pod.status.podIPs = [{ ip: info.NetworkSettings.IPAddress }]
+    const podIP = Object.values(info.NetworkSettings.Networks ?? {})[0]?.IPAddress ?? ""
+    pod.status.podIP = podIP
+    pod.status.podIPs = [{ ip: podIP }]
     pod.status.startTime = startedAt
     pod.status.containerStatuses = [{ name: c.name, ready: true, restartCount: 0, image: c.image, containerID: `docker://${container.id}`, started: true, state: { running: { startedAt } } }]
     setCondition(pod, "Ready", "True")
@@ -386,6 +389,11 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     // /api/v1/nodes
     if (rest[0] === "nodes" && rest.length === 1 && method === "GET") {
       return send(res, 200, { kind: "NodeList", apiVersion: "v1", metadata: { resourceVersion: String(resourceVersion) }, items: nodes.map(nodeObject) })
+    }
+    if (rest[0] === "nodes" && rest.length === 2 && method === "GET") {
+      const node = nodes.find((n) => n.name === rest[1])
+      if (node === undefined) return send(res, 404, status(404, "NotFound", `nodes "${rest[1]}" not found`, { name: rest[1], kind: "nodes" }))
+      return send(res, 200, nodeObject(node))
     }
     if (rest[0] === "namespaces" && rest.length === 2 && method === "GET") {
       if (!namespaces.has(rest[1])) return send(res, 404, status(404, "NotFound", `namespaces "${rest[1]}" not found`, { name: rest[1], kind: "namespaces" }))
@@ -510,14 +518,16 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     return send(res, 405, status(405, "MethodNotAllowed", `${method} ${url.pathname} is not supported by the stand-in`))
   }
 
-  const server = http.createServer((req, res) => {
+  // HTTPS with a self-signed certificate the kubeconfig trusts (certificate-authority-data), as a cluster serves it.
+  const tls = selfSignedCertificate()
+  const server = https.createServer({ key: tls.key, cert: tls.cert }, (req, res) => {
     handle(req, res).catch((error: unknown) => {
       if (!res.headersSent) send(res, 500, status(500, "InternalError", `the stand-in failed: ${error instanceof Error ? error.message : String(error)}`))
       else res.end()
     })
   })
   await new Promise<void>((resolve) => server.listen({ host: "127.0.0.1", port: 0 }, resolve))
-  const url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+  const url = `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`
 
   const kubeconfig = (o: { readonly token?: string; readonly context?: string; readonly server?: string } = {}) => {
     const context = o.context ?? "standin"
@@ -529,6 +539,7 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       `- name: ${context}`,
       "  cluster:",
       `    server: ${o.server ?? url}`,
+      `    certificate-authority-data: ${Buffer.from(tls.cert).toString("base64")}`,
       "contexts:",
       `- name: ${context}`,
       "  context:",
@@ -559,6 +570,21 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))
     }
+  }
+}
+
+/** A key and a self-signed certificate for 127.0.0.1 and localhost, made with openssl. */
+const selfSignedCertificate = (): { key: string; cert: string } => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-k8s-tls-"))
+  try {
+    execFileSync("openssl", [
+      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+      "-subj", "/CN=k8s-standin", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+      "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem")
+    ], { stdio: "ignore" })
+    return { key: fs.readFileSync(path.join(dir, "key.pem"), "utf8"), cert: fs.readFileSync(path.join(dir, "cert.pem"), "utf8") }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
   }
 }
 
