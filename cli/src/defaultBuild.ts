@@ -8,6 +8,7 @@ import transportLocal from "@dstack-ts/transport-local"
 import transportDirect from "@dstack-ts/transport-direct"
 import transportSsh from "@dstack-ts/transport-ssh"
 import backendSsh from "@dstack-ts/backend-ssh"
+import backendKubernetes from "@dstack-ts/backend-kubernetes"
 import handlerDataframe from "@dstack-ts/handler-dataframe"
 import handlerPlot from "@dstack-ts/handler-plot"
 import handlerModel from "@dstack-ts/handler-model"
@@ -28,6 +29,7 @@ export const defaultPlugins = [
   transportDirect,
   transportSsh,
   backendSsh,
+  backendKubernetes,
   handlerDataframe,
   handlerPlot,
   handlerModel,
@@ -69,7 +71,8 @@ export const defaultServerOptions = (
     adminToken,
     plugins: defaultPlugins,
     runner: { entry: defaultRunnerEntry() },
-    compute: { defaultBackends: [{ type: "local" }] },
+    // Kubernetes pods' runners are reached at their node's address and NodePort, not over SSH.
+    compute: { defaultBackends: [{ type: "local" }], transports: { kubernetes: "direct" } },
     secrets: env.DSTACK_SERVER_SECRETS_KEY
       ? { key: env.DSTACK_SERVER_SECRETS_KEY }
       : { keyFile: join(serverDir, "secrets.key") }
