@@ -206,7 +206,10 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
             : yield* pool.create(run.projectName, candidate, run, job.jobSpec.jobName, {
               jobName: job.jobSpec.jobName,
               ...(job.jobSpec.imageName ? { image: job.jobSpec.imageName } : {}),
-              requirements: job.jobSpec.requirements
+              requirements: job.jobSpec.requirements,
+              nodes: job.jobSpec.jobsPerReplica,
+              ports: [...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort ? [job.jobSpec.servicePort] : [])],
+              instanceMounts: job.jobSpec.volumes.flatMap((v) => ("instancePath" in v ? [v.instancePath] : []))
             }).pipe(
               Effect.map(Option.some),
               Effect.catchAll((e) =>

@@ -99,6 +99,12 @@ export interface InstanceJob {
   readonly image?: string
   /** The job's resource bounds: lower bounds become requests, upper bounds limits. */
   readonly requirements: Requirements
+  /** How many nodes the job's cluster has (`nodes` of a multi-node task); 1 otherwise. */
+  readonly nodes?: number
+  /** The ports the job serves (its `ports` and a service's port), which the server forwards to. */
+  readonly ports?: ReadonlyArray<number>
+  /** The instance directories the job mounts (`/dir:/path` volumes). */
+  readonly instanceMounts?: ReadonlyArray<string>
 }
 
 /** Where a volume landed. */

@@ -247,6 +247,15 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         if (job === undefined || job.image === undefined) {
           return yield* fail("createInstance", "Invalid", `the kubernetes backend runs jobs with an image only: a pod is the job's container (set \`image\` in the configuration${job ? ` of ${job.jobName}` : ""})`)
         }
+        // What a pod here cannot do yet is refused, not ignored.
+        const unsupported = [
+          ...((job.nodes ?? 1) > 1 ? [`a multi-node task (nodes: ${job.nodes})`] : []),
+          ...((job.ports ?? []).length > 0 ? [`ports (${job.ports!.join(", ")}): the server reaches only the runner's port of a pod`] : []),
+          ...((job.instanceMounts ?? []).length > 0 ? [`instance volumes (${job.instanceMounts!.join(", ")})`] : [])
+        ]
+        if (unsupported.length > 0) {
+          return yield* fail("createInstance", "Invalid", `the kubernetes backend does not run ${unsupported.join("; ")} yet`)
+        }
         const name = dnsLabel(`dstack-${instance.instanceName}`, instance.instanceId.replace(/-/g, "").slice(0, 8))
         const pod = jobPod({ name, namespace: cluster.namespace, runnerImage: config.runnerImage, job: { ...job, image: job.image }, offer, config: instance })
         yield* call(cluster, "createInstance", `creating pod ${name} in namespace ${cluster.namespace}`, () => cluster.api.createNamespacedPod({ namespace: cluster.namespace, body: pod }))

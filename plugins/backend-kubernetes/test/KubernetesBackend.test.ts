@@ -24,7 +24,7 @@ const instance = (job?: Backend.InstanceJob): Backend.InstanceConfiguration => (
 
 const make = (config: Record<string, unknown>) => KubernetesBackend.fromConfig({ type: "kubernetes", runner_image: "runner:1", ...config })
 
-const failureOf = <A>(self: Effect.Effect<A, Backend.BackendError, any>) =>
+const failureOf = <A, R>(self: Effect.Effect<A, Backend.BackendError, R>) =>
   Effect.map(Effect.either(self), (e) => {
     if (Either.isRight(e)) throw new Error("expected a failure")
     return e.left
@@ -92,14 +92,14 @@ describe("configuration", () => {
     expect(Object.keys(plugin.backends ?? {})).toEqual(["kubernetes"])
   })
 
-  it.effect("a kubeconfig that is neither a file nor data, unreadable, or malformed is Invalid, naming the field", () =>
+  it.scoped("a kubeconfig that is neither a file nor data, unreadable, or malformed is Invalid, naming the field", () =>
     Effect.gen(function*() {
       expect((yield* failureOf(make({ kubeconfig: {} }))).message).toMatch(/kubeconfig: set `filename`/)
       expect((yield* failureOf(make({ kubeconfig: { filename: "/nonexistent/kubeconfig" } }))).message).toMatch(/kubeconfig.filename: cannot read \/nonexistent\/kubeconfig/)
       expect((yield* failureOf(make({ kubeconfig: { data: "{ not: [yaml" } }))).message).toMatch(/kubeconfig: not a valid kubeconfig/)
     }))
 
-  it.effect("an unknown context, namespace beside contexts, proxy_jump.port and a missing runner_image are refused by name", () =>
+  it.scoped("an unknown context, namespace beside contexts, proxy_jump.port and a missing runner_image are refused by name", () =>
     Effect.gen(function*() {
       const data = "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: a\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: a\n  context:\n    cluster: a\n    user: a\nusers:\n- name: a\n  user:\n    token: t\n"
       expect((yield* failureOf(make({ kubeconfig: { data }, contexts: ["b"] }))).message).toMatch(/no context b \(it has a\)/)
@@ -109,10 +109,10 @@ describe("configuration", () => {
       expect(noImage.reason).toBe("Invalid")
       expect(noImage.message).toMatch(/runner_image/)
       const ok = yield* make({ kubeconfig: { data }, contexts: ["a", { name: "a" }].slice(0, 1) })
-      expect(ok.regions).toEqual(["a"])
+      expect((ok as KubernetesBackend.KubernetesBackend).regions).toEqual(["a"])
     }))
 
-  it.effect("an API nobody answers is a retryable Transport failure naming the server", () =>
+  it.scoped("an API nobody answers is a retryable Transport failure naming the server", () =>
     Effect.gen(function*() {
       const port = yield* Effect.promise(() => new Promise<number>((resolve) => {
         const s = net.createServer().listen(0, "127.0.0.1", () => {
@@ -154,7 +154,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
   const offerFor = (backend: Backend.Backend, node: string) =>
     Effect.map(backend.getOffers(requirements({ cpu: "1..", memory: "0.5GB..", disk: "1GB.." })), ({ offers }) => offers.find((o) => o.instance.name === node)!)
 
-  it.effect("offers are the cluster's nodes, in the context's region; a GPU requirement leaves the CPU node out with a reason", () =>
+  it.scoped("offers are the cluster's nodes, in the context's region; a GPU requirement leaves the CPU node out with a reason", () =>
     Effect.gen(function*() {
       const backend = yield* backendWith()
       const { offers } = yield* backend.getOffers(requirements({ cpu: "1..", memory: "1GB..", disk: "1GB.." }))
@@ -164,7 +164,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(gpu.excluded.map((e) => e.offer.instance.name)).toEqual(["cpu-node"])
     }))
 
-  it.effect("a forbidden token is PermissionDenied with the API's message", () =>
+  it.scoped("a forbidden token is PermissionDenied with the API's message", () =>
     Effect.gen(function*() {
       const backend = yield* KubernetesBackend.fromConfig({ kubeconfig: { data: standin.kubeconfig({ token: standin.forbiddenToken }) }, runner_image: runnerImage })
       const error = yield* failureOf(backend.getOffers(requirements({ cpu: 1 })))
@@ -176,13 +176,17 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(refused.message).toMatch(/answered 401: .*credentials were refused/)
     }))
 
-  it.effect("a job without an image is refused: the pod is the job's container", () =>
+  it.scoped("a job without an image, a multi-node job, ports and instance volumes are refused, naming each", () =>
     Effect.gen(function*() {
       const backend = yield* backendWith()
       const offer = yield* offerFor(backend, "cpu-node")
       const error = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", requirements: requirements({ cpu: 1 }) })))
       expect(error.reason).toBe("Invalid")
       expect(error.message).toMatch(/jobs with an image only/)
+      const cluster = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", image: "busybox", requirements: requirements({ cpu: 1 }), nodes: 2, ports: [8000], instanceMounts: ["/data"] })))
+      expect(cluster.reason).toBe("Invalid")
+      expect(cluster.message).toBe("the kubernetes backend does not run a multi-node task (nodes: 2); ports (8000): the server reaches only the runner's port of a pod; instance volumes (/data) yet")
+      expect(standin.pods()).toEqual([])
     }))
 
   it.live("a pod the scheduler cannot place in time is deleted and its offer skipped (NoCapacity, with the scheduler's reason)", () =>
@@ -194,7 +198,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(error.reason).toBe("NoCapacity")
       expect(error.message).toMatch(/not scheduled within 1s on node cpu-node .*Insufficient cpu/)
       expect(standin.pods()).toEqual([])
-    }), 30_000)
+    }).pipe(Effect.scoped), 30_000)
 
   it.live("a job becomes a pod of its image whose runner answers through the NodePort; terminate deletes it, twice is fine", () =>
     Effect.gen(function*() {
@@ -220,9 +224,9 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
       expect(standin.pods()).toEqual([])
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
-    }), 120_000)
+    }).pipe(Effect.scoped), 120_000)
 
-  it.effect("an offer of another backend or an unknown context is refused", () =>
+  it.scoped("an offer of another backend or an unknown context is refused", () =>
     Effect.gen(function*() {
       const backend = yield* backendWith()
       const offer = yield* offerFor(backend, "cpu-node")
