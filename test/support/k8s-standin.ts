@@ -478,7 +478,20 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
           return send(res, 400, status(400, "BadRequest", `container "${pod.spec.containers[0].name}" in pod "${name}" is waiting to start: ${pod.status.containerStatuses?.[0]?.state?.waiting?.reason ?? "ContainerCreating"}`))
         }
         const follow = url.searchParams.get("follow") === "true"
-        const stream = (await docker.getContainer(id).logs({ follow: follow as true, stdout: true, stderr: true })) as unknown as NodeJS.ReadableStream
+        if (!follow) {
+          // Without follow the Engine answers the whole log at once, in its multiplexed frames
+          // (8-byte header: stream, 3 zero bytes, big-endian length).
+          const all = await docker.getContainer(id).logs({ follow: false, stdout: true, stderr: true })
+          const parts: Array<Buffer> = []
+          for (let at = 0; at + 8 <= all.length;) {
+            const size = all.readUInt32BE(at + 4)
+            parts.push(all.subarray(at + 8, at + 8 + size))
+            at += 8 + size
+          }
+          res.writeHead(200, { "content-type": "text/plain" })
+          return void res.end(Buffer.concat(parts))
+        }
+        const stream = (await docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true })) as unknown as NodeJS.ReadableStream
         res.writeHead(200, { "content-type": "text/plain", "transfer-encoding": "chunked" })
         docker.modem.demuxStream(stream, res, res)
         stream.on("end", () => res.end())

@@ -3,6 +3,8 @@
 // becomes, a real runner answering in the pod through its NodePort, deletion with the instance,
 // and the unhappy paths (bad kubeconfig, unreachable API, forbidden token, unschedulable pod).
 import * as net from "node:net"
+import { PassThrough } from "node:stream"
+import * as k8s from "@kubernetes/client-node"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { type Backend, InstanceOffer, Requirements, RunnerTransport } from "@dstack-ts/core"
 import { Effect, Either, Schedule, Schema } from "effect"
@@ -221,6 +223,26 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
         Effect.retry(Schedule.spaced("250 millis").pipe(Schedule.intersect(Schedule.recurs(120))))
       )
       expect(health).toMatchObject({ service: "dstack-ts-runner" })
+      // The pod's log (the runner's ready line) through the API, as `kubectl logs` reads it.
+      const kc = new k8s.KubeConfig()
+      kc.loadFromString(standin.kubeconfig())
+      const log = yield* Effect.promise(() => kc.makeApiClient(k8s.CoreV1Api).readNamespacedPodLog({ name: pd.instanceId, namespace: "default", container: "job" }))
+      expect(log).toContain(`{"host":"0.0.0.0","port":10999}`)
+      // Followed: the stream stays open and carries what the container writes.
+      const followed = yield* Effect.promise(() => new Promise<string>((resolve, reject) => {
+        let text = ""
+        const sink = new PassThrough()
+        sink.on("data", (chunk: Buffer) => {
+          text += chunk.toString("utf8")
+          if (text.includes("10999")) {
+            controller.then((c) => c.abort())
+            resolve(text)
+          }
+        })
+        const controller = new k8s.Log(kc).log("default", pd.instanceId, "job", sink, { follow: true })
+        controller.catch(reject)
+      }))
+      expect(followed).toContain(`{"host":"0.0.0.0","port":10999}`)
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
       expect(standin.pods()).toEqual([])
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
