@@ -25,7 +25,7 @@ export interface StandinNode {
 }
 
 export interface StandinOptions {
-  /** Default: one node `standin-node-0` with 2 CPUs and 4Gi. */
+  /** Default: one node `standin-node-0` with 2 CPUs, 4Gi of memory and 100Gi of ephemeral storage. */
   readonly nodes?: ReadonlyArray<StandinNode>
   /** Namespaces that exist (default `["default"]`). */
   readonly namespaces?: ReadonlyArray<string>
@@ -113,7 +113,7 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
   const docker = new Docker({ socketPath: dockerSocketPath() })
   const token = `standin-${randomUUID()}`
   const forbiddenToken = `standin-forbidden-${randomUUID()}`
-  const nodes: ReadonlyArray<StandinNode> = options.nodes ?? [{ name: "standin-node-0", allocatable: { cpu: "2", memory: "4Gi", pods: "110" } }]
+  const nodes: ReadonlyArray<StandinNode> = options.nodes ?? [{ name: "standin-node-0", allocatable: { cpu: "2", memory: "4Gi", "ephemeral-storage": "100Gi", pods: "110" } }]
   const namespaces = new Set(options.namespaces ?? ["default"])
   const pods = new Map<string, Pod>()
   const services = new Map<string, { obj: Json; servers: Array<net.Server> }>()

@@ -292,6 +292,12 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
 
     const terminateInstance = (instanceId: string, region: string, backendData?: string) =>
       Effect.gen(function*() {
+        // A context this backend does not have holds none of its pods: gone, as far as it can
+        // tell (NotFound, which termination treats as done), and said in the log.
+        if (!byRegion.has(region)) {
+          yield* Effect.logWarning(`kubernetes: pod ${instanceId} is in context ${region}, which this backend no longer has; it is not deleted`)
+          return yield* fail("terminateInstance", "NotFound", `no context ${region} among this backend's contexts`)
+        }
         const cluster = yield* clusterOf("terminateInstance", region)
         let namespace = cluster.namespace
         if (backendData !== undefined) {

@@ -6,8 +6,9 @@ import * as net from "node:net"
 import { PassThrough } from "node:stream"
 import * as k8s from "@kubernetes/client-node"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { type Backend, InstanceOffer, Requirements, RunnerTransport } from "@dstack-ts/core"
-import { Effect, Either, Schedule, Schema } from "effect"
+import { Backend, InstanceOffer, Requirements, RunnerTransport } from "@dstack-ts/core"
+import { testBackend } from "@dstack-ts/core/testing"
+import { Effect, Either, Layer, Schedule, Schema } from "effect"
 import plugin, { KubernetesBackend, PodSpec } from "../src/index.ts"
 import { describeWith } from "../../../test/support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
@@ -256,4 +257,19 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect((yield* failureOf(backend.createInstance(new InstanceOffer({ ...offer, backend: "aws" }), instance(job)))).reason).toBe("Invalid")
       expect((yield* failureOf(backend.createInstance(new InstanceOffer({ ...offer, region: "elsewhere" }), instance(job)))).message).toMatch(/no context elsewhere/)
     }))
+})
+
+describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
+  // The port's conformance suite (no provisioning: an instance needs a job with an image).
+  testBackend(
+    "kubernetes (stand-in API server)",
+    Layer.scoped(
+      Backend.Backend,
+      Effect.gen(function*() {
+        const standin = yield* Effect.acquireRelease(Effect.promise(() => startK8sStandin()), (s) => Effect.promise(() => s.close()))
+        return yield* KubernetesBackend.fromConfig({ kubeconfig: { data: standin.kubeconfig() }, runner_image: "unused:1" })
+      })
+    ),
+    { requirements: requirements({ cpu: "1..", memory: "1GB..", disk: "1GB.." }), provision: false }
+  )
 })
