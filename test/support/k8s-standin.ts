@@ -229,6 +229,11 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     })
     containers.set(k, [...(containers.get(k) ?? []), container.id])
     volumes.set(k, [...vols.values()])
+    // Deleted (or the stand-in closed) while the container was being created: nothing may outlive it.
+    if (gone(pod)) {
+      await removeDocker(k)
+      throw new Error(`pod ${k} was deleted`)
+    }
     return container
   }
 
