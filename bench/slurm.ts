@@ -37,7 +37,8 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
     }), scope))
     const resources = { cpu: 1, memory: "0.5GB", disk: "1GB.." }
     const offer = (await Effect.runPromise(backend.getOffers(Schema.decodeUnknownSync(Requirements)({ resources })))).offers[0]!
-    const job = Schema.decodeUnknownSync(JobSpec)({ job_name: "bench-0-0", requirements: { resources } })
+    const spec = Schema.decodeUnknownSync(JobSpec)({ job_name: "bench-0-0", requirements: { resources } })
+    const job = { jobName: spec.jobName, requirements: spec.requirements }
     const ssh = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-i", cluster.net.privateKeyFile, `root@${cluster.login.ip}`]
     const raw = `id=$(sbatch --parsable --output=/dev/null --wrap 'sleep 60'); while [ "$(squeue -h -j $id -o %T)" != RUNNING ]; do sleep 0.1; done; echo $id`
     // Warm-up: the bundle is shipped once and the SSH session opened.

@@ -9,6 +9,7 @@ import transportDirect from "@dstack-ts/transport-direct"
 import transportSsh from "@dstack-ts/transport-ssh"
 import backendSsh from "@dstack-ts/backend-ssh"
 import backendSlurm from "@dstack-ts/backend-slurm"
+import backendKubernetes from "@dstack-ts/backend-kubernetes"
 import handlerDataframe from "@dstack-ts/handler-dataframe"
 import handlerPlot from "@dstack-ts/handler-plot"
 import handlerModel from "@dstack-ts/handler-model"
@@ -30,6 +31,7 @@ export const defaultPlugins = [
   transportSsh,
   backendSsh,
   backendSlurm,
+  backendKubernetes,
   handlerDataframe,
   handlerPlot,
   handlerModel,
@@ -71,7 +73,8 @@ export const defaultServerOptions = (
     adminToken,
     plugins: defaultPlugins,
     runner: { entry: defaultRunnerEntry() },
-    compute: { defaultBackends: [{ type: "local" }] },
+    // Kubernetes pods' runners are reached at their node's address and NodePort, not over SSH.
+    compute: { defaultBackends: [{ type: "local" }], transports: { kubernetes: "direct" } },
     secrets: env.DSTACK_SERVER_SECRETS_KEY
       ? { key: env.DSTACK_SERVER_SECRETS_KEY }
       : { keyFile: join(serverDir, "secrets.key") }

@@ -52,7 +52,7 @@ describe("README.md", () => {
     expect(tour).toContain("/stacks/admin/examples/revenue")
     // The first two commands of the README stay what they are.
     expect(readme.split("\n").slice(2, 6).join("\n")).toBe(
-      "```sh\nnpm ci && npm run demo        # a server on the embedded default and a sample run, end to end\nnpm ci && npm run test:all    # typecheck, every test on Node, the same suites on Deno 2\n```"
+      "```sh\nnpm ci && npm run demo        # a server on the embedded default and a sample run, end to end\nnpm ci && npm run test:all    # typecheck, every test on Node, the runtime's suites on Deno 2\n```"
     )
   })
 })

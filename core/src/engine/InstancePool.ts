@@ -11,7 +11,7 @@ import { Instance, instanceIdleDeadline } from "../domain/Instance.ts"
 import { JobProvisioningData } from "../domain/Job.ts"
 import type { InstanceOffer } from "../domain/Offer.ts"
 import type { Run } from "../domain/Run.ts"
-import type { BackendError } from "../ports/Backend.ts"
+import type { BackendError, InstanceJob } from "../ports/Backend.ts"
 import { decodeDocument, type StateStoreError, type StateStoreService } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import { errorMessage } from "./internal.ts"
@@ -29,7 +29,7 @@ export interface InstancePool {
   /** Takes an idle instance (an offer with `instanceId`) for a job; none when it is taken or its runner does not answer. */
   readonly takeIdle: (offer: InstanceOffer, jobName: string) => Effect.Effect<Option.Option<Placement>, StateStoreError>
   /** Creates an instance from a backend offer and records it as busy with the job. */
-  readonly create: (project: string, offer: InstanceOffer, run: Run, jobName: string) => Effect.Effect<Placement, StateStoreError | BackendError>
+  readonly create: (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob) => Effect.Effect<Placement, StateStoreError | BackendError>
   /** Gives a busy instance back to idle (failures are logged: the instance then stays busy until terminated). */
   readonly release: (instanceId: string | undefined) => Effect.Effect<void>
   /** Terminates an instance at its backend and records why (failures are logged). */
@@ -90,10 +90,24 @@ export const make = (options: InstancePoolOptions): InstancePool => {
   const noIdleSince = new Map<string, number>()
   let releases = 0
 
+  // An instance of a backend that makes one per job (a Kubernetes pod of the job's image) is
+  // terminated when its job ends: another job may want another image.
+  const terminatePerJob = (instanceId: string) =>
+    Effect.gen(function* () {
+      const row = yield* store.instances.get(instanceId)
+      const instance = yield* readInstance(row)
+      if (instance.status !== "busy") return false
+      const backend = yield* compute.backend(instance.projectName, instance.backend)
+      if (backend.instancePerJob !== true) return false
+      const pd = yield* decodeProvisioning((row.doc as any).provisioning_data)
+      yield* terminate(instance.projectName, instanceId, pd, "its job ended (this backend makes one instance per job)")
+      return true
+    }).pipe(Effect.catchAll(() => Effect.succeed(false)))
+
   const release = (instanceId: string | undefined) =>
     instanceId === undefined
       ? Effect.void
-      : updateInstance(instanceId, (instance, raw) =>
+      : Effect.flatMap(terminatePerJob(instanceId), (done) => done ? Effect.void : updateInstance(instanceId, (instance, raw) =>
         instance.status === "busy"
           ? { ...raw, ...encodeInstance(new Instance({ ...instance, status: "idle", jobName: undefined, lastJobProcessedAt: new Date() })) }
           : raw
@@ -103,7 +117,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
           noIdleSince.clear()
         })),
         Effect.catchAll((e) => Effect.logWarning(`could not release instance ${instanceId}: ${errorMessage(e)}`))
-      )
+      ))
 
   // A host of an SSH fleet is the user's: it is not terminated but flagged unreachable and given
   // back (upstream), and the fleet processor clears the flag once its runner answers again.
@@ -150,7 +164,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       return healthy ? Option.some({ pd, instanceId: row.id }) : Option.none()
     })
 
-  const create = (project: string, offer: InstanceOffer, run: Run, jobName: string) =>
+  const create = (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob) =>
     Effect.gen(function* () {
       const backend = yield* compute.backend(project, offer.backend)
       const id = crypto.randomUUID()
@@ -170,8 +184,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
         idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
       })
       yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
-      const job = run.jobs.find((j) => j.jobSpec.jobName === jobName)?.jobSpec
-      const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job === undefined ? {} : { job }) }).pipe(
+      const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}) }).pipe(
         Effect.tapError((e) =>
           store.instances.update(id, {
             status: "terminated",

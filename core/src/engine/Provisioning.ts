@@ -203,7 +203,15 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
               Effect.tap((taken) => Effect.sync(() => Option.isNone(taken) && busy++)),
               Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(errorMessage(e))), Option.none()))
             )
-            : yield* pool.create(run.projectName, candidate, run, job.jobSpec.jobName).pipe(
+            : yield* pool.create(run.projectName, candidate, run, job.jobSpec.jobName, {
+              jobName: job.jobSpec.jobName,
+              ...(job.jobSpec.imageName ? { image: job.jobSpec.imageName } : {}),
+              requirements: job.jobSpec.requirements,
+              ...(job.jobSpec.maxDuration === null ? {} : { maxDuration: job.jobSpec.maxDuration }),
+              nodes: job.jobSpec.jobsPerReplica,
+              ports: [...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort ? [job.jobSpec.servicePort] : [])],
+              instanceMounts: job.jobSpec.volumes.flatMap((v) => ("instancePath" in v ? [v.instancePath] : []))
+            }).pipe(
               Effect.map(Option.some),
               Effect.catchAll((e) =>
                 Effect.as(

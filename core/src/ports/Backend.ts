@@ -87,10 +87,28 @@ export interface InstanceConfiguration {
   readonly reservation?: string
   readonly tags?: Readonly<Record<string, string>>
   /**
-   * The job the instance is created for, when there is one: backends that allocate per job
-   * (a batch scheduler) size and limit the allocation from it (`max_duration`, `image`).
+   * The job the instance is made for. Backends whose instance is the job's own container (a
+   * Kubernetes pod started from the job's image) need its image and resource bounds to create
+   * it; backends that allocate per job (a batch scheduler) size and limit the allocation from it.
    */
-  readonly job?: JobSpec
+  readonly job?: InstanceJob
+}
+
+/** What a backend that makes one instance per job learns of that job. */
+export interface InstanceJob {
+  readonly jobName: string
+  /** The job's image (`image`), when it has one. */
+  readonly image?: string
+  /** The job's resource bounds: lower bounds become requests, upper bounds limits. */
+  readonly requirements: Requirements
+  /** How many nodes the job's cluster has (`nodes` of a multi-node task); 1 otherwise. */
+  readonly nodes?: number
+  /** The ports the job serves (its `ports` and a service's port), which the server forwards to. */
+  readonly ports?: ReadonlyArray<number>
+  /** The job's `max_duration` in seconds, when it has one (a batch scheduler's time limit). */
+  readonly maxDuration?: number
+  /** The instance directories the job mounts (`/dir:/path` volumes). */
+  readonly instanceMounts?: ReadonlyArray<string>
 }
 
 /** Where a volume landed. */
@@ -187,6 +205,11 @@ export interface Backend {
     backendData?: string
   ) => Effect.Effect<void, BackendError>
   readonly volumes?: Volumes
+  /**
+   * True when each instance is made for one job (its container is that job's image): when the
+   * job ends the engine terminates the instance instead of keeping it idle for another job.
+   */
+  readonly instancePerJob?: boolean
   /** Present on backends of hosts the user brings (the `remote` backend of SSH fleets). */
   readonly remoteHosts?: RemoteHosts
   /**
@@ -244,6 +267,7 @@ export interface Implementation {
   readonly terminateInstance: Backend["terminateInstance"]
   readonly volumes?: Volumes
   readonly runnerAccess?: Backend["runnerAccess"]
+  readonly instancePerJob?: boolean
 }
 
 /**
@@ -262,7 +286,8 @@ export const make = (impl: Implementation): Backend => ({
       Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void)
     ),
   ...(impl.volumes === undefined ? {} : { volumes: impl.volumes }),
-  ...(impl.runnerAccess === undefined ? {} : { runnerAccess: impl.runnerAccess })
+  ...(impl.runnerAccess === undefined ? {} : { runnerAccess: impl.runnerAccess }),
+  ...(impl.instancePerJob === true ? { instancePerJob: true } : {})
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import * as path from "node:path"
 import { Context, Duration, Effect, Either, Exit, Layer, Schema, Scope } from "effect"
 import type { JobStatus, JobTerminationReason } from "../domain/Status.ts"
 import type { Execution, ExecutionExit, ExecutionObserver, ExecutionSpec, Executor, ExecutorError } from "../ports/Executor.ts"
-import { executorNameFor } from "../ports/Executor.ts"
+import { executorNameFor, PROCESS_EXECUTOR } from "../ports/Executor.ts"
 import type { Repo } from "../ports/Repo.ts"
 import { nvidiaGpuUsage } from "./HostUsage.ts"
 import type { JobEventLogOptions, JobEventsSince } from "./JobEventLog.ts"
@@ -88,6 +88,13 @@ export interface RunnerAgentOptions {
    * the memory budget is spilled under `<workDir>/output` by default.
    */
   readonly output?: Omit<JobEventLogOptions, "now">
+  /**
+   * The runner runs inside the job's own container (a Kubernetes pod started from the job's
+   * image): a job with an image then runs on the `process` executor, since this container
+   * already is that image. Default false. The runner program sets it from
+   * `DSTACK_RUNNER_IN_CONTAINER=1`.
+   */
+  readonly inContainer?: boolean
 }
 
 /** Removes `dir` with everything in it, unless it is already empty (or gone): then nothing to do. */
@@ -202,7 +209,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
         const assigned = yield* assignServicePort(body, withMpiHostfile(made.right, hostfile.right))
         servicePort = assigned.hostPort
         const spec = assigned.spec
-        const executorName = executorNameFor(spec)
+        const executorName = options.inContainer === true ? PROCESS_EXECUTOR : executorNameFor(spec)
         const executor = executors[executorName]
         if (executor === undefined) {
           const message = missingExecutor(executorName, spec.image, Object.keys(executors))

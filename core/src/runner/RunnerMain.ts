@@ -61,7 +61,9 @@ export type RunnerProgramOptions = Omit<ServeRunnerOptions, "port" | "host" | "w
  * For commands that parse their own arguments (`dstack runner`); `runnerMain` parses argv.
  */
 export const startRunnerProgram = async (args: RunnerArgs, options: RunnerProgramOptions = {}): Promise<RunningRunner> => {
-  const runner = await serveRunner({ ...options, ...args })
+  // A runner started inside the job's container (a Kubernetes pod) runs image jobs in place.
+  const inContainer = options.inContainer ?? process.env.DSTACK_RUNNER_IN_CONTAINER === "1"
+  const runner = await serveRunner({ ...options, ...args, inContainer })
   let closing = false
   const shutdown = () => {
     if (closing) return

@@ -263,6 +263,17 @@ describe("a runner build without the executor a job needs", () => {
     expect(pulled.job_logs).toEqual([])
   })
 
+  it("inside the job's own container (inContainer: a Kubernetes pod), a job with an image runs in place on the process executor", async () => {
+    const workDir = tmpDir("dstack-ts-runner-")
+    const runner = await serveRunner({ port: 0, workDir, plugins: [executorProcess], inContainer: true })
+    runners.push(runner)
+    await postOk(runner, "/api/submit", submitBody({ commands: ["echo in-place"], image_name: "busybox" }))
+    await postOk(runner, "/api/run")
+    const pulled = await pullUntilFinished(runner)
+    expect(finalState(pulled)).toMatchObject({ state: "done" })
+    expect(pulled.job_logs.map((l) => decodeMessage(l.message)).join("")).toContain("in-place")
+  })
+
   it("fails a job without an image on a runner with no executors at all, naming @dstack-ts/executor-process", async () => {
     const { runner } = await startRunner([])
     await postOk(runner, "/api/submit", submitBody({ commands: ["echo never"] }))

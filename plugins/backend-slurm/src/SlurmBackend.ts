@@ -425,7 +425,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           ...(c.config.qos === undefined ? {} : { qos: c.config.qos }),
           node: nodeBin,
           bundle: runner,
-          needsDocker: (ic.job?.imageName ?? "") !== ""
+          needsDocker: (ic.job?.image ?? "") !== ""
         })
         const submitted = yield* onLogin("createInstance", c, script, [], `sbatch --parsable`)
         if (submitted.code !== 0) {

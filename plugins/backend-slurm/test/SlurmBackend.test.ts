@@ -14,6 +14,17 @@ import { afterAll, beforeAll, expect, it, vi } from "vitest"
 import { createSlurmCluster, describeWithSlurm, type SlurmCluster } from "../../../test/support/slurm.ts"
 import plugin, { SlurmBackend } from "../src/index.ts"
 
+/** What the engine tells a backend of a job (Backend.InstanceJob), from a job spec as the API writes it. */
+const instanceJob = (wire: Record<string, unknown>) => {
+  const spec = Schema.decodeUnknownSync(JobSpec)(wire)
+  return {
+    jobName: spec.jobName,
+    requirements: spec.requirements,
+    ...(spec.imageName ? { image: spec.imageName } : {}),
+    ...(spec.maxDuration === null ? {} : { maxDuration: spec.maxDuration })
+  }
+}
+
 const RUNNER_ENTRY = fileURLToPath(new URL("../../../cli/src/runner.ts", import.meta.url))
 
 // An allocation starts Node.js on the node: slow on a loaded 2-core machine (the conformance suite takes the default timeout).
@@ -81,7 +92,7 @@ describeWithSlurm(() => {
 
   it("runs an allocation whose runner answers through the login node, with --time from max_duration, and scancel ends it", async () => {
     const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
-    const job = Schema.decodeUnknownSync(JobSpec)({ job_name: "t-0-0", commands: ["true"], max_duration: 150, requirements: { resources: small } })
+    const job = instanceJob({ job_name: "t-0-0", commands: ["true"], max_duration: 150, requirements: { resources: small } })
     const pd = await run(backend.createInstance(offer, { projectName: "main", instanceName: "t-0-0-abcd", instanceId: "i-1", sshKeys: [], job }))
     expect(pd.backend).toBe("slurm")
     expect(cluster.computes.map((c) => c.ip)).toContain(pd.hostname)
@@ -114,7 +125,7 @@ describeWithSlurm(() => {
   it("refuses a job with an image on nodes without Docker, and cancels its allocation", async () => {
     const docker = fs.existsSync("/var/run/docker.sock")
     const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
-    const job = Schema.decodeUnknownSync(JobSpec)({ job_name: "img-0-0", image_name: "busybox", requirements: { resources: small } })
+    const job = instanceJob({ job_name: "img-0-0", image_name: "busybox", requirements: { resources: small } })
     if (docker) {
       // Docker answers on this machine, so the nodes (sharing it) have it: the allocation starts.
       const pd = await run(backend.createInstance(offer, { projectName: "main", instanceName: "img", instanceId: "i-2", sshKeys: [], job }))
@@ -127,7 +138,7 @@ describeWithSlurm(() => {
 
   it("refuses a max_duration longer than the partition's MaxTime before submitting", async () => {
     const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
-    const job = Schema.decodeUnknownSync(JobSpec)({ job_name: "long-0-0", max_duration: 7200, requirements: { resources: small } })
+    const job = instanceJob({ job_name: "long-0-0", max_duration: 7200, requirements: { resources: small } })
     const error = await run(Effect.flip(backend.createInstance(offer, { projectName: "main", instanceName: "long", instanceId: "i-3", sshKeys: [], job })))
     expect(error).toBeInstanceOf(Backend.BackendError)
     expect(error.message).toBe("max_duration 7200s is longer than the time limit of partition debug on test (MaxTime 1800s)")

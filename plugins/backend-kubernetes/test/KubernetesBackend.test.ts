@@ -1,0 +1,275 @@
+// The kubernetes backend against the Kubernetes API stand-in (test/support/k8s-standin.ts: the
+// real REST and watch protocol, pods as Docker containers): offers from nodes, the pod a job
+// becomes, a real runner answering in the pod through its NodePort, deletion with the instance,
+// and the unhappy paths (bad kubeconfig, unreachable API, forbidden token, unschedulable pod).
+import * as net from "node:net"
+import { PassThrough } from "node:stream"
+import * as k8s from "@kubernetes/client-node"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { Backend, InstanceOffer, Requirements, RunnerTransport } from "@dstack-ts/core"
+import { testBackend } from "@dstack-ts/core/testing"
+import { Effect, Either, Layer, Schedule, Schema } from "effect"
+import plugin, { KubernetesBackend, PodSpec } from "../src/index.ts"
+import { describeWith } from "../../../test/support/components.ts"
+import { dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
+import { type K8sStandin, startK8sStandin, writeTempFile } from "../../../test/support/k8s-standin.ts"
+import { ensureK8sRunnerImage } from "../../../test/support/k8s-runner-image.ts"
+
+const requirements = (resources: Record<string, unknown>): Requirements => Schema.decodeUnknownSync(Requirements)({ resources })
+
+const instance = (job?: Backend.InstanceJob): Backend.InstanceConfiguration => ({
+  projectName: "main",
+  instanceName: "k8s-test-0",
+  instanceId: "22222222-2222-4222-8222-222222222222",
+  sshKeys: [],
+  ...(job ? { job } : {})
+})
+
+const make = (config: Record<string, unknown>) => KubernetesBackend.fromConfig({ type: "kubernetes", runner_image: "runner:1", ...config })
+
+const failureOf = <A, R>(self: Effect.Effect<A, Backend.BackendError, R>) =>
+  Effect.map(Effect.either(self), (e) => {
+    if (Either.isRight(e)) throw new Error("expected a failure")
+    return e.left
+  })
+
+describe("pod spec mapping", () => {
+  const offer = PodSpec.nodeOffer(
+    {
+      metadata: { name: "gpu-node", labels: { "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920" } },
+      status: {
+        allocatable: { cpu: "7500m", memory: "30Gi", "ephemeral-storage": "100Gi", "nvidia.com/gpu": "2" },
+        conditions: [{ type: "Ready", status: "True" }],
+        nodeInfo: { architecture: "amd64" } as never
+      }
+    },
+    "ctx"
+  )
+
+  it("a node becomes an offer of its allocatable resources and labelled GPUs", () => {
+    expect(offer.instance.name).toBe("gpu-node")
+    expect(offer.region).toBe("ctx")
+    expect(offer.availability).toBe("available")
+    const r = offer.instance.resources
+    expect([r.cpus, r.memoryMib, r.disk.sizeMib, r.cpuArch]).toEqual([7, 30 * 1024, 100 * 1024, "x86"])
+    expect(r.gpus.map((g) => [g.name, g.memoryMib, g.vendor])).toEqual([["A100", 81920, "nvidia"], ["A100", 81920, "nvidia"]])
+  })
+
+  it("lower bounds become requests, upper bounds limits, GPUs an extended resource with node affinity", () => {
+    const job = { jobName: "train-0", image: "pytorch:2", requirements: requirements({ cpu: "2..4", memory: "8GB..16GB", disk: "10GB..", gpu: "A100:2" }) }
+    const pod = PodSpec.jobPod({ name: "dstack-train-0-abcd", namespace: "ns", runnerImage: "runner:1", job, offer, config: instance(job) })
+    const c = pod.spec!.containers[0]
+    expect(c.image).toBe("pytorch:2")
+    expect(c.resources).toEqual({
+      requests: { cpu: "2", memory: "8192Mi", "ephemeral-storage": "10240Mi", "nvidia.com/gpu": "2" },
+      limits: { cpu: "4", memory: "16384Mi", "nvidia.com/gpu": "2" }
+    })
+    expect(c.env).toContainEqual({ name: "DSTACK_RUNNER_IN_CONTAINER", value: "1" })
+    expect(pod.spec!.initContainers![0].image).toBe("runner:1")
+    expect(pod.spec!.restartPolicy).toBe("Never")
+    expect(pod.spec!.affinity!.nodeAffinity!.requiredDuringSchedulingIgnoredDuringExecution!.nodeSelectorTerms[0].matchExpressions).toEqual([
+      { key: "kubernetes.io/hostname", operator: "In", values: ["gpu-node"] },
+      { key: "nvidia.com/gpu.product", operator: "Exists" }
+    ])
+  })
+
+  it("an AMD GPU job asks for amd.com/gpu", () => {
+    const job = { jobName: "j", image: "rocm:6", requirements: requirements({ gpu: { vendor: "amd", count: 1 } }) }
+    expect(PodSpec.containerResources(job, offer).requests).toMatchObject({ "amd.com/gpu": "1" })
+  })
+
+  it("names are DNS labels of at most 63 characters", () => {
+    const name = PodSpec.dnsLabel(`dstack-${"My_Task".repeat(20)}`, "abcd1234")
+    expect(name).toMatch(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/)
+    expect(name.length).toBeLessThanOrEqual(63)
+    expect(name.endsWith("-abcd1234")).toBe(true)
+  })
+
+  it("quantities parse as Kubernetes writes them", () => {
+    expect([PodSpec.parseQuantity("1500m"), PodSpec.parseQuantity("2Gi"), PodSpec.parseQuantity("1G"), PodSpec.parseQuantity("x")]).toEqual([1.5, 2 ** 31, 1e9, undefined])
+  })
+})
+
+describe("configuration", () => {
+  it("the plugin contributes the kubernetes backend", () => {
+    expect(Object.keys(plugin.backends ?? {})).toEqual(["kubernetes"])
+  })
+
+  it.scoped("a kubeconfig that is neither a file nor data, unreadable, or malformed is Invalid, naming the field", () =>
+    Effect.gen(function*() {
+      expect((yield* failureOf(make({ kubeconfig: {} }))).message).toMatch(/kubeconfig: set `filename`/)
+      expect((yield* failureOf(make({ kubeconfig: { filename: "/nonexistent/kubeconfig" } }))).message).toMatch(/kubeconfig.filename: cannot read \/nonexistent\/kubeconfig/)
+      expect((yield* failureOf(make({ kubeconfig: { data: "{ not: [yaml" } }))).message).toMatch(/kubeconfig: not a valid kubeconfig/)
+    }))
+
+  it.scoped("an unknown context, namespace beside contexts, proxy_jump.port and a missing runner_image are refused by name", () =>
+    Effect.gen(function*() {
+      const data = "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: a\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: a\n  context:\n    cluster: a\n    user: a\nusers:\n- name: a\n  user:\n    token: t\n"
+      expect((yield* failureOf(make({ kubeconfig: { data }, contexts: ["b"] }))).message).toMatch(/no context b \(it has a\)/)
+      expect((yield* failureOf(make({ kubeconfig: { data }, contexts: ["a"], namespace: "x" }))).message).toMatch(/`namespace` and `proxy_jump` apply only without `contexts`/)
+      expect((yield* failureOf(make({ kubeconfig: { data }, proxy_jump: { port: 30022 } }))).message).toMatch(/proxy_jump.port/)
+      const noImage = yield* failureOf(KubernetesBackend.fromConfig({ kubeconfig: { data } }))
+      expect(noImage.reason).toBe("Invalid")
+      expect(noImage.message).toMatch(/runner_image/)
+      const ok = yield* make({ kubeconfig: { data }, contexts: ["a", { name: "a" }].slice(0, 1) })
+      expect((ok as KubernetesBackend.KubernetesBackend).regions).toEqual(["a"])
+    }))
+
+  it.scoped("an API nobody answers is a retryable Transport failure naming the server", () =>
+    Effect.gen(function*() {
+      const port = yield* Effect.promise(() => new Promise<number>((resolve) => {
+        const s = net.createServer().listen(0, "127.0.0.1", () => {
+          const p = (s.address() as net.AddressInfo).port
+          s.close(() => resolve(p))
+        })
+      }))
+      const data = `apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: a\n  cluster:\n    server: https://127.0.0.1:${port}\ncontexts:\n- name: a\n  context:\n    cluster: a\n    user: a\nusers:\n- name: a\n  user:\n    token: t\n`
+      const backend = yield* make({ kubeconfig: { data } })
+      const error = yield* failureOf(backend.getOffers(requirements({ cpu: 1 })))
+      expect(error.reason).toBe("Transport")
+      expect(error.isRetryable).toBe(true)
+      expect(error.message).toContain(`cannot reach the Kubernetes API at https://127.0.0.1:${port}`)
+    }))
+})
+
+const dockerReason = await dockerUnavailableReason()
+
+describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
+  let standin: K8sStandin
+  let runnerImage: string
+  let busybox: string
+  beforeAll(async () => {
+    ;[runnerImage, busybox] = await Promise.all([ensureK8sRunnerImage(), ensureBusyboxImage()])
+    standin = await startK8sStandin({
+      nodes: [
+        { name: "cpu-node", allocatable: { cpu: "2", memory: "4Gi", "ephemeral-storage": "200Gi", pods: "110" } },
+        { name: "gpu-node", allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "100Gi", "nvidia.com/gpu": "1" }, labels: { "nvidia.com/gpu.product": "NVIDIA-L4", "nvidia.com/gpu.memory": "23034" } }
+      ]
+    })
+  }, 180_000)
+  afterAll(async () => {
+    await standin?.close()
+  })
+
+  const backendWith = (extra: Record<string, unknown> = {}) =>
+    KubernetesBackend.fromConfig({ kubeconfig: { filename: writeTempFile("config", standin.kubeconfig()) }, runner_image: runnerImage, scheduling_timeout_seconds: 5, ...extra })
+
+  const offerFor = (backend: Backend.Backend, node: string) =>
+    Effect.map(backend.getOffers(requirements({ cpu: "1..", memory: "0.5GB..", disk: "1GB.." })), ({ offers }) => offers.find((o) => o.instance.name === node)!)
+
+  it.scoped("offers are the cluster's nodes, in the context's region; a GPU requirement leaves the CPU node out with a reason", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith()
+      const { offers } = yield* backend.getOffers(requirements({ cpu: "1..", memory: "1GB..", disk: "1GB.." }))
+      expect(offers.map((o) => [o.instance.name, o.region, o.instance.resources.cpus]).sort()).toEqual([["cpu-node", "standin", 2], ["gpu-node", "standin", 8]])
+      const gpu = yield* backend.getOffers(requirements({ gpu: "L4:1", disk: "1GB.." }))
+      expect(gpu.offers.map((o) => o.instance.name)).toEqual(["gpu-node"])
+      expect(gpu.excluded.map((e) => e.offer.instance.name)).toEqual(["cpu-node"])
+    }))
+
+  it.scoped("a forbidden token is PermissionDenied with the API's message", () =>
+    Effect.gen(function*() {
+      const backend = yield* KubernetesBackend.fromConfig({ kubeconfig: { data: standin.kubeconfig({ token: standin.forbiddenToken }) }, runner_image: runnerImage })
+      const error = yield* failureOf(backend.getOffers(requirements({ cpu: 1 })))
+      expect(error.reason).toBe("PermissionDenied")
+      expect(error.message).toMatch(/answered 403: .*forbidden/)
+      const unknown = yield* KubernetesBackend.fromConfig({ kubeconfig: { data: standin.kubeconfig({ token: "nobody" }) }, runner_image: runnerImage })
+      const refused = yield* failureOf(unknown.getOffers(requirements({ cpu: 1 })))
+      expect(refused.reason).toBe("PermissionDenied")
+      expect(refused.message).toMatch(/answered 401: .*credentials were refused/)
+    }))
+
+  it.scoped("a job without an image, a multi-node job, ports and instance volumes are refused, naming each", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith()
+      const offer = yield* offerFor(backend, "cpu-node")
+      const error = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", requirements: requirements({ cpu: 1 }) })))
+      expect(error.reason).toBe("Invalid")
+      expect(error.message).toMatch(/jobs with an image only/)
+      const cluster = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", image: "busybox", requirements: requirements({ cpu: 1 }), nodes: 2, ports: [8000], instanceMounts: ["/data"] })))
+      expect(cluster.reason).toBe("Invalid")
+      expect(cluster.message).toBe("the kubernetes backend does not run a multi-node task (nodes: 2); ports (8000): the server reaches only the runner's port of a pod; instance volumes (/data) yet")
+      expect(standin.pods()).toEqual([])
+    }))
+
+  it.live("a pod the scheduler cannot place in time is deleted and its offer skipped (NoCapacity, with the scheduler's reason)", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith({ scheduling_timeout_seconds: 1 })
+      const offer = yield* offerFor(backend, "cpu-node")
+      const job = { jobName: "big", image: busybox, requirements: requirements({ cpu: "16..", memory: "1GB" }) }
+      const error = yield* failureOf(backend.createInstance(offer, instance(job)))
+      expect(error.reason).toBe("NoCapacity")
+      expect(error.message).toMatch(/not scheduled within 1s on node cpu-node .*Insufficient cpu/)
+      expect(standin.pods()).toEqual([])
+    }).pipe(Effect.scoped), 30_000)
+
+  it.live("a job becomes a pod of its image whose runner answers through the NodePort; terminate deletes it, twice is fine", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith()
+      expect(backend.instancePerJob).toBe(true)
+      const offer = yield* offerFor(backend, "cpu-node")
+      const job = { jobName: "hello-0", image: busybox, requirements: requirements({ cpu: "1..2", memory: "0.5GB..1GB" }) }
+      const pd = yield* backend.createInstance(offer, instance(job))
+      expect(pd.backend).toBe("kubernetes")
+      expect(pd.region).toBe("standin")
+      expect(pd.hostname).toBe("127.0.0.1")
+      const [pod] = standin.pods()
+      expect(pod.metadata.name).toBe(pd.instanceId)
+      expect(pod.spec.containers[0].image).toBe(busybox)
+      expect(pod.spec.containers[0].resources).toEqual({ requests: { cpu: "1", memory: "512Mi", "ephemeral-storage": "102400Mi" }, limits: { cpu: "2", memory: "1024Mi" } })
+      const client = RunnerTransport.fetchClient("test", `http://${pd.hostname}:${pd.runnerPort}`)
+      const health = yield* client.fetch("/api/healthcheck").pipe(
+        Effect.flatMap((r) => (r.ok ? Effect.promise(() => r.json()) : Effect.fail(new Error(`HTTP ${r.status}`)))),
+        Effect.timeout("5 seconds"),
+        Effect.retry(Schedule.spaced("250 millis").pipe(Schedule.intersect(Schedule.recurs(120))))
+      )
+      expect(health).toMatchObject({ service: "dstack-ts-runner" })
+      // The pod's log (the runner's ready line) through the API, as `kubectl logs` reads it.
+      const kc = new k8s.KubeConfig()
+      kc.loadFromString(standin.kubeconfig())
+      const log = yield* Effect.promise(() => kc.makeApiClient(k8s.CoreV1Api).readNamespacedPodLog({ name: pd.instanceId, namespace: "default", container: "job" }))
+      expect(log).toContain(`{"host":"0.0.0.0","port":10999}`)
+      // Followed: the stream stays open and carries what the container writes.
+      const followed = yield* Effect.promise(() => new Promise<string>((resolve, reject) => {
+        let text = ""
+        const sink = new PassThrough()
+        sink.on("data", (chunk: Buffer) => {
+          text += chunk.toString("utf8")
+          if (text.includes("10999")) {
+            controller.then((c) => c.abort())
+            resolve(text)
+          }
+        })
+        const controller = new k8s.Log(kc).log("default", pd.instanceId, "job", sink, { follow: true })
+        controller.catch(reject)
+      }))
+      expect(followed).toContain(`{"host":"0.0.0.0","port":10999}`)
+      yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+      expect(standin.pods()).toEqual([])
+      yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+    }).pipe(Effect.scoped), 120_000)
+
+  it.scoped("an offer of another backend or an unknown context is refused", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith()
+      const offer = yield* offerFor(backend, "cpu-node")
+      const job = { jobName: "j", image: busybox, requirements: requirements({ cpu: 1 }) }
+      expect((yield* failureOf(backend.createInstance(new InstanceOffer({ ...offer, backend: "aws" }), instance(job)))).reason).toBe("Invalid")
+      expect((yield* failureOf(backend.createInstance(new InstanceOffer({ ...offer, region: "elsewhere" }), instance(job)))).message).toMatch(/no context elsewhere/)
+    }))
+})
+
+describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
+  // The port's conformance suite (no provisioning: an instance needs a job with an image).
+  testBackend(
+    "kubernetes (stand-in API server)",
+    Layer.scoped(
+      Backend.Backend,
+      Effect.gen(function*() {
+        const standin = yield* Effect.acquireRelease(Effect.promise(() => startK8sStandin()), (s) => Effect.promise(() => s.close()))
+        return yield* KubernetesBackend.fromConfig({ kubeconfig: { data: standin.kubeconfig() }, runner_image: "unused:1" })
+      })
+    ),
+    { requirements: requirements({ cpu: "1..", memory: "1GB..", disk: "1GB.." }), provision: false }
+  )
+})

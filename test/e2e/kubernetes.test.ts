@@ -1,0 +1,120 @@
+// Tasks with an image run as pods of the `kubernetes` backend through the Kubernetes API
+// stand-in (test/support/k8s-standin.ts; no real cluster runs here): a real server with the
+// backend configured through the API, the runner inside the pod (installed from the locally
+// built runner image), its logs and exit status back through the NodePort and the `direct`
+// transport; the pod is deleted when the job ends and when the run is stopped.
+import * as path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import backendKubernetes from "@dstack-ts/backend-kubernetes"
+import transportDirect from "@dstack-ts/transport-direct"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
+import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
+import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { appCall } from "../support/api.ts"
+import { describeWith } from "../support/components.ts"
+import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
+import { type K8sStandin, startK8sStandin } from "../support/k8s-standin.ts"
+import { ensureK8sRunnerImage } from "../support/k8s-runner-image.ts"
+
+const TOKEN = "k8s-e2e-token"
+let server: Server
+let standin: K8sStandin
+let busybox: string
+
+const call = appCall(() => server, TOKEN)
+
+const apply = async (runName: string, commands: ReadonlyArray<string>) => {
+  const res = await call("/api/project/main/runs/apply", {
+    plan: {
+      run_spec: {
+        run_name: runName,
+        repo_id: "k8s",
+        repo_data: { repo_type: "virtual" },
+        configuration: { type: "task", image: busybox, commands, backends: ["kubernetes"] }
+      }
+    }
+  })
+  expect(res.status, JSON.stringify(res.body)).toBe(200)
+}
+
+const waitFor = async <A>(what: string, probe: () => Promise<A | undefined>, timeoutMs = 90_000): Promise<A> => {
+  const start = Date.now()
+  while (Date.now() - start < timeoutMs) {
+    const got = await probe()
+    if (got !== undefined) return got
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error(`${what}: not within ${timeoutMs} ms`)
+}
+
+const runOf = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
+
+const waitFinished = (name: string) =>
+  waitFor(`run ${name} finished`, async () => {
+    const run = await runOf(name)
+    return ["done", "failed", "terminated"].includes(run.status) ? run : undefined
+  })
+
+const logsOf = async (name: string) =>
+  (await call("/api/project/main/logs/poll", { run_name: name })).body.logs.map((l: any) => l.message).join("")
+
+const dockerReason = await dockerUnavailableReason()
+
+describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
+  beforeAll(async () => {
+    const [runnerImage, image] = await Promise.all([ensureK8sRunnerImage(), ensureBusyboxImage()])
+    busybox = image
+    standin = await startK8sStandin({
+      nodes: [{ name: "standin-node-0", allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "500Gi", pods: "110" } }]
+    })
+    server = await createServer({
+      state: EmbeddedStateStore.layerMemory(),
+      blobs: blobsMemory,
+      adminToken: TOKEN,
+      plugins: [backendKubernetes, transportDirect],
+      // The runner in the pod is reached at the node's address and the service's NodePort.
+      compute: { transports: { kubernetes: "direct" } },
+      runner: { entry: path.resolve("cli/src/runner.ts") },
+      engine: { resyncMs: 1_000 }
+    })
+    const created = await call("/api/project/main/backends/create", {
+      type: "kubernetes",
+      kubeconfig: { data: standin.kubeconfig() },
+      runner_image: runnerImage,
+      scheduling_timeout_seconds: 30
+    })
+    expect(created.status, JSON.stringify(created.body)).toBe(200)
+  }, 240_000)
+  afterAll(async () => {
+    await server?.close()
+    await standin?.close()
+  })
+
+  describe("kubernetes backend end to end (stand-in API server)", () => {
+    it("a task with an image runs as a pod: its logs and exit status come back, and the pod is deleted when it ends", async () => {
+      await apply("k8s-hello", ["echo hello-from-pod $(cat /etc/passwd | head -1 | cut -d: -f1)", "echo DSTACK_RUN_NAME=$DSTACK_RUN_NAME", "exit 3"])
+      const run = await waitFinished("k8s-hello")
+      const submission = run.jobs[0].job_submissions.at(-1)
+      expect(run.status, JSON.stringify(submission)).toBe("failed")
+      expect(submission.exit_status).toBe(3)
+      expect(submission.job_provisioning_data.backend).toBe("kubernetes")
+      expect(submission.job_provisioning_data.region).toBe("standin")
+      const logs = await logsOf("k8s-hello")
+      // busybox's /etc/passwd: the commands ran in the job's image, not in the runner image.
+      expect(logs).toContain("hello-from-pod root")
+      expect(logs).toContain("DSTACK_RUN_NAME=k8s-hello")
+      await waitFor("the pod deleted", async () => (standin.pods().length === 0 ? true : undefined), 30_000)
+    }, 180_000)
+
+    it("stopping a running task deletes its pod", async () => {
+      await apply("k8s-sleepy", ["echo started", "sleep 600"])
+      await waitFor("the task running", async () => ((await logsOf("k8s-sleepy")).includes("started") ? true : undefined))
+      expect(standin.pods().map((p) => p.status.phase)).toEqual(["Running"])
+      const stop = await call("/api/project/main/runs/stop", { runs_names: ["k8s-sleepy"], abort: false })
+      expect(stop.status).toBe(200)
+      const run = await waitFinished("k8s-sleepy")
+      expect(run.status).toBe("terminated")
+      await waitFor("the pod deleted", async () => (standin.pods().length === 0 ? true : undefined), 30_000)
+    }, 180_000)
+  })
+})
