@@ -341,4 +341,43 @@ describe("another project's things are unreachable", () => {
     expect((await call("/api/runs/list", ADMIN, {})).body.map((r: any) => r.project_name)).toContain("beta")
     expect((await call("/api/instances/list", ADMIN, {})).body.map((i: any) => i.project_name)).toContain("beta")
   })
+
+  it("a private stack is readable by its owner and global admins only, through every read route", async () => {
+    const created = await call("/api/stacks/frames/create", betaToken, {
+      stack: "betaowner/private/notes",
+      access: "private",
+      attachments: [{ content_type: "text/plain; charset=utf-8", application: "text" }]
+    })
+    expect(created.status, created.text).toBe(200)
+    const frame = created.body.frame_id
+    // Another user cannot write into the frame.
+    const foreign = await request("PUT", `/api/stacks/frames/${frame}/attachments/0`, member(), "x")
+    expect(foreign.status).toBe(403)
+    expect((await request("PUT", `/api/stacks/frames/${frame}/attachments/0`, betaToken, CANARY)).status).toBe(200)
+    expect((await call("/api/stacks/frames/commit", betaToken, { frame_id: frame })).status).toBe(200)
+    const stack = "betaowner/private/notes"
+    const reads = (token: string | undefined) => [
+      call("/api/stacks/get", token, { stack }),
+      call("/api/stacks/pull", token, { stack }),
+      request("GET", `/api/stacks/attachment?stack=${stack}&frame_id=${frame}`, token),
+      request("GET", `/api/stacks/table?stack=${stack}&frame_id=${frame}`, token),
+      request("GET", `/stacks/${stack}`, token),
+      call("/api/stacks/update", token, { stack, access: "public" }),
+      call("/api/stacks/delete", token, { stack })
+    ]
+    for (const [who, token] of [["project user", member()], ["non-member", tokens["non-member"]], ["no token", undefined], ["bad token", "not-a-token"]] as const) {
+      for (const res of await Promise.all(reads(token))) {
+        expect({ who, status: [401, 403].includes(res.status) }).toEqual({ who, status: true })
+        expect(res.text).not.toContain(CANARY)
+      }
+      if (token !== undefined && token !== "not-a-token") {
+        const listed = await call("/api/stacks/list", token)
+        expect(listed.text).not.toContain("private/notes")
+      }
+    }
+    expect((await call("/api/stacks/list", undefined)).text).not.toContain("private/notes")
+    const owner = await request("GET", `/api/stacks/attachment?stack=${stack}&frame_id=${frame}`, betaToken)
+    expect(owner.text).toBe(CANARY)
+    expect((await request("GET", `/api/stacks/attachment?stack=${stack}&frame_id=${frame}`, ADMIN)).text).toBe(CANARY)
+  })
 })
