@@ -91,6 +91,8 @@ const broken = (a: Answer, page = false): string | undefined => {
     if (a.status === 400 && !CODES_400.has(d.code)) return `code ${d.code} at 400`
     if (a.status === 400 && d.loc !== undefined) return "loc at 400 (upstream's client reads fields)"
     if (a.status === 422 && d.code !== "invalid_request") return `code ${d.code} at 422`
+    // An optional field of the wrong type is one problem, not also "Expected undefined".
+    if (/^Expected undefined, actual/.test(d.msg) && body.right.detail.length > 1) return `a second, confusing detail: ${d.msg.slice(0, 100)}`
     if (a.status === 403 && d.code !== "forbidden" && d.code !== "not_authenticated") return `code ${d.code} at 403`
   }
   if (a.text.length > 64 * 1024) return `an error body of ${a.text.length} bytes`
