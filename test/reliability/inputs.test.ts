@@ -228,7 +228,7 @@ describe("every route answers every input", () => {
         if (problem !== undefined) throw new Error(`${route.method} ${url.slice(0, 120)} body ${String(body).slice(0, 120)}: ${problem}`)
       })
       const result = await fc.check(property, { seed: SEED, numRuns: RUNS, endOnFailure: true })
-      if (result.failed) failures.push(`${route.method} ${route.path} (seed ${result.seed}, path ${result.path}): ${String((result.errorInstance as Error)?.message ?? result.errorInstance).slice(0, 600)}`)
+      if (result.failed) failures.push(`${route.method} ${route.path} (seed ${result.seed}, replay with FC_SEED): ${String((result.errorInstance as Error)?.message ?? result.errorInstance).slice(0, 600)}`)
     }
     expect(failures, `seed ${SEED}`).toEqual([])
   }, 600_000)
