@@ -12,6 +12,9 @@ import { ConfigurationError, type ConfigurationIssue } from "./ConfigurationErro
 import { didYouMean } from "./DidYouMean.ts"
 import { unsupportedKeys } from "./Unsupported.ts"
 
+/** At most this many characters of a message from the YAML parser, which may quote the text. */
+const excerpt = (text: string, max = 200): string => (text.length <= max ? text : `${text.slice(0, max)}…`)
+
 export interface ParseOptions {
   /** The file name shown in messages. Defaults to `.dstack.yml`. */
   readonly file?: string
@@ -93,7 +96,8 @@ const toIssues = (
       message = `\`${String(path[path.length - 1])}\` is required`
     }
     const { line, column } = position(doc, lineCounter, path, issue._tag === "Unexpected")
-    return { file, line, column, path: formatPath(path), message }
+    // A message may quote the bad value whole (`got [[[…`): at most a prefix of it is shown.
+    return { file, line, column, path: formatPath(path), message: excerpt(message, 1_000) }
   })
   const seen = new Set<string>()
   return issues
@@ -125,7 +129,14 @@ export const decodeYaml = <A, I>(
       })
       return Effect.fail(new ConfigurationError({ file, issues }))
     }
-    const value = doc.toJS({ maxAliasCount: 100 })
+    // toJS throws on an alias it cannot resolve and on an alias bomb (past maxAliasCount).
+    let value: unknown
+    try {
+      value = doc.toJS({ maxAliasCount: 100 })
+    } catch (cause) {
+      const message = `YAML aliases: ${excerpt(String((cause as Error)?.message ?? cause))}`
+      return Effect.fail(new ConfigurationError({ file, issues: [{ file, line: 1, column: 1, path: "", message }] }))
+    }
     if (value === null || value === undefined) {
       return Effect.fail(
         new ConfigurationError({ file, issues: [{ file, line: 1, column: 1, path: "", message: "the file is empty" }] })

@@ -76,6 +76,23 @@ const readCode = (options: FollowerOptions, project: string, spec: JobSpec, repo
     )
 
 /**
+ * The credentials stored with a remote repo (`repo_creds` of repos/init) in the runner's form;
+ * undefined for other repo types and for a repo stored without them (or never initialised).
+ */
+const readRepoCredentials = (store: StateStoreService, project: string, repoId: string, spec: JobSpec) =>
+  spec.repoData?.repoType !== "remote"
+    ? Effect.succeed(undefined)
+    : store.repos.get(project, repoId).pipe(
+      Effect.map((record) => {
+        const creds = (record.creds ?? {}) as Record<string, unknown>
+        const text = (key: string) => (typeof creds[key] === "string" && creds[key] !== "" ? (creds[key] as string) : undefined)
+        const found = { cloneUrl: text("clone_url"), privateKey: text("private_key"), oauthToken: text("oauth_token") }
+        return found.privateKey === undefined && found.oauthToken === undefined && found.cloneUrl === undefined ? undefined : found
+      }),
+      Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined))
+    )
+
+/**
  * The timestamp of the last log line stored for the submission (0 when none is): a takeover
  * follows the runner from there. A failed read is logged and tried again for up to
  * `unreachableMs`, then fails the follower.
@@ -153,11 +170,14 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       const clusterInfo = spec.jobsPerReplica > 1
         ? yield* waitForCluster(store, run, spec, options.provisioningTimeoutMs)
         : singleNode(pd)
+      // A private remote repo's credentials (repos/init's repo_creds) travel only in the hand-over too.
+      const repoCredentials = yield* readRepoCredentials(store, run.projectName, run.runSpec.repoId, spec)
       const body = {
         run: { id: run.id, runName: run.runSpec.runName, repoId: run.runSpec.repoId },
         jobSpec: spec,
         clusterInfo,
-        secrets: secrets.right
+        secrets: secrets.right,
+        ...(repoCredentials !== undefined ? { repoCredentials } : {})
       } as any
       // The hand-over answers with the job's event stream (one request; an older
       // runner is handed the job in steps and followed as before): follow it at once.

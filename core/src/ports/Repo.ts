@@ -64,10 +64,22 @@ export interface PackedCode {
   readonly archive: Uint8Array
 }
 
-/** What the runner receives: the repo data and the archive, possibly streamed. */
+/**
+ * Credentials for a private git repo (upstream's `repo_creds`): the URL to clone instead of the
+ * repo's, an SSH private key, or an OAuth/personal token for HTTPS.
+ */
+export interface RepoCredentials {
+  readonly cloneUrl?: string | undefined
+  readonly privateKey?: string | undefined
+  readonly oauthToken?: string | undefined
+}
+
+/** What the runner receives: the repo data and the archive, possibly streamed, and the repo's credentials. */
 export interface CodeToMaterialize {
   readonly repoData: RunRepoData
   readonly archive: Uint8Array | Stream.Stream<Uint8Array, RepoError>
+  /** For a repo cloned on the runner: never logged nor written into the working tree. */
+  readonly credentials?: RepoCredentials | undefined
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ export const localRepo: Repo = {
     const repoId = str(source, "repoId")
     return Effect.flatMap(LocalRepo.fromDir(dir, repoId === undefined ? {} : { repoId }), toPacked)
   },
-  materialize: (code, dir) => materializeRepo(code.repoData, code.archive, dir)
+  materialize: (code, dir) => materializeRepo(code.repoData, code.archive, dir, code.credentials)
 }
 
 /** `{ type: "remote", dir }` (a checkout) or `{ type: "remote", repoUrl, repoBranch?, repoHash? }`. */
@@ -57,7 +57,7 @@ export const remoteRepo: Repo = {
       toPacked
     )
   },
-  materialize: (code, dir) => materializeRepo(code.repoData, code.archive, dir)
+  materialize: (code, dir) => materializeRepo(code.repoData, code.archive, dir, code.credentials)
 }
 
 /** `{ type: "virtual", repoId?, files: { path: string | Uint8Array } }`. */
@@ -78,7 +78,7 @@ export const virtualRepo: Repo = {
       }
       return yield* toPacked(repo)
     }),
-  materialize: (code, dir) => materializeRepo(code.repoData, code.archive, dir)
+  materialize: (code, dir) => materializeRepo(code.repoData, code.archive, dir, code.credentials)
 }
 
 /** The three built-in repo types. */

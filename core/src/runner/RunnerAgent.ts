@@ -298,7 +298,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
         // An empty tarball has nothing to extract; a remote repo is cloned even without a diff,
         // and a plugin's repo type may carry everything in its repo data.
         if (archive.length === 0 && tarball) return
-        yield* repo.materialize({ repoData, archive }, repoDir).pipe(
+        yield* repo.materialize({ repoData, archive, credentials: submission?.repoCredentials }, repoDir).pipe(
           Effect.mapError((e) =>
             tarball
               ? refuse("upload_code", "Invalid", `the code archive (tar.gz) was refused: ${e.message}`, e)

@@ -24,7 +24,7 @@ export class Access extends Context.Tag("@dstack-ts/core/server/Access")<
      * call), so that a request with everything it needs in memory completes without a fiber.
      */
     readonly authenticate: (token: string) => Effect.Effect<Principal | undefined, ApiError>
-    /** The caller's role in a project; fails with 404 when the project does not exist. */
+    /** The caller's role in a project; fails with 400 `resource_not_exists` when the project does not exist. */
     readonly projectRole: (principal: Principal, projectName: string) => Effect.Effect<ProjectRole | undefined, ApiError>
   }
 >() {}
@@ -40,7 +40,7 @@ export const satisfiesProjectRole = (
 
 /**
  * Succeeds with the caller's role in the project when it is at least `required` (a global
- * admin's may be undefined); fails with 403 otherwise, and with 404 when there is no such
+ * admin's may be undefined); fails with 403 otherwise, and with 400 `resource_not_exists` when there is no such
  * project. With the role in memory the answer is an Effect already resolved.
  */
 export const authorizeProjectWith = (

@@ -14,11 +14,22 @@ import { decodeRequest } from "./RequestDecoding.ts"
 import { Encoded } from "./Route.ts"
 import type { AnyRoute, RouteContext } from "./Route.ts"
 
+/**
+ * The issues without those of an optional field's "or absent" branch (`Expected undefined,
+ * actual 123`) where another issue names the same field: that one says what was wrong.
+ */
+const withoutAbsentBranch = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>): ReadonlyArray<ParseResult.ArrayFormatterIssue> => {
+  const absent = (issue: ParseResult.ArrayFormatterIssue) => issue.message.startsWith("Expected undefined, actual")
+  const within = (path: ReadonlyArray<PropertyKey>, prefix: ReadonlyArray<PropertyKey>) =>
+    prefix.length <= path.length && prefix.every((k, i) => k === path[i])
+  return issues.filter((issue) => !(absent(issue) && issues.some((other) => other !== issue && !absent(other) && within(other.path, issue.path))))
+}
+
 /** Turns a schema decoding failure into a 422 (upstream's validation status) whose details carry each field path. */
 export const fromParseError = (error: ParseResult.ParseError, prefix: ReadonlyArray<string | number> = []): ApiError =>
   new ApiError({
     status: 422,
-    detail: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
+    detail: withoutAbsentBranch(ParseResult.ArrayFormatter.formatErrorSync(error)).map((issue) => ({
       msg: issue.message,
       code: "invalid_request" as const,
       loc: [...prefix, ...issue.path.map((p) => (typeof p === "symbol" ? String(p) : p))]

@@ -7,6 +7,7 @@ import { PluginHost } from "../../plugin/PluginHost.ts"
 import { Compute } from "../../engine/Compute.ts"
 import { badRequest, excerpt, fromStateStore, notFound, serverError } from "../ApiError.ts"
 import { jsonRoute } from "../Route.ts"
+import { Access, satisfiesProjectRole } from "../Access.ts"
 
 /** A backend as a project has it: its type, its configuration, and whether it is a server default. */
 export const BackendInfo = Schema.Struct({
@@ -52,10 +53,13 @@ export const backendRoutes = [
     handler: () => Effect.map(Compute, (compute) => [...compute.availableTypes].sort())
   }),
   jsonRoute({
-    method: "POST", path: "/api/project/:project_name/backends/list", summary: "The project's backends, its own and the server's defaults", tag: "backends", access: { project: "user" },
+    method: "POST", path: "/api/project/:project_name/backends/list", summary: "The project's backends, its own and the server's defaults; their configurations only for project admins", tag: "backends", access: { project: "user" },
     response: Schema.Array(BackendInfo),
     handler: (_: void, ctx) =>
       Effect.gen(function* () {
+        // A configuration may hold credentials: members below project admin see the types only.
+        const role = yield* (yield* Access).projectRole(ctx.principal!, ctx.projectName!)
+        const mayReadConfig = satisfiesProjectRole(ctx.principal!, role, "admin")
         const store = yield* StateStore
         const compute = yield* Compute
         const own = yield* store.backends.list(ctx.projectName!).pipe(Effect.mapError(fromStateStore))
@@ -67,7 +71,7 @@ export const backendRoutes = [
         const ownTypes = new Set(own.map((b) => b.type))
         const defaults = [...made.backends.map((b) => b.type), ...made.failed.map((f) => f.backend)]
         return [
-          ...own.map((b) => ({ name: b.type, config: b.config, isDefault: false })),
+          ...own.map((b) => ({ name: b.type, config: mayReadConfig ? b.config : {}, isDefault: false })),
           ...defaults.filter((type) => !ownTypes.has(type)).map((type) => ({ name: type, config: {}, isDefault: true }))
         ]
       })

@@ -49,6 +49,15 @@ const page = (title: string, body: string, status: number, extraHead = "") =>
 const errorPage = (status: number, message: string) =>
   page("Stack", `<main><h1>Stack unavailable</h1><p class="error" id="error" data-status="${status}">${escapeHtml(message)}</p></main>`, status)
 
+/** A percent-encoded path decoded; undefined when it is not valid percent-encoding. */
+const decodedPath = (encoded: string): string | undefined => {
+  try {
+    return decodeURIComponent(encoded)
+  } catch {
+    return undefined
+  }
+}
+
 const render = (ctx: RouteContext): Effect.Effect<Response, ApiError, any> =>
   Effect.gen(function*() {
     const req = ctx.hono.req
@@ -60,7 +69,8 @@ const render = (ctx: RouteContext): Effect.Effect<Response, ApiError, any> =>
       setCookie(ctx.hono, TOKEN_COOKIE, token, { path: "/", httpOnly: true, sameSite: "Lax" })
       return ctx.hono.redirect(url.pathname + url.search, 303)
     }
-    const full = decodeURIComponent(url.pathname.slice("/stacks/".length))
+    const full = decodedPath(url.pathname.slice("/stacks/".length))
+    if (full === undefined) return errorPage(400, "The address is not valid: a % is not followed by two hex digits of UTF-8")
     const path = parseStackPath(full)
     if (typeof path === "string") return errorPage(400, path)
     const result = yield* Effect.either(
