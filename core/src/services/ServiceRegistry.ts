@@ -218,8 +218,11 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
     for (const entry of entries.values()) for (const replica of entry.replicas) closeReplica(replica)
   }))
 
-  const lookup = (project: string, runName: string): Effect.Effect<ServiceEntry | undefined, StateStoreError> =>
-    Effect.suspend(() => {
+  // A service known and up to date is answered with a resolved Effect (no fiber on the request path).
+  const lookup = (project: string, runName: string): Effect.Effect<ServiceEntry | undefined, StateStoreError> => {
+    const known = entries.get(key(project, runName))
+    if (known !== undefined && !known.stale) return Effect.succeed(known.finished ? undefined : known)
+    return Effect.suspend(() => {
       const k = key(project, runName)
       const known = entries.get(k)
       if (known !== undefined && !known.stale) return Effect.succeed(known.finished ? undefined : known)
@@ -241,6 +244,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         return entry.finished ? undefined : entry
       })
     })
+  }
 
   const resolveAddress = (replica: Replica): Effect.Effect<Address, unknown> =>
     Effect.gen(function* () {
