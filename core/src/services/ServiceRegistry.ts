@@ -282,6 +282,18 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       })
     })
 
+  // The live services in the store when the server starts: the autoscaler follows them (a
+  // service scaled up before a restart comes back down) without waiting for a first request.
+  const loadLive = store.runs.list({ statuses: ["submitted", "provisioning", "running"] }, { limit: 10_000 }).pipe(
+    Effect.flatMap((rows) => {
+      const services = rows.filter((row) =>
+        (row.doc as { run?: { run_spec?: { configuration?: { type?: string } } } } | null)?.run?.run_spec?.configuration?.type === "service")
+      return Effect.forEach(services, (row) => lookup(row.project, row.name), { discard: true, concurrency: 4 })
+    }),
+    Effect.catchAllCause((cause) => Effect.logWarning("services: cannot read the live services at start", cause))
+  )
+  yield* Effect.forkScoped(loadLive)
+
   return {
     lookup,
     models,
