@@ -15,6 +15,7 @@ import { decodeRow } from "../engine/RunRecord.ts"
 import type { RunnerTarget } from "../ports/RunnerTransport.ts"
 import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { ServiceMetrics } from "./ServiceMetrics.ts"
+import { Prober } from "./Probes.ts"
 
 /** Where a replica's app is reached from the server. */
 export interface Address {
@@ -143,7 +144,10 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
     entry.waiters.clear()
     for (const w of waiters) w()
     for (const l of listeners) l(entry)
+    // New replicas of a service with probes wait for them before they take requests.
+    prober.follow(entry)
   }
+  const prober = new Prober((replica) => address(replica), notify)
 
   /** Brings an entry up to date with its stored run: replicas are the running jobs. */
   const reconcile = (entry: ServiceEntry, row: StoredDocument) =>
@@ -215,6 +219,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
 
   // Forwards and tunnels close with the server.
   yield* Effect.addFinalizer(() => Effect.sync(() => {
+    prober.close()
     for (const entry of entries.values()) for (const replica of entry.replicas) closeReplica(replica)
   }))
 
@@ -282,6 +287,23 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       })
     })
 
+  /** Where a replica's app is reached: resolved once (and again after a failure). */
+  const address = (replica: Replica): Promise<Address> => {
+    if (replica.address !== undefined) return Promise.resolve(replica.address)
+    replica.resolving ??= run(resolveAddress(replica)).then(
+      (address) => {
+        replica.address = address
+        return address
+      },
+      (error: unknown) => {
+        replica.resolving = undefined
+        closeReplica(replica)
+        throw error
+      }
+    )
+    return replica.resolving
+  }
+
   // The live services in the store when the server starts: the autoscaler follows them (a
   // service scaled up before a restart comes back down) without waiting for a first request.
   const loadLive = store.runs.list({ statuses: ["submitted", "provisioning", "running"] }, { limit: 10_000 }).pipe(
@@ -297,21 +319,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
   return {
     lookup,
     models,
-    address: (replica) => {
-      if (replica.address !== undefined) return Promise.resolve(replica.address)
-      replica.resolving ??= run(resolveAddress(replica)).then(
-        (address) => {
-          replica.address = address
-          return address
-        },
-        (error: unknown) => {
-          replica.resolving = undefined
-          closeReplica(replica)
-          throw error
-        }
-      )
-      return replica.resolving
-    },
+    address,
     changed: (entry, ms) =>
       new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
