@@ -22,7 +22,8 @@ export class Prober {
 
   /** Starts probing the service's replicas that are not ready and not probed yet. */
   follow(entry: ServiceEntry): void {
-    const probes = entry.configuration.probes ?? []
+    // An entry read for a name with no service in the store has no configuration.
+    const probes = (entry.configuration as ServiceEntry["configuration"] | undefined)?.probes ?? []
     if (this.closed || probes.length === 0) return
     for (const replica of entry.replicas) {
       if (replica.ready || this.probing.has(replica)) continue

@@ -105,9 +105,16 @@ export const sendToReplica = (
     })
     if (body === null) req.end()
     else {
-      body.writeTo(req).catch((error: unknown) => {
-        // The caller's body failed (they went away): the replica's request goes too.
-        req.destroy(error instanceof Error ? error : new Error(String(error)))
+      // The body goes out once the connection is up: a replica that refuses the connection has
+      // taken none of it, and the request may go to another.
+      req.once("socket", (socket) => {
+        const write = () =>
+          body.writeTo(req).catch((error: unknown) => {
+            // The caller's body failed (they went away): the replica's request goes too.
+            req.destroy(error instanceof Error ? error : new Error(String(error)))
+          })
+        if (socket.connecting) socket.once("connect", write)
+        else write()
       })
     }
   })
