@@ -1,6 +1,7 @@
 // A service app for the services tests, run as a job's command: plain node:http on
 // $DSTACK_SERVICE_PORT with the endpoints the proxy tests need (echo, a counted upload, a
-// duplex echo, an endless SSE stream, a slow answer, a broken answer, redirects, a WebSocket echo).
+// duplex echo, an endless SSE stream, a slow answer, a broken answer, redirects, a readiness endpoint, a WebSocket echo).
+import * as fs from "node:fs"
 import * as http from "node:http"
 import { WebSocketServer } from "ws"
 
@@ -41,6 +42,11 @@ const server = http.createServer((req, res) => {
       res.writeHead(200, { "content-type": "text/plain" })
       res.write("partial")
       return setTimeout(() => res.socket.destroy(), 20)
+    case "/ready":
+      // A readiness probe's target: ready once the file named by $READY_FILE exists, and only
+      // for a probe that sends the header the test configures.
+      res.statusCode = (!process.env.READY_FILE || fs.existsSync(process.env.READY_FILE)) && req.headers["x-probe"] === "dstack" ? 200 : 503
+      return res.end()
     case "/redirect":
       res.writeHead(302, { location: "/path" })
       return res.end()

@@ -272,7 +272,6 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
         ? one(["https"], "`https: false` is not supported: the server is the gateway here, and a service is served over whatever the server itself is served over; leave `https` out")
         : none
   },
-  anyValue("probes", ["service"], (c) => (c.type === "service" && (c.probes ?? []).length > 0 ? c.probes : undefined), "a replica enters the proxy's rotation once it accepts connections; HTTP probes are not run yet"),
   anyValue("ide", ["dev-environment"], (c) => (c.type === "dev-environment" ? c.ide : undefined), "connecting an IDE needs SSH access to the job; leave `ide` out for a machine that runs `init` and stays up, whose `ports` `dstack attach` forwards", "fleets"),
   anyValue("version", ["dev-environment"], (c) => (c.type === "dev-environment" ? c.version : undefined), "no IDE server is installed in this build", "fleets")
 ]

@@ -7,12 +7,15 @@
  * rotation for a while. A request that finds no replica (scaled to zero, still starting) is held
  * until one is ready or `holdTimeoutMs` has passed, and only then answered 503.
  */
+import type * as http from "node:http"
 import * as net from "node:net"
-import { Effect, Runtime } from "effect"
+import { Context, Effect, Exit, Runtime } from "effect"
 import type { Context as HonoContext, Hono } from "hono"
 import type { UpgradeHandler, UpgradeTarget } from "../runner/adapter/types.ts"
-import { Access, authorizeProject } from "../server/Access.ts"
+import { Access, authorizeProjectWith } from "../server/Access.ts"
 import { type ApiError, clipped, excerpt, noRoute, serverError, unauthenticatedPage } from "../server/ApiError.ts"
+import * as Eager from "../server/Eager.ts"
+import { answerBody, type BodySource, OutgoingBody, readSmallAnswer, ReplicaRequestError, sendToReplica } from "./ReplicaClient.ts"
 import type { Replica, ServiceEntry, ServiceRegistryService } from "./ServiceRegistry.ts"
 import { RateLimiter } from "./RateLimiter.ts"
 import type { ModelRouter } from "./ModelRouter.ts"
@@ -40,7 +43,7 @@ export interface ProxyHooks {
 
 const HOP_BY_HOP = new Set([
   "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
-  "transfer-encoding", "upgrade", "host", "accept-encoding"
+  "transfer-encoding", "upgrade", "host"
 ])
 const RESPONSE_HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"])
 
@@ -103,37 +106,29 @@ export const pickReplica = (replicas: ReadonlyArray<Replica>, now: number, turn:
   return best
 }
 
-/** A body read from one reader across attempts: an attempt that never pulled consumed nothing. */
-class ReplayableBody {
-  started = false
-  private readonly reader: ReadableStreamDefaultReader<Uint8Array>
-  constructor(body: ReadableStream<Uint8Array>) {
-    this.reader = body.getReader()
-  }
-  stream(): ReadableStream<Uint8Array> {
-    return new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        this.started = true
-        const { done, value } = await this.reader.read()
-        if (done) controller.close()
-        else controller.enqueue(value)
-      },
-      cancel: (reason) => this.reader.cancel(reason)
-    }, { highWaterMark: 0 })
-  }
-}
+/** Statuses whose answers have no body. */
+const NULL_BODY = new Set([101, 204, 205, 304])
 
 export interface ServiceProxy {
   /** The proxy's answer to a request under `/proxy/services/`. */
-  readonly handle: (request: Request, clientIp: string | undefined) => Promise<Response>
+  /**
+   * The proxy's answer to a request under `/proxy/services/`. `incoming` is the caller's Node
+   * request when the runtime has one: its headers and body are then read from it directly.
+   */
+  readonly handle: (request: Request, clientIp: string | undefined, incoming?: http.IncomingMessage) => Promise<Response>
   /** The runtime adapter's upgrade hook (WebSockets). */
   readonly upgrade: UpgradeHandler
   /** Whether the caller (the `Authorization` header) is a member of the project; a Response when not. */
-  readonly authorizeMember: (project: string, authorization: string | null) => Promise<Response | undefined>
+  readonly authorizeMember: (project: string, authorization: string | null) => Response | undefined | Promise<Response | undefined>
   /** The live service of that name, or the 404 (or 500) answer. */
-  readonly lookup: (project: string, runName: string) => Promise<ServiceEntry | Response>
+  readonly lookup: (project: string, runName: string) => ServiceEntry | Response | Promise<ServiceEntry | Response>
   /** Forwards a request to a replica of a service (the model routes use it too). */
-  readonly forward: (entry: ServiceEntry, request: Request, path: string, options: { readonly dropAuthorization: boolean; readonly body?: ReadableStream<Uint8Array> | null }) => Promise<Response>
+  readonly forward: (
+    entry: ServiceEntry,
+    request: Request,
+    path: string,
+    options: { readonly dropAuthorization: boolean; readonly body?: BodySource | null; readonly incoming?: http.IncomingMessage | undefined }
+  ) => Promise<Response>
 }
 
 export const makeServiceProxy = (
@@ -147,29 +142,39 @@ export const makeServiceProxy = (
   const limiter = new RateLimiter()
   let turn = 0
 
-  /** Checks the caller's token and project membership; a Response when refused. */
-  const authorize = (entry: ServiceEntry, authorization: string | null): Promise<Response | undefined> =>
-    entry.configuration.auth ? authorizeMember(entry.project, authorization) : Promise.resolve(undefined)
+  const access = Context.get(runtime.context, Access)
 
-  const authorizeMember = (project: string, authorization: string | null): Promise<Response | undefined> => {
+  /** Checks the caller's token and project membership; a Response when refused. */
+  const authorize = (entry: ServiceEntry, authorization: string | null): Response | undefined | Promise<Response | undefined> =>
+    entry.configuration.auth ? authorizeMember(entry.project, authorization) : undefined
+
+  /**
+   * The server's one check of a caller's project role (`authorizeProjectWith`); a caller and role
+   * the server remembers are answered at once, without a fiber.
+   */
+  const authorizeMember = (project: string, authorization: string | null): Response | undefined | Promise<Response | undefined> => {
     const token = bearer(authorization)
-    if (token === undefined) return Promise.resolve(errorJson(unauthenticatedPage()))
-    return run(
-      Effect.flatMap(Access, (access) => access.authenticate(token)).pipe(
-        Effect.flatMap((principal) =>
-          principal === undefined ? Effect.fail(unauthenticatedPage("Invalid token")) : authorizeProject(principal, project, "user")
-        ),
-        Effect.as(undefined),
-        Effect.catchAll((e: ApiError) => Effect.succeed(errorJson(e)))
-      )
-    )
+    if (token === undefined) return errorJson(unauthenticatedPage())
+    const checked = Eager.flatMap(access.authenticate(token), (principal) =>
+      principal === undefined ? Effect.fail(unauthenticatedPage("Invalid token")) : authorizeProjectWith(access, principal, project, "user"))
+    if (Exit.isExit(checked)) {
+      const exit = checked as unknown as Exit.Exit<unknown, ApiError>
+      if (Exit.isSuccess(exit)) return undefined
+      if (exit.cause._tag === "Fail") return errorJson(exit.cause.error)
+    }
+    return run(checked.pipe(Effect.as(undefined), Effect.catchAll((e: ApiError) => Effect.succeed(errorJson(e)))))
   }
 
-  const lookup = (project: string, runName: string): Promise<ServiceEntry | Response> =>
-    run(registry.lookup(project, runName).pipe(
-      Effect.map((entry): ServiceEntry | Response => entry ?? errorJson(noRoute(`Service ${excerpt(runName)} does not exist in project ${excerpt(project)} (or has finished)`))),
+  const lookup = (project: string, runName: string): ServiceEntry | Response | Promise<ServiceEntry | Response> => {
+    const found = (entry: ServiceEntry | undefined): ServiceEntry | Response =>
+      entry ?? errorJson(noRoute(`Service ${excerpt(runName)} does not exist in project ${excerpt(project)} (or has finished)`))
+    const read = registry.lookup(project, runName)
+    if (Exit.isExit(read) && Exit.isSuccess(read as unknown as Exit.Exit<ServiceEntry | undefined>)) return found((read as unknown as Exit.Success<ServiceEntry | undefined, never>).value)
+    return run(read.pipe(
+      Effect.map(found),
       Effect.catchAll((e) => Effect.succeed(errorJson(serverError(`cannot read service ${excerpt(runName)}: ${e.message ?? e.reason}`))))
     ))
+  }
 
   /**
    * A replica in rotation with its address, waiting for one (scale from zero, a replica still
@@ -212,106 +217,101 @@ export const makeServiceProxy = (
     hooks.released(entry, replica)
   }
 
-  /** The answer's body, passed through as it comes; counts the request done when it ends. */
-  const passThrough = (entry: ServiceEntry, replica: Replica, response: Response): Response => {
-    const headers = new Headers()
-    response.headers.forEach((value, name) => {
-      if (!RESPONSE_HOP_BY_HOP.has(name)) headers.append(name, value)
-    })
-    // fetch decodes compressed bodies: what goes on is the decoded body.
-    if (headers.has("content-encoding")) {
-      headers.delete("content-encoding")
-      headers.delete("content-length")
+  /** The replica's answer passed on: small ones read whole, others streamed; counts the request done when it ends. */
+  const passOn = async (entry: ServiceEntry, replica: Replica, answer: { status: number; statusText: string; rawHeaders: ReadonlyArray<string>; message: http.IncomingMessage }): Promise<Response> => {
+    // A plain record (the Node server writes it as it is), or pairs when a name repeats (set-cookie).
+    let headers: Record<string, string> | Array<[string, string]> = {}
+    const raw = answer.rawHeaders
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i].toLowerCase()
+      if (RESPONSE_HOP_BY_HOP.has(name)) continue
+      if (Array.isArray(headers)) headers.push([name, raw[i + 1]])
+      else if (headers[name] === undefined) headers[name] = raw[i + 1]
+      else headers = [...Object.entries(headers), [name, raw[i + 1]]]
     }
-    if (response.body === null) {
+    const init = { status: answer.status, statusText: answer.statusText, headers }
+    if (NULL_BODY.has(answer.status)) {
+      answer.message.resume()
       release(entry, replica)
-      return new Response(null, { status: response.status, statusText: response.statusText, headers })
+      return new Response(null, init)
     }
-    const reader = response.body.getReader()
-    let ended = false
-    let cancelled = false
-    const end = (broken: boolean) => {
-      if (ended) return
-      ended = true
+    const small = readSmallAnswer(answer.message)
+    if (small !== undefined) {
+      try {
+        const bytes = await small
+        release(entry, replica)
+        return new Response(bytes as Uint8Array<ArrayBuffer>, init)
+      } catch (error) {
+        replica.failed(Date.now(), BROKEN_ANSWER_OUT_MS)
+        release(entry, replica)
+        entry.metrics.errors++
+        return badGateway(`replica ${replica.replicaNum} of ${entry.runName} broke off its answer: ${error instanceof Error ? error.message : String(error)}`)
+      }
+    }
+    const body = answerBody(answer.message, (broken) => {
       if (broken) replica.failed(Date.now(), BROKEN_ANSWER_OUT_MS)
       release(entry, replica)
-    }
-    const body = new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        try {
-          const { done, value } = await reader.read()
-          if (done) {
-            end(false)
-            controller.close()
-          } else controller.enqueue(value)
-        } catch (error) {
-          // The caller hanging up cancels this stream first; an error here is the replica's.
-          end(!cancelled)
-          controller.error(error)
-        }
-      },
-      cancel: (reason) => {
-        cancelled = true
-        end(false)
-        return reader.cancel(reason)
-      }
-    }, { highWaterMark: 0 })
-    return new Response(body, { status: response.status, statusText: response.statusText, headers })
+    })
+    return new Response(body, init)
   }
 
   const forward: ServiceProxy["forward"] = async (entry, request, path, opts) => {
     const started = Date.now()
     entry.metrics.request(started)
-    const headers = new Headers()
-    request.headers.forEach((value, name) => {
-      if (!HOP_BY_HOP.has(name) && !(opts.dropAuthorization && name === "authorization")) headers.append(name, value)
+    const headers: Record<string, string | Array<string>> = {}
+    const keep = (name: string) => !HOP_BY_HOP.has(name) && !(opts.dropAuthorization && name === "authorization")
+    if (opts.incoming !== undefined) {
+      const raw = opts.incoming.rawHeaders
+      for (let i = 0; i < raw.length; i += 2) {
+        const name = raw[i].toLowerCase()
+        if (!keep(name)) continue
+        const had = headers[name]
+        headers[name] = had === undefined ? raw[i + 1] : Array.isArray(had) ? [...had, raw[i + 1]] : [had, raw[i + 1]]
+      }
+    } else request.headers.forEach((value, name) => {
+      if (keep(name)) headers[name] = value
     })
-    const source = opts.body !== undefined ? opts.body : request.body
-    const body = source === null || request.method === "GET" || request.method === "HEAD" ? null : new ReplayableBody(source)
+    const source = opts.body !== undefined ? opts.body : opts.incoming ?? request.body
+    const body = source === null || request.method === "GET" || request.method === "HEAD" ? null : new OutgoingBody(source)
+    if (body !== null && headers["content-length"] === undefined) headers["transfer-encoding"] = "chunked"
     const deadline = started + holdTimeoutMs
-    // The request's own signal is not passed on: Deno aborts it once the answer's headers are
-    // sent. A caller that hangs up cancels the answer's body, which cancels the replica's.
     for (;;) {
       const got = await acquire(entry, deadline, undefined)
       if (got === undefined) {
         entry.metrics.errors++
+        body?.cancel("no replica")
         return unavailable(entry.finished
           ? `Service ${entry.runName} has finished`
           : `No replica of service ${entry.runName} became ready within ${Math.round(holdTimeoutMs / 1000)} s`)
       }
       const { replica, host, port } = got
-      const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}${path}`
-      headers.set("host", `${host}:${port}`)
-      let response: Response
+      headers.host = `${host.includes(":") ? `[${host}]` : host}:${port}`
+      let answer
       try {
-        response = await fetch(url, {
-          method: request.method,
-          headers,
-          body: body === null ? null : body.stream(),
-          redirect: "manual",
-          ...(body === null ? {} : { duplex: "half" })
-        } as RequestInit)
+        answer = await sendToReplica({ host, port }, request.method, path, headers, body)
       } catch (error) {
         release(entry, replica)
-        replica.failed(Date.now())
+        const failure = error instanceof ReplicaRequestError ? error : undefined
+        // A kept-alive connection the replica had just closed says nothing about the replica.
+        if (!(failure?.reusedSocket && !failure.sent)) replica.failed(Date.now())
         // Nothing of the body was sent: another replica (or this one, later) may take it.
-        if (body === null || !body.started) continue
+        if (failure !== undefined && !failure.sent) continue
         entry.metrics.errors++
-        return badGateway(`replica ${replica.replicaNum} of ${entry.runName} failed: ${error instanceof Error ? (error.cause as Error | undefined)?.message ?? error.message : String(error)}`)
+        return badGateway(`replica ${replica.replicaNum} of ${entry.runName} failed: ${failure?.cause.message ?? String(error)}`)
       }
       replica.succeeded()
       entry.metrics.latency(Date.now() - started)
-      return passThrough(entry, replica, response)
+      return passOn(entry, replica, answer)
     }
   }
 
-  const handle = async (request: Request, clientIp: string | undefined): Promise<Response> => {
+  const handle = async (request: Request, clientIp: string | undefined, incoming?: http.IncomingMessage): Promise<Response> => {
     const url = new URL(request.url)
     const parsed = parseServicePath(url.pathname)
     if (parsed === undefined) return errorJson(noRoute(`No service at ${excerpt(url.pathname, 200)}`))
     const entry = await lookup(parsed.project, parsed.run)
     if (entry instanceof Response) return entry
-    const refused = await authorize(entry, request.headers.get("authorization"))
+    const refused = await authorize(entry, incoming !== undefined ? incoming.headers.authorization ?? null : request.headers.get("authorization"))
     if (refused !== undefined) return refused
     // Upstream's answer to a service root without its slash: relative links then resolve under it.
     if (parsed.rest === undefined) {
@@ -320,7 +320,7 @@ export const makeServiceProxy = (
     const path = (entry.configuration.stripPrefix ? parsed.rest : url.pathname) + url.search
     const limited = limiter.check(entry, parsed.rest, clientIp ?? "unknown", Date.now())
     if (limited !== undefined) return limited
-    return forward(entry, request, path, { dropAuthorization: entry.configuration.auth })
+    return forward(entry, request, path, { dropAuthorization: entry.configuration.auth, incoming })
   }
 
   const upgrade: UpgradeHandler = async (request) => {
@@ -362,7 +362,12 @@ export const makeServiceProxy = (
 
 /** Mounts the proxy on the app: one route for every method under `/proxy/services/`. */
 export const mountServiceProxy = (app: Hono, proxy: () => Promise<ServiceProxy>, models: () => Promise<ModelRouter>): void => {
-  app.all("/proxy/services/*", async (c: HonoContext) => (await proxy()).handle(c.req.raw, clientIpOf(c)))
+  let ready: ServiceProxy | undefined
+  app.all("/proxy/services/*", async (c: HonoContext) => {
+    ready ??= await proxy()
+    const env = c.env as { incoming?: http.IncomingMessage } | undefined
+    return ready.handle(c.req.raw, clientIpOf(c), env?.incoming)
+  })
   app.all("/proxy/models/*", async (c: HonoContext) => (await models()).handle(c.req.raw))
 }
 

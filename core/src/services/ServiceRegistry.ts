@@ -15,6 +15,7 @@ import { decodeRow } from "../engine/RunRecord.ts"
 import type { RunnerTarget } from "../ports/RunnerTransport.ts"
 import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { ServiceMetrics } from "./ServiceMetrics.ts"
+import { Prober } from "./Probes.ts"
 
 /** Where a replica's app is reached from the server. */
 export interface Address {
@@ -143,7 +144,10 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
     entry.waiters.clear()
     for (const w of waiters) w()
     for (const l of listeners) l(entry)
+    // New replicas of a service with probes wait for them before they take requests.
+    prober.follow(entry)
   }
+  const prober = new Prober((replica) => address(replica), notify)
 
   /** Brings an entry up to date with its stored run: replicas are the running jobs. */
   const reconcile = (entry: ServiceEntry, row: StoredDocument) =>
@@ -215,11 +219,15 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
 
   // Forwards and tunnels close with the server.
   yield* Effect.addFinalizer(() => Effect.sync(() => {
+    prober.close()
     for (const entry of entries.values()) for (const replica of entry.replicas) closeReplica(replica)
   }))
 
-  const lookup = (project: string, runName: string): Effect.Effect<ServiceEntry | undefined, StateStoreError> =>
-    Effect.suspend(() => {
+  // A service known and up to date is answered with a resolved Effect (no fiber on the request path).
+  const lookup = (project: string, runName: string): Effect.Effect<ServiceEntry | undefined, StateStoreError> => {
+    const known = entries.get(key(project, runName))
+    if (known !== undefined && !known.stale) return Effect.succeed(known.finished ? undefined : known)
+    return Effect.suspend(() => {
       const k = key(project, runName)
       const known = entries.get(k)
       if (known !== undefined && !known.stale) return Effect.succeed(known.finished ? undefined : known)
@@ -241,6 +249,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         return entry.finished ? undefined : entry
       })
     })
+  }
 
   const resolveAddress = (replica: Replica): Effect.Effect<Address, unknown> =>
     Effect.gen(function* () {
@@ -278,24 +287,39 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       })
     })
 
+  /** Where a replica's app is reached: resolved once (and again after a failure). */
+  const address = (replica: Replica): Promise<Address> => {
+    if (replica.address !== undefined) return Promise.resolve(replica.address)
+    replica.resolving ??= run(resolveAddress(replica)).then(
+      (address) => {
+        replica.address = address
+        return address
+      },
+      (error: unknown) => {
+        replica.resolving = undefined
+        closeReplica(replica)
+        throw error
+      }
+    )
+    return replica.resolving
+  }
+
+  // The live services in the store when the server starts: the autoscaler follows them (a
+  // service scaled up before a restart comes back down) without waiting for a first request.
+  const loadLive = store.runs.list({ statuses: ["submitted", "provisioning", "running"] }, { limit: 10_000 }).pipe(
+    Effect.flatMap((rows) => {
+      const services = rows.filter((row) =>
+        (row.doc as { run?: { run_spec?: { configuration?: { type?: string } } } } | null)?.run?.run_spec?.configuration?.type === "service")
+      return Effect.forEach(services, (row) => lookup(row.project, row.name), { discard: true, concurrency: 4 })
+    }),
+    Effect.catchAllCause((cause) => Effect.logWarning("services: cannot read the live services at start", cause))
+  )
+  yield* Effect.forkScoped(loadLive)
+
   return {
     lookup,
     models,
-    address: (replica) => {
-      if (replica.address !== undefined) return Promise.resolve(replica.address)
-      replica.resolving ??= run(resolveAddress(replica)).then(
-        (address) => {
-          replica.address = address
-          return address
-        },
-        (error: unknown) => {
-          replica.resolving = undefined
-          closeReplica(replica)
-          throw error
-        }
-      )
-      return replica.resolving
-    },
+    address,
     changed: (entry, ms) =>
       new Promise<void>((resolve) => {
         const timer = setTimeout(() => {

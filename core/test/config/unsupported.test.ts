@@ -47,7 +47,6 @@ describe("refused keys", () => {
     ["a gateway by name", `${service}gateway: my-gw\n`, "gateway", /`gateway` is not supported: the server is the gateway here/],
     ["gateway: true", `${service}gateway: true\n`, "gateway", /`gateway` is not supported: the server is the gateway here/],
     ["https: false", `${service}https: false\n`, "https", /`https: false` is not supported: the server is the gateway here/],
-    ["probes", `${service}probes: [{type: http, url: /health}]\n`, "probes", /`probes` is not supported yet: a replica enters the proxy's rotation once it accepts connections/],
     ["ide", `${dev}ide: vscode\n`, "ide", /`ide` is not supported yet: connecting an IDE needs SSH access/],
     ["version", `${dev}version: 1.2.3\n`, "version", /`version` is not supported yet/]
   ]

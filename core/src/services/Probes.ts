@@ -1,0 +1,95 @@
+/**
+ * Readiness probes of service replicas (`probes` in a service's configuration): a replica of a
+ * service with probes enters the proxy's rotation only once every probe has succeeded
+ * `ready_after` times in a row. Each probe is an HTTP request to the replica (its `url`,
+ * `method`, `headers`, `body`) answered 2xx within `timeout`, repeated every `interval`. Probing
+ * stops once the replica is ready, leaves the service, or the server closes.
+ */
+import type { Probe } from "../domain/Scaling.ts"
+import type { Address, Replica, ServiceEntry } from "./ServiceRegistry.ts"
+
+export class Prober {
+  private readonly probing = new WeakSet<Replica>()
+  private readonly timers = new Set<{ timer: ReturnType<typeof setTimeout>; resolve: () => void }>()
+  private closed = false
+
+  constructor(
+    /** Where a replica's app is reached from the server. */
+    private readonly address: (replica: Replica) => Promise<Address>,
+    /** Called when a replica of the service became ready. */
+    private readonly onReady: (entry: ServiceEntry) => void
+  ) {}
+
+  /** Starts probing the service's replicas that are not ready and not probed yet. */
+  follow(entry: ServiceEntry): void {
+    // An entry read for a name with no service in the store has no configuration.
+    const probes = (entry.configuration as ServiceEntry["configuration"] | undefined)?.probes ?? []
+    if (this.closed || probes.length === 0) return
+    for (const replica of entry.replicas) {
+      if (replica.ready || this.probing.has(replica)) continue
+      this.probing.add(replica)
+      void this.probeUntilReady(entry, replica, probes)
+    }
+  }
+
+  /** Stops every probe (the server closes). */
+  close(): void {
+    this.closed = true
+    for (const t of this.timers) {
+      clearTimeout(t.timer)
+      t.resolve()
+    }
+    this.timers.clear()
+  }
+
+  private alive(entry: ServiceEntry, replica: Replica): boolean {
+    return !this.closed && !entry.finished && entry.replicas.includes(replica)
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = { timer: setTimeout(() => {
+        this.timers.delete(t)
+        resolve()
+      }, ms), resolve }
+      this.timers.add(t)
+    })
+  }
+
+  private async probeUntilReady(entry: ServiceEntry, replica: Replica, probes: ReadonlyArray<Probe>): Promise<void> {
+    const passed = await Promise.all(probes.map(async (probe) => {
+      let inRow = 0
+      while (this.alive(entry, replica)) {
+        inRow = (await this.probeOnce(replica, probe)) ? inRow + 1 : 0
+        if (inRow >= probe.readyAfter) return true
+        await this.sleep(probe.interval * 1000)
+      }
+      return false
+    }))
+    if (!passed.every(Boolean) || !this.alive(entry, replica)) return
+    replica.ready = true
+    replica.listening = true
+    this.onReady(entry)
+  }
+
+  /** One probe: true when the replica answered 2xx in time. */
+  private async probeOnce(replica: Replica, probe: Probe): Promise<boolean> {
+    try {
+      const { host, port } = await this.address(replica)
+      const headers = new Headers()
+      for (const h of probe.headers) headers.append(h.name, h.value)
+      const res = await fetch(`http://${host.includes(":") ? `[${host}]` : host}:${port}${probe.url}`, {
+        method: probe.method.toUpperCase(),
+        headers,
+        ...(probe.body !== undefined && probe.method !== "get" && probe.method !== "head" ? { body: probe.body } : {}),
+        redirect: "manual",
+        signal: AbortSignal.timeout(probe.timeout * 1000)
+      })
+      await res.arrayBuffer()
+      return res.status >= 200 && res.status < 300
+    } catch {
+      // Not reachable yet, too slow, or a broken answer: a failed probe.
+      return false
+    }
+  }
+}

@@ -1,0 +1,71 @@
+// Readiness probes of a service, end to end on the local backend: a replica whose app listens
+// but whose probe fails takes no request (one sent meanwhile is held); once the probe passes
+// `ready_after` times in a row the replica enters the rotation and the held request is served.
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import backendLocal from "@dstack-ts/backend-local"
+import transportLocal from "@dstack-ts/transport-local"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
+import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
+import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { serve, type Serving } from "../../core/src/server/serve.ts"
+import { httpCall } from "../support/api.ts"
+import { applyService, waitRunning } from "../support/services.ts"
+
+const TOKEN = "services-probes-token"
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-services-probes-"))
+const readyFile = path.join(dir, "ready")
+let server: Server
+let serving: Serving
+let call: ReturnType<typeof httpCall>
+
+beforeAll(async () => {
+  server = await createServer({
+    state: EmbeddedStateStore.layerMemory(),
+    blobs: blobsMemory,
+    adminToken: TOKEN,
+    plugins: [backendLocal, transportLocal],
+    compute: { defaultBackends: [{ type: "local", config: { max_instances: 4, work_dir: path.join(dir, "local") } }] },
+    runner: { entry: path.resolve("cli/src/runner.ts") }
+  })
+  serving = await serve(server, { port: 0, handleSignals: false })
+  call = httpCall(serving.url, TOKEN)
+}, 60_000)
+afterAll(async () => {
+  await call?.("/api/project/main/runs/stop", { runs_names: ["probed"], abort: true })
+  await serving?.close()
+  fs.rmSync(dir, { recursive: true, force: true })
+})
+
+describe("service probes", () => {
+  it("keeps a replica out of rotation until its probe passes ready_after times, holding requests meanwhile", async () => {
+    const port = await applyService(call, "probed", {
+      auth: false,
+      env: { READY_FILE: readyFile },
+      probes: [{ type: "http", url: "/ready", headers: [{ name: "x-probe", value: "dstack" }], interval: "1s", timeout: "2s", ready_after: 2 }]
+    })
+    await waitRunning(call, "probed")
+    // The app listens (it answers directly) while its probe fails.
+    await expect.poll(async () => (await fetch(`http://127.0.0.1:${port}/path`).catch(() => undefined))?.status, { timeout: 30_000 }).toBe(200)
+    const replicas = async () => (await call("/api/project/main/services/get", { run_name: "probed" })).body.replicas
+    expect((await replicas()).map((r: any) => r.ready)).toEqual([false])
+
+    let served = false
+    const held = fetch(`${serving.url}/proxy/services/main/probed/path`).then(async (r) => {
+      served = true
+      return { status: r.status, body: await r.json() }
+    })
+    // Three probe intervals with the probe failing: the request is still held.
+    await new Promise((r) => setTimeout(r, 3_000))
+    expect(served).toBe(false)
+    expect((await replicas()).map((r: any) => r.ready)).toEqual([false])
+
+    fs.writeFileSync(readyFile, "")
+    await expect.poll(async () => (await replicas()).map((r: any) => r.ready), { timeout: 30_000, interval: 250 }).toEqual([true])
+    const answer = await held
+    expect(answer.status).toBe(200)
+    expect(answer.body.url).toBe("/path")
+  }, 120_000)
+})
