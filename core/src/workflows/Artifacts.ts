@@ -6,6 +6,7 @@
  */
 import { Effect, Schema, Stream } from "effect"
 import type { BlobStore, BlobStoreError } from "../ports/BlobStore.ts"
+import { extractTarball } from "../repos/Tarball.ts"
 
 export const ArtifactFileWire = Schema.Struct({
   path: Schema.String,
@@ -62,3 +63,9 @@ export const listRunArtifacts = (blobs: BlobStore, project: string, runId: strin
 /** Removes every artifact of a run. */
 export const deleteRunArtifacts = (blobs: BlobStore, project: string, runId: string): Effect.Effect<void, BlobStoreError> =>
   Stream.runForEach(blobs.list(prefixOf(project, runId)), (key) => blobs.delete(key))
+
+/**
+ * Extracts a downloaded artifact archive (a tar.gz stream) into `dir`, refusing entries that
+ * would land outside it.
+ */
+export const extractArtifacts = <E>(archive: Stream.Stream<Uint8Array, E>, dir: string) => extractTarball("artifacts", archive, dir)

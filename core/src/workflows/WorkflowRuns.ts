@@ -101,6 +101,17 @@ export const startWorkflowRun = (
       return yield* Effect.fail(new Error(`Workflow run ${name} is still running; stop it first (dstack stop ${name}) or pick another name`))
     }
     yield* blobs.delete(stopKey(project, name))
+    // Cache hits are decided now, so that the answer (and the plan the CLI prints) says which
+    // jobs an earlier run already did. The workflow asked for always runs.
+    const target = plan.jobs[plan.jobs.length - 1]?.id
+    const hits = new Map<string, { runName: string; runId: string; jobName: string }>()
+    if (!request.noCache) {
+      for (const job of plan.jobs) {
+        if (job.id === target) continue
+        const hit = yield* cacheHit(blobs, project, job)
+        if (Option.isSome(hit)) hits.set(job.id, hit.value)
+      }
+    }
     const record: WorkflowRun = {
       name,
       workflow: plan.workflow,
@@ -121,7 +132,7 @@ export const startWorkflowRun = (
         artifacts: j.artifacts,
         inputs: j.inputs,
         cacheKey: j.cacheKey,
-        status: "waiting" as const
+        ...(hits.has(j.id) ? { status: "cached" as const, ...hits.get(j.id)! } : { status: "waiting" as const })
       }))
     }
     yield* save(blobs, project, record)
@@ -150,7 +161,6 @@ const drive = (project: string, name: string) =>
     const blobs = yield* BlobStore
     const engine = yield* Engine
     let record = (yield* getWorkflowRun(project, name)).pipe(Option.getOrThrow)
-    const target = record.jobs[record.jobs.length - 1]?.id
     const byId = () => new Map(record.jobs.map((j) => [j.id, j]))
     const update = (id: string, patch: Partial<WorkflowJob>) => {
       record = { ...record, jobs: record.jobs.map((j) => (j.id === id ? { ...j, ...patch } : j)) }
@@ -184,13 +194,6 @@ const drive = (project: string, name: string) =>
             continue
           }
           if (!deps.every((d) => d.status === "done" || d.status === "cached")) continue
-          if (!record.noCache && job.id !== target) {
-            const hit = yield* cacheHit(blobs, project, job)
-            if (Option.isSome(hit)) {
-              update(job.id, { status: "cached", ...hit.value })
-              continue
-            }
-          }
           const env: Record<string, string> = {}
           if (job.master !== undefined) {
             const master = jobs.get(job.master)!
@@ -249,7 +252,7 @@ const hostOf = (project: string, runName: string) =>
   )
 
 /** A successful earlier run of the same cache key whose run (and artifacts) still exist. */
-const cacheHit = (blobs: BlobStore, project: string, job: WorkflowJob) =>
+const cacheHit = (blobs: BlobStore, project: string, job: { readonly cacheKey: string; readonly artifacts: ReadonlyArray<string> }) =>
   Effect.gen(function* () {
     const entry = yield* readJson(blobs, cacheKeyOf(project, job.cacheKey), CacheEntry).pipe(Effect.orElseSucceed(() => Option.none()))
     if (Option.isNone(entry)) return Option.none()

@@ -15,7 +15,7 @@ import { InstanceCache } from "../InstanceCache.ts"
 import { StateStore, type DocumentBody, type DocumentFilter, type Page, type StateStoreError } from "../../ports/StateStore.ts"
 import { authorizeProject } from "../Access.ts"
 import type { Access } from "../Access.ts"
-import { alreadyExists, badRequest, excerpt, fromStateStore, notFound } from "../ApiError.ts"
+import { alreadyExists, badRequest, excerpt, fromStateStore, notFound, serverError } from "../ApiError.ts"
 import type { ApiError } from "../ApiError.ts"
 import * as Eager from "../Eager.ts"
 import { encoded, jsonRoute } from "../Route.ts"
@@ -323,7 +323,7 @@ export const runRoutes = [
           yield* store.logs.delete(project, submissions).pipe(Effect.mapError(fromStateStore))
           // Workflow jobs' artifacts go with their run.
           yield* Effect.flatMap(BlobStore, (blobs) => deleteRunArtifacts(blobs, project, row.id)).pipe(
-            Effect.mapError((e) => badRequest(`Cannot delete the artifacts of run ${row.name}: ${e.message}`))
+            Effect.mapError((e) => serverError(`Cannot delete the artifacts of run ${row.name}: ${e.message}`, e))
           )
           yield* store.runs.update(row.id, { deleted: true }).pipe(Effect.mapError(fromStateStore))
         }
