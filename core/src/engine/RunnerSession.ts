@@ -245,7 +245,18 @@ export const startFollowingWithArtifacts = <E>(
 export const fetchArtifacts = (client: RunnerClient) =>
   Effect.gen(function* () {
     const manifest = yield* client.fetch("/api/artifacts/manifest").pipe(
-      Effect.flatMap(expectOk("artifacts/manifest")),
+      // The runner's refusal (a missing folder) is the message, without its JSON around it.
+      Effect.flatMap((r) =>
+        r.ok || r.status >= 500
+          ? expectOk("artifacts/manifest")(r)
+          : Effect.flatMap(Effect.promise(() => r.text()), (text) => {
+            let msg = text.slice(0, 500)
+            try {
+              msg = (JSON.parse(text) as { detail: Array<{ msg: string }> }).detail.map((d) => d.msg).join("; ")
+            } catch { /* not the runner's JSON: shown as it came */ }
+            return Effect.fail(new RunnerTransportError({ module: MODULE, method: "artifacts/manifest", reason: "Invalid", message: msg }))
+          })
+      ),
       Effect.flatMap((r) => Effect.promise(() => r.json() as Promise<{ files: ReadonlyArray<{ path: string; size: number; sha256: string }> }>))
     )
     const response = yield* client.fetch("/api/artifacts/archive").pipe(Effect.flatMap(expectOk("artifacts/archive")))
