@@ -485,7 +485,7 @@ describe("examples/workflows, each workflow run through the SDK", () => {
     expect(result.jobs.map((j) => [j.id, j.status])).toEqual([["prepare", "done"], ["train", "done"], ["evaluate", "done"]])
     expect(log).toContain("[prepare] preparing 1000 rows")
     expect(log).toContain("[train] epoch 1/2\nepoch 2/2")
-    expect(log).toContain("[evaluate] evaluating after 2 epochs")
+    expect(log).toContain("[evaluate] evaluating after 2 epochs on 1000 rows")
   }, 120_000)
 
   describeWith("Docker", dockerReason === undefined, dockerReason ?? "", () => {
