@@ -26,6 +26,7 @@ export const rootCommand = defineCommand({
     init: lazy(() => import("./commands/init.ts")),
     apply: lazy(() => import("./commands/apply.ts")),
     run: lazy(() => import("./commands/run.ts")),
+    artifacts: lazy(() => import("./commands/artifacts.ts")),
     ps: lazy(() => import("./commands/ps.ts")),
     logs: lazy(() => import("./commands/logs.ts")),
     stop: lazy(() => import("./commands/stop.ts")),

@@ -201,11 +201,12 @@ export class Client {
     delete: (names: ReadonlyArray<string>): Promise<void> => runPromise(Secrets.make(this.api).delete(names))
   }
 
-  /** The operations the workflow runner uses (see Workflows.ts). */
+  /** The operations the workflow client uses (see Workflows.ts). */
   private readonly workflowOps: Workflows.WorkflowOps = {
     getPlan: (request) => this.api.workflows.getPlan(request),
-    submit: (configuration, runName, repo) => this.runs.submit(configuration, { runName, repo }),
-    listRuns: () => this.runs.list({ all: true })
+    submit: (request) => this.api.workflows.submit(request),
+    get: (name) => this.api.workflows.get(name),
+    run: (runName) => this.runs.get(runName)
   }
 
   readonly workflows = {
@@ -219,8 +220,26 @@ export class Client {
     ): Promise<Workflows.WorkflowPlan> =>
       Workflows.plan(this.workflowOps, workflow, { ...options, files: options.files ?? (await workflowFilesReader()(".")) }),
     /**
-     * Runs a workflow: its dependencies first (cached ones skipped), then it; resolves when every
-     * job has ended, with how each did.
+     * Submits a workflow (uploading `repo` first): the server runs its DAG, cached
+     * dependencies reused. Resolves at once with the workflow run; `follow` waits for it.
+     */
+    submit: async (
+      workflow: string,
+      variables: Readonly<Record<string, string>> = {},
+      options: Omit<Workflows.WorkflowSubmitOptions, "files" | "variables"> & { readonly files?: Workflows.WorkflowPlanOptions["files"] } = {}
+    ): Promise<Workflows.WorkflowRun> => {
+      const files = options.files ?? (await workflowFilesReader()("."))
+      if (options.repo) {
+        await this.repos.init(options.repo)
+        await this.repos.upload(options.repo)
+      }
+      return Workflows.submit(this.workflowOps, workflow, { ...options, files, variables })
+    },
+    /** Follows a submitted workflow run until it ends: logs and events of each job. */
+    follow: (run: Workflows.WorkflowRun, options: Workflows.WorkflowFollowOptions = {}): Promise<Workflows.WorkflowRunResult> =>
+      Workflows.follow(this.workflowOps, run, options),
+    /**
+     * Runs a workflow: submits it and follows it until every job has ended.
      *
      * @example
      * const result = await client.workflows.run("train", { epochs: "3" }, { repo: await LocalRepo.fromDir(".") })
@@ -230,22 +249,34 @@ export class Client {
       workflow: string,
       variables: Readonly<Record<string, string>> = {},
       options: Omit<Workflows.WorkflowRunOptions, "files" | "variables"> & { readonly files?: Workflows.WorkflowPlanOptions["files"] } = {}
-    ): Promise<Workflows.WorkflowRunResult> => {
-      const files = options.files ?? (await workflowFilesReader()("."))
-      if (options.repo) {
-        await this.repos.init(options.repo)
-        await this.repos.upload(options.repo)
-      }
-      const plan = await Workflows.plan(this.workflowOps, workflow, { ...options, files, variables })
-      return this.workflows.runPlan(plan, { ...options, files, variables })
+    ): Promise<Workflows.WorkflowRunResult> =>
+      this.workflows.follow(await this.workflows.submit(workflow, variables, options), options),
+    /** A workflow run by name, or undefined when there is none. */
+    get: async (name: string): Promise<Workflows.WorkflowRun | undefined> => {
+      const exit = await Effect.runPromiseExit(this.api.workflows.get(name))
+      if (Exit.isSuccess(exit)) return exit.value
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isSome(failure) && failure.value.reason === "NotFound") return undefined
+      throw Option.isSome(failure) ? failure.value : Cause.squash(exit.cause)
     },
-    /** The jobs of a plan that earlier successful runs already did: job id → run name. */
-    cached: (plan: Workflows.WorkflowPlan): Promise<ReadonlyMap<string, string>> => Workflows.cachedJobs(this.workflowOps, plan),
-    /** Runs a plan from `getPlan` (after showing it); uploads nothing. */
-    runPlan: (
-      plan: Workflows.WorkflowPlan,
-      options: Workflows.WorkflowRunOptions & { readonly cached?: ReadonlyMap<string, string> }
-    ): Promise<Workflows.WorkflowRunResult> => Workflows.runPlan(this.workflowOps, plan, options)
+    /** The project's workflow runs, newest first. */
+    list: (): Promise<ReadonlyArray<Workflows.WorkflowRun>> => runPromise(this.api.workflows.list()),
+    /** Stops a workflow run: its running jobs are stopped (at once with `abort`), the waiting ones never start. */
+    stop: (name: string, options: { readonly abort?: boolean } = {}): Promise<void> => runPromise(this.api.workflows.stop(name, options.abort === true))
+  }
+
+  readonly artifacts = {
+    /** The files each job of a run kept as artifacts, with sizes and SHA-256. */
+    list: (runName: string) => runPromise(this.api.artifacts.list(runName)),
+    /**
+     * One job's artifacts as a tar.gz stream (`jobName` when several jobs of the run kept some).
+     * The caller reads the stream to its end or cancels it.
+     */
+    download: async (runName: string, options: { readonly jobName?: string; readonly signal?: AbortSignal } = {}): Promise<ReadableStream<Uint8Array>> => {
+      const response = await runPromise(this.api.artifacts.download(runName, options.jobName, options.signal))
+      if (response.body === null) throw new Error(`the server sent no body for the artifacts of ${runName}`)
+      return response.body
+    }
   }
 
   readonly fleets = {

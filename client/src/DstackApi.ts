@@ -116,6 +116,20 @@ export interface DstackApiShape {
   readonly workflows: {
     /** `workflows/get_plan`: the jobs of a workflow and its dependencies, planned by the server's providers. */
     readonly getPlan: (request: typeof WorkflowsApi.WorkflowPlanRequest.Type) => Effect.Effect<typeof WorkflowsApi.WorkflowPlanResponse.Type, ClientError>
+    /** `workflows/submit`: plans the workflow and runs it on the server. */
+    readonly submit: (request: typeof WorkflowsApi.SubmitWorkflowRequest.Type) => Effect.Effect<WorkflowsApi.WorkflowRunWire, ClientError>
+    /** `workflows/get` by name; fails with reason NotFound when there is none. */
+    readonly get: (name: string) => Effect.Effect<WorkflowsApi.WorkflowRunWire, ClientError>
+    /** `workflows/list`: the project's workflow runs, newest first. */
+    readonly list: () => Effect.Effect<ReadonlyArray<WorkflowsApi.WorkflowRunWire>, ClientError>
+    /** `workflows/stop`: stops the running jobs; the waiting ones never start. */
+    readonly stop: (name: string, abort?: boolean) => Effect.Effect<void, ClientError>
+  }
+  readonly artifacts: {
+    /** `artifacts/list`: the files each job of a run kept, with sizes and SHA-256. */
+    readonly list: (runName: string) => Effect.Effect<WorkflowsApi.ArtifactList, ClientError>
+    /** `GET artifacts/download`: one job's artifacts as a tar.gz response; the caller reads the body. */
+    readonly download: (runName: string, jobName?: string, signal?: AbortSignal) => Effect.Effect<Response, ClientError>
   }
   readonly fleets: {
     /** `fleets/get_plan`: the hosts the fleet would get and whether it is created or replaced. */
@@ -272,13 +286,18 @@ export const make = (options: DstackApiOptions): DstackApiShape => {
   const callRaw = (method: string, path: string, body: unknown, init?: { readonly signal?: AbortSignal }) =>
     send(method, path, body, init?.signal).pipe(Effect.flatMap((response) => (response.ok ? Effect.succeed(response) : failure(method, response))))
 
-  const streamGet = (method: string, path: string, signal?: AbortSignal): Effect.Effect<Response, ClientError> =>
+  const streamGet = (
+    method: string,
+    path: string,
+    signal?: AbortSignal,
+    // The live log as binary frames where the server has them (api/logFrames.ts), else SSE.
+    accept = "application/x-dstack-ts-logs, text/event-stream"
+  ): Effect.Effect<Response, ClientError> =>
     Effect.tryPromise({
       try: (abort) =>
         fetchImpl(url + path, {
           method: "GET",
-          // The live log as binary frames where the server has them (api/logFrames.ts), else SSE.
-          headers: { authorization: headers.authorization, accept: "application/x-dstack-ts-logs, text/event-stream" },
+          headers: { authorization: headers.authorization, accept },
           signal: signal ? anySignal([abort, signal]) : abort
         }),
       catch: (cause) => error(method, "Unreachable", `cannot reach the dstack server at ${url}: ${describeNetworkError(cause)}`, { cause })
@@ -334,7 +353,23 @@ export const make = (options: DstackApiOptions): DstackApiShape => {
     },
     workflows: {
       getPlan: (request) =>
-        callWith({ method: "workflows.getPlan", path: projectPath("workflows/get_plan"), response: WorkflowsApi.WorkflowPlanResponse, idempotent: true }, WorkflowsApi.WorkflowPlanRequest, request)
+        callWith({ method: "workflows.getPlan", path: projectPath("workflows/get_plan"), response: WorkflowsApi.WorkflowPlanResponse, idempotent: true }, WorkflowsApi.WorkflowPlanRequest, request),
+      submit: (request) =>
+        callWith({ method: "workflows.submit", path: projectPath("workflows/submit"), response: WorkflowsApi.WorkflowRunWire, idempotent: false }, WorkflowsApi.SubmitWorkflowRequest, request),
+      get: (name) =>
+        callWith({ method: "workflows.get", path: projectPath("workflows/get"), response: WorkflowsApi.WorkflowRunWire, idempotent: true }, WorkflowsApi.GetWorkflowRequest, { name }),
+      list: () => call({ method: "workflows.list", path: projectPath("workflows/list"), response: WorkflowsApi.WorkflowRunList, idempotent: true }, {}),
+      stop: (name, abort = false) =>
+        Effect.asVoid(callWith({ method: "workflows.stop", path: projectPath("workflows/stop"), response: Api.Empty, idempotent: true }, WorkflowsApi.StopWorkflowRequest, { name, abort }))
+    },
+    artifacts: {
+      list: (runName) =>
+        callWith({ method: "artifacts.list", path: projectPath("artifacts/list"), response: WorkflowsApi.ArtifactList, idempotent: true }, WorkflowsApi.ListArtifactsRequest, { runName }),
+      download: (runName, jobName, signal) => {
+        const params = new URLSearchParams({ run_name: runName })
+        if (jobName !== undefined) params.set("job_name", jobName)
+        return streamGet("artifacts.download", `${projectPath("artifacts/download")}?${params}`, signal, "application/gzip")
+      }
     },
     fleets: {
       getPlan: (spec) =>

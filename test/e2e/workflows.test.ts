@@ -7,6 +7,7 @@
 // SDK; torchrun refused; ps and logs on workflow runs; and every workflow of examples/workflows.
 import { serve } from "@hono/node-server"
 import { spawn } from "node:child_process"
+import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -133,8 +134,8 @@ describe("dstack run (workflows) end to end", () => {
     expect(first.stderr).not.toMatch(/✗/)
     expect(first.code).toBe(0)
     expect(first.stdout).toMatch(/Workflow evaluate: 3 job\(s\), variables epochs=3, metric=f1, size=100/)
-    expect(first.stdout).toMatch(/JOB\s+PROVIDER\s+DEPENDS ON\s+EXECUTOR\s+CACHE/)
-    expect(first.stdout).toMatch(/train\s+python\s+prepare\s+process\s+run/)
+    expect(first.stdout).toMatch(/JOB\s+PROVIDER\s+DEPENDS ON\s+EXECUTOR\s+ARTIFACTS\s+CACHE/)
+    expect(first.stdout).toMatch(/train\s+python\s+prepare\s+process\s+-\s+run/)
     const out = first.stdout
     expect(out).toContain("[prepare] prepare size=100")
     expect(out).toContain("[train] train args --epochs 3")
@@ -142,13 +143,13 @@ describe("dstack run (workflows) end to end", () => {
     // Each step starts after the one it depends on ended: their output comes in that order.
     expect(out.indexOf("[prepare] prepare")).toBeLessThan(out.indexOf("[train] train args"))
     expect(out.indexOf("[train] train args")).toBeLessThan(out.indexOf("[evaluate] evaluate"))
-    expect(out).toMatch(/Workflow evaluate done \(run evaluate-[a-z0-9]+\)/)
+    expect(out).toMatch(/Workflow evaluate done \(workflow run evaluate-[a-z0-9]+, run evaluate-[a-z0-9]+\)/)
 
     // Same variables and code: prepare and train are cached, evaluate runs again.
     const again = await dstack(["run", "evaluate", "--epochs", "3", "--metric", "f1"], dir)
     expect(again.code, again.stderr).toBe(0)
-    expect(again.stdout).toMatch(/prepare\s+bash\s+-\s+process\s+cached \(run evaluate-[a-z0-9]+-prepare\)/)
-    expect(again.stdout).toMatch(/train\s+python\s+prepare\s+process\s+cached \(run evaluate-[a-z0-9]+-train\)/)
+    expect(again.stdout).toMatch(/prepare\s+bash\s+-\s+process\s+-\s+cached \(run evaluate-[a-z0-9]+-prepare\)/)
+    expect(again.stdout).toMatch(/train\s+python\s+prepare\s+process\s+-\s+cached \(run evaluate-[a-z0-9]+-train\)/)
     expect(again.stdout).not.toContain("prepare size=")
     expect(again.stdout).not.toContain("train args")
     expect(again.stdout).toContain("evaluate metric=f1")
@@ -156,27 +157,33 @@ describe("dstack run (workflows) end to end", () => {
     // Another epochs value changes train's key (and evaluate's), not prepare's.
     const other = await dstack(["run", "evaluate", "--epochs", "4"], dir)
     expect(other.code, other.stderr).toBe(0)
-    expect(other.stdout).toMatch(/prepare\s+bash\s+-\s+process\s+cached/)
+    expect(other.stdout).toMatch(/prepare\s+bash\s+-\s+process\s+-\s+cached/)
     expect(other.stdout).toContain("train args --epochs 4")
 
-    // -d submits and returns when every dependency is cached, and refuses otherwise.
-    const detached = await dstack(["run", "evaluate", "--epochs", "3", "--metric", "f1", "-d", "-n", "eval-detached"], dir)
+    // -d submits and returns: the server runs the DAG without the client.
+    const detached = await dstack(["run", "evaluate", "--epochs", "9", "-d", "-n", "eval-detached"], dir)
     expect(detached.code, detached.stderr).toBe(0)
-    expect(detached.stdout).toMatch(/Run eval-detached submitted/)
-    const refused = await dstack(["run", "evaluate", "--epochs", "9", "-d"], dir)
-    expect(refused.code).toBe(2)
-    expect(refused.stderr).toMatch(/-d needs every dependency of evaluate cached/)
+    expect(detached.stdout).toMatch(/Workflow run eval-detached submitted; the server runs it/)
+    const client = Client.connect({ name: "main", url, token: TOKEN })
+    let wf = await client.workflows.get("eval-detached")
+    while (wf?.status === "running") {
+      await new Promise((r) => setTimeout(r, 250))
+      wf = await client.workflows.get("eval-detached")
+    }
+    expect(wf?.jobs.map((j) => [j.id, j.status])).toEqual([["prepare", "cached"], ["train", "done"], ["evaluate", "done"]])
+    const trainLogs = await dstack(["logs", "eval-detached-train"], dir)
+    expect(trainLogs.stdout).toContain("train args --epochs 9")
 
     // --no-cache runs everything.
     const forced = await dstack(["run", "evaluate", "--epochs", "3", "--no-cache"], dir)
     expect(forced.code, forced.stderr).toBe(0)
-    expect(forced.stdout).toMatch(/prepare\s+bash\s+-\s+process\s+run \(--no-cache\)/)
+    expect(forced.stdout).toMatch(/prepare\s+bash\s+-\s+process\s+-\s+run \(--no-cache\)/)
     expect(forced.stdout).toContain("prepare size=100")
 
     // Workflow runs are runs: ps lists them, logs prints one.
     const ps = await dstack(["ps", "-a"], dir)
     expect(ps.stdout).toMatch(/evaluate-[a-z0-9]+-prepare/)
-    const name = /Workflow evaluate done \(run (evaluate-[a-z0-9]+)\)/.exec(first.stdout)![1]
+    const name = /Workflow evaluate done \(workflow run (evaluate-[a-z0-9]+)/.exec(first.stdout)![1]
     const logs = await dstack(["logs", `${name}-train`], dir)
     expect(logs.stdout).toContain("train args --epochs 3")
   }, 240_000)
@@ -287,6 +294,138 @@ describe("dstack run (workflows) end to end", () => {
   }, 120_000)
 })
 
+
+describe("artifacts", () => {
+  const sha256 = (file: string) => createHash("sha256").update(fs.readFileSync(file)).digest("hex")
+
+  it("keeps a step's artifacts, hands them to the step that depends on it (also when cached), lists and downloads them whole, deletes them with the run", async () => {
+    const dir = project("artifacts", {
+      ".dstack/workflows.yaml": `workflows:
+  - name: make
+    provider: bash
+    commands:
+      - mkdir -p out/sub
+      - head -c 3000000 /dev/urandom > out/big.bin
+      - echo "hello artifacts" > out/sub/small.txt
+      - sha256sum out/big.bin
+    artifacts: [out]
+    ${small}
+  - name: use
+    provider: bash
+    depends_on: [make]
+    commands:
+      - sha256sum out/big.bin
+      - cat out/sub/small.txt
+    ${small}
+`
+    })
+    const first = await dstack(["run", "use", "-n", "art-one"], dir)
+    expect(first.code, first.stderr).toBe(0)
+    expect(first.stdout).toMatch(/make\s+bash\s+-\s+process\s+out\s+run/)
+    const made = /\[make\] ([0-9a-f]{64})  out\/big\.bin/.exec(first.stdout)?.[1]
+    const used = /\[use\] ([0-9a-f]{64})  out\/big\.bin/.exec(first.stdout)?.[1]
+    expect(made, first.stdout).toBeDefined()
+    expect(used).toBe(made)
+    expect(first.stdout).toContain("[use] hello artifacts")
+
+    // Listed with sizes; downloaded through the CLI, every byte the same.
+    const listed = await dstack(["artifacts", "list", "art-one-make"], dir)
+    expect(listed.code, listed.stderr).toBe(0)
+    expect(listed.stdout).toMatch(/art-one-make-0-0\s+out\/big\.bin\s+2\.9MB/)
+    expect(listed.stdout).toMatch(/out\/sub\/small\.txt\s+16B/)
+    const target = path.join(home, "downloaded")
+    const downloaded = await dstack(["artifacts", "download", "art-one-make", "--path", target], dir)
+    expect(downloaded.code, downloaded.stderr).toBe(0)
+    expect(downloaded.stdout + downloaded.stderr).toMatch(/2 file\(s\), 2\.9MB, of art-one-make-0-0 written to .*; sizes and SHA-256 match/)
+    expect(sha256(path.join(target, "out/big.bin"))).toBe(made)
+    expect(fs.statSync(path.join(target, "out/big.bin")).size).toBe(3_000_000)
+    expect(fs.readFileSync(path.join(target, "out/sub/small.txt"), "utf8")).toBe("hello artifacts\n")
+    const client = Client.connect({ name: "main", url, token: TOKEN })
+    const api = await client.artifacts.list("art-one-make")
+    expect(api.jobs[0]?.files.find((f) => f.path === "out/big.bin")).toEqual({ path: "out/big.bin", size: 3_000_000, sha256: made })
+
+    // make is cached: use runs again and still gets make's artifacts (from the earlier run).
+    const again = await dstack(["run", "use", "-n", "art-two"], dir)
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.stdout).toMatch(/make\s+bash\s+-\s+process\s+out\s+cached \(run art-one-make\)/)
+    expect(again.stdout).toContain(`${made}  out/big.bin`)
+
+    // A run without artifacts says so; a missing run is named.
+    expect((await dstack(["artifacts", "list", "art-two"], dir)).stdout).toContain("Run art-two kept no artifacts")
+    const missing = await dstack(["artifacts", "download", "no-such-run"], dir)
+    expect(missing.code).not.toBe(0)
+    expect(missing.stderr).toMatch(/Run no-such-run does not exist/)
+
+    // Deleted with the run: then nothing is cached any more either.
+    await client.runs.delete(["art-one-make"])
+    expect((await client.artifacts.list("art-two")).jobs).toEqual([])
+    await expect(client.artifacts.list("art-one-make")).rejects.toThrow(/does not exist/)
+    const third = await dstack(["run", "use", "-n", "art-three"], dir)
+    expect(third.code, third.stderr).toBe(0)
+    expect(third.stdout).toMatch(/make\s+bash\s+-\s+process\s+out\s+run/)
+  }, 240_000)
+
+  it("fails a step whose artifact folder does not exist, naming it, and does not run its dependents", async () => {
+    const dir = project("artifacts-missing", {
+      ".dstack/workflows.yaml": `workflows:
+  - name: make
+    provider: bash
+    commands: ["echo made nothing"]
+    artifacts: [nothere]
+    ${small}
+  - name: use
+    provider: bash
+    depends_on: [make]
+    commands: ["echo never printed"]
+    ${small}
+`
+    })
+    const res = await dstack(["run", "use"], dir)
+    expect(res.code).toBe(1)
+    expect(res.stdout).not.toContain("never printed")
+    expect(res.stderr).toMatch(/cannot keep the job's artifacts: artifact "nothere" does not exist in the working directory/)
+    expect(res.stderr).toMatch(/use failed: dependency make failed/)
+  }, 120_000)
+})
+
+describe("workflow runs on the server", () => {
+  it("goes on without the client, and `dstack stop` stops every step: the running one terminated, the waiting one never started", async () => {
+    const dir = project("stopping", {
+      ".dstack/workflows.yaml": `workflows:
+  - name: slow
+    provider: bash
+    commands: ["echo slow started", "sleep 60"]
+    ${small}
+  - name: after
+    provider: bash
+    depends_on: [slow]
+    commands: ["echo never printed"]
+    ${small}
+`
+    })
+    const client = Client.connect({ name: "main", url, token: TOKEN })
+    const submitted = await dstack(["run", "after", "-d", "-n", "wf-stop"], dir)
+    expect(submitted.code, submitted.stderr).toBe(0)
+    let wf = await client.workflows.get("wf-stop")
+    while (wf?.jobs[0]?.status !== "running") {
+      await new Promise((r) => setTimeout(r, 250))
+      wf = await client.workflows.get("wf-stop")
+    }
+    expect((await client.workflows.list()).map((w) => w.name)).toContain("wf-stop")
+    const stopped = await dstack(["stop", "wf-stop", "-y"], dir)
+    expect(stopped.code, stopped.stderr).toBe(0)
+    expect(stopped.stdout + stopped.stderr).toMatch(/Workflow run wf-stop stopping/)
+    while (wf?.status === "running") {
+      await new Promise((r) => setTimeout(r, 250))
+      wf = await client.workflows.get("wf-stop")
+    }
+    expect(wf?.status).toBe("terminated")
+    expect(wf?.jobs.map((j) => [j.id, j.status])).toEqual([["slow", "terminated"], ["after", "terminated"]])
+    expect(wf?.jobs[1]?.reason).toBe("the workflow run was stopped before the job started")
+    expect(await client.workflows.get("no-such-workflow")).toBeUndefined()
+  }, 120_000)
+})
+
 const dockerReason = await dockerUnavailableReason()
 
 describe("master", () => {
@@ -346,7 +485,7 @@ describe("examples/workflows, each workflow run through the SDK", () => {
     expect(result.jobs.map((j) => [j.id, j.status])).toEqual([["prepare", "done"], ["train", "done"], ["evaluate", "done"]])
     expect(log).toContain("[prepare] preparing 1000 rows")
     expect(log).toContain("[train] epoch 1/2\nepoch 2/2")
-    expect(log).toContain("[evaluate] evaluating after 2 epochs")
+    expect(log).toContain("[evaluate] evaluating after 2 epochs on 1000 rows")
   }, 120_000)
 
   describeWith("Docker", dockerReason === undefined, dockerReason ?? "", () => {

@@ -1,6 +1,6 @@
-// `dstack run WORKFLOW [--VAR value …]`: plans a workflow of .dstack/workflows.yaml with its
-// dependencies on the server, says what is cached, runs each job as a task run (dependencies
-// first) following their logs, and exits with how the workflow ended.
+// `dstack run WORKFLOW [--VAR value …]`: submits a workflow of .dstack/workflows.yaml to the
+// server, which plans it and runs its DAG (dependencies first, cached ones reused); prints the
+// plan, follows each job's log (unless -d) and exits with how the workflow ended.
 import { defineCommand } from "citty"
 import { CliError, clientFor, globalArgs, runEffect, usageError } from "../context.ts"
 import { print, table, withSpinner } from "../ui.ts"
@@ -75,87 +75,66 @@ export default defineCommand({
   meta: { name: "run", description: "Run a workflow of .dstack/workflows.yaml with its dependencies; `--NAME value` overrides a variable of .dstack/variables.yaml" },
   args: {
     workflow: { type: "positional", description: "The workflow name", required: true },
-    detach: { type: "boolean", alias: "d", description: "Submit and return without following the logs (only when every dependency is cached)" },
+    detach: { type: "boolean", alias: "d", description: "Submit and return: the server runs the workflow" },
     "no-cache": { type: "boolean", description: "Run the dependencies again even when a successful earlier run did the same" },
-    name: { type: "string", alias: "n", description: "The run name of the workflow (its dependencies' runs are named after it)", valueHint: "run_name" },
+    name: { type: "string", alias: "n", description: "The name of the workflow run (its jobs' runs are named after it)", valueHint: "run_name" },
     ...globalArgs
   },
   run: async ({ rawArgs }) => {
     const args = parseRunArgs(rawArgs)
     const client = await clientFor()
     const { LocalRepo } = await import("@dstack-ts/core")
-    const { Workflows, readWorkflowFiles } = await import("@dstack-ts/client")
+    const { readWorkflowFiles } = await import("@dstack-ts/client")
     const files = await readWorkflowFiles(process.cwd())
     const repo = await withSpinner("Packing the code", () => runEffect(LocalRepo.fromDir(process.cwd())))
     await withSpinner("Uploading the code", async () => {
       await client.repos.init(repo)
       await client.repos.upload(repo)
     })
-    const plan = await withSpinner("Planning the workflow", () =>
-      client.workflows.getPlan(args.workflow, { files, variables: args.variables, repo, runName: args.name }))
-    const cached = args.noCache ? new Map<string, string>() : await client.workflows.cached(plan)
-    const vars = Object.entries(plan.variables).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(", ")
-    print(`Workflow ${plan.workflow}: ${plan.jobs.length} job(s)${vars ? `, variables ${vars}` : ""}`)
+    const submitted = await withSpinner("Planning and submitting the workflow", () =>
+      client.workflows.submit(args.workflow, args.variables, { files, repo, runName: args.name, noCache: args.noCache }))
+    const vars = Object.entries(submitted.variables).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(", ")
+    print(`Workflow ${submitted.workflow}: ${submitted.jobs.length} job(s)${vars ? `, variables ${vars}` : ""}`)
     print(table(
-      ["JOB", "PROVIDER", "DEPENDS ON", "EXECUTOR", "CACHE"],
-      plan.jobs.map((j) => [
+      ["JOB", "PROVIDER", "DEPENDS ON", "EXECUTOR", "ARTIFACTS", "CACHE"],
+      submitted.jobs.map((j) => [
         j.id,
         j.provider,
         j.dependsOn.join(", ") || "-",
         j.configuration.image ? `docker (${j.configuration.image})` : "process",
-        cached.has(j.id) ? `cached (run ${cached.get(j.id)})` : args.noCache ? "run (--no-cache)" : "run"
+        j.artifacts.join(", ") || "-",
+        j.status === "cached" ? `cached (run ${j.runName})` : args.noCache ? "run (--no-cache)" : "run"
       ])
     ))
-    const toRun = plan.jobs.filter((j) => !cached.has(j.id))
-    if (args.detach && toRun.length !== 1) {
-      throw usageError(`-d needs every dependency of ${plan.workflow} cached and one job left to run: the dependencies run first and this client waits for them (run without -d)`)
+    if (args.detach) {
+      print(`Workflow run ${submitted.name} submitted; the server runs it (\`dstack run\` follows nothing with -d; \`dstack stop ${submitted.name}\` stops it)`)
+      return
     }
-    const many = toRun.length > 1
+    const many = submitted.jobs.filter((j) => j.status !== "cached").length > 1
     const writers = new Map<string, ReturnType<typeof lineWriter>>()
     const writerOf = (id: string) => {
       let w = writers.get(id)
       if (w === undefined) writers.set(id, (w = lineWriter(many ? `[${id}] ` : undefined)))
       return w
     }
-    if (args.detach) {
-      // What is left is one job, its dependencies cached: submit it and return.
-      const job = toRun[0]
-      const runName = Workflows.jobRunName(args.name ?? `${plan.workflow.slice(0, 30)}-${Math.random().toString(36).slice(2, 6)}`, job.id, plan.workflow)
-      const run = await client.runs.submit(Workflows.jobConfiguration(job), { runName, repo })
-      print(`Run ${run.name} submitted`)
-      return
-    }
-    // Ctrl-C leaves the submitted runs running and submits no more (the graph runs here).
-    const submitted: Array<string> = []
+    // Ctrl-C stops following only: the DAG runs on the server.
     const interrupted = () => {
-      process.stderr.write(`\nStopped following ${plan.workflow}; no more jobs are submitted.${submitted.length > 0 ? ` Still running: ${submitted.join(", ")} (\`dstack stop NAME\` stops one).` : ""}\n`)
+      process.stderr.write(`\nStopped following ${submitted.name}; it goes on on the server (\`dstack stop ${submitted.name}\` stops it).\n`)
       process.exit(130)
     }
     process.once("SIGINT", interrupted)
-    const result = await client.workflows.runPlan(plan, {
-      files,
-      variables: args.variables,
-      repo,
-      runName: args.name,
-      noCache: args.noCache,
-      cached,
+    const result = await client.workflows.follow(submitted, {
       onEvent: (event) => {
-        if (event.type === "submitted") {
-          submitted.push(event.run.name)
-          process.stderr.write(`Run ${event.run.name} submitted (${event.job.id})\n`)
-        }
+        if (event.type === "submitted") process.stderr.write(`Run ${event.runName} submitted (${event.job.id})\n`)
         else if (event.type === "skipped") process.stderr.write(`${event.job.id} not run: ${event.reason}\n`)
-        else if (event.type === "finished") {
-          submitted.splice(submitted.indexOf(event.run.name), 1)
-          writerOf(event.job.id).end()
-        }
+        else if (event.type === "finished") writerOf(event.job.id).end()
       },
       onLog: (job, chunk) => writerOf(job.id).write(chunk)
     }).finally(() => process.removeListener("SIGINT", interrupted))
     if (result.status !== "done") {
       const failed = result.jobs.filter((j) => j.status !== "done" && j.status !== "cached")
-      throw new CliError(`Workflow ${plan.workflow} failed: ${failed.map((j) => `${j.id}${j.runName ? ` (run ${j.runName})` : ""} ${j.status}${j.reason ? `: ${j.reason}` : ""}`).join("; ")}`)
+      throw new CliError(`Workflow ${result.workflow} ${result.status}: ${failed.map((j) => `${j.id}${j.runName ? ` (run ${j.runName})` : ""} ${j.status}${j.reason ? `: ${j.reason}` : ""}`).join("; ")}`)
     }
-    print(`Workflow ${plan.workflow} done${result.runName ? ` (run ${result.runName})` : ""}`)
+    print(`Workflow ${result.workflow} done (workflow run ${result.name}${result.runName ? `, run ${result.runName}` : ""})`)
   }
 })

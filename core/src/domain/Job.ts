@@ -161,7 +161,14 @@ export class JobSpec extends Schema.Class<JobSpec>("@dstack-ts/core/JobSpec")({
   /** Without an image: the Python version the host must have (`python` of the configuration). */
   python: wireOptional(Schema.String, "python"),
   /** Without an image: whether the host must have the CUDA compiler (`nvcc`). */
-  nvcc: wireOptional(Schema.Boolean, "nvcc")
+  nvcc: wireOptional(Schema.Boolean, "nvcc"),
+  /**
+   * Workflow jobs (docs/workflows.md): folders, relative to the working directory, the server
+   * keeps in its blob store when the job ends done (ours, not upstream's).
+   */
+  artifacts: wireOptional(Schema.Array(Schema.String), "artifacts"),
+  /** Workflow jobs: blob keys of artifact archives (tar.gz) extracted into the working directory before the job starts. */
+  artifactInputs: wireOptional(Schema.Array(Schema.String), "artifact_inputs")
 }) {}
 
 // ---------------------------------------------------------------------------------------------

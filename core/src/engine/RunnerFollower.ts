@@ -19,7 +19,8 @@ import { singleNode, waitForCluster } from "./Cluster.ts"
 import { errorMessage } from "./internal.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
-import { followEvents, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, waitHealthy } from "./RunnerSession.ts"
+import { fetchArtifacts, followEvents, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, waitHealthy } from "./RunnerSession.ts"
+import { artifactKeys, keepArtifacts } from "../workflows/Artifacts.ts"
 
 /** Runs `f` with a client of the runner on the instance `pd` describes, through its backend's transport. */
 export const withRunner = <A, E>(
@@ -123,7 +124,19 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
     let cursor = 0
     let unreachableSince: number | undefined
     // Stores a stream's logs and reports its states, chunk by chunk, until it ends.
-    const consume = (events: Stream.Stream<RunnerStreamEvent, RunnerTransportError>) =>
+    // A job that lists artifacts and ended done has them kept before its end is reported:
+    // afterwards its instance may take another job, which clears the working directory.
+    const keep = (client: RunnerClient) =>
+      Effect.gen(function* () {
+        const { files, archive } = yield* fetchArtifacts(client)
+        yield* keepArtifacts(options.blobs, artifactKeys(run.projectName, run.id, spec.jobName), {
+          runName: run.runSpec.runName ?? "",
+          jobName: spec.jobName,
+          paths: spec.artifacts ?? [],
+          files
+        }, archive)
+      }).pipe(Effect.either)
+    const consume = (client: RunnerClient, events: Stream.Stream<RunnerStreamEvent, RunnerTransportError>) =>
       events.pipe(
         // One chunk per read of the runner's stream: under heavy output a big batch
         // and one append; a trickle goes out line by line without waiting.
@@ -145,7 +158,14 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
             }
             for (const event of chunk) {
               if (event._tag === "State") {
-                const jobEvent = jobEventOfRunnerState(event.state)
+                let jobEvent = jobEventOfRunnerState(event.state)
+                if (event.state.state === "done" && (spec.artifacts ?? []).length > 0) {
+                  const kept = yield* keep(client)
+                  if (kept._tag === "Left") {
+                    const e = kept.left
+                    jobEvent = JobEvent.RunnerFailed({ reason: "executor_error", message: `cannot keep the job's artifacts: ${e instanceof Error ? e.message : errorMessage(e)}` })
+                  }
+                }
                 if (jobEvent) yield* reports.jobEvent(jobEvent)
               }
             }
@@ -186,9 +206,12 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       const followed = yield* withRunner(compute, pd, (client) =>
         Effect.gen(function* () {
           yield* waitHealthy(client, options.provisioningTimeoutMs)
-          const events = yield* startFollowing(client, body, code)
+          const inputs = spec.artifactInputs ?? []
+          const events = inputs.length === 0
+            ? yield* startFollowing(client, body, code)
+            : yield* startFollowingWithArtifacts(client, body, code, inputs.map((key) => ({ key, stream: options.blobs.stream(key) })))
           yield* reports.handedOver
-          return yield* consume(events).pipe(Effect.either)
+          return yield* consume(client, events).pipe(Effect.either)
         })
       )
       if (followed._tag === "Right") return
@@ -197,7 +220,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
     }
     // Follow; reconnect from the last event after a broken connection.
     while (true) {
-      const outcome = yield* withRunner(compute, pd, (client) => consume(followEvents(client, cursor))).pipe(Effect.either)
+      const outcome = yield* withRunner(compute, pd, (client) => consume(client, followEvents(client, cursor))).pipe(Effect.either)
       if (outcome._tag === "Right") return
       const now = Date.now()
       unreachableSince ??= now

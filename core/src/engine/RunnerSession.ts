@@ -204,6 +204,69 @@ export const startFollowing = (
     return followEvents(client, cursor)
   })
 
+/**
+ * Hands a workflow job that gets its dependencies' artifacts to the runner, in steps: submit,
+ * upload_code, each archive streamed to `upload_artifacts`, run; then follows its events.
+ */
+export const startFollowingWithArtifacts = <E>(
+  client: RunnerClient,
+  body: SubmitBody,
+  code: Uint8Array | undefined,
+  archives: ReadonlyArray<{ readonly key: string; readonly stream: Stream.Stream<Uint8Array, E> }>
+): Effect.Effect<Stream.Stream<RunnerStreamEvent, RunnerTransportError>, RunnerTransportError> =>
+  Effect.gen(function* () {
+    const json = JSON.stringify(encodeSubmit(body))
+    yield* postTakingTurns(client, "submit", "/api/submit", { headers: { "content-type": "application/json" }, body: json }).pipe(
+      Effect.flatMap(expectOk("submit"))
+    )
+    if (code !== undefined) {
+      yield* client.fetch("/api/upload_code", {
+        method: "POST",
+        headers: { "content-type": "application/octet-stream" },
+        body: code as unknown as BodyInit
+      }).pipe(Effect.flatMap(expectOk("upload_code")))
+    }
+    for (const archive of archives) {
+      yield* client.fetch("/api/upload_artifacts", {
+        method: "POST",
+        headers: { "content-type": "application/gzip" },
+        body: Stream.toReadableStream(Stream.orDie(archive.stream)) as unknown as BodyInit,
+        duplex: "half"
+      } as RequestInit).pipe(
+        Effect.flatMap(expectOk("upload_artifacts")),
+        Effect.mapError((e) => transportError("upload_artifacts", `cannot hand the artifacts ${archive.key} to the runner: ${e.message}`, e))
+      )
+    }
+    yield* client.fetch("/api/run", { method: "POST" }).pipe(Effect.flatMap(expectOk("run")))
+    return followEvents(client, 0)
+  })
+
+/** The ended job's artifacts on the runner: their manifest, and the archive as a stream. */
+export const fetchArtifacts = (client: RunnerClient) =>
+  Effect.gen(function* () {
+    const manifest = yield* client.fetch("/api/artifacts/manifest").pipe(
+      // The runner's refusal (a missing folder) is the message, without its JSON around it.
+      Effect.flatMap((r) =>
+        r.ok || r.status >= 500
+          ? expectOk("artifacts/manifest")(r)
+          : Effect.flatMap(Effect.promise(() => r.text()), (text) => {
+            let msg = text.slice(0, 500)
+            try {
+              msg = (JSON.parse(text) as { detail: Array<{ msg: string }> }).detail.map((d) => d.msg).join("; ")
+            } catch { /* not the runner's JSON: shown as it came */ }
+            return Effect.fail(new RunnerTransportError({ module: MODULE, method: "artifacts/manifest", reason: "Invalid", message: msg }))
+          })
+      ),
+      Effect.flatMap((r) => Effect.promise(() => r.json() as Promise<{ files: ReadonlyArray<{ path: string; size: number; sha256: string }> }>))
+    )
+    const response = yield* client.fetch("/api/artifacts/archive").pipe(Effect.flatMap(expectOk("artifacts/archive")))
+    const body = response.body
+    const archive = body === null
+      ? Stream.empty
+      : Stream.fromReadableStream({ evaluate: () => body, onError: (cause) => transportError("artifacts/archive", `the artifact archive broke off: ${String(cause)}`, cause) })
+    return { files: manifest.files, archive }
+  })
+
 /** Asks the runner to stop the job: gracefully, or at once with `abort`. */
 export const stopJob = (client: RunnerClient, abort: boolean) =>
   client.fetch("/api/stop", {

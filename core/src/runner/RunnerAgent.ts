@@ -20,6 +20,9 @@ import type { RunnerMetrics, SubmitBody } from "./RunnerProtocol.ts"
 import { unmetHostRequirements } from "./HostRequirements.ts"
 import { toExecutionSpec } from "./RunnerProtocol.ts"
 import { assignServicePort } from "./ServicePort.ts"
+import { type ArtifactFile, artifactManifest, jobDirectory, packArtifacts } from "./Artifacts.ts"
+import { extractTarball } from "../repos/Tarball.ts"
+import type { Stream } from "effect"
 
 /** Where the runner is in its one job's life. */
 export type RunnerState = "wait_submit" | "wait_run" | "serve_logs" | "wait_logs_finished"
@@ -47,6 +50,15 @@ export interface RunnerAgentService {
   readonly uploadCode: (archive: Uint8Array) => Effect.Effect<void, RunnerError>
   /** Starts the job in the background. Only in wait_run. */
   readonly run: Effect.Effect<void, RunnerError>
+  /**
+   * Extracts a tar.gz of a dependency's artifacts (streamed) into the job's working directory.
+   * Only in wait_run, after the code.
+   */
+  readonly uploadArtifacts: (archive: Stream.Stream<Uint8Array, Error>) => Effect.Effect<void, RunnerError>
+  /** The files of the ended job's artifacts (`JobSpec.artifacts`), with sizes and SHA-256. Only in wait_logs_finished. */
+  readonly artifactManifest: Effect.Effect<ReadonlyArray<ArtifactFile>, RunnerError>
+  /** The ended job's artifacts as a tar.gz stream. Only in wait_logs_finished. */
+  readonly artifactArchive: Effect.Effect<Stream.Stream<Uint8Array, Error>, RunnerError>
   /**
    * submit, uploadCode (when `code` is given) and run in one step. When the upload is refused
    * the job ends `failed` (executor_error) at once, so the runner takes the next submit.
@@ -323,6 +335,40 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       )
     })
 
+    const jobDir = () => jobDirectory(repoDir, submission?.jobSpec.workingDir)
+
+    const uploadArtifacts = (archive: Stream.Stream<Uint8Array, Error>) =>
+      Effect.gen(function* () {
+        if (state !== "wait_run") {
+          return yield* Effect.fail(refuse("upload_artifacts", "Conflict", `artifacts can only be uploaded after submit and before run (state ${state})`))
+        }
+        const dir = jobDir()
+        yield* Effect.try({
+          try: () => fs.mkdirSync(dir, { recursive: true }),
+          catch: (cause) => refuse("upload_artifacts", "Internal", `cannot create the working directory ${dir}: ${String(cause)}`, cause)
+        })
+        yield* extractTarball("RunnerAgent", archive, dir).pipe(
+          Effect.mapError((e) => refuse("upload_artifacts", "Invalid", `the artifact archive was refused: ${e.message}`, e))
+        )
+        events.addRunnerLog(`artifacts of a dependency extracted into ${dir}`)
+      })
+
+    const endedWithArtifacts = (method: string) =>
+      Effect.suspend(() => {
+        if (state !== "wait_logs_finished" || submission === undefined) {
+          return Effect.fail(refuse(method, "Conflict", `artifacts are kept once the job has ended (state ${state})`))
+        }
+        const artifacts = submission.jobSpec.artifacts ?? []
+        if (artifacts.length === 0) return Effect.fail(refuse(method, "Invalid", `job ${submission.jobSpec.jobName} lists no artifacts`))
+        return Effect.succeed({ dir: jobDir(), artifacts })
+      })
+
+    const manifest = Effect.flatMap(endedWithArtifacts("artifacts/manifest"), ({ artifacts, dir }) =>
+      artifactManifest(dir, artifacts).pipe(Effect.mapError((e) => refuse("artifacts/manifest", "Invalid", e.message, e))))
+
+    const archive = Effect.flatMap(endedWithArtifacts("artifacts/archive"), ({ artifacts, dir }) =>
+      packArtifacts(dir, artifacts).pipe(Effect.mapError((e) => refuse("artifacts/archive", "Invalid", e.message, e))))
+
     const start = (body: SubmitBody, code: Uint8Array | undefined) =>
       Effect.gen(function* () {
         yield* submit(body)
@@ -376,6 +422,9 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       submit,
       uploadCode,
       run,
+      uploadArtifacts,
+      artifactManifest: manifest,
+      artifactArchive: archive,
       start,
       pull: (timestamp) => Effect.sync(() => events.since(timestamp)),
       stop,

@@ -4,7 +4,7 @@
  * pushed the moment they happen; plus `POST /api/start` (ours), submit + upload_code + run in
  * one request that answers with the job's event stream.
  */
-import { Effect, Either, Schema } from "effect"
+import { Effect, Either, Schema, Stream } from "effect"
 import { Hono } from "hono"
 import type { Context } from "hono"
 import { streamSSE } from "hono/streaming"
@@ -86,6 +86,22 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
     const body = new Uint8Array(await c.req.arrayBuffer())
     await runAgent(agent.uploadCode(body))
     return c.json({})
+  })
+
+  // Workflow artifacts: a dependency's archive (tar.gz, streamed) into the working directory
+  // before run; the ended job's own artifacts as a manifest and a streamed tar.gz.
+  app.post("/api/upload_artifacts", async (c) => {
+    const body = c.req.raw.body
+    const stream = body === null ? Stream.empty : Stream.fromReadableStream({ evaluate: () => body, onError: (cause) => new Error(`the upload broke: ${String(cause)}`) })
+    await runAgent(agent.uploadArtifacts(stream))
+    return c.json({})
+  })
+
+  app.get("/api/artifacts/manifest", async (c) => c.json({ files: await runAgent(agent.artifactManifest) }))
+
+  app.get("/api/artifacts/archive", async () => {
+    const stream = await runAgent(agent.artifactArchive)
+    return new Response(Stream.toReadableStream(stream) as ReadableStream<Uint8Array>, { headers: { "content-type": "application/gzip" } })
   })
 
   app.post("/api/run", async (c) => {

@@ -13,6 +13,7 @@ import { TaskConfiguration } from "../domain/Configuration.ts"
 import { ResourcesSpec } from "../domain/Resources.ts"
 import type * as Provider from "../ports/Provider.ts"
 import { parametersSummary } from "./defineProvider.ts"
+import { artifactPathProblem } from "../runner/Artifacts.ts"
 import {
   failWith,
   interpolate,
@@ -71,8 +72,6 @@ export interface PlanOptions {
 /** Keys of a workflow entry that are not provider parameters. */
 const WORKFLOW_KEYS = new Set(["name", "provider", "depends_on", "help"])
 
-/** Why `artifacts` is refused. */
-export const ARTIFACTS_UNSUPPORTED = "`artifacts` is not supported yet: this build keeps no folders of a job when it ends (remove the key)"
 
 const hash = (value: unknown): string => createHash("sha256").update(JSON.stringify(value)).digest("hex")
 
@@ -194,12 +193,16 @@ export const planWorkflow = (
         issues.push(issueAt(source, [...path, "provider"], `provider ${providerName} made no jobs for this workflow`))
         continue
       }
-      // Keeping a job's folders when it ends needs the runner to hand them over, which it does
-      // not yet: refused here rather than accepted and dropped.
-      if (jobs.some((j) => (j.artifacts ?? []).length > 0)) {
-        issues.push(issueAt(source, "artifacts" in entry ? [...path, "artifacts"] : [...path, "provider"], ARTIFACTS_UNSUPPORTED, "artifacts" in entry))
-        continue
+      // Artifacts are folders inside the working directory: anything else is refused at its line.
+      for (const [i, job] of jobs.entries()) {
+        for (const [k, artifact] of (job.artifacts ?? []).entries()) {
+          const problem = artifactPathProblem(artifact)
+          if (problem === undefined) continue
+          const at = "artifacts" in entry && jobs.length === 1 ? [...path, "artifacts", k] : [...path, "provider"]
+          issues.push(issueAt(source, at, `artifact ${JSON.stringify(artifact)}${jobs.length > 1 ? ` of job ${i}` : ""} ${problem}`))
+        }
       }
+      if (issues.length > before) continue
       const ids = jobs.map((_, i) => (jobs.length === 1 ? entry.name : `${entry.name}-${i}`))
       const upstream = (entry.depends_on ?? []).flatMap((d) => idsOf.get(d) ?? [])
       const inputsOf = (ids: ReadonlyArray<string>): Array<string> => {

@@ -2,3 +2,5 @@
 export * from "./WorkflowFiles.ts"
 export * from "./WorkflowPlan.ts"
 export * from "./defineProvider.ts"
+export * as Artifacts from "./Artifacts.ts"
+export { artifactPathProblem } from "../runner/Artifacts.ts"

@@ -147,10 +147,18 @@ describe("workflow files", () => {
       ])
     }))
 
-  it.effect("refuses artifacts at their line: this build keeps no folders of a job", () =>
+  it.effect("plans artifacts and gives them to the transitive dependents; refuses paths that leave the working directory", () =>
     Effect.gen(function*() {
-      const text = "workflows:\n  - name: a\n    provider: shell\n    commands: [x]\n    artifacts: [data]\n"
-      expect(yield* issues(plan({ [WF]: text }, "a"))).toEqual([`${WF}:5:5 workflows[0].artifacts ${Workflows.ARTIFACTS_UNSUPPORTED}`])
+      const text = "workflows:\n  - name: a\n    provider: shell\n    commands: [x]\n    artifacts: [data]\n" +
+        "  - name: b\n    provider: shell\n    commands: [x]\n    depends_on: [a]\n" +
+        "  - name: c\n    provider: shell\n    commands: [x]\n    depends_on: [b]\n" +
+        "  - name: d\n    provider: shell\n    commands: [x]\n    artifacts: [ok, ../up, /abs]\n"
+      const planned = yield* plan({ [WF]: text }, "c")
+      expect(planned.jobs.map((j) => [j.id, j.artifacts, j.inputs])).toEqual([["a", ["data"], []], ["b", [], ["a"]], ["c", [], ["b", "a"]]])
+      expect(yield* issues(plan({ [WF]: text }, "d"))).toEqual([
+        `${WF}:17:21 workflows[3].artifacts[1] artifact "../up" leaves the working directory`,
+        `${WF}:17:28 workflows[3].artifacts[2] artifact "/abs" is absolute; artifacts are folders relative to the working directory`
+      ])
     }))
 
   it.effect("refuses a job its provider made invalid, naming the provider and the field", () =>

@@ -2,7 +2,7 @@
 // deleting runs. Applying stores the run with its jobs `submitted` and wakes the engine; the
 // engine does the rest.
 import { Effect, Option, Schema } from "effect"
-import { Job, JobSubmission, latestSubmission } from "../../domain/Job.ts"
+import { Job, JobSpec, JobSubmission, latestSubmission } from "../../domain/Job.ts"
 import { Run, RunSpec } from "../../domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../../domain/RunJobSpecs.ts"
 import { JobPlan, RunPlan, makeJobPlan } from "../../domain/RunPlan.ts"
@@ -15,7 +15,7 @@ import { InstanceCache } from "../InstanceCache.ts"
 import { StateStore, type DocumentBody, type DocumentFilter, type Page, type StateStoreError } from "../../ports/StateStore.ts"
 import { authorizeProject } from "../Access.ts"
 import type { Access } from "../Access.ts"
-import { alreadyExists, badRequest, excerpt, fromStateStore, notFound } from "../ApiError.ts"
+import { alreadyExists, badRequest, excerpt, fromStateStore, notFound, serverError } from "../ApiError.ts"
 import type { ApiError } from "../ApiError.ts"
 import * as Eager from "../Eager.ts"
 import { encoded, jsonRoute } from "../Route.ts"
@@ -23,6 +23,8 @@ import { RunCache } from "../RunCache.ts"
 import { randomRunName } from "./runNames.ts"
 import { refuseUnknownRepoType } from "./repoTypes.ts"
 import { refuseUnsupported } from "./unsupported.ts"
+import { BlobStore } from "../../ports/BlobStore.ts"
+import { deleteRunArtifacts } from "../../workflows/Artifacts.ts"
 
 const runNotFound = (project: string, name: string) => notFound(`Run ${excerpt(name)} does not exist in project ${excerpt(project)}`)
 
@@ -172,8 +174,11 @@ const freeRunName = (project: string) =>
     return `run-${crypto.randomUUID().slice(0, 8)}`
   })
 
-/** Stores a new run for the spec, its jobs submitted, and wakes the engine. */
-const submit = (project: string, user: string, runSpec: RunSpec, force: boolean) =>
+/**
+ * Stores a new run for the spec, its jobs submitted, and wakes the engine. `patchJobSpec`
+ * lets the workflow runner add what a configuration does not carry (artifacts).
+ */
+export const submit = (project: string, user: string, runSpec: RunSpec, force: boolean, patchJobSpec: (spec: JobSpec) => JobSpec = (s) => s) =>
   Effect.gen(function* () {
     const store = yield* StateStore
     const engine = yield* Engine
@@ -200,7 +205,7 @@ const submit = (project: string, user: string, runSpec: RunSpec, force: boolean)
     const jobs = jobSpecsFromRunSpec(spec).map(
       (jobSpec) =>
         new Job({
-          jobSpec,
+          jobSpec: patchJobSpec(jobSpec),
           jobSubmissions: [new JobSubmission({ id: crypto.randomUUID(), submissionNum: 0, submittedAt: now, lastProcessedAt: now, status: "submitted" })]
         })
     )
@@ -316,6 +321,10 @@ export const runRoutes = [
         for (const { row, record } of loaded) {
           const submissions = record.run.jobs.flatMap((j) => j.jobSubmissions.map((s) => s.id))
           yield* store.logs.delete(project, submissions).pipe(Effect.mapError(fromStateStore))
+          // Workflow jobs' artifacts go with their run.
+          yield* Effect.flatMap(BlobStore, (blobs) => deleteRunArtifacts(blobs, project, row.id)).pipe(
+            Effect.mapError((e) => serverError(`Cannot delete the artifacts of run ${row.name}: ${e.message}`, e))
+          )
           yield* store.runs.update(row.id, { deleted: true }).pipe(Effect.mapError(fromStateStore))
         }
         return {}
