@@ -16,7 +16,16 @@ export const RunName = Schema.String.pipe(
   })
 )
 
-export const GetPlanRequest = Schema.Struct({ runSpec: key(RunSpec, "run_spec") })
+export const GetPlanRequest = Schema.Struct({
+  runSpec: key(RunSpec, "run_spec"),
+  /** At most this many offers per job in the plan (upstream's `max_offers`; the default limit otherwise). */
+  maxOffers: optionalKey(Schema.Int.pipe(Schema.nonNegative()), "max_offers"),
+  /**
+   * Upstream's `dstack offer` asks for a plan only to show its offers. A plan here is the same
+   * either way (offers and the run it would replace), so the flag changes nothing.
+   */
+  forOffersOnly: optionalKey(Schema.Boolean, "for_offers_only")
+})
 
 export const ApplyPlanInput = Schema.Struct({
   runSpec: key(RunSpec, "run_spec"),

@@ -111,7 +111,7 @@ const listPage = (input: typeof Api.ListRunsRequest.Type): Page => ({
 })
 
 /** The run's spec with every job's plan: idle instances first, then offers by price. */
-const plan = (project: string, user: string, runSpec: RunSpec) =>
+const plan = (project: string, user: string, runSpec: RunSpec, maxOffers?: number) =>
   Effect.gen(function* () {
     const config = runSpec.configuration
     const specs = jobSpecsFromRunSpec(runSpec)
@@ -127,7 +127,7 @@ const plan = (project: string, user: string, runSpec: RunSpec) =>
         instanceTypes: config.instanceTypes
       }, { idleRows }).pipe(
         Effect.map((offers) => {
-          const jp = makeJobPlan(spec, offers.offers)
+          const jp = makeJobPlan(spec, offers.offers, maxOffers)
           return offers.offers.length === 0 ? new JobPlan({ ...jp, noOffersReason: explainNoOffers(offers) }, { disableValidation: true }) : jp
         })
       )
@@ -226,7 +226,7 @@ export const runRoutes = [
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/get_plan", summary: "Plan a run: the offers for each of its jobs", tag: "runs", access: { project: "user" },
     request: Api.GetPlanRequest, response: RunPlan,
-    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.runSpec, ["body", "run_spec"]), plan(ctx.projectName!, ctx.principal!.username, input.runSpec))
+    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.runSpec, ["body", "run_spec"]), plan(ctx.projectName!, ctx.principal!.username, input.runSpec, input.maxOffers))
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/apply", summary: "Submit a planned run", tag: "runs", access: { project: "user" },
