@@ -16,6 +16,7 @@ import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { describeWith } from "../support/components.ts"
+import { makeRemoteStandIn } from "../support/remote-standin.ts"
 import { runPython, upstreamClientDir, upstreamEnv } from "../support/upstream.ts"
 
 const TOKEN = "upstream-client-token"
@@ -26,6 +27,8 @@ let server: Server
 let listener: ReturnType<typeof serve> | undefined
 let url = ""
 let env: Record<string, string> = {}
+/** SSH fleet hosts: a stand-in for the `remote` backend whose hosts are runners on 127.0.0.x. */
+const remote = makeRemoteStandIn()
 
 /** A route's answer as upstream's client gets it (it sends X-API-VERSION). */
 const call = async (route: string, body: unknown = {}, token = TOKEN, version = "0.21.2") => {
@@ -50,7 +53,8 @@ describeWith("upstream-client", dir !== undefined, "no shared/upstream-client be
       state: EmbeddedStateStore.layerMemory(),
       blobs: blobsMemory,
       adminToken: TOKEN,
-      plugins: [backendLocal, transportLocal],
+      plugins: [backendLocal, transportLocal, remote.plugin],
+      secrets: { key: new Uint8Array(32).fill(7) },
       runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
       compute: { defaultBackends: [{ type: "local" }] }
     })
@@ -200,4 +204,80 @@ print(json.dumps({
     }
     expect(status).toBe("terminated")
   }, 240_000)
+
+  it("request_fields.py still generates UpstreamRequestFields.ts as committed", async () => {
+    const out = await python([path.join(here, "request_fields.py")])
+    expect(out.stderr).not.toMatch(/Traceback/)
+    const committed = fs.readFileSync(fileURLToPath(new URL("../../core/src/server/UpstreamRequestFields.ts", import.meta.url)), "utf8")
+    expect(out.stdout === committed, "regenerate it: $DSTACK_PY test/upstream/request_fields.py > core/src/server/UpstreamRequestFields.ts").toBe(true)
+  }, 60_000)
+
+  it("fields this server does not carry out reach the SDK and the CLI as errors naming them", async () => {
+    const script = `
+import json, sys
+from dstack.api import Client, Resources, Task
+from dstack._internal.core.errors import ServerClientError
+client = Client.from_config(project_name="main", server_url=sys.argv[1], user_token=sys.argv[2])
+res = Resources(cpu="1..", memory="1GB..", disk="1GB..")
+out = {}
+for name, task in [("plain", Task(commands=["true"], resources=res)), ("tags", Task(commands=["true"], resources=res, tags={"team": "ml"}))]:
+    try:
+        client.runs.get_run_plan(task)
+        out[name] = {"ok": True}
+    except ServerClientError as e:
+        out[name] = {"error": type(e).__name__, "msg": e.msg, "fields": e.fields}
+print(json.dumps(out))
+`
+    const sdk = await python(["-c", script, url, TOKEN])
+    expect(sdk.stderr).not.toMatch(/Traceback/)
+    const r = JSON.parse(sdk.stdout)
+    expect(r.plain).toEqual({ ok: true })
+    expect(r.tags).toEqual({
+      error: "ServerClientError",
+      msg: `run_spec.configuration.tags is not supported by this server (got {"team":"ml"}; only upstream's default null is accepted)`,
+      fields: [["body", "run_spec", "configuration", "tags"]]
+    })
+    const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
+    expect(added.code, added.stderr + added.stdout).toBe(0)
+    fs.writeFileSync(path.join(home, "tagged.dstack.yml"), "type: task\nname: up-tagged\ncommands:\n  - echo never\npriority: 50\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
+    const applied = await cli("apply", "-f", "tagged.dstack.yml", "-d", "-y")
+    expect(applied.code).not.toBe(0)
+    expect(applied.stdout + applied.stderr).toContain("run_spec.configuration.priority is not supported by this server (got 50; only upstream's default null is accepted)")
+    expect((await call("/api/project/main/runs/get", { run_name: "up-tagged" })).body.detail[0].code).toBe("resource_not_exists")
+  }, 120_000)
+
+  it("the CLI lists fleets and sets, lists, gets and deletes secrets", async () => {
+    const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
+    expect(added.code, added.stderr + added.stdout).toBe(0)
+    const spec = { configuration: { type: "fleet", name: "up-fleet", ssh_config: { user: "dstack", ssh_key: { public: "ssh-ed25519 AAAA test", private: "-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n-----END OPENSSH PRIVATE KEY-----\n" }, hosts: ["127.0.0.21"] } } }
+    const applied = await call("/api/project/main/fleets/apply", { plan: { spec, current_resource: null }, force: false })
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200)
+    let listed = ""
+    for (let i = 0; i < 100 && !/idle/.test(listed); i++) {
+      const out = await cli("fleet", "list")
+      expect(out.code, out.stderr + out.stdout).toBe(0)
+      listed = out.stdout
+      if (!/idle/.test(listed)) await new Promise((r) => setTimeout(r, 300))
+    }
+    expect(listed).toMatch(/up-fleet/)
+    expect(listed).toMatch(/ssh \(remote\)|127\.0\.0\.21/)
+    expect(listed).toMatch(/idle/)
+    const set = await cli("secret", "set", "up_token", "s3cret-value")
+    expect(set.code, set.stderr + set.stdout).toBe(0)
+    expect(set.stdout).toContain("OK")
+    const list = await cli("secret", "list")
+    expect(list.code, list.stderr + list.stdout).toBe(0)
+    expect(list.stdout).toMatch(/up_token/)
+    expect(list.stdout).not.toContain("s3cret-value")
+    const got = await cli("secret", "get", "up_token")
+    expect(got.code, got.stderr + got.stdout).toBe(0)
+    expect(got.stdout).toMatch(/up_token\s+s3cret-value/)
+    const missing = await cli("secret", "get", "no_such")
+    expect(missing.code).not.toBe(0)
+    expect(missing.stdout + missing.stderr).toMatch(/no_such/)
+    const deleted = await cli("secret", "delete", "up_token", "-y")
+    expect(deleted.code, deleted.stderr + deleted.stdout).toBe(0)
+    expect((await cli("secret", "list")).stdout).not.toMatch(/up_token/)
+    expect((await call("/api/project/main/fleets/delete", { names: ["up-fleet"] })).status).toBe(200)
+  }, 180_000)
 })
