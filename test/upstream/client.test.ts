@@ -2,7 +2,9 @@
 // dstack-ts server on a real port with the default build's local backend: every answer parses
 // with the client's pydantic models (check_models.py), the SDK plans, applies, follows, reads
 // logs, stops and deletes a run, the CLI adds the project and runs ps, apply -d, logs, stop and
-// offer, and errors reach it as the exceptions it expects. Needs ../shared/upstream-client.
+// offer, lists fleets, manages secrets, is refused fields this server does not carry out, stops
+// with a clear error where it would attach over SSH, and errors reach it as the exceptions it
+// expects. Needs ../shared/upstream-client.
 import { serve } from "@hono/node-server"
 import * as fs from "node:fs"
 import type { AddressInfo } from "node:net"
@@ -279,5 +281,28 @@ print(json.dumps(out))
     expect(deleted.code, deleted.stderr + deleted.stdout).toBe(0)
     expect((await cli("secret", "list")).stdout).not.toMatch(/up_token/)
     expect((await call("/api/project/main/fleets/delete", { names: ["up-fleet"] })).status).toBe(200)
+  }, 180_000)
+
+  it("attached apply and attach stop with upstream's clear error (no SSH here), the run goes on", async () => {
+    // docs/api.md: attach needs the user's SSH key pair, a tunnel and the runner's logs WebSocket.
+    const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
+    expect(added.code, added.stderr + added.stdout).toBe(0)
+    fs.writeFileSync(path.join(home, "attached.dstack.yml"), "type: task\nname: up-att\ncommands:\n  - echo hello attached\n  - sleep 2\n  - echo bye\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
+    const applied = await cli("apply", "-f", "attached.dstack.yml", "-y")
+    expect(applied.code, applied.stderr + applied.stdout).toBe(1)
+    expect(applied.stdout + applied.stderr).toContain("Server response does not contain user SSH key")
+    expect(applied.stdout + applied.stderr).not.toMatch(/Traceback/)
+    let status = ""
+    for (let i = 0; i < 120 && !["terminated", "aborted", "done", "failed"].includes(status); i++) {
+      await new Promise((r) => setTimeout(r, 250))
+      status = (await call("/api/project/main/runs/get", { run_name: "up-att" })).body.status
+    }
+    expect(status).toBe("done")
+    const attach = await cli("attach", "up-att")
+    expect(attach.code).toBe(1)
+    expect(attach.stdout + attach.stderr).toContain("Server response does not contain user SSH key")
+    const logs = await cli("logs", "up-att")
+    expect(logs.code, logs.stderr).toBe(0)
+    expect(logs.stdout).toBe("hello attached\nbye\n")
   }, 180_000)
 })
