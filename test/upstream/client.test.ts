@@ -6,6 +6,7 @@
 // with a clear error where it would attach over SSH, and errors reach it as the exceptions it
 // expects. Needs ../shared/upstream-client.
 import { serve } from "@hono/node-server"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import type { AddressInfo } from "node:net"
 import * as os from "node:os"
@@ -44,6 +45,22 @@ const call = async (route: string, body: unknown = {}, token = TOKEN, version = 
 
 const python = (args: ReadonlyArray<string>, input?: string) => runPython(env, args, { home, ...(input !== undefined ? { input } : {}) })
 const cli = (...args: ReadonlyArray<string>) => runPython(env, ["-m", "dstack._internal.cli.main", ...args], { home, cwd: home })
+
+/** dstack-ts's own CLI, with the same HOME (and so the same ~/.dstack/config.yml) as upstream's. */
+const ownCli = (...args: ReadonlyArray<string>) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [fileURLToPath(new URL("../../cli/bin/dstack.mjs", import.meta.url)), ...args], {
+      cwd: home,
+      env: { ...process.env, HOME: home, NO_COLOR: "1", COLUMNS: "200" }
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (d) => (stdout += d))
+    child.stderr.on("data", (d) => (stderr += d))
+    child.on("error", reject)
+    child.on("close", (code) => resolve({ code, stdout, stderr }))
+    child.stdin.end()
+  })
 
 const lines = (stdout: string) =>
   Object.fromEntries(stdout.trim().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).map((o) => [o.step, o]))
@@ -304,5 +321,34 @@ print(json.dumps(out))
     const logs = await cli("logs", "up-att")
     expect(logs.code, logs.stderr).toBe(0)
     expect(logs.stdout).toBe("hello attached\nbye\n")
+  }, 180_000)
+
+  it("dstack-ts's own CLI, on the project upstream's CLI added, lists, shows and deletes a fleet", async () => {
+    const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
+    expect(added.code, added.stderr + added.stdout).toBe(0)
+    const spec = { configuration: { type: "fleet", name: "own-fleet", ssh_config: { user: "dstack", ssh_key: { public: "ssh-ed25519 AAAA test", private: "-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n-----END OPENSSH PRIVATE KEY-----\n" }, hosts: ["127.0.0.22"] } } }
+    expect((await call("/api/project/main/fleets/apply", { plan: { spec }, force: false })).status).toBe(200)
+    let listed = { code: null as number | null, stdout: "", stderr: "" }
+    for (let i = 0; i < 100 && !/own-fleet.*idle/s.test(listed.stdout); i++) {
+      listed = await ownCli("fleet", "list")
+      expect(listed.code, listed.stderr + listed.stdout).toBe(0)
+      if (!/idle/.test(listed.stdout)) await new Promise((r) => setTimeout(r, 300))
+    }
+    expect(listed.stdout).toMatch(/own-fleet/)
+    expect(listed.stdout).toMatch(/127\.0\.0\.22/)
+    const got = await ownCli("fleet", "get", "own-fleet")
+    expect(got.code, got.stderr).toBe(0)
+    expect(got.stdout).toMatch(/^Fleet own-fleet \(active\)/)
+    const missing = await ownCli("fleet", "get", "no-such-fleet")
+    expect(missing.code).not.toBe(0)
+    expect(missing.stderr).toContain("Fleet no-such-fleet does not exist in project main")
+    const deleted = await ownCli("fleet", "delete", "own-fleet", "-y")
+    expect(deleted.code, deleted.stderr + deleted.stdout).toBe(0)
+    let gone = ""
+    for (let i = 0; i < 100 && !/No fleets|terminat/.test(gone); i++) {
+      await new Promise((r) => setTimeout(r, 300))
+      gone = (await ownCli("fleet", "list")).stdout
+    }
+    expect(gone).not.toMatch(/own-fleet.*idle/s)
   }, 180_000)
 })

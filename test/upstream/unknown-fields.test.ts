@@ -130,7 +130,7 @@ describe("fields this server does not carry out", () => {
     const user = await call("/api/users/create", { username: "bob", global_role: "user", email: null, active: true, nickname: "b" })
     expect(user.status).toBe(400)
     expect(user.body.detail[0].msg).toBe('nickname is not a field this server knows (got "b")')
-    const list = await call("/api/runs/list", { project_name: null, include_jobs: true, only_active: false, limit: 10, ascending: false, job_submissions_limit: null })
+    const list = await call("/api/runs/list", { project_name: null, include_jobs: true, only_active: false, limit: 10, ascending: false, job_submissions_limit: 1 })
     expect(list.status).toBe(200)
     const bad = await call("/api/project/main/runs/get_plan", upstreamTask({ commands: "echo", tags: { a: "b" } }))
     expect(bad.status).toBe(422)

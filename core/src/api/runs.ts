@@ -51,7 +51,9 @@ export const ListRunsRequest = Schema.Struct({
   prevSubmittedAt: optionalKey(Schema.NullOr(Schema.Date), "prev_submitted_at"),
   prevRunId: optionalKey(Schema.NullOr(Schema.String), "prev_run_id"),
   limit: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 1000)), { default: () => 100 }),
-  ascending: Schema.optionalWith(Schema.Boolean, { default: () => false })
+  ascending: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** Each job with only its latest this many submissions (upstream's `job_submissions_limit`). */
+  jobSubmissionsLimit: optionalKey(Schema.Int.pipe(Schema.nonNegative()), "job_submissions_limit")
 })
 
 export const StopRunsRequest = Schema.Struct({

@@ -18,7 +18,7 @@ import type { Access } from "../Access.ts"
 import { alreadyExists, badRequest, excerpt, fromStateStore, notFound } from "../ApiError.ts"
 import type { ApiError } from "../ApiError.ts"
 import * as Eager from "../Eager.ts"
-import { encoded, jsonRoute } from "../Route.ts"
+import { encoded, type Encoded, jsonRoute } from "../Route.ts"
 import { RunCache } from "../RunCache.ts"
 import { randomRunName } from "./runNames.ts"
 import { refuseUnknownRepoType } from "./repoTypes.ts"
@@ -93,6 +93,15 @@ const runPage = (rows: ReadonlyArray<DocumentBody>, now: number) =>
     const page = storedRunPage(rows, now)
     return page !== undefined ? Effect.succeed(page) : Effect.map(Effect.forEach(rows, (r) => runWireOf(r, now)), (all) => encoded(all))
   })
+
+/** A page of wire runs whose jobs keep only their latest `n` submissions. */
+const latestSubmissions = <A>(page: Encoded<A>, n: number): Encoded<A> => {
+  const runs = (page.json !== undefined ? JSON.parse(typeof page.json === "string" ? page.json : new TextDecoder().decode(page.json)) : page.value) as Array<any>
+  return encoded(runs.map((run) => ({
+    ...run,
+    jobs: (run.jobs ?? []).map((job: any) => ({ ...job, job_submissions: n === 0 ? [] : (job.job_submissions ?? []).slice(-n) }))
+  })) as unknown as A)
+}
 
 /** Which runs a runs/list request selects, among `projects` (all when undefined). */
 const listFilter = (input: typeof Api.ListRunsRequest.Type, projects: ReadonlyArray<string> | undefined): DocumentFilter => ({
@@ -278,7 +287,8 @@ export const runRoutes = [
           : Effect.flatMap(RunCache, (runs) =>
               runs.listDocs(listFilter(input, ps), listPage(input)).pipe(
                 Effect.mapError(fromStateStore),
-                Effect.flatMap((rows) => runPage(rows, Date.now()))
+                Effect.flatMap((rows) => runPage(rows, Date.now())),
+                Effect.map((page) => (input.jobSubmissionsLimit === undefined ? page : latestSubmissions(page, input.jobSubmissionsLimit)))
               )
             )
       )
