@@ -197,7 +197,7 @@ print(json.dumps({
   it("the CLI adds the project and runs ps, apply -d, logs, stop and offer", async () => {
     const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
     expect(added.code, added.stderr + added.stdout).toBe(0)
-    fs.writeFileSync(path.join(home, "task.dstack.yml"), "type: task\nname: up-cli\ncommands:\n  - echo hello from the cli\n  - sleep 30\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
+    fs.writeFileSync(path.join(home, "task.dstack.yml"), "type: task\nname: up-cli\ncommands:\n  - echo hello from the cli\n  - sleep 300\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
     const offer = await cli("offer", "--cpu", "1..", "--memory", "1GB..", "--disk", "1GB..")
     expect(offer.code, offer.stderr + offer.stdout).toBe(0)
     // the local backend's offer, as the client shows upstream's on-prem `remote` type
