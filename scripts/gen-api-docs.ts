@@ -217,6 +217,17 @@ with \`npx tsx scripts/gen-api-docs.ts\`; a test fails while this file is out of
   upstream's message. \`null\` for an optional field is the field left out, everywhere. Answers
   to it show the \`local\` backend as upstream's on-prem \`remote\` and log messages in base64.
   [Upstream's routes](#upstreams-routes) lists every route its client calls and its state here.
+- **Fields this server does not carry out.** A key a route's schema does not know is accepted
+  only at upstream's default for it (null, empty, or its pydantic model's default, taken from
+  upstream's source into \`core/src/server/UpstreamRequestFields.ts\`), since upstream's client
+  sends every field it has; any other value gets \`400\` naming each such key, e.g.
+  \`run_spec.configuration.tags is not supported by this server (got {"team":"ml"}; only
+  upstream's default null is accepted)\`. Nothing sent is accepted and ignored.
+- **Attach from upstream's CLI.** \`dstack apply\` without \`-d\` and \`dstack attach\` need
+  the user's SSH key pair from \`users/get_my_user\`, an SSH tunnel to the instance and the
+  runner's logs WebSocket, which this server does not offer yet: upstream's CLI submits the run
+  and then stops with \`Server response does not contain user SSH key\` (exit code 1). The run
+  goes on; follow it with \`dstack logs\` and \`dstack ps\`, or apply with \`-d\`.
 - **Types.** \`Date\` fields are ISO 8601 strings; a field that may be absent is not marked
   required; \`or null\` means the server may send \`null\`. Objects are listed two levels deep;
   the [shared schemas](#shared-schemas) are at the end, and a run's \`configuration\` is the

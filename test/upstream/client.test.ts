@@ -2,8 +2,11 @@
 // dstack-ts server on a real port with the default build's local backend: every answer parses
 // with the client's pydantic models (check_models.py), the SDK plans, applies, follows, reads
 // logs, stops and deletes a run, the CLI adds the project and runs ps, apply -d, logs, stop and
-// offer, and errors reach it as the exceptions it expects. Needs ../shared/upstream-client.
+// offer, lists fleets, manages secrets, is refused fields this server does not carry out, stops
+// with a clear error where it would attach over SSH, and errors reach it as the exceptions it
+// expects. Needs ../shared/upstream-client.
 import { serve } from "@hono/node-server"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import type { AddressInfo } from "node:net"
 import * as os from "node:os"
@@ -16,6 +19,7 @@ import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { describeWith } from "../support/components.ts"
+import { makeRemoteStandIn } from "../support/remote-standin.ts"
 import { runPython, upstreamClientDir, upstreamEnv } from "../support/upstream.ts"
 
 const TOKEN = "upstream-client-token"
@@ -26,6 +30,8 @@ let server: Server
 let listener: ReturnType<typeof serve> | undefined
 let url = ""
 let env: Record<string, string> = {}
+/** SSH fleet hosts: a stand-in for the `remote` backend whose hosts are runners on 127.0.0.x. */
+const remote = makeRemoteStandIn()
 
 /** A route's answer as upstream's client gets it (it sends X-API-VERSION). */
 const call = async (route: string, body: unknown = {}, token = TOKEN, version = "0.21.2") => {
@@ -40,6 +46,22 @@ const call = async (route: string, body: unknown = {}, token = TOKEN, version = 
 const python = (args: ReadonlyArray<string>, input?: string) => runPython(env, args, { home, ...(input !== undefined ? { input } : {}) })
 const cli = (...args: ReadonlyArray<string>) => runPython(env, ["-m", "dstack._internal.cli.main", ...args], { home, cwd: home })
 
+/** dstack-ts's own CLI, with the same HOME (and so the same ~/.dstack/config.yml) as upstream's. */
+const ownCli = (...args: ReadonlyArray<string>) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [fileURLToPath(new URL("../../cli/bin/dstack.mjs", import.meta.url)), ...args], {
+      cwd: home,
+      env: { ...process.env, HOME: home, NO_COLOR: "1", COLUMNS: "200" }
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (d) => (stdout += d))
+    child.stderr.on("data", (d) => (stderr += d))
+    child.on("error", reject)
+    child.on("close", (code) => resolve({ code, stdout, stderr }))
+    child.stdin.end()
+  })
+
 const lines = (stdout: string) =>
   Object.fromEntries(stdout.trim().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).map((o) => [o.step, o]))
 
@@ -50,7 +72,8 @@ describeWith("upstream-client", dir !== undefined, "no shared/upstream-client be
       state: EmbeddedStateStore.layerMemory(),
       blobs: blobsMemory,
       adminToken: TOKEN,
-      plugins: [backendLocal, transportLocal],
+      plugins: [backendLocal, transportLocal, remote.plugin],
+      secrets: { key: new Uint8Array(32).fill(7) },
       runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
       compute: { defaultBackends: [{ type: "local" }] }
     })
@@ -174,7 +197,7 @@ print(json.dumps({
   it("the CLI adds the project and runs ps, apply -d, logs, stop and offer", async () => {
     const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
     expect(added.code, added.stderr + added.stdout).toBe(0)
-    fs.writeFileSync(path.join(home, "task.dstack.yml"), "type: task\nname: up-cli\ncommands:\n  - echo hello from the cli\n  - sleep 30\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
+    fs.writeFileSync(path.join(home, "task.dstack.yml"), "type: task\nname: up-cli\ncommands:\n  - echo hello from the cli\n  - sleep 300\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
     const offer = await cli("offer", "--cpu", "1..", "--memory", "1GB..", "--disk", "1GB..")
     expect(offer.code, offer.stderr + offer.stdout).toBe(0)
     // the local backend's offer, as the client shows upstream's on-prem `remote` type
@@ -200,4 +223,132 @@ print(json.dumps({
     }
     expect(status).toBe("terminated")
   }, 240_000)
+
+  it("request_fields.py still generates UpstreamRequestFields.ts as committed", async () => {
+    const out = await python([path.join(here, "request_fields.py")])
+    expect(out.stderr).not.toMatch(/Traceback/)
+    const committed = fs.readFileSync(fileURLToPath(new URL("../../core/src/server/UpstreamRequestFields.ts", import.meta.url)), "utf8")
+    expect(out.stdout === committed, "regenerate it: $DSTACK_PY test/upstream/request_fields.py > core/src/server/UpstreamRequestFields.ts").toBe(true)
+  }, 60_000)
+
+  it("fields this server does not carry out reach the SDK and the CLI as errors naming them", async () => {
+    const script = `
+import json, sys
+from dstack.api import Client, Resources, Task
+from dstack._internal.core.errors import ServerClientError
+client = Client.from_config(project_name="main", server_url=sys.argv[1], user_token=sys.argv[2])
+res = Resources(cpu="1..", memory="1GB..", disk="1GB..")
+out = {}
+for name, task in [("plain", Task(commands=["true"], resources=res)), ("tags", Task(commands=["true"], resources=res, tags={"team": "ml"}))]:
+    try:
+        client.runs.get_run_plan(task)
+        out[name] = {"ok": True}
+    except ServerClientError as e:
+        out[name] = {"error": type(e).__name__, "msg": e.msg, "fields": e.fields}
+print(json.dumps(out))
+`
+    const sdk = await python(["-c", script, url, TOKEN])
+    expect(sdk.stderr).not.toMatch(/Traceback/)
+    const r = JSON.parse(sdk.stdout)
+    expect(r.plain).toEqual({ ok: true })
+    expect(r.tags).toEqual({
+      error: "ServerClientError",
+      msg: `run_spec.configuration.tags is not supported by this server (got {"team":"ml"}; only upstream's default null is accepted)`,
+      fields: [["body", "run_spec", "configuration", "tags"]]
+    })
+    const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
+    expect(added.code, added.stderr + added.stdout).toBe(0)
+    fs.writeFileSync(path.join(home, "tagged.dstack.yml"), "type: task\nname: up-tagged\ncommands:\n  - echo never\npriority: 50\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
+    const applied = await cli("apply", "-f", "tagged.dstack.yml", "-d", "-y")
+    expect(applied.code).not.toBe(0)
+    expect(applied.stdout + applied.stderr).toContain("run_spec.configuration.priority is not supported by this server (got 50; only upstream's default null is accepted)")
+    expect((await call("/api/project/main/runs/get", { run_name: "up-tagged" })).body.detail[0].code).toBe("resource_not_exists")
+  }, 120_000)
+
+  it("the CLI lists fleets and sets, lists, gets and deletes secrets", async () => {
+    const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
+    expect(added.code, added.stderr + added.stdout).toBe(0)
+    const spec = { configuration: { type: "fleet", name: "up-fleet", ssh_config: { user: "dstack", ssh_key: { public: "ssh-ed25519 AAAA test", private: "-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n-----END OPENSSH PRIVATE KEY-----\n" }, hosts: ["127.0.0.21"] } } }
+    const applied = await call("/api/project/main/fleets/apply", { plan: { spec, current_resource: null }, force: false })
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200)
+    let listed = ""
+    for (let i = 0; i < 100 && !/idle/.test(listed); i++) {
+      const out = await cli("fleet", "list")
+      expect(out.code, out.stderr + out.stdout).toBe(0)
+      listed = out.stdout
+      if (!/idle/.test(listed)) await new Promise((r) => setTimeout(r, 300))
+    }
+    expect(listed).toMatch(/up-fleet/)
+    expect(listed).toMatch(/ssh \(remote\)|127\.0\.0\.21/)
+    expect(listed).toMatch(/idle/)
+    const set = await cli("secret", "set", "up_token", "s3cret-value")
+    expect(set.code, set.stderr + set.stdout).toBe(0)
+    expect(set.stdout).toContain("OK")
+    const list = await cli("secret", "list")
+    expect(list.code, list.stderr + list.stdout).toBe(0)
+    expect(list.stdout).toMatch(/up_token/)
+    expect(list.stdout).not.toContain("s3cret-value")
+    const got = await cli("secret", "get", "up_token")
+    expect(got.code, got.stderr + got.stdout).toBe(0)
+    expect(got.stdout).toMatch(/up_token\s+s3cret-value/)
+    const missing = await cli("secret", "get", "no_such")
+    expect(missing.code).not.toBe(0)
+    expect(missing.stdout + missing.stderr).toMatch(/no_such/)
+    const deleted = await cli("secret", "delete", "up_token", "-y")
+    expect(deleted.code, deleted.stderr + deleted.stdout).toBe(0)
+    expect((await cli("secret", "list")).stdout).not.toMatch(/up_token/)
+    expect((await call("/api/project/main/fleets/delete", { names: ["up-fleet"] })).status).toBe(200)
+  }, 180_000)
+
+  it("attached apply and attach stop with upstream's clear error (no SSH here), the run goes on", async () => {
+    // docs/api.md: attach needs the user's SSH key pair, a tunnel and the runner's logs WebSocket.
+    const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
+    expect(added.code, added.stderr + added.stdout).toBe(0)
+    fs.writeFileSync(path.join(home, "attached.dstack.yml"), "type: task\nname: up-att\ncommands:\n  - echo hello attached\n  - sleep 2\n  - echo bye\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
+    const applied = await cli("apply", "-f", "attached.dstack.yml", "-y")
+    expect(applied.code, applied.stderr + applied.stdout).toBe(1)
+    expect(applied.stdout + applied.stderr).toContain("Server response does not contain user SSH key")
+    expect(applied.stdout + applied.stderr).not.toMatch(/Traceback/)
+    let status = ""
+    for (let i = 0; i < 120 && !["terminated", "aborted", "done", "failed"].includes(status); i++) {
+      await new Promise((r) => setTimeout(r, 250))
+      status = (await call("/api/project/main/runs/get", { run_name: "up-att" })).body.status
+    }
+    expect(status).toBe("done")
+    const attach = await cli("attach", "up-att")
+    expect(attach.code).toBe(1)
+    expect(attach.stdout + attach.stderr).toContain("Server response does not contain user SSH key")
+    const logs = await cli("logs", "up-att")
+    expect(logs.code, logs.stderr).toBe(0)
+    expect(logs.stdout).toBe("hello attached\nbye\n")
+  }, 180_000)
+
+  it("dstack-ts's own CLI, on the project upstream's CLI added, lists, shows and deletes a fleet", async () => {
+    const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
+    expect(added.code, added.stderr + added.stdout).toBe(0)
+    const spec = { configuration: { type: "fleet", name: "own-fleet", ssh_config: { user: "dstack", ssh_key: { public: "ssh-ed25519 AAAA test", private: "-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n-----END OPENSSH PRIVATE KEY-----\n" }, hosts: ["127.0.0.22"] } } }
+    expect((await call("/api/project/main/fleets/apply", { plan: { spec }, force: false })).status).toBe(200)
+    let listed = { code: null as number | null, stdout: "", stderr: "" }
+    for (let i = 0; i < 100 && !/own-fleet.*idle/s.test(listed.stdout); i++) {
+      listed = await ownCli("fleet", "list")
+      expect(listed.code, listed.stderr + listed.stdout).toBe(0)
+      if (!/idle/.test(listed.stdout)) await new Promise((r) => setTimeout(r, 300))
+    }
+    expect(listed.stdout).toMatch(/own-fleet/)
+    expect(listed.stdout).toMatch(/127\.0\.0\.22/)
+    const got = await ownCli("fleet", "get", "own-fleet")
+    expect(got.code, got.stderr).toBe(0)
+    expect(got.stdout).toMatch(/^Fleet own-fleet \(active\)/)
+    const missing = await ownCli("fleet", "get", "no-such-fleet")
+    expect(missing.code).not.toBe(0)
+    expect(missing.stderr).toContain("Fleet no-such-fleet does not exist in project main")
+    const deleted = await ownCli("fleet", "delete", "own-fleet", "-y")
+    expect(deleted.code, deleted.stderr + deleted.stdout).toBe(0)
+    let gone = ""
+    for (let i = 0; i < 100 && !/No fleets|terminat/.test(gone); i++) {
+      await new Promise((r) => setTimeout(r, 300))
+      gone = (await ownCli("fleet", "list")).stdout
+    }
+    expect(gone).not.toMatch(/own-fleet.*idle/s)
+  }, 180_000)
 })

@@ -16,7 +16,16 @@ export const RunName = Schema.String.pipe(
   })
 )
 
-export const GetPlanRequest = Schema.Struct({ runSpec: key(RunSpec, "run_spec") })
+export const GetPlanRequest = Schema.Struct({
+  runSpec: key(RunSpec, "run_spec"),
+  /** At most this many offers per job in the plan (upstream's `max_offers`; the default limit otherwise). */
+  maxOffers: optionalKey(Schema.Int.pipe(Schema.nonNegative()), "max_offers"),
+  /**
+   * Upstream's `dstack offer` asks for a plan only to show its offers. A plan here is the same
+   * either way (offers and the run it would replace), so the flag changes nothing.
+   */
+  forOffersOnly: optionalKey(Schema.Boolean, "for_offers_only")
+})
 
 export const ApplyPlanInput = Schema.Struct({
   runSpec: key(RunSpec, "run_spec"),
@@ -42,7 +51,9 @@ export const ListRunsRequest = Schema.Struct({
   prevSubmittedAt: optionalKey(Schema.NullOr(Schema.Date), "prev_submitted_at"),
   prevRunId: optionalKey(Schema.NullOr(Schema.String), "prev_run_id"),
   limit: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 1000)), { default: () => 100 }),
-  ascending: Schema.optionalWith(Schema.Boolean, { default: () => false })
+  ascending: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** Each job with only its latest this many submissions (upstream's `job_submissions_limit`). */
+  jobSubmissionsLimit: optionalKey(Schema.Int.pipe(Schema.nonNegative()), "job_submissions_limit")
 })
 
 export const StopRunsRequest = Schema.Struct({

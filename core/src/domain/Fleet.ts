@@ -19,7 +19,11 @@ export const isFleetStatusFinished = (status: FleetStatus): boolean => status ==
 export class FleetSpec extends Schema.Class<FleetSpec>("@dstack-ts/core/FleetSpec")({
   configuration: FleetConfiguration,
   configurationPath: wireOptional(Schema.String, "configuration_path"),
-  profile: wireOptional(Schema.Record({ key: Schema.String, value: Schema.Unknown }), "profile")
+  /**
+   * Upstream's profile the spec was made with; upstream's `FleetSpec` requires one (its clients
+   * send their `default` profile), so a spec given without one carries that.
+   */
+  profile: wireDefault(Schema.Record({ key: Schema.String, value: Schema.Unknown }), "profile", () => ({ name: "default" }))
 }) {}
 
 /** A fleet as the server keeps it, with its instances. */

@@ -10,7 +10,7 @@ import type { Principal } from "./Access.ts"
 import { ApiError, badRequest, clipped, forbidden, payloadTooLarge, serverError, unauthenticated, wireBody } from "./ApiError.ts"
 import { checkClientVersion, forUpstreamClient } from "./ClientVersion.ts"
 import * as Eager from "./Eager.ts"
-import { decodeRequest } from "./RequestDecoding.ts"
+import { decodeRequest, upstreamBody } from "./RequestDecoding.ts"
 import { Encoded } from "./Route.ts"
 import type { AnyRoute, RouteContext } from "./Route.ts"
 
@@ -93,7 +93,7 @@ interface Mounted<R> {
    * a request answered from memory.
    */
   readonly inputs: Map<string, unknown> | undefined
-  readonly decode: ((body: unknown) => Either.Either<unknown, ParseResult.ParseError>) | undefined
+  readonly decode: ((body: unknown) => Either.Either<unknown, ParseResult.ParseError | ApiError>) | undefined
   readonly encode: ((value: unknown) => Either.Either<unknown, ParseResult.ParseError>) | undefined
 }
 
@@ -103,7 +103,7 @@ const prepare = <R>(route: AnyRoute<R>): Mounted<R> =>
     : {
         route,
         inputs: route.rememberInputs === true && route.request !== undefined ? new Map() : undefined,
-        decode: route.request ? decodeRequest(route.request) : undefined,
+        decode: route.request ? decodeRequest(route.request, upstreamBody(route.method, route.path)) : undefined,
         encode: Schema.encodeEither(route.response)
       }
 
@@ -118,7 +118,7 @@ const decodeInput = <R>({ decode, inputs }: Mounted<R>, body: string): Either.Ei
   if (known !== undefined) return Either.right(known)
   const json = parseJson(body)
   if (Either.isLeft(json)) return json
-  const decoded = Either.mapLeft(decode!(json.right), (e) => fromParseError(e, ["body"]))
+  const decoded = Either.mapLeft(decode!(json.right), (e) => (e instanceof ApiError ? e : fromParseError(e, ["body"])))
   if (inputs !== undefined && Either.isRight(decoded) && body.length <= MAX_REMEMBERED_BODY) {
     if (inputs.size >= MAX_REMEMBERED_INPUTS) inputs.clear()
     inputs.set(body, decoded.right)

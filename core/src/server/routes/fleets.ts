@@ -136,8 +136,8 @@ export const fleetRoutes = [
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/fleets/list", summary: "The project's fleets", tag: "fleets", access: { project: "user" },
-    response: Schema.Array(Fleet),
-    handler: (_: void, ctx) =>
+    request: Api.ListProjectFleetsRequest, response: Schema.Array(Fleet),
+    handler: (_, ctx) =>
       Effect.gen(function* () {
         const store = yield* StateStore
         const rows = yield* store.fleets.list({ projects: [ctx.projectName!] }).pipe(Effect.mapError(fromStateStore))

@@ -18,7 +18,7 @@ import type { Access } from "../Access.ts"
 import { alreadyExists, badRequest, excerpt, fromStateStore, notFound, serverError } from "../ApiError.ts"
 import type { ApiError } from "../ApiError.ts"
 import * as Eager from "../Eager.ts"
-import { encoded, jsonRoute } from "../Route.ts"
+import { encoded, type Encoded, jsonRoute } from "../Route.ts"
 import { RunCache } from "../RunCache.ts"
 import { randomRunName } from "./runNames.ts"
 import { refuseUnknownRepoType } from "./repoTypes.ts"
@@ -96,6 +96,15 @@ const runPage = (rows: ReadonlyArray<DocumentBody>, now: number) =>
     return page !== undefined ? Effect.succeed(page) : Effect.map(Effect.forEach(rows, (r) => runWireOf(r, now)), (all) => encoded(all))
   })
 
+/** A page of wire runs whose jobs keep only their latest `n` submissions. */
+const latestSubmissions = <A>(page: Encoded<A>, n: number): Encoded<A> => {
+  const runs = (page.json !== undefined ? JSON.parse(typeof page.json === "string" ? page.json : new TextDecoder().decode(page.json)) : page.value) as Array<any>
+  return encoded(runs.map((run) => ({
+    ...run,
+    jobs: (run.jobs ?? []).map((job: any) => ({ ...job, job_submissions: n === 0 ? [] : (job.job_submissions ?? []).slice(-n) }))
+  })) as unknown as A)
+}
+
 /** Which runs a runs/list request selects, among `projects` (all when undefined). */
 const listFilter = (input: typeof Api.ListRunsRequest.Type, projects: ReadonlyArray<string> | undefined): DocumentFilter => ({
   ...(projects ? { projects } : {}),
@@ -113,7 +122,7 @@ const listPage = (input: typeof Api.ListRunsRequest.Type): Page => ({
 })
 
 /** The run's spec with every job's plan: idle instances first, then offers by price. */
-const plan = (project: string, user: string, runSpec: RunSpec) =>
+const plan = (project: string, user: string, runSpec: RunSpec, maxOffers?: number) =>
   Effect.gen(function* () {
     const config = runSpec.configuration
     const specs = jobSpecsFromRunSpec(runSpec)
@@ -129,7 +138,7 @@ const plan = (project: string, user: string, runSpec: RunSpec) =>
         instanceTypes: config.instanceTypes
       }, { idleRows }).pipe(
         Effect.map((offers) => {
-          const jp = makeJobPlan(spec, offers.offers)
+          const jp = makeJobPlan(spec, offers.offers, maxOffers)
           return offers.offers.length === 0 ? new JobPlan({ ...jp, noOffersReason: explainNoOffers(offers) }, { disableValidation: true }) : jp
         })
       )
@@ -231,7 +240,7 @@ export const runRoutes = [
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/get_plan", summary: "Plan a run: the offers for each of its jobs", tag: "runs", access: { project: "user" },
     request: Api.GetPlanRequest, response: RunPlan,
-    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.runSpec, ["body", "run_spec"]), plan(ctx.projectName!, ctx.principal!.username, input.runSpec))
+    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.runSpec, ["body", "run_spec"]), plan(ctx.projectName!, ctx.principal!.username, input.runSpec, input.maxOffers))
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/apply", summary: "Submit a planned run", tag: "runs", access: { project: "user" },
@@ -283,7 +292,8 @@ export const runRoutes = [
           : Effect.flatMap(RunCache, (runs) =>
               runs.listDocs(listFilter(input, ps), listPage(input)).pipe(
                 Effect.mapError(fromStateStore),
-                Effect.flatMap((rows) => runPage(rows, Date.now()))
+                Effect.flatMap((rows) => runPage(rows, Date.now())),
+                Effect.map((page) => (input.jobSubmissionsLimit === undefined ? page : latestSubmissions(page, input.jobSubmissionsLimit)))
               )
             )
       )
