@@ -336,3 +336,57 @@ describe("engine: a takeover resumes following a runner after the last stored li
     expect(faults.failPolls, "the takeover asked until it read the last log position").toBe(0)
   }, 60_000)
 })
+
+describe("engine: a run that ends while its instance is being made gives the instance back", () => {
+  const slow = makeInProcessPlugin({ createDelayMs: 1_500 })
+  let slowServer: Server
+  const slowCall = appCall(() => slowServer, TOKEN)
+
+  beforeAll(async () => {
+    slowServer = await createServer({
+      state: EmbeddedStateStore.layerMemory(),
+      blobs: blobsMemory,
+      adminToken: TOKEN,
+      plugins: [slow.plugin],
+      compute: { defaultBackends: [{ type: "inprocess" }] },
+      engine: { resyncMs: 60_000 }
+    })
+  }, 60_000)
+  afterAll(async () => {
+    await slowServer?.close()
+  })
+
+  it("aborted while the backend creates its instance: the instance ends idle for the next run, not busy with no job", async () => {
+    await slowCall("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo never"] }, "abort-early") })
+    // The backend is making the instance (the engine has stored it before asking).
+    const deadline = Date.now() + 10_000
+    while (Date.now() < deadline) {
+      const instances = (await slowCall("/api/instances/list", {})).body as Array<any>
+      if (instances.length > 0) break
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    expect(slow.created).toEqual([])
+    await slowCall("/api/project/main/runs/stop", { runs_names: ["abort-early"], abort: true })
+    const start = Date.now()
+    let last: any
+    while (Date.now() - start < 15_000) {
+      const run = (await slowCall("/api/project/main/runs/get", { run_name: "abort-early" })).body
+      last = (await slowCall("/api/instances/list", {})).body
+      if (finished(run) && last.length === 1 && last[0].status === "idle") break
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    expect(last.map((i: any) => i.status), JSON.stringify(last)).toEqual(["idle"])
+    expect(slow.created).toHaveLength(1)
+    // The next run gets that instance.
+    await slowCall("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo reused"] }, "after-abort") })
+    const run = await (async () => {
+      for (const t = Date.now(); Date.now() - t < 20_000; await new Promise((r) => setTimeout(r, 100))) {
+        const got = (await slowCall("/api/project/main/runs/get", { run_name: "after-abort" })).body
+        if (finished(got)) return got
+      }
+      throw new Error("after-abort did not finish")
+    })()
+    expect(run.status).toBe("done")
+    expect(slow.created).toHaveLength(1)
+  }, 60_000)
+})

@@ -23,6 +23,8 @@ export interface InProcessBackendOptions {
   readonly cpus?: number
   readonly memoryMib?: number
   readonly price?: number
+  /** How long creating an instance takes before its runner starts (a slow cloud), in ms. */
+  readonly createDelayMs?: number
 }
 
 export const makeInProcessPlugin = (options: InProcessBackendOptions = {}) => {
@@ -43,6 +45,7 @@ export const makeInProcessPlugin = (options: InProcessBackendOptions = {}) => {
     catalog: () => Effect.succeed([new InstanceOffer({ backend: "inprocess", region: "here", price: options.price ?? 0, instance: instanceType })]),
     createInstance: (_offer, config) =>
       Effect.promise(async () => {
+        if (options.createDelayMs !== undefined) await new Promise((r) => setTimeout(r, options.createDelayMs))
         const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-inproc-"))
         const runner = await serveRunner({ host: "127.0.0.1", port: 0, workDir, plugins: runnerPlugins })
         runners.set(config.instanceId, runner)

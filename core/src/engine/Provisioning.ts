@@ -8,7 +8,7 @@
  * broke (a store error, a bug): that is never reported as a lack of capacity.
  */
 import { Cause, Deferred, Duration, Effect, FiberId, Option, type Scope } from "effect"
-import { type Job, latestSubmission } from "../domain/Job.ts"
+import { type Job, type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import type { Run } from "../domain/Run.ts"
 import * as FifoSemaphore from "../internal/FifoSemaphore.ts"
 import { StateStore, type StateStoreService } from "../ports/StateStore.ts"
@@ -163,8 +163,13 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
     )
 
     /** Finds an instance for a submission: an idle one, else a new one from the cheapest offer that works. */
-    const provision = (run: Run, job: Job, submissionId: string): Effect.Effect<JobEvent | WaitForCapacity> =>
-      Effect.gen(function* () {
+    const provision = (run: Run, job: Job, submissionId: string, onTaken: (instanceId: string) => void): Effect.Effect<JobEvent | WaitForCapacity> => {
+      // Taking an idle instance marks it busy and creating one makes it: neither is cut short,
+      // and what was taken is noted before the placement can be interrupted again, so that an
+      // interrupted placement gives it back instead of leaving it busy with no job on it.
+      const noteTaken = <E, R>(take: Effect.Effect<Option.Option<{ readonly pd: JobProvisioningData; readonly instanceId: string }>, E, R>) =>
+        Effect.tap(take, (got) => Effect.sync(() => Option.isSome(got) && onTaken(got.value.instanceId)))
+      return Effect.gen(function* () {
         const config = run.runSpec.configuration
         const hint = pool.idleHint(run.projectName)
         const offers = yield* offersForJob(run.projectName, job.jobSpec.requirements, planFilter(run, job), { skipIdle: hint.skipIdle }).pipe(
@@ -197,13 +202,13 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
         const tried = offers.offers.slice(0, OFFERS_TRIED)
         for (const candidate of tried) {
           const got = candidate.instanceId !== undefined
-            ? yield* pool.takeIdle(candidate, job.jobSpec.jobName).pipe(
+            ? yield* Effect.uninterruptible(noteTaken(pool.takeIdle(candidate, job.jobSpec.jobName))).pipe(
               // Taken by another job since the plan (or found dead and terminated): capacity
               // that is busy right now, not a failure — the job waits for its turn.
               Effect.tap((taken) => Effect.sync(() => Option.isNone(taken) && busy++)),
               Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(errorMessage(e))), Option.none()))
             )
-            : yield* pool.create(run.projectName, candidate, run, job.jobSpec.jobName, {
+            : yield* Effect.uninterruptible(noteTaken(Effect.map(pool.create(run.projectName, candidate, run, job.jobSpec.jobName, {
               jobName: job.jobSpec.jobName,
               ...(job.jobSpec.imageName ? { image: job.jobSpec.imageName } : {}),
               requirements: job.jobSpec.requirements,
@@ -211,8 +216,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
               nodes: job.jobSpec.jobsPerReplica,
               ports: [...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort ? [job.jobSpec.servicePort] : [])],
               instanceMounts: job.jobSpec.volumes.flatMap((v) => ("instancePath" in v ? [v.instancePath] : []))
-            }).pipe(
-              Effect.map(Option.some),
+            }), Option.some))).pipe(
               Effect.catchAll((e) =>
                 Effect.as(
                   Effect.sync(() => {
@@ -249,6 +253,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
           return Effect.as(log, JobEvent.ProvisioningFailed({ message }))
         })
       )
+    }
 
     const place = (run: Run, job: Job, submissionId: string): Effect.Effect<JobEvent> => {
       // The other nodes of a multi-node replica wait for their master's placement.
@@ -257,12 +262,15 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
       }
       const submittedAt = latestSubmission(job)?.submittedAt.getTime() ?? Date.now()
       let report: Deferred.Deferred<boolean> | undefined
+      // The instance this placement took, given back if the placement is interrupted before
+      // its driver has the event (the run ended or another replica took it over meanwhile).
+      let taken: string | undefined
       const answer = (placed: boolean) => Effect.suspend(() => (report === undefined ? Effect.void : Deferred.succeed(report, placed)))
       return Effect.gen(function* () {
         const seq = waiterSeq++
         const key = capacityKey(run, job)
         while (true) {
-          const event = yield* permits.withPermit(provision(run, job, submissionId))
+          const event = yield* permits.withPermit(provision(run, job, submissionId, (id) => (taken = id)))
           if (event._tag !== "WaitForCapacity") {
             yield* answer(true)
             return event
@@ -279,7 +287,10 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
           )
           report = Option.getOrUndefined(turn)
         }
-      }).pipe(Effect.ensuring(answer(false)))
+      }).pipe(
+        Effect.ensuring(answer(false)),
+        Effect.onInterrupt(() => (taken === undefined ? Effect.void : pool.release(taken)))
+      )
     }
 
     return { place, signalCapacity }

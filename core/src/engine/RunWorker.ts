@@ -8,7 +8,7 @@
  * run has finished and its followers delivered the last lines, or when its lease can no longer
  * be relied on.
  */
-import { Deferred, Duration, Effect, type Fiber, Option, Queue } from "effect"
+import { Deferred, Duration, Effect, Fiber, Option, Queue } from "effect"
 import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import type { Run } from "../domain/Run.ts"
 import { isJobStatusFinished, isRunStatusFinished } from "../domain/Status.ts"
@@ -125,6 +125,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
     const signals = handle.signals
     const provisioning = new Set<string>()
     const followers = new Map<string, Fiber.RuntimeFiber<void, never>>()
+    const placing = new Map<string, Fiber.RuntimeFiber<void, never>>()
     const pendingEvents: Array<{ submissionId: string; event: JobEvent }> = []
     const handed = new Set<string>()
     const offer = (signal: Signal) => Queue.offer(signals, signal).pipe(Effect.asVoid)
@@ -270,9 +271,17 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
             const found = jobOfSubmission(run, effect.jobSubmissionId)
             if (!found || provisioning.has(effect.jobSubmissionId)) return Effect.void
             provisioning.add(effect.jobSubmissionId)
-            return provisioner.place(run, found.job, effect.jobSubmissionId).pipe(
-              Effect.flatMap((event) => offer({ _tag: "Job", submissionId: effect.jobSubmissionId, event })),
+            const submissionId = effect.jobSubmissionId
+            // Once placed, the event is queued without a break: an interruption before that is
+            // the placement's own (it gives back what it took), after it the queue has it.
+            return Effect.uninterruptibleMask((restore) =>
+              restore(provisioner.place(run, found.job, submissionId)).pipe(
+                Effect.flatMap((event) => offer({ _tag: "Job", submissionId, event }))
+              )
+            ).pipe(
+              Effect.ensuring(Effect.sync(() => placing.delete(submissionId))),
               Effect.forkIn(workerScope),
+              Effect.tap((fiber) => Effect.sync(() => placing.set(submissionId, fiber))),
               Effect.asVoid
             )
           }
@@ -336,6 +345,8 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
     }
 
     let finishedAt: number | undefined
+    // Signals taken from the queue but never applied (the lease was lost).
+    const unapplied: Array<Signal> = []
     while (true) {
       const { record, effects } = yield* stepPermits.withPermit(step)
       yield* carryOut(record, effects)
@@ -363,6 +374,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
       if (batch.length === 0 || batch.some((s) => s._tag === "Changed")) mustRead = true
       if (batch.some((s) => s._tag === "LeaseLost")) {
         yield* Effect.logWarning(`run ${runId}: lease lost, another replica took over`)
+        unapplied.push(...batch)
         break
       }
       for (const s of batch) {
@@ -374,6 +386,16 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
         if (s._tag === "Job") pendingEvents.push({ submissionId: s.submissionId, event: s.event })
         else if (s._tag === "HandedToRunner") handed.add(s.submissionId)
         else if (s._tag === "FollowerDone") followers.delete(s.submissionId)
+      }
+    }
+    // Placements still under way end here (one that took an instance gives it back), and an
+    // instance placed for this run whose event this worker will not apply (the run ended
+    // first, or another replica owns it now and places its jobs afresh) goes back to the pool:
+    // nothing else would ever free it.
+    yield* Fiber.interruptAll([...placing.values()])
+    for (const s of [...unapplied, ...(yield* Queue.takeAll(signals))]) {
+      if (s._tag === "Job" && s.event._tag === "Provisioned" && s.event.instanceId !== undefined) {
+        yield* pool.release(s.event.instanceId)
       }
     }
   })
