@@ -146,6 +146,11 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       if (claimed.length === 0) return Option.none<Placement>()
       const row = claimed[0]
       const instance = yield* decodeInstance(row.doc).pipe(Effect.orDie)
+      // Flagged unreachable since the plan was made: not taken until the fleet's check clears it.
+      if (instance.unreachable) {
+        yield* store.instances.release(row.id, row.lease!.token).pipe(Effect.ignore)
+        return Option.none<Placement>()
+      }
       const pd = yield* decodeProvisioning((row.doc as any).provisioning_data).pipe(Effect.orDie)
       // A runner that died with a previous server process must not get the job: it is asked,
       // unless this engine heard from it moments ago (its last job's events).
