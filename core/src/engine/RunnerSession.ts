@@ -127,8 +127,8 @@ const postTakingTurns = (client: RunnerClient, method: string, path: string, ini
  */
 const withoutStart = new Set<string>()
 
-/** The three-request hand-over of upstream's runner: submit the spec, upload the code (if any), run. */
-const startJobInSteps = (client: RunnerClient, json: string, code: Uint8Array | undefined) =>
+/** The first steps of a hand-over in steps: submit the spec, then upload the code (if any). */
+const submitAndUploadCode = (client: RunnerClient, json: string, code: Uint8Array | undefined) =>
   Effect.gen(function* () {
     yield* postTakingTurns(client, "submit", "/api/submit", { headers: { "content-type": "application/json" }, body: json }).pipe(
       Effect.flatMap(expectOk("submit"))
@@ -140,6 +140,12 @@ const startJobInSteps = (client: RunnerClient, json: string, code: Uint8Array | 
         body: code as unknown as BodyInit
       }).pipe(Effect.flatMap(expectOk("upload_code")))
     }
+  })
+
+/** The three-request hand-over of upstream's runner: submit the spec, upload the code (if any), run. */
+const startJobInSteps = (client: RunnerClient, json: string, code: Uint8Array | undefined) =>
+  Effect.gen(function* () {
+    yield* submitAndUploadCode(client, json, code)
     yield* client.fetch("/api/run", { method: "POST" }).pipe(Effect.flatMap(expectOk("run")))
   })
 
@@ -215,17 +221,7 @@ export const startFollowingWithArtifacts = <E>(
   archives: ReadonlyArray<{ readonly key: string; readonly stream: Stream.Stream<Uint8Array, E> }>
 ): Effect.Effect<Stream.Stream<RunnerStreamEvent, RunnerTransportError>, RunnerTransportError> =>
   Effect.gen(function* () {
-    const json = JSON.stringify(encodeSubmit(body))
-    yield* postTakingTurns(client, "submit", "/api/submit", { headers: { "content-type": "application/json" }, body: json }).pipe(
-      Effect.flatMap(expectOk("submit"))
-    )
-    if (code !== undefined) {
-      yield* client.fetch("/api/upload_code", {
-        method: "POST",
-        headers: { "content-type": "application/octet-stream" },
-        body: code as unknown as BodyInit
-      }).pipe(Effect.flatMap(expectOk("upload_code")))
-    }
+    yield* submitAndUploadCode(client, JSON.stringify(encodeSubmit(body)), code)
     for (const archive of archives) {
       yield* client.fetch("/api/upload_artifacts", {
         method: "POST",
