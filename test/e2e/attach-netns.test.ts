@@ -116,7 +116,7 @@ describeWithNetns(() => {
       runner: { entry: RUNNER_ENTRY },
       engine: { resyncMs: 2_000 }
     })
-    serving = await serve(server, { port: 0 })
+    serving = await serve(server, { port: 0, handleSignals: false })
     relay = await makeRelay(serving.port)
     const outsider = await call("/api/users/create", { username: "outsider", global_role: "user" })
     expect(outsider.status, JSON.stringify(outsider.body)).toBe(200)
