@@ -85,16 +85,31 @@ export const acceptTunnel = (
   refuse: (status: number, message: string) => void
 ): void => {
   const tcp = net.connect({ host: target.host, port: target.port, allowHalfOpen: true })
+  let bridged = false
+  let over = false
+  const done = (failed: boolean) => {
+    if (over) return
+    over = true
+    target.done(failed)
+  }
   const failed = (error: Error) => {
-    target.done(true)
+    done(true)
     refuse(502, `cannot reach port ${target.port} of the job: ${error.message}`)
   }
+  // The client went away before the bridge was up (or `ws` refused its handshake): the job's
+  // side goes too.
+  socket.once("close", () => {
+    if (bridged) return
+    tcp.off("error", failed)
+    tcp.destroy()
+    done(true)
+  })
   tcp.once("error", failed)
   tcp.once("connect", () => {
     tcp.off("error", failed)
-    serverFor(target.protocol).handleUpgrade(req, socket, head, (ws) => bridge(ws, tcp, target.done))
-  })
-  socket.once("close", () => {
-    if (tcp.connecting) tcp.destroy()
+    serverFor(target.protocol).handleUpgrade(req, socket, head, (ws) => {
+      bridged = true
+      bridge(ws, tcp, done)
+    })
   })
 }
