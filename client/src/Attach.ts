@@ -46,11 +46,19 @@ const openWithRetry = async (endpoint: TunnelEndpoint, retryMs: number, closed: 
   }
 }
 
-/** Checks with the server that a tunnel to the port may be opened (a GET without Upgrade). */
-const preflight = async (endpoint: TunnelEndpoint): Promise<void> => {
-  const res = await fetch(attachUrl(endpoint, "http"), { headers: { authorization: `Bearer ${endpoint.token}` } })
-  if (!res.ok) throw new Error(errorMessage(res.status, await res.text()))
-  await res.body?.cancel()
+/**
+ * Checks with the server that a tunnel to the port may be opened (a GET without Upgrade); a job
+ * not running yet (409: the run runs, this job's submission not yet) is waited for.
+ */
+const preflight = async (endpoint: TunnelEndpoint, retryMs: number): Promise<void> => {
+  const deadline = Date.now() + retryMs
+  for (;;) {
+    const res = await fetch(attachUrl(endpoint, "http"), { headers: { authorization: `Bearer ${endpoint.token}` } })
+    if (res.ok) return void (await res.body?.cancel())
+    const message = errorMessage(res.status, await res.text())
+    if (res.status !== 409 || Date.now() + 500 > deadline) throw new Error(message)
+    await new Promise((r) => setTimeout(r, 500))
+  }
 }
 
 interface Listener {
@@ -95,7 +103,7 @@ export const attach = async (run: RunEntity, server: AttachServer, options: Atta
         jobNum: job.jobSpec.jobNum,
         replicaNum: job.jobSpec.replicaNum
       }
-      await preflight(endpoint)
+      await preflight(endpoint, retryMs)
       const carry = (socket: net.Socket) => {
         openWithRetry(endpoint, retryMs, () => closed).then(
           (ws) => {
