@@ -219,6 +219,8 @@ ssh_config:
   else the one provisioning found, else the address the server dials — within
   \`ssh_config.network\` when given. When any node fails (the master included) the run fails and
   the other nodes are stopped.
+- **Attach**: \`dstack attach RUN\` serves a job's \`ports\` on your localhost through the server,
+  which reaches the host over SSH: your machine needs no key to the hosts ([attach.md](attach.md)).
 
 What a host needs: Linux, an SSH login with a key (root or passwordless sudo for a supervised
 service), Node.js ≥ 20 or Deno ≥ 2 for the runner, and Docker for jobs with an \`image\`.

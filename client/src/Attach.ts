@@ -1,16 +1,16 @@
 /**
- * Attaching to a run: its ports become reachable on localhost (`map_to_port`, else the same
- * port), as upstream's `Run.attach()` does through an SSH tunnel. This build reaches instances
- * on the client's own machine (the `local` backend): a job's port is forwarded with a local TCP
- * proxy — to the port itself for a process job, to the published host port for a container.
- * Instances on other hosts need the SSH transport, and say so. Node and Deno only (node:net);
- * the client loads this module only when `attach` is called, so browsers never do.
+ * Attaching to a run: the ports of its first job become reachable on 127.0.0.1 (`map_to_port`,
+ * else the same port, else a free one when that is taken), as upstream's `Run.attach()`. Every
+ * connection made to a local port is carried to the job through the server
+ * (`GET /api/project/{project}/runs/attach`, a WebSocket per connection; Tunnel.ts), so the
+ * same path serves every backend and the user needs no key to the job's host. A dropped server
+ * connection ends the local connections it carried; the next one opens a new tunnel, retrying
+ * while the server is away. Node.js and Deno only (node:net, ws); the client loads this module
+ * only when `attach` is called, so browsers never do.
  */
 import * as net from "node:net"
 import type { Run as RunEntity } from "@dstack-ts/core/wire"
-import { latestSubmission } from "@dstack-ts/core/wire"
-
-const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"])
+import { attachUrl, bridge, errorMessage, openTunnel, TunnelRefused, type TunnelEndpoint } from "./Tunnel.ts"
 
 export interface Attachment {
   /** Job port → the local port it is reachable on. */
@@ -18,74 +18,118 @@ export interface Attachment {
   readonly close: () => Promise<void>
 }
 
-/** Why a run cannot be attached to from here, or undefined when it can. */
-export const attachProblem = (run: RunEntity): string | undefined => {
-  const sub = run.jobs[0] && latestSubmission(run.jobs[0])
-  const pd = sub?.jobProvisioningData
-  if (pd === undefined || pd.hostname === null) return `run ${run.runSpec.runName} has no instance yet`
-  if (!LOOPBACK.has(pd.hostname)) {
-    return `run ${run.runSpec.runName} runs on ${pd.hostname}: attaching to instances on other hosts needs the SSH transport, which this build does not have yet`
-  }
-  return undefined
+/** The server and user an attachment goes through. */
+export interface AttachServer {
+  readonly url: string
+  readonly token: string
+  readonly project: string
 }
 
-const listen = (localPort: number, targetPort: number) =>
-  new Promise<net.Server>((resolve, reject) => {
+export interface AttachOptions {
+  /** Told of each local connection that could not be carried (default: a line on stderr). */
+  readonly onError?: ((error: Error) => void) | undefined
+  /** How long a new connection waits for the server to take its tunnel (default 30 s). */
+  readonly retryMs?: number | undefined
+}
+
+/** Opens a tunnel, retrying while the server is unreachable, restarting, or the job not yet up. */
+const openWithRetry = async (endpoint: TunnelEndpoint, retryMs: number, closed: () => boolean) => {
+  const deadline = Date.now() + retryMs
+  for (let wait = 100; ; wait = Math.min(wait * 2, 2_000)) {
+    try {
+      return await openTunnel(endpoint)
+    } catch (error) {
+      const retryable = !(error instanceof TunnelRefused) || error.retryable
+      if (!retryable || closed() || Date.now() + wait > deadline) throw error
+      await new Promise((r) => setTimeout(r, wait))
+    }
+  }
+}
+
+/**
+ * Checks with the server that a tunnel to the port may be opened (a GET without Upgrade); a job
+ * not running yet (409: the run runs, this job's submission not yet) is waited for.
+ */
+const preflight = async (endpoint: TunnelEndpoint, retryMs: number): Promise<void> => {
+  const deadline = Date.now() + retryMs
+  for (;;) {
+    const res = await fetch(attachUrl(endpoint, "http"), { headers: { authorization: `Bearer ${endpoint.token}` } })
+    if (res.ok) return void (await res.body?.cancel())
+    const message = errorMessage(res.status, await res.text())
+    if (res.status !== 409 || Date.now() + 500 > deadline) throw new Error(message)
+    await new Promise((r) => setTimeout(r, 500))
+  }
+}
+
+interface Listener {
+  readonly server: net.Server
+  readonly port: number
+  readonly sockets: Set<net.Socket>
+}
+
+const listenOn = (port: number, onConnection: (socket: net.Socket) => void) =>
+  new Promise<Listener>((resolve, reject) => {
     const sockets = new Set<net.Socket>()
-    const server = net.createServer((client) => {
-      const upstream = net.connect(targetPort, "127.0.0.1")
-      sockets.add(client).add(upstream)
-      const drop = () => {
-        client.destroy()
-        upstream.destroy()
-        sockets.delete(client)
-        sockets.delete(upstream)
-      }
-      client.pipe(upstream).pipe(client)
-      client.on("error", drop).on("close", drop)
-      upstream.on("error", drop).on("close", drop)
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+      sockets.add(socket)
+      socket.once("close", () => sockets.delete(socket))
+      onConnection(socket)
     })
-    server.once("error", (e: NodeJS.ErrnoException) =>
-      reject(new Error(e.code === "EADDRINUSE" ? `local port ${localPort} is in use: pick another map_to_port ("LOCAL:${targetPort}")` : e.message))
-    )
-    server.listen(localPort, "127.0.0.1", () => {
-      ;(server as net.Server & { dropAll?: () => void }).dropAll = () => sockets.forEach((s) => s.destroy())
-      resolve(server)
-    })
+    server.once("error", reject)
+    server.listen(port, "127.0.0.1", () => resolve({ server, port: (server.address() as net.AddressInfo).port, sockets }))
   })
 
-/** Forwards the run's ports (of its first job) to localhost. */
-export const attach = async (run: RunEntity): Promise<Attachment> => {
-  const problem = attachProblem(run)
-  if (problem !== undefined) throw new Error(problem)
+/** Forwards the ports of the run's first job to localhost, each connection through the server. */
+export const attach = async (run: RunEntity, server: AttachServer, options: AttachOptions = {}): Promise<Attachment> => {
   const job = run.jobs[0]
-  const pd = latestSubmission(job)!.jobProvisioningData!
-  // Where the runner published each port (containers); a process job listens on the port itself.
-  type RuntimeData = { readonly ports?: Record<string, number> }
-  const runtime: RuntimeData = await fetch(`http://127.0.0.1:${pd.runnerPort ?? 10999}/api/job_runtime_data`)
-    .then((r): Promise<RuntimeData> | RuntimeData => (r.ok ? (r.json() as Promise<RuntimeData>) : {}))
-    .catch((): RuntimeData => ({}))
-  const published = runtime.ports ?? {}
-  const servers: Array<net.Server> = []
+  const runName = run.runSpec.runName ?? run.id
+  if (job === undefined) throw new Error(`run ${runName} has no job to attach to`)
+  const onError = options.onError ?? ((error: Error) => console.error(`dstack attach: ${error.message}`))
+  const retryMs = options.retryMs ?? 30_000
+  let closed = false
+  const listeners: Array<Listener> = []
   const ports: Record<number, number> = {}
+  const closeAll = async () => {
+    closed = true
+    for (const l of listeners) for (const s of l.sockets) s.destroy()
+    await Promise.all(listeners.map((l) => new Promise((r) => l.server.close(r))))
+  }
   try {
     for (const app of job.jobSpec.appSpecs) {
-      const target = published[String(app.port)] ?? app.port
-      const local = app.mapToPort ?? app.port
-      ports[app.port] = local
-      // Already reachable where it should be: nothing to forward.
-      if (local === target) continue
-      servers.push(await listen(local, target))
+      const endpoint: TunnelEndpoint = {
+        ...server,
+        runName,
+        port: app.port,
+        jobNum: job.jobSpec.jobNum,
+        replicaNum: job.jobSpec.replicaNum
+      }
+      await preflight(endpoint, retryMs)
+      const carry = (socket: net.Socket) => {
+        openWithRetry(endpoint, retryMs, () => closed).then(
+          (ws) => {
+            if (closed || socket.destroyed) return ws.close()
+            bridge(ws, socket, () => undefined)
+            socket.resume()
+          },
+          (error: unknown) => {
+            socket.destroy()
+            if (!closed) onError(new Error(`port ${app.port} of ${runName}: ${error instanceof Error ? error.message : String(error)}`))
+          }
+        )
+      }
+      const wanted = app.mapToPort ?? app.port
+      const listener = await listenOn(wanted, carry).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== "EADDRINUSE") throw e
+        // The job's own port is taken here (the job may run on this machine): any free one will do.
+        if (app.mapToPort === undefined) return listenOn(0, carry)
+        throw new Error(`local port ${wanted} is in use: pick another map_to_port ("LOCAL:${app.port}")`)
+      })
+      listeners.push(listener)
+      ports[app.port] = listener.port
     }
   } catch (error) {
-    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+    await closeAll()
     throw error
   }
-  return {
-    ports,
-    close: async () => {
-      for (const s of servers) (s as net.Server & { dropAll?: () => void }).dropAll?.()
-      await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-    }
-  }
+  return { ports, close: closeAll }
 }

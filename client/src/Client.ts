@@ -338,9 +338,10 @@ export class Client {
     get: async (runName) => runDataOf(await runPromise(this.api.runs.get(runName))),
     stop: (runName, abort) => runPromise(this.api.runs.stop([runName], abort)),
     logs: (run, options) => runLogs(this.api, run, options),
-    attach: async (run) => {
+    attach: async (run, options) => {
       await this.detachRun(run.runName)
-      const attachment = await Promise.resolve().then(() => portForwarder()(run.entity)).catch((e: Error) => {
+      const server = { url: this.url, token: this.#token, project: this.project }
+      const attachment = await Promise.resolve().then(() => portForwarder()(run.entity, server, options)).catch((e: Error) => {
         throw new ClientError({ module: "Client", method: "runs.attach", reason: "NotAvailable", url: this.url, msg: e.message })
       })
       this.attachments.set(run.runName, attachment)

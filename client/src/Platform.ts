@@ -4,14 +4,14 @@
  * (`index.ts`) leaves them out and the calls that need them say so; the Node.js/Deno entry
  * (`node.ts`) installs both before anything else runs.
  */
-import type { Attachment } from "./Attach.ts"
+import type { AttachOptions, AttachServer, Attachment } from "./Attach.ts"
 import type { resolveFromConfigFile } from "./ConfigFile.ts"
 import type { Run as RunEntity } from "@dstack-ts/core/wire"
 import { ClientConfigError } from "./ClientError.ts"
 
 export interface ClientPlatform {
   readonly resolveFromConfigFile?: typeof resolveFromConfigFile
-  readonly attach?: (run: RunEntity) => Promise<Attachment>
+  readonly attach?: (run: RunEntity, server: AttachServer, options?: AttachOptions) => Promise<Attachment>
   /** The texts of a directory's workflow files (`.dstack/workflows.yaml` …) by relative path. */
   readonly readWorkflowFiles?: (dir: string) => Promise<Record<string, string>>
 }

@@ -38,7 +38,7 @@ export interface RunOperations {
   /** Log bytes of the run: the full log of a finished run, or a live follow of an active one. */
   readonly logs: (run: RunData, options: RunLogsOptions) => AsyncIterable<Uint8Array>
   /** Forwards the run's ports to localhost; answers job port → local port. */
-  readonly attach: (run: RunData) => Promise<Readonly<Record<number, number>>>
+  readonly attach: (run: RunData, options: { readonly onError?: (error: Error) => void }) => Promise<Readonly<Record<number, number>>>
   readonly detach: (run: RunData) => Promise<void>
 }
 
@@ -100,9 +100,11 @@ export class Run {
 
   /**
    * Waits for the run to start and forwards its ports to localhost (`map_to_port`, else the
-   * same port). Rejects when the run ends before it runs, or its instance is not reachable from here.
+   * same port, else a free one), each connection through the server, whatever the backend.
+   * Rejects when the run ends before it runs or the server refuses; `onError` hears of a later
+   * connection that could not be carried (default: a line on stderr).
    */
-  async attach(options: { readonly timeoutMs?: number } = {}): Promise<Readonly<Record<number, number>>> {
+  async attach(options: { readonly timeoutMs?: number; readonly onError?: (error: Error) => void } = {}): Promise<Readonly<Record<number, number>>> {
     const deadline = Date.now() + (options.timeoutMs ?? 10 * 60_000)
     while (this.status !== "running") {
       if (this.finished) throw new Error(`run ${this.name} is ${this.status}; there is nothing to attach to`)
@@ -110,7 +112,7 @@ export class Run {
       await new Promise((r) => setTimeout(r, 250))
       await this.refresh()
     }
-    this.ports = await this.#ops.attach(this.#data)
+    this.ports = await this.#ops.attach(this.#data, options.onError !== undefined ? { onError: options.onError } : {})
     return this.ports
   }
 

@@ -10,7 +10,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { serve } from "@hono/node-server"
+import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { it as effectIt } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
 import { AnyConfiguration, AutoHandler, Backend, BlobStore, createServer, loadConfiguration, offersForJob, PluginHost, Requirements, runOn, type Server, TaskConfiguration, VirtualRepo } from "@dstack-ts/core"
@@ -281,7 +281,7 @@ const dockerMissing = await dockerUnavailableReason()
 describe("examples/http-task and examples/stacks on a real server", () => {
   const TOKEN = "examples-default-build-token"
   let server: Server
-  let listener: ReturnType<typeof serve>
+  let listener: Serving | undefined
   let url = ""
   let client: Client
   const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-example-home-"))
@@ -295,17 +295,15 @@ describe("examples/http-task and examples/stacks on a real server", () => {
       runner: { entry: path.resolve("cli/src/runner.ts") },
       compute: { defaultBackends: [{ type: "local" }] }
     })
-    listener = await new Promise((resolve) => {
-      const s = serve({ fetch: server.app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve(s))
-    })
-    url = `http://127.0.0.1:${(listener.address() as AddressInfo).port}`
+    // The server's own serve: attach's tunnels are WebSockets through its upgrade hook.
+    listener = await serve(server, { port: 0, handleSignals: false })
+    url = listener.url
     client = Client.connect({ name: "main", url, token: TOKEN })
   }, 60_000)
 
   afterAll(async () => {
-    ;(listener as unknown as { closeAllConnections?: () => void })?.closeAllConnections?.()
-    await new Promise<void>((r) => (listener ? listener.close(() => r()) : r()))
-    await server?.close()
+    // Closes the open connections (live log streams) and the server.
+    await (listener !== undefined ? listener.close() : server?.close())
     fs.rmSync(home, { recursive: true, force: true })
   }, 30_000)
 

@@ -2,8 +2,6 @@
 // VirtualRepo's files reach the job, logs follow a live run and give the whole log of a
 // finished one, stop with abort ends a run, attach forwards a job's ports (process and
 // container) to localhost, and list shows what ran.
-import { serve } from "@hono/node-server"
-import type { AddressInfo } from "node:net"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect, Schema } from "effect"
@@ -15,12 +13,13 @@ import { VirtualRepo } from "../../core/src/repos/index.ts"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 
 const TOKEN = "sdk-e2e-token"
 let server: Server
-let listener: ReturnType<typeof serve>
+let listener: Serving | undefined
 let client: Client
 
 const task = (commands: ReadonlyArray<string>, extra: Record<string, unknown> = {}) =>
@@ -41,19 +40,14 @@ beforeAll(async () => {
     runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
     compute: { defaultBackends: [{ type: "local" }] }
   })
-  listener = await new Promise((resolve) => {
-    const s = serve({ fetch: server.app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve(s))
-  })
-  const { port } = listener.address() as AddressInfo
-  client = Client.connect({ name: "main", url: `http://127.0.0.1:${port}`, token: TOKEN })
+  // The server's own serve: attach's tunnels are WebSockets through its upgrade hook.
+  listener = await serve(server, { port: 0, handleSignals: false })
+  client = Client.connect({ name: "main", url: listener.url, token: TOKEN })
 }, 60_000)
 
 afterAll(async () => {
-  // Live log streams leave keep-alive connections behind; close them rather than wait
-  // (Deno's node:http waits for them on close).
-  ;(listener as unknown as { closeAllConnections?: () => void })?.closeAllConnections?.()
-  await new Promise<void>((r) => listener?.close(() => r()))
-  await server?.close()
+  // Closes the open connections (live log streams) and the server.
+  await (listener !== undefined ? listener.close() : server?.close())
 })
 
 describe("SDK end to end", () => {

@@ -1,11 +1,15 @@
-// `dstack attach RUN`: waits for the run to start, forwards its ports to localhost and keeps
-// them forwarded (following the logs with --logs) until Ctrl-C or the run ends.
+// `dstack attach RUN`: waits for the run to start, forwards its ports to localhost through the
+// server (any backend; no key to the job's host needed) and keeps them forwarded (following the
+// logs with --logs) until Ctrl-C or the run ends, which it says.
 import { defineCommand } from "citty"
 import { CliError, clientFor, globalArgs } from "../context.ts"
-import { print, success, withSpinner } from "../ui.ts"
+import { print, success, warn, withSpinner } from "../ui.ts"
+
+/** How often the run's status is read while attached. */
+const POLL_MS = 1_000
 
 export default defineCommand({
-  meta: { name: "attach", description: "Forward a run's ports to localhost until Ctrl-C" },
+  meta: { name: "attach", description: "Forward a run's ports to localhost until Ctrl-C or the run ends" },
   args: {
     run: { type: "positional", description: "The run name", required: true, valueHint: "run_name" },
     logs: { type: "boolean", description: "Also follow the run's logs" },
@@ -15,26 +19,43 @@ export default defineCommand({
     const client = await clientFor()
     const run = await client.runs.get(args.run)
     if (run === undefined) throw new CliError(`Run ${args.run} does not exist in project ${client.project}`)
-    const ports = await withSpinner(`Waiting for ${args.run} to run`, () => run.attach())
+    if (run.finished) throw new CliError(`Run ${args.run} is ${run.status}: there is nothing to attach to`)
+    const ports = await withSpinner(`Waiting for ${args.run} to run`, () =>
+      run.attach({ onError: (error) => warn(error.message) })
+    ).catch((error: Error) => {
+      throw new CliError(run.finished ? `Run ${args.run} ended (${run.status}) before it could be attached to` : `Cannot attach to ${args.run}: ${error.message}`)
+    })
     const entries = Object.entries(ports)
     success(entries.length === 0 ? `Attached to ${args.run} (it exposes no ports)` : `Attached to ${args.run}`)
     for (const [jobPort, localPort] of entries) print(`  ${jobPort} → http://127.0.0.1:${localPort}`)
-    const interrupted = new Promise<void>((resolve) => {
+    let interrupted = false
+    const onSignal = new Promise<void>((resolve) => {
       process.once("SIGINT", resolve)
       process.once("SIGTERM", resolve)
-    })
-    let interruptedAlready = false
+    }).then(() => (interrupted = true))
     const ended = (async () => {
       if (args.logs) {
         for await (const chunk of run.logs()) {
-          if (interruptedAlready) break
+          if (interrupted) break
           process.stdout.write(chunk)
         }
       }
-      while (!interruptedAlready && !(await run.refresh()).finished) await new Promise((r) => setTimeout(r, 1000))
+      for (;;) {
+        if (interrupted) return
+        // A server that is away for a moment (restarting) is waited for: the tunnels reconnect.
+        const refreshed = await run.refresh().then(() => true, () => false)
+        if (refreshed && run.finished) return
+        await new Promise((r) => setTimeout(r, POLL_MS))
+      }
     })()
-    await Promise.race([interrupted.then(() => (interruptedAlready = true)), ended])
+    await Promise.race([onSignal, ended])
     await run.detach()
-    print(`Detached from ${args.run}${run.finished ? ` (it is ${run.status})` : ""}`)
+    if (!interrupted && run.finished) {
+      const reason = run.entity.terminationReason
+      print(`Run ${args.run} ended (${run.status}${reason ? `, ${reason}` : ""}): its ports are no longer forwarded`)
+    } else {
+      print(`Detached from ${args.run}; it keeps running`)
+    }
+    process.exit(0)
   }
 })

@@ -53,6 +53,7 @@ import { mountServices, type ServicesOptions } from "../services/mount.ts"
 import { serviceRoutes } from "../services/ServiceRoutes.ts"
 import type { UpgradeHandler } from "../runner/adapter/types.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
+import { attachRoutes, attachUpgrade } from "./AttachRoutes.ts"
 
 /**
  * A store chosen by name from the build's plugins: `"embedded"`, or `{ driver, options }` with the
@@ -180,7 +181,8 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
   ...fleetRoutes,
   ...stackRoutes,
   ...viewerRoutes,
-  ...serviceRoutes
+  ...serviceRoutes,
+  ...attachRoutes
 ]
 
 /**
@@ -251,7 +253,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
       routes,
       bootstrap: boot,
       openapi,
-      upgrade,
+      upgrade: attachUpgrade(app, upgrade),
       close: () => runtime.dispose()
     }
   } catch (error) {

@@ -32,10 +32,28 @@ export interface UpgradeTarget {
 }
 
 /**
+ * A WebSocket the server accepts itself and carries to a TCP port (`dstack attach`): each
+ * binary message is bytes for `host:port`, each chunk read there goes back as one; an empty
+ * binary message says that its sender has finished writing (a half-close), so a client that
+ * ends its request still reads the whole answer. Either side closing closes the other.
+ */
+export interface TunnelTarget {
+  readonly kind: "tcp"
+  readonly host: string
+  readonly port: number
+  /** The subprotocol to accept (the client asked for it). */
+  readonly protocol: string
+  /** Called once when the tunnel ends (either side), or could not be made. */
+  readonly done: (failed: boolean) => void
+}
+
+/**
  * Answers a request that asks to upgrade its connection (`Upgrade: websocket`): a `Response`
  * to send instead (401, 404, 503 …), or where to carry the connection to.
  */
-export type UpgradeHandler = (request: Request) => Promise<Response | UpgradeTarget>
+export type UpgradeHandler = (request: Request) => Promise<Response | UpgradeTarget | TunnelTarget>
+
+export const isTunnelTarget = (target: UpgradeTarget | TunnelTarget): target is TunnelTarget => "kind" in target && target.kind === "tcp"
 
 /** Starts an HTTP server for `fetch` on one runtime. */
 export type ServeFunction = (

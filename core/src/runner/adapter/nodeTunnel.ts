@@ -1,0 +1,115 @@
+/**
+ * The Node.js side of a TCP tunnel over a WebSocket (`TunnelTarget`): the server accepts the
+ * WebSocket itself (with `ws`) once the TCP port answers, then carries bytes both ways with
+ * backpressure; an empty binary message is a half-close. The same framing as the client's
+ * (`@dstack-ts/client`'s Tunnel.ts).
+ */
+import type { IncomingMessage } from "node:http"
+import * as net from "node:net"
+import type { Duplex } from "node:stream"
+import { WebSocketServer, type WebSocket } from "ws"
+import type { TunnelTarget } from "./types.ts"
+
+/** Bytes queued on the WebSocket past which reading the TCP side pauses. */
+const HIGH_WATER = 1 << 20
+
+/** Carries `tcp` over `ws` until either closes; `onEnd` is called once. */
+export const bridge = (ws: WebSocket, tcp: net.Socket, onEnd: (failed: boolean) => void): void => {
+  let ended = false
+  const end = (failed: boolean) => {
+    if (ended) return
+    ended = true
+    tcp.destroy()
+    if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(failed ? 1011 : 1000)
+    onEnd(failed)
+  }
+  tcp.setNoDelay(true)
+  let paused = false
+  tcp.on("data", (chunk: Buffer) => {
+    if (ws.readyState !== ws.OPEN) return
+    ws.send(chunk, { binary: true }, () => {
+      if (paused && ws.bufferedAmount < HIGH_WATER / 2) {
+        paused = false
+        tcp.resume()
+      }
+    })
+    if (ws.bufferedAmount > HIGH_WATER) {
+      paused = true
+      tcp.pause()
+    }
+  })
+  // The TCP peer finished writing: say so, and keep carrying the other way.
+  tcp.on("end", () => {
+    if (ws.readyState === ws.OPEN) ws.send(Buffer.alloc(0), { binary: true })
+  })
+  tcp.on("error", () => end(true))
+  tcp.on("close", () => end(false))
+  ws.on("message", (data: Buffer | ArrayBuffer | Array<Buffer>) => {
+    const chunk = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data)
+    if (chunk.length === 0) {
+      tcp.end()
+      return
+    }
+    if (!tcp.write(chunk)) {
+      ws.pause()
+      tcp.once("drain", () => ws.resume())
+    }
+  })
+  ws.on("error", () => end(true))
+  ws.on("close", () => end(false))
+}
+
+const servers = new Map<string, WebSocketServer>()
+const serverFor = (protocol: string): WebSocketServer => {
+  let wss = servers.get(protocol)
+  if (wss === undefined) {
+    wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      handleProtocols: (offered) => (offered.has(protocol) ? protocol : false)
+    })
+    servers.set(protocol, wss)
+  }
+  return wss
+}
+
+/**
+ * Connects to the target, then accepts the WebSocket and bridges the two. A target that does not
+ * answer gets `refuse` (an HTTP answer on the socket) and `done(true)`.
+ */
+export const acceptTunnel = (
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  target: TunnelTarget,
+  refuse: (status: number, message: string) => void
+): void => {
+  const tcp = net.connect({ host: target.host, port: target.port, allowHalfOpen: true })
+  let bridged = false
+  let over = false
+  const done = (failed: boolean) => {
+    if (over) return
+    over = true
+    target.done(failed)
+  }
+  const failed = (error: Error) => {
+    done(true)
+    refuse(502, `cannot reach port ${target.port} of the job: ${error.message}`)
+  }
+  // The client went away before the bridge was up (or `ws` refused its handshake): the job's
+  // side goes too.
+  socket.once("close", () => {
+    if (bridged) return
+    tcp.off("error", failed)
+    tcp.destroy()
+    done(true)
+  })
+  tcp.once("error", failed)
+  tcp.once("connect", () => {
+    tcp.off("error", failed)
+    serverFor(target.protocol).handleUpgrade(req, socket, head, (ws) => {
+      bridged = true
+      bridge(ws, tcp, done)
+    })
+  })
+}
