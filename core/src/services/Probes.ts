@@ -60,7 +60,9 @@ export class Prober {
     const passed = await Promise.all(probes.map(async (probe) => {
       let inRow = 0
       while (this.alive(entry, replica)) {
-        inRow = (await this.probeOnce(replica, probe)) ? inRow + 1 : 0
+        const failure = await this.probeOnce(replica, probe)
+        replica.probeError = failure
+        inRow = failure === undefined ? inRow + 1 : 0
         if (inRow >= probe.readyAfter) return true
         await this.sleep(probe.interval * 1000)
       }
@@ -72,8 +74,9 @@ export class Prober {
     this.onReady(entry)
   }
 
-  /** One probe: true when the replica answered 2xx in time. */
-  private async probeOnce(replica: Replica, probe: Probe): Promise<boolean> {
+  /** One probe: undefined when the replica answered 2xx in time, else what went wrong. */
+  private async probeOnce(replica: Replica, probe: Probe): Promise<string | undefined> {
+    const what = `${probe.method.toUpperCase()} ${probe.url}`
     try {
       const { host, port } = await this.address(replica)
       const headers = new Headers()
@@ -86,10 +89,11 @@ export class Prober {
         signal: AbortSignal.timeout(probe.timeout * 1000)
       })
       await res.arrayBuffer()
-      return res.status >= 200 && res.status < 300
-    } catch {
+      return res.status >= 200 && res.status < 300 ? undefined : `probe ${what} answered ${res.status}`
+    } catch (error) {
       // Not reachable yet, too slow, or a broken answer: a failed probe.
-      return false
+      const cause = error instanceof Error ? ((error.cause as Error | undefined)?.message ?? error.message) : String(error)
+      return `probe ${what} failed: ${cause}`
     }
   }
 }

@@ -6,6 +6,7 @@
  * — except a small answer of known length, read whole first so the server writes it in one go.
  */
 import * as http from "node:http"
+import * as net from "node:net"
 import type { Readable } from "node:stream"
 
 /** An answer of a known length up to this is read whole before it is passed on. */
@@ -182,3 +183,16 @@ export const readSmallAnswer = (message: http.IncomingMessage): Promise<Uint8Arr
     })
   })
 }
+
+/** Whether something accepts a TCP connection at host:port (within 2 s). */
+export const accepts = (host: string, port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const socket = net.connect({ host, port })
+    const done = (ok: boolean) => {
+      socket.destroy()
+      resolve(ok)
+    }
+    socket.setTimeout(2_000, () => done(false))
+    socket.once("connect", () => done(true))
+    socket.once("error", () => done(false))
+  })

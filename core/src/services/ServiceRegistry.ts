@@ -41,6 +41,10 @@ export class Replica {
   listening = false
   /** Whether its probes passed (true when it has none). */
   ready: boolean
+  /** Why its last probe failed, while it is not ready. */
+  probeError: string | undefined
+  /** When the registry first saw it running (epoch ms). */
+  readonly runningSince = Date.now()
   address: Address | undefined
   resolving: Promise<Address> | undefined
   scope: Scope.CloseableScope | undefined
@@ -87,6 +91,8 @@ export interface ServiceEntry {
   readonly metrics: ServiceMetrics
   /** The replicas the autoscaler wants now; undefined until it has looked at the service. */
   desired: number | undefined
+  /** A rolling deployment under way: replicas still on an older spec, and what the roll waits for. */
+  deployment: { readonly outdated: number; readonly message: string } | undefined
 }
 
 /** The RunnerTarget of an instance a job ran on (as the engine connects to its runner). */
@@ -241,7 +247,8 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         stale: true,
         waiters: new Set(),
         metrics: new ServiceMetrics(),
-        desired: undefined
+        desired: undefined,
+        deployment: undefined
       }
       return Effect.map(load(entry), () => {
         if (entry.configuration === undefined) return undefined
