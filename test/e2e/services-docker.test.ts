@@ -93,7 +93,7 @@ describeWith("docker", dockerMissing === undefined, dockerMissing ?? "", () => {
     const res = await fetch(url("boxed", "/hello?x=1"), { headers: { authorization: `Bearer ${TOKEN}` } })
     expect(res.status).toBe(200)
     expect(await res.text()).toBe("hello from busybox: GET /hello?x=1 HTTP/1.1")
-    // The container is Docker's: the job's provisioning names the image.
+    // The job ran in the image (the Docker executor), not as a process.
     const run = (await call("/api/project/main/runs/get", { run_name: "boxed" })).body
     expect(run.jobs[0].job_spec.image_name).toBe("dstack-ts-test/busybox:1")
   }, 90_000)
