@@ -18,7 +18,12 @@ const SMALL_ANSWER_BYTES = 64 * 1024
  */
 const IDLE_SOCKET_MS = 4_000
 
-const agent = new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS, scheduling: "lifo" })
+/**
+ * The kept-alive connections to replicas of one server: each server has its own (made with its
+ * service registry and destroyed when the server closes), so that servers in one process neither
+ * share sockets nor keep each other's open.
+ */
+export const makeReplicaAgent = (): http.Agent => new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS, scheduling: "lifo" })
 
 /** A request body: a web stream (Deno, the model router) or the caller's Node request. */
 export type BodySource = ReadableStream<Uint8Array> | Readable
@@ -86,6 +91,7 @@ export class ReplicaRequestError extends Error {
 
 /** Sends a request to `host:port` and resolves with the answer's head (the body still to read). */
 export const sendToReplica = (
+  agent: http.Agent,
   target: { readonly host: string; readonly port: number },
   method: string,
   path: string,

@@ -274,7 +274,7 @@ export const makeServiceProxy = (
       headers.host = `${host.includes(":") ? `[${host}]` : host}:${port}`
       let answer
       try {
-        answer = await sendToReplica({ host, port }, request.method, path, headers, body)
+        answer = await sendToReplica(registry.agent, { host, port }, request.method, path, headers, body)
       } catch (error) {
         release(entry, replica)
         const failure = error instanceof ReplicaRequestError ? error : undefined
