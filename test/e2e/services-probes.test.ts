@@ -33,7 +33,7 @@ beforeAll(async () => {
   })
   serving = await serve(server, { port: 0, handleSignals: false })
   call = httpCall(serving.url, TOKEN)
-}, 60_000)
+}, 120_000)
 afterAll(async () => {
   await call?.("/api/project/main/runs/stop", { runs_names: ["probed", "probed-once"], abort: true })
   await serving?.close()
