@@ -25,6 +25,7 @@ import { refuseUnknownRepoType } from "./repoTypes.ts"
 import { refuseUnsupported } from "./unsupported.ts"
 import { BlobStore } from "../../ports/BlobStore.ts"
 import { deleteRunArtifacts } from "../../workflows/Artifacts.ts"
+import { checkServiceUpdate, updateService } from "../../services/Deployment.ts"
 
 const runNotFound = (project: string, name: string) => notFound(`Run ${excerpt(name)} does not exist in project ${excerpt(project)}`)
 
@@ -226,6 +227,34 @@ export const submit = (project: string, user: string, runSpec: RunSpec, force: b
     return present(run)
   })
 
+/**
+ * runs/apply: a plan for an active service of the same name updates it in place (upstream's
+ * deployment: replicas roll to the new spec, see services/Deployment.ts); anything else is a
+ * new run. Without `force` the plan must name the run it replaces (its `current_resource`).
+ */
+const applyPlan = (project: string, user: string, plan: typeof Api.ApplyPlanInput.Type, force: boolean) =>
+  Effect.gen(function* () {
+    const runName = plan.runSpec.runName
+    if (runName !== undefined && plan.runSpec.configuration.type === "service") {
+      const existing = yield* loadRunByName(project, runName).pipe(
+        Effect.map((loaded) => loaded.record.run),
+        Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined)),
+        Effect.mapError(fromStateStore)
+      )
+      if (existing !== undefined && !isRunStatusFinished(existing.status) && existing.status !== "terminating" && existing.runSpec.configuration.type === "service") {
+        const next = new RunSpec({ ...plan.runSpec, runName })
+        const check = checkServiceUpdate(existing.runSpec, next)
+        if ("refused" in check) return yield* Effect.fail(badRequest(`Cannot update the active service ${runName}: ${check.refused}`, ["body", "plan", "run_spec"]))
+        const planned = (plan.currentResource as { readonly id?: unknown } | null | undefined)?.id
+        if (!force && planned !== existing.id) {
+          return yield* Effect.fail(badRequest(`Failed to apply plan: run ${runName} is active and the plan does not name it as its current resource. Plan again, or use force apply`, ["body", "plan", "current_resource"]))
+        }
+        return present(yield* updateService(existing.id, next).pipe(Effect.mapError(fromStateStore)))
+      }
+    }
+    return yield* submit(project, user, plan.runSpec, force)
+  })
+
 /** What plan and apply refuse before anything else: keys not carried out, repo types nothing handles. */
 const refuseRunSpec = (runSpec: RunSpec, loc: ReadonlyArray<string>) =>
   Effect.zipRight(refuseUnsupported(runSpec, loc), refuseUnknownRepoType(runSpec, loc))
@@ -245,7 +274,7 @@ export const runRoutes = [
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/apply", summary: "Submit a planned run", tag: "runs", access: { project: "user" },
     request: Api.ApplyRequest, response: Run,
-    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.plan.runSpec, ["body", "plan", "run_spec"]), submit(ctx.projectName!, ctx.principal!.username, input.plan.runSpec, input.force))
+    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.plan.runSpec, ["body", "plan", "run_spec"]), applyPlan(ctx.projectName!, ctx.principal!.username, input.plan, input.force))
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/submit", summary: "Submit a run in one step (older clients)", tag: "runs", access: { project: "user" },
