@@ -13,6 +13,7 @@ import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import type { Run } from "../domain/Run.ts"
 import { isJobStatusFinished, isRunStatusFinished } from "../domain/Status.ts"
 import type { FifoSemaphore } from "../internal/FifoSemaphore.ts"
+import { faultPoint } from "../internal/Faults.ts"
 import type { Lease, StateStoreService, StoredDocument } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import { errorMessage, jobOfSubmission, withJob } from "./internal.ts"
@@ -252,6 +253,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
           .update(runId, { status: run.status, doc: encoded }, { lease: lease.token, expectedVersion: row.version })
           .pipe(Effect.either, Effect.ensuring(Effect.sync(() => (handle.writingFrom = undefined))))
         if (saved._tag === "Right") {
+          faultPoint(isRunStatusFinished(run.status) ? "run.finished" : "run.written")
           handle.knownVersion = Math.max(handle.knownVersion, saved.right.version)
           known = { row: saved.right, record: next }
           pendingEvents.length = 0

@@ -17,6 +17,7 @@ import type { NewLogEvent, StateStoreError, StateStoreService } from "../ports/S
 import type { ComputeService } from "./Compute.ts"
 import { singleNode, waitForCluster } from "./Cluster.ts"
 import { errorMessage } from "./internal.ts"
+import { faultPoint } from "../internal/Faults.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
 import { fetchArtifacts, followEvents, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, waitHealthy } from "./RunnerSession.ts"
@@ -155,6 +156,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
               // Without a trusted lease another replica may be following too.
               if (!job.leaseTrusted()) return yield* Effect.interrupt
               yield* store.logs.append(logs)
+              faultPoint("logs.stored")
             }
             for (const event of chunk) {
               if (event._tag === "State") {
@@ -203,6 +205,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       // runner is handed the job in steps and followed as before): follow it at once.
       // A failed hand-over fails the job; a stream that breaks afterwards is resumed
       // below like any other.
+      faultPoint("job.handing")
       const followed = yield* withRunner(compute, pd, (client) =>
         Effect.gen(function* () {
           yield* waitHealthy(client, options.provisioningTimeoutMs)
@@ -211,6 +214,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
             ? yield* startFollowing(client, body, code)
             : yield* startFollowingWithArtifacts(client, body, code, inputs.map((key) => ({ key, stream: options.blobs.stream(key) })))
           yield* reports.handedOver
+          faultPoint("job.handed")
           return yield* consume(client, events).pipe(Effect.either)
         })
       )
