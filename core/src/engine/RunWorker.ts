@@ -309,12 +309,12 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
       }, { discard: true })
 
     /** Hands the job to its runner (unless a previous owner did) and follows its events and logs. */
-    const startFollower = (run: Run, submissionId: string, pd: JobProvisioningData, alreadyHanded: boolean) =>
+    const startFollower = (run: Run, submissionId: string, pd: JobProvisioningData, alreadyHanded: boolean, resumed = false) =>
       Effect.gen(function* () {
         if (followers.has(submissionId)) return
         const found = jobOfSubmission(run, submissionId)
         if (!found) return
-        const follower = follow(options.follower, { run, submissionId, spec: found.job.jobSpec, pd, alreadyHanded, leaseTrusted }, {
+        const follower = follow(options.follower, { run, submissionId, spec: found.job.jobSpec, pd, alreadyHanded, resumed, leaseTrusted }, {
           jobEvent: (event) => offer({ _tag: "Job", submissionId, event }),
           handedOver: offer({ _tag: "HandedToRunner", submissionId })
         }).pipe(Effect.ensuring(offer({ _tag: "FollowerDone", submissionId })))
@@ -341,7 +341,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
       for (const job of record.run.jobs) {
         const sub = latestSubmission(job)
         if (sub?.jobProvisioningData && !isJobStatusFinished(sub.status) && sub.status !== "submitted") {
-          yield* startFollower(record.run, sub.id, sub.jobProvisioningData, record.submittedToRunner.includes(sub.id))
+          yield* startFollower(record.run, sub.id, sub.jobProvisioningData, record.submittedToRunner.includes(sub.id), true)
         }
       }
     }

@@ -53,6 +53,12 @@ export interface FollowedJob {
   readonly pd: JobProvisioningData
   /** A previous owner of the run handed the job over already: resume following it. */
   readonly alreadyHanded: boolean
+  /**
+   * The job was on its instance when this worker took the run (a takeover or a restart): a
+   * previous owner may have handed it over without noting it, so the hand-over resumes after
+   * the last stored log line (the runner answers a repeated hand-over with the job's events).
+   */
+  readonly resumed?: boolean
   /** Whether the run's lease may still be relied on: without it another replica may be following too. */
   readonly leaseTrusted: () => boolean
 }
@@ -199,8 +205,10 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
         jobSpec: spec,
         clusterInfo,
         secrets: secrets.right,
-        ...(repoCredentials !== undefined ? { repoCredentials } : {})
+        ...(repoCredentials !== undefined ? { repoCredentials } : {}),
+        jobSubmissionId: submissionId
       } as any
+      if (job.resumed === true) cursor = yield* lastStoredLogAt(store, run.projectName, submissionId, options.unreachableMs)
       // The hand-over answers with the job's event stream (one request; an older
       // runner is handed the job in steps and followed as before): follow it at once.
       // A failed hand-over fails the job; a stream that breaks afterwards is resumed
@@ -211,7 +219,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
           yield* waitHealthy(client, options.provisioningTimeoutMs)
           const inputs = spec.artifactInputs ?? []
           const events = inputs.length === 0
-            ? yield* startFollowing(client, body, code)
+            ? yield* startFollowing(client, body, code, cursor)
             : yield* startFollowingWithArtifacts(client, body, code, inputs.map((key) => ({ key, stream: options.blobs.stream(key) })))
           yield* reports.handedOver
           faultPoint("job.handed")
