@@ -237,7 +237,8 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       const now = Date.now()
       unreachableSince ??= now
       if (now - unreachableSince > options.unreachableMs) {
-        yield* reports.jobEvent(JobEvent.InstanceUnreachable())
+        const message = `the runner did not answer for ${Math.round((now - unreachableSince) / 1000)}s: ${errorMessage(outcome.left).slice(0, 500)}`
+        yield* reports.jobEvent(JobEvent.InstanceUnreachable({ message }))
         return
       }
       yield* Effect.sleep(Duration.millis(500))
