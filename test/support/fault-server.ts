@@ -8,8 +8,8 @@
 // it (leaving the runners running, as `dstack server` does).
 //
 // Environment: DSTACK_SERVER_ADMIN_TOKEN, FAULT_SERVER_DIR, FAULT_WORK_DIR, FAULT_MAX_INSTANCES,
-// FAULT_LEASE_MS, FAULT_RESYNC_MS, FAULT_UNREACHABLE_MS, and DSTACK_DATABASE_URL or
-// DSTACK_SERVER_S3_* as for `dstack server`.
+// FAULT_LEASE_MS, FAULT_RESYNC_MS, and DSTACK_DATABASE_URL, DSTACK_SERVER_S3_*,
+// DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS as for `dstack server`.
 import { createServer, serve } from "../../core/src/index.ts"
 import { defaultServerOptions } from "../../cli/src/defaultBuild.ts"
 
@@ -38,9 +38,9 @@ const server = await createServer({
     }]
   },
   engine: {
+    ...base.engine,
     leaseMs: Number(process.env.FAULT_LEASE_MS ?? 8000),
-    resyncMs: Number(process.env.FAULT_RESYNC_MS ?? 1000),
-    ...(process.env.FAULT_UNREACHABLE_MS ? { unreachableMs: Number(process.env.FAULT_UNREACHABLE_MS) } : {})
+    resyncMs: Number(process.env.FAULT_RESYNC_MS ?? 1000)
   }
 })
 const serving = await serve(server, { hostname: "127.0.0.1", port: 0, handleSignals: true })
