@@ -79,12 +79,12 @@ describeWith("postgresql", pg.available, pg.reason, () => {
     const submitOne = async (name: string, i: number) => {
       // Spread over the replicas that are up; one that does not answer (killed) passes the run
       // to the next. A run whose answer was lost may be stored already: "already exists" on
-      // the next replica says so.
+      // the next replica says so (`resource_exists`).
       for (let attempt = 0; attempt < 30; attempt++) {
         const replica = replicas[(i + attempt) % 3]
         if (replica === undefined || replica.process.exitCode !== null || replica.process.signalCode !== null) continue
         const res = await call(replica.port, TOKEN, "/api/project/main/runs/apply", taskSpec(name, [`echo ${name} >> ${marks}`]))
-        if (res.status === 200 || (res.status === 400 && JSON.stringify(res.body).includes("already exists"))) {
+        if (res.status === 200 || (res.status === 400 && JSON.stringify(res.body).includes("resource_exists"))) {
           accepted.add(name)
           return
         }
