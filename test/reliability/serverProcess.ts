@@ -24,7 +24,7 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
  * Starts a server and waits for its port line. `env` adds to the environment (FAULT_SERVER_DIR,
  * FAULT_WORK_DIR, DSTACK_FAULT, …).
  */
-export const startServer = (name: string, env: Record<string, string>, timeoutMs = 120_000): Promise<ServerProcess> => {
+export const startServer = (name: string, env: Record<string, string>, timeoutMs = 180_000): Promise<ServerProcess> => {
   const child = spawn(isDeno ? "node" : process.execPath, ["--import", "tsx", ENTRY], {
     cwd: root,
     env: { ...process.env, ...env },

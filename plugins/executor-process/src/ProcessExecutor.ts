@@ -64,7 +64,7 @@ const exitCodeOf = (code: number | null, signal: NodeJS.Signals | null): number 
  * watchdog killed (see start), so a later group with a reused id is never hit.
  */
 const watchGroup = (pgid: number): ChildProcess => {
-  const watchdog = spawn("/bin/sh", ["-c", `read -r _; kill -KILL -- -${pgid} 2>/dev/null`], {
+  const watchdog = spawn("/bin/sh", ["-c", `read -r _; kill -9 -${pgid} 2>/dev/null`], {
     detached: true,
     stdio: ["pipe", "ignore", "ignore"]
   })
