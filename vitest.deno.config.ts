@@ -20,7 +20,11 @@ export const NODE_ONLY = [
   "test/architecture/**",
   "test/docs/docs.test.ts",
   "test/netns/**",
-  "test/packaging/**"
+  "test/packaging/**",
+  // They only drive server processes, which are Node children under either runtime.
+  "test/reliability/crash.test.ts",
+  "test/reliability/replicas-load.test.ts",
+  "test/reliability/runner-kill.test.ts"
 ]
 
 export default mergeConfig(base, defineConfig({ test: { exclude: [...NODE_ONLY] } }))
