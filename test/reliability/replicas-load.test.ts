@@ -1,6 +1,6 @@
 // Replicas under load: three server processes (test/support/fault-server.ts, the default build)
 // on one PostgreSQL database and one blob store (the `s3` store on the S3 stand-in), with
-// REPLICAS_SUBMISSIONS short jobs (default 1,000; `npm run test:faults` 3,000) submitted
+// REPLICAS_SUBMISSIONS short jobs (default 300 in CI; `npm run test:faults` 1,000) submitted
 // across them while one replica is killed with SIGKILL part-way and started again. Each job
 // appends its run's name to one shared file (an O_APPEND write of a few bytes is atomic), so
 // the count comes from the jobs themselves: every accepted run is `done`, every job ran exactly
@@ -16,7 +16,7 @@ import { type S3Standin, startS3Standin } from "../support/s3-standin.ts"
 import { call, listRuns, reapUnder, sleep, startServer, stopServer, taskSpec, waitAllFinished, type ServerProcess } from "./serverProcess.ts"
 
 const TOKEN = "replicas-load-token"
-const SUBMISSIONS = Number(process.env.REPLICAS_SUBMISSIONS ?? 1000)
+const SUBMISSIONS = Number(process.env.REPLICAS_SUBMISSIONS ?? 300)
 const MAX_INSTANCES = Number(process.env.REPLICAS_MAX_INSTANCES ?? 4)
 /** Submissions in flight at once, spread over the replicas. */
 const CONCURRENCY = 12
