@@ -19,7 +19,16 @@ const render = async (client: Client, all: boolean, json: boolean): Promise<stri
     return JSON.stringify(Schema.encodeSync(Schema.Array(Run))(runs.map((r) => r.entity)), null, 2)
   }
   if (runs.length === 0) return all ? "No runs" : "No active runs (use -a to show finished runs too)"
-  return table(["NAME", "STATUS", "SUBMITTED"], runs.map((r) => [r.name, r.status, ago(r.entity.submittedAt)]))
+  // Why a run failed, from its failed job (an ERROR column only when some run has one).
+  const errors = runs.map((r) => {
+    if (r.status !== "failed" && r.status !== "terminated") return ""
+    const sub = r.entity.jobs.map((j) => j.jobSubmissions.at(-1)).find((s) => s?.status === "failed") ?? r.entity.jobs[0]?.jobSubmissions.at(-1)
+    if (sub?.terminationReason === undefined) return ""
+    const message = sub.terminationReasonMessage ?? ""
+    return `${sub.terminationReason.replaceAll("_", " ")}${message === "" ? "" : `: ${message.length > 120 ? `${message.slice(0, 119)}…` : message}`}`
+  })
+  if (errors.every((e) => e === "")) return table(["NAME", "STATUS", "SUBMITTED"], runs.map((r) => [r.name, r.status, ago(r.entity.submittedAt)]))
+  return table(["NAME", "STATUS", "SUBMITTED", "ERROR"], runs.map((r, i) => [r.name, r.status, ago(r.entity.submittedAt), errors[i]]))
 }
 
 export default defineCommand({

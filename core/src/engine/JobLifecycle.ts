@@ -67,7 +67,7 @@ export type JobEvent = Data.TaggedEnum<{
   /** Stop the job: gracefully (`abort: false`, with a grace period) or at once. */
   StopRequested: { readonly abort: boolean; readonly reason?: StopReason | undefined }
   /** The instance stopped answering for longer than the grace period. */
-  InstanceUnreachable: {}
+  InstanceUnreachable: { readonly message?: string | undefined }
   /** Waiting for an instance (submitted) or for its runner (provisioning) took too long. */
   ProvisioningTimeout: {}
   /** The job ran longer than its `max_duration`. */
@@ -291,7 +291,7 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
       if (isOnInstance(status)) {
         // A spot instance that vanishes was taken back by the provider.
         const reason = isSpot(sub) ? "interrupted_by_no_capacity" : "instance_unreachable"
-        return appliedTransition(finish(job, sub, now, reason), instanceEffect("TerminateInstance", sub))
+        return appliedTransition(finish(job, sub, now, reason, event.message === undefined ? {} : { terminationReasonMessage: event.message }), instanceEffect("TerminateInstance", sub))
       }
       if (status === "terminating") {
         return appliedTransition(

@@ -11,6 +11,7 @@ import { Cause, Deferred, Duration, Effect, FiberId, Option, type Scope } from "
 import { type Job, type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import type { Run } from "../domain/Run.ts"
 import * as FifoSemaphore from "../internal/FifoSemaphore.ts"
+import { faultPoint } from "../internal/Faults.ts"
 import { StateStore, type StateStoreService } from "../ports/StateStore.ts"
 import { Compute, type ComputeService } from "./Compute.ts"
 import { errorMessage } from "./internal.ts"
@@ -272,6 +273,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
         while (true) {
           const event = yield* permits.withPermit(provision(run, job, submissionId, (id) => (taken = id)))
           if (event._tag !== "WaitForCapacity") {
+            if (event._tag === "Provisioned") faultPoint("job.placed")
             yield* answer(true)
             return event
           }

@@ -13,6 +13,7 @@ import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import type { Run } from "../domain/Run.ts"
 import { isJobStatusFinished, isRunStatusFinished } from "../domain/Status.ts"
 import type { FifoSemaphore } from "../internal/FifoSemaphore.ts"
+import { faultPoint } from "../internal/Faults.ts"
 import type { Lease, StateStoreService, StoredDocument } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import { errorMessage, jobOfSubmission, withJob } from "./internal.ts"
@@ -252,6 +253,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
           .update(runId, { status: run.status, doc: encoded }, { lease: lease.token, expectedVersion: row.version })
           .pipe(Effect.either, Effect.ensuring(Effect.sync(() => (handle.writingFrom = undefined))))
         if (saved._tag === "Right") {
+          faultPoint(isRunStatusFinished(run.status) ? "run.finished" : "run.written")
           handle.knownVersion = Math.max(handle.knownVersion, saved.right.version)
           known = { row: saved.right, record: next }
           pendingEvents.length = 0
@@ -307,12 +309,12 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
       }, { discard: true })
 
     /** Hands the job to its runner (unless a previous owner did) and follows its events and logs. */
-    const startFollower = (run: Run, submissionId: string, pd: JobProvisioningData, alreadyHanded: boolean) =>
+    const startFollower = (run: Run, submissionId: string, pd: JobProvisioningData, alreadyHanded: boolean, resumed = false) =>
       Effect.gen(function* () {
         if (followers.has(submissionId)) return
         const found = jobOfSubmission(run, submissionId)
         if (!found) return
-        const follower = follow(options.follower, { run, submissionId, spec: found.job.jobSpec, pd, alreadyHanded, leaseTrusted }, {
+        const follower = follow(options.follower, { run, submissionId, spec: found.job.jobSpec, pd, alreadyHanded, resumed, leaseTrusted }, {
           jobEvent: (event) => offer({ _tag: "Job", submissionId, event }),
           handedOver: offer({ _tag: "HandedToRunner", submissionId })
         }).pipe(Effect.ensuring(offer({ _tag: "FollowerDone", submissionId })))
@@ -339,7 +341,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
       for (const job of record.run.jobs) {
         const sub = latestSubmission(job)
         if (sub?.jobProvisioningData && !isJobStatusFinished(sub.status) && sub.status !== "submitted") {
-          yield* startFollower(record.run, sub.id, sub.jobProvisioningData, record.submittedToRunner.includes(sub.id))
+          yield* startFollower(record.run, sub.id, sub.jobProvisioningData, record.submittedToRunner.includes(sub.id), true)
         }
       }
     }

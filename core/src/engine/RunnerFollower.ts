@@ -17,6 +17,7 @@ import type { NewLogEvent, StateStoreError, StateStoreService } from "../ports/S
 import type { ComputeService } from "./Compute.ts"
 import { singleNode, waitForCluster } from "./Cluster.ts"
 import { errorMessage } from "./internal.ts"
+import { faultPoint } from "../internal/Faults.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
 import { fetchArtifacts, followEvents, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, waitHealthy } from "./RunnerSession.ts"
@@ -52,6 +53,12 @@ export interface FollowedJob {
   readonly pd: JobProvisioningData
   /** A previous owner of the run handed the job over already: resume following it. */
   readonly alreadyHanded: boolean
+  /**
+   * The job was on its instance when this worker took the run (a takeover or a restart): a
+   * previous owner may have handed it over without noting it, so the hand-over resumes after
+   * the last stored log line (the runner answers a repeated hand-over with the job's events).
+   */
+  readonly resumed?: boolean
   /** Whether the run's lease may still be relied on: without it another replica may be following too. */
   readonly leaseTrusted: () => boolean
 }
@@ -155,6 +162,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
               // Without a trusted lease another replica may be following too.
               if (!job.leaseTrusted()) return yield* Effect.interrupt
               yield* store.logs.append(logs)
+              faultPoint("logs.stored")
             }
             for (const event of chunk) {
               if (event._tag === "State") {
@@ -197,20 +205,24 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
         jobSpec: spec,
         clusterInfo,
         secrets: secrets.right,
-        ...(repoCredentials !== undefined ? { repoCredentials } : {})
+        ...(repoCredentials !== undefined ? { repoCredentials } : {}),
+        jobSubmissionId: submissionId
       } as any
+      if (job.resumed === true) cursor = yield* lastStoredLogAt(store, run.projectName, submissionId, options.unreachableMs)
       // The hand-over answers with the job's event stream (one request; an older
       // runner is handed the job in steps and followed as before): follow it at once.
       // A failed hand-over fails the job; a stream that breaks afterwards is resumed
       // below like any other.
+      faultPoint("job.handing")
       const followed = yield* withRunner(compute, pd, (client) =>
         Effect.gen(function* () {
           yield* waitHealthy(client, options.provisioningTimeoutMs)
           const inputs = spec.artifactInputs ?? []
           const events = inputs.length === 0
-            ? yield* startFollowing(client, body, code)
+            ? yield* startFollowing(client, body, code, cursor)
             : yield* startFollowingWithArtifacts(client, body, code, inputs.map((key) => ({ key, stream: options.blobs.stream(key) })))
           yield* reports.handedOver
+          faultPoint("job.handed")
           return yield* consume(client, events).pipe(Effect.either)
         })
       )
@@ -225,7 +237,8 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       const now = Date.now()
       unreachableSince ??= now
       if (now - unreachableSince > options.unreachableMs) {
-        yield* reports.jobEvent(JobEvent.InstanceUnreachable())
+        const message = `the runner did not answer for ${Math.round((now - unreachableSince) / 1000)}s: ${errorMessage(outcome.left).slice(0, 500)}`
+        yield* reports.jobEvent(JobEvent.InstanceUnreachable({ message }))
         return
       }
       yield* Effect.sleep(Duration.millis(500))

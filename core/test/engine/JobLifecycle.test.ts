@@ -25,7 +25,7 @@ const sampleEvents: Record<JobEvent["_tag"], JobEvent> = {
   RunnerExited: JobEvent.RunnerExited({ exitStatus: 0 }),
   RunnerFailed: JobEvent.RunnerFailed({ reason: "executor_error", message: "boom" }),
   StopRequested: JobEvent.StopRequested({ abort: false }),
-  InstanceUnreachable: JobEvent.InstanceUnreachable(),
+  InstanceUnreachable: JobEvent.InstanceUnreachable({}),
   ProvisioningTimeout: JobEvent.ProvisioningTimeout(),
   MaxDurationExceeded: JobEvent.MaxDurationExceeded(),
   StopDurationExceeded: JobEvent.StopDurationExceeded()
@@ -168,7 +168,7 @@ describe("variants that depend on the event's data", () => {
   })
 
   it("a spot instance that vanishes counts as an interruption", () => {
-    const result = transitionJob(makeJob({ status: "running", spot: true }), JobEvent.InstanceUnreachable(), NOW)
+    const result = transitionJob(makeJob({ status: "running", spot: true }), JobEvent.InstanceUnreachable({}), NOW)
     expect(latestSubmission(result.entity)?.terminationReason).toBe("interrupted_by_no_capacity")
     expect(result.effects.map((e) => e._tag)).toEqual(["TerminateInstance"])
   })

@@ -1,6 +1,8 @@
 /**
  * The process executor: runs a job's commands on the host, without a container, under bash
  * (or /bin/sh) in its own process group, so that stop and abort reach the whole process tree.
+ * The group dies with the runner: a watchdog process holds a pipe from the runner and kills
+ * the group when the pipe closes, which happens however the runner ends (`kill -9` included).
  */
 import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
@@ -55,6 +57,24 @@ const exitCodeOf = (code: number | null, signal: NodeJS.Signals | null): number 
   return number ? 128 + number : 1
 }
 
+/**
+ * A watchdog for the process group `pgid`, in a group of its own: it waits for end-of-file on
+ * its stdin, a pipe whose only writer is this process, and then kills the group. The pipe
+ * closes when this process (the runner) ends, whatever ends it; a job that ends first has its
+ * watchdog killed (see start), so a later group with a reused id is never hit.
+ */
+const watchGroup = (pgid: number): ChildProcess => {
+  const watchdog = spawn("/bin/sh", ["-c", `read -r _; kill -9 -${pgid} 2>/dev/null`], {
+    detached: true,
+    stdio: ["pipe", "ignore", "ignore"]
+  })
+  // Neither the watchdog nor its pipe keeps the runner's event loop alive.
+  watchdog.unref()
+  ;(watchdog.stdin as unknown as { unref?: () => void } | null)?.unref?.()
+  watchdog.on("error", () => {})
+  return watchdog
+}
+
 /** Signals every process of a group; a group that is already gone is not an error. */
 const signalGroup = (pgid: number, signal: NodeJS.Signals): void => {
   try {
@@ -103,6 +123,7 @@ export const make = (options: ProcessExecutorOptions = {}): Executor.Executor =>
       })
       yield* awaitSpawn(child, shell)
       const pid = child.pid as number
+      const watchdog = watchGroup(pid)
 
       const exited = yield* Deferred.make<ExecutionExit>()
       let endedBy: ExecutionExit["endedBy"]
@@ -121,6 +142,7 @@ export const make = (options: ProcessExecutorOptions = {}): Executor.Executor =>
       }
       child.on("exit", (code, signal) => {
         leaderExit = { code, signal }
+        watchdog.kill("SIGKILL")
         // The job is over when its main process is: what it left behind in its group goes too,
         // which also closes the pipes those processes held.
         signalGroup(pid, "SIGKILL")

@@ -8,6 +8,20 @@ import { Effect, Exit } from "effect"
 import type { Executor } from "@dstack-ts/core"
 import { isAlive } from "../src/ProcessUsage.ts"
 import * as ProcessExecutor from "../src/ProcessExecutor.ts"
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+
+/** Live (not zombie) processes whose process group is `pgid`. */
+const groupMembers = (pgid: number): Array<number> =>
+  fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e)).flatMap((e) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, "utf8")
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      return Number(fields[2]) === pgid && fields[0] !== "Z" ? [Number(e)] : []
+    } catch {
+      return []
+    }
+  })
 
 const tmpRepo = () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-proc-"))
@@ -156,4 +170,25 @@ describe("ProcessExecutor", () => {
         expect(String(result.cause)).toMatch(/working_dir .*missing does not exist/)
       }
     }))
+})
+
+describe("ProcessExecutor: a job dies with its runner", () => {
+  it("kills the job's whole process group when the process that started it is killed with SIGKILL", async () => {
+    const host = fileURLToPath(new URL("./fixtures/host.ts", import.meta.url))
+    const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined"
+    const child = spawn(isDeno ? "node" : process.execPath, ["--import", "tsx", host, "sleep 300 & wait"], { stdio: ["ignore", "pipe", "inherit"] })
+    const pgid = await new Promise<number>((resolve, reject) => {
+      let out = ""
+      child.stdout!.on("data", (d) => {
+        out += String(d)
+        if (out.includes("\n")) resolve(Number(out.trim()))
+      })
+      child.once("exit", () => reject(new Error("the host exited before it started the job")))
+    })
+    for (let i = 0; i < 100 && groupMembers(pgid).length < 2; i++) await new Promise((r) => setTimeout(r, 50))
+    expect(groupMembers(pgid).length, "the shell and its sleep").toBeGreaterThanOrEqual(2)
+    child.kill("SIGKILL")
+    for (let i = 0; i < 100 && groupMembers(pgid).length > 0; i++) await new Promise((r) => setTimeout(r, 50))
+    expect(groupMembers(pgid)).toEqual([])
+  }, 60_000)
 })

@@ -7,6 +7,7 @@ import { Run, RunSpec } from "../../domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../../domain/RunJobSpecs.ts"
 import { JobPlan, RunPlan, makeJobPlan } from "../../domain/RunPlan.ts"
 import { isRunStatusFinished } from "../../domain/Status.ts"
+import { faultPoint } from "../../internal/Faults.ts"
 import * as Api from "../../api/runs.ts"
 import { Engine, ACTIVE_RUN_STATUSES } from "../../engine/Engine.ts"
 import { explainNoOffers, offersForJob } from "../../engine/Planner.ts"
@@ -223,6 +224,7 @@ export const submit = (project: string, user: string, runSpec: RunSpec, force: b
     yield* store.runs
       .insert({ id: run.id, project, name: runName, status: run.status, userName: user, repoId: spec.repoId, submittedAt: now, doc: encodeRecord({ run, submittedToRunner: [] }) })
       .pipe(Effect.mapError((e) => (e.reason === "AlreadyExists" ? alreadyExists(`Run ${runName} already exists`) : fromStateStore(e))))
+    faultPoint("run.accepted")
     yield* engine.wake(run.id)
     return present(run)
   })
