@@ -8,7 +8,7 @@
  * document the driver reads. Cache hits are found through `workflow-cache/<project>/<key>`,
  * written when a job ends done.
  */
-import { Duration, Effect, Option, Schema, Stream } from "effect"
+import { Duration, Effect, Either, Option, Schema, Stream } from "effect"
 import { JobSpec } from "../domain/Job.ts"
 import { RunSpec } from "../domain/Run.ts"
 import { isRunStatusFinished } from "../domain/Status.ts"
@@ -20,6 +20,8 @@ import { StateStore } from "../ports/StateStore.ts"
 import { submit as submitRun } from "../server/routes/runs.ts"
 import { artifactKeys } from "./Artifacts.ts"
 import type { WorkflowPlan } from "./WorkflowPlan.ts"
+import { programOutputJobs, tail } from "./ProviderPrograms.ts"
+import { repoIdForUrl } from "../repos/RemoteRepo.ts"
 
 /** The environment variables that mark a run as a workflow job. */
 export const WORKFLOW_ENV = {
@@ -42,7 +44,7 @@ const CacheEntry = Schema.parseJson(Schema.Struct({ run_name: Schema.String, run
 
 /** A run name from the workflow run's name and a job id, inside the 41 characters a run name may have. */
 export const jobRunName = (prefix: string, id: string, workflow: string): string => {
-  const name = id === workflow ? prefix : `${prefix}-${id}`
+  const name = id === workflow ? prefix : `${prefix}-${id.replace(/[^a-z0-9-]/g, "-")}`
   return name.slice(0, 41).replace(/-+$/, "")
 }
 
@@ -107,7 +109,7 @@ export const startWorkflowRun = (
     const hits = new Map<string, { runName: string; runId: string; jobName: string }>()
     if (!request.noCache) {
       for (const job of plan.jobs) {
-        if (job.id === target) continue
+        if (job.id === target || job.program !== undefined) continue
         const hit = yield* cacheHit(blobs, project, job)
         if (Option.isSome(hit)) hits.set(job.id, hit.value)
       }
@@ -132,6 +134,8 @@ export const startWorkflowRun = (
         artifacts: j.artifacts,
         inputs: j.inputs,
         cacheKey: j.cacheKey,
+        ...(j.program === undefined ? {} : { program: j.program }),
+        ...(j.code === undefined ? {} : { code: j.code }),
         ...(hits.has(j.id) ? { status: "cached" as const, ...hits.get(j.id)! } : { status: "waiting" as const })
       }))
     }
@@ -184,8 +188,10 @@ const drive = (project: string, name: string) =>
           }
         }
       }
-      for (const job of record.jobs) {
+      for (const { id } of record.jobs) {
         const jobs = byId()
+        // Read afresh: a provider program's jobs, added below, change the jobs that wait for it.
+        const job = jobs.get(id)!
         if (job.status === "waiting") {
           const deps = job.dependsOn.map((d) => jobs.get(d)!)
           const failed = deps.find((d) => d.status === "failed" || d.status === "terminated")
@@ -218,6 +224,11 @@ const drive = (project: string, name: string) =>
             continue
           }
           const run = loaded.value.record.run
+          if (job.program !== undefined && isRunStatusFinished(run.status)) {
+            const expanded = yield* expandProgram(project, record, job, run)
+            record = expanded
+            continue
+          }
           if (run.status === "done") {
             update(job.id, { status: "done" })
             yield* blobs.put(cacheKeyOf(project, job.cacheKey), JSON.stringify({ run_name: job.runName, run_id: run.id, job_name: job.jobName ?? "" }))
@@ -239,6 +250,79 @@ const drive = (project: string, name: string) =>
       if (JSON.stringify(record) !== before) yield* save(blobs, project, record)
       if (record.status === "running") yield* Effect.sleep(POLL)
     }
+  })
+
+/**
+ * A provider program's job has ended: when done, the jobs it printed join the workflow run after
+ * it (those found in the cache cached), and the jobs that waited for it now also wait for them;
+ * otherwise it failed, with a reason naming the provider, why, and the end of its output.
+ */
+const expandProgram = (project: string, record: WorkflowRun, job: WorkflowJob, run: { readonly id: string; readonly status: string; readonly terminationReason?: string | undefined; readonly jobs: ReadonlyArray<{ readonly jobSubmissions: ReadonlyArray<{ readonly id: string; readonly terminationReason?: string | undefined; readonly exitStatus?: number | null | undefined; readonly terminationReasonMessage?: string | undefined }> }> }) =>
+  Effect.gen(function* () {
+    const blobs = yield* BlobStore
+    const provider = job.program!.provider
+    const patchJob = (patch: Partial<WorkflowJob>): WorkflowRun => ({ ...record, jobs: record.jobs.map((j) => (j.id === job.id ? { ...j, ...patch } : j)) })
+    const submission = run.jobs[0]?.jobSubmissions.at(-1)
+    const output = submission === undefined ? { stdout: "", all: "" } : yield* readOutput(project, submission.id)
+    if (run.status !== "done") {
+      const shown = output.all.trim() === "" ? "it printed nothing" : `its output ends:\n${tail(output.all)}`
+      return patchJob({
+        status: run.status === "terminated" ? "terminated" : "failed",
+        reason: `provider ${provider} ${run.status === "terminated" ? "was stopped" : "failed"} (${whyNotDone(run) || run.status}); ${shown}`
+      })
+    }
+    const made = programOutputJobs(job, output.stdout)
+    if (Either.isLeft(made)) return patchJob({ status: "failed", reason: made.left })
+    const added: Array<WorkflowJob> = []
+    for (const planned of made.right) {
+      const hit = record.noCache || planned.workflow === record.workflow
+        ? Option.none()
+        : yield* cacheHit(blobs, project, planned).pipe(Effect.orElseSucceed(() => Option.none()))
+      added.push({
+        id: planned.id,
+        workflow: planned.workflow,
+        provider: planned.provider,
+        configuration: planned.configuration,
+        dependsOn: planned.dependsOn,
+        ...(planned.master === undefined ? {} : { master: planned.master }),
+        artifacts: planned.artifacts,
+        inputs: planned.inputs,
+        cacheKey: planned.cacheKey,
+        ...(Option.isSome(hit) ? { status: "cached" as const, ...hit.value } : { status: "waiting" as const })
+      })
+    }
+    const newIds = added.map((j) => j.id)
+    const jobs: Array<WorkflowJob> = []
+    for (const j of record.jobs) {
+      if (j.id === job.id) {
+        jobs.push({ ...j, status: "done" }, ...added)
+      } else {
+        jobs.push(j.dependsOn.includes(job.id)
+          ? { ...j, dependsOn: [...j.dependsOn, ...newIds], inputs: [...new Set([...j.inputs, ...added.flatMap((a) => [a.id, ...a.inputs])])] }
+          : j)
+      }
+    }
+    return { ...record, jobs }
+  })
+
+/** A job submission's output: its standard output alone, and everything it printed. */
+const readOutput = (project: string, jobSubmissionId: string) =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const decoder = new TextDecoder()
+    let stdout = ""
+    let all = ""
+    let nextToken: string | undefined
+    do {
+      const page = yield* store.logs.poll({ project, jobSubmissionId, ...(nextToken === undefined ? {} : { nextToken }) })
+      for (const event of page.events) {
+        const text = decoder.decode(event.message)
+        if (event.source === "stdout") stdout += text
+        if (event.source !== "runner") all += text
+      }
+      nextToken = page.events.length === 0 ? undefined : page.nextToken
+    } while (nextToken !== undefined)
+    return { stdout, all }
   })
 
 /** The hostname of a run's job once it has an instance (a master's address), else undefined. */
@@ -266,6 +350,34 @@ const cacheHit = (blobs: BlobStore, project: string, job: { readonly cacheKey: s
     return Option.some({ runName, runId, jobName })
   })
 
+/** The sha256 of no bytes: the diff of a clean checkout. */
+const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+/**
+ * Another repository's provider program as a run's code: that repository at the commit it was
+ * fetched at, with an empty diff (stored as a code blob, which is what makes the runner clone it).
+ */
+const programRepo = (project: string, code: { readonly repoUrl: string; readonly commit: string }) =>
+  Effect.gen(function* () {
+    const blobs = yield* BlobStore
+    const store = yield* StateStore
+    const repoId = repoIdForUrl(code.repoUrl)
+    // The repo is registered (as `repos/init` would) unless it is already, credentials and all.
+    const known = yield* store.repos.get(project, repoId).pipe(
+      Effect.as(true),
+      Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(false))
+    )
+    if (!known) yield* store.repos.upsert({ project, repoId, type: "remote", info: { repo_type: "remote" }, creds: null })
+    const blobKey = `codes/${project}/${repoId}/${EMPTY_SHA256}/provider-program`
+    yield* blobs.put(blobKey, new Uint8Array(0), { contentType: "application/octet-stream", metadata: { repo_id: repoId } })
+    yield* store.codes.put({ project, repoId, hash: EMPTY_SHA256, blobKey, size: 0 })
+    return {
+      repoId,
+      repoData: { repoType: "remote" as const, repoUrl: code.repoUrl, repoHash: code.commit },
+      repoCodeHash: EMPTY_SHA256
+    }
+  })
+
 /** Submits one job as a task run: its configuration marked as a workflow job, its artifacts and its inputs' archives on the job spec. */
 const submitJob = (project: string, record: WorkflowRun, job: WorkflowJob, extraEnv: Record<string, string>) =>
   Effect.gen(function* () {
@@ -275,6 +387,7 @@ const submitJob = (project: string, record: WorkflowRun, job: WorkflowJob, extra
       .filter((j) => j.artifacts.length > 0 && j.runId !== undefined && j.jobName !== undefined)
       .map((j) => artifactKeys(project, j.runId!, j.jobName!).archive)
     const runName = jobRunName(record.name, job.id, record.workflow)
+    const repo = job.code === undefined ? record.repo : yield* programRepo(project, job.code)
     const configuration = {
       ...job.configuration,
       env: {
@@ -288,9 +401,9 @@ const submitJob = (project: string, record: WorkflowRun, job: WorkflowJob, extra
     }
     const spec = new RunSpec({
       runName,
-      repoId: record.repo?.repoId ?? "virtual",
-      repoData: record.repo?.repoData ?? { repoType: "virtual" as const },
-      ...(record.repo?.repoCodeHash === undefined ? {} : { repoCodeHash: record.repo.repoCodeHash }),
+      repoId: repo?.repoId ?? "virtual",
+      repoData: repo?.repoData ?? { repoType: "virtual" as const },
+      ...(repo?.repoCodeHash === undefined ? {} : { repoCodeHash: repo.repoCodeHash }),
       configuration
     })
     const patch = (s: JobSpec): JobSpec => new JobSpec({
