@@ -6,7 +6,8 @@
  * may go away: the workflow goes on. The record is a JSON document in the blob store
  * (`workflows/<project>/<name>.json`), written only by its driver; a stop request is a second
  * document the driver reads. Cache hits are found through `workflow-cache/<project>/<key>`,
- * written when a job ends done.
+ * written when a job ends done (WorkflowCache.ts). A server that starts goes on with the
+ * workflow runs that were running (`resumeWorkflowRuns`).
  */
 import { Duration, Effect, Either, Option, Schema, Stream } from "effect"
 import { JobSpec } from "../domain/Job.ts"
@@ -19,6 +20,7 @@ import { BlobStore, type BlobStoreError } from "../ports/BlobStore.ts"
 import { StateStore } from "../ports/StateStore.ts"
 import { submit as submitRun } from "../server/routes/runs.ts"
 import { artifactKeys } from "./Artifacts.ts"
+import { readCacheEntry, writeCacheEntry } from "./WorkflowCache.ts"
 import type { WorkflowPlan } from "./WorkflowPlan.ts"
 import { programOutputJobs, tail } from "./ProviderPrograms.ts"
 import { repoIdForUrl } from "../repos/RemoteRepo.ts"
@@ -37,10 +39,8 @@ type WorkflowJob = Api.WorkflowJobWire
 
 const recordKey = (project: string, name: string) => `workflows/${project}/${name}.json`
 const stopKey = (project: string, name: string) => `workflows/${project}/${name}.stop`
-const cacheKeyOf = (project: string, key: string) => `workflow-cache/${project}/${key}`
 
 const RunJson = Schema.parseJson(Api.WorkflowRunWire)
-const CacheEntry = Schema.parseJson(Schema.Struct({ run_name: Schema.String, run_id: Schema.String, job_name: Schema.String }))
 
 /** A run name from the workflow run's name and a job id, inside the 41 characters a run name may have. */
 export const jobRunName = (prefix: string, id: string, workflow: string): string => {
@@ -140,14 +140,63 @@ export const startWorkflowRun = (
       }))
     }
     yield* save(blobs, project, record)
+    yield* startDriver(project, name)
+    return record
+  })
+
+/** The workflow runs this process drives, `project/name`: one driver each. */
+const driving = new Set<string>()
+
+/** Starts the driver of a stored workflow run (a daemon fiber with the server's services) unless this process already drives it. */
+const startDriver = (project: string, name: string) =>
+  Effect.gen(function* () {
+    const id = `${project}/${name}`
+    if (driving.has(id)) return
+    driving.add(id)
     const context = yield* Effect.context<BlobStore | StateStore | Engine>()
     yield* drive(project, name).pipe(
       Effect.catchAllCause((cause) => Effect.logError(`workflow run ${name} of project ${project}: its driver failed`, cause)),
+      Effect.ensuring(Effect.sync(() => driving.delete(id))),
       Effect.provide(context),
       Effect.forkDaemon
     )
-    return record
   })
+
+/**
+ * Goes on with every workflow run that was running when the server stopped: a driver for each
+ * (called when the server starts). Jobs already submitted are followed, not submitted again;
+ * a job whose run was submitted but not yet recorded is found by its run's name.
+ */
+export const resumeWorkflowRuns = Effect.gen(function* () {
+  const blobs = yield* BlobStore
+  const keys = yield* Stream.runCollect(blobs.list("workflows/"))
+  for (const key of keys) {
+    const match = /^workflows\/([^/]+)\/(.+)\.json$/.exec(key)
+    if (match === null) continue
+    const found = yield* readJson(blobs, key, RunJson).pipe(
+      Effect.tapError((e) => Effect.logWarning(`workflow run ${key} cannot be resumed: ${e.message}`)),
+      Effect.orElseSucceed(() => Option.none())
+    )
+    if (Option.isSome(found) && found.value.status === "running") {
+      yield* Effect.logInfo(`resuming workflow run ${found.value.name} of project ${match[1]}`)
+      yield* startDriver(match[1], found.value.name)
+    }
+  }
+}).pipe(Effect.catchAll((e) => Effect.logError(`cannot list the workflow runs to resume: ${e.message}`)))
+
+/**
+ * The run of a waiting job that was submitted before the driver could record it (the server
+ * stopped in between): a run of the job's name submitted since the workflow run was.
+ */
+const submittedUnrecorded = (project: string, record: WorkflowRun, job: WorkflowJob) =>
+  loadRunByName(project, jobRunName(record.name, job.id, record.workflow)).pipe(
+    Effect.map(({ row, record: stored }) =>
+      stored.run.submittedAt.getTime() >= new Date(record.submittedAt).getTime()
+        ? Option.some({ runName: row.name, runId: row.id, jobName: stored.run.jobs[0]?.jobSpec.jobName ?? "" })
+        : Option.none()
+    ),
+    Effect.orElseSucceed(() => Option.none())
+  )
 
 /** Why a finished run did not end done, from its latest job submission. */
 const whyNotDone = (run: { readonly terminationReason?: string | undefined; readonly jobs: ReadonlyArray<{ readonly jobSubmissions: ReadonlyArray<{ readonly terminationReason?: string | undefined; readonly exitStatus?: number | null | undefined; readonly terminationReasonMessage?: string | undefined }> }> }) => {
@@ -211,6 +260,11 @@ const drive = (project: string, name: string) =>
             if (host === undefined) continue
             env[WORKFLOW_ENV.master] = host
           }
+          const adopted = yield* submittedUnrecorded(project, record, job)
+          if (Option.isSome(adopted)) {
+            update(job.id, { status: "submitted", ...adopted.value })
+            continue
+          }
           const submitted = yield* submitJob(project, record, job, env).pipe(Effect.either)
           if (submitted._tag === "Left") {
             update(job.id, { status: "failed", reason: `cannot submit its run: ${submitted.left.message}` })
@@ -231,7 +285,7 @@ const drive = (project: string, name: string) =>
           }
           if (run.status === "done") {
             update(job.id, { status: "done" })
-            yield* blobs.put(cacheKeyOf(project, job.cacheKey), JSON.stringify({ run_name: job.runName, run_id: run.id, job_name: job.jobName ?? "" }))
+            yield* writeCacheEntry(blobs, project, job.cacheKey, { runName: job.runName, runId: run.id, jobName: job.jobName ?? "" })
           } else if (run.status === "terminated") {
             update(job.id, { status: "terminated", reason: whyNotDone(run) })
           } else if (run.status === "failed") {
@@ -338,9 +392,9 @@ const hostOf = (project: string, runName: string) =>
 /** A successful earlier run of the same cache key whose run (and artifacts) still exist. */
 const cacheHit = (blobs: BlobStore, project: string, job: { readonly cacheKey: string; readonly artifacts: ReadonlyArray<string> }) =>
   Effect.gen(function* () {
-    const entry = yield* readJson(blobs, cacheKeyOf(project, job.cacheKey), CacheEntry).pipe(Effect.orElseSucceed(() => Option.none()))
+    const entry = yield* readCacheEntry(blobs, project, job.cacheKey).pipe(Effect.orElseSucceed(() => Option.none()))
     if (Option.isNone(entry)) return Option.none()
-    const { run_name: runName, run_id: runId, job_name: jobName } = entry.value
+    const { runName, runId, jobName } = entry.value
     const loaded = yield* loadRunByName(project, runName).pipe(Effect.option)
     if (Option.isNone(loaded) || loaded.value.row.id !== runId || loaded.value.record.run.status !== "done") return Option.none()
     if (job.artifacts.length > 0) {
