@@ -26,7 +26,7 @@ import { createServer, type Server } from "../../core/src/server/createServer.ts
 
 const TOKEN = "workflows-programs-token"
 const CLI = path.resolve("cli/bin/dstack.mjs")
-const EXAMPLE = path.resolve("examples/workflows-provider")
+const EXAMPLE = path.resolve("examples/workflows-provider/")
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-programs-e2e-"))
 let server: Server
 let listener: ReturnType<typeof serve>

@@ -143,9 +143,10 @@ describe("workflow runs across a server restart", () => {
     expect(again.jobs.map((j) => [j.id, j.status])).toEqual([["first", "cached"], ["second", "cached"], ["third", "done"]])
     expect(again.jobs[0].runId).toBe(done.jobs[0].runId)
 
-    // The entry is a blob of the server's file blob store, found by its key's end.
+    // The entry is a blob of the server's file blob store (@dstack-ts/blob-unstorage's fs
+    // driver), found by its manifest: a file named after the key, ending in `$m`.
     const blobsNamed = (end: string): Array<string> =>
-      (fs.readdirSync(path.join(home, "server"), { recursive: true }) as Array<string>).filter((f) => f.endsWith(end))
+      (fs.readdirSync(path.join(home, "server"), { recursive: true }) as Array<string>).filter((f) => f.endsWith(`${end}$m`))
     const entry = `workflow-cache/main/${done.jobs[0].cacheKey}`
     expect(blobsNamed(entry)).toHaveLength(1)
     expect(blobsNamed(`workflow-cache/main/${done.jobs[1].cacheKey}`)).toHaveLength(1)
