@@ -31,9 +31,11 @@ const freePort = () =>
 
 const startServer = async () => {
   const child = spawn(process.execPath, [CLI, "server", "--host", "127.0.0.1", "--port", String(port), "--token", TOKEN], { env })
+  // Kept at once, so that afterAll stops it even when it never says it started.
+  server = child
   await new Promise<void>((resolve, reject) => {
     let out = ""
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 90_000)
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 180_000)
     const onData = (d: Buffer) => {
       out += d
       if (/running at http/.test(out)) {
@@ -45,7 +47,6 @@ const startServer = async () => {
     child.stderr!.on("data", onData)
     child.once("exit", (code) => reject(new Error(`server exited with ${code}:\n${out}`)))
   })
-  server = child
 }
 
 const killServer = async () => {
@@ -103,7 +104,7 @@ beforeAll(async () => {
     ${small}
 `)
   await startServer()
-}, 120_000)
+}, 200_000)
 
 afterAll(async () => {
   if (server !== undefined) {
