@@ -12,11 +12,12 @@
  * - provisioning, pulling, running: RunnerPulling → pulling (from provisioning); RunnerRunning →
  *   running; RunnerExited/RunnerFailed → final + ReleaseInstance; StopRequested → terminating +
  *   StopRunner, or with abort → aborted + StopRunner(abort) + ReleaseInstance; InstanceUnreachable
- *   → failed + TerminateInstance; ProvisioningTimeout (provisioning) → failed + TerminateInstance;
+ *   → failed + TerminateInstance; InstanceEnded → final with the backend's reason + TerminateInstance;
+ *   ProvisioningTimeout (provisioning) → failed + TerminateInstance;
  *   MaxDurationExceeded → terminating + StopRunner.
  * - terminating: RunnerExited/RunnerFailed → final + ReleaseInstance; StopRequested(abort) and
- *   StopDurationExceeded → final + StopRunner(abort) + ReleaseInstance; InstanceUnreachable →
- *   final + TerminateInstance.
+ *   StopDurationExceeded → final + StopRunner(abort) + ReleaseInstance; InstanceUnreachable and
+ *   InstanceEnded → final + TerminateInstance.
  * - terminated, aborted, failed, done: Provisioned → ReleaseInstance (a late instance goes back).
  */
 import { Data } from "effect"
@@ -68,6 +69,8 @@ export type JobEvent = Data.TaggedEnum<{
   StopRequested: { readonly abort: boolean; readonly reason?: StopReason | undefined }
   /** The instance stopped answering for longer than the grace period. */
   InstanceUnreachable: {}
+  /** The instance ended on its own, as its backend says (a scheduler's time limit, a preemption, a failed node). */
+  InstanceEnded: { readonly reason: JobTerminationReason; readonly message: string }
   /** Waiting for an instance (submitted) or for its runner (provisioning) took too long. */
   ProvisioningTimeout: {}
   /** The job ran longer than its `max_duration`. */
@@ -114,6 +117,7 @@ export const JOB_EVENT_TAGS: ReadonlyArray<JobEvent["_tag"]> = [
   "RunnerFailed",
   "StopRequested",
   "InstanceUnreachable",
+  "InstanceEnded",
   "ProvisioningTimeout",
   "MaxDurationExceeded",
   "StopDurationExceeded"
@@ -296,6 +300,20 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
       if (status === "terminating") {
         return appliedTransition(
           finish(job, sub, now, sub.terminationReason ?? "instance_unreachable"),
+          instanceEffect("TerminateInstance", sub)
+        )
+      }
+      return nothing()
+    }
+
+    case "InstanceEnded": {
+      if (isOnInstance(status)) {
+        return appliedTransition(finish(job, sub, now, event.reason, { terminationReasonMessage: event.message }), instanceEffect("TerminateInstance", sub))
+      }
+      if (status === "terminating") {
+        // A stop decided the reason already (the backend's end is then the stop's own doing).
+        return appliedTransition(
+          finish(job, sub, now, sub.terminationReason ?? event.reason, sub.terminationReason === undefined ? { terminationReasonMessage: event.message } : {}),
           instanceEffect("TerminateInstance", sub)
         )
       }

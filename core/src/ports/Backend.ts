@@ -6,6 +6,7 @@
 import { Context, Effect, Layer, Ref, Schema } from "effect"
 import { JobProvisioningData, type JobSpec, type Requirements } from "../domain/Job.ts"
 import { type InstanceOffer, type InstanceType } from "../domain/Offer.ts"
+import type { JobTerminationReason } from "../domain/Status.ts"
 import { matchResources } from "../domain/Resources.ts"
 import type { SshAccess } from "./RunnerTransport.ts"
 
@@ -109,6 +110,16 @@ export interface InstanceJob {
   readonly maxDuration?: number
   /** The instance directories the job mounts (`/dir:/path` volumes). */
   readonly instanceMounts?: ReadonlyArray<string>
+}
+
+/**
+ * How an instance ended on its own, as its backend saw it (a batch scheduler's time limit,
+ * a preemption, a failed node, the job's allocation out of memory): the job's termination
+ * reason and the backend's words for what happened.
+ */
+export interface InstanceEnd {
+  readonly reason: JobTerminationReason
+  readonly message: string
 }
 
 /** Where a volume landed. */
@@ -219,6 +230,26 @@ export interface Backend {
    * provisioning data, which API answers show.
    */
   readonly runnerAccess?: (pd: JobProvisioningData) => SshAccess | undefined
+  /**
+   * Creates the instances of one multi-node job together, all or nothing (a batch scheduler's
+   * one allocation of N nodes), for backends that make one instance per job. `configs` has one
+   * configuration per node rank, the master (rank 0) first, each with the whole job in `job`;
+   * the answer has one provisioning data per rank, in that order. On failure nothing is left
+   * running. The engine uses it for a multi-node task (`nodes: N`) that no idle instances of a
+   * `placement: cluster` fleet can take; each rank's instance is then terminated with its job
+   * (`terminateInstance` of any rank may end the whole group).
+   */
+  readonly createInstanceGroup?: (
+    offer: InstanceOffer,
+    configs: ReadonlyArray<InstanceConfiguration>
+  ) => Effect.Effect<ReadonlyArray<JobProvisioningData>, BackendError>
+  /**
+   * How the instance ended on its own, for backends whose instances can end without the
+   * server asking (a batch scheduler's time limit, preemption, node failure); undefined while
+   * it still runs or when the backend cannot tell. The engine asks when the instance's runner
+   * goes away and when its job ends with an error, and ends the job with this reason instead.
+   */
+  readonly instanceEnd?: (pd: JobProvisioningData) => Effect.Effect<InstanceEnd | undefined, BackendError>
 }
 
 /** The tag for a program that works with one backend (a backend plugin's tests, a CLI probe). */
@@ -268,6 +299,8 @@ export interface Implementation {
   readonly volumes?: Volumes
   readonly runnerAccess?: Backend["runnerAccess"]
   readonly instancePerJob?: boolean
+  readonly createInstanceGroup?: Backend["createInstanceGroup"]
+  readonly instanceEnd?: Backend["instanceEnd"]
 }
 
 /**
@@ -287,7 +320,19 @@ export const make = (impl: Implementation): Backend => ({
     ),
   ...(impl.volumes === undefined ? {} : { volumes: impl.volumes }),
   ...(impl.runnerAccess === undefined ? {} : { runnerAccess: impl.runnerAccess }),
-  ...(impl.instancePerJob === true ? { instancePerJob: true } : {})
+  ...(impl.instancePerJob === true ? { instancePerJob: true } : {}),
+  ...(impl.createInstanceGroup === undefined ? {} : {
+    createInstanceGroup: (offer: InstanceOffer, configs: ReadonlyArray<InstanceConfiguration>) =>
+      offer.backend !== impl.type
+        ? fail(impl.type, "createInstanceGroup", "Invalid", `an offer of backend ${offer.backend} was given to backend ${impl.type}`)
+        : configs.length === 0
+          ? fail(impl.type, "createInstanceGroup", "Invalid", "a group of no instances")
+          : Effect.flatMap(impl.createInstanceGroup!(offer, configs), (pds) =>
+            pds.length === configs.length
+              ? Effect.succeed(pds)
+              : fail(impl.type, "createInstanceGroup", "Unknown", `asked for ${configs.length} instances, made ${pds.length}`))
+  }),
+  ...(impl.instanceEnd === undefined ? {} : { instanceEnd: impl.instanceEnd })
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ const sampleEvents: Record<JobEvent["_tag"], JobEvent> = {
   RunnerFailed: JobEvent.RunnerFailed({ reason: "executor_error", message: "boom" }),
   StopRequested: JobEvent.StopRequested({ abort: false }),
   InstanceUnreachable: JobEvent.InstanceUnreachable(),
+  InstanceEnded: JobEvent.InstanceEnded({ reason: "interrupted_by_no_capacity", message: "Slurm PREEMPTED" }),
   ProvisioningTimeout: JobEvent.ProvisioningTimeout(),
   MaxDurationExceeded: JobEvent.MaxDurationExceeded(),
   StopDurationExceeded: JobEvent.StopDurationExceeded()
@@ -41,6 +42,7 @@ const onInstance = (except: ReadonlyArray<JobEvent["_tag"]>): Partial<Record<Job
     RunnerFailed: ["failed", "executor_error", ["ReleaseInstance"]],
     StopRequested: ["terminating", "terminated_by_user", ["StopRunner"]],
     InstanceUnreachable: ["failed", "instance_unreachable", ["TerminateInstance"]],
+    InstanceEnded: ["failed", "interrupted_by_no_capacity", ["TerminateInstance"]],
     ProvisioningTimeout: ["failed", "waiting_runner_limit_exceeded", ["TerminateInstance"]],
     MaxDurationExceeded: ["terminating", "max_duration_exceeded", ["StopRunner"]]
   }
@@ -65,6 +67,7 @@ const documented: Record<JobStatus, Partial<Record<JobEvent["_tag"], Expected>>>
     RunnerExited: ["terminated", "terminated_by_user", ["ReleaseInstance"]],
     RunnerFailed: ["terminated", "terminated_by_user", ["ReleaseInstance"]],
     InstanceUnreachable: ["terminated", "terminated_by_user", ["TerminateInstance"]],
+    InstanceEnded: ["terminated", "terminated_by_user", ["TerminateInstance"]],
     StopDurationExceeded: ["terminated", "terminated_by_user", ["StopRunner", "ReleaseInstance"]]
   },
   terminated: { Provisioned: ["terminated", "terminated_by_user", ["ReleaseInstance"]] },
@@ -171,6 +174,17 @@ describe("variants that depend on the event's data", () => {
     const result = transitionJob(makeJob({ status: "running", spot: true }), JobEvent.InstanceUnreachable(), NOW)
     expect(latestSubmission(result.entity)?.terminationReason).toBe("interrupted_by_no_capacity")
     expect(result.effects.map((e) => e._tag)).toEqual(["TerminateInstance"])
+  })
+
+  it("an instance its backend says ended on its own ends the job with the backend's reason and words", () => {
+    const timedOut = transitionJob(makeJob({ status: "running" }), JobEvent.InstanceEnded({ reason: "max_duration_exceeded", message: "Slurm TIMEOUT (TimeLimit)" }), NOW)
+    const sub = latestSubmission(timedOut.entity)!
+    expect([sub.status, sub.terminationReason, sub.terminationReasonMessage]).toEqual(["terminated", "max_duration_exceeded", "Slurm TIMEOUT (TimeLimit)"])
+    expect(timedOut.effects.map((e) => e._tag)).toEqual(["TerminateInstance"])
+    // A stop that decided the reason keeps it.
+    const stopped = transitionJob(makeJob({ status: "terminating", reason: "terminated_by_user" }), JobEvent.InstanceEnded({ reason: "terminated_by_user", message: "Slurm CANCELLED" }), NOW)
+    expect(latestSubmission(stopped.entity)?.terminationReason).toBe("terminated_by_user")
+    expect(latestSubmission(stopped.entity)?.terminationReasonMessage).toBeUndefined()
   })
 
   it("Provisioned records where the job landed and asks to submit it to that runner", () => {
