@@ -343,6 +343,8 @@ export interface MemoryOptions {
   readonly type?: string
   /** The catalog; each offer's `backend` should be `type`. */
   readonly offers: ReadonlyArray<InstanceOffer>
+  /** Whether it creates a multi-node job's instances together (`createInstanceGroup`) and makes one per job. */
+  readonly group?: boolean
 }
 
 /** What the memory backend has provisioned, for tests to inspect. */
@@ -359,10 +361,7 @@ export const makeMemory = (options: MemoryOptions): Effect.Effect<MemoryBackend>
     const type = options.type ?? "memory"
     const running = yield* Ref.make<ReadonlyArray<string>>([])
     const counter = yield* Ref.make(0)
-    const backend = make({
-      type,
-      catalog: () => Effect.succeed(options.offers),
-      createInstance: (offer, config) =>
+    const createInstance: Backend["createInstance"] = (offer, config) =>
         offer.availability !== "available"
           ? fail(type, "createInstance", "NoCapacity", `${offer.instance.name} in ${offer.region} is ${offer.availability}`)
           : Effect.gen(function*() {
@@ -379,7 +378,14 @@ export const makeMemory = (options: MemoryOptions): Effect.Effect<MemoryBackend>
               username: "root",
               dockerized: false
             })
-          }),
+          })
+    const backend = make({
+      type,
+      catalog: () => Effect.succeed(options.offers),
+      createInstance,
+      ...(options.group === true
+        ? { instancePerJob: true, createInstanceGroup: (offer, configs) => Effect.forEach(configs, (config) => createInstance(offer, config)) }
+        : {}),
       terminateInstance: (instanceId) =>
         Effect.flatMap(Ref.get(running), (ids) =>
           ids.includes(instanceId)
