@@ -13,6 +13,8 @@ import transportSsh from "@dstack-ts/transport-ssh"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { Client } from "@dstack-ts/client"
+import { render as renderPs } from "../../cli/src/commands/ps.ts"
 import { appCall } from "../support/api.ts"
 import { createSlurmCluster, describeWithSlurm, type SlurmCluster } from "../support/slurm.ts"
 
@@ -160,6 +162,25 @@ describeWithSlurm(() => {
     const sub = ended.jobs[0].job_submissions.at(-1)
     expect([sub.status, sub.termination_reason], JSON.stringify(sub)).toEqual(["terminated", "max_duration_exceeded"])
     expect(sub.termination_reason_message).toMatch(new RegExp(`^Slurm TIMEOUT \\(TimeLimit\\): Slurm job ${jobId} on netns`))
+  }, 600_000)
+
+  it("shows a job waiting in the Slurm queue as provisioning with Slurm's reason (dstack ps -v), and runs it once the nodes free up", async () => {
+    // Both compute nodes taken by a job of someone else's.
+    const filler = (await cluster.slurm("sbatch", ["--parsable", "--nodes=2", "--exclusive", "--wrap", "srun sleep 600"])).trim()
+    await until("the filler running", () => cluster.queueState(filler), (s) => s === "RUNNING", 60_000)
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo finally ran"], idle_duration: 0 }, "slurm-queued") })
+    const queued = await until("slurm-queued waiting in the queue", () => getRun("slurm-queued"), (r) => r.jobs[0].job_submissions.at(-1).status_message !== undefined || finished(r), 120_000)
+    const sub = queued.jobs[0].job_submissions.at(-1)
+    expect([sub.status, sub.status_message], JSON.stringify(sub)).toEqual(["provisioning", expect.stringMatching(/^Slurm PENDING \((Resources|Priority)\)$/)])
+    expect(sub.job_provisioning_data).toBeUndefined()
+    const client = Client.connect({ name: "main", url: "http://slurm-e2e.invalid", token: TOKEN }, { fetch: (async (input: RequestInfo | URL, init?: RequestInit) => server.app.fetch(new Request(input, init))) as typeof fetch })
+    expect(await renderPs(client, false, false, true)).toMatch(/^ {2}slurm-queued-0-0\s+provisioning\s+\S+ ago\s+Slurm PENDING \((Resources|Priority)\)$/m)
+
+    await cluster.slurm("scancel", [filler])
+    const ended = await until("slurm-queued ends", () => getRun("slurm-queued"), finished, 240_000)
+    expect(ended.status, JSON.stringify(ended.jobs[0].job_submissions)).toBe("done")
+    expect(ended.jobs[0].job_submissions.at(-1).status_message).toBeUndefined()
+    expect(await logsOf("slurm-queued")).toContain("finally ran")
   }, 600_000)
 
   it("runs a 2-node task as one allocation of both compute nodes whose nodes rendezvous at the master's address; a stop cancels the whole allocation", async () => {

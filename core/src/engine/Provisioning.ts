@@ -25,7 +25,7 @@ export interface Provisioner {
    * Finds the submission an instance and answers the job event that says how it went. While
    * everything that fits is taken, it waits for a turn when capacity frees up.
    */
-  readonly place: (run: Run, job: Job, submissionId: string) => Effect.Effect<JobEvent>
+  readonly place: (run: Run, job: Job, submissionId: string, onPending?: (message: string) => Effect.Effect<void>) => Effect.Effect<JobEvent>
   /** Capacity freed up (an instance was released or terminated): the waiting jobs get a turn. */
   readonly signalCapacity: Effect.Effect<void>
 }
@@ -175,7 +175,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
     )
 
     /** Finds an instance for a submission: an idle one, else a new one from the cheapest offer that works. */
-    const provision = (run: Run, job: Job, submissionId: string, onTaken: (instanceId: string) => void): Effect.Effect<JobEvent | WaitForCapacity> => {
+    const provision = (run: Run, job: Job, submissionId: string, onTaken: (instanceId: string) => void, onPending?: (message: string) => Effect.Effect<void>): Effect.Effect<JobEvent | WaitForCapacity> => {
       // Taking an idle instance marks it busy and creating one makes it: neither is cut short,
       // and what was taken is noted before the placement can be interrupted again, so that an
       // interrupted placement gives it back instead of leaving it busy with no job on it.
@@ -213,7 +213,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
               const errors: Array<string> = []
               let busy = 0
               for (const candidate of fresh) {
-                const made = yield* Effect.uninterruptible(pool.createGroup(run.projectName, candidate, run, ranks.map((r) => r.jobSpec.jobName), instanceJob(job))).pipe(
+                const made = yield* Effect.uninterruptible(pool.createGroup(run.projectName, candidate, run, ranks.map((r) => r.jobSpec.jobName), instanceJob(job), onPending)).pipe(
                   Effect.map(Option.some),
                   Effect.catchAll((e) =>
                     Effect.as(Effect.sync(() => {
@@ -248,7 +248,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
               Effect.tap((taken) => Effect.sync(() => Option.isNone(taken) && busy++)),
               Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(errorMessage(e))), Option.none()))
             )
-            : yield* Effect.uninterruptible(noteTaken(Effect.map(pool.create(run.projectName, candidate, run, job.jobSpec.jobName, instanceJob(job)), Option.some))).pipe(
+            : yield* Effect.uninterruptible(noteTaken(Effect.map(pool.create(run.projectName, candidate, run, job.jobSpec.jobName, instanceJob(job), onPending), Option.some))).pipe(
               Effect.catchAll((e) =>
                 Effect.as(
                   Effect.sync(() => {
@@ -287,7 +287,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
       )
     }
 
-    const place = (run: Run, job: Job, submissionId: string): Effect.Effect<JobEvent> => {
+    const place = (run: Run, job: Job, submissionId: string, onPending?: (message: string) => Effect.Effect<void>): Effect.Effect<JobEvent> => {
       // The other nodes of a multi-node replica wait for their master's placement.
       if (job.jobSpec.jobsPerReplica > 1 && job.jobSpec.jobNum > 0) {
         return gangs.await(Placement.gangKey(run, job), job.jobSpec.jobNum, provisioningTimeoutMs)
@@ -302,7 +302,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
         const seq = waiterSeq++
         const key = capacityKey(run, job)
         while (true) {
-          const event = yield* permits.withPermit(provision(run, job, submissionId, (id) => (taken = id)))
+          const event = yield* permits.withPermit(provision(run, job, submissionId, (id) => (taken = id), onPending))
           if (event._tag !== "WaitForCapacity") {
             yield* answer(true)
             return event

@@ -93,6 +93,12 @@ export interface InstanceConfiguration {
    * it; backends that allocate per job (a batch scheduler) size and limit the allocation from it.
    */
   readonly job?: InstanceJob
+  /**
+   * For backends whose instance waits in a queue before it runs (a batch scheduler's pending
+   * job): called with the queue's reason in words whenever it changes (`Slurm PENDING
+   * (Resources)`). The job then shows as provisioning with that message until it has its instance.
+   */
+  readonly onPending?: (message: string) => Effect.Effect<void>
 }
 
 /** What a backend that makes one instance per job learns of that job. */

@@ -454,6 +454,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         const started = Effect.gen(function*() {
           const deadline = Date.now() + startTimeoutMs
           let last = "not in the queue"
+          let reported: string | undefined
           while (true) {
             // The queue state, the allocation's node names in rank order and the steps' outputs in one round trip.
             const polled = yield* onLogin(
@@ -475,6 +476,11 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
               return yield* fail(method, "Unknown", `Slurm job ${jobId} left the queue before its runner started; its output:\n${outs.join("\n").trim().slice(-2000) || "(none)"}`)
             }
             last = stateMeaning(q.state, q.reason).message
+            // Waiting in the queue: the job shows as provisioning with Slurm's reason.
+            if (q.state === "PENDING" && last !== reported && ic.onPending !== undefined) {
+              reported = last
+              yield* ic.onPending(last)
+            }
             // Reasons Slurm keeps a job pending for until someone changes a limit: not capacity.
             if (q.state === "PENDING" && NEVER_STARTS.test(q.reason)) {
               return yield* fail(method, "Invalid", `Slurm will not start job ${jobId} on ${c.config.name}: ${last}; the job's size, max_duration or the cluster's account/QoS exceed a limit there`)
