@@ -353,6 +353,9 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
     const checked = (method: string, c: Cluster, what: string) => (r: { code: number | null; stdout: string; stderr: string }) =>
       r.code === 0 ? Effect.succeed(r.stdout) : fail(method, "Unknown", `${what} on the login node of ${c.config.name} failed: ${r.stderr.trim() || r.stdout.trim() || `exit status ${r.code}`}`)
 
+    /** Node addresses (NodeAddr) by `cluster/node`, as the last `scontrol show node` answered. */
+    const addresses = new Map<string, string>()
+
     const discover = (c: Cluster) =>
       onLogin("getOffers", c, "scontrol show -o partition && echo --- && scontrol show -o node").pipe(
         Effect.flatMap(checked("getOffers", c, "scontrol show partition/node")),
@@ -361,7 +364,9 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             try: () => {
               const [parts, nodes] = out.split(/^---$/m)
               const lines = (t: string | undefined) => (t ?? "").split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("No "))
-              return { partitions: lines(parts).map(parsePartition), nodes: lines(nodes).map(parseNode) }
+              const found = { partitions: lines(parts).map(parsePartition), nodes: lines(nodes).map(parseNode) }
+              for (const n of found.nodes) addresses.set(`${c.config.name}/${n.name}`, n.address)
+              return found
             },
             catch: (e) => new Backend.BackendError({ module: MODULE, method: "getOffers", reason: "Unknown", message: `cannot read the nodes of ${c.config.name}: ${(e as Error).message}` })
           })
@@ -408,19 +413,26 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         const partition = offer.availabilityZones?.[0]
         if (partition === undefined) return yield* fail(method, "Invalid", "the offer names no partition")
         const maxDuration = ic.job?.maxDuration ?? undefined
+        const { file, sha256 } = yield* bundle
+        const relRunner = `${installDir}/runner-${sha256.slice(0, 16)}.mjs`
+        // One round trip: the home directory, whether this runner bundle is there already (on
+        // the shared filesystem), and the partition's MaxTime when the job has a max_duration.
+        const prep = yield* onLogin(
+          method,
+          c,
+          `printf '%s\\n' "$HOME"; [ -s "$HOME/$1" ] && echo present || echo absent; if [ -n "$2" ]; then scontrol show -o partition "$2" || exit 1; fi`,
+          [relRunner, maxDuration === undefined || maxDuration === null ? "" : partition]
+        ).pipe(Effect.flatMap(checked(method, c, `reading $HOME and scontrol show partition ${partition}`)))
+        const [home = "", presence = "", partitionLine = ""] = prep.split("\n")
         if (maxDuration !== undefined && maxDuration !== null) {
-          const shown = yield* onLogin(method, c, `scontrol show -o partition "$1"`, [partition]).pipe(Effect.flatMap(checked(method, c, `scontrol show partition ${partition}`)))
-          const limit = parsePartition(shown.trim().split("\n")[0]).maxTimeSeconds
+          const limit = parsePartition(partitionLine).maxTimeSeconds
           if (limit !== undefined && maxDuration > limit) {
             return yield* fail(method, "Invalid", `max_duration ${maxDuration}s is longer than the time limit of partition ${partition} on ${c.config.name} (MaxTime ${limit}s)`)
           }
         }
-        const { file, sha256 } = yield* bundle
-        const home = (yield* onLogin(method, c, `printf '%s' "$HOME"`).pipe(Effect.flatMap(checked(method, c, "reading $HOME")))).trim()
-        const dir = `${home}/${installDir}`
-        const runner = `${dir}/runner-${sha256.slice(0, 16)}.mjs`
-        // The bundle, on the shared filesystem, unless this one is there already.
-        const present = yield* onLogin(method, c, `[ -s "$1" ] && echo present; true`, [runner])
+        const dir = `${home.trim()}/${installDir}`
+        const runner = `${home.trim()}/${relRunner}`
+        const present = { stdout: presence }
         if (!present.stdout.includes("present")) {
           yield* onLogin(method, c, fs.createReadStream(file), [], `sh -c ${shQuote(`mkdir -p "$(dirname "$0")" && cat > "$0.tmp" && mv "$0.tmp" "$0"`)} ${shQuote(runner)}`).pipe(
             Effect.flatMap(checked(method, c, `writing ${runner}`))
@@ -501,6 +513,9 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           if (done.hosts.length !== nodes) {
             return yield* fail(method, "Unknown", `Slurm job ${jobId} runs on ${JSON.stringify(done.q.nodes)}, which is not ${nodes} node${nodes === 1 ? "" : "s"}`)
           }
+          // The nodes' addresses as the last plan read them, else asked now.
+          const known = done.hosts.map((h) => addresses.get(`${c.config.name}/${h}`))
+          if (known.every((a) => a !== undefined)) return done.hosts.map((name, i) => ({ name, address: known[i]! }))
           const shown = yield* onLogin(method, c, `for n in "$@"; do scontrol show -o node "$n" || exit 1; done`, done.hosts).pipe(
             Effect.flatMap(checked(method, c, `scontrol show node ${done.hosts.join(",")}`))
           )
