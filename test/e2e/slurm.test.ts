@@ -166,7 +166,7 @@ describeWithSlurm(() => {
 
   it("shows a job waiting in the Slurm queue as provisioning with Slurm's reason (dstack ps -v), and runs it once the nodes free up", async () => {
     // Both compute nodes taken by a job of someone else's.
-    const filler = (await cluster.slurm("sbatch", ["--parsable", "--nodes=2", "--exclusive", "--wrap", "srun sleep 600"])).trim()
+    const filler = (await cluster.slurm("sbatch", ["--parsable", "--nodes=2", "--exclusive", "--output=/dev/null", "--wrap", "srun sleep 600"])).trim()
     await until("the filler running", () => cluster.queueState(filler), (s) => s === "RUNNING", 60_000)
     await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo finally ran"], idle_duration: 0 }, "slurm-queued") })
     const queued = await until("slurm-queued waiting in the queue", () => getRun("slurm-queued"), (r) => r.jobs[0].job_submissions.at(-1).status_message !== undefined || finished(r), 120_000)
