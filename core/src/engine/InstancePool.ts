@@ -11,7 +11,7 @@ import { Instance, instanceIdleDeadline } from "../domain/Instance.ts"
 import { JobProvisioningData } from "../domain/Job.ts"
 import type { InstanceOffer } from "../domain/Offer.ts"
 import type { Run } from "../domain/Run.ts"
-import type { BackendError, InstanceJob } from "../ports/Backend.ts"
+import { BackendError, type InstanceConfiguration, type InstanceJob } from "../ports/Backend.ts"
 import { decodeDocument, type StateStoreError, type StateStoreService } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import { errorMessage } from "./internal.ts"
@@ -29,7 +29,13 @@ export interface InstancePool {
   /** Takes an idle instance (an offer with `instanceId`) for a job; none when it is taken or its runner does not answer. */
   readonly takeIdle: (offer: InstanceOffer, jobName: string) => Effect.Effect<Option.Option<Placement>, StateStoreError>
   /** Creates an instance from a backend offer and records it as busy with the job. */
-  readonly create: (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob) => Effect.Effect<Placement, StateStoreError | BackendError>
+  readonly create: (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob, onPending?: InstanceConfiguration["onPending"]) => Effect.Effect<Placement, StateStoreError | BackendError>
+  /**
+   * Creates the instances of a multi-node job together from a backend offer (the backend's
+   * `createInstanceGroup`: all or nothing), one per rank of `jobNames` (the master first), and
+   * records each as busy with its rank's job.
+   */
+  readonly createGroup: (project: string, offer: InstanceOffer, run: Run, jobNames: ReadonlyArray<string>, job: InstanceJob, onPending?: InstanceConfiguration["onPending"]) => Effect.Effect<ReadonlyArray<Placement>, StateStoreError | BackendError>
   /** Gives a busy instance back to idle (failures are logged: the instance then stays busy until terminated). */
   readonly release: (instanceId: string | undefined) => Effect.Effect<void>
   /** Terminates an instance at its backend and records why (failures are logged). */
@@ -169,7 +175,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       return healthy ? Option.some({ pd, instanceId: row.id }) : Option.none()
     })
 
-  const create = (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob) =>
+  const create = (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob, onPending?: InstanceConfiguration["onPending"]) =>
     Effect.gen(function* () {
       const backend = yield* compute.backend(project, offer.backend)
       const id = crypto.randomUUID()
@@ -189,7 +195,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
         idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
       })
       yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
-      const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}) }).pipe(
+      const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}), ...(onPending === undefined ? {} : { onPending }) }).pipe(
         Effect.tapError((e) =>
           store.instances.update(id, {
             status: "terminated",
@@ -208,6 +214,51 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       })
       yield* store.instances.update(id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } })
       return { pd, instanceId: id }
+    })
+
+  const createGroup = (project: string, offer: InstanceOffer, run: Run, jobNames: ReadonlyArray<string>, job: InstanceJob, onPending?: InstanceConfiguration["onPending"]) =>
+    Effect.gen(function* () {
+      const backend = yield* compute.backend(project, offer.backend)
+      if (backend.createInstanceGroup === undefined) {
+        return yield* Effect.fail(new BackendError({ module: "InstancePool", method: "createGroup", reason: "Invalid", message: `backend ${offer.backend} cannot create the nodes of a multi-node job together` }))
+      }
+      const idleDuration = run.runSpec.configuration.idleDuration
+      const bases = jobNames.map((jobName) => {
+        const id = crypto.randomUUID()
+        return new Instance({
+          id,
+          projectName: project,
+          backend: offer.backend,
+          instanceType: offer.instance,
+          name: `${jobName}-${id.slice(0, 4)}`,
+          jobName,
+          status: "provisioning",
+          created: new Date(),
+          region: offer.region,
+          price: offer.price,
+          idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
+        })
+      })
+      for (const base of bases) yield* store.instances.insert({ id: base.id, project, name: base.name, status: base.status, doc: encodeInstance(base) })
+      const markFailed = (why: string) =>
+        Effect.forEach(bases, (base) =>
+          store.instances.update(base.id, { status: "terminated", doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: why })) }).pipe(Effect.ignore), { discard: true })
+      const pds = yield* backend.createInstanceGroup(offer, bases.map((base) => ({ projectName: project, instanceName: base.name, instanceId: base.id, sshKeys: [], job, ...(onPending === undefined ? {} : { onPending }) }))).pipe(
+        Effect.tapError((e) => markFailed(errorMessage(e)))
+      )
+      return yield* Effect.forEach(bases, (base, i) => {
+        const pd = pds[i]
+        const ready = new Instance({
+          ...base,
+          status: "busy",
+          ...(pd.hostname !== null ? { hostname: pd.hostname } : {}),
+          ...(pd.runnerPort !== undefined ? { runnerPort: pd.runnerPort } : {}),
+          ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
+          username: pd.username,
+          backendInstanceId: pd.instanceId
+        })
+        return Effect.as(store.instances.update(base.id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } }), { pd, instanceId: base.id })
+      })
     })
 
   const terminateExpiredIdle = Effect.gen(function* () {
@@ -249,6 +300,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
   return {
     takeIdle,
     create,
+    createGroup,
     release,
     terminate,
     terminateExpiredIdle,

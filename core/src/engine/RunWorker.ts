@@ -19,6 +19,7 @@ import type { ComputeService } from "./Compute.ts"
 import { errorMessage, jobOfSubmission, withJob } from "./internal.ts"
 import type { InstancePool } from "./InstancePool.ts"
 import {
+  isPlacing,
   JobEffect,
   JobEvent,
   maxDurationDeadline,
@@ -230,7 +231,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
         if (!isRunStatusFinished(run.status) && run.status !== "terminating") {
           for (const job of run.jobs) {
             const sub = latestSubmission(job)
-            if (sub && sub.status === "submitted" && !provisioning.has(sub.id)) applyJob(sub.id, JobEvent.Claimed())
+            if (sub && isPlacing(sub) && !provisioning.has(sub.id)) applyJob(sub.id, JobEvent.Claimed())
           }
         }
 
@@ -277,7 +278,8 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
             // Once placed, the event is queued without a break: an interruption before that is
             // the placement's own (it gives back what it took), after it the queue has it.
             return Effect.uninterruptibleMask((restore) =>
-              restore(provisioner.place(run, found.job, submissionId)).pipe(
+              restore(provisioner.place(run, found.job, submissionId, (message) =>
+                offer({ _tag: "Job", submissionId, event: JobEvent.ProvisioningPending({ message }) }))).pipe(
                 Effect.flatMap((event) => offer({ _tag: "Job", submissionId, event }))
               )
             ).pipe(
@@ -355,7 +357,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
       yield* Deferred.succeed(handle.started, undefined)
       for (const job of record.run.jobs) {
         const sub = latestSubmission(job)
-        if (sub && sub.status !== "submitted") provisioning.delete(sub.id)
+        if (sub && !isPlacing(sub)) provisioning.delete(sub.id)
       }
       if (isRunStatusFinished(record.run.status)) {
         // Let followers deliver the last log lines, then let go of the run.

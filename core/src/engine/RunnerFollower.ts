@@ -120,6 +120,22 @@ export const lastStoredLogAt = (
   )
 
 /**
+ * How the job's instance ended on its own, when its backend can say (`Backend.instanceEnd`:
+ * a batch scheduler's time limit, a preemption, a failed node); undefined otherwise, and when
+ * the backend cannot be asked (that is logged: the runner's own account then stands).
+ */
+const instanceEnd = (compute: ComputeService, project: string, pd: JobProvisioningData): Effect.Effect<JobEvent | undefined> =>
+  compute.backend(project, pd.backend).pipe(
+    Effect.flatMap((backend) => (backend.instanceEnd === undefined ? Effect.succeed(undefined) : backend.instanceEnd(pd))),
+    Effect.map((end) => (end === undefined ? undefined : JobEvent.InstanceEnded({ reason: end.reason, message: end.message }))),
+    Effect.catchAll((e) => Effect.as(Effect.logWarning(`cannot ask backend ${pd.backend} how instance ${pd.instanceId} ended: ${errorMessage(e)}`), undefined))
+  )
+
+/** A runner's report that ends the job with an error: its backend may know better why (the instance ended under it). */
+const endsWithError = (event: JobEvent): boolean =>
+  (event._tag === "RunnerExited" && event.exitStatus !== 0) || event._tag === "RunnerFailed"
+
+/**
  * Hands the job to its runner (unless a previous owner did) and follows its events and logs
  * until the job ends on the runner. Every way it can fail becomes a job event for the worker:
  * an unreachable runner `InstanceUnreachable`, anything else `RunnerFailed` with the cause.
@@ -174,6 +190,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
                     jobEvent = JobEvent.RunnerFailed({ reason: "executor_error", message: `cannot keep the job's artifacts: ${e instanceof Error ? e.message : errorMessage(e)}` })
                   }
                 }
+                if (jobEvent && endsWithError(jobEvent)) jobEvent = (yield* instanceEnd(compute, run.projectName, pd)) ?? jobEvent
                 if (jobEvent) yield* reports.jobEvent(jobEvent)
               }
             }
@@ -230,12 +247,22 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       unreachableSince ??= Date.now()
       yield* Effect.sleep(Duration.millis(500))
     }
-    // Follow; reconnect from the last event after a broken connection.
+    // Follow; reconnect from the last event after a broken connection. A runner gone because
+    // its instance ended on its own (a backend that can say so) ends the job with that reason.
+    let askedEndAt = 0
     while (true) {
       const outcome = yield* withRunner(compute, pd, (client) => consume(client, followEvents(client, cursor))).pipe(Effect.either)
       if (outcome._tag === "Right") return
       const now = Date.now()
       unreachableSince ??= now
+      if (now - askedEndAt >= 2_000) {
+        askedEndAt = now
+        const ended = yield* instanceEnd(compute, run.projectName, pd)
+        if (ended !== undefined) {
+          yield* reports.jobEvent(ended)
+          return
+        }
+      }
       if (now - unreachableSince > options.unreachableMs) {
         const message = `the runner did not answer for ${Math.round((now - unreachableSince) / 1000)}s: ${errorMessage(outcome.left).slice(0, 500)}`
         yield* reports.jobEvent(JobEvent.InstanceUnreachable({ message }))
