@@ -25,6 +25,9 @@ import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 
 const TOKEN = "workflows-programs-token"
+// The provider repository of these tests is a bare repository on this disk, which a server
+// fetches only when its operator allows it (the server runs in this process).
+process.env.DSTACK_SERVER_ALLOW_LOCAL_PROVIDER_REPOS = "1"
 const CLI = path.resolve("cli/bin/dstack.mjs")
 const EXAMPLE = path.resolve("examples/workflows-provider/")
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-programs-e2e-"))

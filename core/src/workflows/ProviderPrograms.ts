@@ -105,13 +105,34 @@ const entriesOf = (
 /** How long fetching another repository's providers may take. */
 const FETCH_TIMEOUT = Duration.seconds(120)
 
+/**
+ * The environment variable with which a server's operator lets workflows name provider
+ * repositories on the server's own disk (`file://…` or a path). Off by default: any project
+ * user plans workflows, and a path would let them have the server read any repository it can.
+ */
+export const ALLOW_LOCAL_PROVIDER_REPOS = "DSTACK_SERVER_ALLOW_LOCAL_PROVIDER_REPOS"
+
+/** A URL git reaches over the network (`https://`, `http://`, `git://`, `ssh://`, or scp-like `user@host:path`). */
+const isNetworkUrl = (url: string): boolean => /^(https?|git|ssh):\/\//i.test(url) || /^[\w.-]+@[\w.-]+:(?!\/\/)/.test(url)
+
+const localReposAllowed = (): boolean => {
+  const value = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[ALLOW_LOCAL_PROVIDER_REPOS]
+  return value === "1" || value === "true"
+}
+
 /** Clones `url` (its default branch, shallow) into a fresh directory; the directory and the commit. */
 const fetchRepo = (url: string) =>
   Effect.gen(function* () {
     if (url.startsWith("-") || /^ext::/i.test(url)) return yield* Effect.fail(`${JSON.stringify(url)} is not a repository URL`)
+    const local = !isNetworkUrl(url)
+    if (local && !localReposAllowed()) {
+      return yield* Effect.fail(
+        `${JSON.stringify(url)} is not a network git URL (https://, http://, git://, ssh:// or user@host:path); repositories on the server's disk are refused unless its operator sets ${ALLOW_LOCAL_PROVIDER_REPOS}=1`
+      )
+    }
     const dir = yield* Effect.promise(() => mkdtemp(join(tmpdir(), "dstack-provider-repo-")))
     const failure = { module: "ProviderPrograms", method: "fetch", what: `cannot fetch ${url}` }
-    const fetched = yield* git(["clone", "--quiet", "--depth", "1", "--no-tags", "--", url, dir], { cwd: tmpdir(), env: { GIT_ALLOW_PROTOCOL: "file:git:http:https:ssh" } }, failure).pipe(
+    const fetched = yield* git(["clone", "--quiet", "--depth", "1", "--no-tags", "--", url, dir], { cwd: tmpdir(), env: { GIT_ALLOW_PROTOCOL: local ? "file" : "git:http:https:ssh" } }, failure).pipe(
       Effect.zipRight(gitText(["rev-parse", "HEAD"], { cwd: dir }, failure)),
       Effect.timeoutFail({ duration: FETCH_TIMEOUT, onTimeout: () => `git clone of ${url} took longer than ${Duration.format(FETCH_TIMEOUT)}` }),
       Effect.mapError((e) => (typeof e === "string" ? e : e.message ?? String(e))),

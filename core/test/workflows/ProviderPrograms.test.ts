@@ -3,7 +3,7 @@
 // provider from another repository fetched from a local bare git repository (with clear errors
 // for a missing repository or provider), and the jobs a program prints read back — or refused
 // naming the provider and what is wrong.
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, beforeEach, describe, expect, it } from "@effect/vitest"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -112,6 +112,23 @@ describe("providers from another repository", () => {
   sh(bare, "symbolic-ref", "HEAD", "refs/heads/main")
   const commit = execFileSync("git", ["rev-parse", "HEAD"], { cwd: work, encoding: "utf8" }).trim()
   const wf = (repo: string, name = "curl") => `workflows:\n  - name: tiny\n    provider:\n      repo: ${repo}\n      name: ${name}\n    url: http://x/a\n    output: a\n`
+
+  const allowLocal = (allowed: boolean) => {
+    if (allowed) process.env.DSTACK_SERVER_ALLOW_LOCAL_PROVIDER_REPOS = "1"
+    else delete process.env.DSTACK_SERVER_ALLOW_LOCAL_PROVIDER_REPOS
+  }
+  beforeEach(() => allowLocal(true))
+  afterAll(() => allowLocal(false))
+
+  it.effect("on the server's disk is refused unless the operator allows it (any project user plans workflows)", () =>
+    Effect.gen(function*() {
+      allowLocal(false)
+      const [pathIssue] = yield* issues(planAll({ [WF]: wf(bare) }, "tiny"))
+      expect(pathIssue).toContain(`${WF}:4:13 workflows[0].provider.repo cannot fetch the provider repository: "${bare}" is not a network git URL`)
+      expect(pathIssue).toContain("DSTACK_SERVER_ALLOW_LOCAL_PROVIDER_REPOS=1")
+      const [fileIssue] = yield* issues(planAll({ [WF]: wf(`file://${bare}`) }, "tiny"))
+      expect(fileIssue).toContain("is not a network git URL")
+    }))
 
   it.effect("is fetched with git at the repository's HEAD: the program runs at that commit, with that repository's schema", () =>
     Effect.gen(function*() {

@@ -13,9 +13,9 @@ import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Backend, type BackendFactory, InstanceDisk, InstanceGpu, InstanceOffer, InstanceResources, InstanceType, JobProvisioningData, type Requirements, RunnerLaunch, type RunnerTransport } from "@dstack-ts/core"
+import { Backend, type BackendFactory, InstanceDisk, InstanceGpu, InstanceOffer, InstanceResources, InstanceType, JobProvisioningData, type Requirements, RunnerLaunch, type RunnerTransport, configDecoder } from "@dstack-ts/core"
 import { describeHop, HopFailure, type HostAccess, runScript, type Session, shQuote, SshPool } from "@dstack-ts/ssh"
-import { Effect, ParseResult, Schema, type Scope } from "effect"
+import { Effect, Schema, type Scope } from "effect"
 import { FINAL_STATES, nodeUsable, parseNode, parsePartition, parseScontrolLine, type SlurmNode, type SlurmPartition, slurmJobName, slurmTimeLimit, stateMeaning } from "./internal/Slurm.ts"
 
 const TYPE = "slurm"
@@ -624,18 +624,18 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
     return { ...backend, runnerAccess, jobState }
   })
 
-const decodeConfig = Schema.decodeUnknown(SlurmBackendConfig, { onExcessProperty: "error", errors: "all" })
+const decodeConfig = configDecoder(SlurmBackendConfig, "slurm backend configuration")
 
 /** The plugin's factory: decodes the configuration and makes the backend; a bad one is `Invalid`, naming every wrong field. */
 export const fromConfig: BackendFactory = (config) =>
-  decodeConfig(config ?? {}).pipe(
+  decodeConfig(config).pipe(
     Effect.mapError((error) =>
       new Backend.BackendError({
         module: MODULE,
         method: "fromConfig",
         reason: "Invalid",
-        message: `invalid slurm backend configuration:\n${ParseResult.TreeFormatter.formatErrorSync(error)}`,
-        cause: error
+        message: error.message,
+        cause: error.cause
       })
     ),
     Effect.flatMap(({ type: _type, ...options }) => make(options))
