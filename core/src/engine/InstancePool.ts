@@ -175,45 +175,53 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       return healthy ? Option.some({ pd, instanceId: row.id }) : Option.none()
     })
 
+  /** The record of an instance about to be made for `jobName` of `run` from `offer`. */
+  const provisioningInstance = (project: string, offer: InstanceOffer, run: Run, jobName: string): Instance => {
+    const id = crypto.randomUUID()
+    const idleDuration = run.runSpec.configuration.idleDuration
+    return new Instance({
+      id,
+      projectName: project,
+      backend: offer.backend,
+      instanceType: offer.instance,
+      name: `${jobName}-${id.slice(0, 4)}`,
+      jobName,
+      status: "provisioning",
+      created: new Date(),
+      region: offer.region,
+      price: offer.price,
+      idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
+    })
+  }
+
+  /** Records `base` as made and busy, with where its backend put it. */
+  const recordReady = (base: Instance, pd: JobProvisioningData) => {
+    const ready = new Instance({
+      ...base,
+      status: "busy",
+      ...(pd.hostname !== null ? { hostname: pd.hostname } : {}),
+      ...(pd.runnerPort !== undefined ? { runnerPort: pd.runnerPort } : {}),
+      ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
+      username: pd.username,
+      backendInstanceId: pd.instanceId
+    })
+    return Effect.as(store.instances.update(base.id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } }), { pd, instanceId: base.id })
+  }
+
+  /** Records `base` as terminated: its backend could not make it. */
+  const recordFailed = (base: Instance, why: string) =>
+    store.instances.update(base.id, { status: "terminated", doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: why })) }).pipe(Effect.ignore)
+
   const create = (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob, onPending?: InstanceConfiguration["onPending"]) =>
     Effect.gen(function* () {
       const backend = yield* compute.backend(project, offer.backend)
-      const id = crypto.randomUUID()
-      const name = `${jobName}-${id.slice(0, 4)}`
-      const idleDuration = run.runSpec.configuration.idleDuration
-      const base = new Instance({
-        id,
-        projectName: project,
-        backend: offer.backend,
-        instanceType: offer.instance,
-        name,
-        jobName,
-        status: "provisioning",
-        created: new Date(),
-        region: offer.region,
-        price: offer.price,
-        idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
-      })
+      const base = provisioningInstance(project, offer, run, jobName)
+      const { id, name } = base
       yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
       const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}), ...(onPending === undefined ? {} : { onPending }) }).pipe(
-        Effect.tapError((e) =>
-          store.instances.update(id, {
-            status: "terminated",
-            doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: errorMessage(e) }))
-          }).pipe(Effect.ignore)
-        )
+        Effect.tapError((e) => recordFailed(base, errorMessage(e)))
       )
-      const ready = new Instance({
-        ...base,
-        status: "busy",
-        ...(pd.hostname !== null ? { hostname: pd.hostname } : {}),
-        ...(pd.runnerPort !== undefined ? { runnerPort: pd.runnerPort } : {}),
-        ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
-        username: pd.username,
-        backendInstanceId: pd.instanceId
-      })
-      yield* store.instances.update(id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } })
-      return { pd, instanceId: id }
+      return yield* recordReady(base, pd)
     })
 
   const createGroup = (project: string, offer: InstanceOffer, run: Run, jobNames: ReadonlyArray<string>, job: InstanceJob, onPending?: InstanceConfiguration["onPending"]) =>
@@ -222,43 +230,12 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       if (backend.createInstanceGroup === undefined) {
         return yield* Effect.fail(new BackendError({ module: "InstancePool", method: "createGroup", reason: "Invalid", message: `backend ${offer.backend} cannot create the nodes of a multi-node job together` }))
       }
-      const idleDuration = run.runSpec.configuration.idleDuration
-      const bases = jobNames.map((jobName) => {
-        const id = crypto.randomUUID()
-        return new Instance({
-          id,
-          projectName: project,
-          backend: offer.backend,
-          instanceType: offer.instance,
-          name: `${jobName}-${id.slice(0, 4)}`,
-          jobName,
-          status: "provisioning",
-          created: new Date(),
-          region: offer.region,
-          price: offer.price,
-          idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
-        })
-      })
+      const bases = jobNames.map((jobName) => provisioningInstance(project, offer, run, jobName))
       for (const base of bases) yield* store.instances.insert({ id: base.id, project, name: base.name, status: base.status, doc: encodeInstance(base) })
-      const markFailed = (why: string) =>
-        Effect.forEach(bases, (base) =>
-          store.instances.update(base.id, { status: "terminated", doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: why })) }).pipe(Effect.ignore), { discard: true })
       const pds = yield* backend.createInstanceGroup(offer, bases.map((base) => ({ projectName: project, instanceName: base.name, instanceId: base.id, sshKeys: [], job, ...(onPending === undefined ? {} : { onPending }) }))).pipe(
-        Effect.tapError((e) => markFailed(errorMessage(e)))
+        Effect.tapError((e) => Effect.forEach(bases, (base) => recordFailed(base, errorMessage(e)), { discard: true }))
       )
-      return yield* Effect.forEach(bases, (base, i) => {
-        const pd = pds[i]
-        const ready = new Instance({
-          ...base,
-          status: "busy",
-          ...(pd.hostname !== null ? { hostname: pd.hostname } : {}),
-          ...(pd.runnerPort !== undefined ? { runnerPort: pd.runnerPort } : {}),
-          ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
-          username: pd.username,
-          backendInstanceId: pd.instanceId
-        })
-        return Effect.as(store.instances.update(base.id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } }), { pd, instanceId: base.id })
-      })
+      return yield* Effect.forEach(bases, (base, i) => recordReady(base, pds[i]))
     })
 
   const terminateExpiredIdle = Effect.gen(function* () {
