@@ -90,6 +90,34 @@ const sourceProgram = (bytes: number, port: number) => `
       write()
     }).listen(${port}, "127.0.0.1", () => console.log("ready"))`
 
+/**
+ * Reads `bytes` through `ours` and through `raw` (a raw `ssh -L`) in turns, after one warm-up
+ * each, and makes the row comparing their MB/s against the ≥ 0.7× target.
+ */
+const throughputRow = async (ctx: BenchContext, what: string, measure: string, ours: number, raw: number, bytes: number, rounds: number): Promise<Row> => {
+  await readAll(ours, bytes) // warm-up: the forward or tunnel is opened
+  await readAll(raw, bytes)
+  const mine: Array<number> = []
+  const theirs: Array<number> = []
+  for (let i = 0; i < rounds; i++) {
+    mine.push(await readAll(ours, bytes))
+    theirs.push(await readAll(raw, bytes))
+    ctx.log(`${what} round ${i + 1}: ${mine[i]!.toFixed(0)} vs ssh -L ${theirs[i]!.toFixed(0)} MB/s`)
+  }
+  const value = summarize(mine)
+  const baseline = summarize(theirs)
+  return {
+    section: "ssh",
+    measure,
+    unit: "MB/s",
+    value,
+    baseline,
+    better: "higher",
+    target: "≥ 0.7× raw ssh -L",
+    verdict: value.p50 >= 0.7 * baseline.p50 ? "meets" : "short"
+  }
+}
+
 const forwardRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.Scope, mb: number, rounds: number): Promise<Array<Row>> => {
   const host = hosts.hosts[0]!
   const bytes = mb * 1024 * 1024
@@ -104,27 +132,7 @@ const forwardRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.Sc
     const raw = spawn("ssh", ["-N", "-L", `127.0.0.1:${rawPort}:127.0.0.1:${SOURCE_PORT}`, ...sshArgs(hosts, host)], { stdio: "ignore" })
     try {
       await waitListening(rawPort)
-      await readAll(forward.localPort, bytes) // warm-up: the SSH connection is opened
-      await readAll(rawPort, bytes)
-      const ours: Array<number> = []
-      const theirs: Array<number> = []
-      for (let i = 0; i < rounds; i++) {
-        ours.push(await readAll(forward.localPort, bytes))
-        theirs.push(await readAll(rawPort, bytes))
-        ctx.log(`ssh forward round ${i + 1}: ${ours[i]!.toFixed(0)} vs ssh -L ${theirs[i]!.toFixed(0)} MB/s`)
-      }
-      const value = summarize(ours)
-      const baseline = summarize(theirs)
-      return [{
-        section: "ssh",
-        measure: `forward throughput, ${mb} MiB through a forwarded job port (ssh transport vs raw ssh -L), ${rounds} rounds`,
-        unit: "MB/s",
-        value,
-        baseline,
-        better: "higher",
-        target: "≥ 0.7× raw ssh -L",
-        verdict: value.p50 >= 0.7 * baseline.p50 ? "meets" : "short"
-      }]
+      return [await throughputRow(ctx, "ssh forward", `forward throughput, ${mb} MiB through a forwarded job port (ssh transport vs raw ssh -L), ${rounds} rounds`, forward.localPort, rawPort, bytes, rounds)]
     } finally {
       raw.kill("SIGTERM")
     }
@@ -213,27 +221,7 @@ const attachRows = async (ctx: BenchContext, hosts: NetnsHosts, server: BenchSer
       else await new Promise((r) => setTimeout(r, 100))
     }
     await waitListening(rawPort)
-    await readAll(localPort, bytes) // warm-up: the tunnel's forward is opened
-    await readAll(rawPort, bytes)
-    const ours: Array<number> = []
-    const theirs: Array<number> = []
-    for (let i = 0; i < rounds; i++) {
-      ours.push(await readAll(localPort, bytes))
-      theirs.push(await readAll(rawPort, bytes))
-      ctx.log(`attach round ${i + 1}: ${ours[i]!.toFixed(0)} vs ssh -L ${theirs[i]!.toFixed(0)} MB/s`)
-    }
-    const value = summarize(ours)
-    const baseline = summarize(theirs)
-    return [{
-      section: "ssh",
-      measure: `attach throughput, ${mb} MiB from a job port on the fleet host (\`dstack attach\` through the server vs raw ssh -L), ${rounds} rounds`,
-      unit: "MB/s",
-      value,
-      baseline,
-      better: "higher",
-      target: "≥ 0.7× raw ssh -L",
-      verdict: value.p50 >= 0.7 * baseline.p50 ? "meets" : "short"
-    }]
+    return [await throughputRow(ctx, "attach", `attach throughput, ${mb} MiB from a job port on the fleet host (\`dstack attach\` through the server vs raw ssh -L), ${rounds} rounds`, localPort, rawPort, bytes, rounds)]
   } finally {
     raw.kill("SIGTERM")
     attach.kill("SIGINT")
