@@ -7,7 +7,8 @@
 // log holds each of its lines exactly once. Instances a cut-short placement left provisioning
 // or busy are counted (not yet reconciled: see docs/reliability.md).
 //
-// CI runs a sample of the matrix (FAULT_CASES cases, default 2, chosen by FAULT_SEED, printed);
+// CI runs a sample of the matrix (FAULT_CASES cases, default 2, shared out so that each store present
+// gets one, chosen by FAULT_SEED, printed);
 // `npm run test:faults` (FAULT_MATRIX=full) runs every case. FAULT_CASE=store/point:n[,…] runs those.
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -57,11 +58,16 @@ const chosen = (stores: ReadonlyArray<Store>): Array<Case> => {
     })
   }
   if (full) return every
+  // The sample is shared out over the stores, so that each store present gets at least one case
+  // (a sample without one would leave that store's suite skipped in CI).
   const random = seeded(seed)
-  const pool = [...every]
-  const picked: Array<Case> = []
-  while (picked.length < sampleSize && pool.length > 0) picked.push(pool.splice(Math.floor(random() * pool.length), 1)[0])
-  return picked
+  const perStore = Math.max(1, Math.ceil(sampleSize / stores.length))
+  return stores.flatMap((store) => {
+    const pool = allCases(store)
+    const picked: Array<Case> = []
+    while (picked.length < perStore && pool.length > 0) picked.push(pool.splice(Math.floor(random() * pool.length), 1)[0])
+    return picked
+  })
 }
 
 const pg = await findPostgres()
