@@ -6,7 +6,7 @@
 // program that crashes, one that prints something that is not jobs, and a missing repository or
 // provider name, each failing with an error naming the provider and the cause.
 import { serve } from "@hono/node-server"
-import { execFileSync, spawn } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -23,12 +23,12 @@ import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { LocalRepo } from "@dstack-ts/core"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { cliRunner, writeProject } from "../support/cli.ts"
 
 const TOKEN = "workflows-programs-token"
 // The provider repository of these tests is a bare repository on this disk, which a server
 // fetches only when its operator allows it (the server runs in this process).
 process.env.DSTACK_SERVER_ALLOW_LOCAL_PROVIDER_REPOS = "1"
-const CLI = path.resolve("cli/bin/dstack.mjs")
 const EXAMPLE = path.resolve("examples/workflows-provider/")
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-programs-e2e-"))
 let server: Server
@@ -41,26 +41,11 @@ const TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 
 const env = () => ({ ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: url, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main" })
 
-const dstack = (args: ReadonlyArray<string>, cwd: string) =>
-  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: env() })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d) => (stdout += d))
-    child.stderr.on("data", (d) => (stderr += d))
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+const dstack = cliRunner(env)
 
 const small = "resources: { cpu: 1.., memory: 1GB.., disk: 1GB.. }"
 
-const project = (name: string, texts: Record<string, string>) => {
-  const dir = path.join(home, name)
-  for (const [file, text] of Object.entries(texts)) {
-    fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true })
-    fs.writeFileSync(path.join(dir, file), text)
-  }
-  return dir
-}
+const project = (name: string, texts: Record<string, string>) => writeProject(home, name, texts)
 
 /** Runs a workflow of `dir` through the SDK; each job's log by job id. */
 const runIn = async (dir: string, workflow: string, variables: Record<string, string> = {}) => {
