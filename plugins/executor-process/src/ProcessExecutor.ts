@@ -99,6 +99,22 @@ const awaitSpawn = (child: ChildProcess, command: string) =>
   })
 
 /**
+ * Variables that describe the SSH session the runner was started from (a fleet host's or a
+ * Slurm login node's), not the job: with them, bash takes the job's non-interactive shell for
+ * one started by sshd and reads the user's ~/.bashrc (Debian builds bash so), which can be
+ * slow or block (a pyenv init waiting on a stale lock held the first line of a job back for
+ * a minute).
+ */
+const SESSION_VARIABLES = ["SSH_CLIENT", "SSH2_CLIENT", "SSH_CONNECTION", "SSH_TTY"]
+
+/** The runner's environment as a job inherits it: without the runner's SSH session. */
+const inheritedEnv = (): Record<string, string | undefined> => {
+  const env = { ...process.env }
+  for (const name of SESSION_VARIABLES) delete env[name]
+  return env
+}
+
+/**
  * Makes the process executor.
  *
  * @example
@@ -116,7 +132,7 @@ export const make = (options: ProcessExecutorOptions = {}): Executor.Executor =>
       }
       const shell = options.shell ?? defaultShell()
       const script = spec.commands.join(" && ")
-      const env = { ...(options.inheritEnv === false ? {} : process.env), ...spec.env }
+      const env = { ...(options.inheritEnv === false ? {} : inheritedEnv()), ...spec.env }
       const child = yield* Effect.try({
         try: () => spawn(shell, ["-c", script], { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] }),
         catch: (cause) => error("start", `cannot start ${shell}: ${String(cause)}`, cause)

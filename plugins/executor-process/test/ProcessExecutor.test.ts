@@ -101,6 +101,36 @@ describe("ProcessExecutor", () => {
       expect(out.stdout).toBe(`hello world my-run\n${realSub}\n`)
     }))
 
+  it.live("does not hand the job the runner's SSH session, so a job's bash does not read ~/.bashrc as for an SSH login", () =>
+    Effect.gen(function* () {
+      const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-home-"))
+      fs.writeFileSync(path.join(home, ".bashrc"), "echo bashrc-read\n")
+      const saved = { HOME: process.env.HOME, SSH_CLIENT: process.env.SSH_CLIENT, SSH_CONNECTION: process.env.SSH_CONNECTION, SHLVL: process.env.SHLVL }
+      Object.assign(process.env, { HOME: home, SSH_CLIENT: "10.0.0.1 50000 22", SSH_CONNECTION: "10.0.0.1 50000 10.0.0.2 22", SHLVL: "0" })
+      const restore = () => {
+        for (const [k, v] of Object.entries(saved)) v === undefined ? delete process.env[k] : (process.env[k] = v)
+      }
+      const run = (s: Executor.ExecutionSpec) =>
+        Effect.gen(function* () {
+          const outs: Array<string> = []
+          const started = yield* ProcessExecutor.make({ shell: "/bin/bash" }).start(s, {
+            log: (_stream, bytes) => void outs.push(new TextDecoder().decode(bytes))
+          })
+          yield* started.exit
+          return outs.join("")
+        })
+      const result = yield* Effect.ensuring(
+        Effect.all([
+          run(spec(['echo "job ${SSH_CLIENT-unset}"'])),
+          // A job that sets the variable itself keeps it.
+          run(spec(['echo "job $SSH_CLIENT"'], { env: { SSH_CLIENT: "mine" } }))
+        ]),
+        Effect.sync(restore)
+      )
+      expect(result[0]).toBe("job unset\n")
+      expect(result[1]).toMatch(/job mine\n$/)
+    }))
+
   it.live("delivers every line, in order", () =>
     Effect.gen(function* () {
       const { execution, out } = yield* startCollecting(spec(["i=1; while [ $i -le 3000 ]; do echo line$i; i=$((i+1)); done"]))
