@@ -20,7 +20,7 @@ interface Sample {
 }
 
 /** One run: apply, then poll the status (5 ms) and read the live log at once. */
-const oneRun = async (server: BenchServer, name: string, extra: Record<string, unknown>): Promise<Sample> => {
+export const oneRun = async (server: BenchServer, name: string, extra: Record<string, unknown>): Promise<Sample> => {
   const t0 = now()
   await apply(server, name, [COMMAND], extra)
   const applyMs = now() - t0
