@@ -3,7 +3,9 @@
 // small HTTP proxy that answers 401 unless the request carries the token as Basic auth; a run
 // on the first-party local backend clones it and prints a file of it. The token is then
 // searched for in every API answer, the job's log, the server's console, the runner's files
-// (the checkout's .git/config included) and the error of a run whose token is wrong.
+// (the checkout's .git/config included), the state store's files on disk (the server has a
+// secrets key: credentials are sealed at rest) and the error of a run whose token is wrong. A
+// second repo is cloned over SSH from a netns host with a private key as its credentials.
 import { execFile, execFileSync, spawn } from "node:child_process"
 import { promisify } from "node:util"
 import { createHash } from "node:crypto"
@@ -18,6 +20,7 @@ import transportLocal from "@dstack-ts/transport-local"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { createNetnsHosts, describeWithNetns, type NetnsHosts } from "../support/netns.ts"
 
 const ADMIN = "repo-creds-admin-token"
 const TOKEN = `ghp_canary${crypto.randomUUID().replaceAll("-", "")}`
@@ -101,11 +104,12 @@ const call = async (route: string, body?: unknown) => {
 const EMPTY_HASH = createHash("sha256").update(new Uint8Array(0)).digest("hex")
 
 /** Inits a remote repo with the given token, uploads its (empty) diff and runs `cat secret-file.txt`. */
-const runFromRepo = async (runName: string, repoId: string, token: string) => {
+const runFromRepo = async (runName: string, repoId: string, token: string, over: { readonly url: string; readonly privateKey: string } | undefined = undefined) => {
+  const url = over?.url ?? gitUrl
   const init = await call("/api/project/main/repos/init", {
     repo_id: repoId,
-    repo_info: { repo_type: "remote", repo_url: gitUrl, repo_branch: "main" },
-    repo_creds: { clone_url: gitUrl, oauth_token: token, private_key: null }
+    repo_info: { repo_type: "remote", repo_url: url, repo_branch: "main" },
+    repo_creds: over === undefined ? { clone_url: gitUrl, oauth_token: token, private_key: null } : { clone_url: url, private_key: over.privateKey, oauth_token: null }
   })
   expect(init.status, init.text).toBe(200)
   const upload = await server.app.request(`/api/project/main/repos/upload_code?repo_id=${repoId}&hash=${EMPTY_HASH}`, {
@@ -119,7 +123,7 @@ const runFromRepo = async (runName: string, repoId: string, token: string) => {
       run_spec: {
         run_name: runName,
         repo_id: repoId,
-        repo_data: { repo_type: "remote", repo_url: gitUrl, repo_branch: "main", repo_hash: commit },
+        repo_data: { repo_type: "remote", repo_url: url, repo_branch: "main", repo_hash: commit },
         repo_code_hash: EMPTY_HASH,
         configuration: { type: "task", commands: ["cat secret-file.txt", "git remote -v"], resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } }
       }
@@ -177,6 +181,7 @@ beforeAll(async () => {
     state: EmbeddedStateStore.layer({ dataDir: path.join(root, "data") }),
     blobs: blobsMemory,
     adminToken: ADMIN,
+    secrets: { key: crypto.getRandomValues(new Uint8Array(32)) },
     plugins: [backendLocal, transportLocal],
     compute: { defaultBackends: [{ type: "local", config: { work_dir: workDir } }] },
     runner: { entry: path.resolve("cli/src/runner.ts") },
@@ -215,6 +220,10 @@ describe("repo_creds of a private git repo", () => {
     for (const text of answers) expect(text).not.toContain(TOKEN)
     expect(consoled.filter((line) => line.includes(TOKEN))).toEqual([])
     expect(filesContaining(workDir, TOKEN)).toEqual([])
+    // Sealed at rest: the state store's files do not hold the token, and a manager still gets it back.
+    expect(filesContaining(path.join(root, "data"), TOKEN)).toEqual([])
+    const got = await call("/api/project/main/repos/get", { repo_id: "private", include_creds: true })
+    expect(got.body.repo_creds).toEqual({ clone_url: gitUrl, oauth_token: TOKEN, private_key: null })
   }, 120_000)
 
   it("a wrong token fails the run with git's reason, and without the token", async () => {
@@ -228,4 +237,35 @@ describe("repo_creds of a private git repo", () => {
     for (const text of answers) expect(text).not.toContain(wrong)
     expect(consoled.filter((line) => line.includes(wrong))).toEqual([])
   }, 120_000)
+})
+
+describeWithNetns(() => {
+  let hosts: NetnsHosts
+  beforeAll(async () => {
+    hosts = await createNetnsHosts({ count: 1 })
+  }, 120_000)
+  afterAll(async () => {
+    await hosts?.down()
+  })
+
+  it("an SSH private key as repo_creds clones over ssh from another host; the key is nowhere else", async () => {
+    // The hosts share this machine's filesystem: the bare repo is at the same path on the host.
+    const url = `ssh://root@${hosts.hosts[0]!.ip}:${hosts.hosts[0]!.port}${path.join(root, "repos", "private.git")}`
+    const keyLine = hosts.privateKey.trim().split("\n")[1]!
+    const run = await runFromRepo("ssh-clone", "private-ssh", "", { url, privateKey: hosts.privateKey })
+    const log = await logOf("ssh-clone")
+    expect(run.status, `${JSON.stringify(run.jobs[0].job_submissions.at(-1))}\n${log}`).toBe("done")
+    expect(log).toContain("content-of-the-private-repo")
+    expect(log).toContain(url)
+    for (const text of answers) expect(text).not.toContain(keyLine)
+    expect(filesContaining(workDir, keyLine)).toEqual([])
+    expect(filesContaining(path.join(root, "data"), keyLine)).toEqual([])
+    // A key the host does not accept fails the clone, without the key in what is said.
+    const otherLine = hosts.otherKey.trim().split("\n")[1]!
+    const refused = await runFromRepo("ssh-refused", "private-ssh-other", "", { url, privateKey: hosts.otherKey })
+    expect(refused.status).toBe("failed")
+    const said = `${refused.jobs[0].job_submissions.at(-1).termination_reason_message ?? ""}\n${await logOf("ssh-refused")}`
+    expect(said).toMatch(/cannot clone/)
+    expect(said).not.toContain(otherLine)
+  }, 180_000)
 })

@@ -20,6 +20,7 @@ import { errorMessage } from "./internal.ts"
 import { faultPoint } from "../internal/Faults.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
+import * as RepoCredentials from "../secrets/RepoCredentials.ts"
 import { fetchArtifacts, followEvents, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, waitHealthy } from "./RunnerSession.ts"
 import { artifactKeys, keepArtifacts } from "../workflows/Artifacts.ts"
 
@@ -91,8 +92,9 @@ const readRepoCredentials = (store: StateStoreService, project: string, repoId: 
   spec.repoData?.repoType !== "remote"
     ? Effect.succeed(undefined)
     : store.repos.get(project, repoId).pipe(
-      Effect.map((record) => {
-        const creds = (record.creds ?? {}) as Record<string, unknown>
+      Effect.flatMap((record) => RepoCredentials.open(project, repoId, record.creds)),
+      Effect.map((stored) => {
+        const creds = (stored ?? {}) as Record<string, unknown>
         const text = (key: string) => (typeof creds[key] === "string" && creds[key] !== "" ? (creds[key] as string) : undefined)
         const found = { cloneUrl: text("clone_url"), privateKey: text("private_key"), oauthToken: text("oauth_token") }
         return found.privateKey === undefined && found.oauthToken === undefined && found.cloneUrl === undefined ? undefined : found
@@ -216,7 +218,12 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
         ? yield* waitForCluster(store, run, spec, options.provisioningTimeoutMs)
         : singleNode(pd)
       // A private remote repo's credentials (repos/init's repo_creds) travel only in the hand-over too.
-      const repoCredentials = yield* readRepoCredentials(store, run.projectName, run.runSpec.repoId, spec)
+      // Credentials that cannot be opened (the server's secrets key changed or is gone) fail the job saying so.
+      const repoCredentials = yield* readRepoCredentials(store, run.projectName, run.runSpec.repoId, spec).pipe(
+        Effect.catchTag("SecretCipherError", (e) =>
+          Effect.as(reports.jobEvent(JobEvent.RunnerFailed({ reason: "executor_error", message: `cannot open the repo's credentials: ${e.message}` })), "failed" as const))
+      )
+      if (repoCredentials === "failed") return
       const body = {
         run: { id: run.id, runName: run.runSpec.runName, repoId: run.runSpec.repoId },
         jobSpec: spec,

@@ -12,9 +12,15 @@ import { ApiError, badRequest, excerpt, fromStateStore, notFound, payloadTooLarg
 import { jsonRoute, rawRoute } from "../Route.ts"
 import type { RouteContext } from "../Route.ts"
 import { fromParseError } from "../Router.ts"
+import * as RepoCredentials from "../../secrets/RepoCredentials.ts"
+import type { SecretCipherError } from "../../secrets/SecretCipher.ts"
 
 const key = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.propertySignature(schema).pipe(Schema.fromKey(wire))
 const optionalKey = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.optional(schema).pipe(Schema.fromKey(wire))
+
+/** The cipher could not seal or open a repo's credentials (no key, or a different key than they were sealed with). */
+const fromCipher = (e: SecretCipherError): ApiError =>
+  new ApiError({ status: e.reason === "NoKey" ? 503 : 500, detail: [{ msg: `the repo's credentials: ${e.message}`, code: "server_error" }] })
 
 // ---------------------------------------------------------------------------------------------
 // Limits
@@ -252,7 +258,8 @@ export const repoRoutes = [
         if (!input.includeCreds) return toHead(record)
         // The credentials are for managers: the same check the router makes for a route's role.
         yield* authorizeProject(ctx.principal!, ctx.projectName!, "manager")
-        return { ...toHead(record), repoCreds: record.creds ?? null }
+        const creds = yield* RepoCredentials.open(ctx.projectName!, input.repoId, record.creds).pipe(Effect.mapError(fromCipher))
+        return { ...toHead(record), repoCreds: creds }
       })
   }),
   jsonRoute({
@@ -262,8 +269,9 @@ export const repoRoutes = [
       Effect.gen(function*() {
         const info = yield* normaliseInfo(input.repoInfo)
         const s = yield* StateStore
+        const creds = yield* RepoCredentials.seal(ctx.projectName!, input.repoId, input.repoCreds ?? null).pipe(Effect.mapError(fromCipher))
         yield* s.repos
-          .upsert({ project: ctx.projectName!, repoId: input.repoId, type: input.repoInfo.repo_type, info, creds: input.repoCreds ?? null })
+          .upsert({ project: ctx.projectName!, repoId: input.repoId, type: input.repoInfo.repo_type, info, creds })
           .pipe(Effect.mapError(fromStateStore))
         return {}
       })
