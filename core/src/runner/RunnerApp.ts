@@ -72,7 +72,13 @@ const parseTimestamp = (raw: string | undefined): number => {
 export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
   const app = new Hono()
 
-  app.get("/api/healthcheck", (c) => c.json({ service: "dstack-ts-runner", version: RUNNER_VERSION }))
+  // `job`: whether a job was handed over and has not ended (a closing server leaves such
+  // runners running and stops the others).
+  app.get("/api/healthcheck", async (c) => {
+    const state = await runAgent(agent.state)
+    const job = state === "wait_submit" ? "none" : state === "wait_logs_finished" ? "ended" : "running"
+    return c.json({ service: "dstack-ts-runner", version: RUNNER_VERSION, job })
+  })
 
   app.get("/api/metrics", async (c) => c.json(await runAgent(agent.metrics)))
 

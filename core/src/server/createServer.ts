@@ -40,6 +40,7 @@ import { fleetRoutes } from "./routes/fleets.ts"
 import { repoRoutes } from "./routes/repos.ts"
 import { secretRoutes } from "./routes/secrets.ts"
 import * as SecretCipherModule from "../secrets/SecretCipher.ts"
+import { type RunnersOnClose, ServerShutdown } from "./Shutdown.ts"
 import type { SecretCipherError } from "../secrets/SecretCipher.ts"
 import { SecretsPolicy } from "../secrets/ProjectSecrets.ts"
 import { workflowRoutes } from "./routes/workflows.ts"
@@ -123,8 +124,12 @@ export interface Server {
   readonly bootstrap: BootstrapResult
   /** The OpenAPI document served at /api/docs. */
   readonly openapi: Record<string, unknown>
-  /** Stops background work and closes the stores. */
-  readonly close: () => Promise<void>
+  /**
+   * Stops background work and closes the stores. Runners the backends started on this machine
+   * are stopped, unless `runners: "leave"` (what `serve` does on SIGTERM/SIGINT: a restarted
+   * server on the same state follows their jobs).
+   */
+  readonly close: (options?: { readonly runners?: RunnersOnClose }) => Promise<void>
   /** Answers requests to upgrade a connection (WebSockets through the services proxy); `serve` hands it to the runtime adapter. */
   readonly upgrade: UpgradeHandler
 }
@@ -209,7 +214,9 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     SecretCipherModule.layer(options.secrets ?? {}),
     Layer.succeed(SecretsPolicy, { allowManagers: options.secrets?.allowManagers === true })
   )
-  const base = Layer.mergeAll(Layer.provideMerge(stores, host), runner, secrets)
+  let runnersOnClose: RunnersOnClose = "stop"
+  const shutdown = Layer.succeed(ServerShutdown, { runners: () => runnersOnClose })
+  const base = Layer.mergeAll(Layer.provideMerge(stores, host), runner, secrets, shutdown)
   const compute = Layer.provideMerge(ComputeModule.layer(options.compute ?? {}), base)
   const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
   const registry = Layer.provideMerge(ServiceRegistryModule.layer, engine)
@@ -256,7 +263,10 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
       bootstrap: boot,
       openapi,
       upgrade: attachUpgrade(app, upgrade),
-      close: () => runtime.dispose()
+      close: (closeOptions) => {
+        runnersOnClose = closeOptions?.runners ?? "stop"
+        return runtime.dispose()
+      }
     }
   } catch (error) {
     await runtime.dispose()

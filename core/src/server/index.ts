@@ -3,6 +3,8 @@
 export { createServer, builtinRoutes, runOn } from "./createServer.ts"
 export type { Server, ServerOptions, ServerServices } from "./createServer.ts"
 export { serve, ServeError } from "./serve.ts"
+export { ServerShutdown } from "./Shutdown.ts"
+export type { RunnersOnClose, ServerShutdownService } from "./Shutdown.ts"
 export { LocalBlobsError } from "./SharedBlobs.ts"
 export type { ServeOptions, Serving } from "./serve.ts"
 export { Encoded, encoded, jsonRoute, rawRoute } from "./Route.ts"

@@ -1,9 +1,11 @@
 /**
  * Serving a server build over HTTP on whichever runtime runs it (Node through @hono/node-server,
  * Deno through Deno.serve: the runtime adapters the runner uses too), and shutting it down on
- * SIGINT/SIGTERM: stop listening, then close the engine and the stores.
+ * SIGINT/SIGTERM: stop listening, then close the engine and the stores, leaving running jobs
+ * running (a restart or an upgrade does not end them; the server started again follows them).
  */
 import type { Server } from "./createServer.ts"
+import type { RunnersOnClose } from "./Shutdown.ts"
 import type { ListeningServer, ServeFunction } from "../runner/adapter/types.ts"
 
 export interface ServeOptions {
@@ -17,6 +19,11 @@ export interface ServeOptions {
    * signals to the caller, who then calls `close()`.
    */
   readonly handleSignals?: boolean | undefined
+  /**
+   * What closing on a signal does with runners the backends started on this machine: `leave`
+   * them running (default: a restart does not end jobs) or `stop` them.
+   */
+  readonly runnersOnSignal?: RunnersOnClose | undefined
 }
 
 export interface Serving {
@@ -24,8 +31,11 @@ export interface Serving {
   readonly url: string
   readonly hostname: string
   readonly port: number
-  /** Stops listening (open connections, live log streams included, are closed) and closes the server. Idempotent. */
-  readonly close: () => Promise<void>
+  /**
+   * Stops listening (open connections, live log streams included, are closed) and closes the
+   * server (`Server.close`: runners stopped unless `runners: "leave"`). Idempotent.
+   */
+  readonly close: (options?: { readonly runners?: RunnersOnClose }) => Promise<void>
 }
 
 /** Listening failed; `code` is `EADDRINUSE` when the port is taken, on either runtime. */
@@ -107,11 +117,11 @@ export const serve = async (server: Server, options: ServeOptions = {}): Promise
 
   let closing: Promise<void> | undefined
   const stopListening: Array<() => void> = []
-  const close = () => {
+  const close = (closeOptions?: { readonly runners?: RunnersOnClose }) => {
     closing ??= (async () => {
       for (const off of stopListening) off()
       // Both, even when the first fails; the first failure is the one reported.
-      const results = await Promise.allSettled([listening.close(), server.close()])
+      const results = await Promise.allSettled([listening.close(), server.close(closeOptions)])
       const failed = results.find((r) => r.status === "rejected")
       if (failed !== undefined) throw failed.reason
     })()
@@ -119,7 +129,7 @@ export const serve = async (server: Server, options: ServeOptions = {}): Promise
   }
   if (options.handleSignals ?? true) {
     const onSignal = () => {
-      close().then(
+      close({ runners: options.runnersOnSignal ?? "leave" }).then(
         () => process.exit(0),
         (error: unknown) => {
           console.error("closing the server failed:", error)

@@ -18,6 +18,7 @@ import {
   InstanceType,
   JobProvisioningData,
   RunnerLaunch,
+  ServerShutdown,
   configDecoder
 } from "@dstack-ts/core"
 import { Effect, Schema, type Scope } from "effect"
@@ -137,7 +138,8 @@ interface Entry {
 }
 
 /**
- * Makes the local backend. The scope owns the runners: closing it terminates them all.
+ * Makes the local backend. The scope owns the runners: closing it terminates them (but runners
+ * with a running job when the server closes for a restart, ServerShutdown `leave`).
  *
  * @example
  * const backend = yield* LocalBackend.make({ maxInstances: 2 })
@@ -195,17 +197,38 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
       })
     )
 
+    // Whether the runner says a job was handed to it and has not ended; an older runner that
+    // does not say is taken to have one (leaving a runner is the safe mistake for a job).
+    const hasLiveJob = (e: Entry) =>
+      Effect.promise(async () => {
+        const runner = e.runner
+        if (runner === undefined || runner.hasExited()) return false
+        try {
+          const res = await fetch(`http://${runner.host.includes(":") ? `[${runner.host}]` : runner.host}:${runner.port}/api/healthcheck`, { signal: AbortSignal.timeout(2_000) })
+          const body = (await res.json()) as { job?: string }
+          return body.job === undefined || body.job === "running"
+        } catch {
+          return false
+        }
+      })
+
     const stop = (e: Entry) =>
       Effect.promise(async () => {
         await e.starting.terminate(graceMs)
         fs.rmSync(e.dir, { recursive: true, force: true })
       })
 
-    // No orphans: whatever is still running (or starting) when the backend goes away is stopped.
+    // No orphans: whatever is still running (or starting) when the backend goes away is
+    // stopped — unless the server closes for a restart (ServerShutdown `leave`): then its
+    // runners go on with their jobs, as after a SIGKILL, and the next server follows them.
+    // Left that way are only runners with a job that has not ended; idle ones are stopped.
+    const shutdown = yield* ServerShutdown
     yield* Effect.addFinalizer(() =>
-      Effect.forEach([...entries.values()], stop, { concurrency: "unbounded", discard: true }).pipe(
-        Effect.ensuring(Effect.sync(() => entries.clear()))
-      )
+      Effect.forEach(
+        [...entries.values()],
+        (e) => Effect.flatMap(shutdown.runners() === "leave" ? hasLiveJob(e) : Effect.succeed(false), (live) => (live ? Effect.void : stop(e))),
+        { concurrency: "unbounded", discard: true }
+      ).pipe(Effect.ensuring(Effect.sync(() => entries.clear())))
     )
 
     // A runner that died on its own frees its slot; its entry (and directory, for a post-mortem)
