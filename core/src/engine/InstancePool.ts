@@ -178,6 +178,15 @@ export const make = (options: InstancePoolOptions): InstancePool => {
           : new Instance({ ...instance, status: "terminated", jobName: undefined, terminationReason: "unreachable when reused" })
       yield* store.instances.update(row.id, { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } }, { lease: row.lease!.token })
       yield* store.instances.release(row.id, row.lease!.token).pipe(Effect.ignore)
+      // Its machine (or runner process) may still be there, only slow to answer: the backend is
+      // asked to end it too, so that nothing is left running under a terminated record.
+      if (next.status === "terminated") {
+        yield* compute.backend(instance.projectName, pd.backend).pipe(
+          Effect.flatMap((backend) => backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)),
+          Effect.catchAll((e) => Effect.logWarning(`could not terminate instance ${pd.instanceId}, unreachable when reused: ${errorMessage(e)}`)),
+          Effect.forkDaemon
+        )
+      }
       return healthy ? Option.some({ pd, instanceId: row.id }) : Option.none()
     })
 

@@ -178,6 +178,29 @@ describe("instances", () => {
       })
     ))
 
+  it.live("a runner left by an earlier server process is stopped by the next one, from its provisioning data", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const workDir = tmpDir("dstack-ts-local-")
+        const earlier = yield* LocalBackend.make({ workDir, runnerEntry: RUNNER_ENTRY, terminateGraceSeconds: 1 })
+        const data = yield* earlier.createInstance(yield* firstOffer(earlier), config)
+        const [instance] = yield* earlier.instances
+        // The next server process: a backend of its own on the same work directory, which never
+        // started that runner.
+        const next = yield* LocalBackend.make({ workDir, runnerEntry: RUNNER_ENTRY, terminateGraceSeconds: 1 })
+        expect(yield* next.instances).toEqual([])
+        yield* next.terminateInstance(data.instanceId, data.region, data.backendData)
+        expect(pidAlive(instance.pid)).toBe(false)
+        expect(fs.existsSync(instance.dir)).toBe(false)
+        // Provisioning data naming a directory outside the work directory touches nothing.
+        const outside = tmpDir("dstack-ts-local-outside-")
+        const refused = yield* Effect.either(next.terminateInstance("local-x", "local", JSON.stringify({ pid: process.pid, dir: outside })))
+        expect(Either.isLeft(refused) && refused.left.message).toMatch(/names no runner under/)
+        expect(fs.existsSync(outside)).toBe(true)
+        expect(pidAlive(process.pid)).toBe(true)
+      })
+    ))
+
   it.live("the runner also starts from its TypeScript source, unbundled", () =>
     Effect.scoped(
       Effect.gen(function*() {
