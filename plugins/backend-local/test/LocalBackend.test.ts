@@ -192,10 +192,10 @@ describe("instances", () => {
         yield* next.terminateInstance(data.instanceId, data.region, data.backendData)
         expect(pidAlive(instance.pid)).toBe(false)
         expect(fs.existsSync(instance.dir)).toBe(false)
-        // Provisioning data naming a directory outside the work directory touches nothing.
+        // Provisioning data naming a directory outside the work directory touches nothing (the
+        // instance counts as gone, as an unknown one does).
         const outside = tmpDir("dstack-ts-local-outside-")
-        const refused = yield* Effect.either(next.terminateInstance("local-x", "local", JSON.stringify({ pid: process.pid, dir: outside })))
-        expect(Either.isLeft(refused) && refused.left.message).toMatch(/names no runner under/)
+        yield* next.terminateInstance("local-x", "local", JSON.stringify({ pid: process.pid, dir: outside }))
         expect(fs.existsSync(outside)).toBe(true)
         expect(pidAlive(process.pid)).toBe(true)
       })
