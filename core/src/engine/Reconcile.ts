@@ -154,8 +154,9 @@ export const make = (options: ReconcileOptions) => {
     if (candidates.length === 0) return { settled }
     const projects = [...new Set(candidates.map((row) => row.project))]
     // Read after the instances: a job placed between the two reads is seen on its instance.
-    const runs = yield* store.runs.list({ projects, statuses: options.activeRunStatuses })
-    const holders = holdersOf(runs)
+    const runs = yield* Effect.forEach(projects, (project) =>
+      Effect.map(store.runs.listDocs({ projects: [project], statuses: options.activeRunStatuses }), (rows) => rows.map((row) => ({ project, doc: row.doc }))))
+    const holders = holdersOf(runs.flat())
     for (const candidate of candidates) {
       if (holders.instances.has(candidate.id) || holders.unread.has(candidate.project)) continue
       const read = yield* readInstance(candidate).pipe(Effect.either)
