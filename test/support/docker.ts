@@ -111,6 +111,13 @@ export const containersWithLabel = async (label: string): Promise<ReadonlyArray<
   return (JSON.parse(res.body) as Array<{ Id: string }>).map((c) => c.Id)
 }
 
+/** The labels of a container (`docker inspect`'s Config.Labels). */
+export const containerLabels = async (id: string): Promise<Record<string, string>> => {
+  const res = await engineRequest("GET", `/containers/${encodeURIComponent(id)}/json`)
+  if (res.status !== 200) throw new Error(`inspecting container ${id} failed: HTTP ${res.status} ${res.body}`)
+  return (JSON.parse(res.body) as { Config?: { Labels?: Record<string, string> } }).Config?.Labels ?? {}
+}
+
 /** The container runtimes dockerd knows (`runc`, and `nvidia` where the NVIDIA toolkit is set up). */
 export const dockerRuntimes = async (): Promise<ReadonlyArray<string>> => {
   const res = await engineRequest("GET", "/info")

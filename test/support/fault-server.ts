@@ -8,7 +8,7 @@
 // it (leaving the runners running, as `dstack server` does).
 //
 // Environment: DSTACK_SERVER_ADMIN_TOKEN, FAULT_SERVER_DIR, FAULT_WORK_DIR, FAULT_MAX_INSTANCES,
-// FAULT_LEASE_MS, FAULT_RESYNC_MS, and DSTACK_DATABASE_URL, DSTACK_SERVER_S3_*,
+// FAULT_LEASE_MS, FAULT_RESYNC_MS, FAULT_RECONCILE_MS, and DSTACK_DATABASE_URL, DSTACK_SERVER_S3_*,
 // DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS as for `dstack server`.
 import { createServer, serve } from "../../core/src/index.ts"
 import { defaultServerOptions } from "../../cli/src/defaultBuild.ts"
@@ -40,7 +40,8 @@ const server = await createServer({
   engine: {
     ...base.engine,
     leaseMs: Number(process.env.FAULT_LEASE_MS ?? 8000),
-    resyncMs: Number(process.env.FAULT_RESYNC_MS ?? 1000)
+    resyncMs: Number(process.env.FAULT_RESYNC_MS ?? 1000),
+    reconcileMs: Number(process.env.FAULT_RECONCILE_MS ?? 2000)
   }
 })
 const serving = await serve(server, { hostname: "127.0.0.1", port: 0, handleSignals: true })

@@ -9,7 +9,8 @@
  * This module holds the service, its options and its layer, and puts the parts together:
  * RunClaims (claiming runs, leases), RunWorker (one worker per run), Provisioning (finding a
  * job an instance, waiting for capacity), InstancePool (the instances table) and
- * RunnerFollower (handing a job to its runner and following it).
+ * RunnerFollower (handing a job to its runner and following it), and Reconcile (instances a
+ * killed server left busy or provisioning).
  */
 import { Context, Duration, Effect, Layer, type Scope } from "effect"
 import * as os from "node:os"
@@ -22,7 +23,10 @@ import * as InstancePool from "./InstancePool.ts"
 import * as Fleets from "./Fleets.ts"
 import { errorMessage } from "./internal.ts"
 import * as Provisioning from "./Provisioning.ts"
+import * as Reconcile from "./Reconcile.ts"
 import * as RunClaims from "./RunClaims.ts"
+import { withRunner } from "./RunnerFollower.ts"
+import { waitHealthy } from "./RunnerSession.ts"
 import { runWorker } from "./RunWorker.ts"
 
 export interface EngineOptions {
@@ -47,6 +51,11 @@ export interface EngineOptions {
   readonly runnerFreshMs?: number
   /** How many jobs may plan and provision at the same time. Default 16. */
   readonly provisioningConcurrency?: number
+  /**
+   * How often instances left busy or provisioning with nobody working on them (a server killed
+   * mid-placement) are settled (Reconcile.ts); also once at start. Default 60 s.
+   */
+  readonly reconcileMs?: number
 }
 
 export interface EngineService {
@@ -79,7 +88,8 @@ export const make = (
       compute,
       owner,
       runnerFreshMs: options.runnerFreshMs ?? 5_000,
-      defaultIdleDurationSeconds: options.defaultIdleDurationSeconds ?? 300
+      defaultIdleDurationSeconds: options.defaultIdleDurationSeconds ?? 300,
+      creationLeaseMs: leaseMs
     })
     const provisioner = yield* Provisioning.make({
       store,
@@ -118,6 +128,24 @@ export const make = (
     )
     yield* resync.pipe(
       Effect.zipRight(Effect.sleep(Duration.millis(resyncMs))),
+      Effect.forever,
+      Effect.forkScoped
+    )
+
+    // Instances a killed server left busy or provisioning: settled at start and then periodically.
+    const reconciler = Reconcile.make({
+      store,
+      owner,
+      activeRunStatuses: ACTIVE_RUN_STATUSES,
+      graceMs: leaseMs,
+      provisioningTimeoutMs,
+      runnerAnswers: (pd) => withRunner(compute, pd, (client) => waitHealthy(client, 3_000)).pipe(Effect.isSuccess),
+      release: pool.release,
+      terminate: pool.terminate
+    })
+    yield* reconciler.pass.pipe(
+      Effect.catchAll((e) => Effect.logWarning(`instance reconcile failed: ${errorMessage(e)}`)),
+      Effect.zipRight(Effect.sleep(Duration.millis(options.reconcileMs ?? 60_000))),
       Effect.forever,
       Effect.forkScoped
     )

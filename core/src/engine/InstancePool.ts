@@ -6,7 +6,7 @@
  * provisioning of many jobs at once would otherwise ask again and again: which runners reported
  * moments ago, and which projects had no idle instance a moment ago.
  */
-import { Effect, Either, Option, Schema } from "effect"
+import { Duration, Effect, Either, Fiber, Option, Schema } from "effect"
 import { Instance, instanceIdleDeadline } from "../domain/Instance.ts"
 import { JobProvisioningData } from "../domain/Job.ts"
 import type { InstanceOffer } from "../domain/Offer.ts"
@@ -60,6 +60,12 @@ export interface InstancePoolOptions {
   readonly runnerFreshMs: number
   /** Seconds a new instance stays idle before it is terminated, unless the run says otherwise. */
   readonly defaultIdleDurationSeconds: number
+  /**
+   * How long the lease on an instance being created lasts unrenewed (renewed while the backend
+   * works): once it runs out, the reconcile pass takes the instance for one nobody creates.
+   * Default 30 s.
+   */
+  readonly creationLeaseMs?: number
 }
 
 /** How long a plan that found no idle instance in a project speaks for the next plans there. */
@@ -172,6 +178,15 @@ export const make = (options: InstancePoolOptions): InstancePool => {
           : new Instance({ ...instance, status: "terminated", jobName: undefined, terminationReason: "unreachable when reused" })
       yield* store.instances.update(row.id, { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } }, { lease: row.lease!.token })
       yield* store.instances.release(row.id, row.lease!.token).pipe(Effect.ignore)
+      // Its machine (or runner process) may still be there, only slow to answer: the backend is
+      // asked to end it too, so that nothing is left running under a terminated record.
+      if (next.status === "terminated") {
+        yield* compute.backend(instance.projectName, pd.backend).pipe(
+          Effect.flatMap((backend) => backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)),
+          Effect.catchAll((e) => Effect.logWarning(`could not terminate instance ${pd.instanceId}, unreachable when reused: ${errorMessage(e)}`)),
+          Effect.forkDaemon
+        )
+      }
       return healthy ? Option.some({ pd, instanceId: row.id }) : Option.none()
     })
 
@@ -193,6 +208,31 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
     })
   }
+
+  // Instances being created are held under a lease renewed while the backend works, so that the
+  // reconcile pass (Reconcile.ts) tells them from instances whose creation died with a server.
+  const creationLeaseMs = options.creationLeaseMs ?? 30_000
+  const whileCreating = <A, E>(ids: ReadonlyArray<string>, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+    Effect.gen(function* () {
+      const claimed = yield* store.instances.claim({ filter: { ids, statuses: ["provisioning"] }, owner, leaseMs: creationLeaseMs, limit: ids.length }).pipe(
+        Effect.catchAll((e) => Effect.as(Effect.logWarning(`could not lease instances being created (${ids.join(", ")}): ${errorMessage(e)}`), []))
+      )
+      const leases = claimed.map((row) => ({ id: row.id, token: row.lease!.token }))
+      if (leases.length === 0) return yield* effect
+      const renewal = yield* store.instances.renewMany(leases, creationLeaseMs).pipe(
+        Effect.catchAll((e) => Effect.logWarning(`could not renew the lease on instances being created: ${errorMessage(e)}`)),
+        Effect.delay(Duration.millis(Math.max(200, Math.floor(creationLeaseMs / 3)))),
+        Effect.forever,
+        // Creation runs uninterruptible (Provisioning.ts); the renewal must stay stoppable.
+        Effect.interruptible,
+        Effect.forkDaemon
+      )
+      return yield* effect.pipe(
+        Effect.ensuring(Fiber.interrupt(renewal).pipe(
+          Effect.zipRight(Effect.forEach(leases, ({ id, token }) => store.instances.release(id, token).pipe(Effect.ignore), { discard: true }))
+        ))
+      )
+    })
 
   /** Records `base` as made and busy, with where its backend put it. */
   const recordReady = (base: Instance, pd: JobProvisioningData) => {
@@ -218,10 +258,10 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       const base = provisioningInstance(project, offer, run, jobName)
       const { id, name } = base
       yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
-      const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}), ...(onPending === undefined ? {} : { onPending }) }).pipe(
-        Effect.tapError((e) => recordFailed(base, errorMessage(e)))
-      )
-      return yield* recordReady(base, pd)
+      return yield* whileCreating([id], backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}), ...(onPending === undefined ? {} : { onPending }) }).pipe(
+        Effect.tapError((e) => recordFailed(base, errorMessage(e))),
+        Effect.flatMap((pd) => recordReady(base, pd))
+      ))
     })
 
   const createGroup = (project: string, offer: InstanceOffer, run: Run, jobNames: ReadonlyArray<string>, job: InstanceJob, onPending?: InstanceConfiguration["onPending"]) =>
@@ -232,10 +272,10 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       }
       const bases = jobNames.map((jobName) => provisioningInstance(project, offer, run, jobName))
       for (const base of bases) yield* store.instances.insert({ id: base.id, project, name: base.name, status: base.status, doc: encodeInstance(base) })
-      const pds = yield* backend.createInstanceGroup(offer, bases.map((base) => ({ projectName: project, instanceName: base.name, instanceId: base.id, sshKeys: [], job, ...(onPending === undefined ? {} : { onPending }) }))).pipe(
-        Effect.tapError((e) => Effect.forEach(bases, (base) => recordFailed(base, errorMessage(e)), { discard: true }))
-      )
-      return yield* Effect.forEach(bases, (base, i) => recordReady(base, pds[i]))
+      return yield* whileCreating(bases.map((base) => base.id), backend.createInstanceGroup(offer, bases.map((base) => ({ projectName: project, instanceName: base.name, instanceId: base.id, sshKeys: [], job, ...(onPending === undefined ? {} : { onPending }) }))).pipe(
+        Effect.tapError((e) => Effect.forEach(bases, (base) => recordFailed(base, errorMessage(e)), { discard: true })),
+        Effect.flatMap((pds) => Effect.forEach(bases, (base, i) => recordReady(base, pds[i])))
+      ))
     })
 
   const terminateExpiredIdle = Effect.gen(function* () {

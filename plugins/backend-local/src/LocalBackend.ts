@@ -4,6 +4,7 @@
  * 127.0.0.1 with a free port (core's RunnerLaunch). Closing the backend's scope terminates
  * every runner it started.
  */
+import { execFileSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -302,10 +303,37 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
         })
       })
 
-    const terminateInstance = (instanceId: string) =>
+    /**
+     * The runner of an instance this backend did not start (a server killed and started again):
+     * found by the pid and directory its provisioning data kept, it is stopped (SIGTERM, SIGKILL
+     * after the grace period) if that process is still a runner of that directory, and the
+     * directory removed. A directory outside the work directory is never touched.
+     */
+    const reapPrevious = (instanceId: string, backendData: string) =>
+      Effect.gen(function*() {
+        const data = yield* Effect.try(() => JSON.parse(backendData) as { pid?: unknown; dir?: unknown }).pipe(Effect.orElseSucceed(() => ({} as { pid?: unknown; dir?: unknown })))
+        const dir = path.join(workDir, instanceId)
+        if (data.dir !== dir || typeof data.pid !== "number") {
+          return yield* fail("terminateInstance", "NotFound", `no local runner ${instanceId} (its provisioning data names no runner under ${workDir})`)
+        }
+        const pid = data.pid
+        if (runnerOf(pid, dir)) {
+          yield* Effect.logInfo(`local backend: stopping runner ${instanceId} (pid ${pid}), left by an earlier server process`)
+          signal(pid, "SIGTERM")
+          const until = Date.now() + graceMs
+          while (Date.now() < until && runnerOf(pid, dir)) yield* Effect.sleep("100 millis")
+          if (runnerOf(pid, dir)) signal(pid, "SIGKILL")
+        }
+        fs.rmSync(dir, { recursive: true, force: true })
+      })
+
+    const terminateInstance = (instanceId: string, _region?: string, backendData?: string) =>
       Effect.gen(function*() {
         const e = entries.get(instanceId)
-        if (e === undefined) return yield* fail("terminateInstance", "NotFound", `no local runner ${instanceId}`)
+        if (e === undefined) {
+          if (backendData !== undefined) return yield* reapPrevious(instanceId, backendData)
+          return yield* fail("terminateInstance", "NotFound", `no local runner ${instanceId}`)
+        }
         yield* stop(e)
         entries.delete(instanceId)
       })
@@ -321,6 +349,35 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
       )
     }
   })
+
+/** Whether process `pid` lives and is a runner started for `dir` (its arguments name it): a reused pid is not. */
+const runnerOf = (pid: number, dir: string): boolean => {
+  try {
+    process.kill(pid, 0)
+  } catch {
+    return false
+  }
+  let args: ReadonlyArray<string>
+  try {
+    args = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
+  } catch {
+    try {
+      args = execFileSync("ps", ["-p", String(pid), "-o", "command="], { encoding: "utf8" }).trim().split(/\s+/)
+    } catch {
+      return false
+    }
+  }
+  const at = args.indexOf("--work-dir")
+  return at >= 0 && args[at + 1] === dir
+}
+
+const signal = (pid: number, name: NodeJS.Signals): void => {
+  try {
+    process.kill(pid, name)
+  } catch {
+    // gone already
+  }
+}
 
 const decodeConfig = configDecoder(LocalBackendConfig, "local backend configuration")
 

@@ -178,6 +178,38 @@ describe("instances", () => {
       })
     ))
 
+  it.live("a runner left by an earlier server process is stopped by the next one, from its provisioning data", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const workDir = tmpDir("dstack-ts-local-")
+        const earlier = yield* LocalBackend.make({ workDir, runnerEntry: RUNNER_ENTRY, terminateGraceSeconds: 1 })
+        const data = yield* earlier.createInstance(yield* firstOffer(earlier), config)
+        const [instance] = yield* earlier.instances
+        // The next server process: a backend of its own on the same work directory, which never
+        // started that runner.
+        const next = yield* LocalBackend.make({ workDir, runnerEntry: RUNNER_ENTRY, terminateGraceSeconds: 1 })
+        expect(yield* next.instances).toEqual([])
+        yield* next.terminateInstance(data.instanceId, data.region, data.backendData)
+        // Ended: gone, or a zombie its parent (this test process, through the earlier backend)
+        // has not reaped yet (Deno reaps later than Node).
+        const zombie = () => {
+          try {
+            return fs.readFileSync(`/proc/${instance.pid}/stat`, "utf8").split(") ")[1]?.startsWith("Z") === true
+          } catch {
+            return false
+          }
+        }
+        expect(pidAlive(instance.pid) && !zombie()).toBe(false)
+        expect(fs.existsSync(instance.dir)).toBe(false)
+        // Provisioning data naming a directory outside the work directory touches nothing (the
+        // instance counts as gone, as an unknown one does).
+        const outside = tmpDir("dstack-ts-local-outside-")
+        yield* next.terminateInstance("local-x", "local", JSON.stringify({ pid: process.pid, dir: outside }))
+        expect(fs.existsSync(outside)).toBe(true)
+        expect(pidAlive(process.pid)).toBe(true)
+      })
+    ))
+
   it.live("the runner also starts from its TypeScript source, unbundled", () =>
     Effect.scoped(
       Effect.gen(function*() {

@@ -2,10 +2,16 @@
  * The docker executor: runs a job in a container through the Docker Engine API (dockerode):
  * pulls the image only when it is absent, publishes ports on 127.0.0.1, streams the
  * demultiplexed output, and removes the container once the job has ended.
+ *
+ * Its containers die with the runner: a watchdog process (one per executor, started with its
+ * first container) holds a pipe from the runner and, when the pipe closes — however the runner
+ * ends, `kill -9` included — removes every container this executor started, through the
+ * Engine's socket.
  */
 import { Executor } from "@dstack-ts/core"
 import type Dockerode from "dockerode"
 import { Deferred, Duration, Effect } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
 
 type Execution = Executor.Execution
 type ExecutionExit = Executor.ExecutionExit
@@ -28,6 +34,61 @@ export interface DockerExecutorOptions {
 
 /** The label every container started by the runner carries. */
 export const RUNNER_LABEL = "dstack-ts.runner"
+
+/** The label naming the watchdog that removes the container when its runner dies. */
+export const WATCHDOG_LABEL = "dstack-ts.watchdog"
+
+/**
+ * The watchdog's program, for `node -e` and `deno eval` alike: it reads its stdin to the end,
+ * then lists the containers labelled `WATCHDOG_LABEL=<its token>` and removes each (force),
+ * speaking HTTP/1.0 on the Engine's unix socket (no client library, no CLI on the host).
+ */
+const WATCHDOG_PROGRAM = `(async () => {
+  const net = await import("node:net")
+  const proc = (await import("node:process")).default
+  const socketPath = proc.env.DSTACK_WATCHDOG_SOCKET
+  const label = proc.env.DSTACK_WATCHDOG_LABEL
+  const request = (method, path) => new Promise((resolve) => {
+    const socket = net.connect({ path: socketPath })
+    let reply = ""
+    socket.on("data", (d) => { reply += d })
+    socket.on("error", () => resolve(""))
+    socket.on("close", () => resolve(reply.slice(reply.indexOf("\\r\\n\\r\\n") + 4)))
+    socket.write(method + " " + path + " HTTP/1.0\\r\\nHost: docker\\r\\n\\r\\n")
+  })
+  await new Promise((resolve) => {
+    proc.stdin.on("data", () => {})
+    proc.stdin.on("end", resolve)
+    proc.stdin.on("close", resolve)
+    proc.stdin.on("error", resolve)
+  })
+  const filters = encodeURIComponent(JSON.stringify({ label: [label] }))
+  let ids = []
+  try { ids = JSON.parse(await request("GET", "/containers/json?all=1&filters=" + filters)).map((c) => c.Id) } catch {}
+  for (const id of ids) await request("DELETE", "/containers/" + id + "?force=1&v=1")
+  proc.exit(0)
+})()`
+
+/**
+ * Starts the watchdog for containers labelled `WATCHDOG_LABEL=token`, in a process group of its
+ * own (a signal to the runner's group leaves it to do its work), with the current runtime
+ * (node, or deno).
+ */
+const startWatchdog = (socketPath: string, token: string): ChildProcess => {
+  const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined"
+  const args = isDeno ? ["eval", WATCHDOG_PROGRAM] : ["-e", WATCHDOG_PROGRAM]
+  const watchdog = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ["pipe", "ignore", "ignore"],
+    env: { ...process.env, DSTACK_WATCHDOG_SOCKET: socketPath, DSTACK_WATCHDOG_LABEL: `${WATCHDOG_LABEL}=${token}`, NODE_OPTIONS: "" }
+  })
+  // Neither the watchdog nor its pipe keeps the runner's event loop alive.
+  watchdog.unref()
+  ;(watchdog.stdin as unknown as { unref?: () => void } | null)?.unref?.()
+  watchdog.stdin?.on("error", () => {})
+  watchdog.on("error", () => {})
+  return watchdog
+}
 
 const fail = (method: string, reason: ExecutorErrorReason, message: string, cause?: unknown) =>
   new Executor.ExecutorError({ module: "DockerExecutor", method, reason, message, cause })
@@ -137,7 +198,8 @@ const containerOptions = (
   image: string,
   repoMountPath: string,
   gpuRuntime: boolean,
-  observer: ExecutionObserver
+  observer: ExecutionObserver,
+  watchToken: string
 ): Dockerode.ContainerCreateOptions => {
   const script = spec.commands.join(" && ")
   const command = spec.entrypoint
@@ -168,7 +230,7 @@ const containerOptions = (
     Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
     WorkingDir: workingDir,
     ...(spec.user ? { User: spec.user } : {}),
-    Labels: { [RUNNER_LABEL]: "1", ...spec.labels },
+    Labels: { [RUNNER_LABEL]: "1", ...spec.labels, [WATCHDOG_LABEL]: watchToken },
     ExposedPorts: exposed,
     HostConfig: {
       Binds: binds,
@@ -195,6 +257,15 @@ const isPortBindingFailure = (message: string): boolean =>
 export const make = (options: DockerExecutorOptions = {}): Executor.Executor => {
   const repoMountPath = options.repoMountPath ?? "/workflow"
   let gpuRuntime: boolean | undefined
+  const watchToken = crypto.randomUUID()
+  let watchdog: ChildProcess | undefined
+  /** Starts the watchdog once, before the first container; a client over TCP has none. */
+  const ensureWatchdog = (docker: Dockerode) => {
+    if (watchdog !== undefined && watchdog.exitCode === null && watchdog.signalCode === null) return
+    const socketPath = options.socketPath ?? (docker.modem as { socketPath?: string }).socketPath
+    if (typeof socketPath !== "string" || socketPath === "") return
+    watchdog = startWatchdog(socketPath, watchToken)
+  }
 
   const start = (spec: ExecutionSpec, observer: ExecutionObserver): Effect.Effect<Execution, ExecutorError> =>
     Effect.gen(function* () {
@@ -207,8 +278,9 @@ export const make = (options: DockerExecutorOptions = {}): Executor.Executor => 
           docker.info().then((info: { Runtimes?: Record<string, unknown> }) => "nvidia" in (info.Runtimes ?? {}), () => false)
         )
       }
+      ensureWatchdog(docker)
       const container = yield* Effect.tryPromise({
-        try: () => docker.createContainer(containerOptions(spec, image, repoMountPath, gpuRuntime ?? false, observer)),
+        try: () => docker.createContainer(containerOptions(spec, image, repoMountPath, gpuRuntime ?? false, observer, watchToken)),
         catch: (cause) => fail("start", "CreatingContainer", `cannot create a container from ${image}: ${engineMessage(cause)}`, cause)
       })
       const remove = Effect.promise(() => container.remove({ force: true, v: true }).catch(() => undefined))

@@ -1,13 +1,15 @@
 // The docker executor against the real dockerd, with a busybox image imported locally.
 import { beforeAll, describe, expect, it } from "@effect/vitest"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 import { Effect, Exit } from "effect"
 import { describeWith } from "../../../test/support/components.ts"
-import { BUSYBOX_IMAGE, containersWithLabel, dockerRuntimes, dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
+import { BUSYBOX_IMAGE, containerLabels, containersWithLabel, dockerRuntimes, dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
 import * as DockerExecutor from "../src/DockerExecutor.ts"
 import type { Executor } from "@dstack-ts/core"
 
@@ -201,6 +203,47 @@ describeWith("docker", unavailable === undefined, unavailable ?? "", () => {
         expect.fail(`expected a failure, got ${String(result)}`)
       }
       expect(yield* containersOf(s)).toEqual([])
+    }))
+
+  // A process that starts a container job (fixtures/host.ts, a stand-in for the runner) is
+  // killed with SIGKILL: its watchdog removes the container. Under Deno the host runs on Deno,
+  // so the watchdog is started with `deno eval`.
+  it("removes the container when the process that started it is killed with SIGKILL", async () => {
+    const host = fileURLToPath(new URL("./fixtures/host.ts", import.meta.url))
+    const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined"
+    const label = `dstack-ts.test=${process.pid}-host-${++counter}`
+    const args = isDeno ? ["run", "-A", host, BUSYBOX_IMAGE, label] : ["--import", "tsx", host, BUSYBOX_IMAGE, label]
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] })
+    const id = await new Promise<string>((resolve, reject) => {
+      let out = ""
+      child.stdout!.on("data", (d) => {
+        out += String(d)
+        if (out.includes("\n")) resolve(out.trim())
+      })
+      child.once("exit", (code) => reject(new Error(`the host exited (${code}) before it started the job`)))
+    })
+    expect(await containersWithLabel(label)).toEqual([id])
+    child.kill("SIGKILL")
+    let left = await containersWithLabel(label)
+    for (let i = 0; i < 150 && left.length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100))
+      left = await containersWithLabel(label)
+    }
+    expect(left, "the container outlived the process that started it").toEqual([])
+  }, 60_000)
+
+  it.live("the containers of one executor carry one watchdog's label", () =>
+    Effect.gen(function* () {
+      const executor = DockerExecutor.make()
+      const a = spec(["sleep 30"])
+      const b = spec(["sleep 30"])
+      const first = yield* executor.start(a, { log: () => {} })
+      const second = yield* executor.start(b, { log: () => {} })
+      const labels = yield* Effect.promise(() => Promise.all([first.id, second.id].map(async (id) => (await containerLabels(id))[DockerExecutor.WATCHDOG_LABEL])))
+      expect(labels[0]).toMatch(/^[0-9a-f-]{36}$/)
+      expect(labels[1]).toBe(labels[0])
+      yield* first.abort
+      yield* second.abort
     }))
 })
 
