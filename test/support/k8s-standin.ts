@@ -4,7 +4,8 @@
 // kubernetes backend uses: nodes, namespaces, pods (with logs and `follow`) and NodePort
 // services. Its pods are real Docker containers on this machine (init containers, emptyDir
 // volumes, resource limits); phases and exit codes come from them. Images are never pulled.
-// It schedules pods by requests against node allocatable and by node selectors/affinity.
+// It schedules pods by requests against node allocatable, by node selectors/affinity and by
+// required pod anti-affinity on the hostname topology.
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import { execFileSync } from "node:child_process"
@@ -149,15 +150,16 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     return total
   }
 
-  const nodeMatches = (node: StandinNode, pod: Pod): boolean => {
-    const labels = { "kubernetes.io/hostname": node.name, ...(node.labels ?? {}) }
-    for (const [k, v] of Object.entries(pod.spec.nodeSelector ?? {})) if ((labels as Json)[k] !== v) return false
+  /** Why the node cannot take the pod by labels and affinities, or undefined when it can. */
+  const nodeMismatch = (node: StandinNode, pod: Pod): string | undefined => {
+    const labels: Json = { "kubernetes.io/hostname": node.name, ...(node.labels ?? {}) }
+    const AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+    for (const [k, v] of Object.entries(pod.spec.nodeSelector ?? {})) if (labels[k] !== v) return AFFINITY
     const terms: Array<Json> | undefined = pod.spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms
-    if (terms === undefined || terms.length === 0) return true
     // Terms are ORed, expressions within a term ANDed.
-    return terms.some((term) =>
+    const matched = terms === undefined || terms.length === 0 || terms.some((term) =>
       (term.matchExpressions ?? []).every((e: Json) => {
-        const value = (labels as Json)[e.key]
+        const value = labels[e.key]
         if (e.operator === "Exists") return value !== undefined
         if (e.operator === "DoesNotExist") return value === undefined
         if (e.operator === "In") return value !== undefined && (e.values ?? []).includes(value)
@@ -165,6 +167,18 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
         return false
       })
     )
+    if (!matched) return AFFINITY
+    // Required pod anti-affinity: no live pod matching a term's labels on the node (the
+    // stand-in knows the hostname topology only).
+    for (const term of pod.spec.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? []) {
+      if (term.topologyKey !== "kubernetes.io/hostname") return `topology key ${term.topologyKey} is not known to the stand-in`
+      const selector = Object.entries(term.labelSelector?.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).join(",")
+      const clash = [...pods.values()].some((other) =>
+        other !== pod && other.spec.nodeName === node.name && other.metadata.namespace === pod.metadata.namespace &&
+        other.status.phase !== "Succeeded" && other.status.phase !== "Failed" && matchesLabels(other.metadata.labels, selector))
+      if (clash) return "node(s) didn't match pod anti-affinity rules"
+    }
+    return undefined
   }
 
   /** Why no node fits, or the node. */
@@ -172,8 +186,9 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     const wants = podRequests(pod)
     const reasons: Array<string> = []
     for (const node of nodes) {
-      if (!nodeMatches(node, pod)) {
-        reasons.push("node(s) didn't match Pod's node affinity/selector")
+      const mismatch = nodeMismatch(node, pod)
+      if (mismatch !== undefined) {
+        reasons.push(mismatch)
         continue
       }
       const used: Record<string, number> = {}

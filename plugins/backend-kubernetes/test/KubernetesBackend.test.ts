@@ -188,7 +188,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(error.message).toMatch(/jobs with an image only/)
       const cluster = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", image: "busybox", requirements: requirements({ cpu: 1 }), nodes: 2, ports: [8000], instanceMounts: ["/data"] })))
       expect(cluster.reason).toBe("Invalid")
-      expect(cluster.message).toBe("the kubernetes backend does not run a multi-node task (nodes: 2); ports (8000): the server reaches only the runner's port of a pod; instance volumes (/data) yet")
+      expect(cluster.message).toBe("the kubernetes backend does not run a multi-node task (nodes: 2) one node at a time: its nodes are created together; ports (8000): the server reaches only the runner's port of a pod; instance volumes (/data) yet")
       expect(standin.pods()).toEqual([])
     }))
 
@@ -248,6 +248,51 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(standin.pods()).toEqual([])
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
     }).pipe(Effect.scoped), 120_000)
+
+  const healthOf = (pd: { readonly hostname: string | null; readonly runnerPort?: number | undefined }) =>
+    RunnerTransport.fetchClient("test", `http://${pd.hostname}:${pd.runnerPort}`).fetch("/api/healthcheck").pipe(
+      Effect.flatMap((r) => (r.ok ? Effect.promise(() => r.json()) : Effect.fail(new Error(`HTTP ${r.status}`)))),
+      Effect.timeout("5 seconds"),
+      Effect.retry(Schedule.spaced("250 millis").pipe(Schedule.intersect(Schedule.recurs(120))))
+    )
+
+  it.live("a multi-node job's pods are made together, one per node (anti-affinity), each at its pod IP; terminating each rank deletes its pod", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith()
+      expect(backend.createInstanceGroup).toBeDefined()
+      const offer = yield* offerFor(backend, "cpu-node")
+      const job = { jobName: "pair-0-0", image: busybox, requirements: requirements({ cpu: "1..", memory: "0.5GB.." }), nodes: 2 }
+      const configs = [0, 1].map((rank) => ({ ...instance(job), instanceName: `pair-${rank}`, instanceId: `3333333${rank}-3333-4333-8333-333333333333` }))
+      const pds = yield* backend.createInstanceGroup!(offer, configs)
+      expect(pds.map((pd) => pd.instanceId)).toEqual([expect.stringMatching(/^dstack-pair-0-/), expect.stringMatching(/^dstack-pair-1-/)])
+      const pods = standin.pods()
+      const byName = new Map(pods.map((p) => [p.metadata.name, p]))
+      // Each rank on a node of its own, whatever node the offer named.
+      expect(new Set(pds.map((pd) => byName.get(pd.instanceId)!.spec.nodeName)).size).toBe(2)
+      expect(pds.map((pd) => pd.instanceType.name).sort()).toEqual(["cpu-node", "gpu-node"])
+      // The address the other nodes use is the pod's IP, not the node's.
+      for (const pd of pds) {
+        expect(pd.internalIp).toBe(byName.get(pd.instanceId)!.status.podIP)
+        expect(pd.internalIp).not.toBe(pd.hostname)
+        expect(byName.get(pd.instanceId)!.metadata.labels["dstack-ts/group"]).toBe(pds[0].instanceId)
+      }
+      expect(new Set(pds.map((pd) => pd.internalIp)).size).toBe(2)
+      for (const pd of pds) expect(yield* healthOf(pd)).toMatchObject({ service: "dstack-ts-runner" })
+      for (const pd of [...pds].reverse()) yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+      expect(standin.pods()).toEqual([])
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("a multi-node job with more nodes than the cluster has is NoCapacity and leaves no pod (all or nothing)", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith({ scheduling_timeout_seconds: 2 })
+      const offer = yield* offerFor(backend, "cpu-node")
+      const job = { jobName: "trio-0-0", image: busybox, requirements: requirements({ cpu: "1..", memory: "0.5GB.." }), nodes: 3 }
+      const configs = [0, 1, 2].map((rank) => ({ ...instance(job), instanceName: `trio-${rank}`, instanceId: `4444444${rank}-4444-4444-8444-444444444444` }))
+      const error = yield* failureOf(backend.createInstanceGroup!(offer, configs))
+      expect(error.reason).toBe("NoCapacity")
+      expect(error.message).toMatch(/the pods of a multi-node job were not scheduled within 2s \(3 pods on distinct nodes, context standin\): dstack-trio-2-\w+: 0\/2 nodes are available: node\(s\) didn't match pod anti-affinity rules/)
+      expect(standin.pods()).toEqual([])
+    }).pipe(Effect.scoped), 60_000)
 
   it.scoped("an offer of another backend or an unknown context is refused", () =>
     Effect.gen(function*() {
