@@ -23,14 +23,14 @@ let busybox: string
 
 const call = appCall(() => server, TOKEN)
 
-const apply = async (runName: string, commands: ReadonlyArray<string>) => {
+const apply = async (runName: string, commands: ReadonlyArray<string>, extra: Record<string, unknown> = {}) => {
   const res = await call("/api/project/main/runs/apply", {
     plan: {
       run_spec: {
         run_name: runName,
         repo_id: "k8s",
         repo_data: { repo_type: "virtual" },
-        configuration: { type: "task", image: busybox, commands, backends: ["kubernetes"] }
+        configuration: { type: "task", image: busybox, commands, backends: ["kubernetes"], ...extra }
       }
     }
   })
@@ -65,7 +65,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
     const [runnerImage, image] = await Promise.all([ensureK8sRunnerImage(), ensureBusyboxImage()])
     busybox = image
     standin = await startK8sStandin({
-      nodes: [{ name: "standin-node-0", allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "500Gi", pods: "110" } }]
+      nodes: [0, 1].map((i) => ({ name: `standin-node-${i}`, allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "500Gi", pods: "110" } }))
     })
     server = await createServer({
       state: EmbeddedStateStore.layerMemory(),
@@ -104,6 +104,27 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(logs).toContain("hello-from-pod root")
       expect(logs).toContain("DSTACK_RUN_NAME=k8s-hello")
       await waitFor("the pod deleted", async () => (standin.pods().length === 0 ? true : undefined), 30_000)
+    }, 180_000)
+
+    it("a 2-node task runs as two pods on two nodes, each with the cluster env from the pods' IPs; the worker reaches the master", async () => {
+      await apply("k8s-pair", [
+        "echo rank=$DSTACK_NODE_RANK of=$DSTACK_NODES_NUM master=$DSTACK_MASTER_NODE_IP ips=$(echo $DSTACK_NODES_IPS | tr ' ' ,)",
+        // Rendezvous: the master listens once on 9000; the worker connects to it at the master's address.
+        'if [ "$DSTACK_NODE_RANK" = 0 ]; then echo "hello from rank 0" | nc -l -p 9000; echo served; else i=0; until nc -w 2 $DSTACK_MASTER_NODE_IP 9000 </dev/null >/tmp/got; do i=$((i+1)); [ $i -gt 50 ] && exit 7; sleep 0.2; done; echo "worker got: $(cat /tmp/got)"; fi'
+      ], { nodes: 2 })
+      const run = await waitFinished("k8s-pair")
+      const subs = run.jobs.map((j: any) => j.job_submissions.at(-1))
+      expect(run.status, JSON.stringify(subs)).toBe("done")
+      const ips = subs.map((s: any) => s.job_provisioning_data.internal_ip)
+      expect(new Set(ips).size).toBe(2)
+      expect(new Set(subs.map((s: any) => s.job_provisioning_data.instance_type.name)).size).toBe(2)
+      for (let rank = 0; rank < 2; rank++) {
+        const res = await call("/api/project/main/logs/poll", { run_name: "k8s-pair", job_submission_id: subs[rank].id })
+        const out = res.body.logs.map((l: any) => l.message).join("")
+        expect(out).toContain(`rank=${rank} of=2 master=${ips[0]} ips=${ips.join(",")}`)
+        expect(out).toContain(rank === 0 ? "served" : "worker got: hello from rank 0")
+      }
+      await waitFor("the pods deleted", async () => (standin.pods().length === 0 ? true : undefined), 30_000)
     }, 180_000)
 
     it("stopping a running task deletes its pod", async () => {
