@@ -6,7 +6,7 @@
  * provisioning of many jobs at once would otherwise ask again and again: which runners reported
  * moments ago, and which projects had no idle instance a moment ago.
  */
-import { Effect, Either, Option, Schema } from "effect"
+import { Cause, Effect, Either, Option, Schema } from "effect"
 import { Instance, instanceIdleDeadline } from "../domain/Instance.ts"
 import { JobProvisioningData } from "../domain/Job.ts"
 import type { InstanceOffer } from "../domain/Offer.ts"
@@ -208,6 +208,10 @@ export const make = (options: InstancePoolOptions): InstancePool => {
     return Effect.as(store.instances.update(base.id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } }), { pd, instanceId: base.id })
   }
 
+  /** What ended a backend's creation, in words: its error, else "interrupted". */
+  const failureWords = (cause: Cause.Cause<unknown>) =>
+    Option.match(Cause.failureOption(cause), { onSome: errorMessage, onNone: () => (Cause.isInterrupted(cause) ? "interrupted while the backend created it" : Cause.pretty(cause).split("\n")[0]) })
+
   /** Records `base` as terminated: its backend could not make it. */
   const recordFailed = (base: Instance, why: string) =>
     store.instances.update(base.id, { status: "terminated", doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: why })) }).pipe(Effect.ignore)
@@ -219,7 +223,9 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       const { id, name } = base
       yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
       const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}), ...(onPending === undefined ? {} : { onPending }) }).pipe(
-        Effect.tapError((e) => recordFailed(base, errorMessage(e)))
+        // Failed, or interrupted while the backend waited (a stop of a job pending in a batch
+        // queue): the record says it never came up.
+        Effect.onError((cause) => recordFailed(base, failureWords(cause)))
       )
       return yield* recordReady(base, pd)
     })
@@ -233,7 +239,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       const bases = jobNames.map((jobName) => provisioningInstance(project, offer, run, jobName))
       for (const base of bases) yield* store.instances.insert({ id: base.id, project, name: base.name, status: base.status, doc: encodeInstance(base) })
       const pds = yield* backend.createInstanceGroup(offer, bases.map((base) => ({ projectName: project, instanceName: base.name, instanceId: base.id, sshKeys: [], job, ...(onPending === undefined ? {} : { onPending }) }))).pipe(
-        Effect.tapError((e) => Effect.forEach(bases, (base) => recordFailed(base, errorMessage(e)), { discard: true }))
+        Effect.onError((cause) => Effect.forEach(bases, (base) => recordFailed(base, failureWords(cause)), { discard: true }))
       )
       return yield* Effect.forEach(bases, (base, i) => recordReady(base, pds[i]))
     })
