@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import * as k8s from "@kubernetes/client-node"
 import { Backend, type BackendFactory, type InstanceOffer, InstanceType, JobProvisioningData, type Requirements, configDecoder } from "@dstack-ts/core"
 import { Duration, Effect, Schema } from "effect"
-import { dnsLabel, fitOffer, jobPod, nodeAddress, nodeOffer, runnerService, TYPE } from "./internal/PodSpec.ts"
+import { dnsLabel, fitOffer, jobPod, nodeAddress, nodeOffer, parseQuantity, runnerService, TYPE, volumeClaim } from "./internal/PodSpec.ts"
 
 const MODULE = "KubernetesBackend"
 
@@ -38,7 +38,13 @@ export const KubernetesBackendConfig = Schema.Struct({
   proxyJump: Schema.optional(ProxyJump).pipe(Schema.fromKey("proxy_jump")),
   namespace: Schema.optional(Schema.NonEmptyString),
   runnerImage: Schema.NonEmptyString.pipe(Schema.propertySignature, Schema.fromKey("runner_image")),
-  schedulingTimeoutSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())).pipe(Schema.fromKey("scheduling_timeout_seconds"))
+  schedulingTimeoutSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())).pipe(Schema.fromKey("scheduling_timeout_seconds")),
+  /** How the claim of a network volume that has none yet is made; without it such a volume is refused. */
+  volumeClaims: Schema.optional(Schema.Struct({
+    size: Schema.String.pipe(Schema.filter((q) => parseQuantity(q) !== undefined && parseQuantity(q)! > 0 || `expected a Kubernetes quantity such as 10Gi, got ${JSON.stringify(q)}`)),
+    storageClassName: Schema.optional(Schema.NonEmptyString).pipe(Schema.fromKey("storage_class_name")),
+    accessModes: Schema.optional(Schema.Array(Schema.Literal("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"))).pipe(Schema.fromKey("access_modes"))
+  })).pipe(Schema.fromKey("volume_claims"))
 })
 export type KubernetesBackendConfig = typeof KubernetesBackendConfig.Type
 
@@ -290,6 +296,26 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
       )
 
     /**
+     * Each network volume of the job is the PersistentVolumeClaim of its name in the namespace:
+     * reused when it exists, else made from `volume_claims`, else refused naming it. Claims stay
+     * when the run ends (a volume outlives its runs).
+     */
+    const ensureClaims = (cluster: Cluster, method: string, job: Backend.InstanceJob) =>
+      Effect.forEach((job.volumes ?? []).flatMap((v) => ("name" in v ? [v.name] : [])), (name) =>
+        call(cluster, method, `reading PersistentVolumeClaim ${name}`, () => cluster.api.readNamespacedPersistentVolumeClaim({ name, namespace: cluster.namespace })).pipe(
+          Effect.asVoid,
+          Effect.catchIf((e) => e.reason === "NotFound", () =>
+            config.volumeClaims === undefined
+              ? fail(method, "Invalid", `network volume ${name}: namespace ${cluster.namespace} of context ${cluster.region} has no PersistentVolumeClaim ${name}; create it, or set \`volume_claims.size\` in the backend's configuration to have it made`)
+              : call(cluster, method, `creating PersistentVolumeClaim ${name} in namespace ${cluster.namespace}`, () =>
+                cluster.api.createNamespacedPersistentVolumeClaim({ namespace: cluster.namespace, body: volumeClaim(name, cluster.namespace, config.volumeClaims!) })).pipe(
+                  Effect.asVoid,
+                  // Made meanwhile by another job that mounts it: reused.
+                  Effect.catchIf((e) => e.reason === "AlreadyExists", () => Effect.void)
+                ))
+        ), { discard: true })
+
+    /**
      * The pods of one job: one for a single-node job (pinned to the offer's node); for a
      * multi-node job one per rank (`configs`, the master first), kept on distinct nodes by pod
      * anti-affinity, each reachable by the others at its pod IP. All are scheduled or none is
@@ -306,11 +332,12 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         const unsupported = [
           ...((job.nodes ?? 1) > 1 && configs.length === 1 ? [`a multi-node task (nodes: ${job.nodes}) one node at a time: its nodes are created together`] : []),
           ...((job.ports ?? []).length > 0 ? [`ports (${job.ports!.join(", ")}): the server reaches only the runner's port of a pod`] : []),
-          ...((job.instanceMounts ?? []).length > 0 ? [`instance volumes (${job.instanceMounts!.join(", ")})`] : [])
+          ...(job.instanceMounts ?? []).filter((p) => p.startsWith("~")).map((p) => `an instance volume under ~ (${p}): a node has no home directory for a pod; give an absolute path`)
         ]
         if (unsupported.length > 0) {
           return yield* fail(method, "Invalid", `the kubernetes backend does not run ${unsupported.join("; ")} yet`)
         }
+        yield* ensureClaims(cluster, method, job)
         const multi = configs.length > 1
         const names = configs.map((ic) => dnsLabel(`dstack-${ic.instanceName}`, ic.instanceId.replace(/-/g, "").slice(0, 8)))
         const group = multi ? names[0] : undefined

@@ -73,6 +73,16 @@ describe("pod spec mapping", () => {
     ])
   })
 
+  it("volumes: an instance directory is a hostPath, a network volume the claim of its name, each mounted at its path", () => {
+    const job = { jobName: "j", image: "x", requirements: requirements({}), volumes: [{ name: "data", path: "/data" }, { instancePath: "/mnt/cache", path: "/cache" }] }
+    const pod = PodSpec.jobPod({ name: "p", namespace: "ns", runnerImage: "runner:1", job, offer, config: instance(job) })
+    expect(pod.spec!.volumes!.slice(1)).toEqual([
+      { name: "pvc-0", persistentVolumeClaim: { claimName: "data" } },
+      { name: "host-path-1", hostPath: { path: "/mnt/cache", type: "DirectoryOrCreate" } }
+    ])
+    expect(pod.spec!.containers[0].volumeMounts!.slice(1)).toEqual([{ name: "pvc-0", mountPath: "/data" }, { name: "host-path-1", mountPath: "/cache" }])
+  })
+
   it("an AMD GPU job asks for amd.com/gpu", () => {
     const job = { jobName: "j", image: "rocm:6", requirements: requirements({ gpu: { vendor: "amd", count: 1 } }) }
     expect(PodSpec.containerResources(job, offer).requests).toMatchObject({ "amd.com/gpu": "1" })
@@ -186,11 +196,35 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       const error = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", requirements: requirements({ cpu: 1 }) })))
       expect(error.reason).toBe("Invalid")
       expect(error.message).toMatch(/jobs with an image only/)
-      const cluster = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", image: "busybox", requirements: requirements({ cpu: 1 }), nodes: 2, ports: [8000], instanceMounts: ["/data"] })))
+      const cluster = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", image: "busybox", requirements: requirements({ cpu: 1 }), nodes: 2, ports: [8000], instanceMounts: ["~/data"] })))
       expect(cluster.reason).toBe("Invalid")
-      expect(cluster.message).toBe("the kubernetes backend does not run a multi-node task (nodes: 2) one node at a time: its nodes are created together; ports (8000): the server reaches only the runner's port of a pod; instance volumes (/data) yet")
+      expect(cluster.message).toBe("the kubernetes backend does not run a multi-node task (nodes: 2) one node at a time: its nodes are created together; ports (8000): the server reaches only the runner's port of a pod; an instance volume under ~ (~/data): a node has no home directory for a pod; give an absolute path yet")
       expect(standin.pods()).toEqual([])
     }))
+
+  it.live("a network volume is the claim of its name: refused naming it when missing and volume_claims is unset, made from volume_claims, reused when it exists", () =>
+    Effect.gen(function*() {
+      const job = (name: string) => ({ jobName: "vol-0", image: busybox, requirements: requirements({ cpu: "1..", memory: "0.5GB.." }), volumes: [{ name, path: "/data" }] })
+      const plain = yield* backendWith()
+      const offer = yield* offerFor(plain, "cpu-node")
+      const missing = yield* failureOf(plain.createInstance(offer, instance(job("absent"))))
+      expect(missing.reason).toBe("Invalid")
+      expect(missing.message).toBe("network volume absent: namespace default of context standin has no PersistentVolumeClaim absent; create it, or set `volume_claims.size` in the backend's configuration to have it made")
+      expect([standin.pods(), standin.claims()]).toEqual([[], []])
+      const badSize = yield* failureOf(backendWith({ volume_claims: { size: "lots" } }))
+      expect(badSize.message).toMatch(/volume_claims.*size.*expected a Kubernetes quantity such as 10Gi, got "lots"/s)
+
+      const making = yield* backendWith({ volume_claims: { size: "2Gi", storage_class_name: "standard", access_modes: ["ReadWriteOnce"] } })
+      const pd = yield* making.createInstance(offer, instance(job("made")))
+      expect(standin.claims().map((c) => [c.metadata.name, c.spec.resources.requests.storage, c.spec.storageClassName, c.status.phase])).toEqual([["made", "2Gi", "standard", "Bound"]])
+      yield* making.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+      // The claim outlives the pod; the next job mounting it reuses it.
+      expect(standin.claims().map((c) => c.metadata.name)).toEqual(["made"])
+      const again = yield* plain.createInstance(offer, instance(job("made")))
+      expect(standin.pods()[0].spec.volumes).toContainEqual({ name: "pvc-0", persistentVolumeClaim: { claimName: "made" } })
+      expect(standin.claims().length).toBe(1)
+      yield* plain.terminateInstance(again.instanceId, again.region, again.backendData)
+    }).pipe(Effect.scoped), 60_000)
 
   it.live("a pod the scheduler cannot place in time is deleted and its offer skipped (NoCapacity, with the scheduler's reason)", () =>
     Effect.gen(function*() {

@@ -194,6 +194,32 @@ export const dnsLabel = (text: string, suffix: string): string => {
   return `${base.slice(0, 62 - suffix.length).replace(/-+$/, "")}-${suffix}`.replace(/^-/, "")
 }
 
+/** A job's `volumes` as pod volumes and mounts: instance directories as hostPath, network volumes as claims. */
+export const jobVolumes = (job: Backend.InstanceJob): { readonly volumes: Array<k8s.V1Volume>; readonly mounts: Array<k8s.V1VolumeMount> } => {
+  const volumes: Array<k8s.V1Volume> = []
+  const mounts: Array<k8s.V1VolumeMount> = []
+  for (const [i, v] of (job.volumes ?? []).entries()) {
+    const name = `${"instancePath" in v ? "host-path" : "pvc"}-${i}`
+    volumes.push("instancePath" in v
+      ? { name, hostPath: { path: v.instancePath, type: "DirectoryOrCreate" } }
+      : { name, persistentVolumeClaim: { claimName: v.name } })
+    mounts.push({ name, mountPath: v.path })
+  }
+  return { volumes, mounts }
+}
+
+/** The PersistentVolumeClaim made for a network volume that has none yet (`volume_claims`). */
+export const volumeClaim = (name: string, namespace: string, options: { readonly size: string; readonly storageClassName?: string | undefined; readonly accessModes?: ReadonlyArray<string> | undefined }): k8s.V1PersistentVolumeClaim => ({
+  apiVersion: "v1",
+  kind: "PersistentVolumeClaim",
+  metadata: { name, namespace, labels: { [MANAGED_BY_LABEL]: MANAGED_BY } },
+  spec: {
+    accessModes: [...(options.accessModes ?? ["ReadWriteOnce"])],
+    ...(options.storageClassName === undefined ? {} : { storageClassName: options.storageClassName }),
+    resources: { requests: { storage: options.size } }
+  }
+})
+
 export interface PodInput {
   readonly name: string
   readonly namespace: string
@@ -227,7 +253,7 @@ export const jobPod = (input: PodInput): k8s.V1Pod => ({
   spec: {
     restartPolicy: "Never",
     affinity: nodeAffinity(input.job, input.offer, input.group?.id),
-    volumes: [{ name: "dstack-runner", emptyDir: {} }],
+    volumes: [{ name: "dstack-runner", emptyDir: {} }, ...jobVolumes(input.job).volumes],
     initContainers: [
       {
         name: "dstack-runner-install",
@@ -248,7 +274,7 @@ export const jobPod = (input: PodInput): k8s.V1Pod => ({
         ],
         ports: [{ containerPort: RUNNER_PORT, name: "runner" }],
         resources: containerResources(input.job, input.offer),
-        volumeMounts: [{ name: "dstack-runner", mountPath: RUNNER_DIR }]
+        volumeMounts: [{ name: "dstack-runner", mountPath: RUNNER_DIR }, ...jobVolumes(input.job).mounts]
       }
     ]
   }
