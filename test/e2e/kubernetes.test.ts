@@ -3,6 +3,8 @@
 // backend configured through the API, the runner inside the pod (installed from the locally
 // built runner image), its logs and exit status back through the NodePort and the `direct`
 // transport; the pod is deleted when the job ends and when the run is stopped.
+import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import backendKubernetes from "@dstack-ts/backend-kubernetes"
@@ -81,7 +83,8 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       type: "kubernetes",
       kubeconfig: { data: standin.kubeconfig() },
       runner_image: runnerImage,
-      scheduling_timeout_seconds: 30
+      scheduling_timeout_seconds: 30,
+      volume_claims: { size: "1Gi" }
     })
     expect(created.status, JSON.stringify(created.body)).toBe(200)
   }, 240_000)
@@ -126,6 +129,31 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       }
       await waitFor("the pods deleted", async () => (standin.pods().length === 0 ? true : undefined), 30_000)
     }, 180_000)
+
+    it("volumes: a network volume is a claim whose data outlives the run; an instance directory is the node's (here this machine's) directory", async () => {
+      const hostDir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-k8s-hostpath-"))
+      try {
+        await apply("k8s-vol-write", ["echo kept-in-the-claim > /data/note", "echo from-the-pod > /host/out", "echo wrote"], { volumes: ["k8s-data:/data", `${hostDir}:/host`] })
+        const first = await waitFinished("k8s-vol-write")
+        expect(first.status, JSON.stringify(first.jobs[0].job_submissions.at(-1))).toBe("done")
+        expect(fs.readFileSync(path.join(hostDir, "out"), "utf8")).toBe("from-the-pod\n")
+        expect(standin.claims().map((c) => c.metadata.name)).toEqual(["k8s-data"])
+        await apply("k8s-vol-read", ["echo read=$(cat /data/note)"], { volumes: [{ name: "k8s-data", path: "/data" }] })
+        const second = await waitFinished("k8s-vol-read")
+        expect(second.status).toBe("done")
+        expect(await logsOf("k8s-vol-read")).toContain("read=kept-in-the-claim")
+      } finally {
+        fs.rmSync(hostDir, { recursive: true, force: true })
+      }
+    }, 180_000)
+
+    it("a network volume on a run that may land elsewhere is refused at plan time, naming it", async () => {
+      const res = await call("/api/project/main/runs/get_plan", {
+        run_spec: { repo_id: "k8s", repo_data: { repo_type: "virtual" }, configuration: { type: "task", image: busybox, commands: ["true"], volumes: ["k8s-data:/data"] } }
+      })
+      expect(res.status).toBe(400)
+      expect(JSON.stringify(res.body)).toMatch(/volumes\[0\].*network volume k8s-data.*backends: \[kubernetes\]/)
+    })
 
     it("stopping a running task deletes its pod", async () => {
       await apply("k8s-sleepy", ["echo started", "sleep 600"])
