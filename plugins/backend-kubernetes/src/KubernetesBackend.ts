@@ -1,7 +1,8 @@
 /**
  * The `kubernetes` backend: each kubeconfig context is a region whose nodes are the offers; an
  * instance is one pod for one job (its image, with the runner installed by an init container)
- * plus a NodePort service the server reaches the runner through. A pod the scheduler does not
+ * plus a NodePort service the server reaches the runner through; a multi-node job is one pod per
+ * rank on distinct nodes (pod anti-affinity), made together. A pod the scheduler does not
  * place in time is deleted and its offer skipped (NoCapacity). Terminating deletes both.
  */
 import * as fs from "node:fs"
