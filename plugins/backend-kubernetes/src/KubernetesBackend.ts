@@ -351,7 +351,9 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
             yield* call(cluster, method, `creating pod ${name} in namespace ${cluster.namespace}`, () => cluster.api.createNamespacedPod({ namespace: cluster.namespace, body: pod }))
             created.push(name)
           }
-          const placed = yield* Effect.forEach(names, (name) => waitScheduled(cluster, method, name), { concurrency: "unbounded" })
+          // The waits may be cut short (the run was stopped) even where the caller made the
+          // creation uninterruptible: the pods made so far are then deleted, as on failure.
+          const placed = yield* Effect.interruptible(Effect.forEach(names, (name) => waitScheduled(cluster, method, name), { concurrency: "unbounded" }))
           const unplaced = placed.flatMap((p, rank) => (p.scheduled ? [] : [`${names[rank]}: ${p.message}`]))
           if (unplaced.length > 0) {
             return yield* fail(method, "NoCapacity", multi
@@ -359,7 +361,7 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
               : `pod ${names[0]} was not scheduled within ${Duration.format(schedulingTimeout)} on node ${offer.instance.name} (context ${cluster.region}): ${(placed[0] as { message: string }).message}`)
           }
           // The nodes of a cluster reach each other at their pod IPs.
-          const podIps = multi ? yield* Effect.forEach(names, (name) => waitPodIp(cluster, method, name), { concurrency: "unbounded" }) : []
+          const podIps = multi ? yield* Effect.interruptible(Effect.forEach(names, (name) => waitPodIp(cluster, method, name), { concurrency: "unbounded" })) : []
           return yield* Effect.forEach(names, (name, rank) =>
             Effect.gen(function*() {
               const scheduled = placed[rank] as { readonly scheduled: true; readonly pod: k8s.V1Pod }

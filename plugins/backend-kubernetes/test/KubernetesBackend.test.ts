@@ -8,7 +8,7 @@ import * as k8s from "@kubernetes/client-node"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Backend, InstanceOffer, Requirements, RunnerTransport } from "@dstack-ts/core"
 import { testBackend } from "@dstack-ts/core/testing"
-import { Effect, Either, Layer, Schedule, Schema } from "effect"
+import { Effect, Either, Fiber, Layer, Schedule, Schema } from "effect"
 import plugin, { KubernetesBackend, PodSpec } from "../src/index.ts"
 import { describeWith } from "../../../test/support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
@@ -236,6 +236,21 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(error.message).toMatch(/not scheduled within 1s on node cpu-node .*Insufficient cpu/)
       expect(standin.pods()).toEqual([])
     }).pipe(Effect.scoped), 30_000)
+
+  it.live("a creation interrupted while its pod waits for the scheduler deletes the pod at once, even where the caller made it uninterruptible (a stop)", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith({ scheduling_timeout_seconds: 300 })
+      const offer = yield* offerFor(backend, "cpu-node")
+      const job = { jobName: "big", image: busybox, requirements: requirements({ cpu: "16..", memory: "1GB" }) }
+      const fiber = yield* Effect.fork(Effect.uninterruptible(backend.createInstance(offer, instance(job))))
+      yield* Effect.sync(() => standin.pods().length).pipe(
+        Effect.repeat({ schedule: Schedule.spaced("100 millis"), until: (n) => n > 0 }),
+        Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error("the pod was never created") })
+      )
+      // Well inside the 300 s scheduling wait.
+      yield* Fiber.interrupt(fiber).pipe(Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error("the interruption waited for the scheduling timeout") }))
+      expect(standin.pods()).toEqual([])
+    }).pipe(Effect.scoped), 90_000)
 
   it.live("a job becomes a pod of its image whose runner answers through the NodePort; terminate deletes it, twice is fine", () =>
     Effect.gen(function*() {
