@@ -2,7 +2,8 @@
 // stand-in (test/support/k8s-standin.ts; no real cluster runs here): a real server with the
 // backend configured through the API, the runner inside the pod (installed from the locally
 // built runner image), its logs and exit status back through the NodePort and the `direct`
-// transport; the pod is deleted when the job ends and when the run is stopped.
+// transport; the pod is deleted when the job ends and when the run is stopped. A 2-node task is
+// two pods whose nodes meet at the master's pod IP; volumes are claims and hostPaths.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"

@@ -2,7 +2,7 @@
 // server: the project's `slurm` backend configured over the API, a plan for a job too big for
 // any partition that says why, a task that runs on a compute node with its log streamed, a
 // long task whose allocation carries max_duration as its time limit, and a stop that cancels
-// the Slurm job (gone from squeue).
+// the Slurm job (gone from squeue) — also while it still pends in the queue.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
