@@ -2,7 +2,10 @@
 // stand-in (test/support/k8s-standin.ts; no real cluster runs here): a real server with the
 // backend configured through the API, the runner inside the pod (installed from the locally
 // built runner image), its logs and exit status back through the NodePort and the `direct`
-// transport; the pod is deleted when the job ends and when the run is stopped.
+// transport; the pod is deleted when the job ends and when the run is stopped. A 2-node task is
+// two pods whose nodes meet at the master's pod IP; volumes are claims and hostPaths.
+import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import backendKubernetes from "@dstack-ts/backend-kubernetes"
@@ -23,14 +26,14 @@ let busybox: string
 
 const call = appCall(() => server, TOKEN)
 
-const apply = async (runName: string, commands: ReadonlyArray<string>) => {
+const apply = async (runName: string, commands: ReadonlyArray<string>, extra: Record<string, unknown> = {}) => {
   const res = await call("/api/project/main/runs/apply", {
     plan: {
       run_spec: {
         run_name: runName,
         repo_id: "k8s",
         repo_data: { repo_type: "virtual" },
-        configuration: { type: "task", image: busybox, commands, backends: ["kubernetes"] }
+        configuration: { type: "task", image: busybox, commands, backends: ["kubernetes"], ...extra }
       }
     }
   })
@@ -65,7 +68,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
     const [runnerImage, image] = await Promise.all([ensureK8sRunnerImage(), ensureBusyboxImage()])
     busybox = image
     standin = await startK8sStandin({
-      nodes: [{ name: "standin-node-0", allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "500Gi", pods: "110" } }]
+      nodes: [0, 1].map((i) => ({ name: `standin-node-${i}`, allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "500Gi", pods: "110" } }))
     })
     server = await createServer({
       state: EmbeddedStateStore.layerMemory(),
@@ -81,7 +84,8 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       type: "kubernetes",
       kubeconfig: { data: standin.kubeconfig() },
       runner_image: runnerImage,
-      scheduling_timeout_seconds: 30
+      scheduling_timeout_seconds: 30,
+      volume_claims: { size: "1Gi" }
     })
     expect(created.status, JSON.stringify(created.body)).toBe(200)
   }, 240_000)
@@ -105,6 +109,52 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(logs).toContain("DSTACK_RUN_NAME=k8s-hello")
       await waitFor("the pod deleted", async () => (standin.pods().length === 0 ? true : undefined), 30_000)
     }, 180_000)
+
+    it("a 2-node task runs as two pods on two nodes, each with the cluster env from the pods' IPs; the worker reaches the master", async () => {
+      await apply("k8s-pair", [
+        "echo rank=$DSTACK_NODE_RANK of=$DSTACK_NODES_NUM master=$DSTACK_MASTER_NODE_IP ips=$(echo $DSTACK_NODES_IPS | tr ' ' ,)",
+        // Rendezvous: the master listens once on 9000; the worker connects to it at the master's address.
+        'if [ "$DSTACK_NODE_RANK" = 0 ]; then echo "hello from rank 0" | nc -l -p 9000; echo served; else i=0; until nc -w 2 $DSTACK_MASTER_NODE_IP 9000 </dev/null >/tmp/got; do i=$((i+1)); [ $i -gt 50 ] && exit 7; sleep 0.2; done; echo "worker got: $(cat /tmp/got)"; fi'
+      ], { nodes: 2 })
+      const run = await waitFinished("k8s-pair")
+      const subs = run.jobs.map((j: any) => j.job_submissions.at(-1))
+      expect(run.status, JSON.stringify(subs)).toBe("done")
+      const ips = subs.map((s: any) => s.job_provisioning_data.internal_ip)
+      expect(new Set(ips).size).toBe(2)
+      expect(new Set(subs.map((s: any) => s.job_provisioning_data.instance_type.name)).size).toBe(2)
+      for (let rank = 0; rank < 2; rank++) {
+        const res = await call("/api/project/main/logs/poll", { run_name: "k8s-pair", job_submission_id: subs[rank].id })
+        const out = res.body.logs.map((l: any) => l.message).join("")
+        expect(out).toContain(`rank=${rank} of=2 master=${ips[0]} ips=${ips.join(",")}`)
+        expect(out).toContain(rank === 0 ? "served" : "worker got: hello from rank 0")
+      }
+      await waitFor("the pods deleted", async () => (standin.pods().length === 0 ? true : undefined), 30_000)
+    }, 180_000)
+
+    it("volumes: a network volume is a claim whose data outlives the run; an instance directory is the node's (here this machine's) directory", async () => {
+      const hostDir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-k8s-hostpath-"))
+      try {
+        await apply("k8s-vol-write", ["echo kept-in-the-claim > /data/note", "echo from-the-pod > /host/out", "echo wrote"], { volumes: ["k8s-data:/data", `${hostDir}:/host`] })
+        const first = await waitFinished("k8s-vol-write")
+        expect(first.status, JSON.stringify(first.jobs[0].job_submissions.at(-1))).toBe("done")
+        expect(fs.readFileSync(path.join(hostDir, "out"), "utf8")).toBe("from-the-pod\n")
+        expect(standin.claims().map((c) => c.metadata.name)).toEqual(["k8s-data"])
+        await apply("k8s-vol-read", ["echo read=$(cat /data/note)"], { volumes: [{ name: "k8s-data", path: "/data" }] })
+        const second = await waitFinished("k8s-vol-read")
+        expect(second.status).toBe("done")
+        expect(await logsOf("k8s-vol-read")).toContain("read=kept-in-the-claim")
+      } finally {
+        fs.rmSync(hostDir, { recursive: true, force: true })
+      }
+    }, 180_000)
+
+    it("a network volume on a run that may land elsewhere is refused at plan time, naming it", async () => {
+      const res = await call("/api/project/main/runs/get_plan", {
+        run_spec: { repo_id: "k8s", repo_data: { repo_type: "virtual" }, configuration: { type: "task", image: busybox, commands: ["true"], volumes: ["k8s-data:/data"] } }
+      })
+      expect(res.status).toBe(400)
+      expect(JSON.stringify(res.body)).toMatch(/volumes\[0\].*network volume k8s-data.*backends: \[kubernetes\]/)
+    })
 
     it("stopping a running task deletes its pod", async () => {
       await apply("k8s-sleepy", ["echo started", "sleep 600"])

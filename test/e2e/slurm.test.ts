@@ -2,7 +2,7 @@
 // server: the project's `slurm` backend configured over the API, a plan for a job too big for
 // any partition that says why, a task that runs on a compute node with its log streamed, a
 // long task whose allocation carries max_duration as its time limit, and a stop that cancels
-// the Slurm job (gone from squeue).
+// the Slurm job (gone from squeue) — also while it still pends in the queue.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -181,6 +181,33 @@ describeWithSlurm(() => {
     expect(ended.status, JSON.stringify(ended.jobs[0].job_submissions)).toBe("done")
     expect(ended.jobs[0].job_submissions.at(-1).status_message).toBeUndefined()
     expect(await logsOf("slurm-queued")).toContain("finally ran")
+  }, 600_000)
+
+  it("a stop of a run whose Slurm job waits in the queue cancels that job at once (scancel while PENDING), and its instance is not left provisioning", async () => {
+    const filler = (await cluster.slurm("sbatch", ["--parsable", "--nodes=2", "--exclusive", "--output=/dev/null", "--wrap", "srun sleep 600"])).trim()
+    try {
+      await until("the filler running", () => cluster.queueState(filler), (s) => s === "RUNNING", 60_000)
+      await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo should never run"], idle_duration: 0 }, "slurm-stop-pending") })
+      await until("slurm-stop-pending waiting in the queue", () => getRun("slurm-stop-pending"), (r) => r.jobs[0].job_submissions.at(-1).status_message !== undefined || finished(r), 120_000)
+      // Our job: the one in the queue that is not the filler.
+      const queue = async () => (await cluster.slurm("squeue", ["-h", "-o", "%i|%T"])).trim().split("\n").filter((l) => l.includes("|")).map((l) => l.split("|"))
+      const ours = (await queue()).find(([id]) => id !== filler)
+      expect(ours?.[1], JSON.stringify(await queue())).toBe("PENDING")
+      const stopped = await call("/api/project/main/runs/stop", { runs_names: ["slurm-stop-pending"], abort: false })
+      expect(stopped.status, JSON.stringify(stopped.body)).toBe(200)
+      const ended = await until("slurm-stop-pending ends", () => getRun("slurm-stop-pending"), finished, 60_000)
+      expect(ended.status).toBe("terminated")
+      // Cancelled while the nodes are still taken: well before the backend's own start
+      // timeout (120 s) would have given up on it, and without it ever running.
+      await until("the pending Slurm job cancelled", () => cluster.queueState(ours![0]), (s) => s === undefined, 45_000)
+      expect(await cluster.queueState(filler)).toBe("RUNNING")
+      const instances = (await call("/api/instances/list", { project_names: ["main"] })).body as Array<any>
+      const mine = instances.filter((i) => String(i.name).startsWith("slurm-stop-pending-"))
+      expect(mine.map((i) => i.status), JSON.stringify(mine)).toEqual(["terminated"])
+      expect(await logsOf("slurm-stop-pending")).not.toContain("should never run")
+    } finally {
+      await cluster.slurm("scancel", [filler])
+    }
   }, 600_000)
 
   it("runs a 2-node task as one allocation of both compute nodes whose nodes rendezvous at the master's address; a stop cancels the whole allocation", async () => {

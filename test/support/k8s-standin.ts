@@ -1,10 +1,12 @@
 // A Kubernetes API server stand-in for the tests: no Kubernetes API server can be installed
 // here, so this one speaks the real REST and watch protocol (core/v1 JSON, `?watch=true` chunked
 // events, `Status` objects for errors, resourceVersion, bearer tokens) for only what the
-// kubernetes backend uses: nodes, namespaces, pods (with logs and `follow`) and NodePort
-// services. Its pods are real Docker containers on this machine (init containers, emptyDir
-// volumes, resource limits); phases and exit codes come from them. Images are never pulled.
-// It schedules pods by requests against node allocatable and by node selectors/affinity.
+// kubernetes backend uses: nodes, namespaces, pods (with logs and `follow`), NodePort services
+// and PersistentVolumeClaims (bound at once, each a Docker volume). Its pods are real Docker
+// containers on this machine (init containers, emptyDir/hostPath/claim volumes, resource
+// limits); phases and exit codes come from them. Images are never pulled.
+// It schedules pods by requests against node allocatable, by node selectors/affinity and by
+// required pod anti-affinity on the hostname topology.
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import { execFileSync } from "node:child_process"
@@ -41,6 +43,8 @@ export interface K8sStandin {
   readonly kubeconfig: (options?: { readonly token?: string; readonly context?: string; readonly server?: string }) => string
   /** Pods as the API shows them (namespace/name → object). */
   readonly pods: () => ReadonlyArray<Pod>
+  /** PersistentVolumeClaims as the API shows them. */
+  readonly claims: () => ReadonlyArray<Json>
   readonly close: () => Promise<void>
 }
 
@@ -118,7 +122,8 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
   const pods = new Map<string, Pod>()
   const services = new Map<string, { obj: Json; servers: Array<net.Server> }>()
   const containers = new Map<string, Array<string>>() // pod key → docker container ids
-  const volumes = new Map<string, Array<string>>() // pod key → docker volume names
+  const volumes = new Map<string, Array<string>>() // pod key → docker volume names (its emptyDirs)
+  const claims = new Map<string, Json>() // namespace/name → PersistentVolumeClaim; its data is a docker volume
   const sockets = new Set<net.Socket>()
   let resourceVersion = 1
   const history: Array<{ rv: number; type: string; object: Json }> = []
@@ -149,15 +154,16 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     return total
   }
 
-  const nodeMatches = (node: StandinNode, pod: Pod): boolean => {
-    const labels = { "kubernetes.io/hostname": node.name, ...(node.labels ?? {}) }
-    for (const [k, v] of Object.entries(pod.spec.nodeSelector ?? {})) if ((labels as Json)[k] !== v) return false
+  /** Why the node cannot take the pod by labels and affinities, or undefined when it can. */
+  const nodeMismatch = (node: StandinNode, pod: Pod): string | undefined => {
+    const labels: Json = { "kubernetes.io/hostname": node.name, ...(node.labels ?? {}) }
+    const AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+    for (const [k, v] of Object.entries(pod.spec.nodeSelector ?? {})) if (labels[k] !== v) return AFFINITY
     const terms: Array<Json> | undefined = pod.spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms
-    if (terms === undefined || terms.length === 0) return true
     // Terms are ORed, expressions within a term ANDed.
-    return terms.some((term) =>
+    const matched = terms === undefined || terms.length === 0 || terms.some((term) =>
       (term.matchExpressions ?? []).every((e: Json) => {
-        const value = (labels as Json)[e.key]
+        const value = labels[e.key]
         if (e.operator === "Exists") return value !== undefined
         if (e.operator === "DoesNotExist") return value === undefined
         if (e.operator === "In") return value !== undefined && (e.values ?? []).includes(value)
@@ -165,15 +171,33 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
         return false
       })
     )
+    if (!matched) return AFFINITY
+    // Required pod anti-affinity: no live pod matching a term's labels on the node (the
+    // stand-in knows the hostname topology only).
+    for (const term of pod.spec.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? []) {
+      if (term.topologyKey !== "kubernetes.io/hostname") return `topology key ${term.topologyKey} is not known to the stand-in`
+      const selector = Object.entries(term.labelSelector?.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).join(",")
+      const clash = [...pods.values()].some((other) =>
+        other !== pod && other.spec.nodeName === node.name && other.metadata.namespace === pod.metadata.namespace &&
+        other.status.phase !== "Succeeded" && other.status.phase !== "Failed" && matchesLabels(other.metadata.labels, selector))
+      if (clash) return "node(s) didn't match pod anti-affinity rules"
+    }
+    return undefined
   }
 
   /** Why no node fits, or the node. */
   const schedule = (pod: Pod): { node: StandinNode } | { message: string } => {
+    for (const v of pod.spec.volumes ?? []) {
+      if (v.persistentVolumeClaim !== undefined && !claims.has(key(pod.metadata.namespace, v.persistentVolumeClaim.claimName))) {
+        return { message: `persistentvolumeclaim "${v.persistentVolumeClaim.claimName}" not found.` }
+      }
+    }
     const wants = podRequests(pod)
     const reasons: Array<string> = []
     for (const node of nodes) {
-      if (!nodeMatches(node, pod)) {
-        reasons.push("node(s) didn't match Pod's node affinity/selector")
+      const mismatch = nodeMismatch(node, pod)
+      if (mismatch !== undefined) {
+        reasons.push(mismatch)
         continue
       }
       const used: Record<string, number> = {}
@@ -205,8 +229,18 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
   const createContainer = async (pod: Pod, c: Json, network?: string) => {
     const k = key(pod.metadata.namespace, pod.metadata.name)
     const vols = new Map<string, string>()
+    const mounts = new Map<string, { Type: "volume" | "bind"; Source: string }>()
     for (const v of pod.spec.volumes ?? []) {
-      if (v.emptyDir !== undefined) vols.set(v.name, `k8s-standin-${pod.metadata.uid}-${v.name}`)
+      if (v.emptyDir !== undefined) {
+        vols.set(v.name, `k8s-standin-${pod.metadata.uid}-${v.name}`)
+        mounts.set(v.name, { Type: "volume", Source: vols.get(v.name)! })
+      } else if (v.persistentVolumeClaim !== undefined) {
+        mounts.set(v.name, { Type: "volume", Source: claimVolume(pod.metadata.namespace, v.persistentVolumeClaim.claimName) })
+      } else if (v.hostPath !== undefined) {
+        // The stand-in's nodes are this machine: a hostPath is a directory here.
+        if (v.hostPath.type === "DirectoryOrCreate") fs.mkdirSync(v.hostPath.path, { recursive: true })
+        mounts.set(v.name, { Type: "bind", Source: v.hostPath.path })
+      }
     }
     const limits = c.resources?.limits ?? {}
     const container = await docker.createContainer({
@@ -218,9 +252,9 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       Labels: { [STANDIN_LABEL]: k },
       HostConfig: {
         Mounts: (c.volumeMounts ?? []).map((m: Json) => {
-          const source = vols.get(m.name)
-          if (source === undefined) throw new Error(`volume ${m.name} is not an emptyDir of the pod (the stand-in has only emptyDir)`)
-          return { Type: "volume" as const, Source: source, Target: m.mountPath }
+          const mount = mounts.get(m.name)
+          if (mount === undefined) throw new Error(`volume ${m.name} is not a volume of the pod the stand-in has (emptyDir, hostPath, persistentVolumeClaim)`)
+          return { ...mount, Target: m.mountPath, ...(m.readOnly === true ? { ReadOnly: true } : {}) }
         }),
         ...(limits.cpu ? { NanoCpus: Math.round(parseQuantity(limits.cpu) * 1e9) } : {}),
         ...(limits.memory ? { Memory: Math.round(parseQuantity(limits.memory)) } : {}),
@@ -320,6 +354,9 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       emit("MODIFIED", pod)
     })
   }
+
+  /** The docker volume holding a claim's data. */
+  const claimVolume = (ns: string, claim: string) => `k8s-standin-${token.slice(-12)}-pvc-${ns}-${claim}`
 
   const removeDocker = async (k: string) => {
     for (const id of containers.get(k) ?? []) await docker.getContainer(id).remove({ force: true }).catch(() => undefined)
@@ -505,6 +542,40 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       }
     }
 
+    if (resource === "persistentvolumeclaims") {
+      if (name === undefined && method === "POST") {
+        const body = JSON.parse(await readBody(req))
+        const claimName = body?.metadata?.name
+        if (typeof claimName !== "string" || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(claimName)) {
+          return send(res, 422, status(422, "Invalid", `PersistentVolumeClaim "${claimName}" is invalid: metadata.name: Invalid value`, { name: claimName, kind: "PersistentVolumeClaim" }))
+        }
+        if (claims.has(key(ns, claimName))) return send(res, 409, status(409, "AlreadyExists", `persistentvolumeclaims "${claimName}" already exists`, { name: claimName, kind: "persistentvolumeclaims" }))
+        const storage = body.spec?.resources?.requests?.storage
+        if (storage === undefined || Number.isNaN(parseQuantity(storage))) {
+          return send(res, 422, status(422, "Invalid", `PersistentVolumeClaim "${claimName}" is invalid: spec.resources[storage]: Required value`, { name: claimName, kind: "PersistentVolumeClaim" }))
+        }
+        // Bound at once: the stand-in's provisioner is a docker volume on this machine.
+        const obj: Json = {
+          kind: "PersistentVolumeClaim",
+          apiVersion: "v1",
+          metadata: { ...body.metadata, namespace: ns, uid: randomUUID(), resourceVersion: String(++resourceVersion), creationTimestamp: new Date().toISOString() },
+          spec: { accessModes: ["ReadWriteOnce"], ...body.spec, volumeName: `pvc-${randomUUID()}` },
+          status: { phase: "Bound", accessModes: body.spec?.accessModes ?? ["ReadWriteOnce"], capacity: { storage } }
+        }
+        claims.set(key(ns, claimName), obj)
+        for (const other of pods.values()) if (other.spec.nodeName === undefined) trySchedule(other)
+        return send(res, 201, obj)
+      }
+      const claim = name === undefined ? undefined : claims.get(key(ns, name))
+      if (claim === undefined) return send(res, 404, status(404, "NotFound", `persistentvolumeclaims "${name}" not found`, { name, kind: "persistentvolumeclaims" }))
+      if (method === "GET") return send(res, 200, claim)
+      if (method === "DELETE") {
+        claims.delete(key(ns, name!))
+        await docker.getVolume(claimVolume(ns, name!)).remove().catch(() => undefined)
+        return send(res, 200, claim)
+      }
+    }
+
     if (resource === "services") {
       if (name === undefined && method === "POST") {
         const body = JSON.parse(await readBody(req))
@@ -578,6 +649,7 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     forbiddenToken,
     kubeconfig,
     pods: () => [...pods.values()].map((p) => structuredClone(p)),
+    claims: () => [...claims.values()].map((c) => structuredClone(c)),
     close: async () => {
       closing.value = true
       for (const w of watchers) w.res.end()
@@ -585,6 +657,10 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       for (const s of sockets) s.destroy()
       for (const { servers } of services.values()) for (const s of servers) s.close()
       await Promise.all([...containers.keys()].map(removeDocker))
+      for (const k of claims.keys()) {
+        const [ns, name] = k.split("/")
+        await docker.getVolume(claimVolume(ns, name)).remove().catch(() => undefined)
+      }
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))
     }

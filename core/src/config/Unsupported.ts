@@ -95,6 +95,13 @@ const secretReferences = (value: unknown, path: ReadonlyArray<string | number>, 
   return []
 }
 
+/**
+ * True when the run may land only on the kubernetes backend, the one that mounts network
+ * volumes (as PersistentVolumeClaims); on any other backend a network volume would be ignored.
+ */
+const onlyKubernetes = (c: Exclude<AnyConfiguration, { type: "fleet" }>) =>
+  c.backends !== undefined && c.backends.length > 0 && c.backends.every((b) => b === "kubernetes") && (c.fleets === undefined || c.fleets.length === 0)
+
 /** Every rule, in the order of the configuration reference. */
 export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
   {
@@ -191,14 +198,16 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
   {
     key: "volumes",
     types: RUN_TYPES,
-    refused: "a network volume (`name:/path`, `{name, path}`); an instance directory without `image`",
+    refused: "a network volume (`name:/path`, `{name, path}`) unless `backends` is `[kubernetes]`; an instance directory without `image`",
     comesWith: "clouds",
-    instead: "an instance directory with `image`",
+    instead: "an instance directory with `image`; on Kubernetes (`backends: [kubernetes]`) a network volume is the PersistentVolumeClaim of its name",
     find: (c) =>
       isRun(c)
         ? (c.volumes ?? []).flatMap((v, i) =>
           !isInstanceMount(v)
-            ? one(["volumes", i], notYet(`\`volumes[${i}]\` (network volume ${v.name})`, "no backend here provides network volumes; a directory of the instance (`/dir:/path`) works with `image`", "clouds"))
+            ? onlyKubernetes(c)
+              ? none
+              : one(["volumes", i], notYet(`\`volumes[${i}]\` (network volume ${v.name})`, "only the kubernetes backend provides network volumes here (a PersistentVolumeClaim of that name): set `backends: [kubernetes]`; a directory of the instance (`/dir:/path`) works with `image`", "clouds"))
             : c.image === undefined
               ? one(["volumes", i], `\`volumes[${i}]\` needs \`image\`: an instance directory is mounted only into a container, and without an image the job runs as processes on the host; set \`image\`, or use ${v.instancePath} directly`)
               : none)

@@ -6,7 +6,7 @@
  * provisioning of many jobs at once would otherwise ask again and again: which runners reported
  * moments ago, and which projects had no idle instance a moment ago.
  */
-import { Duration, Effect, Either, Fiber, Option, Schema } from "effect"
+import { Cause, Duration, Effect, Either, Fiber, Option, Schema } from "effect"
 import { Instance, instanceIdleDeadline } from "../domain/Instance.ts"
 import { JobProvisioningData } from "../domain/Job.ts"
 import type { InstanceOffer } from "../domain/Offer.ts"
@@ -248,6 +248,10 @@ export const make = (options: InstancePoolOptions): InstancePool => {
     return Effect.as(store.instances.update(base.id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } }), { pd, instanceId: base.id })
   }
 
+  /** What ended a backend's creation, in words: its error, else "interrupted". */
+  const failureWords = (cause: Cause.Cause<unknown>) =>
+    Option.match(Cause.failureOption(cause), { onSome: errorMessage, onNone: () => (Cause.isInterrupted(cause) ? "interrupted while the backend created it" : Cause.pretty(cause).split("\n")[0]) })
+
   /** Records `base` as terminated: its backend could not make it. */
   const recordFailed = (base: Instance, why: string) =>
     store.instances.update(base.id, { status: "terminated", doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: why })) }).pipe(Effect.ignore)
@@ -259,7 +263,9 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       const { id, name } = base
       yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
       return yield* whileCreating([id], backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}), ...(onPending === undefined ? {} : { onPending }) }).pipe(
-        Effect.tapError((e) => recordFailed(base, errorMessage(e))),
+        // Failed, or interrupted while the backend waited (a stop of a job pending in a batch
+        // queue): the record says it never came up.
+        Effect.onError((cause) => recordFailed(base, failureWords(cause))),
         Effect.flatMap((pd) => recordReady(base, pd))
       ))
     })
@@ -273,7 +279,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       const bases = jobNames.map((jobName) => provisioningInstance(project, offer, run, jobName))
       for (const base of bases) yield* store.instances.insert({ id: base.id, project, name: base.name, status: base.status, doc: encodeInstance(base) })
       return yield* whileCreating(bases.map((base) => base.id), backend.createInstanceGroup(offer, bases.map((base) => ({ projectName: project, instanceName: base.name, instanceId: base.id, sshKeys: [], job, ...(onPending === undefined ? {} : { onPending }) }))).pipe(
-        Effect.tapError((e) => Effect.forEach(bases, (base) => recordFailed(base, errorMessage(e)), { discard: true })),
+        Effect.onError((cause) => Effect.forEach(bases, (base) => recordFailed(base, failureWords(cause)), { discard: true })),
         Effect.flatMap((pds) => Effect.forEach(bases, (base, i) => recordReady(base, pds[i])))
       ))
     })

@@ -74,7 +74,8 @@ const instanceJob = (job: Job): InstanceJob => ({
   ...(job.jobSpec.maxDuration === null ? {} : { maxDuration: job.jobSpec.maxDuration }),
   nodes: job.jobSpec.jobsPerReplica,
   ports: [...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort ? [job.jobSpec.servicePort] : [])],
-  instanceMounts: job.jobSpec.volumes.flatMap((v) => ("instancePath" in v ? [v.instancePath] : []))
+  instanceMounts: job.jobSpec.volumes.flatMap((v) => ("instancePath" in v ? [v.instancePath] : [])),
+  volumes: job.jobSpec.volumes
 })
 
 /** Offers tried per placement, cheapest first. */

@@ -7,6 +7,7 @@ import { Context, Effect, Layer, Ref, Schema } from "effect"
 import { JobProvisioningData, type JobSpec, type Requirements } from "../domain/Job.ts"
 import { type InstanceOffer, type InstanceType } from "../domain/Offer.ts"
 import type { JobTerminationReason } from "../domain/Status.ts"
+import type { VolumeMount } from "../domain/Volume.ts"
 import { matchResources } from "../domain/Resources.ts"
 import type { SshAccess } from "./RunnerTransport.ts"
 
@@ -116,6 +117,12 @@ export interface InstanceJob {
   readonly maxDuration?: number
   /** The instance directories the job mounts (`/dir:/path` volumes). */
   readonly instanceMounts?: ReadonlyArray<string>
+  /**
+   * The job's `volumes` as written: network volumes by name and instance directories, each with
+   * the path it is mounted at in the job's container (for backends that mount them themselves,
+   * a Kubernetes pod's volumes).
+   */
+  readonly volumes?: ReadonlyArray<VolumeMount>
 }
 
 /**

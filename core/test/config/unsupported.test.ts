@@ -30,7 +30,8 @@ describe("refused keys", () => {
     ["a secret in commands", "type: task\ncommands: ['echo ${{ secrets.X }}']\n", "commands.0", /`commands\[0\]` refers to secret X, but secrets are put only into `env` values and `registry_auth`/],
     ["a secret in working_dir", `${task}working_dir: "\${{ secrets.DIR }}"\n`, "working_dir", /`working_dir` refers to secret DIR, but secrets are put only into/],
     ["any free local port", `${task}ports: ["*:80"]\n`, "ports.0", /`ports\[0\]` as `\*:80` \(any free local port\) is not supported yet: .*write `80`/],
-    ["a network volume", `${task}image: x\nvolumes: [data:/data]\n`, "volumes.0", /`volumes\[0\]` \(network volume data\) is not supported yet: no backend here provides network volumes.*clouds/],
+    ["a network volume", `${task}image: x\nvolumes: [data:/data]\n`, "volumes.0", /`volumes\[0\]` \(network volume data\) is not supported yet: only the kubernetes backend provides network volumes here .*`backends: \[kubernetes\]`.*clouds/],
+    ["a network volume where another backend may run it", `${task}image: x\nbackends: [kubernetes, local]\nvolumes: [data:/data]\n`, "volumes.0", /network volume data\) is not supported yet/],
     ["an instance directory without image", `${task}volumes: [/mnt/cache:/cache]\n`, "volumes.0", /`volumes\[0\]` needs `image`: .*use \/mnt\/cache directly/],
     ["privileged without image", `${task}privileged: true\n`, "privileged", /`privileged` needs `image`: .*runs as processes on the host/],
     ["entrypoint without image", `${task}entrypoint: /bin/sh\n`, "entrypoint", /`entrypoint` needs `image`/],
@@ -76,6 +77,7 @@ describe("refused keys", () => {
 
 describe("accepted configurations", () => {
   const accepted: ReadonlyArray<readonly [string, string]> = [
+    ["a network volume on kubernetes only (a PersistentVolumeClaim)", `${task}image: x\nbackends: [kubernetes]\nvolumes: [data:/data, {name: cache, path: /cache}]\n`],
     ["a plain task", task],
     ["nodes: 1", `${task}nodes: 1\n`],
     ["nodes: 3 (placed on a cluster fleet)", `${task}nodes: 3\n`],

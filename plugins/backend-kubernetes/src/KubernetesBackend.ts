@@ -1,19 +1,22 @@
 /**
  * The `kubernetes` backend: each kubeconfig context is a region whose nodes are the offers; an
  * instance is one pod for one job (its image, with the runner installed by an init container)
- * plus a NodePort service the server reaches the runner through. A pod the scheduler does not
+ * plus a NodePort service the server reaches the runner through; a multi-node job is one pod per
+ * rank on distinct nodes (pod anti-affinity), made together. A pod the scheduler does not
  * place in time is deleted and its offer skipped (NoCapacity). Terminating deletes both.
  */
 import * as fs from "node:fs"
 import * as k8s from "@kubernetes/client-node"
-import { Backend, type BackendFactory, type InstanceOffer, JobProvisioningData, type Requirements, configDecoder } from "@dstack-ts/core"
+import { Backend, type BackendFactory, type InstanceOffer, InstanceType, JobProvisioningData, type Requirements, configDecoder } from "@dstack-ts/core"
 import { Duration, Effect, Schema } from "effect"
-import { dnsLabel, fitOffer, jobPod, nodeAddress, nodeOffer, runnerService, TYPE } from "./internal/PodSpec.ts"
+import { dnsLabel, fitOffer, jobPod, nodeAddress, nodeOffer, parseQuantity, runnerService, TYPE, volumeClaim } from "./internal/PodSpec.ts"
 
 const MODULE = "KubernetesBackend"
 
 /** Upstream's JOB_POD_SCHEDULING_TIMEOUT. */
 const DEFAULT_SCHEDULING_TIMEOUT_SECONDS = 10
+/** How long a scheduled pod of a multi-node job may take to get its IP (its sandbox up). */
+const POD_START_TIMEOUT_MS = 300_000
 
 const ProxyJump = Schema.Struct({
   hostname: Schema.optional(Schema.NonEmptyString),
@@ -36,7 +39,13 @@ export const KubernetesBackendConfig = Schema.Struct({
   proxyJump: Schema.optional(ProxyJump).pipe(Schema.fromKey("proxy_jump")),
   namespace: Schema.optional(Schema.NonEmptyString),
   runnerImage: Schema.NonEmptyString.pipe(Schema.propertySignature, Schema.fromKey("runner_image")),
-  schedulingTimeoutSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())).pipe(Schema.fromKey("scheduling_timeout_seconds"))
+  schedulingTimeoutSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())).pipe(Schema.fromKey("scheduling_timeout_seconds")),
+  /** How the claim of a network volume that has none yet is made; without it such a volume is refused. */
+  volumeClaims: Schema.optional(Schema.Struct({
+    size: Schema.String.pipe(Schema.filter((q) => parseQuantity(q) !== undefined && parseQuantity(q)! > 0 || `expected a Kubernetes quantity such as 10Gi, got ${JSON.stringify(q)}`)),
+    storageClassName: Schema.optional(Schema.NonEmptyString).pipe(Schema.fromKey("storage_class_name")),
+    accessModes: Schema.optional(Schema.Array(Schema.Literal("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"))).pipe(Schema.fromKey("access_modes"))
+  })).pipe(Schema.fromKey("volume_claims"))
 })
 export type KubernetesBackendConfig = typeof KubernetesBackendConfig.Type
 
@@ -185,46 +194,93 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         })
       )
 
-    /** Waits for the pod to be placed on a node; the scheduler's last word when it is not. */
-    const waitScheduled = (cluster: Cluster, name: string) =>
-      Effect.async<{ readonly scheduled: true; readonly pod: k8s.V1Pod } | { readonly scheduled: false; readonly message: string }, Backend.BackendError>((resume) => {
-        let last = "the scheduler has not placed it yet"
+    /**
+     * Follows one pod through the watch API until `decide` answers for it (a value, or a
+     * failure) or `timeoutMs` passes (then `onTimeout` with the last note `decide` made).
+     */
+    const watchPod = <A>(
+      cluster: Cluster,
+      method: string,
+      name: string,
+      timeoutMs: number,
+      decide: (pod: k8s.V1Pod) => { readonly done: A } | { readonly fail: string } | { readonly note: string } | undefined,
+      onTimeout: (last: string) => A | Backend.BackendError
+    ) =>
+      Effect.async<A, Backend.BackendError>((resume) => {
+        let last = ""
         let controller: AbortController | undefined
         let done = false
-        const finish = (value: Parameters<typeof resume>[0]) => {
+        const finish = (value: Effect.Effect<A, Backend.BackendError>) => {
           if (done) return
           done = true
+          clearTimeout(timer)
           controller?.abort()
           resume(value)
         }
-        const timer = setTimeout(() => finish(Effect.succeed({ scheduled: false, message: last })), Duration.toMillis(schedulingTimeout))
+        const timer = setTimeout(() => {
+          const answer = onTimeout(last)
+          finish(answer instanceof Backend.BackendError ? Effect.fail(answer) : Effect.succeed(answer))
+        }, timeoutMs)
+        const failed = (message: string) => new Backend.BackendError({ module: MODULE, method, reason: "Unknown", message })
         cluster.watch
           .watch(`/api/v1/namespaces/${cluster.namespace}/pods`, { fieldSelector: `metadata.name=${name}` }, (type, pod: k8s.V1Pod) => {
-            if (type === "DELETED") return finish(Effect.fail(new Backend.BackendError({ module: MODULE, method: "createInstance", reason: "Unknown", message: `pod ${name} was deleted while it waited to be scheduled` })))
-            const condition = pod.status?.conditions?.find((c) => c.type === "PodScheduled")
-            if (condition?.status === "True" && pod.spec?.nodeName) {
-              clearTimeout(timer)
-              return finish(Effect.succeed({ scheduled: true, pod }))
-            }
-            if (condition?.message) last = condition.message
+            if (type === "DELETED") return finish(Effect.fail(failed(`pod ${name} was deleted while it was being started`)))
+            const d = decide(pod)
+            if (d === undefined) return
+            if ("done" in d) return finish(Effect.succeed(d.done))
+            if ("fail" in d) return finish(Effect.fail(failed(d.fail)))
+            last = d.note
           }, (error: unknown) => {
             if (done || error === null || error === undefined || (error as Error).name === "AbortError") return
-            clearTimeout(timer)
-            finish(Effect.fail(apiError("createInstance", `watching pod ${name}`, cluster.server, error)))
+            finish(Effect.fail(apiError(method, `watching pod ${name}`, cluster.server, error)))
           })
           .then((c) => {
             controller = c
             if (done) c.abort()
-          }, (error: unknown) => {
-            clearTimeout(timer)
-            finish(Effect.fail(apiError("createInstance", `watching pod ${name}`, cluster.server, error)))
-          })
+          }, (error: unknown) => finish(Effect.fail(apiError(method, `watching pod ${name}`, cluster.server, error))))
         return Effect.sync(() => {
           done = true
           clearTimeout(timer)
           controller?.abort()
         })
       })
+
+    /** Waits for the pod to be placed on a node; the scheduler's last word when it is not. */
+    const waitScheduled = (cluster: Cluster, method: string, name: string) =>
+      watchPod<{ readonly scheduled: true; readonly pod: k8s.V1Pod } | { readonly scheduled: false; readonly message: string }>(
+        cluster,
+        method,
+        name,
+        Duration.toMillis(schedulingTimeout),
+        (pod) => {
+          const condition = pod.status?.conditions?.find((c) => c.type === "PodScheduled")
+          if (condition?.status === "True" && pod.spec?.nodeName) return { done: { scheduled: true, pod } }
+          return condition?.message ? { note: condition.message } : undefined
+        },
+        (last) => ({ scheduled: false, message: last || "the scheduler has not placed it yet" })
+      )
+
+    /**
+     * Waits for a scheduled pod to have its IP (the address the other nodes of a multi-node job
+     * reach it at): its sandbox is up. A pod that ends first (its runner install failed) fails.
+     */
+    const waitPodIp = (cluster: Cluster, method: string, name: string) =>
+      watchPod(
+        cluster,
+        method,
+        name,
+        POD_START_TIMEOUT_MS,
+        (pod) => {
+          const phase = pod.status?.phase
+          if (phase === "Failed" || phase === "Succeeded") {
+            return { fail: `pod ${name} ended (${phase}) before it started: ${pod.status?.message ?? JSON.stringify(pod.status?.initContainerStatuses?.map((s) => s.state) ?? [])}` }
+          }
+          if (pod.status?.podIP) return { done: pod.status.podIP }
+          const waiting = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])].map((s) => s.state?.waiting).find((w) => w !== undefined)
+          return waiting ? { note: `${waiting.reason}: ${waiting.message ?? ""}` } : undefined
+        },
+        (last) => new Backend.BackendError({ module: MODULE, method, reason: "Timeout", message: `pod ${name} got no IP within ${POD_START_TIMEOUT_MS / 1000}s${last ? ` (${last})` : ""}` })
+      )
 
     const deletePod = (cluster: Cluster, namespace: string, name: string) =>
       Effect.all([
@@ -240,55 +296,103 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         })
       )
 
-    const createInstance = (offer: InstanceOffer, instance: Backend.InstanceConfiguration) =>
+    /**
+     * Each network volume of the job is the PersistentVolumeClaim of its name in the namespace:
+     * reused when it exists, else made from `volume_claims`, else refused naming it. Claims stay
+     * when the run ends (a volume outlives its runs).
+     */
+    const ensureClaims = (cluster: Cluster, method: string, job: Backend.InstanceJob) =>
+      Effect.forEach((job.volumes ?? []).flatMap((v) => ("name" in v ? [v.name] : [])), (name) =>
+        call(cluster, method, `reading PersistentVolumeClaim ${name}`, () => cluster.api.readNamespacedPersistentVolumeClaim({ name, namespace: cluster.namespace })).pipe(
+          Effect.asVoid,
+          Effect.catchIf((e) => e.reason === "NotFound", () =>
+            config.volumeClaims === undefined
+              ? fail(method, "Invalid", `network volume ${name}: namespace ${cluster.namespace} of context ${cluster.region} has no PersistentVolumeClaim ${name}; create it, or set \`volume_claims.size\` in the backend's configuration to have it made`)
+              : call(cluster, method, `creating PersistentVolumeClaim ${name} in namespace ${cluster.namespace}`, () =>
+                cluster.api.createNamespacedPersistentVolumeClaim({ namespace: cluster.namespace, body: volumeClaim(name, cluster.namespace, config.volumeClaims!) })).pipe(
+                  Effect.asVoid,
+                  // Made meanwhile by another job that mounts it: reused.
+                  Effect.catchIf((e) => e.reason === "AlreadyExists", () => Effect.void)
+                ))
+        ), { discard: true })
+
+    /**
+     * The pods of one job: one for a single-node job (pinned to the offer's node); for a
+     * multi-node job one per rank (`configs`, the master first), kept on distinct nodes by pod
+     * anti-affinity, each reachable by the others at its pod IP. All are scheduled or none is
+     * kept; each gets a NodePort service for its runner.
+     */
+    const createPods = (method: string, offer: InstanceOffer, configs: ReadonlyArray<Backend.InstanceConfiguration>) =>
       Effect.gen(function*() {
-        const cluster = yield* clusterOf("createInstance", offer.region)
-        const job = instance.job
+        const cluster = yield* clusterOf(method, offer.region)
+        const job = configs[0].job
         if (job === undefined || job.image === undefined) {
-          return yield* fail("createInstance", "Invalid", `the kubernetes backend runs jobs with an image only: a pod is the job's container (set \`image\` in the configuration${job ? ` of ${job.jobName}` : ""})`)
+          return yield* fail(method, "Invalid", `the kubernetes backend runs jobs with an image only: a pod is the job's container (set \`image\` in the configuration${job ? ` of ${job.jobName}` : ""})`)
         }
         // What a pod here cannot do yet is refused, not ignored.
         const unsupported = [
-          ...((job.nodes ?? 1) > 1 ? [`a multi-node task (nodes: ${job.nodes})`] : []),
+          ...((job.nodes ?? 1) > 1 && configs.length === 1 ? [`a multi-node task (nodes: ${job.nodes}) one node at a time: its nodes are created together`] : []),
           ...((job.ports ?? []).length > 0 ? [`ports (${job.ports!.join(", ")}): the server reaches only the runner's port of a pod`] : []),
-          ...((job.instanceMounts ?? []).length > 0 ? [`instance volumes (${job.instanceMounts!.join(", ")})`] : [])
+          ...(job.instanceMounts ?? []).filter((p) => p.startsWith("~")).map((p) => `an instance volume under ~ (${p}): a node has no home directory for a pod; give an absolute path`)
         ]
         if (unsupported.length > 0) {
-          return yield* fail("createInstance", "Invalid", `the kubernetes backend does not run ${unsupported.join("; ")} yet`)
+          return yield* fail(method, "Invalid", `the kubernetes backend does not run ${unsupported.join("; ")} yet`)
         }
-        const name = dnsLabel(`dstack-${instance.instanceName}`, instance.instanceId.replace(/-/g, "").slice(0, 8))
-        const pod = jobPod({ name, namespace: cluster.namespace, runnerImage: config.runnerImage, job: { ...job, image: job.image }, offer, config: instance })
-        yield* call(cluster, "createInstance", `creating pod ${name} in namespace ${cluster.namespace}`, () => cluster.api.createNamespacedPod({ namespace: cluster.namespace, body: pod }))
-        const cleanup = deletePod(cluster, cluster.namespace, name).pipe(Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void), Effect.ignoreLogged)
-        const placed = yield* waitScheduled(cluster, name).pipe(Effect.onError(() => cleanup))
-        if (!placed.scheduled) {
-          yield* cleanup
-          return yield* fail("createInstance", "NoCapacity", `pod ${name} was not scheduled within ${Duration.format(schedulingTimeout)} on node ${offer.instance.name} (context ${cluster.region}): ${placed.message}`)
-        }
+        yield* ensureClaims(cluster, method, job)
+        const multi = configs.length > 1
+        const names = configs.map((ic) => dnsLabel(`dstack-${ic.instanceName}`, ic.instanceId.replace(/-/g, "").slice(0, 8)))
+        const group = multi ? names[0] : undefined
+        const created: Array<string> = []
+        const cleanup = Effect.suspend(() => Effect.forEach([...created], (name) => deletePod(cluster, cluster.namespace, name).pipe(Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void), Effect.ignoreLogged), { discard: true, concurrency: "unbounded" }))
         const provisioned = Effect.gen(function*() {
-          const service = yield* call(cluster, "createInstance", `creating service ${name}`, () => cluster.api.createNamespacedService({ namespace: cluster.namespace, body: runnerService(name, cluster.namespace, instance.instanceId) }))
-          const nodePort = service.spec?.ports?.[0]?.nodePort
-          if (nodePort === undefined) return yield* fail("createInstance", "Unknown", `service ${name} got no NodePort`)
-          const nodeName = placed.pod.spec!.nodeName!
-          const hostname = cluster.hostname ?? nodeAddress(yield* call(cluster, "createInstance", `reading node ${nodeName}`, () => cluster.api.readNode({ name: nodeName })))
-          if (hostname === undefined) return yield* fail("createInstance", "Unknown", `node ${nodeName} has no ExternalIP or InternalIP address: set proxy_jump.hostname`)
-          const data: PodData = { namespace: cluster.namespace, pod: name }
-          return new JobProvisioningData({
-            backend: TYPE,
-            instanceType: offer.instance,
-            instanceId: name,
-            hostname,
-            internalIp: placed.pod.status?.hostIP ?? hostname,
-            region: cluster.region,
-            price: offer.price,
-            username: "root",
-            dockerized: false,
-            runnerPort: nodePort,
-            backendData: JSON.stringify(data)
-          })
+          for (const [rank, ic] of configs.entries()) {
+            const name = names[rank]
+            const pod = jobPod({ name, namespace: cluster.namespace, runnerImage: config.runnerImage, job: { ...job, image: job.image! }, offer, config: ic, ...(group === undefined ? {} : { group: { id: group, rank } }) })
+            yield* call(cluster, method, `creating pod ${name} in namespace ${cluster.namespace}`, () => cluster.api.createNamespacedPod({ namespace: cluster.namespace, body: pod }))
+            created.push(name)
+          }
+          // The waits may be cut short (the run was stopped) even where the caller made the
+          // creation uninterruptible: the pods made so far are then deleted, as on failure.
+          const placed = yield* Effect.interruptible(Effect.forEach(names, (name) => waitScheduled(cluster, method, name), { concurrency: "unbounded" }))
+          const unplaced = placed.flatMap((p, rank) => (p.scheduled ? [] : [`${names[rank]}: ${p.message}`]))
+          if (unplaced.length > 0) {
+            return yield* fail(method, "NoCapacity", multi
+              ? `the pods of a multi-node job were not scheduled within ${Duration.format(schedulingTimeout)} (${configs.length} pods on distinct nodes, context ${cluster.region}): ${unplaced.join("; ")}`
+              : `pod ${names[0]} was not scheduled within ${Duration.format(schedulingTimeout)} on node ${offer.instance.name} (context ${cluster.region}): ${(placed[0] as { message: string }).message}`)
+          }
+          // The nodes of a cluster reach each other at their pod IPs.
+          const podIps = multi ? yield* Effect.interruptible(Effect.forEach(names, (name) => waitPodIp(cluster, method, name), { concurrency: "unbounded" })) : []
+          return yield* Effect.forEach(names, (name, rank) =>
+            Effect.gen(function*() {
+              const scheduled = placed[rank] as { readonly scheduled: true; readonly pod: k8s.V1Pod }
+              const service = yield* call(cluster, method, `creating service ${name}`, () => cluster.api.createNamespacedService({ namespace: cluster.namespace, body: runnerService(name, cluster.namespace, configs[rank].instanceId) }))
+              const nodePort = service.spec?.ports?.[0]?.nodePort
+              if (nodePort === undefined) return yield* fail(method, "Unknown", `service ${name} got no NodePort`)
+              const nodeName = scheduled.pod.spec!.nodeName!
+              const hostname = cluster.hostname ?? nodeAddress(yield* call(cluster, method, `reading node ${nodeName}`, () => cluster.api.readNode({ name: nodeName })))
+              if (hostname === undefined) return yield* fail(method, "Unknown", `node ${nodeName} has no ExternalIP or InternalIP address: set proxy_jump.hostname`)
+              const data: PodData = { namespace: cluster.namespace, pod: name }
+              return new JobProvisioningData({
+                backend: TYPE,
+                // A multi-node job's pods land on nodes the scheduler picks: each names its own.
+                instanceType: multi ? new InstanceType({ ...offer.instance, name: nodeName }) : offer.instance,
+                instanceId: name,
+                hostname,
+                internalIp: multi ? podIps[rank] : (scheduled.pod.status?.hostIP ?? hostname),
+                region: cluster.region,
+                price: offer.price,
+                username: "root",
+                dockerized: false,
+                runnerPort: nodePort,
+                backendData: JSON.stringify(data)
+              })
+            }))
         })
         return yield* provisioned.pipe(Effect.onError(() => cleanup))
       })
+
+    const createInstance = (offer: InstanceOffer, instance: Backend.InstanceConfiguration) =>
+      Effect.map(createPods("createInstance", offer, [instance]), (pds) => pds[0])
 
     const terminateInstance = (instanceId: string, region: string, backendData?: string) =>
       Effect.gen(function*() {
@@ -310,7 +414,7 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         yield* deletePod(cluster, namespace, instanceId)
       })
 
-    const backend = Backend.make({ type: TYPE, catalog, createInstance, terminateInstance, instancePerJob: true })
+    const backend = Backend.make({ type: TYPE, catalog, createInstance, createInstanceGroup: (offer, configs) => createPods("createInstanceGroup", offer, configs), terminateInstance, instancePerJob: true })
     return { ...backend, regions: clusters.map((c) => c.region) }
   })
 

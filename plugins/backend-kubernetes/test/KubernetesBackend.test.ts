@@ -8,7 +8,7 @@ import * as k8s from "@kubernetes/client-node"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Backend, InstanceOffer, Requirements, RunnerTransport } from "@dstack-ts/core"
 import { testBackend } from "@dstack-ts/core/testing"
-import { Effect, Either, Layer, Schedule, Schema } from "effect"
+import { Effect, Either, Fiber, Layer, Schedule, Schema } from "effect"
 import plugin, { KubernetesBackend, PodSpec } from "../src/index.ts"
 import { describeWith } from "../../../test/support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
@@ -71,6 +71,16 @@ describe("pod spec mapping", () => {
       { key: "kubernetes.io/hostname", operator: "In", values: ["gpu-node"] },
       { key: "nvidia.com/gpu.product", operator: "Exists" }
     ])
+  })
+
+  it("volumes: an instance directory is a hostPath, a network volume the claim of its name, each mounted at its path", () => {
+    const job = { jobName: "j", image: "x", requirements: requirements({}), volumes: [{ name: "data", path: "/data" }, { instancePath: "/mnt/cache", path: "/cache" }] }
+    const pod = PodSpec.jobPod({ name: "p", namespace: "ns", runnerImage: "runner:1", job, offer, config: instance(job) })
+    expect(pod.spec!.volumes!.slice(1)).toEqual([
+      { name: "pvc-0", persistentVolumeClaim: { claimName: "data" } },
+      { name: "host-path-1", hostPath: { path: "/mnt/cache", type: "DirectoryOrCreate" } }
+    ])
+    expect(pod.spec!.containers[0].volumeMounts!.slice(1)).toEqual([{ name: "pvc-0", mountPath: "/data" }, { name: "host-path-1", mountPath: "/cache" }])
   })
 
   it("an AMD GPU job asks for amd.com/gpu", () => {
@@ -186,11 +196,35 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       const error = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", requirements: requirements({ cpu: 1 }) })))
       expect(error.reason).toBe("Invalid")
       expect(error.message).toMatch(/jobs with an image only/)
-      const cluster = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", image: "busybox", requirements: requirements({ cpu: 1 }), nodes: 2, ports: [8000], instanceMounts: ["/data"] })))
+      const cluster = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", image: "busybox", requirements: requirements({ cpu: 1 }), nodes: 2, ports: [8000], instanceMounts: ["~/data"] })))
       expect(cluster.reason).toBe("Invalid")
-      expect(cluster.message).toBe("the kubernetes backend does not run a multi-node task (nodes: 2); ports (8000): the server reaches only the runner's port of a pod; instance volumes (/data) yet")
+      expect(cluster.message).toBe("the kubernetes backend does not run a multi-node task (nodes: 2) one node at a time: its nodes are created together; ports (8000): the server reaches only the runner's port of a pod; an instance volume under ~ (~/data): a node has no home directory for a pod; give an absolute path yet")
       expect(standin.pods()).toEqual([])
     }))
+
+  it.live("a network volume is the claim of its name: refused naming it when missing and volume_claims is unset, made from volume_claims, reused when it exists", () =>
+    Effect.gen(function*() {
+      const job = (name: string) => ({ jobName: "vol-0", image: busybox, requirements: requirements({ cpu: "1..", memory: "0.5GB.." }), volumes: [{ name, path: "/data" }] })
+      const plain = yield* backendWith()
+      const offer = yield* offerFor(plain, "cpu-node")
+      const missing = yield* failureOf(plain.createInstance(offer, instance(job("absent"))))
+      expect(missing.reason).toBe("Invalid")
+      expect(missing.message).toBe("network volume absent: namespace default of context standin has no PersistentVolumeClaim absent; create it, or set `volume_claims.size` in the backend's configuration to have it made")
+      expect([standin.pods(), standin.claims()]).toEqual([[], []])
+      const badSize = yield* failureOf(backendWith({ volume_claims: { size: "lots" } }))
+      expect(badSize.message).toMatch(/volume_claims.*size.*expected a Kubernetes quantity such as 10Gi, got "lots"/s)
+
+      const making = yield* backendWith({ volume_claims: { size: "2Gi", storage_class_name: "standard", access_modes: ["ReadWriteOnce"] } })
+      const pd = yield* making.createInstance(offer, instance(job("made")))
+      expect(standin.claims().map((c) => [c.metadata.name, c.spec.resources.requests.storage, c.spec.storageClassName, c.status.phase])).toEqual([["made", "2Gi", "standard", "Bound"]])
+      yield* making.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+      // The claim outlives the pod; the next job mounting it reuses it.
+      expect(standin.claims().map((c) => c.metadata.name)).toEqual(["made"])
+      const again = yield* plain.createInstance(offer, instance(job("made")))
+      expect(standin.pods()[0].spec.volumes).toContainEqual({ name: "pvc-0", persistentVolumeClaim: { claimName: "made" } })
+      expect(standin.claims().length).toBe(1)
+      yield* plain.terminateInstance(again.instanceId, again.region, again.backendData)
+    }).pipe(Effect.scoped), 60_000)
 
   it.live("a pod the scheduler cannot place in time is deleted and its offer skipped (NoCapacity, with the scheduler's reason)", () =>
     Effect.gen(function*() {
@@ -202,6 +236,21 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(error.message).toMatch(/not scheduled within 1s on node cpu-node .*Insufficient cpu/)
       expect(standin.pods()).toEqual([])
     }).pipe(Effect.scoped), 30_000)
+
+  it.live("a creation interrupted while its pod waits for the scheduler deletes the pod at once, even where the caller made it uninterruptible (a stop)", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith({ scheduling_timeout_seconds: 300 })
+      const offer = yield* offerFor(backend, "cpu-node")
+      const job = { jobName: "big", image: busybox, requirements: requirements({ cpu: "16..", memory: "1GB" }) }
+      const fiber = yield* Effect.fork(Effect.uninterruptible(backend.createInstance(offer, instance(job))))
+      yield* Effect.sync(() => standin.pods().length).pipe(
+        Effect.repeat({ schedule: Schedule.spaced("100 millis"), until: (n) => n > 0 }),
+        Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error("the pod was never created") })
+      )
+      // Well inside the 300 s scheduling wait.
+      yield* Fiber.interrupt(fiber).pipe(Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error("the interruption waited for the scheduling timeout") }))
+      expect(standin.pods()).toEqual([])
+    }).pipe(Effect.scoped), 90_000)
 
   it.live("a job becomes a pod of its image whose runner answers through the NodePort; terminate deletes it, twice is fine", () =>
     Effect.gen(function*() {
@@ -248,6 +297,51 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(standin.pods()).toEqual([])
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
     }).pipe(Effect.scoped), 120_000)
+
+  const healthOf = (pd: { readonly hostname: string | null; readonly runnerPort?: number | undefined }) =>
+    RunnerTransport.fetchClient("test", `http://${pd.hostname}:${pd.runnerPort}`).fetch("/api/healthcheck").pipe(
+      Effect.flatMap((r) => (r.ok ? Effect.promise(() => r.json()) : Effect.fail(new Error(`HTTP ${r.status}`)))),
+      Effect.timeout("5 seconds"),
+      Effect.retry(Schedule.spaced("250 millis").pipe(Schedule.intersect(Schedule.recurs(120))))
+    )
+
+  it.live("a multi-node job's pods are made together, one per node (anti-affinity), each at its pod IP; terminating each rank deletes its pod", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith()
+      expect(backend.createInstanceGroup).toBeDefined()
+      const offer = yield* offerFor(backend, "cpu-node")
+      const job = { jobName: "pair-0-0", image: busybox, requirements: requirements({ cpu: "1..", memory: "0.5GB.." }), nodes: 2 }
+      const configs = [0, 1].map((rank) => ({ ...instance(job), instanceName: `pair-${rank}`, instanceId: `3333333${rank}-3333-4333-8333-333333333333` }))
+      const pds = yield* backend.createInstanceGroup!(offer, configs)
+      expect(pds.map((pd) => pd.instanceId)).toEqual([expect.stringMatching(/^dstack-pair-0-/), expect.stringMatching(/^dstack-pair-1-/)])
+      const pods = standin.pods()
+      const byName = new Map(pods.map((p) => [p.metadata.name, p]))
+      // Each rank on a node of its own, whatever node the offer named.
+      expect(new Set(pds.map((pd) => byName.get(pd.instanceId)!.spec.nodeName)).size).toBe(2)
+      expect(pds.map((pd) => pd.instanceType.name).sort()).toEqual(["cpu-node", "gpu-node"])
+      // The address the other nodes use is the pod's IP, not the node's.
+      for (const pd of pds) {
+        expect(pd.internalIp).toBe(byName.get(pd.instanceId)!.status.podIP)
+        expect(pd.internalIp).not.toBe(pd.hostname)
+        expect(byName.get(pd.instanceId)!.metadata.labels["dstack-ts/group"]).toBe(pds[0].instanceId)
+      }
+      expect(new Set(pds.map((pd) => pd.internalIp)).size).toBe(2)
+      for (const pd of pds) expect(yield* healthOf(pd)).toMatchObject({ service: "dstack-ts-runner" })
+      for (const pd of [...pds].reverse()) yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+      expect(standin.pods()).toEqual([])
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("a multi-node job with more nodes than the cluster has is NoCapacity and leaves no pod (all or nothing)", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith({ scheduling_timeout_seconds: 2 })
+      const offer = yield* offerFor(backend, "cpu-node")
+      const job = { jobName: "trio-0-0", image: busybox, requirements: requirements({ cpu: "1..", memory: "0.5GB.." }), nodes: 3 }
+      const configs = [0, 1, 2].map((rank) => ({ ...instance(job), instanceName: `trio-${rank}`, instanceId: `4444444${rank}-4444-4444-8444-444444444444` }))
+      const error = yield* failureOf(backend.createInstanceGroup!(offer, configs))
+      expect(error.reason).toBe("NoCapacity")
+      expect(error.message).toMatch(/the pods of a multi-node job were not scheduled within 2s \(3 pods on distinct nodes, context standin\): dstack-trio-2-\w+: 0\/2 nodes are available: node\(s\) didn't match pod anti-affinity rules/)
+      expect(standin.pods()).toEqual([])
+    }).pipe(Effect.scoped), 60_000)
 
   it.scoped("an offer of another backend or an unknown context is refused", () =>
     Effect.gen(function*() {

@@ -508,7 +508,10 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 100)))
           }
         })
-        const done = yield* started.pipe(Effect.tapError(() => cancel(method, c, jobId).pipe(Effect.ignore)))
+        // The wait may be interrupted (the run was stopped while its job pends in the queue)
+        // even where the caller made the creation uninterruptible: the job is then cancelled
+        // at once, as on any failure.
+        const done = yield* Effect.interruptible(started).pipe(Effect.onError(() => cancel(method, c, jobId).pipe(Effect.ignore)))
         const named = yield* Effect.gen(function*() {
           if (done.hosts.length !== nodes) {
             return yield* fail(method, "Unknown", `Slurm job ${jobId} runs on ${JSON.stringify(done.q.nodes)}, which is not ${nodes} node${nodes === 1 ? "" : "s"}`)

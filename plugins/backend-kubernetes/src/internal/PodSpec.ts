@@ -29,6 +29,8 @@ export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 export const MANAGED_BY = "dstack-ts"
 export const INSTANCE_LABEL = "dstack-ts/instance-id"
 export const POD_LABEL = "dstack-ts/pod"
+/** The pods of one multi-node job share this label: anti-affinity keeps them on distinct nodes. */
+export const GROUP_LABEL = "dstack-ts/group"
 
 const binary: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50 }
 const decimal: Record<string, number> = { n: 1e-9, u: 1e-6, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15 }
@@ -164,17 +166,26 @@ export const containerResources = (job: Backend.InstanceJob, offer: InstanceOffe
 }
 
 /**
- * Node affinity: the offer's node, and for GPU jobs the GPU labels the names ask for (the node
- * must carry the GPU product label, with a product matching one of `gpu.name` when given).
+ * Node affinity: the offer's node (a single pod) and for GPU jobs the GPU labels the names ask
+ * for (the node must carry the GPU product label). The pods of a multi-node job (`group`) are
+ * not pinned to the offer's node: pod anti-affinity on their group label puts each on a node of
+ * its own, and the scheduler picks nodes with room for their requests.
  */
-export const nodeAffinity = (job: Backend.InstanceJob, offer: InstanceOffer): k8s.V1Affinity => {
-  const expressions: Array<k8s.V1NodeSelectorRequirement> = [{ key: HOSTNAME_LABEL, operator: "In", values: [offer.instance.name] }]
+export const nodeAffinity = (job: Backend.InstanceJob, offer: InstanceOffer, group?: string): k8s.V1Affinity => {
+  const expressions: Array<k8s.V1NodeSelectorRequirement> = group === undefined ? [{ key: HOSTNAME_LABEL, operator: "In", values: [offer.instance.name] }] : []
   const gpu = job.requirements.resources.gpu
   if ((gpu.count.min ?? 0) > 0) {
     const label = gpuResource(job, offer) === AMD_GPU_RESOURCE ? AMD_GPU_PRODUCT_LABEL : NVIDIA_GPU_PRODUCT_LABEL
     expressions.push({ key: label, operator: "Exists" })
   }
-  return { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: expressions }] } } }
+  return {
+    ...(expressions.length > 0 ? { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: expressions }] } } } : {}),
+    ...(group === undefined ? {} : {
+      podAntiAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: [{ labelSelector: { matchLabels: { [GROUP_LABEL]: group } }, topologyKey: HOSTNAME_LABEL }]
+      }
+    })
+  }
 }
 
 /** A DNS-1123 label (pod and service names): lower case, `[a-z0-9-]`, at most 63 characters. */
@@ -183,6 +194,32 @@ export const dnsLabel = (text: string, suffix: string): string => {
   return `${base.slice(0, 62 - suffix.length).replace(/-+$/, "")}-${suffix}`.replace(/^-/, "")
 }
 
+/** A job's `volumes` as pod volumes and mounts: instance directories as hostPath, network volumes as claims. */
+export const jobVolumes = (job: Backend.InstanceJob): { readonly volumes: Array<k8s.V1Volume>; readonly mounts: Array<k8s.V1VolumeMount> } => {
+  const volumes: Array<k8s.V1Volume> = []
+  const mounts: Array<k8s.V1VolumeMount> = []
+  for (const [i, v] of (job.volumes ?? []).entries()) {
+    const name = `${"instancePath" in v ? "host-path" : "pvc"}-${i}`
+    volumes.push("instancePath" in v
+      ? { name, hostPath: { path: v.instancePath, type: "DirectoryOrCreate" } }
+      : { name, persistentVolumeClaim: { claimName: v.name } })
+    mounts.push({ name, mountPath: v.path })
+  }
+  return { volumes, mounts }
+}
+
+/** The PersistentVolumeClaim made for a network volume that has none yet (`volume_claims`). */
+export const volumeClaim = (name: string, namespace: string, options: { readonly size: string; readonly storageClassName?: string | undefined; readonly accessModes?: ReadonlyArray<string> | undefined }): k8s.V1PersistentVolumeClaim => ({
+  apiVersion: "v1",
+  kind: "PersistentVolumeClaim",
+  metadata: { name, namespace, labels: { [MANAGED_BY_LABEL]: MANAGED_BY } },
+  spec: {
+    accessModes: [...(options.accessModes ?? ["ReadWriteOnce"])],
+    ...(options.storageClassName === undefined ? {} : { storageClassName: options.storageClassName }),
+    resources: { requests: { storage: options.size } }
+  }
+})
+
 export interface PodInput {
   readonly name: string
   readonly namespace: string
@@ -190,6 +227,8 @@ export interface PodInput {
   readonly job: Backend.InstanceJob & { readonly image: string }
   readonly offer: InstanceOffer
   readonly config: Backend.InstanceConfiguration
+  /** For the pods of a multi-node job: their shared group label value and this pod's rank. */
+  readonly group?: { readonly id: string; readonly rank: number }
 }
 
 /** The pod of a job: the runner runs in the job's image, from the emptyDir the init container filled. */
@@ -202,14 +241,19 @@ export const jobPod = (input: PodInput): k8s.V1Pod => ({
     labels: {
       [MANAGED_BY_LABEL]: MANAGED_BY,
       [INSTANCE_LABEL]: input.config.instanceId,
-      [POD_LABEL]: input.name
+      [POD_LABEL]: input.name,
+      ...(input.group === undefined ? {} : { [GROUP_LABEL]: input.group.id })
     },
-    annotations: { "dstack-ts/project": input.config.projectName, "dstack-ts/job": input.job.jobName }
+    annotations: {
+      "dstack-ts/project": input.config.projectName,
+      "dstack-ts/job": input.job.jobName,
+      ...(input.group === undefined ? {} : { "dstack-ts/rank": String(input.group.rank) })
+    }
   },
   spec: {
     restartPolicy: "Never",
-    affinity: nodeAffinity(input.job, input.offer),
-    volumes: [{ name: "dstack-runner", emptyDir: {} }],
+    affinity: nodeAffinity(input.job, input.offer, input.group?.id),
+    volumes: [{ name: "dstack-runner", emptyDir: {} }, ...jobVolumes(input.job).volumes],
     initContainers: [
       {
         name: "dstack-runner-install",
@@ -230,7 +274,7 @@ export const jobPod = (input: PodInput): k8s.V1Pod => ({
         ],
         ports: [{ containerPort: RUNNER_PORT, name: "runner" }],
         resources: containerResources(input.job, input.offer),
-        volumeMounts: [{ name: "dstack-runner", mountPath: RUNNER_DIR }]
+        volumeMounts: [{ name: "dstack-runner", mountPath: RUNNER_DIR }, ...jobVolumes(input.job).mounts]
       }
     ]
   }
