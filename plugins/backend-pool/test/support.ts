@@ -11,7 +11,7 @@ export const hello = (name: string, overrides: Partial<Hello> = {}): Hello => ({
   name,
   runnerPort: 10999,
   heartbeatSeconds: 1,
-  resources: { cpus: 2, memoryMib: 4096, diskMib: 10_240, gpus: [], cpuArch: "x86", hostname: `${name}-host` },
+  resources: { cpus: 2, memoryMib: 4096, diskMib: 204_800, gpus: [], cpuArch: "x86", hostname: `${name}-host` },
   ...overrides
 })
 
