@@ -19,6 +19,9 @@ import { createNetnsHosts, describeWithNetns, type NetnsHosts } from "../support
 const TOKEN = "pool-e2e-token"
 const CLI = path.resolve("cli/bin/dstack.mjs")
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-pool-e2e-"))
+/** The CLI on the runtime the tests run on (`deno run -A` under Deno). */
+const cliArgv = (args: ReadonlyArray<string>): Array<string> =>
+  "Deno" in globalThis ? [process.execPath, "run", "-A", CLI, ...args] : [process.execPath, CLI, ...args]
 
 interface Started {
   readonly server: Server
@@ -50,7 +53,7 @@ const startServer = async (hostname: string): Promise<Started> => {
 /** `dstack runner join` as a child process (`prefix` runs it elsewhere, e.g. in a namespace). */
 const joinProcess = (url: string, name: string, prefix: ReadonlyArray<string> = []) => {
   const dir = fs.mkdtempSync(path.join(work, `${name}-`))
-  const argv = [...prefix, process.platform === "linux" && prefix.length > 0 ? "node" : process.execPath, CLI, "runner", "join", url, "--token", TOKEN, "--name", name, "--heartbeat", "1", "--work-dir", dir]
+  const argv = [...prefix, ...cliArgv(["runner", "join", url, "--token", TOKEN, "--name", name, "--heartbeat", "1", "--work-dir", dir])]
   const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] })
   let out = ""
   child.stdout!.on("data", (d) => (out += d))
@@ -167,8 +170,8 @@ describe("runner pool: dstack runner join as a separate process", () => {
   }, 240_000)
 
   it("a join with a token of no member is refused with the server's answer, exit 1", async () => {
-    const argv = [CLI, "runner", "join", s.url, "--token", "not-a-token", "--name", "box-x", "--work-dir", fs.mkdtempSync(path.join(work, "x-"))]
-    const child = spawn(process.execPath, argv, { env: { ...process.env, NO_COLOR: "1" } })
+    const argv = cliArgv(["runner", "join", s.url, "--token", "not-a-token", "--name", "box-x", "--work-dir", fs.mkdtempSync(path.join(work, "x-"))])
+    const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, NO_COLOR: "1" } })
     let out = ""
     child.stdout.on("data", (d) => (out += d))
     child.stderr.on("data", (d) => (out += d))

@@ -52,7 +52,9 @@ export default defineCommand({
     const { runnerPlugins } = await import("../runnerPlugins.ts")
     const { Agent, probeHost } = await import("@dstack-ts/backend-pool")
     const resources = await probeHost(workDir, "nvidia-smi")
-    const runner = await Runner.startRunnerProgram({ host: "127.0.0.1", port: 0, workDir }, { plugins: runnerPlugins })
+    // Served here rather than as `dstack runner` does: this command owns the signals (it leaves
+    // the pool first, then closes the runner), and prints its own line, not the runner's.
+    const runner = await Runner.serveRunner({ host: "127.0.0.1", port: 0, workDir, plugins: runnerPlugins })
     let joined: Awaited<ReturnType<typeof Agent.join>>
     try {
       joined = await Agent.join({
@@ -71,8 +73,9 @@ export default defineCommand({
       leaving = true
       joined.leave(`stopped by ${signal}`)
     }
-    process.once("SIGINT", () => leave("SIGINT"))
-    process.once("SIGTERM", () => leave("SIGTERM"))
+    // `on`, not `once`: Deno's node layer installs signal handlers only through `on`.
+    process.on("SIGINT", () => leave("SIGINT"))
+    process.on("SIGTERM", () => leave("SIGTERM"))
     const why = await joined.closed
     await runner.close()
     if (!leaving) throw new CliError(`left the pool: ${why}`)

@@ -51,6 +51,8 @@ export const connectWebSocket = (options: Pick<JoinOptions, "server" | "project"
       perMessageDeflate: false
     })
     ws.once("unexpected-response", (_req, res) => {
+      // Nothing more comes over this connection: let go of its socket, so a refused join exits.
+      res.once("end", () => ws.terminate())
       const chunks: Array<Buffer> = []
       res.on("data", (c: Buffer) => chunks.push(c))
       res.on("end", () => {
@@ -63,9 +65,12 @@ export const connectWebSocket = (options: Pick<JoinOptions, "server" | "project"
         reject(new JoinRefused(`the server refused the join (HTTP ${res.statusCode}): ${detail}`))
       })
     })
-    ws.once("error", reject)
+    ws.once("error", (error) => {
+      ws.terminate()
+      reject(error)
+    })
     ws.once("open", () => {
-      ws.removeListener("error", reject)
+      ws.removeAllListeners("error")
       resolve({
         // An empty message is a half-close in the tunnel's framing: frames are never empty.
         write: (bytes) => {

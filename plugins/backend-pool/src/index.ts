@@ -4,7 +4,7 @@
  * reached through their own connection by the `pool` transport. One hub per plugin value: a
  * server build takes `poolPlugin` (or `makePoolPlugin()` for a hub of its own).
  */
-import { Backend, definePlugin, type Plugin } from "@dstack-ts/core"
+import { Backend, type BackendContext, definePlugin, type Plugin } from "@dstack-ts/core"
 import { Effect } from "effect"
 import * as Hub from "./Hub.ts"
 import { joinRoute } from "./JoinRoute.ts"
@@ -31,7 +31,7 @@ export const makePoolPlugin = (options: Hub.HubOptions = {}): Plugin & { readonl
     description: "Machines joined with `dstack runner join` (outbound WebSocket, heartbeats) as the pool backend and transport",
     backends: {
       // No settings: the machines bring their own. A key given is refused, not ignored.
-      [PoolBackend.TYPE]: (config: unknown, context?: { readonly project: string }) => {
+      [PoolBackend.TYPE]: (config: unknown, context?: BackendContext) => {
         const keys = Object.keys(typeof config === "object" && config !== null ? config : {}).filter((k) => k !== "type")
         return keys.length > 0
           ? Backend.fail("PoolBackend", "make", "Invalid", `the pool backend takes no settings (machines join with \`dstack runner join\`); remove ${keys.join(", ")}`)
@@ -44,5 +44,5 @@ export const makePoolPlugin = (options: Hub.HubOptions = {}): Plugin & { readonl
   return Object.freeze({ ...plugin, hub }) as Plugin & { readonly hub: Hub.Hub }
 }
 
-export const poolPlugin = makePoolPlugin()
+export const poolPlugin: Plugin = makePoolPlugin()
 export default poolPlugin
