@@ -143,8 +143,11 @@ describe("runner pool: dstack runner join as a separate process", () => {
     for (let i = 0; i < 300 && !(await logsOf(s.call, "pool-left")).includes("started"); i++) await new Promise((r) => setTimeout(r, 200))
     expect(await logsOf(s.call, "pool-left")).toContain("started")
     box.child.kill("SIGTERM")
-    expect(await box.exited).toBe(0)
+    const code = await box.exited
     expect(box.output()).toContain("left the pool of project main")
+    // Deno's child_process reports a child it sent a signal to as ended by it (code null),
+    // though the child handled the signal and exited 0 (the line above).
+    expect("Deno" in globalThis ? [0, null] : [0]).toContain(code)
     const left = await waitFor(s.call, "pool-left", finished)
     expect(left.status).toBe("failed")
     expect(left.jobs[0].job_submissions.at(-1)).toMatchObject({
