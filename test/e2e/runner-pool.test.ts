@@ -111,11 +111,11 @@ describe("runner pool: dstack runner join as a separate process", () => {
   const children: Array<ChildProcess> = []
   beforeAll(async () => {
     s = await startServer("127.0.0.1")
-  }, 60_000)
+  }, 120_000)
   afterAll(async () => {
     for (const c of children) c.kill("SIGKILL")
     await stop(s)
-  }, 30_000)
+  }, 90_000)
 
   it("a joined machine runs tasks with logs and exit status; leaving (SIGTERM) fails its running job with why", async () => {
     const box = joinProcess(s.url, "box-a")
