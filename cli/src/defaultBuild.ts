@@ -11,6 +11,7 @@ import transportSsh from "@dstack-ts/transport-ssh"
 import backendSsh from "@dstack-ts/backend-ssh"
 import backendSlurm from "@dstack-ts/backend-slurm"
 import backendKubernetes from "@dstack-ts/backend-kubernetes"
+import backendPool from "@dstack-ts/backend-pool"
 import handlerDataframe from "@dstack-ts/handler-dataframe"
 import handlerPlot from "@dstack-ts/handler-plot"
 import handlerModel from "@dstack-ts/handler-model"
@@ -33,6 +34,7 @@ export const defaultPlugins = [
   backendSsh,
   backendSlurm,
   backendKubernetes,
+  backendPool,
   handlerDataframe,
   handlerPlot,
   handlerModel,

@@ -15,6 +15,7 @@ import transportLocal from "@dstack-ts/transport-local"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { makePoolPlugin } from "@dstack-ts/backend-pool"
 import type { AnyRoute, RouteAccess } from "../../core/src/server/Route.ts"
 import { makeInProcessPlugin } from "../support/inprocess-backend.ts"
 
@@ -118,7 +119,7 @@ beforeAll(async () => {
     blobs: blobsMemory,
     adminToken: ADMIN,
     // The in-process backend takes any configuration: one holding a credential, for backends/list.
-    plugins: [backendLocal, transportLocal, makeInProcessPlugin().plugin],
+    plugins: [backendLocal, transportLocal, makeInProcessPlugin().plugin, makePoolPlugin()],
     compute: { defaultBackends: [{ type: "local", config: { work_dir: path.join(root, "runners") } }] },
     runner: { entry: path.resolve("cli/src/runner.ts") },
     engine: { resyncMs: 1_000 },

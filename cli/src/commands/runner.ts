@@ -2,6 +2,7 @@
 // starts on an instance. It serves the runner API (submit, upload_code, run, pull,
 // logs_stream, stop, metrics), one job at a time, with the process and docker executors, and
 // prints its ready line `{"host":…,"port":…}` once it listens; SIGTERM or SIGINT stops it.
+// `dstack runner join` (runnerJoin.ts) joins this machine to a project's runner pool instead.
 import { defineCommand } from "citty"
 import { globalArgs, usageError } from "../context.ts"
 
@@ -13,7 +14,10 @@ export default defineCommand({
     "work-dir": { type: "string", description: "Where jobs' code and files go (default: a new temporary directory)", valueHint: "path" },
     ...globalArgs
   },
+  subCommands: { join: () => import("./runnerJoin.ts").then((m) => m.default) },
   run: async ({ args }) => {
+    // citty runs a command's `run` after its sub-command: `dstack runner join` is done here.
+    if (args._[0] === "join") return
     const port = Number(args.port)
     if (!/^\d+$/.test(args.port) || port > 65535) throw usageError(`--port: "${args.port}" is not a port number (0–65535)`)
     const { mkdtempSync } = await import("node:fs")

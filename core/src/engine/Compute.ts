@@ -79,16 +79,18 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
     const backendCache = yield* SynchronizedRef.make(new Map<string, Backend.Backend>())
     const transportCache = yield* SynchronizedRef.make(new Map<string, RunnerTransport.RunnerTransport>())
 
-    const makeBackend = (type: string, config: unknown): Effect.Effect<Backend.Backend, Backend.BackendError> => {
-      const key = `${type}\u0000${JSON.stringify(config ?? null)}`
+    // A factory that takes a context (BackendFactory's second parameter) is made per project.
+    const makeBackend = (type: string, config: unknown, project?: string): Effect.Effect<Backend.Backend, Backend.BackendError> => {
+      const factory = host.backend(type)
+      const perProject = Option.isSome(factory) && factory.value.length >= 2 && project !== undefined
+      const key = `${type}\u0000${JSON.stringify(config ?? null)}${perProject ? `\u0000${project}` : ""}`
       return SynchronizedRef.modifyEffect(backendCache, (cache) => {
         const cached = cache.get(key)
         if (cached) return Effect.succeed([cached, cache] as const)
-        const factory = host.backend(type)
         if (Option.isNone(factory)) {
           return Backend.fail(MODULE, "backend", "NotFound", `no installed plugin provides the ${type} backend`)
         }
-        return factory.value(config ?? {}).pipe(
+        return (perProject ? factory.value(config ?? {}, { project: project! }) : factory.value(config ?? {})).pipe(
           Scope.extend(scope),
           Effect.map((backend) => [backend, new Map(cache).set(key, backend)] as const)
         )
@@ -132,7 +134,7 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
     /** Makes a backend, answering why not when its plugin refuses the configuration or breaks. */
     const tryBackend = (project: string, type: string, config: unknown): Effect.Effect<Either.Either<Backend.Backend, FailedBackend>> => {
       const key = () => `${type}\u0000${JSON.stringify(config ?? null)}`
-      return makeBackend(type, config).pipe(
+      return makeBackend(type, config, project).pipe(
         Effect.map((backend) => {
           if (lastFailure.size > 0) lastFailure.delete(key())
           return Either.right(backend)
@@ -196,7 +198,7 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
         Effect.flatMap(wanted(project), (all) => {
           const found = all.find((w) => w.type === type)
           if (found === undefined) return Backend.fail(MODULE, "backend", "NotFound", `project ${project} has no ${type} backend`)
-          return makeBackend(type, found.config).pipe(
+          return makeBackend(type, found.config, project).pipe(
             Effect.mapError((e) =>
               new Backend.BackendError({ module: e.module, method: e.method, reason: e.reason, message: `backend ${type}: ${e.message ?? e.reason}`, cause: e })
             )

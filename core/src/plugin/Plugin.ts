@@ -13,6 +13,7 @@ import type * as Repo from "../ports/Repo.ts"
 import type * as RunnerTransport from "../ports/RunnerTransport.ts"
 import type * as StateStore from "../ports/StateStore.ts"
 import type { StackViewer } from "../stacks/StackViewer.ts"
+import type { AnyRoute } from "../server/Route.ts"
 
 /**
  * The brand on every descriptor. `Symbol.for` so that a plugin built against another copy of
@@ -24,12 +25,22 @@ export type PluginTypeId = typeof PluginTypeId
 /** The contract version this core writes and understands. */
 export const CONTRACT_VERSION = "v1" as const
 
+/** What the server tells a backend factory beside its configuration. */
+export interface BackendContext {
+  /** The project the backend is made for. */
+  readonly project: string
+}
+
 /**
  * Makes a backend from its section of the server configuration (decoded by the plugin; an
  * invalid one fails with an `Invalid` BackendError). Scoped: closing the scope releases clients.
+ * A factory that declares a second parameter is made once per project and gets `{ project }`
+ * there (a pool of machines joined to one project); one made outside a project (a
+ * configuration check) gets none.
  */
 export type BackendFactory = (
-  config: unknown
+  config: unknown,
+  context?: BackendContext
 ) => Effect.Effect<Backend.Backend, Backend.BackendError, Scope.Scope>
 
 /** Makes a runner transport from its configuration. */
@@ -70,6 +81,12 @@ export interface PluginSpec {
   readonly executors?: Readonly<Record<string, Executor.Executor>>
   /** Stack viewer parts by name (`vega-lite`, `table`): the browser script and its assets. */
   readonly viewers?: Readonly<Record<string, StackViewer>>
+  /**
+   * HTTP routes the server mounts after its own, by a name of the plugin's choosing (a runner
+   * pool's join route). A raw route whose request asks to upgrade to a WebSocket goes through
+   * the same checks and may hand the connection on as a tunnel (`openTunnel`).
+   */
+  readonly routes?: Readonly<Record<string, AnyRoute<any>>>
 }
 
 /** A validated-to-be plugin: the spec, frozen, with the brand. */
@@ -87,7 +104,8 @@ export const CONTRIBUTION_KINDS = [
   "stateStores",
   "providers",
   "executors",
-  "viewers"
+  "viewers",
+  "routes"
 ] as const
 export type ContributionKind = (typeof CONTRIBUTION_KINDS)[number]
 
@@ -101,7 +119,8 @@ export const KIND_NOUN: Readonly<Record<ContributionKind, string>> = {
   stateStores: "state store",
   providers: "provider",
   executors: "executor",
-  viewers: "viewer"
+  viewers: "viewer",
+  routes: "route"
 }
 
 const freezeRecord = <A>(record: A): A => (record === undefined ? record : Object.freeze({ ...record }) as A)

@@ -101,6 +101,11 @@ const SHAPE: Readonly<Record<ContributionKind, readonly [(u: unknown) => boolean
   viewers: [
     (u) => typeof u === "object" && u !== null && typeof (u as { script?: unknown }).script === "string",
     "a stack viewer (with a script)"
+  ],
+  routes: [
+    (u) => typeof u === "object" && u !== null && typeof (u as { path?: unknown }).path === "string" &&
+      typeof (u as { method?: unknown }).method === "string" && typeof (u as { handler?: unknown }).handler === "function",
+    "a route (made with jsonRoute or rawRoute)"
   ]
 }
 

@@ -123,11 +123,27 @@ export const attachRoutes = [
 ]
 
 /**
+ * For a route of a plugin that carries a WebSocket to a TCP port (a runner pool's join): hands
+ * the upgrade of `request` on as `target`. False when the request is not one the upgrade hook
+ * passes through the app (a plain HTTP request): the route then answers it itself.
+ */
+export const openTunnel = (request: Request, target: TunnelTarget): boolean => {
+  if (!upgrading.has(request)) return false
+  opened.set(request, target)
+  return true
+}
+
+/** A route path in Hono's syntax (`/api/project/:project_name/x`) as a pattern of request paths. */
+export const routePathPattern = (path: string): RegExp =>
+  new RegExp(`^${path.split("/").map((part) => (part.startsWith(":") ? "[^/]+" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))).join("/")}$`)
+
+/**
  * The server's upgrade hook: attach requests go through the app (and so through the router's
  * checks and the route above); any other upgrade goes to `other` (the services proxy).
  */
-export const attachUpgrade = (app: Hono, other: UpgradeHandler): UpgradeHandler => async (request) => {
-  if (!ATTACH_PATH.test(new URL(request.url).pathname)) return other(request)
+export const attachUpgrade = (app: Hono, other: UpgradeHandler, tunnelPaths: ReadonlyArray<RegExp> = []): UpgradeHandler => async (request) => {
+  const path = new URL(request.url).pathname
+  if (!ATTACH_PATH.test(path) && !tunnelPaths.some((p) => p.test(path))) return other(request)
   upgrading.add(request)
   const response = await app.fetch(request)
   upgrading.delete(request)

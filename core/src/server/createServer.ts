@@ -55,7 +55,7 @@ import { serviceRoutes } from "../services/ServiceRoutes.ts"
 import type { UpgradeHandler } from "../runner/adapter/types.ts"
 import { resumeWorkflowRuns } from "../workflows/WorkflowRuns.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
-import { attachRoutes, attachUpgrade } from "./AttachRoutes.ts"
+import { attachRoutes, attachUpgrade, routePathPattern } from "./AttachRoutes.ts"
 
 /**
  * A store chosen by name from the build's plugins: `"embedded"`, or `{ driver, options }` with the
@@ -232,7 +232,8 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     if (refusal !== undefined) throw refusal
     const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))
     await runtime.runPromise(resumeWorkflowRuns)
-    const routes: Array<AnyRoute<any>> = [...builtinRoutes, ...(options.extraRoutes ?? [])]
+    const pluginRoutes = (await runtime.runPromise(PluginHostModule.PluginHost)).contributions("routes").map((c) => c.value as AnyRoute<any>)
+    const routes: Array<AnyRoute<any>> = [...builtinRoutes, ...(options.extraRoutes ?? []), ...pluginRoutes]
     const openapi = openApiDocument(routes, {
       title: "dstack-ts server API",
       version: CORE_VERSION,
@@ -262,7 +263,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
       routes,
       bootstrap: boot,
       openapi,
-      upgrade: attachUpgrade(app, upgrade),
+      upgrade: attachUpgrade(app, upgrade, pluginRoutes.filter((r) => r.kind === "raw").map((r) => routePathPattern(r.path))),
       close: (closeOptions) => {
         runnersOnClose = closeOptions?.runners ?? "stop"
         return runtime.dispose()

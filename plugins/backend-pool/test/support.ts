@@ -1,0 +1,39 @@
+// A hub and a machine joined to it over a real loopback TCP connection (the byte stream the
+// server's WebSocket adapter hands the hub), for the plugin's own tests. The machine's side
+// is the real agent (Agent.serveMachine); the WebSocket path is in test/e2e/runner-pool.test.ts.
+import { Effect, type Scope } from "effect"
+import * as net from "node:net"
+import * as Agent from "../src/Agent.ts"
+import * as Hub from "../src/Hub.ts"
+import type { Hello } from "../src/internal/Frames.ts"
+
+export const hello = (name: string, overrides: Partial<Hello> = {}): Hello => ({
+  name,
+  runnerPort: 10999,
+  heartbeatSeconds: 1,
+  resources: { cpus: 2, memoryMib: 4096, diskMib: 204_800, gpus: [], cpuArch: "x86", hostname: `${name}-host` },
+  ...overrides
+})
+
+/** A loopback listener whose connections the hub takes as machines of `project`. */
+export const hubListener = (hub: Hub.Hub, project: string): Effect.Effect<number, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<net.Server>((resume) => {
+      const server = net.createServer((socket) => hub.accept(project, Hub.socketChannel(socket)))
+      server.listen({ host: "127.0.0.1", port: 0 }, () => resume(Effect.succeed(server)))
+    }),
+    (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+  ).pipe(Effect.map((server) => (server.address() as net.AddressInfo).port))
+
+/** A raw connection to the hub as a channel, and the socket (to cut it). */
+export const dial = (port: number) =>
+  Effect.async<{ socket: net.Socket; channel: Hub.Channel }>((resume) => {
+    const socket = net.connect({ host: "127.0.0.1", port }, () => resume(Effect.succeed({ socket, channel: Hub.socketChannel(socket) })))
+  })
+
+/** A machine joined through the agent, left when the scope closes. */
+export const joinMachine = (port: number, h: Hello) =>
+  Effect.acquireRelease(
+    Effect.flatMap(dial(port), ({ channel, socket }) => Effect.map(Effect.promise(() => Agent.serveMachine(channel, h)), (joined) => ({ joined, socket }))),
+    ({ socket }) => Effect.sync(() => socket.destroy())
+  )
