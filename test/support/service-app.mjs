@@ -3,10 +3,13 @@
 // duplex echo, an endless SSE stream, a slow answer, a broken answer, redirects, a readiness endpoint, a WebSocket echo).
 import * as fs from "node:fs"
 import * as http from "node:http"
+import * as os from "node:os"
 import { WebSocketServer } from "ws"
 
 const port = Number(process.env.DSTACK_SERVICE_PORT ?? process.env.PORT ?? 8000)
 const replica = `${process.env.DSTACK_RUN_NAME}:${port}`
+// The host's own addresses (a replica on an SSH fleet host answers with its host's IP).
+const addresses = Object.values(os.networkInterfaces()).flat().filter((a) => a && a.family === "IPv4" && !a.internal).map((a) => a.address)
 
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, "http://x")
@@ -14,7 +17,7 @@ const server = http.createServer((req, res) => {
   switch (url.pathname.replace(/^\/proxy\/services\/[^/]+\/[^/]+/, "")) {
     case "/path":
       res.setHeader("content-type", "application/json")
-      return res.end(JSON.stringify({ url: req.url, replica, version: process.env.VERSION, headers: req.headers }))
+      return res.end(JSON.stringify({ url: req.url, replica, addresses, version: process.env.VERSION, headers: req.headers }))
     case "/count": {
       let bytes = 0
       req.on("data", (chunk) => (bytes += chunk.length))
