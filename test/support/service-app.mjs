@@ -1,6 +1,6 @@
 // A service app for the services tests, run as a job's command: plain node:http on
 // $DSTACK_SERVICE_PORT with the endpoints the proxy tests need (echo, a counted upload, a
-// duplex echo, an endless SSE stream, a slow answer, a broken answer, redirects, a readiness endpoint, a WebSocket echo).
+// duplex echo, an endless SSE stream, a slow answer, a broken answer, redirects, a readiness endpoint, a crash, a WebSocket echo).
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
@@ -50,6 +50,10 @@ const server = http.createServer((req, res) => {
       // for a probe that sends the header the test configures.
       res.statusCode = (!process.env.READY_FILE || fs.existsSync(process.env.READY_FILE)) && req.headers["x-probe"] === "dstack" ? 200 : 503
       return res.end()
+    case "/crash":
+      // The replica's process exits with an error once it has answered (a crashing replica).
+      res.setHeader("connection", "close")
+      return res.end(replica, () => process.exit(3))
     case "/redirect":
       res.writeHead(302, { location: "/path" })
       return res.end()
