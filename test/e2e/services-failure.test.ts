@@ -6,8 +6,8 @@
 // proxy's rotation (requests under load keep succeeding on the other one), a new submission of
 // the same replica starts, the run never leaves `running`, no extra replica is added, and the
 // new process takes requests. The only replica of an autoscaled service failing sends the run to
-// `pending` for upstream's backoff: the autoscaler then adds nothing (it did, beside the
-// resubmitted one), and a request held meanwhile is served by the resubmitted replica. Without
+// `pending` for upstream's backoff: the autoscaler adds no replica beside the one the engine
+// resubmits, and a request held meanwhile is served by the resubmitted replica. Without
 // `retry`, the run fails and the proxy says it has finished.
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"

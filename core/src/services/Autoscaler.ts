@@ -63,7 +63,7 @@ const newReplicaJob = (record: RunRecord, now: Date): Job => {
   const jobSpec = jobSpecsFromRunSpec(record.run.runSpec, { replicas: replicaNum + 1 }).at(-1)!
   return new Job({
     jobSpec,
-    jobSubmissions: [new JobSubmission({ id: crypto.randomUUID(), submissionNum: 0, submittedAt: now, lastProcessedAt: now, status: "submitted" })]
+    jobSubmissions: [new JobSubmission({ id: crypto.randomUUID(), submissionNum: 0, deploymentNum: record.run.deploymentNum, submittedAt: now, lastProcessedAt: now, status: "submitted" })]
   })
 }
 
