@@ -77,7 +77,7 @@ beforeAll(async () => {
   })
   serving = await serve(server, { port: 0, handleSignals: false })
   call = httpCall(serving.url, TOKEN)
-}, 60_000)
+}, 120_000)
 afterAll(async () => {
   for (const name of ["crashy", "lonely", "fragile"]) await call?.("/api/project/main/runs/stop", { runs_names: [name], abort: true })
   await serving?.close()

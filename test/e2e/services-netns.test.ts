@@ -87,7 +87,7 @@ describeWithNetns(() => {
             fleets: ["svc-fleet"],
             replicas: 2,
             port,
-            commands: [`exec ${process.execPath} ${APP}`],
+            commands: [`exec node ${APP}`],
             resources: { cpu: "1..", memory: "0.1GB..", disk: "0.1GB.." }
           }
         }
