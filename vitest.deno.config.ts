@@ -6,7 +6,7 @@
 // network-namespace test helper itself (the hosts it makes are still used on Deno by the e2e
 // and plugin suites). Also left to Node: the end-to-end suites whose subject is the engine's
 // or a service's logic over parts other suites already run on Deno (the engine and replicas
-// suites, autoscaling and rolling deployment — the proxy itself runs on Deno in services-proxy
+// suites, autoscaling, rolling deployment and failed replicas — the proxy itself runs on Deno in services-proxy
 // and services-docker —, the workflow DAG, the .npy codec), and the reliability suites, which
 // drive server processes started with Node. That keeps CI inside its time budget.
 import { defineConfig, mergeConfig } from "vitest/config"
@@ -29,6 +29,7 @@ export const NODE_ONLY = [
   "test/e2e/replicas.test.ts",
   "test/e2e/services-autoscaling.test.ts",
   "test/e2e/services-rolling.test.ts",
+  "test/e2e/services-failure.test.ts",
   "test/e2e/workflows*.test.ts",
   "test/e2e/stacks-npy.test.ts",
   "test/reliability/**"

@@ -20,6 +20,7 @@ import type { RunOperations } from "./Run.ts"
 import { configFileReader, portForwarder, workflowFilesReader } from "./Platform.ts"
 import { runLogs } from "./RunLogs.ts"
 import * as Secrets from "./Secrets.ts"
+import * as Services from "./Services.ts"
 import * as Stacks from "./Stacks.ts"
 import * as Workflows from "./Workflows.ts"
 import type { Project, ServerInfo, User } from "./Wire.ts"
@@ -199,6 +200,13 @@ export class Client {
     set: (name: string, value: string): Promise<Secrets.Secret> => runPromise(Secrets.make(this.api).set(name, value)),
     /** Deletes secrets by name: all of them, or none when one does not exist. */
     delete: (names: ReadonlyArray<string>): Promise<void> => runPromise(Secrets.make(this.api).delete(names))
+  }
+
+  readonly services = {
+    /** A live service's replicas, traffic and rolling deployment; undefined when there is none. */
+    get: (runName: string): Promise<Services.ServiceInfo | undefined> => runPromise(Services.make(this.api).get(runName)),
+    /** The project's live services the server follows. */
+    list: (): Promise<ReadonlyArray<Services.ServiceInfo>> => runPromise(Services.make(this.api).list())
   }
 
   /** The operations the workflow client uses (see Workflows.ts). */

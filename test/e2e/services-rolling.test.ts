@@ -14,6 +14,8 @@ import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { serve, type Serving } from "../../core/src/server/serve.ts"
+import { Client } from "@dstack-ts/client"
+import { render as renderPs } from "../../cli/src/commands/ps.ts"
 import { httpCall } from "../support/api.ts"
 import { applyService, reapplyService, serviceRunSpec, waitRunning } from "../support/services.ts"
 
@@ -83,12 +85,16 @@ describe("rolling deployment", () => {
     await waitRunning(call, "roll", 2)
     await expect.poll(async () => (await info()).replicas.map((r: any) => r.in_rotation), { timeout: 60_000, interval: 250 }).toEqual([true, true])
     const before = (await activeJobs()).map((j: any) => j.job_submissions.at(-1).id)
+    expect((await run()).deployment_num).toBe(0)
 
     const traffic = load()
     await expect.poll(() => traffic.answers.length, { timeout: 10_000 }).toBeGreaterThan(20)
     const applied = await reapplyService(call, "roll", port, spec("v2"))
     expect(applied.status).toBe(200)
     expect(applied.body.status).toBe("running")
+    // Upstream's deployment number: the update is deployment 1; the replicas it must replace stay on 0.
+    expect(applied.body.deployment_num).toBe(1)
+    expect(applied.body.jobs.map((j: any) => j.job_submissions.at(-1).deployment_num)).toEqual([0, 0])
 
     // The roll: a third replica serving at most at any time (max surge 1; a drained one finishes
     // its requests out of rotation), and the old two gone once it is over.
@@ -119,6 +125,8 @@ describe("rolling deployment", () => {
       (await run()).jobs.map((j: any) => j.job_submissions.at(-1)).filter((s: any) => before.includes(s.id)).map((s: any) => [s.status, s.termination_reason]),
       { timeout: 30_000, interval: 250 }).toEqual([["terminated", "scaled_down"], ["terminated", "scaled_down"]])
     expect(old.length).toBe(2)
+    expect(old.map((s: any) => s.deployment_num)).toEqual([0, 0])
+    expect((await activeJobs()).map((j: any) => j.job_submissions.at(-1).deployment_num)).toEqual([1, 1])
   }, 240_000)
 
   it("applies a change of replicas alone without replacing a replica", async () => {
@@ -127,6 +135,9 @@ describe("rolling deployment", () => {
     expect(applied.status).toBe(200)
     await expect.poll(async () => (await activeJobs()).map((j: any) => j.job_submissions.at(-1).id), { timeout: 30_000, interval: 250 }).toEqual([before[0]])
     expect((await info()).deployment).toBeUndefined()
+    // A replica the update leaves as it is joins the new deployment in place.
+    expect((await run()).deployment_num).toBe(2)
+    expect((await activeJobs()).map((j: any) => j.job_submissions.at(-1).deployment_num)).toEqual([2])
     const again = await reapplyService(call, "roll", port, spec("v2"))
     expect(again.status).toBe(200)
     await waitRunning(call, "roll", 2)
@@ -153,6 +164,14 @@ describe("rolling deployment", () => {
     const jobs = await activeJobs()
     expect(jobs.length).toBe(3)
     expect(jobs.map((j: any) => j.job_submissions.at(-1).id).filter((id: string) => serving2.includes(id)).length).toBe(2)
+    // The old replicas are on deployment 3, the one that never gets ready on 4.
+    expect((await run()).deployment_num).toBe(4)
+    expect(jobs.map((j: any) => j.job_submissions.at(-1).deployment_num).sort()).toEqual([3, 3, 4])
+    // `dstack ps -v` says why the roll is stuck, with each submission's deployment.
+    const ps = await renderPs(Client.connect({ name: "main", url: serving.url, token: TOKEN }), false, false, true)
+    expect(ps).toMatch(/^roll deployment=4\s+running\s+\S+ ago\s+rolling: new replica \d+ has not passed its probes for \d+ s \(probe GET \/ready answered 503\); the 2 replica\(s\) on the previous spec keep serving; 2\/2 replicas in rotation, \d+ requests \(0 errors\)/m)
+    expect((ps.match(/^ {2}roll-\d+-\d+ deployment=3\s+running/gm) ?? []).length, ps).toBe(2)
+    expect(ps).toMatch(/^ {2}roll-\d+-\d+ deployment=4\s+running/m)
 
     // Applying the previous spec again drains the replica that never became ready.
     expect((await reapplyService(call, "roll", port, spec("v2"))).status).toBe(200)

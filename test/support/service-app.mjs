@@ -1,12 +1,15 @@
 // A service app for the services tests, run as a job's command: plain node:http on
 // $DSTACK_SERVICE_PORT with the endpoints the proxy tests need (echo, a counted upload, a
-// duplex echo, an endless SSE stream, a slow answer, a broken answer, redirects, a readiness endpoint, a WebSocket echo).
+// duplex echo, an endless SSE stream, a slow answer, a broken answer, redirects, a readiness endpoint, a crash, a WebSocket echo).
 import * as fs from "node:fs"
 import * as http from "node:http"
+import * as os from "node:os"
 import { WebSocketServer } from "ws"
 
 const port = Number(process.env.DSTACK_SERVICE_PORT ?? process.env.PORT ?? 8000)
 const replica = `${process.env.DSTACK_RUN_NAME}:${port}`
+// The host's own addresses (a replica on an SSH fleet host answers with its host's IP).
+const addresses = Object.values(os.networkInterfaces()).flat().filter((a) => a && a.family === "IPv4" && !a.internal).map((a) => a.address)
 
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, "http://x")
@@ -14,7 +17,7 @@ const server = http.createServer((req, res) => {
   switch (url.pathname.replace(/^\/proxy\/services\/[^/]+\/[^/]+/, "")) {
     case "/path":
       res.setHeader("content-type", "application/json")
-      return res.end(JSON.stringify({ url: req.url, replica, version: process.env.VERSION, headers: req.headers }))
+      return res.end(JSON.stringify({ url: req.url, replica, addresses, version: process.env.VERSION, headers: req.headers }))
     case "/count": {
       let bytes = 0
       req.on("data", (chunk) => (bytes += chunk.length))
@@ -47,6 +50,10 @@ const server = http.createServer((req, res) => {
       // for a probe that sends the header the test configures.
       res.statusCode = (!process.env.READY_FILE || fs.existsSync(process.env.READY_FILE)) && req.headers["x-probe"] === "dstack" ? 200 : 503
       return res.end()
+    case "/crash":
+      // The replica's process exits with an error once it has answered (a crashing replica).
+      res.setHeader("connection", "close")
+      return res.end(replica, () => process.exit(3))
     case "/redirect":
       res.writeHead(302, { location: "/path" })
       return res.end()

@@ -1,7 +1,7 @@
 // `dstack ps`: the runs of the project, active ones by default.
 import { defineCommand } from "citty"
 import { Schema } from "effect"
-import type { Client } from "@dstack-ts/client"
+import type { Client, Services } from "@dstack-ts/client"
 import { clientFor, globalArgs } from "../context.ts"
 import { isTTY, print, table } from "../ui.ts"
 
@@ -36,14 +36,41 @@ export const render = async (client: Client, all: boolean, json: boolean, verbos
     if (errors.every((e) => e === "")) return table(["NAME", "STATUS", "SUBMITTED"], runs.map((r) => [r.name, r.status, ago(r.entity.submittedAt)]))
     return table(["NAME", "STATUS", "SUBMITTED", "ERROR"], runs.map((r, i) => [r.name, r.status, ago(r.entity.submittedAt), errors[i]]))
   }
-  // Verbose: a row per job, whose message says why it waits or how it ended.
-  return table(["NAME", "STATUS", "SUBMITTED", "MESSAGE"], runs.flatMap((r) => [
-    [r.name, r.status, ago(r.entity.submittedAt), ""],
-    ...r.entity.jobs.map((job) => {
-      const sub = job.jobSubmissions.at(-1)
-      return [`  ${job.jobSpec.jobName}`, sub?.status ?? "", sub === undefined ? "" : ago(sub.submittedAt), jobMessage(sub)]
-    })
-  ]))
+  // Verbose: a row per job, whose message says why it waits or how it ended; a service's row
+  // says how the server's proxy sees it (and what a rolling deployment waits for), and names
+  // each submission's deployment as upstream's `ps -v` does.
+  const services = await Promise.all(runs.map((r) =>
+    r.entity.runSpec.configuration.type !== "service" || isFinished(r.status)
+      ? Promise.resolve("")
+      : client.services.get(r.name).then(
+        (info) => (info === undefined ? "" : serviceMessage(info)),
+        (error: unknown) => `service details unavailable: ${error instanceof Error ? error.message : String(error)}`
+      )))
+  return table(["NAME", "STATUS", "SUBMITTED", "MESSAGE"], runs.flatMap((r, i) => {
+    const service = r.entity.runSpec.configuration.type === "service"
+    return [
+      [service ? `${r.name} deployment=${r.entity.deploymentNum}` : r.name, r.status, ago(r.entity.submittedAt), services[i] || errors[i]],
+      ...r.entity.jobs.map((job) => {
+        const sub = job.jobSubmissions.at(-1)
+        const name = `  ${job.jobSpec.jobName}${service && sub !== undefined ? ` deployment=${sub.deploymentNum}` : ""}`
+        return [name, sub?.status ?? "", sub === undefined ? "" : ago(sub.submittedAt), jobMessage(sub)]
+      })
+    ]
+  }))
+}
+
+const isFinished = (status: string): boolean => ["terminated", "failed", "done"].includes(status)
+
+/** A service in a line: its replicas in rotation, traffic, and a rolling deployment's progress. */
+export const serviceMessage = (info: Services.ServiceInfo): string => {
+  const inRotation = info.replicas.filter((r) => r.inRotation).length
+  const parts = [
+    `${inRotation}/${info.desiredReplicas} replicas in rotation`,
+    `${info.requests} requests (${info.errors} errors)`,
+    `${info.rps.toFixed(1)} req/s`,
+    ...(info.latencyP99Ms !== undefined ? [`p99 ${Math.round(info.latencyP99Ms)} ms`] : [])
+  ]
+  return info.deployment !== undefined ? `${info.deployment.message}; ${parts.join(", ")}` : parts.join(", ")
 }
 
 export default defineCommand({

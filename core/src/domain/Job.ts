@@ -199,6 +199,8 @@ export class JobProvisioningData extends Schema.Class<JobProvisioningData>("@dst
 export class JobSubmission extends Schema.Class<JobSubmission>("@dstack-ts/core/JobSubmission")({
   id: Schema.String,
   submissionNum: wireDefault(Schema.Int, "submission_num", () => 0),
+  /** The run's deployment (its `deploymentNum`) whose spec this submission runs (upstream's field). */
+  deploymentNum: wireDefault(Schema.Int, "deployment_num", () => 0),
   submittedAt: wire(Schema.Date, "submitted_at"),
   lastProcessedAt: wire(Schema.Date, "last_processed_at"),
   finishedAt: wireOptional(Schema.Date, "finished_at"),

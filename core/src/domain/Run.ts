@@ -55,6 +55,8 @@ export class Run extends Schema.Class<Run>("@dstack-ts/core/Run")({
   /** Dollars spent so far, over all job submissions. */
   cost: wireDefault(Schema.Number, "cost", () => 0),
   service: wireOptional(ServiceSpec, "service"),
+  /** How many times the run was updated in place (a re-applied service); 0 as submitted. */
+  deploymentNum: wireDefault(Schema.Int, "deployment_num", () => 0),
   deleted: wireDefault(Schema.Boolean, "deleted", () => false)
 }) {}
 

@@ -261,6 +261,8 @@ const addSubmissions = (
       {
         id: newId(job, submissionNum),
         submissionNum,
+        // A retry runs the job spec it had: the deployment of the submission it replaces.
+        deploymentNum: latestSubmission(job)?.deploymentNum ?? run.deploymentNum,
         submittedAt: new Date(now),
         lastProcessedAt: new Date(now),
         status: "submitted"

@@ -63,7 +63,7 @@ const newReplicaJob = (record: RunRecord, now: Date): Job => {
   const jobSpec = jobSpecsFromRunSpec(record.run.runSpec, { replicas: replicaNum + 1 }).at(-1)!
   return new Job({
     jobSpec,
-    jobSubmissions: [new JobSubmission({ id: crypto.randomUUID(), submissionNum: 0, submittedAt: now, lastProcessedAt: now, status: "submitted" })]
+    jobSubmissions: [new JobSubmission({ id: crypto.randomUUID(), submissionNum: 0, deploymentNum: record.run.deploymentNum, submittedAt: now, lastProcessedAt: now, status: "submitted" })]
   })
 }
 
@@ -135,8 +135,10 @@ export const make = Effect.gen(function* () {
       const active = activeJobs(record)
       const serving = active.filter((job) => !state.draining.has(latestSubmission(job)!.id))
       const autoscaled = isAutoscaled(entry)
-      // A fixed count is kept by the engine's own retries: a run waiting to be resubmitted is left alone.
-      if (!autoscaled && record.run.status === "pending") return
+      // A run waiting to be resubmitted (its failed replicas retried after upstream's backoff) is
+      // the engine's: as upstream, a pending service is not scaled, else a replica added now would
+      // run beside the one the engine resubmits.
+      if (record.run.status === "pending") return
       const scaling = entry.configuration.scaling
       const desired = autoscaled
         ? desiredReplicas({

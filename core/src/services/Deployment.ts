@@ -7,9 +7,10 @@
  * roll the replicas one at a time; any other change is refused, naming the fields.
  */
 import { Effect, Option, Schema } from "effect"
-import { JobSpec, type Job } from "../domain/Job.ts"
+import { Job, JobSpec, JobSubmission } from "../domain/Job.ts"
 import { Run, RunSpec } from "../domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../domain/RunJobSpecs.ts"
+import { isJobStatusFinished } from "../domain/Status.ts"
 import { Engine } from "../engine/Engine.ts"
 import { modifyRun } from "../engine/RunRecord.ts"
 import type { StateStore, StateStoreError } from "../ports/StateStore.ts"
@@ -70,12 +71,28 @@ export const isUpToDate = (runSpec: RunSpec, job: Job): boolean => {
 }
 
 /**
+ * The run updated to `next` as upstream counts it: its `deploymentNum` goes up by one, and each
+ * running replica whose job spec the new spec leaves as it is joins the new deployment in place
+ * (its latest submission takes the new number); the others keep theirs until the roll replaces them.
+ */
+export const nextDeployment = (run: Run, next: RunSpec): Run => {
+  const deploymentNum = run.deploymentNum + 1
+  const jobs = run.jobs.map((job) => {
+    const sub = job.jobSubmissions.at(-1)
+    if (sub === undefined || isJobStatusFinished(sub.status) || !isUpToDate(next, job)) return job
+    const moved = new JobSubmission({ ...sub, deploymentNum }, { disableValidation: true })
+    return new Job({ ...job, jobSubmissions: [...job.jobSubmissions.slice(0, -1), moved] }, { disableValidation: true })
+  })
+  return new Run({ ...run, runSpec: next, deploymentNum, jobs, lastProcessedAt: new Date() }, { disableValidation: true })
+}
+
+/**
  * Replaces the active service run's spec with `next` (checked by `checkServiceUpdate` first) and
  * wakes the engine and the autoscaler: replicas then follow the new spec.
  */
 export const updateService = (runId: string, next: RunSpec): Effect.Effect<Run, StateStoreError, StateStore | Engine> =>
   Effect.gen(function* () {
-    const record = yield* modifyRun(runId, (r) => ({ ...r, run: new Run({ ...r.run, runSpec: next, lastProcessedAt: new Date() }, { disableValidation: true }) }))
+    const record = yield* modifyRun(runId, (r) => ({ ...r, run: nextDeployment(r.run, next) }))
     yield* Effect.flatMap(Engine, (engine) => engine.wake(runId))
     // The autoscaler follows the services the registry knows: make sure it knows this one.
     const registry = yield* Effect.serviceOption(ServiceRegistry)

@@ -92,6 +92,13 @@ export const pickReplica = (replicas: ReadonlyArray<Replica>, now: number, turn:
   return best
 }
 
+/** A failure's message, for the caller (an Effect failure's own message where it has one). */
+const reasonOf = (error: unknown): string => {
+  const e = error as { message?: unknown; reason?: unknown } | null
+  const message = typeof e?.message === "string" && e.message !== "" ? e.message : typeof e?.reason === "string" ? e.reason : String(error)
+  return excerpt(message, 300)
+}
+
 /** Statuses whose answers have no body. */
 const NULL_BODY = new Set([101, 204, 205, 304])
 
@@ -180,12 +187,13 @@ export const makeServiceProxy = (
           // A job is running before its app listens: a replica takes requests once it accepts a
           // connection, so that a request with a body is not sent (and spent) into a refusal.
           if (!replica.listening) {
-            if (!(await accepts(address.host, address.port))) throw new Error("not listening yet")
+            if (!(await accepts(address.host, address.port))) throw new Error("its app does not accept connections yet")
             replica.listening = true
           }
           return { replica, host: address.host, port: address.port }
-        } catch {
+        } catch (error) {
           replica.outstanding--
+          replica.lastError = reasonOf(error)
           replica.failed(Date.now())
           continue
         }
@@ -196,6 +204,12 @@ export const makeServiceProxy = (
       const back = entry.replicas.filter((r) => !r.draining && r.ready).reduce((t, r) => Math.min(t, r.outUntil), Infinity)
       await registry.changed(entry, Math.max(1, Math.min(deadline, back) - now))
     }
+  }
+
+  /** The 503 of a request that found no replica in time, with why each replica could not be reached. */
+  const notReady = (entry: ServiceEntry): string => {
+    const why = entry.replicas.filter((r) => r.lastError !== undefined).map((r) => `replica ${r.replicaNum}: ${r.lastError}`)
+    return `No replica of service ${entry.runName} became ready within ${Math.round(holdTimeoutMs / 1000)} s${why.length > 0 ? ` (${why.join("; ")})` : ""}`
   }
 
   const release = (entry: ServiceEntry, replica: Replica) => {
@@ -266,9 +280,7 @@ export const makeServiceProxy = (
       if (got === undefined) {
         entry.metrics.errors++
         body?.cancel("no replica")
-        return unavailable(entry.finished
-          ? `Service ${entry.runName} has finished`
-          : `No replica of service ${entry.runName} became ready within ${Math.round(holdTimeoutMs / 1000)} s`)
+        return unavailable(entry.finished ? `Service ${entry.runName} has finished` : notReady(entry))
       }
       const { replica, host, port } = got
       headers.host = `${host.includes(":") ? `[${host}]` : host}:${port}`
@@ -321,7 +333,7 @@ export const makeServiceProxy = (
     const got = await acquire(entry, Date.now() + holdTimeoutMs, undefined)
     if (got === undefined) {
       entry.metrics.errors++
-      return unavailable(`No replica of service ${entry.runName} became ready within ${Math.round(holdTimeoutMs / 1000)} s`)
+      return unavailable(notReady(entry))
     }
     const { replica, host, port } = got
     const headers: Record<string, string> = {}

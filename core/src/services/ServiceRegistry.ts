@@ -13,7 +13,6 @@ import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import { isRunStatusFinished } from "../domain/Status.ts"
 import { Compute } from "../engine/Compute.ts"
 import { decodeRow } from "../engine/RunRecord.ts"
-import type { RunnerTarget } from "../ports/RunnerTransport.ts"
 import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { ServiceMetrics } from "./ServiceMetrics.ts"
 import { Prober } from "./Probes.ts"
@@ -41,6 +40,8 @@ export class Replica {
   draining = false
   /** Whether its app was seen accepting connections: until then each request checks first. */
   listening = false
+  /** Why the last attempt to reach it failed (said in a 503 when no replica could be reached). */
+  lastError: string | undefined
   /** Whether its probes passed (true when it has none). */
   ready: boolean
   /** Why its last probe failed, while it is not ready. */
@@ -74,6 +75,7 @@ export class Replica {
   succeeded(): void {
     this.failures = 0
     this.outUntil = 0
+    this.lastError = undefined
   }
 }
 
@@ -96,15 +98,6 @@ export interface ServiceEntry {
   /** A rolling deployment under way: replicas still on an older spec, and what the roll waits for. */
   deployment: { readonly outdated: number; readonly message: string } | undefined
 }
-
-/** The RunnerTarget of an instance a job ran on (as the engine connects to its runner). */
-export const runnerTargetOf = (pd: JobProvisioningData): RunnerTarget => ({
-  hostname: pd.hostname ?? "",
-  runnerPort: pd.runnerPort ?? 10999,
-  ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
-  username: pd.username,
-  instanceId: pd.instanceId
-})
 
 export interface ServiceRegistryService {
   /** The service run of that name in the project, or undefined when there is none (or it is not a service). */
@@ -267,7 +260,9 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
   const resolveAddress = (replica: Replica): Effect.Effect<Address, unknown> =>
     Effect.gen(function* () {
       const transport = yield* compute.transport(replica.pd.backend)
-      const target = runnerTargetOf(replica.pd)
+      // As the engine reaches the instance's runner: an SSH fleet host's target carries its SSH
+      // access (read from its instance row), a backend's own runner access is asked of it.
+      const target = yield* compute.target(replica.pd)
       const scope = yield* Scope.make()
       replica.scope = scope
       // A job in a container publishes its port on a host port the runner reports; a process

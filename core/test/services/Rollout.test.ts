@@ -2,9 +2,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Schema } from "effect"
 import { Job, JobSubmission } from "../../src/domain/Job.ts"
-import { RunSpec } from "../../src/domain/Run.ts"
+import { Run, RunSpec } from "../../src/domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../../src/domain/RunJobSpecs.ts"
-import { checkServiceUpdate, isUpToDate } from "../../src/services/Deployment.ts"
+import { checkServiceUpdate, isUpToDate, nextDeployment } from "../../src/services/Deployment.ts"
 import { type RolloutReplica, rolloutStep } from "../../src/services/Rollout.ts"
 
 const r = (id: string, replicaNum: number, upToDate: boolean, ready: boolean): RolloutReplica => ({ id, replicaNum, upToDate, ready })
@@ -62,5 +62,41 @@ describe("in-place updates of a service", () => {
     expect(isUpToDate(spec({ env: { V: "1" }, replicas: "1..4", scaling: { metric: "rps", target: 5 } }), job)).toBe(true)
     expect(isUpToDate(spec({ env: { V: "2" } }), job)).toBe(false)
     expect(isUpToDate(spec({ env: { V: "1" }, commands: ["serve --new"] }), job)).toBe(false)
+  })
+})
+
+describe("deployment numbers", () => {
+  const v1 = spec({ env: { V: "1" }, replicas: 3 })
+  const sub = (id: string, status: "running" | "terminated", deploymentNum = 0) =>
+    new JobSubmission({ id, deploymentNum, submittedAt: new Date(), lastProcessedAt: new Date(), status })
+  const run = new Run({
+    id: "run",
+    projectName: "main",
+    user: "admin",
+    submittedAt: new Date(),
+    lastProcessedAt: new Date(),
+    status: "running",
+    runSpec: v1,
+    jobs: jobSpecsFromRunSpec(v1, { replicas: 3 }).map((jobSpec, i) => new Job({ jobSpec, jobSubmissions: [sub(`s${i}`, i === 2 ? "terminated" : "running")] }))
+  })
+  const latest = (r: Run) => r.jobs.map((j) => j.jobSubmissions.at(-1)!.deploymentNum)
+
+  it("a replicas-only update is the next deployment, and every running replica joins it in place", () => {
+    const next = nextDeployment(run, spec({ env: { V: "1" }, replicas: 2 }))
+    expect(next.deploymentNum).toBe(1)
+    // The finished replica keeps its number.
+    expect(latest(next)).toEqual([1, 1, 0])
+    expect(next.jobs.map((j) => j.jobSubmissions.map((s) => s.id))).toEqual([["s0"], ["s1"], ["s2"]])
+    expect(Schema.encodeSync(Run)(next)).toMatchObject({ deployment_num: 1, jobs: [{ job_submissions: [{ deployment_num: 1 }] }, {}, {}] })
+  })
+  it("a changed job spec leaves the replicas on their deployment until the roll replaces them", () => {
+    const next = nextDeployment(nextDeployment(run, spec({ env: { V: "1" }, replicas: 3 })), spec({ env: { V: "2" }, replicas: 3 }))
+    expect(next.deploymentNum).toBe(2)
+    expect(latest(next)).toEqual([1, 1, 0])
+  })
+  it("a run stored without the field decodes as deployment 0", () => {
+    const encoded = Schema.encodeSync(Run)(run) as Record<string, unknown>
+    delete encoded.deployment_num
+    expect(Schema.decodeUnknownSync(Run)(encoded).deploymentNum).toBe(0)
   })
 })
