@@ -83,4 +83,17 @@ describe("server: user SSH keys", () => {
     expect(byAdmin.body.username).toBe("bob")
     expect(byAdmin.body.ssh_public_key).not.toBe(refreshed.body.ssh_public_key)
   })
+
+  it("a run submitted without ssh_key_pub carries the user's public key, as upstream's; one given is kept", async () => {
+    const carol = (await call("/api/users/create", ADMIN, { username: "carol", global_role: "user" })).body.creds.token as string
+    await call("/api/projects/main/add_members", ADMIN, { members: [{ username: "carol", project_role: "user" }] })
+    const spec = (name: string, extra: object = {}) => ({ run_spec: { run_name: name, configuration: { type: "task", commands: ["true"] }, ...extra } })
+    const submitted = await call("/api/project/main/runs/submit", carol, spec("keyed-run"))
+    expect(submitted.status, JSON.stringify(submitted.body)).toBe(200)
+    const me = (await call("/api/users/get_my_user", carol)).body
+    expect(submitted.body.run_spec.ssh_key_pub).toBe(me.ssh_public_key)
+    const own = await call("/api/project/main/runs/submit", carol, spec("own-key-run", { ssh_key_pub: "ssh-ed25519 AAAAown carol" }))
+    expect(own.status, JSON.stringify(own.body)).toBe(200)
+    expect(own.body.run_spec.ssh_key_pub).toBe("ssh-ed25519 AAAAown carol")
+  })
 })

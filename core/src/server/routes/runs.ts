@@ -19,6 +19,7 @@ import { alreadyExists, badRequest, excerpt, fromStateStore, notFound, serverErr
 import type { ApiError } from "../ApiError.ts"
 import * as Eager from "../Eager.ts"
 import { encoded, type Encoded, jsonRoute } from "../Route.ts"
+import { userSshKey } from "../UserSshKeys.ts"
 import { RunCache } from "../RunCache.ts"
 import { randomRunName } from "./runNames.ts"
 import { refuseUnknownRepoType } from "./repoTypes.ts"
@@ -209,7 +210,10 @@ export const submit = (project: string, user: string, runSpec: RunSpec, force: b
     } else {
       runName = yield* freeRunName(project)
     }
-    const spec = new RunSpec({ ...runSpec, runName })
+    // As upstream: a spec without ssh_key_pub gets the user's own key (made on first need),
+    // which upstream's CLI compares with the key it attaches with.
+    const sshKeyPub = runSpec.sshKeyPub ?? (yield* userSshKey(user).pipe(Effect.mapError(fromStateStore))).publicKey
+    const spec = new RunSpec({ ...runSpec, runName, sshKeyPub })
     const now = new Date()
     const jobs = jobSpecsFromRunSpec(spec).map(
       (jobSpec) =>
