@@ -4,7 +4,11 @@
 // are suites whose code does not touch the runtime: pure domain, configuration, engine and
 // port-contract logic, static checks of docs and imports, npm packaging, and the tests of the
 // network-namespace test helper itself (the hosts it makes are still used on Deno by the e2e
-// and plugin suites).
+// and plugin suites). Also left to Node: the end-to-end suites whose subject is the engine's
+// or a service's logic over parts other suites already run on Deno (the engine and replicas
+// suites, autoscaling and rolling deployment — the proxy itself runs on Deno in services-proxy
+// and services-docker —, the workflow DAG, the .npy codec), and the reliability suites, which
+// drive server processes started with Node. That keeps CI inside its time budget.
 import { defineConfig, mergeConfig } from "vitest/config"
 import base from "./vitest.config.ts"
 
@@ -20,7 +24,14 @@ export const NODE_ONLY = [
   "test/architecture/**",
   "test/docs/docs.test.ts",
   "test/netns/**",
-  "test/packaging/**"
+  "test/packaging/**",
+  "test/e2e/engine.test.ts",
+  "test/e2e/replicas.test.ts",
+  "test/e2e/services-autoscaling.test.ts",
+  "test/e2e/services-rolling.test.ts",
+  "test/e2e/workflows*.test.ts",
+  "test/e2e/stacks-npy.test.ts",
+  "test/reliability/**"
 ]
 
 export default mergeConfig(base, defineConfig({ test: { exclude: [...NODE_ONLY] } }))

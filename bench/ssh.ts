@@ -9,9 +9,13 @@
 //   build, a fleet of one netns host applied through the API, `fleets: [bench]`), against the
 //   same on the local backend of that server, and against a raw `ssh host true` (the issue's
 //   target: p50 ≤ raw + 30 ms).
+// - attach throughput: `dstack attach` (the real CLI: client → server WebSocket → the ssh
+//   transport's forward → the job's port) to a job on the fleet host that writes N MiB to each
+//   connection, against a raw `ssh -N -L` to the same port. Target ≥ 0.7× (MB/s).
 //   BENCH_SSH_MB (default 64; full 512), BENCH_SSH_ROUNDS (default 3; full 7),
 //   BENCH_SSH_REPS (submit → RUNNING runs per side, default 10; full 30),
-//   BENCH_SSH_PARTS (default forward,provision,submit: which rows to measure)
+//   BENCH_SSH_PARTS (default forward,provision,submit,attach: which rows to measure; attach
+//   needs submit's fleet)
 import { execFile, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -31,6 +35,7 @@ import { now, summarize, type Row } from "./support/stats.ts"
 
 const exec = promisify(execFile)
 const RUNNER_ENTRY = fileURLToPath(new URL("../cli/src/runner.ts", import.meta.url))
+const CLI = fileURLToPath(new URL("../cli/bin/dstack.mjs", import.meta.url))
 const SOURCE_PORT = 7000
 
 const sshArgs = (hosts: NetnsHosts, host: NetnsHost) => [
@@ -75,18 +80,49 @@ const waitListening = async (port: number) => {
   throw new Error(`nothing listens on 127.0.0.1:${port}`)
 }
 
-const forwardRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.Scope, mb: number, rounds: number): Promise<Array<Row>> => {
-  const host = hosts.hosts[0]!
-  const bytes = mb * 1024 * 1024
-  // The job's port: a server in the host's namespace that writes `bytes` to each connection.
-  const source = spawn("ip", ["netns", "exec", host.netns, "node", "-e", `
+/** A Node program that listens on `port` and writes `bytes` to each connection, then closes it. */
+const sourceProgram = (bytes: number, port: number) => `
     const chunk = Buffer.alloc(1 << 20, 97)
     require("net").createServer((s) => {
       s.on("error", () => {}) // a probe that connects and leaves at once
       let left = ${bytes}
       const write = () => { while (left > 0) { const n = Math.min(left, chunk.length); left -= n; if (!s.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return s.once("drain", write) } s.end() }
       write()
-    }).listen(${SOURCE_PORT}, "127.0.0.1", () => console.log("ready"))`], { stdio: ["ignore", "pipe", "inherit"] })
+    }).listen(${port}, "127.0.0.1", () => console.log("ready"))`
+
+/**
+ * Reads `bytes` through `ours` and through `raw` (a raw `ssh -L`) in turns, after one warm-up
+ * each, and makes the row comparing their MB/s against the ≥ 0.7× target.
+ */
+const throughputRow = async (ctx: BenchContext, what: string, measure: string, ours: number, raw: number, bytes: number, rounds: number): Promise<Row> => {
+  await readAll(ours, bytes) // warm-up: the forward or tunnel is opened
+  await readAll(raw, bytes)
+  const mine: Array<number> = []
+  const theirs: Array<number> = []
+  for (let i = 0; i < rounds; i++) {
+    mine.push(await readAll(ours, bytes))
+    theirs.push(await readAll(raw, bytes))
+    ctx.log(`${what} round ${i + 1}: ${mine[i]!.toFixed(0)} vs ssh -L ${theirs[i]!.toFixed(0)} MB/s`)
+  }
+  const value = summarize(mine)
+  const baseline = summarize(theirs)
+  return {
+    section: "ssh",
+    measure,
+    unit: "MB/s",
+    value,
+    baseline,
+    better: "higher",
+    target: "≥ 0.7× raw ssh -L",
+    verdict: value.p50 >= 0.7 * baseline.p50 ? "meets" : "short"
+  }
+}
+
+const forwardRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.Scope, mb: number, rounds: number): Promise<Array<Row>> => {
+  const host = hosts.hosts[0]!
+  const bytes = mb * 1024 * 1024
+  // The job's port: a server in the host's namespace that writes `bytes` to each connection.
+  const source = spawn("ip", ["netns", "exec", host.netns, "node", "-e", sourceProgram(bytes, SOURCE_PORT)], { stdio: ["ignore", "pipe", "inherit"] })
   await new Promise((resolve) => source.stdout!.once("data", resolve))
   try {
     const transport = await Effect.runPromise(Scope.extend(SshTransport.make(), scope))
@@ -96,27 +132,7 @@ const forwardRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.Sc
     const raw = spawn("ssh", ["-N", "-L", `127.0.0.1:${rawPort}:127.0.0.1:${SOURCE_PORT}`, ...sshArgs(hosts, host)], { stdio: "ignore" })
     try {
       await waitListening(rawPort)
-      await readAll(forward.localPort, bytes) // warm-up: the SSH connection is opened
-      await readAll(rawPort, bytes)
-      const ours: Array<number> = []
-      const theirs: Array<number> = []
-      for (let i = 0; i < rounds; i++) {
-        ours.push(await readAll(forward.localPort, bytes))
-        theirs.push(await readAll(rawPort, bytes))
-        ctx.log(`ssh forward round ${i + 1}: ${ours[i]!.toFixed(0)} vs ssh -L ${theirs[i]!.toFixed(0)} MB/s`)
-      }
-      const value = summarize(ours)
-      const baseline = summarize(theirs)
-      return [{
-        section: "ssh",
-        measure: `forward throughput, ${mb} MiB through a forwarded job port (ssh transport vs raw ssh -L), ${rounds} rounds`,
-        unit: "MB/s",
-        value,
-        baseline,
-        better: "higher",
-        target: "≥ 0.7× raw ssh -L",
-        verdict: value.p50 >= 0.7 * baseline.p50 ? "meets" : "short"
-      }]
+      return [await throughputRow(ctx, "ssh forward", `forward throughput, ${mb} MiB through a forwarded job port (ssh transport vs raw ssh -L), ${rounds} rounds`, forward.localPort, rawPort, bytes, rounds)]
     } finally {
       raw.kill("SIGTERM")
     }
@@ -176,6 +192,44 @@ const provisionRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.
 }
 
 /** Submit → RUNNING of one run (`echo hi; sleep 1`), polled every 5 ms; waits for it to end. */
+/** `dstack attach` throughput through the server against a raw `ssh -L`, on the fleet `bench` of `server`. */
+const attachRows = async (ctx: BenchContext, hosts: NetnsHosts, server: BenchServer, mb: number, rounds: number): Promise<Array<Row>> => {
+  const host = hosts.hosts[0]!
+  const bytes = mb * 1024 * 1024
+  const port = SOURCE_PORT + 1
+  const program = sourceProgram(bytes, port) // no single quote in it: it goes in one as it is
+  await apply(server, "ssh-attach", [`node -e '${program}'`], { fleets: ["bench"], ports: [port] })
+  const { run: started } = await waitRun(server, "ssh-attach", (r) => r.status === "running" || FINISHED.includes(r.status), { everyMs: 50 })
+  if (started.status !== "running") throw new Error(`the attach job ended ${started.status}: ${JSON.stringify(started.jobs?.[0]?.job_submissions?.at(-1)).slice(0, 800)}`)
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-bench-attach-"))
+  const attach = spawn(process.execPath, [CLI, "attach", "ssh-attach"], {
+    env: { ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: server.url, DSTACK_TOKEN: server.token, DSTACK_PROJECT: "main" },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let output = ""
+  attach.stdout!.on("data", (d) => (output += d))
+  attach.stderr!.on("data", (d) => (output += d))
+  const rawPort = await freePort()
+  const raw = spawn("ssh", ["-N", "-L", `127.0.0.1:${rawPort}:127.0.0.1:${port}`, ...sshArgs(hosts, host)], { stdio: "ignore" })
+  try {
+    const deadline = now() + 60_000
+    let localPort: number | undefined
+    while (localPort === undefined) {
+      const m = /(\d+) → http:\/\/127\.0\.0\.1:(\d+)/.exec(output)
+      if (m !== null) localPort = Number(m[2])
+      else if (attach.exitCode !== null || now() > deadline) throw new Error(`dstack attach did not forward the port: ${output.slice(-800)}`)
+      else await new Promise((r) => setTimeout(r, 100))
+    }
+    await waitListening(rawPort)
+    return [await throughputRow(ctx, "attach", `attach throughput, ${mb} MiB from a job port on the fleet host (\`dstack attach\` through the server vs raw ssh -L), ${rounds} rounds`, localPort, rawPort, bytes, rounds)]
+  } finally {
+    raw.kill("SIGTERM")
+    attach.kill("SIGINT")
+    await call(server, "/api/project/main/runs/stop", { runs_names: ["ssh-attach"], abort: true })
+    fs.rmSync(home, { recursive: true, force: true })
+  }
+}
+
 const submitToRunning = async (server: BenchServer, name: string, extra: Record<string, unknown>): Promise<number> => {
   const t0 = now()
   await apply(server, name, ["echo hi; sleep 1"], extra)
@@ -185,13 +239,13 @@ const submitToRunning = async (server: BenchServer, name: string, extra: Record<
   return at - t0
 }
 
-const submitRows = async (ctx: BenchContext, hosts: NetnsHosts, reps: number): Promise<Array<Row>> => {
+const submitRows = async (ctx: BenchContext, hosts: NetnsHosts, reps: number, attach?: { readonly mb: number; readonly rounds: number }): Promise<Array<Row>> => {
   const host = hosts.hosts[0]!
   const server = await startServer({ maxInstances: 1, databaseUrl: ctx.databaseUrl })
   try {
     // The local backend first: with a fleet in place a run without `fleets` could take its host.
     ctx.log(`ssh submit → RUNNING: local backend, 1 warm-up + ${reps} runs`)
-    await submitToRunning(server, "ssh-warm-local", {})
+    if (reps > 0) await submitToRunning(server, "ssh-warm-local", {})
     const local: Array<number> = []
     for (let i = 0; i < reps; i++) local.push(await submitToRunning(server, `ssh-local-${i}`, {}))
 
@@ -210,6 +264,7 @@ const submitRows = async (ctx: BenchContext, hosts: NetnsHosts, reps: number): P
       if (status === "terminated" || now() > deadline) throw new Error(`the bench fleet's host is not idle: ${JSON.stringify(fleet.instances?.[0]).slice(0, 800)}`)
       await new Promise((r) => setTimeout(r, 200))
     }
+    if (reps === 0) return attach === undefined ? [] : await attachRows(ctx, hosts, server, attach.mb, attach.rounds)
     ctx.log(`ssh submit → RUNNING: SSH fleet host, 1 warm-up + ${reps} runs; raw ssh true`)
     await submitToRunning(server, "ssh-warm-fleet", { fleets: ["bench"] })
     const fleet: Array<number> = []
@@ -224,7 +279,9 @@ const submitRows = async (ctx: BenchContext, hosts: NetnsHosts, reps: number): P
     const value = summarize(fleet)
     const localSummary = summarize(local)
     const rawSummary = summarize(raw)
+    const attachRow = attach === undefined ? [] : await attachRows(ctx, hosts, server, attach.mb, attach.rounds)
     return [
+      ...attachRow,
       {
         section: "ssh",
         measure: `submit → RUNNING on an idle SSH fleet host vs on the local backend, n=${reps}`,
@@ -257,20 +314,23 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
     return [
       { section: "ssh", measure: "forward throughput vs raw ssh -L", unit: "MB/s", better: "higher", target: "≥ 0.7×", notMeasured: missing },
       { section: "ssh", measure: "provisioning a fresh host vs raw scp + ssh", unit: "ms", better: "lower", target: "≤ 2×", notMeasured: missing },
-      { section: "ssh", measure: "submit → RUNNING on an idle SSH fleet host vs the local backend", unit: "ms", better: "lower", target: "p50 ≤ local + 30 ms", notMeasured: missing }
+      { section: "ssh", measure: "submit → RUNNING on an idle SSH fleet host vs the local backend", unit: "ms", better: "lower", target: "p50 ≤ local + 30 ms", notMeasured: missing },
+      { section: "ssh", measure: "attach throughput vs raw ssh -L", unit: "MB/s", better: "higher", target: "≥ 0.7×", notMeasured: missing }
     ]
   }
   const mb = Number(process.env.BENCH_SSH_MB ?? (ctx.full ? 512 : 64))
   const rounds = Number(process.env.BENCH_SSH_ROUNDS ?? (ctx.full ? 7 : 3))
   const reps = Number(process.env.BENCH_SSH_REPS ?? (ctx.full ? 30 : 10))
-  const parts = (process.env.BENCH_SSH_PARTS ?? "forward,provision,submit").split(",")
+  const parts = (process.env.BENCH_SSH_PARTS ?? "forward,provision,submit,attach").split(",")
   const hosts = await createNetnsHosts({ count: 2 })
   const scope = Effect.runSync(Scope.make())
   try {
     return [
       ...(parts.includes("forward") ? await forwardRows(ctx, hosts, scope, mb, rounds) : []),
       ...(parts.includes("provision") ? await provisionRows(ctx, hosts, scope, rounds) : []),
-      ...(parts.includes("submit") ? await submitRows(ctx, hosts, reps) : [])
+      ...(parts.includes("submit") || parts.includes("attach")
+        ? await submitRows(ctx, hosts, parts.includes("submit") ? reps : 0, parts.includes("attach") ? { mb, rounds } : undefined)
+        : [])
     ]
   } finally {
     await Effect.runPromise(Scope.close(scope, Exit.void))

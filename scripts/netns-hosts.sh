@@ -110,6 +110,17 @@ start_sshd() { # name host
 
 # Kills every sshd process in the host's namespace: the listener and the open sessions, as if
 # the host had gone away for SSH. Processes the sessions started (a runner) keep running.
+# root's ~/.bashrc may run `pyenv init`, and Debian's bash reads it for every SSH command; a
+# session killed while pyenv rehashes leaves pyenv's lock file behind, and then every later
+# command over SSH (and every shell that reads that bashrc) waits 60 s for it. A lock that no
+# running rehash holds is removed (with a word on stderr) when hosts are made and sshd stopped.
+clear_stale_pyenv_lock() {
+  local lock="${PYENV_ROOT:-$HOME/.pyenv}/shims/.pyenv-shim"
+  [ -e "$lock" ] || return 0
+  pgrep -f pyenv-rehash >/dev/null 2>&1 && return 0
+  rm -f "$lock" && echo "netns-hosts: removed a stale pyenv rehash lock ($lock)" >&2
+}
+
 stop_sshd() { # name host
   local ns="$PREFIX$1-$2" pid
   ip netns list | grep -q "^$ns\b" || return 0
@@ -117,6 +128,7 @@ stop_sshd() { # name host
     case "$(cat "/proc/$pid/comm" 2>/dev/null)" in sshd*) kill -9 "$pid" 2>/dev/null || true ;; esac
   done
   rm -f "$ROOT_DIR/$1/$2/sshd.pid"
+  clear_stale_pyenv_lock
 }
 
 # A new host key, as after a reinstall (or another machine answering at the host's address):
@@ -136,6 +148,7 @@ up() { # name n jump
   check_name "$name"
   [ "$n" -ge 1 ] && [ "$n" -le 20 ] || die "N must be 1..20, got $n"
   [ -e "/run/netns/$PREFIX$name-h0" ] && die "set $name exists already (scripts/netns-hosts.sh down $name)"
+  clear_stale_pyenv_lock
   # A failed start leaves nothing behind.
   trap 'if [ "${created:-}" != 1 ]; then down "$name" >/dev/null 2>&1 || true; fi' EXIT
   read -r net jnet < <(pick_subnet)

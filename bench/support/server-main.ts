@@ -3,8 +3,6 @@
 // max_instances, embedded state under a directory (or PostgreSQL), file blobs. Prints one
 // JSON line {"port": N} once it listens; SIGTERM closes it (runners included) and exits.
 // Options come as JSON in BENCH_SERVER (see ./server.ts).
-import { serve } from "@hono/node-server"
-import type { AddressInfo } from "node:net"
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -13,6 +11,8 @@ import { createServer, runOn, RunSpec, Run, Job, JobSubmission } from "@dstack-t
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { UnstorageBlobStore } from "@dstack-ts/blob-unstorage"
 import { StateStore } from "../../core/src/ports/StateStore.ts"
+// The Node adapter `dstack server` listens with (upgrades too: attach tunnels, WebSockets of services).
+import { serve } from "../../core/src/runner/adapter/node.ts"
 import { PostgresStateStore } from "@dstack-ts/state-postgres"
 import { defaultPlugins, defaultRunnerEntry } from "../../cli/src/defaultBuild.ts"
 import { jobSpecsFromRunSpec } from "../../core/src/domain/RunJobSpecs.ts"
@@ -176,16 +176,14 @@ const fetchWithStats = (request: Request, ...rest: Array<unknown>) => {
   return (server.app.fetch as (...args: Array<unknown>) => Response | Promise<Response>)(request, ...rest)
 }
 
-const listener = serve({ fetch: fetchWithStats, hostname: "127.0.0.1", port: 0 }, () => {
-  console.log(JSON.stringify({ port: (listener.address() as AddressInfo).port, pid: process.pid }))
-})
+const listener = await serve(fetchWithStats as typeof server.app.fetch, { hostname: "127.0.0.1", port: 0, upgrade: server.upgrade })
+console.log(JSON.stringify({ port: listener.port, pid: process.pid }))
 
 let closing = false
 const shutdown = async () => {
   if (closing) return
   closing = true
-  listener.close()
-  ;(listener as unknown as { closeAllConnections?: () => void }).closeAllConnections?.()
+  await listener.close()
   await server.close().catch((e) => console.error("[bench server] close failed", e))
   process.exit(0)
 }

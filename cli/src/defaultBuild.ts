@@ -3,6 +3,7 @@
 import { join } from "node:path"
 import { homedir } from "node:os"
 import { fileURLToPath } from "node:url"
+import { CliError } from "./context.ts"
 import backendLocal from "@dstack-ts/backend-local"
 import transportLocal from "@dstack-ts/transport-local"
 import transportDirect from "@dstack-ts/transport-direct"
@@ -45,6 +46,17 @@ export const defaultPlugins = [
 export const defaultRunnerEntry = (): string =>
   fileURLToPath(new URL(import.meta.url.endsWith(".ts") ? "./runner.ts" : "./runner.js", import.meta.url))
 
+/** The engine's `unreachableMs` from DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS, when set. */
+const runnerUnreachable = (env: NodeJS.ProcessEnv): { unreachableMs?: number } => {
+  const text = env.DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS
+  if (text === undefined || text === "") return {}
+  const seconds = Number(text)
+  if (!Number.isFinite(seconds) || seconds <= 0) {
+    throw new CliError(`DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS: "${text.slice(0, 40)}" is not a positive number of seconds`)
+  }
+  return { unreachableMs: seconds * 1000 }
+}
+
 /** Where the default server keeps its data: `DSTACK_SERVER_DIR`, else `~/.dstack-ts/server`. */
 export const defaultServerDir = (): string => process.env.DSTACK_SERVER_DIR || join(homedir(), ".dstack-ts", "server")
 
@@ -55,7 +67,8 @@ export const defaultServerDir = (): string => process.env.DSTACK_SERVER_DIR || j
  * under `<dir>/blobs` — which a server on PostgreSQL refuses unless `allowLocalBlobs`; the
  * `local` backend in every project. Secrets are encrypted with `DSTACK_SERVER_SECRETS_KEY` when
  * set (replicas must share one key), else with the key in `<dir>/secrets.key`, made with mode
- * 0600 on first start.
+ * 0600 on first start. A job whose runner does not answer for
+ * `DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS` (default 120) fails as `instance_unreachable`.
  */
 export const defaultServerOptions = (
   serverDir: string,
@@ -75,6 +88,7 @@ export const defaultServerOptions = (
     runner: { entry: defaultRunnerEntry() },
     // Kubernetes pods' runners are reached at their node's address and NodePort, not over SSH.
     compute: { defaultBackends: [{ type: "local" }], transports: { kubernetes: "direct" } },
+    engine: runnerUnreachable(env),
     secrets: env.DSTACK_SERVER_SECRETS_KEY
       ? { key: env.DSTACK_SERVER_SECRETS_KEY }
       : { keyFile: join(serverDir, "secrets.key") }

@@ -73,13 +73,13 @@ describe("client.runs", () => {
     expect(await text(run.logs({ follow: false }))).toBe("line 0\nline 1\nline 2\n")
   })
 
-  it("rejects with the server's error for a run that vanished, and refuses to attach to a run without an instance", async () => {
+  it("rejects with the server's error for a run that vanished, and refuses to attach to a run that has no job", async () => {
     const run = (await client.runs.get("live-run"))!
     fakeRuns.runs.delete("live-run")
     const error = await text(run.logs()).catch((e) => e)
     expect(error).toBeInstanceOf(ClientError)
     expect(error).toMatchObject({ reason: "NotFound", status: 400, msg: "Run live-run does not exist in project main" })
     fakeRuns.runs.set("live-run", "running")
-    await expect(run.attach()).rejects.toMatchObject({ reason: "NotAvailable", msg: "run live-run has no instance yet" })
+    await expect(run.attach()).rejects.toMatchObject({ reason: "NotAvailable", msg: "run live-run has no job to attach to" })
   })
 })

@@ -1,6 +1,7 @@
 // Readiness probes of a service, end to end on the local backend: a replica whose app listens
 // but whose probe fails takes no request (one sent meanwhile is held); once the probe passes
-// `ready_after` times in a row the replica enters the rotation and the held request is served.
+// `ready_after` times in a row the replica enters the rotation and the held request is served;
+// a probe failing later takes it out again, unless the probe says `until_ready`.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -32,9 +33,9 @@ beforeAll(async () => {
   })
   serving = await serve(server, { port: 0, handleSignals: false })
   call = httpCall(serving.url, TOKEN)
-}, 60_000)
+}, 120_000)
 afterAll(async () => {
-  await call?.("/api/project/main/runs/stop", { runs_names: ["probed"], abort: true })
+  await call?.("/api/project/main/runs/stop", { runs_names: ["probed", "probed-once"], abort: true })
   await serving?.close()
   fs.rmSync(dir, { recursive: true, force: true })
 })
@@ -67,5 +68,28 @@ describe("service probes", () => {
     const answer = await held
     expect(answer.status).toBe(200)
     expect(answer.body.url).toBe("/path")
+
+    // The probe goes on (until_ready is false by default): failing again takes the replica out
+    // of rotation, and passing again brings it back.
+    fs.rmSync(readyFile)
+    await expect.poll(async () => (await replicas()).map((r: any) => r.ready), { timeout: 30_000, interval: 250 }).toEqual([false])
+    fs.writeFileSync(readyFile, "")
+    await expect.poll(async () => (await replicas()).map((r: any) => r.ready), { timeout: 30_000, interval: 250 }).toEqual([true])
+  }, 120_000)
+
+  it("stops probing a replica with until_ready once it is ready", async () => {
+    const onceFile = path.join(dir, "once")
+    fs.writeFileSync(onceFile, "")
+    await applyService(call, "probed-once", {
+      auth: false,
+      env: { READY_FILE: onceFile },
+      probes: [{ type: "http", url: "/ready", headers: [{ name: "x-probe", value: "dstack" }], interval: "1s", ready_after: 1, until_ready: true }]
+    })
+    const replicas = async () => (await call("/api/project/main/services/get", { run_name: "probed-once" })).body.replicas
+    await expect.poll(async () => (await replicas()).map((r: any) => r.ready), { timeout: 60_000, interval: 250 }).toEqual([true])
+    fs.rmSync(onceFile)
+    await new Promise((r) => setTimeout(r, 3_000))
+    expect((await replicas()).map((r: any) => r.ready)).toEqual([true])
+    expect((await fetch(`${serving.url}/proxy/services/main/probed-once/path`)).status).toBe(200)
   }, 120_000)
 })

@@ -13,6 +13,8 @@ import transportSsh from "@dstack-ts/transport-ssh"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { Client } from "@dstack-ts/client"
+import { render as renderPs } from "../../cli/src/commands/ps.ts"
 import { appCall } from "../support/api.ts"
 import { createSlurmCluster, describeWithSlurm, type SlurmCluster } from "../support/slurm.ts"
 
@@ -43,6 +45,43 @@ const runSpec = (configuration: Record<string, unknown>, runName?: string) => ({
     configuration: { type: "task", backends: ["slurm"], resources: { cpu: 1, memory: "0.5GB", disk: "1GB.." }, ...configuration }
   }
 })
+
+// Each node checks that its entry in DSTACK_NODES_IPS is an address of its own; rank 0 listens at
+// the master's address, the others connect and send their rank; the master answers every rank
+// with the address it came from, and each node prints what it saw.
+const RENDEZVOUS = `
+const net = require("net"), os = require("os")
+const rank = Number(process.env.DSTACK_NODE_RANK), n = Number(process.env.DSTACK_NODES_NUM), ip = process.env.DSTACK_MASTER_NODE_IP
+const ips = process.env.DSTACK_NODES_IPS.split("\\n")
+const mine = Object.values(os.networkInterfaces()).flat().map((a) => a.address)
+console.log("rank " + rank + " of " + n + " master " + ip + " ips " + ips.join(",") + " own " + mine.includes(ips[rank]) + " slurm " + process.env.SLURM_JOB_ID)
+console.log("hostfile " + require("fs").readFileSync(process.env.DSTACK_MPI_HOSTFILE, "utf8").trim().split("\\n").join(";"))
+if (rank === 0) {
+  const seen = ["0@" + ip], socks = []
+  net.createServer((s) => s.on("data", (d) => {
+    seen.push(String(d) + "@" + s.remoteAddress); socks.push(s)
+    if (seen.length === n) {
+      const all = seen.sort().join(",")
+      for (const x of socks) x.end(all)
+      console.log("rank 0 saw " + all)
+      setTimeout(() => process.exit(0), 200)
+    }
+  })).listen(29517, ip)
+} else {
+  const attempt = () => {
+    let got = ""
+    const s = net.connect({ port: 29517, host: ip, localAddress: ips[rank] }, () => s.write(String(rank)))
+    s.on("data", (d) => (got += d))
+    s.on("end", () => { console.log("rank " + rank + " saw " + got); process.exit(0) })
+    s.on("error", () => setTimeout(attempt, 100))
+  }
+  attempt()
+}
+`
+const jobLogs = async (run: any, jobNum: number) => {
+  const sub = run.jobs[jobNum].job_submissions.at(-1)
+  return (await call("/api/project/main/logs/poll", { run_name: run.run_spec.run_name, job_submission_id: sub.id })).body.logs.map((l: any) => l.message).join("")
+}
 
 describeWithSlurm(() => {
   beforeAll(async () => {
@@ -109,5 +148,71 @@ describeWithSlurm(() => {
     const ended = await until("slurm-long ends", () => getRun("slurm-long"), finished, 120_000)
     expect(ended.status).toBe("terminated")
     await until("the Slurm job gone from squeue", () => cluster.queueState(jobId), (s) => s === undefined, 60_000)
+  }, 600_000)
+
+  it("ends a task whose Slurm time limit runs out with max_duration_exceeded, read back from Slurm's TIMEOUT", async () => {
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo started", "sleep 900"], max_duration: "10m", idle_duration: 0 }, "slurm-timeout") })
+    const running = await until("slurm-timeout running", () => getRun("slurm-timeout"), (r) => r.jobs[0].job_submissions.at(-1).status === "running" || finished(r), 180_000)
+    const jobId = running.jobs[0].job_submissions.at(-1).job_provisioning_data.instance_id
+    expect(await cluster.slurm("scontrol", ["show", "-o", "job", jobId])).toMatch(/TimeLimit=00:10:00/)
+    // Slurm, not the runner's own max_duration timer, is to end the job: the allocation's time
+    // limit (max_duration's) is lowered to a minute, as an administrator could.
+    await cluster.slurm("scontrol", ["update", `JobId=${jobId}`, "TimeLimit=1"])
+    const ended = await until("slurm-timeout ends", () => getRun("slurm-timeout"), finished, 240_000)
+    const sub = ended.jobs[0].job_submissions.at(-1)
+    expect([sub.status, sub.termination_reason], JSON.stringify(sub)).toEqual(["terminated", "max_duration_exceeded"])
+    expect(sub.termination_reason_message).toMatch(new RegExp(`^Slurm TIMEOUT \\(TimeLimit\\): Slurm job ${jobId} on netns`))
+  }, 600_000)
+
+  it("shows a job waiting in the Slurm queue as provisioning with Slurm's reason (dstack ps -v), and runs it once the nodes free up", async () => {
+    // Both compute nodes taken by a job of someone else's.
+    const filler = (await cluster.slurm("sbatch", ["--parsable", "--nodes=2", "--exclusive", "--output=/dev/null", "--wrap", "srun sleep 600"])).trim()
+    await until("the filler running", () => cluster.queueState(filler), (s) => s === "RUNNING", 60_000)
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo finally ran"], idle_duration: 0 }, "slurm-queued") })
+    const queued = await until("slurm-queued waiting in the queue", () => getRun("slurm-queued"), (r) => r.jobs[0].job_submissions.at(-1).status_message !== undefined || finished(r), 120_000)
+    const sub = queued.jobs[0].job_submissions.at(-1)
+    expect([sub.status, sub.status_message], JSON.stringify(sub)).toEqual(["provisioning", expect.stringMatching(/^Slurm PENDING \((Resources|Priority)\)$/)])
+    expect(sub.job_provisioning_data).toBeUndefined()
+    const client = Client.connect({ name: "main", url: "http://slurm-e2e.invalid", token: TOKEN }, { fetch: (async (input: RequestInfo | URL, init?: RequestInit) => server.app.fetch(new Request(input, init))) as typeof fetch })
+    expect(await renderPs(client, false, false, true)).toMatch(/^ {2}slurm-queued-0-0\s+provisioning\s+\S+ ago\s+Slurm PENDING \((Resources|Priority)\)$/m)
+
+    await cluster.slurm("scancel", [filler])
+    const ended = await until("slurm-queued ends", () => getRun("slurm-queued"), finished, 240_000)
+    expect(ended.status, JSON.stringify(ended.jobs[0].job_submissions)).toBe("done")
+    expect(ended.jobs[0].job_submissions.at(-1).status_message).toBeUndefined()
+    expect(await logsOf("slurm-queued")).toContain("finally ran")
+  }, 600_000)
+
+  it("runs a 2-node task as one allocation of both compute nodes whose nodes rendezvous at the master's address; a stop cancels the whole allocation", async () => {
+    const plan = await call("/api/project/main/runs/get_plan", runSpec({ nodes: 2, commands: ["true"] }))
+    expect(plan.body.job_plans[0].offers.map((o: any) => o.backend)).toEqual(["slurm"])
+    const applied = await call("/api/project/main/runs/apply", { plan: runSpec({ nodes: 2, env: { SCRIPT: RENDEZVOUS }, commands: ['node -e "$SCRIPT"'], idle_duration: 0 }, "slurm-pair") })
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200)
+    const run = await until("slurm-pair ends", () => getRun("slurm-pair"), finished, 240_000)
+    expect(run.status, JSON.stringify(run.jobs.map((j: any) => j.job_submissions.at(-1)))).toBe("done")
+    const pds = run.jobs.map((j: any) => j.job_submissions.at(-1).job_provisioning_data)
+    // One Slurm job: the master's instance is the allocation, the other node's is named after it.
+    const jobId = pds[0].instance_id
+    expect(pds[1].instance_id).toBe(`${jobId}+1`)
+    const ips = pds.map((pd: any) => pd.internal_ip)
+    expect([...ips].sort()).toEqual(cluster.computes.map((h) => h.ip).sort())
+    const saw = ips.map((ip: string, rank: number) => `${rank}@${ip}`).sort().join(",")
+    for (let rank = 0; rank < 2; rank++) {
+      const out = await jobLogs(run, rank)
+      expect(out).toContain(`rank ${rank} of 2 master ${ips[0]} ips ${ips.join(",")} own true slurm ${jobId}`)
+      expect(out).toContain(`hostfile ${ips.map((ip: string) => `${ip} slots=1`).join(";")}`)
+      expect(out).toContain(`rank ${rank} saw ${saw}`)
+    }
+    await until("the pair's allocation cancelled", () => cluster.queueState(jobId), (s) => s === undefined, 60_000)
+
+    await call("/api/project/main/runs/apply", { plan: runSpec({ nodes: 2, commands: ["echo up on $SLURMD_NODENAME", "sleep 600"], idle_duration: 0 }, "slurm-pair-long") })
+    const running = await until("slurm-pair-long running", () => getRun("slurm-pair-long"), (r) => r.jobs.every((j: any) => j.job_submissions.at(-1).status === "running") || finished(r), 240_000)
+    expect(running.status, JSON.stringify(running.jobs.map((j: any) => j.job_submissions.at(-1)))).toBe("running")
+    const longId = running.jobs[0].job_submissions.at(-1).job_provisioning_data.instance_id
+    expect(await cluster.slurm("scontrol", ["show", "-o", "job", longId])).toMatch(/NumNodes=2 /)
+    await call("/api/project/main/runs/stop", { runs_names: ["slurm-pair-long"], abort: false })
+    const ended = await until("slurm-pair-long ends", () => getRun("slurm-pair-long"), finished, 120_000)
+    expect(ended.status).toBe("terminated")
+    await until("the long pair's allocation gone from squeue", () => cluster.queueState(longId), (s) => s === undefined, 60_000)
   }, 600_000)
 })

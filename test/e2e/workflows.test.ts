@@ -6,7 +6,6 @@
 // curl provider against a local HTTP server; a TypeScript provider (defineProvider) through the
 // SDK; torchrun refused; ps and logs on workflow runs; and every workflow of examples/workflows.
 import { serve } from "@hono/node-server"
-import { spawn } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as http from "node:http"
@@ -23,6 +22,7 @@ import { Client } from "@dstack-ts/client"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { definePlugin, defineProvider, LocalRepo } from "@dstack-ts/core"
 import tsPlugin from "../../examples/workflows/provider-ts.ts"
+import { cliRunner, writeProject } from "../support/cli.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 import { Effect } from "effect"
@@ -30,7 +30,6 @@ import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 
 const TOKEN = "workflows-e2e-token"
-const CLI = path.resolve("cli/bin/dstack.mjs")
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-workflows-e2e-"))
 let server: Server
 let listener: ReturnType<typeof serve>
@@ -53,26 +52,11 @@ const pairPlugin = definePlugin({ name: "@test/provider-pair", version: "1.0.0",
 
 const env = () => ({ ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: url, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main" })
 
-const dstack = (args: ReadonlyArray<string>, cwd: string) =>
-  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: env() })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d) => (stdout += d))
-    child.stderr.on("data", (d) => (stderr += d))
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+const dstack = cliRunner(env)
 
 const small = "resources: { cpu: 1.., memory: 1GB.., disk: 1GB.. }"
 
-const project = (name: string, texts: Record<string, string>) => {
-  const dir = path.join(home, name)
-  for (const [file, text] of Object.entries(texts)) {
-    fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true })
-    fs.writeFileSync(path.join(dir, file), text)
-  }
-  return dir
-}
+const project = (name: string, texts: Record<string, string>) => writeProject(home, name, texts)
 
 const chain = `workflows:
   - name: prepare

@@ -14,7 +14,7 @@ const server = http.createServer((req, res) => {
   switch (url.pathname.replace(/^\/proxy\/services\/[^/]+\/[^/]+/, "")) {
     case "/path":
       res.setHeader("content-type", "application/json")
-      return res.end(JSON.stringify({ url: req.url, replica, headers: req.headers }))
+      return res.end(JSON.stringify({ url: req.url, replica, version: process.env.VERSION, headers: req.headers }))
     case "/count": {
       let bytes = 0
       req.on("data", (chunk) => (bytes += chunk.length))

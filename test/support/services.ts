@@ -16,20 +16,27 @@ export const freePort = (): Promise<number> =>
 
 const small = { cpu: "1..", memory: "0.1GB..", disk: "0.1GB.." }
 
+/** The run spec of a service running the test app on `port`. */
+export const serviceRunSpec = (name: string, port: number, extra: Record<string, unknown> = {}) => ({
+  run_name: name,
+  repo_id: "services",
+  repo_data: { repo_type: "virtual" },
+  configuration: { type: "service", commands: [`exec node ${APP}`], port, resources: small, ...extra }
+})
+
 export const applyService = async (call: ReturnType<typeof httpCall>, name: string, extra: Record<string, unknown> = {}) => {
   const port = await freePort()
-  const res = await call("/api/project/main/runs/apply", {
-    plan: {
-      run_spec: {
-        run_name: name,
-        repo_id: "services",
-        repo_data: { repo_type: "virtual" },
-        configuration: { type: "service", commands: [`exec node ${APP}`], port, resources: small, ...extra }
-      }
-    }
-  })
+  const res = await call("/api/project/main/runs/apply", { plan: { run_spec: serviceRunSpec(name, port, extra) } })
   if (res.status !== 200) throw new Error(`applying service ${name} answered ${res.status}: ${JSON.stringify(res.body)}`)
   return port
+}
+
+/** Plans and applies a changed spec of an active service, as `dstack apply` does (the plan names the run it updates). */
+export const reapplyService = async (call: ReturnType<typeof httpCall>, name: string, port: number, extra: Record<string, unknown> = {}) => {
+  const run_spec = serviceRunSpec(name, port, extra)
+  const plan = await call("/api/project/main/runs/get_plan", { run_spec })
+  if (plan.status !== 200) throw new Error(`planning service ${name} answered ${plan.status}: ${JSON.stringify(plan.body)}`)
+  return call("/api/project/main/runs/apply", { plan: { run_spec, current_resource: plan.body.current_resource } })
 }
 
 export const waitRunning = async (call: ReturnType<typeof httpCall>, name: string, replicas = 1, timeoutMs = 60_000) => {

@@ -46,7 +46,7 @@ export default defineCommand({
     file: { type: "string", alias: "f", description: "The configuration file", default: ".dstack.yml", valueHint: "path" },
     yes: { type: "boolean", alias: "y", description: "Do not ask for confirmation" },
     detach: { type: "boolean", alias: "d", description: "Do not attach to the run or follow its logs once it is submitted" },
-    force: { type: "boolean", description: "Upstream's re-create flag; replacing an active run of the same name is not supported yet (stop it first)" },
+    force: { type: "boolean", description: "Apply without checking that the plan still names the current run (upstream's force); an active service is updated in place either way, other active runs must be stopped first" },
     name: { type: "string", alias: "n", description: "The run name (default: from the configuration, else a random one)", valueHint: "run_name" },
     ...globalArgs
   },

@@ -33,7 +33,12 @@ export const ServiceInfo = Schema.Struct({
   /** Requests per second over the last minute. */
   rps: Schema.Number,
   latencyP50Ms: wireOptional(Schema.Number, "latency_p50_ms"),
-  latencyP99Ms: wireOptional(Schema.Number, "latency_p99_ms")
+  latencyP99Ms: wireOptional(Schema.Number, "latency_p99_ms"),
+  /** A rolling deployment under way (a re-applied spec): replicas still on the previous spec, and what the roll waits for. */
+  deployment: Schema.optional(Schema.Struct({
+    outdatedReplicas: wire(Schema.Int, "outdated_replicas"),
+    message: Schema.String
+  }))
 })
 export type ServiceInfo = typeof ServiceInfo.Type
 

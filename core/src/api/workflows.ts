@@ -33,7 +33,11 @@ export const PlannedJobWire = Schema.Struct({
   master: Schema.optional(Schema.String),
   artifacts: Schema.Array(Schema.String),
   inputs: Schema.Array(Schema.String),
-  cacheKey: key(Schema.String, "cache_key")
+  cacheKey: key(Schema.String, "cache_key"),
+  /** Set on the job that runs a provider program: the jobs it prints take its workflow's place. */
+  program: Schema.optional(Schema.Struct({ provider: Schema.String })),
+  /** The job's code when it is not the run's: another repository's provider program, at a commit. */
+  code: Schema.optional(Schema.Struct({ repoUrl: key(Schema.String, "repo_url"), commit: Schema.String }))
 })
 export type PlannedJobWire = typeof PlannedJobWire.Type
 

@@ -245,7 +245,7 @@ const serviceFields = {
   replicas: withDefault(IntRange, (): Range => ({ min: 1, max: 1 }), { description: "The number of replicas (`2`), or a range (`0..4`) that follows requests per second by `scaling`. Defaults to `1`." }),
   scaling: opt(Scaling, { description: "Autoscaling rules: `{metric: rps, target, window, scale_up_delay, scale_down_delay}`. Required when `replicas` is a range." }),
   rateLimits: opt(Schema.Array(RateLimit), { description: "Rate limits per client IP: `[{prefix: /, rps, burst}]`; the longest matching prefix applies." }, "rate_limits"),
-  probes: opt(Schema.Array(Probe), { description: "HTTP probes a replica must pass before it serves requests: `[{type: http, url, method, headers, body, timeout, interval, ready_after}]`." })
+  probes: opt(Schema.Array(Probe), { description: "HTTP probes a replica must pass before it serves requests: `[{type: http, url, method, headers, body, timeout, interval, ready_after, until_ready}]`." })
 }
 
 const serviceRules = (c: Schema.Struct.Type<typeof serviceFields>): Array<Issue> => {

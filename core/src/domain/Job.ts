@@ -208,7 +208,9 @@ export class JobSubmission extends Schema.Class<JobSubmission>("@dstack-ts/core/
   exitStatus: wireOptional(Schema.Int, "exit_status"),
   jobProvisioningData: wireOptional(JobProvisioningData, "job_provisioning_data"),
   /** The fleet instance the submission runs on (an `Instance.id`), once it has one. */
-  instanceId: wireOptional(Schema.String, "instance_id")
+  instanceId: wireOptional(Schema.String, "instance_id"),
+  /** What the submission waits for while provisioning, in words (a batch scheduler's queue reason). */
+  statusMessage: wireOptional(Schema.String, "status_message")
 }) {}
 
 /** A job of a run with all its submissions, oldest first. */

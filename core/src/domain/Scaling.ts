@@ -64,6 +64,9 @@ export const Probe = Schema.Struct({
     .annotations({ description: "Time between probes. Defaults to 15 s." }),
   readyAfter: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => DEFAULT_PROBE_READY_AFTER })
     .annotations({ description: "Successful probes in a row before the replica is ready. Defaults to 1." })
-    .pipe(Schema.fromKey("ready_after"))
+    .pipe(Schema.fromKey("ready_after")),
+  untilReady: Schema.optional(Schema.Boolean)
+    .annotations({ description: "Stop probing once the replica is ready. Defaults to `false`: the probe goes on, and a replica whose probe fails leaves the rotation until it passes `ready_after` times in a row again." })
+    .pipe(Schema.fromKey("until_ready"))
 }).annotations({ identifier: "Probe" })
 export type Probe = typeof Probe.Type

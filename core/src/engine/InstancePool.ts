@@ -11,7 +11,7 @@ import { Instance, instanceIdleDeadline } from "../domain/Instance.ts"
 import { JobProvisioningData } from "../domain/Job.ts"
 import type { InstanceOffer } from "../domain/Offer.ts"
 import type { Run } from "../domain/Run.ts"
-import type { BackendError, InstanceJob } from "../ports/Backend.ts"
+import { BackendError, type InstanceConfiguration, type InstanceJob } from "../ports/Backend.ts"
 import { decodeDocument, type StateStoreError, type StateStoreService } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import { errorMessage } from "./internal.ts"
@@ -29,7 +29,13 @@ export interface InstancePool {
   /** Takes an idle instance (an offer with `instanceId`) for a job; none when it is taken or its runner does not answer. */
   readonly takeIdle: (offer: InstanceOffer, jobName: string) => Effect.Effect<Option.Option<Placement>, StateStoreError>
   /** Creates an instance from a backend offer and records it as busy with the job. */
-  readonly create: (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob) => Effect.Effect<Placement, StateStoreError | BackendError>
+  readonly create: (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob, onPending?: InstanceConfiguration["onPending"]) => Effect.Effect<Placement, StateStoreError | BackendError>
+  /**
+   * Creates the instances of a multi-node job together from a backend offer (the backend's
+   * `createInstanceGroup`: all or nothing), one per rank of `jobNames` (the master first), and
+   * records each as busy with its rank's job.
+   */
+  readonly createGroup: (project: string, offer: InstanceOffer, run: Run, jobNames: ReadonlyArray<string>, job: InstanceJob, onPending?: InstanceConfiguration["onPending"]) => Effect.Effect<ReadonlyArray<Placement>, StateStoreError | BackendError>
   /** Gives a busy instance back to idle (failures are logged: the instance then stays busy until terminated). */
   readonly release: (instanceId: string | undefined) => Effect.Effect<void>
   /** Terminates an instance at its backend and records why (failures are logged). */
@@ -169,45 +175,67 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       return healthy ? Option.some({ pd, instanceId: row.id }) : Option.none()
     })
 
-  const create = (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob) =>
+  /** The record of an instance about to be made for `jobName` of `run` from `offer`. */
+  const provisioningInstance = (project: string, offer: InstanceOffer, run: Run, jobName: string): Instance => {
+    const id = crypto.randomUUID()
+    const idleDuration = run.runSpec.configuration.idleDuration
+    return new Instance({
+      id,
+      projectName: project,
+      backend: offer.backend,
+      instanceType: offer.instance,
+      name: `${jobName}-${id.slice(0, 4)}`,
+      jobName,
+      status: "provisioning",
+      created: new Date(),
+      region: offer.region,
+      price: offer.price,
+      idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
+    })
+  }
+
+  /** Records `base` as made and busy, with where its backend put it. */
+  const recordReady = (base: Instance, pd: JobProvisioningData) => {
+    const ready = new Instance({
+      ...base,
+      status: "busy",
+      ...(pd.hostname !== null ? { hostname: pd.hostname } : {}),
+      ...(pd.runnerPort !== undefined ? { runnerPort: pd.runnerPort } : {}),
+      ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
+      username: pd.username,
+      backendInstanceId: pd.instanceId
+    })
+    return Effect.as(store.instances.update(base.id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } }), { pd, instanceId: base.id })
+  }
+
+  /** Records `base` as terminated: its backend could not make it. */
+  const recordFailed = (base: Instance, why: string) =>
+    store.instances.update(base.id, { status: "terminated", doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: why })) }).pipe(Effect.ignore)
+
+  const create = (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob, onPending?: InstanceConfiguration["onPending"]) =>
     Effect.gen(function* () {
       const backend = yield* compute.backend(project, offer.backend)
-      const id = crypto.randomUUID()
-      const name = `${jobName}-${id.slice(0, 4)}`
-      const idleDuration = run.runSpec.configuration.idleDuration
-      const base = new Instance({
-        id,
-        projectName: project,
-        backend: offer.backend,
-        instanceType: offer.instance,
-        name,
-        jobName,
-        status: "provisioning",
-        created: new Date(),
-        region: offer.region,
-        price: offer.price,
-        idleDuration: typeof idleDuration === "number" ? idleDuration : idleDuration === "off" ? null : options.defaultIdleDurationSeconds
-      })
+      const base = provisioningInstance(project, offer, run, jobName)
+      const { id, name } = base
       yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
-      const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}) }).pipe(
-        Effect.tapError((e) =>
-          store.instances.update(id, {
-            status: "terminated",
-            doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: errorMessage(e) }))
-          }).pipe(Effect.ignore)
-        )
+      const pd = yield* backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}), ...(onPending === undefined ? {} : { onPending }) }).pipe(
+        Effect.tapError((e) => recordFailed(base, errorMessage(e)))
       )
-      const ready = new Instance({
-        ...base,
-        status: "busy",
-        ...(pd.hostname !== null ? { hostname: pd.hostname } : {}),
-        ...(pd.runnerPort !== undefined ? { runnerPort: pd.runnerPort } : {}),
-        ...(pd.sshPort !== undefined ? { sshPort: pd.sshPort } : {}),
-        username: pd.username,
-        backendInstanceId: pd.instanceId
-      })
-      yield* store.instances.update(id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } })
-      return { pd, instanceId: id }
+      return yield* recordReady(base, pd)
+    })
+
+  const createGroup = (project: string, offer: InstanceOffer, run: Run, jobNames: ReadonlyArray<string>, job: InstanceJob, onPending?: InstanceConfiguration["onPending"]) =>
+    Effect.gen(function* () {
+      const backend = yield* compute.backend(project, offer.backend)
+      if (backend.createInstanceGroup === undefined) {
+        return yield* Effect.fail(new BackendError({ module: "InstancePool", method: "createGroup", reason: "Invalid", message: `backend ${offer.backend} cannot create the nodes of a multi-node job together` }))
+      }
+      const bases = jobNames.map((jobName) => provisioningInstance(project, offer, run, jobName))
+      for (const base of bases) yield* store.instances.insert({ id: base.id, project, name: base.name, status: base.status, doc: encodeInstance(base) })
+      const pds = yield* backend.createInstanceGroup(offer, bases.map((base) => ({ projectName: project, instanceName: base.name, instanceId: base.id, sshKeys: [], job, ...(onPending === undefined ? {} : { onPending }) }))).pipe(
+        Effect.tapError((e) => Effect.forEach(bases, (base) => recordFailed(base, errorMessage(e)), { discard: true }))
+      )
+      return yield* Effect.forEach(bases, (base, i) => recordReady(base, pds[i]))
     })
 
   const terminateExpiredIdle = Effect.gen(function* () {
@@ -249,6 +277,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
   return {
     takeIdle,
     create,
+    createGroup,
     release,
     terminate,
     terminateExpiredIdle,

@@ -8,15 +8,18 @@
  * Transitions (anything else is ignored):
  * - submitted: Claimed → ProvisionInstance; Provisioned → provisioning + SubmitToRunner;
  *   NoCapacity → failed; ProvisioningFailed → terminated (by the server, with the error);
- *   StopRequested → terminated/aborted; ProvisioningTimeout → failed.
+ *   StopRequested → terminated/aborted; ProvisioningTimeout → failed; ProvisioningPending →
+ *   provisioning with the backend's queue reason as status message and no instance yet, where
+ *   every event of a submitted job means the same.
  * - provisioning, pulling, running: RunnerPulling → pulling (from provisioning); RunnerRunning →
  *   running; RunnerExited/RunnerFailed → final + ReleaseInstance; StopRequested → terminating +
  *   StopRunner, or with abort → aborted + StopRunner(abort) + ReleaseInstance; InstanceUnreachable
- *   → failed + TerminateInstance; ProvisioningTimeout (provisioning) → failed + TerminateInstance;
+ *   → failed + TerminateInstance; InstanceEnded → final with the backend's reason + TerminateInstance;
+ *   ProvisioningTimeout (provisioning) → failed + TerminateInstance;
  *   MaxDurationExceeded → terminating + StopRunner.
  * - terminating: RunnerExited/RunnerFailed → final + ReleaseInstance; StopRequested(abort) and
- *   StopDurationExceeded → final + StopRunner(abort) + ReleaseInstance; InstanceUnreachable →
- *   final + TerminateInstance.
+ *   StopDurationExceeded → final + StopRunner(abort) + ReleaseInstance; InstanceUnreachable and
+ *   InstanceEnded → final + TerminateInstance.
  * - terminated, aborted, failed, done: Provisioned → ReleaseInstance (a late instance goes back).
  */
 import { Data } from "effect"
@@ -50,6 +53,8 @@ export type StopReason =
 export type JobEvent = Data.TaggedEnum<{
   /** A scheduler took the submitted job: find it an instance. */
   Claimed: {}
+  /** The job's instance waits in its backend's queue (a batch scheduler's pending job): why, in words. */
+  ProvisioningPending: { readonly message: string }
   /** An instance (new or reused) holds the job now. */
   Provisioned: { readonly provisioningData: JobProvisioningData; readonly instanceId?: string | undefined }
   /** No offer and no idle instance could take the job. */
@@ -67,7 +72,9 @@ export type JobEvent = Data.TaggedEnum<{
   /** Stop the job: gracefully (`abort: false`, with a grace period) or at once. */
   StopRequested: { readonly abort: boolean; readonly reason?: StopReason | undefined }
   /** The instance stopped answering for longer than the grace period. */
-  InstanceUnreachable: {}
+  InstanceUnreachable: { readonly message?: string | undefined }
+  /** The instance ended on its own, as its backend says (a scheduler's time limit, a preemption, a failed node). */
+  InstanceEnded: { readonly reason: JobTerminationReason; readonly message: string }
   /** Waiting for an instance (submitted) or for its runner (provisioning) took too long. */
   ProvisioningTimeout: {}
   /** The job ran longer than its `max_duration`. */
@@ -105,6 +112,7 @@ export type JobTransition = Transition<Job, JobEffect>
 /** Every event tag, for exhaustive tests and drivers that dispatch on them. */
 export const JOB_EVENT_TAGS: ReadonlyArray<JobEvent["_tag"]> = [
   "Claimed",
+  "ProvisioningPending",
   "Provisioned",
   "NoCapacity",
   "ProvisioningFailed",
@@ -114,6 +122,7 @@ export const JOB_EVENT_TAGS: ReadonlyArray<JobEvent["_tag"]> = [
   "RunnerFailed",
   "StopRequested",
   "InstanceUnreachable",
+  "InstanceEnded",
   "ProvisioningTimeout",
   "MaxDurationExceeded",
   "StopDurationExceeded"
@@ -123,6 +132,13 @@ const NO_VALIDATION = { disableValidation: true } as const
 
 const isOnInstance = (status: JobStatus): boolean =>
   status === "provisioning" || status === "pulling" || status === "running"
+
+/**
+ * Whether the submission is still being found an instance: submitted, or provisioning while its
+ * instance waits in its backend's queue (no provisioning data yet).
+ */
+export const isPlacing = (sub: JobSubmission): boolean =>
+  sub.status === "submitted" || (sub.status === "provisioning" && sub.jobProvisioningData === undefined)
 
 const withSubmission = (job: Job, submission: JobSubmission): Job =>
   new Job({ ...job, jobSubmissions: [...job.jobSubmissions.slice(0, -1), submission] }, NO_VALIDATION)
@@ -174,21 +190,28 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
   const sub = latestSubmission(job)
   if (sub === undefined) return ignoredTransition(job, "the job has no submission")
   const status = sub.status
+  const placing = isPlacing(sub)
   const nothing = (): JobTransition => ignoredTransition(job, `${event._tag} means nothing to a ${status} job`)
   const id = sub.id
 
   switch (event._tag) {
     case "Claimed":
-      return status === "submitted"
+      return placing
         ? appliedTransition(update(job, sub, now, {}), [
           JobEffect.ProvisionInstance({ jobSubmissionId: id, requirements: job.jobSpec.requirements })
         ])
         : nothing()
 
+    case "ProvisioningPending":
+      return placing && (status !== "provisioning" || sub.statusMessage !== event.message)
+        ? appliedTransition(update(job, sub, now, { status: "provisioning", statusMessage: event.message }))
+        : nothing()
+
     case "Provisioned": {
-      if (status === "submitted") {
+      if (placing) {
         const next = update(job, sub, now, {
           status: "provisioning",
+          statusMessage: undefined,
           jobProvisioningData: event.provisioningData,
           instanceId: event.instanceId
         })
@@ -208,14 +231,14 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
     }
 
     case "NoCapacity":
-      return status === "submitted"
+      return placing
         ? appliedTransition(finish(job, sub, now, "failed_to_start_due_to_no_capacity", {
           terminationReasonMessage: event.message
         }))
         : nothing()
 
     case "ProvisioningFailed":
-      return status === "submitted"
+      return placing
         ? appliedTransition(finish(job, sub, now, "terminated_by_server", { terminationReasonMessage: event.message }))
         : nothing()
 
@@ -263,7 +286,7 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
 
     case "StopRequested": {
       const reason: JobTerminationReason = event.reason ?? (event.abort ? "aborted_by_user" : "terminated_by_user")
-      if (status === "submitted") return appliedTransition(finish(job, sub, now, reason))
+      if (placing) return appliedTransition(finish(job, sub, now, reason))
       if (isOnInstance(status)) {
         if (event.abort) {
           return appliedTransition(finish(job, sub, now, reason), [
@@ -291,7 +314,7 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
       if (isOnInstance(status)) {
         // A spot instance that vanishes was taken back by the provider.
         const reason = isSpot(sub) ? "interrupted_by_no_capacity" : "instance_unreachable"
-        return appliedTransition(finish(job, sub, now, reason), instanceEffect("TerminateInstance", sub))
+        return appliedTransition(finish(job, sub, now, reason, event.message === undefined ? {} : { terminationReasonMessage: event.message }), instanceEffect("TerminateInstance", sub))
       }
       if (status === "terminating") {
         return appliedTransition(
@@ -302,15 +325,29 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
       return nothing()
     }
 
+    case "InstanceEnded": {
+      if (isOnInstance(status)) {
+        return appliedTransition(finish(job, sub, now, event.reason, { terminationReasonMessage: event.message }), instanceEffect("TerminateInstance", sub))
+      }
+      if (status === "terminating") {
+        // A stop decided the reason already (the backend's end is then the stop's own doing).
+        return appliedTransition(
+          finish(job, sub, now, sub.terminationReason ?? event.reason, sub.terminationReason === undefined ? { terminationReasonMessage: event.message } : {}),
+          instanceEffect("TerminateInstance", sub)
+        )
+      }
+      return nothing()
+    }
+
     case "ProvisioningTimeout":
-      if (status === "submitted") return appliedTransition(finish(job, sub, now, "waiting_instance_limit_exceeded"))
+      if (placing) return appliedTransition(finish(job, sub, now, "waiting_instance_limit_exceeded"))
       if (status === "provisioning") {
         return appliedTransition(finish(job, sub, now, "waiting_runner_limit_exceeded"), instanceEffect("TerminateInstance", sub))
       }
       return nothing()
 
     case "MaxDurationExceeded":
-      return isOnInstance(status)
+      return isOnInstance(status) && !placing
         ? appliedTransition(update(job, sub, now, { status: "terminating", terminationReason: "max_duration_exceeded" }), [
           JobEffect.StopRunner({ jobSubmissionId: id, abort: false })
         ])
@@ -336,7 +373,7 @@ export const DEFAULT_PROVISIONING_TIMEOUT_MS = 10 * 60_000
 export const maxDurationDeadline = (job: Job): number | null => {
   const sub = latestSubmission(job)
   const limit = job.jobSpec.maxDuration
-  if (sub === undefined || limit === null || !isOnInstance(sub.status)) return null
+  if (sub === undefined || limit === null || !isOnInstance(sub.status) || isPlacing(sub)) return null
   return sub.submittedAt.getTime() + limit * 1000
 }
 
@@ -350,6 +387,6 @@ export const stopDeadline = (job: Job): number | null => {
 /** When a provisioning submission gives up on its runner (epoch ms), or `null` otherwise. */
 export const provisioningDeadline = (job: Job, timeoutMs: number = DEFAULT_PROVISIONING_TIMEOUT_MS): number | null => {
   const sub = latestSubmission(job)
-  if (sub === undefined || sub.status !== "provisioning") return null
+  if (sub === undefined || sub.status !== "provisioning" || isPlacing(sub)) return null
   return sub.lastProcessedAt.getTime() + timeoutMs
 }

@@ -36,8 +36,9 @@ export interface PlanFilter {
   /** Only instances of these fleets (`fleets: [...]`): no new instance from a backend. */
   readonly fleets?: ReadonlyArray<string> | undefined
   /**
-   * Only instances of `placement: cluster` fleets, no new instance from a backend: the nodes of
-   * a multi-node task (`nodes: N`) must reach each other.
+   * Only instances of `placement: cluster` fleets, or new ones from backends that create a
+   * multi-node job's instances together (`createInstanceGroup`): the nodes of a multi-node task
+   * (`nodes: N`) must reach each other.
    */
   readonly clusterOnly?: boolean | undefined
   readonly backends?: ReadonlyArray<string> | undefined
@@ -130,15 +131,17 @@ export const offersForJob = (
     }
     idle.sort((a, b) => a.price - b.price)
 
-    // `fleets` and multi-node tasks take existing instances only.
-    const existingOnly = (filter.fleets !== undefined && filter.fleets.length > 0) || filter.clusterOnly === true
-    const made = existingOnly ? { backends: [], failed: [] } : yield* compute.projectBackends(project)
+    // `fleets` take existing instances only; multi-node tasks existing instances of cluster
+    // fleets, or new ones from backends that create a job's nodes together (one allocation).
+    const fleetsOnly = filter.fleets !== undefined && filter.fleets.length > 0
+    const existingOnly = fleetsOnly || filter.clusterOnly === true
+    const made = fleetsOnly ? { backends: [], failed: [] } : yield* compute.projectBackends(project)
     const wanted = (type: string) => !filter.backends || filter.backends.length === 0 || filter.backends.includes(type)
-    const backends = made.backends.filter((b) => wanted(b.type))
+    const backends = made.backends.filter((b) => wanted(b.type) && (filter.clusterOnly !== true || b.createInstanceGroup !== undefined))
     // The project's backend types, made or not: one its plugin refused is there, only broken.
     const allTypes = [...made.backends.map((b) => b.type), ...made.failed.map((f) => f.backend)]
     const missingBackends = (filter.backends ?? []).filter((name) => !allTypes.includes(name))
-    const failedBackends: Array<{ backend: string; message: string }> = made.failed.filter((f) => wanted(f.backend)).map((f) => ({ ...f }))
+    const failedBackends: Array<{ backend: string; message: string }> = filter.clusterOnly === true ? [] : made.failed.filter((f) => wanted(f.backend)).map((f) => ({ ...f }))
     const fresh: Array<InstanceOffer> = []
     // Backends are asked at once; a single one in this fiber (forking one costs more than most
     // backends take to answer from memory).
@@ -168,7 +171,7 @@ export const offersForJob = (
       backendTypes: [...backends.map((b) => b.type), ...failedBackends.map((f) => f.backend)],
       missingBackends,
       projectBackends: allTypes,
-      ...(existingOnly ? { existingOnly: filter.clusterOnly === true ? "cluster" as const : "fleets" as const } : {}),
+      ...(existingOnly && backends.length === 0 ? { existingOnly: filter.clusterOnly === true ? "cluster" as const : "fleets" as const } : {}),
       ...(options.skipIdle === true ? {} : { idleInstances: idleRows.length })
     }
   })

@@ -11,6 +11,8 @@ import { Cause, Deferred, Duration, Effect, FiberId, Option, type Scope } from "
 import { type Job, type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import type { Run } from "../domain/Run.ts"
 import * as FifoSemaphore from "../internal/FifoSemaphore.ts"
+import { faultPoint } from "../internal/Faults.ts"
+import type { InstanceJob } from "../ports/Backend.ts"
 import { StateStore, type StateStoreService } from "../ports/StateStore.ts"
 import { Compute, type ComputeService } from "./Compute.ts"
 import { errorMessage } from "./internal.ts"
@@ -24,7 +26,7 @@ export interface Provisioner {
    * Finds the submission an instance and answers the job event that says how it went. While
    * everything that fits is taken, it waits for a turn when capacity frees up.
    */
-  readonly place: (run: Run, job: Job, submissionId: string) => Effect.Effect<JobEvent>
+  readonly place: (run: Run, job: Job, submissionId: string, onPending?: (message: string) => Effect.Effect<void>) => Effect.Effect<JobEvent>
   /** Capacity freed up (an instance was released or terminated): the waiting jobs get a turn. */
   readonly signalCapacity: Effect.Effect<void>
 }
@@ -63,6 +65,17 @@ export const planFilter = (run: Run, job: Job): PlanFilter => {
     instanceTypes: config.instanceTypes
   }
 }
+
+/** What a backend learns of the job it makes an instance (or a multi-node job's instances) for. */
+const instanceJob = (job: Job): InstanceJob => ({
+  jobName: job.jobSpec.jobName,
+  ...(job.jobSpec.imageName ? { image: job.jobSpec.imageName } : {}),
+  requirements: job.jobSpec.requirements,
+  ...(job.jobSpec.maxDuration === null ? {} : { maxDuration: job.jobSpec.maxDuration }),
+  nodes: job.jobSpec.jobsPerReplica,
+  ports: [...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort ? [job.jobSpec.servicePort] : [])],
+  instanceMounts: job.jobSpec.volumes.flatMap((v) => ("instancePath" in v ? [v.instancePath] : []))
+})
 
 /** Offers tried per placement, cheapest first. */
 const OFFERS_TRIED = 10
@@ -163,7 +176,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
     )
 
     /** Finds an instance for a submission: an idle one, else a new one from the cheapest offer that works. */
-    const provision = (run: Run, job: Job, submissionId: string, onTaken: (instanceId: string) => void): Effect.Effect<JobEvent | WaitForCapacity> => {
+    const provision = (run: Run, job: Job, submissionId: string, onTaken: (instanceId: string) => void, onPending?: (message: string) => Effect.Effect<void>): Effect.Effect<JobEvent | WaitForCapacity> => {
       // Taking an idle instance marks it busy and creating one makes it: neither is cut short,
       // and what was taken is noted before the placement can be interrupted again, so that an
       // interrupted placement gives it back instead of leaving it busy with no job on it.
@@ -178,19 +191,47 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
         )
         hint.found(offers.idleInstances)
         if (job.jobSpec.jobsPerReplica > 1) {
-          // A multi-node replica is placed whole by its master (rank 0), or not at all.
+          // A multi-node replica is placed whole by its master (rank 0), or not at all: on
+          // idle instances of a cluster fleet, else on new ones a backend creates together.
           const gang = yield* Placement.placeGang(pool, run, job, offers.offers)
           const key = Placement.gangKey(run, job)
-          switch (gang._tag) {
-            case "Placed": {
-              const events = new Map([...gang.placements].map(([rank, p]) => [rank, JobEvent.Provisioned({ provisioningData: p.pd, instanceId: p.instanceId })]))
+          const publishPlaced = (placements: ReadonlyMap<number, { readonly pd: JobProvisioningData; readonly instanceId: string }>) =>
+            Effect.gen(function* () {
+              const events = new Map([...placements].map(([rank, p]) => [rank, JobEvent.Provisioned({ provisioningData: p.pd, instanceId: p.instanceId })]))
               yield* gangs.publish(key, events)
               return events.get(job.jobSpec.jobNum)!
-            }
+            })
+          switch (gang._tag) {
+            case "Placed":
+              return yield* publishPlaced(gang.placements)
             case "Taken":
               return { _tag: "WaitForCapacity" as const, reason: gang.message }
             case "NoFleet": {
-              const message = offers.offers.length === 0 ? explainNoOffers(offers) : gang.message
+              const fresh = offers.offers.filter((o) => o.instanceId === undefined).slice(0, OFFERS_TRIED)
+              const ranks = run.jobs
+                .filter((j) => j.jobSpec.replicaNum === job.jobSpec.replicaNum)
+                .sort((a, b) => a.jobSpec.jobNum - b.jobSpec.jobNum)
+              const errors: Array<string> = []
+              let busy = 0
+              for (const candidate of fresh) {
+                const made = yield* Effect.uninterruptible(pool.createGroup(run.projectName, candidate, run, ranks.map((r) => r.jobSpec.jobName), instanceJob(job), onPending)).pipe(
+                  Effect.map(Option.some),
+                  Effect.catchAll((e) =>
+                    Effect.as(Effect.sync(() => {
+                      if (e._tag === "BackendError" && e.reason === "NoCapacity") busy++
+                      errors.push(`${candidate.backend}: ${errorMessage(e)}`)
+                    }), Option.none())
+                  )
+                )
+                if (Option.isSome(made)) return yield* publishPlaced(new Map(made.value.map((p, i) => [ranks[i].jobSpec.jobNum, p])))
+              }
+              if (fresh.length > 0 && busy === fresh.length) {
+                const waited = Date.now() - (latestSubmission(job)?.submittedAt.getTime() ?? Date.now())
+                if (waited < provisioningTimeoutMs) return { _tag: "WaitForCapacity" as const, reason: errors.join("; ") }
+              }
+              const message = offers.offers.length === 0
+                ? explainNoOffers(offers)
+                : fresh.length > 0 ? `every offer failed: ${errors.join("; ")}` : gang.message
               const event = JobEvent.NoCapacity({ message })
               yield* gangs.publish(key, new Map(Array.from({ length: job.jobSpec.jobsPerReplica }, (_, rank) => [rank, event])))
               return event
@@ -208,15 +249,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
               Effect.tap((taken) => Effect.sync(() => Option.isNone(taken) && busy++)),
               Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(errorMessage(e))), Option.none()))
             )
-            : yield* Effect.uninterruptible(noteTaken(Effect.map(pool.create(run.projectName, candidate, run, job.jobSpec.jobName, {
-              jobName: job.jobSpec.jobName,
-              ...(job.jobSpec.imageName ? { image: job.jobSpec.imageName } : {}),
-              requirements: job.jobSpec.requirements,
-              ...(job.jobSpec.maxDuration === null ? {} : { maxDuration: job.jobSpec.maxDuration }),
-              nodes: job.jobSpec.jobsPerReplica,
-              ports: [...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort ? [job.jobSpec.servicePort] : [])],
-              instanceMounts: job.jobSpec.volumes.flatMap((v) => ("instancePath" in v ? [v.instancePath] : []))
-            }), Option.some))).pipe(
+            : yield* Effect.uninterruptible(noteTaken(Effect.map(pool.create(run.projectName, candidate, run, job.jobSpec.jobName, instanceJob(job), onPending), Option.some))).pipe(
               Effect.catchAll((e) =>
                 Effect.as(
                   Effect.sync(() => {
@@ -255,7 +288,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
       )
     }
 
-    const place = (run: Run, job: Job, submissionId: string): Effect.Effect<JobEvent> => {
+    const place = (run: Run, job: Job, submissionId: string, onPending?: (message: string) => Effect.Effect<void>): Effect.Effect<JobEvent> => {
       // The other nodes of a multi-node replica wait for their master's placement.
       if (job.jobSpec.jobsPerReplica > 1 && job.jobSpec.jobNum > 0) {
         return gangs.await(Placement.gangKey(run, job), job.jobSpec.jobNum, provisioningTimeoutMs)
@@ -270,8 +303,9 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
         const seq = waiterSeq++
         const key = capacityKey(run, job)
         while (true) {
-          const event = yield* permits.withPermit(provision(run, job, submissionId, (id) => (taken = id)))
+          const event = yield* permits.withPermit(provision(run, job, submissionId, (id) => (taken = id), onPending))
           if (event._tag !== "WaitForCapacity") {
+            if (event._tag === "Provisioned") faultPoint("job.placed")
             yield* answer(true)
             return event
           }

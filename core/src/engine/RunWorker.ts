@@ -13,11 +13,13 @@ import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import type { Run } from "../domain/Run.ts"
 import { isJobStatusFinished, isRunStatusFinished } from "../domain/Status.ts"
 import type { FifoSemaphore } from "../internal/FifoSemaphore.ts"
+import { faultPoint } from "../internal/Faults.ts"
 import type { Lease, StateStoreService, StoredDocument } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import { errorMessage, jobOfSubmission, withJob } from "./internal.ts"
 import type { InstancePool } from "./InstancePool.ts"
 import {
+  isPlacing,
   JobEffect,
   JobEvent,
   maxDurationDeadline,
@@ -229,7 +231,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
         if (!isRunStatusFinished(run.status) && run.status !== "terminating") {
           for (const job of run.jobs) {
             const sub = latestSubmission(job)
-            if (sub && sub.status === "submitted" && !provisioning.has(sub.id)) applyJob(sub.id, JobEvent.Claimed())
+            if (sub && isPlacing(sub) && !provisioning.has(sub.id)) applyJob(sub.id, JobEvent.Claimed())
           }
         }
 
@@ -252,6 +254,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
           .update(runId, { status: run.status, doc: encoded }, { lease: lease.token, expectedVersion: row.version })
           .pipe(Effect.either, Effect.ensuring(Effect.sync(() => (handle.writingFrom = undefined))))
         if (saved._tag === "Right") {
+          faultPoint(isRunStatusFinished(run.status) ? "run.finished" : "run.written")
           handle.knownVersion = Math.max(handle.knownVersion, saved.right.version)
           known = { row: saved.right, record: next }
           pendingEvents.length = 0
@@ -275,7 +278,8 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
             // Once placed, the event is queued without a break: an interruption before that is
             // the placement's own (it gives back what it took), after it the queue has it.
             return Effect.uninterruptibleMask((restore) =>
-              restore(provisioner.place(run, found.job, submissionId)).pipe(
+              restore(provisioner.place(run, found.job, submissionId, (message) =>
+                offer({ _tag: "Job", submissionId, event: JobEvent.ProvisioningPending({ message }) }))).pipe(
                 Effect.flatMap((event) => offer({ _tag: "Job", submissionId, event }))
               )
             ).pipe(
@@ -307,12 +311,12 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
       }, { discard: true })
 
     /** Hands the job to its runner (unless a previous owner did) and follows its events and logs. */
-    const startFollower = (run: Run, submissionId: string, pd: JobProvisioningData, alreadyHanded: boolean) =>
+    const startFollower = (run: Run, submissionId: string, pd: JobProvisioningData, alreadyHanded: boolean, resumed = false) =>
       Effect.gen(function* () {
         if (followers.has(submissionId)) return
         const found = jobOfSubmission(run, submissionId)
         if (!found) return
-        const follower = follow(options.follower, { run, submissionId, spec: found.job.jobSpec, pd, alreadyHanded, leaseTrusted }, {
+        const follower = follow(options.follower, { run, submissionId, spec: found.job.jobSpec, pd, alreadyHanded, resumed, leaseTrusted }, {
           jobEvent: (event) => offer({ _tag: "Job", submissionId, event }),
           handedOver: offer({ _tag: "HandedToRunner", submissionId })
         }).pipe(Effect.ensuring(offer({ _tag: "FollowerDone", submissionId })))
@@ -339,7 +343,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
       for (const job of record.run.jobs) {
         const sub = latestSubmission(job)
         if (sub?.jobProvisioningData && !isJobStatusFinished(sub.status) && sub.status !== "submitted") {
-          yield* startFollower(record.run, sub.id, sub.jobProvisioningData, record.submittedToRunner.includes(sub.id))
+          yield* startFollower(record.run, sub.id, sub.jobProvisioningData, record.submittedToRunner.includes(sub.id), true)
         }
       }
     }
@@ -353,7 +357,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
       yield* Deferred.succeed(handle.started, undefined)
       for (const job of record.run.jobs) {
         const sub = latestSubmission(job)
-        if (sub && sub.status !== "submitted") provisioning.delete(sub.id)
+        if (sub && !isPlacing(sub)) provisioning.delete(sub.id)
       }
       if (isRunStatusFinished(record.run.status)) {
         // Let followers deliver the last log lines, then let go of the run.

@@ -17,6 +17,7 @@ import type { NewLogEvent, StateStoreError, StateStoreService } from "../ports/S
 import type { ComputeService } from "./Compute.ts"
 import { singleNode, waitForCluster } from "./Cluster.ts"
 import { errorMessage } from "./internal.ts"
+import { faultPoint } from "../internal/Faults.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
 import { fetchArtifacts, followEvents, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, waitHealthy } from "./RunnerSession.ts"
@@ -52,6 +53,12 @@ export interface FollowedJob {
   readonly pd: JobProvisioningData
   /** A previous owner of the run handed the job over already: resume following it. */
   readonly alreadyHanded: boolean
+  /**
+   * The job was on its instance when this worker took the run (a takeover or a restart): a
+   * previous owner may have handed it over without noting it, so the hand-over resumes after
+   * the last stored log line (the runner answers a repeated hand-over with the job's events).
+   */
+  readonly resumed?: boolean
   /** Whether the run's lease may still be relied on: without it another replica may be following too. */
   readonly leaseTrusted: () => boolean
 }
@@ -113,6 +120,22 @@ export const lastStoredLogAt = (
   )
 
 /**
+ * How the job's instance ended on its own, when its backend can say (`Backend.instanceEnd`:
+ * a batch scheduler's time limit, a preemption, a failed node); undefined otherwise, and when
+ * the backend cannot be asked (that is logged: the runner's own account then stands).
+ */
+const instanceEnd = (compute: ComputeService, project: string, pd: JobProvisioningData): Effect.Effect<JobEvent | undefined> =>
+  compute.backend(project, pd.backend).pipe(
+    Effect.flatMap((backend) => (backend.instanceEnd === undefined ? Effect.succeed(undefined) : backend.instanceEnd(pd))),
+    Effect.map((end) => (end === undefined ? undefined : JobEvent.InstanceEnded({ reason: end.reason, message: end.message }))),
+    Effect.catchAll((e) => Effect.as(Effect.logWarning(`cannot ask backend ${pd.backend} how instance ${pd.instanceId} ended: ${errorMessage(e)}`), undefined))
+  )
+
+/** A runner's report that ends the job with an error: its backend may know better why (the instance ended under it). */
+const endsWithError = (event: JobEvent): boolean =>
+  (event._tag === "RunnerExited" && event.exitStatus !== 0) || event._tag === "RunnerFailed"
+
+/**
  * Hands the job to its runner (unless a previous owner did) and follows its events and logs
  * until the job ends on the runner. Every way it can fail becomes a job event for the worker:
  * an unreachable runner `InstanceUnreachable`, anything else `RunnerFailed` with the cause.
@@ -155,6 +178,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
               // Without a trusted lease another replica may be following too.
               if (!job.leaseTrusted()) return yield* Effect.interrupt
               yield* store.logs.append(logs)
+              faultPoint("logs.stored")
             }
             for (const event of chunk) {
               if (event._tag === "State") {
@@ -166,6 +190,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
                     jobEvent = JobEvent.RunnerFailed({ reason: "executor_error", message: `cannot keep the job's artifacts: ${e instanceof Error ? e.message : errorMessage(e)}` })
                   }
                 }
+                if (jobEvent && endsWithError(jobEvent)) jobEvent = (yield* instanceEnd(compute, run.projectName, pd)) ?? jobEvent
                 if (jobEvent) yield* reports.jobEvent(jobEvent)
               }
             }
@@ -197,20 +222,24 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
         jobSpec: spec,
         clusterInfo,
         secrets: secrets.right,
-        ...(repoCredentials !== undefined ? { repoCredentials } : {})
+        ...(repoCredentials !== undefined ? { repoCredentials } : {}),
+        jobSubmissionId: submissionId
       } as any
+      if (job.resumed === true) cursor = yield* lastStoredLogAt(store, run.projectName, submissionId, options.unreachableMs)
       // The hand-over answers with the job's event stream (one request; an older
       // runner is handed the job in steps and followed as before): follow it at once.
       // A failed hand-over fails the job; a stream that breaks afterwards is resumed
       // below like any other.
+      faultPoint("job.handing")
       const followed = yield* withRunner(compute, pd, (client) =>
         Effect.gen(function* () {
           yield* waitHealthy(client, options.provisioningTimeoutMs)
           const inputs = spec.artifactInputs ?? []
           const events = inputs.length === 0
-            ? yield* startFollowing(client, body, code)
+            ? yield* startFollowing(client, body, code, cursor)
             : yield* startFollowingWithArtifacts(client, body, code, inputs.map((key) => ({ key, stream: options.blobs.stream(key) })))
           yield* reports.handedOver
+          faultPoint("job.handed")
           return yield* consume(client, events).pipe(Effect.either)
         })
       )
@@ -218,14 +247,25 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       unreachableSince ??= Date.now()
       yield* Effect.sleep(Duration.millis(500))
     }
-    // Follow; reconnect from the last event after a broken connection.
+    // Follow; reconnect from the last event after a broken connection. A runner gone because
+    // its instance ended on its own (a backend that can say so) ends the job with that reason.
+    let askedEndAt = 0
     while (true) {
       const outcome = yield* withRunner(compute, pd, (client) => consume(client, followEvents(client, cursor))).pipe(Effect.either)
       if (outcome._tag === "Right") return
       const now = Date.now()
       unreachableSince ??= now
+      if (now - askedEndAt >= 2_000) {
+        askedEndAt = now
+        const ended = yield* instanceEnd(compute, run.projectName, pd)
+        if (ended !== undefined) {
+          yield* reports.jobEvent(ended)
+          return
+        }
+      }
       if (now - unreachableSince > options.unreachableMs) {
-        yield* reports.jobEvent(JobEvent.InstanceUnreachable())
+        const message = `the runner did not answer for ${Math.round((now - unreachableSince) / 1000)}s: ${errorMessage(outcome.left).slice(0, 500)}`
+        yield* reports.jobEvent(JobEvent.InstanceUnreachable({ message }))
         return
       }
       yield* Effect.sleep(Duration.millis(500))

@@ -6,6 +6,7 @@
 import { Context, Effect, Layer, Ref, Schema } from "effect"
 import { JobProvisioningData, type JobSpec, type Requirements } from "../domain/Job.ts"
 import { type InstanceOffer, type InstanceType } from "../domain/Offer.ts"
+import type { JobTerminationReason } from "../domain/Status.ts"
 import { matchResources } from "../domain/Resources.ts"
 import type { SshAccess } from "./RunnerTransport.ts"
 
@@ -92,6 +93,12 @@ export interface InstanceConfiguration {
    * it; backends that allocate per job (a batch scheduler) size and limit the allocation from it.
    */
   readonly job?: InstanceJob
+  /**
+   * For backends whose instance waits in a queue before it runs (a batch scheduler's pending
+   * job): called with the queue's reason in words whenever it changes (`Slurm PENDING
+   * (Resources)`). The job then shows as provisioning with that message until it has its instance.
+   */
+  readonly onPending?: (message: string) => Effect.Effect<void>
 }
 
 /** What a backend that makes one instance per job learns of that job. */
@@ -109,6 +116,16 @@ export interface InstanceJob {
   readonly maxDuration?: number
   /** The instance directories the job mounts (`/dir:/path` volumes). */
   readonly instanceMounts?: ReadonlyArray<string>
+}
+
+/**
+ * How an instance ended on its own, as its backend saw it (a batch scheduler's time limit,
+ * a preemption, a failed node, the job's allocation out of memory): the job's termination
+ * reason and the backend's words for what happened.
+ */
+export interface InstanceEnd {
+  readonly reason: JobTerminationReason
+  readonly message: string
 }
 
 /** Where a volume landed. */
@@ -219,6 +236,26 @@ export interface Backend {
    * provisioning data, which API answers show.
    */
   readonly runnerAccess?: (pd: JobProvisioningData) => SshAccess | undefined
+  /**
+   * Creates the instances of one multi-node job together, all or nothing (a batch scheduler's
+   * one allocation of N nodes), for backends that make one instance per job. `configs` has one
+   * configuration per node rank, the master (rank 0) first, each with the whole job in `job`;
+   * the answer has one provisioning data per rank, in that order. On failure nothing is left
+   * running. The engine uses it for a multi-node task (`nodes: N`) that no idle instances of a
+   * `placement: cluster` fleet can take; each rank's instance is then terminated with its job
+   * (`terminateInstance` of any rank may end the whole group).
+   */
+  readonly createInstanceGroup?: (
+    offer: InstanceOffer,
+    configs: ReadonlyArray<InstanceConfiguration>
+  ) => Effect.Effect<ReadonlyArray<JobProvisioningData>, BackendError>
+  /**
+   * How the instance ended on its own, for backends whose instances can end without the
+   * server asking (a batch scheduler's time limit, preemption, node failure); undefined while
+   * it still runs or when the backend cannot tell. The engine asks when the instance's runner
+   * goes away and when its job ends with an error, and ends the job with this reason instead.
+   */
+  readonly instanceEnd?: (pd: JobProvisioningData) => Effect.Effect<InstanceEnd | undefined, BackendError>
 }
 
 /** The tag for a program that works with one backend (a backend plugin's tests, a CLI probe). */
@@ -268,6 +305,8 @@ export interface Implementation {
   readonly volumes?: Volumes
   readonly runnerAccess?: Backend["runnerAccess"]
   readonly instancePerJob?: boolean
+  readonly createInstanceGroup?: Backend["createInstanceGroup"]
+  readonly instanceEnd?: Backend["instanceEnd"]
 }
 
 /**
@@ -287,7 +326,19 @@ export const make = (impl: Implementation): Backend => ({
     ),
   ...(impl.volumes === undefined ? {} : { volumes: impl.volumes }),
   ...(impl.runnerAccess === undefined ? {} : { runnerAccess: impl.runnerAccess }),
-  ...(impl.instancePerJob === true ? { instancePerJob: true } : {})
+  ...(impl.instancePerJob === true ? { instancePerJob: true } : {}),
+  ...(impl.createInstanceGroup === undefined ? {} : {
+    createInstanceGroup: (offer: InstanceOffer, configs: ReadonlyArray<InstanceConfiguration>) =>
+      offer.backend !== impl.type
+        ? fail(impl.type, "createInstanceGroup", "Invalid", `an offer of backend ${offer.backend} was given to backend ${impl.type}`)
+        : configs.length === 0
+          ? fail(impl.type, "createInstanceGroup", "Invalid", "a group of no instances")
+          : Effect.flatMap(impl.createInstanceGroup!(offer, configs), (pds) =>
+            pds.length === configs.length
+              ? Effect.succeed(pds)
+              : fail(impl.type, "createInstanceGroup", "Unknown", `asked for ${configs.length} instances, made ${pds.length}`))
+  }),
+  ...(impl.instanceEnd === undefined ? {} : { instanceEnd: impl.instanceEnd })
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -298,6 +349,8 @@ export interface MemoryOptions {
   readonly type?: string
   /** The catalog; each offer's `backend` should be `type`. */
   readonly offers: ReadonlyArray<InstanceOffer>
+  /** Whether it creates a multi-node job's instances together (`createInstanceGroup`) and makes one per job. */
+  readonly group?: boolean
 }
 
 /** What the memory backend has provisioned, for tests to inspect. */
@@ -314,10 +367,7 @@ export const makeMemory = (options: MemoryOptions): Effect.Effect<MemoryBackend>
     const type = options.type ?? "memory"
     const running = yield* Ref.make<ReadonlyArray<string>>([])
     const counter = yield* Ref.make(0)
-    const backend = make({
-      type,
-      catalog: () => Effect.succeed(options.offers),
-      createInstance: (offer, config) =>
+    const createInstance: Backend["createInstance"] = (offer, config) =>
         offer.availability !== "available"
           ? fail(type, "createInstance", "NoCapacity", `${offer.instance.name} in ${offer.region} is ${offer.availability}`)
           : Effect.gen(function*() {
@@ -334,7 +384,14 @@ export const makeMemory = (options: MemoryOptions): Effect.Effect<MemoryBackend>
               username: "root",
               dockerized: false
             })
-          }),
+          })
+    const backend = make({
+      type,
+      catalog: () => Effect.succeed(options.offers),
+      createInstance,
+      ...(options.group === true
+        ? { instancePerJob: true, createInstanceGroup: (offer, configs) => Effect.forEach(configs, (config) => createInstance(offer, config)) }
+        : {}),
       terminateInstance: (instanceId) =>
         Effect.flatMap(Ref.get(running), (ids) =>
           ids.includes(instanceId)

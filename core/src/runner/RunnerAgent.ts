@@ -371,6 +371,12 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
 
     const start = (body: SubmitBody, code: Uint8Array | undefined) =>
       Effect.gen(function* () {
+        // A server that died after handing the job over (before it could note that it did)
+        // hands it over again once restarted: the job runs once, and the answer is its events.
+        if (body.jobSubmissionId !== undefined && state !== "wait_submit" && submission?.jobSubmissionId === body.jobSubmissionId) {
+          if (state === "wait_run") yield* run
+          return
+        }
         yield* submit(body)
         if (code !== undefined) {
           yield* uploadCode(code).pipe(

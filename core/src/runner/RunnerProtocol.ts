@@ -55,7 +55,12 @@ export const SubmitBody = Schema.Struct({
   jobSpec: wire(JobSpec, "job_spec"),
   clusterInfo: wireDefault(ClusterInfo, "cluster_info", () => ({ jobIps: [], masterJobIp: "", gpusPerJob: 0 })),
   secrets: wireDefault(Schema.Record({ key: Schema.String, value: Schema.String }), "secrets", () => ({})),
-  repoCredentials: wireOptional(RepoCredentials, "repo_credentials")
+  repoCredentials: wireOptional(RepoCredentials, "repo_credentials"),
+  /**
+   * The job submission this hand-over is for (ours; upstream's runner has none): a runner that
+   * already took this submission answers a repeated start as done, without starting it again.
+   */
+  jobSubmissionId: wireOptional(Schema.String, "job_submission_id")
 })
 export type SubmitBody = typeof SubmitBody.Type
 

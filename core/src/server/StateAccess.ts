@@ -64,18 +64,18 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
     }
 
     return {
-      authenticate: (token) => {
-        const hash = sha256Hex(token)
-        return cached(
+      // Keyed by the token itself, so that a caller already known costs no hash: the token is
+      // in this process's memory for the request anyway, and the store keeps only its hash.
+      authenticate: (token) =>
+        cached(
           principals,
-          hash,
-          () => store.users.getByTokenHash(hash).pipe(
+          token,
+          () => store.users.getByTokenHash(sha256Hex(token)).pipe(
             Effect.map((user): Principal | undefined => (user.active ? { username: user.username, globalRole: user.globalRole } : undefined)),
             Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined)),
             Effect.mapError(fromStateStore)
           )
-        )
-      },
+        ),
       projectRole: (principal, projectName) =>
         cached(
           roles,

@@ -52,6 +52,7 @@ import type { Autoscaler } from "../services/Autoscaler.ts"
 import { mountServices, type ServicesOptions } from "../services/mount.ts"
 import { serviceRoutes } from "../services/ServiceRoutes.ts"
 import type { UpgradeHandler } from "../runner/adapter/types.ts"
+import { resumeWorkflowRuns } from "../workflows/WorkflowRuns.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
 import { attachRoutes, attachUpgrade } from "./AttachRoutes.ts"
 
@@ -223,6 +224,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     )
     if (refusal !== undefined) throw refusal
     const boot = await runtime.runPromise(bootstrap(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}))
+    await runtime.runPromise(resumeWorkflowRuns)
     const routes: Array<AnyRoute<any>> = [...builtinRoutes, ...(options.extraRoutes ?? [])]
     const openapi = openApiDocument(routes, {
       title: "dstack-ts server API",

@@ -4,7 +4,9 @@
  * replica (scale from zero). A scale-up adds replica jobs to the run (the engine provisions them
  * as any new submission); a scale-down first drains the replicas it removes — they take no new
  * request — and asks the engine to stop each (`scaled_down`) only once its last request in flight
- * has ended. Replicas not serving yet (still starting) are stopped first.
+ * has ended. Replicas not serving yet (still starting) are stopped first. Services with a fixed
+ * `replicas` count are followed too: a re-applied count is applied in place, and a re-applied
+ * spec is rolled out one replica at a time (Rollout.ts).
  */
 import { Context, Effect, Layer, Runtime, Schedule } from "effect"
 import { Job, JobSubmission, latestSubmission } from "../domain/Job.ts"
@@ -15,6 +17,9 @@ import { Engine } from "../engine/Engine.ts"
 import { loadRun, modifyRun, type RunRecord } from "../engine/RunRecord.ts"
 import { StateStore } from "../ports/StateStore.ts"
 import { desiredReplicas } from "./Autoscaling.ts"
+import { isUpToDate } from "./Deployment.ts"
+import { type RolloutReplica, rolloutStep } from "./Rollout.ts"
+import { accepts } from "./ReplicaClient.ts"
 import type { ProxyHooks } from "./ServiceProxy.ts"
 import { type Replica, type ServiceEntry, ServiceRegistry } from "./ServiceRegistry.ts"
 
@@ -62,6 +67,40 @@ const newReplicaJob = (record: RunRecord, now: Date): Job => {
   })
 }
 
+/** Whether a replica's app accepts connections (remembered once it has). */
+const isListening = async (replica: Replica, address: (replica: Replica) => Promise<{ host: string; port: number }>): Promise<boolean> => {
+  if (replica.listening) return true
+  try {
+    const { host, port } = await address(replica)
+    if (await accepts(host, port)) replica.listening = true
+  } catch {
+    // Not reachable yet: not ready.
+  }
+  return replica.listening
+}
+
+/** What the roll waits for, in words (the API's `deployment.message`). */
+const rolloutMessage = (
+  view: ReadonlyArray<RolloutReplica>,
+  active: ReadonlyArray<Job>,
+  replicas: ReadonlyMap<string, Replica>,
+  desired: number,
+  now: number
+): string => {
+  const old = view.filter((r) => !r.upToDate).length
+  const waiting = view.find((r) => r.upToDate && !r.ready)
+  if (waiting === undefined) return `rolling: ${old} replica(s) of ${desired} still on the previous spec`
+  const job = active.find((j) => latestSubmission(j)!.id === waiting.id)
+  const replica = replicas.get(waiting.id)
+  const status = job === undefined ? "starting" : latestSubmission(job)!.status
+  const why = replica === undefined
+    ? `is ${status}`
+    : !replica.ready
+    ? `has not passed its probes for ${Math.round((now - replica.runningSince) / 1000)} s${replica.probeError !== undefined ? ` (${replica.probeError})` : ""}`
+    : "does not accept connections yet"
+  return `rolling: new replica ${waiting.replicaNum} ${why}; the ${old} replica(s) on the previous spec keep serving`
+}
+
 export const make = Effect.gen(function* () {
   const registry = yield* ServiceRegistry
   const store = yield* StateStore
@@ -74,6 +113,18 @@ export const make = Effect.gen(function* () {
   }
   const withStore = <A, E>(effect: Effect.Effect<A, E, StateStore>) => Effect.provideService(effect, StateStore, store)
 
+  const addReplicas = (entry: ServiceEntry, count: number, now: number) =>
+    Effect.gen(function* () {
+      yield* withStore(modifyRun(entry.runId, (r) => {
+        let next = r
+        for (let i = 0; i < count; i++) {
+          next = { ...next, run: new Run({ ...next.run, jobs: [...next.run.jobs, newReplicaJob(next, new Date(now))] }, { disableValidation: true }) }
+        }
+        return next
+      }))
+      yield* engine.wake(entry.runId)
+    })
+
   const scale = (entry: ServiceEntry): Effect.Effect<void, unknown> =>
     Effect.gen(function* () {
       const state = stateOf(entry)
@@ -83,53 +134,70 @@ export const make = Effect.gen(function* () {
       const replicas = new Map<string, Replica>(entry.replicas.map((r) => [r.submissionId, r]))
       const active = activeJobs(record)
       const serving = active.filter((job) => !state.draining.has(latestSubmission(job)!.id))
+      const autoscaled = isAutoscaled(entry)
+      // A fixed count is kept by the engine's own retries: a run waiting to be resubmitted is left alone.
+      if (!autoscaled && record.run.status === "pending") return
       const scaling = entry.configuration.scaling
-      const desired = desiredReplicas({
-        replicas: entry.configuration.replicas,
-        scaling,
-        current: serving.length,
-        rps: scaling === undefined ? 0 : entry.metrics.rps(now, scaling.window),
-        demand: now - state.demandAt < DEMAND_MS,
-        lastScaledAt: state.lastScaledAt,
-        now
-      })
+      const desired = autoscaled
+        ? desiredReplicas({
+          replicas: entry.configuration.replicas,
+          scaling,
+          current: serving.length,
+          rps: scaling === undefined ? 0 : entry.metrics.rps(now, scaling.window),
+          demand: now - state.demandAt < DEMAND_MS,
+          lastScaledAt: state.lastScaledAt,
+          now
+        })
+        : entry.configuration.replicas.min ?? 1
       entry.desired = desired
-      if (desired > serving.length) {
-        // Replicas being drained come back first; then new ones.
+      const drain = (id: string) => {
+        state.draining.add(id)
+        const replica = replicas.get(id)
+        if (replica !== undefined) replica.draining = true
+      }
+      const outdated = serving.filter((job) => !isUpToDate(record.run.runSpec, job))
+      if (outdated.length > 0) {
+        // A rolling deployment: one new replica at a time, an old one drained once it is ready.
+        const view = yield* Effect.forEach(serving, (job) => {
+          const id = latestSubmission(job)!.id
+          const upToDate = !outdated.includes(job)
+          const replica = replicas.get(id)
+          // An old replica serving already counts as ready; a new one once it accepts connections.
+          const ready = replica === undefined || !replica.ready
+            ? Effect.succeed(false)
+            : upToDate ? Effect.promise(() => isListening(replica, registry.address)) : Effect.succeed(true)
+          return Effect.map(ready, (ready): RolloutReplica => ({ id, replicaNum: job.jobSpec.replicaNum, upToDate, ready }))
+        })
+        const step = rolloutStep(view, desired)
+        if (step.start) yield* addReplicas(entry, 1, now)
+        if (step.drain !== undefined) drain(step.drain)
+        entry.deployment = { outdated: outdated.length - (step.drain === undefined ? 0 : 1), message: rolloutMessage(view, active, replicas, desired, now) }
+      } else if (desired > serving.length) {
+        entry.deployment = undefined
+        // Replicas being drained come back first; then new ones (only of the current spec).
         let missing = desired - serving.length
         for (const id of [...state.draining]) {
           if (missing === 0) break
+          const job = active.find((j) => latestSubmission(j)!.id === id)
+          if (job === undefined || !isUpToDate(record.run.runSpec, job)) continue
           state.draining.delete(id)
           const replica = replicas.get(id)
           if (replica !== undefined) replica.draining = false
           missing--
         }
-        if (missing > 0) {
-          yield* withStore(modifyRun(entry.runId, (r) => {
-            let next = r
-            for (let i = 0; i < missing; i++) {
-              next = { ...next, run: new Run({ ...next.run, jobs: [...next.run.jobs, newReplicaJob(next, new Date(now))] }, { disableValidation: true }) }
-            }
-            return next
-          }))
-          yield* engine.wake(entry.runId)
-        }
+        if (missing > 0) yield* addReplicas(entry, missing, now)
         state.lastScaledAt = now
       } else if (desired < serving.length) {
+        entry.deployment = undefined
         // Replicas not serving yet go first, then the newest.
         const order = [...serving].sort((a, b) => {
           const ra = replicas.has(latestSubmission(a)!.id) ? 1 : 0
           const rb = replicas.has(latestSubmission(b)!.id) ? 1 : 0
           return ra - rb || b.jobSpec.replicaNum - a.jobSpec.replicaNum
         })
-        for (const job of order.slice(0, serving.length - desired)) {
-          const id = latestSubmission(job)!.id
-          state.draining.add(id)
-          const replica = replicas.get(id)
-          if (replica !== undefined) replica.draining = true
-        }
+        for (const job of order.slice(0, serving.length - desired)) drain(latestSubmission(job)!.id)
         state.lastScaledAt = now
-      }
+      } else entry.deployment = undefined
       // Drained replicas (nothing in flight) stop.
       const done = [...state.draining].filter((id) => (replicas.get(id)?.outstanding ?? 0) === 0)
       if (done.length > 0) {
@@ -147,7 +215,7 @@ export const make = Effect.gen(function* () {
       return Effect.void
     }
     ticking = true
-    return Effect.forEach(registry.entries().filter(isAutoscaled), (entry) =>
+    return Effect.forEach(registry.entries(), (entry) =>
       scale(entry).pipe(Effect.catchAllCause((cause) => Effect.logWarning(`autoscaling service ${entry.project}/${entry.runName}`, cause))), { discard: true }).pipe(
       Effect.ensuring(Effect.sync(() => {
         ticking = false

@@ -2,8 +2,10 @@
  * Readiness probes of service replicas (`probes` in a service's configuration): a replica of a
  * service with probes enters the proxy's rotation only once every probe has succeeded
  * `ready_after` times in a row. Each probe is an HTTP request to the replica (its `url`,
- * `method`, `headers`, `body`) answered 2xx within `timeout`, repeated every `interval`. Probing
- * stops once the replica is ready, leaves the service, or the server closes.
+ * `method`, `headers`, `body`) answered 2xx within `timeout`, repeated every `interval`. A probe
+ * with `until_ready` stops once it passed; the others go on, and a replica whose probe fails
+ * leaves the rotation until it passes `ready_after` times in a row again. Probing stops when the
+ * replica leaves the service or the server closes.
  */
 import type { Probe } from "../domain/Scaling.ts"
 import type { Address, Replica, ServiceEntry } from "./ServiceRegistry.ts"
@@ -16,7 +18,7 @@ export class Prober {
   constructor(
     /** Where a replica's app is reached from the server. */
     private readonly address: (replica: Replica) => Promise<Address>,
-    /** Called when a replica of the service became ready. */
+    /** Called when a replica of the service became ready, or stopped being ready. */
     private readonly onReady: (entry: ServiceEntry) => void
   ) {}
 
@@ -57,23 +59,41 @@ export class Prober {
   }
 
   private async probeUntilReady(entry: ServiceEntry, replica: Replica, probes: ReadonlyArray<Probe>): Promise<void> {
-    const passed = await Promise.all(probes.map(async (probe) => {
+    // Each probe passes once it succeeded `ready_after` times in a row; the replica is ready
+    // while all pass. A probe with `until_ready` stops there; others go on, and a failure takes
+    // the replica out of rotation until that probe passes again.
+    const passing = probes.map(() => false)
+    const update = () => {
+      const ready = passing.every(Boolean)
+      if (ready === replica.ready || !this.alive(entry, replica)) return
+      replica.ready = ready
+      if (ready) replica.listening = true
+      this.onReady(entry)
+    }
+    await Promise.all(probes.map(async (probe, i) => {
       let inRow = 0
       while (this.alive(entry, replica)) {
-        inRow = (await this.probeOnce(replica, probe)) ? inRow + 1 : 0
-        if (inRow >= probe.readyAfter) return true
+        const failure = await this.probeOnce(replica, probe)
+        if (!this.alive(entry, replica)) return
+        if (failure !== undefined) replica.probeError = failure
+        inRow = failure === undefined ? inRow + 1 : 0
+        if (failure !== undefined && passing[i]) {
+          passing[i] = false
+          update()
+        } else if (inRow >= probe.readyAfter && !passing[i]) {
+          passing[i] = true
+          update()
+        }
+        if (replica.ready) replica.probeError = undefined
+        if (passing[i] && probe.untilReady === true) return
         await this.sleep(probe.interval * 1000)
       }
-      return false
     }))
-    if (!passed.every(Boolean) || !this.alive(entry, replica)) return
-    replica.ready = true
-    replica.listening = true
-    this.onReady(entry)
   }
 
-  /** One probe: true when the replica answered 2xx in time. */
-  private async probeOnce(replica: Replica, probe: Probe): Promise<boolean> {
+  /** One probe: undefined when the replica answered 2xx in time, else what went wrong. */
+  private async probeOnce(replica: Replica, probe: Probe): Promise<string | undefined> {
+    const what = `${probe.method.toUpperCase()} ${probe.url}`
     try {
       const { host, port } = await this.address(replica)
       const headers = new Headers()
@@ -86,10 +106,11 @@ export class Prober {
         signal: AbortSignal.timeout(probe.timeout * 1000)
       })
       await res.arrayBuffer()
-      return res.status >= 200 && res.status < 300
-    } catch {
+      return res.status >= 200 && res.status < 300 ? undefined : `probe ${what} answered ${res.status}`
+    } catch (error) {
       // Not reachable yet, too slow, or a broken answer: a failed probe.
-      return false
+      const cause = error instanceof Error ? ((error.cause as Error | undefined)?.message ?? error.message) : String(error)
+      return `probe ${what} failed: ${cause}`
     }
   }
 }

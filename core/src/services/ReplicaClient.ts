@@ -6,6 +6,7 @@
  * — except a small answer of known length, read whole first so the server writes it in one go.
  */
 import * as http from "node:http"
+import * as net from "node:net"
 import type { Readable } from "node:stream"
 
 /** An answer of a known length up to this is read whole before it is passed on. */
@@ -17,7 +18,12 @@ const SMALL_ANSWER_BYTES = 64 * 1024
  */
 const IDLE_SOCKET_MS = 4_000
 
-const agent = new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS, scheduling: "lifo" })
+/**
+ * The kept-alive connections to replicas of one server: each server has its own (made with its
+ * service registry and destroyed when the server closes), so that servers in one process neither
+ * share sockets nor keep each other's open.
+ */
+export const makeReplicaAgent = (): http.Agent => new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS, scheduling: "lifo" })
 
 /** A request body: a web stream (Deno, the model router) or the caller's Node request. */
 export type BodySource = ReadableStream<Uint8Array> | Readable
@@ -85,6 +91,7 @@ export class ReplicaRequestError extends Error {
 
 /** Sends a request to `host:port` and resolves with the answer's head (the body still to read). */
 export const sendToReplica = (
+  agent: http.Agent,
   target: { readonly host: string; readonly port: number },
   method: string,
   path: string,
@@ -182,3 +189,16 @@ export const readSmallAnswer = (message: http.IncomingMessage): Promise<Uint8Arr
     })
   })
 }
+
+/** Whether something accepts a TCP connection at host:port (within 2 s). */
+export const accepts = (host: string, port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const socket = net.connect({ host, port })
+    const done = (ok: boolean) => {
+      socket.destroy()
+      resolve(ok)
+    }
+    socket.setTimeout(2_000, () => done(false))
+    socket.once("connect", () => done(true))
+    socket.once("error", () => done(false))
+  })

@@ -8,14 +8,13 @@
  * until one is ready or `holdTimeoutMs` has passed, and only then answered 503.
  */
 import type * as http from "node:http"
-import * as net from "node:net"
 import { Context, Effect, Exit, Runtime } from "effect"
 import type { Context as HonoContext, Hono } from "hono"
 import type { UpgradeHandler, UpgradeTarget } from "../runner/adapter/types.ts"
 import { Access, authorizeProjectWith } from "../server/Access.ts"
 import { type ApiError, clipped, excerpt, noRoute, serverError, unauthenticatedPage } from "../server/ApiError.ts"
 import * as Eager from "../server/Eager.ts"
-import { answerBody, type BodySource, OutgoingBody, readSmallAnswer, ReplicaRequestError, sendToReplica } from "./ReplicaClient.ts"
+import { accepts, answerBody, type BodySource, OutgoingBody, readSmallAnswer, ReplicaRequestError, sendToReplica } from "./ReplicaClient.ts"
 import type { Replica, ServiceEntry, ServiceRegistryService } from "./ServiceRegistry.ts"
 import { RateLimiter } from "./RateLimiter.ts"
 import type { ModelRouter } from "./ModelRouter.ts"
@@ -80,19 +79,6 @@ const bearer = (header: string | null | undefined): string | undefined => {
   const match = header ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null
   return match ? match[1].trim() : undefined
 }
-
-/** Whether something accepts a TCP connection at host:port (within 2 s). */
-const accepts = (host: string, port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const socket = net.connect({ host, port })
-    const done = (ok: boolean) => {
-      socket.destroy()
-      resolve(ok)
-    }
-    socket.setTimeout(2_000, () => done(false))
-    socket.once("connect", () => done(true))
-    socket.once("error", () => done(false))
-  })
 
 /** Picks the replica in rotation with the fewest requests in flight (round robin among equals). */
 export const pickReplica = (replicas: ReadonlyArray<Replica>, now: number, turn: number): Replica | undefined => {
@@ -288,7 +274,7 @@ export const makeServiceProxy = (
       headers.host = `${host.includes(":") ? `[${host}]` : host}:${port}`
       let answer
       try {
-        answer = await sendToReplica({ host, port }, request.method, path, headers, body)
+        answer = await sendToReplica(registry.agent, { host, port }, request.method, path, headers, body)
       } catch (error) {
         release(entry, replica)
         const failure = error instanceof ReplicaRequestError ? error : undefined

@@ -6,6 +6,7 @@
  * a change to the run; kept in memory so that a request through the proxy finds its replica
  * without a store read.
  */
+import type * as http from "node:http"
 import { Context, Effect, Exit, Layer, Runtime, Scope } from "effect"
 import type { ServiceConfiguration } from "../domain/Configuration.ts"
 import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
@@ -16,6 +17,7 @@ import type { RunnerTarget } from "../ports/RunnerTransport.ts"
 import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { ServiceMetrics } from "./ServiceMetrics.ts"
 import { Prober } from "./Probes.ts"
+import { makeReplicaAgent } from "./ReplicaClient.ts"
 
 /** Where a replica's app is reached from the server. */
 export interface Address {
@@ -41,6 +43,10 @@ export class Replica {
   listening = false
   /** Whether its probes passed (true when it has none). */
   ready: boolean
+  /** Why its last probe failed, while it is not ready. */
+  probeError: string | undefined
+  /** When the registry first saw it running (epoch ms). */
+  readonly runningSince = Date.now()
   address: Address | undefined
   resolving: Promise<Address> | undefined
   scope: Scope.CloseableScope | undefined
@@ -87,6 +93,8 @@ export interface ServiceEntry {
   readonly metrics: ServiceMetrics
   /** The replicas the autoscaler wants now; undefined until it has looked at the service. */
   desired: number | undefined
+  /** A rolling deployment under way: replicas still on an older spec, and what the roll waits for. */
+  deployment: { readonly outdated: number; readonly message: string } | undefined
 }
 
 /** The RunnerTarget of an instance a job ran on (as the engine connects to its runner). */
@@ -113,6 +121,8 @@ export interface ServiceRegistryService {
   readonly models: (project: string) => Effect.Effect<ReadonlyMap<string, string>, StateStoreError>
   /** Called with a service whenever its replicas change (the autoscaler and the probes listen). */
   readonly onReplicasChanged: (listener: (entry: ServiceEntry) => void) => void
+  /** This server's kept-alive connections to replicas (closed with the server). */
+  readonly agent: http.Agent
 }
 
 export class ServiceRegistry extends Context.Tag("@dstack-ts/core/services/ServiceRegistry")<ServiceRegistry, ServiceRegistryService>() {}
@@ -217,8 +227,10 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
     void run(Effect.ignore(load(entry)))
   })
 
-  // Forwards and tunnels close with the server.
+  const agent = makeReplicaAgent()
+  // Forwards, tunnels and kept-alive connections close with the server.
   yield* Effect.addFinalizer(() => Effect.sync(() => {
+    agent.destroy()
     prober.close()
     for (const entry of entries.values()) for (const replica of entry.replicas) closeReplica(replica)
   }))
@@ -241,7 +253,8 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         stale: true,
         waiters: new Set(),
         metrics: new ServiceMetrics(),
-        desired: undefined
+        desired: undefined,
+        deployment: undefined
       }
       return Effect.map(load(entry), () => {
         if (entry.configuration === undefined) return undefined
@@ -336,7 +349,8 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
     entries: () => [...entries.values()].filter((e) => !e.finished),
     onReplicasChanged: (listener) => {
       listeners.push(listener)
-    }
+    },
+    agent
   }
 })
 

@@ -29,7 +29,8 @@ export const serviceInfo = (entry: ServiceEntry, now: number): ServiceInfo => {
     errors: metrics.errors,
     rps: metrics.rps,
     latencyP50Ms: metrics.latencyP50Ms,
-    latencyP99Ms: metrics.latencyP99Ms
+    latencyP99Ms: metrics.latencyP99Ms,
+    ...(entry.deployment !== undefined ? { deployment: { outdatedReplicas: entry.deployment.outdated, message: entry.deployment.message } } : {})
   }
 }
 

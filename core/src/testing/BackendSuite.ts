@@ -1,7 +1,8 @@
 /**
  * The conformance suite every Backend runs: offers fit the requirements and come cheapest
- * first, excluded offers carry reasons, an instance can be created for an offer, termination is
- * idempotent, and an offer of another backend is refused.
+ * first, excluded offers carry reasons, an instance can be created for an offer (and a
+ * multi-node job's instances together, where the backend can), termination is idempotent, and
+ * an offer of another backend is refused.
  */
 import { expect, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
@@ -62,6 +63,34 @@ export const testBackend = <E>(
           expect(data.instanceId).not.toBe("")
           yield* backend.terminateInstance(data.instanceId, data.region, data.backendData)
           yield* backend.terminateInstance(data.instanceId, data.region, data.backendData)
+        }))
+    }
+
+    if (options.provision !== false) {
+      it.effect("creates a multi-node job's instances together, one per rank, when it can (createInstanceGroup)", () =>
+        Effect.gen(function*() {
+          const backend = yield* Backend.Backend
+          if (backend.createInstanceGroup === undefined) return
+          const { offers } = yield* backend.getOffers(options.requirements)
+          const offer = offers.find((o) => o.availability === "available")
+          expect(offer, "an available offer").toBeDefined()
+          const job: Backend.InstanceJob = { jobName: "conformance-0-0", requirements: options.requirements, nodes: 2 }
+          const configs = [0, 1].map((rank) => ({ ...config, instanceName: `conformance-${rank}`, instanceId: `00000000-0000-4000-8000-00000000000${rank}`, job }))
+          const group = yield* backend.createInstanceGroup(offer!, configs)
+          expect(group.length).toBe(2)
+          for (const data of group) {
+            expect(data.backend).toBe(backend.type)
+            expect(data.region).toBe(offer!.region)
+          }
+          expect(new Set(group.map((d) => d.instanceId)).size).toBe(2)
+          // Ranks in order, terminated idempotently (the master's may end the whole group).
+          for (const data of [...group].reverse()) {
+            yield* backend.terminateInstance(data.instanceId, data.region, data.backendData)
+            yield* backend.terminateInstance(data.instanceId, data.region, data.backendData)
+          }
+          const foreign = Object.assign(Object.create(Object.getPrototypeOf(offer!)), offer!, { backend: `${backend.type}-other` })
+          const error = yield* Effect.flip(backend.createInstanceGroup(foreign, configs))
+          expect(error.reason).toBe("Invalid")
         }))
     }
 

@@ -7,6 +7,7 @@
 import { Effect, Schema, Stream } from "effect"
 import type { BlobStore, BlobStoreError } from "../ports/BlobStore.ts"
 import { extractTarball } from "../repos/Tarball.ts"
+import { forgetRunCacheEntries } from "./WorkflowCache.ts"
 
 export const ArtifactFileWire = Schema.Struct({
   path: Schema.String,
@@ -60,9 +61,15 @@ export const listRunArtifacts = (blobs: BlobStore, project: string, runId: strin
     return out
   })
 
-/** Removes every artifact of a run. */
+/**
+ * Removes every artifact of a run, and the workflow cache entries that point at it (a cached
+ * job whose run is gone runs again).
+ */
 export const deleteRunArtifacts = (blobs: BlobStore, project: string, runId: string): Effect.Effect<void, BlobStoreError> =>
-  Stream.runForEach(blobs.list(prefixOf(project, runId)), (key) => blobs.delete(key))
+  Effect.zipRight(
+    forgetRunCacheEntries(blobs, project, runId),
+    Stream.runForEach(blobs.list(prefixOf(project, runId)), (key) => blobs.delete(key))
+  )
 
 /**
  * Extracts a downloaded artifact archive (a tar.gz stream) into `dir`, refusing entries that

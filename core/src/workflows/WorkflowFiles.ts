@@ -11,6 +11,7 @@ import { type Document, isMap, isScalar, LineCounter, parseDocument } from "yaml
 import { ConfigurationError, type ConfigurationIssue } from "../config/ConfigurationError.ts"
 import { didYouMean } from "../config/DidYouMean.ts"
 import { formatPath } from "../config/Load.ts"
+import { ResourcesSpec } from "../domain/Resources.ts"
 
 export type PathKey = string | number
 
@@ -148,11 +149,19 @@ export const VariablesFile = Schema.Struct({
   })
 })
 
-/** `.dstack/providers.yaml`: providers that are programs (name, image, commands). */
+/**
+ * `.dstack/providers.yaml`: providers that are programs (seed-003: name, image, commands). Two
+ * keys beyond the seed: `schema`, the path in the repo of the JSON Schema (YAML) of the
+ * parameters (the seed passes it in the program's code; here the server checks parameters before
+ * anything runs), and `resources` of the program's own job. Without `image` the program runs on
+ * the host, as the `bash` provider's commands do.
+ */
 export const ProviderProgram = Schema.Struct({
   name: WorkflowName,
-  image: Schema.String,
-  commands: Schema.Array(Schema.String)
+  image: Schema.optional(Schema.String),
+  commands: Schema.NonEmptyArray(Schema.String),
+  schema: Schema.optional(Schema.String),
+  resources: Schema.optional(ResourcesSpec)
 })
 export type ProviderProgram = typeof ProviderProgram.Type
 export const ProvidersFile = Schema.Struct({ providers: Schema.Array(ProviderProgram) })
@@ -192,7 +201,7 @@ export const WORKFLOWS_DIR = ".dstack/workflows"
 export const VARIABLES_FILE = ".dstack/variables.yaml"
 export const PROVIDERS_FILE = ".dstack/providers.yaml"
 
-const decodeAt = <A, I>(schema: Schema.Schema<A, I>, source: YamlSource, value: unknown, prefix: ReadonlyArray<PathKey>) => {
+export const decodeAt = <A, I>(schema: Schema.Schema<A, I>, source: YamlSource, value: unknown, prefix: ReadonlyArray<PathKey>) => {
   const result = Schema.decodeUnknownEither(schema, { errors: "all", onExcessProperty: "error" })(value)
   return result._tag === "Right"
     ? { ok: true as const, value: result.right, issues: [] }

@@ -21,6 +21,7 @@ import {
   issuesOfParseError,
   PROVIDERS_FILE,
   VARIABLES_FILE,
+  type ProviderProgram,
   type WorkflowDefinition,
   type WorkflowFiles
 } from "./WorkflowFiles.ts"
@@ -31,6 +32,43 @@ export interface ProviderEntry {
   readonly version: string
 }
 export type ProviderCatalog = ReadonlyMap<string, ProviderEntry>
+
+/**
+ * A provider program (`.dstack/providers.yaml`, here or in another repository) as the planner
+ * sees it: its definition, the schema its parameters are checked with, and a version that moves
+ * with the program, its schema and (for another repository) the commit it was fetched at.
+ */
+export interface ProgramEntry {
+  readonly name: string
+  readonly program: ProviderProgram
+  /** A provider whose `parameters` check the workflow (its `createJobs` is never called). */
+  readonly provider: Provider.Provider
+  readonly version: string
+  /** Another repository's provider: the URL and commit its program runs at. */
+  readonly code?: ProgramCode
+}
+export interface ProgramCode {
+  readonly repoUrl: string
+  readonly commit: string
+}
+/** Provider programs by name (`curl`) or, from another repository, by `repoProviderKey`. */
+export type ProgramCatalog = ReadonlyMap<string, ProgramEntry>
+
+/** The catalog key of a provider from another repository. */
+export const repoProviderKey = (repo: string, name: string): string => `${repo}#${name}`
+
+/** The id of the job that runs a workflow's provider program. */
+export const programJobId = (workflow: string): string => `${workflow}:provider`
+
+/** The environment variables a provider program is given. */
+export const PROGRAM_ENV = {
+  /** JSON: `{"name": workflow, "provider": name, "data": parameters, "variables": {…}}`. */
+  workflow: "DSTACK_WORKFLOW_DATA",
+  provider: "DSTACK_PROVIDER"
+} as const
+
+/** What a provider program's job asks for unless its `resources` say otherwise: little. */
+const PROGRAM_RESOURCES = { cpu: "1..", memory: "0.5GB..", disk: "1GB.." }
 
 /** One job of the plan: a task run on the engine. */
 export interface PlannedJob {
@@ -50,6 +88,13 @@ export interface PlannedJob {
   readonly inputs: ReadonlyArray<string>
   /** Hash of workflow, parameters, variables used, provider and version, code and dependencies. */
   readonly cacheKey: string
+  /**
+   * Set on the job that runs a provider program: when it ends done, the jobs it printed take
+   * the workflow's place (see `programOutputJobs`).
+   */
+  readonly program?: { readonly provider: string }
+  /** The code of the job when it is not the run's: another repository's provider program. */
+  readonly code?: ProgramCode
 }
 
 export interface WorkflowPlan {
@@ -67,6 +112,8 @@ export interface PlanOptions {
   readonly codeHash?: string
   /** The name the run will get, shown to providers. */
   readonly runName?: string
+  /** Provider programs (`resolvePrograms`); they take precedence over plugin providers of the same name. */
+  readonly programs?: ProgramCatalog
 }
 
 /** Keys of a workflow entry that are not provider parameters. */
@@ -156,20 +203,19 @@ export const planWorkflow = (
       const variables = Object.fromEntries([...used].sort().map((n) => [n, lookup(n)!]))
       Object.assign(usedVariables, variables)
 
-      const providerName = typeof entry.provider === "string" ? entry.provider : undefined
-      if (providerName === undefined) {
-        issues.push(issueAt(source, [...path, "provider"], "a provider from another repository (`provider: {repo, name}`) is not supported yet"))
+      const programs = options.programs ?? new Map<string, ProgramEntry>()
+      const ref = entry.provider
+      const program = typeof ref === "string" ? programs.get(ref) : programs.get(repoProviderKey(ref.repo, ref.name))
+      const providerName = typeof ref === "string" ? ref : ref.name
+      if (program === undefined && typeof ref !== "string") {
+        issues.push(issueAt(source, [...path, "provider", "repo"], `provider ${ref.name} of ${ref.repo} was not fetched: plan this workflow on the server`))
         continue
       }
-      const found = catalog.get(providerName)
+      const found: ProviderEntry | undefined = program ?? catalog.get(providerName)
       if (found === undefined) {
-        if (files.providers.has(providerName)) {
-          issues.push(issueAt(source, [...path, "provider"], `provider ${providerName} is a program from ${PROVIDERS_FILE}; running provider programs is not supported yet`))
-        } else {
-          const names = [...catalog.keys()].sort()
-          const hint = didYouMean(providerName, names)
-          issues.push(issueAt(source, [...path, "provider"], `no provider named ${providerName}${hint ? `; did you mean \`${hint}\`?` : ""}; installed: ${names.join(", ") || "none"}`))
-        }
+        const names = [...new Set([...catalog.keys(), ...[...programs.keys()].filter((k) => !k.includes("#"))])].sort()
+        const hint = didYouMean(providerName, names)
+        issues.push(issueAt(source, [...path, "provider"], `no provider named ${providerName}${hint ? `; did you mean \`${hint}\`?` : ""}; installed: ${names.join(", ") || "none"}${files.providers.size === 0 ? ` (or define it in ${PROVIDERS_FILE})` : ""}`))
         continue
       }
       const decoded = Schema.decodeUnknownEither(found.provider.parameters, { errors: "all", onExcessProperty: "error" })(parameters)
@@ -179,6 +225,44 @@ export const planWorkflow = (
         if (summary !== "") issues.push(issueAt(source, [...path, "provider"], `provider ${providerName} takes: ${summary}`))
       }
       if (issues.length > before) continue
+      if (program !== undefined) {
+        const id = programJobId(entry.name)
+        const upstream = (entry.depends_on ?? []).flatMap((d) => idsOf.get(d) ?? [])
+        const encoded = {
+          type: "task",
+          ...(program.program.image === undefined ? {} : { image: program.program.image }),
+          commands: program.program.commands,
+          env: {
+            [PROGRAM_ENV.provider]: providerName,
+            [PROGRAM_ENV.workflow]: JSON.stringify({ name: entry.name, provider: providerName, data: parameters, variables })
+          },
+          resources: program.program.resources === undefined ? PROGRAM_RESOURCES : Schema.encodeSync(ResourcesSpec)(program.program.resources)
+        }
+        const configuration = Schema.decodeUnknownSync(TaskConfiguration)(encoded)
+        planned.push({
+          id,
+          workflow: entry.name,
+          provider: providerName,
+          job: { commands: [...program.program.commands] },
+          configuration,
+          dependsOn: upstream,
+          artifacts: [],
+          inputs: inputsOfPlanned(planned, upstream),
+          cacheKey: hash({
+            workflow: entry.name,
+            parameters,
+            variables,
+            provider: providerName,
+            version: program.version,
+            code: options.codeHash ?? null,
+            dependencies: upstream.map((d) => planned.find((j) => j.id === d)?.cacheKey ?? d)
+          }),
+          program: { provider: providerName },
+          ...(program.code === undefined ? {} : { code: program.code })
+        })
+        idsOf.set(entry.name, [id])
+        continue
+      }
       const made = yield* Effect.either(found.provider.createJobs(parameters, {
         workflowName: entry.name,
         ...(options.runName === undefined ? {} : { runName: options.runName }),
@@ -205,29 +289,9 @@ export const planWorkflow = (
       if (issues.length > before) continue
       const ids = jobs.map((_, i) => (jobs.length === 1 ? entry.name : `${entry.name}-${i}`))
       const upstream = (entry.depends_on ?? []).flatMap((d) => idsOf.get(d) ?? [])
-      const inputsOf = (ids: ReadonlyArray<string>): Array<string> => {
-        const seen = new Set<string>()
-        const walk = (id: string) => {
-          const p = planned.find((j) => j.id === id)
-          if (p === undefined || seen.has(id)) return
-          seen.add(id)
-          p.dependsOn.forEach(walk)
-        }
-        ids.forEach(walk)
-        return [...seen]
-      }
+      const inputsOf = (ids: ReadonlyArray<string>) => inputsOfPlanned(planned, ids)
       for (const [i, job] of jobs.entries()) {
-        const encoded = {
-          type: "task",
-          ...(job.image === undefined ? {} : { image: job.image }),
-          ...(job.python === undefined || job.image !== undefined ? {} : { python: job.python }),
-          commands: job.commands,
-          ...(job.env === undefined ? {} : { env: job.env }),
-          ...(job.ports === undefined ? {} : { ports: job.ports }),
-          ...(job.workingDir === undefined ? {} : { working_dir: job.workingDir }),
-          ...(job.resources === undefined ? {} : { resources: Schema.encodeSync(ResourcesSpec)(job.resources) })
-        }
-        const configuration = Schema.decodeUnknownEither(TaskConfiguration)(encoded)
+        const configuration = taskConfigurationOf(job)
         if (configuration._tag === "Left") {
           // The field is the job's, not the file's: reported at the workflow, named in the message.
           const at = issueAt(source, path, "")
@@ -266,6 +330,32 @@ export const planWorkflow = (
     }
     if (issues.length > 0) return yield* Effect.fail(failWith(issues))
     return { workflow, variables: { ...usedVariables }, jobs: planned }
+  })
+
+/** The ids of the jobs `ids` wait for, transitively, themselves included: the jobs whose artifacts they get. */
+const inputsOfPlanned = (planned: ReadonlyArray<{ readonly id: string; readonly dependsOn: ReadonlyArray<string> }>, ids: ReadonlyArray<string>): Array<string> => {
+  const seen = new Set<string>()
+  const walk = (id: string) => {
+    const p = planned.find((j) => j.id === id)
+    if (p === undefined || seen.has(id)) return
+    seen.add(id)
+    p.dependsOn.forEach(walk)
+  }
+  ids.forEach(walk)
+  return [...seen]
+}
+
+/** A provider's job as the task configuration the engine runs. */
+export const taskConfigurationOf = (job: Provider.ProviderJob) =>
+  Schema.decodeUnknownEither(TaskConfiguration)({
+    type: "task",
+    ...(job.image === undefined ? {} : { image: job.image }),
+    ...(job.python === undefined || job.image !== undefined ? {} : { python: job.python }),
+    commands: job.commands,
+    ...(job.env === undefined ? {} : { env: job.env }),
+    ...(job.ports === undefined ? {} : { ports: job.ports }),
+    ...(job.workingDir === undefined ? {} : { working_dir: job.workingDir }),
+    ...(job.resources === undefined ? {} : { resources: Schema.encodeSync(ResourcesSpec)(job.resources) })
   })
 
 /** The catalog of providers a plugin host offers, with each plugin's version. */

@@ -6,9 +6,10 @@
  * may go away: the workflow goes on. The record is a JSON document in the blob store
  * (`workflows/<project>/<name>.json`), written only by its driver; a stop request is a second
  * document the driver reads. Cache hits are found through `workflow-cache/<project>/<key>`,
- * written when a job ends done.
+ * written when a job ends done (WorkflowCache.ts). A server that starts goes on with the
+ * workflow runs that were running (`resumeWorkflowRuns`).
  */
-import { Duration, Effect, Option, Schema, Stream } from "effect"
+import { Duration, Effect, Either, Option, Schema, Stream } from "effect"
 import { JobSpec } from "../domain/Job.ts"
 import { RunSpec } from "../domain/Run.ts"
 import { isRunStatusFinished } from "../domain/Status.ts"
@@ -19,7 +20,10 @@ import { BlobStore, type BlobStoreError } from "../ports/BlobStore.ts"
 import { StateStore } from "../ports/StateStore.ts"
 import { submit as submitRun } from "../server/routes/runs.ts"
 import { artifactKeys } from "./Artifacts.ts"
+import { readCacheEntry, writeCacheEntry } from "./WorkflowCache.ts"
 import type { WorkflowPlan } from "./WorkflowPlan.ts"
+import { programOutputJobs, tail } from "./ProviderPrograms.ts"
+import { repoIdForUrl } from "../repos/RemoteRepo.ts"
 
 /** The environment variables that mark a run as a workflow job. */
 export const WORKFLOW_ENV = {
@@ -35,14 +39,12 @@ type WorkflowJob = Api.WorkflowJobWire
 
 const recordKey = (project: string, name: string) => `workflows/${project}/${name}.json`
 const stopKey = (project: string, name: string) => `workflows/${project}/${name}.stop`
-const cacheKeyOf = (project: string, key: string) => `workflow-cache/${project}/${key}`
 
 const RunJson = Schema.parseJson(Api.WorkflowRunWire)
-const CacheEntry = Schema.parseJson(Schema.Struct({ run_name: Schema.String, run_id: Schema.String, job_name: Schema.String }))
 
 /** A run name from the workflow run's name and a job id, inside the 41 characters a run name may have. */
 export const jobRunName = (prefix: string, id: string, workflow: string): string => {
-  const name = id === workflow ? prefix : `${prefix}-${id}`
+  const name = id === workflow ? prefix : `${prefix}-${id.replace(/[^a-z0-9-]/g, "-")}`
   return name.slice(0, 41).replace(/-+$/, "")
 }
 
@@ -107,7 +109,7 @@ export const startWorkflowRun = (
     const hits = new Map<string, { runName: string; runId: string; jobName: string }>()
     if (!request.noCache) {
       for (const job of plan.jobs) {
-        if (job.id === target) continue
+        if (job.id === target || job.program !== undefined) continue
         const hit = yield* cacheHit(blobs, project, job)
         if (Option.isSome(hit)) hits.set(job.id, hit.value)
       }
@@ -132,18 +134,69 @@ export const startWorkflowRun = (
         artifacts: j.artifacts,
         inputs: j.inputs,
         cacheKey: j.cacheKey,
+        ...(j.program === undefined ? {} : { program: j.program }),
+        ...(j.code === undefined ? {} : { code: j.code }),
         ...(hits.has(j.id) ? { status: "cached" as const, ...hits.get(j.id)! } : { status: "waiting" as const })
       }))
     }
     yield* save(blobs, project, record)
+    yield* startDriver(project, name)
+    return record
+  })
+
+/** The workflow runs this process drives, `project/name`: one driver each. */
+const driving = new Set<string>()
+
+/** Starts the driver of a stored workflow run (a daemon fiber with the server's services) unless this process already drives it. */
+const startDriver = (project: string, name: string) =>
+  Effect.gen(function* () {
+    const id = `${project}/${name}`
+    if (driving.has(id)) return
+    driving.add(id)
     const context = yield* Effect.context<BlobStore | StateStore | Engine>()
     yield* drive(project, name).pipe(
       Effect.catchAllCause((cause) => Effect.logError(`workflow run ${name} of project ${project}: its driver failed`, cause)),
+      Effect.ensuring(Effect.sync(() => driving.delete(id))),
       Effect.provide(context),
       Effect.forkDaemon
     )
-    return record
   })
+
+/**
+ * Goes on with every workflow run that was running when the server stopped: a driver for each
+ * (called when the server starts). Jobs already submitted are followed, not submitted again;
+ * a job whose run was submitted but not yet recorded is found by its run's name.
+ */
+export const resumeWorkflowRuns = Effect.gen(function* () {
+  const blobs = yield* BlobStore
+  const keys = yield* Stream.runCollect(blobs.list("workflows/"))
+  for (const key of keys) {
+    const match = /^workflows\/([^/]+)\/(.+)\.json$/.exec(key)
+    if (match === null) continue
+    const found = yield* readJson(blobs, key, RunJson).pipe(
+      Effect.tapError((e) => Effect.logWarning(`workflow run ${key} cannot be resumed: ${e.message}`)),
+      Effect.orElseSucceed(() => Option.none())
+    )
+    if (Option.isSome(found) && found.value.status === "running") {
+      yield* Effect.logInfo(`resuming workflow run ${found.value.name} of project ${match[1]}`)
+      yield* startDriver(match[1], found.value.name)
+    }
+  }
+}).pipe(Effect.catchAll((e) => Effect.logError(`cannot list the workflow runs to resume: ${e.message}`)))
+
+/**
+ * The run of a waiting job that was submitted before the driver could record it (the server
+ * stopped in between): a run of the job's name submitted since the workflow run was.
+ */
+const submittedUnrecorded = (project: string, record: WorkflowRun, job: WorkflowJob) =>
+  loadRunByName(project, jobRunName(record.name, job.id, record.workflow)).pipe(
+    Effect.map(({ row, record: stored }) =>
+      stored.run.submittedAt.getTime() >= new Date(record.submittedAt).getTime()
+        ? Option.some({ runName: row.name, runId: row.id, jobName: stored.run.jobs[0]?.jobSpec.jobName ?? "" })
+        : Option.none()
+    ),
+    Effect.orElseSucceed(() => Option.none())
+  )
 
 /** Why a finished run did not end done, from its latest job submission. */
 const whyNotDone = (run: { readonly terminationReason?: string | undefined; readonly jobs: ReadonlyArray<{ readonly jobSubmissions: ReadonlyArray<{ readonly terminationReason?: string | undefined; readonly exitStatus?: number | null | undefined; readonly terminationReasonMessage?: string | undefined }> }> }) => {
@@ -184,8 +237,10 @@ const drive = (project: string, name: string) =>
           }
         }
       }
-      for (const job of record.jobs) {
+      for (const { id } of record.jobs) {
         const jobs = byId()
+        // Read afresh: a provider program's jobs, added below, change the jobs that wait for it.
+        const job = jobs.get(id)!
         if (job.status === "waiting") {
           const deps = job.dependsOn.map((d) => jobs.get(d)!)
           const failed = deps.find((d) => d.status === "failed" || d.status === "terminated")
@@ -205,6 +260,11 @@ const drive = (project: string, name: string) =>
             if (host === undefined) continue
             env[WORKFLOW_ENV.master] = host
           }
+          const adopted = yield* submittedUnrecorded(project, record, job)
+          if (Option.isSome(adopted)) {
+            update(job.id, { status: "submitted", ...adopted.value })
+            continue
+          }
           const submitted = yield* submitJob(project, record, job, env).pipe(Effect.either)
           if (submitted._tag === "Left") {
             update(job.id, { status: "failed", reason: `cannot submit its run: ${submitted.left.message}` })
@@ -218,9 +278,14 @@ const drive = (project: string, name: string) =>
             continue
           }
           const run = loaded.value.record.run
+          if (job.program !== undefined && isRunStatusFinished(run.status)) {
+            const expanded = yield* expandProgram(project, record, job, run)
+            record = expanded
+            continue
+          }
           if (run.status === "done") {
             update(job.id, { status: "done" })
-            yield* blobs.put(cacheKeyOf(project, job.cacheKey), JSON.stringify({ run_name: job.runName, run_id: run.id, job_name: job.jobName ?? "" }))
+            yield* writeCacheEntry(blobs, project, job.cacheKey, { runName: job.runName, runId: run.id, jobName: job.jobName ?? "" })
           } else if (run.status === "terminated") {
             update(job.id, { status: "terminated", reason: whyNotDone(run) })
           } else if (run.status === "failed") {
@@ -241,6 +306,79 @@ const drive = (project: string, name: string) =>
     }
   })
 
+/**
+ * A provider program's job has ended: when done, the jobs it printed join the workflow run after
+ * it (those found in the cache cached), and the jobs that waited for it now also wait for them;
+ * otherwise it failed, with a reason naming the provider, why, and the end of its output.
+ */
+const expandProgram = (project: string, record: WorkflowRun, job: WorkflowJob, run: { readonly id: string; readonly status: string; readonly terminationReason?: string | undefined; readonly jobs: ReadonlyArray<{ readonly jobSubmissions: ReadonlyArray<{ readonly id: string; readonly terminationReason?: string | undefined; readonly exitStatus?: number | null | undefined; readonly terminationReasonMessage?: string | undefined }> }> }) =>
+  Effect.gen(function* () {
+    const blobs = yield* BlobStore
+    const provider = job.program!.provider
+    const patchJob = (patch: Partial<WorkflowJob>): WorkflowRun => ({ ...record, jobs: record.jobs.map((j) => (j.id === job.id ? { ...j, ...patch } : j)) })
+    const submission = run.jobs[0]?.jobSubmissions.at(-1)
+    const output = submission === undefined ? { stdout: "", all: "" } : yield* readOutput(project, submission.id)
+    if (run.status !== "done") {
+      const shown = output.all.trim() === "" ? "it printed nothing" : `its output ends:\n${tail(output.all)}`
+      return patchJob({
+        status: run.status === "terminated" ? "terminated" : "failed",
+        reason: `provider ${provider} ${run.status === "terminated" ? "was stopped" : "failed"} (${whyNotDone(run) || run.status}); ${shown}`
+      })
+    }
+    const made = programOutputJobs(job, output.stdout)
+    if (Either.isLeft(made)) return patchJob({ status: "failed", reason: made.left })
+    const added: Array<WorkflowJob> = []
+    for (const planned of made.right) {
+      const hit = record.noCache || planned.workflow === record.workflow
+        ? Option.none()
+        : yield* cacheHit(blobs, project, planned).pipe(Effect.orElseSucceed(() => Option.none()))
+      added.push({
+        id: planned.id,
+        workflow: planned.workflow,
+        provider: planned.provider,
+        configuration: planned.configuration,
+        dependsOn: planned.dependsOn,
+        ...(planned.master === undefined ? {} : { master: planned.master }),
+        artifacts: planned.artifacts,
+        inputs: planned.inputs,
+        cacheKey: planned.cacheKey,
+        ...(Option.isSome(hit) ? { status: "cached" as const, ...hit.value } : { status: "waiting" as const })
+      })
+    }
+    const newIds = added.map((j) => j.id)
+    const jobs: Array<WorkflowJob> = []
+    for (const j of record.jobs) {
+      if (j.id === job.id) {
+        jobs.push({ ...j, status: "done" }, ...added)
+      } else {
+        jobs.push(j.dependsOn.includes(job.id)
+          ? { ...j, dependsOn: [...j.dependsOn, ...newIds], inputs: [...new Set([...j.inputs, ...added.flatMap((a) => [a.id, ...a.inputs])])] }
+          : j)
+      }
+    }
+    return { ...record, jobs }
+  })
+
+/** A job submission's output: its standard output alone, and everything it printed. */
+const readOutput = (project: string, jobSubmissionId: string) =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const decoder = new TextDecoder()
+    let stdout = ""
+    let all = ""
+    let nextToken: string | undefined
+    do {
+      const page = yield* store.logs.poll({ project, jobSubmissionId, ...(nextToken === undefined ? {} : { nextToken }) })
+      for (const event of page.events) {
+        const text = decoder.decode(event.message)
+        if (event.source === "stdout") stdout += text
+        if (event.source !== "runner") all += text
+      }
+      nextToken = page.events.length === 0 ? undefined : page.nextToken
+    } while (nextToken !== undefined)
+    return { stdout, all }
+  })
+
 /** The hostname of a run's job once it has an instance (a master's address), else undefined. */
 const hostOf = (project: string, runName: string) =>
   loadRunByName(project, runName).pipe(
@@ -254,9 +392,9 @@ const hostOf = (project: string, runName: string) =>
 /** A successful earlier run of the same cache key whose run (and artifacts) still exist. */
 const cacheHit = (blobs: BlobStore, project: string, job: { readonly cacheKey: string; readonly artifacts: ReadonlyArray<string> }) =>
   Effect.gen(function* () {
-    const entry = yield* readJson(blobs, cacheKeyOf(project, job.cacheKey), CacheEntry).pipe(Effect.orElseSucceed(() => Option.none()))
+    const entry = yield* readCacheEntry(blobs, project, job.cacheKey).pipe(Effect.orElseSucceed(() => Option.none()))
     if (Option.isNone(entry)) return Option.none()
-    const { run_name: runName, run_id: runId, job_name: jobName } = entry.value
+    const { runName, runId, jobName } = entry.value
     const loaded = yield* loadRunByName(project, runName).pipe(Effect.option)
     if (Option.isNone(loaded) || loaded.value.row.id !== runId || loaded.value.record.run.status !== "done") return Option.none()
     if (job.artifacts.length > 0) {
@@ -264,6 +402,34 @@ const cacheHit = (blobs: BlobStore, project: string, job: { readonly cacheKey: s
       if (!kept) return Option.none()
     }
     return Option.some({ runName, runId, jobName })
+  })
+
+/** The sha256 of no bytes: the diff of a clean checkout. */
+const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+/**
+ * Another repository's provider program as a run's code: that repository at the commit it was
+ * fetched at, with an empty diff (stored as a code blob, which is what makes the runner clone it).
+ */
+const programRepo = (project: string, code: { readonly repoUrl: string; readonly commit: string }) =>
+  Effect.gen(function* () {
+    const blobs = yield* BlobStore
+    const store = yield* StateStore
+    const repoId = repoIdForUrl(code.repoUrl)
+    // The repo is registered (as `repos/init` would) unless it is already, credentials and all.
+    const known = yield* store.repos.get(project, repoId).pipe(
+      Effect.as(true),
+      Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(false))
+    )
+    if (!known) yield* store.repos.upsert({ project, repoId, type: "remote", info: { repo_type: "remote" }, creds: null })
+    const blobKey = `codes/${project}/${repoId}/${EMPTY_SHA256}/provider-program`
+    yield* blobs.put(blobKey, new Uint8Array(0), { contentType: "application/octet-stream", metadata: { repo_id: repoId } })
+    yield* store.codes.put({ project, repoId, hash: EMPTY_SHA256, blobKey, size: 0 })
+    return {
+      repoId,
+      repoData: { repoType: "remote" as const, repoUrl: code.repoUrl, repoHash: code.commit },
+      repoCodeHash: EMPTY_SHA256
+    }
   })
 
 /** Submits one job as a task run: its configuration marked as a workflow job, its artifacts and its inputs' archives on the job spec. */
@@ -275,6 +441,7 @@ const submitJob = (project: string, record: WorkflowRun, job: WorkflowJob, extra
       .filter((j) => j.artifacts.length > 0 && j.runId !== undefined && j.jobName !== undefined)
       .map((j) => artifactKeys(project, j.runId!, j.jobName!).archive)
     const runName = jobRunName(record.name, job.id, record.workflow)
+    const repo = job.code === undefined ? record.repo : yield* programRepo(project, job.code)
     const configuration = {
       ...job.configuration,
       env: {
@@ -288,9 +455,9 @@ const submitJob = (project: string, record: WorkflowRun, job: WorkflowJob, extra
     }
     const spec = new RunSpec({
       runName,
-      repoId: record.repo?.repoId ?? "virtual",
-      repoData: record.repo?.repoData ?? { repoType: "virtual" as const },
-      ...(record.repo?.repoCodeHash === undefined ? {} : { repoCodeHash: record.repo.repoCodeHash }),
+      repoId: repo?.repoId ?? "virtual",
+      repoData: repo?.repoData ?? { repoType: "virtual" as const },
+      ...(repo?.repoCodeHash === undefined ? {} : { repoCodeHash: repo.repoCodeHash }),
       configuration
     })
     const patch = (s: JobSpec): JobSpec => new JobSpec({

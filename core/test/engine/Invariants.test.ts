@@ -33,7 +33,7 @@ const jobEvents = (): ReadonlyArray<JobEvent> => [
   JobEvent.RunnerFailed({ reason: "executor_error" }),
   JobEvent.StopRequested({ abort: false }),
   JobEvent.StopRequested({ abort: true }),
-  JobEvent.InstanceUnreachable(),
+  JobEvent.InstanceUnreachable({}),
   JobEvent.ProvisioningTimeout(),
   JobEvent.MaxDurationExceeded(),
   JobEvent.StopDurationExceeded()

@@ -17,6 +17,7 @@ const NOW = T0 + 5 * MIN
 
 const sampleEvents: Record<JobEvent["_tag"], JobEvent> = {
   Claimed: JobEvent.Claimed(),
+  ProvisioningPending: JobEvent.ProvisioningPending({ message: "Slurm PENDING (Resources)" }),
   Provisioned: JobEvent.Provisioned({ provisioningData: provisioningData(), instanceId: "inst-2" }),
   NoCapacity: JobEvent.NoCapacity({ message: "no offers" }),
   ProvisioningFailed: JobEvent.ProvisioningFailed({ message: "provisioning failed: TypeError: x is undefined" }),
@@ -25,7 +26,8 @@ const sampleEvents: Record<JobEvent["_tag"], JobEvent> = {
   RunnerExited: JobEvent.RunnerExited({ exitStatus: 0 }),
   RunnerFailed: JobEvent.RunnerFailed({ reason: "executor_error", message: "boom" }),
   StopRequested: JobEvent.StopRequested({ abort: false }),
-  InstanceUnreachable: JobEvent.InstanceUnreachable(),
+  InstanceUnreachable: JobEvent.InstanceUnreachable({}),
+  InstanceEnded: JobEvent.InstanceEnded({ reason: "interrupted_by_no_capacity", message: "Slurm PREEMPTED" }),
   ProvisioningTimeout: JobEvent.ProvisioningTimeout(),
   MaxDurationExceeded: JobEvent.MaxDurationExceeded(),
   StopDurationExceeded: JobEvent.StopDurationExceeded()
@@ -41,6 +43,7 @@ const onInstance = (except: ReadonlyArray<JobEvent["_tag"]>): Partial<Record<Job
     RunnerFailed: ["failed", "executor_error", ["ReleaseInstance"]],
     StopRequested: ["terminating", "terminated_by_user", ["StopRunner"]],
     InstanceUnreachable: ["failed", "instance_unreachable", ["TerminateInstance"]],
+    InstanceEnded: ["failed", "interrupted_by_no_capacity", ["TerminateInstance"]],
     ProvisioningTimeout: ["failed", "waiting_runner_limit_exceeded", ["TerminateInstance"]],
     MaxDurationExceeded: ["terminating", "max_duration_exceeded", ["StopRunner"]]
   }
@@ -52,6 +55,7 @@ const onInstance = (except: ReadonlyArray<JobEvent["_tag"]>): Partial<Record<Job
 const documented: Record<JobStatus, Partial<Record<JobEvent["_tag"], Expected>>> = {
   submitted: {
     Claimed: ["submitted", undefined, ["ProvisionInstance"]],
+    ProvisioningPending: ["provisioning", undefined, []],
     Provisioned: ["provisioning", undefined, ["SubmitToRunner"]],
     NoCapacity: ["failed", "failed_to_start_due_to_no_capacity", []],
     ProvisioningFailed: ["terminated", "terminated_by_server", []],
@@ -65,6 +69,7 @@ const documented: Record<JobStatus, Partial<Record<JobEvent["_tag"], Expected>>>
     RunnerExited: ["terminated", "terminated_by_user", ["ReleaseInstance"]],
     RunnerFailed: ["terminated", "terminated_by_user", ["ReleaseInstance"]],
     InstanceUnreachable: ["terminated", "terminated_by_user", ["TerminateInstance"]],
+    InstanceEnded: ["terminated", "terminated_by_user", ["TerminateInstance"]],
     StopDurationExceeded: ["terminated", "terminated_by_user", ["StopRunner", "ReleaseInstance"]]
   },
   terminated: { Provisioned: ["terminated", "terminated_by_user", ["ReleaseInstance"]] },
@@ -168,9 +173,40 @@ describe("variants that depend on the event's data", () => {
   })
 
   it("a spot instance that vanishes counts as an interruption", () => {
-    const result = transitionJob(makeJob({ status: "running", spot: true }), JobEvent.InstanceUnreachable(), NOW)
+    const result = transitionJob(makeJob({ status: "running", spot: true }), JobEvent.InstanceUnreachable({}), NOW)
     expect(latestSubmission(result.entity)?.terminationReason).toBe("interrupted_by_no_capacity")
     expect(result.effects.map((e) => e._tag)).toEqual(["TerminateInstance"])
+  })
+
+  it("a job whose instance waits in its backend's queue is provisioning with the reason, and otherwise still a job being placed", () => {
+    const pending = transitionJob(makeJob(), JobEvent.ProvisioningPending({ message: "Slurm PENDING (Resources)" }), NOW)
+    const sub = latestSubmission(pending.entity)!
+    expect([sub.status, sub.statusMessage, sub.jobProvisioningData]).toEqual(["provisioning", "Slurm PENDING (Resources)", undefined])
+    expect(maxDurationDeadline(pending.entity)).toBeNull()
+    expect(provisioningDeadline(pending.entity)).toBeNull()
+    // The same reason again changes nothing; a new one is shown.
+    expect(transitionJob(pending.entity, JobEvent.ProvisioningPending({ message: "Slurm PENDING (Resources)" }), NOW)._tag).toBe("Ignored")
+    expect(latestSubmission(transitionJob(pending.entity, JobEvent.ProvisioningPending({ message: "Slurm PENDING (Priority)" }), NOW).entity)?.statusMessage).toBe("Slurm PENDING (Priority)")
+    // Placed: its instance, the message gone; or ended as a submitted job would.
+    const placed = transitionJob(pending.entity, JobEvent.Provisioned({ provisioningData: provisioningData(), instanceId: "i-1" }), NOW)
+    expect(placed.effects.map((e) => e._tag)).toEqual(["SubmitToRunner"])
+    expect(latestSubmission(placed.entity)?.statusMessage).toBeUndefined()
+    const stopped = transitionJob(pending.entity, JobEvent.StopRequested({ abort: false }), NOW)
+    expect([latestSubmission(stopped.entity)?.status, stopped.effects]).toEqual(["terminated", []])
+    const timedOut = transitionJob(pending.entity, JobEvent.ProvisioningTimeout(), NOW)
+    expect(latestSubmission(timedOut.entity)?.terminationReason).toBe("waiting_instance_limit_exceeded")
+    expect(transitionJob(pending.entity, JobEvent.Claimed(), NOW).effects.map((e) => e._tag)).toEqual(["ProvisionInstance"])
+  })
+
+  it("an instance its backend says ended on its own ends the job with the backend's reason and words", () => {
+    const timedOut = transitionJob(makeJob({ status: "running" }), JobEvent.InstanceEnded({ reason: "max_duration_exceeded", message: "Slurm TIMEOUT (TimeLimit)" }), NOW)
+    const sub = latestSubmission(timedOut.entity)!
+    expect([sub.status, sub.terminationReason, sub.terminationReasonMessage]).toEqual(["terminated", "max_duration_exceeded", "Slurm TIMEOUT (TimeLimit)"])
+    expect(timedOut.effects.map((e) => e._tag)).toEqual(["TerminateInstance"])
+    // A stop that decided the reason keeps it.
+    const stopped = transitionJob(makeJob({ status: "terminating", reason: "terminated_by_user" }), JobEvent.InstanceEnded({ reason: "terminated_by_user", message: "Slurm CANCELLED" }), NOW)
+    expect(latestSubmission(stopped.entity)?.terminationReason).toBe("terminated_by_user")
+    expect(latestSubmission(stopped.entity)?.terminationReasonMessage).toBeUndefined()
   })
 
   it("Provisioned records where the job landed and asks to submit it to that runner", () => {

@@ -237,7 +237,7 @@ describe("scenarios", () => {
 
   it("a spot interruption on a running job is retried as an interruption", () => {
     const w = world(makeRun([makeJob({ status: "running", spot: true, retry: { on_events: ["interruption"] } })], { status: "running" }))
-    jobEvent(w, 0, JobEvent.InstanceUnreachable(), NOW)
+    jobEvent(w, 0, JobEvent.InstanceUnreachable({}), NOW)
     expect(sub(w).terminationReason).toBe("interrupted_by_no_capacity")
     expect(w.run.status).toBe("pending")
     expect(tags(w.jobEffects)).toEqual(["TerminateInstance"])

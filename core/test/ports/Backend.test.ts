@@ -38,6 +38,7 @@ const offers = [
 ]
 
 testBackend("Backend.layerMemory", Backend.layerMemory({ offers }), { requirements: requirements() })
+testBackend("Backend.layerMemory (group)", Backend.layerMemory({ offers, group: true }), { requirements: requirements() })
 
 describe("Backend offers", () => {
   it("filters by resources, spot policy and price, cheapest first, with reasons", () => {

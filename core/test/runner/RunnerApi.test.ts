@@ -320,6 +320,23 @@ describe("POST /api/start: submit, upload_code and run in one request", () => {
     expect((await readFrames(await start(runner, submitBody({ commands: ["ls"] }), undefined))).output).toBe("")
   })
 
+  it("answers a repeated start of the submission it has with that job's events, without starting it again", async () => {
+    const { runner } = await startRunner()
+    const marker = path.join(tmpDir("dstack-runner-repeat-"), "ran")
+    const body = submitBody({ commands: [`echo x >> ${marker}`, "echo once"] }, { job_submission_id: "sub-1" })
+    const first = await readFrames(await start(runner, body, undefined))
+    expect(first.states.map((s) => s.state)).toEqual(["running", "done"])
+    // A server that died before it noted the hand-over hands the job over again.
+    const again = await readFrames(await start(runner, body, undefined))
+    expect(again.states.map((s) => s.state)).toEqual(["running", "done"])
+    expect(again.output).toBe("once\n")
+    expect(fs.readFileSync(marker, "utf8")).toBe("x\n")
+    // Another submission is a new job.
+    const next = await readFrames(await start(runner, submitBody({ commands: [`echo x >> ${marker}`] }, { job_submission_id: "sub-2" }), undefined))
+    expect(next.states.map((s) => s.state)).toEqual(["running", "done"])
+    expect(fs.readFileSync(marker, "utf8")).toBe("x\nx\n")
+  })
+
   it("answers {} to a client that does not ask for the stream; without code nothing is extracted", async () => {
     const { runner } = await startRunner()
     const response = await start(runner, submitBody({ commands: ["echo plain"] }), undefined, "application/json")

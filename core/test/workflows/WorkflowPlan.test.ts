@@ -131,7 +131,7 @@ describe("workflow files", () => {
     commands: [p]
 `
       expect(yield* issues(plan({ [WF]: text, [VARS]: "variables:\n  size: 1\n" }, "a"))).toEqual([
-        `${WF}:3:15 workflows[0].provider no provider named shel; did you mean \`shell\`?; installed: broken, shell`
+        `${WF}:3:15 workflows[0].provider no provider named shel; did you mean \`shell\`?; installed: broken, shell (or define it in .dstack/providers.yaml)`
       ])
       expect(yield* issues(plan({ [WF]: text }, "b"))).toEqual([
         `${WF}:7:18 workflows[4].depends_on[0] depends on workflow prepar, which is not defined; did you mean \`prepare\`?`.replace("[4]", "[1]")
@@ -194,14 +194,11 @@ describe("workflow files", () => {
       ])
     }))
 
-  it.effect("refuses providers from another repository and provider programs, naming them", () =>
+  it.effect("a provider from another repository that was not fetched is named at its line", () =>
     Effect.gen(function*() {
-      const text = "workflows:\n  - name: a\n    provider:\n      repo: https://example.com/p.git\n      name: curl\n  - name: b\n    provider: mine\n"
+      const text = "workflows:\n  - name: a\n    provider:\n      repo: https://example.com/p.git\n      name: curl\n"
       expect(yield* issues(plan({ [WF]: text }, "a"))).toEqual([
-        `${WF}:4:7 workflows[0].provider a provider from another repository (\`provider: {repo, name}\`) is not supported yet`
-      ])
-      expect(yield* issues(plan({ [WF]: text, ".dstack/providers.yaml": "providers:\n  - name: mine\n    image: x\n    commands: [y]\n" }, "b"))).toEqual([
-        `${WF}:7:15 workflows[1].provider provider mine is a program from .dstack/providers.yaml; running provider programs is not supported yet`
+        `${WF}:4:13 workflows[0].provider.repo provider curl of https://example.com/p.git was not fetched: plan this workflow on the server`
       ])
     }))
 })

@@ -6,8 +6,8 @@
  */
 import * as fs from "node:fs"
 import * as k8s from "@kubernetes/client-node"
-import { Backend, type BackendFactory, type InstanceOffer, JobProvisioningData, type Requirements } from "@dstack-ts/core"
-import { Duration, Effect, ParseResult, Schema } from "effect"
+import { Backend, type BackendFactory, type InstanceOffer, JobProvisioningData, type Requirements, configDecoder } from "@dstack-ts/core"
+import { Duration, Effect, Schema } from "effect"
 import { dnsLabel, fitOffer, jobPod, nodeAddress, nodeOffer, runnerService, TYPE } from "./internal/PodSpec.ts"
 
 const MODULE = "KubernetesBackend"
@@ -149,7 +149,7 @@ const loadClusters = (config: KubernetesBackendConfig): Effect.Effect<ReadonlyAr
     return clusters
   })
 
-const decodeConfig = Schema.decodeUnknown(KubernetesBackendConfig)
+const decodeConfig = configDecoder(KubernetesBackendConfig, "kubernetes backend configuration")
 
 /** The kubernetes backend, with what tests and diagnostics need. */
 export interface KubernetesBackend extends Backend.Backend {
@@ -316,14 +316,14 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
 
 /** The plugin's factory: decodes the configuration section, then makes the backend. */
 export const fromConfig: BackendFactory = (config) =>
-  decodeConfig(config ?? {}, { onExcessProperty: "error" }).pipe(
+  decodeConfig(config).pipe(
     Effect.mapError((error) =>
       new Backend.BackendError({
         module: MODULE,
         method: "fromConfig",
         reason: "Invalid",
-        message: `invalid kubernetes backend configuration:\n${ParseResult.TreeFormatter.formatErrorSync(error)}`,
-        cause: error
+        message: error.message,
+        cause: error.cause
       })
     ),
     Effect.flatMap(make)

@@ -17,9 +17,10 @@ import {
   InstanceResources,
   InstanceType,
   JobProvisioningData,
-  RunnerLaunch
+  RunnerLaunch,
+  configDecoder
 } from "@dstack-ts/core"
-import { Effect, ParseResult, Schema, type Scope } from "effect"
+import { Effect, Schema, type Scope } from "effect"
 import { type HostResources, probeHost } from "./internal/HostProbe.ts"
 
 const { bundleRunner, StartFailure, startRunner } = RunnerLaunch
@@ -298,7 +299,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
     }
   })
 
-const decodeConfig = Schema.decodeUnknown(LocalBackendConfig, { onExcessProperty: "error", errors: "all" })
+const decodeConfig = configDecoder(LocalBackendConfig, "local backend configuration")
 
 /**
  * The plugin's factory: decodes the configuration section (`work_dir`, `runner_entry`,
@@ -306,14 +307,14 @@ const decodeConfig = Schema.decodeUnknown(LocalBackendConfig, { onExcessProperty
  * the backend. A bad section fails with `Invalid`, naming every wrong field.
  */
 export const fromConfig: BackendFactory = (config) =>
-  decodeConfig(config ?? {}).pipe(
+  decodeConfig(config).pipe(
     Effect.mapError((error) =>
       new Backend.BackendError({
         module: MODULE,
         method: "fromConfig",
         reason: "Invalid",
-        message: `invalid local backend configuration:\n${ParseResult.TreeFormatter.formatErrorSync(error)}`,
-        cause: error
+        message: error.message,
+        cause: error.cause
       })
     ),
     Effect.flatMap((decoded) => make(decoded))

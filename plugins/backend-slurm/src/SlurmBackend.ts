@@ -13,10 +13,10 @@ import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Backend, type BackendFactory, InstanceDisk, InstanceGpu, InstanceOffer, InstanceResources, InstanceType, JobProvisioningData, type Requirements, RunnerLaunch, type RunnerTransport } from "@dstack-ts/core"
+import { Backend, type BackendFactory, InstanceDisk, InstanceGpu, InstanceOffer, InstanceResources, InstanceType, JobProvisioningData, type Requirements, RunnerLaunch, type RunnerTransport, configDecoder } from "@dstack-ts/core"
 import { describeHop, HopFailure, type HostAccess, runScript, type Session, shQuote, SshPool } from "@dstack-ts/ssh"
-import { Effect, ParseResult, Schema, type Scope } from "effect"
-import { nodeUsable, parseNode, parsePartition, type SlurmNode, type SlurmPartition, slurmJobName, slurmTimeLimit, stateMeaning } from "./internal/Slurm.ts"
+import { Effect, Schema, type Scope } from "effect"
+import { FINAL_STATES, nodeUsable, parseNode, parsePartition, parseScontrolLine, type SlurmNode, type SlurmPartition, slurmJobName, slurmTimeLimit, stateMeaning } from "./internal/Slurm.ts"
 
 const TYPE = "slurm"
 const MODULE = "SlurmBackend"
@@ -76,9 +76,15 @@ export interface SlurmJobData {
   readonly jobId: string
   readonly jobName: string
   readonly partition: string
+  /** The allocation's nodes, in rank order. */
   readonly nodes: ReadonlyArray<string>
+  /** This instance's node rank in the allocation (0: the master, whose instance id is the Slurm job id). */
+  readonly rank?: number
   readonly dir: string
 }
+
+/** Between the Slurm job id and the node rank in the instance id of a node other than the master (`1234+1`). */
+const NODE_SEPARATOR = "+"
 
 /** Pending reasons that do not pass by waiting (a partition, QoS or association limit, a bad request). */
 const NEVER_STARTS = /^(Partition(Time|Node)Limit|PartitionConfig|PartitionDown|PartitionInactive|BadConstraints|InvalidAccount|InvalidQOS|QOS.*Limit|Assoc.*Limit|AccountNotAllowed|QOSNotAllowed|JobHeldAdmin|ReqNodeNotAvail.*|InactiveLimit)$/
@@ -347,6 +353,9 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
     const checked = (method: string, c: Cluster, what: string) => (r: { code: number | null; stdout: string; stderr: string }) =>
       r.code === 0 ? Effect.succeed(r.stdout) : fail(method, "Unknown", `${what} on the login node of ${c.config.name} failed: ${r.stderr.trim() || r.stdout.trim() || `exit status ${r.code}`}`)
 
+    /** Node addresses (NodeAddr) by `cluster/node`, as the last `scontrol show node` answered. */
+    const addresses = new Map<string, string>()
+
     const discover = (c: Cluster) =>
       onLogin("getOffers", c, "scontrol show -o partition && echo --- && scontrol show -o node").pipe(
         Effect.flatMap(checked("getOffers", c, "scontrol show partition/node")),
@@ -355,7 +364,9 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             try: () => {
               const [parts, nodes] = out.split(/^---$/m)
               const lines = (t: string | undefined) => (t ?? "").split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("No "))
-              return { partitions: lines(parts).map(parsePartition), nodes: lines(nodes).map(parseNode) }
+              const found = { partitions: lines(parts).map(parsePartition), nodes: lines(nodes).map(parseNode) }
+              for (const n of found.nodes) addresses.set(`${c.config.name}/${n.name}`, n.address)
+              return found
             },
             catch: (e) => new Backend.BackendError({ module: MODULE, method: "getOffers", reason: "Unknown", message: `cannot read the nodes of ${c.config.name}: ${(e as Error).message}` })
           })
@@ -389,28 +400,42 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         )
       )
 
-    const createInstance = (offer: InstanceOffer, ic: Backend.InstanceConfiguration) =>
+    /**
+     * One allocation of `nodes` nodes for the job of `configs[0]` (one configuration per node
+     * rank): submitted with sbatch, waited for until it runs and every node's runner says where
+     * it listens, cancelled when that fails. Answers one provisioning data per rank.
+     */
+    const allocate = (method: string, offer: InstanceOffer, configs: ReadonlyArray<Backend.InstanceConfiguration>) =>
       Effect.gen(function*() {
-        const c = yield* cluster("createInstance", offer.region)
+        const ic = configs[0]
+        const nodes = configs.length
+        const c = yield* cluster(method, offer.region)
         const partition = offer.availabilityZones?.[0]
-        if (partition === undefined) return yield* fail("createInstance", "Invalid", "the offer names no partition")
+        if (partition === undefined) return yield* fail(method, "Invalid", "the offer names no partition")
         const maxDuration = ic.job?.maxDuration ?? undefined
+        const { file, sha256 } = yield* bundle
+        const relRunner = `${installDir}/runner-${sha256.slice(0, 16)}.mjs`
+        // One round trip: the home directory, whether this runner bundle is there already (on
+        // the shared filesystem), and the partition's MaxTime when the job has a max_duration.
+        const prep = yield* onLogin(
+          method,
+          c,
+          `printf '%s\\n' "$HOME"; [ -s "$HOME/$1" ] && echo present || echo absent; if [ -n "$2" ]; then scontrol show -o partition "$2" || exit 1; fi`,
+          [relRunner, maxDuration === undefined || maxDuration === null ? "" : partition]
+        ).pipe(Effect.flatMap(checked(method, c, `reading $HOME and scontrol show partition ${partition}`)))
+        const [home = "", presence = "", partitionLine = ""] = prep.split("\n")
         if (maxDuration !== undefined && maxDuration !== null) {
-          const shown = yield* onLogin("createInstance", c, `scontrol show -o partition "$1"`, [partition]).pipe(Effect.flatMap(checked("createInstance", c, `scontrol show partition ${partition}`)))
-          const limit = parsePartition(shown.trim().split("\n")[0]).maxTimeSeconds
+          const limit = parsePartition(partitionLine).maxTimeSeconds
           if (limit !== undefined && maxDuration > limit) {
-            return yield* fail("createInstance", "Invalid", `max_duration ${maxDuration}s is longer than the time limit of partition ${partition} on ${c.config.name} (MaxTime ${limit}s)`)
+            return yield* fail(method, "Invalid", `max_duration ${maxDuration}s is longer than the time limit of partition ${partition} on ${c.config.name} (MaxTime ${limit}s)`)
           }
         }
-        const { file, sha256 } = yield* bundle
-        const home = (yield* onLogin("createInstance", c, `printf '%s' "$HOME"`).pipe(Effect.flatMap(checked("createInstance", c, "reading $HOME")))).trim()
-        const dir = `${home}/${installDir}`
-        const runner = `${dir}/runner-${sha256.slice(0, 16)}.mjs`
-        // The bundle, on the shared filesystem, unless this one is there already.
-        const present = yield* onLogin("createInstance", c, `[ -s "$1" ] && echo present; true`, [runner])
+        const dir = `${home.trim()}/${installDir}`
+        const runner = `${home.trim()}/${relRunner}`
+        const present = { stdout: presence }
         if (!present.stdout.includes("present")) {
-          yield* onLogin("createInstance", c, fs.createReadStream(file), [], `sh -c ${shQuote(`mkdir -p "$(dirname "$0")" && cat > "$0.tmp" && mv "$0.tmp" "$0"`)} ${shQuote(runner)}`).pipe(
-            Effect.flatMap(checked("createInstance", c, `writing ${runner}`))
+          yield* onLogin(method, c, fs.createReadStream(file), [], `sh -c ${shQuote(`mkdir -p "$(dirname "$0")" && cat > "$0.tmp" && mv "$0.tmp" "$0"`)} ${shQuote(runner)}`).pipe(
+            Effect.flatMap(checked(method, c, `writing ${runner}`))
           )
         }
         const jobName = slurmJobName(ic.instanceName)
@@ -418,7 +443,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           jobName,
           dir,
           partition,
-          nodes: 1,
+          nodes,
           resources: offer.instance.resources,
           ...(maxDuration === undefined || maxDuration === null ? {} : { timeLimitSeconds: maxDuration }),
           ...(c.config.account === undefined ? {} : { account: c.config.account }),
@@ -427,70 +452,100 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           bundle: runner,
           needsDocker: (ic.job?.image ?? "") !== ""
         })
-        const submitted = yield* onLogin("createInstance", c, script, [], `sbatch --parsable`)
+        const submitted = yield* onLogin(method, c, script, [], `sbatch --parsable`)
         if (submitted.code !== 0) {
           const why = submitted.stderr.trim() || `exit status ${submitted.code}`
-          const limit = /time limit|Requested node configuration is not available|memory specification|Invalid (account|qos)/i.test(why)
-          return yield* fail("createInstance", limit ? "Invalid" : "Unknown", `sbatch on ${c.config.name} refused the job: ${why}`)
+          const limit = /time limit|Requested node configuration is not available|node count specification|memory specification|Invalid (account|qos)/i.test(why)
+          return yield* fail(method, limit ? "Invalid" : "Unknown", `sbatch on ${c.config.name} refused the job: ${why}`)
         }
         const jobId = submitted.stdout.trim().split(";")[0]
-        if (!/^\d+$/.test(jobId)) return yield* fail("createInstance", "Unknown", `sbatch on ${c.config.name} answered ${JSON.stringify(submitted.stdout.trim())}, not a job id`)
+        if (!/^\d+$/.test(jobId)) return yield* fail(method, "Unknown", `sbatch on ${c.config.name} answered ${JSON.stringify(submitted.stdout.trim())}, not a job id`)
 
-        // Until the allocation runs and its runner says where it listens; cancelled on failure.
+        // Until the allocation runs and every node's runner says where it listens; cancelled on failure.
+        const outputs = Array.from({ length: nodes }, (_, rank) => `${dir}/${jobId}.${rank}.out`)
         const started = Effect.gen(function*() {
           const deadline = Date.now() + startTimeoutMs
           let last = "not in the queue"
+          let reported: string | undefined
           while (true) {
-            // The queue state and the step's output in one round trip.
-            const polled = yield* onLogin("createInstance", c, `squeue -h -j "$1" -o '%T|%r|%N|%P' 2>/dev/null; echo ---; cat "$2" 2>/dev/null; true`, [jobId, `${dir}/${jobId}.0.out`])
-            const [queued = "", ...rest] = polled.stdout.split(/^---$/m)
+            // The queue state, the allocation's node names in rank order and the steps' outputs in one round trip.
+            const polled = yield* onLogin(
+              method,
+              c,
+              `j="$1"; shift; q=$(squeue -h -j "$j" -o '%T|%r|%N|%P' 2>/dev/null); echo "$q"; n=$(echo "$q" | cut -d'|' -f3); echo ---; [ -n "$n" ] && [ "$n" != "(null)" ] && scontrol show hostnames "$n" 2>/dev/null; for f in "$@"; do echo ---; cat "$f" 2>/dev/null; done; true`,
+              [jobId, ...outputs]
+            )
+            const [queued = "", hosts = "", ...outs] = polled.stdout.split(/^---$/m)
             const line = queued.trim().split("\n").find((l) => l.includes("|"))
-            const q = line === undefined ? undefined : (([state, reason, nodes, partition]) => ({ state, reason, nodes, partition }))(line.split("|"))
-            const out = { stdout: rest.join("---") }
-            const refused = /^dstack-ts: refused: (.*)$/m.exec(out.stdout)
-            if (refused) return yield* fail("createInstance", "Invalid", refused[1])
-            const ready = out.stdout.split("\n").map((l) => RunnerLaunch.parseAddress(l.trim())).find((a) => a !== undefined)
-            if (q !== undefined && ready !== undefined && q.state === "RUNNING") return { q, port: ready.port }
+            const q = line === undefined ? undefined : (([state, reason, nodeList, part]) => ({ state, reason, nodes: nodeList, partition: part }))(line.split("|"))
+            const refused = outs.map((o) => /^dstack-ts: refused: (.*)$/m.exec(o)).find((m) => m !== null)
+            if (refused) return yield* fail(method, "Invalid", refused[1])
+            const ready = outs.map((o) => o.split("\n").map((l) => RunnerLaunch.parseAddress(l.trim())).find((a) => a !== undefined))
+            if (q !== undefined && q.state === "RUNNING" && ready.length === nodes && ready.every((r) => r !== undefined)) {
+              return { q, hosts: hosts.trim().split("\n").filter((h) => h !== ""), ports: ready.map((r) => r!.port) }
+            }
             if (q === undefined) {
-              return yield* fail("createInstance", "Unknown", `Slurm job ${jobId} left the queue before its runner started; its output:\n${out.stdout.trim().slice(-2000) || "(none)"}`)
+              return yield* fail(method, "Unknown", `Slurm job ${jobId} left the queue before its runner started; its output:\n${outs.join("\n").trim().slice(-2000) || "(none)"}`)
             }
             last = stateMeaning(q.state, q.reason).message
+            // Waiting in the queue: the job shows as provisioning with Slurm's reason.
+            if (q.state === "PENDING" && last !== reported && ic.onPending !== undefined) {
+              reported = last
+              yield* ic.onPending(last)
+            }
             // Reasons Slurm keeps a job pending for until someone changes a limit: not capacity.
             if (q.state === "PENDING" && NEVER_STARTS.test(q.reason)) {
-              return yield* fail("createInstance", "Invalid", `Slurm will not start job ${jobId} on ${c.config.name}: ${last}; the job's size, max_duration or the cluster's account/QoS exceed a limit there`)
+              return yield* fail(method, "Invalid", `Slurm will not start job ${jobId} on ${c.config.name}: ${last}; the job's size, max_duration or the cluster's account/QoS exceed a limit there`)
             }
             if (Date.now() > deadline) {
               return yield* fail(
-                "createInstance",
+                method,
                 q.state === "PENDING" ? "NoCapacity" : "Timeout",
-                `Slurm job ${jobId} on ${c.config.name} did not start its runner within ${startTimeoutMs / 1000}s: ${last}`
+                `Slurm job ${jobId} on ${c.config.name} did not start its runner${nodes > 1 ? "s" : ""} within ${startTimeoutMs / 1000}s: ${last}`
               )
             }
             // Wall-clock waiting: Slurm runs on real time, whatever Clock the caller provides.
             yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 100)))
           }
         })
-        const { q, port } = yield* started.pipe(Effect.tapError(() => cancel("createInstance", c, jobId).pipe(Effect.ignore)))
-        const nodeName = q.nodes.split(",")[0]
-        const shown = yield* onLogin("createInstance", c, `scontrol show -o node "$1"`, [nodeName]).pipe(Effect.flatMap(checked("createInstance", c, `scontrol show node ${nodeName}`)))
-        const node = parseNode(shown.trim().split("\n")[0])
-        const data: SlurmJobData = { cluster: c.config.name, login: c.login, jobId, jobName, partition: q.partition || partition, nodes: [node.name], dir }
-        return new JobProvisioningData({
-          backend: TYPE,
-          instanceType: offer.instance,
-          instanceId: jobId,
-          hostname: node.address,
-          internalIp: node.address,
-          region: c.config.name,
-          availabilityZone: data.partition,
-          price: 0,
-          username: c.config.user,
-          sshPort: 22,
-          dockerized: false,
-          runnerPort: port,
-          backendData: JSON.stringify(data)
+        const done = yield* started.pipe(Effect.tapError(() => cancel(method, c, jobId).pipe(Effect.ignore)))
+        const named = yield* Effect.gen(function*() {
+          if (done.hosts.length !== nodes) {
+            return yield* fail(method, "Unknown", `Slurm job ${jobId} runs on ${JSON.stringify(done.q.nodes)}, which is not ${nodes} node${nodes === 1 ? "" : "s"}`)
+          }
+          // The nodes' addresses as the last plan read them, else asked now.
+          const known = done.hosts.map((h) => addresses.get(`${c.config.name}/${h}`))
+          if (known.every((a) => a !== undefined)) return done.hosts.map((name, i) => ({ name, address: known[i]! }))
+          const shown = yield* onLogin(method, c, `for n in "$@"; do scontrol show -o node "$n" || exit 1; done`, done.hosts).pipe(
+            Effect.flatMap(checked(method, c, `scontrol show node ${done.hosts.join(",")}`))
+          )
+          return shown.trim().split("\n").filter((l) => l.trim() !== "").map(parseNode)
+        }).pipe(Effect.tapError(() => cancel(method, c, jobId).pipe(Effect.ignore)))
+        const byName = new Map(named.map((n) => [n.name, n]))
+        return done.hosts.map((host, rank) => {
+          const node = byName.get(host) ?? { name: host, address: host }
+          const data: SlurmJobData = { cluster: c.config.name, login: c.login, jobId, jobName, partition: done.q.partition || partition, nodes: done.hosts, rank, dir }
+          return new JobProvisioningData({
+            backend: TYPE,
+            instanceType: offer.instance,
+            // The master's instance is the allocation; the other nodes' end with it.
+            instanceId: rank === 0 ? jobId : `${jobId}${NODE_SEPARATOR}${rank}`,
+            hostname: node.address,
+            internalIp: node.address,
+            region: c.config.name,
+            availabilityZone: data.partition,
+            price: 0,
+            username: c.config.user,
+            sshPort: 22,
+            dockerized: false,
+            runnerPort: done.ports[rank],
+            backendData: JSON.stringify(data)
+          })
         })
       })
+
+    const createInstance = (offer: InstanceOffer, ic: Backend.InstanceConfiguration) =>
+      Effect.map(allocate("createInstance", offer, [ic]), (pds) => pds[0])
 
     const dataOf = (pd: JobProvisioningData): SlurmJobData | undefined => {
       try {
@@ -511,38 +566,76 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
       return { user: c.config.user, port: pd.sshPort ?? 22, privateKey: c.access.privateKey, proxyJump: login }
     }
 
+    /** The Slurm job id of an allocation's instance (the master's instance id, or the part before `+rank`). */
+    const jobIdOf = (pd: JobProvisioningData) => dataOf(pd)?.jobId ?? pd.instanceId.split(NODE_SEPARATOR)[0]
+
+    const jobState = (pd: JobProvisioningData) =>
+      Effect.gen(function*() {
+        const c = yield* cluster("jobState", pd.region)
+        const q = yield* squeue("jobState", c, jobIdOf(pd))
+        return q === undefined ? undefined : stateMeaning(q.state, q.reason)
+      })
+
+    /**
+     * How the allocation ended, from `scontrol show job` (slurmctld keeps an ended job for
+     * MinJobAge): TIMEOUT, PREEMPTED, NODE_FAIL, OUT_OF_MEMORY… as the job's termination
+     * reason. A job still completing is asked again for a few seconds until its end state
+     * shows; a running one (or COMPLETED: the runner's own account stands) answers undefined.
+     */
+    const instanceEnd = (pd: JobProvisioningData) =>
+      Effect.gen(function*() {
+        const c = yield* cluster("instanceEnd", pd.region)
+        const jobId = jobIdOf(pd)
+        if (!/^\d+$/.test(jobId)) return undefined
+        for (let attempt = 0; ; attempt++) {
+          const shown = yield* onLogin("instanceEnd", c, `scontrol show -o job "$1" 2>&1; true`, [jobId])
+          const record = parseScontrolLine(shown.stdout.trim().split("\n")[0] ?? "")
+          const state = (record.JobState ?? "").split(/\s|\+/)[0]
+          if (state === "" || state === "COMPLETED" || !(FINAL_STATES as ReadonlyArray<string>).includes(state)) {
+            if (state === "COMPLETING" && attempt < 20) {
+              yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 250)))
+              continue
+            }
+            return undefined
+          }
+          const meaning = stateMeaning(state, record.Reason ?? "")
+          return meaning.terminationReason === undefined ? undefined : { reason: meaning.terminationReason, message: `${meaning.message}: Slurm job ${jobId} on ${c.config.name}` }
+        }
+      })
+
     const backend = Backend.make({
       type: TYPE,
       catalog,
       createInstance,
+      createInstanceGroup: (offer, configs) => allocate("createInstanceGroup", offer, configs),
       // An allocation on a cluster this backend does not have, or with no Slurm job id, is gone.
+      // A node other than the master (`1234+1`) ends with the allocation, which its master's
+      // instance holds: a node whose job ended first must not cancel the others'.
       terminateInstance: (instanceId, region) =>
-        !clusters.has(region) || !/^\d+$/.test(instanceId)
+        !clusters.has(region) || !/^\d+(\+\d+)?$/.test(instanceId)
           ? fail("terminateInstance", "NotFound", `no Slurm job ${instanceId} on a cluster ${region}`)
+          : instanceId.includes(NODE_SEPARATOR)
+          ? Effect.void
           : Effect.flatMap(cluster("terminateInstance", region), (c) => cancel("terminateInstance", c, instanceId)),
-      runnerAccess
+      runnerAccess,
+      instanceEnd,
+      instancePerJob: true
     })
-    const jobState = (pd: JobProvisioningData) =>
-      Effect.gen(function*() {
-        const c = yield* cluster("jobState", pd.region)
-        const q = yield* squeue("jobState", c, pd.instanceId)
-        return q === undefined ? undefined : stateMeaning(q.state, q.reason)
-      })
     return { ...backend, runnerAccess, jobState }
   })
 
-const decodeConfig = Schema.decodeUnknown(SlurmBackendConfig, { onExcessProperty: "error", errors: "all" })
+const decodeConfig = configDecoder(SlurmBackendConfig, "slurm backend configuration")
 
 /** The plugin's factory: decodes the configuration and makes the backend; a bad one is `Invalid`, naming every wrong field. */
 export const fromConfig: BackendFactory = (config) =>
-  decodeConfig(config ?? {}).pipe(
+  decodeConfig(config).pipe(
     Effect.mapError((error) =>
       new Backend.BackendError({
         module: MODULE,
         method: "fromConfig",
         reason: "Invalid",
-        message: `invalid slurm backend configuration:\n${ParseResult.TreeFormatter.formatErrorSync(error)}`,
-        cause: error
+        message: error.message,
+        cause: error.cause
       })
     ),
     Effect.flatMap(({ type: _type, ...options }) => make(options))

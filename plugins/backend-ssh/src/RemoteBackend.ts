@@ -12,8 +12,8 @@ import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Backend, type BackendFactory, InstanceType, RunnerLaunch } from "@dstack-ts/core"
-import { Effect, ParseResult, Schema, type Scope } from "effect"
+import { Backend, type BackendFactory, InstanceType, RunnerLaunch, configDecoder } from "@dstack-ts/core"
+import { Effect, Schema, type Scope } from "effect"
 import { type HostFacts, parseProbe, resourcesOf } from "./internal/HostFacts.ts"
 import { PROBE, REMOVE, START, SUPERVISOR, writeFilesScript } from "./internal/HostScripts.ts"
 import { describeHop, dockerPing, type ExecResult, HopFailure, type HostAccess, openSession, runScript, type Session, shQuote, waitHealthy } from "@dstack-ts/ssh"
@@ -339,18 +339,18 @@ export const make = (options: RemoteBackendOptions = {}): Effect.Effect<RemoteBa
     return { ...backend, remoteHosts: { provision, deprovision } }
   })
 
-const decodeConfig = Schema.decodeUnknown(RemoteBackendConfig, { onExcessProperty: "error", errors: "all" })
+const decodeConfig = configDecoder(RemoteBackendConfig, "remote backend configuration")
 
 /** The plugin's factory: decodes the configuration section and makes the backend; a bad one is `Invalid`, naming every wrong field. */
 export const fromConfig: BackendFactory = (config) =>
-  decodeConfig(config ?? {}).pipe(
+  decodeConfig(config).pipe(
     Effect.mapError((error) =>
       new Backend.BackendError({
         module: MODULE,
         method: "fromConfig",
         reason: "Invalid",
-        message: `invalid remote backend configuration:\n${ParseResult.TreeFormatter.formatErrorSync(error)}`,
-        cause: error
+        message: error.message,
+        cause: error.cause
       })
     ),
     Effect.flatMap(({ type: _type, ...options }) => make(options))

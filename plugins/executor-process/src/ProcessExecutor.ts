@@ -1,6 +1,8 @@
 /**
  * The process executor: runs a job's commands on the host, without a container, under bash
  * (or /bin/sh) in its own process group, so that stop and abort reach the whole process tree.
+ * The group dies with the runner: a watchdog process holds a pipe from the runner and kills
+ * the group when the pipe closes, which happens however the runner ends (`kill -9` included).
  */
 import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
@@ -55,6 +57,24 @@ const exitCodeOf = (code: number | null, signal: NodeJS.Signals | null): number 
   return number ? 128 + number : 1
 }
 
+/**
+ * A watchdog for the process group `pgid`, in a group of its own: it waits for end-of-file on
+ * its stdin, a pipe whose only writer is this process, and then kills the group. The pipe
+ * closes when this process (the runner) ends, whatever ends it; a job that ends first has its
+ * watchdog killed (see start), so a later group with a reused id is never hit.
+ */
+const watchGroup = (pgid: number): ChildProcess => {
+  const watchdog = spawn("/bin/sh", ["-c", `read -r _; kill -9 -${pgid} 2>/dev/null`], {
+    detached: true,
+    stdio: ["pipe", "ignore", "ignore"]
+  })
+  // Neither the watchdog nor its pipe keeps the runner's event loop alive.
+  watchdog.unref()
+  ;(watchdog.stdin as unknown as { unref?: () => void } | null)?.unref?.()
+  watchdog.on("error", () => {})
+  return watchdog
+}
+
 /** Signals every process of a group; a group that is already gone is not an error. */
 const signalGroup = (pgid: number, signal: NodeJS.Signals): void => {
   try {
@@ -79,6 +99,22 @@ const awaitSpawn = (child: ChildProcess, command: string) =>
   })
 
 /**
+ * Variables that describe the SSH session the runner was started from (a fleet host's or a
+ * Slurm login node's), not the job: with them, bash takes the job's non-interactive shell for
+ * one started by sshd and reads the user's ~/.bashrc (Debian builds bash so), which can be
+ * slow or block (a pyenv init waiting on a stale lock held the first line of a job back for
+ * a minute).
+ */
+const SESSION_VARIABLES = ["SSH_CLIENT", "SSH2_CLIENT", "SSH_CONNECTION", "SSH_TTY"]
+
+/** The runner's environment as a job inherits it: without the runner's SSH session. */
+const inheritedEnv = (): Record<string, string | undefined> => {
+  const env = { ...process.env }
+  for (const name of SESSION_VARIABLES) delete env[name]
+  return env
+}
+
+/**
  * Makes the process executor.
  *
  * @example
@@ -96,13 +132,14 @@ export const make = (options: ProcessExecutorOptions = {}): Executor.Executor =>
       }
       const shell = options.shell ?? defaultShell()
       const script = spec.commands.join(" && ")
-      const env = { ...(options.inheritEnv === false ? {} : process.env), ...spec.env }
+      const env = { ...(options.inheritEnv === false ? {} : inheritedEnv()), ...spec.env }
       const child = yield* Effect.try({
         try: () => spawn(shell, ["-c", script], { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] }),
         catch: (cause) => error("start", `cannot start ${shell}: ${String(cause)}`, cause)
       })
       yield* awaitSpawn(child, shell)
       const pid = child.pid as number
+      const watchdog = watchGroup(pid)
 
       const exited = yield* Deferred.make<ExecutionExit>()
       let endedBy: ExecutionExit["endedBy"]
@@ -121,6 +158,7 @@ export const make = (options: ProcessExecutorOptions = {}): Executor.Executor =>
       }
       child.on("exit", (code, signal) => {
         leaderExit = { code, signal }
+        watchdog.kill("SIGKILL")
         // The job is over when its main process is: what it left behind in its group goes too,
         // which also closes the pipes those processes held.
         signalGroup(pid, "SIGKILL")

@@ -8,6 +8,20 @@ import { Effect, Exit } from "effect"
 import type { Executor } from "@dstack-ts/core"
 import { isAlive } from "../src/ProcessUsage.ts"
 import * as ProcessExecutor from "../src/ProcessExecutor.ts"
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+
+/** Live (not zombie) processes whose process group is `pgid`. */
+const groupMembers = (pgid: number): Array<number> =>
+  fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e)).flatMap((e) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, "utf8")
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      return Number(fields[2]) === pgid && fields[0] !== "Z" ? [Number(e)] : []
+    } catch {
+      return []
+    }
+  })
 
 const tmpRepo = () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-proc-"))
@@ -87,6 +101,36 @@ describe("ProcessExecutor", () => {
       expect(out.stdout).toBe(`hello world my-run\n${realSub}\n`)
     }))
 
+  it.live("does not hand the job the runner's SSH session, so a job's bash does not read ~/.bashrc as for an SSH login", () =>
+    Effect.gen(function* () {
+      const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-home-"))
+      fs.writeFileSync(path.join(home, ".bashrc"), "echo bashrc-read\n")
+      const saved = { HOME: process.env.HOME, SSH_CLIENT: process.env.SSH_CLIENT, SSH_CONNECTION: process.env.SSH_CONNECTION, SHLVL: process.env.SHLVL }
+      Object.assign(process.env, { HOME: home, SSH_CLIENT: "10.0.0.1 50000 22", SSH_CONNECTION: "10.0.0.1 50000 10.0.0.2 22", SHLVL: "0" })
+      const restore = () => {
+        for (const [k, v] of Object.entries(saved)) v === undefined ? delete process.env[k] : (process.env[k] = v)
+      }
+      const run = (s: Executor.ExecutionSpec) =>
+        Effect.gen(function* () {
+          const outs: Array<string> = []
+          const started = yield* ProcessExecutor.make({ shell: "/bin/bash" }).start(s, {
+            log: (_stream, bytes) => void outs.push(new TextDecoder().decode(bytes))
+          })
+          yield* started.exit
+          return outs.join("")
+        })
+      const result = yield* Effect.ensuring(
+        Effect.all([
+          run(spec(['echo "job ${SSH_CLIENT-unset}"'])),
+          // A job that sets the variable itself keeps it.
+          run(spec(['echo "job $SSH_CLIENT"'], { env: { SSH_CLIENT: "mine" } }))
+        ]),
+        Effect.sync(restore)
+      )
+      expect(result[0]).toBe("job unset\n")
+      expect(result[1]).toMatch(/job mine\n$/)
+    }))
+
   it.live("delivers every line, in order", () =>
     Effect.gen(function* () {
       const { execution, out } = yield* startCollecting(spec(["i=1; while [ $i -le 3000 ]; do echo line$i; i=$((i+1)); done"]))
@@ -156,4 +200,25 @@ describe("ProcessExecutor", () => {
         expect(String(result.cause)).toMatch(/working_dir .*missing does not exist/)
       }
     }))
+})
+
+describe("ProcessExecutor: a job dies with its runner", () => {
+  it("kills the job's whole process group when the process that started it is killed with SIGKILL", async () => {
+    const host = fileURLToPath(new URL("./fixtures/host.ts", import.meta.url))
+    const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined"
+    const child = spawn(isDeno ? "node" : process.execPath, ["--import", "tsx", host, "sleep 300 & wait"], { stdio: ["ignore", "pipe", "inherit"] })
+    const pgid = await new Promise<number>((resolve, reject) => {
+      let out = ""
+      child.stdout!.on("data", (d) => {
+        out += String(d)
+        if (out.includes("\n")) resolve(Number(out.trim()))
+      })
+      child.once("exit", () => reject(new Error("the host exited before it started the job")))
+    })
+    for (let i = 0; i < 100 && groupMembers(pgid).length < 2; i++) await new Promise((r) => setTimeout(r, 50))
+    expect(groupMembers(pgid).length, "the shell and its sleep").toBeGreaterThanOrEqual(2)
+    child.kill("SIGKILL")
+    for (let i = 0; i < 100 && groupMembers(pgid).length > 0; i++) await new Promise((r) => setTimeout(r, 50))
+    expect(groupMembers(pgid)).toEqual([])
+  }, 60_000)
 })

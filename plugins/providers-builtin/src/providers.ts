@@ -75,7 +75,10 @@ export const python = Provider.make({
       ...commonJob(p),
       ...(p.version === undefined ? {} : { python: p.version }),
       commands: [
-        ...(p.requirements === undefined ? [] : [`python3 -m pip install --quiet -r ${shellQuote(p.requirements)}`]),
+        // pip runs on the interpreter itself (its sys.executable), not through a version
+        // manager's `python3` shim: pyenv's shim would rehash after the install, behind a lock
+        // file that a killed rehash elsewhere leaves behind (60 s, then the job fails).
+        ...(p.requirements === undefined ? [] : [`"$(python3 -c 'import sys; print(sys.executable)')" -m pip install --quiet -r ${shellQuote(p.requirements)}`]),
         `python3 ${shellQuote(p.script)}${args}`
       ]
     })

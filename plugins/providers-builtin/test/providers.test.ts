@@ -20,7 +20,7 @@ describe("built-in providers", () => {
   it.effect("python installs the requirements, then runs the script with quoted args on the host's Python", () =>
     Effect.gen(function*() {
       const [job] = yield* python.createJobs({ script: "train.py", args: ["--name", "it's"], requirements: "req.txt", version: "3.11" }, ctx)
-      expect(job.commands).toEqual(["python3 -m pip install --quiet -r req.txt", "python3 train.py --name 'it'\\''s'"])
+      expect(job.commands).toEqual([`"$(python3 -c 'import sys; print(sys.executable)')" -m pip install --quiet -r req.txt`, "python3 train.py --name 'it'\\''s'"])
       expect(job.python).toBe("3.11")
     }))
 

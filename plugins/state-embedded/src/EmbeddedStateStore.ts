@@ -15,7 +15,7 @@ import * as path from "node:path"
 import { Config, Effect, Layer, Schema } from "effect"
 import type { Scope } from "effect"
 import type { PGlite } from "@electric-sql/pglite"
-import { SqlDriver as Sql, SqlStateStore, StateMigrations, StateStore as StateStorePort } from "@dstack-ts/core"
+import { SqlDriver as Sql, SqlStateStore, StateMigrations, StateStore as StateStorePort, configDecoder } from "@dstack-ts/core"
 import * as FileLogs from "./FileLogs.ts"
 
 const { StateStore, StateStoreError } = StateStorePort
@@ -287,14 +287,15 @@ export const EmbeddedStateStoreConfig = Schema.Struct({
 /** The store from the server configuration's options; invalid options fail with `Invalid`. */
 export const fromOptions = (options: unknown): Layer.Layer<StateStore, StateStoreError> =>
   Layer.unwrapEffect(
-    Schema.decodeUnknown(EmbeddedStateStoreConfig)(options ?? {}, { onExcessProperty: "error" }).pipe(
+    configDecoder(EmbeddedStateStoreConfig, "embedded state store options")(options).pipe(
       Effect.mapError(
         (e) =>
           new StateStoreError({
             module: MODULE,
             method: "fromOptions",
             reason: "Invalid",
-            message: `invalid embedded state store options: ${e.message}`
+            message: e.message,
+            cause: e.cause
           })
       ),
       Effect.map((o) => Layer.scoped(StateStore, make(o)))

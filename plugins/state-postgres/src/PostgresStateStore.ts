@@ -6,7 +6,7 @@
 import { Config, Effect, Layer, Redacted, Schema } from "effect"
 import type { ConfigError, Scope } from "effect"
 import postgres from "postgres"
-import { SqlDriver, SqlStateStore, StateStore } from "@dstack-ts/core"
+import { SqlDriver, SqlStateStore, StateStore, configDecoder } from "@dstack-ts/core"
 
 export interface PostgresStateStoreOptions {
   /** A connection string: `postgres://user:password@host:5432/database`. */
@@ -105,14 +105,15 @@ export const layerConfig = (
 /** The plugin's factory: options as in a server configuration, decoded first. */
 export const fromOptions = (options: unknown): Layer.Layer<StateStore.StateStore, StateStore.StateStoreError> =>
   Layer.unwrapEffect(
-    Schema.decodeUnknown(PostgresStateStoreConfig)(options).pipe(
+    configDecoder(PostgresStateStoreConfig, "postgres state store options")(options).pipe(
       Effect.mapError(
         (e) =>
           new StateStore.StateStoreError({
             module: "PostgresStateStore",
             method: "fromOptions",
             reason: "Invalid",
-            message: `invalid postgres state store options: ${e.message}`
+            message: e.message,
+            cause: e.cause
           })
       ),
       Effect.map((o) => layer(o))

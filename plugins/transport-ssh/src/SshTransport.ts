@@ -6,8 +6,8 @@
  * way. Failures name the hop: the jump host, or the host behind it. A target's recorded host
  * key (`ssh.hostKey`) is required of the host; a host presenting another is refused.
  */
-import { RunnerTransport, type TransportFactory } from "@dstack-ts/core"
-import { Effect, ParseResult, Schema, type Scope } from "effect"
+import { RunnerTransport, type TransportFactory, configDecoder } from "@dstack-ts/core"
+import { Effect, Schema, type Scope } from "effect"
 import { describeHop, HopFailure, type HostAccess, openTunnel, SshPool } from "@dstack-ts/ssh"
 
 const NAME = "ssh"
@@ -198,18 +198,18 @@ export const make = (options: SshTransportOptions = {}): Effect.Effect<SshTransp
     return transport
   })
 
-const decodeConfig = Schema.decodeUnknown(SshTransportConfig, { errors: "all", onExcessProperty: "error" })
+const decodeConfig = configDecoder(SshTransportConfig, "ssh transport configuration")
 
 /** The plugin's factory: the configuration section (all keys optional) to a transport. */
 export const fromConfig: TransportFactory = (config) =>
-  decodeConfig(config ?? {}).pipe(
+  decodeConfig(config).pipe(
     Effect.mapError((error) =>
       new RunnerTransport.RunnerTransportError({
         module: MODULE,
         method: "fromConfig",
         reason: "Invalid",
-        message: `invalid ssh transport configuration:\n${ParseResult.TreeFormatter.formatErrorSync(error)}`,
-        cause: error
+        message: error.message,
+        cause: error.cause
       })
     ),
     Effect.flatMap(({ type: _type, ...options }) => make(options))

@@ -7,6 +7,7 @@ import { Run, RunSpec } from "../../domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../../domain/RunJobSpecs.ts"
 import { JobPlan, RunPlan, makeJobPlan } from "../../domain/RunPlan.ts"
 import { isRunStatusFinished } from "../../domain/Status.ts"
+import { faultPoint } from "../../internal/Faults.ts"
 import * as Api from "../../api/runs.ts"
 import { Engine, ACTIVE_RUN_STATUSES } from "../../engine/Engine.ts"
 import { explainNoOffers, offersForJob } from "../../engine/Planner.ts"
@@ -26,6 +27,7 @@ import { refuseUnknownRepoType } from "./repoTypes.ts"
 import { refuseUnsupported } from "./unsupported.ts"
 import { BlobStore } from "../../ports/BlobStore.ts"
 import { deleteRunArtifacts } from "../../workflows/Artifacts.ts"
+import { checkServiceUpdate, updateService } from "../../services/Deployment.ts"
 
 const runNotFound = (project: string, name: string) => notFound(`Run ${excerpt(name)} does not exist in project ${excerpt(project)}`)
 
@@ -226,8 +228,37 @@ export const submit = (project: string, user: string, runSpec: RunSpec, force: b
     yield* store.runs
       .insert({ id: run.id, project, name: runName, status: run.status, userName: user, repoId: spec.repoId, submittedAt: now, doc: encodeRecord({ run, submittedToRunner: [] }) })
       .pipe(Effect.mapError((e) => (e.reason === "AlreadyExists" ? alreadyExists(`Run ${runName} already exists`) : fromStateStore(e))))
+    faultPoint("run.accepted")
     yield* engine.wake(run.id)
     return present(run)
+  })
+
+/**
+ * runs/apply: a plan for an active service of the same name updates it in place (upstream's
+ * deployment: replicas roll to the new spec, see services/Deployment.ts); anything else is a
+ * new run. Without `force` the plan must name the run it replaces (its `current_resource`).
+ */
+const applyPlan = (project: string, user: string, plan: typeof Api.ApplyPlanInput.Type, force: boolean) =>
+  Effect.gen(function* () {
+    const runName = plan.runSpec.runName
+    if (runName !== undefined && plan.runSpec.configuration.type === "service") {
+      const existing = yield* loadRunByName(project, runName).pipe(
+        Effect.map((loaded) => loaded.record.run),
+        Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined)),
+        Effect.mapError(fromStateStore)
+      )
+      if (existing !== undefined && !isRunStatusFinished(existing.status) && existing.status !== "terminating" && existing.runSpec.configuration.type === "service") {
+        const next = new RunSpec({ ...plan.runSpec, runName })
+        const check = checkServiceUpdate(existing.runSpec, next)
+        if ("refused" in check) return yield* Effect.fail(badRequest(`Cannot update the active service ${runName}: ${check.refused}`, ["body", "plan", "run_spec"]))
+        const planned = (plan.currentResource as { readonly id?: unknown } | null | undefined)?.id
+        if (!force && planned !== existing.id) {
+          return yield* Effect.fail(badRequest(`Failed to apply plan: run ${runName} is active and the plan does not name it as its current resource. Plan again, or use force apply`, ["body", "plan", "current_resource"]))
+        }
+        return present(yield* updateService(existing.id, next).pipe(Effect.mapError(fromStateStore)))
+      }
+    }
+    return yield* submit(project, user, plan.runSpec, force)
   })
 
 /** What plan and apply refuse before anything else: keys not carried out, repo types nothing handles. */
@@ -249,7 +280,7 @@ export const runRoutes = [
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/apply", summary: "Submit a planned run", tag: "runs", access: { project: "user" },
     request: Api.ApplyRequest, response: Run,
-    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.plan.runSpec, ["body", "plan", "run_spec"]), submit(ctx.projectName!, ctx.principal!.username, input.plan.runSpec, input.force))
+    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.plan.runSpec, ["body", "plan", "run_spec"]), applyPlan(ctx.projectName!, ctx.principal!.username, input.plan, input.force))
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/submit", summary: "Submit a run in one step (older clients)", tag: "runs", access: { project: "user" },

@@ -12,6 +12,7 @@ import { BlobStore } from "../../ports/BlobStore.ts"
 import { artifactKeys, listRunArtifacts } from "../../workflows/Artifacts.ts"
 import { catalogOf, planWorkflow } from "../../workflows/WorkflowPlan.ts"
 import { parseWorkflowFiles } from "../../workflows/WorkflowFiles.ts"
+import { resolvePrograms } from "../../workflows/ProviderPrograms.ts"
 import { getWorkflowRun, listWorkflowRuns, requestStop, startWorkflowRun } from "../../workflows/WorkflowRuns.ts"
 import { ApiError, badRequest, excerpt, fromStateStore, notFound, serverError } from "../ApiError.ts"
 import { jsonRoute, rawRoute } from "../Route.ts"
@@ -20,7 +21,9 @@ const plan = (input: Api.WorkflowPlanRequest) =>
   Effect.gen(function* () {
     const host = yield* PluginHost
     const files = yield* parseWorkflowFiles(input.files)
+    const programs = yield* resolvePrograms(files, input.files)
     return yield* planWorkflow(files, input.workflow, catalogOf(host.contributions("providers")), {
+      programs,
       overrides: input.variables,
       ...(input.codeHash === undefined ? {} : { codeHash: input.codeHash }),
       ...(input.runName === undefined ? {} : { runName: input.runName })
