@@ -166,17 +166,19 @@ export const startSshProxy = async (
         forward.then(
           (fwd) => {
             const socket = net.connect(fwd.localPort, fwd.localHost)
+            let connected = false
             socket.once("connect", () => {
+              connected = true
               const channel = accept()
               channel.pipe(socket).pipe(channel)
               channel.on("error", () => socket.destroy())
               socket.on("error", () => channel.destroy())
               socket.on("close", () => channel.destroy())
             })
-            socket.once("error", (error) => {
-              if (!socket.connecting) return
-              console.error(`[sshproxy] port ${info.destPort} of run ${proxied.runName} refused the connection: ${error.message}`)
-              reject()
+            // Nothing listening there yet (the job's service still starting): the client's ssh
+            // reports the refused channel.
+            socket.once("error", () => {
+              if (!connected) reject()
             })
           },
           (error: unknown) => {
