@@ -107,7 +107,12 @@ export const startServer = async (options: StartOptions): Promise<RunningServer>
     }
   }
   success(`The server is running at ${url}`)
-  if (server.sshProxy !== undefined) print(`The SSH proxy listens on port ${server.sshProxy.port} (host key ${server.sshProxy.hostPublicKey})`)
+  if (server.sshProxy !== undefined) {
+    const advertised = build.sshProxy!
+    const port = advertised.advertisePort ?? server.sshProxy.port
+    print(`The SSH proxy listens on port ${server.sshProxy.port}; users trust its host key with this line in ~/.ssh/known_hosts:`)
+    print(`${port === 22 ? advertised.hostname : `[${advertised.hostname}]:${port}`} ${server.sshProxy.hostPublicKey}`)
+  }
   return { url, close: serving.close }
 }
 
