@@ -1,6 +1,6 @@
 // The server's SSH proxy with OpenSSH's client against a real job of the local backend: `ssh -N
-// -L` with the run owner's key (from get_my_user) reaches the job's port and, at upstream's
-// runner port 10999, the runner's API; runs answers advertise the proxy; a wrong key, a user
+// -L` with the run owner's key (from get_my_user) or the run spec's ssh_key_pub reaches the job's port and,
+// at upstream's runner port 10999, the runner's API; runs answers advertise the proxy; a wrong key, a user
 // name naming no job, a finished job and a shell are refused, the shell with a message.
 import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
@@ -28,6 +28,7 @@ let client: Client
 let dir: string
 let ownerKey: string
 let strangerKey: string
+let strangerPublic: string
 
 const task = (commands: ReadonlyArray<string>, extra: Record<string, unknown> = {}) =>
   Schema.decodeUnknownSync(TaskConfiguration)({ type: "task", commands, resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." }, ...extra })
@@ -94,7 +95,9 @@ beforeAll(async () => {
   ownerKey = path.join(dir, "owner")
   fs.writeFileSync(ownerKey, me.ssh_private_key, { mode: 0o600 })
   strangerKey = path.join(dir, "stranger")
-  fs.writeFileSync(strangerKey, (await Effect.runPromise(generateUserSshKey("stranger"))).privateKey, { mode: 0o600 })
+  const stranger = await Effect.runPromise(generateUserSshKey("stranger"))
+  fs.writeFileSync(strangerKey, stranger.privateKey, { mode: 0o600 })
+  strangerPublic = stranger.publicKey
 }, 60_000)
 
 afterAll(async () => {
@@ -166,5 +169,30 @@ describe.skipIf(!hasSsh)("the SSH proxy", () => {
     const stopped = await sshRun(ownerKey, `${upstreamId}_root`, "true")
     expect(stopped.code).toBe(255)
     expect(stopped.out).toContain("Permission denied (publickey)")
+  }, 90_000)
+
+  it("also admits the run spec's ssh_key_pub", async () => {
+    const jobPort = freePort()
+    const submitted = await api("/api/project/main/runs/submit", {
+      run_spec: {
+        run_name: "proxied-spec-key",
+        repo_id: "sshproxy-e2e",
+        repo_data: { repo_type: "virtual" },
+        ssh_key_pub: strangerPublic,
+        configuration: { type: "task", commands: [`exec python3 -m http.server ${jobPort} --bind 127.0.0.1`], ports: [jobPort], resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } }
+      }
+    })
+    expect(submitted.run_spec.ssh_key_pub).toBe(strangerPublic)
+    const run = await waitRunning("proxied-spec-key")
+    const upstreamId = run.jobs[0].job_connection_info.sshproxy_upstream_id
+    const local = freePort()
+    const tunnel = spawn("ssh", [...sshArgs(strangerKey), "-N", "-L", `127.0.0.1:${local}:localhost:10999`, `${upstreamId}_root@127.0.0.1`])
+    try {
+      expect(JSON.parse(await fetchText(`http://127.0.0.1:${local}/api/healthcheck`))).toMatchObject({ service: "dstack-ts-runner" })
+    } finally {
+      tunnel.kill("SIGTERM")
+      await new Promise((r) => tunnel.once("exit", r))
+      await client.runs.stop(["proxied-spec-key"], { abort: true })
+    }
   }, 90_000)
 })
