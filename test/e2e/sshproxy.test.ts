@@ -1,7 +1,7 @@
-// The server's SSH proxy with OpenSSH's client against a real job of the local backend: `ssh -N
-// -L` with the run owner's key (from get_my_user) or the run spec's ssh_key_pub reaches the job's port and,
-// at upstream's runner port 10999, the runner's API; runs answers advertise the proxy; a wrong key, a user
-// name naming no job, a finished job and a shell are refused, the shell with a message.
+// The server's SSH proxy with OpenSSH's client against a real job of the local backend:
+// `ssh -N -L` with the run owner's key (from get_my_user) or the run spec's ssh_key_pub reaches
+// the job's port and, at upstream's runner port 10999, the runner's API; runs answers advertise
+// the proxy; a wrong key, a user name naming no job, a finished job and a shell are refused.
 import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
