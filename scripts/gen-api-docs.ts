@@ -224,10 +224,13 @@ with \`npx tsx scripts/gen-api-docs.ts\`; a test fails while this file is out of
   \`run_spec.configuration.tags is not supported by this server (got {"team":"ml"}; only
   upstream's default null is accepted)\`. Nothing sent is accepted and ignored.
 - **Attach from upstream's CLI.** \`dstack apply\` without \`-d\` and \`dstack attach\` need
-  the user's SSH key pair from \`users/get_my_user\`, an SSH tunnel to the instance and the
-  runner's logs WebSocket, which this server does not offer yet: upstream's CLI submits the run
-  and then stops with \`Server response does not contain user SSH key\` (exit code 1). The run
-  goes on; follow it with \`dstack logs\` and \`dstack ps\`, or apply with \`-d\`.
+  the user's SSH key pair (\`users/get_my_user\` answers it, and a run submitted without
+  \`ssh_key_pub\` carries its public half, as upstream's server does) and an SSH proxy to the
+  job: a server started with \`--sshproxy-port\` runs one and fills each job's
+  \`job_connection_info.sshproxy_*\` in \`runs/get\` and \`runs/list\`
+  ([ssh-proxy.md](ssh-proxy.md)). Without it upstream's CLI submits the run and then fails in
+  \`Run.attach\` (an \`AssertionError\`: the job has no SSH port to reach); the run goes on,
+  follow it with \`dstack logs\` and \`dstack ps\`, or apply with \`-d\`.
 - **Types.** \`Date\` fields are ISO 8601 strings; a field that may be absent is not marked
   required; \`or null\` means the server may send \`null\`. Objects are listed two levels deep;
   the [shared schemas](#shared-schemas) are at the end, and a run's \`configuration\` is the

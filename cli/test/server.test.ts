@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Client, Stacks } from "@dstack-ts/client"
-import { startServer } from "../src/commands/server.ts"
+import { parseProxyAddress, startServer } from "../src/commands/server.ts"
 import { CliError } from "../src/context.ts"
 import { serverBlobs } from "../src/serverBlobs.ts"
 import { describeWith } from "../../test/support/components.ts"
@@ -60,6 +60,33 @@ describe("dstack server", { timeout: 120_000 }, () => {
     } finally {
       await first.close()
     }
+  })
+})
+
+describe("dstack server's SSH proxy", { timeout: 120_000 }, () => {
+  it("starts with --sshproxy-port, keeps its host key in the server directory across restarts", async () => {
+    const home = await mkdtemp(join(tmpdir(), "dstack-server-"))
+    dirs.push(home)
+    const serverDir = join(home, "server")
+    const start = () => startServer({ host: "127.0.0.1", port: 0, serverDir, adminToken: "t", configPath: undefined, sshProxyPort: 0, sshProxyAddress: "ssh.example:2222" })
+    const first = await start()
+    const key = await readFile(join(serverDir, "sshproxy_host_key"), "utf8")
+    await first.close()
+    const second = await start()
+    try {
+      expect(await readFile(join(serverDir, "sshproxy_host_key"), "utf8")).toBe(key)
+      expect(key).toMatch(/^-----BEGIN RSA PRIVATE KEY-----/)
+    } finally {
+      await second.close()
+    }
+  })
+
+  it("parses --sshproxy-address as host or host:port, and refuses anything else naming the flag", () => {
+    expect(parseProxyAddress("ssh.example")).toEqual({ hostname: "ssh.example", port: undefined })
+    expect(parseProxyAddress("ssh.example:2222")).toEqual({ hostname: "ssh.example", port: 2222 })
+    expect(parseProxyAddress("[::1]:22")).toEqual({ hostname: "::1", port: 22 })
+    expect(() => parseProxyAddress("a:b:c")).toThrow(/--sshproxy-address: "a:b:c" is not host or host:port/)
+    expect(() => parseProxyAddress("host:70000")).toThrow(/--sshproxy-address/)
   })
 })
 

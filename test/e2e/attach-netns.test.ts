@@ -4,8 +4,9 @@
 // carried client → server (WebSocket) → the ssh transport's forward → the job. The user's
 // machine has no key to the host. Between the CLI and the server sits a plain TCP relay that
 // the test cuts and restarts (a dropped server connection): the next request works again. Then
-// the refusals (a port the job does not expose, a user outside the project, a finished run), and
-// the run ending makes `dstack attach` exit with a message saying so.
+// the refusals (a port the job does not expose, a user outside the project, a finished run), the
+// SSH proxy reaching the same job with OpenSSH, and the run ending makes `dstack attach` exit
+// with a message saying so.
 import { spawn, type ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -114,7 +115,8 @@ describeWithNetns(() => {
       adminToken: TOKEN,
       plugins: [backendSsh, transportSsh],
       runner: { entry: RUNNER_ENTRY },
-      engine: { resyncMs: 2_000 }
+      engine: { resyncMs: 2_000 },
+      sshProxy: { port: 0, hostKeyFile: path.join(home, "sshproxy_host_key"), hostname: "127.0.0.1" }
     })
     serving = await serve(server, { port: 0, handleSignals: false })
     relay = await makeRelay(serving.port)
@@ -215,6 +217,27 @@ describeWithNetns(() => {
     })
     expect(refused).toBe(403)
   }, 60_000)
+
+  it("the SSH proxy (docs/ssh-proxy.md) forwards the host's job port and its runner to OpenSSH with the owner's key", async () => {
+    const me = await call("/api/users/get_my_user", {})
+    const key = path.join(home, "owner_key")
+    fs.writeFileSync(key, me.body.ssh_private_key, { mode: 0o600 })
+    const upstreamId = (await getRun("netns-web")).jobs[0].job_connection_info.sshproxy_upstream_id
+    expect(upstreamId).toMatch(/^[0-9a-f]{32}$/)
+    const jobLocal = 30000 + Math.floor(Math.random() * 20000)
+    const tunnel = spawn("ssh", [
+      "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+      "-o", "ExitOnForwardFailure=yes", "-i", key, "-p", String(server.sshProxy!.port), "-N",
+      "-L", `127.0.0.1:${jobLocal}:localhost:${JOB_PORT}`, "-L", `127.0.0.1:${jobLocal + 1}:localhost:10999`, `${upstreamId}_root@127.0.0.1`
+    ])
+    try {
+      const body = await until("the job answers through the proxy", () => fetchText(jobLocal, "index.html"), (t) => !t.startsWith("error"), 60_000)
+      expect(body).toBe(`served on ${hosts.hosts[0]!.ip}\n`)
+      expect(JSON.parse(await fetchText(jobLocal + 1, "api/healthcheck"))).toMatchObject({ service: "dstack-ts-runner" })
+    } finally {
+      tunnel.kill("SIGTERM")
+    }
+  }, 90_000)
 
   it("exits with a message when the run ends, and the finished run is refused", async () => {
     const stopped = await call("/api/project/main/runs/stop", { runs_names: ["netns-web"], abort: true })

@@ -2,9 +2,9 @@
 // dstack-ts server on a real port with the default build's local backend: every answer parses
 // with the client's pydantic models (check_models.py), the SDK plans, applies, follows, reads
 // logs, stops and deletes a run, the CLI adds the project and runs ps, apply -d, logs, stop and
-// offer, lists fleets, manages secrets, is refused fields this server does not carry out, stops
-// with a clear error where it would attach over SSH, and errors reach it as the exceptions it
-// expects. Needs ../shared/upstream-client.
+// offer, lists fleets, manages secrets, is refused fields this server does not carry out,
+// attaches through the server's SSH proxy (attached apply streams the logs), and errors reach it
+// as the exceptions it expects. Needs ../shared/upstream-client.
 import { serve } from "@hono/node-server"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -75,7 +75,9 @@ describeWith("upstream-client", dir !== undefined, "no shared/upstream-client be
       plugins: [backendLocal, transportLocal, remote.plugin],
       secrets: { key: new Uint8Array(32).fill(7) },
       runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
-      compute: { defaultBackends: [{ type: "local" }] }
+      compute: { defaultBackends: [{ type: "local" }] },
+      // Upstream's CLI attaches through the proxy the runs answers advertise (SSHProxyAttach).
+      sshProxy: { port: 0, hostKeyFile: path.join(home, "sshproxy_host_key"), hostname: "127.0.0.1" }
     })
     listener = await new Promise((resolve) => {
       const s = serve({ fetch: server.app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve(s))
@@ -300,27 +302,35 @@ print(json.dumps(out))
     expect((await call("/api/project/main/fleets/delete", { names: ["up-fleet"] })).status).toBe(200)
   }, 180_000)
 
-  it("attached apply and attach stop with upstream's clear error (no SSH here), the run goes on", async () => {
-    // docs/api.md: attach needs the user's SSH key pair, a tunnel and the runner's logs WebSocket.
+  it("attached apply goes through the server's SSH proxy and streams the job's logs to its end; attach to a finished run says so", async () => {
+    // Upstream's CLI: the user's key from get_my_user, `ssh -L` to the proxy the run's
+    // job_connection_info names, then the runner's /logs_ws through the forward of port 10999.
     const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
     expect(added.code, added.stderr + added.stdout).toBe(0)
-    fs.writeFileSync(path.join(home, "attached.dstack.yml"), "type: task\nname: up-att\ncommands:\n  - echo hello attached\n  - sleep 2\n  - echo bye\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
+    // Upstream's CLI checks the proxy's host key (no StrictHostKeyChecking=no for it): the user
+    // trusts it once, as docs/ssh-proxy.md says, from the line the server prints.
+    // OpenSSH reads ~/.ssh/known_hosts from the account's home, not $HOME: the SSH config the CLI
+    // writes its hosts to (it keeps other blocks) names the test home's file.
+    const knownHosts = path.join(home, ".ssh", "known_hosts")
+    fs.mkdirSync(path.dirname(knownHosts), { recursive: true })
+    fs.writeFileSync(knownHosts, `[127.0.0.1]:${server.sshProxy!.port} ${server.sshProxy!.hostPublicKey}\n`)
+    fs.mkdirSync(path.join(home, ".dstack", "ssh"), { recursive: true })
+    fs.writeFileSync(path.join(home, ".dstack", "ssh", "config"), `Host *\n    UserKnownHostsFile ${knownHosts}\n`)
+    fs.writeFileSync(path.join(home, "attached.dstack.yml"), "type: task\nname: up-att\ncommands:\n  - echo hello attached\n  - sleep 10\n  - echo bye\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
     const applied = await cli("apply", "-f", "attached.dstack.yml", "-y")
-    expect(applied.code, applied.stderr + applied.stdout).toBe(1)
-    expect(applied.stdout + applied.stderr).toContain("Server response does not contain user SSH key")
+    expect(applied.code, applied.stderr + applied.stdout).toBe(0)
+    expect(applied.stdout).toContain("hello attached\nbye\n")
     expect(applied.stdout + applied.stderr).not.toMatch(/Traceback/)
-    let status = ""
-    for (let i = 0; i < 120 && !["terminated", "aborted", "done", "failed"].includes(status); i++) {
-      await new Promise((r) => setTimeout(r, 250))
-      status = (await call("/api/project/main/runs/get", { run_name: "up-att" })).body.status
-    }
-    expect(status).toBe("done")
-    const attach = await cli("attach", "up-att")
-    expect(attach.code).toBe(1)
-    expect(attach.stdout + attach.stderr).toContain("Server response does not contain user SSH key")
+    const run = (await call("/api/project/main/runs/get", { run_name: "up-att" })).body
+    expect(run.status).toBe("done")
+    expect(run.jobs[0].job_connection_info).toMatchObject({ sshproxy_hostname: "127.0.0.1", sshproxy_port: server.sshProxy!.port })
     const logs = await cli("logs", "up-att")
     expect(logs.code, logs.stderr).toBe(0)
     expect(logs.stdout).toBe("hello attached\nbye\n")
+    const attach = await cli("attach", "up-att")
+    // Upstream's own message: only a running job can be attached to.
+    expect(attach.code).toBe(1)
+    expect(attach.stdout).toBe("Failed to find replica=<any running> job=0\n")
   }, 180_000)
 
   it("dstack-ts's own CLI, on the project upstream's CLI added, lists, shows and deletes a fleet", async () => {

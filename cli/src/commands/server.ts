@@ -21,6 +21,23 @@ export interface StartOptions {
   readonly allowLocalBlobs?: boolean
   /** The environment the build reads (DSTACK_DATABASE_URL, DSTACK_SERVER_S3_*); default `process.env`. */
   readonly env?: NodeJS.ProcessEnv
+  /**
+   * Run the SSH proxy upstream's CLI attaches through on this port (`--sshproxy-port`), its host
+   * key in `<serverDir>/sshproxy_host_key`; runs answers advertise `sshProxyAddress`
+   * (`host[:port]`, default the bound host and this port).
+   */
+  readonly sshProxyPort?: number | undefined
+  readonly sshProxyAddress?: string | undefined
+}
+
+/** `host[:port]` (a bracketed IPv6 host too) of `--sshproxy-address`; undefined port: the one listened on. */
+export const parseProxyAddress = (text: string): { readonly hostname: string; readonly port: number | undefined } => {
+  const match = /^(\[[^\]]+\]|[^:\[\]]+)(?::(\d+))?$/.exec(text.trim())
+  const port = match?.[2] === undefined ? undefined : Number(match[2])
+  if (match === null || (port !== undefined && (port < 1 || port > 65535))) {
+    throw usageError(`--sshproxy-address: "${text}" is not host or host:port (DSTACK_SERVER_SSHPROXY_ADDRESS)`)
+  }
+  return { hostname: match[1].replace(/^\[|\]$/g, ""), port }
 }
 
 export interface RunningServer {
@@ -42,10 +59,22 @@ const blobStoreFailure = async (error: unknown): Promise<string | undefined> => 
 export const startServer = async (options: StartOptions): Promise<RunningServer> => {
   const { createServer, serve, ServeError } = await import("@dstack-ts/core")
   const { defaultServerOptions } = await import("../defaultBuild.ts")
-  const build = defaultServerOptions(options.serverDir, options.adminToken, {
+  const defaults = defaultServerOptions(options.serverDir, options.adminToken, {
     ...(options.env === undefined ? {} : { env: options.env }),
     allowLocalBlobs: options.allowLocalBlobs === true
   })
+  const { join } = await import("node:path")
+  const advertised = options.sshProxyAddress === undefined ? undefined : parseProxyAddress(options.sshProxyAddress)
+  const build = options.sshProxyPort === undefined ? defaults : {
+    ...defaults,
+    sshProxy: {
+      port: options.sshProxyPort,
+      bind: options.host,
+      hostKeyFile: join(options.serverDir, "sshproxy_host_key"),
+      hostname: advertised?.hostname ?? (options.host === "0.0.0.0" || options.host === "::" ? "localhost" : options.host),
+      advertisePort: advertised?.port
+    }
+  }
   const server = await createServer(build).catch(async (error: unknown) => {
     // A refused store setup (shared state with local blobs, a bucket that cannot be used) is
     // the operator's to fix: one line, no stack.
@@ -78,6 +107,12 @@ export const startServer = async (options: StartOptions): Promise<RunningServer>
     }
   }
   success(`The server is running at ${url}`)
+  if (server.sshProxy !== undefined) {
+    const advertised = build.sshProxy!
+    const port = advertised.advertisePort ?? server.sshProxy.port
+    print(`The SSH proxy listens on port ${server.sshProxy.port}; users trust its host key with this line in ~/.ssh/known_hosts:`)
+    print(`${port === 22 ? advertised.hostname : `[${advertised.hostname}]:${port}`} ${server.sshProxy.hostPublicKey}`)
+  }
   return { url, close: serving.close }
 }
 
@@ -91,11 +126,31 @@ export default defineCommand({
       type: "boolean",
       description: "Start on PostgreSQL (DSTACK_DATABASE_URL) with blobs on this machine's disk: only when no other replica shares the database"
     },
+    "sshproxy-port": {
+      type: "string",
+      description: "Run the SSH proxy upstream's CLI attaches through on this port (default: DSTACK_SERVER_SSHPROXY_PORT; off when neither is set)",
+      valueHint: "port"
+    },
+    "sshproxy-address": {
+      type: "string",
+      description: "The host[:port] runs answers tell clients to reach the SSH proxy at (default: DSTACK_SERVER_SSHPROXY_ADDRESS, else --host and the proxy's port)",
+      valueHint: "host[:port]"
+    },
     ...globalArgs
   },
   run: async ({ args }) => {
     const port = Number(args.port)
     if (!/^\d+$/.test(args.port) || port > 65535) throw usageError(`--port: "${args.port}" is not a port number (0–65535)`)
+    const proxyPortText = args["sshproxy-port"] ?? (process.env.DSTACK_SERVER_SSHPROXY_PORT || undefined)
+    const proxyPort = proxyPortText === undefined ? undefined : Number(proxyPortText)
+    if (proxyPortText !== undefined && (!/^\d+$/.test(proxyPortText) || proxyPort! > 65535)) {
+      throw usageError(`--sshproxy-port: "${proxyPortText}" is not a port number (0–65535)`)
+    }
+    const proxyAddress = args["sshproxy-address"] ?? (process.env.DSTACK_SERVER_SSHPROXY_ADDRESS || undefined)
+    if (proxyAddress !== undefined) {
+      if (proxyPort === undefined) throw usageError("--sshproxy-address (DSTACK_SERVER_SSHPROXY_ADDRESS) needs --sshproxy-port (DSTACK_SERVER_SSHPROXY_PORT): the proxy is off without it")
+      parseProxyAddress(proxyAddress)
+    }
     const { ClientConfigFile } = await import("@dstack-ts/client")
     const { defaultServerDir } = await import("../defaultBuild.ts")
     const configPath = ClientConfigFile.defaultConfigPath()
@@ -106,7 +161,9 @@ export default defineCommand({
       adminToken: args.token ?? (process.env.DSTACK_SERVER_ADMIN_TOKEN || undefined),
       configPath,
       handleSignals: true,
-      allowLocalBlobs: args["allow-local-blobs"] === true
+      allowLocalBlobs: args["allow-local-blobs"] === true,
+      sshProxyPort: proxyPort,
+      sshProxyAddress: proxyAddress
     })
     // Serving until SIGINT/SIGTERM, on which serve() closes the server and exits.
     await new Promise<never>(() => {})

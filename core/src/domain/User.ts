@@ -48,5 +48,8 @@ export class UserTokenCreds extends Schema.Class<UserTokenCreds>("@dstack-ts/cor
 /** A user together with a freshly issued token: returned by create and refresh_token only. */
 export class UserWithCreds extends Schema.Class<UserWithCreds>("@dstack-ts/core/UserWithCreds")({
   ...User.fields,
-  creds: UserTokenCreds
+  creds: UserTokenCreds,
+  /** The user's SSH key pair (upstream's user key), answered to that user only by `get_my_user` and `refresh_ssh_key`. */
+  sshPublicKey: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }).pipe(Schema.fromKey("ssh_public_key")),
+  sshPrivateKey: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }).pipe(Schema.fromKey("ssh_private_key"))
 }) {}

@@ -104,6 +104,19 @@ export interface Users {
   readonly setTokenHash: (username: string, tokenHash: string) => Effect.Effect<void, StateStoreError>
   /** Removes the users and their memberships; unknown names are ignored. */
   readonly delete: (usernames: ReadonlyArray<string>) => Effect.Effect<void, StateStoreError>
+  /** The user's SSH key pair (upstream's user key), or null when none was made yet. */
+  readonly getSshKey: (username: string) => Effect.Effect<UserSshKeyPair | null, StateStoreError>
+  /**
+   * Stores the user's SSH key pair. With `onlyIfMissing`, a pair already stored is kept, so two
+   * servers making a first key at once agree on one. Answers the pair now stored.
+   */
+  readonly setSshKey: (username: string, key: UserSshKeyPair, options?: { readonly onlyIfMissing?: boolean }) => Effect.Effect<UserSshKeyPair, StateStoreError>
+}
+
+/** A user's SSH key pair: the OpenSSH public key line and the private key in PEM. */
+export interface UserSshKeyPair {
+  readonly publicKey: string
+  readonly privateKey: string
 }
 
 /** A member as stored: a user name and a role. */

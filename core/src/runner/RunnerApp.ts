@@ -10,6 +10,7 @@ import type { Context } from "hono"
 import { streamSSE } from "hono/streaming"
 import type { RunnerAgentService } from "./RunnerAgent.ts"
 import { RunnerError } from "./RunnerAgent.ts"
+import type { UpgradeHandler } from "./adapter/types.ts"
 import { Buffer } from "node:buffer"
 import { encodeFrames, EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_TYPE } from "./EventStream.ts"
 import { decodeStartBody, JobStateEvent, PullResponse, START_CONTENT_TYPE, StopBody, SubmitBody } from "./RunnerProtocol.ts"
@@ -60,6 +61,39 @@ const parseTimestamp = (raw: string | undefined): number => {
     throw new RunnerError({ module: "RunnerAgent", method: "pull", reason: "Invalid", message: `timestamp must be a non-negative number of milliseconds, got ${JSON.stringify(raw)}` })
   }
   return value
+}
+
+/**
+ * The runner's WebSocket `GET /logs_ws[?start_time=<ISO 8601>]`, as upstream's runner serves
+ * its CLI's attached logs: each message is raw bytes of the job's output (from `start_time`
+ * on, else from the start), and the socket closes once the job has ended and all its output is
+ * sent. Any other upgrade request is answered 404.
+ */
+export const runnerUpgrade = (agent: RunnerAgentService): UpgradeHandler => async (request) => {
+  const url = new URL(request.url)
+  if (url.pathname !== "/logs_ws") return new Response(`No WebSocket at ${url.pathname} (the runner's is /logs_ws)`, { status: 404 })
+  const startTime = url.searchParams.get("start_time")
+  let from = 0
+  if (startTime !== null && startTime !== "") {
+    const ms = Date.parse(startTime)
+    if (Number.isNaN(ms)) return new Response(`start_time must be an ISO 8601 time, not ${JSON.stringify(startTime.slice(0, 100))}`, { status: 400 })
+    from = Math.max(0, ms - 1)
+  }
+  return {
+    kind: "messages",
+    messages: async function* (signal) {
+      let cursor = from
+      while (!signal.aborted) {
+        const finishedBefore = await runAgent(agent.finished)
+        const batch = agent.events.read(cursor, SSE_BATCH_BYTES)
+        for (const e of batch.events) if (e.kind === "log") yield e.message
+        cursor = batch.lastUpdated
+        if (batch.hasMore) continue
+        if (finishedBefore) return
+        await agent.events.changedAfter(cursor, signal)
+      }
+    }
+  }
 }
 
 /**

@@ -7,7 +7,7 @@ import { Effect, Either } from "effect"
 import type { ServeFunction } from "./adapter/types.ts"
 import type { RunnerAgentOptions, RunnerAgentService } from "./RunnerAgent.ts"
 import { makeUnscoped } from "./RunnerAgent.ts"
-import { makeRunnerApp } from "./RunnerApp.ts"
+import { makeRunnerApp, runnerUpgrade } from "./RunnerApp.ts"
 import { runnerContributions } from "./RunnerPlugins.ts"
 
 /** The port upstream's runner listens on. */
@@ -63,7 +63,7 @@ export const serveRunner = async (options: ServeRunnerOptions): Promise<RunningR
   const app = makeRunnerApp(agent)
   const serve = options.serve ?? (await runtimeServe())
   const host = options.host ?? "127.0.0.1"
-  const server = await serve(app.fetch, { hostname: host, port: options.port ?? DEFAULT_RUNNER_PORT }).catch(async (error) => {
+  const server = await serve(app.fetch, { hostname: host, port: options.port ?? DEFAULT_RUNNER_PORT, upgrade: runnerUpgrade(agent) }).catch(async (error) => {
     await Effect.runPromise(closeAgent)
     throw error
   })

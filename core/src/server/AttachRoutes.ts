@@ -14,11 +14,11 @@ import { Effect, Exit, Scope } from "effect"
 import type { Hono } from "hono"
 import { latestSubmission } from "../domain/Job.ts"
 import { isRunStatusFinished } from "../domain/Status.ts"
-import { Compute } from "../engine/Compute.ts"
 import { loadRunByName } from "../engine/RunRecord.ts"
 import type { RunnerTransportError } from "../ports/RunnerTransport.ts"
 import type { TunnelTarget, UpgradeHandler } from "../runner/adapter/types.ts"
 import { ApiError, badRequest, conflict, excerpt, fromStateStore, notFound } from "./ApiError.ts"
+import { openJobForward } from "./JobForward.ts"
 import { rawRoute } from "./Route.ts"
 
 /** The WebSocket subprotocol of a tunnel: binary messages are bytes, an empty one a half-close. */
@@ -90,24 +90,16 @@ export const attachRoutes = [
           // A check without a tunnel: the client asks it before it listens.
           return Response.json({ run_name: runName, job_num: jobNum, replica_num: replicaNum, port, protocol: TUNNEL_PROTOCOL })
         }
-        const compute = yield* Compute
-        const transport = yield* compute.transport(pd.backend).pipe(Effect.mapError((e) => unreachable(`No transport reaches ${pd.backend} instances`, e)))
-        const target = yield* compute.target(pd).pipe(Effect.mapError((e) => unreachable(`Cannot reach the instance of run ${runName}`, e)))
         const scope = yield* Scope.make()
-        const forwarded = yield* Effect.gen(function* () {
-          // A job in a container publishes its port on a host port the runner reports; a
-          // process job listens on the host itself.
-          const hostPort = yield* transport.connect(target).pipe(
-            Effect.flatMap((client) => client.fetch("/api/job_runtime_data")),
-            Effect.flatMap((res) =>
-              Effect.promise(() => (res.ok ? (res.json() as Promise<{ ports?: Record<string, number> }>) : Promise.resolve({} as { ports?: Record<string, number> })).catch(() => ({}) as { ports?: Record<string, number> }))
-            ),
-            Effect.map((data) => data.ports?.[String(port)] ?? port),
-            Effect.scoped
-          )
-          return yield* transport.forward(target, 0, hostPort).pipe(Scope.extend(scope))
-        }).pipe(
-          Effect.mapError((e) => unreachable(`Cannot reach port ${port} of run ${runName} on ${pd.hostname}`, e)),
+        const forwarded = yield* openJobForward(pd, port).pipe(
+          Scope.extend(scope),
+          Effect.mapError(({ step, error }) =>
+            step === "transport"
+              ? unreachable(`No transport reaches ${pd.backend} instances`, error)
+              : step === "target"
+              ? unreachable(`Cannot reach the instance of run ${runName}`, error)
+              : unreachable(`Cannot reach port ${port} of run ${runName} on ${pd.hostname}`, error)
+          ),
           Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, Exit.void)))
         )
         opened.set(request, {

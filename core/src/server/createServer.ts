@@ -56,6 +56,8 @@ import type { UpgradeHandler } from "../runner/adapter/types.ts"
 import { resumeWorkflowRuns } from "../workflows/WorkflowRuns.ts"
 import { viewerRoutes } from "../stacks/server/Viewer.ts"
 import { attachRoutes, attachUpgrade, routePathPattern } from "./AttachRoutes.ts"
+import type { RunningSshProxy } from "./SshProxy.ts"
+import { type SshProxyAddress, SshProxySettings } from "./SshProxyInfo.ts"
 
 /**
  * A store chosen by name from the build's plugins: `"embedded"`, or `{ driver, options }` with the
@@ -113,6 +115,19 @@ export interface ServerOptions {
   readonly secrets?: SecretCipherModule.SecretsKeyOptions & { readonly allowManagers?: boolean | undefined }
   /** The services proxy: how long a request waits for a replica before 503 (`holdTimeoutMs`, default 60 s). */
   readonly services?: ServicesOptions
+  /**
+   * The SSH proxy upstream's CLI attaches through (SshProxy.ts): it listens on `port` at `bind`
+   * (default 127.0.0.1) with the host key in `hostKeyFile` (made on first start), and runs
+   * answers advertise `hostname` and `advertisePort` (default: the port listened on) in
+   * `job_connection_info.sshproxy_*`. Off when absent.
+   */
+  readonly sshProxy?: {
+    readonly port: number
+    readonly bind?: string | undefined
+    readonly hostKeyFile: string
+    readonly hostname: string
+    readonly advertisePort?: number | undefined
+  }
 }
 
 export type ServerServices = StateStore | BlobStore | Access | RunCache | InstanceCache | PluginHostModule.PluginHost | Compute | Engine | ServiceRegistry | Autoscaler
@@ -132,6 +147,8 @@ export interface Server {
   readonly close: (options?: { readonly runners?: RunnersOnClose }) => Promise<void>
   /** Answers requests to upgrade a connection (WebSockets through the services proxy); `serve` hands it to the runtime adapter. */
   readonly upgrade: UpgradeHandler
+  /** The SSH proxy, when the `sshProxy` option started one. */
+  readonly sshProxy?: RunningSshProxy
 }
 
 /**
@@ -221,7 +238,11 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
   const engine = Layer.provideMerge(EngineModule.layer(options.engine ?? {}), compute)
   const registry = Layer.provideMerge(ServiceRegistryModule.layer, engine)
   const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer, AutoscalerModule.layer), registry)
-  const runtime = ManagedRuntime.make(services)
+  // The proxy's address is known before it listens only when its port is fixed: the settings
+  // hold it in a cell filled once the proxy listens.
+  const proxySettings = { address: undefined as SshProxyAddress | undefined }
+  const runtime = ManagedRuntime.make(Layer.merge(services, Layer.succeed(SshProxySettings, proxySettings)))
+  let sshProxy: RunningSshProxy | undefined
   try {
     const [stateStore, blobStore] = await runtime.runPromise(Effect.all([StateStore, BlobStore]))
     const refusal = localBlobsProblem(
@@ -257,6 +278,17 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
       console.error(`[server] unhandled error on ${c.req.method} ${c.req.path}:`, error)
       return errorResponse(c, serverError("Internal server error"), apiHeaders(c))
     })
+    if (options.sshProxy !== undefined) {
+      const { startSshProxy } = await import("./SshProxy.ts")
+      const proxyOptions = options.sshProxy
+      sshProxy = await startSshProxy(runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, {
+        port: proxyOptions.port,
+        bind: proxyOptions.bind,
+        hostKeyFile: proxyOptions.hostKeyFile
+      })
+      proxySettings.address = { hostname: proxyOptions.hostname, port: proxyOptions.advertisePort ?? sshProxy.port }
+    }
+    const proxy = sshProxy
     return {
       app,
       runtime,
@@ -264,12 +296,15 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
       bootstrap: boot,
       openapi,
       upgrade: attachUpgrade(app, upgrade, pluginRoutes.filter((r) => r.kind === "raw").map((r) => routePathPattern(r.path))),
-      close: (closeOptions) => {
+      ...(proxy === undefined ? {} : { sshProxy: proxy }),
+      close: async (closeOptions) => {
         runnersOnClose = closeOptions?.runners ?? "stop"
-        return runtime.dispose()
+        await proxy?.close()
+        await runtime.dispose()
       }
     }
   } catch (error) {
+    await sshProxy?.close()
     await runtime.dispose()
     throw error
   }

@@ -224,6 +224,13 @@ export const migrations: ReadonlyArray<Migration> = [
         UNIQUE (project, name)
       )`
     ]
+  },
+  {
+    version: 7,
+    name: "each user's SSH key pair (upstream's user key, for attach through the SSH proxy)",
+    statements: [
+      `ALTER TABLE users ADD COLUMN ssh_public_key text, ADD COLUMN ssh_private_key text`
+    ]
   }
 ]
 

@@ -90,6 +90,25 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
         yield* expectFailure(s.users.getByTokenHash(hash), "NotFound")
       }))
 
+    it.effect("keeps each user's SSH key pair; onlyIfMissing keeps the first one stored", () =>
+      Effect.gen(function* () {
+        const s = yield* store
+        const username = unique("key")
+        yield* s.users.create({ username, globalRole: "user", tokenHash: yield* StateStore.hashToken(unique("t")) })
+        expect(yield* s.users.getSshKey(username)).toBeNull()
+        const first = { publicKey: "ssh-rsa AAAA1 u\n", privateKey: "PEM1" }
+        const second = { publicKey: "ssh-rsa AAAA2 u\n", privateKey: "PEM2" }
+        expect(yield* s.users.setSshKey(username, first, { onlyIfMissing: true })).toEqual(first)
+        // A second first-key loses to the stored one; a plain set replaces it.
+        expect(yield* s.users.setSshKey(username, second, { onlyIfMissing: true })).toEqual(first)
+        expect(yield* s.users.getSshKey(username)).toEqual(first)
+        expect(yield* s.users.setSshKey(username, second)).toEqual(second)
+        expect(yield* s.users.getSshKey(username)).toEqual(second)
+        yield* expectFailure(s.users.getSshKey(unique("missing")), "NotFound")
+        yield* expectFailure(s.users.setSshKey(unique("missing"), first), "NotFound")
+        yield* expectFailure(s.users.setSshKey(unique("missing"), first, { onlyIfMissing: true }), "NotFound")
+      }))
+
     it.effect("issues tokens that authenticate, stores only their hash, and refreshes them", () =>
       Effect.gen(function* () {
         const s = yield* store

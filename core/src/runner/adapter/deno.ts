@@ -2,8 +2,8 @@
  * Serving on Deno through Deno.serve; an upgrade request (a WebSocket) goes to the `upgrade`
  * handler, and a connection it accepts is relayed message by message to its target.
  */
-import { acceptTunnel } from "./denoTunnel.ts"
-import { isTunnelTarget, type ServeFunction, type UpgradeHandler } from "./types.ts"
+import { acceptMessages, acceptTunnel } from "./denoTunnel.ts"
+import { isMessagesTarget, isTunnelTarget, type ServeFunction, type UpgradeHandler } from "./types.ts"
 
 interface DenoHttpServer {
   readonly finished: Promise<void>
@@ -25,6 +25,7 @@ const relay = async (deno: DenoServe, request: Request, upgrade: UpgradeHandler)
   const result = await upgrade(request)
   if (result instanceof Response) return result
   if (isTunnelTarget(result)) return acceptTunnel(request, result)
+  if (isMessagesTarget(result)) return acceptMessages(request, result)
   const protocols = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim()).filter((p) => p !== "")
   const upstream = new WebSocket(`ws://${result.host.includes(":") ? `[${result.host}]` : result.host}:${result.port}${result.path}`, protocols)
   upstream.binaryType = "arraybuffer"

@@ -3,7 +3,7 @@
  * `Deno.connect`, then accepts the WebSocket with `Deno.upgradeWebSocket` and carries bytes both
  * ways; an empty binary message is a half-close, as on Node.js (nodeTunnel.ts).
  */
-import type { TunnelTarget } from "./types.ts"
+import type { MessagesTarget, TunnelTarget } from "./types.ts"
 
 interface DenoConn {
   readonly readable: ReadableStream<Uint8Array>
@@ -65,6 +65,31 @@ export const acceptTunnel = async (request: Request, target: TunnelTarget): Prom
       }
       if (socket.readyState === 1) socket.send(new Uint8Array(0))
     })().catch(() => end(true))
+  }
+  return response
+}
+
+/** Accepts the WebSocket and sends what `target.messages` yields, one binary message each; then closes. */
+export const acceptMessages = (request: Request, target: MessagesTarget): Response => {
+  const deno = (globalThis as unknown as { Deno: DenoTunnelApi }).Deno
+  const { socket, response } = deno.upgradeWebSocket(request)
+  const aborted = new AbortController()
+  socket.onclose = () => aborted.abort()
+  socket.onerror = () => aborted.abort()
+  socket.onopen = () => {
+    void (async () => {
+      try {
+        for await (const chunk of target.messages(aborted.signal)) {
+          if (aborted.signal.aborted) return
+          socket.send(chunk)
+          // Deno's WebSocket has no write callback: wait while much is queued.
+          while (socket.bufferedAmount > HIGH_WATER && !aborted.signal.aborted) await new Promise((r) => setTimeout(r, 10))
+        }
+        if (socket.readyState === 1) socket.close(1000)
+      } catch {
+        if (socket.readyState === 1) socket.close(1011)
+      }
+    })()
   }
   return response
 }

@@ -8,7 +8,7 @@ import type { IncomingMessage } from "node:http"
 import * as net from "node:net"
 import type { Duplex } from "node:stream"
 import { WebSocketServer, type WebSocket } from "ws"
-import type { TunnelTarget } from "./types.ts"
+import type { MessagesTarget, TunnelTarget } from "./types.ts"
 
 /** Bytes queued on the WebSocket past which reading the TCP side pauses. */
 const HIGH_WATER = 1 << 20
@@ -111,5 +111,31 @@ export const acceptTunnel = (
       bridged = true
       bridge(ws, tcp, done)
     })
+  })
+}
+
+let plain: WebSocketServer | undefined
+
+/**
+ * Accepts the WebSocket and sends what `target.messages` yields, one binary message each, each
+ * after the previous one was written out (a slow client holds the producer back); then closes.
+ */
+export const acceptMessages = (req: IncomingMessage, socket: Duplex, head: Buffer, target: MessagesTarget): void => {
+  plain ??= new WebSocketServer({ noServer: true, perMessageDeflate: false })
+  plain.handleUpgrade(req, socket, head, (ws) => {
+    const aborted = new AbortController()
+    ws.on("close", () => aborted.abort())
+    ws.on("error", () => aborted.abort())
+    void (async () => {
+      try {
+        for await (const chunk of target.messages(aborted.signal)) {
+          if (aborted.signal.aborted) return
+          await new Promise<void>((resolve, reject) => ws.send(chunk, { binary: true }, (error) => (error ? reject(error) : resolve())))
+        }
+        if (ws.readyState === ws.OPEN) ws.close(1000)
+      } catch {
+        if (ws.readyState === ws.OPEN) ws.close(1011)
+      }
+    })()
   })
 }

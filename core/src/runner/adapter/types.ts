@@ -48,12 +48,23 @@ export interface TunnelTarget {
 }
 
 /**
+ * A WebSocket the server accepts itself (no subprotocol) and writes to: each chunk `messages`
+ * yields goes as one binary message; when it ends the socket is closed normally (1000), when it
+ * throws with 1011. The client going away aborts `signal`; messages it sends are ignored.
+ */
+export interface MessagesTarget {
+  readonly kind: "messages"
+  readonly messages: (signal: AbortSignal) => AsyncIterable<Uint8Array>
+}
+
+/**
  * Answers a request that asks to upgrade its connection (`Upgrade: websocket`): a `Response`
  * to send instead (401, 404, 503 …), or where to carry the connection to.
  */
-export type UpgradeHandler = (request: Request) => Promise<Response | UpgradeTarget | TunnelTarget>
+export type UpgradeHandler = (request: Request) => Promise<Response | UpgradeTarget | TunnelTarget | MessagesTarget>
 
-export const isTunnelTarget = (target: UpgradeTarget | TunnelTarget): target is TunnelTarget => "kind" in target && target.kind === "tcp"
+export const isTunnelTarget = (target: UpgradeTarget | TunnelTarget | MessagesTarget): target is TunnelTarget => "kind" in target && target.kind === "tcp"
+export const isMessagesTarget = (target: UpgradeTarget | TunnelTarget | MessagesTarget): target is MessagesTarget => "kind" in target && target.kind === "messages"
 
 /** Starts an HTTP server for `fetch` on one runtime. */
 export type ServeFunction = (

@@ -20,6 +20,8 @@ import { alreadyExists, badRequest, excerpt, fromStateStore, notFound, serverErr
 import type { ApiError } from "../ApiError.ts"
 import * as Eager from "../Eager.ts"
 import { encoded, type Encoded, jsonRoute } from "../Route.ts"
+import { type SshProxyAddress, SshProxySettings, withConnectionInfo } from "../SshProxyInfo.ts"
+import { userSshKey } from "../UserSshKeys.ts"
 import { RunCache } from "../RunCache.ts"
 import { randomRunName } from "./runNames.ts"
 import { refuseUnknownRepoType } from "./repoTypes.ts"
@@ -211,7 +213,10 @@ export const submit = (project: string, user: string, runSpec: RunSpec, force: b
     } else {
       runName = yield* freeRunName(project)
     }
-    const spec = new RunSpec({ ...runSpec, runName })
+    // As upstream: a spec without ssh_key_pub gets the user's own key (made on first need),
+    // which upstream's CLI compares with the key it attaches with.
+    const sshKeyPub = runSpec.sshKeyPub ?? (yield* userSshKey(user).pipe(Effect.mapError(fromStateStore))).publicKey
+    const spec = new RunSpec({ ...runSpec, runName, sshKeyPub })
     const now = new Date()
     const jobs = jobSpecsFromRunSpec(spec).map(
       (jobSpec) =>
@@ -262,9 +267,16 @@ const refuseRunSpec = (runSpec: RunSpec, loc: ReadonlyArray<string>) =>
   Effect.zipRight(refuseUnsupported(runSpec, loc), refuseUnknownRepoType(runSpec, loc))
 
 /** runs/get's answer for a row. */
-const runAnswer = (row: DocumentBody) => {
+const runAnswer = (row: DocumentBody, proxy: SshProxyAddress | undefined) => {
   const wire = storedRunWire(row.doc, Date.now())
+  if (proxy !== undefined) return Effect.map(wire !== undefined ? Effect.succeed(wire) : runWireOf(row), (w) => encoded(withConnectionInfo(w, proxy)))
   return wire !== undefined ? Effect.succeed(encoded(wire, wireText(row.doc, wire))) : Effect.map(runWireOf(row), (w) => encoded(w))
+}
+
+/** A page of wire runs with `job_connection_info` for the SSH proxy. */
+const withProxyInfo = <A>(page: Encoded<A>, proxy: SshProxyAddress): Encoded<A> => {
+  const runs = (page.json !== undefined ? JSON.parse(typeof page.json === "string" ? page.json : new TextDecoder().decode(page.json)) : page.value) as Array<unknown>
+  return encoded(runs.map((run) => withConnectionInfo(run, proxy)) as unknown as A)
 }
 
 export const runRoutes = [
@@ -296,7 +308,7 @@ export const runRoutes = [
         ? Eager.mapError(runs.getByName(project, input.runName), mapStore(project, input.runName))
         : Eager.mapError(runs.get(input.id!), mapStore(project, input.id))
       return Eager.flatMap(row, (row) =>
-        row.project !== project ? Effect.fail(runNotFound(project, input.runName ?? input.id!)) : runAnswer(row)
+        row.project !== project ? Effect.fail(runNotFound(project, input.runName ?? input.id!)) : runAnswer(row, ctx.service(SshProxySettings).address)
       )
     },
     rememberInputs: true
@@ -324,7 +336,11 @@ export const runRoutes = [
               runs.listDocs(listFilter(input, ps), listPage(input)).pipe(
                 Effect.mapError(fromStateStore),
                 Effect.flatMap((rows) => runPage(rows, Date.now())),
-                Effect.map((page) => (input.jobSubmissionsLimit === undefined ? page : latestSubmissions(page, input.jobSubmissionsLimit)))
+                Effect.map((page) => (input.jobSubmissionsLimit === undefined ? page : latestSubmissions(page, input.jobSubmissionsLimit))),
+                Effect.map((page) => {
+                  const proxy = ctx.service(SshProxySettings).address
+                  return proxy === undefined ? page : withProxyInfo(page, proxy)
+                })
               )
             )
       )

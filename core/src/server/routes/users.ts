@@ -5,6 +5,7 @@ import { GlobalRole, User, UserTokenCreds, UserWithCreds, Username } from "../..
 import { StateStore, createUserWithToken, refreshToken } from "../../ports/StateStore.ts"
 import { badRequest, excerpt, forbidden, fromStateStore } from "../ApiError.ts"
 import { jsonRoute } from "../Route.ts"
+import { refreshUserSshKey, userSshKey } from "../UserSshKeys.ts"
 import type { RouteContext } from "../Route.ts"
 
 const key = <S extends Schema.Schema.Any>(schema: S, wire: string) => Schema.propertySignature(schema).pipe(Schema.fromKey(wire))
@@ -30,11 +31,13 @@ export const userRoutes = [
     // With the token the caller signed in with, as upstream answers (its CLI reads it back).
     method: "POST", path: "/api/users/get_my_user", summary: "The user this token belongs to, with that token", tag: "users", access: "user",
     response: UserWithCreds,
+    // With the user's SSH key pair too (made on first ask), which upstream's CLI attaches with.
     handler: (_: void, ctx) =>
-      Effect.flatMap(store, (s) => s.users.get(ctx.principal!.username)).pipe(
-        Effect.map((user) => new UserWithCreds({ ...user, creds: new UserTokenCreds({ token: bearerToken(ctx.hono) ?? "" }) })),
-        Effect.mapError(fromStateStore)
-      )
+      Effect.gen(function* () {
+        const user = yield* Effect.flatMap(store, (s) => s.users.get(ctx.principal!.username))
+        const key = yield* userSshKey(user.username)
+        return new UserWithCreds({ ...user, creds: new UserTokenCreds({ token: bearerToken(ctx.hono) ?? "" }), sshPublicKey: key.publicKey, sshPrivateKey: key.privateKey })
+      }).pipe(Effect.mapError(fromStateStore))
   }),
   jsonRoute({
     method: "POST", path: "/api/users/list", summary: "All users", tag: "users", access: "user",
@@ -96,6 +99,25 @@ export const userRoutes = [
         const token = yield* refreshToken(input.username).pipe(Effect.mapError(notFoundAs))
         const user = yield* s.users.get(input.username).pipe(Effect.mapError(notFoundAs))
         return new UserWithCreds({ ...user, creds: new UserTokenCreds({ token }) })
+      })
+  }),
+  jsonRoute({
+    // Upstream answers the user with the token the caller signed in with; only a user's own
+    // token is at hand here (the store keeps hashes), so an admin refreshing another user's key
+    // gets it without a token.
+    method: "POST", path: "/api/users/refresh_ssh_key", summary: "Make a new SSH key pair for a user (admins, or the user themself); the old one stops working", tag: "users", access: "user",
+    request: RefreshTokenRequest, response: UserWithCreds,
+    handler: (input, ctx) =>
+      Effect.gen(function* () {
+        if (ctx.principal!.globalRole !== "admin" && ctx.principal!.username !== input.username) {
+          return yield* Effect.fail(forbidden("Only admins can refresh other users' SSH keys"))
+        }
+        const s = yield* store
+        const notFoundAs = (e: { reason: string; message?: string }) => (e.reason === "NotFound" ? userNotFound(input.username) : fromStateStore(e))
+        const key = yield* refreshUserSshKey(input.username).pipe(Effect.mapError(notFoundAs))
+        const user = yield* s.users.get(input.username).pipe(Effect.mapError(notFoundAs))
+        const token = ctx.principal!.username === input.username ? bearerToken(ctx.hono) ?? "" : ""
+        return new UserWithCreds({ ...user, creds: new UserTokenCreds({ token }), sshPublicKey: key.publicKey, sshPrivateKey: key.privateKey })
       })
   }),
   jsonRoute({

@@ -5,7 +5,7 @@
  */
 import { Effect } from "effect"
 import { GlobalRole, User, Username } from "../../domain/User.ts"
-import { StateStoreError, type Users } from "../../ports/StateStore.ts"
+import { StateStoreError, type UserSshKeyPair, type Users } from "../../ports/StateStore.ts"
 import type { Row } from "../SqlDriver.ts"
 import type { SqlContext } from "./Context.ts"
 import { failWith, MODULE, toStoreError, validate } from "./Errors.ts"
@@ -97,6 +97,33 @@ export const make = ({ sql, accessWrite }: SqlContext): Users => {
             : toStoreError("users.delete")(e)
         ),
         Effect.asVoid
-      ))
+      )),
+    getSshKey: (username) =>
+      sql(`SELECT ssh_public_key, ssh_private_key FROM users WHERE username = $1`, [username]).pipe(
+        Effect.mapError(toStoreError("users.getSshKey")),
+        Effect.flatMap((rows) =>
+          rows.length === 0 ? failWith("users.getSshKey", "NotFound", `no user named '${username}'`) : Effect.succeed(keyFromRow(rows[0]))
+        )
+      ),
+    setSshKey: (username, key, options) =>
+      accessWrite(Effect.gen(function* () {
+        const guard = options?.onlyIfMissing === true ? " AND ssh_private_key IS NULL" : ""
+        const rows = yield* sql(
+          `UPDATE users SET ssh_public_key = $1, ssh_private_key = $2 WHERE username = $3${guard} RETURNING ssh_public_key, ssh_private_key`,
+          [key.publicKey, key.privateKey, username]
+        ).pipe(Effect.mapError(toStoreError("users.setSshKey")))
+        if (rows.length > 0) return keyFromRow(rows[0])!
+        // No row updated: the user is unknown, or (onlyIfMissing) already has a pair.
+        const existing = yield* sql(`SELECT ssh_public_key, ssh_private_key FROM users WHERE username = $1`, [username]).pipe(
+          Effect.mapError(toStoreError("users.setSshKey"))
+        )
+        const pair = existing.length === 0 ? null : keyFromRow(existing[0])
+        return pair ?? (yield* failWith("users.setSshKey", "NotFound", `no user named '${username}'`))
+      }))
   }
 }
+
+const keyFromRow = (r: Row): UserSshKeyPair | null =>
+  typeof r.ssh_public_key === "string" && typeof r.ssh_private_key === "string"
+    ? { publicKey: r.ssh_public_key, privateKey: r.ssh_private_key }
+    : null

@@ -1,0 +1,225 @@
+/**
+ * The server's SSH proxy, as upstream's dstack-sshproxy serves its CLI's attach: an SSH server
+ * (the `ssh2` library) where the user name `<upstream_id>_<user>` names a running job (its
+ * latest submission's id as 32 hex digits), the run owner's key or the run spec's `ssh_key_pub`
+ * authenticates, and `direct-tcpip` channels (`ssh -L`) to `localhost:<port>` reach the job's
+ * port, or the runner's own HTTP API for upstream's runner port 10999, through the runner
+ * transport's forward (JobForward.ts). It gives no shells: a session asking for one is told so.
+ */
+import * as fs from "node:fs/promises"
+import * as net from "node:net"
+import * as path from "node:path"
+import { Effect, Exit, type ManagedRuntime, Scope } from "effect"
+import type { Connection, ParsedKey, Server as Ssh2Server } from "ssh2"
+import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
+import { isRunStatusFinished, RunStatusValues } from "../domain/Status.ts"
+import type { Compute } from "../engine/Compute.ts"
+import { decodeRow } from "../engine/RunRecord.ts"
+import type { ForwardedPort } from "../ports/RunnerTransport.ts"
+import { StateStore } from "../ports/StateStore.ts"
+import { openJobForward, RUNNER_HTTP_PORT } from "./JobForward.ts"
+import { upstreamIdOf } from "./SshProxyInfo.ts"
+import { generateUserSshKey } from "./UserSshKeys.ts"
+
+export interface SshProxyOptions {
+  /** The port to listen on (0: any free one). */
+  readonly port: number
+  /** The address to bind (default `127.0.0.1`). */
+  readonly bind?: string | undefined
+  /** The file holding the proxy's host key (PEM); made, mode 0600, when missing. */
+  readonly hostKeyFile: string
+}
+
+export interface RunningSshProxy {
+  /** The port the proxy listens on. */
+  readonly port: number
+  /** The host key's public line (`ssh-rsa AAAA…`), for a known_hosts entry. */
+  readonly hostPublicKey: string
+  /** Stops listening and ends every connection and the forwards they opened. */
+  readonly close: () => Promise<void>
+}
+
+/** The job a proxy user name names, while its latest submission runs, and the keys it accepts. */
+interface ProxiedJob {
+  readonly runName: string
+  readonly pd: JobProvisioningData
+  /** Job ports the client may reach (`ports` of the configuration, the service port). */
+  readonly ports: ReadonlyArray<number>
+  readonly keys: ReadonlyArray<ParsedKey>
+}
+
+const USERNAME = /^([0-9a-f]{32})(?:_(.+))?$/
+
+/** The running job whose latest submission has upstream id `upstreamId`; undefined when none runs. */
+const findJob = (upstreamId: string) =>
+  Effect.gen(function* () {
+    const store = yield* StateStore
+    const rows = yield* store.runs.list({ statuses: RunStatusValues.filter((s) => !isRunStatusFinished(s)) })
+    for (const row of rows) {
+      const { record } = yield* decodeRow(row)
+      const run = record.run
+      for (const job of run.jobs) {
+        const sub = latestSubmission(job)
+        if (sub === undefined || upstreamIdOf(sub.id) !== upstreamId) continue
+        const pd = sub.jobProvisioningData
+        if (sub.status !== "running" || pd === undefined || pd.hostname === null || pd.hostname === "") return undefined
+        const texts = [run.runSpec.sshKeyPub, (yield* store.users.getSshKey(run.user))?.publicKey]
+        const keys: Array<ParsedKey> = []
+        const { utils } = yield* Effect.promise(() => loadSsh2())
+        for (const text of texts) {
+          if (text === undefined || text.trim() === "") continue
+          const parsed = utils.parseKey(text)
+          if (!(parsed instanceof Error)) keys.push(Array.isArray(parsed) ? parsed[0] : parsed)
+        }
+        const ports = [...new Set([...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort !== undefined ? [job.jobSpec.servicePort] : [])])]
+        return { runName: run.runSpec.runName ?? "(unnamed)", pd, ports, keys } satisfies ProxiedJob
+      }
+    }
+    return undefined
+  })
+
+type Ssh2 = typeof import("ssh2")
+let ssh2: Promise<Ssh2> | undefined
+/** ssh2 is CommonJS: its exports come as the default export under ESM. */
+const loadSsh2 = (): Promise<Ssh2> => (ssh2 ??= import("ssh2").then((m) => ((m as { default?: Ssh2 }).default ?? m) as Ssh2))
+
+/** The proxy's host key: read from `file`, or made (RSA, PKCS#1 PEM) and written with mode 0600. */
+const hostKey = async (file: string): Promise<string> => {
+  try {
+    return await fs.readFile(file, "utf8")
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== "ENOENT") throw error
+  }
+  const pair = await Effect.runPromise(generateUserSshKey("dstack-sshproxy"))
+  await fs.mkdir(path.dirname(file), { recursive: true })
+  // `wx`: a second server starting at the same time keeps the key the first one wrote.
+  await fs.writeFile(file, pair.privateKey, { mode: 0o600, flag: "wx" }).catch((error: { code?: unknown }) => {
+    if (error.code !== "EEXIST") throw error
+  })
+  return fs.readFile(file, "utf8")
+}
+
+/** Whether the client's key (its public blob) is `a`. */
+const sameKey = (a: ParsedKey, data: Buffer): boolean => Buffer.from(a.getPublicSSH()).equals(data)
+
+/**
+ * Starts the SSH proxy for a server's runtime (its stores and compute). Each authenticated
+ * connection opens a forward per job port it asks for, once, closed with the connection.
+ */
+export const startSshProxy = async (
+  runtime: ManagedRuntime.ManagedRuntime<StateStore | Compute, unknown>,
+  options: SshProxyOptions
+): Promise<RunningSshProxy> => {
+  const { Server, utils } = await loadSsh2()
+  const keyText = await hostKey(options.hostKeyFile)
+  const parsedHost = utils.parseKey(keyText)
+  if (parsedHost instanceof Error) throw new Error(`The SSH proxy's host key ${options.hostKeyFile} cannot be read: ${parsedHost.message}`)
+  const hostParsed = Array.isArray(parsedHost) ? parsedHost[0] : parsedHost
+  const hostPublicKey = `${hostParsed.type} ${Buffer.from(hostParsed.getPublicSSH()).toString("base64")}`
+  const connections = new Set<Connection>()
+
+  const onConnection = (client: Connection) => {
+    connections.add(client)
+    let job: ProxiedJob | undefined
+    const scope = Effect.runSync(Scope.make())
+    const forwards = new Map<number | "runner", Promise<ForwardedPort>>()
+    client.on("error", () => {
+      // A client that goes away mid-handshake; nothing to tell anyone.
+    })
+    client.on("close", () => {
+      connections.delete(client)
+      void Effect.runPromise(Scope.close(scope, Exit.void))
+    })
+    client.on("authentication", (ctx) => {
+      if (ctx.method !== "publickey") return ctx.reject(["publickey"])
+      const match = USERNAME.exec(ctx.username)
+      if (match === null) return ctx.reject(["publickey"])
+      runtime.runPromise(findJob(match[1])).then(
+        (found) => {
+          const key = found?.keys.find((k) => sameKey(k, ctx.key.data))
+          if (found === undefined || key === undefined) return ctx.reject(["publickey"])
+          // Without a signature the client only asks whether the key would do.
+          if (ctx.signature === undefined) return ctx.accept()
+          if (key.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) return ctx.reject(["publickey"])
+          job = found
+          ctx.accept()
+        },
+        (error: unknown) => {
+          console.error("[sshproxy] looking up a job failed:", error)
+          ctx.reject(["publickey"])
+        }
+      )
+    })
+    client.on("ready", () => {
+      client.on("tcpip", (accept, reject, info) => {
+        const proxied = job!
+        const local = info.destIP === "localhost" || info.destIP === "127.0.0.1" || info.destIP === "::1"
+        const which = info.destPort === RUNNER_HTTP_PORT ? "runner" : proxied.ports.includes(info.destPort) ? info.destPort : undefined
+        if (!local || which === undefined) return reject()
+        let forward = forwards.get(which)
+        if (forward === undefined) {
+          forward = runtime.runPromise(openJobForward(proxied.pd, which).pipe(Scope.extend(scope), Effect.mapError(({ error }) => new Error(error.message ?? error.reason))))
+          forwards.set(which, forward)
+          // A forward that failed is tried again by the next channel.
+          forward.catch(() => forwards.delete(which))
+        }
+        forward.then(
+          (fwd) => {
+            const socket = net.connect(fwd.localPort, fwd.localHost)
+            let connected = false
+            socket.once("connect", () => {
+              connected = true
+              const channel = accept()
+              channel.pipe(socket).pipe(channel)
+              channel.on("error", () => socket.destroy())
+              socket.on("error", () => channel.destroy())
+              socket.on("close", () => channel.destroy())
+            })
+            // Nothing listening there yet (the job's service still starting): the client's ssh
+            // reports the refused channel.
+            socket.once("error", () => {
+              if (!connected) reject()
+            })
+          },
+          (error: unknown) => {
+            console.error(`[sshproxy] cannot reach port ${info.destPort} of run ${proxied.runName}: ${error instanceof Error ? error.message : String(error)}`)
+            reject()
+          }
+        )
+      })
+      client.on("session", (accept) => {
+        const session = accept()
+        const refuse = (acceptStream: () => import("ssh2").ServerChannel) => {
+          const stream = acceptStream()
+          stream.stderr.write("dstack's SSH proxy forwards ports only (ssh -N -L …): it gives no shell and runs no commands.\r\n")
+          stream.exit(1)
+          stream.end()
+        }
+        session.on("pty", (ok) => ok?.())
+        session.on("env", (ok) => ok?.())
+        session.on("shell", (ok) => refuse(ok))
+        session.on("exec", (ok) => refuse(ok))
+        session.on("subsystem", (_ok, no) => no?.())
+      })
+    })
+  }
+
+  const server: Ssh2Server = new Server({ hostKeys: [keyText] }, onConnection)
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(options.port, options.bind ?? "127.0.0.1", () => {
+      server.off("error", reject)
+      resolve((server.address() as net.AddressInfo).port)
+    })
+  })
+  let closing: Promise<void> | undefined
+  return {
+    port,
+    hostPublicKey,
+    close: () =>
+      (closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        for (const c of connections) c.end()
+      }))
+  }
+}

@@ -1,0 +1,198 @@
+// The server's SSH proxy with OpenSSH's client against a real job of the local backend:
+// `ssh -N -L` with the run owner's key (from get_my_user) or the run spec's ssh_key_pub reaches
+// the job's port and, at upstream's runner port 10999, the runner's API; runs answers advertise
+// the proxy; a wrong key, a user name naming no job, a finished job and a shell are refused.
+import { spawn, spawnSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Schema } from "effect"
+import backendLocal from "@dstack-ts/backend-local"
+import transportLocal from "@dstack-ts/transport-local"
+import { Client } from "@dstack-ts/client"
+import { TaskConfiguration } from "../../core/src/domain/Configuration.ts"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
+import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
+import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { serve, type Serving } from "../../core/src/server/serve.ts"
+import { generateUserSshKey } from "../../core/src/server/UserSshKeys.ts"
+import { Effect } from "effect"
+
+const TOKEN = "sshproxy-e2e-token"
+const hasSsh = spawnSync("ssh", ["-V"]).status === 0
+let server: Server
+let listener: Serving | undefined
+let client: Client
+let dir: string
+let ownerKey: string
+let strangerKey: string
+let strangerPublic: string
+
+const task = (commands: ReadonlyArray<string>, extra: Record<string, unknown> = {}) =>
+  Schema.decodeUnknownSync(TaskConfiguration)({ type: "task", commands, resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." }, ...extra })
+
+const api = async (route: string, body: unknown) => {
+  const res = await fetch(`${listener!.url}${route}`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" }, body: JSON.stringify(body) })
+  expect(res.status).toBe(200)
+  return res.json() as Promise<any>
+}
+
+const sshArgs = (key: string) => [
+  "-F", "/dev/null", "-o", "ProxyCommand=none", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+  "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ConnectTimeout=10",
+  "-i", key, "-p", String(server.sshProxy!.port)
+]
+
+/** `ssh … user@127.0.0.1 command`: its exit code and output. */
+const sshRun = (key: string, user: string, command: string) =>
+  new Promise<{ code: number | null; out: string }>((resolve) => {
+    const child = spawn("ssh", [...sshArgs(key), `${user}@127.0.0.1`, command])
+    let out = ""
+    child.stdout.on("data", (d) => (out += d))
+    child.stderr.on("data", (d) => (out += d))
+    child.on("exit", (code) => resolve({ code, out }))
+  })
+
+const freePort = () => 20000 + Math.floor(Math.random() * 20000)
+
+/** Fetches `url` until it answers (the forward comes up after ssh authenticates). */
+const fetchText = async (url: string) => {
+  for (let i = 0; i < 100; i++) {
+    const text = await fetch(url, { signal: AbortSignal.timeout(5000) }).then((r) => r.text()).catch(() => undefined)
+    if (text !== undefined) return text
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`${url} never answered`)
+}
+
+const waitRunning = async (name: string) => {
+  for (let i = 0; i < 300; i++) {
+    const run = await api("/api/project/main/runs/get", { run_name: name })
+    const sub = run.jobs[0]?.job_submissions.at(-1)
+    if (sub?.status === "running") return run
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`run ${name} never ran`)
+}
+
+beforeAll(async () => {
+  if (!hasSsh) return
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "sshproxy-e2e-"))
+  server = await createServer({
+    state: EmbeddedStateStore.layerMemory(),
+    blobs: blobsMemory,
+    adminToken: TOKEN,
+    plugins: [backendLocal, transportLocal],
+    runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
+    compute: { defaultBackends: [{ type: "local" }] },
+    sshProxy: { port: 0, hostKeyFile: path.join(dir, "sshproxy_host_key"), hostname: "proxy.example" }
+  })
+  listener = await serve(server, { port: 0, handleSignals: false })
+  client = Client.connect({ name: "main", url: listener.url, token: TOKEN })
+  const me = await api("/api/users/get_my_user", {})
+  ownerKey = path.join(dir, "owner")
+  fs.writeFileSync(ownerKey, me.ssh_private_key, { mode: 0o600 })
+  strangerKey = path.join(dir, "stranger")
+  const stranger = await Effect.runPromise(generateUserSshKey("stranger"))
+  fs.writeFileSync(strangerKey, stranger.privateKey, { mode: 0o600 })
+  strangerPublic = stranger.publicKey
+}, 60_000)
+
+afterAll(async () => {
+  await (listener !== undefined ? listener.close() : server?.close())
+  if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true })
+})
+
+describe.skipIf(!hasSsh)("the SSH proxy", () => {
+  it("keeps its host key in the given file, mode 0600", () => {
+    const file = path.join(dir, "sshproxy_host_key")
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600)
+    expect(server.sshProxy!.hostPublicKey).toMatch(/^ssh-rsa AAAA/)
+  })
+
+  it("forwards a running job's port and the runner's port to the run owner's key, and refuses the rest", async () => {
+    const jobPort = freePort()
+    await client.runs.submit(
+      task([`mkdir -p www && echo served-through-the-proxy > www/index.html && cd www && exec python3 -m http.server ${jobPort} --bind 127.0.0.1`], { ports: [jobPort] }),
+      { runName: "proxied" }
+    )
+    const run = await waitRunning("proxied")
+    const info = run.jobs[0].job_connection_info
+    const upstreamId = run.jobs[0].job_submissions.at(-1).id.replace(/-/g, "")
+    expect(info).toEqual({ sshproxy_hostname: "proxy.example", sshproxy_port: server.sshProxy!.port, sshproxy_upstream_id: upstreamId })
+    const listed = await api("/api/runs/list", { project_name: "main" })
+    expect(listed.find((r: any) => r.run_spec.run_name === "proxied").jobs[0].job_connection_info.sshproxy_upstream_id).toBe(upstreamId)
+
+    const local = freePort()
+    const runnerLocal = local + 1
+    const unexposed = local + 2
+    const tunnel = spawn("ssh", [
+      ...sshArgs(ownerKey), "-N", "-L", `127.0.0.1:${local}:localhost:${jobPort}`, "-L", `127.0.0.1:${runnerLocal}:localhost:10999`,
+      "-L", `127.0.0.1:${unexposed}:localhost:${server.sshProxy!.port}`, `${upstreamId}_root@127.0.0.1`
+    ])
+    let tunnelOut = ""
+    tunnel.stderr.on("data", (d) => (tunnelOut += d))
+    try {
+      expect(await fetchText(`http://127.0.0.1:${local}/index.html`)).toBe("served-through-the-proxy\n")
+      expect(JSON.parse(await fetchText(`http://127.0.0.1:${runnerLocal}/api/healthcheck`))).toMatchObject({ service: "dstack-ts-runner" })
+      // A port the job does not expose (here the proxy's own) gets no channel: the connection closes.
+      await expect(fetch(`http://127.0.0.1:${unexposed}/`, { signal: AbortSignal.timeout(5000) })).rejects.toThrow(/fetch failed/)
+    } finally {
+      tunnel.kill("SIGTERM")
+      await new Promise((r) => tunnel.once("exit", r))
+    }
+    expect(tunnelOut).not.toMatch(/denied/i)
+    expect(tunnelOut).toMatch(/open failed/)
+
+    const shell = await sshRun(ownerKey, `${upstreamId}_root`, "whoami")
+    expect(shell.code).toBe(1)
+    expect(shell.out).toContain("forwards ports only")
+
+    const stranger = await sshRun(strangerKey, `${upstreamId}_root`, "true")
+    expect(stranger.code).toBe(255)
+    expect(stranger.out).toContain("Permission denied (publickey)")
+    const nobody = await sshRun(ownerKey, `${"0".repeat(32)}_root`, "true")
+    expect(nobody.code).toBe(255)
+    expect(nobody.out).toContain("Permission denied (publickey)")
+    const malformed = await sshRun(ownerKey, "root", "true")
+    expect(malformed.code).toBe(255)
+    expect(malformed.out).toContain("Permission denied (publickey)")
+
+    await client.runs.stop(["proxied"], { abort: true })
+    for (let i = 0; i < 300; i++) {
+      const r = await api("/api/project/main/runs/get", { run_name: "proxied" })
+      if (r.jobs[0].job_submissions.at(-1).status !== "running") break
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    const stopped = await sshRun(ownerKey, `${upstreamId}_root`, "true")
+    expect(stopped.code).toBe(255)
+    expect(stopped.out).toContain("Permission denied (publickey)")
+  }, 90_000)
+
+  it("also admits the run spec's ssh_key_pub", async () => {
+    const jobPort = freePort()
+    const submitted = await api("/api/project/main/runs/submit", {
+      run_spec: {
+        run_name: "proxied-spec-key",
+        repo_id: "sshproxy-e2e",
+        repo_data: { repo_type: "virtual" },
+        ssh_key_pub: strangerPublic,
+        configuration: { type: "task", commands: [`exec python3 -m http.server ${jobPort} --bind 127.0.0.1`], ports: [jobPort], resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." } }
+      }
+    })
+    expect(submitted.run_spec.ssh_key_pub).toBe(strangerPublic)
+    const run = await waitRunning("proxied-spec-key")
+    const upstreamId = run.jobs[0].job_connection_info.sshproxy_upstream_id
+    const local = freePort()
+    const tunnel = spawn("ssh", [...sshArgs(strangerKey), "-N", "-L", `127.0.0.1:${local}:localhost:10999`, `${upstreamId}_root@127.0.0.1`])
+    try {
+      expect(JSON.parse(await fetchText(`http://127.0.0.1:${local}/api/healthcheck`))).toMatchObject({ service: "dstack-ts-runner" })
+    } finally {
+      tunnel.kill("SIGTERM")
+      await new Promise((r) => tunnel.once("exit", r))
+      await client.runs.stop(["proxied-spec-key"], { abort: true })
+    }
+  }, 90_000)
+})
