@@ -50,8 +50,8 @@ export default defineCommand({
     mkdirSync(workDir, { recursive: true })
     const { Runner } = await import("@dstack-ts/core")
     const { runnerPlugins } = await import("../runnerPlugins.ts")
-    const { Agent, probeHost } = await import("@dstack-ts/backend-pool")
-    const resources = await probeHost(workDir, "nvidia-smi")
+    const { Agent } = await import("@dstack-ts/backend-pool")
+    const resources = await Runner.HostProbe.probeHost(workDir, "nvidia-smi")
     // Served here rather than as `dstack runner` does: this command owns the signals (it leaves
     // the pool first, then closes the runner), and prints its own line, not the runner's.
     const runner = await Runner.serveRunner({ host: "127.0.0.1", port: 0, workDir, plugins: runnerPlugins })

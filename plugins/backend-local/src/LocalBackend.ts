@@ -18,12 +18,12 @@ import {
   InstanceResources,
   InstanceType,
   JobProvisioningData,
+  Runner,
   RunnerLaunch,
   ServerShutdown,
   configDecoder
 } from "@dstack-ts/core"
 import { Effect, Schema, type Scope } from "effect"
-import { type HostResources, probeHost } from "./internal/HostProbe.ts"
 
 const { bundleRunner, StartFailure, startRunner } = RunnerLaunch
 type RunnerProcess = RunnerLaunch.RunnerProcess
@@ -95,13 +95,13 @@ export interface LocalInstance {
 export interface LocalBackend extends Backend.Backend {
   readonly instances: Effect.Effect<ReadonlyArray<LocalInstance>>
   /** What the offer describes. */
-  readonly host: HostResources
+  readonly host: Runner.HostProbe.HostResources
 }
 
 const fail = (method: string, reason: Backend.BackendErrorReason, message: string, cause?: unknown) =>
   Backend.fail(MODULE, method, reason, message, cause)
 
-const makeOffer = (host: HostResources, availability: "available" | "not_available") =>
+const makeOffer = (host: Runner.HostProbe.HostResources, availability: "available" | "not_available") =>
   new InstanceOffer({
     backend: TYPE,
     region: TYPE,
@@ -171,7 +171,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
       catch: (cause) => new Backend.BackendError({ module: MODULE, method: "make", reason: "Invalid", message: `cannot create the work directory ${workDir}: ${String(cause)}`, cause })
     })
     const host = yield* Effect.tryPromise({
-      try: () => probeHost(workDir, options.nvidiaSmi ?? "nvidia-smi"),
+      try: () => Runner.HostProbe.probeHost(workDir, options.nvidiaSmi ?? "nvidia-smi"),
       catch: (cause) => new Backend.BackendError({ module: MODULE, method: "make", reason: "Unknown", message: `cannot measure this machine (work directory ${workDir}): ${String(cause)}`, cause })
     })
 

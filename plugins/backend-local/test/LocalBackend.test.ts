@@ -8,10 +8,12 @@ import { describe, expect, it } from "@effect/vitest"
 import { type Backend, RunnerLaunch, RunnerTransport } from "@dstack-ts/core"
 import { Effect, Either, Schedule } from "effect"
 import plugin, { LocalBackend } from "../src/index.ts"
-import { cpuArchOf, detectGpus, diskSizeMib, gpuShortName, parseNvidiaSmi } from "../src/internal/HostProbe.ts"
+import { Runner } from "@dstack-ts/core"
 import { describeWith } from "../../../test/support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../../../test/support/docker.ts"
 import { modest, pidAlive, requirements, RUNNER_ENTRY, submitBody, tmpDir, writeScript } from "./support.ts"
+
+const { cpuArchOf, detectGpus, diskSizeMib, gpuShortName, parseNvidiaSmi } = Runner.HostProbe
 
 const config: Backend.InstanceConfiguration = {
   projectName: "main",

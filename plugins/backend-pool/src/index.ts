@@ -15,7 +15,6 @@ export * as Agent from "./Agent.ts"
 export * as Hub from "./Hub.ts"
 export * as PoolBackend from "./PoolBackend.ts"
 export * as PoolTransport from "./PoolTransport.ts"
-export { probeHost } from "./internal/HostProbe.ts"
 export type { Hello } from "./internal/Frames.ts"
 export { JOIN_PATH } from "./JoinRoute.ts"
 

@@ -1,6 +1,7 @@
 /**
  * What this machine has: CPUs, memory, the disk of the work directory and NVIDIA GPUs (from
- * `nvidia-smi` when it is installed). The local backend's one offer is built from it.
+ * `nvidia-smi` when it is installed): what a machine offers to run jobs on (the local backend's
+ * offer; a pool machine's report when it joins). `Runner.HostProbe` in core's exports.
  */
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
