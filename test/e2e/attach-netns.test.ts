@@ -22,6 +22,7 @@ import { createServer, type Server } from "../../core/src/server/createServer.ts
 import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { appCall } from "../support/api.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHosts } from "../support/netns.ts"
+import { makeUntil } from "../support/until.ts"
 
 const RUNNER_ENTRY = fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url))
 const CLI = path.resolve("cli/bin/dstack.mjs")
@@ -82,16 +83,7 @@ const makeRelay = async (target: number): Promise<Relay> => {
   }
 }
 
-const until = async <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 120_000): Promise<T> => {
-  const start = Date.now()
-  let last: T = await get()
-  while (!ok(last)) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not in time; last: ${JSON.stringify(last).slice(0, 3000)}`)
-    await new Promise((r) => setTimeout(r, 250))
-    last = await get()
-  }
-  return last
-}
+const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
 const getRun = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
 const attachRoute = (query: string, token: string) =>
   fetch(`${serving.url}/api/project/main/runs/attach?${query}`, { headers: { authorization: `Bearer ${token}` } }).then(async (r) => ({ status: r.status, text: await r.text() }))

@@ -20,6 +20,7 @@ import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { appCall } from "../support/api.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHost, type NetnsHosts } from "../support/netns.ts"
+import { makeUntil } from "../support/until.ts"
 
 const RUNNER_ENTRY = fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url))
 const TOKEN = "fleets-netns-token"
@@ -27,16 +28,7 @@ let server: Server
 let hosts: NetnsHosts
 const call = appCall(() => server, TOKEN)
 
-const until = async <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 120_000): Promise<T> => {
-  const start = Date.now()
-  let last: T = await get()
-  while (!ok(last)) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not in time; last: ${JSON.stringify(last).slice(0, 3000)}`)
-    await new Promise((r) => setTimeout(r, 250))
-    last = await get()
-  }
-  return last
-}
+const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
 const getRun = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
 const getFleet = async (name: string) => (await call("/api/project/main/fleets/get", { name })).body
 const finished = (run: any) => ["done", "failed", "terminated"].includes(run.status)

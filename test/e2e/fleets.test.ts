@@ -9,6 +9,7 @@ import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { appCall } from "../support/api.ts"
 import { makeRemoteStandIn } from "../support/remote-standin.ts"
+import { makeUntil } from "../support/until.ts"
 
 const TOKEN = "fleets-e2e-token"
 const PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in-secret-key-material\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -36,16 +37,7 @@ const runSpec = (configuration: Record<string, unknown>, runName: string) => ({
   }
 })
 
-const until = async <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<T> => {
-  const start = Date.now()
-  let last: T = await get()
-  while (!ok(last)) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not in time; last: ${JSON.stringify(last).slice(0, 2000)}`)
-    await new Promise((r) => setTimeout(r, 100))
-    last = await get()
-  }
-  return last
-}
+const until = makeUntil({ timeoutMs: 30_000, everyMs: 100 })
 
 const getFleet = async (name: string) => (await call("/api/project/main/fleets/get", { name })).body
 const getRun = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body

@@ -19,6 +19,7 @@ import { createServer, type Server } from "../../core/src/server/createServer.ts
 import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { httpCall } from "../support/api.ts"
 import { applyService, waitRunning } from "../support/services.ts"
+import { makeUntil } from "../support/until.ts"
 
 const TOKEN = "services-failure-token"
 let server: Server
@@ -28,16 +29,7 @@ let call: ReturnType<typeof httpCall>
 const getRun = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
 const proxied = (name: string, rest: string) => fetch(`${serving.url}/proxy/services/main/${name}${rest}`)
 
-const until = async <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 60_000): Promise<T> => {
-  const start = Date.now()
-  let last: T = await get()
-  while (!ok(last)) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not in time; last: ${JSON.stringify(last).slice(0, 3000)}`)
-    await new Promise((r) => setTimeout(r, 100))
-    last = await get()
-  }
-  return last
-}
+const until = makeUntil({ timeoutMs: 60_000, everyMs: 100 })
 
 /** Requests through the proxy, two at a time, until stopped: every answer's status and replica. */
 const load = (name: string) => {

@@ -17,6 +17,7 @@ import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { httpCall } from "../support/api.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHosts } from "../support/netns.ts"
 import { freePort, waitRunning } from "../support/services.ts"
+import { makeUntil } from "../support/until.ts"
 
 const RUNNER_ENTRY = fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url))
 const APP = path.resolve("test/support/service-app.mjs")
@@ -27,16 +28,7 @@ let hosts: NetnsHosts
 let call: ReturnType<typeof httpCall>
 const auth = { authorization: `Bearer ${TOKEN}` }
 
-const until = async <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 120_000): Promise<T> => {
-  const start = Date.now()
-  let last: T = await get()
-  while (!ok(last)) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not in time; last: ${JSON.stringify(last).slice(0, 3000)}`)
-    await new Promise((r) => setTimeout(r, 250))
-    last = await get()
-  }
-  return last
-}
+const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
 
 describeWithNetns(() => {
   beforeAll(async () => {

@@ -17,6 +17,7 @@ import { Client } from "@dstack-ts/client"
 import { render as renderPs } from "../../cli/src/commands/ps.ts"
 import { appCall } from "../support/api.ts"
 import { createSlurmCluster, describeWithSlurm, type SlurmCluster } from "../support/slurm.ts"
+import { makeUntil } from "../support/until.ts"
 
 const RUNNER_ENTRY = fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url))
 const TOKEN = "slurm-e2e-token"
@@ -24,16 +25,7 @@ let server: Server
 let cluster: SlurmCluster
 const call = appCall(() => server, TOKEN)
 
-const until = async <T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 120_000): Promise<T> => {
-  const start = Date.now()
-  let last: T = await get()
-  while (!ok(last)) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not in time; last: ${JSON.stringify(last).slice(0, 3000)}`)
-    await new Promise((r) => setTimeout(r, 250))
-    last = await get()
-  }
-  return last
-}
+const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
 const getRun = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
 const finished = (run: any) => ["done", "failed", "terminated"].includes(run.status)
 const logsOf = async (name: string) => (await call("/api/project/main/logs/poll", { run_name: name })).body.logs.map((l: any) => l.message).join("")
