@@ -213,10 +213,7 @@ export const submit = (project: string, user: string, runSpec: RunSpec, force: b
     } else {
       runName = yield* freeRunName(project)
     }
-    // As upstream: a spec without ssh_key_pub gets the user's own key (made on first need),
-    // which upstream's CLI compares with the key it attaches with.
-    const sshKeyPub = runSpec.sshKeyPub ?? (yield* userSshKey(user).pipe(Effect.mapError(fromStateStore))).publicKey
-    const spec = new RunSpec({ ...runSpec, runName, sshKeyPub })
+    const spec = new RunSpec({ ...runSpec, runName, sshKeyPub: yield* sshKeyPubOf(runSpec, user) })
     const now = new Date()
     const jobs = jobSpecsFromRunSpec(spec).map(
       (jobSpec) =>
@@ -235,6 +232,16 @@ export const submit = (project: string, user: string, runSpec: RunSpec, force: b
   })
 
 /**
+ * As upstream: a spec without ssh_key_pub gets the user's own key (made on first need), which
+ * upstream's CLI compares with the key it attaches with — before a new run is stored, and before
+ * an update is compared with the run it updates (whose spec has the key already).
+ */
+const sshKeyPubOf = (runSpec: RunSpec, user: string) =>
+  runSpec.sshKeyPub !== undefined
+    ? Effect.succeed(runSpec.sshKeyPub)
+    : Effect.map(userSshKey(user).pipe(Effect.mapError(fromStateStore)), (pair) => pair.publicKey)
+
+/**
  * runs/apply: a plan for an active service of the same name updates it in place (upstream's
  * deployment: replicas roll to the new spec, see services/Deployment.ts); anything else is a
  * new run. Without `force` the plan must name the run it replaces (its `current_resource`).
@@ -249,7 +256,7 @@ const applyPlan = (project: string, user: string, plan: typeof Api.ApplyPlanInpu
         Effect.mapError(fromStateStore)
       )
       if (existing !== undefined && !isRunStatusFinished(existing.status) && existing.status !== "terminating" && existing.runSpec.configuration.type === "service") {
-        const next = new RunSpec({ ...plan.runSpec, runName })
+        const next = new RunSpec({ ...plan.runSpec, runName, sshKeyPub: yield* sshKeyPubOf(plan.runSpec, user) })
         const check = checkServiceUpdate(existing.runSpec, next)
         if ("refused" in check) return yield* Effect.fail(badRequest(`Cannot update the active service ${runName}: ${check.refused}`, ["body", "plan", "run_spec"]))
         const planned = (plan.currentResource as { readonly id?: unknown } | null | undefined)?.id
