@@ -17,10 +17,12 @@ import { ensureK8sRunnerImage } from "../../../test/support/k8s-runner-image.ts"
 
 const requirements = (resources: Record<string, unknown>): Requirements => Schema.decodeUnknownSync(Requirements)({ resources })
 
+// A new instance id each time, as the engine gives: a pod is named after it, and a pod of an
+// earlier case that the stand-in is still deleting must not answer for this case's pod.
 const instance = (job?: Backend.InstanceJob): Backend.InstanceConfiguration => ({
   projectName: "main",
   instanceName: "k8s-test-0",
-  instanceId: "22222222-2222-4222-8222-222222222222",
+  instanceId: crypto.randomUUID(),
   sshKeys: [],
   ...(job ? { job } : {})
 })
@@ -29,7 +31,7 @@ const make = (config: Record<string, unknown>) => KubernetesBackend.fromConfig({
 
 const failureOf = <A, R>(self: Effect.Effect<A, Backend.BackendError, R>) =>
   Effect.map(Effect.either(self), (e) => {
-    if (Either.isRight(e)) throw new Error("expected a failure")
+    if (Either.isRight(e)) throw new Error(`expected a failure, got ${JSON.stringify(e.right).slice(0, 1500)}`)
     return e.left
   })
 
