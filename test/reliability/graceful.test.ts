@@ -1,7 +1,7 @@
 // A graceful stop (SIGTERM) of the server — a restart or an upgrade — leaves running jobs
 // running, as SIGKILL does: the job's process outlives the server, and the server started again
-// on the same state follows it to its end with every log line stored once. The runner of a job
-// that ended is left too (its last events may not be stored yet). A real server process
+// on the same state follows it to its end with every log line stored once. A runner with no
+// running job (an idle instance) is stopped. A real server process
 // (test/support/fault-server.ts, the default build) with the local backend.
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -44,7 +44,7 @@ describe("SIGTERM of the server", () => {
     }
   })
 
-  it("leaves the running job running, and the runner of a job that ended; the restarted server follows the job to done with each line once", async () => {
+  it("leaves the running job running and stops the idle runner; the restarted server follows the job to done with each line once", async () => {
     const marker = path.join(dir, "job-pid")
     const script = `echo $$ > ${marker}; i=1; while [ $i -le ${LINES} ]; do echo "line $i"; i=$((i+1)); sleep 0.5; done`
     const applied = await call(server!.port, TOKEN, "/api/project/main/runs/apply", taskSpec("graceful", [script]))
@@ -68,10 +68,9 @@ describe("SIGTERM of the server", () => {
     const exit = await server!.exited
     console.log(`graceful: the server exited ${Date.now() - stoppedAt} ms after SIGTERM`)
     expect(exit.code, server!.output.join("").slice(-2000)).toBe(0)
-    // The job is still there, and so is its runner; so is the runner of the job that ended
-    // (the next server may still have its last events to read; its instance is reaped later).
+    // The job is still there, and so is its runner; the idle runner is gone.
     expect(() => process.kill(jobPid, 0)).not.toThrow()
-    expect(runnersUnder(path.join(dir, "work")).length).toBe(2)
+    expect(runnersUnder(path.join(dir, "work")).length).toBe(1)
 
     server = await startServer("second", env())
     let run: any

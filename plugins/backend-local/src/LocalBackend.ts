@@ -140,7 +140,7 @@ interface Entry {
 
 /**
  * Makes the local backend. The scope owns the runners: closing it terminates them (but runners
- * that were handed a job when the server closes for a restart, ServerShutdown `leave`).
+ * with a running job when the server closes for a restart, ServerShutdown `leave`).
  *
  * @example
  * const backend = yield* LocalBackend.make({ maxInstances: 2 })
@@ -198,7 +198,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
       })
     )
 
-    // Whether the runner says a job was handed to it (running or ended); an older runner that
+    // Whether the runner says a job was handed to it and has not ended; an older runner that
     // does not say is taken to have one (leaving a runner is the safe mistake for a job).
     const hasLiveJob = (e: Entry) =>
       Effect.promise(async () => {
@@ -207,7 +207,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
         try {
           const res = await fetch(`http://${runner.host.includes(":") ? `[${runner.host}]` : runner.host}:${runner.port}/api/healthcheck`, { signal: AbortSignal.timeout(2_000) })
           const body = (await res.json()) as { job?: string }
-          return body.job !== "none"
+          return body.job === undefined || body.job === "running"
         } catch {
           return false
         }
@@ -222,9 +222,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
     // No orphans: whatever is still running (or starting) when the backend goes away is
     // stopped — unless the server closes for a restart (ServerShutdown `leave`): then its
     // runners go on with their jobs, as after a SIGKILL, and the next server follows them.
-    // Left that way are runners that were handed a job: a running one goes on, and one that
-    // ended may still hold its last events for the next server (its instance is reaped when
-    // that server terminates it). Runners never handed a job are stopped.
+    // Left that way are only runners with a job that has not ended; idle ones are stopped.
     const shutdown = yield* ServerShutdown
     yield* Effect.addFinalizer(() =>
       Effect.forEach(
