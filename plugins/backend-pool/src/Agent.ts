@@ -7,7 +7,7 @@
 import { Buffer } from "node:buffer"
 import * as net from "node:net"
 import WebSocket from "ws"
-import { decoder, DATA_CHUNK, encode, type Frame, FrameType, type Hello } from "./internal/Frames.ts"
+import { decoder, DATA_CHUNK, deliverToStream, encode, type Frame, FrameType, type Hello } from "./internal/Frames.ts"
 import type { Channel } from "./Hub.ts"
 
 /** The WebSocket subprotocol of the join route (the server's TCP tunnel framing). */
@@ -126,7 +126,7 @@ export const serveMachine = (channel: Channel, hello: Hello): Promise<Joined> =>
     }
 
     const onFrame = (frame: Frame) => {
-      const socket = streams.get(frame.id)
+      if (deliverToStream(streams, frame)) return
       switch (frame.type) {
         case FrameType.Welcome: {
           welcomed = true
@@ -149,18 +149,6 @@ export const serveMachine = (channel: Channel, hello: Hello): Promise<Joined> =>
           return
         case FrameType.Open:
           return open(frame.id, frame.payload.readUInt16BE(0))
-        case FrameType.Data:
-          if (socket !== undefined) socket.write(frame.payload)
-          return
-        case FrameType.End:
-          if (socket !== undefined) socket.end()
-          return
-        case FrameType.Close:
-          if (socket !== undefined) {
-            streams.delete(frame.id)
-            socket.destroy()
-          }
-          return
       }
     }
 

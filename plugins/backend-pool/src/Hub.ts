@@ -8,7 +8,7 @@
  */
 import { Buffer } from "node:buffer"
 import type * as net from "node:net"
-import { decoder, DATA_CHUNK, encode, type Frame, FrameType, type Hello } from "./internal/Frames.ts"
+import { decoder, DATA_CHUNK, deliverToStream, encode, type Frame, FrameType, type Hello } from "./internal/Frames.ts"
 
 /** A byte stream to one machine (the loopback TCP end of its WebSocket, or a socket in tests). */
 export interface Channel {
@@ -164,22 +164,10 @@ export const make = (options: HubOptions = {}): Hub => {
       return
     }
     c.machine.lastSeen = Date.now()
-    const socket = c.streams.get(frame.id)
+    if (deliverToStream(c.streams, frame)) return
     switch (frame.type) {
       case FrameType.Ping:
         return send(c, FrameType.Pong, 0)
-      case FrameType.Data:
-        if (socket !== undefined) socket.write(frame.payload)
-        return
-      case FrameType.End:
-        if (socket !== undefined) socket.end()
-        return
-      case FrameType.Close:
-        if (socket !== undefined) {
-          c.streams.delete(frame.id)
-          socket.destroy()
-        }
-        return
       case FrameType.Bye:
         return drop(c, `pool machine ${c.machine.name} left the pool${frame.payload.length > 0 ? `: ${frame.payload.toString("utf8")}` : ""}`, false)
       default:

@@ -5,6 +5,7 @@
  * a loopback TCP port). Layout: u32 length of the rest, u8 type, u32 stream id, payload.
  */
 import { Buffer } from "node:buffer"
+import type * as net from "node:net"
 
 export const FrameType = {
   /** machine → server: JSON `Hello`. */
@@ -85,3 +86,21 @@ export const decoder = () => {
 
 /** Data frames carry at most this many bytes, so one stream does not hold the others up for long. */
 export const DATA_CHUNK = 64 * 1024
+
+/**
+ * A stream frame (Data, End, Close) delivered to its socket, the same on both ends of the
+ * connection: bytes written, the write side ended, or the socket destroyed and forgotten. A frame
+ * for a stream no longer open is dropped. False for frames of other types.
+ */
+export const deliverToStream = (streams: Map<number, Pick<net.Socket, "write" | "end" | "destroy">>, frame: Frame): boolean => {
+  if (frame.type !== FrameType.Data && frame.type !== FrameType.End && frame.type !== FrameType.Close) return false
+  const socket = streams.get(frame.id)
+  if (socket === undefined) return true
+  if (frame.type === FrameType.Data) socket.write(frame.payload)
+  else if (frame.type === FrameType.End) socket.end()
+  else {
+    streams.delete(frame.id)
+    socket.destroy()
+  }
+  return true
+}
