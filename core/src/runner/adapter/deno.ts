@@ -11,7 +11,13 @@ interface DenoHttpServer {
 }
 interface DenoServe {
   serve(
-    options: { hostname: string; port: number; onListen?: (addr: { hostname: string; port: number }) => void; signal?: AbortSignal },
+    options: {
+      hostname: string
+      port: number
+      onListen?: (addr: { hostname: string; port: number }) => void
+      onError?: (error: unknown) => Response
+      signal?: AbortSignal
+    },
     handler: (request: Request, info: { remoteAddr?: { hostname?: string } }) => Response | Promise<Response>
   ): DenoHttpServer
   upgradeWebSocket(request: Request, options?: { protocol?: string }): { socket: WebSocket; response: Response }
@@ -60,6 +66,17 @@ const relay = async (deno: DenoServe, request: Request, upgrade: UpgradeHandler)
   return response
 }
 
+/**
+ * The answer to a request whose handling threw. Deno's own fallback for this case (its default
+ * `onError`) was seen to fail inside Deno under load, surfacing as an unhandled rejection in the
+ * server's process; answering here keeps every failure a plain 500 and says what failed.
+ */
+const failed = (request: Request | undefined, error: unknown): Response => {
+  const what = request === undefined ? "a request" : `${request.method} ${new URL(request.url).pathname}`
+  console.error(`dstack-ts: ${what} failed before it was answered:`, error)
+  return new Response("Internal Server Error", { status: 500, headers: { "content-type": "text/plain" } })
+}
+
 export const serve: ServeFunction = (fetch, options) => {
   const deno = (globalThis as unknown as { Deno: DenoServe }).Deno
   const upgrade = options.upgrade
@@ -71,6 +88,7 @@ export const serve: ServeFunction = (fetch, options) => {
           hostname: options.hostname,
           port: options.port,
           signal: controller.signal,
+          onError: (error) => failed(undefined, error),
           onListen: (addr) =>
             resolve({
               hostname: options.hostname,
@@ -82,10 +100,15 @@ export const serve: ServeFunction = (fetch, options) => {
               }
             })
         },
-        (request, info) =>
-          upgrade !== undefined && isWebSocketUpgrade(request)
-            ? relay(deno, request, upgrade)
-            : fetch(request, { remoteAddr: info?.remoteAddr?.hostname })
+        async (request, info) => {
+          try {
+            return upgrade !== undefined && isWebSocketUpgrade(request)
+              ? await relay(deno, request, upgrade)
+              : await fetch(request, { remoteAddr: info?.remoteAddr?.hostname })
+          } catch (error) {
+            return failed(request, error)
+          }
+        }
       )
     } catch (error) {
       reject(error)
