@@ -1,8 +1,9 @@
 /**
  * The process executor: runs a job's commands on the host, without a container, under bash
  * (or /bin/sh) in its own process group, so that stop and abort reach the whole process tree.
- * The group dies with the runner: a watchdog process holds a pipe from the runner and kills
- * the group when the pipe closes, which happens however the runner ends (`kill -9` included).
+ * The group dies with the runner: one watchdog process per executor holds a pipe from the
+ * runner and kills the groups of running jobs when the pipe closes, which happens however the
+ * runner ends (`kill -9` included).
  */
 import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
@@ -58,21 +59,65 @@ const exitCodeOf = (code: number | null, signal: NodeJS.Signals | null): number 
 }
 
 /**
- * A watchdog for the process group `pgid`, in a group of its own: it waits for end-of-file on
- * its stdin, a pipe whose only writer is this process, and then kills the group. The pipe
- * closes when this process (the runner) ends, whatever ends it; a job that ends first has its
- * watchdog killed (see start), so a later group with a reused id is never hit.
+ * The shell program of the watchdog: it keeps the set of process groups it is told of
+ * (`add PGID` / `del PGID`, a line each, on its stdin) and, at end-of-file, kills each group
+ * left in it. Only builtins, so a `del` costs no process.
  */
-const watchGroup = (pgid: number): ChildProcess => {
-  const watchdog = spawn("/bin/sh", ["-c", `read -r _; kill -9 -${pgid} 2>/dev/null`], {
-    detached: true,
-    stdio: ["pipe", "ignore", "ignore"]
-  })
-  // Neither the watchdog nor its pipe keeps the runner's event loop alive.
-  watchdog.unref()
-  ;(watchdog.stdin as unknown as { unref?: () => void } | null)?.unref?.()
-  watchdog.on("error", () => {})
-  return watchdog
+const WATCHDOG_SCRIPT = [
+  'g=" "',
+  'while read -r op id; do',
+  '  case "$op" in',
+  '    add) g="$g$id " ;;',
+  '    del) n=" "; for x in $g; do [ "$x" = "$id" ] || n="$n$x "; done; g="$n" ;;',
+  '  esac',
+  'done',
+  'for x in $g; do kill -9 -"$x" 2>/dev/null; done'
+].join("\n")
+
+/**
+ * One watchdog per executor for the process groups of its jobs, in a group of its own: its
+ * stdin is a pipe whose only writer is this process (the runner), so it reads end-of-file when
+ * the runner ends, whatever ends it (`kill -9` included), and then kills the groups still
+ * registered. A job that ends is unregistered first, so a later group with a reused id is
+ * never hit. One long-lived process instead of one per job keeps a fork off each job's start.
+ */
+export interface GroupWatchdog {
+  readonly add: (pgid: number) => void
+  readonly remove: (pgid: number) => void
+}
+
+export const makeGroupWatchdog = (): GroupWatchdog => {
+  const groups = new Set<number>()
+  let watchdog: ChildProcess | undefined
+  const send = (line: string) => {
+    watchdog ??= start()
+    watchdog.stdin?.write(line)
+  }
+  const start = (): ChildProcess => {
+    const child = spawn("/bin/sh", ["-c", WATCHDOG_SCRIPT], { detached: true, stdio: ["pipe", "ignore", "ignore"] })
+    // Neither the watchdog nor its pipe keeps the runner's event loop alive.
+    child.unref()
+    ;(child.stdin as unknown as { unref?: () => void } | null)?.unref?.()
+    child.on("error", () => {})
+    child.stdin?.on("error", () => {})
+    // A watchdog that died (killed by hand) is replaced on the next use, told of every live group.
+    child.once("exit", () => {
+      if (watchdog !== child) return
+      watchdog = undefined
+      if (groups.size > 0) send([...groups].map((g) => `add ${g}\n`).join(""))
+    })
+    return child
+  }
+  return {
+    add: (pgid) => {
+      groups.add(pgid)
+      send(`add ${pgid}\n`)
+    },
+    remove: (pgid) => {
+      if (!groups.delete(pgid)) return
+      send(`del ${pgid}\n`)
+    }
+  }
 }
 
 /** Signals every process of a group; a group that is already gone is not an error. */
@@ -123,6 +168,7 @@ const inheritedEnv = (): Record<string, string | undefined> => {
  */
 export const make = (options: ProcessExecutorOptions = {}): Executor.Executor => {
   const drainTimeout = Duration.decode(options.drainTimeout ?? "2 seconds")
+  const watchdog = makeGroupWatchdog()
   const start = (spec: ExecutionSpec, observer: ExecutionObserver): Effect.Effect<Execution, ExecutorError> =>
     Effect.gen(function* () {
       const cwd = path.resolve(spec.repoDir, spec.workingDir ?? ".")
@@ -139,7 +185,7 @@ export const make = (options: ProcessExecutorOptions = {}): Executor.Executor =>
       })
       yield* awaitSpawn(child, shell)
       const pid = child.pid as number
-      const watchdog = watchGroup(pid)
+      watchdog.add(pid)
 
       const exited = yield* Deferred.make<ExecutionExit>()
       let endedBy: ExecutionExit["endedBy"]
@@ -158,7 +204,7 @@ export const make = (options: ProcessExecutorOptions = {}): Executor.Executor =>
       }
       child.on("exit", (code, signal) => {
         leaderExit = { code, signal }
-        watchdog.kill("SIGKILL")
+        watchdog.remove(pid)
         // The job is over when its main process is: what it left behind in its group goes too,
         // which also closes the pipes those processes held.
         signalGroup(pid, "SIGKILL")

@@ -221,4 +221,32 @@ describe("ProcessExecutor: a job dies with its runner", () => {
     for (let i = 0; i < 100 && groupMembers(pgid).length > 0; i++) await new Promise((r) => setTimeout(r, 50))
     expect(groupMembers(pgid)).toEqual([])
   }, 60_000)
+
+  it("kills the groups of every job still running, through one watchdog, and only those", async () => {
+    const host = fileURLToPath(new URL("./fixtures/host.ts", import.meta.url))
+    const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined"
+    const child = spawn(isDeno ? "node" : process.execPath, ["--import", "tsx", host, "true", "sleep 300 & wait", "sleep 301 & wait"], {
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+    const pgids = await new Promise<Array<number>>((resolve, reject) => {
+      let out = ""
+      child.stdout!.on("data", (d) => {
+        out += String(d)
+        if (out.includes("\n")) resolve(out.trim().split(" ").map(Number))
+      })
+      child.once("exit", () => reject(new Error("the host exited before it started the jobs")))
+    })
+    expect(pgids).toHaveLength(3)
+    const [ended, ...running] = pgids as [number, number, number]
+    for (let i = 0; i < 100 && running.some((g) => groupMembers(g).length < 2); i++) await new Promise((r) => setTimeout(r, 50))
+    for (const g of running) expect(groupMembers(g).length, `group ${g}: the shell and its sleep`).toBeGreaterThanOrEqual(2)
+    expect(groupMembers(ended)).toEqual([])
+    // One watchdog for the executor: the host's children are the two jobs' shells and one sh.
+    const children = fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, "utf8").trim().split(/\s+/).map(Number)
+    const watchdogs = children.filter((pid) => !pgids.includes(pid))
+    expect(watchdogs, "watchdog processes of the host").toHaveLength(1)
+    child.kill("SIGKILL")
+    for (let i = 0; i < 100 && running.some((g) => groupMembers(g).length > 0); i++) await new Promise((r) => setTimeout(r, 50))
+    for (const g of running) expect(groupMembers(g), `group ${g}`).toEqual([])
+  }, 60_000)
 })
