@@ -2,15 +2,11 @@
 // 0) on the local backend. A request that finds no replica is held while one starts and is then
 // served; a burst of requests raises the replica count; when the traffic is over the count goes
 // back to zero — and a request still in flight on a replica being removed is answered whole.
-import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import backendLocal from "@dstack-ts/backend-local"
-import transportLocal from "@dstack-ts/transport-local"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
-import { serve, type Serving } from "../../core/src/server/serve.ts"
-import { httpCall } from "../support/api.ts"
+import type { Server } from "../../core/src/server/createServer.ts"
+import type { Serving } from "../../core/src/server/serve.ts"
+import type { httpCall } from "../support/api.ts"
+import { startLocalServer } from "../support/localServer.ts"
 import { applyService } from "../support/services.ts"
 
 const TOKEN = "autoscaling-e2e-token"
@@ -23,17 +19,7 @@ const url = (rest: string) => `${serving.url}/proxy/services/main/auto${rest}`
 const info = async () => (await call("/api/project/main/services/get", { run_name: "auto" })).body
 
 beforeAll(async () => {
-  server = await createServer({
-    state: EmbeddedStateStore.layerMemory(),
-    blobs: blobsMemory,
-    adminToken: TOKEN,
-    plugins: [backendLocal, transportLocal],
-    compute: { defaultBackends: [{ type: "local", config: { max_instances: 8 } }] },
-    runner: { entry: path.resolve("cli/src/runner.ts") },
-    services: { holdTimeoutMs: 60_000 }
-  })
-  serving = await serve(server, { port: 0, handleSignals: false })
-  call = httpCall(serving.url, TOKEN)
+  ;({ server, serving, call } = await startLocalServer({ token: TOKEN, maxInstances: 8, server: { services: { holdTimeoutMs: 60_000 } } }))
 }, 60_000)
 afterAll(async () => {
   await call?.("/api/project/main/runs/stop", { runs_names: ["auto"], abort: true })

@@ -7,13 +7,10 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import WebSocket from "ws"
-import backendLocal from "@dstack-ts/backend-local"
-import transportLocal from "@dstack-ts/transport-local"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
-import { serve, type Serving } from "../../core/src/server/serve.ts"
-import { httpCall } from "../support/api.ts"
+import type { Server } from "../../core/src/server/createServer.ts"
+import type { Serving } from "../../core/src/server/serve.ts"
+import type { httpCall } from "../support/api.ts"
+import { startLocalServer } from "../support/localServer.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 import { waitRunning } from "../support/services.ts"
@@ -68,17 +65,7 @@ const echo = (address: string, messages: ReadonlyArray<string>, headers: Record<
 const dockerMissing = await dockerUnavailableReason()
 describeWith("docker", dockerMissing === undefined, dockerMissing ?? "", () => {
   beforeAll(async () => {
-    server = await createServer({
-      state: EmbeddedStateStore.layerMemory(),
-      blobs: blobsMemory,
-      adminToken: TOKEN,
-      plugins: [backendLocal, transportLocal],
-      compute: { defaultBackends: [{ type: "local", config: { max_instances: 4 } }] },
-      runner: { entry: path.resolve("cli/src/runner.ts") },
-      services: { holdTimeoutMs: 60_000 }
-    })
-    serving = await serve(server, { port: 0, handleSignals: false })
-    call = httpCall(serving.url, TOKEN)
+    ;({ server, serving, call } = await startLocalServer({ token: TOKEN, maxInstances: 4, server: { services: { holdTimeoutMs: 60_000 } } }))
     await applyDockerService("boxed")
     await applyDockerService("boxed-open", { auth: false })
     await waitRunning(call, "boxed", 1, 120_000)

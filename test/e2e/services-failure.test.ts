@@ -9,15 +9,11 @@
 // `pending` for upstream's backoff: the autoscaler adds no replica beside the one the engine
 // resubmits, and a request held meanwhile is served by the resubmitted replica. Without
 // `retry`, the run fails and the proxy says it has finished.
-import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import backendLocal from "@dstack-ts/backend-local"
-import transportLocal from "@dstack-ts/transport-local"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
-import { serve, type Serving } from "../../core/src/server/serve.ts"
-import { httpCall } from "../support/api.ts"
+import type { Server } from "../../core/src/server/createServer.ts"
+import type { Serving } from "../../core/src/server/serve.ts"
+import type { httpCall } from "../support/api.ts"
+import { startLocalServer } from "../support/localServer.ts"
 import { applyService, waitRunning } from "../support/services.ts"
 import { makeUntil } from "../support/until.ts"
 
@@ -58,17 +54,7 @@ const load = (name: string) => {
 }
 
 beforeAll(async () => {
-  server = await createServer({
-    state: EmbeddedStateStore.layerMemory(),
-    blobs: blobsMemory,
-    adminToken: TOKEN,
-    plugins: [backendLocal, transportLocal],
-    compute: { defaultBackends: [{ type: "local", config: { max_instances: 8 } }] },
-    runner: { entry: path.resolve("cli/src/runner.ts") },
-    services: { holdTimeoutMs: 45_000 }
-  })
-  serving = await serve(server, { port: 0, handleSignals: false })
-  call = httpCall(serving.url, TOKEN)
+  ;({ server, serving, call } = await startLocalServer({ token: TOKEN, maxInstances: 8, server: { services: { holdTimeoutMs: 45_000 } } }))
 }, 120_000)
 afterAll(async () => {
   for (const name of ["crashy", "lonely", "fragile"]) await call?.("/api/project/main/runs/stop", { runs_names: [name], abort: true })

@@ -6,13 +6,10 @@
 import * as path from "node:path"
 import OpenAI from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import backendLocal from "@dstack-ts/backend-local"
-import transportLocal from "@dstack-ts/transport-local"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
-import { serve, type Serving } from "../../core/src/server/serve.ts"
-import { httpCall } from "../support/api.ts"
+import type { Server } from "../../core/src/server/createServer.ts"
+import type { Serving } from "../../core/src/server/serve.ts"
+import type { httpCall } from "../support/api.ts"
+import { startLocalServer } from "../support/localServer.ts"
 import { freePort, waitRunning } from "../support/services.ts"
 
 const TOKEN = "models-e2e-token"
@@ -43,16 +40,7 @@ const applyModel = async (name: string, model: string) => {
 }
 
 beforeAll(async () => {
-  server = await createServer({
-    state: EmbeddedStateStore.layerMemory(),
-    blobs: blobsMemory,
-    adminToken: TOKEN,
-    plugins: [backendLocal, transportLocal],
-    compute: { defaultBackends: [{ type: "local", config: { max_instances: 8 } }] },
-    runner: { entry: path.resolve("cli/src/runner.ts") }
-  })
-  serving = await serve(server, { port: 0, handleSignals: false })
-  call = httpCall(serving.url, TOKEN)
+  ;({ server, serving, call } = await startLocalServer({ token: TOKEN, maxInstances: 8 }))
   await applyModel("chat-a", "alpha")
   await applyModel("chat-b", "beta")
   await waitRunning(call, "chat-a")

@@ -6,13 +6,10 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import backendLocal from "@dstack-ts/backend-local"
-import transportLocal from "@dstack-ts/transport-local"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
-import { serve, type Serving } from "../../core/src/server/serve.ts"
-import { httpCall } from "../support/api.ts"
+import type { Server } from "../../core/src/server/createServer.ts"
+import type { Serving } from "../../core/src/server/serve.ts"
+import type { httpCall } from "../support/api.ts"
+import { startLocalServer } from "../support/localServer.ts"
 import { applyService, waitRunning } from "../support/services.ts"
 
 const TOKEN = "services-probes-token"
@@ -23,16 +20,7 @@ let serving: Serving
 let call: ReturnType<typeof httpCall>
 
 beforeAll(async () => {
-  server = await createServer({
-    state: EmbeddedStateStore.layerMemory(),
-    blobs: blobsMemory,
-    adminToken: TOKEN,
-    plugins: [backendLocal, transportLocal],
-    compute: { defaultBackends: [{ type: "local", config: { max_instances: 4, work_dir: path.join(dir, "local") } }] },
-    runner: { entry: path.resolve("cli/src/runner.ts") }
-  })
-  serving = await serve(server, { port: 0, handleSignals: false })
-  call = httpCall(serving.url, TOKEN)
+  ;({ server, serving, call } = await startLocalServer({ token: TOKEN, maxInstances: 4, workDir: path.join(dir, "local") }))
 }, 120_000)
 afterAll(async () => {
   await call?.("/api/project/main/runs/stop", { runs_names: ["probed", "probed-once"], abort: true })

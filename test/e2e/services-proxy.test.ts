@@ -5,16 +5,12 @@
 // for a missing slash, auth (refused, allowed, `auth: false`), least outstanding requests,
 // a replica that breaks off an answer, a service that is gone.
 import * as http from "node:http"
-import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
-import backendLocal from "@dstack-ts/backend-local"
-import transportLocal from "@dstack-ts/transport-local"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
-import { serve, type Serving } from "../../core/src/server/serve.ts"
-import { httpCall } from "../support/api.ts"
+import type { Server } from "../../core/src/server/createServer.ts"
+import type { Serving } from "../../core/src/server/serve.ts"
+import type { httpCall } from "../support/api.ts"
+import { startLocalServer } from "../support/localServer.ts"
 import { applyService, waitRunning } from "../support/services.ts"
 
 const TOKEN = "services-e2e-token"
@@ -26,17 +22,7 @@ const auth = { authorization: `Bearer ${TOKEN}` }
 const url = (run: string, rest = "/") => `${serving.url}/proxy/services/main/${run}${rest}`
 
 beforeAll(async () => {
-  server = await createServer({
-    state: EmbeddedStateStore.layerMemory(),
-    blobs: blobsMemory,
-    adminToken: TOKEN,
-    plugins: [backendLocal, transportLocal],
-    compute: { defaultBackends: [{ type: "local", config: { max_instances: 8 } }] },
-    runner: { entry: path.resolve("cli/src/runner.ts") },
-    services: { holdTimeoutMs: 30_000 }
-  })
-  serving = await serve(server, { port: 0, handleSignals: false })
-  call = httpCall(serving.url, TOKEN)
+  ;({ server, serving, call } = await startLocalServer({ token: TOKEN, maxInstances: 8, server: { services: { holdTimeoutMs: 30_000 } } }))
   await applyService(call, "web", { replicas: 2 })
   await applyService(call, "open", { auth: false, strip_prefix: false })
   await waitRunning(call, "web", 2)
