@@ -33,8 +33,11 @@ export interface ClusterFleetFit {
   readonly misfits: ReadonlyArray<string>
 }
 
+/** What the check needs of a backend. */
+export type GroupBackend = Pick<Backend, "type" | "createInstanceGroup" | "remoteHosts">
+
 /** Why a backend cannot create the nodes of a multi-node job together. */
-const whyNoGroup = (backend: Backend): string =>
+const whyNoGroup = (backend: GroupBackend): string =>
   backend.remoteHosts !== undefined
     ? `${backend.type}: hosts you bring take a multi-node job only as a placement: cluster fleet`
     : `${backend.type}: it makes one instance at a time, with no guarantee that they reach each other (it has no instance group)`
@@ -43,14 +46,14 @@ const whyNoGroup = (backend: Backend): string =>
 export const clusterProblem = (
   nodes: number,
   fleets: ReadonlyArray<ClusterFleetFit>,
-  backends: ReadonlyArray<Backend>
+  backends: ReadonlyArray<GroupBackend>
 ): string | undefined => {
   if (fleets.some((f) => f.fitting >= nodes)) return undefined
   if (backends.some((b) => b.createInstanceGroup !== undefined)) return undefined
   const best = [...fleets].sort((a, b) => b.fitting - a.fitting || b.instances - a.instances)[0]
   const fleetPart = best === undefined
     ? "the project has no placement: cluster fleet"
-    : `the largest placement: cluster fleet, ${best.name}, has ${best.fitting} instance${best.fitting === 1 ? "" : "s"} that fit${
+    : `the largest placement: cluster fleet, ${best.name}, has ${best.fitting} ${best.fitting === 1 ? "instance that fits" : "instances that fit"}${
       best.instances > best.fitting ? ` (of ${best.instances}; the others: ${best.misfits.slice(0, 3).join("; ")})` : ""
     }`
   const backendPart = backends.length === 0
