@@ -3,10 +3,10 @@
 // backend and the ssh transport, and the real CLI. torch cannot be installed here, so the hosts
 // have a stand-in `torchrun` on their PATH (test/support/torchrun-standin.py): it records its
 // argv and DSTACK_* env, and its nodes do a real TCP rendezvous at the master's address and
-// port before running the script. `dstack run` of a 2-node torchrun workflow proves the node
-// count, ranks and addresses each node launched with, and both nodes' logs reach `dstack run`
-// and `dstack logs --job N`. A workflow asking for more nodes than the fleet has is refused at
-// plan time, at its line, before anything runs.
+// port before running the script. `dstack run` of examples/workflows-torchrun (2 nodes) proves
+// the node count, ranks and addresses each node launched with, and both nodes' logs reach
+// `dstack run` and `dstack logs --job N`. A workflow asking for more nodes than the fleet has is
+// refused at plan time, at its line, before anything runs.
 import { serve } from "@hono/node-server"
 import * as fs from "node:fs"
 import type { AddressInfo } from "node:net"
@@ -27,11 +27,13 @@ import { makeUntil } from "../support/until.ts"
 
 const RUNNER_ENTRY = fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url))
 const STANDIN = fileURLToPath(new URL("../support/torchrun-standin.py", import.meta.url))
+const EXAMPLE = fileURLToPath(new URL("../../examples/workflows-torchrun/", import.meta.url))
 const TOKEN = "workflows-torchrun-token"
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-torchrun-e2e-"))
-// The hosts' "installed programs": the stand-in as `torchrun`.
+// The hosts' "installed programs": the stand-in as `torchrun`, recording each launch in `records`.
 const bin = path.join(home, "bin")
 const records = path.join(home, "records")
+const python3 = ["/usr/bin/python3", "/usr/local/bin/python3"].find((p) => fs.existsSync(p)) ?? "python3"
 let server: Server
 let listener: ReturnType<typeof serve>
 let url: string
@@ -41,31 +43,19 @@ const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
 const env = () => ({ ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: url, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main" })
 const dstack = cliRunner(env)
 
-const small = "resources: { cpu: 1.., memory: 0.1GB.., disk: 0.1GB.. }"
-const workflows = `workflows:
-  - name: train
-    provider: torchrun
-    script: train.py
-    args: ["--epochs", "2", "it's"]
-    nodes: 2
-    environment:
-      TORCHRUN_STANDIN_DIR: ${records}
-    ${small}
+// More nodes than the fleet has.
+const tooBig = `workflows:
   - name: big
     provider: torchrun
     script: train.py
     nodes: 3
-    ${small}
-`
-const trainPy = `import os, sys
-print("train.py rank %s of %s (local %s) master %s:%s args %s" % (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"], os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"], " ".join(sys.argv[1:])))
+    resources: { cpu: 1.., memory: 1GB.., disk: 1GB.. }
 `
 
 describeWithNetns(() => {
   beforeAll(async () => {
     fs.mkdirSync(bin, { recursive: true })
-    fs.copyFileSync(STANDIN, path.join(bin, "torchrun"))
-    fs.chmodSync(path.join(bin, "torchrun"), 0o755)
+    fs.writeFileSync(path.join(bin, "torchrun"), `#!/bin/sh\nTORCHRUN_STANDIN_DIR=${records} exec ${python3} ${STANDIN} "$@"\n`, { mode: 0o755 })
     hosts = await createNetnsHosts({ count: 2, path: bin })
     server = await createServer({
       state: EmbeddedStateStore.layerMemory(),
@@ -111,11 +101,11 @@ describeWithNetns(() => {
     fs.rmSync(home, { recursive: true, force: true })
   }, 120_000)
 
-  it("runs a 2-node torchrun workflow: each node launches with its rank, the node count and the master's address, they rendezvous, and both logs reach the CLI", async () => {
-    const dir = writeProject(home, "project", { ".dstack/workflows.yaml": workflows, "train.py": trainPy })
-    const res = await dstack(["run", "train", "-n", "tr2"], dir)
+  it("runs examples/workflows-torchrun on 2 nodes: each launches with its rank, the node count and the master's address, they rendezvous, and both logs reach the CLI", async () => {
+    const dir = EXAMPLE
+    const res = await dstack(["run", "train-distributed", "-n", "tr2"], dir)
     expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0)
-    expect(res.stdout).toMatch(/train\s+torchrun\s+-\s+process, 2 nodes\s+-\s+run/)
+    expect(res.stdout).toMatch(/train-distributed\s+torchrun\s+-\s+process, 2 nodes\s+-\s+run/)
 
     const run = (await call("/api/project/main/runs/get", { run_name: "tr2" })).body
     expect(run.status).toBe("done")
@@ -135,8 +125,7 @@ describeWithNetns(() => {
         `--master_port=${TORCHRUN_MASTER_PORT}`,
         "train.py",
         "--epochs",
-        "2",
-        "it's"
+        "2"
       ])
       expect(record.env).toMatchObject({
         DSTACK_NODE_RANK: String(rank),
@@ -149,30 +138,32 @@ describeWithNetns(() => {
 
     // `dstack run` followed both nodes, each line marked with its node.
     for (const rank of [0, 1]) {
-      expect(res.stdout).toContain(`[train/${rank}] torchrun stand-in: node ${rank} of 2 met at ${ips[0]}:${TORCHRUN_MASTER_PORT}: ${met}`)
-      expect(res.stdout).toContain(`[train/${rank}] train.py rank ${rank} of 2 (local 0) master ${ips[0]}:${TORCHRUN_MASTER_PORT} args --epochs 2 it's`)
+      expect(res.stdout).toContain(`[train-distributed/${rank}] torchrun stand-in: node ${rank} of 2 met at ${ips[0]}:${TORCHRUN_MASTER_PORT}: ${met}`)
+      expect(res.stdout).toContain(`[train-distributed/${rank}] rank ${rank} of 2 (local rank 0), master ${ips[0]}:${TORCHRUN_MASTER_PORT}`)
+      expect(res.stdout).toContain(`[train-distributed/${rank}] rank ${rank}: epoch 2/2`)
     }
     // `dstack logs` shows the master's log, `--job 1` the other node's.
     const master = await dstack(["logs", "tr2"], dir)
     expect(master.code, master.stderr).toBe(0)
     expect(master.stdout).toContain(`torchrun stand-in: node 0 of 2 met at ${ips[0]}:${TORCHRUN_MASTER_PORT}: ${met}`)
-    expect(master.stdout).toContain("train.py rank 0 of 2")
-    expect(master.stdout).not.toContain("train.py rank 1 of 2")
+    expect(master.stdout).toContain("rank 0: epoch 2/2")
+    expect(master.stdout).not.toContain("rank 1")
     const worker = await dstack(["logs", "tr2", "--job", "1"], dir)
     expect(worker.code, worker.stderr).toBe(0)
     expect(worker.stdout).toContain(`torchrun stand-in: node 1 of 2 met at ${ips[0]}:${TORCHRUN_MASTER_PORT}: ${met}`)
-    expect(worker.stdout).toContain(`train.py rank 1 of 2 (local 0) master ${ips[0]}:${TORCHRUN_MASTER_PORT}`)
+    expect(worker.stdout).toContain(`rank 1 of 2 (local rank 0), master ${ips[0]}:${TORCHRUN_MASTER_PORT}`)
+    expect(worker.stdout).not.toContain("rank 0:")
     const none = await dstack(["logs", "tr2", "--job", "2"], dir)
     expect(none.code).toBe(1)
     expect(none.stderr).toContain("Run tr2 has no job 2 of replica 0; it has: job 0 of replica 0, job 1 of replica 0")
   }, 400_000)
 
   it("refuses at plan time a workflow asking for more nodes than the cluster fleet has, at its line", async () => {
-    const dir = path.join(home, "project")
+    const dir = writeProject(home, "big", { ".dstack/workflows.yaml": tooBig, "train.py": "" })
     const res = await dstack(["run", "big"], dir)
     expect(res.code).toBe(1)
     expect(res.stderr).toMatch(
-      /workflows\.yaml:13:12 {2}workflows\[1\]\.nodes {2}nodes: 3 needs 3 instances of one placement: cluster fleet, or a backend that creates a job's instances together: the largest placement: cluster fleet, pair, has 2 instances that fit, and no backend of the project creates a group of instances/
+      /workflows\.yaml:5:12 {2}workflows\[0\]\.nodes {2}nodes: 3 needs 3 instances of one placement: cluster fleet, or a backend that creates a job's instances together: the largest placement: cluster fleet, pair, has 2 instances that fit, and no backend of the project creates a group of instances/
     )
     // Nothing was submitted: the only run is the earlier one.
     const runs = await call("/api/runs/list", { project_name: "main" })
