@@ -5,8 +5,9 @@
 // argv and DSTACK_* env, and its nodes do a real TCP rendezvous at the master's address and
 // port before running the script. `dstack run` of examples/workflows-torchrun (2 nodes) proves
 // the node count, ranks and addresses each node launched with, and both nodes' logs reach
-// `dstack run` and `dstack logs --job N`. A workflow asking for more nodes than the fleet has is
-// refused at plan time, at its line, before anything runs.
+// `dstack run` and `dstack logs --job N`. A node that fails fails the workflow, named. A
+// workflow asking for more nodes than the fleet has is refused at plan time, at its line,
+// before anything runs.
 import { serve } from "@hono/node-server"
 import * as fs from "node:fs"
 import type { AddressInfo } from "node:net"
@@ -42,6 +43,15 @@ const call = appCall(() => server, TOKEN)
 const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
 const env = () => ({ ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: url, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main" })
 const dstack = cliRunner(env)
+
+// Node rank 1 exits 3.
+const flaky = `workflows:
+  - name: flaky
+    provider: torchrun
+    script: fail.py
+    nodes: 2
+    resources: { cpu: 1.., memory: 1GB.., disk: 1GB.. }
+`
 
 // More nodes than the fleet has.
 const tooBig = `workflows:
@@ -158,6 +168,19 @@ describeWithNetns(() => {
     expect(none.stderr).toContain("Run tr2 has no job 2 of replica 0; it has: job 0 of replica 0, job 1 of replica 0")
   }, 400_000)
 
+  it("fails a workflow whose second node fails, naming that node and its exit status", async () => {
+    await until("pair idle again", async () => (await call("/api/project/main/fleets/get", { name: "pair" })).body, (f) =>
+      f.instances.every((i: any) => i.status === "idle"), 60_000)
+    const dir = writeProject(home, "flaky", {
+      ".dstack/workflows.yaml": flaky,
+      "fail.py": "import os, sys\nprint('rank', os.environ['RANK'], 'exits', 3 if os.environ['RANK'] == '1' else 0)\nsys.exit(3 if os.environ['RANK'] == '1' else 0)\n"
+    })
+    const res = await dstack(["run", "flaky", "-n", "flaky2"], dir)
+    expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(1)
+    expect(res.stdout).toContain("[flaky/1] rank 1 exits 3")
+    expect(res.stderr).toMatch(/Workflow flaky failed: flaky \(run flaky2\) failed: node 1, .*exit status 3/)
+  }, 300_000)
+
   it("refuses at plan time a workflow asking for more nodes than the cluster fleet has, at its line", async () => {
     const dir = writeProject(home, "big", { ".dstack/workflows.yaml": tooBig, "train.py": "" })
     const res = await dstack(["run", "big"], dir)
@@ -165,9 +188,9 @@ describeWithNetns(() => {
     expect(res.stderr).toMatch(
       /workflows\.yaml:5:12 {2}workflows\[0\]\.nodes {2}nodes: 3 needs 3 instances of one placement: cluster fleet, or a backend that creates a job's instances together: the largest placement: cluster fleet, pair, has 2 instances that fit, and no backend of the project creates a group of instances/
     )
-    // Nothing was submitted: the only run is the earlier one.
+    // Nothing was submitted: the runs are the earlier tests'.
     const runs = await call("/api/runs/list", { project_name: "main" })
     expect(runs.status, JSON.stringify(runs.body)).toBe(200)
-    expect(runs.body.map((r: any) => r.run_spec.run_name)).toEqual(["tr2"])
+    expect(runs.body.map((r: any) => r.run_spec.run_name).sort()).toEqual(["flaky2", "tr2"])
   }, 120_000)
 })
