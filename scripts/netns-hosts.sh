@@ -5,7 +5,9 @@
 # `proxy_jump` host). The root namespace reaches the bridged hosts by IP. Needs root, `ip`,
 # `sshd` and `ssh-keygen`. test/support/netns.ts drives it; it is also used by hand and by CI.
 #
-#   scripts/netns-hosts.sh up NAME [N] [--jump]   create N hosts (default 2), print hosts.json
+#   scripts/netns-hosts.sh up NAME [N] [--jump] [--path DIR]
+#                                                 create N hosts (default 2), print hosts.json;
+#                                                 --path puts DIR first on the hosts' PATH
 #   scripts/netns-hosts.sh down NAME              remove them (idempotent)
 #   scripts/netns-hosts.sh down-all               remove every set this script made
 #   scripts/netns-hosts.sh stop-sshd NAME HOST    kill HOST's sshd, its open sessions included
@@ -71,7 +73,8 @@ MaxSessions 100
 MaxStartups 100:30:200
 Subsystem sftp internal-sftp
 # These hosts have no systemd of their own: the remote backend supervises its runner itself.
-SetEnv DSTACK_RUNNER_SERVICE=supervisor
+# With --path, DIR comes first on the PATH of every session (programs the hosts "have installed").
+SetEnv DSTACK_RUNNER_SERVICE=supervisor${HOST_PATH:+ PATH=$HOST_PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
 LogLevel VERBOSE
 EOF
 }
@@ -250,9 +253,14 @@ cmd="${1:-}"; shift || true
 case "$cmd" in
   up)
     check_tools
-    name="${1:-}"; [ -n "$name" ] || die "usage: $0 up NAME [N] [--jump]"
-    n=2; jump=0
-    for arg in "${@:2}"; do case "$arg" in --jump) jump=1 ;; *) n="$arg" ;; esac; done
+    name="${1:-}"; [ -n "$name" ] || die "usage: $0 up NAME [N] [--jump] [--path DIR]"
+    n=2; jump=0; HOST_PATH=""; want_path=0
+    for arg in "${@:2}"; do
+      if [ "$want_path" = 1 ]; then HOST_PATH="$arg"; want_path=0; continue; fi
+      case "$arg" in --jump) jump=1 ;; --path) want_path=1 ;; *) n="$arg" ;; esac
+    done
+    [ "$want_path" = 0 ] || die "--path needs a directory"
+    [[ -z "$HOST_PATH" || "$HOST_PATH" =~ ^/[A-Za-z0-9_./-]*$ ]] || die "--path must be an absolute path of letters, digits, _ . / -, got '$HOST_PATH'"
     up "$name" "$n" "$jump" ;;
   down) [ -n "${1:-}" ] || die "usage: $0 down NAME"; down "$1" ;;
   down-all) for name in $(list); do down "$name"; done; [ -d "$ROOT_DIR" ] && for d in "$ROOT_DIR"/*/; do [ -d "$d" ] && down "$(basename "$d")"; done; true ;;
@@ -262,5 +270,5 @@ case "$cmd" in
   cut) set_link "$1" "$2" down ;;
   restore) set_link "$1" "$2" up ;;
   list) list ;;
-  *) die "usage: $0 up NAME [N] [--jump] | down NAME | down-all | stop-sshd NAME HOST | start-sshd NAME HOST | rekey NAME HOST | cut NAME HOST | restore NAME HOST | list" ;;
+  *) die "usage: $0 up NAME [N] [--jump] [--path DIR] | down NAME | down-all | stop-sshd NAME HOST | start-sshd NAME HOST | rekey NAME HOST | cut NAME HOST | restore NAME HOST | list" ;;
 esac

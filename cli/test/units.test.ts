@@ -1,7 +1,7 @@
 // In-process tests of the CLI's pieces: global flag extraction, --since parsing, tables.
 import { describe, expect, it } from "vitest"
 import { extractGlobals } from "../src/main.ts"
-import { parseSince } from "../src/commands/logs.ts"
+import { parseNumber, parseSince } from "../src/commands/logs.ts"
 import { table } from "../src/ui.ts"
 import { CliError } from "../src/context.ts"
 
@@ -26,6 +26,17 @@ describe("parseSince", () => {
   })
   it("names the flag when the value is neither", () => {
     expect(() => parseSince("soon", now)).toThrow(/--since: "soon"/)
+  })
+})
+
+describe("parseNumber (dstack logs --job/--replica)", () => {
+  it("reads a whole number, and nothing when the flag is absent", () => {
+    expect(parseNumber("--job", "1")).toBe(1)
+    expect(parseNumber("--job", "0")).toBe(0)
+    expect(parseNumber("--job", undefined)).toBeUndefined()
+  })
+  it("names the flag when the value is not a whole number", () => {
+    for (const bad of ["x", "-1", "1.5", ""]) expect(() => parseNumber("--job", bad)).toThrow(/--job: ".*" is not a number/)
   })
 })
 

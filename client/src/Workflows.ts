@@ -41,8 +41,11 @@ export type WorkflowEvent =
 
 export interface WorkflowFollowOptions {
   readonly onEvent?: ((event: WorkflowEvent) => void) | undefined
-  /** Each job's log bytes as they come. */
-  readonly onLog?: ((job: WorkflowJob, chunk: Uint8Array) => void) | undefined
+  /**
+   * Each job's log bytes as they come; of a multi-node job (torchrun's), each node's, with its
+   * rank in `node` (absent for a job of one node).
+   */
+  readonly onLog?: ((job: WorkflowJob, chunk: Uint8Array, node?: number) => void) | undefined
 }
 
 export interface WorkflowRunOptions extends WorkflowSubmitOptions, WorkflowFollowOptions {}
@@ -121,9 +124,17 @@ export const follow = async (ops: WorkflowOps, submitted: WorkflowRun, options: 
   const following = new Map<string, Promise<void>>()
   const followLogs = async (job: WorkflowJob, runName: string) => {
     if (options.onLog === undefined) return
+    const onLog = options.onLog
     const run = await ops.run(runName)
     if (run === undefined) return
-    for await (const chunk of run.logs()) options.onLog(job, chunk)
+    const nodes = job.configuration.nodes
+    if (nodes <= 1) {
+      for await (const chunk of run.logs()) onLog(job, chunk)
+      return
+    }
+    await Promise.all(Array.from({ length: nodes }, async (_, node) => {
+      for await (const chunk of run.logs({ jobNum: node })) onLog(job, chunk, node)
+    }))
   }
   for (;;) {
     for (const job of record.jobs) {

@@ -4,7 +4,9 @@
 // says so; --no-cache; a failed dependency failing its dependents by name; cycles, bad
 // parameters and unknown variables refused at their line before anything runs; the seed-003
 // curl provider against a local HTTP server; a TypeScript provider (defineProvider) through the
-// SDK; torchrun refused; ps and logs on workflow runs; and every workflow of examples/workflows.
+// SDK; a 2-node torchrun workflow refused at plan time on the local backend (it cannot place a
+// group of nodes; test/e2e/workflows-torchrun.test.ts runs one on a cluster fleet); ps and logs
+// on workflow runs; and every workflow of examples/workflows.
 import { serve } from "@hono/node-server"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
@@ -194,7 +196,7 @@ describe("dstack run (workflows) end to end", () => {
     expect(res.stderr).toMatch(/Workflow use failed: fetch \(run use-[a-z0-9]+-fetch\) failed: .*exit status 3; use failed: dependency fetch failed/)
   }, 120_000)
 
-  it("refuses cycles, bad parameters, unknown variables and torchrun before anything runs", async () => {
+  it("refuses cycles, bad parameters, unknown variables and more nodes than the project can place before anything runs", async () => {
     const dir = project("invalid", {
       ".dstack/workflows.yaml": `workflows:
   - name: a
@@ -228,7 +230,8 @@ describe("dstack run (workflows) end to end", () => {
     const override = await dstack(["run", "d", "--sise", "2"], dir)
     expect(override.stderr).toMatch(/--sise is not a variable of d or its dependencies; did you mean --size\?/)
     const torchrun = await dstack(["run", "dist"], dir)
-    expect(torchrun.stderr).toMatch(/workflows\.yaml:17:15 {2}workflows\[4\]\.provider {2}the torchrun provider is not supported yet: it needs multi-node tasks/)
+    expect(torchrun.code).toBe(1)
+    expect(torchrun.stderr).toMatch(/workflows\.yaml:19:12 {2}workflows\[4\]\.nodes {2}nodes: 2 needs 2 instances of one placement: cluster fleet, or a backend that creates a job's instances together: the project has no placement: cluster fleet, and its backends cannot create the nodes together \(local: it makes one instance at a time/)
     const ps = await dstack(["ps", "-a"], dir)
     expect(ps.stdout).not.toMatch(/\b(a|b|c|d|dist)-[a-z0-9]{4}\b/)
   }, 120_000)

@@ -108,6 +108,19 @@ const server = net.createServer({ allowHalfOpen: true }, (client) => {
 server.listen(port, "127.0.0.1", () => console.log("ready"))
 `
 
+export interface NetnsHostsOptions {
+  /** How many hosts on the bridge (default 2). */
+  readonly count?: number
+  /** One more host, reachable only through the first. */
+  readonly jump?: boolean
+  /**
+   * A directory put first on the PATH of every session on the hosts (their runners and jobs
+   * included): programs the hosts "have installed", such as a stand-in for a tool this machine
+   * lacks. An absolute path of letters, digits, `_`, `.`, `/`, `-`.
+   */
+  readonly path?: string
+}
+
 /**
  * Makes `count` hosts on a bridge (and with `jump`, one more behind the first). Call `down`
  * when done (afterAll); a set left behind by a killed test is removed by
@@ -118,9 +131,9 @@ server.listen(port, "127.0.0.1", () => console.log("ready"))
  * // ssh -i net.privateKeyFile root@net.hosts[0].ip
  * await net.down()
  */
-export const createNetnsHosts = async (options: { readonly count?: number; readonly jump?: boolean } = {}): Promise<NetnsHosts> => {
+export const createNetnsHosts = async (options: NetnsHostsOptions = {}): Promise<NetnsHosts> => {
   const name = `t${randomBytes(3).toString("hex").slice(0, 5)}`
-  const out = await script(["up", name, String(options.count ?? 2), ...(options.jump ? ["--jump"] : [])])
+  const out = await script(["up", name, String(options.count ?? 2), ...(options.jump ? ["--jump"] : []), ...(options.path ? ["--path", options.path] : [])])
   const info = JSON.parse(out.trim().split("\n").pop()!) as {
     dir: string
     gateway: string

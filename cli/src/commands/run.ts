@@ -101,7 +101,7 @@ export default defineCommand({
         j.id,
         j.provider,
         j.dependsOn.join(", ") || "-",
-        j.configuration.image ? `docker (${j.configuration.image})` : "process",
+        `${j.configuration.image ? `docker (${j.configuration.image})` : "process"}${j.configuration.nodes > 1 ? `, ${j.configuration.nodes} nodes` : ""}`,
         j.artifacts.join(", ") || "-",
         j.status === "cached" ? `cached (run ${j.runName})` : args.noCache ? "run (--no-cache)" : "run"
       ])
@@ -112,9 +112,11 @@ export default defineCommand({
     }
     const many = submitted.jobs.filter((j) => j.status !== "cached").length > 1
     const writers = new Map<string, ReturnType<typeof lineWriter>>()
-    const writerOf = (id: string) => {
-      let w = writers.get(id)
-      if (w === undefined) writers.set(id, (w = lineWriter(many ? `[${id}] ` : undefined)))
+    // The nodes of a multi-node job each have a writer of their own: `[train/1] …`.
+    const writerOf = (id: string, node?: number) => {
+      const key = node === undefined ? id : `${id}/${node}`
+      let w = writers.get(key)
+      if (w === undefined) writers.set(key, (w = lineWriter(many || node !== undefined ? `[${key}] ` : undefined)))
       return w
     }
     // Ctrl-C stops following only: the DAG runs on the server.
@@ -127,9 +129,11 @@ export default defineCommand({
       onEvent: (event) => {
         if (event.type === "submitted") process.stderr.write(`Run ${event.runName} submitted (${event.job.id})\n`)
         else if (event.type === "skipped") process.stderr.write(`${event.job.id} not run: ${event.reason}\n`)
-        else if (event.type === "finished") writerOf(event.job.id).end()
+        else if (event.type === "finished") {
+          for (const [key, w] of writers) if (key === event.job.id || key.startsWith(`${event.job.id}/`)) w.end()
+        }
       },
-      onLog: (job, chunk) => writerOf(job.id).write(chunk)
+      onLog: (job, chunk, node) => writerOf(job.id, node).write(chunk)
     }).finally(() => process.removeListener("SIGINT", interrupted))
     if (result.status !== "done") {
       const failed = result.jobs.filter((j) => j.status !== "done" && j.status !== "cached")

@@ -44,7 +44,9 @@ const wire = <S extends Schema.Schema.Any>(schema: S, key: string) =>
 
 /**
  * One job a provider asks for, with the upstream fields of a provider's `Job`. `dependsOn` and
- * `master` name other jobs of the same list by index.
+ * `master` name other jobs of the same list by index. `nodes` (more than 1) makes the job one
+ * multi-node task: N nodes placed together on a `placement: cluster` fleet (or by a backend that
+ * creates a group of instances at once), each with the `DSTACK_NODE_RANK`… variables.
  */
 export const ProviderJob = Schema.Struct({
   image: Schema.optional(Schema.String),
@@ -57,7 +59,8 @@ export const ProviderJob = Schema.Struct({
   artifacts: Schema.optional(Schema.Array(Schema.String)),
   resources: Schema.optional(ResourcesSpec),
   dependsOn: wire(Schema.Array(Schema.NonNegativeInt), "depends_on"),
-  master: Schema.optional(Schema.NonNegativeInt)
+  master: Schema.optional(Schema.NonNegativeInt),
+  nodes: Schema.optional(Schema.Int.pipe(Schema.positive()))
 })
 export type ProviderJob = typeof ProviderJob.Type
 

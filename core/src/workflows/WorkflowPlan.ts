@@ -355,7 +355,8 @@ export const taskConfigurationOf = (job: Provider.ProviderJob) =>
     ...(job.env === undefined ? {} : { env: job.env }),
     ...(job.ports === undefined ? {} : { ports: job.ports }),
     ...(job.workingDir === undefined ? {} : { working_dir: job.workingDir }),
-    ...(job.resources === undefined ? {} : { resources: Schema.encodeSync(ResourcesSpec)(job.resources) })
+    ...(job.resources === undefined ? {} : { resources: Schema.encodeSync(ResourcesSpec)(job.resources) }),
+    ...(job.nodes === undefined ? {} : { nodes: job.nodes })
   })
 
 /** The catalog of providers a plugin host offers, with each plugin's version. */

@@ -198,10 +198,15 @@ const submittedUnrecorded = (project: string, record: WorkflowRun, job: Workflow
     Effect.orElseSucceed(() => Option.none())
   )
 
-/** Why a finished run did not end done, from its latest job submission. */
+/**
+ * Why a finished run did not end done, from its latest job submission: of a multi-node run, the
+ * first node that failed on its own (named), else the master's.
+ */
 const whyNotDone = (run: { readonly terminationReason?: string | undefined; readonly jobs: ReadonlyArray<{ readonly jobSubmissions: ReadonlyArray<{ readonly terminationReason?: string | undefined; readonly exitStatus?: number | null | undefined; readonly terminationReasonMessage?: string | undefined }> }> }) => {
-  const sub = run.jobs[0]?.jobSubmissions.at(-1)
-  return [run.terminationReason, sub?.terminationReason, sub?.exitStatus !== undefined && sub?.exitStatus !== null ? `exit status ${sub.exitStatus}` : undefined, sub?.terminationReasonMessage]
+  const latest = run.jobs.map((j) => j.jobSubmissions.at(-1))
+  const rank = run.jobs.length > 1 ? latest.findIndex((s) => s !== undefined && s.exitStatus !== undefined && s.exitStatus !== null && s.exitStatus !== 0) : -1
+  const sub = latest[Math.max(rank, 0)]
+  return [rank > 0 ? `node ${rank}` : undefined, run.terminationReason, sub?.terminationReason, sub?.exitStatus !== undefined && sub?.exitStatus !== null ? `exit status ${sub.exitStatus}` : undefined, sub?.terminationReasonMessage]
     .filter((x) => x !== undefined && x !== null && x !== "")
     .join(", ")
 }
@@ -460,9 +465,10 @@ const submitJob = (project: string, record: WorkflowRun, job: WorkflowJob, extra
       ...(repo?.repoCodeHash === undefined ? {} : { repoCodeHash: repo.repoCodeHash }),
       configuration
     })
+    // Of a multi-node job, the master (node rank 0) keeps the artifacts; every node gets the inputs.
     const patch = (s: JobSpec): JobSpec => new JobSpec({
       ...s,
-      ...(job.artifacts.length === 0 ? {} : { artifacts: job.artifacts }),
+      ...(job.artifacts.length === 0 || s.jobNum !== 0 ? {} : { artifacts: job.artifacts }),
       ...(inputs.length === 0 ? {} : { artifactInputs: inputs })
     })
     const run = yield* submitRun(project, record.user, spec, false, patch).pipe(

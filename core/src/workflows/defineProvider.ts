@@ -31,6 +31,8 @@ export interface ProviderJobInput {
   readonly dependsOn?: ReadonlyArray<number>
   /** The index of the job whose address this one gets. */
   readonly master?: number
+  /** Nodes of one multi-node task (`DSTACK_NODE_RANK` 0 … N-1); 1 when absent. */
+  readonly nodes?: number
 }
 
 export interface ProviderDefinition<P, I> {
@@ -92,7 +94,8 @@ export const defineProvider = <P, I>(definition: ProviderDefinition<P, I>): Prov
             ...(job.artifacts === undefined ? {} : { artifacts: [...job.artifacts] }),
             ...(resources === undefined ? {} : { resources }),
             ...(job.dependsOn === undefined ? {} : { dependsOn: [...job.dependsOn] }),
-            ...(job.master === undefined ? {} : { master: job.master })
+            ...(job.master === undefined ? {} : { master: job.master }),
+            ...(job.nodes === undefined ? {} : { nodes: job.nodes })
           })
         }
         return jobs

@@ -115,24 +115,48 @@ export const curl = Provider.make({
     })
 })
 
-/** `torchrun`: declared so that its parameters are checked; refused until multi-node tasks run. */
+/** torchrun's own default rendezvous port, used unless `master_port` says otherwise. */
+export const TORCHRUN_MASTER_PORT = 29500
+
+/**
+ * `torchrun`: a PyTorch script under torchrun on `nodes` nodes: one multi-node task (the nodes
+ * placed together on a `placement: cluster` fleet), every node running the same command with
+ * its own rank from the engine's `DSTACK_*` variables, one process per GPU of its node (1 on a
+ * node without GPUs). The host must have torch installed (`requirements` can install it).
+ */
 export const torchrun = Provider.make({
   name: "torchrun",
-  description: "Distributed PyTorch training over several nodes. Not supported yet: this build runs no multi-node tasks.",
+  description: "Runs a PyTorch script with torchrun on one or several nodes (a multi-node task on a placement: cluster fleet), one process per GPU of each node.",
   parameters: Schema.Struct({
-    script: Schema.String,
-    args: Schema.optional(Schema.Union(Schema.String, Schema.Array(Schema.String))),
-    nodes: Schema.optional(Schema.Int.pipe(Schema.positive())),
-    requirements: Schema.optional(Schema.String),
+    script: Schema.String.annotations({ description: "The training script, relative to the working directory." }),
+    args: Schema.optional(Schema.Union(Schema.String, Schema.Array(Schema.String)).annotations({ description: "Arguments of the script: a string or a list." })),
+    nodes: Schema.optional(Schema.Int.pipe(Schema.positive()).annotations({ description: "The number of nodes (default 1); more than 1 runs on a placement: cluster fleet with that many hosts." })),
+    version: Schema.optional(PythonVersion.annotations({ description: `The Python version (${PYTHON_VERSIONS.join(", ")}); the job fails when a host lacks it.` })),
+    requirements: Schema.optional(Schema.String.annotations({ description: "A requirements file installed with pip on every node before the script runs." })),
+    master_port: Schema.optional(Schema.Int.pipe(Schema.between(1, 65535)).annotations({ description: `The port the master node (rank 0) listens on for the rendezvous (default ${TORCHRUN_MASTER_PORT}).` })),
     ...common
   }),
-  createJobs: () =>
-    Effect.fail(
-      new Provider.ProviderError({
-        module: "torchrun",
-        method: "createJobs",
-        reason: "Invalid",
-        message: "the torchrun provider is not supported yet: it needs multi-node tasks, which this build does not run; use the python provider on one node"
-      })
-    )
+  createJobs: (p) => {
+    const nodes = p.nodes ?? 1
+    const args = p.args === undefined ? "" : typeof p.args === "string" ? ` ${p.args}` : p.args.map((a) => ` ${shellQuote(a)}`).join("")
+    const launch = [
+      "torchrun",
+      `--nnodes=${nodes}`,
+      "--node_rank=$DSTACK_NODE_RANK",
+      // The GPUs of this node as the runner found them on the instance; a node without GPUs runs one process.
+      "--nproc_per_node=$(( ${DSTACK_GPUS_PER_NODE:-0} > 0 ? DSTACK_GPUS_PER_NODE : 1 ))",
+      "--master_addr=$DSTACK_MASTER_NODE_IP",
+      `--master_port=${p.master_port ?? TORCHRUN_MASTER_PORT}`,
+      shellQuote(p.script)
+    ].join(" ")
+    return one({
+      ...commonJob(p),
+      ...(p.version === undefined ? {} : { python: p.version }),
+      ...(nodes > 1 ? { nodes } : {}),
+      commands: [
+        ...(p.requirements === undefined ? [] : [`"$(python3 -c 'import sys; print(sys.executable)')" -m pip install --quiet -r ${shellQuote(p.requirements)}`]),
+        `${launch}${args}`
+      ]
+    })
+  }
 })

@@ -1,8 +1,9 @@
 // /api/project/{p}/workflows/*: planning a workflow from the workflow files the client sends,
 // with the providers of this server's plugins (get_plan), and running it on the server
-// (submit, get, list, stop: the DAG runs here, the client may go away). A bad file is a 400
-// listing every problem at its file:line:column. /api/project/{p}/artifacts/*: the artifacts a
-// run's jobs kept, listed (each file with size and SHA-256) and downloaded as a tar.gz stream.
+// (submit, get, list, stop: the DAG runs here, the client may go away). A bad file, or a
+// multi-node job the project could never place, is a 400 listing every problem at its
+// file:line:column. /api/project/{p}/artifacts/*: the artifacts a run's jobs kept, listed (each
+// file with size and SHA-256) and downloaded as a tar.gz stream.
 import { Effect, Option, Schema, Stream } from "effect"
 import * as Api from "../../api/workflows.ts"
 import { formatConfigurationIssue } from "../../config/ConfigurationError.ts"
@@ -11,29 +12,38 @@ import { PluginHost } from "../../plugin/PluginHost.ts"
 import { BlobStore } from "../../ports/BlobStore.ts"
 import { artifactKeys, listRunArtifacts } from "../../workflows/Artifacts.ts"
 import { catalogOf, planWorkflow } from "../../workflows/WorkflowPlan.ts"
-import { parseWorkflowFiles } from "../../workflows/WorkflowFiles.ts"
+import { failWith, parseWorkflowFiles } from "../../workflows/WorkflowFiles.ts"
+import { placementIssues } from "../../workflows/WorkflowPlacement.ts"
 import { resolvePrograms } from "../../workflows/ProviderPrograms.ts"
 import { getWorkflowRun, listWorkflowRuns, requestStop, startWorkflowRun } from "../../workflows/WorkflowRuns.ts"
 import { ApiError, badRequest, excerpt, fromStateStore, notFound, serverError } from "../ApiError.ts"
 import { jsonRoute, rawRoute } from "../Route.ts"
 
-const plan = (input: Api.WorkflowPlanRequest) =>
+const plan = (project: string, input: Api.WorkflowPlanRequest) =>
   Effect.gen(function* () {
     const host = yield* PluginHost
     const files = yield* parseWorkflowFiles(input.files)
     const programs = yield* resolvePrograms(files, input.files)
-    return yield* planWorkflow(files, input.workflow, catalogOf(host.contributions("providers")), {
+    const planned = yield* planWorkflow(files, input.workflow, catalogOf(host.contributions("providers")), {
       programs,
       overrides: input.variables,
       ...(input.codeHash === undefined ? {} : { codeHash: input.codeHash }),
       ...(input.runName === undefined ? {} : { runName: input.runName })
     })
+    // Multi-node jobs the project could never place are refused now, at their line.
+    const unplaceable = yield* placementIssues(project, files, planned).pipe(
+      Effect.mapError((e) => e._tag === "StateStoreError" ? fromStateStore(e) : serverError(`Cannot check where the workflow's multi-node jobs could run: ${e.message ?? e.reason}`, e))
+    )
+    if (unplaceable.length > 0) return yield* Effect.fail(failWith([...unplaceable]))
+    return planned
   }).pipe(
     Effect.mapError((error) =>
-      new ApiError({
-        status: 400,
-        detail: error.issues.map((issue) => ({ msg: formatConfigurationIssue(issue), code: "invalid_request" as const }))
-      })
+      error instanceof ApiError
+        ? error
+        : new ApiError({
+          status: 400,
+          detail: error.issues.map((issue) => ({ msg: formatConfigurationIssue(issue), code: "invalid_request" as const }))
+        })
     )
   )
 
@@ -63,14 +73,14 @@ export const workflowRoutes = [
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/workflows/get_plan", summary: "Plan a workflow and its dependencies from the workflow files", tag: "workflows", access: { project: "user" },
     request: Api.WorkflowPlanRequest, response: Api.WorkflowPlanResponse,
-    handler: (input) => plan(input)
+    handler: (input, ctx) => plan(ctx.projectName!, input)
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/workflows/submit", summary: "Plan a workflow and run it on the server: dependencies first, cached ones reused", tag: "workflows", access: { project: "user" },
     request: Api.SubmitWorkflowRequest, response: Api.WorkflowRunWire,
     handler: (input, ctx) =>
       Effect.gen(function* () {
-        const planned = yield* plan({
+        const planned = yield* plan(ctx.projectName!, {
           workflow: input.workflow,
           files: input.files,
           variables: input.variables,
