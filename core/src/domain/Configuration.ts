@@ -92,7 +92,7 @@ const runFields = {
   nvcc: opt(Schema.Boolean, { description: "Without `image`: the host must have the NVIDIA CUDA compiler (nvcc). Mutually exclusive with `image`." }),
   env: opt(Env, { description: "Environment variables: a map or a list of `NAME=value`. `${{ secrets.NAME }}` is replaced by the project secret on the runner. A bare `NAME` (a value from the client's environment) is not supported yet (refused)." }),
   resources: withDefault(ResourcesSpec, () => DEFAULT_RESOURCES, { description: "The resources needed (`cpu`, `memory`, `shm_size`, `gpu`, `disk`)." }),
-  volumes: opt(Schema.Array(VolumeMount), { description: "Directories of the instance to mount into the container: `/instance/dir:/path` or `{instance_path, path}` (needs `image`). Network volumes (`name:/path`, `{name, path}`) are not supported yet (refused)." }),
+  volumes: opt(Schema.Array(VolumeMount), { description: "Directories of the instance to mount into the container: `/instance/dir:/path` or `{instance_path, path}` (needs `image`). Network volumes (`name:/path`, `{name, path}`) only with `backends: [kubernetes]`, as the PersistentVolumeClaim of that name; refused elsewhere." }),
   backends: opt(Schema.Array(BackendType), { description: "Only consider these backends (`[aws, gcp]`, `[local]`, `[remote]`)." }),
   fleets: opt(StringList, { description: "Run only on instances of these fleets (`[my-ssh-fleet]`): nothing new is provisioned from backends." }),
   regions: opt(StringList, { description: "Only consider these regions (`[eu-west-1, us-west4]`)." }),
@@ -184,7 +184,7 @@ const configuration = <F extends Schema.Struct.Fields, O extends Schema.Struct.F
 const taskFields = {
   type: Schema.Literal("task").annotations({ description: "`task`: commands that run to completion (training, batch jobs)." }),
   ...runFields,
-  nodes: withDefault(PositiveInt("a number of nodes"), () => 1, { description: "The number of nodes for a distributed task. Defaults to `1`. More than 1 is not supported yet (refused)." }),
+  nodes: withDefault(PositiveInt("a number of nodes"), () => 1, { description: "The number of nodes for a distributed task. Defaults to `1`. More than 1 is placed all or nothing on a `placement: cluster` fleet, a Slurm allocation or Kubernetes pods; every node gets the `DSTACK_NODE_RANK`, `DSTACK_NODES_IPS`… cluster environment." }),
   commands: opt(StringList, { description: "The shell commands to run, in order, under bash." }),
   ports: opt(Schema.Array(PortMapping), { description: "Ports to forward when attached: `8080` or `\"8080:80\"` (`\"*:80\"`, any free local port, is not supported yet)." })
 }
@@ -192,7 +192,7 @@ const taskFields = {
 /** A task: commands that run to completion. */
 export const TaskConfiguration = configuration(
   "TaskConfiguration",
-  "A task runs commands to completion on one node (several `nodes` are not supported yet).",
+  "A task runs commands to completion, on one node or on several (`nodes`).",
   taskFields,
   legacyFields,
   runRules
