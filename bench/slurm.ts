@@ -57,14 +57,18 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
     // Warm-up: the bundle is shipped once, the SSH session opened, the home directory read.
     const warm = await create("warm")
     await Effect.runPromise(backend.terminateInstance(warm.instanceId, warm.region))
-    // Idle: nothing in the queue and the node idle again (a cancelled job's node completes first).
+    // Idle: nothing in the queue, the node idle again (a cancelled job's node completes first),
+    // and then 3.5 s more: slurmctld may delay scheduling a batch job by up to batch_sched_delay
+    // (3 s by default, slurm.conf(5)); measured here, a submission right after a job ended
+    // waited ~2.2 s for its allocation, whichever path submitted it.
     const idle = async () => {
       for (let i = 0; i < 200; i++) {
         const queue = (await cluster.slurm("squeue", ["-h", "-o", "%i"])).trim()
         const nodes = (await cluster.slurm("sinfo", ["-h", "-N", "-o", "%T"])).trim().split("\n")
-        if (queue === "" && nodes.every((s) => s === "idle")) return
+        if (queue === "" && nodes.every((s) => s === "idle")) break
         await new Promise((r) => setTimeout(r, 100))
       }
+      await new Promise((r) => setTimeout(r, 3500))
     }
     const ours: Array<number> = []
     const theirs: Array<number> = []
