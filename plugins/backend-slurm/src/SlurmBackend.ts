@@ -350,9 +350,11 @@ done
 /**
  * Where the time of one allocation went, in ms since `allocate` began (server clock), with the
  * login node's and the compute nodes' times taken as the same clock: `submitted` (sbatch
- * answered on the login node), `nodeStarted` (the last node's batch script or step began: the
- * allocation exists), `runnerReady` (the login node saw the last ready line), `handedOver`
- * (the provisioning data answered).
+ * answered on the login node), `firstRunningSeen` (the first `squeue` look that said RUNNING,
+ * when one did before the runners were ready), `nodeStarted` (the last node's batch script or
+ * step began: the allocation exists), `runnerReady` (the login node saw the last ready line),
+ * `handedOver` (the provisioning data answered). Logged at debug level as the annotation
+ * `slurmStartTimes` of each allocation.
  */
 export interface SlurmStartTimes {
   readonly jobId: string
