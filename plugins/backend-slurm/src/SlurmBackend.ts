@@ -303,7 +303,7 @@ export const submissionScript = (batch: string): string => {
 dir=$1 runner=$2 n=$3 limit=$4
 [ -s "$runner" ] || { echo missing-bundle; exit 0; }
 mkdir -p "$dir" || exit 1
-outs() { r=0; while [ "$r" -lt "$n" ]; do [ -f "$dir/$id.$r.out" ] && while IFS= read -r l || [ -n "$l" ]; do echo "out $r $l"; done <"$dir/$id.$r.out"; r=$((r + 1)); done; }
+outs() { r=0; while [ "$r" -lt "$n" ]; do { while IFS= read -r l || [ -n "$l" ]; do echo "out $r $l"; done <"$dir/$id.$r.out"; } 2>/dev/null; r=$((r + 1)); done; }
 sub=$(sbatch --parsable 2>&1 <<'${BATCH_EOF}'
 ${batch}${batch.endsWith("\n") ? "" : "\n"}${BATCH_EOF}
 ) || { echo "sbatch-failed $(printf '%s' "$sub" | tr '\\n' ' ')"; exit 0; }
@@ -315,15 +315,13 @@ i=0
 while :; do
   ready=0 r=0
   while [ "$r" -lt "$n" ]; do
-    f="$dir/$id.$r.out"
-    if [ -s "$f" ]; then
-      while IFS= read -r l || [ -n "$l" ]; do
+    # Opened each time, never just stat'ed: on NFS an open revalidates what a stat may cache.
+    { while IFS= read -r l || [ -n "$l" ]; do
         case $l in
           'dstack-ts: refused: '*) echo "refused \${l#dstack-ts: refused: }"; exit 0 ;;
           '{'*'"port":'*) ready=$((ready + 1)); break ;;
         esac
-      done <"$f"
-    fi
+      done <"$dir/$id.$r.out"; } 2>/dev/null
     r=$((r + 1))
   done
   if [ "$ready" -eq "$n" ]; then
