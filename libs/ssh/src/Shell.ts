@@ -30,3 +30,59 @@ export const runScript = (
   command?: string
 ): Promise<ExecResult> =>
   session.ssh.execCommand(command ?? `sh -s -- ${args.map(shQuote).join(" ")}`, { stdin: script as never, noTrim: true }) as Promise<ExecResult>
+
+/** A script running on the host whose output arrives line by line (`streamScript`). */
+export interface StreamingScript {
+  /** Settles once the channel has closed: the script's exit status (null when it was cut or signalled) and stderr. */
+  readonly done: Promise<{ readonly code: number | null; readonly stderr: string }>
+  /** Closes the channel: the script's next write fails (SIGPIPE) and it ends. */
+  readonly close: () => void
+}
+
+/**
+ * Runs `script` with `sh -s -- ARGS` on the host and hands each complete stdout line to
+ * `onLine` as it arrives: one channel on the open session for a script that reports progress
+ * (a watch loop on the host) instead of a round trip per question.
+ *
+ * @example
+ * const watch = await streamScript(session, 'while :; do squeue -h -j "$1" -o %T; sleep 1; done', ["42"], console.log)
+ * watch.close()
+ */
+export const streamScript = (
+  session: Session,
+  script: string,
+  args: ReadonlyArray<string>,
+  onLine: (line: string) => void
+): Promise<StreamingScript> =>
+  new Promise((resolve, reject) => {
+    session.client.exec(`sh -s -- ${args.map(shQuote).join(" ")}`, (error, channel) => {
+      if (error) return reject(error)
+      let pending = ""
+      let stderr = ""
+      let code: number | null = null
+      channel.on("data", (chunk: Buffer) => {
+        pending += chunk.toString("utf8")
+        let newline = pending.indexOf("\n")
+        while (newline >= 0) {
+          onLine(pending.slice(0, newline))
+          pending = pending.slice(newline + 1)
+          newline = pending.indexOf("\n")
+        }
+      })
+      channel.stderr.on("data", (chunk: Buffer) => {
+        if (stderr.length < 64 * 1024) stderr += chunk.toString("utf8")
+      })
+      channel.on("exit", (status: number | null) => {
+        code = status
+      })
+      const done = new Promise<{ code: number | null; stderr: string }>((settle) => {
+        channel.on("close", () => {
+          if (pending !== "") onLine(pending)
+          pending = ""
+          settle({ code, stderr })
+        })
+      })
+      channel.end(script)
+      resolve({ done, close: () => channel.close() })
+    })
+  })

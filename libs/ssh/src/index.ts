@@ -14,4 +14,4 @@ export { fingerprint, hostKeyAlgorithms, parsePublicKey, publicKeyLine, sameKey 
 export { type PoolOptions, SshPool } from "./SshPool.ts"
 export { openTunnel, type SshTunnel } from "./SshTunnel.ts"
 export { dockerPing, httpStatusOnHost, waitHealthy } from "./OverSsh.ts"
-export { type ExecResult, runScript, shQuote } from "./Shell.ts"
+export { type ExecResult, runScript, shQuote, streamScript, type StreamingScript } from "./Shell.ts"

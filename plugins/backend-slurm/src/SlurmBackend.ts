@@ -14,8 +14,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Backend, type BackendFactory, InstanceDisk, InstanceGpu, InstanceOffer, InstanceResources, InstanceType, JobProvisioningData, type Requirements, RunnerLaunch, type RunnerTransport, configDecoder } from "@dstack-ts/core"
-import { describeHop, HopFailure, type HostAccess, runScript, type Session, shQuote, SshPool } from "@dstack-ts/ssh"
-import { Effect, Schema, type Scope } from "effect"
+import { describeHop, HopFailure, type HostAccess, runScript, type Session, shQuote, SshPool, streamScript } from "@dstack-ts/ssh"
+import { Effect, Queue, Schema, type Scope } from "effect"
 import { FINAL_STATES, nodeUsable, parseNode, parsePartition, parseScontrolLine, type SlurmNode, type SlurmPartition, slurmJobName, slurmTimeLimit, stateMeaning } from "./internal/Slurm.ts"
 
 const TYPE = "slurm"
@@ -221,7 +221,12 @@ export const clusterOffers = (
 // ---------------------------------------------------------------------------------------------
 // The batch script
 
-/** The sbatch script of an allocation whose step starts the runner on each node. */
+/**
+ * The sbatch script of an allocation that starts the runner on each node. Node 0's runner runs
+ * in the batch script itself, as soon as the allocation exists (no `srun` step launch in the
+ * way); the other nodes' start in one `srun --relative=1` step beside it. The job lasts as long
+ * as node 0's runner: when it exits, Slurm ends the allocation.
+ */
 export const batchScript = (options: {
   readonly jobName: string
   readonly dir: string
@@ -250,25 +255,112 @@ export const batchScript = (options: {
     ...(options.account === undefined ? [] : [`--account=${options.account}`]),
     ...(options.qos === undefined ? [] : [`--qos=${options.qos}`])
   ]
-  // Each node's step writes its runner's ready line (or why it cannot start) to
-  // <dir>/<job>.<rank>.out, which the login node reads on the shared filesystem.
+  // Each node writes `<dir>/<job>.<rank>.out`, which the login node reads on the shared
+  // filesystem: first `dstack-ts: node NAME MS` (its Slurm name, and when it started, for the
+  // latency breakdown), then the runner's ready line, or why it cannot start. The rank is the
+  // node's index in the allocation (SLURM_NODEID, relative in the `--relative=1` step).
   const step = [
     "set -u",
-    `out=${shQuote(options.dir)}/$SLURM_JOB_ID.$SLURM_NODEID.out`,
-    `node_bin=$(command -v ${shQuote(options.node)}) || { echo "dstack-ts: refused: no ${options.node} on $(hostname) ($SLURMD_NODENAME): the runner needs Node.js 20 or later on the compute nodes" >"$out"; exit 97; }`,
+    `rank=$((\${SLURM_NODEID:-0} + \${DSTACK_TS_RANK_BASE:-0}))`,
+    `out=${shQuote(options.dir)}/$SLURM_JOB_ID.$rank.out`,
+    `echo "dstack-ts: node $SLURMD_NODENAME $(date +%s%3N)" >"$out"`,
+    `node_bin=$(command -v ${shQuote(options.node)}) || { echo "dstack-ts: refused: no ${options.node} on $(hostname) ($SLURMD_NODENAME): the runner needs Node.js 20 or later on the compute nodes" >>"$out"; exit 97; }`,
     ...(options.needsDocker
-      ? [`[ -S /var/run/docker.sock ] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || { echo "dstack-ts: refused: no Docker on $SLURMD_NODENAME: a job with an image runs in Docker on the node, and this node has none (run it without image, or on nodes with Docker)" >"$out"; exit 98; }`]
+      ? [`[ -S /var/run/docker.sock ] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || { echo "dstack-ts: refused: no Docker on $SLURMD_NODENAME: a job with an image runs in Docker on the node, and this node has none (run it without image, or on nodes with Docker)" >>"$out"; exit 98; }`]
       : []),
-    `work=${shQuote(options.dir)}/$SLURM_JOB_ID.$SLURM_NODEID.work`,
+    `work=${shQuote(options.dir)}/$SLURM_JOB_ID.$rank.work`,
     `mkdir -p "$work"`,
-    `exec "$node_bin" ${shQuote(options.bundle)} --host 127.0.0.1 --port 0 --work-dir "$work" >"$out" 2>&1`
+    `exec "$node_bin" ${shQuote(options.bundle)} --host 127.0.0.1 --port 0 --work-dir "$work" >>"$out" 2>&1`
   ].join("\n")
+  const others = options.nodes - 1
   return [
     "#!/bin/sh",
     ...directives.map((d) => `#SBATCH ${d}`),
-    `exec srun --kill-on-bad-exit=0 sh -c ${shQuote(step)}`,
+    `step=${shQuote(step)}`,
+    ...(others > 0 ? [`DSTACK_TS_RANK_BASE=1 srun --relative=1 --nodes=${others} --ntasks=${others} --ntasks-per-node=1 --kill-on-bad-exit=0 sh -c "$step" &`] : []),
+    `DSTACK_TS_RANK_BASE=0 sh -c "$step"`,
     ""
   ].join("\n")
+}
+
+/** The heredoc delimiter of the batch script inside the submission script. */
+const BATCH_EOF = "DSTACK_TS_BATCH_SCRIPT"
+
+/**
+ * The one script a submission runs on the login node (`sh -s -- DIR RUNNER NODES SECONDS`):
+ * says `missing-bundle` when the runner bundle is not on the shared filesystem yet; else
+ * submits the batch script (`sbatch-failed WHY`, or `job ID MS`), then watches the job from the
+ * login node itself (the nodes' output files every 20 ms, `squeue` every 200 ms) and streams
+ * what it sees: `q MS STATE|REASON` at each look at the queue, `refused WHY` when a node cannot
+ * start the runner, `gone` (and the outputs) when the job left the queue first, or `ready MS`
+ * and each node's output as `out RANK LINE` once every runner has printed its ready line. A
+ * server that goes away while the job is being watched cuts the channel: the next line fails
+ * (SIGPIPE) and the script cancels the job. Times are the login node's clock, in ms.
+ */
+export const submissionScript = (batch: string): string => {
+  if (batch.split("\n").includes(BATCH_EOF)) throw new Error(`the batch script contains the line ${BATCH_EOF}`)
+  return `set -u
+dir=$1 runner=$2 n=$3 limit=$4
+[ -s "$runner" ] || { echo missing-bundle; exit 0; }
+mkdir -p "$dir" || exit 1
+outs() { r=0; while [ "$r" -lt "$n" ]; do { while IFS= read -r l || [ -n "$l" ]; do echo "out $r $l"; done <"$dir/$id.$r.out"; } 2>/dev/null; r=$((r + 1)); done; }
+sub=$(sbatch --parsable 2>&1 <<'${BATCH_EOF}'
+${batch}${batch.endsWith("\n") ? "" : "\n"}${BATCH_EOF}
+) || { echo "sbatch-failed $(printf '%s' "$sub" | tr '\\n' ' ')"; exit 0; }
+id=\${sub%%;*}
+trap 'scancel "$id" 2>/dev/null; exit 1' PIPE HUP TERM
+echo "job $id $(date +%s%3N)"
+end=$(( $(date +%s) + limit ))
+i=0
+while :; do
+  ready=0 r=0
+  while [ "$r" -lt "$n" ]; do
+    # Opened each time, never just stat'ed: on NFS an open revalidates what a stat may cache.
+    { while IFS= read -r l || [ -n "$l" ]; do
+        case $l in
+          'dstack-ts: refused: '*) echo "refused \${l#dstack-ts: refused: }"; exit 0 ;;
+          '{'*'"port":'*) ready=$((ready + 1)); break ;;
+        esac
+      done <"$dir/$id.$r.out"; } 2>/dev/null
+    r=$((r + 1))
+  done
+  if [ "$ready" -eq "$n" ]; then
+    trap - PIPE HUP TERM
+    echo "ready $(date +%s%3N)"
+    outs
+    exit 0
+  fi
+  if [ $((i % 10)) -eq 0 ]; then
+    q=$(squeue -h -j "$id" -o '%T|%r' 2>&1)
+    case $q in
+      *'|'*) echo "q $(date +%s%3N) $q" ;;
+      ''|*'Invalid job id'*) echo gone; outs; exit 0 ;;
+      *) echo "squeue-error $(printf '%s' "$q" | tr '\\n' ' ')" ;;
+    esac
+    [ "$(date +%s)" -lt "$end" ] || { echo expired; exit 0; }
+  fi
+  i=$((i + 1))
+  sleep 0.02 2>/dev/null || sleep 1
+done
+`
+}
+
+/**
+ * Where the time of one allocation went, in ms since `allocate` began (server clock), with the
+ * login node's and the compute nodes' times taken as the same clock: `submitted` (sbatch
+ * answered on the login node), `firstRunningSeen` (the first `squeue` look that said RUNNING,
+ * when one did before the runners were ready), `nodeStarted` (the last node's batch script or
+ * step began: the allocation exists), `runnerReady` (the login node saw the last ready line),
+ * `handedOver` (the provisioning data answered). Logged at debug level as the annotation
+ * `slurmStartTimes` of each allocation.
+ */
+export interface SlurmStartTimes {
+  readonly jobId: string
+  readonly submitted: number
+  readonly firstRunningSeen?: number
+  readonly nodeStarted?: number
+  readonly runnerReady?: number
+  readonly handedOver: number
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,6 +421,17 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
       return c === undefined ? fail(method, "Invalid", `no Slurm cluster named ${region} in this backend (it has: ${[...clusters.keys()].join(", ")})`) : Effect.succeed(c)
     }
 
+    const loginError = (method: string, c: Cluster) => (error: unknown) => {
+      const hop = error instanceof HopFailure ? error : undefined
+      return new Backend.BackendError({
+        module: MODULE,
+        method,
+        reason: hop?.kind === "auth" ? "PermissionDenied" : hop?.kind === "timeout" ? "Timeout" : hop?.kind === "key" ? "Invalid" : "Transport",
+        message: `cannot reach the login node ${describeHop(c.access)} of cluster ${c.config.name}: ${error instanceof Error ? error.message : String(error)}`,
+        cause: error
+      })
+    }
+
     /** Runs a script on the login node with `sh -s -- ARGS` (a login shell's environment: SLURM_CONF, PATH). */
     const onLogin = (method: string, c: Cluster, script: string | NodeJS.ReadableStream, args: ReadonlyArray<string> = [], command?: string) =>
       Effect.acquireUseRelease(
@@ -336,16 +439,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         () =>
           Effect.tryPromise({
             try: async () => runScript(await pool.session(c.access), script, args, command),
-            catch: (error) => {
-              const hop = error instanceof HopFailure ? error : undefined
-              return new Backend.BackendError({
-                module: MODULE,
-                method,
-                reason: hop?.kind === "auth" ? "PermissionDenied" : hop?.kind === "timeout" ? "Timeout" : hop?.kind === "key" ? "Invalid" : "Transport",
-                message: `cannot reach the login node ${describeHop(c.access)} of cluster ${c.config.name}: ${error instanceof Error ? error.message : String(error)}`,
-                cause: error
-              })
-            }
+            catch: loginError(method, c)
           }),
         (release) => Effect.sync(release)
       )
@@ -355,6 +449,10 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
 
     /** Node addresses (NodeAddr) by `cluster/node`, as the last `scontrol show node` answered. */
     const addresses = new Map<string, string>()
+    /** Partitions' MaxTime (seconds, undefined: UNLIMITED) by `cluster/partition`, as the last plan read them. */
+    const maxTimes = new Map<string, number | undefined>()
+    /** The login user's home directory by cluster, once asked. */
+    const homes = new Map<string, string>()
 
     const discover = (c: Cluster) =>
       onLogin("getOffers", c, "scontrol show -o partition && echo --- && scontrol show -o node").pipe(
@@ -366,6 +464,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
               const lines = (t: string | undefined) => (t ?? "").split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("No "))
               const found = { partitions: lines(parts).map(parsePartition), nodes: lines(nodes).map(parseNode) }
               for (const n of found.nodes) addresses.set(`${c.config.name}/${n.name}`, n.address)
+              for (const p of found.partitions) maxTimes.set(`${c.config.name}/${p.name}`, p.maxTimeSeconds)
               return found
             },
             catch: (e) => new Backend.BackendError({ module: MODULE, method: "getOffers", reason: "Unknown", message: `cannot read the nodes of ${c.config.name}: ${(e as Error).message}` })
@@ -400,13 +499,136 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         )
       )
 
+    type Watched =
+      | { readonly kind: "missing-bundle" }
+      | { readonly kind: "ready"; readonly jobId: string; readonly outs: ReadonlyArray<ReadonlyArray<string>>; readonly times: Omit<SlurmStartTimes, "handedOver"> }
+
+    /**
+     * Runs the submission script on the login node over the pooled session and follows what it
+     * streams, until every runner is ready. `job.id` is set as soon as sbatch answered, for the
+     * caller to cancel the job on any failure or interruption. Waits on real time: Slurm runs on
+     * it, whatever Clock the caller provides.
+     */
+    const submitAndWatch = (
+      method: string,
+      c: Cluster,
+      script: string,
+      args: { readonly dir: string; readonly runner: string; readonly nodes: number },
+      started: number,
+      job: { id?: string },
+      onPending: Backend.InstanceConfiguration["onPending"]
+    ) =>
+      Effect.scoped(Effect.gen(function*() {
+        type Event = { readonly line: string } | { readonly end: { readonly code: number | null; readonly stderr: string } } | { readonly deadline: true }
+        const events = yield* Queue.unbounded<Event>()
+        yield* Effect.acquireRelease(Effect.sync(() => pool.hold(c.access)), (release) => Effect.sync(release))
+        const stream = yield* Effect.acquireRelease(
+          Effect.tryPromise({
+            try: async () =>
+              streamScript(await pool.session(c.access), script, [args.dir, args.runner, String(args.nodes), String(Math.ceil(startTimeoutMs / 1000) + 30)], (line) => Queue.unsafeOffer(events, { line })),
+            catch: loginError(method, c)
+          }),
+          (s) => Effect.sync(() => s.close())
+        )
+        void stream.done.then((end) => Queue.unsafeOffer(events, { end }))
+        yield* Effect.acquireRelease(
+          Effect.sync(() => setTimeout(() => Queue.unsafeOffer(events, { deadline: true }), startTimeoutMs)),
+          (timer) => Effect.sync(() => clearTimeout(timer))
+        )
+        const at = (ms: string | undefined) => {
+          const n = Number(ms)
+          return Number.isFinite(n) && n > 0 ? n - started : undefined
+        }
+        const outs: Array<Array<string>> = Array.from({ length: args.nodes }, () => [])
+        const outputText = () => outs.map((o) => o.join("\n")).join("\n").trim().slice(-2000) || "(none)"
+        let submitted: number | undefined
+        let firstRunningSeen: number | undefined
+        let readyAt: number | undefined
+        let gone = false
+        let last = "not in the queue"
+        let state = ""
+        let reported: string | undefined
+        while (true) {
+          const event = yield* Queue.take(events)
+          if ("deadline" in event) {
+            return yield* fail(
+              method,
+              state === "PENDING" || state === "" ? "NoCapacity" : "Timeout",
+              `Slurm job ${job.id ?? "(not submitted yet)"} on ${c.config.name} did not start its runner${args.nodes > 1 ? "s" : ""} within ${startTimeoutMs / 1000}s: ${last}`
+            )
+          }
+          if ("end" in event) {
+            if (readyAt !== undefined && job.id !== undefined) {
+              const nodeStarts = outs.map((o) => o.map((l) => /^dstack-ts: node \S+ (\d+)$/.exec(l)?.[1]).find((t) => t !== undefined))
+              const nodeStarted = nodeStarts.every((t) => t !== undefined) ? Math.max(...nodeStarts.map((t) => at(t) ?? 0)) : undefined
+              return {
+                kind: "ready",
+                jobId: job.id,
+                outs,
+                times: {
+                  jobId: job.id,
+                  submitted: submitted ?? 0,
+                  ...(firstRunningSeen === undefined ? {} : { firstRunningSeen }),
+                  ...(nodeStarted === undefined ? {} : { nodeStarted }),
+                  runnerReady: readyAt
+                }
+              } satisfies Watched
+            }
+            if (gone) return yield* fail(method, "Unknown", `Slurm job ${job.id} left the queue before its runner started; its output:\n${outputText()}`)
+            return yield* fail(method, "Unknown", `the submission on the login node of ${c.config.name} ended early (exit status ${event.end.code ?? "none"}): ${event.end.stderr.trim() || "no message"}`)
+          }
+          const line = event.line
+          const [word = "", ...rest] = line.split(" ")
+          if (word === "missing-bundle") return { kind: "missing-bundle" } satisfies Watched
+          if (word === "sbatch-failed") {
+            const why = rest.join(" ").trim() || "no message"
+            const limit = /time limit|Requested node configuration is not available|node count specification|memory specification|Invalid (account|qos)/i.test(why)
+            return yield* fail(method, limit ? "Invalid" : "Unknown", `sbatch on ${c.config.name} refused the job: ${why}`)
+          }
+          if (word === "job") {
+            if (!/^\d+$/.test(rest[0] ?? "")) return yield* fail(method, "Unknown", `sbatch on ${c.config.name} answered ${JSON.stringify(rest[0] ?? "")}, not a job id`)
+            job.id = rest[0]
+            submitted = at(rest[1])
+          } else if (word === "q") {
+            const [stateText = "", reason = ""] = rest.slice(1).join(" ").split("|")
+            state = stateText
+            if (state === "RUNNING" && firstRunningSeen === undefined) firstRunningSeen = at(rest[0])
+            last = stateMeaning(state, reason).message
+            // Waiting in the queue: the job shows as provisioning with Slurm's reason.
+            if (state === "PENDING" && last !== reported && onPending !== undefined) {
+              reported = last
+              yield* onPending(last)
+            }
+            // Reasons Slurm keeps a job pending for until someone changes a limit: not capacity.
+            if (state === "PENDING" && NEVER_STARTS.test(reason)) {
+              return yield* fail(method, "Invalid", `Slurm will not start job ${job.id} on ${c.config.name}: ${last}; the job's size, max_duration or the cluster's account/QoS exceed a limit there`)
+            }
+          } else if (word === "refused") {
+            return yield* fail(method, "Invalid", rest.join(" "))
+          } else if (word === "gone") {
+            gone = true
+          } else if (word === "ready") {
+            readyAt = at(rest[0]) ?? Date.now() - started
+          } else if (word === "out") {
+            const rank = Number(rest[0])
+            if (Number.isInteger(rank) && rank >= 0 && rank < args.nodes) outs[rank].push(rest.slice(1).join(" "))
+          } else if (word === "expired") {
+            last = `${last} (the watch on the login node stopped)`
+          } else if (word === "squeue-error") {
+            yield* Effect.logDebug(`slurm backend: squeue on ${c.config.name} failed, asking again: ${rest.join(" ")}`)
+          }
+        }
+      }))
+
     /**
      * One allocation of `nodes` nodes for the job of `configs[0]` (one configuration per node
-     * rank): submitted with sbatch, waited for until it runs and every node's runner says where
-     * it listens, cancelled when that fails. Answers one provisioning data per rank.
+     * rank): one script on the login node submits it with sbatch and watches it until every
+     * node's runner says where it listens; the job is cancelled when that fails or is
+     * interrupted. Answers one provisioning data per rank.
      */
     const allocate = (method: string, offer: InstanceOffer, configs: ReadonlyArray<Backend.InstanceConfiguration>) =>
       Effect.gen(function*() {
+        const started = Date.now()
         const ic = configs[0]
         const nodes = configs.length
         const c = yield* cluster(method, offer.region)
@@ -415,31 +637,29 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         const maxDuration = ic.job?.maxDuration ?? undefined
         const { file, sha256 } = yield* bundle
         const relRunner = `${installDir}/runner-${sha256.slice(0, 16)}.mjs`
-        // One round trip: the home directory, whether this runner bundle is there already (on
-        // the shared filesystem), and the partition's MaxTime when the job has a max_duration.
-        const prep = yield* onLogin(
-          method,
-          c,
-          `printf '%s\\n' "$HOME"; [ -s "$HOME/$1" ] && echo present || echo absent; if [ -n "$2" ]; then scontrol show -o partition "$2" || exit 1; fi`,
-          [relRunner, maxDuration === undefined || maxDuration === null ? "" : partition]
-        ).pipe(Effect.flatMap(checked(method, c, `reading $HOME and scontrol show partition ${partition}`)))
-        const [home = "", presence = "", partitionLine = ""] = prep.split("\n")
+        // The home directory (once per cluster) and the partition's MaxTime when the job has a
+        // max_duration and the last plan did not read it: one round trip, skipped when known.
+        const limitKey = `${c.config.name}/${partition}`
+        const wantsLimit = maxDuration !== undefined && maxDuration !== null && !maxTimes.has(limitKey)
+        if (!homes.has(c.config.name) || wantsLimit) {
+          const prep = yield* onLogin(method, c, `printf '%s\\n' "$HOME"; if [ -n "$1" ]; then scontrol show -o partition "$1" || exit 1; fi`, [wantsLimit ? partition : ""]).pipe(
+            Effect.flatMap(checked(method, c, `reading $HOME and scontrol show partition ${partition}`))
+          )
+          const [home = "", partitionLine = ""] = prep.split("\n")
+          homes.set(c.config.name, home.trim())
+          if (wantsLimit) maxTimes.set(limitKey, parsePartition(partitionLine).maxTimeSeconds)
+        }
         if (maxDuration !== undefined && maxDuration !== null) {
-          const limit = parsePartition(partitionLine).maxTimeSeconds
+          const limit = maxTimes.get(limitKey)
           if (limit !== undefined && maxDuration > limit) {
             return yield* fail(method, "Invalid", `max_duration ${maxDuration}s is longer than the time limit of partition ${partition} on ${c.config.name} (MaxTime ${limit}s)`)
           }
         }
-        const dir = `${home.trim()}/${installDir}`
-        const runner = `${home.trim()}/${relRunner}`
-        const present = { stdout: presence }
-        if (!present.stdout.includes("present")) {
-          yield* onLogin(method, c, fs.createReadStream(file), [], `sh -c ${shQuote(`mkdir -p "$(dirname "$0")" && cat > "$0.tmp" && mv "$0.tmp" "$0"`)} ${shQuote(runner)}`).pipe(
-            Effect.flatMap(checked(method, c, `writing ${runner}`))
-          )
-        }
+        const home = homes.get(c.config.name)!
+        const dir = `${home}/${installDir}`
+        const runner = `${home}/${relRunner}`
         const jobName = slurmJobName(ic.instanceName)
-        const script = batchScript({
+        const script = submissionScript(batchScript({
           jobName,
           dir,
           partition,
@@ -451,83 +671,43 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           node: nodeBin,
           bundle: runner,
           needsDocker: (ic.job?.image ?? "") !== ""
-        })
-        const submitted = yield* onLogin(method, c, script, [], `sbatch --parsable`)
-        if (submitted.code !== 0) {
-          const why = submitted.stderr.trim() || `exit status ${submitted.code}`
-          const limit = /time limit|Requested node configuration is not available|node count specification|memory specification|Invalid (account|qos)/i.test(why)
-          return yield* fail(method, limit ? "Invalid" : "Unknown", `sbatch on ${c.config.name} refused the job: ${why}`)
-        }
-        const jobId = submitted.stdout.trim().split(";")[0]
-        if (!/^\d+$/.test(jobId)) return yield* fail(method, "Unknown", `sbatch on ${c.config.name} answered ${JSON.stringify(submitted.stdout.trim())}, not a job id`)
+        }))
 
-        // Until the allocation runs and every node's runner says where it listens; cancelled on failure.
-        const outputs = Array.from({ length: nodes }, (_, rank) => `${dir}/${jobId}.${rank}.out`)
-        const started = Effect.gen(function*() {
-          const deadline = Date.now() + startTimeoutMs
-          let last = "not in the queue"
-          let reported: string | undefined
-          while (true) {
-            // The queue state, the allocation's node names in rank order and the steps' outputs in one round trip.
-            const polled = yield* onLogin(
-              method,
-              c,
-              `j="$1"; shift; q=$(squeue -h -j "$j" -o '%T|%r|%N|%P' 2>/dev/null); echo "$q"; n=$(echo "$q" | cut -d'|' -f3); echo ---; [ -n "$n" ] && [ "$n" != "(null)" ] && scontrol show hostnames "$n" 2>/dev/null; for f in "$@"; do echo ---; cat "$f" 2>/dev/null; done; true`,
-              [jobId, ...outputs]
-            )
-            const [queued = "", hosts = "", ...outs] = polled.stdout.split(/^---$/m)
-            const line = queued.trim().split("\n").find((l) => l.includes("|"))
-            const q = line === undefined ? undefined : (([state, reason, nodeList, part]) => ({ state, reason, nodes: nodeList, partition: part }))(line.split("|"))
-            const refused = outs.map((o) => /^dstack-ts: refused: (.*)$/m.exec(o)).find((m) => m !== null)
-            if (refused) return yield* fail(method, "Invalid", refused[1])
-            const ready = outs.map((o) => o.split("\n").map((l) => RunnerLaunch.parseAddress(l.trim())).find((a) => a !== undefined))
-            if (q !== undefined && q.state === "RUNNING" && ready.length === nodes && ready.every((r) => r !== undefined)) {
-              return { q, hosts: hosts.trim().split("\n").filter((h) => h !== ""), ports: ready.map((r) => r!.port) }
-            }
-            if (q === undefined) {
-              return yield* fail(method, "Unknown", `Slurm job ${jobId} left the queue before its runner started; its output:\n${outs.join("\n").trim().slice(-2000) || "(none)"}`)
-            }
-            last = stateMeaning(q.state, q.reason).message
-            // Waiting in the queue: the job shows as provisioning with Slurm's reason.
-            if (q.state === "PENDING" && last !== reported && ic.onPending !== undefined) {
-              reported = last
-              yield* ic.onPending(last)
-            }
-            // Reasons Slurm keeps a job pending for until someone changes a limit: not capacity.
-            if (q.state === "PENDING" && NEVER_STARTS.test(q.reason)) {
-              return yield* fail(method, "Invalid", `Slurm will not start job ${jobId} on ${c.config.name}: ${last}; the job's size, max_duration or the cluster's account/QoS exceed a limit there`)
-            }
-            if (Date.now() > deadline) {
-              return yield* fail(
-                method,
-                q.state === "PENDING" ? "NoCapacity" : "Timeout",
-                `Slurm job ${jobId} on ${c.config.name} did not start its runner${nodes > 1 ? "s" : ""} within ${startTimeoutMs / 1000}s: ${last}`
-              )
-            }
-            // Wall-clock waiting: Slurm runs on real time, whatever Clock the caller provides.
-            yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 100)))
-          }
-        })
         // The wait may be interrupted (the run was stopped while its job pends in the queue)
-        // even where the caller made the creation uninterruptible: the job is then cancelled
-        // at once, as on any failure.
-        const done = yield* Effect.interruptible(started).pipe(Effect.onError(() => cancel(method, c, jobId).pipe(Effect.ignore)))
+        // even where the caller made the creation uninterruptible: the job is then cancelled at
+        // once, as on any failure.
+        const job: { id?: string } = {}
+        const watch = Effect.interruptible(submitAndWatch(method, c, script, { dir, runner, nodes }, started, job, ic.onPending)).pipe(
+          Effect.onError(() => job.id === undefined ? Effect.void : cancel(method, c, job.id).pipe(Effect.ignore))
+        )
+        let watched = yield* watch
+        if (watched.kind === "missing-bundle") {
+          // The first submission with this runner build: it is copied to the shared filesystem once.
+          yield* onLogin(method, c, fs.createReadStream(file), [], `sh -c ${shQuote(`mkdir -p "$(dirname "$0")" && cat > "$0.tmp" && mv "$0.tmp" "$0"`)} ${shQuote(runner)}`).pipe(
+            Effect.flatMap(checked(method, c, `writing ${runner}`))
+          )
+          watched = yield* watch
+          if (watched.kind === "missing-bundle") return yield* fail(method, "Unknown", `${runner} on ${c.config.name} is still missing after it was written`)
+        }
+        const { jobId, outs, times } = watched
         const named = yield* Effect.gen(function*() {
-          if (done.hosts.length !== nodes) {
-            return yield* fail(method, "Unknown", `Slurm job ${jobId} runs on ${JSON.stringify(done.q.nodes)}, which is not ${nodes} node${nodes === 1 ? "" : "s"}`)
+          const hosts = outs.map((o) => o.map((l) => /^dstack-ts: node (\S+)/.exec(l)?.[1]).find((h) => h !== undefined))
+          const ports = outs.map((o) => o.map((l) => RunnerLaunch.parseAddress(l.trim())).find((a) => a !== undefined)?.port)
+          if (hosts.some((h) => h === undefined) || ports.some((p) => p === undefined)) {
+            return yield* fail(method, "Unknown", `Slurm job ${jobId} on ${c.config.name}: a node's output names no node or no runner address:\n${outs.map((o) => o.join("\n")).join("\n").slice(-2000)}`)
           }
           // The nodes' addresses as the last plan read them, else asked now.
-          const known = done.hosts.map((h) => addresses.get(`${c.config.name}/${h}`))
-          if (known.every((a) => a !== undefined)) return done.hosts.map((name, i) => ({ name, address: known[i]! }))
-          const shown = yield* onLogin(method, c, `for n in "$@"; do scontrol show -o node "$n" || exit 1; done`, done.hosts).pipe(
-            Effect.flatMap(checked(method, c, `scontrol show node ${done.hosts.join(",")}`))
+          const known = hosts.map((h) => addresses.get(`${c.config.name}/${h}`))
+          if (known.every((a) => a !== undefined)) return hosts.map((name, i) => ({ name: name!, address: known[i]!, port: ports[i]! }))
+          const shown = yield* onLogin(method, c, `for n in "$@"; do scontrol show -o node "$n" || exit 1; done`, hosts as Array<string>).pipe(
+            Effect.flatMap(checked(method, c, `scontrol show node ${hosts.join(",")}`))
           )
-          return shown.trim().split("\n").filter((l) => l.trim() !== "").map(parseNode)
+          const byName = new Map(shown.trim().split("\n").filter((l) => l.trim() !== "").map(parseNode).map((n) => [n.name, n.address]))
+          return hosts.map((name, i) => ({ name: name!, address: byName.get(name!) ?? name!, port: ports[i]! }))
         }).pipe(Effect.tapError(() => cancel(method, c, jobId).pipe(Effect.ignore)))
-        const byName = new Map(named.map((n) => [n.name, n]))
-        return done.hosts.map((host, rank) => {
-          const node = byName.get(host) ?? { name: host, address: host }
-          const data: SlurmJobData = { cluster: c.config.name, login: c.login, jobId, jobName, partition: done.q.partition || partition, nodes: done.hosts, rank, dir }
+        const nodeNames = named.map((n) => n.name)
+        const pds = named.map((node, rank) => {
+          const data: SlurmJobData = { cluster: c.config.name, login: c.login, jobId, jobName, partition, nodes: nodeNames, rank, dir }
           return new JobProvisioningData({
             backend: TYPE,
             instanceType: offer.instance,
@@ -536,15 +716,18 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             hostname: node.address,
             internalIp: node.address,
             region: c.config.name,
-            availabilityZone: data.partition,
+            availabilityZone: partition,
             price: 0,
             username: c.config.user,
             sshPort: 22,
             dockerized: false,
-            runnerPort: done.ports[rank],
+            runnerPort: node.port,
             backendData: JSON.stringify(data)
           })
         })
+        const handed: SlurmStartTimes = { ...times, handedOver: Date.now() - started }
+        yield* Effect.logDebug(`slurm backend: job ${jobId} on ${c.config.name} handed over`).pipe(Effect.annotateLogs("slurmStartTimes", handed))
+        return pds
       })
 
     const createInstance = (offer: InstanceOffer, ic: Backend.InstanceConfiguration) =>

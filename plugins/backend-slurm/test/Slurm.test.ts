@@ -84,7 +84,7 @@ describe("offers", () => {
 })
 
 describe("the batch script", () => {
-  it("asks for the offer's size, the time limit from max_duration, account and QoS, and starts the runner in a step", () => {
+  it("asks for the offer's size, the time limit from max_duration, account and QoS, and starts node 0's runner in the batch script itself", () => {
     const offer = SlurmBackend.clusterOffers(
       Schema.decodeUnknownSync(SlurmBackend.SlurmClusterConfig)({ name: "hpc", hostname: "login", user: "me", private_key: { content: "k" }, gpu_partitions: [{ gpu: "A100", partitions: ["gpu"] }] }),
       [Slurm.parsePartition("PartitionName=gpu MaxTime=UNLIMITED State=UP")],
@@ -98,7 +98,32 @@ describe("the batch script", () => {
     for (const d of ["--partition=gpu", "--nodes=1", "--cpus-per-task=4", "--mem=16384M", "--gres=gpu:2", "--time=3", "--account=proj", "--qos=high", "--no-requeue"]) {
       expect(script).toContain(`#SBATCH ${d}\n`)
     }
-    expect(script).toMatch(/exec srun .*--port 0/s)
+    expect(script).toMatch(/--port 0/)
     expect(script).toContain("no Docker on")
+    // One node: no step launch between the allocation and the runner.
+    expect(script).not.toContain("srun")
+    expect(script.trim().split("\n").at(-1)).toBe(`DSTACK_TS_RANK_BASE=0 sh -c "$step"`)
+  })
+  it("starts the other nodes' runners in one srun step beside node 0's, ranked from 1", () => {
+    const resources = SlurmBackend.clusterOffers(
+      Schema.decodeUnknownSync(SlurmBackend.SlurmClusterConfig)({ name: "hpc", hostname: "login", user: "me", private_key: { content: "k" } }),
+      [Slurm.parsePartition("PartitionName=cpu MaxTime=UNLIMITED State=UP")],
+      [Slurm.parseNode(NODE.replace("Partitions=gpu,all", "Partitions=cpu"))],
+      requirements({ cpu: 1, memory: "1GB" })
+    )[0].instance.resources
+    const script = SlurmBackend.batchScript({ jobName: "dstack-x", dir: "/d", partition: "cpu", nodes: 3, resources, node: "node", bundle: "/r.mjs", needsDocker: false })
+    expect(script).toContain(`DSTACK_TS_RANK_BASE=1 srun --relative=1 --nodes=2 --ntasks=2 --ntasks-per-node=1 --kill-on-bad-exit=0 sh -c "$step" &\n`)
+    expect(script).not.toContain("docker")
+  })
+})
+
+describe("the submission script", () => {
+  it("carries the batch script to sbatch in a quoted here-document, unchanged", () => {
+    const batch = "#!/bin/sh\n#SBATCH --nodes=1\necho '$HOME' \"$x\"\n"
+    const script = SlurmBackend.submissionScript(batch)
+    expect(script).toContain(`<<'DSTACK_TS_BATCH_SCRIPT'\n${batch}DSTACK_TS_BATCH_SCRIPT\n)`)
+  })
+  it("refuses a batch script holding its here-document's delimiter", () => {
+    expect(() => SlurmBackend.submissionScript("#!/bin/sh\nDSTACK_TS_BATCH_SCRIPT\n")).toThrow(/DSTACK_TS_BATCH_SCRIPT/)
   })
 })

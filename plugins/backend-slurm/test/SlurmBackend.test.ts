@@ -138,6 +138,37 @@ describeWithSlurm(() => {
     expect(error.message).toMatch(/no Docker on n\d/)
   }, 60_000)
 
+  it("a job whose server loses the login node while the job pends is cancelled by the watch on the login node itself", async () => {
+    const filler = (await cluster.slurm("sbatch", ["--parsable", "--nodes=2", "--exclusive", "--output=/dev/null", "--wrap", "srun sleep 600"])).trim()
+    try {
+      for (let i = 0; i < 150 && (await cluster.queueState(filler)) !== "RUNNING"; i++) await new Promise((r) => setTimeout(r, 200))
+      const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
+      const job = instanceJob({ job_name: "cut-0-0", requirements: { resources: small } })
+      const pending: Array<string> = []
+      const creating = run(Effect.flip(backend.createInstance(offer, {
+        projectName: "main", instanceName: "cut", instanceId: "i-4", sshKeys: [], job, onPending: (m) => Effect.sync(() => void pending.push(m))
+      })))
+      const ours = async () => (await cluster.slurm("squeue", ["-h", "-n", "dstack-cut", "-o", "%i|%T"])).trim()
+      for (let i = 0; i < 150 && !(await ours()).endsWith("|PENDING"); i++) await new Promise((r) => setTimeout(r, 200))
+      expect(await ours()).toMatch(/^\d+\|PENDING$/)
+      // The login node's sshd goes away with its sessions: the server can neither watch nor
+      // cancel the job, so only the script on the login node can.
+      await cluster.net.stopSshd(cluster.login)
+      try {
+        const error = await creating
+        expect(error).toBeInstanceOf(Backend.BackendError)
+        expect(pending[0]).toMatch(/^Slurm PENDING \((Resources|Priority)\)$/)
+        for (let i = 0; i < 50 && (await ours()) !== ""; i++) await new Promise((r) => setTimeout(r, 200))
+        expect(await ours()).toBe("")
+      } finally {
+        await cluster.net.startSshd(cluster.login)
+      }
+    } finally {
+      await cluster.slurm("scancel", [filler])
+      for (let i = 0; i < 100 && (await cluster.queueState(filler)) !== undefined; i++) await new Promise((r) => setTimeout(r, 200))
+    }
+  }, 90_000)
+
   it("refuses a max_duration longer than the partition's MaxTime before submitting", async () => {
     const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
     const job = instanceJob({ job_name: "long-0-0", max_duration: 7200, requirements: { resources: small } })
