@@ -2,7 +2,8 @@
 // here, so this one speaks the real REST and watch protocol (core/v1 JSON, `?watch=true` chunked
 // events, `Status` objects for errors, resourceVersion, bearer tokens) for only what the
 // kubernetes backend uses: nodes, namespaces, pods (with logs and `follow`), NodePort services
-// and PersistentVolumeClaims (bound at once, each a Docker volume). Its pods are real Docker
+// (each port's NodePort a TCP relay on 127.0.0.1 to a Running pod of the selector, as
+// kube-proxy) and PersistentVolumeClaims (bound at once, each a Docker volume). Its pods are real Docker
 // containers on this machine (init containers, emptyDir/hostPath/claim volumes, resource
 // limits); phases and exit codes come from them. Images are never pulled.
 // It schedules pods by requests against node allocatable, by node selectors/affinity and by
@@ -45,6 +46,8 @@ export interface K8sStandin {
   readonly pods: () => ReadonlyArray<Pod>
   /** PersistentVolumeClaims as the API shows them. */
   readonly claims: () => ReadonlyArray<Json>
+  /** Services as the API shows them. */
+  readonly services: () => ReadonlyArray<Json>
   readonly close: () => Promise<void>
 }
 
@@ -576,18 +579,33 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       }
     }
 
+    // Services: https://kubernetes.io/docs/reference/kubernetes-api/service-resources/service-v1/
+    // (create, read, delete); NodePorts are allocated from 30000-32767 and served on 127.0.0.1.
     if (resource === "services") {
       if (name === undefined && method === "POST") {
         const body = JSON.parse(await readBody(req))
         const svcName = body?.metadata?.name
+        // A Service name is a DNS-1035 label (a letter first).
+        if (typeof svcName !== "string" || !/^[a-z]([-a-z0-9]*[a-z0-9])?$/.test(svcName) || svcName.length > 63) {
+          return send(res, 422, status(422, "Invalid", `Service "${svcName}" is invalid: metadata.name: Invalid value: "${svcName}": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character`, { name: svcName, kind: "Service" }))
+        }
         if (services.has(key(ns, svcName))) return send(res, 409, status(409, "AlreadyExists", `services "${svcName}" already exists`, { name: svcName, kind: "services" }))
         if (body.spec?.type !== "NodePort") {
           return send(res, 422, status(422, "Invalid", `Service "${svcName}" is invalid: spec.type: the stand-in has NodePort services only`))
         }
-        const obj: Json = { kind: "Service", apiVersion: "v1", metadata: { ...body.metadata, namespace: ns, uid: randomUUID(), resourceVersion: String(++resourceVersion) }, spec: { ...body.spec, clusterIP: "10.96.0.1" }, status: {} }
+        // The API's validation of spec.ports: a name on each port when there are several, and
+        // no port (with its protocol) twice.
+        const specPorts: Array<Json> = body.spec.ports ?? []
+        const invalid = (field: string, what: string) => send(res, 422, status(422, "Invalid", `Service "${svcName}" is invalid: ${field}: ${what}`, { name: svcName, kind: "Service", causes: [{ reason: "FieldValueInvalid", message: what, field }] }))
+        for (const [i, p] of specPorts.entries()) {
+          if (specPorts.length > 1 && !p.name) return invalid(`spec.ports[${i}].name`, "Required value")
+          if (specPorts.findIndex((q) => q.port === p.port && (q.protocol ?? "TCP") === (p.protocol ?? "TCP")) !== i) return invalid(`spec.ports[${i}]`, `Duplicate value: ${JSON.stringify({ port: p.port, protocol: p.protocol ?? "TCP" })}`)
+          if (specPorts.findIndex((q) => q.name === p.name) !== i) return invalid(`spec.ports[${i}].name`, `Duplicate value: "${p.name}"`)
+        }
+        const obj: Json = { kind: "Service", apiVersion: "v1", metadata: { ...body.metadata, namespace: ns, uid: randomUUID(), resourceVersion: String(++resourceVersion), creationTimestamp: new Date().toISOString() }, spec: { ...body.spec, clusterIP: "10.96.0.1" }, status: { loadBalancer: {} } }
         const servers: Array<net.Server> = []
         obj.spec.ports = []
-        for (const p of body.spec.ports ?? []) {
+        for (const p of specPorts) {
           const port = { protocol: "TCP", ...p, nodePort: p.nodePort ?? (await freeNodePort()) }
           servers.push(await openNodePort(obj, port))
           obj.spec.ports.push(port)
@@ -601,7 +619,8 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       if (method === "DELETE") {
         services.delete(key(ns, name!))
         for (const s of svc.servers) s.close()
-        return send(res, 200, status(200, "", "deleted"))
+        // The API answers a deletion with the object as it was.
+        return send(res, 200, svc.obj)
       }
     }
     return send(res, 405, status(405, "MethodNotAllowed", `${method} ${url.pathname} is not supported by the stand-in`))
@@ -650,6 +669,7 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     kubeconfig,
     pods: () => [...pods.values()].map((p) => structuredClone(p)),
     claims: () => [...claims.values()].map((c) => structuredClone(c)),
+    services: () => [...services.values()].map((s) => structuredClone(s.obj)),
     close: async () => {
       closing.value = true
       for (const w of watchers) w.res.end()
