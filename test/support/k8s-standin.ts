@@ -508,6 +508,23 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       if (pod === undefined) return send(res, 404, status(404, "NotFound", `pods "${name}" not found`, { name, kind: "pods" }))
       if (rest.length === 4 && method === "GET") return send(res, 200, pod)
       if (rest.length === 4 && method === "DELETE") {
+        // DeleteOptions in the body: `preconditions.uid` (and `resourceVersion`) must match the
+        // object, else 409 Conflict and nothing is deleted
+        // (https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/delete-options/).
+        const text = await readBody(req)
+        let options: Json = {}
+        try {
+          options = text.trim() === "" ? {} : JSON.parse(text)
+        } catch (error) {
+          return send(res, 400, status(400, "BadRequest", `the body is not JSON: ${String(error)}`))
+        }
+        const pre = options?.preconditions ?? {}
+        if (pre.uid !== undefined && pre.uid !== pod.metadata.uid) {
+          return send(res, 409, status(409, "Conflict", `Operation cannot be fulfilled on Pod "${name}": Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${pod.metadata.uid}`, { name, kind: "pods" }))
+        }
+        if (pre.resourceVersion !== undefined && pre.resourceVersion !== pod.metadata.resourceVersion) {
+          return send(res, 409, status(409, "Conflict", `Operation cannot be fulfilled on Pod "${name}": Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${pod.metadata.resourceVersion}`, { name, kind: "pods" }))
+        }
         pods.delete(key(ns, name!))
         pod.metadata.deletionTimestamp = new Date().toISOString()
         emit("DELETED", pod)

@@ -71,6 +71,8 @@ interface PodRef {
 interface PodData {
   readonly namespace: string
   readonly pod: string
+  /** The pod's uid: deletion is conditional on it, so that a same-named pod made later is left alone. */
+  readonly uid?: string
 }
 
 const fail = (method: string, reason: Backend.BackendErrorReason, message: string, cause?: unknown) =>
@@ -293,13 +295,22 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         (last) => new Backend.BackendError({ module: MODULE, method, reason: "Timeout", message: `pod ${ref.name} got no IP within ${POD_START_TIMEOUT_MS / 1000}s${last ? ` (${last})` : ""}` })
       )
 
-    const deletePod = (cluster: Cluster, namespace: string, name: string) =>
+    /**
+     * Deletes a job's pod and its service, each even if the other is gone already. With the
+     * pod's uid the deletion is conditional on it (`preconditions.uid`): a pod of that name with
+     * another uid is not this job's, is left alone, and counts as this one gone. A missing pod
+     * is NotFound (make's terminate treats it as done).
+     */
+    const deletePod = (cluster: Cluster, namespace: string, name: string, uid?: string) =>
       Effect.all([
-        call(cluster, "terminateInstance", `deleting pod ${name}`, () => cluster.api.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 10 })),
+        call(cluster, "terminateInstance", `deleting pod ${name}`, () =>
+          cluster.api.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 10, ...(uid === undefined ? {} : { body: { preconditions: { uid } } }) })).pipe(
+            // 409 Conflict: the precondition failed, the pod of that name is another one.
+            Effect.catchIf((e) => uid !== undefined && e.reason === "AlreadyExists", (e) => Effect.fail(new Backend.BackendError({ module: MODULE, method: "terminateInstance", reason: "NotFound", message: `pod ${name} (uid ${uid}) is gone; ${e.message}`, cause: e })))
+          ),
         call(cluster, "terminateInstance", `deleting service ${name}`, () => cluster.api.deleteNamespacedService({ name, namespace }))
       ], { concurrency: 2, mode: "either" }).pipe(
         Effect.flatMap(([pod, service]) => {
-          // Both are deleted even if one is gone already; a missing pod is NotFound (make's terminate treats it as done).
           const errors = [pod, service].flatMap((r) => (r._tag === "Left" && r.left.reason !== "NotFound" ? [r.left] : []))
           if (errors.length > 0) return Effect.fail(errors[0])
           if (pod._tag === "Left") return Effect.fail(pod.left)
@@ -356,16 +367,22 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         const multi = configs.length > 1
         const names = configs.map((ic) => dnsLabel(`dstack-${ic.instanceName}`, ic.instanceId.replace(/-/g, "").slice(0, 8)))
         const group = multi ? names[0] : undefined
-        // Each name whose service (and then pod) was made: its objects are deleted on failure.
-        const created: Array<string> = []
-        const cleanup = Effect.suspend(() => Effect.forEach([...created], (name) => deletePod(cluster, cluster.namespace, name).pipe(Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void), Effect.ignoreLogged), { discard: true, concurrency: "unbounded" }))
+        // What was made, by name: its service, and its pod's uid once the pod was made. On
+        // failure each is deleted; a pod not made here (its name taken) is left alone.
+        const created = new Map<string, string | undefined>()
+        const cleanup = Effect.suspend(() =>
+          Effect.forEach([...created], ([name, uid]) =>
+            (uid === undefined
+              ? call(cluster, method, `deleting service ${name}`, () => cluster.api.deleteNamespacedService({ name, namespace: cluster.namespace }))
+              : deletePod(cluster, cluster.namespace, name, uid)
+            ).pipe(Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void), Effect.ignoreLogged), { discard: true, concurrency: "unbounded" }))
         const provisioned = Effect.gen(function*() {
           const made: Array<{ readonly pod: PodRef; readonly runnerNodePort: number }> = []
           for (const [rank, ic] of configs.entries()) {
             const name = names[rank]
             const service = yield* call(cluster, method, `creating service ${name} in namespace ${cluster.namespace}`, () =>
               cluster.api.createNamespacedService({ namespace: cluster.namespace, body: jobService(name, cluster.namespace, ic.instanceId, ports) }))
-            created.push(name)
+            created.set(name, undefined)
             const published = nodePorts(service)
             const missing = [RUNNER_PORT, ...ports].filter((port) => published.get(port) === undefined)
             if (missing.length > 0) return yield* fail(method, "Unknown", `service ${name} got no NodePort for port ${missing.join(", ")}`)
@@ -382,6 +399,7 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
             const pod = yield* call(cluster, method, `creating pod ${name} in namespace ${cluster.namespace}`, () => cluster.api.createNamespacedPod({ namespace: cluster.namespace, body }))
             const uid = pod.metadata?.uid
             if (uid === undefined) return yield* fail(method, "Unknown", `the Kubernetes API at ${cluster.server} answered the creation of pod ${name} without its metadata.uid`)
+            created.set(name, uid)
             made.push({ pod: { name, uid }, runnerNodePort: published.get(RUNNER_PORT)! })
           }
           // The waits may be cut short (the run was stopped) even where the caller made the
@@ -395,13 +413,13 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
           }
           // The nodes of a cluster reach each other at their pod IPs.
           const podIps = multi ? yield* Effect.interruptible(Effect.forEach(made, ({ pod }) => waitPodIp(cluster, method, pod), { concurrency: "unbounded" })) : []
-          return yield* Effect.forEach(made, ({ pod: { name }, runnerNodePort }, rank) =>
+          return yield* Effect.forEach(made, ({ pod: { name, uid }, runnerNodePort }, rank) =>
             Effect.gen(function*() {
               const scheduled = placed[rank] as { readonly scheduled: true; readonly pod: k8s.V1Pod }
               const nodeName = scheduled.pod.spec!.nodeName!
               const hostname = cluster.hostname ?? nodeAddress(yield* call(cluster, method, `reading node ${nodeName}`, () => cluster.api.readNode({ name: nodeName })))
               if (hostname === undefined) return yield* fail(method, "Unknown", `node ${nodeName} has no ExternalIP or InternalIP address: set proxy_jump.hostname`)
-              const data: PodData = { namespace: cluster.namespace, pod: name }
+              const data: PodData = { namespace: cluster.namespace, pod: name, uid }
               return new JobProvisioningData({
                 backend: TYPE,
                 // A multi-node job's pods land on nodes the scheduler picks: each names its own.
@@ -434,14 +452,16 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         }
         const cluster = yield* clusterOf("terminateInstance", region)
         let namespace = cluster.namespace
+        let uid: string | undefined
         if (backendData !== undefined) {
           const parsed = yield* Effect.try({
             try: () => JSON.parse(backendData) as PodData,
             catch: (cause) => new Backend.BackendError({ module: MODULE, method: "terminateInstance", reason: "Invalid", message: `backend data of ${instanceId} is not JSON`, cause })
           })
           namespace = parsed.namespace
+          uid = parsed.uid
         }
-        yield* deletePod(cluster, namespace, instanceId)
+        yield* deletePod(cluster, namespace, instanceId, uid)
       })
 
     const backend = Backend.make({ type: TYPE, catalog, createInstance, createInstanceGroup: (offer, configs) => createPods("createInstanceGroup", offer, configs), terminateInstance, instancePerJob: true })
