@@ -124,8 +124,9 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
   const namespaces = new Set(options.namespaces ?? ["default"])
   const pods = new Map<string, Pod>()
   const services = new Map<string, { obj: Json; servers: Array<net.Server> }>()
-  const containers = new Map<string, Array<string>>() // pod key → docker container ids
-  const volumes = new Map<string, Array<string>>() // pod key → docker volume names (its emptyDirs)
+  // By pod uid, not name: a pod made under the name of one being deleted has its own.
+  const containers = new Map<string, Array<string>>() // pod uid → docker container ids
+  const volumes = new Map<string, Array<string>>() // pod uid → docker volume names (its emptyDirs)
   const claims = new Map<string, Json>() // namespace/name → PersistentVolumeClaim; its data is a docker volume
   const sockets = new Set<net.Socket>()
   let resourceVersion = 1
@@ -226,7 +227,8 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     pod.status[field] = [{ name, ready: false, restartCount: 0, image: "", state: { waiting: { reason, message } } }]
   }
 
-  const gone = (pod: Pod) => !pods.has(key(pod.metadata.namespace, pod.metadata.name)) || closing.value
+  // This very pod deleted (a pod of the same name made since is another one), or the stand-in closed.
+  const gone = (pod: Pod) => pods.get(key(pod.metadata.namespace, pod.metadata.name)) !== pod || closing.value
 
   /** Runs one container of a pod to its end (init) or starts it (main). */
   const createContainer = async (pod: Pod, c: Json, network?: string) => {
@@ -264,11 +266,12 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
         ...(network ? { NetworkMode: network } : {})
       }
     })
-    containers.set(k, [...(containers.get(k) ?? []), container.id])
-    volumes.set(k, [...vols.values()])
+    const uid: string = pod.metadata.uid
+    containers.set(uid, [...(containers.get(uid) ?? []), container.id])
+    volumes.set(uid, [...vols.values()])
     // Deleted (or the stand-in closed) while the container was being created: nothing may outlive it.
     if (gone(pod)) {
-      await removeDocker(k)
+      await removeDocker(uid)
       throw new Error(`pod ${k} was deleted`)
     }
     return container
@@ -361,11 +364,11 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
   /** The docker volume holding a claim's data. */
   const claimVolume = (ns: string, claim: string) => `k8s-standin-${token.slice(-12)}-pvc-${ns}-${claim}`
 
-  const removeDocker = async (k: string) => {
-    for (const id of containers.get(k) ?? []) await docker.getContainer(id).remove({ force: true }).catch(() => undefined)
-    containers.delete(k)
-    for (const v of volumes.get(k) ?? []) await docker.getVolume(v).remove().catch(() => undefined)
-    volumes.delete(k)
+  const removeDocker = async (uid: string) => {
+    for (const id of containers.get(uid) ?? []) await docker.getContainer(id).remove({ force: true }).catch(() => undefined)
+    containers.delete(uid)
+    for (const v of volumes.get(uid) ?? []) await docker.getVolume(v).remove().catch(() => undefined)
+    volumes.delete(uid)
   }
 
   const nodeObject = (node: StandinNode) => ({
@@ -528,13 +531,13 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
         pods.delete(key(ns, name!))
         pod.metadata.deletionTimestamp = new Date().toISOString()
         emit("DELETED", pod)
-        await removeDocker(key(ns, name!))
+        await removeDocker(pod.metadata.uid)
         // Capacity freed: pending pods may fit now.
         for (const other of pods.values()) if (other.spec.nodeName === undefined) trySchedule(other)
         return send(res, 200, pod)
       }
       if (rest[4] === "log" && method === "GET") {
-        const ids = containers.get(key(ns, name!)) ?? []
+        const ids = containers.get(pod.metadata.uid) ?? []
         const id = ids[ids.length - 1]
         if (id === undefined || pod.status.containerStatuses?.[0]?.state?.waiting) {
           return send(res, 400, status(400, "BadRequest", `container "${pod.spec.containers[0].name}" in pod "${name}" is waiting to start: ${pod.status.containerStatuses?.[0]?.state?.waiting?.reason ?? "ContainerCreating"}`))

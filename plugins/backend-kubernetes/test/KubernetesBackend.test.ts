@@ -431,6 +431,25 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect([standin.pods(), standin.services()]).toEqual([[], []])
     }).pipe(Effect.scoped), 120_000)
 
+  it.live("the same instance made again at once under the name of its pod just deleted gets a pod of its own, followed by its uid", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith()
+      const offer = yield* offerFor(backend, "cpu-node")
+      const config = instance({ jobName: "again-0", image: busybox, requirements: requirements({ cpu: "1..", memory: "0.5GB.." }) })
+      const first = yield* backend.createInstance(offer, config)
+      yield* healthOf(first)
+      yield* backend.terminateInstance(first.instanceId, first.region, first.backendData)
+      const second = yield* backend.createInstance(yield* offerFor(backend, "gpu-node"), config)
+      expect(second.instanceId).toBe(first.instanceId)
+      const [pod] = standin.pods()
+      expect(JSON.parse(second.backendData!).uid).toBe(pod.metadata.uid)
+      expect(JSON.parse(second.backendData!).uid).not.toBe(JSON.parse(first.backendData!).uid)
+      expect([pod.spec.nodeName, second.instanceType.name]).toEqual(["gpu-node", "gpu-node"])
+      expect(yield* healthOf(second)).toMatchObject({ service: "dstack-ts-runner" })
+      yield* backend.terminateInstance(second.instanceId, second.region, second.backendData)
+      expect([standin.pods(), standin.services()]).toEqual([[], []])
+    }).pipe(Effect.scoped), 120_000)
+
   it.scoped("an offer of another backend or an unknown context is refused", () =>
     Effect.gen(function*() {
       const backend = yield* backendWith()
