@@ -9,7 +9,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Context, Duration, Effect, Either, Exit, Layer, Schema, Scope } from "effect"
 import type { JobStatus, JobTerminationReason } from "../domain/Status.ts"
-import type { Execution, ExecutionExit, ExecutionObserver, ExecutionSpec, Executor, ExecutorError, PublishedPort } from "../ports/Executor.ts"
+import type { Execution, ExecutionExit, ExecutionObserver, ExecutionSpec, Executor, ExecutorError } from "../ports/Executor.ts"
 import { executorNameFor, PROCESS_EXECUTOR } from "../ports/Executor.ts"
 import type { Repo } from "../ports/Repo.ts"
 import { nvidiaGpuUsage } from "./HostUsage.ts"
@@ -107,13 +107,6 @@ export interface RunnerAgentOptions {
    * `DSTACK_RUNNER_IN_CONTAINER=1`.
    */
   readonly inContainer?: boolean
-  /**
-   * Ports of the job published by whoever started the runner, not by its executor: container
-   * port → the port of the instance's host it is reached at (a Kubernetes pod's NodePorts).
-   * Reported in `job_runtime_data` with the executor's own. The runner program sets it from
-   * `DSTACK_RUNNER_PUBLISHED_PORTS` (JSON, `{"8000": 31234}`).
-   */
-  readonly publishedPorts?: ReadonlyArray<PublishedPort>
 }
 
 /** Removes `dir` with everything in it, unless it is already empty (or gone): then nothing to do. */
@@ -444,12 +437,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       metrics,
       finished: Effect.sync(() => state === "wait_logs_finished"),
       events,
-      ports: Effect.sync(() => {
-        const own = [...(execution?.ports ?? []), ...(servicePort === undefined ? [] : [servicePort])]
-        const published = options.publishedPorts ?? []
-        // A port published outside (a NodePort) is where the server reaches it, whatever the executor did inside.
-        return [...own.filter((p) => !published.some((q) => q.containerPort === p.containerPort)), ...published]
-      })
+      ports: Effect.sync(() => [...(execution?.ports ?? []), ...(servicePort === undefined ? [] : [servicePort])])
     } satisfies RunnerAgentService
   })
 
