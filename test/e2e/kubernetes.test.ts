@@ -2,17 +2,21 @@
 // stand-in (test/support/k8s-standin.ts; no real cluster runs here): a real server with the
 // backend configured through the API, the runner inside the pod (installed from the locally
 // built runner image), its logs and exit status back through the NodePort and the `direct`
-// transport; the pod is deleted when the job ends and when the run is stopped. A 2-node task is
-// two pods whose nodes meet at the master's pod IP; volumes are claims and hostPaths.
+// transport; the pod and its service are deleted when the job ends and when the run is stopped.
+// A 2-node task is two pods whose nodes meet at the master's pod IP; volumes are claims and
+// hostPaths. A task's port reaches localhost through the SDK's attach, and a 2-replica service
+// answers through /proxy/services/…, both through the pods' NodePorts.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import backendKubernetes from "@dstack-ts/backend-kubernetes"
+import { Client } from "@dstack-ts/client"
 import transportDirect from "@dstack-ts/transport-direct"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { appCall } from "../support/api.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
@@ -21,6 +25,7 @@ import { ensureK8sRunnerImage } from "../support/k8s-runner-image.ts"
 
 const TOKEN = "k8s-e2e-token"
 let server: Server
+let serving: Serving | undefined
 let standin: K8sStandin
 let busybox: string
 
@@ -52,6 +57,25 @@ const waitFor = async <A>(what: string, probe: () => Promise<A | undefined>, tim
 
 const runOf = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
 
+/** Nothing the runs made is left in the cluster: no pod, no service. */
+const nothingLeft = () =>
+  waitFor("the pods and services deleted", async () => (standin.pods().length === 0 && standin.services().length === 0 ? true : undefined), 30_000)
+
+/** A GET that retries while the app is not up yet; its body, or the last failure's message. */
+const fetchText = async (url: string, headers: Record<string, string> = {}) => {
+  let last = ""
+  for (let i = 0; i < 100; i++) {
+    const got: { readonly ok?: string; readonly error?: string } = await fetch(url, { headers }).then(
+      async (r) => (r.ok ? { ok: await r.text() } : { error: `HTTP ${r.status}: ${await r.text()}` }),
+      (e: unknown) => ({ error: String(e) })
+    )
+    if (got.ok !== undefined) return got.ok
+    last = got.error ?? ""
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error(`GET ${url}: ${last}`)
+}
+
 const waitFinished = (name: string) =>
   waitFor(`run ${name} finished`, async () => {
     const run = await runOf(name)
@@ -80,6 +104,8 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       runner: { entry: path.resolve("cli/src/runner.ts") },
       engine: { resyncMs: 1_000 }
     })
+    // The server's own serve: attach's tunnels are WebSockets through its upgrade hook.
+    serving = await serve(server, { port: 0, handleSignals: false })
     const created = await call("/api/project/main/backends/create", {
       type: "kubernetes",
       kubeconfig: { data: standin.kubeconfig() },
@@ -90,7 +116,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
     expect(created.status, JSON.stringify(created.body)).toBe(200)
   }, 240_000)
   afterAll(async () => {
-    await server?.close()
+    await (serving !== undefined ? serving.close() : server?.close())
     await standin?.close()
   })
 
@@ -107,7 +133,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       // busybox's /etc/passwd: the commands ran in the job's image, not in the runner image.
       expect(logs).toContain("hello-from-pod root")
       expect(logs).toContain("DSTACK_RUN_NAME=k8s-hello")
-      await waitFor("the pod deleted", async () => (standin.pods().length === 0 ? true : undefined), 30_000)
+      await nothingLeft()
     }, 180_000)
 
     it("a 2-node task runs as two pods on two nodes, each with the cluster env from the pods' IPs; the worker reaches the master", async () => {
@@ -128,7 +154,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
         expect(out).toContain(`rank=${rank} of=2 master=${ips[0]} ips=${ips.join(",")}`)
         expect(out).toContain(rank === 0 ? "served" : "worker got: hello from rank 0")
       }
-      await waitFor("the pods deleted", async () => (standin.pods().length === 0 ? true : undefined), 30_000)
+      await nothingLeft()
     }, 180_000)
 
     it("volumes: a network volume is a claim whose data outlives the run; an instance directory is the node's (here this machine's) directory", async () => {
@@ -164,7 +190,44 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(stop.status).toBe(200)
       const run = await waitFinished("k8s-sleepy")
       expect(run.status).toBe("terminated")
-      await waitFor("the pod deleted", async () => (standin.pods().length === 0 ? true : undefined), 30_000)
+      await nothingLeft()
     }, 180_000)
+
+    it("a task's port is served on localhost by attach, through the pod's NodePort; stopping deletes its pod and service", async () => {
+      const local = 20000 + Math.floor(Math.random() * 10000)
+      await apply("k8s-web", ["mkdir -p /www && echo served-from-the-pod > /www/index.html && exec httpd -f -p 8000 -h /www"], { ports: [`${local}:8000`] })
+      const client = Client.connect({ name: "main", url: serving!.url, token: TOKEN })
+      const run = (await client.runs.get("k8s-web"))!
+      expect(await run.attach({ timeoutMs: 120_000 })).toEqual({ 8000: local })
+      expect(await fetchText(`http://127.0.0.1:${local}/index.html`)).toBe("served-from-the-pod\n")
+      // Reached through the service of the pod (one NodePort for the runner, one for port 8000).
+      const [service] = standin.services()
+      expect(service.spec.ports.map((p: any) => p.port)).toEqual([10999, 8000])
+      await run.detach()
+      expect((await call("/api/project/main/runs/stop", { runs_names: ["k8s-web"], abort: false })).status).toBe(200)
+      expect((await waitFinished("k8s-web")).status).toBe("terminated")
+      await nothingLeft()
+    }, 180_000)
+
+    it("a service of 2 replicas runs as 2 pods and is answered through /proxy/services/…, each replica in turn; stopping deletes every pod and service", async () => {
+      await apply("k8s-svc", ["mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8000 -h /www"], { type: "service", port: 8000, replicas: 2 })
+      await waitFor("2 running replicas", async () => {
+        const run = await runOf("k8s-svc")
+        if (["failed", "terminated", "done"].includes(run.status)) throw new Error(`run k8s-svc ended: ${JSON.stringify(run.jobs.map((j: any) => j.job_submissions.at(-1)))}`)
+        return run.jobs.filter((j: any) => j.job_submissions.at(-1)?.status === "running").length === 2 ? run : undefined
+      }, 150_000)
+      expect(standin.pods().length).toBe(2)
+      expect(standin.services().length).toBe(2)
+      const url = `${serving!.url}/proxy/services/main/k8s-svc/index.html`
+      const auth = { authorization: `Bearer ${TOKEN}` }
+      const hostnames = new Set<string>()
+      for (let i = 0; i < 6; i++) hostnames.add((await fetchText(url, auth)).trim())
+      // Each pod's container has its own host name: both replicas answered.
+      expect(hostnames.size).toBe(2)
+      expect((await fetch(url)).status).toBe(401)
+      expect((await call("/api/project/main/runs/stop", { runs_names: ["k8s-svc"], abort: false })).status).toBe(200)
+      expect((await waitFinished("k8s-svc")).status).toBe("terminated")
+      await nothingLeft()
+    }, 240_000)
   })
 })

@@ -2,7 +2,8 @@
 // here, so this one speaks the real REST and watch protocol (core/v1 JSON, `?watch=true` chunked
 // events, `Status` objects for errors, resourceVersion, bearer tokens) for only what the
 // kubernetes backend uses: nodes, namespaces, pods (with logs and `follow`), NodePort services
-// and PersistentVolumeClaims (bound at once, each a Docker volume). Its pods are real Docker
+// (each port's NodePort a TCP relay on 127.0.0.1 to a Running pod of the selector, as
+// kube-proxy) and PersistentVolumeClaims (bound at once, each a Docker volume). Its pods are real Docker
 // containers on this machine (init containers, emptyDir/hostPath/claim volumes, resource
 // limits); phases and exit codes come from them. Images are never pulled.
 // It schedules pods by requests against node allocatable, by node selectors/affinity and by
@@ -45,6 +46,8 @@ export interface K8sStandin {
   readonly pods: () => ReadonlyArray<Pod>
   /** PersistentVolumeClaims as the API shows them. */
   readonly claims: () => ReadonlyArray<Json>
+  /** Services as the API shows them. */
+  readonly services: () => ReadonlyArray<Json>
   readonly close: () => Promise<void>
 }
 
@@ -121,8 +124,9 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
   const namespaces = new Set(options.namespaces ?? ["default"])
   const pods = new Map<string, Pod>()
   const services = new Map<string, { obj: Json; servers: Array<net.Server> }>()
-  const containers = new Map<string, Array<string>>() // pod key → docker container ids
-  const volumes = new Map<string, Array<string>>() // pod key → docker volume names (its emptyDirs)
+  // By pod uid, not name: a pod made under the name of one being deleted has its own.
+  const containers = new Map<string, Array<string>>() // pod uid → docker container ids
+  const volumes = new Map<string, Array<string>>() // pod uid → docker volume names (its emptyDirs)
   const claims = new Map<string, Json>() // namespace/name → PersistentVolumeClaim; its data is a docker volume
   const sockets = new Set<net.Socket>()
   let resourceVersion = 1
@@ -223,7 +227,8 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     pod.status[field] = [{ name, ready: false, restartCount: 0, image: "", state: { waiting: { reason, message } } }]
   }
 
-  const gone = (pod: Pod) => !pods.has(key(pod.metadata.namespace, pod.metadata.name)) || closing.value
+  // This very pod deleted (a pod of the same name made since is another one), or the stand-in closed.
+  const gone = (pod: Pod) => pods.get(key(pod.metadata.namespace, pod.metadata.name)) !== pod || closing.value
 
   /** Runs one container of a pod to its end (init) or starts it (main). */
   const createContainer = async (pod: Pod, c: Json, network?: string) => {
@@ -261,11 +266,12 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
         ...(network ? { NetworkMode: network } : {})
       }
     })
-    containers.set(k, [...(containers.get(k) ?? []), container.id])
-    volumes.set(k, [...vols.values()])
+    const uid: string = pod.metadata.uid
+    containers.set(uid, [...(containers.get(uid) ?? []), container.id])
+    volumes.set(uid, [...vols.values()])
     // Deleted (or the stand-in closed) while the container was being created: nothing may outlive it.
     if (gone(pod)) {
-      await removeDocker(k)
+      await removeDocker(uid)
       throw new Error(`pod ${k} was deleted`)
     }
     return container
@@ -358,11 +364,11 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
   /** The docker volume holding a claim's data. */
   const claimVolume = (ns: string, claim: string) => `k8s-standin-${token.slice(-12)}-pvc-${ns}-${claim}`
 
-  const removeDocker = async (k: string) => {
-    for (const id of containers.get(k) ?? []) await docker.getContainer(id).remove({ force: true }).catch(() => undefined)
-    containers.delete(k)
-    for (const v of volumes.get(k) ?? []) await docker.getVolume(v).remove().catch(() => undefined)
-    volumes.delete(k)
+  const removeDocker = async (uid: string) => {
+    for (const id of containers.get(uid) ?? []) await docker.getContainer(id).remove({ force: true }).catch(() => undefined)
+    containers.delete(uid)
+    for (const v of volumes.get(uid) ?? []) await docker.getVolume(v).remove().catch(() => undefined)
+    volumes.delete(uid)
   }
 
   const nodeObject = (node: StandinNode) => ({
@@ -505,16 +511,33 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       if (pod === undefined) return send(res, 404, status(404, "NotFound", `pods "${name}" not found`, { name, kind: "pods" }))
       if (rest.length === 4 && method === "GET") return send(res, 200, pod)
       if (rest.length === 4 && method === "DELETE") {
+        // DeleteOptions in the body: `preconditions.uid` (and `resourceVersion`) must match the
+        // object, else 409 Conflict and nothing is deleted
+        // (https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/delete-options/).
+        const text = await readBody(req)
+        let options: Json = {}
+        try {
+          options = text.trim() === "" ? {} : JSON.parse(text)
+        } catch (error) {
+          return send(res, 400, status(400, "BadRequest", `the body is not JSON: ${String(error)}`))
+        }
+        const pre = options?.preconditions ?? {}
+        if (pre.uid !== undefined && pre.uid !== pod.metadata.uid) {
+          return send(res, 409, status(409, "Conflict", `Operation cannot be fulfilled on Pod "${name}": Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${pod.metadata.uid}`, { name, kind: "pods" }))
+        }
+        if (pre.resourceVersion !== undefined && pre.resourceVersion !== pod.metadata.resourceVersion) {
+          return send(res, 409, status(409, "Conflict", `Operation cannot be fulfilled on Pod "${name}": Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${pod.metadata.resourceVersion}`, { name, kind: "pods" }))
+        }
         pods.delete(key(ns, name!))
         pod.metadata.deletionTimestamp = new Date().toISOString()
         emit("DELETED", pod)
-        await removeDocker(key(ns, name!))
+        await removeDocker(pod.metadata.uid)
         // Capacity freed: pending pods may fit now.
         for (const other of pods.values()) if (other.spec.nodeName === undefined) trySchedule(other)
         return send(res, 200, pod)
       }
       if (rest[4] === "log" && method === "GET") {
-        const ids = containers.get(key(ns, name!)) ?? []
+        const ids = containers.get(pod.metadata.uid) ?? []
         const id = ids[ids.length - 1]
         if (id === undefined || pod.status.containerStatuses?.[0]?.state?.waiting) {
           return send(res, 400, status(400, "BadRequest", `container "${pod.spec.containers[0].name}" in pod "${name}" is waiting to start: ${pod.status.containerStatuses?.[0]?.state?.waiting?.reason ?? "ContainerCreating"}`))
@@ -576,18 +599,33 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       }
     }
 
+    // Services: https://kubernetes.io/docs/reference/kubernetes-api/service-resources/service-v1/
+    // (create, read, delete); NodePorts are allocated from 30000-32767 and served on 127.0.0.1.
     if (resource === "services") {
       if (name === undefined && method === "POST") {
         const body = JSON.parse(await readBody(req))
         const svcName = body?.metadata?.name
+        // A Service name is a DNS-1035 label (a letter first).
+        if (typeof svcName !== "string" || !/^[a-z]([-a-z0-9]*[a-z0-9])?$/.test(svcName) || svcName.length > 63) {
+          return send(res, 422, status(422, "Invalid", `Service "${svcName}" is invalid: metadata.name: Invalid value: "${svcName}": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character`, { name: svcName, kind: "Service" }))
+        }
         if (services.has(key(ns, svcName))) return send(res, 409, status(409, "AlreadyExists", `services "${svcName}" already exists`, { name: svcName, kind: "services" }))
         if (body.spec?.type !== "NodePort") {
           return send(res, 422, status(422, "Invalid", `Service "${svcName}" is invalid: spec.type: the stand-in has NodePort services only`))
         }
-        const obj: Json = { kind: "Service", apiVersion: "v1", metadata: { ...body.metadata, namespace: ns, uid: randomUUID(), resourceVersion: String(++resourceVersion) }, spec: { ...body.spec, clusterIP: "10.96.0.1" }, status: {} }
+        // The API's validation of spec.ports: a name on each port when there are several, and
+        // no port (with its protocol) twice.
+        const specPorts: Array<Json> = body.spec.ports ?? []
+        const invalid = (field: string, what: string) => send(res, 422, status(422, "Invalid", `Service "${svcName}" is invalid: ${field}: ${what}`, { name: svcName, kind: "Service", causes: [{ reason: "FieldValueInvalid", message: what, field }] }))
+        for (const [i, p] of specPorts.entries()) {
+          if (specPorts.length > 1 && !p.name) return invalid(`spec.ports[${i}].name`, "Required value")
+          if (specPorts.findIndex((q) => q.port === p.port && (q.protocol ?? "TCP") === (p.protocol ?? "TCP")) !== i) return invalid(`spec.ports[${i}]`, `Duplicate value: ${JSON.stringify({ port: p.port, protocol: p.protocol ?? "TCP" })}`)
+          if (specPorts.findIndex((q) => q.name === p.name) !== i) return invalid(`spec.ports[${i}].name`, `Duplicate value: "${p.name}"`)
+        }
+        const obj: Json = { kind: "Service", apiVersion: "v1", metadata: { ...body.metadata, namespace: ns, uid: randomUUID(), resourceVersion: String(++resourceVersion), creationTimestamp: new Date().toISOString() }, spec: { ...body.spec, clusterIP: "10.96.0.1" }, status: { loadBalancer: {} } }
         const servers: Array<net.Server> = []
         obj.spec.ports = []
-        for (const p of body.spec.ports ?? []) {
+        for (const p of specPorts) {
           const port = { protocol: "TCP", ...p, nodePort: p.nodePort ?? (await freeNodePort()) }
           servers.push(await openNodePort(obj, port))
           obj.spec.ports.push(port)
@@ -601,7 +639,8 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       if (method === "DELETE") {
         services.delete(key(ns, name!))
         for (const s of svc.servers) s.close()
-        return send(res, 200, status(200, "", "deleted"))
+        // The API answers a deletion with the object as it was.
+        return send(res, 200, svc.obj)
       }
     }
     return send(res, 405, status(405, "MethodNotAllowed", `${method} ${url.pathname} is not supported by the stand-in`))
@@ -650,6 +689,7 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     kubeconfig,
     pods: () => [...pods.values()].map((p) => structuredClone(p)),
     claims: () => [...claims.values()].map((c) => structuredClone(c)),
+    services: () => [...services.values()].map((s) => structuredClone(s.obj)),
     close: async () => {
       closing.value = true
       for (const w of watchers) w.res.end()

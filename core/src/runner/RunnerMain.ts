@@ -49,6 +49,28 @@ export const parseRunnerArgs = (
   return { port, host: values.host, workDir: path.resolve(values["work-dir"]) }
 }
 
+/**
+ * The ports published for the job outside the runner (`DSTACK_RUNNER_PUBLISHED_PORTS`: JSON,
+ * container port → host port, e.g. `{"8000":31234}`); throws naming the variable when malformed.
+ */
+export const parsePublishedPorts = (text: string | undefined): ReadonlyArray<{ readonly containerPort: number; readonly hostPort: number }> => {
+  if (text === undefined || text === "") return []
+  const bad = (why: string) => new Error(`DSTACK_RUNNER_PUBLISHED_PORTS: ${why} (expected JSON such as {"8000":31234}, got ${text.slice(0, 200)})`)
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    throw bad("not JSON")
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw bad("not an object")
+  const isPort = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65535
+  return Object.entries(parsed).map(([container, host]) => {
+    if (!/^\d+$/.test(container) || !isPort(Number(container))) throw bad(`${container} is not a port`)
+    if (typeof host !== "number" || !isPort(host)) throw bad(`the host port of ${container} is not a port`)
+    return { containerPort: Number(container), hostPort: host }
+  })
+}
+
 /** The line a runner prints once it listens: `{"host":…,"port":…}`. */
 export const readyLine = (runner: Pick<RunningRunner, "host" | "port">): string =>
   `${JSON.stringify({ host: runner.host, port: runner.port })}\n`
@@ -63,7 +85,8 @@ export type RunnerProgramOptions = Omit<ServeRunnerOptions, "port" | "host" | "w
 export const startRunnerProgram = async (args: RunnerArgs, options: RunnerProgramOptions = {}): Promise<RunningRunner> => {
   // A runner started inside the job's container (a Kubernetes pod) runs image jobs in place.
   const inContainer = options.inContainer ?? process.env.DSTACK_RUNNER_IN_CONTAINER === "1"
-  const runner = await serveRunner({ ...options, ...args, inContainer })
+  const publishedPorts = options.publishedPorts ?? parsePublishedPorts(process.env.DSTACK_RUNNER_PUBLISHED_PORTS)
+  const runner = await serveRunner({ ...options, ...args, inContainer, publishedPorts })
   let closing = false
   const shutdown = () => {
     if (closing) return

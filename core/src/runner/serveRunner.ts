@@ -28,6 +28,13 @@ export interface ServeRunnerOptions extends Partial<RunnerAgentOptions> {
   readonly plugins?: ReadonlyArray<unknown>
   /** The runtime adapter; default the one of the runtime this runs on. */
   readonly serve?: ServeFunction
+  /**
+   * Ports of the job published by whoever started the runner, not by its executor: container
+   * port → the port of the instance's host it is reached at (a Kubernetes pod's NodePorts).
+   * Reported in `job_runtime_data` over the executor's own. The runner program sets it from
+   * `DSTACK_RUNNER_PUBLISHED_PORTS` (JSON, `{"8000": 31234}`).
+   */
+  readonly publishedPorts?: ReadonlyArray<{ readonly containerPort: number; readonly hostPort: number }>
 }
 
 export interface RunningRunner {
@@ -60,7 +67,12 @@ export const serveRunner = async (options: ServeRunnerOptions): Promise<RunningR
     executors: { ...contributed.executors, ...options.executors },
     repos: { ...contributed.repos, ...options.repos }
   }))
-  const app = makeRunnerApp(agent)
+  const published = options.publishedPorts ?? []
+  // A port published outside (a NodePort) is where the server reaches it, whatever the executor did inside.
+  const app = makeRunnerApp(published.length === 0 ? agent : {
+    ...agent,
+    ports: Effect.map(agent.ports, (own) => [...own.filter((p) => !published.some((q) => q.containerPort === p.containerPort)), ...published])
+  })
   const serve = options.serve ?? (await runtimeServe())
   const host = options.host ?? "127.0.0.1"
   const server = await serve(app.fetch, { hostname: host, port: options.port ?? DEFAULT_RUNNER_PORT, upgrade: runnerUpgrade(agent) }).catch(async (error) => {

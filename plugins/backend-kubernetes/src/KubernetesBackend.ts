@@ -1,15 +1,16 @@
 /**
  * The `kubernetes` backend: each kubeconfig context is a region whose nodes are the offers; an
  * instance is one pod for one job (its image, with the runner installed by an init container)
- * plus a NodePort service the server reaches the runner through; a multi-node job is one pod per
- * rank on distinct nodes (pod anti-affinity), made together. A pod the scheduler does not
- * place in time is deleted and its offer skipped (NoCapacity). Terminating deletes both.
+ * plus a NodePort service through which the server reaches the runner and the job's ports
+ * (`dstack attach`, the services proxy); a multi-node job is one pod per rank on distinct nodes
+ * (pod anti-affinity), made together. A pod the scheduler does not place in time is deleted
+ * and its offer skipped (NoCapacity). Terminating deletes both.
  */
 import * as fs from "node:fs"
 import * as k8s from "@kubernetes/client-node"
 import { Backend, type BackendFactory, type InstanceOffer, InstanceType, JobProvisioningData, type Requirements, configDecoder } from "@dstack-ts/core"
 import { Duration, Effect, Schema } from "effect"
-import { dnsLabel, fitOffer, jobPod, nodeAddress, nodeOffer, parseQuantity, runnerService, TYPE, volumeClaim } from "./internal/PodSpec.ts"
+import { dnsLabel, fitOffer, jobPod, jobPorts, jobService, nodeAddress, nodeOffer, nodePorts, parseQuantity, RUNNER_PORT, TYPE, volumeClaim, watchEvent } from "./internal/PodSpec.ts"
 
 const MODULE = "KubernetesBackend"
 
@@ -60,10 +61,18 @@ interface Cluster {
   readonly hostname?: string
 }
 
+/** A pod the backend made: its name, and its uid, which tells it from a same-named pod made before or after. */
+interface PodRef {
+  readonly name: string
+  readonly uid: string
+}
+
 /** What the backend keeps of an instance in `backendData`. */
 interface PodData {
   readonly namespace: string
   readonly pod: string
+  /** The pod's uid: deletion is conditional on it, so that a same-named pod made later is left alone. */
+  readonly uid?: string
 }
 
 const fail = (method: string, reason: Backend.BackendErrorReason, message: string, cause?: unknown) =>
@@ -196,12 +205,14 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
 
     /**
      * Follows one pod through the watch API until `decide` answers for it (a value, or a
-     * failure) or `timeoutMs` passes (then `onTimeout` with the last note `decide` made).
+     * failure) or `timeoutMs` passes (then `onTimeout` with the last note `decide` made). Only
+     * events of the pod made (its `metadata.uid`) count: another pod of the same name cannot
+     * answer, nor its deletion fail the wait.
      */
     const watchPod = <A>(
       cluster: Cluster,
       method: string,
-      name: string,
+      { name, uid }: PodRef,
       timeoutMs: number,
       decide: (pod: k8s.V1Pod) => { readonly done: A } | { readonly fail: string } | { readonly note: string } | undefined,
       onTimeout: (last: string) => A | Backend.BackendError
@@ -224,7 +235,9 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         const failed = (message: string) => new Backend.BackendError({ module: MODULE, method, reason: "Unknown", message })
         cluster.watch
           .watch(`/api/v1/namespaces/${cluster.namespace}/pods`, { fieldSelector: `metadata.name=${name}` }, (type, pod: k8s.V1Pod) => {
-            if (type === "DELETED") return finish(Effect.fail(failed(`pod ${name} was deleted while it was being started`)))
+            const event = watchEvent(uid, type, pod)
+            if (event === "ignore") return
+            if (event === "deleted") return finish(Effect.fail(failed(`pod ${name} was deleted while it was being started`)))
             const d = decide(pod)
             if (d === undefined) return
             if ("done" in d) return finish(Effect.succeed(d.done))
@@ -246,11 +259,11 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
       })
 
     /** Waits for the pod to be placed on a node; the scheduler's last word when it is not. */
-    const waitScheduled = (cluster: Cluster, method: string, name: string) =>
+    const waitScheduled = (cluster: Cluster, method: string, pod: PodRef) =>
       watchPod<{ readonly scheduled: true; readonly pod: k8s.V1Pod } | { readonly scheduled: false; readonly message: string }>(
         cluster,
         method,
-        name,
+        pod,
         Duration.toMillis(schedulingTimeout),
         (pod) => {
           const condition = pod.status?.conditions?.find((c) => c.type === "PodScheduled")
@@ -264,31 +277,40 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
      * Waits for a scheduled pod to have its IP (the address the other nodes of a multi-node job
      * reach it at): its sandbox is up. A pod that ends first (its runner install failed) fails.
      */
-    const waitPodIp = (cluster: Cluster, method: string, name: string) =>
+    const waitPodIp = (cluster: Cluster, method: string, ref: PodRef) =>
       watchPod(
         cluster,
         method,
-        name,
+        ref,
         POD_START_TIMEOUT_MS,
         (pod) => {
           const phase = pod.status?.phase
           if (phase === "Failed" || phase === "Succeeded") {
-            return { fail: `pod ${name} ended (${phase}) before it started: ${pod.status?.message ?? JSON.stringify(pod.status?.initContainerStatuses?.map((s) => s.state) ?? [])}` }
+            return { fail: `pod ${ref.name} ended (${phase}) before it started: ${pod.status?.message ?? JSON.stringify(pod.status?.initContainerStatuses?.map((s) => s.state) ?? [])}` }
           }
           if (pod.status?.podIP) return { done: pod.status.podIP }
           const waiting = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])].map((s) => s.state?.waiting).find((w) => w !== undefined)
           return waiting ? { note: `${waiting.reason}: ${waiting.message ?? ""}` } : undefined
         },
-        (last) => new Backend.BackendError({ module: MODULE, method, reason: "Timeout", message: `pod ${name} got no IP within ${POD_START_TIMEOUT_MS / 1000}s${last ? ` (${last})` : ""}` })
+        (last) => new Backend.BackendError({ module: MODULE, method, reason: "Timeout", message: `pod ${ref.name} got no IP within ${POD_START_TIMEOUT_MS / 1000}s${last ? ` (${last})` : ""}` })
       )
 
-    const deletePod = (cluster: Cluster, namespace: string, name: string) =>
+    /**
+     * Deletes a job's pod and its service, each even if the other is gone already. With the
+     * pod's uid the deletion is conditional on it (`preconditions.uid`): a pod of that name with
+     * another uid is not this job's, is left alone, and counts as this one gone. A missing pod
+     * is NotFound (make's terminate treats it as done).
+     */
+    const deletePod = (cluster: Cluster, namespace: string, name: string, uid?: string) =>
       Effect.all([
-        call(cluster, "terminateInstance", `deleting pod ${name}`, () => cluster.api.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 10 })),
+        call(cluster, "terminateInstance", `deleting pod ${name}`, () =>
+          cluster.api.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 10, ...(uid === undefined ? {} : { body: { preconditions: { uid } } }) })).pipe(
+            // 409 Conflict: the precondition failed, the pod of that name is another one.
+            Effect.catchIf((e) => uid !== undefined && e.reason === "AlreadyExists", (e) => Effect.fail(new Backend.BackendError({ module: MODULE, method: "terminateInstance", reason: "NotFound", message: `pod ${name} (uid ${uid}) is gone; ${e.message}`, cause: e })))
+          ),
         call(cluster, "terminateInstance", `deleting service ${name}`, () => cluster.api.deleteNamespacedService({ name, namespace }))
       ], { concurrency: 2, mode: "either" }).pipe(
         Effect.flatMap(([pod, service]) => {
-          // Both are deleted even if one is gone already; a missing pod is NotFound (make's terminate treats it as done).
           const errors = [pod, service].flatMap((r) => (r._tag === "Left" && r.left.reason !== "NotFound" ? [r.left] : []))
           if (errors.length > 0) return Effect.fail(errors[0])
           if (pod._tag === "Left") return Effect.fail(pod.left)
@@ -319,8 +341,10 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
     /**
      * The pods of one job: one for a single-node job (pinned to the offer's node); for a
      * multi-node job one per rank (`configs`, the master first), kept on distinct nodes by pod
-     * anti-affinity, each reachable by the others at its pod IP. All are scheduled or none is
-     * kept; each gets a NodePort service for its runner.
+     * anti-affinity, each reachable by the others at its pod IP. Each pod has a NodePort
+     * service of its name, made first (the pod's environment says where its ports are
+     * published): the runner's port and each port the job serves. All are scheduled or none is
+     * kept; whatever was made is deleted on failure.
      */
     const createPods = (method: string, offer: InstanceOffer, configs: ReadonlyArray<Backend.InstanceConfiguration>) =>
       Effect.gen(function*() {
@@ -329,31 +353,58 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         if (job === undefined || job.image === undefined) {
           return yield* fail(method, "Invalid", `the kubernetes backend runs jobs with an image only: a pod is the job's container (set \`image\` in the configuration${job ? ` of ${job.jobName}` : ""})`)
         }
-        // What a pod here cannot do yet is refused, not ignored.
+        const ports = jobPorts(job)
+        // What a pod here cannot do is refused, not ignored.
         const unsupported = [
           ...((job.nodes ?? 1) > 1 && configs.length === 1 ? [`a multi-node task (nodes: ${job.nodes}) one node at a time: its nodes are created together`] : []),
-          ...((job.ports ?? []).length > 0 ? [`ports (${job.ports!.join(", ")}): the server reaches only the runner's port of a pod`] : []),
+          ...(ports.includes(RUNNER_PORT) ? [`a job port ${RUNNER_PORT}: the runner listens on it in the pod; pick another port`] : []),
           ...(job.instanceMounts ?? []).filter((p) => p.startsWith("~")).map((p) => `an instance volume under ~ (${p}): a node has no home directory for a pod; give an absolute path`)
         ]
         if (unsupported.length > 0) {
-          return yield* fail(method, "Invalid", `the kubernetes backend does not run ${unsupported.join("; ")} yet`)
+          return yield* fail(method, "Invalid", `the kubernetes backend does not run ${unsupported.join("; ")}`)
         }
         yield* ensureClaims(cluster, method, job)
         const multi = configs.length > 1
         const names = configs.map((ic) => dnsLabel(`dstack-${ic.instanceName}`, ic.instanceId.replace(/-/g, "").slice(0, 8)))
         const group = multi ? names[0] : undefined
-        const created: Array<string> = []
-        const cleanup = Effect.suspend(() => Effect.forEach([...created], (name) => deletePod(cluster, cluster.namespace, name).pipe(Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void), Effect.ignoreLogged), { discard: true, concurrency: "unbounded" }))
+        // What was made, by name: its service, and its pod's uid once the pod was made. On
+        // failure each is deleted; a pod not made here (its name taken) is left alone.
+        const created = new Map<string, string | undefined>()
+        const cleanup = Effect.suspend(() =>
+          Effect.forEach([...created], ([name, uid]) =>
+            (uid === undefined
+              ? call(cluster, method, `deleting service ${name}`, () => cluster.api.deleteNamespacedService({ name, namespace: cluster.namespace }))
+              : deletePod(cluster, cluster.namespace, name, uid)
+            ).pipe(Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void), Effect.ignoreLogged), { discard: true, concurrency: "unbounded" }))
         const provisioned = Effect.gen(function*() {
+          const made: Array<{ readonly pod: PodRef; readonly runnerNodePort: number }> = []
           for (const [rank, ic] of configs.entries()) {
             const name = names[rank]
-            const pod = jobPod({ name, namespace: cluster.namespace, runnerImage: config.runnerImage, job: { ...job, image: job.image! }, offer, config: ic, ...(group === undefined ? {} : { group: { id: group, rank } }) })
-            yield* call(cluster, method, `creating pod ${name} in namespace ${cluster.namespace}`, () => cluster.api.createNamespacedPod({ namespace: cluster.namespace, body: pod }))
-            created.push(name)
+            const service = yield* call(cluster, method, `creating service ${name} in namespace ${cluster.namespace}`, () =>
+              cluster.api.createNamespacedService({ namespace: cluster.namespace, body: jobService(name, cluster.namespace, ic.instanceId, ports) }))
+            created.set(name, undefined)
+            const published = nodePorts(service)
+            const missing = [RUNNER_PORT, ...ports].filter((port) => published.get(port) === undefined)
+            if (missing.length > 0) return yield* fail(method, "Unknown", `service ${name} got no NodePort for port ${missing.join(", ")}`)
+            const body = jobPod({
+              name,
+              namespace: cluster.namespace,
+              runnerImage: config.runnerImage,
+              job: { ...job, image: job.image! },
+              offer,
+              config: ic,
+              ...(group === undefined ? {} : { group: { id: group, rank } }),
+              publishedPorts: Object.fromEntries(ports.map((port) => [String(port), published.get(port)!]))
+            })
+            const pod = yield* call(cluster, method, `creating pod ${name} in namespace ${cluster.namespace}`, () => cluster.api.createNamespacedPod({ namespace: cluster.namespace, body }))
+            const uid = pod.metadata?.uid
+            if (uid === undefined) return yield* fail(method, "Unknown", `the Kubernetes API at ${cluster.server} answered the creation of pod ${name} without its metadata.uid`)
+            created.set(name, uid)
+            made.push({ pod: { name, uid }, runnerNodePort: published.get(RUNNER_PORT)! })
           }
           // The waits may be cut short (the run was stopped) even where the caller made the
           // creation uninterruptible: the pods made so far are then deleted, as on failure.
-          const placed = yield* Effect.interruptible(Effect.forEach(names, (name) => waitScheduled(cluster, method, name), { concurrency: "unbounded" }))
+          const placed = yield* Effect.interruptible(Effect.forEach(made, ({ pod }) => waitScheduled(cluster, method, pod), { concurrency: "unbounded" }))
           const unplaced = placed.flatMap((p, rank) => (p.scheduled ? [] : [`${names[rank]}: ${p.message}`]))
           if (unplaced.length > 0) {
             return yield* fail(method, "NoCapacity", multi
@@ -361,17 +412,14 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
               : `pod ${names[0]} was not scheduled within ${Duration.format(schedulingTimeout)} on node ${offer.instance.name} (context ${cluster.region}): ${(placed[0] as { message: string }).message}`)
           }
           // The nodes of a cluster reach each other at their pod IPs.
-          const podIps = multi ? yield* Effect.interruptible(Effect.forEach(names, (name) => waitPodIp(cluster, method, name), { concurrency: "unbounded" })) : []
-          return yield* Effect.forEach(names, (name, rank) =>
+          const podIps = multi ? yield* Effect.interruptible(Effect.forEach(made, ({ pod }) => waitPodIp(cluster, method, pod), { concurrency: "unbounded" })) : []
+          return yield* Effect.forEach(made, ({ pod: { name, uid }, runnerNodePort }, rank) =>
             Effect.gen(function*() {
               const scheduled = placed[rank] as { readonly scheduled: true; readonly pod: k8s.V1Pod }
-              const service = yield* call(cluster, method, `creating service ${name}`, () => cluster.api.createNamespacedService({ namespace: cluster.namespace, body: runnerService(name, cluster.namespace, configs[rank].instanceId) }))
-              const nodePort = service.spec?.ports?.[0]?.nodePort
-              if (nodePort === undefined) return yield* fail(method, "Unknown", `service ${name} got no NodePort`)
               const nodeName = scheduled.pod.spec!.nodeName!
               const hostname = cluster.hostname ?? nodeAddress(yield* call(cluster, method, `reading node ${nodeName}`, () => cluster.api.readNode({ name: nodeName })))
               if (hostname === undefined) return yield* fail(method, "Unknown", `node ${nodeName} has no ExternalIP or InternalIP address: set proxy_jump.hostname`)
-              const data: PodData = { namespace: cluster.namespace, pod: name }
+              const data: PodData = { namespace: cluster.namespace, pod: name, uid }
               return new JobProvisioningData({
                 backend: TYPE,
                 // A multi-node job's pods land on nodes the scheduler picks: each names its own.
@@ -383,7 +431,7 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
                 price: offer.price,
                 username: "root",
                 dockerized: false,
-                runnerPort: nodePort,
+                runnerPort: runnerNodePort,
                 backendData: JSON.stringify(data)
               })
             }))
@@ -404,14 +452,16 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         }
         const cluster = yield* clusterOf("terminateInstance", region)
         let namespace = cluster.namespace
+        let uid: string | undefined
         if (backendData !== undefined) {
           const parsed = yield* Effect.try({
             try: () => JSON.parse(backendData) as PodData,
             catch: (cause) => new Backend.BackendError({ module: MODULE, method: "terminateInstance", reason: "Invalid", message: `backend data of ${instanceId} is not JSON`, cause })
           })
           namespace = parsed.namespace
+          uid = parsed.uid
         }
-        yield* deletePod(cluster, namespace, instanceId)
+        yield* deletePod(cluster, namespace, instanceId, uid)
       })
 
     const backend = Backend.make({ type: TYPE, catalog, createInstance, createInstanceGroup: (offer, configs) => createPods("createInstanceGroup", offer, configs), terminateInstance, instancePerJob: true })

@@ -97,6 +97,38 @@ describe("pod spec mapping", () => {
     expect(name.endsWith("-abcd1234")).toBe(true)
   })
 
+  it("a job's ports: its service maps the runner's port and each job port (once) to NodePorts; the pod's env says where they are published", () => {
+    const job = { jobName: "web-0", image: "nginx", requirements: requirements({}), ports: [8000, 9000, 8000] }
+    expect(PodSpec.jobPorts(job)).toEqual([8000, 9000])
+    const service = PodSpec.jobService("dstack-web-0-abcd", "ns", "id-1", PodSpec.jobPorts(job))
+    expect(service.spec).toEqual({
+      type: "NodePort",
+      selector: { "dstack-ts/pod": "dstack-web-0-abcd" },
+      ports: [
+        { name: "runner", protocol: "TCP", port: 10999, targetPort: 10999 },
+        { name: "port-8000", protocol: "TCP", port: 8000, targetPort: 8000 },
+        { name: "port-9000", protocol: "TCP", port: 9000, targetPort: 9000 }
+      ]
+    })
+    expect(PodSpec.nodePorts({ spec: { ports: [{ port: 10999, nodePort: 30001 }, { port: 8000, nodePort: 30002 }] } })).toEqual(new Map([[10999, 30001], [8000, 30002]]))
+    const pod = PodSpec.jobPod({ name: "dstack-web-0-abcd", namespace: "ns", runnerImage: "runner:1", job, offer, config: instance(job), publishedPorts: { 8000: 30002, 9000: 30003 } })
+    const c = pod.spec!.containers[0]
+    expect(c.env).toContainEqual({ name: "DSTACK_RUNNER_PUBLISHED_PORTS", value: '{"8000":30002,"9000":30003}' })
+    expect(c.ports).toEqual([{ containerPort: 10999, name: "runner" }, { containerPort: 8000, name: "port-8000" }, { containerPort: 9000, name: "port-9000" }])
+    // Without ports the pod's env does not mention them.
+    const plain = PodSpec.jobPod({ name: "p", namespace: "ns", runnerImage: "runner:1", job: { ...job, ports: [] }, offer, config: instance(job), publishedPorts: {} })
+    expect(plain.spec!.containers[0].env!.map((e) => e.name)).not.toContain("DSTACK_RUNNER_PUBLISHED_PORTS")
+  })
+
+  it("a watch event counts only for the pod made (its uid): another pod of the same name is ignored, deleted or not", () => {
+    const pod = (uid: string) => ({ metadata: { name: "dstack-x-1", uid } })
+    expect(PodSpec.watchEvent("uid-new", "DELETED", pod("uid-old"))).toBe("ignore")
+    expect(PodSpec.watchEvent("uid-new", "MODIFIED", pod("uid-old"))).toBe("ignore")
+    expect(PodSpec.watchEvent("uid-new", "ADDED", { metadata: { name: "dstack-x-1" } })).toBe("ignore")
+    expect(PodSpec.watchEvent("uid-new", "DELETED", pod("uid-new"))).toBe("deleted")
+    expect(PodSpec.watchEvent("uid-new", "MODIFIED", pod("uid-new"))).toBe("changed")
+  })
+
   it("quantities parse as Kubernetes writes them", () => {
     expect([PodSpec.parseQuantity("1500m"), PodSpec.parseQuantity("2Gi"), PodSpec.parseQuantity("1G"), PodSpec.parseQuantity("x")]).toEqual([1.5, 2 ** 31, 1e9, undefined])
   })
@@ -191,17 +223,17 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(refused.message).toMatch(/answered 401: .*credentials were refused/)
     }))
 
-  it.scoped("a job without an image, a multi-node job, ports and instance volumes are refused, naming each", () =>
+  it.scoped("a job without an image, a multi-node job one node at a time, the runner's port as a job port and instance volumes under ~ are refused, naming each", () =>
     Effect.gen(function*() {
       const backend = yield* backendWith()
       const offer = yield* offerFor(backend, "cpu-node")
       const error = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", requirements: requirements({ cpu: 1 }) })))
       expect(error.reason).toBe("Invalid")
       expect(error.message).toMatch(/jobs with an image only/)
-      const cluster = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", image: "busybox", requirements: requirements({ cpu: 1 }), nodes: 2, ports: [8000], instanceMounts: ["~/data"] })))
+      const cluster = yield* failureOf(backend.createInstance(offer, instance({ jobName: "j", image: "busybox", requirements: requirements({ cpu: 1 }), nodes: 2, ports: [8000, 10999], instanceMounts: ["~/data"] })))
       expect(cluster.reason).toBe("Invalid")
-      expect(cluster.message).toBe("the kubernetes backend does not run a multi-node task (nodes: 2) one node at a time: its nodes are created together; ports (8000): the server reaches only the runner's port of a pod; an instance volume under ~ (~/data): a node has no home directory for a pod; give an absolute path yet")
-      expect(standin.pods()).toEqual([])
+      expect(cluster.message).toBe("the kubernetes backend does not run a multi-node task (nodes: 2) one node at a time: its nodes are created together; a job port 10999: the runner listens on it in the pod; pick another port; an instance volume under ~ (~/data): a node has no home directory for a pod; give an absolute path")
+      expect([standin.pods(), standin.services()]).toEqual([[], []])
     }))
 
   it.live("a network volume is the claim of its name: refused naming it when missing and volume_claims is unset, made from volume_claims, reused when it exists", () =>
@@ -236,7 +268,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       const error = yield* failureOf(backend.createInstance(offer, instance(job)))
       expect(error.reason).toBe("NoCapacity")
       expect(error.message).toMatch(/not scheduled within 1s on node cpu-node .*Insufficient cpu/)
-      expect(standin.pods()).toEqual([])
+      expect([standin.pods(), standin.services()]).toEqual([[], []])
     }).pipe(Effect.scoped), 30_000)
 
   it.live("a creation interrupted while its pod waits for the scheduler deletes the pod at once, even where the caller made it uninterruptible (a stop)", () =>
@@ -251,7 +283,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       )
       // Well inside the 300 s scheduling wait.
       yield* Fiber.interrupt(fiber).pipe(Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error("the interruption waited for the scheduling timeout") }))
-      expect(standin.pods()).toEqual([])
+      expect([standin.pods(), standin.services()]).toEqual([[], []])
     }).pipe(Effect.scoped), 90_000)
 
   it.live("a job becomes a pod of its image whose runner answers through the NodePort; terminate deletes it, twice is fine", () =>
@@ -296,7 +328,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       }))
       expect(followed).toContain(`{"host":"0.0.0.0","port":10999}`)
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
-      expect(standin.pods()).toEqual([])
+      expect([standin.pods(), standin.services()]).toEqual([[], []])
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
     }).pipe(Effect.scoped), 120_000)
 
@@ -330,7 +362,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(new Set(pds.map((pd) => pd.internalIp)).size).toBe(2)
       for (const pd of pds) expect(yield* healthOf(pd)).toMatchObject({ service: "dstack-ts-runner" })
       for (const pd of [...pds].reverse()) yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
-      expect(standin.pods()).toEqual([])
+      expect([standin.pods(), standin.services()]).toEqual([[], []])
     }).pipe(Effect.scoped), 120_000)
 
   it.live("a multi-node job with more nodes than the cluster has is NoCapacity and leaves no pod (all or nothing)", () =>
@@ -342,8 +374,81 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       const error = yield* failureOf(backend.createInstanceGroup!(offer, configs))
       expect(error.reason).toBe("NoCapacity")
       expect(error.message).toMatch(/the pods of a multi-node job were not scheduled within 2s \(3 pods on distinct nodes, context standin\): dstack-trio-2-\w+: 0\/2 nodes are available: node\(s\) didn't match pod anti-affinity rules/)
-      expect(standin.pods()).toEqual([])
+      expect([standin.pods(), standin.services()]).toEqual([[], []])
     }).pipe(Effect.scoped), 60_000)
+
+  const rawApi = () => {
+    const kc = new k8s.KubeConfig()
+    kc.loadFromString(standin.kubeconfig())
+    return kc.makeApiClient(k8s.CoreV1Api)
+  }
+
+  it.live("a job's ports get NodePorts on its pod's service, made before the pod; the runner reports them; terminating deletes pod and service", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith()
+      const offer = yield* offerFor(backend, "cpu-node")
+      const job = { jobName: "web-0", image: busybox, requirements: requirements({ cpu: "1..", memory: "0.5GB.." }), ports: [8000, 9000] }
+      const pd = yield* backend.createInstance(offer, instance(job))
+      const [service] = standin.services()
+      expect(service.metadata.name).toBe(pd.instanceId)
+      const byPort = new Map<number, number>(service.spec.ports.map((p: any) => [p.port, p.nodePort]))
+      expect([...byPort.keys()]).toEqual([10999, 8000, 9000])
+      expect(pd.runnerPort).toBe(byPort.get(10999))
+      const [pod] = standin.pods()
+      expect(pod.spec.containers[0].env).toContainEqual({ name: "DSTACK_RUNNER_PUBLISHED_PORTS", value: JSON.stringify({ 8000: byPort.get(8000), 9000: byPort.get(9000) }) })
+      expect(JSON.parse(pd.backendData!)).toEqual({ namespace: "default", pod: pd.instanceId, uid: pod.metadata.uid })
+      // The runner in the pod says where the job's ports are reached: what attach and the services proxy ask.
+      yield* healthOf(pd)
+      const data = yield* RunnerTransport.fetchClient("test", `http://${pd.hostname}:${pd.runnerPort}`).fetch("/api/job_runtime_data").pipe(Effect.flatMap((r) => Effect.promise(() => r.json())))
+      expect(data).toEqual({ ports: { 8000: byPort.get(8000), 9000: byPort.get(9000) } })
+      yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+      expect([standin.pods(), standin.services()]).toEqual([[], []])
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("a pod of the job's name made by someone else is neither taken nor deleted: creation fails naming it and deletes only its own service; a later terminate leaves it", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith()
+      const offer = yield* offerFor(backend, "cpu-node")
+      const config = instance({ jobName: "taken-0", image: busybox, requirements: requirements({ cpu: "1..", memory: "0.5GB.." }), ports: [8000] })
+      const name = PodSpec.dnsLabel(`dstack-${config.instanceName}`, config.instanceId.replace(/-/g, "").slice(0, 8))
+      // Someone else's pod of that name; it asks for more than any node has, so it stays pending.
+      const api = rawApi()
+      yield* Effect.promise(() => api.createNamespacedPod({ namespace: "default", body: { metadata: { name }, spec: { containers: [{ name: "c", image: busybox, resources: { requests: { cpu: "64" } } }] } } }))
+      const error = yield* failureOf(backend.createInstance(offer, config))
+      expect(error.reason).toBe("AlreadyExists")
+      expect(error.message).toMatch(new RegExp(`creating pod ${name} in namespace default: .*answered 409: pods "${name}" already exists`))
+      expect(standin.services()).toEqual([])
+      expect(standin.pods().map((p) => p.metadata.name)).toEqual([name])
+
+      // Ours made and terminated, then someone else's of the same name: terminating ours again leaves it.
+      yield* Effect.promise(() => api.deleteNamespacedPod({ name, namespace: "default" }))
+      const pd = yield* backend.createInstance(offer, config)
+      yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+      yield* Effect.promise(() => api.createNamespacedPod({ namespace: "default", body: { metadata: { name }, spec: { containers: [{ name: "c", image: busybox, resources: { requests: { cpu: "64" } } }] } } }))
+      yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
+      expect(standin.pods().map((p) => p.metadata.name)).toEqual([name])
+      yield* Effect.promise(() => api.deleteNamespacedPod({ name, namespace: "default" }))
+      expect([standin.pods(), standin.services()]).toEqual([[], []])
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("the same instance made again at once under the name of its pod just deleted gets a pod of its own, followed by its uid", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendWith()
+      const offer = yield* offerFor(backend, "cpu-node")
+      const config = instance({ jobName: "again-0", image: busybox, requirements: requirements({ cpu: "1..", memory: "0.5GB.." }) })
+      const first = yield* backend.createInstance(offer, config)
+      yield* healthOf(first)
+      yield* backend.terminateInstance(first.instanceId, first.region, first.backendData)
+      const second = yield* backend.createInstance(yield* offerFor(backend, "gpu-node"), config)
+      expect(second.instanceId).toBe(first.instanceId)
+      const [pod] = standin.pods()
+      expect(JSON.parse(second.backendData!).uid).toBe(pod.metadata.uid)
+      expect(JSON.parse(second.backendData!).uid).not.toBe(JSON.parse(first.backendData!).uid)
+      expect([pod.spec.nodeName, second.instanceType.name]).toEqual(["gpu-node", "gpu-node"])
+      expect(yield* healthOf(second)).toMatchObject({ service: "dstack-ts-runner" })
+      yield* backend.terminateInstance(second.instanceId, second.region, second.backendData)
+      expect([standin.pods(), standin.services()]).toEqual([[], []])
+    }).pipe(Effect.scoped), 120_000)
 
   it.scoped("an offer of another backend or an unknown context is refused", () =>
     Effect.gen(function*() {

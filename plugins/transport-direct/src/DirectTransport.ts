@@ -1,7 +1,8 @@
 /**
  * The `direct` runner transport: no tunnel, the server dials `hostname:runnerPort` itself. Right
  * for a runner on this machine, for hosts on a network the server reaches, and for tests; it
- * cannot forward ports (only a loopback target's own port is answered, with nothing opened).
+ * opens no forwards: a port of the target is answered in place (nothing opened), since the
+ * server reaches the target's ports as it reaches its runner.
  */
 import { Effect, Layer } from "effect"
 import { RunnerTransport } from "@dstack-ts/core"
@@ -16,9 +17,10 @@ const urlHost = (hostname: string) => (hostname.includes(":") && !hostname.start
 
 /**
  * A transport with no tunnel: the server dials `hostname:runnerPort` directly. Right for a
- * runner on this machine and for tests; it cannot forward ports, so `forward` only answers for
- * a loopback target when the local and remote ports coincide (or local is 0), with the remote
- * port itself (nothing is opened).
+ * runner on this machine, for tests, and for hosts whose ports the server reaches (a Kubernetes
+ * node's NodePorts). It opens nothing, so `forward` answers in place: with local port 0, the
+ * target's own address and port (any host the server reaches, as it reaches the runner); a
+ * given local port only for a loopback target whose port it is. Anything else is `Invalid`.
  */
 export const direct: RunnerTransport.RunnerTransport = {
   name: "direct",
@@ -35,7 +37,7 @@ export const direct: RunnerTransport.RunnerTransport = {
       ? fail("direct", "forward", "Invalid", `the remote port must be 1..65535, got ${remotePort}`)
       : !isPort(localPort, 0)
       ? fail("direct", "forward", "Invalid", `the local port must be 0..65535, got ${localPort}`)
-      : LOOPBACK.has(target.hostname) && (localPort === 0 || localPort === remotePort)
+      : localPort === 0 || (LOOPBACK.has(target.hostname) && localPort === remotePort)
       ? Effect.succeed({ localHost: target.hostname, localPort: remotePort, remotePort })
       : fail(
         "direct",

@@ -38,15 +38,16 @@ describe("DirectTransport.direct", () => {
       expect(error.message).toContain(`cannot reach the runner at http://127.0.0.1:${deadPort}`)
     }))
 
-  it.scoped("forwards only where no tunnel is needed", () =>
+  it.scoped("forwards in place only: local port 0 to any host, a given local port only to a loopback target's same port", () =>
     Effect.gen(function*() {
       const target = { hostname: "127.0.0.1", runnerPort: port }
       expect(yield* DirectTransport.direct.forward(target, 0, 8000)).toEqual({ localHost: "127.0.0.1", localPort: 8000, remotePort: 8000 })
       const error = yield* Effect.flip(DirectTransport.direct.forward(target, 9000, 8000))
       expect(error.reason).toBe("Invalid")
       expect(error.message).toContain("use a tunnelling transport (ssh)")
-      const remote = yield* Effect.flip(DirectTransport.direct.forward({ hostname: "10.0.0.5", runnerPort: 10999 }, 0, 8000))
-      expect(remote.message).toContain("10.0.0.5:8000")
+      expect(yield* DirectTransport.direct.forward({ hostname: "10.0.0.5", runnerPort: 10999 }, 0, 31234)).toEqual({ localHost: "10.0.0.5", localPort: 31234, remotePort: 31234 })
+      const remote = yield* Effect.flip(DirectTransport.direct.forward({ hostname: "10.0.0.5", runnerPort: 10999 }, 8000, 8000))
+      expect(remote.message).toContain("cannot forward local port 8000 to 10.0.0.5:8000")
       const noHost = yield* Effect.flip(DirectTransport.direct.connect({ hostname: "", runnerPort: 1 }))
       expect(noHost.message).toBe("the instance has no host name yet")
     }))

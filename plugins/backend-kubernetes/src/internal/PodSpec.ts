@@ -229,6 +229,8 @@ export interface PodInput {
   readonly config: Backend.InstanceConfiguration
   /** For the pods of a multi-node job: their shared group label value and this pod's rank. */
   readonly group?: { readonly id: string; readonly rank: number }
+  /** The job's ports and where the server reaches each (its NodePort), which the runner reports. */
+  readonly publishedPorts?: Readonly<Record<string, number>>
 }
 
 /** The pod of a job: the runner runs in the job's image, from the emptyDir the init container filled. */
@@ -270,9 +272,12 @@ export const jobPod = (input: PodInput): k8s.V1Pod => ({
         args: ["--host", "0.0.0.0", "--port", String(RUNNER_PORT), "--work-dir", `${RUNNER_DIR}/work`],
         env: [
           { name: "DSTACK_RUNNER_IN_CONTAINER", value: "1" },
-          { name: "DSTACK_RUNNER_DIR", value: RUNNER_DIR }
+          { name: "DSTACK_RUNNER_DIR", value: RUNNER_DIR },
+          ...(input.publishedPorts === undefined || Object.keys(input.publishedPorts).length === 0
+            ? []
+            : [{ name: "DSTACK_RUNNER_PUBLISHED_PORTS", value: JSON.stringify(input.publishedPorts) }])
         ],
-        ports: [{ containerPort: RUNNER_PORT, name: "runner" }],
+        ports: [{ containerPort: RUNNER_PORT, name: "runner" }, ...jobPorts(input.job).map((port) => ({ containerPort: port, name: portName(port) }))],
         resources: containerResources(input.job, input.offer),
         volumeMounts: [{ name: "dstack-runner", mountPath: RUNNER_DIR }, ...jobVolumes(input.job).mounts]
       }
@@ -280,10 +285,40 @@ export const jobPod = (input: PodInput): k8s.V1Pod => ({
   }
 })
 
-/** The NodePort service through which the server reaches the pod's runner. */
-export const runnerService = (name: string, namespace: string, instanceId: string): k8s.V1Service => ({
+/** The ports a job serves (its `ports` and a service's port), each once, in order. */
+export const jobPorts = (job: Backend.InstanceJob): ReadonlyArray<number> => [...new Set(job.ports ?? [])]
+
+/** A port's name in the pod and the service (an IANA service name: at most 15 characters, a letter). */
+export const portName = (port: number): string => `port-${port}`
+
+/**
+ * The NodePort service of a job's pod: the runner's port, through which the server reaches the
+ * runner, and each port the job serves, through which `dstack attach` and the services proxy
+ * reach the job (the runner reports their NodePorts in `job_runtime_data`). Made before the pod,
+ * so that the pod's environment can say where its ports are published; deleted with it.
+ */
+export const jobService = (name: string, namespace: string, instanceId: string, ports: ReadonlyArray<number> = []): k8s.V1Service => ({
   apiVersion: "v1",
   kind: "Service",
   metadata: { name, namespace, labels: { [MANAGED_BY_LABEL]: MANAGED_BY, [INSTANCE_LABEL]: instanceId } },
-  spec: { type: "NodePort", selector: { [POD_LABEL]: name }, ports: [{ name: "runner", port: RUNNER_PORT, targetPort: RUNNER_PORT as never }] }
+  spec: {
+    type: "NodePort",
+    selector: { [POD_LABEL]: name },
+    ports: [
+      { name: "runner", protocol: "TCP", port: RUNNER_PORT, targetPort: RUNNER_PORT as never },
+      ...ports.map((port) => ({ name: portName(port), protocol: "TCP", port, targetPort: port as never }))
+    ]
+  }
 })
+
+/** Where each port of a created service is reached on the nodes: port → NodePort; undefined for a port without one. */
+export const nodePorts = (service: k8s.V1Service): ReadonlyMap<number, number | undefined> =>
+  new Map((service.spec?.ports ?? []).map((p) => [p.port, p.nodePort]))
+
+/**
+ * How a watch event of the pod named `name` bears on the pod with `uid`: another pod of that
+ * name (one deleted before this one was made, or seen through a lagging watch cache) is
+ * `ignore`d, so that its deletion cannot answer for this pod.
+ */
+export const watchEvent = (uid: string, type: string, pod: k8s.V1Pod): "ignore" | "deleted" | "changed" =>
+  pod.metadata?.uid !== uid ? "ignore" : type === "DELETED" ? "deleted" : "changed"
