@@ -127,7 +127,12 @@ export const fromStateStore = (error: {
     case "LeaseLost":
       return conflict(msg)
     case "Unavailable":
-      return new ApiError({ status: 503, detail: [{ msg: `The state store is unavailable: ${msg}`, code: "server_error" }], cause: error })
+      // Names the database, so an operator looks there and a client knows to try again.
+      return new ApiError({
+        status: 503,
+        detail: [{ msg: `The server's database (state store) is unavailable, try again shortly: ${msg}`, code: "server_error" }],
+        cause: error
+      })
     default:
       return serverError(msg, error)
   }
