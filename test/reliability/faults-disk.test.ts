@@ -1,0 +1,121 @@
+// Disk full, on the server and on a runner: a real server process (test/support/fault-server.ts,
+// the embedded store, the local backend) with its data directory — or its runners' work
+// directory — on a small tmpfs of its own (test/support/small-disk.ts) that the test fills to
+// the last byte and frees again. On the server: uploads and submissions fail with an error that
+// names the disk (503, not a 500 with a stack), the server stays up, a running job is not failed
+// and its log lines, held by its runner meanwhile, are all stored once space is freed; then it
+// accepts work again. On a runner: the job fails with a reason and message that say its disk is
+// full.
+import { createHash } from "node:crypto"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { afterAll, beforeAll, expect, it } from "vitest"
+import { describeWith } from "../support/components.ts"
+import { canMount, mountSmallDisk, type SmallDisk } from "../support/small-disk.ts"
+import { call, finished, logsOf, reapUnder, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
+
+const TOKEN = "disk-faults-token"
+const LINES = 40
+const mount = canMount()
+
+const getRun = async (port: number, name: string) => (await call(port, TOKEN, "/api/project/main/runs/get", { run_name: name })).body
+
+const waitFor = async (port: number, name: string, ok: (run: any) => boolean, timeoutMs: number) => {
+  const deadline = Date.now() + timeoutMs
+  let run: any
+  while (Date.now() < deadline) {
+    run = await getRun(port, name)
+    if (ok(run)) return run
+    await sleep(250)
+  }
+  throw new Error(`run ${name} did not get there in ${timeoutMs} ms: ${run?.status} ${JSON.stringify(run?.jobs?.[0]?.job_submissions?.at(-1) ?? null).slice(0, 600)}`)
+}
+
+const uploadCode = async (port: number, bytes: Buffer) => {
+  const hash = createHash("sha256").update(bytes).digest("hex")
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/api/project/main/repos/upload_code?repo_id=disk-repo&hash=${hash}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/octet-stream" },
+      body: new Uint8Array(bytes),
+      signal: AbortSignal.timeout(30_000)
+    })
+    return { status: res.status, text: await res.text() }
+  } catch (e) {
+    return { status: 0, text: String(e) }
+  }
+}
+
+describeWith("tmpfs mounts (root)", mount.available, mount.reason, () => {
+  let dir = ""
+  let disk: SmallDisk | undefined
+  let server: ServerProcess | undefined
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-disk-faults-"))
+    disk = mountSmallDisk(path.join(dir, "server"), 256)
+    server = await startServer("server", {
+      DSTACK_SERVER_ADMIN_TOKEN: TOKEN,
+      DSTACK_DATABASE_URL: "",
+      DSTACK_FAULT: "",
+      DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS: "60",
+      FAULT_SERVER_DIR: disk.dir,
+      FAULT_WORK_DIR: path.join(dir, "work")
+    })
+  }, 180_000)
+
+  afterAll(async () => {
+    await stopServer(server)
+    disk?.unmount()
+    if (dir !== "") {
+      await reapUnder(dir)
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }, 60_000)
+
+  it("the server's disk full: uploads and submissions fail naming the disk, the server stays up, and works again once space is freed, losing no log line", async () => {
+    const port = server!.port
+    expect((await call(port, TOKEN, "/api/project/main/repos/init", { repo_id: "disk-repo", repo_info: { repo_type: "virtual" } })).status).toBe(200)
+    const res = await call(port, TOKEN, "/api/project/main/runs/apply", taskSpec("through-full", [`for i in $(seq 1 ${LINES}); do echo "line $i"; sleep 0.4; done`]))
+    expect(res.status, JSON.stringify(res.body)).toBe(200)
+    await waitFor(port, "through-full", (run) => run?.status === "running", 120_000)
+    const deadline = Date.now() + 60_000
+    while (!(await logsOf(port, TOKEN, "through-full")).includes("line 3\n") && Date.now() < deadline) await sleep(200)
+
+    const filled = disk!.fill()
+    console.log(`filled the server's disk with ${filled} bytes`)
+    const answers: Array<{ what: string; status: number; text: string }> = []
+    try {
+      const upload = await uploadCode(port, Buffer.alloc(2 << 20, 7))
+      answers.push({ what: "upload_code", ...upload })
+      const apply = await call(port, TOKEN, "/api/project/main/runs/apply", taskSpec("during-full", ["echo never"]))
+      answers.push({ what: "runs/apply", status: apply.status, text: JSON.stringify(apply.body).slice(0, 400) })
+      await sleep(4_000)
+      // Still up, and reading works.
+      const list = await call(port, TOKEN, "/api/runs/list", { project_name: "main" })
+      expect(list.status, JSON.stringify(list.body).slice(0, 300)).toBe(200)
+      expect((await getRun(port, "through-full")).status, "the running job is not failed for the server's disk").toBe("running")
+    } finally {
+      disk!.free()
+    }
+    console.log(answers.map((a) => `${a.what}: ${a.status}: ${a.text}`).join("\n"))
+    for (const a of answers) {
+      expect(a.status, `${a.what}: ${a.text}`).toBe(503)
+      expect(a.text, a.what).toMatch(/disk is full|no space left/i)
+      expect(a.text, a.what).not.toMatch(/\bat .*\.ts:\d+/)
+    }
+    expect(server!.process.exitCode).toBe(null)
+
+    const run = await waitFor(port, "through-full", finished, 120_000)
+    expect(run.status, JSON.stringify(run.jobs[0].job_submissions.at(-1)).slice(0, 600)).toBe("done")
+    expect(await logsOf(port, TOKEN, "through-full")).toBe(Array.from({ length: LINES }, (_, i) => `line ${i + 1}\n`).join(""))
+    // Works again.
+    expect((await uploadCode(port, Buffer.alloc(2 << 20, 7))).status).toBe(200)
+    expect((await call(port, TOKEN, "/api/project/main/runs/apply", taskSpec("after-full", ["echo back"]))).status).toBe(200)
+    const after = await waitFor(port, "after-full", finished, 120_000)
+    expect(after.status).toBe("done")
+    expect(await logsOf(port, TOKEN, "after-full")).toBe("back\n")
+  }, 400_000)
+})
+
