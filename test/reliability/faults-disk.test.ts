@@ -89,7 +89,7 @@ describeWith("tmpfs mounts (root)", mount.available, mount.reason, () => {
     try {
       const upload = await uploadCode(port, Buffer.alloc(2 << 20, 7))
       answers.push({ what: "upload_code", ...upload })
-      const apply = await call(port, TOKEN, "/api/project/main/runs/apply", taskSpec("during-full", ["echo never"]))
+      const apply = await call(port, TOKEN, "/api/project/main/runs/apply", taskSpec("during-full", ["echo accepted"]))
       answers.push({ what: "runs/apply", status: apply.status, text: JSON.stringify(apply.body).slice(0, 400) })
       await sleep(4_000)
       // Still up, and reading works.
@@ -100,16 +100,24 @@ describeWith("tmpfs mounts (root)", mount.available, mount.reason, () => {
       disk!.free()
     }
     console.log(answers.map((a) => `${a.what}: ${a.status}: ${a.text}`).join("\n"))
-    for (const a of answers) {
-      expect(a.status, `${a.what}: ${a.text}`).toBe(503)
-      expect(a.text, a.what).toMatch(/disk is full|no space left/i)
-      expect(a.text, a.what).not.toMatch(/\bat .*\.ts:\d+/)
-    }
+    // What must write files (a code archive) is refused saying the disk is full; a submission
+    // that fits in the database's room may be accepted, and is then run like any other.
+    const upload = answers.find((a) => a.what === "upload_code")!
+    expect(upload.status, upload.text).toBe(503)
+    expect(upload.text).toMatch(/The server's disk is full \(no space left on device\)/)
+    const apply = answers.find((a) => a.what === "runs/apply")!
+    expect([200, 503], apply.text).toContain(apply.status)
+    if (apply.status === 503) expect(apply.text).toMatch(/The server's disk is full/)
+    for (const a of answers) expect(a.text, a.what).not.toMatch(/\bat .*\.ts:\d+/)
     expect(server!.process.exitCode).toBe(null)
 
     const run = await waitFor(port, "through-full", finished, 120_000)
     expect(run.status, JSON.stringify(run.jobs[0].job_submissions.at(-1)).slice(0, 600)).toBe("done")
     expect(await logsOf(port, TOKEN, "through-full")).toBe(Array.from({ length: LINES }, (_, i) => `line ${i + 1}\n`).join(""))
+    if (apply.status === 200) {
+      const accepted = await waitFor(port, "during-full", finished, 120_000)
+      expect(accepted.status, "a run accepted while the disk was full").toBe("done")
+    }
     // Works again.
     expect((await uploadCode(port, Buffer.alloc(2 << 20, 7))).status).toBe(200)
     expect((await call(port, TOKEN, "/api/project/main/runs/apply", taskSpec("after-full", ["echo back"]))).status).toBe(200)
@@ -119,3 +127,66 @@ describeWith("tmpfs mounts (root)", mount.available, mount.reason, () => {
   }, 400_000)
 })
 
+
+describeWith("tmpfs mounts (root)", mount.available, mount.reason, () => {
+  let dir = ""
+  let disk: SmallDisk | undefined
+  let server: ServerProcess | undefined
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-runner-disk-"))
+    disk = mountSmallDisk(path.join(dir, "work"), 64)
+    server = await startServer("server", {
+      DSTACK_SERVER_ADMIN_TOKEN: TOKEN,
+      DSTACK_DATABASE_URL: "",
+      DSTACK_FAULT: "",
+      FAULT_SERVER_DIR: path.join(dir, "server"),
+      FAULT_WORK_DIR: disk.dir,
+      FAULT_MAX_INSTANCES: "1"
+    })
+  }, 180_000)
+
+  afterAll(async () => {
+    await stopServer(server)
+    await reapUnder(dir)
+    disk?.unmount()
+    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
+  }, 60_000)
+
+  // The tmpfs is the instance's disk: a job asks for less than its 64 MB.
+  const smallTask = (name: string, commands: ReadonlyArray<string>) =>
+    taskSpec(name, commands, { resources: { cpu: "1..", memory: "100MB..", disk: "10MB.." } })
+
+  it("a runner whose disk fills fails its job with a reason saying so, and runs the next job once space is freed", async () => {
+    const port = server!.port
+    // The job fills its own working directory's disk.
+    const res = await call(port, TOKEN, "/api/project/main/runs/apply", smallTask("fills-disk", ["echo start", "head -c 200000000 /dev/zero > big.bin", "echo never"]))
+    expect(res.status, JSON.stringify(res.body)).toBe(200)
+    const run = await waitFor(port, "fills-disk", finished, 180_000)
+    const sub = run.jobs[0].job_submissions.at(-1)
+    console.log(`fills-disk: ${run.status} ${sub.termination_reason}: ${sub.termination_reason_message} exit ${sub.exit_status}`)
+    expect(run.status).toBe("failed")
+    expect(sub.termination_reason_message ?? "").toMatch(/disk is full|no space left/i)
+    expect(await logsOf(port, TOKEN, "fills-disk")).toMatch(/^start\n/)
+
+    // A disk already full when the job is handed over.
+    disk!.fill()
+    let full: any
+    try {
+      expect((await call(port, TOKEN, "/api/project/main/runs/apply", smallTask("on-full-disk", ["echo hello"]))).status).toBe(200)
+      full = await waitFor(port, "on-full-disk", finished, 180_000)
+    } finally {
+      disk!.free()
+    }
+    const fullSub = full.jobs[0].job_submissions.at(-1)
+    console.log(`on-full-disk: ${full.status} ${fullSub.termination_reason}: ${fullSub.termination_reason_message} exit ${fullSub.exit_status}`)
+
+    // Space freed: the next job runs.
+    expect((await call(port, TOKEN, "/api/project/main/runs/apply", smallTask("after-free", ["echo fine"]))).status).toBe(200)
+    const after = await waitFor(port, "after-free", finished, 180_000)
+    expect(after.status, JSON.stringify(after.jobs[0].job_submissions.at(-1)).slice(0, 600)).toBe("done")
+    expect(await logsOf(port, TOKEN, "after-free")).toBe("fine\n")
+    expect(full.status).toBe("failed")
+    expect(fullSub.termination_reason_message ?? "").toMatch(/disk is full|no space left/i)
+  }, 600_000)
+})

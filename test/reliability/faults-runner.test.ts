@@ -98,7 +98,7 @@ describe("a runner that answers slowly or with garbage", () => {
 
   const lasting: ReadonlyArray<[string, FaultMode, RegExp]> = [
     ["never answers", { kind: "stall" }, /^the runner did not answer for \d+s: .*did not answer its health check within \d+s/],
-    ["answers only garbage", { kind: "garbage" }, /^the runner did not answer for \d+s: /]
+    ["answers only garbage", { kind: "garbage" }, /^the runner did not answer for \d+s: cannot reach the runner at \S+: fetch failed \(.*(HTTP|protocol|parse).*\)/i]
   ]
 
   for (const [what, mode, message] of lasting) {
