@@ -169,11 +169,12 @@ describeWith("tmpfs mounts (root)", mount.available, mount.reason, () => {
     expect(sub.termination_reason_message ?? "").toMatch(/disk is full|no space left/i)
     expect(await logsOf(port, TOKEN, "fills-disk")).toMatch(/^start\n/)
 
-    // A disk already full when the job is handed over.
+    // A disk already full when the job starts: a job that needs none of it still runs; one
+    // that writes a file fails saying the disk is full.
     disk!.fill()
     let full: any
     try {
-      expect((await call(port, TOKEN, "/api/project/main/runs/apply", smallTask("on-full-disk", ["echo hello"]))).status).toBe(200)
+      expect((await call(port, TOKEN, "/api/project/main/runs/apply", smallTask("on-full-disk", ["echo hello", "echo data > out.txt"]))).status).toBe(200)
       full = await waitFor(port, "on-full-disk", finished, 180_000)
     } finally {
       disk!.free()
