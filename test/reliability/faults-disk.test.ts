@@ -166,11 +166,17 @@ describeWith("tmpfs mounts (root)", mount.available, mount.reason, () => {
     const sub = run.jobs[0].job_submissions.at(-1)
     console.log(`fills-disk: ${run.status} ${sub.termination_reason}: ${sub.termination_reason_message} exit ${sub.exit_status}`)
     expect(run.status).toBe("failed")
-    expect(sub.termination_reason_message ?? "").toMatch(/disk is full|no space left/i)
+    expect(sub.termination_reason).toBe("executor_error")
+    expect(sub.termination_reason_message ?? "").toMatch(/^the runner's disk is full: no space left on the filesystem of .* \(the job exited with status 1\)$/)
     expect(await logsOf(port, TOKEN, "fills-disk")).toMatch(/^start\n/)
 
-    // A disk already full when the job starts: a job that needs none of it still runs; one
-    // that writes a file fails saying the disk is full.
+    // The runner clears the failed job's files when it takes the next job: that one runs.
+    expect((await call(port, TOKEN, "/api/project/main/runs/apply", smallTask("after-clear", ["echo cleared"]))).status).toBe(200)
+    const cleared = await waitFor(port, "after-clear", finished, 180_000)
+    expect(cleared.status, JSON.stringify(cleared.jobs[0].job_submissions.at(-1)).slice(0, 600)).toBe("done")
+
+    // A disk filled by something else when the job starts: a job that writes a file fails
+    // saying the disk is full.
     disk!.fill()
     let full: any
     try {
@@ -180,14 +186,15 @@ describeWith("tmpfs mounts (root)", mount.available, mount.reason, () => {
       disk!.free()
     }
     const fullSub = full.jobs[0].job_submissions.at(-1)
-    console.log(`on-full-disk: ${full.status} ${fullSub.termination_reason}: ${fullSub.termination_reason_message} exit ${fullSub.exit_status}`)
+    console.log(`on-full-disk: ${full.status} ${fullSub.termination_reason}: ${fullSub.termination_reason_message}`)
+    expect(full.status).toBe("failed")
+    expect(fullSub.termination_reason).toBe("executor_error")
+    expect(fullSub.termination_reason_message ?? "").toMatch(/^the runner's disk is full: no space left on the filesystem of /)
 
     // Space freed: the next job runs.
     expect((await call(port, TOKEN, "/api/project/main/runs/apply", smallTask("after-free", ["echo fine"]))).status).toBe(200)
     const after = await waitFor(port, "after-free", finished, 180_000)
     expect(after.status, JSON.stringify(after.jobs[0].job_submissions.at(-1)).slice(0, 600)).toBe("done")
     expect(await logsOf(port, TOKEN, "after-free")).toBe("fine\n")
-    expect(full.status).toBe("failed")
-    expect(fullSub.termination_reason_message ?? "").toMatch(/disk is full|no space left/i)
   }, 600_000)
 })
