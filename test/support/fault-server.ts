@@ -7,11 +7,17 @@
 // named point (core/src/internal/Faults.ts). Prints `{"port":…}` once it listens; SIGTERM closes
 // it (leaving the runners running, as `dstack server` does).
 //
+// With FAULT_RUNNER_PROXY_FILE set, the server reaches each runner through a fault proxy
+// (./fault-proxy.ts) whose mode the test writes to that file: slow, garbage or cut answers.
+//
 // Environment: DSTACK_SERVER_ADMIN_TOKEN, FAULT_SERVER_DIR, FAULT_WORK_DIR, FAULT_MAX_INSTANCES,
-// FAULT_LEASE_MS, FAULT_RESYNC_MS, FAULT_RECONCILE_MS, and DSTACK_DATABASE_URL, DSTACK_SERVER_S3_*,
-// DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS as for `dstack server`.
-import { createServer, serve } from "../../core/src/index.ts"
+// FAULT_LEASE_MS, FAULT_RESYNC_MS, FAULT_RECONCILE_MS, FAULT_RUNNER_PROXY_FILE, and
+// DSTACK_DATABASE_URL, DSTACK_SERVER_S3_*, DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS as for
+// `dstack server`.
+import { Effect } from "effect"
+import { createServer, definePlugin, RunnerTransport, serve } from "../../core/src/index.ts"
 import { defaultServerOptions } from "../../cli/src/defaultBuild.ts"
+import { startFaultProxy, type FaultProxy } from "./fault-proxy.ts"
 
 const env = (name: string): string => {
   const value = process.env[name]
@@ -24,10 +30,36 @@ const base = defaultServerOptions(env("FAULT_SERVER_DIR"), env("DSTACK_SERVER_AD
   allowLocalBlobs: process.env.DSTACK_SERVER_S3_BUCKET === undefined
 })
 
+// The `faulty` transport: a fault proxy per runner, in front of its port on 127.0.0.1.
+const proxyFile = process.env.FAULT_RUNNER_PROXY_FILE ?? ""
+const proxies = new Map<number, Promise<FaultProxy>>()
+const faultyTransport: RunnerTransport.RunnerTransport = {
+  name: "faulty",
+  connect: (target) =>
+    Effect.promise(() => {
+      let proxy = proxies.get(target.runnerPort)
+      if (proxy === undefined) {
+        proxy = startFaultProxy({ targetHost: target.hostname, targetPort: target.runnerPort, modeFile: proxyFile })
+        proxies.set(target.runnerPort, proxy)
+      }
+      return proxy
+    }).pipe(Effect.map((p) => RunnerTransport.fetchClient("faulty", `http://127.0.0.1:${p.port}`))),
+  forward: (_target, _localPort, remotePort) => Effect.succeed({ localHost: "127.0.0.1", localPort: remotePort, remotePort })
+}
+const faultyPlugin = definePlugin({
+  name: "fault-proxy-transport",
+  version: "0.1.0",
+  core: "*",
+  description: "Reaches local runners through a fault proxy (tests only)",
+  transports: { faulty: () => Effect.succeed(faultyTransport) }
+})
+
 const server = await createServer({
   ...base,
+  ...(proxyFile !== "" ? { plugins: [...(base.plugins ?? []), faultyPlugin] } : {}),
   compute: {
     ...base.compute,
+    ...(proxyFile !== "" ? { transports: { ...base.compute?.transports, local: "faulty" } } : {}),
     defaultBackends: [{
       type: "local",
       config: {

@@ -72,6 +72,9 @@ export interface WorkerOptions {
   readonly provisioningTimeoutMs: number
 }
 
+/** How long a stop request to a runner may take before it is given up (and logged). */
+const STOP_TIMEOUT_SECONDS = 30
+
 /** Job events that mean the instance's runner answered just now. */
 const RUNNER_EVENTS: ReadonlySet<string> = new Set(["RunnerPulling", "RunnerRunning", "RunnerExited", "RunnerFailed"])
 
@@ -295,7 +298,10 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
             const found = jobOfSubmission(run, effect.jobSubmissionId)
             const pd = found && latestSubmission(found.job)?.jobProvisioningData
             if (!pd) return Effect.void
+            // A runner that never answers does not hold the stop forever: its follower ends
+            // the job as unreachable meanwhile.
             return withRunner(compute, pd, (client) => stopJob(client, effect.abort)).pipe(
+              Effect.timeoutFail({ duration: Duration.seconds(STOP_TIMEOUT_SECONDS), onTimeout: () => new Error(`the runner did not answer the stop request within ${STOP_TIMEOUT_SECONDS}s`) }),
               Effect.catchAll((e) => Effect.logWarning(`run ${run.runSpec.runName}: stop failed: ${errorMessage(e)}`)),
               Effect.forkIn(workerScope),
               Effect.asVoid

@@ -21,7 +21,7 @@ import { faultPoint } from "../internal/Faults.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
 import * as RepoCredentials from "../secrets/RepoCredentials.ts"
-import { fetchArtifacts, followEvents, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, waitHealthy } from "./RunnerSession.ts"
+import { fetchArtifacts, followEvents, healthTimeoutMs, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, waitHealthy, watchHealth } from "./RunnerSession.ts"
 import { artifactKeys, keepArtifacts } from "../workflows/Artifacts.ts"
 
 /** Runs `f` with a client of the runner on the instance `pd` describes, through its backend's transport. */
@@ -74,6 +74,13 @@ export interface FollowerReports {
 
 /** Failing reads of the last stored log position are asked again this often, at most. */
 const LAST_POSITION_RETRY = Schedule.exponential(Duration.millis(200)).pipe(Schedule.union(Schedule.spaced(Duration.seconds(5))))
+
+/** A failure of the state store (not of the runner) while following. */
+const isStoreError = (error: unknown): error is StateStoreError =>
+  typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "StateStoreError"
+
+/** How often a followed runner's health check is asked. */
+const HEALTH_EVERY_MS = 2_000
 
 /** The job's code, from the blob store, when the job has any. */
 const readCode = (options: FollowerOptions, project: string, spec: JobSpec, repoId: string) =>
@@ -161,6 +168,19 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
           files
         }, archive)
       }).pipe(Effect.either)
+    // A runner whose health check stops answering ends the wait on its stream (which may hang
+    // on a stalled connection); each answer shows it reachable, however quiet its job is.
+    const watched = <A, E, R>(client: RunnerClient, effect: Effect.Effect<A, E, R>) =>
+      Effect.raceFirst(
+        effect,
+        watchHealth(client, {
+          everyMs: HEALTH_EVERY_MS,
+          timeoutMs: healthTimeoutMs(options.unreachableMs),
+          onAnswer: Effect.sync(() => {
+            unreachableSince = undefined
+          })
+        })
+      )
     const consume = (client: RunnerClient, events: Stream.Stream<RunnerStreamEvent, RunnerTransportError>) =>
       events.pipe(
         // One chunk per read of the runner's stream: under heavy output a big batch
@@ -242,24 +262,34 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
         Effect.gen(function* () {
           yield* waitHealthy(client, options.provisioningTimeoutMs)
           const inputs = spec.artifactInputs ?? []
-          const events = inputs.length === 0
-            ? yield* startFollowing(client, body, code, cursor)
-            : yield* startFollowingWithArtifacts(client, body, code, inputs.map((key) => ({ key, stream: options.blobs.stream(key) })))
+          const events = yield* watched(
+            client,
+            inputs.length === 0
+              ? startFollowing(client, body, code, cursor)
+              : startFollowingWithArtifacts(client, body, code, inputs.map((key) => ({ key, stream: options.blobs.stream(key) })))
+          )
           yield* reports.handedOver
           faultPoint("job.handed")
-          return yield* consume(client, events).pipe(Effect.either)
+          return yield* watched(client, consume(client, events)).pipe(Effect.either)
         })
       )
       if (followed._tag === "Right") return
-      unreachableSince ??= Date.now()
+      if (!isStoreError(followed.left)) unreachableSince ??= Date.now()
       yield* Effect.sleep(Duration.millis(500))
     }
     // Follow; reconnect from the last event after a broken connection. A runner gone because
     // its instance ended on its own (a backend that can say so) ends the job with that reason.
     let askedEndAt = 0
     while (true) {
-      const outcome = yield* withRunner(compute, pd, (client) => consume(client, followEvents(client, cursor))).pipe(Effect.either)
+      const outcome = yield* withRunner(compute, pd, (client) => watched(client, consume(client, followEvents(client, cursor)))).pipe(Effect.either)
       if (outcome._tag === "Right") return
+      if (isStoreError(outcome.left)) {
+        // The runner is fine; the database is not (its logs could not be stored): follow again
+        // from the last stored line once it answers, without counting the runner unreachable.
+        yield* Effect.logWarning(`job ${submissionId}: cannot store its runner's events, following again shortly: ${errorMessage(outcome.left)}`)
+        yield* Effect.sleep(Duration.seconds(1))
+        continue
+      }
       const now = Date.now()
       unreachableSince ??= now
       if (now - askedEndAt >= 2_000) {

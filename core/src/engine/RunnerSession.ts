@@ -97,6 +97,39 @@ const checkHealthy = (client: RunnerClient, timeoutMs: number, intervalMs: numbe
     Effect.asVoid
   )
 
+/**
+ * How long a followed runner may take to answer a health check, for a job allowed to stay
+ * unreachable `unreachableMs`: half of it, within 2..10 s.
+ */
+export const healthTimeoutMs = (unreachableMs: number): number => Math.min(10_000, Math.max(2_000, Math.round(unreachableMs / 2)))
+
+/**
+ * Asks the runner's health check every `everyMs` (first after `everyMs`), for as long as it
+ * runs: a job's event stream stays quiet while the job prints nothing, so only this tells a
+ * runner that stopped answering (a stalled connection, a hung host) from a quiet job. Fails
+ * when an answer does not come within `timeoutMs` or is not a 2xx; `onAnswer` runs on each one.
+ */
+export const watchHealth = (
+  client: RunnerClient,
+  options: { readonly everyMs: number; readonly timeoutMs: number; readonly onAnswer: Effect.Effect<void> }
+): Effect.Effect<never, RunnerTransportError> =>
+  Effect.sleep(Duration.millis(options.everyMs)).pipe(
+    Effect.zipRight(
+      client.fetch("/api/healthcheck").pipe(
+        Effect.flatMap(expectOk("healthcheck")),
+        Effect.flatMap((response) =>
+          Effect.tryPromise({ try: () => response.text(), catch: (cause) => transportError("healthcheck", `the runner's health check answer broke off: ${String(cause)}`, cause) })
+        ),
+        Effect.timeoutFail({
+          duration: Duration.millis(options.timeoutMs),
+          onTimeout: () => transportError("healthcheck", `the runner at ${client.baseUrl} did not answer its health check within ${Math.round(options.timeoutMs / 1000)}s`)
+        })
+      )
+    ),
+    Effect.zipRight(options.onAnswer),
+    Effect.forever
+  )
+
 const encodeSubmit = Schema.encodeSync(SubmitBody)
 
 /** The runner answered submit with 409: it still has a job. */

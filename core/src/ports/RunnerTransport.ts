@@ -145,6 +145,18 @@ export const RunnerTransport: Context.Tag<RunnerTransport, RunnerTransport> = Co
 )
 
 /** A runner client over plain `fetch` to `baseUrl`, mapping connection failures to `Transport`. */
+/**
+ * What a failed fetch says, with the reason beneath it: `fetch failed` alone does not tell a
+ * refused connection from a reset or an answer that is not HTTP.
+ */
+const fetchFailure = (cause: unknown): string => {
+  if (!(cause instanceof Error)) return String(cause)
+  const inner = (cause as { cause?: unknown }).cause
+  if (inner === undefined || inner === null) return cause.message
+  const text = inner instanceof Error ? inner.message || (inner as { code?: string }).code || inner.name : String(inner)
+  return text === "" || text === cause.message ? cause.message : `${cause.message} (${text.slice(0, 300)})`
+}
+
 export const fetchClient = (module: string, baseUrl: string): RunnerClient => ({
   baseUrl,
   fetch: (path, init) =>
@@ -160,7 +172,7 @@ export const fetchClient = (module: string, baseUrl: string): RunnerClient => ({
           module,
           method: "fetch",
           reason: "Transport",
-          message: `cannot reach the runner at ${baseUrl}: ${cause instanceof Error ? cause.message : String(cause)}`,
+          message: `cannot reach the runner at ${baseUrl}: ${fetchFailure(cause)}`,
           cause
         })
     })

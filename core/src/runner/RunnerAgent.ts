@@ -148,6 +148,24 @@ const terminationOf = (
   }
 }
 
+/** Below this many free bytes the runner's disk counts as full. */
+const DISK_FULL_BYTES = 1 << 20
+
+/**
+ * A sentence saying the runner's disk is full when the filesystem of `dir` has less than 1 MiB
+ * left for unprivileged writes; undefined when it has room, or cannot be asked (a runtime
+ * without statfs).
+ */
+export const diskFullNote = (dir: string): string | undefined => {
+  try {
+    const st = fs.statfsSync(dir)
+    const free = Number(st.bavail) * Number(st.bsize)
+    return free < DISK_FULL_BYTES ? `the runner's disk is full: no space left on the filesystem of ${dir} (${free} bytes free)` : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * Makes a runner agent in a scope; closing the scope aborts a job that still runs.
  *
@@ -199,6 +217,13 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       if (exit.endedBy === "abort") return finish("terminated", "aborted_by_user", undefined, exit.exitCode)
       if (exit.endedBy === "stop") return finish("terminated", "terminated_by_user", undefined, exit.exitCode)
       if (exit.exitCode === 0) return finish("done", "done_by_runner", undefined, 0)
+      // A job that failed on a full disk is told apart from one that failed on its own: its
+      // message then says so (the reason that carries a message to the server).
+      const full = diskFullNote(options.workDir)
+      if (full !== undefined) {
+        events.addRunnerLog(full)
+        return finish("failed", "executor_error", `${full} (the job exited with status ${exit.exitCode})`, exit.exitCode)
+      }
       return finish("failed", "container_exited_with_error", `the job exited with status ${exit.exitCode}`, exit.exitCode)
     }
 

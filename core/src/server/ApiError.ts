@@ -107,8 +107,29 @@ export const unauthenticatedPage = (msg = "Not authenticated: send an `Authoriza
 export const alreadyExists = (msg: string) => one(400, "resource_exists", msg)
 export const conflict = (msg: string) => one(409, "conflict", msg)
 export const payloadTooLarge = (msg: string) => one(413, "payload_too_large", msg)
+/** True for a failure for lack of disk space (ENOSPC), by its message or its cause's code. */
+const isOutOfSpace = (msg: string, cause?: unknown): boolean => {
+  if (/\bENOSPC\b|no space left on device/i.test(msg)) return true
+  for (let c = cause, depth = 0; typeof c === "object" && c !== null && depth < 4; c = (c as { cause?: unknown }).cause, depth++) {
+    if ((c as { code?: unknown }).code === "ENOSPC") return true
+  }
+  return false
+}
+
+/**
+ * The server's disk is full: a 503 that says so (the server is fine otherwise, and the same
+ * request passes once space is freed), never a 500 that reads like a bug.
+ */
+export const diskFull = (msg: string, cause?: unknown) =>
+  new ApiError({
+    status: 503,
+    detail: [{ msg: `The server's disk is full (no space left on device): free space on it and try again. ${msg}`, code: "server_error" }],
+    cause
+  })
+
+/** A 500; a failure for lack of disk space is answered as `diskFull` instead. */
 export const serverError = (msg: string, cause?: unknown) =>
-  new ApiError({ status: 500, detail: [{ msg, code: "server_error" }], cause })
+  isOutOfSpace(msg, cause) ? diskFull(msg, cause) : new ApiError({ status: 500, detail: [{ msg, code: "server_error" }], cause })
 
 /** The one place a StateStore failure becomes an HTTP answer. */
 export const fromStateStore = (error: {
@@ -116,6 +137,7 @@ export const fromStateStore = (error: {
   readonly message?: string | undefined
 }): ApiError => {
   const msg = error.message ?? error.reason
+  if (isOutOfSpace(msg, error)) return diskFull(msg, error)
   switch (error.reason) {
     case "NotFound":
       return notFound(msg)
@@ -127,7 +149,12 @@ export const fromStateStore = (error: {
     case "LeaseLost":
       return conflict(msg)
     case "Unavailable":
-      return new ApiError({ status: 503, detail: [{ msg: `The state store is unavailable: ${msg}`, code: "server_error" }], cause: error })
+      // Names the database, so an operator looks there and a client knows to try again.
+      return new ApiError({
+        status: 503,
+        detail: [{ msg: `The server's database (state store) is unavailable, try again shortly: ${msg}`, code: "server_error" }],
+        cause: error
+      })
     default:
       return serverError(msg, error)
   }
