@@ -15,15 +15,24 @@ export const hello = (name: string, overrides: Partial<Hello> = {}): Hello => ({
   ...overrides
 })
 
-/** A loopback listener whose connections the hub takes as machines of `project`. */
+/** A loopback listener whose connections the hub takes as machines of `project`; its scope's end cuts them. */
 export const hubListener = (hub: Hub.Hub, project: string): Effect.Effect<number, never, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.async<net.Server>((resume) => {
-      const server = net.createServer((socket) => hub.accept(project, Hub.socketChannel(socket)))
-      server.listen({ host: "127.0.0.1", port: 0 }, () => resume(Effect.succeed(server)))
+    Effect.async<{ server: net.Server; sockets: Set<net.Socket> }>((resume) => {
+      const sockets = new Set<net.Socket>()
+      const server = net.createServer((socket) => {
+        sockets.add(socket)
+        socket.on("close", () => sockets.delete(socket))
+        hub.accept(project, Hub.socketChannel(socket))
+      })
+      server.listen({ host: "127.0.0.1", port: 0 }, () => resume(Effect.succeed({ server, sockets })))
     }),
-    (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
-  ).pipe(Effect.map((server) => (server.address() as net.AddressInfo).port))
+    ({ server, sockets }) =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        for (const socket of sockets) socket.destroy()
+      })
+  ).pipe(Effect.map(({ server }) => (server.address() as net.AddressInfo).port))
 
 /** A raw connection to the hub as a channel, and the socket (to cut it). */
 export const dial = (port: number) =>
