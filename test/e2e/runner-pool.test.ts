@@ -2,7 +2,9 @@
 // @dstack-ts/backend-pool, and a real `dstack runner join` process — a separate process on
 // this machine, and one inside a network namespace whose runner the server has no route to.
 // The machine joins over its outbound WebSocket; tasks run on it with their logs and exit
-// status; a machine that leaves (SIGTERM) or dies (SIGKILL) fails its running job with why.
+// status; a machine that leaves (SIGTERM), dies (SIGKILL) or is removed fails its running job
+// with why; a server restarted under a running job finds the machine (and the job) again once
+// the machine rejoins by itself.
 import { spawn, type ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -31,22 +33,34 @@ interface Started {
   readonly pool: ReturnType<typeof makePoolPlugin>
 }
 
+interface ServerOptions {
+  /** Keep the state here (a restart reads it again); default: in memory. */
+  readonly dataDir?: string
+  readonly port?: number
+  /** The pool's time for a dropped machine to rejoin. */
+  readonly rejoinGraceMs?: number
+  /** The project has the pool backend already (a restarted server). */
+  readonly restarted?: boolean
+}
+
 /** A server with the pool plugin only, listening on `hostname`; project main has the pool backend. */
-const startServer = async (hostname: string): Promise<Started> => {
-  const pool = makePoolPlugin()
+const startServer = async (hostname: string, options: ServerOptions = {}): Promise<Started> => {
+  const pool = makePoolPlugin(options.rejoinGraceMs !== undefined ? { rejoinGraceMs: options.rejoinGraceMs } : {})
   const server = await createServer({
-    state: EmbeddedStateStore.layerMemory(),
+    state: options.dataDir !== undefined ? EmbeddedStateStore.layer({ dataDir: options.dataDir }) : EmbeddedStateStore.layerMemory(),
     blobs: blobsMemory,
     adminToken: TOKEN,
     plugins: [pool],
     // A machine that is gone is asked about within seconds; the runner's own timeout is long.
     engine: { resyncMs: 1_000, unreachableMs: 120_000 }
   })
-  const serving = await serve(server, { hostname, port: 0 })
+  const serving = await serve(server, { hostname, port: options.port ?? 0, handleSignals: false })
   const url = `http://${hostname}:${serving.port}`
   const call = httpCall(url, TOKEN)
-  const made = await call("/api/project/main/backends/create", { type: "pool" })
-  expect(made.status, JSON.stringify(made.body)).toBe(200)
+  if (options.restarted !== true) {
+    const made = await call("/api/project/main/backends/create", { type: "pool" })
+    expect(made.status, JSON.stringify(made.body)).toBe(200)
+  }
   return { server, serving, url, call, pool }
 }
 
@@ -73,6 +87,13 @@ const joinProcess = (url: string, name: string, prefix: ReadonlyArray<string> = 
   })
   return { child, joined, exited, output: () => out }
 }
+
+/** The exit code, or a failure showing the process's output when it has not exited in time. */
+const exitedWithin = (box: ReturnType<typeof joinProcess>, ms: number) =>
+  Promise.race([
+    box.exited,
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`still running after ${ms} ms:\n${box.output()}`)), ms))
+  ])
 
 const task = (call: Started["call"], runName: string, commands: ReadonlyArray<string>) =>
   call("/api/project/main/runs/apply", {
@@ -110,7 +131,7 @@ describe("runner pool: dstack runner join as a separate process", () => {
   let s: Started
   const children: Array<ChildProcess> = []
   beforeAll(async () => {
-    s = await startServer("127.0.0.1")
+    s = await startServer("127.0.0.1", { rejoinGraceMs: 3_000 })
   }, 120_000)
   afterAll(async () => {
     for (const c of children) c.kill("SIGKILL")
@@ -156,7 +177,7 @@ describe("runner pool: dstack runner join as a separate process", () => {
     })
   }, 240_000)
 
-  it("a machine that dies (SIGKILL) fails its running job as instance_unreachable, naming the lost connection", async () => {
+  it("a machine that dies (SIGKILL) fails its running job as instance_unreachable once it did not rejoin in time, naming the lost connection", async () => {
     const box = joinProcess(s.url, "box-b")
     children.push(box.child)
     await box.joined
@@ -168,7 +189,29 @@ describe("runner pool: dstack runner join as a separate process", () => {
     expect(died.status, JSON.stringify(died.jobs[0].job_submissions)).toBe("failed")
     expect(died.jobs[0].job_submissions.at(-1)).toMatchObject({
       termination_reason: "instance_unreachable",
-      termination_reason_message: "pool machine box-b lost its connection to the server"
+      termination_reason_message: "pool machine box-b lost its connection to the server, and did not rejoin within 3 s"
+    })
+  }, 240_000)
+
+  it("a machine an admin removes is told so, exits 1 without rejoining, and its running job fails saying it was removed", async () => {
+    const box = joinProcess(s.url, "box-c")
+    children.push(box.child)
+    await box.joined
+    await task(s.call, "pool-removed", ["echo started", "sleep 60"])
+    for (let i = 0; i < 300 && !(await logsOf(s.call, "pool-removed")).includes("started"); i++) await new Promise((r) => setTimeout(r, 200))
+    const missing = await s.call("/api/project/main/runner/remove", { name: "no-such-box" })
+    expect(missing.status).toBe(400)
+    expect(JSON.stringify(missing.body)).toContain('no pool machine \\"no-such-box\\" is joined to project main')
+    const removed = await s.call("/api/project/main/runner/remove", { name: "box-c" })
+    expect(removed.status, JSON.stringify(removed.body)).toBe(200)
+    expect(removed.body).toEqual({ removed: "box-c.main.pool" })
+    expect(await exitedWithin(box, 60_000)).toBe(1)
+    expect(box.output()).toContain("left the pool: the server dropped this machine: pool machine box-c was removed from the pool: by admin")
+    expect(box.output()).not.toContain("rejoining")
+    const run = await waitFor(s.call, "pool-removed", finished)
+    expect(run.jobs[0].job_submissions.at(-1)).toMatchObject({
+      termination_reason: "instance_unreachable",
+      termination_reason_message: "pool machine box-c was removed from the pool: by admin"
     })
   }, 240_000)
 
@@ -182,6 +225,42 @@ describe("runner pool: dstack runner join as a separate process", () => {
     expect(code).toBe(1)
     expect(out).toMatch(/cannot join the pool of project main at http:\/\/127\.0\.0\.1:\d+: the server refused the join \(HTTP 403\): Invalid token/)
   }, 120_000)
+})
+
+describe("runner pool: the server restarts under a running job", () => {
+  let s: Started | undefined
+  let box: ReturnType<typeof joinProcess> | undefined
+  afterAll(async () => {
+    box?.child.kill("SIGKILL")
+    await stop(s)
+  }, 90_000)
+
+  it("the machine rejoins by itself, one line per attempt; the new server finds the job through it and the job finishes", async () => {
+    const dataDir = fs.mkdtempSync(path.join(work, "data-"))
+    s = await startServer("127.0.0.1", { dataDir })
+    const port = s.serving.port
+    box = joinProcess(s.url, "box-r")
+    await box.joined
+    await task(s.call, "pool-restart", ["echo started", "sleep 8", "echo finished after the restart"])
+    for (let i = 0; i < 300 && !(await logsOf(s.call, "pool-restart")).includes("started"); i++) await new Promise((r) => setTimeout(r, 200))
+    expect(await logsOf(s.call, "pool-restart")).toContain("started")
+    const pd = (await s.call("/api/project/main/runs/get", { run_name: "pool-restart" })).body.jobs[0].job_submissions.at(-1).job_provisioning_data
+
+    await stop(s)
+    s = undefined
+    // The machine notices and tries again, with a line per attempt.
+    for (let i = 0; i < 150 && !box.output().includes("rejoining in"); i++) await new Promise((r) => setTimeout(r, 100))
+    expect(box.output()).toMatch(/dstack runner join: lost the connection to http:\/\/127\.0\.0\.1:\d+: /)
+    expect(box.output()).toMatch(/dstack runner join: rejoining in \d+\.\d s \(attempt 1\)/)
+    s = await startServer("127.0.0.1", { dataDir, port, restarted: true })
+    const run = await waitFor(s.call, "pool-restart", finished, 120_000)
+    expect(run.status, JSON.stringify(run.jobs[0].job_submissions)).toBe("done")
+    expect(run.jobs[0].job_submissions, "the same job, not a new one").toHaveLength(1)
+    expect(run.jobs[0].job_submissions[0].job_provisioning_data).toMatchObject({ hostname: "box-r.main.pool", instance_id: pd.instance_id })
+    expect(await logsOf(s.call, "pool-restart")).toMatch(/started\n[\s\S]*finished after the restart\n/)
+    expect(box.output()).toMatch(/dstack runner join: rejoined the pool of project main as box-r\.main\.pool after \d+\.\d s \(attempt \d+\)/)
+    expect(box.child.exitCode, "still joined").toBeNull()
+  }, 300_000)
 })
 
 describeWithNetns(() => {

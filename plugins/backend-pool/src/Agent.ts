@@ -106,7 +106,9 @@ export const connectWebSocket = (options: Pick<JoinOptions, "server" | "project"
         onData: (listener) =>
           void ws.on("message", (data: Buffer | ArrayBuffer | Array<Buffer>) => {
             const chunk = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data)
-            if (chunk.length > 0) listener(chunk)
+            // The server finished writing (the hub closed the connection): nothing more comes.
+            if (chunk.length === 0) ws.close(1000)
+            else listener(chunk)
           }),
         onClose: (listener) => {
           ws.on("close", listener)
@@ -176,9 +178,11 @@ export const serveMachine = (channel: Channel, hello: Hello, state: MachineState
           final = true
           why = `the server dropped this machine: ${frame.payload.toString("utf8")}`
           if (!welcomed) reject(new JoinRefused(frame.payload.toString("utf8")))
+          channel.end()
           return
         case FrameType.Drop:
           why = `the server closed the connection: ${frame.payload.toString("utf8")}`
+          channel.end()
           return
         case FrameType.Assign: {
           const { instanceId } = JSON.parse(frame.payload.toString("utf8")) as { instanceId: string | null }
