@@ -95,6 +95,21 @@ const exitedWithin = (box: ReturnType<typeof joinProcess>, ms: number) =>
     new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`still running after ${ms} ms:\n${box.output()}`)), ms))
   ])
 
+/** The pool instances of a machine (by its key) in the instances list. */
+const instancesOf = async (call: Started["call"], key: string): Promise<Array<any>> =>
+  ((await call("/api/instances/list", { project_names: ["main"] })).body as Array<any>).filter((i) => i.hostname === key)
+
+/** Polls the machine's instances until `check` holds (the rows are written just after the join). */
+const instancesUntil = async (call: Started["call"], key: string, check: (rows: Array<any>) => boolean) => {
+  let rows: Array<any> = []
+  for (let i = 0; i < 100; i++) {
+    rows = await instancesOf(call, key)
+    if (check(rows)) return rows
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`instances of ${key} not as expected within 10 s: ${JSON.stringify(rows)}`)
+}
+
 const task = (call: Started["call"], runName: string, commands: ReadonlyArray<string>) =>
   call("/api/project/main/runs/apply", {
     plan: {
@@ -142,6 +157,10 @@ describe("runner pool: dstack runner join as a separate process", () => {
     const box = joinProcess(s.url, "box-a")
     children.push(box.child)
     expect(await box.joined).toMatchObject({ joined: "box-a.main.pool", project: "main" })
+    // At once an instance of the project, before any job: idle, with the machine's resources.
+    const [instance] = await instancesUntil(s.call, "box-a.main.pool", (rows) => rows.length === 1)
+    expect(instance).toMatchObject({ backend: "pool", name: "box-a", status: "idle", region: "main", price: 0, project_name: "main" })
+    expect(instance.instance_type.resources.cpus).toBeGreaterThan(0)
 
     const plan = await s.call("/api/project/main/runs/get_plan", {
       run_spec: { run_name: "p", repo_id: "pool-e2e", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: ["true"] } }
@@ -153,6 +172,8 @@ describe("runner pool: dstack runner join as a separate process", () => {
     expect(ok.status, JSON.stringify(ok.jobs[0].job_submissions.at(-1))).toBe("done")
     expect(ok.jobs[0].job_submissions.at(-1).job_provisioning_data).toMatchObject({ backend: "pool", hostname: "box-a.main.pool" })
     expect(await logsOf(s.call, "pool-ok")).toMatch(/hello from .* in the pool\nsecond line\n/)
+    expect(ok.jobs[0].job_submissions.at(-1).job_provisioning_data.instance_id, "the job ran on the machine's own instance").toBe(instance.id)
+    expect(await instancesUntil(s.call, "box-a.main.pool", (rows) => rows[0]?.status === "idle"), "idle again, still one").toHaveLength(1)
 
     await task(s.call, "pool-exit", ["echo failing", "exit 3"])
     const bad = await waitFor(s.call, "pool-exit", finished)
@@ -175,6 +196,8 @@ describe("runner pool: dstack runner join as a separate process", () => {
       termination_reason: "instance_unreachable",
       termination_reason_message: "pool machine box-a left the pool: stopped by SIGTERM"
     })
+    const [gone] = await instancesUntil(s.call, "box-a.main.pool", (rows) => rows[0]?.status === "terminated")
+    expect(gone).toMatchObject({ id: instance.id, termination_reason_message: "pool machine box-a left the pool: stopped by SIGTERM" })
   }, 240_000)
 
   it("a machine that dies (SIGKILL) fails its running job as instance_unreachable once it did not rejoin in time, naming the lost connection", async () => {
@@ -191,6 +214,8 @@ describe("runner pool: dstack runner join as a separate process", () => {
       termination_reason: "instance_unreachable",
       termination_reason_message: "pool machine box-b lost its connection to the server, and did not rejoin within 3 s"
     })
+    const [gone] = await instancesUntil(s.call, "box-b.main.pool", (rows) => rows.length === 1 && rows[0].status === "terminated")
+    expect(gone.termination_reason_message).toBe("pool machine box-b lost its connection to the server, and did not rejoin within 3 s")
   }, 240_000)
 
   it("a machine an admin removes is told so, exits 1 without rejoining, and its running job fails saying it was removed", async () => {

@@ -134,6 +134,21 @@ export interface Hub {
   readonly pipe: (key: string, socket: net.Socket, port: number) => boolean
   /** Drops every connection (server shutdown): the machines are told they may rejoin. */
   readonly close: () => void
+  /**
+   * Keeps the machines' instance rows in the server's state store from now on (the join route
+   * calls it with the server's store before the first machine joins); once only.
+   */
+  readonly recordIn: (make: (hub: Hub) => Observer) => void
+  /** True once `recordIn` was called: jobs go to the machines' instance rows, not to offers. */
+  readonly recording: () => boolean
+}
+
+/** Told of each machine's comings and goings (PoolInstances keeps its instance row). */
+export interface Observer {
+  readonly joined: (m: Machine) => void
+  readonly away: (m: Machine) => void
+  readonly back: (m: Machine) => void
+  readonly gone: (m: Machine, message: string) => void
 }
 
 export const make = (options: HubOptions = {}): Hub => {
@@ -142,6 +157,7 @@ export const make = (options: HubOptions = {}): Hub => {
   const rejoinGraceMs = options.rejoinGraceMs ?? 30_000
   const entries = new Map<string, Entry>()
   const departures = new Map<string, Departure>()
+  let observer: Observer | undefined
   let watchdog: ReturnType<typeof setInterval> | undefined
 
   const send = (c: Connection, type: FrameType, id: number, payload?: Uint8Array | string) => {
@@ -154,6 +170,7 @@ export const make = (options: HubOptions = {}): Hub => {
     entries.delete(entry.machine.key)
     departures.set(entry.machine.key, { at: new Date(), message })
     if (departures.size > 10_000) departures.delete(departures.keys().next().value!)
+    observer?.gone(entry.machine, message)
   }
 
   /**
@@ -177,6 +194,7 @@ export const make = (options: HubOptions = {}): Hub => {
         entry.machine.awaySince = Date.now()
         entry.awayTimer = setTimeout(() => depart(entry, `${message}, and did not rejoin within ${Math.round(rejoinGraceMs / 1000)} s`), rejoinGraceMs)
         ;(entry.awayTimer as { unref?: () => void }).unref?.()
+        observer?.away(entry.machine)
       }
     }
     if (![...entries.values()].some((e) => e.connection !== undefined) && watchdog !== undefined) {
@@ -221,6 +239,7 @@ export const make = (options: HubOptions = {}): Hub => {
       entry.machine.lastSeen = Date.now()
       c.machine = entry.machine
       send(c, FrameType.Welcome, 0, JSON.stringify({ machine: key, rejoined: true }))
+      observer?.back(entry.machine)
       watch()
       return
     }
@@ -246,6 +265,7 @@ export const make = (options: HubOptions = {}): Hub => {
     entries.set(key, { machine, connection: c })
     send(c, FrameType.Welcome, 0, JSON.stringify({ machine: key, rejoined: false }))
     if (machine.takenBy !== h.instanceId) send(c, FrameType.Assign, 0, JSON.stringify({ instanceId: null }))
+    observer?.joined(machine)
     watch()
   }
 
@@ -274,7 +294,11 @@ export const make = (options: HubOptions = {}): Hub => {
     }
   }
 
-  return {
+  const hub: Hub = {
+    recordIn: (make) => {
+      observer ??= make(hub)
+    },
+    recording: () => observer !== undefined,
     accept: (project, channel) => {
       const c: Connection = { channel, streams: new Map(), nextId: 1, closed: false }
       const frames = decoder()
@@ -347,4 +371,5 @@ export const make = (options: HubOptions = {}): Hub => {
       entries.clear()
     }
   }
+  return hub
 }

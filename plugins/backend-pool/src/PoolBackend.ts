@@ -58,7 +58,9 @@ const machineOf = (backendData: string | undefined | null): string | undefined =
 export const make = (hub: Hub, project: string | undefined): Backend.Backend =>
   Backend.make({
     type: TYPE,
-    catalog: () => Effect.sync(() => (project === undefined ? [] : hub.machines(project).map(offerOf))),
+    // In a server, each joined machine is an idle instance row (PoolInstances) and jobs go
+    // there: offers would make a second instance for the same machine.
+    catalog: () => Effect.sync(() => (project === undefined || hub.recording() ? [] : hub.machines(project).map(offerOf))),
     createInstance: (offer, config) =>
       Effect.suspend(() => {
         const machine = hub.machines(config.projectName).find((m) => m.name === offer.instance.name)
@@ -86,8 +88,21 @@ export const make = (hub: Hub, project: string | undefined): Backend.Backend =>
       Effect.sync(() => {
         const key = machineOf(backendData)
         const candidates = key !== undefined ? [hub.known(key)] : project === undefined ? [] : hub.machines(project, true)
-        for (const m of candidates) if (m !== undefined && m.takenBy === instanceId) hub.assign(m.key, undefined)
+        for (const m of candidates) {
+          if (m === undefined || m.takenBy !== instanceId) continue
+          // A machine's own instance row terminated (deleted by a user, found broken by the
+          // engine): the machine leaves the pool, told why.
+          if (hub.recording()) hub.remove(m.key, `its instance ${instanceId} was terminated`)
+          else hub.assign(m.key, undefined)
+        }
       }),
+    unreachableHere: (instance) => {
+      const machine = instance.hostname === undefined ? undefined : hub.known(instance.hostname)
+      if (machine === undefined) return `pool machine ${instance.hostname} is not joined to this server replica (its connection is held by another, or by none)`
+      if (machine.awaySince !== undefined) return `pool machine ${machine.name} is away (its connection dropped; it may rejoin)`
+      if (machine.takenBy !== instance.id) return `pool machine ${machine.name} is another instance's now`
+      return undefined
+    },
     instanceEnd: (pd) =>
       Effect.sync(() => {
         if (pd.hostname === null) return { reason: "instance_unreachable" as const, message: "the instance has no pool machine" }
