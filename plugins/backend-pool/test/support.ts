@@ -34,10 +34,14 @@ export const hubListener = (hub: Hub.Hub, project: string): Effect.Effect<number
       })
   ).pipe(Effect.map(({ server }) => (server.address() as net.AddressInfo).port))
 
-/** A raw connection to the hub as a channel, and the socket (to cut it). */
+/** A raw connection to the hub as a channel, and the socket (to cut it); fails when refused. */
 export const dial = (port: number) =>
-  Effect.async<{ socket: net.Socket; channel: Hub.Channel }>((resume) => {
-    const socket = net.connect({ host: "127.0.0.1", port }, () => resume(Effect.succeed({ socket, channel: Hub.socketChannel(socket) })))
+  Effect.async<{ socket: net.Socket; channel: Hub.Channel }, Error>((resume) => {
+    const socket = net.connect({ host: "127.0.0.1", port }, () => {
+      socket.removeAllListeners("error")
+      resume(Effect.succeed({ socket, channel: Hub.socketChannel(socket) }))
+    })
+    socket.once("error", (error) => resume(Effect.fail(error)))
   })
 
 /** A machine joined through the agent, left when the scope closes. */
