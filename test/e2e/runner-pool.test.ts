@@ -17,6 +17,9 @@ import { createServer, type Server } from "../../core/src/server/createServer.ts
 import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { httpCall } from "../support/api.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHosts } from "../support/netns.ts"
+import { describeWith } from "../support/components.ts"
+import { createTestDatabase, findPostgres, type TestDatabase } from "../support/postgres.ts"
+import { PostgresStateStore } from "@dstack-ts/state-postgres"
 
 const TOKEN = "pool-e2e-token"
 const CLI = path.resolve("cli/bin/dstack.mjs")
@@ -34,6 +37,8 @@ interface Started {
 }
 
 interface ServerOptions {
+  /** A PostgreSQL database to keep the state in (replicas share it). */
+  readonly databaseUrl?: string
   /** Keep the state here (a restart reads it again); default: in memory. */
   readonly dataDir?: string
   readonly port?: number
@@ -47,9 +52,13 @@ interface ServerOptions {
 const startServer = async (hostname: string, options: ServerOptions = {}): Promise<Started> => {
   const pool = makePoolPlugin(options.rejoinGraceMs !== undefined ? { rejoinGraceMs: options.rejoinGraceMs } : {})
   const server = await createServer({
-    state: options.dataDir !== undefined ? EmbeddedStateStore.layer({ dataDir: options.dataDir }) : EmbeddedStateStore.layerMemory(),
+    state: options.databaseUrl !== undefined
+      ? PostgresStateStore.layer({ url: options.databaseUrl })
+      : options.dataDir !== undefined ? EmbeddedStateStore.layer({ dataDir: options.dataDir }) : EmbeddedStateStore.layerMemory(),
     blobs: blobsMemory,
     adminToken: TOKEN,
+    // Two replicas here only plan (virtual repos, no code archives): memory blobs are enough.
+    ...(options.databaseUrl !== undefined ? { allowLocalBlobs: true } : {}),
     plugins: [pool],
     // A machine that is gone is asked about within seconds; the runner's own timeout is long.
     engine: { resyncMs: 1_000, unreachableMs: 120_000 }
@@ -286,6 +295,38 @@ describe("runner pool: the server restarts under a running job", () => {
     expect(box.output()).toMatch(/dstack runner join: rejoined the pool of project main as box-r\.main\.pool after \d+\.\d s \(attempt \d+\)/)
     expect(box.child.exitCode, "still joined").toBeNull()
   }, 300_000)
+})
+
+const pg = await findPostgres()
+describeWith("postgresql", pg.available, pg.reason, () => {
+  describe("runner pool: two server replicas on one PostgreSQL", () => {
+    let db: TestDatabase
+    let a: Started | undefined
+    let b: Started | undefined
+    let box: ReturnType<typeof joinProcess> | undefined
+    afterAll(async () => {
+      box?.child.kill("SIGKILL")
+      await stop(a)
+      await stop(b)
+      await db?.drop()
+    }, 90_000)
+
+    it("the replica the machine joined plans on it; the other sees its instance but leaves it out, saying why", async () => {
+      db = await createTestDatabase(pg.url, "dstack_pool")
+      a = await startServer("127.0.0.1", { databaseUrl: db.url })
+      b = await startServer("127.0.0.1", { databaseUrl: db.url, restarted: true })
+      box = joinProcess(a.url, "box-p")
+      await box.joined
+      const [row] = await instancesUntil(b.call, "box-p.main.pool", (rows) => rows.length === 1)
+      expect(row.status, "the other replica lists the machine too").toBe("idle")
+      const spec = { run_spec: { run_name: "p", repo_id: "pool-e2e", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: ["true"] } } }
+      const onA = (await a.call("/api/project/main/runs/get_plan", spec)).body
+      expect(onA.job_plans[0].offers.map((o: any) => [o.backend, o.instance.name, o.instance_id])).toEqual([["pool", "box-p", row.id]])
+      const onB = (await b.call("/api/project/main/runs/get_plan", spec)).body
+      expect(onB.job_plans[0].offers).toEqual([])
+      expect(onB.job_plans[0].no_offers_reason).toContain("pool machine box-p.main.pool is not joined to this server replica")
+    }, 240_000)
+  })
 })
 
 describeWithNetns(() => {
