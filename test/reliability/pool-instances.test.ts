@@ -15,7 +15,7 @@ import { dial, hello, hubListener } from "../../plugins/backend-pool/test/suppor
 
 const decode = Schema.decodeUnknownSync(Instance)
 
-const until = <A>(what: string, read: Effect.Effect<A, unknown>, check: (a: A) => boolean, timeoutMs = 10_000) =>
+const until = <A, R>(what: string, read: Effect.Effect<A, unknown, R>, check: (a: A) => boolean, timeoutMs = 10_000) =>
   Effect.gen(function*() {
     const start = Date.now()
     while (true) {
