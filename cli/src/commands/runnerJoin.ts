@@ -2,7 +2,10 @@
 // the default runner build on 127.0.0.1 (a free port), measures the machine (CPUs, memory,
 // disk, GPUs), and keeps one outbound WebSocket to the server with heartbeats; the server
 // reaches the runner and jobs' ports through it, so nothing here listens for the network.
-// It runs until the connection ends (exit 1, with why) or SIGINT/SIGTERM (leaves the pool, exit 0).
+// A dropped connection (the server restarted, the network went) is joined again by itself, with
+// exponential backoff and jitter, as the same machine: its runner and the job on it carry on.
+// It runs until SIGINT/SIGTERM (leaves the pool, exit 0) or the server refuses or removes the
+// machine (exit 1, with why).
 import { defineCommand } from "citty"
 import { CliError, globalArgs, usageError } from "../context.ts"
 
@@ -55,13 +58,23 @@ export default defineCommand({
     // Served here rather than as `dstack runner` does: this command owns the signals (it leaves
     // the pool first, then closes the runner), and prints its own line, not the runner's.
     const runner = await Runner.serveRunner({ host: "127.0.0.1", port: 0, workDir, plugins: runnerPlugins })
-    let joined: Awaited<ReturnType<typeof Agent.join>>
+    let joined: Awaited<ReturnType<typeof Agent.stayJoined>>
+    const say = (line: string) => console.error(`dstack runner join: ${line}`)
     try {
-      joined = await Agent.join({
+      joined = await Agent.stayJoined({
         server: server.toString(),
         project,
         token,
-        hello: { name, runnerPort: runner.port, heartbeatSeconds, resources }
+        hello: { name, runnerPort: runner.port, heartbeatSeconds, resources },
+        onEvent: (event) => {
+          if (event._tag === "Lost") say(`lost the connection to ${server.origin}: ${event.message}`)
+          else if (event._tag === "Retrying") say(`rejoining in ${(event.delayMs / 1000).toFixed(1)} s (attempt ${event.attempt}${event.error !== undefined ? `; last: ${event.error}` : ""})`)
+          else {
+            say(event.kept
+              ? `rejoined the pool of project ${project} as ${event.machine} after ${(event.downMs / 1000).toFixed(1)} s (attempt ${event.attempts}); the server took this machine back with its jobs`
+              : `rejoined the pool of project ${project} as ${event.machine} after ${(event.downMs / 1000).toFixed(1)} s (attempt ${event.attempts}), as a new machine: the server had dropped it`)
+          }
+        }
       })
     } catch (error) {
       await runner.close()
@@ -76,9 +89,9 @@ export default defineCommand({
     // `on`, not `once`: Deno's node layer installs signal handlers only through `on`.
     process.on("SIGINT", () => leave("SIGINT"))
     process.on("SIGTERM", () => leave("SIGTERM"))
-    const why = await joined.closed
+    const ended = await joined.ended
     await runner.close()
-    if (!leaving) throw new CliError(`left the pool: ${why}`)
+    if (!leaving) throw new CliError(`left the pool: ${ended.message}`)
     console.log(`left the pool of project ${project}`)
     process.exit(0)
   }

@@ -117,12 +117,24 @@ export const offersForJob = (
     const idleRows = options.skipIdle === true ? [] : yield* (options.idleRows ?? store.instances.list({ projects: [project], statuses: ["idle"] }))
     const idle: Array<InstanceOffer> = []
     const clusters = filter.clusterOnly === true ? yield* clusterFleets(project) : undefined
+    // Backends that may not reach their instances from this replica (`unreachableHere`), by type.
+    const here = new Map<string, ((i: Instance) => string | undefined) | undefined>()
+    const unreachableHere = (instance: Instance) =>
+      Effect.gen(function* () {
+        if (!here.has(instance.backend)) {
+          const backend = yield* compute.backend(project, instance.backend).pipe(Effect.option)
+          here.set(instance.backend, backend._tag === "Some" ? backend.value.unreachableHere : undefined)
+        }
+        return here.get(instance.backend)?.(instance)
+      })
     for (const row of idleRows) {
       // A row that does not decode is an error naming it, not an instance quietly left out.
       const instance = yield* readInstance(row)
       const offer = offerOfInstance(instance)
       const reasons = [...filterMisfits(offer, filter), ...offerMisfits(offer, requirements)]
       if (instance.unreachable) reasons.push("unreachable: its runner does not answer")
+      const notHere = yield* unreachableHere(instance)
+      if (notHere !== undefined) reasons.push(`unreachable from this server: ${notHere}`)
       if (clusters !== undefined && (instance.fleetName === undefined || !clusters.has(instance.fleetName))) {
         reasons.push("nodes: a multi-node task runs on a placement: cluster fleet, and this instance is in none")
       }

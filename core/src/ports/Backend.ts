@@ -263,6 +263,13 @@ export interface Backend {
    * goes away and when its job ends with an error, and ends the job with this reason instead.
    */
   readonly instanceEnd?: (pd: JobProvisioningData) => Effect.Effect<InstanceEnd | undefined, BackendError>
+  /**
+   * Why this server cannot reach an existing instance of this backend now, or undefined when
+   * it can: for instances whose machine is reachable through one server replica only (a pool
+   * machine joined to another replica, or away). The planner leaves such idle instances out,
+   * with the reason, instead of handing them a job it cannot deliver.
+   */
+  readonly unreachableHere?: (instance: { readonly id: string; readonly hostname?: string | undefined }) => string | undefined
 }
 
 /** The tag for a program that works with one backend (a backend plugin's tests, a CLI probe). */
@@ -314,6 +321,7 @@ export interface Implementation {
   readonly instancePerJob?: boolean
   readonly createInstanceGroup?: Backend["createInstanceGroup"]
   readonly instanceEnd?: Backend["instanceEnd"]
+  readonly unreachableHere?: Backend["unreachableHere"]
 }
 
 /**
@@ -345,7 +353,8 @@ export const make = (impl: Implementation): Backend => ({
               ? Effect.succeed(pds)
               : fail(impl.type, "createInstanceGroup", "Unknown", `asked for ${configs.length} instances, made ${pds.length}`))
   }),
-  ...(impl.instanceEnd === undefined ? {} : { instanceEnd: impl.instanceEnd })
+  ...(impl.instanceEnd === undefined ? {} : { instanceEnd: impl.instanceEnd }),
+  ...(impl.unreachableHere === undefined ? {} : { unreachableHere: impl.unreachableHere })
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
 /**
  * The server's side of the runner pool: the machines joined to each project, each over its one
  * connection (a byte stream of frames, src/internal/Frames.ts). It checks the machine's hello,
- * watches its heartbeats (a machine silent for three intervals is dropped), carries TCP streams
- * to ports on the machine's loopback (`pipe`), and remembers why a machine went away, for the
- * backend to tell its instances' jobs. Multi-replica servers: a machine is joined to the one
- * replica its connection reached; the others do not see it.
+ * watches its heartbeats (a connection silent for three intervals is dropped), carries TCP
+ * streams to ports on the machine's loopback (`pipe`), and remembers why a machine went away,
+ * for the backend to tell its instances' jobs.
+ *
+ * A machine whose connection drops is kept, away, for `rejoinGraceMs`: the same machine (same
+ * name and session) joining again in that time takes its place back, with the instance that
+ * held it, and the jobs its runner kept running are reached again. A machine that does not
+ * come back, leaves, or is removed is gone, with why. Multi-replica servers: a machine is joined
+ * to the one replica its connection reached; the others do not see it.
  */
 import { Buffer } from "node:buffer"
 import type * as net from "node:net"
@@ -35,11 +40,13 @@ export interface Machine {
   readonly name: string
   /** The key the transport reaches it by: the `hostname` of its instances (`NAME.PROJECT.pool`). */
   readonly key: string
-  readonly hello: Hello
+  hello: Hello
   readonly joinedAt: Date
   lastSeen: number
   /** The instance that has the machine now, if any. */
   takenBy: string | undefined
+  /** Since when its connection is gone (epoch ms), while it may still rejoin; undefined while connected. */
+  awaySince: number | undefined
 }
 
 /** Why a machine is no longer joined. */
@@ -51,8 +58,13 @@ export interface Departure {
 export interface HubOptions {
   /** How long a machine may take to say hello after connecting. Default 10 s. */
   readonly helloTimeoutMs?: number
-  /** How many heartbeat intervals a machine may miss before it is dropped. Default 3. */
+  /** How many heartbeat intervals a machine may miss before its connection is dropped. Default 3. */
   readonly missedHeartbeats?: number
+  /**
+   * How long a machine whose connection dropped (and a machine a restarted server has not seen
+   * yet) may take to rejoin before it is gone and its instance's job fails. Default 30 s.
+   */
+  readonly rejoinGraceMs?: number
 }
 
 export const machineKey = (project: string, name: string): string => `${name}.${project}.pool`
@@ -65,6 +77,8 @@ const validHello = (u: unknown): string | undefined => {
   if (typeof h.name !== "string" || !NAME.test(h.name)) return `name ${JSON.stringify(h.name)} is not a machine name (lowercase letters, digits and '-', up to 63)`
   if (!Number.isInteger(h.runnerPort) || h.runnerPort! < 1 || h.runnerPort! > 65535) return `runnerPort ${JSON.stringify(h.runnerPort)} is not a port`
   if (typeof h.heartbeatSeconds !== "number" || !(h.heartbeatSeconds >= 1 && h.heartbeatSeconds <= 300)) return `heartbeatSeconds ${JSON.stringify(h.heartbeatSeconds)} is not 1 to 300`
+  if (h.session !== undefined && (typeof h.session !== "string" || h.session.length === 0 || h.session.length > 100)) return `session ${JSON.stringify(h.session)} is not 1 to 100 characters`
+  if (h.instanceId !== undefined && (typeof h.instanceId !== "string" || h.instanceId.length === 0 || h.instanceId.length > 100)) return `instanceId ${JSON.stringify(h.instanceId)} is not 1 to 100 characters`
   const r = h.resources
   if (typeof r !== "object" || r === null || !(r.cpus >= 1) || !(r.memoryMib >= 0) || !(r.diskMib >= 0) || !Array.isArray(r.gpus)) {
     return "resources must give cpus (≥ 1), memoryMib, diskMib and gpus"
@@ -80,48 +94,110 @@ interface Connection {
   closed: boolean
 }
 
+interface Entry {
+  readonly machine: Machine
+  /** The live connection; undefined while the machine is away. */
+  connection: Connection | undefined
+  /** Why the connection went, while away. */
+  awayWhy?: string
+  awayTimer?: ReturnType<typeof setTimeout>
+}
+
 export interface Hub {
   /** Takes a new connection of `project`: it must say hello, then it is a machine of the pool. */
   readonly accept: (project: string, channel: Channel) => void
-  /** The machines joined to a project now. */
-  readonly machines: (project: string) => ReadonlyArray<Machine>
+  /** The machines of a project connected now (`away`: and those away, which may still rejoin). */
+  readonly machines: (project: string, away?: boolean) => ReadonlyArray<Machine>
+  /** The machine of `key` if connected now. */
   readonly machine: (key: string) => Machine | undefined
-  /** Why the machine of `key` left, when it was joined once and is not now. */
-  readonly departure: (key: string) => Departure | undefined
+  /** The machine of `key` if connected or away (its connection dropped, it may still rejoin). */
+  readonly known: (key: string) => Machine | undefined
+  /**
+   * Why the machine of `key` left, when it was joined once and is not now (nor away); with
+   * `last`, the last time it left even if it joined again since.
+   */
+  readonly departure: (key: string, last?: boolean) => Departure | undefined
+  /** When this hub started (a machine it never saw may be rejoining after a server restart). */
+  readonly startedAt: Date
+  readonly rejoinGraceMs: number
+  /** Gives the machine to an instance (undefined frees it), and tells the machine, which says so when it rejoins. */
+  readonly assign: (key: string, instanceId: string | undefined) => void
+  /**
+   * Removes a joined or away machine from the pool for good: it is told so (and does not
+   * rejoin by itself). False when no such machine is known.
+   */
+  readonly remove: (key: string, why: string) => boolean
   /**
    * Carries `socket` to `port` on the machine's loopback until either side closes; false when
-   * the machine is not joined (the socket is then left to the caller).
+   * the machine is not connected (the socket is then left to the caller).
    */
   readonly pipe: (key: string, socket: net.Socket, port: number) => boolean
-  /** Drops every machine (server shutdown). */
+  /** Drops every connection (server shutdown): the machines are told they may rejoin. */
   readonly close: () => void
+  /**
+   * Keeps the machines' instance rows in the server's state store from now on (the join route
+   * calls it with the server's store before the first machine joins); once only.
+   */
+  readonly recordIn: (make: (hub: Hub) => Observer) => void
+  /** True once `recordIn` was called: jobs go to the machines' instance rows, not to offers. */
+  readonly recording: () => boolean
+}
+
+/** Told of each machine's comings and goings (PoolInstances keeps its instance row). */
+export interface Observer {
+  readonly joined: (m: Machine) => void
+  readonly away: (m: Machine) => void
+  readonly back: (m: Machine) => void
+  readonly gone: (m: Machine, message: string) => void
 }
 
 export const make = (options: HubOptions = {}): Hub => {
   const helloTimeoutMs = options.helloTimeoutMs ?? 10_000
   const missed = options.missedHeartbeats ?? 3
-  const joined = new Map<string, { machine: Machine; connection: Connection }>()
+  const rejoinGraceMs = options.rejoinGraceMs ?? 30_000
+  const entries = new Map<string, Entry>()
   const departures = new Map<string, Departure>()
+  let observer: Observer | undefined
   let watchdog: ReturnType<typeof setInterval> | undefined
 
   const send = (c: Connection, type: FrameType, id: number, payload?: Uint8Array | string) => {
     if (!c.closed) c.channel.write(encode(type, id, payload))
   }
 
-  const drop = (c: Connection, message: string, tell: boolean) => {
+  const depart = (entry: Entry, message: string) => {
+    if (entries.get(entry.machine.key) !== entry) return
+    clearTimeout(entry.awayTimer)
+    entries.delete(entry.machine.key)
+    departures.set(entry.machine.key, { at: new Date(), message })
+    if (departures.size > 10_000) departures.delete(departures.keys().next().value!)
+    observer?.gone(entry.machine, message)
+  }
+
+  /**
+   * Closes a connection: `tell` sends the machine why first (`Refuse`: for good, `Drop`: it may
+   * rejoin). `gone` departs its machine with that message at once; otherwise the machine is away
+   * and departs only if it does not rejoin within the grace.
+   */
+  const closeConnection = (c: Connection, message: string, how: { tell?: typeof FrameType.Refuse | typeof FrameType.Drop; gone: boolean }) => {
     if (c.closed) return
-    if (tell) send(c, FrameType.Refuse, 0, message)
+    if (how.tell !== undefined) send(c, how.tell, 0, message)
     c.closed = true
     for (const socket of c.streams.values()) socket.destroy()
     c.streams.clear()
     c.channel.end()
-    const m = c.machine
-    if (m !== undefined && joined.get(m.key)?.connection === c) {
-      joined.delete(m.key)
-      departures.set(m.key, { at: new Date(), message })
-      if (departures.size > 10_000) departures.delete(departures.keys().next().value!)
+    const entry = c.machine === undefined ? undefined : entries.get(c.machine.key)
+    if (entry !== undefined && entry.connection === c) {
+      if (how.gone) depart(entry, message)
+      else {
+        entry.connection = undefined
+        entry.awayWhy = message
+        entry.machine.awaySince = Date.now()
+        entry.awayTimer = setTimeout(() => depart(entry, `${message}, and did not rejoin within ${Math.round(rejoinGraceMs / 1000)} s`), rejoinGraceMs)
+        ;(entry.awayTimer as { unref?: () => void }).unref?.()
+        observer?.away(entry.machine)
+      }
     }
-    if (joined.size === 0 && watchdog !== undefined) {
+    if (![...entries.values()].some((e) => e.connection !== undefined) && watchdog !== undefined) {
       clearInterval(watchdog)
       watchdog = undefined
     }
@@ -131,37 +207,80 @@ export const make = (options: HubOptions = {}): Hub => {
     if (watchdog !== undefined) return
     watchdog = setInterval(() => {
       const now = Date.now()
-      for (const { machine, connection } of [...joined.values()]) {
+      for (const { machine, connection } of [...entries.values()]) {
+        if (connection === undefined) continue
         const silentMs = now - machine.lastSeen
         if (silentMs > missed * machine.hello.heartbeatSeconds * 1000) {
-          drop(connection, `pool machine ${machine.name} stopped heartbeating (nothing heard for ${Math.round(silentMs / 1000)} s, heartbeat every ${machine.hello.heartbeatSeconds} s)`, true)
+          closeConnection(connection, `pool machine ${machine.name} stopped heartbeating (nothing heard for ${Math.round(silentMs / 1000)} s, heartbeat every ${machine.hello.heartbeatSeconds} s)`, { tell: FrameType.Drop, gone: false })
         }
       }
     }, 1000)
     ;(watchdog as { unref?: () => void }).unref?.()
   }
 
+  /** The machine of `c` says hello: it joins, takes the place of its own older connection, or rejoins. */
+  const welcome = (project: string, c: Connection, h: Hello) => {
+    const key = machineKey(project, h.name)
+    const entry = entries.get(key)
+    const sameSession = entry !== undefined && h.session !== undefined && entry.machine.hello.session === h.session
+    if (entry !== undefined && sameSession) {
+      // The same run of the machine's agent: its runner and its jobs are still there. An older
+      // connection the server still holds (a network that cut without a reset) is replaced.
+      const old = entry.connection
+      if (old !== undefined) {
+        old.machine = undefined
+        closeConnection(old, `pool machine ${h.name} connected again`, { gone: false })
+      }
+      clearTimeout(entry.awayTimer)
+      delete entry.awayWhy
+      entry.connection = c
+      entry.machine.hello = h
+      entry.machine.awaySince = undefined
+      entry.machine.lastSeen = Date.now()
+      c.machine = entry.machine
+      send(c, FrameType.Welcome, 0, JSON.stringify({ machine: key, rejoined: true }))
+      observer?.back(entry.machine)
+      watch()
+      return
+    }
+    if (entry !== undefined && entry.connection !== undefined) {
+      return closeConnection(c, `refused: a machine named ${h.name} is already joined to project ${project} (give another --name)`, { tell: FrameType.Refuse, gone: true })
+    }
+    if (entry !== undefined) {
+      // Away, and back as another run of the agent: its runner started again, its jobs are gone.
+      depart(entry, `pool machine ${h.name} joined again as a new process (${entry.awayWhy ?? "its connection dropped"}): the runner this job ran on is gone`)
+    }
+    const machine: Machine = {
+      project,
+      name: h.name,
+      key,
+      hello: h,
+      joinedAt: new Date(),
+      lastSeen: Date.now(),
+      // A machine a restarted server has not seen says which instance holds it.
+      takenBy: entry === undefined && !departures.has(key) ? h.instanceId : undefined,
+      awaySince: undefined
+    }
+    c.machine = machine
+    entries.set(key, { machine, connection: c })
+    send(c, FrameType.Welcome, 0, JSON.stringify({ machine: key, rejoined: false }))
+    if (machine.takenBy !== h.instanceId) send(c, FrameType.Assign, 0, JSON.stringify({ instanceId: null }))
+    observer?.joined(machine)
+    watch()
+  }
+
   const onFrame = (project: string, c: Connection, frame: Frame) => {
     if (c.machine === undefined) {
-      if (frame.type !== FrameType.Hello) return drop(c, `the first frame must be a hello, got type ${frame.type}`, true)
+      if (frame.type !== FrameType.Hello) return closeConnection(c, `the first frame must be a hello, got type ${frame.type}`, { tell: FrameType.Refuse, gone: true })
       let hello: unknown
       try {
         hello = JSON.parse(frame.payload.toString("utf8"))
       } catch (error) {
-        return drop(c, `the hello is not JSON: ${(error as Error).message}`, true)
+        return closeConnection(c, `the hello is not JSON: ${(error as Error).message}`, { tell: FrameType.Refuse, gone: true })
       }
       const problem = validHello(hello)
-      if (problem !== undefined) return drop(c, `refused: ${problem}`, true)
-      const h = hello as Hello
-      const key = machineKey(project, h.name)
-      if (joined.has(key)) return drop(c, `refused: a machine named ${h.name} is already joined to project ${project} (give another --name)`, true)
-      const machine: Machine = { project, name: h.name, key, hello: h, joinedAt: new Date(), lastSeen: Date.now(), takenBy: undefined }
-      c.machine = machine
-      joined.set(key, { machine, connection: c })
-      departures.delete(key)
-      send(c, FrameType.Welcome, 0, JSON.stringify({ machine: key }))
-      watch()
-      return
+      if (problem !== undefined) return closeConnection(c, `refused: ${problem}`, { tell: FrameType.Refuse, gone: true })
+      return welcome(project, c, hello as Hello)
     }
     c.machine.lastSeen = Date.now()
     if (deliverToStream(c.streams, frame)) return
@@ -169,38 +288,62 @@ export const make = (options: HubOptions = {}): Hub => {
       case FrameType.Ping:
         return send(c, FrameType.Pong, 0)
       case FrameType.Bye:
-        return drop(c, `pool machine ${c.machine.name} left the pool${frame.payload.length > 0 ? `: ${frame.payload.toString("utf8")}` : ""}`, false)
+        return closeConnection(c, `pool machine ${c.machine.name} left the pool${frame.payload.length > 0 ? `: ${frame.payload.toString("utf8")}` : ""}`, { gone: true })
       default:
-        return drop(c, `unexpected frame type ${frame.type}`, true)
+        return closeConnection(c, `unexpected frame type ${frame.type}`, { tell: FrameType.Refuse, gone: true })
     }
   }
 
-  return {
+  const hub: Hub = {
+    recordIn: (make) => {
+      observer ??= make(hub)
+    },
+    recording: () => observer !== undefined,
     accept: (project, channel) => {
       const c: Connection = { channel, streams: new Map(), nextId: 1, closed: false }
       const frames = decoder()
       const helloTimer = setTimeout(() => {
-        if (c.machine === undefined) drop(c, `no hello within ${helloTimeoutMs / 1000} s`, true)
+        if (c.machine === undefined) closeConnection(c, `no hello within ${helloTimeoutMs / 1000} s`, { tell: FrameType.Refuse, gone: true })
       }, helloTimeoutMs)
       ;(helloTimer as { unref?: () => void }).unref?.()
       channel.onData((bytes) => {
         if (c.closed) return
         const out = frames(bytes)
-        if (typeof out === "string") return drop(c, out, true)
+        if (typeof out === "string") return closeConnection(c, out, { tell: FrameType.Refuse, gone: true })
         for (const frame of out) onFrame(project, c, frame)
       })
       channel.onClose(() => {
         clearTimeout(helloTimer)
-        drop(c, c.machine === undefined ? "closed before its hello" : `pool machine ${c.machine.name} lost its connection to the server`, false)
+        closeConnection(c, c.machine === undefined ? "closed before its hello" : `pool machine ${c.machine.name} lost its connection to the server`, { gone: false })
       })
     },
-    machines: (project) => [...joined.values()].filter((j) => j.machine.project === project).map((j) => j.machine),
-    machine: (key) => joined.get(key)?.machine,
-    departure: (key) => (joined.has(key) ? undefined : departures.get(key)),
-    pipe: (key, socket, port) => {
-      const entry = joined.get(key)
+    machines: (project, away = false) =>
+      [...entries.values()].filter((e) => (away || e.connection !== undefined) && e.machine.project === project).map((e) => e.machine),
+    machine: (key) => {
+      const entry = entries.get(key)
+      return entry?.connection === undefined ? undefined : entry.machine
+    },
+    known: (key) => entries.get(key)?.machine,
+    departure: (key, last = false) => (entries.has(key) && !last ? undefined : departures.get(key)),
+    startedAt: new Date(),
+    rejoinGraceMs,
+    assign: (key, instanceId) => {
+      const entry = entries.get(key)
+      if (entry === undefined) return
+      entry.machine.takenBy = instanceId
+      if (entry.connection !== undefined) send(entry.connection, FrameType.Assign, 0, JSON.stringify({ instanceId: instanceId ?? null }))
+    },
+    remove: (key, why) => {
+      const entry = entries.get(key)
       if (entry === undefined) return false
-      const c = entry.connection
+      const message = `pool machine ${entry.machine.name} was removed from the pool: ${why}`
+      if (entry.connection !== undefined) closeConnection(entry.connection, message, { tell: FrameType.Refuse, gone: true })
+      else depart(entry, message)
+      return true
+    },
+    pipe: (key, socket, port) => {
+      const c = entries.get(key)?.connection
+      if (c === undefined) return false
       const id = c.nextId++
       c.streams.set(id, socket)
       const portBytes = Buffer.allocUnsafe(2)
@@ -220,7 +363,13 @@ export const make = (options: HubOptions = {}): Hub => {
       return true
     },
     close: () => {
-      for (const { connection } of [...joined.values()]) drop(connection, "the server is shutting down", true)
+      for (const entry of [...entries.values()]) {
+        clearTimeout(entry.awayTimer)
+        if (entry.connection !== undefined) closeConnection(entry.connection, "the server is shutting down", { tell: FrameType.Drop, gone: false })
+        clearTimeout(entry.awayTimer)
+      }
+      entries.clear()
     }
   }
+  return hub
 }

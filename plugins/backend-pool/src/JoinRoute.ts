@@ -6,10 +6,11 @@
  * carries the machine's frames there. Without `Upgrade: websocket` the route answers the checks
  * alone (`{project, protocol}`), for a machine to try its token.
  */
-import { openTunnel, rawRoute, TUNNEL_PROTOCOL } from "@dstack-ts/core"
+import { openTunnel, rawRoute, StateStore, TUNNEL_PROTOCOL } from "@dstack-ts/core"
 import { Effect } from "effect"
 import * as net from "node:net"
 import { type Hub, socketChannel } from "./Hub.ts"
+import * as PoolInstances from "./PoolInstances.ts"
 
 export const JOIN_PATH = "/api/project/:project_name/runner/join"
 
@@ -45,6 +46,9 @@ export const joinRoute = (hub: Hub) =>
     handler: (ctx) =>
       Effect.gen(function*() {
         const project = ctx.projectName!
+        // From the first join on, each machine is an instance row of the server's store.
+        const store = ctx.service(StateStore.StateStore)
+        hub.recordIn((h) => PoolInstances.make(h, store))
         const request = ctx.hono.req.raw
         if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
           return Response.json({ project, protocol: TUNNEL_PROTOCOL })

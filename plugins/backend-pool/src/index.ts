@@ -8,6 +8,7 @@ import { Backend, type BackendContext, definePlugin, type Plugin } from "@dstack
 import { Effect } from "effect"
 import * as Hub from "./Hub.ts"
 import { joinRoute } from "./JoinRoute.ts"
+import { removeRoute } from "./RemoveRoute.ts"
 import * as PoolBackend from "./PoolBackend.ts"
 import * as PoolTransport from "./PoolTransport.ts"
 
@@ -17,6 +18,7 @@ export * as PoolBackend from "./PoolBackend.ts"
 export * as PoolTransport from "./PoolTransport.ts"
 export type { Hello } from "./internal/Frames.ts"
 export { JOIN_PATH } from "./JoinRoute.ts"
+export { REMOVE_PATH } from "./RemoveRoute.ts"
 
 export const VERSION = "0.1.0"
 
@@ -38,7 +40,7 @@ export const makePoolPlugin = (options: Hub.HubOptions = {}): Plugin & { readonl
       }
     },
     transports: { [PoolBackend.TYPE]: () => Effect.succeed(PoolTransport.make(hub)) },
-    routes: { "pool/join": joinRoute(hub) }
+    routes: { "pool/join": joinRoute(hub), "pool/remove": removeRoute(hub) }
   })
   return Object.freeze({ ...plugin, hub }) as Plugin & { readonly hub: Hub.Hub }
 }

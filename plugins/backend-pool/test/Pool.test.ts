@@ -60,27 +60,31 @@ describe("runner pool hub", () => {
       const backend = PoolBackend.make(hub, "alpha")
       const pd = yield* backend.createInstance((yield* backend.getOffers(requirements)).offers[0]!, config("alpha", "i-1"))
       joined.leave("maintenance")
-      expect(yield* Effect.promise(() => joined.closed)).toBe("the connection to the server closed")
+      expect(yield* Effect.promise(() => joined.closed)).toEqual({ message: "left the pool", final: true })
       yield* until("the hub sees the machine gone", () => hub.machine("box-2.alpha.pool") === undefined)
       expect(yield* backend.instanceEnd!(pd)).toEqual({ reason: "instance_unreachable", message: "pool machine box-2 left the pool: maintenance" })
       expect((yield* backend.getOffers(requirements)).offers).toEqual([])
     }))
 
-  it.scoped("a machine whose connection is cut, and one that stops heartbeating, are dropped with why", () =>
+  it.scoped("a machine whose connection is cut, and one that stops heartbeating, are away, then gone with why when they do not rejoin", () =>
     Effect.gen(function*() {
-      const hub = Hub.make()
+      const hub = Hub.make({ rejoinGraceMs: 1_000 })
       const port = yield* hubListener(hub, "alpha")
       const { socket } = yield* joinMachine(port, hello("cut"))
       socket.destroy()
+      yield* until("the cut machine is away", () => hub.machine("cut.alpha.pool") === undefined)
+      expect(hub.known("cut.alpha.pool")?.awaySince, "away: it may still rejoin").toBeTypeOf("number")
+      expect(hub.departure("cut.alpha.pool")).toBeUndefined()
+      expect(hub.machines("alpha"), "an away machine is no offer").toEqual([])
       yield* until("the cut machine is gone", () => hub.departure("cut.alpha.pool") !== undefined)
-      expect(hub.departure("cut.alpha.pool")!.message).toBe("pool machine cut lost its connection to the server")
+      expect(hub.departure("cut.alpha.pool")!.message).toBe("pool machine cut lost its connection to the server, and did not rejoin within 1 s")
 
       // A machine that says hello and then nothing: three heartbeats of one second missed.
       const silent = yield* dial(port)
       silent.channel.write(encode(FrameType.Hello, 0, JSON.stringify(hello("quiet"))))
       yield* until("the quiet machine joins", () => hub.machine("quiet.alpha.pool") !== undefined)
       yield* until("the quiet machine is dropped", () => hub.departure("quiet.alpha.pool") !== undefined, 10_000)
-      expect(hub.departure("quiet.alpha.pool")!.message).toMatch(/^pool machine quiet stopped heartbeating \(nothing heard for \d+ s, heartbeat every 1 s\)$/)
+      expect(hub.departure("quiet.alpha.pool")!.message).toMatch(/^pool machine quiet stopped heartbeating \(nothing heard for \d+ s, heartbeat every 1 s\), and did not rejoin within 1 s$/)
       silent.socket.destroy()
     }))
 

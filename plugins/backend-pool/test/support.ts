@@ -15,20 +15,33 @@ export const hello = (name: string, overrides: Partial<Hello> = {}): Hello => ({
   ...overrides
 })
 
-/** A loopback listener whose connections the hub takes as machines of `project`. */
+/** A loopback listener whose connections the hub takes as machines of `project`; its scope's end cuts them. */
 export const hubListener = (hub: Hub.Hub, project: string): Effect.Effect<number, never, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.async<net.Server>((resume) => {
-      const server = net.createServer((socket) => hub.accept(project, Hub.socketChannel(socket)))
-      server.listen({ host: "127.0.0.1", port: 0 }, () => resume(Effect.succeed(server)))
+    Effect.async<{ server: net.Server; sockets: Set<net.Socket> }>((resume) => {
+      const sockets = new Set<net.Socket>()
+      const server = net.createServer((socket) => {
+        sockets.add(socket)
+        socket.on("close", () => sockets.delete(socket))
+        hub.accept(project, Hub.socketChannel(socket))
+      })
+      server.listen({ host: "127.0.0.1", port: 0 }, () => resume(Effect.succeed({ server, sockets })))
     }),
-    (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
-  ).pipe(Effect.map((server) => (server.address() as net.AddressInfo).port))
+    ({ server, sockets }) =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        for (const socket of sockets) socket.destroy()
+      })
+  ).pipe(Effect.map(({ server }) => (server.address() as net.AddressInfo).port))
 
-/** A raw connection to the hub as a channel, and the socket (to cut it). */
+/** A raw connection to the hub as a channel, and the socket (to cut it); fails when refused. */
 export const dial = (port: number) =>
-  Effect.async<{ socket: net.Socket; channel: Hub.Channel }>((resume) => {
-    const socket = net.connect({ host: "127.0.0.1", port }, () => resume(Effect.succeed({ socket, channel: Hub.socketChannel(socket) })))
+  Effect.async<{ socket: net.Socket; channel: Hub.Channel }, Error>((resume) => {
+    const socket = net.connect({ host: "127.0.0.1", port }, () => {
+      socket.removeAllListeners("error")
+      resume(Effect.succeed({ socket, channel: Hub.socketChannel(socket) }))
+    })
+    socket.once("error", (error) => resume(Effect.fail(error)))
   })
 
 /** A machine joined through the agent, left when the scope closes. */

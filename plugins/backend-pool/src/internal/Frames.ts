@@ -26,8 +26,22 @@ export const FrameType = {
   Close: 8,
   /** machine → server: it leaves the pool (payload: why, in words). */
   Bye: 9,
-  /** server → machine: it is refused or dropped (payload: why, in words); the connection closes. */
-  Refuse: 10
+  /**
+   * server → machine: it is refused or removed for good (payload: why, in words); the connection
+   * closes and the machine does not rejoin by itself.
+   */
+  Refuse: 10,
+  /**
+   * server → machine: the connection closes, but the machine may rejoin (payload: why, in words):
+   * the server shuts down, or heard nothing for too long.
+   */
+  Drop: 11,
+  /**
+   * server → machine: JSON `{ instanceId }` (null when freed), the instance that holds the
+   * machine now. The machine says it again in its hello when it rejoins, so a server that
+   * restarted knows the machine is busy.
+   */
+  Assign: 12
 } as const
 export type FrameType = (typeof FrameType)[keyof typeof FrameType]
 
@@ -45,6 +59,14 @@ export interface Hello {
   readonly runnerPort: number
   /** Seconds between heartbeats. */
   readonly heartbeatSeconds: number
+  /**
+   * Names this run of the machine's agent (and its runner): a rejoin with the same session is
+   * the same machine coming back, its runner and jobs still there; another session is a
+   * machine that started again.
+   */
+  readonly session?: string | undefined
+  /** The instance that held the machine when its connection dropped (from `Assign`). */
+  readonly instanceId?: string | undefined
   readonly resources: {
     readonly cpus: number
     readonly memoryMib: number
