@@ -9,7 +9,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Context, Duration, Effect, Either, Exit, Layer, Schema, Scope } from "effect"
 import type { JobStatus, JobTerminationReason } from "../domain/Status.ts"
-import type { Execution, ExecutionExit, ExecutionObserver, ExecutionSpec, Executor, ExecutorError } from "../ports/Executor.ts"
+import type { ExecObserver, ExecRequest, ExecSession, Execution, ExecutionExit, ExecutionObserver, ExecutionSpec, Executor, ExecutorError } from "../ports/Executor.ts"
 import { executorNameFor, PROCESS_EXECUTOR } from "../ports/Executor.ts"
 import type { Repo } from "../ports/Repo.ts"
 import { nvidiaGpuUsage } from "./HostUsage.ts"
@@ -75,6 +75,11 @@ export interface RunnerAgentService {
   readonly events: JobEventLog
   /** Ports the job publishes on 127.0.0.1 (docker), once it runs. */
   readonly ports: Effect.Effect<ReadonlyArray<{ readonly containerPort: number; readonly hostPort: number }>>
+  /**
+   * Runs a command or a shell where the job runs (its executor's `exec`), while it runs:
+   * Conflict when no job runs, Invalid when its executor cannot.
+   */
+  readonly exec: (request: ExecRequest, observer: ExecObserver) => Effect.Effect<ExecSession, RunnerError>
 }
 
 export class RunnerAgent extends Context.Tag("@dstack-ts/core/RunnerAgent")<RunnerAgent, RunnerAgentService>() {}
@@ -437,7 +442,14 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       metrics,
       finished: Effect.sync(() => state === "wait_logs_finished"),
       events,
-      ports: Effect.sync(() => [...(execution?.ports ?? []), ...(servicePort === undefined ? [] : [servicePort])])
+      ports: Effect.sync(() => [...(execution?.ports ?? []), ...(servicePort === undefined ? [] : [servicePort])]),
+      exec: (request, execObserver) =>
+        Effect.suspend(() => {
+          const running = execution
+          if (running === undefined || state !== "serve_logs") return Effect.fail(refuse("exec", "Conflict", `no job is running (state ${state})`))
+          if (running.exec === undefined) return Effect.fail(refuse("exec", "Invalid", "the job's executor cannot run commands beside it"))
+          return running.exec(request, execObserver).pipe(Effect.mapError((error) => refuse("exec", "Conflict", error.message, error)))
+        })
     } satisfies RunnerAgentService
   })
 
