@@ -60,7 +60,9 @@ export const startDockerExec = (
       exec.inspect().then((info: { Pid?: number }) => (pid = info.Pid), () => undefined)
       return {
         write: (bytes: Uint8Array) => void stream.write(bytes),
-        endInput: () => stream.end(),
+        // On a terminal the end of input is the terminal's EOF character, as for the process
+        // executor's pty; closing the Engine's stream there would end the exec before its output.
+        endInput: () => (tty ? void stream.write(new Uint8Array([4])) : stream.end()),
         resize,
         // The Engine has no signal call for an exec: its process is signalled on the host by
         // its host pid, where the runner may (same user, or root).
