@@ -82,7 +82,7 @@ beforeAll(async () => {
     plugins: [backendLocal, transportLocal],
     runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
     compute: { defaultBackends: [{ type: "local" }] },
-    sshProxy: { port: 0, hostKeyFile: path.join(dir, "sshproxy_host_key"), jobCheckIntervalMs: 300 }
+    sshProxy: { port: 0, hostKeyFile: path.join(dir, "sshproxy_host_key"), hostname: "127.0.0.1", jobCheckIntervalMs: 300 }
   })
   listener = await serve(server, { port: 0, handleSignals: false })
   client = Client.connect({ name: "main", url: listener.url, token: TOKEN })
