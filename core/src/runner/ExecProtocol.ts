@@ -9,6 +9,9 @@ import { Schema } from "effect"
 
 export const EXEC_PATH = "/api/exec"
 
+/** The runner's presence WebSocket: held open by the SSH proxy per SSH connection to the job. */
+export const PRESENCE_PATH = "/api/presence"
+
 const Size = Schema.Struct({ cols: Schema.Int.pipe(Schema.between(1, 10000)), rows: Schema.Int.pipe(Schema.between(1, 10000)) })
 
 /** The first message: what to run. */

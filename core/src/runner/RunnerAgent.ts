@@ -80,6 +80,12 @@ export interface RunnerAgentService {
    * Conflict when no job runs, Invalid when its executor cannot.
    */
   readonly exec: (request: ExecRequest, observer: ExecObserver) => Effect.Effect<ExecSession, RunnerError>
+  /**
+   * An SSH connection to the job opened (the server's proxy holds a presence socket per
+   * connection, and every exec counts): answers the function that says it closed. A dev
+   * environment's `inactivity_duration` counts from the last one closing.
+   */
+  readonly connected: () => () => void
 }
 
 export class RunnerAgent extends Context.Tag("@dstack-ts/core/RunnerAgent")<RunnerAgent, RunnerAgentService>() {}
@@ -175,6 +181,9 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
     let servicePort: { readonly containerPort: number; readonly hostPort: number } | undefined
     let stopRequest: "stop" | "abort" | undefined
     let maxDurationExceeded = false
+    let inactivityExceeded = false
+    let openConnections = 0
+    let lastActive = Date.now()
     let lastCpu: { at: number; cpu: number } | undefined
 
     const stopGrace = () => Duration.seconds(submission?.jobSpec.stopDuration ?? 0)
@@ -198,6 +207,9 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       })
 
     const finishWithExit = (exit: ExecutionExit) => {
+      if (inactivityExceeded) {
+        return finish("terminated", "inactivity_duration_exceeded", `no SSH connection for ${submission!.inactivityDuration}s (inactivity_duration)`, exit.exitCode)
+      }
       if (maxDurationExceeded) {
         return finish("terminated", "max_duration_exceeded", `the job ran longer than its max_duration of ${submission!.jobSpec.maxDuration}s`, exit.exitCode)
       }
@@ -250,6 +262,25 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
         }
         execution = started.right
         events.addState({ state: "running" })
+        lastActive = Date.now()
+        const inactivity = body.inactivityDuration
+        if (inactivity !== undefined && inactivity > 0) {
+          const running = execution
+          yield* Effect.forkIn(
+            Effect.gen(function* () {
+              for (;;) {
+                yield* Effect.sleep(Duration.millis(Math.min(1000, inactivity * 250)))
+                if (state !== "serve_logs" || execution !== running || stopRequest !== undefined) return
+                if (openConnections === 0 && Date.now() - lastActive >= inactivity * 1000) {
+                  inactivityExceeded = true
+                  events.addRunnerLog(`no SSH connection for ${inactivity}s (inactivity_duration): stopping the dev environment`)
+                  return yield* running.stop(stopGrace())
+                }
+              }
+            }),
+            scope
+          )
+        }
         if (stopRequest) yield* Effect.forkIn(stopRequest === "abort" ? execution.abort : execution.stop(stopGrace()), scope)
         const maxDuration = body.jobSpec.maxDuration
         const exit =
@@ -285,6 +316,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
           execution = undefined
           stopRequest = undefined
           maxDurationExceeded = false
+          inactivityExceeded = false
           state = "wait_submit"
         }
         if (state !== "wait_submit") {
@@ -443,6 +475,16 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       finished: Effect.sync(() => state === "wait_logs_finished"),
       events,
       ports: Effect.sync(() => [...(execution?.ports ?? []), ...(servicePort === undefined ? [] : [servicePort])]),
+      connected: () => {
+        openConnections++
+        let open = true
+        return () => {
+          if (!open) return
+          open = false
+          openConnections--
+          lastActive = Date.now()
+        }
+      },
       exec: (request, execObserver) =>
         Effect.suspend(() => {
           const running = execution

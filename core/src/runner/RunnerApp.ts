@@ -12,7 +12,7 @@ import type { RunnerAgentService } from "./RunnerAgent.ts"
 import { RunnerError } from "./RunnerAgent.ts"
 import type { SocketTarget, UpgradeHandler } from "./adapter/types.ts"
 import type { ExecSession } from "../ports/Executor.ts"
-import { decodeExecControl, decodeExecStart, EXEC_PATH, type ExecReply, outputFrame } from "./ExecProtocol.ts"
+import { decodeExecControl, decodeExecStart, EXEC_PATH, type ExecReply, outputFrame, PRESENCE_PATH } from "./ExecProtocol.ts"
 import { Buffer } from "node:buffer"
 import { encodeFrames, EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_TYPE } from "./EventStream.ts"
 import { decodeStartBody, JobStateEvent, PullResponse, START_CONTENT_TYPE, StopBody, SubmitBody } from "./RunnerProtocol.ts"
@@ -74,6 +74,7 @@ const parseTimestamp = (raw: string | undefined): number => {
 export const runnerUpgrade = (agent: RunnerAgentService): UpgradeHandler => async (request) => {
   const url = new URL(request.url)
   if (url.pathname === EXEC_PATH) return execSocket(agent)
+  if (url.pathname === PRESENCE_PATH) return presenceSocket(agent)
   if (url.pathname !== "/logs_ws") return new Response(`No WebSocket at ${url.pathname} (the runner's is /logs_ws)`, { status: 404 })
   const startTime = url.searchParams.get("start_time")
   let from = 0
@@ -107,6 +108,7 @@ export const runnerUpgrade = (agent: RunnerAgentService): UpgradeHandler => asyn
 const execSocket = (agent: RunnerAgentService): SocketTarget => ({
   kind: "socket",
   open: (peer) => {
+    const disconnected = agent.connected()
     let session: ExecSession | undefined
     let starting = false
     let exited = false
@@ -156,10 +158,24 @@ const execSocket = (agent: RunnerAgentService): SocketTarget => ({
         handle(session, data)
       },
       closed: () => {
+        disconnected()
         closedEarly = true
         if (session !== undefined && !exited) session.signal("HUP")
       }
     }
+  }
+})
+
+/**
+ * The runner's presence WebSocket (`/api/presence`): the server's SSH proxy holds one open per
+ * SSH connection to the job, so that a dev environment's `inactivity_duration` sees it. Nothing
+ * is sent either way.
+ */
+const presenceSocket = (agent: RunnerAgentService): SocketTarget => ({
+  kind: "socket",
+  open: () => {
+    const disconnected = agent.connected()
+    return { message: () => undefined, closed: disconnected }
   }
 })
 

@@ -21,7 +21,7 @@ import type { ForwardedPort } from "../ports/RunnerTransport.ts"
 import { StateStore } from "../ports/StateStore.ts"
 import { openJobForward, RUNNER_HTTP_PORT } from "./JobForward.ts"
 import { upstreamIdOf } from "./SshProxyInfo.ts"
-import { handleSession, type OpenSession } from "./SshProxySession.ts"
+import { handleSession, holdPresence, type OpenSession } from "./SshProxySession.ts"
 import { generateUserSshKey } from "./UserSshKeys.ts"
 
 export interface SshProxyOptions {
@@ -199,6 +199,8 @@ export const startSshProxy = async (
       let open = byJob.get(proxied.upstreamId)
       if (open === undefined) byJob.set(proxied.upstreamId, (open = new Map()))
       open.set(client, { runName: proxied.runName, sessions })
+      const leave = holdPresence(() => forwardTo(proxied, "runner").then((fwd) => ({ host: fwd.localHost, port: fwd.localPort })))
+      client.once("close", leave)
       client.on("tcpip", (accept, reject, info) => {
         const local = info.destIP === "localhost" || info.destIP === "127.0.0.1" || info.destIP === "::1"
         const which = info.destPort === RUNNER_HTTP_PORT ? "runner" : proxied.ports.includes(info.destPort) ? info.destPort : undefined

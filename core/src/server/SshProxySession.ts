@@ -7,7 +7,7 @@
  */
 import type { ServerChannel, Session } from "ssh2"
 import WebSocket from "ws"
-import { EXEC_PATH, type ExecReply, STDERR } from "../runner/ExecProtocol.ts"
+import { EXEC_PATH, type ExecReply, PRESENCE_PATH, STDERR } from "../runner/ExecProtocol.ts"
 
 /** Where the runner's HTTP API is reachable from the server (a forward's local end). */
 export interface RunnerEndpoint {
@@ -160,5 +160,27 @@ const runThroughRunner = (
     signal: (name) => {
       if (/^[A-Z0-9]+$/.test(name)) send(JSON.stringify({ signal: name }))
     }
+  }
+}
+
+/**
+ * Holds the runner's presence socket open while an SSH connection is (a dev environment's
+ * `inactivity_duration` counts from the last one closing); answers the function that closes it.
+ * A runner that cannot be reached is let be: the connection's own channels say so.
+ */
+export const holdPresence = (runner: () => Promise<RunnerEndpoint>): (() => void) => {
+  let closed = false
+  let socket: WebSocket | undefined
+  runner().then(
+    (endpoint) => {
+      if (closed) return
+      socket = new WebSocket(`ws://${endpoint.host.includes(":") ? `[${endpoint.host}]` : endpoint.host}:${endpoint.port}${PRESENCE_PATH}`, { perMessageDeflate: false })
+      socket.on("error", () => {})
+    },
+    () => undefined
+  )
+  return () => {
+    closed = true
+    if (socket !== undefined && socket.readyState <= WebSocket.OPEN) socket.terminate()
   }
 }
