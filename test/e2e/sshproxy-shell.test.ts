@@ -2,7 +2,8 @@
 // backend: commands and shells (with a terminal) run where the job runs — on the host for a
 // process job, in the container for a Docker job (a busybox image built here) — with exit
 // statuses, signals and stdin's end carried back; the job's end closes an open shell with a
-// message; a wrong key and a finished job are refused.
+// message; a wrong key and a finished job are refused. `dstack attach` writes the `ssh RUN` alias
+// and prints a dev environment's IDE link; the environment stops after its inactivity_duration.
 import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -13,7 +14,8 @@ import { Effect, Schema } from "effect"
 import backendLocal from "@dstack-ts/backend-local"
 import transportLocal from "@dstack-ts/transport-local"
 import { Client } from "@dstack-ts/client"
-import { TaskConfiguration } from "../../core/src/domain/Configuration.ts"
+import { DevEnvironmentConfiguration, TaskConfiguration } from "../../core/src/domain/Configuration.ts"
+import { CLI } from "../support/cli.ts"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
@@ -180,5 +182,52 @@ describe.skipIf(!hasSsh)("ssh RUN through the SSH proxy", () => {
     expect(shell.stdout).toContain("container-tty")
     expect(shell.code).toBe(6)
     await client.runs.stop(["shell-docker"], { abort: true })
+  }, 180_000)
+
+  it("dstack attach writes the ssh alias and prints the IDE link; the dev environment runs init and stops after inactivity_duration", async () => {
+    const home = fs.mkdtempSync(path.join(dir, "home-"))
+    const configuration = Schema.decodeUnknownSync(DevEnvironmentConfiguration)({
+      type: "dev-environment", ide: "vscode", init: ["echo init-ran > init.txt"], inactivity_duration: "6s", resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." }
+    })
+    await client.runs.submit(configuration, { runName: "dev-ide" })
+    const running = await waitRunning("dev-ide")
+    // An SSH connection held from the start keeps the environment up while the CLI starts.
+    const holder = spawn("ssh", [...sshArgs(ownerKey), `${userOf(running)}@127.0.0.1`, "sleep 600"])
+    const holderExited = new Promise<void>((resolve) => holder.on("exit", () => resolve()))
+    const attach = spawn(process.execPath, [CLI, "attach", "dev-ide"], {
+      env: { ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: listener!.url, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main" }
+    })
+    let out = ""
+    attach.stdout.on("data", (d) => (out += d))
+    attach.stderr.on("data", (d) => (out += d))
+    const attachExited = new Promise<void>((resolve) => attach.on("exit", () => resolve()))
+    try {
+      for (let i = 0; i < 600 && !/ssh-remote\+dev-ide\S*\n/.test(out); i++) await new Promise((r) => setTimeout(r, 50))
+      expect(out).toContain("ssh dev-ide")
+      const link = /(vscode:\/\/vscode-remote\/ssh-remote\+dev-ide(\S*))\n/.exec(out)
+      expect(link, out).not.toBeNull()
+      const config = path.join(home, ".dstack", "ssh", "config")
+      expect(fs.readFileSync(path.join(home, ".ssh", "config"), "utf8")).toMatch(/^Include ~\/\.dstack\/ssh\/config\n/)
+      expect(fs.readFileSync(config, "utf8")).toMatch(/^Host dev-ide\n[\s\S]*User [0-9a-f]{32}_root\n/m)
+      // The alias reaches the job: init ran first, in the directory the link opens.
+      const viaAlias = await ssh(["-F", config, "dev-ide", "cat init.txt; pwd"])
+      expect(viaAlias.stderr).toBe("")
+      expect(viaAlias.stdout.split("\n").slice(0, 2)).toEqual(["init-ran", link![2]])
+      // A connection held longer than inactivity_duration kept the environment up.
+      const held = await ssh(["-F", config, "dev-ide", "sleep 7; echo held"])
+      expect(held.stdout).toBe("held\n")
+      const during = await api("/api/project/main/runs/get", { run_name: "dev-ide" })
+      expect(during.jobs[0].job_submissions.at(-1).status).toBe("running")
+    } finally {
+      attach.kill("SIGINT")
+      holder.kill("SIGTERM")
+      await Promise.all([attachExited, holderExited])
+    }
+    // Detaching removes the alias.
+    expect(fs.readFileSync(path.join(home, ".dstack", "ssh", "config"), "utf8")).not.toContain("Host dev-ide")
+    const ended = await waitStatus("dev-ide", (s) => s === "terminated" || s === "failed" || s === "done" || s === "aborted")
+    const sub = ended.jobs[0].job_submissions.at(-1)
+    expect(sub.status).toBe("terminated")
+    expect(sub.termination_reason).toBe("inactivity_duration_exceeded")
   }, 180_000)
 })
