@@ -2,6 +2,7 @@
 // through, with the real process executor: a command beside a running job with its environment,
 // its output by stream, stdin and its end, the exit status; the job's end hangs it up; no job
 // running and a malformed request are refused in words; inactivity_duration counts /api/presence.
+import { spawnSync } from "node:child_process"
 import { afterEach, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import executorProcess from "@dstack-ts/executor-process"
@@ -9,6 +10,8 @@ import type { RunningRunner } from "../../src/runner/serveRunner.ts"
 import { serveRunner } from "../../src/runner/serveRunner.ts"
 import { submitBody, tmpDir } from "./support.ts"
 
+const hasPython = spawnSync("python3", ["-c", "import pty"]).status === 0
+if (!hasPython) console.warn("exec.test.ts: the terminal case SKIPPED, no python3 with pty (the process executor's terminals need it)")
 const runners: Array<RunningRunner> = []
 afterEach(async () => {
   await Promise.all(runners.splice(0).map((r) => r.close()))
@@ -72,6 +75,33 @@ describe("the runner's /api/exec", () => {
     expect(result.code).toBe(1000)
     const killed = await exec(runner, { command: "kill -TERM $$" })
     expect(killed.replies.at(-1)).toEqual({ exit: { signal: "TERM" } })
+    await postOk(runner, "/api/stop", { abort: true })
+  })
+
+  it.skipIf(!hasPython)("gives a command a terminal of the asked size, resized on request", async () => {
+    const runner = await startRunner()
+    await postOk(runner, "/api/submit", submitBody({ commands: ["sleep 60"] }))
+    await postOk(runner, "/api/run")
+    await waitState(runner, "running")
+    const ws = new WebSocket(`${runner.url.replace("http", "ws")}/api/exec`)
+    let stdout = ""
+    const replies: Array<any> = []
+    ws.on("message", (data: Buffer, isBinary: boolean) => {
+      if (!isBinary) return void replies.push(JSON.parse(data.toString("utf8")))
+      stdout += data.subarray(1).toString("utf8")
+      // Once the first size is out, resize and let the command go on.
+      if (stdout.includes("30 100") && !stdout.includes("resized")) {
+        stdout += "resized"
+        ws.send(JSON.stringify({ resize: { cols: 120, rows: 40 } }))
+        ws.send(new TextEncoder().encode("go\n"), { binary: true })
+      }
+    })
+    ws.on("open", () => ws.send(JSON.stringify({ command: "stty size; test -t 0 && echo on-a-tty; read x; stty size", env: {}, tty: { cols: 100, rows: 30 } })))
+    await new Promise((resolve) => ws.on("close", resolve))
+    expect(stdout).toMatch(/^30 100\r\n/)
+    expect(stdout).toContain("on-a-tty\r\n")
+    expect(stdout).toMatch(/resized[\s\S]*40 120\r\n$/)
+    expect(replies.at(-1)).toEqual({ exit: { code: 0 } })
     await postOk(runner, "/api/stop", { abort: true })
   })
 
