@@ -10,11 +10,14 @@
  */
 import * as net from "node:net"
 import type { Run as RunEntity } from "@dstack-ts/core/wire"
+import { fetchSshAccess, removeRunSshHost, type RunSshHost, writeRunSshHost } from "./SshConfig.ts"
 import { attachUrl, bridge, errorMessage, openTunnel, TunnelRefused, type TunnelEndpoint } from "./Tunnel.ts"
 
 export interface Attachment {
   /** Job port → the local port it is reachable on. */
   readonly ports: Readonly<Record<number, number>>
+  /** The run's `ssh RUN` alias, when the server runs an SSH proxy (SshConfig.ts); removed on close. */
+  readonly ssh?: RunSshHost | undefined
   readonly close: () => Promise<void>
 }
 
@@ -131,5 +134,28 @@ export const attach = async (run: RunEntity, server: AttachServer, options: Atta
     await closeAll()
     throw error
   }
-  return { ports, close: closeAll }
+  // `ssh RUN`: an alias through the server's SSH proxy, when it runs one.
+  const access = await fetchSshAccess(server, runName).catch((error: unknown) => {
+    onError(new Error(`no \`ssh ${runName}\` alias: ${error instanceof Error ? error.message : String(error)}`))
+    return undefined
+  })
+  let ssh: RunSshHost | undefined
+  if (access !== undefined) {
+    try {
+      ssh = writeRunSshHost(runName, access.proxy, access.privateKey)
+    } catch (error) {
+      onError(new Error(`cannot write the \`ssh ${runName}\` alias: ${error instanceof Error ? error.message : String(error)}`))
+    }
+  }
+  const close = async () => {
+    await closeAll()
+    if (ssh !== undefined) {
+      try {
+        removeRunSshHost(runName)
+      } catch {
+        // The alias stays behind; the next attach replaces it.
+      }
+    }
+  }
+  return { ports, ...(ssh !== undefined ? { ssh } : {}), close }
 }

@@ -353,7 +353,7 @@ export class Client {
         throw new ClientError({ module: "Client", method: "runs.attach", reason: "NotAvailable", url: this.url, msg: e.message })
       })
       this.attachments.set(run.runName, attachment)
-      return attachment.ports
+      return { ports: attachment.ports, ssh: attachment.ssh }
     },
     detach: (run) => this.detachRun(run.runName)
   }

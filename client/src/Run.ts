@@ -31,6 +31,14 @@ export interface RunLogsOptions {
   readonly signal?: AbortSignal | undefined
 }
 
+/** The `ssh RUN` alias an attached run has in `~/.dstack/ssh/config` (a server with an SSH proxy). */
+export interface RunSshAlias {
+  readonly host: string
+  readonly configPath: string
+  /** Set when `~/.ssh/config` could not be given the Include: what to add by hand. */
+  readonly includeHint?: string
+}
+
 /** The calls a `Run` makes; the client supplies them. */
 export interface RunOperations {
   readonly get: (runName: string) => Promise<RunData | undefined>
@@ -38,7 +46,7 @@ export interface RunOperations {
   /** Log bytes of the run: the full log of a finished run, or a live follow of an active one. */
   readonly logs: (run: RunData, options: RunLogsOptions) => AsyncIterable<Uint8Array>
   /** Forwards the run's ports to localhost; answers job port → local port. */
-  readonly attach: (run: RunData, options: { readonly onError?: (error: Error) => void }) => Promise<Readonly<Record<number, number>>>
+  readonly attach: (run: RunData, options: { readonly onError?: (error: Error) => void }) => Promise<{ readonly ports: Readonly<Record<number, number>>; readonly ssh?: RunSshAlias | undefined }>
   readonly detach: (run: RunData) => Promise<void>
 }
 
@@ -112,13 +120,22 @@ export class Run {
       await new Promise((r) => setTimeout(r, 250))
       await this.refresh()
     }
-    this.ports = await this.#ops.attach(this.#data, options.onError !== undefined ? { onError: options.onError } : {})
-    return this.ports
+    const attached = await this.#ops.attach(this.#data, options.onError !== undefined ? { onError: options.onError } : {})
+    this.ports = attached.ports
+    this.ssh = attached.ssh
+    return attached.ports
   }
 
-  /** Stops forwarding the run's ports. */
+  /**
+   * While attached, the run's `ssh RUN` alias (`ssh RUN`, `ssh RUN cmd`, the IDE links), when the
+   * server runs an SSH proxy; else undefined.
+   */
+  ssh: RunSshAlias | undefined = undefined
+
+  /** Stops forwarding the run's ports (and removes its `ssh` alias). */
   async detach(): Promise<void> {
     await this.#ops.detach(this.#data)
     this.ports = undefined
+    this.ssh = undefined
   }
 }

@@ -210,7 +210,7 @@ describeWithNetns(() => {
     expect(refused).toBe(403)
   }, 60_000)
 
-  it("the SSH proxy (docs/ssh-proxy.md) forwards the host's job port and its runner to OpenSSH with the owner's key", async () => {
+  it("the SSH proxy (docs/ssh-proxy.md) forwards the host's job port and its runner to OpenSSH with the owner's key, and runs a command on the host", async () => {
     const me = await call("/api/users/get_my_user", {})
     const key = path.join(home, "owner_key")
     fs.writeFileSync(key, me.body.ssh_private_key, { mode: 0o600 })
@@ -229,6 +229,18 @@ describeWithNetns(() => {
     } finally {
       tunnel.kill("SIGTERM")
     }
+    // `ssh RUN cmd` runs on the fleet host (its network namespace has the host's address),
+    // through the runner reached over the ssh transport.
+    const shell = spawn("ssh", [
+      "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+      "-o", "LogLevel=ERROR", "-i", key, "-p", String(server.sshProxy!.port), `${upstreamId}_root@127.0.0.1`, "hostname -I; exit 9"
+    ])
+    let shellOut = ""
+    shell.stdout.on("data", (d) => (shellOut += d))
+    shell.stderr.on("data", (d) => (shellOut += d))
+    const shellCode = await new Promise<number | null>((resolve) => shell.on("exit", resolve))
+    expect(shellOut.trim().split(/\s+/), shellOut).toContain(hosts.hosts[0]!.ip)
+    expect(shellCode).toBe(9)
   }, 90_000)
 
   it("exits with a message when the run ends, and the finished run is refused", async () => {

@@ -405,11 +405,14 @@ describe("examples/http-task and examples/stacks on a real server", () => {
     const run = await client.runs.submit(dev as never, { runName: "dev-example" })
     let logs = ""
     const start = Date.now()
-    while (!logs.includes("dev environment ready") && Date.now() - start < 60_000) {
+    while (!logs.includes("ssh-remote+dev-example") && Date.now() - start < 60_000) {
       await new Promise((r) => setTimeout(r, 200))
       logs = (await (await fetch(`${url}/api/project/main/logs/poll`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" }, body: JSON.stringify({ run_name: "dev-example" }) })).json()).logs.map((l: { message: string }) => l.message).join("")
     }
     expect(logs).toMatch(/dev environment ready on \w+, in \//)
+    // ide: vscode — the link after init, to the directory init ran in (as upstream's job prints it).
+    const dir = /in (\/\S+)\n/.exec(logs)![1]
+    expect(logs).toContain(`To open in VS Code, use link below:\n\n  vscode://vscode-remote/ssh-remote+dev-example${dir}\n`)
     await run.refresh()
     expect(run.status).toBe("running")
     await run.stop({ abort: true })

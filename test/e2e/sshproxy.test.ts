@@ -1,7 +1,7 @@
 // The server's SSH proxy with OpenSSH's client against a real job of the local backend:
 // `ssh -N -L` with the run owner's key (from get_my_user) or the run spec's ssh_key_pub reaches
 // the job's port and, at upstream's runner port 10999, the runner's API; runs answers advertise
-// the proxy; a wrong key, a user name naming no job, a finished job and a shell are refused.
+// the proxy; a wrong key, a user name naming no job and a finished job are refused.
 import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -146,9 +146,10 @@ describe.skipIf(!hasSsh)("the SSH proxy", () => {
     expect(tunnelOut).not.toMatch(/denied/i)
     expect(tunnelOut).toMatch(/open failed/)
 
-    const shell = await sshRun(ownerKey, `${upstreamId}_root`, "whoami")
-    expect(shell.code).toBe(1)
-    expect(shell.out).toContain("forwards ports only")
+    // A command runs where the job runs (the shells themselves: sshproxy-shell.test.ts).
+    const command = await sshRun(ownerKey, `${upstreamId}_root`, "echo run=$DSTACK_RUN_NAME; exit 3")
+    expect(command.out).toContain("run=proxied")
+    expect(command.code).toBe(3)
 
     const stranger = await sshRun(strangerKey, `${upstreamId}_root`, "true")
     expect(stranger.code).toBe(255)

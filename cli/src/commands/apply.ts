@@ -3,6 +3,7 @@ import { defineCommand } from "citty"
 import { stat } from "node:fs/promises"
 import { resolve } from "node:path"
 import { CliError, clientFor, confirmOrFail, globalArgs, notAvailable, runEffect } from "../context.ts"
+import { sshAccessLines } from "../sshAccess.ts"
 import { print, table, withSpinner } from "../ui.ts"
 import type * as DstackClient from "@dstack-ts/client"
 
@@ -18,12 +19,14 @@ const formatBytes = (n: number): string =>
  */
 const forwardPorts = (run: Run): { readonly close: () => Promise<void> } => {
   const appSpecs = run.entity.jobs[0]?.jobSpec.appSpecs ?? []
-  if (appSpecs.length === 0) return { close: async () => {} }
+  // A dev environment is attached without ports too: its `ssh RUN` alias and IDE link.
+  if (appSpecs.length === 0 && run.entity.runSpec.configuration.type !== "dev-environment") return { close: async () => {} }
   let closed = false
   const attached = run.attach().then(
     async (ports) => {
       if (closed) return run.detach()
       for (const [jobPort, localPort] of Object.entries(ports)) process.stderr.write(`Port ${jobPort} forwarded to http://127.0.0.1:${localPort}\n`)
+      for (const line of await sshAccessLines(run)) process.stderr.write(`${line}\n`)
     },
     async (error: unknown) => {
       if (closed) return

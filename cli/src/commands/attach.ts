@@ -1,8 +1,10 @@
 // `dstack attach RUN`: waits for the run to start, forwards its ports to localhost through the
-// server (any backend; no key to the job's host needed) and keeps them forwarded (following the
-// logs with --logs) until Ctrl-C or the run ends, which it says.
+// server (any backend; no key to the job's host needed), writes the `ssh RUN` alias when the
+// server runs an SSH proxy (and prints a dev environment's IDE link), and keeps them (following
+// the logs with --logs) until Ctrl-C or the run ends, which it says.
 import { defineCommand } from "citty"
 import { CliError, clientFor, globalArgs } from "../context.ts"
+import { sshAccessLines } from "../sshAccess.ts"
 import { print, success, warn, withSpinner } from "../ui.ts"
 
 /** How often the run's status is read while attached. */
@@ -28,6 +30,7 @@ export default defineCommand({
     const entries = Object.entries(ports)
     success(entries.length === 0 ? `Attached to ${args.run} (it exposes no ports)` : `Attached to ${args.run}`)
     for (const [jobPort, localPort] of entries) print(`  ${jobPort} → http://127.0.0.1:${localPort}`)
+    for (const line of await sshAccessLines(run)) print(line)
     let interrupted = false
     const onSignal = new Promise<void>((resolve) => {
       process.once("SIGINT", resolve)

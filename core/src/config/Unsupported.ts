@@ -281,8 +281,7 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
         ? one(["https"], "`https: false` is not supported: the server is the gateway here, and a service is served over whatever the server itself is served over; leave `https` out")
         : none
   },
-  anyValue("ide", ["dev-environment"], (c) => (c.type === "dev-environment" ? c.ide : undefined), "connecting an IDE needs SSH access to the job; leave `ide` out for a machine that runs `init` and stays up, whose `ports` `dstack attach` forwards", "fleets"),
-  anyValue("version", ["dev-environment"], (c) => (c.type === "dev-environment" ? c.version : undefined), "no IDE server is installed in this build", "fleets")
+  anyValue("version", ["dev-environment"], (c) => (c.type === "dev-environment" ? c.version : undefined), "no IDE server is installed in this build (the IDE installs its own over `ssh RUN`); leave `version` out")
 ]
 
 /**

@@ -278,18 +278,19 @@ export type ServiceConfiguration = typeof ServiceConfiguration.Type
 // Dev environment
 
 const devEnvironmentFields = {
-  type: Schema.Literal("dev-environment").annotations({ description: "`dev-environment`: a machine that runs `init` and stays up until stopped (connecting an IDE is not supported yet)." }),
+  type: Schema.Literal("dev-environment").annotations({ description: "`dev-environment`: a machine that runs `init` and stays up until stopped, reached with `ssh RUN` and an IDE's remote-SSH through the server's SSH proxy." }),
   ...runFields,
-  ide: opt(oneOf("vscode", "cursor"), { description: "The IDE to connect: `vscode` or `cursor`. Not supported yet (refused): without it the environment runs `init` and stays up until stopped." }),
-  version: opt(Schema.String, { description: "The IDE server version to install. Not supported yet (refused)." }),
-  init: opt(StringList, { description: "Shell commands to run once the environment starts." }),
+  ide: opt(oneOf("vscode", "cursor"), { description: "The IDE to connect: `vscode` or `cursor`. `dstack apply` and `dstack attach` print its remote-SSH link (`vscode://vscode-remote/ssh-remote+RUN/<working dir>`), which goes through the `ssh RUN` alias (needs the server's SSH proxy)." }),
+  version: opt(Schema.String, { description: "The IDE server version to install. Not supported yet (refused): the IDE installs its own server over SSH." }),
+  init: opt(StringList, { description: "Shell commands to run once the environment starts, before it waits." }),
+  inactivityDuration: opt(DurationOrOff, { description: "Stop the environment after this long (`30m`, `2h`) with no SSH connection through the server's SSH proxy (`ssh RUN`, an IDE, `ssh -L`), or `off`. Defaults to `off`." }, "inactivity_duration"),
   ports: opt(Schema.Array(PortMapping), { description: "Ports to forward when attached." })
 }
 
 /** A dev environment: a machine that runs `init` and stays up until stopped. */
 export const DevEnvironmentConfiguration = configuration(
   "DevEnvironmentConfiguration",
-  "A dev environment provisions a machine, runs `init` and stays up until stopped; connecting an IDE to it is not supported yet.",
+  "A dev environment provisions a machine, runs `init` and stays up until stopped (or `inactivity_duration` without an SSH connection); `ssh RUN` and the IDE's remote-SSH reach it through the server's SSH proxy.",
   devEnvironmentFields,
   legacyFields,
   runRules

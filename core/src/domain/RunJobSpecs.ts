@@ -91,7 +91,7 @@ export const jobSpecsFromRunSpec = (runSpec: RunSpec, options: JobSpecsOptions =
         }
       case "dev-environment":
         // The environment stays up until stopped: the init commands, then wait.
-        return { replicas: 1, nodes: 1, commands: [...(configuration.init ?? []), "sleep infinity"], ports: configuration.ports ?? [] }
+        return { replicas: 1, nodes: 1, commands: [...(configuration.init ?? []), ...ideReadme(configuration.ide, runName), "sleep infinity"], ports: configuration.ports ?? [] }
     }
   })()
   const gpusPerNode = requestedGpus(configuration)
@@ -167,3 +167,14 @@ export const clusterEnv = (cluster: ClusterInfo): Record<string, string> => ({
   DSTACK_GPUS_PER_NODE: String(cluster.gpusPerNode),
   DSTACK_GPUS_NUM: String(cluster.gpusPerNode * cluster.nodesIps.length)
 })
+
+const IDE_NAMES = { vscode: "VS Code", cursor: "Cursor" } as const
+
+/**
+ * What a dev environment with an `ide` prints once `init` is done, as upstream's does: the IDE's
+ * remote-SSH link to the job's working directory through the `ssh RUN` alias.
+ */
+const ideReadme = (ide: "vscode" | "cursor" | undefined, runName: string): ReadonlyArray<string> =>
+  ide === undefined
+    ? []
+    : [`echo 'To open in ${IDE_NAMES[ide]}, use link below:' && echo && echo "  ${ide}://vscode-remote/ssh-remote+${runName}$PWD" && echo`]

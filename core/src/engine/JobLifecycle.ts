@@ -40,6 +40,7 @@ export type RunnerTerminationReason =
   | "executor_error"
   | "max_duration_exceeded"
   | "log_quota_exceeded"
+  | "inactivity_duration_exceeded"
 
 /** Reasons a stop request may carry (who stops the job, and why). */
 export type StopReason =

@@ -250,7 +250,8 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
         clusterInfo,
         secrets: secrets.right,
         ...(repoCredentials !== undefined ? { repoCredentials } : {}),
-        jobSubmissionId: submissionId
+        jobSubmissionId: submissionId,
+        ...inactivityOf(run.runSpec.configuration)
       } as any
       if (job.resumed === true) cursor = yield* lastStoredLogAt(store, run.projectName, submissionId, options.unreachableMs)
       // The hand-over answers with the job's event stream (one request; an older
@@ -319,3 +320,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
     Effect.asVoid
   )
 }
+
+/** A dev environment's `inactivity_duration` for the runner, which stops it after that long without an SSH connection. */
+const inactivityOf = (configuration: { readonly type: string; readonly inactivityDuration?: number | "off" | undefined }): { inactivityDuration?: number } =>
+  configuration.type === "dev-environment" && typeof configuration.inactivityDuration === "number" ? { inactivityDuration: configuration.inactivityDuration } : {}

@@ -23,7 +23,8 @@ const RUNNER_REASONS: ReadonlySet<string> = new Set<RunnerTerminationReason>([
   "creating_container_error",
   "executor_error",
   "max_duration_exceeded",
-  "log_quota_exceeded"
+  "log_quota_exceeded",
+  "inactivity_duration_exceeded"
 ])
 
 /** What one runner state report means for the job, or undefined when it changes nothing. */

@@ -92,6 +92,42 @@ export interface Execution {
   readonly abort: Effect.Effect<ExecutionExit>
   /** Cumulative CPU time and current memory of the job, for metrics. */
   readonly usage: Effect.Effect<ResourceUsage>
+  /**
+   * Runs a command (or an interactive shell) where the job runs, while it runs: on its host in
+   * its working directory with its environment (process), inside its container (docker). The
+   * SSH proxy's `ssh RUN` goes through it. Absent: this executor cannot.
+   */
+  readonly exec?: (request: ExecRequest, observer: ExecObserver) => Effect.Effect<ExecSession, ExecutorError>
+}
+
+/** What to run beside a job: a command, or a login shell, optionally on a terminal. */
+export interface ExecRequest {
+  /** A shell command line (run with `sh -c`); absent: an interactive login shell. */
+  readonly command?: string
+  /** Variables on top of the job's (`TERM`, those an SSH client sent). */
+  readonly env: Readonly<Record<string, string>>
+  /** A pseudo-terminal of this size; absent: plain pipes. */
+  readonly tty?: { readonly cols: number; readonly rows: number }
+}
+
+/** Where an exec reports its output and its end. */
+export interface ExecObserver {
+  readonly output: (stream: "stdout" | "stderr", bytes: Uint8Array) => void
+  /** Called once, after all output: the exit code, or the signal (`TERM`, no `SIG`) that ended it. */
+  readonly exit: (result: ExecExit) => void
+}
+
+/** How an exec ended. */
+export type ExecExit = { readonly code: number } | { readonly signal: string }
+
+/** A started exec. */
+export interface ExecSession {
+  readonly write: (bytes: Uint8Array) => void
+  /** No more input (stdin end-of-file). */
+  readonly endInput: () => void
+  readonly resize: (cols: number, rows: number) => void
+  /** Sends a signal (`INT`, `TERM`, `KILL`, … without `SIG`) to the command. */
+  readonly signal: (name: string) => void
 }
 
 /** Resource usage of a job at one instant. */

@@ -9,7 +9,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Context, Duration, Effect, Either, Exit, Layer, Schema, Scope } from "effect"
 import type { JobStatus, JobTerminationReason } from "../domain/Status.ts"
-import type { Execution, ExecutionExit, ExecutionObserver, ExecutionSpec, Executor, ExecutorError } from "../ports/Executor.ts"
+import type { ExecObserver, ExecRequest, ExecSession, Execution, ExecutionExit, ExecutionObserver, ExecutionSpec, Executor, ExecutorError } from "../ports/Executor.ts"
 import { executorNameFor, PROCESS_EXECUTOR } from "../ports/Executor.ts"
 import type { Repo } from "../ports/Repo.ts"
 import { nvidiaGpuUsage } from "./HostUsage.ts"
@@ -75,6 +75,17 @@ export interface RunnerAgentService {
   readonly events: JobEventLog
   /** Ports the job publishes on 127.0.0.1 (docker), once it runs. */
   readonly ports: Effect.Effect<ReadonlyArray<{ readonly containerPort: number; readonly hostPort: number }>>
+  /**
+   * Runs a command or a shell where the job runs (its executor's `exec`), while it runs:
+   * Conflict when no job runs, Invalid when its executor cannot.
+   */
+  readonly exec: (request: ExecRequest, observer: ExecObserver) => Effect.Effect<ExecSession, RunnerError>
+  /**
+   * An SSH connection to the job opened (the server's proxy holds a presence socket per
+   * connection, and every exec counts): answers the function that says it closed. A dev
+   * environment's `inactivity_duration` counts from the last one closing.
+   */
+  readonly connected: () => () => void
 }
 
 export class RunnerAgent extends Context.Tag("@dstack-ts/core/RunnerAgent")<RunnerAgent, RunnerAgentService>() {}
@@ -188,6 +199,9 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
     let servicePort: { readonly containerPort: number; readonly hostPort: number } | undefined
     let stopRequest: "stop" | "abort" | undefined
     let maxDurationExceeded = false
+    let inactivityExceeded = false
+    let openConnections = 0
+    let lastActive = Date.now()
     let lastCpu: { at: number; cpu: number } | undefined
 
     const stopGrace = () => Duration.seconds(submission?.jobSpec.stopDuration ?? 0)
@@ -211,6 +225,9 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       })
 
     const finishWithExit = (exit: ExecutionExit) => {
+      if (inactivityExceeded) {
+        return finish("terminated", "inactivity_duration_exceeded", `no SSH connection for ${submission!.inactivityDuration}s (inactivity_duration)`, exit.exitCode)
+      }
       if (maxDurationExceeded) {
         return finish("terminated", "max_duration_exceeded", `the job ran longer than its max_duration of ${submission!.jobSpec.maxDuration}s`, exit.exitCode)
       }
@@ -270,6 +287,25 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
         }
         execution = started.right
         events.addState({ state: "running" })
+        lastActive = Date.now()
+        const inactivity = body.inactivityDuration
+        if (inactivity !== undefined && inactivity > 0) {
+          const running = execution
+          yield* Effect.forkIn(
+            Effect.gen(function* () {
+              for (;;) {
+                yield* Effect.sleep(Duration.millis(Math.min(1000, inactivity * 250)))
+                if (state !== "serve_logs" || execution !== running || stopRequest !== undefined) return
+                if (openConnections === 0 && Date.now() - lastActive >= inactivity * 1000) {
+                  inactivityExceeded = true
+                  events.addRunnerLog(`no SSH connection for ${inactivity}s (inactivity_duration): stopping the dev environment`)
+                  return yield* running.stop(stopGrace())
+                }
+              }
+            }),
+            scope
+          )
+        }
         if (stopRequest) yield* Effect.forkIn(stopRequest === "abort" ? execution.abort : execution.stop(stopGrace()), scope)
         const maxDuration = body.jobSpec.maxDuration
         const exit =
@@ -305,6 +341,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
           execution = undefined
           stopRequest = undefined
           maxDurationExceeded = false
+          inactivityExceeded = false
           state = "wait_submit"
         }
         if (state !== "wait_submit") {
@@ -462,7 +499,24 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       metrics,
       finished: Effect.sync(() => state === "wait_logs_finished"),
       events,
-      ports: Effect.sync(() => [...(execution?.ports ?? []), ...(servicePort === undefined ? [] : [servicePort])])
+      ports: Effect.sync(() => [...(execution?.ports ?? []), ...(servicePort === undefined ? [] : [servicePort])]),
+      connected: () => {
+        openConnections++
+        let open = true
+        return () => {
+          if (!open) return
+          open = false
+          openConnections--
+          lastActive = Date.now()
+        }
+      },
+      exec: (request, execObserver) =>
+        Effect.suspend(() => {
+          const running = execution
+          if (running === undefined || state !== "serve_logs") return Effect.fail(refuse("exec", "Conflict", `no job is running (state ${state})`))
+          if (running.exec === undefined) return Effect.fail(refuse("exec", "Invalid", "the job's executor cannot run commands beside it"))
+          return running.exec(request, execObserver).pipe(Effect.mapError((error) => refuse("exec", "Conflict", error.message, error)))
+        })
     } satisfies RunnerAgentService
   })
 

@@ -10,7 +10,9 @@ import type { Context } from "hono"
 import { streamSSE } from "hono/streaming"
 import type { RunnerAgentService } from "./RunnerAgent.ts"
 import { RunnerError } from "./RunnerAgent.ts"
-import type { UpgradeHandler } from "./adapter/types.ts"
+import type { SocketTarget, UpgradeHandler } from "./adapter/types.ts"
+import type { ExecSession } from "../ports/Executor.ts"
+import { decodeExecControl, decodeExecStart, EXEC_PATH, type ExecReply, outputFrame, PRESENCE_PATH } from "./ExecProtocol.ts"
 import { Buffer } from "node:buffer"
 import { encodeFrames, EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_TYPE } from "./EventStream.ts"
 import { decodeStartBody, JobStateEvent, PullResponse, START_CONTENT_TYPE, StopBody, SubmitBody } from "./RunnerProtocol.ts"
@@ -71,6 +73,8 @@ const parseTimestamp = (raw: string | undefined): number => {
  */
 export const runnerUpgrade = (agent: RunnerAgentService): UpgradeHandler => async (request) => {
   const url = new URL(request.url)
+  if (url.pathname === EXEC_PATH) return execSocket(agent)
+  if (url.pathname === PRESENCE_PATH) return presenceSocket(agent)
   if (url.pathname !== "/logs_ws") return new Response(`No WebSocket at ${url.pathname} (the runner's is /logs_ws)`, { status: 404 })
   const startTime = url.searchParams.get("start_time")
   let from = 0
@@ -95,6 +99,85 @@ export const runnerUpgrade = (agent: RunnerAgentService): UpgradeHandler => asyn
     }
   }
 }
+
+/**
+ * The runner's exec WebSocket (ExecProtocol.ts): the first message says what to run, the agent
+ * runs it where the job runs, and output and the exit travel back. A socket that closes early
+ * hangs the command up (SIGHUP), as a closed terminal would.
+ */
+const execSocket = (agent: RunnerAgentService): SocketTarget => ({
+  kind: "socket",
+  open: (peer) => {
+    const disconnected = agent.connected()
+    let session: ExecSession | undefined
+    let starting = false
+    let exited = false
+    let closedEarly = false
+    const reply = (message: ExecReply) => peer.send(JSON.stringify(message))
+    // Input that comes while the command starts is given to it once it has.
+    const early: Array<Uint8Array | string> = []
+    const handle = (s: ExecSession, data: Uint8Array | string) => {
+      if (typeof data !== "string") return s.write(data)
+      const control = decodeExecControl(data)
+      if (Either.isLeft(control)) return
+      const c = control.right
+      if ("resize" in c) s.resize(c.resize.cols, c.resize.rows)
+      else if ("eof" in c) s.endInput()
+      else s.signal(c.signal)
+    }
+    return {
+      message: (data) => {
+        if (session === undefined) {
+          if (starting) return void early.push(data)
+          starting = true
+          const start = typeof data === "string" ? decodeExecStart(data) : undefined
+          if (start === undefined || Either.isLeft(start)) {
+            reply({ error: `the first message must be the exec request (JSON)${start === undefined ? "" : `: ${start.left.message}`}` })
+            return peer.close(1008, "bad request")
+          }
+          const { command, env, tty } = start.right
+          void Effect.runPromise(Effect.either(agent.exec({ ...(command !== undefined ? { command } : {}), env, ...(tty !== undefined ? { tty } : {}) }, {
+            output: (stream, bytes) => peer.send(outputFrame(stream, bytes)),
+            exit: (result) => {
+              exited = true
+              reply({ exit: result })
+              peer.close(1000)
+            }
+          }))).then((started) => {
+            if (Either.isLeft(started)) {
+              reply({ error: started.left.message })
+              return peer.close(1000)
+            }
+            session = started.right
+            reply({ started: true })
+            for (const m of early.splice(0)) handle(session, m)
+            if (closedEarly && !exited) session.signal("HUP")
+          })
+          return
+        }
+        handle(session, data)
+      },
+      closed: () => {
+        disconnected()
+        closedEarly = true
+        if (session !== undefined && !exited) session.signal("HUP")
+      }
+    }
+  }
+})
+
+/**
+ * The runner's presence WebSocket (`/api/presence`): the server's SSH proxy holds one open per
+ * SSH connection to the job, so that a dev environment's `inactivity_duration` sees it. Nothing
+ * is sent either way.
+ */
+const presenceSocket = (agent: RunnerAgentService): SocketTarget => ({
+  kind: "socket",
+  open: () => {
+    const disconnected = agent.connected()
+    return { message: () => undefined, closed: disconnected }
+  }
+})
 
 /**
  * The runner's Hono app over an agent.

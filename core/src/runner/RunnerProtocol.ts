@@ -60,7 +60,12 @@ export const SubmitBody = Schema.Struct({
    * The job submission this hand-over is for (ours; upstream's runner has none): a runner that
    * already took this submission answers a repeated start as done, without starting it again.
    */
-  jobSubmissionId: wireOptional(Schema.String, "job_submission_id")
+  jobSubmissionId: wireOptional(Schema.String, "job_submission_id"),
+  /**
+   * A dev environment's `inactivity_duration` in seconds (ours): the runner stops the job once
+   * no SSH connection through the server's proxy has been open for that long.
+   */
+  inactivityDuration: wireOptional(Schema.Number, "inactivity_duration")
 })
 export type SubmitBody = typeof SubmitBody.Type
 

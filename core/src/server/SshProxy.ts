@@ -4,7 +4,9 @@
  * latest submission's id as 32 hex digits), the run owner's key or the run spec's `ssh_key_pub`
  * authenticates, and `direct-tcpip` channels (`ssh -L`) to `localhost:<port>` reach the job's
  * port, or the runner's own HTTP API for upstream's runner port 10999, through the runner
- * transport's forward (JobForward.ts). It gives no shells: a session asking for one is told so.
+ * transport's forward (JobForward.ts). A `session` channel's shell or command runs where the job
+ * runs, through the runner (SshProxySession.ts). When the job ends, its connections are closed
+ * with a message.
  */
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
@@ -19,6 +21,7 @@ import type { ForwardedPort } from "../ports/RunnerTransport.ts"
 import { StateStore } from "../ports/StateStore.ts"
 import { openJobForward, RUNNER_HTTP_PORT } from "./JobForward.ts"
 import { upstreamIdOf } from "./SshProxyInfo.ts"
+import { handleSession, holdPresence, type OpenSession } from "./SshProxySession.ts"
 import { generateUserSshKey } from "./UserSshKeys.ts"
 
 export interface SshProxyOptions {
@@ -28,6 +31,8 @@ export interface SshProxyOptions {
   readonly bind?: string | undefined
   /** The file holding the proxy's host key (PEM); made, mode 0600, when missing. */
   readonly hostKeyFile: string
+  /** How often open connections are checked against their job (its end closes them); default 2000 ms. */
+  readonly jobCheckIntervalMs?: number | undefined
 }
 
 export interface RunningSshProxy {
@@ -41,6 +46,7 @@ export interface RunningSshProxy {
 
 /** The job a proxy user name names, while its latest submission runs, and the keys it accepts. */
 interface ProxiedJob {
+  readonly upstreamId: string
   readonly runName: string
   readonly pd: JobProvisioningData
   /** Job ports the client may reach (`ports` of the configuration, the service port). */
@@ -72,7 +78,7 @@ const findJob = (upstreamId: string) =>
           if (!(parsed instanceof Error)) keys.push(Array.isArray(parsed) ? parsed[0] : parsed)
         }
         const ports = [...new Set([...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort !== undefined ? [job.jobSpec.servicePort] : [])])]
-        return { runName: run.runSpec.runName ?? "(unnamed)", pd, ports, keys } satisfies ProxiedJob
+        return { upstreamId, runName: run.runSpec.runName ?? "(unnamed)", pd, ports, keys } satisfies ProxiedJob
       }
     }
     return undefined
@@ -117,6 +123,28 @@ export const startSshProxy = async (
   const hostParsed = Array.isArray(parsedHost) ? parsedHost[0] : parsedHost
   const hostPublicKey = `${hostParsed.type} ${Buffer.from(hostParsed.getPublicSSH()).toString("base64")}`
   const connections = new Set<Connection>()
+  /** Authenticated connections by the job they reach, for closing them when it ends. */
+  const byJob = new Map<string, Map<Connection, { readonly runName: string; readonly sessions: Set<OpenSession> }>>()
+  const endedMessage = (runName: string) => `dstack: the job of run ${runName} has ended; closing the connection`
+  const closeEnded = (upstreamId: string) => {
+    const open = byJob.get(upstreamId)
+    if (open === undefined) return
+    byJob.delete(upstreamId)
+    for (const [client, { runName, sessions }] of open) {
+      for (const s of [...sessions]) s.close(endedMessage(runName))
+      // The channels' last words go out before the connection ends.
+      setTimeout(() => client.end(), 100)
+    }
+  }
+  let checking = false
+  const check = setInterval(() => {
+    if (checking || byJob.size === 0) return
+    checking = true
+    const ids = [...byJob.keys()]
+    Promise.all(ids.map((id) => runtime.runPromise(findJob(id)).then((found) => (found === undefined ? closeEnded(id) : undefined), () => undefined)))
+      .finally(() => (checking = false))
+  }, options.jobCheckIntervalMs ?? 2000)
+  check.unref?.()
 
   const onConnection = (client: Connection) => {
     connections.add(client)
@@ -126,8 +154,14 @@ export const startSshProxy = async (
     client.on("error", () => {
       // A client that goes away mid-handshake; nothing to tell anyone.
     })
+    const sessions = new Set<OpenSession>()
     client.on("close", () => {
       connections.delete(client)
+      if (job !== undefined) {
+        const open = byJob.get(job.upstreamId)
+        open?.delete(client)
+        if (open?.size === 0) byJob.delete(job.upstreamId)
+      }
       void Effect.runPromise(Scope.close(scope, Exit.void))
     })
     client.on("authentication", (ctx) => {
@@ -150,20 +184,28 @@ export const startSshProxy = async (
         }
       )
     })
+    const forwardTo = (proxied: ProxiedJob, which: number | "runner"): Promise<ForwardedPort> => {
+      let forward = forwards.get(which)
+      if (forward === undefined) {
+        forward = runtime.runPromise(openJobForward(proxied.pd, which).pipe(Scope.extend(scope), Effect.mapError(({ error }) => new Error(error.message ?? error.reason))))
+        forwards.set(which, forward)
+        // A forward that failed is tried again by the next channel.
+        forward.catch(() => forwards.delete(which))
+      }
+      return forward
+    }
     client.on("ready", () => {
+      const proxied = job!
+      let open = byJob.get(proxied.upstreamId)
+      if (open === undefined) byJob.set(proxied.upstreamId, (open = new Map()))
+      open.set(client, { runName: proxied.runName, sessions })
+      const leave = holdPresence(() => forwardTo(proxied, "runner").then((fwd) => ({ host: fwd.localHost, port: fwd.localPort })))
+      client.once("close", leave)
       client.on("tcpip", (accept, reject, info) => {
-        const proxied = job!
         const local = info.destIP === "localhost" || info.destIP === "127.0.0.1" || info.destIP === "::1"
         const which = info.destPort === RUNNER_HTTP_PORT ? "runner" : proxied.ports.includes(info.destPort) ? info.destPort : undefined
         if (!local || which === undefined) return reject()
-        let forward = forwards.get(which)
-        if (forward === undefined) {
-          forward = runtime.runPromise(openJobForward(proxied.pd, which).pipe(Scope.extend(scope), Effect.mapError(({ error }) => new Error(error.message ?? error.reason))))
-          forwards.set(which, forward)
-          // A forward that failed is tried again by the next channel.
-          forward.catch(() => forwards.delete(which))
-        }
-        forward.then(
+        forwardTo(proxied, which).then(
           (fwd) => {
             const socket = net.connect(fwd.localPort, fwd.localHost)
             let connected = false
@@ -188,18 +230,12 @@ export const startSshProxy = async (
         )
       })
       client.on("session", (accept) => {
-        const session = accept()
-        const refuse = (acceptStream: () => import("ssh2").ServerChannel) => {
-          const stream = acceptStream()
-          stream.stderr.write("dstack's SSH proxy forwards ports only (ssh -N -L …): it gives no shell and runs no commands.\r\n")
-          stream.exit(1)
-          stream.end()
-        }
-        session.on("pty", (ok) => ok?.())
-        session.on("env", (ok) => ok?.())
-        session.on("shell", (ok) => refuse(ok))
-        session.on("exec", (ok) => refuse(ok))
-        session.on("subsystem", (_ok, no) => no?.())
+        handleSession(accept(), {
+          runName: proxied.runName,
+          open: sessions,
+          runner: () => forwardTo(proxied, "runner").then((fwd) => ({ host: fwd.localHost, port: fwd.localPort })),
+          jobEnded: () => runtime.runPromise(findJob(proxied.upstreamId)).then((found) => (found === undefined ? endedMessage(proxied.runName) : undefined))
+        })
       })
     })
   }
@@ -218,6 +254,7 @@ export const startSshProxy = async (
     hostPublicKey,
     close: () =>
       (closing ??= new Promise<void>((resolve) => {
+        clearInterval(check)
         server.close(() => resolve())
         for (const c of connections) c.end()
       }))

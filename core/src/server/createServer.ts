@@ -127,6 +127,8 @@ export interface ServerOptions {
     readonly hostKeyFile: string
     readonly hostname: string
     readonly advertisePort?: number | undefined
+    /** How often the proxy's open connections are checked against their job (its end closes them); default 2000 ms. */
+    readonly jobCheckIntervalMs?: number | undefined
   }
 }
 
@@ -284,7 +286,8 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
       sshProxy = await startSshProxy(runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, {
         port: proxyOptions.port,
         bind: proxyOptions.bind,
-        hostKeyFile: proxyOptions.hostKeyFile
+        hostKeyFile: proxyOptions.hostKeyFile,
+        jobCheckIntervalMs: proxyOptions.jobCheckIntervalMs
       })
       proxySettings.address = { hostname: proxyOptions.hostname, port: proxyOptions.advertisePort ?? sshProxy.port }
     }

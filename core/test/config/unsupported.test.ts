@@ -48,7 +48,6 @@ describe("refused keys", () => {
     ["a gateway by name", `${service}gateway: my-gw\n`, "gateway", /`gateway` is not supported: the server is the gateway here/],
     ["gateway: true", `${service}gateway: true\n`, "gateway", /`gateway` is not supported: the server is the gateway here/],
     ["https: false", `${service}https: false\n`, "https", /`https: false` is not supported: the server is the gateway here/],
-    ["ide", `${dev}ide: vscode\n`, "ide", /`ide` is not supported yet: connecting an IDE needs SSH access/],
     ["version", `${dev}version: 1.2.3\n`, "version", /`version` is not supported yet/]
   ]
   for (const [what, yaml, path, message] of cases) {
@@ -98,7 +97,9 @@ describe("accepted configurations", () => {
     ["a service with auth and https at their defaults, gateway: false", `${service}auth: true\nhttps: true\ngateway: false\n`],
     ["a service without auth, with a model, strip_prefix and rate limits", `${service}auth: false\nmodel: llama\nstrip_prefix: false\nrate_limits: [{rps: 5, burst: 2}]\n`],
     ["a service with a range of replicas and scaling", `${service}replicas: 0..3\nscaling: {metric: rps, target: 10, window: 30s, scale_up_delay: 0, scale_down_delay: 1m}\n`],
-    ["a dev environment without ide", `${dev}init: [echo ready]\nports: [8888]\n`]
+    ["a dev environment without ide", `${dev}init: [echo ready]\nports: [8888]\n`],
+    ["a dev environment with an IDE and an inactivity_duration", `${dev}ide: vscode\ninactivity_duration: 2h\ninit: [echo ready]\n`],
+    ["ide: cursor", `${dev}ide: cursor\n`]
   ]
   for (const [what, yaml] of accepted) {
     it(`accepts ${what}`, () => {

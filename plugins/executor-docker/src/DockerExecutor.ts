@@ -12,6 +12,7 @@ import { Executor } from "@dstack-ts/core"
 import type Dockerode from "dockerode"
 import { Deferred, Duration, Effect } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
+import { startDockerExec } from "./DockerExec.ts"
 
 type Execution = Executor.Execution
 type ExecutionExit = Executor.ExecutionExit
@@ -376,7 +377,9 @@ export const make = (options: DockerExecutorOptions = {}): Executor.Executor => 
           () => ({ cpuUsageMicro: 0, memoryUsageBytes: 0 })
         )
       )
-      return { id: container.id, ports, exit: awaitExit, stop, abort, usage } satisfies Execution
+      const exec = (request: Executor.ExecRequest, execObserver: Executor.ExecObserver) =>
+        finished ? Effect.fail(fail("exec", "Executor", "the job has ended")) : startDockerExec(container, { env: spec.env, user: spec.user }, request, execObserver)
+      return { id: container.id, ports, exit: awaitExit, stop, abort, usage, exec } satisfies Execution
     })
   return { name: "docker", start }
 }

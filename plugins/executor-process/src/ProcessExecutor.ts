@@ -12,6 +12,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Executor } from "@dstack-ts/core"
 import { Deferred, Duration, Effect } from "effect"
+import { endExecs, startExec } from "./ProcessExec.ts"
 import { processGroupUsage } from "./ProcessUsage.ts"
 
 type Execution = Executor.Execution
@@ -202,8 +203,10 @@ export const make = (options: ProcessExecutorOptions = {}): Executor.Executor =>
         const result: ExecutionExit = { exitCode: exitCodeOf(exit.code, exit.signal), ...(endedBy ? { endedBy } : {}) }
         Deferred.unsafeDone(exited, Effect.succeed(result))
       }
+      const execs = new Set<ChildProcess>()
       child.on("exit", (code, signal) => {
         leaderExit = { code, signal }
+        endExecs(execs)
         watchdog.remove(pid)
         // The job is over when its main process is: what it left behind in its group goes too,
         // which also closes the pipes those processes held.
@@ -240,7 +243,11 @@ export const make = (options: ProcessExecutorOptions = {}): Executor.Executor =>
         return awaitExit
       })
       const usage: Effect.Effect<ResourceUsage> = Effect.sync(() => processGroupUsage(pid))
-      return { id: String(pid), ports: [], exit: awaitExit, stop, abort, usage } satisfies Execution
+      const exec = (request: Executor.ExecRequest, execObserver: Executor.ExecObserver) =>
+        finished || leaderExit !== undefined
+          ? Effect.fail(error("exec", "the job has ended"))
+          : startExec({ shell, cwd, env, watchdog }, request, execObserver, execs)
+      return { id: String(pid), ports: [], exit: awaitExit, stop, abort, usage, exec } satisfies Execution
     })
   return { name: "process", start }
 }

@@ -2,8 +2,8 @@
  * Serving on Deno through Deno.serve; an upgrade request (a WebSocket) goes to the `upgrade`
  * handler, and a connection it accepts is relayed message by message to its target.
  */
-import { acceptMessages, acceptTunnel } from "./denoTunnel.ts"
-import { isMessagesTarget, isTunnelTarget, type ServeFunction, type UpgradeHandler } from "./types.ts"
+import { acceptMessages, acceptSocket, acceptTunnel } from "./denoTunnel.ts"
+import { isMessagesTarget, isSocketTarget, isTunnelTarget, type ServeFunction, type UpgradeHandler } from "./types.ts"
 
 interface DenoHttpServer {
   readonly finished: Promise<void>
@@ -32,6 +32,7 @@ const relay = async (deno: DenoServe, request: Request, upgrade: UpgradeHandler)
   if (result instanceof Response) return result
   if (isTunnelTarget(result)) return acceptTunnel(request, result)
   if (isMessagesTarget(result)) return acceptMessages(request, result)
+  if (isSocketTarget(result)) return acceptSocket(request, result)
   const protocols = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim()).filter((p) => p !== "")
   const upstream = new WebSocket(`ws://${result.host.includes(":") ? `[${result.host}]` : result.host}:${result.port}${result.path}`, protocols)
   upstream.binaryType = "arraybuffer"

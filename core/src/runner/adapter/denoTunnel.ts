@@ -3,7 +3,7 @@
  * `Deno.connect`, then accepts the WebSocket with `Deno.upgradeWebSocket` and carries bytes both
  * ways; an empty binary message is a half-close, as on Node.js (nodeTunnel.ts).
  */
-import type { MessagesTarget, TunnelTarget } from "./types.ts"
+import type { MessagesTarget, SocketHandlers, SocketTarget, TunnelTarget } from "./types.ts"
 
 interface DenoConn {
   readonly readable: ReadableStream<Uint8Array>
@@ -91,5 +91,33 @@ export const acceptMessages = (request: Request, target: MessagesTarget): Respon
       }
     })()
   }
+  return response
+}
+
+/** Accepts the WebSocket and hands it to `target.open`: binary messages as bytes, text as strings. */
+export const acceptSocket = (request: Request, target: SocketTarget): Response => {
+  const deno = (globalThis as unknown as { Deno: DenoTunnelApi }).Deno
+  const { socket, response } = deno.upgradeWebSocket(request)
+  socket.binaryType = "arraybuffer"
+  let handlers: SocketHandlers | undefined
+  let closed = false
+  const onClosed = () => {
+    if (closed) return
+    closed = true
+    handlers?.closed()
+  }
+  socket.onopen = () => {
+    handlers = target.open({
+      send: (data) => {
+        if (socket.readyState === 1) socket.send(data)
+      },
+      close: (code, reason) => {
+        if (socket.readyState <= 1) socket.close(code, reason)
+      }
+    })
+  }
+  socket.onmessage = (event) => handlers?.message(typeof event.data === "string" ? event.data : new Uint8Array(event.data as ArrayBuffer))
+  socket.onclose = onClosed
+  socket.onerror = onClosed
   return response
 }

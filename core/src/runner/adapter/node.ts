@@ -5,8 +5,8 @@
 import type { IncomingMessage, Server } from "node:http"
 import type { AddressInfo, Socket } from "node:net"
 import * as net from "node:net"
-import { acceptMessages, acceptTunnel } from "./nodeTunnel.ts"
-import { isMessagesTarget, isTunnelTarget, type ServeFunction, type UpgradeHandler } from "./types.ts"
+import { acceptMessages, acceptSocket, acceptTunnel } from "./nodeTunnel.ts"
+import { isMessagesTarget, isSocketTarget, isTunnelTarget, type ServeFunction, type UpgradeHandler } from "./types.ts"
 
 const STATUS_TEXT: Readonly<Record<number, string>> = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 502: "Bad Gateway", 503: "Service Unavailable" }
 
@@ -37,6 +37,7 @@ const onUpgrade = (handler: UpgradeHandler) => (req: IncomingMessage, socket: So
       if (result instanceof Response) return answer(socket, result)
       if (isTunnelTarget(result)) return acceptTunnel(req, socket, head, result, (status, message) => void answer(socket, new Response(message, { status })))
       if (isMessagesTarget(result)) return acceptMessages(req, socket, head, result)
+      if (isSocketTarget(result)) return acceptSocket(req, socket, head, result)
       let ended = false
       const end = (failed: boolean) => {
         if (ended) return

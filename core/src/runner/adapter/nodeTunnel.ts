@@ -8,7 +8,7 @@ import type { IncomingMessage } from "node:http"
 import * as net from "node:net"
 import type { Duplex } from "node:stream"
 import { WebSocketServer, type WebSocket } from "ws"
-import type { MessagesTarget, TunnelTarget } from "./types.ts"
+import type { MessagesTarget, SocketTarget, TunnelTarget } from "./types.ts"
 
 /** Bytes queued on the WebSocket past which reading the TCP side pauses. */
 const HIGH_WATER = 1 << 20
@@ -137,5 +137,32 @@ export const acceptMessages = (req: IncomingMessage, socket: Duplex, head: Buffe
         if (ws.readyState === ws.OPEN) ws.close(1011)
       }
     })()
+  })
+}
+
+/** Accepts the WebSocket and hands it to `target.open`: binary messages as bytes, text as strings. */
+export const acceptSocket = (req: IncomingMessage, socket: Duplex, head: Buffer, target: SocketTarget): void => {
+  plain ??= new WebSocketServer({ noServer: true, perMessageDeflate: false })
+  plain.handleUpgrade(req, socket, head, (ws) => {
+    const handlers = target.open({
+      send: (data) => {
+        if (ws.readyState === ws.OPEN) ws.send(data, { binary: typeof data !== "string" })
+      },
+      close: (code, reason) => {
+        if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(code, reason)
+      }
+    })
+    let closed = false
+    const onClosed = () => {
+      if (closed) return
+      closed = true
+      handlers.closed()
+    }
+    ws.on("message", (data: Buffer | ArrayBuffer | Array<Buffer>, isBinary: boolean) => {
+      const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data)
+      handlers.message(isBinary ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes.toString("utf8"))
+    })
+    ws.on("close", onClosed)
+    ws.on("error", onClosed)
   })
 }

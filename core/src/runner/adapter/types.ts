@@ -57,14 +57,40 @@ export interface MessagesTarget {
   readonly messages: (signal: AbortSignal) => AsyncIterable<Uint8Array>
 }
 
+/** The accepted WebSocket of a `SocketTarget`, as its handler writes to it. */
+export interface SocketPeer {
+  /** A binary message (bytes) or a text message (a string). */
+  readonly send: (data: Uint8Array | string) => void
+  readonly close: (code: number, reason?: string) => void
+}
+
+/** What a `SocketTarget` does with what the client sends, and with the socket's end. */
+export interface SocketHandlers {
+  readonly message: (data: Uint8Array | string) => void
+  /** Called once, when the socket has closed (either side). */
+  readonly closed: () => void
+}
+
+/**
+ * A WebSocket the server accepts itself (no subprotocol) and talks over both ways (the
+ * runner's `/api/exec`): `open` is called once the socket is open.
+ */
+export interface SocketTarget {
+  readonly kind: "socket"
+  readonly open: (peer: SocketPeer) => SocketHandlers
+}
+
+type AnyTarget = UpgradeTarget | TunnelTarget | MessagesTarget | SocketTarget
+
 /**
  * Answers a request that asks to upgrade its connection (`Upgrade: websocket`): a `Response`
  * to send instead (401, 404, 503 …), or where to carry the connection to.
  */
-export type UpgradeHandler = (request: Request) => Promise<Response | UpgradeTarget | TunnelTarget | MessagesTarget>
+export type UpgradeHandler = (request: Request) => Promise<Response | AnyTarget>
 
-export const isTunnelTarget = (target: UpgradeTarget | TunnelTarget | MessagesTarget): target is TunnelTarget => "kind" in target && target.kind === "tcp"
-export const isMessagesTarget = (target: UpgradeTarget | TunnelTarget | MessagesTarget): target is MessagesTarget => "kind" in target && target.kind === "messages"
+export const isTunnelTarget = (target: AnyTarget): target is TunnelTarget => "kind" in target && target.kind === "tcp"
+export const isMessagesTarget = (target: AnyTarget): target is MessagesTarget => "kind" in target && target.kind === "messages"
+export const isSocketTarget = (target: AnyTarget): target is SocketTarget => "kind" in target && target.kind === "socket"
 
 /** Starts an HTTP server for `fetch` on one runtime. */
 export type ServeFunction = (

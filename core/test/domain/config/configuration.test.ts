@@ -144,7 +144,7 @@ describe("round trip: decode → encode → decode", () => {
     { type: "task", commands: ["echo hi"], env: ["A=1", "B"], ports: [80, "8080:80", "*:3000"], resources: { cpu: "arm:4..", memory: "512MB..", gpu: "H100,A100:80GB:1..4", shm_size: "8GB", disk: "1TB" } },
     { type: "task", image: "ubuntu", registry_auth: { username: "u", password: "p" }, volumes: ["data:/data", "/mnt:/mnt"], retry_policy: { retry: true, limit: "2h" }, max_duration: "off", backends: ["ssh", "aws"], spot_policy: "auto", max_price: 1.5, nodes: 2 },
     { type: "service", port: "8080:80", model: { name: "m", prefix: "/api" }, gateway: false, replicas: "0..4", scaling: { metric: "rps", target: 10, scale_up_delay: "1m" }, auth: false },
-    { type: "dev-environment", ide: "vscode", python: 3.1, init: ["pip install x"], idle_duration: "1h", creation_policy: "reuse", termination_policy: "dont-destroy" },
+    { type: "dev-environment", ide: "vscode", python: 3.1, init: ["pip install x"], idle_duration: "1h", inactivity_duration: "2h", creation_policy: "reuse", termination_policy: "dont-destroy" },
     { type: "fleet", name: "my-fleet", nodes: "1..4", placement: "cluster", resources: { gpu: "tpu:v5litepod-8" }, retry: { on_events: ["no-capacity"] }, idle_duration: "3d" },
     { type: "fleet", ssh_config: { user: "ubuntu", identity_file: "~/.ssh/k", proxy_jump: { hostname: "bastion" }, hosts: ["10.0.0.1", { hostname: "10.0.0.2", port: 2222 }] } }
   ]
@@ -193,5 +193,16 @@ describe("matchResources", () => {
       _tag: "Mismatch",
       unmet: ["gpu: needs ≥1× GPU ≥160GB in total, instance has 1× A100 (80GB)"]
     })
+  })
+})
+
+describe("inactivity_duration of a dev environment", () => {
+  it("reads upstream's duration forms and off", () => {
+    expect(ok(AnyConfiguration, { type: "dev-environment", inactivity_duration: "2h" })).toMatchObject({ inactivityDuration: 7200 })
+    expect(ok(AnyConfiguration, { type: "dev-environment", inactivity_duration: 90 })).toMatchObject({ inactivityDuration: 90 })
+    expect(ok(AnyConfiguration, { type: "dev-environment", inactivity_duration: "off" })).toMatchObject({ inactivityDuration: "off" })
+  })
+  it("refuses a value that is no duration, naming the key", () => {
+    expect(() => ok(AnyConfiguration, { type: "dev-environment", inactivity_duration: "soon" })).toThrow(/inactivity_duration/)
   })
 })

@@ -83,8 +83,15 @@ describe("jobSpecsFromRunSpec", () => {
   })
 
   it("a dev environment runs its init commands, then stays up", () => {
-    const [spec] = jobSpecsFromRunSpec(runSpec({ type: "dev-environment", ide: "vscode", init: ["pip install -r req.txt"] }))
+    const [spec] = jobSpecsFromRunSpec(runSpec({ type: "dev-environment", init: ["pip install -r req.txt"] }))
     expect(spec.commands).toEqual(["pip install -r req.txt", "sleep infinity"])
+  })
+
+  it("a dev environment with an IDE prints its remote-SSH link after init, as upstream", () => {
+    const [spec] = jobSpecsFromRunSpec(runSpec({ type: "dev-environment", name: "dev", ide: "cursor", init: ["pip install -r req.txt"] }))
+    expect(spec.commands[0]).toBe("pip install -r req.txt")
+    expect(spec.commands[1]).toContain(`"  cursor://vscode-remote/ssh-remote+train$PWD"`)
+    expect(spec.commands.at(-1)).toBe("sleep infinity")
   })
 
   it("the run spec's working dir wins over the configuration's; max_duration off is no limit", () => {
