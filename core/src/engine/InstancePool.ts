@@ -12,7 +12,7 @@ import { JobProvisioningData } from "../domain/Job.ts"
 import type { InstanceOffer } from "../domain/Offer.ts"
 import type { Run } from "../domain/Run.ts"
 import { BackendError, type InstanceConfiguration, type InstanceJob } from "../ports/Backend.ts"
-import { decodeDocument, type StateStoreError, type StateStoreService } from "../ports/StateStore.ts"
+import { decodeDocument, type StateStoreError, type StateStoreService, type StoredDocument } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import { errorMessage } from "./internal.ts"
 import { REMOTE_BACKEND } from "./RemoteAccess.ts"
@@ -82,10 +82,11 @@ export const make = (options: InstancePoolOptions): InstancePool => {
   /** When the runner of an instance (by instance id) last reported to a follower here. */
   const runnerSeenAt = new Map<string, number>()
 
-  const updateInstance = (id: string, f: (instance: Instance, raw: Record<string, unknown>) => Record<string, unknown>) =>
+  /** Writes `f` of the instance, again on a conflict; `first` is a row just read, used for the first try. */
+  const updateInstance = (id: string, f: (instance: Instance, raw: Record<string, unknown>) => Record<string, unknown>, first?: StoredDocument) =>
     Effect.gen(function* () {
       for (let attempt = 0; attempt < 20; attempt++) {
-        const row = yield* store.instances.get(id)
+        const row = attempt === 0 && first !== undefined ? first : yield* store.instances.get(id)
         const instance = yield* decodeInstance(row.doc).pipe(Effect.orDie)
         const next = f(instance, row.doc as Record<string, unknown>)
         const result = yield* store.instances
@@ -104,9 +105,8 @@ export const make = (options: InstancePoolOptions): InstancePool => {
 
   // An instance of a backend that makes one per job (a Kubernetes pod of the job's image) is
   // terminated when its job ends: another job may want another image.
-  const terminatePerJob = (instanceId: string) =>
+  const terminatePerJob = (instanceId: string, row: StoredDocument) =>
     Effect.gen(function* () {
-      const row = yield* store.instances.get(instanceId)
       const instance = yield* readInstance(row)
       if (instance.status !== "busy") return false
       const backend = yield* compute.backend(instance.projectName, instance.backend)
@@ -116,20 +116,26 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       return true
     }).pipe(Effect.catchAll(() => Effect.succeed(false)))
 
+  /** Back to idle when its job ended: one read of the row serves the per-job check and the write's first try. */
+  const toIdle = (instance: Instance, raw: Record<string, unknown>) =>
+    instance.status === "busy"
+      ? { ...raw, ...encodeInstance(new Instance({ ...instance, status: "idle", jobName: undefined, lastJobProcessedAt: new Date() })) }
+      : raw
+
   const release = (instanceId: string | undefined) =>
     instanceId === undefined
       ? Effect.void
-      : Effect.flatMap(terminatePerJob(instanceId), (done) => done ? Effect.void : updateInstance(instanceId, (instance, raw) =>
-        instance.status === "busy"
-          ? { ...raw, ...encodeInstance(new Instance({ ...instance, status: "idle", jobName: undefined, lastJobProcessedAt: new Date() })) }
-          : raw
-      ).pipe(
+      : Effect.gen(function* () {
+        const row = yield* store.instances.get(instanceId)
+        if (yield* terminatePerJob(instanceId, row)) return
+        yield* updateInstance(instanceId, toIdle, row)
+      }).pipe(
         Effect.ensuring(Effect.sync(() => {
           releases++
           noIdleSince.clear()
         })),
         Effect.catchAll((e) => Effect.logWarning(`could not release instance ${instanceId}: ${errorMessage(e)}`))
-      ))
+      )
 
   // A host of an SSH fleet is the user's: it is not terminated but flagged unreachable and given
   // back (upstream), and the fleet processor clears the flag once its runner answers again.
