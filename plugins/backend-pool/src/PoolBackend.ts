@@ -4,40 +4,21 @@
  * loses its connection or stops heartbeating ends its instance's job as `instance_unreachable`
  * with why (`instanceEnd`).
  */
-import {
-  Backend,
-  InstanceDisk,
-  InstanceGpu,
-  InstanceOffer,
-  InstanceResources,
-  InstanceType,
-  JobProvisioningData
-} from "@dstack-ts/core"
+import { Backend, InstanceOffer, JobProvisioningData } from "@dstack-ts/core"
 import { Effect } from "effect"
 import type { Hub, Machine } from "./Hub.ts"
+import { instanceTypeOf } from "./PoolInstances.ts"
 
 export const TYPE = "pool"
 const MODULE = "PoolBackend"
 
 const offerOf = (m: Machine): InstanceOffer => {
-  const r = m.hello.resources
   return new InstanceOffer({
     backend: TYPE,
     region: m.project,
     price: 0,
     availability: m.takenBy === undefined ? "available" : "busy",
-    instance: new InstanceType({
-      name: m.name,
-      resources: new InstanceResources({
-        cpus: r.cpus,
-        memoryMib: r.memoryMib,
-        gpus: r.gpus.map((g) => new InstanceGpu({ name: g.name, memoryMib: g.memoryMib, vendor: "nvidia" })),
-        spot: false,
-        disk: new InstanceDisk({ sizeMib: r.diskMib }),
-        ...(r.cpuArch !== undefined ? { cpuArch: r.cpuArch } : {}),
-        description: `pool machine ${m.name} (${r.hostname})`
-      })
-    })
+    instance: instanceTypeOf(m)
   })
 }
 
