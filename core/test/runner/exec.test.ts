@@ -3,31 +3,14 @@
 // its output by stream, stdin and its end, the exit status; the job's end hangs it up; no job
 // running and a malformed request are refused in words; inactivity_duration counts /api/presence.
 import { spawnSync } from "node:child_process"
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import WebSocket from "ws"
-import executorProcess from "@dstack-ts/executor-process"
 import type { RunningRunner } from "../../src/runner/serveRunner.ts"
-import { serveRunner } from "../../src/runner/serveRunner.ts"
-import { submitBody, tmpDir } from "./support.ts"
+import { postOk, processRunners, submitBody } from "./support.ts"
 
 const hasPython = spawnSync("python3", ["-c", "import pty"]).status === 0
 if (!hasPython) console.warn("exec.test.ts: the terminal case SKIPPED, no python3 with pty (the process executor's terminals need it)")
-const runners: Array<RunningRunner> = []
-afterEach(async () => {
-  await Promise.all(runners.splice(0).map((r) => r.close()))
-})
-
-const startRunner = async () => {
-  const runner = await serveRunner({ port: 0, workDir: tmpDir("dstack-ts-exec-"), plugins: [executorProcess] })
-  runners.push(runner)
-  return runner
-}
-
-const postOk = async (runner: RunningRunner, route: string, body?: unknown) => {
-  const res = await fetch(`${runner.url}${route}`, { method: "POST", ...(body !== undefined ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) })
-  if (res.status !== 200) throw new Error(`${route}: HTTP ${res.status} ${await res.text()}`)
-  return res.json()
-}
+const startRunner = processRunners("dstack-ts-exec-")
 
 const waitState = async (runner: RunningRunner, state: string) => {
   for (let i = 0; i < 400; i++) {

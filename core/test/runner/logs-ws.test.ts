@@ -1,29 +1,11 @@
 // The runner's /logs_ws WebSocket, as upstream's CLI reads attached logs from it: raw output
 // bytes per message from the start or from `start_time`, closed normally once the job ended;
 // a bad start_time is 400 and another path 404, both before any upgrade.
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import WebSocket from "ws"
-import executorProcess from "@dstack-ts/executor-process"
-import type { RunningRunner } from "../../src/runner/serveRunner.ts"
-import { serveRunner } from "../../src/runner/serveRunner.ts"
-import { submitBody, tmpDir } from "./support.ts"
+import { postOk, processRunners, submitBody } from "./support.ts"
 
-const runners: Array<RunningRunner> = []
-afterEach(async () => {
-  await Promise.all(runners.splice(0).map((r) => r.close()))
-})
-
-const startRunner = async () => {
-  const runner = await serveRunner({ port: 0, workDir: tmpDir("dstack-ts-logsws-"), plugins: [executorProcess] })
-  runners.push(runner)
-  return runner
-}
-
-const postOk = async (runner: RunningRunner, route: string, body?: unknown) => {
-  const res = await fetch(`${runner.url}${route}`, { method: "POST", ...(body !== undefined ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) })
-  if (res.status !== 200) throw new Error(`${route}: HTTP ${res.status} ${await res.text()}`)
-  return res.json()
-}
+const startRunner = processRunners("dstack-ts-logsws-")
 
 /** Reads a WebSocket to its close: the messages as text, whether each was binary, and the close code. */
 const readAll = (url: string) =>

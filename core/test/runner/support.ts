@@ -4,6 +4,9 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as tar from "tar"
+import { afterEach } from "vitest"
+import executorProcess from "@dstack-ts/executor-process"
+import { type RunningRunner, serveRunner } from "../../src/runner/serveRunner.ts"
 
 /** A submit body (snake_case, as the server sends it) for a job with these commands. */
 export const submitBody = (jobSpec: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
@@ -74,3 +77,26 @@ export const decodeMessage = (base64: string): string => Buffer.from(base64, "ba
 
 /** The job output in a pull answer or a list of SSE log events, as text. */
 export const logText = (logs: ReadonlyArray<{ message: string }>): string => logs.map((l) => decodeMessage(l.message)).join("")
+
+/**
+ * A runner with the process executor on a free port, served in-process and closed after each
+ * test of the suite that made this starter (call it at the suite's top level).
+ */
+export const processRunners = (prefix: string): (() => Promise<RunningRunner>) => {
+  const runners: Array<RunningRunner> = []
+  afterEach(async () => {
+    await Promise.all(runners.splice(0).map((r) => r.close()))
+  })
+  return async () => {
+    const runner = await serveRunner({ port: 0, workDir: tmpDir(prefix), plugins: [executorProcess] })
+    runners.push(runner)
+    return runner
+  }
+}
+
+/** POSTs JSON (or nothing) to a runner route; anything but 200 throws with the answer. */
+export const postOk = async (runner: RunningRunner, route: string, body?: unknown) => {
+  const res = await fetch(`${runner.url}${route}`, { method: "POST", ...(body !== undefined ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) })
+  if (res.status !== 200) throw new Error(`${route}: HTTP ${res.status} ${await res.text()}`)
+  return res.json()
+}
