@@ -11,7 +11,7 @@ import { afterAll, beforeAll, expect, it } from "vitest"
 import { describeWith } from "../support/components.ts"
 import { startFaultProxy, type FaultProxy } from "../support/fault-proxy.ts"
 import { createTestDatabase, findPostgres, type TestDatabase } from "../support/postgres.ts"
-import { call, finished, logsOf, reapUnder, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
+import { call, finished, logsOf, removeUnder, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
 
 const pg = await findPostgres()
 const TOKEN = "database-faults-token"
@@ -45,10 +45,7 @@ describeWith("postgresql", pg.available, pg.reason, () => {
   afterAll(async () => {
     await stopServer(server)
     await proxy?.close()
-    if (dir !== "") {
-      await reapUnder(dir)
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
+    await removeUnder(dir)
     await db?.drop()
   }, 60_000)
 

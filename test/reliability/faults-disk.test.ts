@@ -13,7 +13,7 @@ import * as path from "node:path"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { describeWith } from "../support/components.ts"
 import { canMount, mountSmallDisk, type SmallDisk } from "../support/small-disk.ts"
-import { call, finished, logsOf, reapUnder, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
+import { call, finished, logsOf, reapUnder, removeUnder, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
 
 const TOKEN = "disk-faults-token"
 const LINES = 40
@@ -68,10 +68,7 @@ describeWith("tmpfs mounts (root)", mount.available, mount.reason, () => {
   afterAll(async () => {
     await stopServer(server)
     disk?.unmount()
-    if (dir !== "") {
-      await reapUnder(dir)
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
+    await removeUnder(dir)
   }, 60_000)
 
   it("the server's disk full: uploads and submissions fail naming the disk, the server stays up, and works again once space is freed, losing no log line", async () => {

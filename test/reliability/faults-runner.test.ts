@@ -10,7 +10,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { writeModeFile, type FaultMode } from "../support/fault-proxy.ts"
-import { call, finished, logsOf, reapUnder, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
+import { call, finished, logsOf, removeUnder, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
 
 const TOKEN = "runner-faults-token"
 const UNREACHABLE_SECONDS = 8
@@ -38,10 +38,7 @@ describe("a runner that answers slowly or with garbage", () => {
 
   afterAll(async () => {
     await stopServer(server)
-    if (dir !== "") {
-      await reapUnder(dir)
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
+    await removeUnder(dir)
   }, 60_000)
 
   const getRun = async (name: string) => (await call(server!.port, TOKEN, "/api/project/main/runs/get", { run_name: name })).body

@@ -7,7 +7,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { call, finished, logsOf, processesUnder, reapUnder, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
+import { call, finished, logsOf, processesUnder, removeUnder, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
 
 const TOKEN = "graceful-token"
 
@@ -38,10 +38,7 @@ describe("SIGTERM of the server", () => {
   }, 180_000)
   afterAll(async () => {
     await stopServer(server)
-    if (dir !== "") {
-      await reapUnder(dir)
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
+    await removeUnder(dir)
   })
 
   it("leaves the running job running and stops the idle runner; the restarted server follows the job to done with each line once", async () => {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, expect, it } from "vitest"
 import { describeWith } from "../support/components.ts"
 import { createTestDatabase, findPostgres, type TestDatabase } from "../support/postgres.ts"
 import { type S3Standin, startS3Standin } from "../support/s3-standin.ts"
-import { call, listRuns, reapUnder, sleep, startServer, stopServer, taskSpec, waitAllFinished, type ServerProcess } from "./serverProcess.ts"
+import { call, listRuns, removeUnder, sleep, startServer, stopServer, taskSpec, waitAllFinished, type ServerProcess } from "./serverProcess.ts"
 
 const TOKEN = "replicas-load-token"
 const SUBMISSIONS = Number(process.env.REPLICAS_SUBMISSIONS ?? 300)
@@ -59,10 +59,7 @@ describeWith("postgresql", pg.available, pg.reason, () => {
 
   afterAll(async () => {
     await Promise.all(replicas.map((r) => stopServer(r)))
-    if (dir !== "") {
-      await reapUnder(dir)
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
+    await removeUnder(dir)
     await db?.drop()
     await s3?.close()
   }, 120_000)

@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { call, finished, reapUnder, root, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
+import { call, finished, removeUnder, root, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
 
 const TOKEN = "runner-kill-token"
 const UNREACHABLE_SECONDS = 5
@@ -69,10 +69,7 @@ describe("kill -9 of a runner", () => {
 
   afterAll(async () => {
     await stopServer(server)
-    if (dir !== "") {
-      await reapUnder(dir)
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
+    await removeUnder(dir)
   }, 60_000)
 
   it("takes the job's processes with it; the run fails as instance_unreachable within seconds, with a message in dstack ps", async () => {

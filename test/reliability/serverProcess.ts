@@ -180,6 +180,13 @@ export const reapUnder = async (dir: string) => {
   while (processesUnder(dir).length > 0 && Date.now() < deadline) await sleep(50)
 }
 
+/** A suite's directory gone, with every process started under it first ("" = never made). */
+export const removeUnder = async (dir: string) => {
+  if (dir === "") return
+  await reapUnder(dir)
+  fs.rmSync(dir, { recursive: true, force: true })
+}
+
 /** A seeded pseudo-random generator (mulberry32), for sampled matrices that can be replayed. */
 export const seeded = (seed: number) => {
   let a = seed >>> 0
