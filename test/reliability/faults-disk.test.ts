@@ -113,7 +113,7 @@ describeWith("tmpfs mounts (root)", mount.available, mount.reason, () => {
     expect(await logsOf(port, TOKEN, "through-full")).toBe(Array.from({ length: LINES }, (_, i) => `line ${i + 1}\n`).join(""))
     if (apply.status === 200) {
       const accepted = await waitFor(port, "during-full", finished, 120_000)
-      expect(accepted.status, "a run accepted while the disk was full").toBe("done")
+      expect(accepted.status, `a run accepted while the disk was full: ${JSON.stringify(accepted.jobs?.[0]?.job_submissions?.at(-1)).slice(0, 800)}`).toBe("done")
     }
     // Works again.
     expect((await uploadCode(port, Buffer.alloc(2 << 20, 7))).status).toBe(200)

@@ -41,10 +41,15 @@ export interface ProvisionerOptions {
   readonly concurrency: number
 }
 
+/** How soon a placement that the server's own store failed is tried again. */
+const STORE_RETRY_MS = 2_000
+
 /** A provisioning attempt found everything that fits taken: try again when capacity frees up. */
 interface WaitForCapacity {
   readonly _tag: "WaitForCapacity"
   readonly reason: string
+  /** Try again after this long even if no capacity is freed (a failure of the server's own, not of the offers). */
+  readonly retryInMs?: number
 }
 
 /** A job waiting for capacity: `turn` is completed with where to report whether it got an instance. */
@@ -241,6 +246,9 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
         }
         const errors: Array<string> = []
         let busy = 0
+        // The server's own store failing (a full disk, the database away) says nothing of the
+        // offers: the job waits and is placed again, instead of failing for want of capacity.
+        let storeFailed: string | undefined
         const tried = offers.offers.slice(0, OFFERS_TRIED)
         for (const candidate of tried) {
           const got = candidate.instanceId !== undefined
@@ -248,13 +256,17 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
               // Taken by another job since the plan (or found dead and terminated): capacity
               // that is busy right now, not a failure — the job waits for its turn.
               Effect.tap((taken) => Effect.sync(() => Option.isNone(taken) && busy++)),
-              Effect.catchAll((e) => Effect.as(Effect.sync(() => errors.push(errorMessage(e))), Option.none()))
+              Effect.catchAll((e) => Effect.as(Effect.sync(() => {
+                if (e._tag === "StateStoreError") storeFailed = errorMessage(e)
+                errors.push(errorMessage(e))
+              }), Option.none()))
             )
             : yield* Effect.uninterruptible(noteTaken(Effect.map(pool.create(run.projectName, candidate, run, job.jobSpec.jobName, instanceJob(job), onPending), Option.some))).pipe(
               Effect.catchAll((e) =>
                 Effect.as(
                   Effect.sync(() => {
                     if (e._tag === "BackendError" && e.reason === "NoCapacity") busy++
+                    if (e._tag === "StateStoreError") storeFailed = errorMessage(e)
                     errors.push(`${candidate.backend}: ${errorMessage(e)}`)
                   }),
                   Option.none()
@@ -264,6 +276,13 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
           if (Option.isSome(got)) return JobEvent.Provisioned({ provisioningData: got.value.pd, instanceId: got.value.instanceId })
         }
         const why = offers.offers.length === 0 ? explainNoOffers(offers) : `every offer failed: ${errors.join("; ")}`
+        if (storeFailed !== undefined) {
+          const sub = latestSubmission(job)
+          const waited = Date.now() - (sub?.submittedAt.getTime() ?? Date.now())
+          if (waited >= provisioningTimeoutMs) return JobEvent.ProvisioningFailed({ message: `provisioning failed: the server's state store failed: ${storeFailed}` })
+          yield* Effect.logWarning(`job ${submissionId}: the state store failed while placing it (${storeFailed}); trying again`)
+          return { _tag: "WaitForCapacity" as const, reason: `the server's state store failed: ${storeFailed}`, retryInMs: STORE_RETRY_MS }
+        }
         // Something fits but is taken right now (a backend at its instance limit, an offer
         // only unavailable): the job waits for capacity, as upstream's jobs wait for a fleet
         // instance, until the provisioning timeout (waiting_instance_limit_exceeded).
@@ -316,7 +335,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
           const waiter: Waiter = { seq, key, turn: yield* Deferred.make<Deferred.Deferred<boolean>>() }
           addWaiter(waiter)
           const turn = yield* Deferred.await(waiter.turn).pipe(
-            Effect.timeout(Duration.millis(Math.max(0, submittedAt + provisioningTimeoutMs - Date.now()) + 5)),
+            Effect.timeout(Duration.millis(Math.min(event.retryInMs ?? Infinity, Math.max(0, submittedAt + provisioningTimeoutMs - Date.now()) + 5))),
             Effect.option,
             Effect.ensuring(Effect.sync(() => removeWaiter(waiter)))
           )
