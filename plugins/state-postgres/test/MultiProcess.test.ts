@@ -1,6 +1,9 @@
 // Two OS processes on one PostgreSQL: migrations applied once when both start at the same
 // moment, each of 200 jobs claimed exactly once, and a killed replica's rows taken over by the
 // survivor once their leases expire.
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { afterEach, expect, it } from "vitest"
 import { StateMigrations } from "@dstack-ts/core"
 import { describeWith } from "../../../test/support/components.ts"
@@ -63,8 +66,11 @@ describeWith("postgresql", pg.available, pg.reason, () => {
     // Phase 1: both claim at once; A hangs holding its last batch after 60 claims.
     const startAt = String(Date.now() + 3000)
     const leaseMs = "3000"
-    const a = start({ DATABASE_URL: db.url, OWNER: "a", START_AT: startAt, LEASE_MS: leaseMs, HANG_AFTER: "60", LIMIT: "5" })
-    const b = start({ DATABASE_URL: db.url, OWNER: "b", START_AT: startAt, LEASE_MS: leaseMs, LIMIT: "5" })
+    const go = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "dstack-claimers-")), "go")
+    const a = start({ DATABASE_URL: db.url, OWNER: "a", START_AT: startAt, LEASE_MS: leaseMs, HANG_AFTER: "60", LIMIT: "5", GO_FILE: go })
+    const b = start({ DATABASE_URL: db.url, OWNER: "b", START_AT: startAt, LEASE_MS: leaseMs, LIMIT: "5", GO_FILE: go })
+    await Promise.all([a.waitFor((l) => l === "ready", 120_000), b.waitFor((l) => l === "ready", 120_000)])
+    fs.writeFileSync(go, "")
     await a.waitFor((l) => l === "hanging", 60_000)
     a.process.kill("SIGKILL")
     const killedAt = Date.now()
