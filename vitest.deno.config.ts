@@ -7,7 +7,8 @@
 // and plugin suites). Also left to Node: the end-to-end suites whose subject is the engine's
 // or a service's logic over parts other suites already run on Deno (the engine and replicas
 // suites, autoscaling, rolling deployment and failed replicas — the proxy itself runs on Deno in services-proxy
-// and services-docker —, the workflow DAG, the .npy codec), and the reliability suites, which
+// and services-docker —, the workflow DAG, the .npy codec, the Slurm and Kubernetes backends
+// end to end, whose plugins' own suites and the SSH fleet e2e run on Deno), and the reliability suites, which
 // drive server processes started with Node. That keeps CI inside its time budget.
 import { defineConfig, mergeConfig } from "vitest/config"
 import base from "./vitest.config.ts"
@@ -32,6 +33,8 @@ export const NODE_ONLY = [
   "test/e2e/services-failure.test.ts",
   "test/e2e/workflows*.test.ts",
   "test/e2e/stacks-npy.test.ts",
+  "test/e2e/slurm.test.ts",
+  "test/e2e/kubernetes.test.ts",
   "test/reliability/**"
 ]
 
