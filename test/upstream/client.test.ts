@@ -5,10 +5,8 @@
 // offer, lists fleets, manages secrets, is refused fields this server does not carry out,
 // attaches through the server's SSH proxy (attached apply streams the logs), and errors reach it
 // as the exceptions it expects. Needs ../shared/upstream-client.
-import { serve } from "@hono/node-server"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
-import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -18,6 +16,7 @@ import transportLocal from "@dstack-ts/transport-local"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { describeWith } from "../support/components.ts"
 import { makeRemoteStandIn } from "../support/remote-standin.ts"
 import { runPython, upstreamClientDir, upstreamEnv } from "../support/upstream.ts"
@@ -27,7 +26,9 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const dir = upstreamClientDir()
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-upstream-"))
 let server: Server
-let listener: ReturnType<typeof serve> | undefined
+// Served as `dstack server` serves (Deno.serve on Deno): importing @hono/node-server under Deno
+// replaces the global Response with its own, which Deno.serve handlers then fail to answer with.
+let listener: Serving | undefined
 let url = ""
 let env: Record<string, string> = {}
 /** SSH fleet hosts: a stand-in for the `remote` backend whose hosts are runners on 127.0.0.x. */
@@ -79,16 +80,14 @@ describeWith("upstream-client", dir !== undefined, "no shared/upstream-client be
       // Upstream's CLI attaches through the proxy the runs answers advertise (SSHProxyAttach).
       sshProxy: { port: 0, hostKeyFile: path.join(home, "sshproxy_host_key"), hostname: "127.0.0.1" }
     })
-    listener = await new Promise((resolve) => {
-      const s = serve({ fetch: server.app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve(s))
-    })
-    url = `http://127.0.0.1:${(listener!.address() as AddressInfo).port}`
+    listener = await serve(server, { port: 0, handleSignals: false })
+    url = listener.url
   }, 120_000)
 
   afterAll(async () => {
-    ;(listener as unknown as { closeAllConnections?: () => void })?.closeAllConnections?.()
-    await new Promise<void>((r) => (listener ? listener.close(() => r()) : r()))
-    await server?.close()
+    // Closes the server build too.
+    if (listener) await listener.close()
+    else await server?.close()
     fs.rmSync(home, { recursive: true, force: true })
   })
 
