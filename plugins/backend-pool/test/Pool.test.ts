@@ -3,27 +3,14 @@
 // joined machine becomes an offer of its project only, one instance at a time, and a machine
 // that leaves, loses its connection or stops heartbeating ends its instance's job with why.
 import { describe, expect, it } from "@effect/vitest"
-import { Requirements } from "@dstack-ts/core"
-import { Effect, Either, Schema } from "effect"
+import { Effect, Either } from "effect"
 import * as Agent from "../src/Agent.ts"
 import * as Hub from "../src/Hub.ts"
 import { encode, FrameType } from "../src/internal/Frames.ts"
 import * as PoolBackend from "../src/PoolBackend.ts"
-import { dial, hello, hubListener, joinMachine } from "./support.ts"
+import { config, dial, hello, hubListener, joinMachine, requirements, until } from "./support.ts"
 import plugin from "../src/index.ts"
 
-const requirements = Schema.decodeUnknownSync(Requirements)({ resources: { cpu: "1..", memory: "1GB.." } })
-
-const config = (projectName: string, instanceId: string) => ({ projectName, instanceName: instanceId, instanceId, sshKeys: [] })
-
-const until = (what: string, check: () => boolean, timeoutMs = 15_000) =>
-  Effect.promise(async () => {
-    const start = Date.now()
-    while (!check()) {
-      if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`)
-      await new Promise((r) => setTimeout(r, 50))
-    }
-  })
 
 describe("runner pool hub", () => {
   it.scoped("a joined machine is an offer of its project only, taken by one instance at a time, freed by termination", () =>

@@ -4,25 +4,13 @@
 // holds the machine; a new process of the machine, a removal and a final refusal end things
 // with why. Also the backoff's delays.
 import { describe, expect, it } from "@effect/vitest"
-import { Requirements } from "@dstack-ts/core"
-import { Effect, Either, Schema } from "effect"
+import { Effect, Either } from "effect"
 import type * as net from "node:net"
 import * as Agent from "../src/Agent.ts"
 import * as Hub from "../src/Hub.ts"
 import * as PoolBackend from "../src/PoolBackend.ts"
-import { dial, hello, hubListener } from "./support.ts"
+import { config, dial, hello, hubListener, requirements, until } from "./support.ts"
 
-const requirements = Schema.decodeUnknownSync(Requirements)({ resources: { cpu: "1..", memory: "1GB.." } })
-const config = (projectName: string, instanceId: string) => ({ projectName, instanceName: instanceId, instanceId, sshKeys: [] })
-
-const until = (what: string, check: () => boolean, timeoutMs = 15_000) =>
-  Effect.promise(async () => {
-    const start = Date.now()
-    while (!check()) {
-      if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`)
-      await new Promise((r) => setTimeout(r, 20))
-    }
-  })
 
 /**
  * A machine that stays joined to the hub listening on `port.current` (a test moves it to mimic

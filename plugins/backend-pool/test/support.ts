@@ -1,11 +1,28 @@
 // A hub and a machine joined to it over a real loopback TCP connection (the byte stream the
 // server's WebSocket adapter hands the hub), for the plugin's own tests. The machine's side
 // is the real agent (Agent.serveMachine); the WebSocket path is in test/e2e/runner-pool.test.ts.
-import { Effect, type Scope } from "effect"
+import { Requirements } from "@dstack-ts/core"
+import { Effect, Schema, type Scope } from "effect"
 import * as net from "node:net"
 import * as Agent from "../src/Agent.ts"
 import * as Hub from "../src/Hub.ts"
 import type { Hello } from "../src/internal/Frames.ts"
+
+/** Small requirements every test machine meets. */
+export const requirements = Schema.decodeUnknownSync(Requirements)({ resources: { cpu: "1..", memory: "1GB.." } })
+
+/** The instance configuration of `instanceId` in `projectName`, as the engine hands a backend. */
+export const config = (projectName: string, instanceId: string) => ({ projectName, instanceName: instanceId, instanceId, sshKeys: [] })
+
+/** Waits (polling every 20 ms) until `check` holds, failing with `what` after `timeoutMs`. */
+export const until = (what: string, check: () => boolean, timeoutMs = 15_000) =>
+  Effect.promise(async () => {
+    const start = Date.now()
+    while (!check()) {
+      if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  })
 
 export const hello = (name: string, overrides: Partial<Hello> = {}): Hello => ({
   name,
