@@ -7,16 +7,47 @@
 import { Either, ParseResult, Schema } from "effect"
 import { nullAsAbsent } from "./internal/nullAsAbsent.ts"
 
+/**
+ * JSON text of `u` cut to `max` characters ("..." ending a cut one). The walk stops once `max`
+ * is passed, so a value nested 20,000 deep, or a 100 MB string, costs no more than a short one
+ * (JSON.stringify of such a value overflows the stack or copies it all).
+ */
+export const jsonExcerpt = (u: unknown, max: number): string => {
+  let out = ""
+  const full = () => out.length > max
+  const walk = (v: unknown): void => {
+    if (full()) return
+    if (typeof v === "string") out += JSON.stringify(v.length > max ? v.slice(0, max + 1) : v)
+    else if (v === null || typeof v !== "object") out += JSON.stringify(v) ?? String(v)
+    else if (Array.isArray(v)) {
+      out += "["
+      for (let i = 0; i < v.length && !full(); i++) {
+        if (i > 0) out += ","
+        walk(v[i])
+      }
+      out += "]"
+    } else {
+      out += "{"
+      let first = true
+      for (const [k, item] of Object.entries(v)) {
+        if (full()) break
+        if (item === undefined || typeof item === "function") continue
+        out += `${first ? "" : ","}${JSON.stringify(k.length > max ? k.slice(0, max + 1) : k)}:`
+        first = false
+        walk(item)
+      }
+      out += "}"
+    }
+  }
+  walk(u)
+  return out.length > max ? `${out.slice(0, max - 3)}...` : out
+}
+
 /** A short rendering of a value for error messages. */
 export const show = (u: unknown): string => {
   if (typeof u === "string") return JSON.stringify(u)
   if (u === undefined) return "nothing"
-  try {
-    const s = JSON.stringify(u)
-    return s === undefined ? String(u) : s.length > 60 ? `${s.slice(0, 57)}...` : s
-  } catch {
-    return String(u)
-  }
+  return jsonExcerpt(u, 60)
 }
 
 export const isPlainObject = (u: unknown): u is Record<string, unknown> =>

@@ -6,6 +6,7 @@
 // absent), since upstream's client sends every field it has; any other value is refused with a
 // 400 naming each such key, never accepted and ignored.
 import { Either, ParseResult, Schema } from "effect"
+import { jsonExcerpt } from "../domain/Grammar.ts"
 import { nullAsAbsent } from "../domain/internal/nullAsAbsent.ts"
 import { ApiError } from "./ApiError.ts"
 import { UPSTREAM_BODIES, UPSTREAM_MODELS } from "./UpstreamRequestFields.ts"
@@ -98,10 +99,7 @@ const at = (value: unknown, path: ReadonlyArray<PropertyKey>): unknown =>
 export const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
   path.map((k, i) => (typeof k === "number" ? `[${k}]` : i === 0 ? String(k) : `.${String(k)}`)).join("")
 
-const show = (value: unknown): string => {
-  const text = JSON.stringify(value) ?? String(value)
-  return text.length > 64 ? `${text.slice(0, 61)}...` : text
-}
+const show = (value: unknown): string => (value === undefined ? "undefined" : jsonExcerpt(value, 64))
 
 /**
  * The refusal of the keys of `input` that `schema` does not know (the `Unexpected` issues of a

@@ -8,6 +8,7 @@ import { serve } from "@hono/node-server"
 import type { AddressInfo } from "node:net"
 import { Access } from "../../src/server/Access.ts"
 import { excerpt } from "../../src/server/ApiError.ts"
+import { jsonExcerpt } from "../../src/domain/Grammar.ts"
 import { jsonRoute } from "../../src/server/Route.ts"
 import { mountRoutes } from "../../src/server/Router.ts"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
@@ -104,6 +105,15 @@ describe("excerpt", () => {
     // never half of a surrogate pair
     expect(excerpt(`${"a".repeat(63)}😀${"b".repeat(10)}`)).toBe(`${"a".repeat(63)}… (75 characters)`)
   })
+
+  it("jsonExcerpt: JSON text of a value, cut; a value nested 200,000 deep too (JSON.stringify overflows Node's stack there)", () => {
+    expect(jsonExcerpt({ a: [1, "x", null, true], b: { c: 2 } }, 64)).toBe(JSON.stringify({ a: [1, "x", null, true], b: { c: 2 } }))
+    expect(jsonExcerpt({ a: undefined, b: 1 }, 64)).toBe(`{"b":1}`)
+    expect(jsonExcerpt("s".repeat(1_000_000), 10)).toBe(`"ssssss...`)
+    let deep: unknown = 1
+    for (let i = 0; i < 200_000; i++) deep = { a: deep }
+    expect(jsonExcerpt(deep, 20)).toBe(`{"a":{"a":{"a":{"...`)
+  })
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -156,6 +166,15 @@ describe("server: limits on what comes in and what goes back", () => {
     const msg = res.body.detail[0]!.msg
     expect(msg.length).toBeLessThan(1_100)
     expect(msg).toContain("(100,0")
+  })
+
+  it("refuses an unknown key holding a value nested 200,000 deep with a 400 quoting its start", async () => {
+    const body = `${'{"a":'.repeat(200_000)}1${"}".repeat(200_000)}`
+    for (const path of ["/api/runs/list", "/api/fleets/list", "/api/instances/list"]) {
+      const res = await call(server, path, body)
+      expect(res.status, path).toBe(400)
+      expect(res.body.detail[0]!.msg).toBe(`a is not a field this server knows (got {"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{...)`)
+    }
   })
 
   it("says an unknown route's path with an excerpt of it", async () => {

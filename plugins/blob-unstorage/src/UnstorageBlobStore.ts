@@ -508,13 +508,34 @@ export const layerFs = (options: FsOptions): Layer.Layer<BlobStore.BlobStore> =>
   Layer.scoped(
     BlobStore.BlobStore,
     Effect.gen(function*() {
-      const [{ default: fsDriver }, path] = yield* Effect.promise(() =>
-        Promise.all([import("unstorage/drivers/fs"), import("node:path")])
+      const [{ default: fsDriver }, path, fs, { randomUUID }] = yield* Effect.promise(() =>
+        Promise.all([import("unstorage/drivers/fs"), import("node:path"), import("node:fs/promises"), import("node:crypto")])
       )
+      // A manifest is replaced in place on every overwrite, and the fs driver writes a file by
+      // truncating it first: a reader at that moment would read an empty manifest. Manifests are
+      // therefore written whole to base/tmp and renamed over the old one (atomic on one file system).
+      const manifests = path.resolve(options.base, "manifests")
+      const tmp = path.resolve(options.base, "tmp")
+      const manifestDriver = fsDriver({ base: manifests, ignore: [] })
+      const replaceWhole = async (key: string, value: string | Uint8Array) => {
+        // The fs driver's own key check and mapping (`a:b` is the file a/b under the base).
+        if (/\.\.:|\.\.$/.test(key)) throw new Error(`Invalid key: ${JSON.stringify(key)}. It should not contain .. segments`)
+        const file = path.join(manifests, key.replace(/:/g, "/"))
+        const staged = path.join(tmp, `${randomUUID()}.json`)
+        await fs.mkdir(tmp, { recursive: true })
+        await fs.writeFile(staged, value)
+        try {
+          await fs.mkdir(path.dirname(file), { recursive: true })
+          await fs.rename(staged, file)
+        } catch (e) {
+          await fs.rm(staged, { force: true })
+          throw e
+        }
+      }
       const storage = yield* scopedStorage(Effect.sync(() => {
         const s = createStorage()
         // `ignore: []`: the driver skips node_modules and .git by default, which are valid keys here.
-        s.mount("m", fsDriver({ base: path.join(options.base, "manifests"), ignore: [] }))
+        s.mount("m", { ...manifestDriver, setItem: replaceWhole, setItemRaw: replaceWhole })
         s.mount("c", fsDriver({ base: path.join(options.base, "chunks"), ignore: [] }))
         return s
       }))

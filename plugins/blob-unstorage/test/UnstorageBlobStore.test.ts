@@ -287,8 +287,10 @@ describe("UnstorageBlobStore layout", () => {
         yield* store.put("x/y", patternBytes(10))
       }).pipe(Effect.provide(UnstorageBlobStore.layerFs({ base: dir })))
       const { readdirSync } = yield* Effect.promise(() => import("node:fs"))
-      expect(readdirSync(dir).sort()).toEqual(["chunks", "manifests"])
+      expect(readdirSync(dir).sort()).toEqual(["chunks", "manifests", "tmp"])
       expect(readdirSync(join(dir, "manifests", "x"))).toEqual(["y$m"])
+      // Manifests are staged in tmp and renamed into place: nothing stays behind there.
+      expect(readdirSync(join(dir, "tmp"))).toEqual([])
       // A second layer over the same directory sees the value.
       const back = yield* Effect.gen(function*() {
         const store = yield* BlobStore.BlobStore
@@ -296,4 +298,26 @@ describe("UnstorageBlobStore layout", () => {
       }).pipe(Effect.provide(Layer.fresh(UnstorageBlobStore.layerFs({ base: dir }))))
       expect(back).toBe(1)
     }))
+
+  it.effect("layerFs: a value overwritten again and again is always readable, never an empty manifest", () =>
+    Effect.gen(function*() {
+      const store = yield* BlobStore.BlobStore
+      yield* store.put("busy/key", patternBytes(100))
+      let done = false
+      const writer = Effect.gen(function*() {
+        for (let i = 0; i < 300; i++) yield* store.put("busy/key", patternBytes(100 + (i % 7)), { metadata: { i: String(i) } })
+        done = true
+      })
+      const reader = Effect.gen(function*() {
+        let reads = 0
+        while (!done || reads < 300) {
+          const stat = yield* store.stat("busy/key")
+          expect(stat.size).toBeGreaterThanOrEqual(100)
+          reads++
+        }
+        return reads
+      })
+      const [, reads] = yield* Effect.all([writer, reader], { concurrency: 2 })
+      expect(reads).toBeGreaterThanOrEqual(300)
+    }).pipe(Effect.provide(UnstorageBlobStore.layerFs({ base: join(base, "busy") }))), 60_000)
 })
