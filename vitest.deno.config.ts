@@ -9,7 +9,11 @@
 // suites, autoscaling, rolling deployment and failed replicas — the proxy itself runs on Deno in services-proxy
 // and services-docker —, the workflow DAG, the .npy codec, the Slurm and Kubernetes backends
 // end to end, whose plugins' own suites and the SSH fleet e2e run on Deno), and the reliability suites, which
-// drive server processes started with Node. That keeps CI inside its time budget.
+// drive server processes started with Node. Also left to Node, for CI's time budget, suites that
+// repeat on Deno what others prove there: the upstream Python client (its subject is the wire
+// shapes, which do not depend on the runtime; the server's HTTP layer runs on Deno under the
+// CLI, SDK and proxy suites), the examples and the README tour (the CLI on Deno is driven by the
+// CLI suites) and the CLI's secret commands (the server's secrets suite runs on Deno).
 import { defineConfig, mergeConfig } from "vitest/config"
 import base from "./vitest.config.ts"
 
@@ -35,6 +39,10 @@ export const NODE_ONLY = [
   "test/e2e/stacks-npy.test.ts",
   "test/e2e/slurm.test.ts",
   "test/e2e/kubernetes.test.ts",
+  "test/upstream/client.test.ts",
+  "test/e2e/examples.test.ts",
+  "test/docs/readme-tour.test.ts",
+  "test/e2e/cli-secrets.test.ts",
   "test/reliability/**"
 ]
 
