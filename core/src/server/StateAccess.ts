@@ -4,7 +4,7 @@
 // this server, on the database's notification when another replica makes it — and for at most
 // `CACHE_TTL_MS` in any case, the bound should a notification never arrive.
 import { createHash } from "node:crypto"
-import { Effect, Layer } from "effect"
+import { Deferred, Effect, FiberId, Layer } from "effect"
 import type { ProjectRole } from "../domain/Project.ts"
 import { StateStore } from "../ports/StateStore.ts"
 import { Access } from "./Access.ts"
@@ -41,24 +41,45 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
       roles.clear()
     })
 
+    /** Loads in flight, by cache and key: concurrent misses of one key share one read. */
+    const inFlight = new Map<Map<string, Cached<any>>, Map<string, { readonly readAt: number; readonly done: Deferred.Deferred<any, any> }>>()
+
     /**
      * The cached value under `key`, else `load`'s (remembered unless it is undefined). A hit is
      * an Effect already resolved, as of the call (the router then answers without a fiber);
-     * a miss reads when the Effect runs.
+     * a miss reads when the Effect runs, or waits for the read of the same key already running
+     * (begun since the last access change). That read runs to its end even if the request that
+     * began it goes away, so that the others waiting on it get their answer.
      */
     const cached = <A, E>(cache: Map<string, Cached<A>>, key: string, load: () => Effect.Effect<A | undefined, E>): Effect.Effect<A | undefined, E> => {
       const hit = cache.get(key)
       const now = Date.now()
       if (hit !== undefined && now - hit.at < CACHE_TTL_MS) return Effect.succeed<A | undefined>(hit.value)
       return Effect.suspend(() => {
+        let loads = inFlight.get(cache)
+        if (loads === undefined) inFlight.set(cache, (loads = new Map()))
+        const running = loads.get(key)
+        if (running !== undefined && running.readAt === epoch) return Deferred.await(running.done as Deferred.Deferred<A | undefined, E>)
         const readAt = epoch
         const at = Date.now()
-        return Effect.tap(load(), (value) =>
-          Effect.sync(() => {
-            if (value === undefined || epoch !== readAt) return
-            if (cache.size >= MAX_ENTRIES) cache.clear()
-            cache.set(key, { value, at })
-          })
+        const done = Deferred.unsafeMake<A | undefined, E>(FiberId.none)
+        const entry = { readAt, done }
+        loads.set(key, entry)
+        return load().pipe(
+          Effect.tap((value) =>
+            Effect.sync(() => {
+              if (value === undefined || epoch !== readAt) return
+              if (cache.size >= MAX_ENTRIES) cache.clear()
+              cache.set(key, { value, at })
+            })
+          ),
+          Effect.onExit((exit) =>
+            Effect.sync(() => {
+              if (loads.get(key) === entry) loads.delete(key)
+              Deferred.unsafeDone(done, exit)
+            })
+          ),
+          Effect.uninterruptible
         )
       })
     }

@@ -1,10 +1,12 @@
 // The server remembers who a token belongs to and each project's roles; every change to users,
 // tokens, projects or members must still count from the very next request.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../src/ports/BlobStore.ts"
-import { StateStore } from "../../src/ports/StateStore.ts"
+import { createUserWithToken, StateStore } from "../../src/ports/StateStore.ts"
+import { Access } from "../../src/server/Access.ts"
+import { layer as StateAccessLayer } from "../../src/server/StateAccess.ts"
 import { createServer, runOn } from "../../src/server/createServer.ts"
 import type { Server } from "../../src/server/createServer.ts"
 
@@ -97,5 +99,38 @@ describe("server: remembered access", () => {
     expect(await warm("/api/users/get_my_user", token)).toBe(200)
     await store((s) => s.users.delete(["direct"]))
     expect((await call("/api/users/get_my_user", token)).status).toBe(403)
+  })
+})
+
+describe("server: remembered access, reads", () => {
+  it("concurrent requests that miss the cache read the caller and the project once, and a change in between is seen", async () => {
+    const reads = { users: 0, projects: 0 }
+    const counted = Layer.effect(
+      StateStore,
+      Effect.map(StateStore, (s) => ({
+        ...s,
+        users: { ...s.users, getByTokenHash: (hash: string) => Effect.zipRight(Effect.sync(() => reads.users++), s.users.getByTokenHash(hash)) },
+        projects: { ...s.projects, get: (name: string) => Effect.zipRight(Effect.sync(() => reads.projects++), s.projects.get(name)) }
+      }))
+    ).pipe(Layer.provide(EmbeddedStateStore.layerMemory()))
+    const program = Effect.gen(function* () {
+      const s = yield* StateStore
+      const { token } = yield* createUserWithToken({ username: "many", globalRole: "user" })
+      yield* s.projects.create({ name: "lab", owner: "many" })
+      const access = yield* Access
+      const principals = yield* Effect.all(Array.from({ length: 20 }, () => access.authenticate(token)), { concurrency: "unbounded" })
+      expect(principals.every((p) => p?.username === "many")).toBe(true)
+      expect(reads.users).toBe(1)
+      const roles = yield* Effect.all(Array.from({ length: 20 }, () => access.projectRole(principals[0]!, "lab")), { concurrency: "unbounded" })
+      expect(roles.every((r) => r === "admin")).toBe(true)
+      expect(reads.projects).toBe(1)
+      // A change while a read is in flight: the requests after it read again, and see it.
+      const before = reads.users
+      const [inFlight] = yield* Effect.all([access.authenticate("no-such-token"), s.users.update("many", { active: false })], { concurrency: "unbounded" })
+      expect(inFlight).toBeUndefined()
+      expect(yield* access.authenticate(token)).toBeUndefined()
+      expect(reads.users).toBeGreaterThan(before)
+    })
+    await Effect.runPromise(Effect.scoped(program.pipe(Effect.provide(Layer.provideMerge(StateAccessLayer, counted)))))
   })
 })
