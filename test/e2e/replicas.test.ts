@@ -145,6 +145,11 @@ const call = async (replica: Replica, route: string, body?: unknown) => {
     method: "POST",
     headers: { "content-type": "application/json", authorization: `Bearer ${TOKEN}`, connection: "close" },
     body: body === undefined ? undefined : JSON.stringify(body)
+  }).catch((cause: unknown) => {
+    // Say whether the replica is still there, and what it last printed.
+    const { exitCode, signalCode } = replica.process
+    const state = exitCode === null && signalCode === null ? "still running" : `ended (exit code ${exitCode}, signal ${signalCode})`
+    throw new Error(`${route} on replica ${replica.name} failed (${String(cause)}; cause: ${String((cause as Error).cause)}); the replica has ${state}; its output ends: ${replica.stderr.join("").slice(-3000)}`)
   })
   return { status: res.status, body: (await res.json()) as any }
 }

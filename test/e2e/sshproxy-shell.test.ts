@@ -93,7 +93,7 @@ beforeAll(async () => {
   fs.writeFileSync(ownerKey, me.ssh_private_key, { mode: 0o600 })
   strangerKey = path.join(dir, "stranger")
   fs.writeFileSync(strangerKey, (await Effect.runPromise(generateUserSshKey("stranger"))).privateKey, { mode: 0o600 })
-}, 60_000)
+}, 180_000)
 
 afterAll(async () => {
   await (listener !== undefined ? listener.close() : server?.close())

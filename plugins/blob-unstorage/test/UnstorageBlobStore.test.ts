@@ -305,12 +305,12 @@ describe("UnstorageBlobStore layout", () => {
       yield* store.put("busy/key", patternBytes(100))
       let done = false
       const writer = Effect.gen(function*() {
-        for (let i = 0; i < 300; i++) yield* store.put("busy/key", patternBytes(100 + (i % 7)), { metadata: { i: String(i) } })
+        for (let i = 0; i < 100; i++) yield* store.put("busy/key", patternBytes(100 + (i % 7)), { metadata: { i: String(i) } })
         done = true
       })
       const reader = Effect.gen(function*() {
         let reads = 0
-        while (!done || reads < 300) {
+        while (!done || reads < 100) {
           const stat = yield* store.stat("busy/key")
           expect(stat.size).toBeGreaterThanOrEqual(100)
           reads++
@@ -318,6 +318,6 @@ describe("UnstorageBlobStore layout", () => {
         return reads
       })
       const [, reads] = yield* Effect.all([writer, reader], { concurrency: 2 })
-      expect(reads).toBeGreaterThanOrEqual(300)
-    }).pipe(Effect.provide(UnstorageBlobStore.layerFs({ base: join(base, "busy") }))), 60_000)
+      expect(reads).toBeGreaterThanOrEqual(100)
+    }).pipe(Effect.provide(UnstorageBlobStore.layerFs({ base: join(base, "busy") }))), 120_000)
 })
