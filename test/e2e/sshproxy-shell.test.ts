@@ -72,6 +72,14 @@ const waitStatus = async (name: string, done: (status: string) => boolean) => {
   throw new Error(`run ${name} never got there`)
 }
 const waitRunning = (name: string) => waitStatus(name, (s) => s === "running")
+const waitRunFinished = async (name: string) => {
+  for (let i = 0; i < 600; i++) {
+    const run = await api("/api/project/main/runs/get", { run_name: name })
+    if (["terminated", "failed", "done"].includes(run.status)) return run
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`run ${name} never finished`)
+}
 const userOf = (run: any) => `${run.jobs[0].job_connection_info.sshproxy_upstream_id}_root`
 
 beforeAll(async () => {
@@ -209,6 +217,10 @@ describe.skipIf(!hasSsh)("ssh RUN through the SSH proxy", () => {
       const config = path.join(home, ".dstack", "ssh", "config")
       expect(fs.readFileSync(path.join(home, ".ssh", "config"), "utf8")).toMatch(/^Include ~\/\.dstack\/ssh\/config\n/)
       expect(fs.readFileSync(config, "utf8")).toMatch(/^Host dev-ide\n[\s\S]*User [0-9a-f]{32}_root\n/m)
+      // The alias accepts only the proxy's own host key, kept beside it.
+      const knownHosts = path.join(home, ".dstack", "ssh", "known_hosts")
+      expect(fs.readFileSync(config, "utf8")).toContain(`    UserKnownHostsFile ${knownHosts}\n    StrictHostKeyChecking yes\n`)
+      expect(fs.readFileSync(knownHosts, "utf8")).toBe(`[127.0.0.1]:${server.sshProxy!.port} ${server.sshProxy!.hostPublicKey}\n`)
       // The alias reaches the job: init ran first, in the directory the link opens.
       const viaAlias = await ssh(["-F", config, "dev-ide", "cat init.txt; pwd"])
       expect(viaAlias.stderr).toBe("")
@@ -225,9 +237,14 @@ describe.skipIf(!hasSsh)("ssh RUN through the SSH proxy", () => {
     }
     // Detaching removes the alias.
     expect(fs.readFileSync(path.join(home, ".dstack", "ssh", "config"), "utf8")).not.toContain("Host dev-ide")
-    const ended = await waitStatus("dev-ide", (s) => s === "terminated" || s === "failed" || s === "done" || s === "aborted")
+    await waitStatus("dev-ide", (s) => s === "terminated" || s === "failed" || s === "done" || s === "aborted")
+    // As upstream: the job is terminated for inactivity_duration_exceeded, which (not a normal
+    // exit, not retried) fails the run with job_failed.
+    const ended = await waitRunFinished("dev-ide")
     const sub = ended.jobs[0].job_submissions.at(-1)
     expect(sub.status).toBe("terminated")
     expect(sub.termination_reason).toBe("inactivity_duration_exceeded")
+    expect(ended.status).toBe("failed")
+    expect(ended.termination_reason).toBe("job_failed")
   }, 180_000)
 })

@@ -1,7 +1,8 @@
 // The server's SSH proxy with OpenSSH's client against a real job of the local backend:
 // `ssh -N -L` with the run owner's key (from get_my_user) or the run spec's ssh_key_pub reaches
 // the job's port and, at upstream's runner port 10999, the runner's API; runs answers advertise
-// the proxy; a wrong key, a user name naming no job and a finished job are refused.
+// the proxy; a wrong key, a user name naming no job and a finished job are refused. The `ssh RUN`
+// alias pins the proxy's host key (get_info's sshproxy_host_keys): OpenSSH refuses another key.
 import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -18,6 +19,8 @@ import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { generateUserSshKey } from "../../core/src/server/UserSshKeys.ts"
+import { startSshProxy } from "../../core/src/server/SshProxy.ts"
+import { fetchSshAccess, writeRunSshHost } from "../../client/src/SshConfig.ts"
 import { Effect } from "effect"
 
 const TOKEN = "sshproxy-e2e-token"
@@ -194,6 +197,53 @@ describe.skipIf(!hasSsh)("the SSH proxy", () => {
       tunnel.kill("SIGTERM")
       await new Promise((r) => tunnel.once("exit", r))
       await client.runs.stop(["proxied-spec-key"], { abort: true })
+    }
+  }, 90_000)
+
+  // Last: it replaces the server's proxy with an impostor on the same port.
+  it("pins the proxy's host key in the ssh RUN alias: the alias connects, a proxy presenting another key is refused", async () => {
+    const info = await api("/api/server/get_info", {})
+    expect(info.sshproxy_host_keys).toEqual([server.sshProxy!.hostPublicKey])
+    await client.runs.submit(task(["sleep 600"]), { runName: "pinned" })
+    await waitRunning("pinned")
+    const home = fs.mkdtempSync(path.join(dir, "home-"))
+    const access = await fetchSshAccess({ url: listener!.url, token: TOKEN, project: "main" }, "pinned")
+    expect(access?.proxy.hostKeys).toEqual([server.sshProxy!.hostPublicKey])
+    const alias = writeRunSshHost("pinned", access!.proxy, access!.privateKey, home)
+    const knownHosts = path.join(home, ".dstack", "ssh", "known_hosts")
+    const port = server.sshProxy!.port
+    expect(fs.readFileSync(knownHosts, "utf8")).toBe(`[proxy.example]:${port} ${server.sshProxy!.hostPublicKey}\n`)
+    const config = fs.readFileSync(alias.configPath, "utf8")
+    expect(config).toContain(`    UserKnownHostsFile ${knownHosts}\n    StrictHostKeyChecking yes\n`)
+    expect(config).not.toContain("/dev/null")
+    // The alias names proxy.example (as runs answers advertise it), which is this machine here:
+    // HostKeyAlias keeps the known_hosts entry for that name.
+    fs.writeFileSync(alias.configPath, config.replace("HostName proxy.example", `HostName 127.0.0.1\n    HostKeyAlias [proxy.example]:${port}`))
+    const viaAlias = (args: ReadonlyArray<string>) =>
+      new Promise<{ code: number | null; stderr: string; stdout: string }>((resolve) => {
+        const child = spawn("ssh", ["-F", alias.configPath, "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", ...args])
+        let stdout = ""
+        let stderr = ""
+        child.stdout.on("data", (d) => (stdout += d))
+        child.stderr.on("data", (d) => (stderr += d))
+        child.on("exit", (code) => resolve({ code, stdout, stderr }))
+      })
+    const ok = await viaAlias(["pinned", "echo via-alias"])
+    expect(ok).toMatchObject({ code: 0, stdout: "via-alias\n", stderr: "" })
+
+    // Another server answering at the proxy's address with another key.
+    await server.sshProxy!.close()
+    const impostor = await startSshProxy(server.runtime as never, { port, hostKeyFile: path.join(dir, "impostor_host_key") })
+    try {
+      expect(impostor.hostPublicKey).not.toBe(server.sshProxy!.hostPublicKey)
+      const refused = await viaAlias(["pinned", "echo reached"])
+      expect(refused.code).toBe(255)
+      expect(refused.stdout).toBe("")
+      expect(refused.stderr).toContain("REMOTE HOST IDENTIFICATION HAS CHANGED")
+      expect(refused.stderr).toContain("Host key verification failed.")
+    } finally {
+      await impostor.close()
+      await client.runs.stop(["pinned"], { abort: true })
     }
   }, 90_000)
 })
