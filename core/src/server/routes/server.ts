@@ -11,7 +11,11 @@ export const ServerInfo = Schema.Struct({
    * lines (`ssh-rsa AAAA…`), present when the server runs the proxy. `dstack attach` pins them
    * in the `ssh RUN` alias (`~/.dstack/ssh/known_hosts`).
    */
-  sshproxyHostKeys: Schema.optional(Schema.Array(Schema.String)).pipe(Schema.fromKey("sshproxy_host_keys"))
+  sshproxyHostKeys: Schema.optional(
+    Schema.Array(Schema.String).annotations({
+      description: "dstack-ts only: the SSH proxy's host keys (`ssh-rsa AAAA…`), when the server runs it; `dstack attach` pins them in the `ssh RUN` alias"
+    })
+  ).pipe(Schema.fromKey("sshproxy_host_keys"))
 })
 
 export const HealthStatus = Schema.Struct({ status: Schema.Literal("running") })
@@ -20,7 +24,7 @@ export const serverRoutes = [
   jsonRoute({
     method: "POST",
     path: "/api/server/get_info",
-    summary: "The server's version and its SSH proxy's host keys",
+    summary: "The server's version (and its SSH proxy's host keys)",
     tag: "server",
     access: "public",
     response: ServerInfo,
