@@ -166,11 +166,18 @@ describe.skipIf(!hasSsh)("ssh RUN through the SSH proxy", () => {
       expect(held.stdout).toBe("held\n")
       const during = await proxy.api("/api/project/main/runs/get", { run_name: "dev-ide" })
       expect(during.jobs[0].job_submissions.at(-1).status).toBe("running")
-    } finally {
+    } catch (error) {
       attach.kill("SIGINT")
+      throw error
+    } finally {
       holder.kill("SIGTERM")
-      await Promise.all([attachExited, holderExited])
+      await holderExited
     }
+    // With no connection left the environment stops; attach says why, detaches and exits.
+    const stuck = setTimeout(() => attach.kill("SIGINT"), 90_000)
+    await attachExited
+    clearTimeout(stuck)
+    expect(out).toContain("Run dev-ide ended (failed, job_failed; job: inactivity_duration_exceeded): its ports are no longer forwarded")
     // Detaching removes the alias.
     expect(fs.readFileSync(path.join(home, ".dstack", "ssh", "config"), "utf8")).not.toContain("Host dev-ide")
     await waitStatus("dev-ide", (s) => s === "terminated" || s === "failed" || s === "done" || s === "aborted")
