@@ -2,8 +2,11 @@
  * `ssh RUN`: the host alias a run gets in `~/.dstack/ssh/config` while attached, as upstream's
  * CLI writes it for a server with an SSH proxy (HostName and Port of the proxy, User the job's
  * `sshproxy_upstream_id`, the user's key from `get_my_user`), and the `Include` of that file at
- * the top of `~/.ssh/config` that makes OpenSSH read it. Also the IDE links of a dev environment.
- * Node.js and Deno only (node:fs); loaded with `attach`.
+ * the top of `~/.ssh/config` that makes OpenSSH read it. The alias pins the proxy's host keys
+ * the server answers (`sshproxy_host_keys` of `/api/server/get_info`) in
+ * `~/.dstack/ssh/known_hosts`, so OpenSSH refuses a proxy presenting another key; a server that
+ * answers none (upstream's) gets upstream's alias, checked against the user's own known_hosts.
+ * Also the IDE links of a dev environment. Node.js and Deno only (node:fs); loaded with `attach`.
  */
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
@@ -15,6 +18,8 @@ export const sshPaths = (home: string = process.env.HOME && process.env.HOME !==
   /** `~/.dstack/ssh`: the run aliases' config and the keys they use. */
   dir: path.join(home, ".dstack", "ssh"),
   config: path.join(home, ".dstack", "ssh", "config"),
+  /** The SSH proxies' host keys the aliases are checked against. */
+  knownHosts: path.join(home, ".dstack", "ssh", "known_hosts"),
   userConfig: path.join(home, ".ssh", "config")
 })
 
@@ -37,6 +42,29 @@ export interface SshProxyInfo {
   readonly hostname: string
   readonly port: number
   readonly upstreamId: string
+  /** The proxy's host keys as public lines (`ssh-rsa AAAA…`); empty when the server names none. */
+  readonly hostKeys: ReadonlyArray<string>
+}
+
+/** A value for an OpenSSH config line: quoted when it has blanks. */
+const configValue = (value: string): string => (/[\s"]/.test(value) ? `"${value.replace(/"/g, '\\"')}"` : value)
+
+/** How known_hosts names a host at a port (`host`, or `[host]:port` off port 22). */
+export const knownHostsName = (hostname: string, port: number): string => (port === 22 ? hostname : `[${hostname}]:${port}`)
+
+/** Replaces the lines of `file` (a known_hosts) for host `name` with one line per key. */
+export const pinHostKeys = (file: string, name: string, keys: ReadonlyArray<string>): void => {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
+  const text = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : ""
+  const kept = text.split("\n").filter((line) => line.trim() !== "" && line.trim().split(/\s+/)[0] !== name)
+  const lines = keys.map((key) => {
+    const [type, blob] = key.trim().split(/\s+/)
+    if (type === undefined || blob === undefined) throw new Error(`the server's SSH proxy host key is not a public key line: ${JSON.stringify(key.slice(0, 80))}`)
+    return `${name} ${type} ${blob}`
+  })
+  const tmp = `${file}.${process.pid}.tmp`
+  fs.writeFileSync(tmp, [...kept, ...lines].map((l) => `${l}\n`).join(""), { mode: 0o600 })
+  fs.renameSync(tmp, file)
 }
 
 /** Replaces (or removes, with `options` undefined) the `Host <host>` block of an OpenSSH config file. */
@@ -81,15 +109,20 @@ export const writeRunSshHost = (runName: string, proxy: SshProxyInfo, privateKey
   const identityFile = path.join(paths.dir, `id_${createHash("sha256").update(privateKey).digest("hex").slice(0, 12)}`)
   if (!fs.existsSync(identityFile)) fs.writeFileSync(identityFile, privateKey.endsWith("\n") ? privateKey : `${privateKey}\n`, { mode: 0o600 })
   const user = `${proxy.upstreamId}_root`
+  // The keys the server named are the only ones accepted; without any, OpenSSH checks the
+  // user's own known_hosts as it would for upstream's alias.
+  let hostKeyOptions: Record<string, string> = {}
+  if (proxy.hostKeys.length > 0) {
+    pinHostKeys(paths.knownHosts, knownHostsName(proxy.hostname, proxy.port), proxy.hostKeys)
+    hostKeyOptions = { UserKnownHostsFile: configValue(paths.knownHosts), StrictHostKeyChecking: "yes" }
+  }
   updateSshConfig(paths.config, runName, {
     HostName: proxy.hostname,
     Port: proxy.port,
     User: user,
-    IdentityFile: identityFile,
+    IdentityFile: configValue(identityFile),
     IdentitiesOnly: "yes",
-    // The proxy's host key is printed by the server; the alias, like upstream's, does not pin it.
-    StrictHostKeyChecking: "no",
-    UserKnownHostsFile: "/dev/null",
+    ...hostKeyOptions,
     LogLevel: "ERROR",
     ServerAliveInterval: 15
   })
@@ -109,7 +142,8 @@ export const ideLink = (ide: "vscode" | "cursor", runName: string, workingDir: s
 
 /**
  * The job's SSH proxy from the server's run answer (`job_connection_info` of the run's first
- * job), and the user's private key; undefined when the server runs no proxy.
+ * job), its host keys (`/api/server/get_info`), and the user's private key; undefined when the
+ * server runs no proxy.
  */
 export const fetchSshAccess = async (server: { readonly url: string; readonly token: string; readonly project: string }, runName: string): Promise<{ proxy: SshProxyInfo; privateKey: string } | undefined> => {
   const post = async (route: string, body: unknown) => {
@@ -122,5 +156,8 @@ export const fetchSshAccess = async (server: { readonly url: string; readonly to
   if (info?.sshproxy_hostname == null || info.sshproxy_upstream_id == null) return undefined
   const me = await post("/api/users/get_my_user", {})
   if (typeof me?.ssh_private_key !== "string" || me.ssh_private_key === "") return undefined
-  return { proxy: { hostname: info.sshproxy_hostname, port: info.sshproxy_port ?? 22, upstreamId: info.sshproxy_upstream_id }, privateKey: me.ssh_private_key }
+  const serverInfo = await post("/api/server/get_info", {})
+  const keys: unknown = serverInfo?.sshproxy_host_keys
+  const hostKeys = Array.isArray(keys) ? keys.filter((k): k is string => typeof k === "string" && k.trim() !== "") : []
+  return { proxy: { hostname: info.sshproxy_hostname, port: info.sshproxy_port ?? 22, upstreamId: info.sshproxy_upstream_id, hostKeys }, privateKey: me.ssh_private_key }
 }

@@ -8,20 +8,12 @@ import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Effect, Schema } from "effect"
-import backendLocal from "@dstack-ts/backend-local"
-import transportLocal from "@dstack-ts/transport-local"
-import { Client } from "@dstack-ts/client"
-import { DevEnvironmentConfiguration, TaskConfiguration } from "../../core/src/domain/Configuration.ts"
+import { Schema } from "effect"
+import { DevEnvironmentConfiguration } from "../../core/src/domain/Configuration.ts"
 import { CLI } from "../support/cli.ts"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
-import { serve, type Serving } from "../../core/src/server/serve.ts"
-import { generateUserSshKey } from "../../core/src/server/UserSshKeys.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
+import { type ProxyServer, proxySshArgs, proxyUserOf as userOf, runSsh as ssh, startProxyServer, task, waitJobStatus } from "../support/sshProxy.ts"
 
 const TOKEN = "sshproxy-shell-token"
 const hasSsh = spawnSync("ssh", ["-V"]).status === 0
@@ -29,83 +21,35 @@ const hasPython = spawnSync("python3", ["-c", "import pty"]).status === 0
 if (!hasSsh) console.warn("sshproxy-shell.test.ts: SKIPPED, no OpenSSH client (ssh)")
 const dockerMissing = await dockerUnavailableReason()
 if (dockerMissing !== undefined) console.warn(`sshproxy-shell.test.ts: the Docker cases SKIPPED: ${dockerMissing}`)
-let server: Server
-let listener: Serving | undefined
-let client: Client
-let dir: string
-let ownerKey: string
-let strangerKey: string
+let proxy: ProxyServer
 
-const task = (commands: ReadonlyArray<string>, extra: Record<string, unknown> = {}) =>
-  Schema.decodeUnknownSync(TaskConfiguration)({ type: "task", commands, resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." }, ...extra })
-
-const api = async (route: string, body: unknown) => {
-  const res = await fetch(`${listener!.url}${route}`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" }, body: JSON.stringify(body) })
-  expect(res.status).toBe(200)
-  return res.json() as Promise<any>
-}
-
-const sshArgs = (key: string) => [
-  "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-  "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-i", key, "-p", String(server.sshProxy!.port)
-]
-
-/** Runs OpenSSH with `args`, `input` on its stdin (then its end): exit code and output. */
-const ssh = (args: ReadonlyArray<string>, input?: string) =>
-  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn("ssh", args)
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d) => (stdout += d))
-    child.stderr.on("data", (d) => (stderr += d))
-    child.stdin.end(input ?? "")
-    child.on("exit", (code) => resolve({ code, stdout, stderr }))
-  })
-
-const waitStatus = async (name: string, done: (status: string) => boolean) => {
+const sshArgs = (key: string) => proxySshArgs(key, proxy.server.sshProxy!.port)
+const waitStatus = (name: string, done: (status: string) => boolean) => waitJobStatus(proxy.api, name, done)
+const waitRunning = (name: string) => waitStatus(name, (s) => s === "running")
+const waitRunFinished = async (name: string) => {
   for (let i = 0; i < 600; i++) {
-    const run = await api("/api/project/main/runs/get", { run_name: name })
-    const sub = run.jobs[0]?.job_submissions.at(-1)
-    if (sub !== undefined && done(sub.status)) return run
+    const run = await proxy.api("/api/project/main/runs/get", { run_name: name })
+    if (["terminated", "failed", "done"].includes(run.status)) return run
     await new Promise((r) => setTimeout(r, 100))
   }
-  throw new Error(`run ${name} never got there`)
+  throw new Error(`run ${name} never finished`)
 }
-const waitRunning = (name: string) => waitStatus(name, (s) => s === "running")
-const userOf = (run: any) => `${run.jobs[0].job_connection_info.sshproxy_upstream_id}_root`
 
 beforeAll(async () => {
   if (!hasSsh) return
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "sshproxy-shell-"))
-  server = await createServer({
-    state: EmbeddedStateStore.layerMemory(),
-    blobs: blobsMemory,
-    adminToken: TOKEN,
-    plugins: [backendLocal, transportLocal],
-    runner: { entry: fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url)) },
-    compute: { defaultBackends: [{ type: "local" }] },
-    sshProxy: { port: 0, hostKeyFile: path.join(dir, "sshproxy_host_key"), hostname: "127.0.0.1", jobCheckIntervalMs: 300 }
-  })
-  listener = await serve(server, { port: 0, handleSignals: false })
-  client = Client.connect({ name: "main", url: listener.url, token: TOKEN })
-  const me = await api("/api/users/get_my_user", {})
-  ownerKey = path.join(dir, "owner")
-  fs.writeFileSync(ownerKey, me.ssh_private_key, { mode: 0o600 })
-  strangerKey = path.join(dir, "stranger")
-  fs.writeFileSync(strangerKey, (await Effect.runPromise(generateUserSshKey("stranger"))).privateKey, { mode: 0o600 })
+  proxy = await startProxyServer({ token: TOKEN, hostname: "127.0.0.1", prefix: "sshproxy-shell-", jobCheckIntervalMs: 300 })
 }, 180_000)
 
 afterAll(async () => {
-  await (listener !== undefined ? listener.close() : server?.close())
-  if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true })
+  await proxy?.close()
 })
 
 describe.skipIf(!hasSsh)("ssh RUN through the SSH proxy", () => {
   it("runs commands and a terminal shell on the host of a process job, in its directory with its environment", async () => {
-    await client.runs.submit(task(["pwd > job-dir.txt", "sleep 600"], { env: { GREETING: "hello-from-the-job" } }), { runName: "shell-process" })
+    await proxy.client.runs.submit(task(["pwd > job-dir.txt", "sleep 600"], { env: { GREETING: "hello-from-the-job" } }), { runName: "shell-process" })
     const run = await waitRunning("shell-process")
     const user = userOf(run)
-    const at = [...sshArgs(ownerKey), `${user}@127.0.0.1`]
+    const at = [...sshArgs(proxy.ownerKey), `${user}@127.0.0.1`]
 
     const env = await ssh([...at, "echo $GREETING; echo $DSTACK_RUN_NAME; pwd; cat job-dir.txt"])
     expect(env.stderr).toBe("")
@@ -135,17 +79,17 @@ describe.skipIf(!hasSsh)("ssh RUN through the SSH proxy", () => {
       expect(tty.stdout).toContain("tty-command")
     }
 
-    const stranger = await ssh([...sshArgs(strangerKey), `${user}@127.0.0.1`, "true"])
+    const stranger = await ssh([...sshArgs(proxy.strangerKey), `${user}@127.0.0.1`, "true"])
     expect(stranger.code).toBe(255)
     expect(stranger.stderr).toContain("Permission denied (publickey)")
-    await client.runs.stop(["shell-process"], { abort: true })
+    await proxy.client.runs.stop(["shell-process"], { abort: true })
   }, 120_000)
 
   it("closes an open shell with a message when its job ends, and refuses the finished job", async () => {
-    await client.runs.submit(task(["sleep 600"]), { runName: "shell-ends" })
+    await proxy.client.runs.submit(task(["sleep 600"]), { runName: "shell-ends" })
     const run = await waitRunning("shell-ends")
     const user = userOf(run)
-    const child = spawn("ssh", [...sshArgs(ownerKey), `${user}@127.0.0.1`, "echo started; sleep 600"])
+    const child = spawn("ssh", [...sshArgs(proxy.ownerKey), `${user}@127.0.0.1`, "echo started; sleep 600"])
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (d) => (stdout += d))
@@ -153,21 +97,21 @@ describe.skipIf(!hasSsh)("ssh RUN through the SSH proxy", () => {
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
     for (let i = 0; i < 200 && !stdout.includes("started"); i++) await new Promise((r) => setTimeout(r, 50))
     expect(stdout).toContain("started")
-    await client.runs.stop(["shell-ends"], { abort: true })
+    await proxy.client.runs.stop(["shell-ends"], { abort: true })
     const code = await exited
     expect(stderr).toContain("the job of run shell-ends has ended")
     expect(code).not.toBe(0)
     await waitStatus("shell-ends", (s) => s !== "running" && s !== "terminating")
-    const after = await ssh([...sshArgs(ownerKey), `${user}@127.0.0.1`, "true"])
+    const after = await ssh([...sshArgs(proxy.ownerKey), `${user}@127.0.0.1`, "true"])
     expect(after.code).toBe(255)
     expect(after.stderr).toContain("Permission denied (publickey)")
   }, 120_000)
 
   it.skipIf(dockerMissing !== undefined)("runs commands and a shell inside the container of a Docker job", async () => {
     const image = await ensureBusyboxImage()
-    await client.runs.submit(task(["sleep 600"], { image, env: { IN_CONTAINER: "yes" } }), { runName: "shell-docker" })
+    await proxy.client.runs.submit(task(["sleep 600"], { image, env: { IN_CONTAINER: "yes" } }), { runName: "shell-docker" })
     const run = await waitRunning("shell-docker")
-    const at = [...sshArgs(ownerKey), `${userOf(run)}@127.0.0.1`]
+    const at = [...sshArgs(proxy.ownerKey), `${userOf(run)}@127.0.0.1`]
     const inside = await ssh([...at, "echo $IN_CONTAINER; hostname; cat /proc/1/cmdline | tr '\\0' ' '"])
     expect(inside.code).toBe(0)
     const [flag, hostname, pid1] = inside.stdout.trim().split("\n")
@@ -181,21 +125,21 @@ describe.skipIf(!hasSsh)("ssh RUN through the SSH proxy", () => {
     const shell = await ssh(["-tt", ...at], "test -t 0 && echo container-tty; exit 6\n")
     expect(shell.stdout).toContain("container-tty")
     expect(shell.code).toBe(6)
-    await client.runs.stop(["shell-docker"], { abort: true })
+    await proxy.client.runs.stop(["shell-docker"], { abort: true })
   }, 180_000)
 
   it("dstack attach writes the ssh alias and prints the IDE link; the dev environment runs init and stops after inactivity_duration", async () => {
-    const home = fs.mkdtempSync(path.join(dir, "home-"))
+    const home = fs.mkdtempSync(path.join(proxy.dir, "home-"))
     const configuration = Schema.decodeUnknownSync(DevEnvironmentConfiguration)({
       type: "dev-environment", ide: "vscode", init: ["echo init-ran > init.txt"], inactivity_duration: "6s", resources: { cpu: "1..", memory: "1GB..", disk: "1GB.." }
     })
-    await client.runs.submit(configuration, { runName: "dev-ide" })
+    await proxy.client.runs.submit(configuration, { runName: "dev-ide" })
     const running = await waitRunning("dev-ide")
     // An SSH connection held from the start keeps the environment up while the CLI starts.
-    const holder = spawn("ssh", [...sshArgs(ownerKey), `${userOf(running)}@127.0.0.1`, "sleep 600"])
+    const holder = spawn("ssh", [...sshArgs(proxy.ownerKey), `${userOf(running)}@127.0.0.1`, "sleep 600"])
     const holderExited = new Promise<void>((resolve) => holder.on("exit", () => resolve()))
     const attach = spawn(process.execPath, [CLI, "attach", "dev-ide"], {
-      env: { ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: listener!.url, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main" }
+      env: { ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: proxy.serving.url, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main" }
     })
     let out = ""
     attach.stdout.on("data", (d) => (out += d))
@@ -209,6 +153,10 @@ describe.skipIf(!hasSsh)("ssh RUN through the SSH proxy", () => {
       const config = path.join(home, ".dstack", "ssh", "config")
       expect(fs.readFileSync(path.join(home, ".ssh", "config"), "utf8")).toMatch(/^Include ~\/\.dstack\/ssh\/config\n/)
       expect(fs.readFileSync(config, "utf8")).toMatch(/^Host dev-ide\n[\s\S]*User [0-9a-f]{32}_root\n/m)
+      // The alias accepts only the proxy's own host key, kept beside it.
+      const knownHosts = path.join(home, ".dstack", "ssh", "known_hosts")
+      expect(fs.readFileSync(config, "utf8")).toContain(`    UserKnownHostsFile ${knownHosts}\n    StrictHostKeyChecking yes\n`)
+      expect(fs.readFileSync(knownHosts, "utf8")).toBe(`[127.0.0.1]:${proxy.server.sshProxy!.port} ${proxy.server.sshProxy!.hostPublicKey}\n`)
       // The alias reaches the job: init ran first, in the directory the link opens.
       const viaAlias = await ssh(["-F", config, "dev-ide", "cat init.txt; pwd"])
       expect(viaAlias.stderr).toBe("")
@@ -216,18 +164,30 @@ describe.skipIf(!hasSsh)("ssh RUN through the SSH proxy", () => {
       // A connection held longer than inactivity_duration kept the environment up.
       const held = await ssh(["-F", config, "dev-ide", "sleep 7; echo held"])
       expect(held.stdout).toBe("held\n")
-      const during = await api("/api/project/main/runs/get", { run_name: "dev-ide" })
+      const during = await proxy.api("/api/project/main/runs/get", { run_name: "dev-ide" })
       expect(during.jobs[0].job_submissions.at(-1).status).toBe("running")
-    } finally {
+    } catch (error) {
       attach.kill("SIGINT")
+      throw error
+    } finally {
       holder.kill("SIGTERM")
-      await Promise.all([attachExited, holderExited])
+      await holderExited
     }
+    // With no connection left the environment stops; attach says why, detaches and exits.
+    const stuck = setTimeout(() => attach.kill("SIGINT"), 90_000)
+    await attachExited
+    clearTimeout(stuck)
+    expect(out).toContain("Run dev-ide ended (failed, job_failed; job: inactivity_duration_exceeded): its ports are no longer forwarded")
     // Detaching removes the alias.
     expect(fs.readFileSync(path.join(home, ".dstack", "ssh", "config"), "utf8")).not.toContain("Host dev-ide")
-    const ended = await waitStatus("dev-ide", (s) => s === "terminated" || s === "failed" || s === "done" || s === "aborted")
+    await waitStatus("dev-ide", (s) => s === "terminated" || s === "failed" || s === "done" || s === "aborted")
+    // As upstream: the job is terminated for inactivity_duration_exceeded, which (not a normal
+    // exit, not retried) fails the run with job_failed.
+    const ended = await waitRunFinished("dev-ide")
     const sub = ended.jobs[0].job_submissions.at(-1)
     expect(sub.status).toBe("terminated")
     expect(sub.termination_reason).toBe("inactivity_duration_exceeded")
+    expect(ended.status).toBe("failed")
+    expect(ended.termination_reason).toBe("job_failed")
   }, 180_000)
 })

@@ -55,7 +55,10 @@ export default defineCommand({
     await run.detach()
     if (!interrupted && run.finished) {
       const reason = run.entity.terminationReason
-      print(`Run ${args.run} ended (${run.status}${reason ? `, ${reason}` : ""}): its ports are no longer forwarded`)
+      // A run that failed because its job was ended (e.g. a dev environment's inactivity_duration)
+      // also names the job's reason.
+      const jobReason = reason === "job_failed" ? run.entity.jobs.map((j) => j.jobSubmissions.at(-1)?.terminationReason).find((r) => r != null) : undefined
+      print(`Run ${args.run} ended (${run.status}${reason ? `, ${reason}` : ""}${jobReason ? `; job: ${jobReason}` : ""}): its ports are no longer forwarded`)
     } else {
       print(`Detached from ${args.run}; it keeps running`)
     }

@@ -14,11 +14,12 @@ import * as path from "node:path"
 import { Effect, Exit, type ManagedRuntime, Scope } from "effect"
 import type { Connection, ParsedKey, Server as Ssh2Server } from "ssh2"
 import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
+import type { Run } from "../domain/Run.ts"
 import { isRunStatusFinished, RunStatusValues } from "../domain/Status.ts"
 import type { Compute } from "../engine/Compute.ts"
 import { decodeRow } from "../engine/RunRecord.ts"
 import type { ForwardedPort } from "../ports/RunnerTransport.ts"
-import { StateStore } from "../ports/StateStore.ts"
+import { StateStore, type StoredDocument } from "../ports/StateStore.ts"
 import { openJobForward, RUNNER_HTTP_PORT } from "./JobForward.ts"
 import { upstreamIdOf } from "./SshProxyInfo.ts"
 import { handleSession, holdPresence, type OpenSession } from "./SshProxySession.ts"
@@ -56,30 +57,77 @@ interface ProxiedJob {
 
 const USERNAME = /^([0-9a-f]{32})(?:_(.+))?$/
 
-/** The running job whose latest submission has upstream id `upstreamId`; undefined when none runs. */
-const findJob = (upstreamId: string) =>
+/**
+ * Which run each upstream id (a job submission's id) belongs to, once found: a submission never
+ * moves to another run, so later lookups read that run by id instead of scanning.
+ */
+export type RunIndex = Map<string, string>
+
+/** The largest number of upstream ids remembered; past it the oldest are forgotten (and scanned for again). */
+const RUN_INDEX_LIMIT = 10_000
+
+const unfinished = RunStatusValues.filter((s) => !isRunStatusFinished(s))
+
+/** The job of `run` whose latest submission has upstream id `upstreamId`, as the proxy serves it; undefined when it does not run. */
+const proxiedJob = (run: Run, upstreamId: string) =>
+  Effect.gen(function* () {
+    for (const job of run.jobs) {
+      const sub = latestSubmission(job)
+      if (sub === undefined || upstreamIdOf(sub.id) !== upstreamId) continue
+      const pd = sub.jobProvisioningData
+      if (sub.status !== "running" || pd === undefined || pd.hostname === null || pd.hostname === "") return undefined
+      const store = yield* StateStore
+      const texts = [run.runSpec.sshKeyPub, (yield* store.users.getSshKey(run.user))?.publicKey]
+      const keys: Array<ParsedKey> = []
+      const { utils } = yield* Effect.promise(() => loadSsh2())
+      for (const text of texts) {
+        if (text === undefined || text.trim() === "") continue
+        const parsed = utils.parseKey(text)
+        if (!(parsed instanceof Error)) keys.push(Array.isArray(parsed) ? parsed[0] : parsed)
+      }
+      const ports = [...new Set([...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort !== undefined ? [job.jobSpec.servicePort] : [])])]
+      return { upstreamId, runName: run.runSpec.runName ?? "(unnamed)", pd, ports, keys } satisfies ProxiedJob
+    }
+    return undefined
+  })
+
+/** Whether `run` has a job whose latest submission has upstream id `upstreamId` (running or not). */
+const holds = (run: Run, upstreamId: string): boolean =>
+  run.jobs.some((job) => {
+    const sub = latestSubmission(job)
+    return sub !== undefined && upstreamIdOf(sub.id) === upstreamId
+  })
+
+/**
+ * The running job whose latest submission has upstream id `upstreamId`; undefined when none
+ * runs. A run already known for it (`index`) is read by id; otherwise the unfinished runs are
+ * scanned once and the run found is remembered. Exported for its tests.
+ */
+export const findJob = (upstreamId: string, index: RunIndex) =>
   Effect.gen(function* () {
     const store = yield* StateStore
-    const rows = yield* store.runs.list({ statuses: RunStatusValues.filter((s) => !isRunStatusFinished(s)) })
+    const known = index.get(upstreamId)
+    if (known !== undefined) {
+      const row = yield* store.runs.get(known).pipe(
+        Effect.map((row): StoredDocument | undefined => row),
+        Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined))
+      )
+      if (row === undefined || row.deleted || !unfinished.includes(row.status as never)) {
+        index.delete(upstreamId)
+        return undefined
+      }
+      const { record } = yield* decodeRow(row)
+      // A submission that is no longer its job's latest (retried) runs no more.
+      if (!holds(record.run, upstreamId)) index.delete(upstreamId)
+      return yield* proxiedJob(record.run, upstreamId)
+    }
+    const rows = yield* store.runs.list({ statuses: unfinished })
     for (const row of rows) {
       const { record } = yield* decodeRow(row)
-      const run = record.run
-      for (const job of run.jobs) {
-        const sub = latestSubmission(job)
-        if (sub === undefined || upstreamIdOf(sub.id) !== upstreamId) continue
-        const pd = sub.jobProvisioningData
-        if (sub.status !== "running" || pd === undefined || pd.hostname === null || pd.hostname === "") return undefined
-        const texts = [run.runSpec.sshKeyPub, (yield* store.users.getSshKey(run.user))?.publicKey]
-        const keys: Array<ParsedKey> = []
-        const { utils } = yield* Effect.promise(() => loadSsh2())
-        for (const text of texts) {
-          if (text === undefined || text.trim() === "") continue
-          const parsed = utils.parseKey(text)
-          if (!(parsed instanceof Error)) keys.push(Array.isArray(parsed) ? parsed[0] : parsed)
-        }
-        const ports = [...new Set([...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort !== undefined ? [job.jobSpec.servicePort] : [])])]
-        return { upstreamId, runName: run.runSpec.runName ?? "(unnamed)", pd, ports, keys } satisfies ProxiedJob
-      }
+      if (!holds(record.run, upstreamId)) continue
+      if (index.size >= RUN_INDEX_LIMIT) index.delete(index.keys().next().value!)
+      index.set(upstreamId, row.id)
+      return yield* proxiedJob(record.run, upstreamId)
     }
     return undefined
   })
@@ -123,6 +171,7 @@ export const startSshProxy = async (
   const hostParsed = Array.isArray(parsedHost) ? parsedHost[0] : parsedHost
   const hostPublicKey = `${hostParsed.type} ${Buffer.from(hostParsed.getPublicSSH()).toString("base64")}`
   const connections = new Set<Connection>()
+  const runIndex: RunIndex = new Map()
   /** Authenticated connections by the job they reach, for closing them when it ends. */
   const byJob = new Map<string, Map<Connection, { readonly runName: string; readonly sessions: Set<OpenSession> }>>()
   const endedMessage = (runName: string) => `dstack: the job of run ${runName} has ended; closing the connection`
@@ -141,7 +190,7 @@ export const startSshProxy = async (
     if (checking || byJob.size === 0) return
     checking = true
     const ids = [...byJob.keys()]
-    Promise.all(ids.map((id) => runtime.runPromise(findJob(id)).then((found) => (found === undefined ? closeEnded(id) : undefined), () => undefined)))
+    Promise.all(ids.map((id) => runtime.runPromise(findJob(id, runIndex)).then((found) => (found === undefined ? closeEnded(id) : undefined), () => undefined)))
       .finally(() => (checking = false))
   }, options.jobCheckIntervalMs ?? 2000)
   check.unref?.()
@@ -168,7 +217,7 @@ export const startSshProxy = async (
       if (ctx.method !== "publickey") return ctx.reject(["publickey"])
       const match = USERNAME.exec(ctx.username)
       if (match === null) return ctx.reject(["publickey"])
-      runtime.runPromise(findJob(match[1])).then(
+      runtime.runPromise(findJob(match[1], runIndex)).then(
         (found) => {
           const key = found?.keys.find((k) => sameKey(k, ctx.key.data))
           if (found === undefined || key === undefined) return ctx.reject(["publickey"])
@@ -234,7 +283,7 @@ export const startSshProxy = async (
           runName: proxied.runName,
           open: sessions,
           runner: () => forwardTo(proxied, "runner").then((fwd) => ({ host: fwd.localHost, port: fwd.localPort })),
-          jobEnded: () => runtime.runPromise(findJob(proxied.upstreamId)).then((found) => (found === undefined ? endedMessage(proxied.runName) : undefined))
+          jobEnded: () => runtime.runPromise(findJob(proxied.upstreamId, runIndex)).then((found) => (found === undefined ? endedMessage(proxied.runName) : undefined))
         })
       })
     })

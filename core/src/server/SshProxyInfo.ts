@@ -11,9 +11,13 @@ export interface SshProxyAddress {
   readonly port: number
 }
 
-/** The advertised address of the SSH proxy; undefined when the server runs none. */
+/**
+ * The advertised address of the SSH proxy (undefined when the server runs none) and the public
+ * lines of its host keys (`ssh-rsa AAAA…`), which `/api/server/get_info` answers as
+ * `sshproxy_host_keys` so clients pin them in the `ssh RUN` alias.
+ */
 export class SshProxySettings extends Context.Reference<SshProxySettings>()("@dstack-ts/core/SshProxySettings", {
-  defaultValue: (): { readonly address: SshProxyAddress | undefined } => ({ address: undefined })
+  defaultValue: (): { readonly address: SshProxyAddress | undefined; readonly hostKeys?: ReadonlyArray<string> | undefined } => ({ address: undefined })
 }) {}
 
 /** Upstream's `upstream_id` of a job: its latest submission's id (a UUID) as 32 lowercase hex digits. */

@@ -242,7 +242,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
   const services = Layer.provideMerge(Layer.mergeAll(StateAccess.layer, RunCacheModule.layer, InstanceCacheModule.layer, AutoscalerModule.layer), registry)
   // The proxy's address is known before it listens only when its port is fixed: the settings
   // hold it in a cell filled once the proxy listens.
-  const proxySettings = { address: undefined as SshProxyAddress | undefined }
+  const proxySettings = { address: undefined as SshProxyAddress | undefined, hostKeys: undefined as ReadonlyArray<string> | undefined }
   const runtime = ManagedRuntime.make(Layer.merge(services, Layer.succeed(SshProxySettings, proxySettings)))
   let sshProxy: RunningSshProxy | undefined
   try {
@@ -290,6 +290,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
         jobCheckIntervalMs: proxyOptions.jobCheckIntervalMs
       })
       proxySettings.address = { hostname: proxyOptions.hostname, port: proxyOptions.advertisePort ?? sshProxy.port }
+      proxySettings.hostKeys = [sshProxy.hostPublicKey]
     }
     const proxy = sshProxy
     return {
