@@ -36,7 +36,7 @@ const fetchText = async (url: string) => {
 beforeAll(async () => {
   if (!hasSsh) return
   proxy = await startProxyServer({ token: TOKEN, hostname: "proxy.example", prefix: "sshproxy-e2e-" })
-}, 60_000)
+}, 180_000)
 
 afterAll(async () => {
   await proxy?.close()
