@@ -32,6 +32,8 @@ const reset = (socket: net.Socket) => {
 const errorText = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
 /** How many recent port-forward failures a listener keeps, to explain a failed request. */
 const KEPT_FAILURES = 20
+/** A forward logs the same failure again only after this long (a service still starting fails every connection). */
+const REPEAT_LOG_MS = 30_000
 
 /** A failed port-forward: when, and what the API server or the pod said. */
 interface ForwardFailure {
@@ -78,17 +80,24 @@ const explainRefusal = async (route: PodRoute, address: PodAddress, port: number
 /**
  * Listens on 127.0.0.1:`localPort` (0: a free port) until the scope closes; each connection is
  * piped through a port-forward of its own to `port` of the pod. A forward that fails (the pod
- * gone, nothing listening on the port) closes its connection without data, is logged, and is
- * kept for explaining the request that used it.
+ * gone, nothing listening on the port) resets its connection and is kept for explaining the
+ * request that used it; for a forward (`log`, whose connections are not requests of ours) it
+ * is also logged as a warning.
  */
-const listen = (route: PodRoute, address: PodAddress, localPort: number, port: number, method: string): Effect.Effect<PodListener, RunnerTransport.RunnerTransportError, Scope.Scope> =>
+const listen = (route: PodRoute, address: PodAddress, localPort: number, port: number, method: string, log: boolean): Effect.Effect<PodListener, RunnerTransport.RunnerTransportError, Scope.Scope> =>
   Effect.gen(function*() {
     const runtime = yield* Effect.runtime<never>()
     const failures: Array<ForwardFailure> = []
+    let logged: ForwardFailure | undefined
     const failed = (message: string) => {
-      failures.push({ at: Date.now(), message })
+      const at = Date.now()
+      failures.push({ at, message })
       if (failures.length > KEPT_FAILURES) failures.shift()
-      Runtime.runFork(runtime)(Effect.logWarning(`kubernetes transport: ${message}`))
+      const repeated = logged !== undefined && logged.message === message && at - logged.at < REPEAT_LOG_MS
+      if (log && !repeated) {
+        logged = { at, message }
+        Runtime.runFork(runtime)(Effect.logWarning(`kubernetes transport: ${message}`))
+      }
     }
     const forwarder = new k8s.PortForward(route.kubeConfig)
     const open = new Set<{ readonly socket: net.Socket; ws?: { close: () => void } }>()
@@ -176,7 +185,8 @@ export const make = (routes: PodRoutes): RunnerTransport.RunnerTransport => ({
       const address = parsePodHost(target.hostname)
       if (address === undefined) return fetchClient(NAME, `http://${urlHost(target.hostname)}:${target.runnerPort}`)
       const route = yield* routeOf(routes, "connect", address)
-      const listener = yield* listen(route, address, 0, target.runnerPort, "connect")
+      // A runner not up yet fails many requests: each failure is told in its request's error, not logged.
+      const listener = yield* listen(route, address, 0, target.runnerPort, "connect", false)
       const client = fetchClient(NAME, `http://127.0.0.1:${listener.port}`)
       // A failed request says why its port-forward failed, in the API's words.
       return {
@@ -201,7 +211,7 @@ export const make = (routes: PodRoutes): RunnerTransport.RunnerTransport => ({
         return yield* fail(NAME, "forward", "Invalid", `local port ${localPort}: a NodePort of ${target.hostname} is reached in place, not from another local port (pod_access: port_forward forwards any local port)`)
       }
       const route = yield* routeOf(routes, "forward", address)
-      const listener = yield* listen(route, address, localPort, remotePort, "forward")
+      const listener = yield* listen(route, address, localPort, remotePort, "forward", true)
       return { localHost: "127.0.0.1", localPort: listener.port, remotePort }
     })
 })
