@@ -120,7 +120,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
     expect(created.status, JSON.stringify(created.body)).toBe(200)
     unreachableNodes = await startK8sStandin({
       nodeAddress: "192.0.2.1",
-      nodes: [{ name: "remote-node-0", allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "500Gi", pods: "110" } }]
+      nodes: [0, 1].map((i) => ({ name: `remote-node-${i}`, allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "500Gi", pods: "110" } }))
     })
     expect((await call("/api/projects/create", { project_name: "pf" })).status).toBe(200)
     const pf = await call("/api/project/pf/backends/create", {
@@ -156,6 +156,39 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(logs).toContain("DSTACK_RUN_NAME=pf-hello")
       await waitFor("the pod deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
     }, 180_000)
+
+    it("a 2-node task: each pod's runner through the port-forward, the nodes meeting at the master's pod IP", async () => {
+      await apply("pf-pair", [
+        "echo rank=$DSTACK_NODE_RANK master=$DSTACK_MASTER_NODE_IP",
+        'if [ "$DSTACK_NODE_RANK" = 0 ]; then echo "hello from rank 0" | nc -l -p 9000; echo served; else i=0; until nc -w 2 $DSTACK_MASTER_NODE_IP 9000 </dev/null >/tmp/got; do i=$((i+1)); [ $i -gt 50 ] && exit 7; sleep 0.2; done; echo "worker got: $(cat /tmp/got)"; fi'
+      ], { nodes: 2 }, "pf")
+      const run = await waitFinished("pf-pair", "pf")
+      const subs = run.jobs.map((j: any) => j.job_submissions.at(-1))
+      expect(run.status, JSON.stringify(subs)).toBe("done")
+      expect(subs.map((s: any) => s.job_provisioning_data.hostname)).toEqual(subs.map((s: any) => `pod/default/${s.job_provisioning_data.instance_id}@remote-cluster`))
+      for (let rank = 0; rank < 2; rank++) {
+        const res = await call("/api/project/pf/logs/poll", { run_name: "pf-pair", job_submission_id: subs[rank].id })
+        const out = res.body.logs.map((l: any) => l.message).join("")
+        expect(out).toContain(rank === 0 ? "served" : "worker got: hello from rank 0")
+      }
+      expect(unreachableNodes.services()).toEqual([])
+      await waitFor("the pods deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
+    }, 180_000)
+
+    it("a service is answered through /proxy/services/… over the port-forward", async () => {
+      await apply("pf-svc", ["mkdir -p /www && echo proxied-through-port-forward > /www/index.html && exec httpd -f -p 8000 -h /www"], { type: "service", port: 8000 }, "pf")
+      await waitFor("a running replica", async () => {
+        const run = await runOf("pf-svc", "pf")
+        if (["failed", "terminated", "done"].includes(run.status)) throw new Error(`run pf-svc ended: ${JSON.stringify(run.jobs.map((j: any) => j.job_submissions.at(-1)))}`)
+        return run.jobs[0]?.job_submissions.at(-1)?.status === "running" ? run : undefined
+      }, 150_000)
+      const text = await fetchText(`${serving!.url}/proxy/services/pf/pf-svc/index.html`, { authorization: `Bearer ${TOKEN}` })
+      expect(text).toBe("proxied-through-port-forward\n")
+      expect(unreachableNodes.services()).toEqual([])
+      expect((await call("/api/project/pf/runs/stop", { runs_names: ["pf-svc"], abort: false })).status).toBe(200)
+      expect((await waitFinished("pf-svc", "pf")).status).toBe("terminated")
+      await waitFor("the pod deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
+    }, 240_000)
 
     it("a task's port is served on localhost by attach, through the API's port-forward", async () => {
       const local = 20000 + Math.floor(Math.random() * 10000)
