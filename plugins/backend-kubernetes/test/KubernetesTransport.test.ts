@@ -99,6 +99,33 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
     halfClose: false
   })
 
+  it.live("with several API servers registered for a context and namespace, the one that has the pod is used; none that has it is NotFound", () =>
+    Effect.gen(function*() {
+      const shared = PodRoutes.make()
+      const kc = new k8s.KubeConfig()
+      kc.loadFromString(standin.kubeconfig())
+      // Another project's cluster under the same context and namespace names, whose API refuses everything.
+      const other = new k8s.KubeConfig()
+      other.loadFromString(standin.kubeconfig({ token: standin.forbiddenToken, server: standin.url.replace("127.0.0.1", "localhost") }))
+      shared.register({ region: "standin", namespace: "default", server: "https://other.example", kubeConfig: other, api: other.makeApiClient(k8s.CoreV1Api) })
+      shared.register({ region: "standin", namespace: "default", server: standin.url, kubeConfig: kc, api: kc.makeApiClient(k8s.CoreV1Api) })
+      const echo = net.createServer((socket) => socket.pipe(socket))
+      const target = yield* listenLoopback(echo)
+      const forwarded = yield* KubernetesTransport.make(shared).forward({ ...target, hostname: hostPod }, 0, target.runnerPort)
+      const back = yield* Effect.promise(() => new Promise<string>((resolve, reject) => {
+        const socket = net.connect({ host: forwarded.localHost, port: forwarded.localPort }, () => socket.write("ping"))
+        socket.on("data", (d: Buffer) => {
+          resolve(d.toString())
+          socket.destroy()
+        })
+        socket.on("error", reject)
+      }))
+      expect(back).toBe("ping")
+      const missing = yield* failureOf(KubernetesTransport.make(shared).connect({ hostname: "pod/default/no-such-pod@standin", runnerPort: 10999 }))
+      expect(missing.reason).toBe("NotFound")
+      expect(missing.message).toMatch(/pod default\/no-such-pod of context standin: none of the 2 API servers registered for it has the pod/)
+    }).pipe(Effect.scoped), 60_000)
+
   const healthOf = (client: RunnerTransport.RunnerClient) =>
     client.fetch("/api/healthcheck").pipe(
       Effect.flatMap((r) => (r.ok ? Effect.promise(() => r.json()) : Effect.fail(new Error(`HTTP ${r.status}`)))),
