@@ -71,7 +71,7 @@ const explainRefusal = async (route: PodRoute, address: PodAddress, port: number
   } catch (error) {
     if (error instanceof k8s.ApiException && Number(error.code) === 404) return `${head}: the pod does not exist (deleted, or never made)`
     if (error instanceof k8s.ApiException && (Number(error.code) === 401 || Number(error.code) === 403)) {
-      return `${head}: the kubeconfig's credentials were refused (${error.code}); the user needs pods/portforward create and pods get`
+      return `${head}: the kubeconfig's credentials were refused (${error.code}); the user needs pods/portforward get and create, and pods get`
     }
     return `${head} failed: ${errorText(cause)}`
   }

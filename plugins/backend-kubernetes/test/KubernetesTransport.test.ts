@@ -126,6 +126,18 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect(missing.message).toMatch(/pod default\/no-such-pod of context standin: none of the 2 API servers registered for it has the pod/)
     }).pipe(Effect.scoped), 60_000)
 
+  it.live("credentials the API refuses: a request says so, naming the rights the user needs", () =>
+    Effect.gen(function*() {
+      const refused = PodRoutes.make()
+      const kc = new k8s.KubeConfig()
+      kc.loadFromString(standin.kubeconfig({ token: standin.forbiddenToken }))
+      refused.register({ region: "standin", namespace: "default", server: standin.url, kubeConfig: kc, api: kc.makeApiClient(k8s.CoreV1Api) })
+      const client = yield* KubernetesTransport.make(refused).connect({ hostname: hostPod, runnerPort: 10999 })
+      const error = yield* failureOf(client.fetch("/api/healthcheck"))
+      expect(error.reason).toBe("Transport")
+      expect(error.message).toMatch(/port-forward to port 10999 of pod default\/host-net through the Kubernetes API at https:\/\/127\.0\.0\.1:\d+: the kubeconfig's credentials were refused \(403\); the user needs pods\/portforward get and create/)
+    }).pipe(Effect.scoped), 60_000)
+
   const healthOf = (client: RunnerTransport.RunnerClient) =>
     client.fetch("/api/healthcheck").pipe(
       Effect.flatMap((r) => (r.ok ? Effect.promise(() => r.json()) : Effect.fail(new Error(`HTTP ${r.status}`)))),
