@@ -88,8 +88,9 @@ export const defaultServerOptions = (
     adminToken,
     plugins: defaultPlugins,
     runner: { entry: defaultRunnerEntry() },
-    // Kubernetes pods' runners are reached at their node's address and NodePort, not over SSH.
-    compute: { defaultBackends: [{ type: "local" }], transports: { kubernetes: "direct" } },
+    // Kubernetes pods are reached by the backend plugin's own `kubernetes` transport (named like
+    // the backend, so the engine picks it): NodePorts, or the API's port-forward.
+    compute: { defaultBackends: [{ type: "local" }] },
     engine: runnerUnreachable(env),
     secrets: env.DSTACK_SERVER_SECRETS_KEY
       ? { key: env.DSTACK_SERVER_SECRETS_KEY }

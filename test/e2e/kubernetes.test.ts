@@ -1,18 +1,20 @@
 // Tasks with an image run as pods of the `kubernetes` backend through the Kubernetes API
 // stand-in (test/support/k8s-standin.ts; no real cluster runs here): a real server with the
 // backend configured through the API, the runner inside the pod (installed from the locally
-// built runner image), its logs and exit status back through the NodePort and the `direct`
-// transport; the pod and its service are deleted when the job ends and when the run is stopped.
-// A 2-node task is two pods whose nodes meet at the master's pod IP; volumes are claims and
-// hostPaths. A task's port reaches localhost through the SDK's attach, and a 2-replica service
-// answers through /proxy/services/…, both through the pods' NodePorts.
+// built runner image), its logs and exit status back through the NodePort and the plugin's
+// `kubernetes` transport; the pod and its service are deleted when the job ends and when the
+// run is stopped. A 2-node task is two pods whose nodes meet at the master's pod IP; volumes
+// are claims and hostPaths. A task's port reaches localhost through the SDK's attach, and a
+// 2-replica service answers through /proxy/services/…, both through the pods' NodePorts.
+// With `pod_access: port_forward` (project `pf`, a second stand-in whose nodes report an
+// address nothing here reaches, and no service made) the same task's logs and exit status, and
+// attach to its port, go through the API's pods/portforward.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import backendKubernetes from "@dstack-ts/backend-kubernetes"
 import { Client } from "@dstack-ts/client"
-import transportDirect from "@dstack-ts/transport-direct"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
@@ -28,11 +30,13 @@ let server: Server
 let serving: Serving | undefined
 let standin: K8sStandin
 let busybox: string
+/** The cluster of project `pf`: its nodes' address (TEST-NET) is unreachable, only its API answers. */
+let unreachableNodes: K8sStandin
 
 const call = appCall(() => server, TOKEN)
 
-const apply = async (runName: string, commands: ReadonlyArray<string>, extra: Record<string, unknown> = {}) => {
-  const res = await call("/api/project/main/runs/apply", {
+const apply = async (runName: string, commands: ReadonlyArray<string>, extra: Record<string, unknown> = {}, project = "main") => {
+  const res = await call(`/api/project/${project}/runs/apply`, {
     plan: {
       run_spec: {
         run_name: runName,
@@ -55,7 +59,7 @@ const waitFor = async <A>(what: string, probe: () => Promise<A | undefined>, tim
   throw new Error(`${what}: not within ${timeoutMs} ms`)
 }
 
-const runOf = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
+const runOf = async (name: string, project = "main") => (await call(`/api/project/${project}/runs/get`, { run_name: name })).body
 
 /** Nothing the runs made is left in the cluster: no pod, no service. */
 const nothingLeft = () =>
@@ -76,14 +80,14 @@ const fetchText = async (url: string, headers: Record<string, string> = {}) => {
   throw new Error(`GET ${url}: ${last}`)
 }
 
-const waitFinished = (name: string) =>
+const waitFinished = (name: string, project = "main") =>
   waitFor(`run ${name} finished`, async () => {
-    const run = await runOf(name)
+    const run = await runOf(name, project)
     return ["done", "failed", "terminated"].includes(run.status) ? run : undefined
   })
 
-const logsOf = async (name: string) =>
-  (await call("/api/project/main/logs/poll", { run_name: name })).body.logs.map((l: any) => l.message).join("")
+const logsOf = async (name: string, project = "main") =>
+  (await call(`/api/project/${project}/logs/poll`, { run_name: name })).body.logs.map((l: any) => l.message).join("")
 
 const dockerReason = await dockerUnavailableReason()
 
@@ -98,9 +102,9 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       state: EmbeddedStateStore.layerMemory(),
       blobs: blobsMemory,
       adminToken: TOKEN,
-      plugins: [backendKubernetes, transportDirect],
-      // The runner in the pod is reached at the node's address and the service's NodePort.
-      compute: { transports: { kubernetes: "direct" } },
+      // The plugin's `kubernetes` transport (named like the backend, so the engine picks it)
+      // reaches a pod at its node's NodePort, or through the API's port-forward.
+      plugins: [backendKubernetes],
       runner: { entry: path.resolve("cli/src/runner.ts") },
       engine: { resyncMs: 1_000 }
     })
@@ -114,10 +118,91 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       volume_claims: { size: "1Gi" }
     })
     expect(created.status, JSON.stringify(created.body)).toBe(200)
+    unreachableNodes = await startK8sStandin({
+      nodeAddress: "192.0.2.1",
+      nodes: [0, 1].map((i) => ({ name: `remote-node-${i}`, allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "500Gi", pods: "110" } }))
+    })
+    expect((await call("/api/projects/create", { project_name: "pf" })).status).toBe(200)
+    const pf = await call("/api/project/pf/backends/create", {
+      type: "kubernetes",
+      kubeconfig: { data: unreachableNodes.kubeconfig({ context: "remote-cluster" }) },
+      runner_image: runnerImage,
+      scheduling_timeout_seconds: 30,
+      pod_access: "port_forward"
+    })
+    expect(pf.status, JSON.stringify(pf.body)).toBe(200)
   }, 240_000)
   afterAll(async () => {
     await (serving !== undefined ? serving.close() : server?.close())
     await standin?.close()
+    await unreachableNodes?.close()
+  })
+
+  describe("kubernetes backend with pod_access: port_forward (nodes unreachable, no NodePort)", () => {
+    it("a task's logs and exit status come back through the API's port-forward; no service is made; the pod is deleted when it ends", async () => {
+      await apply("pf-hello", ["echo hello-through-port-forward", "echo DSTACK_RUN_NAME=$DSTACK_RUN_NAME", "exit 5"], {}, "pf")
+      const run = await waitFinished("pf-hello", "pf")
+      const submission = run.jobs[0].job_submissions.at(-1)
+      expect(run.status, JSON.stringify(submission)).toBe("failed")
+      expect(submission.exit_status, JSON.stringify(submission)).toBe(5)
+      const pd = submission.job_provisioning_data
+      expect(pd.region).toBe("remote-cluster")
+      expect(pd.hostname).toBe(`pod/default/${pd.instance_id}@remote-cluster`)
+      // The node's address is one nothing here reaches, and no NodePort exists to reach it by.
+      expect(pd.internal_ip).toBe("192.0.2.1")
+      expect(unreachableNodes.services()).toEqual([])
+      const logs = await logsOf("pf-hello", "pf")
+      expect(logs).toContain("hello-through-port-forward")
+      expect(logs).toContain("DSTACK_RUN_NAME=pf-hello")
+      await waitFor("the pod deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
+    }, 180_000)
+
+    it("a 2-node task: each pod's runner through the port-forward, the nodes meeting at the master's pod IP", async () => {
+      await apply("pf-pair", [
+        "echo rank=$DSTACK_NODE_RANK master=$DSTACK_MASTER_NODE_IP",
+        'if [ "$DSTACK_NODE_RANK" = 0 ]; then echo "hello from rank 0" | nc -l -p 9000; echo served; else i=0; until nc -w 2 $DSTACK_MASTER_NODE_IP 9000 </dev/null >/tmp/got; do i=$((i+1)); [ $i -gt 50 ] && exit 7; sleep 0.2; done; echo "worker got: $(cat /tmp/got)"; fi'
+      ], { nodes: 2 }, "pf")
+      const run = await waitFinished("pf-pair", "pf")
+      const subs = run.jobs.map((j: any) => j.job_submissions.at(-1))
+      expect(run.status, JSON.stringify(subs)).toBe("done")
+      expect(subs.map((s: any) => s.job_provisioning_data.hostname)).toEqual(subs.map((s: any) => `pod/default/${s.job_provisioning_data.instance_id}@remote-cluster`))
+      for (let rank = 0; rank < 2; rank++) {
+        const res = await call("/api/project/pf/logs/poll", { run_name: "pf-pair", job_submission_id: subs[rank].id })
+        const out = res.body.logs.map((l: any) => l.message).join("")
+        expect(out).toContain(rank === 0 ? "served" : "worker got: hello from rank 0")
+      }
+      expect(unreachableNodes.services()).toEqual([])
+      await waitFor("the pods deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
+    }, 180_000)
+
+    it("a service is answered through /proxy/services/… over the port-forward", async () => {
+      await apply("pf-svc", ["mkdir -p /www && echo proxied-through-port-forward > /www/index.html && exec httpd -f -p 8000 -h /www"], { type: "service", port: 8000 }, "pf")
+      await waitFor("a running replica", async () => {
+        const run = await runOf("pf-svc", "pf")
+        if (["failed", "terminated", "done"].includes(run.status)) throw new Error(`run pf-svc ended: ${JSON.stringify(run.jobs.map((j: any) => j.job_submissions.at(-1)))}`)
+        return run.jobs[0]?.job_submissions.at(-1)?.status === "running" ? run : undefined
+      }, 150_000)
+      const text = await fetchText(`${serving!.url}/proxy/services/pf/pf-svc/index.html`, { authorization: `Bearer ${TOKEN}` })
+      expect(text).toBe("proxied-through-port-forward\n")
+      expect(unreachableNodes.services()).toEqual([])
+      expect((await call("/api/project/pf/runs/stop", { runs_names: ["pf-svc"], abort: false })).status).toBe(200)
+      expect((await waitFinished("pf-svc", "pf")).status).toBe("terminated")
+      await waitFor("the pod deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
+    }, 240_000)
+
+    it("a task's port is served on localhost by attach, through the API's port-forward", async () => {
+      const local = 20000 + Math.floor(Math.random() * 10000)
+      await apply("pf-web", ["mkdir -p /www && echo served-through-port-forward > /www/index.html && exec httpd -f -p 8000 -h /www"], { ports: [`${local}:8000`] }, "pf")
+      const client = Client.connect({ name: "pf", url: serving!.url, token: TOKEN })
+      const run = (await client.runs.get("pf-web"))!
+      expect(await run.attach({ timeoutMs: 120_000 })).toEqual({ 8000: local })
+      expect(await fetchText(`http://127.0.0.1:${local}/index.html`)).toBe("served-through-port-forward\n")
+      expect(unreachableNodes.services()).toEqual([])
+      await run.detach()
+      expect((await call("/api/project/pf/runs/stop", { runs_names: ["pf-web"], abort: false })).status).toBe(200)
+      expect((await waitFinished("pf-web", "pf")).status).toBe("terminated")
+      await waitFor("the pod deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
+    }, 180_000)
   })
 
   describe("kubernetes backend end to end (stand-in API server)", () => {

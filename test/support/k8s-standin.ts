@@ -3,9 +3,12 @@
 // events, `Status` objects for errors, resourceVersion, bearer tokens) for only what the
 // kubernetes backend uses: nodes, namespaces, pods (with logs and `follow`), NodePort services
 // (each port's NodePort a TCP relay on 127.0.0.1 to a Running pod of the selector, as
-// kube-proxy) and PersistentVolumeClaims (bound at once, each a Docker volume). Its pods are real Docker
-// containers on this machine (init containers, emptyDir/hostPath/claim volumes, resource
-// limits); phases and exit codes come from them. Images are never pulled.
+// kube-proxy), the pods/portforward subresource (a WebSocket upgrade speaking
+// `v4.channel.k8s.io` as the kubelet does: per port a data and an error channel, each opened
+// with the port, bytes relayed to the pod's port) and PersistentVolumeClaims (bound at once,
+// each a Docker volume). Its pods are real Docker containers on this machine (init containers,
+// emptyDir/hostPath/claim volumes, resource limits, `hostNetwork`); phases and exit codes come
+// from them. Images are never pulled.
 // It schedules pods by requests against node allocatable, by node selectors/affinity and by
 // required pod anti-affinity on the hostname topology.
 import { randomUUID } from "node:crypto"
@@ -17,6 +20,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import Docker from "dockerode"
+import { type WebSocket, WebSocketServer } from "ws"
 import { dockerSocketPath } from "./docker.ts"
 
 /** A node of the stand-in's one cluster. */
@@ -32,6 +36,11 @@ export interface StandinOptions {
   readonly nodes?: ReadonlyArray<StandinNode>
   /** Namespaces that exist (default `["default"]`). */
   readonly namespaces?: ReadonlyArray<string>
+  /**
+   * The InternalIP the nodes report (default `127.0.0.1`, where the NodePorts listen). Another
+   * address (e.g. `192.0.2.1`, TEST-NET) stands for a cluster whose nodes the server cannot reach.
+   */
+  readonly nodeAddress?: string
 }
 
 export interface K8sStandin {
@@ -55,6 +64,8 @@ type Json = Record<string, any>
 type Pod = Json
 
 const STANDIN_LABEL = "dstack-ts.k8s-standin"
+/** The WebSocket protocol of pods/portforward (the kubelet's; `v5` is for exec and attach only). */
+const PORT_FORWARD_PROTOCOL = "v4.channel.k8s.io"
 
 const binarySuffixes: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40 }
 const decimalSuffixes: Record<string, number> = { m: 1e-3, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12 }
@@ -122,6 +133,7 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
   const forbiddenToken = `standin-forbidden-${randomUUID()}`
   const nodes: ReadonlyArray<StandinNode> = options.nodes ?? [{ name: "standin-node-0", allocatable: { cpu: "2", memory: "4Gi", "ephemeral-storage": "100Gi", pods: "110" } }]
   const namespaces = new Set(options.namespaces ?? ["default"])
+  const nodeAddress = options.nodeAddress ?? "127.0.0.1"
   const pods = new Map<string, Pod>()
   const services = new Map<string, { obj: Json; servers: Array<net.Server> }>()
   // By pod uid, not name: a pod made under the name of one being deleted has its own.
@@ -263,7 +275,7 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
         }),
         ...(limits.cpu ? { NanoCpus: Math.round(parseQuantity(limits.cpu) * 1e9) } : {}),
         ...(limits.memory ? { Memory: Math.round(parseQuantity(limits.memory)) } : {}),
-        ...(network ? { NetworkMode: network } : {})
+        ...(network ? { NetworkMode: network } : pod.spec.hostNetwork === true ? { NetworkMode: "host" } : {})
       }
     })
     const uid: string = pod.metadata.uid
@@ -326,7 +338,8 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     if (gone(pod)) return
     const startedAt = info.State.StartedAt
     pod.status.phase = "Running"
-    const podIP = Object.values(info.NetworkSettings.Networks ?? {})[0]?.IPAddress ?? ""
+    // A pod on the host's network has the node's address (here this machine's loopback).
+    const podIP = pod.spec.hostNetwork === true ? "127.0.0.1" : Object.values(info.NetworkSettings.Networks ?? {})[0]?.IPAddress ?? ""
     pod.status.podIP = podIP
     pod.status.podIPs = [{ ip: podIP }]
     pod.status.startTime = startedAt
@@ -350,7 +363,7 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       return
     }
     pod.spec.nodeName = placed.node.name
-    pod.status.hostIP = "127.0.0.1"
+    pod.status.hostIP = nodeAddress
     setCondition(pod, "PodScheduled", "True")
     emit("MODIFIED", pod)
     run(pod).catch((error: unknown) => {
@@ -379,7 +392,7 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     status: {
       capacity: node.allocatable,
       allocatable: node.allocatable,
-      addresses: [{ type: "InternalIP", address: "127.0.0.1" }, { type: "Hostname", address: node.name }],
+      addresses: [{ type: "InternalIP", address: nodeAddress }, { type: "Hostname", address: node.name }],
       conditions: [{ type: "Ready", status: "True", reason: "KubeletReady" }],
       nodeInfo: { architecture: os.arch() === "arm64" ? "arm64" : "amd64", operatingSystem: "linux", kubeletVersion: "v1.31.0-standin" }
     }
@@ -531,6 +544,9 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
         pods.delete(key(ns, name!))
         pod.metadata.deletionTimestamp = new Date().toISOString()
         emit("DELETED", pod)
+        // The sandbox goes with the pod: its port-forwards end.
+        for (const ws of portForwards.get(pod.metadata.uid) ?? []) ws.terminate()
+        portForwards.delete(pod.metadata.uid)
         await removeDocker(pod.metadata.uid)
         // Capacity freed: pending pods may fit now.
         for (const other of pods.values()) if (other.spec.nodeName === undefined) trySchedule(other)
@@ -646,6 +662,90 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
     return send(res, 405, status(405, "MethodNotAllowed", `${method} ${url.pathname} is not supported by the stand-in`))
   }
 
+  // The pods/portforward subresource as the kubelet serves it through the API server
+  // (k8s.io/kubelet/pkg/cri/streaming/portforward/websocket.go): a WebSocket whose binary
+  // messages start with a channel byte; port i has data channel 2i and error channel 2i+1, each
+  // opened with the port as 2 little-endian bytes. The pod's port is dialled at once; a dial
+  // that fails writes its error on the error channel and ends the connection, as does the pod
+  // closing its side. Only the binary `v4.channel.k8s.io` (or no protocol) is spoken.
+  const portForwards = new Map<string, Set<WebSocket>>() // pod uid → its open port-forwards
+  const wss = new WebSocketServer({ noServer: true, handleProtocols: (offered) => (offered.has(PORT_FORWARD_PROTOCOL) ? PORT_FORWARD_PROTOCOL : false) })
+  const refuseUpgrade = (socket: import("node:stream").Duplex, code: number, body: Json) => {
+    const text = JSON.stringify(body)
+    socket.end(`HTTP/1.1 ${code} ${http.STATUS_CODES[code] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`)
+  }
+  const upgrade = (req: http.IncomingMessage, socket: import("node:stream").Duplex, head: Buffer) => {
+    socket.on("error", () => socket.destroy())
+    const url = new URL(req.url ?? "/", "http://standin")
+    const auth = req.headers.authorization
+    if (auth !== `Bearer ${token}` && auth !== `Bearer ${forbiddenToken}`) return refuseUpgrade(socket, 401, status(401, "Unauthorized", "Unauthorized"))
+    const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/portforward$/.exec(url.pathname)
+    if (m === null) return refuseUpgrade(socket, 404, status(404, "NotFound", "the server could not find the requested resource"))
+    const [, ns, name] = m
+    if (auth === `Bearer ${forbiddenToken}`) {
+      return refuseUpgrade(socket, 403, status(403, "Forbidden", `pods "${name}" is forbidden: User "system:serviceaccount:default:forbidden" cannot create resource "pods/portforward" in API group "" in the namespace "${ns}"`, { name, kind: "pods" }))
+    }
+    if (!namespaces.has(ns)) return refuseUpgrade(socket, 404, status(404, "NotFound", `namespaces "${ns}" not found`, { name: ns, kind: "namespaces" }))
+    const pod = pods.get(key(ns, name))
+    if (pod === undefined) return refuseUpgrade(socket, 404, status(404, "NotFound", `pods "${name}" not found`, { name, kind: "pods" }))
+    const texts = url.searchParams.getAll("ports").flatMap((p) => p.split(",")).filter((p) => p !== "")
+    if (texts.length === 0) return refuseUpgrade(socket, 400, status(400, "BadRequest", `query parameter "port" is required`))
+    const ports = texts.map(Number)
+    const bad = texts.find((t, i) => !/^[0-9]+$/.test(t) || ports[i] < 1 || ports[i] > 65535)
+    if (bad !== undefined) return refuseUpgrade(socket, 400, status(400, "BadRequest", `invalid port "${bad}": the port must be 1-65535`))
+    if (pod.spec.nodeName === undefined) return refuseUpgrade(socket, 400, status(400, "BadRequest", `pod ${name} does not have a host assigned`))
+    if (pod.status.phase !== "Running" || !pod.status.podIP) {
+      return refuseUpgrade(socket, 400, status(400, "BadRequest", `unable to upgrade connection: pod ${name} is not running (phase ${pod.status.phase})`))
+    }
+    const offered = String(req.headers["sec-websocket-protocol"] ?? "").split(",").map((p) => p.trim()).filter((p) => p !== "")
+    if (offered.length > 0 && !offered.includes(PORT_FORWARD_PROTOCOL)) {
+      return refuseUpgrade(socket, 400, status(400, "BadRequest", `requested protocol(s) are not supported: [${offered.join(" ")}]; supports [${PORT_FORWARD_PROTOCOL}]`))
+    }
+    const uid: string = pod.metadata.uid
+    const podIP: string = pod.status.podIP
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const open = portForwards.get(uid) ?? new Set<WebSocket>()
+      portForwards.set(uid, open.add(ws))
+      const conns: Array<net.Socket> = []
+      let pending = ports.length
+      const finished = () => {
+        if (--pending === 0) ws.close(1000)
+      }
+      ws.on("close", () => {
+        open.delete(ws)
+        for (const c of conns) c.destroy()
+      })
+      ws.on("error", () => ws.terminate())
+      ports.forEach((port, i) => {
+        const portBytes = Buffer.alloc(2)
+        portBytes.writeUInt16LE(port)
+        ws.send(Buffer.concat([Buffer.from([2 * i]), portBytes]))
+        ws.send(Buffer.concat([Buffer.from([2 * i + 1]), portBytes]))
+        const conn = net.connect({ host: podIP, port })
+        conns.push(conn)
+        sockets.add(conn)
+        let connected = false
+        conn.on("connect", () => (connected = true))
+        conn.on("data", (chunk: Buffer) => ws.send(Buffer.concat([Buffer.from([2 * i]), chunk])))
+        conn.on("error", (error: NodeJS.ErrnoException) => {
+          if (!connected) {
+            const why = error.code === "ECONNREFUSED" ? "connect: connection refused" : error.message
+            ws.send(Buffer.concat([Buffer.from([2 * i + 1]), Buffer.from(`error forwarding port ${port} to pod ${name}, uid ${uid}: failed to connect to localhost:${port} inside the pod's network namespace, IPv4: dial tcp4 ${podIP}:${port}: ${why}`)]))
+          }
+          conn.destroy()
+        })
+        conn.on("close", () => {
+          sockets.delete(conn)
+          finished()
+        })
+      })
+      ws.on("message", (data: Buffer) => {
+        const channel = data[0]
+        if (channel % 2 === 0 && channel / 2 < conns.length && data.length > 1) conns[channel / 2].write(data.subarray(1))
+      })
+    })
+  }
+
   // HTTPS with a self-signed certificate the kubeconfig trusts (certificate-authority-data), as a cluster serves it.
   const tls = selfSignedCertificate()
   const server = https.createServer({ key: tls.key, cert: tls.cert }, (req, res) => {
@@ -654,6 +754,7 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       else res.end()
     })
   })
+  server.on("upgrade", upgrade)
   await new Promise<void>((resolve) => server.listen({ host: "127.0.0.1", port: 0 }, resolve))
   const url = `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`
 
@@ -695,6 +796,8 @@ export const startK8sStandin = async (options: StandinOptions = {}): Promise<K8s
       for (const w of watchers) w.res.end()
       watchers.clear()
       for (const s of sockets) s.destroy()
+      for (const open of portForwards.values()) for (const ws of open) ws.terminate()
+      wss.close()
       for (const { servers } of services.values()) for (const s of servers) s.close()
       await Promise.all([...containers.keys()].map(removeDocker))
       for (const k of claims.keys()) {

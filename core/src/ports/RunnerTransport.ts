@@ -122,7 +122,9 @@ export interface RunnerTransport {
    * Forwards a local port to a port of the instance until the scope closes. `localPort` 0 asks
    * for any free port; the answer says which. Connections through the forward carry bytes both
    * ways, many at once, and honour a half-close (a client that ends its side still reads the
-   * whole answer). Closing the scope stops the listener and cuts the connections still open
+   * whole answer); a tunnel whose protocol cannot carry a half-close (the Kubernetes API's
+   * port-forward) ends the connection when the client ends its side, and its conformance suite
+   * says so (`halfClose: false`). Closing the scope stops the listener and cuts the connections still open
    * through it; a later connection is refused.
    *
    * A transport with no tunnel may answer the remote port itself where it is reachable as it

@@ -37,6 +37,14 @@ export interface TransportFixture {
    * (`DirectTransport.direct` of @dstack-ts/transport-direct).
    */
   readonly forward?: "tunnel" | "in-place"
+  /**
+   * Whether a forwarded connection carries the client's half-close to the far side (default
+   * true). `false` for a tunnel whose protocol cannot say it (the Kubernetes API's port-forward
+   * WebSocket, `v4.channel.k8s.io`), which ends the connection when the client ends its side:
+   * the client then reads back all it wrote before it closes, instead of ending its side and
+   * reading until the far side ends.
+   */
+  readonly halfClose?: boolean
 }
 
 /** Listens on 127.0.0.1 at a free port until the scope closes: a target for `direct` and `local`. */
@@ -208,16 +216,30 @@ type SocketError = Error & { readonly code?: string }
 
 const dialHost = (host: string) => host.replace(/^\[(.*)\]$/, "$1")
 
-/** Connects, writes `payload`, half-closes, and answers all that came back before the close. */
-const exchange = (host: string, port: number, payload: Uint8Array) =>
+/**
+ * Connects, writes `payload`, half-closes, and answers all that came back before the close.
+ * Without `halfClose` it does not end its side: it closes once as many bytes came back as it
+ * wrote (or answers what came back when the far side closes first).
+ */
+const exchangeBytes = (host: string, port: number, payload: Uint8Array, halfClose = true) =>
   Effect.async<Buffer, SocketError>((resume) => {
     const chunks: Array<Buffer> = []
     let done = false
     const finish = (result: Effect.Effect<Buffer, SocketError>) => {
       if (!done) (done = true), resume(result)
     }
-    const socket = net.connect({ host: dialHost(host), port, allowHalfOpen: true }, () => socket.end(payload))
-    socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+    const socket = net.connect({ host: dialHost(host), port, allowHalfOpen: true }, () => (halfClose ? socket.end(payload) : socket.write(payload)))
+    let received = 0
+    socket.on("data", (chunk: Buffer) => {
+      chunks.push(chunk)
+      received += chunk.length
+      if (!halfClose && received >= payload.length) {
+        finish(Effect.succeed(Buffer.concat(chunks)))
+        socket.destroy()
+      }
+    })
+    // Without a half-close of its own, the far side's end is the end of the answer.
+    if (!halfClose) socket.on("end", () => finish(Effect.succeed(Buffer.concat(chunks))))
     socket.on("error", (error: SocketError) => finish(Effect.fail(error)))
     socket.on("close", () => finish(Effect.succeed(Buffer.concat(chunks))))
     return Effect.sync(() => socket.destroy())
@@ -273,6 +295,8 @@ export const testTransport = <E>(
   const listen = fixture.listen ?? listenLoopback
   const unreachable = fixture.unreachable ?? unreachableLoopback
   const forwardMode = fixture.forward ?? "tunnel"
+  const halfClose = fixture.halfClose ?? true
+  const exchange = (host: string, port: number, payload: Uint8Array) => exchangeBytes(host, port, payload, halfClose)
   const transport = RunnerTransport.RunnerTransport
 
   // Live services: real sockets, real time for the hang detectors.
@@ -446,7 +470,7 @@ export const testTransport = <E>(
     // -------------------------------------------------------------------------------------------
     // forward
 
-    it.scoped("forwards local port 0: bytes both ways, binary and large, half-close honoured, closed with its scope", () =>
+    it.scoped(`forwards local port 0: bytes both ways, binary and large, ${halfClose ? "half-close honoured" : "no half-close (the fixture says the tunnel has none)"}, closed with its scope`, () =>
       Effect.gen(function*() {
         const t = yield* transport
         const target = yield* echoServer(listen)

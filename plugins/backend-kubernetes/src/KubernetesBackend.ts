@@ -1,16 +1,19 @@
 /**
  * The `kubernetes` backend: each kubeconfig context is a region whose nodes are the offers; an
- * instance is one pod for one job (its image, with the runner installed by an init container)
- * plus a NodePort service through which the server reaches the runner and the job's ports
- * (`dstack attach`, the services proxy); a multi-node job is one pod per rank on distinct nodes
- * (pod anti-affinity), made together. A pod the scheduler does not place in time is deleted
- * and its offer skipped (NoCapacity). Terminating deletes both.
+ * instance is one pod for one job (its image, with the runner installed by an init container).
+ * The server reaches the runner and the job's ports (`dstack attach`, the services proxy)
+ * either through a NodePort service of the pod at its node's address (`pod_access: node_port`,
+ * the default) or through the Kubernetes API's pods/portforward (`pod_access: port_forward`,
+ * for nodes the server cannot reach; see KubernetesTransport.ts). A multi-node job is one pod
+ * per rank on distinct nodes (pod anti-affinity), made together. A pod the scheduler does not
+ * place in time is deleted and its offer skipped (NoCapacity). Terminating deletes what was made.
  */
 import * as fs from "node:fs"
 import * as k8s from "@kubernetes/client-node"
 import { Backend, type BackendFactory, type InstanceOffer, InstanceType, JobProvisioningData, type Requirements, configDecoder } from "@dstack-ts/core"
 import { Duration, Effect, Schema } from "effect"
 import { dnsLabel, fitOffer, jobPod, jobPorts, jobService, nodeAddress, nodeOffer, nodePorts, parseQuantity, RUNNER_PORT, TYPE, volumeClaim, watchEvent } from "./internal/PodSpec.ts"
+import * as PodRoutes from "./PodRoutes.ts"
 
 const MODULE = "KubernetesBackend"
 
@@ -29,7 +32,16 @@ const Context = Schema.Union(
   Schema.Struct({ name: Schema.NonEmptyString, proxyJump: Schema.optional(ProxyJump).pipe(Schema.fromKey("proxy_jump")) })
 )
 
-/** The backend's configuration (upstream's keys, plus `runner_image` and `scheduling_timeout_seconds`). */
+/**
+ * How the server reaches a pod's runner and the job's ports: `node_port` through a NodePort
+ * service at the node's address (the nodes must be reachable from the server); `port_forward`
+ * through the Kubernetes API's pods/portforward with the kubeconfig's credentials (only the
+ * API server must be reachable).
+ */
+export const PodAccess = Schema.Literal("node_port", "port_forward")
+export type PodAccess = typeof PodAccess.Type
+
+/** The backend's configuration (upstream's keys, plus `runner_image`, `scheduling_timeout_seconds`, `volume_claims` and `pod_access`). */
 export const KubernetesBackendConfig = Schema.Struct({
   type: Schema.optional(Schema.Literal(TYPE)),
   kubeconfig: Schema.Struct({
@@ -41,6 +53,8 @@ export const KubernetesBackendConfig = Schema.Struct({
   namespace: Schema.optional(Schema.NonEmptyString),
   runnerImage: Schema.NonEmptyString.pipe(Schema.propertySignature, Schema.fromKey("runner_image")),
   schedulingTimeoutSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())).pipe(Schema.fromKey("scheduling_timeout_seconds")),
+  /** Default `node_port`. */
+  podAccess: Schema.optional(PodAccess).pipe(Schema.fromKey("pod_access")),
   /** How the claim of a network volume that has none yet is made; without it such a volume is refused. */
   volumeClaims: Schema.optional(Schema.Struct({
     size: Schema.String.pipe(Schema.filter((q) => parseQuantity(q) !== undefined && parseQuantity(q)! > 0 || `expected a Kubernetes quantity such as 10Gi, got ${JSON.stringify(q)}`)),
@@ -57,6 +71,8 @@ interface Cluster {
   readonly server: string
   readonly api: k8s.CoreV1Api
   readonly watch: k8s.Watch
+  /** The kubeconfig with this context current: port-forwards authenticate with it. */
+  readonly kubeConfig: k8s.KubeConfig
   /** Overrides the node address NodePorts are reached at (`proxy_jump.hostname`). */
   readonly hostname?: string
 }
@@ -73,6 +89,8 @@ interface PodData {
   readonly pod: string
   /** The pod's uid: deletion is conditional on it, so that a same-named pod made later is left alone. */
   readonly uid?: string
+  /** `port_forward`: the pod has no service to delete. */
+  readonly access?: PodAccess
 }
 
 const fail = (method: string, reason: Backend.BackendErrorReason, message: string, cause?: unknown) =>
@@ -146,6 +164,9 @@ const loadClusters = (config: KubernetesBackendConfig): Effect.Effect<ReadonlyAr
       if (context === null) {
         return yield* Effect.fail(invalid(`contexts: the kubeconfig has no context ${w.name} (it has ${kc.getContexts().map((c) => c.name).join(", ") || "none"})`))
       }
+      if (w.proxyJump !== undefined && config.podAccess === "port_forward") {
+        return yield* Effect.fail(invalid(`proxy_jump (context ${w.name}): not used with pod_access: port_forward, which reaches pods through the Kubernetes API; remove one of them`))
+      }
       if (w.proxyJump?.port !== undefined) {
         return yield* Effect.fail(invalid(`proxy_jump.port (context ${w.name}): not supported; the runner of each pod is reached through its own NodePort at proxy_jump.hostname`))
       }
@@ -161,6 +182,7 @@ const loadClusters = (config: KubernetesBackendConfig): Effect.Effect<ReadonlyAr
         server,
         api: one.makeApiClient(k8s.CoreV1Api),
         watch: new k8s.Watch(one),
+        kubeConfig: one,
         ...(w.proxyJump?.hostname ? { hostname: w.proxyJump.hostname } : {})
       })
     }
@@ -174,10 +196,20 @@ export interface KubernetesBackend extends Backend.Backend {
   readonly regions: ReadonlyArray<string>
 }
 
-/** Makes the backend from a decoded configuration. */
-export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesBackend, Backend.BackendError> =>
+/**
+ * The routes of the default plugin value and of `fromConfig`: its `kubernetes` transport
+ * reaches the pods of the backends made with them (`pod_access: port_forward`).
+ */
+export const defaultRoutes: PodRoutes.PodRoutes = PodRoutes.make()
+
+/** Makes the backend from a decoded configuration; with `pod_access: port_forward` its contexts join `routes`. */
+export const make = (config: KubernetesBackendConfig, routes: PodRoutes.PodRoutes = defaultRoutes): Effect.Effect<KubernetesBackend, Backend.BackendError> =>
   Effect.gen(function*() {
     const clusters = yield* loadClusters(config)
+    const access: PodAccess = config.podAccess ?? "node_port"
+    if (access === "port_forward") {
+      for (const c of clusters) routes.register({ region: c.region, namespace: c.namespace, server: c.server, kubeConfig: c.kubeConfig, api: c.api })
+    }
     const byRegion = new Map(clusters.map((c) => [c.region, c]))
     const schedulingTimeout = Duration.seconds(config.schedulingTimeoutSeconds ?? DEFAULT_SCHEDULING_TIMEOUT_SECONDS)
 
@@ -301,14 +333,16 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
      * another uid is not this job's, is left alone, and counts as this one gone. A missing pod
      * is NotFound (make's terminate treats it as done).
      */
-    const deletePod = (cluster: Cluster, namespace: string, name: string, uid?: string) =>
+    const deletePod = (cluster: Cluster, namespace: string, name: string, uid?: string, withService = true) =>
       Effect.all([
         call(cluster, "terminateInstance", `deleting pod ${name}`, () =>
           cluster.api.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 10, ...(uid === undefined ? {} : { body: { preconditions: { uid } } }) })).pipe(
             // 409 Conflict: the precondition failed, the pod of that name is another one.
             Effect.catchIf((e) => uid !== undefined && e.reason === "AlreadyExists", (e) => Effect.fail(new Backend.BackendError({ module: MODULE, method: "terminateInstance", reason: "NotFound", message: `pod ${name} (uid ${uid}) is gone; ${e.message}`, cause: e })))
           ),
-        call(cluster, "terminateInstance", `deleting service ${name}`, () => cluster.api.deleteNamespacedService({ name, namespace }))
+        withService
+          ? call(cluster, "terminateInstance", `deleting service ${name}`, () => cluster.api.deleteNamespacedService({ name, namespace }))
+          : Effect.void
       ], { concurrency: 2, mode: "either" }).pipe(
         Effect.flatMap(([pod, service]) => {
           const errors = [pod, service].flatMap((r) => (r._tag === "Left" && r.left.reason !== "NotFound" ? [r.left] : []))
@@ -374,18 +408,22 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
           Effect.forEach([...created], ([name, uid]) =>
             (uid === undefined
               ? call(cluster, method, `deleting service ${name}`, () => cluster.api.deleteNamespacedService({ name, namespace: cluster.namespace }))
-              : deletePod(cluster, cluster.namespace, name, uid)
+              : deletePod(cluster, cluster.namespace, name, uid, access === "node_port")
             ).pipe(Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void), Effect.ignoreLogged), { discard: true, concurrency: "unbounded" }))
         const provisioned = Effect.gen(function*() {
-          const made: Array<{ readonly pod: PodRef; readonly runnerNodePort: number }> = []
+          const made: Array<{ readonly pod: PodRef; readonly runnerPort: number }> = []
           for (const [rank, ic] of configs.entries()) {
             const name = names[rank]
-            const service = yield* call(cluster, method, `creating service ${name} in namespace ${cluster.namespace}`, () =>
-              cluster.api.createNamespacedService({ namespace: cluster.namespace, body: jobService(name, cluster.namespace, ic.instanceId, ports) }))
-            created.set(name, undefined)
-            const published = nodePorts(service)
-            const missing = [RUNNER_PORT, ...ports].filter((port) => published.get(port) === undefined)
-            if (missing.length > 0) return yield* fail(method, "Unknown", `service ${name} got no NodePort for port ${missing.join(", ")}`)
+            // Through port-forward the pod's own ports are reached: no service, nothing published.
+            let published: ReadonlyMap<number, number | undefined> = new Map([RUNNER_PORT, ...ports].map((port) => [port, port]))
+            if (access === "node_port") {
+              const service = yield* call(cluster, method, `creating service ${name} in namespace ${cluster.namespace}`, () =>
+                cluster.api.createNamespacedService({ namespace: cluster.namespace, body: jobService(name, cluster.namespace, ic.instanceId, ports) }))
+              created.set(name, undefined)
+              published = nodePorts(service)
+              const missing = [RUNNER_PORT, ...ports].filter((port) => published.get(port) === undefined)
+              if (missing.length > 0) return yield* fail(method, "Unknown", `service ${name} got no NodePort for port ${missing.join(", ")}`)
+            }
             const body = jobPod({
               name,
               namespace: cluster.namespace,
@@ -394,13 +432,13 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
               offer,
               config: ic,
               ...(group === undefined ? {} : { group: { id: group, rank } }),
-              publishedPorts: Object.fromEntries(ports.map((port) => [String(port), published.get(port)!]))
+              ...(access === "node_port" ? { publishedPorts: Object.fromEntries(ports.map((port) => [String(port), published.get(port)!])) } : {})
             })
             const pod = yield* call(cluster, method, `creating pod ${name} in namespace ${cluster.namespace}`, () => cluster.api.createNamespacedPod({ namespace: cluster.namespace, body }))
             const uid = pod.metadata?.uid
             if (uid === undefined) return yield* fail(method, "Unknown", `the Kubernetes API at ${cluster.server} answered the creation of pod ${name} without its metadata.uid`)
             created.set(name, uid)
-            made.push({ pod: { name, uid }, runnerNodePort: published.get(RUNNER_PORT)! })
+            made.push({ pod: { name, uid }, runnerPort: published.get(RUNNER_PORT)! })
           }
           // The waits may be cut short (the run was stopped) even where the caller made the
           // creation uninterruptible: the pods made so far are then deleted, as on failure.
@@ -413,25 +451,29 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
           }
           // The nodes of a cluster reach each other at their pod IPs.
           const podIps = multi ? yield* Effect.interruptible(Effect.forEach(made, ({ pod }) => waitPodIp(cluster, method, pod), { concurrency: "unbounded" })) : []
-          return yield* Effect.forEach(made, ({ pod: { name, uid }, runnerNodePort }, rank) =>
+          return yield* Effect.forEach(made, ({ pod: { name, uid }, runnerPort }, rank) =>
             Effect.gen(function*() {
               const scheduled = placed[rank] as { readonly scheduled: true; readonly pod: k8s.V1Pod }
               const nodeName = scheduled.pod.spec!.nodeName!
-              const hostname = cluster.hostname ?? nodeAddress(yield* call(cluster, method, `reading node ${nodeName}`, () => cluster.api.readNode({ name: nodeName })))
-              if (hostname === undefined) return yield* fail(method, "Unknown", `node ${nodeName} has no ExternalIP or InternalIP address: set proxy_jump.hostname`)
-              const data: PodData = { namespace: cluster.namespace, pod: name, uid }
+              // Through port-forward the pod is named, not addressed: the transport finds its
+              // API server by the context and namespace (PodRoutes).
+              const hostname = access === "port_forward"
+                ? PodRoutes.podHost({ namespace: cluster.namespace, pod: name, region: cluster.region })
+                : cluster.hostname ?? nodeAddress(yield* call(cluster, method, `reading node ${nodeName}`, () => cluster.api.readNode({ name: nodeName })))
+              if (hostname === undefined) return yield* fail(method, "Unknown", `node ${nodeName} has no ExternalIP or InternalIP address: set proxy_jump.hostname, or pod_access: port_forward`)
+              const data: PodData = { namespace: cluster.namespace, pod: name, uid, ...(access === "port_forward" ? { access } : {}) }
               return new JobProvisioningData({
                 backend: TYPE,
                 // A multi-node job's pods land on nodes the scheduler picks: each names its own.
                 instanceType: multi ? new InstanceType({ ...offer.instance, name: nodeName }) : offer.instance,
                 instanceId: name,
                 hostname,
-                internalIp: multi ? podIps[rank] : (scheduled.pod.status?.hostIP ?? hostname),
+                internalIp: multi ? podIps[rank] : (scheduled.pod.status?.hostIP ?? (access === "port_forward" ? undefined : hostname)),
                 region: cluster.region,
                 price: offer.price,
                 username: "root",
                 dockerized: false,
-                runnerPort: runnerNodePort,
+                runnerPort,
                 backendData: JSON.stringify(data)
               })
             }))
@@ -453,6 +495,7 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
         const cluster = yield* clusterOf("terminateInstance", region)
         let namespace = cluster.namespace
         let uid: string | undefined
+        let withService = true
         if (backendData !== undefined) {
           const parsed = yield* Effect.try({
             try: () => JSON.parse(backendData) as PodData,
@@ -460,16 +503,17 @@ export const make = (config: KubernetesBackendConfig): Effect.Effect<KubernetesB
           })
           namespace = parsed.namespace
           uid = parsed.uid
+          withService = parsed.access !== "port_forward"
         }
-        yield* deletePod(cluster, namespace, instanceId, uid)
+        yield* deletePod(cluster, namespace, instanceId, uid, withService)
       })
 
     const backend = Backend.make({ type: TYPE, catalog, createInstance, createInstanceGroup: (offer, configs) => createPods("createInstanceGroup", offer, configs), terminateInstance, instancePerJob: true })
     return { ...backend, regions: clusters.map((c) => c.region) }
   })
 
-/** The plugin's factory: decodes the configuration section, then makes the backend. */
-export const fromConfig: BackendFactory = (config) =>
+/** The plugin's factory over `routes` (those its `kubernetes` transport reaches pods through): decodes the configuration section, then makes the backend. */
+export const factory = (routes: PodRoutes.PodRoutes): BackendFactory => (config) =>
   decodeConfig(config).pipe(
     Effect.mapError((error) =>
       new Backend.BackendError({
@@ -480,5 +524,8 @@ export const fromConfig: BackendFactory = (config) =>
         cause: error.cause
       })
     ),
-    Effect.flatMap(make)
+    Effect.flatMap((decoded) => make(decoded, routes))
   )
+
+/** The factory of the default plugin value (over `defaultRoutes`). */
+export const fromConfig: BackendFactory = factory(defaultRoutes)
