@@ -24,9 +24,9 @@ export interface DriverSocketOptions {
 export class DatabaseSilent extends Error {
   /** SQLSTATE 08006, connection_failure: the store reads it as `Unavailable`. */
   readonly code = "08006"
-  constructor(readonly where: string, readonly silenceMs: number) {
+  constructor(readonly where: string, readonly silenceMs: number, readonly queryTimeoutMs: number) {
     super(
-      `PostgreSQL at ${where} did not answer for ${silenceMs / 1000} s (query_timeout); the connection was closed`
+      `PostgreSQL at ${where} did not answer for ${silenceMs / 1000} s (query_timeout ${queryTimeoutMs / 1000} s + ${(silenceMs - queryTimeoutMs) / 1000} s); the connection was closed`
     )
   }
 }
@@ -77,7 +77,7 @@ const S = "S".charCodeAt(0)
 const Q = "Q".charCodeAt(0)
 
 /** Watches `socket` as described above; TLS connections are left unwatched (see README). */
-const watch = (socket: net.Socket, where: string, silenceMs: number): void => {
+const watch = (socket: net.Socket, where: string, silenceMs: number, queryTimeoutMs: number): void => {
   let owedReady = 0
   let wroteSinceRead = false
   let timer: ReturnType<typeof setTimeout> | undefined
@@ -88,7 +88,7 @@ const watch = (socket: net.Socket, where: string, silenceMs: number): void => {
   }
   const arm = () => {
     disarm()
-    timer = setTimeout(() => socket.destroy(new DatabaseSilent(where, silenceMs)), silenceMs)
+    timer = setTimeout(() => socket.destroy(new DatabaseSilent(where, silenceMs, queryTimeoutMs)), silenceMs)
     timer.unref?.()
   }
   const outgoing = framer(true, (type, first) => {
@@ -119,9 +119,11 @@ const watch = (socket: net.Socket, where: string, silenceMs: number): void => {
 
 /**
  * A `socket` option for the driver: connects to its hosts in turn (or its Unix socket) and, on
- * plain connections, destroys one that owes an answer and stays silent for `silenceMs`.
+ * plain connections, destroys one that owes an answer and stays silent for `queryTimeoutMs` and
+ * `graceMs` more (the database's own statement timeout answers first when it can).
  */
-export const socketFactory = (silenceMs: number) => {
+export const socketFactory = (queryTimeoutMs: number, graceMs: number) => {
+  const silenceMs = queryTimeoutMs + graceMs
   let next = 0
   return (options: DriverSocketOptions): net.Socket => {
     let socket: net.Socket
@@ -138,7 +140,7 @@ export const socketFactory = (silenceMs: number) => {
       where = `${host}:${port}`
     }
     // Under TLS the driver wraps this socket's handle, and its bytes bypass what is watched.
-    if (options.ssl === false || options.ssl === undefined || options.ssl === null) watch(socket, where, silenceMs)
+    if (options.ssl === false || options.ssl === undefined || options.ssl === null) watch(socket, where, silenceMs, queryTimeoutMs)
     return socket
   }
 }

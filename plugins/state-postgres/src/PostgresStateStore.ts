@@ -17,7 +17,7 @@ export interface PostgresStateStoreOptions {
   /** Apply pending migrations on start (default true); safe with several replicas at once. */
   readonly migrate?: boolean
   /**
-   * Seconds a statement may run (default 30): the database cancels a longer one
+   * Seconds a statement may run (default 15): the database cancels a longer one
    * (`statement_timeout`), and a connection that owes an answer and stays silent 2 s longer is
    * closed by this side — a database that accepts connections and never answers fails queries
    * as `Unavailable` instead of holding them forever.
@@ -28,7 +28,7 @@ export interface PostgresStateStoreOptions {
 }
 
 /** `queryTimeout`'s default, in seconds. */
-export const DEFAULT_QUERY_TIMEOUT = 30
+export const DEFAULT_QUERY_TIMEOUT = 15
 /** `connectTimeout`'s default, in seconds. */
 export const DEFAULT_CONNECT_TIMEOUT = 10
 /** The channel of the LISTEN connection's heartbeat (see `make`). */
@@ -63,11 +63,13 @@ const DRIVER_CONNECTION_CODES = /^(CONNECT_TIMEOUT|CONNECTION_\w+|ECONNREFUSED|E
  * A driver failure as an SqlError; the driver's connection failures carry SQLSTATE 08006
  * (connection_failure), so the store reads them as `Unavailable` whatever their wording.
  */
-export const driverError = (cause: unknown): SqlDriver.SqlError => {
+export const driverError = (cause: unknown, connectTimeout?: number): SqlDriver.SqlError => {
   const e = SqlDriver.toSqlError(cause)
-  return e.code !== undefined && DRIVER_CONNECTION_CODES.test(e.code)
-    ? new SqlDriver.SqlError({ message: `${e.message} (${e.code})`, code: "08006", cause })
-    : e
+  if (e.code === undefined || !DRIVER_CONNECTION_CODES.test(e.code)) return e
+  const message = e.code === "CONNECT_TIMEOUT" && connectTimeout !== undefined
+    ? `could not connect to PostgreSQL within ${connectTimeout} s (connect_timeout): ${e.message}`
+    : `${e.message} (${e.code})`
+  return new SqlDriver.SqlError({ message, code: "08006", cause })
 }
 
 /**
@@ -84,7 +86,7 @@ interface Timeouts {
 }
 
 const bounded = <A>(what: string, timeouts: Timeouts, promise: () => Promise<A>): Effect.Effect<A, SqlDriver.SqlError> =>
-  Effect.tryPromise({ try: promise, catch: driverError }).pipe(
+  Effect.tryPromise({ try: promise, catch: (e) => driverError(e, timeouts.connectTimeout) }).pipe(
     Effect.timeoutFail({
       duration: callBound(timeouts),
       onTimeout: () =>
@@ -121,7 +123,7 @@ export const makeDriver = (
     ),
   listen: (channel, onMessage) =>
     Effect.acquireRelease(
-      Effect.tryPromise({ try: () => sql.listen(channel, onMessage), catch: SqlDriver.toSqlError }),
+      bounded("LISTEN", timeouts, () => sql.listen(channel, onMessage)),
       // A database gone silent fails the UNLISTEN too: nothing to undo then.
       (request) => Effect.tryPromise(() => request.unlisten()).pipe(Effect.ignore)
     ).pipe(Effect.asVoid)
@@ -149,7 +151,7 @@ export const make = (
             connection: { statement_timeout: Math.round(timeouts.queryTimeout * 1000) },
             // …and a connection that owes an answer and stays silent is closed here.
             // (`socket` is an option of the driver that its types leave out.)
-            socket: socketFactory(timeouts.queryTimeout * 1000 + SILENCE_GRACE_MS)
+            socket: socketFactory(timeouts.queryTimeout * 1000, SILENCE_GRACE_MS)
           } as postgres.Options<{}>) as unknown as Sql,
         catch: (e) => unavailable("connect", e)
       }),
