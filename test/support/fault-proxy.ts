@@ -1,7 +1,7 @@
 // A fault-injecting TCP proxy for the fault tests (test/reliability/faults-*.test.ts): it stands
 // between a client and a real server (the server and PostgreSQL, the server and a runner) and,
-// by its mode, passes bytes through, cuts every connection, stalls, delays, answers garbage,
-// truncates answers, or resets connections. The mode is set in code (`setMode`) or, for a proxy
+// by its mode, passes bytes through, cuts every connection, stalls, swallows everything
+// (blackhole), delays, answers garbage, truncates answers, or resets connections. The mode is set in code (`setMode`) or, for a proxy
 // inside another process (test/support/fault-server.ts), read from a file that the test writes.
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -18,6 +18,13 @@ export type FaultMode =
    * that never answers. Leaving the mode lets everything held flow on, nothing dropped.
    */
   | { readonly kind: "stall" }
+  /**
+   * Connections are accepted and everything either side sends is read and dropped: a target
+   * that accepts and never answers. Unlike `stall`, leaving the mode does not revive the
+   * connections it swallowed (their bytes are lost, as after a host that lost its state): they
+   * stay silent until closed, and only new connections reach the target again.
+   */
+  | { readonly kind: "blackhole" }
   /** Each chunk from the target reaches the client `ms` later. */
   | { readonly kind: "delay"; readonly ms: number }
   /** The target's answers are replaced by as many bytes of garbage. */
@@ -69,6 +76,8 @@ interface Pair {
   readonly client: net.Socket
   upstream: net.Socket | undefined
   passed: number
+  /** Swallowed by a blackhole: nothing passes either way any more. */
+  swallowed: boolean
 }
 
 /** Starts a proxy on a free port of 127.0.0.1 (or `listenHost`) in front of the target. */
@@ -92,6 +101,7 @@ export const startFaultProxy = (options: FaultProxyOptions): Promise<FaultProxy>
     const wasStalled = mode.kind === "stall"
     mode = next
     if (next.kind === "cut" || next.kind === "reset") for (const pair of [...pairs]) destroy(pair, next.kind === "reset")
+    else if (next.kind === "blackhole") for (const pair of pairs) pair.swallowed = true
     else if (next.kind === "stall") {
       for (const pair of pairs) {
         pair.client.pause()
@@ -113,6 +123,7 @@ export const startFaultProxy = (options: FaultProxyOptions): Promise<FaultProxy>
     upstream.on("close", () => destroy(pair, false))
     upstream.on("data", (chunk: Buffer) => {
       const m = mode
+      if (pair.swallowed) return
       switch (m.kind) {
         case "pass":
           pair.client.write(chunk)
@@ -143,14 +154,20 @@ export const startFaultProxy = (options: FaultProxyOptions): Promise<FaultProxy>
         case "reset":
           destroy(pair, m.kind === "reset")
           break
+        case "blackhole":
+          pair.swallowed = true
+          break
       }
     })
-    pair.client.on("data", (chunk: Buffer) => upstream.write(chunk))
+    pair.client.on("data", (chunk: Buffer) => {
+      if (mode.kind === "blackhole") pair.swallowed = true
+      if (!pair.swallowed) upstream.write(chunk)
+    })
   }
 
   const server = net.createServer((client) => {
     accepted++
-    const pair: Pair = { client, upstream: undefined, passed: 0 }
+    const pair: Pair = { client, upstream: undefined, passed: 0, swallowed: false }
     pairs.add(pair)
     client.on("error", () => destroy(pair, false))
     client.on("close", () => destroy(pair, false))
@@ -164,6 +181,11 @@ export const startFaultProxy = (options: FaultProxyOptions): Promise<FaultProxy>
       case "stall":
         // Accepted and held: the client waits for an answer that does not come (yet).
         client.pause()
+        return
+      case "blackhole":
+        // Accepted, read and dropped: never connected to the target.
+        pair.swallowed = true
+        client.on("data", () => {})
         return
       default:
         connectUpstream(pair)

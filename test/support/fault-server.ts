@@ -10,8 +10,10 @@
 // With FAULT_RUNNER_PROXY_FILE set, the server reaches each runner through a fault proxy
 // (./fault-proxy.ts) whose mode the test writes to that file: slow, garbage or cut answers.
 //
+// FAULT_STATE_OPTIONS (JSON) adds to the state store's options (`query_timeout` of `postgres`).
+//
 // Environment: DSTACK_SERVER_ADMIN_TOKEN, FAULT_SERVER_DIR, FAULT_WORK_DIR, FAULT_MAX_INSTANCES,
-// FAULT_LEASE_MS, FAULT_RESYNC_MS, FAULT_RECONCILE_MS, FAULT_RUNNER_PROXY_FILE, and
+// FAULT_LEASE_MS, FAULT_RESYNC_MS, FAULT_RECONCILE_MS, FAULT_RUNNER_PROXY_FILE, FAULT_STATE_OPTIONS, and
 // DSTACK_DATABASE_URL, DSTACK_SERVER_S3_*, DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS as for
 // `dstack server`.
 import { Effect } from "effect"
@@ -54,8 +56,10 @@ const faultyPlugin = definePlugin({
   transports: { faulty: () => Effect.succeed(faultyTransport) }
 })
 
+const stateOptions = process.env.FAULT_STATE_OPTIONS ? (JSON.parse(process.env.FAULT_STATE_OPTIONS) as object) : {}
 const server = await createServer({
   ...base,
+  state: { ...(base.state as { driver: string; options: object }), options: { ...(base.state as { options: object }).options, ...stateOptions } },
   ...(proxyFile !== "" ? { plugins: [...(base.plugins ?? []), faultyPlugin] } : {}),
   compute: {
     ...base.compute,
