@@ -12,19 +12,14 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, expect, it } from "vitest"
-import backendSsh from "@dstack-ts/backend-ssh"
-import transportSsh from "@dstack-ts/transport-ssh"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import type { Server } from "../../core/src/server/createServer.ts"
 import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { appCall } from "../support/api.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHosts } from "../support/netns.ts"
 import { makeUntil } from "../support/until.ts"
+import { sshFleetServer } from "../support/sshFleetServer.ts"
 
-const RUNNER_ENTRY = fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url))
 const CLI = path.resolve("cli/bin/dstack.mjs")
 const TOKEN = "attach-netns-token"
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-attach-e2e-"))
@@ -101,13 +96,7 @@ describeWithNetns(() => {
 
   beforeAll(async () => {
     hosts = await createNetnsHosts({ count: 1 })
-    server = await createServer({
-      state: EmbeddedStateStore.layerMemory(),
-      blobs: blobsMemory,
-      adminToken: TOKEN,
-      plugins: [backendSsh, transportSsh],
-      runner: { entry: RUNNER_ENTRY },
-      engine: { resyncMs: 2_000 },
+    server = await sshFleetServer(TOKEN, {
       sshProxy: { port: 0, hostKeyFile: path.join(home, "sshproxy_host_key"), hostname: "127.0.0.1" }
     })
     serving = await serve(server, { port: 0, handleSignals: false })

@@ -9,20 +9,15 @@
 // Re-applying a fleet with a host added and one removed changes only those: the removed host's
 // runner and files are gone; a host running a job is not removed (the update is refused).
 import * as fs from "node:fs"
-import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { parse as parseYaml } from "yaml"
-import backendSsh from "@dstack-ts/backend-ssh"
 import { fingerprint } from "@dstack-ts/ssh"
-import transportSsh from "@dstack-ts/transport-ssh"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import type { Server } from "../../core/src/server/createServer.ts"
 import { appCall } from "../support/api.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHost, type NetnsHosts } from "../support/netns.ts"
 import { makeUntil } from "../support/until.ts"
+import { finished, sshFleetServer } from "../support/sshFleetServer.ts"
 
-const RUNNER_ENTRY = fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url))
 const TOKEN = "fleets-netns-token"
 let server: Server
 let hosts: NetnsHosts
@@ -31,7 +26,6 @@ const call = appCall(() => server, TOKEN)
 const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
 const getRun = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
 const getFleet = async (name: string) => (await call("/api/project/main/fleets/get", { name })).body
-const finished = (run: any) => ["done", "failed", "terminated"].includes(run.status)
 const logsOf = async (run: any, jobNum: number) => {
   const sub = run.jobs[jobNum].job_submissions.at(-1)
   return (await call("/api/project/main/logs/poll", { run_name: run.run_spec.run_name, job_submission_id: sub.id })).body.logs.map((l: any) => l.message).join("")
@@ -97,13 +91,8 @@ const runSpec = (configuration: Record<string, unknown>, runName: string) => ({
 describeWithNetns(() => {
   beforeAll(async () => {
     hosts = await createNetnsHosts({ count: 3, jump: true })
-    server = await createServer({
-      state: EmbeddedStateStore.layerMemory(),
-      blobs: blobsMemory,
-      adminToken: TOKEN,
-      plugins: [backendSsh, transportSsh],
-      runner: { entry: RUNNER_ENTRY },
-      engine: { resyncMs: 2_000, unreachableMs: 4_000 }
+    server = await sshFleetServer(TOKEN, {
+      engine: { unreachableMs: 4_000 }
     })
   }, 300_000)
   afterAll(async () => {

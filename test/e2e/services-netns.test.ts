@@ -5,21 +5,16 @@
 // forward with the hosts' SSH access, as the engine reaches their runners. A WebSocket goes the
 // same way. Stopping the service leaves the proxy answering 404.
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import WebSocket from "ws"
-import backendSsh from "@dstack-ts/backend-ssh"
-import transportSsh from "@dstack-ts/transport-ssh"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import type { Server } from "../../core/src/server/createServer.ts"
 import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { httpCall } from "../support/api.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHosts } from "../support/netns.ts"
 import { freePort, waitRunning } from "../support/services.ts"
 import { makeUntil } from "../support/until.ts"
+import { sshFleetServer } from "../support/sshFleetServer.ts"
 
-const RUNNER_ENTRY = fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url))
 const APP = path.resolve("test/support/service-app.mjs")
 const TOKEN = "services-netns-token"
 let server: Server
@@ -33,13 +28,7 @@ const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
 describeWithNetns(() => {
   beforeAll(async () => {
     hosts = await createNetnsHosts({ count: 2 })
-    server = await createServer({
-      state: EmbeddedStateStore.layerMemory(),
-      blobs: blobsMemory,
-      adminToken: TOKEN,
-      plugins: [backendSsh, transportSsh],
-      runner: { entry: RUNNER_ENTRY },
-      engine: { resyncMs: 2_000 },
+    server = await sshFleetServer(TOKEN, {
       services: { holdTimeoutMs: 30_000 }
     })
     serving = await serve(server, { port: 0, handleSignals: false })

@@ -6,18 +6,13 @@
 // connection's own timeouts dominating), and flags the instance unreachable; the next run on
 // that fleet is not placed on the dead host.
 import * as fs from "node:fs"
-import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, expect, it } from "vitest"
-import backendSsh from "@dstack-ts/backend-ssh"
-import transportSsh from "@dstack-ts/transport-ssh"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer, type Server } from "../../core/src/server/createServer.ts"
+import type { Server } from "../../core/src/server/createServer.ts"
 import { appCall } from "../support/api.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHosts } from "../support/netns.ts"
 import { makeUntil } from "../support/until.ts"
+import { finished, sshFleetServer } from "../support/sshFleetServer.ts"
 
-const RUNNER_ENTRY = fileURLToPath(new URL("../../cli/src/runner.ts", import.meta.url))
 const TOKEN = "host-kill-token"
 const UNREACHABLE_MS = 4_000
 let server: Server
@@ -26,7 +21,6 @@ const call = appCall(() => server, TOKEN)
 const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
 const getRun = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
 const getFleet = async (name: string) => (await call("/api/project/main/fleets/get", { name })).body
-const finished = (run: any) => ["done", "failed", "terminated"].includes(run.status)
 const runSpec = (configuration: Record<string, unknown>, runName: string) => ({
   run_spec: { run_name: runName, repo_id: "host-kill", repo_data: { repo_type: "virtual" }, configuration: { type: "task", resources: { cpu: "1..", memory: "0.1GB..", disk: "0.1GB.." }, ...configuration } }
 })
@@ -34,13 +28,8 @@ const runSpec = (configuration: Record<string, unknown>, runName: string) => ({
 describeWithNetns(() => {
   beforeAll(async () => {
     hosts = await createNetnsHosts({ count: 2 })
-    server = await createServer({
-      state: EmbeddedStateStore.layerMemory(),
-      blobs: blobsMemory,
-      adminToken: TOKEN,
-      plugins: [backendSsh, transportSsh],
-      runner: { entry: RUNNER_ENTRY },
-      engine: { resyncMs: 2_000, unreachableMs: UNREACHABLE_MS }
+    server = await sshFleetServer(TOKEN, {
+      engine: { unreachableMs: UNREACHABLE_MS }
     })
   }, 300_000)
   afterAll(async () => {
