@@ -9,7 +9,7 @@ import type { ProjectRole } from "../domain/Project.ts"
 import { StateStore } from "../ports/StateStore.ts"
 import { Access } from "./Access.ts"
 import type { Principal } from "./Access.ts"
-import { excerpt, fromStateStore } from "./ApiError.ts"
+import { type ApiError, excerpt, fromStateStore } from "./ApiError.ts"
 import * as Eager from "./Eager.ts"
 
 /** The longest a cached caller or project role is used without the store saying it changed. */
@@ -22,6 +22,20 @@ interface Cached<A> {
   readonly at: number
 }
 
+/** A read under way, begun at access epoch `readAt`; concurrent misses of its key await `done`. */
+interface Loading<A, E> {
+  readonly readAt: number
+  readonly done: Deferred.Deferred<A | undefined, E>
+}
+
+/** What is remembered under one kind of key: the values read, and the reads under way. */
+interface Cache<A, E> {
+  readonly values: Map<string, Cached<A>>
+  readonly loading: Map<string, Loading<A, E>>
+}
+
+const newCache = <A, E>(): Cache<A, E> => ({ values: new Map(), loading: new Map() })
+
 /** sha256 hex, as `hashToken` of the port, but synchronous: it runs on every request. */
 const sha256Hex = (token: string): string => createHash("sha256").update(token).digest("hex")
 
@@ -32,17 +46,15 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
     // Counts the access changes reported; a read is remembered only if none came meanwhile (a
     // read racing a change may have seen the old rows).
     let epoch = 0
-    const principals = new Map<string, Cached<Principal>>()
-    const roles = new Map<string, Cached<ReadonlyMap<string, ProjectRole>>>()
+    const principals = newCache<Principal, ApiError>()
+    const roles = newCache<ReadonlyMap<string, ProjectRole>, ApiError>()
+    // Reads under way stay: one begun before the change is not awaited (its epoch is old).
     yield* store.watch((change) => {
       if (change.kind !== "access") return
       epoch++
-      principals.clear()
-      roles.clear()
+      principals.values.clear()
+      roles.values.clear()
     })
-
-    /** Loads in flight, by cache and key: concurrent misses of one key share one read. */
-    const inFlight = new Map<Map<string, Cached<any>>, Map<string, { readonly readAt: number; readonly done: Deferred.Deferred<any, any> }>>()
 
     /**
      * The cached value under `key`, else `load`'s (remembered unless it is undefined). A hit is
@@ -51,32 +63,28 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
      * (begun since the last access change). That read runs to its end even if the request that
      * began it goes away, so that the others waiting on it get their answer.
      */
-    const cached = <A, E>(cache: Map<string, Cached<A>>, key: string, load: () => Effect.Effect<A | undefined, E>): Effect.Effect<A | undefined, E> => {
-      const hit = cache.get(key)
+    const cached = <A, E>(cache: Cache<A, E>, key: string, load: () => Effect.Effect<A | undefined, E>): Effect.Effect<A | undefined, E> => {
+      const hit = cache.values.get(key)
       const now = Date.now()
       if (hit !== undefined && now - hit.at < CACHE_TTL_MS) return Effect.succeed<A | undefined>(hit.value)
       return Effect.suspend(() => {
-        let loads = inFlight.get(cache)
-        if (loads === undefined) inFlight.set(cache, (loads = new Map()))
-        const running = loads.get(key)
-        if (running !== undefined && running.readAt === epoch) return Deferred.await(running.done as Deferred.Deferred<A | undefined, E>)
-        const readAt = epoch
+        const running = cache.loading.get(key)
+        if (running !== undefined && running.readAt === epoch) return Deferred.await(running.done)
+        const loading: Loading<A, E> = { readAt: epoch, done: Deferred.unsafeMake(FiberId.none) }
         const at = Date.now()
-        const done = Deferred.unsafeMake<A | undefined, E>(FiberId.none)
-        const entry = { readAt, done }
-        loads.set(key, entry)
+        cache.loading.set(key, loading)
         return load().pipe(
           Effect.tap((value) =>
             Effect.sync(() => {
-              if (value === undefined || epoch !== readAt) return
-              if (cache.size >= MAX_ENTRIES) cache.clear()
-              cache.set(key, { value, at })
+              if (value === undefined || epoch !== loading.readAt) return
+              if (cache.values.size >= MAX_ENTRIES) cache.values.clear()
+              cache.values.set(key, { value, at })
             })
           ),
           Effect.onExit((exit) =>
             Effect.sync(() => {
-              if (loads.get(key) === entry) loads.delete(key)
-              Deferred.unsafeDone(done, exit)
+              if (cache.loading.get(key) === loading) cache.loading.delete(key)
+              Deferred.unsafeDone(loading.done, exit)
             })
           ),
           Effect.uninterruptible
