@@ -88,7 +88,9 @@ const server = await createServer({
     defaultBackends: options.backend === "noop"
       ? [{ type: "noop", config: options.noop ?? {} }]
       : [{ type: "local", config: { max_instances: options.maxInstances ?? 2, work_dir: path.join(options.dir, "local"), terminate_grace_seconds: 2 } }]
-  }
+  },
+  // The logs rows write up to 1 GB from one job: no hourly log quota (upstream's default is 50 MiB).
+  engine: { logQuotaPerJobHour: 0 }
 })
 const listeningAt = Date.now()
 console.error(`[bench server] created in ${((listeningAt - startedAt) / 1000).toFixed(1)} s`)

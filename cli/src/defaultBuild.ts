@@ -59,6 +59,16 @@ const runnerUnreachable = (env: NodeJS.ProcessEnv): { unreachableMs?: number } =
   return { unreachableMs: seconds * 1000 }
 }
 
+/** The engine's `logQuotaPerJobHour` from DSTACK_SERVER_LOG_QUOTA_PER_JOB_HOUR (upstream's name), when set. */
+const logQuota = (env: NodeJS.ProcessEnv): { logQuotaPerJobHour?: number } => {
+  const text = env.DSTACK_SERVER_LOG_QUOTA_PER_JOB_HOUR
+  if (text === undefined || text === "") return {}
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text))) {
+    throw new CliError(`DSTACK_SERVER_LOG_QUOTA_PER_JOB_HOUR: "${text.slice(0, 40)}" is not a whole number of bytes (0: no quota)`)
+  }
+  return { logQuotaPerJobHour: Number(text) }
+}
+
 /** Where the default server keeps its data: `DSTACK_SERVER_DIR`, else `~/.dstack-ts/server`. */
 export const defaultServerDir = (): string => process.env.DSTACK_SERVER_DIR || join(homedir(), ".dstack-ts", "server")
 
@@ -70,7 +80,9 @@ export const defaultServerDir = (): string => process.env.DSTACK_SERVER_DIR || j
  * `local` backend in every project. Secrets are encrypted with `DSTACK_SERVER_SECRETS_KEY` when
  * set (replicas must share one key), else with the key in `<dir>/secrets.key`, made with mode
  * 0600 on first start. A job whose runner does not answer for
- * `DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS` (default 120) fails as `instance_unreachable`.
+ * `DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS` (default 120) fails as `instance_unreachable`; one
+ * that writes more than `DSTACK_SERVER_LOG_QUOTA_PER_JOB_HOUR` bytes of logs within an hour
+ * (default 50 MiB, 0: no quota) is stopped and fails as `log_quota_exceeded`.
  */
 export const defaultServerOptions = (
   serverDir: string,
@@ -91,7 +103,7 @@ export const defaultServerOptions = (
     // Kubernetes pods are reached by the backend plugin's own `kubernetes` transport (named like
     // the backend, so the engine picks it): NodePorts, or the API's port-forward.
     compute: { defaultBackends: [{ type: "local" }] },
-    engine: runnerUnreachable(env),
+    engine: { ...runnerUnreachable(env), ...logQuota(env) },
     secrets: env.DSTACK_SERVER_SECRETS_KEY
       ? { key: env.DSTACK_SERVER_SECRETS_KEY }
       : { keyFile: join(serverDir, "secrets.key") }

@@ -55,3 +55,17 @@ describe("docs/cli.md", () => {
     expect(await readFile(DOCS_PATH, "utf8"), "docs/cli.md is stale: run `npx tsx cli/scripts/cli-docs.ts`").toBe(generated)
   })
 })
+
+describe("defaultServerOptions: the engine's settings from the environment", () => {
+  const engineOf = async (env: Record<string, string>) => (await import("../src/defaultBuild.ts")).defaultServerOptions("/tmp/unused", undefined, { env }).engine
+  it("takes DSTACK_SERVER_LOG_QUOTA_PER_JOB_HOUR (bytes, 0: no quota) and DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS", async () => {
+    expect(await engineOf({})).toEqual({})
+    expect(await engineOf({ DSTACK_SERVER_LOG_QUOTA_PER_JOB_HOUR: "1048576", DSTACK_SERVER_RUNNER_UNREACHABLE_SECONDS: "30" })).toEqual({ logQuotaPerJobHour: 1048576, unreachableMs: 30_000 })
+    expect(await engineOf({ DSTACK_SERVER_LOG_QUOTA_PER_JOB_HOUR: "0" })).toEqual({ logQuotaPerJobHour: 0 })
+  })
+  it("refuses a quota that is not a whole number of bytes, naming the variable", async () => {
+    for (const text of ["-1", "1.5", "50MB", "9".repeat(30)]) {
+      await expect(engineOf({ DSTACK_SERVER_LOG_QUOTA_PER_JOB_HOUR: text })).rejects.toThrow(/DSTACK_SERVER_LOG_QUOTA_PER_JOB_HOUR: .* is not a whole number of bytes/)
+    }
+  })
+})

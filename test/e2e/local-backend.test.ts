@@ -24,6 +24,8 @@ import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.t
 import repoArchiveUrl, { archiveUrlRepo } from "../../examples/repo-archive-url/archive-url.ts"
 
 const TOKEN = "local-e2e-token"
+/** The jobs' hourly log quota in this suite (the server tells each runner). */
+const LOG_QUOTA = 100_000
 let server: Server
 
 const call = appCall(() => server, TOKEN)
@@ -61,8 +63,8 @@ beforeAll(async () => {
     compute: { defaultBackends: [{ type: "local" }] },
     // the runner build the local backend starts: the CLI's default one (as `dstack server`)
     runner: { entry: path.resolve("cli/src/runner.ts") },
-    // a short resync, so that idle instances are reaped within the test
-    engine: { resyncMs: 1_000 }
+    // a short resync, so that idle instances are reaped within the test; a small log quota
+    engine: { resyncMs: 1_000, logQuotaPerJobHour: LOG_QUOTA }
   })
 }, 60_000)
 afterAll(async () => {
@@ -191,6 +193,19 @@ describe("local backend end to end", () => {
     // the runner process is gone too
     expect(() => process.kill(pid, 0)).toThrow()
   }, 60_000)
+
+  it("stops a job that writes past its hourly log quota: failed, log_quota_exceeded, the log cut at the quota", async () => {
+    const res = await call("/api/project/main/runs/apply", {
+      plan: { run_spec: { run_name: "chatty", repo_id: "examples", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: ["head -c 300000 /dev/zero | tr '\\0' z", "sleep 120"] } } }
+    })
+    expect(res.status, JSON.stringify(res.body)).toBe(200)
+    const run = await waitFinished("chatty")
+    const submission = run.jobs[0].job_submissions[0]
+    expect(run.status).toBe("failed")
+    expect(submission).toMatchObject({ status: "failed", termination_reason: "log_quota_exceeded" })
+    expect(submission.termination_reason_message).toBe("the job wrote more than its log quota of 100,000 bytes within an hour")
+    expect(await logsOf("chatty")).toBe("z".repeat(LOG_QUOTA))
+  })
 
   it("shows the plan's reason when this machine cannot meet a requirement", async () => {
     const plan = await call("/api/project/main/runs/get_plan", {

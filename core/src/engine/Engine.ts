@@ -29,6 +29,9 @@ import { withRunner } from "./RunnerFollower.ts"
 import { waitHealthy } from "./RunnerSession.ts"
 import { runWorker } from "./RunWorker.ts"
 
+/** Upstream's default hourly log quota of a job: 50 MiB. */
+export const DEFAULT_LOG_QUOTA_PER_JOB_HOUR = 50 * 1024 * 1024
+
 export interface EngineOptions {
   /** Names this replica in leases; unique per process by default. */
   readonly owner?: string
@@ -42,6 +45,11 @@ export interface EngineOptions {
   readonly provisioningTimeoutMs?: number
   /** How long a runner may stay unreachable before its job ends as instance_unreachable. Default 2 min. */
   readonly unreachableMs?: number
+  /**
+   * Bytes of log output a job may write in an hour (upstream's `DSTACK_SERVER_LOG_QUOTA_PER_JOB_HOUR`):
+   * its runner stops a job past it, which fails as `log_quota_exceeded`. 0: no quota. Default 50 MiB.
+   */
+  readonly logQuotaPerJobHour?: number
   /** Seconds an instance stays idle before it is terminated, unless the run says otherwise. Default 300. */
   readonly defaultIdleDurationSeconds?: number
   /**
@@ -82,6 +90,7 @@ export const make = (
     const resyncMs = options.resyncMs ?? 15_000
     const provisioningTimeoutMs = options.provisioningTimeoutMs ?? 10 * 60_000
     const unreachableMs = options.unreachableMs ?? 2 * 60_000
+    const logQuotaPerJobHour = options.logQuotaPerJobHour ?? DEFAULT_LOG_QUOTA_PER_JOB_HOUR
 
     const pool = InstancePool.make({
       store,
@@ -109,7 +118,7 @@ export const make = (
       compute,
       pool,
       provisioner,
-      follower: { store, blobs, compute, provisioningTimeoutMs, unreachableMs },
+      follower: { store, blobs, compute, provisioningTimeoutMs, unreachableMs, logQuotaPerJobHour },
       stepPermits,
       provisioningTimeoutMs
     }

@@ -44,6 +44,8 @@ export interface FollowerOptions {
   readonly provisioningTimeoutMs: number
   /** How long a runner may stay unreachable before its job ends as instance_unreachable. */
   readonly unreachableMs: number
+  /** Bytes of log output a job may write in an hour, told to its runner; 0 or absent: no quota. */
+  readonly logQuotaPerJobHour?: number
 }
 
 /** The job a follower follows. */
@@ -251,7 +253,8 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
         secrets: secrets.right,
         ...(repoCredentials !== undefined ? { repoCredentials } : {}),
         jobSubmissionId: submissionId,
-        ...inactivityOf(run.runSpec.configuration)
+        ...inactivityOf(run.runSpec.configuration),
+        ...((options.logQuotaPerJobHour ?? 0) > 0 ? { logQuotaHour: options.logQuotaPerJobHour } : {})
       } as any
       if (job.resumed === true) cursor = yield* lastStoredLogAt(store, run.projectName, submissionId, options.unreachableMs)
       // The hand-over answers with the job's event stream (one request; an older

@@ -177,6 +177,12 @@ export const diskFullNote = (dir: string): string | undefined => {
   }
 }
 
+const HOUR_MS = 60 * 60 * 1000
+
+/** What a job that wrote past its hourly log quota is told. */
+const logQuotaMessage = (quota: number): string =>
+  `the job wrote more than its log quota of ${quota.toLocaleString("en-US")} bytes within an hour`
+
 /**
  * Makes a runner agent in a scope; closing the scope aborts a job that still runs.
  *
@@ -200,6 +206,10 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
     let stopRequest: "stop" | "abort" | undefined
     let maxDurationExceeded = false
     let inactivityExceeded = false
+    // The job's log bytes in the hour that began with its first byte after the last such hour
+    // (upstream's hourly log quota, `log_quota_hour`); past the quota nothing more is kept.
+    let quotaHour = { start: 0, bytes: 0 }
+    let logQuotaExceeded = false
     let openConnections = 0
     let lastActive = Date.now()
     let lastCpu: { at: number; cpu: number } | undefined
@@ -228,6 +238,9 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       if (inactivityExceeded) {
         return finish("terminated", "inactivity_duration_exceeded", `no SSH connection for ${submission!.inactivityDuration}s (inactivity_duration)`, exit.exitCode)
       }
+      if (logQuotaExceeded) {
+        return finish("failed", "log_quota_exceeded", logQuotaMessage(submission!.logQuotaHour!), exit.exitCode)
+      }
       if (maxDurationExceeded) {
         return finish("terminated", "max_duration_exceeded", `the job ran longer than its max_duration of ${submission!.jobSpec.maxDuration}s`, exit.exitCode)
       }
@@ -244,8 +257,29 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       return finish("failed", "container_exited_with_error", `the job exited with status ${exit.exitCode}`, exit.exitCode)
     }
 
+    /** Stops the job for its log quota (once it has started: see `execute`). */
+    const stopForQuota = () => {
+      if (execution !== undefined) Effect.runFork(execution.stop(stopGrace()))
+    }
+
+    /** Keeps a piece of the job's output, up to its hourly log quota; past it, stops the job. */
+    const keepLog = (bytes: Uint8Array) => {
+      const quota = submission?.logQuotaHour
+      if (quota === undefined) return events.addJobLog(bytes)
+      if (logQuotaExceeded) return
+      const now = Date.now()
+      if (now - quotaHour.start >= HOUR_MS) quotaHour = { start: now, bytes: 0 }
+      quotaHour.bytes += bytes.length
+      if (quotaHour.bytes <= quota) return events.addJobLog(bytes)
+      const within = bytes.length - (quotaHour.bytes - quota)
+      if (within > 0) events.addJobLog(bytes.subarray(0, within))
+      logQuotaExceeded = true
+      events.addRunnerLog(`${logQuotaMessage(quota)}: stopping the job`)
+      stopForQuota()
+    }
+
     const observer: ExecutionObserver = {
-      log: (_stream, bytes) => events.addJobLog(bytes),
+      log: (_stream, bytes) => keepLog(bytes),
       pulling: () => {
         events.addState({ state: "pulling" })
         events.addRunnerLog("pulling the image")
@@ -287,6 +321,8 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
         }
         execution = started.right
         events.addState({ state: "running" })
+        // Output that passed the quota before the executor answered.
+        if (logQuotaExceeded) stopForQuota()
         lastActive = Date.now()
         const inactivity = body.inactivityDuration
         if (inactivity !== undefined && inactivity > 0) {
@@ -342,6 +378,8 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
           stopRequest = undefined
           maxDurationExceeded = false
           inactivityExceeded = false
+          quotaHour = { start: 0, bytes: 0 }
+          logQuotaExceeded = false
           state = "wait_submit"
         }
         if (state !== "wait_submit") {

@@ -65,7 +65,9 @@ export const SubmitBody = Schema.Struct({
    * A dev environment's `inactivity_duration` in seconds (ours): the runner stops the job once
    * no SSH connection through the server's proxy has been open for that long.
    */
-  inactivityDuration: wireOptional(Schema.Number, "inactivity_duration")
+  inactivityDuration: wireOptional(Schema.Number, "inactivity_duration"),
+  /** Bytes of log output the job may write in an hour (upstream's field); absent: no quota. */
+  logQuotaHour: wireOptional(Schema.Int.pipe(Schema.positive()), "log_quota_hour")
 })
 export type SubmitBody = typeof SubmitBody.Type
 

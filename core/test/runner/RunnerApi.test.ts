@@ -169,6 +169,41 @@ describe("runner HTTP API with the process executor", () => {
     expect(logText(result.job_logs)).toBe("oops\n")
   })
 
+  it("enforces log_quota_hour: a job writing past it keeps exactly the quota, is stopped and fails with log_quota_exceeded", async () => {
+    const { runner } = await startRunner()
+    // 20,000 bytes at once, then a wait that only the quota's stop cuts short.
+    await postOk(runner, "/api/submit", submitBody({ commands: ["head -c 20000 /dev/zero | tr '\\0' x", "sleep 30"], stop_duration: 5 }, { log_quota_hour: 5000 }))
+    await postOk(runner, "/api/run")
+    const result = await pullUntilFinished(runner)
+    expect(finalState(result)).toMatchObject({
+      state: "failed",
+      termination_reason: "log_quota_exceeded",
+      termination_message: "the job wrote more than its log quota of 5,000 bytes within an hour"
+    })
+    expect(logText(result.job_logs)).toBe("x".repeat(5000))
+    expect(logText(result.runner_logs)).toContain("log quota of 5,000 bytes within an hour: stopping the job")
+  })
+
+  it("log_quota_hour leaves a job within it alone, and a submit without it sets no quota", async () => {
+    for (const extra of [{ log_quota_hour: 5000 }, {}]) {
+      const { runner } = await startRunner()
+      await postOk(runner, "/api/submit", submitBody({ commands: ["head -c 4000 /dev/zero | tr '\\0' y"] }, extra))
+      await postOk(runner, "/api/run")
+      const result = await pullUntilFinished(runner)
+      expect(finalState(result)).toMatchObject({ state: "done", termination_reason: "done_by_runner" })
+      expect(logText(result.job_logs)).toBe("y".repeat(4000))
+    }
+  })
+
+  it("refuses a log_quota_hour that is not a positive whole number of bytes", async () => {
+    const { runner } = await startRunner()
+    for (const quota of [0, -1, 1.5, "big"]) {
+      const res = await fetch(`${runner.url}/api/submit`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(submitBody({ commands: ["true"] }, { log_quota_hour: quota })) })
+      expect(res.status, String(quota)).toBe(400)
+      expect(await res.text()).toContain("log_quota_hour")
+    }
+  })
+
   it("enforces max_duration: the job is stopped and terminated with max_duration_exceeded", async () => {
     const { runner } = await startRunner()
     await postOk(runner, "/api/submit", submitBody({ commands: ["echo started", "sleep 30"], max_duration: 0.5, stop_duration: 5 }))
