@@ -46,7 +46,35 @@ const bearer = (c: HonoContext): string | undefined => {
   return match ? match[1].trim() : undefined
 }
 
+/** The deepest nesting of arrays and objects a JSON request body may have. */
+export const MAX_BODY_DEPTH = 64
+
+/**
+ * Whether `text` nests arrays and objects deeper than `limit` (brackets inside strings do not
+ * count). Nothing the API takes comes near it, and a value nested thousands deep makes every
+ * recursive walk of it (schema error formatting, JSON.stringify) overflow the stack: such a body
+ * is refused before it is parsed.
+ */
+export const nestsDeeperThan = (text: string, limit: number): boolean => {
+  let depth = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 92) i++ // a backslash: the next character is escaped
+      else if (c === 34) inString = false
+    } else if (c === 34) inString = true
+    else if (c === 123 || c === 91) {
+      if (++depth > limit) return true
+    } else if (c === 125 || c === 93) depth--
+  }
+  return false
+}
+
 const parseJson = (text: string): Either.Either<unknown, ApiError> => {
+  if (nestsDeeperThan(text, MAX_BODY_DEPTH)) {
+    return Either.left(new ApiError({ status: 422, detail: [{ msg: `The request body nests arrays and objects deeper than ${MAX_BODY_DEPTH} levels`, code: "invalid_request", loc: ["body"] }] }))
+  }
   try {
     return Either.right(text.trim() === "" ? {} : JSON.parse(text))
   } catch (cause) {

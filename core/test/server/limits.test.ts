@@ -168,13 +168,22 @@ describe("server: limits on what comes in and what goes back", () => {
     expect(msg).toContain("(100,0")
   })
 
-  it("refuses an unknown key holding a value nested 200,000 deep with a 400 quoting its start", async () => {
-    const body = `${'{"a":'.repeat(200_000)}1${"}".repeat(200_000)}`
-    for (const path of ["/api/runs/list", "/api/fleets/list", "/api/instances/list"]) {
-      const res = await call(server, path, body)
-      expect(res.status, path).toBe(400)
-      expect(res.body.detail[0]!.msg).toBe(`a is not a field this server knows (got {"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{...)`)
+  it("refuses a body nested deeper than 64 levels before parsing it; 64 levels, and brackets inside strings, pass", async () => {
+    const nested = (depth: number) => `${'{"a":'.repeat(depth)}1${"}".repeat(depth)}`
+    for (const path of ["/api/runs/list", "/api/fleets/list", "/api/instances/list", "/api/stacks/get", "/api/stacks/pull"]) {
+      for (const body of [nested(200_000), nested(65), `${"[".repeat(65)}${"]".repeat(65)}`]) {
+        const res = await call(server, path, body)
+        expect(res.status, path).toBe(422)
+        expect(res.body.detail[0]).toEqual({ msg: "The request body nests arrays and objects deeper than 64 levels", code: "invalid_request", loc: ["body"] })
+      }
     }
+    // 64 levels: decoded as usual (an unknown key, quoted in short).
+    const deepest = await call(server, "/api/runs/list", nested(64))
+    expect(deepest.status).toBe(400)
+    expect(deepest.body.detail[0]!.msg).toBe(`a is not a field this server knows (got {"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{...)`)
+    const inString = await call(server, "/api/project/main/runs/get", JSON.stringify({ run_name: `${"[{".repeat(100)}\\"${"{".repeat(100)}` }))
+    expect(inString.status).toBe(400)
+    expect(inString.body.detail[0]!.msg).toMatch(/^Run .* does not exist in project main$/)
   })
 
   it("says an unknown route's path with an excerpt of it", async () => {
