@@ -11,6 +11,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Client, type Workflows } from "@dstack-ts/client"
+import { reapUnder } from "../reliability/serverProcess.ts"
 
 type WorkflowRun = Workflows.WorkflowRun
 
@@ -20,6 +21,8 @@ const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-workflows-restart-"))
 const env = { ...process.env, HOME: home, DSTACK_SERVER_DIR: path.join(home, "server"), NO_COLOR: "1" }
 let server: ChildProcess | undefined
 let port: number
+/** Every server process started: their runners (`.runner/runner-<server pid>-…`) are reaped at the end. */
+const serverPids: Array<number> = []
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -33,6 +36,7 @@ const startServer = async () => {
   const child = spawn(process.execPath, [CLI, "server", "--host", "127.0.0.1", "--port", String(port), "--token", TOKEN], { env })
   // Kept at once, so that afterAll stops it even when it never says it started.
   server = child
+  if (child.pid !== undefined) serverPids.push(child.pid)
   await new Promise<void>((resolve, reject) => {
     let out = ""
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 180_000)
@@ -113,6 +117,9 @@ afterAll(async () => {
     child.kill("SIGTERM")
     await exited
   }
+  // The local backend's runners outlive their server by design (a restarted server takes them
+  // up again); the last server's idle ones would stay, in the shared default work dir.
+  for (const pid of serverPids) await reapUnder(`/.runner/runner-${pid}-`)
   fs.rmSync(home, { recursive: true, force: true })
 }, 30_000)
 

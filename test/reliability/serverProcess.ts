@@ -167,7 +167,7 @@ export const processesUnder = (dir: string): Array<number> => {
   return pids
 }
 
-/** SIGKILLs every process started under `dir` and waits until they are gone. */
+/** SIGKILLs every process whose command line names `dir` (a directory, or any part of a path) and waits until they are gone. */
 export const reapUnder = async (dir: string) => {
   for (const pid of processesUnder(dir)) {
     try {
