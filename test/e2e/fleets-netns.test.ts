@@ -13,7 +13,7 @@ import { afterAll, beforeAll, expect, it } from "vitest"
 import { parse as parseYaml } from "yaml"
 import { fingerprint } from "@dstack-ts/ssh"
 import type { Server } from "../../core/src/server/createServer.ts"
-import { appCall } from "../support/api.ts"
+import { appCall, mainProjectReads } from "../support/api.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHost, type NetnsHosts } from "../support/netns.ts"
 import { makeUntil } from "../support/until.ts"
 import { finished, sshFleetServer } from "../support/sshFleetServer.ts"
@@ -24,8 +24,7 @@ let hosts: NetnsHosts
 const call = appCall(() => server, TOKEN)
 
 const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
-const getRun = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
-const getFleet = async (name: string) => (await call("/api/project/main/fleets/get", { name })).body
+const { getRun, getFleet } = mainProjectReads(call)
 const logsOf = async (run: any, jobNum: number) => {
   const sub = run.jobs[jobNum].job_submissions.at(-1)
   return (await call("/api/project/main/logs/poll", { run_name: run.run_spec.run_name, job_submission_id: sub.id })).body.logs.map((l: any) => l.message).join("")

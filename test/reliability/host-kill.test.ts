@@ -8,7 +8,7 @@
 import * as fs from "node:fs"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import type { Server } from "../../core/src/server/createServer.ts"
-import { appCall } from "../support/api.ts"
+import { appCall, mainProjectReads } from "../support/api.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHosts } from "../support/netns.ts"
 import { makeUntil } from "../support/until.ts"
 import { finished, sshFleetServer } from "../support/sshFleetServer.ts"
@@ -19,8 +19,7 @@ let server: Server
 let hosts: NetnsHosts
 const call = appCall(() => server, TOKEN)
 const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
-const getRun = async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body
-const getFleet = async (name: string) => (await call("/api/project/main/fleets/get", { name })).body
+const { getRun, getFleet } = mainProjectReads(call)
 const runSpec = (configuration: Record<string, unknown>, runName: string) => ({
   run_spec: { run_name: runName, repo_id: "host-kill", repo_data: { repo_type: "virtual" }, configuration: { type: "task", resources: { cpu: "1..", memory: "0.1GB..", disk: "0.1GB.." }, ...configuration } }
 })

@@ -21,3 +21,9 @@ export const httpCall = (baseUrl: string, token: string): Call => async (route, 
   const res = await fetch(`${baseUrl}${route}`, init(token, body))
   return { status: res.status, body: await res.json() }
 }
+
+/** A run and a fleet of the `main` project as `runs/get` and `fleets/get` answer them. */
+export const mainProjectReads = (call: Call) => ({
+  getRun: async (name: string) => (await call("/api/project/main/runs/get", { run_name: name })).body,
+  getFleet: async (name: string) => (await call("/api/project/main/fleets/get", { name })).body
+})
