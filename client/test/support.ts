@@ -25,7 +25,8 @@ const members: Record<string, Record<string, ProjectRole>> = { main: { alice: "u
 const AccessMemory = Layer.succeed(Access, {
   authenticate: (token) => Effect.succeed(users[token]),
   projectRole: (p, project) =>
-    members[project] === undefined ? Effect.fail(notFound(`Project ${project} does not exist`)) : Effect.succeed(members[project][p.username])
+    members[project] === undefined ? Effect.fail(notFound(`Project ${project} does not exist`)) : Effect.succeed(members[project][p.username]),
+  sshPublicKey: () => Effect.die("no route here reads an SSH key")
 })
 
 const UserWire = Schema.Struct({ id: Schema.String, username: Schema.String, global_role: Schema.String, created_at: Schema.String })

@@ -18,6 +18,7 @@ import type { RunStatus } from "../domain/Status.ts"
 import * as FifoSemaphore from "../internal/FifoSemaphore.ts"
 import { BlobStore } from "../ports/BlobStore.ts"
 import { StateStore, type StateStoreError } from "../ports/StateStore.ts"
+import type { KnownRecord } from "./RunRecord.ts"
 import { Compute } from "./Compute.ts"
 import * as InstancePool from "./InstancePool.ts"
 import * as Fleets from "./Fleets.ts"
@@ -68,8 +69,12 @@ export interface EngineOptions {
 
 export interface EngineService {
   readonly owner: string
-  /** Wakes the worker of a run now (the change feed does this too; this saves a round trip). */
-  readonly wake: (runId: string) => Effect.Effect<void>
+  /**
+   * Wakes the worker of a run now (the change feed does this too; this saves a round trip).
+   * `stored`: the record just written, at its version, which a worker claiming the run at that
+   * version takes as it is instead of decoding the row.
+   */
+  readonly wake: (runId: string, stored?: KnownRecord) => Effect.Effect<void>
   /** Runs this replica works on right now. */
   readonly activeRuns: Effect.Effect<ReadonlyArray<string>>
 }
@@ -127,7 +132,7 @@ export const make = (
       owner,
       leaseMs,
       activeStatuses: ACTIVE_RUN_STATUSES,
-      work: (runId, lease, handle, row) => runWorker(workerOptions, runId, lease, handle, row)
+      work: (runId, lease, handle, row, stored) => runWorker(workerOptions, runId, lease, handle, row, stored)
     })
 
     // Unheld runs are claimed, and idle instances past their idle duration terminated.
@@ -161,7 +166,7 @@ export const make = (
 
     return {
       owner,
-      wake: claims.acquire,
+      wake: (runId, stored) => claims.acquire(runId, undefined, stored),
       activeRuns: claims.activeRuns
     }
   })

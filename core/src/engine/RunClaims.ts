@@ -9,15 +9,17 @@
 import { Cause, Deferred, Duration, Effect, Queue, type Scope } from "effect"
 import type { RunStatus } from "../domain/Status.ts"
 import type { Lease, StateStoreError, StateStoreService, StoredDocument } from "../ports/StateStore.ts"
+import type { KnownRecord, RunRecord } from "./RunRecord.ts"
 import { errorMessage } from "./internal.ts"
 import type { Signal, WorkerHandle } from "./RunWorker.ts"
 
 export interface RunClaims {
   /**
    * Wakes the worker of a run, claiming the run first when this replica holds it not yet.
-   * `version`: the run's version a change-feed notice announced, if it said.
+   * `version`: the run's version a change-feed notice announced, if it said; `stored`: the
+   * record this process wrote, at its version (see `Engine.wake`).
    */
-  readonly acquire: (runId: string, version?: number) => Effect.Effect<void>
+  readonly acquire: (runId: string, version?: number, stored?: KnownRecord) => Effect.Effect<void>
   /** Claims every active run nobody holds, a batch at a time, and starts their workers. */
   readonly claimUnheld: Effect.Effect<void, StateStoreError>
   /** Runs this replica works on right now. */
@@ -33,7 +35,7 @@ export interface RunClaimsOptions {
   /** The statuses of runs that need a worker. */
   readonly activeStatuses: ReadonlyArray<RunStatus>
   /** The worker of a claimed run; the scope closes when it ends, before its lease is let go. */
-  readonly work: (runId: string, lease: Lease, handle: WorkerHandle, claimedRow: StoredDocument) => Effect.Effect<void, unknown, Scope.Scope>
+  readonly work: (runId: string, lease: Lease, handle: WorkerHandle, claimedRow: StoredDocument, stored: RunRecord | undefined) => Effect.Effect<void, unknown, Scope.Scope>
 }
 
 /** Runs claimed at once by a resync (after a restart there may be thousands waiting). */
@@ -55,8 +57,11 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
     // follow the same runner at once.
     const safetyMs = Math.max(500, Math.floor(leaseMs / 5))
 
-    /** Starts the worker of a run this replica just claimed (`row` as the claim answered it). */
-    const startWorker = (row: StoredDocument) =>
+    /**
+     * Starts the worker of a run this replica just claimed (`row` as the claim answered it;
+     * `stored`, the record of that row when this process wrote it).
+     */
+    const startWorker = (row: StoredDocument, stored?: KnownRecord) =>
       Effect.gen(function* () {
         const runId = row.id
         const lease = row.lease!
@@ -65,7 +70,7 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
         workers.set(runId, handle)
         // Scoped: however the worker ends (lease lost, a failed write, interruption), its
         // followers, provisioning and renewal fibers end with it and before the lease is let go.
-        yield* options.work(runId, lease, handle, row).pipe(
+        yield* options.work(runId, lease, handle, row, stored !== undefined && stored.version === row.version ? stored.record : undefined).pipe(
           Effect.scoped,
           Effect.catchAllCause((cause) =>
             Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(`run ${runId}: worker failed`, cause)
@@ -86,7 +91,7 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
     // `wake` names none and always counts).
     const claiming = new Map<string, { changed: boolean; version: number }>()
 
-    const acquire = (runId: string, version?: number): Effect.Effect<void> =>
+    const acquire = (runId: string, version?: number, stored?: KnownRecord): Effect.Effect<void> =>
       Effect.gen(function* () {
         const running = workers.get(runId)
         if (running) return yield* Queue.offer(running.signals, { _tag: "Changed" })
@@ -101,7 +106,7 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
         const claimed = yield* store.runs.claim({ filter: { ids: [runId], statuses: activeStatuses }, owner, leaseMs }).pipe(
           Effect.ensuring(Effect.sync(() => claiming.delete(runId)))
         )
-        for (const row of claimed) if (!workers.has(row.id)) yield* startWorker(row)
+        for (const row of claimed) if (!workers.has(row.id)) yield* startWorker(row, row.id === runId ? stored : undefined)
         const started = workers.get(runId)
         const read = claimed.find((row) => row.id === runId)?.version ?? 0
         if (mark.changed || mark.version > read) {

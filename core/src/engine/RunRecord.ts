@@ -93,6 +93,15 @@ export interface LoadedRun {
   readonly record: RunRecord
 }
 
+/**
+ * A run record this process holds decoded, at the row version it was written as: handed from
+ * the request that stored it to the worker that claims it, which then need not decode the row.
+ */
+export interface KnownRecord {
+  readonly version: number
+  readonly record: RunRecord
+}
+
 /** Decodes a stored run; a malformed one is a defect (the store holds only what we wrote). */
 export const decodeRow = (row: StoredDocument): Effect.Effect<LoadedRun> =>
   decode(row.doc).pipe(

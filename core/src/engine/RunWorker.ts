@@ -123,7 +123,7 @@ const sameButDerived = (next: unknown, stored: unknown): boolean => canonical(ne
  * Works on the run `runId` (claimed with `lease`; `claimedRow` as the claim answered it) until
  * it has finished or the lease is lost. Everything it starts lives in the scope it runs in.
  */
-export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, handle: WorkerHandle, claimedRow: StoredDocument) =>
+export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, handle: WorkerHandle, claimedRow: StoredDocument, stored?: RunRecord) =>
   Effect.gen(function* () {
     const { store, compute, pool, provisioner, stepPermits, provisioningTimeoutMs } = options
     const workerScope = yield* Effect.scope
@@ -154,7 +154,9 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
     // so a write from a stale row fails with Conflict and the step is computed again on a
     // fresh read. A row still at the version last decoded here is not decoded again.
     let unread: StoredDocument | undefined = claimedRow
-    let known: { readonly row: StoredDocument; readonly record: RunRecord } | undefined
+    // A record the claim's caller already held (the run just stored by this process) is the
+    // claimed row's: its first read needs no decode.
+    let known: { readonly row: StoredDocument; readonly record: RunRecord } | undefined = stored === undefined ? undefined : { row: claimedRow, record: stored }
     let mustRead = false
     const readRow = Effect.gen(function* () {
       const cached = unread === undefined && !mustRead ? known : undefined

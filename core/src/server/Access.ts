@@ -26,6 +26,12 @@ export class Access extends Context.Tag("@dstack-ts/core/server/Access")<
     readonly authenticate: (token: string) => Effect.Effect<Principal | undefined, ApiError>
     /** The caller's role in a project; fails with 400 `resource_not_exists` when the project does not exist. */
     readonly projectRole: (principal: Principal, projectName: string) => Effect.Effect<ProjectRole | undefined, ApiError>
+    /**
+     * The user's SSH public key (made on first need): what a run submitted without
+     * `ssh_key_pub` carries, as upstream. Remembered like callers and roles, and forgotten when
+     * users change (a refreshed key included).
+     */
+    readonly sshPublicKey: (username: string) => Effect.Effect<string, ApiError>
   }
 >() {}
 

@@ -1,6 +1,6 @@
-// The Access service backed by the StateStore: tokens are looked up by their sha256 hash and
-// project roles come from the project's member list. Both are remembered until the store
-// reports a change to users, tokens, projects or members (`watch`): at once when made through
+// The Access service backed by the StateStore: tokens are looked up by their sha256 hash,
+// project roles come from the project's member list, SSH public keys from the user's row. All
+// are remembered until the store reports a change to users, tokens, projects or members (`watch`): at once when made through
 // this server, on the database's notification when another replica makes it — and for at most
 // `CACHE_TTL_MS` in any case, the bound should a notification never arrive.
 import { createHash } from "node:crypto"
@@ -11,6 +11,7 @@ import { Access } from "./Access.ts"
 import type { Principal } from "./Access.ts"
 import { type ApiError, excerpt, fromStateStore } from "./ApiError.ts"
 import * as Eager from "./Eager.ts"
+import { userSshKey } from "./UserSshKeys.ts"
 
 /** The longest a cached caller or project role is used without the store saying it changed. */
 export const CACHE_TTL_MS = 5_000
@@ -48,12 +49,14 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
     let epoch = 0
     const principals = newCache<Principal, ApiError>()
     const roles = newCache<ReadonlyMap<string, ProjectRole>, ApiError>()
+    const sshKeys = newCache<string, ApiError>()
     // Reads under way stay: one begun before the change is not awaited (its epoch is old).
     yield* store.watch((change) => {
       if (change.kind !== "access") return
       epoch++
       principals.values.clear()
       roles.values.clear()
+      sshKeys.values.clear()
     })
 
     /**
@@ -115,7 +118,13 @@ export const layer: Layer.Layer<Access, never, StateStore> = Layer.scoped(
               e.reason === "NotFound" ? fromStateStore({ reason: "NotFound", message: `Project ${excerpt(projectName)} does not exist` }) : fromStateStore(e)
             )
           )
-        ).pipe((members) => Eager.map(members, (m) => m?.get(principal.username)))
+        ).pipe((members) => Eager.map(members, (m) => m?.get(principal.username))),
+      // A key made here (a user's first) changes the users row: the next call reads it again.
+      sshPublicKey: (username) =>
+        Eager.map(
+          cached(sshKeys, username, () => userSshKey(username).pipe(Effect.map((pair) => pair.publicKey), Effect.mapError(fromStateStore), Effect.provideService(StateStore, store))),
+          (key) => key!
+        )
     }
   })
 )

@@ -7,6 +7,7 @@ import { layerMemory as blobsMemory } from "../../src/ports/BlobStore.ts"
 import { createUserWithToken, StateStore } from "../../src/ports/StateStore.ts"
 import { Access } from "../../src/server/Access.ts"
 import { layer as StateAccessLayer } from "../../src/server/StateAccess.ts"
+import { refreshUserSshKey } from "../../src/server/UserSshKeys.ts"
 import { createServer, runOn } from "../../src/server/createServer.ts"
 import type { Server } from "../../src/server/createServer.ts"
 
@@ -130,6 +131,40 @@ describe("server: remembered access, reads", () => {
       expect(inFlight).toBeUndefined()
       expect(yield* access.authenticate(token)).toBeUndefined()
       expect(reads.users).toBeGreaterThan(before)
+    })
+    await Effect.runPromise(Effect.scoped(program.pipe(Effect.provide(Layer.provideMerge(StateAccessLayer, counted)))))
+  })
+
+  it("remembers a user's SSH public key, makes it once when missing, and reads it again after a refresh", async () => {
+    const reads = { keys: 0 }
+    const counted = Layer.effect(
+      StateStore,
+      Effect.map(StateStore, (s) => ({
+        ...s,
+        users: { ...s.users, getSshKey: (username: string) => Effect.zipRight(Effect.sync(() => reads.keys++), s.users.getSshKey(username)) }
+      }))
+    ).pipe(Layer.provide(EmbeddedStateStore.layerMemory()))
+    const program = Effect.gen(function* () {
+      const s = yield* StateStore
+      yield* createUserWithToken({ username: "keyed", globalRole: "user" })
+      const access = yield* Access
+      // The first use makes the pair (a write, which counts as an access change): not remembered yet.
+      const made = yield* access.sshPublicKey("keyed")
+      expect(made).toMatch(/^ssh-rsa AAAA\S+ keyed\n$/)
+      expect((yield* s.users.getSshKey("keyed"))?.publicKey).toBe(made)
+      const keys = yield* Effect.all(Array.from({ length: 10 }, () => access.sshPublicKey("keyed")), { concurrency: "unbounded" })
+      expect(keys.every((k) => k === made)).toBe(true)
+      const settled = reads.keys
+      for (let i = 0; i < 5; i++) expect(yield* access.sshPublicKey("keyed")).toBe(made)
+      expect(reads.keys).toBe(settled)
+      // A refreshed pair is what the next call answers.
+      const fresh = yield* refreshUserSshKey("keyed")
+      expect(fresh.publicKey).not.toBe(made)
+      expect(yield* access.sshPublicKey("keyed")).toBe(fresh.publicKey)
+      expect(reads.keys).toBeGreaterThan(settled)
+      // An unknown user is an error naming it, not a key.
+      const missing = yield* Effect.flip(access.sshPublicKey("nobody-here"))
+      expect(missing.message).toMatch(/nobody-here/)
     })
     await Effect.runPromise(Effect.scoped(program.pipe(Effect.provide(Layer.provideMerge(StateAccessLayer, counted)))))
   })

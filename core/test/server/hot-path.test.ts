@@ -60,6 +60,8 @@ const AccessTest = Layer.succeed(Access, {
           seenProjects.add(project)
           return members[project]![p.username]
         })
+,
+  sshPublicKey: () => Effect.die("no route here reads an SSH key")
 })
 
 class Things extends Context.Tag("test/Things")<Things, { readonly remembered: Map<string, string> }>() {}

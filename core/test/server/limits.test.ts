@@ -22,7 +22,8 @@ import type { Server } from "../../src/server/createServer.ts"
 const LIMIT = 1024
 const AccessTest = Layer.succeed(Access, {
   authenticate: () => Effect.succeed({ username: "alice", globalRole: "user" as const }),
-  projectRole: () => Effect.succeed("user" as const)
+  projectRole: () => Effect.succeed("user" as const),
+  sshPublicKey: () => Effect.die("no route here reads an SSH key")
 })
 const Echo = Schema.Struct({ text: Schema.String })
 const app = new Hono()

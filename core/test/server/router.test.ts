@@ -20,6 +20,8 @@ const AccessTest = Layer.succeed(Access, {
   authenticate: (token) => Effect.succeed(users[token]),
   projectRole: (p, project) =>
     members[project] === undefined ? Effect.fail(notFound(`Project ${project} does not exist`)) : Effect.succeed(members[project][p.username])
+,
+  sshPublicKey: () => Effect.die("no route here reads an SSH key")
 })
 
 const Echo = Schema.Struct({

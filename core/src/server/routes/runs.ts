@@ -11,11 +11,10 @@ import { faultPoint } from "../../internal/Faults.ts"
 import * as Api from "../../api/runs.ts"
 import { Engine, ACTIVE_RUN_STATUSES } from "../../engine/Engine.ts"
 import { explainNoOffers, offersForJob } from "../../engine/Planner.ts"
-import { decodeRow, encodeRecord, loadRunByName, modifyRun, presentRun, runWireOf, storedRunCost, storedRunWire, type RunWire } from "../../engine/RunRecord.ts"
+import { decodeRow, encodeRecord, loadRunByName, modifyRun, presentRun, runWireOf, storedRunCost, storedRunWire, type RunRecord, type RunWire } from "../../engine/RunRecord.ts"
 import { InstanceCache } from "../InstanceCache.ts"
 import { StateStore, type DocumentBody, type DocumentFilter, type Page, type StateStoreError } from "../../ports/StateStore.ts"
-import { authorizeProject } from "../Access.ts"
-import type { Access } from "../Access.ts"
+import { Access, authorizeProject } from "../Access.ts"
 import { alreadyExists, badRequest, excerpt, fromStateStore, notFound, serverError } from "../ApiError.ts"
 import type { ApiError } from "../ApiError.ts"
 import * as Eager from "../Eager.ts"
@@ -187,11 +186,8 @@ const freeRunName = (project: string) =>
     return `run-${crypto.randomUUID().slice(0, 8)}`
   })
 
-/**
- * Stores a new run for the spec, its jobs submitted, and wakes the engine. `patchJobSpec`
- * lets the workflow runner add what a configuration does not carry (artifacts).
- */
-export const submit = (project: string, user: string, runSpec: RunSpec, force: boolean, patchJobSpec: (spec: JobSpec) => JobSpec = (s) => s) =>
+/** `submit`, answering the record stored and its encoded form. */
+const storeRun = (project: string, user: string, runSpec: RunSpec, force: boolean, patchJobSpec: (spec: JobSpec) => JobSpec) =>
   Effect.gen(function* () {
     const store = yield* StateStore
     const engine = yield* Engine
@@ -223,23 +219,33 @@ export const submit = (project: string, user: string, runSpec: RunSpec, force: b
         })
     )
     const run = new Run({ id: crypto.randomUUID(), projectName: project, user, submittedAt: now, lastProcessedAt: now, status: "submitted", runSpec: spec, jobs })
-    yield* store.runs
-      .insert({ id: run.id, project, name: runName, status: run.status, userName: user, repoId: spec.repoId, submittedAt: now, doc: encodeRecord({ run, submittedToRunner: [] }) })
+    const record: RunRecord = { run, submittedToRunner: [] }
+    const doc = encodeRecord(record)
+    const row = yield* store.runs
+      .insert({ id: run.id, project, name: runName, status: run.status, userName: user, repoId: spec.repoId, submittedAt: now, doc })
       .pipe(Effect.mapError((e) => (e.reason === "AlreadyExists" ? alreadyExists(`Run ${runName} already exists`) : fromStateStore(e))))
     faultPoint("run.accepted")
-    yield* engine.wake(run.id)
-    return present(run)
+    yield* engine.wake(run.id, { version: row.version, record })
+    return { run, doc }
   })
+
+/** `storeRun`'s run as the API answers it: the run as stored (encoded once), as runs/get answers it. */
+const submitted = ({ doc }: { readonly doc: ReturnType<typeof encodeRecord> }) => encoded(storedRunWire(doc, Date.now())!)
+
+/**
+ * Stores a new run for the spec, its jobs submitted, and wakes the engine. `patchJobSpec`
+ * lets the workflow runner add what a configuration does not carry (artifacts).
+ */
+export const submit = (project: string, user: string, runSpec: RunSpec, force: boolean, patchJobSpec: (spec: JobSpec) => JobSpec = (s) => s) =>
+  Effect.map(storeRun(project, user, runSpec, force, patchJobSpec), ({ run }) => present(run))
 
 /**
  * As upstream: a spec without ssh_key_pub gets the user's own key (made on first need), which
  * upstream's CLI compares with the key it attaches with — before a new run is stored, and before
  * an update is compared with the run it updates (whose spec has the key already).
  */
-const sshKeyPubOf = (runSpec: RunSpec, user: string) =>
-  runSpec.sshKeyPub !== undefined
-    ? Effect.succeed(runSpec.sshKeyPub)
-    : Effect.map(userSshKey(user).pipe(Effect.mapError(fromStateStore)), (pair) => pair.publicKey)
+const sshKeyPubOf = (runSpec: RunSpec, user: string): Effect.Effect<string, ApiError, Access> =>
+  runSpec.sshKeyPub !== undefined ? Effect.succeed(runSpec.sshKeyPub) : Effect.flatMap(Access, (access) => access.sshPublicKey(user))
 
 /**
  * runs/apply: a plan for an active service of the same name updates it in place (upstream's
@@ -266,7 +272,7 @@ const applyPlan = (project: string, user: string, plan: typeof Api.ApplyPlanInpu
         return present(yield* updateService(existing.id, next).pipe(Effect.mapError(fromStateStore)))
       }
     }
-    return yield* submit(project, user, plan.runSpec, force)
+    return submitted(yield* storeRun(project, user, plan.runSpec, force, (s) => s))
   })
 
 /** What plan and apply refuse before anything else: keys not carried out, repo types nothing handles. */
@@ -300,7 +306,7 @@ export const runRoutes = [
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/submit", summary: "Submit a run in one step (older clients)", tag: "runs", access: { project: "user" },
     request: Api.SubmitRequest, response: Run,
-    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.runSpec, ["body", "run_spec"]), submit(ctx.projectName!, ctx.principal!.username, input.runSpec, false))
+    handler: (input, ctx) => Effect.zipRight(refuseRunSpec(input.runSpec, ["body", "run_spec"]), Effect.map(storeRun(ctx.projectName!, ctx.principal!.username, input.runSpec, false, (s) => s), submitted))
   }),
   jsonRoute({
     method: "POST", path: "/api/project/:project_name/runs/get", summary: "A run by name or id", tag: "runs", access: { project: "user" },
