@@ -1,7 +1,8 @@
 // A runner's memory under a job that writes gigabytes: the runner program (core's runnerMain
 // with the process executor, as a process of its own) runs a job that writes RUNNER_LOG_MB of
-// output (64 by default, as in CI: twice the runner's memory budget for output; 2,048 in
-// `npm run test:faults`) with no log quota, while this test
+// output (2,048 in `npm run test:faults`; the default run of the tests leaves this file out
+// unless RUNNER_LOG_MB is set: the acknowledgment is covered there by JobEventLog.test.ts and
+// RunnerApi.test.ts, and this one takes ~2 min for 2 GiB) with no log quota, while this test
 // reads it as the server does — the binary event stream from a cursor, and a health check every
 // second that acknowledges what it has read (`?acknowledged=`). The runner's resident memory
 // (VmHWM, its peak, from /proc) must stay within a fixed allowance above what it was when the
@@ -20,16 +21,17 @@ import { submitBody } from "../../core/test/runner/support.ts"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const MAIN = path.resolve(here, "../../core/test/runner/fixtures/runner-build.ts")
-const LOG_MB = Number(process.env.RUNNER_LOG_MB ?? 64)
+const LOG_MB = Number(process.env.RUNNER_LOG_MB ?? 0)
 const LOG_BYTES = LOG_MB * 1024 * 1024
 /** Every line is this long, newline included: `yes` of a fixed text. */
 const LINE = 100
 /**
  * The runner's peak resident memory may pass its resident memory once it is ready by at most
  * this, whatever the log's size: it keeps 32 MiB of output in memory, and the rest is the
- * runtime's garbage collection lagging behind (measured: 96–110 MiB above on Node).
+ * runtime's garbage collection lagging behind (measured under 2 GiB: 108 MiB above on Node, 161 MiB on Deno,
+ * whose runner starts smaller).
  */
-const RSS_GROWTH_CEILING_MB = 192
+const RSS_GROWTH_CEILING_MB = 256
 
 /** VmRSS and VmHWM of a process, in MiB. */
 const memoryOf = (pid: number): { rss: number; hwm: number } => {
@@ -51,9 +53,11 @@ const bytesUnder = (dir: string): number => {
   return total
 }
 
-describe(`a runner under a job writing ${LOG_MB} MiB of output`, () => {
+if (!(LOG_MB > 0)) console.warn("runner-memory.test.ts: skipped (set RUNNER_LOG_MB, as `npm run test:faults` does with 2048)")
+
+describe.skipIf(!(LOG_MB > 0))(`a runner under a job writing ${LOG_MB} MiB of output`, () => {
   let child: ChildProcess | undefined
-  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-runner-memory-"))
+  let workDir = ""
 
   afterAll(async () => {
     if (child?.exitCode === null) {
@@ -61,10 +65,11 @@ describe(`a runner under a job writing ${LOG_MB} MiB of output`, () => {
       child.kill("SIGTERM")
       await exited
     }
-    fs.rmSync(workDir, { recursive: true, force: true })
+    if (workDir !== "") fs.rmSync(workDir, { recursive: true, force: true })
   })
 
   it("keeps its memory within a fixed allowance, loses no line, and drops what is acknowledged", async () => {
+    workDir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-runner-memory-"))
     const command = RunnerCommand.forRuntime()(MAIN, ["--port", "0", "--work-dir", workDir])
     child = spawn(command.file, [...command.args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUNNER_FIXTURE_PLUGIN: "process" } })
     let stderr = ""
