@@ -28,7 +28,7 @@ const LINE = 100
 /**
  * The runner's peak resident memory may pass its resident memory once it is ready by at most
  * this, whatever the log's size: it keeps 32 MiB of output in memory, and the rest is the
- * runtime's garbage collection lagging behind (measured under 2 GiB: 108 MiB above on Node, 161 MiB on Deno,
+ * runtime's garbage collection lagging behind (measured under 2 GiB: 103–108 MiB above on Node, 161–164 MiB on Deno,
  * whose runner starts smaller).
  */
 const RSS_GROWTH_CEILING_MB = 256

@@ -8,9 +8,11 @@
  * oldest spill file goes — a follower that comes back from before it is told how much it lost.
  * Without a `spillDir` the oldest events past `memoryBytes` are dropped the same way.
  *
- * Output the server has acknowledged (`acknowledge`: it has stored everything up to a
- * timestamp) leaves memory and disk at once, so that a job followed by its server keeps only
- * what the server has not stored yet, however long it runs and however much it writes.
+ * Spilled output the server has acknowledged (`acknowledge`: it has stored everything up to a
+ * timestamp) leaves the disk at once, so that a job followed by its server keeps on disk only
+ * what the server has not stored yet, however long it runs and however much it writes. Output
+ * in memory (bounded anyway) stays, for readers of the runner's own `logs_ws` (`dstack attach`)
+ * that come from the job's start.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -288,20 +290,13 @@ export class JobEventLog {
   }
 
   /**
-   * The server has stored every event up to `upTo`: output at or before it is not kept any
-   * longer (in memory, or in spill files that hold nothing newer). A reader that comes from
-   * before it afterwards gets what is left, without a note: nothing was lost, the server has it.
-   * States stay (they are few, and the newest is the job's state). Answers the output bytes freed.
+   * The server has stored every event up to `upTo`: spill files that hold nothing newer are
+   * removed. A reader that comes from before them afterwards gets what is left, without a note:
+   * nothing was lost, the server has it. Output in memory and states stay. Answers the bytes freed.
    */
   acknowledge(upTo: number): number {
     if (!(upTo > 0)) return 0
     let freed = 0
-    let n = 0
-    while (n < this.logs.length && this.logs[n].timestamp <= upTo) freed += this.logs[n++].size
-    if (n > 0) {
-      this.logs.splice(0, n)
-      this.memBytes -= freed
-    }
     while (this.segments.length > 0 && this.segments[0].lastTs <= upTo && this.segments[0].size > 0) {
       const segment = this.segments.shift()!
       freed += segment.size

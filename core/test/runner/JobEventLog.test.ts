@@ -193,7 +193,7 @@ describe("JobEventLog bounded", () => {
     expect(texts(log.read(before, 1000).events)).toEqual(["next\n"])
   })
 
-  it("lets go of what the server acknowledged, in memory and on disk, and hands a reader only what is left, without a note", () => {
+  it("lets go of the spill files the server acknowledged, keeps what is in memory, and hands a reader what is left, without a note", () => {
     let now = 1
     const dir = spillDir()
     const log = new JobEventLog({ now: () => now++, memoryBytes: 1000, spillDir: dir, segmentBytes: 2000 })
@@ -215,10 +215,13 @@ describe("JobEventLog bounded", () => {
     expect(from0.some((e) => e.kind === "runner_log")).toBe(false)
     expect(texts(from0.filter((e) => e.kind !== "state")).slice(-after.length)).toEqual(texts(after))
     expect(from0.find((e) => e.kind === "state")).toBeDefined()
-    // Everything stored: no output is kept, in memory or on disk; new output is kept again.
+    // Everything stored: no spill file is left; the newest output stays in memory.
+    const inMemory = log.footprint.memoryBytes
     log.acknowledge(log.lastUpdated)
-    expect(log.footprint).toEqual({ memoryBytes: 0, spilledBytes: 0, droppedBytes: 0 })
+    expect(log.footprint).toEqual({ memoryBytes: inMemory, spilledBytes: 0, droppedBytes: 0 })
+    expect(inMemory).toBeGreaterThan(0)
     expect(fs.readdirSync(dir)).toEqual([])
+    expect(texts(readAll(log, 0, 1_000_000).pulled.filter((e) => e.kind === "log")).join("")).toBe(written.join("").slice(-inMemory))
     const cursor = log.lastUpdated
     log.addJobLog(enc("more\n"))
     expect(texts(log.read(cursor).events)).toEqual(["more\n"])
