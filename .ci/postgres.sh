@@ -8,7 +8,9 @@
 #   bash .ci/postgres.sh --no-install start only (used by test/support/postgres.ts locally)
 #   bash .ci/postgres.sh --stop       stop the cluster this script started
 #
-# Environment: DSTACK_PG_DIR (default /tmp/dstack-ts-pg), DSTACK_PG_PORT (default 54329).
+# Environment: DSTACK_PG_DIR (default /tmp/dstack-ts-pg), DSTACK_PG_PORT (default 54329);
+# DSTACK_PG_TLS=1: the cluster also accepts TLS (`ssl = on`), with a self-signed certificate for
+# 127.0.0.1 made by openssl under "$DSTACK_PG_DIR/tls" (plain connections still work).
 set -euo pipefail
 
 dir=${DSTACK_PG_DIR:-/tmp/dstack-ts-pg}
@@ -67,11 +69,24 @@ if [ ! -f "$dir/data/PG_VERSION" ]; then
     || { cat "$dir/initdb.log" >&2; exit 1; }
 fi
 
+tls_opts=""
+if [ "${DSTACK_PG_TLS:-}" = 1 ]; then
+  if [ ! -f "$dir/tls/server.key" ]; then
+    mkdir -p "$dir/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 -subj "/CN=127.0.0.1" \
+      -keyout "$dir/tls/server.key" -out "$dir/tls/server.crt" >"$dir/tls/openssl.log" 2>&1 \
+      || { cat "$dir/tls/openssl.log" >&2; exit 1; }
+    chmod 600 "$dir/tls/server.key"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$dir/tls"
+  fi
+  tls_opts="-c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key"
+fi
+
 if ! as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
   # Tests open many short-lived databases and connections; fsync stays on so that the
   # durability tests mean something.
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" >/dev/null \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 $tls_opts" >/dev/null \
     || { tail -20 "$dir/server.log" >&2; exit 1; }
 fi
 

@@ -1,10 +1,11 @@
 // A host killed under a running job: an SSH fleet host (a network namespace with its own sshd,
 // test/support/netns.ts; the real remote backend and ssh transport) whose every process — sshd,
 // the runner, the job — is killed with SIGKILL and whose link is taken down, as a machine that
-// loses power. The server fails the job as `instance_unreachable` with a message, in bounded
-// time (the test allows 180 s; with an unreachable limit of 4 s it took ~41 s, the SSH
-// connection's own timeouts dominating), and flags the instance unreachable; the next run on
-// that fleet is not placed on the dead host.
+// loses power. The server fails the job as `instance_unreachable` with a message, and flags the
+// instance unreachable; the next run on that fleet is not placed on the dead host. Detection
+// follows the unreachable limit (4 s here): the follower's reconnect (an SSH login that the
+// transport retries with its own timeouts, ~42 s in all) is given only what is left of the
+// limit. It printed ~5.6 s (it took ~41 s before); the test allows 180 s, timing is not asserted.
 import * as fs from "node:fs"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import type { Server } from "../../core/src/server/createServer.ts"

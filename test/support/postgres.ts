@@ -108,3 +108,37 @@ export const psqlLines = async (url: string, sql: string): Promise<Array<string>
   if (!r.ok) throw new Error(`psql failed: ${r.out}`)
   return r.out === "" ? [] : r.out.split("\n")
 }
+
+/** Where .ci/postgres.sh runs the TLS cluster for the tests (`DSTACK_PG_TLS=1`). */
+const TLS_DIR = "/tmp/dstack-ts-pg-tls"
+const TLS_PORT = 54339
+
+let foundTls: Promise<PostgresAvailability> | undefined
+
+/**
+ * A PostgreSQL server that accepts TLS (a self-signed certificate for 127.0.0.1; plain
+ * connections too): a cluster of its own that .ci/postgres.sh starts (`DSTACK_PG_TLS=1`, under
+ * /tmp/dstack-ts-pg-tls on port 54339) from the installed PostgreSQL, left running like the
+ * other one (`DSTACK_PG_DIR=/tmp/dstack-ts-pg-tls DSTACK_PG_PORT=54339 bash .ci/postgres.sh --stop`).
+ * `url` is its maintenance database, without sslmode.
+ */
+export const findTlsPostgres = (): Promise<PostgresAvailability> => (foundTls ??= locateTls())
+
+const locateTls = async (): Promise<PostgresAvailability> => {
+  const url = `postgres://postgres@127.0.0.1:${TLS_PORT}/postgres`
+  if (!(await hasPsql())) return { available: false, reason: "psql (the PostgreSQL client) is not installed: run `bash .ci/postgres.sh`", url: "" }
+  if ((await psql(`${url}?sslmode=require`, "SELECT 1")).ok) return { available: true, reason: "", url }
+  if (!installed()) return { available: false, reason: "PostgreSQL is not installed here (a TLS cluster of its own is needed): run `bash .ci/postgres.sh`", url: "" }
+  const started = await new Promise<{ ok: boolean; out: string }>((resolve) => {
+    execFile("bash", [path.join(root, ".ci/postgres.sh"), "--no-install"], {
+      timeout: 120_000,
+      cwd: root,
+      env: { ...process.env, DSTACK_PG_DIR: TLS_DIR, DSTACK_PG_PORT: String(TLS_PORT), DSTACK_PG_TLS: "1" }
+    }, (error, stdout, stderr) => resolve({ ok: error === null, out: `${stdout}${stderr}`.trim() }))
+  })
+  const probe = await psql(`${url}?sslmode=require`, "SELECT 1")
+  if (!started.ok || !probe.ok) {
+    return { available: false, reason: `could not start a PostgreSQL with TLS with .ci/postgres.sh: ${started.out} ${probe.out}`, url: "" }
+  }
+  return { available: true, reason: "", url }
+}

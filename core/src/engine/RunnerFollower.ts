@@ -12,7 +12,7 @@ import { Cause, Duration, Effect, Schedule, type Scope, Stream } from "effect"
 import type { JobProvisioningData, JobSpec } from "../domain/Job.ts"
 import type { Run } from "../domain/Run.ts"
 import type { BlobStore } from "../ports/BlobStore.ts"
-import type { RunnerClient, RunnerTransportError } from "../ports/RunnerTransport.ts"
+import { type RunnerClient, RunnerTransportError } from "../ports/RunnerTransport.ts"
 import type { NewLogEvent, StateStoreError, StateStoreService } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import { singleNode, waitForCluster } from "./Cluster.ts"
@@ -24,17 +24,38 @@ import * as RepoCredentials from "../secrets/RepoCredentials.ts"
 import { fetchArtifacts, followEvents, healthTimeoutMs, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, waitHealthy, watchHealth } from "./RunnerSession.ts"
 import { artifactKeys, keepArtifacts } from "../workflows/Artifacts.ts"
 
-/** Runs `f` with a client of the runner on the instance `pd` describes, through its backend's transport. */
+/**
+ * Runs `f` with a client of the runner on the instance `pd` describes, through its backend's
+ * transport. `connectTimeoutMs`: the transport's connect (an SSH login, with its own retries)
+ * fails after that long instead of taking as long as the transport allows.
+ */
 export const withRunner = <A, E>(
   compute: ComputeService,
   pd: JobProvisioningData,
-  f: (client: RunnerClient) => Effect.Effect<A, E, Scope.Scope>
+  f: (client: RunnerClient) => Effect.Effect<A, E, Scope.Scope>,
+  connectTimeoutMs?: number
 ): Effect.Effect<A, E | RunnerTransportError> =>
   compute.transport(pd.backend).pipe(
     Effect.flatMap((transport) => Effect.flatMap(compute.target(pd), (target) => transport.connect(target))),
+    (connect) =>
+      connectTimeoutMs === undefined
+        ? connect
+        : Effect.timeoutFail(connect, {
+          duration: Duration.millis(connectTimeoutMs),
+          onTimeout: () =>
+            new RunnerTransportError({
+              module: "RunnerFollower",
+              method: "connect",
+              reason: "Timeout",
+              message: `no connection to the runner's instance ${pd.hostname} (backend ${pd.backend}) within ${(connectTimeoutMs / 1000).toFixed(1)}s`
+            })
+        }),
     Effect.flatMap(f),
     Effect.scoped
   )
+
+/** The least time a reconnect to a runner is given (see `follow`). */
+const CONNECT_AT_LEAST_MS = 1_000
 
 export interface FollowerOptions {
   readonly store: StateStoreService
@@ -178,6 +199,8 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
         watchHealth(client, {
           everyMs: HEALTH_EVERY_MS,
           timeoutMs: healthTimeoutMs(options.unreachableMs),
+          // What is stored (the cursor moves only then) need not stay on the runner.
+          acknowledged: () => cursor,
           onAnswer: Effect.sync(() => {
             unreachableSince = undefined
           })
@@ -285,7 +308,12 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
     // its instance ended on its own (a backend that can say so) ends the job with that reason.
     let askedEndAt = 0
     while (true) {
-      const outcome = yield* withRunner(compute, pd, (client) => watched(client, consume(client, followEvents(client, cursor)))).pipe(Effect.either)
+      // Connecting again (an SSH login that the transport retries) may take no longer than
+      // what is left of the unreachable limit: a host that died with its connection is then
+      // told within the limit, not after the transport's own retries. A host merely slow to
+      // log in still connects: the transport's attempt goes on, and the next round joins it.
+      const connectTimeoutMs = Math.max(CONNECT_AT_LEAST_MS, unreachableSince === undefined ? options.unreachableMs : unreachableSince + options.unreachableMs - Date.now())
+      const outcome = yield* withRunner(compute, pd, (client) => watched(client, consume(client, followEvents(client, cursor))), connectTimeoutMs).pipe(Effect.either)
       if (outcome._tag === "Right") return
       if (isStoreError(outcome.left)) {
         // The runner is fine; the database is not (its logs could not be stored): follow again

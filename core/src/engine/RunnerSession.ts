@@ -109,14 +109,19 @@ export const healthTimeoutMs = (unreachableMs: number): number => Math.min(10_00
  * runs: a job's event stream stays quiet while the job prints nothing, so only this tells a
  * runner that stopped answering (a stalled connection, a hung host) from a quiet job. Fails
  * when an answer does not come within `timeoutMs` or is not a 2xx; `onAnswer` runs on each one.
+ * Each check carries `acknowledged()` (the newest event the server has stored, when above 0),
+ * so that the runner lets go of what the server already has.
  */
 export const watchHealth = (
   client: RunnerClient,
-  options: { readonly everyMs: number; readonly timeoutMs: number; readonly onAnswer: Effect.Effect<void> }
+  options: { readonly everyMs: number; readonly timeoutMs: number; readonly onAnswer: Effect.Effect<void>; readonly acknowledged?: () => number }
 ): Effect.Effect<never, RunnerTransportError> =>
   Effect.sleep(Duration.millis(options.everyMs)).pipe(
     Effect.zipRight(
-      client.fetch("/api/healthcheck").pipe(
+      Effect.suspend(() => {
+        const acknowledged = options.acknowledged?.() ?? 0
+        return client.fetch(acknowledged > 0 ? `/api/healthcheck?acknowledged=${acknowledged}` : "/api/healthcheck")
+      }).pipe(
         Effect.flatMap(expectOk("healthcheck")),
         Effect.flatMap((response) =>
           Effect.tryPromise({ try: () => response.text(), catch: (cause) => transportError("healthcheck", `the runner's health check answer broke off: ${String(cause)}`, cause) })

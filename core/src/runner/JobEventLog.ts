@@ -7,6 +7,12 @@
  * `spillDir` (read back when a follower asks for them), and past `maxSpillBytes` on disk the
  * oldest spill file goes — a follower that comes back from before it is told how much it lost.
  * Without a `spillDir` the oldest events past `memoryBytes` are dropped the same way.
+ *
+ * Spilled output the server has acknowledged (`acknowledge`: it has stored everything up to a
+ * timestamp) leaves the disk at once, so that a job followed by its server keeps on disk only
+ * what the server has not stored yet, however long it runs and however much it writes. Output
+ * in memory (bounded anyway) stays, for readers of the runner's own `logs_ws` (`dstack attach`)
+ * that come from the job's start.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -281,6 +287,24 @@ export class JobEventLog {
     this.droppedUpTo = 0
     this.sealedUpTo = this.last
     this.notify()
+  }
+
+  /**
+   * The server has stored every event up to `upTo`: spill files that hold nothing newer are
+   * removed. A reader that comes from before them afterwards gets what is left, without a note:
+   * nothing was lost, the server has it. Output in memory and states stay. Answers the bytes freed.
+   */
+  acknowledge(upTo: number): number {
+    if (!(upTo > 0)) return 0
+    let freed = 0
+    while (this.segments.length > 0 && this.segments[0].lastTs <= upTo && this.segments[0].size > 0) {
+      const segment = this.segments.shift()!
+      freed += segment.size
+      this.closeSegment(segment)
+    }
+    // Whoever acknowledged has seen these events: they may not change any more.
+    this.sealedUpTo = Math.max(this.sealedUpTo, Math.min(upTo, this.last))
+    return freed
   }
 
   /** Removes the spill files (the runner is going away). */

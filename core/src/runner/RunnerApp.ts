@@ -56,11 +56,11 @@ const readJson = async (c: Context, method: string): Promise<unknown> => {
   }
 }
 
-const parseTimestamp = (raw: string | undefined): number => {
+const parseTimestamp = (raw: string | undefined, method = "pull", name = "timestamp"): number => {
   if (raw === undefined || raw === "") return 0
   const value = Number(raw)
   if (!Number.isFinite(value) || value < 0) {
-    throw new RunnerError({ module: "RunnerAgent", method: "pull", reason: "Invalid", message: `timestamp must be a non-negative number of milliseconds, got ${JSON.stringify(raw)}` })
+    throw new RunnerError({ module: "RunnerAgent", method, reason: "Invalid", message: `${name} must be a non-negative number of milliseconds, got ${JSON.stringify(raw.slice(0, 100))}` })
   }
   return value
 }
@@ -191,7 +191,12 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
 
   // `job`: whether a job was handed over and has not ended (a closing server leaves such
   // runners running and stops the others).
+  // `?acknowledged=<ms>` (the server that follows the job asks this every few seconds): the
+  // server has stored the job's events up to that timestamp, so the runner lets them go (see
+  // JobEventLog.acknowledge): a long, chatty job keeps only what is not stored yet.
   app.get("/api/healthcheck", async (c) => {
+    const acknowledged = parseTimestamp(c.req.query("acknowledged"), "healthcheck", "acknowledged")
+    if (acknowledged > 0) agent.events.acknowledge(acknowledged)
     const state = await runAgent(agent.state)
     const job = state === "wait_submit" ? "none" : state === "wait_logs_finished" ? "ended" : "running"
     return c.json({ service: "dstack-ts-runner", version: RUNNER_VERSION, job })

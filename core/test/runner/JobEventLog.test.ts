@@ -192,4 +192,42 @@ describe("JobEventLog bounded", () => {
     log.addJobLog(enc("next\n"))
     expect(texts(log.read(before, 1000).events)).toEqual(["next\n"])
   })
+
+  it("lets go of the spill files the server acknowledged, keeps what is in memory, and hands a reader what is left, without a note", () => {
+    let now = 1
+    const dir = spillDir()
+    const log = new JobEventLog({ now: () => now++, memoryBytes: 1000, spillDir: dir, segmentBytes: 2000 })
+    log.addState({ state: "running" })
+    const written = lines(200)
+    for (const line of written) log.addJobLog(enc(line))
+    const spilledFiles = fs.readdirSync(dir).length
+    expect(spilledFiles).toBeGreaterThan(2)
+    // The server has stored about half: whole spill files before it go.
+    const all = readAll(log, 0, 1_000_000).pulled
+    const half = all[Math.floor(all.length / 2)].timestamp
+    const freed = log.acknowledge(half)
+    expect(freed).toBeGreaterThan(0)
+    expect(fs.readdirSync(dir).length).toBeLessThan(spilledFiles)
+    // What comes after the acknowledged point is all there, from the server's cursor or from 0.
+    const after = all.filter((e) => e.timestamp > half)
+    expect(texts(readAll(log, half, 700).framed)).toEqual(texts(after))
+    const from0 = readAll(log, 0, 700).pulled
+    expect(from0.some((e) => e.kind === "runner_log")).toBe(false)
+    expect(texts(from0.filter((e) => e.kind !== "state")).slice(-after.length)).toEqual(texts(after))
+    expect(from0.find((e) => e.kind === "state")).toBeDefined()
+    // Everything stored: no spill file is left; the newest output stays in memory.
+    const inMemory = log.footprint.memoryBytes
+    log.acknowledge(log.lastUpdated)
+    expect(log.footprint).toEqual({ memoryBytes: inMemory, spilledBytes: 0, droppedBytes: 0 })
+    expect(inMemory).toBeGreaterThan(0)
+    expect(fs.readdirSync(dir)).toEqual([])
+    expect(texts(readAll(log, 0, 1_000_000).pulled.filter((e) => e.kind === "log")).join("")).toBe(written.join("").slice(-inMemory))
+    const cursor = log.lastUpdated
+    log.addJobLog(enc("more\n"))
+    expect(texts(log.read(cursor).events)).toEqual(["more\n"])
+    // An acknowledgment from before the log's clock (another job's) takes nothing.
+    expect(log.acknowledge(1)).toBe(0)
+    expect(texts(log.read(cursor).events)).toEqual(["more\n"])
+    log.close()
+  })
 })

@@ -160,6 +160,25 @@ describe("runner HTTP API with the process executor", () => {
     expect(events.filter((e) => e.event === "state").map((e) => JSON.parse(e.data).state).at(-1)).toBe("done")
   })
 
+  it("a health check with ?acknowledged= is taken (the runner drops the spill files the server has stored); a bad value is refused naming it", async () => {
+    const { runner } = await startRunner()
+    await postOk(runner, "/api/submit", submitBody({ commands: ["echo one", "echo two"] }))
+    await postOk(runner, "/api/run")
+    const all = await pullUntilFinished(runner)
+    expect(logText(all.job_logs)).toBe("one\ntwo\n")
+    const stored = all.job_logs.at(-1)!.timestamp
+    const health = await fetch(`${runner.url}/api/healthcheck?acknowledged=${stored}`)
+    expect(health.status).toBe(200)
+    expect((await health.json()).job).toBe("ended")
+    // Output in memory stays (for readers from the start, as `dstack attach`), states too.
+    const after = await pull(runner, 0)
+    expect(logText(after.job_logs)).toBe("one\ntwo\n")
+    expect(finalState(after)).toMatchObject({ state: "done" })
+    const bad = await fetch(`${runner.url}/api/healthcheck?acknowledged=soon`)
+    expect(bad.status).toBe(400)
+    expect(await bad.text()).toContain("acknowledged must be a non-negative number of milliseconds")
+  })
+
   it("a non-zero exit is failed with container_exited_with_error and the exit status", async () => {
     const { runner } = await startRunner()
     await postOk(runner, "/api/submit", submitBody({ commands: ["echo oops >&2", "exit 3"] }))

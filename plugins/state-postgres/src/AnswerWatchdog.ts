@@ -9,8 +9,16 @@
  * `silenceMs`, the socket is destroyed with an error carrying SQLSTATE class 08 (connection
  * exception); the driver fails the connection's queries with it and opens a fresh connection
  * for the next ones. LISTEN notifications arriving on an idle connection owe nothing.
+ *
+ * TLS (`sslmode`): the driver would wrap the socket it is given in TLS itself, and its
+ * plaintext would then pass where nothing watches it. So the store gives the driver `ssl: false`
+ * and this factory negotiates TLS as the driver would (SSLRequest, then the handshake on the
+ * same socket; `sslnegotiation=direct`: the handshake at once, ALPN `postgresql`), with the
+ * driver's `ssl` setting, and hands the driver the TLS socket: the watchdog follows the
+ * plaintext there, as on a plain connection.
  */
 import * as net from "node:net"
+import * as tls from "node:tls"
 
 /** The options the driver passes to its `socket` factory (the parts used here). */
 export interface DriverSocketOptions {
@@ -18,6 +26,36 @@ export interface DriverSocketOptions {
   readonly port: ReadonlyArray<number>
   readonly path?: string | false
   readonly ssl?: unknown
+}
+
+/** How the factory opens connections: the silence bounds, and the TLS the driver was asked for. */
+export interface SocketFactoryOptions {
+  /** The statement timeout, in ms … */
+  readonly queryTimeoutMs: number
+  /** … and how much longer a connection that owes an answer may stay silent. */
+  readonly graceMs: number
+  /**
+   * Time to open a TLS connection (TCP, SSLRequest, handshake), in ms: the driver's own connect
+   * timeout starts only once it has the socket, and then covers its login.
+   */
+  readonly connectTimeoutMs: number
+  /**
+   * The driver's `ssl` setting as it parsed it (from `sslmode` of the URL, or the option):
+   * false/undefined: plain; `prefer`: TLS when the server offers it; `require`/`allow`: TLS
+   * without checking the certificate; an object: TLS with those `tls.connect` options; any
+   * other value (`verify-full`, true): TLS with the certificate checked.
+   */
+  readonly ssl?: unknown
+  /** The driver's `sslnegotiation` (`direct`: TLS from the first byte, PostgreSQL 17+). */
+  readonly sslnegotiation?: unknown
+}
+
+/** A TLS connection that could not be opened (SQLSTATE 08001: the store reads it as `Unavailable`). */
+export class DatabaseTlsFailed extends Error {
+  readonly code = "08001"
+  constructor(readonly where: string, why: string, override readonly cause?: unknown) {
+    super(`could not open a TLS connection to PostgreSQL at ${where}: ${why}`)
+  }
 }
 
 /** The error a silent connection is destroyed with. */
@@ -76,7 +114,7 @@ const Z = "Z".charCodeAt(0)
 const S = "S".charCodeAt(0)
 const Q = "Q".charCodeAt(0)
 
-/** Watches `socket` as described above; TLS connections are left unwatched (see README). */
+/** Watches `socket` (plain, or the TLS socket whose plaintext the driver reads and writes) as described above. */
 const watch = (socket: net.Socket, where: string, silenceMs: number, queryTimeoutMs: number): void => {
   let owedReady = 0
   let wroteSinceRead = false
@@ -117,30 +155,102 @@ const watch = (socket: net.Socket, where: string, silenceMs: number, queryTimeou
   socket.on("close", disarm)
 }
 
+/** The `tls.connect` options of the driver's `ssl` setting, as the driver would pass them. */
+const tlsOptionsOf = (ssl: unknown, host: string | undefined): tls.ConnectionOptions => ({
+  servername: host === undefined || net.isIP(host) ? undefined : host,
+  ...(ssl === "require" || ssl === "allow" || ssl === "prefer" ? { rejectUnauthorized: false } : typeof ssl === "object" && ssl !== null ? ssl : {})
+})
+
+const SSL_REQUEST_BYTES = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+
 /**
- * A `socket` option for the driver: connects to its hosts in turn (or its Unix socket) and, on
- * plain connections, destroys one that owes an answer and stays silent for `queryTimeoutMs` and
- * `graceMs` more (the database's own statement timeout answers first when it can).
+ * Opens TLS on the connected-to-be `raw` socket as PostgreSQL wants it; answers the TLS socket
+ * (or `raw` itself under `prefer` when the server declines TLS). Fails with DatabaseTlsFailed.
  */
-export const socketFactory = (queryTimeoutMs: number, graceMs: number) => {
+const secure = (raw: net.Socket, where: string, host: string | undefined, options: SocketFactoryOptions): Promise<net.Socket> =>
+  new Promise<net.Socket>((resolve, reject) => {
+    let settled = false
+    const fail = (why: string, cause?: unknown) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      raw.destroy()
+      reject(new DatabaseTlsFailed(where, why, cause))
+    }
+    const done = (socket: net.Socket) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      raw.removeListener("error", onRawError)
+      resolve(socket)
+    }
+    const timer = setTimeout(() => fail(`no TLS connection within ${options.connectTimeoutMs / 1000} s (connect_timeout)`), options.connectTimeoutMs)
+    const onRawError = (error: Error) => fail(error.message, error)
+    raw.on("error", onRawError)
+    raw.once("close", () => fail("the connection closed before TLS was set up"))
+    const handshake = () => {
+      raw.removeAllListeners("close")
+      const direct = options.sslnegotiation === "direct"
+      const socket = tls.connect({ socket: raw, ...tlsOptionsOf(options.ssl, host), ...(direct ? { ALPNProtocols: ["postgresql"] } : {}) })
+      socket.once("secureConnect", () => {
+        socket.removeListener("error", onTlsError)
+        done(socket)
+      })
+      const onTlsError = (error: Error) => fail(error.message, error)
+      socket.once("error", onTlsError)
+    }
+    raw.once("connect", () => {
+      if (options.sslnegotiation === "direct") return handshake()
+      raw.once("data", (answer: Buffer) => {
+        if (answer[0] === 0x53) return handshake()
+        if (options.ssl === "prefer") {
+          raw.removeAllListeners("close")
+          return done(raw)
+        }
+        fail("the server does not accept TLS (it answered the SSLRequest with N)")
+      })
+      raw.write(SSL_REQUEST_BYTES)
+    })
+  })
+
+/**
+ * A `socket` option for the driver: connects to its hosts in turn (or its Unix socket), sets up
+ * TLS when `options.ssl` asks for it (the driver itself must then be given `ssl: false`), and
+ * destroys a connection that owes an answer and stays silent for `queryTimeoutMs` and `graceMs`
+ * more (the database's own statement timeout answers first when it can).
+ */
+export const socketFactory = (factory: SocketFactoryOptions) => {
+  const { queryTimeoutMs, graceMs } = factory
   const silenceMs = queryTimeoutMs + graceMs
+  const useTls = !(factory.ssl === false || factory.ssl === undefined || factory.ssl === null || factory.ssl === "disable")
   let next = 0
-  return (options: DriverSocketOptions): net.Socket => {
+  return (options: DriverSocketOptions): net.Socket | Promise<net.Socket> => {
+    if (options.ssl !== false && options.ssl !== undefined && options.ssl !== null) {
+      // The driver would wrap the socket in TLS itself, past the watchdog: a setup error.
+      throw new Error("the postgres driver must be given ssl: false with this socket factory (it sets up TLS itself)")
+    }
     let socket: net.Socket
     let where: string
+    let host: string | undefined
     if (typeof options.path === "string" && options.path !== "") {
       socket = net.connect(options.path)
       where = options.path
     } else {
       const i = next++ % Math.max(options.host.length, 1)
-      const host = options.host[i] ?? "localhost"
+      host = options.host[i] ?? "localhost"
       const port = options.port[i] ?? options.port[0] ?? 5432
       socket = net.connect({ host, port })
       Object.assign(socket, { host, port })
       where = `${host}:${port}`
     }
-    // Under TLS the driver wraps this socket's handle, and its bytes bypass what is watched.
-    if (options.ssl === false || options.ssl === undefined || options.ssl === null) watch(socket, where, silenceMs, queryTimeoutMs)
-    return socket
+    if (!useTls) {
+      watch(socket, where, silenceMs, queryTimeoutMs)
+      return socket
+    }
+    return secure(socket, where, host, factory).then((secured) => {
+      if (secured !== socket) Object.assign(secured, { host: (socket as { host?: string }).host, port: (socket as { port?: number }).port })
+      watch(secured, where, silenceMs, queryTimeoutMs)
+      return secured
+    })
   }
 }

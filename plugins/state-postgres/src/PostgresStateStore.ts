@@ -140,19 +140,35 @@ export const make = (
     }
     const sql = yield* Effect.acquireRelease(
       Effect.try({
-        try: () =>
-          postgres(Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url, {
+        try: () => {
+          const url = Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url
+          const driverOptions = {
             max: options.maxConnections ?? 10,
             onnotice: () => {},
             // Reads of timestamps, json and bytea come back as Date, objects and Buffers; int8
             // stays a string (core casts where it needs numbers).
             connect_timeout: timeouts.connectTimeout,
             // The database cancels a statement that runs too long (SQLSTATE 57014)…
-            connection: { statement_timeout: Math.round(timeouts.queryTimeout * 1000) },
-            // …and a connection that owes an answer and stays silent is closed here.
+            connection: { statement_timeout: Math.round(timeouts.queryTimeout * 1000) }
+          }
+          // The TLS the URL asks for (`sslmode`, `sslrootcert=system`, `sslnegotiation`), as the
+          // driver reads it; no connection is opened for this.
+          const parsed = (postgres(url, driverOptions as postgres.Options<{}>) as unknown as { options: { ssl: unknown; sslnegotiation?: unknown } }).options
+          return postgres(url, {
+            ...driverOptions,
+            // …and a connection that owes an answer and stays silent is closed here: the socket
+            // factory opens the connections, TLS included, so that it sees their plaintext.
             // (`socket` is an option of the driver that its types leave out.)
-            socket: socketFactory(timeouts.queryTimeout * 1000, SILENCE_GRACE_MS)
-          } as postgres.Options<{}>) as unknown as Sql,
+            ssl: false,
+            socket: socketFactory({
+              queryTimeoutMs: timeouts.queryTimeout * 1000,
+              graceMs: SILENCE_GRACE_MS,
+              connectTimeoutMs: timeouts.connectTimeout * 1000,
+              ssl: parsed.ssl,
+              sslnegotiation: parsed.sslnegotiation
+            })
+          } as postgres.Options<{}>) as unknown as Sql
+        },
         catch: (e) => unavailable("connect", e)
       }),
       (sql) => Effect.promise(() => sql.end({ timeout: 5 })).pipe(Effect.ignore)
