@@ -270,7 +270,8 @@ export const batchScript = (options: {
       : []),
     `work=${shQuote(options.dir)}/$SLURM_JOB_ID.$rank.work`,
     `mkdir -p "$work"`,
-    `exec "$node_bin" ${shQuote(options.bundle)} --host 127.0.0.1 --port 0 --work-dir "$work" >>"$out" 2>&1`
+    // From a startup snapshot of the bundle made on the node, once there is one (RunnerLaunch).
+    RunnerLaunch.runnerStartScript({ out: `"$out"`, node: `"$node_bin"`, bundle: options.bundle, args: ["--host", "127.0.0.1", "--port", "0", "--work-dir", `"$work"`] })
   ].join("\n")
   const others = options.nodes - 1
   return [
@@ -411,7 +412,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
       if (!fs.existsSync(entry)) return yield* fail("createInstance", "Invalid", `the runner entry ${entry} does not exist`)
       if (/\.[cm]?js$/.test(entry)) return { file: entry, sha256: createHash("sha256").update(fs.readFileSync(entry)).digest("hex") }
       return yield* Effect.tryPromise({
-        try: () => RunnerLaunch.bundleRunner(entry, tmp),
+        try: () => RunnerLaunch.bundleRunner(entry, tmp, { snapshot: true }),
         catch: (cause) => new Backend.BackendError({ module: MODULE, method: "createInstance", reason: "Invalid", message: `cannot bundle the runner ${entry}: ${String(cause)}`, cause })
       })
     }))
@@ -636,7 +637,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         if (partition === undefined) return yield* fail(method, "Invalid", "the offer names no partition")
         const maxDuration = ic.job?.maxDuration ?? undefined
         const { file, sha256 } = yield* bundle
-        const relRunner = `${installDir}/runner-${sha256.slice(0, 16)}.mjs`
+        const relRunner = `${installDir}/runner-${sha256.slice(0, 16)}${path.extname(file)}`
         // The home directory (once per cluster) and the partition's MaxTime when the job has a
         // max_duration and the last plan did not read it: one round trip, skipped when known.
         const limitKey = `${c.config.name}/${partition}`

@@ -46,7 +46,7 @@ describeWithSlurm(() => {
     bundleDir = fs.mkdtempSync(path.join(os.tmpdir(), "slurm-bundle-"))
     const [c, bundle] = await Promise.all([
       createSlurmCluster({ nodes: 2, partitions: [{ name: "debug", default: true, maxTimeMinutes: 30 }] }),
-      RunnerLaunch.bundleRunner(RUNNER_ENTRY, bundleDir)
+      RunnerLaunch.bundleRunner(RUNNER_ENTRY, bundleDir, { snapshot: true })
     ])
     cluster = c
     bundleFile = bundle.file
