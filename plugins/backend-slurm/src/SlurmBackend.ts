@@ -450,8 +450,8 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
 
     /** Node addresses (NodeAddr) by `cluster/node`, as the last `scontrol show node` answered. */
     const addresses = new Map<string, string>()
-    /** Partitions' MaxTime (seconds, undefined: UNLIMITED) by `cluster/partition`, as the last plan read them. */
-    const maxTimes = new Map<string, number | undefined>()
+    /** Partitions (MaxTime, TotalNodes, MaxNodes) by `cluster/partition`, as the last plan read them. */
+    const partitionsRead = new Map<string, SlurmPartition>()
     /** The login user's home directory by cluster, once asked. */
     const homes = new Map<string, string>()
 
@@ -465,7 +465,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
               const lines = (t: string | undefined) => (t ?? "").split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("No "))
               const found = { partitions: lines(parts).map(parsePartition), nodes: lines(nodes).map(parseNode) }
               for (const n of found.nodes) addresses.set(`${c.config.name}/${n.name}`, n.address)
-              for (const p of found.partitions) maxTimes.set(`${c.config.name}/${p.name}`, p.maxTimeSeconds)
+              for (const p of found.partitions) partitionsRead.set(`${c.config.name}/${p.name}`, p)
               return found
             },
             catch: (e) => new Backend.BackendError({ module: MODULE, method: "getOffers", reason: "Unknown", message: `cannot read the nodes of ${c.config.name}: ${(e as Error).message}` })
@@ -638,20 +638,30 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         const maxDuration = ic.job?.maxDuration ?? undefined
         const { file, sha256 } = yield* bundle
         const relRunner = `${installDir}/runner-${sha256.slice(0, 16)}${path.extname(file)}`
-        // The home directory (once per cluster) and the partition's MaxTime when the job has a
-        // max_duration and the last plan did not read it: one round trip, skipped when known.
+        // The home directory (once per cluster) and the partition's limits when the job has a
+        // max_duration or several nodes and the last plan did not read them: one round trip,
+        // skipped when known.
         const limitKey = `${c.config.name}/${partition}`
-        const wantsLimit = maxDuration !== undefined && maxDuration !== null && !maxTimes.has(limitKey)
+        const wantsLimit = ((maxDuration !== undefined && maxDuration !== null) || nodes > 1) && !partitionsRead.has(limitKey)
         if (!homes.has(c.config.name) || wantsLimit) {
           const prep = yield* onLogin(method, c, `printf '%s\\n' "$HOME"; if [ -n "$1" ]; then scontrol show -o partition "$1" || exit 1; fi`, [wantsLimit ? partition : ""]).pipe(
             Effect.flatMap(checked(method, c, `reading $HOME and scontrol show partition ${partition}`))
           )
           const [home = "", partitionLine = ""] = prep.split("\n")
           homes.set(c.config.name, home.trim())
-          if (wantsLimit) maxTimes.set(limitKey, parsePartition(partitionLine).maxTimeSeconds)
+          if (wantsLimit) partitionsRead.set(limitKey, parsePartition(partitionLine))
+        }
+        // A job of more nodes than the partition has, or lets one job have, would pend for ever
+        // (Slurm accepts it: PartitionConfig, PartitionNodeLimit): refused before sbatch.
+        const read = partitionsRead.get(limitKey)
+        if (read?.totalNodes !== undefined && nodes > read.totalNodes) {
+          return yield* fail(method, "Invalid", `nodes: the task asks for ${nodes} nodes, and partition ${partition} of cluster ${c.config.name} has ${read.totalNodes}`)
+        }
+        if (read?.maxNodes !== undefined && nodes > read.maxNodes) {
+          return yield* fail(method, "Invalid", `nodes: the task asks for ${nodes} nodes, and partition ${partition} of cluster ${c.config.name} allows ${read.maxNodes} per job (MaxNodes)`)
         }
         if (maxDuration !== undefined && maxDuration !== null) {
-          const limit = maxTimes.get(limitKey)
+          const limit = read?.maxTimeSeconds
           if (limit !== undefined && maxDuration > limit) {
             return yield* fail(method, "Invalid", `max_duration ${maxDuration}s is longer than the time limit of partition ${partition} on ${c.config.name} (MaxTime ${limit}s)`)
           }

@@ -169,6 +169,17 @@ describeWithSlurm(() => {
     }
   }, 90_000)
 
+  it("refuses a multi-node job of more nodes than the partition has before submitting, naming nodes and the partition's node count", async () => {
+    const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
+    const job = { ...instanceJob({ job_name: "wide-0-0", requirements: { resources: small } }), nodes: 3 }
+    const configs = [0, 1, 2].map((rank) => ({ projectName: "main", instanceName: `wide-0-${rank}`, instanceId: `i-w${rank}`, sshKeys: [], job }))
+    const error = await run(Effect.flip(backend.createInstanceGroup!(offer, configs)))
+    expect(error).toBeInstanceOf(Backend.BackendError)
+    expect(error.reason).toBe("Invalid")
+    expect(error.message).toBe("nodes: the task asks for 3 nodes, and partition debug of cluster test has 2")
+    expect((await cluster.slurm("squeue", ["-h", "-n", "dstack-wide-0-0", "-o", "%i"])).trim()).toBe("")
+  }, 120_000)
+
   it("refuses a max_duration longer than the partition's MaxTime before submitting", async () => {
     const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
     const job = instanceJob({ job_name: "long-0-0", max_duration: 7200, requirements: { resources: small } })
