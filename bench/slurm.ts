@@ -114,7 +114,8 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       const started = now()
       const pd = await create(`b${i}`)
       ours.push(now() - started)
-      if (times !== undefined) phases.push(times)
+      const t = times as SlurmBackend.SlurmStartTimes | undefined
+      if (t !== undefined) phases.push(t)
       reached.push(await reach(pd, backend.runnerAccess(pd)!))
       await Effect.runPromise(backend.terminateInstance(pd.instanceId, pd.region))
       await idle()
@@ -129,7 +130,6 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       const [id = "", ms = ""] = (await cluster.slurm("sh", ["-c", RAW])).trim().split(" ")
       theirs.push(Number(ms))
       await cluster.slurm("scancel", [id])
-      const t = times as SlurmBackend.SlurmStartTimes | undefined
       ctx.log(`slurm round ${i + 1}: ${ours[i]!.toFixed(0)} ms (sbatch answered +${t?.submitted}, node started +${t?.nodeStarted}, runner ready +${t?.runnerReady}, handed over +${t?.handedOver}; then reachable through the login node in ${reached[i]!.toFixed(0)}) vs without the snapshot ${plain[i]!.toFixed(0)} ms (runner start ${plainStarts.at(-1)?.toFixed(0) ?? "–"}) vs raw sbatch→RUNNING ${theirs[i]} ms`)
     }
     const value = summarize(ours)

@@ -137,6 +137,7 @@ describe("RunnerLaunch: the sh start, from a startup snapshot", () => {
 
     const second = await start(bundle)
     expect(second.args.slice(1, 4)).toEqual(["--snapshot-blob", blob, "--"])
+    expect(fs.readFileSync(second.out, "utf8")).toContain(`dstack-ts: snapshot: starting from ${blob}\n`)
     expect(await healthy(second.port)).toBe("dstack-ts-runner")
     await second.stop()
   }, 180_000)

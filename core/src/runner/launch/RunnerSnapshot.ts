@@ -7,15 +7,16 @@
  * built it, so it is made where the runner runs, by the start itself: the first start with a
  * bundle and a node binary starts without one and builds it in the background (niced), checks
  * it (`DSTACK_RUNNER_SNAPSHOT_CHECK=1`, see Runner.runnerMain) and renames it into place; later
- * starts use it. A start from a snapshot that dies before its ready line (a snapshot this node
- * binary cannot load aborts it) says so in the output, marks the snapshot failed and starts
- * the runner without it; so does a build that fails (its messages in `BLOB.log`). Only a
+ * starts use it, each saying `dstack-ts: snapshot: starting from BLOB` in its output first. A
+ * start from a snapshot that dies before its ready line (a snapshot this node binary cannot
+ * load aborts it) says so in the output, marks the snapshot failed and starts the runner
+ * without it; a build that fails is marked failed the same way (its messages in `BLOB.log`). Only a
  * script-format bundle (`.cjs`, `bundleRunner(…, { snapshot: true })`) can be a snapshot's
  * entry; any other entry, a node binary `stat` cannot key, or `DSTACK_RUNNER_SNAPSHOT=0` in
  * the environment start it plainly, as before.
  *
  * The snapshot sits beside the bundle: `BUNDLE.<machine>.<node binary's size>.<mtime>.blob`
- * (a few MB more than the bundle), with `.log`, `.failed` and a `.lock` directory while one
+ * (~13 MB for the default runner build), with `.log`, `.failed` and a `.lock` directory while one
  * is built.
  */
 
@@ -34,6 +35,7 @@ export const RUNNER_START_FUNCTION = String.raw`dstack_ts_runner() {
   _k=$(stat -L -c '%s.%Y' "$_n" 2>/dev/null) || exec "$_n" "$_b" "$@" >>"$_o" 2>&1
   _s="$_b.$(uname -m).$_k.blob"
   if [ -s "$_s" ] && [ ! -e "$_s.failed" ]; then
+    echo "dstack-ts: snapshot: starting from $_s" >>"$_o"
     _w=$(wc -c 2>/dev/null <"$_o" || echo 0)
     "$_n" --snapshot-blob "$_s" -- "$_b" "$@" >>"$_o" 2>&1
     _r=$?
