@@ -3,9 +3,10 @@
 // terminated with SIGTERM; and a start that fails says why with the end of its stderr. A
 // script bundle started by the sh start (RunnerSnapshot) builds a startup snapshot on its first
 // start and starts from it afterwards; a snapshot node cannot load falls back with a line.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
@@ -127,12 +128,19 @@ describe("RunnerLaunch: the sh start, from a startup snapshot", () => {
   }, 90_000)
 
   it("starts plainly the first time and builds the snapshot beside the bundle; the next start is from it, and serves", async () => {
+    // A build killed with its job left its lock: its process is gone, so the start takes it over.
+    const key = execFileSync("sh", ["-c", `echo "$(uname -m).$(stat -L -c %s.%Y "$1")"`, "sh", nodeBin], { encoding: "utf8" }).trim()
+    const gone = spawnSync("true").pid
+    fs.mkdirSync(`${bundle}.${key}.blob.lock`)
+    fs.writeFileSync(`${bundle}.${key}.blob.lock/owner`, `${os.hostname()} ${gone}\n`)
     const first = await start(bundle)
     expect(first.args).not.toContain("--snapshot-blob")
     expect(await healthy(first.port)).toBe("dstack-ts-runner")
     // The snapshot is built (and checked) in the background, then renamed into place.
     const blob = await until("the snapshot", () => blobOf() ?? (fs.readdirSync(path.dirname(bundle)).some((f) => f.endsWith(".failed")) ? "failed" : undefined))
     expect(blob).not.toBe("failed")
+    expect(blob).toBe(`${bundle}.${key}.blob`)
+    expect(fs.existsSync(`${bundle}.${key}.blob.lock`)).toBe(false)
     await first.stop()
 
     const second = await start(bundle)

@@ -48,10 +48,17 @@ export const RUNNER_START_FUNCTION = String.raw`dstack_ts_runner() {
     exec "$_n" "$_b" "$@" >>"$_o" 2>&1
   fi
   if [ ! -e "$_s" ] && [ ! -e "$_s.failed" ]; then
-    # A lock left by a build that was killed (the job ended) is taken over after 2 minutes.
-    [ -n "$(find "$_s.lock" -maxdepth 0 -mmin +2 2>/dev/null)" ] && rmdir "$_s.lock" 2>/dev/null
+    # A lock whose build was killed (its job ended first) is taken over: at once when the build
+    # ran on this host and its process is gone, else after 2 minutes.
+    if [ -d "$_s.lock" ]; then
+      read -r _h _p 2>/dev/null <"$_s.lock/owner" || { _h=; _p=; }
+      if { [ "$_h" = "$(uname -n)" ] && [ -n "$_p" ] && ! kill -0 "$_p" 2>/dev/null; } || [ -n "$(find "$_s.lock" -maxdepth 0 -mmin +2 2>/dev/null)" ]; then
+        rm -rf "$_s.lock"
+      fi
+    fi
     if mkdir "$_s.lock" 2>/dev/null; then
       (
+        echo "$(uname -n) $(exec sh -c 'echo $PPID')" >"$_s.lock/owner"
         _t="$_s.$$.tmp"
         if nice "$_n" --snapshot-blob "$_t" --build-snapshot "$_b" >"$_s.log" 2>&1 &&
           DSTACK_RUNNER_SNAPSHOT_CHECK=1 "$_n" --snapshot-blob "$_t" -- "$_b" 2>>"$_s.log" | grep -qx 'snapshot ok'; then
@@ -60,7 +67,7 @@ export const RUNNER_START_FUNCTION = String.raw`dstack_ts_runner() {
           rm -f "$_t"
           : >"$_s.failed"
         fi
-        rmdir "$_s.lock"
+        rm -rf "$_s.lock"
       ) </dev/null >/dev/null 2>&1 &
     fi
   fi
