@@ -34,12 +34,19 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const scope = Effect.runSync(Scope.make())
   const installDir = `.dstack-ts/slurm-bench-${cluster.net.name}`
   try {
-    const bundle = await RunnerLaunch.bundleRunner(RUNNER_ENTRY, bundleDir)
-    const backend = await Effect.runPromise(Scope.extend(SlurmBackend.make({
+    // The backend as it ships (the bundle as a script, started from a startup snapshot made on
+    // the node), and beside it, in the same rounds, one with the plain ES module bundle (no snapshot).
+    const [bundle, plainBundle] = await Promise.all([
+      RunnerLaunch.bundleRunner(RUNNER_ENTRY, bundleDir, { snapshot: true }),
+      RunnerLaunch.bundleRunner(RUNNER_ENTRY, bundleDir)
+    ])
+    const makeBackend = (file: string, dir: string) => Effect.runPromise(Scope.extend(SlurmBackend.make({
       clusters: [Schema.decodeUnknownSync(SlurmBackend.SlurmClusterConfig)({ name: "bench", hostname: cluster.login.ip, user: "root", private_key: { content: cluster.net.privateKey } })],
-      runnerEntry: bundle.file,
-      installDir
+      runnerEntry: file,
+      installDir: dir
     }), scope))
+    const backend = await makeBackend(bundle.file, installDir)
+    const plainBackend = await makeBackend(plainBundle.file, `${installDir}-plain`)
     const resources = { cpu: 1, memory: "0.5GB", disk: "1GB.." }
     const offer = (await Effect.runPromise(backend.getOffers(Schema.decodeUnknownSync(Requirements)({ resources })))).offers[0]!
     const spec = Schema.decodeUnknownSync(JobSpec)({ job_name: "bench-0-0", requirements: { resources } })
@@ -50,14 +57,22 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       const t = HashMap.get(annotations, "slurmStartTimes")
       if (Option.isSome(t)) times = t.value as SlurmBackend.SlurmStartTimes
     })
-    const create = (name: string) =>
-      Effect.runPromise(backend.createInstance(offer, { projectName: "bench", instanceName: name, instanceId: name, sshKeys: [], job }).pipe(
+    const create = (name: string, on: SlurmBackend.SlurmBackend = backend) =>
+      Effect.runPromise(on.createInstance(offer, { projectName: "bench", instanceName: name, instanceId: name, sshKeys: [], job }).pipe(
         Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
         Logger.withMinimumLogLevel(LogLevel.Debug)
       ))
-    // Warm-up: the bundle is shipped once, the SSH session opened, the home directory read.
+    // Warm-up: the bundle is shipped once, the SSH session opened, the home directory read; the
+    // first start on the node builds the startup snapshot in the background: kept running until
+    // it is there (the node shares this machine's home directory).
     const warm = await create("warm")
+    const dir = path.join(os.homedir(), installDir)
+    const blob = () => fs.readdirSync(dir).find((f) => f.endsWith(".blob"))
+    for (let i = 0; i < 600 && blob() === undefined && !fs.readdirSync(dir).some((f) => f.endsWith(".failed")); i++) await new Promise((r) => setTimeout(r, 100))
+    if (blob() === undefined) ctx.log(`slurm: no startup snapshot was made on the node (${fs.readdirSync(dir).join(", ")}); the rounds start the runner without one`)
     await Effect.runPromise(backend.terminateInstance(warm.instanceId, warm.region))
+    const warmPlain = await create("warm-plain", plainBackend)
+    await Effect.runPromise(plainBackend.terminateInstance(warmPlain.instanceId, warmPlain.region))
     // Idle: nothing in the queue, the node idle again (a cancelled job's node completes first),
     // and then 3.5 s more: slurmctld may delay scheduling a batch job by up to batch_sched_delay
     // (3 s by default, slurm.conf(5)); measured here, a submission right after a job ended
@@ -88,6 +103,8 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       }
     }
     const ours: Array<number> = []
+    const plain: Array<number> = []
+    const plainStarts: Array<number> = []
     const theirs: Array<number> = []
     const reached: Array<number> = []
     const phases: Array<SlurmBackend.SlurmStartTimes> = []
@@ -97,15 +114,23 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       const started = now()
       const pd = await create(`b${i}`)
       ours.push(now() - started)
-      if (times !== undefined) phases.push(times)
+      const t = times as SlurmBackend.SlurmStartTimes | undefined
+      if (t !== undefined) phases.push(t)
       reached.push(await reach(pd, backend.runnerAccess(pd)!))
       await Effect.runPromise(backend.terminateInstance(pd.instanceId, pd.region))
+      await idle()
+      times = undefined
+      const plainStarted = now()
+      const plainPd = await create(`p${i}`, plainBackend)
+      plain.push(now() - plainStarted)
+      const pt = times as SlurmBackend.SlurmStartTimes | undefined
+      if (pt?.nodeStarted !== undefined && pt.runnerReady !== undefined) plainStarts.push(pt.runnerReady - pt.nodeStarted)
+      await Effect.runPromise(plainBackend.terminateInstance(plainPd.instanceId, plainPd.region))
       await idle()
       const [id = "", ms = ""] = (await cluster.slurm("sh", ["-c", RAW])).trim().split(" ")
       theirs.push(Number(ms))
       await cluster.slurm("scancel", [id])
-      const t = times as SlurmBackend.SlurmStartTimes | undefined
-      ctx.log(`slurm round ${i + 1}: ${ours[i]!.toFixed(0)} ms (sbatch answered +${t?.submitted}, node started +${t?.nodeStarted}, runner ready +${t?.runnerReady}, handed over +${t?.handedOver}; then reachable through the login node in ${reached[i]!.toFixed(0)}) vs raw sbatch→RUNNING ${theirs[i]} ms`)
+      ctx.log(`slurm round ${i + 1}: ${ours[i]!.toFixed(0)} ms (sbatch answered +${t?.submitted}, node started +${t?.nodeStarted}, runner ready +${t?.runnerReady}, handed over +${t?.handedOver}; then reachable through the login node in ${reached[i]!.toFixed(0)}) vs without the snapshot ${plain[i]!.toFixed(0)} ms (runner start ${plainStarts.at(-1)?.toFixed(0) ?? "–"}) vs raw sbatch→RUNNING ${theirs[i]} ms`)
     }
     const value = summarize(ours)
     const baseline = summarize(theirs)
@@ -116,7 +141,7 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
     return [{
       section: "slurm",
       measure: `${MEASURE}, ${rounds} rounds`,
-      note: `p90 ${percentile(ours, 90).toFixed(0)} vs ${percentile(theirs, 90).toFixed(0)} ms; p50 phases: sbatch answered ${p50Of((t) => t.submitted)}, in the queue ${p50Of((t) => t.nodeStarted === undefined ? undefined : t.nodeStarted - t.submitted)}, runner start ${p50Of((t) => t.nodeStarted === undefined || t.runnerReady === undefined ? undefined : t.runnerReady - t.nodeStarted)}, handover ${p50Of((t) => t.runnerReady === undefined ? undefined : t.handedOver - t.runnerReady)} ms; then the runner reachable through the login node (new SSH session via the jump host, healthcheck) p50 ${percentile(reached, 50).toFixed(0)} ms`,
+      note: `p90 ${percentile(ours, 90).toFixed(0)} vs ${percentile(theirs, 90).toFixed(0)} ms; p50 phases: sbatch answered ${p50Of((t) => t.submitted)}, in the queue ${p50Of((t) => t.nodeStarted === undefined ? undefined : t.nodeStarted - t.submitted)}, runner start ${p50Of((t) => t.nodeStarted === undefined || t.runnerReady === undefined ? undefined : t.runnerReady - t.nodeStarted)}, handover ${p50Of((t) => t.runnerReady === undefined ? undefined : t.handedOver - t.runnerReady)} ms; without the startup snapshot (the plain bundle, same rounds) p50 ${percentile(plain, 50).toFixed(0)} ms, its runner start p50 ${plainStarts.length === 0 ? "–" : percentile(plainStarts, 50).toFixed(0)} ms; then the runner reachable through the login node (new SSH session via the jump host, healthcheck) p50 ${percentile(reached, 50).toFixed(0)} ms`,
       unit: "ms",
       value,
       baseline,
@@ -129,5 +154,6 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
     await cluster.down()
     fs.rmSync(bundleDir, { recursive: true, force: true })
     fs.rmSync(path.join(os.homedir(), installDir), { recursive: true, force: true })
+    fs.rmSync(path.join(os.homedir(), `${installDir}-plain`), { recursive: true, force: true })
   }
 }

@@ -5,4 +5,5 @@
 import { Runner } from "@dstack-ts/core"
 import { runnerPlugins } from "./runnerPlugins.ts"
 
-await Runner.runnerMain(process.argv.slice(2), { plugins: runnerPlugins })
+// No top-level await: the bundle can then be a script, the entry of a startup snapshot (RunnerLaunch).
+void Runner.runnerMain(process.argv.slice(2), { plugins: runnerPlugins })

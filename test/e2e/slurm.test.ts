@@ -2,7 +2,8 @@
 // server: the project's `slurm` backend configured over the API, a plan for a job too big for
 // any partition that says why, a task that runs on a compute node with its log streamed, a
 // long task whose allocation carries max_duration as its time limit, and a stop that cancels
-// the Slurm job (gone from squeue) — also while it still pends in the queue.
+// the Slurm job (gone from squeue) — also while it still pends in the queue; a task of more
+// nodes than the partition has fails before sbatch, naming nodes.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -201,6 +202,18 @@ describeWithSlurm(() => {
       await cluster.slurm("scancel", [filler])
     }
   }, 600_000)
+
+  it("a task of more nodes than the cluster's partition has fails before any Slurm job is submitted, saying nodes and how many the partition has", async () => {
+    const applied = await call("/api/project/main/runs/apply", { plan: runSpec({ nodes: 3, commands: ["true"] }, "slurm-wide") })
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200)
+    const run = await until("slurm-wide ends", () => getRun("slurm-wide"), finished, 120_000)
+    expect(run.status).toBe("failed")
+    for (const job of run.jobs) {
+      expect(job.job_submissions.at(-1).termination_reason_message).toContain("nodes: the task asks for 3 nodes, and partition debug of cluster netns has 2")
+    }
+    // Refused before sbatch: slurmctld, which keeps an ended job for MinJobAge, never had one of this run.
+    expect(await cluster.slurm("scontrol", ["show", "-o", "job"])).not.toContain("JobName=dstack-slurm-wide")
+  }, 180_000)
 
   it("runs a 2-node task as one allocation of both compute nodes whose nodes rendezvous at the master's address; a stop cancels the whole allocation", async () => {
     const plan = await call("/api/project/main/runs/get_plan", runSpec({ nodes: 2, commands: ["true"] }))

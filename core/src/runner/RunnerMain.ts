@@ -17,6 +17,7 @@
 import * as os from "node:os"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
+import * as v8 from "node:v8"
 import type { RunningRunner, ServeRunnerOptions } from "./serveRunner.ts"
 import { DEFAULT_RUNNER_PORT, serveRunner } from "./serveRunner.ts"
 
@@ -107,15 +108,39 @@ export const startRunnerProgram = async (args: RunnerArgs, options: RunnerProgra
   return runner
 }
 
+/** True while Node.js builds a startup snapshot from this program (`node --build-snapshot`). */
+const buildingSnapshot = (): boolean => {
+  // Deno's node:v8 has no startupSnapshot.
+  const snapshot = (v8 as { startupSnapshot?: { isBuildingSnapshot?: () => boolean } }).startupSnapshot
+  return typeof snapshot?.isBuildingSnapshot === "function" && snapshot.isBuildingSnapshot()
+}
+
 /**
  * The runner program: parses `argv`, serves with the plugins' executors and repo types,
  * prints the ready line. On bad arguments or refused plugins it writes why on stderr and
  * exits with status 2.
  *
+ * Run by `node --build-snapshot` (a bundled build, see RunnerLaunch's RunnerSnapshot) it serves
+ * nothing: it makes itself the snapshot's main function, so that a start from the snapshot
+ * (`node --snapshot-blob BLOB -- BUNDLE ARGS`) finds every module loaded and runs it then, with
+ * that start's `process.argv.slice(2)` (so `argv` must be `process.argv.slice(2)`). With
+ * `DSTACK_RUNNER_SNAPSHOT_CHECK=1` such a start prints `snapshot ok` and exits 0 instead: the
+ * check a new snapshot passes before it is used.
+ *
  * @example
  * await runnerMain(process.argv.slice(2), { plugins: [executorProcess, executorDocker] })
  */
 export const runnerMain = async (argv: ReadonlyArray<string>, options: RunnerProgramOptions = {}): Promise<void> => {
+  if (buildingSnapshot()) {
+    v8.startupSnapshot.setDeserializeMainFunction(() => {
+      if (process.env.DSTACK_RUNNER_SNAPSHOT_CHECK === "1") {
+        process.stdout.write("snapshot ok\n")
+        return
+      }
+      void runnerMain(process.argv.slice(2), options)
+    })
+    return
+  }
   try {
     await startRunnerProgram(parseRunnerArgs(argv), options)
   } catch (error) {

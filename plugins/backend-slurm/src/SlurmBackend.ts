@@ -270,7 +270,8 @@ export const batchScript = (options: {
       : []),
     `work=${shQuote(options.dir)}/$SLURM_JOB_ID.$rank.work`,
     `mkdir -p "$work"`,
-    `exec "$node_bin" ${shQuote(options.bundle)} --host 127.0.0.1 --port 0 --work-dir "$work" >>"$out" 2>&1`
+    // From a startup snapshot of the bundle made on the node, once there is one (RunnerLaunch).
+    RunnerLaunch.runnerStartScript({ out: `"$out"`, node: `"$node_bin"`, bundle: options.bundle, args: ["--host", "127.0.0.1", "--port", "0", "--work-dir", `"$work"`] })
   ].join("\n")
   const others = options.nodes - 1
   return [
@@ -411,7 +412,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
       if (!fs.existsSync(entry)) return yield* fail("createInstance", "Invalid", `the runner entry ${entry} does not exist`)
       if (/\.[cm]?js$/.test(entry)) return { file: entry, sha256: createHash("sha256").update(fs.readFileSync(entry)).digest("hex") }
       return yield* Effect.tryPromise({
-        try: () => RunnerLaunch.bundleRunner(entry, tmp),
+        try: () => RunnerLaunch.bundleRunner(entry, tmp, { snapshot: true }),
         catch: (cause) => new Backend.BackendError({ module: MODULE, method: "createInstance", reason: "Invalid", message: `cannot bundle the runner ${entry}: ${String(cause)}`, cause })
       })
     }))
@@ -449,8 +450,8 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
 
     /** Node addresses (NodeAddr) by `cluster/node`, as the last `scontrol show node` answered. */
     const addresses = new Map<string, string>()
-    /** Partitions' MaxTime (seconds, undefined: UNLIMITED) by `cluster/partition`, as the last plan read them. */
-    const maxTimes = new Map<string, number | undefined>()
+    /** Partitions (MaxTime, TotalNodes, MaxNodes) by `cluster/partition`, as the last plan read them. */
+    const partitionsRead = new Map<string, SlurmPartition>()
     /** The login user's home directory by cluster, once asked. */
     const homes = new Map<string, string>()
 
@@ -464,7 +465,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
               const lines = (t: string | undefined) => (t ?? "").split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("No "))
               const found = { partitions: lines(parts).map(parsePartition), nodes: lines(nodes).map(parseNode) }
               for (const n of found.nodes) addresses.set(`${c.config.name}/${n.name}`, n.address)
-              for (const p of found.partitions) maxTimes.set(`${c.config.name}/${p.name}`, p.maxTimeSeconds)
+              for (const p of found.partitions) partitionsRead.set(`${c.config.name}/${p.name}`, p)
               return found
             },
             catch: (e) => new Backend.BackendError({ module: MODULE, method: "getOffers", reason: "Unknown", message: `cannot read the nodes of ${c.config.name}: ${(e as Error).message}` })
@@ -636,21 +637,31 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         if (partition === undefined) return yield* fail(method, "Invalid", "the offer names no partition")
         const maxDuration = ic.job?.maxDuration ?? undefined
         const { file, sha256 } = yield* bundle
-        const relRunner = `${installDir}/runner-${sha256.slice(0, 16)}.mjs`
-        // The home directory (once per cluster) and the partition's MaxTime when the job has a
-        // max_duration and the last plan did not read it: one round trip, skipped when known.
+        const relRunner = `${installDir}/runner-${sha256.slice(0, 16)}${path.extname(file)}`
+        // The home directory (once per cluster) and the partition's limits when the job has a
+        // max_duration or several nodes and the last plan did not read them: one round trip,
+        // skipped when known.
         const limitKey = `${c.config.name}/${partition}`
-        const wantsLimit = maxDuration !== undefined && maxDuration !== null && !maxTimes.has(limitKey)
+        const wantsLimit = ((maxDuration !== undefined && maxDuration !== null) || nodes > 1) && !partitionsRead.has(limitKey)
         if (!homes.has(c.config.name) || wantsLimit) {
           const prep = yield* onLogin(method, c, `printf '%s\\n' "$HOME"; if [ -n "$1" ]; then scontrol show -o partition "$1" || exit 1; fi`, [wantsLimit ? partition : ""]).pipe(
             Effect.flatMap(checked(method, c, `reading $HOME and scontrol show partition ${partition}`))
           )
           const [home = "", partitionLine = ""] = prep.split("\n")
           homes.set(c.config.name, home.trim())
-          if (wantsLimit) maxTimes.set(limitKey, parsePartition(partitionLine).maxTimeSeconds)
+          if (wantsLimit) partitionsRead.set(limitKey, parsePartition(partitionLine))
+        }
+        // A job of more nodes than the partition has, or lets one job have, would pend for ever
+        // (Slurm accepts it: PartitionConfig, PartitionNodeLimit): refused before sbatch.
+        const read = partitionsRead.get(limitKey)
+        if (read?.totalNodes !== undefined && nodes > read.totalNodes) {
+          return yield* fail(method, "Invalid", `nodes: the task asks for ${nodes} nodes, and partition ${partition} of cluster ${c.config.name} has ${read.totalNodes}`)
+        }
+        if (read?.maxNodes !== undefined && nodes > read.maxNodes) {
+          return yield* fail(method, "Invalid", `nodes: the task asks for ${nodes} nodes, and partition ${partition} of cluster ${c.config.name} allows ${read.maxNodes} per job (MaxNodes)`)
         }
         if (maxDuration !== undefined && maxDuration !== null) {
-          const limit = maxTimes.get(limitKey)
+          const limit = read?.maxTimeSeconds
           if (limit !== undefined && maxDuration > limit) {
             return yield* fail(method, "Invalid", `max_duration ${maxDuration}s is longer than the time limit of partition ${partition} on ${c.config.name} (MaxTime ${limit}s)`)
           }

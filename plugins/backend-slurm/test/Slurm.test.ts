@@ -30,6 +30,8 @@ describe("scontrol output", () => {
     expect(Slurm.parseSlurmTime("01:00:00")).toBe(3600)
     expect(Slurm.parseSlurmTime("1-02:00:00")).toBe(93600)
     expect(Slurm.parsePartition("PartitionName=debug AllowGroups=ALL Default=YES MaxTime=01:00:00 State=UP")).toEqual({ name: "debug", maxTimeSeconds: 3600, up: true, isDefault: true })
+    expect(Slurm.parsePartition("PartitionName=big MaxNodes=4 MaxTime=UNLIMITED TotalNodes=16 State=UP")).toEqual({ name: "big", up: true, isDefault: false, totalNodes: 16, maxNodes: 4 })
+    expect(Slurm.parsePartition("PartitionName=any MaxNodes=UNLIMITED TotalNodes=2 State=UP").maxNodes).toBeUndefined()
   })
   it("rounds --time up to whole minutes", () => {
     expect(Slurm.slurmTimeLimit(90)).toBe("2")

@@ -1,7 +1,9 @@
 // The slurm backend against a real Slurm cluster (slurm-wlm on netns hosts, test/support/slurm.ts):
 // offers from the cluster's nodes, an allocation whose step runs the runner that answers over
 // SSH through the login node, --time from max_duration, scancel on terminate, a job too big
-// for the partition refused by the plan, an image job refused on nodes without Docker.
+// for the partition refused by the plan, an image job refused on nodes without Docker, a job of
+// more nodes than the partition has refused before sbatch, and the runner started from the
+// startup snapshot the node made of its bundle.
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -46,7 +48,7 @@ describeWithSlurm(() => {
     bundleDir = fs.mkdtempSync(path.join(os.tmpdir(), "slurm-bundle-"))
     const [c, bundle] = await Promise.all([
       createSlurmCluster({ nodes: 2, partitions: [{ name: "debug", default: true, maxTimeMinutes: 30 }] }),
-      RunnerLaunch.bundleRunner(RUNNER_ENTRY, bundleDir)
+      RunnerLaunch.bundleRunner(RUNNER_ENTRY, bundleDir, { snapshot: true })
     ])
     cluster = c
     bundleFile = bundle.file
@@ -168,6 +170,36 @@ describeWithSlurm(() => {
       for (let i = 0; i < 100 && (await cluster.queueState(filler)) !== undefined; i++) await new Promise((r) => setTimeout(r, 200))
     }
   }, 90_000)
+
+  it("starts the runner from a startup snapshot the node made of the bundle, once there is one", async () => {
+    const dir = path.join(os.homedir(), `.dstack-ts/slurm-${cluster.net.name}`)
+    const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
+    const allocation = (name: string) => run(backend.createInstance(offer, { projectName: "main", instanceName: name, instanceId: name, sshKeys: [], job: instanceJob({ job_name: name, requirements: { resources: small } }) }))
+    const blob = () => fs.readdirSync(dir).find((f) => /^runner-[0-9a-f]{16}\.cjs\..+\.blob$/.test(f))
+    // An earlier allocation may have made it; else this one does, in the background, while it runs.
+    const first = await allocation("snap-a")
+    for (let i = 0; i < 600 && blob() === undefined; i++) await new Promise((r) => setTimeout(r, 100))
+    await run(backend.terminateInstance(first.instanceId, first.region))
+    expect(blob(), `${dir}: ${fs.readdirSync(dir).join(", ")}`).toBeDefined()
+    const second = await allocation("snap-b")
+    try {
+      expect(fs.readFileSync(path.join(dir, `${second.instanceId}.0.out`), "utf8")).toContain(`dstack-ts: snapshot: starting from ${dir}/${blob()}`)
+      expect(await cluster.queueState(second.instanceId)).toBe("RUNNING")
+    } finally {
+      await run(backend.terminateInstance(second.instanceId, second.region))
+    }
+  }, 180_000)
+
+  it("refuses a multi-node job of more nodes than the partition has before submitting, naming nodes and the partition's node count", async () => {
+    const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
+    const job = { ...instanceJob({ job_name: "wide-0-0", requirements: { resources: small } }), nodes: 3 }
+    const configs = [0, 1, 2].map((rank) => ({ projectName: "main", instanceName: `wide-0-${rank}`, instanceId: `i-w${rank}`, sshKeys: [], job }))
+    const error = await run(Effect.flip(backend.createInstanceGroup!(offer, configs)))
+    expect(error).toBeInstanceOf(Backend.BackendError)
+    expect(error.reason).toBe("Invalid")
+    expect(error.message).toBe("nodes: the task asks for 3 nodes, and partition debug of cluster test has 2")
+    expect((await cluster.slurm("squeue", ["-h", "-n", "dstack-wide-0-0", "-o", "%i"])).trim()).toBe("")
+  }, 120_000)
 
   it("refuses a max_duration longer than the partition's MaxTime before submitting", async () => {
     const offer = (await run(backend.getOffers(requirements(small)))).offers[0]

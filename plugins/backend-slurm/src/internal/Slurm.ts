@@ -40,6 +40,10 @@ export interface SlurmPartition {
   readonly maxTimeSeconds?: number
   readonly up: boolean
   readonly isDefault: boolean
+  /** TotalNodes: how many nodes the partition has, when scontrol says. */
+  readonly totalNodes?: number
+  /** MaxNodes: the most nodes one job may have there; undefined for UNLIMITED. */
+  readonly maxNodes?: number
 }
 
 const int = (value: string | undefined, what: string, node: string): number => {
@@ -94,11 +98,16 @@ export const parsePartition = (line: string): SlurmPartition => {
   const r = parseScontrolLine(line)
   if (!r.PartitionName) throw new Error(`a partition line without PartitionName: ${JSON.stringify(line.slice(0, 200))}`)
   const maxTime = parseSlurmTime(r.MaxTime ?? "UNLIMITED")
+  const count = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined)
+  const totalNodes = count(r.TotalNodes)
+  const maxNodes = count(r.MaxNodes)
   return {
     name: r.PartitionName,
     ...(maxTime === undefined ? {} : { maxTimeSeconds: maxTime }),
     up: (r.State ?? "UP") === "UP",
-    isDefault: r.Default === "YES"
+    isDefault: r.Default === "YES",
+    ...(totalNodes === undefined ? {} : { totalNodes }),
+    ...(maxNodes === undefined ? {} : { maxNodes })
   }
 }
 
