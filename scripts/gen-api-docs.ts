@@ -216,6 +216,10 @@ with \`npx tsx scripts/gen-api-docs.ts\`; a test fails while this file is out of
   is checked against the API version served, 0.21: a newer minor version is refused with
   upstream's message. \`null\` for an optional field is the field left out, everywhere. Answers
   to it show the \`local\` backend as upstream's on-prem \`remote\` and log messages in base64.
+  \`runs/get\` and \`runs/list\` answer, on the run and on each job submission, the
+  \`status_message\` and \`error\` upstream's server derives from statuses and termination
+  reasons (\`exited (1)\`, \`stopped\`, \`inactivity duration exceeded\`, …), which its CLI prints;
+  a submission waiting in a batch scheduler's queue says why in its \`status_message\`.
   [Upstream's routes](#upstreams-routes) lists every route its client calls and its state here.
 - **Fields this server does not carry out.** A key a route's schema does not know is accepted
   only at upstream's default for it (null, empty, or its pydantic model's default, taken from

@@ -1,8 +1,9 @@
 // The server's SSH proxy with OpenSSH's client against a real job of the local backend:
 // `ssh -N -L` with the run owner's key (from get_my_user) or the run spec's ssh_key_pub reaches
 // the job's port and, at upstream's runner port 10999, the runner's API; runs answers advertise
-// the proxy; a wrong key, a user name naming no job and a finished job are refused. The `ssh RUN`
-// alias pins the proxy's host key (get_info's sshproxy_host_keys): OpenSSH refuses another key.
+// the proxy; a wrong key, a user name naming no job, the owner's key once refreshed and a
+// finished job are refused. The `ssh RUN` alias pins the proxy's host key (get_info's
+// sshproxy_host_keys): OpenSSH refuses another key.
 import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -127,6 +128,18 @@ describe.skipIf(!hasSsh)("the SSH proxy", () => {
     const tunnel = spawn("ssh", [...sshArgs(proxy.strangerKey), "-N", "-L", `127.0.0.1:${local}:localhost:10999`, `${upstreamId}_root@127.0.0.1`])
     try {
       expect(JSON.parse(await fetchText(`http://127.0.0.1:${local}/api/healthcheck`))).toMatchObject({ service: "dstack-ts-runner" })
+      // The owner's key is admitted too, until refreshed (refresh_ssh_key): then the old key,
+      // admitted a moment before, is refused, and the new one admitted. (A run whose spec took
+      // the owner's key at submission, as the first test's, keeps admitting that key.)
+      expect((await sshRun(proxy.ownerKey, `${upstreamId}_root`, "exit 5")).code).toBe(5)
+      const me = await proxy.api("/api/users/get_my_user", {})
+      const refreshed = await proxy.api("/api/users/refresh_ssh_key", { username: me.username })
+      const oldKey = await sshRun(proxy.ownerKey, `${upstreamId}_root`, "true")
+      expect(oldKey.code).toBe(255)
+      expect(oldKey.stderr).toContain("Permission denied (publickey)")
+      fs.writeFileSync(proxy.ownerKey, refreshed.ssh_private_key, { mode: 0o600 })
+      expect((await sshRun(proxy.ownerKey, `${upstreamId}_root`, "exit 4")).code).toBe(4)
+      expect((await sshRun(proxy.strangerKey, `${upstreamId}_root`, "exit 6")).code).toBe(6)
     } finally {
       tunnel.kill("SIGTERM")
       await new Promise((r) => tunnel.once("exit", r))

@@ -22,7 +22,7 @@ import backendLocal from "@dstack-ts/backend-local"
 import blobUnstorage from "@dstack-ts/blob-unstorage"
 import transportLocal from "@dstack-ts/transport-local"
 import { PostgresStateStore } from "@dstack-ts/state-postgres"
-import { StateStore, type Documents } from "../../core/src/ports/StateStore.ts"
+import { StateStore, type RunDocuments } from "../../core/src/ports/StateStore.ts"
 import { createServer } from "../../core/src/server/createServer.ts"
 
 /** One line of REPLICA_EVENTS. */
@@ -48,7 +48,7 @@ const record = (event: Omit<ReplicaEvent, "owner" | "at">) =>
   Effect.sync(() => fs.appendFileSync(eventsFile, `${JSON.stringify({ ...event, owner, at: Date.now() })}\n`))
 
 /** The runs repository, recording what this replica's engine claims and writes under a lease. */
-const recordingRuns = (runs: Documents): Documents => ({
+const recordingRuns = (runs: RunDocuments): RunDocuments => ({
   ...runs,
   claim: (request) =>
     (pauseFile !== undefined && fs.existsSync(pauseFile) ? Effect.succeed([]) : runs.claim(request)).pipe(

@@ -4,7 +4,8 @@
 // logs, stops and deletes a run, the CLI adds the project and runs ps, apply -d, logs, stop and
 // offer, lists fleets, manages secrets, is refused fields this server does not carry out,
 // attaches through the server's SSH proxy (attached apply streams the logs), and errors reach it
-// as the exceptions it expects. Needs ../shared/upstream-client.
+// as the exceptions it expects; dstack-ts's own CLI does the same steps on the same server.
+// Needs ../shared/upstream-client.
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -223,7 +224,30 @@ print(json.dumps({
       status = (await call("/api/project/main/runs/get", { run_name: "up-cli" })).body.status
     }
     expect(status).toBe("terminated")
+    // A finished run's status in upstream's ps is its latest submission's status_message, which
+    // the server derives as upstream's does (RunMessages.ts); without it the column is empty.
+    const finished = await cli("ps", "-a")
+    expect(finished.code, finished.stderr).toBe(0)
+    expect(finished.stdout).toMatch(/up-cli\s.*\baborted\b/)
   }, 240_000)
+
+  it("docs/api.md gives the state of every route the client calls", async () => {
+    const script = `
+import glob, json, os, re
+import dstack.api.server as server
+paths = set()
+for f in glob.glob(os.path.join(os.path.dirname(server.__file__), "_*.py")):
+    paths.update(re.findall(r'_request\\(\\s*f?"(/api/[^"]*)"', open(f).read()))
+print(json.dumps(sorted(paths)))
+`
+    const out = await python(["-c", script])
+    expect(out.stderr).not.toMatch(/Traceback/)
+    const paths: Array<string> = JSON.parse(out.stdout).map((p: string) => p.replace(/\{(\w+)\.value\}/g, "{$1}"))
+    expect(paths.length).toBeGreaterThan(60)
+    const doc = fs.readFileSync(fileURLToPath(new URL("../../docs/api.md", import.meta.url)), "utf8")
+    const stateOf = (p: string) => new RegExp(`^\\| \`(?:GET|POST) ${p.replace(/[{}.]/g, "\\$&")}\` \\| (works|not supported: .+) \\|$`, "m").exec(doc)?.[1]
+    expect(paths.filter((p) => stateOf(p) === undefined)).toEqual([])
+  }, 60_000)
 
   it("request_fields.py still generates UpstreamRequestFields.ts as committed", async () => {
     const out = await python([path.join(here, "request_fields.py")])
@@ -331,6 +355,49 @@ print(json.dumps(out))
     expect(attach.code).toBe(1)
     expect(attach.stdout).toBe("Failed to find replica=<any running> job=0\n")
   }, 180_000)
+
+  it("dstack-ts's own CLI, on the project upstream's CLI added, runs offer, apply (-d and attached), logs, ps, stop and secret set/list", async () => {
+    const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")
+    expect(added.code, added.stderr + added.stdout).toBe(0)
+    const offer = await ownCli("offer", "--cpu", "1..", "--memory", "1GB..", "--disk", "1GB..")
+    expect(offer.code, offer.stderr + offer.stdout).toBe(0)
+    expect(offer.stdout).toMatch(/\blocal\b/)
+    fs.writeFileSync(path.join(home, "own.dstack.yml"), "type: task\nname: own-cli\ncommands:\n  - echo hello from the own cli\n  - sleep 300\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
+    const applied = await ownCli("apply", "-f", "own.dstack.yml", "-d", "-y")
+    expect(applied.code, applied.stderr + applied.stdout).toBe(0)
+    expect(applied.stdout + applied.stderr).toMatch(/own-cli/)
+    let logs = ""
+    for (let i = 0; i < 60 && !logs.includes("hello from the own cli"); i++) {
+      await new Promise((r) => setTimeout(r, 500))
+      logs = (await ownCli("logs", "own-cli")).stdout
+    }
+    expect(logs).toBe("hello from the own cli\n")
+    const ps = await ownCli("ps")
+    expect(ps.code, ps.stderr).toBe(0)
+    expect(ps.stdout).toMatch(/own-cli\s+running\s/)
+    const stopped = await ownCli("stop", "own-cli", "-y", "-x")
+    expect(stopped.code, stopped.stderr + stopped.stdout).toBe(0)
+    let status = ""
+    for (let i = 0; i < 60 && status !== "terminated"; i++) {
+      await new Promise((r) => setTimeout(r, 250))
+      status = (await call("/api/project/main/runs/get", { run_name: "own-cli" })).body.status
+    }
+    expect(status).toBe("terminated")
+    expect((await ownCli("ps", "-a")).stdout).toMatch(/own-cli\s+terminated\s/)
+    fs.writeFileSync(path.join(home, "own-attached.dstack.yml"), "type: task\nname: own-att\ncommands:\n  - echo hello attached own\n  - echo bye\nresources:\n  cpu: 1..\n  memory: 1GB..\n  disk: 1GB..\n")
+    const attached = await ownCli("apply", "-f", "own-attached.dstack.yml", "-y")
+    expect(attached.code, attached.stderr + attached.stdout).toBe(0)
+    expect(attached.stdout).toContain("hello attached own\nbye\n")
+    expect((await call("/api/project/main/runs/get", { run_name: "own-att" })).body.status).toBe("done")
+    const set = await ownCli("secret", "set", "own_token", "own-s3cret")
+    expect(set.code, set.stderr + set.stdout).toBe(0)
+    const list = await ownCli("secret", "list")
+    expect(list.code, list.stderr + list.stdout).toBe(0)
+    expect(list.stdout).toMatch(/own_token/)
+    expect(list.stdout).not.toContain("own-s3cret")
+    // Upstream's CLI sees the secret dstack-ts's set.
+    expect((await cli("secret", "list")).stdout).toMatch(/own_token/)
+  }, 240_000)
 
   it("dstack-ts's own CLI, on the project upstream's CLI added, lists, shows and deletes a fleet", async () => {
     const added = await cli("project", "add", "--name", "main", "--url", url, "--token", TOKEN, "-y")

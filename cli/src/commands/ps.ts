@@ -11,9 +11,18 @@ export const ago = (date: Date, now: number = Date.now()): string => {
   return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.floor(s / 60)}m ago` : s < 86_400 ? `${Math.floor(s / 3600)}h ago` : `${Math.floor(s / 86_400)}d ago`
 }
 
-/** A job's status in words: its status message (a queue's reason) or why it ended, when there is one. */
-const jobMessage = (sub: { readonly statusMessage?: string | undefined; readonly terminationReason?: string | undefined; readonly terminationReasonMessage?: string | undefined } | undefined): string =>
-  sub === undefined ? "" : sub.statusMessage ?? [sub.terminationReason, sub.terminationReasonMessage].filter((x) => x !== undefined && x !== "").join(": ")
+/**
+ * A job's status in words: why it ended, or its status message while it says more than its
+ * status (a queue's reason; the server answers upstream's message, often the status itself).
+ */
+const jobMessage = (sub: { readonly status: string; readonly statusMessage?: string | undefined; readonly terminationReason?: string | undefined; readonly terminationReasonMessage?: string | undefined } | undefined): string =>
+  sub === undefined
+    ? ""
+    : sub.terminationReason !== undefined
+    ? [sub.terminationReason, sub.terminationReasonMessage].filter((x) => x !== undefined && x !== "").join(": ")
+    : sub.statusMessage !== undefined && sub.statusMessage !== sub.status
+    ? sub.statusMessage
+    : ""
 
 /** The runs as `dstack ps` prints them; `verbose` adds a row per job with its status message. */
 export const render = async (client: Client, all: boolean, json: boolean, verbose = false): Promise<string> => {

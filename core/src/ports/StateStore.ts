@@ -413,6 +413,19 @@ export interface Documents {
   readonly release: (id: string, token: string) => Effect.Effect<void, StateStoreError>
 }
 
+/**
+ * The runs repository: the documents of kind `run`, plus the one lookup that reads into them.
+ * A run's document is the engine's run record (core/src/engine/RunRecord.ts); the store knows
+ * one path of it, `run.jobs[*].job_submissions[*].id`, and keeps the ids found there indexed.
+ */
+export interface RunDocuments extends Documents {
+  /**
+   * The live (not deleted) run one of whose jobs has a submission with this id (a job
+   * submission never moves to another run); `NotFound` when none has.
+   */
+  readonly getBySubmissionId: (submissionId: string) => Effect.Effect<StoredDocument, StateStoreError>
+}
+
 // ---------------------------------------------------------------------------------------------
 // Logs
 
@@ -537,7 +550,7 @@ export interface StateStoreService {
   readonly backends: Backends
   readonly repos: Repos
   readonly codes: Codes
-  readonly runs: Documents
+  readonly runs: RunDocuments
   readonly jobs: Documents
   readonly instances: Documents
   readonly fleets: Documents

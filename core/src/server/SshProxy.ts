@@ -7,6 +7,10 @@
  * transport's forward (JobForward.ts). A `session` channel's shell or command runs where the job
  * runs, through the runner (SshProxySession.ts). When the job ends, its connections are closed
  * with a message.
+ *
+ * A job is found by one indexed read of its run (`runs.getBySubmissionId`), at authentication
+ * and every `jobCheckIntervalMs` for each job with open connections; the owner's public key is
+ * read at authentication only, and kept until the store reports a change to users.
  */
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
@@ -15,7 +19,7 @@ import { Effect, Exit, type ManagedRuntime, Scope } from "effect"
 import type { Connection, ParsedKey, Server as Ssh2Server } from "ssh2"
 import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import type { Run } from "../domain/Run.ts"
-import { isRunStatusFinished, RunStatusValues } from "../domain/Status.ts"
+import { isRunStatusFinished, type RunStatus } from "../domain/Status.ts"
 import type { Compute } from "../engine/Compute.ts"
 import { decodeRow } from "../engine/RunRecord.ts"
 import type { ForwardedPort } from "../ports/RunnerTransport.ts"
@@ -45,91 +49,56 @@ export interface RunningSshProxy {
   readonly close: () => Promise<void>
 }
 
-/** The job a proxy user name names, while its latest submission runs, and the keys it accepts. */
+/** The job a proxy user name names, while its latest submission runs. */
 interface ProxiedJob {
   readonly upstreamId: string
   readonly runName: string
   readonly pd: JobProvisioningData
   /** Job ports the client may reach (`ports` of the configuration, the service port). */
   readonly ports: ReadonlyArray<number>
-  readonly keys: ReadonlyArray<ParsedKey>
+  /** The run owner, whose SSH key is admitted, and the run spec's `ssh_key_pub`, also admitted. */
+  readonly owner: string
+  readonly specKey: string | undefined
 }
 
 const USERNAME = /^([0-9a-f]{32})(?:_(.+))?$/
 
-/**
- * Which run each upstream id (a job submission's id) belongs to, once found: a submission never
- * moves to another run, so later lookups read that run by id instead of scanning.
- */
-export type RunIndex = Map<string, string>
+/** The longest the proxy uses a user's public key without the store saying it changed. */
+const KEY_TTL_MS = 5_000
 
-/** The largest number of upstream ids remembered; past it the oldest are forgotten (and scanned for again). */
-const RUN_INDEX_LIMIT = 10_000
-
-const unfinished = RunStatusValues.filter((s) => !isRunStatusFinished(s))
+/** The submission id (a UUID) whose upstream id (its 32 hex digits) is `upstreamId`. */
+const submissionIdOf = (upstreamId: string): string =>
+  `${upstreamId.slice(0, 8)}-${upstreamId.slice(8, 12)}-${upstreamId.slice(12, 16)}-${upstreamId.slice(16, 20)}-${upstreamId.slice(20)}`
 
 /** The job of `run` whose latest submission has upstream id `upstreamId`, as the proxy serves it; undefined when it does not run. */
-const proxiedJob = (run: Run, upstreamId: string) =>
-  Effect.gen(function* () {
-    for (const job of run.jobs) {
-      const sub = latestSubmission(job)
-      if (sub === undefined || upstreamIdOf(sub.id) !== upstreamId) continue
-      const pd = sub.jobProvisioningData
-      if (sub.status !== "running" || pd === undefined || pd.hostname === null || pd.hostname === "") return undefined
-      const store = yield* StateStore
-      const texts = [run.runSpec.sshKeyPub, (yield* store.users.getSshKey(run.user))?.publicKey]
-      const keys: Array<ParsedKey> = []
-      const { utils } = yield* Effect.promise(() => loadSsh2())
-      for (const text of texts) {
-        if (text === undefined || text.trim() === "") continue
-        const parsed = utils.parseKey(text)
-        if (!(parsed instanceof Error)) keys.push(Array.isArray(parsed) ? parsed[0] : parsed)
-      }
-      const ports = [...new Set([...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort !== undefined ? [job.jobSpec.servicePort] : [])])]
-      return { upstreamId, runName: run.runSpec.runName ?? "(unnamed)", pd, ports, keys } satisfies ProxiedJob
-    }
-    return undefined
-  })
-
-/** Whether `run` has a job whose latest submission has upstream id `upstreamId` (running or not). */
-const holds = (run: Run, upstreamId: string): boolean =>
-  run.jobs.some((job) => {
+const proxiedJob = (run: Run, upstreamId: string): ProxiedJob | undefined => {
+  for (const job of run.jobs) {
     const sub = latestSubmission(job)
-    return sub !== undefined && upstreamIdOf(sub.id) === upstreamId
-  })
+    if (sub === undefined || upstreamIdOf(sub.id) !== upstreamId) continue
+    const pd = sub.jobProvisioningData
+    if (sub.status !== "running" || pd === undefined || pd.hostname === null || pd.hostname === "") return undefined
+    const ports = [...new Set([...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort !== undefined ? [job.jobSpec.servicePort] : [])])]
+    return { upstreamId, runName: run.runSpec.runName ?? "(unnamed)", pd, ports, owner: run.user, specKey: run.runSpec.sshKeyPub }
+  }
+  return undefined
+}
 
 /**
  * The running job whose latest submission has upstream id `upstreamId`; undefined when none
- * runs. A run already known for it (`index`) is read by id; otherwise the unfinished runs are
- * scanned once and the run found is remembered. Exported for its tests.
+ * runs (no live run has that submission, the run has finished, or a newer submission of the
+ * job replaced it). One indexed read of the store (`runs.getBySubmissionId`). Exported for its
+ * tests.
  */
-export const findJob = (upstreamId: string, index: RunIndex) =>
+export const findJob = (upstreamId: string) =>
   Effect.gen(function* () {
     const store = yield* StateStore
-    const known = index.get(upstreamId)
-    if (known !== undefined) {
-      const row = yield* store.runs.get(known).pipe(
-        Effect.map((row): StoredDocument | undefined => row),
-        Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined))
-      )
-      if (row === undefined || row.deleted || !unfinished.includes(row.status as never)) {
-        index.delete(upstreamId)
-        return undefined
-      }
-      const { record } = yield* decodeRow(row)
-      // A submission that is no longer its job's latest (retried) runs no more.
-      if (!holds(record.run, upstreamId)) index.delete(upstreamId)
-      return yield* proxiedJob(record.run, upstreamId)
-    }
-    const rows = yield* store.runs.list({ statuses: unfinished })
-    for (const row of rows) {
-      const { record } = yield* decodeRow(row)
-      if (!holds(record.run, upstreamId)) continue
-      if (index.size >= RUN_INDEX_LIMIT) index.delete(index.keys().next().value!)
-      index.set(upstreamId, row.id)
-      return yield* proxiedJob(record.run, upstreamId)
-    }
-    return undefined
+    const row = yield* store.runs.getBySubmissionId(submissionIdOf(upstreamId)).pipe(
+      Effect.map((row): StoredDocument | undefined => row),
+      Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(undefined))
+    )
+    if (row === undefined || isRunStatusFinished(row.status as RunStatus)) return undefined
+    const { record } = yield* decodeRow(row)
+    return proxiedJob(record.run, upstreamId)
   })
 
 type Ssh2 = typeof import("ssh2")
@@ -171,7 +140,41 @@ export const startSshProxy = async (
   const hostParsed = Array.isArray(parsedHost) ? parsedHost[0] : parsedHost
   const hostPublicKey = `${hostParsed.type} ${Buffer.from(hostParsed.getPublicSSH()).toString("base64")}`
   const connections = new Set<Connection>()
-  const runIndex: RunIndex = new Map()
+  // What the proxy lives with until it closes: its watch on the store.
+  const proxyScope = Effect.runSync(Scope.make())
+  /**
+   * Users' public keys as read from the store (or being read), until the store reports a change
+   * to users (`access`: `refresh_ssh_key` here at once, on another replica by the database's
+   * notification) and for at most `KEY_TTL_MS` in any case. A read under way when a change comes
+   * is dropped with the rest, so no key read before a change is used after it.
+   */
+  const userKeys = new Map<string, { readonly at: number; readonly key: Promise<string | undefined> }>()
+  await runtime.runPromise(
+    Effect.flatMap(StateStore, (store) => store.watch((change) => (change.kind === "access" ? userKeys.clear() : undefined))).pipe(Scope.extend(proxyScope))
+  )
+  const userKey = (username: string): Promise<string | undefined> => {
+    const hit = userKeys.get(username)
+    if (hit !== undefined && Date.now() - hit.at < KEY_TTL_MS) return hit.key
+    const entry = {
+      at: Date.now(),
+      key: runtime.runPromise(Effect.flatMap(StateStore, (store) => store.users.getSshKey(username))).then((pair) => pair?.publicKey)
+    }
+    userKeys.set(username, entry)
+    entry.key.catch(() => {
+      if (userKeys.get(username) === entry) userKeys.delete(username)
+    })
+    return entry.key
+  }
+  /** The keys a job admits: its run owner's and its run spec's `ssh_key_pub`. */
+  const admittedKeys = async (job: ProxiedJob): Promise<ReadonlyArray<ParsedKey>> => {
+    const keys: Array<ParsedKey> = []
+    for (const text of [job.specKey, await userKey(job.owner)]) {
+      if (text === undefined || text.trim() === "") continue
+      const parsed = utils.parseKey(text)
+      if (!(parsed instanceof Error)) keys.push(Array.isArray(parsed) ? parsed[0] : parsed)
+    }
+    return keys
+  }
   /** Authenticated connections by the job they reach, for closing them when it ends. */
   const byJob = new Map<string, Map<Connection, { readonly runName: string; readonly sessions: Set<OpenSession> }>>()
   const endedMessage = (runName: string) => `dstack: the job of run ${runName} has ended; closing the connection`
@@ -190,7 +193,7 @@ export const startSshProxy = async (
     if (checking || byJob.size === 0) return
     checking = true
     const ids = [...byJob.keys()]
-    Promise.all(ids.map((id) => runtime.runPromise(findJob(id, runIndex)).then((found) => (found === undefined ? closeEnded(id) : undefined), () => undefined)))
+    Promise.all(ids.map((id) => runtime.runPromise(findJob(id)).then((found) => (found === undefined ? closeEnded(id) : undefined), () => undefined)))
       .finally(() => (checking = false))
   }, options.jobCheckIntervalMs ?? 2000)
   check.unref?.()
@@ -217,21 +220,24 @@ export const startSshProxy = async (
       if (ctx.method !== "publickey") return ctx.reject(["publickey"])
       const match = USERNAME.exec(ctx.username)
       if (match === null) return ctx.reject(["publickey"])
-      runtime.runPromise(findJob(match[1], runIndex)).then(
-        (found) => {
-          const key = found?.keys.find((k) => sameKey(k, ctx.key.data))
-          if (found === undefined || key === undefined) return ctx.reject(["publickey"])
-          // Without a signature the client only asks whether the key would do.
-          if (ctx.signature === undefined) return ctx.accept()
-          if (key.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) return ctx.reject(["publickey"])
-          job = found
-          ctx.accept()
-        },
-        (error: unknown) => {
-          console.error("[sshproxy] looking up a job failed:", error)
-          ctx.reject(["publickey"])
-        }
-      )
+      runtime
+        .runPromise(findJob(match[1]))
+        .then(async (found) => (found === undefined ? undefined : { found, keys: await admittedKeys(found) }))
+        .then(
+          (admitted) => {
+            const key = admitted?.keys.find((k) => sameKey(k, ctx.key.data))
+            if (admitted === undefined || key === undefined) return ctx.reject(["publickey"])
+            // Without a signature the client only asks whether the key would do.
+            if (ctx.signature === undefined) return ctx.accept()
+            if (key.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) return ctx.reject(["publickey"])
+            job = admitted.found
+            ctx.accept()
+          },
+          (error: unknown) => {
+            console.error("[sshproxy] looking up a job failed:", error)
+            ctx.reject(["publickey"])
+          }
+        )
     })
     const forwardTo = (proxied: ProxiedJob, which: number | "runner"): Promise<ForwardedPort> => {
       let forward = forwards.get(which)
@@ -283,7 +289,7 @@ export const startSshProxy = async (
           runName: proxied.runName,
           open: sessions,
           runner: () => forwardTo(proxied, "runner").then((fwd) => ({ host: fwd.localHost, port: fwd.localPort })),
-          jobEnded: () => runtime.runPromise(findJob(proxied.upstreamId, runIndex)).then((found) => (found === undefined ? endedMessage(proxied.runName) : undefined))
+          jobEnded: () => runtime.runPromise(findJob(proxied.upstreamId)).then((found) => (found === undefined ? endedMessage(proxied.runName) : undefined))
         })
       })
     })
@@ -304,6 +310,7 @@ export const startSshProxy = async (
     close: () =>
       (closing ??= new Promise<void>((resolve) => {
         clearInterval(check)
+        void Effect.runPromise(Scope.close(proxyScope, Exit.void))
         server.close(() => resolve())
         for (const c of connections) c.end()
       }))

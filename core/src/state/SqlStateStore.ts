@@ -11,6 +11,7 @@
  * - sql/Backends.ts: each project's backend configurations
  * - sql/Repos.ts: repos and their uploaded code
  * - sql/Documents.ts, sql/Leases.ts: runs, jobs, instances, fleets and claim-with-lease on them
+ * - sql/Runs.ts: runs found by a job submission's id
  * - sql/Logs.ts: job logs and runner events
  * - sql/Stacks.ts: stacks and their frames
  * - sql/Secrets.ts: project secrets (ciphertext only)
@@ -29,6 +30,7 @@ import * as Leases from "./sql/Leases.ts"
 import * as SqlLogs from "./sql/Logs.ts"
 import * as Projects from "./sql/Projects.ts"
 import * as Repos from "./sql/Repos.ts"
+import * as Runs from "./sql/Runs.ts"
 import * as Secrets from "./sql/Secrets.ts"
 import * as Stacks from "./sql/Stacks.ts"
 import * as Users from "./sql/Users.ts"
@@ -68,7 +70,7 @@ export const make = (
       backends: Backends.make(ctx),
       repos: Repos.makeRepos(ctx),
       codes: Repos.makeCodes(ctx),
-      runs: documents("run"),
+      runs: { ...documents("run"), ...Runs.make(ctx) },
       jobs: documents("job"),
       instances: documents("instance"),
       fleets: documents("fleet"),

@@ -231,6 +231,22 @@ export const migrations: ReadonlyArray<Migration> = [
     statements: [
       `ALTER TABLE users ADD COLUMN ssh_public_key text, ADD COLUMN ssh_private_key text`
     ]
+  },
+  {
+    version: 8,
+    name: "runs found by a job submission's id (the SSH proxy's lookup)",
+    statements: [
+      // The submission ids of a run's document, kept by the database as the document changes. A
+      // stored column, not an index on the expression: an update that leaves the ids as they
+      // were (most of the engine's writes) then stays a heap-only update, as it is without it.
+      // The `postgres` driver stores a document as a JSON string holding its text (it encodes
+      // the JSON parameter once more), PGlite as the object: the ids are read from either.
+      `ALTER TABLE runs ADD COLUMN submission_ids jsonb GENERATED ALWAYS AS (jsonb_path_query_array(
+          CASE WHEN jsonb_typeof(doc) = 'string' THEN (doc #>> '{}')::jsonb ELSE doc END,
+          '$.run.jobs[*].job_submissions[*].id')) STORED`,
+      // Without the pending list: PGlite has no autovacuum to empty it, and a lookup reads it whole.
+      `CREATE INDEX runs_submission_ids ON runs USING gin (submission_ids jsonb_path_ops) WITH (fastupdate = off) WHERE NOT deleted`
+    ]
   }
 ]
 

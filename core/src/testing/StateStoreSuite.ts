@@ -359,6 +359,37 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
         expect((yield* s.jobs.list({ parentIds: [runId] })).length).toBe(2)
       }))
 
+    it.effect("finds a live run by any of its job submissions' ids, as its document changes", () =>
+      Effect.gen(function* () {
+        const s = yield* store
+        const project = unique("proj")
+        const [a, b, c, d] = [unique("sub"), unique("sub"), unique("sub"), unique("sub")]
+        // The shape of a stored run record (engine/RunRecord.ts): submissions under run.jobs[*].
+        const record = (...jobs: ReadonlyArray<ReadonlyArray<string>>) => ({
+          run: { status: "running", jobs: jobs.map((ids) => ({ job_spec: { job_name: "x" }, job_submissions: ids.map((id) => ({ id, status: "running" })) })) },
+          submitted_to_runner: []
+        })
+        const run = yield* s.runs.insert({ id: unique("run"), project, name: unique("r"), status: "running", doc: record([a], [b]) })
+        yield* s.runs.insert({ id: unique("run"), project, name: unique("r"), status: "running", doc: record([c]) })
+        yield* s.runs.insert({ id: unique("run"), project, name: unique("r"), status: "submitted", doc: { run: { jobs: [] } } })
+        const found = yield* s.runs.getBySubmissionId(b)
+        expect(found.id).toBe(run.id)
+        expect(found.doc).toEqual(record([a], [b]))
+        expect((yield* s.runs.getBySubmissionId(a)).id).toBe(run.id)
+        yield* expectFailure(s.runs.getBySubmissionId(d), "NotFound")
+        // A retry adds a submission; the earlier ones still name the run.
+        yield* s.runs.update(run.id, { doc: record([a, d], [b]) })
+        expect((yield* s.runs.getBySubmissionId(d)).id).toBe(run.id)
+        expect((yield* s.runs.getBySubmissionId(a)).id).toBe(run.id)
+        // Nothing but whole ids matches: not a prefix, not another field's value.
+        yield* expectFailure(s.runs.getBySubmissionId(a.slice(0, -1)), "NotFound")
+        yield* expectFailure(s.runs.getBySubmissionId("running"), "NotFound")
+        // A deleted run is found no more.
+        yield* s.runs.update(run.id, { deleted: true })
+        yield* expectFailure(s.runs.getBySubmissionId(b), "NotFound")
+        expect((yield* s.runs.getBySubmissionId(c)).project).toBe(project)
+      }))
+
     it.effect("lists with filters and keyset pagination in both directions", () =>
       Effect.gen(function* () {
         const s = yield* store

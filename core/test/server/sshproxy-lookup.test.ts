@@ -1,30 +1,33 @@
-// How the SSH proxy finds a connection's job (SshProxy.ts findJob): the first lookup of an
-// upstream id scans the unfinished runs and remembers the run; later lookups (each open
-// connection's check every 2 s) read that run by id, and still see the job end, its run end or
-// be deleted, and a newer submission replace it.
+// How the SSH proxy finds a connection's job (SshProxy.ts findJob): one indexed read of the run
+// that holds the submission (`runs.getBySubmissionId`), never a scan of the runs nor a read of
+// the owner's key (each open connection's job is checked every 2 s; keys are read when a
+// connection authenticates). It sees the job end, its run finish or be deleted, and a newer
+// submission replace it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect, Layer, ManagedRuntime, Schema } from "effect"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { JobSubmission, latestSubmission } from "../../src/domain/Job.ts"
+import { Job, JobSubmission, latestSubmission } from "../../src/domain/Job.ts"
 import { Run } from "../../src/domain/Run.ts"
 import { encodeRecord } from "../../src/engine/RunRecord.ts"
 import { StateStore } from "../../src/ports/StateStore.ts"
-import { findJob, type RunIndex } from "../../src/server/SshProxy.ts"
+import { findJob } from "../../src/server/SshProxy.ts"
 import { upstreamIdOf } from "../../src/server/SshProxyInfo.ts"
 import { makeJob, makeRun } from "../engine/fixtures.ts"
 
 let runtime: ManagedRuntime.ManagedRuntime<StateStore, unknown>
 let store: StateStore["Type"]
-const calls = { list: 0, get: 0 }
+const calls = { list: 0, get: 0, bySubmission: 0, sshKey: 0 }
 
-/** The memory store, its `runs.list` and `runs.get` counted. */
+/** The memory store, its reads of runs and of users' keys counted. */
 const counted = (inner: StateStore["Type"]): StateStore["Type"] => ({
   ...inner,
   runs: {
     ...inner.runs,
     list: (...args) => (calls.list++, inner.runs.list(...args)),
-    get: (id) => (calls.get++, inner.runs.get(id))
-  }
+    get: (id) => (calls.get++, inner.runs.get(id)),
+    getBySubmissionId: (id) => (calls.bySubmission++, inner.runs.getBySubmissionId(id))
+  },
+  users: { ...inner.users, getSshKey: (name) => (calls.sshKey++, inner.users.getSshKey(name)) }
 })
 
 beforeAll(async () => {
@@ -34,9 +37,19 @@ beforeAll(async () => {
 })
 afterAll(() => runtime?.dispose())
 
-const lookup = (upstreamId: string, index: RunIndex) => runtime.runPromise(Effect.provideService(findJob(upstreamId, index), StateStore, counted(store)))
+const lookup = (upstreamId: string) => runtime.runPromise(Effect.provideService(findJob(upstreamId), StateStore, counted(store)))
 
-const named = (run: Run, id: string): Run => new Run({ ...run, id, runSpec: new (run.runSpec.constructor as any)({ ...run.runSpec, runName: id }) }, { disableValidation: true })
+/** The run named `id`, its submissions given UUIDs as the server gives them (upstream ids are their hex digits). */
+const named = (run: Run, id: string): Run =>
+  new Run(
+    {
+      ...run,
+      id,
+      runSpec: new (run.runSpec.constructor as any)({ ...run.runSpec, runName: id }),
+      jobs: run.jobs.map((job) => new Job({ ...job, jobSubmissions: job.jobSubmissions.map((s) => new JobSubmission({ ...s, id: crypto.randomUUID() }, { disableValidation: true })) }, { disableValidation: true }))
+    },
+    { disableValidation: true }
+  )
 
 const put = (run: Run, insert: boolean) =>
   runtime.runPromise(
@@ -50,56 +63,51 @@ const put = (run: Run, insert: boolean) =>
 const upstreamOf = (run: Run) => upstreamIdOf(latestSubmission(run.jobs[0]!)!.id)
 
 describe("the SSH proxy's job lookup", () => {
-  it("scans once for an upstream id, then reads its run by id", async () => {
+  it("reads the run holding the submission by its id: no scan, no key read", async () => {
     await put(named(makeRun([makeJob({ status: "running" })], { status: "running" }), "lookup-other"), true)
     const run = named(makeRun([makeJob({ status: "running", jobNum: 0, replicaNum: 3 })], { status: "running" }), "lookup-a")
     await put(run, true)
-    const index: RunIndex = new Map()
     const before = { ...calls }
-    const first = await lookup(upstreamOf(run), index)
-    expect(first?.runName).toBe("lookup-a")
-    expect(index.get(upstreamOf(run))).toBe("lookup-a")
-    expect(calls.list - before.list).toBe(1)
-    for (let i = 0; i < 3; i++) expect((await lookup(upstreamOf(run), index))?.runName).toBe("lookup-a")
-    expect(calls.list - before.list).toBe(1)
-    expect(calls.get - before.get).toBe(3)
-    // An id no run holds: a scan each time, nothing remembered.
-    expect(await lookup("0".repeat(32), index)).toBeUndefined()
-    expect(index.has("0".repeat(32))).toBe(false)
+    for (let i = 0; i < 3; i++) {
+      const found = await lookup(upstreamOf(run))
+      expect(found?.runName).toBe("lookup-a")
+      expect(found?.owner).toBe(run.user)
+    }
+    expect(calls.bySubmission - before.bySubmission).toBe(3)
+    expect(calls.list - before.list).toBe(0)
+    expect(calls.sshKey - before.sshKey).toBe(0)
+    // An id no run holds.
+    expect(await lookup("0".repeat(32))).toBeUndefined()
+    expect(calls.list - before.list).toBe(0)
   })
 
-  it("sees the job end, the run finish or be deleted, and a retry replace the submission, through the keyed read", async () => {
+  it("sees the job end, a retry replace the submission, the run finish or be deleted", async () => {
     const run = named(makeRun([makeJob({ status: "running", replicaNum: 5 })], { status: "running" }), "lookup-b")
     await put(run, true)
     const id = upstreamOf(run)
-    const index: RunIndex = new Map()
-    expect(await lookup(id, index)).toBeDefined()
+    expect(await lookup(id)).toBeDefined()
 
-    // The job terminating while its run still runs: no job, the run still remembered.
-    const terminating = new Run({ ...run, jobs: [makeJob({ status: "terminating", replicaNum: 5 })] }, { disableValidation: true })
+    // The job terminating while its run still runs: no job.
+    const terminating = new Run({ ...run, jobs: [new Job({ ...run.jobs[0]!, jobSubmissions: run.jobs[0]!.jobSubmissions.map((s) => new JobSubmission({ ...s, status: "terminating" }, { disableValidation: true })) })] }, { disableValidation: true })
     await put(terminating, false)
-    const listed = calls.list
-    expect(await lookup(id, index)).toBeUndefined()
-    expect(calls.list).toBe(listed)
-    expect(index.get(id)).toBe("lookup-b")
+    expect(await lookup(id)).toBeUndefined()
 
-    // A retry: a newer submission of the job; the old id is forgotten.
+    // A retry: a newer submission of the job; the old id names no running job, the new one does.
     const previous = { ...Schema.encodeSync(JobSubmission)(latestSubmission(run.jobs[0]!)!), status: "terminated", termination_reason: "terminated_by_server" }
-    const retried = named(makeRun([makeJob({ status: "running", replicaNum: 5, history: [previous] })], { status: "running" }), "lookup-b")
-    expect(upstreamOf(retried)).not.toBe(id)
-    await put(retried, false)
-    expect(await lookup(id, index)).toBeUndefined()
-    expect(index.has(id)).toBe(false)
-    expect((await lookup(upstreamOf(retried), index))?.runName).toBe("lookup-b")
+    const retried = new Run({ ...run, jobs: [new Job({ ...makeJob({ status: "running", replicaNum: 5, history: [previous] }), jobSubmissions: [] })] }, { disableValidation: true })
+    const fresh = new JobSubmission({ ...latestSubmission(makeJob({ status: "running", replicaNum: 5, history: [previous] }))!, id: crypto.randomUUID() }, { disableValidation: true })
+    const withRetry = new Run({ ...retried, jobs: [new Job({ ...retried.jobs[0]!, jobSubmissions: [latestSubmission(run.jobs[0]!)!, fresh] })] }, { disableValidation: true })
+    expect(upstreamOf(withRetry)).not.toBe(id)
+    await put(withRetry, false)
+    expect(await lookup(id)).toBeUndefined()
+    expect((await lookup(upstreamOf(withRetry)))?.runName).toBe("lookup-b")
 
     // The run finished, then deleted.
-    await put(new Run({ ...retried, status: "terminated" }, { disableValidation: true }), false)
-    expect(await lookup(upstreamOf(retried), index)).toBeUndefined()
-    expect(index.has(upstreamOf(retried))).toBe(false)
-    await put(retried, false)
-    expect(await lookup(upstreamOf(retried), index)).toBeDefined()
+    await put(new Run({ ...withRetry, status: "terminated" }, { disableValidation: true }), false)
+    expect(await lookup(upstreamOf(withRetry))).toBeUndefined()
+    await put(withRetry, false)
+    expect(await lookup(upstreamOf(withRetry))).toBeDefined()
     await runtime.runPromise(Effect.flatMap(StateStore, (s) => s.runs.update("lookup-b", { deleted: true })))
-    expect(await lookup(upstreamOf(retried), index)).toBeUndefined()
-    expect(index.has(upstreamOf(retried))).toBe(false)
+    expect(await lookup(upstreamOf(withRetry))).toBeUndefined()
   })
 })

@@ -22,6 +22,7 @@ import { encoded, type Encoded, jsonRoute } from "../Route.ts"
 import { type SshProxyAddress, SshProxySettings, withConnectionInfo } from "../SshProxyInfo.ts"
 import { userSshKey } from "../UserSshKeys.ts"
 import { RunCache } from "../RunCache.ts"
+import { withRunMessages } from "../RunMessages.ts"
 import { randomRunName } from "./runNames.ts"
 import { refuseUnknownRepoType } from "./repoTypes.ts"
 import { refuseUnsupported } from "./unsupported.ts"
@@ -75,12 +76,12 @@ const storedRunPage = (rows: ReadonlyArray<DocumentBody>, now: number) => {
   // JSON.stringify; one whose runs' costs moved, from the texts of the runs that did not.
   let json: string
   if (known === undefined) {
-    for (const row of rows) wires.push(storedRunWire(row.doc, now)!)
+    for (const row of rows) wires.push(storedWire(row.doc, now)!)
     json = JSON.stringify(wires)
   } else {
     const texts: Array<string> = []
     for (const row of rows) {
-      const wire = storedRunWire(row.doc, now)!
+      const wire = storedWire(row.doc, now)!
       wires.push(wire)
       texts.push(wireText(row.doc, wire))
     }
@@ -90,13 +91,22 @@ const storedRunPage = (rows: ReadonlyArray<DocumentBody>, now: number) => {
   return encoded(wires, json)
 }
 
+/** A stored run's wire form with upstream's derived fields (RunMessages.ts); undefined for rows of an older build. */
+const storedWire = (doc: unknown, now: number): RunWire | undefined => {
+  const wire = storedRunWire(doc, now)
+  return wire === undefined ? undefined : withRunMessages(wire, doc)
+}
+
+/** `runWireOf` with upstream's derived fields. */
+const wireOf = (row: DocumentBody, now: number = Date.now()) => Effect.map(runWireOf(row, now), (wire) => withRunMessages(wire))
+
 const textEncoder = new TextEncoder()
 const pageBytes = new WeakMap<ReadonlyArray<DocumentBody>, { readonly costs: ReadonlyArray<number>; readonly wires: ReadonlyArray<RunWire>; readonly json: string | Uint8Array }>()
 
 const runPage = (rows: ReadonlyArray<DocumentBody>, now: number) =>
   Effect.suspend(() => {
     const page = storedRunPage(rows, now)
-    return page !== undefined ? Effect.succeed(page) : Effect.map(Effect.forEach(rows, (r) => runWireOf(r, now)), (all) => encoded(all))
+    return page !== undefined ? Effect.succeed(page) : Effect.map(Effect.forEach(rows, (r) => wireOf(r, now)), (all) => encoded(all))
   })
 
 /** A page of wire runs whose jobs keep only their latest `n` submissions. */
@@ -281,9 +291,9 @@ const refuseRunSpec = (runSpec: RunSpec, loc: ReadonlyArray<string>) =>
 
 /** runs/get's answer for a row. */
 const runAnswer = (row: DocumentBody, proxy: SshProxyAddress | undefined) => {
-  const wire = storedRunWire(row.doc, Date.now())
-  if (proxy !== undefined) return Effect.map(wire !== undefined ? Effect.succeed(wire) : runWireOf(row), (w) => encoded(withConnectionInfo(w, proxy)))
-  return wire !== undefined ? Effect.succeed(encoded(wire, wireText(row.doc, wire))) : Effect.map(runWireOf(row), (w) => encoded(w))
+  const wire = storedWire(row.doc, Date.now())
+  if (proxy !== undefined) return Effect.map(wire !== undefined ? Effect.succeed(wire) : wireOf(row), (w) => encoded(withConnectionInfo(w, proxy)))
+  return wire !== undefined ? Effect.succeed(encoded(wire, wireText(row.doc, wire))) : Effect.map(wireOf(row), (w) => encoded(w))
 }
 
 /** A page of wire runs with `job_connection_info` for the SSH proxy. */
