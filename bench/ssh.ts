@@ -15,7 +15,8 @@
 //   BENCH_SSH_MB (default 64; full 512), BENCH_SSH_ROUNDS (default 3; full 7),
 //   BENCH_SSH_REPS (submit → RUNNING runs per side, default 10; full 30),
 //   BENCH_SSH_PARTS (default forward,provision,submit,attach: which rows to measure; attach
-//   needs submit's fleet)
+//   needs submit's fleet). BENCH_ATTACH_CPU_PROF=<dir>: the `dstack attach` process writes a
+//   CPU profile there (with BENCH_SERVER_CPU_PROF, the server's: bench/support/server.ts).
 import { execFile, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -43,17 +44,53 @@ const sshArgs = (hosts: NetnsHosts, host: NetnsHost) => [
   "-i", hosts.privateKeyFile, "-p", String(host.port), `${host.user}@${host.ip}`
 ]
 
-/** Reads everything from 127.0.0.1:port; answers MB/s (1 MB = 10^6 bytes). */
-const readAll = (port: number, expected: number) =>
-  new Promise<number>((resolve, reject) => {
-    const started = now()
+/**
+ * The reading client, a Node process of its own (as a client of the server or of `ssh -L` is):
+ * told `port bytes` on a line, it reads everything from 127.0.0.1:port and answers MB/s
+ * (1 MB = 10^6 bytes), timed from its connect to the close, or `error …`. The same for every arm;
+ * in the bench's own process it would share a thread with the ssh transport's forward.
+ */
+const READER = `
+  const net = require("net")
+  require("readline").createInterface({ input: process.stdin }).on("line", (line) => {
+    const [port, expected] = line.split(" ").map(Number)
+    const started = performance.now()
     let bytes = 0
     const socket = net.connect({ host: "127.0.0.1", port })
-    socket.on("data", (chunk: Buffer) => (bytes += chunk.length))
-    socket.on("error", reject)
-    socket.on("close", () =>
-      bytes === expected ? resolve(bytes / 1e6 / ((now() - started) / 1000)) : reject(new Error(`read ${bytes} of ${expected} bytes`)))
+    socket.on("data", (chunk) => (bytes += chunk.length))
+    socket.on("error", (e) => console.log("error " + e.message))
+    socket.on("close", () => console.log(bytes === expected ? String(bytes / 1e6 / ((performance.now() - started) / 1000)) : "error read " + bytes + " of " + expected + " bytes"))
+  })`
+
+let reader: { readonly proc: ReturnType<typeof spawn>; readonly lines: Array<(line: string) => void> } | undefined
+
+/** Reads everything from 127.0.0.1:port in the reader process; answers MB/s. */
+const readAll = (port: number, expected: number) =>
+  new Promise<number>((resolve, reject) => {
+    if (reader === undefined) {
+      const proc = spawn(process.execPath, ["-e", READER], { stdio: ["pipe", "pipe", "inherit"] })
+      const lines: Array<(line: string) => void> = []
+      let buffered = ""
+      proc.stdout!.on("data", (d: Buffer) => {
+        buffered += d.toString()
+        let at: number
+        while ((at = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, at)
+          buffered = buffered.slice(at + 1)
+          lines.shift()?.(line)
+        }
+      })
+      proc.unref()
+      reader = { proc, lines }
+    }
+    reader.lines.push((line) => (line.startsWith("error") ? reject(new Error(line)) : resolve(Number(line))))
+    reader.proc.stdin!.write(`${port} ${expected}\n`)
   })
+
+const stopReader = () => {
+  reader?.proc.kill("SIGKILL")
+  reader = undefined
+}
 
 /** A free port on this machine's loopback. */
 const freePort = () =>
@@ -92,7 +129,7 @@ const sourceProgram = (bytes: number, port: number) => `
 
 /**
  * Reads `bytes` through `ours` and through `raw` (a raw `ssh -L`) in turns, after one warm-up
- * each, and makes the row comparing their MB/s against the ≥ 0.7× target.
+ * each, by the reader process, and makes the row comparing their MB/s against the ≥ 0.7× target.
  */
 const throughputRow = async (ctx: BenchContext, what: string, measure: string, ours: number, raw: number, bytes: number, rounds: number): Promise<Row> => {
   await readAll(ours, bytes) // warm-up: the forward or tunnel is opened
@@ -100,8 +137,14 @@ const throughputRow = async (ctx: BenchContext, what: string, measure: string, o
   const mine: Array<number> = []
   const theirs: Array<number> = []
   for (let i = 0; i < rounds; i++) {
-    mine.push(await readAll(ours, bytes))
-    theirs.push(await readAll(raw, bytes))
+    // In turns, each arm first every other round.
+    if (i % 2 === 0) {
+      mine.push(await readAll(ours, bytes))
+      theirs.push(await readAll(raw, bytes))
+    } else {
+      theirs.push(await readAll(raw, bytes))
+      mine.push(await readAll(ours, bytes))
+    }
     ctx.log(`${what} round ${i + 1}: ${mine[i]!.toFixed(0)} vs ssh -L ${theirs[i]!.toFixed(0)} MB/s`)
   }
   const value = summarize(mine)
@@ -202,7 +245,8 @@ const attachRows = async (ctx: BenchContext, hosts: NetnsHosts, server: BenchSer
   const { run: started } = await waitRun(server, "ssh-attach", (r) => r.status === "running" || FINISHED.includes(r.status), { everyMs: 50 })
   if (started.status !== "running") throw new Error(`the attach job ended ${started.status}: ${JSON.stringify(started.jobs?.[0]?.job_submissions?.at(-1)).slice(0, 800)}`)
   const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-bench-attach-"))
-  const attach = spawn(process.execPath, [CLI, "attach", "ssh-attach"], {
+  const prof = process.env.BENCH_ATTACH_CPU_PROF
+  const attach = spawn(process.execPath, [...(prof ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : []), CLI, "attach", "ssh-attach"], {
     env: { ...process.env, HOME: home, NO_COLOR: "1", DSTACK_SERVER_URL: server.url, DSTACK_TOKEN: server.token, DSTACK_PROJECT: "main" },
     stdio: ["ignore", "pipe", "pipe"]
   })
@@ -333,6 +377,7 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
         : [])
     ]
   } finally {
+    stopReader()
     await Effect.runPromise(Scope.close(scope, Exit.void))
     await hosts.down()
   }

@@ -56,14 +56,21 @@ export const errorMessage = (status: number, text: string): string => {
   return text.trim() === "" ? `the server answered ${status}` : text.trim()
 }
 
-/** Opens the WebSocket; rejects with TunnelRefused (an HTTP answer) or the connection's error. */
+/**
+ * Opens the WebSocket; rejects with TunnelRefused (an HTTP answer) or the connection's error.
+ * The socket comes paused: bytes the job sends at once (a server that speaks first) may arrive
+ * with the handshake's answer, and are kept until `bridge` takes them (it resumes the socket).
+ */
 export const openTunnel = (endpoint: TunnelEndpoint): Promise<WebSocket> =>
   new Promise((resolve, reject) => {
     const ws = new WebSocket(attachUrl(endpoint, "ws"), [TUNNEL_PROTOCOL], {
       headers: { authorization: `Bearer ${endpoint.token}` },
       perMessageDeflate: false
     })
-    ws.once("open", () => resolve(ws))
+    ws.once("open", () => {
+      ws.pause()
+      resolve(ws)
+    })
     ws.once("unexpected-response", (_req, res) => {
       let text = ""
       res.setEncoding("utf8")
@@ -80,7 +87,10 @@ export const bridge = (ws: WebSocket, socket: net.Socket, onEnd: () => void): vo
   const end = (failed: boolean) => {
     if (ended) return
     ended = true
-    socket.destroy()
+    // A tunnel that closed in order still delivers what it carried: the socket ends once its
+    // writes are out (as a TCP peer closing would); a failed one is cut.
+    if (failed) socket.destroy()
+    else socket.destroySoon()
     if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(failed ? 1011 : 1000)
     onEnd()
   }
@@ -119,4 +129,5 @@ export const bridge = (ws: WebSocket, socket: net.Socket, onEnd: () => void): vo
   })
   ws.on("error", () => end(true))
   ws.on("close", () => end(false))
+  ws.resume()
 }

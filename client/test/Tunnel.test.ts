@@ -2,7 +2,8 @@
 // `ws`, or Deno's with Deno.upgradeWebSocket when run on Deno) accepting a TunnelTarget, and the
 // client's Tunnel.ts carrying a local TCP connection over it. The TCP peer answers only once the
 // client has finished writing (a half-close must cross the tunnel both ways), a large body
-// crosses intact, and a target nothing listens on is refused with 502 before any upgrade.
+// crosses intact, a peer that speaks first loses nothing while the client is not yet bridging,
+// and a target nothing listens on is refused with 502 before any upgrade.
 import * as net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { ListeningServer, TunnelTarget } from "../../core/src/runner/adapter/types.ts"
@@ -13,6 +14,8 @@ let http: ListeningServer
 let peer: net.Server
 let peerPort = 0
 let closedPort = 0
+let greeter: net.Server
+let greeterPort = 0
 const ended: Array<boolean> = []
 
 /** Reads everything until the client's half-close, then answers its length and a checksum. */
@@ -34,8 +37,19 @@ const startPeer = () =>
     })
   })
 
+/** A peer that speaks first: a greeting as soon as it is connected, then the end. */
+const startGreeter = () =>
+  new Promise<void>((resolve) => {
+    greeter = net.createServer((socket) => socket.end("hello from the job"))
+    greeter.listen(0, "127.0.0.1", () => {
+      greeterPort = (greeter.address() as net.AddressInfo).port
+      resolve()
+    })
+  })
+
 beforeAll(async () => {
   await startPeer()
+  await startGreeter()
   const probe = net.createServer()
   await new Promise<void>((r) => probe.listen(0, "127.0.0.1", () => r()))
   closedPort = (probe.address() as net.AddressInfo).port
@@ -55,6 +69,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await http?.close()
   await new Promise((r) => peer?.close(r))
+  await new Promise((r) => greeter?.close(r))
 })
 
 /** A local connection through the tunnel to `port`: writes `body`, half-closes, reads the answer. */
@@ -90,6 +105,26 @@ describe(`attach tunnel over the ${isDeno ? "Deno" : "Node.js"} adapter`, () => 
     for (const b of body) sum = (sum + b) % 65521
     expect(await through(peerPort, body)).toBe(`got ${body.length} bytes, sum ${sum}`)
   }, 60_000)
+
+  it("keeps what a peer that speaks first sends before the client bridges", async () => {
+    const ws = await openTunnel({ url: `http://127.0.0.1:${http.port}`, token: "t", project: "p", runName: "r", port: greeterPort })
+    // The client may do other work between the open and the bridge (the CLI: its retry loop);
+    // the greeting may have come with the handshake's answer meanwhile.
+    await new Promise((r) => setTimeout(r, 100))
+    const local = net.createServer({ allowHalfOpen: true, pauseOnConnect: true })
+    await new Promise<void>((r) => local.listen(0, "127.0.0.1", () => r()))
+    const accepted = new Promise<net.Socket>((r) => local.once("connection", r))
+    const outer = net.connect({ port: (local.address() as net.AddressInfo).port, host: "127.0.0.1", allowHalfOpen: true })
+    const inner = await accepted
+    bridge(ws, inner, () => undefined)
+    inner.resume()
+    let answer = ""
+    outer.on("data", (d) => (answer += d))
+    await new Promise<void>((r) => outer.once("end", () => r()))
+    outer.destroy()
+    await new Promise((r) => local.close(r))
+    expect(answer).toBe("hello from the job")
+  })
 
   it("refuses with 502 when nothing listens on the target port", async () => {
     const error = await openTunnel({ url: `http://127.0.0.1:${http.port}`, token: "t", project: "p", runName: "r", port: closedPort }).then(() => undefined, (e: unknown) => e)

@@ -3,6 +3,7 @@
  * runner port is never public and the server goes through SSH tunnels; a transport hands out a
  * runner client (a base URL and a fetch) and forwards ports, both for the life of a scope.
  */
+import type { Duplex } from "node:stream"
 import { Context, Effect, Schema, type Scope } from "effect"
 
 // ---------------------------------------------------------------------------------------------
@@ -103,6 +104,14 @@ export interface ForwardedPort {
   readonly localHost: string
   readonly localPort: number
   readonly remotePort: number
+  /**
+   * Optional: one connection to `remotePort` for a caller in this process, without the local
+   * listener (a transport that carries each connection on a channel of its own, as SSH does):
+   * a Node.js stream with half-close kept (`end()` ends the sending side; `end` is the remote's
+   * end). It saves a pass of every byte through the loopback. Rejects as a connection to
+   * `localPort` would fail; closing the forward's scope cuts it.
+   */
+  readonly connect?: () => Promise<Duplex>
 }
 
 // ---------------------------------------------------------------------------------------------

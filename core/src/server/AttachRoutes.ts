@@ -106,6 +106,7 @@ export const attachRoutes = [
           kind: "tcp",
           host: forwarded.localHost,
           port: forwarded.localPort,
+          ...(forwarded.connect === undefined ? {} : { connect: forwarded.connect }),
           protocol: TUNNEL_PROTOCOL,
           done: () => void Effect.runFork(Scope.close(scope, Exit.void))
         })

@@ -503,7 +503,7 @@ export const testTransport = <E>(
           const localPort = yield* freeLoopbackPort
           const scope = yield* childScope
           const forwarded = yield* Scope.extend(t.forward(target, localPort, target.runnerPort), scope)
-          expect(forwarded).toEqual({ localHost: forwarded.localHost, localPort, remotePort: target.runnerPort })
+          expect({ localHost: forwarded.localHost, localPort: forwarded.localPort, remotePort: forwarded.remotePort }).toEqual({ localHost: forwarded.localHost, localPort, remotePort: target.runnerPort })
           const payloads = Array.from({ length: 12 }, (_, i) => pattern(i * 50_000 + 1, i + 11))
           const answers = yield* within(
             "12 connections at once",
@@ -517,6 +517,40 @@ export const testTransport = <E>(
             "a connection after the forward's scope",
             yield* within("a connection after the scope", Effect.either(exchange(forwarded.localHost, localPort, new Uint8Array([9]))))
           )
+        }), TEST_TIMEOUT_MS)
+
+      it.scoped("a forward's own connections (`connect`, when it has them): bytes both ways with half-close, cut by its scope, refused after", () =>
+        Effect.gen(function*() {
+          const t = yield* transport
+          const target = yield* echoServer(listen)
+          const scope = yield* childScope
+          const forwarded = yield* Scope.extend(t.forward(target, 0, target.runnerPort), scope)
+          const connect = forwarded.connect
+          if (connect === undefined) return // the transport has none: callers use the local port
+          const exchangeOn = (payload: Uint8Array) =>
+            Effect.tryPromise(() => connect()).pipe(
+              Effect.flatMap((stream) =>
+                Effect.async<Buffer, Error>((resume) => {
+                  const chunks: Array<Buffer> = []
+                  stream.on("data", (chunk: Buffer) => chunks.push(chunk))
+                  stream.on("end", () => resume(Effect.succeed(Buffer.concat(chunks))))
+                  stream.on("error", (error: Error) => resume(Effect.fail(error)))
+                  stream.end(payload)
+                })
+              )
+            )
+          const big = pattern(2 * 1024 * 1024 + 5, 13)
+          const back = yield* within("2 MiB through connect", exchangeOn(big))
+          expect(sameBytes(back, big), "2 MiB came back intact after the half-close").toBe(true)
+          const held = yield* within("a stream held open", Effect.tryPromise(() => connect()))
+          const cut = latch()
+          held.on("close", () => cut.open())
+          held.on("error", () => cut.open())
+          held.resume()
+          yield* Scope.close(scope, Exit.void)
+          yield* within("the open stream is cut when the forward's scope closes", awaitLatch(cut))
+          const after = yield* within("connect after the scope", Effect.either(Effect.tryPromise(() => connect())))
+          expect(Either.isLeft(after), "connect after the forward's scope must fail").toBe(true)
         }), TEST_TIMEOUT_MS)
 
       it.scoped("a local port already in use is Invalid, naming the port", () =>

@@ -191,7 +191,7 @@ export const make = (options: SshTransportOptions = {}): Effect.Effect<SshTransp
           if (!isPort(localPort, 0)) return yield* fail("forward", "Invalid", `the local port must be 0..65535, got ${localPort}`)
           yield* holdSession("forward", access)
           const t = yield* tunnel("forward", access, localPort, remotePort)
-          return { localHost: "127.0.0.1", localPort: t.localPort, remotePort }
+          return { localHost: "127.0.0.1", localPort: t.localPort, remotePort, connect: t.connect }
         }),
       dropConnections: () => pool.dropSessions()
     }

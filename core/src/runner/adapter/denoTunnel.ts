@@ -47,7 +47,8 @@ export const acceptTunnel = async (request: Request, target: TunnelTarget): Prom
   socket.onmessage = (event) => {
     const chunk = new Uint8Array(event.data as ArrayBuffer)
     writing = writing.then(async () => {
-      if (chunk.length === 0) return conn.closeWrite()
+      // The client's half-close; a job that has closed its connection entirely is past it.
+      if (chunk.length === 0) return conn.closeWrite().catch(() => undefined)
       for (let at = 0; at < chunk.length;) at += await conn.write(chunk.subarray(at))
     }).catch(() => end(true))
   }

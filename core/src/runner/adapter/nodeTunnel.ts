@@ -13,8 +13,8 @@ import type { MessagesTarget, SocketTarget, TunnelTarget } from "./types.ts"
 /** Bytes queued on the WebSocket past which reading the TCP side pauses. */
 const HIGH_WATER = 1 << 20
 
-/** Carries `tcp` over `ws` until either closes; `onEnd` is called once. */
-export const bridge = (ws: WebSocket, tcp: net.Socket, onEnd: (failed: boolean) => void): void => {
+/** Carries `tcp` (a TCP socket, or the transport's own stream) over `ws` until either closes; `onEnd` is called once. */
+export const bridge = (ws: WebSocket, tcp: Duplex, onEnd: (failed: boolean) => void): void => {
   let ended = false
   const end = (failed: boolean) => {
     if (ended) return
@@ -23,7 +23,7 @@ export const bridge = (ws: WebSocket, tcp: net.Socket, onEnd: (failed: boolean) 
     if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(failed ? 1011 : 1000)
     onEnd(failed)
   }
-  tcp.setNoDelay(true)
+  if (tcp instanceof net.Socket) tcp.setNoDelay(true)
   let paused = false
   tcp.on("data", (chunk: Buffer) => {
     if (ws.readyState !== ws.OPEN) return
@@ -73,6 +73,19 @@ const serverFor = (protocol: string): WebSocketServer => {
   return wss
 }
 
+/** Opens the target's connection: its own stream when it has one, else TCP to `host:port`. */
+const connectTarget = (target: TunnelTarget): Promise<Duplex> =>
+  target.connect !== undefined
+    ? target.connect()
+    : new Promise((resolve, reject) => {
+      const tcp = net.connect({ host: target.host, port: target.port, allowHalfOpen: true })
+      tcp.once("error", reject)
+      tcp.once("connect", () => {
+        tcp.off("error", reject)
+        resolve(tcp)
+      })
+    })
+
 /**
  * Connects to the target, then accepts the WebSocket and bridges the two. A target that does not
  * answer gets `refuse` (an HTTP answer on the socket) and `done(true)`.
@@ -84,34 +97,41 @@ export const acceptTunnel = (
   target: TunnelTarget,
   refuse: (status: number, message: string) => void
 ): void => {
-  const tcp = net.connect({ host: target.host, port: target.port, allowHalfOpen: true })
   let bridged = false
   let over = false
+  let gone = false
   const done = (failed: boolean) => {
     if (over) return
     over = true
     target.done(failed)
   }
-  const failed = (error: Error) => {
-    done(true)
-    refuse(502, `cannot reach port ${target.port} of the job: ${error.message}`)
-  }
   // The client went away before the bridge was up (or `ws` refused its handshake): the job's
   // side goes too.
   socket.once("close", () => {
-    if (bridged) return
-    tcp.off("error", failed)
-    tcp.destroy()
-    done(true)
+    gone = true
+    if (!bridged) done(true)
   })
-  tcp.once("error", failed)
-  tcp.once("connect", () => {
-    tcp.off("error", failed)
-    serverFor(target.protocol).handleUpgrade(req, socket, head, (ws) => {
-      bridged = true
-      bridge(ws, tcp, done)
-    })
-  })
+  connectTarget(target).then(
+    (tcp) => {
+      if (gone) {
+        tcp.destroy()
+        return
+      }
+      tcp.on("error", () => {}) // until the bridge handles it (an error before the handshake ends)
+      serverFor(target.protocol).handleUpgrade(req, socket, head, (ws) => {
+        bridged = true
+        bridge(ws, tcp, done)
+      })
+      // `ws` refused the handshake (it answered the socket and closed it): the stream goes.
+      socket.once("close", () => {
+        if (!bridged) tcp.destroy()
+      })
+    },
+    (error: unknown) => {
+      done(true)
+      if (!gone) refuse(502, `cannot reach port ${target.port} of the job: ${error instanceof Error ? error.message : String(error)}`)
+    }
+  )
 }
 
 let plain: WebSocketServer | undefined

@@ -3,6 +3,8 @@
  * free one) and report the port it bound. Each runtime has a module with the same export.
  */
 
+import type { Duplex } from "node:stream"
+
 /** A fetch handler, as Hono's `app.fetch`; `env` carries what the runtime knows of the connection (`remoteAddr` on Deno). */
 export type FetchHandler = (request: Request, env?: any) => Response | Promise<Response>
 
@@ -41,6 +43,12 @@ export interface TunnelTarget {
   readonly kind: "tcp"
   readonly host: string
   readonly port: number
+  /**
+   * Optional: opens the connection to `host:port` some other way than TCP (the runner
+   * transport's own channel, `ForwardedPort.connect`), as a Node.js stream. Used by the Node.js
+   * adapter; the Deno adapter connects to `host:port`.
+   */
+  readonly connect?: () => Promise<Duplex>
   /** The subprotocol to accept (the client asked for it). */
   readonly protocol: string
   /** Called once when the tunnel ends (either side), or could not be made. */
