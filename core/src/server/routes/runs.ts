@@ -240,7 +240,7 @@ const storeRun = (project: string, user: string, runSpec: RunSpec, force: boolea
   })
 
 /** `storeRun`'s run as the API answers it: the run as stored (encoded once), as runs/get answers it. */
-const submitted = ({ doc }: { readonly doc: ReturnType<typeof encodeRecord> }) => encoded(storedRunWire(doc, Date.now())!)
+const submitted = ({ doc }: { readonly doc: ReturnType<typeof encodeRecord> }) => encoded(storedWire(doc, Date.now())!)
 
 /**
  * Stores a new run for the spec, its jobs submitted, and wakes the engine. `patchJobSpec`
