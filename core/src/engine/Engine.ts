@@ -166,7 +166,7 @@ export const make = (
 
     return {
       owner,
-      wake: (runId, stored) => claims.acquire(runId, undefined, stored),
+      wake: (runId, stored) => claims.acquire(runId, stored?.version, stored),
       activeRuns: claims.activeRuns
     }
   })

@@ -87,26 +87,31 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
 
     // A run being claimed right now (by `wake` and the change feed at once, typically): a
     // second claim would only fail; a change meanwhile is passed on once the worker is up,
-    // unless the claim read that version already (a notice names the version it announces;
-    // `wake` names none and always counts).
-    const claiming = new Map<string, { changed: boolean; version: number }>()
+    // unless the claim read that version already (a notice names the version it announces, and
+    // so does `wake` with the record it stored; a bare `wake` names none and always counts).
+    // The record a `wake` brings goes to the worker whichever of the two claims the run.
+    const claiming = new Map<string, { changed: boolean; version: number; stored: KnownRecord | undefined }>()
 
     const acquire = (runId: string, version?: number, stored?: KnownRecord): Effect.Effect<void> =>
       Effect.gen(function* () {
         const running = workers.get(runId)
-        if (running) return yield* Queue.offer(running.signals, { _tag: "Changed" })
+        if (running) {
+          if (version !== undefined && version <= running.knownVersion) return
+          return yield* Queue.offer(running.signals, { _tag: "Changed" })
+        }
         const inFlight = claiming.get(runId)
         if (inFlight) {
           if (version === undefined) inFlight.changed = true
           else inFlight.version = Math.max(inFlight.version, version)
+          if (stored !== undefined) inFlight.stored = stored
           return
         }
-        const mark = { changed: false, version: 0 }
+        const mark = { changed: false, version: 0, stored }
         claiming.set(runId, mark)
         const claimed = yield* store.runs.claim({ filter: { ids: [runId], statuses: activeStatuses }, owner, leaseMs }).pipe(
           Effect.ensuring(Effect.sync(() => claiming.delete(runId)))
         )
-        for (const row of claimed) if (!workers.has(row.id)) yield* startWorker(row, row.id === runId ? stored : undefined)
+        for (const row of claimed) if (!workers.has(row.id)) yield* startWorker(row, row.id === runId ? mark.stored : undefined)
         const started = workers.get(runId)
         const read = claimed.find((row) => row.id === runId)?.version ?? 0
         if (mark.changed || mark.version > read) {
