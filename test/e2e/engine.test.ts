@@ -41,9 +41,19 @@ const finished = (run: any) => ["done", "failed", "terminated"].includes(run.sta
 const logsOf = async (name: string) =>
   (await call("/api/project/main/logs/poll", { run_name: name })).body.logs.map((l: any) => l.message).join("")
 
+// The run writes the store sees (run id and status), to check the engine writes nothing it need not.
+const runWrites: Array<{ readonly id: string; readonly status: string | undefined }> = []
+const countedState = Layer.effect(
+  StateStore,
+  Effect.map(StateStore, (s) => ({
+    ...s,
+    runs: { ...s.runs, update: ((id, patch, options) => Effect.zipRight(Effect.sync(() => runWrites.push({ id, status: patch.status })), s.runs.update(id, patch, options))) as typeof s.runs.update }
+  }))
+).pipe(Layer.provide(EmbeddedStateStore.layerMemory()))
+
 beforeAll(async () => {
   server = await createServer({
-    state: EmbeddedStateStore.layerMemory(),
+    state: countedState,
     blobs: blobsMemory,
     adminToken: TOKEN,
     plugins: [inproc.plugin],
@@ -73,6 +83,11 @@ describe("engine end to end", () => {
     expect(run.status).toBe("done")
     expect(run.jobs[0].job_submissions[0]).toMatchObject({ status: "done", termination_reason: "done_by_runner", exit_status: 0 })
     expect(await logsOf("hello-run")).toBe("hello from the engine\nsecond line\n")
+    // The worker takes the record the apply stored as it is: nothing is written while the run
+    // is still submitted (a re-read of the row it holds used to write it again).
+    const statuses = runWrites.filter((w) => w.id === applied.body.id).map((w) => w.status)
+    expect(statuses).not.toContain("submitted")
+    expect(statuses.at(-1)).toBe("done")
   })
 
   it("reports a failing command with its exit status and reason", async () => {
