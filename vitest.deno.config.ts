@@ -13,7 +13,8 @@
 // repeat on Deno what others prove there: the upstream Python client (its subject is the wire
 // shapes, which do not depend on the runtime; the server's HTTP layer runs on Deno under the
 // CLI, SDK and proxy suites), the examples and the README tour (the CLI on Deno is driven by the
-// CLI suites) and the CLI's secret commands (the server's secrets suite runs on Deno).
+// CLI suites; examples/custom-server, a server build started with `deno run`, has a file of its
+// own that does run on Deno) and the CLI's secret commands (the server's secrets suite runs on Deno).
 import { defineConfig, mergeConfig } from "vitest/config"
 import base from "./vitest.config.ts"
 
