@@ -7,35 +7,9 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Effect, Schema } from "effect"
-import { AnyConfiguration, loadConfiguration } from "@dstack-ts/core"
 import { RunnerCommand } from "@dstack-ts/backend-local"
-import { httpCall, type Call } from "../support/api.ts"
-
-/** A configuration file as `dstack apply -f` reads it, encoded for the wire. */
-const wireConfiguration = async (file: string) => {
-  const configuration = await Effect.runPromise(loadConfiguration(path.resolve(file)))
-  const wire: Record<string, unknown> = { ...(Schema.encodeSync(AnyConfiguration)(configuration) as Record<string, unknown>) }
-  for (const key of Object.keys(wire)) if (wire[key] === undefined) delete wire[key]
-  return wire
-}
-
-const runSpec = (configuration: unknown, runName: string) => ({ run_name: runName, repo_id: "examples", repo_data: { repo_type: "virtual" }, configuration })
-
-const waitFinished = async (call: Call, name: string, timeoutMs = 90_000) => {
-  const start = Date.now()
-  let run: any
-  while (Date.now() - start < timeoutMs) {
-    run = (await call("/api/project/main/runs/get", { run_name: name })).body
-    if (["done", "failed", "terminated"].includes(run.status)) return run
-    await new Promise((r) => setTimeout(r, 200))
-  }
-  throw new Error(`run ${name} did not finish within ${timeoutMs} ms: ${JSON.stringify(run)}`)
-}
-
-const logsOf = async (call: Call, name: string): Promise<string> =>
-  (await call("/api/project/main/logs/poll", { run_name: name })).body.logs.map((l: any) => l.message).join("")
-
+import { httpCall } from "../support/api.ts"
+import { logsOf, runSpec, waitFinished, wireConfiguration } from "../support/examples.ts"
 
 describe("examples/custom-server", () => {
   let child: ChildProcess | undefined

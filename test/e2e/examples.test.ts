@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { it as effectIt } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
-import { AnyConfiguration, AutoHandler, Backend, BlobStore, createServer, loadConfiguration, offersForJob, PluginHost, Requirements, runOn, type Server, TaskConfiguration, VirtualRepo } from "@dstack-ts/core"
+import { AnyConfiguration, AutoHandler, Backend, BlobStore, createServer, offersForJob, PluginHost, Requirements, runOn, type Server, TaskConfiguration, VirtualRepo } from "@dstack-ts/core"
 import { Client } from "@dstack-ts/client"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { testBackend, testCodec } from "@dstack-ts/core/testing"
@@ -26,37 +26,9 @@ import fakeCloud, { makeFakeCloud } from "../../examples/custom-backend/fake-clo
 import geojsonPlugin, { geojson, type FeatureCollection } from "../../examples/custom-encoder/geojson.ts"
 import { appCall, httpCall, type Call } from "../support/api.ts"
 import { describeWith } from "../support/components.ts"
+import { logsOf, runSpec, waitFinished, wireConfiguration } from "../support/examples.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 import transportDirect from "@dstack-ts/transport-direct"
-
-/** A configuration file as `dstack apply -f` reads it, encoded for the wire. */
-const wireConfiguration = async (file: string, patch: Record<string, unknown> = {}) => {
-  const configuration = await Effect.runPromise(loadConfiguration(path.resolve(file)))
-  const wire: Record<string, unknown> = { ...(Schema.encodeSync(AnyConfiguration)(configuration) as Record<string, unknown>), ...patch }
-  for (const key of Object.keys(wire)) if (wire[key] === undefined) delete wire[key]
-  return wire
-}
-
-const runSpec = (configuration: unknown, runName?: string) => ({
-  ...(runName === undefined ? {} : { run_name: runName }),
-  repo_id: "examples",
-  repo_data: { repo_type: "virtual" },
-  configuration
-})
-
-const waitFinished = async (call: Call, name: string, timeoutMs = 90_000) => {
-  const start = Date.now()
-  let run: any
-  while (Date.now() - start < timeoutMs) {
-    run = (await call("/api/project/main/runs/get", { run_name: name })).body
-    if (["done", "failed", "terminated"].includes(run.status)) return run
-    await new Promise((r) => setTimeout(r, 200))
-  }
-  throw new Error(`run ${name} did not finish within ${timeoutMs} ms: ${JSON.stringify(run)}`)
-}
-
-const logsOf = async (call: Call, name: string): Promise<string> =>
-  (await call("/api/project/main/logs/poll", { run_name: name })).body.logs.map((l: any) => l.message).join("")
 
 // ---------------------------------------------------------------------------------------------
 // examples/custom-backend: the Fake Cloud plugin
