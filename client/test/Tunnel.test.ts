@@ -72,9 +72,14 @@ afterAll(async () => {
   await new Promise((r) => greeter?.close(r))
 })
 
-/** A local connection through the tunnel to `port`: writes `body`, half-closes, reads the answer. */
-const through = async (port: number, body: Buffer) => {
+/**
+ * A local connection through the tunnel to `port`: writes `body` and half-closes (or, without a
+ * body, only listens), reads the answer. `beforeBridgeMs`: how long the tunnel is open before the
+ * client bridges it (the CLI may do other work in between).
+ */
+const through = async (port: number, body: Buffer | undefined, beforeBridgeMs = 0) => {
   const ws = await openTunnel({ url: `http://127.0.0.1:${http.port}`, token: "t", project: "p", runName: "r", port })
+  if (beforeBridgeMs > 0) await new Promise((r) => setTimeout(r, beforeBridgeMs))
   // A local socket pair: `inner` is what the client's listener would accept.
   const local = net.createServer({ allowHalfOpen: true, pauseOnConnect: true })
   await new Promise<void>((r) => local.listen(0, "127.0.0.1", () => r()))
@@ -86,7 +91,7 @@ const through = async (port: number, body: Buffer) => {
   let answer = ""
   outer.on("data", (d) => (answer += d))
   const done = new Promise<void>((r) => outer.once("end", () => r()))
-  outer.end(body)
+  if (body !== undefined) outer.end(body)
   await done
   outer.destroy()
   await new Promise((r) => local.close(r))
@@ -107,22 +112,9 @@ describe(`attach tunnel over the ${isDeno ? "Deno" : "Node.js"} adapter`, () => 
   }, 60_000)
 
   it("keeps what a peer that speaks first sends before the client bridges", async () => {
-    const ws = await openTunnel({ url: `http://127.0.0.1:${http.port}`, token: "t", project: "p", runName: "r", port: greeterPort })
     // The client may do other work between the open and the bridge (the CLI: its retry loop);
     // the greeting may have come with the handshake's answer meanwhile.
-    await new Promise((r) => setTimeout(r, 100))
-    const local = net.createServer({ allowHalfOpen: true, pauseOnConnect: true })
-    await new Promise<void>((r) => local.listen(0, "127.0.0.1", () => r()))
-    const accepted = new Promise<net.Socket>((r) => local.once("connection", r))
-    const outer = net.connect({ port: (local.address() as net.AddressInfo).port, host: "127.0.0.1", allowHalfOpen: true })
-    const inner = await accepted
-    bridge(ws, inner, () => undefined)
-    inner.resume()
-    let answer = ""
-    outer.on("data", (d) => (answer += d))
-    await new Promise<void>((r) => outer.once("end", () => r()))
-    outer.destroy()
-    await new Promise((r) => local.close(r))
+    const answer = await through(greeterPort, undefined, 100)
     expect(answer).toBe("hello from the job")
   })
 
