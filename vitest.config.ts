@@ -10,6 +10,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: "forks",
+    // The `dstack` command end-to-end suites spawn: built once per change of the sources (Node).
+    globalSetup: ["./test/support/globalSetup.ts"],
     // Most suites wait on processes, containers and hosts rather than compute: two files at a
     // time even on a 2-core machine, where vitest's default (cores - 1) would run one.
     maxWorkers: Math.max(2, availableParallelism() - 1),

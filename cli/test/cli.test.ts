@@ -8,8 +8,9 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { fakeRuns, startTestServer, TOKENS, unreachableUrl } from "../../client/test/support.ts"
 import type { TestServer } from "../../client/test/support.ts"
+import { CLI } from "../../test/support/cli.ts"
 
-const BIN = fileURLToPath(new URL("../bin/dstack.mjs", import.meta.url))
+const BIN = CLI
 const ROOT = fileURLToPath(new URL("../..", import.meta.url))
 
 interface Result {

@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { RunnerCommand } from "@dstack-ts/backend-local"
 import { describeWith } from "../support/components.ts"
+import { CLI } from "../support/cli.ts"
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
 const readme = fs.readFileSync(path.join(root, "README.md"), "utf8")
@@ -30,7 +31,7 @@ const tourLines = (): Array<{ line: string; words: Array<string> }> =>
 const dstackCommand = (args: ReadonlyArray<string>) =>
   "Deno" in globalThis
     ? RunnerCommand.forRuntime()(path.join(root, "cli/src/main.ts"), args)
-    : { file: process.execPath, args: [path.join(root, "cli/bin/dstack.mjs"), ...args] }
+    : { file: process.execPath, args: [CLI, ...args] }
 
 const portFree = (port: number) =>
   new Promise<boolean>((resolve) => {

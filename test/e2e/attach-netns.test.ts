@@ -20,7 +20,7 @@ import { createNetnsHosts, describeWithNetns, type NetnsHosts } from "../support
 import { makeUntil } from "../support/until.ts"
 import { sshFleetServer } from "../support/sshFleetServer.ts"
 
-const CLI = path.resolve("cli/bin/dstack.mjs")
+import { CLI } from "../support/cli.ts"
 const TOKEN = "attach-netns-token"
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-attach-e2e-"))
 let server: Server

@@ -8,7 +8,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 
-const CLI = path.resolve("cli/bin/dstack.mjs")
+import { CLI } from "../support/cli.ts"
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-cli-e2e-"))
 const env = { ...process.env, HOME: home, DSTACK_SERVER_DIR: path.join(home, "server"), NO_COLOR: "1" }
 let server: ChildProcess

@@ -9,7 +9,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 
-const CLI = path.resolve("cli/bin/dstack.mjs")
+import { CLI } from "../support/cli.ts"
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-cli-secrets-"))
 const serverDir = path.join(home, "server")
 const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, DSTACK_SERVER_DIR: serverDir, NO_COLOR: "1" }

@@ -29,6 +29,7 @@ import { describeWith } from "../support/components.ts"
 import { logsOf, runSpec, waitFinished, wireConfiguration } from "../support/examples.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 import transportDirect from "@dstack-ts/transport-direct"
+import { CLI } from "../support/cli.ts"
 
 // ---------------------------------------------------------------------------------------------
 // examples/custom-backend: the Fake Cloud plugin
@@ -416,7 +417,7 @@ describe("examples/http-task and examples/stacks on a real server", () => {
     const cwd = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-example-cli-"))
     fs.symlinkSync(path.resolve("examples"), path.join(cwd, "examples"))
     try {
-      const entry = "Deno" in globalThis ? path.resolve("cli/src/main.ts") : path.resolve("cli/bin/dstack.mjs")
+      const entry = "Deno" in globalThis ? path.resolve("cli/src/main.ts") : CLI
       for (const line of lines) {
         const command = "Deno" in globalThis ? RunnerCommand.forRuntime()(entry, words(line)) : { file: process.execPath, args: [entry, ...words(line)] }
         const result = await new Promise<{ code: number; output: string }>((resolve) =>

@@ -22,7 +22,7 @@ import { createTestDatabase, findPostgres, type TestDatabase } from "../support/
 import { PostgresStateStore } from "@dstack-ts/state-postgres"
 
 const TOKEN = "pool-e2e-token"
-const CLI = path.resolve("cli/bin/dstack.mjs")
+import { CLI } from "../support/cli.ts"
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-pool-e2e-"))
 /** The CLI on the runtime the tests run on (`deno run -A` under Deno). */
 const cliArgv = (args: ReadonlyArray<string>): Array<string> =>

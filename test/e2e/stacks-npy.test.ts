@@ -14,6 +14,7 @@ import { testCodec } from "../../core/src/testing/index.ts"
 import { Stacks } from "@dstack-ts/client"
 import { type NdArray, ndarray, npy, writeNpy } from "../../examples/codec-npy/src/index.ts"
 import { startStackServer, type StackServer } from "../browser/stackServer.ts"
+import { CLI } from "../support/cli.ts"
 
 const ROOT = resolve(import.meta.dirname, "../..")
 const EXAMPLE = join(ROOT, "examples/codec-npy")
@@ -83,7 +84,7 @@ describe("dstack push and pull with a codec plugin installed in the project", ()
 
   /** Runs the dstack CLI in `cwd` (the project by default). */
   const cli = (args: Array<string>, cwd = project) =>
-    exec(process.execPath, [join(ROOT, "cli/bin/dstack.mjs"), ...args], {
+    exec(process.execPath, [CLI, ...args], {
       cwd,
       env: { ...process.env, DSTACK_SERVER_URL: s.url, DSTACK_TOKEN: alice, DSTACK_PROJECT: "main", HOME: tmpdir() },
       timeout: 60_000

@@ -14,6 +14,7 @@ import { Stacks } from "@dstack-ts/client"
 import { barChart, plotlyFigure, pngOf } from "../../plugins/handler-plot/test/fixtures.ts"
 import { mlpOnnx } from "../../plugins/handler-model/test/fixtures.ts"
 import { ADMIN_TOKEN, startStackServer, type StackServer } from "../browser/stackServer.ts"
+import { CLI } from "../support/cli.ts"
 
 const codecs = [...dataframeCodecs, ...plotCodecs, ...modelCodecs]
 let s: StackServer
@@ -196,7 +197,7 @@ describe("stacks through the SDK", () => {
 describe("stacks through the CLI", () => {
   const exec = promisify(execFile)
   const cli = (args: Array<string>, token = alice) =>
-    exec(process.execPath, ["cli/bin/dstack.mjs", ...args], {
+    exec(process.execPath, [CLI, ...args], {
       env: { ...process.env, DSTACK_SERVER_URL: s.url, DSTACK_TOKEN: token, DSTACK_PROJECT: "main", HOME: tmpdir() },
       timeout: 60_000
     })

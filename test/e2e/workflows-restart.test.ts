@@ -15,7 +15,7 @@ import { reapUnder } from "../reliability/serverProcess.ts"
 
 type WorkflowRun = Workflows.WorkflowRun
 
-const CLI = path.resolve("cli/bin/dstack.mjs")
+import { CLI } from "../support/cli.ts"
 const TOKEN = "workflows-restart-token"
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-workflows-restart-"))
 const env = { ...process.env, HOME: home, DSTACK_SERVER_DIR: path.join(home, "server"), NO_COLOR: "1" }

@@ -8,7 +8,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { call, finished, removeUnder, root, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
+import { call, finished, removeUnder, sleep, startServer, stopServer, taskSpec, type ServerProcess } from "./serverProcess.ts"
+import { CLI } from "../support/cli.ts"
 
 const TOKEN = "runner-kill-token"
 const UNREACHABLE_SECONDS = 5
@@ -41,7 +42,7 @@ const alive = (pid: number) => {
 
 const dstack = (args: ReadonlyArray<string>, port: number) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, [path.join(root, "cli/bin/dstack.mjs"), ...args], {
+    const child = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, DSTACK_SERVER_URL: `http://127.0.0.1:${port}`, DSTACK_TOKEN: TOKEN, DSTACK_PROJECT: "main", NO_COLOR: "1" }
     })
     let stdout = ""

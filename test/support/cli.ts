@@ -3,8 +3,14 @@
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { inject } from "vitest"
 
-export const CLI = path.resolve("cli/bin/dstack.mjs")
+/**
+ * The `dstack` command's entry file, spawned with this runtime: on Node the workspace built in the
+ * installed layout (test/support/globalSetup.ts), on Deno the workspace's bin; the workspace's
+ * bin (sources through tsx) when a run has no such setup.
+ */
+export const CLI: string = inject("dstackCli") ?? path.resolve("cli/bin/dstack.mjs")
 
 export interface CliResult {
   readonly code: number | null

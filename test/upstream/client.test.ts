@@ -21,6 +21,7 @@ import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { describeWith } from "../support/components.ts"
 import { makeRemoteStandIn } from "../support/remote-standin.ts"
 import { runPython, upstreamClientDir, upstreamEnv } from "../support/upstream.ts"
+import { CLI } from "../support/cli.ts"
 
 const TOKEN = "upstream-client-token"
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -51,7 +52,7 @@ const cli = (...args: ReadonlyArray<string>) => runPython(env, ["-m", "dstack._i
 /** dstack-ts's own CLI, with the same HOME (and so the same ~/.dstack/config.yml) as upstream's. */
 const ownCli = (...args: ReadonlyArray<string>) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [fileURLToPath(new URL("../../cli/bin/dstack.mjs", import.meta.url)), ...args], {
+    const child = spawn(process.execPath, [CLI, ...args], {
       cwd: home,
       env: { ...process.env, HOME: home, NO_COLOR: "1", COLUMNS: "200" }
     })

@@ -240,7 +240,16 @@ export const discover = (options: DiscoverOptions = {}): Effect.Effect<ReadonlyA
  */
 export const load = (options: LoadOptions = {}): Effect.Effect<PluginHost.PluginHost, PluginError> =>
   Effect.gen(function*() {
-    const discovered = yield* discover(options)
+    // A package at the very version of a plugin the caller brings is that plugin: it is not
+    // imported a second time (the caller's copy may be built where the project's is TypeScript
+    // sources, as with the `dstack` command run inside a checkout of its own workspace).
+    const label = (p: unknown) => {
+      const { name, version } = (p ?? {}) as { name?: unknown; version?: unknown }
+      return `${String(name)}@${String(version)}`
+    }
+    const brought = new Set((options.include ?? []).map(label))
+    const packages = (yield* findPluginPackages(options)).filter((pkg) => !brought.has(`${pkg.name}@${pkg.version}`))
+    const discovered = yield* loadPluginPackages(packages)
     const names = new Set(discovered.map((d) => (d.plugin as { name?: unknown }).name))
     const included = (options.include ?? []).filter((p) => !names.has((p as { name?: unknown } | undefined)?.name))
     return yield* PluginHost.make([...included, ...discovered.map((d) => d.plugin)], options.host)

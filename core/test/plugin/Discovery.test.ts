@@ -81,6 +81,19 @@ describe("PluginDiscovery", () => {
     expect(host.codecs().map((c: Codec.Any) => c.id)).toEqual(["a/one"])
   })
 
+  it("a discovered package at the version of an included plugin is that plugin: not imported again", async () => {
+    const dir = await project("same-version")
+    // Its entry could not load (as a workspace's TypeScript sources under plain Node): not imported.
+    await pkg(dir, "@acme/codec-b", { version: "1.0.0", "dstack-ts": { plugin: true }, exports: "./index.mjs" }, { file: "index.mjs", source: "throw new Error('imported')" })
+    const bundled = definePlugin({ name: "@acme/codec-b", version: "1.0.0", core: "^0.1.0", codecs: [] })
+    const host = await Effect.runPromise(PluginDiscovery.load({ from: dir, include: [bundled] }))
+    expect(host.plugins).toEqual([bundled])
+    // Another version of it is the project's own, loaded (and here its failure reported).
+    const older = definePlugin({ name: "@acme/codec-b", version: "0.9.0", core: "^0.1.0", codecs: [] })
+    const found = await problems(PluginDiscovery.load({ from: dir, include: [older] }))
+    expect(found.map((p) => p.message)).toEqual([expect.stringContaining("cannot load the plugin @acme/codec-b@1.0.0")])
+  })
+
   it("two packages contributing one codec are a Conflict naming both packages and versions", async () => {
     const dir = await project("conflict")
     await pkg(dir, "@acme/x", { version: "1.0.0", "dstack-ts": { plugin: true }, exports: "./index.mjs" }, { file: "index.mjs", source: pluginSource("@acme/x", "1.0.0", "same/codec") })
