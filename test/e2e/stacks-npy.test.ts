@@ -14,7 +14,6 @@ import { testCodec } from "../../core/src/testing/index.ts"
 import { Stacks } from "@dstack-ts/client"
 import { type NdArray, ndarray, npy, writeNpy } from "../../examples/codec-npy/src/index.ts"
 import { startStackServer, type StackServer } from "../browser/stackServer.ts"
-import { CLI } from "../support/cli.ts"
 
 const ROOT = resolve(import.meta.dirname, "../..")
 const EXAMPLE = join(ROOT, "examples/codec-npy")
@@ -82,9 +81,13 @@ describe("dstack push and pull with a codec plugin installed in the project", ()
   let alice: string
   let project: string
 
-  /** Runs the dstack CLI in `cwd` (the project by default). */
+  /**
+   * Runs the dstack CLI in `cwd` (the project by default): the workspace's bin, not the built one
+   * of test/support/cli.ts, because the plugin is installed as its TypeScript sources, which only
+   * a command run through tsx (or Deno) can import — an installed command needs a built plugin.
+   */
   const cli = (args: Array<string>, cwd = project) =>
-    exec(process.execPath, [CLI, ...args], {
+    exec(process.execPath, [join(ROOT, "cli/bin/dstack.mjs"), ...args], {
       cwd,
       env: { ...process.env, DSTACK_SERVER_URL: s.url, DSTACK_TOKEN: alice, DSTACK_PROJECT: "main", HOME: tmpdir() },
       timeout: 60_000
