@@ -244,8 +244,9 @@ export const migrations: ReadonlyArray<Migration> = [
       // The submission ids of a run's document, kept by the database as the document changes. A
       // stored column, not an index on the expression: an update that leaves the ids as they
       // were (most of the engine's writes) then stays a heap-only update, as it is without it.
-      // The `postgres` driver stores a document as a JSON string holding its text (it encodes
+      // The `postgres` driver stored a document as a JSON string holding its text (it encoded
       // the JSON parameter once more), PGlite as the object: the ids are read from either.
+      // (Migration 9 stores the documents themselves and derives the column from them.)
       `ALTER TABLE runs ADD COLUMN submission_ids jsonb GENERATED ALWAYS AS (jsonb_path_query_array(
           CASE WHEN jsonb_typeof(doc) = 'string' THEN (doc #>> '{}')::jsonb ELSE doc END,
           '$.run.jobs[*].job_submissions[*].id')) STORED`,
