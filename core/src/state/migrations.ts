@@ -46,6 +46,11 @@ const documentTable = (table: string, kind: string, uniqueLiveName: boolean): Re
     ON ${table} FOR EACH ROW EXECUTE FUNCTION dstack_notify_change('${kind}')`
 ]
 
+const DOCUMENT_TABLES = ["runs", "jobs", "instances", "fleets"]
+
+/** A jsonb column's value, with a JSON string read as the JSON text it holds. */
+const unwrap = (column: string) => `CASE WHEN jsonb_typeof(${column}) = 'string' THEN (${column} #>> '{}')::jsonb ELSE ${column} END`
+
 export const migrations: ReadonlyArray<Migration> = [
   {
     version: 1,
@@ -239,13 +244,51 @@ export const migrations: ReadonlyArray<Migration> = [
       // The submission ids of a run's document, kept by the database as the document changes. A
       // stored column, not an index on the expression: an update that leaves the ids as they
       // were (most of the engine's writes) then stays a heap-only update, as it is without it.
-      // The `postgres` driver stores a document as a JSON string holding its text (it encodes
+      // The `postgres` driver stored a document as a JSON string holding its text (it encoded
       // the JSON parameter once more), PGlite as the object: the ids are read from either.
+      // (Migration 9 stores the documents themselves and derives the column from them.)
       `ALTER TABLE runs ADD COLUMN submission_ids jsonb GENERATED ALWAYS AS (jsonb_path_query_array(
           CASE WHEN jsonb_typeof(doc) = 'string' THEN (doc #>> '{}')::jsonb ELSE doc END,
           '$.run.jobs[*].job_submissions[*].id')) STORED`,
       // Without the pending list: PGlite has no autovacuum to empty it, and a lookup reads it whole.
       `CREATE INDEX runs_submission_ids ON runs USING gin (submission_ids jsonb_path_ops) WITH (fastupdate = off) WHERE NOT deleted`
+    ]
+  },
+  {
+    version: 9,
+    name: "JSON columns hold JSON values, not JSON strings of their text",
+    statements: [
+      // Until this version the `postgres` driver stored every JSON value as a JSON string of its
+      // text (the statements now cast a text parameter: sql/Statements.ts `json`); PGlite stored
+      // the values. No column holds a top-level string by design (documents, configs, infos,
+      // creds and params are objects, attachments an array), so a string is such a text: read
+      // it as JSON. The rewrite changes nothing a reader sees: no change notices, no version bump.
+      ...DOCUMENT_TABLES.map((t) => `ALTER TABLE ${t} DISABLE TRIGGER ${t}_changed`),
+      // Derived from the documents themselves from now on; dropped first, so that the table is
+      // rewritten once (by the ADD COLUMN below), not once more for each unwrapped row.
+      `DROP INDEX runs_submission_ids`,
+      `ALTER TABLE runs DROP COLUMN submission_ids`,
+      ...DOCUMENT_TABLES.map((t) => `UPDATE ${t} SET doc = ${unwrap("doc")} WHERE jsonb_typeof(doc) = 'string'`),
+      `UPDATE backends SET config = ${unwrap("config")} WHERE jsonb_typeof(config) = 'string'`,
+      `UPDATE repos SET info = ${unwrap("info")}, creds = ${unwrap("creds")}
+        WHERE jsonb_typeof(info) = 'string' OR jsonb_typeof(creds) = 'string'`,
+      `UPDATE stack_frames SET params = ${unwrap("params")}, attachments = ${unwrap("attachments")}
+        WHERE jsonb_typeof(params) = 'string' OR jsonb_typeof(attachments) = 'string'`,
+      ...DOCUMENT_TABLES.map((t) => `ALTER TABLE ${t} ENABLE TRIGGER ${t}_changed`),
+      `ALTER TABLE runs ADD COLUMN submission_ids jsonb GENERATED ALWAYS AS (
+          jsonb_path_query_array(doc, '$.run.jobs[*].job_submissions[*].id')) STORED,
+        ADD CONSTRAINT runs_doc_not_text CHECK (jsonb_typeof(doc) <> 'string')`,
+      `CREATE INDEX runs_submission_ids ON runs USING gin (submission_ids jsonb_path_ops) WITH (fastupdate = off) WHERE NOT deleted`,
+      // A server of an earlier version still running beside this one would store text again
+      // (and its runs would be found by no submission id): the database refuses such a write.
+      ...DOCUMENT_TABLES.filter((t) => t !== "runs").map(
+        (t) => `ALTER TABLE ${t} ADD CONSTRAINT ${t}_doc_not_text CHECK (jsonb_typeof(doc) <> 'string')`
+      ),
+      `ALTER TABLE backends ADD CONSTRAINT backends_config_not_text CHECK (jsonb_typeof(config) <> 'string')`,
+      `ALTER TABLE repos ADD CONSTRAINT repos_info_not_text CHECK (jsonb_typeof(info) <> 'string'),
+        ADD CONSTRAINT repos_creds_not_text CHECK (jsonb_typeof(creds) <> 'string')`,
+      `ALTER TABLE stack_frames ADD CONSTRAINT stack_frames_params_not_text CHECK (jsonb_typeof(params) <> 'string'),
+        ADD CONSTRAINT stack_frames_attachments_not_text CHECK (jsonb_typeof(attachments) <> 'string')`
     ]
   }
 ]

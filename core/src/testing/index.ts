@@ -3,6 +3,7 @@ export {}
 export * from "./Codec.ts"
 export * from "./BlobStoreSuite.ts"
 export * from "./StateStoreSuite.ts"
+export * from "./SqlJsonSuite.ts"
 export * from "./BackendSuite.ts"
 export * from "./ProviderSuite.ts"
 export * from "./TransportSuite.ts"

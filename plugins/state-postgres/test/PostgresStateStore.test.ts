@@ -4,7 +4,8 @@ import { expect, it } from "@effect/vitest"
 import { Effect, Either, Layer, Queue, Schedule } from "effect"
 import { BlobStore, StateStore, createServer } from "@dstack-ts/core"
 import type { Server } from "@dstack-ts/core"
-import { testStateStore } from "@dstack-ts/core/testing"
+import { testSqlJsonColumns, testStateStore } from "@dstack-ts/core/testing"
+import postgres from "postgres"
 import { describeWith } from "../../../test/support/components.ts"
 import { findPostgres, psqlLines } from "../../../test/support/postgres.ts"
 import plugin, { PostgresStateStore } from "../src/index.ts"
@@ -30,6 +31,20 @@ it.effect("rejects invalid plugin options with Invalid", () =>
 
 describeWith("postgresql", pg.available, pg.reason, () => {
   testStateStore("postgres", storeOnFreshDatabase(pg.url))
+
+  // The driver before migration 9 stored each JSON value as a JSON string of its text.
+  testSqlJsonColumns(
+    "postgres",
+    "string",
+    Effect.gen(function* () {
+      const db = yield* freshDatabase(pg.url)
+      const sql = yield* Effect.acquireRelease(
+        Effect.sync(() => postgres(db.url, { max: 2, onnotice: () => {} })),
+        (sql) => Effect.promise(() => sql.end({ timeout: 5 }))
+      )
+      return PostgresStateStore.makeDriver(sql as never)
+    })
+  )
 
   it.live("wakes another replica through LISTEN/NOTIFY", () =>
     Effect.scoped(

@@ -65,8 +65,23 @@ export type StackAccess = "public" | "private"
 export const isStackAccess = (v: unknown): v is StackAccess => v === "public" || v === "private"
 
 /**
+ * JSON equality whatever the order of object keys: the state store keeps params as jsonb, which
+ * gives an object's keys back in an order of its own.
+ */
+const sameJson = (a: unknown, b: unknown): boolean => {
+  if (a === null || b === null || typeof a !== "object" || typeof b !== "object") return a === b
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => sameJson(x, b[i]))
+  }
+  const ka = Object.keys(a)
+  return ka.length === Object.keys(b).length &&
+    ka.every((k) => k in b && sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]))
+}
+
+/**
  * Does an attachment's params satisfy the requested ones? Every requested key must be present
- * with an equal value (JSON equality); keys the request does not name are free.
+ * with an equal value (JSON equality, object keys in any order); keys the request does not name
+ * are free.
  */
 export const paramsMatch = (have: Readonly<Record<string, unknown>>, want: Readonly<Record<string, unknown>>): boolean =>
-  Object.entries(want).every(([k, v]) => k in have && JSON.stringify(have[k]) === JSON.stringify(v))
+  Object.entries(want).every(([k, v]) => k in have && sameJson(have[k], v))

@@ -7,12 +7,12 @@ import { Effect } from "effect"
 import type { Backends } from "../../ports/StateStore.ts"
 import type { SqlContext } from "./Context.ts"
 import { failWith, toStoreError } from "./Errors.ts"
-import { json, parseJson } from "./Statements.ts"
+import { json } from "./Statements.ts"
 
 export const make = ({ sql, accessWrite }: SqlContext): Backends => ({
   upsert: (b) =>
     sql(
-      `INSERT INTO backends (project, type, config) VALUES ($1, $2, $3::jsonb)
+      `INSERT INTO backends (project, type, config) VALUES ($1, $2, $3::text::jsonb)
        ON CONFLICT (project, type) DO UPDATE SET config = EXCLUDED.config`,
       [b.project, b.type, json(b.config)]
     ).pipe(Effect.mapError(toStoreError("backends.upsert", { NotFound: `no project named '${b.project}'` })), Effect.asVoid, accessWrite),
@@ -22,13 +22,13 @@ export const make = ({ sql, accessWrite }: SqlContext): Backends => ({
       Effect.flatMap((rows) =>
         rows.length === 0
           ? failWith("backends.get", "NotFound", `no backend '${type}' in project '${project}'`)
-          : Effect.succeed({ project, type, config: parseJson(rows[0].config) })
+          : Effect.succeed({ project, type, config: rows[0].config })
       )
     ),
   list: (project) =>
     sql(`SELECT project, type, config FROM backends WHERE project = $1 ORDER BY type`, [project]).pipe(
       Effect.mapError(toStoreError("backends.list")),
-      Effect.map((rows) => rows.map((r) => ({ project, type: String(r.type), config: parseJson(r.config) })))
+      Effect.map((rows) => rows.map((r) => ({ project, type: String(r.type), config: r.config })))
     ),
   delete: (project, types) =>
     sql(`DELETE FROM backends WHERE project = $1 AND type = ANY($2::text[])`, [project, [...types]]).pipe(

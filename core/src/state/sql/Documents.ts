@@ -18,7 +18,7 @@ import type {
 import type { Row } from "../SqlDriver.ts"
 import type { SqlContext } from "./Context.ts"
 import { failWith, toStoreError } from "./Errors.ts"
-import { iso, json, Params, parseJson, toDate, whereSql } from "./Statements.ts"
+import { iso, json, Params, toDate, whereSql } from "./Statements.ts"
 
 export const TABLES: Record<DocumentKind, string> = { run: "runs", job: "jobs", instance: "instances", fleet: "fleets" }
 
@@ -39,7 +39,7 @@ export const documentFromRow = (kind: DocumentKind, r: Row): StoredDocument => (
     r.lease_token === null || r.lease_token === undefined
       ? null
       : { owner: String(r.lease_owner), token: String(r.lease_token), expiresAt: toDate(r.lease_expires_at) },
-  doc: parseJson(r.doc)
+  doc: r.doc
 })
 
 /** The WHERE clauses of a filter (deleted rows left out unless asked for). */
@@ -96,7 +96,7 @@ export const make = ({ sql, invalidate, noteWrites }: SqlContext, kind: Document
       sql(
         `INSERT INTO ${table} (id, project, name, status, parent_id, user_name, repo_id, submitted_at, updated_at, doc)
          VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8::timestamptz, clock_timestamp()),
-                 coalesce($8::timestamptz, clock_timestamp()), $9::jsonb)
+                 coalesce($8::timestamptz, clock_timestamp()), $9::text::jsonb)
          RETURNING *`,
         [
           d.id,
@@ -143,7 +143,7 @@ export const make = ({ sql, invalidate, noteWrites }: SqlContext, kind: Document
     listDocs: (filter: DocumentFilter = {}, page: Page = {}) =>
       listQuery("id, doc", filter, page).pipe(
         Effect.mapError(toStoreError(m("listDocs"))),
-        Effect.map((rows) => rows.map((r) => ({ id: String(r.id), doc: parseJson(r.doc) })))
+        Effect.map((rows) => rows.map((r) => ({ id: String(r.id), doc: r.doc })))
       ),
     update: (id: string, patch: DocumentPatch, options: UpdateOptions = {}) =>
       Effect.gen(function* () {
@@ -154,7 +154,7 @@ export const make = ({ sql, invalidate, noteWrites }: SqlContext, kind: Document
         if (patch.status !== undefined) sets.push(`status = ${p.add(patch.status)}`)
         if (patch.parentId !== undefined) sets.push(`parent_id = ${p.add(patch.parentId)}`)
         if (patch.deleted !== undefined) sets.push(`deleted = ${p.add(patch.deleted)}`)
-        if (patch.doc !== undefined) sets.push(`doc = ${p.add(json(patch.doc))}::jsonb`)
+        if (patch.doc !== undefined) sets.push(`doc = ${p.add(json(patch.doc))}::text::jsonb`)
         sets.push(`updated_at = coalesce(${p.add(iso(patch.updatedAt))}::timestamptz, clock_timestamp())`)
         const where = [`id = ${idParam}`]
         if (options.lease !== undefined) {

@@ -8,20 +8,20 @@ import type { Codes, Repos } from "../../ports/StateStore.ts"
 import type { Row } from "../SqlDriver.ts"
 import type { SqlContext } from "./Context.ts"
 import { failWith, toStoreError } from "./Errors.ts"
-import { json, parseJson } from "./Statements.ts"
+import { json } from "./Statements.ts"
 
 const repoFromRow = (r: Row) => ({
   project: String(r.project),
   repoId: String(r.repo_id),
   type: String(r.type),
-  info: parseJson(r.info),
-  creds: r.creds === null || r.creds === undefined ? null : parseJson(r.creds)
+  info: r.info,
+  creds: r.creds ?? null
 })
 
 export const makeRepos = ({ sql }: SqlContext): Repos => ({
   upsert: (r) =>
     sql(
-      `INSERT INTO repos (project, repo_id, type, info, creds) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)
+      `INSERT INTO repos (project, repo_id, type, info, creds) VALUES ($1, $2, $3, $4::text::jsonb, $5::text::jsonb)
        ON CONFLICT (project, repo_id) DO UPDATE SET type = EXCLUDED.type, info = EXCLUDED.info, creds = EXCLUDED.creds`,
       [r.project, r.repoId, r.type, json(r.info), r.creds === null || r.creds === undefined ? null : json(r.creds)]
     ).pipe(Effect.mapError(toStoreError("repos.upsert", { NotFound: `no project named '${r.project}'` })), Effect.asVoid),

@@ -8,7 +8,7 @@ import type { StackAccess, StackAttachment, StackFrameRecord, StackRecord, Stack
 import type { Row } from "../SqlDriver.ts"
 import type { SqlContext } from "./Context.ts"
 import { failWith, toStoreError } from "./Errors.ts"
-import { parseJson, toDate } from "./Statements.ts"
+import { json, toDate } from "./Statements.ts"
 
 const stackFromRow = (r: Row): StackRecord => ({
   owner: String(r.owner),
@@ -24,8 +24,8 @@ const frameFromRow = (r: Row): StackFrameRecord => ({
   owner: String(r.owner),
   name: String(r.name),
   message: (r.message as string | null) ?? null,
-  params: (parseJson(r.params) ?? {}) as Record<string, unknown>,
-  attachments: (parseJson(r.attachments) ?? []) as ReadonlyArray<StackAttachment>,
+  params: (r.params ?? {}) as Record<string, unknown>,
+  attachments: (r.attachments ?? []) as ReadonlyArray<StackAttachment>,
   status: r.status as StackFrameRecord["status"],
   createdBy: String(r.created_by),
   createdAt: toDate(r.created_at),
@@ -77,8 +77,8 @@ export const make = ({ sql, withTransaction }: SqlContext): Stacks => {
     insertFrame: (f) =>
       sql(
         `INSERT INTO stack_frames (id, owner, name, message, params, attachments, status, created_by)
-         VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, 'pending', $7) RETURNING *`,
-        [f.id, f.owner, f.name, f.message, JSON.stringify(f.params), JSON.stringify(f.attachments), f.createdBy]
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, 'pending', $7) RETURNING *`,
+        [f.id, f.owner, f.name, f.message, json(f.params), json(f.attachments), f.createdBy]
       ).pipe(
         Effect.mapError(toStoreError("stacks.insertFrame")),
         Effect.flatMap(one("stacks.insertFrame", `no stack '${f.owner}/${f.name}'`, frameFromRow))
@@ -108,9 +108,9 @@ export const make = ({ sql, withTransaction }: SqlContext): Stacks => {
             )
           }
           const attachments = frame.attachments.map((a, i) => (i === index ? { ...a, ...blob } : a))
-          const updated = yield* sql(`UPDATE stack_frames SET attachments = $2::jsonb WHERE id = $1 RETURNING *`, [
+          const updated = yield* sql(`UPDATE stack_frames SET attachments = $2::text::jsonb WHERE id = $1 RETURNING *`, [
             id,
-            JSON.stringify(attachments)
+            json(attachments)
           ]).pipe(Effect.mapError(toStoreError("stacks.setAttachmentBlob")))
           return frameFromRow(updated[0])
         })

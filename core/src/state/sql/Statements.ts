@@ -19,7 +19,11 @@ export const whereSql = (clauses: ReadonlyArray<string>): string =>
 /** A timestamptz column: a Date from drivers that parse it, a string from those that do not. */
 export const toDate = (v: unknown): Date => (v instanceof Date ? v : new Date(String(v)))
 export const iso = (d: Date | undefined): string | null => (d === undefined ? null : d.toISOString())
-/** A value for a jsonb parameter (`undefined` is stored as JSON null). */
+/**
+ * A value for a jsonb parameter: its JSON text (`undefined` is stored as JSON null). A statement
+ * casts it as `$n::text::jsonb`, never `$n::jsonb` alone: the parameter is then text, which every
+ * driver sends as it is, and the database reads the JSON once. Typed jsonb, the `postgres` driver
+ * encodes the value as JSON once more, and the column would hold a JSON string of the text
+ * (migration 9 undid that). Both drivers give jsonb columns back parsed: rows are read as they come.
+ */
 export const json = (v: unknown): string => JSON.stringify(v === undefined ? null : v)
-/** A jsonb column: parsed already by drivers that parse it, text from those that do not. */
-export const parseJson = (v: unknown): unknown => (typeof v === "string" ? JSON.parse(v) : v)

@@ -24,5 +24,11 @@ describe("stack names", () => {
     expect(paramsMatch({ a: 1 }, {})).toBe(true)
     expect(paramsMatch({ a: 1 }, { a: "1" })).toBe(false)
     expect(paramsMatch({ a: 1 }, { b: 1 })).toBe(false)
+    // Nested objects match whatever their keys' order (jsonb keeps an order of its own).
+    expect(paramsMatch({ m: { lr: 0.1, batch: 32 } }, { m: { batch: 32, lr: 0.1 } })).toBe(true)
+    expect(paramsMatch({ m: { lr: 0.1, batch: 32 } }, { m: { batch: 32 } })).toBe(false)
+    expect(paramsMatch({ m: [1, { a: 1, b: 2 }] }, { m: [1, { b: 2, a: 1 }] })).toBe(true)
+    expect(paramsMatch({ m: [1, 2] }, { m: [2, 1] })).toBe(false)
+    expect(paramsMatch({ m: null }, { m: {} })).toBe(false)
   })
 })
