@@ -8,7 +8,8 @@
 // 2-replica service answers through /proxy/services/…, both through the pods' NodePorts.
 // With `pod_access: port_forward` (project `pf`, a second stand-in whose nodes report an
 // address nothing here reaches, and no service made) the same task's logs and exit status, and
-// attach to its port, go through the API's pods/portforward.
+// attach to its port, go through the API's pods/portforward; a server restarted while such a
+// task runs (a store on disk, a new plugin value as a new process has) follows it to its end.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
