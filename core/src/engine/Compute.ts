@@ -90,7 +90,7 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
       const factory = host.backend(type)
       const perProject = Option.isSome(factory) && factory.value.length >= 2 && project !== undefined
       const key = `${type}\u0000${JSON.stringify(config ?? null)}${perProject ? `\u0000${project}` : ""}`
-      return SynchronizedRef.modifyEffect(backendCache, (cache) => {
+      const make = SynchronizedRef.modifyEffect(backendCache, (cache) => {
         const cached = cache.get(key)
         if (cached) return Effect.succeed([cached, cache] as const)
         if (Option.isNone(factory)) {
@@ -100,6 +100,12 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
           Scope.extend(scope),
           Effect.map((backend) => [backend, new Map(cache).set(key, backend)] as const)
         )
+      })
+      // A backend made already is answered without the lock: reaching a runner (Compute.target)
+      // asks for its backend every time, and must not wait while another one is being made.
+      return Effect.flatMap(SynchronizedRef.get(backendCache), (made) => {
+        const known = made.get(key)
+        return known !== undefined ? Effect.succeed(known) : make
       })
     }
 

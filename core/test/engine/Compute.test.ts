@@ -4,7 +4,7 @@
 // project that no longer has the backend is answered from the provisioning data; one whose
 // backend cannot be made fails saying why. A real embedded store (in memory) and plugin host;
 // the backend is a small one of this test's, which records how often it is made.
-import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Option, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { JobProvisioningData } from "../../src/domain/Job.ts"
@@ -21,6 +21,9 @@ const run = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(effect as E
 
 /** How often the `gated` backend was made, by the login host of its configuration. */
 const made: Array<string> = []
+/** Until `slowGate` is done, making the `slow` backend does not finish (a login that hangs); `slowStarted` says it began. */
+let slowGate: Deferred.Deferred<void>
+let slowStarted: Deferred.Deferred<void>
 
 const plugin = definePlugin({
   name: "@test/backend-gated",
@@ -40,7 +43,15 @@ const plugin = definePlugin({
           terminateInstance: () => Effect.void,
           runnerAccess: (pd) => (pd.backend === "gated" ? { user: "runner", privateKey: "KEY", proxyJump: { hostname: login, user: "login", privateKey: "KEY" } } : undefined)
         }))
-      })
+      }),
+    slow: () =>
+      Effect.flatMap(Effect.zipRight(Deferred.succeed(slowStarted, undefined), Deferred.await(slowGate)), () =>
+        Effect.succeed(Backend.make({
+          type: "slow",
+          catalog: () => Effect.succeed([]),
+          createInstance: () => Backend.fail("slow", "createInstance", "NoCapacity", "none"),
+          terminateInstance: () => Effect.void
+        })))
   }
 })
 
@@ -62,6 +73,7 @@ beforeAll(async () => {
   for (const name of ["a", "b", "none"]) await run(store.projects.create({ name, owner: "admin" }))
   await run(store.backends.upsert({ project: "a", type: "gated", config: { login: "login-a" } }))
   await run(store.backends.upsert({ project: "b", type: "gated", config: {} }))
+  await run(store.backends.upsert({ project: "a", type: "slow", config: {} }))
 }, 60_000)
 afterAll(() => Effect.runPromise(Scope.close(scope, Exit.void)))
 
@@ -75,6 +87,20 @@ describe("Compute.target", () => {
     // Made once, then kept.
     await run(compute.target("a", pd()))
     expect(made).toEqual(["login-a"])
+  })
+
+  it("a backend made already is answered while another one is still being made", async () => {
+    const compute = await freshCompute()
+    await run(compute.target("a", pd()))
+    slowGate = await run(Deferred.make<void>())
+    slowStarted = await run(Deferred.make<void>())
+    const making = await run(Effect.forkDaemon(compute.backend("a", "slow")))
+    await run(Deferred.await(slowStarted))
+    const target = await run(compute.target("a", pd()))
+    expect(target.ssh?.proxyJump?.hostname).toBe("login-a")
+    expect(Option.isNone(await run(Fiber.poll(making)))).toBe(true)
+    await run(Deferred.succeed(slowGate, undefined))
+    expect((await run(Fiber.join(making))).type).toBe("slow")
   })
 
   it("a project without a backend of that type gets the target from the provisioning data alone", async () => {
