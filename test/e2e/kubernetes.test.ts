@@ -8,12 +8,13 @@
 // 2-replica service answers through /proxy/services/…, both through the pods' NodePorts.
 // With `pod_access: port_forward` (project `pf`, a second stand-in whose nodes report an
 // address nothing here reaches, and no service made) the same task's logs and exit status, and
-// attach to its port, go through the API's pods/portforward.
+// attach to its port, go through the API's pods/portforward; a server restarted while such a
+// task runs (a store on disk, a new plugin value as a new process has) follows it to its end.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import backendKubernetes from "@dstack-ts/backend-kubernetes"
+import backendKubernetes, { makeKubernetesPlugin } from "@dstack-ts/backend-kubernetes"
 import { Client } from "@dstack-ts/client"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
@@ -30,6 +31,7 @@ let server: Server
 let serving: Serving | undefined
 let standin: K8sStandin
 let busybox: string
+let runnerImage: string
 /** The cluster of project `pf`: its nodes' address (TEST-NET) is unreachable, only its API answers. */
 let unreachableNodes: K8sStandin
 
@@ -93,7 +95,8 @@ const dockerReason = await dockerUnavailableReason()
 
 describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
   beforeAll(async () => {
-    const [runnerImage, image] = await Promise.all([ensureK8sRunnerImage(), ensureBusyboxImage()])
+    const [runner, image] = await Promise.all([ensureK8sRunnerImage(), ensureBusyboxImage()])
+    runnerImage = runner
     busybox = image
     standin = await startK8sStandin({
       nodes: [0, 1].map((i) => ({ name: `standin-node-${i}`, allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "500Gi", pods: "110" } }))
@@ -203,6 +206,67 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       expect((await waitFinished("pf-web", "pf")).status).toBe("terminated")
       await waitFor("the pod deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
     }, 180_000)
+    it("a server restarted while a task runs follows it to done with all its logs, through the port-forward of the backend it makes again", async () => {
+      // A server on a store that outlives it; each start is a fresh plugin value, as a new
+      // process is (no pod route known until the project's backend is made).
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-k8s-restart-"))
+      const hostDir = path.join(dir, "host")
+      fs.mkdirSync(hostDir)
+      const start = () =>
+        createServer({
+          state: EmbeddedStateStore.layer({ dataDir: path.join(dir, "data") }),
+          blobs: blobsMemory,
+          adminToken: TOKEN,
+          plugins: [makeKubernetesPlugin()],
+          runner: { entry: path.resolve("cli/src/runner.ts") },
+          engine: { resyncMs: 1_000 }
+        })
+      let current: Server | undefined = await start()
+      const on = appCall(() => current!, TOKEN)
+      try {
+        expect((await on("/api/projects/create", { project_name: "pfr" })).status).toBe(200)
+        const created = await on("/api/project/pfr/backends/create", {
+          type: "kubernetes",
+          kubeconfig: { data: unreachableNodes.kubeconfig({ context: "remote-cluster" }) },
+          runner_image: runnerImage,
+          scheduling_timeout_seconds: 30,
+          pod_access: "port_forward"
+        })
+        expect(created.status, JSON.stringify(created.body)).toBe(200)
+        const applied = await on("/api/project/pfr/runs/apply", {
+          plan: {
+            run_spec: {
+              run_name: "pf-restart",
+              repo_id: "k8s",
+              repo_data: { repo_type: "virtual" },
+              // It goes on only once the test says so (a file in the node's directory), after the restart.
+              configuration: { type: "task", image: busybox, backends: ["kubernetes"], volumes: [`${hostDir}:/host`], commands: ["echo before-restart", "until [ -f /host/go ]; do sleep 0.2; done", "echo after-restart"] }
+            }
+          }
+        })
+        expect(applied.status, JSON.stringify(applied.body)).toBe(200)
+        const logs = async () => (await on("/api/project/pfr/logs/poll", { run_name: "pf-restart" })).body.logs.map((l: any) => l.message).join("")
+        await waitFor("the task's first line", async () => ((await logs()).includes("before-restart") ? true : undefined), 150_000)
+        await current.close()
+        current = undefined
+        // The pod runs on with the server gone.
+        expect(unreachableNodes.pods().map((p) => p.status.phase)).toEqual(["Running"])
+        current = await start()
+        fs.writeFileSync(path.join(hostDir, "go"), "")
+        const run = await waitFor("run pf-restart finished", async () => {
+          const r = (await on("/api/project/pfr/runs/get", { run_name: "pf-restart" })).body
+          return ["done", "failed", "terminated"].includes(r.status) ? r : undefined
+        })
+        expect(run.status, JSON.stringify(run.jobs[0].job_submissions.at(-1))).toBe("done")
+        const text = await logs()
+        expect(text.match(/before-restart/g)).toHaveLength(1)
+        expect(text.match(/after-restart/g)).toHaveLength(1)
+        await waitFor("the pod deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
+      } finally {
+        await current?.close()
+        fs.rmSync(dir, { recursive: true, force: true })
+      }
+    }, 240_000)
   })
 
   describe("kubernetes backend end to end (stand-in API server)", () => {

@@ -3,7 +3,9 @@
 // any partition that says why, a task that runs on a compute node with its log streamed, a
 // long task whose allocation carries max_duration as its time limit, and a stop that cancels
 // the Slurm job (gone from squeue) — also while it still pends in the queue; a task of more
-// nodes than the partition has fails before sbatch, naming nodes.
+// nodes than the partition has fails before sbatch, naming nodes; a server restarted (on a store
+// on disk) while a task runs reaches its runner again through the login node and follows it to
+// its end.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -248,4 +250,54 @@ describeWithSlurm(() => {
     expect(ended.status).toBe("terminated")
     await until("the long pair's allocation gone from squeue", () => cluster.queueState(longId), (s) => s === undefined, 60_000)
   }, 600_000)
+
+  it("a server restarted while a task runs reaches its runner again through the login node, and follows it to done with all its logs", async () => {
+    // A server on a store that outlives it; the second start has made no backend before it
+    // follows the job (a new process, as after a restart).
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-ts-slurm-restart-"))
+    const go = path.join(dir, "go")
+    const start = () =>
+      createServer({
+        state: EmbeddedStateStore.layer({ dataDir: path.join(dir, "data") }),
+        blobs: blobsMemory,
+        adminToken: TOKEN,
+        plugins: [backendSlurm, transportSsh],
+        runner: { entry: RUNNER_ENTRY },
+        engine: { resyncMs: 1_000 }
+      })
+    let current: Server | undefined = await start()
+    const on = appCall(() => current!, TOKEN)
+    const logs = async () => (await on("/api/project/main/logs/poll", { run_name: "slurm-restart" })).body.logs.map((l: any) => l.message).join("")
+    const runOf = async () => (await on("/api/project/main/runs/get", { run_name: "slurm-restart" })).body
+    try {
+      const created = await on("/api/project/main/backends/create", {
+        type: "slurm",
+        clusters: [{ name: "netns", hostname: cluster.login.ip, user: "root", private_key: { content: cluster.net.privateKey } }],
+        install_dir: `.dstack-ts/slurm-${cluster.net.name}`
+      })
+      expect(created.status, JSON.stringify(created.body)).toBe(200)
+      // The job goes on only once the test says so (a file on the shared filesystem), after the restart.
+      const applied = await on("/api/project/main/runs/apply", {
+        plan: runSpec({ commands: ["echo before-restart", `until [ -f ${go} ]; do sleep 0.2; done`, "echo after-restart"], idle_duration: 0 }, "slurm-restart")
+      })
+      expect(applied.status, JSON.stringify(applied.body)).toBe(200)
+      await until("slurm-restart's first line", logs, (l) => l.includes("before-restart"), 180_000)
+      const jobId = (await runOf()).jobs[0].job_submissions.at(-1).job_provisioning_data.instance_id
+      await current.close()
+      current = undefined
+      // The allocation runs on with the server gone.
+      expect(await cluster.queueState(jobId)).toBe("RUNNING")
+      current = await start()
+      fs.writeFileSync(go, "")
+      const ended = await until("slurm-restart ends", runOf, finished, 120_000)
+      expect(ended.status, JSON.stringify(ended.jobs[0].job_submissions.at(-1))).toBe("done")
+      const text = await logs()
+      expect(text.match(/before-restart/g)).toHaveLength(1)
+      expect(text.match(/after-restart/g)).toHaveLength(1)
+      await until("the allocation cancelled", () => cluster.queueState(jobId), (s) => s === undefined, 60_000)
+    } finally {
+      await current?.close()
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }, 420_000)
 })

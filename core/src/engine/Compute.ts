@@ -63,8 +63,14 @@ export interface ComputeService {
    * `remote` backend of SSH fleets); `NotFound` naming the type when no plugin provides it.
    */
   readonly pluginBackend: (type: string, config?: unknown) => Effect.Effect<Backend.Backend, Backend.BackendError>
-  /** Where the runner on an instance is and how to log in there (SSH fleet hosts carry their SSH access). */
-  readonly target: (pd: JobProvisioningData) => Effect.Effect<RunnerTransport.RunnerTarget, RunnerTransport.RunnerTransportError>
+  /**
+   * Where the runner on an instance of `project` is and how to log in there. SSH fleet hosts
+   * carry their SSH access; for any other instance the project's backend of its type is made
+   * first (after a restart nothing else may have made it yet), and its own way to the runner
+   * (`Backend.runnerAccess`, or what its plugin's transport learns when it is made, such as a
+   * Kubernetes context's credentials) is then known.
+   */
+  readonly target: (project: string, pd: JobProvisioningData) => Effect.Effect<RunnerTransport.RunnerTarget, RunnerTransport.RunnerTransportError>
 }
 
 export class Compute extends Context.Tag("@dstack-ts/core/engine/Compute")<Compute, ComputeService>() {}
@@ -84,7 +90,7 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
       const factory = host.backend(type)
       const perProject = Option.isSome(factory) && factory.value.length >= 2 && project !== undefined
       const key = `${type}\u0000${JSON.stringify(config ?? null)}${perProject ? `\u0000${project}` : ""}`
-      return SynchronizedRef.modifyEffect(backendCache, (cache) => {
+      const make = SynchronizedRef.modifyEffect(backendCache, (cache) => {
         const cached = cache.get(key)
         if (cached) return Effect.succeed([cached, cache] as const)
         if (Option.isNone(factory)) {
@@ -94,6 +100,12 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
           Scope.extend(scope),
           Effect.map((backend) => [backend, new Map(cache).set(key, backend)] as const)
         )
+      })
+      // A backend made already is answered without the lock: reaching a runner (Compute.target)
+      // asks for its backend every time, and must not wait while another one is being made.
+      return Effect.flatMap(SynchronizedRef.get(backendCache), (made) => {
+        const known = made.get(key)
+        return known !== undefined ? Effect.succeed(known) : make
       })
     }
 
@@ -190,33 +202,56 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
       })
     }
 
-    return {
-      backends,
-      projectBackends,
-      // Only the backend asked for is made: another one that cannot be does not stand in the way.
-      backend: (project, type) =>
-        Effect.flatMap(wanted(project), (all) => {
-          const found = all.find((w) => w.type === type)
-          if (found === undefined) return Backend.fail(MODULE, "backend", "NotFound", `project ${project} has no ${type} backend`)
-          return makeBackend(type, found.config, project).pipe(
-            Effect.mapError((e) =>
-              new Backend.BackendError({ module: e.module, method: e.method, reason: e.reason, message: `backend ${type}: ${e.message ?? e.reason}`, cause: e })
-            )
+    // Only the backend asked for is made: another one that cannot be does not stand in the way.
+    const backend = (project: string, type: string) =>
+      Effect.flatMap(wanted(project), (all) => {
+        const found = all.find((w) => w.type === type)
+        if (found === undefined) return Backend.fail(MODULE, "backend", "NotFound", `project ${project} has no ${type} backend`)
+        return makeBackend(type, found.config, project).pipe(
+          Effect.mapError((e) =>
+            new Backend.BackendError({ module: e.module, method: e.method, reason: e.reason, message: `backend ${type}: ${e.message ?? e.reason}`, cause: e })
           )
-        }),
-      transport,
-      availableTypes: host.contributions("backends").map((c) => c.key),
-      pluginBackend: (type, config) => makeBackend(type, config ?? {}),
-      // A backend that reaches its runners over SSH with its own credentials says so for the
-      // instances it made (Backend.runnerAccess): asked of every backend made so far.
-      target: makeTargets(store, (pd) => {
-        for (const backend of backendCache.pipe(SynchronizedRef.get, Effect.runSync).values()) {
-          if (backend.type !== pd.backend || backend.runnerAccess === undefined) continue
-          const access = backend.runnerAccess(pd)
+        )
+      })
+
+    /** A backend's own SSH access to the runner of `pd` (Backend.runnerAccess), asked of every backend of its type made so far. */
+    const madeAccess = (pd: JobProvisioningData) =>
+      Effect.map(SynchronizedRef.get(backendCache), (cache) => {
+        for (const made of cache.values()) {
+          if (made.type !== pd.backend || made.runnerAccess === undefined) continue
+          const access = made.runnerAccess(pd)
           if (access !== undefined) return access
         }
         return undefined
       })
+
+    /**
+     * The way to the runner of an instance of `project`: its backend is made first (cached once
+     * made), so that a server that restarted while the job ran reaches it as the one that
+     * started it did. A project that no longer has that backend is answered from the backends
+     * made so far (or the provisioning data alone); one whose backend cannot be made, with why,
+     * unless a backend made before knows the instance.
+     */
+    const backendAccess = (project: string, pd: JobProvisioningData): Effect.Effect<RunnerTransport.SshAccess | undefined, RunnerTransport.RunnerTransportError> =>
+      Effect.flatMap(Effect.either(backend(project, pd.backend)), (made) => {
+        if (Either.isRight(made)) {
+          const access = made.right.runnerAccess?.(pd)
+          return access !== undefined ? Effect.succeed(access) : madeAccess(pd)
+        }
+        return Effect.flatMap(madeAccess(pd), (access) =>
+          access !== undefined || made.left.reason === "NotFound"
+            ? Effect.succeed(access)
+            : RunnerTransport.fail(MODULE, "target", "Transport", `the runner of instance ${pd.instanceId} cannot be reached: project ${project}'s ${made.left.message ?? made.left.reason}`, made.left))
+      })
+
+    return {
+      backends,
+      projectBackends,
+      backend,
+      transport,
+      availableTypes: host.contributions("backends").map((c) => c.key),
+      pluginBackend: (type, config) => makeBackend(type, config ?? {}),
+      target: makeTargets(store, backendAccess)
     }
   })
 

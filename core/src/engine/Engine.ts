@@ -153,7 +153,7 @@ export const make = (
       activeRunStatuses: ACTIVE_RUN_STATUSES,
       graceMs: leaseMs,
       provisioningTimeoutMs,
-      runnerAnswers: (pd) => withRunner(compute, pd, (client) => waitHealthy(client, 3_000)).pipe(Effect.isSuccess),
+      runnerAnswers: (project, pd) => withRunner(compute, project, pd, (client) => waitHealthy(client, 3_000)).pipe(Effect.isSuccess),
       release: pool.release,
       terminate: pool.terminate
     })

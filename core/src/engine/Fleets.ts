@@ -397,7 +397,7 @@ export const startProcessor = (options: FleetProcessorOptions): Effect.Effect<vo
           if (instance.backend !== REMOTE_BACKEND || working.has(instance.id)) return
           const pd = yield* Schema.decodeUnknown(JobProvisioningData)((row.doc as Record<string, unknown>).provisioning_data).pipe(Effect.option)
           if (Option.isNone(pd)) return
-          const checked = yield* withRunner(compute, pd.value, (client) => waitHealthy(client, 3_000)).pipe(Effect.either)
+          const checked = yield* withRunner(compute, instance.projectName, pd.value, (client) => waitHealthy(client, 3_000)).pipe(Effect.either)
           const healthy = Either.isRight(checked)
           // Why the host is unreachable (a changed host key, a refused login, no answer) is kept on the instance.
           const why = Either.isLeft(checked) ? `unreachable: ${checked.left.message ?? checked.left.reason}` : undefined

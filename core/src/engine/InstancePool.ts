@@ -174,7 +174,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       // unless this engine heard from it moments ago (its last job's events).
       const seen = runnerSeenAt.get(row.id)
       const fresh = seen !== undefined && Date.now() - seen < runnerFreshMs
-      const healthy = yield* withRunner(compute, pd, (client) => (fresh ? Effect.sync(() => noteHealthy(client)) : waitHealthy(client, 3_000))).pipe(
+      const healthy = yield* withRunner(compute, instance.projectName, pd, (client) => (fresh ? Effect.sync(() => noteHealthy(client)) : waitHealthy(client, 3_000))).pipe(
         Effect.isSuccess
       )
       const next = healthy

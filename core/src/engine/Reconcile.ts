@@ -38,8 +38,8 @@ export interface ReconcileOptions {
   readonly graceMs: number
   /** How long a runner may take to answer on a new instance. */
   readonly provisioningTimeoutMs: number
-  /** Whether the runner of an instance answers its health check now. */
-  readonly runnerAnswers: (pd: JobProvisioningData) => Effect.Effect<boolean>
+  /** Whether the runner of an instance of the project answers its health check now. */
+  readonly runnerAnswers: (project: string, pd: JobProvisioningData) => Effect.Effect<boolean>
   /** Gives a busy instance back to idle (the instance pool's `release`). */
   readonly release: (instanceId: string) => Effect.Effect<void>
   /** Terminates an instance at its backend and records why (the instance pool's `terminate`). */
@@ -132,7 +132,7 @@ export const make = (options: ReconcileOptions) => {
         yield* write(row, token, { status: "terminated", jobName: undefined, terminationReason: "error", terminationReasonMessage: why }, instance)
         return "terminated"
       }
-      const answers = yield* options.runnerAnswers(pd.value)
+      const answers = yield* options.runnerAnswers(instance.projectName, pd.value)
       if (answers) {
         if (row.status === "busy") yield* options.release(row.id)
         else yield* write(row, token, { status: "idle", jobName: undefined, lastJobProcessedAt: new Date() }, instance)

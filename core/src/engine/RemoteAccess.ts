@@ -51,18 +51,22 @@ export const baseTarget = (pd: JobProvisioningData): RunnerTransport.RunnerTarge
 })
 
 /**
- * Targets for runners: a backend's own SSH access where it gives one (`Backend.runnerAccess`);
+ * Targets for runners: a backend's own SSH access where it gives one (`backendAccess`, which
+ * makes the project's backend first: see `Compute.target`);
  * an SSH fleet host's (provisioning data with backend `remote`, whose
  * `instanceId` is the server's instance id) carries the host's SSH access, read once from its
  * instance row and kept (a host's credentials and recorded host key are written before its
  * provisioning data and do not change while its instance lives).
  */
-export const makeTargets = (store: StateStoreService, backendAccess: (pd: JobProvisioningData) => RunnerTransport.SshAccess | undefined = () => undefined) => {
+export const makeTargets = (
+  store: StateStoreService,
+  backendAccess: (project: string, pd: JobProvisioningData) => Effect.Effect<RunnerTransport.SshAccess | undefined, RunnerTransport.RunnerTransportError> = () =>
+    Effect.succeed(undefined)
+) => {
   const known = new Map<string, RunnerTransport.SshAccess>()
-  return (pd: JobProvisioningData): Effect.Effect<RunnerTransport.RunnerTarget, RunnerTransport.RunnerTransportError> => {
+  return (project: string, pd: JobProvisioningData): Effect.Effect<RunnerTransport.RunnerTarget, RunnerTransport.RunnerTransportError> => {
     if (pd.backend !== REMOTE_BACKEND) {
-      const ssh = backendAccess(pd)
-      return Effect.succeed(ssh === undefined ? baseTarget(pd) : { ...baseTarget(pd), ssh })
+      return Effect.map(backendAccess(project, pd), (ssh) => (ssh === undefined ? baseTarget(pd) : { ...baseTarget(pd), ssh }))
     }
     const cached = known.get(pd.instanceId)
     if (cached !== undefined) return Effect.succeed({ ...baseTarget(pd), ssh: cached })

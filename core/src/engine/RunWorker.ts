@@ -302,7 +302,7 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
             if (!pd) return Effect.void
             // A runner that never answers does not hold the stop forever: its follower ends
             // the job as unreachable meanwhile.
-            return withRunner(compute, pd, (client) => stopJob(client, effect.abort)).pipe(
+            return withRunner(compute, run.projectName, pd, (client) => stopJob(client, effect.abort)).pipe(
               Effect.timeoutFail({ duration: Duration.seconds(STOP_TIMEOUT_SECONDS), onTimeout: () => new Error(`the runner did not answer the stop request within ${STOP_TIMEOUT_SECONDS}s`) }),
               Effect.catchAll((e) => Effect.logWarning(`run ${run.runSpec.runName}: stop failed: ${errorMessage(e)}`)),
               Effect.forkIn(workerScope),

@@ -25,18 +25,19 @@ import { fetchArtifacts, followEvents, healthTimeoutMs, jobEventOfRunnerState, t
 import { artifactKeys, keepArtifacts } from "../workflows/Artifacts.ts"
 
 /**
- * Runs `f` with a client of the runner on the instance `pd` describes, through its backend's
- * transport. `connectTimeoutMs`: the transport's connect (an SSH login, with its own retries)
+ * Runs `f` with a client of the runner on the instance `pd` of `project` describes, through its
+ * backend's transport (the project's backend made first: `Compute.target`). `connectTimeoutMs`: the transport's connect (an SSH login, with its own retries)
  * fails after that long instead of taking as long as the transport allows.
  */
 export const withRunner = <A, E>(
   compute: ComputeService,
+  project: string,
   pd: JobProvisioningData,
   f: (client: RunnerClient) => Effect.Effect<A, E, Scope.Scope>,
   connectTimeoutMs?: number
 ): Effect.Effect<A, E | RunnerTransportError> =>
   compute.transport(pd.backend).pipe(
-    Effect.flatMap((transport) => Effect.flatMap(compute.target(pd), (target) => transport.connect(target))),
+    Effect.flatMap((transport) => Effect.flatMap(compute.target(project, pd), (target) => transport.connect(target))),
     (connect) =>
       connectTimeoutMs === undefined
         ? connect
@@ -285,7 +286,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       // A failed hand-over fails the job; a stream that breaks afterwards is resumed
       // below like any other.
       faultPoint("job.handing")
-      const followed = yield* withRunner(compute, pd, (client) =>
+      const followed = yield* withRunner(compute, run.projectName, pd, (client) =>
         Effect.gen(function* () {
           yield* waitHealthy(client, options.provisioningTimeoutMs)
           const inputs = spec.artifactInputs ?? []
@@ -313,7 +314,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       // told within the limit, not after the transport's own retries. A host merely slow to
       // log in still connects: the transport's attempt goes on, and the next round joins it.
       const connectTimeoutMs = Math.max(CONNECT_AT_LEAST_MS, unreachableSince === undefined ? options.unreachableMs : unreachableSince + options.unreachableMs - Date.now())
-      const outcome = yield* withRunner(compute, pd, (client) => watched(client, consume(client, followEvents(client, cursor))), connectTimeoutMs).pipe(Effect.either)
+      const outcome = yield* withRunner(compute, run.projectName, pd, (client) => watched(client, consume(client, followEvents(client, cursor))), connectTimeoutMs).pipe(Effect.either)
       if (outcome._tag === "Right") return
       if (isStoreError(outcome.left)) {
         // The runner is fine; the database is not (its logs could not be stored): follow again

@@ -19,17 +19,18 @@ export interface JobForwardError {
 }
 
 /**
- * Forwards a free local port to `port` of the job that runs on `pd`'s instance (`"runner"`: the
- * runner's HTTP port) until the scope closes.
+ * Forwards a free local port to `port` of the job of `project` that runs on `pd`'s instance
+ * (`"runner"`: the runner's HTTP port) until the scope closes.
  */
 export const openJobForward = (
+  project: string,
   pd: JobProvisioningData,
   port: number | "runner"
 ): Effect.Effect<ForwardedPort, JobForwardError, Compute | Scope.Scope> =>
   Effect.gen(function* () {
     const compute = yield* Compute
     const transport = yield* compute.transport(pd.backend).pipe(Effect.mapError((error): JobForwardError => ({ step: "transport", error })))
-    const target = yield* compute.target(pd).pipe(Effect.mapError((error): JobForwardError => ({ step: "target", error })))
+    const target = yield* compute.target(project, pd).pipe(Effect.mapError((error): JobForwardError => ({ step: "target", error })))
     return yield* Effect.gen(function* () {
       if (port === "runner") return yield* transport.forward(target, 0, target.runnerPort)
       const hostPort = yield* transport.connect(target).pipe(

@@ -52,6 +52,7 @@ export interface RunningSshProxy {
 /** The job a proxy user name names, while its latest submission runs. */
 interface ProxiedJob {
   readonly upstreamId: string
+  readonly project: string
   readonly runName: string
   readonly pd: JobProvisioningData
   /** Job ports the client may reach (`ports` of the configuration, the service port). */
@@ -78,7 +79,7 @@ const proxiedJob = (run: Run, upstreamId: string): ProxiedJob | undefined => {
     const pd = sub.jobProvisioningData
     if (sub.status !== "running" || pd === undefined || pd.hostname === null || pd.hostname === "") return undefined
     const ports = [...new Set([...job.jobSpec.appSpecs.map((a) => a.port), ...(job.jobSpec.servicePort !== undefined ? [job.jobSpec.servicePort] : [])])]
-    return { upstreamId, runName: run.runSpec.runName ?? "(unnamed)", pd, ports, owner: run.user, specKey: run.runSpec.sshKeyPub }
+    return { upstreamId, project: run.projectName, runName: run.runSpec.runName ?? "(unnamed)", pd, ports, owner: run.user, specKey: run.runSpec.sshKeyPub }
   }
   return undefined
 }
@@ -242,7 +243,7 @@ export const startSshProxy = async (
     const forwardTo = (proxied: ProxiedJob, which: number | "runner"): Promise<ForwardedPort> => {
       let forward = forwards.get(which)
       if (forward === undefined) {
-        forward = runtime.runPromise(openJobForward(proxied.pd, which).pipe(Scope.extend(scope), Effect.mapError(({ error }) => new Error(error.message ?? error.reason))))
+        forward = runtime.runPromise(openJobForward(proxied.project, proxied.pd, which).pipe(Scope.extend(scope), Effect.mapError(({ error }) => new Error(error.message ?? error.reason))))
         forwards.set(which, forward)
         // A forward that failed is tried again by the next channel.
         forward.catch(() => forwards.delete(which))

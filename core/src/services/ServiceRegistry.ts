@@ -52,6 +52,7 @@ export class Replica {
   resolving: Promise<Address> | undefined
   scope: Scope.CloseableScope | undefined
   constructor(
+    readonly project: string,
     readonly submissionId: string,
     readonly replicaNum: number,
     readonly jobName: string,
@@ -178,7 +179,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
           const sub = latestSubmission(job)
           if (sub === undefined || sub.status !== "running" || sub.jobProvisioningData === undefined) continue
           const port = job.jobSpec.servicePort ?? configuration.port.containerPort
-          next.push(known.get(sub.id) ?? new Replica(sub.id, job.jobSpec.replicaNum, job.jobSpec.jobName, sub.jobProvisioningData, port, (configuration.probes ?? []).length > 0))
+          next.push(known.get(sub.id) ?? new Replica(entry.project, sub.id, job.jobSpec.replicaNum, job.jobSpec.jobName, sub.jobProvisioningData, port, (configuration.probes ?? []).length > 0))
         }
       }
       const kept = new Set(next)
@@ -262,7 +263,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       const transport = yield* compute.transport(replica.pd.backend)
       // As the engine reaches the instance's runner: an SSH fleet host's target carries its SSH
       // access (read from its instance row), a backend's own runner access is asked of it.
-      const target = yield* compute.target(replica.pd)
+      const target = yield* compute.target(replica.project, replica.pd)
       const scope = yield* Scope.make()
       replica.scope = scope
       // A job in a container publishes its port on a host port the runner reports; a process

@@ -52,7 +52,8 @@ const routeOf = (routes: PodRoutes, method: string, address: PodAddress): Effect
   const candidates = routes.routes(address.region, address.namespace)
   const where = `pod ${address.namespace}/${address.pod} of context ${address.region}`
   if (candidates.length === 0) {
-    // A server that restarted makes the backend on first use: until then no route is known.
+    // The engine makes the project's backend before it reaches a runner (core's Compute.target),
+    // so a route is missing only when no project has that backend any more.
     return fail(NAME, method, "Transport", `${where}: no kubernetes backend with pod_access: port_forward for context ${address.region} and namespace ${address.namespace} is loaded on this server`)
   }
   if (candidates.length === 1) return Effect.succeed(candidates[0])
