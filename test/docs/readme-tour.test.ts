@@ -130,6 +130,22 @@ describeWith("ports 8000 and 8080", busy.length === 0, `ports ${busy.join(", ")}
           resolve({ code: error ? 1 : 0, output: stdout + stderr }))
       })
 
+    /** The command lines of the processes in the tour host's namespace that mention "runner". */
+    const runnersOnHost = () =>
+      new Promise<Array<string>>((resolve) =>
+        execFile("ip", ["netns", "pids", `dts${TOUR_SET}-h0`], (error, stdout) => {
+          if (error) return resolve([`ip netns pids failed: ${error.message}`])
+          const lines = stdout.split("\n").filter((l) => l.trim() !== "").map((pid) => {
+            try {
+              return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ")
+            } catch {
+              return ""
+            }
+          })
+          resolve(lines.filter((c) => c.includes("runner")))
+        })
+      )
+
     const run = (words: ReadonlyArray<string>) =>
       new Promise<{ code: number; output: string }>((resolve) => {
         const command = dstackCommand(words)
@@ -156,6 +172,8 @@ describeWith("ports 8000 and 8080", busy.length === 0, `ports ${busy.join(", ")}
           // scripts/netns-hosts.sh: the lines from `up` to `down` work on its hosts.
           onHosts = words[2] === "up"
           if (netnsReason !== undefined) continue
+          // Before `down`: `dstack fleet delete` left no runner process on the host.
+          if (words[2] === "down") expect(await runnersOnHost(), "runner processes on the tour's host").toEqual([])
           const result = await script(words.slice(2))
           outputs.push(`${line}\n${result.output}`)
           expect(result.code, `${line}\n${result.output}`).toBe(0)

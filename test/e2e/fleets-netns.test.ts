@@ -258,14 +258,11 @@ ssh_config:
     expect(applied.stdout).toContain("Fleet netns created")
     for (const h of all) expect(applied.stdout).toMatch(new RegExp(`\\s${h.ip}\\s+\\d+xCPU, [\\d.]+GB, [\\d.]+GB disk\\s+remote\\s+idle\\s*$`, "m"))
 
-    const list = await dstack(["fleet", "list"], dir)
+    // (The two reads at once: each CLI start takes seconds on a loaded machine.)
+    const [list, json] = await Promise.all([dstack(["fleet", "list"], dir), dstack(["fleet", "get", "netns", "--json"], dir)])
     expect(list.code, list.stderr).toBe(0)
     expect(list.stdout.split("\n")[0]).toMatch(/^FLEET\s+INSTANCE\s+HOST\s+RESOURCES\s+BACKEND\s+STATUS$/)
     for (const [n, h] of all.entries()) expect(list.stdout).toMatch(new RegExp(`^${n === 0 ? "netns" : ""}\\s+${n}\\s+${h.ip}\\s+.*remote\\s+idle\\s*$`, "m"))
-    const get = await dstack(["fleet", "get", "netns"], dir)
-    expect(get.code, get.stderr).toBe(0)
-    expect(get.stdout).toContain("Fleet netns (active), placement cluster")
-    const json = await dstack(["fleet", "get", "netns", "--json"], dir)
     expect(json.code, json.stderr).toBe(0)
     expect(JSON.parse(json.stdout).spec.configuration.ssh_config.hosts[2].proxy_jump.hostname).toBe(h0.ip)
     // The server keeps the private keys and never answers them.
@@ -285,7 +282,11 @@ ssh_config:
     for (const args of [["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "code"]]) {
       await execFileP("git", args, { cwd: repo })
     }
-    const code = await dstack(["apply", "-f", ".dstack.yml", "-y"], repo)
+    // Both tasks at once (the fleet has three hosts): the process one, and the image one where Docker is.
+    const [code, image] = await Promise.all([
+      dstack(["apply", "-f", ".dstack.yml", "-y"], repo),
+      dockerReason === undefined ? dstack(["apply", "-f", "image.dstack.yml", "-y"], repo) : undefined
+    ])
     expect(code.code, code.stdout + code.stderr).toBe(0)
     expect(code.stdout).toContain("Executor: process")
     const codeRun = await getRun("netns-code")
@@ -296,8 +297,7 @@ ssh_config:
     expect(codeRun.status).toBe("done")
 
     // A task with an image: a container of the host's Docker, the same code mounted.
-    if (dockerReason === undefined) {
-      const image = await dstack(["apply", "-f", "image.dstack.yml", "-y"], repo)
+    if (image !== undefined) {
       expect(image.code, image.stdout + image.stderr).toBe(0)
       expect(image.stdout).toContain(`Executor: docker (image ${BUSYBOX_IMAGE})`)
       expect(image.stdout).toContain("in a container: repo code")
