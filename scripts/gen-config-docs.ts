@@ -187,7 +187,7 @@ ssh_config:
   fleets API shows only the public half.
 - Each host is an instance: \`pending\` → \`provisioning\` → \`idle\` (or \`busy\` while a job
   runs there). A host that cannot be provisioned is \`terminated\` with the reason
-  (\`error\` with the cause in words: auth refused, no Docker when an image is asked for, …;
+  (\`error\` with the cause in words: auth refused, no \`node\` 20+, sudo missing, …;
   \`provisioning_timeout\` after 10 minutes of tries that may pass). An idle host whose runner
   stops answering is flagged \`unreachable\` and takes no job until it answers again; a job on
   a host that stops answering ends as \`instance_unreachable\`, and \`retry\` (\`on_events:
@@ -222,8 +222,16 @@ ssh_config:
 - **Attach**: \`dstack attach RUN\` serves a job's \`ports\` on your localhost through the server,
   which reaches the host over SSH: your machine needs no key to the hosts ([attach.md](attach.md)).
 
-What a host needs: Linux, an SSH login with a key (root or passwordless sudo for a supervised
-service), Node.js ≥ 20 or Deno ≥ 2 for the runner, and Docker for jobs with an \`image\`.
+What a host needs: Linux; an SSH login with a key, as root or with passwordless sudo where the
+host runs systemd (the runner becomes a systemd unit; elsewhere it runs under a restart loop of
+its own); Node.js 20 or later on the PATH for the runner (a host without it is refused, naming
+it); and Docker for jobs with an \`image\`.
+
+**On one Linux machine**, as root, \`scripts/netns-hosts.sh up NAME N [--jump]\` makes N hosts out
+of network namespaces (each with its own address and sshd; \`--jump\`: one more reachable only
+through the first) and writes them as \`/tmp/dstack-ts-netns/NAME/fleet.dstack.yml\` for
+\`dstack apply -f\`; \`scripts/netns-hosts.sh down NAME\` removes them. README's tour (step 6) does
+this with one host; the tests use the same script.
 `
 
 /** Renders docs/fleets.md: the guide and the fleet keys. */

@@ -6,7 +6,8 @@
 # `sshd` and `ssh-keygen`. test/support/netns.ts drives it; it is also used by hand and by CI.
 #
 #   scripts/netns-hosts.sh up NAME [N] [--jump] [--path DIR]
-#                                                 create N hosts (default 2), print hosts.json;
+#                                                 create N hosts (default 2), print hosts.json and
+#                                                 write fleet.dstack.yml (an SSH fleet NAME of them);
 #                                                 --path puts DIR first on the hosts' PATH
 #   scripts/netns-hosts.sh down NAME              remove them (idempotent)
 #   scripts/netns-hosts.sh down-all               remove every set this script made
@@ -20,7 +21,10 @@
 # NAME: 1-6 lowercase letters/digits (interface names are limited to 15 characters). HOST: h0,
 # h1, … or `hj` (the host behind h0). State lives in $DSTACK_NETNS_DIR (default
 # /tmp/dstack-ts-netns)/NAME: keys (id_ed25519 is authorized on every host, id_other on none),
-# per-host sshd configs and logs, and hosts.json describing the set.
+# per-host sshd configs and logs, hosts.json describing the set, and fleet.dstack.yml: the hosts as
+# a `placement: cluster` fleet named NAME for `dstack apply -f` (the host behind h0 with
+# `proxy_jump`). Run through sudo, the key and the fleet file belong to the user who ran sudo, so
+# that user's `dstack apply` can read them.
 set -euo pipefail
 
 ROOT_DIR="${DSTACK_NETNS_DIR:-/tmp/dstack-ts-netns}"
@@ -216,6 +220,21 @@ up() { # name n jump
   cat >"$dir/hosts.json" <<EOF
 {"name":"$name","dir":"$dir","gateway":"$net.1","privateKeyFile":"$dir/id_ed25519","publicKeyFile":"$dir/id_ed25519.pub","otherKeyFile":"$dir/id_other","hosts":[$joined],"hidden":$hidden}
 EOF
+  {
+    echo "# Written by scripts/netns-hosts.sh up $name: its hosts as an SSH fleet (dstack apply -f this file)."
+    echo "type: fleet"
+    echo "name: $name"
+    echo "placement: cluster"
+    echo "ssh_config:"
+    echo "  user: root"
+    echo "  identity_file: id_ed25519   # relative to this file"
+    echo "  hosts:"
+    for i in $(seq 0 $((n - 1))); do echo "    - $net.$((10 + i))"; done
+    if [ "$jump" = 1 ]; then echo "    - {hostname: $jnet.2, proxy_jump: {hostname: $net.10, user: root, identity_file: id_ed25519}}"; fi
+  } >"$dir/fleet.dstack.yml"
+  if [ -n "${SUDO_UID:-}" ] && [ "${SUDO_UID}" != 0 ]; then
+    chown "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$dir/id_ed25519" "$dir/id_ed25519.pub" "$dir/fleet.dstack.yml"
+  fi
   created=1
   cat "$dir/hosts.json"
 }

@@ -1,27 +1,50 @@
 // SSH fleets on real hosts: network namespaces with their own sshd (test/support/netns.ts), the
 // real remote backend (@dstack-ts/backend-ssh) and ssh transport. A fleet of 3 hosts — one
-// reachable only through a jump host — is applied from YAML through the API, a task runs there,
-// a host whose sshd stops mid-run ends its job as instance_unreachable and `retry` resubmits it,
-// and deleting the fleet leaves no runner process on the hosts. A 3-node task on 3 hosts
+// reachable only through a jump host — is applied from YAML with the real CLI (`dstack apply`,
+// then `dstack fleet list/get`), a task from a git checkout (its code shipped to the host) and a
+// task with an image (a container of the host's Docker) run there through the server, a host
+// whose sshd stops mid-run ends its job as instance_unreachable and `retry` resubmits it, and
+// `dstack fleet delete` leaves no runner process on the hosts. A 3-node task on 3 hosts
 // rendezvous over TCP at its master's address, each node from its own address. Each host's key
 // is recorded when it is first provisioned; a host whose key then changes is refused, naming
 // the host and both fingerprints, and is not logged in to, not even to be cleaned up.
 // Re-applying a fleet with a host added and one removed changes only those: the removed host's
 // runner and files are gone; a host running a job is not removed (the update is refused).
+import { execFile } from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { promisify } from "node:util"
 import { afterAll, beforeAll, expect, it } from "vitest"
-import { parse as parseYaml } from "yaml"
 import { fingerprint } from "@dstack-ts/ssh"
 import type { Server } from "../../core/src/server/createServer.ts"
+import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { appCall, mainProjectReads } from "../support/api.ts"
+import { cliRunner, writeProject } from "../support/cli.ts"
+import { inCI } from "../support/components.ts"
+import { BUSYBOX_IMAGE, dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHost, type NetnsHosts } from "../support/netns.ts"
 import { makeUntil } from "../support/until.ts"
 import { finished, sshFleetServer } from "../support/sshFleetServer.ts"
 
 const TOKEN = "fleets-netns-token"
 let server: Server
+let serving: Serving
 let hosts: NetnsHosts
 const call = appCall(() => server, TOKEN)
+const execFileP = promisify(execFile)
+const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-fleets-e2e-"))
+/** The real CLI, with a HOME of its own, talking to the served server. */
+const dstack = cliRunner(() => ({
+  ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("DSTACK_"))),
+  HOME: home,
+  NO_COLOR: "1",
+  DSTACK_SERVER_URL: serving.url,
+  DSTACK_TOKEN: TOKEN,
+  DSTACK_PROJECT: "main"
+}))
+const dockerReason = await dockerUnavailableReason()
+const SMALL = "resources:\n  cpu: 1..\n  memory: 0.1GB..\n  disk: 0.1GB..\n"
 
 const until = makeUntil({ timeoutMs: 120_000, everyMs: 250 })
 const { getRun, getFleet } = mainProjectReads(call)
@@ -93,10 +116,13 @@ describeWithNetns(() => {
     server = await sshFleetServer(TOKEN, {
       engine: { unreachableMs: 4_000 }
     })
+    serving = await serve(server, { port: 0, handleSignals: false })
+    if (dockerReason === undefined) await ensureBusyboxImage()
   }, 300_000)
   afterAll(async () => {
-    await server?.close()
+    await (serving ?? server)?.close()
     await hosts?.down()
+    fs.rmSync(home, { recursive: true, force: true })
   })
 
   it("runs a 3-node task on 3 hosts: each node gets the cluster env and they rendezvous at the master's address", async () => {
@@ -204,12 +230,13 @@ describeWithNetns(() => {
     expect(left.length).toBeGreaterThan(0)
     for (const pid of left) process.kill(pid, "SIGKILL")
   }, 600_000)
-  it("applies a fleet of 3 hosts (one behind a jump host), runs a task, survives a host going away, and deletes clean", async () => {
+  it("`dstack apply` creates a fleet of 3 hosts (one behind a jump host) from YAML; tasks with repo code and with an image run there; a host going away; `dstack fleet delete` leaves no runner", async () => {
     const [h0, h1] = hosts.hosts
     const hidden = hosts.hidden!
-    // The YAML a user writes; the CLI would read identity_file and add ssh_key (cli/src/fleetKeys.ts).
-    const yaml = `
-type: fleet
+    const all = [h0, h1, hidden]
+    // The YAML a user writes: the CLI reads every identity_file (the jump host's too) and sends the keys.
+    const dir = writeProject(home, "fleet", {
+      "fleet.dstack.yml": `type: fleet
 name: netns
 placement: cluster
 ssh_config:
@@ -222,32 +249,72 @@ ssh_config:
       port: ${hidden.port}
       proxy_jump: {hostname: ${h0.ip}, port: ${h0.port}, user: ${h0.user}, identity_file: ${hosts.privateKeyFile}}
 `
-    const configuration = parseYaml(yaml)
-    const key = { public: hosts.publicKey, private: hosts.privateKey }
-    configuration.ssh_config.ssh_key = key
-    configuration.ssh_config.hosts[2].proxy_jump.ssh_key = key
-    const applied = await call("/api/project/main/fleets/apply", { plan: { spec: { configuration } } })
-    expect(applied.status, JSON.stringify(applied.body)).toBe(200)
-    expect(JSON.stringify(applied.body)).not.toContain(hosts.privateKey.trim().split("\n")[1])
-    const fleet = await until("hosts idle", () => getFleet("netns"), (f) => f.instances.every((i: any) => i.status === "idle" || i.status === "terminated"), 300_000)
-    expect(fleet.instances.map((i: any) => [i.hostname, i.status, i.termination_reason_message ?? ""])).toEqual([
-      [h0.ip, "idle", ""], [h1.ip, "idle", ""], [hidden.ip, "idle", ""]
-    ])
-    expect(fleet.instances[0].instance_type.resources.cpus).toBeGreaterThan(0)
+    })
+    const applied = await dstack(["apply", "-f", "fleet.dstack.yml", "-y"], dir)
+    expect(applied.code, applied.stdout + applied.stderr).toBe(0)
+    // The plan (one row per host), then the hosts followed until provisioned.
+    expect(applied.stdout).toMatch(/Project main, user admin: create fleet netns, placement cluster, 3 host\(s\)/)
+    for (const [n, h] of all.entries()) expect(applied.stdout).toMatch(new RegExp(`^${n}\\s+${h.ip}\\s+remote\\s*$`, "m"))
+    expect(applied.stdout).toContain("Fleet netns created")
+    for (const h of all) expect(applied.stdout).toMatch(new RegExp(`\\s${h.ip}\\s+\\d+xCPU, [\\d.]+GB, [\\d.]+GB disk\\s+remote\\s+idle\\s*$`, "m"))
 
-    // A task on the fleet runs on one of its hosts (in that host's namespace).
-    await call("/api/project/main/runs/apply", { plan: runSpec({ fleets: ["netns"], commands: ["echo hello from $(hostname -I)"] }, "netns-hello") })
-    const hello = await until("netns-hello ends", () => getRun("netns-hello"), finished)
-    expect(hello.status, JSON.stringify(hello.jobs[0].job_submissions)).toBe("done")
-    const logs = (await call("/api/project/main/logs/poll", { run_name: "netns-hello" })).body.logs.map((l: any) => l.message).join("")
-    expect(logs).toMatch(/hello from (\d+\.\d+\.\d+\.\d+)/)
+    // (The two reads at once: each CLI start takes seconds on a loaded machine.)
+    const [list, json] = await Promise.all([dstack(["fleet", "list"], dir), dstack(["fleet", "get", "netns", "--json"], dir)])
+    expect(list.code, list.stderr).toBe(0)
+    expect(list.stdout.split("\n")[0]).toMatch(/^FLEET\s+INSTANCE\s+HOST\s+RESOURCES\s+BACKEND\s+STATUS$/)
+    for (const [n, h] of all.entries()) expect(list.stdout).toMatch(new RegExp(`^${n === 0 ? "netns" : ""}\\s+${n}\\s+${h.ip}\\s+.*remote\\s+idle\\s*$`, "m"))
+    expect(json.code, json.stderr).toBe(0)
+    expect(JSON.parse(json.stdout).spec.configuration.ssh_config.hosts[2].proxy_jump.hostname).toBe(h0.ip)
+    // The server keeps the private keys and never answers them.
+    expect(json.stdout).not.toContain(hosts.privateKey.trim().split("\n")[1])
+    const fleet = await getFleet("netns")
+    expect(fleet.instances.map((i: any) => [i.hostname, i.status])).toEqual(all.map((h) => [h.ip, "idle"]))
+
+    // A task from a git checkout: its files (minus what .gitignore leaves out) reach the host it runs on.
+    const repo = writeProject(home, "repo", {
+      ".dstack.yml": `type: task\nname: netns-code\nfleets: [netns]\ncommands:\n  - sh run.sh\n  - test -e notes.local || echo notes.local stayed home\n${SMALL}`,
+      "run.sh": 'echo "$(cat data.txt) on $(hostname -I | tr -d \' \\n\')"\n',
+      "data.txt": "repo code",
+      ".gitignore": "*.local\n",
+      "notes.local": "not shipped\n",
+      "image.dstack.yml": `type: task\nname: netns-image\nfleets: [netns]\nimage: ${BUSYBOX_IMAGE}\ncommands:\n  - 'test -e /.dockerenv && echo "in a container: $(cat data.txt)"'\n${SMALL}`
+    })
+    for (const args of [["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "code"]]) {
+      await execFileP("git", args, { cwd: repo })
+    }
+    // Both tasks at once (the fleet has three hosts): the process one, and the image one where Docker is.
+    const [code, image] = await Promise.all([
+      dstack(["apply", "-f", ".dstack.yml", "-y"], repo),
+      dockerReason === undefined ? dstack(["apply", "-f", "image.dstack.yml", "-y"], repo) : undefined
+    ])
+    expect(code.code, code.stdout + code.stderr).toBe(0)
+    expect(code.stdout).toContain("Executor: process")
+    const codeRun = await getRun("netns-code")
+    const codeHost = codeRun.jobs[0].job_submissions.at(-1).job_provisioning_data.hostname
+    expect(all.map((h) => h.ip)).toContain(codeHost)
+    expect(code.stdout).toContain(`repo code on ${codeHost}`)
+    expect(code.stdout).toContain("notes.local stayed home")
+    expect(codeRun.status).toBe("done")
+
+    // A task with an image: a container of the host's Docker, the same code mounted.
+    if (image !== undefined) {
+      expect(image.code, image.stdout + image.stderr).toBe(0)
+      expect(image.stdout).toContain(`Executor: docker (image ${BUSYBOX_IMAGE})`)
+      expect(image.stdout).toContain("in a container: repo code")
+      const imageRun = await getRun("netns-image")
+      expect(imageRun.status).toBe("done")
+      expect(all.map((h) => h.ip)).toContain(imageRun.jobs[0].job_submissions.at(-1).job_provisioning_data.hostname)
+    } else if (inCI) {
+      throw new Error(`the image task needs dockerd under CI=true: ${dockerReason}`)
+    } else {
+      console.warn(`\n!!! SKIPPING the image task on the fleet: ${dockerReason}\n`)
+    }
 
     // A long job whose host's sshd stops: instance_unreachable, then a retry on another host.
     await call("/api/project/main/runs/apply", { plan: runSpec({ fleets: ["netns"], commands: ["sleep 300"], retry: { on_events: ["error"], duration: "10m" } }, "netns-long") })
     const running = await until("netns-long running", () => getRun("netns-long"), (r) => r.jobs[0].job_submissions.at(-1).status === "running" || finished(r))
     const first = running.jobs[0].job_submissions.at(-1)
-    const victim = [h0, h1, hidden].find((h) => h.ip === first.job_provisioning_data.hostname)!
-    // The jump host going away would take the hidden host with it: stop one that is not h0.
+    const victim = all.find((h) => h.ip === first.job_provisioning_data.hostname)!
     await hosts.stopSshd(victim)
     try {
       const retried = await until("resubmitted", () => getRun("netns-long"), (r) => r.jobs[0].job_submissions.length > 1 || finished(r), 180_000)
@@ -262,20 +329,13 @@ ssh_config:
       await hosts.startSshd(victim)
     }
 
-    // Deleting the fleet stops every runner it started.
-    await until("hosts free", () => getFleet("netns"), (f) => f.instances.every((i: any) => i.status !== "busy"), 60_000)
-    const deleted = await call("/api/project/main/fleets/delete", { names: ["netns"] })
-    expect(deleted.status, JSON.stringify(deleted.body)).toBe(200)
-    await until("fleet gone", () => call("/api/project/main/fleets/get", { name: "netns" }), (r) => r.status === 400, 180_000)
-    for (const host of [h0, h1, hidden]) {
-      const runners = (await hosts.pids(host)).filter((pid) => {
-        try {
-          return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("runner")
-        } catch {
-          return false
-        }
-      })
-      expect(runners, host.name).toEqual([])
-    }
+    // `dstack fleet delete` stops every runner the fleet started (once the hosts are free and answer again).
+    await until("hosts free", () => getFleet("netns"), (f) => f.instances.every((i: any) => i.status !== "busy" && !i.unreachable), 120_000)
+    expect((await processesOn(h1, "runner")).length + (await processesOn(h0, "runner")).length).toBeGreaterThan(0)
+    const deleted = await dstack(["fleet", "delete", "netns", "-y"], dir)
+    expect(deleted.code, deleted.stdout + deleted.stderr).toBe(0)
+    expect(deleted.stdout).toContain("Fleet netns deleted")
+    expect((await call("/api/project/main/fleets/get", { name: "netns" })).status).toBe(400)
+    for (const host of all) expect(await processesOn(host, "runner"), host.name).toEqual([])
   }, 900_000)
 })

@@ -1,10 +1,13 @@
 // The netns hosts that SSH tests run on (test/support/netns.ts, scripts/netns-hosts.sh): real
-// sshd per host reached with the set's key, a host only reachable through another, sshd
-// stopped and started mid-test, and nothing left behind by `down`.
+// sshd per host reached with the set's key, a host only reachable through another, the set's
+// fleet file, sshd stopped and started mid-test, and nothing left behind by `down`.
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
+import * as path from "node:path"
 import { promisify } from "node:util"
+import { Effect } from "effect"
 import { afterAll, beforeAll, expect, it } from "vitest"
+import { loadConfiguration } from "../../core/src/config/index.ts"
 import { createNetnsHosts, describeWithNetns, type NetnsHost, type NetnsHosts } from "../support/netns.ts"
 
 /** Whether a process runs: a killed one that nobody reaped yet (a zombie: PID 1 here may not reap) does not. */
@@ -59,6 +62,15 @@ describeWithNetns(() => {
     const proxy = `ssh ${sshOptions(net.privateKeyFile).join(" ")} -W %h:%p -p ${jump.port} ${jump.user}@${jump.ip}`
     const { stdout } = await ssh(hidden, "hostname -I", net.privateKeyFile, ["-o", `ProxyCommand=${proxy}`])
     expect(stdout).toContain(hidden.ip)
+  })
+
+  it("writes the set as a fleet file that dstack reads: a cluster fleet of the hosts, the hidden one behind h0", async () => {
+    const file = path.join(net.dir, "fleet.dstack.yml")
+    const fleet: any = await Effect.runPromise(loadConfiguration(file, { supportedOnly: true }))
+    const [h0, h1] = net.hosts
+    expect(fleet).toMatchObject({ type: "fleet", name: net.name, placement: "cluster" })
+    expect(path.resolve(net.dir, fleet.sshConfig.identityFile)).toBe(net.privateKeyFile)
+    expect(fleet.sshConfig.hosts.map((h: any) => [h.hostname, h.proxyJump?.hostname])).toEqual([[h0!.ip, undefined], [h1!.ip, undefined], [net.hidden!.ip, h0!.ip]])
   })
 
   it("stopping a host's sshd refuses new logins and kills open sessions; starting it again serves them", async () => {
