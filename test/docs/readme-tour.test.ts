@@ -16,7 +16,6 @@ import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { RunnerCommand } from "@dstack-ts/backend-local"
 import { describeWith, inCI } from "../support/components.ts"
-import { CLI } from "../support/cli.ts"
 import { NETNS_SCRIPT, netnsUnavailable } from "../support/netnsHosts.ts"
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
@@ -31,11 +30,14 @@ const tourLines = (): Array<{ line: string; words: Array<string> }> =>
     .filter((line) => line.startsWith("npx dstack ") || line.startsWith("curl ") || line.startsWith("sudo scripts/netns-hosts.sh "))
     .map((line) => ({ line, words: [...line.replace(/\s+#.*$/, "").matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]) }))
 
-/** `dstack ARGS` on this runtime (the bin script on Node, the module itself on Deno). */
+/**
+ * `dstack ARGS` on this runtime (the bin script on Node, the module itself on Deno): what
+ * `npx dstack` runs in a checkout, as the tour says (not the built command of test/support/cli.ts).
+ */
 const dstackCommand = (args: ReadonlyArray<string>) =>
   "Deno" in globalThis
     ? RunnerCommand.forRuntime()(path.join(root, "cli/src/main.ts"), args)
-    : { file: process.execPath, args: [CLI, ...args] }
+    : { file: process.execPath, args: [path.join(root, "cli/bin/dstack.mjs"), ...args] }
 
 const portFree = (port: number) =>
   new Promise<boolean>((resolve) => {

@@ -198,6 +198,8 @@ describe("stacks through the CLI", () => {
   const exec = promisify(execFile)
   const cli = (args: Array<string>, token = alice) =>
     exec(process.execPath, [CLI, ...args], {
+      // Outside the workspace: the built command would find its packages' sources there.
+      cwd: tmpdir(),
       env: { ...process.env, DSTACK_SERVER_URL: s.url, DSTACK_TOKEN: token, DSTACK_PROJECT: "main", HOME: tmpdir() },
       timeout: 60_000
     })
