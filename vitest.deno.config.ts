@@ -8,7 +8,9 @@
 // or a service's logic over parts other suites already run on Deno (the engine and replicas
 // suites, autoscaling, rolling deployment and failed replicas — the proxy itself runs on Deno in services-proxy
 // and services-docker —, the workflow DAG, the .npy codec, the Slurm and Kubernetes backends
-// end to end, whose plugins' own suites and the SSH fleet e2e run on Deno), and the reliability suites, which
+// end to end, whose plugins' own suites run on Deno; the SSH fleet e2e too, whose transport,
+// backend and attach run on Deno in the transport-ssh and backend-ssh suites and attach-netns),
+// and the reliability suites, which
 // drive server processes started with Node. Also left to Node, for CI's time budget, suites that
 // repeat on Deno what others prove there: the upstream Python client (its subject is the wire
 // shapes, which do not depend on the runtime; the server's HTTP layer runs on Deno under the
@@ -40,6 +42,7 @@ export const NODE_ONLY = [
   "test/e2e/stacks-npy.test.ts",
   "test/e2e/slurm.test.ts",
   "test/e2e/kubernetes.test.ts",
+  "test/e2e/fleets-netns.test.ts",
   "test/upstream/client.test.ts",
   "test/e2e/examples.test.ts",
   "test/docs/readme-tour.test.ts",
