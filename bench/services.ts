@@ -8,7 +8,8 @@
 // replica are processes of their own, so the load generator here is the same for every arm; the
 // arms take turns (BENCH_SERVICES_ROUNDS rounds, default 3, the first arm rotating) so that a
 // change in the machine's other load falls on all alike. The notes give each process's CPU per
-// request (from /proc), figures the rest of a shared machine moves far less than req/s.
+// request (from /proc), figures the rest of a shared machine moves far less than req/s, and the
+// server's CPU net of what it uses when no request comes (its engine following the job).
 import * as fs from "node:fs"
 import * as os from "node:os"
 import { httpCall } from "../test/support/api.ts"
@@ -50,6 +51,8 @@ interface Arm {
   readonly target: Target
   /** The proxy's process, whose CPU per request the arm reports. */
   readonly pid?: number | undefined
+  /** The bench server's GC pauses so far (GET /bench/loop), for the arm that is the server. */
+  readonly gc?: (() => Promise<number>) | undefined
 }
 
 interface Total {
@@ -61,23 +64,30 @@ interface Total {
   /** CPU ms used during the arm's rounds: its proxy, the replica, this process (the load generator). */
   proxyCpuMs: number
   replicaCpuMs: number
+  /** Wall-clock seconds of the arm's load calls, warm-ups included (what the CPU figures span). */
+  wallS: number
+  /** GC pauses of the proxy's process during the arm's rounds, ms (ours only). */
+  gcMs: number
   loadCpuMs: number
 }
 
 /** The arms in turns; each arm's results added up over its rounds. */
 const inTurns = async (arms: ReadonlyArray<Arm>, options: { concurrency: number; durationMs: number }, replica: number | undefined) => {
-  const totals: Array<Total> = arms.map(() => ({ requests: 0, errors: 0, seconds: 0, latencies: [], counted: 0, proxyCpuMs: 0, replicaCpuMs: 0, loadCpuMs: 0 }))
+  const totals: Array<Total> = arms.map(() => ({ requests: 0, errors: 0, seconds: 0, latencies: [], counted: 0, proxyCpuMs: 0, replicaCpuMs: 0, wallS: 0, gcMs: 0, loadCpuMs: 0 }))
   for (let round = 0; round < ROUNDS; round++) {
     for (let k = 0; k < arms.length; k++) {
       const i = (round + k) % arms.length
       const arm = arms[i]!
-      const before = { proxy: cpuMs(arm.pid), replica: cpuMs(replica), load: process.cpuUsage() }
+      await arm.gc?.()
+      const before = { proxy: cpuMs(arm.pid), replica: cpuMs(replica), load: process.cpuUsage(), at: performance.now() }
       const r: LoadResult = await load(arm.target, { concurrency: options.concurrency, durationMs: options.durationMs / ROUNDS, maxRequests: 200_000 })
       const t = totals[i]!
       const load_ = process.cpuUsage(before.load)
       t.proxyCpuMs += cpuMs(arm.pid) - before.proxy
       t.replicaCpuMs += cpuMs(replica) - before.replica
       t.loadCpuMs += (load_.user + load_.system) / 1000
+      t.wallS += (performance.now() - before.at) / 1000
+      t.gcMs += (await arm.gc?.()) ?? 0
       t.counted += r.requests + r.warmupRequests
       t.requests += r.requests
       t.errors += r.errors
@@ -91,7 +101,8 @@ const inTurns = async (arms: ReadonlyArray<Arm>, options: { concurrency: number;
     rps: t.requests / t.seconds,
     proxyUs: us(t.proxyCpuMs, t.counted),
     replicaUs: us(t.replicaCpuMs, t.counted),
-    loadUs: us(t.loadCpuMs, t.counted)
+    loadUs: us(t.loadCpuMs, t.counted),
+    gcUs: us(t.gcMs, t.counted)
   }))
 }
 
@@ -109,6 +120,15 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
     for (let i = 0; i < 100 && (await fetch(`http://127.0.0.1:${port}/path`).catch(() => undefined)) === undefined; i++) await new Promise((r) => setTimeout(r, 100))
     reference = await startRefProxy(`127.0.0.1:${port}`)
     const replica = replicaPid(port)
+    /** The server's GC pauses (ms) since the last call. */
+    const serverGcMs = async () => ((await (await fetch(`${server.url}/bench/loop`)).json()) as { gc: { totalMs: number } }).gc.totalMs
+    // The server's own CPU while no request comes (the engine following the service's job, its
+    // store): counted in its CPU per proxied request, so the notes give that figure net of it too.
+    await new Promise((r) => setTimeout(r, 1_000))
+    const idle0 = { cpu: cpuMs(server.pid), at: performance.now() }
+    await new Promise((r) => setTimeout(r, 3_000))
+    const idleMsPerS = (cpuMs(server.pid) - idle0.cpu) / ((performance.now() - idle0.at) / 1000)
+    ctx.log(`services: the server idle uses ${idleMsPerS.toFixed(1)} ms CPU per s`)
     const durationMs = ctx.full ? 10_000 : 3_000
     const kinds = [
       { name: "null replica", path: "/path" },
@@ -118,7 +138,7 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       const arms: Array<Arm> = [
         { name: "direct", target: { url: `http://127.0.0.1:${port}`, path: kind.path, body: "{}" } },
         { name: "reference", target: { url: reference.url, path: kind.path, body: "{}" }, pid: reference.pid },
-        { name: "ours", target: { url: server.url, path: `/proxy/services/main/bench-web${kind.path}`, body: "{}", token: server.token }, pid: server.pid }
+        { name: "ours", target: { url: server.url, path: `/proxy/services/main/bench-web${kind.path}`, body: "{}", token: server.token }, pid: server.pid, gc: serverGcMs }
       ]
       for (const concurrency of [1, 16]) {
         ctx.log(`services: ${kind.name}, c=${concurrency} (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
@@ -129,7 +149,7 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
         rows.push({
           section: "services", measure: `proxy req/s, ${kind.name}, c=${concurrency} (vs the replica directly)`, unit: "req/s", better: "higher",
           value: p!.rps, baseline: d!.rps, target: "≥ 0.7× direct", verdict: ratio >= 0.7 ? "meets" : "short",
-          note: `CPU µs per request: ours ${cpu(p)}; reference ${cpu(r)}; direct ${fmt(d!.replicaUs)} replica + ${fmt(d!.loadUs)} load generator${errors}`
+          note: `CPU µs per request: ours ${cpu(p)} (the proxy net of the server's idle ${idleMsPerS.toFixed(0)} ms/s: ${fmt(p!.proxyUs - (idleMsPerS * p!.wallS * 1000) / Math.max(1, p!.counted))}; the server's GC pauses ${fmt(p!.gcUs)}); reference ${cpu(r)}; direct ${fmt(d!.replicaUs)} replica + ${fmt(d!.loadUs)} load generator${errors}`
         })
         rows.push({
           section: "services", measure: `proxy req/s, ${kind.name}, c=${concurrency} (vs a minimal node:http proxy)`, unit: "req/s", better: "higher",
