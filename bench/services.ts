@@ -149,7 +149,7 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
         rows.push({
           section: "services", measure: `proxy req/s, ${kind.name}, c=${concurrency} (vs the replica directly)`, unit: "req/s", better: "higher",
           value: p!.rps, baseline: d!.rps, target: "≥ 0.7× direct", verdict: ratio >= 0.7 ? "meets" : "short",
-          note: `CPU µs per request: ours ${cpu(p)} (the proxy net of the server's idle ${idleMsPerS.toFixed(0)} ms/s: ${fmt(p!.proxyUs - (idleMsPerS * p!.wallS * 1000) / Math.max(1, p!.counted))}; the server's GC pauses ${fmt(p!.gcUs)}); reference ${cpu(r)}; direct ${fmt(d!.replicaUs)} replica + ${fmt(d!.loadUs)} load generator${errors}`
+          note: `CPU µs per request: ours ${cpu(p)} (the proxy net of the server's idle ${idleMsPerS.toFixed(0)} ms/s: ${fmt(p!.proxyUs - (idleMsPerS * p!.wallS * 1000) / Math.max(1, p!.counted))}; the server's GC pauses, wall-clock, ${fmt(p!.gcUs)}); reference ${cpu(r)}; direct ${fmt(d!.replicaUs)} replica + ${fmt(d!.loadUs)} load generator${errors}`
         })
         rows.push({
           section: "services", measure: `proxy req/s, ${kind.name}, c=${concurrency} (vs a minimal node:http proxy)`, unit: "req/s", better: "higher",
