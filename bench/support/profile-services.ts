@@ -1,61 +1,64 @@
-// A CPU profile of the server while the services proxy is under load, without the start-up:
-// one process replica on the local backend (as bench/services.ts), then the proxied load with
-// the in-process inspector profiling, then the summary (./profile-top.ts).
-//   npx tsx bench/support/profile-services.ts [concurrency=16] [seconds=5] [out=/tmp/services.cpuprofile]
+// The services proxy's CPU per request against the reference proxy's, and a CPU profile of the
+// server while the proxy is under load (no start-up in it): the bench's server process
+// (./server.ts) with one process replica on the local backend, and ./ref-proxy-main.ts in front
+// of the same replica. Arms in turns (`rounds`), each process's CPU from /proc; then a window
+// of the server's profile (GET /bench/profile) while the proxied load runs, and its summary.
+//   npx tsx bench/support/profile-services.ts [concurrency=16] [seconds=5] [rounds=3] [path=/path]
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
-import { Session } from "node:inspector/promises"
 import * as os from "node:os"
 import * as path from "node:path"
-import backendLocal from "@dstack-ts/backend-local"
-import transportLocal from "@dstack-ts/transport-local"
-import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
-import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { createServer } from "../../core/src/server/createServer.ts"
-import { serve } from "../../core/src/server/serve.ts"
 import { httpCall } from "../../test/support/api.ts"
 import { applyService, waitRunning } from "../../test/support/services.ts"
-import { load } from "./load.ts"
+import { load, type Target } from "./load.ts"
+import { startRefProxy, startServer } from "./server.ts"
 
 const concurrency = Number(process.argv[2] ?? 16)
 const seconds = Number(process.argv[3] ?? 5)
-const out = process.argv[4] ?? path.join(os.tmpdir(), "services.cpuprofile")
-const TOKEN = "bench-services"
+const rounds = Number(process.argv[4] ?? 3)
+const replicaPath = process.argv[5] ?? "/path"
 
-const server = await createServer({
-  state: EmbeddedStateStore.layerMemory(),
-  blobs: blobsMemory,
-  adminToken: TOKEN,
-  plugins: [backendLocal, transportLocal],
-  compute: { defaultBackends: [{ type: "local", config: { work_dir: path.join(os.tmpdir(), "dstack-ts-profile-services") } }] },
-  runner: { entry: path.resolve("cli/src/runner.ts") }
-})
-const serving = await serve(server, { port: 0, handleSignals: false })
-const call = httpCall(serving.url, TOKEN)
+const cpuMs = (pid: number): number => {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+}
+
+const server = await startServer()
+const call = httpCall(server.url, server.token)
+let reference: Awaited<ReturnType<typeof startRefProxy>> | undefined
 try {
   const port = await applyService(call, "prof-web", { auth: true })
   await waitRunning(call, "prof-web")
   for (let i = 0; i < 100 && (await fetch(`http://127.0.0.1:${port}/path`).catch(() => undefined)) === undefined; i++) await new Promise((r) => setTimeout(r, 100))
-  const target = { url: serving.url, path: "/proxy/services/main/prof-web/path", body: "{}", token: TOKEN }
-  await load(target, { concurrency, durationMs: 1_000, maxRequests: 100_000 })
-  // This process's CPU per request, direct (the load generator alone) and proxied (it and the server).
-  for (const [name, t] of [["direct", { url: `http://127.0.0.1:${port}`, path: "/path", body: "{}" }], ["proxied", target]] as const) {
-    const cpu0 = process.cpuUsage()
-    const t0 = performance.now()
-    const r = await load(t, { concurrency, durationMs: 2_000, maxRequests: 1_000_000 })
-    const cpu = process.cpuUsage(cpu0)
-    console.log((globalThis as any).__T); (globalThis as any).__T = [0,0,0,0,0]; console.log(`${name}: ${r.rps.toFixed(0)} req/s, ${((cpu.user + cpu.system) / (r.requests + r.warmupRequests)).toFixed(0)} µs CPU/request here, wall ${(performance.now() - t0).toFixed(0)} ms, cpu ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms`)
+  reference = await startRefProxy(`127.0.0.1:${port}`)
+  const ours: Target = { url: server.url, path: `/proxy/services/main/prof-web${replicaPath}`, body: "{}", token: server.token }
+  const arms = [
+    { name: "reference", target: { url: reference.url, path: replicaPath, body: "{}" } as Target, pid: reference.pid },
+    { name: "ours", target: ours, pid: server.pid }
+  ]
+  const totals = arms.map(() => ({ cpu: 0, n: 0, s: 0, rps: [] as Array<number> }))
+  console.log(`load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
+  for (let round = 0; round < rounds; round++) {
+    for (const [i, arm] of arms.entries()) {
+      const before = cpuMs(arm.pid)
+      const r = await load(arm.target, { concurrency, durationMs: 2_000, maxRequests: 1_000_000 })
+      totals[i]!.cpu += cpuMs(arm.pid) - before
+      totals[i]!.n += r.requests + r.warmupRequests
+      totals[i]!.rps.push(r.rps)
+    }
   }
-  const session = new Session()
-  session.connect()
-  await session.post("Profiler.enable")
-  await session.post("Profiler.start")
-  const result = await load(target, { concurrency, durationMs: seconds * 1_000, maxRequests: 1_000_000 })
-  const { profile } = await session.post("Profiler.stop")
-  fs.writeFileSync(out, JSON.stringify(profile))
-  console.log(`${result.rps.toFixed(0)} req/s, ${result.errors} errors; profile in ${out}`)
-  console.log(execFileSync("npx", ["tsx", path.resolve("bench/support/profile-top.ts"), out, "30"], { encoding: "utf8" }))
+  for (const [i, arm] of arms.entries()) {
+    const t = totals[i]!
+    console.log(`${arm.name}: ${((t.cpu * 1000) / t.n).toFixed(0)} µs CPU per request (${t.n} requests), req/s per round ${t.rps.map((x) => x.toFixed(0)).join(" ")}`)
+  }
+  console.log(`load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
+  const profiled = fetch(`${server.url}/bench/profile?ms=${seconds * 1000}&dir=${os.tmpdir()}`).then((r) => r.json() as Promise<{ file: string }>)
+  const result = await load(ours, { concurrency, durationMs: seconds * 1_000, maxRequests: 1_000_000, warmupMs: 0 })
+  const { file } = await profiled
+  console.log(`${result.rps.toFixed(0)} req/s, ${result.errors} errors; profile in ${file}`)
+  console.log(execFileSync(process.execPath, ["--import", "tsx", path.resolve("bench/support/profile-top.ts"), file, "40"], { encoding: "utf8" }))
 } finally {
+  await reference?.stop()
   await call("/api/project/main/runs/stop", { runs_names: ["prof-web"], abort: true }).catch(() => undefined)
-  await serving.close()
+  await server.stop()
 }

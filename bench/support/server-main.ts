@@ -152,7 +152,25 @@ const profileFor = async (ms: number, dir: string): Promise<string> => {
   fs.writeFileSync(file, JSON.stringify(profile))
   return file
 }
+const heapProfileFor = async (ms: number, dir: string): Promise<string> => {
+  const inspector = await import("node:inspector")
+  const session = new inspector.Session()
+  session.connect()
+  const post = (method: string, params?: object) =>
+    new Promise<any>((resolve, reject) => session.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolve(result))))
+  await post("HeapProfiler.enable")
+  await post("HeapProfiler.startSampling", { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  await new Promise((r) => setTimeout(r, ms))
+  const { profile } = await post("HeapProfiler.stopSampling")
+  session.disconnect()
+  const file = path.join(dir, `heap-${Date.now()}.heapprofile`)
+  fs.writeFileSync(file, JSON.stringify(profile))
+  return file
+}
 const fetchWithStats = (request: Request, ...rest: Array<unknown>) => {
+  // Only the bench's own paths are parsed: every other request goes on as it came (this wrapper
+  // is not the server's, and must cost its requests nothing).
+  if (!request.url.includes("/bench/")) return (server.app.fetch as (...args: Array<unknown>) => Response | Promise<Response>)(request, ...rest)
   const url = new URL(request.url)
   if (url.pathname === "/bench/noop-stats") return Response.json({ ...noopStats(), startedAt, listeningAt, cpuAtListenMs: (cpuAtListen.user + cpuAtListen.system) / 1000 })
   if (url.pathname === "/bench/memory") return Response.json(process.memoryUsage())
@@ -170,6 +188,13 @@ const fetchWithStats = (request: Request, ...rest: Array<unknown>) => {
     const ms = Number(url.searchParams.get("ms") ?? 5000)
     const dir = url.searchParams.get("dir") ?? options.dir
     return profileFor(ms, dir).then((file) => Response.json({ file }))
+  }
+  if (url.pathname === "/bench/heap-profile") {
+    // A sampling heap profile of the next `ms` milliseconds (.heapprofile into `dir`, each
+    // sample kept even once collected): which code allocates how much while a load runs.
+    const ms = Number(url.searchParams.get("ms") ?? 5000)
+    const dir = url.searchParams.get("dir") ?? options.dir
+    return heapProfileFor(ms, dir).then((file) => Response.json({ file }))
   }
   if (url.pathname === "/bench/cpu") {
     const u = process.cpuUsage()

@@ -138,3 +138,6 @@ export const startBare = async (bodies: Record<string, string>): Promise<Child> 
     }
   }
 }
+
+/** The services bench's reference proxy (ref-proxy-main.ts) in front of `target` (host:port). */
+export const startRefProxy = (target: string): Promise<Child> => startChild(path.join(here, "ref-proxy-main.ts"), { BENCH_REF_TARGET: target }, "reference proxy")

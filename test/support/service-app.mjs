@@ -1,6 +1,7 @@
 // A service app for the services tests, run as a job's command: plain node:http on
 // $DSTACK_SERVICE_PORT with the endpoints the proxy tests need (echo, a counted upload, a
-// duplex echo, an endless SSE stream, a slow answer, a broken answer, redirects, a readiness endpoint, a crash, a WebSocket echo).
+// duplex echo, an endless SSE stream, a slow answer, a broken answer, redirects, a readiness endpoint, a crash, a WebSocket echo),
+// and for the services bench an answer after a fixed amount of CPU work (`/work?cpu_us=N`).
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
@@ -38,6 +39,18 @@ const server = http.createServer((req, res) => {
       const timer = setInterval(() => res.write(`data: ${n++}\n\n`), 20)
       res.on("close", () => clearInterval(timer))
       return
+    }
+    case "/work": {
+      // Spins until this process has used `cpu_us` µs more CPU (user + system), then answers: a
+      // replica doing a fixed amount of work per request, whatever else the machine runs.
+      const start = process.cpuUsage()
+      const us = Number(url.searchParams.get("cpu_us") ?? 1000)
+      for (let used = 0; used < us; ) {
+        const d = process.cpuUsage(start)
+        used = d.user + d.system
+      }
+      res.setHeader("content-type", "application/json")
+      return res.end(JSON.stringify({ replica, cpu_us: us }))
     }
     case "/slow":
       return setTimeout(() => res.end(replica), Number(url.searchParams.get("ms") ?? 500))

@@ -99,6 +99,24 @@ const reasonOf = (error: unknown): string => {
   return excerpt(message, 300)
 }
 
+/** A replica taken for a request, with where it is reached. */
+interface Got {
+  readonly replica: Replica
+  readonly host: string
+  readonly port: number
+}
+
+/**
+ * The path and query of a request's URL (an absolute URL as the runtimes hand it over, already
+ * normalized): what `new URL` would give as `pathname` and `search`, without parsing it.
+ */
+export const pathAndQuery = (url: string): { pathname: string; search: string } => {
+  const start = url.indexOf("/", url.indexOf("//") + 2)
+  const path = start < 0 ? "/" : url.slice(start)
+  const q = path.indexOf("?")
+  return q < 0 ? { pathname: path, search: "" } : { pathname: path.slice(0, q), search: path.slice(q) }
+}
+
 /** Statuses whose answers have no body. */
 const NULL_BODY = new Set([101, 204, 205, 304])
 
@@ -174,7 +192,21 @@ export const makeServiceProxy = (
    * starting) until `deadline`; undefined when none came in time. The replica's count of
    * requests in flight includes the caller's.
    */
-  const acquire = async (entry: ServiceEntry, deadline: number, signal: AbortSignal | undefined): Promise<{ replica: Replica; host: string; port: number } | undefined> => {
+  const acquire = (entry: ServiceEntry, deadline: number, signal: AbortSignal | undefined): Got | undefined | Promise<Got | undefined> => {
+    // A replica in rotation whose address is known and that has accepted a connection is taken
+    // at once (no promise); anything else goes through the loop below.
+    if (!entry.stale && signal?.aborted !== true) {
+      const replica = pickReplica(entry.replicas, Date.now(), turn)
+      if (replica !== undefined && replica.listening && replica.address !== undefined) {
+        turn++
+        replica.outstanding++
+        return { replica, host: replica.address.host, port: replica.address.port }
+      }
+    }
+    return acquireWaiting(entry, deadline, signal)
+  }
+
+  const acquireWaiting = async (entry: ServiceEntry, deadline: number, signal: AbortSignal | undefined): Promise<Got | undefined> => {
     for (;;) {
       if (signal?.aborted) return undefined
       if (entry.stale) await run(Effect.ignore(registry.refresh(entry)))
@@ -276,7 +308,8 @@ export const makeServiceProxy = (
     if (body !== null && headers["content-length"] === undefined) headers["transfer-encoding"] = "chunked"
     const deadline = started + holdTimeoutMs
     for (;;) {
-      const got = await acquire(entry, deadline, undefined)
+      const taking = acquire(entry, deadline, undefined)
+      const got = taking instanceof Promise ? await taking : taking
       if (got === undefined) {
         entry.metrics.errors++
         body?.cancel("no replica")
@@ -304,12 +337,15 @@ export const makeServiceProxy = (
   }
 
   const handle = async (request: Request, clientIp: string | undefined, incoming?: http.IncomingMessage): Promise<Response> => {
-    const url = new URL(request.url)
+    const url = pathAndQuery(request.url)
     const parsed = parseServicePath(url.pathname)
     if (parsed === undefined) return errorJson(noRoute(`No service at ${excerpt(url.pathname, 200)}`))
-    const entry = await lookup(parsed.project, parsed.run)
+    // A known service and a remembered caller are answered without waiting (no promise to await).
+    const found = lookup(parsed.project, parsed.run)
+    const entry = found instanceof Promise ? await found : found
     if (entry instanceof Response) return entry
-    const refused = await authorize(entry, incoming !== undefined ? incoming.headers.authorization ?? null : request.headers.get("authorization"))
+    const checked = authorize(entry, incoming !== undefined ? incoming.headers.authorization ?? null : request.headers.get("authorization"))
+    const refused = checked instanceof Promise ? await checked : checked
     if (refused !== undefined) return refused
     // Upstream's answer to a service root without its slash: relative links then resolve under it.
     if (parsed.rest === undefined) {
@@ -322,7 +358,7 @@ export const makeServiceProxy = (
   }
 
   const upgrade: UpgradeHandler = async (request) => {
-    const url = new URL(request.url)
+    const url = pathAndQuery(request.url)
     const parsed = parseServicePath(url.pathname)
     if (parsed === undefined || parsed.rest === undefined) return errorJson(noRoute(`No service at ${excerpt(url.pathname, 200)}`))
     const entry = await lookup(parsed.project, parsed.run)
@@ -361,11 +397,12 @@ export const makeServiceProxy = (
 /** Mounts the proxy on the app: one route for every method under `/proxy/services/`. */
 export const mountServiceProxy = (app: Hono, proxy: () => Promise<ServiceProxy>, models: () => Promise<ModelRouter>): void => {
   let ready: ServiceProxy | undefined
-  app.all("/proxy/services/*", async (c: HonoContext) => {
-    ready ??= await proxy()
+  const handle = (c: HonoContext, proxy: ServiceProxy) => {
     const env = c.env as { incoming?: http.IncomingMessage } | undefined
-    return ready.handle(c.req.raw, clientIpOf(c), env?.incoming)
-  })
+    return proxy.handle(c.req.raw, clientIpOf(c), env?.incoming)
+  }
+  app.all("/proxy/services/*", (c: HonoContext) =>
+    ready !== undefined ? handle(c, ready) : proxy().then((made) => handle(c, (ready = made))))
   app.all("/proxy/models/*", async (c: HonoContext) => (await models()).handle(c.req.raw))
 }
 
