@@ -34,6 +34,14 @@ let busybox: string
 let runnerImage: string
 /** The cluster of project `pf`: its nodes' address (TEST-NET) is unreachable, only its API answers. */
 let unreachableNodes: K8sStandin
+/** A backend on the stand-in whose nodes cannot be reached: the runner through the API's port-forward. */
+const portForwardBackend = () => ({
+  type: "kubernetes",
+  kubeconfig: { data: unreachableNodes.kubeconfig({ context: "remote-cluster" }) },
+  runner_image: runnerImage,
+  scheduling_timeout_seconds: 30,
+  pod_access: "port_forward"
+})
 
 const call = appCall(() => server, TOKEN)
 
@@ -126,13 +134,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       nodes: [0, 1].map((i) => ({ name: `remote-node-${i}`, allocatable: { cpu: "8", memory: "32Gi", "ephemeral-storage": "500Gi", pods: "110" } }))
     })
     expect((await call("/api/projects/create", { project_name: "pf" })).status).toBe(200)
-    const pf = await call("/api/project/pf/backends/create", {
-      type: "kubernetes",
-      kubeconfig: { data: unreachableNodes.kubeconfig({ context: "remote-cluster" }) },
-      runner_image: runnerImage,
-      scheduling_timeout_seconds: 30,
-      pod_access: "port_forward"
-    })
+    const pf = await call("/api/project/pf/backends/create", portForwardBackend())
     expect(pf.status, JSON.stringify(pf.body)).toBe(200)
   }, 240_000)
   afterAll(async () => {
@@ -163,7 +165,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
     it("a 2-node task: each pod's runner through the port-forward, the nodes meeting at the master's pod IP", async () => {
       await apply("pf-pair", [
         "echo rank=$DSTACK_NODE_RANK master=$DSTACK_MASTER_NODE_IP",
-        'if [ "$DSTACK_NODE_RANK" = 0 ]; then echo "hello from rank 0" | nc -l -p 9000; echo served; else i=0; until nc -w 2 $DSTACK_MASTER_NODE_IP 9000 </dev/null >/tmp/got; do i=$((i+1)); [ $i -gt 50 ] && exit 7; sleep 0.2; done; echo "worker got: $(cat /tmp/got)"; fi'
+        'if [ "$DSTACK_NODE_RANK" = 0 ]; then echo "hello from rank 0" | nc -l -p 9000; echo served; else i=0; until sleep 1 | nc -w 2 $DSTACK_MASTER_NODE_IP 9000 >/tmp/got && [ -s /tmp/got ]; do i=$((i+1)); [ $i -gt 50 ] && exit 7; sleep 0.2; done; echo "worker got: $(cat /tmp/got)"; fi'
       ], { nodes: 2 }, "pf")
       const run = await waitFinished("pf-pair", "pf")
       const subs = run.jobs.map((j: any) => j.job_submissions.at(-1))
@@ -225,13 +227,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       const on = appCall(() => current!, TOKEN)
       try {
         expect((await on("/api/projects/create", { project_name: "pfr" })).status).toBe(200)
-        const created = await on("/api/project/pfr/backends/create", {
-          type: "kubernetes",
-          kubeconfig: { data: unreachableNodes.kubeconfig({ context: "remote-cluster" }) },
-          runner_image: runnerImage,
-          scheduling_timeout_seconds: 30,
-          pod_access: "port_forward"
-        })
+        const created = await on("/api/project/pfr/backends/create", portForwardBackend())
         expect(created.status, JSON.stringify(created.body)).toBe(200)
         const applied = await on("/api/project/pfr/runs/apply", {
           plan: {
@@ -289,7 +285,9 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       await apply("k8s-pair", [
         "echo rank=$DSTACK_NODE_RANK of=$DSTACK_NODES_NUM master=$DSTACK_MASTER_NODE_IP ips=$(echo $DSTACK_NODES_IPS | tr ' ' ,)",
         // Rendezvous: the master listens once on 9000; the worker connects to it at the master's address.
-        'if [ "$DSTACK_NODE_RANK" = 0 ]; then echo "hello from rank 0" | nc -l -p 9000; echo served; else i=0; until nc -w 2 $DSTACK_MASTER_NODE_IP 9000 </dev/null >/tmp/got; do i=$((i+1)); [ $i -gt 50 ] && exit 7; sleep 0.2; done; echo "worker got: $(cat /tmp/got)"; fi'
+        // The worker's nc keeps its input open a second: with none (</dev/null) busybox nc may quit
+        // on that end of input before the master's greeting has come in, and read nothing.
+        'if [ "$DSTACK_NODE_RANK" = 0 ]; then echo "hello from rank 0" | nc -l -p 9000; echo served; else i=0; until sleep 1 | nc -w 2 $DSTACK_MASTER_NODE_IP 9000 >/tmp/got && [ -s /tmp/got ]; do i=$((i+1)); [ $i -gt 50 ] && exit 7; sleep 0.2; done; echo "worker got: $(cat /tmp/got)"; fi'
       ], { nodes: 2 })
       const run = await waitFinished("k8s-pair")
       const subs = run.jobs.map((j: any) => j.job_submissions.at(-1))
