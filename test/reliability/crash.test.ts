@@ -26,7 +26,7 @@ const RUNS = 3
 /** Which visits of each point are tried: the first, and one once other runs are under way. */
 const VISITS: Record<FaultPoint, ReadonlyArray<number>> = {
   "run.accepted": [1, 3],
-  "run.written": [1, 4, 8],
+  "run.written": [1, 4, 6],
   "job.placed": [1, 3],
   "job.handing": [1, 3],
   "job.handed": [1, 3],
