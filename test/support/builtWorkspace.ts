@@ -2,7 +2,7 @@
 // package.json (exports at dist/), its bin/ and its sources compiled to JavaScript under
 // `.test-build/<hash>/node_modules/<name>/` — for the end-to-end suites that spawn the `dstack`
 // command on Node. Spawned from the sources, every run of the command paid tsx's module hooks
-// (a second thread answering each import of the ~600 modules a command loads): about 1.3 s of
+// (a second thread answering every import of the modules a command loads): about 1.3 s of
 // CPU per run, twice what the command itself costs. The compiled tree is what `npm install`
 // gives, less the declarations, and third-party packages resolve from the workspace's
 // node_modules above it. Deno runs the sources (it compiles TypeScript itself, without hooks).
