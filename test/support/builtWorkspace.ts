@@ -8,7 +8,7 @@
 // node_modules above it. Deno runs the sources (it compiles TypeScript itself, without hooks).
 //
 // The tree is named by a hash of every source file and manifest: built once per change (esbuild,
-// about a second), shared by concurrent test runs, and never rewritten while a run reads it.
+// 2–3 s), shared by concurrent test runs, and never rewritten while a run reads it.
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
