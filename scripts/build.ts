@@ -9,15 +9,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import ts from "typescript"
-import { jsrConfig, root, workspacePackages, type WorkspacePackage } from "./packages.ts"
-
-/** Every .ts file under dir (declarations aside). */
-const sourcesUnder = (dir: string): ReadonlyArray<string> =>
-  fs.existsSync(dir)
-    ? fs.readdirSync(dir, { recursive: true, withFileTypes: true })
-        .filter((e) => e.isFile() && /\.m?ts$/.test(e.name) && !e.name.endsWith(".d.ts"))
-        .map((e) => path.join(e.parentPath, e.name))
-    : []
+import { jsrConfig, root, sourcesUnder, workspacePackages, type WorkspacePackage } from "./packages.ts"
 
 const format: ts.FormatDiagnosticsHost = {
   getCanonicalFileName: (f) => f,

@@ -41,6 +41,14 @@ const expand = (pattern: string): ReadonlyArray<string> => {
   return dirs.filter((d) => fs.existsSync(path.join(d, "package.json"))).sort()
 }
 
+/** Every .ts file under dir (declarations aside). */
+export const sourcesUnder = (dir: string): ReadonlyArray<string> =>
+  fs.existsSync(dir)
+    ? fs.readdirSync(dir, { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile() && /\.m?ts$/.test(e.name) && !e.name.endsWith(".d.ts"))
+        .map((e) => path.join(e.parentPath, e.name))
+    : []
+
 /** Every workspace package (a directory a `workspaces` entry names, holding a package.json). */
 export const workspacePackages = (): ReadonlyArray<WorkspacePackage> => {
   const workspaces: ReadonlyArray<string> = readJson(path.join(root, "package.json")).workspaces ?? []

@@ -12,20 +12,12 @@
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { publishManifest, root, workspacePackages, type WorkspacePackage } from "../../scripts/packages.ts"
+import { publishManifest, root, sourcesUnder, workspacePackages, type WorkspacePackage } from "../../scripts/packages.ts"
 
 /** Where the built trees live (git-ignored). */
 export const BUILT_ROOT = path.join(root, ".test-build")
 
-const sourcesOf = (pkg: WorkspacePackage): ReadonlyArray<string> => {
-  const src = path.join(pkg.dir, "src")
-  if (!fs.existsSync(src)) return []
-  return fs
-    .readdirSync(src, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile() && /\.m?ts$/.test(e.name) && !e.name.endsWith(".d.ts"))
-    .map((e) => path.join(e.parentPath, e.name))
-    .sort()
-}
+const sourcesOf = (pkg: WorkspacePackage): ReadonlyArray<string> => [...sourcesUnder(path.join(pkg.dir, "src"))].sort()
 
 const filesUnder = (dir: string): ReadonlyArray<string> =>
   fs.existsSync(dir)
