@@ -11,12 +11,21 @@
 //   target: p50 ≤ raw + 30 ms).
 // - attach throughput: `dstack attach` (the real CLI: client → server WebSocket → the ssh
 //   transport's forward → the job's port) to a job on the fleet host that writes N MiB to each
-//   connection, against a raw `ssh -N -L` to the same port. Target ≥ 0.7× (MB/s).
-//   BENCH_SSH_MB (default 64; full 512), BENCH_SSH_ROUNDS (default 3; full 7),
+//   connection, against a raw `ssh -N -L` to the same port. Target ≥ 0.7× (MB/s). N is large
+//   enough (256 MiB) that a round measures the transfer, not the connection's setup, which has
+//   a row of its own:
+// - attach connection setup: connect to the local port and wait for the job's first byte, a
+//   new connection each time (the CLI opens a WebSocket, the server checks the token, the run
+//   and the port and opens an SSH channel), against the same through the raw `ssh -N -L` (a
+//   channel on its open connection). No target in the issue: shown for what it costs.
+//   BENCH_SSH_MB (default 256; full 1024), BENCH_SSH_ROUNDS (default 3; full 7),
 //   BENCH_SSH_REPS (submit → RUNNING runs per side, default 10; full 30),
 //   BENCH_SSH_PARTS (default forward,provision,submit,attach: which rows to measure; attach
 //   needs submit's fleet). BENCH_ATTACH_CPU_PROF=<dir>: the `dstack attach` process writes a
 //   CPU profile there (with BENCH_SERVER_CPU_PROF, the server's: bench/support/server.ts).
+//   BENCH_SSH_CPU=1 logs, for each throughput round, the processes that used the most CPU during
+//   it, in CPU ms per GiB carried (from /proc; every process of the machine, so also whatever
+//   else runs beside the bench).
 import { execFile, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -131,6 +140,34 @@ const sourceProgram = (bytes: number, port: number) => `
  * Reads `bytes` through `ours` and through `raw` (a raw `ssh -L`) in turns, after one warm-up
  * each, by the reader process, and makes the row comparing their MB/s against the ≥ 0.7× target.
  */
+/** CPU time (clock ticks) of every process, by `pid command line`. */
+const processTicks = (): Map<string, number> => {
+  const ticks = new Map<string, number>()
+  for (const pid of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      const command = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ").trim().slice(0, 70)
+      ticks.set(`${pid} ${command}`, Number(fields[11]) + Number(fields[12])) // utime + stime
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return ticks
+}
+
+/** `readAll`, and with BENCH_SSH_CPU the top CPU users while it ran, in ms per GiB. */
+const readAllCounted = async (ctx: BenchContext, arm: string, port: number, bytes: number): Promise<number> => {
+  if (process.env.BENCH_SSH_CPU === undefined) return readAll(port, bytes)
+  const before = processTicks()
+  const mbs = await readAll(port, bytes)
+  const tickMs = 1000 / 100 // USER_HZ
+  const used = [...processTicks()].map(([name, t]) => [name, (t - (before.get(name) ?? 0)) * tickMs] as const).filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]).slice(0, 6)
+  ctx.log(`  cpu ${arm}: ${used.map(([name, ms]) => `${Math.round(ms / (bytes / 2 ** 30))} ms/GiB ${name}`).join(" | ")}`)
+  return mbs
+}
+
 const throughputRow = async (ctx: BenchContext, what: string, measure: string, ours: number, raw: number, bytes: number, rounds: number): Promise<Row> => {
   await readAll(ours, bytes) // warm-up: the forward or tunnel is opened
   await readAll(raw, bytes)
@@ -139,11 +176,11 @@ const throughputRow = async (ctx: BenchContext, what: string, measure: string, o
   for (let i = 0; i < rounds; i++) {
     // In turns, each arm first every other round.
     if (i % 2 === 0) {
-      mine.push(await readAll(ours, bytes))
-      theirs.push(await readAll(raw, bytes))
+      mine.push(await readAllCounted(ctx, "ours", ours, bytes))
+      theirs.push(await readAllCounted(ctx, "raw", raw, bytes))
     } else {
-      theirs.push(await readAll(raw, bytes))
-      mine.push(await readAll(ours, bytes))
+      theirs.push(await readAllCounted(ctx, "raw", raw, bytes))
+      mine.push(await readAllCounted(ctx, "ours", ours, bytes))
     }
     ctx.log(`${what} round ${i + 1}: ${mine[i]!.toFixed(0)} vs ssh -L ${theirs[i]!.toFixed(0)} MB/s`)
   }
@@ -235,6 +272,49 @@ const provisionRows = async (ctx: BenchContext, hosts: NetnsHosts, scope: Scope.
 }
 
 /** Submit → RUNNING of one run (`echo hi; sleep 1`), polled every 5 ms; waits for it to end. */
+/** New connections per arm for the connection setup row. */
+const SETUP_CONNECTIONS = 30
+
+/** Connects to 127.0.0.1:port and waits for the first byte (then leaves): ms. */
+const firstByte = (port: number) =>
+  new Promise<number>((resolve, reject) => {
+    const started = now()
+    const socket = net.connect({ host: "127.0.0.1", port })
+    socket.once("data", () => {
+      resolve(now() - started)
+      socket.destroy()
+    })
+    socket.once("error", reject)
+    socket.once("close", () => reject(new Error(`127.0.0.1:${port} closed before its first byte`)))
+  })
+
+/** First byte of a new connection through `dstack attach` against raw `ssh -L`, in turns. */
+const setupRow = async (ctx: BenchContext, ours: number, raw: number, connections: number): Promise<Row> => {
+  const mine: Array<number> = []
+  const theirs: Array<number> = []
+  for (let i = 0; i < connections; i++) {
+    if (i % 2 === 0) {
+      mine.push(await firstByte(ours))
+      theirs.push(await firstByte(raw))
+    } else {
+      theirs.push(await firstByte(raw))
+      mine.push(await firstByte(ours))
+    }
+  }
+  const value = summarize(mine)
+  const baseline = summarize(theirs)
+  ctx.log(`attach connection setup: ${value.p50.toFixed(1)} vs ssh -L ${baseline.p50.toFixed(1)} ms p50`)
+  return {
+    section: "ssh",
+    measure: `attach connection setup: a new connection to its first byte (\`dstack attach\` vs raw ssh -L), ${connections} connections`,
+    unit: "ms",
+    value,
+    baseline,
+    better: "lower",
+    verdict: "n/a"
+  }
+}
+
 /** `dstack attach` throughput through the server against a raw `ssh -L`, on the fleet `bench` of `server`. */
 const attachRows = async (ctx: BenchContext, hosts: NetnsHosts, server: BenchServer, mb: number, rounds: number): Promise<Array<Row>> => {
   const host = hosts.hosts[0]!
@@ -265,7 +345,10 @@ const attachRows = async (ctx: BenchContext, hosts: NetnsHosts, server: BenchSer
       else await new Promise((r) => setTimeout(r, 100))
     }
     await waitListening(rawPort)
-    return [await throughputRow(ctx, "attach", `attach throughput, ${mb} MiB from a job port on the fleet host (\`dstack attach\` through the server vs raw ssh -L), ${rounds} rounds`, localPort, rawPort, bytes, rounds)]
+    return [
+      await setupRow(ctx, localPort, rawPort, SETUP_CONNECTIONS),
+      await throughputRow(ctx, "attach", `attach throughput, ${mb} MiB from a job port on the fleet host (\`dstack attach\` through the server vs raw ssh -L), ${rounds} rounds`, localPort, rawPort, bytes, rounds)
+    ]
   } finally {
     raw.kill("SIGTERM")
     attach.kill("SIGINT")
@@ -359,10 +442,11 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       { section: "ssh", measure: "forward throughput vs raw ssh -L", unit: "MB/s", better: "higher", target: "≥ 0.7×", notMeasured: missing },
       { section: "ssh", measure: "provisioning a fresh host vs raw scp + ssh", unit: "ms", better: "lower", target: "≤ 2×", notMeasured: missing },
       { section: "ssh", measure: "submit → RUNNING on an idle SSH fleet host vs the local backend", unit: "ms", better: "lower", target: "p50 ≤ local + 30 ms", notMeasured: missing },
+      { section: "ssh", measure: "attach connection setup vs raw ssh -L", unit: "ms", better: "lower", notMeasured: missing },
       { section: "ssh", measure: "attach throughput vs raw ssh -L", unit: "MB/s", better: "higher", target: "≥ 0.7×", notMeasured: missing }
     ]
   }
-  const mb = Number(process.env.BENCH_SSH_MB ?? (ctx.full ? 512 : 64))
+  const mb = Number(process.env.BENCH_SSH_MB ?? (ctx.full ? 1024 : 256))
   const rounds = Number(process.env.BENCH_SSH_ROUNDS ?? (ctx.full ? 7 : 3))
   const reps = Number(process.env.BENCH_SSH_REPS ?? (ctx.full ? 30 : 10))
   const parts = (process.env.BENCH_SSH_PARTS ?? "forward,provision,submit,attach").split(",")

@@ -91,7 +91,7 @@ export const attachRoutes = [
           return Response.json({ run_name: runName, job_num: jobNum, replica_num: replicaNum, port, protocol: TUNNEL_PROTOCOL })
         }
         const scope = yield* Scope.make()
-        const forwarded = yield* openJobForward(project, pd, port).pipe(
+        const forwarded = yield* openJobForward(project, pd, port, sub.id).pipe(
           Scope.extend(scope),
           Effect.mapError(({ step, error }) =>
             step === "transport"

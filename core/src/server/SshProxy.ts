@@ -243,7 +243,7 @@ export const startSshProxy = async (
     const forwardTo = (proxied: ProxiedJob, which: number | "runner"): Promise<ForwardedPort> => {
       let forward = forwards.get(which)
       if (forward === undefined) {
-        forward = runtime.runPromise(openJobForward(proxied.project, proxied.pd, which).pipe(Scope.extend(scope), Effect.mapError(({ error }) => new Error(error.message ?? error.reason))))
+        forward = runtime.runPromise(openJobForward(proxied.project, proxied.pd, which, submissionIdOf(proxied.upstreamId)).pipe(Scope.extend(scope), Effect.mapError(({ error }) => new Error(error.message ?? error.reason))))
         forwards.set(which, forward)
         // A forward that failed is tried again by the next channel.
         forward.catch(() => forwards.delete(which))

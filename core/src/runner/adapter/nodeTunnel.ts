@@ -25,21 +25,38 @@ export const bridge = (ws: WebSocket, tcp: Duplex, onEnd: (failed: boolean) => v
   }
   if (tcp instanceof net.Socket) tcp.setNoDelay(true)
   let paused = false
-  tcp.on("data", (chunk: Buffer) => {
+  const sent = () => {
+    if (paused && ws.bufferedAmount < HIGH_WATER / 2) {
+      paused = false
+      tcp.resume()
+    }
+  }
+  // What one read of the TCP side brought goes as one message: an SSH channel (the transport's
+  // own stream) hands its data on packet by packet (32 KiB each), several to a read, and a
+  // message costs a frame here and a write on the client's side.
+  let pending: Array<Buffer> = []
+  let pendingBytes = 0
+  const flush = () => {
+    if (pending.length === 0) return
+    const chunk = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes)
+    pending = []
+    pendingBytes = 0
     if (ws.readyState !== ws.OPEN) return
-    ws.send(chunk, { binary: true }, () => {
-      if (paused && ws.bufferedAmount < HIGH_WATER / 2) {
-        paused = false
-        tcp.resume()
-      }
-    })
+    ws.send(chunk, { binary: true }, sent)
     if (ws.bufferedAmount > HIGH_WATER) {
       paused = true
       tcp.pause()
     }
+  }
+  tcp.on("data", (chunk: Buffer) => {
+    if (ws.readyState !== ws.OPEN) return
+    if (pending.length === 0) process.nextTick(flush)
+    pending.push(chunk)
+    pendingBytes += chunk.length
   })
-  // The TCP peer finished writing: say so, and keep carrying the other way.
+  // The TCP peer finished writing: say so after what it wrote, and keep carrying the other way.
   tcp.on("end", () => {
+    flush()
     if (ws.readyState === ws.OPEN) ws.send(Buffer.alloc(0), { binary: true })
   })
   tcp.on("error", () => end(true))
