@@ -5,7 +5,8 @@
  * partition and node shape, sized to what the job asks. An instance is one `sbatch` allocation
  * (`--nodes`, `--cpus-per-task`, `--mem`, `--gres=gpu:N`, `--time` from `max_duration`,
  * partition, account, QoS) whose step starts the server's runner build on the node with `node`;
- * the runner's address comes back through the step's output file on the shared filesystem, and
+ * the instance is answered as soon as the allocation runs, and the runner's address, once it
+ * listens, through the step's output file on the shared filesystem (`updateProvisioningData`);
  * the server reaches it over SSH through the login node (`runnerAccess`). Terminating is
  * `scancel` (Slurm signals the step with SIGTERM, then SIGKILL after its KillWait).
  */
