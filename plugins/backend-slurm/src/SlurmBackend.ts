@@ -298,7 +298,7 @@ const BATCH_EOF = "DSTACK_TS_BATCH_SCRIPT"
  * `missing-bundle` when the runner bundle is not on the shared filesystem yet; else submits the
  * batch script (`sbatch-failed WHY`, or `job ID MS`), then watches the job from the login node
  * itself until its allocation runs: the batch script's first line writes `<dir>/<job>.alloc`
- * (looked for every 20 ms) and `squeue` is asked every 200 ms. It streams `q MS STATE|REASON`
+ * (looked for every 20 ms) and `squeue` is asked every 80 ms. It streams `q MS STATE|REASON`
  * at each look at the queue, `gone` when the job left the queue first, or, once the allocation
  * runs, `running MS NODE...` (its nodes in rank order) and ends: the runners then start in the
  * allocation, which `waitScript` follows. A server that goes away while the job is being
@@ -318,12 +318,16 @@ id=\${sub%%;*}
 trap 'scancel "$id" 2>/dev/null; exit 1' PIPE HUP TERM
 echo "job $id $(date +%s%3N)"
 end=$(( $(date +%s) + limit ))
-running() { trap - PIPE HUP TERM; echo "running $(date +%s%3N) $(scontrol show hostnames "$1" | tr '\\n' ' ')"; exit 0; }
+running() {
+  trap - PIPE HUP TERM
+  case $1 in *[],[]*) nodes=$(scontrol show hostnames "$1" | tr '\\n' ' ') ;; *) nodes=$1 ;; esac
+  echo "running $(date +%s%3N) $nodes"; exit 0
+}
 i=0
 while :; do
   # Opened each time, never just stat'ed: on NFS an open revalidates what a stat may cache.
   { read -r at list <"$dir/$id.alloc" && [ -n "$list" ] && running "$list"; } 2>/dev/null
-  if [ $((i % 10)) -eq 0 ]; then
+  if [ $((i % 4)) -eq 0 ]; then
     q=$(squeue -h -j "$id" -o '%T|%r|%N' 2>&1)
     case $q in
       'RUNNING|'*'|'?*) running "\${q##*|}" ;;
@@ -580,17 +584,6 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             )
           }
           if ("end" in event) {
-            if (running !== undefined && job.id !== undefined) {
-              if (running.nodes.length !== args.nodes) {
-                return yield* fail(method, "Unknown", `Slurm job ${job.id} on ${c.config.name} runs on ${running.nodes.length} nodes (${running.nodes.join(", ")}), not ${args.nodes}`)
-              }
-              return {
-                kind: "running",
-                jobId: job.id,
-                nodes: running.nodes,
-                times: { jobId: job.id, submitted: submitted ?? 0, ...(running.at === undefined ? {} : { runningSeen: running.at }) }
-              } satisfies Watched
-            }
             if (gone) return yield* fail(method, "Unknown", `Slurm job ${job.id} left the queue before its allocation was seen running`)
             return yield* fail(method, "Unknown", `the submission on the login node of ${c.config.name} ended early (exit status ${event.end.code ?? "none"}): ${event.end.stderr.trim() || "no message"}`)
           }
@@ -606,8 +599,18 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             if (!/^\d+$/.test(rest[0] ?? "")) return yield* fail(method, "Unknown", `sbatch on ${c.config.name} answered ${JSON.stringify(rest[0] ?? "")}, not a job id`)
             job.id = rest[0]
             submitted = at(rest[1])
-          } else if (word === "running") {
+          } else if (word === "running" && job.id !== undefined) {
+            // The script ends right after this line: no need to wait for the channel's close.
             running = { at: at(rest[0]), nodes: rest.slice(1).filter((n) => n !== "") }
+            if (running.nodes.length !== args.nodes) {
+              return yield* fail(method, "Unknown", `Slurm job ${job.id} on ${c.config.name} runs on ${running.nodes.length} nodes (${running.nodes.join(", ")}), not ${args.nodes}`)
+            }
+            return {
+              kind: "running",
+              jobId: job.id,
+              nodes: running.nodes,
+              times: { jobId: job.id, submitted: submitted ?? 0, ...(running.at === undefined ? {} : { runningSeen: running.at }) }
+            } satisfies Watched
           } else if (word === "q") {
             const [stateText = "", reason = ""] = rest.slice(1).join(" ").split("|")
             state = stateText
