@@ -5,7 +5,9 @@
 // the Slurm job (gone from squeue) — also while it still pends in the queue; a task of more
 // nodes than the partition has fails before sbatch, naming nodes; a server restarted (on a store
 // on disk) while a task runs reaches its runner again through the login node and follows it to
-// its end.
+// its end. A job shows pulling on its node while its runner starts in the allocation; one whose
+// runner never starts fails with waiting_runner_limit_exceeded within the provisioning timeout,
+// and a stop while it starts cancels the allocation.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -250,6 +252,65 @@ describeWithSlurm(() => {
     expect(ended.status).toBe("terminated")
     await until("the long pair's allocation gone from squeue", () => cluster.queueState(longId), (s) => s === undefined, 60_000)
   }, 600_000)
+
+  it("a job shows pulling on its node while its runner starts in the allocation; a runner that never starts fails it within the provisioning timeout, and a stop then cancels the allocation", async () => {
+    // A server whose provisioning timeout is short, on the same cluster, whose nodes' "node"
+    // never starts a runner (it sleeps): the allocation runs, the runner never says where it listens.
+    const dir = path.join(os.homedir(), `.dstack-ts/slurm-${cluster.net.name}`)
+    fs.mkdirSync(dir, { recursive: true })
+    const never = path.join(dir, "never-node")
+    fs.writeFileSync(never, "#!/bin/sh\nexec sleep 600\n", { mode: 0o755 })
+    const short = await createServer({
+      state: EmbeddedStateStore.layerMemory(),
+      blobs: blobsMemory,
+      adminToken: TOKEN,
+      plugins: [backendSlurm, transportSsh],
+      runner: { entry: RUNNER_ENTRY },
+      engine: { resyncMs: 1_000, provisioningTimeoutMs: 15_000 }
+    })
+    const on = appCall(() => short, TOKEN)
+    const runOf = async (name: string) => (await on("/api/project/main/runs/get", { run_name: name })).body
+    try {
+      const created = await on("/api/project/main/backends/create", {
+        type: "slurm",
+        clusters: [{ name: "netns", hostname: cluster.login.ip, user: "root", private_key: { content: cluster.net.privateKey } }],
+        install_dir: `.dstack-ts/slurm-${cluster.net.name}`,
+        node: never
+      })
+      expect(created.status, JSON.stringify(created.body)).toBe(200)
+      for (const name of ["slurm-never", "slurm-never-stop"]) {
+        const applied = await on("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo should never run"], idle_duration: 0 }, name) })
+        expect(applied.status, JSON.stringify(applied.body)).toBe(200)
+      }
+      // Past the queue, on its node, with no runner yet: pulling, the node's address known.
+      const pulling = await Promise.all(["slurm-never", "slurm-never-stop"].map((name) =>
+        until(`${name} pulling`, () => runOf(name), (r) => r.jobs[0].job_submissions.at(-1).status !== "submitted" && r.jobs[0].job_submissions.at(-1).status !== "provisioning", 60_000)))
+      const jobIds: Array<string> = []
+      for (const r of pulling) {
+        const sub = r.jobs[0].job_submissions.at(-1)
+        expect(sub.status, JSON.stringify(sub)).toBe("pulling")
+        expect(cluster.computes.map((h) => h.ip)).toContain(sub.job_provisioning_data.hostname)
+        expect(sub.job_provisioning_data.runner_port ?? undefined).toBeUndefined()
+        jobIds.push(sub.job_provisioning_data.instance_id)
+        expect(await cluster.queueState(sub.job_provisioning_data.instance_id)).toBe("RUNNING")
+      }
+      // A stop while the runner starts: nothing to ask a runner, the allocation is cancelled.
+      const stopped = await on("/api/project/main/runs/stop", { runs_names: ["slurm-never-stop"], abort: false })
+      expect(stopped.status, JSON.stringify(stopped.body)).toBe(200)
+      const stoppedRun = await until("slurm-never-stop ends", () => runOf("slurm-never-stop"), finished, 60_000)
+      expect([stoppedRun.status, stoppedRun.jobs[0].job_submissions.at(-1).termination_reason]).toEqual(["terminated", "terminated_by_user"])
+      await until("slurm-never-stop's allocation cancelled", () => cluster.queueState(jobIds[1]), (s) => s === undefined, 60_000)
+      // The other one: failed by the provisioning timeout, saying so, its allocation cancelled.
+      const ended = await until("slurm-never ends", () => runOf("slurm-never"), finished, 90_000)
+      const sub = ended.jobs[0].job_submissions.at(-1)
+      expect([ended.status, sub.status, sub.termination_reason], JSON.stringify(sub)).toEqual(["failed", "failed", "waiting_runner_limit_exceeded"])
+      expect(sub.termination_reason_message).toMatch(new RegExp(`^the runner on instance ${jobIds[0]} \\(backend slurm\\) did not start within the provisioning timeout \\(15s\\)`))
+      await until("slurm-never's allocation cancelled", () => cluster.queueState(jobIds[0]), (s) => s === undefined, 60_000)
+    } finally {
+      await short.close()
+      fs.rmSync(never, { force: true })
+    }
+  }, 300_000)
 
   it("a server restarted while a task runs reaches its runner again through the login node, and follows it to done with all its logs", async () => {
     // A server on a store that outlives it; the second start has made no backend before it

@@ -11,7 +11,8 @@
  *   StopRequested → terminated/aborted; ProvisioningTimeout → failed; ProvisioningPending →
  *   provisioning with the backend's queue reason as status message and no instance yet, where
  *   every event of a submitted job means the same.
- * - provisioning, pulling, running: RunnerPulling → pulling (from provisioning); RunnerRunning →
+ * - provisioning, pulling, running: RunnerStarting → pulling (from provisioning), with the
+ *   backend's completed provisioning data when it carries one (also while pulling); RunnerPulling → pulling (from provisioning); RunnerRunning →
  *   running; RunnerExited/RunnerFailed → final + ReleaseInstance; StopRequested → terminating +
  *   StopRunner, or with abort → aborted + StopRunner(abort) + ReleaseInstance; InstanceUnreachable
  *   → failed + TerminateInstance; InstanceEnded → final with the backend's reason + TerminateInstance;
@@ -62,6 +63,12 @@ export type JobEvent = Data.TaggedEnum<{
   NoCapacity: { readonly message?: string | undefined }
   /** Finding an instance broke (a store error, a bug), which says nothing about capacity. */
   ProvisioningFailed: { readonly message: string }
+  /**
+   * The instance exists and its runner is starting (a batch scheduler's allocation that starts
+   * it: `Backend.updateProvisioningData`); with the provisioning data the backend completed once
+   * the runner is up. The job shows as pulling meanwhile.
+   */
+  RunnerStarting: { readonly provisioningData?: JobProvisioningData | undefined }
   /** The runner accepted the job and is pulling its image. */
   RunnerPulling: {}
   /** The job's commands started. */
@@ -117,6 +124,7 @@ export const JOB_EVENT_TAGS: ReadonlyArray<JobEvent["_tag"]> = [
   "Provisioned",
   "NoCapacity",
   "ProvisioningFailed",
+  "RunnerStarting",
   "RunnerPulling",
   "RunnerRunning",
   "RunnerExited",
@@ -242,6 +250,14 @@ export const transitionJob = (job: Job, event: JobEvent, now: number): JobTransi
       return placing
         ? appliedTransition(finish(job, sub, now, "terminated_by_server", { terminationReasonMessage: event.message }))
         : nothing()
+
+    case "RunnerStarting":
+      if (placing || !(status === "provisioning" || status === "pulling")) return nothing()
+      if (status === "pulling" && (event.provisioningData === undefined || event.provisioningData === sub.jobProvisioningData)) return nothing()
+      return appliedTransition(update(job, sub, now, {
+        status: "pulling",
+        ...(event.provisioningData === undefined ? {} : { jobProvisioningData: event.provisioningData })
+      }))
 
     case "RunnerPulling":
       return status === "provisioning" ? appliedTransition(update(job, sub, now, { status: "pulling" })) : nothing()

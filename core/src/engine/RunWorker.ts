@@ -133,6 +133,8 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
     const placing = new Map<string, Fiber.RuntimeFiber<void, never>>()
     const pendingEvents: Array<{ submissionId: string; event: JobEvent }> = []
     const handed = new Set<string>()
+    // Jobs whose follower waits for their instance's runner to start (nothing handed over yet).
+    const startingRunner = new Set<string>()
     const offer = (signal: Signal) => Queue.offer(signals, signal).pipe(Effect.asVoid)
 
     // The lease is kept by the one renewal of every lease this replica holds (RunClaims), which
@@ -300,6 +302,16 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
             const found = jobOfSubmission(run, effect.jobSubmissionId)
             const pd = found && latestSubmission(found.job)?.jobProvisioningData
             if (!pd) return Effect.void
+            // The runner is still starting on its instance and has no job to stop: the wait for it
+            // ends, and the job with it (its instance is released: one made per job is terminated).
+            const waiting = startingRunner.has(effect.jobSubmissionId) ? followers.get(effect.jobSubmissionId) : undefined
+            if (waiting !== undefined) {
+              const submissionId = effect.jobSubmissionId
+              return Fiber.interrupt(waiting).pipe(
+                Effect.zipRight(Effect.sync(() => startingRunner.delete(submissionId))),
+                Effect.zipRight(offer({ _tag: "Job", submissionId, event: JobEvent.RunnerFailed({ reason: "executor_error", message: "stopped while its runner was starting" }) }))
+              )
+            }
             // A runner that never answers does not hold the stop forever: its follower ends
             // the job as unreachable meanwhile.
             return withRunner(compute, run.projectName, pd, (client) => stopJob(client, effect.abort)).pipe(
@@ -326,7 +338,8 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
         if (!found) return
         const follower = follow(options.follower, { run, submissionId, spec: found.job.jobSpec, pd, alreadyHanded, resumed, leaseTrusted }, {
           jobEvent: (event) => offer({ _tag: "Job", submissionId, event }),
-          handedOver: offer({ _tag: "HandedToRunner", submissionId })
+          handedOver: offer({ _tag: "HandedToRunner", submissionId }),
+          runnerStarting: (starting) => Effect.sync(() => (starting ? startingRunner.add(submissionId) : startingRunner.delete(submissionId)))
         }).pipe(Effect.ensuring(offer({ _tag: "FollowerDone", submissionId })))
         const fiber = yield* Effect.forkIn(follower, workerScope)
         followers.set(submissionId, fiber)

@@ -94,6 +94,12 @@ export interface FollowerReports {
   readonly jobEvent: (event: JobEvent) => Effect.Effect<void>
   /** The runner took the job. */
   readonly handedOver: Effect.Effect<void>
+  /**
+   * Whether the follower waits for the instance's runner to start (`Backend.updateProvisioningData`):
+   * true when it begins to, false once the runner is up or the wait ended. Nothing was handed over
+   * meanwhile, so a stop then has no runner to ask: the worker ends the wait instead.
+   */
+  readonly runnerStarting?: (starting: boolean) => Effect.Effect<void>
 }
 
 /** Failing reads of the last stored log position are asked again this often, at most. */
@@ -164,6 +170,66 @@ const instanceEnd = (compute: ComputeService, project: string, pd: JobProvisioni
     Effect.catchAll((e) => Effect.as(Effect.logWarning(`cannot ask backend ${pd.backend} how instance ${pd.instanceId} ended: ${errorMessage(e)}`), undefined))
   )
 
+/** How often a backend is asked again whether an instance's runner is up, at least (its own answer may take longer). */
+const STARTING_EVERY_MS = 200
+
+/**
+ * For a backend whose instance exists before its runner can be reached
+ * (`Backend.updateProvisioningData`): reports the job pulling and waits until the backend
+ * answers the completed provisioning data (reported too, to be stored), for at most
+ * `timeoutMs`. Answers the data to reach the runner with, or undefined when the job was ended
+ * (reported: the runner did not start in time, or its backend says it never will).
+ */
+const awaitRunnerStart = (
+  compute: ComputeService,
+  project: string,
+  pd: JobProvisioningData,
+  timeoutMs: number,
+  reports: FollowerReports
+): Effect.Effect<JobProvisioningData | undefined> =>
+  Effect.gen(function* () {
+    const backend = yield* compute.backend(project, pd.backend).pipe(Effect.option)
+    if (backend._tag === "None" || backend.value.updateProvisioningData === undefined) return pd
+    const update = backend.value.updateProvisioningData
+    const deadline = Date.now() + timeoutMs
+    let reported = false
+    let lastError: string | undefined
+    yield* reports.runnerStarting?.(true) ?? Effect.void
+    while (true) {
+      const answer = yield* update(pd).pipe(Effect.either)
+      if (answer._tag === "Right" && answer.right !== undefined) {
+        if (answer.right !== pd) yield* reports.jobEvent(JobEvent.RunnerStarting({ provisioningData: answer.right }))
+        yield* reports.runnerStarting?.(false) ?? Effect.void
+        return answer.right
+      }
+      if (answer._tag === "Left") {
+        // The runner will never come up (it refused to start, the instance ended): the job
+        // ends now with the backend's words. A failure that may pass is asked again.
+        // An instance gone (`NotFound`) ends the job as its backend says it ended, when it can.
+        if (!answer.left.isRetryable) {
+          const ended = answer.left.reason === "NotFound" ? yield* instanceEnd(compute, project, pd) : undefined
+          yield* reports.jobEvent(ended ?? JobEvent.InstanceEnded({ reason: "executor_error", message: `the runner did not start on instance ${pd.instanceId}: ${errorMessage(answer.left)}` }))
+          yield* reports.runnerStarting?.(false) ?? Effect.void
+          return undefined
+        }
+        lastError = errorMessage(answer.left)
+        yield* Effect.logWarning(`instance ${pd.instanceId} (backend ${pd.backend}): cannot ask whether its runner is up, asking again: ${lastError}`)
+      } else if (!reported) {
+        reported = true
+        yield* reports.jobEvent(JobEvent.RunnerStarting({}))
+      }
+      if (Date.now() >= deadline) {
+        yield* reports.runnerStarting?.(false) ?? Effect.void
+        yield* reports.jobEvent(JobEvent.InstanceEnded({
+          reason: "waiting_runner_limit_exceeded",
+          message: `the runner on instance ${pd.instanceId} (backend ${pd.backend}) did not start within the provisioning timeout (${Math.round(timeoutMs / 1000)}s)${lastError === undefined ? "" : `: ${lastError.slice(0, 500)}`}`
+        }))
+        return undefined
+      }
+      yield* Effect.sleep(Duration.millis(Math.min(STARTING_EVERY_MS, Math.max(0, deadline - Date.now()))))
+    }
+  })
+
 /** A runner's report that ends the job with an error: its backend may know better why (the instance ended under it). */
 const endsWithError = (event: JobEvent): boolean =>
   (event._tag === "RunnerExited" && event.exitStatus !== 0) || event._tag === "RunnerFailed"
@@ -175,7 +241,9 @@ const endsWithError = (event: JobEvent): boolean =>
  */
 export const follow = (options: FollowerOptions, job: FollowedJob, reports: FollowerReports): Effect.Effect<void> => {
   const { store, compute } = options
-  const { run, submissionId, spec, pd } = job
+  const { run, submissionId, spec } = job
+  // Completed by the backend before the hand-over where its runner starts after the instance.
+  let pd = job.pd
   return Effect.gen(function* () {
     let cursor = 0
     let unreachableSince: number | undefined
@@ -258,6 +326,9 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
         yield* reports.jobEvent(JobEvent.RunnerFailed({ reason: "executor_error", message: `Secrets interpolation error: ${secrets.left.message}` }))
         return
       }
+      const started = yield* awaitRunnerStart(compute, run.projectName, pd, options.provisioningTimeoutMs, reports)
+      if (started === undefined) return
+      pd = started
       const code = yield* readCode(options, run.projectName, spec, run.runSpec.repoId)
       // The nodes of a multi-node replica start only once every one of them has its instance.
       const clusterInfo = spec.jobsPerReplica > 1

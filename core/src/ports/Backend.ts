@@ -264,6 +264,18 @@ export interface Backend {
    */
   readonly instanceEnd?: (pd: JobProvisioningData) => Effect.Effect<InstanceEnd | undefined, BackendError>
   /**
+   * For backends whose `createInstance` (or `createInstanceGroup`) answers as soon as the
+   * instance exists, before its runner can be reached (a batch scheduler's allocation that
+   * starts the runner in it: the runner's port is known only once it listens): the instance's
+   * provisioning data completed once its runner is up, `undefined` while it is still starting
+   * (the call may wait a few seconds for it first). Data already complete is answered as it is.
+   * Fails when the runner will never come up (it refused to start, the instance ended). The
+   * engine asks before it hands a job to the instance, again until the answer comes or the
+   * provisioning timeout passes; the job shows as pulling meanwhile (as upstream's
+   * `update_provisioning_data`).
+   */
+  readonly updateProvisioningData?: (pd: JobProvisioningData) => Effect.Effect<JobProvisioningData | undefined, BackendError>
+  /**
    * Why this server cannot reach an existing instance of this backend now, or undefined when
    * it can: for instances whose machine is reachable through one server replica only (a pool
    * machine joined to another replica, or away). The planner leaves such idle instances out,
@@ -321,6 +333,7 @@ export interface Implementation {
   readonly instancePerJob?: boolean
   readonly createInstanceGroup?: Backend["createInstanceGroup"]
   readonly instanceEnd?: Backend["instanceEnd"]
+  readonly updateProvisioningData?: Backend["updateProvisioningData"]
   readonly unreachableHere?: Backend["unreachableHere"]
 }
 
@@ -354,6 +367,7 @@ export const make = (impl: Implementation): Backend => ({
               : fail(impl.type, "createInstanceGroup", "Unknown", `asked for ${configs.length} instances, made ${pds.length}`))
   }),
   ...(impl.instanceEnd === undefined ? {} : { instanceEnd: impl.instanceEnd }),
+  ...(impl.updateProvisioningData === undefined ? {} : { updateProvisioningData: impl.updateProvisioningData }),
   ...(impl.unreachableHere === undefined ? {} : { unreachableHere: impl.unreachableHere })
 })
 

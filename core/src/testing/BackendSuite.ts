@@ -1,8 +1,9 @@
 /**
  * The conformance suite every Backend runs: offers fit the requirements and come cheapest
  * first, excluded offers carry reasons, an instance can be created for an offer (and a
- * multi-node job's instances together, where the backend can), termination is idempotent, and
- * an offer of another backend is refused.
+ * multi-node job's instances together, where the backend can; its data completed once its
+ * runner is up, where the backend answers before), termination is idempotent, and an offer of
+ * another backend is refused.
  */
 import { expect, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
@@ -63,6 +64,31 @@ export const testBackend = <E>(
           expect(data.instanceId).not.toBe("")
           yield* backend.terminateInstance(data.instanceId, data.region, data.backendData)
           yield* backend.terminateInstance(data.instanceId, data.region, data.backendData)
+        }))
+    }
+
+    if (options.provision !== false) {
+      it.effect("completes an instance's provisioning data once its runner is up, where the backend does (updateProvisioningData)", () =>
+        Effect.gen(function*() {
+          const backend = yield* Backend.Backend
+          if (backend.updateProvisioningData === undefined) return
+          const { offers } = yield* backend.getOffers(options.requirements)
+          const offer = offers.find((o) => o.availability === "available")
+          expect(offer, "an available offer").toBeDefined()
+          const data = yield* backend.createInstance(offer!, config)
+          yield* Effect.gen(function*() {
+            let completed = yield* backend.updateProvisioningData!(data)
+            for (let i = 0; i < 60 && completed === undefined; i++) {
+              // Real time (it.effect's clock is a test clock): the backend's runner starts on it.
+              yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 200)))
+              completed = yield* backend.updateProvisioningData!(data)
+            }
+            expect(completed, "the runner up within the suite's wait").toBeDefined()
+            expect([completed!.backend, completed!.instanceId, completed!.region]).toEqual([data.backend, data.instanceId, data.region])
+            // Complete data is answered as it is.
+            const again = yield* backend.updateProvisioningData!(completed!)
+            expect(again?.runnerPort).toBe(completed!.runnerPort)
+          }).pipe(Effect.ensuring(backend.terminateInstance(data.instanceId, data.region, data.backendData).pipe(Effect.orDie)))
         }))
     }
 

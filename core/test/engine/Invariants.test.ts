@@ -26,6 +26,8 @@ const jobEvents = (): ReadonlyArray<JobEvent> => [
   JobEvent.Provisioned({ provisioningData: provisioningData({ spot: true }), instanceId: "i" }),
   JobEvent.NoCapacity({}),
   JobEvent.ProvisioningFailed({ message: "provisioning failed: boom" }),
+  JobEvent.RunnerStarting({}),
+  JobEvent.RunnerStarting({ provisioningData: provisioningData() }),
   JobEvent.RunnerPulling(),
   JobEvent.RunnerRunning(),
   JobEvent.RunnerExited({ exitStatus: 0 }),

@@ -21,6 +21,7 @@ const sampleEvents: Record<JobEvent["_tag"], JobEvent> = {
   Provisioned: JobEvent.Provisioned({ provisioningData: provisioningData(), instanceId: "inst-2" }),
   NoCapacity: JobEvent.NoCapacity({ message: "no offers" }),
   ProvisioningFailed: JobEvent.ProvisioningFailed({ message: "provisioning failed: TypeError: x is undefined" }),
+  RunnerStarting: JobEvent.RunnerStarting({ provisioningData: provisioningData() }),
   RunnerPulling: JobEvent.RunnerPulling(),
   RunnerRunning: JobEvent.RunnerRunning(),
   RunnerExited: JobEvent.RunnerExited({ exitStatus: 0 }),
@@ -37,6 +38,7 @@ type Expected = readonly [JobStatus, JobTerminationReason | undefined, ReadonlyA
 
 const onInstance = (except: ReadonlyArray<JobEvent["_tag"]>): Partial<Record<JobEvent["_tag"], Expected>> => {
   const table: Partial<Record<JobEvent["_tag"], Expected>> = {
+    RunnerStarting: ["pulling", undefined, []],
     RunnerPulling: ["pulling", undefined, []],
     RunnerRunning: ["running", undefined, []],
     RunnerExited: ["done", "done_by_runner", ["ReleaseInstance"]],
@@ -64,7 +66,7 @@ const documented: Record<JobStatus, Partial<Record<JobEvent["_tag"], Expected>>>
   },
   provisioning: onInstance([]),
   pulling: onInstance(["RunnerPulling", "ProvisioningTimeout"]),
-  running: onInstance(["RunnerPulling", "RunnerRunning", "ProvisioningTimeout"]),
+  running: onInstance(["RunnerStarting", "RunnerPulling", "RunnerRunning", "ProvisioningTimeout"]),
   terminating: {
     RunnerExited: ["terminated", "terminated_by_user", ["ReleaseInstance"]],
     RunnerFailed: ["terminated", "terminated_by_user", ["ReleaseInstance"]],
@@ -207,6 +209,22 @@ describe("variants that depend on the event's data", () => {
     const stopped = transitionJob(makeJob({ status: "terminating", reason: "terminated_by_user" }), JobEvent.InstanceEnded({ reason: "terminated_by_user", message: "Slurm CANCELLED" }), NOW)
     expect(latestSubmission(stopped.entity)?.terminationReason).toBe("terminated_by_user")
     expect(latestSubmission(stopped.entity)?.terminationReasonMessage).toBeUndefined()
+  })
+
+  it("a runner starting on its instance shows the job as pulling; the data its backend completed replaces the submission's", () => {
+    const starting = transitionJob(makeJob({ status: "provisioning" }), JobEvent.RunnerStarting({}), NOW)
+    const sub = latestSubmission(starting.entity)!
+    expect([sub.status, starting.effects]).toEqual(["pulling", []])
+    const before = sub.jobProvisioningData
+    // Nothing new while pulling: nothing written.
+    expect(transitionJob(starting.entity, JobEvent.RunnerStarting({}), NOW + SEC).ignored).toBe(true)
+    const pd = provisioningData({ price: 9 })
+    const completed = transitionJob(starting.entity, JobEvent.RunnerStarting({ provisioningData: pd }), NOW + SEC)
+    expect(latestSubmission(completed.entity)?.jobProvisioningData).toBe(pd)
+    expect(latestSubmission(completed.entity)?.jobProvisioningData).not.toBe(before)
+    expect(latestSubmission(completed.entity)?.status).toBe("pulling")
+    // A job being placed has no instance whose runner could start.
+    expect(transitionJob(makeJob(), JobEvent.RunnerStarting({ provisioningData: pd }), NOW).ignored).toBe(true)
   })
 
   it("Provisioned records where the job landed and asks to submit it to that runner", () => {

@@ -5,7 +5,8 @@
  * partition and node shape, sized to what the job asks. An instance is one `sbatch` allocation
  * (`--nodes`, `--cpus-per-task`, `--mem`, `--gres=gpu:N`, `--time` from `max_duration`,
  * partition, account, QoS) whose step starts the server's runner build on the node with `node`;
- * the runner's address comes back through the step's output file on the shared filesystem, and
+ * the instance is answered as soon as the allocation runs, and the runner's address, once it
+ * listens, through the step's output file on the shared filesystem (`updateProvisioningData`);
  * the server reaches it over SSH through the login node (`runnerAccess`). Terminating is
  * `scancel` (Slurm signals the step with SIGTERM, then SIGKILL after its KillWait).
  */
@@ -85,6 +86,9 @@ export interface SlurmJobData {
 
 /** Between the Slurm job id and the node rank in the instance id of a node other than the master (`1234+1`). */
 const NODE_SEPARATOR = "+"
+
+/** How long one `updateProvisioningData` waits on the login node for a runner to come up before it answers "still starting". */
+const UPDATE_WAIT_SECONDS = 5
 
 /** Pending reasons that do not pass by waiting (a partition, QoS or association limit, a bad request). */
 const NEVER_STARTS = /^(Partition(Time|Node)Limit|PartitionConfig|PartitionDown|PartitionInactive|BadConstraints|InvalidAccount|InvalidQOS|QOS.*Limit|Assoc.*Limit|AccountNotAllowed|QOSNotAllowed|JobHeldAdmin|ReqNodeNotAvail.*|InactiveLimit)$/
@@ -277,6 +281,8 @@ export const batchScript = (options: {
   return [
     "#!/bin/sh",
     ...directives.map((d) => `#SBATCH ${d}`),
+    // The allocation exists: its nodes, for the login node's watch (polled every 20 ms).
+    `echo "$(date +%s%3N) $SLURM_JOB_NODELIST" >${shQuote(options.dir)}/$SLURM_JOB_ID.alloc`,
     `step=${shQuote(step)}`,
     ...(others > 0 ? [`DSTACK_TS_RANK_BASE=1 srun --relative=1 --nodes=${others} --ntasks=${others} --ntasks-per-node=1 --kill-on-bad-exit=0 sh -c "$step" &`] : []),
     `DSTACK_TS_RANK_BASE=0 sh -c "$step"`,
@@ -288,23 +294,23 @@ export const batchScript = (options: {
 const BATCH_EOF = "DSTACK_TS_BATCH_SCRIPT"
 
 /**
- * The one script a submission runs on the login node (`sh -s -- DIR RUNNER NODES SECONDS`):
- * says `missing-bundle` when the runner bundle is not on the shared filesystem yet; else
- * submits the batch script (`sbatch-failed WHY`, or `job ID MS`), then watches the job from the
- * login node itself (the nodes' output files every 20 ms, `squeue` every 200 ms) and streams
- * what it sees: `q MS STATE|REASON` at each look at the queue, `refused WHY` when a node cannot
- * start the runner, `gone` (and the outputs) when the job left the queue first, or `ready MS`
- * and each node's output as `out RANK LINE` once every runner has printed its ready line. A
- * server that goes away while the job is being watched cuts the channel: the next line fails
- * (SIGPIPE) and the script cancels the job. Times are the login node's clock, in ms.
+ * The one script a submission runs on the login node (`sh -s -- DIR RUNNER SECONDS`): says
+ * `missing-bundle` when the runner bundle is not on the shared filesystem yet; else submits the
+ * batch script (`sbatch-failed WHY`, or `job ID MS`), then watches the job from the login node
+ * itself until its allocation runs: the batch script's first line writes `<dir>/<job>.alloc`
+ * (looked for every 20 ms) and `squeue` is asked every 80 ms. It streams `q MS STATE|REASON`
+ * at each look at the queue, `gone` when the job left the queue first, or, once the allocation
+ * runs, `running MS NODE...` (its nodes in rank order) and ends: the runners then start in the
+ * allocation, which `waitScript` follows. A server that goes away while the job is being
+ * watched cuts the channel: the next line fails (SIGPIPE) and the script cancels the job.
+ * Times are the login node's clock, in ms.
  */
 export const submissionScript = (batch: string): string => {
   if (batch.split("\n").includes(BATCH_EOF)) throw new Error(`the batch script contains the line ${BATCH_EOF}`)
   return `set -u
-dir=$1 runner=$2 n=$3 limit=$4
+dir=$1 runner=$2 limit=$3
 [ -s "$runner" ] || { echo missing-bundle; exit 0; }
 mkdir -p "$dir" || exit 1
-outs() { r=0; while [ "$r" -lt "$n" ]; do { while IFS= read -r l || [ -n "$l" ]; do echo "out $r $l"; done <"$dir/$id.$r.out"; } 2>/dev/null; r=$((r + 1)); done; }
 sub=$(sbatch --parsable 2>&1 <<'${BATCH_EOF}'
 ${batch}${batch.endsWith("\n") ? "" : "\n"}${BATCH_EOF}
 ) || { echo "sbatch-failed $(printf '%s' "$sub" | tr '\\n' ' ')"; exit 0; }
@@ -312,30 +318,21 @@ id=\${sub%%;*}
 trap 'scancel "$id" 2>/dev/null; exit 1' PIPE HUP TERM
 echo "job $id $(date +%s%3N)"
 end=$(( $(date +%s) + limit ))
+running() {
+  trap - PIPE HUP TERM
+  case $1 in *[],[]*) nodes=$(scontrol show hostnames "$1" | tr '\\n' ' ') ;; *) nodes=$1 ;; esac
+  echo "running $(date +%s%3N) $nodes"; exit 0
+}
 i=0
 while :; do
-  ready=0 r=0
-  while [ "$r" -lt "$n" ]; do
-    # Opened each time, never just stat'ed: on NFS an open revalidates what a stat may cache.
-    { while IFS= read -r l || [ -n "$l" ]; do
-        case $l in
-          'dstack-ts: refused: '*) echo "refused \${l#dstack-ts: refused: }"; exit 0 ;;
-          '{'*'"port":'*) ready=$((ready + 1)); break ;;
-        esac
-      done <"$dir/$id.$r.out"; } 2>/dev/null
-    r=$((r + 1))
-  done
-  if [ "$ready" -eq "$n" ]; then
-    trap - PIPE HUP TERM
-    echo "ready $(date +%s%3N)"
-    outs
-    exit 0
-  fi
-  if [ $((i % 10)) -eq 0 ]; then
-    q=$(squeue -h -j "$id" -o '%T|%r' 2>&1)
+  # Opened each time, never just stat'ed: on NFS an open revalidates what a stat may cache.
+  { read -r at list <"$dir/$id.alloc" && [ -n "$list" ] && running "$list"; } 2>/dev/null
+  if [ $((i % 4)) -eq 0 ]; then
+    q=$(squeue -h -j "$id" -o '%T|%r|%N' 2>&1)
     case $q in
-      *'|'*) echo "q $(date +%s%3N) $q" ;;
-      ''|*'Invalid job id'*) echo gone; outs; exit 0 ;;
+      'RUNNING|'*'|'?*) running "\${q##*|}" ;;
+      *'|'*) echo "q $(date +%s%3N) \${q%|*}" ;;
+      ''|*'Invalid job id'*) echo gone; exit 0 ;;
       *) echo "squeue-error $(printf '%s' "$q" | tr '\\n' ' ')" ;;
     esac
     [ "$(date +%s)" -lt "$end" ] || { echo expired; exit 0; }
@@ -347,20 +344,50 @@ done
 }
 
 /**
+ * The script that waits on the login node for the runner of one node of a running allocation
+ * (`sh -s -- DIR JOB RANK SECONDS`): reads the node's output file every 20 ms and answers
+ * `refused WHY` when the node cannot start the runner, `ready MS` and the file as `out LINE`
+ * once the runner printed its ready line, `gone` and the file when the job left the queue
+ * first (`squeue` every 200 ms), or `waiting STATE|REASON` after SECONDS.
+ */
+export const waitScript = `set -u
+dir=$1 id=$2 rank=$3 limit=$4
+out="$dir/$id.$rank.out"
+outs() { { while IFS= read -r l || [ -n "$l" ]; do echo "out $l"; done <"$out"; } 2>/dev/null; }
+end=$(( $(date +%s) + limit ))
+i=0 q=
+while :; do
+  { while IFS= read -r l || [ -n "$l" ]; do
+      case $l in
+        'dstack-ts: refused: '*) echo "refused \${l#dstack-ts: refused: }"; exit 0 ;;
+        '{'*'"port":'*) echo "ready $(date +%s%3N)"; outs; exit 0 ;;
+      esac
+    done <"$out"; } 2>/dev/null
+  if [ $((i % 10)) -eq 0 ]; then
+    q=$(squeue -h -j "$id" -o '%T|%r' 2>&1)
+    case $q in
+      ''|*'Invalid job id'*) echo gone; outs; exit 0 ;;
+    esac
+    [ "$(date +%s)" -lt "$end" ] || { echo "waiting $q"; exit 0; }
+  fi
+  i=$((i + 1))
+  sleep 0.02 2>/dev/null || sleep 1
+done
+`
+
+/**
  * Where the time of one allocation went, in ms since `allocate` began (server clock), with the
- * login node's and the compute nodes' times taken as the same clock: `submitted` (sbatch
- * answered on the login node), `firstRunningSeen` (the first `squeue` look that said RUNNING,
- * when one did before the runners were ready), `nodeStarted` (the last node's batch script or
- * step began: the allocation exists), `runnerReady` (the login node saw the last ready line),
- * `handedOver` (the provisioning data answered). Logged at debug level as the annotation
- * `slurmStartTimes` of each allocation.
+ * login node's times taken as the same clock: `submitted` (sbatch answered on the login node),
+ * `runningSeen` (the login node's watch saw the allocation running: its batch script's first
+ * line, or `squeue`), `handedOver` (the provisioning data answered, without the runner's port:
+ * the runners start in the allocation meanwhile). Logged at debug level as the annotation
+ * `slurmStartTimes` of each allocation; `updateProvisioningData` logs when each runner was seen
+ * ready.
  */
 export interface SlurmStartTimes {
   readonly jobId: string
   readonly submitted: number
-  readonly firstRunningSeen?: number
-  readonly nodeStarted?: number
-  readonly runnerReady?: number
+  readonly runningSeen?: number
   readonly handedOver: number
 }
 
@@ -369,6 +396,7 @@ export interface SlurmStartTimes {
 
 export interface SlurmBackend extends Backend.Backend {
   readonly runnerAccess: NonNullable<Backend.Backend["runnerAccess"]>
+  readonly updateProvisioningData: NonNullable<Backend.Backend["updateProvisioningData"]>
   /** The Slurm state of an allocation (`squeue`), read as a dstack job; undefined once it has left the queue. */
   readonly jobState: (pd: JobProvisioningData) => Effect.Effect<ReturnType<typeof stateMeaning> | undefined, Backend.BackendError>
 }
@@ -502,13 +530,13 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
 
     type Watched =
       | { readonly kind: "missing-bundle" }
-      | { readonly kind: "ready"; readonly jobId: string; readonly outs: ReadonlyArray<ReadonlyArray<string>>; readonly times: Omit<SlurmStartTimes, "handedOver"> }
+      | { readonly kind: "running"; readonly jobId: string; readonly nodes: ReadonlyArray<string>; readonly times: Omit<SlurmStartTimes, "handedOver"> }
 
     /**
      * Runs the submission script on the login node over the pooled session and follows what it
-     * streams, until every runner is ready. `job.id` is set as soon as sbatch answered, for the
-     * caller to cancel the job on any failure or interruption. Waits on real time: Slurm runs on
-     * it, whatever Clock the caller provides.
+     * streams, until the allocation runs (its nodes known). `job.id` is set as soon as sbatch
+     * answered, for the caller to cancel the job on any failure or interruption. Waits on real
+     * time: Slurm runs on it, whatever Clock the caller provides.
      */
     const submitAndWatch = (
       method: string,
@@ -526,7 +554,7 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
         const stream = yield* Effect.acquireRelease(
           Effect.tryPromise({
             try: async () =>
-              streamScript(await pool.session(c.access), script, [args.dir, args.runner, String(args.nodes), String(Math.ceil(startTimeoutMs / 1000) + 30)], (line) => Queue.unsafeOffer(events, { line })),
+              streamScript(await pool.session(c.access), script, [args.dir, args.runner, String(Math.ceil(startTimeoutMs / 1000) + 30)], (line) => Queue.unsafeOffer(events, { line })),
             catch: loginError(method, c)
           }),
           (s) => Effect.sync(() => s.close())
@@ -540,11 +568,8 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           const n = Number(ms)
           return Number.isFinite(n) && n > 0 ? n - started : undefined
         }
-        const outs: Array<Array<string>> = Array.from({ length: args.nodes }, () => [])
-        const outputText = () => outs.map((o) => o.join("\n")).join("\n").trim().slice(-2000) || "(none)"
         let submitted: number | undefined
-        let firstRunningSeen: number | undefined
-        let readyAt: number | undefined
+        let running: { readonly at: number | undefined; readonly nodes: ReadonlyArray<string> } | undefined
         let gone = false
         let last = "not in the queue"
         let state = ""
@@ -555,27 +580,11 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             return yield* fail(
               method,
               state === "PENDING" || state === "" ? "NoCapacity" : "Timeout",
-              `Slurm job ${job.id ?? "(not submitted yet)"} on ${c.config.name} did not start its runner${args.nodes > 1 ? "s" : ""} within ${startTimeoutMs / 1000}s: ${last}`
+              `Slurm job ${job.id ?? "(not submitted yet)"} on ${c.config.name} did not get its allocation within ${startTimeoutMs / 1000}s: ${last}`
             )
           }
           if ("end" in event) {
-            if (readyAt !== undefined && job.id !== undefined) {
-              const nodeStarts = outs.map((o) => o.map((l) => /^dstack-ts: node \S+ (\d+)$/.exec(l)?.[1]).find((t) => t !== undefined))
-              const nodeStarted = nodeStarts.every((t) => t !== undefined) ? Math.max(...nodeStarts.map((t) => at(t) ?? 0)) : undefined
-              return {
-                kind: "ready",
-                jobId: job.id,
-                outs,
-                times: {
-                  jobId: job.id,
-                  submitted: submitted ?? 0,
-                  ...(firstRunningSeen === undefined ? {} : { firstRunningSeen }),
-                  ...(nodeStarted === undefined ? {} : { nodeStarted }),
-                  runnerReady: readyAt
-                }
-              } satisfies Watched
-            }
-            if (gone) return yield* fail(method, "Unknown", `Slurm job ${job.id} left the queue before its runner started; its output:\n${outputText()}`)
+            if (gone) return yield* fail(method, "Unknown", `Slurm job ${job.id} left the queue before its allocation was seen running`)
             return yield* fail(method, "Unknown", `the submission on the login node of ${c.config.name} ended early (exit status ${event.end.code ?? "none"}): ${event.end.stderr.trim() || "no message"}`)
           }
           const line = event.line
@@ -590,10 +599,21 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             if (!/^\d+$/.test(rest[0] ?? "")) return yield* fail(method, "Unknown", `sbatch on ${c.config.name} answered ${JSON.stringify(rest[0] ?? "")}, not a job id`)
             job.id = rest[0]
             submitted = at(rest[1])
+          } else if (word === "running" && job.id !== undefined) {
+            // The script ends right after this line: no need to wait for the channel's close.
+            running = { at: at(rest[0]), nodes: rest.slice(1).filter((n) => n !== "") }
+            if (running.nodes.length !== args.nodes) {
+              return yield* fail(method, "Unknown", `Slurm job ${job.id} on ${c.config.name} runs on ${running.nodes.length} nodes (${running.nodes.join(", ")}), not ${args.nodes}`)
+            }
+            return {
+              kind: "running",
+              jobId: job.id,
+              nodes: running.nodes,
+              times: { jobId: job.id, submitted: submitted ?? 0, ...(running.at === undefined ? {} : { runningSeen: running.at }) }
+            } satisfies Watched
           } else if (word === "q") {
             const [stateText = "", reason = ""] = rest.slice(1).join(" ").split("|")
             state = stateText
-            if (state === "RUNNING" && firstRunningSeen === undefined) firstRunningSeen = at(rest[0])
             last = stateMeaning(state, reason).message
             // Waiting in the queue: the job shows as provisioning with Slurm's reason.
             if (state === "PENDING" && last !== reported && onPending !== undefined) {
@@ -604,15 +624,8 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             if (state === "PENDING" && NEVER_STARTS.test(reason)) {
               return yield* fail(method, "Invalid", `Slurm will not start job ${job.id} on ${c.config.name}: ${last}; the job's size, max_duration or the cluster's account/QoS exceed a limit there`)
             }
-          } else if (word === "refused") {
-            return yield* fail(method, "Invalid", rest.join(" "))
           } else if (word === "gone") {
             gone = true
-          } else if (word === "ready") {
-            readyAt = at(rest[0]) ?? Date.now() - started
-          } else if (word === "out") {
-            const rank = Number(rest[0])
-            if (Number.isInteger(rank) && rank >= 0 && rank < args.nodes) outs[rank].push(rest.slice(1).join(" "))
           } else if (word === "expired") {
             last = `${last} (the watch on the login node stopped)`
           } else if (word === "squeue-error") {
@@ -700,25 +713,23 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           watched = yield* watch
           if (watched.kind === "missing-bundle") return yield* fail(method, "Unknown", `${runner} on ${c.config.name} is still missing after it was written`)
         }
-        const { jobId, outs, times } = watched
+        const { jobId, times } = watched
+        // The nodes' addresses as the last plan read them, else asked now.
+        const hosts = watched.nodes
         const named = yield* Effect.gen(function*() {
-          const hosts = outs.map((o) => o.map((l) => /^dstack-ts: node (\S+)/.exec(l)?.[1]).find((h) => h !== undefined))
-          const ports = outs.map((o) => o.map((l) => RunnerLaunch.parseAddress(l.trim())).find((a) => a !== undefined)?.port)
-          if (hosts.some((h) => h === undefined) || ports.some((p) => p === undefined)) {
-            return yield* fail(method, "Unknown", `Slurm job ${jobId} on ${c.config.name}: a node's output names no node or no runner address:\n${outs.map((o) => o.join("\n")).join("\n").slice(-2000)}`)
-          }
-          // The nodes' addresses as the last plan read them, else asked now.
           const known = hosts.map((h) => addresses.get(`${c.config.name}/${h}`))
-          if (known.every((a) => a !== undefined)) return hosts.map((name, i) => ({ name: name!, address: known[i]!, port: ports[i]! }))
-          const shown = yield* onLogin(method, c, `for n in "$@"; do scontrol show -o node "$n" || exit 1; done`, hosts as Array<string>).pipe(
+          if (known.every((a) => a !== undefined)) return hosts.map((name, i) => ({ name, address: known[i]! }))
+          const shown = yield* onLogin(method, c, `for n in "$@"; do scontrol show -o node "$n" || exit 1; done`, hosts).pipe(
             Effect.flatMap(checked(method, c, `scontrol show node ${hosts.join(",")}`))
           )
           const byName = new Map(shown.trim().split("\n").filter((l) => l.trim() !== "").map(parseNode).map((n) => [n.name, n.address]))
-          return hosts.map((name, i) => ({ name: name!, address: byName.get(name!) ?? name!, port: ports[i]! }))
+          for (const [name, address] of byName) addresses.set(`${c.config.name}/${name}`, address)
+          return hosts.map((name) => ({ name, address: byName.get(name) ?? name }))
         }).pipe(Effect.tapError(() => cancel(method, c, jobId).pipe(Effect.ignore)))
-        const nodeNames = named.map((n) => n.name)
+        // Without the runner's port: the runners start in the allocation now, and
+        // updateProvisioningData completes each node's data once its runner listens.
         const pds = named.map((node, rank) => {
-          const data: SlurmJobData = { cluster: c.config.name, login: c.login, jobId, jobName, partition, nodes: nodeNames, rank, dir }
+          const data: SlurmJobData = { cluster: c.config.name, login: c.login, jobId, jobName, partition, nodes: hosts, rank, dir }
           return new JobProvisioningData({
             backend: TYPE,
             instanceType: offer.instance,
@@ -732,12 +743,11 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             username: c.config.user,
             sshPort: 22,
             dockerized: false,
-            runnerPort: node.port,
             backendData: JSON.stringify(data)
           })
         })
         const handed: SlurmStartTimes = { ...times, handedOver: Date.now() - started }
-        yield* Effect.logDebug(`slurm backend: job ${jobId} on ${c.config.name} handed over`).pipe(Effect.annotateLogs("slurmStartTimes", handed))
+        yield* Effect.logDebug(`slurm backend: job ${jobId} on ${c.config.name} running, handed over`).pipe(Effect.annotateLogs("slurmStartTimes", handed))
         return pds
       })
 
@@ -765,6 +775,43 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
 
     /** The Slurm job id of an allocation's instance (the master's instance id, or the part before `+rank`). */
     const jobIdOf = (pd: JobProvisioningData) => dataOf(pd)?.jobId ?? pd.instanceId.split(NODE_SEPARATOR)[0]
+
+    /**
+     * A node's provisioning data with its runner's port, once the runner started in the
+     * allocation printed its ready line (the login node looks every 20 ms, for up to
+     * UPDATE_WAIT_SECONDS per call); undefined while it is still starting. Fails `Invalid` when
+     * the node refused to start it (no Node.js, no Docker for an image), `NotFound` when the
+     * Slurm job left the queue first (with the node's output).
+     */
+    const updateProvisioningData = (pd: JobProvisioningData): Effect.Effect<JobProvisioningData | undefined, Backend.BackendError> =>
+      Effect.gen(function*() {
+        const method = "updateProvisioningData"
+        if (pd.runnerPort !== undefined) return pd
+        const d = dataOf(pd)
+        if (d === undefined || d.dir === undefined) return yield* fail(method, "Invalid", `instance ${pd.instanceId} has no Slurm job data`)
+        const c = yield* cluster(method, pd.region)
+        const rank = d.rank ?? 0
+        const asked = Date.now()
+        const r = yield* onLogin(method, c, waitScript, [d.dir, d.jobId, String(rank), String(UPDATE_WAIT_SECONDS)]).pipe(
+          Effect.flatMap(checked(method, c, `watching the runner of Slurm job ${d.jobId}`))
+        )
+        const lines = r.split("\n")
+        const [word = "", ...rest] = (lines[0] ?? "").split(" ")
+        const output = lines.filter((l) => l.startsWith("out ")).map((l) => l.slice(4))
+        const where = `Slurm job ${d.jobId} on ${c.config.name}${d.nodes.length > 1 ? ` (node ${rank}, ${d.nodes[rank] ?? "?"})` : ""}`
+        if (word === "waiting") return undefined
+        if (word === "refused") return yield* fail(method, "Invalid", rest.join(" "))
+        if (word === "gone") {
+          return yield* fail(method, "NotFound", `${where} left the queue before its runner started; its output:\n${output.join("\n").trim().slice(-2000) || "(none)"}`)
+        }
+        if (word !== "ready") return yield* fail(method, "Unknown", `${where}: the login node's watch answered ${JSON.stringify(r.slice(0, 200))}`)
+        const port = output.map((l) => RunnerLaunch.parseAddress(l.trim())).find((a) => a !== undefined)?.port
+        if (port === undefined) return yield* fail(method, "Unknown", `${where}: the node's output names no runner address:\n${output.join("\n").slice(-2000)}`)
+        yield* Effect.logDebug(`slurm backend: the runner of ${where} is up`).pipe(
+          Effect.annotateLogs("slurmRunnerReady", { jobId: d.jobId, rank, readyOnLogin: Number(rest[0]), seen: Date.now(), asked })
+        )
+        return new JobProvisioningData({ ...pd, runnerPort: port })
+      })
 
     const jobState = (pd: JobProvisioningData) =>
       Effect.gen(function*() {
@@ -816,9 +863,10 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           : Effect.flatMap(cluster("terminateInstance", region), (c) => cancel("terminateInstance", c, instanceId)),
       runnerAccess,
       instanceEnd,
+      updateProvisioningData,
       instancePerJob: true
     })
-    return { ...backend, runnerAccess, jobState }
+    return { ...backend, runnerAccess, updateProvisioningData, jobState }
   })
 
 const decodeConfig = configDecoder(SlurmBackendConfig, "slurm backend configuration")

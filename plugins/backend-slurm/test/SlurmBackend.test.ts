@@ -9,7 +9,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { Backend, JobSpec, Requirements, RunnerLaunch } from "@dstack-ts/core"
+import { Backend, type JobProvisioningData, JobSpec, Requirements, RunnerLaunch } from "@dstack-ts/core"
 import { httpStatusOnHost, openSession } from "@dstack-ts/ssh"
 import { testBackend } from "@dstack-ts/core/testing"
 import { Effect, Layer, Schema, Scope } from "effect"
@@ -43,6 +43,14 @@ describeWithSlurm(() => {
   let bundleDir: string
   let bundleFile: string
   const run = <A, E>(effect: Effect.Effect<A, E, Scope.Scope>) => Effect.runPromise(Scope.extend(effect, scope))
+  /** As the engine does: asks until the runner started in the allocation is up (each call waits up to 5 s on the login node). */
+  const readyOf = async (pd: JobProvisioningData) => {
+    for (let i = 0; i < 24; i++) {
+      const up = await run(backend.updateProvisioningData(pd))
+      if (up !== undefined) return up
+    }
+    throw new Error(`the runner of Slurm job ${pd.instanceId} did not start`)
+  }
 
   beforeAll(async () => {
     bundleDir = fs.mkdtempSync(path.join(os.tmpdir(), "slurm-bundle-"))
@@ -96,10 +104,16 @@ describeWithSlurm(() => {
   it("runs an allocation whose runner answers through the login node, with --time from max_duration, and scancel ends it", async () => {
     const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
     const job = instanceJob({ job_name: "t-0-0", commands: ["true"], max_duration: 150, requirements: { resources: small } })
-    const pd = await run(backend.createInstance(offer, { projectName: "main", instanceName: "t-0-0-abcd", instanceId: "i-1", sshKeys: [], job }))
-    expect(pd.backend).toBe("slurm")
-    expect(cluster.computes.map((c) => c.ip)).toContain(pd.hostname)
-    expect(await cluster.queueState(pd.instanceId)).toBe("RUNNING")
+    const allocated = await run(backend.createInstance(offer, { projectName: "main", instanceName: "t-0-0-abcd", instanceId: "i-1", sshKeys: [], job }))
+    // Answered once the allocation runs, its node known: the runner starts in it meanwhile.
+    expect(allocated.backend).toBe("slurm")
+    expect(cluster.computes.map((c) => c.ip)).toContain(allocated.hostname)
+    expect(allocated.runnerPort).toBeUndefined()
+    expect(await cluster.queueState(allocated.instanceId)).toBe("RUNNING")
+    const pd = await readyOf(allocated)
+    expect([pd.instanceId, pd.hostname, pd.runnerPort === undefined]).toEqual([allocated.instanceId, allocated.hostname, false])
+    // Complete data is answered as it is.
+    expect(await run(backend.updateProvisioningData(pd))).toBe(pd)
     const shown = await cluster.slurm("scontrol", ["show", "-o", "job", pd.instanceId])
     expect(shown).toMatch(/TimeLimit=00:03:00/)
     expect(shown).toMatch(/NumCPUs=1 /)
@@ -125,7 +139,7 @@ describeWithSlurm(() => {
     await run(backend.terminateInstance(pd.instanceId, pd.region, pd.backendData))
   }, 90_000)
 
-  it("refuses a job with an image on nodes without Docker, and cancels its allocation", async () => {
+  it("refuses a job with an image on nodes without Docker: the runner's start in the allocation fails saying so", async () => {
     // The nodes share this machine's Docker: the step finds it when `docker info` answers here.
     const docker = fs.existsSync("/var/run/docker.sock") && spawnSync("docker", ["info"], { stdio: "ignore", timeout: 20_000 }).status === 0
     const offer = (await run(backend.getOffers(requirements(small)))).offers[0]
@@ -133,11 +147,22 @@ describeWithSlurm(() => {
     if (docker) {
       // Docker answers on this machine, so the nodes (sharing it) have it: the allocation starts.
       const pd = await run(backend.createInstance(offer, { projectName: "main", instanceName: "img", instanceId: "i-2", sshKeys: [], job }))
+      await readyOf(pd)
       await run(backend.terminateInstance(pd.instanceId, pd.region))
       return
     }
-    const error = await run(Effect.flip(backend.createInstance(offer, { projectName: "main", instanceName: "img", instanceId: "i-2", sshKeys: [], job })))
-    expect(error.message).toMatch(/no Docker on n\d/)
+    const pd = await run(backend.createInstance(offer, { projectName: "main", instanceName: "img", instanceId: "i-2", sshKeys: [], job }))
+    try {
+      let error: Backend.BackendError | undefined
+      for (let i = 0; i < 24 && error === undefined; i++) {
+        const answer = await run(Effect.either(backend.updateProvisioningData(pd)))
+        if (answer._tag === "Left") error = answer.left
+        else expect(answer.right).toBeUndefined()
+      }
+      expect([error?.reason, error?.message]).toEqual(["Invalid", expect.stringMatching(/no Docker on n\d/)])
+    } finally {
+      await run(backend.terminateInstance(pd.instanceId, pd.region))
+    }
   }, 60_000)
 
   it("a job whose server loses the login node while the job pends is cancelled by the watch on the login node itself", async () => {
@@ -183,6 +208,7 @@ describeWithSlurm(() => {
     expect(blob(), `${dir}: ${fs.readdirSync(dir).join(", ")}`).toBeDefined()
     const second = await allocation("snap-b")
     try {
+      await readyOf(second)
       expect(fs.readFileSync(path.join(dir, `${second.instanceId}.0.out`), "utf8")).toContain(`dstack-ts: snapshot: starting from ${dir}/${blob()}`)
       expect(await cluster.queueState(second.instanceId)).toBe("RUNNING")
     } finally {

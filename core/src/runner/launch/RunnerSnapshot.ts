@@ -50,15 +50,19 @@ export const RUNNER_START_FUNCTION = String.raw`dstack_ts_runner() {
   if [ ! -e "$_s" ] && [ ! -e "$_s.failed" ]; then
     # A lock whose build was killed (its job ended first) is taken over: at once when the build
     # ran on this host and its process is gone, else after 2 minutes.
+    _u=$(uname -n)
     if [ -d "$_s.lock" ]; then
       read -r _h _p 2>/dev/null <"$_s.lock/owner" || { _h=; _p=; }
-      if { [ "$_h" = "$(uname -n)" ] && [ -n "$_p" ] && ! kill -0 "$_p" 2>/dev/null; } || [ -n "$(find "$_s.lock" -maxdepth 0 -mmin +2 2>/dev/null)" ]; then
+      if { [ "$_h" = "$_u" ] && [ -n "$_p" ] && ! kill -0 "$_p" 2>/dev/null; } || [ -n "$(find "$_s.lock" -maxdepth 0 -mmin +2 2>/dev/null)" ]; then
         rm -rf "$_s.lock"
       fi
     fi
     if mkdir "$_s.lock" 2>/dev/null; then
+      # Owned at once by this shell (the runner, once it execs), then by the build: a job
+      # cancelled as soon as it starts leaves a lock the next start on this host takes over.
+      echo "$_u $$" >"$_s.lock/owner"
       (
-        echo "$(uname -n) $(exec sh -c 'echo $PPID')" >"$_s.lock/owner"
+        echo "$_u $(exec sh -c 'echo $PPID')" >"$_s.lock/owner"
         _t="$_s.$$.tmp"
         if nice "$_n" --snapshot-blob "$_t" --build-snapshot "$_b" >"$_s.log" 2>&1 &&
           DSTACK_RUNNER_SNAPSHOT_CHECK=1 "$_n" --snapshot-blob "$_t" -- "$_b" 2>>"$_s.log" | grep -qx 'snapshot ok'; then
