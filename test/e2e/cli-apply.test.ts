@@ -143,7 +143,7 @@ describe("dstack CLI end to end", () => {
     fs.writeFileSync(path.join(dir, "fleet.dstack.yml"), "type: fleet\nname: cli-args-fleet\nssh_config:\n  user: u\n  identity_file: /dev/null\n  hosts: [192.0.2.1]\n")
     // The values themselves are checked in cli/test/apply-args.test.ts; here, the command's exit and its refusal before any upload.
     const cases: ReadonlyArray<[ReadonlyArray<string>, number, RegExp]> = [
-      [["--max-price", "abc", "-e", "=x"], 2, /argument --max-price: expected a price in dollars per hour .*"abc"/],
+      [["--max-price", "abc"], 2, /argument --max-price: expected a price in dollars per hour .*"abc"/],
       [["-e", "=x"], 2, /argument -e\/--env: expected KEY=VALUE or KEY .*"=x"/],
       [["--max-duration", "5parsecs"], 2, /argument --max-duration: expected a duration .*"5parsecs"/],
       [["--reuse"], 1, /argument -R\/--reuse: `creation_policy: reuse` is not supported yet/],

@@ -56,7 +56,7 @@ const applyArgs = {
 } as const
 
 export default defineCommand({
-  meta: { name: "apply", description: "Apply a configuration: a run (task, service, dev-environment) is planned, submitted and followed; a fleet (type: fleet, ssh_config) is planned and created" },
+  meta: { name: "apply", description: "Apply a configuration: a run (task, service, dev-environment) is planned, submitted and followed; a fleet (type: fleet, ssh_config) is planned and created. As upstream, the options from -e/--env on override the run configuration's keys before planning (the plan lists the result); each value is read as the key's YAML value, and a key this build does not carry out is refused naming the option. A fleet takes only -n/--name" },
   args: applyArgs,
   run: async ({ args, rawArgs }) => {
     // citty keeps the last of a repeated flag and drops unknown ones: the strict parse keeps
