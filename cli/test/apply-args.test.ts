@@ -65,6 +65,10 @@ describe("dstack apply overrides", () => {
       expect(error.message, argv.join(" ")).toMatch(message)
       expect(error.exitCode, argv.join(" ")).toBe(code)
     }
+    // A fleet's -n/--name goes through the same path (the name's own rule).
+    const named = (name: string) => applyOverrides(AnyConfiguration as never, fleet, [{ arg: "-n/--name", path: ["name"], value: name }], unsupportedKeys)
+    expect(named("f2")).toMatchObject({ type: "fleet", name: "f2" })
+    expect(failure(() => named("Bad Name")).message).toMatch(/^argument -n\/--name: /)
     expect(failure(() => apply(["--gpu", "A100", "-b", "local"], fleet)).message).toMatch(/^Unrecognized arguments for a fleet configuration: --gpu, -b\/--backend /)
   })
 })
