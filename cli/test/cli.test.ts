@@ -169,7 +169,7 @@ describe("dstack CLI", { timeout: 180_000 }, () => {
     await writeFile(good, "type: task\nname: good-run\ncommands: [echo hi]\n")
     const applied = await dstack(home, ["apply", "-f", good, "-y", "-d"])
     expect(applied.stderr).toBe("")
-    expect(applied).toMatchObject({ code: 0, stdout: "Project main, user alice: create good-run, 0 job(s), 0 offer(s)\nExecutor: process (no image: the commands run under bash on the host)\nRun good-run submitted\n" })
+    expect(applied).toMatchObject({ code: 0, stdout: "Project main, user alice: create good-run, 0 job(s), 0 offer(s)\nPROPERTY     VALUE\nResources    cpu=2.. memory=8GB.. disk=100GB..\nSpot policy  on-demand\nExecutor: process (no image: the commands run under bash on the host)\nRun good-run submitted\n" })
     // apply packed the working directory, registered it and uploaded it by hash
     const planned = fakeRuns.plans[fakeRuns.plans.length - 1] as { run_spec: { repo_code_hash?: string; repo_data: { repo_type: string } } }
     expect(planned.run_spec.repo_data.repo_type).toBe("local")

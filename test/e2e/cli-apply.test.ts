@@ -13,9 +13,9 @@ const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-cli-e2e-"))
 const env = { ...process.env, HOME: home, DSTACK_SERVER_DIR: path.join(home, "server"), NO_COLOR: "1" }
 let server: ChildProcess
 
-const dstack = (args: ReadonlyArray<string>, cwd: string) =>
+const dstack = (args: ReadonlyArray<string>, cwd: string, extraEnv: Record<string, string> = {}) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env })
+    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...env, ...extraEnv } })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (d) => (stdout += d))
@@ -105,6 +105,57 @@ describe("dstack CLI end to end", () => {
     const ps = await dstack(["ps", "-a"], home)
     expect(ps.stdout).not.toContain("cli-unsupported")
   }, 60_000)
+
+  it("takes upstream's overrides: the plan shows them and the job sees -e variables", async () => {
+    const dir = writeProject("overrides", `type: task\nname: cli-overrides\nenv:\n  FROM_FILE: file\n  SHARED: file\nspot_policy: spot\ncommands:\n  - echo "vars $FROM_FILE $SHARED $FROM_LOCAL"\n${small}`, {})
+    const res = await dstack(
+      ["apply", "-y", "-e", "SHARED=cli", "--env", "FROM_LOCAL", "--max-price", "5", "--max-duration", "1h", "--spot-auto", "-b", "local",
+        "--idle-duration", "10m", "--retry-duration", "30m", "--cpu", "1..", "--memory", "1GB..", "--disk", "1GB.."],
+      dir,
+      { FROM_LOCAL: "local-value" }
+    )
+    expect(res.code, res.stderr).toBe(0)
+    // The plan lists what the server planned with: the arguments over the file's keys.
+    expect(res.stdout).toMatch(/Resources\s+cpu=1\.\. memory=1GB\.\. disk=1GB\.\./)
+    expect(res.stdout).toMatch(/Spot policy\s+auto/)
+    expect(res.stdout).toMatch(/Max price\s+\$5/)
+    expect(res.stdout).toMatch(/Max duration\s+1h/)
+    expect(res.stdout).toMatch(/Idle duration\s+10m/)
+    expect(res.stdout).toMatch(/Retry\s+no-capacity, interruption, error for 30m/)
+    expect(res.stdout).toMatch(/Backends\s+local/)
+    expect(res.stdout).toMatch(/Env\s+FROM_FILE, SHARED, FROM_LOCAL/)
+    // -e merges into env: the file's variable stays, the argument's wins, -e KEY reads the local one.
+    expect(res.stdout).toContain("vars file cli local-value")
+  }, 90_000)
+
+  it("--fleet NAME considers only that fleet's instances: an unknown one gives no offers", async () => {
+    const dir = writeProject("fleet-arg", `type: task\nname: cli-fleet-arg\ncommands: [echo never]\n${small}`, {})
+    const res = await dstack(["apply", "-y", "--fleet", "no-such-fleet"], dir)
+    expect(res.code).toBe(1)
+    expect(res.stdout).toMatch(/Fleets\s+no-such-fleet/)
+    expect(res.stderr).toMatch(/No offers: .*fleets/)
+    const ps = await dstack(["ps", "-a"], home)
+    expect(ps.stdout).not.toContain("cli-fleet-arg")
+  }, 60_000)
+
+  it("refuses bad override values, keys this build does not carry out and run-only arguments for a fleet, naming the argument", async () => {
+    const dir = writeProject("overrides-bad", `type: task\nname: cli-overrides-bad\ncommands: [echo never]\n${small}`, {})
+    fs.writeFileSync(path.join(dir, "fleet.dstack.yml"), "type: fleet\nname: cli-args-fleet\nssh_config:\n  user: u\n  identity_file: /dev/null\n  hosts: [192.0.2.1]\n")
+    // The values themselves are checked in cli/test/apply-args.test.ts; here, the command's exit and its refusal before any upload.
+    const cases: ReadonlyArray<[ReadonlyArray<string>, number, RegExp]> = [
+      [["--max-price", "abc"], 2, /argument --max-price: expected a price in dollars per hour .*"abc"/],
+      [["-e", "=x"], 2, /argument -e\/--env: expected KEY=VALUE or KEY .*"=x"/],
+      [["--max-duration", "5parsecs"], 2, /argument --max-duration: expected a duration .*"5parsecs"/],
+      [["--reuse"], 1, /argument -R\/--reuse: `creation_policy: reuse` is not supported yet/],
+      [["-f", "fleet.dstack.yml", "--gpu", "A100"], 2, /Unrecognized arguments for a fleet configuration: --gpu/]
+    ]
+    const results = await Promise.all(cases.map(([args]) => dstack(["apply", "-y", ...args], dir)))
+    cases.forEach(([args, code, message], i) => {
+      expect(results[i].stderr, args.join(" ")).toMatch(message)
+      expect(results[i].code, args.join(" ")).toBe(code)
+      expect(results[i].stdout + results[i].stderr).not.toMatch(/Uploading|Getting the run plan/)
+    })
+  }, 90_000)
 
   it("lists offers for given resources and explains when none fits", async () => {
     const ok = await dstack(["offer", "--cpu", "1..", "--memory", "1GB..", "--disk", "1GB.."], home)

@@ -3,6 +3,7 @@ import { defineCommand } from "citty"
 import { stat } from "node:fs/promises"
 import { resolve } from "node:path"
 import { CliError, clientFor, confirmOrFail, globalArgs, notAvailable, runEffect } from "../context.ts"
+import { applyOverrides, collectOverrides, overrideArgs, parseApplyArgs } from "../applyArgs.ts"
 import { sshAccessLines } from "../sshAccess.ts"
 import { print, table, withSpinner } from "../ui.ts"
 import type * as DstackClient from "@dstack-ts/client"
@@ -43,17 +44,24 @@ const forwardPorts = (run: Run): { readonly close: () => Promise<void> } => {
   }
 }
 
+const applyArgs = {
+  file: { type: "string", alias: "f", description: "The configuration file", default: ".dstack.yml", valueHint: "path" },
+  yes: { type: "boolean", alias: "y", description: "Do not ask for confirmation" },
+  detach: { type: "boolean", alias: "d", description: "Do not attach to the run or follow its logs once it is submitted" },
+  force: { type: "boolean", description: "Apply without checking that the plan still names the current run (upstream's force); an active service is updated in place either way, other active runs must be stopped first" },
+  name: { type: "string", alias: "n", description: "The run name (default: from the configuration, else a random one); for a fleet, the fleet name", valueHint: "run_name" },
+  // Upstream's overrides of the configuration's keys (run configurations only).
+  ...overrideArgs,
+  ...globalArgs
+} as const
+
 export default defineCommand({
-  meta: { name: "apply", description: "Apply a configuration: a run (task, service, dev-environment) is planned, submitted and followed; a fleet (type: fleet, ssh_config) is planned and created" },
-  args: {
-    file: { type: "string", alias: "f", description: "The configuration file", default: ".dstack.yml", valueHint: "path" },
-    yes: { type: "boolean", alias: "y", description: "Do not ask for confirmation" },
-    detach: { type: "boolean", alias: "d", description: "Do not attach to the run or follow its logs once it is submitted" },
-    force: { type: "boolean", description: "Apply without checking that the plan still names the current run (upstream's force); an active service is updated in place either way, other active runs must be stopped first" },
-    name: { type: "string", alias: "n", description: "The run name (default: from the configuration, else a random one)", valueHint: "run_name" },
-    ...globalArgs
-  },
-  run: async ({ args }) => {
+  meta: { name: "apply", description: "Apply a configuration: a run (task, service, dev-environment) is planned, submitted and followed; a fleet (type: fleet, ssh_config) is planned and created. As upstream, the options from -e/--env on override the run configuration's keys before planning (the plan lists the result); each value is read as the key's YAML value, and a key this build does not carry out is refused naming the option. A fleet takes only -n/--name" },
+  args: applyArgs,
+  run: async ({ args, rawArgs }) => {
+    // citty keeps the last of a repeated flag and drops unknown ones: the strict parse keeps
+    // every `-e`/`-b`/`--fleet` and refuses what `dstack apply` does not take.
+    const values = parseApplyArgs(rawArgs, applyArgs)
     const path = resolve(args.file)
     const info = await stat(path).catch(() => undefined)
     if (info === undefined) throw new CliError(`Configuration file ${args.file} does not exist`)
@@ -61,7 +69,13 @@ export default defineCommand({
     const { loadConfiguration } = await import("@dstack-ts/core")
     // A ConfigurationError lists every problem at file:line:col, keys this build does not carry
     // out yet included (before anything is uploaded); main.ts prints them all.
-    const configuration = await runEffect(loadConfiguration(args.file, { supportedOnly: true }))
+    const loaded = await runEffect(loadConfiguration(args.file, { supportedOnly: true }))
+    // The arguments override the file's keys before the plan is asked for, held to the same
+    // schema and the same refusals as the file (naming the argument).
+    const overrides = collectOverrides(values, loaded.type)
+    const { AnyConfiguration, unsupportedKeys } = await import("@dstack-ts/core")
+    const fleetName = loaded.type === "fleet" && args.name !== undefined ? [{ arg: "-n/--name", path: ["name"], value: args.name }] : []
+    const configuration = applyOverrides(AnyConfiguration as never, loaded, [...overrides, ...fleetName], unsupportedKeys)
     if (configuration.type === "fleet") {
       const { applyFleet } = await import("../fleetApply.ts")
       return applyFleet(configuration, args.file, { yes: args.yes, detach: args.detach })
@@ -82,6 +96,10 @@ export default defineCommand({
     const offers = plan.jobPlans.reduce((n, j) => n + j.totalOffers, 0)
     const best = plan.jobPlans[0]?.offers[0]
     print(`Project ${plan.projectName}, user ${plan.user}: ${plan.action} ${plan.runSpec.runName ?? "a run"}, ${plan.jobPlans.length} job(s), ${offers} offer(s)${best ? `, best ${best.backend} ${best.instance.name} $${best.price}/h` : ""}`)
+    // The properties the server planned with: the file's keys and the command-line overrides.
+    const { planProperties } = await import("../planProperties.ts")
+    const planned = (plan.runSpec.configuration ?? configuration) as typeof configuration
+    print(table(["PROPERTY", "VALUE"], planProperties(planned)))
     print(configuration.image ? `Executor: docker (image ${configuration.image})` : "Executor: process (no image: the commands run under bash on the host)")
     const first = plan.jobPlans[0]
     if (first !== undefined && first.offers.length > 0) {
