@@ -185,8 +185,19 @@ export const makeDriver = (db: PGlite): Effect.Effect<SqlDriver> =>
 // New databases start from a template
 
 // A fresh, fully migrated database as an uncompressed tar, per process: read from the template
-// file (`file`), or made here for memory stores when there is no template yet.
-let fresh: { readonly dump: Blob; readonly file: string | undefined } | undefined
+// file (`file`, as it was at `stamp`), or made here for memory stores when there is no template
+// yet.
+let fresh: { readonly dump: Blob; readonly file: string | undefined; readonly stamp?: string } | undefined
+
+/** The file's identity and version: another stamp, another file (rewritten or replaced). */
+const stampOf = (file: string): string | undefined => {
+  try {
+    const st = fs.statSync(file)
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`
+  } catch {
+    return undefined
+  }
+}
 
 const dumpTurn = Effect.unsafeMakeSemaphore(1)
 
@@ -202,16 +213,20 @@ const dumpOf = (db: PGlite): Effect.Effect<Blob, StateStoreError> =>
     catch: (e) => storeError("open", e)
   })
 
-/** The template's dump, from this process's copy or its file; `undefined` when there is none. */
+/**
+ * The template's dump, from this process's copy while the file is unchanged, else read from the
+ * file; `undefined` when there is none.
+ */
 const templateDump = (file: string): Effect.Effect<Blob | undefined> =>
   dumpTurn.withPermits(1)(
-    Effect.suspend(() =>
-      fresh !== undefined && fresh.file === file
+    Effect.suspend(() => {
+      const stamp = stampOf(file)
+      return fresh !== undefined && fresh.file === file && fresh.stamp === stamp
         ? Effect.succeed(fresh.dump)
         : Effect.tap(Template.read(file), (dump) => {
-            if (dump !== undefined) fresh = { dump, file }
+            if (dump !== undefined) fresh = { dump, file, ...(stamp === undefined ? {} : { stamp }) }
           })
-    )
+    })
   )
 
 /** A template that proved bad: removed, and forgotten by this process. */
