@@ -107,14 +107,14 @@ const lockDataDir = (dataDir: string): Effect.Effect<void, StateStoreError, Scop
 // ---------------------------------------------------------------------------------------------
 // Driver
 
-const open = (options: EmbeddedStateStoreOptions, loadDataDir?: Blob): Effect.Effect<PGlite, StateStoreError, Scope.Scope> =>
+const open = (options: EmbeddedStateStoreOptions, loadDataDir?: Uint8Array): Effect.Effect<PGlite, StateStoreError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.tryPromise({
       try: async () => {
         const { PGlite } = await import("@electric-sql/pglite")
         return PGlite.create({
           ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
-          ...(loadDataDir === undefined ? {} : { loadDataDir }),
+          ...(loadDataDir === undefined ? {} : { loadDataDir: new Blob([loadDataDir as Uint8Array<ArrayBuffer>]) }),
           startParams: [...PGlite.defaultStartParams, "-c", `shared_buffers=${options.sharedBuffers ?? "16MB"}`]
         })
       },
@@ -187,7 +187,7 @@ export const makeDriver = (db: PGlite): Effect.Effect<SqlDriver> =>
 // A fresh, fully migrated database as an uncompressed tar, per process: read from the template
 // file (`file`, as it was at `stamp`), or made here for memory stores when there is no template
 // yet.
-let fresh: { readonly dump: Blob; readonly file: string | undefined; readonly stamp?: string } | undefined
+let fresh: { readonly dump: Uint8Array; readonly file: string | undefined; readonly stamp?: string } | undefined
 
 /** The file's identity and version: another stamp, another file (rewritten or replaced). */
 const stampOf = (file: string): string | undefined => {
@@ -204,27 +204,28 @@ const dumpTurn = Effect.unsafeMakeSemaphore(1)
 const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 
 /** The database's dump, after a checkpoint (so a database loaded from it needs no recovery). */
-const dumpOf = (db: PGlite): Effect.Effect<Blob, StateStoreError> =>
+const dumpOf = (db: PGlite): Effect.Effect<Uint8Array, StateStoreError> =>
   Effect.tryPromise({
     try: async () => {
       await db.query("CHECKPOINT")
-      return db.dumpDataDir("none")
+      return new Uint8Array(await (await db.dumpDataDir("none")).arrayBuffer())
     },
     catch: (e) => storeError("open", e)
   })
 
 /**
  * The template's dump, from this process's copy while the file is unchanged, else read from the
- * file; `undefined` when there is none.
+ * file (and kept when `keep`: memory stores; a server's one store on disk does not hold 40 MB
+ * for nothing); `undefined` when there is none.
  */
-const templateDump = (file: string): Effect.Effect<Blob | undefined> =>
+const templateDump = (file: string, keep: boolean): Effect.Effect<Uint8Array | undefined> =>
   dumpTurn.withPermits(1)(
     Effect.suspend(() => {
       const stamp = stampOf(file)
       return fresh !== undefined && fresh.file === file && fresh.stamp === stamp
         ? Effect.succeed(fresh.dump)
         : Effect.tap(Template.read(file), (dump) => {
-            if (dump !== undefined) fresh = { dump, file, ...(stamp === undefined ? {} : { stamp }) }
+            if (dump !== undefined && keep) fresh = { dump, file, ...(stamp === undefined ? {} : { stamp }) }
           })
     })
   )
@@ -242,7 +243,7 @@ const forget = (file: string): Effect.Effect<void> =>
  * A fresh database made here when there is no template (initdb and the migrations, once per
  * process), written as the template for the processes after.
  */
-const madeDump = (file: string | undefined): Effect.Effect<Blob, StateStoreError> =>
+const madeDump = (file: string | undefined): Effect.Effect<Uint8Array, StateStoreError> =>
   dumpTurn.withPermits(1)(
     Effect.suspend(() =>
       fresh !== undefined && fresh.file === undefined
@@ -267,7 +268,7 @@ const madeDump = (file: string | undefined): Effect.Effect<Blob, StateStoreError
  */
 const openFromTemplate = (
   options: EmbeddedStateStoreOptions,
-  dump: Blob,
+  dump: Uint8Array | undefined,
   file: string
 ): Effect.Effect<PGlite | undefined, never, Scope.Scope> =>
   Effect.gen(function* () {
@@ -345,7 +346,7 @@ export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<Sta
     if (options.dataDir === undefined) {
       let db: PGlite | undefined
       if (file !== undefined) {
-        const dump = yield* templateDump(file)
+        const dump = yield* templateDump(file, true)
         if (dump !== undefined) db = yield* openFromTemplate(options, dump, file)
         if (dump !== undefined && db === undefined) yield* forget(file)
       }
@@ -362,12 +363,20 @@ export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<Sta
         }))
     const isNew = !fs.existsSync(path.join(pgdata, "PG_VERSION"))
     if (isNew && file !== undefined) {
-      const dump = yield* templateDump(file)
+      const dump = yield* templateDump(file, false)
       if (dump !== undefined) {
-        const db = yield* openFromTemplate({ ...options, dataDir: pgdata }, dump, file)
+        // Extracted here rather than loaded by PGlite (`loadDataDir`): through its WASM file
+        // system the load left the server at ~100 MB more RSS. Without PG_VERSION, what is there
+        // is no database.
+        fs.rmSync(pgdata, { recursive: true, force: true })
+        const extracted = yield* Template.extract(dump, pgdata).pipe(
+          Effect.as(true),
+          Effect.catchAll((e) => Effect.as(Effect.logDebug(`embedded store: the template ${file} is not used: ${e.message}`), false))
+        )
+        const db = extracted ? yield* openFromTemplate({ ...options, dataDir: pgdata }, undefined, file) : undefined
         if (db !== undefined) return yield* storeOn(db)
         yield* forget(file)
-        // What a failed load left behind would make PGlite refuse the next load or skip initdb.
+        // What a failed start left behind would make PGlite skip initdb.
         fs.rmSync(pgdata, { recursive: true, force: true })
       }
     }

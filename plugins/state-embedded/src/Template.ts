@@ -77,7 +77,7 @@ const describe = (e: unknown): string => (e instanceof Error ? e.message : Strin
  * `undefined` when there is none or it is damaged (a damaged file is removed, so the next store
  * writes a good one).
  */
-export const read = (templateFile: string): Effect.Effect<Blob | undefined> =>
+export const read = (templateFile: string): Effect.Effect<Uint8Array | undefined> =>
   Effect.gen(function* () {
     const bytes = yield* Effect.try(() => fs.readFileSync(templateFile)).pipe(
       Effect.catchAll((e) =>
@@ -103,7 +103,7 @@ export const read = (templateFile: string): Effect.Effect<Blob | undefined> =>
     const tar = damage === undefined
       ? yield* Effect.tryPromise(() => gunzip(bytes.subarray(header))).pipe(Effect.option)
       : undefined
-    if (tar !== undefined && tar._tag === "Some") return new Blob([tar.value])
+    if (tar !== undefined && tar._tag === "Some") return new Uint8Array(tar.value.buffer, tar.value.byteOffset, tar.value.byteLength)
     yield* Effect.logDebug(`embedded store: the template ${templateFile} is not used: ${damage ?? "it does not unzip"}`)
     yield* discard(templateFile)
     return undefined
@@ -116,9 +116,9 @@ const gunzip = promisify(zlib.gunzip)
  * Writes the template (`dump`: an uncompressed tar from `dumpDataDir("none")`) atomically: a
  * temporary name, then a rename. A failure is only logged.
  */
-export const write = (templateFile: string, dump: Blob): Effect.Effect<void> =>
+export const write = (templateFile: string, dump: Uint8Array): Effect.Effect<void> =>
   Effect.tryPromise(async () => {
-    const body = await gzip(Buffer.from(await dump.arrayBuffer()))
+    const body = await gzip(dump)
     const sum = createHash("sha256").update(body).digest("hex")
     fs.mkdirSync(path.dirname(templateFile), { recursive: true })
     const tmp = `${templateFile}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`
@@ -132,6 +132,31 @@ export const write = (templateFile: string, dump: Blob): Effect.Effect<void> =>
     Effect.zipRight(Effect.logDebug(`embedded store: wrote the template ${templateFile}`)),
     Effect.catchAll((e) => Effect.logDebug(`embedded store: the template ${templateFile} could not be written: ${describe(e.error)}`))
   )
+
+/**
+ * Writes the database in `dump` (a tar from `dumpDataDir`) as the directory `pgdata`: extracted
+ * beside it and renamed, so a process killed half-way leaves no half-made database behind.
+ */
+export const extract = (dump: Uint8Array, pgdata: string): Effect.Effect<void, Error> =>
+  Effect.tryPromise({
+    try: async () => {
+      const { x } = await import("tar")
+      const tmp = `${pgdata}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`
+      try {
+        fs.mkdirSync(tmp, { recursive: true, mode: 0o700 })
+        await new Promise<void>((resolve, reject) => {
+          const unpack = x({ cwd: tmp })
+          unpack.on("error", reject)
+          unpack.on("close", () => resolve())
+          unpack.end(Buffer.from(dump.buffer, dump.byteOffset, dump.byteLength))
+        })
+        fs.renameSync(tmp, pgdata)
+      } finally {
+        fs.rmSync(tmp, { recursive: true, force: true })
+      }
+    },
+    catch: (e) => (e instanceof Error ? e : new Error(String(e)))
+  })
 
 /** Removes a template that proved bad; a failure is only logged. */
 export const discard = (templateFile: string): Effect.Effect<void> =>
