@@ -1,7 +1,13 @@
 // Test configuration for the whole workspace: each package's own tests plus the
 // cross-package integration tests under test/.
-import { availableParallelism } from "node:os"
+import { availableParallelism, homedir } from "node:os"
+import { join } from "node:path"
 import { defineConfig } from "vitest/config"
+
+// A new embedded state store starts from a template cached in the user's cache directory
+// (@dstack-ts/state-embedded): named here, so the servers that suites start with a HOME of their
+// own share it too (inherited by the workers and the processes they start).
+process.env.DSTACK_TS_CACHE_DIR ||= process.env.XDG_CACHE_HOME ? join(process.env.XDG_CACHE_HOME, "dstack-ts") : join(homedir(), ".cache", "dstack-ts")
 
 export default defineConfig({
   test: {

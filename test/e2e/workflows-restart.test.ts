@@ -11,18 +11,20 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Client, type Workflows } from "@dstack-ts/client"
-import { reapUnder } from "../reliability/serverProcess.ts"
+import { removeUnder } from "../reliability/serverProcess.ts"
 
 type WorkflowRun = Workflows.WorkflowRun
 
 import { CLI } from "../support/cli.ts"
 const TOKEN = "workflows-restart-token"
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-workflows-restart-"))
-const env = { ...process.env, HOME: home, DSTACK_SERVER_DIR: path.join(home, "server"), NO_COLOR: "1" }
+// TMPDIR: the local backend's runners work under `<tmp>/dstack-ts-local`, here the suite's own
+// directory, so the ones it leaves are found by their `--work-dir` and reaped at the end.
+const tmp = path.join(home, "tmp")
+fs.mkdirSync(tmp)
+const env = { ...process.env, HOME: home, TMPDIR: tmp, DSTACK_SERVER_DIR: path.join(home, "server"), NO_COLOR: "1" }
 let server: ChildProcess | undefined
 let port: number
-/** Every server process started: their runners (`.runner/runner-<server pid>-…`) are reaped at the end. */
-const serverPids: Array<number> = []
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -36,7 +38,6 @@ const startServer = async () => {
   const child = spawn(process.execPath, [CLI, "server", "--host", "127.0.0.1", "--port", String(port), "--token", TOKEN], { env })
   // Kept at once, so that afterAll stops it even when it never says it started.
   server = child
-  if (child.pid !== undefined) serverPids.push(child.pid)
   await new Promise<void>((resolve, reject) => {
     let out = ""
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 180_000)
@@ -118,8 +119,9 @@ afterAll(async () => {
     await exited
   }
   // The local backend's runners outlive their server by design (a restarted server takes them
-  // up again); the last server's idle ones would stay, in the shared default work dir.
-  for (const pid of serverPids) await reapUnder(`/.runner/runner-${pid}-`)
+  // up again), and the one the killed server started, taken up by the second, stays idle after
+  // the second server stops: it only stops its own.
+  await removeUnder(tmp)
   fs.rmSync(home, { recursive: true, force: true })
 }, 30_000)
 

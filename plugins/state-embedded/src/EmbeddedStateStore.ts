@@ -12,11 +12,11 @@
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { Config, Effect, Layer, Schema } from "effect"
-import type { Scope } from "effect"
+import { Config, Effect, Either, ExecutionStrategy, Exit, Layer, Schema, Scope } from "effect"
 import type { PGlite } from "@electric-sql/pglite"
 import { SqlDriver as Sql, SqlStateStore, StateMigrations, StateStore as StateStorePort, configDecoder } from "@dstack-ts/core"
 import * as FileLogs from "./FileLogs.ts"
+import * as Template from "./Template.ts"
 
 const { StateStore, StateStoreError } = StateStorePort
 type StateStoreError = StateStorePort.StateStoreError
@@ -41,6 +41,13 @@ export interface EmbeddedStateStoreOptions {
    * of RSS instead of about 300 MB with PostgreSQL's default of 128MB.
    */
   readonly sharedBuffers?: string
+  /**
+   * Where the template of a new database is kept (a dump of a fresh, fully migrated database,
+   * shared by the processes on the machine; see Template.ts), or `false` to make every new
+   * database with initdb and the migrations. Default: `DSTACK_TS_CACHE_DIR`, else
+   * `$XDG_CACHE_HOME/dstack-ts`, else `~/.cache/dstack-ts`.
+   */
+  readonly templateDir?: string | false
 }
 
 const MODULE = "EmbeddedStateStore"
@@ -100,18 +107,14 @@ const lockDataDir = (dataDir: string): Effect.Effect<void, StateStoreError, Scop
 // ---------------------------------------------------------------------------------------------
 // Driver
 
-// A memory store is created often in tests: initdb and the migrations run once per process,
-// and later memory stores start from a dump of that fresh database.
-let freshDump: Blob | undefined
-
-const open = (options: EmbeddedStateStoreOptions, loadDataDir?: Blob): Effect.Effect<PGlite, StateStoreError, Scope.Scope> =>
+const open = (options: EmbeddedStateStoreOptions, loadDataDir?: Uint8Array): Effect.Effect<PGlite, StateStoreError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.tryPromise({
       try: async () => {
         const { PGlite } = await import("@electric-sql/pglite")
         return PGlite.create({
           ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
-          ...(loadDataDir === undefined ? {} : { loadDataDir }),
+          ...(loadDataDir === undefined ? {} : { loadDataDir: new Blob([loadDataDir as Uint8Array<ArrayBuffer>]) }),
           startParams: [...PGlite.defaultStartParams, "-c", `shared_buffers=${options.sharedBuffers ?? "16MB"}`]
         })
       },
@@ -178,24 +181,118 @@ export const makeDriver = (db: PGlite): Effect.Effect<SqlDriver> =>
     } satisfies SqlDriver
   })
 
+// ---------------------------------------------------------------------------------------------
+// New databases start from a template
+
+// A fresh, fully migrated database as an uncompressed tar, per process: read from the template
+// file (`file`, as it was at `stamp`), or made here for memory stores when there is no template
+// yet.
+let fresh: { readonly dump: Uint8Array; readonly file: string | undefined; readonly stamp?: string } | undefined
+
+/** The file's identity and version: another stamp, another file (rewritten or replaced). */
+const stampOf = (file: string): string | undefined => {
+  try {
+    const st = fs.statSync(file)
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`
+  } catch {
+    return undefined
+  }
+}
+
 const dumpTurn = Effect.unsafeMakeSemaphore(1)
 
-const freshMemoryDump = (): Effect.Effect<Blob, StateStoreError> =>
+const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+
+/** The database's dump, after a checkpoint (so a database loaded from it needs no recovery). */
+const dumpOf = (db: PGlite): Effect.Effect<Uint8Array, StateStoreError> =>
+  Effect.tryPromise({
+    try: async () => {
+      await db.query("CHECKPOINT")
+      return new Uint8Array(await (await db.dumpDataDir("none")).arrayBuffer())
+    },
+    catch: (e) => storeError("open", e)
+  })
+
+/**
+ * The template's dump, from this process's copy while the file is unchanged, else read from the
+ * file (and kept when `keep`: memory stores; a server's one store on disk does not hold 40 MB
+ * for nothing); `undefined` when there is none.
+ */
+const templateDump = (file: string, keep: boolean): Effect.Effect<Uint8Array | undefined> =>
+  dumpTurn.withPermits(1)(
+    Effect.suspend(() => {
+      const stamp = stampOf(file)
+      return fresh !== undefined && fresh.file === file && fresh.stamp === stamp
+        ? Effect.succeed(fresh.dump)
+        : Effect.tap(Template.read(file), (dump) => {
+            if (dump !== undefined && keep) fresh = { dump, file, ...(stamp === undefined ? {} : { stamp }) }
+          })
+    })
+  )
+
+/** A template that proved bad: removed, and forgotten by this process. */
+const forget = (file: string): Effect.Effect<void> =>
+  Effect.zipRight(
+    Effect.sync(() => {
+      if (fresh?.file === file) fresh = undefined
+    }),
+    Template.discard(file)
+  )
+
+/**
+ * A fresh database made here when there is no template (initdb and the migrations, once per
+ * process), written as the template for the processes after.
+ */
+const madeDump = (file: string | undefined): Effect.Effect<Uint8Array, StateStoreError> =>
   dumpTurn.withPermits(1)(
     Effect.suspend(() =>
-      freshDump !== undefined
-        ? Effect.succeed(freshDump)
+      fresh !== undefined && fresh.file === undefined
+        ? Effect.succeed(fresh.dump)
         : Effect.scoped(
             Effect.gen(function* () {
               const db = yield* open({})
               yield* migrate(yield* makeDriver(db)).pipe(Effect.mapError((e) => storeError("open", e)))
-              const dump = yield* Effect.tryPromise({ try: () => db.dumpDataDir("none"), catch: (e) => storeError("open", e) })
-              freshDump = dump
+              const dump = yield* dumpOf(db)
+              fresh = { dump, file: undefined }
+              if (file !== undefined) yield* Template.write(file, dump)
               return dump
             })
           )
     )
   )
+
+/**
+ * Opens a database loaded from the template, in a scope of its own: kept (closed with the
+ * caller's scope) when it opens and holds exactly this build's migrations; else closed again,
+ * the reason said at debug level, and `undefined`.
+ */
+const openFromTemplate = (
+  options: EmbeddedStateStoreOptions,
+  dump: Uint8Array | undefined,
+  file: string
+): Effect.Effect<PGlite | undefined, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const inner = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+    const opened = yield* open(options, dump).pipe(
+      Scope.extend(inner),
+      Effect.flatMap((db) =>
+        Effect.tryPromise(() => db.query<Row>("SELECT version, name FROM dstack_migrations ORDER BY version")).pipe(
+          Effect.flatMap((r) =>
+            Template.hasExactly(r.rows) ? Effect.succeed(db) : Effect.fail(new Error("its database does not hold exactly this build's migrations"))
+          )
+        )
+      ),
+      Effect.either
+    )
+    if (Either.isRight(opened)) {
+      yield* Effect.logDebug(`embedded store: a new database from the template ${file}`)
+      return opened.right
+    }
+    const cause = opened.left instanceof StateStoreError ? opened.left.message : describe((opened.left as { error?: unknown }).error ?? opened.left)
+    yield* Effect.logDebug(`embedded store: the template ${file} is not used: ${cause}`)
+    yield* Scope.close(inner, Exit.void)
+    return undefined
+  })
 
 // initdb runs in a second WASM instance that the process never gives back: a first start
 // in-process leaves the server at ~750 MB of RSS instead of ~180 MB. So a new data directory
@@ -244,18 +341,57 @@ const prepare = (pgdata: string): Effect.Effect<void> =>
 /** Opens the embedded store; closes the database when the scope closes. */
 export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<StateStoreService, StateStoreError, Scope.Scope> =>
   Effect.gen(function* () {
+    const templateDir = options.templateDir ?? Template.defaultDir()
+    const file = templateDir === false ? undefined : yield* Template.locate(templateDir)
     if (options.dataDir === undefined) {
-      const db = yield* open(options, yield* freshMemoryDump())
+      let db: PGlite | undefined
+      if (file !== undefined) {
+        const dump = yield* templateDump(file, true)
+        if (dump !== undefined) db = yield* openFromTemplate(options, dump, file)
+        if (dump !== undefined && db === undefined) yield* forget(file)
+      }
+      db ??= yield* open(options, yield* madeDump(file))
       return yield* makeSqlStore(yield* makeDriver(db))
     }
     const dataDir = options.dataDir
     yield* lockDataDir(dataDir)
     const pgdata = path.resolve(dataDir, "pgdata")
+    const storeOn = (db: PGlite) =>
+      Effect.flatMap(makeDriver(db), (driver) =>
+        makeSqlStore(driver, {
+          logs: (announce) => FileLogs.make({ dir: path.join(dataDir, "logs"), announce })
+        }))
+    const isNew = !fs.existsSync(path.join(pgdata, "PG_VERSION"))
+    if (isNew && file !== undefined) {
+      const dump = yield* templateDump(file, false)
+      if (dump !== undefined) {
+        // Extracted here rather than loaded by PGlite (`loadDataDir`): through its WASM file
+        // system the load left the server at ~100 MB more RSS. Without PG_VERSION, what is there
+        // is no database.
+        fs.rmSync(pgdata, { recursive: true, force: true })
+        const extracted = yield* Template.extract(dump, pgdata).pipe(
+          Effect.as(true),
+          Effect.catchAll((e) => Effect.as(Effect.logDebug(`embedded store: the template ${file} is not used: ${e.message}`), false))
+        )
+        const db = extracted ? yield* openFromTemplate({ ...options, dataDir: pgdata }, undefined, file) : undefined
+        if (db !== undefined) return yield* storeOn(db)
+        yield* forget(file)
+        // What a failed start left behind would make PGlite skip initdb.
+        fs.rmSync(pgdata, { recursive: true, force: true })
+      }
+    }
     yield* prepare(pgdata)
     const db = yield* open({ ...options, dataDir: pgdata })
-    return yield* makeSqlStore(yield* makeDriver(db), {
-      logs: (announce) => FileLogs.make({ dir: path.join(dataDir, "logs"), announce })
-    })
+    if (isNew && file !== undefined) {
+      // The database is fresh: migrated and dumped before anything is written to it, it is the
+      // template for the stores after.
+      yield* migrate(yield* makeDriver(db)).pipe(Effect.mapError((e) => storeError("open", e)))
+      yield* dumpOf(db).pipe(
+        Effect.flatMap((dump) => Template.write(file, dump)),
+        Effect.catchAll((e) => Effect.logDebug(`embedded store: no template written: ${e.message}`))
+      )
+    }
+    return yield* storeOn(db)
   })
 
 /**

@@ -1,19 +1,13 @@
-// The embedded (PGlite) StateStore: the conformance suite in memory and on disk, and its JSON
+// The embedded (PGlite) StateStore: the conformance suite in memory (on disk: Template.test.ts), and its JSON
 // columns (PGlite always stored JSON values: migration 9 leaves them as they are).
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
 import { PGlite } from "@electric-sql/pglite"
 import { Effect } from "effect"
 import { afterAll } from "vitest"
 import { EmbeddedStateStore } from "../src/index.ts"
 import { testSqlJsonColumns, testStateStore } from "@dstack-ts/core/testing"
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-state-"))
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
-
 testStateStore("embedded, in memory", EmbeddedStateStore.layerMemory())
-testStateStore("embedded, on disk", EmbeddedStateStore.layer({ dataDir: path.join(dir, "data") }))
+// On disk: Template.test.ts (a new database on disk starts from the template).
 
 // One PGlite for both tests (a new one costs seconds), each in an empty schema of its own.
 let pglite: Promise<PGlite> | undefined
