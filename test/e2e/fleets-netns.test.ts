@@ -271,8 +271,9 @@ ssh_config:
     expect(fleet.instances.map((i: any) => [i.hostname, i.status])).toEqual(all.map((h) => [h.ip, "idle"]))
 
     // A task from a git checkout: its files (minus what .gitignore leaves out) reach the host it runs on.
+    // Its file names no fleet: `dstack apply --fleet netns` (upstream's argument) targets it.
     const repo = writeProject(home, "repo", {
-      ".dstack.yml": `type: task\nname: netns-code\nfleets: [netns]\ncommands:\n  - sh run.sh\n  - test -e notes.local || echo notes.local stayed home\n${SMALL}`,
+      ".dstack.yml": `type: task\nname: netns-code\ncommands:\n  - sh run.sh\n  - test -e notes.local || echo notes.local stayed home\n${SMALL}`,
       "run.sh": 'echo "$(cat data.txt) on $(hostname -I | tr -d \' \\n\')"\n',
       "data.txt": "repo code",
       ".gitignore": "*.local\n",
@@ -284,10 +285,11 @@ ssh_config:
     }
     // Both tasks at once (the fleet has three hosts): the process one, and the image one where Docker is.
     const [code, image] = await Promise.all([
-      dstack(["apply", "-f", ".dstack.yml", "-y"], repo),
+      dstack(["apply", "-f", ".dstack.yml", "--fleet", "netns", "-y"], repo),
       dockerReason === undefined ? dstack(["apply", "-f", "image.dstack.yml", "-y"], repo) : undefined
     ])
     expect(code.code, code.stdout + code.stderr).toBe(0)
+    expect(code.stdout).toMatch(/^Fleets\s+netns\s*$/m)
     expect(code.stdout).toContain("Executor: process")
     const codeRun = await getRun("netns-code")
     const codeHost = codeRun.jobs[0].job_submissions.at(-1).job_provisioning_data.hostname
