@@ -356,11 +356,10 @@ export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<Sta
     const dataDir = options.dataDir
     yield* lockDataDir(dataDir)
     const pgdata = path.resolve(dataDir, "pgdata")
-    const storeOn = (db: PGlite) =>
-      Effect.flatMap(makeDriver(db), (driver) =>
-        makeSqlStore(driver, {
-          logs: (announce) => FileLogs.make({ dir: path.join(dataDir, "logs"), announce })
-        }))
+    const storeOn = (driver: SqlDriver) =>
+      makeSqlStore(driver, {
+        logs: (announce) => FileLogs.make({ dir: path.join(dataDir, "logs"), announce })
+      })
     const isNew = !fs.existsSync(path.join(pgdata, "PG_VERSION"))
     if (isNew && file !== undefined) {
       const dump = yield* templateDump(file, false)
@@ -374,7 +373,7 @@ export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<Sta
           Effect.catchAll((e) => Effect.as(Effect.logDebug(`embedded store: the template ${file} is not used: ${e.message}`), false))
         )
         const db = extracted ? yield* openFromTemplate({ ...options, dataDir: pgdata }, undefined, file) : undefined
-        if (db !== undefined) return yield* storeOn(db)
+        if (db !== undefined) return yield* storeOn(yield* makeDriver(db))
         yield* forget(file)
         // What a failed start left behind would make PGlite skip initdb.
         fs.rmSync(pgdata, { recursive: true, force: true })
@@ -382,16 +381,17 @@ export const make = (options: EmbeddedStateStoreOptions = {}): Effect.Effect<Sta
     }
     yield* prepare(pgdata)
     const db = yield* open({ ...options, dataDir: pgdata })
+    const driver = yield* makeDriver(db)
     if (isNew && file !== undefined) {
       // The database is fresh: migrated and dumped before anything is written to it, it is the
       // template for the stores after.
-      yield* migrate(yield* makeDriver(db)).pipe(Effect.mapError((e) => storeError("open", e)))
+      yield* migrate(driver).pipe(Effect.mapError((e) => storeError("open", e)))
       yield* dumpOf(db).pipe(
         Effect.flatMap((dump) => Template.write(file, dump)),
         Effect.catchAll((e) => Effect.logDebug(`embedded store: no template written: ${e.message}`))
       )
     }
-    return yield* storeOn(db)
+    return yield* storeOn(driver)
   })
 
 /**
