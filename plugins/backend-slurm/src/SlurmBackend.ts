@@ -569,7 +569,6 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           return Number.isFinite(n) && n > 0 ? n - started : undefined
         }
         let submitted: number | undefined
-        let running: { readonly at: number | undefined; readonly nodes: ReadonlyArray<string> } | undefined
         let gone = false
         let last = "not in the queue"
         let state = ""
@@ -601,15 +600,16 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
             submitted = at(rest[1])
           } else if (word === "running" && job.id !== undefined) {
             // The script ends right after this line: no need to wait for the channel's close.
-            running = { at: at(rest[0]), nodes: rest.slice(1).filter((n) => n !== "") }
-            if (running.nodes.length !== args.nodes) {
-              return yield* fail(method, "Unknown", `Slurm job ${job.id} on ${c.config.name} runs on ${running.nodes.length} nodes (${running.nodes.join(", ")}), not ${args.nodes}`)
+            const runningSeen = at(rest[0])
+            const nodes = rest.slice(1).filter((n) => n !== "")
+            if (nodes.length !== args.nodes) {
+              return yield* fail(method, "Unknown", `Slurm job ${job.id} on ${c.config.name} runs on ${nodes.length} nodes (${nodes.join(", ")}), not ${args.nodes}`)
             }
             return {
               kind: "running",
               jobId: job.id,
-              nodes: running.nodes,
-              times: { jobId: job.id, submitted: submitted ?? 0, ...(running.at === undefined ? {} : { runningSeen: running.at }) }
+              nodes,
+              times: { jobId: job.id, submitted: submitted ?? 0, ...(runningSeen === undefined ? {} : { runningSeen }) }
             } satisfies Watched
           } else if (word === "q") {
             const [stateText = "", reason = ""] = rest.slice(1).join(" ").split("|")
@@ -713,10 +713,9 @@ export const make = (config: Omit<SlurmBackendConfig, "type">): Effect.Effect<Sl
           watched = yield* watch
           if (watched.kind === "missing-bundle") return yield* fail(method, "Unknown", `${runner} on ${c.config.name} is still missing after it was written`)
         }
-        const { jobId, times } = watched
-        // The nodes' addresses as the last plan read them, else asked now.
-        const hosts = watched.nodes
+        const { jobId, times, nodes: hosts } = watched
         const named = yield* Effect.gen(function*() {
+          // The nodes' addresses as the last plan read them, else asked now.
           const known = hosts.map((h) => addresses.get(`${c.config.name}/${h}`))
           if (known.every((a) => a !== undefined)) return hosts.map((name, i) => ({ name, address: known[i]! }))
           const shown = yield* onLogin(method, c, `for n in "$@"; do scontrol show -o node "$n" || exit 1; done`, hosts).pipe(
