@@ -1,6 +1,7 @@
-// Services: the proxy against calling the replica directly and against a minimal hand-written
+// Services: the proxy against calling the replica directly, against a minimal hand-written
 // node:http reverse proxy in front of the same replica (./support/ref-proxy-main.ts: what any
-// Node proxy hop costs here), requests/s and p50/p99 latency at a few concurrencies, closed
+// Node proxy hop costs here) and, where it is installed, against nginx in front of it
+// (./support/nginx-proxy.ts: what a native proxy hop costs here), requests/s and p50/p99 latency at a few concurrencies, closed
 // loop, keep-alive; one process replica of test/support/service-app.mjs on the local backend.
 // Two kinds of request to that replica: `/path`, answered at once (a null replica: the proxy's
 // cost against almost nothing), and `/work?cpu_us=1000`, answered after 1 ms of the replica's
@@ -16,6 +17,7 @@ import { httpCall } from "../test/support/api.ts"
 import { applyService, waitRunning } from "../test/support/services.ts"
 import type { BenchContext } from "./context.ts"
 import { load, type LoadResult, type Target } from "./support/load.ts"
+import { findNginx, startNginxProxy } from "./support/nginx-proxy.ts"
 import { startRefProxy, startServer } from "./support/server.ts"
 import { summarize, type Row } from "./support/stats.ts"
 
@@ -113,12 +115,16 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const call = httpCall(server.url, server.token)
   const rows: Array<Row> = []
   let reference: Awaited<ReturnType<typeof startRefProxy>> | undefined
+  let native: Awaited<ReturnType<typeof startNginxProxy>> | undefined
   try {
     const port = await applyService(call, "bench-web", { auth: true })
     await waitRunning(call, "bench-web")
     // The replica answers once it listens.
     for (let i = 0; i < 100 && (await fetch(`http://127.0.0.1:${port}/path`).catch(() => undefined)) === undefined; i++) await new Promise((r) => setTimeout(r, 100))
     reference = await startRefProxy(`127.0.0.1:${port}`)
+    const nginx = findNginx()
+    if (nginx === undefined) ctx.log("services: nginx is not installed, so the native reference arm is left out (Debian: apt-get install nginx-light)")
+    else native = await startNginxProxy(nginx, `127.0.0.1:${port}`)
     const replica = replicaPid(port)
     /** The server's GC pauses (ms) since the last call. */
     const serverGcMs = async () => ((await (await fetch(`${server.url}/bench/loop`)).json()) as { gc: { totalMs: number } }).gc.totalMs
@@ -138,11 +144,12 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       const arms: Array<Arm> = [
         { name: "direct", target: { url: `http://127.0.0.1:${port}`, path: kind.path, body: "{}" } },
         { name: "reference", target: { url: reference.url, path: kind.path, body: "{}" }, pid: reference.pid },
-        { name: "ours", target: { url: server.url, path: `/proxy/services/main/bench-web${kind.path}`, body: "{}", token: server.token }, pid: server.pid, gc: serverGcMs }
+        { name: "ours", target: { url: server.url, path: `/proxy/services/main/bench-web${kind.path}`, body: "{}", token: server.token }, pid: server.pid, gc: serverGcMs },
+        ...(native ? [{ name: "nginx", target: { url: native.url, path: kind.path, body: "{}" }, pid: native.pid }] : [])
       ]
       for (const concurrency of [1, 16]) {
         ctx.log(`services: ${kind.name}, c=${concurrency} (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
-        const [d, r, p] = await inTurns(arms, { concurrency, durationMs }, replica)
+        const [d, r, p, n] = await inTurns(arms, { concurrency, durationMs }, replica)
         const ratio = p!.rps / d!.rps
         const errors = p!.errors + r!.errors + d!.errors > 0 ? `; errors: ${p!.errors} proxy / ${r!.errors} reference / ${d!.errors} direct` : ""
         const cpu = (t: typeof p) => `${fmt(t!.proxyUs)} proxy + ${fmt(t!.replicaUs)} replica + ${fmt(t!.loadUs)} load generator`
@@ -156,6 +163,14 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
           value: p!.rps, baseline: r!.rps, target: "(reference)", verdict: "n/a",
           note: `the reference proxy: ${(r!.rps / d!.rps).toFixed(2)}× direct`
         })
+        if (n !== undefined) {
+          const nl = summarize(n.latencies)
+          rows.push({
+            section: "services", measure: `proxy req/s, ${kind.name}, c=${concurrency} (vs nginx, a native proxy hop)`, unit: "req/s", better: "higher",
+            value: p!.rps, baseline: n.rps, target: "(reference)", verdict: "n/a",
+            note: `nginx: ${(n.rps / d!.rps).toFixed(2)}× direct, ${nl.p50.toFixed(2)} / ${nl.p99.toFixed(2)} ms, CPU µs per request ${cpu(n)}${n.errors > 0 ? `; errors: ${n.errors}` : ""}`
+          })
+        }
         const pl = summarize(p!.latencies)
         const dl = summarize(d!.latencies)
         const rl = summarize(r!.latencies)
@@ -169,6 +184,7 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
     ctx.log(`services: done (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
   } finally {
     await reference?.stop()
+    await native?.stop()
     await call("/api/project/main/runs/stop", { runs_names: ["bench-web"], abort: true }).catch(() => undefined)
     await server.stop()
   }

@@ -20,7 +20,7 @@ export interface Child {
   readonly stop: () => Promise<void>
 }
 
-const rssOf = (pid: number): number => {
+export const rssOf = (pid: number): number => {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))
     return m ? Number(m[1]) / 1024 : Number.NaN
