@@ -11,10 +11,13 @@
 // change in the machine's other load falls on all alike. The notes give each process's CPU per
 // request (from /proc), figures the rest of a shared machine moves far less than req/s, and the
 // server's CPU net of what it uses when no request comes (its engine following the job).
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as http from "node:http"
 import * as os from "node:os"
+import * as path from "node:path"
 import { httpCall } from "../test/support/api.ts"
-import { applyService, waitRunning } from "../test/support/services.ts"
+import { applyService, freePort, waitRunning } from "../test/support/services.ts"
 import type { BenchContext } from "./context.ts"
 import { load, type LoadResult, type Target } from "./support/load.ts"
 import { findNginx, startNginxProxy } from "./support/nginx-proxy.ts"
@@ -110,8 +113,25 @@ const inTurns = async (arms: ReadonlyArray<Arm>, options: { concurrency: number;
 
 const fmt = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : "–")
 
+const PARTS = (process.env.BENCH_SERVICES_PARTS ?? "proxy,cold,follow").split(",")
+for (const part of PARTS) if (!["proxy", "cold", "follow"].includes(part)) throw new Error(`BENCH_SERVICES_PARTS: unknown part ${part}; pick from proxy, cold, follow`)
+
+type Server = Awaited<ReturnType<typeof startServer>>
+
 export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
-  const server = await startServer({ databaseUrl: ctx.databaseUrl })
+  const server = await startServer({ databaseUrl: ctx.databaseUrl, maxInstances: 16 })
+  const rows: Array<Row> = []
+  try {
+    if (PARTS.includes("proxy")) rows.push(...(await proxyRows(ctx, server)))
+    if (PARTS.includes("cold")) rows.push(...(await coldStartRows(ctx, server)))
+    if (PARTS.includes("follow")) rows.push(...(await followRows(ctx, server)))
+  } finally {
+    await server.stop()
+  }
+  return rows
+}
+
+const proxyRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>> => {
   const call = httpCall(server.url, server.token)
   const rows: Array<Row> = []
   let reference: Awaited<ReturnType<typeof startRefProxy>> | undefined
@@ -186,7 +206,220 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
     await reference?.stop()
     await native?.stop()
     await call("/api/project/main/runs/stop", { runs_names: ["bench-web"], abort: true }).catch(() => undefined)
-    await server.stop()
   }
   return rows
+}
+
+const APP = path.resolve("test/support/service-app.mjs")
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * Milliseconds from now to the first byte (the status line) of a GET of `url`; a refused
+ * connection is tried again every 2 ms (how a caller starting the app by hand finds it up).
+ */
+const firstByte = (url: string, headers: Record<string, string>, timeoutMs: number): Promise<{ ms: number; status: number }> => {
+  const start = performance.now()
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const req = http.get(url, { headers, agent: false }, (res) => {
+        const ms = performance.now() - start
+        res.resume()
+        resolve({ ms, status: res.statusCode ?? 0 })
+      })
+      req.on("error", (error: NodeJS.ErrnoException) => {
+        if (error.code === "ECONNREFUSED" && performance.now() - start < timeoutMs) setTimeout(attempt, 2)
+        else reject(error)
+      })
+    }
+    attempt()
+  })
+}
+
+const untilFinished = async (call: ReturnType<typeof httpCall>, name: string) => {
+  for (let i = 0; i < 300; i++) {
+    const run = (await call("/api/project/main/runs/get", { run_name: name })).body
+    if (["terminated", "done", "failed"].includes(run.status)) return
+    await sleep(100)
+  }
+  throw new Error(`run ${name} did not finish after its stop`)
+}
+
+/**
+ * Cold start: a service at zero replicas (`replicas: 0..1`, delays 0) gets a request, which the
+ * proxy holds while a replica starts; the time to that request's first byte, against starting
+ * the same app by hand (`node service-app.mjs`) and calling it as soon as it accepts. Each round
+ * applies a new service (so it is at zero), in turns with the by-hand arm; the first round's
+ * replica has no idle instance to take (a runner starts too), later rounds take the previous
+ * round's (stopped, so idle) instance, as a service scaled to zero does when its instance is kept.
+ */
+const coldStartRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>> => {
+  const call = httpCall(server.url, server.token)
+  const rounds = Number(process.env.BENCH_SERVICES_COLD_ROUNDS ?? (ctx.full ? 10 : 5))
+  const ours: Array<number> = []
+  const byHand: Array<number> = []
+  const phases: Array<string> = []
+  for (let round = 0; round < rounds; round++) {
+    ctx.log(`services: cold start, round ${round + 1} of ${rounds} (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
+    // By hand.
+    {
+      const port = await freePort()
+      const start = performance.now()
+      const app = spawn(process.execPath, [APP], { env: { ...process.env, DSTACK_SERVICE_PORT: String(port), DSTACK_RUN_NAME: "by-hand" }, stdio: "ignore" })
+      try {
+        const r = await firstByte(`http://127.0.0.1:${port}/path`, {}, 30_000)
+        if (r.status !== 200) throw new Error(`the app started by hand answered ${r.status}`)
+        byHand.push(performance.now() - start)
+      } finally {
+        const exited = new Promise((r) => app.once("exit", r))
+        app.kill("SIGKILL")
+        await exited
+      }
+    }
+    // Through the proxy, from zero.
+    const name = `bench-cold-${round}`
+    await applyService(call, name, { replicas: "0..1", scaling: { metric: "rps", target: 1000, window: "30s", scale_up_delay: 0, scale_down_delay: 0 } })
+    try {
+      for (let i = 0; (await call("/api/project/main/services/get", { run_name: name })).status !== 200; i++) {
+        if (i > 300) throw new Error(`service ${name} was not registered`)
+        await sleep(20)
+      }
+      const r = await firstByte(`${server.url}/proxy/services/main/${name}/path`, { authorization: `Bearer ${server.token}` }, 60_000)
+      if (r.status !== 200) throw new Error(`the proxy answered ${r.status} from zero replicas`)
+      ours.push(r.ms)
+      const run = (await call("/api/project/main/runs/get", { run_name: name })).body
+      const sub = run.jobs?.[0]?.job_submissions?.at(-1)
+      phases.push(`${r.ms.toFixed(0)} ms (instance ${sub?.job_provisioning_data?.instance_id?.slice(0, 8) ?? "?"})`)
+    } finally {
+      await call("/api/project/main/runs/stop", { runs_names: [name], abort: false }).catch(() => undefined)
+      await untilFinished(call, name)
+    }
+  }
+  const o = summarize(ours)
+  const h = summarize(byHand)
+  return [{
+    section: "services", measure: `cold start: request at zero replicas → first byte (vs starting the app by hand and calling it), ${rounds} rounds`, unit: "ms", better: "lower",
+    value: o, baseline: h, target: "≤ 1.2× by hand", verdict: o.p50 <= 1.2 * h.p50 ? "meets" : "short",
+    note: `rounds: ${phases.join(", ")}; by hand: ${byHand.map((x) => x.toFixed(0)).join(", ")} ms`
+  }]
+}
+
+/**
+ * Open-loop load: `rps` GETs per second of `url` until stopped (each sent on time whatever the
+ * answers before it), on kept-alive connections; notes when each replica first answered.
+ */
+const openLoop = (url: string, token: string, rps: number) => {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
+  const firstSeen = new Map<string, number>()
+  let sent = 0
+  let answered = 0
+  let failed = 0
+  const start = performance.now()
+  const send = () => {
+    sent++
+    const req = http.get(url, { agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      const chunks: Array<Buffer> = []
+      res.on("data", (c: Buffer) => chunks.push(c))
+      res.on("end", () => {
+        if (res.statusCode !== 200) return void failed++
+        answered++
+        const replica = (JSON.parse(Buffer.concat(chunks).toString()) as { replica: string }).replica
+        if (!firstSeen.has(replica)) firstSeen.set(replica, performance.now())
+      })
+    })
+    req.on("error", () => failed++)
+  }
+  const timer = setInterval(() => {
+    const due = Math.floor(((performance.now() - start) / 1000) * rps)
+    while (sent < due) send()
+  }, 2)
+  return {
+    firstSeen,
+    counts: () => ({ sent, answered, failed }),
+    stop: () => {
+      clearInterval(timer)
+      agent.destroy()
+    }
+  }
+}
+
+/**
+ * How fast the replica count follows a step in load, with `scale_up_delay` and
+ * `scale_down_delay` 0: a service at `replicas: 1..4` (`target` 10 req/s, `window` 30 s) gets
+ * 200 req/s at once (open loop), then nothing. Up: the time from the step until the autoscaler
+ * wants 4 replicas (`services/get`'s desired count) and until 4 replicas have answered requests;
+ * down: from the end of the load until it wants 1 and until 1 is left (the others drained and
+ * stopped). The window makes most of that time by itself (the requests per second are the
+ * window's average): the rows give that lag, computed from the load, beside the measured one.
+ */
+const followRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>> => {
+  const call = httpCall(server.url, server.token)
+  const name = "bench-step"
+  const target = 10
+  const max = 4
+  const windowS = 30
+  const rps = 200
+  const info = async () => (await call("/api/project/main/services/get", { run_name: name })).body as { desired_replicas: number; replicas: Array<{ in_rotation: boolean; draining: boolean }> }
+  const until = async (what: string, check: (i: Awaited<ReturnType<typeof info>>) => boolean, timeoutMs: number): Promise<number> => {
+    const start = performance.now()
+    for (;;) {
+      if (check(await info())) return performance.now()
+      if (performance.now() - start > timeoutMs) throw new Error(`${name}: ${what} did not happen in ${timeoutMs / 1000} s`)
+      await sleep(20)
+    }
+  }
+  await applyService(call, name, { replicas: `1..${max}`, scaling: { metric: "rps", target, window: `${windowS}s`, scale_up_delay: 0, scale_down_delay: 0 } })
+  try {
+    await waitRunning(call, name)
+    const url = `${server.url}/proxy/services/main/${name}/path`
+    for (let i = 0; (await fetch(url, { headers: { authorization: `Bearer ${server.token}` } })).status !== 200; i++) {
+      if (i > 100) throw new Error(`${name}: the first replica does not answer`)
+      await sleep(100)
+    }
+    // Let the first replica's few requests leave the window.
+    ctx.log(`services: step in load, waiting ${windowS} s for an empty window (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
+    await sleep((windowS + 1) * 1000)
+    ctx.log(`services: step up to ${rps} req/s`)
+    const step = performance.now()
+    const load = openLoop(url, server.token, rps)
+    let upDecided: number
+    let upServing: number
+    let downDecided: number
+    let downDone: number
+    let counts: ReturnType<typeof load.counts>
+    try {
+      upDecided = (await until(`desired ${max} replicas`, (i) => i.desired_replicas >= max, 120_000)) - step
+      for (let i = 0; load.firstSeen.size < max; i++) {
+        if (i > 6_000) throw new Error(`${name}: only ${load.firstSeen.size} replicas answered`)
+        await sleep(20)
+      }
+      upServing = Math.max(...load.firstSeen.values()) - step
+      await sleep(2_000)
+    } finally {
+      load.stop()
+      counts = load.counts()
+    }
+    const end = performance.now()
+    ctx.log(`services: step down to 0 req/s`)
+    downDecided = (await until("desired 1 replica", (i) => i.desired_replicas <= 1, 120_000)) - end
+    downDone = (await until("1 replica left", (i) => i.replicas.length <= 1, 120_000)) - end
+    // The window's own lag: the time until its average passes (max - 1) × target at this rate
+    // (up), and until it falls to target (down).
+    const windowUp = (windowS * (max - 1) * target) / rps * 1000
+    const windowDown = windowS * (1 - target / rps) * 1000
+    const loadNote = `${counts.sent} requests sent, ${counts.answered} answered, ${counts.failed} failed`
+    return [
+      {
+        section: "services", measure: `replica count follows a step up: 1 → ${max} replicas answering, at ${rps} req/s, target ${target}, window ${windowS} s, delays 0 (vs the window's own lag)`, unit: "ms", better: "lower",
+        value: upServing, baseline: windowUp, target: "(measured)", verdict: "n/a",
+        note: `the window's own lag: its average passes ${(max - 1) * target} req/s; wanted ${upDecided.toFixed(0)} ms, all ${max} replicas answering ${upServing.toFixed(0)} ms after the step (${(upServing - upDecided).toFixed(0)} ms to start 3 replicas); ${loadNote}`
+      },
+      {
+        section: "services", measure: `replica count follows a step down: ${max} → 1 replica left (drained, stopped) when the load stops (vs the window's own lag)`, unit: "ms", better: "lower",
+        value: downDone, baseline: windowDown, target: "(measured)", verdict: "n/a",
+        note: `the window's own lag: its average falls to ${target} req/s; wanted 1 replica ${downDecided.toFixed(0)} ms, 1 left ${downDone.toFixed(0)} ms after the load stopped`
+      }
+    ]
+  } finally {
+    await call("/api/project/main/runs/stop", { runs_names: [name], abort: true }).catch(() => undefined)
+  }
 }

@@ -206,6 +206,14 @@ export const makeServiceProxy = (
     return acquireWaiting(entry, deadline, signal)
   }
 
+  /** Whether the replica's app accepts a connection now: one check at a time per replica, shared by whoever waits. */
+  const listeningNow = (replica: Replica, address: { readonly host: string; readonly port: number }): Promise<boolean> =>
+    (replica.checking ??= accepts(address.host, address.port).then((ok) => {
+      replica.checking = undefined
+      if (ok) replica.listening = true
+      return ok
+    }))
+
   const acquireWaiting = async (entry: ServiceEntry, deadline: number, signal: AbortSignal | undefined): Promise<Got | undefined> => {
     for (;;) {
       if (signal?.aborted) return undefined
@@ -218,9 +226,12 @@ export const makeServiceProxy = (
           const address = await registry.address(replica)
           // A job is running before its app listens: a replica takes requests once it accepts a
           // connection, so that a request with a body is not sent (and spent) into a refusal.
-          if (!replica.listening) {
-            if (!(await accepts(address.host, address.port))) throw new Error("its app does not accept connections yet")
-            replica.listening = true
+          // Until then it is tried again soon (not a failure: its app is starting).
+          if (!replica.listening && !(await listeningNow(replica, address))) {
+            replica.outstanding--
+            replica.lastError = "its app does not accept connections yet"
+            replica.starting(Date.now())
+            continue
           }
           return { replica, host: address.host, port: address.port }
         } catch (error) {

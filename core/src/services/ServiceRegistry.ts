@@ -28,6 +28,13 @@ export interface Address {
 const FIRST_BACKOFF_MS = 100
 const MOST_BACKOFF_MS = 5_000
 
+/**
+ * A replica whose app has not accepted a connection yet is tried again this soon, by how long
+ * its job has run: an app starts in a fraction of a second (a request held at zero replicas
+ * waits for exactly that) or in minutes (a model server loading weights).
+ */
+const startingRetryMs = (runningMs: number): number => (runningMs < 5_000 ? 10 : runningMs < 60_000 ? 100 : 1_000)
+
 /** One replica of a service: a running job of the run. */
 export class Replica {
   /** Requests sent to it whose answers have not ended. */
@@ -40,6 +47,8 @@ export class Replica {
   draining = false
   /** Whether its app was seen accepting connections: until then each request checks first. */
   listening = false
+  /** The check in flight of whether its app accepts connections (one at a time, whoever waits). */
+  checking: Promise<boolean> | undefined
   /** Why the last attempt to reach it failed (said in a 503 when no replica could be reached). */
   lastError: string | undefined
   /** Whether its probes passed (true when it has none). */
@@ -71,6 +80,11 @@ export class Replica {
   failed(now: number, backoffMs?: number): void {
     this.failures++
     this.outUntil = now + (backoffMs ?? Math.min(MOST_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.failures - 1)))
+  }
+
+  /** Its app does not accept connections yet (it was never seen to): tried again soon, not counted as a failure. */
+  starting(now: number): void {
+    this.outUntil = now + startingRetryMs(now - this.runningSince)
   }
 
   succeeded(): void {
