@@ -247,24 +247,25 @@ const untilFinished = async (call: ReturnType<typeof httpCall>, name: string) =>
 /**
  * Cold start: a service at zero replicas (`replicas: 0..1`, delays 0) gets a request, which the
  * proxy holds while a replica starts; the time to that request's first byte, against starting
- * the same app by hand (`node service-app.mjs`) and calling it as soon as it accepts. Each round
- * applies a new service (so it is at zero), in turns with the by-hand arm; the first round's
- * replica has no idle instance to take (a runner starts too), later rounds take the previous
- * round's (stopped, so idle) instance, as a service scaled to zero does when its instance is kept.
+ * the replica by hand — its command (`exec node service-app.mjs`) run in a shell — and calling
+ * it as soon as it accepts. Each round applies a new service (so it is at zero), in turns with
+ * the by-hand arm. The first round's replica has no instance to take (a runner starts on a new
+ * one too: its own row); later rounds take the idle instance the round before left (stopped),
+ * as a service scaled to zero does while its instance is kept (`idle_duration`): the target's row.
  */
 const coldStartRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>> => {
   const call = httpCall(server.url, server.token)
-  const rounds = Number(process.env.BENCH_SERVICES_COLD_ROUNDS ?? (ctx.full ? 10 : 5))
+  const rounds = Math.max(2, Number(process.env.BENCH_SERVICES_COLD_ROUNDS ?? (ctx.full ? 20 : 10)))
   const ours: Array<number> = []
   const byHand: Array<number> = []
-  const phases: Array<string> = []
+  const instances: Array<string> = []
   for (let round = 0; round < rounds; round++) {
     ctx.log(`services: cold start, round ${round + 1} of ${rounds} (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
-    // By hand.
+    // By hand: the replica's command in a shell.
     {
       const port = await freePort()
       const start = performance.now()
-      const app = spawn(process.execPath, [APP], { env: { ...process.env, DSTACK_SERVICE_PORT: String(port), DSTACK_RUN_NAME: "by-hand" }, stdio: "ignore" })
+      const app = spawn("/bin/sh", ["-c", `exec node ${APP}`], { env: { ...process.env, DSTACK_SERVICE_PORT: String(port), DSTACK_RUN_NAME: "by-hand" }, stdio: "ignore" })
       try {
         const r = await firstByte(`http://127.0.0.1:${port}/path`, {}, 30_000)
         if (r.status !== 200) throw new Error(`the app started by hand answered ${r.status}`)
@@ -287,20 +288,28 @@ const coldStartRows = async (ctx: BenchContext, server: Server): Promise<Array<R
       if (r.status !== 200) throw new Error(`the proxy answered ${r.status} from zero replicas`)
       ours.push(r.ms)
       const run = (await call("/api/project/main/runs/get", { run_name: name })).body
-      const sub = run.jobs?.[0]?.job_submissions?.at(-1)
-      phases.push(`${r.ms.toFixed(0)} ms (instance ${sub?.job_provisioning_data?.instance_id?.slice(0, 8) ?? "?"})`)
+      instances.push(run.jobs?.[0]?.job_submissions?.at(-1)?.job_provisioning_data?.instance_id ?? "?")
     } finally {
       await call("/api/project/main/runs/stop", { runs_names: [name], abort: false }).catch(() => undefined)
       await untilFinished(call, name)
     }
   }
-  const o = summarize(ours)
-  const h = summarize(byHand)
-  return [{
-    section: "services", measure: `cold start: request at zero replicas → first byte (vs starting the app by hand and calling it), ${rounds} rounds`, unit: "ms", better: "lower",
-    value: o, baseline: h, target: "≤ 1.2× by hand", verdict: o.p50 <= 1.2 * h.p50 ? "meets" : "short",
-    note: `rounds: ${phases.join(", ")}; by hand: ${byHand.map((x) => x.toFixed(0)).join(", ")} ms`
-  }]
+  const warm = summarize(ours.slice(1))
+  const hand = summarize(byHand)
+  const reused = instances.slice(1).filter((id) => id === instances[0]).length
+  const ms = (xs: ReadonlyArray<number>) => xs.map((x) => x.toFixed(0)).join(", ")
+  return [
+    {
+      section: "services", measure: `cold start: request at zero replicas → first byte, the instance idle (vs the replica's command run by hand and called), ${rounds - 1} rounds`, unit: "ms", better: "lower",
+      value: warm, baseline: hand, target: "≤ 1.2× by hand", verdict: warm.p50 <= 1.2 * hand.p50 ? "meets" : "short",
+      note: `ours: ${ms(ours.slice(1))} ms (${reused} of ${rounds - 1} on the first round's instance); by hand: ${ms(byHand)} ms`
+    },
+    {
+      section: "services", measure: "cold start: request at zero replicas → first byte, no instance yet (a runner starts too; the first round)", unit: "ms", better: "lower",
+      value: ours[0], baseline: hand.p50, target: "(information)", verdict: "n/a",
+      note: "the local backend starts a runner process for a new instance before the replica"
+    }
+  ]
 }
 
 /**

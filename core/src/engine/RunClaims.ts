@@ -66,7 +66,7 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
         const runId = row.id
         const lease = row.lease!
         const signals = yield* Queue.unbounded<Signal>()
-        const handle: WorkerHandle = { signals, knownVersion: row.version, writingFrom: undefined, token: lease.token, trustedUntil: Date.now() + leaseMs - safetyMs, started: yield* Deferred.make<void>() }
+        const handle: WorkerHandle = { signals, knownVersion: row.version, announcedVersion: row.version, writingFrom: undefined, token: lease.token, trustedUntil: Date.now() + leaseMs - safetyMs, started: yield* Deferred.make<void>() }
         workers.set(runId, handle)
         // Scoped: however the worker ends (lease lost, a failed write, interruption), its
         // followers, provisioning and renewal fibers end with it and before the lease is let go.
@@ -96,7 +96,10 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
       Effect.gen(function* () {
         const running = workers.get(runId)
         if (running) {
-          if (version !== undefined && version <= running.knownVersion) return
+          if (version !== undefined) {
+            if (version <= running.knownVersion || version <= running.announcedVersion) return
+            running.announcedVersion = version
+          }
           return yield* Queue.offer(running.signals, { _tag: "Changed" })
         }
         const inFlight = claiming.get(runId)

@@ -183,16 +183,27 @@ export const loadRunByName = (project: string, name: string): Effect.Effect<Load
 export const modifyRun = (
   id: string,
   f: (record: RunRecord) => RunRecord
-): Effect.Effect<RunRecord, StateStoreError, StateStore> =>
+): Effect.Effect<RunRecord, StateStoreError, StateStore> => Effect.map(modifyRunKnown(id, f), (known) => known.record)
+
+/**
+ * `modifyRun`, answering the version it wrote with the record (for `Engine.wake`); `read`, the
+ * run as the caller just read it, is the first try's (a write over a newer version conflicts
+ * and is made again on a fresh read).
+ */
+export const modifyRunKnown = (
+  id: string,
+  f: (record: RunRecord) => RunRecord,
+  read?: LoadedRun
+): Effect.Effect<KnownRecord, StateStoreError, StateStore> =>
   Effect.gen(function* () {
     const store = yield* StateStore
     for (let attempt = 0; ; attempt++) {
-      const { row, record } = yield* loadRun(id)
+      const { row, record } = attempt === 0 && read !== undefined ? read : yield* loadRun(id)
       const next = f(record)
       const result = yield* store.runs
         .update(id, { status: next.run.status, doc: encodeRecord(next) }, { expectedVersion: row.version })
         .pipe(Effect.either)
-      if (result._tag === "Right") return next
+      if (result._tag === "Right") return { version: result.right.version, record: next }
       if (result.left.reason !== "Conflict" || attempt >= 20) return yield* Effect.fail(result.left)
     }
   })

@@ -47,6 +47,12 @@ export interface WorkerHandle {
   /** The newest version of the run the worker read or wrote: notices up to it are not news. */
   knownVersion: number
   /**
+   * The newest version a Changed signal was queued for: the worker reads the run after taking
+   * that signal, so a later notice of a version up to it is not news either (a `wake` naming
+   * the version it stored, then the change feed's notice of the same write).
+   */
+  announcedVersion: number
+  /**
    * The version the worker's write in flight was computed from: the notice of version + 1 is
    * that write's own (if another replica's write took that version, ours fails with Conflict
    * and the worker reads the row again anyway).

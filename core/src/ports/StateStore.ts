@@ -506,7 +506,16 @@ export interface Change {
  * to users, tokens, projects, members or a project's backends.
  */
 export type Invalidation =
-  | { readonly kind: DocumentKind; readonly id: string }
+  | {
+    readonly kind: DocumentKind
+    readonly id: string
+    /**
+     * The version the write gave the document (absent for a removal): a listener that has read
+     * that version or a later one already may skip the report. Inside a transaction the write is
+     * reported before it commits too, so a reader may see the version before it then.
+     */
+    readonly version?: number
+  }
   | { readonly kind: "access" }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import { Run } from "../domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../domain/RunJobSpecs.ts"
 import { isJobStatusFinished, isRunStatusFinished } from "../domain/Status.ts"
 import { Engine } from "../engine/Engine.ts"
-import { loadRun, modifyRun, type RunRecord } from "../engine/RunRecord.ts"
+import { type LoadedRun, loadRun, modifyRunKnown, type RunRecord } from "../engine/RunRecord.ts"
 import { StateStore } from "../ports/StateStore.ts"
 import { desiredReplicas } from "./Autoscaling.ts"
 import { isUpToDate } from "./Deployment.ts"
@@ -113,23 +113,25 @@ export const make = Effect.gen(function* () {
   }
   const withStore = <A, E>(effect: Effect.Effect<A, E, StateStore>) => Effect.provideService(effect, StateStore, store)
 
-  const addReplicas = (entry: ServiceEntry, count: number, now: number) =>
+  const addReplicas = (entry: ServiceEntry, count: number, now: number, read: LoadedRun) =>
     Effect.gen(function* () {
-      yield* withStore(modifyRun(entry.runId, (r) => {
+      const stored = yield* withStore(modifyRunKnown(entry.runId, (r) => {
         let next = r
         for (let i = 0; i < count; i++) {
           next = { ...next, run: new Run({ ...next.run, jobs: [...next.run.jobs, newReplicaJob(next, new Date(now))] }, { disableValidation: true }) }
         }
         return next
-      }))
-      yield* engine.wake(entry.runId)
+      }, read))
+      // With the version written, the change feed's notice of this write does not wake the run's worker again.
+      yield* engine.wake(entry.runId, stored)
     })
 
   const scale = (entry: ServiceEntry): Effect.Effect<void, unknown> =>
     Effect.gen(function* () {
       const state = stateOf(entry)
       const now = Date.now()
-      const { record } = yield* withStore(loadRun(entry.runId))
+      const read = yield* withStore(loadRun(entry.runId))
+      const { record } = read
       if (record.run.status === "terminating" || isRunStatusFinished(record.run.status)) return
       const replicas = new Map<string, Replica>(entry.replicas.map((r) => [r.submissionId, r]))
       const active = activeJobs(record)
@@ -171,7 +173,7 @@ export const make = Effect.gen(function* () {
           return Effect.map(ready, (ready): RolloutReplica => ({ id, replicaNum: job.jobSpec.replicaNum, upToDate, ready }))
         })
         const step = rolloutStep(view, desired)
-        if (step.start) yield* addReplicas(entry, 1, now)
+        if (step.start) yield* addReplicas(entry, 1, now, read)
         if (step.drain !== undefined) drain(step.drain)
         entry.deployment = { outdated: outdated.length - (step.drain === undefined ? 0 : 1), message: rolloutMessage(view, active, replicas, desired, now) }
       } else if (desired > serving.length) {
@@ -187,7 +189,7 @@ export const make = Effect.gen(function* () {
           if (replica !== undefined) replica.draining = false
           missing--
         }
-        if (missing > 0) yield* addReplicas(entry, missing, now)
+        if (missing > 0) yield* addReplicas(entry, missing, now, read)
         state.lastScaledAt = now
       } else if (desired < serving.length) {
         entry.deployment = undefined
@@ -203,9 +205,9 @@ export const make = Effect.gen(function* () {
       // Drained replicas (nothing in flight) stop.
       const done = [...state.draining].filter((id) => (replicas.get(id)?.outstanding ?? 0) === 0)
       if (done.length > 0) {
-        yield* withStore(modifyRun(entry.runId, (r) => ({ ...r, scaleDown: [...new Set([...(r.scaleDown ?? []), ...done])] })))
+        const stored = yield* withStore(modifyRunKnown(entry.runId, (r) => ({ ...r, scaleDown: [...new Set([...(r.scaleDown ?? []), ...done])] })))
         for (const id of done) state.draining.delete(id)
-        yield* engine.wake(entry.runId)
+        yield* engine.wake(entry.runId, stored)
       }
     })
 

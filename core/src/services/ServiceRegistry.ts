@@ -105,6 +105,12 @@ export interface ServiceEntry {
   replicas: ReadonlyArray<Replica>
   /** Read again from the store before it is used next. */
   stale: boolean
+  /** The version of the run last read (-1 before the first read). */
+  loadedVersion: number
+  /** The read the store's change reports started, while it is in flight. */
+  following: Promise<void> | undefined
+  /** Reports that came during that read: the newest version they named (Infinity: one named none; -1: none came). */
+  followAgain: number
   /** Called (once each) when the replicas change. */
   readonly waiters: Set<() => void>
   readonly metrics: ServiceMetrics
@@ -182,7 +188,9 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         entry.replicas = []
         byRunId.delete(entry.runId)
         entry.runId = r.id
+        entry.loadedVersion = -1
       }
+      entry.loadedVersion = Math.max(entry.loadedVersion, row.version)
       byRunId.set(r.id, entry)
       entry.configuration = configuration
       entry.finished = isRunStatusFinished(r.status) || row.deleted === true
@@ -230,10 +238,29 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       for (const e of entries.values()) if (e.finished) e.stale = true
       return
     }
-    entry.stale = true
-    // Someone waits for a replica (or the autoscaler follows it): read it now.
-    void run(Effect.ignore(load(entry)))
+    follow(entry, change.version)
   })
+
+  /**
+   * Someone waits for a replica (or the autoscaler follows it): the run is read again now. Each
+   * write is reported twice (when it is made and again by the change feed), so a report of a
+   * version already read is skipped, and reports during a read in flight make one more read
+   * after it only when they named a newer version than it found.
+   */
+  function follow(entry: ServiceEntry, version: number | undefined): void {
+    if (version !== undefined && version <= entry.loadedVersion) return
+    if (entry.following !== undefined) {
+      entry.followAgain = Math.max(entry.followAgain, version ?? Infinity)
+      return
+    }
+    entry.stale = true
+    entry.following = run(Effect.ignore(load(entry))).finally(() => {
+      entry.following = undefined
+      const again = entry.followAgain
+      entry.followAgain = -1
+      if (again > entry.loadedVersion) follow(entry, again === Infinity ? undefined : again)
+    })
+  }
 
   const agent = makeReplicaAgent()
   // Forwards, tunnels and kept-alive connections close with the server.
@@ -259,6 +286,9 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         finished: true,
         replicas: [],
         stale: true,
+        loadedVersion: -1,
+        following: undefined,
+        followAgain: -1,
         waiters: new Set(),
         metrics: new ServiceMetrics(),
         desired: undefined,

@@ -734,8 +734,10 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
           yield* s.runs.insert({ id: runId, project, name: "w", status: "pending", doc: {} })
           expect(mine(runId)).toBeGreaterThanOrEqual(1)
           let before = mine(runId)
-          yield* s.runs.update(runId, { status: "running" })
+          const updated = yield* s.runs.update(runId, { status: "running" })
           expect(mine(runId)).toBeGreaterThan(before)
+          // A write's report names the version it gave the document (a listener that read it may skip the report).
+          expect(seen.slice(before).some((c) => c.kind === "run" && c.id === runId && c.version === updated.version)).toBe(true)
           // Lease-only changes are not changes of the document.
           const [claimed] = yield* s.runs.claim({ filter: { ids: [runId] }, owner: "w", leaseMs: 10_000 })
           yield* s.runs.release(runId, claimed.lease!.token)

@@ -40,7 +40,7 @@ export const make = (driver: SqlDriver): Effect.Effect<ChangeFeed, StateStoreErr
         const change = decodeNotification(payload)
         if (change === undefined) return
         if (change === "access") return report({ kind: "access" })
-        if (change.kind !== "log") report({ kind: change.kind, id: change.id })
+        if (change.kind !== "log") report(change.version === undefined ? { kind: change.kind, id: change.id } : { kind: change.kind, id: change.id, version: change.version })
         pubsub.unsafeOffer(change)
       })
       .pipe(Effect.mapError(toStoreError("changes")))

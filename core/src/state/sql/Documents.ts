@@ -119,7 +119,7 @@ export const make = ({ sql, invalidate, noteWrites }: SqlContext, kind: Document
           })(e)
         ),
         Effect.map((rows) => documentFromRow(kind, rows[0])),
-        Effect.tap(() => invalidate({ kind, id: d.id })),
+        Effect.tap((row) => invalidate({ kind, id: d.id, version: row.version })),
         Effect.tap(() => noteWrites(table, 1))
       ),
     get,
@@ -169,8 +169,9 @@ export const make = ({ sql, invalidate, noteWrites }: SqlContext, kind: Document
           )
         )
         if (rows.length > 0) {
-          yield* invalidate({ kind, id })
-          return documentFromRow(kind, rows[0])
+          const row = documentFromRow(kind, rows[0])
+          yield* invalidate({ kind, id, version: row.version })
+          return row
         }
         // Nothing updated: say why, from the row as it is now.
         const current = yield* get(id).pipe(
