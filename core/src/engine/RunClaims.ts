@@ -100,7 +100,8 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
             if (version <= running.knownVersion || version <= running.announcedVersion) return
             running.announcedVersion = version
           }
-          return yield* Queue.offer(running.signals, { _tag: "Changed" })
+          const known = stored?.row !== undefined && stored.row.version === stored.version ? { row: stored.row, record: stored.record } : undefined
+          return yield* Queue.offer(running.signals, known === undefined ? { _tag: "Changed" } : { _tag: "Changed", known })
         }
         const inFlight = claiming.get(runId)
         if (inFlight) {

@@ -100,6 +100,8 @@ export interface LoadedRun {
 export interface KnownRecord {
   readonly version: number
   readonly record: RunRecord
+  /** The row as written, when the writer has it: a running worker then takes it instead of reading the run. */
+  readonly row?: StoredDocument
 }
 
 /** Decodes a stored run; a malformed one is a defect (the store holds only what we wrote). */
@@ -203,7 +205,7 @@ export const modifyRunKnown = (
       const result = yield* store.runs
         .update(id, { status: next.run.status, doc: encodeRecord(next) }, { expectedVersion: row.version })
         .pipe(Effect.either)
-      if (result._tag === "Right") return { version: result.right.version, record: next }
+      if (result._tag === "Right") return { version: result.right.version, record: next, row: result.right }
       if (result.left.reason !== "Conflict" || attempt >= 20) return yield* Effect.fail(result.left)
     }
   })

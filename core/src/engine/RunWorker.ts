@@ -35,7 +35,11 @@ import { stopJob } from "./RunnerSession.ts"
 
 /** What wakes a worker. */
 export type Signal =
-  | { readonly _tag: "Changed" }
+  | {
+    readonly _tag: "Changed"
+    /** The run as whoever changed it wrote it (and its decoded record): taken instead of a read. */
+    readonly known?: { readonly row: StoredDocument; readonly record: RunRecord }
+  }
   | { readonly _tag: "Job"; readonly submissionId: string; readonly event: JobEvent }
   | { readonly _tag: "HandedToRunner"; readonly submissionId: string }
   | { readonly _tag: "FollowerDone"; readonly submissionId: string }
@@ -402,7 +406,18 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
         if (Option.isSome(more)) batch.push(more.value, ...(yield* Queue.takeAll(signals)))
       }
       // Someone else wrote the run (or nothing woke it for a while): read it afresh.
-      if (batch.length === 0 || batch.some((s) => s._tag === "Changed")) mustRead = true
+      // A change that came with the row it wrote (the autoscaler's new replicas) is taken as
+      // read: the step computed from it is written against its version, so a later write by
+      // anyone else makes that write conflict and the step read the run afresh.
+      const changes = batch.flatMap((s) => (s._tag === "Changed" ? [s] : []))
+      if (batch.length === 0 || changes.some((s) => s.known === undefined)) mustRead = true
+      else {
+        for (const { known: given } of changes) {
+          if (given === undefined || (known !== undefined && given.row.version <= known.row.version)) continue
+          known = given
+          handle.knownVersion = Math.max(handle.knownVersion, given.row.version)
+        }
+      }
       if (batch.some((s) => s._tag === "LeaseLost")) {
         yield* Effect.logWarning(`run ${runId}: lease lost, another replica took over`)
         unapplied.push(...batch)
