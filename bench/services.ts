@@ -122,8 +122,9 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const server = await startServer({ databaseUrl: ctx.databaseUrl, maxInstances: 16 })
   const rows: Array<Row> = []
   try {
-    if (PARTS.includes("proxy")) rows.push(...(await proxyRows(ctx, server)))
+    // Cold start first: its first round finds no idle instance on the fresh server.
     if (PARTS.includes("cold")) rows.push(...(await coldStartRows(ctx, server)))
+    if (PARTS.includes("proxy")) rows.push(...(await proxyRows(ctx, server)))
     if (PARTS.includes("follow")) rows.push(...(await followRows(ctx, server)))
   } finally {
     await server.stop()
@@ -249,16 +250,19 @@ const untilFinished = async (call: ReturnType<typeof httpCall>, name: string) =>
  * proxy holds while a replica starts; the time to that request's first byte, against starting
  * the replica by hand — its command (`exec node service-app.mjs`) run in a shell — and calling
  * it as soon as it accepts. Each round applies a new service (so it is at zero), in turns with
- * the by-hand arm. The first round's replica has no instance to take (a runner starts on a new
- * one too: its own row); later rounds take the idle instance the round before left (stopped),
- * as a service scaled to zero does while its instance is kept (`idle_duration`): the target's row.
+ * the by-hand arm. A round whose replica found no idle instance (the first, on the fresh server)
+ * waits for a new one (a runner starts on it first): its own row; later rounds take the idle
+ * instance a round before left (stopped), as a service scaled to zero does while its instance
+ * is kept (`idle_duration`): the target's row. Which it was is read off the instances list.
  */
 const coldStartRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>> => {
   const call = httpCall(server.url, server.token)
   const rounds = Math.max(2, Number(process.env.BENCH_SERVICES_COLD_ROUNDS ?? (ctx.full ? 20 : 10)))
-  const ours: Array<number> = []
+  /** Rounds whose replica took an instance that was there before (idle), and rounds that made one. */
+  const onIdle: Array<number> = []
+  const onNew: Array<number> = []
   const byHand: Array<number> = []
-  const instances: Array<string> = []
+  const instanceIds = async () => new Set(((await call("/api/instances/list", {})).body as Array<{ id: string }>).map((i) => i.id))
   for (let round = 0; round < rounds; round++) {
     ctx.log(`services: cold start, round ${round + 1} of ${rounds} (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
     // By hand: the replica's command in a shell.
@@ -280,35 +284,39 @@ const coldStartRows = async (ctx: BenchContext, server: Server): Promise<Array<R
     const name = `bench-cold-${round}`
     await applyService(call, name, { replicas: "0..1", scaling: { metric: "rps", target: 1000, window: "30s", scale_up_delay: 0, scale_down_delay: 0 } })
     try {
+      const before = await instanceIds()
       for (let i = 0; (await call("/api/project/main/services/get", { run_name: name })).status !== 200; i++) {
         if (i > 300) throw new Error(`service ${name} was not registered`)
         await sleep(20)
       }
       const r = await firstByte(`${server.url}/proxy/services/main/${name}/path`, { authorization: `Bearer ${server.token}` }, 60_000)
       if (r.status !== 200) throw new Error(`the proxy answered ${r.status} from zero replicas`)
-      ours.push(r.ms)
       const run = (await call("/api/project/main/runs/get", { run_name: name })).body
-      instances.push(run.jobs?.[0]?.job_submissions?.at(-1)?.job_provisioning_data?.instance_id ?? "?")
+      const instance = run.jobs?.[0]?.job_submissions?.at(-1)?.instance_id
+      ;(instance !== undefined && before.has(instance) ? onIdle : onNew).push(r.ms)
     } finally {
       await call("/api/project/main/runs/stop", { runs_names: [name], abort: false }).catch(() => undefined)
       await untilFinished(call, name)
     }
   }
-  const warm = summarize(ours.slice(1))
+  const warm = summarize(onIdle)
   const hand = summarize(byHand)
-  const reused = instances.slice(1).filter((id) => id === instances[0]).length
   const ms = (xs: ReadonlyArray<number>) => xs.map((x) => x.toFixed(0)).join(", ")
   return [
-    {
-      section: "services", measure: `cold start: request at zero replicas → first byte, the instance idle (vs the replica's command run by hand and called), ${rounds - 1} rounds`, unit: "ms", better: "lower",
-      value: warm, baseline: hand, target: "≤ 1.2× by hand", verdict: warm.p50 <= 1.2 * hand.p50 ? "meets" : "short",
-      note: `ours: ${ms(ours.slice(1))} ms (${reused} of ${rounds - 1} on the first round's instance); by hand: ${ms(byHand)} ms`
-    },
-    {
-      section: "services", measure: "cold start: request at zero replicas → first byte, no instance yet (a runner starts too; the first round)", unit: "ms", better: "lower",
-      value: ours[0], baseline: hand.p50, target: "(information)", verdict: "n/a",
-      note: "the local backend starts a runner process for a new instance before the replica"
-    }
+    onIdle.length === 0
+      ? { section: "services", measure: "cold start: request at zero replicas → first byte, the instance idle", unit: "ms", better: "lower", notMeasured: "no round found an idle instance" }
+      : {
+        section: "services", measure: `cold start: request at zero replicas → first byte, the instance idle (vs the replica's command run by hand and called), ${onIdle.length} rounds`, unit: "ms", better: "lower",
+        value: warm, baseline: hand, target: "≤ 1.2× by hand", verdict: warm.p50 <= 1.2 * hand.p50 ? "meets" : "short",
+        note: `ours: ${ms(onIdle)} ms; by hand: ${ms(byHand)} ms`
+      },
+    onNew.length === 0
+      ? { section: "services", measure: "cold start: request at zero replicas → first byte, no idle instance", unit: "ms", better: "lower", notMeasured: "every round found an idle instance" }
+      : {
+        section: "services", measure: `cold start: request at zero replicas → first byte, no idle instance (a new one: the local backend starts a runner for it first), ${onNew.length} round(s)`, unit: "ms", better: "lower",
+        value: summarize(onNew), baseline: hand, target: "(information)", verdict: "n/a",
+        note: `ours: ${ms(onNew)} ms`
+      }
   ]
 }
 
