@@ -352,8 +352,10 @@ const openLoop = (url: string, token: string, rps: number) => {
   return {
     firstSeen,
     counts: () => ({ sent, answered, failed }),
-    stop: () => {
+    /** Stops sending, lets the requests in flight end (at most 10 s), then closes the connections. */
+    stop: async () => {
       clearInterval(timer)
+      for (let i = 0; i < 500 && answered + failed < sent; i++) await sleep(20)
       agent.destroy()
     }
   }
@@ -412,11 +414,12 @@ const followRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>
       upServing = Math.max(...load.firstSeen.values()) - step
       await sleep(2_000)
     } finally {
-      load.stop()
+      await load.stop()
       counts = load.counts()
     }
     const end = performance.now()
     ctx.log(`services: step down to 0 req/s`)
+    if (counts.answered + counts.failed < counts.sent) throw new Error(`${name}: ${counts.sent - counts.answered - counts.failed} requests still unanswered 10 s after the load stopped`)
     downDecided = (await until("desired 1 replica", (i) => i.desired_replicas <= 1, 120_000)) - end
     downDone = (await until("1 replica left", (i) => i.replicas.length <= 1, 120_000)) - end
     // The window's own lag: the time until its average passes (max - 1) × target at this rate
