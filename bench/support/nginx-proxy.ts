@@ -8,6 +8,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import { freePort } from "../../test/support/services.ts"
 import { type Child, rssOf } from "./server.ts"
 
 /** nginx's path, from $BENCH_NGINX, PATH or /usr/sbin; undefined when it is not installed. */
@@ -15,16 +16,6 @@ export const findNginx = (): string | undefined => {
   const candidates = [process.env.BENCH_NGINX, ...(process.env.PATH ?? "").split(path.delimiter).map((d) => path.join(d, "nginx")), "/usr/sbin/nginx"]
   return candidates.find((c): c is string => c !== undefined && c !== "" && fs.existsSync(c) && spawnSync(c, ["-v"]).status === 0)
 }
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
 
 const accepts = (port: number): Promise<boolean> =>
   new Promise((resolve) => {
