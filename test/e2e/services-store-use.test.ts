@@ -1,0 +1,71 @@
+// What a scale from zero asks of the state store, through a store that records its calls: the
+// service registry reads the service's run at most once per write of it on the way to the first
+// byte (each write is reported twice, when it is made and again by the change feed; it read the
+// run on both).
+import { Effect, Layer } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
+import { StateStore } from "../../core/src/ports/StateStore.ts"
+import type { Serving } from "../../core/src/server/serve.ts"
+import type { httpCall } from "../support/api.ts"
+import { startLocalServer } from "../support/localServer.ts"
+import { applyService } from "../support/services.ts"
+
+const TOKEN = "store-use-e2e-token"
+let serving: Serving
+let call: ReturnType<typeof httpCall>
+
+/** Reads of runs by name, and the job statuses each write of a run stored. */
+const recorded = { readsByName: new Map<string, number>(), writes: new Map<string, Array<string>>() }
+
+const recordingStore = Layer.effect(
+  StateStore,
+  Effect.map(StateStore, (store) => ({
+    ...store,
+    runs: {
+      ...store.runs,
+      getByName: (project: string, name: string) => {
+        recorded.readsByName.set(name, (recorded.readsByName.get(name) ?? 0) + 1)
+        return store.runs.getByName(project, name)
+      },
+      update: (...args: Parameters<typeof store.runs.update>) => {
+        const doc = args[1].doc as { run?: { jobs?: Array<{ job_submissions: Array<{ status: string }> }> } } | undefined
+        if (doc?.run?.jobs !== undefined) {
+          const writes = recorded.writes.get(args[0]) ?? []
+          writes.push(doc.run.jobs.map((j) => j.job_submissions.at(-1)!.status).join(","))
+          recorded.writes.set(args[0], writes)
+        }
+        return store.runs.update(...args)
+      }
+    }
+  }))
+).pipe(Layer.provide(EmbeddedStateStore.layerMemory()))
+
+beforeAll(async () => {
+  ;({ serving, call } = await startLocalServer({ token: TOKEN, maxInstances: 4, server: { state: recordingStore } }))
+}, 60_000)
+afterAll(async () => {
+  await call?.("/api/project/main/runs/stop", { runs_names: ["cold"], abort: true })
+  await serving?.close()
+})
+
+describe("a scale from zero, as the store sees it", () => {
+  it("reads the service's run at most once per write of it", async () => {
+    await applyService(call, "cold", { replicas: "0..1", scaling: { metric: "rps", target: 100, window: "30s", scale_up_delay: 0, scale_down_delay: 0 } })
+    const { id } = (await call("/api/project/main/runs/get", { run_name: "cold" })).body
+    expect((await call("/api/project/main/services/get", { run_name: "cold" })).status).toBe(200)
+    const readsBefore = recorded.readsByName.get("cold") ?? 0
+    const writesBefore = recorded.writes.get(id)?.length ?? 0
+
+    const answer = await fetch(`${serving.url}/proxy/services/main/cold/path`, { headers: { authorization: `Bearer ${TOKEN}` } })
+    expect(answer.status).toBe(200)
+
+    const writes = (recorded.writes.get(id) ?? []).slice(writesBefore)
+    // The autoscaler's new replica, then its instance and its start.
+    expect(writes[0]).toBe("submitted")
+    expect(writes).toContain("running")
+    const reads = (recorded.readsByName.get("cold") ?? 0) - readsBefore
+    expect(reads).toBeGreaterThan(0)
+    expect(reads, `${reads} reads for ${writes.length} writes (${writes.join(" → ")})`).toBeLessThanOrEqual(writes.length)
+  }, 120_000)
+})
