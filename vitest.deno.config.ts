@@ -6,7 +6,7 @@
 // network-namespace test helper itself (the hosts it makes are still used on Deno by the e2e
 // and plugin suites). Also left to Node: the end-to-end suites whose subject is the engine's
 // or a service's logic over parts other suites already run on Deno (the engine and replicas
-// suites, autoscaling, rolling deployment and failed replicas — the proxy itself runs on Deno in services-proxy
+// suites, autoscaling, rolling deployment, failed replicas and the store use of a scale from zero — the proxy itself runs on Deno in services-proxy
 // and services-docker —, the workflow DAG, the .npy codec, the Slurm and Kubernetes backends
 // end to end, whose plugins' own suites run on Deno; the SSH fleet e2e too, whose transport,
 // backend and attach run on Deno in the transport-ssh and backend-ssh suites and attach-netns),
@@ -38,6 +38,7 @@ export const NODE_ONLY = [
   "test/e2e/services-autoscaling.test.ts",
   "test/e2e/services-rolling.test.ts",
   "test/e2e/services-failure.test.ts",
+  "test/e2e/services-store-use.test.ts",
   "test/e2e/workflows*.test.ts",
   "test/e2e/stacks-npy.test.ts",
   "test/e2e/slurm.test.ts",
