@@ -14,15 +14,15 @@
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
-import * as os from "node:os"
 import * as path from "node:path"
 import { httpCall } from "../test/support/api.ts"
 import { applyService, freePort, waitRunning } from "../test/support/services.ts"
 import type { BenchContext } from "./context.ts"
+import { FINISHED, waitRun } from "./support/api.ts"
 import { load, type LoadResult, type Target } from "./support/load.ts"
 import { findNginx, startNginxProxy } from "./support/nginx-proxy.ts"
-import { startRefProxy, startServer } from "./support/server.ts"
-import { summarize, type Row } from "./support/stats.ts"
+import { type BenchServer, startRefProxy, startServer } from "./support/server.ts"
+import { loadAverage, sleep, summarize, type Row } from "./support/stats.ts"
 
 /** CPU time a process has used so far, ms (user + system, from /proc; NaN elsewhere). */
 const cpuMs = (pid: number | undefined): number => {
@@ -116,7 +116,7 @@ const fmt = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : "–")
 const PARTS = (process.env.BENCH_SERVICES_PARTS ?? "proxy,cold,follow").split(",")
 for (const part of PARTS) if (!["proxy", "cold", "follow"].includes(part)) throw new Error(`BENCH_SERVICES_PARTS: unknown part ${part}; pick from proxy, cold, follow`)
 
-type Server = Awaited<ReturnType<typeof startServer>>
+type Server = BenchServer
 
 export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const server = await startServer({ databaseUrl: ctx.databaseUrl, maxInstances: 16 })
@@ -169,7 +169,7 @@ const proxyRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>>
         ...(native ? [{ name: "nginx", target: { url: native.url, path: kind.path, body: "{}" }, pid: native.pid }] : [])
       ]
       for (const concurrency of [1, 16]) {
-        ctx.log(`services: ${kind.name}, c=${concurrency} (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
+        ctx.log(`services: ${kind.name}, c=${concurrency} (load average ${loadAverage()})`)
         const [d, r, p, n] = await inTurns(arms, { concurrency, durationMs }, replica)
         const ratio = p!.rps / d!.rps
         const errors = p!.errors + r!.errors + d!.errors > 0 ? `; errors: ${p!.errors} proxy / ${r!.errors} reference / ${d!.errors} direct` : ""
@@ -202,7 +202,7 @@ const proxyRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>>
         })
       }
     }
-    ctx.log(`services: done (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
+    ctx.log(`services: done (load average ${loadAverage()})`)
   } finally {
     await reference?.stop()
     await native?.stop()
@@ -212,7 +212,6 @@ const proxyRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>>
 }
 
 const APP = path.resolve("test/support/service-app.mjs")
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /**
  * Milliseconds from now to the first byte (the status line) of a GET of `url`; a refused
@@ -236,15 +235,6 @@ const firstByte = (url: string, headers: Record<string, string>, timeoutMs: numb
   })
 }
 
-const untilFinished = async (call: ReturnType<typeof httpCall>, name: string) => {
-  for (let i = 0; i < 300; i++) {
-    const run = (await call("/api/project/main/runs/get", { run_name: name })).body
-    if (["terminated", "done", "failed"].includes(run.status)) return
-    await sleep(100)
-  }
-  throw new Error(`run ${name} did not finish after its stop`)
-}
-
 /**
  * Cold start: a service at zero replicas (`replicas: 0..1`, delays 0) gets a request, which the
  * proxy holds while a replica starts; the time to that request's first byte, against starting
@@ -264,7 +254,7 @@ const coldStartRows = async (ctx: BenchContext, server: Server): Promise<Array<R
   const byHand: Array<number> = []
   const instanceIds = async () => new Set(((await call("/api/instances/list", {})).body as Array<{ id: string }>).map((i) => i.id))
   for (let round = 0; round < rounds; round++) {
-    ctx.log(`services: cold start, round ${round + 1} of ${rounds} (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
+    ctx.log(`services: cold start, round ${round + 1} of ${rounds} (load average ${loadAverage()})`)
     // By hand: the replica's command in a shell.
     {
       const port = await freePort()
@@ -296,7 +286,7 @@ const coldStartRows = async (ctx: BenchContext, server: Server): Promise<Array<R
       ;(instance !== undefined && before.has(instance) ? onIdle : onNew).push(r.ms)
     } finally {
       await call("/api/project/main/runs/stop", { runs_names: [name], abort: false }).catch(() => undefined)
-      await untilFinished(call, name)
+      await waitRun(server, name, (run) => FINISHED.includes(run.status), { everyMs: 100, timeoutMs: 30_000 })
     }
   }
   const warm = summarize(onIdle)
@@ -377,7 +367,7 @@ const followRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>
   const max = 4
   const windowS = 30
   const rps = 200
-  const info = async () => (await call("/api/project/main/services/get", { run_name: name })).body as { desired_replicas: number; replicas: Array<{ in_rotation: boolean; draining: boolean }> }
+  const info = async () => (await call("/api/project/main/services/get", { run_name: name })).body as { desired_replicas: number; replicas: ReadonlyArray<unknown> }
   const until = async (what: string, check: (i: Awaited<ReturnType<typeof info>>) => boolean, timeoutMs: number): Promise<number> => {
     const start = performance.now()
     for (;;) {
@@ -395,15 +385,13 @@ const followRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>
       await sleep(100)
     }
     // Let the first replica's few requests leave the window.
-    ctx.log(`services: step in load, waiting ${windowS} s for an empty window (load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")})`)
+    ctx.log(`services: step in load, waiting ${windowS} s for an empty window (load average ${loadAverage()})`)
     await sleep((windowS + 1) * 1000)
     ctx.log(`services: step up to ${rps} req/s`)
     const step = performance.now()
     const load = openLoop(url, server.token, rps)
     let upDecided: number
     let upServing: number
-    let downDecided: number
-    let downDone: number
     let counts: ReturnType<typeof load.counts>
     try {
       upDecided = (await until(`desired ${max} replicas`, (i) => i.desired_replicas >= max, 120_000)) - step
@@ -420,8 +408,8 @@ const followRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>
     const end = performance.now()
     ctx.log(`services: step down to 0 req/s`)
     if (counts.answered + counts.failed < counts.sent) throw new Error(`${name}: ${counts.sent - counts.answered - counts.failed} requests still unanswered 10 s after the load stopped`)
-    downDecided = (await until("desired 1 replica", (i) => i.desired_replicas <= 1, 120_000)) - end
-    downDone = (await until("1 replica left", (i) => i.replicas.length <= 1, 120_000)) - end
+    const downDecided = (await until("desired 1 replica", (i) => i.desired_replicas <= 1, 120_000)) - end
+    const downDone = (await until("1 replica left", (i) => i.replicas.length <= 1, 120_000)) - end
     // The window's own lag: the time until its average passes (max - 1) × target at this rate
     // (up), and until it falls to target (down).
     const windowUp = (windowS * (max - 1) * target) / rps * 1000

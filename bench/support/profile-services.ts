@@ -12,6 +12,7 @@ import { httpCall } from "../../test/support/api.ts"
 import { applyService, waitRunning } from "../../test/support/services.ts"
 import { load, type Target } from "./load.ts"
 import { startRefProxy, startServer } from "./server.ts"
+import { loadAverage } from "./stats.ts"
 
 const concurrency = Number(process.argv[2] ?? 16)
 const seconds = Number(process.argv[3] ?? 5)
@@ -37,7 +38,7 @@ try {
     { name: "ours", target: ours, pid: server.pid }
   ]
   const totals = arms.map(() => ({ cpu: 0, n: 0, s: 0, rps: [] as Array<number> }))
-  console.log(`load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
+  console.log(`load average ${loadAverage()}`)
   for (let round = 0; round < rounds; round++) {
     for (const [i, arm] of arms.entries()) {
       const before = cpuMs(arm.pid)
@@ -51,7 +52,7 @@ try {
     const t = totals[i]!
     console.log(`${arm.name}: ${((t.cpu * 1000) / t.n).toFixed(0)} µs CPU per request (${t.n} requests), req/s per round ${t.rps.map((x) => x.toFixed(0)).join(" ")}`)
   }
-  console.log(`load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
+  console.log(`load average ${loadAverage()}`)
   const profiled = fetch(`${server.url}/bench/profile?ms=${seconds * 1000}&dir=${os.tmpdir()}`).then((r) => r.json() as Promise<{ file: string }>)
   const result = await load(ours, { concurrency, durationMs: seconds * 1_000, maxRequests: 1_000_000, warmupMs: 0 })
   const { file } = await profiled

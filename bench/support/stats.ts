@@ -3,6 +3,9 @@
 import * as os from "node:os"
 import { execFileSync } from "node:child_process"
 
+/** The load averages over 1, 5 and 15 minutes, as the bench logs them ("1.2 0.8 0.6"). */
+export const loadAverage = (): string => os.loadavg().map((l) => l.toFixed(1)).join(" ")
+
 /** The p-th percentile (0..100) of samples, nearest-rank; NaN when there are none. */
 export const percentile = (samples: ReadonlyArray<number>, p: number): number => {
   if (samples.length === 0) return Number.NaN
