@@ -1,7 +1,8 @@
 // What a scale from zero asks of the state store, through a store that records its calls: the
 // service registry reads the service's run at most once per write of it on the way to the first
 // byte (each write is reported twice, when it is made and again by the change feed; it read the
-// run on both).
+// run on both), and the run's worker never reads it (the autoscaler's write reaches it with its
+// row, from the wake or from the change feed's notice of that write).
 import { Effect, Layer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
@@ -15,8 +16,8 @@ const TOKEN = "store-use-e2e-token"
 let serving: Serving
 let call: ReturnType<typeof httpCall>
 
-/** Reads of runs by name, and the job statuses each write of a run stored. */
-const recorded = { readsByName: new Map<string, number>(), writes: new Map<string, Array<string>>() }
+/** Reads of runs by name, reads of runs by id from a run worker, and the job statuses each write of a run stored. */
+const recorded = { readsByName: new Map<string, number>(), workerReads: new Map<string, number>(), writes: new Map<string, Array<string>>() }
 
 const recordingStore = Layer.effect(
   StateStore,
@@ -24,6 +25,11 @@ const recordingStore = Layer.effect(
     ...store,
     runs: {
       ...store.runs,
+      get: (id: string) => {
+        // A worker's read runs in its step (RunWorker.ts's generator is on the stack when it asks).
+        if (new Error().stack?.includes("RunWorker")) recorded.workerReads.set(id, (recorded.workerReads.get(id) ?? 0) + 1)
+        return store.runs.get(id)
+      },
       getByName: (project: string, name: string) => {
         recorded.readsByName.set(name, (recorded.readsByName.get(name) ?? 0) + 1)
         return store.runs.getByName(project, name)
@@ -56,6 +62,7 @@ describe("a scale from zero, as the store sees it", () => {
     expect((await call("/api/project/main/services/get", { run_name: "cold" })).status).toBe(200)
     const readsBefore = recorded.readsByName.get("cold") ?? 0
     const writesBefore = recorded.writes.get(id)?.length ?? 0
+    const workerReadsBefore = recorded.workerReads.get(id) ?? 0
 
     const answer = await fetch(`${serving.url}/proxy/services/main/cold/path`, { headers: { authorization: `Bearer ${TOKEN}` } })
     expect(answer.status).toBe(200)
@@ -67,5 +74,7 @@ describe("a scale from zero, as the store sees it", () => {
     const reads = (recorded.readsByName.get("cold") ?? 0) - readsBefore
     expect(reads).toBeGreaterThan(0)
     expect(reads, `${reads} reads for ${writes.length} writes (${writes.join(" → ")})`).toBeLessThanOrEqual(writes.length)
+    // Every write on the way was the autoscaler's or the worker's own: the worker read none of them.
+    expect(recorded.workerReads.get(id) ?? 0).toBe(workerReadsBefore)
   }, 120_000)
 })

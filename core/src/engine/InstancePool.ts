@@ -182,8 +182,11 @@ export const make = (options: InstancePoolOptions): InstancePool => {
         : instance.backend === REMOTE_BACKEND
           ? new Instance({ ...instance, unreachable: true, terminationReasonMessage: "its runner did not answer when it was to be reused" })
           : new Instance({ ...instance, status: "terminated", jobName: undefined, terminationReason: "unreachable when reused" })
-      yield* store.instances.update(row.id, { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } }, { lease: row.lease!.token })
-      yield* store.instances.release(row.id, row.lease!.token).pipe(Effect.ignore)
+      yield* store.instances.update(
+        row.id,
+        { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } },
+        { lease: row.lease!.token, releaseLease: true }
+      )
       // Its machine (or runner process) may still be there, only slow to answer: the backend is
       // asked to end it too, so that nothing is left running under a terminated record.
       if (next.status === "terminated") {

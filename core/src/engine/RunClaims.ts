@@ -92,7 +92,7 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
     // The record a `wake` brings goes to the worker whichever of the two claims the run.
     const claiming = new Map<string, { changed: boolean; version: number; stored: KnownRecord | undefined }>()
 
-    const acquire = (runId: string, version?: number, stored?: KnownRecord): Effect.Effect<void> =>
+    const acquire = (runId: string, version?: number, stored?: KnownRecord, written?: StoredDocument): Effect.Effect<void> =>
       Effect.gen(function* () {
         const running = workers.get(runId)
         if (running) {
@@ -101,7 +101,10 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
             running.announcedVersion = version
           }
           const known = stored?.row !== undefined && stored.row.version === stored.version ? { row: stored.row, record: stored.record } : undefined
-          return yield* Queue.offer(running.signals, known === undefined ? { _tag: "Changed" } : { _tag: "Changed", known })
+          return yield* Queue.offer(
+            running.signals,
+            known !== undefined ? { _tag: "Changed", known } : written !== undefined && written.version === version ? { _tag: "Changed", row: written } : { _tag: "Changed" }
+          )
         }
         const inFlight = claiming.get(runId)
         if (inFlight) {
@@ -176,7 +179,8 @@ export const make = (options: RunClaimsOptions): Effect.Effect<RunClaims, StateS
         if (running !== undefined && v !== undefined && (v <= running.knownVersion || (running.writingFrom !== undefined && v === running.writingFrom + 1))) {
           return Effect.void
         }
-        return acquire(change.id, v)
+        // A write of this process comes with its row: the worker takes it as read.
+        return acquire(change.id, v, undefined, change.row)
       }),
       Effect.forever,
       Effect.forkIn(engineScope)

@@ -39,6 +39,8 @@ export type Signal =
     readonly _tag: "Changed"
     /** The run as whoever changed it wrote it (and its decoded record): taken instead of a read. */
     readonly known?: { readonly row: StoredDocument; readonly record: RunRecord }
+    /** The row a write of this process made (the change feed's notice of it): decoded instead of a read. */
+    readonly row?: StoredDocument
   }
   | { readonly _tag: "Job"; readonly submissionId: string; readonly event: JobEvent }
   | { readonly _tag: "HandedToRunner"; readonly submissionId: string }
@@ -409,13 +411,19 @@ export const runWorker = (options: WorkerOptions, runId: string, lease: Lease, h
       // A change that came with the row it wrote (the autoscaler's new replicas) is taken as
       // read: the step computed from it is written against its version, so a later write by
       // anyone else makes that write conflict and the step read the run afresh.
+      // So is the row of a write of this process that the change feed brought (decoded, not read).
       const changes = batch.flatMap((s) => (s._tag === "Changed" ? [s] : []))
-      if (batch.length === 0 || changes.some((s) => s.known === undefined)) mustRead = true
+      if (batch.length === 0 || changes.some((s) => s.known === undefined && s.row === undefined)) mustRead = true
       else {
-        for (const { known: given } of changes) {
-          if (given === undefined || (known !== undefined && given.row.version <= known.row.version)) continue
-          known = given
-          handle.knownVersion = Math.max(handle.knownVersion, given.row.version)
+        for (const { known: given, row } of changes) {
+          const version = given?.row.version ?? row!.version
+          const newest = Math.max(known?.row.version ?? -1, unread?.version ?? -1)
+          if (version <= newest) continue
+          if (given !== undefined) {
+            known = given
+            unread = undefined
+          } else unread = row
+          handle.knownVersion = Math.max(handle.knownVersion, version)
         }
       }
       if (batch.some((s) => s._tag === "LeaseLost")) {

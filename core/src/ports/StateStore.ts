@@ -337,6 +337,11 @@ export interface DocumentPatch {
 export interface UpdateOptions {
   /** The lease token this update is made under: fails with `LeaseLost` if stale or expired. */
   readonly lease?: string
+  /**
+   * With `lease`: the same statement also frees that lease (the last write of a holder, where a
+   * separate `release` would be a second round trip). Ignored without `lease`.
+   */
+  readonly releaseLease?: boolean
   /** Fails with `Conflict` unless the row is at this version. */
   readonly expectedVersion?: number
 }
@@ -499,6 +504,12 @@ export interface Change {
   readonly project: string
   /** The document's version after the change (absent for logs and deletions). */
   readonly version?: number
+  /**
+   * The row as written, on the notice of an update made through this store outside a transaction
+   * (other replicas' writes, inserts and transactions' writes come without): whoever follows the
+   * feed may take it as read (it is the row at `version`).
+   */
+  readonly row?: StoredDocument
 }
 
 /**

@@ -33,7 +33,7 @@ const MOST_BACKOFF_MS = 5_000
  * its job has run: an app starts in a fraction of a second (a request held at zero replicas
  * waits for exactly that) or in minutes (a model server loading weights).
  */
-const startingRetryMs = (runningMs: number): number => (runningMs < 5_000 ? 10 : runningMs < 60_000 ? 100 : 1_000)
+const startingRetryMs = (runningMs: number): number => (runningMs < 5_000 ? 5 : runningMs < 60_000 ? 100 : 1_000)
 
 /** One replica of a service: a running job of the run. */
 export class Replica {

@@ -62,7 +62,7 @@ export const make = (
       yield* migrate(driver).pipe(Effect.mapError(toStoreError("migrate")))
     }
     const feed = yield* Changes.make(driver)
-    const ctx = yield* Context.make(driver, feed.report)
+    const ctx = yield* Context.make(driver, feed)
     const documents = (kind: DocumentKind): Documents => ({ ...SqlDocuments.make(ctx, kind), ...Leases.make(ctx, kind) })
     return {
       users: Users.make(ctx),

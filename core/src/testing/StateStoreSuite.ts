@@ -521,6 +521,29 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
         expect(again.lease!.token).not.toBe(token)
       }))
 
+    it.effect("an update under a lease may free it in the same statement", () =>
+      Effect.gen(function* () {
+        const s = yield* store
+        const { ids, project } = yield* seedJobs(1)
+        const [claimed] = yield* s.jobs.claim({ filter: { projects: [project] }, owner: "a", leaseMs: 60_000 })
+        const token = claimed.lease!.token
+        // A stale token neither writes nor frees anything.
+        yield* expectFailure(s.jobs.update(ids[0], { status: "running" }, { lease: "not-the-token", releaseLease: true }), "LeaseLost")
+        expect((yield* s.jobs.get(ids[0])).lease?.token).toBe(token)
+        const updated = yield* s.jobs.update(ids[0], { status: "provisioning" }, { lease: token, releaseLease: true })
+        expect(updated.status).toBe("provisioning")
+        expect(updated.version).toBe(claimed.version + 1)
+        expect(updated.lease).toBeNull()
+        expect((yield* s.jobs.get(ids[0])).lease).toBeNull()
+        // Freed: the token is stale, and another claimer gets the row at once.
+        yield* expectFailure(s.jobs.release(ids[0], token), "LeaseLost")
+        const [again] = yield* s.jobs.claim({ filter: { projects: [project] }, owner: "b", leaseMs: 60_000 })
+        expect(again.id).toBe(ids[0])
+        // Without a lease the option has nothing to free: a lease held by another stays.
+        yield* s.jobs.update(ids[0], { status: "running" }, { releaseLease: true })
+        expect((yield* s.jobs.get(ids[0])).lease?.token).toBe(again.lease!.token)
+      }))
+
     it.effect("renews many leases in one call, answering only those still held", () =>
       Effect.gen(function* () {
         const s = yield* store
@@ -669,7 +692,8 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
           const [claimed] = yield* s.jobs.claim({ filter: { ids: [id] }, owner: "a", leaseMs: 10_000 })
           const updated = yield* s.jobs.update(id, { status: "running" }, { lease: claimed.lease!.token })
           expect(updated.version).toBe(inserted.version + 1)
-          expect(yield* nextChange(queue, (c) => c.id === id)).toEqual({ kind: "job", id, project, version: updated.version })
+          // An update made through this store comes with the row it wrote: a follower takes it as read.
+          expect(yield* nextChange(queue, (c) => c.id === id)).toEqual({ kind: "job", id, project, version: updated.version, row: updated })
           yield* s.jobs.renew(id, claimed.lease!.token, 10_000)
           yield* s.jobs.release(id, claimed.lease!.token)
           yield* s.jobs.remove([id])
@@ -698,6 +722,37 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
           yield* s.runs.insert({ id: runId, project, name: runId, status: "pending", doc: {} })
           const seen = yield* Fiber.join(fiber).pipe(Effect.timeout("5 seconds"))
           expect(Chunk.toReadonlyArray(seen)).toEqual([{ kind: "run", id: runId, project, version: 1 }])
+        })
+      ))
+
+    it.effect("sends the row of each update made through this store with its notice, but not from inside a transaction", () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const s = yield* store
+          const queue = yield* s.subscribe
+          const project = unique("rows")
+          const runId = unique("run")
+          yield* s.runs.insert({ id: runId, project, name: "r", status: "pending", doc: { n: 0 } })
+          // Notices in the order written, each with its own row (several writes, one after another).
+          const written: Array<StateStore.StoredDocument> = []
+          for (let n = 1; n <= 3; n++) written.push(yield* s.runs.update(runId, { doc: { n } }))
+          for (const row of written) {
+            const change = yield* nextChange(queue, (c) => c.id === runId && c.version === row.version)
+            expect(change.row).toEqual(row)
+            expect((change.row!.doc as { n: number }).n).toBe(written.indexOf(row) + 1)
+          }
+          // Two writes at once: each notice carries the row of its version.
+          const both = yield* Effect.all([s.runs.update(runId, { status: "running" }), s.runs.update(runId, { status: "done" })], { concurrency: 2 })
+          for (const row of both) expect((yield* nextChange(queue, (c) => c.id === runId && c.version === row.version)).row).toEqual(row)
+          // Inside a transaction the write may still be rolled back: its notice says only the version.
+          const inTx = yield* s.withTransaction(s.runs.update(runId, { status: "terminated" }))
+          const txChange = yield* nextChange(queue, (c) => c.id === runId && c.version === inTx.version)
+          expect(txChange.row).toBeUndefined()
+          // A failed update (a stale version) sends nothing, and the next one its own row.
+          yield* expectFailure(s.runs.update(runId, { status: "failed" }, { expectedVersion: 1 }), "Conflict")
+          const after = yield* s.runs.update(runId, { status: "failed" })
+          expect(after.version).toBe(inTx.version + 1)
+          expect((yield* nextChange(queue, (c) => c.id === runId)).row).toEqual(after)
         })
       ))
 

@@ -1,7 +1,8 @@
 // Waking a run's worker: a change the worker has been told of already is not news. The writer's
 // `wake` names the version it stored, and the change feed announces the same write (on PGlite
 // before the write returns, on PostgreSQL later): either way the worker gets one signal for it,
-// and the row a writer brings rides on its signal. Against the embedded store (its change feed).
+// and the row written rides on it (the writer's, or the feed's for a write of this process).
+// Against the embedded store (its change feed).
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Queue } from "effect"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
@@ -40,8 +41,25 @@ describe("RunClaims", () => {
       yield* Effect.sleep("100 millis")
       const changed = changedSignals(seen)
       expect(changed.length).toBe(1)
-      // Whichever came first: the feed's notice carries no row, the writer's does.
-      expect(changed[0]!.known === undefined || changed[0]!.known.row.version === row.version).toBe(true)
+      // Whichever came first brings the row: the writer's wake, or the feed's notice of a write of this process.
+      expect(changed[0]!.known?.row ?? changed[0]!.row).toEqual(row)
+    }).pipe(Effect.provide(EmbeddedStateStore.layerMemory())), 60_000)
+
+  it.scopedLive("a write of this process that nobody wakes the worker for reaches it from the change feed with its row", () =>
+    Effect.gen(function* () {
+      const { store, id, seen } = yield* setUp
+      const rows = [yield* store.runs.update(id, { doc: { n: 1 } })]
+      yield* Effect.sleep("100 millis")
+      rows.push(yield* store.runs.update(id, { doc: { n: 2 } }))
+      yield* Effect.sleep("100 millis")
+      // One signal per write, each with the row of its version: the worker reads neither.
+      expect(changedSignals(seen).map((s) => s.row)).toEqual(rows)
+      // Inside a transaction the row may yet be rolled back: that notice comes bare (the worker reads).
+      const inTx = yield* store.withTransaction(store.runs.update(id, { doc: { n: 3 } }))
+      yield* Effect.sleep("100 millis")
+      const last = changedSignals(seen).at(-1)!
+      expect([seen.length, last.row, last.known]).toEqual([3, undefined, undefined])
+      expect(inTx.version).toBe(rows[1]!.version + 1)
     }).pipe(Effect.provide(EmbeddedStateStore.layerMemory())), 60_000)
 
   it.scopedLive("a bare wake always counts, and a newer version after an announced one does too", () =>

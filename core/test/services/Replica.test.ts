@@ -21,13 +21,13 @@ describe("Replica", () => {
     expect([r.failures, r.inRotation(now)]).toEqual([0, true])
   })
 
-  it("a starting app is tried again every 10 ms in its job's first 5 s, then every 100 ms, then every second after a minute", () => {
+  it("a starting app is tried again every 5 ms in its job's first 5 s, then every 100 ms, then every second after a minute", () => {
     const r = replica()
     const t0 = r.runningSince
     r.starting(t0 + 50)
-    expect(r.outUntil).toBe(t0 + 60)
+    expect(r.outUntil).toBe(t0 + 55)
     r.starting(t0 + 4_999)
-    expect(r.outUntil).toBe(t0 + 5_009)
+    expect(r.outUntil).toBe(t0 + 5_004)
     r.starting(t0 + 5_000)
     expect(r.outUntil).toBe(t0 + 5_100)
     r.starting(t0 + 60_000)

@@ -6,9 +6,14 @@
  */
 import { Effect, PubSub, Stream } from "effect"
 import type { Queue, Scope } from "effect"
-import type { Change, Invalidation, StateStoreError } from "../../ports/StateStore.ts"
+import type { Change, Invalidation, StateStoreError, StoredDocument } from "../../ports/StateStore.ts"
 import type { SqlDriver } from "../SqlDriver.ts"
 import { toStoreError } from "./Errors.ts"
+
+/** Of how many documents rows written by this process wait for their notices at most (the oldest go first). */
+const WRITTEN_ROWS_KEPT = 1_000
+/** And of one document, its newest so many. */
+const ROWS_KEPT_PER_DOCUMENT = 16
 
 /** The NOTIFY channel the change triggers publish on. */
 export const CHANGES_CHANNEL = "dstack_changes"
@@ -21,6 +26,12 @@ export interface ChangeFeed {
   readonly changes: Stream.Stream<Change>
   readonly subscribe: Effect.Effect<Queue.Dequeue<Change>, never, Scope.Scope>
   readonly watch: (listener: (change: Invalidation) => void) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Runs a write of document `id` made through this store, outside a transaction: the feed's
+   * notice of it carries the row written (`Change.row`), whether it comes while the write runs
+   * (held until it ends) or after. A follower takes that row as read.
+   */
+  readonly writing: <A extends StoredDocument | undefined, E>(id: string, write: Effect.Effect<A, E>) => Effect.Effect<A, E>
 }
 
 /** Starts listening on `driver` until the scope closes. */
@@ -35,18 +46,65 @@ export const make = (driver: SqlDriver): Effect.Effect<ChangeFeed, StateStoreErr
     }
 
     const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<Change>(), PubSub.shutdown)
+    // Documents with writes of this process in flight, and the notices of them that came
+    // meanwhile (PGlite notifies before the statement returns).
+    const held = new Map<string, { writes: number; notices: Array<Change> }>()
+    // The rows this process wrote whose notices have not come yet, by document (PostgreSQL
+    // notifies after the statement returns): a notice of a row's version takes it.
+    const written = new Map<string, Array<StoredDocument>>()
+    const withRow = (notice: Change): Change => {
+      const rows = written.get(notice.id)
+      if (rows === undefined || notice.version === undefined) return notice
+      const row = rows.find((r) => r.version === notice.version)
+      // Rows up to this version are announced now, or were before and their notice was missed.
+      const later = rows.filter((r) => r.version > notice.version!)
+      if (later.length === 0) written.delete(notice.id)
+      else written.set(notice.id, later)
+      return row === undefined ? notice : { ...notice, row }
+    }
+    const writing = <A extends StoredDocument | undefined, E>(id: string, write: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      Effect.suspend(() => {
+        let hold = held.get(id)
+        if (hold === undefined) held.set(id, (hold = { writes: 0, notices: [] }))
+        const h = hold
+        h.writes++
+        return write.pipe(
+          Effect.tap((row) =>
+            Effect.sync(() => {
+              if (row === undefined) return
+              const rows = written.get(id)
+              if (rows !== undefined) {
+                rows.push(row)
+                if (rows.length > ROWS_KEPT_PER_DOCUMENT) rows.shift()
+              } else {
+                written.set(id, [row])
+                // Documents whose notices never came (a listener that missed them) do not pile up.
+                if (written.size > WRITTEN_ROWS_KEPT) written.delete(written.keys().next().value!)
+              }
+            })
+          ),
+          Effect.ensuring(Effect.sync(() => {
+            if (--h.writes > 0) return
+            held.delete(id)
+            for (const notice of h.notices) pubsub.unsafeOffer(withRow(notice))
+          }))
+        )
+      })
     yield* driver
       .listen(CHANGES_CHANNEL, (payload) => {
         const change = decodeNotification(payload)
         if (change === undefined) return
         if (change === "access") return report({ kind: "access" })
         if (change.kind !== "log") report(change.version === undefined ? { kind: change.kind, id: change.id } : { kind: change.kind, id: change.id, version: change.version })
-        pubsub.unsafeOffer(change)
+        const hold = change.kind === "log" ? undefined : held.get(change.id)
+        if (hold !== undefined) hold.notices.push(change)
+        else pubsub.unsafeOffer(change.kind === "log" ? change : withRow(change))
       })
       .pipe(Effect.mapError(toStoreError("changes")))
 
     return {
       report,
+      writing,
       announce: (change) => {
         pubsub.unsafeOffer(change)
       },

@@ -5,7 +5,7 @@
  */
 import { Effect, FiberRef } from "effect"
 import type { Scope } from "effect"
-import type { Invalidation, StateStoreError } from "../../ports/StateStore.ts"
+import type { Invalidation, StateStoreError, StoredDocument } from "../../ports/StateStore.ts"
 import type { Row, SqlConnection, SqlDriver } from "../SqlDriver.ts"
 import { SqlError } from "../SqlDriver.ts"
 import { toStoreError } from "./Errors.ts"
@@ -22,13 +22,19 @@ export interface SqlContext {
   readonly invalidate: (change: Invalidation) => Effect.Effect<void>
   /** Runs a write to users, projects, members or backends, then reports `access`: cached access (and a project's backends) is stale after it. */
   readonly accessWrite: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** Runs a write of document `id`: outside a transaction, the change feed's notice of it carries the row written (Changes.ts). */
+  readonly writing: <A extends StoredDocument | undefined, E>(id: string, write: Effect.Effect<A, E>) => Effect.Effect<A, E>
   /** Counts rows this process wrote to `table`, analyzing it when the count passes 1k, 10k, 100k, … */
   readonly noteWrites: (table: string, n: number) => Effect.Effect<void>
 }
 
-/** Builds the context on `driver`; `report` tells the `watch` listeners (Changes.ts). */
-export const make = (driver: SqlDriver, report: (change: Invalidation) => void): Effect.Effect<SqlContext, never, Scope.Scope> =>
+/** Builds the context on `driver` and the change feed (Changes.ts): `report` tells the `watch` listeners. */
+export const make = (
+  driver: SqlDriver,
+  feed: { readonly report: (change: Invalidation) => void; readonly writing: SqlContext["writing"] }
+): Effect.Effect<SqlContext, never, Scope.Scope> =>
   Effect.gen(function* () {
+    const report = feed.report
     // The connection of the transaction the current fiber is in, if any.
     const currentTx = yield* FiberRef.make<SqlConnection | null>(null)
     const sql: Sql = (text, params = []) => Effect.flatMap(FiberRef.get(currentTx), (tx) => (tx ?? driver).query(text, params))
@@ -79,6 +85,8 @@ export const make = (driver: SqlDriver, report: (change: Invalidation) => void):
       withTransaction,
       invalidate,
       accessWrite: (effect) => Effect.ensuring(effect, accessChanged),
+      // Inside a transaction the row may yet be rolled back: its notice (at commit) goes bare.
+      writing: (id, write) => Effect.flatMap(FiberRef.get(currentTx), (tx) => (tx === null ? feed.writing(id, write) : write)),
       noteWrites
     }
   })

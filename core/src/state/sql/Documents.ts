@@ -62,7 +62,7 @@ export const filterClauses = (f: DocumentFilter, p: Params): Array<string> => {
 /** The lease methods of a repository, which Leases.ts provides. */
 export type LeaseMethods = "claim" | "renew" | "renewMany" | "release"
 
-export const make = ({ sql, invalidate, noteWrites }: SqlContext, kind: DocumentKind): Omit<Documents, LeaseMethods> => {
+export const make = ({ sql, invalidate, noteWrites, writing }: SqlContext, kind: DocumentKind): Omit<Documents, LeaseMethods> => {
   const table = TABLES[kind]
   const m = (name: string) => `${kind}s.${name}`
   const notFound = (method: string, id: string) => failWith(m(method), "NotFound", `no ${kind} with id '${id}'`)
@@ -159,19 +159,23 @@ export const make = ({ sql, invalidate, noteWrites }: SqlContext, kind: Document
         const where = [`id = ${idParam}`]
         if (options.lease !== undefined) {
           where.push(`lease_token = ${p.add(options.lease)} AND lease_expires_at > clock_timestamp()`)
+          if (options.releaseLease === true) sets.push("lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL")
         }
         if (options.expectedVersion !== undefined) where.push(`version = ${p.add(options.expectedVersion)}`)
-        const rows = yield* sql(`UPDATE ${table} SET ${sets.join(", ")} WHERE ${where.join(" AND ")} RETURNING *`, p.values).pipe(
-          Effect.mapError(
-            toStoreError(m("update"), {
-              AlreadyExists: `a live ${kind} named '${patch.name ?? ""}' already exists in its project`
-            })
+        const written = yield* writing(
+          id,
+          sql(`UPDATE ${table} SET ${sets.join(", ")} WHERE ${where.join(" AND ")} RETURNING *`, p.values).pipe(
+            Effect.mapError(
+              toStoreError(m("update"), {
+                AlreadyExists: `a live ${kind} named '${patch.name ?? ""}' already exists in its project`
+              })
+            ),
+            Effect.map((rows) => (rows.length > 0 ? documentFromRow(kind, rows[0]) : undefined))
           )
         )
-        if (rows.length > 0) {
-          const row = documentFromRow(kind, rows[0])
-          yield* invalidate({ kind, id, version: row.version })
-          return row
+        if (written !== undefined) {
+          yield* invalidate({ kind, id, version: written.version })
+          return written
         }
         // Nothing updated: say why, from the row as it is now.
         const current = yield* get(id).pipe(
