@@ -3,7 +3,8 @@
 // as processes, one on each host, each listening on its host's own loopback), and requests
 // through /proxy/services/{project}/{run}/ reaching both — carried by the ssh transport's
 // forward with the hosts' SSH access, as the engine reaches their runners. A WebSocket goes the
-// same way. Stopping the service leaves the proxy answering 404.
+// same way. A request with a body at zero replicas waits for the app on the host to listen (not
+// only for the forward). Stopping the service leaves the proxy answering 404.
 import * as path from "node:path"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import WebSocket from "ws"
@@ -50,7 +51,7 @@ describeWithNetns(() => {
   }, 400_000)
 
   afterAll(async () => {
-    await call?.("/api/project/main/runs/stop", { runs_names: ["fleet-web"], abort: true }).catch(() => undefined)
+    await call?.("/api/project/main/runs/stop", { runs_names: ["fleet-web", "fleet-zero"], abort: true }).catch(() => undefined)
     await serving?.close()
     await hosts?.down()
   })
@@ -131,4 +132,42 @@ describeWithNetns(() => {
       s === 404, 30_000)
     expect(res).toBe(404)
   }, 180_000)
+
+  it("holds a request with a body at zero replicas until the app on the fleet host listens, then serves it", async () => {
+    // The app starts 2 s after its job runs. The forward's local listener accepts at once, whatever
+    // the far side does: only the SSH channel says whether the app listens on the host yet, and
+    // the upload must not be sent (and spent) into a connection the host then refuses.
+    // The hosts the stopped service held are idle again first (a fleet's jobs take idle hosts only).
+    await until("fleet idle", async () => (await call("/api/project/main/fleets/get", { name: "svc-fleet" })).body, (f) =>
+      f.instances?.filter((i: any) => i.status === "idle").length === 2, 120_000)
+    const port = await freePort()
+    const applied = await call("/api/project/main/runs/apply", {
+      plan: {
+        run_spec: {
+          run_name: "fleet-zero",
+          repo_id: "services",
+          repo_data: { repo_type: "virtual" },
+          configuration: {
+            type: "service",
+            fleets: ["svc-fleet"],
+            replicas: "0..1",
+            scaling: { metric: "rps", target: 10, scale_up_delay: 0, scale_down_delay: 60 },
+            port,
+            commands: ["sleep 2", `exec node ${APP}`],
+            resources: { cpu: "1..", memory: "0.1GB..", disk: "0.1GB.." }
+          }
+        }
+      }
+    })
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200)
+    await until("the service is registered", async () => (await call("/api/project/main/services/get", { run_name: "fleet-zero" })).status, (s) => s === 200, 60_000)
+    const upload = new Uint8Array(256 * 1024).fill(7)
+    const answer = await fetch(`${serving.url}/proxy/services/main/fleet-zero/count`, { method: "POST", headers: auth, body: upload })
+    const text = await answer.text()
+    expect(answer.status, text).toBe(200)
+    expect(JSON.parse(text)).toEqual({ bytes: upload.length })
+    const run = (await call("/api/project/main/runs/get", { run_name: "fleet-zero" })).body
+    expect(run.jobs.length).toBe(1)
+    await call("/api/project/main/runs/stop", { runs_names: ["fleet-zero"], abort: true })
+  }, 240_000)
 })

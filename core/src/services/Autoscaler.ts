@@ -19,9 +19,9 @@ import { StateStore } from "../ports/StateStore.ts"
 import { desiredReplicas } from "./Autoscaling.ts"
 import { isUpToDate } from "./Deployment.ts"
 import { type RolloutReplica, rolloutStep } from "./Rollout.ts"
-import { accepts } from "./ReplicaClient.ts"
+import { appAccepts } from "./ReplicaClient.ts"
 import type { ProxyHooks } from "./ServiceProxy.ts"
-import { type Replica, type ServiceEntry, ServiceRegistry } from "./ServiceRegistry.ts"
+import { type Address, type Replica, type ServiceEntry, ServiceRegistry } from "./ServiceRegistry.ts"
 
 /** How often every followed service is looked at. */
 const TICK_MS = 1_000
@@ -68,11 +68,10 @@ const newReplicaJob = (record: RunRecord, now: Date): Job => {
 }
 
 /** Whether a replica's app accepts connections (remembered once it has). */
-const isListening = async (replica: Replica, address: (replica: Replica) => Promise<{ host: string; port: number }>): Promise<boolean> => {
+const isListening = async (replica: Replica, address: (replica: Replica) => Promise<Address>): Promise<boolean> => {
   if (replica.listening) return true
   try {
-    const { host, port } = await address(replica)
-    if (await accepts(host, port)) replica.listening = true
+    if (await appAccepts(await address(replica))) replica.listening = true
   } catch {
     // Not reachable yet: not ready.
   }

@@ -7,7 +7,7 @@
  */
 import * as http from "node:http"
 import * as net from "node:net"
-import type { Readable } from "node:stream"
+import type { Duplex, Readable } from "node:stream"
 
 /** An answer of a known length up to this is read whole before it is passed on. */
 const SMALL_ANSWER_BYTES = 64 * 1024
@@ -187,6 +187,30 @@ export const readSmallAnswer = (message: http.IncomingMessage): Promise<Uint8Arr
     message.once("close", () => {
       if (!message.complete) reject(new Error("the replica closed the connection before the answer ended"))
     })
+  })
+}
+
+/**
+ * Whether a replica's app accepts a connection (within 2 s). Through a forward that carries each
+ * connection on a channel of its own (SSH), the channel is opened: its local listener accepts
+ * whatever the far side does, so only the channel says whether the app listens there yet.
+ */
+export const appAccepts = (address: { readonly host: string; readonly port: number; readonly connect?: () => Promise<Duplex> }): Promise<boolean> => {
+  const connect = address.connect
+  if (connect === undefined) return accepts(address.host, address.port)
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), 2_000)
+    connect().then(
+      (channel) => {
+        clearTimeout(timer)
+        channel.destroy()
+        resolve(true)
+      },
+      () => {
+        clearTimeout(timer)
+        resolve(false)
+      }
+    )
   })
 }
 

@@ -14,8 +14,8 @@ import type { UpgradeHandler, UpgradeTarget } from "../runner/adapter/types.ts"
 import { Access, authorizeProjectWith } from "../server/Access.ts"
 import { type ApiError, clipped, excerpt, noRoute, serverError, unauthenticatedPage } from "../server/ApiError.ts"
 import * as Eager from "../server/Eager.ts"
-import { accepts, answerBody, type BodySource, OutgoingBody, readSmallAnswer, ReplicaRequestError, sendToReplica } from "./ReplicaClient.ts"
-import type { Replica, ServiceEntry, ServiceRegistryService } from "./ServiceRegistry.ts"
+import { answerBody, appAccepts, type BodySource, OutgoingBody, readSmallAnswer, ReplicaRequestError, sendToReplica } from "./ReplicaClient.ts"
+import type { Address, Replica, ServiceEntry, ServiceRegistryService } from "./ServiceRegistry.ts"
 import { RateLimiter } from "./RateLimiter.ts"
 import type { ModelRouter } from "./ModelRouter.ts"
 
@@ -207,8 +207,8 @@ export const makeServiceProxy = (
   }
 
   /** Whether the replica's app accepts a connection now: one check at a time per replica, shared by whoever waits. */
-  const listeningNow = (replica: Replica, address: { readonly host: string; readonly port: number }): Promise<boolean> =>
-    (replica.checking ??= accepts(address.host, address.port).then((ok) => {
+  const listeningNow = (replica: Replica, address: Address): Promise<boolean> =>
+    (replica.checking ??= appAccepts(address).then((ok) => {
       replica.checking = undefined
       if (ok) replica.listening = true
       return ok

@@ -7,6 +7,7 @@
  * without a store read.
  */
 import type * as http from "node:http"
+import type { Duplex } from "node:stream"
 import { Context, Effect, Exit, Layer, Runtime, Scope } from "effect"
 import type { ServiceConfiguration } from "../domain/Configuration.ts"
 import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
@@ -22,6 +23,8 @@ import { makeReplicaAgent } from "./ReplicaClient.ts"
 export interface Address {
   readonly host: string
   readonly port: number
+  /** A connection to the app without the forward's local listener, where the transport has one (`ForwardedPort.connect`). */
+  readonly connect?: () => Promise<Duplex>
 }
 
 /** A replica out of rotation after a failure stays out this long at first, doubling up to the most. */
@@ -319,7 +322,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         Effect.scoped
       )
       const forwarded = yield* transport.forward(target, 0, hostPort).pipe(Scope.extend(scope))
-      return { host: forwarded.localHost, port: forwarded.localPort }
+      return { host: forwarded.localHost, port: forwarded.localPort, ...(forwarded.connect !== undefined ? { connect: forwarded.connect } : {}) }
     })
 
   const models = (project: string): Effect.Effect<ReadonlyMap<string, string>, StateStoreError> =>
