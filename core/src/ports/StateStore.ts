@@ -526,6 +526,11 @@ export type Invalidation =
      * reported before it commits too, so a reader may see the version before it then.
      */
     readonly version?: number
+    /**
+     * The row as written, on the report of an update made through this store outside a
+     * transaction: a listener may take it as read.
+     */
+    readonly row?: StoredDocument
   }
   | { readonly kind: "access" }
 

@@ -114,6 +114,8 @@ export interface ServiceEntry {
   following: Promise<void> | undefined
   /** Reports that came during that read: the newest version they named (Infinity: one named none; -1: none came). */
   followAgain: number
+  /** The row of the newest write of this process reported during that read (taken instead of reading again). */
+  followRow: StoredDocument | undefined
   /** Called (once each) when the replicas change. */
   readonly waiters: Set<() => void>
   readonly metrics: ServiceMetrics
@@ -241,27 +243,33 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       for (const e of entries.values()) if (e.finished) e.stale = true
       return
     }
-    follow(entry, change.version)
+    follow(entry, change.version, change.row)
   })
 
   /**
-   * Someone waits for a replica (or the autoscaler follows it): the run is read again now. Each
-   * write is reported twice (when it is made and again by the change feed), so a report of a
-   * version already read is skipped, and reports during a read in flight make one more read
-   * after it only when they named a newer version than it found.
+   * Someone waits for a replica (or the autoscaler follows it): the run is read again now, or
+   * taken from the report when it brings the row written (a write of this process). Each write
+   * is reported twice (when it is made and again by the change feed), so a report of a version
+   * already read is skipped, and reports during a read in flight make one more read after it
+   * only when they named a newer version than it found.
    */
-  function follow(entry: ServiceEntry, version: number | undefined): void {
+  function follow(entry: ServiceEntry, version: number | undefined, row?: StoredDocument): void {
     if (version !== undefined && version <= entry.loadedVersion) return
+    const written = row !== undefined && row.version === version ? row : undefined
     if (entry.following !== undefined) {
       entry.followAgain = Math.max(entry.followAgain, version ?? Infinity)
+      if (written !== undefined && written.version >= (entry.followRow?.version ?? -1)) entry.followRow = written
       return
     }
     entry.stale = true
-    entry.following = run(Effect.ignore(load(entry))).finally(() => {
+    // A row reported by its writer is decoded after the writer goes on (not in its report).
+    entry.following = run(Effect.ignore(written !== undefined ? Effect.zipRight(Effect.yieldNow(), reconcile(entry, written)) : load(entry))).finally(() => {
       entry.following = undefined
       const again = entry.followAgain
+      const againRow = entry.followRow
       entry.followAgain = -1
-      if (again > entry.loadedVersion) follow(entry, again === Infinity ? undefined : again)
+      entry.followRow = undefined
+      if (again > entry.loadedVersion) follow(entry, again === Infinity ? undefined : again, againRow)
     })
   }
 
@@ -292,6 +300,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         loadedVersion: -1,
         following: undefined,
         followAgain: -1,
+        followRow: undefined,
         waiters: new Set(),
         metrics: new ServiceMetrics(),
         desired: undefined,

@@ -6,7 +6,7 @@
  */
 import { Effect, PubSub, Stream } from "effect"
 import type { Queue, Scope } from "effect"
-import type { Change, Invalidation, StateStoreError, StoredDocument } from "../../ports/StateStore.ts"
+import type { Change, DocumentKind, Invalidation, StateStoreError, StoredDocument } from "../../ports/StateStore.ts"
 import type { SqlDriver } from "../SqlDriver.ts"
 import { toStoreError } from "./Errors.ts"
 
@@ -86,7 +86,12 @@ export const make = (driver: SqlDriver): Effect.Effect<ChangeFeed, StateStoreErr
           Effect.ensuring(Effect.sync(() => {
             if (--h.writes > 0) return
             held.delete(id)
-            for (const notice of h.notices) pubsub.unsafeOffer(withRow(notice))
+            for (const notice of h.notices) {
+              const change = withRow(notice)
+              // A notice of this write: the writer reports it to `watch` listeners itself, with its row.
+              if (change.row === undefined) report(invalidationOf(change))
+              pubsub.unsafeOffer(change)
+            }
           }))
         )
       })
@@ -95,10 +100,12 @@ export const make = (driver: SqlDriver): Effect.Effect<ChangeFeed, StateStoreErr
         const change = decodeNotification(payload)
         if (change === undefined) return
         if (change === "access") return report({ kind: "access" })
-        if (change.kind !== "log") report(change.version === undefined ? { kind: change.kind, id: change.id } : { kind: change.kind, id: change.id, version: change.version })
-        const hold = change.kind === "log" ? undefined : held.get(change.id)
-        if (hold !== undefined) hold.notices.push(change)
-        else pubsub.unsafeOffer(change.kind === "log" ? change : withRow(change))
+        if (change.kind === "log") return pubsub.unsafeOffer(change)
+        // A document this process is writing: told and announced once the write ends.
+        const hold = held.get(change.id)
+        if (hold !== undefined) return hold.notices.push(change)
+        report(invalidationOf(change))
+        pubsub.unsafeOffer(withRow(change))
       })
       .pipe(Effect.mapError(toStoreError("changes")))
 
@@ -117,6 +124,10 @@ export const make = (driver: SqlDriver): Effect.Effect<ChangeFeed, StateStoreErr
         ).pipe(Effect.asVoid)
     }
   })
+
+/** What `watch` listeners are told of a document's notice. */
+const invalidationOf = (change: Change): Invalidation =>
+  change.version === undefined ? { kind: change.kind as DocumentKind, id: change.id } : { kind: change.kind as DocumentKind, id: change.id, version: change.version }
 
 /**
  * A NOTIFY payload: a `Change`, or `"access"` from the triggers on users, projects and members

@@ -44,8 +44,10 @@ export const make = (
     const invalidate = (change: Invalidation): Effect.Effect<void> =>
       Effect.flatMap(FiberRef.get(txChanges), (pending) =>
         Effect.sync(() => {
-          pending?.push(change)
-          report(change)
+          // Inside a transaction the row may yet be rolled back: it is not passed on.
+          const told = pending !== null && change.kind !== "access" && change.row !== undefined ? { kind: change.kind, id: change.id, version: change.version } : change
+          pending?.push(told)
+          report(told)
         })
       )
     const accessChanged = invalidate({ kind: "access" })

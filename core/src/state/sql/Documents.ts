@@ -174,7 +174,7 @@ export const make = ({ sql, invalidate, noteWrites, writing }: SqlContext, kind:
           )
         )
         if (written !== undefined) {
-          yield* invalidate({ kind, id, version: written.version })
+          yield* invalidate({ kind, id, version: written.version, row: written })
           return written
         }
         // Nothing updated: say why, from the row as it is now.
