@@ -1,8 +1,9 @@
 // What a scale from zero asks of the state store, through a store that records its calls: on
-// the way to the first byte neither the service registry nor the run's worker reads the
-// service's run — every write of it is this process's, and reaches both with the row written
-// (the store's report of its own write; the writer's wake or the change feed's notice). Before,
-// the registry read the run once or twice per write and the worker once after the autoscaler's.
+// the way to the first byte neither the service registry, the autoscaler nor the run's worker
+// reads the service's run — every write of it is this process's, and reaches them with the row
+// written (the store's report of its own write; the writer's wake or the change feed's notice).
+// Before, the registry read the run once or twice per write, the autoscaler once per look and
+// the worker once after the autoscaler's write.
 import { Effect, Layer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
@@ -16,8 +17,8 @@ const TOKEN = "store-use-e2e-token"
 let serving: Serving
 let call: ReturnType<typeof httpCall>
 
-/** Reads of runs by name, reads of runs by id from a run worker, and the job statuses each write of a run stored. */
-const recorded = { readsByName: new Map<string, number>(), workerReads: new Map<string, number>(), writes: new Map<string, Array<string>>() }
+/** Reads of runs by name, by id (and those of them from a run worker), and the job statuses each write of a run stored. */
+const recorded = { readsByName: new Map<string, number>(), readsById: new Map<string, number>(), workerReads: new Map<string, number>(), writes: new Map<string, Array<string>>() }
 
 const recordingStore = Layer.effect(
   StateStore,
@@ -26,6 +27,7 @@ const recordingStore = Layer.effect(
     runs: {
       ...store.runs,
       get: (id: string) => {
+        recorded.readsById.set(id, (recorded.readsById.get(id) ?? 0) + 1)
         // A worker's read runs in its step (RunWorker.ts's generator is on the stack when it asks).
         if (new Error().stack?.includes("RunWorker")) recorded.workerReads.set(id, (recorded.workerReads.get(id) ?? 0) + 1)
         return store.runs.get(id)
@@ -63,6 +65,7 @@ describe("a scale from zero, as the store sees it", () => {
     const readsBefore = recorded.readsByName.get("cold") ?? 0
     const writesBefore = recorded.writes.get(id)?.length ?? 0
     const workerReadsBefore = recorded.workerReads.get(id) ?? 0
+    const readsByIdBefore = recorded.readsById.get(id) ?? 0
 
     const answer = await fetch(`${serving.url}/proxy/services/main/cold/path`, { headers: { authorization: `Bearer ${TOKEN}` } })
     expect(answer.status).toBe(200)
@@ -74,7 +77,9 @@ describe("a scale from zero, as the store sees it", () => {
     const reads = (recorded.readsByName.get("cold") ?? 0) - readsBefore
     // Every write on the way was made by this process: each reached the registry with its row.
     expect(reads, `${reads} reads for ${writes.length} writes (${writes.join(" → ")})`).toBe(0)
-    // Every write on the way was the autoscaler's or the worker's own: the worker read none of them.
+    // Every write on the way was the autoscaler's or the worker's own: the worker read none of them,
+    // and the autoscaler scaled from the registry's copy (nobody read the run by id at all).
     expect(recorded.workerReads.get(id) ?? 0).toBe(workerReadsBefore)
+    expect((recorded.readsById.get(id) ?? 0) - readsByIdBefore).toBe(0)
   }, 120_000)
 })

@@ -112,11 +112,18 @@ export const make = Effect.gen(function* () {
   }
   const withStore = <A, E>(effect: Effect.Effect<A, E, StateStore>) => Effect.provideService(effect, StateStore, store)
 
-  const addReplicas = (entry: ServiceEntry, count: number, now: number, read: LoadedRun) =>
+  /**
+   * Adds replicas until `serving` of them serve (not draining here). Counted on the run as it is
+   * written: a write over a newer run than `read` (it conflicts and is made again) adds only
+   * what that run lacks.
+   */
+  const addReplicas = (entry: ServiceEntry, serving: number, now: number, read: LoadedRun) =>
     Effect.gen(function* () {
+      const draining = stateOf(entry).draining
       const stored = yield* withStore(modifyRunKnown(entry.runId, (r) => {
+        const has = activeJobs(r).filter((job) => !draining.has(latestSubmission(job)!.id)).length
         let next = r
-        for (let i = 0; i < count; i++) {
+        for (let i = has; i < serving; i++) {
           next = { ...next, run: new Run({ ...next.run, jobs: [...next.run.jobs, newReplicaJob(next, new Date(now))] }, { disableValidation: true }) }
         }
         return next
@@ -129,7 +136,10 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const state = stateOf(entry)
       const now = Date.now()
-      const read = yield* withStore(loadRun(entry.runId))
+      // The registry's copy is the run as stored while it is not stale: every write of this
+      // process reaches it with its row (and marks it stale until then), others' notices mark it
+      // stale. A newer run written meanwhile elsewhere makes the write below conflict and retry.
+      const read = !entry.stale && entry.loaded !== undefined && entry.loaded.row.id === entry.runId ? entry.loaded : yield* withStore(loadRun(entry.runId))
       const { record } = read
       if (record.run.status === "terminating" || isRunStatusFinished(record.run.status)) return
       const replicas = new Map<string, Replica>(entry.replicas.map((r) => [r.submissionId, r]))
@@ -172,7 +182,7 @@ export const make = Effect.gen(function* () {
           return Effect.map(ready, (ready): RolloutReplica => ({ id, replicaNum: job.jobSpec.replicaNum, upToDate, ready }))
         })
         const step = rolloutStep(view, desired)
-        if (step.start) yield* addReplicas(entry, 1, now, read)
+        if (step.start) yield* addReplicas(entry, serving.length + 1, now, read)
         if (step.drain !== undefined) drain(step.drain)
         entry.deployment = { outdated: outdated.length - (step.drain === undefined ? 0 : 1), message: rolloutMessage(view, active, replicas, desired, now) }
       } else if (desired > serving.length) {
@@ -188,7 +198,7 @@ export const make = Effect.gen(function* () {
           if (replica !== undefined) replica.draining = false
           missing--
         }
-        if (missing > 0) yield* addReplicas(entry, missing, now, read)
+        if (missing > 0) yield* addReplicas(entry, desired, now, read)
         state.lastScaledAt = now
       } else if (desired < serving.length) {
         entry.deployment = undefined

@@ -13,7 +13,7 @@ import type { ServiceConfiguration } from "../domain/Configuration.ts"
 import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import { isRunStatusFinished } from "../domain/Status.ts"
 import { Compute } from "../engine/Compute.ts"
-import { decodeRow } from "../engine/RunRecord.ts"
+import { decodeRow, type LoadedRun } from "../engine/RunRecord.ts"
 import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { ServiceMetrics } from "./ServiceMetrics.ts"
 import { Prober } from "./Probes.ts"
@@ -110,6 +110,8 @@ export interface ServiceEntry {
   stale: boolean
   /** The version of the run last read (-1 before the first read). */
   loadedVersion: number
+  /** The run as last read or reported with its row, decoded (what the autoscaler scales from while not stale). */
+  loaded: LoadedRun | undefined
   /** The read the store's change reports started, while it is in flight. */
   following: Promise<void> | undefined
   /** Reports that came during that read: the newest version they named (Infinity: one named none; -1: none came). */
@@ -180,7 +182,8 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
 
   /** Brings an entry up to date with its stored run: replicas are the running jobs. */
   const reconcile = (entry: ServiceEntry, row: StoredDocument) =>
-    Effect.map(decodeRow(row), ({ record }) => {
+    Effect.map(decodeRow(row), (read) => {
+      const { record } = read
       const r = record.run
       const configuration = r.runSpec.configuration
       if (configuration.type !== "service") {
@@ -194,7 +197,9 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         byRunId.delete(entry.runId)
         entry.runId = r.id
         entry.loadedVersion = -1
+        entry.loaded = undefined
       }
+      if (row.version >= entry.loadedVersion) entry.loaded = read
       entry.loadedVersion = Math.max(entry.loadedVersion, row.version)
       byRunId.set(r.id, entry)
       entry.configuration = configuration
@@ -298,6 +303,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         replicas: [],
         stale: true,
         loadedVersion: -1,
+        loaded: undefined,
         following: undefined,
         followAgain: -1,
         followRow: undefined,
