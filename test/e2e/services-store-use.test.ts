@@ -2,8 +2,8 @@
 // the way to the first byte neither the service registry, the autoscaler nor the run's worker
 // reads the service's run — every write of it is this process's, and reaches them with the row
 // written (the store's report of its own write; the writer's wake or the change feed's notice).
-// Before, the registry read the run once or twice per write, the autoscaler once per look and
-// the worker once after the autoscaler's write.
+// And a write of the autoscaler that conflicts with another server's adding the same replica
+// is made again adding only what the run then lacks.
 import { Effect, Layer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
@@ -19,6 +19,9 @@ let call: ReturnType<typeof httpCall>
 
 /** Reads of runs by name, by id (and those of them from a run worker), and the job statuses each write of a run stored. */
 const recorded = { readsByName: new Map<string, number>(), readsById: new Map<string, number>(), workerReads: new Map<string, number>(), writes: new Map<string, Array<string>>() }
+
+/** Runs whose next write adding a replica races another server's (see `update` below). */
+const raced = new Set<string>()
 
 const recordingStore = Layer.effect(
   StateStore,
@@ -43,6 +46,12 @@ const recordingStore = Layer.effect(
           writes.push(doc.run.jobs.map((j) => j.job_submissions.at(-1)!.status).join(","))
           recorded.writes.set(args[0], writes)
         }
+        // Armed for a run: its next write that adds a replica is made first without a version
+        // check (another server scaling the same service), so the write itself conflicts.
+        if (raced.has(args[0]) && args[2]?.expectedVersion !== undefined && doc?.run?.jobs?.length === 1) {
+          raced.delete(args[0])
+          return Effect.zipRight(store.runs.update(args[0], args[1]), store.runs.update(...args))
+        }
         return store.runs.update(...args)
       }
     }
@@ -53,7 +62,7 @@ beforeAll(async () => {
   ;({ serving, call } = await startLocalServer({ token: TOKEN, maxInstances: 4, server: { state: recordingStore } }))
 }, 60_000)
 afterAll(async () => {
-  await call?.("/api/project/main/runs/stop", { runs_names: ["cold"], abort: true })
+  await call?.("/api/project/main/runs/stop", { runs_names: ["cold", "raced"], abort: true })
   await serving?.close()
 })
 
@@ -81,5 +90,19 @@ describe("a scale from zero, as the store sees it", () => {
     // and the autoscaler scaled from the registry's copy (nobody read the run by id at all).
     expect(recorded.workerReads.get(id) ?? 0).toBe(workerReadsBefore)
     expect((recorded.readsById.get(id) ?? 0) - readsByIdBefore).toBe(0)
+  }, 120_000)
+
+  it("adds the replica a scale from zero needs once, when another server's write of the same replica comes first", async () => {
+    await applyService(call, "raced", { replicas: "0..1", scaling: { metric: "rps", target: 100, window: "30s", scale_up_delay: 0, scale_down_delay: 300 } })
+    const { id } = (await call("/api/project/main/runs/get", { run_name: "raced" })).body
+    expect((await call("/api/project/main/services/get", { run_name: "raced" })).status).toBe(200)
+    raced.add(id)
+    const answer = await fetch(`${serving.url}/proxy/services/main/raced/path`, { headers: { authorization: `Bearer ${TOKEN}` } })
+    expect(answer.status).toBe(200)
+    expect(raced.has(id), "the race was not run").toBe(false)
+    // The autoscaler's write conflicted and was made again on the run as the other write left it,
+    // which had the replica already: one replica, not two.
+    const run = (await call("/api/project/main/runs/get", { run_name: "raced" })).body
+    expect(run.jobs.map((j: { job_spec: { replica_num: number } }) => j.job_spec.replica_num)).toEqual([0])
   }, 120_000)
 })
