@@ -11,9 +11,9 @@ import type { SqlDriver } from "../SqlDriver.ts"
 import { toStoreError } from "./Errors.ts"
 
 /** Of how many documents rows written by this process wait for their notices at most (the oldest go first). */
-const WRITTEN_ROWS_KEPT = 1_000
+const WRITTEN_ROWS_KEPT = 256
 /** And of one document, its newest so many. */
-const ROWS_KEPT_PER_DOCUMENT = 16
+const ROWS_KEPT_PER_DOCUMENT = 4
 
 /** The NOTIFY channel the change triggers publish on. */
 export const CHANGES_CHANNEL = "dstack_changes"
