@@ -19,9 +19,8 @@ import { StateStore } from "../ports/StateStore.ts"
 import { desiredReplicas } from "./Autoscaling.ts"
 import { isUpToDate } from "./Deployment.ts"
 import { type RolloutReplica, rolloutStep } from "./Rollout.ts"
-import { appAccepts } from "./ReplicaClient.ts"
 import type { ProxyHooks } from "./ServiceProxy.ts"
-import { type Address, type Replica, type ServiceEntry, ServiceRegistry } from "./ServiceRegistry.ts"
+import { type Replica, type ServiceEntry, ServiceRegistry } from "./ServiceRegistry.ts"
 
 /** How often every followed service is looked at. */
 const TICK_MS = 1_000
@@ -67,16 +66,6 @@ const newReplicaJob = (record: RunRecord, now: Date): Job => {
   })
 }
 
-/** Whether a replica's app accepts connections (remembered once it has). */
-const isListening = async (replica: Replica, address: (replica: Replica) => Promise<Address>): Promise<boolean> => {
-  if (replica.listening) return true
-  try {
-    if (await appAccepts(await address(replica))) replica.listening = true
-  } catch {
-    // Not reachable yet: not ready.
-  }
-  return replica.listening
-}
 
 /** What the roll waits for, in words (the API's `deployment.message`). */
 const rolloutMessage = (
@@ -178,7 +167,7 @@ export const make = Effect.gen(function* () {
           // An old replica serving already counts as ready; a new one once it accepts connections.
           const ready = replica === undefined || !replica.ready
             ? Effect.succeed(false)
-            : upToDate ? Effect.promise(() => isListening(replica, registry.address)) : Effect.succeed(true)
+            : upToDate ? Effect.promise(() => registry.address(replica).then((address) => replica.listeningNow(address), () => false)) : Effect.succeed(true)
           return Effect.map(ready, (ready): RolloutReplica => ({ id, replicaNum: job.jobSpec.replicaNum, upToDate, ready }))
         })
         const step = rolloutStep(view, desired)

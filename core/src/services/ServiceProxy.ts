@@ -14,8 +14,8 @@ import type { UpgradeHandler, UpgradeTarget } from "../runner/adapter/types.ts"
 import { Access, authorizeProjectWith } from "../server/Access.ts"
 import { type ApiError, clipped, excerpt, noRoute, serverError, unauthenticatedPage } from "../server/ApiError.ts"
 import * as Eager from "../server/Eager.ts"
-import { answerBody, appAccepts, type BodySource, OutgoingBody, readSmallAnswer, ReplicaRequestError, sendToReplica } from "./ReplicaClient.ts"
-import type { Address, Replica, ServiceEntry, ServiceRegistryService } from "./ServiceRegistry.ts"
+import { answerBody, type BodySource, OutgoingBody, readSmallAnswer, ReplicaRequestError, sendToReplica } from "./ReplicaClient.ts"
+import type { Replica, ServiceEntry, ServiceRegistryService } from "./ServiceRegistry.ts"
 import { RateLimiter } from "./RateLimiter.ts"
 import type { ModelRouter } from "./ModelRouter.ts"
 
@@ -206,14 +206,6 @@ export const makeServiceProxy = (
     return acquireWaiting(entry, deadline, signal)
   }
 
-  /** Whether the replica's app accepts a connection now: one check at a time per replica, shared by whoever waits. */
-  const listeningNow = (replica: Replica, address: Address): Promise<boolean> =>
-    (replica.checking ??= appAccepts(address).then((ok) => {
-      replica.checking = undefined
-      if (ok) replica.listening = true
-      return ok
-    }))
-
   const acquireWaiting = async (entry: ServiceEntry, deadline: number, signal: AbortSignal | undefined): Promise<Got | undefined> => {
     for (;;) {
       if (signal?.aborted) return undefined
@@ -227,7 +219,7 @@ export const makeServiceProxy = (
           // A job is running before its app listens: a replica takes requests once it accepts a
           // connection, so that a request with a body is not sent (and spent) into a refusal.
           // Until then it is tried again soon (not a failure: its app is starting).
-          if (!replica.listening && !(await listeningNow(replica, address))) {
+          if (!replica.listening && !(await replica.listeningNow(address))) {
             replica.outstanding--
             replica.lastError = "its app does not accept connections yet"
             replica.starting(Date.now())

@@ -17,7 +17,7 @@ import { decodeRow, type LoadedRun } from "../engine/RunRecord.ts"
 import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { ServiceMetrics } from "./ServiceMetrics.ts"
 import { Prober } from "./Probes.ts"
-import { makeReplicaAgent } from "./ReplicaClient.ts"
+import { appAccepts, makeReplicaAgent } from "./ReplicaClient.ts"
 
 /** Where a replica's app is reached from the server. */
 export interface Address {
@@ -83,6 +83,19 @@ export class Replica {
   failed(now: number, backoffMs?: number): void {
     this.failures++
     this.outUntil = now + (backoffMs ?? Math.min(MOST_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.failures - 1)))
+  }
+
+  /**
+   * Whether its app accepts a connection now at `address` (remembered once it has): one check
+   * at a time, shared by whoever asks (held requests, the rolling deployment).
+   */
+  listeningNow(address: Address): Promise<boolean> {
+    if (this.listening) return Promise.resolve(true)
+    return (this.checking ??= appAccepts(address).then((ok) => {
+      this.checking = undefined
+      if (ok) this.listening = true
+      return ok
+    }))
   }
 
   /** Its app does not accept connections yet (it was never seen to): tried again soon, not counted as a failure. */
