@@ -66,7 +66,6 @@ const newReplicaJob = (record: RunRecord, now: Date): Job => {
   })
 }
 
-
 /** What the roll waits for, in words (the API's `deployment.message`). */
 const rolloutMessage = (
   view: ReadonlyArray<RolloutReplica>,

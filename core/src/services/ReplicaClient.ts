@@ -199,14 +199,21 @@ export const appAccepts = (address: { readonly host: string; readonly port: numb
   const connect = address.connect
   if (connect === undefined) return accepts(address.host, address.port)
   return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), 2_000)
+    let late = false
+    const timer = setTimeout(() => {
+      late = true
+      resolve(false)
+    }, 2_000)
     connect().then(
       (channel) => {
-        clearTimeout(timer)
+        // Opened, even after the answer went: the check's channel is not kept.
         channel.destroy()
+        if (late) return
+        clearTimeout(timer)
         resolve(true)
       },
       () => {
+        if (late) return
         clearTimeout(timer)
         resolve(false)
       }
