@@ -110,6 +110,9 @@ export class Replica {
   }
 }
 
+/** The version of the service's run last read (-1 before the first read). */
+const loadedVersion = (entry: ServiceEntry): number => entry.loaded?.row.version ?? -1
+
 /** A service as the proxy sees it. */
 export interface ServiceEntry {
   readonly project: string
@@ -121,8 +124,6 @@ export interface ServiceEntry {
   replicas: ReadonlyArray<Replica>
   /** Read again from the store before it is used next. */
   stale: boolean
-  /** The version of the run last read (-1 before the first read). */
-  loadedVersion: number
   /** The run as last read or reported with its row, decoded (what the autoscaler scales from while not stale). */
   loaded: LoadedRun | undefined
   /** The read the store's change reports started, while it is in flight. */
@@ -209,11 +210,9 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         entry.replicas = []
         byRunId.delete(entry.runId)
         entry.runId = r.id
-        entry.loadedVersion = -1
         entry.loaded = undefined
       }
-      if (row.version >= entry.loadedVersion) entry.loaded = read
-      entry.loadedVersion = Math.max(entry.loadedVersion, row.version)
+      if (row.version >= loadedVersion(entry)) entry.loaded = read
       byRunId.set(r.id, entry)
       entry.configuration = configuration
       entry.finished = isRunStatusFinished(r.status) || row.deleted === true
@@ -272,7 +271,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
    * only when they named a newer version than it found.
    */
   function follow(entry: ServiceEntry, version: number | undefined, row?: StoredDocument): void {
-    if (version !== undefined && version <= entry.loadedVersion) return
+    if (version !== undefined && version <= loadedVersion(entry)) return
     const written = row !== undefined && row.version === version ? row : undefined
     if (entry.following !== undefined) {
       entry.followAgain = Math.max(entry.followAgain, version ?? Infinity)
@@ -287,7 +286,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       const againRow = entry.followRow
       entry.followAgain = -1
       entry.followRow = undefined
-      if (again > entry.loadedVersion) follow(entry, again === Infinity ? undefined : again, againRow)
+      if (again > loadedVersion(entry)) follow(entry, again === Infinity ? undefined : again, againRow)
     })
   }
 
@@ -315,7 +314,6 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         finished: true,
         replicas: [],
         stale: true,
-        loadedVersion: -1,
         loaded: undefined,
         following: undefined,
         followAgain: -1,
