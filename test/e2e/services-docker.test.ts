@@ -2,7 +2,8 @@
 // image, built locally) on the local backend, its container port published on a host port the
 // runner reports. Its app is test/support/busybox-service.sh under busybox `nc`: plain HTTP and a
 // WebSocket echo. Reached through /proxy/services/… with fetch and with the `ws` client; a
-// caller without a token is refused, and a service with `auth: false` lets anyone in.
+// caller without a token is refused, and a service with `auth: false` lets anyone in; an upload
+// held at zero replicas waits for the app in the container, not for Docker's proxy before it.
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, expect, it } from "vitest"
@@ -14,8 +15,10 @@ import { startLocalServer } from "../support/localServer.ts"
 import { describeWith } from "../support/components.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 import { waitRunning } from "../support/services.ts"
+import { makeUntil } from "../support/until.ts"
 
 const TOKEN = "services-docker-token"
+const until = makeUntil({ timeoutMs: 60_000, everyMs: 250 })
 const SCRIPT = fs.readFileSync(path.resolve("test/support/busybox-service.sh"), "utf8")
 let server: Server
 let serving: Serving
@@ -97,6 +100,27 @@ describeWith("docker", dockerMissing === undefined, dockerMissing ?? "", () => {
     expect([401, 403]).toContain(wrong.status)
     await expect(echo(url("boxed", "/ws").replace(/^http/, "ws"), ["x"])).rejects.toThrow(/upgrade answered 401/)
   }, 60_000)
+
+  it("holds a request with a body at zero replicas until the app in the container answers, then serves it", async () => {
+    // Docker publishes the container's port as soon as the container starts, and its proxy on the
+    // host port accepts a connection before the app listens (and closes it a few ms later): the
+    // upload must not be sent (and spent) into such a connection. The app starts 2 s after its
+    // container.
+    await applyDockerService("boxed-zero", {
+      replicas: "0..1",
+      scaling: { metric: "rps", target: 10, scale_up_delay: 0, scale_down_delay: 60 },
+      commands: ["printf '%s' \"$APP\" > /tmp/app.sh", "chmod +x /tmp/app.sh", "sleep 2", "exec nc -ll -p 8000 -e /tmp/app.sh"]
+    })
+    await until("the service is registered", async () => (await call("/api/project/main/services/get", { run_name: "boxed-zero" })).status, (s) => s === 200, 60_000)
+    const upload = new Uint8Array(256 * 1024).fill(7)
+    const answer = await fetch(url("boxed-zero", "/count"), { method: "POST", headers: { authorization: `Bearer ${TOKEN}` }, body: upload })
+    const text = await answer.text()
+    expect(answer.status, text).toBe(200)
+    expect(text).toBe(`hello from busybox: POST /count HTTP/1.1 (${upload.length} bytes)`)
+    const run = (await call("/api/project/main/runs/get", { run_name: "boxed-zero" })).body
+    expect(run.jobs.length).toBe(1)
+    await call("/api/project/main/runs/stop", { runs_names: ["boxed-zero"], abort: true })
+  }, 180_000)
 
   it("lets anyone in to a service with auth: false", async () => {
     const res = await fetch(url("boxed-open", "/open"))

@@ -2,18 +2,22 @@
 # One connection of the busybox test service of test/e2e/services-docker.test.ts, run by
 # `nc -ll -e` in the busybox image: a WebSocket upgrade is answered (Sec-WebSocket-Accept from
 # sha1sum and base64) and each short text frame is echoed back as "echo <text>"; any other
-# request gets "hello from busybox: <request line>" and the connection closes.
+# request gets "hello from busybox: <request line>" (and " (<n> bytes)" when it had a body of
+# n bytes, read whole first) and the connection closes.
 read -r request
 key=""
+length=""
 while read -r header; do
   header=$(printf '%s' "$header" | tr -d '\r')
   [ -z "$header" ] && break
   case "$header" in
     [Ss]ec-[Ww]eb[Ss]ocket-[Kk]ey:*) key=$(printf '%s' "${header#*:}" | tr -d ' ') ;;
+    [Cc]ontent-[Ll]ength:*) length=$(printf '%s' "${header#*:}" | tr -d ' ') ;;
   esac
 done
 if [ -z "$key" ]; then
   body="hello from busybox: $(printf '%s' "$request" | tr -d '\r')"
+  if [ -n "$length" ] && [ "$length" -gt 0 ]; then body="$body ($(head -c "$length" | wc -c | tr -d ' ') bytes)"; fi
   printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' "${#body}" "$body"
   exit 0
 fi

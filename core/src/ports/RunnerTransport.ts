@@ -112,6 +112,13 @@ export interface ForwardedPort {
    * `localPort` would fail; closing the forward's scope cuts it.
    */
   readonly connect?: () => Promise<Duplex>
+  /**
+   * Optional: the local listener accepts a connection before the far side is reached, and closes
+   * it when the far side refuses (a port-forward that learns of a refusal only later, as the
+   * Kubernetes API's does). Whether something listens at `remotePort` is then told only by an
+   * answer over the connection. Absent: a connection is refused as the far side refuses it.
+   */
+  readonly relayed?: boolean
 }
 
 // ---------------------------------------------------------------------------------------------

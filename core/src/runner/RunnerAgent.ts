@@ -76,6 +76,11 @@ export interface RunnerAgentService {
   /** Ports the job publishes on 127.0.0.1 (docker), once it runs. */
   readonly ports: Effect.Effect<ReadonlyArray<{ readonly containerPort: number; readonly hostPort: number }>>
   /**
+   * Upstream's `network_mode` of the running job: `bridge` when its executor publishes its ports
+   * from a network of its own (a container's), `host` when it listens on the host itself.
+   */
+  readonly networkMode: Effect.Effect<"host" | "bridge">
+  /**
    * Runs a command or a shell where the job runs (its executor's `exec`), while it runs:
    * Conflict when no job runs, Invalid when its executor cannot.
    */
@@ -538,6 +543,7 @@ export const make = (options: RunnerAgentOptions): Effect.Effect<RunnerAgentServ
       finished: Effect.sync(() => state === "wait_logs_finished"),
       events,
       ports: Effect.sync(() => [...(execution?.ports ?? []), ...(servicePort === undefined ? [] : [servicePort])]),
+      networkMode: Effect.sync(() => ((execution?.ports.length ?? 0) > 0 ? "bridge" : "host")),
       connected: () => {
         openConnections++
         let open = true

@@ -263,7 +263,8 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
   // job runtime data, so that a backend or an SSH tunnel can reach the job's apps.
   app.get("/api/job_runtime_data", async (c) => {
     const ports = await runAgent(agent.ports)
-    return c.json({ ports: Object.fromEntries(ports.map((p) => [String(p.containerPort), p.hostPort])) })
+    const networkMode = await runAgent(agent.networkMode)
+    return c.json({ network_mode: networkMode, ports: Object.fromEntries(ports.map((p) => [String(p.containerPort), p.hostPort])) })
   })
 
   app.post("/api/stop", async (c) => {

@@ -190,46 +190,97 @@ export const readSmallAnswer = (message: http.IncomingMessage): Promise<Uint8Arr
   })
 }
 
+/** Where a replica's app is reached, as far as the checks of whether it listens need. */
+export interface AppAddress {
+  readonly host: string
+  readonly port: number
+  /** A connection to the app without the forward's local listener (`ForwardedPort.connect`). */
+  readonly connect?: () => Promise<Duplex>
+  /** A relay before the app accepts a connection whether or not the app listens (see `appAnswers`). */
+  readonly relayed: boolean
+}
+
+/** How long a check of whether an app listens waits for its connection or its answer. */
+const CHECK_MS = 2_000
+
+/**
+ * Whether a replica's app listens now: it accepts a connection, or, behind a relay that accepts
+ * for it, answers an HTTP request.
+ */
+export const appListens = (address: AppAddress): Promise<boolean> => (address.relayed ? appAnswers(address) : appAccepts(address))
+
+/** Opens a connection to the app: its own channel where the forward has one, else a TCP connection to the address. */
+const open = (address: AppAddress): Promise<Duplex> =>
+  address.connect !== undefined
+    ? address.connect()
+    : new Promise((resolve, reject) => {
+      const socket = net.connect({ host: address.host, port: address.port })
+      socket.once("connect", () => {
+        socket.off("error", reject)
+        resolve(socket)
+      })
+      socket.once("error", reject)
+    })
+
+/**
+ * Runs `check` on a connection to the app, within 2 s (false after that); the connection is
+ * closed after the check, also when it opens late.
+ */
+const withConnection = (address: AppAddress, check: (connection: Duplex) => Promise<boolean>): Promise<boolean> =>
+  new Promise((resolve) => {
+    let late = false
+    let connection: Duplex | undefined
+    const timer = setTimeout(() => {
+      late = true
+      connection?.destroy()
+      resolve(false)
+    }, CHECK_MS)
+    const done = (ok: boolean) => {
+      connection?.destroy()
+      if (late) return
+      clearTimeout(timer)
+      resolve(ok)
+    }
+    open(address).then(
+      (opened) => {
+        connection = opened
+        if (late) return opened.destroy()
+        check(opened).then(done, () => done(false))
+      },
+      () => done(false)
+    )
+  })
+
 /**
  * Whether a replica's app accepts a connection (within 2 s). Through a forward that carries each
  * connection on a channel of its own (SSH), the channel is opened: its local listener accepts
  * whatever the far side does, so only the channel says whether the app listens there yet.
  */
-export const appAccepts = (address: { readonly host: string; readonly port: number; readonly connect?: () => Promise<Duplex> }): Promise<boolean> => {
-  const connect = address.connect
-  if (connect === undefined) return accepts(address.host, address.port)
-  return new Promise((resolve) => {
-    let late = false
-    const timer = setTimeout(() => {
-      late = true
-      resolve(false)
-    }, 2_000)
-    connect().then(
-      (channel) => {
-        // Opened, even after the answer went: the check's channel is not kept.
-        channel.destroy()
-        if (late) return
-        clearTimeout(timer)
-        resolve(true)
-      },
-      () => {
-        if (late) return
-        clearTimeout(timer)
-        resolve(false)
-      }
-    )
-  })
-}
+export const appAccepts = (address: AppAddress): Promise<boolean> => withConnection(address, () => Promise.resolve(true))
 
-/** Whether something accepts a TCP connection at host:port (within 2 s). */
-export const accepts = (host: string, port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const socket = net.connect({ host, port })
-    const done = (ok: boolean) => {
-      socket.destroy()
-      resolve(ok)
-    }
-    socket.setTimeout(2_000, () => done(false))
-    socket.once("connect", () => done(true))
-    socket.once("error", () => done(false))
-  })
+/**
+ * Whether a replica's app answers HTTP (within 2 s): `OPTIONS *`, HTTP's own request for a
+ * server as a whole, on a connection of its own; any answer counts, whatever its status. A relay
+ * before the app (Docker's proxy on a published port, the Kubernetes API's port-forward) accepts
+ * the connection whether or not the app listens, and closes it without a byte when the app
+ * refuses: a request with a body sent into it would be spent.
+ */
+export const appAnswers = (address: AppAddress): Promise<boolean> =>
+  withConnection(address, (connection) =>
+    new Promise((resolve) => {
+      const settle = (ok: boolean) => {
+        connection.off("data", answered)
+        connection.off("end", closed)
+        connection.off("close", closed)
+        connection.off("error", closed)
+        resolve(ok)
+      }
+      const answered = () => settle(true)
+      const closed = () => settle(false)
+      connection.once("data", answered)
+      connection.once("end", closed)
+      connection.once("close", closed)
+      connection.once("error", closed)
+      const host = address.host.includes(":") ? `[${address.host}]` : address.host
+      connection.write(`OPTIONS * HTTP/1.1\r\nHost: ${host}:${address.port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
+    }))

@@ -326,10 +326,12 @@ export const makeServiceProxy = (
       } catch (error) {
         release(entry, replica)
         const failure = error instanceof ReplicaRequestError ? error : undefined
-        // A kept-alive connection the replica had just closed says nothing about the replica.
-        if (!(failure?.reusedSocket && !failure.sent)) replica.failed(Date.now())
         // Nothing of the body was sent: another replica (or this one, later) may take it.
-        if (failure !== undefined && !failure.sent) continue
+        if (failure !== undefined && !failure.sent) {
+          replica.notReached(Date.now(), failure.cause.message, failure.reusedSocket)
+          continue
+        }
+        replica.failed(Date.now())
         entry.metrics.errors++
         return badGateway(`replica ${replica.replicaNum} of ${entry.runName} failed: ${failure?.cause.message ?? String(error)}`)
       }

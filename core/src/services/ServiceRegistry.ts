@@ -7,7 +7,6 @@
  * without a store read.
  */
 import type * as http from "node:http"
-import type { Duplex } from "node:stream"
 import { Context, Effect, Exit, Layer, Runtime, Scope } from "effect"
 import type { ServiceConfiguration } from "../domain/Configuration.ts"
 import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
@@ -17,15 +16,14 @@ import { decodeRow, type LoadedRun } from "../engine/RunRecord.ts"
 import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { ServiceMetrics } from "./ServiceMetrics.ts"
 import { Prober } from "./Probes.ts"
-import { appAccepts, makeReplicaAgent } from "./ReplicaClient.ts"
+import { type AppAddress, appListens, makeReplicaAgent } from "./ReplicaClient.ts"
 
-/** Where a replica's app is reached from the server. */
-export interface Address {
-  readonly host: string
-  readonly port: number
-  /** A connection to the app without the forward's local listener, where the transport has one (`ForwardedPort.connect`). */
-  readonly connect?: () => Promise<Duplex>
-}
+/**
+ * Where a replica's app is reached from the server: `relayed` when a relay before it accepts
+ * connections whether or not the app listens (a container's published port, a forward that
+ * says so), so that the check of whether it listens asks for an HTTP answer.
+ */
+export type Address = AppAddress
 
 /** A replica out of rotation after a failure stays out this long at first, doubling up to the most. */
 const FIRST_BACKOFF_MS = 100
@@ -50,6 +48,8 @@ export class Replica {
   draining = false
   /** Whether its app was seen accepting connections: until then each request checks first. */
   listening = false
+  /** Whether it has answered a request: until then a request that fails before its answer finds it still starting. */
+  answered = false
   /** The check in flight of whether its app accepts connections (one at a time, whoever waits). */
   checking: Promise<boolean> | undefined
   /** Why the last attempt to reach it failed (said in a 503 when no replica could be reached). */
@@ -91,7 +91,7 @@ export class Replica {
    */
   listeningNow(address: Address): Promise<boolean> {
     if (this.listening) return Promise.resolve(true)
-    return (this.checking ??= appAccepts(address).then((ok) => {
+    return (this.checking ??= appListens(address).then((ok) => {
       this.checking = undefined
       if (ok) this.listening = true
       return ok
@@ -103,7 +103,22 @@ export class Replica {
     this.outUntil = now + startingRetryMs(now - this.runningSince)
   }
 
+  /**
+   * A request did not reach its app (nothing of its body sent). One that has never answered is
+   * still starting (a relay before it accepted for an app not listening yet): it is checked
+   * again on the starting schedule, not put out. A kept-alive connection it had just closed says
+   * nothing about it; any other failure puts it out for a while.
+   */
+  notReached(now: number, why: string, reusedSocket: boolean): void {
+    if (!this.answered) {
+      this.listening = false
+      this.lastError = `its app did not answer yet (${why})`
+      this.starting(now)
+    } else if (!reusedSocket) this.failed(now)
+  }
+
   succeeded(): void {
+    this.answered = true
     this.failures = 0
     this.outUntil = 0
     this.lastError = undefined
@@ -339,16 +354,22 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       const target = yield* compute.target(replica.project, replica.pd)
       const scope = yield* Scope.make()
       replica.scope = scope
-      // A job in a container publishes its port on a host port the runner reports; a process
-      // job listens on the host itself, on the port the runner gave it.
-      const hostPort = yield* transport.connect(target).pipe(
+      // A job in a container publishes its port on a host port the runner reports (the container
+      // engine's proxy there accepts before the app does); a process job listens on the host
+      // itself, on the port the runner gave it.
+      const runtime = yield* transport.connect(target).pipe(
         Effect.flatMap((client) => client.fetch("/api/job_runtime_data")),
-        Effect.flatMap((res) => Effect.tryPromise(() => res.json() as Promise<{ ports?: Record<string, number> }>)),
-        Effect.map((data) => data.ports?.[String(replica.servicePort)] ?? replica.servicePort),
+        Effect.flatMap((res) => Effect.tryPromise(() => res.json() as Promise<{ ports?: Record<string, number>; network_mode?: string }>)),
         Effect.scoped
       )
+      const hostPort = runtime.ports?.[String(replica.servicePort)] ?? replica.servicePort
       const forwarded = yield* transport.forward(target, 0, hostPort).pipe(Scope.extend(scope))
-      return { host: forwarded.localHost, port: forwarded.localPort, ...(forwarded.connect !== undefined ? { connect: forwarded.connect } : {}) }
+      return {
+        host: forwarded.localHost,
+        port: forwarded.localPort,
+        relayed: runtime.network_mode === "bridge" || forwarded.relayed === true,
+        ...(forwarded.connect !== undefined ? { connect: forwarded.connect } : {})
+      }
     })
 
   const models = (project: string): Effect.Effect<ReadonlyMap<string, string>, StateStoreError> =>

@@ -31,6 +31,6 @@ describe("published ports", () => {
   it("are reported in job_runtime_data", async () => {
     const runner = await serveRunner({ port: 0, workDir: tmpDir("dstack-ts-runner-"), plugins: [executorProcess], publishedPorts: [{ containerPort: 8000, hostPort: 31234 }] })
     runners.push(runner)
-    expect(await (await fetch(`${runner.url}/api/job_runtime_data`)).json()).toEqual({ ports: { "8000": 31234 } })
+    expect(await (await fetch(`${runner.url}/api/job_runtime_data`)).json()).toEqual({ network_mode: "host", ports: { "8000": 31234 } })
   })
 })

@@ -469,7 +469,7 @@ describeWith("docker", unavailable === undefined, unavailable ?? "", () => {
   it("publishes the job's app ports on 127.0.0.1 and reports them in job_runtime_data", async () => {
     const { runner } = await startRunner()
     const before = await (await fetch(`${runner.url}/api/job_runtime_data`)).json()
-    expect(before).toEqual({ ports: {} })
+    expect(before).toEqual({ network_mode: "host", ports: {} })
     await postOk(
       runner,
       "/api/submit",
@@ -489,6 +489,8 @@ describeWith("docker", unavailable === undefined, unavailable ?? "", () => {
       if (!hostPort) await new Promise((r) => setTimeout(r, 20))
     }
     expect(hostPort).toBeGreaterThan(0)
+    // Published from the container's network: the server's proxy checks for an HTTP answer there.
+    expect((await (await fetch(`${runner.url}/api/job_runtime_data`)).json()).network_mode).toBe("bridge")
     let body = ""
     for (let i = 0; i < 50 && body === ""; i++) {
       body = await fetch(`http://127.0.0.1:${hostPort}/index.html`).then((r) => (r.ok ? r.text() : ""), () => "")

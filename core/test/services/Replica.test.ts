@@ -42,4 +42,19 @@ describe("Replica", () => {
     r.failed(t0 + 1_000)
     expect(r.outUntil).toBe(t0 + 1_100)
   })
+
+  it("a request that did not reach a replica that never answered finds it starting: checked again soon, not put out", () => {
+    const r = replica()
+    const t0 = r.runningSince
+    r.listening = true
+    r.notReached(t0 + 10, "socket hang up", false)
+    expect([r.failures, r.listening, r.outUntil, r.lastError]).toEqual([0, false, t0 + 15, "its app did not answer yet (socket hang up)"])
+    // Once it has answered, the same failure puts it out (100 ms, doubling) ...
+    r.succeeded()
+    r.notReached(t0 + 20, "socket hang up", false)
+    expect([r.failures, r.outUntil]).toEqual([1, t0 + 120])
+    // ... except on a kept-alive connection it had just closed, which says nothing about it.
+    r.notReached(t0 + 30, "socket hang up", true)
+    expect([r.failures, r.outUntil]).toEqual([1, t0 + 120])
+  })
 })

@@ -213,6 +213,7 @@ export const make = (routes: PodRoutes): RunnerTransport.RunnerTransport => ({
       }
       const route = yield* routeOf(routes, "forward", address)
       const listener = yield* listen(route, address, localPort, remotePort, "forward", true)
-      return { localHost: "127.0.0.1", localPort: listener.port, remotePort }
+      // The API's port-forward tells a refused port on its error channel, after the local accept.
+      return { localHost: "127.0.0.1", localPort: listener.port, remotePort, relayed: true }
     })
 })

@@ -400,7 +400,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       // The runner in the pod says where the job's ports are reached: what attach and the services proxy ask.
       yield* healthOf(pd)
       const data = yield* RunnerTransport.fetchClient("test", `http://${pd.hostname}:${pd.runnerPort}`).fetch("/api/job_runtime_data").pipe(Effect.flatMap((r) => Effect.promise(() => r.json())))
-      expect(data).toEqual({ ports: { 8000: byPort.get(8000), 9000: byPort.get(9000) } })
+      expect(data).toEqual({ network_mode: "host", ports: { 8000: byPort.get(8000), 9000: byPort.get(9000) } })
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
       expect([standin.pods(), standin.services()]).toEqual([[], []])
     }).pipe(Effect.scoped), 120_000)
