@@ -195,6 +195,29 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
       await waitFor("the pod deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
     }, 240_000)
 
+    it("an upload held at zero replicas waits for the app behind the port-forward, not the forward's own accept", async () => {
+      // The forward's local listener accepts at once and the API says a refused port only after:
+      // the proxy waits for the app's HTTP answer. The app (test/support/busybox-service.sh under
+      // busybox nc) starts 2 s after its job and reads the body whole before it answers.
+      const script = fs.readFileSync(path.resolve("test/support/busybox-service.sh"), "utf8")
+      await apply("pf-zero", ["printf '%s' \"$APP\" > /tmp/app.sh", "chmod +x /tmp/app.sh", "sleep 2", "exec nc -ll -p 8000 -e /tmp/app.sh"], {
+        type: "service",
+        port: 8000,
+        env: { APP: script },
+        replicas: "0..1",
+        scaling: { metric: "rps", target: 10, scale_up_delay: 0, scale_down_delay: 60 }
+      }, "pf")
+      await waitFor("the service registered", async () => ((await call("/api/project/pf/services/get", { run_name: "pf-zero" })).status === 200 ? true : undefined), 30_000)
+      const upload = new Uint8Array(128 * 1024).fill(7)
+      const answer = await fetch(`${serving!.url}/proxy/services/pf/pf-zero/count`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}` }, body: upload })
+      const text = await answer.text()
+      expect(answer.status, text).toBe(200)
+      expect(text).toBe(`hello from busybox: POST /count HTTP/1.1 (${upload.length} bytes)`)
+      expect((await call("/api/project/pf/runs/stop", { runs_names: ["pf-zero"], abort: true })).status).toBe(200)
+      await waitFinished("pf-zero", "pf")
+      await waitFor("the pod deleted", async () => (unreachableNodes.pods().length === 0 ? true : undefined), 30_000)
+    }, 180_000)
+
     it("a task's port is served on localhost by attach, through the API's port-forward", async () => {
       const local = 20000 + Math.floor(Math.random() * 10000)
       await apply("pf-web", ["mkdir -p /www && echo served-through-port-forward > /www/index.html && exec httpd -f -p 8000 -h /www"], { ports: [`${local}:8000`] }, "pf")
