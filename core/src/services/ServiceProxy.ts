@@ -209,7 +209,8 @@ export const makeServiceProxy = (
   const acquireWaiting = async (entry: ServiceEntry, deadline: number, signal: AbortSignal | undefined): Promise<Got | undefined> => {
     for (;;) {
       if (signal?.aborted) return undefined
-      if (entry.stale) await run(Effect.ignore(registry.refresh(entry)))
+      // Stale: the registry's read (or its decode of a row just written) in flight is awaited, else one is made.
+      if (entry.stale) await (entry.following ?? run(Effect.ignore(registry.refresh(entry))))
       const now = Date.now()
       const replica = pickReplica(entry.replicas, now, turn++)
       if (replica !== undefined) {

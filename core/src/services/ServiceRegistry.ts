@@ -262,6 +262,11 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         }))
     )
 
+  /** A macrotask later: the writer of a row reported has gone on to its next wait by then. */
+  const afterWriter = Effect.async<void>((resume) => {
+    setImmediate(() => resume(Effect.void))
+  })
+
   // Model names by project, read from the project's live runs; any run change makes it stale.
   const modelIndex = new Map<string, { readonly at: number; readonly models: ReadonlyMap<string, string> }>()
   let runChanges = 0
@@ -294,8 +299,10 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       return
     }
     entry.stale = true
-    // A row reported by its writer is decoded after the writer goes on (not in its report).
-    entry.following = run(Effect.ignore(written !== undefined ? Effect.zipRight(Effect.yieldNow(), reconcile(entry, written)) : load(entry))).finally(() => {
+    // A row reported by its writer is decoded once the writer has gone on to its next wait (a
+    // macrotask later, not in its report): the run's worker hands a placed job to its runner
+    // before this decode, which no request waits for then.
+    entry.following = run(Effect.ignore(written !== undefined ? Effect.zipRight(afterWriter, reconcile(entry, written)) : load(entry))).finally(() => {
       entry.following = undefined
       const again = entry.followAgain
       const againRow = entry.followRow
