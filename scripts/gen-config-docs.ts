@@ -93,9 +93,9 @@ file with mistakes is rejected with every problem listed at once, each as
   \`intel\`), names (\`A100\` or \`H100,A100\`), memory per GPU (\`80GB\` or \`24GB..80GB\`), count
   (\`2\` or \`1..4\`). Examples: \`A100:80GB:2\`, \`H100,A100:1..4\`, \`amd:MI300X\`, \`24GB..80GB\`. A
   GPU given without a count means exactly one.
-- **env**: a map (\`{A: "1"}\`) or a list (\`[A=1]\`). A bare name (\`B\`, or \`B:\` with no value,
-  meant to take its value from the client's environment) is read but refused when the run is
-  planned: this build's clients do not fill it in yet.
+- **env**: a map (\`{A: "1"}\`) or a list (\`[A=1]\`). A bare name (\`B\`, or \`B:\` with no value) takes its
+  value from the environment \`dstack apply\` runs in, as upstream's CLI: an error naming it when it
+  is not set there (set but empty is a value). The server refuses one that reaches it unfilled.
 - **ports**: \`80\` (container port 80 on local port 80), \`"8080:80"\` (local 8080 to container 80),
   or \`{local_port, container_port}\`. \`"*:80"\` (any free local port) is read but refused.
 - **volumes**: \`/instance/dir:/path\` or \`{instance_path, path}\` (a directory of the instance,

@@ -174,6 +174,24 @@ describe("dstack CLI", { timeout: 180_000 }, () => {
     const planned = fakeRuns.plans[fakeRuns.plans.length - 1] as { run_spec: { repo_code_hash?: string; repo_data: { repo_type: string } } }
     expect(planned.run_spec.repo_data.repo_type).toBe("local")
     expect(fakeRuns.uploads.get(planned.run_spec.repo_code_hash!)).toBeGreaterThan(0)
+    // A name under `env` without a value takes its value from the environment apply runs in, as upstream's.
+    const bare = join(home, "bare.dstack.yml")
+    await writeFile(bare, "type: task\nname: bare-run\ncommands: [echo hi]\nenv:\n  - A=1\n  - HF_TOKEN\n")
+    const filled = await dstack(home, ["apply", "-f", bare, "-y", "-d"], { HF_TOKEN: "from-the-shell" })
+    expect(filled).toMatchObject({ code: 0, stderr: "" })
+    const sent = fakeRuns.plans[fakeRuns.plans.length - 1] as { run_spec: { configuration: { env: unknown } } }
+    expect(sent.run_spec.configuration.env).toEqual({ A: "1", HF_TOKEN: "from-the-shell" })
+    // Set but empty is a value (as upstream).
+    const empty = await dstack(home, ["apply", "-f", bare, "-y", "-d"], { HF_TOKEN: "" })
+    expect(empty.code).toBe(0)
+    expect((fakeRuns.plans[fakeRuns.plans.length - 1] as typeof sent).run_spec.configuration.env).toEqual({ A: "1", HF_TOKEN: "" })
+    const missing = await new Promise<Result>((resolve) => {
+      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("DSTACK_") && k !== "HF_TOKEN"))
+      execFile(process.execPath, [BIN, "apply", "-f", bare, "-y", "-d"], { cwd: ROOT, env: { ...env, HOME: home, NO_COLOR: "1" }, timeout: 60_000 }, (error, stdout, stderr) =>
+        resolve({ code: error ? ((error as { code?: number }).code ?? -1) : 0, stdout, stderr }))
+    })
+    expect(missing.code).toBe(1)
+    expect(missing.stderr).toContain(`${bare}:6:5  env[1]  Environment variable HF_TOKEN is not set`)
     const offer = await dstack(home, ["offer", "--gpu", "A100"])
     expect(offer.code).toBe(1)
     expect(oneErrorLine(offer)).toContain("No offers")

@@ -69,7 +69,8 @@ export default defineCommand({
     const { loadConfiguration } = await import("@dstack-ts/core")
     // A ConfigurationError lists every problem at file:line:col, keys this build does not carry
     // out yet included (before anything is uploaded); main.ts prints them all.
-    const loaded = await runEffect(loadConfiguration(args.file, { supportedOnly: true }))
+    // A name under `env` without a value takes its value from this environment, as upstream's.
+    const loaded = await runEffect(loadConfiguration(args.file, { supportedOnly: true, clientEnv: process.env }))
     // The arguments override the file's keys before the plan is asked for, held to the same
     // schema and the same refusals as the file (naming the argument).
     const overrides = collectOverrides(values, loaded.type)

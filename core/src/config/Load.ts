@@ -26,6 +26,12 @@ export interface ConfigurationParseOptions extends ParseOptions {
    * out yet (`unsupportedKeys`): what `dstack apply` checks before it uploads anything.
    */
   readonly supportedOnly?: boolean
+  /**
+   * The client's environment: a name under `env` without a value (`- HF_TOKEN`, or `HF_TOKEN:`)
+   * takes its value from it, as upstream's CLI does, and a name it lacks is a problem at its
+   * position. Without it such names stay `null` (and `supportedOnly` refuses them).
+   */
+  readonly clientEnv?: Readonly<Record<string, string | undefined>>
 }
 
 /** A problem found in a decoded value, by its path: reported at that path's position. */
@@ -166,8 +172,47 @@ export const decodeYaml = <A, I>(
 export const parseConfiguration = (
   text: string,
   options: ConfigurationParseOptions = {}
-): Effect.Effect<AnyConfiguration, ConfigurationError> =>
-  decodeYaml(AnyConfiguration, text, options, options.supportedOnly === true ? unsupportedKeys : undefined)
+): Effect.Effect<AnyConfiguration, ConfigurationError> => {
+  const clientEnv = options.clientEnv
+  const check = (c: AnyConfiguration): ReadonlyArray<ValueIssue> => {
+    const unset = clientEnv === undefined ? [] : unsetNames(c, clientEnv)
+    // In the list form a name is an item: its index is where the file says it.
+    const listed = unset.length === 0 ? undefined : rawEnvList(text)
+    const missing = unset.map((name): ValueIssue => ({
+      path: ["env", listed?.includes(name) ? listed.indexOf(name) : name],
+      message: `Environment variable ${name} is not set: \`env.${name}\` has no value in the file, so it takes the one of the environment it is applied from; set it there or give it a value`
+    }))
+    // A name reported unset is not reported again as a name without a value.
+    return [...missing, ...(options.supportedOnly === true ? unsupportedKeys(fillEnv(c, clientEnv ?? {}, unset)) : [])]
+  }
+  return decodeYaml(AnyConfiguration, text, options, check).pipe(Effect.map((c) => (clientEnv === undefined ? c : fillEnv(c, clientEnv, []))))
+}
+
+/** The items of the file's `env` when it is a list, else undefined. */
+const rawEnvList = (text: string): ReadonlyArray<unknown> | undefined => {
+  try {
+    const env = (parseDocument(text).toJS({ maxAliasCount: 100 }) as { env?: unknown } | null)?.env
+    return Array.isArray(env) ? env : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The names under a run configuration's `env` without a value that `clientEnv` lacks too. */
+const unsetNames = (c: AnyConfiguration, clientEnv: Readonly<Record<string, string | undefined>>): ReadonlyArray<string> =>
+  c.type === "fleet" ? [] : Object.entries(c.env ?? {}).filter(([name, value]) => value === null && clientEnv[name] === undefined).map(([name]) => name)
+
+/** The configuration with its `env` names without a value filled from `clientEnv` (`dropped` left out). */
+const fillEnv = (
+  c: AnyConfiguration,
+  clientEnv: Readonly<Record<string, string | undefined>>,
+  dropped: ReadonlyArray<string>
+): AnyConfiguration => {
+  if (c.type === "fleet" || c.env === undefined || !Object.values(c.env).includes(null)) return c
+  const env: Record<string, string | null> = {}
+  for (const [name, value] of Object.entries(c.env)) if (!dropped.includes(name)) env[name] = value ?? clientEnv[name] ?? null
+  return { ...c, env }
+}
 
 const readFailure = (file: string, cause: unknown) =>
   new ConfigurationError({

@@ -157,13 +157,13 @@ export const UNSUPPORTED_RULES: ReadonlyArray<UnsupportedRule> = [
   {
     key: "env",
     types: RUN_TYPES,
-    refused: "a name without a value",
-    instead: "give the value: `NAME: value` or `NAME=value`",
+    refused: "a name without a value that reaches the server (`dstack apply` fills it from its own environment first)",
+    instead: "give the value: `NAME: value` or `NAME=value`, or set it where `dstack apply` runs",
     find: (c) =>
       isRun(c)
         ? Object.entries(c.env ?? {}).flatMap(([name, value]) =>
           value === null
-            ? one(["env", name], notYet(`\`env.${name}\` without a value`, `taking a value from the client's environment is not done by this build's clients; give it a value (\`${name}: value\` or \`${name}=value\`)`))
+            ? one(["env", name], `\`env.${name}\` has no value: a name without one takes its value from the client's environment (\`dstack apply\` fills it from its own before it submits), and this one came without; give it a value (\`${name}: value\` or \`${name}=value\`)`)
             : none)
         : none
   },

@@ -90,7 +90,7 @@ const runFields = {
   registryAuth: opt(RegistryAuth, { description: "Credentials for pulling a private image: `{username, password}`. Needs `image`." }, "registry_auth"),
   python: opt(PythonVersion, { description: `Without \`image\`: the Python version the host must have (${PYTHON_VERSIONS.join(", ")}); the job fails with a clear message when it lacks it. Mutually exclusive with \`image\`.` }),
   nvcc: opt(Schema.Boolean, { description: "Without `image`: the host must have the NVIDIA CUDA compiler (nvcc). Mutually exclusive with `image`." }),
-  env: opt(Env, { description: "Environment variables: a map or a list of `NAME=value`. `${{ secrets.NAME }}` is replaced by the project secret on the runner. A bare `NAME` (a value from the client's environment) is not supported yet (refused)." }),
+  env: opt(Env, { description: "Environment variables: a map or a list of `NAME=value`. `${{ secrets.NAME }}` is replaced by the project secret on the runner. A bare `NAME` takes its value from the environment `dstack apply` runs in (an error when it is not set there)." }),
   resources: withDefault(ResourcesSpec, () => DEFAULT_RESOURCES, { description: "The resources needed (`cpu`, `memory`, `shm_size`, `gpu`, `disk`)." }),
   volumes: opt(Schema.Array(VolumeMount), { description: "Directories of the instance to mount into the container: `/instance/dir:/path` or `{instance_path, path}` (needs `image`). Network volumes (`name:/path`, `{name, path}`) only with `backends: [kubernetes]`, as the PersistentVolumeClaim of that name; refused elsewhere." }),
   backends: opt(Schema.Array(BackendType), { description: "Only consider these backends (`[aws, gcp]`, `[local]`, `[remote]`)." }),

@@ -111,6 +111,35 @@ describe("parseConfiguration", () => {
   )
 })
 
+describe("env names without a value", () => {
+  const text = "type: task\ncommands: [echo hi]\nenv:\n  - A=1\n  - HF_TOKEN\n  - WANDB_KEY\n"
+  it.effect("take their values from the client's environment", () =>
+    Effect.gen(function* () {
+      const c = yield* parseConfiguration(text, { supportedOnly: true, clientEnv: { HF_TOKEN: "hf-1", WANDB_KEY: "", OTHER: "x" } })
+      expect(c.type === "task" && c.env).toEqual({ A: "1", HF_TOKEN: "hf-1", WANDB_KEY: "" })
+      // The map form's empty value too.
+      const map = yield* parseConfiguration("type: task\ncommands: [echo hi]\nenv:\n  HF_TOKEN:\n", { clientEnv: { HF_TOKEN: "hf-2" } })
+      expect(map.type === "task" && map.env).toEqual({ HF_TOKEN: "hf-2" })
+    }))
+
+  it.effect("a name the client's environment lacks is an error at its line, once", () =>
+    Effect.gen(function* () {
+      const error = yield* Effect.flip(parseConfiguration(text, { file: "app.dstack.yml", supportedOnly: true, clientEnv: { HF_TOKEN: "hf-1" } }))
+      expect(error.issues.map((i) => `${i.line} ${i.path} | ${i.message}`)).toEqual([
+        "6 env[2] | Environment variable WANDB_KEY is not set: `env.WANDB_KEY` has no value in the file, so it takes the one of the environment it is applied from; set it there or give it a value"
+      ])
+    }))
+
+  it.effect("without a client environment they stay without a value, and a check of what this build carries out refuses them", () =>
+    Effect.gen(function* () {
+      const c = yield* parseConfiguration(text)
+      expect(c.type === "task" && c.env).toEqual({ A: "1", HF_TOKEN: null, WANDB_KEY: null })
+      const error = yield* Effect.flip(parseConfiguration(text, { supportedOnly: true }))
+      expect(error.issues.map((i) => i.path)).toEqual(["env.HF_TOKEN", "env.WANDB_KEY"])
+      expect(error.issues[0].message).toMatch(/`env.HF_TOKEN` has no value: .*`dstack apply` fills it/)
+    }))
+})
+
 describe("didYouMean", () => {
   it("suggests close keys and nothing for unrelated words", () => {
     const keys = ["working_dir", "image", "commands", "max_duration", "resources"]

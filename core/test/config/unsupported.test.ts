@@ -26,7 +26,7 @@ describe("refused keys", () => {
     ["blocks", "type: fleet\nblocks: 2\nssh_config:\n  hosts: [10.0.0.1]\n", "blocks", /`blocks: 2` is not supported yet: an instance is not split/],
     ["a host's blocks", "type: fleet\nssh_config:\n  hosts: [{hostname: 10.0.0.1, blocks: auto}]\n", "ssh_config.hosts.0.blocks", /`ssh_config.hosts\[0\].blocks: auto` is not supported yet/],
     ["backend-fleet keys on an SSH fleet", "type: fleet\nidle_duration: off\nssh_config:\n  hosts: [10.0.0.1]\n", "idle_duration", /`idle_duration` applies to fleets provisioned from backends, not to a fleet of your own hosts/],
-    ["a bare env name", `${task}env: [A=1, HF_TOKEN]\n`, "env.HF_TOKEN", /`env.HF_TOKEN` without a value is not supported yet: .*`HF_TOKEN: value`/],
+    ["a bare env name", `${task}env: [A=1, HF_TOKEN]\n`, "env.HF_TOKEN", /`env.HF_TOKEN` has no value: .*client's environment.*`HF_TOKEN: value`/],
     ["a secret in commands", "type: task\ncommands: ['echo ${{ secrets.X }}']\n", "commands.0", /`commands\[0\]` refers to secret X, but secrets are put only into `env` values and `registry_auth`/],
     ["a secret in working_dir", `${task}working_dir: "\${{ secrets.DIR }}"\n`, "working_dir", /`working_dir` refers to secret DIR, but secrets are put only into/],
     ["any free local port", `${task}ports: ["*:80"]\n`, "ports.0", /`ports\[0\]` as `\*:80` \(any free local port\) is not supported yet: .*write `80`/],
