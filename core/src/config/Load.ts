@@ -174,8 +174,11 @@ export const parseConfiguration = (
   options: ConfigurationParseOptions = {}
 ): Effect.Effect<AnyConfiguration, ConfigurationError> => {
   const clientEnv = options.clientEnv
+  // The configuration with its names filled (made by the check, which runs once, on a decoded value).
+  let filled: AnyConfiguration | undefined
   const check = (c: AnyConfiguration): ReadonlyArray<ValueIssue> => {
     const unset = clientEnv === undefined ? [] : unsetNames(c, clientEnv)
+    filled = clientEnv === undefined ? c : fillEnv(c, clientEnv, unset)
     // In the list form a name is an item: its index is where the file says it.
     const listed = unset.length === 0 ? undefined : rawEnvList(text)
     const missing = unset.map((name): ValueIssue => ({
@@ -183,9 +186,9 @@ export const parseConfiguration = (
       message: `Environment variable ${name} is not set: \`env.${name}\` has no value in the file, so it takes the one of the environment it is applied from; set it there or give it a value`
     }))
     // A name reported unset is not reported again as a name without a value.
-    return [...missing, ...(options.supportedOnly === true ? unsupportedKeys(fillEnv(c, clientEnv ?? {}, unset)) : [])]
+    return [...missing, ...(options.supportedOnly === true ? unsupportedKeys(filled) : [])]
   }
-  return decodeYaml(AnyConfiguration, text, options, check).pipe(Effect.map((c) => (clientEnv === undefined ? c : fillEnv(c, clientEnv, []))))
+  return decodeYaml(AnyConfiguration, text, options, check).pipe(Effect.map((c) => filled ?? c))
 }
 
 /** The items of the file's `env` when it is a list, else undefined. */
@@ -202,15 +205,15 @@ const rawEnvList = (text: string): ReadonlyArray<unknown> | undefined => {
 const unsetNames = (c: AnyConfiguration, clientEnv: Readonly<Record<string, string | undefined>>): ReadonlyArray<string> =>
   c.type === "fleet" ? [] : Object.entries(c.env ?? {}).filter(([name, value]) => value === null && clientEnv[name] === undefined).map(([name]) => name)
 
-/** The configuration with its `env` names without a value filled from `clientEnv` (`dropped` left out). */
+/** The configuration with its `env` names without a value filled from `clientEnv` (`unset` ones left out). */
 const fillEnv = (
   c: AnyConfiguration,
   clientEnv: Readonly<Record<string, string | undefined>>,
-  dropped: ReadonlyArray<string>
+  unset: ReadonlyArray<string>
 ): AnyConfiguration => {
   if (c.type === "fleet" || c.env === undefined || !Object.values(c.env).includes(null)) return c
   const env: Record<string, string | null> = {}
-  for (const [name, value] of Object.entries(c.env)) if (!dropped.includes(name)) env[name] = value ?? clientEnv[name] ?? null
+  for (const [name, value] of Object.entries(c.env)) if (!unset.includes(name)) env[name] = value ?? clientEnv[name] ?? null
   return { ...c, env }
 }
 

@@ -46,11 +46,11 @@ export class Replica {
   outUntil = 0
   /** Set when the replica is to stop: it takes no new request, and stops once `outstanding` is 0. */
   draining = false
-  /** Whether its app was seen accepting connections: until then each request checks first. */
+  /** Whether its app was seen listening (accepting, or answering behind a relay): until then each request checks first. */
   listening = false
   /** Whether it has answered a request: until then a request that fails before its answer finds it still starting. */
   answered = false
-  /** The check in flight of whether its app accepts connections (one at a time, whoever waits). */
+  /** The check in flight of whether its app listens (one at a time, whoever waits). */
   checking: Promise<boolean> | undefined
   /** Why the last attempt to reach it failed (said in a 503 when no replica could be reached). */
   lastError: string | undefined
