@@ -111,10 +111,16 @@ export const DATA_CHUNK = 64 * 1024
 
 /**
  * A stream frame (Data, End, Close) delivered to its socket, the same on both ends of the
- * connection: bytes written, the write side ended, or the socket destroyed and forgotten. A frame
- * for a stream no longer open is dropped. False for frames of other types.
+ * connection: bytes written, the write side ended, or the socket closed and forgotten. A Close
+ * after an End lets the bytes written before it go out first (the socket may still hold them,
+ * when its reader is slower than the connection): only then is it destroyed. A Close without an
+ * End is the far side's reset: destroyed at once. A frame for a stream no longer open is dropped.
+ * False for frames of other types.
  */
-export const deliverToStream = (streams: Map<number, Pick<net.Socket, "write" | "end" | "destroy">>, frame: Frame): boolean => {
+export const deliverToStream = (
+  streams: Map<number, Pick<net.Socket, "write" | "end" | "destroy" | "once" | "writableEnded" | "writableFinished">>,
+  frame: Frame
+): boolean => {
   if (frame.type !== FrameType.Data && frame.type !== FrameType.End && frame.type !== FrameType.Close) return false
   const socket = streams.get(frame.id)
   if (socket === undefined) return true
@@ -122,7 +128,8 @@ export const deliverToStream = (streams: Map<number, Pick<net.Socket, "write" | 
   else if (frame.type === FrameType.End) socket.end()
   else {
     streams.delete(frame.id)
-    socket.destroy()
+    if (socket.writableEnded && !socket.writableFinished) socket.once("finish", () => socket.destroy())
+    else socket.destroy()
   }
   return true
 }
