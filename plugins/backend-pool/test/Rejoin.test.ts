@@ -85,6 +85,8 @@ describe("runner pool: rejoining", () => {
       expect(second.machine("box.alpha.pool")!.takenBy).toBe("i-7")
       expect(yield* backend.instanceEnd!(pd)).toBeUndefined()
       expect((yield* backend.getOffers(requirements)).offers.map((o) => o.availability)).toEqual(["busy"])
+      // The machine says so once the server's welcome reaches it (after the server counts it joined).
+      yield* until("the machine hears it rejoined", () => events.at(-1)?._tag === "Rejoined")
       expect(events.at(-1)).toMatchObject({ _tag: "Rejoined", kept: false })
 
       // A server whose grace is over and that never saw the machine: the job ends, saying so.

@@ -103,7 +103,14 @@ describeWithNetns(() => {
         const client = yield* ssh.connect(target(h1))
         expect((yield* health(client)).service).toBe("dstack-ts-runner")
         yield* Effect.promise(() => hosts.stopSshd(h1))
-        const down = yield* Effect.flip(health(client))
+        // A request made while the old connection is still going down fails on it; the next ones
+        // find it gone and are refused a new one. Each failure is Transport, naming the host.
+        let down = yield* Effect.flip(health(client))
+        for (let i = 0; i < 20 && !down.message.includes("connection refused"); i++) {
+          expect([down.reason, down.message.includes(`root@${h1.ip}:22`)], down.message).toEqual(["Transport", true])
+          yield* Effect.sleep("50 millis")
+          down = yield* Effect.flip(health(client))
+        }
         expect(down.reason).toBe("Transport")
         expect(down.message).toContain(`root@${h1.ip}:22`)
         expect(down.message).toContain("connection refused")
