@@ -5,6 +5,7 @@
 import * as http from "node:http"
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "@effect/vitest"
+import { freePort } from "../../src/runner/ServicePort.ts"
 import { appAccepts, appAnswers, appListens } from "../../src/services/ReplicaClient.ts"
 
 const closers: Array<() => Promise<void>> = []
@@ -16,15 +17,6 @@ const listen = async (server: net.Server): Promise<number> => {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
   closers.push(() => new Promise((resolve) => server.close(() => resolve())))
   return (server.address() as net.AddressInfo).port
-}
-
-/** A free port nothing listens on. */
-const freePort = async (): Promise<number> => {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise((resolve) => server.close(resolve))
-  return port
 }
 
 /** A relay on a port of its own to `target`: accepts at once, then connects on (closing the caller's connection when refused). */
