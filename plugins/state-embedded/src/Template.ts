@@ -10,6 +10,11 @@
  * renamed, so a reader sees a whole file or none. Whatever goes wrong with a template (missing,
  * unreadable, cut short, a wrong checksum, a database without exactly our migrations) is said
  * at debug level and the store is made the plain way instead; a bad file is replaced.
+ *
+ * Each build with other migrations (or another PGlite) has a file of its own (~10–40 MB), so a
+ * write also prunes the directory: the templates of other builds but the `KEPT_OTHERS` written
+ * last go (a build whose template went makes it again the plain way, once), and so do temporary
+ * files a killed writer left an hour or more ago.
  */
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
@@ -24,6 +29,12 @@ import { StateMigrations } from "@dstack-ts/core"
 type Migration = StateMigrations.Migration
 
 const MAGIC = "dstack-ts embedded state template 1\n"
+/** How many templates of other builds a write leaves beside its own (the ones written last). */
+export const KEPT_OTHERS = 2
+/** A writer's temporary file older than this was left by a process that died. */
+const STALE_TMP_MS = 60 * 60 * 1000
+const TEMPLATE_NAME = /^state-embedded-pglite-.+\.template$/
+const TMP_NAME = /^state-embedded-pglite-.+\.template\.\d+\.[0-9a-z]*\.tmp$/
 const HASH_HEX = 64
 
 /**
@@ -130,8 +141,44 @@ export const write = (templateFile: string, dump: Uint8Array): Effect.Effect<voi
     }
   }).pipe(
     Effect.zipRight(Effect.logDebug(`embedded store: wrote the template ${templateFile}`)),
+    Effect.zipRight(prune(templateFile)),
     Effect.catchAll((e) => Effect.logDebug(`embedded store: the template ${templateFile} could not be written: ${describe(e.error)}`))
   )
+
+/**
+ * Removes, beside `templateFile`, the templates of other builds but the `KEPT_OTHERS` most
+ * recently written, and writers' temporary files left an hour or more ago. Each removal is said
+ * at debug level; one that fails (another process removed it first, no permission) is skipped.
+ */
+export const prune = (templateFile: string, now: number = Date.now()): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const dir = path.dirname(templateFile)
+    const own = path.basename(templateFile)
+    const names = yield* Effect.try(() => fs.readdirSync(dir)).pipe(Effect.orElseSucceed((): Array<string> => []))
+    const stat = (name: string) => {
+      try {
+        return fs.statSync(path.join(dir, name))
+      } catch {
+        return undefined
+      }
+    }
+    const others = names
+      .filter((n) => n !== own && TEMPLATE_NAME.test(n))
+      .flatMap((n) => {
+        const st = stat(n)
+        return st?.isFile() ? [{ name: n, written: st.mtimeMs }] : []
+      })
+      .sort((a, b) => b.written - a.written)
+    const stale = names.filter((n) => TMP_NAME.test(n) && (stat(n)?.mtimeMs ?? now) <= now - STALE_TMP_MS)
+    for (const name of [...others.slice(KEPT_OTHERS).map((o) => o.name), ...stale]) {
+      const removed = yield* Effect.try(() => fs.rmSync(path.join(dir, name), { force: true })).pipe(Effect.either)
+      yield* Effect.logDebug(
+        removed._tag === "Right"
+          ? `embedded store: removed ${path.join(dir, name)} (${TMP_NAME.test(name) ? "a temporary file a writer left" : "another build's template, not among the last written"})`
+          : `embedded store: could not remove ${path.join(dir, name)}: ${describe(removed.left.error)}`
+      )
+    }
+  })
 
 /**
  * Writes the database in `dump` (a tar from `dumpDataDir`) as the directory `pgdata`: extracted

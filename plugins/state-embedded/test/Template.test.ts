@@ -126,3 +126,32 @@ describe("a template that cannot be used", () => {
     expect(path.basename(templateFile)).toMatch(/^state-embedded-pglite-\d+\.\d+\.\d+-[0-9a-f]{16}\.template$/)
   })
 })
+
+describe("writing a template", () => {
+  it("prunes the directory: other builds' templates but the two written last, and temporary files a dead writer left", async () => {
+    const cache = fs.mkdtempSync(path.join(dir, "prune-"))
+    const own = Template.file(cache)
+    const now = Date.now()
+    const at = (name: string, minutesAgo: number) => {
+      fs.writeFileSync(path.join(cache, name), "x")
+      const t = new Date(now - minutesAgo * 60_000)
+      fs.utimesSync(path.join(cache, name), t, t)
+      return name
+    }
+    const others = [40, 30, 20, 10].map((ago, i) => at(`state-embedded-pglite-0.0.${i}-${String(i).repeat(16)}.template`, ago))
+    const oldTmp = at(`${path.basename(own)}.1234.abc123.tmp`, 61)
+    const freshTmp = at(`${path.basename(own)}.1235.def456.tmp`, 5)
+    const unrelated = at("notes.txt", 500)
+    const mark = logs.length
+    await Effect.runPromise(Template.write(own, new Uint8Array([1, 2, 3])).pipe(Effect.provide(capture)))
+    expect(fs.readdirSync(cache).sort()).toEqual([path.basename(own), others[2], others[3], freshTmp, unrelated].sort())
+    expect(since(mark)).toContain(`removed ${path.join(cache, others[0]!)} (another build's template`)
+    expect(since(mark)).toContain(`removed ${path.join(cache, oldTmp)} (a temporary file a writer left)`)
+    // Its own file is never pruned, nor is a directory of that name's shape.
+    fs.mkdirSync(path.join(cache, "state-embedded-pglite-9.9.9-ffffffffffffffff.template"))
+    await Effect.runPromise(Template.prune(own, now))
+    expect(fs.existsSync(own)).toBe(true)
+    expect(fs.statSync(path.join(cache, "state-embedded-pglite-9.9.9-ffffffffffffffff.template")).isDirectory()).toBe(true)
+    expect(Template.KEPT_OTHERS).toBe(2)
+  })
+})
