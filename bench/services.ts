@@ -1,7 +1,9 @@
 // Services: the proxy against calling the replica directly, against a minimal hand-written
 // node:http reverse proxy in front of the same replica (./support/ref-proxy-main.ts: what any
-// Node proxy hop costs here) and, where it is installed, against nginx in front of it
-// (./support/nginx-proxy.ts: what a native proxy hop costs here), requests/s and p50/p99 latency at a few concurrencies, closed
+// Node proxy hop costs here), against the barest forwarder that parses HTTP/1.1 on sockets itself
+// (./support/socket-proxy-main.ts: the most a JavaScript data plane could reach here) and, where it
+// is installed, against nginx in front of it (./support/nginx-proxy.ts: what a native proxy hop
+// costs here), requests/s and p50/p99 latency at a few concurrencies, closed
 // loop, keep-alive; one process replica of test/support/service-app.mjs on the local backend.
 // Two kinds of request to that replica: `/path`, answered at once (a null replica: the proxy's
 // cost against almost nothing), and `/work?cpu_us=1000`, answered after 1 ms of the replica's
@@ -21,7 +23,7 @@ import type { BenchContext } from "./context.ts"
 import { FINISHED, waitRun } from "./support/api.ts"
 import { load, type LoadResult, type Target } from "./support/load.ts"
 import { findNginx, startNginxProxy } from "./support/nginx-proxy.ts"
-import { type BenchServer, startRefProxy, startServer } from "./support/server.ts"
+import { type BenchServer, startRefProxy, startServer, startSocketProxy } from "./support/server.ts"
 import { loadAverage, sleep, summarize, type Row } from "./support/stats.ts"
 
 /** CPU time a process has used so far, ms (user + system, from /proc; NaN elsewhere). */
@@ -136,6 +138,7 @@ const proxyRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>>
   const call = httpCall(server.url, server.token)
   const rows: Array<Row> = []
   let reference: Awaited<ReturnType<typeof startRefProxy>> | undefined
+  let socketLevel: Awaited<ReturnType<typeof startSocketProxy>> | undefined
   let native: Awaited<ReturnType<typeof startNginxProxy>> | undefined
   try {
     const port = await applyService(call, "bench-web", { auth: true })
@@ -143,6 +146,7 @@ const proxyRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>>
     // The replica answers once it listens.
     for (let i = 0; i < 100 && (await fetch(`http://127.0.0.1:${port}/path`).catch(() => undefined)) === undefined; i++) await new Promise((r) => setTimeout(r, 100))
     reference = await startRefProxy(`127.0.0.1:${port}`)
+    socketLevel = await startSocketProxy(`127.0.0.1:${port}`)
     const nginx = findNginx()
     if (nginx === undefined) ctx.log("services: nginx is not installed, so the native reference arm is left out (Debian: apt-get install nginx-light)")
     else native = await startNginxProxy(nginx, `127.0.0.1:${port}`)
@@ -166,11 +170,12 @@ const proxyRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>>
         { name: "direct", target: { url: `http://127.0.0.1:${port}`, path: kind.path, body: "{}" } },
         { name: "reference", target: { url: reference.url, path: kind.path, body: "{}" }, pid: reference.pid },
         { name: "ours", target: { url: server.url, path: `/proxy/services/main/bench-web${kind.path}`, body: "{}", token: server.token }, pid: server.pid, gc: serverGcMs },
+        { name: "socket-level", target: { url: socketLevel.url, path: kind.path, body: "{}" }, pid: socketLevel.pid },
         ...(native ? [{ name: "nginx", target: { url: native.url, path: kind.path, body: "{}" }, pid: native.pid }] : [])
       ]
       for (const concurrency of [1, 16]) {
         ctx.log(`services: ${kind.name}, c=${concurrency} (load average ${loadAverage()})`)
-        const [d, r, p, n] = await inTurns(arms, { concurrency, durationMs }, replica)
+        const [d, r, p, s, n] = await inTurns(arms, { concurrency, durationMs }, replica)
         const ratio = p!.rps / d!.rps
         const errors = p!.errors + r!.errors + d!.errors > 0 ? `; errors: ${p!.errors} proxy / ${r!.errors} reference / ${d!.errors} direct` : ""
         const cpu = (t: typeof p) => `${fmt(t!.proxyUs)} proxy + ${fmt(t!.replicaUs)} replica + ${fmt(t!.loadUs)} load generator`
@@ -183,6 +188,12 @@ const proxyRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>>
           section: "services", measure: `proxy req/s, ${kind.name}, c=${concurrency} (vs a minimal node:http proxy)`, unit: "req/s", better: "higher",
           value: p!.rps, baseline: r!.rps, target: "(reference)", verdict: "n/a",
           note: `the reference proxy: ${(r!.rps / d!.rps).toFixed(2)}× direct`
+        })
+        const sl = summarize(s!.latencies)
+        rows.push({
+          section: "services", measure: `proxy req/s, ${kind.name}, c=${concurrency} (vs a forwarder parsing HTTP/1.1 on sockets)`, unit: "req/s", better: "higher",
+          value: p!.rps, baseline: s!.rps, target: "(reference)", verdict: "n/a",
+          note: `the socket-level forwarder: ${(s!.rps / d!.rps).toFixed(2)}× direct, ${sl.p50.toFixed(2)} / ${sl.p99.toFixed(2)} ms, CPU µs per request ${cpu(s)}${s!.errors > 0 ? `; errors: ${s!.errors}` : ""}`
         })
         if (n !== undefined) {
           const nl = summarize(n.latencies)
@@ -205,6 +216,7 @@ const proxyRows = async (ctx: BenchContext, server: Server): Promise<Array<Row>>
     ctx.log(`services: done (load average ${loadAverage()})`)
   } finally {
     await reference?.stop()
+    await socketLevel?.stop()
     await native?.stop()
     await call("/api/project/main/runs/stop", { runs_names: ["bench-web"], abort: true }).catch(() => undefined)
   }

@@ -141,3 +141,9 @@ export const startBare = async (bodies: Record<string, string>): Promise<Child> 
 
 /** The services bench's reference proxy (ref-proxy-main.ts) in front of `target` (host:port). */
 export const startRefProxy = (target: string): Promise<Child> => startChild(path.join(here, "ref-proxy-main.ts"), { BENCH_REF_TARGET: target }, "reference proxy")
+
+/**
+ * The services bench's socket-level reference (socket-proxy-main.ts): the barest forwarder that
+ * reads HTTP/1.1 on sockets itself, in front of `target` (host:port).
+ */
+export const startSocketProxy = (target: string): Promise<Child> => startChild(path.join(here, "socket-proxy-main.ts"), { BENCH_REF_TARGET: target }, "socket-level reference proxy")
