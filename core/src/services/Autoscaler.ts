@@ -127,6 +127,9 @@ export const make = Effect.gen(function* () {
       // The registry's copy is the run as stored while it is not stale: every write of this
       // process reaches it with its row (and marks it stale until then), others' notices mark it
       // stale. A newer run written meanwhile elsewhere makes the write below conflict and retry.
+      // A copy being brought up to date (a write's row decoded a moment after the write, or a
+      // read in flight) is waited for, as the proxy does, rather than read again.
+      if (entry.stale && entry.following !== undefined) yield* Effect.promise(() => entry.following!)
       const read = !entry.stale && entry.loaded !== undefined && entry.loaded.row.id === entry.runId ? entry.loaded : yield* withStore(loadRun(entry.runId))
       const { record } = read
       if (record.run.status === "terminating" || isRunStatusFinished(record.run.status)) return
