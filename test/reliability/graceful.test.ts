@@ -1,7 +1,8 @@
 // A graceful stop (SIGTERM) of the server — a restart or an upgrade — leaves running jobs
 // running, as SIGKILL does: the job's process outlives the server, and the server started again
 // on the same state follows it to its end with every log line stored once. A runner with no
-// running job (an idle instance) is stopped. A real server process
+// running job (an idle instance) is stopped, and so is the runner the restarted server followed
+// once its job ended, when that server stops in turn. A real server process
 // (test/support/fault-server.ts, the default build) with the local backend.
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -79,5 +80,13 @@ describe("SIGTERM of the server", () => {
     expect([run.status, run.jobs[0].job_submissions.length], JSON.stringify(run.jobs[0].job_submissions)).toEqual(["done", 1])
     const lines = (await logsOf(server.port, TOKEN, "graceful")).trimEnd().split("\n")
     expect(lines).toEqual(Array.from({ length: LINES }, (_, i) => `line ${i + 1}`))
+
+    // The runner the first server left is the second one's now that it followed the job on it:
+    // idle after the job (its instance kept for reuse), it is stopped when the second server
+    // closes too, as the first one stopped its own idle runner.
+    expect(runnersUnder(path.join(dir, "work")).length).toBe(1)
+    server.process.kill("SIGTERM")
+    expect((await server.exited).code, server.output.join("").slice(-2000)).toBe(0)
+    expect(runnersUnder(path.join(dir, "work"))).toEqual([])
   }, 300_000)
 })

@@ -282,6 +282,14 @@ export interface Backend {
    * with the reason, instead of handing them a job it cannot deliver.
    */
   readonly unreachableHere?: (instance: { readonly id: string; readonly hostname?: string | undefined }) => string | undefined
+  /**
+   * Told each time this server is about to reach the runner of an instance of this backend
+   * (following a job, checking an idle instance before it takes a job). For backends whose
+   * runners are processes they own (the `local` backend): an instance made by an earlier server
+   * process that this one now follows becomes its own here, so that closing the server stops
+   * that runner as it stops the ones it started. Must be cheap and must not throw.
+   */
+  readonly reached?: (pd: JobProvisioningData) => void
 }
 
 /** The tag for a program that works with one backend (a backend plugin's tests, a CLI probe). */
@@ -335,6 +343,7 @@ export interface Implementation {
   readonly instanceEnd?: Backend["instanceEnd"]
   readonly updateProvisioningData?: Backend["updateProvisioningData"]
   readonly unreachableHere?: Backend["unreachableHere"]
+  readonly reached?: Backend["reached"]
 }
 
 /**
@@ -368,7 +377,8 @@ export const make = (impl: Implementation): Backend => ({
   }),
   ...(impl.instanceEnd === undefined ? {} : { instanceEnd: impl.instanceEnd }),
   ...(impl.updateProvisioningData === undefined ? {} : { updateProvisioningData: impl.updateProvisioningData }),
-  ...(impl.unreachableHere === undefined ? {} : { unreachableHere: impl.unreachableHere })
+  ...(impl.unreachableHere === undefined ? {} : { unreachableHere: impl.unreachableHere }),
+  ...(impl.reached === undefined ? {} : { reached: impl.reached })
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -138,9 +138,44 @@ interface Entry {
   runner?: RunnerProcess
 }
 
+/** A runner an earlier server process started and this one follows (`Backend.reached`). */
+interface Adopted {
+  readonly pid: number
+  readonly dir: string
+  readonly port: number | undefined
+}
+
+/**
+ * The runners held by the local backends open in this process (each backend's, by instance id):
+ * a backend does not adopt a runner another one here still holds (two servers in one process on
+ * one store).
+ */
+const openBackends = new Set<ReadonlyMap<string, Entry>>()
+
+/** What a local instance's provisioning data keeps: the runner's pid and directory, and the server process that started it. */
+const runnerData = (backendData: string | undefined): { pid?: unknown; dir?: unknown; server?: unknown } => {
+  try {
+    const data = JSON.parse(backendData ?? "") as unknown
+    return typeof data === "object" && data !== null ? data : {}
+  } catch {
+    return {}
+  }
+}
+
+/** Whether process `pid` lives. */
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as { code?: string }).code === "EPERM"
+  }
+}
+
 /**
  * Makes the local backend. The scope owns the runners: closing it terminates them (but runners
- * with a running job when the server closes for a restart, ServerShutdown `leave`).
+ * with a running job when the server closes for a restart, ServerShutdown `leave`). So it does
+ * with the runners of earlier server processes that this one went on to follow (`reached`).
  *
  * @example
  * const backend = yield* LocalBackend.make({ maxInstances: 2 })
@@ -176,6 +211,12 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
     })
 
     const entries = new Map<string, Entry>()
+    openBackends.add(entries)
+    yield* Effect.addFinalizer(() => Effect.sync(() => void openBackends.delete(entries)))
+    // Runners of earlier server processes that this one follows, and the instances settled
+    // either way (adopted, or not a runner this backend could ever adopt).
+    const adopted = new Map<string, Adopted>()
+    const considered = new Set<string>()
 
     const bundleDir = path.join(workDir, ".runner")
     const wantsBundle = (options.bundleRunner ?? !("Deno" in globalThis)) && /\.[cm]?tsx?$/.test(entry)
@@ -200,12 +241,14 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
 
     // Whether the runner says a job was handed to it and has not ended; an older runner that
     // does not say is taken to have one (leaving a runner is the safe mistake for a job).
-    const hasLiveJob = (e: Entry) =>
+    const hasLiveJob = (e: Entry) => {
+      const runner = e.runner
+      return runner === undefined || runner.hasExited() ? Effect.succeed(false) : runnerHasLiveJob(runner.host, runner.port)
+    }
+    const runnerHasLiveJob = (host: string, port: number) =>
       Effect.promise(async () => {
-        const runner = e.runner
-        if (runner === undefined || runner.hasExited()) return false
         try {
-          const res = await fetch(`http://${runner.host.includes(":") ? `[${runner.host}]` : runner.host}:${runner.port}/api/healthcheck`, { signal: AbortSignal.timeout(2_000) })
+          const res = await fetch(`http://${host.includes(":") ? `[${host}]` : host}:${port}/api/healthcheck`, { signal: AbortSignal.timeout(2_000) })
           const body = (await res.json()) as { job?: string }
           return body.job === undefined || body.job === "running"
         } catch {
@@ -223,14 +266,28 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
     // stopped — unless the server closes for a restart (ServerShutdown `leave`): then its
     // runners go on with their jobs, as after a SIGKILL, and the next server follows them.
     // Left that way are only runners with a job that has not ended; idle ones are stopped.
+    // Runners of earlier server processes that this one followed (adopted) are treated alike.
     const shutdown = yield* ServerShutdown
-    yield* Effect.addFinalizer(() =>
-      Effect.forEach(
-        [...entries.values()],
-        (e) => Effect.flatMap(shutdown.runners() === "leave" ? hasLiveJob(e) : Effect.succeed(false), (live) => (live ? Effect.void : stop(e))),
-        { concurrency: "unbounded", discard: true }
-      ).pipe(Effect.ensuring(Effect.sync(() => entries.clear())))
-    )
+    yield* Effect.addFinalizer(() => {
+      const leave = shutdown.runners() === "leave"
+      return Effect.all([
+        Effect.forEach(
+          [...entries.values()],
+          (e) => Effect.flatMap(leave ? hasLiveJob(e) : Effect.succeed(false), (live) => (live ? Effect.void : stop(e))),
+          { concurrency: "unbounded", discard: true }
+        ),
+        Effect.forEach(
+          [...adopted],
+          ([instanceId, a]) =>
+            Effect.flatMap(leave && a.port !== undefined ? runnerHasLiveJob("127.0.0.1", a.port) : Effect.succeed(false), (live) =>
+              live ? Effect.void : stopPrevious(instanceId, a.pid, a.dir)),
+          { concurrency: "unbounded", discard: true }
+        )
+      ], { concurrency: "unbounded", discard: true }).pipe(Effect.ensuring(Effect.sync(() => {
+        entries.clear()
+        adopted.clear()
+      })))
+    })
 
     // A runner that died on its own frees its slot; its entry (and directory, for a post-mortem)
     // stays until terminateInstance or the scope removes it.
@@ -299,7 +356,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
           username: os.userInfo().username,
           dockerized: false,
           runnerPort: runner.port,
-          backendData: JSON.stringify({ pid: runner.pid, dir })
+          backendData: JSON.stringify({ pid: runner.pid, dir, server: process.pid })
         })
       })
 
@@ -311,12 +368,19 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
      */
     const reapPrevious = (instanceId: string, backendData: string) =>
       Effect.gen(function*() {
-        const data = yield* Effect.try(() => JSON.parse(backendData) as { pid?: unknown; dir?: unknown }).pipe(Effect.orElseSucceed(() => ({} as { pid?: unknown; dir?: unknown })))
+        const data = runnerData(backendData)
         const dir = path.join(workDir, instanceId)
         if (data.dir !== dir || typeof data.pid !== "number") {
           return yield* fail("terminateInstance", "NotFound", `no local runner ${instanceId} (its provisioning data names no runner under ${workDir})`)
         }
-        const pid = data.pid
+        adopted.delete(instanceId)
+        considered.delete(instanceId)
+        yield* stopPrevious(instanceId, data.pid, dir)
+      })
+
+    /** Stops the runner `pid` of `dir` that an earlier server process started (if it still is one), then removes `dir`. */
+    const stopPrevious = (instanceId: string, pid: number, dir: string) =>
+      Effect.gen(function*() {
         if (runnerOf(pid, dir)) {
           yield* Effect.logInfo(`local backend: stopping runner ${instanceId} (pid ${pid}), left by an earlier server process`)
           signal(pid, "SIGTERM")
@@ -326,6 +390,28 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
         }
         fs.rmSync(dir, { recursive: true, force: true })
       })
+
+    /**
+     * The engine is about to reach the runner of `pd`: one this backend did not start, under its
+     * work directory and still running, whose server process is gone (or is this one: a backend
+     * of this process closed before), and that no other open backend of this process holds,
+     * becomes this backend's — stopped when it closes, as its own runners are.
+     */
+    const reached = (pd: JobProvisioningData): void => {
+      const instanceId = pd.instanceId
+      if (entries.has(instanceId) || considered.has(instanceId)) return
+      const data = runnerData(pd.backendData)
+      const dir = path.join(workDir, instanceId)
+      if (data.dir !== dir || typeof data.pid !== "number" || typeof data.server !== "number") {
+        considered.add(instanceId)
+        return
+      }
+      // Its server, or another backend here, may still hold it: asked again on the next reach.
+      if (data.server !== process.pid && alive(data.server)) return
+      for (const other of openBackends) if (other !== entries && other.has(instanceId)) return
+      considered.add(instanceId)
+      if (runnerOf(data.pid, dir)) adopted.set(instanceId, { pid: data.pid, dir, port: pd.runnerPort })
+    }
 
     const terminateInstance = (instanceId: string, _region?: string, backendData?: string) =>
       Effect.gen(function*() {
@@ -338,7 +424,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
         entries.delete(instanceId)
       })
 
-    const backend = Backend.make({ type: TYPE, catalog, createInstance, terminateInstance })
+    const backend = Backend.make({ type: TYPE, catalog, createInstance, terminateInstance, reached })
     return {
       ...backend,
       host,
@@ -352,11 +438,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
 
 /** Whether process `pid` lives and is a runner started for `dir` (its arguments name it): a reused pid is not. */
 const runnerOf = (pid: number, dir: string): boolean => {
-  try {
-    process.kill(pid, 0)
-  } catch {
-    return false
-  }
+  if (!alive(pid)) return false
   let args: ReadonlyArray<string>
   try {
     args = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")

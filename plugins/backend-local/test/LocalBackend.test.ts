@@ -5,8 +5,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { type Backend, RunnerLaunch, RunnerTransport } from "@dstack-ts/core"
-import { Effect, Either, Schedule } from "effect"
+import { type Backend, JobProvisioningData, RunnerLaunch, RunnerTransport, ServerShutdown } from "@dstack-ts/core"
+import { Effect, Either, Schedule, type Scope } from "effect"
 import plugin, { LocalBackend } from "../src/index.ts"
 import { Runner } from "@dstack-ts/core"
 import { describeWith } from "../../../test/support/components.ts"
@@ -35,6 +35,16 @@ const firstOffer = (backend: Backend.Backend) =>
 const client = (port: number) => RunnerTransport.fetchClient("test", `http://127.0.0.1:${port}`)
 
 const json = (response: Response) => Effect.promise(() => response.json() as Promise<any>)
+
+/** A process that ended: gone, or a zombie its parent (this test process, through an earlier backend) has not reaped yet (Deno reaps later than Node). */
+const ended = (pid: number): boolean => {
+  try {
+    if (fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.startsWith("Z") === true) return true
+  } catch {
+    // no /proc entry: gone (or not Linux: ask the signal)
+  }
+  return !pidAlive(pid)
+}
 
 const post = (port: number, route: string, body?: unknown) =>
   client(port).fetch(route, {
@@ -192,16 +202,7 @@ describe("instances", () => {
         const next = yield* LocalBackend.make({ workDir, runnerEntry: RUNNER_ENTRY, terminateGraceSeconds: 1 })
         expect(yield* next.instances).toEqual([])
         yield* next.terminateInstance(data.instanceId, data.region, data.backendData)
-        // Ended: gone, or a zombie its parent (this test process, through the earlier backend)
-        // has not reaped yet (Deno reaps later than Node).
-        const zombie = () => {
-          try {
-            return fs.readFileSync(`/proc/${instance.pid}/stat`, "utf8").split(") ")[1]?.startsWith("Z") === true
-          } catch {
-            return false
-          }
-        }
-        expect(pidAlive(instance.pid) && !zombie()).toBe(false)
+        expect(ended(instance.pid)).toBe(true)
         expect(fs.existsSync(instance.dir)).toBe(false)
         // Provisioning data naming a directory outside the work directory touches nothing (the
         // instance counts as gone, as an unknown one does).
@@ -211,6 +212,72 @@ describe("instances", () => {
         expect(pidAlive(process.pid)).toBe(true)
       })
     ))
+
+  it.live("a runner of an earlier server process that this one follows (reached) is treated as its own when it closes", () =>
+    Effect.gen(function*() {
+      const workDir = tmpDir("dstack-ts-local-")
+      const options = { workDir, runnerEntry: RUNNER_ENTRY, terminateGraceSeconds: 1 }
+      const closing = (runners: "stop" | "leave") => <A, E>(effect: Effect.Effect<A, E, Scope.Scope>) =>
+        Effect.scoped(effect).pipe(Effect.provideService(ServerShutdown, { runners: () => runners }))
+      const job = (port: number) =>
+        Effect.promise(async () => ((await (await fetch(`http://127.0.0.1:${port}/api/healthcheck`)).json()) as { job?: string }).job)
+      // Whatever the test's outcome, no runner it started outlives it.
+      const started: Array<number> = []
+      yield* Effect.addFinalizer(() => Effect.sync(() => {
+        for (const pid of started) if (!ended(pid)) process.kill(pid, "SIGKILL")
+      }))
+      // The earlier server process: two runners, each with a job (60 s and 1 s) when it closes
+      // for a restart, so both are left running.
+      const [long, short] = yield* closing("leave")(
+        Effect.gen(function*() {
+          const earlier = yield* LocalBackend.make(options)
+          const offer = yield* firstOffer(earlier)
+          const made = yield* Effect.all([earlier.createInstance(offer, config), earlier.createInstance(offer, config)])
+          const runners = made.map((pd) => ({ pd, pid: JSON.parse(pd.backendData!).pid as number, dir: JSON.parse(pd.backendData!).dir as string }))
+          started.push(...runners.map((r) => r.pid))
+          for (const [pd, seconds] of [[made[0], 60], [made[1], 1]] as const) {
+            expect((yield* post(pd.runnerPort!, "/api/submit", submitBody([`sleep ${seconds}`]))).status).toBe(200)
+            expect((yield* post(pd.runnerPort!, "/api/run")).status).toBe(200)
+          }
+          return runners
+        })
+      )
+      expect(JSON.parse(long.pd.backendData!).server).toBe(process.pid)
+      for (const r of [long, short]) expect(ended(r.pid)).toBe(false)
+      yield* Effect.retry(Effect.flatMap(job(short.pd.runnerPort!), (j) => (j === "running" ? Effect.fail("still running") : Effect.void)), Schedule.spaced("200 millis").pipe(Schedule.upTo("20 seconds")))
+      // The next one follows both, then closes for a restart too: the runner whose job ended is
+      // stopped and its directory removed; the one with a live job is left.
+      yield* closing("leave")(
+        Effect.gen(function*() {
+          const next = yield* LocalBackend.make(options)
+          next.reached!(long.pd)
+          next.reached!(short.pd)
+        })
+      )
+      expect(ended(short.pid)).toBe(true)
+      expect(fs.existsSync(short.dir)).toBe(false)
+      expect(ended(long.pid)).toBe(false)
+      // A backend that never reached it, and one told of it with provisioning data naming a
+      // server process that still lives (another server's runner), leave it when they close.
+      yield* closing("stop")(LocalBackend.make(options))
+      yield* closing("stop")(
+        Effect.gen(function*() {
+          const other = yield* LocalBackend.make(options)
+          other.reached!(new JobProvisioningData({ ...long.pd, backendData: JSON.stringify({ ...JSON.parse(long.pd.backendData!), server: process.ppid }) }))
+        })
+      )
+      expect(ended(long.pid)).toBe(false)
+      // One that follows it and closes for good stops it.
+      yield* closing("stop")(
+        Effect.gen(function*() {
+          const last = yield* LocalBackend.make(options)
+          last.reached!(long.pd)
+          last.reached!(long.pd)
+        })
+      )
+      expect(ended(long.pid)).toBe(true)
+      expect(fs.existsSync(long.dir)).toBe(false)
+    }).pipe(Effect.scoped), 60_000)
 
   it.live("the runner also starts from its TypeScript source, unbundled", () =>
     Effect.scoped(
