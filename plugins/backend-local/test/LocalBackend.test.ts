@@ -219,6 +219,11 @@ describe("instances", () => {
       const options = { workDir, runnerEntry: RUNNER_ENTRY, terminateGraceSeconds: 1 }
       const closing = (runners: "stop" | "leave") => <A, E>(effect: Effect.Effect<A, E, Scope.Scope>) =>
         Effect.scoped(effect).pipe(Effect.provideService(ServerShutdown, { runners: () => runners }))
+      /** A backend of a later server process on the same work directory, told of `pds` (`reached`), then closed. */
+      const reachedThenClosed = (runners: "stop" | "leave", ...pds: ReadonlyArray<JobProvisioningData>) =>
+        closing(runners)(Effect.map(LocalBackend.make(options), (backend) => {
+          for (const pd of pds) backend.reached!(pd)
+        }))
       const job = (port: number) =>
         Effect.promise(async () => ((await (await fetch(`http://127.0.0.1:${port}/api/healthcheck`)).json()) as { job?: string }).job)
       // Whatever the test's outcome, no runner it started outlives it.
@@ -247,34 +252,17 @@ describe("instances", () => {
       yield* Effect.retry(Effect.flatMap(job(short.pd.runnerPort!), (j) => (j === "running" ? Effect.fail("still running") : Effect.void)), Schedule.spaced("200 millis").pipe(Schedule.upTo("20 seconds")))
       // The next one follows both, then closes for a restart too: the runner whose job ended is
       // stopped and its directory removed; the one with a live job is left.
-      yield* closing("leave")(
-        Effect.gen(function*() {
-          const next = yield* LocalBackend.make(options)
-          next.reached!(long.pd)
-          next.reached!(short.pd)
-        })
-      )
+      yield* reachedThenClosed("leave", long.pd, short.pd)
       expect(ended(short.pid)).toBe(true)
       expect(fs.existsSync(short.dir)).toBe(false)
       expect(ended(long.pid)).toBe(false)
       // A backend that never reached it, and one told of it with provisioning data naming a
       // server process that still lives (another server's runner), leave it when they close.
-      yield* closing("stop")(LocalBackend.make(options))
-      yield* closing("stop")(
-        Effect.gen(function*() {
-          const other = yield* LocalBackend.make(options)
-          other.reached!(new JobProvisioningData({ ...long.pd, backendData: JSON.stringify({ ...JSON.parse(long.pd.backendData!), server: process.ppid }) }))
-        })
-      )
+      yield* reachedThenClosed("stop")
+      yield* reachedThenClosed("stop", new JobProvisioningData({ ...long.pd, backendData: JSON.stringify({ ...JSON.parse(long.pd.backendData!), server: process.ppid }) }))
       expect(ended(long.pid)).toBe(false)
       // One that follows it and closes for good stops it.
-      yield* closing("stop")(
-        Effect.gen(function*() {
-          const last = yield* LocalBackend.make(options)
-          last.reached!(long.pd)
-          last.reached!(long.pd)
-        })
-      )
+      yield* reachedThenClosed("stop", long.pd, long.pd)
       expect(ended(long.pid)).toBe(true)
       expect(fs.existsSync(long.dir)).toBe(false)
     }).pipe(Effect.scoped), 60_000)
