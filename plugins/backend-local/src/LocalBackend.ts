@@ -290,8 +290,14 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
     })
 
     // A runner that died on its own frees its slot; its entry (and directory, for a post-mortem)
-    // stays until terminateInstance or the scope removes it.
-    const live = () => [...entries.values()].filter((e) => !e.runner?.hasExited()).length
+    // stays until terminateInstance or the scope removes it. An adopted runner takes a slot too
+    // while its process lives.
+    const live = () => {
+      let n = 0
+      for (const e of entries.values()) if (!e.runner?.hasExited()) n++
+      for (const a of adopted.values()) if (alive(a.pid)) n++
+      return n
+    }
 
     // The machine does not change: its two offers are built once (each is a tree of validated
     // Schema classes, and the engine asks for offers on every placement).

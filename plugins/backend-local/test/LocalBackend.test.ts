@@ -261,8 +261,18 @@ describe("instances", () => {
       yield* reachedThenClosed("stop")
       yield* reachedThenClosed("stop", new JobProvisioningData({ ...long.pd, backendData: JSON.stringify({ ...JSON.parse(long.pd.backendData!), server: process.ppid }) }))
       expect(ended(long.pid)).toBe(false)
-      // One that follows it and closes for good stops it.
-      yield* reachedThenClosed("stop", long.pd, long.pd)
+      // One that follows it counts it against max_instances while it runs, and closing for good
+      // stops it.
+      yield* closing("stop")(
+        Effect.gen(function*() {
+          const last = yield* LocalBackend.make({ ...options, maxInstances: 1 })
+          expect((yield* firstOffer(last)).availability).toBe("available")
+          last.reached!(long.pd)
+          last.reached!(long.pd)
+          expect((yield* firstOffer(last)).availability).toBe("not_available")
+          expect((yield* Effect.flip(last.createInstance(yield* firstOffer(last), config))).reason).toBe("NoCapacity")
+        })
+      )
       expect(ended(long.pid)).toBe(true)
       expect(fs.existsSync(long.dir)).toBe(false)
     }).pipe(Effect.scoped), 60_000)
