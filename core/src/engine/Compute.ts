@@ -228,8 +228,8 @@ export const make = (options: ComputeOptions = {}): Effect.Effect<ComputeService
     /**
      * The way to the runner of an instance of `project`: its backend is made first (cached once
      * made) and told (`Backend.reached`), so that a server that restarted while the job ran
-     * reaches it as the one that started it did. A project that no longer has that backend is answered from the backends
-     * made so far (or the provisioning data alone); one whose backend cannot be made, with why,
+     * reaches it as the one that started it did. A project that no longer has that backend is
+     * answered from the backends made so far (or the provisioning data alone); one whose backend cannot be made, with why,
      * unless a backend made before knows the instance.
      */
     const backendAccess = (project: string, pd: JobProvisioningData): Effect.Effect<RunnerTransport.SshAccess | undefined, RunnerTransport.RunnerTransportError> =>

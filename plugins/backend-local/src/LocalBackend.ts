@@ -142,6 +142,8 @@ interface Entry {
 interface Adopted {
   readonly pid: number
   readonly dir: string
+  /** Where its health check answers (from the provisioning data; no port: it cannot be asked). */
+  readonly host: string
   readonly port: number | undefined
 }
 
@@ -279,7 +281,8 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
         Effect.forEach(
           [...adopted],
           ([instanceId, a]) =>
-            Effect.flatMap(leave && a.port !== undefined ? runnerHasLiveJob("127.0.0.1", a.port) : Effect.succeed(false), (live) =>
+            // A runner that cannot be asked is taken to have a job (the safe mistake, as above).
+            Effect.flatMap(!leave ? Effect.succeed(false) : a.port === undefined ? Effect.succeed(true) : runnerHasLiveJob(a.host, a.port), (live) =>
               live ? Effect.void : stopPrevious(instanceId, a.pid, a.dir)),
           { concurrency: "unbounded", discard: true }
         )
@@ -416,7 +419,7 @@ export const make = (options: LocalBackendOptions = {}): Effect.Effect<LocalBack
       if (data.server !== process.pid && alive(data.server)) return
       for (const other of openBackends) if (other !== entries && other.has(instanceId)) return
       considered.add(instanceId)
-      if (runnerOf(data.pid, dir)) adopted.set(instanceId, { pid: data.pid, dir, port: pd.runnerPort })
+      if (runnerOf(data.pid, dir)) adopted.set(instanceId, { pid: data.pid, dir, host: pd.hostname ?? "127.0.0.1", port: pd.runnerPort })
     }
 
     const terminateInstance = (instanceId: string, _region?: string, backendData?: string) =>

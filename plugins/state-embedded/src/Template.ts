@@ -33,8 +33,10 @@ const MAGIC = "dstack-ts embedded state template 1\n"
 export const KEPT_OTHERS = 2
 /** A writer's temporary file older than this was left by a process that died. */
 const STALE_TMP_MS = 60 * 60 * 1000
-const TEMPLATE_NAME = /^state-embedded-pglite-.+\.template$/
-const TMP_NAME = /^state-embedded-pglite-.+\.template\.\d+\.[0-9a-z]*\.tmp$/
+/** How every template's file name starts (see `file`); the pruned names are matched by it. */
+const NAME_PREFIX = "state-embedded-pglite-"
+const TEMPLATE_NAME = new RegExp(`^${NAME_PREFIX}.+\\.template$`)
+const TMP_NAME = new RegExp(`^${NAME_PREFIX}.+\\.template\\.\\d+\\.[0-9a-z]*\\.tmp$`)
 const HASH_HEX = 64
 
 /**
@@ -79,7 +81,7 @@ export const migrationsHash = (migrations: ReadonlyArray<Migration> = StateMigra
 
 /** The template's file for this PGlite and these migrations. */
 export const file = (dir: string, migrations: ReadonlyArray<Migration> = StateMigrations.migrations): string =>
-  path.join(dir, `state-embedded-pglite-${readPgliteVersion()}-${migrationsHash(migrations).slice(0, 16)}.template`)
+  path.join(dir, `${NAME_PREFIX}${readPgliteVersion()}-${migrationsHash(migrations).slice(0, 16)}.template`)
 
 const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 
