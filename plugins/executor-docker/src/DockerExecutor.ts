@@ -13,6 +13,7 @@ import type Dockerode from "dockerode"
 import { Deferred, Duration, Effect } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { startDockerExec } from "./DockerExec.ts"
+import { ContainerLog } from "./ContainerLog.ts"
 
 type Execution = Executor.Execution
 type ExecutionExit = Executor.ExecutionExit
@@ -145,6 +146,24 @@ const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
   out.set(b, a.length)
   return out
 }
+
+/**
+ * The ended container's log read once more, from a second before the last entry followed: what
+ * the followed log missed is delivered (ContainerLog). Bounded in time; a failure is only logged.
+ */
+const readAgain = (container: Dockerode.Container, log: ContainerLog) =>
+  Effect.tryPromise(() => {
+    const since = log.since()
+    return container.logs({ follow: false, stdout: true, stderr: true, timestamps: true, ...(since !== undefined ? { since } : {}) }) as unknown as Promise<Uint8Array>
+  }).pipe(
+    Effect.map((all) => {
+      new FrameDemuxer((stream, bytes) => log.reread(stream, bytes)).push(all)
+      return log.recovered
+    }),
+    Effect.timeout("10 seconds"),
+    Effect.tap((recovered) => recovered > 0 ? Effect.logDebug(`docker executor: ${recovered} log entries the followed log missed were read again`) : Effect.void),
+    Effect.catchAll((cause) => Effect.logWarning(`docker executor: cannot read the container's log again at its end: ${engineMessage(cause)}`))
+  )
 
 const loadClient = (options: DockerExecutorOptions): Effect.Effect<Dockerode, ExecutorError> =>
   Effect.tryPromise({
@@ -308,11 +327,14 @@ export const make = (options: DockerExecutorOptions = {}): Executor.Executor => 
         Effect.tapError(() => remove)
       )
 
-      // Logs from the start of the container: nothing is lost even if it has already ended.
+      // Logs from the start of the container: nothing is lost even if it has already ended. The
+      // followed log may end before its last entries, so it is read again at the end (ContainerLog).
       const logsDone = yield* Deferred.make<void>()
-      const demuxer = new FrameDemuxer(observer.log)
-      yield* Effect.tryPromise({
-        try: () => container.logs({ follow: true, stdout: true, stderr: true }) as Promise<NodeJS.ReadableStream>,
+      const log = new ContainerLog(observer.log)
+      let following = true
+      const demuxer = new FrameDemuxer((stream, bytes) => following && log.followed(stream, bytes))
+      const followed = yield* Effect.tryPromise({
+        try: () => container.logs({ follow: true, stdout: true, stderr: true, timestamps: true }) as Promise<NodeJS.ReadableStream>,
         catch: (cause) => fail("start", "Executor", `cannot follow the container's logs: ${engineMessage(cause)}`, cause)
       }).pipe(
         Effect.tap((stream) =>
@@ -341,6 +363,11 @@ export const make = (options: DockerExecutorOptions = {}): Executor.Executor => 
           Deferred.await(logsDone).pipe(
             Effect.timeout("5 seconds"),
             Effect.ignore,
+            Effect.zipRight(Effect.sync(() => {
+              following = false
+              ;(followed as unknown as { destroy?: () => void }).destroy?.()
+            })),
+            Effect.zipRight(readAgain(container, log)),
             Effect.zipRight(remove),
             Effect.zipRight(
               Effect.sync(() => {

@@ -38,13 +38,7 @@ while True:
         if not data:
             break
         os.write(1, data)
-    if 0 in ready:
-        data = os.read(0, 65536)
-        if data:
-            os.write(master, data)
-        else:
-            inputs.remove(0)
-            os.write(master, b"\\x04")
+    # Controls before input: a resize sent before some input is in place when that input is read.
     if 3 in ready:
         data = os.read(3, 4096)
         if not data:
@@ -60,6 +54,13 @@ while True:
                     os.killpg(pid, getattr(signal, "SIG" + parts[1]))
                 except (OSError, AttributeError):
                     pass
+    if 0 in ready:
+        data = os.read(0, 65536)
+        if data:
+            os.write(master, data)
+        else:
+            inputs.remove(0)
+            os.write(master, b"\\x04")
 _, status = os.waitpid(pid, 0)
 if os.WIFSIGNALED(status):
     sig = os.WTERMSIG(status)
