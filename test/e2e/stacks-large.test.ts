@@ -52,15 +52,18 @@ const sampler = () => {
   const base = process.memoryUsage()
   let peakRss = base.rss
   let peakHeap = base.heapUsed
+  let peakExternal = base.external
   const timer = setInterval(() => {
     gc()
     const m = process.memoryUsage()
     peakRss = Math.max(peakRss, m.rss)
     peakHeap = Math.max(peakHeap, m.heapUsed)
+    peakExternal = Math.max(peakExternal, m.external)
   }, 500)
   return () => {
     clearInterval(timer)
-    return { rss: (peakRss - base.rss) / 2 ** 20, heap: (peakHeap - base.heapUsed) / 2 ** 20 }
+    const mib = (n: number) => n / 2 ** 20
+    return { rss: mib(peakRss - base.rss), heap: mib(peakHeap - base.heapUsed), external: mib(peakExternal - base.external) }
   }
 }
 
@@ -108,16 +111,17 @@ describe("a 256 MiB attachment", () => {
     expect(received).toBe(SIZE)
     expect(pullHash.digest("hex")).toBe(uploaded.digest)
 
-    console.log(
-      `256 MiB push: ${pushMs.toFixed(0)} ms, RSS +${pushGrowth.rss.toFixed(1)} MiB, heap +${pushGrowth.heap.toFixed(1)} MiB; ` +
-        `pull: ${pullMs.toFixed(0)} ms, RSS +${pullGrowth.rss.toFixed(1)} MiB, heap +${pullGrowth.heap.toFixed(1)} MiB`
-    )
-    // Far below the 256 MiB that buffering would take (on either side). Deno's RSS keeps more
-    // of what it freed than Node's even after a collection (its allocator returns pages late).
-    const rssBound = "Deno" in globalThis ? 160 : 96
-    expect(pushGrowth.rss).toBeLessThan(rssBound)
-    expect(pullGrowth.rss).toBeLessThan(rssBound)
-    expect(pushGrowth.heap).toBeLessThan(64)
-    expect(pullGrowth.heap).toBeLessThan(64)
+    const said = (g: typeof pushGrowth) => `RSS +${g.rss.toFixed(1)} MiB, heap +${g.heap.toFixed(1)} MiB, external +${g.external.toFixed(1)} MiB`
+    console.log(`256 MiB push: ${pushMs.toFixed(0)} ms, ${said(pushGrowth)}; pull: ${pullMs.toFixed(0)} ms, ${said(pullGrowth)}`)
+    // Far below the 256 MiB that buffering would take (on either side): what the transfer keeps
+    // alive (the heap, and the bytes outside it) after a full collection, on both runtimes, and
+    // Node's RSS. Deno's RSS is not a measure of it: its allocator hands freed pages back late,
+    // so a fast pull grew it by 197–264 MiB with 24 MiB alive (and by ~60 MiB when the reader
+    // paused every 16 MiB, so it does not read ahead of its reader).
+    for (const growth of [pushGrowth, pullGrowth]) {
+      expect(growth.heap).toBeLessThan(64)
+      expect(growth.external).toBeLessThan(96)
+      if (!("Deno" in globalThis)) expect(growth.rss).toBeLessThan(96)
+    }
   }, 180_000)
 })
