@@ -301,8 +301,9 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
     entry.stale = true
     // A row reported by its writer is decoded once the writer has gone on to its next wait (a
     // macrotask later, not in its report): the run's worker hands a placed job to its runner
-    // before this decode, which no request waits for then.
-    entry.following = run(Effect.ignore(written !== undefined ? Effect.zipRight(afterWriter, reconcile(entry, written)) : load(entry))).finally(() => {
+    // before this decode, which no request waits for then. Suspended: a schema's decode runs
+    // when it is called, not when its Effect runs, so `reconcile` is not called before then.
+    entry.following = run(Effect.ignore(written !== undefined ? Effect.zipRight(afterWriter, Effect.suspend(() => reconcile(entry, written))) : load(entry))).finally(() => {
       entry.following = undefined
       const again = entry.followAgain
       const againRow = entry.followRow
