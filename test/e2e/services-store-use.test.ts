@@ -17,8 +17,18 @@ const TOKEN = "store-use-e2e-token"
 let serving: Serving
 let call: ReturnType<typeof httpCall>
 
-/** Reads of runs by name, by id (and those of them from a run worker), and the job statuses each write of a run stored. */
-const recorded = { readsByName: new Map<string, number>(), readsById: new Map<string, number>(), workerReads: new Map<string, number>(), writes: new Map<string, Array<string>>() }
+/**
+ * Reads of runs by name, by id (and those of them from a run worker), the job statuses each write
+ * of a run stored, and the claims of instances and their updates (with the options each had).
+ */
+const recorded = {
+  readsByName: new Map<string, number>(),
+  readsById: new Map<string, number>(),
+  workerReads: new Map<string, number>(),
+  writes: new Map<string, Array<string>>(),
+  instanceClaims: [] as Array<ReadonlyArray<string> | undefined>,
+  instanceUpdates: [] as Array<{ id: string; status: string | undefined; unleased: boolean; lease: boolean }>
+}
 
 /** Runs whose next write adding a replica races another server's (see `update` below). */
 const raced = new Set<string>()
@@ -27,6 +37,17 @@ const recordingStore = Layer.effect(
   StateStore,
   Effect.map(StateStore, (store) => ({
     ...store,
+    instances: {
+      ...store.instances,
+      claim: (...args: Parameters<typeof store.instances.claim>) => {
+        recorded.instanceClaims.push(args[0].filter?.ids)
+        return store.instances.claim(...args)
+      },
+      update: (...args: Parameters<typeof store.instances.update>) => {
+        recorded.instanceUpdates.push({ id: args[0], status: args[1].status, unleased: args[2]?.unleased === true, lease: args[2]?.lease !== undefined })
+        return store.instances.update(...args)
+      }
+    },
     runs: {
       ...store.runs,
       get: (id: string) => {
@@ -62,7 +83,7 @@ beforeAll(async () => {
   ;({ serving, call } = await startLocalServer({ token: TOKEN, maxInstances: 4, server: { state: recordingStore } }))
 }, 60_000)
 afterAll(async () => {
-  await call?.("/api/project/main/runs/stop", { runs_names: ["cold", "raced"], abort: true })
+  await call?.("/api/project/main/runs/stop", { runs_names: ["cold", "raced", "warm"], abort: true })
   await serving?.close()
 })
 
@@ -90,6 +111,36 @@ describe("a scale from zero, as the store sees it", () => {
     // and the autoscaler scaled from the registry's copy (nobody read the run by id at all).
     expect(recorded.workerReads.get(id) ?? 0).toBe(workerReadsBefore)
     expect((recorded.readsById.get(id) ?? 0) - readsByIdBefore).toBe(0)
+  }, 120_000)
+
+  it("takes an idle instance whose runner it heard from moments ago in one write, without a claim", async () => {
+    // A task ends on an instance of its own, which stays idle; its runner was just heard from.
+    const task = await call("/api/project/main/runs/apply", {
+      plan: { run_spec: { run_name: "before", repo_id: "services", repo_data: { repo_type: "virtual" }, configuration: { type: "task", commands: ["true"], resources: { cpu: "1..", memory: "0.1GB..", disk: "0.1GB.." } } } }
+    })
+    expect(task.status, JSON.stringify(task.body)).toBe(200)
+    let before
+    for (const start = Date.now(); Date.now() - start < 60_000; await new Promise((r) => setTimeout(r, 50))) {
+      before = (await call("/api/project/main/runs/get", { run_name: "before" })).body
+      if (before.status === "done") break
+    }
+    expect(before.status).toBe("done")
+    const machine = before.jobs[0].job_submissions.at(-1).job_provisioning_data.instance_id
+    // The others' instances serve their replicas: the task's is the one idle.
+    const idle = (await call("/api/instances/list", {})).body.filter((i: { status: string }) => i.status === "idle")
+    expect(idle.length).toBe(1)
+    const instanceId = idle[0].id
+    await applyService(call, "warm", { replicas: "0..1", scaling: { metric: "rps", target: 100, window: "30s", scale_up_delay: 0, scale_down_delay: 300 } })
+    expect((await call("/api/project/main/services/get", { run_name: "warm" })).status).toBe(200)
+    const claimsBefore = recorded.instanceClaims.length
+    const updatesBefore = recorded.instanceUpdates.length
+    const answer = await fetch(`${serving.url}/proxy/services/main/warm/path`, { headers: { authorization: `Bearer ${TOKEN}` } })
+    expect(answer.status).toBe(200)
+    const run = (await call("/api/project/main/runs/get", { run_name: "warm" })).body
+    expect(run.jobs[0].job_submissions.at(-1).job_provisioning_data.instance_id).toBe(machine)
+    // The instance was taken by one write at the version listed, with nobody's lease on it.
+    expect(recorded.instanceClaims.slice(claimsBefore).filter((ids) => ids?.includes(instanceId))).toEqual([])
+    expect(recorded.instanceUpdates.slice(updatesBefore).filter((u) => u.id === instanceId)[0]).toEqual({ id: instanceId, status: "busy", unleased: true, lease: false })
   }, 120_000)
 
   it("adds the replica a scale from zero needs once, when another server's write of the same replica comes first", async () => {

@@ -26,8 +26,12 @@ export interface Placement {
 }
 
 export interface InstancePool {
-  /** Takes an idle instance (an offer with `instanceId`) for a job; none when it is taken or its runner does not answer. */
-  readonly takeIdle: (offer: InstanceOffer, jobName: string) => Effect.Effect<Option.Option<Placement>, StateStoreError>
+  /**
+   * Takes an idle instance (an offer with `instanceId`) for a job; none when it is taken or its
+   * runner does not answer. `listed`: its row as the plan read it, taken in one write at that
+   * version when its runner was heard from moments ago and nobody holds it.
+   */
+  readonly takeIdle: (offer: InstanceOffer, jobName: string, listed?: StoredDocument) => Effect.Effect<Option.Option<Placement>, StateStoreError>
   /** Creates an instance from a backend offer and records it as busy with the job. */
   readonly create: (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob, onPending?: InstanceConfiguration["onPending"]) => Effect.Effect<Placement, StateStoreError | BackendError>
   /**
@@ -158,7 +162,44 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       }
     }).pipe(Effect.catchAll((e) => Effect.logWarning(`could not terminate instance ${pd.instanceId}: ${errorMessage(e)}`)))
 
-  const takeIdle = (offer: InstanceOffer, jobName: string) =>
+  /** Whether this engine heard from the instance's runner moments ago (its last job's events). */
+  const runnerFresh = (instanceId: string) => {
+    const seen = runnerSeenAt.get(instanceId)
+    return seen !== undefined && Date.now() - seen < runnerFreshMs
+  }
+
+  /**
+   * The listed row of an idle instance whose runner is fresh, taken in one statement: at the
+   * version listed and with nobody's lease on it (what a claim and an update would check in two).
+   * Undefined when it changed since, or is held: the claim below then decides.
+   */
+  const takeListed = (row: StoredDocument, jobName: string) =>
+    Effect.gen(function* () {
+      const instance = yield* decodeInstance(row.doc).pipe(Effect.orDie)
+      if (instance.status !== "idle" || instance.unreachable) return undefined
+      const pd = yield* decodeProvisioning((row.doc as any).provisioning_data).pipe(Effect.orDie)
+      const next = new Instance({ ...instance, status: "busy", jobName })
+      const written = yield* store.instances.update(
+        row.id,
+        { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } },
+        { expectedVersion: row.version, unleased: true }
+      ).pipe(
+        Effect.asSome,
+        Effect.catchIf((e) => e.reason === "Conflict" || e.reason === "LeaseLost" || e.reason === "NotFound", () => Effect.succeedNone)
+      )
+      if (Option.isNone(written)) return undefined
+      yield* withRunner(compute, instance.projectName, pd, (client) => Effect.sync(() => noteHealthy(client))).pipe(Effect.ignore)
+      return Option.some<Placement>({ pd, instanceId: row.id })
+    })
+
+  const takeIdle = (offer: InstanceOffer, jobName: string, listed?: StoredDocument) =>
+    Effect.suspend(() =>
+      listed !== undefined && listed.id === offer.instanceId && runnerFresh(listed.id)
+        ? Effect.flatMap(takeListed(listed, jobName), (taken) => (taken !== undefined ? Effect.succeed(taken) : claimIdle(offer, jobName)))
+        : claimIdle(offer, jobName)
+    )
+
+  const claimIdle = (offer: InstanceOffer, jobName: string) =>
     Effect.gen(function* () {
       const claimed = yield* store.instances.claim({ filter: { ids: [offer.instanceId!], statuses: ["idle"] }, owner, leaseMs: 30_000 })
       if (claimed.length === 0) return Option.none<Placement>()
@@ -172,8 +213,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       const pd = yield* decodeProvisioning((row.doc as any).provisioning_data).pipe(Effect.orDie)
       // A runner that died with a previous server process must not get the job: it is asked,
       // unless this engine heard from it moments ago (its last job's events).
-      const seen = runnerSeenAt.get(row.id)
-      const fresh = seen !== undefined && Date.now() - seen < runnerFreshMs
+      const fresh = runnerFresh(row.id)
       const healthy = yield* withRunner(compute, instance.projectName, pd, (client) => (fresh ? Effect.sync(() => noteHealthy(client)) : waitHealthy(client, 3_000))).pipe(
         Effect.isSuccess
       )

@@ -11,7 +11,7 @@ import { Fleet } from "../domain/Fleet.ts"
 import { Instance } from "../domain/Instance.ts"
 import { InstanceOffer, isOfferAvailable } from "../domain/Offer.ts"
 import { type BackendError, type ExcludedOffer, offerMisfits } from "../ports/Backend.ts"
-import { decodeDocument, StateStore, type StateStoreError } from "../ports/StateStore.ts"
+import { decodeDocument, StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { Compute } from "./Compute.ts"
 
 export interface JobOffers {
@@ -30,6 +30,8 @@ export interface JobOffers {
   readonly existingOnly?: "fleets" | "cluster"
   /** Idle instances the project had (fitting or not); undefined when they were not looked up. */
   readonly idleInstances?: number
+  /** The rows of the idle instances offered, as listed (by instance id): taken at that version when nothing changed since. */
+  readonly idleRows?: ReadonlyMap<string, StoredDocument>
 }
 
 export interface PlanFilter {
@@ -116,6 +118,7 @@ export const offersForJob = (
 
     const idleRows = options.skipIdle === true ? [] : yield* (options.idleRows ?? store.instances.list({ projects: [project], statuses: ["idle"] }))
     const idle: Array<InstanceOffer> = []
+    const listed = new Map<string, StoredDocument>()
     const clusters = filter.clusterOnly === true ? yield* clusterFleets(project) : undefined
     // Backends that may not reach their instances from this replica (`unreachableHere`), by type.
     const here = new Map<string, ((i: Instance) => string | undefined) | undefined>()
@@ -138,7 +141,11 @@ export const offersForJob = (
       if (clusters !== undefined && (instance.fleetName === undefined || !clusters.has(instance.fleetName))) {
         reasons.push("nodes: a multi-node task runs on a placement: cluster fleet, and this instance is in none")
       }
-      if (reasons.length === 0) idle.push(offer)
+      if (reasons.length === 0) {
+        idle.push(offer)
+        // Rows read whole (the plan's own list) carry their version; bodies handed in do not.
+        if ("version" in row) listed.set(row.id, row as StoredDocument)
+      }
       else excluded.push({ offer, reasons })
     }
     idle.sort((a, b) => a.price - b.price)
@@ -184,7 +191,7 @@ export const offersForJob = (
       missingBackends,
       projectBackends: allTypes,
       ...(existingOnly && backends.length === 0 ? { existingOnly: filter.clusterOnly === true ? "cluster" as const : "fleets" as const } : {}),
-      ...(options.skipIdle === true ? {} : { idleInstances: idleRows.length })
+      ...(options.skipIdle === true ? {} : { idleInstances: idleRows.length, idleRows: listed })
     }
   })
 

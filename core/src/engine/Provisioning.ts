@@ -252,7 +252,7 @@ export const make = (options: ProvisionerOptions): Effect.Effect<Provisioner, ne
         const tried = offers.offers.slice(0, OFFERS_TRIED)
         for (const candidate of tried) {
           const got = candidate.instanceId !== undefined
-            ? yield* Effect.uninterruptible(noteTaken(pool.takeIdle(candidate, job.jobSpec.jobName))).pipe(
+            ? yield* Effect.uninterruptible(noteTaken(pool.takeIdle(candidate, job.jobSpec.jobName, offers.idleRows?.get(candidate.instanceId!)))).pipe(
               // Taken by another job since the plan (or found dead and terminated): capacity
               // that is busy right now, not a failure — the job waits for its turn.
               Effect.tap((taken) => Effect.sync(() => Option.isNone(taken) && busy++)),

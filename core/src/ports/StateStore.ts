@@ -344,6 +344,12 @@ export interface UpdateOptions {
   readonly releaseLease?: boolean
   /** Fails with `Conflict` unless the row is at this version. */
   readonly expectedVersion?: number
+  /**
+   * Without `lease`: fails with `LeaseLost` while anyone holds a live lease on the row (a row
+   * nobody holds, or whose lease expired, is written). With `expectedVersion`, a take of a row
+   * as listed in one statement, where a claim and an update would be two.
+   */
+  readonly unleased?: boolean
 }
 
 /** Which rows a list or a claim looks at; every given field narrows the selection. */

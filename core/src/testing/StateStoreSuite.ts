@@ -544,6 +544,28 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
         expect((yield* s.jobs.get(ids[0])).lease?.token).toBe(again.lease!.token)
       }))
 
+    it.effect("an update of an unleased row fails while another holds its lease, and writes once it is free", () =>
+      Effect.gen(function* () {
+        const s = yield* store
+        const { ids, project } = yield* seedJobs(1)
+        const free = yield* s.jobs.update(ids[0], { status: "provisioning" }, { unleased: true })
+        expect(free.status).toBe("provisioning")
+        const [claimed] = yield* s.jobs.claim({ filter: { projects: [project] }, owner: "a", leaseMs: 60_000 })
+        const err = yield* expectFailure(s.jobs.update(ids[0], { status: "running" }, { unleased: true, expectedVersion: claimed.version }), "LeaseLost")
+        expect(err.message).toContain("leased by a")
+        expect((yield* s.jobs.get(ids[0])).status).toBe("provisioning")
+        // At another version it is a conflict, whoever holds it.
+        yield* expectFailure(s.jobs.update(ids[0], { status: "running" }, { unleased: true, expectedVersion: claimed.version + 5 }), "Conflict")
+        // An expired lease does not stop it.
+        yield* s.jobs.release(ids[0], claimed.lease!.token)
+        const [short] = yield* s.jobs.claim({ filter: { projects: [project] }, owner: "b", leaseMs: 1 })
+        yield* Effect.sleep("20 millis")
+        const taken = yield* s.jobs.update(ids[0], { status: "running" }, { unleased: true, expectedVersion: short.version })
+        expect(taken.version).toBe(short.version + 1)
+        // Its holder's write under that lease is refused now.
+        yield* expectFailure(s.jobs.update(ids[0], { status: "done" }, { lease: short.lease!.token }), "LeaseLost")
+      }))
+
     it.effect("renews many leases in one call, answering only those still held", () =>
       Effect.gen(function* () {
         const s = yield* store

@@ -161,6 +161,7 @@ export const make = ({ sql, invalidate, noteWrites, writing }: SqlContext, kind:
           where.push(`lease_token = ${p.add(options.lease)} AND lease_expires_at > clock_timestamp()`)
           if (options.releaseLease === true) sets.push("lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL")
         }
+        else if (options.unleased === true) where.push("(lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())")
         if (options.expectedVersion !== undefined) where.push(`version = ${p.add(options.expectedVersion)}`)
         const written = yield* writing(
           id,
@@ -189,6 +190,13 @@ export const make = ({ sql, invalidate, noteWrites, writing }: SqlContext, kind:
             m("update"),
             "Conflict",
             `${kind} '${id}' is at version ${current.version}, not ${options.expectedVersion}`
+          )
+        }
+        if (options.lease === undefined) {
+          return yield* failWith(
+            m("update"),
+            "LeaseLost",
+            `${kind} '${id}' is leased by ${current.lease?.owner ?? "another holder"} until ${current.lease?.expiresAt.toISOString() ?? "now"}`
           )
         }
         return yield* failWith(
