@@ -1,7 +1,7 @@
 // A container's log followed, then read again at its end: what the followed log missed is
 // delivered once, in order, and nothing it delivered is delivered twice.
 import { describe, expect, it } from "vitest"
-import { ContainerLog, type LogStream } from "../src/ContainerLog.ts"
+import { ContainerLog, KEPT, type LogStream } from "../src/ContainerLog.ts"
 
 const encoder = new TextEncoder()
 const entry = (ts: string, text: string) => encoder.encode(`${ts} ${text}`)
@@ -78,7 +78,20 @@ describe("ContainerLog", () => {
     log.reread("stdout", entry(at(3, 500), "new\n"))
     log.reread("stdout", entry(at(3, 600), "newer\n"))
     expect(got).toEqual(["stdout:old\n", "stdout:new\n", "stdout:newer\n"])
-    expect((log as unknown as { recent: Array<unknown> }).recent.length).toBe(1)
+    const kept = log as unknown as { recent: Array<unknown>; head: number }
+    expect(kept.recent.length - kept.head).toBe(1)
+  })
+
+  it("keeps at most KEPT followed entries, and the second read skips what came before those", () => {
+    const { got, log } = collector()
+    const many = Array.from({ length: KEPT + 500 }, (_, i) => ({ ts: at(20, i * 1000), text: `n${i}\n` }))
+    for (const e of many) log.followed("stdout", entry(e.ts, e.text))
+    const kept = log as unknown as { recent: Array<unknown>; head: number }
+    expect(kept.recent.length - kept.head).toBe(KEPT)
+    // Everything again, and one more: only the new one is delivered (none twice).
+    for (const e of many) log.reread("stdout", entry(e.ts, e.text))
+    log.reread("stdout", entry(at(21, 0), "new\n"))
+    expect(got).toEqual([...many.map((e) => `stdout:${e.text}`), "stdout:new\n"])
   })
 
   it("reads timestamps in another zone or with fewer digits as the same instants", () => {
