@@ -178,6 +178,9 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       const instance = yield* decodeInstance(row.doc).pipe(Effect.orDie)
       if (instance.status !== "idle" || instance.unreachable) return undefined
       const pd = yield* decodeProvisioning((row.doc as any).provisioning_data).pipe(Effect.orDie)
+      // A runner that cannot even be reached is for the claim to judge (and end), as before.
+      const reached = yield* withRunner(compute, instance.projectName, pd, (client) => Effect.sync(() => noteHealthy(client))).pipe(Effect.isSuccess)
+      if (!reached) return undefined
       const next = new Instance({ ...instance, status: "busy", jobName })
       const written = yield* store.instances.update(
         row.id,
@@ -188,7 +191,6 @@ export const make = (options: InstancePoolOptions): InstancePool => {
         Effect.catchIf((e) => e.reason === "Conflict" || e.reason === "LeaseLost" || e.reason === "NotFound", () => Effect.succeedNone)
       )
       if (Option.isNone(written)) return undefined
-      yield* withRunner(compute, instance.projectName, pd, (client) => Effect.sync(() => noteHealthy(client))).pipe(Effect.ignore)
       return Option.some<Placement>({ pd, instanceId: row.id })
     })
 
