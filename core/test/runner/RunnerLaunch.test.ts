@@ -140,7 +140,9 @@ describe("RunnerLaunch: the sh start, from a startup snapshot", () => {
     const blob = await until("the snapshot", () => blobOf() ?? (fs.readdirSync(path.dirname(bundle)).some((f) => f.endsWith(".failed")) ? "failed" : undefined))
     expect(blob).not.toBe("failed")
     expect(blob).toBe(`${bundle}.${key}.blob`)
-    expect(fs.existsSync(`${bundle}.${key}.blob.lock`)).toBe(false)
+    // The build lets go of its lock right after it renames the snapshot into place (the next
+    // statement of its shell: the test may look in between).
+    await until("the build's lock to go", () => (fs.existsSync(`${bundle}.${key}.blob.lock`) ? undefined : true), 10_000)
     await first.stop()
 
     const second = await start(bundle)
