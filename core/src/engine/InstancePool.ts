@@ -14,6 +14,7 @@ import type { Run } from "../domain/Run.ts"
 import { BackendError, type InstanceConfiguration, type InstanceJob } from "../ports/Backend.ts"
 import { decodeDocument, type StateStoreError, type StateStoreService, type StoredDocument } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
+import type { ListedInstance } from "./Planner.ts"
 import { errorMessage } from "./internal.ts"
 import { REMOTE_BACKEND } from "./RemoteAccess.ts"
 import { noteHealthy, waitHealthy } from "./RunnerSession.ts"
@@ -31,7 +32,7 @@ export interface InstancePool {
    * runner does not answer. `listed`: its row as the plan read it, taken in one write at that
    * version when its runner was heard from moments ago and nobody holds it.
    */
-  readonly takeIdle: (offer: InstanceOffer, jobName: string, listed?: StoredDocument) => Effect.Effect<Option.Option<Placement>, StateStoreError>
+  readonly takeIdle: (offer: InstanceOffer, jobName: string, listed?: ListedInstance) => Effect.Effect<Option.Option<Placement>, StateStoreError>
   /** Creates an instance from a backend offer and records it as busy with the job. */
   readonly create: (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob, onPending?: InstanceConfiguration["onPending"]) => Effect.Effect<Placement, StateStoreError | BackendError>
   /**
@@ -173,9 +174,8 @@ export const make = (options: InstancePoolOptions): InstancePool => {
    * version listed and with nobody's lease on it (what a claim and an update would check in two).
    * Undefined when it changed since, or is held: the claim below then decides.
    */
-  const takeListed = (row: StoredDocument, jobName: string) =>
+  const takeListed = ({ row, instance }: ListedInstance, jobName: string) =>
     Effect.gen(function* () {
-      const instance = yield* decodeInstance(row.doc).pipe(Effect.orDie)
       if (instance.status !== "idle" || instance.unreachable) return undefined
       const pd = yield* decodeProvisioning((row.doc as any).provisioning_data).pipe(Effect.orDie)
       // A runner that cannot even be reached is for the claim to judge (and end), as before.
@@ -194,9 +194,9 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       return Option.some<Placement>({ pd, instanceId: row.id })
     })
 
-  const takeIdle = (offer: InstanceOffer, jobName: string, listed?: StoredDocument) =>
+  const takeIdle = (offer: InstanceOffer, jobName: string, listed?: ListedInstance) =>
     Effect.suspend(() =>
-      listed !== undefined && listed.id === offer.instanceId && runnerFresh(listed.id)
+      listed !== undefined && listed.row.id === offer.instanceId && runnerFresh(listed.row.id)
         ? Effect.flatMap(takeListed(listed, jobName), (taken) => (taken !== undefined ? Effect.succeed(taken) : claimIdle(offer, jobName)))
         : claimIdle(offer, jobName)
     )

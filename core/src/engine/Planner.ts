@@ -14,6 +14,12 @@ import { type BackendError, type ExcludedOffer, offerMisfits } from "../ports/Ba
 import { decodeDocument, StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
 import { Compute } from "./Compute.ts"
 
+/** An idle instance's row as a plan listed it, and the instance it holds. */
+export interface ListedInstance {
+  readonly row: StoredDocument
+  readonly instance: Instance
+}
+
 export interface JobOffers {
   /** Idle instances first, then backend offers by price. */
   readonly offers: ReadonlyArray<InstanceOffer>
@@ -30,8 +36,8 @@ export interface JobOffers {
   readonly existingOnly?: "fleets" | "cluster"
   /** Idle instances the project had (fitting or not); undefined when they were not looked up. */
   readonly idleInstances?: number
-  /** The rows of the idle instances offered, as listed (by instance id): taken at that version when nothing changed since. */
-  readonly idleRows?: ReadonlyMap<string, StoredDocument>
+  /** The idle instances offered, as listed and decoded (by instance id): taken at that version when nothing changed since. */
+  readonly idleRows?: ReadonlyMap<string, ListedInstance>
 }
 
 export interface PlanFilter {
@@ -118,7 +124,7 @@ export const offersForJob = (
 
     const idleRows = options.skipIdle === true ? [] : yield* (options.idleRows ?? store.instances.list({ projects: [project], statuses: ["idle"] }))
     const idle: Array<InstanceOffer> = []
-    const listed = new Map<string, StoredDocument>()
+    const listed = new Map<string, ListedInstance>()
     const clusters = filter.clusterOnly === true ? yield* clusterFleets(project) : undefined
     // Backends that may not reach their instances from this replica (`unreachableHere`), by type.
     const here = new Map<string, ((i: Instance) => string | undefined) | undefined>()
@@ -144,7 +150,7 @@ export const offersForJob = (
       if (reasons.length === 0) {
         idle.push(offer)
         // Rows read whole (the plan's own list) carry their version; bodies handed in do not.
-        if ("version" in row) listed.set(row.id, row as StoredDocument)
+        if ("version" in row) listed.set(row.id, { row: row as StoredDocument, instance })
       }
       else excluded.push({ offer, reasons })
     }
