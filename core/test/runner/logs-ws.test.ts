@@ -53,13 +53,19 @@ describe("the runner's /logs_ws", () => {
     const runner = await startRunner()
     await postOk(runner, "/api/submit", submitBody({ commands: ["echo early", "sleep 2", "echo late"] }))
     await postOk(runner, "/api/run")
-    // Once "early" is out (the job then sleeps before "late"), now is between the two.
+    // Once "early" is out (the job then sleeps before "late"), the millisecond after its
+    // timestamp is between the two. (Not this process's clock: the runner's timestamps run
+    // strictly upward, so events within one millisecond can stand a few ms ahead of it.)
+    let early = 0
     for (;;) {
       const pulled = await (await fetch(`${runner.url}/api/pull?timestamp=0`)).json()
-      if (pulled.job_logs.length > 0) break
+      if (pulled.job_logs.length > 0) {
+        early = Math.max(...pulled.job_logs.map((l: { timestamp: number }) => l.timestamp))
+        break
+      }
       await new Promise((r) => setTimeout(r, 50))
     }
-    const middle = new Date().toISOString()
+    const middle = new Date(early + 1).toISOString()
     const { messages } = await readAll(`${runner.url.replace("http", "ws")}/logs_ws?start_time=${encodeURIComponent(middle)}`)
     expect(messages.join("")).toBe("late\n")
     const bad = await refusal(`${runner.url.replace("http", "ws")}/logs_ws?start_time=yesterday`)
