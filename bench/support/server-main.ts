@@ -11,8 +11,7 @@ import { createServer, runOn, RunSpec, Run, Job, JobSubmission } from "@dstack-t
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { UnstorageBlobStore } from "@dstack-ts/blob-unstorage"
 import { StateStore } from "../../core/src/ports/StateStore.ts"
-// The Node adapter `dstack server` listens with (upgrades too: attach tunnels, WebSockets of services).
-import { serve } from "../../core/src/runner/adapter/node.ts"
+import type { ServeFunction } from "../../core/src/runner/adapter/types.ts"
 import { PostgresStateStore } from "@dstack-ts/state-postgres"
 import { defaultPlugins, defaultRunnerEntry } from "../../cli/src/defaultBuild.ts"
 import { jobSpecsFromRunSpec } from "../../core/src/domain/RunJobSpecs.ts"
@@ -203,6 +202,12 @@ const fetchWithStats = (request: Request, ...rest: Array<unknown>) => {
   return (server.app.fetch as (...args: Array<unknown>) => Response | Promise<Response>)(request, ...rest)
 }
 
+// The adapter `dstack server` listens with on this runtime (upgrades too: attach tunnels,
+// WebSockets of services): node:http through @hono/node-server on Node, Deno.serve on Deno.
+const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined"
+const serve: ServeFunction = isDeno
+  ? (await import("../../core/src/runner/adapter/deno.ts")).serve
+  : (await import("../../core/src/runner/adapter/node.ts")).serve
 const listener = await serve(fetchWithStats as typeof server.app.fetch, { hostname: "127.0.0.1", port: 0, upgrade: server.upgrade })
 console.log(JSON.stringify({ port: listener.port, pid: process.pid }))
 

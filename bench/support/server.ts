@@ -2,6 +2,7 @@
 // and the bare node:http baseline (bare-main.ts), each its own Node process on a loopback
 // port. BENCH_SERVER_CPU_PROF=<dir> starts the server with --cpu-prof into that directory
 // (BENCH_SERVER_CPU_PROF_INTERVAL=<µs>: its sampling interval, default 1000).
+// BENCH_SERVER_RUNTIME=deno starts the server under Deno instead (Deno.serve as its listener).
 import { spawn, type ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -29,12 +30,18 @@ export const rssOf = (pid: number): number => {
   }
 }
 
+/** Deno from npm (`deno` in devDependencies): BENCH_SERVER_RUNTIME=deno runs the server under it. */
+const DENO = path.resolve(here, "../../node_modules/deno/deno")
+
 const startChild = (file: string, env: Record<string, string>, label: string, timeoutMs = 120_000): Promise<Child> =>
   new Promise((resolve, reject) => {
     const prof = process.env.BENCH_SERVER_CPU_PROF
     const interval = process.env.BENCH_SERVER_CPU_PROF_INTERVAL
-    const args = ["--import", "tsx", ...(prof && label === "server" ? ["--cpu-prof", `--cpu-prof-dir=${prof}`, ...(interval ? [`--cpu-prof-interval=${interval}`] : [])] : []), file]
-    const proc = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+    const onDeno = label === "server" && process.env.BENCH_SERVER_RUNTIME === "deno"
+    const args = onDeno
+      ? ["run", "-A", file]
+      : ["--import", "tsx", ...(prof && label === "server" ? ["--cpu-prof", `--cpu-prof-dir=${prof}`, ...(interval ? [`--cpu-prof-interval=${interval}`] : [])] : []), file]
+    const proc = spawn(onDeno ? DENO : process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
     let out = ""
     let err = ""
     const timer = setTimeout(() => {
