@@ -10,7 +10,18 @@ import { Effect } from "effect"
 import { FrameDemuxer } from "./DockerExecutor.ts"
 
 /** A login shell: bash where the image has it, else sh. */
-const LOGIN_SHELL = ["/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"]
+const LOGIN_SHELL_SCRIPT = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
+
+/**
+ * The exec's command line. On a terminal it first gives the terminal its size with the image's
+ * `stty` (quietly skipped where the image has none): the Engine's resize call can only come
+ * once the command has started, and a command that reads its size at once would find none.
+ */
+export const execCommand = (command: string | undefined, tty: { readonly cols: number; readonly rows: number } | undefined): Array<string> => {
+  const script = command ?? LOGIN_SHELL_SCRIPT
+  if (tty === undefined) return ["/bin/sh", "-c", script]
+  return ["/bin/sh", "-c", 'stty rows "$1" cols "$2" 2>/dev/null; exec /bin/sh -c "$3"', "sh", String(Math.max(1, tty.rows | 0)), String(Math.max(1, tty.cols | 0)), script]
+}
 
 const failure = (message: string, cause?: unknown) =>
   new Executor.ExecutorError({ module: "DockerExecutor", method: "exec", reason: "Executor", message, cause })
@@ -31,7 +42,7 @@ export const startDockerExec = (
     try: async () => {
       const tty = request.tty !== undefined
       const exec = await container.exec({
-        Cmd: request.command === undefined ? LOGIN_SHELL : ["/bin/sh", "-c", request.command],
+        Cmd: execCommand(request.command, request.tty),
         Env: Object.entries({ ...job.env, ...request.env }).map(([k, v]) => `${k}=${v}`),
         ...(job.user ? { User: job.user } : {}),
         AttachStdin: true,
@@ -40,7 +51,19 @@ export const startDockerExec = (
         Tty: tty
       })
       const stream = (await exec.start({ hijack: true, stdin: true, Tty: tty })) as NodeJS.ReadWriteStream & { end: () => void; destroy?: () => void }
-      const resize = (cols: number, rows: number) => void exec.resize({ h: Math.max(1, rows | 0), w: Math.max(1, cols | 0) }).catch(() => undefined)
+      // The Engine's resize call and the attached stream are separate connections: input sent
+      // after a resize waits for the call's answer (the terminal has its new size by then), so
+      // the command reads it in the order the client sent them.
+      let queue: Promise<void> | undefined
+      let queued = 0
+      const enqueue = (task: () => unknown) => {
+        queued++
+        queue = (queue ?? Promise.resolve()).then(task).then(() => undefined, () => undefined).finally(() => {
+          if (--queued === 0) queue = undefined
+        })
+      }
+      const afterResizes = (action: () => void) => (queue === undefined ? action() : enqueue(action))
+      const resize = (cols: number, rows: number) => enqueue(() => exec.resize({ h: Math.max(1, rows | 0), w: Math.max(1, cols | 0) }))
       if (request.tty !== undefined) resize(request.tty.cols, request.tty.rows)
       const demuxer = tty ? undefined : new FrameDemuxer(observer.output)
       stream.on("data", (chunk: Uint8Array) => (demuxer ? demuxer.push(chunk) : observer.output("stdout", chunk)))
@@ -59,10 +82,10 @@ export const startDockerExec = (
       let pid: number | undefined
       exec.inspect().then((info: { Pid?: number }) => (pid = info.Pid), () => undefined)
       return {
-        write: (bytes: Uint8Array) => void stream.write(bytes),
+        write: (bytes: Uint8Array) => afterResizes(() => void stream.write(bytes)),
         // On a terminal the end of input is the terminal's EOF character, as for the process
         // executor's pty; closing the Engine's stream there would end the exec before its output.
-        endInput: () => (tty ? void stream.write(new Uint8Array([4])) : stream.end()),
+        endInput: () => afterResizes(() => (tty ? void stream.write(new Uint8Array([4])) : stream.end())),
         resize,
         // The Engine has no signal call for an exec: its process is signalled on the host by
         // its host pid, where the runner may (same user, or root).

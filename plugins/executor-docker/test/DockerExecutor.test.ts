@@ -266,6 +266,39 @@ describeWith("docker", unavailable === undefined, unavailable ?? "", () => {
       yield* first.abort
       yield* second.abort
     }))
+
+  // The terminal's size is the one asked from the command's first instruction on, and input sent
+  // right after a resize reaches the command after the new size: the Engine's resize call and
+  // the attached stream are two connections, so each is ordered here, not left to race.
+  it.live("gives an exec the terminal size asked before its command runs, and input after a resize sees the new size", () =>
+    Effect.gen(function* () {
+      const s = spec(["sleep 60"])
+      const { execution } = yield* startCollecting(s)
+      for (let round = 0; round < 5; round++) {
+        let out = ""
+        let resized = false
+        const ended = yield* Effect.promise(() =>
+          new Promise<{ out: string; exit: Executor.ExecExit }>((resolve, reject) => {
+            let session: Executor.ExecSession | undefined
+            Effect.runPromise(execution.exec!({ command: "stty size; read x; stty size", env: {}, tty: { cols: 100, rows: 30 } }, {
+              output: (_stream, bytes) => {
+                out += new TextDecoder().decode(bytes)
+                if (!resized && out.includes("\n")) {
+                  resized = true
+                  session!.resize(120, 40)
+                  session!.write(new TextEncoder().encode("go\n"))
+                }
+              },
+              exit: (exit) => resolve({ out, exit })
+            })).then((started) => (session = started), reject)
+          })
+        )
+        expect(ended.out, `round ${round}`).toMatch(/^30 100\r\n/)
+        expect(ended.out, `round ${round}`).toMatch(/go\r\n40 120\r\n$/)
+        expect(ended.exit).toEqual({ code: 0 })
+      }
+      yield* execution.abort
+    }), 60_000)
 })
 
 // A stand-in Engine on a unix socket: checks what the executor sends when it pulls.
