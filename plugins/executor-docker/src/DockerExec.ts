@@ -17,7 +17,7 @@ const LOGIN_SHELL_SCRIPT = "if command -v bash >/dev/null 2>&1; then exec bash -
  * `stty` (quietly skipped where the image has none): the Engine's resize call can only come
  * once the command has started, and a command that reads its size at once would find none.
  */
-export const execCommand = (command: string | undefined, tty: { readonly cols: number; readonly rows: number } | undefined): Array<string> => {
+const execCommand = (command: string | undefined, tty: { readonly cols: number; readonly rows: number } | undefined): Array<string> => {
   const script = command ?? LOGIN_SHELL_SCRIPT
   if (tty === undefined) return ["/bin/sh", "-c", script]
   return ["/bin/sh", "-c", 'stty rows "$1" cols "$2" 2>/dev/null; exec /bin/sh -c "$3"', "sh", String(Math.max(1, tty.rows | 0)), String(Math.max(1, tty.cols | 0)), script]
