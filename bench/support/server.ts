@@ -37,7 +37,10 @@ const startChild = (file: string, env: Record<string, string>, label: string, ti
   new Promise((resolve, reject) => {
     const prof = process.env.BENCH_SERVER_CPU_PROF
     const interval = process.env.BENCH_SERVER_CPU_PROF_INTERVAL
-    const onDeno = label === "server" && process.env.BENCH_SERVER_RUNTIME === "deno"
+    const runtime = process.env.BENCH_SERVER_RUNTIME ?? "node"
+    if (runtime !== "node" && runtime !== "deno") return reject(new Error(`BENCH_SERVER_RUNTIME: ${JSON.stringify(runtime)} is not a runtime the bench starts; pick node or deno`))
+    if (runtime === "deno" && prof) return reject(new Error("BENCH_SERVER_CPU_PROF profiles a Node server (--cpu-prof); it cannot be used with BENCH_SERVER_RUNTIME=deno"))
+    const onDeno = label === "server" && runtime === "deno"
     const args = onDeno
       ? ["run", "-A", file]
       : ["--import", "tsx", ...(prof && label === "server" ? ["--cpu-prof", `--cpu-prof-dir=${prof}`, ...(interval ? [`--cpu-prof-interval=${interval}`] : [])] : []), file]
