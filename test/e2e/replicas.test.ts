@@ -18,6 +18,8 @@ import { VirtualRepo } from "../../core/src/repos/index.ts"
 import { describeWith } from "../support/components.ts"
 import { createTestDatabase, findPostgres, type TestDatabase } from "../support/postgres.ts"
 import type { ReplicaEvent } from "../support/replica.ts"
+import { httpCall } from "../support/api.ts"
+import { applyService, reapplyService } from "../support/services.ts"
 import { type S3Standin, startS3Standin } from "../support/s3-standin.ts"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
@@ -339,6 +341,79 @@ describeWith("postgresql", pg.available, pg.reason, () => {
     await Stacks.make({ url: url(a!), token: TOKEN }).push("admin/shared-between-replicas", bytes, { message: "pushed to A" })
     expect(await Stacks.make({ url: url(b!), token: TOKEN }).pull("admin/shared-between-replicas")).toEqual(bytes)
   }, 60_000)
+
+  // Services behind both replicas: they autoscale as one (core/src/services/ServicePeers.ts).
+  // Replica A's owner id sorts first, so A decides for every service; B tells it its counts.
+  const proxied = (replica: Replica, name: string, rest: string) =>
+    fetch(`http://127.0.0.1:${replica.port}/proxy/services/main/${name}${rest}`, { headers: { authorization: `Bearer ${TOKEN}` } })
+      .then(async (r) => ({ status: r.status, text: await r.text() }))
+  const serviceInfo = async (replica: Replica, name: string) => (await call(replica, "/api/project/main/services/get", { run_name: name })).body
+  const runningReplicas = async (replica: Replica, name: string) =>
+    ((await getRun(replica, name)).jobs ?? []).filter((j: any) => j.job_submissions.at(-1)?.status === "running").length
+
+  it("autoscales a service on the requests both replicas take: a request held at zero on one is served, and the count follows the sum", async () => {
+    expect([a!.owner, b!.owner].sort()[0]).toBe(a!.owner)
+    await applyService(httpCall(`http://127.0.0.1:${a!.port}`, TOKEN), "shared-auto", {
+      replicas: "0..3",
+      scaling: { metric: "rps", target: 2, window: "30s", scale_up_delay: 0, scale_down_delay: 0 }
+    })
+    // At zero, through B (which does not decide): B tells A a request waits, A adds a replica.
+    const first = await proxied(b!, "shared-auto", "/path")
+    expect(first.status, first.text).toBe(200)
+    // 6 requests a second to each replica for 15 s: 6 req/s over the 30 s window, 3 replicas at
+    // a target of 2; either replica's own 3 req/s would ask for 2.
+    for (let second = 0; second < 15; second++) {
+      const started = Date.now()
+      const answers = await Promise.all([a!, b!].flatMap((r) => Array.from({ length: 6 }, () => proxied(r, "shared-auto", "/path").then((x) => x.status))))
+      expect(answers.every((status) => status === 200), JSON.stringify(answers)).toBe(true)
+      await sleep(Math.max(0, 1000 - (Date.now() - started)))
+    }
+    await expect.poll(async () => (await serviceInfo(a!, "shared-auto")).desired_replicas, { timeout: 8_000, interval: 250 }).toBe(3)
+    // B shows what A decided.
+    await expect.poll(async () => (await serviceInfo(b!, "shared-auto")).desired_replicas, { timeout: 3_000, interval: 250 }).toBe(3)
+    await expect.poll(() => runningReplicas(a!, "shared-auto"), { timeout: 60_000, interval: 250 }).toBe(3)
+    await call(a!, "/api/project/main/runs/stop", { runs_names: ["shared-auto"], abort: true })
+    await waitRun(a!, "shared-auto", finished, 30_000)
+  }, 120_000)
+
+  it("stops a replica the deciding replica drains only once the other replica's requests on it have ended", async () => {
+    const port = await applyService(httpCall(`http://127.0.0.1:${a!.port}`, TOKEN), "shared-drain", { replicas: 2 })
+    await expect.poll(() => runningReplicas(a!, "shared-drain"), { timeout: 60_000, interval: 250 }).toBe(2)
+    // B knows both replicas and has seen each listen.
+    const seen = new Set<string>()
+    for (let i = 0; i < 40 && seen.size < 2; i++) {
+      const r = await proxied(b!, "shared-drain", "/path")
+      if (r.status === 200) seen.add(JSON.parse(r.text).replica)
+      else await sleep(100)
+    }
+    expect(seen.size).toBe(2)
+    // Two slow requests through B: one on each replica (the proxy picks the one with fewer in flight).
+    const slow = [proxied(b!, "shared-drain", "/slow?ms=6000"), proxied(b!, "shared-drain", "/slow?ms=6000")]
+    await sleep(500)
+    // One replica fewer, applied through A (which decides): it drains one of the two.
+    const reapplied = await reapplyService(httpCall(`http://127.0.0.1:${a!.port}`, TOKEN), "shared-drain", port, { replicas: 1 })
+    expect(reapplied.status, JSON.stringify(reapplied.body)).toBe(200)
+    await expect.poll(async () => (await serviceInfo(a!, "shared-drain")).desired_replicas, { timeout: 10_000, interval: 100 }).toBe(1)
+    // B hears of the drain within a second or two and sends new requests to the other replica only.
+    await sleep(2_000)
+    const during = await Promise.all(Array.from({ length: 6 }, () => proxied(b!, "shared-drain", "/path")))
+    expect(during.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200])
+    const kept = new Set(during.map((r) => JSON.parse(r.text).replica))
+    expect(kept.size).toBe(1)
+    // The drained replica is still running while B's request on it is in flight.
+    expect(await runningReplicas(a!, "shared-drain")).toBe(2)
+    // Both slow requests are answered whole, one by each replica, the drained one included.
+    const answers = await Promise.all(slow)
+    expect(answers.map((r) => r.status), JSON.stringify(answers)).toEqual([200, 200])
+    expect(new Set(answers.map((r) => r.text))).toEqual(seen)
+    // Then it stops, as scaled down.
+    await expect.poll(() => runningReplicas(a!, "shared-drain"), { timeout: 30_000, interval: 250 }).toBe(1)
+    const jobs = (await getRun(a!, "shared-drain")).jobs
+    const stopped = jobs.map((j: any) => j.job_submissions.at(-1)).filter((s: any) => s.status !== "running")
+    expect(stopped.map((s: any) => s.termination_reason)).toEqual(["scaled_down"])
+    await call(a!, "/api/project/main/runs/stop", { runs_names: ["shared-drain"], abort: true })
+    await waitRun(a!, "shared-drain", finished, 30_000)
+  }, 120_000)
 
   it("takes over the run of a killed replica once its lease expires, and follows it to the end", async () => {
     const { id } = await apply(a!, "takeover", ["echo start", "sleep 5", "echo end"])

@@ -567,6 +567,21 @@ export interface Secrets {
   readonly delete: (project: string, names: ReadonlyArray<string>) => Effect.Effect<void, StateStoreError>
 }
 
+/**
+ * Short messages between the server replicas that share a store, kept nowhere: what one replica
+ * publishes reaches every replica listening at that moment, itself included, in the order it
+ * published them; a replica that was not listening never sees it. The services' autoscaler uses
+ * it to share request counts and drains (services/ServicePeers.ts).
+ */
+export interface PeerMessages {
+  /** The most bytes one payload may have (PostgreSQL's NOTIFY takes under 8,000). */
+  readonly maxBytes: number
+  /** Sends `payload` to every replica listening; a payload over `maxBytes` fails `Invalid`. */
+  readonly publish: (payload: string) => Effect.Effect<void, StateStoreError>
+  /** Calls `onMessage` with each payload published from now on, until the scope closes. */
+  readonly listen: (onMessage: (payload: string) => void) => Effect.Effect<void, StateStoreError, Scope.Scope>
+}
+
 // ---------------------------------------------------------------------------------------------
 // The service
 
@@ -607,6 +622,11 @@ export interface StateStoreService {
    * when the scope closes.
    */
   readonly watch: (listener: (change: Invalidation) => void) => Effect.Effect<void, never, Scope.Scope>
+  /**
+   * Messages between the server replicas sharing this store; undefined for a store that one
+   * process uses alone (`reach` other than `shared`): a server alone has nobody to tell.
+   */
+  readonly peers?: PeerMessages
 }
 
 /**

@@ -7,8 +7,14 @@
  * has ended. Replicas not serving yet (still starting) are stopped first. Services with a fixed
  * `replicas` count are followed too: a re-applied count is applied in place, and a re-applied
  * spec is rolled out one replica at a time (Rollout.ts).
+ *
+ * Server replicas sharing a store with peer messages (PostgreSQL) autoscale as one
+ * (ServicePeers.ts): one of them decides, on everyone's counts, and a replica it drains is
+ * stopped only once no server has a request in flight there.
  */
 import { Context, Effect, Layer, Runtime, Schedule } from "effect"
+import type { ServiceReport } from "./ServicePeers.ts"
+import { encodeReports, ServicePeers } from "./ServicePeers.ts"
 import { Job, JobSubmission, latestSubmission } from "../domain/Job.ts"
 import { Run } from "../domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../domain/RunJobSpecs.ts"
@@ -32,6 +38,10 @@ interface Followed {
   demandAt: number
   /** Submission ids being drained: stopped once their requests in flight have ended. */
   readonly draining: Set<string>
+  /** When each drain began (epoch ms): other server replicas answer for that drain. */
+  readonly drainStarted: Map<string, number>
+  /** The last whole second of requests told to the other server replicas. */
+  reportedUpTo: number
 }
 
 export interface AutoscalerService {
@@ -95,10 +105,15 @@ export const make = Effect.gen(function* () {
   const followed = new WeakMap<ServiceEntry, Followed>()
   const stateOf = (entry: ServiceEntry): Followed => {
     let state = followed.get(entry)
-    if (state === undefined) followed.set(entry, (state = { lastScaledAt: undefined, demandAt: 0, draining: new Set() }))
+    if (state === undefined) {
+      followed.set(entry, (state = { lastScaledAt: undefined, demandAt: 0, draining: new Set(), drainStarted: new Map(), reportedUpTo: Math.floor(Date.now() / 1000) - 60 }))
+    }
     return state
   }
   const withStore = <A, E>(effect: Effect.Effect<A, E, StateStore>) => Effect.provideService(effect, StateStore, store)
+  // The other server replicas on this store, when it carries messages between them.
+  const peerMessages = store.peers
+  const peers = peerMessages === undefined ? undefined : new ServicePeers(engine.owner)
 
   /**
    * Adds replicas until `serving` of them serve (not draining here). Counted on the run as it is
@@ -124,6 +139,21 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const state = stateOf(entry)
       const now = Date.now()
+      if (peers !== undefined && !peers.decides(now)) {
+        // Another server replica decides: the replicas it drains take no request from here.
+        // Drains this one began while it decided are its no more.
+        state.draining.clear()
+        state.drainStarted.clear()
+        const drains = peers.decidersDrains(entry.runId, now)
+        for (const replica of entry.replicas) replica.draining = drains[replica.submissionId] !== undefined
+        // What the API shows here is the decider's.
+        const view = peers.decidersView(entry.runId, now)
+        entry.desired = view?.want
+        entry.deployment = view?.deployment
+        return
+      }
+      // What this replica drains is all that is drained (a drain followed for another is over).
+      for (const replica of entry.replicas) replica.draining = state.draining.has(replica.submissionId)
       // The registry's copy is the run as stored while it is not stale: every write of this
       // process reaches it with its row (and marks it stale until then), others' notices mark it
       // stale. A newer run written meanwhile elsewhere makes the write below conflict and retry.
@@ -147,14 +177,17 @@ export const make = Effect.gen(function* () {
           replicas: entry.configuration.replicas,
           scaling,
           current: serving.length,
-          rps: scaling === undefined ? 0 : entry.metrics.rps(now, scaling.window),
-          demand: now - state.demandAt < DEMAND_MS,
+          rps: scaling === undefined ? 0 : entry.metrics.rps(now, scaling.window) + (peers?.rps(entry.runId, now, scaling.window) ?? 0),
+          demand: now - Math.max(state.demandAt, peers?.demandAt(entry.runId, now) ?? 0) < DEMAND_MS,
           lastScaledAt: state.lastScaledAt,
           now
         })
         : entry.configuration.replicas.min ?? 1
       entry.desired = desired
+      let drained = false
       const drain = (id: string) => {
+        if (!state.draining.has(id)) state.drainStarted.set(id, now)
+        drained = true
         state.draining.add(id)
         const replica = replicas.get(id)
         if (replica !== undefined) replica.draining = true
@@ -185,6 +218,7 @@ export const make = Effect.gen(function* () {
           const job = active.find((j) => latestSubmission(j)!.id === id)
           if (job === undefined || !isUpToDate(record.run.runSpec, job)) continue
           state.draining.delete(id)
+          state.drainStarted.delete(id)
           const replica = replicas.get(id)
           if (replica !== undefined) replica.draining = false
           missing--
@@ -202,14 +236,70 @@ export const make = Effect.gen(function* () {
         for (const job of order.slice(0, serving.length - desired)) drain(latestSubmission(job)!.id)
         state.lastScaledAt = now
       } else entry.deployment = undefined
-      // Drained replicas (nothing in flight) stop.
-      const done = [...state.draining].filter((id) => (replicas.get(id)?.outstanding ?? 0) === 0)
+      // The other server replicas hear of a new drain at once: they stop sending it requests.
+      if (drained) publishSoon()
+      // Drained replicas (nothing in flight here, nor on any other server replica) stop.
+      const done = [...state.draining].filter((id) =>
+        (replicas.get(id)?.outstanding ?? 0) === 0 &&
+        (peers === undefined || peers.drainedEverywhere(entry.runId, id, state.drainStarted.get(id) ?? 0, now)))
       if (done.length > 0) {
         const stored = yield* withStore(modifyRunKnown(entry.runId, (r) => ({ ...r, scaleDown: [...new Set([...(r.scaleDown ?? []), ...done])] })))
-        for (const id of done) state.draining.delete(id)
+        for (const id of done) {
+          state.draining.delete(id)
+          state.drainStarted.delete(id)
+        }
         yield* engine.wake(entry.runId, stored)
       }
     })
+
+  /** The deciding replica follows the services the others report (it may not have seen them). */
+  const followHeard: Effect.Effect<void> = Effect.suspend(() => {
+    if (peers === undefined) return Effect.void
+    const now = Date.now()
+    if (!peers.decides(now)) return Effect.void
+    const known = new Set(registry.entries().map((e) => e.runId))
+    const unknown = [...peers.services(now)].filter(([runId]) => !known.has(runId))
+    return Effect.forEach(unknown, ([, s]) => Effect.ignore(registry.lookup(s.project, s.runName)), { discard: true })
+  })
+
+  /** Tells the other server replicas this one's counts, waiting requests and part in drains. */
+  const publish: Effect.Effect<void> = Effect.suspend(() => {
+    if (peerMessages === undefined || peers === undefined) return Effect.void
+    const now = Date.now()
+    const deciding = peers.decides(now)
+    const services: Array<[string, ServiceReport]> = []
+    const told = new Set<string>()
+    for (const entry of registry.entries()) {
+      const state = stateOf(entry)
+      const { counts, upTo } = entry.metrics.countsSince(state.reportedUpTo, now)
+      state.reportedUpTo = upTo
+      const drains = deciding ? undefined : peers.decidersDrains(entry.runId, now)
+      services.push([entry.runId, {
+        p: entry.project,
+        n: entry.runName,
+        ...(counts.length > 0 ? { c: counts } : {}),
+        ...(now - state.demandAt < DEMAND_MS ? { d: 1 as const } : {}),
+        ...(deciding && state.draining.size > 0 ? { dr: Object.fromEntries([...state.draining].map((id) => [id, state.drainStarted.get(id) ?? 0])) } : {}),
+        ...(deciding && entry.desired !== undefined ? { w: entry.desired } : {}),
+        ...(deciding && entry.deployment !== undefined ? { dep: entry.deployment } : {}),
+        ...(drains !== undefined && Object.keys(drains).length > 0
+          ? { ack: Object.fromEntries(Object.entries(drains).map(([id, at]) => [id, [at, entry.replicas.find((r) => r.submissionId === id)?.outstanding ?? 0] as const])) }
+          : {})
+      }])
+      told.add(entry.runId)
+    }
+    // A drain of a service this replica does not follow: nothing of it is in flight here.
+    if (!deciding) {
+      for (const [runId, s] of peers.services(now)) {
+        const drains = peers.decidersDrains(runId, now)
+        if (told.has(runId) || Object.keys(drains).length === 0) continue
+        services.push([runId, { p: s.project, n: s.runName, ack: Object.fromEntries(Object.entries(drains).map(([id, at]) => [id, [at, 0] as const])) }])
+      }
+    }
+    return Effect.forEach(encodeReports(engine.owner, services, peerMessages.maxBytes), (payload) => peerMessages.publish(payload), { discard: true }).pipe(
+      Effect.catchAllCause((cause) => Effect.logDebug("services: cannot tell the other server replicas", cause))
+    )
+  })
 
   let ticking = false
   let again = false
@@ -219,8 +309,9 @@ export const make = Effect.gen(function* () {
       return Effect.void
     }
     ticking = true
-    return Effect.forEach(registry.entries(), (entry) =>
-      scale(entry).pipe(Effect.catchAllCause((cause) => Effect.logWarning(`autoscaling service ${entry.project}/${entry.runName}`, cause))), { discard: true }).pipe(
+    return followHeard.pipe(Effect.zipRight(Effect.suspend(() => Effect.forEach(registry.entries(), (entry) =>
+      scale(entry).pipe(Effect.catchAllCause((cause) => Effect.logWarning(`autoscaling service ${entry.project}/${entry.runName}`, cause))), { discard: true }))),
+      Effect.zipRight(publish),
       Effect.ensuring(Effect.sync(() => {
         ticking = false
       })),
@@ -234,6 +325,17 @@ export const make = Effect.gen(function* () {
 
   const runtime = yield* Effect.runtime<never>()
   const kick = () => void Runtime.runFork(runtime)(tick)
+  function publishSoon() {
+    Runtime.runFork(runtime)(publish)
+  }
+  if (peerMessages !== undefined && peers !== undefined) {
+    yield* peerMessages.listen((payload) => {
+      const now = Date.now()
+      const report = peers.hear(payload, now)
+      // A request waiting elsewhere, or a server's answer about a drain, is acted on at once.
+      if (report !== undefined && peers.decides(now) && Object.values(report.s ?? {}).some((s) => s.d === 1 || s.ack !== undefined)) kick()
+    }).pipe(Effect.catchAllCause((cause) => Effect.logWarning("services: cannot listen to the other server replicas; autoscaling on this one's counts", cause)))
+  }
   yield* Effect.forkScoped(Effect.repeat(tick, Schedule.spaced(TICK_MS)))
 
   const hooks: ProxyHooks = {
@@ -242,7 +344,10 @@ export const make = Effect.gen(function* () {
       const state = stateOf(entry)
       const first = Date.now() - state.demandAt >= DEMAND_MS
       state.demandAt = Date.now()
-      if (first) kick()
+      if (!first) return
+      // Where another server replica decides, it hears of the waiting request now.
+      if (peers !== undefined && !peers.decides(Date.now())) publishSoon()
+      else kick()
     },
     released: (entry, replica) => {
       if (replica.draining && replica.outstanding === 0) kick()

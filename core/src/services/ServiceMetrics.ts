@@ -39,6 +39,32 @@ export class ServiceMetrics {
     this.counts[slot]++
   }
 
+  /** Adds `n` requests to an epoch second (counted by another server replica). */
+  add(second: number, n: number): void {
+    const slot = ((second % SECONDS_KEPT) + SECONDS_KEPT) % SECONDS_KEPT
+    if (this.seconds[slot] !== second) {
+      // A second older than the one the slot holds now is past the window: dropped.
+      if (this.seconds[slot] > second) return
+      this.seconds[slot] = second
+      this.counts[slot] = 0
+    }
+    this.counts[slot] += n
+  }
+
+  /**
+   * The whole seconds after `after` and before the current one with requests, as
+   * `[epoch second, count]` (the seconds kept at most), and the last second they cover.
+   */
+  countsSince(after: number, now: number): { readonly counts: Array<[number, number]>; readonly upTo: number } {
+    const upTo = Math.floor(now / 1000) - 1
+    const counts: Array<[number, number]> = []
+    for (let s = Math.max(after + 1, upTo - SECONDS_KEPT + 1); s <= upTo; s++) {
+      const slot = ((s % SECONDS_KEPT) + SECONDS_KEPT) % SECONDS_KEPT
+      if (this.seconds[slot] === s && this.counts[slot] > 0) counts.push([s, this.counts[slot]])
+    }
+    return { counts, upTo }
+  }
+
   latency(ms: number): void {
     this.latencies[this.latencyCount++ % LATENCIES_KEPT] = ms
   }

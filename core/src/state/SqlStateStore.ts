@@ -19,13 +19,13 @@
  */
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import type { Change, DocumentKind, Documents, Logs, StateStoreError, StateStoreService } from "../ports/StateStore.ts"
+import type { Change, DocumentKind, Documents, Logs, PeerMessages, StateStoreError, StateStoreService } from "../ports/StateStore.ts"
 import { migrate } from "./migrations.ts"
 import * as Backends from "./sql/Backends.ts"
 import * as Changes from "./sql/Changes.ts"
 import * as Context from "./sql/Context.ts"
 import * as SqlDocuments from "./sql/Documents.ts"
-import { toStoreError } from "./sql/Errors.ts"
+import { failWith, toStoreError } from "./sql/Errors.ts"
 import * as Leases from "./sql/Leases.ts"
 import * as SqlLogs from "./sql/Logs.ts"
 import * as Projects from "./sql/Projects.ts"
@@ -48,6 +48,26 @@ export interface SqlStateStoreOptions {
 
 /** The NOTIFY channel the change triggers publish on. */
 export const CHANGES_CHANNEL = Changes.CHANGES_CHANNEL
+
+/** The NOTIFY channel of messages between server replicas (`StateStoreService.peers`). */
+export const PEERS_CHANNEL = "dstack_peers"
+/** PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more. */
+const PEER_PAYLOAD_BYTES = 7_900
+const utf8 = new TextEncoder()
+
+/**
+ * Messages between the replicas sharing a database, over NOTIFY on a channel of their own: for a
+ * store several processes share (the PostgreSQL store sets it as its `peers`).
+ */
+export const peerMessages = (driver: SqlDriver): PeerMessages => ({
+  maxBytes: PEER_PAYLOAD_BYTES,
+  publish: (payload) => {
+    const bytes = utf8.encode(payload).length
+    if (bytes > PEER_PAYLOAD_BYTES) return failWith("peers.publish", "Invalid", `a peer message of ${bytes} bytes is over the ${PEER_PAYLOAD_BYTES} bytes NOTIFY carries`)
+    return driver.query("SELECT pg_notify($1, $2)", [PEERS_CHANNEL, payload]).pipe(Effect.asVoid, Effect.mapError(toStoreError("peers.publish")))
+  },
+  listen: (onMessage) => driver.listen(PEERS_CHANNEL, onMessage).pipe(Effect.mapError(toStoreError("peers.listen")))
+})
 
 /**
  * Builds the store on a driver: applies pending migrations, starts listening for changes

@@ -185,12 +185,13 @@ export const make = (
       Effect.repeat(Schedule.spaced(Duration.seconds(Math.min(Math.max(timeouts.queryTimeout, 1), 30)))),
       Effect.forkScoped
     )
+    const driver = makeDriver(sql, timeouts)
     const store = yield* SqlStateStore.make(
-      makeDriver(sql, timeouts),
+      driver,
       options.migrate === undefined ? {} : { migrate: options.migrate }
     )
     // Several replicas share this database: the server then asks for a shared blob store too.
-    return { ...store, reach: "shared" as const }
+    return { ...store, reach: "shared" as const, peers: SqlStateStore.peerMessages(driver) }
   })
 
 /**

@@ -63,6 +63,36 @@ describeWith("postgresql", pg.available, pg.reason, () => {
       })
     ))
 
+  it.live("carries peer messages between replicas, in order, to whoever listens; refuses one over NOTIFY's size naming it", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const db = yield* freshDatabase(pg.url)
+        const a = yield* PostgresStateStore.make({ url: db.url })
+        const b = yield* PostgresStateStore.make({ url: db.url })
+        expect(a.peers).toBeDefined()
+        const heardByB = yield* Queue.unbounded<string>()
+        const heardByA = yield* Queue.unbounded<string>()
+        yield* b.peers!.listen((payload) => heardByB.unsafeOffer(payload))
+        yield* a.peers!.listen((payload) => heardByA.unsafeOffer(payload))
+        const take = (queue: Queue.Queue<string>, n: number) =>
+          Effect.forEach(Array.from({ length: n }), () => Queue.take(queue).pipe(Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("no message came") })))
+        for (let i = 0; i < 5; i++) yield* a.peers!.publish(`{"n":${i},"text":"ü"}`)
+        // Every listener hears it, its sender too, in the order sent, byte for byte.
+        const expected = Array.from({ length: 5 }, (_, i) => `{"n":${i},"text":"ü"}`)
+        expect(yield* take(heardByB, 5)).toEqual(expected)
+        expect(yield* take(heardByA, 5)).toEqual(expected)
+        // A payload as large as allowed goes through; one byte more is refused, nothing sent.
+        const largest = "x".repeat(a.peers!.maxBytes)
+        yield* a.peers!.publish(largest)
+        expect(yield* take(heardByB, 1)).toEqual([largest])
+        const refused = yield* Effect.flip(a.peers!.publish(`${largest}x`))
+        expect(refused.reason).toBe("Invalid")
+        expect(refused.message).toContain(`${a.peers!.maxBytes + 1} bytes`)
+        yield* a.peers!.publish("after")
+        expect(yield* take(heardByB, 1)).toEqual(["after"])
+      })
+    ))
+
   it.live("tells another replica's watchers of run writes and of access changes", () =>
     Effect.scoped(
       Effect.gen(function* () {
