@@ -38,6 +38,8 @@ interface Followed {
   demandAt: number
   /** Submission ids being drained: stopped once their requests in flight have ended. */
   readonly draining: Set<string>
+  /** Drained submission ids asked to stop: out of rotation until their replicas are gone. */
+  readonly stopping: Set<string>
   /** When each drain began (epoch ms): other server replicas answer for that drain. */
   readonly drainStarted: Map<string, number>
   /** The last whole second of requests told to the other server replicas. */
@@ -106,7 +108,7 @@ export const make = Effect.gen(function* () {
   const stateOf = (entry: ServiceEntry): Followed => {
     let state = followed.get(entry)
     if (state === undefined) {
-      followed.set(entry, (state = { lastScaledAt: undefined, demandAt: 0, draining: new Set(), drainStarted: new Map(), reportedUpTo: Math.floor(Date.now() / 1000) - 60 }))
+      followed.set(entry, (state = { lastScaledAt: undefined, demandAt: 0, draining: new Set(), stopping: new Set(), drainStarted: new Map(), reportedUpTo: Math.floor(Date.now() / 1000) - 60 }))
     }
     return state
   }
@@ -114,6 +116,27 @@ export const make = Effect.gen(function* () {
   // The other server replicas on this store, when it carries messages between them.
   const peerMessages = store.peers
   const peers = peerMessages === undefined ? undefined : new ServicePeers(engine.owner)
+
+  /**
+   * Marks the replicas drained: those the deciding server replica drains (this one's own drains
+   * when it decides). Done each tick and whenever the registry's replicas change, so that a
+   * replica object made afresh for a drained job takes no request meanwhile.
+   */
+  const markDrains = (entry: ServiceEntry, now: number): void => {
+    if (peers !== undefined && !peers.decides(now)) {
+      const drains = peers.decidersDrains(entry.runId, now)
+      for (const replica of entry.replicas) replica.draining = drains[replica.submissionId] !== undefined
+    } else {
+      const { draining, stopping, drainStarted } = stateOf(entry)
+      for (const id of stopping) {
+        if (entry.replicas.some((r) => r.submissionId === id)) continue
+        stopping.delete(id)
+        drainStarted.delete(id)
+      }
+      for (const replica of entry.replicas) replica.draining = draining.has(replica.submissionId) || stopping.has(replica.submissionId)
+    }
+  }
+  registry.onReplicasChanged((entry) => markDrains(entry, Date.now()))
 
   /**
    * Adds replicas until `serving` of them serve (not draining here). Counted on the run as it is
@@ -139,21 +162,18 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const state = stateOf(entry)
       const now = Date.now()
+      markDrains(entry, now)
       if (peers !== undefined && !peers.decides(now)) {
-        // Another server replica decides: the replicas it drains take no request from here.
-        // Drains this one began while it decided are its no more.
+        // Another server replica decides: drains this one began while it decided are its no more.
         state.draining.clear()
+        state.stopping.clear()
         state.drainStarted.clear()
-        const drains = peers.decidersDrains(entry.runId, now)
-        for (const replica of entry.replicas) replica.draining = drains[replica.submissionId] !== undefined
         // What the API shows here is the decider's.
         const view = peers.decidersView(entry.runId, now)
         entry.desired = view?.want
         entry.deployment = view?.deployment
         return
       }
-      // What this replica drains is all that is drained (a drain followed for another is over).
-      for (const replica of entry.replicas) replica.draining = state.draining.has(replica.submissionId)
       // The registry's copy is the run as stored while it is not stale: every write of this
       // process reaches it with its row (and marks it stale until then), others' notices mark it
       // stale. A newer run written meanwhile elsewhere makes the write below conflict and retry.
@@ -246,7 +266,7 @@ export const make = Effect.gen(function* () {
         const stored = yield* withStore(modifyRunKnown(entry.runId, (r) => ({ ...r, scaleDown: [...new Set([...(r.scaleDown ?? []), ...done])] })))
         for (const id of done) {
           state.draining.delete(id)
-          state.drainStarted.delete(id)
+          state.stopping.add(id)
         }
         yield* engine.wake(entry.runId, stored)
       }
@@ -279,7 +299,9 @@ export const make = Effect.gen(function* () {
         n: entry.runName,
         ...(counts.length > 0 ? { c: counts } : {}),
         ...(now - state.demandAt < DEMAND_MS ? { d: 1 as const } : {}),
-        ...(deciding && state.draining.size > 0 ? { dr: Object.fromEntries([...state.draining].map((id) => [id, state.drainStarted.get(id) ?? 0])) } : {}),
+        ...(deciding && state.draining.size + state.stopping.size > 0
+          ? { dr: Object.fromEntries([...state.draining, ...state.stopping].map((id) => [id, state.drainStarted.get(id) ?? 0])) }
+          : {}),
         ...(deciding && entry.desired !== undefined ? { w: entry.desired } : {}),
         ...(deciding && entry.deployment !== undefined ? { dep: entry.deployment } : {}),
         ...(drains !== undefined && Object.keys(drains).length > 0
