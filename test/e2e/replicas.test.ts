@@ -462,4 +462,28 @@ describeWith("postgresql", pg.available, pg.reason, () => {
     expect(survivorWrites.at(-1)?.status).toBe("done")
     expect(survivorWrites.every((e) => e.at >= tookOver!.at)).toBe(true)
   }, 60_000)
+
+  it("hands the deciding to the next replica when the deciding one dies: a request held at zero there is then served", async () => {
+    const survivor = [a!, b!].find((r) => r.process.exitCode === null && r.process.signalCode === null)!
+    // A third replica whose owner id sorts first: it decides once the others hear from it.
+    const first = await startReplica("0", db!.url, workRoot, s3!)
+    try {
+      expect([first.owner, survivor.owner].sort()[0]).toBe(first.owner)
+      await applyService(httpCall(`http://127.0.0.1:${survivor.port}`, TOKEN), "handover-auto", {
+        replicas: "0..1",
+        scaling: { metric: "rps", target: 10, window: "30s", scale_up_delay: 0, scale_down_delay: 0 }
+      })
+      await sleep(2_000)
+      // It dies without a word; the survivor goes on thinking it decides for up to 3 s, then decides itself.
+      first.process.kill("SIGKILL")
+      await first.exited
+      const answer = await proxied(survivor, "handover-auto", "/path")
+      expect(answer.status, answer.text).toBe(200)
+      expect((await serviceInfo(survivor, "handover-auto")).desired_replicas).toBe(1)
+      await call(survivor, "/api/project/main/runs/stop", { runs_names: ["handover-auto"], abort: true })
+      await waitRun(survivor, "handover-auto", finished, 30_000)
+    } finally {
+      await stopReplica(first)
+    }
+  }, 90_000)
 })
