@@ -163,6 +163,8 @@ export const make = Effect.gen(function* () {
       const state = stateOf(entry)
       const now = Date.now()
       markDrains(entry, now)
+      // The API's rate is every server replica's.
+      entry.othersRps = peers?.rps(entry.runId, now, 60) ?? 0
       if (peers !== undefined && !peers.decides(now)) {
         // Another server replica decides: drains this one began while it decided are its no more.
         state.draining.clear()

@@ -154,6 +154,8 @@ export interface ServiceEntry {
   desired: number | undefined
   /** A rolling deployment under way: replicas still on an older spec, and what the roll waits for. */
   deployment: { readonly outdated: number; readonly message: string } | undefined
+  /** Requests per second over the last minute that the other server replicas took (0 alone). */
+  othersRps: number
 }
 
 export interface ServiceRegistryService {
@@ -344,7 +346,8 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         waiters: new Set(),
         metrics: new ServiceMetrics(),
         desired: undefined,
-        deployment: undefined
+        deployment: undefined,
+        othersRps: 0
       }
       return Effect.map(load(entry), () => {
         if (entry.configuration === undefined) return undefined
