@@ -291,6 +291,9 @@ export const make = Effect.gen(function* () {
     const deciding = peers.decides(now)
     const services: Array<[string, ServiceReport]> = []
     const told = new Set<string>()
+    // For each replica the decider drains: when that drain began, and this replica's requests in flight there.
+    const acknowledged = (drains: Readonly<Record<string, number>>, entry?: ServiceEntry) =>
+      Object.fromEntries(Object.entries(drains).map(([id, at]) => [id, [at, entry?.replicas.find((r) => r.submissionId === id)?.outstanding ?? 0] as const]))
     for (const entry of registry.entries()) {
       const state = stateOf(entry)
       const { counts, upTo } = entry.metrics.countsSince(state.reportedUpTo, now)
@@ -306,9 +309,7 @@ export const make = Effect.gen(function* () {
           : {}),
         ...(deciding && entry.desired !== undefined ? { w: entry.desired } : {}),
         ...(deciding && entry.deployment !== undefined ? { dep: entry.deployment } : {}),
-        ...(drains !== undefined && Object.keys(drains).length > 0
-          ? { ack: Object.fromEntries(Object.entries(drains).map(([id, at]) => [id, [at, entry.replicas.find((r) => r.submissionId === id)?.outstanding ?? 0] as const])) }
-          : {})
+        ...(drains !== undefined && Object.keys(drains).length > 0 ? { ack: acknowledged(drains, entry) } : {})
       }])
       told.add(entry.runId)
     }
@@ -317,7 +318,7 @@ export const make = Effect.gen(function* () {
       for (const [runId, s] of peers.services(now)) {
         const drains = peers.decidersDrains(runId, now)
         if (told.has(runId) || Object.keys(drains).length === 0) continue
-        services.push([runId, { p: s.project, n: s.runName, ack: Object.fromEntries(Object.entries(drains).map(([id, at]) => [id, [at, 0] as const])) }])
+        services.push([runId, { p: s.project, n: s.runName, ack: acknowledged(drains) }])
       }
     }
     return Effect.forEach(encodeReports(engine.owner, services, peerMessages.maxBytes), (payload) => peerMessages.publish(payload), { discard: true }).pipe(

@@ -118,8 +118,11 @@ export class ServicePeers {
       heard.want = typeof s.w === "number" ? s.w : undefined
       heard.deployment = s.dep
     }
-    // Replicas long gone are forgotten.
-    for (const [id, p] of this.peers) if (now - p.heardAt > 10 * PEER_LIVE_MS) this.peers.delete(id)
+    // Replicas long gone are forgotten, and the services a replica no longer reports.
+    for (const [id, p] of this.peers) {
+      if (now - p.heardAt > 10 * PEER_LIVE_MS) this.peers.delete(id)
+      else for (const [runId, s] of p.services) if (now - s.heardAt > 10 * PEER_LIVE_MS) p.services.delete(runId)
+    }
     return report
   }
 

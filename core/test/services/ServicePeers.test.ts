@@ -41,6 +41,12 @@ describe("ServicePeers", () => {
     expect(peers.services(T0 + 500)).toEqual(new Map([["r1", { project: "main", runName: "web" }], ["r2", { project: "main", runName: "other" }]]))
     // c-server not heard from since T0: its counts no longer count.
     expect(peers.rps("r1", T0 + PEER_LIVE_MS + 100, 30)).toBe(90 / 30)
+    // A service a replica stops reporting is forgotten after a while, and the replica with it once quiet.
+    const later = T0 + 10 * PEER_LIVE_MS + 1_000
+    peers.hear(report("a-server", { r2: svc({ n: "other" }) }), later)
+    expect(peers.services(later)).toEqual(new Map([["r2", { project: "main", runName: "other" }]]))
+    expect(peers.rps("r1", later, 30)).toBe(0)
+    expect(peers.liveIds(later)).toEqual(["a-server"])
   })
 
   it("says when another replica last had a request waiting with no replica", () => {
