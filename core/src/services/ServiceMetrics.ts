@@ -30,13 +30,7 @@ export class ServiceMetrics {
   /** Counts one request arriving at `now` (epoch ms). */
   request(now: number): void {
     this.requests++
-    const second = Math.floor(now / 1000)
-    const slot = second % SECONDS_KEPT
-    if (this.seconds[slot] !== second) {
-      this.seconds[slot] = second
-      this.counts[slot] = 0
-    }
-    this.counts[slot]++
+    this.add(Math.floor(now / 1000), 1)
   }
 
   /** Adds `n` requests to an epoch second (counted by another server replica). */
