@@ -163,8 +163,11 @@ export const make = Effect.gen(function* () {
       const state = stateOf(entry)
       const now = Date.now()
       markDrains(entry, now)
-      // The API's rate is every server replica's.
-      entry.othersRps = peers?.rps(entry.runId, now, 60) ?? 0
+      // The API's counts are every server replica's.
+      if (peers !== undefined) {
+        const [requests, errors] = peers.totals(entry.runId, now)
+        entry.others = { rps: peers.rps(entry.runId, now, 60), requests, errors }
+      }
       if (peers !== undefined && !peers.decides(now)) {
         // Another server replica decides: drains this one began while it decided are its no more.
         state.draining.clear()
@@ -303,6 +306,7 @@ export const make = Effect.gen(function* () {
         p: entry.project,
         n: entry.runName,
         ...(counts.length > 0 ? { c: counts } : {}),
+        t: [entry.metrics.requests, entry.metrics.errors] as const,
         ...(now - state.demandAt < DEMAND_MS ? { d: 1 as const } : {}),
         ...(deciding && state.draining.size + state.stopping.size > 0
           ? { dr: Object.fromEntries([...state.draining, ...state.stopping].map((id) => [id, state.drainStarted.get(id) ?? 0])) }

@@ -22,6 +22,8 @@ export interface ServiceReport {
   readonly n: string
   /** Requests per whole second since the sender's last report: `[epoch second, count]`. */
   readonly c?: ReadonlyArray<readonly [number, number]>
+  /** The sender's requests and proxy errors since it started. */
+  readonly t?: readonly [number, number]
   /** A request waits at the sender with no replica to take it. */
   readonly d?: 1
   /** From the decider: the replicas (submission ids) it drains, each with when it began (epoch ms). */
@@ -52,6 +54,7 @@ interface HeardService {
   acks: Readonly<Record<string, readonly [number, number]>> | undefined
   want: number | undefined
   deployment: ServiceReport["dep"]
+  totals: readonly [number, number]
 }
 
 interface Peer {
@@ -108,7 +111,7 @@ export class ServicePeers {
       if (typeof s?.p !== "string" || typeof s.n !== "string") continue
       let heard = peer.services.get(runId)
       if (heard === undefined) {
-        peer.services.set(runId, (heard = { project: s.p, runName: s.n, heardAt: now, metrics: new ServiceMetrics(), demandAt: 0, drains: undefined, acks: undefined, want: undefined, deployment: undefined }))
+        peer.services.set(runId, (heard = { project: s.p, runName: s.n, heardAt: now, metrics: new ServiceMetrics(), demandAt: 0, drains: undefined, acks: undefined, want: undefined, deployment: undefined, totals: [0, 0] }))
       }
       heard.heardAt = now
       for (const [second, n] of s.c ?? []) if (Number.isFinite(second) && Number.isFinite(n)) heard.metrics.add(second, n)
@@ -116,6 +119,7 @@ export class ServicePeers {
       heard.drains = s.dr
       heard.acks = s.ack
       heard.want = typeof s.w === "number" ? s.w : undefined
+      if (Array.isArray(s.t) && Number.isFinite(s.t[0]) && Number.isFinite(s.t[1])) heard.totals = [s.t[0], s.t[1]]
       heard.deployment = s.dep
     }
     // Replicas long gone are forgotten, and the services a replica no longer reports.
@@ -156,6 +160,20 @@ export class ServicePeers {
     let total = 0
     for (const [id] of this.live(now)) total += this.peers.get(id)!.services.get(runId)?.metrics.rps(now, windowSeconds) ?? 0
     return total
+  }
+
+  /** The others' requests and proxy errors to a service, each since it started. */
+  totals(runId: string, now: number): readonly [number, number] {
+    let requests = 0
+    let errors = 0
+    for (const [id] of this.live(now)) {
+      const t = this.heard(id, runId, now)?.totals
+      if (t !== undefined) {
+        requests += t[0]
+        errors += t[1]
+      }
+    }
+    return [requests, errors]
   }
 
   /** When another replica last said a request waits there for this service with no replica (0: never). */

@@ -154,8 +154,8 @@ export interface ServiceEntry {
   desired: number | undefined
   /** A rolling deployment under way: replicas still on an older spec, and what the roll waits for. */
   deployment: { readonly outdated: number; readonly message: string } | undefined
-  /** Requests per second over the last minute that the other server replicas took (0 alone). */
-  othersRps: number
+  /** What the other server replicas counted (0 alone): requests per second over the last minute, requests and proxy errors. */
+  others: { rps: number; requests: number; errors: number }
 }
 
 export interface ServiceRegistryService {
@@ -347,7 +347,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         metrics: new ServiceMetrics(),
         desired: undefined,
         deployment: undefined,
-        othersRps: 0
+        others: { rps: 0, requests: 0, errors: 0 }
       }
       return Effect.map(load(entry), () => {
         if (entry.configuration === undefined) return undefined

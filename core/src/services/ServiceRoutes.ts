@@ -1,6 +1,6 @@
 // /api/project/{p}/services/get and /list: each service's replicas (in rotation, in flight,
 // draining) and traffic (requests, errors, requests per second, latency percentiles) as this
-// server's proxy counts them — the rate with the other server replicas' added.
+// server's proxy counts them, with the other server replicas' requests, errors and rate added.
 import { Effect } from "effect"
 import { GetServiceRequest, ServiceInfo, ServiceList } from "../api/services.ts"
 import { excerpt, fromStateStore, notFound } from "../server/ApiError.ts"
@@ -25,10 +25,10 @@ export const serviceInfo = (entry: ServiceEntry, now: number): ServiceInfo => {
       draining: r.draining
     })),
     desiredReplicas: entry.desired ?? c.replicas.min ?? 0,
-    requests: metrics.requests,
-    errors: metrics.errors,
-    // Every server replica's requests (each tells the others its own); the rest is this one's.
-    rps: metrics.rps + entry.othersRps,
+    // Every server replica's (each tells the others its own); the latencies are this one's.
+    requests: metrics.requests + entry.others.requests,
+    errors: metrics.errors + entry.others.errors,
+    rps: metrics.rps + entry.others.rps,
     latencyP50Ms: metrics.latencyP50Ms,
     latencyP99Ms: metrics.latencyP99Ms,
     ...(entry.deployment !== undefined ? { deployment: { outdatedReplicas: entry.deployment.outdated, message: entry.deployment.message } } : {})

@@ -39,8 +39,13 @@ describe("ServicePeers", () => {
     expect(peers.rps("r1", T0 + 500, 30)).toBe(120 / 30)
     expect(peers.rps("r2", T0 + 500, 30)).toBe(9 / 30)
     expect(peers.services(T0 + 500)).toEqual(new Map([["r1", { project: "main", runName: "web" }], ["r2", { project: "main", runName: "other" }]]))
+    peers.hear(report("c-server", { r1: svc({ t: [7, 1] }) }), T0)
+    peers.hear(report("a-server", { r1: svc({ t: [40, 2] }) }), T0 + 500)
+    expect(peers.totals("r1", T0 + 500)).toEqual([47, 3])
+    expect(peers.totals("r2", T0 + 500)).toEqual([0, 0])
     // c-server not heard from since T0: its counts no longer count.
     expect(peers.rps("r1", T0 + PEER_LIVE_MS + 100, 30)).toBe(90 / 30)
+    expect(peers.totals("r1", T0 + PEER_LIVE_MS + 100)).toEqual([40, 2])
     // A service a replica stops reporting is forgotten after a while, and the replica with it once quiet.
     const later = T0 + 10 * PEER_LIVE_MS + 1_000
     peers.hear(report("a-server", { r2: svc({ n: "other" }) }), later)
