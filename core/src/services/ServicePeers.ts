@@ -62,30 +62,33 @@ interface Peer {
   readonly services: Map<string, HeardService>
 }
 
-/** Serializes a report, split by services into payloads of at most `maxBytes`. */
+/**
+ * Serializes a report, split by services into payloads of at most `maxBytes`: each service is
+ * serialized once, and a payload is the report's head and the services that fit.
+ */
 export const encodeReports = (from: string, services: ReadonlyArray<readonly [string, ServiceReport]>, maxBytes: number): Array<string> => {
   const utf8 = new TextEncoder()
+  // As JSON.stringify({ v: 1, from, s }) writes a PeerReport.
+  const head = `{"v":1,"from":${JSON.stringify(from)},"s":{`
+  const tail = "}}"
+  const empty = utf8.encode(head).length + tail.length
   const payloads: Array<string> = []
-  let part: Record<string, ServiceReport> = {}
-  let count = 0
-  const flush = () => {
-    payloads.push(JSON.stringify({ v: 1, from, s: part } satisfies PeerReport))
-    part = {}
-    count = 0
-  }
+  let parts: Array<string> = []
+  let bytes = empty
   for (const [runId, report] of services) {
-    const before = part
-    part = { ...part, [runId]: report }
-    count++
-    if (count > 1 && utf8.encode(JSON.stringify({ v: 1, from, s: part })).length > maxBytes) {
-      part = before
-      flush()
-      part = { [runId]: report }
-      count = 1
+    const part = `${JSON.stringify(runId)}:${JSON.stringify(report)}`
+    const size = utf8.encode(part).length
+    // A service alone goes out however large it is (the store refuses it then, saying so).
+    if (parts.length > 0 && bytes + 1 + size > maxBytes) {
+      payloads.push(`${head}${parts.join(",")}${tail}`)
+      parts = []
+      bytes = empty
     }
+    bytes += (parts.length > 0 ? 1 : 0) + size
+    parts.push(part)
   }
   // An empty report still says the sender is there.
-  if (count > 0 || payloads.length === 0) flush()
+  if (parts.length > 0 || payloads.length === 0) payloads.push(`${head}${parts.join(",")}${tail}`)
   return payloads
 }
 

@@ -108,5 +108,8 @@ describe("ServicePeers", () => {
     expect(peers.services(T0).size).toBe(60)
     expect(peers.rps("run-59", T0, 30)).toBe(59 / 30)
     expect(encodeReports("a-server", [], 1_000)).toEqual([JSON.stringify({ v: 1, from: "a-server", s: {} })])
+    // What fits one message is the report as JSON writes it.
+    const few = services.slice(0, 3)
+    expect(encodeReports("a-server", few, 7_900)).toEqual([JSON.stringify({ v: 1, from: "a-server", s: Object.fromEntries(few) })])
   })
 })
