@@ -3,7 +3,8 @@
 // /proxy/services/{project}/{run}/ with fetch, node:http and a WebSocket client: every method,
 // streamed uploads and answers both ways, an endless SSE stream, strip_prefix, the redirect
 // for a missing slash, auth (refused, allowed, `auth: false`), least outstanding requests,
-// a replica that breaks off an answer, a service that is gone.
+// a replica that breaks off an answer, a service that is gone, `rate_limits` per client address
+// (clients on 127.0.0.1 and 127.0.0.2, both loopback), WebSocket upgrades included.
 import * as http from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
@@ -187,5 +188,56 @@ describe("the services proxy", () => {
     expect(out.length).toBe(1)
     // The rest keep being served by the other replica.
     for (let i = 0; i < 5; i++) expect((await fetch(url("web", "/path"), { headers: auth })).status).toBe(200)
+  })
+})
+
+/** A GET through the proxy from a given local address: the status and the Retry-After header. */
+const getFrom = (localAddress: string, target: string) =>
+  new Promise<{ status: number; retryAfter: string | undefined; body: string }>((resolve, reject) => {
+    const req = http.get(target, { localAddress, headers: auth }, (res) => {
+      let body = ""
+      res.setEncoding("utf8")
+      res.on("data", (chunk: string) => (body += chunk))
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers["retry-after"] as string | undefined, body }))
+    })
+    req.on("error", reject)
+  })
+
+describe("rate_limits", () => {
+  beforeAll(async () => {
+    await applyService(call, "limited", {
+      rate_limits: [{ prefix: "/", rps: 0.2, burst: 2 }, { prefix: "/api/", rps: 100, burst: 100 }]
+    })
+    await waitRunning(call, "limited")
+  }, 60_000)
+  afterAll(async () => {
+    await call?.("/api/project/main/runs/stop", { runs_names: ["limited"], abort: true })
+  })
+
+  it("lets burst + 1 requests through per client address, then answers 429 with Retry-After; another address has its own", async () => {
+    const first = await Promise.all(Array.from({ length: 4 }, () => getFrom("127.0.0.1", url("limited", "/path"))))
+    expect(first.map((r) => r.status).sort()).toEqual([200, 200, 200, 429])
+    const refused = first.find((r) => r.status === 429)!
+    // One request per 5 s: the next is 5 s away.
+    expect(refused.retryAfter).toBe("5")
+    expect(refused.body).toMatch(/limit under \/ is 0.2 per second per client/)
+    // The longest matching prefix has its own, looser limit.
+    for (let i = 0; i < 5; i++) expect((await getFrom("127.0.0.1", url("limited", "/api/x"))).status).toBe(200)
+    const other = await Promise.all(Array.from({ length: 3 }, () => getFrom("127.0.0.2", url("limited", "/path"))))
+    expect(other.map((r) => r.status)).toEqual([200, 200, 200])
+    expect((await getFrom("127.0.0.2", url("limited", "/path"))).status).toBe(429)
+    // A WebSocket upgrade counts as a request: refused at the upgrade for the client over its limit.
+    const upgraded = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(url("limited", "/ws").replace(/^http/, "ws"), { headers: auth, localAddress: "127.0.0.1" })
+      ws.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0))
+      ws.on("open", () => {
+        ws.close()
+        resolve(101)
+      })
+    })
+    expect(upgraded).toBe(429)
+    const info = await call("/api/project/main/services/get", { run_name: "limited" })
+    // Refused requests never reach a replica, nor count as the service's requests.
+    expect(info.body.requests, JSON.stringify(info.body)).toBe(3 + 5 + 3)
   })
 })

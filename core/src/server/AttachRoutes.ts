@@ -134,9 +134,9 @@ export const routePathPattern = (path: string): RegExp =>
  * The server's upgrade hook: attach requests go through the app (and so through the router's
  * checks and the route above); any other upgrade goes to `other` (the services proxy).
  */
-export const attachUpgrade = (app: Hono, other: UpgradeHandler, tunnelPaths: ReadonlyArray<RegExp> = []): UpgradeHandler => async (request) => {
+export const attachUpgrade = (app: Hono, other: UpgradeHandler, tunnelPaths: ReadonlyArray<RegExp> = []): UpgradeHandler => async (request, clientIp) => {
   const path = new URL(request.url).pathname
-  if (!ATTACH_PATH.test(path) && !tunnelPaths.some((p) => p.test(path))) return other(request)
+  if (!ATTACH_PATH.test(path) && !tunnelPaths.some((p) => p.test(path))) return other(request, clientIp)
   upgrading.add(request)
   const response = await app.fetch(request)
   upgrading.delete(request)

@@ -14,7 +14,8 @@
  */
 import { Context, Effect, Layer, Runtime, Schedule } from "effect"
 import type { ServiceReport } from "./ServicePeers.ts"
-import { encodeReports, ServicePeers } from "./ServicePeers.ts"
+import { encodeAdmitted, encodeReports, ServicePeers } from "./ServicePeers.ts"
+import { type Admitted, RateLimiter } from "./RateLimiter.ts"
 import { Job, JobSubmission, latestSubmission } from "../domain/Job.ts"
 import { Run } from "../domain/Run.ts"
 import { jobSpecsFromRunSpec } from "../domain/RunJobSpecs.ts"
@@ -30,6 +31,8 @@ import { type Replica, type ServiceEntry, ServiceRegistry } from "./ServiceRegis
 
 /** How often every followed service is looked at. */
 const TICK_MS = 1_000
+/** The most rate-limit buckets one report tells the others of (the busiest first). */
+const MAX_ADMITTED_SHARED = 2_000
 /** A waiting request counts as demand this long after it last asked. */
 const DEMAND_MS = 5_000
 
@@ -48,6 +51,8 @@ interface Followed {
 
 export interface AutoscalerService {
   readonly hooks: ProxyHooks
+  /** The services' rate limits, shared with the other server replicas when the store carries messages. */
+  readonly limiter: RateLimiter
   /** Looks at every followed service now (tests, and the proxy's demand). */
   readonly tick: Effect.Effect<void>
 }
@@ -116,6 +121,7 @@ export const make = Effect.gen(function* () {
   // The other server replicas on this store, when it carries messages between them.
   const peerMessages = store.peers
   const peers = peerMessages === undefined ? undefined : new ServicePeers(engine.owner)
+  const limiter = new RateLimiter(peers !== undefined)
 
   /**
    * Marks the replicas drained: those the deciding server replica drains (this one's own drains
@@ -287,7 +293,18 @@ export const make = Effect.gen(function* () {
     return Effect.forEach(unknown, ([, s]) => Effect.ignore(registry.lookup(s.project, s.runName)), { discard: true })
   })
 
-  /** Tells the other server replicas this one's counts, waiting requests and part in drains. */
+  /** Spends what another server replica let through from this one's buckets for those clients. */
+  const spendAdmitted = (admitted: ReadonlyArray<unknown>, now: number): void => {
+    const entries = new Map(registry.entries().map((e) => [e.runId, e]))
+    for (const a of admitted) {
+      if (!Array.isArray(a) || a.length !== 4 || typeof a[0] !== "string" || typeof a[1] !== "string" || typeof a[2] !== "string" || typeof a[3] !== "number") continue
+      // A service not followed here has no bucket here: its first request makes a full one.
+      const limit = entries.get(a[0])?.configuration.rateLimits?.find((l) => l.prefix === a[1])
+      if (limit !== undefined) limiter.spend(a as unknown as Admitted, limit, now)
+    }
+  }
+
+  /** Tells the other server replicas this one's counts, waiting requests, part in drains and rate-limited requests. */
   const publish: Effect.Effect<void> = Effect.suspend(() => {
     if (peerMessages === undefined || peers === undefined) return Effect.void
     const now = Date.now()
@@ -325,7 +342,11 @@ export const make = Effect.gen(function* () {
         services.push([runId, { p: s.project, n: s.runName, ack: acknowledged(drains) }])
       }
     }
-    return Effect.forEach(encodeReports(engine.owner, services, peerMessages.maxBytes), (payload) => peerMessages.publish(payload), { discard: true }).pipe(
+    const payloads = [
+      ...encodeReports(engine.owner, services, peerMessages.maxBytes),
+      ...encodeAdmitted(engine.owner, limiter.takeAdmitted(MAX_ADMITTED_SHARED), peerMessages.maxBytes)
+    ]
+    return Effect.forEach(payloads, (payload) => peerMessages.publish(payload), { discard: true }).pipe(
       Effect.catchAllCause((cause) => Effect.logDebug("services: cannot tell the other server replicas", cause))
     )
   })
@@ -361,6 +382,7 @@ export const make = Effect.gen(function* () {
     yield* peerMessages.listen((payload) => {
       const now = Date.now()
       const report = peers.hear(payload, now)
+      if (report?.rl !== undefined) spendAdmitted(report.rl, now)
       // A request waiting elsewhere, or a server's answer about a drain, is acted on at once.
       if (report !== undefined && peers.decides(now) && Object.values(report.s ?? {}).some((s) => s.d === 1 || s.ack !== undefined)) kick()
     }).pipe(Effect.catchAllCause((cause) => Effect.logWarning("services: cannot listen to the other server replicas; autoscaling on this one's counts", cause)))
@@ -382,7 +404,7 @@ export const make = Effect.gen(function* () {
       if (replica.draining && replica.outstanding === 0) kick()
     }
   }
-  return { hooks, tick } satisfies AutoscalerService
+  return { hooks, tick, limiter } satisfies AutoscalerService
 })
 
 export const layer: Layer.Layer<Autoscaler, never, ServiceRegistry | StateStore | Engine> = Layer.scoped(Autoscaler, make)

@@ -6,10 +6,13 @@
  * engine owner id sorts first among those heard from in the last few seconds (itself included).
  * It scales on the sum of everyone's counts and publishes the replicas it drains; the others take
  * those out of their rotation and report how many of their requests are still in flight on each,
- * and a drained replica is stopped only once every replica heard from reports none there.
+ * and a drained replica is stopped only once every replica heard from reports none there. Each
+ * also tells the others the requests it let through under `rate_limits`, which they spend from
+ * their own buckets for those clients (RateLimiter.ts).
  *
  * A store without peer messages (one process) leaves this out: the server decides alone.
  */
+import type { Admitted } from "./RateLimiter.ts"
 import { ServiceMetrics } from "./ServiceMetrics.ts"
 
 /** A replica heard from within this long is counted (reports come every second). */
@@ -42,6 +45,8 @@ export interface PeerReport {
   readonly from: string
   /** Services by run id. */
   readonly s: Readonly<Record<string, ServiceReport>>
+  /** The requests the sender let through under rate limits since its last report, per bucket. */
+  readonly rl?: ReadonlyArray<Admitted>
 }
 
 interface HeardService {
@@ -62,35 +67,43 @@ interface Peer {
   readonly services: Map<string, HeardService>
 }
 
+/** Joins serialized parts into payloads of at most `maxBytes` each: `head`, parts split by commas, `tail`. */
+const pack = (head: string, tail: string, parts: Iterable<string>, maxBytes: number): Array<string> => {
+  const utf8 = new TextEncoder()
+  const empty = utf8.encode(head).length + utf8.encode(tail).length
+  const payloads: Array<string> = []
+  let taken: Array<string> = []
+  let bytes = empty
+  for (const part of parts) {
+    const size = utf8.encode(part).length
+    // A part alone goes out however large it is (the store refuses it then, saying so).
+    if (taken.length > 0 && bytes + 1 + size > maxBytes) {
+      payloads.push(`${head}${taken.join(",")}${tail}`)
+      taken = []
+      bytes = empty
+    }
+    bytes += (taken.length > 0 ? 1 : 0) + size
+    taken.push(part)
+  }
+  if (taken.length > 0) payloads.push(`${head}${taken.join(",")}${tail}`)
+  return payloads
+}
+
 /**
  * Serializes a report, split by services into payloads of at most `maxBytes`: each service is
  * serialized once, and a payload is the report's head and the services that fit.
  */
 export const encodeReports = (from: string, services: ReadonlyArray<readonly [string, ServiceReport]>, maxBytes: number): Array<string> => {
-  const utf8 = new TextEncoder()
   // As JSON.stringify({ v: 1, from, s }) writes a PeerReport.
-  const head = `{"v":1,"from":${JSON.stringify(from)},"s":{`
-  const tail = "}}"
-  const empty = utf8.encode(head).length + tail.length
-  const payloads: Array<string> = []
-  let parts: Array<string> = []
-  let bytes = empty
-  for (const [runId, report] of services) {
-    const part = `${JSON.stringify(runId)}:${JSON.stringify(report)}`
-    const size = utf8.encode(part).length
-    // A service alone goes out however large it is (the store refuses it then, saying so).
-    if (parts.length > 0 && bytes + 1 + size > maxBytes) {
-      payloads.push(`${head}${parts.join(",")}${tail}`)
-      parts = []
-      bytes = empty
-    }
-    bytes += (parts.length > 0 ? 1 : 0) + size
-    parts.push(part)
-  }
+  const payloads = pack(`{"v":1,"from":${JSON.stringify(from)},"s":{`, "}}", services.map(([runId, report]) => `${JSON.stringify(runId)}:${JSON.stringify(report)}`), maxBytes)
   // An empty report still says the sender is there.
-  if (parts.length > 0 || payloads.length === 0) payloads.push(`${head}${parts.join(",")}${tail}`)
-  return payloads
+  return payloads.length > 0 ? payloads : [`{"v":1,"from":${JSON.stringify(from)},"s":{}}`]
 }
+
+/** Serializes the requests a replica let through under rate limits, in payloads of at most `maxBytes`. */
+export const encodeAdmitted = (from: string, admitted: ReadonlyArray<Admitted>, maxBytes: number): Array<string> =>
+  // As JSON.stringify({ v: 1, from, s: {}, rl }) writes a PeerReport.
+  pack(`{"v":1,"from":${JSON.stringify(from)},"s":{},"rl":[`, "]}", admitted.map((a) => JSON.stringify(a)), maxBytes)
 
 /** What this replica has heard from the others. */
 export class ServicePeers {

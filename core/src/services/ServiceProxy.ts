@@ -146,11 +146,11 @@ export const makeServiceProxy = (
   registry: ServiceRegistryService,
   runtime: Runtime.Runtime<Access>,
   hooks: ProxyHooks,
-  options: ServiceProxyOptions = {}
+  options: ServiceProxyOptions = {},
+  limiter: RateLimiter = new RateLimiter()
 ): ServiceProxy => {
   const holdTimeoutMs = options.holdTimeoutMs ?? DEFAULT_HOLD_TIMEOUT_MS
   const run = Runtime.runPromise(runtime)
-  const limiter = new RateLimiter()
   let turn = 0
 
   const access = Context.get(runtime.context, Access)
@@ -363,7 +363,7 @@ export const makeServiceProxy = (
     return forward(entry, request, path, { dropAuthorization: entry.configuration.auth, incoming })
   }
 
-  const upgrade: UpgradeHandler = async (request) => {
+  const upgrade: UpgradeHandler = async (request, clientIp) => {
     const url = pathAndQuery(request.url)
     const parsed = parseServicePath(url.pathname)
     if (parsed === undefined || parsed.rest === undefined) return errorJson(noRoute(`No service at ${excerpt(url.pathname, 200)}`))
@@ -371,6 +371,8 @@ export const makeServiceProxy = (
     if (entry instanceof Response) return entry
     const refused = await authorize(entry, request.headers.get("authorization"))
     if (refused !== undefined) return refused
+    const limited = limiter.check(entry, parsed.rest, clientIp ?? "unknown", Date.now())
+    if (limited !== undefined) return limited
     entry.metrics.request(Date.now())
     const got = await acquire(entry, Date.now() + holdTimeoutMs, undefined)
     if (got === undefined) {

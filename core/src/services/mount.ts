@@ -23,11 +23,11 @@ export const mountServices = (
     (made ??= runtime.runtime().then(async (rt) => {
       const registry = await runtime.runPromise(ServiceRegistry)
       const autoscaler = await runtime.runPromise(Autoscaler)
-      return makeServiceProxy(registry, rt, autoscaler.hooks, options)
+      return makeServiceProxy(registry, rt, autoscaler.hooks, options, autoscaler.limiter)
     }))
   let router: Promise<ModelRouter> | undefined
   const models = () =>
     (router ??= proxy().then(async (p) => makeModelRouter(await runtime.runPromise(ServiceRegistry), p, await runtime.runtime())))
   mountServiceProxy(app, proxy, models)
-  return { upgrade: async (request) => (await proxy()).upgrade(request) }
+  return { upgrade: async (request, clientIp) => (await proxy()).upgrade(request, clientIp) }
 }

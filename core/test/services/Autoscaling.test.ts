@@ -54,4 +54,37 @@ describe("rate limits", () => {
     expect(limiter.check(e, "/", "a", 500)).toBeUndefined()
     expect(limiter.check(e, "/", "a", 500)?.status).toBe(429)
   })
+  it("shared between server replicas: each spends what the others let through, so a client gets the rate once", () => {
+    const e = entry([{ prefix: "/", rps: 2, burst: 1 }])
+    const limit = e.configuration.rateLimits![0]
+    const a = new RateLimiter(true)
+    const b = new RateLimiter(true)
+    // A lets two requests through; B hears of them and has nothing left for that client.
+    expect(a.check(e, "/x", "c", 0)).toBeUndefined()
+    expect(a.check(e, "/x", "c", 0)).toBeUndefined()
+    const told = a.takeAdmitted(100)
+    expect(told).toEqual([["r", "/", "c", 2]])
+    expect(a.takeAdmitted(100)).toEqual([])
+    for (const t of told) b.spend(t, limit, 0)
+    const refused = b.check(e, "/x", "c", 0)!
+    expect(refused.status).toBe(429)
+    expect(refused.headers.get("retry-after")).toBe("1")
+    // Another client, and the same client once the rate has paid for them, go through.
+    expect(b.check(e, "/x", "d", 0)).toBeUndefined()
+    expect(b.check(e, "/x", "c", 500)).toBeUndefined()
+    // A debt: B spends more than the bucket holds, and waits longer before the next one.
+    b.spend(["r", "/", "e", 6], limit, 1_000)
+    expect(b.check(e, "/x", "e", 1_000)!.headers.get("retry-after")).toBe("3")
+    expect(b.check(e, "/x", "e", 3_000)?.status).toBe(429)
+    expect(b.check(e, "/x", "e", 3_500)).toBeUndefined()
+  })
+  it("tells the busiest buckets first when there are more than a report carries, and nothing when not shared", () => {
+    const e = entry([{ prefix: "/", rps: 100, burst: 100 }])
+    const a = new RateLimiter(true)
+    for (const [client, n] of [["x", 1], ["y", 5], ["z", 3]] as const) for (let i = 0; i < n; i++) a.check(e, "/", client, 0)
+    expect(a.takeAdmitted(2)).toEqual([["r", "/", "y", 5], ["r", "/", "z", 3]])
+    const alone = new RateLimiter()
+    alone.check(e, "/", "x", 0)
+    expect(alone.takeAdmitted(10)).toEqual([])
+  })
 })

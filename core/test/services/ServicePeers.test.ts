@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { encodeReports, PEER_LIVE_MS, type PeerReport, ServicePeers, type ServiceReport } from "../../src/services/ServicePeers.ts"
+import { encodeAdmitted, encodeReports, PEER_LIVE_MS, type PeerReport, ServicePeers, type ServiceReport } from "../../src/services/ServicePeers.ts"
 
 const T0 = 1_800_000_000_000
 const second = Math.floor(T0 / 1000)
@@ -111,5 +111,20 @@ describe("ServicePeers", () => {
     // What fits one message is the report as JSON writes it.
     const few = services.slice(0, 3)
     expect(encodeReports("a-server", few, 7_900)).toEqual([JSON.stringify({ v: 1, from: "a-server", s: Object.fromEntries(few) })])
+  })
+
+  it("carries the requests let through under rate limits in messages that each fit, none when there are none", () => {
+    const admitted = Array.from({ length: 200 }, (_, i) => ["run-1", "/api/", `10.0.${i >> 8}.${i & 255}`, i + 1] as const)
+    const payloads = encodeAdmitted("a-server", admitted, 1_000)
+    expect(payloads.length).toBeGreaterThan(1)
+    for (const p of payloads) expect(new TextEncoder().encode(p).length).toBeLessThanOrEqual(1_000)
+    const peers = new ServicePeers("b-server")
+    const heard = payloads.flatMap((p) => peers.hear(p, T0)?.rl ?? [])
+    expect(heard).toEqual(admitted)
+    // The sender counts as heard from; no service is reported by these messages.
+    expect(peers.liveIds(T0)).toEqual(["a-server"])
+    expect(peers.services(T0).size).toBe(0)
+    expect(encodeAdmitted("a-server", [], 1_000)).toEqual([])
+    expect(encodeAdmitted("a-server", admitted.slice(0, 2), 7_900)).toEqual([JSON.stringify({ v: 1, from: "a-server", s: {}, rl: admitted.slice(0, 2) })])
   })
 })

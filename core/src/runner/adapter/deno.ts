@@ -27,8 +27,8 @@ const isWebSocketUpgrade = (request: Request): boolean =>
   (request.headers.get("upgrade") ?? "").toLowerCase() === "websocket"
 
 /** Relays a WebSocket between the client and the target, message by message, closing each side with the other. */
-const relay = async (deno: DenoServe, request: Request, upgrade: UpgradeHandler): Promise<Response> => {
-  const result = await upgrade(request)
+const relay = async (deno: DenoServe, request: Request, upgrade: UpgradeHandler, clientIp: string | undefined): Promise<Response> => {
+  const result = await upgrade(request, clientIp)
   if (result instanceof Response) return result
   if (isTunnelTarget(result)) return acceptTunnel(request, result)
   if (isMessagesTarget(result)) return acceptMessages(request, result)
@@ -104,7 +104,7 @@ export const serve: ServeFunction = (fetch, options) => {
         async (request, info) => {
           try {
             return upgrade !== undefined && isWebSocketUpgrade(request)
-              ? await relay(deno, request, upgrade)
+              ? await relay(deno, request, upgrade, info?.remoteAddr?.hostname)
               : await fetch(request, { remoteAddr: info?.remoteAddr?.hostname })
           } catch (error) {
             return failed(request, error)

@@ -32,7 +32,7 @@ const requestOf = (req: IncomingMessage): Request => {
 
 const onUpgrade = (handler: UpgradeHandler) => (req: IncomingMessage, socket: Socket, head: Buffer): void => {
   socket.on("error", () => socket.destroy())
-  handler(requestOf(req)).then(
+  handler(requestOf(req), req.socket.remoteAddress).then(
     (result) => {
       if (result instanceof Response) return answer(socket, result)
       if (isTunnelTarget(result)) return acceptTunnel(req, socket, head, result, (status, message) => void answer(socket, new Response(message, { status })))

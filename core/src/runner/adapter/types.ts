@@ -92,9 +92,10 @@ type AnyTarget = UpgradeTarget | TunnelTarget | MessagesTarget | SocketTarget
 
 /**
  * Answers a request that asks to upgrade its connection (`Upgrade: websocket`): a `Response`
- * to send instead (401, 404, 503 …), or where to carry the connection to.
+ * to send instead (401, 404, 429, 503 …), or where to carry the connection to. `clientIp` is the
+ * address the connection comes from, where the runtime says it.
  */
-export type UpgradeHandler = (request: Request) => Promise<Response | AnyTarget>
+export type UpgradeHandler = (request: Request, clientIp?: string) => Promise<Response | AnyTarget>
 
 export const isTunnelTarget = (target: AnyTarget): target is TunnelTarget => "kind" in target && target.kind === "tcp"
 export const isMessagesTarget = (target: AnyTarget): target is MessagesTarget => "kind" in target && target.kind === "messages"
