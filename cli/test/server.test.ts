@@ -61,6 +61,15 @@ describe("dstack server", { timeout: 120_000 }, () => {
       await first.close()
     }
   })
+
+  it("refuses a trusted proxy that is not an address or a range in one line naming the flag and the entry", async () => {
+    const home = await mkdtemp(join(tmpdir(), "dstack-server-"))
+    dirs.push(home)
+    const error = await startServer({ host: "127.0.0.1", port: 0, serverDir: home, adminToken: "t", configPath: undefined, trustedProxies: ["10.0.0.0/8", "lb.internal"] })
+      .catch((e) => e)
+    expect(error).toBeInstanceOf(CliError)
+    expect(error.message).toMatch(/^--trusted-proxies \(DSTACK_SERVER_TRUSTED_PROXIES\): trusted proxy "lb.internal" is not an IP address, a CIDR range/)
+  })
 })
 
 describe("dstack server's SSH proxy", { timeout: 120_000 }, () => {

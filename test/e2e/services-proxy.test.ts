@@ -4,7 +4,8 @@
 // streamed uploads and answers both ways, an endless SSE stream, strip_prefix, the redirect
 // for a missing slash, auth (refused, allowed, `auth: false`), least outstanding requests,
 // a replica that breaks off an answer, a service that is gone, `rate_limits` per client address
-// (clients on 127.0.0.1 and 127.0.0.2, both loopback), WebSocket upgrades included.
+// (clients on 127.0.0.1 and 127.0.0.2, both loopback), WebSocket upgrades included, and the
+// client's address behind a trusted proxy (X-Forwarded-For) and as the replica sees it (X-Real-IP).
 import * as http from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
@@ -23,7 +24,12 @@ const auth = { authorization: `Bearer ${TOKEN}` }
 const url = (run: string, rest = "/") => `${serving.url}/proxy/services/main/${run}${rest}`
 
 beforeAll(async () => {
-  ;({ server, serving, call } = await startLocalServer({ token: TOKEN, maxInstances: 8, server: { services: { holdTimeoutMs: 30_000 } } }))
+  ;({ server, serving, call } = await startLocalServer({
+    token: TOKEN,
+    maxInstances: 8,
+    // 127.0.0.2 plays a load balancer in front of the server: its X-Forwarded-For names the client.
+    server: { services: { holdTimeoutMs: 30_000, trustedProxies: ["127.0.0.2"] } }
+  }))
   await applyService(call, "web", { replicas: 2 })
   await applyService(call, "open", { auth: false, strip_prefix: false })
   await waitRunning(call, "web", 2)
@@ -192,9 +198,9 @@ describe("the services proxy", () => {
 })
 
 /** A GET through the proxy from a given local address: the status and the Retry-After header. */
-const getFrom = (localAddress: string, target: string) =>
+const getFrom = (localAddress: string, target: string, headers: Record<string, string> = {}) =>
   new Promise<{ status: number; retryAfter: string | undefined; body: string }>((resolve, reject) => {
-    const req = http.get(target, { localAddress, headers: auth }, (res) => {
+    const req = http.get(target, { localAddress, headers: { ...auth, ...headers } }, (res) => {
       let body = ""
       res.setEncoding("utf8")
       res.on("data", (chunk: string) => (body += chunk))
@@ -239,5 +245,29 @@ describe("rate_limits", () => {
     const info = await call("/api/project/main/services/get", { run_name: "limited" })
     // Refused requests never reach a replica, nor count as the service's requests.
     expect(info.body.requests, JSON.stringify(info.body)).toBe(3 + 5 + 3)
+  })
+
+  it("behind a trusted proxy, counts the client its X-Forwarded-For names; anyone else's header is not believed", async () => {
+    const viaProxy = (client: string) => getFrom("127.0.0.2", url("limited", "/path"), { "x-forwarded-for": client })
+    // 127.0.0.2 used its own three above; clients behind it each have their own.
+    expect((await Promise.all([1, 2, 3].map(() => viaProxy("198.51.100.7")))).map((r) => r.status)).toEqual([200, 200, 200])
+    expect((await viaProxy("198.51.100.7")).status).toBe(429)
+    expect((await viaProxy("198.51.100.8")).status).toBe(200)
+    // 127.0.0.1 is not trusted: naming another client does not get it a fresh bucket.
+    expect((await getFrom("127.0.0.1", url("limited", "/path"), { "x-forwarded-for": "198.51.100.9" })).status).toBe(429)
+  })
+})
+
+describe("what the replica is told of the caller", () => {
+  it("sets X-Real-IP to the client and appends the peer to X-Forwarded-For, over what a caller sent", async () => {
+    const direct = JSON.parse((await getFrom("127.0.0.1", url("web", "/path"), { "x-real-ip": "192.0.2.1", "x-forwarded-for": "192.0.2.2" })).body)
+    expect(direct.headers["x-real-ip"]).toBe("127.0.0.1")
+    expect(direct.headers["x-forwarded-for"]).toBe("192.0.2.2, 127.0.0.1")
+    const proxied = JSON.parse((await getFrom("127.0.0.2", url("web", "/path"), { "x-forwarded-for": "203.0.113.5" })).body)
+    expect(proxied.headers["x-real-ip"]).toBe("203.0.113.5")
+    expect(proxied.headers["x-forwarded-for"]).toBe("203.0.113.5, 127.0.0.2")
+    const plain = JSON.parse((await getFrom("127.0.0.1", url("web", "/path"))).body)
+    expect(plain.headers["x-real-ip"]).toBe("127.0.0.1")
+    expect(plain.headers["x-forwarded-for"]).toBe("127.0.0.1")
   })
 })

@@ -28,6 +28,11 @@ export interface StartOptions {
    */
   readonly sshProxyPort?: number | undefined
   readonly sshProxyAddress?: string | undefined
+  /**
+   * The reverse proxies or load balancers in front of the server (`--trusted-proxies`): a
+   * service request from one comes from the client its `X-Forwarded-For` names.
+   */
+  readonly trustedProxies?: ReadonlyArray<string> | undefined
 }
 
 /** `host[:port]` (a bracketed IPv6 host too) of `--sshproxy-address`; undefined port: the one listened on. */
@@ -65,8 +70,9 @@ export const startServer = async (options: StartOptions): Promise<RunningServer>
   })
   const { join } = await import("node:path")
   const advertised = options.sshProxyAddress === undefined ? undefined : parseProxyAddress(options.sshProxyAddress)
-  const build = options.sshProxyPort === undefined ? defaults : {
-    ...defaults,
+  const withProxies = options.trustedProxies === undefined ? defaults : { ...defaults, services: { ...defaults.services, trustedProxies: options.trustedProxies } }
+  const build = options.sshProxyPort === undefined ? withProxies : {
+    ...withProxies,
     sshProxy: {
       port: options.sshProxyPort,
       bind: options.host,
@@ -80,6 +86,7 @@ export const startServer = async (options: StartOptions): Promise<RunningServer>
     // the operator's to fix: one line, no stack.
     const tag = (error as { _tag?: unknown })?._tag
     if (tag === "LocalBlobsError") throw new CliError((error as Error).message)
+    if (tag === "TrustedProxiesError") throw new CliError(`--trusted-proxies (DSTACK_SERVER_TRUSTED_PROXIES): ${(error as Error).message}`)
     const blobs = await blobStoreFailure(error)
     if (blobs !== undefined) throw new CliError(`The blob store \`${String((build.blobs as { driver?: unknown }).driver)}\` cannot start: ${blobs}`)
     throw error
@@ -136,6 +143,12 @@ export default defineCommand({
       description: "The host[:port] runs answers tell clients to reach the SSH proxy at (default: DSTACK_SERVER_SSHPROXY_ADDRESS, else --host and the proxy's port)",
       valueHint: "host[:port]"
     },
+    "trusted-proxies": {
+      type: "string",
+      description:
+        "Comma-separated IPs, CIDR ranges or loopback/linklocal/uniquelocal of load balancers in front of the server: a service request from one comes from the client its X-Forwarded-For names, for rate_limits and X-Real-IP (default: DSTACK_SERVER_TRUSTED_PROXIES; none)",
+      valueHint: "addresses"
+    },
     ...globalArgs
   },
   run: async ({ args }) => {
@@ -151,6 +164,7 @@ export default defineCommand({
       if (proxyPort === undefined) throw usageError("--sshproxy-address (DSTACK_SERVER_SSHPROXY_ADDRESS) needs --sshproxy-port (DSTACK_SERVER_SSHPROXY_PORT): the proxy is off without it")
       parseProxyAddress(proxyAddress)
     }
+    const trustedProxies = args["trusted-proxies"] ?? (process.env.DSTACK_SERVER_TRUSTED_PROXIES || undefined)
     const { ClientConfigFile } = await import("@dstack-ts/client")
     const { defaultServerDir } = await import("../defaultBuild.ts")
     const configPath = ClientConfigFile.defaultConfigPath()
@@ -163,7 +177,8 @@ export default defineCommand({
       handleSignals: true,
       allowLocalBlobs: args["allow-local-blobs"] === true,
       sshProxyPort: proxyPort,
-      sshProxyAddress: proxyAddress
+      sshProxyAddress: proxyAddress,
+      trustedProxies: trustedProxies === undefined ? undefined : trustedProxies.split(",").map((t) => t.trim()).filter((t) => t !== "")
     })
     // Serving until SIGINT/SIGTERM, on which serve() closes the server and exits.
     await new Promise<never>(() => {})

@@ -51,6 +51,7 @@ import type { ServiceRegistry } from "../services/ServiceRegistry.ts"
 import * as AutoscalerModule from "../services/Autoscaler.ts"
 import type { Autoscaler } from "../services/Autoscaler.ts"
 import { mountServices, type ServicesOptions } from "../services/mount.ts"
+import { makeClientAddress } from "../services/ClientAddress.ts"
 import { serviceRoutes } from "../services/ServiceRoutes.ts"
 import type { UpgradeHandler } from "../runner/adapter/types.ts"
 import { resumeWorkflowRuns } from "../workflows/WorkflowRuns.ts"
@@ -113,7 +114,11 @@ export interface ServerOptions {
    * and whether project managers may manage them (upstream's `allow_managers_manage_secrets`).
    */
   readonly secrets?: SecretCipherModule.SecretsKeyOptions & { readonly allowManagers?: boolean | undefined }
-  /** The services proxy: how long a request waits for a replica before 503 (`holdTimeoutMs`, default 60 s). */
+  /**
+   * The services proxy: how long a request waits for a replica before 503 (`holdTimeoutMs`,
+   * default 60 s), and the reverse proxies in front of the server whose `X-Forwarded-For` names
+   * the client (`trustedProxies`; createServer rejects with `TrustedProxiesError` on a wrong one).
+   */
   readonly services?: ServicesOptions
   /**
    * The SSH proxy upstream's CLI attaches through (SshProxy.ts): it listens on `port` at `bind`
@@ -223,6 +228,8 @@ export const builtinRoutes: ReadonlyArray<AnyRoute<ServerServices>> = [
  * await serve(server, { port: 3000 })
  */
 export const createServer = async (options: ServerOptions): Promise<Server> => {
+  // A wrong trusted proxy is refused before anything starts (TrustedProxiesError names it).
+  const clientAddress = makeClientAddress(options.services?.trustedProxies)
   const host = PluginHostModule.layer(options.plugins ?? [])
   const stores = Layer.mergeAll(
     chosenStore<StateStore, StateStoreError, StateStoreFactory>("stateStores", "state", options.state),
@@ -274,7 +281,7 @@ export const createServer = async (options: ServerOptions): Promise<Server> => {
     app.get("/api/docs/openapi.json", (c) => c.json(openapi, 200, headers(c)))
     // Upstream's client routes this server lacks answer "not supported", not 404.
     mountRoutes(app, [...routes, ...notSupportedRoutes(routes)], runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, { headers, maxBodyBytes: options.maxBodyBytes })
-    const { upgrade } = mountServices(app, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, options.services ?? {})
+    const { upgrade } = mountServices(app, runtime as ManagedRuntime.ManagedRuntime<ServerServices, never>, options.services ?? {}, clientAddress)
     app.notFound((c) => errorResponse(c, noRoute(`No route ${excerpt(c.req.method)} ${excerpt(c.req.path, 200)}`), apiHeaders(c)))
     app.onError((error, c) => {
       console.error(`[server] unhandled error on ${c.req.method} ${c.req.path}:`, error)

@@ -15,7 +15,8 @@ const PREFIX = "/proxy/models/"
 const MAX_BODY_BYTES = 16 * 1024 * 1024
 
 export interface ModelRouter {
-  readonly handle: (request: Request) => Promise<Response>
+  /** `peer`: the connection's peer address, for the replica's `X-Real-IP` and `X-Forwarded-For`. */
+  readonly handle: (request: Request, peer?: string) => Promise<Response>
 }
 
 /** An error in the shape OpenAI clients read (`{error: {message, type}}`). */
@@ -27,7 +28,7 @@ export const makeModelRouter = (registry: ServiceRegistryService, proxy: Service
   const modelsOf = (project: string) =>
     run(registry.models(project).pipe(Effect.either))
 
-  const handle = async (request: Request): Promise<Response> => {
+  const handle = async (request: Request, peer?: string): Promise<Response> => {
     const url = new URL(request.url)
     const rest = url.pathname.slice(PREFIX.length)
     const slash = rest.indexOf("/")
@@ -67,7 +68,7 @@ export const makeModelRouter = (registry: ServiceRegistryService, proxy: Service
         controller.close()
       }
     })
-    return proxy.forward(entry, request, `${prefix}${path.slice("/v1".length)}${url.search}`, { dropAuthorization: true, body })
+    return proxy.forward(entry, request, `${prefix}${path.slice("/v1".length)}${url.search}`, { dropAuthorization: true, body, caller: proxy.callerOf(peer, request.headers.get("x-forwarded-for")) })
   }
   return { handle }
 }

@@ -17,6 +17,7 @@ import * as Eager from "../server/Eager.ts"
 import { answerBody, type BodySource, OutgoingBody, readSmallAnswer, ReplicaRequestError, sendToReplica } from "./ReplicaClient.ts"
 import type { Replica, ServiceEntry, ServiceRegistryService } from "./ServiceRegistry.ts"
 import { RateLimiter } from "./RateLimiter.ts"
+import { type ClientAddress, makeClientAddress } from "./ClientAddress.ts"
 import type { ModelRouter } from "./ModelRouter.ts"
 
 /** Upstream's DSTACK_SERVICE_CLIENT_TIMEOUT: how long a request may wait for a replica. */
@@ -30,6 +31,13 @@ export interface ServiceProxyOptions {
    * starting) before it is answered 503. Default 60 s.
    */
   readonly holdTimeoutMs?: number | undefined
+  /**
+   * The reverse proxies or load balancers in front of the server: IP addresses, CIDR ranges, or
+   * `loopback`, `linklocal`, `uniquelocal`. A request from one of them comes from the nearest
+   * address in its `X-Forwarded-For` that is not trusted itself (ClientAddress.ts): what
+   * `rate_limits` count and replicas see in `X-Real-IP`. Default none: the connection's peer.
+   */
+  readonly trustedProxies?: ReadonlyArray<string> | undefined
 }
 
 /** What the proxy tells the autoscaler. */
@@ -42,8 +50,30 @@ export interface ProxyHooks {
 
 const HOP_BY_HOP = new Set([
   "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
-  "transfer-encoding", "upgrade", "host"
+  "transfer-encoding", "upgrade", "host",
+  // Set by the proxy itself (forwardedHeaders): a caller's own are not passed on as they are.
+  "x-real-ip", "x-forwarded-for"
 ])
+
+/** Who called, for the replica: what `X-Real-IP` and `X-Forwarded-For` say there. */
+export interface Caller {
+  /** The client's address (ClientAddress.ts). */
+  readonly ip: string | undefined
+  /** The connection's peer. */
+  readonly peer: string | undefined
+  /** The request's own `X-Forwarded-For`, if any. */
+  readonly forwardedFor: string | undefined
+}
+
+/**
+ * `X-Real-IP` (the client, as upstream's gateway sets it) and `X-Forwarded-For` (the request's own
+ * with the peer appended, as nginx's `$proxy_add_x_forwarded_for`).
+ */
+const forwardedHeaders = (caller: Caller, headers: Record<string, string | Array<string>>): void => {
+  if (caller.ip !== undefined) headers["x-real-ip"] = caller.ip
+  const chain = [caller.forwardedFor, caller.peer].filter((a): a is string => a !== undefined && a !== "")
+  if (chain.length > 0) headers["x-forwarded-for"] = chain.join(", ")
+}
 const RESPONSE_HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"])
 
 const PREFIX = "/proxy/services/"
@@ -134,11 +164,18 @@ export interface ServiceProxy {
   /** The live service of that name, or the 404 (or 500) answer. */
   readonly lookup: (project: string, runName: string) => ServiceEntry | Response | Promise<ServiceEntry | Response>
   /** Forwards a request to a replica of a service (the model routes use it too). */
+  /** Who calls, from the connection's peer and the request's `X-Forwarded-For` (the model routes use it too). */
+  readonly callerOf: (peer: string | undefined, forwardedFor: string | null | undefined) => Caller
   readonly forward: (
     entry: ServiceEntry,
     request: Request,
     path: string,
-    options: { readonly dropAuthorization: boolean; readonly body?: BodySource | null; readonly incoming?: http.IncomingMessage | undefined }
+    options: {
+      readonly dropAuthorization: boolean
+      readonly body?: BodySource | null
+      readonly incoming?: http.IncomingMessage | undefined
+      readonly caller?: Caller | undefined
+    }
   ) => Promise<Response>
 }
 
@@ -147,7 +184,8 @@ export const makeServiceProxy = (
   runtime: Runtime.Runtime<Access>,
   hooks: ProxyHooks,
   options: ServiceProxyOptions = {},
-  limiter: RateLimiter = new RateLimiter()
+  limiter: RateLimiter = new RateLimiter(),
+  clientAddress: ClientAddress = makeClientAddress(options.trustedProxies)
 ): ServiceProxy => {
   const holdTimeoutMs = options.holdTimeoutMs ?? DEFAULT_HOLD_TIMEOUT_MS
   const run = Runtime.runPromise(runtime)
@@ -307,6 +345,7 @@ export const makeServiceProxy = (
     } else request.headers.forEach((value, name) => {
       if (keep(name)) headers[name] = value
     })
+    if (opts.caller !== undefined) forwardedHeaders(opts.caller, headers)
     const source = opts.body !== undefined ? opts.body : opts.incoming ?? request.body
     const body = source === null || request.method === "GET" || request.method === "HEAD" ? null : new OutgoingBody(source)
     if (body !== null && headers["content-length"] === undefined) headers["transfer-encoding"] = "chunked"
@@ -342,7 +381,13 @@ export const makeServiceProxy = (
     }
   }
 
-  const handle = async (request: Request, clientIp: string | undefined, incoming?: http.IncomingMessage): Promise<Response> => {
+  /** Who calls: the client's address from the peer's and the request's `X-Forwarded-For`. */
+  const callerOf = (peer: string | undefined, forwardedFor: string | null | undefined): Caller => {
+    const xff = forwardedFor ?? undefined
+    return { ip: clientAddress(peer, xff), peer, forwardedFor: xff }
+  }
+
+  const handle = async (request: Request, peer: string | undefined, incoming?: http.IncomingMessage): Promise<Response> => {
     const url = pathAndQuery(request.url)
     const parsed = parseServicePath(url.pathname)
     if (parsed === undefined) return errorJson(noRoute(`No service at ${excerpt(url.pathname, 200)}`))
@@ -358,12 +403,13 @@ export const makeServiceProxy = (
       return new Response(null, { status: 308, headers: { location: `${parsed.prefix}/${url.search}` } })
     }
     const path = (entry.configuration.stripPrefix ? parsed.rest : url.pathname) + url.search
-    const limited = limiter.check(entry, parsed.rest, clientIp ?? "unknown", Date.now())
+    const caller = callerOf(peer, incoming !== undefined ? (incoming.headers["x-forwarded-for"] as string | undefined) : request.headers.get("x-forwarded-for"))
+    const limited = limiter.check(entry, parsed.rest, caller.ip ?? "unknown", Date.now())
     if (limited !== undefined) return limited
-    return forward(entry, request, path, { dropAuthorization: entry.configuration.auth, incoming })
+    return forward(entry, request, path, { dropAuthorization: entry.configuration.auth, incoming, caller })
   }
 
-  const upgrade: UpgradeHandler = async (request, clientIp) => {
+  const upgrade: UpgradeHandler = async (request, peer) => {
     const url = pathAndQuery(request.url)
     const parsed = parseServicePath(url.pathname)
     if (parsed === undefined || parsed.rest === undefined) return errorJson(noRoute(`No service at ${excerpt(url.pathname, 200)}`))
@@ -371,7 +417,8 @@ export const makeServiceProxy = (
     if (entry instanceof Response) return entry
     const refused = await authorize(entry, request.headers.get("authorization"))
     if (refused !== undefined) return refused
-    const limited = limiter.check(entry, parsed.rest, clientIp ?? "unknown", Date.now())
+    const caller = callerOf(peer, request.headers.get("x-forwarded-for"))
+    const limited = limiter.check(entry, parsed.rest, caller.ip ?? "unknown", Date.now())
     if (limited !== undefined) return limited
     entry.metrics.request(Date.now())
     const got = await acquire(entry, Date.now() + holdTimeoutMs, undefined)
@@ -382,9 +429,10 @@ export const makeServiceProxy = (
     const { replica, host, port } = got
     const headers: Record<string, string> = {}
     request.headers.forEach((value, name) => {
-      if (name === "host" || (entry.configuration.auth && name === "authorization")) return
+      if (name === "host" || name === "x-real-ip" || name === "x-forwarded-for" || (entry.configuration.auth && name === "authorization")) return
       headers[name] = value
     })
+    forwardedHeaders(caller, headers)
     headers.host = `${host}:${port}`
     const target: UpgradeTarget = {
       host,
@@ -399,7 +447,7 @@ export const makeServiceProxy = (
     return target
   }
 
-  return { handle, upgrade, forward, authorizeMember, lookup }
+  return { handle, upgrade, forward, authorizeMember, lookup, callerOf }
 }
 
 /** Mounts the proxy on the app: one route for every method under `/proxy/services/`. */
@@ -411,7 +459,7 @@ export const mountServiceProxy = (app: Hono, proxy: () => Promise<ServiceProxy>,
   }
   app.all("/proxy/services/*", (c: HonoContext) =>
     ready !== undefined ? handle(c, ready) : proxy().then((made) => handle(c, (ready = made))))
-  app.all("/proxy/models/*", async (c: HonoContext) => (await models()).handle(c.req.raw))
+  app.all("/proxy/models/*", async (c: HonoContext) => (await models()).handle(c.req.raw, clientIpOf(c)))
 }
 
 /** The caller's address: from the Node adapter's socket, or what the Deno adapter passes. */

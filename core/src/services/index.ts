@@ -5,3 +5,4 @@
 export * as ServiceRegistry from "./ServiceRegistry.ts"
 export * as ServiceProxy from "./ServiceProxy.ts"
 export { ServiceMetrics, type ServiceMetricsSnapshot } from "./ServiceMetrics.ts"
+export { TrustedProxiesError } from "./ClientAddress.ts"

@@ -10,20 +10,22 @@ import { makeServiceProxy, mountServiceProxy, type ServiceProxy, type ServicePro
 import { ServiceRegistry } from "./ServiceRegistry.ts"
 import { Autoscaler } from "./Autoscaler.ts"
 import { makeModelRouter, type ModelRouter } from "./ModelRouter.ts"
+import { type ClientAddress, makeClientAddress } from "./ClientAddress.ts"
 
 export type ServicesOptions = ServiceProxyOptions
 
 export const mountServices = (
   app: Hono,
   runtime: ManagedRuntime.ManagedRuntime<ServiceRegistry | Autoscaler | Access, never>,
-  options: ServicesOptions
+  options: ServicesOptions,
+  clientAddress: ClientAddress = makeClientAddress(options.trustedProxies)
 ): { readonly upgrade: UpgradeHandler } => {
   let made: Promise<ServiceProxy> | undefined
   const proxy = () =>
     (made ??= runtime.runtime().then(async (rt) => {
       const registry = await runtime.runPromise(ServiceRegistry)
       const autoscaler = await runtime.runPromise(Autoscaler)
-      return makeServiceProxy(registry, rt, autoscaler.hooks, options, autoscaler.limiter)
+      return makeServiceProxy(registry, rt, autoscaler.hooks, options, autoscaler.limiter, clientAddress)
     }))
   let router: Promise<ModelRouter> | undefined
   const models = () =>
