@@ -413,6 +413,10 @@ describeWith("postgresql", pg.available, pg.reason, () => {
     const answers = await Promise.all(slow)
     expect(answers.map((r) => r.status), JSON.stringify(answers)).toEqual([200, 200])
     expect(new Set(answers.map((r) => r.text))).toEqual(seen)
+    // A took none of B's requests: its services/get shows B's latencies (B tells it its histogram):
+    // p99 ~6 s, where B's own quick ones make the median.
+    await expect.poll(async () => (await serviceInfo(a!, "shared-drain")).latency_p99_ms ?? 0, { timeout: 5_000, interval: 250 }).toBeGreaterThan(5_700)
+    expect((await serviceInfo(a!, "shared-drain")).latency_p50_ms).toBeLessThan(1_000)
     // Then it stops, as scaled down.
     await expect.poll(() => runningReplicas(a!, "shared-drain"), { timeout: 30_000, interval: 250 }).toBe(1)
     const jobs = (await getRun(a!, "shared-drain")).jobs

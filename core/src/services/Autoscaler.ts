@@ -33,6 +33,8 @@ import { type Replica, type ServiceEntry, ServiceRegistry } from "./ServiceRegis
 const TICK_MS = 1_000
 /** The most rate-limit buckets one report tells the others of (the busiest first). */
 const MAX_ADMITTED_SHARED = 2_000
+/** Latencies unchanged since they were told are told again this often (for a server that just started). */
+const LATENCIES_RETOLD_MS = 10_000
 /** A waiting request counts as demand this long after it last asked. */
 const DEMAND_MS = 5_000
 
@@ -47,6 +49,9 @@ interface Followed {
   readonly drainStarted: Map<string, number>
   /** The last whole second of requests told to the other server replicas. */
   reportedUpTo: number
+  /** How many latencies had been measured when they were last told, and when. */
+  latenciesTold: number
+  latenciesToldAt: number
 }
 
 export interface AutoscalerService {
@@ -113,7 +118,7 @@ export const make = Effect.gen(function* () {
   const stateOf = (entry: ServiceEntry): Followed => {
     let state = followed.get(entry)
     if (state === undefined) {
-      followed.set(entry, (state = { lastScaledAt: undefined, demandAt: 0, draining: new Set(), stopping: new Set(), drainStarted: new Map(), reportedUpTo: Math.floor(Date.now() / 1000) - 60 }))
+      followed.set(entry, (state = { lastScaledAt: undefined, demandAt: 0, draining: new Set(), stopping: new Set(), drainStarted: new Map(), reportedUpTo: Math.floor(Date.now() / 1000) - 60, latenciesTold: 0, latenciesToldAt: 0 }))
     }
     return state
   }
@@ -172,7 +177,7 @@ export const make = Effect.gen(function* () {
       // The API's counts are every server replica's.
       if (peers !== undefined) {
         const [requests, errors] = peers.totals(entry.runId, now)
-        entry.others = { rps: peers.rps(entry.runId, now, 60), requests, errors }
+        entry.others = { rps: peers.rps(entry.runId, now, 60), requests, errors, latencies: peers.latencies(entry.runId, now) }
       }
       if (peers !== undefined && !peers.decides(now)) {
         // Another server replica decides: drains this one began while it decided are its no more.
@@ -318,12 +323,22 @@ export const make = Effect.gen(function* () {
       const state = stateOf(entry)
       const { counts, upTo } = entry.metrics.countsSince(state.reportedUpTo, now)
       state.reportedUpTo = upTo
+      // The latencies kept, when they changed since they were last told, and every 10 s.
+      const measured = entry.metrics.latenciesMeasured
+      const latencies = measured > 0 && (measured !== state.latenciesTold || now - state.latenciesToldAt >= LATENCIES_RETOLD_MS)
+        ? entry.metrics.latencyHistogram()
+        : undefined
+      if (latencies !== undefined) {
+        state.latenciesTold = measured
+        state.latenciesToldAt = now
+      }
       const drains = deciding ? undefined : peers.decidersDrains(entry.runId, now)
       services.push([entry.runId, {
         p: entry.project,
         n: entry.runName,
         ...(counts.length > 0 ? { c: counts } : {}),
         t: [entry.metrics.requests, entry.metrics.errors] as const,
+        ...(latencies !== undefined ? { l: latencies } : {}),
         ...(now - state.demandAt < DEMAND_MS ? { d: 1 as const } : {}),
         ...(deciding && state.draining.size + state.stopping.size > 0
           ? { dr: Object.fromEntries([...state.draining, ...state.stopping].map((id) => [id, state.drainStarted.get(id) ?? 0])) }

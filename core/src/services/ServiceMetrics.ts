@@ -9,6 +9,25 @@ const SECONDS_KEPT = 300
 /** Latencies kept for percentiles. */
 const LATENCIES_KEPT = 1_024
 
+/**
+ * Latencies told to the other server replicas go by buckets: bucket b holds (0.1 ms × 1.1^(b-1),
+ * 0.1 ms × 1.1^b], bucket 0 up to 0.1 ms, the last everything from about 75 minutes. A
+ * percentile read from buckets is within 5% of the exact one.
+ */
+const BUCKET_BASE_MS = 0.1
+const BUCKET_RATIO = 1.1
+const LOG_RATIO = Math.log(BUCKET_RATIO)
+export const LATENCY_BUCKETS = 200
+
+/** A latency histogram: `[bucket, count]` pairs, buckets ascending, counts above 0. */
+export type LatencyHistogram = ReadonlyArray<readonly [number, number]>
+
+export const latencyBucket = (ms: number): number =>
+  ms <= BUCKET_BASE_MS ? 0 : Math.min(LATENCY_BUCKETS - 1, Math.ceil(Math.log(ms / BUCKET_BASE_MS) / LOG_RATIO - 1e-9))
+
+/** The latency a bucket stands for: the geometric middle of its bounds. */
+export const bucketMs = (bucket: number): number => (bucket === 0 ? BUCKET_BASE_MS : BUCKET_BASE_MS * BUCKET_RATIO ** (bucket - 0.5))
+
 export interface ServiceMetricsSnapshot {
   readonly requests: number
   readonly errors: number
@@ -63,6 +82,44 @@ export class ServiceMetrics {
     this.latencies[this.latencyCount++ % LATENCIES_KEPT] = ms
   }
 
+  /** Latencies measured since this one started (a report tells the others only when it changed). */
+  get latenciesMeasured(): number {
+    return this.latencyCount
+  }
+
+  /** The latencies kept, by bucket. */
+  latencyHistogram(): LatencyHistogram {
+    const n = Math.min(this.latencyCount, LATENCIES_KEPT)
+    const counts = new Map<number, number>()
+    for (let i = 0; i < n; i++) {
+      const b = latencyBucket(this.latencies[i])
+      counts.set(b, (counts.get(b) ?? 0) + 1)
+    }
+    return [...counts].sort((x, y) => x[0] - y[0])
+  }
+
+  /**
+   * A percentile of the latencies kept here and those other server replicas keep (their
+   * histograms): exact when there are none, else read from the buckets of them all.
+   */
+  percentileWith(p: number, others: ReadonlyArray<LatencyHistogram>): number | undefined {
+    if (others.every((h) => h.length === 0)) return this.percentile(p)
+    const counts = new Map<number, number>()
+    for (const histogram of [this.latencyHistogram(), ...others]) {
+      for (const [b, n] of histogram) counts.set(b, (counts.get(b) ?? 0) + n)
+    }
+    const buckets = [...counts].sort((x, y) => x[0] - y[0])
+    const total = buckets.reduce((sum, [, n]) => sum + n, 0)
+    // The same rank as `percentile` takes of sorted values.
+    const rank = Math.min(total - 1, Math.floor((p / 100) * total))
+    let seen = 0
+    for (const [b, n] of buckets) {
+      seen += n
+      if (seen > rank) return Math.round(bucketMs(b) * 100) / 100
+    }
+    return undefined
+  }
+
   /** Requests per second over the `windowSeconds` before `now`, the current second left out when it has just begun. */
   rps(now: number, windowSeconds: number): number {
     const current = Math.floor(now / 1000)
@@ -81,13 +138,14 @@ export class ServiceMetrics {
     return sorted[Math.min(n - 1, Math.floor((p / 100) * n))]
   }
 
-  snapshot(now: number): ServiceMetricsSnapshot {
+  /** `others`: the latency histograms of the other server replicas, for percentiles of them all. */
+  snapshot(now: number, others: ReadonlyArray<LatencyHistogram> = []): ServiceMetricsSnapshot {
     return {
       requests: this.requests,
       errors: this.errors,
       rps: this.rps(now, 60),
-      latencyP50Ms: this.percentile(50),
-      latencyP99Ms: this.percentile(99)
+      latencyP50Ms: this.percentileWith(50, others),
+      latencyP99Ms: this.percentileWith(99, others)
     }
   }
 }

@@ -13,7 +13,7 @@
  * A store without peer messages (one process) leaves this out: the server decides alone.
  */
 import type { Admitted } from "./RateLimiter.ts"
-import { ServiceMetrics } from "./ServiceMetrics.ts"
+import { LATENCY_BUCKETS, type LatencyHistogram, ServiceMetrics } from "./ServiceMetrics.ts"
 
 /** A replica heard from within this long is counted (reports come every second). */
 export const PEER_LIVE_MS = 3_000
@@ -27,6 +27,8 @@ export interface ServiceReport {
   readonly c?: ReadonlyArray<readonly [number, number]>
   /** The sender's requests and proxy errors since it started. */
   readonly t?: readonly [number, number]
+  /** The latencies the sender keeps, by bucket (ServiceMetrics.ts): sent when they changed, and every 10 s. */
+  readonly l?: LatencyHistogram
   /** A request waits at the sender with no replica to take it. */
   readonly d?: 1
   /** From the decider: the replicas (submission ids) it drains, each with when it began (epoch ms). */
@@ -60,6 +62,7 @@ interface HeardService {
   want: number | undefined
   deployment: ServiceReport["dep"]
   totals: readonly [number, number]
+  latencies: LatencyHistogram
 }
 
 interface Peer {
@@ -105,6 +108,17 @@ export const encodeAdmitted = (from: string, admitted: ReadonlyArray<Admitted>, 
   // As JSON.stringify({ v: 1, from, s: {}, rl }) writes a PeerReport.
   pack(`{"v":1,"from":${JSON.stringify(from)},"s":{},"rl":[`, "]}", admitted.map((a) => JSON.stringify(a)), maxBytes)
 
+/** A histogram as a report carries it, kept only when it reads as one. */
+const histogramOf = (value: unknown): LatencyHistogram => {
+  if (!Array.isArray(value) || value.length > LATENCY_BUCKETS) return []
+  const out: Array<readonly [number, number]> = []
+  for (const pair of value) {
+    if (!Array.isArray(pair) || !Number.isInteger(pair[0]) || pair[0] < 0 || pair[0] >= LATENCY_BUCKETS || !Number.isInteger(pair[1]) || pair[1] <= 0) return []
+    out.push([pair[0], pair[1]])
+  }
+  return out
+}
+
 /** What this replica has heard from the others. */
 export class ServicePeers {
   private readonly peers = new Map<string, Peer>()
@@ -127,7 +141,7 @@ export class ServicePeers {
       if (typeof s?.p !== "string" || typeof s.n !== "string") continue
       let heard = peer.services.get(runId)
       if (heard === undefined) {
-        peer.services.set(runId, (heard = { project: s.p, runName: s.n, heardAt: now, metrics: new ServiceMetrics(), demandAt: 0, drains: undefined, acks: undefined, want: undefined, deployment: undefined, totals: [0, 0] }))
+        peer.services.set(runId, (heard = { project: s.p, runName: s.n, heardAt: now, metrics: new ServiceMetrics(), demandAt: 0, drains: undefined, acks: undefined, want: undefined, deployment: undefined, totals: [0, 0], latencies: [] }))
       }
       heard.heardAt = now
       for (const [second, n] of s.c ?? []) if (Number.isFinite(second) && Number.isFinite(n)) heard.metrics.add(second, n)
@@ -137,6 +151,7 @@ export class ServicePeers {
       heard.want = typeof s.w === "number" ? s.w : undefined
       if (Array.isArray(s.t) && Number.isFinite(s.t[0]) && Number.isFinite(s.t[1])) heard.totals = [s.t[0], s.t[1]]
       heard.deployment = s.dep
+      if (s.l !== undefined) heard.latencies = histogramOf(s.l)
     }
     // Replicas long gone are forgotten, and the services a replica no longer reports.
     for (const [id, p] of this.peers) {
@@ -190,6 +205,16 @@ export class ServicePeers {
       }
     }
     return [requests, errors]
+  }
+
+  /** The latencies the others keep for a service, one histogram each. */
+  latencies(runId: string, now: number): Array<LatencyHistogram> {
+    const out: Array<LatencyHistogram> = []
+    for (const [id] of this.live(now)) {
+      const l = this.heard(id, runId, now)?.latencies
+      if (l !== undefined && l.length > 0) out.push(l)
+    }
+    return out
   }
 
   /** When another replica last said a request waits there for this service with no replica (0: never). */

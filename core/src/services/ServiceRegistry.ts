@@ -14,7 +14,7 @@ import { isRunStatusFinished } from "../domain/Status.ts"
 import { Compute } from "../engine/Compute.ts"
 import { decodeRow, type LoadedRun } from "../engine/RunRecord.ts"
 import { StateStore, type StateStoreError, type StoredDocument } from "../ports/StateStore.ts"
-import { ServiceMetrics } from "./ServiceMetrics.ts"
+import { type LatencyHistogram, ServiceMetrics } from "./ServiceMetrics.ts"
 import { Prober } from "./Probes.ts"
 import { type AppAddress, appListens, makeReplicaAgent } from "./ReplicaClient.ts"
 
@@ -154,8 +154,11 @@ export interface ServiceEntry {
   desired: number | undefined
   /** A rolling deployment under way: replicas still on an older spec, and what the roll waits for. */
   deployment: { readonly outdated: number; readonly message: string } | undefined
-  /** What the other server replicas counted (0 alone): requests per second over the last minute, requests and proxy errors. */
-  others: { rps: number; requests: number; errors: number }
+  /**
+   * What the other server replicas counted (0 alone): requests per second over the last minute,
+   * requests and proxy errors, and the latencies each keeps (histograms).
+   */
+  others: { rps: number; requests: number; errors: number; latencies: ReadonlyArray<LatencyHistogram> }
 }
 
 export interface ServiceRegistryService {
@@ -347,7 +350,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         metrics: new ServiceMetrics(),
         desired: undefined,
         deployment: undefined,
-        others: { rps: 0, requests: 0, errors: 0 }
+        others: { rps: 0, requests: 0, errors: 0, latencies: [] }
       }
       return Effect.map(load(entry), () => {
         if (entry.configuration === undefined) return undefined

@@ -1,6 +1,6 @@
 // /api/project/{p}/services/get and /list: each service's replicas (in rotation, in flight,
 // draining) and traffic (requests, errors, requests per second, latency percentiles) as this
-// server's proxy counts them, with the other server replicas' requests, errors and rate added.
+// server's proxy counts them, with the other server replicas' requests, errors, rate and latencies added.
 import { Effect } from "effect"
 import { GetServiceRequest, ServiceInfo, ServiceList } from "../api/services.ts"
 import { excerpt, fromStateStore, notFound } from "../server/ApiError.ts"
@@ -9,7 +9,7 @@ import { type ServiceEntry, ServiceRegistry } from "./ServiceRegistry.ts"
 
 /** A service as the API shows it. */
 export const serviceInfo = (entry: ServiceEntry, now: number): ServiceInfo => {
-  const metrics = entry.metrics.snapshot(now)
+  const metrics = entry.metrics.snapshot(now, entry.others.latencies)
   const c = entry.configuration
   return {
     runName: entry.runName,
@@ -25,7 +25,7 @@ export const serviceInfo = (entry: ServiceEntry, now: number): ServiceInfo => {
       draining: r.draining
     })),
     desiredReplicas: entry.desired ?? c.replicas.min ?? 0,
-    // Every server replica's (each tells the others its own); the latencies are this one's.
+    // Every server replica's (each tells the others its own; latencies by histogram).
     requests: metrics.requests + entry.others.requests,
     errors: metrics.errors + entry.others.errors,
     rps: metrics.rps + entry.others.rps,

@@ -127,4 +127,18 @@ describe("ServicePeers", () => {
     expect(encodeAdmitted("a-server", [], 1_000)).toEqual([])
     expect(encodeAdmitted("a-server", admitted.slice(0, 2), 7_900)).toEqual([JSON.stringify({ v: 1, from: "a-server", s: {}, rl: admitted.slice(0, 2) })])
   })
+
+  it("keeps each live replica's latencies until it sends new ones, and drops what does not read as a histogram", () => {
+    const peers = new ServicePeers("b-server")
+    peers.hear(report("a-server", { r1: svc({ l: [[40, 3], [60, 1]] }) }), T0)
+    peers.hear(report("c-server", { r1: svc({ l: [[10, 2]] }) }), T0)
+    // A report without them leaves the last ones; a new one replaces them.
+    peers.hear(report("a-server", { r1: svc() }), T0 + 1_000)
+    expect(peers.latencies("r1", T0 + 1_000)).toEqual([[[40, 3], [60, 1]], [[10, 2]]])
+    peers.hear(report("a-server", { r1: svc({ l: [[41, 5]] }) }), T0 + 2_000)
+    peers.hear(report("c-server", { r1: svc({ l: [[-1, 2]] as never }) }), T0 + 2_000)
+    expect(peers.latencies("r1", T0 + 2_000)).toEqual([[[41, 5]]])
+    // A replica gone quiet no longer counts.
+    expect(peers.latencies("r1", T0 + 2_000 + PEER_LIVE_MS + 1)).toEqual([])
+  })
 })
