@@ -15,6 +15,7 @@
 import { Data } from "effect"
 import { Job, JobSubmission, lastProvisionedSubmission, latestSubmission } from "../domain/Job.ts"
 import { newestJobSubmission, Run, runCost } from "../domain/Run.ts"
+import { jobSpecsFromRunSpec } from "../domain/RunJobSpecs.ts"
 import {
   isJobStatusFinished,
   isJobTerminationReasonFailure,
@@ -246,7 +247,11 @@ const derive = (run: Run, now: number, newId: SubmissionIds): RunTransition => {
 
 type SubmissionIds = (job: Job, submissionNum: number) => string
 
-/** Adds a new submission to every job of the given replicas. */
+/**
+ * Adds a new submission to every job of the given replicas. A service's replica restarts on the
+ * run's current spec, as upstream's does (a replica of an older deployment is up to date once
+ * retried, instead of being rolled after); other runs' specs do not change while they run.
+ */
 const addSubmissions = (
   run: Run,
   now: number,
@@ -254,15 +259,20 @@ const addSubmissions = (
   newId: SubmissionIds
 ): { readonly jobs: ReadonlyArray<Job>; readonly effects: ReadonlyArray<RunEffect> } => {
   const effects: Array<RunEffect> = []
-  const jobs = run.jobs.map((job) => {
-    if (!replicas.has(job.jobSpec.replicaNum)) return job
+  const current = run.runSpec.configuration.type === "service"
+    ? jobSpecsFromRunSpec(run.runSpec, { replicas: Math.max(...replicas) + 1 })
+    : undefined
+  const jobs = run.jobs.map((old) => {
+    if (!replicas.has(old.jobSpec.replicaNum)) return old
+    const spec = current?.find((s) => s.replicaNum === old.jobSpec.replicaNum && s.jobNum === old.jobSpec.jobNum)
+    const job = spec === undefined ? old : new Job({ ...old, jobSpec: spec }, NO_VALIDATION)
     const submissionNum = (latestSubmission(job)?.submissionNum ?? -1) + 1
     const submission = new JobSubmission(
       {
         id: newId(job, submissionNum),
         submissionNum,
-        // A retry runs the job spec it had: the deployment of the submission it replaces.
-        deploymentNum: latestSubmission(job)?.deploymentNum ?? run.deploymentNum,
+        // The deployment whose spec the job now runs.
+        deploymentNum: spec !== undefined ? run.deploymentNum : latestSubmission(job)?.deploymentNum ?? run.deploymentNum,
         submittedAt: new Date(now),
         lastProcessedAt: new Date(now),
         status: "submitted"

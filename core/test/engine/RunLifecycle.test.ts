@@ -1,7 +1,9 @@
 // Every run status × every run event, then whole scenarios driving jobs and the run together.
 import { describe, expect, it } from "@effect/vitest"
-import { Job, latestSubmission } from "../../src/domain/Job.ts"
-import { Run } from "../../src/domain/Run.ts"
+import { Schema } from "effect"
+import { Job, JobSubmission, latestSubmission } from "../../src/domain/Job.ts"
+import { jobSpecsFromRunSpec } from "../../src/domain/RunJobSpecs.ts"
+import { Run, RunSpec } from "../../src/domain/Run.ts"
 import type { RunStatus, RunTerminationReason } from "../../src/domain/Status.ts"
 import { RunStatusValues } from "../../src/domain/Status.ts"
 import { JobEffect, JobEvent, transitionJob } from "../../src/engine/JobLifecycle.ts"
@@ -343,6 +345,39 @@ describe("scenarios", () => {
     expect(w.runEffects).toMatchObject([{ _tag: "JobSubmitted", replicaNum: 1, jobNum: 0 }])
     expect([sub(w, 1).submissionNum, sub(w, 1).status]).toEqual([1, "submitted"])
     expect(sub(w, 0).submissionNum).toBe(0)
+  })
+
+  it("a service's replica retried restarts on the run's current spec and deployment; a task's keeps its spec", () => {
+    const retry = { on_events: ["error"] }
+    const serviceSpec = (command: string) => ({
+      run_name: "web",
+      repo_id: "repo-1",
+      repo_data: { repo_type: "virtual" },
+      configuration: { type: "service", port: 8000, commands: [command], replicas: 2, retry }
+    })
+    // Deployment 1 runs `serve --v2`; replica 1 still runs deployment 0's `serve --v1`.
+    const current = jobSpecsFromRunSpec(Schema.decodeUnknownSync(RunSpec)(serviceSpec("serve --v2")))
+    const old = jobSpecsFromRunSpec(Schema.decodeUnknownSync(RunSpec)(serviceSpec("serve --v1")))
+    const base = makeRun([makeJob({ status: "running", replicaNum: 0, retry }), makeJob({ status: "running", replicaNum: 1, retry })], { status: "running" })
+    const withSpec = (job: Job, spec: typeof current[number], deploymentNum: number) =>
+      new Job({ jobSpec: spec, jobSubmissions: job.jobSubmissions.map((s) => new JobSubmission({ ...s, deploymentNum })) })
+    const service = new Run({
+      ...base,
+      runSpec: Schema.decodeUnknownSync(RunSpec)(serviceSpec("serve --v2")),
+      deploymentNum: 1,
+      jobs: [withSpec(base.jobs[0], current[0], 1), withSpec(base.jobs[1], old[1], 0)]
+    })
+    const w = world(service)
+    jobEvent(w, 1, JobEvent.RunnerExited({ exitStatus: 1 }), NOW)
+    expect(w.runEffects).toMatchObject([{ _tag: "JobSubmitted", replicaNum: 1, jobNum: 0 }])
+    expect(w.run.jobs[1].jobSpec.commands).toEqual(current[1].commands)
+    expect(w.run.jobs[1].jobSpec.jobName).toBe(old[1].jobName)
+    expect([sub(w, 1).submissionNum, sub(w, 1).deploymentNum]).toEqual([1, 1])
+    // A task's replica is retried on the job spec it had.
+    const task = world(makeRun([makeJob({ status: "running", replicaNum: 0, retry }), makeJob({ status: "running", replicaNum: 1, retry })], { status: "running" }))
+    const before = task.run.jobs[1].jobSpec
+    jobEvent(task, 1, JobEvent.RunnerExited({ exitStatus: 1 }), NOW)
+    expect(task.run.jobs[1].jobSpec).toBe(before)
   })
 
   it("a replica to retry after the other replicas finished waits with backoff in pending", () => {
