@@ -507,6 +507,33 @@ describeWith("postgresql", pg.available, pg.reason, () => {
     expect(survivorWrites.every((e) => e.at >= tookOver!.at)).toBe(true)
   }, 60_000)
 
+  it("a replica that stops tells the others, so that the next one decides at once", async () => {
+    const { PostgresStateStore } = await import("@dstack-ts/state-postgres")
+    const leaving = await startReplica("00", db!.url, workRoot, s3!)
+    const heard: Array<string> = []
+    const until = async (ok: () => boolean) => {
+      for (const end = Date.now() + 20_000; !ok(); await sleep(50)) {
+        if (Date.now() > end) throw new Error(`not heard in 20 s; heard: ${heard.slice(-5).join("\n")}`)
+      }
+    }
+    // A store of the test's own on the same database hears what the replicas say.
+    const listening = Effect.runPromise(Effect.scoped(Effect.gen(function* () {
+      const store = yield* PostgresStateStore.make({ url: db!.url })
+      yield* store.peers!.listen((payload) => void heard.push(payload))
+      yield* Effect.promise(() => until(() => heard.some((p) => p.includes(`"from":"${leaving.owner}"`))))
+      leaving.process.kill("SIGTERM")
+      yield* Effect.promise(() => leaving.exited)
+      yield* Effect.promise(() => until(() => heard.some((p) => JSON.parse(p).from === leaving.owner && JSON.parse(p).bye === 1)))
+    })))
+    try {
+      await listening
+      const last = heard.filter((p) => JSON.parse(p).from === leaving.owner).at(-1)!
+      expect(JSON.parse(last)).toEqual({ v: 1, from: leaving.owner, s: {}, bye: 1 })
+    } finally {
+      await stopReplica(leaving)
+    }
+  }, 60_000)
+
   it("hands the deciding to the next replica when the deciding one dies: a request held at zero there is then served", async () => {
     const survivor = [a!, b!].find((r) => r.process.exitCode === null && r.process.signalCode === null)!
     // A third replica whose owner id sorts first: it decides once the others hear from it.

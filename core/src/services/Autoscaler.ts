@@ -14,7 +14,7 @@
  */
 import { Context, Effect, Layer, Runtime, Schedule } from "effect"
 import type { ServiceReport } from "./ServicePeers.ts"
-import { encodeAdmitted, encodeReports, ServicePeers } from "./ServicePeers.ts"
+import { encodeAdmitted, encodeBye, encodeReports, ServicePeers } from "./ServicePeers.ts"
 import { type Admitted, RateLimiter } from "./RateLimiter.ts"
 import { Job, JobSubmission, latestSubmission } from "../domain/Job.ts"
 import { Run } from "../domain/Run.ts"
@@ -398,9 +398,12 @@ export const make = Effect.gen(function* () {
       const now = Date.now()
       const report = peers.hear(payload, now)
       if (report?.rl !== undefined) spendAdmitted(report.rl, now)
-      // A request waiting elsewhere, or a server's answer about a drain, is acted on at once.
-      if (report !== undefined && peers.decides(now) && Object.values(report.s ?? {}).some((s) => s.d === 1 || s.ack !== undefined)) kick()
+      // A request waiting elsewhere, a server's answer about a drain, or the decider leaving
+      // (this one may decide now) is acted on at once.
+      if (report !== undefined && peers.decides(now) && (report.bye === 1 || Object.values(report.s ?? {}).some((s) => s.d === 1 || s.ack !== undefined))) kick()
     }).pipe(Effect.catchAllCause((cause) => Effect.logWarning("services: cannot listen to the other server replicas; autoscaling on this one's counts", cause)))
+    // Stopping, this replica tells the others, so that the next one decides at once.
+    yield* Effect.addFinalizer(() => Effect.ignore(peerMessages.publish(encodeBye(engine.owner))))
   }
   yield* Effect.forkScoped(Effect.repeat(tick, Schedule.spaced(TICK_MS)))
 

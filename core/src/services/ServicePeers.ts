@@ -8,7 +8,8 @@
  * those out of their rotation and report how many of their requests are still in flight on each,
  * and a drained replica is stopped only once every replica heard from reports none there. Each
  * also tells the others the requests it let through under `rate_limits`, which they spend from
- * their own buckets for those clients (RateLimiter.ts).
+ * their own buckets for those clients (RateLimiter.ts). A replica that stops says so, and the
+ * next one decides at once; one that dies is forgotten after PEER_LIVE_MS of silence.
  *
  * A store without peer messages (one process) leaves this out: the server decides alone.
  */
@@ -49,7 +50,12 @@ export interface PeerReport {
   readonly s: Readonly<Record<string, ServiceReport>>
   /** The requests the sender let through under rate limits since its last report, per bucket. */
   readonly rl?: ReadonlyArray<Admitted>
+  /** The sender stops: forget it now. */
+  readonly bye?: 1
 }
+
+/** What a replica says as it stops (`PeerReport.bye`). */
+export const encodeBye = (from: string): string => JSON.stringify({ v: 1, from, s: {}, bye: 1 } satisfies PeerReport)
 
 interface HeardService {
   readonly project: string
@@ -134,6 +140,11 @@ export class ServicePeers {
       return undefined
     }
     if (report === null || typeof report !== "object" || report.v !== 1 || typeof report.from !== "string" || report.from === this.self) return undefined
+    // A replica that stops says so: it no longer counts (nor decides) from now, not 3 s later.
+    if (report.bye === 1) {
+      this.peers.delete(report.from)
+      return report
+    }
     let peer = this.peers.get(report.from)
     if (peer === undefined) this.peers.set(report.from, (peer = { heardAt: now, services: new Map() }))
     peer.heardAt = now

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { encodeAdmitted, encodeReports, PEER_LIVE_MS, type PeerReport, ServicePeers, type ServiceReport } from "../../src/services/ServicePeers.ts"
+import { encodeAdmitted, encodeBye, encodeReports, PEER_LIVE_MS, type PeerReport, ServicePeers, type ServiceReport } from "../../src/services/ServicePeers.ts"
 
 const T0 = 1_800_000_000_000
 const second = Math.floor(T0 / 1000)
@@ -140,5 +140,17 @@ describe("ServicePeers", () => {
     expect(peers.latencies("r1", T0 + 2_000)).toEqual([[[41, 5]]])
     // A replica gone quiet no longer counts.
     expect(peers.latencies("r1", T0 + 2_000 + PEER_LIVE_MS + 1)).toEqual([])
+  })
+
+  it("forgets a replica that says it stops at once: the next one decides without waiting", () => {
+    const peers = new ServicePeers("b-server")
+    peers.hear(report("a-server", { r1: svc({ c: [[second, 8]] }) }), T0)
+    expect(peers.decides(T0)).toBe(false)
+    expect(peers.hear(encodeBye("a-server"), T0 + 100)?.bye).toBe(1)
+    expect(peers.decides(T0 + 100)).toBe(true)
+    expect(peers.liveIds(T0 + 100)).toEqual([])
+    expect(peers.rps("r1", T0 + 100, 30)).toBe(0)
+    // Its own goodbye, echoed back by the store, is not heard.
+    expect(peers.hear(encodeBye("b-server"), T0 + 100)).toBeUndefined()
   })
 })
