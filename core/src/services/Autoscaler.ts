@@ -402,8 +402,9 @@ export const make = Effect.gen(function* () {
       // (this one may decide now) is acted on at once.
       if (report !== undefined && peers.decides(now) && (report.bye === 1 || Object.values(report.s ?? {}).some((s) => s.d === 1 || s.ack !== undefined))) kick()
     }).pipe(Effect.catchAllCause((cause) => Effect.logWarning("services: cannot listen to the other server replicas; autoscaling on this one's counts", cause)))
-    // Stopping, this replica tells the others, so that the next one decides at once.
-    yield* Effect.addFinalizer(() => Effect.ignore(peerMessages.publish(encodeBye(engine.owner))))
+    // Stopping, this replica tells the others, so that the next one decides at once (not waiting
+    // long on a store that is gone: the others then notice the silence).
+    yield* Effect.addFinalizer(() => Effect.ignore(Effect.timeout(peerMessages.publish(encodeBye(engine.owner)), "2 seconds")))
   }
   yield* Effect.forkScoped(Effect.repeat(tick, Schedule.spaced(TICK_MS)))
 

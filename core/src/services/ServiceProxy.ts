@@ -163,9 +163,9 @@ export interface ServiceProxy {
   readonly authorizeMember: (project: string, authorization: string | null) => Response | undefined | Promise<Response | undefined>
   /** The live service of that name, or the 404 (or 500) answer. */
   readonly lookup: (project: string, runName: string) => ServiceEntry | Response | Promise<ServiceEntry | Response>
-  /** Forwards a request to a replica of a service (the model routes use it too). */
   /** Who calls, from the connection's peer and the request's `X-Forwarded-For` (the model routes use it too). */
   readonly callerOf: (peer: string | undefined, forwardedFor: string | null | undefined) => Caller
+  /** Forwards a request to a replica of a service (the model routes use it too); `caller` sets `X-Real-IP` and `X-Forwarded-For`. */
   readonly forward: (
     entry: ServiceEntry,
     request: Request,
