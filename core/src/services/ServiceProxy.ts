@@ -71,8 +71,9 @@ export interface Caller {
  */
 const forwardedHeaders = (caller: Caller, headers: Record<string, string | Array<string>>): void => {
   if (caller.ip !== undefined) headers["x-real-ip"] = caller.ip
-  const chain = [caller.forwardedFor, caller.peer].filter((a): a is string => a !== undefined && a !== "")
-  if (chain.length > 0) headers["x-forwarded-for"] = chain.join(", ")
+  const { forwardedFor, peer } = caller
+  const chain = forwardedFor ? (peer ? `${forwardedFor}, ${peer}` : forwardedFor) : peer
+  if (chain) headers["x-forwarded-for"] = chain
 }
 const RESPONSE_HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"])
 
