@@ -9,6 +9,8 @@
 import * as http from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
+import { Effect } from "effect"
+import { ServiceRegistry } from "../../core/src/services/ServiceRegistry.ts"
 import type { Server } from "../../core/src/server/createServer.ts"
 import type { Serving } from "../../core/src/server/serve.ts"
 import type { httpCall } from "../support/api.ts"
@@ -218,6 +220,14 @@ describe("rate_limits", () => {
   }, 60_000)
   afterAll(async () => {
     await call?.("/api/project/main/runs/stop", { runs_names: ["limited"], abort: true })
+  })
+
+  it("gives concurrent first lookups of a service one entry (one set of counts, one rotation)", async () => {
+    const [first, second] = await server.runtime.runPromise(
+      Effect.flatMap(ServiceRegistry, (registry) => Effect.all([registry.lookup("main", "limited"), registry.lookup("main", "limited")], { concurrency: "unbounded" }))
+    )
+    expect(first).toBeDefined()
+    expect(second).toBe(first)
   })
 
   it("lets burst + 1 requests through per client address, then answers 429 with Retry-After; another address has its own", async () => {

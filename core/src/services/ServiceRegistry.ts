@@ -7,7 +7,7 @@
  * without a store read.
  */
 import type * as http from "node:http"
-import { Context, Effect, Exit, Layer, Runtime, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, FiberId, Layer, Runtime, Scope } from "effect"
 import type { ServiceConfiguration } from "../domain/Configuration.ts"
 import { type JobProvisioningData, latestSubmission } from "../domain/Job.ts"
 import { isRunStatusFinished } from "../domain/Status.ts"
@@ -193,6 +193,11 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
   const runtime = yield* Effect.runtime<never>()
   const run = Runtime.runPromise(runtime)
   const entries = new Map<string, ServiceEntry>()
+  /**
+   * First loads of a service under way: a lookup that finds one waits for it, then looks again,
+   * so that concurrent first requests share one entry (its metrics, its replicas' requests in flight).
+   */
+  const firstLoads = new Map<string, Deferred.Deferred<void>>()
   const byRunId = new Map<string, ServiceEntry>()
   const listeners: Array<(entry: ServiceEntry) => void> = []
 
@@ -334,6 +339,11 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       const k = key(project, runName)
       const known = entries.get(k)
       if (known !== undefined && !known.stale) return Effect.succeed(known.finished ? undefined : known)
+      if (known === undefined) {
+        const loading = firstLoads.get(k)
+        // Whatever its outcome (a failure, the first caller gone), look again: the entry is there, or not.
+        if (loading !== undefined) return Effect.zipRight(Deferred.await(loading), lookup(project, runName))
+      }
       const entry: ServiceEntry = known ?? {
         project,
         runName,
@@ -352,11 +362,18 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         deployment: undefined,
         others: { rps: 0, requests: 0, errors: 0, latencies: [] }
       }
-      return Effect.map(load(entry), () => {
+      const loaded = Effect.map(load(entry), () => {
         if (entry.configuration === undefined) return undefined
         entries.set(k, entry)
         return entry.finished ? undefined : entry
       })
+      if (known !== undefined) return loaded
+      const done = Deferred.unsafeMake<void>(FiberId.none)
+      firstLoads.set(k, done)
+      return Effect.ensuring(loaded, Effect.suspend(() => {
+        if (firstLoads.get(k) === done) firstLoads.delete(k)
+        return Deferred.succeed(done, undefined)
+      }))
     })
   }
 
