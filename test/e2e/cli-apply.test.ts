@@ -9,6 +9,7 @@ import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 
 import { CLI } from "../support/cli.ts"
+import { freeNamedPorts } from "../support/ports.ts"
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-cli-e2e-"))
 const env = { ...process.env, HOME: home, DSTACK_SERVER_DIR: path.join(home, "server"), NO_COLOR: "1" }
 let server: ChildProcess
@@ -186,7 +187,7 @@ describe("dstack CLI end to end", () => {
   }, 60_000)
 
   it("attaches to a run: its port is reachable on localhost until Ctrl-C", async () => {
-    const local = 40000 + Math.floor(Math.random() * 10000)
+    const local = await freeNamedPorts(2)
     const dir = writeProject("web", `type: task\nname: cli-web\nports: ["${local}:${local + 1}"]\ncommands:\n  - cd site && exec python3 -m http.server ${local + 1} --bind 127.0.0.1\n${small}`, {})
     fs.mkdirSync(path.join(dir, "site"))
     fs.writeFileSync(path.join(dir, "site", "index.html"), "hello through attach\n")
@@ -213,7 +214,7 @@ describe("dstack CLI end to end", () => {
   }, 90_000)
 
   it("forwards the run's ports while apply follows it, and Ctrl-C detaches leaving the run running", async () => {
-    const local = 40000 + Math.floor(Math.random() * 10000)
+    const local = await freeNamedPorts(2)
     const dir = writeProject("web-apply", `type: task\nname: cli-web-apply\nports: ["${local}:${local + 1}"]\ncommands:\n  - echo serving\n  - cd site && exec python3 -m http.server ${local + 1} --bind 127.0.0.1\n${small}`, {})
     fs.mkdirSync(path.join(dir, "site"))
     fs.writeFileSync(path.join(dir, "site", "index.html"), "hello while applying\n")

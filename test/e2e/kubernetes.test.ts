@@ -22,6 +22,7 @@ import { createServer, type Server } from "../../core/src/server/createServer.ts
 import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { appCall } from "../support/api.ts"
 import { describeWith } from "../support/components.ts"
+import { freeNamedPorts } from "../support/ports.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 import { type K8sStandin, startK8sStandin } from "../support/k8s-standin.ts"
 import { ensureK8sRunnerImage } from "../support/k8s-runner-image.ts"
@@ -219,7 +220,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
     }, 180_000)
 
     it("a task's port is served on localhost by attach, through the API's port-forward", async () => {
-      const local = 20000 + Math.floor(Math.random() * 10000)
+      const local = await freeNamedPorts()
       await apply("pf-web", ["mkdir -p /www && echo served-through-port-forward > /www/index.html && exec httpd -f -p 8000 -h /www"], { ports: [`${local}:8000`] }, "pf")
       const client = Client.connect({ name: "pf", url: serving!.url, token: TOKEN })
       const run = (await client.runs.get("pf-web"))!
@@ -364,7 +365,7 @@ describeWith("docker", dockerReason === undefined, dockerReason ?? "", () => {
     }, 180_000)
 
     it("a task's port is served on localhost by attach, through the pod's NodePort; stopping deletes its pod and service", async () => {
-      const local = 20000 + Math.floor(Math.random() * 10000)
+      const local = await freeNamedPorts()
       await apply("k8s-web", ["mkdir -p /www && echo served-from-the-pod > /www/index.html && exec httpd -f -p 8000 -h /www"], { ports: [`${local}:8000`] })
       const client = Client.connect({ name: "main", url: serving!.url, token: TOKEN })
       const run = (await client.runs.get("k8s-web"))!

@@ -15,6 +15,7 @@ import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { serve, type Serving } from "../../core/src/server/serve.ts"
 import { describeWith } from "../support/components.ts"
+import { freeNamedPorts } from "../support/ports.ts"
 import { dockerUnavailableReason, ensureBusyboxImage } from "../support/docker.ts"
 
 const TOKEN = "sdk-e2e-token"
@@ -75,7 +76,7 @@ describe("SDK end to end", () => {
   }, 60_000)
 
   it("attaches to a process job: its port is forwarded to map_to_port on localhost, until detach", async () => {
-    const local = 20000 + Math.floor(Math.random() * 10000)
+    const local = await freeNamedPorts(2)
     const jobPort = local + 1
     const run = await client.runs.submit(
       task([`mkdir -p www && echo served-by-the-job > www/index.html && cd www && exec python3 -m http.server ${jobPort} --bind 127.0.0.1`], { ports: [`${local}:${jobPort}`] }),
@@ -111,7 +112,7 @@ const dockerMissing = await dockerUnavailableReason()
 describeWith("docker", dockerMissing === undefined, dockerMissing ?? "", () => {
   it("attaches to a container job: its published port is forwarded to map_to_port", async () => {
     await ensureBusyboxImage()
-    const local = 30000 + Math.floor(Math.random() * 10000)
+    const local = await freeNamedPorts()
     const run = await client.runs.submit(
       task(["mkdir -p /www && echo from-the-container > /www/index.html && exec httpd -f -p 8000 -h /www"], { image: "dstack-ts-test/busybox:1", ports: [`${local}:8000`] }),
       { runName: "sdk-attach-docker" }
