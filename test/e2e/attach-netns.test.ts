@@ -21,6 +21,7 @@ import { makeUntil } from "../support/until.ts"
 import { sshFleetServer } from "../support/sshFleetServer.ts"
 
 import { CLI } from "../support/cli.ts"
+import { freeNamedPorts } from "../support/ports.ts"
 const TOKEN = "attach-netns-token"
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "dstack-attach-e2e-"))
 let server: Server
@@ -205,7 +206,7 @@ describeWithNetns(() => {
     fs.writeFileSync(key, me.body.ssh_private_key, { mode: 0o600 })
     const upstreamId = (await getRun("netns-web")).jobs[0].job_connection_info.sshproxy_upstream_id
     expect(upstreamId).toMatch(/^[0-9a-f]{32}$/)
-    const jobLocal = 30000 + Math.floor(Math.random() * 20000)
+    const jobLocal = await freeNamedPorts(2)
     const tunnel = spawn("ssh", [
       "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
       "-o", "ExitOnForwardFailure=yes", "-i", key, "-p", String(server.sshProxy!.port), "-N",

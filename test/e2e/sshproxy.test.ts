@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { fetchSshAccess, writeRunSshHost } from "../../client/src/SshConfig.ts"
 import { startSshProxy } from "../../core/src/server/SshProxy.ts"
 import { type ProxyServer, proxySshArgs, runSsh, startProxyServer, task, waitJobRunning } from "../support/sshProxy.ts"
+import { freeNamedPorts } from "../support/ports.ts"
 
 const TOKEN = "sshproxy-e2e-token"
 const hasSsh = spawnSync("ssh", ["-V"]).status === 0
@@ -21,8 +22,6 @@ const sshArgs = (key: string) => proxySshArgs(key, proxy.server.sshProxy!.port, 
 
 /** `ssh … user@127.0.0.1 command`: its exit code and output. */
 const sshRun = (key: string, user: string, command: string) => runSsh([...sshArgs(key), `${user}@127.0.0.1`, command])
-
-const freePort = () => 20000 + Math.floor(Math.random() * 20000)
 
 /** Fetches `url` until it answers (the forward comes up after ssh authenticates). */
 const fetchText = async (url: string) => {
@@ -51,7 +50,7 @@ describe.skipIf(!hasSsh)("the SSH proxy", () => {
   })
 
   it("forwards a running job's port and the runner's port to the run owner's key, and refuses the rest", async () => {
-    const jobPort = freePort()
+    const jobPort = await freeNamedPorts()
     await proxy.client.runs.submit(
       task([`mkdir -p www && echo served-through-the-proxy > www/index.html && cd www && exec python3 -m http.server ${jobPort} --bind 127.0.0.1`], { ports: [jobPort] }),
       { runName: "proxied" }
@@ -63,7 +62,7 @@ describe.skipIf(!hasSsh)("the SSH proxy", () => {
     const listed = await proxy.api("/api/runs/list", { project_name: "main" })
     expect(listed.find((r: any) => r.run_spec.run_name === "proxied").jobs[0].job_connection_info.sshproxy_upstream_id).toBe(upstreamId)
 
-    const local = freePort()
+    const local = await freeNamedPorts()
     const runnerLocal = local + 1
     const unexposed = local + 2
     const tunnel = spawn("ssh", [
@@ -111,7 +110,7 @@ describe.skipIf(!hasSsh)("the SSH proxy", () => {
   }, 90_000)
 
   it("also admits the run spec's ssh_key_pub", async () => {
-    const jobPort = freePort()
+    const jobPort = await freeNamedPorts()
     const submitted = await proxy.api("/api/project/main/runs/submit", {
       run_spec: {
         run_name: "proxied-spec-key",
@@ -124,7 +123,7 @@ describe.skipIf(!hasSsh)("the SSH proxy", () => {
     expect(submitted.run_spec.ssh_key_pub).toBe(proxy.strangerPublic)
     const run = await waitJobRunning(proxy.api, "proxied-spec-key")
     const upstreamId = run.jobs[0].job_connection_info.sshproxy_upstream_id
-    const local = freePort()
+    const local = await freeNamedPorts()
     const tunnel = spawn("ssh", [...sshArgs(proxy.strangerKey), "-N", "-L", `127.0.0.1:${local}:localhost:10999`, `${upstreamId}_root@127.0.0.1`])
     try {
       expect(JSON.parse(await fetchText(`http://127.0.0.1:${local}/api/healthcheck`))).toMatchObject({ service: "dstack-ts-runner" })
