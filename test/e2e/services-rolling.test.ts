@@ -88,17 +88,19 @@ describe("rolling deployment", () => {
     let most = 0
     // What the last look saw, said if the roll does not finish (it failed once in CI, not since).
     let seen = ""
-    await expect.poll(async () => {
-      const jobs = await activeJobs()
-      const ids = jobs.map((j: any) => j.job_submissions.at(-1).id)
-      const service = await info()
-      const replicas = service.replicas
-      seen = JSON.stringify({ before, active: jobs.map((j: any) => j.job_submissions.at(-1)), service })
-      most = Math.max(most, replicas.filter((r: any) => !r.draining).length)
-      return ids.length === 2 && ids.every((id: string) => !before.includes(id)) && replicas.length === 2 && replicas.every((r: any) => r.in_rotation)
-    }, { timeout: 120_000, interval: 200 }).toBe(true).catch((error: unknown) => {
+    try {
+      await expect.poll(async () => {
+        const jobs = await activeJobs()
+        const ids = jobs.map((j: any) => j.job_submissions.at(-1).id)
+        const service = await info()
+        const replicas = service.replicas
+        seen = JSON.stringify({ before, active: jobs.map((j: any) => j.job_submissions.at(-1)), service })
+        most = Math.max(most, replicas.filter((r: any) => !r.draining).length)
+        return ids.length === 2 && ids.every((id: string) => !before.includes(id)) && replicas.length === 2 && replicas.every((r: any) => r.in_rotation)
+      }, { timeout: 120_000, interval: 200 }).toBe(true)
+    } catch (error) {
       throw new Error(`the roll did not finish; last seen: ${seen}`, { cause: error })
-    })
+    }
     // A few more answers from the new replicas only.
     const settled = traffic.answers.length
     await expect.poll(() => traffic.answers.length, { timeout: 10_000 }).toBeGreaterThan(settled + 20)
