@@ -103,21 +103,32 @@ export class ServiceMetrics {
    * histograms): exact when there are none, else read from the buckets of them all.
    */
   percentileWith(p: number, others: ReadonlyArray<LatencyHistogram>): number | undefined {
-    if (others.every((h) => h.length === 0)) return this.percentile(p)
+    return this.percentilesWith([p], others)[0]
+  }
+
+  /** Several percentiles as `percentileWith` reads them, the latencies sorted or merged once. */
+  percentilesWith(ps: ReadonlyArray<number>, others: ReadonlyArray<LatencyHistogram>): Array<number | undefined> {
+    if (others.every((h) => h.length === 0)) {
+      const n = Math.min(this.latencyCount, LATENCIES_KEPT)
+      const sorted = Array.from(this.latencies.subarray(0, n)).sort((a, b) => a - b)
+      return ps.map((p) => (n === 0 ? undefined : sorted[Math.min(n - 1, Math.floor((p / 100) * n))]))
+    }
     const counts = new Map<number, number>()
     for (const histogram of [this.latencyHistogram(), ...others]) {
       for (const [b, n] of histogram) counts.set(b, (counts.get(b) ?? 0) + n)
     }
     const buckets = [...counts].sort((x, y) => x[0] - y[0])
     const total = buckets.reduce((sum, [, n]) => sum + n, 0)
-    // The same rank as `percentile` takes of sorted values.
-    const rank = Math.min(total - 1, Math.floor((p / 100) * total))
-    let seen = 0
-    for (const [b, n] of buckets) {
-      seen += n
-      if (seen > rank) return Math.round(bucketMs(b) * 100) / 100
-    }
-    return undefined
+    return ps.map((p) => {
+      // The same rank as `percentile` takes of sorted values.
+      const rank = Math.min(total - 1, Math.floor((p / 100) * total))
+      let seen = 0
+      for (const [b, n] of buckets) {
+        seen += n
+        if (seen > rank) return Math.round(bucketMs(b) * 100) / 100
+      }
+      return undefined
+    })
   }
 
   /** Requests per second over the `windowSeconds` before `now`, the current second left out when it has just begun. */
@@ -132,20 +143,18 @@ export class ServiceMetrics {
   }
 
   percentile(p: number): number | undefined {
-    const n = Math.min(this.latencyCount, LATENCIES_KEPT)
-    if (n === 0) return undefined
-    const sorted = Array.from(this.latencies.subarray(0, n)).sort((a, b) => a - b)
-    return sorted[Math.min(n - 1, Math.floor((p / 100) * n))]
+    return this.percentilesWith([p], [])[0]
   }
 
   /** `others`: the latency histograms of the other server replicas, for percentiles of them all. */
   snapshot(now: number, others: ReadonlyArray<LatencyHistogram> = []): ServiceMetricsSnapshot {
+    const [p50, p99] = this.percentilesWith([50, 99], others)
     return {
       requests: this.requests,
       errors: this.errors,
       rps: this.rps(now, 60),
-      latencyP50Ms: this.percentileWith(50, others),
-      latencyP99Ms: this.percentileWith(99, others)
+      latencyP50Ms: p50,
+      latencyP99Ms: p99
     }
   }
 }
