@@ -230,6 +230,10 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         entry.replicas = []
         return
       }
+      // A read made before a newer write, answered after the newer version was applied (a
+      // lookup of a stale entry, a refresh, beside a followed write): what it found is already
+      // out of date, and nothing would correct it once the run stops being written.
+      if (entry.runId === r.id && row.version < loadedVersion(entry)) return
       if (entry.runId !== r.id) {
         for (const replica of entry.replicas) closeReplica(replica)
         entry.replicas = []
@@ -237,7 +241,7 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
         entry.runId = r.id
         entry.loaded = undefined
       }
-      if (row.version >= loadedVersion(entry)) entry.loaded = read
+      entry.loaded = read
       byRunId.set(r.id, entry)
       entry.configuration = configuration
       entry.finished = isRunStatusFinished(r.status) || row.deleted === true
