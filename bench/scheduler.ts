@@ -8,7 +8,11 @@
 //     runners answered in process, jobs that keep running): placements/s = jobs handed to an
 //     instance per second, from the first to the last; also when the last one ran.
 //       BENCH_SCHED_QUEUED queued runs (default 500; full 10,000)
-// BENCH_SCHED_PARTS=jobs or =placements runs only that part (default both).
+// (c) Quiet jobs: the server's CPU while it follows N running jobs that print nothing (`sleep`,
+//     each on its own local instance and runner), against the same server idle just before
+//     they were submitted: what following a job costs the server while the job is quiet.
+//       BENCH_SCHED_QUIET quiet jobs (default 8; full 32)
+// BENCH_SCHED_PARTS=jobs, =placements or =quiet (comma-separated) runs only those parts (default all).
 import { execFile } from "node:child_process"
 import { apply, call, FINISHED } from "./support/api.ts"
 import { startServer, type BenchServer } from "./support/server.ts"
@@ -141,12 +145,64 @@ const placements = async (ctx: BenchContext, queued: number): Promise<Row> => {
   }
 }
 
+/** The server's CPU over a window, in ms per second. */
+const cpuRate = async (server: BenchServer, windowMs: number): Promise<number> => {
+  const cpu0 = await cpuMs(server)
+  const t0 = now()
+  await sleep(windowMs)
+  return ((await cpuMs(server)) - cpu0) / ((now() - t0) / 1000)
+}
+
+const QUIET_WINDOW_MS = 20_000
+
+const quietJobs = async (ctx: BenchContext, n: number): Promise<Row> => {
+  const server = await startServer({ maxInstances: n, databaseUrl: ctx.databaseUrl })
+  const names = Array.from({ length: n }, (_, i) => `quiet-${i}`)
+  try {
+    // One job first (the runner bundle is built on the first instance), then a quiet server.
+    await apply(server, "quiet-warm", ["true"])
+    const warmDeadline = now() + 120_000
+    while (now() < warmDeadline && !FINISHED.includes((await call(server, "/api/project/main/runs/get", { run_name: "quiet-warm" })).body.status)) await sleep(100)
+    await sleep(3_000)
+    const idle = await cpuRate(server, QUIET_WINDOW_MS)
+    for (const name of names) await apply(server, name, ["sleep 3600"])
+    const deadline = now() + 300_000
+    for (;;) {
+      const list = await call(server, "/api/runs/list", { project_name: "main", only_active: true, limit: n + 1 })
+      const running = (list.body as Array<any>).filter((r) => r.run_spec.run_name.startsWith("quiet-") && r.status === "running").length
+      if (running === n) break
+      if (now() > deadline) throw new Error(`quiet jobs: ${running} of ${n} running after 300 s`)
+      await sleep(250)
+    }
+    // Past the start of each job (its hand-over, first events, acknowledgment).
+    await sleep(5_000)
+    const busy = await cpuRate(server, QUIET_WINDOW_MS)
+    const perJob = (busy - idle) / n
+    ctx.log(`scheduler: ${n} quiet jobs: server CPU ${busy.toFixed(1)} ms/s, idle ${idle.toFixed(1)} ms/s: ${perJob.toFixed(2)} ms/s per job`)
+    return {
+      section: "3 scheduler",
+      measure: `server CPU following ${n} running jobs that print nothing (\`sleep\`), vs the same server idle`,
+      unit: "ms CPU/s",
+      value: busy,
+      baseline: idle,
+      better: "lower",
+      verdict: "n/a",
+      note: `${perJob.toFixed(2)} ms/s per followed job; ${QUIET_WINDOW_MS / 1000} s windows, the jobs past their start by 5 s`
+    }
+  } finally {
+    await call(server, "/api/project/main/runs/stop", { runs_names: names, abort: true }).catch(() => undefined)
+    await server.stop()
+  }
+}
+
 export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const n = Number(process.env.BENCH_SCHED_JOBS ?? (ctx.full ? 100 : 32))
   const queued = Number(process.env.BENCH_SCHED_QUEUED ?? (ctx.full ? 10_000 : 500))
-  const parts = (process.env.BENCH_SCHED_PARTS ?? "jobs,placements").split(",")
+  const quiet = Number(process.env.BENCH_SCHED_QUIET ?? (ctx.full ? 32 : 8))
+  const parts = (process.env.BENCH_SCHED_PARTS ?? "jobs,placements,quiet").split(",")
   const rows: Array<Row> = []
   if (parts.includes("jobs")) for (const c of [2, 4, 8]) rows.push(await realJobs(ctx, n, c))
   if (parts.includes("placements")) rows.push(await placements(ctx, queued))
+  if (parts.includes("quiet")) rows.push(await quietJobs(ctx, quiet))
   return rows
 }

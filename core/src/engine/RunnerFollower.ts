@@ -21,7 +21,7 @@ import { faultPoint } from "../internal/Faults.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
 import * as RepoCredentials from "../secrets/RepoCredentials.ts"
-import { fetchArtifacts, followEvents, healthTimeoutMs, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, waitHealthy, watchHealth } from "./RunnerSession.ts"
+import { fetchArtifacts, followEvents, healthTimeoutMs, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, streamLiveness, waitHealthy, watchHealth } from "./RunnerSession.ts"
 import { artifactKeys, keepArtifacts } from "../workflows/Artifacts.ts"
 
 /**
@@ -109,7 +109,7 @@ const LAST_POSITION_RETRY = Schedule.exponential(Duration.millis(200)).pipe(Sche
 const isStoreError = (error: unknown): error is StateStoreError =>
   typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "StateStoreError"
 
-/** How often a followed runner's health check is asked. */
+/** How often a followed runner is watched: its stream's heartbeat, or (an older runner) its health check. */
 const HEALTH_EVERY_MS = 2_000
 
 /** The job's code, from the blob store, when the job has any. */
@@ -260,13 +260,16 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
           files
         }, archive)
       }).pipe(Effect.either)
-    // A runner whose health check stops answering ends the wait on its stream (which may hang
-    // on a stalled connection); each answer shows it reachable, however quiet its job is.
+    // A runner whose stream stops heartbeating (an older runner: whose health check stops
+    // answering) ends the wait on its stream (which may hang on a stalled connection); each sign
+    // of life shows it reachable, however quiet its job is.
+    const liveness = streamLiveness(HEALTH_EVERY_MS)
     const watched = <A, E, R>(client: RunnerClient, effect: Effect.Effect<A, E, R>) =>
       Effect.raceFirst(
         effect,
         watchHealth(client, {
           everyMs: HEALTH_EVERY_MS,
+          liveness,
           timeoutMs: healthTimeoutMs(options.unreachableMs),
           // What is stored (the cursor moves only then) need not stay on the runner.
           acknowledged: () => cursor,
@@ -364,8 +367,8 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
           const events = yield* watched(
             client,
             inputs.length === 0
-              ? startFollowing(client, body, code, cursor)
-              : startFollowingWithArtifacts(client, body, code, inputs.map((key) => ({ key, stream: options.blobs.stream(key) })))
+              ? startFollowing(client, body, code, cursor, liveness)
+              : startFollowingWithArtifacts(client, body, code, inputs.map((key) => ({ key, stream: options.blobs.stream(key) })), liveness)
           )
           yield* reports.handedOver
           faultPoint("job.handed")
@@ -385,7 +388,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
       // told within the limit, not after the transport's own retries. A host merely slow to
       // log in still connects: the transport's attempt goes on, and the next round joins it.
       const connectTimeoutMs = Math.max(CONNECT_AT_LEAST_MS, unreachableSince === undefined ? options.unreachableMs : unreachableSince + options.unreachableMs - Date.now())
-      const outcome = yield* withRunner(compute, run.projectName, pd, (client) => watched(client, consume(client, followEvents(client, cursor))), connectTimeoutMs).pipe(Effect.either)
+      const outcome = yield* withRunner(compute, run.projectName, pd, (client) => watched(client, consume(client, followEvents(client, cursor, liveness))), connectTimeoutMs).pipe(Effect.either)
       if (outcome._tag === "Right") return
       if (isStoreError(outcome.left)) {
         // The runner is fine; the database is not (its logs could not be stored): follow again

@@ -9,7 +9,7 @@ import { createParser, type EventSourceMessage } from "eventsource-parser"
 import type { RunnerClient } from "../ports/RunnerTransport.ts"
 import { RunnerTransportError } from "../ports/RunnerTransport.ts"
 import { Buffer } from "node:buffer"
-import { EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_VERSION, eventStreamVersion, FrameDecoder, type StreamEvent } from "../runner/EventStream.ts"
+import { EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_VERSION, eventStreamVersion, FrameDecoder, HEARTBEAT_HEADER, HEARTBEAT_PARAM, type StreamFrame } from "../runner/EventStream.ts"
 import { encodeStartBody, JobStateEvent, type LogEvent, START_CONTENT_TYPE, SubmitBody } from "../runner/RunnerProtocol.ts"
 import { JobEvent, type RunnerTerminationReason } from "./JobLifecycle.ts"
 
@@ -105,36 +105,71 @@ const checkHealthy = (client: RunnerClient, timeoutMs: number, intervalMs: numbe
 export const healthTimeoutMs = (unreachableMs: number): number => Math.min(10_000, Math.max(2_000, Math.round(unreachableMs / 2)))
 
 /**
- * Asks the runner's health check every `everyMs` (first after `everyMs`), for as long as it
- * runs: a job's event stream stays quiet while the job prints nothing, so only this tells a
- * runner that stopped answering (a stalled connection, a hung host) from a quiet job. Fails
- * when an answer does not come within `timeoutMs` or is not a 2xx; `onAnswer` runs on each one.
- * Each check carries `acknowledged()` (the newest event the server has stored, when above 0),
- * so that the runner lets go of what the server already has.
+ * How a follower tells the runner alive from its event stream: the stream is asked for a
+ * heartbeat every `everyMs` while the job is quiet, and a runner that grants it (an older one
+ * does not) sets `heartbeating` and `heardAt` (when the stream last brought anything, epoch ms)
+ * for `watchHealth`. Each request for a stream clears `heartbeating` until its answer grants it.
+ */
+export interface StreamLiveness {
+  readonly everyMs: number
+  heartbeating: boolean
+  heardAt: number
+}
+
+export const streamLiveness = (everyMs: number): StreamLiveness => ({ everyMs, heartbeating: false, heardAt: 0 })
+
+/**
+ * Watches a followed runner, every `everyMs` (first after `everyMs`), for as long as it runs: a
+ * job's event stream stays quiet while the job prints nothing, so something else must tell a
+ * runner that stopped answering (a stalled connection, a hung host) from a quiet job. While the
+ * stream heartbeats (`liveness`), that is the stream itself: it fails when nothing, not even a
+ * heartbeat, came for its interval plus `timeoutMs`, and asks nothing of the runner. Otherwise
+ * it asks the runner's health check, and fails when an answer does not come within `timeoutMs`
+ * or is not a 2xx. `onAnswer` runs on each sign of life. A check carries `acknowledged()` (the
+ * newest event the server has stored, when above 0), so that the runner lets go of what the
+ * server already has: with a heartbeating stream one is still asked whenever more was stored
+ * since the last (a chatty job), and never for a quiet one.
  */
 export const watchHealth = (
   client: RunnerClient,
-  options: { readonly everyMs: number; readonly timeoutMs: number; readonly onAnswer: Effect.Effect<void>; readonly acknowledged?: () => number }
-): Effect.Effect<never, RunnerTransportError> =>
-  Effect.sleep(Duration.millis(options.everyMs)).pipe(
-    Effect.zipRight(
-      Effect.suspend(() => {
-        const acknowledged = options.acknowledged?.() ?? 0
-        return client.fetch(acknowledged > 0 ? `/api/healthcheck?acknowledged=${acknowledged}` : "/api/healthcheck")
-      }).pipe(
-        Effect.flatMap(expectOk("healthcheck")),
-        Effect.flatMap((response) =>
-          Effect.tryPromise({ try: () => response.text(), catch: (cause) => transportError("healthcheck", `the runner's health check answer broke off: ${String(cause)}`, cause) })
-        ),
-        Effect.timeoutFail({
-          duration: Duration.millis(options.timeoutMs),
-          onTimeout: () => transportError("healthcheck", `the runner at ${client.baseUrl} did not answer its health check within ${Math.round(options.timeoutMs / 1000)}s`)
-        })
-      )
-    ),
+  options: {
+    readonly everyMs: number
+    readonly timeoutMs: number
+    readonly onAnswer: Effect.Effect<void>
+    readonly acknowledged?: () => number
+    readonly liveness?: StreamLiveness
+  }
+): Effect.Effect<never, RunnerTransportError> => {
+  let sent = 0
+  const check = Effect.suspend(() => {
+    const acknowledged = options.acknowledged?.() ?? 0
+    const liveness = options.liveness
+    if (liveness?.heartbeating === true) {
+      const silent = Date.now() - liveness.heardAt
+      if (silent > liveness.everyMs + options.timeoutMs) {
+        return Effect.fail(transportError("logs_stream", `the runner at ${client.baseUrl} sent nothing on the job's event stream, not even its heartbeat, for ${Math.round(silent / 1000)}s`))
+      }
+      if (acknowledged <= sent) return Effect.void
+    }
+    sent = acknowledged
+    return client.fetch(acknowledged > 0 ? `/api/healthcheck?acknowledged=${acknowledged}` : "/api/healthcheck").pipe(
+      Effect.flatMap(expectOk("healthcheck")),
+      Effect.flatMap((response) =>
+        Effect.tryPromise({ try: () => response.text(), catch: (cause) => transportError("healthcheck", `the runner's health check answer broke off: ${String(cause)}`, cause) })
+      ),
+      Effect.timeoutFail({
+        duration: Duration.millis(options.timeoutMs),
+        onTimeout: () => transportError("healthcheck", `the runner at ${client.baseUrl} did not answer its health check within ${Math.round(options.timeoutMs / 1000)}s`)
+      }),
+      Effect.asVoid
+    )
+  })
+  return Effect.sleep(Duration.millis(options.everyMs)).pipe(
+    Effect.zipRight(check),
     Effect.zipRight(options.onAnswer),
     Effect.forever
   )
+}
 
 const encodeSubmit = Schema.encodeSync(SubmitBody)
 
@@ -192,10 +227,11 @@ const startJobInSteps = (client: RunnerClient, json: string, code: Uint8Array | 
  * `POST /api/start` (spec and code in one body); `undefined` when the runner is an older one
  * without it, which is remembered.
  */
-const postStart = (client: RunnerClient, json: string, code: Uint8Array | undefined, accept: string, cursor: number) =>
+const postStart = (client: RunnerClient, json: string, code: Uint8Array | undefined, accept: string, cursor: number, liveness?: StreamLiveness) =>
   Effect.suspend(() => {
     if (withoutStart.has(client.baseUrl)) return Effect.succeed(undefined)
-    return postTakingTurns(client, "start", `/api/start?timestamp=${cursor}`, {
+    if (liveness !== undefined) liveness.heartbeating = false
+    return postTakingTurns(client, "start", `/api/start?timestamp=${cursor}${heartbeatQuery(liveness)}`, {
       headers: { "content-type": START_CONTENT_TYPE, accept },
       body: encodeStartBody(json, code) as unknown as BodyInit
     }).pipe(
@@ -239,14 +275,15 @@ export const startFollowing = (
   client: RunnerClient,
   body: SubmitBody,
   code: Uint8Array | undefined,
-  cursor = 0
+  cursor = 0,
+  liveness?: StreamLiveness
 ): Effect.Effect<Stream.Stream<RunnerStreamEvent, RunnerTransportError>, RunnerTransportError, Scope.Scope> =>
   Effect.gen(function* () {
     const json = JSON.stringify(encodeSubmit(body))
-    const started = yield* postStart(client, json, code, EVENT_STREAM_CONTENT_TYPE, cursor)
-    if (started !== undefined) return yield* eventsOfResponse(client, "start", started)
+    const started = yield* postStart(client, json, code, EVENT_STREAM_CONTENT_TYPE, cursor, liveness)
+    if (started !== undefined) return yield* eventsOfResponse(client, "start", started, liveness)
     yield* startJobInSteps(client, json, code)
-    return followEvents(client, cursor)
+    return followEvents(client, cursor, liveness)
   })
 
 /**
@@ -257,7 +294,8 @@ export const startFollowingWithArtifacts = <E>(
   client: RunnerClient,
   body: SubmitBody,
   code: Uint8Array | undefined,
-  archives: ReadonlyArray<{ readonly key: string; readonly stream: Stream.Stream<Uint8Array, E> }>
+  archives: ReadonlyArray<{ readonly key: string; readonly stream: Stream.Stream<Uint8Array, E> }>,
+  liveness?: StreamLiveness
 ): Effect.Effect<Stream.Stream<RunnerStreamEvent, RunnerTransportError>, RunnerTransportError> =>
   Effect.gen(function* () {
     yield* submitAndUploadCode(client, JSON.stringify(encodeSubmit(body)), code)
@@ -273,7 +311,7 @@ export const startFollowingWithArtifacts = <E>(
       )
     }
     yield* client.fetch("/api/run", { method: "POST" }).pipe(Effect.flatMap(expectOk("run")))
-    return followEvents(client, 0)
+    return followEvents(client, 0, liveness)
   })
 
 /** The ended job's artifacts on the runner: their manifest, and the archive as a stream. */
@@ -315,6 +353,8 @@ export type RunnerStreamEvent =
   | { readonly _tag: "State"; readonly state: JobStateEvent }
   | { readonly _tag: "Log"; readonly log: LogEvent; readonly source: "stdout" | "runner" }
   | { readonly _tag: "End"; readonly lastUpdated: number }
+  /** The runner is there and the job quiet (only to a follower that asked for heartbeats). */
+  | { readonly _tag: "Heartbeat" }
 
 const decodeState = Schema.decodeUnknownSync(JobStateEvent)
 
@@ -343,7 +383,7 @@ const fromSse = (message: EventSourceMessage): RunnerStreamEvent | undefined => 
   }
 }
 
-const fromFrame = (event: StreamEvent): RunnerStreamEvent => {
+const fromFrame = (event: StreamFrame): RunnerStreamEvent => {
   switch (event.kind) {
     case "state":
       return { _tag: "State", state: event.state }
@@ -353,8 +393,15 @@ const fromFrame = (event: StreamEvent): RunnerStreamEvent => {
       return { _tag: "Log", log: { timestamp: event.timestamp, message: event.message }, source: "runner" }
     case "end":
       return { _tag: "End", lastUpdated: event.timestamp }
+    case "heartbeat":
+      return HEARTBEAT
   }
 }
+
+const HEARTBEAT: RunnerStreamEvent = { _tag: "Heartbeat" }
+
+/** The query that asks for heartbeats (`&heartbeat=<ms>`), or nothing. */
+const heartbeatQuery = (liveness: StreamLiveness | undefined): string => (liveness === undefined ? "" : `&${HEARTBEAT_PARAM}=${liveness.everyMs}`)
 
 /** Turns the chunks of a response body into events: frames from a current runner, SSE from an older one. */
 const eventDecoder = (binary: boolean): ((chunk: Uint8Array) => Array<RunnerStreamEvent>) => {
@@ -385,15 +432,16 @@ const eventDecoder = (binary: boolean): ((chunk: Uint8Array) => Array<RunnerStre
  * Server-Sent Events is an older one and is read as such, and one that speaks another version
  * of the binary stream is refused with an error that says so.
  */
-export const followEvents = (client: RunnerClient, cursor: number): Stream.Stream<RunnerStreamEvent, RunnerTransportError> =>
+export const followEvents = (client: RunnerClient, cursor: number, liveness?: StreamLiveness): Stream.Stream<RunnerStreamEvent, RunnerTransportError> =>
   Stream.unwrapScoped(
-    Effect.suspend(() =>
-      client.fetch(`/logs_stream?timestamp=${cursor}`, {
+    Effect.suspend(() => {
+      if (liveness !== undefined) liveness.heartbeating = false
+      return client.fetch(`/logs_stream?timestamp=${cursor}${heartbeatQuery(liveness)}`, {
         headers: { accept: `${EVENT_STREAM_CONTENT_TYPE}, text/event-stream;q=0.5` }
       })
-    ).pipe(
+    }).pipe(
       Effect.flatMap(expectOk("logs_stream")),
-      Effect.flatMap((response) => eventsOfResponse(client, "logs_stream", response))
+      Effect.flatMap((response) => eventsOfResponse(client, "logs_stream", response, liveness))
     )
   )
 
@@ -405,7 +453,8 @@ export const followEvents = (client: RunnerClient, cursor: number): Stream.Strea
 const eventsOfResponse = (
   client: RunnerClient,
   method: string,
-  response: Response
+  response: Response,
+  liveness?: StreamLiveness
 ): Effect.Effect<Stream.Stream<RunnerStreamEvent, RunnerTransportError>, RunnerTransportError, Scope.Scope> =>
   Effect.gen(function* () {
     if (response.body === null) return yield* Effect.fail(transportError(method, "the runner sent an empty stream"))
@@ -423,13 +472,23 @@ const eventsOfResponse = (
       return yield* refuse(`the runner at ${client.baseUrl} answered the event stream with ${contentType ?? "no content type"}`)
     }
     const decode = eventDecoder(version !== undefined)
+    // A runner that grants heartbeats says so (an older one ignores the ask): from now on the
+    // stream itself tells it alive, every read of it noted.
+    const heartbeats = liveness !== undefined && version !== undefined && response.headers.get(HEARTBEAT_HEADER) !== null ? liveness : undefined
+    if (heartbeats !== undefined) {
+      heartbeats.heardAt = Date.now()
+      heartbeats.heartbeating = true
+    }
     return Stream.fromReadableStream({
       evaluate: () => body,
       onError: (cause) => transportError(method, `the runner's event stream broke: ${String(cause)}`, cause)
     }).pipe(
       Stream.mapConcatEffect((chunk) =>
         Effect.try({
-          try: () => decode(chunk),
+          try: () => {
+            if (heartbeats !== undefined) heartbeats.heardAt = Date.now()
+            return decode(chunk)
+          },
           catch: (cause) => transportError(method, `the runner sent a malformed event: ${String(cause)}`, cause)
         })
       ),

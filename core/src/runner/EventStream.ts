@@ -7,7 +7,13 @@
  * A frame: a 16-byte header (u8 kind, u8 0, u16 0, u32 payload length, f64 timestamp in epoch
  * milliseconds; little endian), then the payload: the output bytes for `log`/`runner_log`, the
  * JSON of the state event for `state` (the pull wire format), nothing for `end` (whose
- * timestamp is the stream's last cursor).
+ * timestamp is the stream's last cursor) nor for `heartbeat`.
+ *
+ * A `heartbeat` frame is sent only to a follower that asked for one (`?heartbeat=<ms>`, the
+ * answer then says `Dstack-Runner-Heartbeat: <ms>`): after that long with nothing else to send,
+ * so that the follower can tell a quiet job from a runner that stopped answering without a
+ * request of its own every few seconds. Its timestamp is the stream's cursor; it is no event of
+ * the job (nothing stores it), and a follower that never asks never sees the kind.
  */
 import { Buffer } from "node:buffer"
 import { Schema } from "effect"
@@ -22,9 +28,16 @@ export const EVENT_STREAM_CONTENT_TYPE = `${EVENT_STREAM_TYPE}; version=${EVENT_
 
 export const FRAME_HEADER = RECORD_HEADER
 
-export type StreamEventKind = "state" | "log" | "runner_log" | "end"
-const KIND_CODES: Readonly<Record<StreamEventKind, number>> = { state: 1, log: 2, runner_log: 3, end: 4 }
-const KINDS: ReadonlyArray<StreamEventKind | undefined> = [undefined, "state", "log", "runner_log", "end"]
+/** The request's query parameter that asks for heartbeats, and the answer's header that grants them. */
+export const HEARTBEAT_PARAM = "heartbeat"
+export const HEARTBEAT_HEADER = "dstack-runner-heartbeat"
+/** The shortest and longest heartbeat interval a runner grants (a request outside is brought within). */
+export const HEARTBEAT_MIN_MS = 100
+export const HEARTBEAT_MAX_MS = 60_000
+
+export type StreamEventKind = "state" | "log" | "runner_log" | "end" | "heartbeat"
+const KIND_CODES: Readonly<Record<StreamEventKind, number>> = { state: 1, log: 2, runner_log: 3, end: 4, heartbeat: 5 }
+const KINDS: ReadonlyArray<StreamEventKind | undefined> = [undefined, "state", "log", "runner_log", "end", "heartbeat"]
 
 /** One event of the stream, in the order the runner recorded them. */
 export type StreamEvent =
@@ -32,16 +45,19 @@ export type StreamEvent =
   | { readonly kind: "log" | "runner_log"; readonly timestamp: number; readonly message: Uint8Array }
   | { readonly kind: "end"; readonly timestamp: number }
 
+/** What a stream's frames carry: the job's events, and heartbeats (no event of the job). */
+export type StreamFrame = StreamEvent | { readonly kind: "heartbeat"; readonly timestamp: number }
+
 const encodeState = Schema.encodeSync(JobStateEvent)
 const decodeState = Schema.decodeUnknownSync(JobStateEvent)
 const utf8 = new TextEncoder()
 
 /** Encodes events as frames into one buffer. */
-export const encodeFrames = (events: ReadonlyArray<StreamEvent>): Uint8Array => {
+export const encodeFrames = (events: ReadonlyArray<StreamFrame>): Uint8Array => {
   const payloads: Array<Uint8Array | undefined> = []
   let total = 0
   for (const event of events) {
-    const payload = event.kind === "state" ? utf8.encode(JSON.stringify(encodeState(event.state))) : event.kind === "end" ? undefined : event.message
+    const payload = event.kind === "state" ? utf8.encode(JSON.stringify(encodeState(event.state))) : event.kind === "log" || event.kind === "runner_log" ? event.message : undefined
     payloads.push(payload)
     total += FRAME_HEADER + (payload?.byteLength ?? 0)
   }
@@ -67,7 +83,7 @@ export const encodeFrames = (events: ReadonlyArray<StreamEvent>): Uint8Array => 
  * speaking a protocol this reader does not know must not be misread).
  */
 export class FrameDecoder {
-  private readonly frames = new FrameAssembler<StreamEvent>({
+  private readonly frames = new FrameAssembler<StreamFrame>({
     headerBytes: FRAME_HEADER,
     lengthAt: checkedLength,
     frameAt: (buffer, pos, length) => decodeFrame(buffer, pos, length, pos),
@@ -75,7 +91,7 @@ export class FrameDecoder {
     alloc: (size) => Buffer.allocUnsafe(size)
   })
 
-  push(chunk: Uint8Array): Array<StreamEvent> {
+  push(chunk: Uint8Array): Array<StreamFrame> {
     return this.frames.push(chunk)
   }
 
@@ -98,7 +114,7 @@ const checkedLength = (buffer: Uint8Array, pos: number): number => {
 }
 
 /** The event of the frame at `pos` of `buffer` (`at`: its position in the stream's chunk, for errors). */
-const decodeFrame = (buffer: Uint8Array, pos: number, length: number, at: number): StreamEvent => {
+const decodeFrame = (buffer: Uint8Array, pos: number, length: number, at: number): StreamFrame => {
   const view = new DataView(buffer.buffer, buffer.byteOffset + pos, FRAME_HEADER)
   const { kind: code, timestamp } = readRecordHeader(view, 0)
   const kind = KINDS[code]
@@ -110,6 +126,7 @@ const decodeFrame = (buffer: Uint8Array, pos: number, length: number, at: number
     case "runner_log":
       return { kind, timestamp, message: payload }
     case "end":
+    case "heartbeat":
       return { kind, timestamp }
     default:
       throw new Error(`unknown event frame kind ${code} at byte ${at} of a chunk`)

@@ -14,7 +14,7 @@ import type { SocketTarget, UpgradeHandler } from "./adapter/types.ts"
 import type { ExecSession } from "../ports/Executor.ts"
 import { decodeExecControl, decodeExecStart, EXEC_PATH, type ExecReply, outputFrame, PRESENCE_PATH } from "./ExecProtocol.ts"
 import { Buffer } from "node:buffer"
-import { encodeFrames, EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_TYPE } from "./EventStream.ts"
+import { encodeFrames, EVENT_STREAM_CONTENT_TYPE, EVENT_STREAM_TYPE, HEARTBEAT_HEADER, HEARTBEAT_MAX_MS, HEARTBEAT_MIN_MS, HEARTBEAT_PARAM } from "./EventStream.ts"
 import { decodeStartBody, JobStateEvent, PullResponse, START_CONTENT_TYPE, StopBody, SubmitBody } from "./RunnerProtocol.ts"
 
 const STATUS_OF_REASON = { Invalid: 400, Conflict: 409, Internal: 500 } as const
@@ -63,6 +63,19 @@ const parseTimestamp = (raw: string | undefined, method = "pull", name = "timest
     throw new RunnerError({ module: "RunnerAgent", method, reason: "Invalid", message: `${name} must be a non-negative number of milliseconds, got ${JSON.stringify(raw.slice(0, 100))}` })
   }
   return value
+}
+
+/**
+ * The heartbeat interval a follower asks for (`?heartbeat=<ms>`), brought within
+ * HEARTBEAT_MIN_MS..HEARTBEAT_MAX_MS; undefined when it asks for none.
+ */
+const parseHeartbeat = (raw: string | undefined, method: string): number | undefined => {
+  if (raw === undefined || raw === "") return undefined
+  const value = Number(raw)
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new RunnerError({ module: "RunnerAgent", method, reason: "Invalid", message: `${HEARTBEAT_PARAM} must be a positive number of milliseconds, got ${JSON.stringify(raw.slice(0, 100))}` })
+  }
+  return Math.min(HEARTBEAT_MAX_MS, Math.max(HEARTBEAT_MIN_MS, Math.round(value)))
 }
 
 /**
@@ -191,7 +204,7 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
 
   // `job`: whether a job was handed over and has not ended (a closing server leaves such
   // runners running and stops the others).
-  // `?acknowledged=<ms>` (the server that follows the job asks this every few seconds): the
+  // `?acknowledged=<ms>` (the server that follows the job asks this whenever more is stored): the
   // server has stored the job's events up to that timestamp, so the runner lets them go (see
   // JobEventLog.acknowledge): a long, chatty job keeps only what is not stored yet.
   app.get("/api/healthcheck", async (c) => {
@@ -246,11 +259,12 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
       throw new RunnerError({ module: "RunnerAgent", method: "start", reason: "Invalid", message: `the start body must be ${START_CONTENT_TYPE}, got ${contentType || "no content type"}` })
     }
     const cursor = parseTimestamp(c.req.query("timestamp"))
+    const heartbeat = parseHeartbeat(c.req.query(HEARTBEAT_PARAM), "start")
     const framed = decodeStartBody(new Uint8Array(await c.req.arrayBuffer()))
     if (Either.isLeft(framed)) throw new RunnerError({ module: "RunnerAgent", method: "start", reason: "Invalid", message: framed.left })
     const { submit, code } = framed.right
     await runAgent(Effect.flatMap(decodeBody(SubmitBody, "start", submit), (body) => agent.start(body, code)))
-    if ((c.req.header("accept") ?? "").includes(EVENT_STREAM_TYPE)) return binaryStream(cursor)
+    if ((c.req.header("accept") ?? "").includes(EVENT_STREAM_TYPE)) return binaryStream(cursor, heartbeat)
     return c.json({})
   })
 
@@ -275,10 +289,11 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
 
   // Live events: the same cursor as pull (`timestamp`, or Last-Event-ID on reconnect). The
   // stream ends once the job has ended and its last events are sent. A client that accepts
-  // the binary event stream (EventStream.ts) gets frames; anyone else Server-Sent Events.
+  // the binary event stream (EventStream.ts) gets frames, with `?heartbeat=<ms>` a heartbeat
+  // frame after each such quiet interval; anyone else Server-Sent Events.
   app.get("/logs_stream", (c) => {
     let cursor = parseTimestamp(c.req.header("Last-Event-ID") ?? c.req.query("timestamp"))
-    if ((c.req.header("accept") ?? "").includes(EVENT_STREAM_TYPE)) return binaryStream(cursor)
+    if ((c.req.header("accept") ?? "").includes(EVENT_STREAM_TYPE)) return binaryStream(cursor, parseHeartbeat(c.req.query(HEARTBEAT_PARAM), "logs_stream"))
     return streamSSE(c, async (stream) => {
       const aborted = new AbortController()
       stream.onAbort(() => aborted.abort())
@@ -307,9 +322,28 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
 
   // The binary event stream: one buffer of frames per read, produced only when the client has
   // taken the previous one, so a slow follower holds the runner back instead of its memory.
-  const binaryStream = (from: number): Response => {
+  // With `heartbeatMs`, a heartbeat frame goes out after that long with nothing else to send.
+  const binaryStream = (from: number, heartbeatMs: number | undefined): Response => {
     let cursor = from
     const aborted = new AbortController()
+    /** Waits for an event after the cursor, at most `heartbeatMs`: false when none came. */
+    const changedWithin = async (ms: number): Promise<boolean> => {
+      const wait = new AbortController()
+      const stop = () => wait.abort()
+      aborted.signal.addEventListener("abort", stop)
+      let quiet = false
+      const timer = setTimeout(() => {
+        quiet = true
+        wait.abort()
+      }, ms)
+      try {
+        await agent.events.changedAfter(cursor, wait.signal)
+      } finally {
+        clearTimeout(timer)
+        aborted.signal.removeEventListener("abort", stop)
+      }
+      return !quiet
+    }
     const body = new ReadableStream<Uint8Array>({
       pull: async (controller) => {
         for (;;) {
@@ -323,12 +357,22 @@ export const makeRunnerApp = (agent: RunnerAgentService): Hono => {
             return controller.close()
           }
           if (batch.frames.byteLength > 0) return
-          await agent.events.changedAfter(cursor, aborted.signal)
+          if (heartbeatMs === undefined) await agent.events.changedAfter(cursor, aborted.signal)
+          else if (!(await changedWithin(heartbeatMs)) && !aborted.signal.aborted) {
+            controller.enqueue(encodeFrames([{ kind: "heartbeat", timestamp: cursor }]))
+            return
+          }
         }
       },
       cancel: () => aborted.abort()
     }, { highWaterMark: 1 })
-    return new Response(body, { headers: { "content-type": EVENT_STREAM_CONTENT_TYPE, "cache-control": "no-cache" } })
+    return new Response(body, {
+      headers: {
+        "content-type": EVENT_STREAM_CONTENT_TYPE,
+        "cache-control": "no-cache",
+        ...(heartbeatMs !== undefined ? { [HEARTBEAT_HEADER]: String(heartbeatMs) } : {})
+      }
+    })
   }
 
   app.notFound((c) => c.json({ detail: [{ msg: `no route ${c.req.method} ${c.req.path}`, code: "not_found" }] }, 404))

@@ -2,16 +2,18 @@
 // stream across broken connections (no line lost or repeated when the follower resumes from
 // its cursor), an older runner's Server-Sent Events, and a runner of another stream version;
 // handing a job over in one request that answers with the event stream, and in steps to an
-// older runner that does not know that request.
+// older runner that does not know that request; a quiet job's stream heartbeating in place of
+// health checks, and a stalled one told from it.
 import { Effect, Schema, Stream } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { Hono } from "hono"
 import { fetchClient, type RunnerClient } from "../../src/ports/RunnerTransport.ts"
-import { followEvents, type RunnerStreamEvent, startFollowing, startJob as handOver } from "../../src/engine/RunnerSession.ts"
+import { followEvents, type RunnerStreamEvent, startFollowing, startJob as handOver, type StreamLiveness, streamLiveness, watchHealth } from "../../src/engine/RunnerSession.ts"
 import { SubmitBody } from "../../src/runner/RunnerProtocol.ts"
 import { serveRunner, type RunningRunner } from "../../src/runner/serveRunner.ts"
 import executorProcess from "@dstack-ts/executor-process"
 import { submitBody, tarGz, tmpDir } from "../runner/support.ts"
+import { startFaultProxy } from "../../../test/support/fault-proxy.ts"
 
 const LINES = 50_000
 // 50,000 numbered lines of 100 bytes (5 MB): far more than the runner keeps in memory below.
@@ -207,4 +209,62 @@ describe("handing a job to its runner", () => {
     expect(error.reason).toBe("Invalid")
     expect(error.message).toMatch(/start answered 400: .*tar\.gz/)
   })
+})
+
+describe("telling a quiet runner alive", () => {
+  /** Follows the job as the engine does: the stream raced against the watch, the cursor acknowledged as it moves. */
+  const watchFollowing = (client: RunnerClient, liveness: StreamLiveness | undefined, timeoutMs = 2_000) => {
+    let acknowledged = 0
+    const events: Array<RunnerStreamEvent> = []
+    const followed = Stream.runForEach(followEvents(client, 0, liveness), (event) =>
+      Effect.sync(() => {
+        events.push(event)
+        if (event._tag === "Log") acknowledged = Math.max(acknowledged, event.log.timestamp)
+        else if (event._tag === "State") acknowledged = Math.max(acknowledged, event.state.timestamp)
+      }))
+    const watch = watchHealth(client, { everyMs: 200, timeoutMs, onAnswer: Effect.void, acknowledged: () => acknowledged, ...(liveness !== undefined ? { liveness } : {}) })
+    return { events, run: Effect.runPromise(Effect.either(Effect.raceFirst(followed, watch))) }
+  }
+
+  it("a stream that heartbeats stands for the health check: a quiet job costs no request, only acknowledgments of what was stored", async () => {
+    const commands = ["echo one", "sleep 2", "echo two"]
+    const beating = recordingClient((await startJob(commands)).url)
+    const polled = recordingClient((await startJob(commands)).url)
+    const liveness = streamLiveness(200)
+    const [withBeats, without] = [watchFollowing(beating.client, liveness), watchFollowing(polled.client, undefined)]
+    const [a, b] = await Promise.all([withBeats.run, without.run])
+    expect([a._tag, b._tag]).toEqual(["Right", "Right"])
+    expect(liveness.heartbeating).toBe(true)
+    const checks = (requests: ReadonlyArray<string>) => requests.filter((r) => r === "GET /api/healthcheck").length
+    // Over the 2 s of quiet: ~10 heartbeats on the stream, and a health check only when the
+    // cursor had moved since the last (after "one" and the states around it), against one every
+    // 200 ms for a runner that is asked.
+    expect(withBeats.events.filter((e) => e._tag === "Heartbeat").length).toBeGreaterThanOrEqual(5)
+    expect(checks(beating.requests)).toBeLessThanOrEqual(3)
+    expect(checks(polled.requests)).toBeGreaterThanOrEqual(8)
+    expect(without.events.filter((e) => e._tag === "Heartbeat")).toEqual([])
+  }, 30_000)
+
+  it("a stream that stops heartbeating (the connection stalls) fails the watch, saying so", async () => {
+    const runner = await startJob(["sleep 30"])
+    const proxy = await startFaultProxy({ targetHost: "127.0.0.1", targetPort: Number(new URL(runner.url).port) })
+    try {
+      const { client, requests } = recordingClient(`http://127.0.0.1:${proxy.port}`)
+      const liveness = streamLiveness(200)
+      const followed = watchFollowing(client, liveness, 500)
+      await expect.poll(() => followed.events.filter((e) => e._tag === "Heartbeat").length, { timeout: 5_000 }).toBeGreaterThanOrEqual(3)
+      const stalledAt = Date.now()
+      proxy.setMode({ kind: "stall" })
+      const outcome = await followed.run
+      // Nothing for its interval plus the timeout, seen at the next watch.
+      expect(Date.now() - stalledAt).toBeLessThan(3_000)
+      expect(outcome._tag).toBe("Left")
+      expect(String((outcome as { left: { message: string } }).left.message)).toMatch(/sent nothing on the job's event stream, not even its heartbeat, for \ds/)
+      // The runner was never asked its health check: the stream said everything.
+      expect(requests.filter((r) => r === "GET /api/healthcheck").length).toBeLessThanOrEqual(1)
+    } finally {
+      proxy.setMode({ kind: "pass" })
+      await proxy.close()
+    }
+  }, 30_000)
 })

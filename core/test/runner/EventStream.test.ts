@@ -2,10 +2,10 @@
 // inside a header, a frame of many chunks), the decoder yields the same events, and it holds
 // on to no chunk the caller reuses.
 import { describe, expect, it } from "vitest"
-import { encodeFrames, FrameDecoder, type StreamEvent } from "../../src/runner/EventStream.ts"
+import { encodeFrames, FrameDecoder, type StreamFrame } from "../../src/runner/EventStream.ts"
 
 const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff)
-const EVENTS: Array<StreamEvent> = [
+const EVENTS: Array<StreamFrame> = [
   { kind: "state", timestamp: 1, state: { state: "running", timestamp: 1 } as any },
   { kind: "log", timestamp: 2, message: bytes(0, 1) },
   { kind: "log", timestamp: 3, message: bytes(1, 2) },
@@ -14,11 +14,13 @@ const EVENTS: Array<StreamEvent> = [
   { kind: "log", timestamp: 6, message: bytes(17, 5) },
   { kind: "log", timestamp: 7, message: bytes(70_000, 6) },
   { kind: "log", timestamp: 8, message: bytes(300_000, 7) },
+  // Sent only to a follower that asked for heartbeats: no payload, the stream's cursor.
+  { kind: "heartbeat", timestamp: 8 },
   { kind: "end", timestamp: 9 }
 ]
 
 /** Events as comparable plain values (payloads copied: views may point into reused chunks). */
-const plain = (events: ReadonlyArray<StreamEvent>) =>
+const plain = (events: ReadonlyArray<StreamFrame>) =>
   events.map((e) => (e.kind === "log" || e.kind === "runner_log" ? { kind: e.kind, timestamp: e.timestamp, message: Buffer.from(e.message).toString("base64") } : e.kind === "state" ? { kind: e.kind, timestamp: e.timestamp, state: e.state.state } : { kind: e.kind, timestamp: e.timestamp }))
 
 /** Decodes `stream` fed in chunks of the given sizes, each chunk a reused buffer overwritten after its push. */

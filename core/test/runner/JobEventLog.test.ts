@@ -4,7 +4,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
-import { FrameDecoder, type StreamEvent } from "../../src/runner/EventStream.ts"
+import { FrameDecoder, type StreamEvent, type StreamFrame } from "../../src/runner/EventStream.ts"
 import { JobEventLog } from "../../src/runner/JobEventLog.ts"
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
@@ -106,7 +106,7 @@ describe("JobEventLog bounded", () => {
       if (!next.hasMore) break
     }
     cursor = from
-    const framed: Array<StreamEvent> = []
+    const framed: Array<StreamFrame> = []
     const decoder = new FrameDecoder()
     for (;;) {
       const next = log.readFrames(cursor, step)
@@ -116,8 +116,8 @@ describe("JobEventLog bounded", () => {
     }
     return { pulled, framed }
   }
-  const texts = (events: ReadonlyArray<StreamEvent>) =>
-    events.map((e) => (e.kind === "state" ? `<${e.state.state}>` : e.kind === "end" ? "<end>" : text(e.message)))
+  const texts = (events: ReadonlyArray<StreamFrame>) =>
+    events.map((e) => (e.kind === "state" ? `<${e.state.state}>` : e.kind === "end" || e.kind === "heartbeat" ? `<${e.kind}>` : text(e.message)))
 
   it("keeps at most its memory budget and spills older output to files, losing nothing for a reader", () => {
     let now = 1

@@ -11,7 +11,7 @@ import { serveRunner } from "../../src/runner/serveRunner.ts"
 import executorDocker from "@dstack-ts/executor-docker"
 import { definePlugin } from "../../src/plugin/Plugin.ts"
 import executorProcess from "@dstack-ts/executor-process"
-import { EVENT_STREAM_CONTENT_TYPE, FrameDecoder, type StreamEvent } from "../../src/runner/EventStream.ts"
+import { EVENT_STREAM_CONTENT_TYPE, FrameDecoder, type StreamFrame } from "../../src/runner/EventStream.ts"
 import { encodeStartBody, START_CONTENT_TYPE } from "../../src/runner/RunnerProtocol.ts"
 import { decodeMessage, logText, readSse, submitBody, tarGz, tmpDir } from "./support.ts"
 
@@ -179,6 +179,42 @@ describe("runner HTTP API with the process executor", () => {
     expect(await bad.text()).toContain("acknowledged must be a non-negative number of milliseconds")
   })
 
+  it("sends a heartbeat after each quiet interval to a stream that asks for one (and none to one that does not); a bad interval is refused naming it", async () => {
+    const { runner } = await startRunner()
+    await postOk(runner, "/api/submit", submitBody({ commands: ["echo one", "sleep 1.5", "echo two"] }))
+    const accept = { accept: EVENT_STREAM_CONTENT_TYPE }
+    const asked = fetch(`${runner.url}/logs_stream?timestamp=0&heartbeat=300`, { headers: accept })
+    const plain = fetch(`${runner.url}/logs_stream?timestamp=0`, { headers: accept })
+    const began = Date.now()
+    await postOk(runner, "/api/run")
+    const [withBeats, without] = await Promise.all([asked, plain])
+    expect(withBeats.headers.get("dstack-runner-heartbeat")).toBe("300")
+    expect(without.headers.get("dstack-runner-heartbeat")).toBeNull()
+    const [beating, quiet] = await Promise.all([readFrames(withBeats), readFrames(without)])
+    const tookMs = Date.now() - began
+    // The same events either way; the heartbeats come in the 1.5 s the job prints nothing, each
+    // at the stream's cursor (the newest event sent before it).
+    expect(beating.output).toBe("one\ntwo\n")
+    expect(quiet.output).toBe(beating.output)
+    expect(quiet.events.filter((e) => e.kind === "heartbeat")).toEqual([])
+    const kinds = beating.events.map((e) => e.kind)
+    const beats = kinds.filter((k) => k === "heartbeat").length
+    expect(beats, kinds.join(",")).toBeGreaterThanOrEqual(3)
+    // Never more than one per quiet interval.
+    expect(beats, kinds.join(",")).toBeLessThanOrEqual(Math.ceil(tookMs / 300) + 1)
+    beating.events.forEach((e, i) => {
+      if (e.kind === "heartbeat" && i > 0) expect(e.timestamp).toBe(Math.max(...beating.events.slice(0, i).map((p) => p.timestamp)))
+    })
+    expect(kinds.filter((k) => k !== "heartbeat")).toEqual(quiet.events.map((e) => e.kind))
+    // An interval outside 100 ms..60 s is brought within; one that is no number is refused.
+    const short = await fetch(`${runner.url}/logs_stream?timestamp=0&heartbeat=5`, { headers: accept })
+    expect(short.headers.get("dstack-runner-heartbeat")).toBe("100")
+    await readFrames(short)
+    const bad = await fetch(`${runner.url}/logs_stream?timestamp=0&heartbeat=often`, { headers: accept })
+    expect(bad.status).toBe(400)
+    expect(await bad.text()).toContain("heartbeat must be a positive number of milliseconds")
+  })
+
   it("a non-zero exit is failed with container_exited_with_error and the exit status", async () => {
     const { runner } = await startRunner()
     await postOk(runner, "/api/submit", submitBody({ commands: ["echo oops >&2", "exit 3"] }))
@@ -299,7 +335,7 @@ describe("runner HTTP API with the process executor", () => {
 const readFrames = async (response: Response) => {
   expect(response.headers.get("content-type")).toBe(EVENT_STREAM_CONTENT_TYPE)
   const frames = new FrameDecoder()
-  const events: Array<StreamEvent> = []
+  const events: Array<StreamFrame> = []
   for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) events.push(...frames.push(chunk))
   const text = (kind: string) =>
     Buffer.concat(events.flatMap((e) => (e.kind === kind ? [(e as { message: Uint8Array }).message] : []))).toString("utf8")
