@@ -21,7 +21,7 @@ import { faultPoint } from "../internal/Faults.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
 import * as RepoCredentials from "../secrets/RepoCredentials.ts"
-import { fetchArtifacts, followEvents, healthTimeoutMs, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, streamLiveness, waitHealthy, watchHealth } from "./RunnerSession.ts"
+import { fetchArtifacts, followEvents, healthTimeoutMs, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, handling, startFollowingWithArtifacts, streamLiveness, waitHealthy, watchHealth } from "./RunnerSession.ts"
 import { artifactKeys, keepArtifacts } from "../workflows/Artifacts.ts"
 
 /**
@@ -316,7 +316,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
             // Only what is stored moves the cursor: a reconnect resumes right after
             // it, neither losing nor repeating a line.
             cursor = last
-          }).pipe(Effect.uninterruptible)
+          }).pipe(Effect.uninterruptible, (effect) => handling(liveness, effect))
         )
       )
     if (job.alreadyHanded) {

@@ -107,16 +107,30 @@ export const healthTimeoutMs = (unreachableMs: number): number => Math.min(10_00
 /**
  * How a follower tells the runner alive from its event stream: the stream is asked for a
  * heartbeat every `everyMs` while the job is quiet, and a runner that grants it (an older one
- * does not) sets `heartbeating` and `heardAt` (when the stream last brought anything, epoch ms)
- * for `watchHealth`. Each request for a stream clears `heartbeating` until its answer grants it.
+ * does not) sets `heartbeating` for `watchHealth`. `heardAt` is when the stream last brought
+ * anything or its reader last went back to it for more (epoch ms), and `handling` is set while
+ * the reader handles what it brought (see `handling`): a reader held up by its own work (a slow
+ * database) has not been waiting on the runner. Each request for a stream clears
+ * `heartbeating` until its answer grants it.
  */
 export interface StreamLiveness {
   readonly everyMs: number
   heartbeating: boolean
   heardAt: number
+  handling: boolean
 }
 
-export const streamLiveness = (everyMs: number): StreamLiveness => ({ everyMs, heartbeating: false, heardAt: 0 })
+export const streamLiveness = (everyMs: number): StreamLiveness => ({ everyMs, heartbeating: false, heardAt: 0, handling: false })
+
+/** Runs a reader's handling of what the stream brought: the silence it is judged by starts when it is done. */
+export const handling = <A, E, R>(liveness: StreamLiveness, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => {
+    liveness.handling = true
+    return Effect.ensuring(effect, Effect.sync(() => {
+      liveness.handling = false
+      liveness.heardAt = Date.now()
+    }))
+  })
 
 /**
  * Watches a followed runner, every `everyMs` (first after `everyMs`), for as long as it runs: a
@@ -146,7 +160,7 @@ export const watchHealth = (
     const liveness = options.liveness
     if (liveness?.heartbeating === true) {
       const silent = Date.now() - liveness.heardAt
-      if (silent > liveness.everyMs + options.timeoutMs) {
+      if (!liveness.handling && silent > liveness.everyMs + options.timeoutMs) {
         return Effect.fail(transportError("logs_stream", `the runner at ${client.baseUrl} sent nothing on the job's event stream, not even its heartbeat, for ${Math.round(silent / 1000)}s`))
       }
       if (acknowledged <= sent) return Effect.void

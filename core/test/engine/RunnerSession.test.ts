@@ -8,7 +8,7 @@ import { Effect, Schema, Stream } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { Hono } from "hono"
 import { fetchClient, type RunnerClient } from "../../src/ports/RunnerTransport.ts"
-import { followEvents, type RunnerStreamEvent, startFollowing, startJob as handOver, type StreamLiveness, streamLiveness, watchHealth } from "../../src/engine/RunnerSession.ts"
+import { followEvents, type RunnerStreamEvent, startFollowing, handling, startJob as handOver, type StreamLiveness, streamLiveness, watchHealth } from "../../src/engine/RunnerSession.ts"
 import { SubmitBody } from "../../src/runner/RunnerProtocol.ts"
 import { serveRunner, type RunningRunner } from "../../src/runner/serveRunner.ts"
 import executorProcess from "@dstack-ts/executor-process"
@@ -213,15 +213,16 @@ describe("handing a job to its runner", () => {
 
 describe("telling a quiet runner alive", () => {
   /** Follows the job as the engine does: the stream raced against the watch, the cursor acknowledged as it moves. */
-  const watchFollowing = (client: RunnerClient, liveness: StreamLiveness | undefined, timeoutMs = 2_000) => {
+  const watchFollowing = (client: RunnerClient, liveness: StreamLiveness | undefined, timeoutMs = 2_000, handleMs = 0) => {
     let acknowledged = 0
     const events: Array<RunnerStreamEvent> = []
-    const followed = Stream.runForEach(followEvents(client, 0, liveness), (event) =>
+    const handle = (event: RunnerStreamEvent) =>
       Effect.sync(() => {
         events.push(event)
         if (event._tag === "Log") acknowledged = Math.max(acknowledged, event.log.timestamp)
         else if (event._tag === "State") acknowledged = Math.max(acknowledged, event.state.timestamp)
-      }))
+      }).pipe(Effect.zipLeft(Effect.sleep(handleMs)))
+    const followed = Stream.runForEach(followEvents(client, 0, liveness), (event) => liveness !== undefined ? handling(liveness, handle(event)) : handle(event))
     const watch = watchHealth(client, { everyMs: 200, timeoutMs, onAnswer: Effect.void, acknowledged: () => acknowledged, ...(liveness !== undefined ? { liveness } : {}) })
     return { events, run: Effect.runPromise(Effect.either(Effect.raceFirst(followed, watch))) }
   }
@@ -243,6 +244,16 @@ describe("telling a quiet runner alive", () => {
     expect(checks(beating.requests)).toBeLessThanOrEqual(3)
     expect(checks(polled.requests)).toBeGreaterThanOrEqual(8)
     expect(without.events.filter((e) => e._tag === "Heartbeat")).toEqual([])
+  }, 30_000)
+
+  it("a reader held up by its own work (a slow database) is not taken for a silent runner", async () => {
+    const runner = await startJob(["echo one", "echo two", "echo three"])
+    const liveness = streamLiveness(200)
+    // Each event takes the reader 1.2 s, past the 0.7 s of silence a waiting reader is allowed.
+    const followed = watchFollowing(recordingClient(runner.url).client, liveness, 500, 1_200)
+    const outcome = await followed.run
+    expect(outcome._tag).toBe("Right")
+    expect(followed.events.filter((e) => e._tag === "Log").length).toBeGreaterThanOrEqual(1)
   }, 30_000)
 
   it("a stream that stops heartbeating (the connection stalls) fails the watch, saying so", async () => {
