@@ -234,6 +234,10 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       // lookup of a stale entry, a refresh, beside a followed write): what it found is already
       // out of date, and nothing would correct it once the run stops being written.
       if (entry.runId === r.id && row.version < loadedVersion(entry)) return
+      // The same of a run the name had before the one applied (a service deleted and applied
+      // again while the read was under way): the entry stays with the newer run.
+      const current = entry.loaded?.record.run
+      if (current !== undefined && entry.runId !== r.id && r.submittedAt.getTime() < current.submittedAt.getTime()) return
       if (entry.runId !== r.id) {
         for (const replica of entry.replicas) closeReplica(replica)
         entry.replicas = []

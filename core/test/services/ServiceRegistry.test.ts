@@ -2,7 +2,8 @@
 // before a newer write and returns after the newer version was applied (a request's lookup of a
 // stale entry, the autoscaler's refresh) must not put the older replicas back — nothing would
 // ever correct it, as the run is not written again while its replicas run (CI saw a roll wait
-// forever for a new replica the registry had forgotten).
+// forever for a new replica the registry had forgotten) — nor bring back the run a name had
+// before the service was applied again under it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect, Exit, Layer, ManagedRuntime, Schema, Scope } from "effect"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
@@ -38,7 +39,8 @@ const spec = Schema.decodeUnknownSync(RunSpec)({
   repo_data: { repo_type: "virtual" },
   configuration: { type: "service", port: 8000, commands: ["serve"], replicas: 2 }
 })
-const service = (jobs: ReadonlyArray<Job>): Run => new Run({ ...makeRun(jobs, { status: "running" }), runSpec: spec })
+const service = (jobs: ReadonlyArray<Job>, id = "run-1", submittedAt?: number): Run =>
+  new Run({ ...makeRun(jobs, { status: "running", ...(submittedAt !== undefined ? { submittedAt } : {}) }), id, runSpec: spec })
 const write = (run: Run, insert = false) =>
   runtime.runPromise(
     insert
@@ -53,15 +55,45 @@ beforeAll(async () => {
 afterAll(() => runtime?.dispose())
 
 describe("ServiceRegistry", () => {
-  it("keeps the newest version of the run when an older read returns after it", async () => {
-    const two = [makeJob({ status: "running", replicaNum: 0 }), makeJob({ status: "running", replicaNum: 1 })]
-    await write(service(two), true)
+  const withRegistry = async (f: (registry: ServiceRegistry.ServiceRegistryService) => Promise<void>) => {
     const scope = await runtime.runPromise(Scope.make())
     // Nothing here reaches a replica: the registry asks Compute only for a replica's address.
     const registry = await runtime.runPromise(
       ServiceRegistry.make.pipe(Effect.provideService(StateStore, holding(store)), Effect.provideService(Compute, {} as Compute["Type"]), Scope.extend(scope))
     )
     try {
+      await f(registry)
+    } finally {
+      await runtime.runPromise(Scope.close(scope, Exit.void))
+    }
+  }
+
+  it("stays with a service applied again under its name when a read of the run before returns after it", async () => {
+    const first = service([makeJob({ status: "running", replicaNum: 0 })], "run-a", Date.parse("2026-12-07T10:00:00Z"))
+    await runtime.runPromise(store.runs.insert({ id: first.id, project: "main", name: "again", status: first.status, userName: first.user, doc: encodeRecord({ run: first, submittedToRunner: [] }) }))
+    await withRegistry(async (registry) => {
+      const entry = (await runtime.runPromise(registry.lookup("main", "again")))!
+      expect(entry.runId).toBe("run-a")
+      let release!: () => void
+      held = new Promise<void>((resolve) => (release = resolve))
+      const refreshed = runtime.runPromise(registry.refresh(entry))
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      held = undefined
+      // The first run is deleted and the name applied again: a new run, two replicas.
+      await runtime.runPromise(store.runs.update("run-a", { deleted: true }))
+      const second = service([makeJob({ status: "running", replicaNum: 0 }), makeJob({ status: "running", replicaNum: 1 })], "run-b", Date.parse("2026-12-07T11:00:00Z"))
+      await runtime.runPromise(store.runs.insert({ id: second.id, project: "main", name: "again", status: second.status, userName: second.user, doc: encodeRecord({ run: second, submittedToRunner: [] }) }))
+      await expect.poll(async () => (await runtime.runPromise(registry.lookup("main", "again")))?.runId, { timeout: 5_000, interval: 10 }).toBe("run-b")
+      release()
+      await refreshed
+      expect([entry.runId, entry.finished, entry.replicas.length]).toEqual(["run-b", false, 2])
+    })
+  })
+
+  it("keeps the newest version of the run when an older read returns after it", async () => {
+    const two = [makeJob({ status: "running", replicaNum: 0 }), makeJob({ status: "running", replicaNum: 1 })]
+    await write(service(two), true)
+    await withRegistry(async (registry) => {
       const entry = (await runtime.runPromise(registry.lookup("main", "web")))!
       expect(entry.replicas.map((r) => r.replicaNum)).toEqual([0, 1])
 
@@ -80,8 +112,6 @@ describe("ServiceRegistry", () => {
       expect(entry.replicas.map((r) => r.replicaNum)).toEqual([0, 1, 2])
       // And a lookup answers the entry as it is, not stale.
       expect((await runtime.runPromise(registry.lookup("main", "web")))?.replicas.length).toBe(3)
-    } finally {
-      await runtime.runPromise(Scope.close(scope, Exit.void))
-    }
+    })
   })
 })
