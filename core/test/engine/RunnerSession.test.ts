@@ -227,15 +227,27 @@ describe("telling a quiet runner alive", () => {
     return { events, run: Effect.runPromise(Effect.either(Effect.raceFirst(followed, watch))) }
   }
 
-  it("a stream that heartbeats stands for the health check: a quiet job costs no request, only acknowledgments of what was stored", async () => {
+  it("a stream that heartbeats stands for the health check: a quiet job costs no request, only acknowledgments of what was stored; a runner that does not grant it is asked as before", async () => {
     const commands = ["echo one", "sleep 2", "echo two"]
     const beating = recordingClient((await startJob(commands)).url)
     const polled = recordingClient((await startJob(commands)).url)
+    // A runner that does not grant the heartbeat (an older one: its answer lacks the header).
+    const older = recordingClient((await startJob(commands)).url)
+    const olderClient: RunnerClient = {
+      baseUrl: older.client.baseUrl,
+      fetch: (path, init) =>
+        Effect.map(older.client.fetch(path, init), (response) => {
+          const headers = new Headers(response.headers)
+          headers.delete("dstack-runner-heartbeat")
+          return new Response(response.body, { status: response.status, headers })
+        })
+    }
     const liveness = streamLiveness(200)
-    const [withBeats, without] = [watchFollowing(beating.client, liveness), watchFollowing(polled.client, undefined)]
-    const [a, b] = await Promise.all([withBeats.run, without.run])
-    expect([a._tag, b._tag]).toEqual(["Right", "Right"])
-    expect(liveness.heartbeating).toBe(true)
+    const notGranted = streamLiveness(200)
+    const [withBeats, without, ungranted] = [watchFollowing(beating.client, liveness), watchFollowing(polled.client, undefined), watchFollowing(olderClient, notGranted)]
+    const [a, b, c] = await Promise.all([withBeats.run, without.run, ungranted.run])
+    expect([a._tag, b._tag, c._tag]).toEqual(["Right", "Right", "Right"])
+    expect([liveness.heartbeating, notGranted.heartbeating]).toEqual([true, false])
     const checks = (requests: ReadonlyArray<string>) => requests.filter((r) => r === "GET /api/healthcheck").length
     // Over the 2 s of quiet: ~10 heartbeats on the stream, and a health check only when the
     // cursor had moved since the last (after "one" and the states around it), against one every
@@ -243,6 +255,8 @@ describe("telling a quiet runner alive", () => {
     expect(withBeats.events.filter((e) => e._tag === "Heartbeat").length).toBeGreaterThanOrEqual(5)
     expect(checks(beating.requests)).toBeLessThanOrEqual(3)
     expect(checks(polled.requests)).toBeGreaterThanOrEqual(8)
+    // Asked for heartbeats and not granted them: asked its health check as before.
+    expect(checks(older.requests)).toBeGreaterThanOrEqual(8)
     expect(without.events.filter((e) => e._tag === "Heartbeat")).toEqual([])
   }, 30_000)
 
