@@ -21,7 +21,7 @@ import { faultPoint } from "../internal/Faults.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
 import * as RepoCredentials from "../secrets/RepoCredentials.ts"
-import { fetchArtifacts, followEvents, healthTimeoutMs, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, handling, startFollowingWithArtifacts, streamLiveness, waitHealthy, watchHealth } from "./RunnerSession.ts"
+import { fetchArtifacts, followEvents, handling, healthTimeoutMs, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, streamLiveness, waitHealthy, watchHealth } from "./RunnerSession.ts"
 import { artifactKeys, keepArtifacts } from "../workflows/Artifacts.ts"
 
 /**
