@@ -41,10 +41,10 @@ const spec = Schema.decodeUnknownSync(RunSpec)({
 })
 const service = (jobs: ReadonlyArray<Job>, id = "run-1", submittedAt?: number): Run =>
   new Run({ ...makeRun(jobs, { status: "running", ...(submittedAt !== undefined ? { submittedAt } : {}) }), id, runSpec: spec })
-const write = (run: Run, insert = false) =>
+const write = (run: Run, insert = false, name = "web") =>
   runtime.runPromise(
     insert
-      ? store.runs.insert({ id: run.id, project: "main", name: "web", status: run.status, userName: run.user, doc: encodeRecord({ run, submittedToRunner: [] }) })
+      ? store.runs.insert({ id: run.id, project: "main", name, status: run.status, userName: run.user, doc: encodeRecord({ run, submittedToRunner: [] }) })
       : store.runs.update(run.id, { status: run.status, doc: encodeRecord({ run, submittedToRunner: [] }) })
   )
 
@@ -70,7 +70,7 @@ describe("ServiceRegistry", () => {
 
   it("stays with a service applied again under its name when a read of the run before returns after it", async () => {
     const first = service([makeJob({ status: "running", replicaNum: 0 })], "run-a", Date.parse("2026-12-07T10:00:00Z"))
-    await runtime.runPromise(store.runs.insert({ id: first.id, project: "main", name: "again", status: first.status, userName: first.user, doc: encodeRecord({ run: first, submittedToRunner: [] }) }))
+    await write(first, true, "again")
     await withRegistry(async (registry) => {
       const entry = (await runtime.runPromise(registry.lookup("main", "again")))!
       expect(entry.runId).toBe("run-a")
@@ -82,7 +82,7 @@ describe("ServiceRegistry", () => {
       // The first run is deleted and the name applied again: a new run, two replicas.
       await runtime.runPromise(store.runs.update("run-a", { deleted: true }))
       const second = service([makeJob({ status: "running", replicaNum: 0 }), makeJob({ status: "running", replicaNum: 1 })], "run-b", Date.parse("2026-12-07T11:00:00Z"))
-      await runtime.runPromise(store.runs.insert({ id: second.id, project: "main", name: "again", status: second.status, userName: second.user, doc: encodeRecord({ run: second, submittedToRunner: [] }) }))
+      await write(second, true, "again")
       await expect.poll(async () => (await runtime.runPromise(registry.lookup("main", "again")))?.runId, { timeout: 5_000, interval: 10 }).toBe("run-b")
       release()
       await refreshed
