@@ -115,6 +115,39 @@ const checkFlags = async (cmd: AnyCommand, argv: ReadonlyArray<string>, names: R
   }
 }
 
+/** A negative number, as Python's argparse tells one from an option (`-1`, `-0.5`, `-.5`). */
+const NEGATIVE_NUMBER = /^-\d+$|^-\d*\.\d+$/
+
+/**
+ * Joins a value-taking option and a negative number after it (`--max-price -1` becomes
+ * `--max-price=-1`), as upstream's argparse reads them: the number is the option's value, not a
+ * flag of its own. What the value means is then the option's to judge. Stops at `--`.
+ */
+export const joinNegativeValues = async (cmd: AnyCommand, argv: ReadonlyArray<string>): Promise<Array<string>> => {
+  const args = ((await resolve(cmd.args)) ?? {}) as ArgsDef
+  const takesValue = new Map<string, string>()
+  for (const [name, def] of Object.entries(args)) {
+    if (def.type !== "string" && def.type !== "enum") continue
+    const aliases = "alias" in def && def.alias ? (Array.isArray(def.alias) ? def.alias : [def.alias]) : []
+    for (const n of [name, ...aliases]) takesValue.set(n.length === 1 ? `-${n}` : `--${n}`, `--${name}`)
+  }
+  const out: Array<string> = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    if (arg === "--") {
+      out.push(...argv.slice(i))
+      break
+    }
+    const long = takesValue.get(arg)
+    const next = argv[i + 1]
+    if (long !== undefined && next !== undefined && NEGATIVE_NUMBER.test(next)) {
+      out.push(`${long}=${next}`)
+      i++
+    } else out.push(arg)
+  }
+  return out
+}
+
 const commandLabel = (names: ReadonlyArray<string>) => ["dstack", ...names].join(" ")
 
 // Tag checks instead of instanceof: main.ts does not load core (it is big) before a command needs it.
@@ -200,8 +233,9 @@ export const main = async (argv: ReadonlyArray<string>): Promise<number> => {
       return wantsHelp || rest.length === 0 ? EXIT_OK : EXIT_USAGE
     }
     // `dstack run WORKFLOW --NAME value` takes any option after the workflow as a variable.
-    if (names[0] !== "run") await checkFlags(cmd, resolved.rest, names)
-    await runCommand(rootCommand as AnyCommand, { rawArgs: rest })
+    const joined = await joinNegativeValues(cmd, resolved.rest)
+    if (names[0] !== "run") await checkFlags(cmd, joined, names)
+    await runCommand(rootCommand as AnyCommand, { rawArgs: [...rest.slice(0, rest.length - resolved.rest.length), ...joined] })
     return EXIT_OK
   } catch (error) {
     return report(error, debug, names)
