@@ -21,7 +21,7 @@ import { faultPoint } from "../internal/Faults.ts"
 import { JobEvent } from "./JobLifecycle.ts"
 import * as ProjectSecrets from "../secrets/ProjectSecrets.ts"
 import * as RepoCredentials from "../secrets/RepoCredentials.ts"
-import { fetchArtifacts, followEvents, handling, healthTimeoutMs, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, streamLiveness, waitHealthy, watchHealth } from "./RunnerSession.ts"
+import { fetchArtifacts, followEvents, handling, healthTimeoutMs, heartbeatEveryMs, jobEventOfRunnerState, type RunnerStreamEvent, startFollowing, startFollowingWithArtifacts, streamLiveness, waitHealthy, watchHealth } from "./RunnerSession.ts"
 import { artifactKeys, keepArtifacts } from "../workflows/Artifacts.ts"
 
 /**
@@ -109,7 +109,11 @@ const LAST_POSITION_RETRY = Schedule.exponential(Duration.millis(200)).pipe(Sche
 const isStoreError = (error: unknown): error is StateStoreError =>
   typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "StateStoreError"
 
-/** How often a followed runner is watched: its stream's heartbeat, or (an older runner) its health check. */
+/**
+ * How often a followed runner is watched: its stream's silence judged against its heartbeat
+ * (`heartbeatEveryMs`), and its health check asked when more was stored since (a chatty job's
+ * acknowledgment) or when the runner does not heartbeat (an older runner).
+ */
 const HEALTH_EVERY_MS = 2_000
 
 /** The job's code, from the blob store, when the job has any. */
@@ -263,7 +267,7 @@ export const follow = (options: FollowerOptions, job: FollowedJob, reports: Foll
     // A runner whose stream stops heartbeating (an older runner: whose health check stops
     // answering) ends the wait on its stream (which may hang on a stalled connection); each sign
     // of life shows it reachable, however quiet its job is.
-    const liveness = streamLiveness(HEALTH_EVERY_MS)
+    const liveness = streamLiveness(heartbeatEveryMs(options.unreachableMs))
     const watched = <A, E, R>(client: RunnerClient, effect: Effect.Effect<A, E, R>) =>
       Effect.raceFirst(
         effect,

@@ -105,6 +105,15 @@ const checkHealthy = (client: RunnerClient, timeoutMs: number, intervalMs: numbe
 export const healthTimeoutMs = (unreachableMs: number): number => Math.min(10_000, Math.max(2_000, Math.round(unreachableMs / 2)))
 
 /**
+ * How often a followed runner's stream is asked to heartbeat while its job is quiet, for a job
+ * allowed to stay unreachable `unreachableMs`: a twelfth of it, within 2..10 s (10 s for the
+ * default 2 minutes). A runner that stalls is then found within this plus `healthTimeoutMs` (at
+ * most 20 s), well inside the limit; each heartbeat costs the server a read of the stream, so
+ * the longer interval is what lets it follow many quiet jobs cheaply.
+ */
+export const heartbeatEveryMs = (unreachableMs: number): number => Math.min(10_000, Math.max(2_000, Math.round(unreachableMs / 12)))
+
+/**
  * How a follower tells the runner alive from its event stream: the stream is asked for a
  * heartbeat every `everyMs` while the job is quiet, and a runner that grants it (an older one
  * does not) sets `heartbeating` for `watchHealth`. `heardAt` is when the stream last brought

@@ -8,7 +8,7 @@ import { Effect, Schema, Stream } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { Hono } from "hono"
 import { fetchClient, type RunnerClient } from "../../src/ports/RunnerTransport.ts"
-import { followEvents, type RunnerStreamEvent, startFollowing, handling, startJob as handOver, type StreamLiveness, streamLiveness, watchHealth } from "../../src/engine/RunnerSession.ts"
+import { followEvents, healthTimeoutMs, heartbeatEveryMs, type RunnerStreamEvent, startFollowing, handling, startJob as handOver, type StreamLiveness, streamLiveness, watchHealth } from "../../src/engine/RunnerSession.ts"
 import { SubmitBody } from "../../src/runner/RunnerProtocol.ts"
 import { serveRunner, type RunningRunner } from "../../src/runner/serveRunner.ts"
 import executorProcess from "@dstack-ts/executor-process"
@@ -238,6 +238,17 @@ describe("telling a quiet runner alive", () => {
     const watch = watchHealth(client, { everyMs: 200, timeoutMs, onAnswer: Effect.void, acknowledged: () => acknowledged, ...(liveness !== undefined ? { liveness } : {}) })
     return { events, checks, run: Effect.runPromise(Effect.either(Effect.raceFirst(followed, watch))) }
   }
+
+  it("the heartbeat's interval follows the unreachable limit: a stalled runner is found well inside it, a long limit heartbeats less often", () => {
+    expect(heartbeatEveryMs(2 * 60_000)).toBe(10_000)
+    expect(heartbeatEveryMs(60_000)).toBe(5_000)
+    expect(heartbeatEveryMs(8_000)).toBe(2_000)
+    expect(heartbeatEveryMs(60 * 60_000)).toBe(10_000)
+    // The silence that fails a watch (an interval without a heartbeat, and the health timeout) never outlasts the limit itself.
+    for (const limit of [4_000, 8_000, 24_000, 60_000, 2 * 60_000, 10 * 60_000]) {
+      expect(heartbeatEveryMs(limit) + healthTimeoutMs(limit), `limit ${limit} ms`).toBeLessThanOrEqual(limit)
+    }
+  })
 
   it("a stream that heartbeats stands for the health check: a quiet job costs no request, only acknowledgments of what was stored; a runner that does not grant it is asked as before", async () => {
     const commands = ["echo one", "sleep 2", "echo two"]
