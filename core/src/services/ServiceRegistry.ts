@@ -294,8 +294,12 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
     modelIndex.clear()
     const entry = byRunId.get(change.id)
     if (entry === undefined) {
-      // A new run may take the name of a finished service: read those again when next asked.
-      for (const e of entries.values()) if (e.finished) e.stale = true
+      // A new run may take the name of a finished service: read those again when next asked,
+      // and one being read now once more after (its read may have been made before this run).
+      for (const e of entries.values()) {
+        if (e.finished) e.stale = true
+        if (e.following !== undefined) e.followAgain = Infinity
+      }
       return
     }
     follow(entry, change.version, change.row)
@@ -347,6 +351,13 @@ export const make: Effect.Effect<ServiceRegistryService, never, StateStore | Com
       const k = key(project, runName)
       const known = entries.get(k)
       if (known !== undefined && !known.stale) return Effect.succeed(known.finished ? undefined : known)
+      if (known?.following !== undefined) {
+        // The registry is reading the run again (or decoding a row its writer reported): wait for
+        // that rather than read it once more per request; read only when it left the entry stale.
+        const following = known.following
+        return Effect.flatMap(Effect.promise(() => following.then(() => undefined, () => undefined)), () =>
+          known.stale ? Effect.map(load(known), () => (known.finished ? undefined : known)) : Effect.succeed(known.finished ? undefined : known))
+      }
       if (known === undefined) {
         const loading = firstLoads.get(k)
         // Whatever its outcome (a failure, the first caller gone), look again: the entry is there, or not.

@@ -3,7 +3,8 @@
 // stale entry, the autoscaler's refresh) must not put the older replicas back — nothing would
 // ever correct it, as the run is not written again while its replicas run (CI saw a roll wait
 // forever for a new replica the registry had forgotten) — nor bring back the run a name had
-// before the service was applied again under it.
+// before the service was applied again under it. Requests that find the entry being read wait
+// for that read rather than each reading the run.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect, Exit, Layer, ManagedRuntime, Schema, Scope } from "effect"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
@@ -19,6 +20,8 @@ let runtime: ManagedRuntime.ManagedRuntime<StateStore, unknown>
 let store: StateStore["Type"]
 /** Reads of the run by name wait for this, when set, after they have read. */
 let held: Promise<void> | undefined
+/** Reads of the run by name made so far. */
+let reads = 0
 
 /** The memory store; a read by name made while `held` is set answers what it read once `held` resolves. */
 const holding = (inner: StateStore["Type"]): StateStore["Type"] => ({
@@ -26,7 +29,7 @@ const holding = (inner: StateStore["Type"]): StateStore["Type"] => ({
   runs: {
     ...inner.runs,
     getByName: (project, name) =>
-      Effect.flatMap(inner.runs.getByName(project, name), (row) => {
+      Effect.flatMap(Effect.zipRight(Effect.sync(() => reads++), inner.runs.getByName(project, name)), (row) => {
         const gate = held
         return gate === undefined ? Effect.succeed(row) : Effect.as(Effect.promise(() => gate), row)
       })
@@ -87,6 +90,23 @@ describe("ServiceRegistry", () => {
       release()
       await refreshed
       expect([entry.runId, entry.finished, entry.replicas.length]).toEqual(["run-b", false, 2])
+    })
+  })
+
+  it("requests that find the service being read again wait for that read instead of reading it each", async () => {
+    const one = [makeJob({ status: "running", replicaNum: 0 })]
+    await write(service(one, "run-w"), true, "waits")
+    await withRegistry(async (registry) => {
+      const entry = (await runtime.runPromise(registry.lookup("main", "waits")))!
+      expect(entry.replicas.length).toBe(1)
+      // A second replica starts: the registry follows the write, and eight requests arrive meanwhile.
+      const before = reads
+      await write(service([...one, makeJob({ status: "running", replicaNum: 1 })], "run-w"), false, "waits")
+      expect(entry.stale).toBe(true)
+      const found = await Promise.all(Array.from({ length: 8 }, () => runtime.runPromise(registry.lookup("main", "waits"))))
+      expect(found.map((e) => e?.replicas.length)).toEqual(Array(8).fill(2))
+      // At most the registry's own read of the write: none of the requests read the run again.
+      expect(reads - before).toBeLessThanOrEqual(1)
     })
   })
 
