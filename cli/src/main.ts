@@ -90,15 +90,19 @@ const resolveChain = async (argv: ReadonlyArray<string>): Promise<{ chain: Array
   return { chain, names, rest }
 }
 
+/** The names an argument answers to on the command line: its own, its kebab-case form, its aliases. */
+const optionNames = (name: string, def: ArgsDef[string]): Array<string> => {
+  const aliases = "alias" in def && def.alias ? (Array.isArray(def.alias) ? def.alias : [def.alias]) : []
+  return [name, name.replace(/([a-z0-9])([A-Z])/g, "$1-$2").toLowerCase(), ...aliases]
+}
+
 /** Rejects flags that the command does not declare (citty itself ignores them). */
 const checkFlags = async (cmd: AnyCommand, argv: ReadonlyArray<string>, names: ReadonlyArray<string>): Promise<void> => {
   const args = ((await resolve(cmd.args)) ?? {}) as ArgsDef
   const known = new Set<string>(["help", "h"])
-  const kebab = (s: string) => s.replace(/([a-z0-9])([A-Z])/g, "$1-$2").toLowerCase()
   for (const [name, def] of Object.entries(args)) {
     if (def.type === "positional") continue
-    const aliases = "alias" in def && def.alias ? (Array.isArray(def.alias) ? def.alias : [def.alias]) : []
-    for (const n of [name, kebab(name), ...aliases]) {
+    for (const n of optionNames(name, def)) {
       known.add(n)
       if (def.type === "boolean") known.add(`no-${n}`)
     }
@@ -128,8 +132,7 @@ export const joinNegativeValues = async (cmd: AnyCommand, argv: ReadonlyArray<st
   const takesValue = new Map<string, string>()
   for (const [name, def] of Object.entries(args)) {
     if (def.type !== "string" && def.type !== "enum") continue
-    const aliases = "alias" in def && def.alias ? (Array.isArray(def.alias) ? def.alias : [def.alias]) : []
-    for (const n of [name, ...aliases]) takesValue.set(n.length === 1 ? `-${n}` : `--${n}`, `--${name}`)
+    for (const n of optionNames(name, def)) takesValue.set(n.length === 1 ? `-${n}` : `--${n}`, `--${name}`)
   }
   const out: Array<string> = []
   for (let i = 0; i < argv.length; i++) {
