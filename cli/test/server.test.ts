@@ -4,7 +4,10 @@
 // environment: an S3 bucket (on the S3 stand-in) with DSTACK_SERVER_S3_BUCKET, and the refusal
 // of PostgreSQL with local blobs unless --allow-local-blobs.
 import { afterAll, describe, expect, it } from "vitest"
+import { execFile } from "node:child_process"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
+import { fileURLToPath } from "node:url"
+import { promisify } from "node:util"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Client, Stacks } from "@dstack-ts/client"
@@ -69,6 +72,26 @@ describe("dstack server", { timeout: 120_000 }, () => {
       .catch((e) => e)
     expect(error).toBeInstanceOf(CliError)
     expect(error.message).toMatch(/^--trusted-proxies \(DSTACK_SERVER_TRUSTED_PROXIES\): trusted proxy "lb.internal" is not an IP address, a CIDR range/)
+  })
+})
+
+describe("dstack server's start", { timeout: 120_000 }, () => {
+  it("loads the Kubernetes client only once a project has a kubernetes backend", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "dstack-server-"))
+    dirs.push(dir)
+    // A Node.js child with a resolve hook that notes every package it loads (Deno runs it too).
+    const { stdout } = await promisify(execFile)(
+      "Deno" in globalThis ? "node" : process.execPath,
+      ["--import", "tsx", "--import", fileURLToPath(new URL("./support/record-packages.mjs", import.meta.url)), fileURLToPath(new URL("./support/server-packages.ts", import.meta.url)), dir],
+      { env: { ...process.env, RECORD_PACKAGES_FILE: join(dir, "packages.txt") }, timeout: 90_000 }
+    )
+    const seen = JSON.parse(stdout.trim().split("\n").at(-1)!) as { atStart: Array<string>; afterKubernetes: Array<string>; create: number }
+    // What the start needs is there (the hook sees the packages), the Kubernetes client is not.
+    expect(seen.atStart).toEqual(expect.arrayContaining(["@dstack-ts/backend-kubernetes", "@electric-sql/pglite", "hono"]))
+    expect(seen.atStart).not.toContain("@kubernetes/client-node")
+    // Adding the backend makes it (the server checks a configuration before storing it): now it is.
+    expect(seen.create).toBe(200)
+    expect(seen.afterKubernetes).toContain("@kubernetes/client-node")
   })
 })
 

@@ -9,11 +9,12 @@
  * place in time is deleted and its offer skipped (NoCapacity). Terminating deletes what was made.
  */
 import * as fs from "node:fs"
-import * as k8s from "@kubernetes/client-node"
+import type * as k8s from "@kubernetes/client-node"
 import { Backend, type BackendFactory, type InstanceOffer, InstanceType, JobProvisioningData, type Requirements, configDecoder } from "@dstack-ts/core"
 import { Duration, Effect, Schema } from "effect"
 import { dnsLabel, fitOffer, jobPod, jobPorts, jobService, nodeAddress, nodeOffer, nodePorts, parseQuantity, RUNNER_PORT, TYPE, volumeClaim, watchEvent } from "./internal/PodSpec.ts"
 import * as PodRoutes from "./PodRoutes.ts"
+import { client, isApiException } from "./internal/client.ts"
 
 const MODULE = "KubernetesBackend"
 
@@ -98,7 +99,7 @@ const fail = (method: string, reason: Backend.BackendErrorReason, message: strin
 
 /** A Kubernetes API failure as a BackendError: the status code decides the reason; the Status message is kept. */
 export const apiError = (method: string, what: string, server: string, cause: unknown): Backend.BackendError => {
-  if (cause instanceof k8s.ApiException) {
+  if (isApiException(cause)) {
     const code = Number(cause.code)
     let message: string = cause.message
     try {
@@ -143,7 +144,8 @@ const loadClusters = (config: KubernetesBackendConfig): Effect.Effect<ReadonlyAr
       try: () => fs.readFileSync(filename!.replace(/^~(?=\/)/, process.env.HOME ?? "~"), "utf8"),
       catch: (cause) => invalid(`kubeconfig.filename: cannot read ${filename}: ${cause instanceof Error ? cause.message : String(cause)}`, cause)
     }))
-    const kc = new k8s.KubeConfig()
+    const lib = yield* Effect.mapError(client, (cause) => new Backend.BackendError({ module: MODULE, method: "make", reason: "Unknown", message: cause.message, cause }))
+    const kc = new lib.KubeConfig()
     yield* Effect.try({
       try: () => kc.loadFromString(text),
       catch: (cause) => invalid(`kubeconfig: not a valid kubeconfig: ${cause instanceof Error ? cause.message : String(cause)}`, cause)
@@ -170,7 +172,7 @@ const loadClusters = (config: KubernetesBackendConfig): Effect.Effect<ReadonlyAr
       if (w.proxyJump?.port !== undefined) {
         return yield* Effect.fail(invalid(`proxy_jump.port (context ${w.name}): not supported; the runner of each pod is reached through its own NodePort at proxy_jump.hostname`))
       }
-      const one = new k8s.KubeConfig()
+      const one = new lib.KubeConfig()
       one.loadFromString(text)
       one.setCurrentContext(w.name)
       const server = one.getCurrentCluster()?.server
@@ -180,8 +182,8 @@ const loadClusters = (config: KubernetesBackendConfig): Effect.Effect<ReadonlyAr
         region: w.name,
         namespace,
         server,
-        api: one.makeApiClient(k8s.CoreV1Api),
-        watch: new k8s.Watch(one),
+        api: one.makeApiClient(lib.CoreV1Api),
+        watch: new lib.Watch(one),
         kubeConfig: one,
         ...(w.proxyJump?.hostname ? { hostname: w.proxyJump.hostname } : {})
       })

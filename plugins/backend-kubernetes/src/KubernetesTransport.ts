@@ -12,9 +12,9 @@
  */
 import * as net from "node:net"
 import { PassThrough, Writable } from "node:stream"
-import * as k8s from "@kubernetes/client-node"
 import { RunnerTransport } from "@dstack-ts/core"
 import { Effect, Runtime, type Scope } from "effect"
+import { client, isApiException } from "./internal/client.ts"
 import { parsePodHost, type PodAddress, type PodRoute, type PodRoutes } from "./PodRoutes.ts"
 
 const NAME = "kubernetes"
@@ -70,8 +70,8 @@ const explainRefusal = async (route: PodRoute, address: PodAddress, port: number
     const phase = pod.status?.phase ?? "Unknown"
     return phase === "Running" ? `${head} was refused: ${errorText(cause)}` : `${head}: the pod is ${phase}, not running (${errorText(cause)})`
   } catch (error) {
-    if (error instanceof k8s.ApiException && Number(error.code) === 404) return `${head}: the pod does not exist (deleted, or never made)`
-    if (error instanceof k8s.ApiException && (Number(error.code) === 401 || Number(error.code) === 403)) {
+    if (isApiException(error) && Number(error.code) === 404) return `${head}: the pod does not exist (deleted, or never made)`
+    if (isApiException(error) && (Number(error.code) === 401 || Number(error.code) === 403)) {
       return `${head}: the kubeconfig's credentials were refused (${error.code}); the user needs pods/portforward get and create, and pods get`
     }
     return `${head} failed: ${errorText(cause)}`
@@ -100,7 +100,8 @@ const listen = (route: PodRoute, address: PodAddress, localPort: number, port: n
         Runtime.runFork(runtime)(Effect.logWarning(`kubernetes transport: ${message}`))
       }
     }
-    const forwarder = new k8s.PortForward(route.kubeConfig)
+    const lib = yield* Effect.catchAll(client, (cause) => fail(NAME, method, "Transport", cause.message))
+    const forwarder = new lib.PortForward(route.kubeConfig)
     const open = new Set<{ readonly socket: net.Socket; ws?: { close: () => void } }>()
     const server = net.createServer({ allowHalfOpen: true }, (socket) => {
       const conn: { readonly socket: net.Socket; ws?: { close: () => void } } = { socket }
