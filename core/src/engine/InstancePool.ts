@@ -12,7 +12,7 @@ import { JobProvisioningData } from "../domain/Job.ts"
 import type { InstanceOffer } from "../domain/Offer.ts"
 import type { Run } from "../domain/Run.ts"
 import { BackendError, type InstanceConfiguration, type InstanceJob } from "../ports/Backend.ts"
-import { decodeDocument, type StateStoreError, type StateStoreService, type StoredDocument } from "../ports/StateStore.ts"
+import { decodeDocument, type DocumentPatch, type StateStoreError, type StateStoreService, type StoredDocument } from "../ports/StateStore.ts"
 import type { ComputeService } from "./Compute.ts"
 import type { ListedInstance } from "./Planner.ts"
 import { errorMessage } from "./internal.ts"
@@ -21,6 +21,13 @@ import { noteHealthy, waitHealthy } from "./RunnerSession.ts"
 import { withRunner } from "./RunnerFollower.ts"
 
 /** An instance that holds a job now. */
+/** The lease an instance being created is inserted under; `held` until a write frees it. */
+interface CreationLease {
+  readonly id: string
+  readonly token: string
+  held: boolean
+}
+
 export interface Placement {
   readonly pd: JobProvisioningData
   readonly instanceId: string
@@ -262,15 +269,18 @@ export const make = (options: InstancePoolOptions): InstancePool => {
 
   // Instances being created are held under a lease renewed while the backend works, so that the
   // reconcile pass (Reconcile.ts) tells them from instances whose creation died with a server.
+  // The lease comes with the row's insert; the record of how creation ended frees it in the
+  // same statement, so that creation costs no statement for the lease itself.
   const creationLeaseMs = options.creationLeaseMs ?? 30_000
-  const whileCreating = <A, E>(ids: ReadonlyArray<string>, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+  /** Inserts the instances being created, each under a creation lease: their leases. */
+  const insertCreating = (project: string, bases: ReadonlyArray<Instance>) =>
+    Effect.forEach(bases, (base) =>
+      store.instances.insert({ id: base.id, project, name: base.name, status: base.status, doc: encodeInstance(base), lease: { owner, leaseMs: creationLeaseMs } }).pipe(
+        Effect.map((row): CreationLease => ({ id: row.id, token: row.lease!.token, held: true }))
+      ))
+  const whileCreating = <A, E>(leases: ReadonlyArray<CreationLease>, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
     Effect.gen(function* () {
-      const claimed = yield* store.instances.claim({ filter: { ids, statuses: ["provisioning"] }, owner, leaseMs: creationLeaseMs, limit: ids.length }).pipe(
-        Effect.catchAll((e) => Effect.as(Effect.logWarning(`could not lease instances being created (${ids.join(", ")}): ${errorMessage(e)}`), []))
-      )
-      const leases = claimed.map((row) => ({ id: row.id, token: row.lease!.token }))
-      if (leases.length === 0) return yield* effect
-      const renewal = yield* store.instances.renewMany(leases, creationLeaseMs).pipe(
+      const renewal = yield* store.instances.renewMany(leases.filter((l) => l.held), creationLeaseMs).pipe(
         Effect.catchAll((e) => Effect.logWarning(`could not renew the lease on instances being created: ${errorMessage(e)}`)),
         Effect.delay(Duration.millis(Math.max(200, Math.floor(creationLeaseMs / 3)))),
         Effect.forever,
@@ -280,13 +290,27 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       )
       return yield* effect.pipe(
         Effect.ensuring(Fiber.interrupt(renewal).pipe(
-          Effect.zipRight(Effect.forEach(leases, ({ id, token }) => store.instances.release(id, token).pipe(Effect.ignore), { discard: true }))
+          // Leases the final record did not free (it failed, or never ran) are freed here.
+          Effect.zipRight(Effect.forEach(leases, (lease) => (lease.held ? store.instances.release(lease.id, lease.token).pipe(Effect.ignore) : Effect.void), { discard: true }))
         ))
       )
     })
 
+  /**
+   * Writes how an instance's creation ended under its creation lease, freeing it in the same
+   * statement; a lease lost meanwhile (renewals failed for longer than it lasts) does not stop
+   * the record, which is then written as without one.
+   */
+  const recordUnderLease = (lease: CreationLease, patch: DocumentPatch) =>
+    store.instances.update(lease.id, patch, { lease: lease.token, releaseLease: true }).pipe(
+      Effect.tap(() => Effect.sync(() => {
+        lease.held = false
+      })),
+      Effect.catchIf((e) => e.reason === "LeaseLost", () => store.instances.update(lease.id, patch))
+    )
+
   /** Records `base` as made and busy, with where its backend put it. */
-  const recordReady = (base: Instance, pd: JobProvisioningData) => {
+  const recordReady = (base: Instance, lease: CreationLease, pd: JobProvisioningData) => {
     const ready = new Instance({
       ...base,
       status: "busy",
@@ -296,7 +320,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       username: pd.username,
       backendInstanceId: pd.instanceId
     })
-    return Effect.as(store.instances.update(base.id, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } }), { pd, instanceId: base.id })
+    return Effect.as(recordUnderLease(lease, { status: "busy", doc: { ...encodeInstance(ready), provisioning_data: encodeProvisioning(pd) } }), { pd, instanceId: base.id })
   }
 
   /** What ended a backend's creation, in words: its error, else "interrupted". */
@@ -304,20 +328,20 @@ export const make = (options: InstancePoolOptions): InstancePool => {
     Option.match(Cause.failureOption(cause), { onSome: errorMessage, onNone: () => (Cause.isInterrupted(cause) ? "interrupted while the backend created it" : Cause.pretty(cause).split("\n")[0]) })
 
   /** Records `base` as terminated: its backend could not make it. */
-  const recordFailed = (base: Instance, why: string) =>
-    store.instances.update(base.id, { status: "terminated", doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: why })) }).pipe(Effect.ignore)
+  const recordFailed = (base: Instance, lease: CreationLease, why: string) =>
+    recordUnderLease(lease, { status: "terminated", doc: encodeInstance(new Instance({ ...base, status: "terminated", terminationReason: why })) }).pipe(Effect.ignore)
 
   const create = (project: string, offer: InstanceOffer, run: Run, jobName: string, job?: InstanceJob, onPending?: InstanceConfiguration["onPending"]) =>
     Effect.gen(function* () {
       const backend = yield* compute.backend(project, offer.backend)
       const base = provisioningInstance(project, offer, run, jobName)
       const { id, name } = base
-      yield* store.instances.insert({ id, project, name, status: base.status, doc: encodeInstance(base) })
-      return yield* whileCreating([id], backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}), ...(onPending === undefined ? {} : { onPending }) }).pipe(
+      const leases = yield* insertCreating(project, [base])
+      return yield* whileCreating(leases, backend.createInstance(offer, { projectName: project, instanceName: name, instanceId: id, sshKeys: [], ...(job !== undefined ? { job } : {}), ...(onPending === undefined ? {} : { onPending }) }).pipe(
         // Failed, or interrupted while the backend waited (a stop of a job pending in a batch
         // queue): the record says it never came up.
-        Effect.onError((cause) => recordFailed(base, failureWords(cause))),
-        Effect.flatMap((pd) => recordReady(base, pd))
+        Effect.onError((cause) => recordFailed(base, leases[0], failureWords(cause))),
+        Effect.flatMap((pd) => recordReady(base, leases[0], pd))
       ))
     })
 
@@ -328,10 +352,10 @@ export const make = (options: InstancePoolOptions): InstancePool => {
         return yield* Effect.fail(new BackendError({ module: "InstancePool", method: "createGroup", reason: "Invalid", message: `backend ${offer.backend} cannot create the nodes of a multi-node job together` }))
       }
       const bases = jobNames.map((jobName) => provisioningInstance(project, offer, run, jobName))
-      for (const base of bases) yield* store.instances.insert({ id: base.id, project, name: base.name, status: base.status, doc: encodeInstance(base) })
-      return yield* whileCreating(bases.map((base) => base.id), backend.createInstanceGroup(offer, bases.map((base) => ({ projectName: project, instanceName: base.name, instanceId: base.id, sshKeys: [], job, ...(onPending === undefined ? {} : { onPending }) }))).pipe(
-        Effect.onError((cause) => Effect.forEach(bases, (base) => recordFailed(base, failureWords(cause)), { discard: true })),
-        Effect.flatMap((pds) => Effect.forEach(bases, (base, i) => recordReady(base, pds[i])))
+      const leases = yield* insertCreating(project, bases)
+      return yield* whileCreating(leases, backend.createInstanceGroup(offer, bases.map((base) => ({ projectName: project, instanceName: base.name, instanceId: base.id, sshKeys: [], job, ...(onPending === undefined ? {} : { onPending }) }))).pipe(
+        Effect.onError((cause) => Effect.forEach(bases, (base, i) => recordFailed(base, leases[i], failureWords(cause)), { discard: true })),
+        Effect.flatMap((pds) => Effect.forEach(bases, (base, i) => recordReady(base, leases[i], pds[i])))
       ))
     })
 

@@ -322,6 +322,11 @@ export interface NewDocument {
   /** Defaults to the database's clock. */
   readonly submittedAt?: Date
   readonly doc: unknown
+  /**
+   * The row is inserted already leased by `owner` for `leaseMs` (the answer carries the lease):
+   * what an insert and a claim of the new row would do in two statements.
+   */
+  readonly lease?: { readonly owner: string; readonly leaseMs: number }
 }
 
 export interface DocumentPatch {

@@ -544,6 +544,30 @@ export const testStateStore = <E>(name: string, storeLayer: Layer.Layer<StateSto
         expect((yield* s.jobs.get(ids[0])).lease?.token).toBe(again.lease!.token)
       }))
 
+    it.effect("inserts a row already leased: nobody claims it until its holder frees it", () =>
+      Effect.gen(function* () {
+        const s = yield* store
+        const project = unique("leased-insert")
+        const id = unique("inst")
+        const row = yield* s.instances.insert({ id, project, name: "i0", status: "provisioning", doc: { i: 0 }, lease: { owner: "creator", leaseMs: 60_000 } })
+        expect(row.lease?.owner).toBe("creator")
+        expect(row.lease?.expiresAt.getTime()).toBeGreaterThan(Date.now() + 30_000)
+        expect((yield* s.instances.get(id)).lease?.token).toBe(row.lease!.token)
+        // Leased from the start: a claimer gets nothing, an unleased write is refused.
+        expect(yield* s.instances.claim({ filter: { ids: [id] }, owner: "other", leaseMs: 60_000 })).toEqual([])
+        yield* expectFailure(s.instances.update(id, { status: "busy" }, { unleased: true }), "LeaseLost")
+        // Its holder renews it and frees it with its last write.
+        expect(yield* s.instances.renewMany([{ id, token: row.lease!.token }], 60_000)).toHaveLength(1)
+        const done = yield* s.instances.update(id, { status: "busy" }, { lease: row.lease!.token, releaseLease: true })
+        expect(done.lease).toBeNull()
+        expect((yield* s.instances.claim({ filter: { ids: [id] }, owner: "other", leaseMs: 60_000 })).map((d) => d.id)).toEqual([id])
+        // Without `lease` a row is inserted free, and a lease of no time is refused (nothing inserted).
+        expect((yield* s.instances.insert({ id: unique("inst"), project, name: "i1", status: "provisioning", doc: {} })).lease).toBeNull()
+        const refused = unique("inst")
+        yield* expectFailure(s.instances.insert({ id: refused, project, name: "i2", status: "provisioning", doc: {}, lease: { owner: "creator", leaseMs: 0 } }), "Invalid")
+        yield* expectFailure(s.instances.get(refused), "NotFound")
+      }))
+
     it.effect("an update of an unleased row fails while another holds its lease, and writes once it is free", () =>
       Effect.gen(function* () {
         const s = yield* store

@@ -93,10 +93,12 @@ export const make = ({ sql, invalidate, noteWrites, writing }: SqlContext, kind:
   return {
     kind,
     insert: (d) =>
-      sql(
-        `INSERT INTO ${table} (id, project, name, status, parent_id, user_name, repo_id, submitted_at, updated_at, doc)
+      d.lease !== undefined && !(d.lease.leaseMs > 0)
+        ? failWith(m("insert"), "Invalid", "lease.leaseMs must be positive")
+        : sql(
+        `INSERT INTO ${table} (id, project, name, status, parent_id, user_name, repo_id, submitted_at, updated_at, doc${d.lease === undefined ? "" : ", lease_owner, lease_token, lease_expires_at"})
          VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8::timestamptz, clock_timestamp()),
-                 coalesce($8::timestamptz, clock_timestamp()), $9::text::jsonb)
+                 coalesce($8::timestamptz, clock_timestamp()), $9::text::jsonb${d.lease === undefined ? "" : ", $10, gen_random_uuid()::text, clock_timestamp() + $11::integer * interval '1 millisecond'"})
          RETURNING *`,
         [
           d.id,
@@ -107,7 +109,8 @@ export const make = ({ sql, invalidate, noteWrites, writing }: SqlContext, kind:
           d.userName ?? null,
           d.repoId ?? null,
           iso(d.submittedAt),
-          json(d.doc)
+          json(d.doc),
+          ...(d.lease === undefined ? [] : [d.lease.owner, Math.ceil(d.lease.leaseMs)])
         ]
       ).pipe(
         Effect.mapError((e) =>
