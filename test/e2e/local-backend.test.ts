@@ -87,7 +87,7 @@ describe("local backend end to end", () => {
     expect((await call("/api/project/main/backends/list")).body).toEqual([{ name: "local", config: {}, is_default: true }])
     const bad = await call("/api/project/main/backends/create", { type: "local", max_instances: "lots" })
     expect(bad.status).toBe(400)
-    expect(bad.body.detail[0].msg).toMatch(/max_instances/)
+    expect(bad.body.detail[0].msg).toMatch(/^Invalid local backend configuration: max_instances: expected .*, got "lots"$/)
     const unknown = await call("/api/project/main/backends/create", { type: "aws", regions: ["us-east-1"] })
     expect(unknown.status).toBe(400)
     expect(unknown.body.detail[0].msg).toMatch(/No installed plugin provides the aws backend/)

@@ -9,7 +9,7 @@ import { join } from "node:path"
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from "yaml"
 import { AnyConfiguration } from "../domain/Configuration.ts"
 import { ConfigurationError, type ConfigurationIssue } from "./ConfigurationError.ts"
-import { didYouMean } from "./DidYouMean.ts"
+import { formatPath, issuesOf } from "./Issues.ts"
 import { unsupportedKeys } from "./Unsupported.ts"
 
 /** At most this many characters of a message from the YAML parser, which may quote the text. */
@@ -42,12 +42,7 @@ export interface ValueIssue {
 
 type PathKey = string | number
 
-/** Writes a path the way users read it: `resources.gpu.memory`, `commands[2]`. */
-export const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
-  path.reduce<string>(
-    (acc, k) => (typeof k === "number" ? `${acc}[${k}]` : acc === "" ? String(k) : `${acc}.${String(k)}`),
-    ""
-  )
+export { formatPath }
 
 const position = (doc: Document, lineCounter: LineCounter, path: ReadonlyArray<PathKey>, atKey: boolean) => {
   // Point at the key for unknown keys, at the value otherwise; for a missing value, at the
@@ -72,38 +67,16 @@ const position = (doc: Document, lineCounter: LineCounter, path: ReadonlyArray<P
   return { line: 1, column: 1 }
 }
 
-const plainWords = (message: string): string =>
-  message.replace(/^Expected (.*), actual (.*)$/s, "expected $1, got $2")
-
 const toIssues = (
   error: ParseResult.ParseError,
   doc: Document,
   lineCounter: LineCounter,
   file: string
 ): Array<ConfigurationIssue> => {
-  const raw = ParseResult.ArrayFormatter.formatErrorSync(error)
-  const starts = (path: ReadonlyArray<PropertyKey>, prefix: ReadonlyArray<PropertyKey>) =>
-    prefix.length <= path.length && prefix.every((k, i) => k === path[i])
-  // `optionalWith` adds an "or undefined" branch whose failure only repeats the real one.
-  const kept = raw.filter(
-    (issue) =>
-      !(issue.message.startsWith("Expected undefined, actual") &&
-        raw.some((other) => other !== issue && starts(other.path, issue.path) && !other.message.startsWith("Expected undefined")))
-  )
-  const issues = kept.map((issue): ConfigurationIssue => {
-    const path = issue.path as ReadonlyArray<PathKey>
-    let message = plainWords(issue.message)
-    if (issue._tag === "Unexpected") {
-      const key = String(path[path.length - 1])
-      const allowed = [...(issue.message.match(/"[^"]*"/g) ?? [])].map((s) => s.slice(1, -1))
-      const hint = didYouMean(key, allowed)
-      message = `unknown key \`${key}\`${hint ? `; did you mean \`${hint}\`?` : allowed.length > 0 ? `; expected one of ${allowed.join(", ")}` : ""}`
-    } else if (issue._tag === "Missing") {
-      message = `\`${String(path[path.length - 1])}\` is required`
-    }
-    const { line, column } = position(doc, lineCounter, path, issue._tag === "Unexpected")
+  const issues = issuesOf(error).map((issue): ConfigurationIssue => {
+    const { line, column } = position(doc, lineCounter, issue.path, issue.kind === "Unexpected")
     // A message may quote the bad value whole (`got [[[…`): at most a prefix of it is shown.
-    return { file, line, column, path: formatPath(path), message: excerpt(message, 1_000) }
+    return { file, line, column, path: formatPath(issue.path), message: excerpt(issue.message, 1_000) }
   })
   const seen = new Set<string>()
   return issues

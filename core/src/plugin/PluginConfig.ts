@@ -2,7 +2,8 @@
 // schema: the one way every plugin reads its section, so that each refuses unknown keys and
 // names every wrong field in the same words. The plugin wraps the failure in its own port's
 // error (`BackendError`, `RunnerTransportError`, …) with reason `Invalid`.
-import { Effect, ParseResult, Schema } from "effect"
+import { Effect, type ParseResult, Schema } from "effect"
+import { issuesLine, issuesOf } from "../config/Issues.ts"
 
 /** Why a configuration section was refused: a message naming every wrong field, and the parse error. */
 export interface ConfigIssue {
@@ -19,9 +20,10 @@ export interface ConfigDecoderOptions {
 }
 
 /**
- * A decoder of one plugin's configuration section. `what` names the section in the message
- * (`"slurm backend configuration"` → `invalid slurm backend configuration:` and a tree of the
- * problems, each under its field). An absent section decodes as `{}`.
+ * A decoder of one plugin's configuration section. `what` names the section in the message, one
+ * line naming every wrong field in the words `.dstack.yml` problems use (`"slurm backend
+ * configuration"` → ``invalid slurm backend configuration: `partition` is required; ssh.port:
+ * expected an integer, got "x"``). An absent section decodes as `{}`.
  */
 export const configDecoder = <A, I>(
   schema: Schema.Schema<A, I>,
@@ -34,7 +36,7 @@ export const configDecoder = <A, I>(
   })
   return (section) =>
     Effect.mapError(decode(section ?? {}), (cause) => ({
-      message: `invalid ${what}:\n${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
+      message: `invalid ${what}: ${issuesLine(issuesOf(cause))}`,
       cause
     }))
 }

@@ -5,6 +5,7 @@
  */
 import { Context, Effect, Layer, ParseResult, Schema } from "effect"
 import { ResourcesSpec } from "../domain/Resources.ts"
+import { issuesLine, issuesOf } from "../config/Issues.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -122,9 +123,7 @@ export const make = <P, I>(options: MakeOptions<P, I>): Provider => {
             module: options.name,
             method: "createJobs",
             reason: "Invalid",
-            message: `workflow ${JSON.stringify(context.workflowName)}: the parameters of provider ${options.name} are invalid:\n${
-              ParseResult.TreeFormatter.formatErrorSync(error)
-            }`,
+            message: `workflow ${JSON.stringify(context.workflowName)}: the parameters of provider ${options.name} are invalid: ${issuesLine(issuesOf(error))}`,
             cause: error
           })
         ),

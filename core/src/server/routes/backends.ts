@@ -34,7 +34,11 @@ const checkConfig = (type: string, config: unknown) =>
     const scope = yield* Scope.make()
     const made = yield* factory.value(config).pipe(Scope.extend(scope), Effect.either)
     yield* Scope.close(scope, Exit.void)
-    if (made._tag === "Left") return yield* Effect.fail(badRequest(`Invalid ${excerpt(type)} backend configuration: ${made.left.message ?? made.left.reason}`, ["body"]))
+    if (made._tag === "Left") {
+      // A plugin's own decoding already says `invalid <type> backend configuration: …`.
+      const why = (made.left.message ?? made.left.reason).replace(/^invalid \S+ backend configuration: /i, "")
+      return yield* Effect.fail(badRequest(`Invalid ${excerpt(type)} backend configuration: ${why}`, ["body"]))
+    }
   })
 
 const upsert = (project: string, body: typeof BackendConfigRequest.Type) =>
