@@ -151,14 +151,14 @@ const profileFor = async (ms: number, dir: string): Promise<string> => {
   fs.writeFileSync(file, JSON.stringify(profile))
   return file
 }
-const heapProfileFor = async (ms: number, dir: string): Promise<string> => {
+const heapProfileFor = async (ms: number, dir: string, live = false): Promise<string> => {
   const inspector = await import("node:inspector")
   const session = new inspector.Session()
   session.connect()
   const post = (method: string, params?: object) =>
     new Promise<any>((resolve, reject) => session.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolve(result))))
   await post("HeapProfiler.enable")
-  await post("HeapProfiler.startSampling", { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  await post("HeapProfiler.startSampling", { samplingInterval: 4096, includeObjectsCollectedByMajorGC: !live, includeObjectsCollectedByMinorGC: !live })
   await new Promise((r) => setTimeout(r, ms))
   const { profile } = await post("HeapProfiler.stopSampling")
   session.disconnect()
@@ -190,10 +190,11 @@ const fetchWithStats = (request: Request, ...rest: Array<unknown>) => {
   }
   if (url.pathname === "/bench/heap-profile") {
     // A sampling heap profile of the next `ms` milliseconds (.heapprofile into `dir`, each
-    // sample kept even once collected): which code allocates how much while a load runs.
+    // sample kept even once collected): which code allocates how much while a load runs. With
+    // `live=1`, only what is still held when it ends: which code's objects stay in memory.
     const ms = Number(url.searchParams.get("ms") ?? 5000)
     const dir = url.searchParams.get("dir") ?? options.dir
-    return heapProfileFor(ms, dir).then((file) => Response.json({ file }))
+    return heapProfileFor(ms, dir, url.searchParams.get("live") === "1").then((file) => Response.json({ file }))
   }
   if (url.pathname === "/bench/cpu") {
     const u = process.cpuUsage()
