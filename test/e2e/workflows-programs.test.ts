@@ -141,10 +141,10 @@ describe("a provider program of .dstack/providers.yaml (examples/workflows-provi
     })
     const { result } = await runIn(dir, "get")
     expect(result.status).toBe("failed")
-    expect(result.jobs[0].reason).toBe("provider chatty printed invalid jobs: jobs.0.commands: is missing")
+    expect(result.jobs[0].reason).toBe("provider chatty printed invalid jobs: jobs[0]: `commands` is required")
     const cli = await dstack(["run", "get"], dir)
     expect(cli.code).toBe(1)
-    expect(cli.stdout + cli.stderr).toContain("provider chatty printed invalid jobs: jobs.0.commands: is missing")
+    expect(cli.stdout + cli.stderr).toContain("provider chatty printed invalid jobs: jobs[0]: `commands` is required")
   }, 120_000)
 })
 

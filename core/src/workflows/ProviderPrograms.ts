@@ -12,6 +12,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { isAbsolute, join, normalize } from "node:path"
 import type { ConfigurationError, ConfigurationIssue } from "../config/ConfigurationError.ts"
+import { issuesLine, issuesOf } from "../config/Issues.ts"
 import * as Provider from "../ports/Provider.ts"
 import { git, gitText } from "../repos/Git.ts"
 import { artifactPathProblem } from "../runner/Artifacts.ts"
@@ -239,8 +240,7 @@ export const programOutputJobs = (programJob: PlannedJob | Omit<PlannedJob, "job
   }
   const decoded = Schema.decodeUnknownEither(ProgramOutput, { errors: "all", onExcessProperty: "error" })(json)
   if (Either.isLeft(decoded)) {
-    const problems = ParseResult.ArrayFormatter.formatErrorSync(decoded.left).map((i) => `${i.path.join(".") || "(top)"}: ${i.message}`)
-    return Either.left(`provider ${provider} printed invalid jobs: ${problems.join("; ")}`)
+    return Either.left(`provider ${provider} printed invalid jobs: ${issuesLine(issuesOf(decoded.left))}`)
   }
   const jobs = decoded.right.jobs
   if (jobs.length === 0) return Either.left(`provider ${provider} printed an empty list of jobs`)
@@ -249,18 +249,18 @@ export const programOutputJobs = (programJob: PlannedJob | Omit<PlannedJob, "job
   const problems: Array<string> = []
   for (const [i, job] of jobs.entries()) {
     for (const d of [...(job.dependsOn ?? []), ...(job.master === undefined ? [] : [job.master])]) {
-      if (d >= jobs.length || d === i) problems.push(`jobs.${i} refers to job ${d}, which ${d === i ? "is itself" : `does not exist (${jobs.length} jobs)`}`)
+      if (d >= jobs.length || d === i) problems.push(`jobs[${i}] refers to job ${d}, which ${d === i ? "is itself" : `does not exist (${jobs.length} jobs)`}`)
     }
   }
   if (problems.length > 0) return Either.left(`provider ${provider} printed invalid jobs: ${problems.join("; ")}`)
   for (const [i, job] of jobs.entries()) {
     for (const artifact of job.artifacts ?? []) {
       const problem = artifactPathProblem(artifact)
-      if (problem !== undefined) problems.push(`jobs.${i}.artifacts: ${JSON.stringify(artifact)} ${problem}`)
+      if (problem !== undefined) problems.push(`jobs[${i}].artifacts: ${JSON.stringify(artifact)} ${problem}`)
     }
     const configuration = taskConfigurationOf(job)
     if (Either.isLeft(configuration)) {
-      problems.push(...ParseResult.ArrayFormatter.formatErrorSync(configuration.left).map((e) => `jobs.${i}.${e.path.join(".")}: ${e.message}`))
+      problems.push(issuesLine(issuesOf(configuration.left).map((issue) => ({ ...issue, path: ["jobs", i, ...issue.path] }))))
       continue
     }
     const internal = (job.dependsOn ?? []).map((d) => ids[d])

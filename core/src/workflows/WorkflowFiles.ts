@@ -10,7 +10,7 @@ import { join } from "node:path"
 import { type Document, isMap, isScalar, LineCounter, parseDocument } from "yaml"
 import { ConfigurationError, type ConfigurationIssue } from "../config/ConfigurationError.ts"
 import { didYouMean } from "../config/DidYouMean.ts"
-import { formatPath } from "../config/Load.ts"
+import { formatPath, issuesOf } from "../config/Issues.ts"
 import { ResourcesSpec } from "../domain/Resources.ts"
 
 export type PathKey = string | number
@@ -59,26 +59,7 @@ export const issuesOfParseError = (
   prefix: ReadonlyArray<PathKey>,
   error: ParseResult.ParseError
 ): Array<ConfigurationIssue> =>
-  ParseResult.ArrayFormatter.formatErrorSync(error)
-    .filter((issue, _, all) =>
-      !(issue.message.startsWith("Expected undefined, actual") && all.some((o) => o !== issue && !o.message.startsWith("Expected undefined")))
-    )
-    .map((issue) => {
-      const path = [...prefix, ...(issue.path as ReadonlyArray<PathKey>)]
-      const last = String(path[path.length - 1])
-      if (issue._tag === "Unexpected") {
-        const allowed = [...(issue.message.match(/"[^"]*"/g) ?? [])].map((s) => s.slice(1, -1))
-        const hint = didYouMean(last, allowed)
-        return issueAt(
-          source,
-          path,
-          `unknown key \`${last}\`${hint ? `; did you mean \`${hint}\`?` : allowed.length > 0 ? `; expected one of ${allowed.join(", ")}` : ""}`,
-          true
-        )
-      }
-      if (issue._tag === "Missing") return issueAt(source, path, `\`${last}\` is required`)
-      return issueAt(source, path, issue.message.replace(/^Expected (.*), actual (.*)$/s, "expected $1, got $2"))
-    })
+  issuesOf(error).map((issue) => issueAt(source, [...prefix, ...issue.path], issue.message, issue.kind === "Unexpected"))
 
 /** Fails with every issue, grouped under the first issue's file. */
 export const failWith = (issues: ReadonlyArray<ConfigurationIssue>): ConfigurationError => {

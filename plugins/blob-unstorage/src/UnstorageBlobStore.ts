@@ -11,10 +11,10 @@
  * `$` cannot appear in keys, so a manifest never collides with a directory of longer keys, and
  * every write has its own generation, so an overwrite never mixes chunks of two writes.
  */
-import { Clock, Effect, Exit, Layer, ParseResult, Schema, Stream } from "effect"
+import { Clock, Effect, Exit, Layer, Schema, Stream } from "effect"
 import { createStorage, type Driver, type Storage } from "unstorage"
 import memoryDriver from "unstorage/drivers/memory"
-import { BlobStore } from "@dstack-ts/core"
+import { BlobStore, configDecoder } from "@dstack-ts/core"
 import { S3RequestError, s3Driver, type S3DriverOptions } from "./S3Driver.ts"
 
 const MODULE = "BlobStore/unstorage"
@@ -613,31 +613,27 @@ export const S3Config = Schema.Struct({
   chunkSize: ChunkSize
 })
 
-/** A decoding failure as `name: problem` lines, each naming the option. */
-const describeIssues = (error: ParseResult.ParseError): string =>
-  ParseResult.ArrayFormatter.formatErrorSync(error)
-    .map((issue) => `${issue.path.length === 0 ? "options" : issue.path.map(String).join(".")}: ${issue.message}`)
-    .join("; ")
-
 const fromConfig = <A, I, E = never>(
   driver: string,
   schema: Schema.Schema<A, I>,
   build: (options: A) => Layer.Layer<BlobStore.BlobStore, E>
-) =>
-  (options: unknown): Layer.Layer<BlobStore.BlobStore, BlobStore.BlobStoreError | E> =>
+) => {
+  const decode = configDecoder(schema, `options of the ${driver} blob store`)
+  return (options: unknown): Layer.Layer<BlobStore.BlobStore, BlobStore.BlobStoreError | E> =>
     Layer.unwrapEffect(
-      Schema.decodeUnknown(schema)(options ?? {}, { onExcessProperty: "error" }).pipe(
+      decode(options).pipe(
         Effect.mapError((e) =>
           new BlobStore.BlobStoreError({
             module: MODULE,
             method: "fromOptions",
             reason: "Invalid",
-            message: `invalid options of the ${driver} blob store: ${describeIssues(e)}`
+            message: e.message
           })
         ),
         Effect.map(build)
       )
     )
+}
 
 /** The blob store `fs` from its options. */
 export const fsFromOptions = fromConfig("fs", FsConfig, (o) => layerFs(o))

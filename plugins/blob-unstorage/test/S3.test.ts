@@ -142,14 +142,14 @@ describe("the s3 blob store", () => {
     Effect.gen(function*() {
       const without = (key: string) => Object.fromEntries(Object.entries(byName).filter(([k]) => k !== key))
       const cases: Array<[Record<string, unknown>, string]> = [
-        [without("access_key_id"), "access_key_id: is missing"],
+        [without("access_key_id"), "`access_key_id` is required"],
         [{ ...byName, secret_access_key: "" }, "secret_access_key"],
-        [without("bucket"), "bucket: is missing"],
-        [without("region"), "region: is missing"],
+        [without("bucket"), "`bucket` is required"],
+        [without("region"), "`region` is required"],
         [{ ...byName, endpoint: "s3.amazonaws.com" }, "endpoint: must be an http:// or https:// URL"],
         [{ ...byName, base: "/abs" }, "base: must not start or end with '/'"],
         [{ ...byName, chunk_size: 0 }, "chunk_size"],
-        [{ ...byName, accessKeyId: "x" }, "accessKeyId: is unexpected"]
+        [{ ...byName, accessKeyId: "x" }, "unknown key `accessKeyId`; did you mean `access_key_id`?"]
       ]
       for (const [options, problem] of cases) {
         const error = yield* buildError(plugin.blobStores!.s3(options))
