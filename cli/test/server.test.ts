@@ -76,7 +76,7 @@ describe("dstack server", { timeout: 120_000 }, () => {
 })
 
 describe("dstack server's start", { timeout: 120_000 }, () => {
-  it("loads the Kubernetes client only once a project has a kubernetes backend", async () => {
+  it("loads the Kubernetes client only once a project has a kubernetes backend; the SSH client and the PostgreSQL driver not at all on the embedded store", async () => {
     const dir = await mkdtemp(join(tmpdir(), "dstack-server-"))
     dirs.push(dir)
     // A Node.js child with a resolve hook that notes every package it loads (Deno runs it too).
@@ -86,9 +86,9 @@ describe("dstack server's start", { timeout: 120_000 }, () => {
       { env: { ...process.env, RECORD_PACKAGES_FILE: join(dir, "packages.txt") }, timeout: 90_000 }
     )
     const seen = JSON.parse(stdout.trim().split("\n").at(-1)!) as { atStart: Array<string>; afterKubernetes: Array<string>; create: number }
-    // What the start needs is there (the hook sees the packages), the Kubernetes client is not.
+    // What the start needs is there (the hook sees the packages), what no project uses is not.
     expect(seen.atStart).toEqual(expect.arrayContaining(["@dstack-ts/backend-kubernetes", "@electric-sql/pglite", "hono"]))
-    expect(seen.atStart).not.toContain("@kubernetes/client-node")
+    for (const unused of ["@kubernetes/client-node", "node-ssh", "ssh2", "postgres"]) expect(seen.atStart).not.toContain(unused)
     // Adding the backend makes it (the server checks a configuration before storing it): now it is.
     expect(seen.create).toBe(200)
     expect(seen.afterKubernetes).toContain("@kubernetes/client-node")

@@ -8,7 +8,7 @@
  * any key and the session reports the key seen (`Session.hostKey`, `jumpHostKey`), for the
  * caller to record (trust on first use, as OpenSSH's `StrictHostKeyChecking=accept-new`).
  */
-import { NodeSSH } from "node-ssh"
+import type { NodeSSH } from "node-ssh"
 import type { Client } from "ssh2"
 import { fingerprint, hostKeyAlgorithms, publicKeyLine, sameKey } from "./HostKey.ts"
 
@@ -90,13 +90,26 @@ const classify = (error: unknown): { kind: HopFailureKind; why: string } => {
   return { kind: "other", why: message }
 }
 
+/**
+ * node-ssh (and ssh2 under it), loaded with the first connection: a server whose projects have
+ * no SSH fleet, Slurm cluster or SSH transport never needs them.
+ */
+let nodeSshModule: Promise<typeof import("node-ssh")> | undefined
+const nodeSsh = (): Promise<typeof import("node-ssh")> => {
+  nodeSshModule ??= import("node-ssh").catch((e) => {
+    nodeSshModule = undefined
+    throw e
+  })
+  return nodeSshModule
+}
+
 const connectHop = async (
   access: Omit<HostAccess, "proxyJump">,
   options: SessionOptions,
   hopName: string,
   sock?: NodeJS.ReadableStream
 ): Promise<{ ssh: NodeSSH; hostKey: string }> => {
-  const ssh = new NodeSSH()
+  const ssh = new (await nodeSsh()).NodeSSH()
   let presented: string | undefined
   let changed = false
   try {

@@ -5,7 +5,7 @@
  */
 import { Config, Duration, Effect, Layer, Redacted, Schedule, Schema } from "effect"
 import type { ConfigError, Scope } from "effect"
-import postgres from "postgres"
+import type postgres from "postgres"
 import { SqlDriver, SqlStateStore, StateStore, configDecoder } from "@dstack-ts/core"
 import { socketFactory } from "./AnswerWatchdog.ts"
 
@@ -138,6 +138,10 @@ export const make = (
       queryTimeout: options.queryTimeout ?? DEFAULT_QUERY_TIMEOUT,
       connectTimeout: options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT
     }
+    // The driver is loaded with the first store that needs it: a server on the embedded store
+    // (the default build lists this plugin too) never does.
+    const loaded = yield* Effect.tryPromise({ try: () => import("postgres"), catch: (e) => unavailable("connect", e) })
+    const connect = ((loaded as { default?: typeof loaded }).default ?? loaded) as typeof loaded
     const sql = yield* Effect.acquireRelease(
       Effect.try({
         try: () => {
@@ -153,8 +157,8 @@ export const make = (
           }
           // The TLS the URL asks for (`sslmode`, `sslrootcert=system`, `sslnegotiation`), as the
           // driver reads it; no connection is opened for this.
-          const parsed = (postgres(url, driverOptions as postgres.Options<{}>) as unknown as { options: { ssl: unknown; sslnegotiation?: unknown } }).options
-          return postgres(url, {
+          const parsed = (connect(url, driverOptions as postgres.Options<{}>) as unknown as { options: { ssl: unknown; sslnegotiation?: unknown } }).options
+          return connect(url, {
             ...driverOptions,
             // …and a connection that owes an answer and stays silent is closed here: the socket
             // factory opens the connections, TLS included, so that it sees their plaintext.
