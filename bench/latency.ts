@@ -4,8 +4,8 @@
 //   BENCH_LATENCY_REPS (default 10; full 30) repetitions per executor.
 import { spawn } from "node:child_process"
 import { apply, FINISHED, openLogStream, waitRun } from "./support/api.ts"
-import { startServer, type BenchServer } from "./support/server.ts"
-import { now, summarize, type Row, type Summary } from "./support/stats.ts"
+import { benchJson, memNote, type ServerMemory, startServer, type BenchServer } from "./support/server.ts"
+import { now, sleep, summarize, type Row, type Summary } from "./support/stats.ts"
 import type { BenchContext } from "./context.ts"
 
 const COMMAND = "echo hi; sleep 1"
@@ -92,6 +92,22 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
   const rows: Array<Row> = []
   const server = await startServer({ maxInstances: 1, databaseUrl: ctx.databaseUrl })
   try {
+    // The server just started, nothing run yet: what it holds at rest, after full collections
+    // (the floor under the logs row's RSS target).
+    await sleep(2_000)
+    const idle = await benchJson<ServerMemory>(server, "/bench/memory?gc=1")
+    const idleRss = server.rssMiB()
+    ctx.log(`latency: the server at rest: rss ${idleRss.toFixed(0)} MiB (${memNote(idle)})`)
+    rows.push({
+      section: "1 latency",
+      measure: `server memory at rest, just started (${ctx.databaseUrl ? "PostgreSQL" : "embedded"} store, no run yet; RSS after full collections)`,
+      unit: "MiB",
+      value: idleRss,
+      better: "lower",
+      target: "(information)",
+      verdict: "n/a",
+      note: memNote(idle)
+    })
     // process executor
     ctx.log(`latency: process executor, 1 warm-up + ${reps} runs`)
     await oneRun(server, "warm-process", {})

@@ -20,7 +20,7 @@ import * as http from "node:http"
 import { LOG_FRAMES_TYPE, LogFrameDecoder } from "../core/src/api/logFrames.ts"
 import { apply, FINISHED, waitRun } from "./support/api.ts"
 import { post } from "./support/load.ts"
-import { startServer } from "./support/server.ts"
+import { benchJson, memNote, type ServerMemory, startServer } from "./support/server.ts"
 import { now, sleep, summarize, type Row } from "./support/stats.ts"
 import type { BenchContext } from "./context.ts"
 
@@ -56,21 +56,6 @@ const command = (lines: number) => `awk 'BEGIN{p=sprintf("%90s",""); for(i=1;i<=
 
 type Format = "binary" | "sse"
 
-interface Memory { readonly rss: number; readonly heapTotal: number; readonly heapUsed: number; readonly external: number; readonly arrayBuffers: number }
-
-/** GET of one of the bench server's own endpoints (server-main.ts); undefined if it fails. */
-const benchJson = async <A>(server: { readonly url: string }, path: string): Promise<A | undefined> => {
-  try {
-    const res = await fetch(`${server.url}${path}`)
-    return res.ok ? ((await res.json()) as A) : undefined
-  } catch {
-    return undefined
-  }
-}
-
-const mib = (bytes: number) => (bytes / 1048576).toFixed(0)
-const memNote = (m: Memory | undefined) =>
-  m === undefined ? "–" : `rss ${mib(m.rss)}, V8 heap ${mib(m.heapUsed)} used of ${mib(m.heapTotal)}, external ${mib(m.external)} (array buffers ${mib(m.arrayBuffers)}) MiB`
 
 /** Counts numbered lines, whatever pieces they arrive in. */
 const lineCounter = (lines: number) => {
@@ -200,10 +185,10 @@ export const run = async (ctx: BenchContext): Promise<Array<Row>> => {
       let rssPeak = rssStart
       const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, server.rssMiB())), 100)
       // What the RSS is made of (process.memoryUsage() in the server) at its highest sample.
-      const memStart = await benchJson<Memory>(server, "/bench/memory")
+      const memStart = await benchJson<ServerMemory>(server, "/bench/memory")
       let memPeak = memStart
       const memSampler = setInterval(() => {
-        void benchJson<Memory>(server, "/bench/memory").then((m) => {
+        void benchJson<ServerMemory>(server, "/bench/memory").then((m) => {
           if (m !== undefined && (memPeak === undefined || m.rss > memPeak.rss)) memPeak = m
         })
       }, 250)

@@ -122,7 +122,8 @@ if (options.prefillRuns && options.prefillRuns > 0) {
 
 // GET /bench/noop-stats: when the noop runners got their jobs (see ./noop-plugin.ts), and
 // when this server started; GET /bench/cpu: this process's CPU time so far; GET /bench/memory:
-// its process.memoryUsage() (rss, heapTotal, heapUsed, external, arrayBuffers); GET /bench/loop:
+// its process.memoryUsage() (rss, heapTotal, heapUsed, external, arrayBuffers; `?gc=1` after
+// full collections); GET /bench/loop:
 // the event loop's delay (p50, p99, max in ms, sampled every 5 ms) and GC pauses since the last call.
 const loopDelay = monitorEventLoopDelay({ resolution: 5 })
 loopDelay.enable()
@@ -172,7 +173,12 @@ const fetchWithStats = (request: Request, ...rest: Array<unknown>) => {
   if (!request.url.includes("/bench/")) return (server.app.fetch as (...args: Array<unknown>) => Response | Promise<Response>)(request, ...rest)
   const url = new URL(request.url)
   if (url.pathname === "/bench/noop-stats") return Response.json({ ...noopStats(), startedAt, listeningAt, cpuAtListenMs: (cpuAtListen.user + cpuAtListen.system) / 1000 })
-  if (url.pathname === "/bench/memory") return Response.json(process.memoryUsage())
+  if (url.pathname === "/bench/memory") {
+    // `gc=1`: after full collections (the server runs with --expose-gc), what is really held.
+    const gc = (globalThis as { gc?: () => void }).gc
+    if (url.searchParams.get("gc") === "1" && gc !== undefined) for (let i = 0; i < 3; i++) gc()
+    return Response.json(process.memoryUsage())
+  }
   if (url.pathname === "/bench/loop") {
     // The event loop's delay since the last call (ms): what a request waits behind other work.
     const ms = (ns: number) => ns / 1e6

@@ -41,9 +41,10 @@ const startChild = (file: string, env: Record<string, string>, label: string, ti
     if (runtime !== "node" && runtime !== "deno") return reject(new Error(`BENCH_SERVER_RUNTIME: ${JSON.stringify(runtime)} is not a runtime the bench starts; pick node or deno`))
     if (runtime === "deno" && prof) return reject(new Error("BENCH_SERVER_CPU_PROF profiles a Node server (--cpu-prof); it cannot be used with BENCH_SERVER_RUNTIME=deno"))
     const onDeno = label === "server" && runtime === "deno"
+    // --expose-gc: /bench/memory?gc=1 measures what is held, not what awaits collection.
     const args = onDeno
-      ? ["run", "-A", file]
-      : ["--import", "tsx", ...(prof && label === "server" ? ["--cpu-prof", `--cpu-prof-dir=${prof}`, ...(interval ? [`--cpu-prof-interval=${interval}`] : [])] : []), file]
+      ? ["run", "-A", ...(label === "server" ? ["--v8-flags=--expose-gc"] : []), file]
+      : ["--import", "tsx", ...(label === "server" ? ["--expose-gc"] : []), ...(prof && label === "server" ? ["--cpu-prof", `--cpu-prof-dir=${prof}`, ...(interval ? [`--cpu-prof-interval=${interval}`] : [])] : []), file]
     const proc = spawn(onDeno ? DENO : process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
     let out = ""
     let err = ""
@@ -157,3 +158,22 @@ export const startRefProxy = (target: string): Promise<Child> => startChild(path
  * reads HTTP/1.1 on sockets itself, in front of `target` (host:port).
  */
 export const startSocketProxy = (target: string): Promise<Child> => startChild(path.join(here, "socket-proxy-main.ts"), { BENCH_REF_TARGET: target }, "socket-level reference proxy")
+
+/** A server's process.memoryUsage() (bench/support/server-main.ts's /bench/memory). */
+export interface ServerMemory { readonly rss: number; readonly heapTotal: number; readonly heapUsed: number; readonly external: number; readonly arrayBuffers: number }
+
+/** GET of one of the bench server's own endpoints (server-main.ts); undefined if it fails. */
+export const benchJson = async <A>(server: { readonly url: string }, path: string): Promise<A | undefined> => {
+  try {
+    const res = await fetch(`${server.url}${path}`)
+    return res.ok ? ((await res.json()) as A) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const mib = (bytes: number) => (bytes / 1048576).toFixed(0)
+
+/** `rss …, V8 heap … used of …, external … (array buffers …) MiB`. */
+export const memNote = (m: ServerMemory | undefined): string =>
+  m === undefined ? "–" : `rss ${mib(m.rss)}, V8 heap ${mib(m.heapUsed)} used of ${mib(m.heapTotal)}, external ${mib(m.external)} (array buffers ${mib(m.arrayBuffers)}) MiB`
