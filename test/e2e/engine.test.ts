@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Backend, definePlugin } from "@dstack-ts/core"
 import { EmbeddedStateStore } from "@dstack-ts/state-embedded"
 import { layerMemory as blobsMemory } from "../../core/src/ports/BlobStore.ts"
-import { StateStore, StateStoreError } from "../../core/src/ports/StateStore.ts"
+import { StateStore, StateStoreError, type StateStoreService } from "../../core/src/ports/StateStore.ts"
 import { createServer, type Server } from "../../core/src/server/createServer.ts"
 import { appCall } from "../support/api.ts"
 import { makeInProcessPlugin } from "../support/inprocess-backend.ts"
@@ -38,17 +38,34 @@ const waitFor = async (name: string, done: (run: any) => boolean, timeoutMs = 20
 }
 const finished = (run: any) => ["done", "failed", "terminated"].includes(run.status)
 
+/** The instance's status once it is idle, or after 10 s (read from the store itself, uncounted). */
+const idleSoon = async (instanceId: string): Promise<string> => {
+  const start = Date.now()
+  for (;;) {
+    const row = await Effect.runPromise(rawStore!.instances.get(instanceId))
+    if (row.status === "idle" || Date.now() - start > 10_000) return row.status
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
 const logsOf = async (name: string) =>
   (await call("/api/project/main/logs/poll", { run_name: name })).body.logs.map((l: any) => l.message).join("")
 
-// The run writes the store sees (run id and status), to check the engine writes nothing it need not.
+// The run writes the store sees (run id and status), to check the engine writes nothing it need
+// not, and the reads of single instance rows, to check it reads none it need not.
 const runWrites: Array<{ readonly id: string; readonly status: string | undefined }> = []
+const instanceReads: Array<string> = []
+let rawStore: StateStoreService | undefined
 const countedState = Layer.effect(
   StateStore,
-  Effect.map(StateStore, (s) => ({
-    ...s,
-    runs: { ...s.runs, update: ((id, patch, options) => Effect.zipRight(Effect.sync(() => runWrites.push({ id, status: patch.status })), s.runs.update(id, patch, options))) as typeof s.runs.update }
-  }))
+  Effect.map(StateStore, (s) => {
+    rawStore = s
+    return {
+      ...s,
+      runs: { ...s.runs, update: ((id, patch, options) => Effect.zipRight(Effect.sync(() => runWrites.push({ id, status: patch.status })), s.runs.update(id, patch, options))) as typeof s.runs.update },
+      instances: { ...s.instances, get: ((id) => Effect.zipRight(Effect.sync(() => instanceReads.push(id)), s.instances.get(id))) as typeof s.instances.get }
+    }
+  })
 ).pipe(Layer.provide(EmbeddedStateStore.layerMemory()))
 
 beforeAll(async () => {
@@ -168,10 +185,32 @@ describe("engine end to end", () => {
 
   it("reuses the idle instance for the next run", async () => {
     const before = inproc.created.length
+    const reads = instanceReads.length
     await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["echo again"] }, "reuse-run") })
     const run = await waitFor("reuse-run", finished)
     expect(run.status).toBe("done")
     expect(inproc.created.length).toBe(before)
+    // Taken and given back without reading its row alone: the release writes at the version the
+    // engine wrote it busy.
+    const instanceId = run.jobs[0].job_submissions.at(-1).job_provisioning_data.instance_id as string
+    expect(await idleSoon(instanceId)).toBe("idle")
+    expect(instanceReads.slice(reads)).toEqual([])
+  })
+
+  it("gives an instance back idle though its row was written by someone else while the job ran", async () => {
+    await call("/api/project/main/runs/apply", { plan: runSpec({ commands: ["sleep 1"] }, "rewritten-run") })
+    await waitFor("rewritten-run", (r) => r.status === "running")
+    const [busy] = await Effect.runPromise(rawStore!.instances.list({ statuses: ["busy"] }))
+    expect(busy).toBeDefined()
+    // Another writer (a fleet check, an operator) changes the row: the engine's copy is stale.
+    const rewritten = await Effect.runPromise(rawStore!.instances.update(busy.id, { doc: { ...(busy.doc as object) } }))
+    expect(rewritten.version).toBe(busy.version + 1)
+    const reads = instanceReads.length
+    expect((await waitFor("rewritten-run", finished)).status).toBe("done")
+    expect(await idleSoon(busy.id)).toBe("idle")
+    expect((await Effect.runPromise(rawStore!.instances.get(busy.id))).version).toBeGreaterThan(rewritten.version)
+    // The write at the stale version conflicted, and the row was read again.
+    expect(instanceReads.slice(reads)).toContain(busy.id)
   })
 
   it("streams a live log to a follower until the run ends", async () => {

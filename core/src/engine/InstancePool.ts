@@ -93,6 +93,16 @@ export const make = (options: InstancePoolOptions): InstancePool => {
   const { store, compute, owner, runnerFreshMs } = options
   /** When the runner of an instance (by instance id) last reported to a follower here. */
   const runnerSeenAt = new Map<string, number>()
+  /**
+   * The row of each instance this engine made busy, as it wrote it: its release tries the write
+   * back to idle at that version without reading the row first (a row changed since is read
+   * again, as on any conflict).
+   */
+  const busyRows = new Map<string, StoredDocument>()
+  const rememberBusy = (row: StoredDocument) =>
+    Effect.sync(() => {
+      if (row.status === "busy") busyRows.set(row.id, row)
+    })
 
   /** Writes `f` of the instance, again on a conflict; `first` is a row just read, used for the first try. */
   const updateInstance = (id: string, f: (instance: Instance, raw: Record<string, unknown>) => Record<string, unknown>, first?: StoredDocument) =>
@@ -138,7 +148,9 @@ export const make = (options: InstancePoolOptions): InstancePool => {
     instanceId === undefined
       ? Effect.void
       : Effect.gen(function* () {
-        const row = yield* store.instances.get(instanceId)
+        const known = busyRows.get(instanceId)
+        busyRows.delete(instanceId)
+        const row = known ?? (yield* store.instances.get(instanceId))
         if (yield* terminatePerJob(instanceId, row)) return
         yield* updateInstance(instanceId, toIdle, row)
       }).pipe(
@@ -152,14 +164,15 @@ export const make = (options: InstancePoolOptions): InstancePool => {
   // A host of an SSH fleet is the user's: it is not terminated but flagged unreachable and given
   // back (upstream), and the fleet processor clears the flag once its runner answers again.
   const flagUnreachable = (instanceId: string, reason: string) =>
-    updateInstance(instanceId, (instance, raw) =>
+    Effect.zipRight(Effect.sync(() => busyRows.delete(instanceId)), updateInstance(instanceId, (instance, raw) =>
       instance.status === "busy" || instance.status === "idle"
         ? { ...raw, ...encodeInstance(new Instance({ ...instance, status: "idle", unreachable: true, terminationReasonMessage: reason, jobName: undefined, lastJobProcessedAt: new Date() })) }
         : raw
-    ).pipe(Effect.catchAll((e) => Effect.logWarning(`could not flag instance ${instanceId} unreachable: ${errorMessage(e)}`)))
+    ).pipe(Effect.catchAll((e) => Effect.logWarning(`could not flag instance ${instanceId} unreachable: ${errorMessage(e)}`))))
 
   const terminate = (project: string, instanceId: string | undefined, pd: JobProvisioningData, reason: string) =>
     instanceId !== undefined && pd.backend === REMOTE_BACKEND ? flagUnreachable(instanceId, reason) : Effect.gen(function* () {
+      if (instanceId !== undefined) busyRows.delete(instanceId)
       const backend = yield* compute.backend(project, pd.backend)
       yield* backend.terminateInstance(pd.instanceId, pd.region, pd.backendData)
       if (instanceId !== undefined) {
@@ -194,6 +207,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
         { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } },
         { expectedVersion: row.version, unleased: true }
       ).pipe(
+        Effect.tap(rememberBusy),
         Effect.asSome,
         Effect.catchIf((e) => e.reason === "Conflict" || e.reason === "LeaseLost" || e.reason === "NotFound", () => Effect.succeedNone)
       )
@@ -235,7 +249,7 @@ export const make = (options: InstancePoolOptions): InstancePool => {
         row.id,
         { status: next.status, doc: { ...(row.doc as object), ...encodeInstance(next) } },
         { lease: row.lease!.token, releaseLease: true }
-      )
+      ).pipe(Effect.tap(rememberBusy))
       // Its machine (or runner process) may still be there, only slow to answer: the backend is
       // asked to end it too, so that nothing is left running under a terminated record.
       if (next.status === "terminated") {
@@ -306,7 +320,8 @@ export const make = (options: InstancePoolOptions): InstancePool => {
       Effect.tap(() => Effect.sync(() => {
         lease.held = false
       })),
-      Effect.catchIf((e) => e.reason === "LeaseLost", () => store.instances.update(lease.id, patch))
+      Effect.catchIf((e) => e.reason === "LeaseLost", () => store.instances.update(lease.id, patch)),
+      Effect.tap(rememberBusy)
     )
 
   /** Records `base` as made and busy, with where its backend put it. */
