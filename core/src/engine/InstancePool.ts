@@ -20,7 +20,6 @@ import { REMOTE_BACKEND } from "./RemoteAccess.ts"
 import { noteHealthy, waitHealthy } from "./RunnerSession.ts"
 import { withRunner } from "./RunnerFollower.ts"
 
-/** An instance that holds a job now. */
 /** The lease an instance being created is inserted under; `held` until a write frees it. */
 interface CreationLease {
   readonly id: string
@@ -28,6 +27,7 @@ interface CreationLease {
   held: boolean
 }
 
+/** An instance that holds a job now. */
 export interface Placement {
   readonly pd: JobProvisioningData
   readonly instanceId: string
