@@ -73,16 +73,12 @@ const toIssues = (
   lineCounter: LineCounter,
   file: string
 ): Array<ConfigurationIssue> => {
-  const issues = issuesOf(error).map((issue): ConfigurationIssue => {
-    const { line, column } = position(doc, lineCounter, issue.path, issue.kind === "Unexpected")
-    // A message may quote the bad value whole (`got [[[…`): at most a prefix of it is shown.
-    return { file, line, column, path: formatPath(issue.path), message: excerpt(issue.message, 1_000) }
-  })
-  const seen = new Set<string>()
-  return issues
-    .filter((i) => {
-      const k = `${i.line}:${i.column}:${i.path}:${i.message}`
-      return seen.has(k) ? false : (seen.add(k), true)
+  // issuesOf names each (path, problem) once; here they are put at their positions, in order.
+  return issuesOf(error)
+    .map((issue): ConfigurationIssue => {
+      const { line, column } = position(doc, lineCounter, issue.path, issue.kind === "Unexpected")
+      // A message may quote the bad value whole (`got [[[…`): at most a prefix of it is shown.
+      return { file, line, column, path: formatPath(issue.path), message: excerpt(issue.message, 1_000) }
     })
     .sort((a, b) => a.line - b.line || a.column - b.column)
 }

@@ -10,6 +10,7 @@ import { jsonExcerpt } from "../domain/Grammar.ts"
 import { nullAsAbsent } from "../domain/internal/nullAsAbsent.ts"
 import { ApiError } from "./ApiError.ts"
 import { UPSTREAM_BODIES, UPSTREAM_MODELS } from "./UpstreamRequestFields.ts"
+import { formatPath } from "../config/Issues.ts"
 
 /** A type of upstream's request models, as the unknown-key check walks it. */
 export type UpstreamShape =
@@ -96,8 +97,7 @@ const at = (value: unknown, path: ReadonlyArray<PropertyKey>): unknown =>
   path.reduce<unknown>((v, k) => (Array.isArray(v) ? v[k as number] : isObject(v) ? v[k as string] : undefined), value)
 
 /** `run_spec.configuration.volumes[0].name`: a path as messages write it. */
-export const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
-  path.map((k, i) => (typeof k === "number" ? `[${k}]` : i === 0 ? String(k) : `.${String(k)}`)).join("")
+export { formatPath }
 
 const show = (value: unknown): string => (value === undefined ? "undefined" : jsonExcerpt(value, 64))
 
